@@ -1,0 +1,48 @@
+// ParamBlock: a named, dense, row-major block of model parameters, tagged as
+// global (aggregated across sites) or local (never leaves the site). The
+// vocabulary type shared by models (algorithms/), wire messages (protocol/)
+// and the roles.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace fedrec {
+
+enum class Scope : uint8_t { kGlobal = 0, kLocal = 1 };
+
+struct ParamBlock {
+  std::string name;
+  Scope scope = Scope::kGlobal;
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+  std::vector<float> data;  // rows * cols values, row-major
+
+  ParamBlock() = default;
+  ParamBlock(std::string name_, Scope scope_, uint32_t rows_, uint32_t cols_)
+      : name(std::move(name_)), scope(scope_), rows(rows_), cols(cols_),
+        data(static_cast<size_t>(rows_) * cols_, 0.0f) {}
+
+  float* Row(uint32_t r) { return data.data() + static_cast<size_t>(r) * cols; }
+  const float* Row(uint32_t r) const { return data.data() + static_cast<size_t>(r) * cols; }
+  std::span<const std::byte> Bytes() const { return std::as_bytes(std::span<const float>(data)); }
+
+  friend bool operator==(const ParamBlock&, const ParamBlock&) = default;
+};
+
+// The block named `name`, or nullptr.
+inline ParamBlock* FindBlock(std::vector<ParamBlock>& blocks, std::string_view name) {
+  for (auto& b : blocks)
+    if (b.name == name) return &b;
+  return nullptr;
+}
+inline const ParamBlock* FindBlock(const std::vector<ParamBlock>& blocks, std::string_view name) {
+  for (const auto& b : blocks)
+    if (b.name == name) return &b;
+  return nullptr;
+}
+
+}  // namespace fedrec

@@ -1,0 +1,52 @@
+// Synthetic ratings: low-rank ground truth + user/item biases + Gaussian noise,
+// with power-law (Zipf-like) user activity and item popularity, rounded to the
+// rating scale. Defaults mimic MovieLens 100K's shape (943 users, 1,682 items,
+// 100,000 ratings, mean about 3.53); it scales to millions of ratings.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "data/ratings.h"
+
+namespace fedrec {
+
+struct SyntheticOptions {
+  uint32_t users = 943;
+  uint32_t items = 1682;
+  uint64_t ratings = 100000;   // distinct (user, item) pairs; capped at users*items/2
+  uint32_t rank = 8;           // rank of the ground-truth interaction term
+  double factor_std = 0.35;    // std of each ground-truth factor entry
+  double user_bias_std = 0.35;
+  double item_bias_std = 0.45;
+  double noise_std = 0.75;     // Gaussian noise before rounding
+  double mean = 3.53;          // global mean of the ground truth
+  double user_skew = 0.9;      // Zipf exponent of user activity (0 = uniform)
+  double item_skew = 1.0;      // Zipf exponent of item popularity (0 = uniform)
+  bool round_to_integers = true;
+  float rating_min = 1.0f;
+  float rating_max = 5.0f;
+  uint64_t seed = 1;
+};
+
+class SyntheticData {
+ public:
+  Dataset dataset;  // all ratings in `dataset.train`, `test` empty; raw IDs "0".."n-1"
+
+  // Noiseless expected rating mu + b_u + b_i + p_u . q_i, clamped to the scale.
+  float Truth(uint32_t user, uint32_t item) const;
+
+  // RMSE between `ratings` and the ground truth of the same (user, item): the
+  // noise floor a model fitted to these data can approach.
+  double NoiseFloorRmse(const std::vector<Rating>& ratings) const;
+
+  // Ground truth, exposed for tests: rank-r factors (row-major) and biases.
+  uint32_t rank = 0;
+  double mean = 0.0;
+  float rating_min = 1.0f, rating_max = 5.0f;
+  std::vector<float> user_factors, item_factors, user_bias, item_bias;
+};
+
+SyntheticData GenerateSynthetic(const SyntheticOptions& options);
+
+}  // namespace fedrec

@@ -1,0 +1,64 @@
+// Frames: every message on a Transport is a 24-byte header followed by a
+// payload (a cereal portable-binary archive of one message struct).
+//
+//   offset size field
+//        0    4 magic "FDRC"
+//        4    2 protocol version (kProtocolVersion)
+//        6    2 message type (MessageType)
+//        8    4 round
+//       12    4 sender rank
+//       16    8 payload length in bytes
+//
+// All integers little-endian. A frame with another magic, an unknown version or
+// type, or fewer payload bytes than announced is rejected with a Corruption
+// status naming the sender (when readable) and the round.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace fedrec {
+
+constexpr uint32_t kFrameMagic = 0x43524446;  // "FDRC" read as little-endian
+constexpr uint16_t kProtocolVersion = 1;
+constexpr size_t kFrameHeaderSize = 24;
+
+enum class MessageType : uint16_t {
+  kRoundPlan = 1,
+  kModelUpdate = 2,
+  kEvalRequest = 3,
+  kEvalReport = 4,
+  kShutdown = 5,
+  kSiteError = 6,
+};
+// Highest MessageType value this build understands.
+constexpr uint16_t kMaxMessageType = 6;
+
+const char* MessageTypeName(MessageType type);
+
+struct FrameHeader {
+  uint16_t version = kProtocolVersion;
+  MessageType type = MessageType::kShutdown;
+  uint32_t round = 0;
+  uint32_t sender = 0;
+  uint64_t payload_length = 0;
+};
+
+// A decoded frame; `payload` views the bytes passed to DecodeFrame.
+struct FrameView {
+  FrameHeader header;
+  std::span<const uint8_t> payload;
+};
+
+std::vector<uint8_t> EncodeFrame(MessageType type, uint32_t round, uint32_t sender,
+                                 std::span<const uint8_t> payload);
+
+// Validates magic, version, type and length (payload must be exactly the
+// announced length).
+Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes);
+
+}  // namespace fedrec

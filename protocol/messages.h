@@ -1,0 +1,129 @@
+// Wire messages of a federated round, and how to encode/decode them.
+//
+// The federated round, step by step (coordinator C, sites S_1..S_n):
+//   1. C picks the round's sites (Strategy::SelectSites) and sends each a
+//      RoundPlan: round, model version, local epochs, global epoch offset,
+//      learning rate, and the global blocks unless the site already holds that
+//      model version (it received it with an EvalRequest).
+//   2. Each site loads the global blocks into its local model (its local blocks,
+//      e.g. user factors, never leave it), trains `local_epochs` epochs on its
+//      shard, and answers with a ModelUpdate: for every global block, the rows it
+//      trained, each row's weight (the site's training ratings of that row) and
+//      the row's new values; plus its training loss sums. A site that cannot
+//      train answers SiteError.
+//   3. C waits until every selected site answered or the round timeout passed,
+//      then folds the updates in ascending site order (fixed floating-point
+//      order) into per-row weighted sums and lets the Strategy form the next
+//      global model. Sites that failed or timed out are reported as failures.
+//   4. Evaluation: C sends EvalRequest with the new model to the evaluating
+//      sites; each answers EvalReport with its additive metric sums; C combines
+//      them in site order into RMSE/MAE and top-N metrics.
+//   5. After the last round C sends Shutdown to every site.
+// Every message travels in a frame (frame.h) whose header carries the round, so
+// a message of another round is recognised and dropped with a log line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/param_block.h"
+#include "base/status.h"
+#include "protocol/frame.h"
+
+namespace fedrec {
+
+// Sparse rows of one global block as trained by one site.
+struct BlockUpdate {
+  std::string name;
+  uint32_t cols = 0;
+  std::vector<uint32_t> rows;    // ascending row indices
+  std::vector<float> weights;    // one per row, > 0
+  std::vector<float> values;     // rows.size() * cols, row-major
+
+  friend bool operator==(const BlockUpdate&, const BlockUpdate&) = default;
+};
+
+struct RoundPlan {
+  static constexpr MessageType kType = MessageType::kRoundPlan;
+  uint32_t round = 0;
+  uint64_t model_version = 0;
+  uint32_t local_epochs = 1;
+  uint64_t epoch_offset = 0;  // global index of the first local epoch (lr schedule, shuffling)
+  float lr = 0.0f;            // learning rate of epoch `epoch_offset`; decays per epoch after
+  bool includes_model = false;
+  std::vector<ParamBlock> model;  // global blocks when includes_model
+
+  friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
+};
+
+struct ModelUpdate {
+  static constexpr MessageType kType = MessageType::kModelUpdate;
+  uint32_t round = 0;
+  uint64_t model_version = 0;  // version the site trained from
+  uint64_t num_examples = 0;   // training ratings at the site
+  double train_squared_error = 0.0;  // summed over all local epochs
+  uint64_t train_count = 0;          // updates made over all local epochs
+  std::vector<BlockUpdate> blocks;
+
+  friend bool operator==(const ModelUpdate&, const ModelUpdate&) = default;
+};
+
+struct EvalRequest {
+  static constexpr MessageType kType = MessageType::kEvalRequest;
+  uint32_t round = 0;
+  uint64_t model_version = 0;
+  bool includes_model = false;
+  std::vector<ParamBlock> model;
+
+  friend bool operator==(const EvalRequest&, const EvalRequest&) = default;
+};
+
+struct EvalReport {
+  static constexpr MessageType kType = MessageType::kEvalReport;
+  uint32_t round = 0;
+  double squared_error = 0.0, absolute_error = 0.0;
+  uint64_t count = 0;
+  double precision = 0.0, recall = 0.0, ndcg = 0.0, hit_rate = 0.0;  // sums over users
+  uint64_t ranked_users = 0;
+
+  friend bool operator==(const EvalReport&, const EvalReport&) = default;
+};
+
+struct Shutdown {
+  static constexpr MessageType kType = MessageType::kShutdown;
+  std::string reason;
+
+  friend bool operator==(const Shutdown&, const Shutdown&) = default;
+};
+
+struct SiteError {
+  static constexpr MessageType kType = MessageType::kSiteError;
+  uint32_t round = 0;
+  std::string message;
+
+  friend bool operator==(const SiteError&, const SiteError&) = default;
+};
+
+// Serializes `message` (cereal portable binary) into a complete frame.
+template <typename M>
+std::vector<uint8_t> EncodeMessage(const M& message, uint32_t round, uint32_t sender);
+
+// Decodes the payload of `frame` as M. Corruption when the frame's type is not
+// M::kType or the payload does not decode (truncated, trailing bytes, bad sizes).
+template <typename M>
+Result<M> DecodeMessage(const FrameView& frame);
+
+// Explicitly instantiated in messages.cc for every message above.
+#define FEDREC_DECLARE_MESSAGE(M)                                                          \
+  extern template std::vector<uint8_t> EncodeMessage<M>(const M&, uint32_t, uint32_t); \
+  extern template Result<M> DecodeMessage<M>(const FrameView&);
+FEDREC_DECLARE_MESSAGE(RoundPlan)
+FEDREC_DECLARE_MESSAGE(ModelUpdate)
+FEDREC_DECLARE_MESSAGE(EvalRequest)
+FEDREC_DECLARE_MESSAGE(EvalReport)
+FEDREC_DECLARE_MESSAGE(Shutdown)
+FEDREC_DECLARE_MESSAGE(SiteError)
+#undef FEDREC_DECLARE_MESSAGE
+
+}  // namespace fedrec

@@ -1,0 +1,51 @@
+// Transport: the only way roles talk to each other. Roles are written against
+// this interface and never know whether they run in the simulator (in-process
+// queues) or under mpirun (MPI transport), which is what makes both produce
+// the same model.
+//
+// Ranks are 0..size()-1; rank 0 is the coordinator.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "base/status.h"
+
+namespace fedrec {
+
+struct Envelope {
+  int from = -1;
+  std::vector<uint8_t> bytes;  // one complete frame
+};
+
+struct TrafficStats {
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t messages_sent = 0;
+  uint64_t messages_received = 0;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // Queues `bytes` for `peer`; returns once the transport owns them (delivery is
+  // asynchronous; messages between one pair of ranks arrive in send order).
+  // Unavailable when the peer is gone or the transport is closed.
+  // Thread-safe.
+  virtual Status Send(int peer, std::vector<uint8_t> bytes) = 0;
+
+  // The next message addressed to this rank, waiting at most `timeout`
+  // (zero = poll). Timeout status when none arrived; Unavailable after Close().
+  // One receiving thread per rank.
+  virtual Result<Envelope> Recv(std::chrono::milliseconds timeout) = 0;
+
+  // Counters since construction. Thread-safe.
+  virtual TrafficStats stats() const = 0;
+};
+
+}  // namespace fedrec
