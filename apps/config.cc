@@ -1,0 +1,352 @@
+#include "apps/config.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <functional>
+#include <map>
+#include <variant>
+
+#include <toml++/toml.h>
+
+namespace fedrec {
+
+namespace {
+
+using Target = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*>;
+
+struct Key {
+  const char* path;
+  const char* doc;
+  std::function<Target(Config&)> bind;
+};
+
+#define FEDREC_KEY(path, member, doc) Key{path, doc, [](Config& c) -> Target { return &c.member; }}
+
+const std::vector<Key>& Schema() {
+  static const std::vector<Key> keys = {
+      FEDREC_KEY("seed", seed, "seed of every random stream (data, init, shuffling, sampling)"),
+      FEDREC_KEY("data.format", data.format, "rating file format: auto | ml100k | ml1m | mlcsv | csv"),
+      FEDREC_KEY("data.train", data.train, "training (or whole) rating file; empty = synthetic data"),
+      FEDREC_KEY("data.test", data.test, "held-out rating file; empty = split data.train"),
+      FEDREC_KEY("data.split", data.split,
+                 "split when data.test is empty: random | holdout_last | holdout_random"),
+      FEDREC_KEY("data.test_fraction", data.test_fraction, "test share for split = random"),
+      FEDREC_KEY("data.holdout_k", data.holdout_k, "ratings per user held out (holdout_*)"),
+      FEDREC_KEY("data.rating_min", data.rating_min, "lowest valid rating"),
+      FEDREC_KEY("data.rating_max", data.rating_max, "highest valid rating"),
+      FEDREC_KEY("data.site_train", data.site_train,
+                 "per-site training files, {site} = site index (federation.partition = files)"),
+      FEDREC_KEY("data.site_test", data.site_test,
+                 "per-site test files, {site} = site index; empty = split each site's file"),
+      FEDREC_KEY("data.synthetic.users", data.synthetic.users, "synthetic data: users"),
+      FEDREC_KEY("data.synthetic.items", data.synthetic.items, "synthetic data: items"),
+      FEDREC_KEY("data.synthetic.ratings", data.synthetic.ratings, "synthetic data: ratings"),
+      FEDREC_KEY("data.synthetic.rank", data.synthetic.rank, "synthetic data: rank of the truth"),
+      FEDREC_KEY("data.synthetic.noise_std", data.synthetic.noise_std,
+                 "synthetic data: rating noise (std)"),
+      FEDREC_KEY("data.synthetic.user_skew", data.synthetic.user_skew,
+                 "synthetic data: Zipf exponent of user activity"),
+      FEDREC_KEY("data.synthetic.item_skew", data.synthetic.item_skew,
+                 "synthetic data: Zipf exponent of item popularity"),
+      FEDREC_KEY("model.factors", model.factors, "latent factors k"),
+      FEDREC_KEY("model.init_std", model.init_std, "std of the initial factors"),
+      FEDREC_KEY("train.epochs", train.epochs, "epochs of centralized training (fedrec train)"),
+      FEDREC_KEY("train.lr", train.lr, "SGD learning rate of epoch 0"),
+      FEDREC_KEY("train.lr_decay", train.lr_decay, "learning rate of epoch e = lr * lr_decay^e"),
+      FEDREC_KEY("train.reg", train.reg, "L2 regularization of factors"),
+      FEDREC_KEY("train.bias_reg", train.bias_reg, "L2 regularization of biases"),
+      FEDREC_KEY("federation.sites", federation.sites, "number of sites"),
+      FEDREC_KEY("federation.partition", federation.partition,
+                 "how data is split into sites: user | dirichlet | files"),
+      FEDREC_KEY("federation.dirichlet_alpha", federation.dirichlet_alpha,
+                 "Dirichlet concentration (smaller = more non-IID)"),
+      FEDREC_KEY("federation.item_groups", federation.item_groups,
+                 "item groups for the Dirichlet partition"),
+      FEDREC_KEY("federation.rounds", federation.rounds, "federated rounds"),
+      FEDREC_KEY("federation.local_epochs", federation.local_epochs,
+                 "local epochs per round at each selected site"),
+      FEDREC_KEY("federation.fraction", federation.fraction, "share of sites selected per round"),
+      FEDREC_KEY("federation.min_sites", federation.min_sites,
+                 "fewest updates for a round to count (else the model is unchanged)"),
+      FEDREC_KEY("federation.strategy", federation.strategy, "aggregation strategy (registered name)"),
+      FEDREC_KEY("federation.server_lr", federation.server_lr,
+                 "server step toward the sites' average (1 = FedAvg)"),
+      FEDREC_KEY("federation.round_timeout", federation.round_timeout,
+                 "seconds to wait for the sites of a round"),
+      FEDREC_KEY("eval.every", eval.every, "evaluate every n rounds/epochs (and after the last)"),
+      FEDREC_KEY("eval.ranking", eval.ranking, "also compute top-N metrics"),
+      FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
+      FEDREC_KEY("eval.relevant_threshold", eval.relevant_threshold,
+                 "held-out ratings >= this are relevant for top-N metrics"),
+      FEDREC_KEY("sim.threads", sim.threads, "site threads of fedrec sim; 0 = all cores"),
+      FEDREC_KEY("sim.compare_centralized", sim.compare_centralized,
+                 "fedrec sim also trains the centralized baseline and reports both"),
+      FEDREC_KEY("output.dir", output.dir, "run directory; empty = runs/<command>-<UTC time>"),
+      FEDREC_KEY("output.progress", output.progress, "progress lines on a terminal"),
+  };
+  return keys;
+}
+#undef FEDREC_KEY
+
+const Key* FindKey(std::string_view path) {
+  for (const Key& k : Schema())
+    if (path == k.path) return &k;
+  return nullptr;
+}
+
+const char* TypeName(const Target& t) {
+  switch (t.index()) {
+    case 0: return "integer";
+    case 1: return "non-negative integer";
+    case 2: return "number";
+    case 3: return "boolean (true or false)";
+    default: return "string";
+  }
+}
+
+std::string Known(std::string_view path) {
+  // Keys of the same section, to help with typos.
+  const auto dot = path.rfind('.');
+  const std::string_view section = dot == std::string_view::npos ? "" : path.substr(0, dot);
+  std::string out;
+  for (const Key& k : Schema()) {
+    std::string_view kp = k.path;
+    const auto kd = kp.rfind('.');
+    if ((kd == std::string_view::npos ? "" : kp.substr(0, kd)) == section)
+      out += (out.empty() ? "" : ", ") + std::string(kp);
+  }
+  if (out.empty()) {
+    for (const Key& k : Schema()) {
+      std::string_view kp = k.path;
+      std::string top(kp.substr(0, kp.find('.')));
+      if (out.find(top) == std::string::npos) out += (out.empty() ? "" : ", ") + top;
+    }
+    return "known sections and keys: " + out;
+  }
+  return "known keys here: " + out;
+}
+
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string Render(const Target& t) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) return Quote(*p);
+        else if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
+        else if constexpr (std::is_same_v<T, double>) {
+          std::string s = fmt::format("{}", *p);
+          if (s.find_first_of(".eE") == std::string::npos && s.find("inf") == std::string::npos &&
+              s.find("nan") == std::string::npos)
+            s += ".0";
+          return s;
+        } else return fmt::format("{}", *p);
+      },
+      t);
+}
+
+// Parses text into the target; `where` prefixes errors.
+Status ParseInto(const Target& target, std::string_view text, const std::string& where) {
+  auto bad = [&](const char* expected) {
+    return Status::InvalidArgument(where + ": expected " + expected + ", found \"" +
+                                   std::string(text) + "\"");
+  };
+  if (auto* s = std::get_if<std::string*>(&target)) {
+    if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
+      text = text.substr(1, text.size() - 2);
+    **s = std::string(text);
+    return Status::Ok();
+  }
+  if (auto* b = std::get_if<bool*>(&target)) {
+    if (text == "true") **b = true;
+    else if (text == "false") **b = false;
+    else return bad("true or false");
+    return Status::Ok();
+  }
+  const char* first = text.data();
+  const char* last = text.data() + text.size();
+  if (auto* i = std::get_if<int64_t*>(&target)) {
+    int64_t v;
+    auto [p, ec] = std::from_chars(first, last, v);
+    if (ec != std::errc() || p != last) return bad("an integer");
+    **i = v;
+  } else if (auto* u = std::get_if<uint64_t*>(&target)) {
+    uint64_t v;
+    auto [p, ec] = std::from_chars(first, last, v);
+    if (ec != std::errc() || p != last) return bad("a non-negative integer");
+    **u = v;
+  } else if (auto* d = std::get_if<double*>(&target)) {
+    double v;
+    auto [p, ec] = std::from_chars(first, last, v);
+    if (ec != std::errc() || p != last) return bad("a number");
+    **d = v;
+  }
+  return Status::Ok();
+}
+
+Status SetFromNode(const Target& target, const toml::node& node, const std::string& where) {
+  if (auto* s = std::get_if<std::string*>(&target)) {
+    if (!node.is_string()) return Status::InvalidArgument(where + ": expected a string");
+    **s = *node.value<std::string>();
+  } else if (auto* b = std::get_if<bool*>(&target)) {
+    if (!node.is_boolean()) return Status::InvalidArgument(where + ": expected true or false");
+    **b = *node.value<bool>();
+  } else if (auto* i = std::get_if<int64_t*>(&target)) {
+    if (!node.is_integer()) return Status::InvalidArgument(where + ": expected an integer");
+    **i = *node.value<int64_t>();
+  } else if (auto* u = std::get_if<uint64_t*>(&target)) {
+    if (!node.is_integer() || *node.value<int64_t>() < 0)
+      return Status::InvalidArgument(where + ": expected a non-negative integer");
+    **u = static_cast<uint64_t>(*node.value<int64_t>());
+  } else if (auto* d = std::get_if<double*>(&target)) {
+    if (!node.is_number()) return Status::InvalidArgument(where + ": expected a number");
+    **d = *node.value<double>();
+  }
+  return Status::Ok();
+}
+
+Status Walk(const toml::table& table, const std::string& prefix, const std::string& file,
+            Config* config) {
+  for (auto&& [k, node] : table) {
+    const std::string path = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    const std::string where = file + ":" + std::to_string(node.source().begin.line) + ": " + path;
+    if (const toml::table* sub = node.as_table()) {
+      if (FindKey(path) != nullptr) return Status::InvalidArgument(where + ": expected a value, found a table");
+      FEDREC_RETURN_IF_ERROR(Walk(*sub, path, file, config));
+      continue;
+    }
+    const Key* key = FindKey(path);
+    if (key == nullptr) {
+      return Status::InvalidArgument(where + ": unknown key; " + Known(path));
+    }
+    FEDREC_RETURN_IF_ERROR(SetFromNode(key->bind(*config), node, where));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<Config> LoadConfigFile(const std::string& path, Config base) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& src = e.source();
+    if (src.begin.line == 0) return Status::NotFound("config " + path + ": " + std::string(e.description()));
+    return Status::InvalidArgument(path + ":" + std::to_string(src.begin.line) + ":" +
+                                   std::to_string(src.begin.column) + ": " +
+                                   std::string(e.description()));
+  }
+  FEDREC_RETURN_IF_ERROR(Walk(table, "", path, &base));
+  return base;
+}
+
+Status ApplyOverride(Config* config, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return Status::InvalidArgument("--set " + assignment +
+                                   ": expected section.key=value, found no '='");
+  }
+  const std::string path = assignment.substr(0, eq);
+  const Key* key = FindKey(path);
+  if (key == nullptr) return Status::InvalidArgument("--set " + assignment + ": unknown key '" + path + "'; " + Known(path));
+  return ParseInto(key->bind(*config), std::string_view(assignment).substr(eq + 1),
+                   "--set " + assignment);
+}
+
+Status ValidateConfig(const Config& c) {
+  auto fail = [](const std::string& key, const std::string& expected, const std::string& found) {
+    return Status::InvalidArgument("config " + key + ": expected " + expected + ", found " + found);
+  };
+  auto positive = [&](const char* key, int64_t v) {
+    return v >= 1 ? Status::Ok() : fail(key, "an integer >= 1", std::to_string(v));
+  };
+  auto one_of = [&](const char* key, const std::string& v, std::initializer_list<const char*> ok) {
+    std::string list;
+    for (const char* o : ok) {
+      if (v == o) return Status::Ok();
+      list += (list.empty() ? "" : " | ") + std::string(o);
+    }
+    return fail(key, list, "\"" + v + "\"");
+  };
+  FEDREC_RETURN_IF_ERROR(one_of("data.format", c.data.format, {"auto", "ml100k", "ml1m", "mlcsv", "csv"}));
+  FEDREC_RETURN_IF_ERROR(one_of("data.split", c.data.split, {"random", "holdout_last", "holdout_random"}));
+  FEDREC_RETURN_IF_ERROR(one_of("federation.partition", c.federation.partition, {"user", "dirichlet", "files"}));
+  if (!(c.data.test_fraction >= 0.0 && c.data.test_fraction < 1.0))
+    return fail("data.test_fraction", "a number in [0, 1)", fmt::format("{}", c.data.test_fraction));
+  if (!(c.data.rating_min < c.data.rating_max))
+    return fail("data.rating_max", "a value above data.rating_min", fmt::format("{} <= {}", c.data.rating_max, c.data.rating_min));
+  FEDREC_RETURN_IF_ERROR(positive("data.holdout_k", c.data.holdout_k));
+  FEDREC_RETURN_IF_ERROR(positive("data.synthetic.users", c.data.synthetic.users));
+  FEDREC_RETURN_IF_ERROR(positive("data.synthetic.items", c.data.synthetic.items));
+  FEDREC_RETURN_IF_ERROR(positive("data.synthetic.ratings", c.data.synthetic.ratings));
+  FEDREC_RETURN_IF_ERROR(positive("data.synthetic.rank", c.data.synthetic.rank));
+  if (c.model.factors < 1 || c.model.factors > 4096)
+    return fail("model.factors", "an integer in [1, 4096]", std::to_string(c.model.factors));
+  if (!(c.model.init_std >= 0.0)) return fail("model.init_std", "a number >= 0", fmt::format("{}", c.model.init_std));
+  FEDREC_RETURN_IF_ERROR(positive("train.epochs", c.train.epochs));
+  if (!(c.train.lr > 0.0)) return fail("train.lr", "a number > 0", fmt::format("{}", c.train.lr));
+  if (!(c.train.lr_decay > 0.0 && c.train.lr_decay <= 1.0))
+    return fail("train.lr_decay", "a number in (0, 1]", fmt::format("{}", c.train.lr_decay));
+  if (!(c.train.reg >= 0.0)) return fail("train.reg", "a number >= 0", fmt::format("{}", c.train.reg));
+  if (!(c.train.bias_reg >= 0.0)) return fail("train.bias_reg", "a number >= 0", fmt::format("{}", c.train.bias_reg));
+  FEDREC_RETURN_IF_ERROR(positive("federation.sites", c.federation.sites));
+  FEDREC_RETURN_IF_ERROR(positive("federation.rounds", c.federation.rounds));
+  FEDREC_RETURN_IF_ERROR(positive("federation.local_epochs", c.federation.local_epochs));
+  FEDREC_RETURN_IF_ERROR(positive("federation.item_groups", c.federation.item_groups));
+  if (!(c.federation.fraction > 0.0 && c.federation.fraction <= 1.0))
+    return fail("federation.fraction", "a number in (0, 1]", fmt::format("{}", c.federation.fraction));
+  if (!(c.federation.dirichlet_alpha > 0.0))
+    return fail("federation.dirichlet_alpha", "a number > 0", fmt::format("{}", c.federation.dirichlet_alpha));
+  if (c.federation.min_sites < 0) return fail("federation.min_sites", "an integer >= 0", std::to_string(c.federation.min_sites));
+  if (!(c.federation.round_timeout > 0.0))
+    return fail("federation.round_timeout", "seconds > 0", fmt::format("{}", c.federation.round_timeout));
+  if (c.federation.partition == "files" && c.data.site_train.find("{site}") == std::string::npos)
+    return fail("data.site_train", "a path pattern containing {site} (federation.partition = files)", "\"" + c.data.site_train + "\"");
+  FEDREC_RETURN_IF_ERROR(positive("eval.every", c.eval.every));
+  FEDREC_RETURN_IF_ERROR(positive("eval.top_k", c.eval.top_k));
+  if (c.sim.threads < 0) return fail("sim.threads", "an integer >= 0", std::to_string(c.sim.threads));
+  return Status::Ok();
+}
+
+std::string ConfigToToml(const Config& config, bool with_docs) {
+  Config copy = config;  // bind() needs a mutable Config
+  std::string out, section;
+  for (const Key& k : Schema()) {
+    std::string_view path = k.path;
+    const auto dot = path.rfind('.');
+    const std::string sec = dot == std::string_view::npos ? "" : std::string(path.substr(0, dot));
+    const std::string name(dot == std::string_view::npos ? path : path.substr(dot + 1));
+    if (sec != section) {
+      out += "\n[" + sec + "]\n";
+      section = sec;
+    }
+    if (with_docs) out += "# " + std::string(k.doc) + "\n";
+    out += name + " = " + Render(k.bind(copy)) + "\n";
+  }
+  return out;
+}
+
+std::vector<std::string> ConfigKeyDocs() {
+  Config defaults;
+  std::vector<std::string> lines;
+  for (const Key& k : Schema()) {
+    const Target t = k.bind(defaults);
+    lines.push_back(fmt::format("| `{}` | {} | `{}` | {} |", k.path, TypeName(t), Render(t), k.doc));
+  }
+  return lines;
+}
+
+}  // namespace fedrec

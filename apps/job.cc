@@ -1,0 +1,279 @@
+#include "apps/job.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "data/partition.h"
+#include "data/readers.h"
+#include "data/split.h"
+#include "data/synthetic.h"
+
+namespace fedrec {
+
+namespace {
+
+std::string SitePath(const std::string& pattern, uint32_t site) {
+  std::string path = pattern;
+  for (size_t pos; (pos = path.find("{site}")) != std::string::npos;)
+    path.replace(pos, 6, std::to_string(site));
+  return path;
+}
+
+Result<SplitResult> SplitRatings(const Config& config, const std::vector<Rating>& all,
+                                 uint64_t seed) {
+  if (config.data.split == "random") return RandomSplit(all, config.data.test_fraction, seed);
+  return HoldoutPerUser(all, static_cast<uint32_t>(config.data.holdout_k),
+                        config.data.split == "holdout_last" ? HoldoutOrder::kLastByTime
+                                                            : HoldoutOrder::kRandom,
+                        seed);
+}
+
+ReadOptions MakeReadOptions(const Config& config, RatingFormat format) {
+  ReadOptions options;
+  options.format = format;
+  options.rating_min = static_cast<float>(config.data.rating_min);
+  options.rating_max = static_cast<float>(config.data.rating_max);
+  return options;
+}
+
+EvalResult Evaluate(const Config& config, const MfModel& model, std::span<const Rating> train,
+                    std::span<const Rating> test) {
+  EvalResult result;
+  result.errors = EvaluateErrors(model, test, static_cast<float>(config.data.rating_min),
+                                 static_cast<float>(config.data.rating_max));
+  if (config.eval.ranking) {
+    RankingOptions ranking;
+    ranking.k = static_cast<uint32_t>(config.eval.top_k);
+    ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
+    result.ranking = EvaluateRanking(model, train, test, ranking);
+  }
+  return result;
+}
+
+}  // namespace
+
+Result<Dataset> LoadDataset(const Config& config) {
+  Dataset dataset;
+  dataset.rating_min = static_cast<float>(config.data.rating_min);
+  dataset.rating_max = static_cast<float>(config.data.rating_max);
+  if (config.data.train.empty()) {
+    SyntheticOptions options;
+    options.users = static_cast<uint32_t>(config.data.synthetic.users);
+    options.items = static_cast<uint32_t>(config.data.synthetic.items);
+    options.ratings = static_cast<uint64_t>(config.data.synthetic.ratings);
+    options.rank = static_cast<uint32_t>(config.data.synthetic.rank);
+    options.noise_std = config.data.synthetic.noise_std;
+    options.user_skew = config.data.synthetic.user_skew;
+    options.item_skew = config.data.synthetic.item_skew;
+    options.rating_min = dataset.rating_min;
+    options.rating_max = dataset.rating_max;
+    options.seed = config.seed;
+    SyntheticData synthetic = GenerateSynthetic(options);
+    dataset.users = std::move(synthetic.dataset.users);
+    dataset.items = std::move(synthetic.dataset.items);
+    FEDREC_ASSIGN_OR_RETURN(SplitResult split,
+                            SplitRatings(config, synthetic.dataset.train, config.seed));
+    dataset.train = std::move(split.train);
+    dataset.test = std::move(split.test);
+    return dataset;
+  }
+  FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
+  const ReadOptions read = MakeReadOptions(config, format);
+  std::vector<Rating> all;
+  FEDREC_RETURN_IF_ERROR(ReadRatings(config.data.train, read, &dataset.users, &dataset.items, &all));
+  if (config.data.test.empty()) {
+    FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed));
+    dataset.train = std::move(split.train);
+    dataset.test = std::move(split.test);
+  } else {
+    dataset.train = std::move(all);
+    FEDREC_RETURN_IF_ERROR(
+        ReadRatings(config.data.test, read, &dataset.users, &dataset.items, &dataset.test));
+  }
+  return dataset;
+}
+
+Result<FederatedData> LoadFederatedData(const Config& config) {
+  FederatedData data;
+  const uint32_t sites = static_cast<uint32_t>(config.federation.sites);
+  if (config.federation.partition == "files") {
+    Dataset& d = data.dataset;
+    d.rating_min = static_cast<float>(config.data.rating_min);
+    d.rating_max = static_cast<float>(config.data.rating_max);
+    FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
+    const ReadOptions read = MakeReadOptions(config, format);
+    data.sites.resize(sites);
+    for (uint32_t s = 0; s < sites; ++s) {
+      SiteData& site = data.sites[s];
+      std::vector<Rating> all;
+      FEDREC_RETURN_IF_ERROR(ReadRatings(SitePath(config.data.site_train, s), read, &d.users,
+                                         &d.items, &all)
+                                 .WithContext("site " + std::to_string(s)));
+      if (config.data.site_test.empty()) {
+        FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed + s));
+        site.train = std::move(split.train);
+        site.test = std::move(split.test);
+      } else {
+        site.train = std::move(all);
+        FEDREC_RETURN_IF_ERROR(ReadRatings(SitePath(config.data.site_test, s), read, &d.users,
+                                           &d.items, &site.test)
+                                   .WithContext("site " + std::to_string(s)));
+      }
+      std::vector<uint32_t> users;
+      for (const Rating& r : site.train) users.push_back(r.user);
+      for (const Rating& r : site.test) users.push_back(r.user);
+      std::sort(users.begin(), users.end());
+      users.erase(std::unique(users.begin(), users.end()), users.end());
+      site.users = std::move(users);
+      d.train.insert(d.train.end(), site.train.begin(), site.train.end());
+      d.test.insert(d.test.end(), site.test.begin(), site.test.end());
+    }
+    return data;
+  }
+  FEDREC_ASSIGN_OR_RETURN(data.dataset, LoadDataset(config));
+  PartitionOptions options;
+  options.sites = sites;
+  options.dirichlet_alpha = config.federation.dirichlet_alpha;
+  options.item_groups = static_cast<uint32_t>(config.federation.item_groups);
+  options.seed = config.seed;
+  FEDREC_ASSIGN_OR_RETURN(Partitioner partitioner,
+                          PartitionerRegistry::WithBuiltins().Find(config.federation.partition));
+  FEDREC_ASSIGN_OR_RETURN(std::vector<uint32_t> site_of_user, partitioner(data.dataset, options));
+  std::vector<std::vector<Rating>> train = SplitBySite(data.dataset.train, site_of_user, sites);
+  std::vector<std::vector<Rating>> test = SplitBySite(data.dataset.test, site_of_user, sites);
+  data.sites.resize(sites);
+  for (uint32_t s = 0; s < sites; ++s) {
+    data.sites[s].train = std::move(train[s]);
+    data.sites[s].test = std::move(test[s]);
+  }
+  for (uint32_t u = 0; u < site_of_user.size(); ++u) data.sites[site_of_user[u]].users.push_back(u);
+  return data;
+}
+
+MfTrainerOptions TrainerOptions(const Config& config) {
+  MfTrainerOptions options;
+  options.factors = static_cast<uint32_t>(config.model.factors);
+  options.init.init_std = static_cast<float>(config.model.init_std);
+  options.init.seed = config.seed;
+  options.sgd.lr = static_cast<float>(config.train.lr);
+  options.sgd.lr_decay = static_cast<float>(config.train.lr_decay);
+  options.sgd.reg = static_cast<float>(config.train.reg);
+  options.sgd.bias_reg = static_cast<float>(config.train.bias_reg);
+  return options;
+}
+
+WorkerOptions MakeWorkerOptions(const Config& config) {
+  WorkerOptions options;
+  options.trainer = TrainerOptions(config);
+  options.rating_min = static_cast<float>(config.data.rating_min);
+  options.rating_max = static_cast<float>(config.data.rating_max);
+  options.evaluate_ranking = config.eval.ranking;
+  options.ranking.k = static_cast<uint32_t>(config.eval.top_k);
+  options.ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
+  return options;
+}
+
+CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
+  CoordinatorOptions options;
+  options.rounds = static_cast<uint32_t>(config.federation.rounds);
+  options.local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
+  options.fraction = config.federation.fraction;
+  options.min_sites = static_cast<uint32_t>(config.federation.min_sites);
+  options.eval_every = static_cast<uint32_t>(config.eval.every);
+  options.lr = static_cast<float>(config.train.lr);
+  options.seed = config.seed;
+  options.round_timeout = std::chrono::milliseconds(
+      static_cast<int64_t>(config.federation.round_timeout * 1000.0));
+  return options;
+}
+
+StrategyOptions MakeStrategyOptions(const Config& config) {
+  StrategyOptions options;
+  options.server_lr = config.federation.server_lr;
+  return options;
+}
+
+CentralizedResult TrainCentralized(const Config& config, const Dataset& dataset,
+                                   const std::function<void(const ProgressPoint&)>& on_epoch) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<uint32_t> all_users(dataset.users.size());
+  for (uint32_t u = 0; u < all_users.size(); ++u) all_users[u] = u;
+  MfTrainer trainer(TrainerOptions(config), dataset.items.size(), dataset.train, all_users);
+  trainer.UseShardMean();
+  const std::vector<Rating> test = trainer.ToLocal(dataset.test);
+  const uint32_t epochs = static_cast<uint32_t>(config.train.epochs);
+  CentralizedResult result;
+  for (uint32_t epoch = 0; epoch < epochs; ++epoch) {
+    const EpochStats stats = trainer.Train(epoch, 1, static_cast<float>(config.train.lr));
+    ProgressPoint point;
+    point.step = epoch + 1;
+    point.steps = epochs;
+    point.train_mse = stats.Mse();
+    const bool last = epoch + 1 == epochs;
+    if (last || (epoch + 1) % config.eval.every == 0) {
+      point.evaluated = true;
+      point.eval = Evaluate(config, trainer.model(), trainer.train(), test);
+      if (last) result.eval = point.eval;
+    }
+    if (on_epoch) on_epoch(point);
+  }
+  result.global = trainer.model().GlobalBlocks();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+Result<RunOutput> RunOutput::Create(const Config& config, const std::string& command) {
+  RunOutput out;
+  out.dir_ = config.output.dir;
+  if (out.dir_.empty()) {
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+    out.dir_ = "runs/" + command + "-" + stamp;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(out.dir_, ec);
+  if (ec) return Status::IoError("cannot create run directory " + out.dir_ + ": " + ec.message());
+  {
+    std::ofstream cfg(out.dir_ + "/config.toml");
+    cfg << "# resolved configuration of this run (fedrec " << command << ")\n"
+        << ConfigToToml(config);
+    if (!cfg) return Status::IoError("cannot write " + out.dir_ + "/config.toml");
+  }
+  out.metrics_ = std::make_shared<std::ofstream>(out.dir_ + "/metrics.jsonl");
+  if (!*out.metrics_) return Status::IoError("cannot write " + out.dir_ + "/metrics.jsonl");
+  out.tty_ = config.output.progress && isatty(STDERR_FILENO);
+  return out;
+}
+
+void RunOutput::WriteMetrics(const std::string& json_line) {
+  *metrics_ << json_line << '\n';
+  metrics_->flush();
+}
+
+void RunOutput::Progress(const std::string& line) {
+  if (!tty_) return;
+  std::cerr << "\r\033[K" << line << std::flush;
+  progress_shown_ = true;
+}
+
+void RunOutput::EndProgress() {
+  if (progress_shown_) std::cerr << "\n";
+  progress_shown_ = false;
+}
+
+Status RunOutput::WriteSummary(const std::string& json) {
+  std::ofstream out(dir_ + "/summary.json");
+  out << json << '\n';
+  if (!out) return Status::IoError("cannot write " + dir_ + "/summary.json");
+  return Status::Ok();
+}
+
+}  // namespace fedrec

@@ -1,0 +1,87 @@
+// What the `fedrec` command does, as functions over a Config: load data, build
+// sites, train centrally or federate, and report. Separate from main() so tests
+// and other front ends (the MPI runner) reuse it.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "algorithms/metrics.h"
+#include "algorithms/mf_trainer.h"
+#include "algorithms/strategy.h"
+#include "apps/config.h"
+#include "base/status.h"
+#include "coordinator/coordinator.h"
+#include "data/ratings.h"
+#include "worker/worker.h"
+
+namespace fedrec {
+
+// A dataset with its sites. For partition = files, each site's data comes from
+// its own files; otherwise the partitioner assigns users to sites.
+struct FederatedData {
+  Dataset dataset;              // all train and test ratings, global indices
+  std::vector<SiteData> sites;  // empty until partitioned
+};
+
+// Loads the configured data: rating files (+ split) or synthetic data.
+Result<Dataset> LoadDataset(const Config& config);
+// Loads data and splits it into sites as configured.
+Result<FederatedData> LoadFederatedData(const Config& config);
+
+MfTrainerOptions TrainerOptions(const Config& config);
+WorkerOptions MakeWorkerOptions(const Config& config);
+CoordinatorOptions MakeCoordinatorOptions(const Config& config);
+StrategyOptions MakeStrategyOptions(const Config& config);
+
+struct EvalResult {
+  ErrorSums errors;
+  RankingSums ranking;
+};
+
+// One evaluation point of a run (epoch of `fedrec train`, round of `fedrec sim`).
+struct ProgressPoint {
+  uint32_t step = 0, steps = 0;
+  double train_mse = 0.0;
+  bool evaluated = false;
+  EvalResult eval;
+};
+
+struct CentralizedResult {
+  std::vector<ParamBlock> global;
+  EvalResult eval;
+  double seconds = 0.0;  // training and evaluation, data loading excluded
+};
+
+// Centralized baseline: one MfTrainer over all training ratings.
+CentralizedResult TrainCentralized(const Config& config, const Dataset& dataset,
+                                   const std::function<void(const ProgressPoint&)>& on_epoch);
+
+// Writes the run directory: resolved config, metrics.jsonl, summary.json; and
+// prints progress to stderr when it is a terminal.
+class RunOutput {
+ public:
+  // Creates the directory (config.output.dir or runs/<command>-<UTC time>).
+  static Result<RunOutput> Create(const Config& config, const std::string& command);
+
+  const std::string& dir() const { return dir_; }
+  // Appends one JSON object as a line of metrics.jsonl.
+  void WriteMetrics(const std::string& json_line);
+  // Rewrites the progress line on a terminal; no-op otherwise.
+  void Progress(const std::string& line);
+  void EndProgress();
+  // Writes summary.json.
+  Status WriteSummary(const std::string& json);
+
+ private:
+  std::string dir_;
+  std::shared_ptr<std::ofstream> metrics_;
+  bool tty_ = false;
+  bool progress_shown_ = false;
+};
+
+}  // namespace fedrec

@@ -1,0 +1,294 @@
+#include "coordinator/coordinator.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <utility>
+
+namespace fedrec {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Receives the answers of `sites` to one request of `round`: a message of type
+// M or a SiteError from each, until all answered or `deadline` passed. Frames of
+// other rounds or types, and frames that do not decode, are logged and dropped.
+// `on_reply(site, message)` and `on_failure(site, reason)` are called once per
+// site at most; sites still silent at the deadline get on_failure too.
+template <typename M, typename OnReply, typename OnFailure>
+Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank, uint32_t round,
+               const std::vector<uint32_t>& sites, Clock::time_point deadline, OnReply on_reply,
+               OnFailure on_failure) {
+  std::set<uint32_t> waiting(sites.begin(), sites.end());
+  while (!waiting.empty()) {
+    const auto now = Clock::now();
+    if (now >= deadline) break;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    Result<Envelope> envelope =
+        transport->Recv(std::min(left + std::chrono::milliseconds(1), std::chrono::milliseconds(1000)));
+    if (!envelope.ok()) {
+      if (envelope.status().code() == Status::Code::kTimeout) continue;
+      return envelope.status().WithContext("coordinator, round " + std::to_string(round));
+    }
+    auto site_it = site_of_rank.find(envelope->from);
+    Result<FrameView> frame = DecodeFrame(envelope->bytes);
+    if (!frame.ok()) {
+      spdlog::warn("coordinator, round {}: dropped a frame from rank {}: {}", round, envelope->from,
+                   frame.status().message());
+      continue;
+    }
+    if (site_it == site_of_rank.end()) {
+      spdlog::warn("coordinator, round {}: dropped {} from rank {}, which is not a site", round,
+                   MessageTypeName(frame->header.type), envelope->from);
+      continue;
+    }
+    const uint32_t site = site_it->second;
+    if (frame->header.round != round || !waiting.contains(site)) {
+      spdlog::warn("coordinator, round {}: dropped a late or unexpected {} of round {} from site {}",
+                   round, MessageTypeName(frame->header.type), frame->header.round, site);
+      continue;
+    }
+    if (frame->header.type == MessageType::kSiteError) {
+      Result<SiteError> error = DecodeMessage<SiteError>(*frame);
+      waiting.erase(site);
+      on_failure(site, error.ok() ? error->message : error.status().message());
+      continue;
+    }
+    if (frame->header.type != M::kType) {
+      spdlog::warn("coordinator, round {}: dropped {} from site {}, expected {}", round,
+                   MessageTypeName(frame->header.type), site, MessageTypeName(M::kType));
+      continue;
+    }
+    Result<M> message = DecodeMessage<M>(*frame);
+    waiting.erase(site);
+    if (!message.ok()) {
+      on_failure(site, message.status().message());
+      continue;
+    }
+    on_reply(site, std::move(message).value());
+  }
+  for (uint32_t site : waiting) {
+    on_failure(site, std::string("no ") + MessageTypeName(M::kType) + " before the round timeout");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlock> initial_global,
+                         std::unique_ptr<Strategy> strategy, Transport* transport)
+    : options_(options),
+      global_(std::move(initial_global)),
+      strategy_(std::move(strategy)),
+      transport_(transport),
+      site_version_(options.site_ranks.size(), UINT64_MAX) {
+  for (uint32_t s = 0; s < options_.site_ranks.size(); ++s) site_of_rank_[options_.site_ranks[s]] = s;
+}
+
+std::string Coordinator::SiteName(uint32_t site) const {
+  return "site " + std::to_string(site) + " (rank " + std::to_string(options_.site_ranks[site]) +
+         ")";
+}
+
+Status Coordinator::ValidateUpdate(const ModelUpdate& update, uint32_t site) const {
+  const std::string where = SiteName(site) + ", round " + std::to_string(update.round);
+  if (update.model_version != version_) {
+    return Status::InvalidArgument(where + ": update trained from model version " +
+                                   std::to_string(update.model_version) + ", expected " +
+                                   std::to_string(version_));
+  }
+  for (const BlockUpdate& b : update.blocks) {
+    const ParamBlock* block = FindBlock(global_, b.name);
+    if (block == nullptr) {
+      return Status::InvalidArgument(where + ": update names block '" + b.name +
+                                     "', which the global model does not have");
+    }
+    if (b.cols != block->cols) {
+      return Status::InvalidArgument(where + ": block '" + b.name + "' has " +
+                                     std::to_string(b.cols) + " columns, expected " +
+                                     std::to_string(block->cols));
+    }
+    if (!b.rows.empty() && b.rows.back() >= block->rows) {
+      return Status::InvalidArgument(where + ": block '" + b.name + "' updates row " +
+                                     std::to_string(b.rows.back()) + ", the block has " +
+                                     std::to_string(block->rows) + " rows");
+    }
+  }
+  return Status::Ok();
+}
+
+void Coordinator::Fold(const ModelUpdate& update, AggregateInput* input) const {
+  for (const BlockUpdate& b : update.blocks) {
+    size_t index = 0;
+    while (global_[index].name != b.name) ++index;
+    auto& sum = input->weighted_sum[index];
+    auto& weight = input->row_weight[index];
+    for (size_t k = 0; k < b.rows.size(); ++k) {
+      const double w = b.weights[k];
+      weight[b.rows[k]] += w;
+      double* dst = sum.data() + static_cast<size_t>(b.rows[k]) * b.cols;
+      const float* src = b.values.data() + k * b.cols;
+      for (uint32_t c = 0; c < b.cols; ++c) dst[c] += w * static_cast<double>(src[c]);
+    }
+  }
+  ++input->sites;
+}
+
+Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
+  const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
+  const std::vector<uint32_t> selected =
+      strategy_->SelectSites(round, num_sites, options_.fraction, options_.seed);
+  metrics->sites_selected = static_cast<uint32_t>(selected.size());
+  const uint32_t rank = static_cast<uint32_t>(transport_->rank());
+
+  RoundPlan plan;
+  plan.round = round;
+  plan.model_version = version_;
+  plan.local_epochs = options_.local_epochs;
+  plan.epoch_offset = static_cast<uint64_t>(round - 1) * options_.local_epochs;
+  plan.lr = options_.lr;
+  for (uint32_t site : selected) {
+    plan.includes_model = site_version_[site] != version_;
+    plan.model = plan.includes_model ? global_ : std::vector<ParamBlock>{};
+    FEDREC_RETURN_IF_ERROR(
+        transport_->Send(options_.site_ranks[site], EncodeMessage(plan, round, rank)));
+    site_version_[site] = version_;
+  }
+
+  AggregateInput input;
+  input.round = round;
+  for (const ParamBlock& b : global_) {
+    input.weighted_sum.emplace_back(b.data.size(), 0.0);
+    input.row_weight.emplace_back(b.rows, 0.0);
+  }
+  // Fold updates in ascending site order so the floating-point sums do not
+  // depend on arrival order; an update is kept only until its turn comes.
+  std::map<uint32_t, ModelUpdate> pending;
+  std::set<uint32_t> failed;
+  size_t next = 0;
+  double train_squared = 0.0;
+  uint64_t train_count = 0;
+  auto advance = [&] {
+    while (next < selected.size()) {
+      const uint32_t site = selected[next];
+      if (auto it = pending.find(site); it != pending.end()) {
+        Fold(it->second, &input);
+        train_squared += it->second.train_squared_error;
+        train_count += it->second.train_count;
+        pending.erase(it);
+      } else if (!failed.contains(site)) {
+        return;
+      }
+      ++next;
+    }
+  };
+  const auto deadline = Clock::now() + options_.round_timeout;
+  FEDREC_RETURN_IF_ERROR(Collect<ModelUpdate>(
+      transport_, site_of_rank_, round, selected, deadline,
+      [&](uint32_t site, ModelUpdate update) {
+        if (Status valid = ValidateUpdate(update, site); !valid.ok()) {
+          spdlog::warn("coordinator: {}", valid.message());
+          failed.insert(site);
+          site_version_[site] = UINT64_MAX;
+        } else {
+          pending.emplace(site, std::move(update));
+        }
+        advance();
+      },
+      [&](uint32_t site, const std::string& reason) {
+        spdlog::warn("coordinator, round {}: {} failed: {}", round, SiteName(site), reason);
+        failed.insert(site);
+        site_version_[site] = UINT64_MAX;  // resend the model next time
+        advance();
+      }));
+  advance();
+  metrics->failures = static_cast<uint32_t>(failed.size());
+  metrics->sites_reported = input.sites;
+  input.failures = metrics->failures;
+  metrics->train_mse = train_count ? train_squared / static_cast<double>(train_count) : 0.0;
+
+  if (input.sites < std::max<uint32_t>(options_.min_sites, 1)) {
+    metrics->aborted = true;
+    spdlog::warn("coordinator, round {}: aborted, {} of {} selected sites reported (need {}); "
+                 "the model is unchanged", round, input.sites, selected.size(), options_.min_sites);
+    return Status::Ok();
+  }
+  FEDREC_RETURN_IF_ERROR(strategy_->Aggregate(input, &global_).WithContext(
+      "coordinator, round " + std::to_string(round)));
+  ++version_;
+  return Status::Ok();
+}
+
+Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
+  const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
+  std::vector<uint32_t> sites(num_sites);
+  for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
+  const uint32_t rank = static_cast<uint32_t>(transport_->rank());
+  EvalRequest request;
+  request.round = round;
+  request.model_version = version_;
+  for (uint32_t site : sites) {
+    request.includes_model = site_version_[site] != version_;
+    request.model = request.includes_model ? global_ : std::vector<ParamBlock>{};
+    FEDREC_RETURN_IF_ERROR(
+        transport_->Send(options_.site_ranks[site], EncodeMessage(request, round, rank)));
+    site_version_[site] = version_;
+  }
+  std::vector<std::optional<EvalReport>> reports(num_sites);
+  FEDREC_RETURN_IF_ERROR(Collect<EvalReport>(
+      transport_, site_of_rank_, round, sites, Clock::now() + options_.round_timeout,
+      [&](uint32_t site, EvalReport report) { reports[site] = std::move(report); },
+      [&](uint32_t site, const std::string& reason) {
+        spdlog::warn("coordinator, round {}: evaluation at {} failed: {}", round, SiteName(site),
+                     reason);
+        site_version_[site] = UINT64_MAX;
+      }));
+  for (const auto& report : reports) {  // site order: fixed summation order
+    if (!report) continue;
+    metrics->test.Merge(ErrorSums{report->squared_error, report->absolute_error, report->count});
+    metrics->ranking.Merge(RankingSums{report->precision, report->recall, report->ndcg,
+                                       report->hit_rate, report->ranked_users});
+  }
+  metrics->evaluated = true;
+  return Status::Ok();
+}
+
+Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round) {
+  if (options_.site_ranks.empty()) {
+    ShutdownSites("no sites");
+    return Status::InvalidArgument("coordinator: the federation has no sites");
+  }
+  Status status;
+  for (uint32_t round = 1; round <= options_.rounds && status.ok(); ++round) {
+    const auto start = Clock::now();
+    const TrafficStats before = transport_->stats();
+    RoundMetrics metrics;
+    metrics.round = round;
+    status = RunRound(round, &metrics);
+    const bool last = round == options_.rounds;
+    if (status.ok() && (last || (options_.eval_every > 0 && round % options_.eval_every == 0))) {
+      status = Evaluate(round, &metrics);
+    }
+    const TrafficStats after = transport_->stats();
+    metrics.bytes_sent = after.bytes_sent - before.bytes_sent;
+    metrics.bytes_received = after.bytes_received - before.bytes_received;
+    metrics.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (status.ok() && on_round) on_round(metrics);
+  }
+  ShutdownSites(status.ok() ? "training finished" : status.message());
+  return status;
+}
+
+void Coordinator::ShutdownSites(const std::string& reason) {
+  const Shutdown shutdown{reason};
+  const uint32_t rank = static_cast<uint32_t>(transport_->rank());
+  for (int site_rank : options_.site_ranks) {
+    Status sent = transport_->Send(site_rank, EncodeMessage(shutdown, 0, rank));
+    if (!sent.ok()) spdlog::debug("coordinator: shutdown of rank {}: {}", site_rank, sent.message());
+  }
+}
+
+}  // namespace fedrec

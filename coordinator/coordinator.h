@@ -1,0 +1,90 @@
+// Coordinator: runs the federated round state machine described in
+// protocol/messages.h: picks sites, sends plans, folds the sites' updates into
+// per-row sums in a fixed (site) order, lets the Strategy form the next global
+// model, runs federated evaluation and reports per-round metrics.
+//
+// It never keeps an individual site's update after folding it into the sums.
+// Talks only through a Transport.
+//
+// Thread-safety: Run() is called from one thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "algorithms/metrics.h"
+#include "algorithms/strategy.h"
+#include "base/param_block.h"
+#include "base/status.h"
+#include "protocol/messages.h"
+#include "protocol/transport.h"
+
+namespace fedrec {
+
+struct CoordinatorOptions {
+  uint32_t rounds = 20;
+  uint32_t local_epochs = 1;
+  double fraction = 1.0;       // share of sites selected per round
+  uint32_t min_sites = 1;      // fewer updates than this aborts the round (model unchanged)
+  uint32_t eval_every = 1;     // evaluate after every n-th round and after the last
+  float lr = 0.01f;            // base learning rate sent in every plan
+  uint64_t seed = 1;
+  std::chrono::milliseconds round_timeout{std::chrono::minutes(10)};
+  std::vector<int> site_ranks;  // rank of site s; its size is the number of sites
+};
+
+struct RoundMetrics {
+  uint32_t round = 0;              // 1-based
+  uint32_t sites_selected = 0;
+  uint32_t sites_reported = 0;     // updates folded into the aggregate
+  uint32_t failures = 0;           // SiteError, invalid update or timeout
+  bool aborted = false;            // too few updates: model unchanged
+  double train_mse = 0.0;          // over the local epochs of reporting sites
+  bool evaluated = false;
+  ErrorSums test;                  // combined over sites
+  RankingSums ranking;
+  uint64_t bytes_sent = 0;         // by the coordinator this round
+  uint64_t bytes_received = 0;
+  double seconds = 0.0;            // wall time of the round including evaluation
+};
+
+class Coordinator {
+ public:
+  // `initial_global` are the global blocks of the initial model (version 0).
+  Coordinator(const CoordinatorOptions& options, std::vector<ParamBlock> initial_global,
+              std::unique_ptr<Strategy> strategy, Transport* transport);
+
+  // Runs every round, calling `on_round` after each, then sends Shutdown to
+  // every site. Returns the first fatal error (transport failure, every site
+  // lost); failures of individual sites are reported in the metrics instead.
+  Status Run(const std::function<void(const RoundMetrics&)>& on_round);
+
+  // Sends Shutdown to every site (also done by Run at its end).
+  void ShutdownSites(const std::string& reason);
+
+  const std::vector<ParamBlock>& global() const { return global_; }
+  uint64_t model_version() const { return version_; }
+
+ private:
+  Status RunRound(uint32_t round, RoundMetrics* metrics);
+  Status Evaluate(uint32_t round, RoundMetrics* metrics);
+  // Checks an update against the global model's shape.
+  Status ValidateUpdate(const ModelUpdate& update, uint32_t site) const;
+  void Fold(const ModelUpdate& update, AggregateInput* input) const;
+  std::string SiteName(uint32_t site) const;
+
+  CoordinatorOptions options_;
+  std::vector<ParamBlock> global_;
+  std::unique_ptr<Strategy> strategy_;
+  Transport* transport_;
+  std::map<int, uint32_t> site_of_rank_;
+  std::vector<uint64_t> site_version_;  // model version each site holds (UINT64_MAX: none)
+  uint64_t version_ = 0;
+};
+
+}  // namespace fedrec

@@ -1,0 +1,43 @@
+// The simulator: the coordinator and every site of a federation in one process,
+// over the in-process transport. The coordinator runs on the calling thread;
+// sites are event-driven (Worker::Handle) and run on a fixed pool of threads,
+// so thousands of virtual sites need no thread each. Each site's messages are
+// handled one at a time and in order.
+//
+// Same inputs => bit-identical final model whatever `threads` is: sites train
+// from their own (seed, round, site) streams and the coordinator folds updates
+// in site order.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "coordinator/coordinator.h"
+#include "worker/worker.h"
+
+namespace fedrec {
+
+struct SimulationOptions {
+  uint32_t threads = 0;  // site threads; 0 = hardware concurrency
+};
+
+struct SimulationResult {
+  std::vector<ParamBlock> global;  // final global model
+  TrafficStats coordinator_traffic;
+  uint64_t site_bytes_sent = 0;    // summed over sites
+};
+
+// Runs one federation: rank 0 is the coordinator, site s is rank s + 1.
+// `worker_options.site` is set per site. Errors: the coordinator's fatal error,
+// or a site whose transport failed.
+Result<SimulationResult> RunSimulation(const SimulationOptions& options,
+                                       CoordinatorOptions coordinator_options,
+                                       std::vector<ParamBlock> initial_global,
+                                       std::unique_ptr<Strategy> strategy,
+                                       const WorkerOptions& worker_options, uint32_t items,
+                                       std::vector<SiteData> sites,
+                                       const std::function<void(const RoundMetrics&)>& on_round);
+
+}  // namespace fedrec

@@ -1,0 +1,78 @@
+// Worker: the role of one site. Owns the site's private shard and local model
+// state (user factors and biases never leave it), trains on request and answers
+// with its update, evaluates on request and answers with metric sums. Talks
+// only through a Transport; the round protocol is described in
+// protocol/messages.h.
+//
+// Thread-safety: a Worker is driven by one thread at a time (the simulator
+// serialises each site's messages; under MPI one thread runs Serve).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "algorithms/metrics.h"
+#include "algorithms/mf_trainer.h"
+#include "base/status.h"
+#include "data/ratings.h"
+#include "protocol/messages.h"
+#include "protocol/transport.h"
+
+namespace fedrec {
+
+struct WorkerOptions {
+  uint32_t site = 0;          // site index, 0-based
+  int coordinator_rank = 0;
+  MfTrainerOptions trainer;   // trainer.shard is set to `site`
+  float rating_min = 1.0f;
+  float rating_max = 5.0f;
+  bool evaluate_ranking = true;
+  RankingOptions ranking;
+};
+
+// One site's data, with global user and item indices.
+struct SiteData {
+  std::vector<Rating> train;
+  std::vector<Rating> test;
+  std::vector<uint32_t> users;  // every user the site holds (also those with no train ratings)
+};
+
+class Worker {
+ public:
+  // `transport` must outlive the worker; its rank is the site's rank.
+  Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport);
+
+  // Handles one received frame, sending any answer through the transport.
+  // Sets *done when the frame was a Shutdown. A frame that does not decode or
+  // does not fit the site's state is answered with SiteError (when its round is
+  // readable) and logged; the returned status is non-OK only when the transport
+  // failed.
+  Status Handle(const Envelope& envelope, bool* done);
+
+  // Receives and handles frames until Shutdown. Unavailable when the transport
+  // closed first; Timeout when nothing arrived within `idle_timeout`.
+  Status Serve(std::chrono::milliseconds idle_timeout);
+
+  uint32_t site() const { return options_.site; }
+  const MfModel& model() const { return trainer_.model(); }
+  uint64_t model_version() const { return model_version_; }
+
+ private:
+  Status OnRoundPlan(const FrameView& frame);
+  Status OnEvalRequest(const FrameView& frame);
+  Status SendError(uint32_t round, const std::string& message);
+  // Loads `model` (when included) or checks the cached version.
+  Status AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
+                    uint32_t round);
+  std::string Where(uint32_t round) const;
+
+  WorkerOptions options_;
+  Transport* transport_;
+  MfTrainer trainer_;
+  std::vector<Rating> test_;  // local user indices
+  uint64_t model_version_ = UINT64_MAX;  // none yet
+};
+
+}  // namespace fedrec
