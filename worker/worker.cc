@@ -59,8 +59,9 @@ std::string Worker::Where(uint32_t round) const {
 }
 
 Status Worker::SendError(uint32_t round, const std::string& message) {
-  spdlog::warn("{}: {}", Where(round), message);
-  SiteError error{round, message};
+  const std::string where = Where(round);
+  SiteError error{round, message.starts_with(where) ? message : where + ": " + message};
+  spdlog::warn("{}", error.message);
   return transport_->Send(options_.coordinator_rank,
                           EncodeMessage(error, round, static_cast<uint32_t>(transport_->rank())));
 }

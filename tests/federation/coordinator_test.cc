@@ -1,0 +1,245 @@
+// The coordinator's handling of sites that fail, lie, send garbage or vanish.
+// Ranks run as threads over the in-process transport: rank 0 the coordinator,
+// real Workers on some ranks and scripted misbehaving sites on others.
+#include <gtest/gtest.h>
+
+#include <atomic>
+
+#include "apps/job.h"
+#include "protocol/sha256.h"
+#include "spawn.h"
+
+namespace fedrec {
+namespace {
+
+using std::chrono::milliseconds;
+using testing::SpawnRanks;
+
+struct Fixture {
+  Config config;
+  FederatedData data;
+  std::vector<ParamBlock> initial;
+
+  explicit Fixture(uint32_t sites) {
+    config.seed = 3;
+    config.data.synthetic.users = 60;
+    config.data.synthetic.items = 80;
+    config.data.synthetic.ratings = 2000;
+    config.model.factors = 8;
+    config.federation.sites = sites;
+    config.federation.rounds = 2;
+    config.eval.ranking = false;
+    Result<FederatedData> loaded = LoadFederatedData(config);
+    EXPECT_TRUE(loaded.ok()) << loaded.status().ToString();
+    data = std::move(loaded).value();
+    MfModel model(0, data.dataset.items.size(), 8);
+    model.InitGlobal(TrainerOptions(config).init);
+    initial = model.GlobalBlocks();
+  }
+
+  CoordinatorOptions Options() const {
+    CoordinatorOptions o = MakeCoordinatorOptions(config);
+    for (int s = 0; s < config.federation.sites; ++s) o.site_ranks.push_back(s + 1);
+    o.round_timeout = milliseconds(5000);
+    return o;
+  }
+
+  void ServeWorker(int rank, Transport& t) {
+    WorkerOptions wo = MakeWorkerOptions(config);
+    wo.site = static_cast<uint32_t>(rank - 1);
+    Worker worker(wo, data.dataset.items.size(), data.sites[rank - 1], &t);
+    EXPECT_TRUE(worker.Serve(milliseconds(20000)).ok());
+  }
+};
+
+// A scripted site: answers every frame with `reply(frame)` (empty = silence)
+// until Shutdown.
+void ServeScripted(Transport& t, const std::function<std::vector<std::vector<uint8_t>>(
+                                     const FrameView&)>& reply) {
+  for (;;) {
+    Result<Envelope> e = t.Recv(milliseconds(20000));
+    if (!e.ok()) return;
+    Result<FrameView> f = DecodeFrame(e->bytes);
+    ASSERT_TRUE(f.ok());
+    if (f->header.type == MessageType::kShutdown) return;
+    for (auto& bytes : reply(*f)) ASSERT_TRUE(t.Send(0, std::move(bytes)).ok());
+  }
+}
+
+std::vector<RoundMetrics> RunCoordinator(Transport& t, const Fixture& fx, CoordinatorOptions o,
+                                         std::string* final_sha = nullptr) {
+  Coordinator c(o, fx.initial, std::move(StrategyRegistry::WithBuiltins()
+                                             .Create("fedavg", StrategyOptions())
+                                             .value()),
+                &t);
+  std::vector<RoundMetrics> rounds;
+  Status s = c.Run([&](const RoundMetrics& m) { rounds.push_back(m); });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  if (final_sha) *final_sha = ModelSha256(c.global());
+  return rounds;
+}
+
+TEST(Coordinator, SiteErrorCountsAsFailureAndTheRoundUsesTheOthers) {
+  Fixture fx(3);
+  std::vector<RoundMetrics> rounds;
+  SpawnRanks(4, [&](int rank, Transport& t) {
+    if (rank == 0) {
+      rounds = RunCoordinator(t, fx, fx.Options());
+    } else if (rank == 3) {
+      ServeScripted(t, [&](const FrameView& f) {
+        return std::vector<std::vector<uint8_t>>{
+            EncodeMessage(SiteError{f.header.round, "disk full"}, f.header.round, 3)};
+      });
+    } else {
+      fx.ServeWorker(rank, t);
+    }
+  });
+  ASSERT_EQ(rounds.size(), 2u);
+  for (const RoundMetrics& m : rounds) {
+    EXPECT_EQ(m.sites_selected, 3u);
+    EXPECT_EQ(m.sites_reported, 2u);
+    EXPECT_EQ(m.failures, 1u);
+    EXPECT_FALSE(m.aborted);
+    EXPECT_GT(m.test.count, 0u);  // the two healthy sites evaluated
+  }
+}
+
+TEST(Coordinator, UpdateForRowsOutsideTheModelIsRejectedAsAFailure) {
+  Fixture fx(2);
+  std::vector<RoundMetrics> rounds;
+  SpawnRanks(3, [&](int rank, Transport& t) {
+    if (rank == 0) {
+      rounds = RunCoordinator(t, fx, fx.Options());
+    } else if (rank == 2) {
+      ServeScripted(t, [&](const FrameView& f) {
+        std::vector<std::vector<uint8_t>> out;
+        if (f.header.type == MessageType::kRoundPlan) {
+          ModelUpdate u;
+          u.round = f.header.round;
+          u.model_version = f.header.round - 1;
+          u.blocks.push_back(BlockUpdate{MfModel::kItemBias, 1, {100000}, {1.0f}, {9.0f}});
+          out.push_back(EncodeMessage(u, f.header.round, 2));
+        } else {
+          out.push_back(EncodeMessage(EvalReport{f.header.round}, f.header.round, 2));
+        }
+        return out;
+      });
+    } else {
+      fx.ServeWorker(rank, t);
+    }
+  });
+  ASSERT_EQ(rounds.size(), 2u);
+  EXPECT_EQ(rounds[0].sites_reported, 1u);
+  EXPECT_EQ(rounds[0].failures, 1u);
+}
+
+TEST(Coordinator, SilentSiteTimesOutAndTheRoundCompletes) {
+  Fixture fx(2);
+  std::vector<RoundMetrics> rounds;
+  SpawnRanks(3, [&](int rank, Transport& t) {
+    if (rank == 0) {
+      CoordinatorOptions o = fx.Options();
+      o.rounds = 1;
+      o.round_timeout = milliseconds(200);
+      rounds = RunCoordinator(t, fx, o);
+    } else if (rank == 2) {
+      ServeScripted(t, [](const FrameView&) { return std::vector<std::vector<uint8_t>>{}; });
+    } else {
+      fx.ServeWorker(rank, t);
+    }
+  });
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].sites_reported, 1u);
+  EXPECT_EQ(rounds[0].failures, 1u);
+}
+
+TEST(Coordinator, TooFewUpdatesAbortsTheRoundAndKeepsTheModel) {
+  Fixture fx(2);
+  std::vector<RoundMetrics> rounds;
+  std::string sha;
+  SpawnRanks(3, [&](int rank, Transport& t) {
+    if (rank == 0) {
+      CoordinatorOptions o = fx.Options();
+      o.rounds = 1;
+      o.min_sites = 2;
+      rounds = RunCoordinator(t, fx, o, &sha);
+    } else if (rank == 2) {
+      ServeScripted(t, [&](const FrameView& f) {
+        return std::vector<std::vector<uint8_t>>{
+            EncodeMessage(SiteError{f.header.round, "cannot train"}, f.header.round, 2)};
+      });
+    } else {
+      fx.ServeWorker(rank, t);
+    }
+  });
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_TRUE(rounds[0].aborted);
+  EXPECT_EQ(sha, ModelSha256(fx.initial));
+}
+
+TEST(Coordinator, GarbageAndStaleFramesAreDroppedNotFatal) {
+  Fixture fx(2);
+  std::vector<RoundMetrics> rounds;
+  std::atomic<int> garbage_sent{0};
+  SpawnRanks(3, [&](int rank, Transport& t) {
+    if (rank == 0) {
+      rounds = RunCoordinator(t, fx, fx.Options());
+    } else if (rank == 2) {
+      WorkerOptions wo = MakeWorkerOptions(fx.config);
+      wo.site = 1;
+      Worker worker(wo, fx.data.dataset.items.size(), fx.data.sites[1], &t);
+      for (;;) {
+        Result<Envelope> e = t.Recv(milliseconds(20000));
+        ASSERT_TRUE(e.ok());
+        // Before every real answer: random bytes, a frame of a stale round and
+        // a frame of an unknown type.
+        ASSERT_TRUE(t.Send(0, std::vector<uint8_t>{1, 2, 3, 4, 5}).ok());
+        ASSERT_TRUE(t.Send(0, EncodeMessage(EvalReport{}, 999, 2)).ok());
+        std::vector<uint8_t> unknown = EncodeMessage(Shutdown{"x"}, 1, 2);
+        unknown[6] = 77;
+        ASSERT_TRUE(t.Send(0, std::move(unknown)).ok());
+        garbage_sent += 3;
+        bool done = false;
+        ASSERT_TRUE(worker.Handle(*e, &done).ok());
+        if (done) break;
+      }
+    } else {
+      fx.ServeWorker(rank, t);
+    }
+  });
+  ASSERT_EQ(rounds.size(), 2u);
+  EXPECT_GT(garbage_sent.load(), 0);
+  for (const RoundMetrics& m : rounds) {
+    EXPECT_EQ(m.sites_reported, 2u);
+    EXPECT_EQ(m.failures, 0u);
+  }
+}
+
+TEST(Worker, PlanNamingAModelVersionItDoesNotHoldIsAnsweredWithSiteError) {
+  Fixture fx(1);
+  SpawnRanks(2, [&](int rank, Transport& t) {
+    if (rank == 1) {
+      fx.ServeWorker(rank, t);
+      return;
+    }
+    RoundPlan plan;
+    plan.round = 4;
+    plan.model_version = 3;
+    plan.includes_model = false;
+    ASSERT_TRUE(t.Send(1, EncodeMessage(plan, 4, 0)).ok());
+    Result<Envelope> e = t.Recv(milliseconds(20000));
+    ASSERT_TRUE(e.ok());
+    Result<FrameView> f = DecodeFrame(e->bytes);
+    ASSERT_TRUE(f.ok());
+    ASSERT_EQ(f->header.type, MessageType::kSiteError);
+    Result<SiteError> err = DecodeMessage<SiteError>(*f);
+    ASSERT_TRUE(err.ok());
+    EXPECT_EQ(err->round, 4u);
+    EXPECT_NE(err->message.find("model version 3"), std::string::npos) << err->message;
+    EXPECT_NE(err->message.find("site 0"), std::string::npos) << err->message;
+    ASSERT_TRUE(t.Send(1, EncodeMessage(Shutdown{"done"}, 0, 0)).ok());
+  });
+}
+
+}  // namespace
+}  // namespace fedrec
