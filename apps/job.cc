@@ -227,6 +227,27 @@ CentralizedResult TrainCentralized(const Config& config, const Dataset& dataset,
   return result;
 }
 
+Status SaveGlobalModel(const std::string& path, const std::vector<ParamBlock>& global,
+                       const IdMap& items) {
+  const ParamBlock* mean = FindBlock(global, MfModel::kGlobalMean);
+  const ParamBlock* bias = FindBlock(global, MfModel::kItemBias);
+  const ParamBlock* factors = FindBlock(global, MfModel::kItemFactors);
+  if (!mean || !bias || !factors || bias->rows != items.size() || factors->rows != items.size()) {
+    return Status::InvalidArgument("cannot save " + path +
+                                   ": the model does not match the dataset's items");
+  }
+  std::ofstream out(path);
+  out << "global_mean\t" << fmt::format("{}", mean->data[0]) << "\n";
+  for (uint32_t i = 0; i < items.size(); ++i) {
+    out << items.Raw(i) << '\t' << fmt::format("{}", bias->data[i]);
+    const float* row = factors->Row(i);
+    for (uint32_t c = 0; c < factors->cols; ++c) out << '\t' << fmt::format("{}", row[c]);
+    out << '\n';
+  }
+  if (!out) return Status::IoError("cannot write " + path);
+  return Status::Ok();
+}
+
 Result<RunOutput> RunOutput::Create(const Config& config, const std::string& command) {
   RunOutput out;
   out.dir_ = config.output.dir;

@@ -61,6 +61,12 @@ struct CentralizedResult {
 CentralizedResult TrainCentralized(const Config& config, const Dataset& dataset,
                                    const std::function<void(const ProgressPoint&)>& on_epoch);
 
+// Writes the global model as text: a "global_mean" line, then one line per
+// item "<raw item id>\t<bias>\t<factor 1>...<factor k>", so results name the
+// dataset's own IDs.
+Status SaveGlobalModel(const std::string& path, const std::vector<ParamBlock>& global,
+                       const IdMap& items);
+
 // Writes the run directory: resolved config, metrics.jsonl, summary.json; and
 // prints progress to stderr when it is a terminal.
 class RunOutput {

@@ -72,6 +72,8 @@ int RunTrain(const Config& config) {
   summary["seconds"] = result.seconds;
   summary["model_sha256"] = ModelSha256(result.global);
   summary["run_dir"] = out->dir();
+  if (Status s = SaveGlobalModel(out->dir() + "/model.tsv", result.global, dataset->items); !s.ok())
+    return Fail(s);
   if (Status s = out->WriteSummary(summary.dump(2)); !s.ok()) return Fail(s);
   std::cout << summary.dump() << std::endl;
   return 0;
@@ -145,6 +147,8 @@ int RunSim(const Config& config) {
                              config.federation.sites, rounds, central.train.epochs);
   }
   summary["run_dir"] = out->dir();
+  if (Status s = SaveGlobalModel(out->dir() + "/model.tsv", result->global, dataset.items); !s.ok())
+    return Fail(s);
   if (Status s = out->WriteSummary(summary.dump(2)); !s.ok()) return Fail(s);
   std::cout << summary.dump() << std::endl;
   return 0;
