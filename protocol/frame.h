@@ -57,6 +57,11 @@ struct FrameView {
 std::vector<uint8_t> EncodeFrame(MessageType type, uint32_t round, uint32_t sender,
                                  std::span<const uint8_t> payload);
 
+// Writes the 24-byte header for `header` (magic first) into `out`. Lets an
+// encoder reserve the header space, write the payload after it and fill the
+// header in last, so the payload is never copied.
+void EncodeFrameHeader(const FrameHeader& header, std::span<uint8_t, kFrameHeaderSize> out);
+
 // Validates magic, version, type and length (payload must be exactly the
 // announced length).
 Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes);

@@ -50,7 +50,7 @@ struct RoundPlan {
   uint64_t model_version = 0;
   uint32_t local_epochs = 1;
   uint64_t epoch_offset = 0;  // global index of the first local epoch (lr schedule, shuffling)
-  float lr = 0.0f;            // learning rate of epoch `epoch_offset`; decays per epoch after
+  float lr = 0.0f;            // base learning rate (of global epoch 0); the site decays it per epoch
   bool includes_model = false;
   std::vector<ParamBlock> model;  // global blocks when includes_model
 

@@ -1,0 +1,534 @@
+// Wire encoding of the round messages: cereal portable binary (little-endian on
+// the wire), written straight into the frame buffer and read straight from the
+// received frame.
+//
+// Layout produced by the serialize functions below (identical to what cereal's
+// own std::string / std::vector support would produce, so any cereal
+// portable-binary reader can decode it):
+//   - one byte: 1 (the archive's "little-endian" flag; anything else is rejected)
+//   - arithmetic fields as little-endian bytes, bool/enum fields as one byte
+//   - strings and vectors: uint64 element count, then the elements (arithmetic
+//     vectors as one contiguous binary block).
+//
+// Decoding never trusts a count: every count is compared with the bytes left in
+// the payload before anything is allocated, so a forged "2^60 floats" prefix is
+// rejected without allocating.
+#include "protocol/messages.h"
+
+#include <algorithm>
+#include <bit>
+#include <cereal/archives/portable_binary.hpp>
+#include <cereal/cereal.hpp>
+#include <cmath>
+#include <cstring>
+#include <istream>
+#include <iterator>
+#include <limits>
+#include <ostream>
+#include <stdexcept>
+#include <streambuf>
+#include <string>
+#include <type_traits>
+
+namespace fedrec {
+namespace {
+
+static_assert(std::numeric_limits<float>::is_iec559 && sizeof(float) == 4,
+              "the wire format carries IEEE-754 binary32 floats");
+
+// ---------------------------------------------------------------------------
+// Stream buffers
+
+// Appends everything written to a std::vector<uint8_t> (no intermediate
+// ostringstream, no copy at the end). With the vector's capacity reserved up
+// front every write is a single memcpy.
+class VectorSink : public std::streambuf {
+ public:
+  explicit VectorSink(std::vector<uint8_t>* out) : out_(out) {}
+
+ protected:
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    const auto* b = reinterpret_cast<const uint8_t*>(s);
+    out_->insert(out_->end(), b, b + n);
+    return n;
+  }
+  int_type overflow(int_type c) override {
+    if (!traits_type::eq_int_type(c, traits_type::eof()))
+      out_->push_back(static_cast<uint8_t>(traits_type::to_char_type(c)));
+    return traits_type::not_eof(c);
+  }
+
+ private:
+  std::vector<uint8_t>* out_;
+};
+
+// Counts the bytes written (sizing pass, so the frame is allocated once).
+class CountingSink : public std::streambuf {
+ public:
+  uint64_t count() const { return count_; }
+
+ protected:
+  std::streamsize xsputn(const char*, std::streamsize n) override {
+    count_ += static_cast<uint64_t>(n);
+    return n;
+  }
+  int_type overflow(int_type c) override {
+    if (!traits_type::eq_int_type(c, traits_type::eof())) ++count_;
+    return traits_type::not_eof(c);
+  }
+
+ private:
+  uint64_t count_ = 0;
+};
+
+// Reads from a span without copying it; the get area is the span itself, so
+// sgetn of n bytes is one memcpy.
+class SpanSource : public std::streambuf {
+ public:
+  explicit SpanSource(std::span<const uint8_t> bytes) {
+    // The get area is never written through: std::streambuf just wants char*.
+    char* b = const_cast<char*>(reinterpret_cast<const char*>(bytes.data()));
+    setg(b, b, b + bytes.size());
+  }
+  uint64_t remaining() const { return static_cast<uint64_t>(egptr() - gptr()); }
+  uint64_t consumed() const { return static_cast<uint64_t>(gptr() - eback()); }
+  const uint8_t* Take(uint64_t n) {
+    char* p = gptr();
+    setg(eback(), p + n, egptr());
+    return reinterpret_cast<const uint8_t*>(p);
+  }
+};
+
+// The input archive used for every message: a portable binary archive that also
+// knows how many payload bytes remain, so count prefixes can be checked before
+// they are used to allocate.
+class PayloadArchive : public cereal::PortableBinaryInputArchive {
+ public:
+  PayloadArchive(std::istream& stream, SpanSource& source)
+      : cereal::PortableBinaryInputArchive(stream), source_(source) {}
+  uint64_t remaining() const { return source_.remaining(); }
+  // Consumes `n` bytes (REQUIRES: n <= remaining()) and returns where they start.
+  const uint8_t* Take(uint64_t n) { return source_.Take(n); }
+
+ private:
+  SpanSource& source_;
+};
+
+class PayloadError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The payload being loaded. cereal hands serialize functions the archive as its
+// CRTP base type, hence the (checked) downcast.
+template <class Archive>
+PayloadArchive& PayloadOf(Archive& ar) {
+  auto* payload = dynamic_cast<PayloadArchive*>(&ar);
+  if (payload == nullptr)
+    throw PayloadError("internal: message loaded through an archive without a byte budget");
+  return *payload;
+}
+
+// Reads a count prefix and checks that `count` elements of at least
+// `min_element_bytes` each fit in what remains of the payload.
+template <class Archive, class Describe>
+uint64_t LoadCount(Archive& ar, uint64_t min_element_bytes, const char* unit,
+                   const Describe& describe) {
+  cereal::size_type count = 0;
+  ar(cereal::make_size_tag(count));
+  const uint64_t remaining = PayloadOf(ar).remaining();
+  if (count > remaining / min_element_bytes) {
+    throw PayloadError(describe() + " claims " + std::to_string(count) + " " + unit +
+                       " (at least " + std::to_string(min_element_bytes) +
+                       " bytes each) but only " + std::to_string(remaining) +
+                       " payload bytes remain");
+  }
+  return count;
+}
+
+// Reads T values from possibly unaligned bytes (memcpy per element, which the
+// compiler turns into plain vector loads). Random access, so vector::assign
+// sizes its buffer once.
+template <class T>
+class UnalignedIterator {
+ public:
+  using iterator_category = std::random_access_iterator_tag;
+  using value_type = T;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const T*;
+  using reference = T;
+
+  UnalignedIterator() = default;
+  explicit UnalignedIterator(const uint8_t* p) : p_(p) {}
+
+  T operator*() const {
+    T v;
+    std::memcpy(&v, p_, sizeof(T));
+    return v;
+  }
+  T operator[](difference_type i) const { return *(*this + i); }
+  UnalignedIterator& operator++() {
+    p_ += sizeof(T);
+    return *this;
+  }
+  UnalignedIterator operator++(int) {
+    UnalignedIterator old = *this;
+    ++*this;
+    return old;
+  }
+  UnalignedIterator& operator--() {
+    p_ -= sizeof(T);
+    return *this;
+  }
+  UnalignedIterator operator--(int) {
+    UnalignedIterator old = *this;
+    --*this;
+    return old;
+  }
+  UnalignedIterator& operator+=(difference_type n) {
+    p_ += n * static_cast<difference_type>(sizeof(T));
+    return *this;
+  }
+  UnalignedIterator& operator-=(difference_type n) { return *this += -n; }
+  friend UnalignedIterator operator+(UnalignedIterator it, difference_type n) { return it += n; }
+  friend UnalignedIterator operator+(difference_type n, UnalignedIterator it) { return it += n; }
+  friend UnalignedIterator operator-(UnalignedIterator it, difference_type n) { return it -= n; }
+  friend difference_type operator-(UnalignedIterator a, UnalignedIterator b) {
+    return (a.p_ - b.p_) / static_cast<difference_type>(sizeof(T));
+  }
+  friend auto operator<=>(UnalignedIterator, UnalignedIterator) = default;
+
+ private:
+  const uint8_t* p_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------
+// Field helpers: one function for saving and loading, like cereal's serialize.
+
+template <class T>
+const char* UnitName() {
+  if constexpr (std::is_same_v<T, float>) return "float32 values";
+  if constexpr (std::is_same_v<T, uint32_t>) return "uint32 values";
+  if constexpr (std::is_same_v<T, char>) return "characters";
+  return "values";
+}
+
+// std::vector of an arithmetic type, or std::string: count, then one binary
+// block. Saving goes through cereal's binary_data path, which for the portable
+// archive on a little-endian host is one sputn = one memcpy into the frame.
+// Loading checks the count against the remaining payload first, then copies the
+// block out of the payload in one pass (see below).
+template <class Archive, class Container, class Describe>
+void Contiguous(Archive& ar, Container& c, const Describe& describe) {
+  using T = typename Container::value_type;
+  static_assert(std::is_arithmetic_v<T>);
+  if constexpr (Archive::is_saving::value) {
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(c.size())));
+    ar(cereal::binary_data(c.data(), c.size() * sizeof(T)));
+  } else {
+    const uint64_t n = LoadCount(ar, sizeof(T), UnitName<T>(), describe);
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T);
+    if constexpr (std::endian::native == std::endian::little) {
+      // The wire is little-endian (flag checked in DecodeMessage), so the
+      // elements are copied straight out of the payload: one pass, no
+      // zero-filling resize first (that pass costs as much as the copy).
+      const uint8_t* p = PayloadOf(ar).Take(bytes);
+      c.assign(UnalignedIterator<T>(p), UnalignedIterator<T>(p + bytes));
+    } else {
+      c.resize(static_cast<size_t>(n));
+      ar(cereal::binary_data(c.data(), bytes));  // cereal swaps the bytes
+    }
+  }
+}
+
+// std::vector of a struct with its own serialize function. `min_element_bytes`
+// is the smallest encoding of one element (bounds the count before resizing).
+template <class Archive, class T, class Describe>
+void Structs(Archive& ar, std::vector<T>& v, uint64_t min_element_bytes, const Describe& describe) {
+  if constexpr (Archive::is_saving::value) {
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(v.size())));
+  } else {
+    const uint64_t n = LoadCount(ar, min_element_bytes, "elements", describe);
+    v.clear();
+    v.resize(static_cast<size_t>(n));
+  }
+  for (auto& element : v) ar(element);
+}
+
+// bool as one byte 0/1 (loading arbitrary bytes into a bool would be undefined).
+template <class Archive, class Describe>
+void Bool(Archive& ar, bool& b, const Describe& describe) {
+  uint8_t byte = b ? 1 : 0;
+  ar(byte);
+  if constexpr (Archive::is_loading::value) {
+    if (byte > 1)
+      throw PayloadError(describe() + " is a bool but its byte is " + std::to_string(byte));
+    b = byte == 1;
+  }
+}
+
+// Smallest encodings, used to bound element counts (see Structs).
+// ParamBlock: name count (8) + scope (1) + rows (4) + cols (4) + data count (8).
+constexpr uint64_t kMinParamBlockBytes = 8 + 1 + 4 + 4 + 8;
+// BlockUpdate: name count (8) + cols (4) + rows, weights, values counts (3 * 8).
+constexpr uint64_t kMinBlockUpdateBytes = 8 + 4 + 3 * 8;
+
+auto Label(const char* text) {
+  return [text] { return std::string(text); };
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// cereal serialize functions (non-intrusive; found by ADL).
+
+template <class Archive>
+void serialize(Archive& ar, ParamBlock& b) {
+  Contiguous(ar, b.name, Label("block name"));
+  uint8_t scope = static_cast<uint8_t>(b.scope);
+  ar(scope);
+  if constexpr (Archive::is_loading::value) {
+    if (scope > static_cast<uint8_t>(Scope::kLocal)) {
+      throw PayloadError("block '" + b.name + "' has scope " + std::to_string(scope) +
+                         ", expected 0 (global) or 1 (local)");
+    }
+    b.scope = static_cast<Scope>(scope);
+  }
+  ar(b.rows, b.cols);
+  Contiguous(ar, b.data, [&b] { return "data of block '" + b.name + "'"; });
+}
+
+template <class Archive>
+void serialize(Archive& ar, BlockUpdate& u) {
+  Contiguous(ar, u.name, Label("update block name"));
+  ar(u.cols);
+  Contiguous(ar, u.rows, [&u] { return "rows of update block '" + u.name + "'"; });
+  Contiguous(ar, u.weights, [&u] { return "weights of update block '" + u.name + "'"; });
+  Contiguous(ar, u.values, [&u] { return "values of update block '" + u.name + "'"; });
+}
+
+template <class Archive>
+void serialize(Archive& ar, RoundPlan& m) {
+  ar(m.round, m.model_version, m.local_epochs, m.epoch_offset, m.lr);
+  Bool(ar, m.includes_model, Label("includes_model"));
+  Structs(ar, m.model, kMinParamBlockBytes, Label("model block list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, ModelUpdate& m) {
+  ar(m.round, m.model_version, m.num_examples, m.train_squared_error, m.train_count);
+  Structs(ar, m.blocks, kMinBlockUpdateBytes, Label("update block list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, EvalRequest& m) {
+  ar(m.round, m.model_version);
+  Bool(ar, m.includes_model, Label("includes_model"));
+  Structs(ar, m.model, kMinParamBlockBytes, Label("model block list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, EvalReport& m) {
+  ar(m.round, m.squared_error, m.absolute_error, m.count, m.precision, m.recall, m.ndcg, m.hit_rate,
+     m.ranked_users);
+}
+
+template <class Archive>
+void serialize(Archive& ar, Shutdown& m) {
+  Contiguous(ar, m.reason, Label("shutdown reason"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SiteError& m) {
+  ar(m.round);
+  Contiguous(ar, m.message, Label("site error message"));
+}
+
+// ---------------------------------------------------------------------------
+// Structural checks after decoding.
+
+namespace {
+
+Status CheckBlocks(const std::vector<ParamBlock>& blocks) {
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const ParamBlock& b = blocks[i];
+    const uint64_t expected = static_cast<uint64_t>(b.rows) * b.cols;
+    if (b.data.size() != expected) {
+      return Status::Corruption("model block " + std::to_string(i) + " '" + b.name + "' is " +
+                                std::to_string(b.rows) + "x" + std::to_string(b.cols) + " (" +
+                                std::to_string(expected) + " values) but carries " +
+                                std::to_string(b.data.size()) + " values");
+    }
+  }
+  return Status::Ok();
+}
+
+// Index of the first i in [begin, n) with bad(i), or n. Scans in chunks with a
+// branch-free OR so the common all-good case vectorizes.
+template <class Bad>
+size_t FirstBad(size_t begin, size_t n, const Bad& bad) {
+  constexpr size_t kChunk = 1024;
+  for (size_t start = begin; start < n; start += kChunk) {
+    const size_t end = std::min(n, start + kChunk);
+    unsigned any = 0;  // unsigned, not bool: GCC vectorizes this reduction only then
+    for (size_t i = start; i < end; ++i) any |= static_cast<unsigned>(bad(i));
+    if (any) {
+      for (size_t i = start; i < end; ++i)
+        if (bad(i)) return i;
+    }
+  }
+  return n;
+}
+
+bool NonFinite(float f) {
+  return (std::bit_cast<uint32_t>(f) & 0x7f800000u) == 0x7f800000u;  // exponent all ones
+}
+
+Status CheckUpdates(const std::vector<BlockUpdate>& blocks) {
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const BlockUpdate& u = blocks[i];
+    const auto where = [&] { return "update block " + std::to_string(i) + " '" + u.name + "'"; };
+    if (u.weights.size() != u.rows.size()) {
+      return Status::Corruption(where() + " has " + std::to_string(u.rows.size()) + " rows but " +
+                                std::to_string(u.weights.size()) + " weights");
+    }
+    const uint64_t expected = static_cast<uint64_t>(u.rows.size()) * u.cols;
+    if (u.values.size() != expected) {
+      return Status::Corruption(where() + " has " + std::to_string(u.rows.size()) + " rows of " +
+                                std::to_string(u.cols) + " columns (" + std::to_string(expected) +
+                                " values) but carries " + std::to_string(u.values.size()) +
+                                " values");
+    }
+    const uint32_t* rows = u.rows.data();
+    const size_t r =
+        FirstBad(1, u.rows.size(), [rows](size_t k) { return rows[k] <= rows[k - 1]; });
+    if (r < u.rows.size()) {
+      return Status::Corruption(where() + ": row indices must be strictly ascending, but entry " +
+                                std::to_string(r) + " is row " + std::to_string(u.rows[r]) +
+                                " after row " + std::to_string(u.rows[r - 1]));
+    }
+    const float* weights = u.weights.data();
+    const size_t w = FirstBad(0, u.weights.size(), [weights](size_t k) {
+      // False for NaN too; the max bound rejects +inf.
+      return !((weights[k] > 0.0f) & (weights[k] <= std::numeric_limits<float>::max()));
+    });
+    if (w < u.weights.size()) {
+      return Status::InvalidArgument(where() + ": weight of row " + std::to_string(u.rows[w]) +
+                                     " is " + std::to_string(u.weights[w]) +
+                                     ", expected a finite value > 0");
+    }
+    const float* values = u.values.data();
+    const size_t v =
+        FirstBad(0, u.values.size(), [values](size_t k) { return NonFinite(values[k]); });
+    if (v < u.values.size()) {
+      const size_t row = v / u.cols;  // cols > 0 here: values is non-empty
+      return Status::InvalidArgument(where() + ": value of row " + std::to_string(u.rows[row]) +
+                                     ", column " + std::to_string(v % u.cols) + " is " +
+                                     std::to_string(u.values[v]) + ", expected a finite value");
+    }
+  }
+  return Status::Ok();
+}
+
+Status Check(const RoundPlan& m) { return CheckBlocks(m.model); }
+Status Check(const EvalRequest& m) { return CheckBlocks(m.model); }
+Status Check(const ModelUpdate& m) { return CheckUpdates(m.blocks); }
+Status Check(const EvalReport&) { return Status::Ok(); }
+Status Check(const Shutdown&) { return Status::Ok(); }
+Status Check(const SiteError&) { return Status::Ok(); }
+
+// The wire is little-endian whatever the host.
+cereal::PortableBinaryOutputArchive::Options WireOptions() {
+  return cereal::PortableBinaryOutputArchive::Options::LittleEndian();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+template <typename M>
+std::vector<uint8_t> EncodeMessage(const M& message, uint32_t round, uint32_t sender) {
+  // Sizing pass: no bytes are copied, it only sums the sizes cereal writes.
+  CountingSink counter;
+  {
+    std::ostream os(&counter);
+    cereal::PortableBinaryOutputArchive ar(os, WireOptions());
+    ar(message);
+  }
+
+  std::vector<uint8_t> frame;
+  frame.reserve(kFrameHeaderSize + counter.count());
+  frame.resize(kFrameHeaderSize);  // header filled in below, once the length is known
+  {
+    VectorSink sink(&frame);
+    std::ostream os(&sink);
+    cereal::PortableBinaryOutputArchive ar(os, WireOptions());
+    ar(message);
+  }
+
+  FrameHeader header;
+  header.type = M::kType;
+  header.round = round;
+  header.sender = sender;
+  header.payload_length = frame.size() - kFrameHeaderSize;
+  EncodeFrameHeader(header, std::span<uint8_t, kFrameHeaderSize>(frame.data(), kFrameHeaderSize));
+  return frame;
+}
+
+template <typename M>
+Result<M> DecodeMessage(const FrameView& frame) {
+  const FrameHeader& h = frame.header;
+  // Error text is only built on the error paths (this runs once per message).
+  const auto where = [&h] {
+    return "from rank " + std::to_string(h.sender) + ", round " + std::to_string(h.round);
+  };
+  const auto ctx = [&where] {
+    return "payload of " + std::string(MessageTypeName(M::kType)) + " " + where();
+  };
+  if (h.type != M::kType) {
+    return Status::Corruption("expected a " + std::string(MessageTypeName(M::kType)) +
+                              " frame (type " + std::to_string(static_cast<int>(M::kType)) +
+                              ") but got " + MessageTypeName(h.type) + " (type " +
+                              std::to_string(static_cast<int>(h.type)) + ") " + where());
+  }
+
+  // fedrec always writes little-endian archives; a payload announcing another
+  // byte order (or a garbage flag, which cereal would read as "swap") is not
+  // ours, and the loaders above rely on the payload being little-endian.
+  if (!frame.payload.empty() && frame.payload[0] != 1) {
+    return Status::Corruption(ctx() + " starts with byte order flag " +
+                              std::to_string(frame.payload[0]) +
+                              ", expected 1 (little-endian portable binary)");
+  }
+
+  M message;
+  try {
+    SpanSource source(frame.payload);
+    std::istream is(&source);
+    PayloadArchive ar(is, source);
+    ar(message);
+    if (source.remaining() != 0) {
+      return Status::Corruption(ctx() + " has " + std::to_string(source.remaining()) +
+                                " trailing bytes: the message ends at byte " +
+                                std::to_string(source.consumed()) + " of " +
+                                std::to_string(frame.payload.size()));
+    }
+  } catch (const std::exception& e) {
+    return Status::Corruption(ctx() + " does not decode: " + e.what());
+  }
+  if (Status s = Check(message); !s.ok()) return s.WithContext(ctx());
+  return message;
+}
+
+#define FEDREC_DEFINE_MESSAGE(M)                                                \
+  template std::vector<uint8_t> EncodeMessage<M>(const M&, uint32_t, uint32_t); \
+  template Result<M> DecodeMessage<M>(const FrameView&);
+FEDREC_DEFINE_MESSAGE(RoundPlan)
+FEDREC_DEFINE_MESSAGE(ModelUpdate)
+FEDREC_DEFINE_MESSAGE(EvalRequest)
+FEDREC_DEFINE_MESSAGE(EvalReport)
+FEDREC_DEFINE_MESSAGE(Shutdown)
+FEDREC_DEFINE_MESSAGE(SiteError)
+#undef FEDREC_DEFINE_MESSAGE
+
+}  // namespace fedrec

@@ -1,0 +1,134 @@
+// Random message contents for the protocol tests (fixed seeds, deterministic).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/random.h"
+#include "protocol/messages.h"
+
+namespace fedrec::testing {
+
+inline std::string RandomString(Rng& rng, size_t max_len) {
+  std::string s(static_cast<size_t>(rng.Below(max_len + 1)), ' ');
+  for (char& c : s) c = static_cast<char>(rng.Below(256));  // any byte, including NUL
+  return s;
+}
+
+inline float RandomFloat(Rng& rng) { return static_cast<float>(rng.Normal()); }
+
+inline ParamBlock RandomBlock(Rng& rng) {
+  ParamBlock b(RandomString(rng, 12), rng.Below(2) ? Scope::kLocal : Scope::kGlobal,
+               static_cast<uint32_t>(rng.Below(20)), static_cast<uint32_t>(rng.Below(9)));
+  for (float& v : b.data) v = RandomFloat(rng);
+  return b;
+}
+
+inline std::vector<ParamBlock> RandomModel(Rng& rng) {
+  std::vector<ParamBlock> model(static_cast<size_t>(rng.Below(4)));
+  for (auto& b : model) b = RandomBlock(rng);
+  return model;
+}
+
+// A valid BlockUpdate: ascending unique rows, positive weights, finite values.
+inline BlockUpdate RandomBlockUpdate(Rng& rng) {
+  BlockUpdate u;
+  u.name = RandomString(rng, 10);
+  u.cols = static_cast<uint32_t>(1 + rng.Below(8));
+  uint32_t row = 0;
+  const size_t n = static_cast<size_t>(rng.Below(25));
+  for (size_t i = 0; i < n; ++i) {
+    row += static_cast<uint32_t>(1 + rng.Below(50));
+    u.rows.push_back(row);
+    u.weights.push_back(static_cast<float>(1 + rng.Below(100)));
+  }
+  u.values.resize(u.rows.size() * u.cols);
+  for (float& v : u.values) v = RandomFloat(rng);
+  return u;
+}
+
+inline RoundPlan RandomRoundPlan(Rng& rng) {
+  RoundPlan m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.model_version = rng.Next();
+  m.local_epochs = static_cast<uint32_t>(rng.Next());
+  m.epoch_offset = rng.Next();
+  m.lr = RandomFloat(rng);
+  m.includes_model = rng.Below(2) == 1;
+  m.model = RandomModel(rng);
+  return m;
+}
+
+inline ModelUpdate RandomModelUpdate(Rng& rng) {
+  ModelUpdate m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.model_version = rng.Next();
+  m.num_examples = rng.Next();
+  m.train_squared_error = rng.Normal() * 1e6;
+  m.train_count = rng.Next();
+  m.blocks.resize(static_cast<size_t>(1 + rng.Below(3)));
+  for (auto& b : m.blocks) b = RandomBlockUpdate(rng);
+  return m;
+}
+
+inline EvalRequest RandomEvalRequest(Rng& rng) {
+  EvalRequest m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.model_version = rng.Next();
+  m.includes_model = rng.Below(2) == 1;
+  m.model = RandomModel(rng);
+  return m;
+}
+
+inline EvalReport RandomEvalReport(Rng& rng) {
+  EvalReport m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.squared_error = rng.Uniform() * 1e4;
+  m.absolute_error = rng.Uniform() * 1e3;
+  m.count = rng.Next();
+  m.precision = rng.Uniform();
+  m.recall = rng.Uniform();
+  m.ndcg = rng.Uniform();
+  m.hit_rate = rng.Uniform();
+  m.ranked_users = rng.Next();
+  return m;
+}
+
+inline Shutdown RandomShutdown(Rng& rng) { return Shutdown{RandomString(rng, 40)}; }
+
+inline SiteError RandomSiteError(Rng& rng) {
+  SiteError m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.message = RandomString(rng, 60);
+  return m;
+}
+
+template <typename M>
+M RandomMessage(Rng& rng);
+template <>
+inline RoundPlan RandomMessage<RoundPlan>(Rng& rng) {
+  return RandomRoundPlan(rng);
+}
+template <>
+inline ModelUpdate RandomMessage<ModelUpdate>(Rng& rng) {
+  return RandomModelUpdate(rng);
+}
+template <>
+inline EvalRequest RandomMessage<EvalRequest>(Rng& rng) {
+  return RandomEvalRequest(rng);
+}
+template <>
+inline EvalReport RandomMessage<EvalReport>(Rng& rng) {
+  return RandomEvalReport(rng);
+}
+template <>
+inline Shutdown RandomMessage<Shutdown>(Rng& rng) {
+  return RandomShutdown(rng);
+}
+template <>
+inline SiteError RandomMessage<SiteError>(Rng& rng) {
+  return RandomSiteError(rng);
+}
+
+}  // namespace fedrec::testing
