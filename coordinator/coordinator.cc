@@ -1,5 +1,7 @@
 #include "coordinator/coordinator.h"
 
+#include "coordinator/aggregator.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -93,50 +95,6 @@ std::string Coordinator::SiteName(uint32_t site) const {
          ")";
 }
 
-Status Coordinator::ValidateUpdate(const ModelUpdate& update, uint32_t site) const {
-  const std::string where = SiteName(site) + ", round " + std::to_string(update.round);
-  if (update.model_version != version_) {
-    return Status::InvalidArgument(where + ": update trained from model version " +
-                                   std::to_string(update.model_version) + ", expected " +
-                                   std::to_string(version_));
-  }
-  for (const BlockUpdate& b : update.blocks) {
-    const ParamBlock* block = FindBlock(global_, b.name);
-    if (block == nullptr) {
-      return Status::InvalidArgument(where + ": update names block '" + b.name +
-                                     "', which the global model does not have");
-    }
-    if (b.cols != block->cols) {
-      return Status::InvalidArgument(where + ": block '" + b.name + "' has " +
-                                     std::to_string(b.cols) + " columns, expected " +
-                                     std::to_string(block->cols));
-    }
-    if (!b.rows.empty() && b.rows.back() >= block->rows) {
-      return Status::InvalidArgument(where + ": block '" + b.name + "' updates row " +
-                                     std::to_string(b.rows.back()) + ", the block has " +
-                                     std::to_string(block->rows) + " rows");
-    }
-  }
-  return Status::Ok();
-}
-
-void Coordinator::Fold(const ModelUpdate& update, AggregateInput* input) const {
-  for (const BlockUpdate& b : update.blocks) {
-    size_t index = 0;
-    while (global_[index].name != b.name) ++index;
-    auto& sum = input->weighted_sum[index];
-    auto& weight = input->row_weight[index];
-    for (size_t k = 0; k < b.rows.size(); ++k) {
-      const double w = b.weights[k];
-      weight[b.rows[k]] += w;
-      double* dst = sum.data() + static_cast<size_t>(b.rows[k]) * b.cols;
-      const float* src = b.values.data() + k * b.cols;
-      for (uint32_t c = 0; c < b.cols; ++c) dst[c] += w * static_cast<double>(src[c]);
-    }
-  }
-  ++input->sites;
-}
-
 Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
   const std::vector<uint32_t> selected =
@@ -158,57 +116,27 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
     site_version_[site] = version_;
   }
 
-  AggregateInput input;
-  input.round = round;
-  for (const ParamBlock& b : global_) {
-    input.weighted_sum.emplace_back(b.data.size(), 0.0);
-    input.row_weight.emplace_back(b.rows, 0.0);
-  }
-  // Fold updates in ascending site order so the floating-point sums do not
-  // depend on arrival order; an update is kept only until its turn comes.
-  std::map<uint32_t, ModelUpdate> pending;
-  std::set<uint32_t> failed;
-  size_t next = 0;
-  double train_squared = 0.0;
-  uint64_t train_count = 0;
-  auto advance = [&] {
-    while (next < selected.size()) {
-      const uint32_t site = selected[next];
-      if (auto it = pending.find(site); it != pending.end()) {
-        Fold(it->second, &input);
-        train_squared += it->second.train_squared_error;
-        train_count += it->second.train_count;
-        pending.erase(it);
-      } else if (!failed.contains(site)) {
-        return;
-      }
-      ++next;
-    }
-  };
+  UpdateAggregator aggregator(global_, version_, round, selected);
   const auto deadline = Clock::now() + options_.round_timeout;
   FEDREC_RETURN_IF_ERROR(Collect<ModelUpdate>(
       transport_, site_of_rank_, round, selected, deadline,
       [&](uint32_t site, ModelUpdate update) {
-        if (Status valid = ValidateUpdate(update, site); !valid.ok()) {
-          spdlog::warn("coordinator: {}", valid.message());
-          failed.insert(site);
+        if (Status added = aggregator.Add(site, std::move(update)); !added.ok()) {
+          spdlog::warn("coordinator: {} {}", SiteName(site), added.message());
           site_version_[site] = UINT64_MAX;
-        } else {
-          pending.emplace(site, std::move(update));
         }
-        advance();
       },
       [&](uint32_t site, const std::string& reason) {
         spdlog::warn("coordinator, round {}: {} failed: {}", round, SiteName(site), reason);
-        failed.insert(site);
+        aggregator.Fail(site);
         site_version_[site] = UINT64_MAX;  // resend the model next time
-        advance();
       }));
-  advance();
-  metrics->failures = static_cast<uint32_t>(failed.size());
+  const AggregateInput input = aggregator.Finish();
+  metrics->failures = input.failures;
   metrics->sites_reported = input.sites;
-  input.failures = metrics->failures;
-  metrics->train_mse = train_count ? train_squared / static_cast<double>(train_count) : 0.0;
+  metrics->train_mse = aggregator.train_count() ? aggregator.train_squared_error() /
+                                                      static_cast<double>(aggregator.train_count())
+                                                : 0.0;
 
   if (input.sites < std::max<uint32_t>(options_.min_sites, 1)) {
     metrics->aborted = true;

@@ -73,9 +73,6 @@ class Coordinator {
  private:
   Status RunRound(uint32_t round, RoundMetrics* metrics);
   Status Evaluate(uint32_t round, RoundMetrics* metrics);
-  // Checks an update against the global model's shape.
-  Status ValidateUpdate(const ModelUpdate& update, uint32_t site) const;
-  void Fold(const ModelUpdate& update, AggregateInput* input) const;
   std::string SiteName(uint32_t site) const;
 
   CoordinatorOptions options_;

@@ -1,0 +1,67 @@
+// MpiTransport: the Transport over Open MPI, one role per rank.
+//
+// One thread, the progress thread, makes every MPI call: it initialises MPI
+// (MPI_Init_thread asking for MPI_THREAD_FUNNELED, and checks what was granted),
+// posts non-blocking sends, probes and receives frames of any size, and
+// finalises MPI. Send() and Recv() only touch queues shared with it, so roles
+// may call them from any thread, exactly as with the in-process transport.
+//
+// Frames up to `max_message` bytes travel as one MPI message; larger ones
+// (beyond MPI's int count, 2^31 - 1 bytes) are split into chunks announced by a
+// header message, and reassembled before delivery. Messages between a pair of
+// ranks arrive in send order.
+//
+// Shutdown: Close() stops accepting sends, waits up to `flush_timeout` for
+// queued sends to complete, then finalises MPI. A peer that already finished
+// does not make it hang: eager messages to it complete locally, and sends still
+// pending at the deadline are logged and abandoned.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "protocol/transport.h"
+
+namespace fedrec {
+
+struct MpiTransportOptions {
+  // Largest frame sent as a single MPI message; larger frames are chunked.
+  size_t max_message = size_t{1} << 30;
+  std::chrono::milliseconds flush_timeout{10000};
+};
+
+class MpiTransport : public Transport {
+ public:
+  // Starts the progress thread and initialises MPI. Error when MPI cannot be
+  // initialised or grants less than MPI_THREAD_FUNNELED. At most one per process.
+  static Result<std::unique_ptr<MpiTransport>> Start(const MpiTransportOptions& options = {});
+
+  ~MpiTransport() override;  // Close()
+
+  int rank() const override;
+  int size() const override;
+  Status Send(int peer, std::vector<uint8_t> bytes) override;
+  Result<Envelope> Recv(std::chrono::milliseconds timeout) override;
+  TrafficStats stats() const override;
+
+  // Flushes pending sends (bounded by flush_timeout) and finalises MPI.
+  // Idempotent; Send and Recv return Unavailable afterwards.
+  void Close();
+
+  // Ends the whole job now (MPI_Abort with `code`) after logging `reason`; for
+  // failures that leave no way to tell the other ranks.
+  [[noreturn]] void Abort(int code, const std::string& reason);
+
+  // Name of the host this rank runs on (MPI_Get_processor_name).
+  const std::string& host() const;
+
+  class Impl;
+
+ private:
+  explicit MpiTransport(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedrec
