@@ -56,6 +56,10 @@ const char* MessageTypeName(MessageType type) {
       return "Shutdown";
     case MessageType::kSiteError:
       return "SiteError";
+    case MessageType::kSiteHello:
+      return "SiteHello";
+    case MessageType::kCatalogue:
+      return "Catalogue";
   }
   return "unknown message type";
 }

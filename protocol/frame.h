@@ -34,9 +34,11 @@ enum class MessageType : uint16_t {
   kEvalReport = 4,
   kShutdown = 5,
   kSiteError = 6,
+  kSiteHello = 7,
+  kCatalogue = 8,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 6;
+constexpr uint16_t kMaxMessageType = 8;
 
 const char* MessageTypeName(MessageType type);
 

@@ -344,6 +344,21 @@ void serialize(Archive& ar, SiteError& m) {
   Contiguous(ar, m.message, Label("site error message"));
 }
 
+template <class Archive>
+void serialize(Archive& ar, SiteHello& m) {
+  ar(m.site);
+  Contiguous(ar, m.error, Label("site hello error"));
+  ar(m.items);
+  Contiguous(ar, m.item_ids, Label("site item IDs"));
+  ar(m.train_ratings, m.test_ratings);
+}
+
+template <class Archive>
+void serialize(Archive& ar, Catalogue& m) {
+  ar(m.items);
+  Contiguous(ar, m.item_ids, Label("catalogue item IDs"));
+}
+
 // ---------------------------------------------------------------------------
 // Structural checks after decoding.
 
@@ -436,6 +451,8 @@ Status Check(const ModelUpdate& m) { return CheckUpdates(m.blocks); }
 Status Check(const EvalReport&) { return Status::Ok(); }
 Status Check(const Shutdown&) { return Status::Ok(); }
 Status Check(const SiteError&) { return Status::Ok(); }
+Status Check(const SiteHello&) { return Status::Ok(); }
+Status Check(const Catalogue&) { return Status::Ok(); }
 
 // The wire is little-endian whatever the host.
 cereal::PortableBinaryOutputArchive::Options WireOptions() {
@@ -529,6 +546,8 @@ FEDREC_DEFINE_MESSAGE(EvalRequest)
 FEDREC_DEFINE_MESSAGE(EvalReport)
 FEDREC_DEFINE_MESSAGE(Shutdown)
 FEDREC_DEFINE_MESSAGE(SiteError)
+FEDREC_DEFINE_MESSAGE(SiteHello)
+FEDREC_DEFINE_MESSAGE(Catalogue)
 #undef FEDREC_DEFINE_MESSAGE
 
 }  // namespace fedrec

@@ -105,6 +105,31 @@ struct SiteError {
   friend bool operator==(const SiteError&, const SiteError&) = default;
 };
 
+// Start-up of a job whose roles run in separate processes (`fedrec run`):
+// each site loads its own data and answers SiteHello (or the error that stopped
+// it); the coordinator then fixes the item index space and answers Catalogue.
+// With per-site files the sites' item IDs are joined in site order (train file
+// first, then test file), which is also how `fedrec sim` numbers them.
+struct SiteHello {
+  static constexpr MessageType kType = MessageType::kSiteHello;
+  uint32_t site = 0;
+  std::string error;       // empty when the site is ready
+  uint64_t items = 0;      // size of the site's item index space
+  std::string item_ids;    // raw item IDs in the site's index order, '\n'-separated;
+                           // empty when the site already uses the shared index space
+  uint64_t train_ratings = 0, test_ratings = 0;
+
+  friend bool operator==(const SiteHello&, const SiteHello&) = default;
+};
+
+struct Catalogue {
+  static constexpr MessageType kType = MessageType::kCatalogue;
+  uint64_t items = 0;      // items of the global model
+  std::string item_ids;    // '\n'-separated global order; empty when sites share one already
+
+  friend bool operator==(const Catalogue&, const Catalogue&) = default;
+};
+
 // Serializes `message` (cereal portable binary) into a complete frame.
 template <typename M>
 std::vector<uint8_t> EncodeMessage(const M& message, uint32_t round, uint32_t sender);
@@ -124,6 +149,8 @@ FEDREC_DECLARE_MESSAGE(EvalRequest)
 FEDREC_DECLARE_MESSAGE(EvalReport)
 FEDREC_DECLARE_MESSAGE(Shutdown)
 FEDREC_DECLARE_MESSAGE(SiteError)
+FEDREC_DECLARE_MESSAGE(SiteHello)
+FEDREC_DECLARE_MESSAGE(Catalogue)
 #undef FEDREC_DECLARE_MESSAGE
 
 }  // namespace fedrec

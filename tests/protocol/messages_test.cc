@@ -102,7 +102,8 @@ std::vector<uint8_t> RoundPlanPayload(uint64_t claimed, uint32_t present) {
 template <typename M>
 class MessageRoundTrip : public ::testing::Test {};
 using MessageTypes =
-    ::testing::Types<RoundPlan, ModelUpdate, EvalRequest, EvalReport, Shutdown, SiteError>;
+    ::testing::Types<RoundPlan, ModelUpdate, EvalRequest, EvalReport, Shutdown, SiteError,
+                     SiteHello, Catalogue>;
 struct MessageName {
   template <typename M>
   static std::string GetName(int) {

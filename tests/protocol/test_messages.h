@@ -104,8 +104,34 @@ inline SiteError RandomSiteError(Rng& rng) {
   return m;
 }
 
+inline SiteHello RandomSiteHello(Rng& rng) {
+  SiteHello m;
+  m.site = static_cast<uint32_t>(rng.Next());
+  m.error = RandomString(rng, 30);
+  m.items = rng.Next();
+  m.item_ids = RandomString(rng, 80);
+  m.train_ratings = rng.Next();
+  m.test_ratings = rng.Next();
+  return m;
+}
+
+inline Catalogue RandomCatalogue(Rng& rng) {
+  Catalogue m;
+  m.items = rng.Next();
+  m.item_ids = RandomString(rng, 80);
+  return m;
+}
+
 template <typename M>
 M RandomMessage(Rng& rng);
+template <>
+inline SiteHello RandomMessage<SiteHello>(Rng& rng) {
+  return RandomSiteHello(rng);
+}
+template <>
+inline Catalogue RandomMessage<Catalogue>(Rng& rng) {
+  return RandomCatalogue(rng);
+}
 template <>
 inline RoundPlan RandomMessage<RoundPlan>(Rng& rng) {
   return RandomRoundPlan(rng);
