@@ -35,10 +35,11 @@ class MfModel {
   // Item rows i are drawn from stream (seed, 0, i, kInitItem), so every site and
   // the coordinator draw the same initial global model.
   void InitGlobal(const MfInitOptions& options);
-  // User row u is drawn from stream (seed, 0, global_user_ids[u], kInitUser)
-  // (identity when global_user_ids is empty), so a user's initial factors do not
-  // depend on which site holds them.
-  void InitUsers(const MfInitOptions& options, std::span<const uint32_t> global_user_ids = {});
+  // User row u is drawn from stream (seed, 0, user_keys[u], kInitUser) (key u
+  // when user_keys is empty). With keys from the raw user IDs (StableIdKey), a
+  // user's initial factors depend neither on which site holds the user nor on
+  // how the site numbers its users.
+  void InitUsers(const MfInitOptions& options, std::span<const uint64_t> user_keys = {});
 
   float Predict(uint32_t user, uint32_t item) const;
 

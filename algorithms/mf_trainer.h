@@ -33,12 +33,11 @@ struct EpochStats {
 
 class MfTrainer {
  public:
-  // `train` uses global user indices; the trainer remaps them to local rows
-  // (first-seen order over `train`, then `extra_users`: users held by the shard
-  // with no training ratings, e.g. only test ratings). User row init draws from
-  // the global index, so it does not depend on the partition.
+  // `train` uses the shard's own user indices 0..user_keys.size()-1; user row u
+  // is initialised from user_keys[u] (see MfModel::InitUsers).
+  // REQUIRES: every train user < user_keys.size(), every item < items.
   MfTrainer(const MfTrainerOptions& options, uint32_t items, std::vector<Rating> train,
-            std::span<const uint32_t> extra_users = {});
+            std::span<const uint64_t> user_keys);
 
   // Trains epochs [first_epoch, first_epoch + count) with base learning rate
   // `lr` (the rate of epoch 0; it decays per epoch by sgd.lr_decay).
@@ -49,21 +48,13 @@ class MfTrainer {
 
   MfModel& model() { return model_; }
   const MfModel& model() const { return model_; }
-  // Training ratings with local user indices, in their current (shuffled) order.
+  // Training ratings in their current (shuffled) order.
   const std::vector<Rating>& train() const { return train_; }
-  // Local row of a global user, or -1 when the shard does not hold the user.
-  int64_t LocalUser(uint32_t global_user) const;
-  const std::vector<uint32_t>& global_users() const { return global_users_; }
   // Training ratings per item (the per-row weight of item blocks).
   const std::vector<uint32_t>& item_counts() const { return item_counts_; }
-  // Copies `ratings` with users remapped to local rows; ratings of users the
-  // shard does not hold are dropped.
-  std::vector<Rating> ToLocal(std::span<const Rating> ratings) const;
 
  private:
   MfTrainerOptions options_;
-  std::vector<uint32_t> global_users_;   // local row -> global user index
-  std::vector<int64_t> local_of_global_; // global user index -> local row or -1
   std::vector<Rating> train_;
   std::vector<uint32_t> item_counts_;
   MfModel model_;

@@ -35,4 +35,12 @@ double SgdEpoch(MfModel* model, std::span<const Rating> ratings, float lr,
 // Mean of the ratings' values, summed in double in input order.
 float TrainingMean(std::span<const Rating> ratings);
 
+namespace internal {
+// The runtime-k kernel SgdEpoch uses for k outside {8, 16, 32, 64, 128}. It sums
+// in the same order as the specialised kernels, so for those k both give the
+// same bits; exposed so tests can check that.
+double SgdEpochGeneric(MfModel* model, std::span<const Rating> ratings, float lr,
+                       const SgdOptions& options);
+}  // namespace internal
+
 }  // namespace fedrec

@@ -42,14 +42,14 @@ struct Config {
 
   struct Model {
     int64_t factors = 32;
-    double init_std = 0.1;
+    double init_std = 0.01;
   } model;
 
   struct Train {
-    int64_t epochs = 40;
-    double lr = 0.01;
+    int64_t epochs = 60;
+    double lr = 0.02;
     double lr_decay = 0.97;
-    double reg = 0.05;
+    double reg = 0.09;
     double bias_reg = 0.01;
   } train;
 

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <unordered_map>
 
 #include "data/partition.h"
 #include "data/readers.h"
@@ -53,6 +54,26 @@ EvalResult Evaluate(const Config& config, const MfModel& model, std::span<const 
     result.ranking = EvaluateRanking(model, train, test, ranking);
   }
   return result;
+}
+
+// Renumbers the users of `users` (ascending global indices) to 0..n-1 in that
+// order, drops ratings of other users, and keys each user by its raw ID.
+SiteData MakeSiteData(const IdMap& user_ids, const std::vector<uint32_t>& users,
+                      std::vector<Rating> train, std::vector<Rating> test) {
+  std::unordered_map<uint32_t, uint32_t> local;
+  SiteData site;
+  for (uint32_t u : users) {
+    local.emplace(u, static_cast<uint32_t>(site.user_keys.size()));
+    site.user_keys.push_back(StableIdKey(user_ids.Raw(u)));
+  }
+  auto renumber = [&](std::vector<Rating>& ratings) {
+    for (Rating& r : ratings) r.user = local.at(r.user);
+  };
+  renumber(train);
+  renumber(test);
+  site.train = std::move(train);
+  site.test = std::move(test);
+  return site;
 }
 
 }  // namespace
@@ -107,31 +128,32 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
     d.rating_max = static_cast<float>(config.data.rating_max);
     FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
     const ReadOptions read = MakeReadOptions(config, format);
-    data.sites.resize(sites);
+    std::vector<std::vector<Rating>> train(sites), test(sites);
     for (uint32_t s = 0; s < sites; ++s) {
-      SiteData& site = data.sites[s];
       std::vector<Rating> all;
       FEDREC_RETURN_IF_ERROR(ReadRatings(SitePath(config.data.site_train, s), read, &d.users,
                                          &d.items, &all)
                                  .WithContext("site " + std::to_string(s)));
       if (config.data.site_test.empty()) {
         FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed + s));
-        site.train = std::move(split.train);
-        site.test = std::move(split.test);
+        train[s] = std::move(split.train);
+        test[s] = std::move(split.test);
       } else {
-        site.train = std::move(all);
+        train[s] = std::move(all);
         FEDREC_RETURN_IF_ERROR(ReadRatings(SitePath(config.data.site_test, s), read, &d.users,
-                                           &d.items, &site.test)
+                                           &d.items, &test[s])
                                    .WithContext("site " + std::to_string(s)));
       }
+      d.train.insert(d.train.end(), train[s].begin(), train[s].end());
+      d.test.insert(d.test.end(), test[s].begin(), test[s].end());
+    }
+    for (uint32_t s = 0; s < sites; ++s) {
       std::vector<uint32_t> users;
-      for (const Rating& r : site.train) users.push_back(r.user);
-      for (const Rating& r : site.test) users.push_back(r.user);
+      for (const Rating& r : train[s]) users.push_back(r.user);
+      for (const Rating& r : test[s]) users.push_back(r.user);
       std::sort(users.begin(), users.end());
       users.erase(std::unique(users.begin(), users.end()), users.end());
-      site.users = std::move(users);
-      d.train.insert(d.train.end(), site.train.begin(), site.train.end());
-      d.test.insert(d.test.end(), site.test.begin(), site.test.end());
+      data.sites.push_back(MakeSiteData(d.users, users, std::move(train[s]), std::move(test[s])));
     }
     return data;
   }
@@ -146,12 +168,12 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
   FEDREC_ASSIGN_OR_RETURN(std::vector<uint32_t> site_of_user, partitioner(data.dataset, options));
   std::vector<std::vector<Rating>> train = SplitBySite(data.dataset.train, site_of_user, sites);
   std::vector<std::vector<Rating>> test = SplitBySite(data.dataset.test, site_of_user, sites);
-  data.sites.resize(sites);
+  std::vector<std::vector<uint32_t>> users(sites);
+  for (uint32_t u = 0; u < site_of_user.size(); ++u) users[site_of_user[u]].push_back(u);
   for (uint32_t s = 0; s < sites; ++s) {
-    data.sites[s].train = std::move(train[s]);
-    data.sites[s].test = std::move(test[s]);
+    data.sites.push_back(
+        MakeSiteData(data.dataset.users, users[s], std::move(train[s]), std::move(test[s])));
   }
-  for (uint32_t u = 0; u < site_of_user.size(); ++u) data.sites[site_of_user[u]].users.push_back(u);
   return data;
 }
 
@@ -201,11 +223,11 @@ StrategyOptions MakeStrategyOptions(const Config& config) {
 CentralizedResult TrainCentralized(const Config& config, const Dataset& dataset,
                                    const std::function<void(const ProgressPoint&)>& on_epoch) {
   const auto start = std::chrono::steady_clock::now();
-  std::vector<uint32_t> all_users(dataset.users.size());
-  for (uint32_t u = 0; u < all_users.size(); ++u) all_users[u] = u;
-  MfTrainer trainer(TrainerOptions(config), dataset.items.size(), dataset.train, all_users);
+  std::vector<uint64_t> user_keys(dataset.users.size());
+  for (uint32_t u = 0; u < user_keys.size(); ++u) user_keys[u] = StableIdKey(dataset.users.Raw(u));
+  MfTrainer trainer(TrainerOptions(config), dataset.items.size(), dataset.train, user_keys);
   trainer.UseShardMean();
-  const std::vector<Rating> test = trainer.ToLocal(dataset.test);
+  const std::vector<Rating>& test = dataset.test;
   const uint32_t epochs = static_cast<uint32_t>(config.train.epochs);
   CentralizedResult result;
   for (uint32_t epoch = 0; epoch < epochs; ++epoch) {

@@ -41,6 +41,10 @@ class IdMap {
   std::unordered_map<std::string, uint32_t, Hash, std::equal_to<>> index_;
 };
 
+// A stable 64-bit key of a raw ID (FNV-1a, then mixed): the same on every
+// host and run, whatever index a reader gave the ID. Seeds per-user streams.
+uint64_t StableIdKey(std::string_view raw);
+
 // A loaded dataset: train and test ratings over one shared ID space.
 struct Dataset {
   IdMap users;

@@ -49,9 +49,9 @@ std::vector<BlockUpdate> CollectUpdate(const MfTrainer& trainer) {
 Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport)
     : options_(options),
       transport_(transport),
-      trainer_(WithShard(options.trainer, options.site), items, std::move(data.train), data.users) {
-  test_ = trainer_.ToLocal(data.test);
-}
+      trainer_(WithShard(options.trainer, options.site), items, std::move(data.train),
+               data.user_keys),
+      test_(std::move(data.test)) {}
 
 std::string Worker::Where(uint32_t round) const {
   return "site " + std::to_string(options_.site) + " (rank " + std::to_string(transport_->rank()) +

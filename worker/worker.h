@@ -32,11 +32,12 @@ struct WorkerOptions {
   RankingOptions ranking;
 };
 
-// One site's data, with global user and item indices.
+// One site's data. Users are numbered by the site (0..user_keys.size()-1);
+// items use the federation's shared item index space.
 struct SiteData {
   std::vector<Rating> train;
   std::vector<Rating> test;
-  std::vector<uint32_t> users;  // every user the site holds (also those with no train ratings)
+  std::vector<uint64_t> user_keys;  // StableIdKey of each user's raw ID
 };
 
 class Worker {
@@ -71,7 +72,7 @@ class Worker {
   WorkerOptions options_;
   Transport* transport_;
   MfTrainer trainer_;
-  std::vector<Rating> test_;  // local user indices
+  std::vector<Rating> test_;
   uint64_t model_version_ = UINT64_MAX;  // none yet
 };
 

@@ -1,0 +1,91 @@
+#include "algorithms/mf_model.h"
+
+#include <algorithm>
+#include <cassert>
+
+#include "base/random.h"
+
+namespace fedrec {
+
+namespace {
+
+// Fills `count` floats at `out` with N(0, std^2) draws from `rng`, in order.
+void FillNormal(Rng& rng, float stddev, float* out, uint32_t count) {
+  for (uint32_t c = 0; c < count; ++c) {
+    out[c] = static_cast<float>(static_cast<double>(stddev) * rng.Normal());
+  }
+}
+
+}  // namespace
+
+MfModel::MfModel(uint32_t users, uint32_t items, uint32_t factors)
+    : users_(users), items_(items), factors_(factors) {
+  blocks_.reserve(5);
+  blocks_.emplace_back(kGlobalMean, Scope::kGlobal, 1, 1);
+  blocks_.emplace_back(kItemBias, Scope::kGlobal, items, 1);
+  blocks_.emplace_back(kItemFactors, Scope::kGlobal, items, factors);
+  blocks_.emplace_back(kUserBias, Scope::kLocal, users, 1);
+  blocks_.emplace_back(kUserFactors, Scope::kLocal, users, factors);
+}
+
+// The global mean is left as it is: the caller sets it (usually TrainingMean),
+// before or after initialisation.
+void MfModel::InitGlobal(const MfInitOptions& options) {
+  std::fill(blocks_[1].data.begin(), blocks_[1].data.end(), 0.0f);
+  ParamBlock& q = blocks_[2];
+  for (uint32_t i = 0; i < items_; ++i) {
+    Rng rng(options.seed, 0, i, Purpose::kInitItem);
+    FillNormal(rng, options.init_std, q.Row(i), factors_);
+  }
+}
+
+void MfModel::InitUsers(const MfInitOptions& options, std::span<const uint64_t> user_keys) {
+  assert(user_keys.empty() || user_keys.size() == users_);
+  std::fill(blocks_[3].data.begin(), blocks_[3].data.end(), 0.0f);
+  ParamBlock& p = blocks_[4];
+  for (uint32_t u = 0; u < users_; ++u) {
+    const uint64_t site = user_keys.empty() ? u : user_keys[u];
+    Rng rng(options.seed, 0, site, Purpose::kInitUser);
+    FillNormal(rng, options.init_std, p.Row(u), factors_);
+  }
+}
+
+float MfModel::Predict(uint32_t user, uint32_t item) const {
+  assert(user < users_ && item < items_);
+  const float* p = blocks_[4].Row(user);
+  const float* q = blocks_[2].Row(item);
+  float dot = 0.0f;
+  for (uint32_t c = 0; c < factors_; ++c) dot += p[c] * q[c];
+  return global_mean() + user_bias()[user] + item_bias()[item] + dot;
+}
+
+std::vector<ParamBlock> MfModel::GlobalBlocks() const {
+  std::vector<ParamBlock> global;
+  for (const ParamBlock& b : blocks_) {
+    if (b.scope == Scope::kGlobal) global.push_back(b);
+  }
+  return global;
+}
+
+bool MfModel::SetGlobalBlocks(const std::vector<ParamBlock>& global) {
+  // Check every block before changing any, so a failed call leaves the model as it was.
+  std::vector<const ParamBlock*> sources;
+  for (const ParamBlock& b : blocks_) {
+    if (b.scope != Scope::kGlobal) continue;
+    const ParamBlock* src = FindBlock(global, b.name);
+    if (src == nullptr || src->rows != b.rows || src->cols != b.cols ||
+        src->data.size() != b.data.size()) {
+      return false;
+    }
+    sources.push_back(src);
+  }
+  size_t next = 0;
+  for (ParamBlock& b : blocks_) {
+    if (b.scope != Scope::kGlobal) continue;
+    std::copy(sources[next]->data.begin(), sources[next]->data.end(), b.data.begin());
+    ++next;
+  }
+  return true;
+}
+
+}  // namespace fedrec
