@@ -21,7 +21,7 @@ void FillNormal(Rng& rng, float stddev, float* out, uint32_t count) {
 MfModel::MfModel(uint32_t users, uint32_t items, uint32_t factors)
     : users_(users), items_(items), factors_(factors) {
   blocks_.reserve(5);
-  blocks_.emplace_back(kGlobalMean, Scope::kGlobal, 1, 1);
+  blocks_.emplace_back(kGlobalMean, Scope::kGlobalAverage, 1, 1);
   blocks_.emplace_back(kItemBias, Scope::kGlobal, items, 1);
   blocks_.emplace_back(kItemFactors, Scope::kGlobal, items, factors);
   blocks_.emplace_back(kUserBias, Scope::kLocal, users, 1);
@@ -62,7 +62,7 @@ float MfModel::Predict(uint32_t user, uint32_t item) const {
 std::vector<ParamBlock> MfModel::GlobalBlocks() const {
   std::vector<ParamBlock> global;
   for (const ParamBlock& b : blocks_) {
-    if (b.scope == Scope::kGlobal) global.push_back(b);
+    if (IsGlobal(b.scope)) global.push_back(b);
   }
   return global;
 }
@@ -71,7 +71,7 @@ bool MfModel::SetGlobalBlocks(const std::vector<ParamBlock>& global) {
   // Check every block before changing any, so a failed call leaves the model as it was.
   std::vector<const ParamBlock*> sources;
   for (const ParamBlock& b : blocks_) {
-    if (b.scope != Scope::kGlobal) continue;
+    if (!IsGlobal(b.scope)) continue;
     const ParamBlock* src = FindBlock(global, b.name);
     if (src == nullptr || src->rows != b.rows || src->cols != b.cols ||
         src->data.size() != b.data.size()) {
@@ -81,7 +81,7 @@ bool MfModel::SetGlobalBlocks(const std::vector<ParamBlock>& global) {
   }
   size_t next = 0;
   for (ParamBlock& b : blocks_) {
-    if (b.scope != Scope::kGlobal) continue;
+    if (!IsGlobal(b.scope)) continue;
     std::copy(sources[next]->data.begin(), sources[next]->data.end(), b.data.begin());
     ++next;
   }

@@ -44,6 +44,7 @@ Status FedAvg::Aggregate(const AggregateInput& input, std::vector<ParamBlock>* g
                                      std::to_string(block.cols) +
                                      ", the aggregate does not match it");
     }
+    const double step = block.scope == Scope::kGlobalAverage ? 1.0 : eta;
     for (uint32_t r = 0; r < block.rows; ++r) {
       const double w = weight[r];
       if (!(w > 0.0)) continue;
@@ -51,8 +52,8 @@ Status FedAvg::Aggregate(const AggregateInput& input, std::vector<ParamBlock>* g
       const double* s = sum.data() + static_cast<size_t>(r) * block.cols;
       for (uint32_t c = 0; c < block.cols; ++c) {
         const double avg = s[c] / w;
-        row[c] = eta == 1.0 ? static_cast<float>(avg)
-                            : static_cast<float>(row[c] + eta * (avg - row[c]));
+        row[c] = step == 1.0 ? static_cast<float>(avg)
+                             : static_cast<float>(row[c] + step * (avg - row[c]));
       }
     }
   }

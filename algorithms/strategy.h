@@ -61,7 +61,7 @@ class Strategy {
 
 // FedAvg with per-row weights: row r becomes old + server_lr * (avg_r - old),
 // avg_r = weighted_sum_r / row_weight_r (exactly the sites' value when one site
-// trained it and server_lr = 1).
+// trained it and server_lr = 1). Blocks of scope kGlobalAverage take avg_r.
 class FedAvg : public Strategy {
  public:
   explicit FedAvg(const StrategyOptions& options) : options_(options) {}

@@ -42,7 +42,7 @@ struct Config {
 
   struct Model {
     int64_t factors = 32;
-    double init_std = 0.01;
+    double init_std = 0.05;
   } model;
 
   struct Train {
@@ -63,7 +63,7 @@ struct Config {
     double fraction = 1.0;
     int64_t min_sites = 1;
     std::string strategy = "fedavg";
-    double server_lr = 1.0;
+    double server_lr = 2.0;
     double round_timeout = 600.0;  // seconds
   } federation;
 

@@ -12,7 +12,15 @@
 
 namespace fedrec {
 
-enum class Scope : uint8_t { kGlobal = 0, kLocal = 1 };
+// kGlobal: aggregated across sites and stepped by the strategy (e.g. item
+//   factors; a server learning rate or optimizer applies to it).
+// kLocal: never leaves the site (e.g. user factors).
+// kGlobalAverage: aggregated, and simply replaced by the sites' weighted
+//   average, never stepped by a server optimizer: statistics such as the
+//   global mean rating.
+enum class Scope : uint8_t { kGlobal = 0, kLocal = 1, kGlobalAverage = 2 };
+
+inline bool IsGlobal(Scope scope) { return scope != Scope::kLocal; }
 
 struct ParamBlock {
   std::string name;

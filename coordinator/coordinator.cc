@@ -146,6 +146,16 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   }
   FEDREC_RETURN_IF_ERROR(strategy_->Aggregate(input, &global_).WithContext(
       "coordinator, round " + std::to_string(round)));
+  for (const ParamBlock& block : global_) {
+    for (size_t i = 0; i < block.data.size(); ++i) {
+      if (std::isfinite(block.data[i])) continue;
+      return Status::Aborted(
+          "coordinator, round " + std::to_string(round) + ": training diverged: block '" +
+          block.name + "' entry " + std::to_string(i) + " became " +
+          std::to_string(block.data[i]) + " after aggregation; lower train.lr or " +
+          "federation.server_lr");
+    }
+  }
   ++version_;
   return Status::Ok();
 }

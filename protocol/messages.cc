@@ -288,9 +288,9 @@ void serialize(Archive& ar, ParamBlock& b) {
   uint8_t scope = static_cast<uint8_t>(b.scope);
   ar(scope);
   if constexpr (Archive::is_loading::value) {
-    if (scope > static_cast<uint8_t>(Scope::kLocal)) {
+    if (scope > static_cast<uint8_t>(Scope::kGlobalAverage)) {
       throw PayloadError("block '" + b.name + "' has scope " + std::to_string(scope) +
-                         ", expected 0 (global) or 1 (local)");
+                         ", expected 0 (global), 1 (local) or 2 (global average)");
     }
     b.scope = static_cast<Scope>(scope);
   }

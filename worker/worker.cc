@@ -21,7 +21,7 @@ std::vector<BlockUpdate> CollectUpdate(const MfTrainer& trainer) {
   const auto& counts = trainer.item_counts();
   std::vector<BlockUpdate> blocks;
   for (const ParamBlock& block : model.blocks()) {
-    if (block.scope != Scope::kGlobal) continue;
+    if (!IsGlobal(block.scope)) continue;
     BlockUpdate update;
     update.name = block.name;
     update.cols = block.cols;

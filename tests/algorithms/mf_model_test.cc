@@ -33,7 +33,7 @@ TEST(MfModelTest, BlocksHaveDocumentedOrderNamesScopesAndShapes) {
   EXPECT_EQ(b[2].name, "item_factors");
   EXPECT_EQ(b[3].name, "user_bias");
   EXPECT_EQ(b[4].name, "user_factors");
-  const Scope scopes[] = {Scope::kGlobal, Scope::kGlobal, Scope::kGlobal, Scope::kLocal,
+  const Scope scopes[] = {Scope::kGlobalAverage, Scope::kGlobal, Scope::kGlobal, Scope::kLocal,
                           Scope::kLocal};
   const uint32_t rows[] = {1, 6, 6, 4, 4};
   const uint32_t cols[] = {1, 1, 3, 1, 3};

@@ -50,6 +50,7 @@ FederatedRun Federate(const Config& config, uint32_t threads = 2) {
 TEST(Federation, OneSiteFullParticipationOneEpochEqualsCentralizedBitForBit) {
   Config config = SmallConfig();
   config.federation.sites = 1;
+  config.federation.server_lr = 1.0;  // plain FedAvg: the site's model becomes the global one
   config.train.epochs = config.federation.rounds;
   Result<Dataset> dataset = LoadDataset(config);
   ASSERT_TRUE(dataset.ok());

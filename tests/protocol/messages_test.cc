@@ -475,7 +475,7 @@ TEST(Messages, RejectsInvalidScopeAndBoolBytes) {
   bad_scope[47] = 7;
   p = Decode<RoundPlan>(EncodeFrame(MessageType::kRoundPlan, kRound, kSender, bad_scope));
   ASSERT_FALSE(p.ok());
-  EXPECT_CONTAINS(p.status().message(), "block 'a' has scope 7, expected 0 (global) or 1 (local)");
+  EXPECT_CONTAINS(p.status().message(), "block 'a' has scope 7, expected 0 (global), 1 (local) or 2 (global average)");
 }
 
 }  // namespace

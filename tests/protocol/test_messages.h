@@ -19,7 +19,7 @@ inline std::string RandomString(Rng& rng, size_t max_len) {
 inline float RandomFloat(Rng& rng) { return static_cast<float>(rng.Normal()); }
 
 inline ParamBlock RandomBlock(Rng& rng) {
-  ParamBlock b(RandomString(rng, 12), rng.Below(2) ? Scope::kLocal : Scope::kGlobal,
+  ParamBlock b(RandomString(rng, 12), static_cast<Scope>(rng.Below(3)),
                static_cast<uint32_t>(rng.Below(20)), static_cast<uint32_t>(rng.Below(9)));
   for (float& v : b.data) v = RandomFloat(rng);
   return b;
