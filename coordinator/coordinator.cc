@@ -196,7 +196,7 @@ Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
 
 Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round) {
   if (options_.site_ranks.empty()) {
-    ShutdownSites("no sites");
+    ShutdownSites("no sites", true);
     return Status::InvalidArgument("coordinator: the federation has no sites");
   }
   Status status;
@@ -216,12 +216,13 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     metrics.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (status.ok() && on_round) on_round(metrics);
   }
-  ShutdownSites(status.ok() ? "training finished" : status.message());
+  ShutdownSites(status.ok() ? "training finished" : status.message(), !status.ok());
   return status;
 }
 
-void Coordinator::ShutdownSites(const std::string& reason) {
-  const Shutdown shutdown{reason};
+void Coordinator::ShutdownSites(const std::string& reason, bool failed) {
+  Shutdown shutdown{reason};
+  shutdown.failed = failed;
   const uint32_t rank = static_cast<uint32_t>(transport_->rank());
   for (int site_rank : options_.site_ranks) {
     Status sent = transport_->Send(site_rank, EncodeMessage(shutdown, 0, rank));

@@ -64,8 +64,9 @@ class Coordinator {
   // lost); failures of individual sites are reported in the metrics instead.
   Status Run(const std::function<void(const RoundMetrics&)>& on_round);
 
-  // Sends Shutdown to every site (also done by Run at its end).
-  void ShutdownSites(const std::string& reason);
+  // Sends Shutdown to every site (also done by Run at its end); `failed` tells
+  // the sites the job ends on an error.
+  void ShutdownSites(const std::string& reason, bool failed = false);
 
   const std::vector<ParamBlock>& global() const { return global_; }
   uint64_t model_version() const { return version_; }

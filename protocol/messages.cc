@@ -336,6 +336,7 @@ void serialize(Archive& ar, EvalReport& m) {
 template <class Archive>
 void serialize(Archive& ar, Shutdown& m) {
   Contiguous(ar, m.reason, Label("shutdown reason"));
+  Bool(ar, m.failed, Label("shutdown failed flag"));
 }
 
 template <class Archive>

@@ -93,6 +93,7 @@ struct EvalReport {
 struct Shutdown {
   static constexpr MessageType kType = MessageType::kShutdown;
   std::string reason;
+  bool failed = false;  // the job ends because of an error: sites exit non-zero
 
   friend bool operator==(const Shutdown&, const Shutdown&) = default;
 };

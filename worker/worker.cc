@@ -156,9 +156,12 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
       return OnRoundPlan(*frame);
     case MessageType::kEvalRequest:
       return OnEvalRequest(*frame);
-    case MessageType::kShutdown:
+    case MessageType::kShutdown: {
       *done = true;
+      Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
+      shutdown_ = shutdown.ok() ? *shutdown : Shutdown{shutdown.status().message(), true};
       return Status::Ok();
+    }
     default:
       return SendError(frame->header.round,
                        std::string("unexpected ") + MessageTypeName(frame->header.type) +
@@ -172,7 +175,10 @@ Status Worker::Serve(std::chrono::milliseconds idle_timeout) {
     if (!envelope.ok()) return envelope.status().WithContext("site " + std::to_string(options_.site));
     bool done = false;
     FEDREC_RETURN_IF_ERROR(Handle(*envelope, &done));
-    if (done) return Status::Ok();
+    if (done) {
+      if (shutdown_.failed) return Status::Aborted("the coordinator ended the job: " + shutdown_.reason);
+      return Status::Ok();
+    }
   }
 }
 

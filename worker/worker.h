@@ -52,8 +52,10 @@ class Worker {
   // failed.
   Status Handle(const Envelope& envelope, bool* done);
 
-  // Receives and handles frames until Shutdown. Unavailable when the transport
-  // closed first; Timeout when nothing arrived within `idle_timeout`.
+  // Receives and handles frames until Shutdown. Aborted (with the
+  // coordinator's reason) when the Shutdown says the job failed; Unavailable
+  // when the transport closed first; Timeout when nothing arrived within
+  // `idle_timeout`.
   Status Serve(std::chrono::milliseconds idle_timeout);
 
   uint32_t site() const { return options_.site; }
@@ -74,6 +76,7 @@ class Worker {
   MfTrainer trainer_;
   std::vector<Rating> test_;
   uint64_t model_version_ = UINT64_MAX;  // none yet
+  Shutdown shutdown_;                    // the last Shutdown received
 };
 
 }  // namespace fedrec

@@ -95,7 +95,11 @@ inline EvalReport RandomEvalReport(Rng& rng) {
   return m;
 }
 
-inline Shutdown RandomShutdown(Rng& rng) { return Shutdown{RandomString(rng, 40)}; }
+inline Shutdown RandomShutdown(Rng& rng) {
+  Shutdown m{RandomString(rng, 40)};
+  m.failed = rng.Below(2) == 1;
+  return m;
+}
 
 inline SiteError RandomSiteError(Rng& rng) {
   SiteError m;
