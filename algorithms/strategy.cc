@@ -28,10 +28,9 @@ std::vector<uint32_t> Strategy::SelectSites(uint32_t round, uint32_t num_sites, 
 
 Status FedAvg::Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) {
   if (input.weighted_sum.size() != global->size() || input.row_weight.size() != global->size()) {
-    return Status::InvalidArgument("fedavg: aggregate has " +
-                                   std::to_string(input.weighted_sum.size()) +
-                                   " blocks, the global model has " +
-                                   std::to_string(global->size()));
+    return Status::InvalidArgument(
+        "fedavg: aggregate has " + std::to_string(input.weighted_sum.size()) +
+        " blocks, the global model has " + std::to_string(global->size()));
   }
   const double eta = options_.server_lr;
   for (size_t b = 0; b < global->size(); ++b) {
@@ -40,8 +39,7 @@ Status FedAvg::Aggregate(const AggregateInput& input, std::vector<ParamBlock>* g
     const auto& weight = input.row_weight[b];
     if (weight.size() != block.rows || sum.size() != block.data.size()) {
       return Status::InvalidArgument("fedavg: block '" + block.name + "' has shape " +
-                                     std::to_string(block.rows) + "x" +
-                                     std::to_string(block.cols) +
+                                     std::to_string(block.rows) + "x" + std::to_string(block.cols) +
                                      ", the aggregate does not match it");
     }
     const double step = block.scope == Scope::kGlobalAverage ? 1.0 : eta;
@@ -62,14 +60,14 @@ Status FedAvg::Aggregate(const AggregateInput& input, std::vector<ParamBlock>* g
 
 StrategyRegistry StrategyRegistry::WithBuiltins() {
   StrategyRegistry registry;
-  registry.Register("fedavg", [](const StrategyOptions& options)
-                                  -> Result<std::unique_ptr<Strategy>> {
-    if (!(options.server_lr > 0.0)) {
-      return Status::InvalidArgument("fedavg: server_lr must be > 0, found " +
-                                     std::to_string(options.server_lr));
-    }
-    return std::unique_ptr<Strategy>(new FedAvg(options));
-  });
+  registry.Register("fedavg",
+                    [](const StrategyOptions& options) -> Result<std::unique_ptr<Strategy>> {
+                      if (!(options.server_lr > 0.0)) {
+                        return Status::InvalidArgument("fedavg: server_lr must be > 0, found " +
+                                                       std::to_string(options.server_lr));
+                      }
+                      return std::unique_ptr<Strategy>(new FedAvg(options));
+                    });
   return registry;
 }
 

@@ -33,8 +33,8 @@ struct AggregateInput {
   uint32_t round = 0;
   std::vector<std::vector<double>> weighted_sum;  // [block][row * cols + c]
   std::vector<std::vector<double>> row_weight;    // [block][row]
-  uint32_t sites = 0;     // sites whose update is in the sums
-  uint32_t failures = 0;  // selected sites that failed or timed out
+  uint32_t sites = 0;                             // sites whose update is in the sums
+  uint32_t failures = 0;                          // selected sites that failed or timed out
 };
 
 struct StrategyOptions {

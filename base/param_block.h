@@ -31,7 +31,10 @@ struct ParamBlock {
 
   ParamBlock() = default;
   ParamBlock(std::string name_, Scope scope_, uint32_t rows_, uint32_t cols_)
-      : name(std::move(name_)), scope(scope_), rows(rows_), cols(cols_),
+      : name(std::move(name_)),
+        scope(scope_),
+        rows(rows_),
+        cols(cols_),
         data(static_cast<size_t>(rows_) * cols_, 0.0f) {}
 
   float* Row(uint32_t r) { return data.data() + static_cast<size_t>(r) * cols; }

@@ -64,7 +64,7 @@ class Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok() && "a Result needs a value or an error");
   }
@@ -75,9 +75,18 @@ class [[nodiscard]] Result {
     return ok() ? kOk : std::get<Status>(v_);
   }
   // REQUIRES: ok()
-  T& value() & { assert(ok()); return std::get<T>(v_); }
-  const T& value() const& { assert(ok()); return std::get<T>(v_); }
-  T&& value() && { assert(ok()); return std::get<T>(std::move(v_)); }
+  T& value() & {
+    assert(ok());
+    return std::get<T>(v_);
+  }
+  const T& value() const& {
+    assert(ok());
+    return std::get<T>(v_);
+  }
+  T&& value() && {
+    assert(ok());
+    return std::get<T>(std::move(v_));
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
@@ -90,17 +99,17 @@ class [[nodiscard]] Result {
 }  // namespace fedrec
 
 // Returns early from the enclosing function when `expr` yields a non-OK Status.
-#define FEDREC_RETURN_IF_ERROR(expr)            \
-  do {                                          \
-    ::fedrec::Status fedrec_status_ = (expr);   \
+#define FEDREC_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::fedrec::Status fedrec_status_ = (expr);        \
     if (!fedrec_status_.ok()) return fedrec_status_; \
   } while (0)
 
 #define FEDREC_CONCAT_INNER_(a, b) a##b
 #define FEDREC_CONCAT_(a, b) FEDREC_CONCAT_INNER_(a, b)
 // `FEDREC_ASSIGN_OR_RETURN(auto x, MakeX());` declares x from a Result or returns its Status.
-#define FEDREC_ASSIGN_OR_RETURN(lhs, expr)                              \
-  auto FEDREC_CONCAT_(fedrec_result_, __LINE__) = (expr);               \
-  if (!FEDREC_CONCAT_(fedrec_result_, __LINE__).ok())                   \
-    return FEDREC_CONCAT_(fedrec_result_, __LINE__).status();           \
+#define FEDREC_ASSIGN_OR_RETURN(lhs, expr)                    \
+  auto FEDREC_CONCAT_(fedrec_result_, __LINE__) = (expr);     \
+  if (!FEDREC_CONCAT_(fedrec_result_, __LINE__).ok())         \
+    return FEDREC_CONCAT_(fedrec_result_, __LINE__).status(); \
   lhs = std::move(FEDREC_CONCAT_(fedrec_result_, __LINE__)).value()

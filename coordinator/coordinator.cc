@@ -1,13 +1,13 @@
 #include "coordinator/coordinator.h"
 
-#include "coordinator/aggregator.h"
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
 #include <set>
 #include <utility>
+
+#include "coordinator/aggregator.h"
 
 namespace fedrec {
 
@@ -29,8 +29,8 @@ Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank
     const auto now = Clock::now();
     if (now >= deadline) break;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    Result<Envelope> envelope =
-        transport->Recv(std::min(left + std::chrono::milliseconds(1), std::chrono::milliseconds(1000)));
+    Result<Envelope> envelope = transport->Recv(
+        std::min(left + std::chrono::milliseconds(1), std::chrono::milliseconds(1000)));
     if (!envelope.ok()) {
       if (envelope.status().code() == Status::Code::kTimeout) continue;
       return envelope.status().WithContext("coordinator, round " + std::to_string(round));
@@ -49,8 +49,9 @@ Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank
     }
     const uint32_t site = site_it->second;
     if (frame->header.round != round || !waiting.contains(site)) {
-      spdlog::warn("coordinator, round {}: dropped a late or unexpected {} of round {} from site {}",
-                   round, MessageTypeName(frame->header.type), frame->header.round, site);
+      spdlog::warn(
+          "coordinator, round {}: dropped a late or unexpected {} of round {} from site {}", round,
+          MessageTypeName(frame->header.type), frame->header.round, site);
       continue;
     }
     if (frame->header.type == MessageType::kSiteError) {
@@ -87,7 +88,8 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlo
       strategy_(std::move(strategy)),
       transport_(transport),
       site_version_(options.site_ranks.size(), UINT64_MAX) {
-  for (uint32_t s = 0; s < options_.site_ranks.size(); ++s) site_of_rank_[options_.site_ranks[s]] = s;
+  for (uint32_t s = 0; s < options_.site_ranks.size(); ++s)
+    site_of_rank_[options_.site_ranks[s]] = s;
 }
 
 std::string Coordinator::SiteName(uint32_t site) const {
@@ -140,20 +142,21 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
 
   if (input.sites < std::max<uint32_t>(options_.min_sites, 1)) {
     metrics->aborted = true;
-    spdlog::warn("coordinator, round {}: aborted, {} of {} selected sites reported (need {}); "
-                 "the model is unchanged", round, input.sites, selected.size(), options_.min_sites);
+    spdlog::warn(
+        "coordinator, round {}: aborted, {} of {} selected sites reported (need {}); "
+        "the model is unchanged",
+        round, input.sites, selected.size(), options_.min_sites);
     return Status::Ok();
   }
-  FEDREC_RETURN_IF_ERROR(strategy_->Aggregate(input, &global_).WithContext(
-      "coordinator, round " + std::to_string(round)));
+  FEDREC_RETURN_IF_ERROR(strategy_->Aggregate(input, &global_)
+                             .WithContext("coordinator, round " + std::to_string(round)));
   for (const ParamBlock& block : global_) {
     for (size_t i = 0; i < block.data.size(); ++i) {
       if (std::isfinite(block.data[i])) continue;
-      return Status::Aborted(
-          "coordinator, round " + std::to_string(round) + ": training diverged: block '" +
-          block.name + "' entry " + std::to_string(i) + " became " +
-          std::to_string(block.data[i]) + " after aggregation; lower train.lr or " +
-          "federation.server_lr");
+      return Status::Aborted("coordinator, round " + std::to_string(round) +
+                             ": training diverged: block '" + block.name + "' entry " +
+                             std::to_string(i) + " became " + std::to_string(block.data[i]) +
+                             " after aggregation; lower train.lr or " + "federation.server_lr");
     }
   }
   ++version_;
@@ -226,7 +229,8 @@ void Coordinator::ShutdownSites(const std::string& reason, bool failed) {
   const uint32_t rank = static_cast<uint32_t>(transport_->rank());
   for (int site_rank : options_.site_ranks) {
     Status sent = transport_->Send(site_rank, EncodeMessage(shutdown, 0, rank));
-    if (!sent.ok()) spdlog::debug("coordinator: shutdown of rank {}: {}", site_rank, sent.message());
+    if (!sent.ok())
+      spdlog::debug("coordinator: shutdown of rank {}: {}", site_rank, sent.message());
   }
 }
 

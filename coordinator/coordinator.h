@@ -29,28 +29,28 @@ namespace fedrec {
 struct CoordinatorOptions {
   uint32_t rounds = 20;
   uint32_t local_epochs = 1;
-  double fraction = 1.0;       // share of sites selected per round
-  uint32_t min_sites = 1;      // fewer updates than this aborts the round (model unchanged)
-  uint32_t eval_every = 1;     // evaluate after every n-th round and after the last
-  float lr = 0.01f;            // base learning rate sent in every plan
+  double fraction = 1.0;    // share of sites selected per round
+  uint32_t min_sites = 1;   // fewer updates than this aborts the round (model unchanged)
+  uint32_t eval_every = 1;  // evaluate after every n-th round and after the last
+  float lr = 0.01f;         // base learning rate sent in every plan
   uint64_t seed = 1;
   std::chrono::milliseconds round_timeout{std::chrono::minutes(10)};
   std::vector<int> site_ranks;  // rank of site s; its size is the number of sites
 };
 
 struct RoundMetrics {
-  uint32_t round = 0;              // 1-based
+  uint32_t round = 0;  // 1-based
   uint32_t sites_selected = 0;
-  uint32_t sites_reported = 0;     // updates folded into the aggregate
-  uint32_t failures = 0;           // SiteError, invalid update or timeout
-  bool aborted = false;            // too few updates: model unchanged
-  double train_mse = 0.0;          // over the local epochs of reporting sites
+  uint32_t sites_reported = 0;  // updates folded into the aggregate
+  uint32_t failures = 0;        // SiteError, invalid update or timeout
+  bool aborted = false;         // too few updates: model unchanged
+  double train_mse = 0.0;       // over the local epochs of reporting sites
   bool evaluated = false;
-  ErrorSums test;                  // combined over sites
+  ErrorSums test;  // combined over sites
   RankingSums ranking;
-  uint64_t bytes_sent = 0;         // by the coordinator this round
+  uint64_t bytes_sent = 0;  // by the coordinator this round
   uint64_t bytes_received = 0;
-  double seconds = 0.0;            // wall time of the round including evaluation
+  double seconds = 0.0;  // wall time of the round including evaluation
 };
 
 class Coordinator {

@@ -143,7 +143,8 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   }
 
   coordinator_options.site_ranks.resize(num_sites);
-  for (uint32_t s = 0; s < num_sites; ++s) coordinator_options.site_ranks[s] = static_cast<int>(s) + 1;
+  for (uint32_t s = 0; s < num_sites; ++s)
+    coordinator_options.site_ranks[s] = static_cast<int>(s) + 1;
   Coordinator coordinator(coordinator_options, std::move(initial_global), std::move(strategy),
                           &network.endpoint(0));
   Status status = coordinator.Run(on_round);

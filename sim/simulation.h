@@ -26,7 +26,7 @@ struct SimulationOptions {
 struct SimulationResult {
   std::vector<ParamBlock> global;  // final global model
   TrafficStats coordinator_traffic;
-  uint64_t site_bytes_sent = 0;    // summed over sites
+  uint64_t site_bytes_sent = 0;  // summed over sites
 };
 
 // Runs one federation: rank 0 is the coordinator, site s is rank s + 1.

@@ -70,10 +70,10 @@ Status Worker::AdoptModel(bool included, const std::vector<ParamBlock>& model, u
                           uint32_t round) {
   if (included) {
     if (!trainer_.model().SetGlobalBlocks(model)) {
-      return Status::InvalidArgument(Where(round) + ": the global model sent does not match this " +
-                                     "site's model shape (" +
-                                     std::to_string(trainer_.model().items()) + " items, k = " +
-                                     std::to_string(trainer_.model().factors()) + ")");
+      return Status::InvalidArgument(
+          Where(round) + ": the global model sent does not match this " + "site's model shape (" +
+          std::to_string(trainer_.model().items()) +
+          " items, k = " + std::to_string(trainer_.model().factors()) + ")");
     }
     model_version_ = version;
     return Status::Ok();
@@ -104,9 +104,9 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   update.train_squared_error = stats.squared_error;
   update.train_count = stats.updates;
   update.blocks = CollectUpdate(trainer_);
-  return transport_->Send(options_.coordinator_rank,
-                          EncodeMessage(update, plan->round,
-                                        static_cast<uint32_t>(transport_->rank())));
+  return transport_->Send(
+      options_.coordinator_rank,
+      EncodeMessage(update, plan->round, static_cast<uint32_t>(transport_->rank())));
 }
 
 Status Worker::OnEvalRequest(const FrameView& frame) {
@@ -119,8 +119,7 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
   const MfModel& model = trainer_.model();
   EvalReport report;
   report.round = request->round;
-  const ErrorSums errors =
-      EvaluateErrors(model, test_, options_.rating_min, options_.rating_max);
+  const ErrorSums errors = EvaluateErrors(model, test_, options_.rating_min, options_.rating_max);
   report.squared_error = errors.squared;
   report.absolute_error = errors.absolute;
   report.count = errors.count;
@@ -132,9 +131,9 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
     report.hit_rate = ranking.hit_rate;
     report.ranked_users = ranking.users;
   }
-  return transport_->Send(options_.coordinator_rank,
-                          EncodeMessage(report, request->round,
-                                        static_cast<uint32_t>(transport_->rank())));
+  return transport_->Send(
+      options_.coordinator_rank,
+      EncodeMessage(report, request->round, static_cast<uint32_t>(transport_->rank())));
 }
 
 Status Worker::Handle(const Envelope& envelope, bool* done) {
@@ -172,11 +171,13 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
 Status Worker::Serve(std::chrono::milliseconds idle_timeout) {
   for (;;) {
     Result<Envelope> envelope = transport_->Recv(idle_timeout);
-    if (!envelope.ok()) return envelope.status().WithContext("site " + std::to_string(options_.site));
+    if (!envelope.ok())
+      return envelope.status().WithContext("site " + std::to_string(options_.site));
     bool done = false;
     FEDREC_RETURN_IF_ERROR(Handle(*envelope, &done));
     if (done) {
-      if (shutdown_.failed) return Status::Aborted("the coordinator ended the job: " + shutdown_.reason);
+      if (shutdown_.failed)
+        return Status::Aborted("the coordinator ended the job: " + shutdown_.reason);
       return Status::Ok();
     }
   }

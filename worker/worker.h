@@ -23,9 +23,9 @@
 namespace fedrec {
 
 struct WorkerOptions {
-  uint32_t site = 0;          // site index, 0-based
+  uint32_t site = 0;  // site index, 0-based
   int coordinator_rank = 0;
-  MfTrainerOptions trainer;   // trainer.shard is set to `site`
+  MfTrainerOptions trainer;  // trainer.shard is set to `site`
   float rating_min = 1.0f;
   float rating_max = 5.0f;
   bool evaluate_ranking = true;

@@ -1,10 +1,10 @@
+#include "apps/config.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-
-#include "apps/config.h"
 
 namespace fedrec {
 namespace {

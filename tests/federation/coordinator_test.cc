@@ -54,8 +54,8 @@ struct Fixture {
 
 // A scripted site: answers every frame with `reply(frame)` (empty = silence)
 // until Shutdown.
-void ServeScripted(Transport& t, const std::function<std::vector<std::vector<uint8_t>>(
-                                     const FrameView&)>& reply) {
+void ServeScripted(
+    Transport& t, const std::function<std::vector<std::vector<uint8_t>>(const FrameView&)>& reply) {
   for (;;) {
     Result<Envelope> e = t.Recv(milliseconds(20000));
     if (!e.ok()) return;
@@ -68,10 +68,9 @@ void ServeScripted(Transport& t, const std::function<std::vector<std::vector<uin
 
 std::vector<RoundMetrics> RunCoordinator(Transport& t, const Fixture& fx, CoordinatorOptions o,
                                          std::string* final_sha = nullptr) {
-  Coordinator c(o, fx.initial, std::move(StrategyRegistry::WithBuiltins()
-                                             .Create("fedavg", StrategyOptions())
-                                             .value()),
-                &t);
+  Coordinator c(
+      o, fx.initial,
+      std::move(StrategyRegistry::WithBuiltins().Create("fedavg", StrategyOptions()).value()), &t);
   std::vector<RoundMetrics> rounds;
   Status s = c.Run([&](const RoundMetrics& m) { rounds.push_back(m); });
   EXPECT_TRUE(s.ok()) << s.ToString();
