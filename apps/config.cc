@@ -1,13 +1,12 @@
 #include "apps/config.h"
 
 #include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include <charconv>
 #include <functional>
 #include <map>
 #include <variant>
-
-#include <toml++/toml.h>
 
 namespace fedrec {
 
@@ -21,13 +20,18 @@ struct Key {
   std::function<Target(Config&)> bind;
 };
 
-#define FEDREC_KEY(path, member, doc) Key{path, doc, [](Config& c) -> Target { return &c.member; }}
+#define FEDREC_KEY(path, member, doc)                        \
+  Key {                                                      \
+    path, doc, [](Config& c) -> Target { return &c.member; } \
+  }
 
 const std::vector<Key>& Schema() {
   static const std::vector<Key> keys = {
       FEDREC_KEY("seed", seed, "seed of every random stream (data, init, shuffling, sampling)"),
-      FEDREC_KEY("data.format", data.format, "rating file format: auto | ml100k | ml1m | mlcsv | csv"),
-      FEDREC_KEY("data.train", data.train, "training (or whole) rating file; empty = synthetic data"),
+      FEDREC_KEY("data.format", data.format,
+                 "rating file format: auto | ml100k | ml1m | mlcsv | csv"),
+      FEDREC_KEY("data.train", data.train,
+                 "training (or whole) rating file; empty = synthetic data"),
       FEDREC_KEY("data.test", data.test, "held-out rating file; empty = split data.train"),
       FEDREC_KEY("data.split", data.split,
                  "split when data.test is empty: random | holdout_last | holdout_random"),
@@ -35,10 +39,11 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("data.holdout_k", data.holdout_k, "ratings per user held out (holdout_*)"),
       FEDREC_KEY("data.rating_min", data.rating_min, "lowest valid rating"),
       FEDREC_KEY("data.rating_max", data.rating_max, "highest valid rating"),
-      FEDREC_KEY("data.site_train", data.site_train,
-                 "per-site training files, {site} = site index (federation.partition = files)"),
+      FEDREC_KEY(
+          "data.site_train", data.site_train,
+          "per-site training files, {site} = site index, {rank} = MPI rank (partition = files)"),
       FEDREC_KEY("data.site_test", data.site_test,
-                 "per-site test files, {site} = site index; empty = split each site's file"),
+                 "per-site test files ({site}, {rank}); empty = split each site's file"),
       FEDREC_KEY("data.synthetic.users", data.synthetic.users, "synthetic data: users"),
       FEDREC_KEY("data.synthetic.items", data.synthetic.items, "synthetic data: items"),
       FEDREC_KEY("data.synthetic.ratings", data.synthetic.ratings, "synthetic data: ratings"),
@@ -69,7 +74,8 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("federation.fraction", federation.fraction, "share of sites selected per round"),
       FEDREC_KEY("federation.min_sites", federation.min_sites,
                  "fewest updates for a round to count (else the model is unchanged)"),
-      FEDREC_KEY("federation.strategy", federation.strategy, "aggregation strategy (registered name)"),
+      FEDREC_KEY("federation.strategy", federation.strategy,
+                 "aggregation strategy (registered name)"),
       FEDREC_KEY("federation.server_lr", federation.server_lr,
                  "server step toward the sites' average (1 = FedAvg)"),
       FEDREC_KEY("federation.round_timeout", federation.round_timeout,
@@ -79,6 +85,10 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
       FEDREC_KEY("eval.relevant_threshold", eval.relevant_threshold,
                  "held-out ratings >= this are relevant for top-N metrics"),
+      FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
+                 "shard-server ranks after the coordinator in fedrec run (parameter-server mode)"),
+      FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,
+                 "seconds fedrec run waits for every site to load its data"),
       FEDREC_KEY("sim.threads", sim.threads, "site threads of fedrec sim; 0 = all cores"),
       FEDREC_KEY("sim.compare_centralized", sim.compare_centralized,
                  "fedrec sim also trains the centralized baseline and reports both"),
@@ -97,11 +107,16 @@ const Key* FindKey(std::string_view path) {
 
 const char* TypeName(const Target& t) {
   switch (t.index()) {
-    case 0: return "integer";
-    case 1: return "non-negative integer";
-    case 2: return "number";
-    case 3: return "boolean (true or false)";
-    default: return "string";
+    case 0:
+      return "integer";
+    case 1:
+      return "non-negative integer";
+    case 2:
+      return "number";
+    case 3:
+      return "boolean (true or false)";
+    default:
+      return "string";
   }
 }
 
@@ -144,15 +159,18 @@ std::string Render(const Target& t) {
   return std::visit(
       [](auto* p) -> std::string {
         using T = std::remove_pointer_t<decltype(p)>;
-        if constexpr (std::is_same_v<T, std::string>) return Quote(*p);
-        else if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
+        if constexpr (std::is_same_v<T, std::string>)
+          return Quote(*p);
+        else if constexpr (std::is_same_v<T, bool>)
+          return *p ? "true" : "false";
         else if constexpr (std::is_same_v<T, double>) {
           std::string s = fmt::format("{}", *p);
           if (s.find_first_of(".eE") == std::string::npos && s.find("inf") == std::string::npos &&
               s.find("nan") == std::string::npos)
             s += ".0";
           return s;
-        } else return fmt::format("{}", *p);
+        } else
+          return fmt::format("{}", *p);
       },
       t);
 }
@@ -170,9 +188,12 @@ Status ParseInto(const Target& target, std::string_view text, const std::string&
     return Status::Ok();
   }
   if (auto* b = std::get_if<bool*>(&target)) {
-    if (text == "true") **b = true;
-    else if (text == "false") **b = false;
-    else return bad("true or false");
+    if (text == "true")
+      **b = true;
+    else if (text == "false")
+      **b = false;
+    else
+      return bad("true or false");
     return Status::Ok();
   }
   const char* first = text.data();
@@ -220,10 +241,12 @@ Status SetFromNode(const Target& target, const toml::node& node, const std::stri
 Status Walk(const toml::table& table, const std::string& prefix, const std::string& file,
             Config* config) {
   for (auto&& [k, node] : table) {
-    const std::string path = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    const std::string path =
+        prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
     const std::string where = file + ":" + std::to_string(node.source().begin.line) + ": " + path;
     if (const toml::table* sub = node.as_table()) {
-      if (FindKey(path) != nullptr) return Status::InvalidArgument(where + ": expected a value, found a table");
+      if (FindKey(path) != nullptr)
+        return Status::InvalidArgument(where + ": expected a value, found a table");
       FEDREC_RETURN_IF_ERROR(Walk(*sub, path, file, config));
       continue;
     }
@@ -244,7 +267,8 @@ Result<Config> LoadConfigFile(const std::string& path, Config base) {
     table = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     const auto& src = e.source();
-    if (src.begin.line == 0) return Status::NotFound("config " + path + ": " + std::string(e.description()));
+    if (src.begin.line == 0)
+      return Status::NotFound("config " + path + ": " + std::string(e.description()));
     return Status::InvalidArgument(path + ":" + std::to_string(src.begin.line) + ":" +
                                    std::to_string(src.begin.column) + ": " +
                                    std::string(e.description()));
@@ -261,7 +285,9 @@ Status ApplyOverride(Config* config, const std::string& assignment) {
   }
   const std::string path = assignment.substr(0, eq);
   const Key* key = FindKey(path);
-  if (key == nullptr) return Status::InvalidArgument("--set " + assignment + ": unknown key '" + path + "'; " + Known(path));
+  if (key == nullptr)
+    return Status::InvalidArgument("--set " + assignment + ": unknown key '" + path + "'; " +
+                                   Known(path));
   return ParseInto(key->bind(*config), std::string_view(assignment).substr(eq + 1),
                    "--set " + assignment);
 }
@@ -281,13 +307,18 @@ Status ValidateConfig(const Config& c) {
     }
     return fail(key, list, "\"" + v + "\"");
   };
-  FEDREC_RETURN_IF_ERROR(one_of("data.format", c.data.format, {"auto", "ml100k", "ml1m", "mlcsv", "csv"}));
-  FEDREC_RETURN_IF_ERROR(one_of("data.split", c.data.split, {"random", "holdout_last", "holdout_random"}));
-  FEDREC_RETURN_IF_ERROR(one_of("federation.partition", c.federation.partition, {"user", "dirichlet", "files"}));
+  FEDREC_RETURN_IF_ERROR(
+      one_of("data.format", c.data.format, {"auto", "ml100k", "ml1m", "mlcsv", "csv"}));
+  FEDREC_RETURN_IF_ERROR(
+      one_of("data.split", c.data.split, {"random", "holdout_last", "holdout_random"}));
+  FEDREC_RETURN_IF_ERROR(
+      one_of("federation.partition", c.federation.partition, {"user", "dirichlet", "files"}));
   if (!(c.data.test_fraction >= 0.0 && c.data.test_fraction < 1.0))
-    return fail("data.test_fraction", "a number in [0, 1)", fmt::format("{}", c.data.test_fraction));
+    return fail("data.test_fraction", "a number in [0, 1)",
+                fmt::format("{}", c.data.test_fraction));
   if (!(c.data.rating_min < c.data.rating_max))
-    return fail("data.rating_max", "a value above data.rating_min", fmt::format("{} <= {}", c.data.rating_max, c.data.rating_min));
+    return fail("data.rating_max", "a value above data.rating_min",
+                fmt::format("{} <= {}", c.data.rating_max, c.data.rating_min));
   FEDREC_RETURN_IF_ERROR(positive("data.holdout_k", c.data.holdout_k));
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.users", c.data.synthetic.users));
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.items", c.data.synthetic.items));
@@ -295,29 +326,48 @@ Status ValidateConfig(const Config& c) {
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.rank", c.data.synthetic.rank));
   if (c.model.factors < 1 || c.model.factors > 4096)
     return fail("model.factors", "an integer in [1, 4096]", std::to_string(c.model.factors));
-  if (!(c.model.init_std >= 0.0)) return fail("model.init_std", "a number >= 0", fmt::format("{}", c.model.init_std));
+  if (!(c.model.init_std >= 0.0))
+    return fail("model.init_std", "a number >= 0", fmt::format("{}", c.model.init_std));
   FEDREC_RETURN_IF_ERROR(positive("train.epochs", c.train.epochs));
   if (!(c.train.lr > 0.0)) return fail("train.lr", "a number > 0", fmt::format("{}", c.train.lr));
   if (!(c.train.lr_decay > 0.0 && c.train.lr_decay <= 1.0))
     return fail("train.lr_decay", "a number in (0, 1]", fmt::format("{}", c.train.lr_decay));
-  if (!(c.train.reg >= 0.0)) return fail("train.reg", "a number >= 0", fmt::format("{}", c.train.reg));
-  if (!(c.train.bias_reg >= 0.0)) return fail("train.bias_reg", "a number >= 0", fmt::format("{}", c.train.bias_reg));
+  if (!(c.train.reg >= 0.0))
+    return fail("train.reg", "a number >= 0", fmt::format("{}", c.train.reg));
+  if (!(c.train.bias_reg >= 0.0))
+    return fail("train.bias_reg", "a number >= 0", fmt::format("{}", c.train.bias_reg));
   FEDREC_RETURN_IF_ERROR(positive("federation.sites", c.federation.sites));
   FEDREC_RETURN_IF_ERROR(positive("federation.rounds", c.federation.rounds));
   FEDREC_RETURN_IF_ERROR(positive("federation.local_epochs", c.federation.local_epochs));
   FEDREC_RETURN_IF_ERROR(positive("federation.item_groups", c.federation.item_groups));
   if (!(c.federation.fraction > 0.0 && c.federation.fraction <= 1.0))
-    return fail("federation.fraction", "a number in (0, 1]", fmt::format("{}", c.federation.fraction));
+    return fail("federation.fraction", "a number in (0, 1]",
+                fmt::format("{}", c.federation.fraction));
   if (!(c.federation.dirichlet_alpha > 0.0))
-    return fail("federation.dirichlet_alpha", "a number > 0", fmt::format("{}", c.federation.dirichlet_alpha));
-  if (c.federation.min_sites < 0) return fail("federation.min_sites", "an integer >= 0", std::to_string(c.federation.min_sites));
+    return fail("federation.dirichlet_alpha", "a number > 0",
+                fmt::format("{}", c.federation.dirichlet_alpha));
+  if (c.federation.min_sites < 0)
+    return fail("federation.min_sites", "an integer >= 0", std::to_string(c.federation.min_sites));
   if (!(c.federation.round_timeout > 0.0))
-    return fail("federation.round_timeout", "seconds > 0", fmt::format("{}", c.federation.round_timeout));
-  if (c.federation.partition == "files" && c.data.site_train.find("{site}") == std::string::npos)
-    return fail("data.site_train", "a path pattern containing {site} (federation.partition = files)", "\"" + c.data.site_train + "\"");
+    return fail("federation.round_timeout", "seconds > 0",
+                fmt::format("{}", c.federation.round_timeout));
+  if (c.federation.partition == "files" && c.data.site_train.find("{site}") == std::string::npos &&
+      c.data.site_train.find("{rank}") == std::string::npos)
+    return fail("data.site_train",
+                "a path pattern containing {site} or {rank} (federation.partition = files)",
+                "\"" + c.data.site_train + "\"");
+  if (c.cluster.shard_servers != 0)
+    return fail(
+        "cluster.shard_servers",
+        "0 (shard servers serve the parameter-server mode, which this build does not have yet)",
+        std::to_string(c.cluster.shard_servers));
+  if (!(c.cluster.startup_timeout > 0.0))
+    return fail("cluster.startup_timeout", "seconds > 0",
+                fmt::format("{}", c.cluster.startup_timeout));
   FEDREC_RETURN_IF_ERROR(positive("eval.every", c.eval.every));
   FEDREC_RETURN_IF_ERROR(positive("eval.top_k", c.eval.top_k));
-  if (c.sim.threads < 0) return fail("sim.threads", "an integer >= 0", std::to_string(c.sim.threads));
+  if (c.sim.threads < 0)
+    return fail("sim.threads", "an integer >= 0", std::to_string(c.sim.threads));
   return Status::Ok();
 }
 
@@ -344,7 +394,8 @@ std::vector<std::string> ConfigKeyDocs() {
   std::vector<std::string> lines;
   for (const Key& k : Schema()) {
     const Target t = k.bind(defaults);
-    lines.push_back(fmt::format("| `{}` | {} | `{}` | {} |", k.path, TypeName(t), Render(t), k.doc));
+    lines.push_back(
+        fmt::format("| `{}` | {} | `{}` | {} |", k.path, TypeName(t), Render(t), k.doc));
   }
   return lines;
 }

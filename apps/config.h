@@ -19,15 +19,15 @@ struct Config {
   uint64_t seed = 42;
 
   struct Data {
-    std::string format = "auto";  // auto | ml100k | ml1m | mlcsv | csv
-    std::string train;            // rating file; empty = synthetic data
-    std::string test;             // held-out file; empty = split `train`
-    std::string split = "random"; // random | holdout_last | holdout_random
+    std::string format = "auto";   // auto | ml100k | ml1m | mlcsv | csv
+    std::string train;             // rating file; empty = synthetic data
+    std::string test;              // held-out file; empty = split `train`
+    std::string split = "random";  // random | holdout_last | holdout_random
     double test_fraction = 0.2;
     int64_t holdout_k = 1;
     double rating_min = 1.0;
     double rating_max = 5.0;
-    std::string site_train;       // per-site files, "{site}" = site index (partition = "files")
+    std::string site_train;  // per-site files, "{site}"/"{rank}" (partition = "files")
     std::string site_test;
     struct Synthetic {
       int64_t users = 943;
@@ -73,6 +73,11 @@ struct Config {
     int64_t top_k = 10;
     double relevant_threshold = 4.0;
   } eval;
+
+  struct Cluster {
+    int64_t shard_servers = 0;
+    double startup_timeout = 120.0;  // seconds for every site to load its data and report
+  } cluster;
 
   struct Sim {
     int64_t threads = 0;

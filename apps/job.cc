@@ -18,20 +18,26 @@ namespace fedrec {
 
 namespace {
 
-std::string SitePath(const std::string& pattern, uint32_t site) {
+void ReplaceAll(std::string* s, const std::string& from, const std::string& to) {
+  for (size_t pos = 0; (pos = s->find(from, pos)) != std::string::npos; pos += to.size())
+    s->replace(pos, from.size(), to);
+}
+
+// {site} = site index, {rank} = the site's rank (1 + shard servers + site).
+std::string SitePath(const Config& config, const std::string& pattern, uint32_t site) {
   std::string path = pattern;
-  for (size_t pos; (pos = path.find("{site}")) != std::string::npos;)
-    path.replace(pos, 6, std::to_string(site));
+  ReplaceAll(&path, "{site}", std::to_string(site));
+  ReplaceAll(&path, "{rank}", std::to_string(1 + config.cluster.shard_servers + site));
   return path;
 }
 
 Result<SplitResult> SplitRatings(const Config& config, const std::vector<Rating>& all,
                                  uint64_t seed) {
   if (config.data.split == "random") return RandomSplit(all, config.data.test_fraction, seed);
-  return HoldoutPerUser(all, static_cast<uint32_t>(config.data.holdout_k),
-                        config.data.split == "holdout_last" ? HoldoutOrder::kLastByTime
-                                                            : HoldoutOrder::kRandom,
-                        seed);
+  return HoldoutPerUser(
+      all, static_cast<uint32_t>(config.data.holdout_k),
+      config.data.split == "holdout_last" ? HoldoutOrder::kLastByTime : HoldoutOrder::kRandom,
+      seed);
 }
 
 ReadOptions MakeReadOptions(const Config& config, RatingFormat format) {
@@ -106,7 +112,8 @@ Result<Dataset> LoadDataset(const Config& config) {
   FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
   const ReadOptions read = MakeReadOptions(config, format);
   std::vector<Rating> all;
-  FEDREC_RETURN_IF_ERROR(ReadRatings(config.data.train, read, &dataset.users, &dataset.items, &all));
+  FEDREC_RETURN_IF_ERROR(
+      ReadRatings(config.data.train, read, &dataset.users, &dataset.items, &all));
   if (config.data.test.empty()) {
     FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed));
     dataset.train = std::move(split.train);
@@ -119,6 +126,38 @@ Result<Dataset> LoadDataset(const Config& config) {
   return dataset;
 }
 
+// Reads site `site`'s own files (partition = files), interning IDs in
+// `users` and `items`: its train file first, then its test file.
+Status ReadSiteFiles(const Config& config, uint32_t site, IdMap* users, IdMap* items,
+                     std::vector<Rating>* train, std::vector<Rating>* test) {
+  FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
+  const ReadOptions read = MakeReadOptions(config, format);
+  const std::string where = "site " + std::to_string(site);
+  std::vector<Rating> all;
+  FEDREC_RETURN_IF_ERROR(
+      ReadRatings(SitePath(config, config.data.site_train, site), read, users, items, &all)
+          .WithContext(where));
+  if (config.data.site_test.empty()) {
+    FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed + site));
+    *train = std::move(split.train);
+    *test = std::move(split.test);
+    return Status::Ok();
+  }
+  *train = std::move(all);
+  return ReadRatings(SitePath(config, config.data.site_test, site), read, users, items, test)
+      .WithContext(where);
+}
+
+// Users present in `train` or `test`, ascending.
+std::vector<uint32_t> UsersOf(const std::vector<Rating>& train, const std::vector<Rating>& test) {
+  std::vector<uint32_t> users;
+  for (const Rating& r : train) users.push_back(r.user);
+  for (const Rating& r : test) users.push_back(r.user);
+  std::sort(users.begin(), users.end());
+  users.erase(std::unique(users.begin(), users.end()), users.end());
+  return users;
+}
+
 Result<FederatedData> LoadFederatedData(const Config& config) {
   FederatedData data;
   const uint32_t sites = static_cast<uint32_t>(config.federation.sites);
@@ -126,33 +165,14 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
     Dataset& d = data.dataset;
     d.rating_min = static_cast<float>(config.data.rating_min);
     d.rating_max = static_cast<float>(config.data.rating_max);
-    FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
-    const ReadOptions read = MakeReadOptions(config, format);
     std::vector<std::vector<Rating>> train(sites), test(sites);
     for (uint32_t s = 0; s < sites; ++s) {
-      std::vector<Rating> all;
-      FEDREC_RETURN_IF_ERROR(ReadRatings(SitePath(config.data.site_train, s), read, &d.users,
-                                         &d.items, &all)
-                                 .WithContext("site " + std::to_string(s)));
-      if (config.data.site_test.empty()) {
-        FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed + s));
-        train[s] = std::move(split.train);
-        test[s] = std::move(split.test);
-      } else {
-        train[s] = std::move(all);
-        FEDREC_RETURN_IF_ERROR(ReadRatings(SitePath(config.data.site_test, s), read, &d.users,
-                                           &d.items, &test[s])
-                                   .WithContext("site " + std::to_string(s)));
-      }
+      FEDREC_RETURN_IF_ERROR(ReadSiteFiles(config, s, &d.users, &d.items, &train[s], &test[s]));
       d.train.insert(d.train.end(), train[s].begin(), train[s].end());
       d.test.insert(d.test.end(), test[s].begin(), test[s].end());
     }
     for (uint32_t s = 0; s < sites; ++s) {
-      std::vector<uint32_t> users;
-      for (const Rating& r : train[s]) users.push_back(r.user);
-      for (const Rating& r : test[s]) users.push_back(r.user);
-      std::sort(users.begin(), users.end());
-      users.erase(std::unique(users.begin(), users.end()), users.end());
+      const std::vector<uint32_t> users = UsersOf(train[s], test[s]);
       data.sites.push_back(MakeSiteData(d.users, users, std::move(train[s]), std::move(test[s])));
     }
     return data;
@@ -175,6 +195,47 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
         MakeSiteData(data.dataset.users, users[s], std::move(train[s]), std::move(test[s])));
   }
   return data;
+}
+
+Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site) {
+  LocalSite local;
+  if (config.federation.partition == "files") {
+    IdMap users, items;
+    std::vector<Rating> train, test;
+    FEDREC_RETURN_IF_ERROR(ReadSiteFiles(config, site, &users, &items, &train, &test));
+    std::vector<uint32_t> held = UsersOf(train, test);
+    local.data = MakeSiteData(users, held, std::move(train), std::move(test));
+    for (uint32_t i = 0; i < items.size(); ++i) local.item_ids.push_back(items.Raw(i));
+    return local;
+  }
+  FEDREC_ASSIGN_OR_RETURN(FederatedData all, LoadFederatedData(config));
+  if (site >= all.sites.size()) {
+    return Status::InvalidArgument("site " + std::to_string(site) + " does not exist: " +
+                                   std::to_string(all.sites.size()) + " sites configured");
+  }
+  local.data = std::move(all.sites[site]);
+  for (uint32_t i = 0; i < all.dataset.items.size(); ++i)
+    local.item_ids.push_back(all.dataset.items.Raw(i));
+  return local;
+}
+
+Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* site) {
+  std::unordered_map<std::string_view, uint32_t> index;
+  index.reserve(catalogue.size());
+  for (uint32_t i = 0; i < catalogue.size(); ++i) index.emplace(catalogue[i], i);
+  std::vector<uint32_t> global(site->item_ids.size());
+  for (size_t i = 0; i < site->item_ids.size(); ++i) {
+    auto it = index.find(site->item_ids[i]);
+    if (it == index.end()) {
+      return Status::InvalidArgument("the coordinator's item catalogue (" +
+                                     std::to_string(catalogue.size()) +
+                                     " items) lacks this site's item '" + site->item_ids[i] + "'");
+    }
+    global[i] = it->second;
+  }
+  for (Rating& r : site->data.train) r.item = global[r.item];
+  for (Rating& r : site->data.test) r.item = global[r.item];
+  return Status::Ok();
 }
 
 MfTrainerOptions TrainerOptions(const Config& config) {
@@ -209,8 +270,8 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.eval_every = static_cast<uint32_t>(config.eval.every);
   options.lr = static_cast<float>(config.train.lr);
   options.seed = config.seed;
-  options.round_timeout = std::chrono::milliseconds(
-      static_cast<int64_t>(config.federation.round_timeout * 1000.0));
+  options.round_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(config.federation.round_timeout * 1000.0));
   return options;
 }
 

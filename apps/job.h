@@ -33,6 +33,18 @@ Result<Dataset> LoadDataset(const Config& config);
 // Loads data and splits it into sites as configured.
 Result<FederatedData> LoadFederatedData(const Config& config);
 
+// One site's data as a separate process loads it (`fedrec run`): its own files
+// (partition = files) or its part of the partitioned dataset, with the raw IDs
+// of its item indices, to be mapped onto the coordinator's item catalogue.
+struct LocalSite {
+  SiteData data;
+  std::vector<std::string> item_ids;  // raw ID of each item index in `data`
+};
+Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site);
+// Renumbers the site's items to their index in `catalogue` (the federation's
+// item order). Error naming the item when the catalogue lacks one.
+Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* site);
+
 MfTrainerOptions TrainerOptions(const Config& config);
 WorkerOptions MakeWorkerOptions(const Config& config);
 CoordinatorOptions MakeCoordinatorOptions(const Config& config);

@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -56,6 +57,15 @@ class MpiTransport : public Transport {
 
   // Name of the host this rank runs on (MPI_Get_processor_name).
   const std::string& host() const;
+
+  // Runs `fn` on the progress thread, the only thread allowed to call MPI, and
+  // waits for it to return (inline when called from the progress thread). For
+  // raw MPI calls next to the transport (benchmarks, barriers in tests); fn
+  // must use its own communicator (e.g. MPI_COMM_WORLD), must not wait on
+  // this transport (Recv, Close), and blocks all transport progress while it
+  // runs.
+  // Unavailable after Close(); Internal when fn throws.
+  Status RunOnMpiThread(const std::function<void()>& fn);
 
   class Impl;
 

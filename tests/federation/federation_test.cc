@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include "apps/job.h"
 #include "protocol/sha256.h"
@@ -129,6 +132,50 @@ TEST(Simulation, DirichletPartitionTrainsEverySite) {
   ASSERT_EQ(run.rounds.size(), 6u);
   EXPECT_EQ(run.rounds.back().sites_reported, 6u);
   EXPECT_TRUE(std::isfinite(run.rounds.back().test.Rmse()));
+}
+
+}  // namespace
+}  // namespace fedrec
+
+namespace fedrec {
+namespace {
+
+// Per-site files: each site reads its own file; items are numbered in site
+// order (train file, then test file) and users stay at their site.
+TEST(Simulation, PerSiteFilesPartitionGivesEachSiteItsOwnFile) {
+  const char* tmp = std::getenv("FEDREC_TEST_TMPDIR");
+  const std::string dir = std::string(tmp ? tmp : ::testing::TempDir()) + "/site_files";
+  std::filesystem::create_directories(dir);
+  // Site 0: users a, b; site 1: users b (another person with the same raw ID
+  // at another site), c. Items x, y, z; site 1 also rates w.
+  std::ofstream(dir + "/site0.csv") << "a,x,5\na,y,3\nb,x,4\nb,z,2\na,z,1\nb,y,4\n";
+  std::ofstream(dir + "/site1.csv") << "b,w,5\nc,x,4\nc,w,3\nb,y,2\nc,z,1\nb,x,5\n";
+  Config config;
+  config.federation.partition = "files";
+  config.data.site_train = dir + "/site{site}.csv";
+  config.data.format = "csv";
+  config.data.test_fraction = 0.0;
+  config.federation.sites = 2;
+  Result<FederatedData> data = LoadFederatedData(config);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  ASSERT_EQ(data->sites.size(), 2u);
+  EXPECT_EQ(data->sites[0].train.size(), 6u);
+  EXPECT_EQ(data->sites[1].train.size(), 6u);
+  EXPECT_EQ(data->sites[0].user_keys.size(), 2u);  // a, b
+  EXPECT_EQ(data->sites[1].user_keys.size(), 2u);  // b, c
+  ASSERT_EQ(data->dataset.items.size(), 4u);
+  EXPECT_EQ(data->dataset.items.Raw(3), "w");  // first seen at site 1
+  for (const Rating& r : data->sites[1].train) {
+    if (r.value == 3.0f) {
+      EXPECT_EQ(data->dataset.items.Raw(r.item), "w");
+    }
+  }
+
+  config.data.site_train = dir + "/missing{site}.csv";
+  Result<FederatedData> missing = LoadFederatedData(config);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("site 0"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("missing0.csv"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,460 @@
+#include "apps/commands.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <unordered_map>
+
+#include "apps/job.h"
+#include "protocol/mpi_transport.h"
+#include "protocol/sha256.h"
+#include "sim/simulation.h"
+
+namespace fedrec {
+namespace {
+
+using nlohmann::json;
+
+json Number(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+void AddEval(json* j, const EvalResult& eval, const Config& config) {
+  (*j)["test_rmse"] = Number(eval.errors.Rmse());
+  (*j)["test_mae"] = Number(eval.errors.Mae());
+  if (config.eval.ranking && eval.ranking.users > 0) {
+    const double n = static_cast<double>(eval.ranking.users);
+    const int64_t k = config.eval.top_k;
+    (*j)[fmt::format("precision@{}", k)] = eval.ranking.precision / n;
+    (*j)[fmt::format("recall@{}", k)] = eval.ranking.recall / n;
+    (*j)[fmt::format("ndcg@{}", k)] = eval.ranking.ndcg / n;
+    (*j)[fmt::format("hr@{}", k)] = eval.ranking.hit_rate / n;
+  }
+}
+
+std::string ProgressLine(const char* unit, uint32_t step, uint32_t steps, double train_mse,
+                         const EvalResult* eval) {
+  std::string line =
+      fmt::format("{} {}/{}  train rmse {:.4f}", unit, step, steps, std::sqrt(train_mse));
+  if (eval)
+    line += fmt::format("  test rmse {:.4f}  mae {:.4f}", eval->errors.Rmse(), eval->errors.Mae());
+  return line;
+}
+
+int Fail(const Status& status) {
+  std::cerr << "fedrec: " << status.message() << "\n";
+  return 1;
+}
+
+int Finish(RunOutput* out, const json& summary, const std::vector<ParamBlock>& global,
+           const IdMap& items);
+
+}  // namespace
+
+int RunTrain(const Config& config) {
+  Result<Dataset> dataset = LoadDataset(config);
+  if (!dataset.ok()) return Fail(dataset.status());
+  Result<RunOutput> out = RunOutput::Create(config, "train");
+  if (!out.ok()) return Fail(out.status());
+  spdlog::info("train: {} users, {} items, {} train / {} test ratings; run directory {}",
+               dataset->users.size(), dataset->items.size(), dataset->train.size(),
+               dataset->test.size(), out->dir());
+  CentralizedResult result = TrainCentralized(config, *dataset, [&](const ProgressPoint& p) {
+    json line = {{"epoch", p.step}, {"train_rmse", Number(std::sqrt(p.train_mse))}};
+    if (p.evaluated) AddEval(&line, p.eval, config);
+    out->WriteMetrics(line.dump());
+    out->Progress(
+        ProgressLine("epoch", p.step, p.steps, p.train_mse, p.evaluated ? &p.eval : nullptr));
+  });
+  out->EndProgress();
+  json summary = {{"command", "train"}, {"epochs", config.train.epochs}};
+  AddEval(&summary, result.eval, config);
+  summary["seconds"] = result.seconds;
+  summary["model_sha256"] = ModelSha256(result.global);
+  summary["run_dir"] = out->dir();
+  return Finish(&*out, summary, result.global, dataset->items);
+}
+
+namespace {
+
+// Per-round output of a federated run: a metrics line, a progress line, and
+// the last evaluation for the summary.
+class RoundReporter {
+ public:
+  RoundReporter(const Config& config, RunOutput* out) : config_(config), out_(out) {}
+
+  void operator()(const RoundMetrics& m) {
+    EvalResult eval{m.test, m.ranking};
+    json line = {{"round", m.round},
+                 {"train_rmse", Number(std::sqrt(m.train_mse))},
+                 {"sites_selected", m.sites_selected},
+                 {"sites_reported", m.sites_reported},
+                 {"failures", m.failures},
+                 {"aborted", m.aborted},
+                 {"bytes_sent", m.bytes_sent},
+                 {"bytes_received", m.bytes_received},
+                 {"seconds", m.seconds}};
+    if (m.evaluated) {
+      AddEval(&line, eval, config_);
+      last_eval_ = eval;
+    }
+    out_->WriteMetrics(line.dump());
+    out_->Progress(ProgressLine("round", m.round, static_cast<uint32_t>(config_.federation.rounds),
+                                m.train_mse, m.evaluated ? &eval : nullptr));
+  }
+
+  // The summary every federated command prints last.
+  json Summary(const char* command, double seconds, const std::vector<ParamBlock>& global,
+               const TrafficStats& coordinator_traffic) const {
+    json summary = {{"command", command},
+                    {"sites", config_.federation.sites},
+                    {"rounds", config_.federation.rounds}};
+    AddEval(&summary, last_eval_, config_);
+    summary["seconds"] = seconds;
+    summary["model_sha256"] = ModelSha256(global);
+    summary["bytes_sent"] = coordinator_traffic.bytes_sent;
+    summary["bytes_received"] = coordinator_traffic.bytes_received;
+    summary["run_dir"] = out_->dir();
+    return summary;
+  }
+
+  const EvalResult& last_eval() const { return last_eval_; }
+
+ private:
+  const Config& config_;
+  RunOutput* out_;
+  EvalResult last_eval_;
+};
+
+// Writes the model and summary.json, then prints the summary as the last line.
+int Finish(RunOutput* out, const json& summary, const std::vector<ParamBlock>& global,
+           const IdMap& items) {
+  if (Status s = SaveGlobalModel(out->dir() + "/model.tsv", global, items); !s.ok()) return Fail(s);
+  if (Status s = out->WriteSummary(summary.dump(2)); !s.ok()) return Fail(s);
+  std::cout << summary.dump() << std::endl;
+  return 0;
+}
+
+// The initial global model: the same draw every site and the centralized run make.
+std::vector<ParamBlock> InitialGlobal(const Config& config, uint32_t items) {
+  MfModel initial(0, items, static_cast<uint32_t>(config.model.factors));
+  initial.InitGlobal(TrainerOptions(config).init);
+  return initial.GlobalBlocks();
+}
+
+Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config) {
+  Result<std::unique_ptr<Strategy>> strategy = StrategyRegistry::WithBuiltins().Create(
+      config.federation.strategy, MakeStrategyOptions(config));
+  if (!strategy.ok()) return strategy.status().WithContext("config federation.strategy");
+  return strategy;
+}
+
+}  // namespace
+
+int RunSim(const Config& config) {
+  Result<FederatedData> data = LoadFederatedData(config);
+  if (!data.ok()) return Fail(data.status());
+  Result<RunOutput> out = RunOutput::Create(config, "sim");
+  if (!out.ok()) return Fail(out.status());
+  Result<std::unique_ptr<Strategy>> strategy = MakeStrategy(config);
+  if (!strategy.ok()) return Fail(strategy.status());
+
+  const Dataset& dataset = data->dataset;
+  spdlog::info("sim: {} sites, {} users, {} items, {} train / {} test ratings; run directory {}",
+               data->sites.size(), dataset.users.size(), dataset.items.size(), dataset.train.size(),
+               dataset.test.size(), out->dir());
+  RoundReporter reporter(config, &*out);
+  const auto start = std::chrono::steady_clock::now();
+  SimulationOptions sim_options;
+  sim_options.threads = static_cast<uint32_t>(config.sim.threads);
+  Result<SimulationResult> result = RunSimulation(
+      sim_options, MakeCoordinatorOptions(config), InitialGlobal(config, dataset.items.size()),
+      std::move(strategy).value(), MakeWorkerOptions(config), dataset.items.size(),
+      std::move(data->sites), std::ref(reporter));
+  out->EndProgress();
+  if (!result.ok()) return Fail(result.status());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  json summary = reporter.Summary("sim", seconds, result->global, result->coordinator_traffic);
+  if (config.sim.compare_centralized) {
+    Config central = config;
+    central.train.epochs = config.federation.rounds * config.federation.local_epochs;
+    CentralizedResult baseline = TrainCentralized(central, dataset, nullptr);
+    summary["centralized_test_rmse"] = Number(baseline.eval.errors.Rmse());
+    summary["centralized_test_mae"] = Number(baseline.eval.errors.Mae());
+    summary["centralized_epochs"] = central.train.epochs;
+    std::cout << fmt::format(
+        "test RMSE  federated {:.4f}  centralized {:.4f}  ({} sites, {} rounds; centralized {} "
+        "epochs)\n",
+        reporter.last_eval().errors.Rmse(), baseline.eval.errors.Rmse(), config.federation.sites,
+        config.federation.rounds, central.train.epochs);
+  }
+  return Finish(&*out, summary, result->global, dataset.items);
+}
+
+namespace {
+
+using std::chrono::milliseconds;
+
+milliseconds Seconds(double s) { return milliseconds(static_cast<int64_t>(s * 1000.0)); }
+
+std::string SiteName(uint32_t site, int rank) {
+  return fmt::format("site {} (rank {})", site, rank);
+}
+
+std::vector<std::string> SplitLines(const std::string& joined) {
+  std::vector<std::string> lines;
+  if (joined.empty()) return lines;
+  size_t start = 0;
+  for (size_t end; (end = joined.find('\n', start)) != std::string::npos; start = end + 1)
+    lines.push_back(joined.substr(start, end - start));
+  lines.push_back(joined.substr(start));
+  return lines;
+}
+
+std::string JoinLines(const std::vector<std::string>& lines) {
+  std::string joined;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (i) joined += '\n';
+    joined += lines[i];
+  }
+  return joined;
+}
+
+// Sends a failed Shutdown to every site rank; used before the round loop starts.
+void AbortSites(Transport& t, const std::vector<int>& site_ranks, const std::string& reason) {
+  Shutdown shutdown{reason};
+  shutdown.failed = true;
+  for (int r : site_ranks) {
+    Status sent = t.Send(r, EncodeMessage(shutdown, 0, static_cast<uint32_t>(t.rank())));
+    if (!sent.ok()) spdlog::warn("shutdown of rank {}: {}", r, sent.message());
+  }
+}
+
+int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& site_ranks) {
+  Result<RunOutput> out = RunOutput::Create(config, "run");
+  if (!out.ok()) {
+    AbortSites(t, site_ranks, "the coordinator cannot write its run directory");
+    return Fail(out.status());
+  }
+  Result<std::unique_ptr<Strategy>> strategy = MakeStrategy(config);
+  if (!strategy.ok()) {
+    AbortSites(t, site_ranks, strategy.status().message());
+    return Fail(strategy.status());
+  }
+  // Start-up: every site loads its data and says hello (or why it cannot).
+  std::map<int, uint32_t> site_of_rank;
+  for (uint32_t s = 0; s < site_ranks.size(); ++s) site_of_rank[site_ranks[s]] = s;
+  std::vector<std::optional<SiteHello>> hellos(site_ranks.size());
+  size_t received = 0;
+  std::string failure;
+  const auto deadline = std::chrono::steady_clock::now() + Seconds(config.cluster.startup_timeout);
+  while (received < hellos.size() && failure.empty()) {
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) break;
+    Result<Envelope> e = t.Recv(std::min(
+        std::chrono::duration_cast<milliseconds>(left) + milliseconds(1), milliseconds(1000)));
+    if (!e.ok()) {
+      if (e.status().code() == Status::Code::kTimeout) continue;
+      return Fail(e.status().WithContext("coordinator start-up"));
+    }
+    auto site = site_of_rank.find(e->from);
+    Result<FrameView> frame = DecodeFrame(e->bytes);
+    Result<SiteHello> hello =
+        frame.ok() ? DecodeMessage<SiteHello>(*frame) : Result<SiteHello>(frame.status());
+    if (site == site_of_rank.end() || !hello.ok()) {
+      spdlog::warn("coordinator start-up: dropped a frame from rank {}: {}", e->from,
+                   site == site_of_rank.end() ? "not a site rank" : hello.status().message());
+      continue;
+    }
+    if (!hellos[site->second]) ++received;
+    if (!hello->error.empty()) {
+      failure = SiteName(site->second, e->from) + " could not start: " + hello->error;
+    }
+    hellos[site->second] = std::move(hello).value();
+  }
+  if (failure.empty() && received < hellos.size()) {
+    for (uint32_t s = 0; s < hellos.size(); ++s) {
+      if (!hellos[s]) {
+        failure = fmt::format("{} did not report within cluster.startup_timeout = {} s",
+                              SiteName(s, site_ranks[s]), config.cluster.startup_timeout);
+        break;
+      }
+    }
+  }
+  if (!failure.empty()) {
+    AbortSites(t, site_ranks, failure);
+    return Fail(Status::Aborted(failure));
+  }
+  // The item catalogue: the sites' item IDs joined in site order (each site's
+  // own order), which is how `fedrec sim` numbers them.
+  IdMap items;
+  uint64_t train_ratings = 0, test_ratings = 0;
+  for (const auto& hello : hellos) {
+    for (const std::string& id : SplitLines(hello->item_ids)) items.Intern(id);
+    train_ratings += hello->train_ratings;
+    test_ratings += hello->test_ratings;
+  }
+  std::vector<std::string> ids;
+  for (uint32_t i = 0; i < items.size(); ++i) ids.push_back(items.Raw(i));
+  Catalogue catalogue{items.size(), JoinLines(ids)};
+  for (int r : site_ranks) {
+    if (Status s = t.Send(r, EncodeMessage(catalogue, 0, 0)); !s.ok()) return Fail(s);
+  }
+  spdlog::info("run: {} sites, {} items, {} train / {} test ratings; run directory {}",
+               site_ranks.size(), items.size(), train_ratings, test_ratings, out->dir());
+
+  CoordinatorOptions options = MakeCoordinatorOptions(config);
+  options.site_ranks = site_ranks;
+  Coordinator coordinator(options, InitialGlobal(config, items.size()), std::move(strategy).value(),
+                          &t);
+  RoundReporter reporter(config, &*out);
+  const auto start = std::chrono::steady_clock::now();
+  Status status = coordinator.Run(std::ref(reporter));
+  out->EndProgress();
+  if (!status.ok()) return Fail(status);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return Finish(&*out, reporter.Summary("run", seconds, coordinator.global(), t.stats()),
+                coordinator.global(), items);
+}
+
+int SiteRank(const Config& config, Transport& t, uint32_t site) {
+  const std::string name = SiteName(site, t.rank());
+  auto fail = [&](const std::string& message) {
+    std::cerr << "fedrec: " << name << ": " << message << "\n";
+    return 1;
+  };
+  Result<LocalSite> local = LoadLocalSite(config, site);
+  SiteHello hello;
+  hello.site = site;
+  if (local.ok()) {
+    hello.items = local->item_ids.size();
+    hello.item_ids = JoinLines(local->item_ids);
+    hello.train_ratings = local->data.train.size();
+    hello.test_ratings = local->data.test.size();
+  } else {
+    hello.error = local.status().message();
+  }
+  if (Status s = t.Send(0, EncodeMessage(hello, 0, static_cast<uint32_t>(t.rank()))); !s.ok())
+    return fail(s.message());
+  // Wait for the catalogue, or for the coordinator to end the job.
+  const milliseconds wait = Seconds(config.cluster.startup_timeout * 2);
+  Catalogue catalogue;
+  for (;;) {
+    Result<Envelope> e = t.Recv(wait);
+    if (!e.ok()) return fail("no item catalogue from the coordinator: " + e.status().message());
+    Result<FrameView> frame = DecodeFrame(e->bytes);
+    if (!frame.ok()) {
+      spdlog::warn("{}: dropped a frame from rank {}: {}", name, e->from, frame.status().message());
+      continue;
+    }
+    if (frame->header.type == MessageType::kShutdown) {
+      Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
+      const std::string reason = shutdown.ok() ? shutdown->reason : shutdown.status().message();
+      return fail(local.ok() ? "the coordinator ended the job: " + reason
+                             : local.status().message());
+    }
+    Result<Catalogue> c = DecodeMessage<Catalogue>(*frame);
+    if (!c.ok()) return fail(c.status().message());
+    catalogue = std::move(c).value();
+    break;
+  }
+  if (!local.ok()) return fail(local.status().message());
+  if (Status s = AdoptItemCatalogue(SplitLines(catalogue.item_ids), &*local); !s.ok())
+    return fail(s.message());
+
+  WorkerOptions options = MakeWorkerOptions(config);
+  options.site = site;
+  options.coordinator_rank = 0;
+  Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
+  // Between requests a site waits while the others train: allow several rounds.
+  const milliseconds idle = Seconds(std::max(config.federation.round_timeout * 3, 600.0));
+  if (Status s = worker.Serve(idle); !s.ok()) return fail(s.message());
+  return 0;
+}
+
+}  // namespace
+
+int RunMpi(const Config& config) {
+  Result<std::unique_ptr<MpiTransport>> started = MpiTransport::Start();
+  if (!started.ok()) return Fail(started.status().WithContext("fedrec run"));
+  MpiTransport& t = **started;
+  const int64_t shard_servers = config.cluster.shard_servers;
+  const int64_t sites = config.federation.sites;
+  const int64_t needed = 1 + shard_servers + sites;
+  if (t.size() != needed) {
+    std::cerr << fmt::format(
+        "fedrec: rank {}: mpirun started {} ranks, but the config needs {} = 1 coordinator + {} "
+        "shard servers (cluster.shard_servers) + {} sites (federation.sites); run mpirun -np {} "
+        "or set federation.sites = {}\n",
+        t.rank(), t.size(), needed, shard_servers, sites, needed,
+        std::max<int64_t>(t.size() - 1 - shard_servers, 0));
+    t.Close();
+    return 2;
+  }
+  if (t.rank() != 0) {
+    // Sites talk only to the coordinator; their logs carry their rank.
+    spdlog::set_pattern(fmt::format("[%H:%M:%S.%e] [%^%l%$] [rank {}] %v", t.rank()));
+    if (spdlog::get_level() < spdlog::level::warn) spdlog::set_level(spdlog::level::warn);
+  }
+  std::vector<int> site_ranks;
+  for (int64_t s = 0; s < sites; ++s) site_ranks.push_back(static_cast<int>(1 + shard_servers + s));
+  const int code = t.rank() == 0
+                       ? CoordinatorRank(config, t, site_ranks)
+                       : SiteRank(config, t, static_cast<uint32_t>(t.rank() - 1 - shard_servers));
+  t.Close();
+  return code;
+}
+
+int RunGenerate(const Config& config, const std::string& dir) {
+  Config all = config;
+  all.data.train.clear();
+  all.data.test_fraction = 0.0;  // everything in one list; sites split their own files
+  all.data.split = "random";
+  if (all.federation.partition == "files") all.federation.partition = "user";
+  Result<FederatedData> data = LoadFederatedData(all);
+  if (!data.ok()) return Fail(data.status());
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Fail(Status::IoError("cannot create " + dir + ": " + ec.message()));
+  const Dataset& d = data->dataset;
+  auto write = [&](const std::string& path, const std::vector<Rating>& ratings,
+                   const std::vector<uint32_t>* user_of_local) -> Status {
+    std::ofstream out(path);
+    out << "user,item,rating,timestamp\n";
+    for (const Rating& r : ratings) {
+      const uint32_t user = user_of_local ? (*user_of_local)[r.user] : r.user;
+      out << d.users.Raw(user) << ',' << d.items.Raw(r.item) << ',' << r.value << ',' << r.time
+          << '\n';
+    }
+    if (!out) return Status::IoError("cannot write " + path);
+    return Status::Ok();
+  };
+  if (Status s = write(dir + "/ratings.csv", d.train, nullptr); !s.ok()) return Fail(s);
+  // Sites hold their users under site numbering; map back through the keys.
+  std::unordered_map<uint64_t, uint32_t> user_of_key;
+  for (uint32_t u = 0; u < d.users.size(); ++u) user_of_key[StableIdKey(d.users.Raw(u))] = u;
+  for (size_t s = 0; s < data->sites.size(); ++s) {
+    const SiteData& site = data->sites[s];
+    std::vector<uint32_t> user_of_local;
+    for (uint64_t key : site.user_keys) user_of_local.push_back(user_of_key.at(key));
+    if (Status st = write(fmt::format("{}/site{}.csv", dir, s), site.train, &user_of_local);
+        !st.ok())
+      return Fail(st);
+  }
+  std::cout << json{{"command", "generate"},
+                    {"dir", dir},
+                    {"ratings", d.train.size()},
+                    {"sites", data->sites.size()}}
+                   .dump()
+            << std::endl;
+  return 0;
+}
+
+}  // namespace fedrec

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Real `mpiexec ... fedrec run` jobs, as users start them (registered with
+# CTest in CMakeLists.txt, which sets FEDREC, MPIEXEC, MPIEXEC_NUMPROC_FLAG,
+# MPIEXEC_PREFLAGS and the Open MPI root-permission variables).
+#
+#   mpi_job_test.sh parity <files|partition> <np>  same model_sha256 as fedrec sim
+#   mpi_job_test.sh too-few-ranks                  clear error on every rank, non-zero exit
+#   mpi_job_test.sh missing-file                   one site lacks its file
+#   mpi_job_test.sh unreadable-file                one site's file cannot be read
+set -uo pipefail
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/fedrec-mpi.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+mpirun() { "$MPIEXEC" $MPIEXEC_NUMPROC_FLAG "$1" --oversubscribe $MPIEXEC_PREFLAGS "${@:2}"; }
+sha() { tail -n 1 | sed -n 's/.*"model_sha256":"\([0-9a-f]*\)".*/\1/p'; }
+
+small=(--set data.synthetic.users=300 --set data.synthetic.items=400
+       --set data.synthetic.ratings=20000 --set federation.rounds=4 --set eval.ranking=false
+       --set sim.compare_centralized=false)
+
+generate() {  # <sites>
+  "$FEDREC" generate --out "$work/data" "${small[@]}" --set federation.sites="$1" >/dev/null ||
+    fail "fedrec generate"
+}
+
+files() {  # <sites>
+  echo --set federation.partition=files --set "data.site_train=$work/data/site{site}.csv" \
+    --set federation.sites="$1"
+}
+
+case "$1" in
+  parity)
+    mode=$2 np=$3 sites=$(($3 - 1))
+    if [ "$mode" = files ]; then
+      generate "$sites"
+      args=("${small[@]}" $(files "$sites"))
+    else
+      args=("${small[@]}" --set federation.sites="$sites")
+    fi
+    sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
+    run=$(mpirun "$np" "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | sha)
+    [ -n "$sim" ] || fail "fedrec sim printed no model_sha256"
+    [ -n "$run" ] || fail "fedrec run printed no model_sha256"
+    [ "$sim" = "$run" ] || fail "sim $sim != run $run"
+    [ -s "$work/run/metrics.jsonl" ] || fail "rank 0 wrote no metrics.jsonl"
+    [ "$(wc -l < "$work/run/metrics.jsonl")" -eq 4 ] || fail "metrics.jsonl should have 4 rounds"
+    echo "parity ($mode, -np $np): $run"
+    ;;
+  too-few-ranks)
+    out=$(mpirun 3 "$FEDREC" run "${small[@]}" --set federation.sites=3 --set output.dir="$work/r" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "expected a non-zero exit"
+    n=$(grep -c "mpirun started 3 ranks, but the config needs 4" <<<"$out")
+    [ "$n" -eq 3 ] || fail "expected the message from all 3 ranks, got $n: $out"
+    echo "too few ranks: exit $code, message on every rank"
+    ;;
+  missing-file)
+    generate 3
+    rm "$work/data/site2.csv"
+    out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) --set output.dir="$work/r" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "expected a non-zero exit"
+    grep -q "site 2 (rank 3) could not start: site 2: .*site2.csv" <<<"$out" ||
+      fail "coordinator should name site 2 and its file: $out"
+    n=$(grep -c "fedrec: site [0-9] (rank [0-9]):" <<<"$out")
+    [ "$n" -eq 3 ] || fail "every site rank should print why it stopped, got $n: $out"
+    echo "missing file: exit $code"
+    ;;
+  unreadable-file)
+    generate 3
+    rm "$work/data/site1.csv" && mkdir "$work/data/site1.csv"  # a directory: cannot be read
+    out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) --set output.dir="$work/r" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "expected a non-zero exit"
+    grep -q "site 1 (rank 2) could not start" <<<"$out" || fail "coordinator should name site 1: $out"
+    n=$(grep -c "fedrec: site [0-9] (rank [0-9]):" <<<"$out")
+    [ "$n" -eq 3 ] || fail "every site rank should print why it stopped, got $n: $out"
+    echo "unreadable file: exit $code"
+    ;;
+  *)
+    fail "unknown check $1"
+    ;;
+esac
