@@ -46,7 +46,8 @@ std::string ProgressLine(const char* unit, uint32_t step, uint32_t steps, double
 }
 
 int Fail(const Status& status) {
-  std::cerr << "fedrec: " << status.message() << "\n";
+  // One write per message: ranks of an MPI job share the terminal.
+  std::cerr << ("fedrec: " + status.message() + "\n");
   return 1;
 }
 
@@ -327,7 +328,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
 int SiteRank(const Config& config, Transport& t, uint32_t site) {
   const std::string name = SiteName(site, t.rank());
   auto fail = [&](const std::string& message) {
-    std::cerr << "fedrec: " << name << ": " << message << "\n";
+    std::cerr << ("fedrec: " + name + ": " + message + "\n");
     return 1;
   };
   Result<LocalSite> local = LoadLocalSite(config, site);
@@ -395,6 +396,7 @@ int RunMpi(const Config& config) {
         "or set federation.sites = {}\n",
         t.rank(), t.size(), needed, shard_servers, sites, needed,
         std::max<int64_t>(t.size() - 1 - shard_servers, 0));
+    (void)t.Barrier(std::chrono::seconds(10));  // every rank fails here: see below
     t.Close();
     return 2;
   }
@@ -408,6 +410,13 @@ int RunMpi(const Config& config) {
   const int code = t.rank() == 0
                        ? CoordinatorRank(config, t, site_ranks)
                        : SiteRank(config, t, static_cast<uint32_t>(t.rank() - 1 - shard_servers));
+  if (code != 0) {
+    // A failed job fails on every rank (the coordinator tells the sites why);
+    // meet before exiting so that mpirun, which kills the job at the first
+    // non-zero exit, does not cut off another rank's message.
+    if (Status met = t.Barrier(std::chrono::seconds(10)); !met.ok())
+      spdlog::warn("rank {}: {}", t.rank(), met.message());
+  }
   t.Close();
   return code;
 }

@@ -58,19 +58,19 @@ int main(int argc, char** argv) {
   if (!config_path.empty()) {
     fedrec::Result<Config> loaded = fedrec::LoadConfigFile(config_path);
     if (!loaded.ok()) {
-      std::cerr << "fedrec: " << loaded.status().message() << "\n";
+      std::cerr << ("fedrec: " + loaded.status().message() + "\n");
       return 1;
     }
     config = *loaded;
   }
   for (const std::string& s : sets) {
     if (fedrec::Status st = fedrec::ApplyOverride(&config, s); !st.ok()) {
-      std::cerr << "fedrec: " << st.message() << "\n";
+      std::cerr << ("fedrec: " + st.message() + "\n");
       return 1;
     }
   }
   if (fedrec::Status st = fedrec::ValidateConfig(config); !st.ok()) {
-    std::cerr << "fedrec: " << st.message() << "\n";
+    std::cerr << ("fedrec: " + st.message() + "\n");
     return 1;
   }
 

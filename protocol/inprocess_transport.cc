@@ -5,14 +5,16 @@
 #include <string>
 #include <utility>
 
+#include "protocol/inbox.h"
+
 namespace fedrec {
 
-// One rank's endpoint: its incoming queue (guarded by mu_) and its counters.
-// Send locks only the receiver's queue, so messages from one sender to one
-// receiver keep their order, and senders to different ranks never contend.
+// One rank's endpoint: its inbox and its send counters. Send locks only the
+// receiver's inbox, so messages from one sender to one receiver keep their
+// order, and senders to different ranks never contend.
 class InProcessNetwork::Endpoint : public Transport {
  public:
-  Endpoint(InProcessNetwork* network, int rank) : network_(network), rank_(rank) {}
+  Endpoint(InProcessNetwork* network, int rank) : network_(network), rank_(rank), inbox_(rank) {}
 
   int rank() const override { return rank_; }
   int size() const override { return network_->size(); }
@@ -25,82 +27,43 @@ class InProcessNetwork::Endpoint : public Transport {
     }
     const uint64_t n = bytes.size();
     Endpoint& to = *network_->endpoints_[peer];
-    const std::function<void()>* hook = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(to.mu_);
-      if (to.closed_) {
-        return Status::Unavailable("rank " + std::to_string(rank_) + " cannot send to rank " +
-                                   std::to_string(peer) + ": the network is closed");
-      }
-      to.queue_.push_back(Envelope{rank_, std::move(bytes)});
-      if (to.hook_) hook = &to.hook_;
+    if (!to.inbox_.Push(Envelope{rank_, std::move(bytes)})) {
+      return Status::Unavailable("rank " + std::to_string(rank_) + " cannot send to rank " +
+                                 std::to_string(peer) + ": the network is closed");
     }
-    to.cv_.notify_one();
     bytes_sent_.fetch_add(n, std::memory_order_relaxed);
     messages_sent_.fetch_add(1, std::memory_order_relaxed);
-    // Outside the lock: the hook may Send or schedule work that calls Recv.
-    if (hook != nullptr) (*hook)();
+    // After queuing, outside any lock: the hook may Send or schedule work that
+    // calls Recv.
+    if (to.hook_) to.hook_();
     return Status::Ok();
   }
 
-  Result<Envelope> Recv(std::chrono::milliseconds timeout) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    const auto ready = [this] { return !queue_.empty() || closed_; };
-    if (timeout.count() > 0) {
-      cv_.wait_for(lock, timeout, ready);
-    }
-    if (!queue_.empty()) {
-      Envelope envelope = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      bytes_received_.fetch_add(envelope.bytes.size(), std::memory_order_relaxed);
-      messages_received_.fetch_add(1, std::memory_order_relaxed);
-      return envelope;
-    }
-    if (closed_) {
-      return Status::Unavailable("rank " + std::to_string(rank_) +
-                                 " is closed and has no queued messages");
-    }
-    return Status::Timeout("no message for rank " + std::to_string(rank_) + " within " +
-                           std::to_string(timeout.count()) + " ms");
-  }
+  Result<Envelope> Recv(std::chrono::milliseconds timeout) override { return inbox_.Pop(timeout); }
 
   TrafficStats stats() const override {
     TrafficStats s;
     s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
-    s.bytes_received = bytes_received_.load(std::memory_order_relaxed);
+    s.bytes_received = inbox_.bytes_received();
     s.messages_sent = messages_sent_.load(std::memory_order_relaxed);
-    s.messages_received = messages_received_.load(std::memory_order_relaxed);
+    s.messages_received = inbox_.messages_received();
     return s;
   }
 
-  void SetHook(std::function<void()> hook) {
-    std::lock_guard<std::mutex> lock(mu_);
-    hook_ = std::move(hook);
-  }
+  // Set before any traffic (see SetArrivalHook), so reads need no lock.
+  void SetHook(std::function<void()> hook) { hook_ = std::move(hook); }
 
-  void Close() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      closed_ = true;
-    }
-    cv_.notify_all();
-  }
+  void Close() { inbox_.Close(); }
 
  private:
   InProcessNetwork* const network_;
   const int rank_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Envelope> queue_;  // guarded by mu_
-  bool closed_ = false;         // guarded by mu_
+  Inbox inbox_;
   std::function<void()> hook_;  // set before traffic (see SetArrivalHook)
 
   std::atomic<uint64_t> bytes_sent_{0};
-  std::atomic<uint64_t> bytes_received_{0};
   std::atomic<uint64_t> messages_sent_{0};
-  std::atomic<uint64_t> messages_received_{0};
 };
 
 InProcessNetwork::InProcessNetwork(int size) {

@@ -2,7 +2,7 @@
 //
 // Threads. Send(), Recv(), stats() and RunOnMpiThread() run on the callers'
 // threads and only touch two queues: the outbox (frames to post, tasks to run;
-// out_mu_) and the inbox (delivered frames; in_mu_). The progress thread owns
+// out_mu_) and the inbox (delivered frames; an Inbox). The progress thread owns
 // every MPI object: it is the thread that called MPI_Init_thread, so
 // MPI_THREAD_FUNNELED is all fedrec needs.
 //
@@ -59,6 +59,8 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "protocol/inbox.h"
 
 namespace fedrec {
 namespace {
@@ -232,15 +234,10 @@ class MpiTransport::Impl {
   int abort_code_ = 1;
 
   // Shared with Recv callers.
-  std::mutex in_mu_;
-  std::condition_variable in_cv_;
-  std::deque<Envelope> inbox_;
-  bool in_closed_ = false;
+  Inbox inbox_{-1};  // its rank is set by InitMpi, before Start returns
 
   std::atomic<uint64_t> bytes_sent_{0};
-  std::atomic<uint64_t> bytes_received_{0};
   std::atomic<uint64_t> messages_sent_{0};
-  std::atomic<uint64_t> messages_received_{0};
 
   // Progress thread only.
   MPI_Comm comm_ = MPI_COMM_NULL;
@@ -302,31 +299,15 @@ Status MpiTransport::Impl::Send(int peer, std::vector<uint8_t> bytes) {
 }
 
 Result<Envelope> MpiTransport::Impl::Recv(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(in_mu_);
-  const auto ready = [this] { return !inbox_.empty() || in_closed_; };
-  if (timeout.count() > 0) in_cv_.wait_for(lock, timeout, ready);
-  if (!inbox_.empty()) {
-    Envelope envelope = std::move(inbox_.front());
-    inbox_.pop_front();
-    lock.unlock();
-    bytes_received_.fetch_add(envelope.bytes.size(), std::memory_order_relaxed);
-    messages_received_.fetch_add(1, std::memory_order_relaxed);
-    return envelope;
-  }
-  if (in_closed_) {
-    return Status::Unavailable("rank " + std::to_string(rank_) +
-                               " is closed and has no queued messages");
-  }
-  return Status::Timeout("no message for rank " + std::to_string(rank_) + " within " +
-                         std::to_string(timeout.count()) + " ms");
+  return inbox_.Pop(timeout);
 }
 
 TrafficStats MpiTransport::Impl::stats() const {
   TrafficStats s;
   s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
-  s.bytes_received = bytes_received_.load(std::memory_order_relaxed);
+  s.bytes_received = inbox_.bytes_received();
   s.messages_sent = messages_sent_.load(std::memory_order_relaxed);
-  s.messages_received = messages_received_.load(std::memory_order_relaxed);
+  s.messages_received = inbox_.messages_received();
   return s;
 }
 
@@ -387,10 +368,7 @@ void MpiTransport::Impl::Run(std::promise<Status>* started) {
       closed_ = true;
       finished_ = true;
     }
-    {
-      std::lock_guard<std::mutex> lock(in_mu_);
-      in_closed_ = true;
-    }
+    inbox_.Close();
     started->set_value(std::move(init));
     return;
   }
@@ -438,6 +416,7 @@ Status MpiTransport::Impl::InitMpi() {
   } else if ((rc = MPI_Comm_size(comm_, &size_)) != MPI_SUCCESS) {
     status = MpiError("MPI_Comm_size", rc);
   } else {
+    inbox_.set_rank(rank_);
     char name[MPI_MAX_PROCESSOR_NAME];
     int length = 0;
     if ((rc = MPI_Get_processor_name(name, &length)) != MPI_SUCCESS) {
@@ -706,11 +685,7 @@ bool MpiTransport::Impl::TestReceives() {
 }
 
 void MpiTransport::Impl::Deliver(int source, std::vector<uint8_t> bytes) {
-  {
-    std::lock_guard<std::mutex> lock(in_mu_);
-    inbox_.push_back(Envelope{source, std::move(bytes)});
-  }
-  in_cv_.notify_one();
+  inbox_.Push(Envelope{source, std::move(bytes)});
 }
 
 std::vector<uint8_t> MpiTransport::Impl::TakeReceiveBuffer(size_t n) {
@@ -820,11 +795,7 @@ void MpiTransport::Impl::Finalize() {
     std::lock_guard<std::mutex> lock(out_mu_);
     finished_ = true;
   }
-  {
-    std::lock_guard<std::mutex> lock(in_mu_);
-    in_closed_ = true;
-  }
-  in_cv_.notify_all();
+  inbox_.Close();
 }
 
 void MpiTransport::Impl::AbortNow(int code) {
@@ -871,6 +842,30 @@ void MpiTransport::Abort(int code, const std::string& reason) { impl_->Abort(cod
 const std::string& MpiTransport::host() const { return impl_->host(); }
 Status MpiTransport::RunOnMpiThread(const std::function<void()>& fn) {
   return impl_->RunOnMpiThread(fn);
+}
+
+Status MpiTransport::Barrier(std::chrono::milliseconds timeout) {
+  Status result;
+  Status ran = impl_->RunOnMpiThread([&] {
+    MPI_Request request;
+    int rc = MPI_Ibarrier(MPI_COMM_WORLD, &request);
+    if (rc != MPI_SUCCESS) {
+      result = Status::Internal("MPI_Ibarrier failed with code " + std::to_string(rc));
+      return;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (int done = 0;;) {
+      rc = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS || done) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        result = Status::Timeout("not every rank reached the barrier within " +
+                                 std::to_string(timeout.count()) + " ms");
+        return;  // the request stays pending; the job is ending anyway
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  return ran.ok() ? result : ran;
 }
 
 }  // namespace fedrec

@@ -67,6 +67,11 @@ class MpiTransport : public Transport {
   // Unavailable after Close(); Internal when fn throws.
   Status RunOnMpiThread(const std::function<void()>& fn);
 
+  // Waits until every rank has called Barrier, at most `timeout` (then
+  // Timeout). Used before a failing job exits: mpirun kills every rank at the
+  // first non-zero exit, so ranks meet here once each has said why it stops.
+  Status Barrier(std::chrono::milliseconds timeout);
+
   class Impl;
 
  private:
