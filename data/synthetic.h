@@ -14,16 +14,16 @@ namespace fedrec {
 struct SyntheticOptions {
   uint32_t users = 943;
   uint32_t items = 1682;
-  uint64_t ratings = 100000;   // distinct (user, item) pairs; capped at users*items/2
-  uint32_t rank = 8;           // rank of the ground-truth interaction term
-  double factor_std = 0.35;    // std of each ground-truth factor entry
+  uint64_t ratings = 100000;  // distinct (user, item) pairs; capped at users*items/2
+  uint32_t rank = 8;          // rank of the ground-truth interaction term
+  double factor_std = 0.35;   // std of each ground-truth factor entry
   double user_bias_std = 0.35;
   double item_bias_std = 0.45;
-  double noise_std = 0.75;     // Gaussian noise before rounding
-  double mean = 3.56;          // ground-truth mean; rounding and clamping lower the
-                               // observed mean by ~0.03, to ML-100K's 3.53
-  double user_skew = 0.9;      // Zipf exponent of user activity (0 = uniform)
-  double item_skew = 1.0;      // Zipf exponent of item popularity (0 = uniform)
+  double noise_std = 0.75;  // Gaussian noise before rounding
+  double mean = 3.56;       // ground-truth mean; rounding and clamping lower the
+                            // observed mean by ~0.03, to ML-100K's 3.53
+  double user_skew = 0.9;   // Zipf exponent of user activity (0 = uniform)
+  double item_skew = 1.0;   // Zipf exponent of item popularity (0 = uniform)
   bool round_to_integers = true;
   float rating_min = 1.0f;
   float rating_max = 5.0f;

@@ -37,9 +37,9 @@ namespace fedrec {
 struct BlockUpdate {
   std::string name;
   uint32_t cols = 0;
-  std::vector<uint32_t> rows;    // ascending row indices
-  std::vector<float> weights;    // one per row, > 0
-  std::vector<float> values;     // rows.size() * cols, row-major
+  std::vector<uint32_t> rows;  // ascending row indices
+  std::vector<float> weights;  // one per row, > 0
+  std::vector<float> values;   // rows.size() * cols, row-major
 
   friend bool operator==(const BlockUpdate&, const BlockUpdate&) = default;
 };
@@ -50,7 +50,7 @@ struct RoundPlan {
   uint64_t model_version = 0;
   uint32_t local_epochs = 1;
   uint64_t epoch_offset = 0;  // global index of the first local epoch (lr schedule, shuffling)
-  float lr = 0.0f;            // base learning rate (of global epoch 0); the site decays it per epoch
+  float lr = 0.0f;  // base learning rate (of global epoch 0); the site decays it per epoch
   bool includes_model = false;
   std::vector<ParamBlock> model;  // global blocks when includes_model
 
@@ -60,8 +60,8 @@ struct RoundPlan {
 struct ModelUpdate {
   static constexpr MessageType kType = MessageType::kModelUpdate;
   uint32_t round = 0;
-  uint64_t model_version = 0;  // version the site trained from
-  uint64_t num_examples = 0;   // training ratings at the site
+  uint64_t model_version = 0;        // version the site trained from
+  uint64_t num_examples = 0;         // training ratings at the site
   double train_squared_error = 0.0;  // summed over all local epochs
   uint64_t train_count = 0;          // updates made over all local epochs
   std::vector<BlockUpdate> blocks;
@@ -114,10 +114,10 @@ struct SiteError {
 struct SiteHello {
   static constexpr MessageType kType = MessageType::kSiteHello;
   uint32_t site = 0;
-  std::string error;       // empty when the site is ready
-  uint64_t items = 0;      // size of the site's item index space
-  std::string item_ids;    // raw item IDs in the site's index order, '\n'-separated;
-                           // empty when the site already uses the shared index space
+  std::string error;     // empty when the site is ready
+  uint64_t items = 0;    // size of the site's item index space
+  std::string item_ids;  // raw item IDs in the site's index order, '\n'-separated;
+                         // empty when the site already uses the shared index space
   uint64_t train_ratings = 0, test_ratings = 0;
 
   friend bool operator==(const SiteHello&, const SiteHello&) = default;
@@ -125,8 +125,8 @@ struct SiteHello {
 
 struct Catalogue {
   static constexpr MessageType kType = MessageType::kCatalogue;
-  uint64_t items = 0;      // items of the global model
-  std::string item_ids;    // '\n'-separated global order; empty when sites share one already
+  uint64_t items = 0;    // items of the global model
+  std::string item_ids;  // '\n'-separated global order; empty when sites share one already
 
   friend bool operator==(const Catalogue&, const Catalogue&) = default;
 };
@@ -141,7 +141,7 @@ template <typename M>
 Result<M> DecodeMessage(const FrameView& frame);
 
 // Explicitly instantiated in messages.cc for every message above.
-#define FEDREC_DECLARE_MESSAGE(M)                                                          \
+#define FEDREC_DECLARE_MESSAGE(M)                                                      \
   extern template std::vector<uint8_t> EncodeMessage<M>(const M&, uint32_t, uint32_t); \
   extern template Result<M> DecodeMessage<M>(const FrameView&);
 FEDREC_DECLARE_MESSAGE(RoundPlan)

@@ -101,9 +101,8 @@ std::vector<uint8_t> RoundPlanPayload(uint64_t claimed, uint32_t present) {
 
 template <typename M>
 class MessageRoundTrip : public ::testing::Test {};
-using MessageTypes =
-    ::testing::Types<RoundPlan, ModelUpdate, EvalRequest, EvalReport, Shutdown, SiteError,
-                     SiteHello, Catalogue>;
+using MessageTypes = ::testing::Types<RoundPlan, ModelUpdate, EvalRequest, EvalReport, Shutdown,
+                                      SiteError, SiteHello, Catalogue>;
 struct MessageName {
   template <typename M>
   static std::string GetName(int) {
@@ -475,7 +474,8 @@ TEST(Messages, RejectsInvalidScopeAndBoolBytes) {
   bad_scope[47] = 7;
   p = Decode<RoundPlan>(EncodeFrame(MessageType::kRoundPlan, kRound, kSender, bad_scope));
   ASSERT_FALSE(p.ok());
-  EXPECT_CONTAINS(p.status().message(), "block 'a' has scope 7, expected 0 (global), 1 (local) or 2 (global average)");
+  EXPECT_CONTAINS(p.status().message(),
+                  "block 'a' has scope 7, expected 0 (global), 1 (local) or 2 (global average)");
 }
 
 }  // namespace
