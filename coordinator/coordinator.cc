@@ -97,12 +97,24 @@ std::string Coordinator::SiteName(uint32_t site) const {
          ")";
 }
 
+template <typename M>
+Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites, uint32_t round) {
+  const uint32_t rank = static_cast<uint32_t>(transport_->rank());
+  for (uint32_t site : sites) {
+    message->includes_model = site_version_[site] != version_;
+    message->model = message->includes_model ? global_ : std::vector<ParamBlock>{};
+    FEDREC_RETURN_IF_ERROR(
+        transport_->Send(options_.site_ranks[site], EncodeMessage(*message, round, rank)));
+    site_version_[site] = version_;
+  }
+  return Status::Ok();
+}
+
 Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
   const std::vector<uint32_t> selected =
       strategy_->SelectSites(round, num_sites, options_.fraction, options_.seed);
   metrics->sites_selected = static_cast<uint32_t>(selected.size());
-  const uint32_t rank = static_cast<uint32_t>(transport_->rank());
 
   RoundPlan plan;
   plan.round = round;
@@ -110,13 +122,7 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   plan.local_epochs = options_.local_epochs;
   plan.epoch_offset = static_cast<uint64_t>(round - 1) * options_.local_epochs;
   plan.lr = options_.lr;
-  for (uint32_t site : selected) {
-    plan.includes_model = site_version_[site] != version_;
-    plan.model = plan.includes_model ? global_ : std::vector<ParamBlock>{};
-    FEDREC_RETURN_IF_ERROR(
-        transport_->Send(options_.site_ranks[site], EncodeMessage(plan, round, rank)));
-    site_version_[site] = version_;
-  }
+  FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
   UpdateAggregator aggregator(global_, version_, round, selected);
   const auto deadline = Clock::now() + options_.round_timeout;
@@ -167,17 +173,11 @@ Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
   std::vector<uint32_t> sites(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
-  const uint32_t rank = static_cast<uint32_t>(transport_->rank());
   EvalRequest request;
   request.round = round;
   request.model_version = version_;
-  for (uint32_t site : sites) {
-    request.includes_model = site_version_[site] != version_;
-    request.model = request.includes_model ? global_ : std::vector<ParamBlock>{};
-    FEDREC_RETURN_IF_ERROR(
-        transport_->Send(options_.site_ranks[site], EncodeMessage(request, round, rank)));
-    site_version_[site] = version_;
-  }
+  FEDREC_RETURN_IF_ERROR(SendWithModel(&request, sites, round));
+
   std::vector<std::optional<EvalReport>> reports(num_sites);
   FEDREC_RETURN_IF_ERROR(Collect<EvalReport>(
       transport_, site_of_rank_, round, sites, Clock::now() + options_.round_timeout,

@@ -74,6 +74,10 @@ class Coordinator {
  private:
   Status RunRound(uint32_t round, RoundMetrics* metrics);
   Status Evaluate(uint32_t round, RoundMetrics* metrics);
+  // Sends `message` (RoundPlan or EvalRequest) to `sites`, with the global
+  // model only to sites that do not hold the current version yet.
+  template <typename M>
+  Status SendWithModel(M* message, const std::vector<uint32_t>& sites, uint32_t round);
   std::string SiteName(uint32_t site) const;
 
   CoordinatorOptions options_;
