@@ -1,0 +1,354 @@
+#include "protocol/crypto.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+namespace fedrec::crypto {
+
+namespace {
+
+struct PkeyDeleter {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+};
+struct PkeyCtxDeleter {
+  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
+};
+struct MdCtxDeleter {
+  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
+};
+struct CipherCtxDeleter {
+  void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); }
+};
+struct KdfCtxDeleter {
+  void operator()(EVP_KDF_CTX* p) const { EVP_KDF_CTX_free(p); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
+using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxDeleter>;
+using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter>;
+using KdfCtx = std::unique_ptr<EVP_KDF_CTX, KdfCtxDeleter>;
+
+// The OpenSSL error queue as text, emptied.
+std::string OpenSslError(const char* what) {
+  std::string message = std::string(what) + " failed";
+  unsigned long code;
+  while ((code = ERR_get_error()) != 0) {
+    char buffer[256];
+    ERR_error_string_n(code, buffer, sizeof(buffer));
+    message += std::string(": ") + buffer;
+  }
+  return message;
+}
+
+Pkey RawPrivate(int type, const Key32& key) {
+  return Pkey(EVP_PKEY_new_raw_private_key(type, nullptr, key.data(), key.size()));
+}
+
+Pkey RawPublic(int type, const Key32& key) {
+  return Pkey(EVP_PKEY_new_raw_public_key(type, nullptr, key.data(), key.size()));
+}
+
+Result<Key32> PublicOf(const EVP_PKEY* pkey, const char* what) {
+  Key32 out;
+  size_t length = out.size();
+  if (EVP_PKEY_get_raw_public_key(pkey, out.data(), &length) != 1 || length != out.size())
+    return Status::Internal(OpenSslError(what));
+  return out;
+}
+
+// Processes `in` (which may alias `out`) in pieces below INT_MAX bytes.
+bool CipherUpdate(EVP_CIPHER_CTX* ctx, uint8_t* out, const uint8_t* in, size_t size, bool encrypt) {
+  constexpr size_t kPiece = size_t{1} << 30;
+  while (size > 0) {
+    const int piece = static_cast<int>(std::min(size, kPiece));
+    int written = 0;
+    const int ok = encrypt ? EVP_EncryptUpdate(ctx, out, &written, in, piece)
+                           : EVP_DecryptUpdate(ctx, out, &written, in, piece);
+    if (ok != 1 || written != piece) return false;
+    out += piece;
+    in += piece;
+    size -= static_cast<size_t>(piece);
+  }
+  return true;
+}
+
+bool AadUpdate(EVP_CIPHER_CTX* ctx, std::span<const uint8_t> aad, bool encrypt) {
+  if (aad.empty()) return true;
+  int written = 0;
+  const int ok =
+      encrypt ? EVP_EncryptUpdate(ctx, nullptr, &written, aad.data(), static_cast<int>(aad.size()))
+              : EVP_DecryptUpdate(ctx, nullptr, &written, aad.data(), static_cast<int>(aad.size()));
+  return ok == 1;
+}
+
+}  // namespace
+
+Status RandomBytes(std::span<uint8_t> out) {
+  while (!out.empty()) {
+    const size_t piece = std::min<size_t>(out.size(), INT_MAX);
+    if (RAND_bytes(out.data(), static_cast<int>(piece)) != 1)
+      return Status::Internal(OpenSslError("RAND_bytes (OS CSPRNG)"));
+    out = out.subspan(piece);
+  }
+  return Status::Ok();
+}
+
+Result<Key32> RandomKey() {
+  Key32 key;
+  FEDREC_RETURN_IF_ERROR(RandomBytes(key));
+  return key;
+}
+
+void Cleanse(std::span<uint8_t> bytes) { OPENSSL_cleanse(bytes.data(), bytes.size()); }
+
+Result<SigningKey> GenerateSigningKey() {
+  FEDREC_ASSIGN_OR_RETURN(Key32 seed, RandomKey());
+  Result<SigningKey> key = SigningKeyFromPrivate(seed);
+  Cleanse(seed);
+  return key;
+}
+
+Result<SigningKey> SigningKeyFromPrivate(const Key32& private_key) {
+  Pkey pkey = RawPrivate(EVP_PKEY_ED25519, private_key);
+  if (!pkey) return Status::InvalidArgument(OpenSslError("loading an Ed25519 private key"));
+  SigningKey key;
+  key.private_key = private_key;
+  FEDREC_ASSIGN_OR_RETURN(key.public_key, PublicOf(pkey.get(), "Ed25519 public key"));
+  return key;
+}
+
+Result<Signature> Sign(const SigningKey& key, std::span<const uint8_t> message) {
+  Pkey pkey = RawPrivate(EVP_PKEY_ED25519, key.private_key);
+  MdCtx ctx(EVP_MD_CTX_new());
+  if (!pkey || !ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, pkey.get()) != 1)
+    return Status::Internal(OpenSslError("Ed25519 sign init"));
+  Signature signature;
+  size_t length = signature.size();
+  if (EVP_DigestSign(ctx.get(), signature.data(), &length, message.data(), message.size()) != 1 ||
+      length != signature.size())
+    return Status::Internal(OpenSslError("Ed25519 sign"));
+  return signature;
+}
+
+bool Verify(const Key32& public_key, std::span<const uint8_t> message, const Signature& signature) {
+  Pkey pkey = RawPublic(EVP_PKEY_ED25519, public_key);
+  MdCtx ctx(EVP_MD_CTX_new());
+  if (!pkey || !ctx ||
+      EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, pkey.get()) != 1) {
+    ERR_clear_error();
+    return false;
+  }
+  const bool ok = EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), message.data(),
+                                   message.size()) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
+Result<DhKeyPair> GenerateDhKey() {
+  DhKeyPair pair;
+  FEDREC_ASSIGN_OR_RETURN(pair.private_key, RandomKey());
+  FEDREC_ASSIGN_OR_RETURN(pair.public_key, DhPublicKey(pair.private_key));
+  return pair;
+}
+
+Result<Key32> DhPublicKey(const Key32& private_key) {
+  Pkey pkey = RawPrivate(EVP_PKEY_X25519, private_key);
+  if (!pkey) return Status::InvalidArgument(OpenSslError("loading an X25519 private key"));
+  return PublicOf(pkey.get(), "X25519 public key");
+}
+
+Result<Key32> DhSharedSecret(const Key32& private_key, const Key32& peer_public_key) {
+  Pkey mine = RawPrivate(EVP_PKEY_X25519, private_key);
+  Pkey peer = RawPublic(EVP_PKEY_X25519, peer_public_key);
+  if (!mine || !peer) return Status::InvalidArgument(OpenSslError("loading X25519 keys"));
+  PkeyCtx ctx(EVP_PKEY_CTX_new(mine.get(), nullptr));
+  Key32 secret;
+  size_t length = secret.size();
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
+      EVP_PKEY_derive_set_peer(ctx.get(), peer.get()) != 1 ||
+      EVP_PKEY_derive(ctx.get(), secret.data(), &length) != 1 || length != secret.size()) {
+    return Status::InvalidArgument(
+        OpenSslError("X25519 key agreement (a low-order or malformed peer key)"));
+  }
+  uint8_t any = 0;
+  for (uint8_t b : secret) any |= b;
+  if (any == 0) return Status::InvalidArgument("X25519 key agreement gave the all-zero secret");
+  return secret;
+}
+
+Status Hkdf(std::span<const uint8_t> secret, std::span<const uint8_t> salt, std::string_view info,
+            std::span<uint8_t> out) {
+  // Fetched once: an immutable, thread-safe algorithm handle.
+  static EVP_KDF* const kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  if (kdf == nullptr) return Status::Internal(OpenSslError("fetching HKDF"));
+  KdfCtx ctx(EVP_KDF_CTX_new(kdf));
+  if (!ctx) return Status::Internal(OpenSslError("HKDF context"));
+  char digest[] = "SHA256";
+  static const uint8_t kNoSalt[1] = {0};
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()),
+                                        secret.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
+                                        const_cast<uint8_t*>(salt.empty() ? kNoSalt : salt.data()),
+                                        salt.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(info.data()),
+                                        info.size()),
+      OSSL_PARAM_construct_end()};
+  if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1)
+    return Status::Internal(OpenSslError("HKDF-SHA256"));
+  return Status::Ok();
+}
+
+struct Aes256Gcm::Impl {
+  Key32 key;
+  CipherCtx seal, open;
+};
+
+Aes256Gcm::Aes256Gcm(const Key32& key) : impl_(std::make_unique<Impl>()) { impl_->key = key; }
+
+Aes256Gcm::~Aes256Gcm() { Cleanse(impl_->key); }
+
+Status Aes256Gcm::Seal(std::span<const uint8_t, kGcmNonceSize> nonce, std::span<const uint8_t> aad,
+                       std::span<uint8_t> data, std::span<uint8_t, kGcmTagSize> tag) {
+  if (!impl_->seal) {  // the key schedule is computed once per direction
+    impl_->seal.reset(EVP_CIPHER_CTX_new());
+    if (!impl_->seal || EVP_EncryptInit_ex(impl_->seal.get(), EVP_aes_256_gcm(), nullptr,
+                                           impl_->key.data(), nullptr) != 1) {
+      impl_->seal.reset();
+      return Status::Internal(OpenSslError("AES-256-GCM init"));
+    }
+  }
+  EVP_CIPHER_CTX* ctx = impl_->seal.get();
+  int final_length = 0;
+  if (EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, nonce.data()) != 1 ||
+      !AadUpdate(ctx, aad, true) ||
+      !CipherUpdate(ctx, data.data(), data.data(), data.size(), true) ||
+      EVP_EncryptFinal_ex(ctx, nullptr, &final_length) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, static_cast<int>(tag.size()), tag.data()) != 1)
+    return Status::Internal(OpenSslError("AES-256-GCM seal"));
+  return Status::Ok();
+}
+
+Status Aes256Gcm::Open(std::span<const uint8_t, kGcmNonceSize> nonce, std::span<const uint8_t> aad,
+                       std::span<uint8_t> data, std::span<const uint8_t, kGcmTagSize> tag) {
+  if (!impl_->open) {
+    impl_->open.reset(EVP_CIPHER_CTX_new());
+    if (!impl_->open || EVP_DecryptInit_ex(impl_->open.get(), EVP_aes_256_gcm(), nullptr,
+                                           impl_->key.data(), nullptr) != 1) {
+      impl_->open.reset();
+      return Status::Internal(OpenSslError("AES-256-GCM init"));
+    }
+  }
+  EVP_CIPHER_CTX* ctx = impl_->open.get();
+  int final_length = 0;
+  if (EVP_DecryptInit_ex(ctx, nullptr, nullptr, nullptr, nonce.data()) != 1 ||
+      !AadUpdate(ctx, aad, false) ||
+      !CipherUpdate(ctx, data.data(), data.data(), data.size(), false) ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, static_cast<int>(tag.size()),
+                          const_cast<uint8_t*>(tag.data())) != 1)
+    return Status::Internal(OpenSslError("AES-256-GCM open"));
+  if (EVP_DecryptFinal_ex(ctx, nullptr, &final_length) != 1) {
+    ERR_clear_error();
+    return Status::Corruption("authentication tag mismatch (the bytes were altered)");
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<uint8_t>> SealOnce(const Key32& key, std::span<const uint8_t> aad,
+                                      std::span<const uint8_t> plaintext) {
+  std::vector<uint8_t> sealed(plaintext.size() + kGcmTagSize);
+  std::copy(plaintext.begin(), plaintext.end(), sealed.begin());
+  const std::array<uint8_t, kGcmNonceSize> nonce{};
+  Aes256Gcm cipher(key);
+  FEDREC_RETURN_IF_ERROR(
+      cipher.Seal(nonce, aad, std::span(sealed.data(), plaintext.size()),
+                  std::span<uint8_t, kGcmTagSize>(sealed.data() + plaintext.size(), kGcmTagSize)));
+  return sealed;
+}
+
+Result<std::vector<uint8_t>> OpenOnce(const Key32& key, std::span<const uint8_t> aad,
+                                      std::span<const uint8_t> sealed) {
+  if (sealed.size() < kGcmTagSize) {
+    return Status::Corruption("sealed message of " + std::to_string(sealed.size()) +
+                              " bytes, shorter than its " + std::to_string(kGcmTagSize) +
+                              "-byte tag");
+  }
+  const size_t size = sealed.size() - kGcmTagSize;
+  std::vector<uint8_t> plain(sealed.begin(), sealed.begin() + static_cast<ptrdiff_t>(size));
+  const std::array<uint8_t, kGcmNonceSize> nonce{};
+  Aes256Gcm cipher(key);
+  FEDREC_RETURN_IF_ERROR(cipher.Open(
+      nonce, aad, plain, std::span<const uint8_t, kGcmTagSize>(sealed.data() + size, kGcmTagSize)));
+  return plain;
+}
+
+struct Keystream::Impl {
+  CipherCtx ctx;
+};
+
+Keystream::Keystream(std::span<const uint8_t, 16> key) : impl_(std::make_unique<Impl>()) {
+  const std::array<uint8_t, 16> iv{};
+  impl_->ctx.reset(EVP_CIPHER_CTX_new());
+  // Allocation failure of a cipher context is not recoverable here.
+  if (!impl_->ctx ||
+      EVP_EncryptInit_ex(impl_->ctx.get(), EVP_aes_128_ctr(), nullptr, key.data(), iv.data()) != 1)
+    std::abort();
+}
+
+Keystream::~Keystream() = default;
+
+void Keystream::Generate(std::span<uint8_t> out) {
+  std::memset(out.data(), 0, out.size());
+  if (!CipherUpdate(impl_->ctx.get(), out.data(), out.data(), out.size(), true)) std::abort();
+}
+
+std::string ToHex(std::span<const uint8_t> bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(bytes.size() * 2);
+  for (uint8_t b : bytes) {
+    hex.push_back(kDigits[b >> 4]);
+    hex.push_back(kDigits[b & 15]);
+  }
+  return hex;
+}
+
+Result<Key32> Key32FromHex(std::string_view hex, std::string_view what) {
+  auto fail = [&](const std::string& found) {
+    return Status::InvalidArgument(std::string(what) +
+                                   ": expected 64 hex digits (a 32-byte key), " + found);
+  };
+  if (hex.size() != 64) return fail("found " + std::to_string(hex.size()) + " characters");
+  Key32 key;
+  for (size_t i = 0; i < 32; ++i) {
+    uint8_t value = 0;
+    for (size_t j = 0; j < 2; ++j) {
+      const char c = hex[2 * i + j];
+      uint8_t digit;
+      if (c >= '0' && c <= '9') {
+        digit = static_cast<uint8_t>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        digit = static_cast<uint8_t>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        digit = static_cast<uint8_t>(c - 'A' + 10);
+      } else {
+        return fail(std::string("found '") + c + "' at position " + std::to_string(2 * i + j + 1));
+      }
+      value = static_cast<uint8_t>(value * 16 + digit);
+    }
+    key[i] = value;
+  }
+  return key;
+}
+
+}  // namespace fedrec::crypto

@@ -1,0 +1,116 @@
+// Cryptographic primitives of fedrec, all through OpenSSL 3 EVP:
+// Ed25519 identities, X25519 key agreement, HKDF-SHA256, AES-256-GCM sealing
+// and AES-128-CTR keystreams, and the OS CSPRNG.
+//
+// Every key, mask seed and secret-sharing coefficient comes from RandomBytes
+// (OpenSSL RAND, seeded by the OS), never from the run seed: only training and
+// stochastic rounding use the seeded streams of base/random.h.
+//
+// Thread-safety: free functions are thread-safe. Aes256Gcm and Keystream
+// objects are not; use one per thread.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+
+namespace fedrec::crypto {
+
+using Key32 = std::array<uint8_t, 32>;
+using Signature = std::array<uint8_t, 64>;
+constexpr size_t kGcmNonceSize = 12;
+constexpr size_t kGcmTagSize = 16;
+
+// Fills `out` from the OS CSPRNG. Internal error only when OpenSSL's generator
+// cannot be seeded.
+Status RandomBytes(std::span<uint8_t> out);
+Result<Key32> RandomKey();
+
+// Overwrites `bytes` in a way the compiler cannot elide.
+void Cleanse(std::span<uint8_t> bytes);
+
+// --- Ed25519 identities ---
+struct SigningKey {
+  Key32 private_key{};  // the 32-byte seed
+  Key32 public_key{};
+};
+Result<SigningKey> GenerateSigningKey();
+Result<SigningKey> SigningKeyFromPrivate(const Key32& private_key);
+Result<Signature> Sign(const SigningKey& key, std::span<const uint8_t> message);
+// False for a bad signature or a malformed public key.
+bool Verify(const Key32& public_key, std::span<const uint8_t> message, const Signature& signature);
+
+// --- X25519 ---
+struct DhKeyPair {
+  Key32 private_key{};
+  Key32 public_key{};
+};
+Result<DhKeyPair> GenerateDhKey();
+Result<Key32> DhPublicKey(const Key32& private_key);
+// The shared secret; InvalidArgument for a low-order peer key (all-zero secret).
+Result<Key32> DhSharedSecret(const Key32& private_key, const Key32& peer_public_key);
+
+// --- HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` ---
+Status Hkdf(std::span<const uint8_t> secret, std::span<const uint8_t> salt, std::string_view info,
+            std::span<uint8_t> out);
+
+// --- AES-256-GCM with a 96-bit nonce and a 128-bit tag ---
+class Aes256Gcm {
+ public:
+  explicit Aes256Gcm(const Key32& key);
+  ~Aes256Gcm();
+  Aes256Gcm(const Aes256Gcm&) = delete;
+  Aes256Gcm& operator=(const Aes256Gcm&) = delete;
+
+  // Encrypts `data` in place and writes the tag.
+  Status Seal(std::span<const uint8_t, kGcmNonceSize> nonce, std::span<const uint8_t> aad,
+              std::span<uint8_t> data, std::span<uint8_t, kGcmTagSize> tag);
+  // Decrypts `data` in place; Corruption when the tag does not verify (then
+  // `data` holds garbage and must be discarded).
+  Status Open(std::span<const uint8_t, kGcmNonceSize> nonce, std::span<const uint8_t> aad,
+              std::span<uint8_t> data, std::span<const uint8_t, kGcmTagSize> tag);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Seals `plaintext` under a one-time key (nonce zero is safe because each key
+// seals one message): returns ciphertext || tag. Used for the Shamir shares and
+// keys that sites send each other through the coordinator.
+Result<std::vector<uint8_t>> SealOnce(const Key32& key, std::span<const uint8_t> aad,
+                                      std::span<const uint8_t> plaintext);
+Result<std::vector<uint8_t>> OpenOnce(const Key32& key, std::span<const uint8_t> aad,
+                                      std::span<const uint8_t> sealed);
+
+// --- AES-128-CTR keystream: the PRG that expands mask seeds ---
+// X25519 gives about 128-bit security, so a 128-bit cipher key loses nothing
+// and is the fastest AES. The stream for a key starts at counter zero.
+class Keystream {
+ public:
+  explicit Keystream(std::span<const uint8_t, 16> key);
+  ~Keystream();
+  Keystream(const Keystream&) = delete;
+  Keystream& operator=(const Keystream&) = delete;
+
+  // The next out.size() bytes of the stream.
+  void Generate(std::span<uint8_t> out);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Hex helpers for keys in configs and key files.
+std::string ToHex(std::span<const uint8_t> bytes);
+// InvalidArgument naming `what` when `hex` is not exactly 64 hex digits.
+Result<Key32> Key32FromHex(std::string_view hex, std::string_view what);
+
+}  // namespace fedrec::crypto
