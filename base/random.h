@@ -28,6 +28,7 @@ enum class Purpose : uint64_t {
   kSample = 7,     // site sampling by the coordinator
   kStrategy = 8,   // strategy-specific randomness
   kDropout = 9,    // simulated faults
+  kQuantize = 10,  // stochastic rounding of updates to fixed point
   kUser = 100,     // first value free for plug-ins
 };
 

@@ -60,6 +60,32 @@ const char* MessageTypeName(MessageType type) {
       return "SiteHello";
     case MessageType::kCatalogue:
       return "Catalogue";
+    case MessageType::kChannelHello:
+      return "ChannelHello";
+    case MessageType::kSealed:
+      return "Sealed";
+    case MessageType::kSecAggKeys:
+      return "SecAggKeys";
+    case MessageType::kSecAggKeyList:
+      return "SecAggKeyList";
+    case MessageType::kSecAggShares:
+      return "SecAggShares";
+    case MessageType::kSecAggRoutedShares:
+      return "SecAggRoutedShares";
+    case MessageType::kSecAggMasked:
+      return "SecAggMasked";
+    case MessageType::kSecAggUnmaskRequest:
+      return "SecAggUnmaskRequest";
+    case MessageType::kSecAggUnmaskShares:
+      return "SecAggUnmaskShares";
+    case MessageType::kPaillierKey:
+      return "PaillierKey";
+    case MessageType::kPaillierUpdate:
+      return "PaillierUpdate";
+    case MessageType::kPaillierSum:
+      return "PaillierSum";
+    case MessageType::kPaillierDecrypted:
+      return "PaillierDecrypted";
   }
   return "unknown message type";
 }

@@ -36,9 +36,25 @@ enum class MessageType : uint16_t {
   kSiteError = 6,
   kSiteHello = 7,
   kCatalogue = 8,
+  // Authenticated channels (protocol/secure_transport.h).
+  kChannelHello = 9,
+  kSealed = 10,
+  // Secure aggregation (protocol/secagg.h), in protocol order.
+  kSecAggKeys = 11,
+  kSecAggKeyList = 12,
+  kSecAggShares = 13,
+  kSecAggRoutedShares = 14,
+  kSecAggMasked = 15,
+  kSecAggUnmaskRequest = 16,
+  kSecAggUnmaskShares = 17,
+  // Paillier aggregation (protocol/paillier.h).
+  kPaillierKey = 18,
+  kPaillierUpdate = 19,
+  kPaillierSum = 20,
+  kPaillierDecrypted = 21,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 8;
+constexpr uint16_t kMaxMessageType = 21;
 
 const char* MessageTypeName(MessageType type);
 

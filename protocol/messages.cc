@@ -210,6 +210,9 @@ const char* UnitName() {
   if constexpr (std::is_same_v<T, float>) return "float32 values";
   if constexpr (std::is_same_v<T, uint32_t>) return "uint32 values";
   if constexpr (std::is_same_v<T, char>) return "characters";
+  if constexpr (std::is_same_v<T, uint8_t>) return "bytes";
+  if constexpr (std::is_same_v<T, double>) return "float64 values";
+  if constexpr (std::is_same_v<T, int64_t>) return "int64 values";
   return "values";
 }
 
@@ -272,6 +275,10 @@ void Bool(Archive& ar, bool& b, const Describe& describe) {
 constexpr uint64_t kMinParamBlockBytes = 8 + 1 + 4 + 4 + 8;
 // BlockUpdate: name count (8) + cols (4) + rows, weights, values counts (3 * 8).
 constexpr uint64_t kMinBlockUpdateBytes = 8 + 4 + 3 * 8;
+// SecAggKeys: round, site (2 * 4) + three keys (3 * 32) + signature (64).
+constexpr uint64_t kSecAggKeysBytes = 8 + 3 * 32 + 64;
+// EncryptedShare / RevealedShare: site (4) + byte count (8).
+constexpr uint64_t kMinShareBytes = 4 + 8;
 
 auto Label(const char* text) {
   return [text] { return std::string(text); };
@@ -312,6 +319,19 @@ void serialize(Archive& ar, RoundPlan& m) {
   ar(m.round, m.model_version, m.local_epochs, m.epoch_offset, m.lr);
   Bool(ar, m.includes_model, Label("includes_model"));
   Structs(ar, m.model, kMinParamBlockBytes, Label("model block list"));
+  uint8_t aggregation = static_cast<uint8_t>(m.aggregation);
+  ar(aggregation);
+  if constexpr (Archive::is_loading::value) {
+    if (aggregation > static_cast<uint8_t>(Aggregation::kPaillier)) {
+      throw PayloadError("aggregation scheme " + std::to_string(aggregation) +
+                         ", expected 0 (none), 1 (secagg) or 2 (paillier)");
+    }
+    m.aggregation = static_cast<Aggregation>(aggregation);
+  }
+  Contiguous(ar, m.participants, Label("participant list"));
+  ar(m.threshold, m.degree);
+  Contiguous(ar, m.ring_order, Label("ring order"));
+  ar(m.ring_bits, m.frac_bits, m.clip, m.max_weight);
 }
 
 template <class Archive>
@@ -358,6 +378,98 @@ template <class Archive>
 void serialize(Archive& ar, Catalogue& m) {
   ar(m.items);
   Contiguous(ar, m.item_ids, Label("catalogue item IDs"));
+}
+
+// Fixed-size byte arrays (keys, signatures): the bytes, no count.
+template <class Archive, size_t N>
+void Fixed(Archive& ar, std::array<uint8_t, N>& a) {
+  ar(cereal::binary_data(a.data(), N));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SecAggKeys& m) {
+  ar(m.round, m.site);
+  Fixed(ar, m.identity_key);
+  Fixed(ar, m.cipher_key);
+  Fixed(ar, m.mask_key);
+  Fixed(ar, m.signature);
+}
+
+template <class Archive>
+void serialize(Archive& ar, SecAggKeyList& m) {
+  ar(m.round);
+  Structs(ar, m.keys, kSecAggKeysBytes, Label("key list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, EncryptedShare& m) {
+  ar(m.site);
+  Contiguous(ar, m.sealed, Label("sealed share"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SecAggShares& m) {
+  ar(m.round, m.site);
+  Structs(ar, m.shares, kMinShareBytes, Label("share list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SecAggRoutedShares& m) {
+  ar(m.round);
+  Structs(ar, m.shares, kMinShareBytes, Label("routed share list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SecAggMasked& m) {
+  ar(m.round, m.site, m.ring_bits);
+  Contiguous(ar, m.data, Label("masked input"));
+  Contiguous(ar, m.metrics, Label("metric sums"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SecAggUnmaskRequest& m) {
+  ar(m.round);
+  Contiguous(ar, m.survivors, Label("survivor list"));
+  Contiguous(ar, m.dropped, Label("dropped list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, RevealedShare& m) {
+  ar(m.site);
+  Contiguous(ar, m.share, Label("revealed share"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SecAggUnmaskShares& m) {
+  ar(m.round, m.site);
+  Structs(ar, m.self_mask_shares, kMinShareBytes, Label("self-mask share list"));
+  Structs(ar, m.mask_key_shares, kMinShareBytes, Label("mask-key share list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, PaillierKey& m) {
+  ar(m.round, m.holder, m.holder_keys);
+  Contiguous(ar, m.public_key, Label("Paillier public key"));
+  Structs(ar, m.sealed_private, kMinShareBytes, Label("sealed private key list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, PaillierUpdate& m) {
+  ar(m.round, m.site, m.values);
+  Contiguous(ar, m.ciphertexts, Label("Paillier ciphertexts"));
+  Contiguous(ar, m.metrics, Label("metric sums"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, PaillierSum& m) {
+  ar(m.round, m.values, m.additions);
+  Contiguous(ar, m.ciphertexts, Label("Paillier ciphertexts"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, PaillierDecrypted& m) {
+  ar(m.round);
+  Contiguous(ar, m.sums, Label("decrypted sums"));
 }
 
 // ---------------------------------------------------------------------------
@@ -454,6 +566,12 @@ Status Check(const Shutdown&) { return Status::Ok(); }
 Status Check(const SiteError&) { return Status::Ok(); }
 Status Check(const SiteHello&) { return Status::Ok(); }
 Status Check(const Catalogue&) { return Status::Ok(); }
+// The secure-aggregation messages are validated by the protocol state machines
+// (protocol/secagg.h, protocol/paillier_round.h), which know the round's shape.
+template <class M>
+Status Check(const M&) {
+  return Status::Ok();
+}
 
 // The wire is little-endian whatever the host.
 cereal::PortableBinaryOutputArchive::Options WireOptions() {
@@ -463,6 +581,18 @@ cereal::PortableBinaryOutputArchive::Options WireOptions() {
 }  // namespace
 
 // ---------------------------------------------------------------------------
+
+const char* AggregationName(Aggregation aggregation) {
+  switch (aggregation) {
+    case Aggregation::kNone:
+      return "none";
+    case Aggregation::kSecAgg:
+      return "secagg";
+    case Aggregation::kPaillier:
+      return "paillier";
+  }
+  return "unknown";
+}
 
 template <typename M>
 std::vector<uint8_t> EncodeMessage(const M& message, uint32_t round, uint32_t sender) {
@@ -549,6 +679,17 @@ FEDREC_DEFINE_MESSAGE(Shutdown)
 FEDREC_DEFINE_MESSAGE(SiteError)
 FEDREC_DEFINE_MESSAGE(SiteHello)
 FEDREC_DEFINE_MESSAGE(Catalogue)
+FEDREC_DEFINE_MESSAGE(SecAggKeys)
+FEDREC_DEFINE_MESSAGE(SecAggKeyList)
+FEDREC_DEFINE_MESSAGE(SecAggShares)
+FEDREC_DEFINE_MESSAGE(SecAggRoutedShares)
+FEDREC_DEFINE_MESSAGE(SecAggMasked)
+FEDREC_DEFINE_MESSAGE(SecAggUnmaskRequest)
+FEDREC_DEFINE_MESSAGE(SecAggUnmaskShares)
+FEDREC_DEFINE_MESSAGE(PaillierKey)
+FEDREC_DEFINE_MESSAGE(PaillierUpdate)
+FEDREC_DEFINE_MESSAGE(PaillierSum)
+FEDREC_DEFINE_MESSAGE(PaillierDecrypted)
 #undef FEDREC_DEFINE_MESSAGE
 
 }  // namespace fedrec

@@ -23,6 +23,7 @@
 // a message of another round is recognised and dropped with a log line.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -44,6 +45,14 @@ struct BlockUpdate {
   friend bool operator==(const BlockUpdate&, const BlockUpdate&) = default;
 };
 
+// How the sites' updates of a round are combined.
+enum class Aggregation : uint8_t {
+  kNone = 0,      // ModelUpdate in the clear
+  kSecAgg = 1,    // secure aggregation (protocol/secagg.h), SecAgg+ when degree < n - 1
+  kPaillier = 2,  // Paillier encryption (protocol/paillier.h)
+};
+const char* AggregationName(Aggregation aggregation);
+
 struct RoundPlan {
   static constexpr MessageType kType = MessageType::kRoundPlan;
   uint32_t round = 0;
@@ -53,6 +62,18 @@ struct RoundPlan {
   float lr = 0.0f;  // base learning rate (of global epoch 0); the site decays it per epoch
   bool includes_model = false;
   std::vector<ParamBlock> model;  // global blocks when includes_model
+  // Encrypted aggregation (kSecAgg, kPaillier): the round's participants and
+  // its public parameters, and the fixed-point format of the update
+  // (protocol/update_codec.h).
+  Aggregation aggregation = Aggregation::kNone;
+  std::vector<uint32_t> participants;  // ascending site ids
+  uint32_t threshold = 0;
+  uint32_t degree = 0;
+  std::vector<uint32_t> ring_order;
+  uint32_t ring_bits = 64;
+  uint32_t frac_bits = 16;
+  float clip = 8.0f;
+  uint64_t max_weight = 65536;
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };
@@ -131,6 +152,160 @@ struct Catalogue {
   friend bool operator==(const Catalogue&, const Catalogue&) = default;
 };
 
+// ---------------------------------------------------------------------------
+// Secure aggregation (SecAgg / SecAgg+); the protocol is described step by step
+// in protocol/secagg.h. Keys are raw 32-byte X25519 / Ed25519 keys.
+
+using Key32Bytes = std::array<uint8_t, 32>;
+using SignatureBytes = std::array<uint8_t, 64>;
+
+// Step 1, site -> coordinator, and relayed in SecAggKeyList: a participant's
+// fresh round keys, signed with its identity key.
+struct SecAggKeys {
+  static constexpr MessageType kType = MessageType::kSecAggKeys;
+  uint32_t round = 0;
+  uint32_t site = 0;
+  Key32Bytes identity_key{};  // Ed25519; set by the coordinator from the channel when relaying
+  Key32Bytes cipher_key{};    // X25519, encrypts the shares sent to this site
+  Key32Bytes mask_key{};      // X25519, agrees the pairwise masks
+  SignatureBytes signature{};
+
+  friend bool operator==(const SecAggKeys&, const SecAggKeys&) = default;
+};
+
+// Step 1 answer, coordinator -> site: the keys of the site's neighbours (and
+// its own) that advertised in time, ascending by site.
+struct SecAggKeyList {
+  static constexpr MessageType kType = MessageType::kSecAggKeyList;
+  uint32_t round = 0;
+  std::vector<SecAggKeys> keys;
+
+  friend bool operator==(const SecAggKeyList&, const SecAggKeyList&) = default;
+};
+
+// A sealed Shamir share: `site` is the addressee in SecAggShares and the
+// sender in SecAggRoutedShares.
+struct EncryptedShare {
+  uint32_t site = 0;
+  std::vector<uint8_t> sealed;
+
+  friend bool operator==(const EncryptedShare&, const EncryptedShare&) = default;
+};
+
+// Step 2, site -> coordinator: shares of the site's mask key and self-mask
+// seed, one sealed share per neighbour.
+struct SecAggShares {
+  static constexpr MessageType kType = MessageType::kSecAggShares;
+  uint32_t round = 0;
+  uint32_t site = 0;
+  std::vector<EncryptedShare> shares;
+
+  friend bool operator==(const SecAggShares&, const SecAggShares&) = default;
+};
+
+// Step 2 answer, coordinator -> site: the shares addressed to the site.
+struct SecAggRoutedShares {
+  static constexpr MessageType kType = MessageType::kSecAggRoutedShares;
+  uint32_t round = 0;
+  std::vector<EncryptedShare> shares;
+
+  friend bool operator==(const SecAggRoutedShares&, const SecAggRoutedShares&) = default;
+};
+
+// Step 3, site -> coordinator: the masked input, `ring_bits`/8 little-endian
+// bytes per element. `metrics` are plain per-site metric sums (training loss),
+// which are not part of the update.
+struct SecAggMasked {
+  static constexpr MessageType kType = MessageType::kSecAggMasked;
+  uint32_t round = 0;
+  uint32_t site = 0;
+  uint32_t ring_bits = 64;
+  std::vector<uint8_t> data;
+  std::vector<double> metrics;
+
+  friend bool operator==(const SecAggMasked&, const SecAggMasked&) = default;
+};
+
+// Step 4, coordinator -> surviving sites: who sent a masked input (survivors)
+// and who shared keys but did not (dropped).
+struct SecAggUnmaskRequest {
+  static constexpr MessageType kType = MessageType::kSecAggUnmaskRequest;
+  uint32_t round = 0;
+  std::vector<uint32_t> survivors;
+  std::vector<uint32_t> dropped;
+
+  friend bool operator==(const SecAggUnmaskRequest&, const SecAggUnmaskRequest&) = default;
+};
+
+// A share revealed in the clear for reconstruction: `site` is whose secret it is.
+struct RevealedShare {
+  uint32_t site = 0;
+  std::vector<uint8_t> share;
+
+  friend bool operator==(const RevealedShare&, const RevealedShare&) = default;
+};
+
+// Step 4 answer, site -> coordinator: its shares of the survivors' self-mask
+// seeds and of the dropped sites' mask keys (never both for one site).
+struct SecAggUnmaskShares {
+  static constexpr MessageType kType = MessageType::kSecAggUnmaskShares;
+  uint32_t round = 0;
+  uint32_t site = 0;
+  std::vector<RevealedShare> self_mask_shares;
+  std::vector<RevealedShare> mask_key_shares;
+
+  friend bool operator==(const SecAggUnmaskShares&, const SecAggUnmaskShares&) = default;
+};
+
+// ---------------------------------------------------------------------------
+// Paillier aggregation; the protocol is described in protocol/paillier_round.h.
+
+// Key set-up: site -> coordinator (the key holder: public key and the private
+// key sealed for each other site) and coordinator -> site (public key and the
+// private key sealed for that site, `sealed_private` then holds one entry).
+struct PaillierKey {
+  static constexpr MessageType kType = MessageType::kPaillierKey;
+  uint32_t round = 0;
+  uint32_t holder = 0;     // site that generated the key pair
+  SecAggKeys holder_keys;  // the holder's signed X25519 key that sealed the private keys
+  std::vector<uint8_t> public_key;
+  std::vector<EncryptedShare> sealed_private;
+
+  friend bool operator==(const PaillierKey&, const PaillierKey&) = default;
+};
+
+// Site -> coordinator: the site's packed, encrypted update.
+struct PaillierUpdate {
+  static constexpr MessageType kType = MessageType::kPaillierUpdate;
+  uint32_t round = 0;
+  uint32_t site = 0;
+  uint64_t values = 0;               // plaintext values packed
+  std::vector<uint8_t> ciphertexts;  // fixed-width ciphertexts, concatenated
+  std::vector<double> metrics;       // plain metric sums, as in SecAggMasked
+
+  friend bool operator==(const PaillierUpdate&, const PaillierUpdate&) = default;
+};
+
+// Coordinator -> a decrypting site: the product of `additions` sites' ciphertexts.
+struct PaillierSum {
+  static constexpr MessageType kType = MessageType::kPaillierSum;
+  uint32_t round = 0;
+  uint64_t values = 0;
+  uint32_t additions = 0;
+  std::vector<uint8_t> ciphertexts;
+
+  friend bool operator==(const PaillierSum&, const PaillierSum&) = default;
+};
+
+// Decrypting site -> coordinator: the plaintext sum.
+struct PaillierDecrypted {
+  static constexpr MessageType kType = MessageType::kPaillierDecrypted;
+  uint32_t round = 0;
+  std::vector<int64_t> sums;
+
+  friend bool operator==(const PaillierDecrypted&, const PaillierDecrypted&) = default;
+};
+
 // Serializes `message` (cereal portable binary) into a complete frame.
 template <typename M>
 std::vector<uint8_t> EncodeMessage(const M& message, uint32_t round, uint32_t sender);
@@ -152,6 +327,17 @@ FEDREC_DECLARE_MESSAGE(Shutdown)
 FEDREC_DECLARE_MESSAGE(SiteError)
 FEDREC_DECLARE_MESSAGE(SiteHello)
 FEDREC_DECLARE_MESSAGE(Catalogue)
+FEDREC_DECLARE_MESSAGE(SecAggKeys)
+FEDREC_DECLARE_MESSAGE(SecAggKeyList)
+FEDREC_DECLARE_MESSAGE(SecAggShares)
+FEDREC_DECLARE_MESSAGE(SecAggRoutedShares)
+FEDREC_DECLARE_MESSAGE(SecAggMasked)
+FEDREC_DECLARE_MESSAGE(SecAggUnmaskRequest)
+FEDREC_DECLARE_MESSAGE(SecAggUnmaskShares)
+FEDREC_DECLARE_MESSAGE(PaillierKey)
+FEDREC_DECLARE_MESSAGE(PaillierUpdate)
+FEDREC_DECLARE_MESSAGE(PaillierSum)
+FEDREC_DECLARE_MESSAGE(PaillierDecrypted)
 #undef FEDREC_DECLARE_MESSAGE
 
 }  // namespace fedrec

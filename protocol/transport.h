@@ -6,8 +6,10 @@
 // Ranks are 0..size()-1; rank 0 is the coordinator.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "base/status.h"
@@ -46,6 +48,14 @@ class Transport {
 
   // Counters since construction. Thread-safe.
   virtual TrafficStats stats() const = 0;
+
+  // The Ed25519 identity key `peer` authenticated with, once an authenticated
+  // channel to it is up (protocol/secure_transport.h); nullopt on plain
+  // transports. Secure aggregation relays it with the peer's round keys.
+  virtual std::optional<std::array<uint8_t, 32>> PeerIdentity(int peer) const {
+    (void)peer;
+    return std::nullopt;
+  }
 };
 
 }  // namespace fedrec

@@ -84,6 +84,15 @@ class Bytes {
 
 // The payload of a RoundPlan with one block named "a" whose data count is
 // `claimed` but which carries `present` floats.
+// The fields a RoundPlan ends with when it aggregates in the clear.
+constexpr size_t kPlainAggregationBytes = 1 + 8 + 4 + 4 + 8 + 4 + 4 + 4 + 8;
+void AppendPlainAggregationFields(Bytes& b) {
+  b.Put<uint8_t>(0).Put<uint64_t>(0);                      // kNone, no participants
+  b.Put<uint32_t>(0).Put<uint32_t>(0).Put<uint64_t>(0);    // threshold, degree, ring order
+  b.Put<uint32_t>(64).Put<uint32_t>(16).Put<float>(8.0f);  // ring, fraction bits, clip
+  b.Put<uint64_t>(65536);                                  // max weight
+}
+
 std::vector<uint8_t> RoundPlanPayload(uint64_t claimed, uint32_t present) {
   Bytes b;
   b.Put<uint8_t>(1);  // little-endian archive
@@ -93,6 +102,7 @@ std::vector<uint8_t> RoundPlanPayload(uint64_t claimed, uint32_t present) {
   b.Str("a").Put<uint8_t>(0).Put<uint32_t>(1).Put<uint32_t>(present);  // name, scope, rows, cols
   b.Put<uint64_t>(claimed);
   for (uint32_t i = 0; i < present; ++i) b.Put<float>(static_cast<float>(i));
+  AppendPlainAggregationFields(b);
   return b.bytes();
 }
 
@@ -101,8 +111,11 @@ std::vector<uint8_t> RoundPlanPayload(uint64_t claimed, uint32_t present) {
 
 template <typename M>
 class MessageRoundTrip : public ::testing::Test {};
-using MessageTypes = ::testing::Types<RoundPlan, ModelUpdate, EvalRequest, EvalReport, Shutdown,
-                                      SiteError, SiteHello, Catalogue>;
+using MessageTypes =
+    ::testing::Types<RoundPlan, ModelUpdate, EvalRequest, EvalReport, Shutdown, SiteError,
+                     SiteHello, Catalogue, SecAggKeys, SecAggKeyList, SecAggShares,
+                     SecAggRoutedShares, SecAggMasked, SecAggUnmaskRequest, SecAggUnmaskShares,
+                     PaillierKey, PaillierUpdate, PaillierSum, PaillierDecrypted>;
 struct MessageName {
   template <typename M>
   static std::string GetName(int) {
@@ -164,7 +177,8 @@ TEST(Messages, FloatDataIsOneContiguousLittleEndianBlock) {
   plan.model.emplace_back("w", Scope::kGlobal, 1, 2);
   plan.model[0].data = {1.0f, 2.0f};
   const std::vector<uint8_t> frame = EncodeMessage(plan, 1, 1);
-  const std::vector<uint8_t> tail(frame.end() - 16, frame.end());
+  const auto end = frame.end() - kPlainAggregationBytes;
+  const std::vector<uint8_t> tail(end - 16, end);
   const std::vector<uint8_t> expected = {2, 0, 0,    0,    0, 0, 0, 0,      // count
                                          0, 0, 0x80, 0x3f, 0, 0, 0, 0x40};  // 1.0f 2.0f
   EXPECT_EQ(tail, expected);
@@ -259,7 +273,8 @@ TEST(Messages, RejectsHugeClaimedVectorLengthWithoutAllocating) {
   EXPECT_EQ(plan.status().code(), Status::Code::kCorruption);
   EXPECT_CONTAINS(plan.status().message(),
                   "data of block 'a' claims 1152921504606846976 float32 values (at least 4 bytes "
-                  "each) but only 8 payload bytes remain");
+                  "each) but only " +
+                      std::to_string(8 + kPlainAggregationBytes) + " payload bytes remain");
   EXPECT_LT(g_largest_allocation.load(), size_t{1} << 16);
 }
 

@@ -1,6 +1,7 @@
 // Random message contents for the protocol tests (fixed seeds, deterministic).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -57,6 +58,17 @@ inline RoundPlan RandomRoundPlan(Rng& rng) {
   m.lr = RandomFloat(rng);
   m.includes_model = rng.Below(2) == 1;
   m.model = RandomModel(rng);
+  m.aggregation = static_cast<Aggregation>(rng.Below(3));
+  for (size_t i = rng.Below(6); i > 0; --i)
+    m.participants.push_back(static_cast<uint32_t>(rng.Next()));
+  m.threshold = static_cast<uint32_t>(rng.Next());
+  m.degree = static_cast<uint32_t>(rng.Next());
+  for (size_t i = rng.Below(6); i > 0; --i)
+    m.ring_order.push_back(static_cast<uint32_t>(rng.Next()));
+  m.ring_bits = static_cast<uint32_t>(rng.Next());
+  m.frac_bits = static_cast<uint32_t>(rng.Next());
+  m.clip = RandomFloat(rng);
+  m.max_weight = rng.Next();
   return m;
 }
 
@@ -159,6 +171,119 @@ inline Shutdown RandomMessage<Shutdown>(Rng& rng) {
 template <>
 inline SiteError RandomMessage<SiteError>(Rng& rng) {
   return RandomSiteError(rng);
+}
+
+template <typename T>
+std::vector<T> RandomVector(Rng& rng, size_t max_len) {
+  std::vector<T> v(static_cast<size_t>(rng.Below(max_len + 1)));
+  for (T& x : v) x = static_cast<T>(rng.Next());
+  return v;
+}
+
+template <size_t N>
+std::array<uint8_t, N> RandomArray(Rng& rng) {
+  std::array<uint8_t, N> a;
+  for (uint8_t& b : a) b = static_cast<uint8_t>(rng.Next());
+  return a;
+}
+
+inline std::vector<EncryptedShare> RandomShares(Rng& rng) {
+  std::vector<EncryptedShare> shares(static_cast<size_t>(rng.Below(5)));
+  for (auto& s : shares) s = {static_cast<uint32_t>(rng.Next()), RandomVector<uint8_t>(rng, 100)};
+  return shares;
+}
+
+inline std::vector<RevealedShare> RandomRevealed(Rng& rng) {
+  std::vector<RevealedShare> shares(static_cast<size_t>(rng.Below(5)));
+  for (auto& s : shares) s = {static_cast<uint32_t>(rng.Next()), RandomVector<uint8_t>(rng, 50)};
+  return shares;
+}
+
+inline SecAggKeys RandomSecAggKeys(Rng& rng) {
+  SecAggKeys m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.site = static_cast<uint32_t>(rng.Next());
+  m.identity_key = RandomArray<32>(rng);
+  m.cipher_key = RandomArray<32>(rng);
+  m.mask_key = RandomArray<32>(rng);
+  m.signature = RandomArray<64>(rng);
+  return m;
+}
+
+template <>
+inline SecAggKeys RandomMessage<SecAggKeys>(Rng& rng) {
+  return RandomSecAggKeys(rng);
+}
+template <>
+inline SecAggKeyList RandomMessage<SecAggKeyList>(Rng& rng) {
+  SecAggKeyList m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  for (size_t i = rng.Below(5); i > 0; --i) m.keys.push_back(RandomSecAggKeys(rng));
+  return m;
+}
+template <>
+inline SecAggShares RandomMessage<SecAggShares>(Rng& rng) {
+  return {.round = static_cast<uint32_t>(rng.Next()),
+          .site = static_cast<uint32_t>(rng.Next()),
+          .shares = RandomShares(rng)};
+}
+template <>
+inline SecAggRoutedShares RandomMessage<SecAggRoutedShares>(Rng& rng) {
+  return {.round = static_cast<uint32_t>(rng.Next()), .shares = RandomShares(rng)};
+}
+template <>
+inline SecAggMasked RandomMessage<SecAggMasked>(Rng& rng) {
+  SecAggMasked m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.site = static_cast<uint32_t>(rng.Next());
+  m.ring_bits = static_cast<uint32_t>(rng.Next());
+  m.data = RandomVector<uint8_t>(rng, 200);
+  for (size_t i = rng.Below(3); i > 0; --i) m.metrics.push_back(rng.Normal());
+  return m;
+}
+template <>
+inline SecAggUnmaskRequest RandomMessage<SecAggUnmaskRequest>(Rng& rng) {
+  return {.round = static_cast<uint32_t>(rng.Next()),
+          .survivors = RandomVector<uint32_t>(rng, 10),
+          .dropped = RandomVector<uint32_t>(rng, 10)};
+}
+template <>
+inline SecAggUnmaskShares RandomMessage<SecAggUnmaskShares>(Rng& rng) {
+  return {.round = static_cast<uint32_t>(rng.Next()),
+          .site = static_cast<uint32_t>(rng.Next()),
+          .self_mask_shares = RandomRevealed(rng),
+          .mask_key_shares = RandomRevealed(rng)};
+}
+template <>
+inline PaillierKey RandomMessage<PaillierKey>(Rng& rng) {
+  PaillierKey m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.holder = static_cast<uint32_t>(rng.Next());
+  m.holder_keys = RandomSecAggKeys(rng);
+  m.public_key = RandomVector<uint8_t>(rng, 300);
+  m.sealed_private = RandomShares(rng);
+  return m;
+}
+template <>
+inline PaillierUpdate RandomMessage<PaillierUpdate>(Rng& rng) {
+  PaillierUpdate m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.site = static_cast<uint32_t>(rng.Next());
+  m.values = rng.Next();
+  m.ciphertexts = RandomVector<uint8_t>(rng, 500);
+  for (size_t i = rng.Below(3); i > 0; --i) m.metrics.push_back(rng.Normal());
+  return m;
+}
+template <>
+inline PaillierSum RandomMessage<PaillierSum>(Rng& rng) {
+  return {.round = static_cast<uint32_t>(rng.Next()),
+          .values = rng.Next(),
+          .additions = static_cast<uint32_t>(rng.Next()),
+          .ciphertexts = RandomVector<uint8_t>(rng, 500)};
+}
+template <>
+inline PaillierDecrypted RandomMessage<PaillierDecrypted>(Rng& rng) {
+  return {.round = static_cast<uint32_t>(rng.Next()), .sums = RandomVector<int64_t>(rng, 50)};
 }
 
 }  // namespace fedrec::testing

@@ -1,0 +1,62 @@
+// The dense fixed-point form of a site's model update, which secure
+// aggregation and Paillier add up without seeing it.
+//
+// Layout, for every global block in model order and every row r of it:
+//   [ w_r, w_r * v_r,0, ..., w_r * v_r,cols-1 ]
+// where w_r is the site's weight for the row (its training ratings of it,
+// capped at max_weight; 0 for rows it did not train) and v_r,c its trained
+// value clipped to [-clip, clip]. Weights are integers; weighted values are
+// scaled by 2^frac_bits and rounded stochastically (unbiased) with the stream
+// (seed, round, site, kQuantize), so the result is reproducible. Elements are
+// two's complement in Z_2^ring_bits; the sum over sites decodes exactly as
+// long as it cannot wrap, which ChooseRingBits guarantees.
+//
+// Every row of every global block is present whether the site trained it or
+// not: the positions of non-zero rows would otherwise tell the coordinator
+// which items a site's users rated.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/param_block.h"
+#include "base/status.h"
+#include "protocol/messages.h"
+
+namespace fedrec {
+
+struct FixedPointFormat {
+  uint32_t ring_bits = 64;      // 32 or 64
+  uint32_t frac_bits = 16;      // fractional bits of weighted values
+  float clip = 8.0f;            // values are clipped to [-clip, clip]
+  uint64_t max_weight = 65536;  // per-row weights are capped to this
+
+  friend bool operator==(const FixedPointFormat&, const FixedPointFormat&) = default;
+};
+
+// The smallest ring (32 or 64 bits) in which the sum of `sites` encoded
+// updates cannot wrap; InvalidArgument naming the keys to lower when even 64
+// bits cannot hold it.
+Result<uint32_t> ChooseRingBits(uint32_t sites, const FixedPointFormat& format);
+
+// Elements of the dense form of `global` (the global blocks of the model).
+uint64_t EncodedLength(const std::vector<ParamBlock>& global);
+
+// Encodes a site's update (blocks in model order, as in ModelUpdate) against
+// the shapes of `global`. Error when the update does not fit the model.
+Result<std::vector<uint64_t>> EncodeUpdate(const std::vector<ParamBlock>& global,
+                                           const std::vector<BlockUpdate>& update,
+                                           const FixedPointFormat& format, uint64_t seed,
+                                           uint32_t round, uint32_t site);
+
+// The per-row sums a Strategy consumes, decoded from the sum of encoded
+// updates: for each global block, row_weight[row] and weighted_sum[row * cols + c].
+struct DecodedSums {
+  std::vector<std::vector<double>> weighted_sum;
+  std::vector<std::vector<double>> row_weight;
+};
+Result<DecodedSums> DecodeSum(const std::vector<ParamBlock>& global, std::span<const uint64_t> sum,
+                              const FixedPointFormat& format);
+
+}  // namespace fedrec

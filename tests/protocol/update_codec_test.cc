@@ -1,0 +1,139 @@
+#include "protocol/update_codec.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "base/random.h"
+
+namespace fedrec {
+namespace {
+
+std::vector<ParamBlock> Shapes() {
+  return {ParamBlock("item_factors", Scope::kGlobal, 50, 4),
+          ParamBlock("item_bias", Scope::kGlobal, 50, 1),
+          ParamBlock("global_mean", Scope::kGlobalAverage, 1, 1)};
+}
+
+// A site's update: random rows with weights 1..max and values in [-3, 3].
+std::vector<BlockUpdate> RandomUpdate(Rng& rng, const std::vector<ParamBlock>& shapes) {
+  std::vector<BlockUpdate> update;
+  for (const ParamBlock& shape : shapes) {
+    BlockUpdate b;
+    b.name = shape.name;
+    b.cols = shape.cols;
+    for (uint32_t r = 0; r < shape.rows; ++r) {
+      if (rng.Below(3) == 0) continue;
+      b.rows.push_back(r);
+      b.weights.push_back(static_cast<float>(1 + rng.Below(40)));
+      for (uint32_t c = 0; c < shape.cols; ++c)
+        b.values.push_back(static_cast<float>(rng.Uniform() * 6 - 3));
+    }
+    update.push_back(std::move(b));
+  }
+  return update;
+}
+
+void CheckSumDecodes(uint32_t ring_bits) {
+  const auto shapes = Shapes();
+  FixedPointFormat format;
+  format.ring_bits = ring_bits;
+  format.frac_bits = ring_bits == 32 ? 8 : 16;
+  format.max_weight = ring_bits == 32 ? 64 : 65536;
+  Rng rng(5);
+  const uint64_t mask = ring_bits == 64 ? ~0ULL : 0xffffffffULL;
+  std::vector<uint64_t> sum(EncodedLength(shapes), 0);
+  std::vector<std::vector<double>> weighted(shapes.size()), weights(shapes.size());
+  for (size_t b = 0; b < shapes.size(); ++b) {
+    weighted[b].assign(size_t{shapes[b].rows} * shapes[b].cols, 0.0);
+    weights[b].assign(shapes[b].rows, 0.0);
+  }
+  const uint32_t sites = 7;
+  for (uint32_t site = 0; site < sites; ++site) {
+    const auto update = RandomUpdate(rng, shapes);
+    Result<std::vector<uint64_t>> encoded = EncodeUpdate(shapes, update, format, 1, 3, site);
+    ASSERT_TRUE(encoded.ok()) << encoded.status().ToString();
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] = (sum[i] + (*encoded)[i]) & mask;
+    for (size_t b = 0; b < update.size(); ++b) {
+      for (size_t i = 0; i < update[b].rows.size(); ++i) {
+        const uint32_t r = update[b].rows[i];
+        weights[b][r] += update[b].weights[i];
+        for (uint32_t c = 0; c < update[b].cols; ++c)
+          weighted[b][size_t{r} * update[b].cols + c] +=
+              update[b].weights[i] * update[b].values[i * update[b].cols + c];
+      }
+    }
+  }
+  Result<DecodedSums> decoded = DecodeSum(shapes, sum, format);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  const double step = std::ldexp(1.0, -static_cast<int>(format.frac_bits));
+  for (size_t b = 0; b < shapes.size(); ++b) {
+    EXPECT_EQ(decoded->row_weight[b], weights[b]) << "weights are exact";
+    for (size_t i = 0; i < weighted[b].size(); ++i)
+      EXPECT_NEAR(decoded->weighted_sum[b][i], weighted[b][i], sites * step);
+  }
+}
+
+TEST(UpdateCodec, SumOfEncodedUpdatesDecodesToTheWeightedSumsIn64BitRing) { CheckSumDecodes(64); }
+TEST(UpdateCodec, SumOfEncodedUpdatesDecodesToTheWeightedSumsIn32BitRing) { CheckSumDecodes(32); }
+
+TEST(UpdateCodec, RingIsTheSmallestThatCannotWrap) {
+  FixedPointFormat small;
+  small.frac_bits = 8;
+  small.clip = 4;
+  small.max_weight = 64;  // 64 * 4 * 256 = 2^16 per site
+  EXPECT_EQ(*ChooseRingBits(1000, small), 32u);
+  EXPECT_EQ(*ChooseRingBits(40000, small), 64u);
+  FixedPointFormat defaults;
+  EXPECT_EQ(*ChooseRingBits(10, defaults), 64u);
+  FixedPointFormat huge;
+  huge.frac_bits = 40;
+  huge.max_weight = uint64_t{1} << 30;
+  const Status too_big = ChooseRingBits(100, huge).status();
+  EXPECT_FALSE(too_big.ok());
+  EXPECT_NE(too_big.message().find("security.quantization_bits"), std::string::npos);
+}
+
+TEST(UpdateCodec, StochasticRoundingIsUnbiasedAndReproducible) {
+  const std::vector<ParamBlock> shapes = {ParamBlock("b", Scope::kGlobal, 1, 1)};
+  BlockUpdate b{"b", 1, {0}, {1.0f}, {0.3f}};
+  FixedPointFormat format;
+  format.frac_bits = 0;  // value 0.3 rounds to 0 or 1
+  double total = 0;
+  for (uint32_t site = 0; site < 20000; ++site) {
+    const auto encoded = EncodeUpdate(shapes, {b}, format, 9, 1, site);
+    total += static_cast<double>((*encoded)[1]);
+  }
+  EXPECT_NEAR(total / 20000, 0.3, 0.01);
+  EXPECT_EQ(*EncodeUpdate(shapes, {b}, format, 9, 1, 4),
+            *EncodeUpdate(shapes, {b}, format, 9, 1, 4));
+}
+
+TEST(UpdateCodec, ValuesAreClippedAndWeightsCapped) {
+  const std::vector<ParamBlock> shapes = {ParamBlock("b", Scope::kGlobal, 2, 1)};
+  BlockUpdate b{"b", 1, {0, 1}, {1.0f, 1e6f}, {-100.0f, 1.0f}};
+  FixedPointFormat format;
+  format.frac_bits = 4;
+  format.clip = 2;
+  format.max_weight = 10;
+  const auto decoded = DecodeSum(shapes, *EncodeUpdate(shapes, {b}, format, 1, 1, 0), format);
+  EXPECT_EQ(decoded->weighted_sum[0][0], -2.0);
+  EXPECT_EQ(decoded->row_weight[0][1], 10.0);
+  EXPECT_EQ(decoded->weighted_sum[0][1], 10.0);
+}
+
+TEST(UpdateCodec, RejectsUpdatesThatDoNotFitTheModel) {
+  const auto shapes = Shapes();
+  FixedPointFormat format;
+  std::vector<BlockUpdate> update = {{"item_factors", 4, {50}, {1}, {0, 0, 0, 0}},
+                                     {"item_bias", 1, {}, {}, {}},
+                                     {"global_mean", 1, {}, {}, {}}};
+  const Status bad_row = EncodeUpdate(shapes, update, format, 1, 1, 0).status();
+  EXPECT_NE(bad_row.message().find("row 50"), std::string::npos) << bad_row.ToString();
+  update[0] = {"other", 4, {}, {}, {}};
+  EXPECT_FALSE(EncodeUpdate(shapes, update, format, 1, 1, 0).ok());
+  EXPECT_FALSE(DecodeSum(shapes, std::vector<uint64_t>(3), format).ok());
+}
+
+}  // namespace
+}  // namespace fedrec
