@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "apps/job.h"
+#include "protocol/identity.h"
 #include "protocol/mpi_transport.h"
 #include "protocol/sha256.h"
 #include "sim/simulation.h"
@@ -98,7 +99,13 @@ class RoundReporter {
                  {"aborted", m.aborted},
                  {"bytes_sent", m.bytes_sent},
                  {"bytes_received", m.bytes_received},
-                 {"seconds", m.seconds}};
+                 {"seconds", m.seconds},
+                 {"aggregation", m.aggregation}};
+    if (m.aggregation != "none") {
+      line["secure_bytes"] = m.secure_bytes;
+      line["secure_seconds"] = m.secure_seconds;
+    }
+    if (m.aborted) line["abort_reason"] = m.abort_reason;
     if (m.evaluated) {
       AddEval(&line, eval, config_);
       last_eval_ = eval;
@@ -119,6 +126,7 @@ class RoundReporter {
     summary["model_sha256"] = ModelSha256(global);
     summary["bytes_sent"] = coordinator_traffic.bytes_sent;
     summary["bytes_received"] = coordinator_traffic.bytes_received;
+    summary["aggregation"] = config_.security.aggregation;
     summary["run_dir"] = out_->dir();
     return summary;
   }
@@ -151,6 +159,14 @@ Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config) {
   Result<std::unique_ptr<Strategy>> strategy = StrategyRegistry::WithBuiltins().Create(
       config.federation.strategy, MakeStrategyOptions(config));
   if (!strategy.ok()) return strategy.status().WithContext("config federation.strategy");
+  if ((*strategy)->NeedsIndividualUpdates() && config.security.aggregation != "none") {
+    return Status::InvalidArgument(
+        "config: federation.strategy = \"" + config.federation.strategy +
+        "\" needs each site's update in the clear, which security.aggregation = \"" +
+        config.security.aggregation +
+        "\" never reveals; choose a strategy that aggregates sums (e.g. fedavg) or set "
+        "security.aggregation = \"none\"");
+  }
   return strategy;
 }
 
@@ -172,6 +188,15 @@ int RunSim(const Config& config) {
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
+  if (config.security.channels) {
+    LogChannelSecurity(config);
+    std::vector<int> site_ranks(data->sites.size());
+    for (size_t s = 0; s < site_ranks.size(); ++s) site_ranks[s] = static_cast<int>(s) + 1;
+    sim_options.channel_options = [&config, site_ranks](int rank) {
+      return ChannelOptions(config, rank == 0 ? std::nullopt : std::optional<uint32_t>(rank - 1),
+                            site_ranks);
+    };
+  }
   Result<SimulationResult> result = RunSimulation(
       sim_options, MakeCoordinatorOptions(config), InitialGlobal(config, dataset.items.size()),
       std::move(strategy).value(), MakeWorkerOptions(config), dataset.items.size(),
@@ -325,7 +350,8 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
                 coordinator.global(), items);
 }
 
-int SiteRank(const Config& config, Transport& t, uint32_t site) {
+int SiteRank(const Config& config, Transport& t, uint32_t site,
+             std::optional<crypto::SigningKey> identity) {
   const std::string name = SiteName(site, t.rank());
   auto fail = [&](const std::string& message) {
     std::cerr << ("fedrec: " + name + ": " + message + "\n");
@@ -373,6 +399,7 @@ int SiteRank(const Config& config, Transport& t, uint32_t site) {
   WorkerOptions options = MakeWorkerOptions(config);
   options.site = site;
   options.coordinator_rank = 0;
+  options.identity = std::move(identity);
   Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
   // Between requests a site waits while the others train: allow several rounds.
   const milliseconds idle = Seconds(std::max(config.federation.round_timeout * 3, 600.0));
@@ -407,9 +434,33 @@ int RunMpi(const Config& config) {
   }
   std::vector<int> site_ranks;
   for (int64_t s = 0; s < sites; ++s) site_ranks.push_back(static_cast<int>(1 + shard_servers + s));
-  const int code = t.rank() == 0
-                       ? CoordinatorRank(config, t, site_ranks)
-                       : SiteRank(config, t, static_cast<uint32_t>(t.rank() - 1 - shard_servers));
+  const std::optional<uint32_t> site =
+      t.rank() == 0 ? std::nullopt
+                    : std::optional<uint32_t>(static_cast<uint32_t>(t.rank() - 1 - shard_servers));
+  // Every frame of the job travels over an authenticated channel.
+  Transport* transport = &t;
+  std::unique_ptr<SecureTransport> channel;
+  std::optional<crypto::SigningKey> identity;
+  int code = 0;
+  if (config.security.channels) {
+    if (t.rank() == 0) LogChannelSecurity(config);
+    Result<SecureTransportOptions> options = ChannelOptions(config, site, site_ranks);
+    Result<std::unique_ptr<SecureTransport>> secure =
+        options.ok() ? SecureTransport::Create(&t, *options)
+                     : Result<std::unique_ptr<SecureTransport>>(options.status());
+    if (secure.ok()) {
+      identity = options->identity;
+      channel = std::move(secure).value();
+      transport = channel.get();
+    } else {
+      std::cerr << fmt::format("fedrec: rank {}: {}\n", t.rank(), secure.status().message());
+      code = 1;
+    }
+  }
+  if (code == 0) {
+    code = site ? SiteRank(config, *transport, *site, identity)
+                : CoordinatorRank(config, *transport, site_ranks);
+  }
   if (code != 0) {
     // A failed job fails on every rank (the coordinator tells the sites why);
     // meet before exiting so that mpirun, which kills the job at the first
@@ -417,6 +468,7 @@ int RunMpi(const Config& config) {
     if (Status met = t.Barrier(std::chrono::seconds(10)); !met.ok())
       spdlog::warn("rank {}: {}", t.rank(), met.message());
   }
+  channel.reset();
   t.Close();
   return code;
 }
@@ -463,6 +515,35 @@ int RunGenerate(const Config& config, const std::string& dir) {
                     {"sites", data->sites.size()}}
                    .dump()
             << std::endl;
+  return 0;
+}
+
+int RunKeygen(const std::string& prefix, const std::string& dir, int64_t sites, bool overwrite) {
+  std::vector<std::pair<std::string, std::string>> pairs;  // name, prefix
+  if (!prefix.empty()) {
+    pairs.emplace_back(std::filesystem::path(prefix).filename().string(), prefix);
+  } else {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return Fail(Status::IoError("cannot create " + dir + ": " + ec.message()));
+    pairs.emplace_back("coordinator", dir + "/coordinator");
+    for (int64_t s = 0; s < sites; ++s)
+      pairs.emplace_back("site" + std::to_string(s), dir + "/site" + std::to_string(s));
+  }
+  json summary = {{"command", "keygen"}};
+  for (const auto& [name, path] : pairs) {
+    Result<crypto::SigningKey> key = GenerateIdentityFiles(path, overwrite);
+    if (!key.ok()) return Fail(key.status());
+    summary["public_keys"][name] = crypto::ToHex(key->public_key);
+    std::cerr << "wrote " << path << ".key (private, mode 0600) and " << path << ".pub\n";
+  }
+  if (!dir.empty()) {
+    summary["config"] = {{"security.coordinator_identity", dir + "/coordinator.key"},
+                         {"security.coordinator_public_key", dir + "/coordinator.pub"},
+                         {"security.site_identity", dir + "/site{site}.key"},
+                         {"security.site_public_keys", dir + "/site{site}.pub"}};
+  }
+  std::cout << summary.dump() << std::endl;
   return 0;
 }
 

@@ -3,6 +3,9 @@
 // stdout (on rank 0 only for `run`).
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "apps/config.h"
 
 namespace fedrec {
@@ -16,5 +19,9 @@ int RunMpi(const Config& config);
 // and <dir>/site<s>.csv for each of federation.sites sites (partitioned as
 // configured), for trying per-site files and multi-machine runs.
 int RunGenerate(const Config& config, const std::string& dir);
+// Creates identity key files: one pair at `prefix` (<prefix>.key, .pub), or,
+// with `dir`, coordinator.* and site<s>.* for `sites` sites. Prints the public
+// keys as the summary JSON.
+int RunKeygen(const std::string& prefix, const std::string& dir, int64_t sites, bool overwrite);
 
 }  // namespace fedrec

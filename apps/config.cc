@@ -4,6 +4,7 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <variant>
@@ -85,6 +86,27 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
       FEDREC_KEY("eval.relevant_threshold", eval.relevant_threshold,
                  "held-out ratings >= this are relevant for top-N metrics"),
+      FEDREC_KEY("security.aggregation", security.aggregation,
+                 "how updates are combined: secagg | secagg+ | paillier | none (in the clear)"),
+      FEDREC_KEY("security.threshold", security.threshold,
+                 "share of a round's sites (secagg+: of each neighbourhood) that must remain"),
+      FEDREC_KEY("security.clip", security.clip,
+                 "encrypted updates: parameter values are clipped to [-clip, clip]"),
+      FEDREC_KEY("security.quantization_bits", security.quantization_bits,
+                 "encrypted updates: fractional bits of the fixed-point encoding"),
+      FEDREC_KEY("security.max_weight", security.max_weight,
+                 "encrypted updates: per-row weights (ratings) are capped to this"),
+      FEDREC_KEY("security.paillier_bits", security.paillier_bits, "Paillier modulus bits"),
+      FEDREC_KEY("security.channels", security.channels,
+                 "authenticate and encrypt every coordinator-site frame (AES-256-GCM)"),
+      FEDREC_KEY("security.coordinator_identity", security.coordinator_identity,
+                 "coordinator's private key file (fedrec keygen); empty = ephemeral"),
+      FEDREC_KEY("security.coordinator_public_key", security.coordinator_public_key,
+                 "coordinator's public key (.pub file or hex) that sites require"),
+      FEDREC_KEY("security.site_identity", security.site_identity,
+                 "sites' private key files, {site}/{rank} pattern; empty = ephemeral"),
+      FEDREC_KEY("security.site_public_keys", security.site_public_keys,
+                 "sites' public key files ({site}/{rank} pattern) the coordinator requires"),
       FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
                  "shard-server ranks after the coordinator in fedrec run (parameter-server mode)"),
       FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,
@@ -364,6 +386,40 @@ Status ValidateConfig(const Config& c) {
   if (!(c.cluster.startup_timeout > 0.0))
     return fail("cluster.startup_timeout", "seconds > 0",
                 fmt::format("{}", c.cluster.startup_timeout));
+  FEDREC_RETURN_IF_ERROR(one_of("security.aggregation", c.security.aggregation,
+                                {"secagg", "secagg+", "paillier", "none"}));
+  if (!(c.security.threshold > 0.0 && c.security.threshold <= 1.0))
+    return fail("security.threshold", "a number in (0, 1]",
+                fmt::format("{}", c.security.threshold));
+  if (!(c.security.clip > 0.0))
+    return fail("security.clip", "a number > 0", fmt::format("{}", c.security.clip));
+  if (c.security.quantization_bits < 0 || c.security.quantization_bits > 40)
+    return fail("security.quantization_bits", "an integer in [0, 40]",
+                std::to_string(c.security.quantization_bits));
+  FEDREC_RETURN_IF_ERROR(positive("security.max_weight", c.security.max_weight));
+  if (c.security.paillier_bits < 512 || c.security.paillier_bits > 8192 ||
+      c.security.paillier_bits % 64 != 0)
+    return fail("security.paillier_bits", "a multiple of 64 in [512, 8192]",
+                std::to_string(c.security.paillier_bits));
+  if (c.security.aggregation != "none") {
+    const double per_round =
+        std::max(1.0, std::round(c.federation.fraction * static_cast<double>(c.federation.sites)));
+    if (per_round < 3)
+      return fail("security.aggregation",
+                  "\"none\", or at least 3 sites per round (with fewer, one site's update "
+                  "follows from the sum and the other's)",
+                  fmt::format("\"{}\" with {} site(s) per round (federation.sites = {}, "
+                              "federation.fraction = {})",
+                              c.security.aggregation, per_round, c.federation.sites,
+                              c.federation.fraction));
+  }
+  for (const auto& [key, value] :
+       {std::pair{"security.site_identity", c.security.site_identity},
+        std::pair{"security.site_public_keys", c.security.site_public_keys}}) {
+    if (!value.empty() && value.find("{site}") == std::string::npos &&
+        value.find("{rank}") == std::string::npos)
+      return fail(key, "a path pattern containing {site} or {rank}", "\"" + value + "\"");
+  }
   FEDREC_RETURN_IF_ERROR(positive("eval.every", c.eval.every));
   FEDREC_RETURN_IF_ERROR(positive("eval.top_k", c.eval.top_k));
   if (c.sim.threads < 0)

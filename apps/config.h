@@ -74,6 +74,20 @@ struct Config {
     double relevant_threshold = 4.0;
   } eval;
 
+  struct Security {
+    std::string aggregation = "secagg";  // secagg | secagg+ | paillier | none
+    double threshold = 0.6;  // share of a round's sites (or SecAgg+ neighbourhood) that must remain
+    double clip = 8.0;
+    int64_t quantization_bits = 16;
+    int64_t max_weight = 65536;
+    int64_t paillier_bits = 2048;
+    bool channels = true;                // authenticated, encrypted coordinator-site channels
+    std::string coordinator_identity;    // coordinator's private key file (fedrec keygen)
+    std::string coordinator_public_key;  // its public key (file or hex), checked by the sites
+    std::string site_identity;           // sites' private key files, with {site} or {rank}
+    std::string site_public_keys;        // sites' public key files, with {site} or {rank}
+  } security;
+
   struct Cluster {
     int64_t shard_servers = 0;
     double startup_timeout = 120.0;  // seconds for every site to load its data and report

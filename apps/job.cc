@@ -1,6 +1,7 @@
 #include "apps/job.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "data/readers.h"
 #include "data/split.h"
 #include "data/synthetic.h"
+#include "protocol/identity.h"
 
 namespace fedrec {
 
@@ -258,7 +260,15 @@ WorkerOptions MakeWorkerOptions(const Config& config) {
   options.evaluate_ranking = config.eval.ranking;
   options.ranking.k = static_cast<uint32_t>(config.eval.top_k);
   options.ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
+  options.seed = config.seed;
   return options;
+}
+
+Aggregation AggregationOf(const Config& config) {
+  const std::string& a = config.security.aggregation;
+  if (a == "secagg" || a == "secagg+") return Aggregation::kSecAgg;
+  if (a == "paillier") return Aggregation::kPaillier;
+  return Aggregation::kNone;
 }
 
 CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
@@ -272,7 +282,85 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.seed = config.seed;
   options.round_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(config.federation.round_timeout * 1000.0));
+  options.aggregation = AggregationOf(config);
+  options.sparse_graph = config.security.aggregation == "secagg+";
+  options.threshold = config.security.threshold;
+  options.format.frac_bits = static_cast<uint32_t>(config.security.quantization_bits);
+  options.format.clip = static_cast<float>(config.security.clip);
+  options.format.max_weight = static_cast<uint64_t>(config.security.max_weight);
+  options.paillier_bits = static_cast<uint32_t>(config.security.paillier_bits);
   return options;
+}
+
+namespace {
+
+// A public key given as 64 hex digits or as the path of a .pub file.
+Result<crypto::Key32> ReadPublicKey(const std::string& text_or_path, const std::string& what) {
+  Result<crypto::Key32> key = text_or_path.size() == 64 ? ParsePublicKey(text_or_path, what)
+                                                        : LoadPublicKeyFile(text_or_path);
+  if (!key.ok()) return key.status().WithContext(what);
+  return key;
+}
+
+}  // namespace
+
+Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optional<uint32_t> site,
+                                              const std::vector<int>& site_ranks) {
+  const Config::Security& sec = config.security;
+  SecureTransportOptions options;
+  const std::string identity_file =
+      site ? (sec.site_identity.empty() ? "" : SitePath(config, sec.site_identity, *site))
+           : sec.coordinator_identity;
+  if (identity_file.empty()) {
+    FEDREC_ASSIGN_OR_RETURN(options.identity, crypto::GenerateSigningKey());
+  } else {
+    Result<crypto::SigningKey> identity = LoadIdentity(identity_file);
+    if (!identity.ok())
+      return identity.status().WithContext(site ? "config security.site_identity"
+                                                : "config security.coordinator_identity");
+    options.identity = *identity;
+  }
+  if (site) {
+    options.authenticate = !sec.coordinator_public_key.empty();
+    if (options.authenticate) {
+      FEDREC_ASSIGN_OR_RETURN(
+          options.peer_keys[0],
+          ReadPublicKey(sec.coordinator_public_key, "config security.coordinator_public_key"));
+    }
+  } else {
+    options.authenticate = !sec.site_public_keys.empty();
+    for (uint32_t s = 0; options.authenticate && s < site_ranks.size(); ++s) {
+      const std::string path = SitePath(config, sec.site_public_keys, s);
+      FEDREC_ASSIGN_OR_RETURN(
+          options.peer_keys[site_ranks[s]],
+          ReadPublicKey(path, "config security.site_public_keys, site " + std::to_string(s)));
+    }
+  }
+  std::vector<int> ranks = site_ranks;
+  options.peer_name = [ranks](int rank) {
+    if (rank == 0) return std::string("coordinator (rank 0)");
+    for (size_t s = 0; s < ranks.size(); ++s)
+      if (ranks[s] == rank)
+        return "site " + std::to_string(s) + " (rank " + std::to_string(rank) + ")";
+    return "rank " + std::to_string(rank);
+  };
+  return options;
+}
+
+void LogChannelSecurity(const Config& config) {
+  const Config::Security& sec = config.security;
+  if (!sec.channels) {
+    spdlog::warn(
+        "security.channels = false: frames between the coordinator and the sites travel "
+        "unencrypted and unauthenticated");
+    return;
+  }
+  if (sec.site_public_keys.empty()) {
+    spdlog::info(
+        "sites are not authenticated (security.site_public_keys is empty): channels are "
+        "encrypted with identities made at start-up; create keys with `fedrec keygen` to "
+        "enforce them");
+  }
 }
 
 StrategyOptions MakeStrategyOptions(const Config& config) {

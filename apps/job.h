@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "base/status.h"
 #include "coordinator/coordinator.h"
 #include "data/ratings.h"
+#include "protocol/secure_transport.h"
 #include "worker/worker.h"
 
 namespace fedrec {
@@ -47,8 +49,20 @@ Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* 
 
 MfTrainerOptions TrainerOptions(const Config& config);
 WorkerOptions MakeWorkerOptions(const Config& config);
+// security.aggregation as the wire enum (secagg and secagg+ are both kSecAgg).
+Aggregation AggregationOf(const Config& config);
 CoordinatorOptions MakeCoordinatorOptions(const Config& config);
 StrategyOptions MakeStrategyOptions(const Config& config);
+
+// The channel set-up of one rank of a job (coordinator: site == nullopt):
+// its identity (security.*_identity key files, else an ephemeral key made
+// now) and the peer keys it enforces (security.site_public_keys at the
+// coordinator, security.coordinator_public_key at a site; none = any identity
+// is accepted). `site_ranks[s]` is the rank of site s; the coordinator is rank 0.
+Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optional<uint32_t> site,
+                                              const std::vector<int>& site_ranks);
+// Logs once, at the coordinator, what the channels authenticate.
+void LogChannelSecurity(const Config& config);
 
 struct EvalResult {
   ErrorSums errors;

@@ -3,6 +3,7 @@
 //   fedrec train [--config job.toml] [--set section.key=value ...]   centralized baseline
 //   fedrec sim   [--config job.toml] [--set ...]                     federation in one process
 //   mpirun -np N fedrec run [--config job.toml] [--set ...]          one role per MPI rank
+//   fedrec keygen --out keys/site0 | --dir keys --sites N            identity key files
 //   fedrec config [--docs]                                           resolved configuration
 //
 // Every run writes its resolved config and per-round metrics (JSON lines) to a
@@ -36,6 +37,21 @@ int main(int argc, char** argv) {
       app.add_subcommand("generate", "write synthetic data as CSV (all + per site)");
   std::string generate_dir;
   generate->add_option("--out", generate_dir, "output directory")->required();
+  CLI::App* keygen = app.add_subcommand(
+      "keygen", "create Ed25519 identity keys: <prefix>.key (private) and <prefix>.pub");
+  std::string keygen_prefix, keygen_dir;
+  int64_t keygen_sites = 0;
+  bool keygen_force = false;
+  auto* prefix_opt = keygen->add_option("--out", keygen_prefix, "one key pair: file prefix");
+  auto* dir_opt =
+      keygen->add_option("--dir", keygen_dir, "a federation's keys: coordinator + site{s}");
+  keygen->add_option("--sites", keygen_sites, "sites, with --dir")->needs(dir_opt);
+  keygen->add_flag("--force", keygen_force, "overwrite existing key files");
+  prefix_opt->excludes(dir_opt);
+  keygen->callback([&] {
+    if (keygen_prefix.empty() && keygen_dir.empty())
+      throw CLI::ValidationError("keygen", "give --out <prefix> or --dir <dir> --sites N");
+  });
   CLI::App* config_cmd = app.add_subcommand("config", "print the resolved configuration");
   add_common(train);
   add_common(sim);
@@ -53,6 +69,8 @@ int main(int argc, char** argv) {
                     : quiet ? spdlog::level::err
                     : tty   ? spdlog::level::info
                             : spdlog::level::warn);
+
+  if (*keygen) return fedrec::RunKeygen(keygen_prefix, keygen_dir, keygen_sites, keygen_force);
 
   Config config;
   if (!config_path.empty()) {

@@ -8,6 +8,8 @@
 #include <utility>
 
 #include "coordinator/aggregator.h"
+#include "protocol/paillier.h"
+#include "protocol/secagg.h"
 
 namespace fedrec {
 
@@ -110,11 +112,20 @@ Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites
   return Status::Ok();
 }
 
+template <typename M>
+Status Coordinator::SendTo(const M& message, uint32_t site, uint32_t round) {
+  return transport_->Send(options_.site_ranks[site],
+                          EncodeMessage(message, round, static_cast<uint32_t>(transport_->rank())));
+}
+
 Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
   const std::vector<uint32_t> selected =
       strategy_->SelectSites(round, num_sites, options_.fraction, options_.seed);
   metrics->sites_selected = static_cast<uint32_t>(selected.size());
+  metrics->aggregation = AggregationName(options_.aggregation);
+  if (options_.aggregation == Aggregation::kSecAgg && options_.sparse_graph)
+    metrics->aggregation = "secagg+";
 
   RoundPlan plan;
   plan.round = round;
@@ -122,38 +133,52 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   plan.local_epochs = options_.local_epochs;
   plan.epoch_offset = static_cast<uint64_t>(round - 1) * options_.local_epochs;
   plan.lr = options_.lr;
-  FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
-  UpdateAggregator aggregator(global_, version_, round, selected);
-  const auto deadline = Clock::now() + options_.round_timeout;
-  FEDREC_RETURN_IF_ERROR(Collect<ModelUpdate>(
-      transport_, site_of_rank_, round, selected, deadline,
-      [&](uint32_t site, ModelUpdate update) {
-        if (Status added = aggregator.Add(site, std::move(update)); !added.ok()) {
-          spdlog::warn("coordinator: {} {}", SiteName(site), added.message());
-          site_version_[site] = UINT64_MAX;
-        }
-      },
-      [&](uint32_t site, const std::string& reason) {
-        spdlog::warn("coordinator, round {}: {} failed: {}", round, SiteName(site), reason);
-        aggregator.Fail(site);
-        site_version_[site] = UINT64_MAX;  // resend the model next time
-      }));
-  const AggregateInput input = aggregator.Finish();
+  AggregateInput input;
+  if (options_.aggregation == Aggregation::kSecAgg) {
+    FEDREC_RETURN_IF_ERROR(SecAggRound(std::move(plan), selected, metrics, &input));
+  } else if (options_.aggregation == Aggregation::kPaillier) {
+    FEDREC_RETURN_IF_ERROR(PaillierRound(std::move(plan), selected, metrics, &input));
+  } else {
+    FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
+    UpdateAggregator aggregator(global_, version_, round, selected);
+    const auto deadline = Clock::now() + options_.round_timeout;
+    FEDREC_RETURN_IF_ERROR(Collect<ModelUpdate>(
+        transport_, site_of_rank_, round, selected, deadline,
+        [&](uint32_t site, ModelUpdate update) {
+          if (Status added = aggregator.Add(site, std::move(update)); !added.ok()) {
+            spdlog::warn("coordinator: {} {}", SiteName(site), added.message());
+            site_version_[site] = UINT64_MAX;
+          }
+        },
+        [&](uint32_t site, const std::string& reason) {
+          spdlog::warn("coordinator, round {}: {} failed: {}", round, SiteName(site), reason);
+          aggregator.Fail(site);
+          site_version_[site] = UINT64_MAX;  // resend the model next time
+        }));
+    input = aggregator.Finish();
+    metrics->train_mse =
+        aggregator.train_count()
+            ? aggregator.train_squared_error() / static_cast<double>(aggregator.train_count())
+            : 0.0;
+  }
+  if (metrics->aborted) return Status::Ok();
   metrics->failures = input.failures;
   metrics->sites_reported = input.sites;
-  metrics->train_mse = aggregator.train_count() ? aggregator.train_squared_error() /
-                                                      static_cast<double>(aggregator.train_count())
-                                                : 0.0;
 
   if (input.sites < std::max<uint32_t>(options_.min_sites, 1)) {
     metrics->aborted = true;
-    spdlog::warn(
-        "coordinator, round {}: aborted, {} of {} selected sites reported (need {}); "
-        "the model is unchanged",
-        round, input.sites, selected.size(), options_.min_sites);
+    metrics->abort_reason = std::to_string(input.sites) + " of " + std::to_string(selected.size()) +
+                            " selected sites reported (need " + std::to_string(options_.min_sites) +
+                            ")";
+    spdlog::warn("coordinator, round {}: aborted, {}; the model is unchanged", round,
+                 metrics->abort_reason);
     return Status::Ok();
   }
+  return ApplyAggregate(round, input);
+}
+
+Status Coordinator::ApplyAggregate(uint32_t round, const AggregateInput& input) {
   FEDREC_RETURN_IF_ERROR(strategy_->Aggregate(input, &global_)
                              .WithContext("coordinator, round " + std::to_string(round)));
   for (const ParamBlock& block : global_) {
@@ -166,6 +191,337 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
     }
   }
   ++version_;
+  return Status::Ok();
+}
+
+Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& selected,
+                                RoundMetrics* metrics, AggregateInput* input) {
+  const uint32_t round = plan.round;
+  FixedPointFormat format = options_.format;
+  FEDREC_ASSIGN_OR_RETURN(format.ring_bits,
+                          ChooseRingBits(static_cast<uint32_t>(selected.size()), format));
+  FEDREC_ASSIGN_OR_RETURN(
+      secagg::Params params,
+      secagg::MakeParams(round, selected, options_.sparse_graph, options_.threshold,
+                         format.ring_bits, EncodedLength(global_)));
+  plan.aggregation = Aggregation::kSecAgg;
+  plan.participants = params.sites;
+  plan.threshold = params.threshold;
+  plan.degree = params.degree;
+  plan.ring_order = params.ring_order;
+  plan.ring_bits = format.ring_bits;
+  plan.frac_bits = format.frac_bits;
+  plan.clip = format.clip;
+  plan.max_weight = format.max_weight;
+  FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
+
+  secagg::Server server(std::move(params));
+  const TrafficStats start = transport_->stats();
+  Clock::duration busy{};  // the coordinator's own protocol work
+  const auto timed = [&busy](auto&& step) {
+    const auto t0 = Clock::now();
+    auto result = step();
+    busy += Clock::now() - t0;
+    return result;
+  };
+  const auto fail = [&](uint32_t site, const std::string& reason) {
+    spdlog::warn("coordinator, round {}: {} dropped out of secure aggregation: {}", round,
+                 SiteName(site), reason);
+    site_version_[site] = UINT64_MAX;
+  };
+  const auto finish = [&]() {
+    const TrafficStats end = transport_->stats();
+    metrics->secure_bytes =
+        (end.bytes_sent - start.bytes_sent) + (end.bytes_received - start.bytes_received);
+    metrics->secure_seconds = std::chrono::duration<double>(busy).count();
+  };
+  // Below the threshold the round ends with the model unchanged.
+  const auto abort = [&](const Status& status) {
+    finish();
+    metrics->aborted = true;
+    metrics->failures = static_cast<uint32_t>(selected.size() - server.survivors().size());
+    metrics->abort_reason = status.message();
+    spdlog::warn("coordinator, round {}: secure aggregation aborted, the model is unchanged: {}",
+                 round, status.message());
+    return Status::Ok();
+  };
+  const auto deadline = [this] { return Clock::now() + options_.round_timeout; };
+
+  // Step 1: round keys.
+  FEDREC_RETURN_IF_ERROR(Collect<SecAggKeys>(
+      transport_, site_of_rank_, round, selected, deadline(),
+      [&](uint32_t site, SecAggKeys keys) {
+        const auto identity = transport_->PeerIdentity(options_.site_ranks[site]);
+        Status added = timed(
+            [&] { return server.AddKeys(site, keys, identity ? *identity : keys.identity_key); });
+        if (!added.ok()) fail(site, added.message());
+      },
+      fail));
+  if (Status s = timed([&] { return server.FinishKeys(); }); !s.ok()) return abort(s);
+  for (uint32_t site : server.advertised()) {
+    Result<SecAggKeyList> list = timed([&] { return server.KeyListFor(site); });
+    if (!list.ok()) return abort(list.status());
+    FEDREC_RETURN_IF_ERROR(SendTo(*list, site, round));
+  }
+
+  // Step 2: encrypted shares, routed to their holders.
+  const std::vector<uint32_t> advertised = server.advertised();
+  FEDREC_RETURN_IF_ERROR(Collect<SecAggShares>(
+      transport_, site_of_rank_, round, advertised, deadline(),
+      [&](uint32_t site, SecAggShares shares) {
+        Status added = timed([&] { return server.AddShares(site, std::move(shares)); });
+        if (!added.ok()) fail(site, added.message());
+      },
+      fail));
+  if (Status s = timed([&] { return server.FinishShares(); }); !s.ok()) return abort(s);
+  for (uint32_t site : server.shared()) {
+    Result<SecAggRoutedShares> routed = timed([&] { return server.SharesFor(site); });
+    if (!routed.ok()) return abort(routed.status());
+    FEDREC_RETURN_IF_ERROR(SendTo(*routed, site, round));
+  }
+
+  // Step 3: masked inputs, added into the running sum as they arrive.
+  const std::vector<uint32_t> shared = server.shared();
+  std::map<uint32_t, std::pair<double, uint64_t>> train_loss;  // summed in site order below
+  FEDREC_RETURN_IF_ERROR(Collect<SecAggMasked>(
+      transport_, site_of_rank_, round, shared, deadline(),
+      [&](uint32_t site, SecAggMasked masked) {
+        Status added = timed([&] { return server.AddMasked(site, masked); });
+        if (!added.ok()) return fail(site, added.message());
+        if (masked.metrics.size() >= 2)
+          train_loss[site] = {masked.metrics[0], static_cast<uint64_t>(masked.metrics[1])};
+      },
+      fail));
+  if (Status s = timed([&] { return server.FinishMasked(); }); !s.ok()) return abort(s);
+  const SecAggUnmaskRequest request = server.UnmaskRequest();
+  for (uint32_t site : server.survivors()) FEDREC_RETURN_IF_ERROR(SendTo(request, site, round));
+
+  // Step 4: revealed shares; step 5: unmasking.
+  const std::vector<uint32_t> survivors = server.survivors();
+  FEDREC_RETURN_IF_ERROR(Collect<SecAggUnmaskShares>(
+      transport_, site_of_rank_, round, survivors, deadline(),
+      [&](uint32_t site, SecAggUnmaskShares shares) {
+        Status added = timed([&] { return server.AddUnmaskShares(site, shares); });
+        if (!added.ok()) fail(site, added.message());
+      },
+      fail));
+  Result<std::vector<uint64_t>> sum = timed([&] { return server.Finish(); });
+  if (!sum.ok()) return abort(sum.status());
+  Result<DecodedSums> decoded = timed([&] { return DecodeSum(global_, *sum, format); });
+  if (!decoded.ok()) return abort(decoded.status());
+  finish();
+
+  input->round = round;
+  input->weighted_sum = std::move(decoded->weighted_sum);
+  input->row_weight = std::move(decoded->row_weight);
+  input->sites = static_cast<uint32_t>(survivors.size());
+  input->failures = static_cast<uint32_t>(selected.size() - survivors.size());
+  double squared = 0.0;
+  uint64_t count = 0;
+  for (uint32_t site : survivors) {
+    auto it = train_loss.find(site);
+    if (it == train_loss.end()) continue;
+    squared += it->second.first;
+    count += it->second.second;
+  }
+  metrics->train_mse = count ? squared / static_cast<double>(count) : 0.0;
+  return Status::Ok();
+}
+
+Status Coordinator::PaillierSetup(uint32_t round) {
+  const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
+  std::vector<uint32_t> sites(num_sites);
+  for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
+  paillier_ready_.assign(num_sites, false);
+  const auto deadline = [this] { return Clock::now() + options_.round_timeout; };
+  const auto fail = [&](uint32_t site, const std::string& reason) {
+    spdlog::warn("coordinator, round {}: {} is left out of the Paillier key set-up: {}", round,
+                 SiteName(site), reason);
+  };
+  // Each site offers a signed X25519 key; the lowest site that does holds the key.
+  PaillierKey request;
+  request.round = round;
+  // The holder is named before the offers arrive: site 0 first; should a
+  // set-up fail, the next one is retried next round with the next site.
+  request.holder = paillier_attempts_++ % num_sites;
+  request.modulus_bits = options_.paillier_bits;
+  std::map<uint32_t, SecAggKeys> offers;
+  for (uint32_t s : sites) FEDREC_RETURN_IF_ERROR(SendTo(request, s, round));
+  FEDREC_RETURN_IF_ERROR(Collect<SecAggKeys>(
+      transport_, site_of_rank_, round, sites, deadline(),
+      [&](uint32_t site, SecAggKeys keys) {
+        if (keys.site != site || keys.round != round) return fail(site, "mislabelled set-up key");
+        if (const auto identity = transport_->PeerIdentity(options_.site_ranks[site]))
+          keys.identity_key = *identity;
+        offers[site] = keys;
+      },
+      fail));
+  const auto holder_offer = offers.find(request.holder);
+  if (holder_offer == offers.end()) {
+    return Status::Aborted("Paillier key set-up: the key holder, " + SiteName(request.holder) +
+                           ", did not offer a key");
+  }
+  SecAggKeyList list;
+  list.round = round;
+  for (const auto& [site, keys] : offers) list.keys.push_back(keys);
+  FEDREC_RETURN_IF_ERROR(SendTo(list, request.holder, round));
+  std::optional<PaillierKey> generated;
+  FEDREC_RETURN_IF_ERROR(Collect<PaillierKey>(
+      transport_, site_of_rank_, round, {request.holder}, deadline(),
+      [&](uint32_t, PaillierKey key) { generated = std::move(key); }, fail));
+  if (!generated) return Status::Aborted("Paillier key set-up: the key holder did not answer");
+  Result<PaillierPublicKey> public_key = PaillierPublicKey::FromBytes(generated->public_key);
+  if (!public_key.ok()) return public_key.status().WithContext("Paillier key from the holder");
+  generated->holder_keys = holder_offer->second;  // with the channel's identity key
+  paillier_ready_[request.holder] = true;
+
+  std::vector<uint32_t> receivers;
+  for (const EncryptedShare& sealed : generated->sealed_private) {
+    if (sealed.site >= num_sites || !offers.contains(sealed.site)) continue;
+    PaillierKey forward = *generated;
+    forward.sealed_private = {sealed};
+    FEDREC_RETURN_IF_ERROR(SendTo(forward, sealed.site, round));
+    receivers.push_back(sealed.site);
+  }
+  std::sort(receivers.begin(), receivers.end());
+  FEDREC_RETURN_IF_ERROR(Collect<PaillierKey>(
+      transport_, site_of_rank_, round, receivers, deadline(),
+      [&](uint32_t site, PaillierKey ack) {
+        if (ack.public_key == generated->public_key)
+          paillier_ready_[site] = true;
+        else
+          fail(site, "acknowledged another public key");
+      },
+      fail));
+  paillier_public_ = generated->public_key;
+  const auto ready = std::count(paillier_ready_.begin(), paillier_ready_.end(), true);
+  spdlog::info("coordinator, round {}: Paillier-{} key set up by {}; {} of {} sites hold it", round,
+               options_.paillier_bits, SiteName(request.holder), ready, num_sites);
+  return Status::Ok();
+}
+
+Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& selected,
+                                  RoundMetrics* metrics, AggregateInput* input) {
+  const uint32_t round = plan.round;
+  const TrafficStats start = transport_->stats();
+  Clock::duration busy{};
+  const auto finish = [&] {
+    const TrafficStats end = transport_->stats();
+    metrics->secure_bytes =
+        (end.bytes_sent - start.bytes_sent) + (end.bytes_received - start.bytes_received);
+    metrics->secure_seconds = std::chrono::duration<double>(busy).count();
+  };
+  const auto abort = [&](const Status& status) {
+    finish();
+    metrics->aborted = true;
+    metrics->abort_reason = status.message();
+    spdlog::warn("coordinator, round {}: Paillier aggregation aborted, the model is unchanged: {}",
+                 round, status.message());
+    return Status::Ok();
+  };
+  if (paillier_public_.empty()) {
+    const auto t0 = Clock::now();
+    Status setup = PaillierSetup(round);
+    busy += Clock::now() - t0;
+    if (!setup.ok()) {
+      paillier_public_.clear();
+      if (setup.code() != Status::Code::kAborted) return setup;
+      return abort(setup);
+    }
+  }
+  std::vector<uint32_t> participants;
+  for (uint32_t site : selected) {
+    if (paillier_ready_[site]) participants.push_back(site);
+  }
+  if (participants.size() < 2) {
+    return abort(Status::Aborted(std::to_string(participants.size()) + " of the " +
+                                 std::to_string(selected.size()) +
+                                 " selected sites hold the Paillier key; at least 2 are needed"));
+  }
+  FixedPointFormat format = options_.format;
+  format.ring_bits = 64;
+  plan.aggregation = Aggregation::kPaillier;
+  plan.participants = participants;
+  plan.ring_bits = format.ring_bits;
+  plan.frac_bits = format.frac_bits;
+  plan.clip = format.clip;
+  plan.max_weight = format.max_weight;
+  FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, participants, round));
+
+  FEDREC_ASSIGN_OR_RETURN(PaillierPublicKey public_key,
+                          PaillierPublicKey::FromBytes(paillier_public_));
+  const uint64_t length = EncodedLength(global_);
+  const PackingParams params{static_cast<int>(SignedValueBits(format)),
+                             static_cast<int>(participants.size())};
+  FEDREC_ASSIGN_OR_RETURN(PaillierPacker packer,
+                          PaillierPacker::Create(params, public_key.modulus_bits()));
+  PaillierAccumulator sum(public_key, packer.NumPlaintexts(length));
+  std::vector<uint32_t> reported;
+  std::map<uint32_t, std::pair<double, uint64_t>> train_loss;
+  const auto fail = [&](uint32_t site, const std::string& reason) {
+    spdlog::warn("coordinator, round {}: {} failed: {}", round, SiteName(site), reason);
+    site_version_[site] = UINT64_MAX;
+  };
+  // Ciphertext products are exact, so the order updates arrive in does not matter.
+  FEDREC_RETURN_IF_ERROR(Collect<PaillierUpdate>(
+      transport_, site_of_rank_, round, participants, Clock::now() + options_.round_timeout,
+      [&](uint32_t site, PaillierUpdate update) {
+        if (update.values != length) {
+          return fail(site, "encrypted update of " + std::to_string(update.values) +
+                                " values, expected " + std::to_string(length));
+        }
+        const auto t0 = Clock::now();
+        Status added = sum.Add(update.ciphertexts);
+        busy += Clock::now() - t0;
+        if (!added.ok()) return fail(site, added.message());
+        reported.push_back(site);
+        if (update.metrics.size() >= 2)
+          train_loss[site] = {update.metrics[0], static_cast<uint64_t>(update.metrics[1])};
+      },
+      fail));
+  if (reported.size() < 2) {
+    return abort(Status::Aborted(std::to_string(reported.size()) +
+                                 " encrypted update(s) arrived; at least 2 are needed"));
+  }
+  std::sort(reported.begin(), reported.end());
+  PaillierSum request;
+  request.round = round;
+  request.values = length;
+  request.additions = static_cast<uint32_t>(sum.additions());
+  FEDREC_ASSIGN_OR_RETURN(request.ciphertexts, sum.Sums());
+  // A site that reported decrypts the sum; should it fail, the next one does.
+  std::optional<std::vector<int64_t>> sums;
+  for (uint32_t decryptor : reported) {
+    FEDREC_RETURN_IF_ERROR(SendTo(request, decryptor, round));
+    FEDREC_RETURN_IF_ERROR(Collect<PaillierDecrypted>(
+        transport_, site_of_rank_, round, {decryptor}, Clock::now() + options_.round_timeout,
+        [&](uint32_t site, PaillierDecrypted decrypted) {
+          if (decrypted.sums.size() != length)
+            return fail(site, "decrypted " + std::to_string(decrypted.sums.size()) + " sums");
+          sums = std::move(decrypted.sums);
+        },
+        fail));
+    if (sums) break;
+  }
+  if (!sums) return abort(Status::Aborted("no site decrypted the aggregated ciphertexts"));
+  std::vector<uint64_t> ring(sums->begin(), sums->end());
+  const auto t0 = Clock::now();
+  Result<DecodedSums> decoded = DecodeSum(global_, ring, format);
+  busy += Clock::now() - t0;
+  if (!decoded.ok()) return abort(decoded.status());
+  finish();
+  input->round = round;
+  input->weighted_sum = std::move(decoded->weighted_sum);
+  input->row_weight = std::move(decoded->row_weight);
+  input->sites = static_cast<uint32_t>(reported.size());
+  input->failures = static_cast<uint32_t>(selected.size() - reported.size());
+  double squared = 0.0;
+  uint64_t count = 0;
+  for (const auto& [site, loss] : train_loss) {  // site order
+    squared += loss.first;
+    count += loss.second;
+  }
+  metrics->train_mse = count ? squared / static_cast<double>(count) : 0.0;
   return Status::Ok();
 }
 

@@ -23,6 +23,7 @@
 #include "base/status.h"
 #include "protocol/messages.h"
 #include "protocol/transport.h"
+#include "protocol/update_codec.h"
 
 namespace fedrec {
 
@@ -36,6 +37,14 @@ struct CoordinatorOptions {
   uint64_t seed = 1;
   std::chrono::milliseconds round_timeout{std::chrono::minutes(10)};
   std::vector<int> site_ranks;  // rank of site s; its size is the number of sites
+
+  // How updates are combined. kSecAgg and kPaillier never show the coordinator
+  // an individual update; they need at least 3 sites per round.
+  Aggregation aggregation = Aggregation::kNone;
+  bool sparse_graph = false;      // SecAgg+: O(log n) neighbours instead of all
+  double threshold = 0.6;         // share of a round's participants that must remain
+  FixedPointFormat format;        // ring_bits is chosen per round (ChooseRingBits)
+  uint32_t paillier_bits = 2048;  // Paillier modulus size
 };
 
 struct RoundMetrics {
@@ -51,6 +60,13 @@ struct RoundMetrics {
   uint64_t bytes_sent = 0;  // by the coordinator this round
   uint64_t bytes_received = 0;
   double seconds = 0.0;  // wall time of the round including evaluation
+  // Encrypted aggregation: the bytes of its protocol messages beyond the
+  // updates themselves (keys, shares, unmasking; Paillier sums) and the
+  // coordinator's time in its steps other than waiting for the updates.
+  std::string aggregation = "none";
+  uint64_t secure_bytes = 0;
+  double secure_seconds = 0.0;
+  std::string abort_reason;  // when aborted
 };
 
 class Coordinator {
@@ -73,6 +89,17 @@ class Coordinator {
 
  private:
   Status RunRound(uint32_t round, RoundMetrics* metrics);
+  // The round's updates combined by secure aggregation / Paillier into `input`.
+  // Returns OK with metrics->aborted set when too few sites remain.
+  Status SecAggRound(RoundPlan plan, const std::vector<uint32_t>& selected, RoundMetrics* metrics,
+                     AggregateInput* input);
+  Status PaillierRound(RoundPlan plan, const std::vector<uint32_t>& selected, RoundMetrics* metrics,
+                       AggregateInput* input);
+  Status PaillierSetup(uint32_t round);
+  // Applies `input` with the strategy and checks the result (diverged -> Aborted).
+  Status ApplyAggregate(uint32_t round, const AggregateInput& input);
+  template <typename M>
+  Status SendTo(const M& message, uint32_t site, uint32_t round);
   Status Evaluate(uint32_t round, RoundMetrics* metrics);
   // Sends `message` (RoundPlan or EvalRequest) to `sites`, with the global
   // model only to sites that do not hold the current version yet.
@@ -87,6 +114,11 @@ class Coordinator {
   std::map<int, uint32_t> site_of_rank_;
   std::vector<uint64_t> site_version_;  // model version each site holds (UINT64_MAX: none)
   uint64_t version_ = 0;
+  // Paillier: the public key (serialized) set up with the sites, and which
+  // sites hold the private key.
+  std::vector<uint8_t> paillier_public_;
+  std::vector<bool> paillier_ready_;
+  uint32_t paillier_attempts_ = 0;
 };
 
 }  // namespace fedrec

@@ -209,6 +209,16 @@ Status Hkdf(std::span<const uint8_t> secret, std::span<const uint8_t> salt, std:
   return Status::Ok();
 }
 
+Result<Key32> AgreeKey(const Key32& private_key, const Key32& peer_public_key,
+                       std::span<const uint8_t> salt, std::string_view info) {
+  FEDREC_ASSIGN_OR_RETURN(Key32 secret, DhSharedSecret(private_key, peer_public_key));
+  Key32 key;
+  Status derived = Hkdf(secret, salt, info, key);
+  Cleanse(secret);
+  if (!derived.ok()) return derived;
+  return key;
+}
+
 struct Aes256Gcm::Impl {
   Key32 key;
   CipherCtx seal, open;

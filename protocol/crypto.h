@@ -61,6 +61,11 @@ Result<Key32> DhSharedSecret(const Key32& private_key, const Key32& peer_public_
 Status Hkdf(std::span<const uint8_t> secret, std::span<const uint8_t> salt, std::string_view info,
             std::span<uint8_t> out);
 
+// The key two parties agree on: HKDF-SHA256 of their X25519 secret with
+// `salt` and `info` binding it to its use. The secret is cleansed.
+Result<Key32> AgreeKey(const Key32& private_key, const Key32& peer_public_key,
+                       std::span<const uint8_t> salt, std::string_view info);
+
 // --- AES-256-GCM with a 96-bit nonce and a 128-bit tag ---
 class Aes256Gcm {
  public:

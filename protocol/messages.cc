@@ -448,7 +448,7 @@ void serialize(Archive& ar, SecAggUnmaskShares& m) {
 
 template <class Archive>
 void serialize(Archive& ar, PaillierKey& m) {
-  ar(m.round, m.holder, m.holder_keys);
+  ar(m.round, m.holder, m.modulus_bits, m.holder_keys);
   Contiguous(ar, m.public_key, Label("Paillier public key"));
   Structs(ar, m.sealed_private, kMinShareBytes, Label("sealed private key list"));
 }

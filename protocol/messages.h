@@ -260,13 +260,20 @@ struct SecAggUnmaskShares {
 // ---------------------------------------------------------------------------
 // Paillier aggregation; the protocol is described in protocol/paillier_round.h.
 
-// Key set-up: site -> coordinator (the key holder: public key and the private
-// key sealed for each other site) and coordinator -> site (public key and the
-// private key sealed for that site, `sealed_private` then holds one entry).
+// Key set-up, in protocol order:
+//   coordinator -> every site: a request (public_key empty) naming the holder;
+//     each site answers SecAggKeys with a fresh X25519 key, signed;
+//   coordinator -> holder: SecAggKeyList of those keys; the holder generates
+//     the key pair and answers PaillierKey with its public key and the private
+//     key sealed for each other site (AES-256-GCM under HKDF of their X25519
+//     secret), `holder_keys` its own signed X25519 key;
+//   coordinator -> each other site: PaillierKey with the public key and its
+//     one sealed entry; the site answers PaillierKey with the public key (ack).
 struct PaillierKey {
   static constexpr MessageType kType = MessageType::kPaillierKey;
   uint32_t round = 0;
-  uint32_t holder = 0;     // site that generated the key pair
+  uint32_t holder = 0;        // site that generates the key pair
+  uint32_t modulus_bits = 0;  // of the key to generate
   SecAggKeys holder_keys;  // the holder's signed X25519 key that sealed the private keys
   std::vector<uint8_t> public_key;
   std::vector<EncryptedShare> sealed_private;

@@ -48,6 +48,10 @@ Result<uint32_t> ChooseRingBits(uint32_t sites, const FixedPointFormat& format) 
       "security.max_weight");
 }
 
+uint32_t SignedValueBits(const FixedPointFormat& format) {
+  return static_cast<uint32_t>(std::ceil(std::log2(ElementBound(format)))) + 1;
+}
+
 uint64_t EncodedLength(const std::vector<ParamBlock>& global) {
   uint64_t length = 0;
   for (const ParamBlock& block : global) length += uint64_t{block.rows} * (block.cols + 1);

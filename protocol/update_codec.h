@@ -40,6 +40,10 @@ struct FixedPointFormat {
 // bits cannot hold it.
 Result<uint32_t> ChooseRingBits(uint32_t sites, const FixedPointFormat& format);
 
+// Bits b such that every element of one encoded update, read as a signed
+// integer, lies in [-2^(b-1), 2^(b-1)): the slot width Paillier packing needs.
+uint32_t SignedValueBits(const FixedPointFormat& format);
+
 // Elements of the dense form of `global` (the global blocks of the model).
 uint64_t EncodedLength(const std::vector<ParamBlock>& global);
 

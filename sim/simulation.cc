@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "protocol/inprocess_transport.h"
@@ -18,9 +19,10 @@ namespace {
 // site's messages are never handled concurrently or out of order.
 class SiteScheduler {
  public:
-  SiteScheduler(InProcessNetwork* network, std::vector<std::unique_ptr<Worker>>* workers,
+  // `endpoints[s]` is site s's transport.
+  SiteScheduler(std::vector<Transport*> endpoints, std::vector<std::unique_ptr<Worker>>* workers,
                 uint32_t threads)
-      : network_(network), workers_(workers), state_(workers->size()) {
+      : endpoints_(std::move(endpoints)), workers_(workers), state_(workers->size()) {
     for (uint32_t t = 0; t < threads; ++t) threads_.emplace_back([this] { Loop(); });
   }
 
@@ -87,7 +89,7 @@ class SiteScheduler {
 
   void Drain(size_t site) {
     Worker& worker = *(*workers_)[site];
-    Transport& endpoint = network_->endpoint(static_cast<int>(site) + 1);
+    Transport& endpoint = *endpoints_[site];
     for (;;) {
       Result<Envelope> envelope = endpoint.Recv(std::chrono::milliseconds(0));
       if (!envelope.ok()) return;  // empty (or closed)
@@ -100,7 +102,7 @@ class SiteScheduler {
     }
   }
 
-  InProcessNetwork* network_;
+  std::vector<Transport*> endpoints_;
   std::vector<std::unique_ptr<Worker>>* workers_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -123,21 +125,39 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   const uint32_t num_sites = static_cast<uint32_t>(sites.size());
   if (num_sites == 0) return Status::InvalidArgument("simulation: no sites");
   InProcessNetwork network(static_cast<int>(num_sites) + 1);
+  // Every rank's transport: the network's endpoint, or a channel over it.
+  std::vector<std::unique_ptr<SecureTransport>> channels;
+  std::vector<Transport*> endpoints;
+  std::vector<std::optional<crypto::SigningKey>> identities(num_sites + 1);
+  for (int rank = 0; rank <= static_cast<int>(num_sites); ++rank) {
+    if (!options.channel_options) {
+      endpoints.push_back(&network.endpoint(rank));
+      continue;
+    }
+    FEDREC_ASSIGN_OR_RETURN(SecureTransportOptions channel, options.channel_options(rank));
+    identities[rank] = channel.identity;
+    FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<SecureTransport> secure,
+                            SecureTransport::Create(&network.endpoint(rank), std::move(channel)));
+    endpoints.push_back(secure.get());
+    channels.push_back(std::move(secure));
+  }
 
   std::vector<std::unique_ptr<Worker>> workers(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) {
     WorkerOptions wo = worker_options;
     wo.site = s;
     wo.coordinator_rank = 0;
-    workers[s] = std::make_unique<Worker>(wo, items, std::move(sites[s]),
-                                          &network.endpoint(static_cast<int>(s) + 1));
+    if (identities[s + 1]) wo.identity = identities[s + 1];
+    if (options.customize_site) options.customize_site(&wo, s);
+    workers[s] = std::make_unique<Worker>(wo, items, std::move(sites[s]), endpoints[s + 1]);
   }
   sites.clear();
 
   uint32_t threads = options.threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   threads = std::min(threads, num_sites);
-  SiteScheduler scheduler(&network, &workers, threads);
+  SiteScheduler scheduler(std::vector<Transport*>(endpoints.begin() + 1, endpoints.end()), &workers,
+                          threads);
   for (uint32_t s = 0; s < num_sites; ++s) {
     network.SetArrivalHook(static_cast<int>(s) + 1, [&scheduler, s] { scheduler.Notify(s); });
   }
@@ -146,7 +166,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   for (uint32_t s = 0; s < num_sites; ++s)
     coordinator_options.site_ranks[s] = static_cast<int>(s) + 1;
   Coordinator coordinator(coordinator_options, std::move(initial_global), std::move(strategy),
-                          &network.endpoint(0));
+                          endpoints[0]);
   Status status = coordinator.Run(on_round);
   // Sites handle their Shutdown; then the pool stops once the queues are empty.
   scheduler.Stop();
@@ -156,10 +176,9 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
 
   SimulationResult result;
   result.global = coordinator.global();
-  result.coordinator_traffic = network.endpoint(0).stats();
-  for (uint32_t s = 0; s < num_sites; ++s) {
-    result.site_bytes_sent += network.endpoint(static_cast<int>(s) + 1).stats().bytes_sent;
-  }
+  result.coordinator_traffic = endpoints[0]->stats();
+  for (uint32_t s = 0; s < num_sites; ++s)
+    result.site_bytes_sent += endpoints[s + 1]->stats().bytes_sent;
   return result;
 }
 

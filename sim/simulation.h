@@ -15,12 +15,21 @@
 #include <vector>
 
 #include "coordinator/coordinator.h"
+#include "protocol/secure_transport.h"
 #include "worker/worker.h"
 
 namespace fedrec {
 
 struct SimulationOptions {
   uint32_t threads = 0;  // site threads; 0 = hardware concurrency
+  // Adjusts one site's options after `site` is set (fault injection in tests,
+  // per-site identities).
+  std::function<void(WorkerOptions* options, uint32_t site)> customize_site;
+  // Authenticated, encrypted channels (protocol/secure_transport.h): the
+  // options of each rank (0 = coordinator, site s = rank s + 1); unset = plain
+  // in-process queues. A site signs its secure-aggregation keys with its
+  // channel identity.
+  std::function<Result<SecureTransportOptions>(int rank)> channel_options;
 };
 
 struct SimulationResult {

@@ -5,6 +5,10 @@
 #include <string>
 #include <utility>
 
+#include "protocol/paillier.h"
+#include "protocol/secagg.h"
+#include "protocol/update_codec.h"
+
 namespace fedrec {
 
 namespace {
@@ -44,14 +48,63 @@ std::vector<BlockUpdate> CollectUpdate(const MfTrainer& trainer) {
   return blocks;
 }
 
+// What a site signs when it offers its X25519 key for the Paillier key set-up.
+std::vector<uint8_t> SetupTranscript(const SecAggKeys& keys) {
+  static constexpr std::string_view kLabel = "fedrec paillier key set-up v1";
+  std::vector<uint8_t> out(kLabel.begin(), kLabel.end());
+  for (uint32_t v : {keys.round, keys.site})
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  out.insert(out.end(), keys.cipher_key.begin(), keys.cipher_key.end());
+  return out;
+}
+
+// Salt and AAD of the private key the holder seals for `site`.
+std::vector<uint8_t> SealingContext(uint32_t round, uint32_t holder, uint32_t site) {
+  std::vector<uint8_t> out;
+  for (uint32_t v : {round, holder, site})
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  return out;
+}
+
+constexpr std::string_view kSealingInfo = "fedrec paillier private key";
+
 }  // namespace
+
+// A site's part of Paillier aggregation: the key set-up in progress and the
+// shared key pair once it is done.
+struct PaillierSiteState {
+  uint32_t setup_round = 0;
+  uint32_t holder = 0;
+  uint32_t modulus_bits = 0;
+  std::optional<crypto::DhKeyPair> setup_key;
+  SecAggKeys offered;  // this site's signed set-up key
+  std::optional<PaillierPrivateKey> key;
+};
 
 Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport)
     : options_(options),
       transport_(transport),
       trainer_(WithShard(options.trainer, options.site), items, std::move(data.train),
                data.user_keys),
-      test_(std::move(data.test)) {}
+      test_(std::move(data.test)) {
+  if (options_.identity) {
+    identity_ = *options_.identity;
+  } else {
+    // Only fails when the OS CSPRNG is unavailable, which nothing survives.
+    Result<crypto::SigningKey> key = crypto::GenerateSigningKey();
+    if (!key.ok()) {
+      spdlog::critical("site {}: {}", options_.site, key.status().message());
+      std::abort();
+    }
+    identity_ = *key;
+  }
+}
+
+Worker::~Worker() = default;
+
+bool Worker::Drops(uint32_t round, uint32_t step) const {
+  return options_.drop_step == step && options_.drop_round == round;
+}
 
 std::string Worker::Where(uint32_t round) const {
   return "site " + std::to_string(options_.site) + " (rank " + std::to_string(transport_->rank()) +
@@ -96,6 +149,32 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   // starts from its own mean, and the first aggregation forms the global one.
   if (plan->model_version == 0) trainer_.UseShardMean();
 
+  if (plan->aggregation != Aggregation::kNone) {
+    pending_plan_ = std::move(plan).value();
+    secagg_.reset();
+    if (pending_plan_->aggregation == Aggregation::kSecAgg) {
+      const RoundPlan& p = *pending_plan_;
+      secagg::Params params;
+      params.round = p.round;
+      params.sites = p.participants;
+      params.threshold = p.threshold;
+      params.degree = p.degree;
+      params.ring_order = p.ring_order;
+      params.ring_bits = p.ring_bits;
+      params.length = EncodedLength(GlobalShapes());
+      if (Status valid = secagg::Validate(params); !valid.ok())
+        return SendError(p.round, "secure aggregation parameters: " + valid.message());
+      if (!std::binary_search(params.sites.begin(), params.sites.end(), options_.site))
+        return SendError(p.round, "the plan's participants do not include this site");
+      secagg_ = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_);
+      if (Drops(p.round, 1)) return Status::Ok();
+      Result<SecAggKeys> keys = secagg_->AdvertiseKeys();
+      if (!keys.ok()) return SendError(p.round, keys.status().message());
+      return Send(*keys, p.round);
+    }
+    return OnPaillierMessage(frame);
+  }
+
   const EpochStats stats = trainer_.Train(plan->epoch_offset, plan->local_epochs, plan->lr);
   ModelUpdate update;
   update.round = plan->round;
@@ -107,6 +186,75 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   return transport_->Send(
       options_.coordinator_rank,
       EncodeMessage(update, plan->round, static_cast<uint32_t>(transport_->rank())));
+}
+
+template <typename M>
+Status Worker::Send(const M& message, uint32_t round) {
+  return transport_->Send(options_.coordinator_rank,
+                          EncodeMessage(message, round, static_cast<uint32_t>(transport_->rank())));
+}
+
+std::vector<ParamBlock> Worker::GlobalShapes() const {
+  std::vector<ParamBlock> global;
+  for (const ParamBlock& block : trainer_.model().blocks())
+    if (IsGlobal(block.scope)) global.push_back(block);
+  return global;
+}
+
+Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics) {
+  const RoundPlan& plan = *pending_plan_;
+  const EpochStats stats = trainer_.Train(plan.epoch_offset, plan.local_epochs, plan.lr);
+  *metrics = {stats.squared_error, static_cast<double>(stats.updates)};
+  FixedPointFormat format;
+  format.ring_bits = plan.ring_bits;
+  format.frac_bits = plan.frac_bits;
+  format.clip = plan.clip;
+  format.max_weight = plan.max_weight;
+  return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), format, options_.seed, plan.round,
+                      options_.site);
+}
+
+Status Worker::OnSecAggMessage(const FrameView& frame) {
+  const uint32_t round = frame.header.round;
+  if (!secagg_ || !pending_plan_ || pending_plan_->round != round) {
+    spdlog::warn("{}: dropped {}: no secure-aggregation round {} is in progress here", Where(round),
+                 MessageTypeName(frame.header.type), round);
+    return Status::Ok();
+  }
+  switch (frame.header.type) {
+    case MessageType::kSecAggKeyList: {
+      Result<SecAggKeyList> list = DecodeMessage<SecAggKeyList>(frame);
+      if (!list.ok()) return SendError(round, list.status().message());
+      if (Drops(round, 2)) return Status::Ok();
+      Result<SecAggShares> shares = secagg_->ShareKeys(*list);
+      if (!shares.ok()) return SendError(round, shares.status().message());
+      return Send(*shares, round);
+    }
+    case MessageType::kSecAggRoutedShares: {
+      Result<SecAggRoutedShares> routed = DecodeMessage<SecAggRoutedShares>(frame);
+      if (!routed.ok()) return SendError(round, routed.status().message());
+      if (Drops(round, 3)) return Status::Ok();
+      std::vector<double> metrics;
+      Result<std::vector<uint64_t>> input = TrainEncoded(&metrics);
+      if (!input.ok()) return SendError(round, input.status().message());
+      Result<SecAggMasked> masked = secagg_->MaskInput(*input, *routed);
+      if (!masked.ok()) return SendError(round, masked.status().message());
+      masked->metrics = std::move(metrics);
+      return Send(*masked, round);
+    }
+    case MessageType::kSecAggUnmaskRequest: {
+      Result<SecAggUnmaskRequest> request = DecodeMessage<SecAggUnmaskRequest>(frame);
+      if (!request.ok()) return SendError(round, request.status().message());
+      if (Drops(round, 4)) return Status::Ok();
+      Result<SecAggUnmaskShares> shares = secagg_->Unmask(*request);
+      secagg_.reset();  // the round's secrets are spent
+      pending_plan_.reset();
+      if (!shares.ok()) return SendError(round, shares.status().message());
+      return Send(*shares, round);
+    }
+    default:
+      return SendError(round, std::string("unexpected ") + MessageTypeName(frame.header.type));
+  }
 }
 
 Status Worker::OnEvalRequest(const FrameView& frame) {
@@ -155,6 +303,16 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
       return OnRoundPlan(*frame);
     case MessageType::kEvalRequest:
       return OnEvalRequest(*frame);
+    case MessageType::kSecAggKeyList:
+      if (paillier_ && paillier_->setup_key && paillier_->setup_round == frame->header.round)
+        return OnPaillierMessage(*frame);
+      return OnSecAggMessage(*frame);
+    case MessageType::kSecAggRoutedShares:
+    case MessageType::kSecAggUnmaskRequest:
+      return OnSecAggMessage(*frame);
+    case MessageType::kPaillierKey:
+    case MessageType::kPaillierSum:
+      return OnPaillierMessage(*frame);
     case MessageType::kShutdown: {
       *done = true;
       Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
@@ -162,9 +320,11 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
       return Status::Ok();
     }
     default:
-      return SendError(frame->header.round,
-                       std::string("unexpected ") + MessageTypeName(frame->header.type) +
-                           " message at a site; expected RoundPlan, EvalRequest or Shutdown");
+      return SendError(
+          frame->header.round,
+          std::string("unexpected ") + MessageTypeName(frame->header.type) +
+              " message at a site; expected a round plan, an evaluation request, a step of "
+              "encrypted aggregation or Shutdown");
   }
 }
 
@@ -181,6 +341,164 @@ Status Worker::Serve(std::chrono::milliseconds idle_timeout) {
       return Status::Ok();
     }
   }
+}
+
+Status Worker::OnPaillierMessage(const FrameView& frame) {
+  const uint32_t round = frame.header.round;
+  switch (frame.header.type) {
+    case MessageType::kRoundPlan: {  // pending_plan_ holds the decoded plan
+      if (!paillier_ || !paillier_->key)
+        return SendError(round, "no Paillier key: this site missed the key set-up");
+      if (Drops(round, 3)) return Status::Ok();
+      std::vector<double> metrics;
+      Result<std::vector<uint64_t>> encoded = TrainEncoded(&metrics);
+      if (!encoded.ok()) return SendError(round, encoded.status().message());
+      std::vector<int64_t> values(encoded->size());
+      for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<int64_t>((*encoded)[i]);
+      const PackingParams params = PaillierPacking(*pending_plan_);
+      Result<std::vector<uint8_t>> ciphertexts = EncryptPacked(*paillier_->key, values, params);
+      if (!ciphertexts.ok()) return SendError(round, ciphertexts.status().message());
+      PaillierUpdate update;
+      update.round = round;
+      update.site = options_.site;
+      update.values = values.size();
+      update.ciphertexts = std::move(ciphertexts).value();
+      update.metrics = std::move(metrics);
+      return Send(update, round);
+    }
+    case MessageType::kPaillierKey: {
+      Result<PaillierKey> message = DecodeMessage<PaillierKey>(frame);
+      if (!message.ok()) return SendError(round, message.status().message());
+      if (message->public_key.empty()) {  // set-up request: offer a fresh signed key
+        paillier_ = std::make_unique<PaillierSiteState>();
+        paillier_->setup_round = round;
+        paillier_->holder = message->holder;
+        paillier_->modulus_bits = message->modulus_bits;
+        Result<crypto::DhKeyPair> setup = crypto::GenerateDhKey();
+        if (!setup.ok()) return SendError(round, setup.status().message());
+        paillier_->setup_key = *setup;
+        SecAggKeys& offer = paillier_->offered;
+        offer.round = round;
+        offer.site = options_.site;
+        offer.identity_key = identity_.public_key;
+        offer.cipher_key = setup->public_key;
+        Result<crypto::Signature> signature = crypto::Sign(identity_, SetupTranscript(offer));
+        if (!signature.ok()) return SendError(round, signature.status().message());
+        offer.signature = *signature;
+        return Send(offer, round);
+      }
+      return AdoptPaillierKey(*message);
+    }
+    case MessageType::kSecAggKeyList: {  // this site holds the key: generate and seal it
+      Result<SecAggKeyList> list = DecodeMessage<SecAggKeyList>(frame);
+      if (!list.ok()) return SendError(round, list.status().message());
+      return GeneratePaillierKey(*list);
+    }
+    case MessageType::kPaillierSum: {
+      Result<PaillierSum> sum = DecodeMessage<PaillierSum>(frame);
+      if (!sum.ok()) return SendError(round, sum.status().message());
+      if (!paillier_ || !paillier_->key || !pending_plan_ || pending_plan_->round != round)
+        return SendError(round, "asked to decrypt a sum of a round this site is not part of");
+      // A "sum" of one update is that site's update: never decrypt it.
+      if (sum->additions < 2) {
+        return SendError(round, "refusing to decrypt a sum of " + std::to_string(sum->additions) +
+                                    " update(s): at least 2 are needed to hide each one");
+      }
+      Result<std::vector<int64_t>> sums =
+          DecryptPacked(*paillier_->key, sum->ciphertexts, sum->values,
+                        static_cast<int>(sum->additions), PaillierPacking(*pending_plan_));
+      if (!sums.ok()) return SendError(round, sums.status().message());
+      PaillierDecrypted decrypted;
+      decrypted.round = round;
+      decrypted.sums = std::move(sums).value();
+      return Send(decrypted, round);
+    }
+    default:
+      return SendError(round, std::string("unexpected ") + MessageTypeName(frame.header.type));
+  }
+}
+
+PackingParams Worker::PaillierPacking(const RoundPlan& plan) {
+  FixedPointFormat format;
+  format.frac_bits = plan.frac_bits;
+  format.clip = plan.clip;
+  format.max_weight = plan.max_weight;
+  return {static_cast<int>(SignedValueBits(format)), static_cast<int>(plan.participants.size())};
+}
+
+Status Worker::GeneratePaillierKey(const SecAggKeyList& list) {
+  const uint32_t round = list.round;
+  if (!paillier_ || !paillier_->setup_key || paillier_->setup_round != round ||
+      paillier_->holder != options_.site)
+    return SendError(round, "a key list for a Paillier key set-up this site does not hold");
+  Result<PaillierPrivateKey> key =
+      PaillierPrivateKey::Generate(static_cast<int>(paillier_->modulus_bits));
+  if (!key.ok()) return SendError(round, key.status().message());
+  const std::vector<uint8_t> secret = key->ToBytes();
+  PaillierKey answer;
+  answer.round = round;
+  answer.holder = options_.site;
+  answer.modulus_bits = paillier_->modulus_bits;
+  answer.holder_keys = paillier_->offered;
+  answer.public_key = key->public_key().ToBytes();
+  for (const SecAggKeys& peer : list.keys) {
+    if (peer.site == options_.site) continue;
+    if (peer.round != round ||
+        !crypto::Verify(peer.identity_key, SetupTranscript(peer), peer.signature)) {
+      return SendError(round, "the set-up key of site " + std::to_string(peer.site) +
+                                  " does not carry a valid signature of its identity");
+    }
+    const std::vector<uint8_t> context = SealingContext(round, options_.site, peer.site);
+    Result<crypto::Key32> shared =
+        crypto::AgreeKey(paillier_->setup_key->private_key, peer.cipher_key, context, kSealingInfo);
+    if (!shared.ok()) return SendError(round, shared.status().message());
+    Result<std::vector<uint8_t>> sealed = crypto::SealOnce(*shared, context, secret);
+    crypto::Cleanse(*shared);
+    if (!sealed.ok()) return SendError(round, sealed.status().message());
+    answer.sealed_private.push_back({peer.site, std::move(sealed).value()});
+  }
+  paillier_->key = std::move(key).value();
+  crypto::Cleanse(paillier_->setup_key->private_key);
+  paillier_->setup_key.reset();
+  return Send(answer, round);
+}
+
+Status Worker::AdoptPaillierKey(const PaillierKey& message) {
+  const uint32_t round = message.round;
+  if (!paillier_ || !paillier_->setup_key || paillier_->setup_round != round)
+    return SendError(round, "a Paillier key for a set-up this site did not take part in");
+  const SecAggKeys& holder = message.holder_keys;
+  if (holder.site != message.holder || holder.round != round ||
+      !crypto::Verify(holder.identity_key, SetupTranscript(holder), holder.signature)) {
+    return SendError(round, "the Paillier key of holder site " + std::to_string(message.holder) +
+                                " does not carry a valid signature of the holder's identity");
+  }
+  if (message.sealed_private.size() != 1 || message.sealed_private[0].site != options_.site) {
+    return SendError(round, "expected the Paillier private key sealed for this site, found " +
+                                std::to_string(message.sealed_private.size()) + " entries");
+  }
+  const std::vector<uint8_t> context = SealingContext(round, message.holder, options_.site);
+  Result<crypto::Key32> shared =
+      crypto::AgreeKey(paillier_->setup_key->private_key, holder.cipher_key, context, kSealingInfo);
+  if (!shared.ok()) return SendError(round, shared.status().message());
+  Result<std::vector<uint8_t>> secret =
+      crypto::OpenOnce(*shared, context, message.sealed_private[0].sealed);
+  crypto::Cleanse(*shared);
+  if (!secret.ok())
+    return SendError(round, "the sealed Paillier key: " + secret.status().message());
+  Result<PaillierPrivateKey> key = PaillierPrivateKey::FromBytes(*secret);
+  crypto::Cleanse(*secret);
+  if (!key.ok()) return SendError(round, key.status().message());
+  if (key->public_key().ToBytes() != message.public_key)
+    return SendError(round, "the sealed Paillier private key does not match the public key sent");
+  paillier_->key = std::move(key).value();
+  crypto::Cleanse(paillier_->setup_key->private_key);
+  paillier_->setup_key.reset();
+  PaillierKey ack;
+  ack.round = round;
+  ack.holder = message.holder;
+  ack.public_key = message.public_key;
+  return Send(ack, round);
 }
 
 }  // namespace fedrec

@@ -11,16 +11,24 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "algorithms/metrics.h"
 #include "algorithms/mf_trainer.h"
 #include "base/status.h"
 #include "data/ratings.h"
+#include "protocol/crypto.h"
 #include "protocol/messages.h"
 #include "protocol/transport.h"
 
 namespace fedrec {
+
+namespace secagg {
+class Client;
+}
+struct PaillierSiteState;
+struct PackingParams;
 
 struct WorkerOptions {
   uint32_t site = 0;  // site index, 0-based
@@ -30,6 +38,14 @@ struct WorkerOptions {
   float rating_max = 5.0f;
   bool evaluate_ranking = true;
   RankingOptions ranking;
+  uint64_t seed = 1;  // run seed: stochastic rounding of encrypted updates
+  // Signs the site's secure-aggregation round keys; when empty the site makes
+  // an ephemeral identity.
+  std::optional<crypto::SigningKey> identity;
+  // Fault injection for tests: the site goes silent at this secure-aggregation
+  // step of this round (1 keys, 2 shares, 3 masked input, 4 unmasking).
+  uint32_t drop_round = 0;
+  uint32_t drop_step = 0;
 };
 
 // One site's data. Users are numbered by the site (0..user_keys.size()-1);
@@ -44,6 +60,7 @@ class Worker {
  public:
   // `transport` must outlive the worker; its rank is the site's rank.
   Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport);
+  ~Worker();
 
   // Handles one received frame, sending any answer through the transport.
   // Sets *done when the frame was a Shutdown. A frame that does not decode or
@@ -65,6 +82,19 @@ class Worker {
  private:
   Status OnRoundPlan(const FrameView& frame);
   Status OnEvalRequest(const FrameView& frame);
+  // Secure aggregation and Paillier steps (protocol/secagg.h, protocol/paillier.h).
+  Status OnSecAggMessage(const FrameView& frame);
+  Status OnPaillierMessage(const FrameView& frame);
+  Status GeneratePaillierKey(const SecAggKeyList& list);
+  Status AdoptPaillierKey(const PaillierKey& message);
+  static PackingParams PaillierPacking(const RoundPlan& plan);
+  // Trains on the pending plan and returns the update in fixed point.
+  Result<std::vector<uint64_t>> TrainEncoded(std::vector<double>* metrics);
+  bool Drops(uint32_t round, uint32_t step) const;
+  // The global blocks of the site's model (the shapes updates are encoded against).
+  std::vector<ParamBlock> GlobalShapes() const;
+  template <typename M>
+  Status Send(const M& message, uint32_t round);
   Status SendError(uint32_t round, const std::string& message);
   // Loads `model` (when included) or checks the cached version.
   Status AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
@@ -77,6 +107,11 @@ class Worker {
   std::vector<Rating> test_;
   uint64_t model_version_ = UINT64_MAX;  // none yet
   Shutdown shutdown_;                    // the last Shutdown received
+  crypto::SigningKey identity_;
+  // The encrypted-aggregation round in progress.
+  std::optional<RoundPlan> pending_plan_;
+  std::unique_ptr<secagg::Client> secagg_;
+  std::unique_ptr<PaillierSiteState> paillier_;
 };
 
 }  // namespace fedrec

@@ -29,6 +29,7 @@ struct Fixture {
     config.federation.sites = sites;
     config.federation.rounds = 2;
     config.eval.ranking = false;
+    config.security.aggregation = "none";  // scripted sites answer with plain updates
     Result<FederatedData> loaded = LoadFederatedData(config);
     EXPECT_TRUE(loaded.ok()) << loaded.status().ToString();
     data = std::move(loaded).value();

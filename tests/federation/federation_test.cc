@@ -9,46 +9,10 @@
 #include "apps/job.h"
 #include "protocol/sha256.h"
 #include "sim/simulation.h"
+#include "tests/federation/federate.h"
 
 namespace fedrec {
 namespace {
-
-Config SmallConfig() {
-  Config config;
-  config.seed = 7;
-  config.data.synthetic.users = 300;
-  config.data.synthetic.items = 400;
-  config.data.synthetic.ratings = 20000;
-  config.model.factors = 16;
-  config.federation.rounds = 6;
-  config.federation.local_epochs = 1;
-  config.eval.ranking = false;
-  return config;
-}
-
-struct FederatedRun {
-  std::vector<ParamBlock> global;
-  std::vector<RoundMetrics> rounds;
-};
-
-FederatedRun Federate(const Config& config, uint32_t threads = 2) {
-  Result<FederatedData> data = LoadFederatedData(config);
-  EXPECT_TRUE(data.ok()) << data.status().ToString();
-  MfModel initial(0, data->dataset.items.size(), static_cast<uint32_t>(config.model.factors));
-  initial.InitGlobal(TrainerOptions(config).init);
-  auto strategy = StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
-  EXPECT_TRUE(strategy.ok());
-  FederatedRun run;
-  SimulationOptions options;
-  options.threads = threads;
-  Result<SimulationResult> result = RunSimulation(
-      options, MakeCoordinatorOptions(config), initial.GlobalBlocks(), std::move(strategy).value(),
-      MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),
-      [&](const RoundMetrics& m) { run.rounds.push_back(m); });
-  EXPECT_TRUE(result.ok()) << result.status().ToString();
-  if (result.ok()) run.global = result->global;
-  return run;
-}
 
 TEST(Federation, OneSiteFullParticipationOneEpochEqualsCentralizedBitForBit) {
   Config config = SmallConfig();
@@ -73,6 +37,7 @@ TEST(Federation, OneSiteFullParticipationOneEpochEqualsCentralizedBitForBit) {
 TEST(Federation, TenSitesByUserWithinTwoPercentOfCentralizedRmse) {
   Config config;  // the demo's data: ML-100K-shaped synthetic ratings
   config.eval.ranking = false;
+  config.security.aggregation = "none";
   config.federation.sites = 10;
   config.federation.rounds = 20;
   config.train.epochs = config.federation.rounds * config.federation.local_epochs;

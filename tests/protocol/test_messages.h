@@ -259,6 +259,7 @@ inline PaillierKey RandomMessage<PaillierKey>(Rng& rng) {
   PaillierKey m;
   m.round = static_cast<uint32_t>(rng.Next());
   m.holder = static_cast<uint32_t>(rng.Next());
+  m.modulus_bits = static_cast<uint32_t>(rng.Next());
   m.holder_keys = RandomSecAggKeys(rng);
   m.public_key = RandomVector<uint8_t>(rng, 300);
   m.sealed_private = RandomShares(rng);

@@ -1,0 +1,1313 @@
+#include "protocol/secagg.h"
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "protocol/secagg_prg.h"
+#include "protocol/shamir.h"
+
+namespace fedrec::secagg {
+
+namespace {
+
+using crypto::Key32;
+
+// Domain separation: each derived key or signature names its use.
+constexpr std::string_view kKeysLabel = "fedrec secagg keys v1";
+constexpr std::string_view kShareKeyInfo = "fedrec secagg share key";
+constexpr std::string_view kPairwiseInfo = "fedrec secagg pairwise mask";
+constexpr std::string_view kSelfInfo = "fedrec secagg self mask";
+
+// A sealed share: the holder's Shamir share of the sender's mask key, then of
+// its self-mask seed, then the GCM tag.
+constexpr size_t kSharePlaintextSize = 2 * shamir::kShareSize;
+constexpr size_t kSealedShareSize = kSharePlaintextSize + crypto::kGcmTagSize;
+
+// Bounds that keep every size computation far from overflow.
+constexpr uint64_t kMaxLength = uint64_t{1} << 36;
+constexpr size_t kMaxSites = size_t{1} << 20;
+
+std::string Str(uint64_t v) { return std::to_string(v); }
+
+// "{1, 4, 7}", shortened after a dozen entries.
+std::string SiteList(std::span<const uint32_t> sites) {
+  std::string out = "{";
+  for (size_t i = 0; i < sites.size() && i < 12; ++i) out += (i ? ", " : "") + Str(sites[i]);
+  if (sites.size() > 12) out += ", ... (" + Str(sites.size()) + " sites)";
+  return out + "}";
+}
+
+void AppendLe32(std::vector<uint8_t>* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+// round || a || b, little-endian: the HKDF salt and GCM AAD of a share.
+std::array<uint8_t, 12> Context(uint32_t round, uint32_t a, uint32_t b) {
+  std::array<uint8_t, 12> out;
+  const uint32_t values[3] = {round, a, b};
+  for (int k = 0; k < 3; ++k)
+    for (int i = 0; i < 4; ++i) out[4 * k + i] = static_cast<uint8_t>(values[k] >> (8 * i));
+  return out;
+}
+
+// The one-time key that seals the shares `from` sends `to`. Directional, so
+// the two shares a pair exchanges are sealed under different keys.
+Result<Key32> ShareKey(const Key32& dh_secret, uint32_t round, uint32_t from, uint32_t to) {
+  const auto salt = Context(round, from, to);
+  Key32 key;
+  FEDREC_RETURN_IF_ERROR(crypto::Hkdf(dh_secret, salt, kShareKeyInfo, key));
+  return key;
+}
+
+// The PRG key of the pairwise mask of sites a and b (symmetric in a, b).
+Result<PrgKey> PairwiseKey(const Key32& dh_secret, uint32_t round, uint32_t a, uint32_t b) {
+  const auto salt = Context(round, std::min(a, b), std::max(a, b));
+  PrgKey key;
+  FEDREC_RETURN_IF_ERROR(crypto::Hkdf(dh_secret, salt, kPairwiseInfo, key));
+  return key;
+}
+
+// The PRG key of `site`'s self mask.
+Result<PrgKey> SelfMaskKey(const shamir::Secret& seed, uint32_t round, uint32_t site) {
+  const auto context = Context(round, site, 0);
+  PrgKey key;
+  FEDREC_RETURN_IF_ERROR(crypto::Hkdf(seed, std::span(context).first(8), kSelfInfo, key));
+  return key;
+}
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+};
+struct PkeyCtxFree {
+  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
+
+// An X25519 public key loaded once, for use with many private keys.
+class X25519Public {
+ public:
+  static Result<X25519Public> Load(const Key32& public_key) {
+    X25519Public key;
+    key.pkey_.reset(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, public_key.data(), 32));
+    if (!key.pkey_) {
+      ERR_clear_error();
+      return Status::Internal("loading an X25519 public key failed");
+    }
+    return key;
+  }
+  EVP_PKEY* get() const { return pkey_.get(); }
+
+ private:
+  Pkey pkey_;
+};
+
+// An X25519 private key loaded once for many agreements. crypto::DhSharedSecret
+// loads the private key (a scalar multiplication to derive its public key) and
+// sets up a fresh context on every call, which would nearly double the
+// coordinator's cost per (dropped site, survivor) pair; here one context
+// serves every peer. Not thread-safe (the context is reused).
+class X25519Key {
+ public:
+  static Result<X25519Key> Load(const Key32& private_key) {
+    X25519Key key;
+    key.pkey_.reset(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, private_key.data(), 32));
+    size_t length = key.public_key_.size();
+    if (key.pkey_) key.ctx_.reset(EVP_PKEY_CTX_new(key.pkey_.get(), nullptr));
+    if (!key.ctx_ || EVP_PKEY_derive_init(key.ctx_.get()) != 1 ||
+        EVP_PKEY_get_raw_public_key(key.pkey_.get(), key.public_key_.data(), &length) != 1 ||
+        length != key.public_key_.size()) {
+      ERR_clear_error();
+      return Status::Internal("loading an X25519 private key failed");
+    }
+    return key;
+  }
+
+  const Key32& public_key() const { return public_key_; }
+
+  // The raw shared secret; InvalidArgument for a low-order peer key.
+  Result<Key32> Agree(const Key32& peer_public_key) {
+    FEDREC_ASSIGN_OR_RETURN(const X25519Public peer, X25519Public::Load(peer_public_key));
+    return Agree(peer);
+  }
+
+  Result<Key32> Agree(const X25519Public& peer) {
+    Key32 secret;
+    size_t length = secret.size();
+    // Peer validation is skipped: any 32 bytes are an X25519 key, and the one
+    // bad case, a low-order point, shows as the all-zero secret below.
+    if (EVP_PKEY_derive_set_peer_ex(ctx_.get(), peer.get(), /*validate_peer=*/0) != 1 ||
+        EVP_PKEY_derive(ctx_.get(), secret.data(), &length) != 1 || length != secret.size()) {
+      ERR_clear_error();
+      return Status::InvalidArgument("X25519 key agreement failed (a low-order public key)");
+    }
+    uint8_t any = 0;
+    for (uint8_t b : secret) any |= b;
+    if (any == 0)
+      return Status::InvalidArgument("X25519 key agreement with a low-order public key");
+    return secret;
+  }
+
+ private:
+  Pkey pkey_;  // OpenSSL clears the private key when it frees it
+  PkeyCtx ctx_;
+  Key32 public_key_{};
+};
+
+std::optional<uint32_t> PositionOf(const Params& params, uint32_t site) {
+  auto it = std::lower_bound(params.sites.begin(), params.sites.end(), site);
+  if (it == params.sites.end() || *it != site) return std::nullopt;
+  return static_cast<uint32_t>(it - params.sites.begin());
+}
+
+// The neighbour graph on positions in Params::sites. REQUIRES: Validate(params).
+class Topology {
+ public:
+  explicit Topology(const Params& params)
+      : n_(static_cast<uint32_t>(params.sites.size())),
+        half_(params.degree / 2),
+        complete_(params.degree + 1 == params.sites.size()) {
+    if (complete_) return;
+    ring_place_.resize(n_);
+    ring_.resize(n_);
+    for (uint32_t place = 0; place < n_; ++place) {
+      const uint32_t pos = *PositionOf(params, params.ring_order[place]);
+      ring_place_[pos] = place;
+      ring_[place] = pos;
+    }
+  }
+
+  // Positions adjacent to `pos`, ascending.
+  std::vector<uint32_t> Neighbours(uint32_t pos) const {
+    std::vector<uint32_t> out;
+    if (complete_) {
+      out.reserve(n_ - 1);
+      for (uint32_t q = 0; q < n_; ++q)
+        if (q != pos) out.push_back(q);
+      return out;
+    }
+    const uint32_t place = ring_place_[pos];
+    for (uint32_t k = 1; k <= half_; ++k) {
+      out.push_back(ring_[(place + k) % n_]);
+      out.push_back(ring_[(place + n_ - k) % n_]);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  bool Adjacent(uint32_t a, uint32_t b) const {
+    if (a == b) return false;
+    if (complete_) return true;
+    const uint32_t d = ring_place_[a] > ring_place_[b] ? ring_place_[a] - ring_place_[b]
+                                                       : ring_place_[b] - ring_place_[a];
+    return std::min(d, n_ - d) <= half_;
+  }
+
+ private:
+  uint32_t n_, half_;
+  bool complete_;
+  std::vector<uint32_t> ring_place_;  // position -> place in ring_order
+  std::vector<uint32_t> ring_;        // place in ring_order -> position
+};
+
+// A uniform integer below `bound` (> 0) from the OS CSPRNG.
+Result<uint64_t> UniformBelow(uint64_t bound) {
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % bound;  // reject the biased top
+  for (;;) {
+    uint64_t r;
+    FEDREC_RETURN_IF_ERROR(crypto::RandomBytes(std::span(reinterpret_cast<uint8_t*>(&r), 8)));
+    if (r < limit) return r % bound;
+  }
+}
+
+bool Contains(std::span<const uint32_t> sorted, uint32_t value) {
+  return std::binary_search(sorted.begin(), sorted.end(), value);
+}
+
+void Wipe(std::span<uint8_t> bytes) { crypto::Cleanse(bytes); }
+template <typename T>
+void WipeValue(T& value) {
+  crypto::Cleanse(std::span(reinterpret_cast<uint8_t*>(&value), sizeof(T)));
+}
+
+}  // namespace
+
+std::vector<uint8_t> KeysSignedMessage(uint32_t round, uint32_t site, const Key32& cipher_key,
+                                       const Key32& mask_key) {
+  std::vector<uint8_t> out(kKeysLabel.begin(), kKeysLabel.end());
+  out.push_back(0);
+  AppendLe32(&out, round);
+  AppendLe32(&out, site);
+  out.insert(out.end(), cipher_key.begin(), cipher_key.end());
+  out.insert(out.end(), mask_key.begin(), mask_key.end());
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Parameters
+
+Status Validate(const Params& params) {
+  const auto fail = [&](const std::string& what) {
+    return Status::InvalidArgument("secagg round " + Str(params.round) + " parameters: " + what);
+  };
+  const size_t n = params.sites.size();
+  if (n < 2 || n > kMaxSites)
+    return fail("expected 2 to " + Str(kMaxSites) + " participants, found " + Str(n));
+  for (size_t i = 1; i < n; ++i) {
+    if (params.sites[i] <= params.sites[i - 1]) {
+      return fail("sites must be strictly ascending, found " + Str(params.sites[i]) + " after " +
+                  Str(params.sites[i - 1]));
+    }
+  }
+  if (params.degree < 1 || params.degree > n - 1)
+    return fail("degree " + Str(params.degree) + ", expected 1 to " + Str(n - 1));
+  if (params.degree == n - 1) {
+    if (!params.ring_order.empty()) {
+      return fail("ring_order has " + Str(params.ring_order.size()) +
+                  " entries, expected none with the complete graph");
+    }
+  } else {
+    if (params.degree % 2 != 0 || params.degree < 2)
+      return fail("SecAgg+ degree " + Str(params.degree) + ", expected an even number >= 2");
+    std::vector<uint32_t> sorted = params.ring_order;
+    std::sort(sorted.begin(), sorted.end());
+    if (sorted != params.sites)
+      return fail("ring_order of " + Str(sorted.size()) + " entries is not a permutation of sites");
+  }
+  if (params.threshold < 2 || params.threshold > params.degree + 1) {
+    return fail("threshold " + Str(params.threshold) +
+                ", expected 2 to degree + 1 = " + Str(params.degree + 1));
+  }
+  if (params.ring_bits != 32 && params.ring_bits != 64)
+    return fail("ring_bits " + Str(params.ring_bits) + ", expected 32 or 64");
+  if (params.length > kMaxLength)
+    return fail("length " + Str(params.length) + ", expected at most " + Str(kMaxLength));
+  return Status::Ok();
+}
+
+std::vector<uint32_t> Neighbours(const Params& params, uint32_t site) {
+  const std::optional<uint32_t> pos = PositionOf(params, site);
+  if (!pos || !Validate(params).ok()) return {};
+  std::vector<uint32_t> out = Topology(params).Neighbours(*pos);
+  for (uint32_t& q : out) q = params.sites[q];
+  return out;
+}
+
+Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool sparse_graph,
+                          double threshold_fraction, uint32_t ring_bits, uint64_t length) {
+  if (!(threshold_fraction > 0.0 && threshold_fraction <= 1.0)) {
+    return Status::InvalidArgument("secagg round " + Str(round) + ": threshold fraction " +
+                                   std::to_string(threshold_fraction) + ", expected (0, 1]");
+  }
+  Params params;
+  params.round = round;
+  params.sites = std::move(sites);
+  params.ring_bits = ring_bits;
+  params.length = length;
+  const size_t n = params.sites.size();
+  params.degree = n >= 2 ? static_cast<uint32_t>(n - 1) : 1;
+  if (sparse_graph && n >= 2 && n <= kMaxSites) {
+    // 2 * ceil(log2(n)), even by construction.
+    const uint32_t degree = 2 * static_cast<uint32_t>(std::bit_width(n - 1));
+    if (degree < n - 1) {
+      params.degree = degree;
+      params.ring_order = params.sites;
+      for (size_t i = n - 1; i > 0; --i) {  // Fisher-Yates
+        FEDREC_ASSIGN_OR_RETURN(const uint64_t j, UniformBelow(i + 1));
+        std::swap(params.ring_order[i], params.ring_order[j]);
+      }
+    }
+  }
+  // The small slack keeps e.g. 0.6 * 10 from rounding up to 7.
+  const double wanted = std::ceil(threshold_fraction * (params.degree + 1) - 1e-9);
+  params.threshold = std::clamp<uint32_t>(static_cast<uint32_t>(wanted), 2, params.degree + 1);
+  FEDREC_RETURN_IF_ERROR(Validate(params));
+  return params;
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+namespace {
+
+enum class ClientStep { kAdvertise, kShare, kMask, kUnmask, kDone };
+
+const char* ClientStepName(ClientStep step) {
+  switch (step) {
+    case ClientStep::kAdvertise:
+      return "AdvertiseKeys";
+    case ClientStep::kShare:
+      return "ShareKeys";
+    case ClientStep::kMask:
+      return "MaskInput";
+    case ClientStep::kUnmask:
+      return "Unmask";
+    case ClientStep::kDone:
+      return "nothing (the round is over for this site)";
+  }
+  return "?";
+}
+
+}  // namespace
+
+struct Client::State {
+  // A neighbour whose keys were in the key list.
+  struct Peer {
+    uint32_t site = 0;
+    Key32 mask_key{};  // its s_pk
+    Key32 open_key{};  // opens the share it seals for this site
+    bool shared = false;
+    shamir::ShareValue key_share{};   // of its s_sk
+    shamir::ShareValue seed_share{};  // of its b
+  };
+
+  Params params;
+  uint32_t site = 0;
+  crypto::SigningKey identity;
+  std::vector<uint32_t> neighbours;  // site ids, ascending
+  std::string where;
+  ClientStep step = ClientStep::kAdvertise;
+  Status failure;  // the first error; later steps are refused
+
+  crypto::DhKeyPair cipher, mask;
+  SecAggKeys own_keys;
+  std::vector<Peer> peers;  // ascending by site
+  shamir::Secret seed{};    // b
+  shamir::ShareValue own_key_share{}, own_seed_share{};
+
+  ~State() { WipeSecrets(); }
+
+  void WipeSecrets() {
+    WipeValue(cipher.private_key);
+    WipeValue(mask.private_key);
+    WipeValue(seed);
+    WipeValue(own_key_share);
+    WipeValue(own_seed_share);
+    WipeValue(identity.private_key);
+    for (Peer& peer : peers) {
+      WipeValue(peer.open_key);
+      WipeValue(peer.key_share);
+      WipeValue(peer.seed_share);
+    }
+  }
+
+  bool IsNeighbour(uint32_t other) const { return Contains(neighbours, other); }
+
+  Peer* FindPeer(uint32_t other) {
+    auto it = std::lower_bound(peers.begin(), peers.end(), other,
+                               [](const Peer& p, uint32_t s) { return p.site < s; });
+    return it != peers.end() && it->site == other ? &*it : nullptr;
+  }
+
+  // Runs the step `body` if it is `expected` next and no earlier step failed;
+  // any failure is remembered, the secrets wiped, and later steps refused.
+  template <typename F>
+  auto Run(ClientStep expected, F&& body) -> decltype(body()) {
+    const std::string context = where + ", " + ClientStepName(expected);
+    if (!failure.ok()) {
+      return Status::Aborted(context + ": refused, an earlier step failed (" + failure.message() +
+                             ")");
+    }
+    if (step != expected) {
+      failure = Status::InvalidArgument(context + ": step out of order, expected " +
+                                        ClientStepName(step) + " next");
+      WipeSecrets();
+      return failure;
+    }
+    auto result = body();
+    if (!result.ok()) {
+      failure = result.status().WithContext(context);
+      WipeSecrets();
+      return failure;
+    }
+    step = static_cast<ClientStep>(static_cast<int>(step) + 1);
+    return result;
+  }
+
+  Result<SecAggKeys> Advertise();
+  Result<SecAggShares> Share(const SecAggKeyList& list);
+  Result<SecAggMasked> Mask(std::span<const uint64_t> input, const SecAggRoutedShares& routed);
+  Result<SecAggUnmaskShares> Reveal(const SecAggUnmaskRequest& request);
+};
+
+Client::Client(Params params, uint32_t site, crypto::SigningKey identity)
+    : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.site = site;
+  s.identity = identity;
+  s.where = "secagg round " + Str(params.round) + ", site " + Str(site);
+  // Documented as a precondition; a violation still only makes every step fail.
+  if (Status valid = Validate(params); !valid.ok()) {
+    s.failure = valid.WithContext(s.where);
+  } else if (!PositionOf(params, site)) {
+    s.failure = Status::InvalidArgument(s.where + ": this site is not a participant " +
+                                        SiteList(params.sites));
+  } else {
+    s.neighbours = Neighbours(params, site);
+  }
+  s.params = std::move(params);
+}
+
+Client::~Client() = default;
+
+Result<SecAggKeys> Client::AdvertiseKeys() {
+  return state_->Run(ClientStep::kAdvertise, [&] { return state_->Advertise(); });
+}
+
+Result<SecAggShares> Client::ShareKeys(const SecAggKeyList& list) {
+  return state_->Run(ClientStep::kShare, [&] { return state_->Share(list); });
+}
+
+Result<SecAggMasked> Client::MaskInput(std::span<const uint64_t> input,
+                                       const SecAggRoutedShares& routed) {
+  return state_->Run(ClientStep::kMask, [&] { return state_->Mask(input, routed); });
+}
+
+Result<SecAggUnmaskShares> Client::Unmask(const SecAggUnmaskRequest& request) {
+  return state_->Run(ClientStep::kUnmask, [&] { return state_->Reveal(request); });
+}
+
+Result<SecAggKeys> Client::State::Advertise() {
+  FEDREC_ASSIGN_OR_RETURN(cipher, crypto::GenerateDhKey());
+  FEDREC_ASSIGN_OR_RETURN(mask, crypto::GenerateDhKey());
+  SecAggKeys keys;
+  keys.round = params.round;
+  keys.site = site;
+  keys.identity_key = identity.public_key;
+  keys.cipher_key = cipher.public_key;
+  keys.mask_key = mask.public_key;
+  FEDREC_ASSIGN_OR_RETURN(
+      keys.signature,
+      crypto::Sign(identity,
+                   KeysSignedMessage(params.round, site, cipher.public_key, mask.public_key)));
+  own_keys = keys;
+  return keys;
+}
+
+Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
+  const uint32_t round = params.round;
+  if (list.round != round) {
+    return Status::InvalidArgument("key list for round " + Str(list.round) + ", expected round " +
+                                   Str(round));
+  }
+  if (list.keys.size() > params.degree + 1) {
+    return Status::InvalidArgument("key list of " + Str(list.keys.size()) +
+                                   " entries, expected at most " + Str(params.degree + 1) +
+                                   " (this site and its neighbours)");
+  }
+  // Shape first, then the costly signature checks.
+  size_t own_index = list.keys.size();
+  for (size_t i = 0; i < list.keys.size(); ++i) {
+    const SecAggKeys& entry = list.keys[i];
+    if (i > 0 && entry.site <= list.keys[i - 1].site) {
+      return Status::InvalidArgument("key list is not strictly ascending by site: site " +
+                                     Str(entry.site) + " after site " + Str(list.keys[i - 1].site));
+    }
+    if (entry.round != round) {
+      return Status::InvalidArgument("the keys of site " + Str(entry.site) + " are for round " +
+                                     Str(entry.round) + ", expected round " + Str(round));
+    }
+    if (entry.site == site) {
+      own_index = i;
+    } else if (!IsNeighbour(entry.site)) {
+      return Status::InvalidArgument("key list holds keys of site " + Str(entry.site) +
+                                     ", which is not a neighbour of this site; expected only " +
+                                     SiteList(neighbours));
+    }
+  }
+  if (own_index == list.keys.size())
+    return Status::InvalidArgument("key list lacks this site's own keys");
+  if (list.keys[own_index] != own_keys) {
+    return Status::InvalidArgument(
+        "this site's keys in the key list differ from the ones it advertised (altered in transit)");
+  }
+  std::vector<std::pair<Key32, uint32_t>> advertised;  // every cipher and mask key, with its site
+  for (const SecAggKeys& entry : list.keys) {
+    advertised.emplace_back(entry.cipher_key, entry.site);
+    advertised.emplace_back(entry.mask_key, entry.site);
+  }
+  std::sort(advertised.begin(), advertised.end());
+  for (size_t i = 1; i < advertised.size(); ++i) {
+    if (advertised[i].first == advertised[i - 1].first) {
+      const uint32_t a = advertised[i - 1].second, b = advertised[i].second;
+      return Status::InvalidArgument(a == b ? "site " + Str(a) + " advertises the same key twice"
+                                            : "sites " + Str(std::min(a, b)) + " and " +
+                                                  Str(std::max(a, b)) + " advertise the same key");
+    }
+  }
+  if (list.keys.size() < params.threshold) {
+    return Status::Aborted("key list holds " + Str(list.keys.size()) +
+                           " sites (this one included), fewer than the threshold " +
+                           Str(params.threshold));
+  }
+  for (size_t i = 0; i < list.keys.size(); ++i) {
+    if (i == own_index) continue;
+    const SecAggKeys& entry = list.keys[i];
+    if (!crypto::Verify(entry.identity_key,
+                        KeysSignedMessage(round, entry.site, entry.cipher_key, entry.mask_key),
+                        entry.signature)) {
+      return Status::InvalidArgument("the keys of site " + Str(entry.site) +
+                                     " carry a bad signature for identity key " +
+                                     crypto::ToHex(entry.identity_key).substr(0, 16) + "...");
+    }
+  }
+
+  // Shamir-share s_sk and b among the sites in the list (x = position + 1).
+  FEDREC_RETURN_IF_ERROR(crypto::RandomBytes(seed));
+  std::vector<uint32_t> xs;
+  for (const SecAggKeys& entry : list.keys) xs.push_back(*PositionOf(params, entry.site) + 1);
+  FEDREC_ASSIGN_OR_RETURN(std::vector<shamir::ShareValue> key_shares,
+                          shamir::Split(mask.private_key, params.threshold, xs));
+  FEDREC_ASSIGN_OR_RETURN(std::vector<shamir::ShareValue> seed_shares,
+                          shamir::Split(seed, params.threshold, xs));
+  own_key_share = key_shares[own_index];
+  own_seed_share = seed_shares[own_index];
+
+  FEDREC_ASSIGN_OR_RETURN(X25519Key cipher_key, X25519Key::Load(cipher.private_key));
+  SecAggShares out;
+  out.round = round;
+  out.site = site;
+  std::array<uint8_t, kSharePlaintextSize> plaintext;
+  for (size_t i = 0; i < list.keys.size(); ++i) {
+    if (i == own_index) continue;
+    const uint32_t other = list.keys[i].site;
+    Result<Key32> secret = cipher_key.Agree(list.keys[i].cipher_key);
+    if (!secret.ok()) return secret.status().WithContext("cipher key of site " + Str(other));
+    Result<Key32> seal_key = ShareKey(*secret, round, site, other);
+    Result<Key32> open_key = ShareKey(*secret, round, other, site);
+    WipeValue(*secret);
+    if (!seal_key.ok()) return seal_key.status();
+    if (!open_key.ok()) return open_key.status();
+    const auto key_bytes = shamir::Serialize(key_shares[i]);
+    const auto seed_bytes = shamir::Serialize(seed_shares[i]);
+    std::copy(key_bytes.begin(), key_bytes.end(), plaintext.begin());
+    std::copy(seed_bytes.begin(), seed_bytes.end(), plaintext.begin() + shamir::kShareSize);
+    Result<std::vector<uint8_t>> sealed =
+        crypto::SealOnce(*seal_key, Context(round, site, other), plaintext);
+    WipeValue(*seal_key);
+    if (!sealed.ok()) return sealed.status();
+    out.shares.push_back(EncryptedShare{other, std::move(sealed).value()});
+    Peer peer;
+    peer.site = other;
+    peer.mask_key = list.keys[i].mask_key;
+    peer.open_key = *open_key;
+    WipeValue(*open_key);
+    peers.push_back(peer);
+  }
+  WipeValue(plaintext);
+  Wipe(std::span(reinterpret_cast<uint8_t*>(key_shares.data()),
+                 key_shares.size() * sizeof(shamir::ShareValue)));
+  Wipe(std::span(reinterpret_cast<uint8_t*>(seed_shares.data()),
+                 seed_shares.size() * sizeof(shamir::ShareValue)));
+  WipeValue(cipher.private_key);  // its only use was sealing these shares
+  return out;
+}
+
+Result<SecAggMasked> Client::State::Mask(std::span<const uint64_t> input,
+                                         const SecAggRoutedShares& routed) {
+  const uint32_t round = params.round;
+  if (input.size() != params.length) {
+    return Status::InvalidArgument("input of " + Str(input.size()) + " elements, expected " +
+                                   Str(params.length));
+  }
+  if (routed.round != round) {
+    return Status::InvalidArgument("routed shares for round " + Str(routed.round) +
+                                   ", expected round " + Str(round));
+  }
+  if (routed.shares.size() > peers.size()) {
+    return Status::InvalidArgument(Str(routed.shares.size()) + " routed shares, expected at most " +
+                                   Str(peers.size()) + " (the neighbours in this site's key list)");
+  }
+  std::vector<uint8_t> plain;
+  for (const EncryptedShare& share : routed.shares) {
+    Peer* peer = FindPeer(share.site);
+    if (peer == nullptr) {
+      return Status::InvalidArgument("a share from site " + Str(share.site) +
+                                     ", which is not a neighbour in this site's key list");
+    }
+    if (peer->shared) return Status::InvalidArgument("a second share from site " + Str(share.site));
+    if (share.sealed.size() != kSealedShareSize) {
+      return Status::InvalidArgument("the share from site " + Str(share.site) + " has " +
+                                     Str(share.sealed.size()) + " bytes, expected " +
+                                     Str(kSealedShareSize));
+    }
+    Result<std::vector<uint8_t>> opened =
+        crypto::OpenOnce(peer->open_key, Context(round, share.site, site), share.sealed);
+    if (!opened.ok()) {
+      return Status::Corruption("the share from site " + Str(share.site) +
+                                " does not authenticate (altered, or sealed for another site or "
+                                "round): " +
+                                opened.status().message());
+    }
+    plain = std::move(opened).value();
+    Result<shamir::ShareValue> key_share =
+        shamir::Parse(std::span(plain).first(shamir::kShareSize));
+    Result<shamir::ShareValue> seed_share =
+        shamir::Parse(std::span(plain).subspan(shamir::kShareSize));
+    Wipe(plain);
+    if (!key_share.ok())
+      return key_share.status().WithContext("share from site " + Str(share.site));
+    if (!seed_share.ok())
+      return seed_share.status().WithContext("share from site " + Str(share.site));
+    peer->key_share = *key_share;
+    peer->seed_share = *seed_share;
+    peer->shared = true;
+  }
+  // Below the threshold too few pairwise masks would hide this site's input
+  // (and its seed could not be reconstructed anyway).
+  if (routed.shares.size() + 1 < params.threshold) {
+    return Status::Aborted("shares arrived from " + Str(routed.shares.size()) +
+                           " neighbours; with this site that is fewer than the threshold " +
+                           Str(params.threshold));
+  }
+
+  std::vector<SignedPrgKey> masks;
+  masks.reserve(routed.shares.size() + 1);
+  FEDREC_ASSIGN_OR_RETURN(masks.emplace_back().key, SelfMaskKey(seed, round, site));
+  FEDREC_ASSIGN_OR_RETURN(X25519Key mask_key, X25519Key::Load(mask.private_key));
+  for (const Peer& peer : peers) {
+    if (!peer.shared) continue;
+    Result<Key32> secret = mask_key.Agree(peer.mask_key);
+    if (!secret.ok()) return secret.status().WithContext("mask key of site " + Str(peer.site));
+    Result<PrgKey> key = PairwiseKey(*secret, round, site, peer.site);
+    WipeValue(*secret);
+    if (!key.ok()) return key.status();
+    // +PRG(s_uv) when this site is the smaller one, -PRG(s_uv) otherwise.
+    masks.push_back(SignedPrgKey{*key, site > peer.site});
+    WipeValue(*key);
+  }
+  SecAggMasked out;
+  out.round = round;
+  out.site = site;
+  out.ring_bits = params.ring_bits;
+  out.data = MaskVector(input, params.ring_bits, masks);
+  Wipe(std::span(reinterpret_cast<uint8_t*>(masks.data()), masks.size() * sizeof(SignedPrgKey)));
+  WipeValue(mask.private_key);  // only its shares are revealed from now on
+  WipeValue(seed);
+  return out;
+}
+
+Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& request) {
+  const uint32_t round = params.round;
+  if (request.round != round) {
+    return Status::InvalidArgument("unmask request for round " + Str(request.round) +
+                                   ", expected round " + Str(round));
+  }
+  const auto check = [&](const std::vector<uint32_t>& list, const char* name) -> Status {
+    if (list.size() > params.sites.size()) {
+      return Status::InvalidArgument(std::string(name) + " list of " + Str(list.size()) +
+                                     " sites, more than the " + Str(params.sites.size()) +
+                                     " participants");
+    }
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (i > 0 && list[i] <= list[i - 1]) {
+        return Status::InvalidArgument(std::string(name) +
+                                       " list is not strictly ascending: site " + Str(list[i]) +
+                                       " after site " + Str(list[i - 1]));
+      }
+      if (!PositionOf(params, list[i])) {
+        return Status::InvalidArgument(std::string(name) + " list names site " + Str(list[i]) +
+                                       ", which is not a participant");
+      }
+    }
+    return Status::Ok();
+  };
+  FEDREC_RETURN_IF_ERROR(check(request.survivors, "survivor"));
+  FEDREC_RETURN_IF_ERROR(check(request.dropped, "dropped"));
+  // Revealing both shares of one site would unmask its input.
+  for (uint32_t other : request.dropped) {
+    if (Contains(request.survivors, other)) {
+      return Status::InvalidArgument("site " + Str(other) +
+                                     " is listed both as a survivor and as dropped; refusing to "
+                                     "reveal both of its secrets");
+    }
+  }
+  if (Contains(request.dropped, site)) {
+    return Status::InvalidArgument("this site is listed as dropped, but it sent its masked input");
+  }
+  if (!Contains(request.survivors, site))
+    return Status::InvalidArgument("this site is not listed among the survivors");
+  if (request.survivors.size() < params.threshold) {
+    return Status::Aborted(Str(request.survivors.size()) + " survivors, fewer than the threshold " +
+                           Str(params.threshold));
+  }
+
+  SecAggUnmaskShares out;
+  out.round = round;
+  out.site = site;
+  for (uint32_t other : request.survivors) {
+    if (other == site) {
+      const auto bytes = shamir::Serialize(own_seed_share);
+      out.self_mask_shares.push_back(RevealedShare{site, {bytes.begin(), bytes.end()}});
+      continue;
+    }
+    if (!IsNeighbour(other)) continue;  // holds nothing of it
+    const Peer* peer = FindPeer(other);
+    if (peer == nullptr || !peer->shared) {
+      return Status::InvalidArgument("site " + Str(other) +
+                                     " is listed as a survivor but did not send this site shares");
+    }
+    const auto bytes = shamir::Serialize(peer->seed_share);
+    out.self_mask_shares.push_back(RevealedShare{other, {bytes.begin(), bytes.end()}});
+  }
+  for (uint32_t other : request.dropped) {
+    if (!IsNeighbour(other)) continue;
+    const Peer* peer = FindPeer(other);
+    if (peer == nullptr || !peer->shared) {
+      return Status::InvalidArgument("site " + Str(other) +
+                                     " is listed as dropped but did not send this site shares");
+    }
+    const auto bytes = shamir::Serialize(peer->key_share);
+    out.mask_key_shares.push_back(RevealedShare{other, {bytes.begin(), bytes.end()}});
+  }
+  WipeSecrets();  // the round is over for this site
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Server
+
+namespace {
+
+enum class ServerStep { kKeys, kShares, kMasked, kUnmask, kDone, kAborted };
+
+}  // namespace
+
+struct Server::State {
+  // A revealed share: the holder's x-coordinate and its value.
+  struct Held {
+    uint32_t x = 0;
+    shamir::ShareValue value{};
+  };
+
+  Params params;
+  Status invalid;  // the parameters' problem, if any: every call fails with it
+  std::string where;
+  size_t n = 0;
+  // The graph; neighbour lists are computed when needed, since the complete
+  // graph's would take n^2 memory.
+  std::optional<Topology> topology;
+  ServerStep step = ServerStep::kKeys;
+
+  std::vector<std::optional<SecAggKeys>> keys;         // by position
+  std::vector<std::pair<Key32, uint32_t>> key_owners;  // sorted; detects reused keys
+  std::optional<X25519Key> probe;                      // detects low-order keys
+  std::vector<uint8_t> heard;  // by position: sent a message in the current step
+  std::vector<uint8_t> in_u1, in_u2, in_u3, in_u4;
+  std::vector<uint32_t> advertised, shared, survivors, dropped;  // site ids, ascending
+  std::vector<std::vector<EncryptedShare>> inbox;          // by addressee position; site = sender
+  std::vector<uint64_t> sum;                               // running sum of masked inputs
+  std::vector<std::vector<Held>> seed_shares, key_shares;  // by owner position
+
+  uint32_t Count(const std::vector<uint8_t>& flags) const {
+    return static_cast<uint32_t>(std::count(flags.begin(), flags.end(), 1));
+  }
+
+  std::vector<uint32_t> Members(const std::vector<uint8_t>& flags) const {
+    std::vector<uint32_t> out;
+    for (size_t pos = 0; pos < n; ++pos)
+      if (flags[pos]) out.push_back(params.sites[pos]);
+    return out;
+  }
+
+  // OK when `name` may run now, i.e. `step` is the current step.
+  Status Expect(ServerStep expected, const char* name) const {
+    if (!invalid.ok()) return invalid;
+    if (step == expected) return Status::Ok();
+    if (step == ServerStep::kAborted)
+      return Status::Aborted(where + ": " + name + " after the round aborted");
+    if (step == ServerStep::kDone)
+      return Status::InvalidArgument(where + ": " + name + " after the round finished");
+    return Status::InvalidArgument(where + ": " + name + " called out of order (step " +
+                                   Str(static_cast<int>(step) + 1) + " of 5 is open, " + name +
+                                   " belongs to step " + Str(static_cast<int>(expected) + 1) + ")");
+  }
+
+  // The position of `site` that sent a message of this step; InvalidArgument
+  // when it is not a participant, lacks `member_flags` (the previous step), or
+  // already sent one.
+  Result<uint32_t> Sender(uint32_t site, const char* what, const std::vector<uint8_t>* member_flags,
+                          const char* member_of) {
+    const std::optional<uint32_t> pos = PositionOf(params, site);
+    if (!pos) {
+      return Status::InvalidArgument(where + ": " + what + " from site " + Str(site) +
+                                     ", which is not a participant");
+    }
+    if (member_flags != nullptr && !(*member_flags)[*pos]) {
+      return Status::InvalidArgument(where + ": " + what + " from site " + Str(site) + ", which " +
+                                     member_of);
+    }
+    if (heard[*pos]) {
+      return Status::InvalidArgument(where + ": a second " + what + " message from site " +
+                                     Str(site));
+    }
+    heard[*pos] = 1;
+    return *pos;
+  }
+
+  // Closes a step: Aborted (and the round with it) below the threshold.
+  Status Close(uint32_t count, const char* what, ServerStep next) {
+    std::fill(heard.begin(), heard.end(), 0);
+    if (count < params.threshold) {
+      step = ServerStep::kAborted;
+      return Status::Aborted(where + ": " + Str(count) + " sites " + what +
+                             ", fewer than the threshold " + Str(params.threshold));
+    }
+    step = next;
+    return Status::Ok();
+  }
+
+  Result<std::vector<uint64_t>> Unmask();
+};
+
+Server::Server(Params params) : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.where = "secagg round " + Str(params.round) + ", coordinator";
+  s.invalid = Validate(params);
+  s.params = std::move(params);
+  if (!s.invalid.ok()) return;
+  s.n = s.params.sites.size();
+  s.topology.emplace(s.params);
+  s.keys.resize(s.n);
+  s.heard.assign(s.n, 0);
+  s.in_u1.assign(s.n, 0);
+  s.in_u2.assign(s.n, 0);
+  s.in_u3.assign(s.n, 0);
+  s.in_u4.assign(s.n, 0);
+  s.inbox.resize(s.n);
+  s.sum.assign(s.params.length, 0);
+  s.seed_shares.resize(s.n);
+  s.key_shares.resize(s.n);
+}
+
+Server::~Server() = default;
+
+const Params& Server::params() const { return state_->params; }
+const std::vector<uint32_t>& Server::advertised() const { return state_->advertised; }
+const std::vector<uint32_t>& Server::shared() const { return state_->shared; }
+const std::vector<uint32_t>& Server::survivors() const { return state_->survivors; }
+std::span<const uint64_t> Server::masked_sum() const { return state_->sum; }
+
+Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key32& identity_key) {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kKeys, "AddKeys"));
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos, s.Sender(site, "keys", nullptr, ""));
+  const std::string from = s.where + ": keys from site " + Str(site);
+  if (keys.round != s.params.round || keys.site != site) {
+    return Status::InvalidArgument(from + " are labelled round " + Str(keys.round) + ", site " +
+                                   Str(keys.site) + "; expected round " + Str(s.params.round) +
+                                   ", site " + Str(site));
+  }
+  if (!crypto::Verify(identity_key,
+                      KeysSignedMessage(keys.round, keys.site, keys.cipher_key, keys.mask_key),
+                      keys.signature)) {
+    return Status::InvalidArgument(from + " carry a bad signature for the site's identity key " +
+                                   crypto::ToHex(identity_key).substr(0, 16) + "...");
+  }
+  if (keys.cipher_key == keys.mask_key)
+    return Status::InvalidArgument(from + ": the same key advertised twice");
+  for (const Key32* key : {&keys.cipher_key, &keys.mask_key}) {
+    auto it = std::lower_bound(s.key_owners.begin(), s.key_owners.end(),
+                               std::make_pair(*key, uint32_t{0}));
+    if (it != s.key_owners.end() && it->first == *key) {
+      return Status::InvalidArgument(from + ": a key that site " + Str(it->second) +
+                                     " advertised already");
+    }
+  }
+  // Clamped X25519 scalars are multiples of 8, so agreement with any key
+  // gives zero exactly for the low-order points that would zero every mask.
+  if (!s.probe) {
+    FEDREC_ASSIGN_OR_RETURN(const Key32 probe_private, crypto::RandomKey());
+    FEDREC_ASSIGN_OR_RETURN(s.probe, X25519Key::Load(probe_private));
+  }
+  for (const Key32* key : {&keys.cipher_key, &keys.mask_key}) {
+    Result<Key32> agreed = s.probe->Agree(*key);
+    if (!agreed.ok()) {
+      return Status::InvalidArgument(from + ": " + (key == &keys.cipher_key ? "cipher" : "mask") +
+                                     " key is a low-order X25519 point");
+    }
+  }
+  for (const Key32* key : {&keys.cipher_key, &keys.mask_key}) {
+    const auto entry = std::make_pair(*key, site);
+    s.key_owners.insert(std::upper_bound(s.key_owners.begin(), s.key_owners.end(), entry), entry);
+  }
+  SecAggKeys relayed = keys;
+  relayed.identity_key = identity_key;
+  s.keys[pos] = relayed;
+  s.in_u1[pos] = 1;
+  return Status::Ok();
+}
+
+Status Server::FinishKeys() {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kKeys, "FinishKeys"));
+  s.advertised = s.Members(s.in_u1);
+  return s.Close(s.Count(s.in_u1), "advertised keys", ServerStep::kShares);
+}
+
+Result<SecAggKeyList> Server::KeyListFor(uint32_t site) const {
+  const State& s = *state_;
+  if (!s.invalid.ok()) return s.invalid;
+  if (s.step == ServerStep::kKeys || s.step == ServerStep::kAborted)
+    return Status::InvalidArgument(s.where + ": KeyListFor before FinishKeys succeeded");
+  const std::optional<uint32_t> pos = PositionOf(s.params, site);
+  if (!pos || !s.in_u1[*pos]) {
+    return Status::InvalidArgument(s.where + ": KeyListFor site " + Str(site) +
+                                   ", which did not advertise keys");
+  }
+  SecAggKeyList list;
+  list.round = s.params.round;
+  std::vector<uint32_t> members = s.topology->Neighbours(*pos);
+  members.insert(std::upper_bound(members.begin(), members.end(), *pos), *pos);
+  for (uint32_t q : members)
+    if (s.in_u1[q]) list.keys.push_back(*s.keys[q]);
+  return list;
+}
+
+Status Server::AddShares(uint32_t site, SecAggShares shares) {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kShares, "AddShares"));
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
+                          s.Sender(site, "shares", &s.in_u1, "did not advertise keys"));
+  const std::string from = s.where + ": shares from site " + Str(site);
+  if (shares.round != s.params.round || shares.site != site) {
+    return Status::InvalidArgument(from + " are labelled round " + Str(shares.round) + ", site " +
+                                   Str(shares.site) + "; expected round " + Str(s.params.round) +
+                                   ", site " + Str(site));
+  }
+  // Exactly one share per neighbour that advertised: those were in its key list.
+  std::vector<uint32_t> expected;
+  for (uint32_t q : s.topology->Neighbours(pos))
+    if (s.in_u1[q]) expected.push_back(q);
+  if (shares.shares.size() != expected.size()) {
+    return Status::InvalidArgument(from + ": expected " + Str(expected.size()) +
+                                   " sealed shares (one per neighbour that advertised keys), "
+                                   "found " +
+                                   Str(shares.shares.size()));
+  }
+  std::vector<uint32_t> addressees;
+  for (const EncryptedShare& share : shares.shares) {
+    const std::optional<uint32_t> to = PositionOf(s.params, share.site);
+    if (!to || !std::binary_search(expected.begin(), expected.end(), *to)) {
+      return Status::InvalidArgument(from + ": a share addressed to site " + Str(share.site) +
+                                     ", which is not a neighbour that advertised keys");
+    }
+    if (share.sealed.size() != kSealedShareSize) {
+      return Status::InvalidArgument(from + ": the share for site " + Str(share.site) + " has " +
+                                     Str(share.sealed.size()) + " bytes, expected " +
+                                     Str(kSealedShareSize));
+    }
+    addressees.push_back(*to);
+  }
+  std::sort(addressees.begin(), addressees.end());
+  if (auto twice = std::adjacent_find(addressees.begin(), addressees.end());
+      twice != addressees.end()) {
+    return Status::InvalidArgument(from + ": two shares addressed to site " +
+                                   Str(s.params.sites[*twice]));
+  }
+  for (EncryptedShare& share : shares.shares) {
+    const uint32_t to = *PositionOf(s.params, share.site);
+    s.inbox[to].push_back(EncryptedShare{site, std::move(share.sealed)});
+  }
+  s.in_u2[pos] = 1;
+  return Status::Ok();
+}
+
+Status Server::FinishShares() {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kShares, "FinishShares"));
+  s.shared = s.Members(s.in_u2);
+  for (auto& box : s.inbox) {
+    std::sort(box.begin(), box.end(),
+              [](const EncryptedShare& a, const EncryptedShare& b) { return a.site < b.site; });
+  }
+  return s.Close(s.Count(s.in_u2), "shared keys", ServerStep::kMasked);
+}
+
+Result<SecAggRoutedShares> Server::SharesFor(uint32_t site) const {
+  const State& s = *state_;
+  if (!s.invalid.ok()) return s.invalid;
+  if (s.step < ServerStep::kMasked || s.step == ServerStep::kAborted)
+    return Status::InvalidArgument(s.where + ": SharesFor before FinishShares succeeded");
+  const std::optional<uint32_t> pos = PositionOf(s.params, site);
+  if (!pos || !s.in_u2[*pos]) {
+    return Status::InvalidArgument(s.where + ": SharesFor site " + Str(site) +
+                                   ", which did not share keys");
+  }
+  SecAggRoutedShares routed;
+  routed.round = s.params.round;
+  routed.shares = s.inbox[*pos];
+  return routed;
+}
+
+Status Server::AddMasked(uint32_t site, const SecAggMasked& masked) {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kMasked, "AddMasked"));
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
+                          s.Sender(site, "masked input", &s.in_u2, "did not share keys"));
+  const std::string from = s.where + ": masked input from site " + Str(site);
+  if (masked.round != s.params.round || masked.site != site) {
+    return Status::InvalidArgument(from + " is labelled round " + Str(masked.round) + ", site " +
+                                   Str(masked.site) + "; expected round " + Str(s.params.round) +
+                                   ", site " + Str(site));
+  }
+  if (masked.ring_bits != s.params.ring_bits) {
+    return Status::InvalidArgument(from + " is in a ring of " + Str(masked.ring_bits) +
+                                   " bits, expected " + Str(s.params.ring_bits));
+  }
+  const size_t width = s.params.ring_bits / 8;
+  if (masked.data.size() != s.params.length * width) {
+    return Status::InvalidArgument(from + " has " + Str(masked.data.size()) + " bytes, expected " +
+                                   Str(s.params.length) + " elements of " + Str(width) +
+                                   " bytes = " + Str(s.params.length * width));
+  }
+  const uint8_t* data = masked.data.data();
+  uint64_t* sum = s.sum.data();
+  if (width == 4) {
+    for (size_t i = 0; i < s.sum.size(); ++i) {
+      uint32_t word;
+      std::memcpy(&word, data + 4 * i, 4);
+      if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap32(word);
+      sum[i] = (sum[i] + word) & 0xffffffffu;
+    }
+  } else {
+    for (size_t i = 0; i < s.sum.size(); ++i) {
+      uint64_t word;
+      std::memcpy(&word, data + 8 * i, 8);
+      if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
+      sum[i] += word;
+    }
+  }
+  s.in_u3[pos] = 1;
+  return Status::Ok();
+}
+
+Status Server::FinishMasked() {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kMasked, "FinishMasked"));
+  s.survivors = s.Members(s.in_u3);
+  s.dropped.clear();
+  for (size_t pos = 0; pos < s.n; ++pos)
+    if (s.in_u2[pos] && !s.in_u3[pos]) s.dropped.push_back(s.params.sites[pos]);
+  return s.Close(s.Count(s.in_u3), "sent masked inputs", ServerStep::kUnmask);
+}
+
+SecAggUnmaskRequest Server::UnmaskRequest() const {
+  SecAggUnmaskRequest request;
+  request.round = state_->params.round;
+  request.survivors = state_->survivors;
+  request.dropped = state_->dropped;
+  return request;
+}
+
+Status Server::AddUnmaskShares(uint32_t site, const SecAggUnmaskShares& shares) {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kUnmask, "AddUnmaskShares"));
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
+                          s.Sender(site, "unmask shares", &s.in_u3, "is not a survivor"));
+  const std::string from = s.where + ": unmask shares from site " + Str(site);
+  if (shares.round != s.params.round || shares.site != site) {
+    return Status::InvalidArgument(from + " are labelled round " + Str(shares.round) + ", site " +
+                                   Str(shares.site) + "; expected round " + Str(s.params.round) +
+                                   ", site " + Str(site));
+  }
+  // The holder reveals exactly: its shares of b for the survivors among it
+  // and its neighbours, of s_sk for its dropped neighbours.
+  std::vector<uint32_t> expected_seeds, expected_keys;
+  std::vector<uint32_t> members = s.topology->Neighbours(pos);
+  members.insert(std::upper_bound(members.begin(), members.end(), pos), pos);
+  for (uint32_t q : members) {
+    if (s.in_u3[q]) expected_seeds.push_back(q);
+    if (q != pos && s.in_u2[q] && !s.in_u3[q]) expected_keys.push_back(q);
+  }
+  std::vector<std::pair<uint32_t, shamir::ShareValue>> seeds, mask_keys;
+  const auto take = [&](const std::vector<RevealedShare>& revealed,
+                        const std::vector<uint32_t>& expected, const char* what,
+                        std::vector<std::pair<uint32_t, shamir::ShareValue>>* out) -> Status {
+    std::vector<uint32_t> found;
+    for (const RevealedShare& r : revealed) found.push_back(r.site);
+    std::vector<uint32_t> wanted;
+    for (uint32_t q : expected) wanted.push_back(s.params.sites[q]);
+    if (found != wanted) {
+      return Status::InvalidArgument(from + ": expected " + what + " shares of sites " +
+                                     SiteList(wanted) + ", found shares of " + SiteList(found));
+    }
+    for (size_t i = 0; i < revealed.size(); ++i) {
+      Result<shamir::ShareValue> value = shamir::Parse(revealed[i].share);
+      if (!value.ok()) {
+        return value.status().WithContext(from + ": the " + what + " share of site " +
+                                          Str(revealed[i].site));
+      }
+      out->emplace_back(expected[i], *value);
+    }
+    return Status::Ok();
+  };
+  FEDREC_RETURN_IF_ERROR(take(shares.self_mask_shares, expected_seeds, "self-mask", &seeds));
+  FEDREC_RETURN_IF_ERROR(take(shares.mask_key_shares, expected_keys, "mask-key", &mask_keys));
+  for (const auto& [owner, value] : seeds) s.seed_shares[owner].push_back({pos + 1, value});
+  for (const auto& [owner, value] : mask_keys) s.key_shares[owner].push_back({pos + 1, value});
+  s.in_u4[pos] = 1;
+  return Status::Ok();
+}
+
+Result<std::vector<uint64_t>> Server::Finish() {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kUnmask, "Finish"));
+  Result<std::vector<uint64_t>> result = s.Unmask();
+  s.step = result.ok() ? ServerStep::kDone : ServerStep::kAborted;
+  for (auto* shares : {&s.seed_shares, &s.key_shares}) {
+    for (std::vector<State::Held>& held : *shares) {
+      for (State::Held& h : held) WipeValue(h.value);
+      held.clear();
+    }
+  }
+  return result;
+}
+
+namespace {
+
+// The running sum minus the masks: first the self masks of the survivors, then
+// for each dropped site u and surviving neighbour v the mask v added for u.
+template <typename Word>
+Status RemoveMasks(std::span<Word> work, uint32_t round, std::span<const uint32_t> sites,
+                   const std::vector<std::pair<uint32_t, shamir::Secret>>& seeds,
+                   std::vector<std::pair<uint32_t, X25519Key>>& dropped_keys,
+                   const std::vector<std::vector<uint32_t>>& survivor_neighbours,
+                   const std::vector<std::optional<X25519Public>>& mask_keys) {
+  for (const auto& [pos, seed] : seeds) {
+    FEDREC_ASSIGN_OR_RETURN(PrgKey key, SelfMaskKey(seed, round, sites[pos]));
+    AddPrg(key, /*subtract=*/true, work);
+    WipeValue(key);
+  }
+  for (size_t d = 0; d < dropped_keys.size(); ++d) {
+    const uint32_t u = sites[dropped_keys[d].first];
+    for (uint32_t pos_v : survivor_neighbours[d]) {
+      const uint32_t v = sites[pos_v];
+      Result<Key32> secret = dropped_keys[d].second.Agree(*mask_keys[pos_v]);
+      if (!secret.ok())
+        return secret.status().WithContext("mask keys of sites " + Str(u) + " and " + Str(v));
+      Result<PrgKey> key = PairwiseKey(*secret, round, u, v);
+      WipeValue(*secret);
+      if (!key.ok()) return key.status();
+      // v added +PRG when v < u: take it away.
+      AddPrg(*key, /*subtract=*/v < u, work);
+      WipeValue(*key);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::vector<uint64_t>> Server::State::Unmask() {
+  const uint32_t t = params.threshold;
+  if (Count(in_u4) < t) {
+    return Status::Aborted(where + ": " + Str(Count(in_u4)) +
+                           " survivors revealed shares, fewer than the threshold " + Str(t));
+  }
+  // Every secret needs t shares; check them all before the costly work.
+  for (uint32_t site : survivors) {
+    const uint32_t pos = *PositionOf(params, site);
+    if (seed_shares[pos].size() < t) {
+      return Status::Aborted(where + ": the self-mask seed of site " + Str(site) + " has " +
+                             Str(seed_shares[pos].size()) +
+                             " revealed shares, fewer than the threshold " + Str(t));
+    }
+  }
+  for (uint32_t site : dropped) {
+    const uint32_t pos = *PositionOf(params, site);
+    if (key_shares[pos].size() < t) {
+      return Status::Aborted(where + ": the mask key of dropped site " + Str(site) + " has " +
+                             Str(key_shares[pos].size()) +
+                             " revealed shares, fewer than the threshold " + Str(t));
+    }
+  }
+
+  // Reconstruction from the t lowest holders; the Lagrange coefficients are
+  // computed once per holder set (with the complete graph there is one).
+  std::map<std::vector<uint32_t>, shamir::Interpolator> interpolators;
+  const auto reconstruct = [&](std::vector<Held>& held) -> Result<shamir::Secret> {
+    std::sort(held.begin(), held.end(), [](const Held& a, const Held& b) { return a.x < b.x; });
+    std::vector<uint32_t> xs(t);
+    std::vector<shamir::ShareValue> ys(t);
+    for (uint32_t i = 0; i < t; ++i) {
+      xs[i] = held[i].x;
+      ys[i] = held[i].value;
+    }
+    auto it = interpolators.find(xs);
+    if (it == interpolators.end()) {
+      FEDREC_ASSIGN_OR_RETURN(shamir::Interpolator interpolator, shamir::Interpolator::Create(xs));
+      it = interpolators.emplace(std::move(xs), std::move(interpolator)).first;
+    }
+    return it->second.Reconstruct(ys);
+  };
+
+  std::vector<std::pair<uint32_t, shamir::Secret>> seeds;
+  for (uint32_t site : survivors) {
+    const uint32_t pos = *PositionOf(params, site);
+    Result<shamir::Secret> seed = reconstruct(seed_shares[pos]);
+    if (!seed.ok()) {
+      return seed.status().WithContext(where + ": reconstructing the self-mask seed of site " +
+                                       Str(site));
+    }
+    seeds.emplace_back(pos, *seed);
+  }
+  // The survivors' mask keys, loaded once for all the dropped sites.
+  std::vector<std::optional<X25519Public>> survivor_keys(n);
+  for (size_t pos = 0; pos < n; ++pos) {
+    if (!in_u3[pos]) continue;
+    FEDREC_ASSIGN_OR_RETURN(survivor_keys[pos], X25519Public::Load(keys[pos]->mask_key));
+  }
+  std::vector<std::pair<uint32_t, X25519Key>> dropped_keys;
+  std::vector<std::vector<uint32_t>> survivor_neighbours;
+  for (uint32_t site : dropped) {
+    const uint32_t pos = *PositionOf(params, site);
+    Result<shamir::Secret> private_key = reconstruct(key_shares[pos]);
+    if (!private_key.ok()) {
+      return private_key.status().WithContext(where + ": reconstructing the mask key of site " +
+                                              Str(site));
+    }
+    Result<X25519Key> key = X25519Key::Load(*private_key);
+    WipeValue(*private_key);
+    if (!key.ok()) return key.status();
+    // A bad share (from a faulty or malicious holder) yields another key.
+    if (key->public_key() != keys[pos]->mask_key) {
+      std::vector<uint32_t> holders;  // reconstruct() used the first t, sorted
+      for (uint32_t i = 0; i < t; ++i) holders.push_back(params.sites[key_shares[pos][i].x - 1]);
+      return Status::Corruption(where + ": the mask key of dropped site " + Str(site) +
+                                " reconstructed from the shares of sites " + SiteList(holders) +
+                                " does not match the key it advertised: a revealed share is bad");
+    }
+    std::vector<uint32_t> neighbours;
+    for (uint32_t q : topology->Neighbours(pos))
+      if (in_u3[q]) neighbours.push_back(q);
+    dropped_keys.emplace_back(pos, std::move(key).value());
+    survivor_neighbours.push_back(std::move(neighbours));
+  }
+
+  std::vector<uint64_t> result(sum.size());
+  Status removed;
+  if (params.ring_bits == 32) {
+    std::vector<uint32_t> work(sum.begin(), sum.end());
+    removed = RemoveMasks<uint32_t>(work, params.round, params.sites, seeds, dropped_keys,
+                                    survivor_neighbours, survivor_keys);
+    std::copy(work.begin(), work.end(), result.begin());
+  } else {
+    result = sum;
+    removed = RemoveMasks<uint64_t>(result, params.round, params.sites, seeds, dropped_keys,
+                                    survivor_neighbours, survivor_keys);
+  }
+  for (auto& [pos, seed] : seeds) WipeValue(seed);
+  if (!removed.ok()) return removed.WithContext(where + ": unmasking");
+  return result;
+}
+
+}  // namespace fedrec::secagg

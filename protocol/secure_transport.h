@@ -1,0 +1,221 @@
+// SecureTransport: authenticated, encrypted channels over any Transport.
+//
+// A decorator: the coordinator and worker roles talk to it exactly as to the
+// transport it wraps (in-process or MPI), and every frame between two ranks
+// travels sealed under keys only those two ranks hold.
+//
+// Handshake (message-driven; nothing ever blocks waiting for a peer):
+//
+//  1. The first Send to a peer without a session makes a fresh X25519
+//     ephemeral key pair and sends a ChannelHello frame (type kChannelHello,
+//     round 0, sender = own rank) whose 136-byte payload is
+//
+//       offset size field
+//            0    4 sender rank (little-endian)
+//            4    4 peer rank, the rank the hello is addressed to
+//            8   32 sender's Ed25519 identity public key
+//           40   32 sender's ephemeral X25519 public key
+//           72   64 Ed25519 signature by the identity key over
+//                   "fedrec channel hello v1\0" || bytes 0..71
+//
+//     The application frame, and every later one to that peer, is queued
+//     until the session exists. Send returns at once.
+//  2. Recv, on a peer's hello, checks in this order: the sender field is the
+//     rank it came from and the peer field is our rank (kMisaddressed); the
+//     identity key is the one configured for that rank (kUnknownPeer when no
+//     configured rank has it or no key is configured for the rank,
+//     kWrongIdentity when it belongs to another rank); the signature
+//     (kBadSignature). With `authenticate` off, any identity key passes but the
+//     signature is still checked, so the ephemeral key is bound to the identity
+//     that presented it.
+//  3. If we have not sent our own hello to that peer yet, we send it now. Both
+//     sides may start at once: each sends exactly one hello per peer, and the
+//     session depends only on the pair of hellos, not on the order they cross.
+//  4. secret = X25519(our ephemeral, their ephemeral);
+//     salt = SHA-256(hello payload of the lower rank || hello payload of the
+//     higher rank); HKDF-SHA256(secret, salt, info "fedrec channel v1") gives
+//     64 bytes: the AES-256-GCM key for lower -> higher rank, then the key for
+//     higher -> lower. The ephemeral private key, the secret and the HKDF
+//     output are cleansed. The queued frames are then sealed and sent in order.
+//
+//  Because each session mixes a fresh ephemeral key of each side, a hello
+//  replayed from an earlier run yields keys nobody knows; the frames of that
+//  run cannot be replayed into this one. A second hello from a peer that
+//  already has a session is refused (kDuplicateHello).
+//
+// Sealed frame (type kSealed), for an inner frame of n bytes:
+//
+//   offset   size field
+//        0     24 frame header: type kSealed, round and sender copied from the
+//                 inner frame (so rejections can name the round), payload
+//                 length 8 + n + 16
+//       24      8 sequence number, little-endian; per direction, from 0
+//       32      n AES-256-GCM ciphertext of the complete inner frame
+//   32 + n     16 GCM tag
+//
+//   nonce = 4-byte direction label ("lohi" from the lower to the higher rank,
+//           "hilo" the other way) || sequence number (8 bytes, little-endian)
+//   AAD   = bytes 0..31 (outer header and sequence number)
+//
+// Receiving, in this order: fewer than 48 bytes or a payload length that does
+// not match is kTruncated; no session with the sender is kNoSession; a tag that
+// does not verify (under the frame's own sequence number) is kTampered; a
+// sequence number below the expected one is kReplayed, above it kReordered
+// (the frame is dropped and the receiver still waits for the expected one).
+// Any other frame type from a peer is kNotSealed. Every rejected frame is
+// dropped with a warning, recorded (rejections()), and Recv carries on: one
+// forged frame must not end a job.
+//
+// Self-sends (peer == rank()) go through the same handshake and sealing; a
+// rank accepts only its own identity key for itself.
+//
+// Thread-safety: as the Transport contract. Send is thread-safe; a per-peer
+// lock is held while a frame is sealed and handed to the inner transport, so
+// sequence order is wire order, and senders to different peers never contend.
+// Recv must be called from one thread at a time. rejections() and the other
+// accessors are thread-safe.
+//
+// Cost: one copy of each frame when it is sealed (into the sealed buffer,
+// then encrypted in place), and on receipt an in-place decryption followed by
+// a shift of the plaintext 32 bytes to the front of the same buffer.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/crypto.h"
+#include "protocol/transport.h"
+
+namespace fedrec {
+
+// Why a frame from a peer was refused.
+enum class ChannelError {
+  kTampered,          // the GCM tag did not verify
+  kTruncated,         // shorter than header + sequence number + tag, or length mismatch
+  kReplayed,          // a sequence number already received
+  kReordered,         // a sequence number beyond the next expected one
+  kUnknownPeer,       // hello with an identity key no configured rank has
+  kWrongIdentity,     // hello with the identity key configured for another rank
+  kBadSignature,      // hello whose signature does not verify
+  kMisaddressed,      // hello for another rank, or claiming another sender
+  kNotSealed,         // a plaintext application frame from a peer
+  kNoSession,         // a sealed frame before the handshake with its sender
+  kDuplicateHello,    // a hello from a peer that already has a session
+  kMalformed,         // unreadable frame header or hello payload
+  kHandshakeFailed,   // key agreement failed (e.g. a low-order ephemeral key)
+};
+
+// "tampered", "truncated", ...
+const char* ChannelErrorName(ChannelError error);
+
+struct ChannelRejection {
+  ChannelError error;
+  int peer = -1;       // the rank the frame came from
+  uint32_t round = 0;  // from the frame header (0 for hellos)
+  // Names the peer and the round, and says what was expected and found.
+  std::string message;
+};
+
+struct SecureTransportOptions {
+  // This rank's long-term (or start-up) Ed25519 identity.
+  crypto::SigningKey identity;
+
+  // True: a peer rank is accepted only with the identity key in `peer_keys`.
+  // False: any identity key is accepted (ephemeral identities in the simulator
+  // or a quick local run); the caller should log once that peers are not
+  // authenticated.
+  bool authenticate = true;
+  // Expected identity public key per peer rank.
+  std::map<int, crypto::Key32> peer_keys;
+  // Every configured identity key (e.g. all sites in the coordinator's config),
+  // so a hello can be refused as "unknown" or as "the key of another rank".
+  // The keys in `peer_keys` count as configured without being listed here.
+  std::vector<crypto::Key32> known_keys;
+
+  // Names a rank in messages ("site 3 (rank 4)", "coordinator (rank 0)");
+  // "rank N" when unset.
+  std::function<std::string(int rank)> peer_name;
+};
+
+class SecureTransport : public Transport {
+ public:
+  // Wraps `inner`, which must outlive the result and must not be used directly
+  // afterwards (its frames would bypass the channels). InvalidArgument when the
+  // identity's public key does not match its private key, or a configured
+  // peer rank is outside 0..size()-1.
+  static Result<std::unique_ptr<SecureTransport>> Create(Transport* inner,
+                                                         SecureTransportOptions options);
+
+  ~SecureTransport() override;
+
+  int rank() const override;
+  int size() const override;
+
+  // Seals `bytes` (one complete frame) for `peer`, or queues it until the
+  // handshake with `peer` completes (starting it if needed). Errors are those
+  // of the inner transport, a failure to make the ephemeral key, or a failure
+  // to deliver frames queued for this peer earlier.
+  Status Send(int peer, std::vector<uint8_t> bytes) override;
+
+  // The next decrypted application frame (the inner frame's bytes, `from` the
+  // peer rank), waiting at most `timeout` overall while handshake and rejected
+  // frames are consumed. Zero polls: returns a frame if one can be produced
+  // from what has already arrived, else Timeout. Timeout and Unavailable as
+  // the inner transport.
+  Result<Envelope> Recv(std::chrono::milliseconds timeout) override;
+
+  // The inner transport's counters: bytes and messages on the wire, handshake
+  // frames included.
+  TrafficStats stats() const override;
+
+  // The identity key `peer` authenticated with, once its session is up.
+  std::optional<std::array<uint8_t, 32>> PeerIdentity(int peer) const override;
+
+  // True once frames to and from `peer` are sealed. Thread-safe.
+  bool HasSession(int peer) const;
+
+  // The most recent rejections (at most kKeptRejections), oldest first.
+  static constexpr size_t kKeptRejections = 256;
+  std::vector<ChannelRejection> rejections() const;
+  // Rejections of one kind, and of all kinds, since construction.
+  uint64_t rejection_count(ChannelError error) const;
+  uint64_t rejection_count() const;
+
+ private:
+  struct Peer;
+
+  SecureTransport(Transport* inner, SecureTransportOptions options);
+
+  std::string Name(int rank) const;
+  // REQUIRES: p.mu held.
+  Status SendHelloLocked(Peer& p, int peer);
+  Status SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t> frame);
+  Status FlushLocked(Peer& p, int peer);
+
+  // Each returns the decrypted frame for an accepted application frame, and
+  // nothing (after recording why) for a handshake or rejected frame.
+  bool HandleFrame(Envelope& envelope);
+  void HandleHello(int from, const std::vector<uint8_t>& bytes);
+  bool HandleSealed(int from, std::vector<uint8_t>& bytes, uint32_t round);
+  void Reject(ChannelError error, int peer, uint32_t round, std::string message);
+
+  Transport* const inner_;
+  const SecureTransportOptions options_;
+  std::vector<std::unique_ptr<Peer>> peers_;  // indexed by rank
+
+  mutable std::mutex rejections_mu_;
+  std::vector<ChannelRejection> rejections_;  // ring of kKeptRejections; guarded
+  size_t rejections_next_ = 0;                // guarded by rejections_mu_
+  std::array<std::atomic<uint64_t>, 13> counts_{};
+};
+
+}  // namespace fedrec

@@ -1,0 +1,1074 @@
+#include "protocol/secagg.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/crypto.h"
+#include "protocol/secagg_prg.h"
+#include "protocol/shamir.h"
+
+namespace fedrec::secagg {
+namespace {
+
+using Code = Status::Code;
+
+std::string Str(uint64_t v) { return std::to_string(v); }
+
+void ExpectError(const Status& status, Code code, std::initializer_list<std::string_view> parts) {
+  EXPECT_EQ(status.code(), code) << status.ToString();
+  for (std::string_view part : parts) {
+    EXPECT_NE(status.message().find(part), std::string::npos)
+        << "expected \"" << part << "\" in: " << status.message();
+  }
+}
+
+// Site ids are spread out (not 0..n-1) so positions and ids cannot be mixed up.
+std::vector<uint32_t> SiteIds(uint32_t n) {
+  std::vector<uint32_t> sites(n);
+  for (uint32_t i = 0; i < n; ++i) sites[i] = 3 * i + 2;
+  return sites;
+}
+
+Params Complete(uint32_t n, uint32_t threshold, uint32_t ring_bits, uint64_t length) {
+  Params params;
+  params.round = 7;
+  params.sites = SiteIds(n);
+  params.threshold = threshold;
+  params.degree = n - 1;
+  params.ring_bits = ring_bits;
+  params.length = length;
+  return params;
+}
+
+Params Sparse(uint32_t n, uint32_t degree, uint32_t threshold, uint32_t ring_bits, uint64_t length,
+              std::mt19937_64& rng) {
+  Params params = Complete(n, threshold, ring_bits, length);
+  params.degree = degree;
+  params.ring_order = params.sites;
+  std::shuffle(params.ring_order.begin(), params.ring_order.end(), rng);
+  return params;
+}
+
+// When a site stops answering: before advertising its keys, after advertising,
+// after sharing, after masking (it never reveals), or never.
+enum Drop : int {
+  kStays = 0,
+  kBeforeKeys = 1,
+  kAfterKeys = 2,
+  kAfterShares = 3,
+  kAfterMasking = 4
+};
+
+// Runs a round between one Server and the Clients directly, no transport.
+class Driver {
+ public:
+  explicit Driver(Params params, uint64_t seed = 1) : params_(std::move(params)), rng_(seed) {
+    EXPECT_TRUE(Validate(params_).ok()) << Validate(params_).ToString();
+    server_ = std::make_unique<Server>(params_);
+    for (uint32_t site : params_.sites) {
+      Result<crypto::SigningKey> identity = crypto::GenerateSigningKey();
+      EXPECT_TRUE(identity.ok());
+      identities_.push_back(*identity);
+      clients_.push_back(std::make_unique<Client>(params_, site, *identity));
+      std::vector<uint64_t> input(params_.length);
+      for (uint64_t& x : input) x = rng_();  // the high bits must not matter in ring 32
+      inputs_.push_back(std::move(input));
+    }
+    drop_.assign(params_.sites.size(), kStays);
+  }
+
+  const Params& params() const { return params_; }
+  Server& server() { return *server_; }
+  uint32_t Pos(uint32_t site) const {
+    return static_cast<uint32_t>(
+        std::lower_bound(params_.sites.begin(), params_.sites.end(), site) - params_.sites.begin());
+  }
+  Client& client(uint32_t site) { return *clients_[Pos(site)]; }
+  const crypto::SigningKey& identity(uint32_t site) const { return identities_[Pos(site)]; }
+  std::vector<uint64_t>& input(uint32_t site) { return inputs_[Pos(site)]; }
+  void SetDrop(uint32_t site, Drop drop) { drop_[Pos(site)] = drop; }
+  void SetDrops(const std::vector<int>& drop_by_position) {
+    for (size_t i = 0; i < drop_.size(); ++i) drop_[i] = static_cast<Drop>(drop_by_position[i]);
+  }
+
+  // Sites that refused a step (their error was Aborted, as expected when too
+  // few of their neighbours remain), and unexpected client errors.
+  const std::vector<uint32_t>& refused() const { return refused_; }
+  // Every masked input the coordinator received, as sent.
+  const std::vector<std::vector<uint8_t>>& masked_seen() const { return masked_seen_; }
+  // The keys a site advertised in Advertise().
+  const SecAggKeys& advertised(uint32_t site) { return advertised_[site]; }
+
+  Status Advertise() {
+    for (uint32_t site : params_.sites) {
+      if (drop_[Pos(site)] == kBeforeKeys) continue;
+      Result<SecAggKeys> keys = client(site).AdvertiseKeys();
+      EXPECT_TRUE(keys.ok()) << keys.status().ToString();
+      if (!keys.ok()) continue;
+      advertised_[site] = *keys;
+      Status added = server_->AddKeys(site, *keys, identity(site).public_key);
+      EXPECT_TRUE(added.ok()) << added.ToString();
+    }
+    return server_->FinishKeys();
+  }
+
+  Status Share() {
+    for (uint32_t site : server_->advertised()) {
+      if (drop_[Pos(site)] == kAfterKeys) continue;
+      Result<SecAggKeyList> list = server_->KeyListFor(site);
+      EXPECT_TRUE(list.ok()) << list.status().ToString();
+      Result<SecAggShares> shares = client(site).ShareKeys(*list);
+      if (!Answered(site, shares.status())) continue;
+      Status added = server_->AddShares(site, std::move(shares).value());
+      EXPECT_TRUE(added.ok()) << added.ToString();
+    }
+    return server_->FinishShares();
+  }
+
+  Status Mask() {
+    for (uint32_t site : server_->shared()) {
+      if (drop_[Pos(site)] == kAfterShares) continue;
+      Result<SecAggRoutedShares> routed = server_->SharesFor(site);
+      EXPECT_TRUE(routed.ok()) << routed.status().ToString();
+      Result<SecAggMasked> masked = client(site).MaskInput(input(site), *routed);
+      if (!Answered(site, masked.status())) continue;
+      masked_seen_.push_back(masked->data);
+      Status added = server_->AddMasked(site, *masked);
+      EXPECT_TRUE(added.ok()) << added.ToString();
+    }
+    return server_->FinishMasked();
+  }
+
+  Result<std::vector<uint64_t>> Reveal() {
+    const SecAggUnmaskRequest request = server_->UnmaskRequest();
+    for (uint32_t site : server_->survivors()) {
+      if (drop_[Pos(site)] == kAfterMasking) continue;
+      Result<SecAggUnmaskShares> shares = client(site).Unmask(request);
+      EXPECT_TRUE(shares.ok()) << shares.status().ToString();
+      if (!shares.ok()) continue;
+      Status added = server_->AddUnmaskShares(site, *shares);
+      EXPECT_TRUE(added.ok()) << added.ToString();
+    }
+    return server_->Finish();
+  }
+
+  // The whole round; `aborted_at` is the step (1 FinishKeys, 2 FinishShares,
+  // 3 FinishMasked, 4 Finish) that failed, 0 when the round completed.
+  struct Outcome {
+    int aborted_at = 0;
+    Status status;
+    std::vector<uint64_t> sum;
+  };
+  Outcome Run() {
+    Outcome outcome;
+    const auto stop = [&](int step, const Status& status) {
+      outcome.aborted_at = step;
+      outcome.status = status;
+      return outcome;
+    };
+    if (Status s = Advertise(); !s.ok()) return stop(1, s);
+    if (Status s = Share(); !s.ok()) return stop(2, s);
+    if (Status s = Mask(); !s.ok()) return stop(3, s);
+    Result<std::vector<uint64_t>> sum = Reveal();
+    if (!sum.ok()) return stop(4, sum.status());
+    outcome.sum = std::move(sum).value();
+    return outcome;
+  }
+
+  // The plaintext sum of the survivors' inputs mod 2^ring_bits.
+  std::vector<uint64_t> PlainSum() const {
+    std::vector<uint64_t> sum(params_.length, 0);
+    for (uint32_t site : server_->survivors())
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += inputs_[Pos(site)][i];
+    if (params_.ring_bits == 32)
+      for (uint64_t& x : sum) x &= 0xffffffffu;
+    return sum;
+  }
+
+ private:
+  // A client that refuses because too few remain answers with Aborted; any
+  // other client error is a test failure.
+  bool Answered(uint32_t site, const Status& status) {
+    if (status.ok()) return true;
+    EXPECT_EQ(status.code(), Code::kAborted) << status.ToString();
+    refused_.push_back(site);
+    return false;
+  }
+
+  Params params_;
+  std::mt19937_64 rng_;
+  std::unique_ptr<Server> server_;
+  std::vector<crypto::SigningKey> identities_;
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::vector<std::vector<uint64_t>> inputs_;
+  std::vector<Drop> drop_;
+  std::vector<uint32_t> refused_;
+  std::vector<std::vector<uint8_t>> masked_seen_;
+  std::map<uint32_t, SecAggKeys> advertised_;
+};
+
+// `keys` with new cipher/mask keys, validly signed by `identity`.
+SecAggKeys Resigned(SecAggKeys keys, const crypto::SigningKey& identity) {
+  keys.identity_key = identity.public_key;
+  keys.signature = *crypto::Sign(
+      identity, KeysSignedMessage(keys.round, keys.site, keys.cipher_key, keys.mask_key));
+  return keys;
+}
+
+// What the protocol must do for given drops, worked out from the spec alone:
+// the step that aborts (0 none) and the survivors.
+struct Prediction {
+  int aborted_at = 0;
+  std::vector<uint32_t> survivors;
+};
+
+Prediction Predict(const Params& params, const std::vector<int>& drop) {
+  const uint32_t t = params.threshold;
+  const size_t n = params.sites.size();
+  std::map<uint32_t, std::vector<uint32_t>> nb;
+  for (uint32_t site : params.sites) nb[site] = Neighbours(params, site);
+  const auto count_in = [](const std::vector<uint32_t>& sites, const std::vector<uint32_t>& set) {
+    uint32_t c = 0;
+    for (uint32_t s : sites) c += std::binary_search(set.begin(), set.end(), s);
+    return c;
+  };
+  Prediction p;
+  std::vector<uint32_t> u1, u2, u3, u4;
+  for (size_t i = 0; i < n; ++i)
+    if (drop[i] != kBeforeKeys) u1.push_back(params.sites[i]);
+  if (u1.size() < t) return {1, {}};
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t site = params.sites[i];
+    // A site shares when its key list (itself and its advertised neighbours) reaches t.
+    if (std::binary_search(u1.begin(), u1.end(), site) && drop[i] != kAfterKeys &&
+        count_in(nb[site], u1) + 1 >= t)
+      u2.push_back(site);
+  }
+  if (u2.size() < t) return {2, {}};
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t site = params.sites[i];
+    // It masks when it received shares from at least t - 1 neighbours.
+    if (std::binary_search(u2.begin(), u2.end(), site) && drop[i] != kAfterShares &&
+        count_in(nb[site], u2) + 1 >= t)
+      u3.push_back(site);
+  }
+  if (u3.size() < t) return {3, {}};
+  for (size_t i = 0; i < n; ++i)
+    if (std::binary_search(u3.begin(), u3.end(), params.sites[i]) && drop[i] != kAfterMasking)
+      u4.push_back(params.sites[i]);
+  p.survivors = u3;
+  if (u4.size() < t) return {4, u3};
+  for (uint32_t u : u2) {
+    const bool survived = std::binary_search(u3.begin(), u3.end(), u);
+    const uint32_t holders =
+        count_in(nb[u], u4) + (survived && std::binary_search(u4.begin(), u4.end(), u));
+    if (holders < t) return {4, u3};
+  }
+  return p;
+}
+
+TEST(SecAgg, SumExactOverRandomizedScenarios) {
+  std::mt19937_64 rng(20250611);
+  int completed = 0, aborted[5] = {0, 0, 0, 0, 0}, sparse_completed = 0, with_drops = 0;
+  const int kScenarios = 220;
+  for (int scenario = 0; scenario < kScenarios; ++scenario) {
+    // Mostly small rounds (the cost is in the signatures and key agreements,
+    // quadratic in n for the complete graph), some up to 100 sites.
+    uint32_t n;
+    if (scenario == 0) {
+      n = 3;
+    } else if (scenario == 1) {
+      n = 100;
+    } else if (rng() % 16 != 0) {
+      n = 3 + static_cast<uint32_t>(rng() % 10);
+    } else {
+      n = 13 + static_cast<uint32_t>(rng() % 88);
+    }
+    const uint32_t max_even_degree = (n - 2) & ~1u;  // sparse degrees must stay below n - 1
+    const bool sparse = max_even_degree >= 2 && (scenario == 1 || n > 30 || rng() % 2 == 0);
+    uint32_t degree = n - 1;
+    if (sparse) degree = 2 * (1 + static_cast<uint32_t>(rng() % std::min(max_even_degree / 2, 6u)));
+    const uint32_t threshold = 2 + static_cast<uint32_t>(rng() % degree);
+    const uint32_t ring_bits = rng() % 2 ? 32 : 64;
+    const uint64_t length = 1 + rng() % 40;
+    Params params = sparse ? Sparse(n, degree, threshold, ring_bits, length, rng)
+                           : Complete(n, threshold, ring_bits, length);
+    params.round = static_cast<uint32_t>(scenario);
+
+    // Each step loses each remaining site with its own probability (0 to 25%).
+    double p_drop[5];
+    for (double& p : p_drop) p = std::uniform_real_distribution<double>(0.0, 0.25)(rng);
+    std::vector<int> drop(n, kStays);
+    for (uint32_t i = 0; i < n; ++i) {
+      for (int step = kBeforeKeys; step <= kAfterMasking; ++step) {
+        if (std::bernoulli_distribution(p_drop[step])(rng)) {
+          drop[i] = step;
+          break;
+        }
+      }
+    }
+    with_drops += std::any_of(drop.begin(), drop.end(), [](int d) { return d != kStays; });
+
+    const Prediction predicted = Predict(params, drop);
+    Driver driver(params, rng());
+    driver.SetDrops(drop);
+    const Driver::Outcome outcome = driver.Run();
+    const std::string where = "scenario " + Str(scenario) + ": n " + Str(n) + ", degree " +
+                              Str(degree) + ", threshold " + Str(threshold) + ", ring " +
+                              Str(ring_bits);
+    ASSERT_EQ(outcome.aborted_at, predicted.aborted_at)
+        << where << ": " << outcome.status.ToString();
+    if (outcome.aborted_at != 0) {
+      EXPECT_EQ(outcome.status.code(), Code::kAborted)
+          << where << ": " << outcome.status.ToString();
+      ++aborted[outcome.aborted_at];
+      continue;
+    }
+    EXPECT_EQ(driver.server().survivors(), predicted.survivors) << where;
+    ASSERT_EQ(outcome.sum, driver.PlainSum()) << where;
+    ++completed;
+    sparse_completed += sparse;
+  }
+  // The scenarios must exercise both outcomes.
+  EXPECT_GE(completed, kScenarios / 4);
+  EXPECT_GE(sparse_completed, 20);
+  EXPECT_GE(aborted[1] + aborted[2] + aborted[3] + aborted[4], 20);
+  EXPECT_GE(with_drops, kScenarios / 2);
+  std::printf(
+      "completed %d (SecAgg+ %d); aborted at keys %d, shares %d, masking %d, unmasking %d\n",
+      completed, sparse_completed, aborted[1], aborted[2], aborted[3], aborted[4]);
+}
+
+TEST(SecAgg, ThresholdEdges) {
+  // n = 7, t = 4: three sites may go, a fourth may not, at every step.
+  const Params params = Complete(7, 4, 64, 16);
+  for (int step = kBeforeKeys; step <= kAfterMasking; ++step) {
+    for (int lost : {3, 4}) {
+      Driver driver(params, 100 + step * 10 + lost);
+      for (int i = 0; i < lost; ++i)
+        driver.SetDrop(params.sites[static_cast<size_t>(2 * i) % 7], static_cast<Drop>(step));
+      const Driver::Outcome outcome = driver.Run();
+      const std::string where = "step " + Str(step) + ", " + Str(lost) + " lost";
+      if (lost == 3) {
+        ASSERT_EQ(outcome.aborted_at, 0) << where << ": " << outcome.status.ToString();
+        EXPECT_EQ(outcome.sum, driver.PlainSum()) << where;
+        if (step <= kAfterShares) {
+          EXPECT_EQ(driver.server().survivors().size(), 4u) << where;
+        }
+      } else {
+        // Sites that leave after masking are still summed; the round fails at
+        // unmasking for lack of shares.
+        EXPECT_EQ(outcome.aborted_at, step) << where;
+        ExpectError(outcome.status, Code::kAborted, {"round 7", "3", "fewer than the threshold 4"});
+      }
+    }
+  }
+}
+
+// Wilson-Hilferty: the chi-square upper tail for many degrees of freedom.
+double ChiSquarePValue(const std::vector<double>& counts) {
+  double total = 0;
+  for (double c : counts) total += c;
+  const double expected = total / static_cast<double>(counts.size());
+  double chi = 0;
+  for (double c : counts) chi += (c - expected) * (c - expected) / expected;
+  const double k = static_cast<double>(counts.size() - 1);
+  const double z = (std::cbrt(chi / k) - (1 - 2 / (9 * k))) / std::sqrt(2 / (9 * k));
+  return 0.5 * std::erfc(z / std::sqrt(2.0));
+}
+
+double BytesPValue(std::span<const uint8_t> bytes) {
+  std::vector<double> counts(256, 0);
+  for (uint8_t b : bytes) ++counts[b];
+  return ChiSquarePValue(counts);
+}
+
+TEST(SecAgg, CoordinatorSeesOnlyUniformBytes) {
+  constexpr double kSignificance = 1e-6;
+  for (uint32_t ring_bits : {32u, 64u}) {
+    Driver driver(Complete(9, 5, ring_bits, 8192), ring_bits);
+    // Very non-uniform inputs: zeros, and small counts.
+    for (uint32_t site : driver.params().sites) {
+      std::vector<uint64_t>& input = driver.input(site);
+      for (size_t i = 0; i < input.size(); ++i) input[i] = site % 2 ? 0 : i % 5;
+    }
+    std::vector<uint8_t> plain_bytes;
+    for (uint64_t x : driver.input(driver.params().sites[2]))
+      for (uint32_t b = 0; b < ring_bits / 8; ++b) plain_bytes.push_back(uint8_t(x >> (8 * b)));
+    EXPECT_LT(BytesPValue(plain_bytes), kSignificance) << "the test must be able to fail";
+
+    driver.SetDrop(driver.params().sites[1], kAfterShares);  // its masks stay in the sum
+    driver.SetDrop(driver.params().sites[4], kAfterShares);
+    ASSERT_TRUE(driver.Advertise().ok());
+    ASSERT_TRUE(driver.Share().ok());
+    ASSERT_TRUE(driver.Mask().ok());
+    ASSERT_EQ(driver.masked_seen().size(), 7u);
+    for (const std::vector<uint8_t>& masked : driver.masked_seen()) {
+      EXPECT_EQ(masked.size(), 8192u * ring_bits / 8);
+      EXPECT_GT(BytesPValue(masked), kSignificance) << "ring " << ring_bits;
+    }
+    std::vector<uint8_t> sum_bytes;
+    for (uint64_t x : driver.server().masked_sum())
+      for (uint32_t b = 0; b < ring_bits / 8; ++b) sum_bytes.push_back(uint8_t(x >> (8 * b)));
+    EXPECT_GT(BytesPValue(sum_bytes), kSignificance) << "ring " << ring_bits;
+    Result<std::vector<uint64_t>> sum = driver.Reveal();
+    ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+    EXPECT_EQ(*sum, driver.PlainSum());
+  }
+}
+
+// --- Rejections: the client's key list ---
+
+TEST(SecAgg, ClientRejectsForgedSignature) {
+  Driver driver(Complete(4, 3, 64, 8));
+  ASSERT_TRUE(driver.Advertise().ok());
+  const uint32_t site = driver.params().sites[0];
+  Result<SecAggKeyList> list = driver.server().KeyListFor(site);
+  ASSERT_TRUE(list.ok());
+  SecAggKeyList forged = *list;
+  forged.keys[2].signature[10] ^= 0x40;
+  Result<SecAggShares> shares = driver.client(site).ShareKeys(forged);
+  ExpectError(shares.status(), Code::kInvalidArgument,
+              {"round 7", "site " + Str(site), "ShareKeys",
+               "keys of site " + Str(forged.keys[2].site), "bad signature"});
+  // The client takes no further part, even with the genuine list.
+  ExpectError(driver.client(site).ShareKeys(*list).status(), Code::kAborted,
+              {"earlier step failed"});
+}
+
+TEST(SecAgg, ClientRejectsAlteredKeysInRelayedList) {
+  Driver driver(Complete(5, 3, 32, 8));
+  ASSERT_TRUE(driver.Advertise().ok());
+  const uint32_t site = driver.params().sites[1];
+  const SecAggKeyList list = *driver.server().KeyListFor(site);
+  const auto try_list = [&](const SecAggKeyList& altered, Code code,
+                            std::initializer_list<std::string_view> parts) {
+    // A fresh client per attempt: a rejection ends a client's round.
+    Client client(driver.params(), site, driver.identity(site));
+    Result<SecAggKeys> keys = client.AdvertiseKeys();
+    ASSERT_TRUE(keys.ok());
+    SecAggKeyList with_own = altered;
+    for (SecAggKeys& entry : with_own.keys)
+      if (entry.site == site && entry == list.keys[1]) entry = *keys;
+    ExpectError(client.ShareKeys(with_own).status(), code, parts);
+  };
+  {  // A neighbour's mask key replaced: its signature no longer covers it.
+    SecAggKeyList altered = list;
+    altered.keys[3].mask_key[0] ^= 1;
+    try_list(altered, Code::kInvalidArgument,
+             {"keys of site " + Str(list.keys[3].site), "bad signature"});
+  }
+  {  // A neighbour's keys relayed with another site's identity key.
+    SecAggKeyList altered = list;
+    altered.keys[0].identity_key = driver.identity(list.keys[2].site).public_key;
+    try_list(altered, Code::kInvalidArgument, {"bad signature"});
+  }
+  {  // Missing own keys.
+    SecAggKeyList altered = list;
+    altered.keys.erase(altered.keys.begin() + 1);
+    try_list(altered, Code::kInvalidArgument, {"lacks this site's own keys"});
+  }
+  {  // Keys for another round.
+    SecAggKeyList altered = list;
+    altered.round = 8;
+    try_list(altered, Code::kInvalidArgument, {"key list for round 8, expected round 7"});
+  }
+  {  // Not ascending (a duplicate entry).
+    SecAggKeyList altered = list;
+    altered.keys[3] = altered.keys[2];
+    try_list(altered, Code::kInvalidArgument, {"not strictly ascending"});
+  }
+  {  // Fewer than the threshold: the round cannot complete for this site.
+    SecAggKeyList altered = list;
+    altered.keys.resize(2);
+    try_list(altered, Code::kAborted, {"fewer than the threshold 3"});
+  }
+}
+
+TEST(SecAgg, ClientRejectsItsOwnKeysAltered) {
+  Driver driver(Complete(4, 3, 64, 8));
+  ASSERT_TRUE(driver.Advertise().ok());
+  const uint32_t site = driver.params().sites[2];
+  SecAggKeyList list = *driver.server().KeyListFor(site);
+  list.keys[2].cipher_key[5] ^= 2;
+  ExpectError(driver.client(site).ShareKeys(list).status(), Code::kInvalidArgument,
+              {"site " + Str(site), "differ from the ones it advertised"});
+}
+
+TEST(SecAgg, ClientRejectsDuplicateKeysAndNonNeighbours) {
+  std::mt19937_64 rng(3);
+  const Params params = Sparse(8, 2, 2, 64, 4, rng);
+  Driver driver(params);
+  ASSERT_TRUE(driver.Advertise().ok());
+  const uint32_t site = params.sites[0];
+  const std::vector<uint32_t> neighbours = Neighbours(params, site);
+  ASSERT_EQ(neighbours.size(), 2u);
+  uint32_t stranger = 0;
+  for (uint32_t other : params.sites)
+    if (other != site && !std::binary_search(neighbours.begin(), neighbours.end(), other))
+      stranger = other;
+  {  // Keys of a site that is not a neighbour.
+    Client client(params, site, driver.identity(site));
+    SecAggKeyList list;
+    list.round = 7;
+    list.keys = {*client.AdvertiseKeys(), driver.advertised(stranger)};
+    std::sort(list.keys.begin(), list.keys.end(),
+              [](const SecAggKeys& a, const SecAggKeys& b) { return a.site < b.site; });
+    ExpectError(client.ShareKeys(list).status(), Code::kInvalidArgument,
+                {"keys of site " + Str(stranger), "not a neighbour"});
+  }
+  {  // A neighbour advertising the other neighbour's key, validly signed.
+    Client client(params, site, driver.identity(site));
+    SecAggKeyList list;
+    list.round = 7;
+    list.keys = {*client.AdvertiseKeys(), driver.advertised(neighbours[0]),
+                 driver.advertised(neighbours[1])};
+    std::sort(list.keys.begin(), list.keys.end(),
+              [](const SecAggKeys& a, const SecAggKeys& b) { return a.site < b.site; });
+    for (SecAggKeys& k : list.keys) {
+      if (k.site == neighbours[1]) {
+        k.mask_key = driver.advertised(neighbours[0]).cipher_key;
+        k = Resigned(k, driver.identity(neighbours[1]));
+      }
+    }
+    ExpectError(
+        client.ShareKeys(list).status(), Code::kInvalidArgument,
+        {"sites " + Str(neighbours[0]) + " and " + Str(neighbours[1]) + " advertise the same key"});
+  }
+}
+
+// --- Rejections: the coordinator's checks of what sites send ---
+
+TEST(SecAgg, ServerRejectsBadKeys) {
+  const Params params = Complete(4, 3, 64, 8);
+  Driver driver(params);
+  Server& server = driver.server();
+  const uint32_t a = params.sites[0], b = params.sites[1], c = params.sites[2];
+  Result<SecAggKeys> keys_a = driver.client(a).AdvertiseKeys();
+  Result<SecAggKeys> keys_b = driver.client(b).AdvertiseKeys();
+  Result<SecAggKeys> keys_c = driver.client(c).AdvertiseKeys();
+  ASSERT_TRUE(keys_a.ok() && keys_b.ok() && keys_c.ok());
+  // Signed by an identity other than the channel's.
+  ExpectError(server.AddKeys(a, *keys_a, driver.identity(b).public_key), Code::kInvalidArgument,
+              {"round 7", "keys from site " + Str(a), "bad signature"});
+  // One message per site: a retry is refused.
+  ExpectError(server.AddKeys(a, *keys_a, driver.identity(a).public_key), Code::kInvalidArgument,
+              {"second keys message from site " + Str(a)});
+  // Labelled with another site.
+  ExpectError(server.AddKeys(b, *keys_c, driver.identity(c).public_key), Code::kInvalidArgument,
+              {"labelled round 7, site " + Str(c), "expected round 7, site " + Str(b)});
+  ASSERT_TRUE(server.AddKeys(c, *keys_c, driver.identity(c).public_key).ok());
+  // Not a participant.
+  ExpectError(server.AddKeys(1000, *keys_c, driver.identity(c).public_key), Code::kInvalidArgument,
+              {"site 1000", "not a participant"});
+  ExpectError(server.AddKeys(c, *keys_c, driver.identity(c).public_key), Code::kInvalidArgument,
+              {"second keys message"});
+
+  // A key another site advertised, and a low-order key, each validly signed.
+  const uint32_t d = params.sites[3];
+  const auto signed_keys = [&](const crypto::Key32& cipher, const crypto::Key32& mask) {
+    SecAggKeys keys;
+    keys.round = 7;
+    keys.site = d;
+    keys.cipher_key = cipher;
+    keys.mask_key = mask;
+    return Resigned(keys, driver.identity(d));
+  };
+  Server fresh(params);
+  ASSERT_TRUE(fresh.AddKeys(c, *keys_c, driver.identity(c).public_key).ok());
+  crypto::Key32 own = crypto::GenerateDhKey()->public_key;
+  Status reused =
+      fresh.AddKeys(d, signed_keys(own, keys_c->mask_key), driver.identity(d).public_key);
+  ExpectError(reused, Code::kInvalidArgument,
+              {"keys from site " + Str(d), "site " + Str(c) + " advertised already"});
+  Server fresh2(params);
+  crypto::Key32 zero{};  // the point of order 1 (u = 0)
+  ExpectError(fresh2.AddKeys(d, signed_keys(own, zero), driver.identity(d).public_key),
+              Code::kInvalidArgument, {"mask key is a low-order X25519 point"});
+}
+
+TEST(SecAgg, ClientRejectsTamperedSealedShare) {
+  Driver driver(Complete(4, 3, 64, 8));
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  const uint32_t site = driver.params().sites[3];
+  Result<SecAggRoutedShares> routed = driver.server().SharesFor(site);
+  ASSERT_TRUE(routed.ok());
+  ASSERT_EQ(routed->shares.size(), 3u);
+  SecAggRoutedShares tampered = *routed;
+  tampered.shares[1].sealed[20] ^= 0x01;
+  Result<SecAggMasked> masked = driver.client(site).MaskInput(driver.input(site), tampered);
+  ExpectError(masked.status(), Code::kCorruption,
+              {"round 7", "site " + Str(site), "MaskInput",
+               "share from site " + Str(tampered.shares[1].site), "does not authenticate"});
+  // A share relabelled as coming from another site fails too (AAD binds the sender).
+  Driver other(Complete(4, 3, 64, 8));
+  ASSERT_TRUE(other.Advertise().ok());
+  ASSERT_TRUE(other.Share().ok());
+  SecAggRoutedShares swapped = *other.server().SharesFor(site);
+  std::swap(swapped.shares[0].sealed, swapped.shares[1].sealed);
+  ExpectError(other.client(site).MaskInput(other.input(site), swapped).status(), Code::kCorruption,
+              {"does not authenticate"});
+}
+
+TEST(SecAgg, ShareOfWrongLengthRejected) {
+  Driver driver(Complete(4, 3, 64, 8));
+  ASSERT_TRUE(driver.Advertise().ok());
+  const uint32_t site = driver.params().sites[0];
+  Result<SecAggShares> shares = driver.client(site).ShareKeys(*driver.server().KeyListFor(site));
+  ASSERT_TRUE(shares.ok());
+  SecAggShares short_share = *shares;
+  short_share.shares[0].sealed.pop_back();
+  ExpectError(driver.server().AddShares(site, short_share), Code::kInvalidArgument,
+              {"shares from site " + Str(site), "share for site " + Str(short_share.shares[0].site),
+               "95 bytes, expected 96"});
+
+  // And at the client, a routed share cut short.
+  Driver second(Complete(4, 3, 64, 8));
+  ASSERT_TRUE(second.Advertise().ok());
+  ASSERT_TRUE(second.Share().ok());
+  SecAggRoutedShares routed = *second.server().SharesFor(site);
+  routed.shares[2].sealed.resize(40);
+  ExpectError(second.client(site).MaskInput(second.input(site), routed).status(),
+              Code::kInvalidArgument,
+              {"share from site " + Str(routed.shares[2].site), "40 bytes, expected 96"});
+}
+
+TEST(SecAgg, ServerRejectsSharesThatDoNotMatchTheNeighbours) {
+  Driver driver(Complete(5, 3, 64, 8));
+  driver.SetDrop(driver.params().sites[4], kBeforeKeys);
+  ASSERT_TRUE(driver.Advertise().ok());
+  const uint32_t site = driver.params().sites[0];
+  const SecAggShares shares = *driver.client(site).ShareKeys(*driver.server().KeyListFor(site));
+  ASSERT_EQ(shares.shares.size(), 3u);  // the site that never advertised gets none
+  const auto attempt = [&](const SecAggShares& altered,
+                           std::initializer_list<std::string_view> parts) {
+    Server server(driver.params());
+    for (uint32_t s : driver.params().sites) {
+      if (s == driver.params().sites[4]) continue;
+      // The same advertised keys, into a fresh coordinator.
+      ASSERT_TRUE(server.AddKeys(s, driver.advertised(s), driver.identity(s).public_key).ok());
+    }
+    ASSERT_TRUE(server.FinishKeys().ok());
+    ExpectError(server.AddShares(site, altered), Code::kInvalidArgument, parts);
+  };
+  {
+    SecAggShares missing = shares;
+    missing.shares.pop_back();
+    attempt(missing, {"expected 3 sealed shares", "found 2"});
+  }
+  {
+    SecAggShares stray = shares;
+    stray.shares[1].site = driver.params().sites[4];
+    attempt(stray, {"addressed to site " + Str(driver.params().sites[4]), "not a neighbour"});
+  }
+  {
+    SecAggShares twice = shares;
+    twice.shares[1].site = twice.shares[0].site;
+    attempt(twice, {"two shares addressed to site " + Str(shares.shares[0].site)});
+  }
+  {
+    SecAggShares to_self = shares;
+    to_self.shares[1].site = site;
+    attempt(to_self, {"addressed to site " + Str(site)});
+  }
+}
+
+TEST(SecAgg, ServerRejectsMaskedVectorOfWrongLengthOrRing) {
+  Driver driver(Complete(4, 3, 32, 10));
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  const uint32_t a = driver.params().sites[0], b = driver.params().sites[1];
+  const uint32_t c = driver.params().sites[2];
+  Result<SecAggMasked> masked_a =
+      driver.client(a).MaskInput(driver.input(a), *driver.server().SharesFor(a));
+  Result<SecAggMasked> masked_b =
+      driver.client(b).MaskInput(driver.input(b), *driver.server().SharesFor(b));
+  Result<SecAggMasked> masked_c =
+      driver.client(c).MaskInput(driver.input(c), *driver.server().SharesFor(c));
+  ASSERT_TRUE(masked_a.ok() && masked_b.ok() && masked_c.ok());
+  ASSERT_EQ(masked_a->data.size(), 40u);
+
+  SecAggMasked longer = *masked_a;
+  longer.data.push_back(0);
+  ExpectError(driver.server().AddMasked(a, longer), Code::kInvalidArgument,
+              {"masked input from site " + Str(a), "41 bytes", "10 elements of 4 bytes = 40"});
+  SecAggMasked wrong_ring = *masked_b;
+  wrong_ring.ring_bits = 64;
+  wrong_ring.data.resize(80);
+  ExpectError(driver.server().AddMasked(b, wrong_ring), Code::kInvalidArgument,
+              {"ring of 64 bits, expected 32"});
+  SecAggMasked wrong_round = *masked_c;
+  wrong_round.round = 6;
+  ExpectError(driver.server().AddMasked(c, wrong_round), Code::kInvalidArgument,
+              {"labelled round 6"});
+  // Nothing of the rejected vectors entered the sum.
+  for (uint64_t x : driver.server().masked_sum()) EXPECT_EQ(x, 0u);
+}
+
+TEST(SecAgg, ServerRejectsDuplicateMessages) {
+  Driver driver(Complete(4, 3, 64, 8));
+  Server& server = driver.server();
+  const uint32_t site = driver.params().sites[1];
+  std::map<uint32_t, SecAggKeys> keys;
+  for (uint32_t s : driver.params().sites) {
+    keys[s] = *driver.client(s).AdvertiseKeys();
+    ASSERT_TRUE(server.AddKeys(s, keys[s], driver.identity(s).public_key).ok());
+  }
+  ExpectError(server.AddKeys(site, keys[site], driver.identity(site).public_key),
+              Code::kInvalidArgument, {"second keys message from site " + Str(site)});
+  ASSERT_TRUE(server.FinishKeys().ok());
+  std::map<uint32_t, SecAggShares> shares;
+  for (uint32_t s : driver.params().sites) {
+    shares[s] = *driver.client(s).ShareKeys(*server.KeyListFor(s));
+    ASSERT_TRUE(server.AddShares(s, shares[s]).ok());
+  }
+  ExpectError(server.AddShares(site, shares[site]), Code::kInvalidArgument,
+              {"second shares message from site " + Str(site)});
+  ASSERT_TRUE(server.FinishShares().ok());
+  std::map<uint32_t, SecAggMasked> masked;
+  for (uint32_t s : driver.params().sites) {
+    masked[s] = *driver.client(s).MaskInput(driver.input(s), *server.SharesFor(s));
+    ASSERT_TRUE(server.AddMasked(s, masked[s]).ok());
+  }
+  ExpectError(server.AddMasked(site, masked[site]), Code::kInvalidArgument,
+              {"second masked input message from site " + Str(site)});
+  ASSERT_TRUE(server.FinishMasked().ok());
+  std::map<uint32_t, SecAggUnmaskShares> revealed;
+  for (uint32_t s : driver.params().sites) {
+    revealed[s] = *driver.client(s).Unmask(server.UnmaskRequest());
+    ASSERT_TRUE(server.AddUnmaskShares(s, revealed[s]).ok());
+  }
+  ExpectError(server.AddUnmaskShares(site, revealed[site]), Code::kInvalidArgument,
+              {"second unmask shares message from site " + Str(site)});
+  Result<std::vector<uint64_t>> sum = server.Finish();
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(*sum, driver.PlainSum());  // the duplicates were not counted twice
+}
+
+// --- Rejections: the unmask request ---
+
+class SecAggUnmask : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    driver_.SetDrop(driver_.params().sites[4], kAfterShares);
+    ASSERT_TRUE(driver_.Advertise().ok());
+    ASSERT_TRUE(driver_.Share().ok());
+    ASSERT_TRUE(driver_.Mask().ok());
+    request_ = driver_.server().UnmaskRequest();
+    ASSERT_EQ(request_.survivors.size(), 5u);
+    ASSERT_EQ(request_.dropped, std::vector<uint32_t>{driver_.params().sites[4]});
+  }
+  uint32_t site() const { return driver_.params().sites[0]; }
+
+  Driver driver_{Complete(6, 4, 64, 8)};
+  SecAggUnmaskRequest request_;
+};
+
+TEST_F(SecAggUnmask, RefusesSiteListedAsSurvivorAndDropped) {
+  SecAggUnmaskRequest both = request_;
+  const uint32_t other = request_.survivors[2];
+  both.dropped.insert(std::lower_bound(both.dropped.begin(), both.dropped.end(), other), other);
+  ExpectError(driver_.client(site()).Unmask(both).status(), Code::kInvalidArgument,
+              {"round 7", "site " + Str(site()), "Unmask",
+               "site " + Str(other) + " is listed both as a survivor and as dropped"});
+  ExpectError(driver_.client(site()).Unmask(request_).status(), Code::kAborted,
+              {"earlier step failed"});
+}
+
+TEST_F(SecAggUnmask, RefusesSiteThatDidNotShare) {
+  // The site that dropped after sharing did share; one that never shared did not.
+  Driver driver(Complete(6, 4, 64, 8));
+  driver.SetDrop(driver.params().sites[5], kAfterKeys);
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  ASSERT_TRUE(driver.Mask().ok());
+  SecAggUnmaskRequest request = driver.server().UnmaskRequest();
+  request.dropped.push_back(driver.params().sites[5]);
+  ExpectError(driver.client(site()).Unmask(request).status(), Code::kInvalidArgument,
+              {"site " + Str(driver.params().sites[5]),
+               "listed as dropped but did not send this site shares"});
+  SecAggUnmaskRequest as_survivor = driver.server().UnmaskRequest();
+  as_survivor.survivors.push_back(driver.params().sites[5]);
+  const uint32_t another = driver.params().sites[1];
+  ExpectError(driver.client(another).Unmask(as_survivor).status(), Code::kInvalidArgument,
+              {"listed as a survivor but did not send this site shares"});
+}
+
+TEST_F(SecAggUnmask, RefusesFewerThanThresholdSurvivorsAndItselfDropped) {
+  SecAggUnmaskRequest few = request_;
+  few.survivors.resize(3);
+  few.dropped.clear();
+  ExpectError(driver_.client(site()).Unmask(few).status(), Code::kAborted,
+              {"3 survivors, fewer than the threshold 4"});
+  SecAggUnmaskRequest self_dropped = request_;
+  const uint32_t me = driver_.params().sites[1];
+  self_dropped.survivors.erase(
+      std::find(self_dropped.survivors.begin(), self_dropped.survivors.end(), me));
+  self_dropped.dropped.insert(self_dropped.dropped.begin(), me);
+  ExpectError(driver_.client(me).Unmask(self_dropped).status(), Code::kInvalidArgument,
+              {"this site is listed as dropped"});
+  SecAggUnmaskRequest unsorted = request_;
+  std::swap(unsorted.survivors[0], unsorted.survivors[1]);
+  ExpectError(driver_.client(driver_.params().sites[2]).Unmask(unsorted).status(),
+              Code::kInvalidArgument, {"survivor list is not strictly ascending"});
+}
+
+TEST_F(SecAggUnmask, ServerRejectsMalformedRevealedShares) {
+  const SecAggUnmaskShares good = *driver_.client(site()).Unmask(request_);
+  ASSERT_EQ(good.self_mask_shares.size(), 5u);
+  ASSERT_EQ(good.mask_key_shares.size(), 1u);
+  const auto attempt = [&](const SecAggUnmaskShares& shares, Code code,
+                           std::initializer_list<std::string_view> parts) {
+    // Each attempt comes from another survivor: the coordinator takes one message per site.
+    ExpectError(driver_.server().AddUnmaskShares(shares.site, shares), code, parts);
+  };
+  SecAggUnmaskShares missing = good;
+  missing.self_mask_shares.pop_back();
+  attempt(missing, Code::kInvalidArgument, {"expected self-mask shares of sites"});
+  SecAggUnmaskShares too_big = *driver_.client(driver_.params().sites[1]).Unmask(request_);
+  too_big.mask_key_shares[0].share.assign(shamir::kShareSize, 0xff);
+  attempt(too_big, Code::kCorruption,
+          {"mask-key share of site " + Str(driver_.params().sites[4]), "field element"});
+  SecAggUnmaskShares short_share = *driver_.client(driver_.params().sites[2]).Unmask(request_);
+  short_share.self_mask_shares[0].share.pop_back();
+  attempt(short_share, Code::kCorruption, {"39 bytes, expected 40"});
+  SecAggUnmaskShares both = *driver_.client(driver_.params().sites[3]).Unmask(request_);
+  both.mask_key_shares.push_back(both.self_mask_shares[1]);
+  attempt(both, Code::kInvalidArgument, {"expected mask-key shares of sites"});
+  // Nobody answered correctly: too few to unmask.
+  ExpectError(driver_.server().Finish().status(), Code::kAborted,
+              {"0 survivors revealed shares, fewer than the threshold 4"});
+}
+
+TEST(SecAgg, BadRevealedMaskKeyShareIsDetected) {
+  Driver driver(Complete(5, 3, 64, 8));
+  const uint32_t dropped = driver.params().sites[2];
+  driver.SetDrop(dropped, kAfterShares);
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  ASSERT_TRUE(driver.Mask().ok());
+  const SecAggUnmaskRequest request = driver.server().UnmaskRequest();
+  for (uint32_t site : request.survivors) {
+    SecAggUnmaskShares shares = *driver.client(site).Unmask(request);
+    if (site == request.survivors[0]) {
+      // A valid field vector, but not the share it was given.
+      shares.mask_key_shares[0].share[0] ^= 1;
+    }
+    ASSERT_TRUE(driver.server().AddUnmaskShares(site, shares).ok());
+  }
+  Result<std::vector<uint64_t>> sum = driver.server().Finish();
+  ASSERT_FALSE(sum.ok());
+  // Either the limbs fall outside a 32-byte key, or the key does not match.
+  EXPECT_EQ(sum.status().code(), Code::kCorruption) << sum.status().ToString();
+  EXPECT_NE(sum.status().message().find("mask key of"), std::string::npos)
+      << sum.status().message();
+  ExpectError(driver.server().Finish().status(), Code::kAborted, {"after the round aborted"});
+}
+
+TEST(SecAgg, ClientRefusesToMaskBehindTooFewNeighbours) {
+  std::mt19937_64 rng(5);
+  Params params = Sparse(9, 4, 4, 64, 8, rng);
+  Driver driver(params);
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  const uint32_t site = params.sites[0];
+  SecAggRoutedShares routed = *driver.server().SharesFor(site);
+  ASSERT_EQ(routed.shares.size(), 4u);
+  routed.shares.resize(2);  // with itself 3 holders, threshold 4
+  ExpectError(driver.client(site).MaskInput(driver.input(site), routed).status(), Code::kAborted,
+              {"shares arrived from 2 neighbours", "fewer than the threshold 4"});
+}
+
+TEST(SecAgg, StepsOutOfOrderAreRefused) {
+  const Params params = Complete(4, 3, 64, 8);
+  Driver driver(params);
+  const uint32_t site = params.sites[0];
+  ExpectError(driver.client(site).ShareKeys(SecAggKeyList{}).status(), Code::kInvalidArgument,
+              {"round 7", "site " + Str(site), "out of order", "expected AdvertiseKeys"});
+  ExpectError(driver.client(site).AdvertiseKeys().status(), Code::kAborted,
+              {"earlier step failed"});
+
+  Server& server = driver.server();
+  ExpectError(server.AddShares(site, SecAggShares{}), Code::kInvalidArgument,
+              {"AddShares called out of order"});
+  ExpectError(server.KeyListFor(site).status(), Code::kInvalidArgument, {"before FinishKeys"});
+  ExpectError(server.Finish().status(), Code::kInvalidArgument, {"Finish called out of order"});
+  ExpectError(server.FinishMasked(), Code::kInvalidArgument, {"out of order"});
+  Client fresh(params, params.sites[1], driver.identity(params.sites[1]));
+  ASSERT_TRUE(fresh.AdvertiseKeys().ok());
+  ExpectError(fresh.Unmask(SecAggUnmaskRequest{}).status(), Code::kInvalidArgument,
+              {"expected ShareKeys next"});
+}
+
+TEST(SecAgg, AbortedRoundRefusesLaterSteps) {
+  Driver driver(Complete(4, 3, 64, 8));
+  for (uint32_t site : {driver.params().sites[0], driver.params().sites[1]})
+    driver.SetDrop(site, kBeforeKeys);
+  ExpectError(driver.Advertise(), Code::kAborted,
+              {"round 7", "2 sites advertised keys, fewer than the threshold 3"});
+  ExpectError(driver.server().AddShares(driver.params().sites[2], SecAggShares{}), Code::kAborted,
+              {"after the round aborted"});
+}
+
+// --- Parameters and the neighbour graph ---
+
+TEST(SecAgg, ValidateRejectsInconsistentParams) {
+  std::mt19937_64 rng(1);
+  EXPECT_TRUE(Validate(Complete(5, 3, 64, 10)).ok());
+  EXPECT_TRUE(Validate(Sparse(10, 4, 3, 32, 10, rng)).ok());
+  const auto invalid = [](Params p, std::string_view part) {
+    ExpectError(Validate(p), Code::kInvalidArgument, {"parameters", part});
+  };
+  invalid(Complete(5, 1, 64, 10), "threshold 1");
+  invalid(Complete(5, 6, 64, 10), "threshold 6");
+  invalid(Complete(5, 3, 16, 10), "ring_bits 16");
+  Params unsorted = Complete(5, 3, 64, 10);
+  std::swap(unsorted.sites[1], unsorted.sites[2]);
+  invalid(unsorted, "strictly ascending");
+  invalid(Sparse(10, 3, 3, 64, 10, rng), "even");
+  Params not_permutation = Sparse(10, 4, 3, 64, 10, rng);
+  not_permutation.ring_order[0] = not_permutation.ring_order[1];
+  invalid(not_permutation, "not a permutation");
+  Params order_with_complete = Complete(5, 3, 64, 10);
+  order_with_complete.ring_order = order_with_complete.sites;
+  invalid(order_with_complete, "ring_order");
+  invalid(Sparse(10, 4, 6, 64, 10, rng), "threshold 6");
+  invalid(Complete(1, 2, 64, 10), "participants");
+
+  // Neither side crashes on invalid parameters: every step fails.
+  Client client(Complete(5, 1, 64, 10), 2, *crypto::GenerateSigningKey());
+  ExpectError(client.AdvertiseKeys().status(), Code::kAborted, {"threshold 1"});
+  Client outsider(Complete(5, 3, 64, 10), 3, *crypto::GenerateSigningKey());
+  ExpectError(outsider.AdvertiseKeys().status(), Code::kAborted, {"not a participant"});
+  Server server(Complete(5, 1, 64, 10));
+  ExpectError(server.FinishKeys(), Code::kInvalidArgument, {"threshold 1"});
+}
+
+TEST(SecAgg, NeighboursFormASymmetricRegularGraph) {
+  std::mt19937_64 rng(11);
+  for (uint32_t n : {5u, 9u, 20u, 64u}) {
+    for (uint32_t degree = 2; degree < n - 1; degree += 2) {
+      const Params params = Sparse(n, degree, 2, 64, 1, rng);
+      for (uint32_t site : params.sites) {
+        const std::vector<uint32_t> nb = Neighbours(params, site);
+        ASSERT_EQ(nb.size(), degree);
+        EXPECT_TRUE(std::is_sorted(nb.begin(), nb.end()));
+        EXPECT_FALSE(std::binary_search(nb.begin(), nb.end(), site));
+        for (uint32_t other : nb) {
+          const std::vector<uint32_t> back = Neighbours(params, other);
+          EXPECT_TRUE(std::binary_search(back.begin(), back.end(), site));
+        }
+      }
+    }
+  }
+  const Params complete = Complete(6, 3, 64, 1);
+  EXPECT_EQ(Neighbours(complete, complete.sites[2]),
+            (std::vector<uint32_t>{complete.sites[0], complete.sites[1], complete.sites[3],
+                                   complete.sites[4], complete.sites[5]}));
+  EXPECT_TRUE(Neighbours(complete, 1000).empty());
+}
+
+TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
+  std::vector<uint32_t> sites(500);
+  for (uint32_t i = 0; i < 500; ++i) sites[i] = i;
+  Result<Params> sparse = MakeParams(3, sites, true, 0.5, 32, 100);
+  ASSERT_TRUE(sparse.ok()) << sparse.status().ToString();
+  EXPECT_EQ(sparse->degree, 18u);     // 2 * ceil(log2(500))
+  EXPECT_EQ(sparse->threshold, 10u);  // ceil(0.5 * 19)
+  EXPECT_EQ(sparse->ring_order.size(), 500u);
+  EXPECT_NE(sparse->ring_order, sites);  // shuffled (a fixed point has probability 1/500!)
+  EXPECT_TRUE(Validate(*sparse).ok());
+
+  Result<Params> complete = MakeParams(3, sites, false, 0.6, 64, 100);
+  ASSERT_TRUE(complete.ok());
+  EXPECT_EQ(complete->degree, 499u);
+  EXPECT_EQ(complete->threshold, 300u);
+  EXPECT_TRUE(complete->ring_order.empty());
+
+  // Small rounds: 2 * ceil(log2(8)) = 6 = n - 2 stays sparse; n = 7 becomes complete.
+  Result<Params> eight = MakeParams(1, {1, 2, 3, 4, 5, 6, 7, 8}, true, 0.01, 64, 1);
+  ASSERT_TRUE(eight.ok());
+  EXPECT_EQ(eight->degree, 6u);
+  EXPECT_EQ(eight->threshold, 2u);
+  Result<Params> seven = MakeParams(1, {1, 2, 3, 4, 5, 6, 7}, true, 1.0, 64, 1);
+  ASSERT_TRUE(seven.ok());
+  EXPECT_EQ(seven->degree, 6u);
+  EXPECT_TRUE(seven->ring_order.empty());
+  EXPECT_EQ(seven->threshold, 7u);
+
+  EXPECT_EQ(MakeParams(1, {1, 2, 3}, false, 1.5, 64, 1).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(MakeParams(1, {1, 2, 3}, false, 0.0, 64, 1).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(MakeParams(1, {3, 2, 1}, false, 0.5, 64, 1).status().code(), Code::kInvalidArgument);
+}
+
+// --- The mask generator ---
+
+TEST(SecAggPrg, AddsTheAesCtrKeystreamWords) {
+  std::mt19937_64 rng(9);
+  const bool accelerated = PrgAccelerated();
+  for (size_t length : {1ul, 3ul, 15ul, 16ul, 17ul, 127ul, 128ul, 129ul, 1000ul, 5000ul}) {
+    PrgKey key;
+    for (uint8_t& b : key) b = static_cast<uint8_t>(rng());
+    std::vector<uint8_t> stream(length * 8);
+    crypto::Keystream(std::span<const uint8_t, 16>(key)).Generate(stream);
+    for (bool use_fast : {true, false}) {
+      SetPrgAcceleration(use_fast);
+      std::vector<uint32_t> w32(length);
+      std::vector<uint64_t> w64(length);
+      for (size_t i = 0; i < length; ++i) w32[i] = static_cast<uint32_t>(w64[i] = rng());
+      const std::vector<uint32_t> start32 = w32;
+      const std::vector<uint64_t> start64 = w64;
+      AddPrg(key, false, w32);
+      AddPrg(key, false, w64);
+      for (size_t i = 0; i < length; ++i) {
+        uint32_t k32;
+        uint64_t k64;
+        std::memcpy(&k32, stream.data() + 4 * i, 4);
+        std::memcpy(&k64, stream.data() + 8 * i, 8);
+        ASSERT_EQ(w32[i], static_cast<uint32_t>(start32[i] + k32)) << length << " " << i;
+        ASSERT_EQ(w64[i], start64[i] + k64) << length << " " << i;
+      }
+      AddPrg(key, true, w32);
+      AddPrg(key, true, w64);
+      EXPECT_EQ(w32, start32);
+      EXPECT_EQ(w64, start64);
+    }
+  }
+  SetPrgAcceleration(true);
+  EXPECT_EQ(PrgAccelerated(), accelerated);
+  std::printf("VAES mask generator: %s\n", accelerated ? "in use" : "not available");
+}
+
+TEST(SecAggPrg, MaskVectorMatchesOnBothPaths) {
+  std::mt19937_64 rng(10);
+  std::vector<uint64_t> input(777);
+  for (uint64_t& x : input) x = rng();
+  std::vector<SignedPrgKey> masks(5);
+  for (size_t m = 0; m < masks.size(); ++m) {
+    for (uint8_t& b : masks[m].key) b = static_cast<uint8_t>(rng());
+    masks[m].subtract = m % 2;
+  }
+  for (uint32_t ring_bits : {32u, 64u}) {
+    SetPrgAcceleration(false);
+    const std::vector<uint8_t> portable = MaskVector(input, ring_bits, masks);
+    SetPrgAcceleration(true);
+    const std::vector<uint8_t> fast = MaskVector(input, ring_bits, masks);
+    EXPECT_EQ(portable.size(), input.size() * ring_bits / 8);
+    EXPECT_EQ(portable, fast);
+  }
+}
+
+}  // namespace
+}  // namespace fedrec::secagg
