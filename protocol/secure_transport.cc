@@ -192,7 +192,11 @@ Status SecureTransport::SendHelloLocked(Peer& p, int peer) {
 
 Status SecureTransport::SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t> frame) {
   const size_t n = frame.size();
-  std::vector<uint8_t> out(kFrameHeaderSize + kSealedOverhead + n);
+  // Built by appending, so the frame-sized buffer is written once (a sized
+  // constructor would zero it first).
+  std::vector<uint8_t> out;
+  out.reserve(kFrameHeaderSize + kSealedOverhead + n);
+  out.resize(kFrameHeaderSize + 8);
   FrameHeader header;
   header.type = MessageType::kSealed;
   if (n >= kFrameHeaderSize) {
@@ -204,7 +208,8 @@ Status SecureTransport::SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t
   header.payload_length = kSealedOverhead + n;
   EncodeFrameHeader(header, std::span<uint8_t, kFrameHeaderSize>(out.data(), kFrameHeaderSize));
   PutLe<uint64_t>(out.data() + kFrameHeaderSize, p.seal_seq);
-  std::memcpy(out.data() + kFrameHeaderSize + 8, frame.data(), n);
+  out.insert(out.end(), frame.begin(), frame.end());
+  out.resize(out.size() + crypto::kGcmTagSize);
   frame = {};  // the plaintext copy is no longer needed
   const auto nonce = Nonce(p.seal_label, p.seal_seq);
   FEDREC_RETURN_IF_ERROR(
