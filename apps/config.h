@@ -78,8 +78,8 @@ struct Config {
     std::string aggregation = "secagg";  // secagg | secagg+ | paillier | none
     double threshold = 0.6;  // share of a round's sites (or SecAgg+ neighbourhood) that must remain
     double clip = 8.0;
-    int64_t quantization_bits = 16;
-    int64_t max_weight = 65536;
+    int64_t quantization_bits = 8;
+    int64_t max_weight = 2048;
     int64_t paillier_bits = 2048;
     bool channels = true;                // authenticated, encrypted coordinator-site channels
     std::string coordinator_identity;    // coordinator's private key file (fedrec keygen)

@@ -47,7 +47,7 @@ elif [ "$mode" = rounds ]; then
   for a in none secagg+ secagg; do
     "$build/fedrec" sim --set data.synthetic.users=20000 --set data.synthetic.items=30000 \
       --set data.synthetic.ratings=1000000 --set model.factors=32 --set federation.sites=100 \
-      --set federation.rounds=4 --set federation.local_epochs=1 --set eval.ranking=false \
+      --set federation.rounds=4 --set federation.local_epochs=1 --set eval.ranking=false --set eval.every=1000 \
       --set sim.compare_centralized=false --set security.aggregation="$a" \
       --set output.dir="$out/$a" -q > /dev/null
     t=$(mean "$out/$a/metrics.jsonl" seconds)

@@ -28,9 +28,11 @@ namespace fedrec {
 
 struct FixedPointFormat {
   uint32_t ring_bits = 64;      // 32 or 64
-  uint32_t frac_bits = 16;      // fractional bits of weighted values
-  float clip = 8.0f;            // values are clipped to [-clip, clip]
-  uint64_t max_weight = 65536;  // per-row weights are capped to this
+  // The defaults keep hundreds of sites in Z_2^32 (at most 2^22 per site)
+  // and lose nothing measurable on MovieLens (BENCHMARKS.md).
+  uint32_t frac_bits = 8;      // fractional bits of weighted values
+  float clip = 8.0f;           // values are clipped to [-clip, clip]
+  uint64_t max_weight = 2048;  // per-row weights are capped to this
 
   friend bool operator==(const FixedPointFormat&, const FixedPointFormat&) = default;
 };

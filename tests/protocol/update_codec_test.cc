@@ -84,8 +84,9 @@ TEST(UpdateCodec, RingIsTheSmallestThatCannotWrap) {
   small.max_weight = 64;  // 64 * 4 * 256 = 2^16 per site
   EXPECT_EQ(*ChooseRingBits(1000, small), 32u);
   EXPECT_EQ(*ChooseRingBits(40000, small), 64u);
-  FixedPointFormat defaults;
-  EXPECT_EQ(*ChooseRingBits(10, defaults), 64u);
+  FixedPointFormat defaults;  // 2^22 per site
+  EXPECT_EQ(*ChooseRingBits(500, defaults), 32u);
+  EXPECT_EQ(*ChooseRingBits(1000, defaults), 64u);
   FixedPointFormat huge;
   huge.frac_bits = 40;
   huge.max_weight = uint64_t{1} << 30;
