@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
+#include <type_traits>
 #include <utility>
 
 #include "coordinator/aggregator.h"
@@ -209,10 +211,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   plan.threshold = params.threshold;
   plan.degree = params.degree;
   plan.ring_order = params.ring_order;
-  plan.ring_bits = format.ring_bits;
-  plan.frac_bits = format.frac_bits;
-  plan.clip = format.clip;
-  plan.max_weight = format.max_weight;
+  SetFormat(format, &plan);
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
   secagg::Server server(std::move(params));
@@ -247,64 +246,70 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   };
   const auto deadline = [this] { return Clock::now() + options_.round_timeout; };
 
+  // Collects message M from each of `sites`, handing each to `add` (whose
+  // error drops the site).
+  const auto collect = [&]<typename M>(std::type_identity<M>, const std::vector<uint32_t>& sites,
+                                       auto add) {
+    return Collect<M>(
+        transport_, site_of_rank_, round, sites, deadline(),
+        [&](uint32_t site, M message) {
+          Status added = timed([&] { return add(site, std::move(message)); });
+          if (!added.ok()) fail(site, added.message());
+        },
+        fail);
+  };
+  // Sends each of `sites` the message `make(site)` returns. Returns what ends
+  // the round early: a transport error, or OK once aborted because a message
+  // could not be made.
+  const auto send_each = [&](const std::vector<uint32_t>& sites,
+                             auto make) -> std::optional<Status> {
+    for (uint32_t site : sites) {
+      auto message = timed([&] { return make(site); });
+      if (!message.ok()) return abort(message.status());
+      if (Status sent = SendTo(*message, site, round); !sent.ok()) return sent;
+    }
+    return std::nullopt;
+  };
+
   // Step 1: round keys.
-  FEDREC_RETURN_IF_ERROR(Collect<SecAggKeys>(
-      transport_, site_of_rank_, round, selected, deadline(),
-      [&](uint32_t site, SecAggKeys keys) {
+  FEDREC_RETURN_IF_ERROR(
+      collect(std::type_identity<SecAggKeys>{}, selected, [&](uint32_t site, SecAggKeys keys) {
         const auto identity = transport_->PeerIdentity(options_.site_ranks[site]);
-        Status added = timed(
-            [&] { return server.AddKeys(site, keys, identity ? *identity : keys.identity_key); });
-        if (!added.ok()) fail(site, added.message());
-      },
-      fail));
+        return server.AddKeys(site, keys, identity ? *identity : keys.identity_key);
+      }));
   if (Status s = timed([&] { return server.FinishKeys(); }); !s.ok()) return abort(s);
-  for (uint32_t site : server.advertised()) {
-    Result<SecAggKeyList> list = timed([&] { return server.KeyListFor(site); });
-    if (!list.ok()) return abort(list.status());
-    FEDREC_RETURN_IF_ERROR(SendTo(*list, site, round));
-  }
+  if (auto end = send_each(server.advertised(), [&](uint32_t s) { return server.KeyListFor(s); }))
+    return *end;
 
   // Step 2: encrypted shares, routed to their holders.
-  const std::vector<uint32_t> advertised = server.advertised();
-  FEDREC_RETURN_IF_ERROR(Collect<SecAggShares>(
-      transport_, site_of_rank_, round, advertised, deadline(),
-      [&](uint32_t site, SecAggShares shares) {
-        Status added = timed([&] { return server.AddShares(site, std::move(shares)); });
-        if (!added.ok()) fail(site, added.message());
-      },
-      fail));
+  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggShares>{}, server.advertised(),
+                                 [&](uint32_t site, SecAggShares shares) {
+                                   return server.AddShares(site, std::move(shares));
+                                 }));
   if (Status s = timed([&] { return server.FinishShares(); }); !s.ok()) return abort(s);
-  for (uint32_t site : server.shared()) {
-    Result<SecAggRoutedShares> routed = timed([&] { return server.SharesFor(site); });
-    if (!routed.ok()) return abort(routed.status());
-    FEDREC_RETURN_IF_ERROR(SendTo(*routed, site, round));
-  }
+  if (auto end = send_each(server.shared(), [&](uint32_t s) { return server.SharesFor(s); }))
+    return *end;
 
   // Step 3: masked inputs, added into the running sum as they arrive.
-  const std::vector<uint32_t> shared = server.shared();
   std::map<uint32_t, std::pair<double, uint64_t>> train_loss;  // summed in site order below
-  FEDREC_RETURN_IF_ERROR(Collect<SecAggMasked>(
-      transport_, site_of_rank_, round, shared, deadline(),
-      [&](uint32_t site, SecAggMasked masked) {
-        Status added = timed([&] { return server.AddMasked(site, masked); });
-        if (!added.ok()) return fail(site, added.message());
-        if (masked.metrics.size() >= 2)
+  FEDREC_RETURN_IF_ERROR(collect(
+      std::type_identity<SecAggMasked>{}, server.shared(), [&](uint32_t site, SecAggMasked masked) {
+        Status added = server.AddMasked(site, masked);
+        if (added.ok() && masked.metrics.size() >= 2) {
           train_loss[site] = {masked.metrics[0], static_cast<uint64_t>(masked.metrics[1])};
-      },
-      fail));
+        }
+        return added;
+      }));
   if (Status s = timed([&] { return server.FinishMasked(); }); !s.ok()) return abort(s);
   const SecAggUnmaskRequest request = server.UnmaskRequest();
   for (uint32_t site : server.survivors()) FEDREC_RETURN_IF_ERROR(SendTo(request, site, round));
 
   // Step 4: revealed shares; step 5: unmasking.
   const std::vector<uint32_t> survivors = server.survivors();
-  FEDREC_RETURN_IF_ERROR(Collect<SecAggUnmaskShares>(
-      transport_, site_of_rank_, round, survivors, deadline(),
-      [&](uint32_t site, SecAggUnmaskShares shares) {
-        Status added = timed([&] { return server.AddUnmaskShares(site, shares); });
-        if (!added.ok()) fail(site, added.message());
-      },
-      fail));
+  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggUnmaskShares>{}, survivors,
+                                 [&](uint32_t site, SecAggUnmaskShares shares) {
+                                   return server.AddUnmaskShares(site, shares);
+                                 }));
   Result<std::vector<uint64_t>> sum = timed([&] { return server.Finish(); });
   if (!sum.ok()) return abort(sum.status());
   Result<DecodedSums> decoded = timed([&] { return DecodeSum(global_, *sum, format); });
@@ -442,10 +447,7 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
   format.ring_bits = 64;
   plan.aggregation = Aggregation::kPaillier;
   plan.participants = participants;
-  plan.ring_bits = format.ring_bits;
-  plan.frac_bits = format.frac_bits;
-  plan.clip = format.clip;
-  plan.max_weight = format.max_weight;
+  SetFormat(format, &plan);
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, participants, round));
 
   FEDREC_ASSIGN_OR_RETURN(PaillierPublicKey public_key,

@@ -4,22 +4,10 @@
 #include <cstdio>
 #include <string>
 
+#include "base/little_endian.h"
+
 namespace fedrec {
 namespace {
-
-// Little-endian integers, byte by byte: independent of host endianness and of
-// struct layout.
-template <typename T>
-void PutLe(uint8_t* out, T value) {
-  for (size_t i = 0; i < sizeof(T); ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
-}
-
-template <typename T>
-T GetLe(const uint8_t* in) {
-  T value = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) value |= static_cast<T>(static_cast<T>(in[i]) << (8 * i));
-  return value;
-}
 
 std::string HexBytes(const uint8_t* bytes, size_t n) {
   std::string out;

@@ -8,6 +8,7 @@
 #include <deque>
 #include <optional>
 
+#include "base/little_endian.h"
 #include "protocol/frame.h"
 
 namespace fedrec {
@@ -21,18 +22,6 @@ constexpr size_t kSignedHelloBytes = 72;
 constexpr size_t kSealedOverhead = 8 + crypto::kGcmTagSize;
 constexpr std::string_view kHelloLabel{"fedrec channel hello v1\0", 24};
 constexpr std::string_view kChannelInfo = "fedrec channel v1";
-
-template <typename T>
-void PutLe(uint8_t* out, T value) {
-  for (size_t i = 0; i < sizeof(T); ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
-}
-
-template <typename T>
-T GetLe(const uint8_t* in) {
-  T value = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) value |= static_cast<T>(static_cast<T>(in[i]) << (8 * i));
-  return value;
-}
 
 std::array<uint8_t, 32> Sha256Of(std::span<const uint8_t> a, std::span<const uint8_t> b) {
   std::array<uint8_t, 32> digest{};

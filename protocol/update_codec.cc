@@ -31,6 +31,22 @@ double ElementBound(const FixedPointFormat& format) {
 
 }  // namespace
 
+FixedPointFormat FormatOf(const RoundPlan& plan) {
+  FixedPointFormat format;
+  format.ring_bits = plan.ring_bits;
+  format.frac_bits = plan.frac_bits;
+  format.clip = plan.clip;
+  format.max_weight = plan.max_weight;
+  return format;
+}
+
+void SetFormat(const FixedPointFormat& format, RoundPlan* plan) {
+  plan->ring_bits = format.ring_bits;
+  plan->frac_bits = format.frac_bits;
+  plan->clip = format.clip;
+  plan->max_weight = format.max_weight;
+}
+
 Result<uint32_t> ChooseRingBits(uint32_t sites, const FixedPointFormat& format) {
   if (!(format.clip > 0.0f) || format.max_weight == 0 || format.frac_bits > 40) {
     return Status::InvalidArgument(

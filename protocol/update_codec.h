@@ -27,7 +27,7 @@
 namespace fedrec {
 
 struct FixedPointFormat {
-  uint32_t ring_bits = 64;      // 32 or 64
+  uint32_t ring_bits = 64;  // 32 or 64
   // The defaults keep hundreds of sites in Z_2^32 (at most 2^22 per site)
   // and lose nothing measurable on MovieLens (BENCHMARKS.md).
   uint32_t frac_bits = 8;      // fractional bits of weighted values
@@ -36,6 +36,10 @@ struct FixedPointFormat {
 
   friend bool operator==(const FixedPointFormat&, const FixedPointFormat&) = default;
 };
+
+// The format a round plan announces, and the plan fields that announce it.
+FixedPointFormat FormatOf(const RoundPlan& plan);
+void SetFormat(const FixedPointFormat& format, RoundPlan* plan);
 
 // The smallest ring (32 or 64 bits) in which the sum of `sites` encoded
 // updates cannot wrap; InvalidArgument naming the keys to lower when even 64

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "base/little_endian.h"
 #include "protocol/paillier.h"
 #include "protocol/secagg.h"
 #include "protocol/update_codec.h"
@@ -52,8 +53,8 @@ std::vector<BlockUpdate> CollectUpdate(const MfTrainer& trainer) {
 std::vector<uint8_t> SetupTranscript(const SecAggKeys& keys) {
   static constexpr std::string_view kLabel = "fedrec paillier key set-up v1";
   std::vector<uint8_t> out(kLabel.begin(), kLabel.end());
-  for (uint32_t v : {keys.round, keys.site})
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  AppendLe(&out, keys.round);
+  AppendLe(&out, keys.site);
   out.insert(out.end(), keys.cipher_key.begin(), keys.cipher_key.end());
   return out;
 }
@@ -61,8 +62,7 @@ std::vector<uint8_t> SetupTranscript(const SecAggKeys& keys) {
 // Salt and AAD of the private key the holder seals for `site`.
 std::vector<uint8_t> SealingContext(uint32_t round, uint32_t holder, uint32_t site) {
   std::vector<uint8_t> out;
-  for (uint32_t v : {round, holder, site})
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  for (uint32_t v : {round, holder, site}) AppendLe(&out, v);
   return out;
 }
 
@@ -205,13 +205,8 @@ Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics)
   const RoundPlan& plan = *pending_plan_;
   const EpochStats stats = trainer_.Train(plan.epoch_offset, plan.local_epochs, plan.lr);
   *metrics = {stats.squared_error, static_cast<double>(stats.updates)};
-  FixedPointFormat format;
-  format.ring_bits = plan.ring_bits;
-  format.frac_bits = plan.frac_bits;
-  format.clip = plan.clip;
-  format.max_weight = plan.max_weight;
-  return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), format, options_.seed, plan.round,
-                      options_.site);
+  return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
+                      plan.round, options_.site);
 }
 
 Status Worker::OnSecAggMessage(const FrameView& frame) {
@@ -419,11 +414,8 @@ Status Worker::OnPaillierMessage(const FrameView& frame) {
 }
 
 PackingParams Worker::PaillierPacking(const RoundPlan& plan) {
-  FixedPointFormat format;
-  format.frac_bits = plan.frac_bits;
-  format.clip = plan.clip;
-  format.max_weight = plan.max_weight;
-  return {static_cast<int>(SignedValueBits(format)), static_cast<int>(plan.participants.size())};
+  return {static_cast<int>(SignedValueBits(FormatOf(plan))),
+          static_cast<int>(plan.participants.size())};
 }
 
 Status Worker::GeneratePaillierKey(const SecAggKeyList& list) {
