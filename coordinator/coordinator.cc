@@ -83,6 +83,31 @@ Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank
   return Status::Ok();
 }
 
+// Training-loss sums (squared error, count) each site reported beside its
+// encrypted update.
+using TrainLoss = std::map<uint32_t, std::pair<double, uint64_t>>;
+
+// What the strategy gets from an encrypted round: the decoded sums over
+// `summed` (ascending), and their training loss added in site order.
+void FillEncryptedInput(uint32_t round, DecodedSums decoded, const std::vector<uint32_t>& summed,
+                        size_t selected, const TrainLoss& train_loss, AggregateInput* input,
+                        RoundMetrics* metrics) {
+  input->round = round;
+  input->weighted_sum = std::move(decoded.weighted_sum);
+  input->row_weight = std::move(decoded.row_weight);
+  input->sites = static_cast<uint32_t>(summed.size());
+  input->failures = static_cast<uint32_t>(selected - summed.size());
+  double squared = 0.0;
+  uint64_t count = 0;
+  for (uint32_t site : summed) {
+    auto it = train_loss.find(site);
+    if (it == train_loss.end()) continue;
+    squared += it->second.first;
+    count += it->second.second;
+  }
+  metrics->train_mse = count ? squared / static_cast<double>(count) : 0.0;
+}
+
 }  // namespace
 
 Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlock> initial_global,
@@ -291,7 +316,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
     return *end;
 
   // Step 3: masked inputs, added into the running sum as they arrive.
-  std::map<uint32_t, std::pair<double, uint64_t>> train_loss;  // summed in site order below
+  TrainLoss train_loss;
   FEDREC_RETURN_IF_ERROR(collect(
       std::type_identity<SecAggMasked>{}, server.shared(), [&](uint32_t site, SecAggMasked masked) {
         Status added = server.AddMasked(site, masked);
@@ -316,20 +341,8 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   if (!decoded.ok()) return abort(decoded.status());
   finish();
 
-  input->round = round;
-  input->weighted_sum = std::move(decoded->weighted_sum);
-  input->row_weight = std::move(decoded->row_weight);
-  input->sites = static_cast<uint32_t>(survivors.size());
-  input->failures = static_cast<uint32_t>(selected.size() - survivors.size());
-  double squared = 0.0;
-  uint64_t count = 0;
-  for (uint32_t site : survivors) {
-    auto it = train_loss.find(site);
-    if (it == train_loss.end()) continue;
-    squared += it->second.first;
-    count += it->second.second;
-  }
-  metrics->train_mse = count ? squared / static_cast<double>(count) : 0.0;
+  FillEncryptedInput(round, std::move(decoded).value(), survivors, selected.size(), train_loss,
+                     input, metrics);
   return Status::Ok();
 }
 
@@ -459,7 +472,7 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
                           PaillierPacker::Create(params, public_key.modulus_bits()));
   PaillierAccumulator sum(public_key, packer.NumPlaintexts(length));
   std::vector<uint32_t> reported;
-  std::map<uint32_t, std::pair<double, uint64_t>> train_loss;
+  TrainLoss train_loss;
   const auto fail = [&](uint32_t site, const std::string& reason) {
     spdlog::warn("coordinator, round {}: {} failed: {}", round, SiteName(site), reason);
     site_version_[site] = UINT64_MAX;
@@ -512,18 +525,8 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
   busy += Clock::now() - t0;
   if (!decoded.ok()) return abort(decoded.status());
   finish();
-  input->round = round;
-  input->weighted_sum = std::move(decoded->weighted_sum);
-  input->row_weight = std::move(decoded->row_weight);
-  input->sites = static_cast<uint32_t>(reported.size());
-  input->failures = static_cast<uint32_t>(selected.size() - reported.size());
-  double squared = 0.0;
-  uint64_t count = 0;
-  for (const auto& [site, loss] : train_loss) {  // site order
-    squared += loss.first;
-    count += loss.second;
-  }
-  metrics->train_mse = count ? squared / static_cast<double>(count) : 0.0;
+  FillEncryptedInput(round, std::move(decoded).value(), reported, selected.size(), train_loss,
+                     input, metrics);
   return Status::Ok();
 }
 

@@ -274,7 +274,7 @@ struct PaillierKey {
   uint32_t round = 0;
   uint32_t holder = 0;        // site that generates the key pair
   uint32_t modulus_bits = 0;  // of the key to generate
-  SecAggKeys holder_keys;  // the holder's signed X25519 key that sealed the private keys
+  SecAggKeys holder_keys;     // the holder's signed X25519 key that sealed the private keys
   std::vector<uint8_t> public_key;
   std::vector<EncryptedShare> sealed_private;
 

@@ -121,7 +121,8 @@ TEST(Frames, RejectsUnknownMessageTypeNamingSenderAndRound) {
     EXPECT_EQ(view.status().code(), Status::Code::kCorruption);
     EXPECT_EQ(view.status().message(), "unknown message type " + std::to_string(type) +
                                            " in frame from rank 4, round 9: this build knows "
-                                           "types 1.." + std::to_string(kMaxMessageType));
+                                           "types 1.." +
+                                           std::to_string(kMaxMessageType));
   }
 }
 
