@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -407,6 +408,22 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   return 0;
 }
 
+// A coordinator that stops early may have queued its Shutdown to sites whose
+// channel handshake it had not finished (frames wait for the session); keep
+// receiving until every site's channel is up, so each site hears why.
+void SettleChannels(SecureTransport& channel, const std::vector<int>& site_ranks,
+                    std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  const auto all_up = [&] {
+    return std::all_of(site_ranks.begin(), site_ranks.end(),
+                       [&](int r) { return channel.HasSession(r); });
+  };
+  while (!all_up() && std::chrono::steady_clock::now() < deadline) {
+    Result<Envelope> ignored = channel.Recv(milliseconds(100));
+    if (!ignored.ok() && ignored.status().code() != Status::Code::kTimeout) return;
+  }
+}
+
 }  // namespace
 
 int RunMpi(const Config& config) {
@@ -461,6 +478,7 @@ int RunMpi(const Config& config) {
     code = site ? SiteRank(config, *transport, *site, identity)
                 : CoordinatorRank(config, *transport, site_ranks);
   }
+  if (code != 0 && !site && channel) SettleChannels(*channel, site_ranks, std::chrono::seconds(10));
   if (code != 0) {
     // A failed job fails on every rank (the coordinator tells the sites why);
     // meet before exiting so that mpirun, which kills the job at the first
