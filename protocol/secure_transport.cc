@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <optional>
+#include <utility>
 
 #include "base/little_endian.h"
 #include "protocol/frame.h"
@@ -93,8 +94,11 @@ const char* ChannelErrorName(ChannelError error) {
   return "unknown";
 }
 
-// One peer's channel. Guarded by `mu` (Send runs on any thread, the
-// handshake completes on the receiving thread).
+// One peer's channel. The sending half and the handshake state are guarded
+// by `mu` (Send runs on any thread; the handshake completes on the receiving
+// thread). The receiving half (open, open_label, open_seq) is written once,
+// under `mu`, by the receiving thread when the session starts, and afterwards
+// only touched by that thread, so decryption needs no lock.
 struct SecureTransport::Peer {
   std::mutex mu;
   bool hello_sent = false;
@@ -102,10 +106,18 @@ struct SecureTransport::Peer {
   std::optional<crypto::DhKeyPair> ephemeral;
   bool session = false;
   crypto::Key32 identity{};  // the peer's, once the session is up
-  std::unique_ptr<crypto::Aes256Gcm> seal, open;
-  std::array<uint8_t, 4> seal_label{}, open_label{};
-  uint64_t seal_seq = 0, open_seq = 0;
+  std::unique_ptr<crypto::Aes256Gcm> seal;
+  std::array<uint8_t, 4> seal_label{};
+  uint64_t seal_seq = 0;
   std::deque<std::vector<uint8_t>> queued;  // frames waiting for the session
+  // A failure to deliver queued frames (they were accepted by an earlier
+  // Send), reported by the next Send to this peer.
+  Status deferred;
+
+  // Receiving thread only.
+  std::unique_ptr<crypto::Aes256Gcm> open;
+  std::array<uint8_t, 4> open_label{};
+  uint64_t open_seq = 0;
 };
 
 Result<std::unique_ptr<SecureTransport>> SecureTransport::Create(Transport* inner,
@@ -161,7 +173,7 @@ std::optional<std::array<uint8_t, 32>> SecureTransport::PeerIdentity(int peer) c
   return p.identity;
 }
 
-Status SecureTransport::SendHelloLocked(Peer& p, int peer) {
+Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round) {
   FEDREC_ASSIGN_OR_RETURN(crypto::DhKeyPair ephemeral, crypto::GenerateDhKey());
   std::vector<uint8_t> payload(kHelloSize);
   PutLe<uint32_t>(payload.data(), static_cast<uint32_t>(rank()));
@@ -169,14 +181,22 @@ Status SecureTransport::SendHelloLocked(Peer& p, int peer) {
   std::copy(options_.identity.public_key.begin(), options_.identity.public_key.end(),
             payload.begin() + 8);
   std::copy(ephemeral.public_key.begin(), ephemeral.public_key.end(), payload.begin() + 40);
-  FEDREC_ASSIGN_OR_RETURN(crypto::Signature signature,
-                          crypto::Sign(options_.identity, HelloTranscript(payload)));
-  std::copy(signature.begin(), signature.end(), payload.begin() + kSignedHelloBytes);
-  p.ephemeral = ephemeral;
-  p.hello = payload;
-  p.hello_sent = true;
-  return inner_->Send(
-      peer, EncodeFrame(MessageType::kChannelHello, 0, static_cast<uint32_t>(rank()), payload));
+  Result<crypto::Signature> signature = crypto::Sign(options_.identity, HelloTranscript(payload));
+  Status sent = signature.status();
+  if (sent.ok()) {
+    std::copy(signature->begin(), signature->end(), payload.begin() + kSignedHelloBytes);
+    sent = inner_->Send(peer, EncodeFrame(MessageType::kChannelHello, round,
+                                          static_cast<uint32_t>(rank()), payload));
+  }
+  // Only a hello that reached the inner transport counts: otherwise the next
+  // Send (or the peer's hello) starts over with a fresh ephemeral key.
+  if (sent.ok()) {
+    p.ephemeral = ephemeral;
+    p.hello = std::move(payload);
+    p.hello_sent = true;
+  }
+  crypto::Cleanse(ephemeral.private_key);
+  return sent;
 }
 
 Status SecureTransport::SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t> frame) {
@@ -228,15 +248,28 @@ Status SecureTransport::Send(int peer, std::vector<uint8_t> bytes) {
   }
   Peer& p = *peers_[static_cast<size_t>(peer)];
   std::lock_guard lock(p.mu);
+  if (!p.deferred.ok()) return std::exchange(p.deferred, Status::Ok());
   if (p.session) return SealAndSendLocked(p, peer, std::move(bytes));
+  if (!p.hello_sent) {
+    const uint32_t round = bytes.size() >= kFrameHeaderSize ? GetLe<uint32_t>(bytes.data() + 8) : 0;
+    FEDREC_RETURN_IF_ERROR(
+        SendHelloLocked(p, peer, round).WithContext("starting the channel with " + Name(peer)));
+  }
   p.queued.push_back(std::move(bytes));
-  if (!p.hello_sent) return SendHelloLocked(p, peer);
   return Status::Ok();
 }
 
 void SecureTransport::Reject(ChannelError error, int peer, uint32_t round, std::string message) {
-  spdlog::warn("channel: refused a frame ({}): {}", ChannelErrorName(error), message);
+  const uint64_t total = rejection_count() + 1;
   counts_[static_cast<size_t>(error)].fetch_add(1, std::memory_order_relaxed);
+  // A flood of forged frames must not flood the log: the first hundred are
+  // logged, then every thousandth.
+  if (total <= 100) {
+    spdlog::warn("channel: refused a frame ({}): {}", ChannelErrorName(error), message);
+  } else if (total % 1000 == 0) {
+    spdlog::warn("channel: refused {} frames so far; the latest ({}): {}", total,
+                 ChannelErrorName(error), message);
+  }
   std::lock_guard lock(rejections_mu_);
   ChannelRejection rejection{error, peer, round, std::move(message)};
   if (rejections_.size() < kKeptRejections) {
@@ -267,22 +300,25 @@ uint64_t SecureTransport::rejection_count() const {
   return total;
 }
 
-void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes) {
+void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, uint32_t round) {
   const std::string who = Name(from);
-  if (bytes.size() != kFrameHeaderSize + kHelloSize) {
-    return Reject(ChannelError::kMalformed, from, 0,
-                  "channel hello from " + who + ": expected " +
-                      std::to_string(kFrameHeaderSize + kHelloSize) + " bytes, found " +
-                      std::to_string(bytes.size()));
+  const std::string what = "channel hello from " + who + ", round " + std::to_string(round);
+  if (bytes.size() != kFrameHeaderSize + kHelloSize ||
+      GetLe<uint64_t>(bytes.data() + 16) != kHelloSize) {
+    return Reject(ChannelError::kMalformed, from, round,
+                  what + ": expected " + std::to_string(kFrameHeaderSize + kHelloSize) +
+                      " bytes announcing a " + std::to_string(kHelloSize) +
+                      "-byte payload, found " + std::to_string(bytes.size()) +
+                      " bytes announcing " + std::to_string(GetLe<uint64_t>(bytes.data() + 16)));
   }
   const std::span<const uint8_t> payload(bytes.data() + kFrameHeaderSize, kHelloSize);
   const uint32_t sender = GetLe<uint32_t>(payload.data());
   const uint32_t addressee = GetLe<uint32_t>(payload.data() + 4);
   if (sender != static_cast<uint32_t>(from) || addressee != static_cast<uint32_t>(rank())) {
-    return Reject(ChannelError::kMisaddressed, from, 0,
-                  "channel hello from " + who + ": expected sender " + std::to_string(from) +
-                      " and addressee " + std::to_string(rank()) + ", found sender " +
-                      std::to_string(sender) + " and addressee " + std::to_string(addressee));
+    return Reject(ChannelError::kMisaddressed, from, round,
+                  what + ": expected sender rank " + std::to_string(from) + " and addressee rank " +
+                      std::to_string(rank()) + ", found sender rank " + std::to_string(sender) +
+                      " and addressee rank " + std::to_string(addressee));
   }
   crypto::Key32 identity, ephemeral;
   std::copy(payload.begin() + 8, payload.begin() + 40, identity.begin());
@@ -292,8 +328,9 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes) {
 
   const bool is_self = from == rank();
   if (is_self && identity != options_.identity.public_key) {
-    return Reject(ChannelError::kWrongIdentity, from, 0,
-                  "channel hello from this rank itself with another identity key");
+    return Reject(ChannelError::kWrongIdentity, from, round,
+                  what + " (this rank itself): expected its own identity key " +
+                      KeyPrefix(options_.identity.public_key) + ", found " + KeyPrefix(identity));
   }
   if (options_.authenticate && !is_self) {
     const auto expected = options_.peer_keys.find(from);
@@ -305,41 +342,43 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes) {
           owner >= 0 || std::find(options_.known_keys.begin(), options_.known_keys.end(),
                                   identity) != options_.known_keys.end();
       if (!known || expected == options_.peer_keys.end()) {
-        return Reject(ChannelError::kUnknownPeer, from, 0,
-                      who + " presented identity key " + KeyPrefix(identity) +
-                          ", which is not among the configured keys" +
+        return Reject(ChannelError::kUnknownPeer, from, round,
+                      what + ": identity key " + KeyPrefix(identity) +
+                          " is not among the configured keys" +
                           (expected == options_.peer_keys.end()
                                ? std::string(" (no key is configured for this rank)")
-                               : ", expected " + KeyPrefix(expected->second)));
+                               : "; expected " + KeyPrefix(expected->second) + " for this rank"));
       }
-      return Reject(ChannelError::kWrongIdentity, from, 0,
-                    who + " presented the identity key of " +
+      return Reject(ChannelError::kWrongIdentity, from, round,
+                    what + ": presented the identity key of " +
                         (owner >= 0 ? Name(owner) : std::string("another configured peer")) + " (" +
-                        KeyPrefix(identity) + "), expected " + KeyPrefix(expected->second));
+                        KeyPrefix(identity) + "); expected " + KeyPrefix(expected->second) +
+                        " for this rank");
     }
   }
   if (!crypto::Verify(identity, HelloTranscript(payload), signature)) {
-    return Reject(ChannelError::kBadSignature, from, 0,
-                  "channel hello from " + who + ": the signature does not verify under identity " +
-                      KeyPrefix(identity));
+    return Reject(
+        ChannelError::kBadSignature, from, round,
+        what + ": the signature does not verify under identity key " + KeyPrefix(identity));
   }
 
   Peer& p = *peers_[static_cast<size_t>(from)];
   std::lock_guard lock(p.mu);
   if (p.session) {
-    return Reject(ChannelError::kDuplicateHello, from, 0,
-                  "a second channel hello from " + who + ", which already has a session");
+    return Reject(ChannelError::kDuplicateHello, from, round,
+                  what + ": expected one hello per session, found a second one");
   }
   if (!p.hello_sent) {
-    if (Status sent = SendHelloLocked(p, from); !sent.ok()) {
-      return Reject(ChannelError::kHandshakeFailed, from, 0,
-                    "answering the channel hello of " + who + ": " + sent.message());
+    if (Status sent = SendHelloLocked(p, from, round); !sent.ok()) {
+      return Reject(ChannelError::kHandshakeFailed, from, round,
+                    what + ": answering it failed: " + sent.message());
     }
   }
   Result<crypto::Key32> secret = crypto::DhSharedSecret(p.ephemeral->private_key, ephemeral);
   if (!secret.ok()) {
-    return Reject(ChannelError::kHandshakeFailed, from, 0,
-                  "channel with " + who + ": " + secret.status().message());
+    // Our ephemeral key stays: a genuine hello from the peer may still come.
+    return Reject(ChannelError::kHandshakeFailed, from, round,
+                  what + ": " + secret.status().message());
   }
   const bool low = rank() < from;
   const std::span<const uint8_t> mine(p.hello), theirs(payload);
@@ -347,57 +386,62 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes) {
   std::array<uint8_t, 64> keys;
   Status derived = crypto::Hkdf(*secret, salt, kChannelInfo, keys);
   crypto::Cleanse(*secret);
+  if (!derived.ok()) {
+    crypto::Cleanse(keys);
+    return Reject(ChannelError::kHandshakeFailed, from, round, what + ": " + derived.message());
+  }
   crypto::Cleanse(p.ephemeral->private_key);
   p.ephemeral.reset();
-  if (!derived.ok()) {
-    return Reject(ChannelError::kHandshakeFailed, from, 0,
-                  "channel with " + who + ": " + derived.message());
-  }
   crypto::Key32 low_to_high, high_to_low;
   std::copy(keys.begin(), keys.begin() + 32, low_to_high.begin());
   std::copy(keys.begin() + 32, keys.end(), high_to_low.begin());
   crypto::Cleanse(keys);
-  if (is_self) {
-    p.seal = std::make_unique<crypto::Aes256Gcm>(low_to_high);
-    p.open = std::make_unique<crypto::Aes256Gcm>(low_to_high);
-    p.seal_label = p.open_label = kLowToHigh;
-  } else {
-    p.seal = std::make_unique<crypto::Aes256Gcm>(low ? low_to_high : high_to_low);
-    p.open = std::make_unique<crypto::Aes256Gcm>(low ? high_to_low : low_to_high);
-    p.seal_label = low ? kLowToHigh : kHighToLow;
-    p.open_label = low ? kHighToLow : kLowToHigh;
-  }
+  // A self-channel has one direction: both halves use the lower -> higher key.
+  const bool seal_low = low || is_self;
+  const bool open_low = !low || is_self;
+  p.seal = std::make_unique<crypto::Aes256Gcm>(seal_low ? low_to_high : high_to_low);
+  p.open = std::make_unique<crypto::Aes256Gcm>(open_low ? low_to_high : high_to_low);
+  p.seal_label = seal_low ? kLowToHigh : kHighToLow;
+  p.open_label = open_low ? kLowToHigh : kHighToLow;
   crypto::Cleanse(low_to_high);
   crypto::Cleanse(high_to_low);
   p.identity = identity;
   p.session = true;
-  if (Status flushed = FlushLocked(p, from); !flushed.ok())
-    spdlog::warn("channel with {}: sending queued frames: {}", who, flushed.message());
+  if (Status flushed = FlushLocked(p, from); !flushed.ok()) {
+    spdlog::warn("channel with {}: sending the queued frames failed: {}", who, flushed.message());
+    p.deferred = flushed.WithContext("frames queued for " + who + " during the handshake");
+  }
 }
 
 bool SecureTransport::HandleSealed(int from, std::vector<uint8_t>& bytes, uint32_t round) {
   const std::string where = Name(from) + ", round " + std::to_string(round);
-  if (bytes.size() < kFrameHeaderSize + kSealedOverhead ||
-      GetLe<uint64_t>(bytes.data() + 16) != bytes.size() - kFrameHeaderSize) {
+  constexpr size_t kMinimum = kFrameHeaderSize + kSealedOverhead;
+  if (bytes.size() < kMinimum) {
     Reject(ChannelError::kTruncated, from, round,
-           "sealed frame from " + where + ": " + std::to_string(bytes.size()) +
-               " bytes, expected at least " + std::to_string(kFrameHeaderSize + kSealedOverhead) +
-               (bytes.size() >= kFrameHeaderSize
-                    ? " and the announced " +
-                          std::to_string(GetLe<uint64_t>(bytes.data() + 16) + kFrameHeaderSize)
-                    : std::string()));
+           "sealed frame from " + where + ": expected at least " + std::to_string(kMinimum) +
+               " bytes (header, sequence number and tag), found " + std::to_string(bytes.size()));
     return false;
   }
+  const uint64_t announced = GetLe<uint64_t>(bytes.data() + 16);
+  if (announced != bytes.size() - kFrameHeaderSize) {
+    Reject(ChannelError::kTruncated, from, round,
+           "sealed frame from " + where + ": the header announces " + std::to_string(announced) +
+               " payload bytes, found " + std::to_string(bytes.size() - kFrameHeaderSize));
+    return false;
+  }
+  // The receiving half is this thread's own (see Peer); no lock, so sends to
+  // this peer go on while a large frame is decrypted.
   Peer& p = *peers_[static_cast<size_t>(from)];
-  std::lock_guard lock(p.mu);
-  if (!p.session) {
+  if (!p.open) {
     Reject(ChannelError::kNoSession, from, round,
-           "sealed frame from " + where + " before a channel handshake with it");
+           "sealed frame from " + where + ": expected a channel hello first, found no session");
     return false;
   }
   const uint64_t seq = GetLe<uint64_t>(bytes.data() + kFrameHeaderSize);
-  const size_t n = bytes.size() - kFrameHeaderSize - kSealedOverhead;
+  const size_t n = bytes.size() - kMinimum;
   const auto nonce = Nonce(p.open_label, seq);
+  // Authenticated under its own sequence number first, so that only genuine
+  // frames are called replayed or reordered.
   Status opened = p.open->Open(nonce, std::span<const uint8_t>(bytes.data(), kFrameHeaderSize + 8),
                                std::span<uint8_t>(bytes.data() + kFrameHeaderSize + 8, n),
                                std::span<const uint8_t, crypto::kGcmTagSize>(
@@ -411,12 +455,14 @@ bool SecureTransport::HandleSealed(int from, std::vector<uint8_t>& bytes, uint32
   if (seq != p.open_seq) {
     const bool replayed = seq < p.open_seq;
     Reject(replayed ? ChannelError::kReplayed : ChannelError::kReordered, from, round,
-           std::string(replayed ? "replayed" : "reordered") + " frame from " + where +
-               ": sequence number " + std::to_string(seq) + ", expected " +
-               std::to_string(p.open_seq));
+           std::string(replayed ? "replayed" : "reordered or preceded by a dropped") +
+               " frame from " + where + ": expected sequence number " + std::to_string(p.open_seq) +
+               ", found " + std::to_string(seq));
     return false;
   }
   ++p.open_seq;
+  // crypto::Aes256Gcm opens in place only, so the plaintext moves 32 bytes to
+  // the front of the same buffer rather than into a new one.
   std::memmove(bytes.data(), bytes.data() + kFrameHeaderSize + 8, n);
   bytes.resize(n);
   return true;
@@ -424,35 +470,47 @@ bool SecureTransport::HandleSealed(int from, std::vector<uint8_t>& bytes, uint32
 
 bool SecureTransport::HandleFrame(Envelope& envelope) {
   const int from = envelope.from;
-  if (from < 0 || from >= size()) return false;
+  if (from < 0 || from >= size()) {
+    spdlog::warn("channel: dropped a frame from rank {}, outside 0..{}", from, size() - 1);
+    return false;
+  }
   std::vector<uint8_t>& bytes = envelope.bytes;
   if (bytes.size() < kFrameHeaderSize || GetLe<uint32_t>(bytes.data()) != kFrameMagic) {
     Reject(ChannelError::kMalformed, from, 0,
            "a " + std::to_string(bytes.size()) + "-byte frame from " + Name(from) +
-               " without a fedrec frame header");
+               ": expected a fedrec frame header, found " +
+               (bytes.size() < kFrameHeaderSize ? "too few bytes" : "another magic number"));
     return false;
   }
   const auto type = static_cast<MessageType>(GetLe<uint16_t>(bytes.data() + 6));
   const uint32_t round = GetLe<uint32_t>(bytes.data() + 8);
   if (type == MessageType::kChannelHello) {
-    HandleHello(from, bytes);
+    HandleHello(from, bytes, round);
     return false;
   }
   if (type == MessageType::kSealed) return HandleSealed(from, bytes, round);
   Reject(ChannelError::kNotSealed, from, round,
          "a plaintext " + std::string(MessageTypeName(type)) + " frame from " + Name(from) +
-             ", round " + std::to_string(round) + ": every frame must be sealed");
+             ", round " + std::to_string(round) + ": expected a sealed frame");
   return false;
 }
 
 Result<Envelope> SecureTransport::Recv(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
+    // Zero once the deadline has passed: frames that already arrived are
+    // still processed (a poll must not leave a decryptable frame behind a
+    // hello), but no more waiting.
+    // Rounded up, so the overall wait is never shorter than asked.
     const auto left =
-        std::max(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
+        std::max(std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()),
                  std::chrono::milliseconds(0));
     Result<Envelope> envelope = inner_->Recv(left);
-    if (!envelope.ok()) return envelope;
+    if (!envelope.ok()) {
+      if (envelope.status().code() != Status::Code::kTimeout) return envelope;
+      return Status::Timeout("no message for " + Name(rank()) + " within " +
+                             std::to_string(timeout.count()) + " ms");
+    }
     if (HandleFrame(*envelope)) return envelope;
   }
 }

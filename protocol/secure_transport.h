@@ -7,8 +7,9 @@
 // Handshake (message-driven; nothing ever blocks waiting for a peer):
 //
 //  1. The first Send to a peer without a session makes a fresh X25519
-//     ephemeral key pair and sends a ChannelHello frame (type kChannelHello,
-//     round 0, sender = own rank) whose 136-byte payload is
+//     ephemeral key pair and sends a ChannelHello frame (type kChannelHello;
+//     round copied from the frame that started it, for messages only; sender =
+//     own rank) whose 136-byte payload is
 //
 //       offset size field
 //            0    4 sender rank (little-endian)
@@ -72,7 +73,9 @@
 // Thread-safety: as the Transport contract. Send is thread-safe; a per-peer
 // lock is held while a frame is sealed and handed to the inner transport, so
 // sequence order is wire order, and senders to different peers never contend.
-// Recv must be called from one thread at a time. rejections() and the other
+// Recv must be called from one thread at a time; it decrypts without that
+// lock (the receiving half of a channel belongs to the receiving thread), so
+// a large incoming frame does not hold up sends to the same peer. rejections() and the other
 // accessors are thread-safe.
 //
 // Cost: one copy of each frame when it is sealed (into the sealed buffer,
@@ -89,6 +92,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -99,20 +103,21 @@ namespace fedrec {
 
 // Why a frame from a peer was refused.
 enum class ChannelError {
-  kTampered,          // the GCM tag did not verify
-  kTruncated,         // shorter than header + sequence number + tag, or length mismatch
-  kReplayed,          // a sequence number already received
-  kReordered,         // a sequence number beyond the next expected one
-  kUnknownPeer,       // hello with an identity key no configured rank has
-  kWrongIdentity,     // hello with the identity key configured for another rank
-  kBadSignature,      // hello whose signature does not verify
-  kMisaddressed,      // hello for another rank, or claiming another sender
-  kNotSealed,         // a plaintext application frame from a peer
-  kNoSession,         // a sealed frame before the handshake with its sender
-  kDuplicateHello,    // a hello from a peer that already has a session
-  kMalformed,         // unreadable frame header or hello payload
-  kHandshakeFailed,   // key agreement failed (e.g. a low-order ephemeral key)
+  kTampered,         // the GCM tag did not verify
+  kTruncated,        // shorter than header + sequence number + tag, or length mismatch
+  kReplayed,         // a sequence number already received
+  kReordered,        // a sequence number beyond the next expected one
+  kUnknownPeer,      // hello with an identity key no configured rank has
+  kWrongIdentity,    // hello with the identity key configured for another rank
+  kBadSignature,     // hello whose signature does not verify
+  kMisaddressed,     // hello for another rank, or claiming another sender
+  kNotSealed,        // a plaintext application frame from a peer
+  kNoSession,        // a sealed frame before the handshake with its sender
+  kDuplicateHello,   // a hello from a peer that already has a session
+  kMalformed,        // unreadable frame header or hello payload
+  kHandshakeFailed,  // key agreement failed (e.g. a low-order ephemeral key)
 };
+constexpr size_t kChannelErrorCount = 13;
 
 // "tampered", "truncated", ...
 const char* ChannelErrorName(ChannelError error);
@@ -120,7 +125,7 @@ const char* ChannelErrorName(ChannelError error);
 struct ChannelRejection {
   ChannelError error;
   int peer = -1;       // the rank the frame came from
-  uint32_t round = 0;  // from the frame header (0 for hellos)
+  uint32_t round = 0;  // from the frame header (for a hello: the frame that started it)
   // Names the peer and the round, and says what was expected and found.
   std::string message;
 };
@@ -197,14 +202,14 @@ class SecureTransport : public Transport {
 
   std::string Name(int rank) const;
   // REQUIRES: p.mu held.
-  Status SendHelloLocked(Peer& p, int peer);
+  Status SendHelloLocked(Peer& p, int peer, uint32_t round);
   Status SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t> frame);
   Status FlushLocked(Peer& p, int peer);
 
-  // Each returns the decrypted frame for an accepted application frame, and
-  // nothing (after recording why) for a handshake or rejected frame.
+  // Recv thread only. True when `envelope` now holds a decrypted application
+  // frame; false for a handshake frame or a rejected one (recorded).
   bool HandleFrame(Envelope& envelope);
-  void HandleHello(int from, const std::vector<uint8_t>& bytes);
+  void HandleHello(int from, const std::vector<uint8_t>& bytes, uint32_t round);
   bool HandleSealed(int from, std::vector<uint8_t>& bytes, uint32_t round);
   void Reject(ChannelError error, int peer, uint32_t round, std::string message);
 
@@ -215,7 +220,7 @@ class SecureTransport : public Transport {
   mutable std::mutex rejections_mu_;
   std::vector<ChannelRejection> rejections_;  // ring of kKeptRejections; guarded
   size_t rejections_next_ = 0;                // guarded by rejections_mu_
-  std::array<std::atomic<uint64_t>, 13> counts_{};
+  std::array<std::atomic<uint64_t>, kChannelErrorCount> counts_{};
 };
 
 }  // namespace fedrec
