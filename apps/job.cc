@@ -336,8 +336,7 @@ Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optiona
           ReadPublicKey(path, "config security.site_public_keys, site " + std::to_string(s)));
     }
   }
-  std::vector<int> ranks = site_ranks;
-  options.peer_name = [ranks](int rank) {
+  options.peer_name = [ranks = site_ranks](int rank) {
     if (rank == 0) return std::string("coordinator (rank 0)");
     for (size_t s = 0; s < ranks.size(); ++s)
       if (ranks[s] == rank)

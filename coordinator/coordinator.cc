@@ -332,7 +332,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   // Step 4: revealed shares; step 5: unmasking.
   const std::vector<uint32_t> survivors = server.survivors();
   FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggUnmaskShares>{}, survivors,
-                                 [&](uint32_t site, SecAggUnmaskShares shares) {
+                                 [&](uint32_t site, const SecAggUnmaskShares& shares) {
                                    return server.AddUnmaskShares(site, shares);
                                  }));
   Result<std::vector<uint64_t>> sum = timed([&] { return server.Finish(); });
@@ -404,7 +404,7 @@ Status Coordinator::PaillierSetup(uint32_t round) {
   std::sort(receivers.begin(), receivers.end());
   FEDREC_RETURN_IF_ERROR(Collect<PaillierKey>(
       transport_, site_of_rank_, round, receivers, deadline(),
-      [&](uint32_t site, PaillierKey ack) {
+      [&](uint32_t site, const PaillierKey& ack) {
         if (ack.public_key == generated->public_key)
           paillier_ready_[site] = true;
         else
