@@ -782,6 +782,15 @@ enum class ServerStep { kKeys, kShares, kMasked, kUnmask, kDone, kAborted };
 }  // namespace
 
 struct Server::State {
+  // A message from `site` must carry this round and that site; `from` names it.
+  Status CheckLabel(const std::string& from, uint32_t round, uint32_t labelled_site,
+                    uint32_t site) const {
+    if (round == params.round && labelled_site == site) return Status::Ok();
+    return Status::InvalidArgument(from + " is labelled round " + Str(round) + ", site " +
+                                   Str(labelled_site) + "; expected round " + Str(params.round) +
+                                   ", site " + Str(site));
+  }
+
   // A revealed share: the holder's x-coordinate and its value.
   struct Held {
     uint32_t x = 0;
@@ -901,11 +910,7 @@ Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key3
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kKeys, "AddKeys"));
   FEDREC_ASSIGN_OR_RETURN(const uint32_t pos, s.Sender(site, "keys", nullptr, ""));
   const std::string from = s.where + ": keys from site " + Str(site);
-  if (keys.round != s.params.round || keys.site != site) {
-    return Status::InvalidArgument(from + " are labelled round " + Str(keys.round) + ", site " +
-                                   Str(keys.site) + "; expected round " + Str(s.params.round) +
-                                   ", site " + Str(site));
-  }
+  FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, keys.round, keys.site, site));
   if (!crypto::Verify(identity_key,
                       KeysSignedMessage(keys.round, keys.site, keys.cipher_key, keys.mask_key),
                       keys.signature)) {
@@ -978,11 +983,7 @@ Status Server::AddShares(uint32_t site, SecAggShares shares) {
   FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
                           s.Sender(site, "shares", &s.in_u1, "did not advertise keys"));
   const std::string from = s.where + ": shares from site " + Str(site);
-  if (shares.round != s.params.round || shares.site != site) {
-    return Status::InvalidArgument(from + " are labelled round " + Str(shares.round) + ", site " +
-                                   Str(shares.site) + "; expected round " + Str(s.params.round) +
-                                   ", site " + Str(site));
-  }
+  FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, shares.round, shares.site, site));
   // Exactly one share per neighbour that advertised: those were in its key list.
   std::vector<uint32_t> expected;
   for (uint32_t q : s.topology->Neighbours(pos))
@@ -1054,11 +1055,7 @@ Status Server::AddMasked(uint32_t site, const SecAggMasked& masked) {
   FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
                           s.Sender(site, "masked input", &s.in_u2, "did not share keys"));
   const std::string from = s.where + ": masked input from site " + Str(site);
-  if (masked.round != s.params.round || masked.site != site) {
-    return Status::InvalidArgument(from + " is labelled round " + Str(masked.round) + ", site " +
-                                   Str(masked.site) + "; expected round " + Str(s.params.round) +
-                                   ", site " + Str(site));
-  }
+  FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, masked.round, masked.site, site));
   if (masked.ring_bits != s.params.ring_bits) {
     return Status::InvalidArgument(from + " is in a ring of " + Str(masked.ring_bits) +
                                    " bits, expected " + Str(s.params.ring_bits));
@@ -1114,11 +1111,7 @@ Status Server::AddUnmaskShares(uint32_t site, const SecAggUnmaskShares& shares) 
   FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
                           s.Sender(site, "unmask shares", &s.in_u3, "is not a survivor"));
   const std::string from = s.where + ": unmask shares from site " + Str(site);
-  if (shares.round != s.params.round || shares.site != site) {
-    return Status::InvalidArgument(from + " are labelled round " + Str(shares.round) + ", site " +
-                                   Str(shares.site) + "; expected round " + Str(s.params.round) +
-                                   ", site " + Str(site));
-  }
+  FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, shares.round, shares.site, site));
   // The holder reveals exactly: its shares of b for the survivors among it
   // and its neighbours, of s_sk for its dropped neighbours.
   std::vector<uint32_t> expected_seeds, expected_keys;
