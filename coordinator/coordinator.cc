@@ -83,6 +83,54 @@ Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank
   return Status::Ok();
 }
 
+// What an encrypted round costs beyond the updates themselves: the traffic
+// since the plan went out and the coordinator's own protocol work; written to
+// the round's metrics when it ends, completed or aborted.
+class SecureRoundCost {
+ public:
+  SecureRoundCost(Transport* transport, const char* scheme, uint32_t round, RoundMetrics* metrics)
+      : transport_(transport),
+        scheme_(scheme),
+        round_(round),
+        metrics_(metrics),
+        start_(transport->stats()) {}
+
+  // Runs `step`, counting its time as the coordinator's work.
+  template <typename Step>
+  auto Timed(Step&& step) {
+    const auto t0 = Clock::now();
+    auto result = step();
+    busy_ += Clock::now() - t0;
+    return result;
+  }
+
+  void Record() const {
+    const TrafficStats end = transport_->stats();
+    metrics_->secure_bytes =
+        (end.bytes_sent - start_.bytes_sent) + (end.bytes_received - start_.bytes_received);
+    metrics_->secure_seconds = std::chrono::duration<double>(busy_).count();
+  }
+
+  // Ends the round with the model unchanged (too few sites remained, or a
+  // step failed); returns OK, as the job goes on.
+  Status Abort(const Status& status) const {
+    Record();
+    metrics_->aborted = true;
+    metrics_->abort_reason = status.message();
+    spdlog::warn("coordinator, round {}: {} aborted, the model is unchanged: {}", round_, scheme_,
+                 status.message());
+    return Status::Ok();
+  }
+
+ private:
+  Transport* transport_;
+  const char* scheme_;
+  uint32_t round_;
+  RoundMetrics* metrics_;
+  TrafficStats start_;
+  Clock::duration busy_{};
+};
+
 // Training-loss sums (squared error, count) each site reported beside its
 // encrypted update.
 using TrainLoss = std::map<uint32_t, std::pair<double, uint64_t>>;
@@ -240,34 +288,17 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
   secagg::Server server(std::move(params));
-  const TrafficStats start = transport_->stats();
-  Clock::duration busy{};  // the coordinator's own protocol work
-  const auto timed = [&busy](auto&& step) {
-    const auto t0 = Clock::now();
-    auto result = step();
-    busy += Clock::now() - t0;
-    return result;
-  };
+  SecureRoundCost cost(transport_, "secure aggregation", round, metrics);
+  const auto timed = [&cost](auto&& step) { return cost.Timed(step); };
   const auto fail = [&](uint32_t site, const std::string& reason) {
     spdlog::warn("coordinator, round {}: {} dropped out of secure aggregation: {}", round,
                  SiteName(site), reason);
     site_version_[site] = UINT64_MAX;
   };
-  const auto finish = [&]() {
-    const TrafficStats end = transport_->stats();
-    metrics->secure_bytes =
-        (end.bytes_sent - start.bytes_sent) + (end.bytes_received - start.bytes_received);
-    metrics->secure_seconds = std::chrono::duration<double>(busy).count();
-  };
   // Below the threshold the round ends with the model unchanged.
   const auto abort = [&](const Status& status) {
-    finish();
-    metrics->aborted = true;
     metrics->failures = static_cast<uint32_t>(selected.size() - server.survivors().size());
-    metrics->abort_reason = status.message();
-    spdlog::warn("coordinator, round {}: secure aggregation aborted, the model is unchanged: {}",
-                 round, status.message());
-    return Status::Ok();
+    return cost.Abort(status);
   };
   const auto deadline = [this] { return Clock::now() + options_.round_timeout; };
 
@@ -339,7 +370,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   if (!sum.ok()) return abort(sum.status());
   Result<DecodedSums> decoded = timed([&] { return DecodeSum(global_, *sum, format); });
   if (!decoded.ok()) return abort(decoded.status());
-  finish();
+  cost.Record();
 
   FillEncryptedInput(round, std::move(decoded).value(), survivors, selected.size(), train_loss,
                      input, metrics);
@@ -421,26 +452,10 @@ Status Coordinator::PaillierSetup(uint32_t round) {
 Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& selected,
                                   RoundMetrics* metrics, AggregateInput* input) {
   const uint32_t round = plan.round;
-  const TrafficStats start = transport_->stats();
-  Clock::duration busy{};
-  const auto finish = [&] {
-    const TrafficStats end = transport_->stats();
-    metrics->secure_bytes =
-        (end.bytes_sent - start.bytes_sent) + (end.bytes_received - start.bytes_received);
-    metrics->secure_seconds = std::chrono::duration<double>(busy).count();
-  };
-  const auto abort = [&](const Status& status) {
-    finish();
-    metrics->aborted = true;
-    metrics->abort_reason = status.message();
-    spdlog::warn("coordinator, round {}: Paillier aggregation aborted, the model is unchanged: {}",
-                 round, status.message());
-    return Status::Ok();
-  };
+  SecureRoundCost cost(transport_, "Paillier aggregation", round, metrics);
+  const auto abort = [&cost](const Status& status) { return cost.Abort(status); };
   if (paillier_public_.empty()) {
-    const auto t0 = Clock::now();
-    Status setup = PaillierSetup(round);
-    busy += Clock::now() - t0;
+    Status setup = cost.Timed([&] { return PaillierSetup(round); });
     if (!setup.ok()) {
       paillier_public_.clear();
       if (setup.code() != Status::Code::kAborted) return setup;
@@ -485,9 +500,7 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
           return fail(site, "encrypted update of " + std::to_string(update.values) +
                                 " values, expected " + std::to_string(length));
         }
-        const auto t0 = Clock::now();
-        Status added = sum.Add(update.ciphertexts);
-        busy += Clock::now() - t0;
+        Status added = cost.Timed([&] { return sum.Add(update.ciphertexts); });
         if (!added.ok()) return fail(site, added.message());
         reported.push_back(site);
         if (update.metrics.size() >= 2)
@@ -520,11 +533,9 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
   }
   if (!sums) return abort(Status::Aborted("no site decrypted the aggregated ciphertexts"));
   std::vector<uint64_t> ring(sums->begin(), sums->end());
-  const auto t0 = Clock::now();
-  Result<DecodedSums> decoded = DecodeSum(global_, ring, format);
-  busy += Clock::now() - t0;
+  Result<DecodedSums> decoded = cost.Timed([&] { return DecodeSum(global_, ring, format); });
   if (!decoded.ok()) return abort(decoded.status());
-  finish();
+  cost.Record();
   FillEncryptedInput(round, std::move(decoded).value(), reported, selected.size(), train_loss,
                      input, metrics);
   return Status::Ok();
