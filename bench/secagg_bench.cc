@@ -160,7 +160,7 @@ std::unique_ptr<Recording> Record(bool sparse) {
   });
   Check(server.FinishMasked(), "FinishMasked");
   rec->survivors = server.survivors();
-  rec->masked_sum.assign(server.masked_sum().begin(), server.masked_sum().end());
+  rec->masked_sum = server.masked_sum();
   const SecAggUnmaskRequest request = server.UnmaskRequest();
   for (uint32_t site : rec->survivors) {
     Result<SecAggUnmaskShares> revealed = clients[site]->Unmask(request);

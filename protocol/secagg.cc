@@ -11,6 +11,7 @@
 #include <string_view>
 #include <utility>
 
+#include "base/little_endian.h"
 #include "protocol/secagg_prg.h"
 #include "protocol/shamir.h"
 
@@ -45,16 +46,21 @@ std::string SiteList(std::span<const uint32_t> sites) {
   return out + "}";
 }
 
-void AppendLe32(std::vector<uint8_t>* out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<uint8_t>(v >> (8 * i)));
+// Little-endian ring words, one uint64_t per element.
+std::vector<uint64_t> RingWords(std::span<const uint8_t> words, uint32_t ring_bits) {
+  const size_t width = ring_bits / 8;
+  std::vector<uint64_t> out(words.size() / width);
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = width == 4 ? GetLe<uint32_t>(words.data() + 4 * i) : GetLe<uint64_t>(words.data() + 8 * i);
+  }
+  return out;
 }
 
 // round || a || b, little-endian: the HKDF salt and GCM AAD of a share.
 std::array<uint8_t, 12> Context(uint32_t round, uint32_t a, uint32_t b) {
   std::array<uint8_t, 12> out;
   const uint32_t values[3] = {round, a, b};
-  for (int k = 0; k < 3; ++k)
-    for (int i = 0; i < 4; ++i) out[4 * k + i] = static_cast<uint8_t>(values[k] >> (8 * i));
+  for (int k = 0; k < 3; ++k) PutLe<uint32_t>(out.data() + 4 * k, values[k]);
   return out;
 }
 
@@ -244,8 +250,8 @@ std::vector<uint8_t> KeysSignedMessage(uint32_t round, uint32_t site, const Key3
                                        const Key32& mask_key) {
   std::vector<uint8_t> out(kKeysLabel.begin(), kKeysLabel.end());
   out.push_back(0);
-  AppendLe32(&out, round);
-  AppendLe32(&out, site);
+  AppendLe<uint32_t>(&out, round);
+  AppendLe<uint32_t>(&out, site);
   out.insert(out.end(), cipher_key.begin(), cipher_key.end());
   out.insert(out.end(), mask_key.begin(), mask_key.end());
   return out;
@@ -434,7 +440,7 @@ struct Client::State {
 
   Result<SecAggKeys> Advertise();
   Result<SecAggShares> Share(const SecAggKeyList& list);
-  Result<SecAggMasked> Mask(std::span<const uint64_t> input, const SecAggRoutedShares& routed);
+  Result<SecAggMasked> Mask(std::vector<uint8_t> words, const SecAggRoutedShares& routed);
   Result<SecAggUnmaskShares> Reveal(const SecAggUnmaskRequest& request);
 };
 
@@ -468,7 +474,25 @@ Result<SecAggShares> Client::ShareKeys(const SecAggKeyList& list) {
 
 Result<SecAggMasked> Client::MaskInput(std::span<const uint64_t> input,
                                        const SecAggRoutedShares& routed) {
-  return state_->Run(ClientStep::kMask, [&] { return state_->Mask(input, routed); });
+  return state_->Run(ClientStep::kMask, [&]() -> Result<SecAggMasked> {
+    const uint32_t ring_bits = state_->params.ring_bits;
+    const size_t width = ring_bits / 8;
+    std::vector<uint8_t> words(input.size() * width);
+    for (size_t i = 0; i < input.size(); ++i) {
+      if (ring_bits == 32) {
+        PutLe<uint32_t>(words.data() + 4 * i, static_cast<uint32_t>(input[i]));
+      } else {
+        PutLe<uint64_t>(words.data() + 8 * i, input[i]);
+      }
+    }
+    return state_->Mask(std::move(words), routed);
+  });
+}
+
+Result<SecAggMasked> Client::MaskInputWords(std::vector<uint8_t> words,
+                                            const SecAggRoutedShares& routed) {
+  return state_->Run(ClientStep::kMask,
+                     [&] { return state_->Mask(std::move(words), routed); });
 }
 
 Result<SecAggUnmaskShares> Client::Unmask(const SecAggUnmaskRequest& request) {
@@ -611,12 +635,13 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
   return out;
 }
 
-Result<SecAggMasked> Client::State::Mask(std::span<const uint64_t> input,
+Result<SecAggMasked> Client::State::Mask(std::vector<uint8_t> words,
                                          const SecAggRoutedShares& routed) {
   const uint32_t round = params.round;
-  if (input.size() != params.length) {
-    return Status::InvalidArgument("input of " + Str(input.size()) + " elements, expected " +
-                                   Str(params.length));
+  const size_t width = params.ring_bits / 8;
+  if (words.size() != params.length * width) {
+    return Status::InvalidArgument("input of " + Str(words.size()) + " bytes, expected " +
+                                   Str(params.length) + " elements of " + Str(width) + " bytes");
   }
   if (routed.round != round) {
     return Status::InvalidArgument("routed shares for round " + Str(routed.round) +
@@ -688,7 +713,8 @@ Result<SecAggMasked> Client::State::Mask(std::span<const uint64_t> input,
   out.round = round;
   out.site = site;
   out.ring_bits = params.ring_bits;
-  out.data = MaskVector(input, params.ring_bits, masks);
+  MaskInPlace(words, params.ring_bits, masks);
+  out.data = std::move(words);
   Wipe(std::span(reinterpret_cast<uint8_t*>(masks.data()), masks.size() * sizeof(SignedPrgKey)));
   WipeValue(mask.private_key);  // only its shares are revealed from now on
   WipeValue(seed);
@@ -813,7 +839,7 @@ struct Server::State {
   std::vector<uint8_t> in_u1, in_u2, in_u3, in_u4;
   std::vector<uint32_t> advertised, shared, survivors, dropped;  // site ids, ascending
   std::vector<std::vector<EncryptedShare>> inbox;          // by addressee position; site = sender
-  std::vector<uint64_t> sum;                               // running sum of masked inputs
+  std::vector<uint8_t> sum;  // running sum of masked inputs, little-endian ring words
   std::vector<std::vector<Held>> seed_shares, key_shares;  // by owner position
 
   uint32_t Count(const std::vector<uint8_t>& flags) const {
@@ -892,7 +918,7 @@ Server::Server(Params params) : state_(std::make_unique<State>()) {
   s.in_u3.assign(s.n, 0);
   s.in_u4.assign(s.n, 0);
   s.inbox.resize(s.n);
-  s.sum.assign(s.params.length, 0);
+  s.sum.assign(s.params.length * (s.params.ring_bits / 8), 0);
   s.seed_shares.resize(s.n);
   s.key_shares.resize(s.n);
 }
@@ -903,7 +929,10 @@ const Params& Server::params() const { return state_->params; }
 const std::vector<uint32_t>& Server::advertised() const { return state_->advertised; }
 const std::vector<uint32_t>& Server::shared() const { return state_->shared; }
 const std::vector<uint32_t>& Server::survivors() const { return state_->survivors; }
-std::span<const uint64_t> Server::masked_sum() const { return state_->sum; }
+std::vector<uint64_t> Server::masked_sum() const {
+  const State& s = *state_;
+  return RingWords(s.sum, s.params.ring_bits);
+}
 
 Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key32& identity_key) {
   State& s = *state_;
@@ -1066,23 +1095,7 @@ Status Server::AddMasked(uint32_t site, const SecAggMasked& masked) {
                                    Str(s.params.length) + " elements of " + Str(width) +
                                    " bytes = " + Str(s.params.length * width));
   }
-  const uint8_t* data = masked.data.data();
-  uint64_t* sum = s.sum.data();
-  if (width == 4) {
-    for (size_t i = 0; i < s.sum.size(); ++i) {
-      uint32_t word;
-      std::memcpy(&word, data + 4 * i, 4);
-      if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap32(word);
-      sum[i] = (sum[i] + word) & 0xffffffffu;
-    }
-  } else {
-    for (size_t i = 0; i < s.sum.size(); ++i) {
-      uint64_t word;
-      std::memcpy(&word, data + 8 * i, 8);
-      if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
-      sum[i] += word;
-    }
-  }
+  AddWordsInPlace(s.sum, masked.data, s.params.ring_bits);
   s.in_u3[pos] = 1;
   return Status::Ok();
 }
@@ -1167,17 +1180,18 @@ Result<std::vector<uint64_t>> Server::Finish() {
 
 namespace {
 
-// The running sum minus the masks: first the self masks of the survivors, then
-// for each dropped site u and surviving neighbour v the mask v added for u.
-template <typename Word>
-Status RemoveMasks(std::span<Word> work, uint32_t round, std::span<const uint32_t> sites,
-                   const std::vector<std::pair<uint32_t, shamir::Secret>>& seeds,
-                   std::vector<std::pair<uint32_t, X25519Key>>& dropped_keys,
-                   const std::vector<std::vector<uint32_t>>& survivor_neighbours,
-                   const std::vector<std::optional<X25519Public>>& mask_keys) {
+// The masks to take from the running sum: the self masks of the survivors,
+// and for each dropped site u and surviving neighbour v the mask v added for u.
+Result<std::vector<SignedPrgKey>> MasksToRemove(
+    uint32_t round, std::span<const uint32_t> sites,
+    const std::vector<std::pair<uint32_t, shamir::Secret>>& seeds,
+    std::vector<std::pair<uint32_t, X25519Key>>& dropped_keys,
+    const std::vector<std::vector<uint32_t>>& survivor_neighbours,
+    const std::vector<std::optional<X25519Public>>& mask_keys) {
+  std::vector<SignedPrgKey> masks;
   for (const auto& [pos, seed] : seeds) {
     FEDREC_ASSIGN_OR_RETURN(PrgKey key, SelfMaskKey(seed, round, sites[pos]));
-    AddPrg(key, /*subtract=*/true, work);
+    masks.push_back(SignedPrgKey{key, /*subtract=*/true});
     WipeValue(key);
   }
   for (size_t d = 0; d < dropped_keys.size(); ++d) {
@@ -1191,11 +1205,11 @@ Status RemoveMasks(std::span<Word> work, uint32_t round, std::span<const uint32_
       WipeValue(*secret);
       if (!key.ok()) return key.status();
       // v added +PRG when v < u: take it away.
-      AddPrg(*key, /*subtract=*/v < u, work);
+      masks.push_back(SignedPrgKey{*key, /*subtract=*/v < u});
       WipeValue(*key);
     }
   }
-  return Status::Ok();
+  return masks;
 }
 
 }  // namespace
@@ -1286,21 +1300,20 @@ Result<std::vector<uint64_t>> Server::State::Unmask() {
     survivor_neighbours.push_back(std::move(neighbours));
   }
 
-  std::vector<uint64_t> result(sum.size());
-  Status removed;
-  if (params.ring_bits == 32) {
-    std::vector<uint32_t> work(sum.begin(), sum.end());
-    removed = RemoveMasks<uint32_t>(work, params.round, params.sites, seeds, dropped_keys,
-                                    survivor_neighbours, survivor_keys);
-    std::copy(work.begin(), work.end(), result.begin());
-  } else {
-    result = sum;
-    removed = RemoveMasks<uint64_t>(result, params.round, params.sites, seeds, dropped_keys,
-                                    survivor_neighbours, survivor_keys);
+  Result<std::vector<SignedPrgKey>> masks =
+      MasksToRemove(params.round, params.sites, seeds, dropped_keys, survivor_neighbours,
+                    survivor_keys);
+  Status removed = masks.status();
+  std::vector<uint8_t> work;
+  if (masks.ok()) {
+    work = sum;
+    MaskInPlace(work, params.ring_bits, *masks);
+    Wipe(std::span(reinterpret_cast<uint8_t*>(masks->data()),
+                   masks->size() * sizeof(SignedPrgKey)));
   }
   for (auto& [pos, seed] : seeds) WipeValue(seed);
   if (!removed.ok()) return removed.WithContext(where + ": unmasking");
-  return result;
+  return RingWords(work, params.ring_bits);
 }
 
 }  // namespace fedrec::secagg

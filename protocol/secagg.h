@@ -138,6 +138,11 @@ class Client {
   Result<SecAggShares> ShareKeys(const SecAggKeyList& list);
   // `input` holds `length` ring elements (only the low ring_bits of each are used).
   Result<SecAggMasked> MaskInput(std::span<const uint64_t> input, const SecAggRoutedShares& routed);
+  // The same with the input already in its wire form, `length` little-endian
+  // elements of ring_bits / 8 bytes (EncodeUpdateWords): masked in place and
+  // sent as it is, with no copy.
+  Result<SecAggMasked> MaskInputWords(std::vector<uint8_t> words,
+                                      const SecAggRoutedShares& routed);
   Result<SecAggUnmaskShares> Unmask(const SecAggUnmaskRequest& request);
 
  private:
@@ -195,7 +200,7 @@ class Server {
   const std::vector<uint32_t>& survivors() const;
   // The running sum of masked inputs (what the coordinator holds before
   // unmasking); for tests and diagnostics.
-  std::span<const uint64_t> masked_sum() const;
+  std::vector<uint64_t> masked_sum() const;
 
  private:
   struct State;

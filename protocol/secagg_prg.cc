@@ -4,6 +4,7 @@
 #include <atomic>
 #include <bit>
 #include <cstring>
+#include <memory>
 
 #include "protocol/crypto.h"
 
@@ -34,20 +35,51 @@ Word LoadLe(const uint8_t* bytes) {
   return value;
 }
 
-// Portable path: the keystream in L1-sized pieces, then one add pass over each.
 template <typename Word>
-void AddPrgPortable(const PrgKey& key, bool subtract, std::span<Word> acc) {
-  crypto::Keystream stream(std::span<const uint8_t, 16>(key.data(), key.size()));
-  constexpr size_t kChunkBytes = 16384;
+void StoreLe(uint8_t* bytes, Word value) {
+  if constexpr (std::endian::native == std::endian::big) {
+    if constexpr (sizeof(Word) == 4) value = __builtin_bswap32(value);
+    if constexpr (sizeof(Word) == 8) value = __builtin_bswap64(value);
+  }
+  std::memcpy(bytes, &value, sizeof(Word));
+}
+
+// out[i] +/-= stream[i], both little-endian words.
+template <typename Word, bool kSubtract>
+void AddWords(uint8_t* out, const uint8_t* stream, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    const Word a = LoadLe<Word>(out + i * sizeof(Word));
+    const Word k = LoadLe<Word>(stream + i * sizeof(Word));
+    StoreLe<Word>(out + i * sizeof(Word), kSubtract ? Word(a - k) : Word(a + k));
+  }
+}
+
+// Every mask passes over one piece of the vector while it sits in the L1
+// cache, so the vector crosses the memory bus once however many masks there
+// are (a pass per mask would stream it from L3 or DRAM each time).
+constexpr size_t kChunkBytes = 8192;
+
+// Portable path: per piece, each mask's keystream into an L1 buffer, then an
+// add pass over the piece.
+template <typename Word>
+void AddPrgsPortable(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t size) {
+  std::vector<std::unique_ptr<crypto::Keystream>> streams;
+  streams.reserve(masks.size());
+  for (const SignedPrgKey& mask : masks) {
+    streams.push_back(std::make_unique<crypto::Keystream>(
+        std::span<const uint8_t, 16>(mask.key.data(), mask.key.size())));
+  }
   alignas(64) uint8_t buffer[kChunkBytes];
-  for (size_t done = 0; done < acc.size();) {
-    const size_t count = std::min(acc.size() - done, kChunkBytes / sizeof(Word));
-    stream.Generate(std::span<uint8_t>(buffer, count * sizeof(Word)));
-    Word* out = acc.data() + done;
-    if (subtract) {
-      for (size_t i = 0; i < count; ++i) out[i] -= LoadLe<Word>(buffer + i * sizeof(Word));
-    } else {
-      for (size_t i = 0; i < count; ++i) out[i] += LoadLe<Word>(buffer + i * sizeof(Word));
+  for (size_t done = 0; done < size;) {
+    const size_t count = std::min(size - done, kChunkBytes / sizeof(Word));
+    uint8_t* out = acc + done * sizeof(Word);
+    for (size_t m = 0; m < masks.size(); ++m) {
+      streams[m]->Generate(std::span<uint8_t>(buffer, count * sizeof(Word)));
+      if (masks[m].subtract) {
+        AddWords<Word, true>(out, buffer, count);
+      } else {
+        AddWords<Word, false>(out, buffer, count);
+      }
     }
     done += count;
   }
@@ -78,8 +110,8 @@ FEDREC_VAES_TARGET inline __m512i Broadcast(__m128i lane) {
   return _mm512_maskz_broadcast_i32x4(0xffff, lane);
 }
 
-FEDREC_VAES_TARGET void ExpandKey(const PrgKey& key, __m512i round_keys[11]) {
-  __m128i rk[11];
+// The eleven AES-128 round keys (FIPS-197 5.2).
+FEDREC_VAES_TARGET void ExpandKey(const PrgKey& key, __m128i rk[11]) {
   rk[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key.data()));
   // aeskeygenassist takes the round constant as an immediate.
 #define FEDREC_ROUND_KEY(i, rcon) \
@@ -95,8 +127,6 @@ FEDREC_VAES_TARGET void ExpandKey(const PrgKey& key, __m512i round_keys[11]) {
   FEDREC_ROUND_KEY(9, 0x1b);
   FEDREC_ROUND_KEY(10, 0x36);
 #undef FEDREC_ROUND_KEY
-  for (int i = 0; i < 11; ++i) round_keys[i] = Broadcast(rk[i]);
-  std::memset(rk, 0, sizeof(rk));
 }
 
 template <typename Word, bool kSubtract>
@@ -108,20 +138,23 @@ FEDREC_VAES_TARGET inline __m512i Combine(__m512i acc, __m512i stream) {
   }
 }
 
-// AES-128-CTR with VAES, four counter blocks per 512-bit register, eight
-// registers in flight to cover the instruction latency; each keystream
-// register is added into the vector as soon as it is computed.
+// AES-128-CTR with VAES from counter block `first_block` on, four counter
+// blocks per 512-bit register, eight registers in flight to cover the
+// instruction latency; each keystream register is added into `acc` (`size`
+// little-endian words) as soon as it is computed.
 template <typename Word, bool kSubtract>
-FEDREC_VAES_TARGET void AddPrgVaes(const PrgKey& key, Word* acc, size_t size) {
+FEDREC_VAES_TARGET void AddStreamVaes(const __m128i round_keys[11], uint64_t first_block,
+                                      uint8_t* acc, size_t size) {
   __m512i rk[11];
-  ExpandKey(key, rk);
+  for (int i = 0; i < 11; ++i) rk[i] = Broadcast(round_keys[i]);
   // Counter block j is the 128-bit big-endian integer j (OpenSSL's CTR with a
   // zero IV). Each lane keeps j little-endian in its upper 8 bytes (the lower
   // 8 stay zero while j < 2^64); the shuffle reverses those 8 bytes in place.
   const __m512i to_big_endian =
       Broadcast(_mm_set_epi8(8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 4, 3, 2, 1, 0));
   const __m512i four = _mm512_set_epi64(4, 0, 4, 0, 4, 0, 4, 0);
-  __m512i counter = _mm512_set_epi64(3, 0, 2, 0, 1, 0, 0, 0);
+  const auto j = static_cast<long long>(first_block);
+  __m512i counter = _mm512_set_epi64(j + 3, 0, j + 2, 0, j + 1, 0, j, 0);
   constexpr int kRegisters = 8;
   constexpr size_t kPerRegister = 64 / sizeof(Word);
   constexpr size_t kPerIteration = kRegisters * kPerRegister;
@@ -142,7 +175,7 @@ FEDREC_VAES_TARGET void AddPrgVaes(const PrgKey& key, Word* acc, size_t size) {
 #pragma GCC unroll 8
     for (int r = 0; r < kRegisters; ++r) {
       block[r] = _mm512_aesenclast_epi128(block[r], rk[10]);
-      Word* out = acc + i + r * kPerRegister;
+      uint8_t* out = acc + (i + r * kPerRegister) * sizeof(Word);
       _mm512_storeu_si512(out, Combine<Word, kSubtract>(_mm512_loadu_si512(out), block[r]));
     }
   }
@@ -154,7 +187,7 @@ FEDREC_VAES_TARGET void AddPrgVaes(const PrgKey& key, Word* acc, size_t size) {
     for (int round = 1; round < 10; ++round) block = _mm512_aesenc_epi128(block, rk[round]);
     block = _mm512_aesenclast_epi128(block, rk[10]);
     const size_t count = std::min(kPerRegister, size - i);
-    Word* out = acc + i;
+    uint8_t* out = acc + i * sizeof(Word);
     if constexpr (sizeof(Word) == 4) {
       const __mmask16 mask = static_cast<__mmask16>((uint32_t{1} << count) - 1);
       _mm512_mask_storeu_epi32(
@@ -166,6 +199,32 @@ FEDREC_VAES_TARGET void AddPrgVaes(const PrgKey& key, Word* acc, size_t size) {
     }
   }
   for (__m512i& k : rk) k = _mm512_setzero_si512();
+}
+
+template <typename Word>
+FEDREC_VAES_TARGET void AddPrgsVaes(std::span<const SignedPrgKey> masks, uint8_t* acc,
+                                    size_t size) {
+  struct RoundKeys {
+    __m128i k[11];
+  };
+  std::vector<RoundKeys> keys(masks.size());
+  for (size_t m = 0; m < masks.size(); ++m) ExpandKey(masks[m].key, keys[m].k);
+  // Pieces are whole 16-byte counter blocks, so each starts at a block boundary.
+  constexpr size_t kPiece = kChunkBytes / sizeof(Word);
+  static_assert(kChunkBytes % 64 == 0);
+  for (size_t done = 0; done < size; done += kPiece) {
+    const size_t count = std::min(kPiece, size - done);
+    const uint64_t first_block = done * sizeof(Word) / 16;
+    uint8_t* out = acc + done * sizeof(Word);
+    for (size_t m = 0; m < masks.size(); ++m) {
+      if (masks[m].subtract) {
+        AddStreamVaes<Word, true>(keys[m].k, first_block, out, count);
+      } else {
+        AddStreamVaes<Word, false>(keys[m].k, first_block, out, count);
+      }
+    }
+  }
+  crypto::Cleanse(std::span(reinterpret_cast<uint8_t*>(keys.data()), keys.size() * sizeof(keys[0])));
 }
 
 #endif  // FEDREC_SECAGG_VAES
@@ -180,50 +239,81 @@ bool UseVaes() {
 }
 
 template <typename Word>
-void AddPrgImpl(const PrgKey& key, bool subtract, std::span<Word> acc) {
-  if (acc.empty()) return;
+void AddPrgsLe(std::span<const SignedPrgKey> masks, std::span<uint8_t> acc) {
+  const size_t size = acc.size() / sizeof(Word);
+  if (size == 0 || masks.empty()) return;
 #if FEDREC_SECAGG_VAES
   if (UseVaes()) {
-    if (subtract) {
-      AddPrgVaes<Word, true>(key, acc.data(), acc.size());
-    } else {
-      AddPrgVaes<Word, false>(key, acc.data(), acc.size());
-    }
+    AddPrgsVaes<Word>(masks, acc.data(), size);
     return;
   }
 #endif
-  AddPrgPortable(key, subtract, acc);
+  AddPrgsPortable<Word>(masks, acc.data(), size);
 }
 
+// Native words: on a little-endian host they are the little-endian form.
 template <typename Word>
-std::vector<uint8_t> MaskWords(std::span<const uint64_t> input,
-                               std::span<const SignedPrgKey> masks) {
-  std::vector<Word> words(input.begin(), input.end());  // reduces mod 2^(8 * sizeof(Word))
-  for (const SignedPrgKey& mask : masks) AddPrgImpl<Word>(mask.key, mask.subtract, words);
-  std::vector<uint8_t> bytes(words.size() * sizeof(Word));
-  if constexpr (std::endian::native == std::endian::little) {
-    if (!words.empty()) std::memcpy(bytes.data(), words.data(), bytes.size());
-  } else {
-    for (size_t i = 0; i < words.size(); ++i)
-      for (size_t b = 0; b < sizeof(Word); ++b)
-        bytes[i * sizeof(Word) + b] = static_cast<uint8_t>(words[i] >> (8 * b));
-  }
-  return bytes;
+void AddPrgsNative(std::span<const SignedPrgKey> masks, std::span<Word> acc) {
+  const auto swap = [&acc] {
+    if constexpr (std::endian::native == std::endian::big) {
+      for (Word& w : acc) StoreLe<Word>(reinterpret_cast<uint8_t*>(&w), Word(w));
+    }
+  };
+  swap();
+  AddPrgsLe<Word>(masks, std::span(reinterpret_cast<uint8_t*>(acc.data()), acc.size_bytes()));
+  swap();
 }
 
 }  // namespace
 
+void AddPrgs(std::span<const SignedPrgKey> masks, std::span<uint32_t> acc) {
+  AddPrgsNative(masks, acc);
+}
+
+void AddPrgs(std::span<const SignedPrgKey> masks, std::span<uint64_t> acc) {
+  AddPrgsNative(masks, acc);
+}
+
 void AddPrg(const PrgKey& key, bool subtract, std::span<uint32_t> acc) {
-  AddPrgImpl(key, subtract, acc);
+  const SignedPrgKey mask{key, subtract};
+  AddPrgs(std::span(&mask, 1), acc);
 }
 
 void AddPrg(const PrgKey& key, bool subtract, std::span<uint64_t> acc) {
-  AddPrgImpl(key, subtract, acc);
+  const SignedPrgKey mask{key, subtract};
+  AddPrgs(std::span(&mask, 1), acc);
+}
+
+void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits,
+                 std::span<const SignedPrgKey> masks) {
+  if (ring_bits == 32) {
+    AddPrgsLe<uint32_t>(masks, words);
+  } else {
+    AddPrgsLe<uint64_t>(masks, words);
+  }
+}
+
+void AddWordsInPlace(std::span<uint8_t> acc, std::span<const uint8_t> words, uint32_t ring_bits) {
+  if (ring_bits == 32) {
+    AddWords<uint32_t, false>(acc.data(), words.data(), acc.size() / 4);
+  } else {
+    AddWords<uint64_t, false>(acc.data(), words.data(), acc.size() / 8);
+  }
 }
 
 std::vector<uint8_t> MaskVector(std::span<const uint64_t> input, uint32_t ring_bits,
                                 std::span<const SignedPrgKey> masks) {
-  return ring_bits == 32 ? MaskWords<uint32_t>(input, masks) : MaskWords<uint64_t>(input, masks);
+  const size_t width = ring_bits / 8;
+  std::vector<uint8_t> bytes(input.size() * width);
+  for (size_t i = 0; i < input.size(); ++i) {
+    if (width == 4) {
+      StoreLe<uint32_t>(bytes.data() + 4 * i, static_cast<uint32_t>(input[i]));
+    } else {
+      StoreLe<uint64_t>(bytes.data() + 8 * i, input[i]);
+    }
+  }
+  MaskInPlace(bytes, ring_bits, masks);
+  return bytes;
 }
 
 bool PrgAccelerated() { return UseVaes(); }

@@ -12,8 +12,11 @@
 //    blocks per instruction and added into the vector straight from the
 //    registers (no keystream buffer, no second pass), about twice the speed
 //    of generating the keystream alone through OpenSSL;
-//  - elsewhere, crypto::Keystream fills a 16 KiB buffer that stays in the L1
+//  - elsewhere, crypto::Keystream fills an 8 KiB buffer that stays in the L1
 //    cache and is then added into the vector.
+// Both take many masks in one pass: each 8 KiB piece of the vector gets
+// every mask while it is in the L1 cache, so the vector crosses the memory
+// bus once rather than once per mask.
 // This is the hot path of both sides: a client expands one stream per
 // neighbour plus its self mask; the coordinator one per (dropped site,
 // surviving neighbour) pair plus one per survivor.
@@ -31,15 +34,28 @@ namespace fedrec::secagg {
 
 using PrgKey = std::array<uint8_t, 16>;
 
-// acc[i] += element i of the expansion of `key` (acc[i] -= when `subtract`).
-void AddPrg(const PrgKey& key, bool subtract, std::span<uint32_t> acc);
-void AddPrg(const PrgKey& key, bool subtract, std::span<uint64_t> acc);
-
 // One mask term: the expansion of `key`, added or subtracted.
 struct SignedPrgKey {
   PrgKey key{};
   bool subtract = false;
 };
+
+// acc[i] += element i of the expansion of `key` (acc[i] -= when `subtract`).
+void AddPrg(const PrgKey& key, bool subtract, std::span<uint32_t> acc);
+void AddPrg(const PrgKey& key, bool subtract, std::span<uint64_t> acc);
+// The same for every mask in `masks`, in one pass over `acc`.
+void AddPrgs(std::span<const SignedPrgKey> masks, std::span<uint32_t> acc);
+void AddPrgs(std::span<const SignedPrgKey> masks, std::span<uint64_t> acc);
+
+// `words` holds little-endian elements of Z_2^ring_bits (ring_bits / 8 bytes
+// each; a trailing partial element is left alone): adds or subtracts every
+// mask in place. REQUIRES: ring_bits is 32 or 64.
+void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits,
+                 std::span<const SignedPrgKey> masks);
+
+// acc[i] += words[i] in Z_2^ring_bits, both little-endian ring words.
+// REQUIRES: ring_bits is 32 or 64 and the spans have the same size.
+void AddWordsInPlace(std::span<uint8_t> acc, std::span<const uint8_t> words, uint32_t ring_bits);
 
 // What a client sends: each input element reduced mod 2^ring_bits, plus or
 // minus the expansion of every mask, as ring_bits/8 little-endian bytes per

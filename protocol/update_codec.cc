@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "base/little_endian.h"
 #include "base/random.h"
 
 namespace fedrec {
@@ -74,19 +75,21 @@ uint64_t EncodedLength(const std::vector<ParamBlock>& global) {
   return length;
 }
 
-Result<std::vector<uint64_t>> EncodeUpdate(const std::vector<ParamBlock>& global,
-                                           const std::vector<BlockUpdate>& update,
-                                           const FixedPointFormat& format, uint64_t seed,
-                                           uint32_t round, uint32_t site) {
+namespace {
+
+// Writes every trained row of `update` through put(index, element); the
+// elements of untrained rows are left as they are (zero).
+template <typename Put>
+Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<BlockUpdate>& update,
+                  const FixedPointFormat& format, uint64_t seed, uint32_t round, uint32_t site,
+                  Put put) {
   if (update.size() != global.size()) {
     return Status::InvalidArgument("update has " + std::to_string(update.size()) +
                                    " blocks, the global model " + std::to_string(global.size()));
   }
-  std::vector<uint64_t> out(EncodedLength(global), 0);
   Rng rng(seed, round, site, Purpose::kQuantize);
   const double scale = std::ldexp(1.0, static_cast<int>(format.frac_bits));
   const double max_weight = static_cast<double>(format.max_weight);
-  const uint64_t mask = RingMask(format.ring_bits);
   uint64_t offset = 0;
   for (size_t b = 0; b < global.size(); ++b) {
     const ParamBlock& shape = global[b];
@@ -108,19 +111,52 @@ Result<std::vector<uint64_t>> EncodeUpdate(const std::vector<ParamBlock>& global
                                        std::to_string(shape.rows) + " rows");
       }
       const double weight = std::min(std::floor(double{block.weights[i]}), max_weight);
-      uint64_t* dst = out.data() + offset + uint64_t{row} * stride;
-      dst[0] = static_cast<uint64_t>(static_cast<int64_t>(weight)) & mask;
+      const uint64_t at = offset + uint64_t{row} * stride;
+      put(at, static_cast<uint64_t>(static_cast<int64_t>(weight)));
       const float* values = block.values.data() + i * block.cols;
       for (uint32_t c = 0; c < block.cols; ++c) {
         const double v = std::clamp(double{values[c]}, -double{format.clip}, double{format.clip});
         const double x = weight * v * scale;
         const double floor = std::floor(x);
         const int64_t q = static_cast<int64_t>(floor) + (rng.Uniform() < x - floor ? 1 : 0);
-        dst[1 + c] = static_cast<uint64_t>(q) & mask;
+        put(at + 1 + c, static_cast<uint64_t>(q));
       }
     }
     offset += uint64_t{shape.rows} * stride;
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::vector<uint64_t>> EncodeUpdate(const std::vector<ParamBlock>& global,
+                                           const std::vector<BlockUpdate>& update,
+                                           const FixedPointFormat& format, uint64_t seed,
+                                           uint32_t round, uint32_t site) {
+  std::vector<uint64_t> out(EncodedLength(global), 0);
+  const uint64_t mask = RingMask(format.ring_bits);
+  FEDREC_RETURN_IF_ERROR(EncodeRows(global, update, format, seed, round, site,
+                                    [&](uint64_t i, uint64_t x) { out[i] = x & mask; }));
+  return out;
+}
+
+Result<std::vector<uint8_t>> EncodeUpdateWords(const std::vector<ParamBlock>& global,
+                                               const std::vector<BlockUpdate>& update,
+                                               const FixedPointFormat& format, uint64_t seed,
+                                               uint32_t round, uint32_t site) {
+  const size_t width = format.ring_bits / 8;
+  std::vector<uint8_t> out(EncodedLength(global) * width, 0);
+  uint8_t* data = out.data();
+  Status encoded;
+  if (format.ring_bits == 32) {
+    encoded = EncodeRows(global, update, format, seed, round, site, [=](uint64_t i, uint64_t x) {
+      PutLe<uint32_t>(data + 4 * i, static_cast<uint32_t>(x));
+    });
+  } else {
+    encoded = EncodeRows(global, update, format, seed, round, site,
+                         [=](uint64_t i, uint64_t x) { PutLe<uint64_t>(data + 8 * i, x); });
+  }
+  if (!encoded.ok()) return encoded;
   return out;
 }
 

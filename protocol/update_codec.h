@@ -54,11 +54,19 @@ uint32_t SignedValueBits(const FixedPointFormat& format);
 uint64_t EncodedLength(const std::vector<ParamBlock>& global);
 
 // Encodes a site's update (blocks in model order, as in ModelUpdate) against
-// the shapes of `global`. Error when the update does not fit the model.
+// the shapes of `global` (only names, rows and cols are read: data may be
+// empty). Error when the update does not fit the model.
 Result<std::vector<uint64_t>> EncodeUpdate(const std::vector<ParamBlock>& global,
                                            const std::vector<BlockUpdate>& update,
                                            const FixedPointFormat& format, uint64_t seed,
                                            uint32_t round, uint32_t site);
+
+// The same as `format.ring_bits / 8`-byte little-endian words: the wire form
+// secure aggregation masks in place. REQUIRES: ring_bits is 32 or 64.
+Result<std::vector<uint8_t>> EncodeUpdateWords(const std::vector<ParamBlock>& global,
+                                               const std::vector<BlockUpdate>& update,
+                                               const FixedPointFormat& format, uint64_t seed,
+                                               uint32_t round, uint32_t site);
 
 // The per-row sums a Strategy consumes, decoded from the sum of encoded
 // updates: for each global block, row_weight[row] and weighted_sum[row * cols + c].

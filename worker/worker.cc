@@ -196,17 +196,29 @@ Status Worker::Send(const M& message, uint32_t round) {
 
 std::vector<ParamBlock> Worker::GlobalShapes() const {
   std::vector<ParamBlock> global;
-  for (const ParamBlock& block : trainer_.model().blocks())
-    if (IsGlobal(block.scope)) global.push_back(block);
+  for (const ParamBlock& block : trainer_.model().blocks()) {
+    if (!IsGlobal(block.scope)) continue;
+    ParamBlock& shape = global.emplace_back();  // the shape only: no values
+    shape.name = block.name;
+    shape.scope = block.scope;
+    shape.rows = block.rows;
+    shape.cols = block.cols;
+  }
   return global;
 }
 
-Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics) {
+template <typename Encoded>
+Result<Encoded> Worker::TrainEncoded(std::vector<double>* metrics) {
   const RoundPlan& plan = *pending_plan_;
   const EpochStats stats = trainer_.Train(plan.epoch_offset, plan.local_epochs, plan.lr);
   *metrics = {stats.squared_error, static_cast<double>(stats.updates)};
-  return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
-                      plan.round, options_.site);
+  if constexpr (std::is_same_v<Encoded, std::vector<uint8_t>>) {
+    return EncodeUpdateWords(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan),
+                             options_.seed, plan.round, options_.site);
+  } else {
+    return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
+                        plan.round, options_.site);
+  }
 }
 
 Status Worker::OnSecAggMessage(const FrameView& frame) {
@@ -230,9 +242,9 @@ Status Worker::OnSecAggMessage(const FrameView& frame) {
       if (!routed.ok()) return SendError(round, routed.status().message());
       if (Drops(round, 3)) return Status::Ok();
       std::vector<double> metrics;
-      Result<std::vector<uint64_t>> input = TrainEncoded(&metrics);
+      Result<std::vector<uint8_t>> input = TrainEncoded<std::vector<uint8_t>>(&metrics);
       if (!input.ok()) return SendError(round, input.status().message());
-      Result<SecAggMasked> masked = secagg_->MaskInput(*input, *routed);
+      Result<SecAggMasked> masked = secagg_->MaskInputWords(std::move(input).value(), *routed);
       if (!masked.ok()) return SendError(round, masked.status().message());
       masked->metrics = std::move(metrics);
       return Send(*masked, round);
@@ -346,7 +358,7 @@ Status Worker::OnPaillierMessage(const FrameView& frame) {
         return SendError(round, "no Paillier key: this site missed the key set-up");
       if (Drops(round, 3)) return Status::Ok();
       std::vector<double> metrics;
-      Result<std::vector<uint64_t>> encoded = TrainEncoded(&metrics);
+      Result<std::vector<uint64_t>> encoded = TrainEncoded<std::vector<uint64_t>>(&metrics);
       if (!encoded.ok()) return SendError(round, encoded.status().message());
       std::vector<int64_t> values(encoded->size());
       for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<int64_t>((*encoded)[i]);

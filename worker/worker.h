@@ -88,10 +88,14 @@ class Worker {
   Status GeneratePaillierKey(const SecAggKeyList& list);
   Status AdoptPaillierKey(const PaillierKey& message);
   static PackingParams PaillierPacking(const RoundPlan& plan);
-  // Trains on the pending plan and returns the update in fixed point.
-  Result<std::vector<uint64_t>> TrainEncoded(std::vector<double>* metrics);
+  // Trains for the pending plan and encodes the update in its fixed-point
+  // form: ring words as secure aggregation masks them (`words`), or one
+  // uint64_t per element.
+  template <typename Encoded>
+  Result<Encoded> TrainEncoded(std::vector<double>* metrics);
   bool Drops(uint32_t round, uint32_t step) const;
-  // The global blocks of the site's model (the shapes updates are encoded against).
+  // The shapes (no values) of the site's model's global blocks, which
+  // updates are encoded against.
   std::vector<ParamBlock> GlobalShapes() const;
   template <typename M>
   Status Send(const M& message, uint32_t round);

@@ -40,6 +40,14 @@ std::vector<uint32_t> SiteIds(uint32_t n) {
   return sites;
 }
 
+// The little-endian ring words of `input`.
+std::vector<uint8_t> Words(const std::vector<uint64_t>& input, uint32_t ring_bits) {
+  std::vector<uint8_t> out;
+  for (uint64_t x : input)
+    for (uint32_t b = 0; b < ring_bits / 8; ++b) out.push_back(static_cast<uint8_t>(x >> (8 * b)));
+  return out;
+}
+
 Params Complete(uint32_t n, uint32_t threshold, uint32_t ring_bits, uint64_t length) {
   Params params;
   params.round = 7;
@@ -141,7 +149,10 @@ class Driver {
       if (drop_[Pos(site)] == kAfterShares) continue;
       Result<SecAggRoutedShares> routed = server_->SharesFor(site);
       EXPECT_TRUE(routed.ok()) << routed.status().ToString();
-      Result<SecAggMasked> masked = client(site).MaskInput(input(site), *routed);
+      // Odd sites hand over their input in wire form, even ones as uint64_t.
+      Result<SecAggMasked> masked =
+          site % 2 ? client(site).MaskInputWords(Words(input(site), params_.ring_bits), *routed)
+                   : client(site).MaskInput(input(site), *routed);
       if (!Answered(site, masked.status())) continue;
       masked_seen_.push_back(masked->data);
       Status added = server_->AddMasked(site, *masked);
@@ -877,6 +888,19 @@ TEST(SecAgg, BadRevealedMaskKeyShareIsDetected) {
   ExpectError(driver.server().Finish().status(), Code::kAborted, {"after the round aborted"});
 }
 
+TEST(SecAgg, ClientRefusesWireFormInputOfWrongSize) {
+  std::mt19937_64 rng(6);
+  Params params = Sparse(9, 4, 4, 32, 8, rng);
+  Driver driver(params);
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  const uint32_t site = params.sites[0];
+  std::vector<uint8_t> words = Words(driver.input(site), 32);
+  words.pop_back();
+  ExpectError(driver.client(site).MaskInputWords(words, *driver.server().SharesFor(site)).status(),
+              Code::kInvalidArgument, {"input of 31 bytes", "expected 8 elements of 4 bytes"});
+}
+
 TEST(SecAgg, ClientRefusesToMaskBehindTooFewNeighbours) {
   std::mt19937_64 rng(5);
   Params params = Sparse(9, 4, 4, 64, 8, rng);
@@ -1049,6 +1073,45 @@ TEST(SecAggPrg, AddsTheAesCtrKeystreamWords) {
   SetPrgAcceleration(true);
   EXPECT_EQ(PrgAccelerated(), accelerated);
   std::printf("VAES mask generator: %s\n", accelerated ? "in use" : "not available");
+}
+
+TEST(SecAggPrg, ManyMasksInOnePassEqualTheKeystreamSumAcrossPieces) {
+  // 9,000 words cross several 8 KiB pieces in both rings, with a ragged tail.
+  std::mt19937_64 rng(11);
+  const size_t length = 9000 + 7;
+  std::vector<SignedPrgKey> masks(6);
+  std::vector<std::vector<uint8_t>> streams;
+  for (size_t m = 0; m < masks.size(); ++m) {
+    for (uint8_t& b : masks[m].key) b = static_cast<uint8_t>(rng());
+    masks[m].subtract = m % 3 == 1;
+    std::vector<uint8_t>& stream = streams.emplace_back(length * 8);
+    crypto::Keystream(std::span<const uint8_t, 16>(masks[m].key)).Generate(stream);
+  }
+  std::vector<uint32_t> start32(length);
+  std::vector<uint64_t> start64(length);
+  for (size_t i = 0; i < length; ++i) start32[i] = static_cast<uint32_t>(start64[i] = rng());
+  std::vector<uint32_t> want32 = start32;
+  std::vector<uint64_t> want64 = start64;
+  for (size_t m = 0; m < masks.size(); ++m) {
+    for (size_t i = 0; i < length; ++i) {
+      uint32_t k32;
+      uint64_t k64;
+      std::memcpy(&k32, streams[m].data() + 4 * i, 4);
+      std::memcpy(&k64, streams[m].data() + 8 * i, 8);
+      want32[i] = masks[m].subtract ? want32[i] - k32 : want32[i] + k32;
+      want64[i] = masks[m].subtract ? want64[i] - k64 : want64[i] + k64;
+    }
+  }
+  for (bool use_fast : {true, false}) {
+    SetPrgAcceleration(use_fast);
+    std::vector<uint32_t> w32 = start32;
+    std::vector<uint64_t> w64 = start64;
+    AddPrgs(masks, w32);
+    AddPrgs(masks, w64);
+    EXPECT_EQ(w32, want32) << (use_fast ? "vaes" : "portable");
+    EXPECT_EQ(w64, want64) << (use_fast ? "vaes" : "portable");
+  }
+  SetPrgAcceleration(true);
 }
 
 TEST(SecAggPrg, MaskVectorMatchesOnBothPaths) {

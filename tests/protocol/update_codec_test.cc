@@ -123,6 +123,37 @@ TEST(UpdateCodec, ValuesAreClippedAndWeightsCapped) {
   EXPECT_EQ(decoded->weighted_sum[0][1], 10.0);
 }
 
+TEST(UpdateCodec, WireWordsAreTheLittleEndianRingElements) {
+  // Shapes without values, as sites pass them.
+  std::vector<ParamBlock> shapes;
+  for (const ParamBlock& block : Shapes()) {
+    ParamBlock& shape = shapes.emplace_back();
+    shape.name = block.name;
+    shape.scope = block.scope;
+    shape.rows = block.rows;
+    shape.cols = block.cols;
+  }
+  Rng rng(8);
+  const auto update = RandomUpdate(rng, shapes);
+  for (uint32_t ring_bits : {32u, 64u}) {
+    FixedPointFormat format;
+    format.ring_bits = ring_bits;
+    const auto elements = EncodeUpdate(shapes, update, format, 4, 2, 6);
+    const auto words = EncodeUpdateWords(shapes, update, format, 4, 2, 6);
+    ASSERT_TRUE(elements.ok() && words.ok());
+    const size_t width = ring_bits / 8;
+    ASSERT_EQ(words->size(), elements->size() * width);
+    for (size_t i = 0; i < elements->size(); ++i) {
+      uint64_t word = 0;
+      for (size_t b = 0; b < width; ++b) word |= uint64_t{(*words)[i * width + b]} << (8 * b);
+      ASSERT_EQ(word, (*elements)[i]) << "ring " << ring_bits << ", element " << i;
+    }
+  }
+  std::vector<BlockUpdate> bad = update;
+  bad[0].rows[0] = 50;
+  EXPECT_FALSE(EncodeUpdateWords(shapes, bad, FixedPointFormat{}, 1, 1, 0).ok());
+}
+
 TEST(UpdateCodec, RejectsUpdatesThatDoNotFitTheModel) {
   const auto shapes = Shapes();
   FixedPointFormat format;
