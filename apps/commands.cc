@@ -198,9 +198,14 @@ int RunSim(const Config& config) {
                             site_ranks);
     };
   }
+  WorkerOptions worker_options = MakeWorkerOptions(config);
+  Result<std::map<uint32_t, crypto::Key32>> roster =
+      SiteRoster(config, static_cast<uint32_t>(data->sites.size()));
+  if (!roster.ok()) return Fail(roster.status());
+  worker_options.roster = std::move(roster).value();
   Result<SimulationResult> result = RunSimulation(
       sim_options, MakeCoordinatorOptions(config), InitialGlobal(config, dataset.items.size()),
-      std::move(strategy).value(), MakeWorkerOptions(config), dataset.items.size(),
+      std::move(strategy).value(), worker_options, dataset.items.size(),
       std::move(data->sites), std::ref(reporter));
   out->EndProgress();
   if (!result.ok()) return Fail(result.status());
@@ -401,6 +406,10 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   options.site = site;
   options.coordinator_rank = 0;
   options.identity = std::move(identity);
+  Result<std::map<uint32_t, crypto::Key32>> roster =
+      SiteRoster(config, static_cast<uint32_t>(config.federation.sites));
+  if (!roster.ok()) return fail(roster.status().message());
+  options.roster = std::move(roster).value();
   Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
   // Between requests a site waits while the others train: allow several rounds.
   const milliseconds idle = Seconds(std::max(config.federation.round_timeout * 3, 600.0));

@@ -106,7 +106,8 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("security.site_identity", security.site_identity,
                  "sites' private key files, {site}/{rank} pattern; empty = ephemeral"),
       FEDREC_KEY("security.site_public_keys", security.site_public_keys,
-                 "sites' public key files ({site}/{rank} pattern) the coordinator requires"),
+                 "sites' public key files ({site}/{rank} pattern): the coordinator admits only "
+                 "these, each site checks its secure-aggregation neighbours against them"),
       FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
                  "shard-server ranks after the coordinator in fedrec run (parameter-server mode)"),
       FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,

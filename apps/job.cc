@@ -304,6 +304,17 @@ Result<crypto::Key32> ReadPublicKey(const std::string& text_or_path, const std::
 
 }  // namespace
 
+Result<std::map<uint32_t, crypto::Key32>> SiteRoster(const Config& config, uint32_t sites) {
+  std::map<uint32_t, crypto::Key32> roster;
+  const std::string& pattern = config.security.site_public_keys;
+  for (uint32_t s = 0; !pattern.empty() && s < sites; ++s) {
+    FEDREC_ASSIGN_OR_RETURN(
+        roster[s], ReadPublicKey(SitePath(config, pattern, s),
+                                 "config security.site_public_keys, site " + std::to_string(s)));
+  }
+  return roster;
+}
+
 Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optional<uint32_t> site,
                                               const std::vector<int>& site_ranks) {
   const Config::Security& sec = config.security;
@@ -329,12 +340,9 @@ Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optiona
     }
   } else {
     options.authenticate = !sec.site_public_keys.empty();
-    for (uint32_t s = 0; options.authenticate && s < site_ranks.size(); ++s) {
-      const std::string path = SitePath(config, sec.site_public_keys, s);
-      FEDREC_ASSIGN_OR_RETURN(
-          options.peer_keys[site_ranks[s]],
-          ReadPublicKey(path, "config security.site_public_keys, site " + std::to_string(s)));
-    }
+    FEDREC_ASSIGN_OR_RETURN(auto roster,
+                            SiteRoster(config, static_cast<uint32_t>(site_ranks.size())));
+    for (const auto& [s, key] : roster) options.peer_keys[site_ranks[s]] = key;
   }
   options.peer_name = [ranks = site_ranks](int rank) {
     if (rank == 0) return std::string("coordinator (rank 0)");

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,6 +62,11 @@ StrategyOptions MakeStrategyOptions(const Config& config);
 // is accepted). `site_ranks[s]` is the rank of site s; the coordinator is rank 0.
 Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optional<uint32_t> site,
                                               const std::vector<int>& site_ranks);
+// Every site's identity key from security.site_public_keys (sites 0..sites-1;
+// empty when the key is not set): what the coordinator admits on its
+// channels and what each site checks its secure-aggregation neighbours
+// against.
+Result<std::map<uint32_t, crypto::Key32>> SiteRoster(const Config& config, uint32_t sites);
 // Logs once, at the coordinator, what the channels authenticate.
 void LogChannelSecurity(const Config& config);
 

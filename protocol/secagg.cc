@@ -378,6 +378,7 @@ struct Client::State {
   Params params;
   uint32_t site = 0;
   crypto::SigningKey identity;
+  std::map<uint32_t, crypto::Key32> roster;  // empty: no roster (see Client)
   std::vector<uint32_t> neighbours;  // site ids, ascending
   std::string where;
   ClientStep step = ClientStep::kAdvertise;
@@ -444,11 +445,13 @@ struct Client::State {
   Result<SecAggUnmaskShares> Reveal(const SecAggUnmaskRequest& request);
 };
 
-Client::Client(Params params, uint32_t site, crypto::SigningKey identity)
+Client::Client(Params params, uint32_t site, crypto::SigningKey identity,
+               std::map<uint32_t, crypto::Key32> roster)
     : state_(std::make_unique<State>()) {
   State& s = *state_;
   s.site = site;
   s.identity = identity;
+  s.roster = std::move(roster);
   s.where = "secagg round " + Str(params.round) + ", site " + Str(site);
   // Documented as a precondition; a violation still only makes every step fail.
   if (Status valid = Validate(params); !valid.ok()) {
@@ -572,9 +575,21 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
                            " sites (this one included), fewer than the threshold " +
                            Str(params.threshold));
   }
-  for (size_t i = 0; i < list.keys.size(); ++i) {
+  for (size_t i = 0; i < list.keys.size() && !roster.empty(); ++i) {
     if (i == own_index) continue;
     const SecAggKeys& entry = list.keys[i];
+    const auto known = roster.find(entry.site);
+    if (known == roster.end()) {
+      return Status::InvalidArgument("the key list names site " + Str(entry.site) +
+                                     ", which is not in this site's roster of identity keys");
+    }
+    if (known->second != entry.identity_key) {
+      return Status::Corruption("the keys of site " + Str(entry.site) + " come with identity key " +
+                                crypto::ToHex(entry.identity_key).substr(0, 16) +
+                                "..., not the site's key in this site's roster (" +
+                                crypto::ToHex(known->second).substr(0, 16) +
+                                "...): substituted in the relay");
+    }
     if (!crypto::Verify(entry.identity_key,
                         KeysSignedMessage(round, entry.site, entry.cipher_key, entry.mask_key),
                         entry.signature)) {

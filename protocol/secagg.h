@@ -127,9 +127,17 @@ std::vector<uint8_t> KeysSignedMessage(uint32_t round, uint32_t site,
 // message naming the site and round, and the client then refuses later steps.
 class Client {
  public:
-  // `identity` signs the round keys. REQUIRES: Validate(params) is OK and
-  // `site` is a participant.
-  Client(Params params, uint32_t site, crypto::SigningKey identity);
+  // `identity` signs the round keys. `roster` is every site's identity key
+  // as this site knows it itself (security.site_public_keys). With a roster,
+  // each neighbour in a key list must carry its roster key and a valid
+  // signature under it, so a coordinator cannot substitute round keys.
+  // Without one, the identity keys in a key list are only those the
+  // coordinator relays, which could sign anything it substituted: their
+  // signatures prove nothing to a site and are not checked here (the
+  // coordinator checks each against the site's channel identity).
+  // REQUIRES: Validate(params) is OK and `site` is a participant.
+  Client(Params params, uint32_t site, crypto::SigningKey identity,
+         std::map<uint32_t, crypto::Key32> roster = {});
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

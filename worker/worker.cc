@@ -166,7 +166,8 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
         return SendError(p.round, "secure aggregation parameters: " + valid.message());
       if (!std::binary_search(params.sites.begin(), params.sites.end(), options_.site))
         return SendError(p.round, "the plan's participants do not include this site");
-      secagg_ = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_);
+      secagg_ = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_,
+                                                 options_.roster);
       if (Drops(p.round, 1)) return Status::Ok();
       Result<SecAggKeys> keys = secagg_->AdvertiseKeys();
       if (!keys.ok()) return SendError(p.round, keys.status().message());

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -42,6 +43,10 @@ struct WorkerOptions {
   // Signs the site's secure-aggregation round keys; when empty the site makes
   // an ephemeral identity.
   std::optional<crypto::SigningKey> identity;
+  // Every site's identity key (security.site_public_keys), which the site
+  // checks its secure-aggregation neighbours against; empty when sites are
+  // not authenticated (see secagg::Client).
+  std::map<uint32_t, crypto::Key32> roster;
   // Fault injection for tests: the site goes silent at this secure-aggregation
   // step of this round (1 keys, 2 shares, 3 masked input, 4 unmasking).
   uint32_t drop_round = 0;

@@ -5,8 +5,10 @@
 
 #include <array>
 #include <cmath>
+#include <map>
 #include <span>
 
+#include "protocol/crypto.h"
 #include "protocol/sha256.h"
 #include "tests/federation/federate.h"
 #include "tests/federation/spawn.h"
@@ -82,6 +84,42 @@ TEST(SecureFederation, SiteDroppingAfterSharingStillGivesTheSum) {
   // accurate as a run without the dropout.
   const FederatedRun full = Federate(config);
   EXPECT_NEAR(FinalRmse(run), FinalRmse(full), 0.01 * FinalRmse(full));
+}
+
+TEST(SecureFederation, SitesCheckNeighboursAgainstTheirRosterOfIdentityKeys) {
+  Config config = SecureConfig("secagg+");
+  config.federation.rounds = 2;
+  config.federation.round_timeout = 5.0;
+  std::vector<crypto::SigningKey> identities;
+  std::map<uint32_t, crypto::Key32> roster;
+  for (uint32_t s = 0; s < 6; ++s) {
+    identities.push_back(*crypto::GenerateSigningKey());
+    roster[s] = identities.back().public_key;
+  }
+  // With every roster right, the round keys check out and the model is the
+  // one a run without rosters gives (the masks cancel either way).
+  const FederatedRun checked = Federate(config, 2, [&](WorkerOptions* o, uint32_t site) {
+    o->identity = identities[site];
+    o->roster = roster;
+  });
+  for (const RoundMetrics& m : checked.rounds) {
+    EXPECT_EQ(m.failures, 0u) << "round " << m.round;
+    EXPECT_EQ(m.sites_reported, 6u) << "round " << m.round;
+  }
+  EXPECT_EQ(ModelSha256(checked.global), ModelSha256(Federate(config).global));
+  // Site 3 knows another key for site 1: it refuses the key lists naming
+  // site 1 (each neighbour of every other site here) and the others' sum goes on.
+  std::map<uint32_t, crypto::Key32> wrong = roster;
+  wrong[1] = identities[4].public_key;
+  const FederatedRun refused = Federate(config, 2, [&](WorkerOptions* o, uint32_t site) {
+    o->identity = identities[site];
+    o->roster = site == 3 ? wrong : roster;
+  });
+  for (const RoundMetrics& m : refused.rounds) {
+    EXPECT_FALSE(m.aborted) << m.abort_reason;
+    EXPECT_EQ(m.failures, 1u) << "round " << m.round;
+    EXPECT_EQ(m.sites_reported, 5u) << "round " << m.round;
+  }
 }
 
 TEST(SecureFederation, RoundBelowThresholdAbortsAndKeepsTheModel) {

@@ -81,14 +81,20 @@ enum Drop : int {
 // Runs a round between one Server and the Clients directly, no transport.
 class Driver {
  public:
-  explicit Driver(Params params, uint64_t seed = 1) : params_(std::move(params)), rng_(seed) {
+  // With `with_roster`, every client knows every site's identity key (as
+  // with security.site_public_keys); without, it has only what is relayed.
+  explicit Driver(Params params, uint64_t seed = 1, bool with_roster = true)
+      : params_(std::move(params)), rng_(seed) {
     EXPECT_TRUE(Validate(params_).ok()) << Validate(params_).ToString();
     server_ = std::make_unique<Server>(params_);
     for (uint32_t site : params_.sites) {
       Result<crypto::SigningKey> identity = crypto::GenerateSigningKey();
       EXPECT_TRUE(identity.ok());
       identities_.push_back(*identity);
-      clients_.push_back(std::make_unique<Client>(params_, site, *identity));
+      if (with_roster) roster_[site] = identity->public_key;
+    }
+    for (size_t i = 0; i < params_.sites.size(); ++i) {
+      clients_.push_back(std::make_unique<Client>(params_, params_.sites[i], identities_[i], roster_));
       std::vector<uint64_t> input(params_.length);
       for (uint64_t& x : input) x = rng_();  // the high bits must not matter in ring 32
       inputs_.push_back(std::move(input));
@@ -104,6 +110,7 @@ class Driver {
   }
   Client& client(uint32_t site) { return *clients_[Pos(site)]; }
   const crypto::SigningKey& identity(uint32_t site) const { return identities_[Pos(site)]; }
+  const std::map<uint32_t, crypto::Key32>& roster() const { return roster_; }
   std::vector<uint64_t>& input(uint32_t site) { return inputs_[Pos(site)]; }
   void SetDrop(uint32_t site, Drop drop) { drop_[Pos(site)] = drop; }
   void SetDrops(const std::vector<int>& drop_by_position) {
@@ -221,6 +228,7 @@ class Driver {
   std::mt19937_64 rng_;
   std::unique_ptr<Server> server_;
   std::vector<crypto::SigningKey> identities_;
+  std::map<uint32_t, crypto::Key32> roster_;
   std::vector<std::unique_ptr<Client>> clients_;
   std::vector<std::vector<uint64_t>> inputs_;
   std::vector<Drop> drop_;
@@ -332,7 +340,8 @@ TEST(SecAgg, SumExactOverRandomizedScenarios) {
     with_drops += std::any_of(drop.begin(), drop.end(), [](int d) { return d != kStays; });
 
     const Prediction predicted = Predict(params, drop);
-    Driver driver(params, rng());
+    // Every fourth scenario runs without a roster.
+    Driver driver(params, rng(), scenario % 4 != 3);
     driver.SetDrops(drop);
     const Driver::Outcome outcome = driver.Run();
     const std::string where = "scenario " + Str(scenario) + ": n " + Str(n) + ", degree " +
@@ -466,7 +475,7 @@ TEST(SecAgg, ClientRejectsAlteredKeysInRelayedList) {
   const auto try_list = [&](const SecAggKeyList& altered, Code code,
                             std::initializer_list<std::string_view> parts) {
     // A fresh client per attempt: a rejection ends a client's round.
-    Client client(driver.params(), site, driver.identity(site));
+    Client client(driver.params(), site, driver.identity(site), driver.roster());
     Result<SecAggKeys> keys = client.AdvertiseKeys();
     ASSERT_TRUE(keys.ok());
     SecAggKeyList with_own = altered;
@@ -483,7 +492,24 @@ TEST(SecAgg, ClientRejectsAlteredKeysInRelayedList) {
   {  // A neighbour's keys relayed with another site's identity key.
     SecAggKeyList altered = list;
     altered.keys[0].identity_key = driver.identity(list.keys[2].site).public_key;
-    try_list(altered, Code::kInvalidArgument, {"bad signature"});
+    try_list(altered, Code::kCorruption,
+             {"keys of site " + Str(list.keys[0].site), "not the site's key in this site's roster",
+              "substituted in the relay"});
+  }
+  {  // A neighbour's keys replaced wholesale, signed by a key of the relay's own.
+    SecAggKeyList altered = list;
+    const crypto::SigningKey relay = *crypto::GenerateSigningKey();
+    SecAggKeys& entry = altered.keys[2];
+    entry.identity_key = relay.public_key;
+    entry.mask_key[3] ^= 8;
+    entry.signature = *crypto::Sign(
+        relay, KeysSignedMessage(entry.round, entry.site, entry.cipher_key, entry.mask_key));
+    try_list(altered, Code::kCorruption, {"not the site's key in this site's roster"});
+  }
+  {  // A site the roster does not know.
+    SecAggKeyList altered = list;
+    altered.keys[4].site = 999;
+    try_list(altered, Code::kInvalidArgument, {"site 999"});
   }
   {  // Missing own keys.
     SecAggKeyList altered = list;
