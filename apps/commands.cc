@@ -205,8 +205,8 @@ int RunSim(const Config& config) {
   worker_options.roster = std::move(roster).value();
   Result<SimulationResult> result = RunSimulation(
       sim_options, MakeCoordinatorOptions(config), InitialGlobal(config, dataset.items.size()),
-      std::move(strategy).value(), worker_options, dataset.items.size(),
-      std::move(data->sites), std::ref(reporter));
+      std::move(strategy).value(), worker_options, dataset.items.size(), std::move(data->sites),
+      std::ref(reporter));
   out->EndProgress();
   if (!result.ok()) return Fail(result.status());
   const double seconds =

@@ -51,7 +51,8 @@ std::vector<uint64_t> RingWords(std::span<const uint8_t> words, uint32_t ring_bi
   const size_t width = ring_bits / 8;
   std::vector<uint64_t> out(words.size() / width);
   for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = width == 4 ? GetLe<uint32_t>(words.data() + 4 * i) : GetLe<uint64_t>(words.data() + 8 * i);
+    out[i] =
+        width == 4 ? GetLe<uint32_t>(words.data() + 4 * i) : GetLe<uint64_t>(words.data() + 8 * i);
   }
   return out;
 }
@@ -379,7 +380,7 @@ struct Client::State {
   uint32_t site = 0;
   crypto::SigningKey identity;
   std::map<uint32_t, crypto::Key32> roster;  // empty: no roster (see Client)
-  std::vector<uint32_t> neighbours;  // site ids, ascending
+  std::vector<uint32_t> neighbours;          // site ids, ascending
   std::string where;
   ClientStep step = ClientStep::kAdvertise;
   Status failure;  // the first error; later steps are refused
@@ -494,8 +495,7 @@ Result<SecAggMasked> Client::MaskInput(std::span<const uint64_t> input,
 
 Result<SecAggMasked> Client::MaskInputWords(std::vector<uint8_t> words,
                                             const SecAggRoutedShares& routed) {
-  return state_->Run(ClientStep::kMask,
-                     [&] { return state_->Mask(std::move(words), routed); });
+  return state_->Run(ClientStep::kMask, [&] { return state_->Mask(std::move(words), routed); });
 }
 
 Result<SecAggUnmaskShares> Client::Unmask(const SecAggUnmaskRequest& request) {
@@ -853,7 +853,7 @@ struct Server::State {
   std::vector<uint8_t> heard;  // by position: sent a message in the current step
   std::vector<uint8_t> in_u1, in_u2, in_u3, in_u4;
   std::vector<uint32_t> advertised, shared, survivors, dropped;  // site ids, ascending
-  std::vector<std::vector<EncryptedShare>> inbox;          // by addressee position; site = sender
+  std::vector<std::vector<EncryptedShare>> inbox;  // by addressee position; site = sender
   std::vector<uint8_t> sum;  // running sum of masked inputs, little-endian ring words
   std::vector<std::vector<Held>> seed_shares, key_shares;  // by owner position
 
@@ -1315,16 +1315,15 @@ Result<std::vector<uint64_t>> Server::State::Unmask() {
     survivor_neighbours.push_back(std::move(neighbours));
   }
 
-  Result<std::vector<SignedPrgKey>> masks =
-      MasksToRemove(params.round, params.sites, seeds, dropped_keys, survivor_neighbours,
-                    survivor_keys);
+  Result<std::vector<SignedPrgKey>> masks = MasksToRemove(
+      params.round, params.sites, seeds, dropped_keys, survivor_neighbours, survivor_keys);
   Status removed = masks.status();
   std::vector<uint8_t> work;
   if (masks.ok()) {
     work = sum;
     MaskInPlace(work, params.ring_bits, *masks);
-    Wipe(std::span(reinterpret_cast<uint8_t*>(masks->data()),
-                   masks->size() * sizeof(SignedPrgKey)));
+    Wipe(
+        std::span(reinterpret_cast<uint8_t*>(masks->data()), masks->size() * sizeof(SignedPrgKey)));
   }
   for (auto& [pos, seed] : seeds) WipeValue(seed);
   if (!removed.ok()) return removed.WithContext(where + ": unmasking");

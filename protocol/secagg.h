@@ -149,8 +149,7 @@ class Client {
   // The same with the input already in its wire form, `length` little-endian
   // elements of ring_bits / 8 bytes (EncodeUpdateWords): masked in place and
   // sent as it is, with no copy.
-  Result<SecAggMasked> MaskInputWords(std::vector<uint8_t> words,
-                                      const SecAggRoutedShares& routed);
+  Result<SecAggMasked> MaskInputWords(std::vector<uint8_t> words, const SecAggRoutedShares& routed);
   Result<SecAggUnmaskShares> Unmask(const SecAggUnmaskRequest& request);
 
  private:

@@ -224,7 +224,8 @@ FEDREC_VAES_TARGET void AddPrgsVaes(std::span<const SignedPrgKey> masks, uint8_t
       }
     }
   }
-  crypto::Cleanse(std::span(reinterpret_cast<uint8_t*>(keys.data()), keys.size() * sizeof(keys[0])));
+  crypto::Cleanse(
+      std::span(reinterpret_cast<uint8_t*>(keys.data()), keys.size() * sizeof(keys[0])));
 }
 
 #endif  // FEDREC_SECAGG_VAES
@@ -251,17 +252,20 @@ void AddPrgsLe(std::span<const SignedPrgKey> masks, std::span<uint8_t> acc) {
   AddPrgsPortable<Word>(masks, acc.data(), size);
 }
 
-// Native words: on a little-endian host they are the little-endian form.
+// Native words to their little-endian form and back (a no-op on
+// little-endian hosts; a byte swap is its own inverse).
+template <typename Word>
+void SwapToLittleEndian(std::span<Word> words) {
+  if constexpr (std::endian::native == std::endian::big) {
+    for (Word& w : words) StoreLe<Word>(reinterpret_cast<uint8_t*>(&w), Word(w));
+  }
+}
+
 template <typename Word>
 void AddPrgsNative(std::span<const SignedPrgKey> masks, std::span<Word> acc) {
-  const auto swap = [&acc] {
-    if constexpr (std::endian::native == std::endian::big) {
-      for (Word& w : acc) StoreLe<Word>(reinterpret_cast<uint8_t*>(&w), Word(w));
-    }
-  };
-  swap();
+  SwapToLittleEndian(acc);
   AddPrgsLe<Word>(masks, std::span(reinterpret_cast<uint8_t*>(acc.data()), acc.size_bytes()));
-  swap();
+  SwapToLittleEndian(acc);
 }
 
 }  // namespace

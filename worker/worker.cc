@@ -214,8 +214,8 @@ Result<Encoded> Worker::TrainEncoded(std::vector<double>* metrics) {
   const EpochStats stats = trainer_.Train(plan.epoch_offset, plan.local_epochs, plan.lr);
   *metrics = {stats.squared_error, static_cast<double>(stats.updates)};
   if constexpr (std::is_same_v<Encoded, std::vector<uint8_t>>) {
-    return EncodeUpdateWords(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan),
-                             options_.seed, plan.round, options_.site);
+    return EncodeUpdateWords(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
+                             plan.round, options_.site);
   } else {
     return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
                         plan.round, options_.site);

@@ -94,7 +94,8 @@ class Driver {
       if (with_roster) roster_[site] = identity->public_key;
     }
     for (size_t i = 0; i < params_.sites.size(); ++i) {
-      clients_.push_back(std::make_unique<Client>(params_, params_.sites[i], identities_[i], roster_));
+      clients_.push_back(
+          std::make_unique<Client>(params_, params_.sites[i], identities_[i], roster_));
       std::vector<uint64_t> input(params_.length);
       for (uint64_t& x : input) x = rng_();  // the high bits must not matter in ring 32
       inputs_.push_back(std::move(input));
