@@ -40,6 +40,13 @@ constexpr uint64_t Mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// Draw i of the SplitMix64 stream whose state starts at `state`, computed
+// directly: a counter-based generator, so loops over elements draw without a
+// dependence between iterations (and vectorize).
+constexpr uint64_t SplitMix64At(uint64_t state, uint64_t i) {
+  return Mix64(state + i * 0x9e3779b97f4a7c15ULL);
+}
+
 // Seed of the stream for (seed, round, site, purpose).
 constexpr uint64_t DeriveSeed(uint64_t seed, uint64_t round, uint64_t site, Purpose purpose) {
   uint64_t h = Mix64(seed ^ 0x6665647265632121ULL);  // "fedrec!!"

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "base/little_endian.h"
 #include "protocol/crypto.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -24,33 +25,13 @@ namespace {
 
 std::atomic<bool> acceleration_enabled{true};
 
-template <typename Word>
-Word LoadLe(const uint8_t* bytes) {
-  Word value;
-  std::memcpy(&value, bytes, sizeof(Word));
-  if constexpr (std::endian::native == std::endian::big) {
-    if constexpr (sizeof(Word) == 4) value = __builtin_bswap32(value);
-    if constexpr (sizeof(Word) == 8) value = __builtin_bswap64(value);
-  }
-  return value;
-}
-
-template <typename Word>
-void StoreLe(uint8_t* bytes, Word value) {
-  if constexpr (std::endian::native == std::endian::big) {
-    if constexpr (sizeof(Word) == 4) value = __builtin_bswap32(value);
-    if constexpr (sizeof(Word) == 8) value = __builtin_bswap64(value);
-  }
-  std::memcpy(bytes, &value, sizeof(Word));
-}
-
 // out[i] +/-= stream[i], both little-endian words.
 template <typename Word, bool kSubtract>
 void AddWords(uint8_t* out, const uint8_t* stream, size_t count) {
   for (size_t i = 0; i < count; ++i) {
-    const Word a = LoadLe<Word>(out + i * sizeof(Word));
-    const Word k = LoadLe<Word>(stream + i * sizeof(Word));
-    StoreLe<Word>(out + i * sizeof(Word), kSubtract ? Word(a - k) : Word(a + k));
+    const Word a = GetLe<Word>(out + i * sizeof(Word));
+    const Word k = GetLe<Word>(stream + i * sizeof(Word));
+    PutLe<Word>(out + i * sizeof(Word), kSubtract ? Word(a - k) : Word(a + k));
   }
 }
 
@@ -257,7 +238,7 @@ void AddPrgsLe(std::span<const SignedPrgKey> masks, std::span<uint8_t> acc) {
 template <typename Word>
 void SwapToLittleEndian(std::span<Word> words) {
   if constexpr (std::endian::native == std::endian::big) {
-    for (Word& w : words) StoreLe<Word>(reinterpret_cast<uint8_t*>(&w), Word(w));
+    for (Word& w : words) w = ToLittleEndian(w);
   }
 }
 
@@ -311,9 +292,9 @@ std::vector<uint8_t> MaskVector(std::span<const uint64_t> input, uint32_t ring_b
   std::vector<uint8_t> bytes(input.size() * width);
   for (size_t i = 0; i < input.size(); ++i) {
     if (width == 4) {
-      StoreLe<uint32_t>(bytes.data() + 4 * i, static_cast<uint32_t>(input[i]));
+      PutLe<uint32_t>(bytes.data() + 4 * i, static_cast<uint32_t>(input[i]));
     } else {
-      StoreLe<uint64_t>(bytes.data() + 8 * i, input[i]);
+      PutLe<uint64_t>(bytes.data() + 8 * i, input[i]);
     }
   }
   MaskInPlace(bytes, ring_bits, masks);

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "base/little_endian.h"
 #include "base/random.h"
@@ -77,8 +80,31 @@ uint64_t EncodedLength(const std::vector<ParamBlock>& global) {
 
 namespace {
 
-// Writes every trained row of `update` through put(index, element); the
-// elements of untrained rows are left as they are (zero).
+// Quantizes one row whose first value is element `first` of the dense form:
+// q[c] = floor(x_c) + (1 with probability frac(x_c)) with
+// x_c = weight * clamp(values[c]) * 2^frac_bits, unbiased to within 2^-32.
+// With t = x truncated toward zero and D = (x - t) * 2^32 truncated
+// (|D| < 2^32), q = t + floor((D + u) / 2^32) for u uniform in [0, 2^32):
+// E[q] = t + D / 2^32. Element i's u is the high half of draw i of the
+// SplitMix64 stream `stream`. Integer arithmetic after the scaling and no
+// dependence between elements, so the loop vectorizes (std::floor and
+// floating-point comparisons keep GCC from it under -ftrapping-math).
+void QuantizeRow(const float* values, uint32_t cols, double weight, double clip, double scale,
+                 uint64_t stream, uint64_t first, int64_t* q) {
+  constexpr double kTwoTo32 = 4294967296.0;
+  for (uint32_t c = 0; c < cols; ++c) {
+    const double v = double{values[c]};
+    const double x = weight * (v < -clip ? -clip : (v > clip ? clip : v)) * scale;
+    const int64_t t = static_cast<int64_t>(x);
+    const int64_t d = static_cast<int64_t>((x - static_cast<double>(t)) * kTwoTo32);
+    const int64_t u = static_cast<int64_t>(SplitMix64At(stream, first + c) >> 32);
+    q[c] = t + ((d + u) >> 32);
+  }
+}
+
+// Writes every trained row of `update` through put(index, elements) (the
+// row's weight then its values, as signed integers); the elements of untrained
+// rows are left as they are (zero).
 template <typename Put>
 Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<BlockUpdate>& update,
                   const FixedPointFormat& format, uint64_t seed, uint32_t round, uint32_t site,
@@ -87,9 +113,10 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
     return Status::InvalidArgument("update has " + std::to_string(update.size()) +
                                    " blocks, the global model " + std::to_string(global.size()));
   }
-  Rng rng(seed, round, site, Purpose::kQuantize);
+  const uint64_t stream = DeriveSeed(seed, round, site, Purpose::kQuantize);
   const double scale = std::ldexp(1.0, static_cast<int>(format.frac_bits));
   const double max_weight = static_cast<double>(format.max_weight);
+  std::vector<int64_t> row_elements;
   uint64_t offset = 0;
   for (size_t b = 0; b < global.size(); ++b) {
     const ParamBlock& shape = global[b];
@@ -103,6 +130,7 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
                                      ")");
     }
     const uint32_t stride = shape.cols + 1;
+    row_elements.resize(stride);
     for (size_t i = 0; i < block.rows.size(); ++i) {
       const uint32_t row = block.rows[i];
       if (row >= shape.rows) {
@@ -111,16 +139,11 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
                                        std::to_string(shape.rows) + " rows");
       }
       const double weight = std::min(std::floor(double{block.weights[i]}), max_weight);
+      row_elements[0] = static_cast<int64_t>(weight);
       const uint64_t at = offset + uint64_t{row} * stride;
-      put(at, static_cast<uint64_t>(static_cast<int64_t>(weight)));
-      const float* values = block.values.data() + i * block.cols;
-      for (uint32_t c = 0; c < block.cols; ++c) {
-        const double v = std::clamp(double{values[c]}, -double{format.clip}, double{format.clip});
-        const double x = weight * v * scale;
-        const double floor = std::floor(x);
-        const int64_t q = static_cast<int64_t>(floor) + (rng.Uniform() < x - floor ? 1 : 0);
-        put(at + 1 + c, static_cast<uint64_t>(q));
-      }
+      QuantizeRow(block.values.data() + i * block.cols, block.cols, weight, double{format.clip},
+                  scale, stream, at + 1, row_elements.data() + 1);
+      put(at, std::span<const int64_t>(row_elements));
     }
     offset += uint64_t{shape.rows} * stride;
   }
@@ -136,7 +159,10 @@ Result<std::vector<uint64_t>> EncodeUpdate(const std::vector<ParamBlock>& global
   std::vector<uint64_t> out(EncodedLength(global), 0);
   const uint64_t mask = RingMask(format.ring_bits);
   FEDREC_RETURN_IF_ERROR(EncodeRows(global, update, format, seed, round, site,
-                                    [&](uint64_t i, uint64_t x) { out[i] = x & mask; }));
+                                    [&](uint64_t at, std::span<const int64_t> row) {
+                                      for (size_t j = 0; j < row.size(); ++j)
+                                        out[at + j] = static_cast<uint64_t>(row[j]) & mask;
+                                    }));
   return out;
 }
 
@@ -149,12 +175,20 @@ Result<std::vector<uint8_t>> EncodeUpdateWords(const std::vector<ParamBlock>& gl
   uint8_t* data = out.data();
   Status encoded;
   if (format.ring_bits == 32) {
-    encoded = EncodeRows(global, update, format, seed, round, site, [=](uint64_t i, uint64_t x) {
-      PutLe<uint32_t>(data + 4 * i, static_cast<uint32_t>(x));
-    });
+    std::vector<uint32_t> narrow;
+    encoded = EncodeRows(global, update, format, seed, round, site,
+                         [&](uint64_t at, std::span<const int64_t> row) {
+                           narrow.resize(row.size());
+                           for (size_t j = 0; j < row.size(); ++j)
+                             narrow[j] = ToLittleEndian(static_cast<uint32_t>(row[j]));
+                           std::memcpy(data + 4 * at, narrow.data(), 4 * row.size());
+                         });
   } else {
     encoded = EncodeRows(global, update, format, seed, round, site,
-                         [=](uint64_t i, uint64_t x) { PutLe<uint64_t>(data + 8 * i, x); });
+                         [&](uint64_t at, std::span<const int64_t> row) {
+                           for (size_t j = 0; j < row.size(); ++j)
+                             PutLe<uint64_t>(data + 8 * (at + j), static_cast<uint64_t>(row[j]));
+                         });
   }
   if (!encoded.ok()) return encoded;
   return out;

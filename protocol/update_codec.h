@@ -6,8 +6,9 @@
 // where w_r is the site's weight for the row (its training ratings of it,
 // capped at max_weight; 0 for rows it did not train) and v_r,c its trained
 // value clipped to [-clip, clip]. Weights are integers; weighted values are
-// scaled by 2^frac_bits and rounded stochastically (unbiased) with the stream
-// (seed, round, site, kQuantize), so the result is reproducible. Elements are
+// scaled by 2^frac_bits and rounded stochastically (unbiased, 32 random bits an
+// element) with the stream (seed, round, site, kQuantize), so the result is
+// reproducible. Elements are
 // two's complement in Z_2^ring_bits; the sum over sites decodes exactly as
 // long as it cannot wrap, which ChooseRingBits guarantees.
 //

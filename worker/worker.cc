@@ -168,10 +168,15 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
         return SendError(p.round, "the plan's participants do not include this site");
       secagg_ = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_,
                                                  options_.roster);
+      secagg_trained_.reset();
       if (Drops(p.round, 1)) return Status::Ok();
       Result<SecAggKeys> keys = secagg_->AdvertiseKeys();
       if (!keys.ok()) return SendError(p.round, keys.status().message());
-      return Send(*keys, p.round);
+      FEDREC_RETURN_IF_ERROR(Send(*keys, p.round));
+      // The input is needed only once the shares are routed (step 3): training
+      // now overlaps the round trips of the key agreement.
+      secagg_trained_ = TrainLocally();
+      return Status::Ok();
     }
     return OnPaillierMessage(frame);
   }
@@ -208,11 +213,21 @@ std::vector<ParamBlock> Worker::GlobalShapes() const {
   return global;
 }
 
-template <typename Encoded>
-Result<Encoded> Worker::TrainEncoded(std::vector<double>* metrics) {
+std::vector<double> Worker::TrainLocally() {
   const RoundPlan& plan = *pending_plan_;
   const EpochStats stats = trainer_.Train(plan.epoch_offset, plan.local_epochs, plan.lr);
-  *metrics = {stats.squared_error, static_cast<double>(stats.updates)};
+  return {stats.squared_error, static_cast<double>(stats.updates)};
+}
+
+template <typename Encoded>
+Result<Encoded> Worker::TrainEncoded(std::vector<double>* metrics) {
+  *metrics = TrainLocally();
+  return EncodeTrained<Encoded>();
+}
+
+template <typename Encoded>
+Result<Encoded> Worker::EncodeTrained() const {
+  const RoundPlan& plan = *pending_plan_;
   if constexpr (std::is_same_v<Encoded, std::vector<uint8_t>>) {
     return EncodeUpdateWords(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
                              plan.round, options_.site);
@@ -242,12 +257,17 @@ Status Worker::OnSecAggMessage(const FrameView& frame) {
       Result<SecAggRoutedShares> routed = DecodeMessage<SecAggRoutedShares>(frame);
       if (!routed.ok()) return SendError(round, routed.status().message());
       if (Drops(round, 3)) return Status::Ok();
-      std::vector<double> metrics;
-      Result<std::vector<uint8_t>> input = TrainEncoded<std::vector<uint8_t>>(&metrics);
+      if (!secagg_trained_) {
+        return SendError(round,
+                         "routed shares arrived, but this site has not advertised its "
+                         "round keys (nor trained) in this round");
+      }
+      Result<std::vector<uint8_t>> input = EncodeTrained<std::vector<uint8_t>>();
       if (!input.ok()) return SendError(round, input.status().message());
       Result<SecAggMasked> masked = secagg_->MaskInputWords(std::move(input).value(), *routed);
       if (!masked.ok()) return SendError(round, masked.status().message());
-      masked->metrics = std::move(metrics);
+      masked->metrics = std::move(*secagg_trained_);
+      secagg_trained_.reset();
       return Send(*masked, round);
     }
     case MessageType::kSecAggUnmaskRequest: {

@@ -98,6 +98,11 @@ class Worker {
   // uint64_t per element.
   template <typename Encoded>
   Result<Encoded> TrainEncoded(std::vector<double>* metrics);
+  // The training-loss metrics of the round's local training.
+  std::vector<double> TrainLocally();
+  // The update of the last local training, encoded for encrypted aggregation.
+  template <typename Encoded>
+  Result<Encoded> EncodeTrained() const;
   bool Drops(uint32_t round, uint32_t step) const;
   // The shapes (no values) of the site's model's global blocks, which
   // updates are encoded against.
@@ -120,6 +125,10 @@ class Worker {
   // The encrypted-aggregation round in progress.
   std::optional<RoundPlan> pending_plan_;
   std::unique_ptr<secagg::Client> secagg_;
+  // Secure aggregation trains as soon as the round keys are out; these are
+  // the training-loss metrics of that (the update stays in trainer_'s model
+  // and is encoded only when it is masked, so no model-sized buffer waits).
+  std::optional<std::vector<double>> secagg_trained_;
   std::unique_ptr<PaillierSiteState> paillier_;
 };
 

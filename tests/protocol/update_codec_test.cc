@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
+#include <vector>
 
 #include "base/random.h"
 
@@ -108,6 +110,38 @@ TEST(UpdateCodec, StochasticRoundingIsUnbiasedAndReproducible) {
   EXPECT_NEAR(total / 20000, 0.3, 0.01);
   EXPECT_EQ(*EncodeUpdate(shapes, {b}, format, 9, 1, 4),
             *EncodeUpdate(shapes, {b}, format, 9, 1, 4));
+}
+
+TEST(UpdateCodec, StochasticRoundingIsUnbiasedForNegativeValuesAndIndependentAcrossElements) {
+  constexpr uint32_t kCols = 64;
+  const std::vector<ParamBlock> shapes = {ParamBlock("b", Scope::kGlobal, 1, kCols)};
+  BlockUpdate b{"b", kCols, {0}, {1.0f}, {}};
+  for (uint32_t c = 0; c < kCols; ++c) {
+    const float values[4] = {0.3f, -0.7f, -2.0f, 3.0f};  // integers never round
+    b.values.push_back(values[c % 4]);
+  }
+  FixedPointFormat format;
+  format.frac_bits = 0;
+  constexpr int kSites = 4000;
+  std::vector<double> mean(kCols, 0.0);
+  int mixed = 0;  // encodings in which the 0.3 columns did not all round alike
+  for (uint32_t site = 0; site < kSites; ++site) {
+    const auto encoded = EncodeUpdate(shapes, {b}, format, 5, 2, site);
+    ASSERT_TRUE(encoded.ok());
+    std::set<int64_t> first_column_values;
+    for (uint32_t c = 0; c < kCols; ++c) {
+      const int64_t q = static_cast<int32_t>(static_cast<uint32_t>((*encoded)[1 + c]));
+      const double value = b.values[c];
+      EXPECT_TRUE(q == static_cast<int64_t>(std::floor(value)) ||
+                  q == static_cast<int64_t>(std::ceil(value)))
+          << "column " << c << " value " << value << " rounded to " << q;
+      mean[c] += static_cast<double>(q) / kSites;
+      if (c % 4 == 0) first_column_values.insert(q);
+    }
+    mixed += first_column_values.size() > 1;
+  }
+  for (uint32_t c = 0; c < kCols; ++c) EXPECT_NEAR(mean[c], b.values[c], 0.03) << "column " << c;
+  EXPECT_GT(mixed, kSites * 9 / 10);
 }
 
 TEST(UpdateCodec, ValuesAreClippedAndWeightsCapped) {
