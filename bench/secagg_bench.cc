@@ -9,9 +9,11 @@
 //                                mask. bytes_per_second counts mask bytes
 //                                produced, d * 4 * (k + 1) per call; vaes = 0
 //                                forces the portable path.
-//   BM_ServerUnmask/<sparse>     Server::Finish alone for n = 500 sites,
+//   BM_ServerUnmask/<sparse>/<threads>
+//                                Server::Finish alone for n = 500 sites,
 //                                d = 100,000, ring 32, threshold 60%, 50 sites
-//                                (10%) dropped after sharing, on one thread:
+//                                (10%) dropped after sharing, on 1 or 2
+//                                threads (wall-clock time):
 //                                sparse = 0 is full SecAgg (each dropped site
 //                                has 450 surviving neighbours), 1 is SecAgg+
 //                                (18 neighbours). The round is run once for
@@ -210,8 +212,8 @@ std::unique_ptr<Recording> Record(bool sparse) {
 // A fresh coordinator in the state just before Finish. The masked inputs are
 // replayed as their recorded sum from the first survivor and zero vectors from
 // the others: AddMasked only ever adds, so the state is the same.
-std::unique_ptr<Server> Replay(const Recording& rec) {
-  auto server = std::make_unique<Server>(rec.params);
+std::unique_ptr<Server> Replay(const Recording& rec, unsigned threads) {
+  auto server = std::make_unique<Server>(rec.params, threads);
   for (const auto& [site, keys] : rec.keys)
     Check(server->AddKeys(site, keys, rec.identities.at(site)), "replay AddKeys");
   Check(server->FinishKeys(), "replay FinishKeys");
@@ -239,13 +241,14 @@ std::unique_ptr<Server> Replay(const Recording& rec) {
 
 void BM_ServerUnmask(benchmark::State& state) {
   const bool sparse = state.range(0) != 0;
+  const unsigned threads = static_cast<unsigned>(state.range(1));
   static std::map<bool, std::unique_ptr<Recording>> recordings;
   std::unique_ptr<Recording>& rec = recordings[sparse];
   if (!rec) rec = Record(sparse);
   size_t pairs = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    std::unique_ptr<Server> server = Replay(*rec);
+    std::unique_ptr<Server> server = Replay(*rec, threads);
     state.ResumeTiming();
     Result<std::vector<uint64_t>> sum = server->Finish();
     state.PauseTiming();
@@ -266,9 +269,17 @@ void BM_ServerUnmask(benchmark::State& state) {
   state.counters["threshold"] = rec->params.threshold;
   state.counters["survivors"] = static_cast<double>(rec->survivors.size());
   state.counters["pair_masks"] = static_cast<double>(pairs);
+  state.counters["threads"] = threads;
   state.SetLabel(sparse ? "SecAgg+" : "SecAgg");
 }
-BENCHMARK(BM_ServerUnmask)->Arg(0)->Arg(1)->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ServerUnmask)
+    ->Args({0, 1})
+    ->Args({1, 1})
+    ->Args({0, 2})
+    ->Args({1, 2})
+    ->Iterations(3)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace fedrec::secagg

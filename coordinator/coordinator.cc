@@ -6,6 +6,7 @@
 #include <cmath>
 #include <optional>
 #include <set>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -287,7 +288,10 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   SetFormat(format, &plan);
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
-  secagg::Server server(std::move(params));
+  const uint32_t threads = options_.unmask_threads
+                               ? options_.unmask_threads
+                               : std::max(1u, std::thread::hardware_concurrency());
+  secagg::Server server(std::move(params), threads);
   SecureRoundCost cost(transport_, "secure aggregation", round, metrics);
   const auto timed = [&cost](auto&& step) { return cost.Timed(step); };
   const auto fail = [&](uint32_t site, const std::string& reason) {

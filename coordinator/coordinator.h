@@ -41,8 +41,11 @@ struct CoordinatorOptions {
   // How updates are combined. kSecAgg and kPaillier never show the coordinator
   // an individual update; they need at least 3 sites per round.
   Aggregation aggregation = Aggregation::kNone;
-  bool sparse_graph = false;      // SecAgg+: O(log n) neighbours instead of all
-  double threshold = 0.6;         // share of a round's participants that must remain
+  bool sparse_graph = false;  // SecAgg+: O(log n) neighbours instead of all
+  double threshold = 0.6;     // share of a round's participants that must remain
+  // Threads that unmasking a round's sum may use; 0 = hardware concurrency.
+  // (The coordinator is otherwise idle while it unmasks.)
+  uint32_t unmask_threads = 0;
   FixedPointFormat format;        // ring_bits is chosen per round (ChooseRingBits)
   uint32_t paillier_bits = 2048;  // Paillier modulus size
 };

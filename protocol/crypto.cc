@@ -306,8 +306,11 @@ struct Keystream::Impl {
   CipherCtx ctx;
 };
 
-Keystream::Keystream(std::span<const uint8_t, 16> key) : impl_(std::make_unique<Impl>()) {
-  const std::array<uint8_t, 16> iv{};
+Keystream::Keystream(std::span<const uint8_t, 16> key, uint64_t first_block)
+    : impl_(std::make_unique<Impl>()) {
+  // The initial counter block, a 128-bit big-endian integer.
+  std::array<uint8_t, 16> iv{};
+  for (int i = 0; i < 8; ++i) iv[15 - i] = static_cast<uint8_t>(first_block >> (8 * i));
   impl_->ctx.reset(EVP_CIPHER_CTX_new());
   // Allocation failure of a cipher context is not recoverable here.
   if (!impl_->ctx ||

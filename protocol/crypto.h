@@ -97,10 +97,11 @@ Result<std::vector<uint8_t>> OpenOnce(const Key32& key, std::span<const uint8_t>
 
 // --- AES-128-CTR keystream: the PRG that expands mask seeds ---
 // X25519 gives about 128-bit security, so a 128-bit cipher key loses nothing
-// and is the fastest AES. The stream for a key starts at counter zero.
+// and is the fastest AES. The stream for a key starts at counter zero; one
+// built with `first_block` starts at byte 16 * first_block of that stream.
 class Keystream {
  public:
-  explicit Keystream(std::span<const uint8_t, 16> key);
+  explicit Keystream(std::span<const uint8_t, 16> key, uint64_t first_block = 0);
   ~Keystream();
   Keystream(const Keystream&) = delete;
   Keystream& operator=(const Keystream&) = delete;

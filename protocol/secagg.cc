@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "base/little_endian.h"
+#include "base/parallel.h"
 #include "protocol/secagg_prg.h"
 #include "protocol/shamir.h"
 
@@ -839,7 +840,8 @@ struct Server::State {
   };
 
   Params params;
-  Status invalid;  // the parameters' problem, if any: every call fails with it
+  unsigned threads = 1;  // for unmasking
+  Status invalid;        // the parameters' problem, if any: every call fails with it
   std::string where;
   size_t n = 0;
   // The graph; neighbour lists are computed when needed, since the complete
@@ -918,8 +920,9 @@ struct Server::State {
   Result<std::vector<uint64_t>> Unmask();
 };
 
-Server::Server(Params params) : state_(std::make_unique<State>()) {
+Server::Server(Params params, unsigned threads) : state_(std::make_unique<State>()) {
   State& s = *state_;
+  s.threads = std::max(threads, 1u);
   s.where = "secagg round " + Str(params.round) + ", coordinator";
   s.invalid = Validate(params);
   s.params = std::move(params);
@@ -1197,32 +1200,54 @@ namespace {
 
 // The masks to take from the running sum: the self masks of the survivors,
 // and for each dropped site u and surviving neighbour v the mask v added for u.
+// The key agreements for the dropped sites are split over `threads` threads
+// (each dropped site's key is used by one thread only).
 Result<std::vector<SignedPrgKey>> MasksToRemove(
     uint32_t round, std::span<const uint32_t> sites,
     const std::vector<std::pair<uint32_t, shamir::Secret>>& seeds,
     std::vector<std::pair<uint32_t, X25519Key>>& dropped_keys,
     const std::vector<std::vector<uint32_t>>& survivor_neighbours,
-    const std::vector<std::optional<X25519Public>>& mask_keys) {
+    const std::vector<std::optional<X25519Public>>& mask_keys, unsigned threads) {
   std::vector<SignedPrgKey> masks;
   for (const auto& [pos, seed] : seeds) {
     FEDREC_ASSIGN_OR_RETURN(PrgKey key, SelfMaskKey(seed, round, sites[pos]));
     masks.push_back(SignedPrgKey{key, /*subtract=*/true});
     WipeValue(key);
   }
-  for (size_t d = 0; d < dropped_keys.size(); ++d) {
-    const uint32_t u = sites[dropped_keys[d].first];
-    for (uint32_t pos_v : survivor_neighbours[d]) {
-      const uint32_t v = sites[pos_v];
-      Result<Key32> secret = dropped_keys[d].second.Agree(*mask_keys[pos_v]);
-      if (!secret.ok())
-        return secret.status().WithContext("mask keys of sites " + Str(u) + " and " + Str(v));
-      Result<PrgKey> key = PairwiseKey(*secret, round, u, v);
-      WipeValue(*secret);
-      if (!key.ok()) return key.status();
-      // v added +PRG when v < u: take it away.
-      masks.push_back(SignedPrgKey{*key, /*subtract=*/v < u});
-      WipeValue(*key);
+  std::vector<std::vector<SignedPrgKey>> pairwise(dropped_keys.size());
+  std::vector<Status> failures(dropped_keys.size());
+  ParallelRanges(dropped_keys.size(), 1, threads, [&](size_t begin, size_t end) {
+    for (size_t d = begin; d < end; ++d) {
+      const uint32_t u = sites[dropped_keys[d].first];
+      for (uint32_t pos_v : survivor_neighbours[d]) {
+        const uint32_t v = sites[pos_v];
+        Result<Key32> secret = dropped_keys[d].second.Agree(*mask_keys[pos_v]);
+        if (!secret.ok()) {
+          failures[d] =
+              secret.status().WithContext("mask keys of sites " + Str(u) + " and " + Str(v));
+          break;
+        }
+        Result<PrgKey> key = PairwiseKey(*secret, round, u, v);
+        WipeValue(*secret);
+        if (!key.ok()) {
+          failures[d] = key.status();
+          break;
+        }
+        // v added +PRG when v < u: take it away.
+        pairwise[d].push_back(SignedPrgKey{*key, /*subtract=*/v < u});
+        WipeValue(*key);
+      }
     }
+  });
+  for (size_t d = 0; d < pairwise.size(); ++d) {
+    masks.insert(masks.end(), pairwise[d].begin(), pairwise[d].end());
+    Wipe(std::span(reinterpret_cast<uint8_t*>(pairwise[d].data()),
+                   pairwise[d].size() * sizeof(SignedPrgKey)));
+  }
+  for (const Status& failure : failures) {
+    if (failure.ok()) continue;
+    Wipe(std::span(reinterpret_cast<uint8_t*>(masks.data()), masks.size() * sizeof(SignedPrgKey)));
+    return failure;
   }
   return masks;
 }
@@ -1316,12 +1341,12 @@ Result<std::vector<uint64_t>> Server::State::Unmask() {
   }
 
   Result<std::vector<SignedPrgKey>> masks = MasksToRemove(
-      params.round, params.sites, seeds, dropped_keys, survivor_neighbours, survivor_keys);
+      params.round, params.sites, seeds, dropped_keys, survivor_neighbours, survivor_keys, threads);
   Status removed = masks.status();
   std::vector<uint8_t> work;
   if (masks.ok()) {
     work = sum;
-    MaskInPlace(work, params.ring_bits, *masks);
+    MaskInPlace(work, params.ring_bits, *masks, threads);
     Wipe(
         std::span(reinterpret_cast<uint8_t*>(masks->data()), masks->size() * sizeof(SignedPrgKey)));
   }

@@ -165,7 +165,8 @@ class Client {
 // stay unchanged).
 class Server {
  public:
-  explicit Server(Params params);
+  // `threads`: how many threads unmasking (Finish) may use.
+  explicit Server(Params params, unsigned threads = 1);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -196,8 +197,9 @@ class Server {
   //
   // Cost: one X25519 and one PRG expansion per (dropped site, surviving
   // neighbour) pair and one PRG expansion per survivor: with n = 500,
-  // d = 100,000, ring 32 and 50 dropped sites, about 1.4 s on one core for the
-  // complete graph, 60 ms for SecAgg+ (bench/secagg_bench.cc).
+  // d = 100,000, ring 32 and 50 dropped sites, about 1.2 s on one core for the
+  // complete graph, 60 ms for SecAgg+ (bench/secagg_bench.cc); both the key
+  // agreements and the expansions are split over the constructor's `threads`.
   Status AddUnmaskShares(uint32_t site, const SecAggUnmaskShares& shares);
   Result<std::vector<uint64_t>> Finish();
 

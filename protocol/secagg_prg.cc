@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "base/little_endian.h"
+#include "base/parallel.h"
 #include "protocol/crypto.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -42,13 +43,15 @@ constexpr size_t kChunkBytes = 8192;
 
 // Portable path: per piece, each mask's keystream into an L1 buffer, then an
 // add pass over the piece.
+// `acc` holds elements [start, start + size) of the vector; start * sizeof(Word)
+// is a multiple of 16 (a counter block).
 template <typename Word>
-void AddPrgsPortable(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t size) {
+void AddPrgsPortable(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t start, size_t size) {
   std::vector<std::unique_ptr<crypto::Keystream>> streams;
   streams.reserve(masks.size());
   for (const SignedPrgKey& mask : masks) {
     streams.push_back(std::make_unique<crypto::Keystream>(
-        std::span<const uint8_t, 16>(mask.key.data(), mask.key.size())));
+        std::span<const uint8_t, 16>(mask.key.data(), mask.key.size()), start * sizeof(Word) / 16));
   }
   alignas(64) uint8_t buffer[kChunkBytes];
   for (size_t done = 0; done < size;) {
@@ -183,7 +186,7 @@ FEDREC_VAES_TARGET void AddStreamVaes(const __m128i round_keys[11], uint64_t fir
 }
 
 template <typename Word>
-FEDREC_VAES_TARGET void AddPrgsVaes(std::span<const SignedPrgKey> masks, uint8_t* acc,
+FEDREC_VAES_TARGET void AddPrgsVaes(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t start,
                                     size_t size) {
   struct RoundKeys {
     __m128i k[11];
@@ -195,7 +198,7 @@ FEDREC_VAES_TARGET void AddPrgsVaes(std::span<const SignedPrgKey> masks, uint8_t
   static_assert(kChunkBytes % 64 == 0);
   for (size_t done = 0; done < size; done += kPiece) {
     const size_t count = std::min(kPiece, size - done);
-    const uint64_t first_block = done * sizeof(Word) / 16;
+    const uint64_t first_block = (start + done) * sizeof(Word) / 16;
     uint8_t* out = acc + done * sizeof(Word);
     for (size_t m = 0; m < masks.size(); ++m) {
       if (masks[m].subtract) {
@@ -220,17 +223,20 @@ bool UseVaes() {
 #endif
 }
 
+// Every mask into the little-endian words of `acc`, split over up to
+// `threads` threads in ranges of whole pieces.
 template <typename Word>
-void AddPrgsLe(std::span<const SignedPrgKey> masks, std::span<uint8_t> acc) {
+void AddPrgsLe(std::span<const SignedPrgKey> masks, std::span<uint8_t> acc, unsigned threads) {
   const size_t size = acc.size() / sizeof(Word);
   if (size == 0 || masks.empty()) return;
+  const bool vaes = UseVaes();
+  ParallelRanges(size, kChunkBytes / sizeof(Word), threads, [&](size_t begin, size_t end) {
+    uint8_t* out = acc.data() + begin * sizeof(Word);
 #if FEDREC_SECAGG_VAES
-  if (UseVaes()) {
-    AddPrgsVaes<Word>(masks, acc.data(), size);
-    return;
-  }
+    if (vaes) return AddPrgsVaes<Word>(masks, out, begin, end - begin);
 #endif
-  AddPrgsPortable<Word>(masks, acc.data(), size);
+    AddPrgsPortable<Word>(masks, out, begin, end - begin);
+  });
 }
 
 // Native words to their little-endian form and back (a no-op on
@@ -245,7 +251,7 @@ void SwapToLittleEndian(std::span<Word> words) {
 template <typename Word>
 void AddPrgsNative(std::span<const SignedPrgKey> masks, std::span<Word> acc) {
   SwapToLittleEndian(acc);
-  AddPrgsLe<Word>(masks, std::span(reinterpret_cast<uint8_t*>(acc.data()), acc.size_bytes()));
+  AddPrgsLe<Word>(masks, std::span(reinterpret_cast<uint8_t*>(acc.data()), acc.size_bytes()), 1);
   SwapToLittleEndian(acc);
 }
 
@@ -269,12 +275,12 @@ void AddPrg(const PrgKey& key, bool subtract, std::span<uint64_t> acc) {
   AddPrgs(std::span(&mask, 1), acc);
 }
 
-void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits,
-                 std::span<const SignedPrgKey> masks) {
+void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits, std::span<const SignedPrgKey> masks,
+                 unsigned threads) {
   if (ring_bits == 32) {
-    AddPrgsLe<uint32_t>(masks, words);
+    AddPrgsLe<uint32_t>(masks, words, threads);
   } else {
-    AddPrgsLe<uint64_t>(masks, words);
+    AddPrgsLe<uint64_t>(masks, words, threads);
   }
 }
 

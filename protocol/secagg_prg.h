@@ -49,8 +49,10 @@ void AddPrgs(std::span<const SignedPrgKey> masks, std::span<uint64_t> acc);
 
 // `words` holds little-endian elements of Z_2^ring_bits (ring_bits / 8 bytes
 // each; a trailing partial element is left alone): adds or subtracts every
-// mask in place. REQUIRES: ring_bits is 32 or 64.
-void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits, std::span<const SignedPrgKey> masks);
+// mask in place, with the vector split over up to `threads` threads.
+// REQUIRES: ring_bits is 32 or 64.
+void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits, std::span<const SignedPrgKey> masks,
+                 unsigned threads = 1);
 
 // acc[i] += words[i] in Z_2^ring_bits, both little-endian ring words.
 // REQUIRES: ring_bits is 32 or 64 and the spans have the same size.

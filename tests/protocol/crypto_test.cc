@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <string>
 #include <vector>
 
@@ -98,6 +100,19 @@ TEST(Crypto, KeystreamIsDeterministicPerKeyAndContinuous) {
   std::vector<uint8_t> other(1000);
   c.Generate(other);
   EXPECT_NE(whole, other);
+}
+
+TEST(Crypto, KeystreamFromACounterBlockIsTheTailOfTheStream) {
+  std::array<uint8_t, 16> key{};
+  key[3] = 9;
+  std::vector<uint8_t> whole(16 * 300);
+  Keystream(key).Generate(whole);
+  for (uint64_t first_block : {1u, 5u, 255u, 256u}) {
+    std::vector<uint8_t> tail(whole.size() - 16 * first_block);
+    Keystream(key, first_block).Generate(tail);
+    EXPECT_TRUE(std::equal(tail.begin(), tail.end(), whole.begin() + 16 * first_block))
+        << "from block " << first_block;
+  }
 }
 
 TEST(Crypto, HexKeysAreValidated) {

@@ -83,10 +83,12 @@ class Driver {
  public:
   // With `with_roster`, every client knows every site's identity key (as
   // with security.site_public_keys); without, it has only what is relayed.
-  explicit Driver(Params params, uint64_t seed = 1, bool with_roster = true)
+  // The server unmasks on `server_threads` threads.
+  explicit Driver(Params params, uint64_t seed = 1, bool with_roster = true,
+                  unsigned server_threads = 1)
       : params_(std::move(params)), rng_(seed) {
     EXPECT_TRUE(Validate(params_).ok()) << Validate(params_).ToString();
-    server_ = std::make_unique<Server>(params_);
+    server_ = std::make_unique<Server>(params_, server_threads);
     for (uint32_t site : params_.sites) {
       Result<crypto::SigningKey> identity = crypto::GenerateSigningKey();
       EXPECT_TRUE(identity.ok());
@@ -341,8 +343,9 @@ TEST(SecAgg, SumExactOverRandomizedScenarios) {
     with_drops += std::any_of(drop.begin(), drop.end(), [](int d) { return d != kStays; });
 
     const Prediction predicted = Predict(params, drop);
-    // Every fourth scenario runs without a roster.
-    Driver driver(params, rng(), scenario % 4 != 3);
+    // Every fourth scenario runs without a roster; the server unmasks on 1 to
+    // 3 threads.
+    Driver driver(params, rng(), scenario % 4 != 3, 1 + scenario % 3);
     driver.SetDrops(drop);
     const Driver::Outcome outcome = driver.Run();
     const std::string where = "scenario " + Str(scenario) + ": n " + Str(n) + ", degree " +
@@ -1137,6 +1140,33 @@ TEST(SecAggPrg, ManyMasksInOnePassEqualTheKeystreamSumAcrossPieces) {
     AddPrgs(masks, w64);
     EXPECT_EQ(w32, want32) << (use_fast ? "vaes" : "portable");
     EXPECT_EQ(w64, want64) << (use_fast ? "vaes" : "portable");
+  }
+  SetPrgAcceleration(true);
+}
+
+TEST(SecAggPrg, SplitOverThreadsEqualsOnePass) {
+  // 9,007 elements: five 8 KiB pieces in ring 32, nine in ring 64, ragged tails.
+  std::mt19937_64 rng(12);
+  std::vector<SignedPrgKey> masks(4);
+  for (size_t m = 0; m < masks.size(); ++m) {
+    for (uint8_t& b : masks[m].key) b = static_cast<uint8_t>(rng());
+    masks[m].subtract = m % 2 == 0;
+  }
+  for (uint32_t ring_bits : {32u, 64u}) {
+    std::vector<uint8_t> start(9007 * ring_bits / 8);
+    for (uint8_t& b : start) b = static_cast<uint8_t>(rng());
+    for (bool use_fast : {true, false}) {
+      SetPrgAcceleration(use_fast);
+      std::vector<uint8_t> one = start;
+      MaskInPlace(one, ring_bits, masks, 1);
+      EXPECT_NE(one, start);
+      for (unsigned threads : {2u, 3u, 16u}) {
+        std::vector<uint8_t> split = start;
+        MaskInPlace(split, ring_bits, masks, threads);
+        EXPECT_EQ(split, one) << "ring " << ring_bits << ", " << threads << " threads, "
+                              << (use_fast ? "vaes" : "portable");
+      }
+    }
   }
   SetPrgAcceleration(true);
 }
