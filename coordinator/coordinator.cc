@@ -352,14 +352,16 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
 
   // Step 3: masked inputs, added into the running sum as they arrive.
   TrainLoss train_loss;
-  FEDREC_RETURN_IF_ERROR(collect(
-      std::type_identity<SecAggMasked>{}, server.shared(), [&](uint32_t site, SecAggMasked masked) {
-        Status added = server.AddMasked(site, masked);
-        if (added.ok() && masked.metrics.size() >= 2) {
-          train_loss[site] = {masked.metrics[0], static_cast<uint64_t>(masked.metrics[1])};
-        }
-        return added;
-      }));
+  // Read in place from each frame: the inputs are model-sized.
+  FEDREC_RETURN_IF_ERROR(
+      collect(std::type_identity<SecAggMaskedView>{}, server.shared(),
+              [&](uint32_t site, const SecAggMaskedView& masked) {
+                Status added = server.AddMasked(site, masked);
+                if (added.ok() && masked.metrics.size() >= 2) {
+                  train_loss[site] = {masked.metrics[0], static_cast<uint64_t>(masked.metrics[1])};
+                }
+                return added;
+              }));
   if (Status s = timed([&] { return server.FinishMasked(); }); !s.ok()) return abort(s);
   const SecAggUnmaskRequest request = server.UnmaskRequest();
   for (uint32_t site : server.survivors()) FEDREC_RETURN_IF_ERROR(SendTo(request, site, round));

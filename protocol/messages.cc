@@ -426,6 +426,17 @@ void serialize(Archive& ar, SecAggMasked& m) {
   Contiguous(ar, m.metrics, Label("metric sums"));
 }
 
+// The same layout as SecAggMasked, with the input left in the payload.
+template <class Archive>
+void serialize(Archive& ar, SecAggMaskedView& m) {
+  static_assert(Archive::is_loading::value, "a SecAggMaskedView is only decoded");
+  ar(m.round, m.site, m.ring_bits);
+  const uint64_t n = LoadCount(ar, 1, UnitName<uint8_t>(), Label("masked input"));
+  m.data =
+      std::span<const uint8_t>(PayloadOf(ar).Take(static_cast<size_t>(n)), static_cast<size_t>(n));
+  Contiguous(ar, m.metrics, Label("metric sums"));
+}
+
 template <class Archive>
 void serialize(Archive& ar, SecAggUnmaskRequest& m) {
   ar(m.round);
@@ -691,5 +702,6 @@ FEDREC_DEFINE_MESSAGE(PaillierUpdate)
 FEDREC_DEFINE_MESSAGE(PaillierSum)
 FEDREC_DEFINE_MESSAGE(PaillierDecrypted)
 #undef FEDREC_DEFINE_MESSAGE
+template Result<SecAggMaskedView> DecodeMessage<SecAggMaskedView>(const FrameView&);
 
 }  // namespace fedrec

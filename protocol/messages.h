@@ -25,6 +25,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -226,6 +227,18 @@ struct SecAggMasked {
   friend bool operator==(const SecAggMasked&, const SecAggMasked&) = default;
 };
 
+// A SecAggMasked as the coordinator reads it: `data` points into the frame it
+// was decoded from, so a model-sized input is added into the sum without a
+// copy. Valid only while that frame's bytes are. Decoded, never encoded.
+struct SecAggMaskedView {
+  static constexpr MessageType kType = MessageType::kSecAggMasked;
+  uint32_t round = 0;
+  uint32_t site = 0;
+  uint32_t ring_bits = 64;
+  std::span<const uint8_t> data;
+  std::vector<double> metrics;
+};
+
 // Step 4, coordinator -> surviving sites: who sent a masked input (survivors)
 // and who shared keys but did not (dropped).
 struct SecAggUnmaskRequest {
@@ -339,6 +352,7 @@ FEDREC_DECLARE_MESSAGE(SecAggKeyList)
 FEDREC_DECLARE_MESSAGE(SecAggShares)
 FEDREC_DECLARE_MESSAGE(SecAggRoutedShares)
 FEDREC_DECLARE_MESSAGE(SecAggMasked)
+extern template Result<SecAggMaskedView> DecodeMessage<SecAggMaskedView>(const FrameView&);
 FEDREC_DECLARE_MESSAGE(SecAggUnmaskRequest)
 FEDREC_DECLARE_MESSAGE(SecAggUnmaskShares)
 FEDREC_DECLARE_MESSAGE(PaillierKey)

@@ -1097,6 +1097,11 @@ Result<SecAggRoutedShares> Server::SharesFor(uint32_t site) const {
 }
 
 Status Server::AddMasked(uint32_t site, const SecAggMasked& masked) {
+  return AddMasked(site, SecAggMaskedView{masked.round, masked.site, masked.ring_bits, masked.data,
+                                          masked.metrics});
+}
+
+Status Server::AddMasked(uint32_t site, const SecAggMaskedView& masked) {
   State& s = *state_;
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kMasked, "AddMasked"));
   FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,

@@ -186,6 +186,8 @@ class Server {
 
   // Step 3: adds the masked input into the running sum.
   Status AddMasked(uint32_t site, const SecAggMasked& masked);
+  // The same, read straight from the frame (no copy of the input).
+  Status AddMasked(uint32_t site, const SecAggMaskedView& masked);
   Status FinishMasked();
   SecAggUnmaskRequest UnmaskRequest() const;
 

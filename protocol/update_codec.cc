@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -80,7 +79,8 @@ uint64_t EncodedLength(const std::vector<ParamBlock>& global) {
 
 namespace {
 
-// Quantizes one row whose first value is element `first` of the dense form:
+// Quantizes one row whose first value is element `first` of the dense form,
+// writing little-endian Words at `out`:
 // q[c] = floor(x_c) + (1 with probability frac(x_c)) with
 // x_c = weight * clamp(values[c]) * 2^frac_bits, unbiased to within 2^-32.
 // With t = x truncated toward zero and D = (x - t) * 2^32 truncated
@@ -89,8 +89,9 @@ namespace {
 // SplitMix64 stream `stream`. Integer arithmetic after the scaling and no
 // dependence between elements, so the loop vectorizes (std::floor and
 // floating-point comparisons keep GCC from it under -ftrapping-math).
+template <typename Word>
 void QuantizeRow(const float* values, uint32_t cols, double weight, double clip, double scale,
-                 uint64_t stream, uint64_t first, int64_t* q) {
+                 uint64_t stream, uint64_t first, uint8_t* out) {
   constexpr double kTwoTo32 = 4294967296.0;
   for (uint32_t c = 0; c < cols; ++c) {
     const double v = double{values[c]};
@@ -98,17 +99,17 @@ void QuantizeRow(const float* values, uint32_t cols, double weight, double clip,
     const int64_t t = static_cast<int64_t>(x);
     const int64_t d = static_cast<int64_t>((x - static_cast<double>(t)) * kTwoTo32);
     const int64_t u = static_cast<int64_t>(SplitMix64At(stream, first + c) >> 32);
-    q[c] = t + ((d + u) >> 32);
+    PutLe<Word>(out + sizeof(Word) * c, static_cast<Word>(t + ((d + u) >> 32)));
   }
 }
 
-// Writes every trained row of `update` through put(index, elements) (the
-// row's weight then its values, as signed integers); the elements of untrained
-// rows are left as they are (zero).
-template <typename Put>
+// Writes every trained row of `update` as little-endian Words into `out`
+// (the dense form's elements, truncated to the Word); the elements of
+// untrained rows are left as they are (zero).
+template <typename Word>
 Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<BlockUpdate>& update,
                   const FixedPointFormat& format, uint64_t seed, uint32_t round, uint32_t site,
-                  Put put) {
+                  uint8_t* out) {
   if (update.size() != global.size()) {
     return Status::InvalidArgument("update has " + std::to_string(update.size()) +
                                    " blocks, the global model " + std::to_string(global.size()));
@@ -116,7 +117,6 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
   const uint64_t stream = DeriveSeed(seed, round, site, Purpose::kQuantize);
   const double scale = std::ldexp(1.0, static_cast<int>(format.frac_bits));
   const double max_weight = static_cast<double>(format.max_weight);
-  std::vector<int64_t> row_elements;
   uint64_t offset = 0;
   for (size_t b = 0; b < global.size(); ++b) {
     const ParamBlock& shape = global[b];
@@ -130,7 +130,6 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
                                      ")");
     }
     const uint32_t stride = shape.cols + 1;
-    row_elements.resize(stride);
     for (size_t i = 0; i < block.rows.size(); ++i) {
       const uint32_t row = block.rows[i];
       if (row >= shape.rows) {
@@ -139,11 +138,10 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
                                        std::to_string(shape.rows) + " rows");
       }
       const double weight = std::min(std::floor(double{block.weights[i]}), max_weight);
-      row_elements[0] = static_cast<int64_t>(weight);
       const uint64_t at = offset + uint64_t{row} * stride;
-      QuantizeRow(block.values.data() + i * block.cols, block.cols, weight, double{format.clip},
-                  scale, stream, at + 1, row_elements.data() + 1);
-      put(at, std::span<const int64_t>(row_elements));
+      PutLe<Word>(out + sizeof(Word) * at, static_cast<Word>(static_cast<int64_t>(weight)));
+      QuantizeRow<Word>(block.values.data() + i * block.cols, block.cols, weight,
+                        double{format.clip}, scale, stream, at + 1, out + sizeof(Word) * (at + 1));
     }
     offset += uint64_t{shape.rows} * stride;
   }
@@ -157,12 +155,10 @@ Result<std::vector<uint64_t>> EncodeUpdate(const std::vector<ParamBlock>& global
                                            const FixedPointFormat& format, uint64_t seed,
                                            uint32_t round, uint32_t site) {
   std::vector<uint64_t> out(EncodedLength(global), 0);
+  FEDREC_RETURN_IF_ERROR(EncodeRows<uint64_t>(global, update, format, seed, round, site,
+                                              reinterpret_cast<uint8_t*>(out.data())));
   const uint64_t mask = RingMask(format.ring_bits);
-  FEDREC_RETURN_IF_ERROR(EncodeRows(global, update, format, seed, round, site,
-                                    [&](uint64_t at, std::span<const int64_t> row) {
-                                      for (size_t j = 0; j < row.size(); ++j)
-                                        out[at + j] = static_cast<uint64_t>(row[j]) & mask;
-                                    }));
+  for (uint64_t& x : out) x = ToLittleEndian(x) & mask;  // to native words, reduced
   return out;
 }
 
@@ -172,24 +168,10 @@ Result<std::vector<uint8_t>> EncodeUpdateWords(const std::vector<ParamBlock>& gl
                                                uint32_t round, uint32_t site) {
   const size_t width = format.ring_bits / 8;
   std::vector<uint8_t> out(EncodedLength(global) * width, 0);
-  uint8_t* data = out.data();
-  Status encoded;
-  if (format.ring_bits == 32) {
-    std::vector<uint32_t> narrow;
-    encoded = EncodeRows(global, update, format, seed, round, site,
-                         [&](uint64_t at, std::span<const int64_t> row) {
-                           narrow.resize(row.size());
-                           for (size_t j = 0; j < row.size(); ++j)
-                             narrow[j] = ToLittleEndian(static_cast<uint32_t>(row[j]));
-                           std::memcpy(data + 4 * at, narrow.data(), 4 * row.size());
-                         });
-  } else {
-    encoded = EncodeRows(global, update, format, seed, round, site,
-                         [&](uint64_t at, std::span<const int64_t> row) {
-                           for (size_t j = 0; j < row.size(); ++j)
-                             PutLe<uint64_t>(data + 8 * (at + j), static_cast<uint64_t>(row[j]));
-                         });
-  }
+  const Status encoded =
+      format.ring_bits == 32
+          ? EncodeRows<uint32_t>(global, update, format, seed, round, site, out.data())
+          : EncodeRows<uint64_t>(global, update, format, seed, round, site, out.data());
   if (!encoded.ok()) return encoded;
   return out;
 }

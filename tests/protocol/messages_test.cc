@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -218,6 +219,39 @@ TEST(Messages, RejectsEveryTruncationOfAModelUpdate) {
     ASSERT_FALSE(update.ok()) << "prefix of " << n << " bytes decoded";
     EXPECT_EQ(update.status().code(), Status::Code::kCorruption) << n;
     EXPECT_CONTAINS(update.status().message(), "payload of ModelUpdate from rank 3, round 7");
+  }
+}
+
+TEST(Messages, MaskedInputViewReadsTheInputInPlaceAndRejectsEveryTruncation) {
+  SecAggMasked masked;
+  masked.round = kRound;
+  masked.site = 4;
+  masked.ring_bits = 32;
+  for (int i = 0; i < 64; ++i) masked.data.push_back(static_cast<uint8_t>(i * 7));
+  masked.metrics = {1.5, 12.0};
+  const std::vector<uint8_t> frame = EncodeMessage(masked, kRound, kSender);
+  Result<FrameView> view_frame = DecodeFrame(frame);
+  ASSERT_TRUE(view_frame.ok());
+  Result<SecAggMaskedView> view = DecodeMessage<SecAggMaskedView>(*view_frame);
+  ASSERT_TRUE(view.ok()) << view.status().ToString();
+  EXPECT_EQ(view->round, masked.round);
+  EXPECT_EQ(view->site, masked.site);
+  EXPECT_EQ(view->ring_bits, masked.ring_bits);
+  EXPECT_EQ(view->metrics, masked.metrics);
+  EXPECT_TRUE(
+      std::equal(view->data.begin(), view->data.end(), masked.data.begin(), masked.data.end()));
+  // The bytes are the frame's own, not a copy.
+  EXPECT_GE(view->data.data(), frame.data());
+  EXPECT_LE(view->data.data() + view->data.size(), frame.data() + frame.size());
+
+  const std::span<const uint8_t> payload(frame.data() + kFrameHeaderSize,
+                                         frame.size() - kFrameHeaderSize);
+  for (size_t n = 0; n < payload.size(); ++n) {
+    const std::vector<uint8_t> truncated =
+        EncodeFrame(MessageType::kSecAggMasked, kRound, kSender, payload.first(n));
+    Result<SecAggMaskedView> cut = Decode<SecAggMaskedView>(truncated);
+    ASSERT_FALSE(cut.ok()) << "prefix of " << n << " bytes decoded";
+    EXPECT_EQ(cut.status().code(), Status::Code::kCorruption) << n;
   }
 }
 
