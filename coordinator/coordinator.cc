@@ -385,6 +385,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
 
 Status Coordinator::PaillierSetup(uint32_t round) {
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
+  if (num_sites == 0) return Status::InvalidArgument("Paillier key set-up: the job has no sites");
   std::vector<uint32_t> sites(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
   paillier_ready_.assign(num_sites, false);
