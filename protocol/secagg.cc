@@ -1266,22 +1266,19 @@ Result<std::vector<uint64_t>> Server::State::Unmask() {
                            " survivors revealed shares, fewer than the threshold " + Str(t));
   }
   // Every secret needs t shares; check them all before the costly work.
-  for (uint32_t site : survivors) {
-    const uint32_t pos = *PositionOf(params, site);
-    if (seed_shares[pos].size() < t) {
-      return Status::Aborted(where + ": the self-mask seed of site " + Str(site) + " has " +
-                             Str(seed_shares[pos].size()) +
-                             " revealed shares, fewer than the threshold " + Str(t));
+  const auto enough = [&](const std::vector<uint32_t>& sites, const auto& shares_by_pos,
+                          const std::string& secret) {
+    for (uint32_t site : sites) {
+      const size_t held = shares_by_pos[*PositionOf(params, site)].size();
+      if (held < t) {
+        return Status::Aborted(where + ": the " + secret + Str(site) + " has " + Str(held) +
+                               " revealed shares, fewer than the threshold " + Str(t));
+      }
     }
-  }
-  for (uint32_t site : dropped) {
-    const uint32_t pos = *PositionOf(params, site);
-    if (key_shares[pos].size() < t) {
-      return Status::Aborted(where + ": the mask key of dropped site " + Str(site) + " has " +
-                             Str(key_shares[pos].size()) +
-                             " revealed shares, fewer than the threshold " + Str(t));
-    }
-  }
+    return Status::Ok();
+  };
+  FEDREC_RETURN_IF_ERROR(enough(survivors, seed_shares, "self-mask seed of site "));
+  FEDREC_RETURN_IF_ERROR(enough(dropped, key_shares, "mask key of dropped site "));
 
   // Reconstruction from the t lowest holders; the Lagrange coefficients are
   // computed once per holder set (with the complete graph there is one).
