@@ -30,6 +30,8 @@
 #include <string>
 #include <type_traits>
 
+#include "base/little_endian.h"
+
 namespace fedrec {
 namespace {
 
@@ -677,6 +679,34 @@ Result<M> DecodeMessage(const FrameView& frame) {
   }
   if (Status s = Check(message); !s.ok()) return s.WithContext(ctx());
   return message;
+}
+
+MaskedFrame EncodeMaskedFrame(const SecAggMasked& fields, size_t input_bytes, uint32_t round,
+                              uint32_t sender) {
+  SecAggMasked shell;  // every field but the input, which is spliced in below
+  shell.round = fields.round;
+  shell.site = fields.site;
+  shell.ring_bits = fields.ring_bits;
+  shell.metrics = fields.metrics;
+  const std::vector<uint8_t> encoded = EncodeMessage(shell, round, sender);
+  // The payload's byte order flag, then serialize(SecAggMasked)'s round, site
+  // and ring_bits, then the input as a 64-bit count and its bytes.
+  constexpr size_t kCountAt = kFrameHeaderSize + 1 + 3 * sizeof(uint32_t);
+  MaskedFrame out;
+  out.frame.reserve(encoded.size() + input_bytes);
+  out.frame.assign(encoded.begin(), encoded.begin() + kCountAt);
+  AppendLe<uint64_t>(&out.frame, input_bytes);
+  out.frame.resize(out.frame.size() + input_bytes);
+  out.frame.insert(out.frame.end(), encoded.begin() + kCountAt + sizeof(uint64_t), encoded.end());
+  FrameHeader header;
+  header.type = MessageType::kSecAggMasked;
+  header.round = round;
+  header.sender = sender;
+  header.payload_length = out.frame.size() - kFrameHeaderSize;
+  EncodeFrameHeader(header,
+                    std::span<uint8_t, kFrameHeaderSize>(out.frame.data(), kFrameHeaderSize));
+  out.input = std::span(out.frame).subspan(kCountAt + sizeof(uint64_t), input_bytes);
+  return out;
 }
 
 #define FEDREC_DEFINE_MESSAGE(M)                                                \

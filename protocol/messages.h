@@ -239,6 +239,19 @@ struct SecAggMaskedView {
   std::vector<double> metrics;
 };
 
+// A SecAggMasked frame whose input is written in place: `frame` is what
+// EncodeMessage gives for `fields` with an input of `input_bytes` bytes, and
+// `input` views those bytes inside it (zero until written). A site masks its
+// input straight into the frame it sends (secagg::Client::MaskInputInPlace)
+// instead of copying a model-sized vector into it.
+struct MaskedFrame {
+  std::vector<uint8_t> frame;
+  std::span<uint8_t> input;
+};
+// `fields.data` is ignored.
+MaskedFrame EncodeMaskedFrame(const SecAggMasked& fields, size_t input_bytes, uint32_t round,
+                              uint32_t sender);
+
 // Step 4, coordinator -> surviving sites: who sent a masked input (survivors)
 // and who shared keys but did not (dropped).
 struct SecAggUnmaskRequest {

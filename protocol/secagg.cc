@@ -366,6 +366,17 @@ const char* ClientStepName(ClientStep step) {
 
 }  // namespace
 
+namespace {
+
+// The error of a step's outcome, whether it returns a value or only a Status.
+const Status& StatusOf(const Status& status) { return status; }
+template <typename T>
+const Status& StatusOf(const Result<T>& result) {
+  return result.status();
+}
+
+}  // namespace
+
 struct Client::State {
   // A neighbour whose keys were in the key list.
   struct Peer {
@@ -433,7 +444,7 @@ struct Client::State {
     }
     auto result = body();
     if (!result.ok()) {
-      failure = result.status().WithContext(context);
+      failure = StatusOf(result).WithContext(context);
       WipeSecrets();
       return failure;
     }
@@ -443,6 +454,7 @@ struct Client::State {
 
   Result<SecAggKeys> Advertise();
   Result<SecAggShares> Share(const SecAggKeyList& list);
+  Status Mask(std::span<uint8_t> words, const SecAggRoutedShares& routed, const PieceWriter& write);
   Result<SecAggMasked> Mask(std::vector<uint8_t> words, const SecAggRoutedShares& routed);
   Result<SecAggUnmaskShares> Reveal(const SecAggUnmaskRequest& request);
 };
@@ -497,6 +509,11 @@ Result<SecAggMasked> Client::MaskInput(std::span<const uint64_t> input,
 Result<SecAggMasked> Client::MaskInputWords(std::vector<uint8_t> words,
                                             const SecAggRoutedShares& routed) {
   return state_->Run(ClientStep::kMask, [&] { return state_->Mask(std::move(words), routed); });
+}
+
+Status Client::MaskInputInPlace(std::span<uint8_t> words, const PieceWriter& write,
+                                const SecAggRoutedShares& routed) {
+  return state_->Run(ClientStep::kMask, [&] { return state_->Mask(words, routed, write); });
 }
 
 Result<SecAggUnmaskShares> Client::Unmask(const SecAggUnmaskRequest& request) {
@@ -653,6 +670,17 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
 
 Result<SecAggMasked> Client::State::Mask(std::vector<uint8_t> words,
                                          const SecAggRoutedShares& routed) {
+  FEDREC_RETURN_IF_ERROR(Mask(words, routed, nullptr));
+  SecAggMasked out;
+  out.round = params.round;
+  out.site = site;
+  out.ring_bits = params.ring_bits;
+  out.data = std::move(words);
+  return out;
+}
+
+Status Client::State::Mask(std::span<uint8_t> words, const SecAggRoutedShares& routed,
+                           const PieceWriter& write) {
   const uint32_t round = params.round;
   const size_t width = params.ring_bits / 8;
   if (words.size() != params.length * width) {
@@ -725,16 +753,11 @@ Result<SecAggMasked> Client::State::Mask(std::vector<uint8_t> words,
     masks.push_back(SignedPrgKey{*key, site > peer.site});
     WipeValue(*key);
   }
-  SecAggMasked out;
-  out.round = round;
-  out.site = site;
-  out.ring_bits = params.ring_bits;
-  MaskInPlace(words, params.ring_bits, masks);
-  out.data = std::move(words);
+  MaskInPlace(words, params.ring_bits, masks, 1, write);
   Wipe(std::span(reinterpret_cast<uint8_t*>(masks.data()), masks.size() * sizeof(SignedPrgKey)));
   WipeValue(mask.private_key);  // only its shares are revealed from now on
   WipeValue(seed);
-  return out;
+  return Status::Ok();
 }
 
 Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& request) {

@@ -80,6 +80,7 @@
 #include "base/status.h"
 #include "protocol/crypto.h"
 #include "protocol/messages.h"
+#include "protocol/secagg_prg.h"
 
 namespace fedrec::secagg {
 
@@ -150,6 +151,13 @@ class Client {
   // elements of ring_bits / 8 bytes (EncodeUpdateWords): masked in place and
   // sent as it is, with no copy.
   Result<SecAggMasked> MaskInputWords(std::vector<uint8_t> words, const SecAggRoutedShares& routed);
+  // The same written straight into `words` (`length` elements of
+  // ring_bits / 8 bytes, e.g. the payload of the frame that will carry them,
+  // see EncodeMaskedFrame): `write` fills each cache-sized piece with the
+  // input's elements just before the masks are added to it, so the unmasked
+  // input is never held whole and crosses memory once.
+  Status MaskInputInPlace(std::span<uint8_t> words, const PieceWriter& write,
+                          const SecAggRoutedShares& routed);
   Result<SecAggUnmaskShares> Unmask(const SecAggUnmaskRequest& request);
 
  private:

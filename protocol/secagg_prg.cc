@@ -46,7 +46,8 @@ constexpr size_t kChunkBytes = 8192;
 // `acc` holds elements [start, start + size) of the vector; start * sizeof(Word)
 // is a multiple of 16 (a counter block).
 template <typename Word>
-void AddPrgsPortable(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t start, size_t size) {
+void AddPrgsPortable(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t start, size_t size,
+                     const PieceWriter& write) {
   std::vector<std::unique_ptr<crypto::Keystream>> streams;
   streams.reserve(masks.size());
   for (const SignedPrgKey& mask : masks) {
@@ -57,6 +58,7 @@ void AddPrgsPortable(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t s
   for (size_t done = 0; done < size;) {
     const size_t count = std::min(size - done, kChunkBytes / sizeof(Word));
     uint8_t* out = acc + done * sizeof(Word);
+    if (write) write(start + done, start + done + count, out);
     for (size_t m = 0; m < masks.size(); ++m) {
       streams[m]->Generate(std::span<uint8_t>(buffer, count * sizeof(Word)));
       if (masks[m].subtract) {
@@ -187,7 +189,7 @@ FEDREC_VAES_TARGET void AddStreamVaes(const __m128i round_keys[11], uint64_t fir
 
 template <typename Word>
 FEDREC_VAES_TARGET void AddPrgsVaes(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t start,
-                                    size_t size) {
+                                    size_t size, const PieceWriter& write) {
   struct RoundKeys {
     __m128i k[11];
   };
@@ -200,6 +202,7 @@ FEDREC_VAES_TARGET void AddPrgsVaes(std::span<const SignedPrgKey> masks, uint8_t
     const size_t count = std::min(kPiece, size - done);
     const uint64_t first_block = (start + done) * sizeof(Word) / 16;
     uint8_t* out = acc + done * sizeof(Word);
+    if (write) write(start + done, start + done + count, out);
     for (size_t m = 0; m < masks.size(); ++m) {
       if (masks[m].subtract) {
         AddStreamVaes<Word, true>(keys[m].k, first_block, out, count);
@@ -224,18 +227,24 @@ bool UseVaes() {
 }
 
 // Every mask into the little-endian words of `acc`, split over up to
-// `threads` threads in ranges of whole pieces.
+// `threads` threads in ranges of whole pieces, each piece first filled by
+// `write` when one is given.
 template <typename Word>
-void AddPrgsLe(std::span<const SignedPrgKey> masks, std::span<uint8_t> acc, unsigned threads) {
+void AddPrgsLe(std::span<const SignedPrgKey> masks, std::span<uint8_t> acc, unsigned threads,
+               const PieceWriter& write = nullptr) {
   const size_t size = acc.size() / sizeof(Word);
-  if (size == 0 || masks.empty()) return;
+  if (size == 0) return;
+  if (masks.empty()) {
+    if (write) write(0, size, acc.data());
+    return;
+  }
   const bool vaes = UseVaes();
   ParallelRanges(size, kChunkBytes / sizeof(Word), threads, [&](size_t begin, size_t end) {
     uint8_t* out = acc.data() + begin * sizeof(Word);
 #if FEDREC_SECAGG_VAES
-    if (vaes) return AddPrgsVaes<Word>(masks, out, begin, end - begin);
+    if (vaes) return AddPrgsVaes<Word>(masks, out, begin, end - begin, write);
 #endif
-    AddPrgsPortable<Word>(masks, out, begin, end - begin);
+    AddPrgsPortable<Word>(masks, out, begin, end - begin, write);
   });
 }
 
@@ -276,11 +285,11 @@ void AddPrg(const PrgKey& key, bool subtract, std::span<uint64_t> acc) {
 }
 
 void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits, std::span<const SignedPrgKey> masks,
-                 unsigned threads) {
+                 unsigned threads, const PieceWriter& write) {
   if (ring_bits == 32) {
-    AddPrgsLe<uint32_t>(masks, words, threads);
+    AddPrgsLe<uint32_t>(masks, words, threads, write);
   } else {
-    AddPrgsLe<uint64_t>(masks, words, threads);
+    AddPrgsLe<uint64_t>(masks, words, threads, write);
   }
 }
 

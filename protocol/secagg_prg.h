@@ -27,6 +27,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -47,12 +48,19 @@ void AddPrg(const PrgKey& key, bool subtract, std::span<uint64_t> acc);
 void AddPrgs(std::span<const SignedPrgKey> masks, std::span<uint32_t> acc);
 void AddPrgs(std::span<const SignedPrgKey> masks, std::span<uint64_t> acc);
 
+// Writes elements [begin, end) of a vector being masked at `out`, just before
+// the masks are added to them (see MaskInPlace). Called from up to `threads`
+// threads at once, on disjoint ranges.
+using PieceWriter = std::function<void(size_t begin, size_t end, uint8_t* out)>;
+
 // `words` holds little-endian elements of Z_2^ring_bits (ring_bits / 8 bytes
 // each; a trailing partial element is left alone): adds or subtracts every
-// mask in place, with the vector split over up to `threads` threads.
-// REQUIRES: ring_bits is 32 or 64.
+// mask in place, with the vector split over up to `threads` threads. With a
+// `write`, each cache-sized piece of `words` is first written by it, so an
+// input can be produced and masked while it sits in the L1 cache and crosses
+// memory once. REQUIRES: ring_bits is 32 or 64.
 void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits, std::span<const SignedPrgKey> masks,
-                 unsigned threads = 1);
+                 unsigned threads = 1, const PieceWriter& write = nullptr);
 
 // acc[i] += words[i] in Z_2^ring_bits, both little-endian ring words.
 // REQUIRES: ring_bits is 32 or 64 and the spans have the same size.

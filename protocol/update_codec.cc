@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -103,6 +104,23 @@ void QuantizeRow(const float* values, uint32_t cols, double weight, double clip,
   }
 }
 
+// Writes elements [from, to) of one row of the dense form (element 0 is the
+// weight, element 1 + c the weighted value c), the row's element 0 being
+// element `at` of the dense form; `out` receives element `from`.
+template <typename Word>
+void EncodeRowPart(const float* values, double weight, uint32_t from, uint32_t to,
+                   const FixedPointFormat& format, double scale, uint64_t stream, uint64_t at,
+                   uint8_t* out) {
+  if (from == 0 && to > 0) {
+    PutLe<Word>(out, static_cast<Word>(static_cast<int64_t>(weight)));
+    out += sizeof(Word);
+    from = 1;
+  }
+  if (from >= to) return;
+  QuantizeRow<Word>(values + (from - 1), to - from, weight, double{format.clip}, scale, stream,
+                    at + from, out);
+}
+
 // Writes every trained row of `update` as little-endian Words into `out`
 // (the dense form's elements, truncated to the Word); the elements of
 // untrained rows are left as they are (zero).
@@ -139,9 +157,8 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
       }
       const double weight = std::min(std::floor(double{block.weights[i]}), max_weight);
       const uint64_t at = offset + uint64_t{row} * stride;
-      PutLe<Word>(out + sizeof(Word) * at, static_cast<Word>(static_cast<int64_t>(weight)));
-      QuantizeRow<Word>(block.values.data() + i * block.cols, block.cols, weight,
-                        double{format.clip}, scale, stream, at + 1, out + sizeof(Word) * (at + 1));
+      EncodeRowPart<Word>(block.values.data() + i * block.cols, weight, 0, stride, format, scale,
+                          stream, at, out + sizeof(Word) * at);
     }
     offset += uint64_t{shape.rows} * stride;
   }
@@ -174,6 +191,71 @@ Result<std::vector<uint8_t>> EncodeUpdateWords(const std::vector<ParamBlock>& gl
           : EncodeRows<uint64_t>(global, update, format, seed, round, site, out.data());
   if (!encoded.ok()) return encoded;
   return out;
+}
+
+Result<RangeEncoder> RangeEncoder::Create(const std::vector<ParamBlock>& global,
+                                          std::vector<DenseBlockView> blocks,
+                                          const FixedPointFormat& format, uint64_t seed,
+                                          uint32_t round, uint32_t site) {
+  if (format.ring_bits != 32 && format.ring_bits != 64) {
+    return Status::InvalidArgument("fixed-point format: expected a ring of 32 or 64 bits, found " +
+                                   std::to_string(format.ring_bits));
+  }
+  if (blocks.size() != global.size()) {
+    return Status::InvalidArgument("update has " + std::to_string(blocks.size()) +
+                                   " blocks, the global model " + std::to_string(global.size()));
+  }
+  RangeEncoder encoder;
+  encoder.format_ = format;
+  encoder.stream_ = DeriveSeed(seed, round, site, Purpose::kQuantize);
+  for (size_t b = 0; b < global.size(); ++b) {
+    const ParamBlock& shape = global[b];
+    const DenseBlockView& view = blocks[b];
+    if (view.weights.size() != shape.rows ||
+        view.values.size() != size_t{shape.rows} * shape.cols) {
+      return Status::InvalidArgument(
+          "update block " + std::to_string(b) + " has " + std::to_string(view.weights.size()) +
+          " row weights and " + std::to_string(view.values.size()) + " values; global block '" +
+          shape.name + "' is " + std::to_string(shape.rows) + "x" + std::to_string(shape.cols));
+    }
+    encoder.blocks_.push_back(Block{encoder.length_, shape.rows, shape.cols, view});
+    encoder.length_ += uint64_t{shape.rows} * (shape.cols + 1);
+  }
+  return encoder;
+}
+
+template <typename Word>
+void RangeEncoder::EncodeWords(uint64_t begin, uint64_t end, uint8_t* out) const {
+  const double scale = std::ldexp(1.0, static_cast<int>(format_.frac_bits));
+  const double max_weight = static_cast<double>(format_.max_weight);
+  size_t b = 0;
+  while (begin < end) {
+    while (begin >= blocks_[b].offset + uint64_t{blocks_[b].rows} * (blocks_[b].cols + 1)) ++b;
+    const Block& block = blocks_[b];
+    const uint32_t stride = block.cols + 1;
+    const uint64_t local = begin - block.offset;
+    const auto row = static_cast<uint32_t>(local / stride);
+    const auto from = static_cast<uint32_t>(local % stride);
+    const auto to = static_cast<uint32_t>(
+        std::min<uint64_t>(stride, end - (block.offset + uint64_t{row} * stride)));
+    const double weight = std::min(static_cast<double>(block.view.weights[row]), max_weight);
+    if (weight == 0.0) {  // an untrained row: every element is zero
+      std::memset(out, 0, sizeof(Word) * (to - from));
+    } else {
+      EncodeRowPart<Word>(block.view.values.data() + size_t{row} * block.cols, weight, from, to,
+                          format_, scale, stream_, block.offset + uint64_t{row} * stride, out);
+    }
+    out += sizeof(Word) * (to - from);
+    begin += to - from;
+  }
+}
+
+void RangeEncoder::Encode(uint64_t begin, uint64_t end, uint8_t* out) const {
+  if (format_.ring_bits == 32) {
+    EncodeWords<uint32_t>(begin, end, out);
+  } else {
+    EncodeWords<uint64_t>(begin, end, out);
+  }
 }
 
 Result<DecodedSums> DecodeSum(const std::vector<ParamBlock>& global, std::span<const uint64_t> sum,

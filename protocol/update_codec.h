@@ -69,6 +69,49 @@ Result<std::vector<uint8_t>> EncodeUpdateWords(const std::vector<ParamBlock>& gl
                                                const FixedPointFormat& format, uint64_t seed,
                                                uint32_t round, uint32_t site);
 
+// A site's update read in place from its trained model, for encoding straight
+// into the frame that carries it: per global block (model order), every row's
+// weight (0 for rows the site did not train, which encode as zeros) and the
+// block's values, row-major.
+struct DenseBlockView {
+  std::span<const uint32_t> weights;  // one per row
+  std::span<const float> values;      // rows * cols
+};
+
+// Writes any range of a site's encoded update: element for element what
+// EncodeUpdateWords writes for the same update given as trained rows, so the
+// input can be encoded one cache-sized piece at a time just before it is
+// masked. Holds views of the blocks' data, which must outlive it.
+class RangeEncoder {
+ public:
+  // Error when `blocks` does not match the shapes of `global` or the format
+  // has no ring of 32 or 64 bits.
+  static Result<RangeEncoder> Create(const std::vector<ParamBlock>& global,
+                                     std::vector<DenseBlockView> blocks,
+                                     const FixedPointFormat& format, uint64_t seed, uint32_t round,
+                                     uint32_t site);
+
+  uint64_t length() const { return length_; }
+  // Writes elements [begin, end) as format.ring_bits / 8-byte little-endian
+  // words at `out`. Thread-safe. REQUIRES: begin <= end <= length().
+  void Encode(uint64_t begin, uint64_t end, uint8_t* out) const;
+
+ private:
+  struct Block {
+    uint64_t offset = 0;  // first element
+    uint32_t rows = 0;
+    uint32_t cols = 0;
+    DenseBlockView view;
+  };
+  template <typename Word>
+  void EncodeWords(uint64_t begin, uint64_t end, uint8_t* out) const;
+
+  std::vector<Block> blocks_;
+  FixedPointFormat format_;
+  uint64_t stream_ = 0;
+  uint64_t length_ = 0;
+};
+
 // The per-row sums a Strategy consumes, decoded from the sum of encoded
 // updates: for each global block, row_weight[row] and weighted_sum[row * cols + c].
 struct DecodedSums {

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <limits>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -19,30 +22,43 @@ MfTrainerOptions WithShard(MfTrainerOptions options, uint32_t site) {
   return options;
 }
 
-// The site's trained values of every global row it touched, each weighted by
-// the site's training ratings of that row (mu: all its ratings).
-std::vector<BlockUpdate> CollectUpdate(const MfTrainer& trainer) {
-  const MfModel& model = trainer.model();
-  const auto& counts = trainer.item_counts();
-  std::vector<BlockUpdate> blocks;
-  for (const ParamBlock& block : model.blocks()) {
+// The site's update read in place from its model: per global block, every
+// row's weight (the site's training ratings of the row; for the global mean,
+// all its ratings) and the trained values. `total` receives the global
+// mean's weight and must outlive the views.
+std::vector<DenseBlockView> UpdateView(const MfTrainer& trainer, uint32_t* total) {
+  *total = static_cast<uint32_t>(
+      std::min<size_t>(trainer.train().size(), std::numeric_limits<uint32_t>::max()));
+  std::vector<DenseBlockView> views;
+  for (const ParamBlock& block : trainer.model().blocks()) {
     if (!IsGlobal(block.scope)) continue;
+    const bool mean = block.name == MfModel::kGlobalMean;
+    views.push_back(
+        DenseBlockView{mean ? std::span<const uint32_t>(total, 1)
+                            : std::span<const uint32_t>(trainer.item_counts()).first(block.rows),
+                       block.data});
+  }
+  return views;
+}
+
+// The site's trained values of every global row it touched (weight > 0 in
+// UpdateView), each with its weight.
+std::vector<BlockUpdate> CollectUpdate(const MfTrainer& trainer) {
+  uint32_t total = 0;
+  const std::vector<DenseBlockView> views = UpdateView(trainer, &total);
+  std::vector<BlockUpdate> blocks;
+  size_t v = 0;
+  for (const ParamBlock& block : trainer.model().blocks()) {
+    if (!IsGlobal(block.scope)) continue;
+    const DenseBlockView& view = views[v++];
     BlockUpdate update;
     update.name = block.name;
     update.cols = block.cols;
-    if (block.name == MfModel::kGlobalMean) {
-      if (!trainer.train().empty()) {
-        update.rows.push_back(0);
-        update.weights.push_back(static_cast<float>(trainer.train().size()));
-        update.values.push_back(block.data[0]);
-      }
-    } else {  // item-indexed blocks
-      for (uint32_t item = 0; item < block.rows; ++item) {
-        if (counts[item] == 0) continue;
-        update.rows.push_back(item);
-        update.weights.push_back(static_cast<float>(counts[item]));
-        update.values.insert(update.values.end(), block.Row(item), block.Row(item) + block.cols);
-      }
+    for (uint32_t row = 0; row < block.rows; ++row) {
+      if (view.weights[row] == 0) continue;
+      update.rows.push_back(row);
+      update.weights.push_back(static_cast<float>(view.weights[row]));
+      update.values.insert(update.values.end(), block.Row(row), block.Row(row) + block.cols);
     }
     blocks.push_back(std::move(update));
   }
@@ -219,22 +235,34 @@ std::vector<double> Worker::TrainLocally() {
   return {stats.squared_error, static_cast<double>(stats.updates)};
 }
 
-template <typename Encoded>
-Result<Encoded> Worker::TrainEncoded(std::vector<double>* metrics) {
+Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics) {
   *metrics = TrainLocally();
-  return EncodeTrained<Encoded>();
+  const RoundPlan& plan = *pending_plan_;
+  return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
+                      plan.round, options_.site);
 }
 
-template <typename Encoded>
-Result<Encoded> Worker::EncodeTrained() const {
+Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   const RoundPlan& plan = *pending_plan_;
-  if constexpr (std::is_same_v<Encoded, std::vector<uint8_t>>) {
-    return EncodeUpdateWords(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
-                             plan.round, options_.site);
-  } else {
-    return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
-                        plan.round, options_.site);
-  }
+  uint32_t total = 0;
+  Result<RangeEncoder> encoder =
+      RangeEncoder::Create(GlobalShapes(), UpdateView(trainer_, &total), FormatOf(plan),
+                           options_.seed, plan.round, options_.site);
+  if (!encoder.ok()) return SendError(plan.round, encoder.status().message());
+  SecAggMasked fields;
+  fields.round = plan.round;
+  fields.site = options_.site;
+  fields.ring_bits = plan.ring_bits;
+  fields.metrics = std::move(*secagg_trained_);
+  secagg_trained_.reset();
+  MaskedFrame out = EncodeMaskedFrame(fields, encoder->length() * (plan.ring_bits / 8), plan.round,
+                                      static_cast<uint32_t>(transport_->rank()));
+  const Status masked = secagg_->MaskInputInPlace(
+      out.input,
+      [&encoder](size_t begin, size_t end, uint8_t* piece) { encoder->Encode(begin, end, piece); },
+      routed);
+  if (!masked.ok()) return SendError(plan.round, masked.message());
+  return transport_->Send(options_.coordinator_rank, std::move(out.frame));
 }
 
 Status Worker::OnSecAggMessage(const FrameView& frame) {
@@ -262,13 +290,7 @@ Status Worker::OnSecAggMessage(const FrameView& frame) {
                          "routed shares arrived, but this site has not advertised its "
                          "round keys (nor trained) in this round");
       }
-      Result<std::vector<uint8_t>> input = EncodeTrained<std::vector<uint8_t>>();
-      if (!input.ok()) return SendError(round, input.status().message());
-      Result<SecAggMasked> masked = secagg_->MaskInputWords(std::move(input).value(), *routed);
-      if (!masked.ok()) return SendError(round, masked.status().message());
-      masked->metrics = std::move(*secagg_trained_);
-      secagg_trained_.reset();
-      return Send(*masked, round);
+      return SendMaskedInput(*routed);
     }
     case MessageType::kSecAggUnmaskRequest: {
       Result<SecAggUnmaskRequest> request = DecodeMessage<SecAggUnmaskRequest>(frame);
@@ -379,7 +401,7 @@ Status Worker::OnPaillierMessage(const FrameView& frame) {
         return SendError(round, "no Paillier key: this site missed the key set-up");
       if (Drops(round, 3)) return Status::Ok();
       std::vector<double> metrics;
-      Result<std::vector<uint64_t>> encoded = TrainEncoded<std::vector<uint64_t>>(&metrics);
+      Result<std::vector<uint64_t>> encoded = TrainEncoded(&metrics);
       if (!encoded.ok()) return SendError(round, encoded.status().message());
       std::vector<int64_t> values(encoded->size());
       for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<int64_t>((*encoded)[i]);

@@ -94,15 +94,13 @@ class Worker {
   Status AdoptPaillierKey(const PaillierKey& message);
   static PackingParams PaillierPacking(const RoundPlan& plan);
   // Trains for the pending plan and encodes the update in its fixed-point
-  // form: ring words as secure aggregation masks them (`words`), or one
-  // uint64_t per element.
-  template <typename Encoded>
-  Result<Encoded> TrainEncoded(std::vector<double>* metrics);
+  // form, one uint64_t per element (Paillier).
+  Result<std::vector<uint64_t>> TrainEncoded(std::vector<double>* metrics);
   // The training-loss metrics of the round's local training.
   std::vector<double> TrainLocally();
-  // The update of the last local training, encoded for encrypted aggregation.
-  template <typename Encoded>
-  Result<Encoded> EncodeTrained() const;
+  // Secure aggregation's step 3: the last local training's update, encoded
+  // and masked straight into the frame that carries it, sent.
+  Status SendMaskedInput(const SecAggRoutedShares& routed);
   bool Drops(uint32_t round, uint32_t step) const;
   // The shapes (no values) of the site's model's global blocks, which
   // updates are encoded against.

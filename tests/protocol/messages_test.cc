@@ -255,6 +255,27 @@ TEST(Messages, MaskedInputViewReadsTheInputInPlaceAndRejectsEveryTruncation) {
   }
 }
 
+TEST(Messages, MaskedFrameWrittenInPlaceIsTheEncodedMessage) {
+  for (const std::vector<double>& metrics : {std::vector<double>{}, {1.5, 12.0, -3.0}}) {
+    SecAggMasked masked;
+    masked.round = kRound;
+    masked.site = 9;
+    masked.ring_bits = 64;
+    for (int i = 0; i < 40; ++i) masked.data.push_back(static_cast<uint8_t>(i * 13 + 1));
+    masked.metrics = metrics;
+    MaskedFrame out = EncodeMaskedFrame(masked, masked.data.size(), kRound, kSender);
+    ASSERT_EQ(out.input.size(), masked.data.size());
+    EXPECT_TRUE(std::all_of(out.input.begin(), out.input.end(), [](uint8_t b) { return b == 0; }));
+    EXPECT_GE(out.input.data(), out.frame.data());
+    EXPECT_LE(out.input.data() + out.input.size(), out.frame.data() + out.frame.size());
+    std::copy(masked.data.begin(), masked.data.end(), out.input.begin());
+    EXPECT_EQ(out.frame, EncodeMessage(masked, kRound, kSender)) << metrics.size() << " metrics";
+    Result<SecAggMasked> decoded = Decode<SecAggMasked>(out.frame);
+    ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+    EXPECT_EQ(*decoded, masked);
+  }
+}
+
 TEST(Messages, TruncationErrorSaysWhatFailedToDecode) {
   const std::vector<uint8_t> frame = EncodeMessage(SiteError{5, "disk full"}, kRound, kSender);
   const std::vector<uint8_t> truncated =

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -159,10 +160,29 @@ class Driver {
       if (drop_[Pos(site)] == kAfterShares) continue;
       Result<SecAggRoutedShares> routed = server_->SharesFor(site);
       EXPECT_TRUE(routed.ok()) << routed.status().ToString();
-      // Odd sites hand over their input in wire form, even ones as uint64_t.
-      Result<SecAggMasked> masked =
-          site % 2 ? client(site).MaskInputWords(Words(input(site), params_.ring_bits), *routed)
-                   : client(site).MaskInput(input(site), *routed);
+      // Sites hand over their input in wire form (as a vector, or written
+      // piece by piece into the buffer they send), or as uint64_t.
+      Result<SecAggMasked> masked = Status::Internal("not masked");
+      if (site % 3 == 0) {
+        masked = client(site).MaskInput(input(site), *routed);
+      } else if (site % 3 == 1) {
+        masked = client(site).MaskInputWords(Words(input(site), params_.ring_bits), *routed);
+      } else {
+        const std::vector<uint8_t> words = Words(input(site), params_.ring_bits);
+        const size_t width = params_.ring_bits / 8;
+        std::vector<uint8_t> buffer(words.size());
+        const Status status = client(site).MaskInputInPlace(
+            buffer,
+            [&](size_t begin, size_t end, uint8_t* out) {
+              std::memcpy(out, words.data() + begin * width, (end - begin) * width);
+            },
+            *routed);
+        if (status.ok()) {
+          masked = SecAggMasked{params_.round, site, params_.ring_bits, buffer, {}};
+        } else {
+          masked = status;
+        }
+      }
       if (!Answered(site, masked.status())) continue;
       masked_seen_.push_back(masked->data);
       Status added = server_->AddMasked(site, *masked);
@@ -1165,6 +1185,42 @@ TEST(SecAggPrg, SplitOverThreadsEqualsOnePass) {
         MaskInPlace(split, ring_bits, masks, threads);
         EXPECT_EQ(split, one) << "ring " << ring_bits << ", " << threads << " threads, "
                               << (use_fast ? "vaes" : "portable");
+      }
+    }
+  }
+  SetPrgAcceleration(true);
+}
+
+TEST(SecAggPrg, WritingEachPieceBeforeMaskingEqualsMaskingTheWrittenVector) {
+  std::mt19937_64 rng(13);
+  std::vector<SignedPrgKey> masks(3);
+  for (size_t m = 0; m < masks.size(); ++m) {
+    for (uint8_t& b : masks[m].key) b = static_cast<uint8_t>(rng());
+    masks[m].subtract = m == 1;
+  }
+  for (uint32_t ring_bits : {32u, 64u}) {
+    std::vector<uint8_t> input(9007 * ring_bits / 8);
+    for (uint8_t& b : input) b = static_cast<uint8_t>(rng());
+    const size_t width = ring_bits / 8;
+    for (bool use_fast : {true, false}) {
+      SetPrgAcceleration(use_fast);
+      std::vector<uint8_t> want = input;
+      MaskInPlace(want, ring_bits, masks, 1);
+      for (unsigned threads : {1u, 3u}) {
+        for (size_t mask_count : {masks.size(), size_t{0}}) {
+          std::vector<uint8_t> got(input.size(), 0xAA);  // garbage until written
+          std::atomic<size_t> written{0};
+          MaskInPlace(got, ring_bits, std::span(masks).first(mask_count), threads,
+                      [&](size_t begin, size_t end, uint8_t* out) {
+                        ASSERT_LE(end, input.size() / width);
+                        std::memcpy(out, input.data() + begin * width, (end - begin) * width);
+                        written += end - begin;
+                      });
+          EXPECT_EQ(written, input.size() / width);
+          EXPECT_EQ(got, mask_count == 0 ? input : want)
+              << "ring " << ring_bits << ", " << threads << " threads, " << mask_count << " masks, "
+              << (use_fast ? "vaes" : "portable");
+        }
       }
     }
   }

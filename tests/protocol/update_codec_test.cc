@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <vector>
@@ -186,6 +187,60 @@ TEST(UpdateCodec, WireWordsAreTheLittleEndianRingElements) {
   std::vector<BlockUpdate> bad = update;
   bad[0].rows[0] = 50;
   EXPECT_FALSE(EncodeUpdateWords(shapes, bad, FixedPointFormat{}, 1, 1, 0).ok());
+}
+
+TEST(UpdateCodec, RangeEncoderWritesAnyRangeAsEncodeUpdateWordsWritesTheWhole) {
+  const auto shapes = Shapes();
+  Rng rng(9);
+  // A dense update (weight 0: untrained row) and the same update as trained rows.
+  std::vector<std::vector<uint32_t>> weights;
+  std::vector<DenseBlockView> views;
+  std::vector<BlockUpdate> sparse;
+  for (const ParamBlock& shape : shapes) {
+    std::vector<uint32_t>& w = weights.emplace_back(shape.rows);
+    BlockUpdate& b = sparse.emplace_back();
+    b.name = shape.name;
+    b.cols = shape.cols;
+    for (uint32_t r = 0; r < shape.rows; ++r) {
+      w[r] = rng.Below(3) == 0 ? 0 : static_cast<uint32_t>(1 + rng.Below(100));
+      if (w[r] == 0) continue;
+      b.rows.push_back(r);
+      b.weights.push_back(static_cast<float>(w[r]));
+    }
+  }
+  std::vector<ParamBlock> values = shapes;
+  for (ParamBlock& block : values)
+    for (float& v : block.data) v = static_cast<float>(rng.Uniform() * 20 - 10);
+  for (size_t b = 0; b < shapes.size(); ++b) {
+    for (uint32_t row : sparse[b].rows)
+      sparse[b].values.insert(sparse[b].values.end(), values[b].Row(row),
+                              values[b].Row(row) + values[b].cols);
+    views.push_back(DenseBlockView{weights[b], values[b].data});
+  }
+  for (uint32_t ring_bits : {32u, 64u}) {
+    FixedPointFormat format;
+    format.ring_bits = ring_bits;
+    format.max_weight = 64;  // some weights are capped
+    const auto whole = EncodeUpdateWords(shapes, sparse, format, 4, 2, 6);
+    ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+    Result<RangeEncoder> encoder = RangeEncoder::Create(shapes, views, format, 4, 2, 6);
+    ASSERT_TRUE(encoder.ok()) << encoder.status().ToString();
+    ASSERT_EQ(encoder->length(), EncodedLength(shapes));
+    const size_t width = ring_bits / 8;
+    for (uint64_t piece : {uint64_t{1}, uint64_t{4}, uint64_t{7}, uint64_t{64}, uint64_t{10000}}) {
+      std::vector<uint8_t> got(whole->size(), 0xAA);  // garbage until written
+      for (uint64_t begin = 0; begin < encoder->length(); begin += piece) {
+        const uint64_t end = std::min(begin + piece, encoder->length());
+        encoder->Encode(begin, end, got.data() + begin * width);
+      }
+      EXPECT_EQ(got, *whole) << "ring " << ring_bits << ", pieces of " << piece;
+    }
+  }
+  views[0].weights = std::span(weights[0]).first(10);
+  const Status bad = RangeEncoder::Create(shapes, views, FixedPointFormat{}, 1, 1, 0).status();
+  EXPECT_NE(bad.message().find("10 row weights"), std::string::npos) << bad.ToString();
+  views.pop_back();
+  EXPECT_FALSE(RangeEncoder::Create(shapes, views, FixedPointFormat{}, 1, 1, 0).ok());
 }
 
 TEST(UpdateCodec, RejectsUpdatesThatDoNotFitTheModel) {
