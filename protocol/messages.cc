@@ -618,7 +618,7 @@ std::vector<uint8_t> EncodeMessage(const M& message, uint32_t round, uint32_t se
   }
 
   std::vector<uint8_t> frame;
-  frame.reserve(kFrameHeaderSize + counter.count());
+  frame.reserve(kFrameHeaderSize + counter.count() + kFrameSealingRoom);
   frame.resize(kFrameHeaderSize);  // header filled in below, once the length is known
   {
     VectorSink sink(&frame);
@@ -693,7 +693,7 @@ MaskedFrame EncodeMaskedFrame(const SecAggMasked& fields, size_t input_bytes, ui
   // and ring_bits, then the input as a 64-bit count and its bytes.
   constexpr size_t kCountAt = kFrameHeaderSize + 1 + 3 * sizeof(uint32_t);
   MaskedFrame out;
-  out.frame.reserve(encoded.size() + input_bytes);
+  out.frame.reserve(encoded.size() + input_bytes + kFrameSealingRoom);
   out.frame.assign(encoded.begin(), encoded.begin() + kCountAt);
   AppendLe<uint64_t>(&out.frame, input_bytes);
   out.frame.resize(out.frame.size() + input_bytes);

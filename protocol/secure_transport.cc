@@ -201,11 +201,6 @@ Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round) {
 
 Status SecureTransport::SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t> frame) {
   const size_t n = frame.size();
-  // Built by appending, so the frame-sized buffer is written once (a sized
-  // constructor would zero it first).
-  std::vector<uint8_t> out;
-  out.reserve(kFrameHeaderSize + kSealedOverhead + n);
-  out.resize(kFrameHeaderSize + 8);
   FrameHeader header;
   header.type = MessageType::kSealed;
   if (n >= kFrameHeaderSize) {
@@ -214,20 +209,26 @@ Status SecureTransport::SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t
   } else {
     header.sender = static_cast<uint32_t>(rank());
   }
-  header.payload_length = kSealedOverhead + n;
-  EncodeFrameHeader(header, std::span<uint8_t, kFrameHeaderSize>(out.data(), kFrameHeaderSize));
-  PutLe<uint64_t>(out.data() + kFrameHeaderSize, p.seal_seq);
-  out.insert(out.end(), frame.begin(), frame.end());
-  out.resize(out.size() + crypto::kGcmTagSize);
-  frame = {};  // the plaintext copy is no longer needed
+  header.payload_length = n + kSealedOverhead;
+  // The inner frame's first h bytes (its header) move behind the rest, so
+  // the outer header takes their place and the frame is sealed in its own
+  // buffer (encoders leave kFrameSealingRoom for the trailer).
+  const size_t h = std::min(n, kFrameHeaderSize);
+  std::array<uint8_t, kFrameHeaderSize> head{};
+  std::copy_n(frame.begin(), h, head.begin());
+  frame.resize(kFrameHeaderSize + n + kSealedOverhead);
+  std::copy_n(head.begin(), h, frame.begin() + static_cast<ptrdiff_t>(kFrameHeaderSize + n - h));
+  crypto::Cleanse(head);
+  EncodeFrameHeader(header, std::span<uint8_t, kFrameHeaderSize>(frame.data(), kFrameHeaderSize));
+  uint8_t* const trailer = frame.data() + kFrameHeaderSize + n;
+  PutLe<uint64_t>(trailer, p.seal_seq);
   const auto nonce = Nonce(p.seal_label, p.seal_seq);
   FEDREC_RETURN_IF_ERROR(
-      p.seal->Seal(nonce, std::span<const uint8_t>(out.data(), kFrameHeaderSize + 8),
-                   std::span<uint8_t>(out.data() + kFrameHeaderSize + 8, n),
-                   std::span<uint8_t, crypto::kGcmTagSize>(out.data() + kFrameHeaderSize + 8 + n,
-                                                           crypto::kGcmTagSize)));
+      p.seal->Seal(nonce, std::span<const uint8_t>(frame.data(), kFrameHeaderSize),
+                   std::span<uint8_t>(frame.data() + kFrameHeaderSize, n),
+                   std::span<uint8_t, crypto::kGcmTagSize>(trailer + 8, crypto::kGcmTagSize)));
   ++p.seal_seq;
-  return inner_->Send(peer, std::move(out));
+  return inner_->Send(peer, std::move(frame));
 }
 
 Status SecureTransport::FlushLocked(Peer& p, int peer) {
@@ -437,15 +438,16 @@ bool SecureTransport::HandleSealed(int from, std::vector<uint8_t>& bytes, uint32
            "sealed frame from " + where + ": expected a channel hello first, found no session");
     return false;
   }
-  const uint64_t seq = GetLe<uint64_t>(bytes.data() + kFrameHeaderSize);
   const size_t n = bytes.size() - kMinimum;
+  const uint8_t* const trailer = bytes.data() + kFrameHeaderSize + n;
+  const uint64_t seq = GetLe<uint64_t>(trailer);
   const auto nonce = Nonce(p.open_label, seq);
   // Authenticated under its own sequence number first, so that only genuine
   // frames are called replayed or reordered.
-  Status opened = p.open->Open(nonce, std::span<const uint8_t>(bytes.data(), kFrameHeaderSize + 8),
-                               std::span<uint8_t>(bytes.data() + kFrameHeaderSize + 8, n),
-                               std::span<const uint8_t, crypto::kGcmTagSize>(
-                                   bytes.data() + kFrameHeaderSize + 8 + n, crypto::kGcmTagSize));
+  Status opened =
+      p.open->Open(nonce, std::span<const uint8_t>(bytes.data(), kFrameHeaderSize),
+                   std::span<uint8_t>(bytes.data() + kFrameHeaderSize, n),
+                   std::span<const uint8_t, crypto::kGcmTagSize>(trailer + 8, crypto::kGcmTagSize));
   if (!opened.ok()) {
     Reject(ChannelError::kTampered, from, round,
            "sealed frame from " + where + " (sequence number " + std::to_string(seq) +
@@ -461,9 +463,13 @@ bool SecureTransport::HandleSealed(int from, std::vector<uint8_t>& bytes, uint32
     return false;
   }
   ++p.open_seq;
-  // crypto::Aes256Gcm opens in place only, so the plaintext moves 32 bytes to
-  // the front of the same buffer rather than into a new one.
-  std::memmove(bytes.data(), bytes.data() + kFrameHeaderSize + 8, n);
+  // The inner frame's header travels behind the rest of it: back in front,
+  // in place of the outer header, and the frame is whole where it lies.
+  if (n >= kFrameHeaderSize) {
+    std::memcpy(bytes.data(), bytes.data() + n, kFrameHeaderSize);
+  } else {
+    std::memmove(bytes.data(), bytes.data() + kFrameHeaderSize, n);
+  }
   bytes.resize(n);
   return true;
 }

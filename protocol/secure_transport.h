@@ -44,19 +44,26 @@
 //  run cannot be replayed into this one. A second hello from a peer that
 //  already has a session is refused (kDuplicateHello).
 //
-// Sealed frame (type kSealed), for an inner frame of n bytes:
+// Sealed frame (type kSealed), for an inner frame of n bytes whose first
+// h = min(n, 24) bytes are its header:
 //
 //   offset   size field
 //        0     24 frame header: type kSealed, round and sender copied from the
 //                 inner frame (so rejections can name the round), payload
-//                 length 8 + n + 16
-//       24      8 sequence number, little-endian; per direction, from 0
-//       32      n AES-256-GCM ciphertext of the complete inner frame
+//                 length n + 8 + 16
+//       24      n AES-256-GCM ciphertext of the inner frame with its header
+//                 moved to the end: bytes h..n-1, then bytes 0..h-1
+//   24 + n      8 sequence number, little-endian; per direction, from 0
 //   32 + n     16 GCM tag
 //
 //   nonce = 4-byte direction label ("lohi" from the lower to the higher rank,
 //           "hilo" the other way) || sequence number (8 bytes, little-endian)
-//   AAD   = bytes 0..31 (outer header and sequence number)
+//   AAD   = bytes 0..23 (the outer header; the sequence number is bound by
+//           the nonce)
+//
+// Moving the inner header behind the payload lets both ends work in the
+// frame's own buffer: the sender writes the outer header over the inner one
+// after setting it aside, the receiver puts it back over the outer header.
 //
 // Receiving, in this order: fewer than 48 bytes or a payload length that does
 // not match is kTruncated; no session with the sender is kNoSession; a tag that
@@ -78,9 +85,9 @@
 // a large incoming frame does not hold up sends to the same peer. rejections() and the other
 // accessors are thread-safe.
 //
-// Cost: one copy of each frame when it is sealed (into the sealed buffer,
-// then encrypted in place), and on receipt an in-place decryption followed by
-// a shift of the plaintext 32 bytes to the front of the same buffer.
+// Cost: one encryption or decryption pass over each frame, in place; no copy
+// of a frame of 24 bytes or more (frames encoded with kFrameSealingRoom to
+// spare are not reallocated either).
 #pragma once
 
 #include <array>

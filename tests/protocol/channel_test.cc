@@ -236,6 +236,22 @@ TEST(SecureChannel, LargeFrameRoundTrips) {
   EXPECT_LT(c.ends[0]->stats().bytes_sent, frame.size() + 48 + 1024);
 }
 
+TEST(SecureChannel, FramesOfEverySizeAroundAHeaderRoundTrip) {
+  // Shorter than a frame header, exactly one, and just longer: the sealed
+  // form moves the first min(n, 24) bytes behind the rest and back.
+  Channels c(2);
+  std::vector<std::vector<uint8_t>> frames;
+  for (size_t n = 0; n <= 2 * kFrameHeaderSize + 1; ++n) {
+    std::vector<uint8_t>& f = frames.emplace_back(n);
+    for (size_t i = 0; i < n; ++i) f[i] = static_cast<uint8_t>(n * 31 + i);
+  }
+  for (const auto& f : frames) ASSERT_TRUE(c.ends[0]->Send(1, f).ok());
+  std::vector<Envelope> got = c.Pump(1);
+  ASSERT_EQ(got.size(), frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(got[i].bytes, frames[i]) << i << " bytes";
+  EXPECT_EQ(c.ends[1]->rejection_count(), 0u);
+}
+
 TEST(SecureChannel, ConcurrentHandshakeFromBothSides) {
   Channels c(2);
   // Both sides start before either has seen the other's hello.
