@@ -90,14 +90,16 @@ void EncodeFrameHeader(const FrameHeader& header, std::span<uint8_t, kFrameHeade
 
 std::vector<uint8_t> EncodeFrame(MessageType type, uint32_t round, uint32_t sender,
                                  std::span<const uint8_t> payload) {
-  std::vector<uint8_t> out(kFrameHeaderSize + payload.size());
+  std::vector<uint8_t> out;
+  out.reserve(kFrameHeaderSize + payload.size() + kFrameSealingRoom);
+  out.resize(kFrameHeaderSize);
+  out.insert(out.end(), payload.begin(), payload.end());
   FrameHeader header;
   header.type = type;
   header.round = round;
   header.sender = sender;
   header.payload_length = payload.size();
   EncodeFrameHeader(header, std::span<uint8_t, kFrameHeaderSize>(out.data(), kFrameHeaderSize));
-  if (!payload.empty()) std::copy(payload.begin(), payload.end(), out.begin() + kFrameHeaderSize);
   return out;
 }
 
