@@ -206,20 +206,26 @@ TEST(Messages, RejectsWrongTypeNamingBothTypesSenderAndRound) {
             "expected a RoundPlan frame (type 1) but got Shutdown (type 5) from rank 3, round 7");
 }
 
+// Every proper prefix of `frame`'s payload, framed again, fails to decode as
+// an M with a Corruption error containing `context`.
+template <typename M>
+void ExpectEveryTruncationRejected(const std::vector<uint8_t>& frame, const std::string& context) {
+  const std::span<const uint8_t> payload(frame.data() + kFrameHeaderSize,
+                                         frame.size() - kFrameHeaderSize);
+  for (size_t n = 0; n < payload.size(); ++n) {
+    const std::vector<uint8_t> truncated = EncodeFrame(M::kType, kRound, kSender, payload.first(n));
+    Result<M> cut = Decode<M>(truncated);
+    ASSERT_FALSE(cut.ok()) << "prefix of " << n << " bytes decoded";
+    EXPECT_EQ(cut.status().code(), Status::Code::kCorruption) << n;
+    EXPECT_CONTAINS(cut.status().message(), context);
+  }
+}
+
 TEST(Messages, RejectsEveryTruncationOfAModelUpdate) {
   Rng rng(7);
   const std::vector<uint8_t> frame = EncodeMessage(RandomModelUpdate(rng), kRound, kSender);
-  const std::span<const uint8_t> payload(frame.data() + kFrameHeaderSize,
-                                         frame.size() - kFrameHeaderSize);
-  ASSERT_GT(payload.size(), 100u);
-  for (size_t n = 0; n < payload.size(); ++n) {
-    const std::vector<uint8_t> truncated =
-        EncodeFrame(MessageType::kModelUpdate, kRound, kSender, payload.first(n));
-    Result<ModelUpdate> update = Decode<ModelUpdate>(truncated);
-    ASSERT_FALSE(update.ok()) << "prefix of " << n << " bytes decoded";
-    EXPECT_EQ(update.status().code(), Status::Code::kCorruption) << n;
-    EXPECT_CONTAINS(update.status().message(), "payload of ModelUpdate from rank 3, round 7");
-  }
+  ASSERT_GT(frame.size(), kFrameHeaderSize + 100);
+  ExpectEveryTruncationRejected<ModelUpdate>(frame, "payload of ModelUpdate from rank 3, round 7");
 }
 
 TEST(Messages, MaskedInputViewReadsTheInputInPlaceAndRejectsEveryTruncation) {
@@ -244,15 +250,7 @@ TEST(Messages, MaskedInputViewReadsTheInputInPlaceAndRejectsEveryTruncation) {
   EXPECT_GE(view->data.data(), frame.data());
   EXPECT_LE(view->data.data() + view->data.size(), frame.data() + frame.size());
 
-  const std::span<const uint8_t> payload(frame.data() + kFrameHeaderSize,
-                                         frame.size() - kFrameHeaderSize);
-  for (size_t n = 0; n < payload.size(); ++n) {
-    const std::vector<uint8_t> truncated =
-        EncodeFrame(MessageType::kSecAggMasked, kRound, kSender, payload.first(n));
-    Result<SecAggMaskedView> cut = Decode<SecAggMaskedView>(truncated);
-    ASSERT_FALSE(cut.ok()) << "prefix of " << n << " bytes decoded";
-    EXPECT_EQ(cut.status().code(), Status::Code::kCorruption) << n;
-  }
+  ExpectEveryTruncationRejected<SecAggMaskedView>(frame, "payload of SecAggMasked from rank 3");
 }
 
 TEST(Messages, MaskedFrameWrittenInPlaceIsTheEncodedMessage) {

@@ -1089,6 +1089,16 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
 
 // --- The mask generator ---
 
+// `count` masks with random keys, every second one subtracted.
+std::vector<SignedPrgKey> RandomMasks(std::mt19937_64& rng, size_t count) {
+  std::vector<SignedPrgKey> masks(count);
+  for (size_t m = 0; m < count; ++m) {
+    for (uint8_t& b : masks[m].key) b = static_cast<uint8_t>(rng());
+    masks[m].subtract = m % 2 == 1;
+  }
+  return masks;
+}
+
 TEST(SecAggPrg, AddsTheAesCtrKeystreamWords) {
   std::mt19937_64 rng(9);
   const bool accelerated = PrgAccelerated();
@@ -1167,11 +1177,7 @@ TEST(SecAggPrg, ManyMasksInOnePassEqualTheKeystreamSumAcrossPieces) {
 TEST(SecAggPrg, SplitOverThreadsEqualsOnePass) {
   // 9,007 elements: five 8 KiB pieces in ring 32, nine in ring 64, ragged tails.
   std::mt19937_64 rng(12);
-  std::vector<SignedPrgKey> masks(4);
-  for (size_t m = 0; m < masks.size(); ++m) {
-    for (uint8_t& b : masks[m].key) b = static_cast<uint8_t>(rng());
-    masks[m].subtract = m % 2 == 0;
-  }
+  const std::vector<SignedPrgKey> masks = RandomMasks(rng, 4);
   for (uint32_t ring_bits : {32u, 64u}) {
     std::vector<uint8_t> start(9007 * ring_bits / 8);
     for (uint8_t& b : start) b = static_cast<uint8_t>(rng());
@@ -1193,11 +1199,7 @@ TEST(SecAggPrg, SplitOverThreadsEqualsOnePass) {
 
 TEST(SecAggPrg, WritingEachPieceBeforeMaskingEqualsMaskingTheWrittenVector) {
   std::mt19937_64 rng(13);
-  std::vector<SignedPrgKey> masks(3);
-  for (size_t m = 0; m < masks.size(); ++m) {
-    for (uint8_t& b : masks[m].key) b = static_cast<uint8_t>(rng());
-    masks[m].subtract = m == 1;
-  }
+  const std::vector<SignedPrgKey> masks = RandomMasks(rng, 3);
   for (uint32_t ring_bits : {32u, 64u}) {
     std::vector<uint8_t> input(9007 * ring_bits / 8);
     for (uint8_t& b : input) b = static_cast<uint8_t>(rng());
@@ -1231,11 +1233,7 @@ TEST(SecAggPrg, MaskVectorMatchesOnBothPaths) {
   std::mt19937_64 rng(10);
   std::vector<uint64_t> input(777);
   for (uint64_t& x : input) x = rng();
-  std::vector<SignedPrgKey> masks(5);
-  for (size_t m = 0; m < masks.size(); ++m) {
-    for (uint8_t& b : masks[m].key) b = static_cast<uint8_t>(rng());
-    masks[m].subtract = m % 2;
-  }
+  const std::vector<SignedPrgKey> masks = RandomMasks(rng, 5);
   for (uint32_t ring_bits : {32u, 64u}) {
     SetPrgAcceleration(false);
     const std::vector<uint8_t> portable = MaskVector(input, ring_bits, masks);
