@@ -1089,6 +1089,12 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
 
 // --- The mask generator ---
 
+std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t count) {
+  std::vector<uint8_t> bytes(count);
+  for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+  return bytes;
+}
+
 // `count` masks with random keys, every second one subtracted.
 std::vector<SignedPrgKey> RandomMasks(std::mt19937_64& rng, size_t count) {
   std::vector<SignedPrgKey> masks(count);
@@ -1179,8 +1185,7 @@ TEST(SecAggPrg, SplitOverThreadsEqualsOnePass) {
   std::mt19937_64 rng(12);
   const std::vector<SignedPrgKey> masks = RandomMasks(rng, 4);
   for (uint32_t ring_bits : {32u, 64u}) {
-    std::vector<uint8_t> start(9007 * ring_bits / 8);
-    for (uint8_t& b : start) b = static_cast<uint8_t>(rng());
+    const std::vector<uint8_t> start = RandomBytes(rng, 9007 * ring_bits / 8);
     for (bool use_fast : {true, false}) {
       SetPrgAcceleration(use_fast);
       std::vector<uint8_t> one = start;
@@ -1201,8 +1206,7 @@ TEST(SecAggPrg, WritingEachPieceBeforeMaskingEqualsMaskingTheWrittenVector) {
   std::mt19937_64 rng(13);
   const std::vector<SignedPrgKey> masks = RandomMasks(rng, 3);
   for (uint32_t ring_bits : {32u, 64u}) {
-    std::vector<uint8_t> input(9007 * ring_bits / 8);
-    for (uint8_t& b : input) b = static_cast<uint8_t>(rng());
+    const std::vector<uint8_t> input = RandomBytes(rng, 9007 * ring_bits / 8);
     const size_t width = ring_bits / 8;
     for (bool use_fast : {true, false}) {
       SetPrgAcceleration(use_fast);
