@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -1089,6 +1090,16 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
 
 // --- The mask generator ---
 
+// Runs `body` on the VAES mask path (where the CPU has it) and on the
+// portable one, with the path's name; leaves acceleration on.
+void ForEachMaskPath(const std::function<void(const char* path)>& body) {
+  for (bool use_fast : {true, false}) {
+    SetPrgAcceleration(use_fast);
+    body(use_fast ? "vaes" : "portable");
+  }
+  SetPrgAcceleration(true);
+}
+
 std::vector<uint8_t> RandomBytes(std::mt19937_64& rng, size_t count) {
   std::vector<uint8_t> bytes(count);
   for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
@@ -1168,16 +1179,14 @@ TEST(SecAggPrg, ManyMasksInOnePassEqualTheKeystreamSumAcrossPieces) {
       want64[i] = masks[m].subtract ? want64[i] - k64 : want64[i] + k64;
     }
   }
-  for (bool use_fast : {true, false}) {
-    SetPrgAcceleration(use_fast);
+  ForEachMaskPath([&](const char* path) {
     std::vector<uint32_t> w32 = start32;
     std::vector<uint64_t> w64 = start64;
     AddPrgs(masks, w32);
     AddPrgs(masks, w64);
-    EXPECT_EQ(w32, want32) << (use_fast ? "vaes" : "portable");
-    EXPECT_EQ(w64, want64) << (use_fast ? "vaes" : "portable");
-  }
-  SetPrgAcceleration(true);
+    EXPECT_EQ(w32, want32) << path;
+    EXPECT_EQ(w64, want64) << path;
+  });
 }
 
 TEST(SecAggPrg, SplitOverThreadsEqualsOnePass) {
@@ -1186,20 +1195,17 @@ TEST(SecAggPrg, SplitOverThreadsEqualsOnePass) {
   const std::vector<SignedPrgKey> masks = RandomMasks(rng, 4);
   for (uint32_t ring_bits : {32u, 64u}) {
     const std::vector<uint8_t> start = RandomBytes(rng, 9007 * ring_bits / 8);
-    for (bool use_fast : {true, false}) {
-      SetPrgAcceleration(use_fast);
+    ForEachMaskPath([&](const char* path) {
       std::vector<uint8_t> one = start;
       MaskInPlace(one, ring_bits, masks, 1);
       EXPECT_NE(one, start);
       for (unsigned threads : {2u, 3u, 16u}) {
         std::vector<uint8_t> split = start;
         MaskInPlace(split, ring_bits, masks, threads);
-        EXPECT_EQ(split, one) << "ring " << ring_bits << ", " << threads << " threads, "
-                              << (use_fast ? "vaes" : "portable");
+        EXPECT_EQ(split, one) << "ring " << ring_bits << ", " << threads << " threads, " << path;
       }
-    }
+    });
   }
-  SetPrgAcceleration(true);
 }
 
 TEST(SecAggPrg, WritingEachPieceBeforeMaskingEqualsMaskingTheWrittenVector) {
@@ -1208,8 +1214,7 @@ TEST(SecAggPrg, WritingEachPieceBeforeMaskingEqualsMaskingTheWrittenVector) {
   for (uint32_t ring_bits : {32u, 64u}) {
     const std::vector<uint8_t> input = RandomBytes(rng, 9007 * ring_bits / 8);
     const size_t width = ring_bits / 8;
-    for (bool use_fast : {true, false}) {
-      SetPrgAcceleration(use_fast);
+    ForEachMaskPath([&](const char* path) {
       std::vector<uint8_t> want = input;
       MaskInPlace(want, ring_bits, masks, 1);
       for (unsigned threads : {1u, 3u}) {
@@ -1225,12 +1230,11 @@ TEST(SecAggPrg, WritingEachPieceBeforeMaskingEqualsMaskingTheWrittenVector) {
           EXPECT_EQ(written, input.size() / width);
           EXPECT_EQ(got, mask_count == 0 ? input : want)
               << "ring " << ring_bits << ", " << threads << " threads, " << mask_count << " masks, "
-              << (use_fast ? "vaes" : "portable");
+              << path;
         }
       }
-    }
+    });
   }
-  SetPrgAcceleration(true);
 }
 
 TEST(SecAggPrg, MaskVectorMatchesOnBothPaths) {
