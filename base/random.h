@@ -47,6 +47,22 @@ constexpr uint64_t SplitMix64At(uint64_t state, uint64_t i) {
   return Mix64(state + i * 0x9e3779b97f4a7c15ULL);
 }
 
+// "lowbias32" finalizer (Wellons, hash prospector): a bijective 32-bit mix.
+constexpr uint32_t Mix32(uint32_t x) {
+  x = (x ^ (x >> 16)) * 0x7feb352dU;
+  x = (x ^ (x >> 15)) * 0x846ca68bU;
+  return x ^ (x >> 16);
+}
+
+// Draw i of a counter-based stream of 32-bit values keyed by `stream`: each
+// draw, over keys, is uniform; draws 2^32 apart repeat. Only 32-bit lane
+// arithmetic, so a loop draws sixteen to an AVX-512 register where
+// SplitMix64At draws eight with three 64-bit multiplies each.
+constexpr uint32_t Draw32At(uint64_t stream, uint64_t i) {
+  return Mix32(static_cast<uint32_t>(i) * 0x9e3779b9U + static_cast<uint32_t>(stream >> 32)) ^
+         static_cast<uint32_t>(stream);
+}
+
 // Seed of the stream for (seed, round, site, purpose).
 constexpr uint64_t DeriveSeed(uint64_t seed, uint64_t round, uint64_t site, Purpose purpose) {
   uint64_t h = Mix64(seed ^ 0x6665647265632121ULL);  // "fedrec!!"

@@ -78,29 +78,49 @@ uint64_t EncodedLength(const std::vector<ParamBlock>& global) {
   return length;
 }
 
+namespace {}  // namespace
+
+Quantizer::Quantizer(const FixedPointFormat& format, uint64_t seed, uint32_t round, uint32_t site)
+    : clip(double{format.clip}),
+      scale(std::ldexp(1.0, static_cast<int>(format.frac_bits))),
+      stream(DeriveSeed(seed, round, site, Purpose::kQuantize)),
+      wide(ElementBound(format) >= 2147483648.0) {}
+
 namespace {
 
 // Quantizes one row whose first value is element `first` of the dense form,
 // writing little-endian Words at `out`:
 // q[c] = floor(x_c) + (1 with probability frac(x_c)) with
 // x_c = weight * clamp(values[c]) * 2^frac_bits, unbiased to within 2^-32.
-// With t = x truncated toward zero and D = (x - t) * 2^32 truncated
-// (|D| < 2^32), q = t + floor((D + u) / 2^32) for u uniform in [0, 2^32):
-// E[q] = t + D / 2^32. Element i's u is the high half of draw i of the
-// SplitMix64 stream `stream`. Integer arithmetic after the scaling and no
-// dependence between elements, so the loop vectorizes (std::floor and
-// floating-point comparisons keep GCC from it under -ftrapping-math).
-template <typename Word>
-void QuantizeRow(const float* values, uint32_t cols, double weight, double clip, double scale,
-                 uint64_t stream, uint64_t first, uint8_t* out) {
+// With X = x * 2^32 truncated toward zero, q = floor((X + u) / 2^32) for u
+// uniform in [0, 2^32): E[q] = X / 2^32. Element i's u is
+// Draw32At(stream, i). `wide` formats, where |x| can reach 2^31 and X would
+// not fit 64 bits, split X as t * 2^32 + D (t = x truncated, D = (x - t) *
+// 2^32 truncated), which gives the same q. Integer arithmetic after the
+// scaling and no dependence between elements, so the loop vectorizes
+// (std::floor and floating-point comparisons keep GCC from it under
+// -ftrapping-math).
+template <typename Word, bool wide>
+void QuantizeRow(const float* values, uint32_t cols, double weight, const Quantizer& quantizer,
+                 uint64_t first, uint8_t* out) {
   constexpr double kTwoTo32 = 4294967296.0;
+  const double clip = quantizer.clip;
+  const uint64_t stream = quantizer.stream;
+  // Exact: the weight is an integer and the rest powers of 2.
+  const double factor = wide ? weight * quantizer.scale : weight * quantizer.scale * kTwoTo32;
   for (uint32_t c = 0; c < cols; ++c) {
     const double v = double{values[c]};
-    const double x = weight * (v < -clip ? -clip : (v > clip ? clip : v)) * scale;
-    const int64_t t = static_cast<int64_t>(x);
-    const int64_t d = static_cast<int64_t>((x - static_cast<double>(t)) * kTwoTo32);
-    const int64_t u = static_cast<int64_t>(SplitMix64At(stream, first + c) >> 32);
-    PutLe<Word>(out + sizeof(Word) * c, static_cast<Word>(t + ((d + u) >> 32)));
+    const double x = factor * (v < -clip ? -clip : (v > clip ? clip : v));
+    const int64_t u = Draw32At(stream, first + c);
+    int64_t q;
+    if constexpr (wide) {
+      const int64_t t = static_cast<int64_t>(x);
+      const int64_t d = static_cast<int64_t>((x - static_cast<double>(t)) * kTwoTo32);
+      q = t + ((d + u) >> 32);
+    } else {
+      q = (static_cast<int64_t>(x) + u) >> 32;
+    }
+    PutLe<Word>(out + sizeof(Word) * c, static_cast<Word>(q));
   }
 }
 
@@ -109,16 +129,18 @@ void QuantizeRow(const float* values, uint32_t cols, double weight, double clip,
 // element `at` of the dense form; `out` receives element `from`.
 template <typename Word>
 void EncodeRowPart(const float* values, double weight, uint32_t from, uint32_t to,
-                   const FixedPointFormat& format, double scale, uint64_t stream, uint64_t at,
-                   uint8_t* out) {
+                   const Quantizer& quantizer, uint64_t at, uint8_t* out) {
   if (from == 0 && to > 0) {
     PutLe<Word>(out, static_cast<Word>(static_cast<int64_t>(weight)));
     out += sizeof(Word);
     from = 1;
   }
   if (from >= to) return;
-  QuantizeRow<Word>(values + (from - 1), to - from, weight, double{format.clip}, scale, stream,
-                    at + from, out);
+  if (quantizer.wide) {
+    QuantizeRow<Word, true>(values + (from - 1), to - from, weight, quantizer, at + from, out);
+  } else {
+    QuantizeRow<Word, false>(values + (from - 1), to - from, weight, quantizer, at + from, out);
+  }
 }
 
 // Writes every trained row of `update` as little-endian Words into `out`
@@ -132,8 +154,7 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
     return Status::InvalidArgument("update has " + std::to_string(update.size()) +
                                    " blocks, the global model " + std::to_string(global.size()));
   }
-  const uint64_t stream = DeriveSeed(seed, round, site, Purpose::kQuantize);
-  const double scale = std::ldexp(1.0, static_cast<int>(format.frac_bits));
+  const Quantizer quantizer(format, seed, round, site);
   const double max_weight = static_cast<double>(format.max_weight);
   uint64_t offset = 0;
   for (size_t b = 0; b < global.size(); ++b) {
@@ -157,8 +178,8 @@ Status EncodeRows(const std::vector<ParamBlock>& global, const std::vector<Block
       }
       const double weight = std::min(std::floor(double{block.weights[i]}), max_weight);
       const uint64_t at = offset + uint64_t{row} * stride;
-      EncodeRowPart<Word>(block.values.data() + i * block.cols, weight, 0, stride, format, scale,
-                          stream, at, out + sizeof(Word) * at);
+      EncodeRowPart<Word>(block.values.data() + i * block.cols, weight, 0, stride, quantizer, at,
+                          out + sizeof(Word) * at);
     }
     offset += uint64_t{shape.rows} * stride;
   }
@@ -207,7 +228,7 @@ Result<RangeEncoder> RangeEncoder::Create(const std::vector<ParamBlock>& global,
   }
   RangeEncoder encoder;
   encoder.format_ = format;
-  encoder.stream_ = DeriveSeed(seed, round, site, Purpose::kQuantize);
+  encoder.quantizer_ = Quantizer(format, seed, round, site);
   for (size_t b = 0; b < global.size(); ++b) {
     const ParamBlock& shape = global[b];
     const DenseBlockView& view = blocks[b];
@@ -226,27 +247,32 @@ Result<RangeEncoder> RangeEncoder::Create(const std::vector<ParamBlock>& global,
 
 template <typename Word>
 void RangeEncoder::EncodeWords(uint64_t begin, uint64_t end, uint8_t* out) const {
-  const double scale = std::ldexp(1.0, static_cast<int>(format_.frac_bits));
   const double max_weight = static_cast<double>(format_.max_weight);
+  if (begin >= end) return;
+  // The block, row and element within the row of `begin`; one division a call.
   size_t b = 0;
-  while (begin < end) {
-    while (begin >= blocks_[b].offset + uint64_t{blocks_[b].rows} * (blocks_[b].cols + 1)) ++b;
+  while (begin >= blocks_[b].offset + uint64_t{blocks_[b].rows} * (blocks_[b].cols + 1)) ++b;
+  uint64_t local = begin - blocks_[b].offset;
+  auto row = static_cast<uint32_t>(local / (blocks_[b].cols + 1));
+  auto from = static_cast<uint32_t>(local % (blocks_[b].cols + 1));
+  for (uint64_t left = end - begin; left > 0;) {
     const Block& block = blocks_[b];
     const uint32_t stride = block.cols + 1;
-    const uint64_t local = begin - block.offset;
-    const auto row = static_cast<uint32_t>(local / stride);
-    const auto from = static_cast<uint32_t>(local % stride);
-    const auto to = static_cast<uint32_t>(
-        std::min<uint64_t>(stride, end - (block.offset + uint64_t{row} * stride)));
-    const double weight = std::min(static_cast<double>(block.view.weights[row]), max_weight);
-    if (weight == 0.0) {  // an untrained row: every element is zero
-      std::memset(out, 0, sizeof(Word) * (to - from));
-    } else {
-      EncodeRowPart<Word>(block.view.values.data() + size_t{row} * block.cols, weight, from, to,
-                          format_, scale, stream_, block.offset + uint64_t{row} * stride, out);
+    uint64_t at = block.offset + uint64_t{row} * stride;  // element 0 of the row
+    for (; row < block.rows && left > 0; ++row, from = 0, at += stride) {
+      const auto to = static_cast<uint32_t>(std::min<uint64_t>(stride, from + left));
+      const double weight = std::min(static_cast<double>(block.view.weights[row]), max_weight);
+      if (weight == 0.0) {  // an untrained row: every element is zero
+        std::memset(out, 0, sizeof(Word) * (to - from));
+      } else {
+        EncodeRowPart<Word>(block.view.values.data() + size_t{row} * block.cols, weight, from, to,
+                            quantizer_, at, out);
+      }
+      out += sizeof(Word) * (to - from);
+      left -= to - from;
     }
-    out += sizeof(Word) * (to - from);
-    begin += to - from;
+    ++b;
+    row = 0;
   }
 }
 

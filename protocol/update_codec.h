@@ -69,6 +69,18 @@ Result<std::vector<uint8_t>> EncodeUpdateWords(const std::vector<ParamBlock>& gl
                                                const FixedPointFormat& format, uint64_t seed,
                                                uint32_t round, uint32_t site);
 
+// How a site's elements are rounded, fixed once per (format, seed, round,
+// site): the clipping bound, the scale 2^frac_bits, the stochastic-rounding
+// stream and whether scaled values can reach 2^31 (a slower exact path).
+struct Quantizer {
+  Quantizer() = default;
+  Quantizer(const FixedPointFormat& format, uint64_t seed, uint32_t round, uint32_t site);
+  double clip = 0.0;
+  double scale = 1.0;
+  uint64_t stream = 0;
+  bool wide = false;
+};
+
 // A site's update read in place from its trained model, for encoding straight
 // into the frame that carries it: per global block (model order), every row's
 // weight (0 for rows the site did not train, which encode as zeros) and the
@@ -108,7 +120,7 @@ class RangeEncoder {
 
   std::vector<Block> blocks_;
   FixedPointFormat format_;
-  uint64_t stream_ = 0;
+  Quantizer quantizer_;
   uint64_t length_ = 0;
 };
 

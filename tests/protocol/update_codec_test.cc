@@ -145,6 +145,30 @@ TEST(UpdateCodec, StochasticRoundingIsUnbiasedForNegativeValuesAndIndependentAcr
   EXPECT_GT(mixed, kSites * 9 / 10);
 }
 
+// Formats whose scaled values can reach 2^31 take the exact wide path; it
+// rounds to a neighbouring integer, without bias, as the narrow one does.
+TEST(UpdateCodec, StochasticRoundingIsUnbiasedWhereScaledValuesExceed2To31) {
+  const std::vector<ParamBlock> shapes = {ParamBlock("b", Scope::kGlobal, 1, 2)};
+  BlockUpdate b{"b", 2, {0}, {3.0f}, {0.3f, -0.7f}};
+  FixedPointFormat format;
+  format.frac_bits = 32;  // 3 * 0.3 * 2^32 and 3 * -0.7 * 2^32 are beyond 2^31
+  const double x[2] = {3.0 * double{0.3f} * 4294967296.0, 3.0 * double{-0.7f} * 4294967296.0};
+  constexpr int kSites = 4000;
+  double mean[2] = {0, 0};
+  for (uint32_t site = 0; site < kSites; ++site) {
+    const auto encoded = EncodeUpdate(shapes, {b}, format, 3, 1, site);
+    ASSERT_TRUE(encoded.ok());
+    for (int c = 0; c < 2; ++c) {
+      const auto q = static_cast<int64_t>((*encoded)[1 + c]);
+      ASSERT_TRUE(q == static_cast<int64_t>(std::floor(x[c])) ||
+                  q == static_cast<int64_t>(std::ceil(x[c])))
+          << "column " << c << " value " << x[c] << " rounded to " << q;
+      mean[c] += (static_cast<double>(q) - std::floor(x[c])) / kSites;
+    }
+  }
+  for (int c = 0; c < 2; ++c) EXPECT_NEAR(mean[c], x[c] - std::floor(x[c]), 0.03) << c;
+}
+
 TEST(UpdateCodec, ValuesAreClippedAndWeightsCapped) {
   const std::vector<ParamBlock> shapes = {ParamBlock("b", Scope::kGlobal, 2, 1)};
   BlockUpdate b{"b", 1, {0, 1}, {1.0f, 1e6f}, {-100.0f, 1.0f}};
