@@ -398,6 +398,9 @@ struct Client::State {
   Status failure;  // the first error; later steps are refused
 
   crypto::DhKeyPair cipher, mask;
+  // The same keys loaded for agreement once, at Advertise; each is released
+  // (and cleared by OpenSSL) with the last step that uses it.
+  std::optional<X25519Key> cipher_agreement, mask_agreement;
   SecAggKeys own_keys;
   std::vector<Peer> peers;  // ascending by site
   shamir::Secret seed{};    // b
@@ -406,6 +409,8 @@ struct Client::State {
   ~State() { WipeSecrets(); }
 
   void WipeSecrets() {
+    cipher_agreement.reset();
+    mask_agreement.reset();
     WipeValue(cipher.private_key);
     WipeValue(mask.private_key);
     WipeValue(seed);
@@ -521,8 +526,12 @@ Result<SecAggUnmaskShares> Client::Unmask(const SecAggUnmaskRequest& request) {
 }
 
 Result<SecAggKeys> Client::State::Advertise() {
-  FEDREC_ASSIGN_OR_RETURN(cipher, crypto::GenerateDhKey());
-  FEDREC_ASSIGN_OR_RETURN(mask, crypto::GenerateDhKey());
+  for (auto [pair, agreement] : {std::pair{&cipher, &cipher_agreement}, {&mask, &mask_agreement}}) {
+    FEDREC_ASSIGN_OR_RETURN(pair->private_key, crypto::RandomKey());
+    FEDREC_ASSIGN_OR_RETURN(X25519Key loaded, X25519Key::Load(pair->private_key));
+    pair->public_key = loaded.public_key();
+    agreement->emplace(std::move(loaded));
+  }
   SecAggKeys keys;
   keys.round = params.round;
   keys.site = site;
@@ -628,7 +637,7 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
   own_key_share = key_shares[own_index];
   own_seed_share = seed_shares[own_index];
 
-  FEDREC_ASSIGN_OR_RETURN(X25519Key cipher_key, X25519Key::Load(cipher.private_key));
+  X25519Key& cipher_key = *cipher_agreement;
   SecAggShares out;
   out.round = round;
   out.site = site;
@@ -665,6 +674,7 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
   Wipe(std::span(reinterpret_cast<uint8_t*>(seed_shares.data()),
                  seed_shares.size() * sizeof(shamir::ShareValue)));
   WipeValue(cipher.private_key);  // its only use was sealing these shares
+  cipher_agreement.reset();
   return out;
 }
 
@@ -741,7 +751,7 @@ Status Client::State::Mask(std::span<uint8_t> words, const SecAggRoutedShares& r
   std::vector<SignedPrgKey> masks;
   masks.reserve(routed.shares.size() + 1);
   FEDREC_ASSIGN_OR_RETURN(masks.emplace_back().key, SelfMaskKey(seed, round, site));
-  FEDREC_ASSIGN_OR_RETURN(X25519Key mask_key, X25519Key::Load(mask.private_key));
+  X25519Key& mask_key = *mask_agreement;
   for (const Peer& peer : peers) {
     if (!peer.shared) continue;
     Result<Key32> secret = mask_key.Agree(peer.mask_key);
@@ -756,6 +766,7 @@ Status Client::State::Mask(std::span<uint8_t> words, const SecAggRoutedShares& r
   MaskInPlace(words, params.ring_bits, masks, 1, write);
   Wipe(std::span(reinterpret_cast<uint8_t*>(masks.data()), masks.size() * sizeof(SignedPrgKey)));
   WipeValue(mask.private_key);  // only its shares are revealed from now on
+  mask_agreement.reset();
   WipeValue(seed);
   return Status::Ok();
 }
