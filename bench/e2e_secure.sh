@@ -9,8 +9,10 @@
 #     Round time of secagg+ (without and with configured identity keys) and
 #     secagg against none in the simulator: n = 100 sites, a d = 1.05 M-element
 #     update (30,000 items, k = 32), synthetic data, two workloads (sparse: 1 M
-#     ratings; dense: 10 M). Each run's time is the mean over rounds 2..R-1
-#     (round 1 sets up the channels, the last one also evaluates); the schemes
+#     ratings; dense: 10 M). Each run's time is the median over rounds
+#     2..R-1 (R = ROUNDS, default 8; round 1 sets up the channels, the last
+#     one also evaluates), so one round slowed by the VM's neighbours does
+#     not move it; the schemes
 #     run interleaved REPS times (default 3) and each ratio is taken within a
 #     repetition, then the median reported.
 set -euo pipefail
@@ -48,7 +50,7 @@ if [ "$mode" = accuracy ]; then
 elif [ "$mode" = rounds ]; then
   build=${2:-build}
   reps=${REPS:-3}
-  rounds=${ROUNDS:-6}
+  rounds=${ROUNDS:-8}
   "$build/fedrec" keygen --dir "$out/keys" --sites 100 > /dev/null 2>&1
   keys=(--set security.coordinator_identity="$out/keys/coordinator.key"
         --set security.coordinator_public_key="$out/keys/coordinator.pub"
@@ -71,9 +73,11 @@ elif [ "$mode" = rounds ]; then
           --set security.aggregation="${a%keys}" "${extra[@]}" --set output.dir="$out/run" -q > /dev/null
         python3 - "$out/run/metrics.jsonl" "$a" "$rep" >> "$out/times" <<'PY'
 import json, sys
+import statistics
 rows = [json.loads(l) for l in open(sys.argv[1])][1:-1]  # not the set-up round nor the evaluating one
-mean = lambda k: sum(r.get(k, 0) for r in rows) / len(rows)
-print(sys.argv[2], sys.argv[3], mean("seconds"), mean("secure_seconds"), mean("secure_bytes"), mean("bytes_received"))
+# the median round: one round slowed by the VM's neighbours does not move it
+med = lambda k: statistics.median(r.get(k, 0) for r in rows)
+print(sys.argv[2], sys.argv[3], med("seconds"), med("secure_seconds"), med("secure_bytes"), med("bytes_received"))
 PY
       done
     done

@@ -282,6 +282,30 @@ void RangeEncoder::Encode(uint64_t begin, uint64_t end, uint8_t* out) const {
   } else {
     EncodeWords<uint64_t>(begin, end, out);
   }
+  // A caller going piece by piece (MaskInPlace) asks for the next range of the
+  // same length after it has masked this one: start loading its inputs, which
+  // a site's trained model holds in memory, not cache, while it does.
+  Prefetch(end, std::min(length_, end + (end - begin)));
+}
+
+void RangeEncoder::Prefetch(uint64_t begin, uint64_t end) const {
+  // Every cache line of bytes [from, to) of `data`.
+  const auto lines = [](const void* data, uint64_t from, uint64_t to) {
+    constexpr uintptr_t kLine = 64;
+    const uintptr_t base = reinterpret_cast<uintptr_t>(data);
+    for (uintptr_t at = (base + from) & ~(kLine - 1); at < base + to; at += kLine)
+      __builtin_prefetch(reinterpret_cast<const void*>(at));
+  };
+  for (const Block& block : blocks_) {
+    const uint64_t stride = uint64_t{block.cols} + 1;
+    const uint64_t block_end = block.offset + uint64_t{block.rows} * stride;
+    if (end <= block.offset || begin >= block_end) continue;
+    const uint64_t first = (std::max(begin, block.offset) - block.offset) / stride;
+    const uint64_t last = (std::min(end, block_end) - 1 - block.offset) / stride + 1;  // exclusive
+    lines(block.view.values.data(), first * block.cols * sizeof(float),
+          last * block.cols * sizeof(float));
+    lines(block.view.weights.data(), first * sizeof(uint32_t), last * sizeof(uint32_t));
+  }
 }
 
 Result<DecodedSums> DecodeSum(const std::vector<ParamBlock>& global, std::span<const uint64_t> sum,

@@ -117,6 +117,8 @@ class RangeEncoder {
   };
   template <typename Word>
   void EncodeWords(uint64_t begin, uint64_t end, uint8_t* out) const;
+  // Asks the CPU to start loading the values and weights of elements [begin, end).
+  void Prefetch(uint64_t begin, uint64_t end) const;
 
   std::vector<Block> blocks_;
   FixedPointFormat format_;
