@@ -12,9 +12,8 @@
 #     ratings; dense: 10 M). Each run's time is the median over rounds
 #     2..R-1 (R = ROUNDS, default 8; round 1 sets up the channels, the last
 #     one also evaluates), so one round slowed by the VM's neighbours does
-#     not move it; the schemes
-#     run interleaved REPS times (default 3) and each ratio is taken within a
-#     repetition, then the median reported.
+#     not move it; the schemes run interleaved REPS times (default 3) and
+#     each ratio is taken within a repetition, then the median reported.
 set -euo pipefail
 mode=${1:?usage: $0 accuracy <ml-100k dir> [build dir] | rounds [build dir]}
 out=$(mktemp -d)
