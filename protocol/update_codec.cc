@@ -78,8 +78,6 @@ uint64_t EncodedLength(const std::vector<ParamBlock>& global) {
   return length;
 }
 
-namespace {}  // namespace
-
 Quantizer::Quantizer(const FixedPointFormat& format, uint64_t seed, uint32_t round, uint32_t site)
     : clip(double{format.clip}),
       scale(std::ldexp(1.0, static_cast<int>(format.frac_bits))),
