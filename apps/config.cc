@@ -89,7 +89,13 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("security.aggregation", security.aggregation,
                  "how updates are combined: secagg | secagg+ | paillier | none (in the clear)"),
       FEDREC_KEY("security.threshold", security.threshold,
-                 "share of a round's sites (secagg+: of each neighbourhood) that must remain"),
+                 "secagg: share of a round's sites that must remain (secagg+ derives its own)"),
+      FEDREC_KEY("security.adversarial_rate", security.adversarial_rate,
+                 "share of a round's sites that may collude with the coordinator: secagg+ sizes "
+                 "its neighbour graph and threshold for them, secagg's threshold must exceed them"),
+      FEDREC_KEY("security.dropout_rate", security.dropout_rate,
+                 "share of a round's sites expected to drop out: secagg+ sizes its graph so a "
+                 "round fails from dropped neighbours with probability below 2^-20"),
       FEDREC_KEY("security.clip", security.clip,
                  "encrypted updates: parameter values are clipped to [-clip, clip]"),
       FEDREC_KEY("security.quantization_bits", security.quantization_bits,
@@ -391,6 +397,25 @@ Status ValidateConfig(const Config& c) {
                                 {"secagg", "secagg+", "paillier", "none"}));
   if (!(c.security.threshold > 0.0 && c.security.threshold <= 1.0))
     return fail("security.threshold", "a number in (0, 1]",
+                fmt::format("{}", c.security.threshold));
+  if (!(c.security.adversarial_rate >= 0.0 && c.security.adversarial_rate < 1.0))
+    return fail("security.adversarial_rate", "a number in [0, 1)",
+                fmt::format("{}", c.security.adversarial_rate));
+  if (!(c.security.dropout_rate >= 0.0 && c.security.dropout_rate < 1.0))
+    return fail("security.dropout_rate", "a number in [0, 1)",
+                fmt::format("{}", c.security.dropout_rate));
+  if (c.security.aggregation == "secagg+" &&
+      c.security.adversarial_rate + c.security.dropout_rate > 0.9)
+    return fail("security.dropout_rate",
+                "with security.adversarial_rate at most 0.9 in all (no secagg+ graph exists "
+                "beyond that)",
+                fmt::format("{} + {}", c.security.adversarial_rate, c.security.dropout_rate));
+  if (c.security.aggregation == "secagg" &&
+      !(c.security.threshold > c.security.adversarial_rate))
+    return fail("security.threshold",
+                fmt::format("more than security.adversarial_rate ({}), so colluding sites "
+                            "cannot reconstruct a site's masks",
+                            c.security.adversarial_rate),
                 fmt::format("{}", c.security.threshold));
   if (!(c.security.clip > 0.0))
     return fail("security.clip", "a number > 0", fmt::format("{}", c.security.clip));

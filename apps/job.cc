@@ -285,6 +285,8 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.aggregation = AggregationOf(config);
   options.sparse_graph = config.security.aggregation == "secagg+";
   options.threshold = config.security.threshold;
+  options.threat.adversarial_rate = config.security.adversarial_rate;
+  options.threat.dropout_rate = config.security.dropout_rate;
   options.format.frac_bits = static_cast<uint32_t>(config.security.quantization_bits);
   options.format.clip = static_cast<float>(config.security.clip);
   options.format.max_weight = static_cast<uint64_t>(config.security.max_weight);

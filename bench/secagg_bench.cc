@@ -215,7 +215,7 @@ std::unique_ptr<Recording> Record(bool sparse) {
   auto rec = std::make_unique<Recording>();
   std::vector<uint32_t> sites(kSites);
   for (uint32_t i = 0; i < kSites; ++i) sites[i] = i;
-  Result<Params> params = MakeParams(1, sites, sparse, 0.6, 32, kLength);
+  Result<Params> params = MakeParams(1, sites, sparse, 0.6, ThreatModel{}, 32, kLength);
   Check(params.status(), "MakeParams");
   rec->params = *params;
   Server server(rec->params);

@@ -279,7 +279,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   FEDREC_ASSIGN_OR_RETURN(
       secagg::Params params,
       secagg::MakeParams(round, selected, options_.sparse_graph, options_.threshold,
-                         format.ring_bits, EncodedLength(global_)));
+                         options_.threat, format.ring_bits, EncodedLength(global_)));
   plan.aggregation = Aggregation::kSecAgg;
   plan.participants = params.sites;
   plan.threshold = params.threshold;

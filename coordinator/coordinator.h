@@ -22,6 +22,7 @@
 #include "base/param_block.h"
 #include "base/status.h"
 #include "protocol/messages.h"
+#include "protocol/secagg.h"
 #include "protocol/transport.h"
 #include "protocol/update_codec.h"
 
@@ -42,7 +43,10 @@ struct CoordinatorOptions {
   // an individual update; they need at least 3 sites per round.
   Aggregation aggregation = Aggregation::kNone;
   bool sparse_graph = false;  // SecAgg+: O(log n) neighbours instead of all
-  double threshold = 0.6;     // share of a round's participants that must remain
+  double threshold = 0.6;     // SecAgg: share of a round's participants that must remain
+  // Colluders and dropouts the SecAgg+ graph is sized against; SecAgg's
+  // threshold must exceed the colluders.
+  secagg::ThreatModel threat;
   // Threads that unmasking a round's sum may use; 0 = hardware concurrency.
   // (The coordinator is otherwise idle while it unmasks.)
   uint32_t unmask_threads = 0;

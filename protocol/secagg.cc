@@ -309,8 +309,79 @@ std::vector<uint32_t> Neighbours(const Params& params, uint32_t site) {
   return out;
 }
 
+namespace {
+
+// Sites of n that a rate covers, rounded up (a positive rate is at least one site).
+uint32_t SitesAt(double rate, uint32_t n) {
+  return static_cast<uint32_t>(std::ceil(rate * n - 1e-9));
+}
+
+double LogChoose(double n, double k) {
+  return std::lgamma(n + 1) - std::lgamma(k + 1) - std::lgamma(n - k + 1);
+}
+
+// The distribution of how many of `draws` sites taken without replacement from
+// `population` are among `marked` of them: pmf[j] for j = 0..draws.
+std::vector<double> Hypergeometric(uint32_t population, uint32_t marked, uint32_t draws) {
+  std::vector<double> pmf(draws + 1, 0.0);
+  const uint32_t unmarked = population - marked;
+  for (uint32_t j = 0; j <= draws; ++j) {
+    if (j > marked || draws - j > unmarked) continue;
+    pmf[j] = std::exp(LogChoose(marked, j) + LogChoose(unmarked, draws - j) -
+                      LogChoose(population, draws));
+  }
+  return pmf;
+}
+
+}  // namespace
+
+Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& threat) {
+  const double a = threat.adversarial_rate;
+  const double d = threat.dropout_rate;
+  if (!(a >= 0.0 && a < 1.0 && d >= 0.0 && d < 1.0 && a + d <= 0.9)) {
+    return Status::InvalidArgument(
+        "secagg+ threat model: adversarial rate " + std::to_string(a) + " and dropout rate " +
+        std::to_string(d) + ", expected each in [0, 1) and together at most 0.9");
+  }
+  if (n < 4 || n > kMaxSites) return std::optional<GraphSize>();
+  const uint32_t colluders = SitesAt(a, n);
+  const uint32_t dropouts = SitesAt(d, n);
+  const uint32_t bad = std::min(colluders + dropouts, n);
+  const double log_security = -41.0 * std::log(2.0);  // 2^-40 split over two events
+  const double per_site_security = std::exp(log_security) / n;
+  const double per_site_failure = std::pow(2.0, -20.0) / n;
+  for (uint32_t k = 2; k < n - 1; k += 2) {
+    // Cutting the ring takes k/2 consecutive bad sites at two places: at most
+    // n (n - k - 1) / 2 such pairs, each bad with probability
+    // bad! (n - k)! / ((bad - k)! n!) when the bad sites fall at random.
+    if (k <= bad) {
+      const double log_cut = std::log(n) + std::log(n - k - 1.0) - std::log(2.0) +
+                             std::lgamma(bad + 1.0) + std::lgamma(n - k + 1.0) -
+                             std::lgamma(n + 1.0) - std::lgamma(bad - k + 1.0);
+      if (log_cut >= log_security) continue;
+    }
+    // The smallest t whose tail P[colluding neighbours >= t] is small enough.
+    const std::vector<double> colluding = Hypergeometric(n - 1, std::min(colluders, n - 1), k);
+    std::optional<uint32_t> threshold;
+    double tail = 0.0;  // P[colluding neighbours >= t], summed from the top
+    for (uint32_t t = k + 1; t >= 2; --t) {
+      if (t <= k) tail += colluding[t];
+      if (tail > per_site_security) break;
+      threshold = t;
+    }
+    if (!threshold) continue;
+    const std::vector<double> surviving =
+        Hypergeometric(n - 1, n - 1 - std::min(dropouts, n - 1), k);
+    double below = 0.0;  // P[surviving neighbours < t]
+    for (uint32_t j = 0; j < *threshold; ++j) below += surviving[j];
+    if (below <= per_site_failure) return std::optional<GraphSize>(GraphSize{k, *threshold});
+  }
+  return std::optional<GraphSize>();
+}
+
 Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool sparse_graph,
-                          double threshold_fraction, uint32_t ring_bits, uint64_t length) {
+                          double threshold_fraction, const ThreatModel& threat,
+                          uint32_t ring_bits, uint64_t length) {
   if (!(threshold_fraction > 0.0 && threshold_fraction <= 1.0)) {
     return Status::InvalidArgument("secagg round " + Str(round) + ": threshold fraction " +
                                    std::to_string(threshold_fraction) + ", expected (0, 1]");
@@ -322,21 +393,36 @@ Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool spar
   params.length = length;
   const size_t n = params.sites.size();
   params.degree = n >= 2 ? static_cast<uint32_t>(n - 1) : 1;
-  if (sparse_graph && n >= 2 && n <= kMaxSites) {
-    // 2 * ceil(log2(n)), even by construction.
-    const uint32_t degree = 2 * static_cast<uint32_t>(std::bit_width(n - 1));
-    if (degree < n - 1) {
-      params.degree = degree;
-      params.ring_order = params.sites;
-      for (size_t i = n - 1; i > 0; --i) {  // Fisher-Yates
-        FEDREC_ASSIGN_OR_RETURN(const uint64_t j, UniformBelow(i + 1));
-        std::swap(params.ring_order[i], params.ring_order[j]);
-      }
+  std::optional<GraphSize> sparse;
+  if (sparse_graph && n <= kMaxSites) {
+    Result<std::optional<GraphSize>> size = SparseGraphSize(static_cast<uint32_t>(n), threat);
+    if (!size.ok()) {
+      return Status::InvalidArgument("secagg round " + Str(round) + ": " +
+                                     size.status().message());
+    }
+    sparse = *size;
+  }
+  if (sparse) {
+    params.degree = sparse->degree;
+    params.threshold = sparse->threshold;
+    params.ring_order = params.sites;
+    for (size_t i = n - 1; i > 0; --i) {  // Fisher-Yates
+      FEDREC_ASSIGN_OR_RETURN(const uint64_t j, UniformBelow(i + 1));
+      std::swap(params.ring_order[i], params.ring_order[j]);
+    }
+  } else {
+    // The small slack keeps e.g. 0.6 * 10 from rounding up to 7.
+    const double wanted = std::ceil(threshold_fraction * (params.degree + 1) - 1e-9);
+    params.threshold = std::clamp<uint32_t>(static_cast<uint32_t>(wanted), 2, params.degree + 1);
+    const uint32_t colluders = SitesAt(threat.adversarial_rate, static_cast<uint32_t>(n));
+    if (params.threshold <= colluders) {
+      return Status::InvalidArgument(
+          "secagg round " + Str(round) + ": threshold " + Str(params.threshold) + " of " +
+          Str(n) + " sites, expected more than the " + Str(colluders) +
+          " sites that may collude with the coordinator (adversarial rate " +
+          std::to_string(threat.adversarial_rate) + "): raise security.threshold");
     }
   }
-  // The small slack keeps e.g. 0.6 * 10 from rounding up to 7.
-  const double wanted = std::ceil(threshold_fraction * (params.degree + 1) - 1e-9);
-  params.threshold = std::clamp<uint32_t>(static_cast<uint32_t>(wanted), 2, params.degree + 1);
   FEDREC_RETURN_IF_ERROR(Validate(params));
   return params;
 }

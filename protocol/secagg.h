@@ -109,12 +109,44 @@ Status Validate(const Params& params);
 // The neighbours of `site` (ascending, without `site` itself).
 std::vector<uint32_t> Neighbours(const Params& params, uint32_t site);
 
-// SecAgg+ parameters for `sites` (ascending): a random ring order from the OS
-// CSPRNG and the degree 2 * ceil(log2(n)) rounded to even (the complete graph
-// when that is not smaller); threshold = max(2, ceil(threshold_fraction *
-// (degree + 1))).
+// What SecAgg+ is sized against (the adversary of Bell et al., CCS 2020): up
+// to ceil(adversarial_rate * n) of a round's n sites collude with an
+// honest-but-curious coordinator, and up to ceil(dropout_rate * n) drop out.
+struct ThreatModel {
+  double adversarial_rate = 0.05;
+  double dropout_rate = 0.05;
+};
+
+// A SecAgg+ neighbour graph: degree (even) and Shamir threshold.
+struct GraphSize {
+  uint32_t degree = 0;
+  uint32_t threshold = 0;
+  friend bool operator==(const GraphSize&, const GraphSize&) = default;
+};
+
+// The smallest even degree k < n - 1 of a random ring (Harary) graph on n
+// sites, with the smallest threshold t >= 2 for it, such that under `threat`:
+//  - security (2^-40): the honest surviving sites stay connected, bounded by
+//    a union bound over the pairs of k/2-site gaps that would cut the ring,
+//    each at most 2^-41; and a site has t or more colluding neighbours with
+//    probability at most 2^-41 / n (hypergeometric, every colluder among the
+//    other n - 1 sites), so the colluders never hold t shares of it;
+//  - correctness (2^-20): a site has fewer than t surviving neighbours, which
+//    makes the round fail, with probability at most 2^-20 / n.
+// This is the parameter search of Google's production SecAgg, with the
+// colluder and dropout counts rounded up. nullopt when no such k < n - 1
+// exists (the complete graph is then needed); InvalidArgument when a rate is
+// outside [0, 1) or they add up to more than 0.9.
+Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& threat);
+
+// Parameters of a round over `sites` (ascending). With `sparse_graph`
+// (SecAgg+), the degree and threshold of SparseGraphSize and a random ring
+// order from the OS CSPRNG; otherwise, or when SparseGraphSize finds no sparse
+// graph, the complete graph with threshold max(2, ceil(threshold_fraction *
+// n)), which must exceed the colluders of `threat`.
 Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool sparse_graph,
-                          double threshold_fraction, uint32_t ring_bits, uint64_t length);
+                          double threshold_fraction, const ThreatModel& threat,
+                          uint32_t ring_bits, uint64_t length);
 
 // What a site signs with its identity key in AdvertiseKeys (and what every
 // check of SecAggKeys::signature verifies): "fedrec secagg keys v1", a NUL

@@ -100,6 +100,29 @@ TEST(Config, ValidationNamesKeyExpectedAndFound) {
   EXPECT_TRUE(ValidateConfig(Config()).ok());
 }
 
+TEST(Config, ThreatModelRatesAreCheckedAgainstTheScheme) {
+  const auto message = [](const Config& c) { return ValidateConfig(c).message(); };
+  Config c;
+  c.security.adversarial_rate = 1.0;
+  EXPECT_NE(message(c).find("security.adversarial_rate"), std::string::npos) << message(c);
+  c = Config();
+  c.security.dropout_rate = -0.5;
+  EXPECT_NE(message(c).find("security.dropout_rate"), std::string::npos) << message(c);
+  // secagg+ has no graph beyond 0.9 colluders and dropouts together.
+  c = Config();
+  c.security.aggregation = "secagg+";
+  c.security.adversarial_rate = 0.5;
+  c.security.dropout_rate = 0.5;
+  EXPECT_NE(message(c).find("0.5 + 0.5"), std::string::npos) << message(c);
+  // secagg's threshold must exceed the colluders.
+  c = Config();
+  c.security.adversarial_rate = 0.6;
+  EXPECT_NE(message(c).find("security.threshold"), std::string::npos) << message(c);
+  EXPECT_NE(message(c).find("0.6"), std::string::npos) << message(c);
+  c.security.aggregation = "none";
+  EXPECT_TRUE(ValidateConfig(c).ok()) << message(c);
+}
+
 TEST(Config, ResolvedTomlReadsBackToTheSameConfig) {
   Config c;
   c.seed = 99;

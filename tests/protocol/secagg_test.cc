@@ -1058,34 +1058,142 @@ TEST(SecAgg, NeighboursFormASymmetricRegularGraph) {
 TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
   std::vector<uint32_t> sites(500);
   for (uint32_t i = 0; i < 500; ++i) sites[i] = i;
-  Result<Params> sparse = MakeParams(3, sites, true, 0.5, 32, 100);
+  Result<Params> sparse = MakeParams(3, sites, true, 0.5, ThreatModel{}, 32, 100);
   ASSERT_TRUE(sparse.ok()) << sparse.status().ToString();
-  EXPECT_EQ(sparse->degree, 18u);     // 2 * ceil(log2(500))
-  EXPECT_EQ(sparse->threshold, 10u);  // ceil(0.5 * 19)
+  EXPECT_EQ(sparse->degree, 28u);  // SparseGraphSize(500, 5% colluders, 5% dropouts)
+  EXPECT_EQ(sparse->threshold, 16u);
   EXPECT_EQ(sparse->ring_order.size(), 500u);
   EXPECT_NE(sparse->ring_order, sites);  // shuffled (a fixed point has probability 1/500!)
   EXPECT_TRUE(Validate(*sparse).ok());
 
-  Result<Params> complete = MakeParams(3, sites, false, 0.6, 64, 100);
+  Result<Params> complete = MakeParams(3, sites, false, 0.6, ThreatModel{}, 64, 100);
   ASSERT_TRUE(complete.ok());
   EXPECT_EQ(complete->degree, 499u);
-  EXPECT_EQ(complete->threshold, 300u);
+  EXPECT_EQ(complete->threshold, 300u);  // ceil(0.6 * 500)
   EXPECT_TRUE(complete->ring_order.empty());
 
-  // Small rounds: 2 * ceil(log2(8)) = 6 = n - 2 stays sparse; n = 7 becomes complete.
-  Result<Params> eight = MakeParams(1, {1, 2, 3, 4, 5, 6, 7, 8}, true, 0.01, 64, 1);
+  // Small rounds: eight sites get a ring of degree 4; three get the complete
+  // graph and the fractional threshold.
+  Result<Params> eight = MakeParams(1, {1, 2, 3, 4, 5, 6, 7, 8}, true, 0.01, ThreatModel{}, 64, 1);
   ASSERT_TRUE(eight.ok());
-  EXPECT_EQ(eight->degree, 6u);
+  EXPECT_EQ(eight->degree, 4u);
   EXPECT_EQ(eight->threshold, 2u);
-  Result<Params> seven = MakeParams(1, {1, 2, 3, 4, 5, 6, 7}, true, 1.0, 64, 1);
-  ASSERT_TRUE(seven.ok());
-  EXPECT_EQ(seven->degree, 6u);
-  EXPECT_TRUE(seven->ring_order.empty());
-  EXPECT_EQ(seven->threshold, 7u);
+  EXPECT_EQ(eight->ring_order.size(), 8u);
+  Result<Params> three = MakeParams(1, {1, 2, 3}, true, 1.0, ThreatModel{}, 64, 1);
+  ASSERT_TRUE(three.ok());
+  EXPECT_EQ(three->degree, 2u);
+  EXPECT_TRUE(three->ring_order.empty());
+  EXPECT_EQ(three->threshold, 3u);
 
-  EXPECT_EQ(MakeParams(1, {1, 2, 3}, false, 1.5, 64, 1).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(MakeParams(1, {1, 2, 3}, false, 0.0, 64, 1).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(MakeParams(1, {3, 2, 1}, false, 0.5, 64, 1).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(MakeParams(1, {1, 2, 3}, false, 1.5, ThreatModel{}, 64, 1).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(MakeParams(1, {1, 2, 3}, false, 0.0, ThreatModel{}, 64, 1).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(MakeParams(1, {3, 2, 1}, false, 0.5, ThreatModel{}, 64, 1).status().code(),
+            Code::kInvalidArgument);
+  // A complete-graph threshold the colluders could reach, and a threat model
+  // no graph answers, are refused with the numbers.
+  const Result<Params> reachable =
+      MakeParams(4, sites, false, 0.2, ThreatModel{.adversarial_rate = 0.3}, 64, 1);
+  EXPECT_EQ(reachable.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(reachable.status().message().find("threshold 100 of 500 sites, expected more than the "
+                                               "150 sites that may collude"),
+            std::string::npos)
+      << reachable.status().ToString();
+  const Result<Params> infeasible = MakeParams(
+      4, sites, true, 0.6, ThreatModel{.adversarial_rate = 0.5, .dropout_rate = 0.5}, 64, 1);
+  EXPECT_EQ(infeasible.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(infeasible.status().message().find("secagg round 4: secagg+ threat model"),
+            std::string::npos)
+      << infeasible.status().ToString();
+}
+
+// P[X >= t] for X hypergeometric (`draws` of `population`, `marked` of them
+// marked), by the exact recurrence of consecutive terms in long double: an
+// independent check of the lgamma-based sums in SparseGraphSize.
+long double HypergeometricTail(uint32_t population, uint32_t marked, uint32_t draws, uint32_t t) {
+  // p(0) = C(population - marked, draws) / C(population, draws)
+  std::vector<long double> p(draws + 1, 0.0L);
+  const uint32_t low = draws > population - marked ? draws - (population - marked) : 0;
+  long double first = 1.0L;  // p(low), built as a product
+  for (uint32_t i = 0; i < low; ++i)
+    first *= static_cast<long double>(marked - i) / (population - i);
+  for (uint32_t i = 0; i < draws - low; ++i)
+    first *= static_cast<long double>(population - marked - i) / (population - low - i);
+  for (uint32_t i = 0; i < low; ++i)  // the C(draws, low) orderings of the first `low`
+    first *= static_cast<long double>(draws - i) / (i + 1);
+  p[low] = first;
+  for (uint32_t j = low; j < draws && j < marked; ++j) {
+    p[j + 1] = p[j] * (marked - j) * (draws - j) /
+               ((j + 1.0L) * (population - marked - draws + j + 1.0L));
+  }
+  long double tail = 0.0L;
+  for (uint32_t j = t; j <= draws; ++j) tail += p[j];
+  return tail;
+}
+
+TEST(SecAgg, SparseGraphSizeMeetsItsBoundsWithTheSmallestDegree) {
+  // The degrees of the parameter search of Google's production SecAgg.
+  EXPECT_EQ(*SparseGraphSize(100, {}), (GraphSize{12, 6}));
+  EXPECT_EQ(*SparseGraphSize(100, {.adversarial_rate = 0.1, .dropout_rate = 0.1}),
+            (GraphSize{22, 11}));
+  EXPECT_EQ(*SparseGraphSize(1000, {}), (GraphSize{30, 17}));
+  EXPECT_FALSE(SparseGraphSize(3, {})->has_value());
+  // Four sites: one colluder and one dropout could cut any ring of degree 2.
+  EXPECT_FALSE(SparseGraphSize(4, {})->has_value());
+  EXPECT_FALSE(SparseGraphSize(100, {.adversarial_rate = 1.0}).ok());
+  EXPECT_FALSE(SparseGraphSize(100, {.dropout_rate = -0.1}).ok());
+  EXPECT_FALSE(SparseGraphSize(100, {.adversarial_rate = 0.5, .dropout_rate = 0.45}).ok());
+
+  const long double per_site_security = std::ldexp(1.0L, -41);
+  const long double per_site_failure = std::ldexp(1.0L, -20);
+  for (uint32_t n : {10u, 40u, 100u, 300u, 1000u}) {
+    for (double rate : {0.0, 0.05, 0.1, 0.2}) {
+      const ThreatModel threat{.adversarial_rate = rate, .dropout_rate = 0.05};
+      const std::optional<GraphSize> size = *SparseGraphSize(n, threat);
+      const std::string where = "n " + std::to_string(n) + ", colluders " + std::to_string(rate);
+      ASSERT_TRUE(size.has_value()) << where;
+      const uint32_t colluders = static_cast<uint32_t>(std::ceil(rate * n - 1e-9));
+      const uint32_t dropouts = static_cast<uint32_t>(std::ceil(0.05 * n - 1e-9));
+      const uint32_t k = size->degree;
+      const uint32_t t = size->threshold;
+      EXPECT_EQ(k % 2, 0u) << where;
+      EXPECT_GE(t, 2u) << where;
+      EXPECT_LE(t, k) << where;
+      // t colluding neighbours are unlikely; t - 1 would not be (t is smallest).
+      EXPECT_LE(HypergeometricTail(n - 1, colluders, k, t), per_site_security / n) << where;
+      if (t > 2) {
+        EXPECT_GT(HypergeometricTail(n - 1, colluders, k, t - 1), per_site_security / n) << where;
+      }
+      // Fewer than t surviving neighbours are unlikely.
+      const long double short_of_t =
+          1.0L - HypergeometricTail(n - 1, n - 1 - dropouts, k, t);
+      EXPECT_LE(short_of_t, per_site_failure / n * (1.0L + 1e-9L)) << where;
+      // And no smaller even degree qualifies: at k - 2 the best threshold is
+      // either reachable by the colluders or missed by the survivors (or the
+      // ring can be cut, which the search also rejects).
+      if (k > 2) {
+        const uint32_t smaller = k - 2;
+        bool some_threshold = false;
+        for (uint32_t u = 2; u <= smaller + 1; ++u) {
+          if (HypergeometricTail(n - 1, colluders, smaller, u) <= per_site_security / n &&
+              1.0L - HypergeometricTail(n - 1, n - 1 - dropouts, smaller, u) <=
+                  per_site_failure / n) {
+            some_threshold = true;
+          }
+        }
+        const uint32_t bad = colluders + dropouts;
+        bool cut = false;
+        if (smaller <= bad) {
+          const double log_cut = std::log(n) + std::log(n - smaller - 1.0) - std::log(2.0) +
+                                 std::lgamma(bad + 1.0) + std::lgamma(n - smaller + 1.0) -
+                                 std::lgamma(n + 1.0) - std::lgamma(bad - smaller + 1.0);
+          cut = log_cut >= -41.0 * std::log(2.0);
+        }
+        EXPECT_TRUE(!some_threshold || cut) << where << ": degree " << smaller << " would do";
+      }
+    }
+  }
 }
 
 // --- The mask generator ---
