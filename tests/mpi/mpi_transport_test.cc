@@ -282,7 +282,8 @@ double ProcessCpuSeconds() {
 
 // An idle rank (no traffic, the caller asleep) must not spin: its process,
 // progress thread and Open MPI's own threads included, uses a few percent of a
-// core at most. Rank 0 prints every rank's figure.
+// core at most: the bound leaves room for a loaded machine, while a spinning
+// rank uses all of one. Rank 0 prints every rank's figure.
 TEST_F(MpiTransportTest, IdleRankUsesLittleCpu) {
   const int me = Transport().rank();
   const int n = Transport().size();
@@ -292,7 +293,7 @@ TEST_F(MpiTransportTest, IdleRankUsesLittleCpu) {
   const double cpu = ProcessCpuSeconds() - cpu0;
   const double wall = std::chrono::duration<double>(Clock::now() - wall0).count();
   const double percent = 100.0 * cpu / wall;
-  EXPECT_LT(percent, 10.0) << "rank " << me << " used " << cpu * 1e3 << " ms CPU in " << wall
+  EXPECT_LT(percent, 20.0) << "rank " << me << " used " << cpu * 1e3 << " ms CPU in " << wall
                            << " s while idle";
   ASSERT_TRUE(Barrier().ok());
   if (me != 0) {
