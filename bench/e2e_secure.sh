@@ -14,6 +14,7 @@
 #     one also evaluates), so one round slowed by the VM's neighbours does
 #     not move it; the schemes run interleaved REPS times (default 3) and
 #     each ratio is taken within a repetition, then the median reported.
+#     WORKLOADS=dense:10000000 runs one workload only.
 set -euo pipefail
 mode=${1:?usage: $0 accuracy <ml-100k dir> [build dir] | rounds [build dir]}
 out=$(mktemp -d)
@@ -57,7 +58,7 @@ elif [ "$mode" = rounds ]; then
         --set security.site_public_keys="$out/keys/site{site}.pub")
   # sparse: 10 K ratings a site touch ~5 K of the 30 K item rows; dense: 100 K
   # ratings a site touch ~3/4 of them, so `none` ships most of d as well.
-  for workload in sparse:1000000 dense:10000000; do
+  for workload in ${WORKLOADS:-sparse:1000000 dense:10000000}; do
     name=${workload%%:*}
     ratings=${workload#*:}
     : > "$out/times"
