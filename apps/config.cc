@@ -410,8 +410,7 @@ Status ValidateConfig(const Config& c) {
                 "with security.adversarial_rate at most 0.9 in all (no secagg+ graph exists "
                 "beyond that)",
                 fmt::format("{} + {}", c.security.adversarial_rate, c.security.dropout_rate));
-  if (c.security.aggregation == "secagg" &&
-      !(c.security.threshold > c.security.adversarial_rate))
+  if (c.security.aggregation == "secagg" && !(c.security.threshold > c.security.adversarial_rate))
     return fail("security.threshold",
                 fmt::format("more than security.adversarial_rate ({}), so colluding sites "
                             "cannot reconstruct a site's masks",

@@ -76,7 +76,7 @@ struct Config {
 
   struct Security {
     std::string aggregation = "secagg";  // secagg | secagg+ | paillier | none
-    double threshold = 0.6;  // secagg: share of a round's sites that must remain
+    double threshold = 0.6;              // secagg: share of a round's sites that must remain
     // The colluders and dropouts secure aggregation is sized against (secagg+
     // derives its neighbour graph and threshold from them).
     double adversarial_rate = 0.05;

@@ -339,9 +339,9 @@ Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& 
   const double a = threat.adversarial_rate;
   const double d = threat.dropout_rate;
   if (!(a >= 0.0 && a < 1.0 && d >= 0.0 && d < 1.0 && a + d <= 0.9)) {
-    return Status::InvalidArgument(
-        "secagg+ threat model: adversarial rate " + std::to_string(a) + " and dropout rate " +
-        std::to_string(d) + ", expected each in [0, 1) and together at most 0.9");
+    return Status::InvalidArgument("secagg+ threat model: adversarial rate " + std::to_string(a) +
+                                   " and dropout rate " + std::to_string(d) +
+                                   ", expected each in [0, 1) and together at most 0.9");
   }
   if (n < 4 || n > kMaxSites) return std::optional<GraphSize>();
   const uint32_t colluders = SitesAt(a, n);
@@ -380,8 +380,8 @@ Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& 
 }
 
 Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool sparse_graph,
-                          double threshold_fraction, const ThreatModel& threat,
-                          uint32_t ring_bits, uint64_t length) {
+                          double threshold_fraction, const ThreatModel& threat, uint32_t ring_bits,
+                          uint64_t length) {
   if (!(threshold_fraction > 0.0 && threshold_fraction <= 1.0)) {
     return Status::InvalidArgument("secagg round " + Str(round) + ": threshold fraction " +
                                    std::to_string(threshold_fraction) + ", expected (0, 1]");
@@ -397,8 +397,7 @@ Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool spar
   if (sparse_graph && n <= kMaxSites) {
     Result<std::optional<GraphSize>> size = SparseGraphSize(static_cast<uint32_t>(n), threat);
     if (!size.ok()) {
-      return Status::InvalidArgument("secagg round " + Str(round) + ": " +
-                                     size.status().message());
+      return Status::InvalidArgument("secagg round " + Str(round) + ": " + size.status().message());
     }
     sparse = *size;
   }
@@ -417,8 +416,8 @@ Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool spar
     const uint32_t colluders = SitesAt(threat.adversarial_rate, static_cast<uint32_t>(n));
     if (params.threshold <= colluders) {
       return Status::InvalidArgument(
-          "secagg round " + Str(round) + ": threshold " + Str(params.threshold) + " of " +
-          Str(n) + " sites, expected more than the " + Str(colluders) +
+          "secagg round " + Str(round) + ": threshold " + Str(params.threshold) + " of " + Str(n) +
+          " sites, expected more than the " + Str(colluders) +
           " sites that may collude with the coordinator (adversarial rate " +
           std::to_string(threat.adversarial_rate) + "): raise security.threshold");
     }

@@ -145,8 +145,8 @@ Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& 
 // graph, the complete graph with threshold max(2, ceil(threshold_fraction *
 // n)), which must exceed the colluders of `threat`.
 Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool sparse_graph,
-                          double threshold_fraction, const ThreatModel& threat,
-                          uint32_t ring_bits, uint64_t length);
+                          double threshold_fraction, const ThreatModel& threat, uint32_t ring_bits,
+                          uint64_t length);
 
 // What a site signs with its identity key in AdvertiseKeys (and what every
 // check of SecAggKeys::signature verifies): "fedrec secagg keys v1", a NUL

@@ -1097,7 +1097,7 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
       MakeParams(4, sites, false, 0.2, ThreatModel{.adversarial_rate = 0.3}, 64, 1);
   EXPECT_EQ(reachable.status().code(), Code::kInvalidArgument);
   EXPECT_NE(reachable.status().message().find("threshold 100 of 500 sites, expected more than the "
-                                               "150 sites that may collude"),
+                                              "150 sites that may collude"),
             std::string::npos)
       << reachable.status().ToString();
   const Result<Params> infeasible = MakeParams(
@@ -1124,8 +1124,8 @@ long double HypergeometricTail(uint32_t population, uint32_t marked, uint32_t dr
     first *= static_cast<long double>(draws - i) / (i + 1);
   p[low] = first;
   for (uint32_t j = low; j < draws && j < marked; ++j) {
-    p[j + 1] = p[j] * (marked - j) * (draws - j) /
-               ((j + 1.0L) * (population - marked - draws + j + 1.0L));
+    p[j + 1] =
+        p[j] * (marked - j) * (draws - j) / ((j + 1.0L) * (population - marked - draws + j + 1.0L));
   }
   long double tail = 0.0L;
   for (uint32_t j = t; j <= draws; ++j) tail += p[j];
@@ -1166,8 +1166,7 @@ TEST(SecAgg, SparseGraphSizeMeetsItsBoundsWithTheSmallestDegree) {
         EXPECT_GT(HypergeometricTail(n - 1, colluders, k, t - 1), per_site_security / n) << where;
       }
       // Fewer than t surviving neighbours are unlikely.
-      const long double short_of_t =
-          1.0L - HypergeometricTail(n - 1, n - 1 - dropouts, k, t);
+      const long double short_of_t = 1.0L - HypergeometricTail(n - 1, n - 1 - dropouts, k, t);
       EXPECT_LE(short_of_t, per_site_failure / n * (1.0L + 1e-9L)) << where;
       // And no smaller even degree qualifies: at k - 2 the best threshold is
       // either reachable by the colluders or missed by the survivors (or the
