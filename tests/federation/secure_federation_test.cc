@@ -107,10 +107,13 @@ TEST(SecureFederation, SitesCheckNeighboursAgainstTheirRosterOfIdentityKeys) {
     EXPECT_EQ(m.sites_reported, 6u) << "round " << m.round;
   }
   EXPECT_EQ(ModelSha256(checked.global), ModelSha256(Federate(config).global));
-  // Site 3 knows another key for site 1: it refuses the key lists naming
-  // site 1 (each neighbour of every other site here) and the others' sum goes on.
+  // Site 3 knows other keys for every other site, as if the coordinator had
+  // substituted their round keys: it refuses its key list, whichever sites the
+  // round's random ring makes its neighbours, and the others' sum goes on.
   std::map<uint32_t, crypto::Key32> wrong = roster;
-  wrong[1] = identities[4].public_key;
+  for (auto& [site, key] : wrong) {
+    if (site != 3) key = crypto::GenerateSigningKey()->public_key;
+  }
   const FederatedRun refused = Federate(config, 2, [&](WorkerOptions* o, uint32_t site) {
     o->identity = identities[site];
     o->roster = site == 3 ? wrong : roster;
