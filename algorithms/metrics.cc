@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -28,6 +29,32 @@ ErrorSums EvaluateErrors(const MfModel& model, std::span<const Rating> test, flo
     sums.Add(static_cast<double>(r.value) - static_cast<double>(prediction));
   }
   return sums;
+}
+
+ErrorSums EvaluateErrors(const Model& model, std::span<const Rating> test, float rating_min,
+                         float rating_max) {
+  ErrorSums sums;
+  if (!model.PredictsRatings()) return sums;
+  for (const Rating& r : test) {
+    const float prediction = std::clamp(model.Predict(r.user, r.item), rating_min, rating_max);
+    sums.Add(static_cast<double>(r.value) - static_cast<double>(prediction));
+  }
+  return sums;
+}
+
+void RankingSums::Merge(const RankingSums& o) {
+  precision += o.precision;
+  recall += o.recall;
+  ndcg += o.ndcg;
+  hit_rate += o.hit_rate;
+  f1 += o.f1;
+  map += o.map;
+  users += o.users;
+  std::vector<uint32_t> all;
+  all.reserve(recommended.size() + o.recommended.size());
+  std::set_union(recommended.begin(), recommended.end(), o.recommended.begin(),
+                 o.recommended.end(), std::back_inserter(all));
+  recommended = std::move(all);
 }
 
 namespace {
@@ -72,12 +99,10 @@ inline bool Better(const Scored& a, const Scored& b) {
 
 }  // namespace
 
-RankingSums EvaluateRanking(const MfModel& model, std::span<const Rating> train,
-                            std::span<const Rating> test, const RankingOptions& options) {
+RankingSums EvaluateRanking(uint32_t users, uint32_t items, const UserScorer& score,
+                            std::span<const Rating> train, std::span<const Rating> test,
+                            const RankingOptions& options) {
   RankingSums sums;
-  const uint32_t users = model.users();
-  const uint32_t items = model.items();
-  const uint32_t factors = model.factors();
   const uint32_t top_k = options.k;
   if (top_k == 0 || users == 0 || items == 0) return sums;
 
@@ -90,14 +115,8 @@ RankingSums EvaluateRanking(const MfModel& model, std::span<const Rating> train,
     if (!held_out.Of(u).empty()) eligible.push_back(u);
   }
 
-  // The ranking score is b_i + p_u . q_i: mu + b_u is the same for every item
-  // of a user, so it does not change the order.
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Eigen::Map<const RowMajor> item_factors(model.item_factors(), items, factors);
-  const Eigen::Map<const Eigen::VectorXf> item_bias(model.item_bias(), items);
-  Eigen::VectorXf scores(items);
-
-  std::vector<uint8_t> excluded(items, 0), relevant(items, 0);
+  std::vector<float> scores(items);
+  std::vector<uint8_t> excluded(items, 0), relevant(items, 0), recommended(items, 0);
   // At most min(K, items) items are ranked or relevant.
   const uint32_t ranked = std::min(top_k, items);
   std::vector<Scored> heap;
@@ -108,10 +127,7 @@ RankingSums EvaluateRanking(const MfModel& model, std::span<const Rating> train,
   }
 
   for (const uint32_t u : eligible) {
-    const Eigen::Map<const Eigen::VectorXf> user_factors(
-        model.user_factors() + static_cast<size_t>(u) * factors, factors);
-    scores.noalias() = item_factors * user_factors;
-    scores += item_bias;
+    score(u, scores);
     const float* s = scores.data();
     for (uint32_t i : seen.Of(u)) excluded[i] = 1;
     uint32_t relevant_count = 0;
@@ -137,15 +153,21 @@ RankingSums EvaluateRanking(const MfModel& model, std::span<const Rating> train,
     std::sort_heap(heap.begin(), heap.end(), Better);  // best first
 
     uint32_t hits = 0;
-    double dcg = 0.0;
+    double dcg = 0.0, precision_sum = 0.0;
     for (size_t rank = 0; rank < heap.size(); ++rank) {
+      recommended[heap[rank].item] = 1;
       if (relevant[heap[rank].item]) {
         ++hits;
         dcg += 1.0 / std::log2(static_cast<double>(rank) + 2.0);
+        precision_sum += static_cast<double>(hits) / static_cast<double>(rank + 1);
       }
     }
-    sums.precision += static_cast<double>(hits) / top_k;
-    sums.recall += static_cast<double>(hits) / relevant_count;
+    const double precision = static_cast<double>(hits) / top_k;
+    const double recall = static_cast<double>(hits) / relevant_count;
+    sums.precision += precision;
+    sums.recall += recall;
+    sums.f1 += hits > 0 ? 2.0 * precision * recall / (precision + recall) : 0.0;
+    sums.map += precision_sum / std::min(relevant_count, ranked);
     sums.hit_rate += hits > 0 ? 1.0 : 0.0;
     sums.ndcg += dcg / ideal_dcg[std::min(relevant_count, ranked)];
     ++sums.users;
@@ -153,7 +175,37 @@ RankingSums EvaluateRanking(const MfModel& model, std::span<const Rating> train,
     for (uint32_t i : seen.Of(u)) excluded[i] = 0;
     for (uint32_t i : held_out.Of(u)) relevant[i] = 0;
   }
+  for (uint32_t i = 0; i < items; ++i) {
+    if (recommended[i]) sums.recommended.push_back(i);
+  }
   return sums;
+}
+
+RankingSums EvaluateRanking(const MfModel& model, std::span<const Rating> train,
+                            std::span<const Rating> test, const RankingOptions& options) {
+  // mu + b_u is the same for every item of a user, so it does not change the order.
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const uint32_t items = model.items(), factors = model.factors();
+  const Eigen::Map<const RowMajor> item_factors(model.item_factors(), items, factors);
+  const Eigen::Map<const Eigen::VectorXf> item_bias(model.item_bias(), items);
+  return EvaluateRanking(
+      model.users(), items,
+      [&](uint32_t u, std::span<float> out) {
+        const Eigen::Map<const Eigen::VectorXf> user_factors(
+            model.user_factors() + static_cast<size_t>(u) * factors, factors);
+        Eigen::Map<Eigen::VectorXf> scores(out.data(), items);
+        scores.noalias() = item_factors * user_factors;
+        scores += item_bias;
+      },
+      train, test, options);
+}
+
+RankingSums EvaluateRanking(const Model& model, std::span<const Rating> test,
+                            const RankingOptions& options) {
+  return EvaluateRanking(
+      model.users(), model.items(),
+      [&model](uint32_t u, std::span<float> out) { model.Score(u, out); }, model.train(), test,
+      options);
 }
 
 }  // namespace fedrec

@@ -3,9 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <vector>
 
 #include "algorithms/mf_model.h"
+#include "algorithms/model.h"
 #include "data/ratings.h"
 
 namespace fedrec {
@@ -32,6 +35,9 @@ struct ErrorSums {
 // Errors of predictions clamped to [rating_min, rating_max].
 ErrorSums EvaluateErrors(const MfModel& model, std::span<const Rating> test, float rating_min,
                          float rating_max);
+// The same for any model that predicts ratings (Model::PredictsRatings).
+ErrorSums EvaluateErrors(const Model& model, std::span<const Rating> test, float rating_min,
+                         float rating_max);
 
 struct RankingOptions {
   uint32_t k = 10;
@@ -39,24 +45,32 @@ struct RankingOptions {
 };
 
 // Per-user top-K metrics summed over users: for each user with at least one
-// relevant held-out item, rank every item the user has not rated in train by
-// predicted score (ties by item index) and take the top K.
-//   precision = hits / K, recall = hits / relevant, HR = [hits > 0],
-//   NDCG = DCG / ideal DCG with binary relevance.
+// relevant held-out item, rank every item the user has not interacted with in
+// train by score (ties by item index) and take the top K.
+//   precision = hits / K, recall = hits / relevant, F1 = 2PR / (P + R),
+//   HR = [hits > 0], NDCG = DCG / ideal DCG with binary relevance,
+//   AP = (sum over hit ranks r of hits@r / r) / min(relevant, K)  (MAP@K).
+// `recommended` is the sorted set of items in any user's top K (catalogue
+// coverage = |recommended| / items); merging takes the union.
 struct RankingSums {
-  double precision = 0.0, recall = 0.0, ndcg = 0.0, hit_rate = 0.0;
+  double precision = 0.0, recall = 0.0, ndcg = 0.0, hit_rate = 0.0, f1 = 0.0, map = 0.0;
   uint64_t users = 0;
+  std::vector<uint32_t> recommended;
 
-  void Merge(const RankingSums& o) {
-    precision += o.precision;
-    recall += o.recall;
-    ndcg += o.ndcg;
-    hit_rate += o.hit_rate;
-    users += o.users;
-  }
+  void Merge(const RankingSums& o);
 };
 
+// Scores of every item for one user, written to `out` (size: items).
+using UserScorer = std::function<void(uint32_t user, std::span<float> out)>;
+
+RankingSums EvaluateRanking(uint32_t users, uint32_t items, const UserScorer& score,
+                            std::span<const Rating> train, std::span<const Rating> test,
+                            const RankingOptions& options);
+// Ranks by b_i + p_u . q_i.
 RankingSums EvaluateRanking(const MfModel& model, std::span<const Rating> train,
                             std::span<const Rating> test, const RankingOptions& options);
+// Ranks by Model::Score, filtering the model's own training interactions.
+RankingSums EvaluateRanking(const Model& model, std::span<const Rating> test,
+                            const RankingOptions& options);
 
 }  // namespace fedrec

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "apps/job.h"
+#include "apps/model_files.h"
 #include "protocol/identity.h"
 #include "protocol/mpi_transport.h"
 #include "protocol/sha256.h"
@@ -25,26 +26,64 @@ using nlohmann::json;
 
 json Number(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
-void AddEval(json* j, const EvalResult& eval, const Config& config) {
+// The top-N metrics of `eval` as "<metric>@<k>" keys ("coverage" = share of
+// the `items` catalogue in any user's top K).
+json RankingJson(const EvalResult& eval, const Config& config, uint32_t items) {
+  json j = json::object();
+  if (!config.eval.ranking || eval.ranking.users == 0) return j;
+  const double n = static_cast<double>(eval.ranking.users);
+  const int64_t k = config.eval.top_k;
+  j[fmt::format("precision@{}", k)] = eval.ranking.precision / n;
+  j[fmt::format("recall@{}", k)] = eval.ranking.recall / n;
+  j[fmt::format("f1@{}", k)] = eval.ranking.f1 / n;
+  j[fmt::format("ndcg@{}", k)] = eval.ranking.ndcg / n;
+  j[fmt::format("hr@{}", k)] = eval.ranking.hit_rate / n;
+  j[fmt::format("map@{}", k)] = eval.ranking.map / n;
+  j[fmt::format("coverage@{}", k)] =
+      items ? static_cast<double>(eval.ranking.recommended.size()) / items : 0.0;
+  return j;
+}
+
+void AddEval(json* j, const EvalResult& eval, const Config& config, uint32_t items) {
   (*j)["test_rmse"] = Number(eval.errors.Rmse());
   (*j)["test_mae"] = Number(eval.errors.Mae());
-  if (config.eval.ranking && eval.ranking.users > 0) {
-    const double n = static_cast<double>(eval.ranking.users);
-    const int64_t k = config.eval.top_k;
-    (*j)[fmt::format("precision@{}", k)] = eval.ranking.precision / n;
-    (*j)[fmt::format("recall@{}", k)] = eval.ranking.recall / n;
-    (*j)[fmt::format("ndcg@{}", k)] = eval.ranking.ndcg / n;
-    (*j)[fmt::format("hr@{}", k)] = eval.ranking.hit_rate / n;
+  j->update(RankingJson(eval, config, items));
+}
+
+// The popularity baseline's metrics and the lift of `eval` over them
+// ("lift_<metric>@k" = model / popularity), when both are there.
+void AddLift(json* j, const EvalResult& eval, const EvalResult& popularity, const Config& config,
+             uint32_t items) {
+  const json model = RankingJson(eval, config, items);
+  const json base = RankingJson(popularity, config, items);
+  if (model.empty() || base.empty()) return;
+  (*j)["popularity"] = base;
+  for (const char* metric : {"precision", "ndcg", "recall", "map"}) {
+    const std::string key = fmt::format("{}@{}", metric, config.eval.top_k);
+    const double b = base[key].get<double>();
+    (*j)["lift_" + key] = Number(b > 0 ? model[key].get<double>() / b : NAN);
   }
 }
 
 std::string ProgressLine(const char* unit, uint32_t step, uint32_t steps, double train_mse,
-                         const EvalResult* eval) {
+                         const EvalResult* eval, const Config& config) {
   std::string line =
-      fmt::format("{} {}/{}  train rmse {:.4f}", unit, step, steps, std::sqrt(train_mse));
-  if (eval)
+      fmt::format("{} {}/{}  train loss {:.4f}", unit, step, steps, train_mse);
+  if (eval && eval->errors.count > 0)
     line += fmt::format("  test rmse {:.4f}  mae {:.4f}", eval->errors.Rmse(), eval->errors.Mae());
+  if (eval && eval->ranking.users > 0) {
+    const double n = static_cast<double>(eval->ranking.users);
+    line += fmt::format("  P@{} {:.4f}  NDCG@{} {:.4f}", config.eval.top_k,
+                        eval->ranking.precision / n, config.eval.top_k, eval->ranking.ndcg / n);
+  }
   return line;
+}
+
+std::vector<std::string> RawIds(const IdMap& ids) {
+  std::vector<std::string> raw;
+  raw.reserve(ids.size());
+  for (uint32_t i = 0; i < ids.size(); ++i) raw.push_back(ids.Raw(i));
+  return raw;
 }
 
 int Fail(const Status& status) {
@@ -53,8 +92,17 @@ int Fail(const Status& status) {
   return 1;
 }
 
-int Finish(RunOutput* out, const json& summary, const std::vector<ParamBlock>& global,
-           const IdMap& items);
+int Finish(RunOutput* out, const json& summary, const Model& global_model, const IdMap& items);
+
+// Adds the popularity baseline and the lift over it to `summary` (when top-N
+// metrics are on).
+Status AddPopularity(json* summary, const Config& config, const Dataset& dataset,
+                     const EvalResult& eval) {
+  if (!config.eval.ranking) return Status::Ok();
+  FEDREC_ASSIGN_OR_RETURN(EvalResult popularity, PopularityBaseline(config, dataset));
+  AddLift(summary, eval, popularity, config, dataset.items.size());
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -63,23 +111,35 @@ int RunTrain(const Config& config) {
   if (!dataset.ok()) return Fail(dataset.status());
   Result<RunOutput> out = RunOutput::Create(config, "train");
   if (!out.ok()) return Fail(out.status());
-  spdlog::info("train: {} users, {} items, {} train / {} test ratings; run directory {}",
-               dataset->users.size(), dataset->items.size(), dataset->train.size(),
-               dataset->test.size(), out->dir());
-  CentralizedResult result = TrainCentralized(config, *dataset, [&](const ProgressPoint& p) {
-    json line = {{"epoch", p.step}, {"train_rmse", Number(std::sqrt(p.train_mse))}};
-    if (p.evaluated) AddEval(&line, p.eval, config);
-    out->WriteMetrics(line.dump());
-    out->Progress(
-        ProgressLine("epoch", p.step, p.steps, p.train_mse, p.evaluated ? &p.eval : nullptr));
-  });
+  spdlog::info("train: model {}, {} users, {} items, {} train / {} test interactions; run "
+               "directory {}",
+               config.model.name, dataset->users.size(), dataset->items.size(),
+               dataset->train.size(), dataset->test.size(), out->dir());
+  const uint32_t items = dataset->items.size();
+  Result<CentralizedResult> result =
+      TrainCentralized(config, *dataset, [&](const ProgressPoint& p) {
+        json line = {{"epoch", p.step},
+                     {"train_rmse", Number(std::sqrt(p.train_mse))},
+                     {"train_loss", Number(p.train_mse)}};
+        if (p.evaluated) AddEval(&line, p.eval, config, items);
+        out->WriteMetrics(line.dump());
+        out->Progress(ProgressLine("epoch", p.step, p.steps, p.train_mse,
+                                   p.evaluated ? &p.eval : nullptr, config));
+      });
   out->EndProgress();
-  json summary = {{"command", "train"}, {"epochs", config.train.epochs}};
-  AddEval(&summary, result.eval, config);
-  summary["seconds"] = result.seconds;
-  summary["model_sha256"] = ModelSha256(result.global);
+  if (!result.ok()) return Fail(result.status());
+  json summary = {{"command", "train"}, {"model", config.model.name},
+                  {"epochs", EffectiveEpochs(config)}};
+  AddEval(&summary, result->eval, config, items);
+  summary["seconds"] = result->seconds;
+  if (Status s = AddPopularity(&summary, config, *dataset, result->eval); !s.ok()) return Fail(s);
+  summary["model_sha256"] = ModelSha256(result->global);
   summary["run_dir"] = out->dir();
-  return Finish(&*out, summary, result.global, dataset->items);
+  if (Status s = SaveHolderFiles(CentralFolder(out->dir()), *result->model,
+                                 RawIds(dataset->users), RawIds(dataset->items));
+      !s.ok())
+    return Fail(s);
+  return Finish(&*out, summary, *result->model, dataset->items);
 }
 
 namespace {
@@ -88,12 +148,14 @@ namespace {
 // the last evaluation for the summary.
 class RoundReporter {
  public:
-  RoundReporter(const Config& config, RunOutput* out) : config_(config), out_(out) {}
+  RoundReporter(const Config& config, RunOutput* out, uint32_t items)
+      : config_(config), out_(out), items_(items) {}
 
   void operator()(const RoundMetrics& m) {
     EvalResult eval{m.test, m.ranking};
     json line = {{"round", m.round},
                  {"train_rmse", Number(std::sqrt(m.train_mse))},
+                 {"train_loss", Number(m.train_mse)},
                  {"sites_selected", m.sites_selected},
                  {"sites_reported", m.sites_reported},
                  {"failures", m.failures},
@@ -108,21 +170,22 @@ class RoundReporter {
     }
     if (m.aborted) line["abort_reason"] = m.abort_reason;
     if (m.evaluated) {
-      AddEval(&line, eval, config_);
+      AddEval(&line, eval, config_, items_);
       last_eval_ = eval;
     }
     out_->WriteMetrics(line.dump());
-    out_->Progress(ProgressLine("round", m.round, static_cast<uint32_t>(config_.federation.rounds),
-                                m.train_mse, m.evaluated ? &eval : nullptr));
+    out_->Progress(ProgressLine("round", m.round, static_cast<uint32_t>(EffectiveRounds(config_)),
+                                m.train_mse, m.evaluated ? &eval : nullptr, config_));
   }
 
   // The summary every federated command prints last.
   json Summary(const char* command, double seconds, const std::vector<ParamBlock>& global,
                const TrafficStats& coordinator_traffic) const {
     json summary = {{"command", command},
+                    {"model", config_.model.name},
                     {"sites", config_.federation.sites},
-                    {"rounds", config_.federation.rounds}};
-    AddEval(&summary, last_eval_, config_);
+                    {"rounds", EffectiveRounds(config_)}};
+    AddEval(&summary, last_eval_, config_, items_);
     summary["seconds"] = seconds;
     summary["model_sha256"] = ModelSha256(global);
     summary["bytes_sent"] = coordinator_traffic.bytes_sent;
@@ -137,23 +200,34 @@ class RoundReporter {
  private:
   const Config& config_;
   RunOutput* out_;
+  uint32_t items_;
   EvalResult last_eval_;
 };
 
 // Writes the model and summary.json, then prints the summary as the last line.
-int Finish(RunOutput* out, const json& summary, const std::vector<ParamBlock>& global,
-           const IdMap& items) {
+int Finish(RunOutput* out, const json& summary, const Model& global_model, const IdMap& items) {
+  const std::vector<ParamBlock> global = global_model.GlobalBlocks();
   if (Status s = SaveGlobalModel(out->dir() + "/model.tsv", global, items); !s.ok()) return Fail(s);
+  if (Status s = SaveGlobalFiles(out->dir(), global_model, RawIds(items)); !s.ok()) return Fail(s);
   if (Status s = out->WriteSummary(summary.dump(2)); !s.ok()) return Fail(s);
   std::cout << summary.dump() << std::endl;
   return 0;
 }
 
-// The initial global model: the same draw every site and the centralized run make.
-std::vector<ParamBlock> InitialGlobal(const Config& config, uint32_t items) {
-  MfModel initial(0, items, static_cast<uint32_t>(config.model.factors));
-  initial.InitGlobal(TrainerOptions(config).init);
-  return initial.GlobalBlocks();
+// The coordinator's model, holding `global` when given.
+Result<std::unique_ptr<Model>> ServerModel(const Config& config, uint32_t items,
+                                           const std::vector<ParamBlock>* global = nullptr) {
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, MakeServerModel(config, items));
+  if (global && !model->SetGlobalBlocks(*global))
+    return Status::Internal("the final global model does not fit model " + config.model.name);
+  return model;
+}
+
+// The configuration the coordinator runs: rounds capped at the model's steps to converge.
+CoordinatorOptions CoordinatorOptionsOf(const Config& config) {
+  CoordinatorOptions options = MakeCoordinatorOptions(config);
+  options.rounds = static_cast<uint32_t>(EffectiveRounds(config));
+  return options;
 }
 
 Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config) {
@@ -182,10 +256,14 @@ int RunSim(const Config& config) {
   if (!strategy.ok()) return Fail(strategy.status());
 
   const Dataset& dataset = data->dataset;
-  spdlog::info("sim: {} sites, {} users, {} items, {} train / {} test ratings; run directory {}",
-               data->sites.size(), dataset.users.size(), dataset.items.size(), dataset.train.size(),
-               dataset.test.size(), out->dir());
-  RoundReporter reporter(config, &*out);
+  spdlog::info(
+      "sim: model {}, {} sites, {} users, {} items, {} train / {} test interactions; run "
+      "directory {}",
+      config.model.name, data->sites.size(), dataset.users.size(), dataset.items.size(),
+      dataset.train.size(), dataset.test.size(), out->dir());
+  Result<std::unique_ptr<Model>> server_model = ServerModel(config, dataset.items.size());
+  if (!server_model.ok()) return Fail(server_model.status());
+  RoundReporter reporter(config, &*out, dataset.items.size());
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
@@ -203,30 +281,59 @@ int RunSim(const Config& config) {
       SiteRoster(config, static_cast<uint32_t>(data->sites.size()));
   if (!roster.ok()) return Fail(roster.status());
   worker_options.roster = std::move(roster).value();
+  // Each site saves its own folder (its local blocks never leave it).
+  const std::vector<std::string> item_ids = RawIds(dataset.items);
+  Status saved;
+  sim_options.after_run = [&](const Worker& worker) {
+    if (!worker.model_status().ok() || !saved.ok()) return;
+    saved = SaveHolderFiles(SiteFolder(out->dir(), worker.site()), worker.model(),
+                            data->site_user_ids[worker.site()], item_ids);
+  };
   Result<SimulationResult> result = RunSimulation(
-      sim_options, MakeCoordinatorOptions(config), InitialGlobal(config, dataset.items.size()),
+      sim_options, CoordinatorOptionsOf(config), std::move(server_model).value(),
       std::move(strategy).value(), worker_options, dataset.items.size(), std::move(data->sites),
       std::ref(reporter));
   out->EndProgress();
   if (!result.ok()) return Fail(result.status());
+  if (!saved.ok()) return Fail(saved);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   json summary = reporter.Summary("sim", seconds, result->global, result->coordinator_traffic);
+  if (Status s = AddPopularity(&summary, config, dataset, reporter.last_eval()); !s.ok())
+    return Fail(s);
   if (config.sim.compare_centralized) {
     Config central = config;
-    central.train.epochs = config.federation.rounds * config.federation.local_epochs;
-    CentralizedResult baseline = TrainCentralized(central, dataset, nullptr);
-    summary["centralized_test_rmse"] = Number(baseline.eval.errors.Rmse());
-    summary["centralized_test_mae"] = Number(baseline.eval.errors.Mae());
-    summary["centralized_epochs"] = central.train.epochs;
-    std::cout << fmt::format(
-        "test RMSE  federated {:.4f}  centralized {:.4f}  ({} sites, {} rounds; centralized {} "
-        "epochs)\n",
-        reporter.last_eval().errors.Rmse(), baseline.eval.errors.Rmse(), config.federation.sites,
-        config.federation.rounds, central.train.epochs);
+    central.train.epochs = EffectiveRounds(config) * config.federation.local_epochs;
+    Result<CentralizedResult> baseline = TrainCentralized(central, dataset, nullptr);
+    if (!baseline.ok()) return Fail(baseline.status());
+    const uint32_t epochs = static_cast<uint32_t>(EffectiveEpochs(central));
+    summary["centralized_test_rmse"] = Number(baseline->eval.errors.Rmse());
+    summary["centralized_test_mae"] = Number(baseline->eval.errors.Mae());
+    summary["centralized_epochs"] = epochs;
+    json central_ranking = RankingJson(baseline->eval, config, dataset.items.size());
+    for (auto& [key, value] : central_ranking.items()) summary["centralized_" + key] = value;
+    const EvalResult& fed = reporter.last_eval();
+    if (fed.errors.count > 0) {
+      std::cout << fmt::format(
+          "test RMSE  federated {:.4f}  centralized {:.4f}  ({} sites, {} rounds; centralized {} "
+          "epochs)\n",
+          fed.errors.Rmse(), baseline->eval.errors.Rmse(), config.federation.sites,
+          EffectiveRounds(config), epochs);
+    }
+    if (fed.ranking.users > 0 && baseline->eval.ranking.users > 0) {
+      std::cout << fmt::format(
+          "precision@{}  federated {:.4f}  centralized {:.4f}  ({} {}, {} sites, {} rounds; "
+          "centralized {} epochs)\n",
+          config.eval.top_k, fed.ranking.precision / fed.ranking.users,
+          baseline->eval.ranking.precision / baseline->eval.ranking.users, "model",
+          config.model.name, config.federation.sites, EffectiveRounds(config), epochs);
+    }
   }
-  return Finish(&*out, summary, result->global, dataset.items);
+  Result<std::unique_ptr<Model>> final_model =
+      ServerModel(config, dataset.items.size(), &result->global);
+  if (!final_model.ok()) return Fail(final_model.status());
+  return Finish(&*out, summary, **final_model, dataset.items);
 }
 
 namespace {
@@ -334,26 +441,34 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   }
   std::vector<std::string> ids;
   for (uint32_t i = 0; i < items.size(); ++i) ids.push_back(items.Raw(i));
-  Catalogue catalogue{items.size(), JoinLines(ids)};
+  Catalogue catalogue{items.size(), JoinLines(ids), out->dir()};
   for (int r : site_ranks) {
     if (Status s = t.Send(r, EncodeMessage(catalogue, 0, 0)); !s.ok()) return Fail(s);
   }
   spdlog::info("run: {} sites, {} items, {} train / {} test ratings; run directory {}",
                site_ranks.size(), items.size(), train_ratings, test_ratings, out->dir());
 
-  CoordinatorOptions options = MakeCoordinatorOptions(config);
+  CoordinatorOptions options = CoordinatorOptionsOf(config);
   options.site_ranks = site_ranks;
-  Coordinator coordinator(options, InitialGlobal(config, items.size()), std::move(strategy).value(),
+  Result<std::unique_ptr<Model>> server_model = ServerModel(config, items.size());
+  if (!server_model.ok()) {
+    AbortSites(t, site_ranks, server_model.status().message());
+    return Fail(server_model.status());
+  }
+  Coordinator coordinator(options, std::move(server_model).value(), std::move(strategy).value(),
                           &t);
-  RoundReporter reporter(config, &*out);
+  RoundReporter reporter(config, &*out, items.size());
   const auto start = std::chrono::steady_clock::now();
   Status status = coordinator.Run(std::ref(reporter));
   out->EndProgress();
   if (!status.ok()) return Fail(status);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Result<std::unique_ptr<Model>> final_model =
+      ServerModel(config, items.size(), &coordinator.global());
+  if (!final_model.ok()) return Fail(final_model.status());
   return Finish(&*out, reporter.Summary("run", seconds, coordinator.global(), t.stats()),
-                coordinator.global(), items);
+                **final_model, items);
 }
 
 int SiteRank(const Config& config, Transport& t, uint32_t site,
@@ -410,10 +525,16 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
       SiteRoster(config, static_cast<uint32_t>(config.federation.sites));
   if (!roster.ok()) return fail(roster.status().message());
   options.roster = std::move(roster).value();
+  const std::vector<std::string> user_ids = std::move(local->user_ids);
   Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
   // Between requests a site waits while the others train: allow several rounds.
   const milliseconds idle = Seconds(std::max(config.federation.round_timeout * 3, 600.0));
   if (Status s = worker.Serve(idle); !s.ok()) return fail(s.message());
+  // The site's folder under the coordinator's run directory (on this node).
+  if (Status s = SaveHolderFiles(SiteFolder(catalogue.run_dir, site), worker.model(), user_ids,
+                                 SplitLines(catalogue.item_ids));
+      !s.ok())
+    return fail(s.message());
   return 0;
 }
 

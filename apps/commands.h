@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "apps/config.h"
+#include "base/status.h"
 
 namespace fedrec {
 
@@ -23,5 +25,29 @@ int RunGenerate(const Config& config, const std::string& dir);
 // with `dir`, coordinator.* and site<s>.* for `sites` sites. Prints the public
 // keys as the summary JSON.
 int RunKeygen(const std::string& prefix, const std::string& dir, int64_t sites, bool overwrite);
+
+struct RecommendRequest {
+  std::string run;    // run directory of fedrec train, sim or run
+  std::string user;   // raw user ID
+  uint32_t k = 10;
+  bool json = false;  // one JSON object instead of text lines
+  std::string items;  // title file (u.item, movies.dat); empty = look beside data.train
+};
+struct Recommendation {
+  std::string item;   // raw item ID
+  float score = 0.0f;
+  std::string title;  // empty without a title file
+};
+struct Recommendations {
+  std::string holder;  // the folder the user's factors came from (site<s> or central)
+  std::vector<Recommendation> items;  // best first
+};
+// The user's top-K items not seen in training, scored by the run's model, with
+// titles when a title file is found. Reads only the run's global model and the
+// one holder folder that lists the user. Errors (unknown run or user, damaged
+// files) name what was expected and what was found.
+Result<Recommendations> Recommend(const RecommendRequest& request);
+// Prints Recommend's answer as text lines or, with request.json, one JSON object.
+int RunRecommend(const RecommendRequest& request);
 
 }  // namespace fedrec

@@ -9,6 +9,8 @@
 #include <map>
 #include <variant>
 
+#include "algorithms/model.h"
+
 namespace fedrec {
 
 namespace {
@@ -30,7 +32,7 @@ const std::vector<Key>& Schema() {
   static const std::vector<Key> keys = {
       FEDREC_KEY("seed", seed, "seed of every random stream (data, init, shuffling, sampling)"),
       FEDREC_KEY("data.format", data.format,
-                 "rating file format: auto | ml100k | ml1m | mlcsv | csv"),
+                 "rating file format: auto | ml100k | ml1m | mlcsv | csv | implicit (user,item[,timestamp])"),
       FEDREC_KEY("data.train", data.train,
                  "training (or whole) rating file; empty = synthetic data"),
       FEDREC_KEY("data.test", data.test, "held-out rating file; empty = split data.train"),
@@ -45,6 +47,8 @@ const std::vector<Key>& Schema() {
           "per-site training files, {site} = site index, {rank} = MPI rank (partition = files)"),
       FEDREC_KEY("data.site_test", data.site_test,
                  "per-site test files ({site}, {rank}); empty = split each site's file"),
+      FEDREC_KEY("data.positive_threshold", data.positive_threshold,
+                 "implicit-feedback models learn from interactions with a value >= this"),
       FEDREC_KEY("data.synthetic.users", data.synthetic.users, "synthetic data: users"),
       FEDREC_KEY("data.synthetic.items", data.synthetic.items, "synthetic data: items"),
       FEDREC_KEY("data.synthetic.ratings", data.synthetic.ratings, "synthetic data: ratings"),
@@ -55,6 +59,8 @@ const std::vector<Key>& Schema() {
                  "synthetic data: Zipf exponent of user activity"),
       FEDREC_KEY("data.synthetic.item_skew", data.synthetic.item_skew,
                  "synthetic data: Zipf exponent of item popularity"),
+      FEDREC_KEY("model.name", model.name,
+                 "the model: mf | bpr | ials | ease | itemknn | popularity (or a plug-in's name)"),
       FEDREC_KEY("model.factors", model.factors, "latent factors k"),
       FEDREC_KEY("model.init_std", model.init_std, "std of the initial factors"),
       FEDREC_KEY("train.epochs", train.epochs, "epochs of centralized training (fedrec train)"),
@@ -127,6 +133,33 @@ const std::vector<Key>& Schema() {
   return keys;
 }
 #undef FEDREC_KEY
+
+// "model.<name>.<key>": a model's own key, stored as params["<name>.<key>"].
+// Returns the "<name>.<key>" part, or empty when `path` has another form.
+std::string ModelParamKey(std::string_view path) {
+  if (!path.starts_with("model.")) return "";
+  const std::string_view rest = path.substr(6);
+  const auto dot = rest.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == rest.size()) return "";
+  if (rest.find('.', dot + 1) != std::string_view::npos) return "";
+  return std::string(rest);
+}
+
+// Checks a model key against the built-in registry (keys of models it does
+// not know are checked when a plug-in's registry creates the model).
+Status CheckModelParam(const std::string& key, const std::string& where) {
+  const std::string model = key.substr(0, key.find('.'));
+  const std::string name = key.substr(key.find('.') + 1);
+  const ModelInfo* info = ModelRegistry::WithBuiltins().Find(model);
+  if (info == nullptr) return Status::Ok();
+  std::string known;
+  for (const ModelKey& k : info->keys) {
+    if (k.key == name) return Status::Ok();
+    known += (known.empty() ? "" : ", ") + ("model." + model + "." + k.key);
+  }
+  return Status::InvalidArgument(where + ": unknown key; model " + model + " has " +
+                                 (known.empty() ? std::string("no keys of its own") : known));
+}
 
 const Key* FindKey(std::string_view path) {
   for (const Key& k : Schema())
@@ -281,7 +314,13 @@ Status Walk(const toml::table& table, const std::string& prefix, const std::stri
     }
     const Key* key = FindKey(path);
     if (key == nullptr) {
-      return Status::InvalidArgument(where + ": unknown key; " + Known(path));
+      const std::string param = ModelParamKey(path);
+      if (param.empty()) return Status::InvalidArgument(where + ": unknown key; " + Known(path));
+      FEDREC_RETURN_IF_ERROR(CheckModelParam(param, where));
+      double value = 0.0;
+      FEDREC_RETURN_IF_ERROR(SetFromNode(&value, node, where));
+      config->model.params[param] = value;
+      continue;
     }
     FEDREC_RETURN_IF_ERROR(SetFromNode(key->bind(*config), node, where));
   }
@@ -314,9 +353,18 @@ Status ApplyOverride(Config* config, const std::string& assignment) {
   }
   const std::string path = assignment.substr(0, eq);
   const Key* key = FindKey(path);
-  if (key == nullptr)
-    return Status::InvalidArgument("--set " + assignment + ": unknown key '" + path + "'; " +
-                                   Known(path));
+  if (key == nullptr) {
+    const std::string param = ModelParamKey(path);
+    if (param.empty())
+      return Status::InvalidArgument("--set " + assignment + ": unknown key '" + path + "'; " +
+                                     Known(path));
+    FEDREC_RETURN_IF_ERROR(CheckModelParam(param, "--set " + assignment));
+    double value = 0.0;
+    FEDREC_RETURN_IF_ERROR(
+        ParseInto(&value, std::string_view(assignment).substr(eq + 1), "--set " + assignment));
+    config->model.params[param] = value;
+    return Status::Ok();
+  }
   return ParseInto(key->bind(*config), std::string_view(assignment).substr(eq + 1),
                    "--set " + assignment);
 }
@@ -337,7 +385,7 @@ Status ValidateConfig(const Config& c) {
     return fail(key, list, "\"" + v + "\"");
   };
   FEDREC_RETURN_IF_ERROR(
-      one_of("data.format", c.data.format, {"auto", "ml100k", "ml1m", "mlcsv", "csv"}));
+      one_of("data.format", c.data.format, {"auto", "ml100k", "ml1m", "mlcsv", "csv", "implicit"}));
   FEDREC_RETURN_IF_ERROR(
       one_of("data.split", c.data.split, {"random", "holdout_last", "holdout_random"}));
   FEDREC_RETURN_IF_ERROR(
@@ -353,6 +401,7 @@ Status ValidateConfig(const Config& c) {
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.items", c.data.synthetic.items));
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.ratings", c.data.synthetic.ratings));
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.rank", c.data.synthetic.rank));
+  if (c.model.name.empty()) return fail("model.name", "a registered model name", "\"\"");
   if (c.model.factors < 1 || c.model.factors > 4096)
     return fail("model.factors", "an integer in [1, 4096]", std::to_string(c.model.factors));
   if (!(c.model.init_std >= 0.0))
@@ -467,6 +516,18 @@ std::string ConfigToToml(const Config& config, bool with_docs) {
     if (with_docs) out += "# " + std::string(k.doc) + "\n";
     out += name + " = " + Render(k.bind(copy)) + "\n";
   }
+  // The chosen model's own keys, with the registered defaults filled in,
+  // then any other model's keys that were set.
+  std::map<std::string, std::map<std::string, double>> params;
+  if (const ModelInfo* info = ModelRegistry::WithBuiltins().Find(config.model.name)) {
+    for (const ModelKey& k : info->keys) params[config.model.name][k.key] = k.default_value;
+  }
+  for (const auto& [key, value] : config.model.params)
+    params[key.substr(0, key.find('.'))][key.substr(key.find('.') + 1)] = value;
+  for (auto& [model, keys] : params) {
+    out += "\n[model." + model + "]\n";
+    for (auto& [key, value] : keys) out += key + " = " + Render(Target(&value)) + "\n";
+  }
   return out;
 }
 
@@ -477,6 +538,14 @@ std::vector<std::string> ConfigKeyDocs() {
     const Target t = k.bind(defaults);
     lines.push_back(
         fmt::format("| `{}` | {} | `{}` | {} |", k.path, TypeName(t), Render(t), k.doc));
+  }
+  const ModelRegistry registry = ModelRegistry::WithBuiltins();
+  for (const std::string& name : registry.Names()) {
+    for (const ModelKey& k : registry.Find(name)->keys) {
+      double value = k.default_value;
+      lines.push_back(fmt::format("| `model.{}.{}` | number | `{}` | {} |", name, k.key,
+                                  Render(Target(&value)), k.doc));
+    }
   }
   return lines;
 }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct Config {
     int64_t holdout_k = 1;
     double rating_min = 1.0;
     double rating_max = 5.0;
+    // Implicit-feedback models learn from interactions with a value >= this
+    // (every interaction of files without ratings).
+    double positive_threshold = 0.0;
     std::string site_train;  // per-site files, "{site}"/"{rank}" (partition = "files")
     std::string site_test;
     struct Synthetic {
@@ -41,8 +45,12 @@ struct Config {
   } data;
 
   struct Model {
+    std::string name = "mf";  // registered model (algorithms/model.h)
     int64_t factors = 32;
     double init_std = 0.05;
+    // model.<name>.<key> values, keyed "<name>.<key>"; defaults come from the
+    // model's registration.
+    std::map<std::string, double> params;
   } model;
 
   struct Train {

@@ -50,29 +50,17 @@ ReadOptions MakeReadOptions(const Config& config, RatingFormat format) {
   return options;
 }
 
-EvalResult Evaluate(const Config& config, const MfModel& model, std::span<const Rating> train,
-                    std::span<const Rating> test) {
-  EvalResult result;
-  result.errors = EvaluateErrors(model, test, static_cast<float>(config.data.rating_min),
-                                 static_cast<float>(config.data.rating_max));
-  if (config.eval.ranking) {
-    RankingOptions ranking;
-    ranking.k = static_cast<uint32_t>(config.eval.top_k);
-    ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
-    result.ranking = EvaluateRanking(model, train, test, ranking);
-  }
-  return result;
-}
-
 // Renumbers the users of `users` (ascending global indices) to 0..n-1 in that
 // order, drops ratings of other users, and keys each user by its raw ID.
 SiteData MakeSiteData(const IdMap& user_ids, const std::vector<uint32_t>& users,
-                      std::vector<Rating> train, std::vector<Rating> test) {
+                      std::vector<Rating> train, std::vector<Rating> test,
+                      std::vector<std::string>* raw_ids) {
   std::unordered_map<uint32_t, uint32_t> local;
   SiteData site;
   for (uint32_t u : users) {
     local.emplace(u, static_cast<uint32_t>(site.user_keys.size()));
     site.user_keys.push_back(StableIdKey(user_ids.Raw(u)));
+    raw_ids->push_back(user_ids.Raw(u));
   }
   auto renumber = [&](std::vector<Rating>& ratings) {
     for (Rating& r : ratings) r.user = local.at(r.user);
@@ -173,9 +161,11 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
       d.train.insert(d.train.end(), train[s].begin(), train[s].end());
       d.test.insert(d.test.end(), test[s].begin(), test[s].end());
     }
+    data.site_user_ids.resize(sites);
     for (uint32_t s = 0; s < sites; ++s) {
       const std::vector<uint32_t> users = UsersOf(train[s], test[s]);
-      data.sites.push_back(MakeSiteData(d.users, users, std::move(train[s]), std::move(test[s])));
+      data.sites.push_back(MakeSiteData(d.users, users, std::move(train[s]), std::move(test[s]),
+                                        &data.site_user_ids[s]));
     }
     return data;
   }
@@ -192,9 +182,10 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
   std::vector<std::vector<Rating>> test = SplitBySite(data.dataset.test, site_of_user, sites);
   std::vector<std::vector<uint32_t>> users(sites);
   for (uint32_t u = 0; u < site_of_user.size(); ++u) users[site_of_user[u]].push_back(u);
+  data.site_user_ids.resize(sites);
   for (uint32_t s = 0; s < sites; ++s) {
-    data.sites.push_back(
-        MakeSiteData(data.dataset.users, users[s], std::move(train[s]), std::move(test[s])));
+    data.sites.push_back(MakeSiteData(data.dataset.users, users[s], std::move(train[s]),
+                                      std::move(test[s]), &data.site_user_ids[s]));
   }
   return data;
 }
@@ -206,7 +197,7 @@ Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site) {
     std::vector<Rating> train, test;
     FEDREC_RETURN_IF_ERROR(ReadSiteFiles(config, site, &users, &items, &train, &test));
     std::vector<uint32_t> held = UsersOf(train, test);
-    local.data = MakeSiteData(users, held, std::move(train), std::move(test));
+    local.data = MakeSiteData(users, held, std::move(train), std::move(test), &local.user_ids);
     for (uint32_t i = 0; i < items.size(); ++i) local.item_ids.push_back(items.Raw(i));
     return local;
   }
@@ -216,6 +207,7 @@ Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site) {
                                    std::to_string(all.sites.size()) + " sites configured");
   }
   local.data = std::move(all.sites[site]);
+  local.user_ids = std::move(all.site_user_ids[site]);
   for (uint32_t i = 0; i < all.dataset.items.size(); ++i)
     local.item_ids.push_back(all.dataset.items.Raw(i));
   return local;
@@ -252,8 +244,61 @@ MfTrainerOptions TrainerOptions(const Config& config) {
   return options;
 }
 
+ModelOptions MakeModelOptions(const Config& config) {
+  ModelOptions options;
+  options.seed = config.seed;
+  options.factors = static_cast<uint32_t>(config.model.factors);
+  options.init_std = static_cast<float>(config.model.init_std);
+  const MfTrainerOptions mf = TrainerOptions(config);
+  options.sgd = mf.sgd;
+  options.positive_threshold = static_cast<float>(config.data.positive_threshold);
+  const std::string prefix = config.model.name + ".";
+  for (const auto& [key, value] : config.model.params) {
+    if (key.starts_with(prefix)) options.params[key.substr(prefix.size())] = value;
+  }
+  return options;
+}
+
+Result<std::unique_ptr<Model>> MakeModel(const Config& config, ModelData data,
+                                         const ModelRegistry* registry) {
+  const ModelRegistry builtins = registry ? ModelRegistry() : ModelRegistry::WithBuiltins();
+  Result<std::unique_ptr<Model>> model =
+      (registry ? *registry : builtins)
+          .Create(config.model.name, MakeModelOptions(config), std::move(data));
+  if (!model.ok()) return model.status().WithContext("config model.name = " + config.model.name);
+  return model;
+}
+
+Result<std::unique_ptr<Model>> MakeServerModel(const Config& config, uint32_t items,
+                                               const ModelRegistry* registry) {
+  ModelData none;
+  none.items = items;
+  return MakeModel(config, std::move(none), registry);
+}
+
+namespace {
+
+// Steps after which the configured model changes nothing (0 = no limit).
+uint32_t StepsToConverge(const Config& config) {
+  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 0);
+  return model.ok() ? (*model)->StepsToConverge() : 0;
+}
+
+}  // namespace
+
+int64_t EffectiveRounds(const Config& config) {
+  const uint32_t steps = StepsToConverge(config);
+  return steps ? std::min<int64_t>(config.federation.rounds, steps) : config.federation.rounds;
+}
+
+int64_t EffectiveEpochs(const Config& config) {
+  const uint32_t steps = StepsToConverge(config);
+  return steps ? std::min<int64_t>(config.train.epochs, steps) : config.train.epochs;
+}
+
 WorkerOptions MakeWorkerOptions(const Config& config) {
   WorkerOptions options;
+  options.make_model = [config](ModelData data) { return MakeModel(config, std::move(data)); };
   options.trainer = TrainerOptions(config);
   options.rating_min = static_cast<float>(config.data.rating_min);
   options.rating_max = static_cast<float>(config.data.rating_max);
@@ -378,50 +423,118 @@ StrategyOptions MakeStrategyOptions(const Config& config) {
   return options;
 }
 
-CentralizedResult TrainCentralized(const Config& config, const Dataset& dataset,
-                                   const std::function<void(const ProgressPoint&)>& on_epoch) {
+EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test) {
+  EvalResult result;
+  result.errors = EvaluateErrors(model, test, static_cast<float>(config.data.rating_min),
+                                 static_cast<float>(config.data.rating_max));
+  if (config.eval.ranking) {
+    RankingOptions ranking;
+    ranking.k = static_cast<uint32_t>(config.eval.top_k);
+    ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
+    result.ranking = EvaluateRanking(model, test, ranking);
+  }
+  return result;
+}
+
+namespace {
+
+// A closed-form model's step over its own upload: what the coordinator does
+// with the sites' sums, for one shard holding everything.
+Status SolveFromOwnSums(Model* model, uint32_t epoch) {
+  const std::vector<ParamBlock> shapes = model->UploadShapes();
+  const std::vector<DenseBlockView> views = model->Upload();
+  AggregateInput sums;
+  sums.round = epoch + 1;
+  sums.sites = 1;
+  for (size_t b = 0; b < shapes.size(); ++b) {
+    const ParamBlock& shape = shapes[b];
+    std::vector<double>& weight = sums.row_weight.emplace_back(shape.rows, 0.0);
+    std::vector<double>& sum =
+        sums.weighted_sum.emplace_back(static_cast<size_t>(shape.rows) * shape.cols, 0.0);
+    for (uint32_t r = 0; r < shape.rows; ++r) {
+      const double w = views[b].weights[r];
+      if (w == 0) continue;
+      weight[r] = w;
+      for (uint32_t c = 0; c < shape.cols; ++c) {
+        const size_t at = static_cast<size_t>(r) * shape.cols + c;
+        sum[at] = w * static_cast<double>(views[b].values[at]);
+      }
+    }
+  }
+  std::vector<ParamBlock> global = model->GlobalBlocks();
+  FEDREC_RETURN_IF_ERROR(model->Apply(sums, nullptr, &global));
+  if (!model->SetGlobalBlocks(global))
+    return Status::Internal("model " + std::string(model->name()) + " changed its block shapes");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<CentralizedResult> TrainCentralized(
+    const Config& config, const Dataset& dataset,
+    const std::function<void(const ProgressPoint&)>& on_epoch) {
   const auto start = std::chrono::steady_clock::now();
-  std::vector<uint64_t> user_keys(dataset.users.size());
-  for (uint32_t u = 0; u < user_keys.size(); ++u) user_keys[u] = StableIdKey(dataset.users.Raw(u));
-  MfTrainer trainer(TrainerOptions(config), dataset.items.size(), dataset.train, user_keys);
-  trainer.UseShardMean();
+  ModelData data;
+  data.items = dataset.items.size();
+  data.train = dataset.train;
+  data.user_keys.resize(dataset.users.size());
+  for (uint32_t u = 0; u < dataset.users.size(); ++u)
+    data.user_keys[u] = StableIdKey(dataset.users.Raw(u));
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, MakeModel(config, std::move(data)));
+  model->OnInitialModel();
   const std::vector<Rating>& test = dataset.test;
-  const uint32_t epochs = static_cast<uint32_t>(config.train.epochs);
+  const uint32_t epochs = static_cast<uint32_t>(EffectiveEpochs(config));
   CentralizedResult result;
   for (uint32_t epoch = 0; epoch < epochs; ++epoch) {
-    const EpochStats stats = trainer.Train(epoch, 1, static_cast<float>(config.train.lr));
+    TrainPlan plan;
+    plan.round = epoch + 1;
+    plan.epoch_offset = epoch;
+    plan.epochs = 1;
+    plan.lr = static_cast<float>(config.train.lr);
+    const LossSums loss = model->Train(plan);
+    if (model->SolvesFromSums()) FEDREC_RETURN_IF_ERROR(SolveFromOwnSums(model.get(), epoch));
     ProgressPoint point;
     point.step = epoch + 1;
     point.steps = epochs;
-    point.train_mse = stats.Mse();
+    point.train_mse = loss.Mean();
     const bool last = epoch + 1 == epochs;
     if (last || (epoch + 1) % config.eval.every == 0) {
       point.evaluated = true;
-      point.eval = Evaluate(config, trainer.model(), trainer.train(), test);
+      point.eval = Evaluate(config, *model, test);
       if (last) result.eval = point.eval;
     }
     if (on_epoch) on_epoch(point);
   }
-  result.global = trainer.model().GlobalBlocks();
+  result.global = model->GlobalBlocks();
+  result.model = std::move(model);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
 
+Result<EvalResult> PopularityBaseline(const Config& config, const Dataset& dataset) {
+  Config popularity = config;
+  popularity.model.name = "popularity";
+  popularity.eval.every = 1 << 30;  // only the final evaluation
+  FEDREC_ASSIGN_OR_RETURN(CentralizedResult result, TrainCentralized(popularity, dataset, nullptr));
+  return result.eval;
+}
+
 Status SaveGlobalModel(const std::string& path, const std::vector<ParamBlock>& global,
                        const IdMap& items) {
-  const ParamBlock* mean = FindBlock(global, MfModel::kGlobalMean);
-  const ParamBlock* bias = FindBlock(global, MfModel::kItemBias);
-  const ParamBlock* factors = FindBlock(global, MfModel::kItemFactors);
-  if (!mean || !bias || !factors || bias->rows != items.size() || factors->rows != items.size()) {
-    return Status::InvalidArgument("cannot save " + path +
-                                   ": the model does not match the dataset's items");
-  }
   std::ofstream out(path);
-  out << "global_mean\t" << fmt::format("{}", mean->data[0]) << "\n";
+  for (const ParamBlock& b : global) {
+    if (b.rows == items.size() && b.rows != 1) continue;
+    out << b.name;
+    for (float v : b.data) out << '\t' << fmt::format("{}", v);
+    out << '\n';
+  }
   for (uint32_t i = 0; i < items.size(); ++i) {
-    out << items.Raw(i) << '\t' << fmt::format("{}", bias->data[i]);
-    const float* row = factors->Row(i);
-    for (uint32_t c = 0; c < factors->cols; ++c) out << '\t' << fmt::format("{}", row[c]);
+    out << items.Raw(i);
+    for (const ParamBlock& b : global) {
+      if (b.rows != items.size() || b.rows == 1) continue;
+      const float* row = b.Row(i);
+      for (uint32_t c = 0; c < b.cols; ++c) out << '\t' << fmt::format("{}", row[c]);
+    }
     out << '\n';
   }
   if (!out) return Status::IoError("cannot write " + path);

@@ -14,6 +14,7 @@
 
 #include "algorithms/metrics.h"
 #include "algorithms/mf_trainer.h"
+#include "algorithms/model.h"
 #include "algorithms/strategy.h"
 #include "apps/config.h"
 #include "base/status.h"
@@ -29,6 +30,7 @@ namespace fedrec {
 struct FederatedData {
   Dataset dataset;              // all train and test ratings, global indices
   std::vector<SiteData> sites;  // empty until partitioned
+  std::vector<std::vector<std::string>> site_user_ids;  // raw user IDs of each site's users
 };
 
 // Loads the configured data: rating files (+ split) or synthetic data.
@@ -42,6 +44,7 @@ Result<FederatedData> LoadFederatedData(const Config& config);
 struct LocalSite {
   SiteData data;
   std::vector<std::string> item_ids;  // raw ID of each item index in `data`
+  std::vector<std::string> user_ids;  // raw ID of each of the site's users
 };
 Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site);
 // Renumbers the site's items to their index in `catalogue` (the federation's
@@ -49,6 +52,21 @@ Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site);
 Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* site);
 
 MfTrainerOptions TrainerOptions(const Config& config);
+// The options of the configured model (model.*, train.*, data.positive_threshold).
+ModelOptions MakeModelOptions(const Config& config);
+// The configured model (model.name) built from `data`, from `registry` (the
+// built-ins when null). Errors name the config key.
+Result<std::unique_ptr<Model>> MakeModel(const Config& config, ModelData data,
+                                         const ModelRegistry* registry = nullptr);
+// The model's part at the coordinator: built from no data (its global blocks
+// are the initial model every site also draws).
+Result<std::unique_ptr<Model>> MakeServerModel(const Config& config, uint32_t items,
+                                               const ModelRegistry* registry = nullptr);
+// Rounds (fedrec sim/run) and epochs (fedrec train) after capping them at the
+// model's steps to converge (closed-form models need one).
+int64_t EffectiveRounds(const Config& config);
+int64_t EffectiveEpochs(const Config& config);
+// Worker options with make_model building the configured model.
 WorkerOptions MakeWorkerOptions(const Config& config);
 // security.aggregation as the wire enum (secagg and secagg+ are both kSecAgg).
 Aggregation AggregationOf(const Config& config);
@@ -87,15 +105,28 @@ struct CentralizedResult {
   std::vector<ParamBlock> global;
   EvalResult eval;
   double seconds = 0.0;  // training and evaluation, data loading excluded
+  std::unique_ptr<Model> model;  // the trained model, with every user
 };
 
-// Centralized baseline: one MfTrainer over all training ratings.
-CentralizedResult TrainCentralized(const Config& config, const Dataset& dataset,
-                                   const std::function<void(const ProgressPoint&)>& on_epoch);
+// Evaluates `model` on `test` (RMSE/MAE when it predicts ratings, top-N
+// metrics when eval.ranking is on).
+EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test);
 
-// Writes the global model as text: a "global_mean" line, then one line per
-// item "<raw item id>\t<bias>\t<factor 1>...<factor k>", so results name the
-// dataset's own IDs.
+// Centralized training: the configured model over all training interactions,
+// EffectiveEpochs(config) epochs (closed-form models solve from their own
+// sums each epoch, as the coordinator does from the sites').
+Result<CentralizedResult> TrainCentralized(
+    const Config& config, const Dataset& dataset,
+    const std::function<void(const ProgressPoint&)>& on_epoch);
+
+// The popularity baseline on the same data and protocol (model popularity,
+// trained centrally: its federated form sums to the same integer counts).
+Result<EvalResult> PopularityBaseline(const Config& config, const Dataset& dataset);
+
+// Writes the global model as text: one "<block>\t<values>" line per global
+// block that is not per item (MF: global_mean), then one line per item
+// "<raw item id>\t<values of the item's row in every per-item block>", so
+// results name the dataset's own IDs.
 Status SaveGlobalModel(const std::string& path, const std::vector<ParamBlock>& global,
                        const IdMap& items);
 

@@ -4,6 +4,7 @@
 //   fedrec sim   [--config job.toml] [--set ...]                     federation in one process
 //   mpirun -np N fedrec run [--config job.toml] [--set ...]          one role per MPI rank
 //   fedrec keygen --out keys/site0 | --dir keys --sites N            identity key files
+//   fedrec recommend --run DIR --user U [--k 10] [--json]            a user's top-K items
 //   fedrec config [--docs]                                           resolved configuration
 //
 // Every run writes its resolved config and per-round metrics (JSON lines) to a
@@ -71,6 +72,15 @@ int main(int argc, char** argv) {
     if (keygen_prefix.empty() && keygen_dir.empty())
       throw CLI::ValidationError("keygen", "give --out <prefix> or --dir <dir> --sites N");
   });
+  CLI::App* recommend =
+      app.add_subcommand("recommend", "a user's top-K unseen items from a run directory");
+  fedrec::RecommendRequest rec;
+  recommend->add_option("--run", rec.run, "run directory (fedrec train, sim or run)")->required();
+  recommend->add_option("--user", rec.user, "raw user ID")->required();
+  recommend->add_option("-k,--k", rec.k, "number of items")->check(CLI::Range(1u, 1000000u));
+  recommend->add_flag("--json", rec.json, "print one JSON object");
+  recommend->add_option("--items", rec.items,
+                        "item title file (u.item, movies.dat); default: beside data.train");
   CLI::App* config_cmd = app.add_subcommand("config", "print the resolved configuration");
   add_common(train);
   add_common(sim);
@@ -90,6 +100,7 @@ int main(int argc, char** argv) {
                             : spdlog::level::warn);
 
   if (*keygen) return fedrec::RunKeygen(keygen_prefix, keygen_dir, keygen_sites, keygen_force);
+  if (*recommend) return fedrec::RunRecommend(rec);
 
   Config config;
   if (!config_path.empty()) {

@@ -44,6 +44,25 @@ struct ParamBlock {
   friend bool operator==(const ParamBlock&, const ParamBlock&) = default;
 };
 
+// A site's upload read in place from its model (Model::Upload), for encoding
+// straight into the frame that carries it: per global block (model order), every row's
+// weight (0 for rows the site did not train, which encode as zeros) and the
+// block's values, row-major.
+struct DenseBlockView {
+  std::span<const uint32_t> weights;  // one per row
+  std::span<const float> values;      // rows * cols
+};
+
+// The shape of `block` (name, scope, rows, cols) without its values.
+inline ParamBlock ShapeOf(const ParamBlock& block) {
+  ParamBlock shape;
+  shape.name = block.name;
+  shape.scope = block.scope;
+  shape.rows = block.rows;
+  shape.cols = block.cols;
+  return shape;
+}
+
 // The block named `name`, or nullptr.
 inline ParamBlock* FindBlock(std::vector<ParamBlock>& blocks, std::string_view name) {
   for (auto& b : blocks)

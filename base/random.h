@@ -29,6 +29,7 @@ enum class Purpose : uint64_t {
   kStrategy = 8,   // strategy-specific randomness
   kDropout = 9,    // simulated faults
   kQuantize = 10,  // stochastic rounding of updates to fixed point
+  kNegative = 11,  // negative sampling of implicit-feedback models (round = global epoch)
   kUser = 100,     // first value free for plug-ins
 };
 

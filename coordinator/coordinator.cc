@@ -168,6 +168,25 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlo
       site_version_(options.site_ranks.size(), UINT64_MAX) {
   for (uint32_t s = 0; s < options_.site_ranks.size(); ++s)
     site_of_rank_[options_.site_ranks[s]] = s;
+  for (const ParamBlock& b : global_) upload_.push_back(ShapeOf(b));
+}
+
+Coordinator::Coordinator(const CoordinatorOptions& options, std::unique_ptr<Model> model,
+                         std::unique_ptr<Strategy> strategy, Transport* transport)
+    : Coordinator(options, model->GlobalBlocks(), std::move(strategy), transport) {
+  upload_ = model->UploadShapes();
+  model_ = std::move(model);
+}
+
+FixedPointFormat Coordinator::UploadFormat() const {
+  FixedPointFormat format = options_.format;
+  if (!model_) return format;
+  const UploadRange range =
+      model_->AdjustUploadRange({format.clip, format.frac_bits, format.max_weight});
+  format.clip = range.clip;
+  format.frac_bits = range.frac_bits;
+  format.max_weight = range.max_weight;
+  return format;
 }
 
 std::string Coordinator::SiteName(uint32_t site) const {
@@ -217,7 +236,7 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
     FEDREC_RETURN_IF_ERROR(PaillierRound(std::move(plan), selected, metrics, &input));
   } else {
     FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
-    UpdateAggregator aggregator(global_, version_, round, selected);
+    UpdateAggregator aggregator(upload_, version_, round, selected);
     const auto deadline = Clock::now() + options_.round_timeout;
     FEDREC_RETURN_IF_ERROR(Collect<ModelUpdate>(
         transport_, site_of_rank_, round, selected, deadline,
@@ -255,8 +274,9 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
 }
 
 Status Coordinator::ApplyAggregate(uint32_t round, const AggregateInput& input) {
-  FEDREC_RETURN_IF_ERROR(strategy_->Aggregate(input, &global_)
-                             .WithContext("coordinator, round " + std::to_string(round)));
+  const Status applied = model_ ? model_->Apply(input, strategy_.get(), &global_)
+                                : strategy_->Aggregate(input, &global_);
+  FEDREC_RETURN_IF_ERROR(applied.WithContext("coordinator, round " + std::to_string(round)));
   for (const ParamBlock& block : global_) {
     for (size_t i = 0; i < block.data.size(); ++i) {
       if (std::isfinite(block.data[i])) continue;
@@ -273,13 +293,13 @@ Status Coordinator::ApplyAggregate(uint32_t round, const AggregateInput& input) 
 Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& selected,
                                 RoundMetrics* metrics, AggregateInput* input) {
   const uint32_t round = plan.round;
-  FixedPointFormat format = options_.format;
+  FixedPointFormat format = UploadFormat();
   FEDREC_ASSIGN_OR_RETURN(format.ring_bits,
                           ChooseRingBits(static_cast<uint32_t>(selected.size()), format));
   FEDREC_ASSIGN_OR_RETURN(
       secagg::Params params,
       secagg::MakeParams(round, selected, options_.sparse_graph, options_.threshold,
-                         options_.threat, format.ring_bits, EncodedLength(global_)));
+                         options_.threat, format.ring_bits, EncodedLength(upload_)));
   plan.aggregation = Aggregation::kSecAgg;
   plan.participants = params.sites;
   plan.threshold = params.threshold;
@@ -374,7 +394,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
                                  }));
   Result<std::vector<uint64_t>> sum = timed([&] { return server.Finish(); });
   if (!sum.ok()) return abort(sum.status());
-  Result<DecodedSums> decoded = timed([&] { return DecodeSum(global_, *sum, format); });
+  Result<DecodedSums> decoded = timed([&] { return DecodeSum(upload_, *sum, format); });
   if (!decoded.ok()) return abort(decoded.status());
   cost.Record();
 
@@ -478,7 +498,7 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
                                  std::to_string(selected.size()) +
                                  " selected sites hold the Paillier key; at least 2 are needed"));
   }
-  FixedPointFormat format = options_.format;
+  FixedPointFormat format = UploadFormat();
   format.ring_bits = 64;
   plan.aggregation = Aggregation::kPaillier;
   plan.participants = participants;
@@ -487,7 +507,7 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
 
   FEDREC_ASSIGN_OR_RETURN(PaillierPublicKey public_key,
                           PaillierPublicKey::FromBytes(paillier_public_));
-  const uint64_t length = EncodedLength(global_);
+  const uint64_t length = EncodedLength(upload_);
   const PackingParams params{static_cast<int>(SignedValueBits(format)),
                              static_cast<int>(participants.size())};
   FEDREC_ASSIGN_OR_RETURN(PaillierPacker packer,
@@ -540,7 +560,7 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
   }
   if (!sums) return abort(Status::Aborted("no site decrypted the aggregated ciphertexts"));
   std::vector<uint64_t> ring(sums->begin(), sums->end());
-  Result<DecodedSums> decoded = cost.Timed([&] { return DecodeSum(global_, ring, format); });
+  Result<DecodedSums> decoded = cost.Timed([&] { return DecodeSum(upload_, ring, format); });
   if (!decoded.ok()) return abort(decoded.status());
   cost.Record();
   FillEncryptedInput(round, std::move(decoded).value(), reported, selected.size(), train_loss,
@@ -569,8 +589,16 @@ Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
   for (const auto& report : reports) {  // site order: fixed summation order
     if (!report) continue;
     metrics->test.Merge(ErrorSums{report->squared_error, report->absolute_error, report->count});
-    metrics->ranking.Merge(RankingSums{report->precision, report->recall, report->ndcg,
-                                       report->hit_rate, report->ranked_users});
+    RankingSums ranking;
+    ranking.precision = report->precision;
+    ranking.recall = report->recall;
+    ranking.ndcg = report->ndcg;
+    ranking.hit_rate = report->hit_rate;
+    ranking.f1 = report->f1;
+    ranking.map = report->map;
+    ranking.users = report->ranked_users;
+    ranking.recommended = std::move(report->recommended);
+    metrics->ranking.Merge(ranking);
   }
   metrics->evaluated = true;
   return Status::Ok();

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "algorithms/metrics.h"
+#include "algorithms/model.h"
 #include "algorithms/strategy.h"
 #include "base/param_block.h"
 #include "base/status.h"
@@ -78,8 +79,15 @@ struct RoundMetrics {
 
 class Coordinator {
  public:
-  // `initial_global` are the global blocks of the initial model (version 0).
+  // `initial_global` are the global blocks of the initial model (version 0);
+  // sites upload their trained global blocks and the strategy combines them.
   Coordinator(const CoordinatorOptions& options, std::vector<ParamBlock> initial_global,
+              std::unique_ptr<Strategy> strategy, Transport* transport);
+  // The global blocks of `model` are the initial model; sites upload what
+  // model->UploadShapes() describes and model->Apply forms the next global
+  // model from the sums (with the strategy for models that average). The
+  // model holds no user (it is built from no data).
+  Coordinator(const CoordinatorOptions& options, std::unique_ptr<Model> model,
               std::unique_ptr<Strategy> strategy, Transport* transport);
 
   // Runs every round, calling `on_round` after each, then sends Shutdown to
@@ -114,8 +122,14 @@ class Coordinator {
   Status SendWithModel(M* message, const std::vector<uint32_t>& sites, uint32_t round);
   std::string SiteName(uint32_t site) const;
 
+  // The round's fixed-point format: the configured one, widened by the model
+  // for statistics.
+  FixedPointFormat UploadFormat() const;
+
   CoordinatorOptions options_;
+  std::unique_ptr<Model> model_;  // may be null: then uploads are the global blocks
   std::vector<ParamBlock> global_;
+  std::vector<ParamBlock> upload_;  // shapes of a site's upload
   std::unique_ptr<Strategy> strategy_;
   Transport* transport_;
   std::map<int, uint32_t> site_of_rank_;

@@ -207,22 +207,6 @@ Result<std::optional<std::string_view>> FirstNonEmptyLine(LineReader* reader) {
   return std::optional<std::string_view>();
 }
 
-std::optional<RatingFormat> DetectFromLine(std::string_view line) {
-  if (line.find('\t') != std::string_view::npos) return RatingFormat::kMl100k;
-  if (line.find("::") != std::string_view::npos) return RatingFormat::kMl1m;
-  if (line.starts_with("userId,movieId")) return RatingFormat::kMlCsv;
-  if (line.find(',') != std::string_view::npos) return RatingFormat::kCsv;
-  return std::nullopt;
-}
-
-Status UndetectableFormat(const std::string& path, uint64_t line_number, std::string_view line) {
-  return Status::InvalidArgument(
-      Where(path, line_number) + ": cannot detect the rating format from the first line " +
-      Quote(line) +
-      "; expected tab-separated (ml100k), \"::\"-separated (ml1m) or comma-separated "
-      "(mlcsv, csv) fields");
-}
-
 Status NoRatings(const std::string& path) {
   return Status::InvalidArgument(path + ": contains no ratings");
 }
@@ -406,27 +390,104 @@ size_t SplitFields(std::string_view line, std::string_view sep, std::string_view
   return count + 1;
 }
 
+// ---------------------------------------------------------------------------
+// Format detection.
+
+std::optional<RatingFormat> DetectFromLine(std::string_view line) {
+  if (line.find('\t') != std::string_view::npos) return RatingFormat::kMl100k;
+  if (line.find("::") != std::string_view::npos) return RatingFormat::kMl1m;
+  std::string_view fields[kMaxFields];
+  const size_t n = SplitFields(line, ",", fields);
+  // Checked before mlcsv: a 2-field "userId,movieId" header can only start an
+  // implicit file (mlcsv lines have 4 fields).
+  if (n == 2) return RatingFormat::kImplicit;
+  if (line.starts_with("userId,movieId")) return RatingFormat::kMlCsv;
+  if (n > 2) return RatingFormat::kCsv;
+  return std::nullopt;
+}
+
+Status UndetectableFormat(const std::string& path, uint64_t line_number, std::string_view line) {
+  return Status::InvalidArgument(
+      Where(path, line_number) + ": cannot detect the rating format from the first line " +
+      Quote(line) +
+      "; expected tab-separated (ml100k), \"::\"-separated (ml1m) or comma-separated "
+      "(mlcsv, csv, implicit) fields");
+}
+
 struct FormatRules {
   std::string_view sep;
   size_t min_fields;
   size_t max_fields;
   bool header_allowed;
+  bool rated;            // field 3 is a rating; else every value is rating_max
+  size_t time_field;     // index of the optional timestamp field
   const char* expected;  // "expected ..." text for a wrong field count
 };
 
 FormatRules RulesFor(RatingFormat format) {
   switch (format) {
     case RatingFormat::kMl100k:
-      return {"\t", 4, 4, false, "4 tab-separated fields (user, item, rating, timestamp)"};
+      return {.sep = "\t",
+              .min_fields = 4,
+              .max_fields = 4,
+              .header_allowed = false,
+              .rated = true,
+              .time_field = 3,
+              .expected = "4 tab-separated fields (user, item, rating, timestamp)"};
     case RatingFormat::kMl1m:
-      return {"::", 4, 4, false, "4 \"::\"-separated fields (user::item::rating::timestamp)"};
+      return {.sep = "::",
+              .min_fields = 4,
+              .max_fields = 4,
+              .header_allowed = false,
+              .rated = true,
+              .time_field = 3,
+              .expected = "4 \"::\"-separated fields (user::item::rating::timestamp)"};
     case RatingFormat::kMlCsv:
-      return {",", 4, 4, true, "4 comma-separated fields (userId,movieId,rating,timestamp)"};
+      return {.sep = ",",
+              .min_fields = 4,
+              .max_fields = 4,
+              .header_allowed = true,
+              .rated = true,
+              .time_field = 3,
+              .expected = "4 comma-separated fields (userId,movieId,rating,timestamp)"};
+    case RatingFormat::kImplicit:
+      return {.sep = ",",
+              .min_fields = 2,
+              .max_fields = 3,
+              .header_allowed = true,
+              .rated = false,
+              .time_field = 2,
+              .expected = "2 or 3 comma-separated fields (user,item[,timestamp])"};
     case RatingFormat::kCsv:
     case RatingFormat::kAuto:
       break;
   }
-  return {",", 3, 4, true, "3 or 4 comma-separated fields (user,item,rating[,timestamp])"};
+  return {.sep = ",",
+          .min_fields = 3,
+          .max_fields = 4,
+          .header_allowed = true,
+          .rated = true,
+          .time_field = 3,
+          .expected = "3 or 4 comma-separated fields (user,item,rating[,timestamp])"};
+}
+
+// True when `s` spells `name` (lowercase, without '_') ignoring case and '_'.
+bool SpellsName(std::string_view s, std::string_view name) {
+  size_t j = 0;
+  for (char c : s) {
+    if (c == '_') continue;
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (j == name.size() || c != name[j]) return false;
+    ++j;
+  }
+  return j == name.size();
+}
+
+// True when `user` and `item` are column names of an implicit header (see
+// readers.h). Fails on the first character for typical IDs.
+bool NamesImplicitColumns(std::string_view user, std::string_view item) {
+  return (SpellsName(user, "user") || SpellsName(user, "userid")) &&
+         (SpellsName(item, "item") || SpellsName(item, "itemid") || SpellsName(item, "movieid"));
 }
 
 // Parses the lines of one file into `out` and the two lookups.
@@ -451,29 +512,48 @@ class RatingParser {
                                      ", found " + std::to_string(n) + ": " + Quote(line));
     }
     Rating r;
-    switch (ParseRating(f[2], &r.value)) {
-      case NumberParse::kOk:
-        break;
-      case NumberParse::kNotANumber:
-        if (first && rules_.header_allowed) return Status::Ok();  // a header line
-        return Status::InvalidArgument(Where(path_, line_number) +
-                                       ": expected a numeric rating in field 3, found " +
-                                       Quote(f[2]) + ": " + Quote(line));
-      case NumberParse::kOutOfRange:
+    // A first line is a header when its field 3 is not a number: the rating,
+    // or for implicit files the timestamp; see readers.h.
+    if (rules_.rated) {
+      switch (ParseRating(f[2], &r.value)) {
+        case NumberParse::kOk:
+          break;
+        case NumberParse::kNotANumber:
+          if (first && rules_.header_allowed) return Status::Ok();  // a header line
+          return Status::InvalidArgument(Where(path_, line_number) +
+                                         ": expected a numeric rating in field 3, found " +
+                                         Quote(f[2]) + ": " + Quote(line));
+        case NumberParse::kOutOfRange:
+          return OutOfRange(line_number, f[2], line);
+      }
+      if (!(r.value >= options_.rating_min && r.value <= options_.rating_max)) {
         return OutOfRange(line_number, f[2], line);
-    }
-    if (!(r.value >= options_.rating_min && r.value <= options_.rating_max)) {
-      return OutOfRange(line_number, f[2], line);
+      }
+    } else {
+      r.value = options_.rating_max;  // an unrated interaction is a top rating
+      const bool names_columns = NamesImplicitColumns(f[0], f[1]);
+      if (first && rules_.header_allowed &&
+          (names_columns ||
+           (n > rules_.time_field && !ParseTimestamp(f[rules_.time_field], &r.time)))) {
+        return Status::Ok();  // a header line
+      }
+      if (names_columns) {
+        return Status::InvalidArgument(Where(path_, line_number) +
+                                       ": expected user,item[,timestamp], found a header line "
+                                       "(allowed only as the first line): " +
+                                       Quote(line));
+      }
     }
     if (f[0].empty() || f[1].empty()) {
       return Status::InvalidArgument(Where(path_, line_number) + ": expected a non-empty " +
                                      (f[0].empty() ? "user" : "item") +
                                      " ID, found an empty field: " + Quote(line));
     }
-    if (n == 4 && !ParseTimestamp(f[3], &r.time)) {
+    if (n > rules_.time_field && !ParseTimestamp(f[rules_.time_field], &r.time)) {
       return Status::InvalidArgument(Where(path_, line_number) +
-                                     ": expected an integer timestamp in field 4, found " +
-                                     Quote(f[3]) + ": " + Quote(line));
+                                     ": expected an integer timestamp in field " +
+                                     std::to_string(rules_.time_field + 1) + ", found " +
+                                     Quote(f[rules_.time_field]) + ": " + Quote(line));
     }
     if (users_->Full() || items_->Full()) {
       return Status::InvalidArgument(Where(path_, line_number) + ": more than 2^32-1 IDs");
@@ -538,11 +618,11 @@ Status ParseAll(LineReader* reader, const std::string& path, const ReadOptions& 
 
 Result<RatingFormat> ParseRatingFormat(std::string_view name) {
   for (RatingFormat f : {RatingFormat::kAuto, RatingFormat::kMl100k, RatingFormat::kMl1m,
-                         RatingFormat::kMlCsv, RatingFormat::kCsv}) {
+                         RatingFormat::kMlCsv, RatingFormat::kCsv, RatingFormat::kImplicit}) {
     if (name == RatingFormatName(f)) return f;
   }
   return Status::InvalidArgument("unknown rating format " + Quote(name) +
-                                 "; expected one of auto, ml100k, ml1m, mlcsv, csv");
+                                 "; expected one of auto, ml100k, ml1m, mlcsv, csv, implicit");
 }
 
 const char* RatingFormatName(RatingFormat format) {
@@ -557,6 +637,8 @@ const char* RatingFormatName(RatingFormat format) {
       return "mlcsv";
     case RatingFormat::kCsv:
       return "csv";
+    case RatingFormat::kImplicit:
+      return "implicit";
   }
   return "unknown";
 }

@@ -352,7 +352,8 @@ void serialize(Archive& ar, EvalRequest& m) {
 template <class Archive>
 void serialize(Archive& ar, EvalReport& m) {
   ar(m.round, m.squared_error, m.absolute_error, m.count, m.precision, m.recall, m.ndcg, m.hit_rate,
-     m.ranked_users);
+     m.f1, m.map, m.ranked_users);
+  Contiguous(ar, m.recommended, Label("recommended items"));
 }
 
 template <class Archive>
@@ -380,6 +381,7 @@ template <class Archive>
 void serialize(Archive& ar, Catalogue& m) {
   ar(m.items);
   Contiguous(ar, m.item_ids, Label("catalogue item IDs"));
+  Contiguous(ar, m.run_dir, Label("run directory"));
 }
 
 // Fixed-size byte arrays (keys, signatures): the bytes, no count.

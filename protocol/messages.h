@@ -107,7 +107,9 @@ struct EvalReport {
   double squared_error = 0.0, absolute_error = 0.0;
   uint64_t count = 0;
   double precision = 0.0, recall = 0.0, ndcg = 0.0, hit_rate = 0.0;  // sums over users
+  double f1 = 0.0, map = 0.0;                                         // sums over users
   uint64_t ranked_users = 0;
+  std::vector<uint32_t> recommended;  // ascending items in any of the site's users' top K
 
   friend bool operator==(const EvalReport&, const EvalReport&) = default;
 };
@@ -149,6 +151,7 @@ struct Catalogue {
   static constexpr MessageType kType = MessageType::kCatalogue;
   uint64_t items = 0;    // items of the global model
   std::string item_ids;  // '\n'-separated global order; empty when sites share one already
+  std::string run_dir;   // the coordinator's run directory: sites save their model under it
 
   friend bool operator==(const Catalogue&, const Catalogue&) = default;
 };

@@ -81,14 +81,6 @@ struct Quantizer {
   bool wide = false;
 };
 
-// A site's update read in place from its trained model, for encoding straight
-// into the frame that carries it: per global block (model order), every row's
-// weight (0 for rows the site did not train, which encode as zeros) and the
-// block's values, row-major.
-struct DenseBlockView {
-  std::span<const uint32_t> weights;  // one per row
-  std::span<const float> values;      // rows * cols
-};
 
 // Writes any range of a site's encoded update: element for element what
 // EncodeUpdateWords writes for the same update given as trained rows, so the

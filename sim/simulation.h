@@ -30,6 +30,9 @@ struct SimulationOptions {
   // in-process queues. A site signs its secure-aggregation keys with its
   // channel identity.
   std::function<Result<SecureTransportOptions>(int rank)> channel_options;
+  // Called for every site once the run has ended, before the sites are
+  // destroyed (e.g. to save each site's local model in its own folder).
+  std::function<void(const Worker& worker)> after_run;
 };
 
 struct SimulationResult {
@@ -44,6 +47,15 @@ struct SimulationResult {
 Result<SimulationResult> RunSimulation(const SimulationOptions& options,
                                        CoordinatorOptions coordinator_options,
                                        std::vector<ParamBlock> initial_global,
+                                       std::unique_ptr<Strategy> strategy,
+                                       const WorkerOptions& worker_options, uint32_t items,
+                                       std::vector<SiteData> sites,
+                                       const std::function<void(const RoundMetrics&)>& on_round);
+// The same with the coordinator's part of a model (Coordinator's model
+// constructor): sites build theirs with worker_options.make_model.
+Result<SimulationResult> RunSimulation(const SimulationOptions& options,
+                                       CoordinatorOptions coordinator_options,
+                                       std::unique_ptr<Model> server_model,
                                        std::unique_ptr<Strategy> strategy,
                                        const WorkerOptions& worker_options, uint32_t items,
                                        std::vector<SiteData> sites,

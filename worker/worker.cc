@@ -17,52 +17,40 @@ namespace fedrec {
 
 namespace {
 
-MfTrainerOptions WithShard(MfTrainerOptions options, uint32_t site) {
-  options.shard = site;
-  return options;
-}
-
-// The site's update read in place from its model: per global block, every
-// row's weight (the site's training ratings of the row; for the global mean,
-// all its ratings) and the trained values. `total` receives the global
-// mean's weight and must outlive the views.
-std::vector<DenseBlockView> UpdateView(const MfTrainer& trainer, uint32_t* total) {
-  *total = static_cast<uint32_t>(
-      std::min<size_t>(trainer.train().size(), std::numeric_limits<uint32_t>::max()));
-  std::vector<DenseBlockView> views;
-  for (const ParamBlock& block : trainer.model().blocks()) {
-    if (!IsGlobal(block.scope)) continue;
-    const bool mean = block.name == MfModel::kGlobalMean;
-    views.push_back(
-        DenseBlockView{mean ? std::span<const uint32_t>(total, 1)
-                            : std::span<const uint32_t>(trainer.item_counts()).first(block.rows),
-                       block.data});
-  }
-  return views;
-}
-
-// The site's trained values of every global row it touched (weight > 0 in
-// UpdateView), each with its weight.
-std::vector<BlockUpdate> CollectUpdate(const MfTrainer& trainer) {
-  uint32_t total = 0;
-  const std::vector<DenseBlockView> views = UpdateView(trainer, &total);
+// The site's upload in its sparse form: the rows of every upload block the
+// site has a weight for, each with its weight.
+std::vector<BlockUpdate> CollectUpdate(const Model& model) {
+  const std::vector<ParamBlock> shapes = model.UploadShapes();
+  const std::vector<DenseBlockView> views = model.Upload();
   std::vector<BlockUpdate> blocks;
-  size_t v = 0;
-  for (const ParamBlock& block : trainer.model().blocks()) {
-    if (!IsGlobal(block.scope)) continue;
-    const DenseBlockView& view = views[v++];
+  for (size_t b = 0; b < shapes.size(); ++b) {
+    const ParamBlock& shape = shapes[b];
+    const DenseBlockView& view = views[b];
     BlockUpdate update;
-    update.name = block.name;
-    update.cols = block.cols;
-    for (uint32_t row = 0; row < block.rows; ++row) {
+    update.name = shape.name;
+    update.cols = shape.cols;
+    for (uint32_t row = 0; row < shape.rows; ++row) {
       if (view.weights[row] == 0) continue;
+      const float* values = view.values.data() + static_cast<size_t>(row) * shape.cols;
       update.rows.push_back(row);
       update.weights.push_back(static_cast<float>(view.weights[row]));
-      update.values.insert(update.values.end(), block.Row(row), block.Row(row) + block.cols);
+      update.values.insert(update.values.end(), values, values + shape.cols);
     }
     blocks.push_back(std::move(update));
   }
   return blocks;
+}
+
+Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t items,
+                                         SiteData data) {
+  ModelData model_data{items, std::move(data.train), std::move(data.user_keys), options.site};
+  if (options.make_model) return options.make_model(std::move(model_data));
+  ModelOptions mf;
+  mf.seed = options.trainer.init.seed;
+  mf.factors = options.trainer.factors;
+  mf.init_std = options.trainer.init.init_std;
+  mf.sgd = options.trainer.sgd;
+  return ModelRegistry::WithBuiltins().Create("mf", mf, std::move(model_data));
 }
 
 // What a site signs when it offers its X25519 key for the Paillier key set-up.
@@ -98,11 +86,14 @@ struct PaillierSiteState {
 };
 
 Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport)
-    : options_(options),
-      transport_(transport),
-      trainer_(WithShard(options.trainer, options.site), items, std::move(data.train),
-               data.user_keys),
-      test_(std::move(data.test)) {
+    : options_(options), transport_(transport), test_(std::move(data.test)) {
+  Result<std::unique_ptr<Model>> model = MakeModel(options_, items, std::move(data));
+  if (model.ok()) {
+    model_ = std::move(model).value();
+  } else {
+    model_status_ = model.status().WithContext("site " + std::to_string(options_.site));
+    spdlog::error("{}", model_status_.message());
+  }
   if (options_.identity) {
     identity_ = *options_.identity;
   } else {
@@ -137,12 +128,16 @@ Status Worker::SendError(uint32_t round, const std::string& message) {
 
 Status Worker::AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
                           uint32_t round) {
+  if (!model_status_.ok()) return model_status_;
   if (included) {
-    if (!trainer_.model().SetGlobalBlocks(model)) {
-      return Status::InvalidArgument(
-          Where(round) + ": the global model sent does not match this " + "site's model shape (" +
-          std::to_string(trainer_.model().items()) +
-          " items, k = " + std::to_string(trainer_.model().factors()) + ")");
+    if (!model_->SetGlobalBlocks(model)) {
+      std::string expected;
+      for (const ParamBlock& b : model_->GlobalBlocks())
+        expected += (expected.empty() ? "" : ", ") + b.name + " " + std::to_string(b.rows) + "x" +
+                    std::to_string(b.cols);
+      return Status::InvalidArgument(Where(round) +
+                                     ": the global model sent does not match this site's " +
+                                     std::string(model_->name()) + " model (" + expected + ")");
     }
     model_version_ = version;
     return Status::Ok();
@@ -156,6 +151,19 @@ Status Worker::AdoptModel(bool included, const std::vector<ParamBlock>& model, u
   return Status::Ok();
 }
 
+namespace {
+
+TrainPlan PlanOf(const RoundPlan& plan) {
+  TrainPlan train;
+  train.round = plan.round;
+  train.epoch_offset = plan.epoch_offset;
+  train.epochs = plan.local_epochs;
+  train.lr = plan.lr;
+  return train;
+}
+
+}  // namespace
+
 Status Worker::OnRoundPlan(const FrameView& frame) {
   Result<RoundPlan> plan = DecodeMessage<RoundPlan>(frame);
   if (!plan.ok()) return SendError(frame.header.round, plan.status().message());
@@ -163,7 +171,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   if (!adopted.ok()) return SendError(plan->round, adopted.message());
   // Version 0 is the initial model, which has no global mean yet: each site
   // starts from its own mean, and the first aggregation forms the global one.
-  if (plan->model_version == 0) trainer_.UseShardMean();
+  if (plan->model_version == 0) model_->OnInitialModel();
 
   if (plan->aggregation != Aggregation::kNone) {
     pending_plan_ = std::move(plan).value();
@@ -177,7 +185,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
       params.degree = p.degree;
       params.ring_order = p.ring_order;
       params.ring_bits = p.ring_bits;
-      params.length = EncodedLength(GlobalShapes());
+      params.length = EncodedLength(UploadShapes());
       if (Status valid = secagg::Validate(params); !valid.ok())
         return SendError(p.round, "secure aggregation parameters: " + valid.message());
       if (!std::binary_search(params.sites.begin(), params.sites.end(), options_.site))
@@ -197,14 +205,14 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
     return OnPaillierMessage(frame);
   }
 
-  const EpochStats stats = trainer_.Train(plan->epoch_offset, plan->local_epochs, plan->lr);
+  const LossSums loss = model_->Train(PlanOf(*plan));
   ModelUpdate update;
   update.round = plan->round;
   update.model_version = plan->model_version;
-  update.num_examples = trainer_.train().size();
-  update.train_squared_error = stats.squared_error;
-  update.train_count = stats.updates;
-  update.blocks = CollectUpdate(trainer_);
+  update.num_examples = model_->train().size();
+  update.train_squared_error = loss.sum;
+  update.train_count = loss.count;
+  update.blocks = CollectUpdate(*model_);
   return transport_->Send(
       options_.coordinator_rank,
       EncodeMessage(update, plan->round, static_cast<uint32_t>(transport_->rank())));
@@ -216,37 +224,22 @@ Status Worker::Send(const M& message, uint32_t round) {
                           EncodeMessage(message, round, static_cast<uint32_t>(transport_->rank())));
 }
 
-std::vector<ParamBlock> Worker::GlobalShapes() const {
-  std::vector<ParamBlock> global;
-  for (const ParamBlock& block : trainer_.model().blocks()) {
-    if (!IsGlobal(block.scope)) continue;
-    ParamBlock& shape = global.emplace_back();  // the shape only: no values
-    shape.name = block.name;
-    shape.scope = block.scope;
-    shape.rows = block.rows;
-    shape.cols = block.cols;
-  }
-  return global;
-}
-
 std::vector<double> Worker::TrainLocally() {
-  const RoundPlan& plan = *pending_plan_;
-  const EpochStats stats = trainer_.Train(plan.epoch_offset, plan.local_epochs, plan.lr);
-  return {stats.squared_error, static_cast<double>(stats.updates)};
+  const LossSums loss = model_->Train(PlanOf(*pending_plan_));
+  return {loss.sum, static_cast<double>(loss.count)};
 }
 
 Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics) {
   *metrics = TrainLocally();
   const RoundPlan& plan = *pending_plan_;
-  return EncodeUpdate(GlobalShapes(), CollectUpdate(trainer_), FormatOf(plan), options_.seed,
+  return EncodeUpdate(UploadShapes(), CollectUpdate(*model_), FormatOf(plan), options_.seed,
                       plan.round, options_.site);
 }
 
 Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   const RoundPlan& plan = *pending_plan_;
-  uint32_t total = 0;
   Result<RangeEncoder> encoder =
-      RangeEncoder::Create(GlobalShapes(), UpdateView(trainer_, &total), FormatOf(plan),
+      RangeEncoder::Create(UploadShapes(), model_->Upload(), FormatOf(plan),
                            options_.seed, plan.round, options_.site);
   if (!encoder.ok()) return SendError(plan.round, encoder.status().message());
   SecAggMasked fields;
@@ -314,20 +307,22 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
       AdoptModel(request->includes_model, request->model, request->model_version, request->round);
   if (!adopted.ok()) return SendError(request->round, adopted.message());
 
-  const MfModel& model = trainer_.model();
   EvalReport report;
   report.round = request->round;
-  const ErrorSums errors = EvaluateErrors(model, test_, options_.rating_min, options_.rating_max);
+  const ErrorSums errors = EvaluateErrors(*model_, test_, options_.rating_min, options_.rating_max);
   report.squared_error = errors.squared;
   report.absolute_error = errors.absolute;
   report.count = errors.count;
   if (options_.evaluate_ranking) {
-    const RankingSums ranking = EvaluateRanking(model, trainer_.train(), test_, options_.ranking);
+    const RankingSums ranking = EvaluateRanking(*model_, test_, options_.ranking);
     report.precision = ranking.precision;
     report.recall = ranking.recall;
     report.ndcg = ranking.ndcg;
     report.hit_rate = ranking.hit_rate;
+    report.f1 = ranking.f1;
+    report.map = ranking.map;
     report.ranked_users = ranking.users;
+    report.recommended = ranking.recommended;
   }
   return transport_->Send(
       options_.coordinator_rank,

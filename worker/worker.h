@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -17,6 +18,7 @@
 
 #include "algorithms/metrics.h"
 #include "algorithms/mf_trainer.h"
+#include "algorithms/model.h"
 #include "base/status.h"
 #include "data/ratings.h"
 #include "protocol/crypto.h"
@@ -31,10 +33,16 @@ class Client;
 struct PaillierSiteState;
 struct PackingParams;
 
+// Builds a site's model from its data (ModelRegistry::Create with the job's
+// model options); ModelData::shard is the site index.
+using SiteModelFactory = std::function<Result<std::unique_ptr<Model>>(ModelData data)>;
+
 struct WorkerOptions {
   uint32_t site = 0;  // site index, 0-based
   int coordinator_rank = 0;
-  MfTrainerOptions trainer;  // trainer.shard is set to `site`
+  // The site's model. Unset: biased MF with `trainer` (trainer.shard is set to `site`).
+  SiteModelFactory make_model;
+  MfTrainerOptions trainer;
   float rating_min = 1.0f;
   float rating_max = 5.0f;
   bool evaluate_ranking = true;
@@ -81,7 +89,10 @@ class Worker {
   Status Serve(std::chrono::milliseconds idle_timeout);
 
   uint32_t site() const { return options_.site; }
-  const MfModel& model() const { return trainer_.model(); }
+  // REQUIRES: the model was built (model_status() is OK).
+  const Model& model() const { return *model_; }
+  const Status& model_status() const { return model_status_; }
+  const std::vector<Rating>& test() const { return test_; }
   uint64_t model_version() const { return model_version_; }
 
  private:
@@ -102,9 +113,9 @@ class Worker {
   // and masked straight into the frame that carries it, sent.
   Status SendMaskedInput(const SecAggRoutedShares& routed);
   bool Drops(uint32_t round, uint32_t step) const;
-  // The shapes (no values) of the site's model's global blocks, which
-  // updates are encoded against.
-  std::vector<ParamBlock> GlobalShapes() const;
+  // The shapes (no values) of what the site uploads, which updates are
+  // encoded against.
+  std::vector<ParamBlock> UploadShapes() const { return model_->UploadShapes(); }
   template <typename M>
   Status Send(const M& message, uint32_t round);
   Status SendError(uint32_t round, const std::string& message);
@@ -115,7 +126,8 @@ class Worker {
 
   WorkerOptions options_;
   Transport* transport_;
-  MfTrainer trainer_;
+  std::unique_ptr<Model> model_;
+  Status model_status_;  // why the model could not be built: every request is answered with it
   std::vector<Rating> test_;
   uint64_t model_version_ = UINT64_MAX;  // none yet
   Shutdown shutdown_;                    // the last Shutdown received
@@ -124,7 +136,7 @@ class Worker {
   std::optional<RoundPlan> pending_plan_;
   std::unique_ptr<secagg::Client> secagg_;
   // Secure aggregation trains as soon as the round keys are out; these are
-  // the training-loss metrics of that (the update stays in trainer_'s model
+  // the training-loss metrics of that (the update stays in model_
   // and is encoded only when it is masked, so no model-sized buffer waits).
   std::optional<std::vector<double>> secagg_trained_;
   std::unique_ptr<PaillierSiteState> paillier_;

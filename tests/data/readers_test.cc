@@ -331,6 +331,153 @@ TEST(Readers, FailedReadLeavesOutputsUntouched) {
   EXPECT_EQ(test[1].user, 3u);
 }
 
+ReadOptions ImplicitOptions() {
+  ReadOptions options;
+  options.format = RatingFormat::kImplicit;
+  return options;
+}
+
+TEST(Readers, ImplicitWithoutHeaderReadsEveryLineAsATopRating) {
+  Loaded l;
+  ASSERT_TRUE(Read(Fixture("implicit_without_header.csv"), &l, ImplicitOptions()).ok());
+  ASSERT_EQ(l.ratings.size(), 3u);
+  EXPECT_EQ(l.ratings[0], (Rating{0, 0, 5.0f, 0}));
+  EXPECT_EQ(l.ratings[1], (Rating{1, 0, 5.0f, 0}));
+  EXPECT_EQ(l.ratings[2], (Rating{0, 1, 5.0f, 0}));
+  EXPECT_EQ(l.users.Raw(0), "alice");
+  EXPECT_EQ(l.items.Raw(1), "alien");
+}
+
+TEST(Readers, ImplicitSkipsAHeaderNamingTheColumns) {
+  Loaded l;
+  ASSERT_TRUE(Read(Fixture("implicit_with_header.csv"), &l, ImplicitOptions()).ok());
+  ASSERT_EQ(l.ratings.size(), 3u);
+  EXPECT_EQ(l.ratings[0], (Rating{0, 0, 5.0f, 0}));
+  EXPECT_EQ(l.ratings[2], (Rating{2, 1, 5.0f, 0}));
+  ASSERT_EQ(l.users.size(), 3u);
+  EXPECT_EQ(l.users.Find("user_id"), -1);
+  EXPECT_EQ(l.users.Raw(1), "007");  // not the same user as "7"
+  EXPECT_EQ(l.users.Raw(2), "7");
+  // Other spellings of the column names are headers too.
+  for (const char* header : {"user,item", "USER_ID,ITEM_ID", "userId,movieId"}) {
+    Loaded h;
+    const std::string path = WriteTemp("implicit_header.csv", std::string(header) + "\na,b\n");
+    ASSERT_TRUE(Read(path, &h, ImplicitOptions()).ok()) << header;
+    EXPECT_EQ(h.ratings.size(), 1u) << header;
+    EXPECT_EQ(h.users.Raw(0), "a") << header;
+  }
+}
+
+TEST(Readers, ImplicitReadsTimestampsAndSkipsTheirHeader) {
+  Loaded l;
+  ASSERT_TRUE(Read(Fixture("implicit_timestamps.csv"), &l, ImplicitOptions()).ok());
+  ASSERT_EQ(l.ratings.size(), 3u);
+  EXPECT_EQ(l.ratings[0], (Rating{0, 0, 5.0f, 100}));
+  EXPECT_EQ(l.ratings[1], (Rating{1, 0, 5.0f, 101}));
+  EXPECT_EQ(l.ratings[2], (Rating{0, 1, 5.0f, 102}));
+  // Lines with and without a timestamp may mix; a missing one reads as 0.
+  Loaded m;
+  const std::string path = WriteTemp("implicit_mixed.csv", "a,b,7\na,c\r\n");
+  ASSERT_TRUE(Read(path, &m, ImplicitOptions()).ok());
+  ASSERT_EQ(m.ratings.size(), 2u);
+  EXPECT_EQ(m.ratings[0].time, 7);
+  EXPECT_EQ(m.ratings[1].time, 0);
+  EXPECT_EQ(m.items.Raw(1), "c");
+}
+
+TEST(Readers, ImplicitValueIsTheRatingMaxOfTheOptions) {
+  ReadOptions options = ImplicitOptions();
+  options.rating_min = 0.0f;
+  options.rating_max = 1.0f;
+  Loaded l;
+  ASSERT_TRUE(Read(Fixture("implicit_timestamps.csv"), &l, options).ok());
+  ASSERT_EQ(l.ratings.size(), 3u);
+  for (const Rating& r : l.ratings) EXPECT_EQ(r.value, 1.0f);
+}
+
+TEST(Readers, ImplicitHeaderOnlyFileContainsNoRatings) {
+  Loaded l;
+  const std::string path = WriteTemp("implicit_header_only.csv", "user,item,timestamp\n");
+  EXPECT_ERROR(Read(path, &l, ImplicitOptions()), kInvalidArgument, "implicit_header_only.csv",
+               "contains no ratings");
+}
+
+TEST(Readers, AutoDetectsTwoFieldFilesAsImplicit) {
+  EXPECT_EQ(DetectRatingFormat(Fixture("implicit_without_header.csv")).value(),
+            RatingFormat::kImplicit);
+  EXPECT_EQ(DetectRatingFormat(Fixture("implicit_with_header.csv")).value(),
+            RatingFormat::kImplicit);
+  EXPECT_EQ(
+      DetectRatingFormat(WriteTemp("implicit_ml_header.csv", "userId,movieId\n1,2\n")).value(),
+      RatingFormat::kImplicit);
+  // Three comma-separated fields stay csv: implicit files with timestamps
+  // need the format named.
+  EXPECT_EQ(DetectRatingFormat(Fixture("implicit_timestamps.csv")).value(), RatingFormat::kCsv);
+  // ReadRatings with kAuto reads a 2-field file as implicit.
+  Loaded l;
+  ASSERT_TRUE(Read(Fixture("implicit_with_header.csv"), &l).ok());
+  ASSERT_EQ(l.ratings.size(), 3u);
+  EXPECT_EQ(l.ratings[0], (Rating{0, 0, 5.0f, 0}));
+}
+
+TEST(Readers, ImplicitShortRowIsAnErrorNamingFileAndLine) {
+  Loaded l;
+  EXPECT_ERROR(Read(Fixture("implicit_short_row.csv"), &l, ImplicitOptions()), kInvalidArgument,
+               "implicit_short_row.csv:3: expected 2 or 3 comma-separated fields "
+               "(user,item[,timestamp]), found 1: \"eve\"");
+}
+
+TEST(Readers, ImplicitTooManyFieldsIsAnError) {
+  Loaded l;
+  EXPECT_ERROR(Read(Fixture("implicit_too_many_fields.csv"), &l, ImplicitOptions()),
+               kInvalidArgument,
+               "implicit_too_many_fields.csv:2:", "expected 2 or 3 comma-separated fields",
+               "found 4", "\"bob,matrix,101,5\"");
+}
+
+TEST(Readers, ImplicitNonIntegerTimestampIsAnError) {
+  Loaded l;
+  EXPECT_ERROR(
+      Read(Fixture("implicit_bad_timestamp.csv"), &l, ImplicitOptions()), kInvalidArgument,
+      "implicit_bad_timestamp.csv:2:", "expected an integer timestamp in field 3, found \"10.5\"");
+}
+
+TEST(Readers, ImplicitEmptyItemIsAnError) {
+  Loaded l;
+  EXPECT_ERROR(Read(Fixture("implicit_empty_item.csv"), &l, ImplicitOptions()), kInvalidArgument,
+               "implicit_empty_item.csv:2:", "expected a non-empty item ID", "\"bob,\"");
+  const std::string path = WriteTemp("implicit_empty_user.csv", "a,b\n,b,5\n");
+  EXPECT_ERROR(Read(path, &l, ImplicitOptions()), kInvalidArgument,
+               "implicit_empty_user.csv:2:", "expected a non-empty user ID");
+}
+
+TEST(Readers, ImplicitHeaderIsOnlyAllowedOnTheFirstLine) {
+  Loaded l;
+  EXPECT_ERROR(Read(Fixture("implicit_header_midfile.csv"), &l, ImplicitOptions()),
+               kInvalidArgument, "implicit_header_midfile.csv:3:", "header line",
+               "\"UserId,ItemId\"");
+  const std::string path = WriteTemp("implicit_time_header.csv", "a,b,1\nx,y,timestamp\n");
+  EXPECT_ERROR(Read(path, &l, ImplicitOptions()), kInvalidArgument,
+               "implicit_time_header.csv:2:", "integer timestamp", "\"timestamp\"");
+}
+
+TEST(Readers, ImplicitFailedReadLeavesOutputsUntouched) {
+  Loaded l;
+  ASSERT_TRUE(Read(Fixture("implicit_without_header.csv"), &l, ImplicitOptions()).ok());
+  const std::vector<Rating> before = l.ratings;
+  // Lines 1-2 introduce new users and items before line 3 fails.
+  EXPECT_ERROR(Read(Fixture("implicit_short_row.csv"), &l, ImplicitOptions()), kInvalidArgument,
+               "implicit_short_row.csv:3:");
+  EXPECT_EQ(l.ratings, before);
+  EXPECT_EQ(l.users.size(), 2u);
+  EXPECT_EQ(l.items.size(), 2u);
+  EXPECT_EQ(l.users.Find("carol"), -1);
+  EXPECT_EQ(l.items.Find("brazil"), -1);
+  // The maps still work: the next good read continues the same index space.
+  ASSERT_TRUE(Read(Fixture("implicit_timestamps.csv"), &l, ImplicitOptions()).ok());
+  EXPECT_EQ(l.ratings[3], (Rating{2, 2, 5.0f, 100}));
+}
+
 TEST(Readers, OverlongLineIsAnError) {
   const std::string path = WriteTemp("long.data", "1\t2\t3\t4\n" + std::string(3 << 20, 'x'));
   Loaded l;
@@ -376,7 +523,7 @@ TEST(Readers, RandomGarbageNeverCrashesAndFailuresChangeNothing) {
     l.users.Intern("seed");
     l.ratings.push_back(Rating{0, 0, 1.0f, 0});
     ReadOptions options;
-    options.format = static_cast<RatingFormat>(trial % 5);
+    options.format = static_cast<RatingFormat>(trial % 6);
     const Status s = Read(path, &l, options);
     if (s.ok()) {
       ++ok;
@@ -394,13 +541,14 @@ TEST(Readers, RandomGarbageNeverCrashesAndFailuresChangeNothing) {
 
 TEST(Readers, ParseRatingFormatRoundTripsAndListsValidNames) {
   for (RatingFormat f : {RatingFormat::kAuto, RatingFormat::kMl100k, RatingFormat::kMl1m,
-                         RatingFormat::kMlCsv, RatingFormat::kCsv}) {
+                         RatingFormat::kMlCsv, RatingFormat::kCsv, RatingFormat::kImplicit}) {
     Result<RatingFormat> parsed = ParseRatingFormat(RatingFormatName(f));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, f);
   }
+  EXPECT_EQ(ParseRatingFormat("implicit").value(), RatingFormat::kImplicit);
   EXPECT_ERROR(ParseRatingFormat("ml25m").status(), kInvalidArgument, "\"ml25m\"",
-               "auto, ml100k, ml1m, mlcsv, csv");
+               "auto, ml100k, ml1m, mlcsv, csv, implicit");
 }
 
 // Sanity check on the real MovieLens 100K u1 split when it is available

@@ -1,5 +1,6 @@
 // Runs a small federation in the simulator for tests: the synthetic data of a
-// config, the built-in FedAvg, every round's metrics collected.
+// config, its model (model.name), the built-in FedAvg, every round's metrics
+// collected.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -37,8 +38,10 @@ inline FederatedRun Federate(
     const std::function<void(WorkerOptions*, uint32_t)>& per_site = nullptr) {
   Result<FederatedData> data = LoadFederatedData(config);
   EXPECT_TRUE(data.ok()) << data.status().ToString();
-  MfModel initial(0, data->dataset.items.size(), static_cast<uint32_t>(config.model.factors));
-  initial.InitGlobal(TrainerOptions(config).init);
+  Result<std::unique_ptr<Model>> server = MakeServerModel(config, data->dataset.items.size());
+  EXPECT_TRUE(server.ok()) << server.status().ToString();
+  CoordinatorOptions coordinator = MakeCoordinatorOptions(config);
+  coordinator.rounds = static_cast<uint32_t>(EffectiveRounds(config));
   auto strategy = StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
   EXPECT_TRUE(strategy.ok());
   FederatedRun run;
@@ -46,7 +49,7 @@ inline FederatedRun Federate(
   options.threads = threads;
   options.customize_site = per_site;
   Result<SimulationResult> result = RunSimulation(
-      options, MakeCoordinatorOptions(config), initial.GlobalBlocks(), std::move(strategy).value(),
+      options, coordinator, std::move(server).value(), std::move(strategy).value(),
       MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),
       [&](const RoundMetrics& m) { run.rounds.push_back(m); });
   EXPECT_TRUE(result.ok()) << result.status().ToString();

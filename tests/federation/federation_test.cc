@@ -21,7 +21,9 @@ TEST(Federation, OneSiteFullParticipationOneEpochEqualsCentralizedBitForBit) {
   config.train.epochs = config.federation.rounds;
   Result<Dataset> dataset = LoadDataset(config);
   ASSERT_TRUE(dataset.ok());
-  const CentralizedResult central = TrainCentralized(config, *dataset, nullptr);
+  Result<CentralizedResult> trained = TrainCentralized(config, *dataset, nullptr);
+  ASSERT_TRUE(trained.ok()) << trained.status().ToString();
+  const CentralizedResult& central = *trained;
   const FederatedRun federated = Federate(config);
   ASSERT_EQ(federated.global.size(), central.global.size());
   for (size_t b = 0; b < central.global.size(); ++b) {
@@ -43,7 +45,9 @@ TEST(Federation, TenSitesByUserWithinTwoPercentOfCentralizedRmse) {
   config.train.epochs = config.federation.rounds * config.federation.local_epochs;
   Result<Dataset> dataset = LoadDataset(config);
   ASSERT_TRUE(dataset.ok());
-  const double central = TrainCentralized(config, *dataset, nullptr).eval.errors.Rmse();
+  Result<CentralizedResult> trained = TrainCentralized(config, *dataset, nullptr);
+  ASSERT_TRUE(trained.ok()) << trained.status().ToString();
+  const double central = trained->eval.errors.Rmse();
   const FederatedRun federated = Federate(config);
   ASSERT_EQ(federated.rounds.size(), 20u);
   const double fed = federated.rounds.back().test.Rmse();

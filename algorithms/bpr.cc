@@ -1,0 +1,7 @@
+#include "algorithms/model.h"
+
+namespace fedrec {
+
+void RegisterBpr(ModelRegistry*) {}
+
+}  // namespace fedrec

@@ -1,0 +1,7 @@
+#include "algorithms/model.h"
+
+namespace fedrec {
+
+void RegisterItemModels(ModelRegistry*) {}
+
+}  // namespace fedrec

@@ -1,0 +1,200 @@
+#include "algorithms/model.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <limits>
+
+#include "base/little_endian.h"
+
+namespace fedrec {
+
+double ModelOptions::Param(const std::string& key) const {
+  auto it = params.find(key);
+  assert(it != params.end());
+  return it == params.end() ? 0.0 : it->second;
+}
+
+std::vector<ParamBlock> Model::GlobalBlocks() const {
+  std::vector<ParamBlock> global;
+  for (const ParamBlock& b : blocks()) {
+    if (IsGlobal(b.scope)) global.push_back(b);
+  }
+  return global;
+}
+
+bool Model::SetGlobalBlocks(const std::vector<ParamBlock>& global) {
+  // Check every block before changing any, so a failed call leaves the model as it was.
+  std::vector<const ParamBlock*> sources;
+  for (const ParamBlock& b : blocks()) {
+    if (!IsGlobal(b.scope)) continue;
+    const ParamBlock* src = FindBlock(global, b.name);
+    if (src == nullptr || src->rows != b.rows || src->cols != b.cols ||
+        src->data.size() != b.data.size()) {
+      return false;
+    }
+    sources.push_back(src);
+  }
+  size_t next = 0;
+  for (ParamBlock& b : blocks()) {
+    if (!IsGlobal(b.scope)) continue;
+    std::copy(sources[next]->data.begin(), sources[next]->data.end(), b.data.begin());
+    ++next;
+  }
+  OnGlobalModel();
+  return true;
+}
+
+std::vector<ParamBlock> Model::UploadShapes() const {
+  std::vector<ParamBlock> shapes;
+  for (const ParamBlock& b : blocks()) {
+    if (IsGlobal(b.scope)) shapes.push_back(ShapeOf(b));
+  }
+  return shapes;
+}
+
+Status Model::Apply(const AggregateInput& sums, Strategy* strategy,
+                    std::vector<ParamBlock>* global) const {
+  if (strategy == nullptr) {
+    return Status::InvalidArgument("model " + std::string(name()) +
+                                   " is combined by a strategy, and none was given");
+  }
+  return strategy->Aggregate(sums, global);
+}
+
+float Model::Predict(uint32_t, uint32_t) const {
+  assert(false && "Predict called on a model that does not predict ratings");
+  return std::numeric_limits<float>::quiet_NaN();
+}
+
+std::vector<uint32_t> ItemCounts(std::span<const Rating> train, uint32_t items) {
+  std::vector<uint32_t> counts(items, 0);
+  for (const Rating& r : train) {
+    assert(r.item < items);
+    if (counts[r.item] != std::numeric_limits<uint32_t>::max()) ++counts[r.item];
+  }
+  return counts;
+}
+
+namespace {
+
+constexpr std::string_view kMagic = "fedrec-model-blocks v1";
+
+bool ReadLine(std::istream& in, std::string* line) {
+  return static_cast<bool>(std::getline(in, *line));
+}
+
+}  // namespace
+
+Status Model::SaveBlocks(std::ostream& out, bool global) const {
+  size_t count = 0;
+  for (const ParamBlock& b : blocks()) count += IsGlobal(b.scope) == global;
+  out << kMagic << ' ' << name() << ' ' << count << '\n';
+  for (const ParamBlock& b : blocks()) {
+    if (IsGlobal(b.scope) != global) continue;
+    out << b.name << ' ' << static_cast<int>(b.scope) << ' ' << b.rows << ' ' << b.cols << '\n';
+    std::vector<uint8_t> bytes;
+    bytes.reserve(b.data.size() * 4);
+    for (float v : b.data) {
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      AppendLe(&bytes, u);
+    }
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out << '\n';
+  }
+  if (!out) return Status::IoError("writing the model's blocks failed");
+  return Status::Ok();
+}
+
+Status Model::LoadBlocks(std::istream& in, bool global, const std::string& where) {
+  std::string line;
+  const std::string expected_header = std::string(kMagic) + ' ' + std::string(name()) + ' ';
+  if (!ReadLine(in, &line) || !line.starts_with(expected_header)) {
+    return Status::InvalidArgument(where + ": expected a header \"" + expected_header +
+                                   "<blocks>\", found \"" + line.substr(0, 80) + "\"");
+  }
+  // Read every block first, so a bad file leaves the model unchanged.
+  std::vector<ParamBlock> read;
+  for (const ParamBlock& b : blocks()) {
+    if (IsGlobal(b.scope) != global) continue;
+    if (!ReadLine(in, &line)) {
+      return Status::InvalidArgument(where + ": expected block " + b.name + ", found end of file");
+    }
+    const std::string expected = b.name + ' ' + std::to_string(static_cast<int>(b.scope)) + ' ' +
+                                 std::to_string(b.rows) + ' ' + std::to_string(b.cols);
+    if (line != expected) {
+      return Status::InvalidArgument(where + ": expected block \"" + expected + "\", found \"" +
+                                     line.substr(0, 80) + "\"");
+    }
+    ParamBlock block = ShapeOf(b);
+    block.data.resize(b.data.size());
+    std::vector<uint8_t> bytes(b.data.size() * 4);
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (in.gcount() != static_cast<std::streamsize>(bytes.size()) || in.get() != '\n') {
+      return Status::InvalidArgument(where + ": block " + b.name + " is truncated: expected " +
+                                     std::to_string(bytes.size()) + " bytes of values");
+    }
+    for (size_t i = 0; i < block.data.size(); ++i) {
+      const uint32_t u = GetLe<uint32_t>(bytes.data() + 4 * i);
+      std::memcpy(&block.data[i], &u, 4);
+    }
+    read.push_back(std::move(block));
+  }
+  size_t next = 0;
+  for (ParamBlock& b : blocks()) {
+    if (IsGlobal(b.scope) != global) continue;
+    b.data = std::move(read[next++].data);
+  }
+  if (global) OnGlobalModel();
+  return Status::Ok();
+}
+
+void ModelRegistry::Register(ModelInfo info) {
+  std::string name = info.name;
+  models_[name] = std::move(info);
+}
+
+const ModelInfo* ModelRegistry::Find(const std::string& name) const {
+  auto it = models_.find(name);
+  return it == models_.end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> ModelRegistry::Names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, info] : models_) names.push_back(name);
+  return names;
+}
+
+Result<std::unique_ptr<Model>> ModelRegistry::Create(const std::string& name,
+                                                     ModelOptions options, ModelData data) const {
+  const ModelInfo* info = Find(name);
+  if (info == nullptr) {
+    std::string known;
+    for (const std::string& n : Names()) known += (known.empty() ? "" : ", ") + n;
+    return Status::InvalidArgument("unknown model \"" + name + "\"; registered models: " + known);
+  }
+  for (const auto& [key, value] : options.params) {
+    const bool declared = std::any_of(info->keys.begin(), info->keys.end(),
+                                      [&key](const ModelKey& k) { return k.key == key; });
+    if (!declared) {
+      std::string known;
+      for (const ModelKey& k : info->keys) known += (known.empty() ? "" : ", ") + k.key;
+      return Status::InvalidArgument("model " + name + " has no key \"" + key +
+                                     "\"; its keys: " + (known.empty() ? "none" : known));
+    }
+  }
+  for (const ModelKey& k : info->keys) options.params.emplace(k.key, k.default_value);
+  return info->create(options, std::move(data));
+}
+
+ModelRegistry ModelRegistry::WithBuiltins() {
+  ModelRegistry registry;
+  RegisterBiasedMf(&registry);
+  RegisterBpr(&registry);
+  RegisterIals(&registry);
+  RegisterItemModels(&registry);
+  return registry;
+}
+
+}  // namespace fedrec

@@ -1,0 +1,210 @@
+// Model: the one interface the Worker, `fedrec train`, the simulator,
+// evaluation and serving use. Biased MF, BPR, iALS, EASE, item-kNN and
+// popularity are peers behind it; a new model is one file with a Model
+// subclass and one ModelRegistry::Register call (a plug-in library does the
+// same on the registry the application hands it).
+//
+// A model owns named parameter blocks (base/param_block.h): global blocks
+// (the same at every site, combined by the coordinator), local blocks (never
+// leave the site: user factors) and global-average blocks (statistics).
+//
+// One federated round, as the roles see it:
+//   site:        SetGlobalBlocks(broadcast) -> Train(plan) -> Upload()
+//   coordinator: sums of the sites' uploads (in the clear or under secure
+//                aggregation) -> Apply(sums, strategy, &global)
+// Gradient models (MF, BPR) upload their trained global blocks with per-row
+// weights and let the strategy average them. Closed-form models (iALS's item
+// step, EASE, item-kNN, popularity) upload additive statistics instead (item
+// Gram sums, co-occurrence counts) and Apply solves from their sums, which is
+// why they are exact when federated: a sum over sites is a sum over users.
+//
+// Thread-safety: none; one model per thread. Scoring (Score) is const and may
+// run concurrently on one model.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <istream>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "algorithms/sgd.h"
+#include "algorithms/strategy.h"
+#include "base/param_block.h"
+#include "base/status.h"
+#include "data/ratings.h"
+
+namespace fedrec {
+
+// Options every model reads; model-specific ones are in `params`
+// ("model.<name>.<key>" in the configuration, stored under "<key>").
+struct ModelOptions {
+  uint64_t seed = 1;
+  uint32_t factors = 32;
+  float init_std = 0.05f;
+  SgdOptions sgd;  // train.* (biased MF)
+  // Interactions with a value >= this are positives for implicit-feedback
+  // models (every interaction when the data has no ratings).
+  float positive_threshold = 0.0f;
+  std::map<std::string, double> params;
+
+  // params[key]. REQUIRES: the key is declared by the model (the registry
+  // fills in declared defaults).
+  double Param(const std::string& key) const;
+};
+
+// One site's (or the centralized run's) data, with users numbered 0..n-1 by
+// the holder and items in the federation's shared index space.
+struct ModelData {
+  uint32_t items = 0;
+  std::vector<Rating> train;
+  std::vector<uint64_t> user_keys;  // StableIdKey of each user's raw ID (seeds per-user streams)
+  uint32_t shard = 0;               // site index: part of every per-site random stream
+};
+
+// What one local training call is asked to do.
+struct TrainPlan {
+  uint32_t round = 0;         // 1-based round (epoch + 1 for centralized training)
+  uint64_t epoch_offset = 0;  // global index of the first epoch (schedules, shuffling)
+  uint32_t epochs = 1;
+  float lr = 0.01f;  // base learning rate sent by the coordinator (gradient models)
+};
+
+// Additive training-loss sums: mean loss = sum / count.
+struct LossSums {
+  double sum = 0.0;
+  uint64_t count = 0;
+  double Mean() const { return count ? sum / static_cast<double>(count) : 0.0; }
+};
+
+// The range of upload values the fixed-point encoding of encrypted
+// aggregation covers (protocol/update_codec.h): values clipped to
+// [-clip, clip], frac_bits fractional bits, per-row weights capped.
+struct UploadRange {
+  float clip = 8.0f;
+  uint32_t frac_bits = 8;
+  uint64_t max_weight = 2048;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual std::string_view name() const = 0;
+
+  // All blocks, global ones first. The Model owns them.
+  virtual std::vector<ParamBlock>& blocks() = 0;
+  const std::vector<ParamBlock>& blocks() const { return const_cast<Model*>(this)->blocks(); }
+  uint32_t users() const { return users_; }
+  uint32_t items() const { return items_; }
+
+  // Copies of the global blocks (what the coordinator holds and broadcasts).
+  std::vector<ParamBlock> GlobalBlocks() const;
+  // Overwrites the global blocks (matched by name, shapes must agree), then
+  // calls OnGlobalModel. False, with nothing changed, on a mismatch.
+  bool SetGlobalBlocks(const std::vector<ParamBlock>& global);
+
+  // Called once at a site that starts from the initial model (version 0),
+  // before its first Train: per-site statistics of the initial model (MF's
+  // global mean starts at the site's own mean).
+  virtual void OnInitialModel() {}
+  // Called after new global blocks were adopted (closed-form models refresh
+  // their local blocks: iALS solves its users against the new items).
+  virtual void OnGlobalModel() {}
+
+  // Trains on the local data for the plan; returns the training-loss sums.
+  virtual LossSums Train(const TrainPlan& plan) = 0;
+
+  // What a site uploads after Train: shapes (no values) of the upload blocks
+  // and the blocks read in place, one view per shape. Default: the global
+  // blocks themselves, each row weighted by the site's interactions of it.
+  virtual std::vector<ParamBlock> UploadShapes() const;
+  virtual std::vector<DenseBlockView> Upload() const = 0;
+  // True when uploads are additive statistics that Apply solves from, not
+  // parameters for the strategy to average. Such models also solve in
+  // centralized training (one shard: Apply over its own upload).
+  virtual bool SolvesFromSums() const { return false; }
+  // The fixed-point format the upload needs under encrypted aggregation,
+  // given the configured one (statistics need a wider range than parameters).
+  virtual UploadRange AdjustUploadRange(const UploadRange& configured) const { return configured; }
+  // Coordinator: the next global blocks from the round's sums of uploads.
+  // Default: the strategy's step. Error when the sums do not fit the model.
+  virtual Status Apply(const AggregateInput& sums, Strategy* strategy,
+                       std::vector<ParamBlock>* global) const;
+  // Steps after which more change nothing (closed-form models: 1); 0 = no limit.
+  virtual uint32_t StepsToConverge() const { return 0; }
+
+  // Scores of every item for local user `user` (higher = better), written to
+  // out[0..items). REQUIRES: user < users(), out.size() == items().
+  virtual void Score(uint32_t user, std::span<float> out) const = 0;
+  // Explicit-rating models predict ratings (RMSE/MAE are reported for them).
+  virtual bool PredictsRatings() const { return false; }
+  // REQUIRES: PredictsRatings().
+  virtual float Predict(uint32_t user, uint32_t item) const;
+
+  // The local training interactions, in their current order.
+  virtual const std::vector<Rating>& train() const = 0;
+
+  // Writes / reads the blocks of the given scopes (global: the coordinator's
+  // model file; local: a site's own file). Load checks names and shapes and
+  // fails with what was expected and found. Format: a header line naming the
+  // model, then each block's name, scope, rows, cols and little-endian floats.
+  Status SaveBlocks(std::ostream& out, bool global) const;
+  Status LoadBlocks(std::istream& in, bool global, const std::string& where);
+
+ protected:
+  Model(uint32_t users, uint32_t items) : users_(users), items_(items) {}
+
+  uint32_t users_;
+  uint32_t items_;
+};
+
+// Per-row weights of a site's interactions, for uploads: weight[i] = number of
+// interactions with item i (capped at UINT32_MAX).
+std::vector<uint32_t> ItemCounts(std::span<const Rating> train, uint32_t items);
+
+// One model-specific configuration key: model.<model>.<key>.
+struct ModelKey {
+  std::string key;
+  double default_value = 0.0;
+  std::string doc;
+};
+
+using ModelFactory =
+    std::function<Result<std::unique_ptr<Model>>(const ModelOptions& options, ModelData data)>;
+
+struct ModelInfo {
+  std::string name;
+  std::string doc;  // one line
+  std::vector<ModelKey> keys;
+  ModelFactory create;
+};
+
+class ModelRegistry {
+ public:
+  // A registry holding the built-in models: mf, bpr, ials, ease, itemknn, popularity.
+  static ModelRegistry WithBuiltins();
+  void Register(ModelInfo info);
+  // Fills in defaults of the model's keys absent from options.params and
+  // creates it. Errors: unknown name (listing the registered ones), a key the
+  // model does not declare, or the model's own refusal of the data.
+  Result<std::unique_ptr<Model>> Create(const std::string& name, ModelOptions options,
+                                        ModelData data) const;
+  const ModelInfo* Find(const std::string& name) const;
+  std::vector<std::string> Names() const;
+
+ private:
+  std::map<std::string, ModelInfo> models_;
+};
+
+// Registration of the built-ins, one per model file.
+void RegisterBiasedMf(ModelRegistry* registry);
+void RegisterBpr(ModelRegistry* registry);
+void RegisterIals(ModelRegistry* registry);
+void RegisterItemModels(ModelRegistry* registry);  // ease, itemknn, popularity
+
+}  // namespace fedrec

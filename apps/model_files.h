@@ -1,0 +1,37 @@
+// The model files of a run directory, written by every run and read by
+// `fedrec recommend`:
+//
+//   <run>/config.toml        the resolved configuration (model name and keys)
+//   <run>/model.global       global blocks, once (Model::SaveBlocks)
+//   <run>/model.tsv          the same as text, one line per item (SaveGlobalModel)
+//   <run>/items.tsv          raw item ID of each item index
+//   <run>/<holder>/users.tsv         raw user ID of each of the holder's users
+//   <run>/<holder>/interactions.tsv  the holder's training interactions (user, item, value)
+//   <run>/<holder>/model.local       the holder's local blocks (user factors)
+//
+// A holder is a site (`site<s>`, written by that site only: a user's factors
+// exist only at their site) or, for `fedrec train`, `central`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "algorithms/model.h"
+#include "base/status.h"
+
+namespace fedrec {
+
+// The folder of site `site` (or of the centralized run) in run directory `run`.
+std::string SiteFolder(const std::string& run, uint32_t site);
+std::string CentralFolder(const std::string& run);
+
+// Writes model.global and items.tsv. `model` holds the final global blocks.
+Status SaveGlobalFiles(const std::string& run, const Model& model,
+                       const std::vector<std::string>& item_ids);
+// Writes one holder's folder from its model (local blocks and training
+// interactions) and the raw IDs of its users and of the federation's items.
+Status SaveHolderFiles(const std::string& folder, const Model& model,
+                       const std::vector<std::string>& user_ids,
+                       const std::vector<std::string>& item_ids);
+
+}  // namespace fedrec

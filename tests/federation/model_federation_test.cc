@@ -1,0 +1,278 @@
+// The Model seam end to end: a model registered by a test runs federated
+// through the simulator; closed-form models are exact when federated (also
+// under secure aggregation); fedrec recommend serves from a run directory.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+
+#include "apps/commands.h"
+#include "apps/job.h"
+#include "protocol/sha256.h"
+#include "sim/simulation.h"
+#include "tests/federation/federate.h"
+
+namespace fedrec {
+namespace {
+
+// A toy model the roles know nothing about: each item's mean rating, trained
+// per site and averaged by FedAvg with per-row weights = the site's ratings.
+class ItemMean : public Model {
+ public:
+  explicit ItemMean(ModelData data)
+      : Model(static_cast<uint32_t>(data.user_keys.size()), data.items),
+        train_(std::move(data.train)),
+        counts_(ItemCounts(train_, data.items)) {
+    blocks_.emplace_back("item_mean", Scope::kGlobal, data.items, 1);
+  }
+  std::string_view name() const override { return "item_mean"; }
+  std::vector<ParamBlock>& blocks() override { return blocks_; }
+  LossSums Train(const TrainPlan&) override {
+    std::vector<double> sum(items(), 0.0);
+    for (const Rating& r : train_) sum[r.item] += r.value;
+    for (uint32_t i = 0; i < items(); ++i) {
+      if (counts_[i]) blocks_[0].data[i] = static_cast<float>(sum[i] / counts_[i]);
+    }
+    return {0.0, train_.size()};
+  }
+  std::vector<DenseBlockView> Upload() const override {
+    return {DenseBlockView{counts_, blocks_[0].data}};
+  }
+  void Score(uint32_t, std::span<float> out) const override {
+    std::copy(blocks_[0].data.begin(), blocks_[0].data.end(), out.begin());
+  }
+  const std::vector<Rating>& train() const override { return train_; }
+
+ private:
+  std::vector<Rating> train_;
+  std::vector<uint32_t> counts_;
+  std::vector<ParamBlock> blocks_;
+};
+
+TEST(ModelSeam, ModelRegisteredByATestRunsFederatedThroughTheSimulator) {
+  ModelRegistry registry;
+  registry.Register({"item_mean", "each item's mean rating", {},
+                     [](const ModelOptions&, ModelData data) -> Result<std::unique_ptr<Model>> {
+                       return std::unique_ptr<Model>(std::make_unique<ItemMean>(std::move(data)));
+                     }});
+  Config config = SmallConfig();
+  config.model.name = "item_mean";
+  config.federation.rounds = 1;
+  config.federation.server_lr = 1.0;
+  config.eval.ranking = true;
+  Result<FederatedData> data = LoadFederatedData(config);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  const Dataset dataset = data->dataset;
+  Result<std::unique_ptr<Model>> server = MakeServerModel(config, dataset.items.size(), &registry);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  WorkerOptions workers = MakeWorkerOptions(config);
+  workers.make_model = [&](ModelData d) { return MakeModel(config, std::move(d), &registry); };
+  auto strategy = StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
+  ASSERT_TRUE(strategy.ok());
+  std::vector<RoundMetrics> rounds;
+  Result<SimulationResult> result = RunSimulation(
+      SimulationOptions{}, MakeCoordinatorOptions(config), std::move(server).value(),
+      std::move(strategy).value(), workers, dataset.items.size(), std::move(data->sites),
+      [&](const RoundMetrics& m) { rounds.push_back(m); });
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+
+  std::vector<double> sum(dataset.items.size(), 0.0), count(dataset.items.size(), 0.0);
+  for (const Rating& r : dataset.train) {
+    sum[r.item] += r.value;
+    count[r.item] += 1;
+  }
+  const ParamBlock* mean = FindBlock(result->global, "item_mean");
+  ASSERT_NE(mean, nullptr);
+  for (uint32_t i = 0; i < dataset.items.size(); ++i) {
+    if (count[i] == 0) continue;
+    EXPECT_NEAR(mean->data[i], sum[i] / count[i], 1e-5) << "item " << i;
+  }
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].sites_reported, 10u);
+  EXPECT_GT(rounds[0].ranking.users, 0u);  // evaluated through Model::Score at every site
+  EXPECT_EQ(rounds[0].test.count, 0u);     // no rating predictions: no RMSE
+}
+
+TEST(ModelSeam, UnknownModelNameListsTheRegisteredOnes) {
+  Config config = SmallConfig();
+  config.model.name = "svdpp";
+  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 10);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("model.name"), std::string::npos);
+  for (const char* name : {"mf", "bpr", "ials", "ease", "itemknn", "popularity"})
+    EXPECT_NE(model.status().message().find(name), std::string::npos) << name;
+}
+
+Config ImplicitConfig(const std::string& model, const std::string& aggregation) {
+  Config config = SmallConfig();
+  config.model.name = model;
+  config.eval.ranking = true;
+  config.security.aggregation = aggregation;
+  return config;
+}
+
+CentralizedResult Central(const Config& config) {
+  Result<Dataset> dataset = LoadDataset(config);
+  EXPECT_TRUE(dataset.ok());
+  Result<CentralizedResult> result = TrainCentralized(config, *dataset, nullptr);
+  EXPECT_TRUE(result.ok()) << result.status().ToString();
+  return std::move(result).value();
+}
+
+double Precision(const RankingSums& r) { return r.users ? r.precision / r.users : 0.0; }
+double Ndcg(const RankingSums& r) { return r.users ? r.ndcg / r.users : 0.0; }
+
+// Largest |a - b| over the blocks, relative to the largest |b|.
+double RelativeDifference(const std::vector<ParamBlock>& a, const std::vector<ParamBlock>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0.0, scale = 0.0;
+  for (size_t k = 0; k < std::min(a.size(), b.size()); ++k) {
+    EXPECT_EQ(a[k].data.size(), b[k].data.size());
+    for (size_t i = 0; i < std::min(a[k].data.size(), b[k].data.size()); ++i) {
+      diff = std::max(diff, std::abs(static_cast<double>(a[k].data[i]) - b[k].data[i]));
+      scale = std::max(scale, std::abs(static_cast<double>(b[k].data[i])));
+    }
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+class ExactItemModels : public testing::TestWithParam<std::string> {};
+
+TEST_P(ExactItemModels, FederatedUnderSecAggEqualCentralizedExactly) {
+  Config config = ImplicitConfig(GetParam(), "secagg");
+  const CentralizedResult central = Central(config);
+  const FederatedRun federated = Federate(config);
+  ASSERT_EQ(federated.rounds.size(), 1u);  // one closed-form step
+  EXPECT_EQ(federated.rounds[0].aggregation, "secagg");
+  EXPECT_EQ(ModelSha256(federated.global), ModelSha256(central.global));
+  EXPECT_EQ(federated.rounds[0].ranking.precision, central.eval.ranking.precision);
+  EXPECT_EQ(federated.rounds[0].ranking.ndcg, central.eval.ranking.ndcg);
+  EXPECT_EQ(federated.rounds[0].ranking.users, central.eval.ranking.users);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ExactItemModels,
+                         testing::Values("ease", "itemknn", "popularity"));
+
+Config IalsConfig(const std::string& aggregation, uint32_t sites) {
+  Config config = ImplicitConfig("ials", aggregation);
+  config.federation.sites = sites;
+  config.model.params["ials.iterations"] = 4;
+  config.federation.rounds = 4;
+  config.train.epochs = 4;
+  return config;
+}
+
+TEST(IalsFederated, OneSiteEqualsCentralizedBitForBit) {
+  Config config = IalsConfig("none", 1);
+  const CentralizedResult central = Central(config);
+  const FederatedRun federated = Federate(config);
+  ASSERT_EQ(federated.rounds.size(), 4u);
+  EXPECT_EQ(ModelSha256(federated.global), ModelSha256(central.global));
+  EXPECT_EQ(federated.rounds.back().ranking.precision, central.eval.ranking.precision);
+}
+
+TEST(IalsFederated, TenSitesInTheClearEqualCentralizedToFloatRounding) {
+  Config config = IalsConfig("none", 10);
+  const CentralizedResult central = Central(config);
+  const FederatedRun federated = Federate(config);
+  EXPECT_LT(RelativeDifference(federated.global, central.global), 1e-4);
+  EXPECT_NEAR(Precision(federated.rounds.back().ranking), Precision(central.eval.ranking), 1e-3);
+  EXPECT_NEAR(Ndcg(federated.rounds.back().ranking), Ndcg(central.eval.ranking), 1e-3);
+}
+
+TEST(IalsFederated, TenSitesUnderSecAggEqualCentralizedToFixedPointError) {
+  Config config = IalsConfig("secagg", 10);
+  const CentralizedResult central = Central(config);
+  const FederatedRun federated = Federate(config);
+  EXPECT_EQ(federated.rounds.back().aggregation, "secagg");
+  EXPECT_LT(RelativeDifference(federated.global, central.global), 1e-3);
+  EXPECT_NEAR(Precision(federated.rounds.back().ranking), Precision(central.eval.ranking), 2e-3);
+}
+
+TEST(BprFederated, FinalModelIsBitIdenticalForOneAndFourThreads) {
+  Config config = ImplicitConfig("bpr", "none");
+  config.federation.rounds = 3;
+  const std::string one = ModelSha256(Federate(config, 1).global);
+  EXPECT_EQ(one, ModelSha256(Federate(config, 4).global));
+}
+
+// A run directory made by `fedrec sim` / `fedrec train` in the test's temp dir.
+std::string RunDir(const std::string& name) {
+  const char* tmp = std::getenv("FEDREC_TEST_TMPDIR");
+  const std::string dir =
+      (tmp ? std::string(tmp) : std::filesystem::temp_directory_path().string()) + "/" + name;
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+TEST(Recommend, NeverReturnsAnItemTheUserRatedInTraining) {
+  for (const char* model : {"ease", "mf"}) {
+    Config config = ImplicitConfig(model, "none");
+    config.federation.rounds = 2;
+    config.sim.compare_centralized = false;
+    config.output.dir = RunDir(std::string("recommend-") + model);
+    ASSERT_EQ(RunSim(config), 0);
+    Result<Dataset> dataset = LoadDataset(config);
+    ASSERT_TRUE(dataset.ok());
+    std::map<std::string, std::set<std::string>> seen;
+    for (const Rating& r : dataset->train)
+      seen[dataset->users.Raw(r.user)].insert(dataset->items.Raw(r.item));
+    int checked = 0;
+    for (const auto& [user, items] : seen) {
+      if (++checked > 40) break;
+      RecommendRequest request{config.output.dir, user, 20, false, ""};
+      Result<Recommendations> answer = Recommend(request);
+      ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+      EXPECT_TRUE(answer->holder.starts_with("site")) << answer->holder;
+      EXPECT_EQ(answer->items.size(), 20u);
+      for (const Recommendation& rec : answer->items)
+        EXPECT_FALSE(items.contains(rec.item)) << model << ": user " << user << " item " << rec.item;
+      for (size_t k = 1; k < answer->items.size(); ++k)
+        EXPECT_GE(answer->items[k - 1].score, answer->items[k].score);
+    }
+  }
+}
+
+TEST(Recommend, UnknownUserOrRunDirectoryIsAClearError) {
+  Config config = ImplicitConfig("popularity", "none");
+  config.output.dir = RunDir("recommend-errors");
+  Result<Dataset> dataset = LoadDataset(config);
+  ASSERT_TRUE(dataset.ok());
+  ASSERT_EQ(RunTrain(config), 0);
+  Result<Recommendations> unknown = Recommend({config.output.dir, "no-such-user", 10, false, ""});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("user \"no-such-user\" is not in"), std::string::npos)
+      << unknown.status().message();
+  Result<Recommendations> no_run = Recommend({config.output.dir + "-missing", "1", 10, false, ""});
+  ASSERT_FALSE(no_run.ok());
+  EXPECT_NE(no_run.status().message().find("no run directory"), std::string::npos);
+  // A centralized run serves from its own folder.
+  Result<Recommendations> ok = Recommend({config.output.dir, dataset->users.Raw(0), 5, false, ""});
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->holder, "central");
+}
+
+TEST(Recommend, SavedAndLoadedModelScoresAsTheRunEvaluated) {
+  // The global model file round-trips: loading it into a fresh server model
+  // gives the blocks the run ended with.
+  Config config = ImplicitConfig("itemknn", "none");
+  config.output.dir = RunDir("recommend-roundtrip");
+  ASSERT_EQ(RunTrain(config), 0);
+  Result<Dataset> dataset = LoadDataset(config);
+  ASSERT_TRUE(dataset.ok());
+  Result<CentralizedResult> central = TrainCentralized(config, *dataset, nullptr);
+  ASSERT_TRUE(central.ok());
+  Result<std::unique_ptr<Model>> loaded = MakeServerModel(config, dataset->items.size());
+  ASSERT_TRUE(loaded.ok());
+  std::ifstream in(config.output.dir + "/model.global", std::ios::binary);
+  ASSERT_TRUE((*loaded)->LoadBlocks(in, true, "model.global").ok());
+  EXPECT_EQ(ModelSha256((*loaded)->GlobalBlocks()), ModelSha256(central->global));
+}
+
+}  // namespace
+}  // namespace fedrec
