@@ -52,8 +52,8 @@ void RankingSums::Merge(const RankingSums& o) {
   users += o.users;
   std::vector<uint32_t> all;
   all.reserve(recommended.size() + o.recommended.size());
-  std::set_union(recommended.begin(), recommended.end(), o.recommended.begin(),
-                 o.recommended.end(), std::back_inserter(all));
+  std::set_union(recommended.begin(), recommended.end(), o.recommended.begin(), o.recommended.end(),
+                 std::back_inserter(all));
   recommended = std::move(all);
 }
 

@@ -100,7 +100,8 @@ Status Model::SaveBlocks(std::ostream& out, bool global) const {
       std::memcpy(&u, &v, 4);
       AppendLe(&bytes, u);
     }
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     out << '\n';
   }
   if (!out) return Status::IoError("writing the model's blocks failed");
@@ -166,8 +167,8 @@ std::vector<std::string> ModelRegistry::Names() const {
   return names;
 }
 
-Result<std::unique_ptr<Model>> ModelRegistry::Create(const std::string& name,
-                                                     ModelOptions options, ModelData data) const {
+Result<std::unique_ptr<Model>> ModelRegistry::Create(const std::string& name, ModelOptions options,
+                                                     ModelData data) const {
   const ModelInfo* info = Find(name);
   if (info == nullptr) {
     std::string known;

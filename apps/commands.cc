@@ -39,8 +39,10 @@ json RankingJson(const EvalResult& eval, const Config& config, uint32_t items) {
   j[fmt::format("ndcg@{}", k)] = eval.ranking.ndcg / n;
   j[fmt::format("hr@{}", k)] = eval.ranking.hit_rate / n;
   j[fmt::format("map@{}", k)] = eval.ranking.map / n;
-  j[fmt::format("coverage@{}", k)] =
-      items ? static_cast<double>(eval.ranking.recommended.size()) / items : 0.0;
+  const auto in_catalogue =
+      std::lower_bound(eval.ranking.recommended.begin(), eval.ranking.recommended.end(), items) -
+      eval.ranking.recommended.begin();
+  j[fmt::format("coverage@{}", k)] = items ? static_cast<double>(in_catalogue) / items : 0.0;
   return j;
 }
 
@@ -67,8 +69,7 @@ void AddLift(json* j, const EvalResult& eval, const EvalResult& popularity, cons
 
 std::string ProgressLine(const char* unit, uint32_t step, uint32_t steps, double train_mse,
                          const EvalResult* eval, const Config& config) {
-  std::string line =
-      fmt::format("{} {}/{}  train loss {:.4f}", unit, step, steps, train_mse);
+  std::string line = fmt::format("{} {}/{}  train loss {:.4f}", unit, step, steps, train_mse);
   if (eval && eval->errors.count > 0)
     line += fmt::format("  test rmse {:.4f}  mae {:.4f}", eval->errors.Rmse(), eval->errors.Mae());
   if (eval && eval->ranking.users > 0) {
@@ -111,10 +112,11 @@ int RunTrain(const Config& config) {
   if (!dataset.ok()) return Fail(dataset.status());
   Result<RunOutput> out = RunOutput::Create(config, "train");
   if (!out.ok()) return Fail(out.status());
-  spdlog::info("train: model {}, {} users, {} items, {} train / {} test interactions; run "
-               "directory {}",
-               config.model.name, dataset->users.size(), dataset->items.size(),
-               dataset->train.size(), dataset->test.size(), out->dir());
+  spdlog::info(
+      "train: model {}, {} users, {} items, {} train / {} test interactions; run "
+      "directory {}",
+      config.model.name, dataset->users.size(), dataset->items.size(), dataset->train.size(),
+      dataset->test.size(), out->dir());
   const uint32_t items = dataset->items.size();
   Result<CentralizedResult> result =
       TrainCentralized(config, *dataset, [&](const ProgressPoint& p) {
@@ -128,15 +130,15 @@ int RunTrain(const Config& config) {
       });
   out->EndProgress();
   if (!result.ok()) return Fail(result.status());
-  json summary = {{"command", "train"}, {"model", config.model.name},
-                  {"epochs", EffectiveEpochs(config)}};
+  json summary = {
+      {"command", "train"}, {"model", config.model.name}, {"epochs", EffectiveEpochs(config)}};
   AddEval(&summary, result->eval, config, items);
   summary["seconds"] = result->seconds;
   if (Status s = AddPopularity(&summary, config, *dataset, result->eval); !s.ok()) return Fail(s);
   summary["model_sha256"] = ModelSha256(result->global);
   summary["run_dir"] = out->dir();
-  if (Status s = SaveHolderFiles(CentralFolder(out->dir()), *result->model,
-                                 RawIds(dataset->users), RawIds(dataset->items));
+  if (Status s = SaveHolderFiles(CentralFolder(out->dir()), *result->model, RawIds(dataset->users),
+                                 RawIds(dataset->items));
       !s.ok())
     return Fail(s);
   return Finish(&*out, summary, *result->model, dataset->items);
@@ -289,10 +291,10 @@ int RunSim(const Config& config) {
     saved = SaveHolderFiles(SiteFolder(out->dir(), worker.site()), worker.model(),
                             data->site_user_ids[worker.site()], item_ids);
   };
-  Result<SimulationResult> result = RunSimulation(
-      sim_options, CoordinatorOptionsOf(config), std::move(server_model).value(),
-      std::move(strategy).value(), worker_options, dataset.items.size(), std::move(data->sites),
-      std::ref(reporter));
+  Result<SimulationResult> result =
+      RunSimulation(sim_options, CoordinatorOptionsOf(config), std::move(server_model).value(),
+                    std::move(strategy).value(), worker_options, dataset.items.size(),
+                    std::move(data->sites), std::ref(reporter));
   out->EndProgress();
   if (!result.ok()) return Fail(result.status());
   if (!saved.ok()) return Fail(saved);

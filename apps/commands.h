@@ -27,14 +27,14 @@ int RunGenerate(const Config& config, const std::string& dir);
 int RunKeygen(const std::string& prefix, const std::string& dir, int64_t sites, bool overwrite);
 
 struct RecommendRequest {
-  std::string run;    // run directory of fedrec train, sim or run
-  std::string user;   // raw user ID
+  std::string run;   // run directory of fedrec train, sim or run
+  std::string user;  // raw user ID
   uint32_t k = 10;
   bool json = false;  // one JSON object instead of text lines
   std::string items;  // title file (u.item, movies.dat); empty = look beside data.train
 };
 struct Recommendation {
-  std::string item;   // raw item ID
+  std::string item;  // raw item ID
   float score = 0.0f;
   std::string title;  // empty without a title file
 };

@@ -32,7 +32,8 @@ const std::vector<Key>& Schema() {
   static const std::vector<Key> keys = {
       FEDREC_KEY("seed", seed, "seed of every random stream (data, init, shuffling, sampling)"),
       FEDREC_KEY("data.format", data.format,
-                 "rating file format: auto | ml100k | ml1m | mlcsv | csv | implicit (user,item[,timestamp])"),
+                 "rating file format: auto | ml100k | ml1m | mlcsv | csv | implicit "
+                 "(user,item[,timestamp])"),
       FEDREC_KEY("data.train", data.train,
                  "training (or whole) rating file; empty = synthetic data"),
       FEDREC_KEY("data.test", data.test, "held-out rating file; empty = split data.train"),
@@ -150,7 +151,8 @@ std::string ModelParamKey(std::string_view path) {
 Status CheckModelParam(const std::string& key, const std::string& where) {
   const std::string model = key.substr(0, key.find('.'));
   const std::string name = key.substr(key.find('.') + 1);
-  const ModelInfo* info = ModelRegistry::WithBuiltins().Find(model);
+  const ModelRegistry registry = ModelRegistry::WithBuiltins();
+  const ModelInfo* info = registry.Find(model);
   if (info == nullptr) return Status::Ok();
   std::string known;
   for (const ModelKey& k : info->keys) {
@@ -519,7 +521,8 @@ std::string ConfigToToml(const Config& config, bool with_docs) {
   // The chosen model's own keys, with the registered defaults filled in,
   // then any other model's keys that were set.
   std::map<std::string, std::map<std::string, double>> params;
-  if (const ModelInfo* info = ModelRegistry::WithBuiltins().Find(config.model.name)) {
+  const ModelRegistry registry = ModelRegistry::WithBuiltins();
+  if (const ModelInfo* info = registry.Find(config.model.name)) {
     for (const ModelKey& k : info->keys) params[config.model.name][k.key] = k.default_value;
   }
   for (const auto& [key, value] : config.model.params)

@@ -104,7 +104,7 @@ struct ProgressPoint {
 struct CentralizedResult {
   std::vector<ParamBlock> global;
   EvalResult eval;
-  double seconds = 0.0;  // training and evaluation, data loading excluded
+  double seconds = 0.0;          // training and evaluation, data loading excluded
   std::unique_ptr<Model> model;  // the trained model, with every user
 };
 

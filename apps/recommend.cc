@@ -78,8 +78,7 @@ Result<std::vector<Rating>> ReadInteractions(
     const auto user = users.find(line.substr(0, a));
     const auto item = items.find(line.substr(a + 1, b - a - 1));
     if (user == users.end() || item == items.end()) {
-      return Status::InvalidArgument(where + ": " +
-                                     (user == users.end() ? "user" : "item") +
+      return Status::InvalidArgument(where + ": " + (user == users.end() ? "user" : "item") +
                                      " not in the holder's users.tsv / the run's items.tsv");
     }
     Rating r;

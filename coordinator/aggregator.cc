@@ -9,7 +9,7 @@ UpdateAggregator::UpdateAggregator(const std::vector<ParamBlock>& global, uint64
     : global_(global), version_(version), round_(round), selected_(std::move(selected)) {
   input_.round = round;
   for (const ParamBlock& b : global_) {
-    input_.weighted_sum.emplace_back(b.data.size(), 0.0);
+    input_.weighted_sum.emplace_back(static_cast<size_t>(b.rows) * b.cols, 0.0);
     input_.row_weight.emplace_back(b.rows, 0.0);
   }
 }

@@ -22,7 +22,8 @@ namespace fedrec {
 
 class UpdateAggregator {
  public:
-  // `global` gives the block shapes (it must outlive the aggregator);
+  // `global` gives the block shapes (names, rows, cols; values are not read;
+  // it must outlive the aggregator);
   // `version` is the model version the sites were sent; `selected` ascending.
   UpdateAggregator(const std::vector<ParamBlock>& global, uint64_t version, uint32_t round,
                    std::vector<uint32_t> selected);

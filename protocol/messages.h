@@ -107,7 +107,7 @@ struct EvalReport {
   double squared_error = 0.0, absolute_error = 0.0;
   uint64_t count = 0;
   double precision = 0.0, recall = 0.0, ndcg = 0.0, hit_rate = 0.0;  // sums over users
-  double f1 = 0.0, map = 0.0;                                         // sums over users
+  double f1 = 0.0, map = 0.0;                                        // sums over users
   uint64_t ranked_users = 0;
   std::vector<uint32_t> recommended;  // ascending items in any of the site's users' top K
 

@@ -238,9 +238,8 @@ Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics)
 
 Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   const RoundPlan& plan = *pending_plan_;
-  Result<RangeEncoder> encoder =
-      RangeEncoder::Create(UploadShapes(), model_->Upload(), FormatOf(plan),
-                           options_.seed, plan.round, options_.site);
+  Result<RangeEncoder> encoder = RangeEncoder::Create(
+      UploadShapes(), model_->Upload(), FormatOf(plan), options_.seed, plan.round, options_.site);
   if (!encoder.ok()) return SendError(plan.round, encoder.status().message());
   SecAggMasked fields;
   fields.round = plan.round;

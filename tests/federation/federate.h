@@ -48,10 +48,10 @@ inline FederatedRun Federate(
   SimulationOptions options;
   options.threads = threads;
   options.customize_site = per_site;
-  Result<SimulationResult> result = RunSimulation(
-      options, coordinator, std::move(server).value(), std::move(strategy).value(),
-      MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),
-      [&](const RoundMetrics& m) { run.rounds.push_back(m); });
+  Result<SimulationResult> result =
+      RunSimulation(options, coordinator, std::move(server).value(), std::move(strategy).value(),
+                    MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),
+                    [&](const RoundMetrics& m) { run.rounds.push_back(m); });
   EXPECT_TRUE(result.ok()) << result.status().ToString();
   if (result.ok()) run.global = result->global;
   return run;
