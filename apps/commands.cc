@@ -107,7 +107,7 @@ Status AddPopularity(json* summary, const Config& config, const Dataset& dataset
 
 }  // namespace
 
-int RunTrain(const Config& config) {
+int RunTrain(const Config& config, const ModelRegistry* models) {
   Result<Dataset> dataset = LoadDataset(config);
   if (!dataset.ok()) return Fail(dataset.status());
   Result<RunOutput> out = RunOutput::Create(config, "train");
@@ -118,8 +118,9 @@ int RunTrain(const Config& config) {
       config.model.name, dataset->users.size(), dataset->items.size(), dataset->train.size(),
       dataset->test.size(), out->dir());
   const uint32_t items = dataset->items.size();
-  Result<CentralizedResult> result =
-      TrainCentralized(config, *dataset, [&](const ProgressPoint& p) {
+  Result<CentralizedResult> result = TrainCentralized(
+      config, *dataset,
+      [&](const ProgressPoint& p) {
         json line = {{"epoch", p.step},
                      {"train_rmse", Number(std::sqrt(p.train_mse))},
                      {"train_loss", Number(p.train_mse)}};
@@ -127,11 +128,13 @@ int RunTrain(const Config& config) {
         out->WriteMetrics(line.dump());
         out->Progress(ProgressLine("epoch", p.step, p.steps, p.train_mse,
                                    p.evaluated ? &p.eval : nullptr, config));
-      });
+      },
+      models);
   out->EndProgress();
   if (!result.ok()) return Fail(result.status());
-  json summary = {
-      {"command", "train"}, {"model", config.model.name}, {"epochs", EffectiveEpochs(config)}};
+  json summary = {{"command", "train"},
+                  {"model", config.model.name},
+                  {"epochs", EffectiveEpochs(config, models)}};
   AddEval(&summary, result->eval, config, items);
   summary["seconds"] = result->seconds;
   if (Status s = AddPopularity(&summary, config, *dataset, result->eval); !s.ok()) return Fail(s);
@@ -150,8 +153,9 @@ namespace {
 // the last evaluation for the summary.
 class RoundReporter {
  public:
-  RoundReporter(const Config& config, RunOutput* out, uint32_t items)
-      : config_(config), out_(out), items_(items) {}
+  // `rounds`: the rounds the coordinator runs (EffectiveRounds).
+  RoundReporter(const Config& config, RunOutput* out, uint32_t items, int64_t rounds)
+      : config_(config), out_(out), items_(items), rounds_(rounds) {}
 
   void operator()(const RoundMetrics& m) {
     EvalResult eval{m.test, m.ranking};
@@ -176,8 +180,8 @@ class RoundReporter {
       last_eval_ = eval;
     }
     out_->WriteMetrics(line.dump());
-    out_->Progress(ProgressLine("round", m.round, static_cast<uint32_t>(EffectiveRounds(config_)),
-                                m.train_mse, m.evaluated ? &eval : nullptr, config_));
+    out_->Progress(ProgressLine("round", m.round, static_cast<uint32_t>(rounds_), m.train_mse,
+                                m.evaluated ? &eval : nullptr, config_));
   }
 
   // The summary every federated command prints last.
@@ -186,7 +190,7 @@ class RoundReporter {
     json summary = {{"command", command},
                     {"model", config_.model.name},
                     {"sites", config_.federation.sites},
-                    {"rounds", EffectiveRounds(config_)}};
+                    {"rounds", rounds_}};
     AddEval(&summary, last_eval_, config_, items_);
     summary["seconds"] = seconds;
     summary["model_sha256"] = ModelSha256(global);
@@ -203,6 +207,7 @@ class RoundReporter {
   const Config& config_;
   RunOutput* out_;
   uint32_t items_;
+  int64_t rounds_;
   EvalResult last_eval_;
 };
 
@@ -218,17 +223,18 @@ int Finish(RunOutput* out, const json& summary, const Model& global_model, const
 
 // The coordinator's model, holding `global` when given.
 Result<std::unique_ptr<Model>> ServerModel(const Config& config, uint32_t items,
+                                           const ModelRegistry* models,
                                            const std::vector<ParamBlock>* global = nullptr) {
-  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, MakeServerModel(config, items));
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, MakeServerModel(config, items, models));
   if (global && !model->SetGlobalBlocks(*global))
     return Status::Internal("the final global model does not fit model " + config.model.name);
   return model;
 }
 
 // The configuration the coordinator runs: rounds capped at the model's steps to converge.
-CoordinatorOptions CoordinatorOptionsOf(const Config& config) {
+CoordinatorOptions CoordinatorOptionsOf(const Config& config, const ModelRegistry* models) {
   CoordinatorOptions options = MakeCoordinatorOptions(config);
-  options.rounds = static_cast<uint32_t>(EffectiveRounds(config));
+  options.rounds = static_cast<uint32_t>(EffectiveRounds(config, models));
   return options;
 }
 
@@ -249,7 +255,7 @@ Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config) {
 
 }  // namespace
 
-int RunSim(const Config& config) {
+int RunSim(const Config& config, const ModelRegistry* models) {
   Result<FederatedData> data = LoadFederatedData(config);
   if (!data.ok()) return Fail(data.status());
   Result<RunOutput> out = RunOutput::Create(config, "sim");
@@ -263,9 +269,9 @@ int RunSim(const Config& config) {
       "directory {}",
       config.model.name, data->sites.size(), dataset.users.size(), dataset.items.size(),
       dataset.train.size(), dataset.test.size(), out->dir());
-  Result<std::unique_ptr<Model>> server_model = ServerModel(config, dataset.items.size());
+  Result<std::unique_ptr<Model>> server_model = ServerModel(config, dataset.items.size(), models);
   if (!server_model.ok()) return Fail(server_model.status());
-  RoundReporter reporter(config, &*out, dataset.items.size());
+  RoundReporter reporter(config, &*out, dataset.items.size(), EffectiveRounds(config, models));
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
@@ -278,7 +284,7 @@ int RunSim(const Config& config) {
                             site_ranks);
     };
   }
-  WorkerOptions worker_options = MakeWorkerOptions(config);
+  WorkerOptions worker_options = MakeWorkerOptions(config, models);
   Result<std::map<uint32_t, crypto::Key32>> roster =
       SiteRoster(config, static_cast<uint32_t>(data->sites.size()));
   if (!roster.ok()) return Fail(roster.status());
@@ -292,9 +298,9 @@ int RunSim(const Config& config) {
                             data->site_user_ids[worker.site()], item_ids);
   };
   Result<SimulationResult> result =
-      RunSimulation(sim_options, CoordinatorOptionsOf(config), std::move(server_model).value(),
-                    std::move(strategy).value(), worker_options, dataset.items.size(),
-                    std::move(data->sites), std::ref(reporter));
+      RunSimulation(sim_options, CoordinatorOptionsOf(config, models),
+                    std::move(server_model).value(), std::move(strategy).value(), worker_options,
+                    dataset.items.size(), std::move(data->sites), std::ref(reporter));
   out->EndProgress();
   if (!result.ok()) return Fail(result.status());
   if (!saved.ok()) return Fail(saved);
@@ -306,10 +312,11 @@ int RunSim(const Config& config) {
     return Fail(s);
   if (config.sim.compare_centralized) {
     Config central = config;
-    central.train.epochs = EffectiveRounds(config) * config.federation.local_epochs;
-    Result<CentralizedResult> baseline = TrainCentralized(central, dataset, nullptr);
+    const int64_t rounds = EffectiveRounds(config, models);
+    central.train.epochs = rounds * config.federation.local_epochs;
+    Result<CentralizedResult> baseline = TrainCentralized(central, dataset, nullptr, models);
     if (!baseline.ok()) return Fail(baseline.status());
-    const uint32_t epochs = static_cast<uint32_t>(EffectiveEpochs(central));
+    const uint32_t epochs = static_cast<uint32_t>(EffectiveEpochs(central, models));
     summary["centralized_test_rmse"] = Number(baseline->eval.errors.Rmse());
     summary["centralized_test_mae"] = Number(baseline->eval.errors.Mae());
     summary["centralized_epochs"] = epochs;
@@ -320,8 +327,7 @@ int RunSim(const Config& config) {
       std::cout << fmt::format(
           "test RMSE  federated {:.4f}  centralized {:.4f}  ({} sites, {} rounds; centralized {} "
           "epochs)\n",
-          fed.errors.Rmse(), baseline->eval.errors.Rmse(), config.federation.sites,
-          EffectiveRounds(config), epochs);
+          fed.errors.Rmse(), baseline->eval.errors.Rmse(), config.federation.sites, rounds, epochs);
     }
     if (fed.ranking.users > 0 && baseline->eval.ranking.users > 0) {
       std::cout << fmt::format(
@@ -329,11 +335,11 @@ int RunSim(const Config& config) {
           "centralized {} epochs)\n",
           config.eval.top_k, fed.ranking.precision / fed.ranking.users,
           baseline->eval.ranking.precision / baseline->eval.ranking.users, "model",
-          config.model.name, config.federation.sites, EffectiveRounds(config), epochs);
+          config.model.name, config.federation.sites, rounds, epochs);
     }
   }
   Result<std::unique_ptr<Model>> final_model =
-      ServerModel(config, dataset.items.size(), &result->global);
+      ServerModel(config, dataset.items.size(), models, &result->global);
   if (!final_model.ok()) return Fail(final_model.status());
   return Finish(&*out, summary, **final_model, dataset.items);
 }
@@ -377,7 +383,8 @@ void AbortSites(Transport& t, const std::vector<int>& site_ranks, const std::str
   }
 }
 
-int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& site_ranks) {
+int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& site_ranks,
+                    const ModelRegistry* models) {
   Result<RunOutput> out = RunOutput::Create(config, "run");
   if (!out.ok()) {
     AbortSites(t, site_ranks, "the coordinator cannot write its run directory");
@@ -450,16 +457,16 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   spdlog::info("run: {} sites, {} items, {} train / {} test ratings; run directory {}",
                site_ranks.size(), items.size(), train_ratings, test_ratings, out->dir());
 
-  CoordinatorOptions options = CoordinatorOptionsOf(config);
+  CoordinatorOptions options = CoordinatorOptionsOf(config, models);
   options.site_ranks = site_ranks;
-  Result<std::unique_ptr<Model>> server_model = ServerModel(config, items.size());
+  Result<std::unique_ptr<Model>> server_model = ServerModel(config, items.size(), models);
   if (!server_model.ok()) {
     AbortSites(t, site_ranks, server_model.status().message());
     return Fail(server_model.status());
   }
   Coordinator coordinator(options, std::move(server_model).value(), std::move(strategy).value(),
                           &t);
-  RoundReporter reporter(config, &*out, items.size());
+  RoundReporter reporter(config, &*out, items.size(), options.rounds);
   const auto start = std::chrono::steady_clock::now();
   Status status = coordinator.Run(std::ref(reporter));
   out->EndProgress();
@@ -467,14 +474,14 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   Result<std::unique_ptr<Model>> final_model =
-      ServerModel(config, items.size(), &coordinator.global());
+      ServerModel(config, items.size(), models, &coordinator.global());
   if (!final_model.ok()) return Fail(final_model.status());
   return Finish(&*out, reporter.Summary("run", seconds, coordinator.global(), t.stats()),
                 **final_model, items);
 }
 
 int SiteRank(const Config& config, Transport& t, uint32_t site,
-             std::optional<crypto::SigningKey> identity) {
+             std::optional<crypto::SigningKey> identity, const ModelRegistry* models) {
   const std::string name = SiteName(site, t.rank());
   auto fail = [&](const std::string& message) {
     std::cerr << ("fedrec: " + name + ": " + message + "\n");
@@ -519,7 +526,7 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   if (Status s = AdoptItemCatalogue(SplitLines(catalogue.item_ids), &*local); !s.ok())
     return fail(s.message());
 
-  WorkerOptions options = MakeWorkerOptions(config);
+  WorkerOptions options = MakeWorkerOptions(config, models);
   options.site = site;
   options.coordinator_rank = 0;
   options.identity = std::move(identity);
@@ -558,7 +565,7 @@ void SettleChannels(SecureTransport& channel, const std::vector<int>& site_ranks
 
 }  // namespace
 
-int RunMpi(const Config& config) {
+int RunMpi(const Config& config, const ModelRegistry* models) {
   Result<std::unique_ptr<MpiTransport>> started = MpiTransport::Start();
   if (!started.ok()) return Fail(started.status().WithContext("fedrec run"));
   MpiTransport& t = **started;
@@ -607,8 +614,8 @@ int RunMpi(const Config& config) {
     }
   }
   if (code == 0) {
-    code = site ? SiteRank(config, *transport, *site, identity)
-                : CoordinatorRank(config, *transport, site_ranks);
+    code = site ? SiteRank(config, *transport, *site, identity, models)
+                : CoordinatorRank(config, *transport, site_ranks, models);
   }
   if (code != 0 && !site && channel) SettleChannels(*channel, site_ranks, std::chrono::seconds(10));
   if (code != 0) {

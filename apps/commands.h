@@ -7,16 +7,20 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/model.h"
 #include "apps/config.h"
 #include "base/status.h"
 
 namespace fedrec {
 
-int RunTrain(const Config& config);  // centralized baseline
-int RunSim(const Config& config);    // every role in one process
+// `models` is the registry model.name is looked up in: the built-ins when
+// null; a program with its own models passes ModelRegistry::WithBuiltins()
+// plus its registrations (see examples/plugin_model).
+int RunTrain(const Config& config, const ModelRegistry* models = nullptr);  // centralized
+int RunSim(const Config& config, const ModelRegistry* models = nullptr);    // one process
 // One role per MPI rank: rank 0 coordinator, ranks 1..S shard servers, the
 // rest one site each. Call on every rank of an mpirun job.
-int RunMpi(const Config& config);
+int RunMpi(const Config& config, const ModelRegistry* models = nullptr);
 // Writes the configured synthetic data as CSV: <dir>/ratings.csv with all of it
 // and <dir>/site<s>.csv for each of federation.sites sites (partitioned as
 // configured), for trying per-site files and multi-machine runs.
@@ -46,8 +50,9 @@ struct Recommendations {
 // titles when a title file is found. Reads only the run's global model and the
 // one holder folder that lists the user. Errors (unknown run or user, damaged
 // files) name what was expected and what was found.
-Result<Recommendations> Recommend(const RecommendRequest& request);
+Result<Recommendations> Recommend(const RecommendRequest& request,
+                                  const ModelRegistry* models = nullptr);
 // Prints Recommend's answer as text lines or, with request.json, one JSON object.
-int RunRecommend(const RecommendRequest& request);
+int RunRecommend(const RecommendRequest& request, const ModelRegistry* models = nullptr);
 
 }  // namespace fedrec

@@ -279,26 +279,28 @@ Result<std::unique_ptr<Model>> MakeServerModel(const Config& config, uint32_t it
 namespace {
 
 // Steps after which the configured model changes nothing (0 = no limit).
-uint32_t StepsToConverge(const Config& config) {
-  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 0);
+uint32_t StepsToConverge(const Config& config, const ModelRegistry* registry) {
+  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 0, registry);
   return model.ok() ? (*model)->StepsToConverge() : 0;
 }
 
 }  // namespace
 
-int64_t EffectiveRounds(const Config& config) {
-  const uint32_t steps = StepsToConverge(config);
+int64_t EffectiveRounds(const Config& config, const ModelRegistry* registry) {
+  const uint32_t steps = StepsToConverge(config, registry);
   return steps ? std::min<int64_t>(config.federation.rounds, steps) : config.federation.rounds;
 }
 
-int64_t EffectiveEpochs(const Config& config) {
-  const uint32_t steps = StepsToConverge(config);
+int64_t EffectiveEpochs(const Config& config, const ModelRegistry* registry) {
+  const uint32_t steps = StepsToConverge(config, registry);
   return steps ? std::min<int64_t>(config.train.epochs, steps) : config.train.epochs;
 }
 
-WorkerOptions MakeWorkerOptions(const Config& config) {
+WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* registry) {
   WorkerOptions options;
-  options.make_model = [config](ModelData data) { return MakeModel(config, std::move(data)); };
+  options.make_model = [config, registry](ModelData data) {
+    return MakeModel(config, std::move(data), registry);
+  };
   options.trainer = TrainerOptions(config);
   options.rating_min = static_cast<float>(config.data.rating_min);
   options.rating_max = static_cast<float>(config.data.rating_max);
@@ -472,7 +474,7 @@ Status SolveFromOwnSums(Model* model, uint32_t epoch) {
 
 Result<CentralizedResult> TrainCentralized(
     const Config& config, const Dataset& dataset,
-    const std::function<void(const ProgressPoint&)>& on_epoch) {
+    const std::function<void(const ProgressPoint&)>& on_epoch, const ModelRegistry* registry) {
   const auto start = std::chrono::steady_clock::now();
   ModelData data;
   data.items = dataset.items.size();
@@ -480,10 +482,11 @@ Result<CentralizedResult> TrainCentralized(
   data.user_keys.resize(dataset.users.size());
   for (uint32_t u = 0; u < dataset.users.size(); ++u)
     data.user_keys[u] = StableIdKey(dataset.users.Raw(u));
-  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, MakeModel(config, std::move(data)));
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
+                          MakeModel(config, std::move(data), registry));
   model->OnInitialModel();
   const std::vector<Rating>& test = dataset.test;
-  const uint32_t epochs = static_cast<uint32_t>(EffectiveEpochs(config));
+  const uint32_t epochs = static_cast<uint32_t>(EffectiveEpochs(config, registry));
   CentralizedResult result;
   for (uint32_t epoch = 0; epoch < epochs; ++epoch) {
     TrainPlan plan;

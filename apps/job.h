@@ -64,10 +64,11 @@ Result<std::unique_ptr<Model>> MakeServerModel(const Config& config, uint32_t it
                                                const ModelRegistry* registry = nullptr);
 // Rounds (fedrec sim/run) and epochs (fedrec train) after capping them at the
 // model's steps to converge (closed-form models need one).
-int64_t EffectiveRounds(const Config& config);
-int64_t EffectiveEpochs(const Config& config);
-// Worker options with make_model building the configured model.
-WorkerOptions MakeWorkerOptions(const Config& config);
+int64_t EffectiveRounds(const Config& config, const ModelRegistry* registry = nullptr);
+int64_t EffectiveEpochs(const Config& config, const ModelRegistry* registry = nullptr);
+// Worker options with make_model building the configured model (from
+// `registry`, which must then outlive the workers; the built-ins when null).
+WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* registry = nullptr);
 // security.aggregation as the wire enum (secagg and secagg+ are both kSecAgg).
 Aggregation AggregationOf(const Config& config);
 CoordinatorOptions MakeCoordinatorOptions(const Config& config);
@@ -117,7 +118,8 @@ EvalResult Evaluate(const Config& config, const Model& model, std::span<const Ra
 // sums each epoch, as the coordinator does from the sites').
 Result<CentralizedResult> TrainCentralized(
     const Config& config, const Dataset& dataset,
-    const std::function<void(const ProgressPoint&)>& on_epoch);
+    const std::function<void(const ProgressPoint&)>& on_epoch,
+    const ModelRegistry* registry = nullptr);
 
 // The popularity baseline on the same data and protocol (model popularity,
 // trained centrally: its federated form sums to the same integer counts).

@@ -147,7 +147,7 @@ std::string FindTitleFile(const Config& config) {
 
 }  // namespace
 
-Result<Recommendations> Recommend(const RecommendRequest& request) {
+Result<Recommendations> Recommend(const RecommendRequest& request, const ModelRegistry* models) {
   const std::string& run = request.run;
   if (!fs::is_directory(run)) return Status::NotFound("no run directory " + run);
   Result<Config> config = LoadConfigFile(run + "/config.toml");
@@ -174,7 +174,8 @@ Result<Recommendations> Recommend(const RecommendRequest& request) {
     if (r.user == user) seen[r.item] = 1;
   }
 
-  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, MakeModel(*config, std::move(data)));
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
+                          MakeModel(*config, std::move(data), models));
   for (const auto& [path, global] :
        {std::pair{run + "/model.global", true}, std::pair{folder + "/model.local", false}}) {
     std::ifstream in(path, std::ios::binary);
@@ -214,8 +215,8 @@ Result<Recommendations> Recommend(const RecommendRequest& request) {
   return out;
 }
 
-int RunRecommend(const RecommendRequest& request) {
-  Result<Recommendations> answer = Recommend(request);
+int RunRecommend(const RecommendRequest& request, const ModelRegistry* models) {
+  Result<Recommendations> answer = Recommend(request, models);
   if (!answer.ok()) {
     std::cerr << ("fedrec recommend: " + answer.status().message() + "\n");
     return 1;

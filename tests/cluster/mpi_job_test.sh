@@ -7,6 +7,8 @@
 #   mpi_job_test.sh too-few-ranks                  clear error on every rank, non-zero exit
 #   mpi_job_test.sh missing-file                   one site lacks its file
 #   mpi_job_test.sh unreadable-file                one site's file cannot be read
+#   mpi_job_test.sh serve <model> <np>             a model's run matches sim; its sites
+#                                                  save their folders; recommend serves from them
 set -uo pipefail
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fedrec-mpi.XXXXXX")
@@ -77,6 +79,22 @@ case "$1" in
     n=$(grep -c "fedrec: site [0-9] (rank [0-9]):" <<<"$out")
     [ "$n" -eq 3 ] || fail "every site rank should print why it stopped, got $n: $out"
     echo "unreadable file: exit $code"
+    ;;
+  serve)
+    model=$2 np=$3 sites=$(($3 - 1))
+    args=("${small[@]}" --set federation.sites="$sites" --set model.name="$model")
+    sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
+    run=$(mpirun "$np" "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | sha)
+    [ -n "$run" ] && [ "$sim" = "$run" ] || fail "model $model: sim '$sim' != run '$run'"
+    for s in $(seq 0 $((sites - 1))); do
+      [ -s "$work/run/site$s/model.local" ] || fail "site $s saved no model.local"
+    done
+    user=$(head -n 1 "$work/run/site1/users.tsv")
+    out=$("$FEDREC" recommend --run "$work/run" --user "$user" --k 5 --json) ||
+      fail "recommend for user $user: $out"
+    grep -q "\"holder\":\"site1\"" <<<"$out" || fail "user $user should be served by site1: $out"
+    [ "$(grep -o '"rank"' <<<"$out" | wc -l)" -eq 5 ] || fail "expected 5 items: $out"
+    echo "serve ($model, -np $np): $run; user $user from site1"
     ;;
   *)
     fail "unknown check $1"

@@ -120,7 +120,9 @@ TEST(Coordinator, UpdateForRowsOutsideTheModelIsRejectedAsAFailure) {
           u.blocks.push_back(BlockUpdate{MfModel::kItemBias, 1, {100000}, {1.0f}, {9.0f}});
           out.push_back(EncodeMessage(u, f.header.round, 2));
         } else {
-          out.push_back(EncodeMessage(EvalReport{f.header.round}, f.header.round, 2));
+          EvalReport report;
+          report.round = f.header.round;
+          out.push_back(EncodeMessage(report, f.header.round, 2));
         }
         return out;
       });
