@@ -13,6 +13,7 @@
 
 #include "apps/commands.h"
 #include "apps/job.h"
+#include "examples/plugin_model/bayesian_average.h"
 #include "protocol/sha256.h"
 #include "sim/simulation.h"
 #include "tests/federation/federate.h"
@@ -98,6 +99,32 @@ TEST(ModelSeam, ModelRegisteredByATestRunsFederatedThroughTheSimulator) {
   EXPECT_EQ(rounds[0].sites_reported, 10u);
   EXPECT_GT(rounds[0].ranking.users, 0u);  // evaluated through Model::Score at every site
   EXPECT_EQ(rounds[0].test.count, 0u);     // no rating predictions: no RMSE
+}
+
+TEST(ModelSeam, OutOfTreeExampleModelIsExactUnderSecureAggregation) {
+  ModelRegistry registry = ModelRegistry::WithBuiltins();
+  bayes_example::RegisterBayesianAverage(&registry);
+  Config config = SmallConfig();
+  config.model.name = "bayes";
+  config.security.aggregation = "secagg";
+  config.eval.ranking = true;
+  Result<FederatedData> data = LoadFederatedData(config);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  const Dataset dataset = data->dataset;
+  Result<CentralizedResult> central = TrainCentralized(config, dataset, nullptr, &registry);
+  ASSERT_TRUE(central.ok()) << central.status().ToString();
+  Result<std::unique_ptr<Model>> server = MakeServerModel(config, dataset.items.size(), &registry);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  CoordinatorOptions coordinator = MakeCoordinatorOptions(config);
+  coordinator.rounds = static_cast<uint32_t>(EffectiveRounds(config, &registry));
+  EXPECT_EQ(coordinator.rounds, 1u);
+  auto strategy = StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
+  ASSERT_TRUE(strategy.ok());
+  Result<SimulationResult> result = RunSimulation(
+      SimulationOptions{}, coordinator, std::move(server).value(), std::move(strategy).value(),
+      MakeWorkerOptions(config, &registry), dataset.items.size(), std::move(data->sites), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(ModelSha256(result->global), ModelSha256(central->global));
 }
 
 TEST(ModelSeam, UnknownModelNameListsTheRegisteredOnes) {

@@ -103,7 +103,7 @@ TEST(Frames, RejectsBadMagicShowingTheBytesInHex) {
 
 TEST(Frames, RejectsUnsupportedVersionNamingFoundAndSupported) {
   std::vector<uint8_t> frame = EncodeFrame(MessageType::kRoundPlan, 7, 3, Payload(4));
-  Poke(frame, 4, 2, 3);
+  Poke(frame, 4, 3, 2);
   Result<FrameView> view = DecodeFrame(frame);
   ASSERT_FALSE(view.ok());
   EXPECT_EQ(view.status().code(), Status::Code::kCorruption);
