@@ -98,19 +98,19 @@ class BayesianAverage : public fedrec::Model {
 
 // Adds "bayes" (key model.bayes.prior_weight) to `registry`.
 inline void RegisterBayesianAverage(fedrec::ModelRegistry* registry) {
-  registry->Register(
-      {"bayes",
-       "items by Bayesian average rating (an out-of-tree example)",
-       {{"prior_weight", 20.0, "pseudo-ratings at the federation's mean rating"}},
-       [](const fedrec::ModelOptions& options,
-          fedrec::ModelData data) -> fedrec::Result<std::unique_ptr<fedrec::Model>> {
-         const double weight = options.Param("prior_weight");
-         if (!(weight > 0.0))
-           return fedrec::Status::InvalidArgument(
-               "model.bayes.prior_weight: expected a number > 0, found " + std::to_string(weight));
-         return std::unique_ptr<fedrec::Model>(
-             std::make_unique<BayesianAverage>(weight, std::move(data)));
-       }});
+  registry->Register({"bayes",
+                      "items by Bayesian average rating (an out-of-tree example)",
+                      {{"prior_weight", 20.0, "pseudo-ratings at the federation's mean rating"}},
+                      [](const fedrec::ModelOptions& options,
+                         fedrec::ModelData data) -> fedrec::Result<std::unique_ptr<fedrec::Model>> {
+                        const double weight = options.Param("prior_weight");
+                        if (!(weight > 0.0))
+                          return fedrec::Status::InvalidArgument(
+                              "model.bayes.prior_weight: expected a number > 0, found " +
+                              std::to_string(weight));
+                        return std::unique_ptr<fedrec::Model>(
+                            std::make_unique<BayesianAverage>(weight, std::move(data)));
+                      }});
 }
 
 }  // namespace bayes_example

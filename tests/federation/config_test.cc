@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 namespace fedrec {
 namespace {
@@ -29,6 +30,41 @@ TEST(Config, FileOverridesDefaultsAndKeepsTheRest) {
   EXPECT_EQ(config->federation.sites, 3);
   EXPECT_EQ(config->data.synthetic.users, 50);
   EXPECT_EQ(config->federation.rounds, Config().federation.rounds);
+}
+
+TEST(Config, ModelKeysFromFileAndOverridesReachTheParams) {
+  const std::string path =
+      WriteFile("ials.toml", "[model]\nname = \"ials\"\n[model.ials]\nreg = 0.2\n");
+  Result<Config> config = LoadConfigFile(path);
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->model.name, "ials");
+  ASSERT_TRUE(ApplyOverride(&*config, "model.ials.iterations=5").ok());
+  EXPECT_EQ(config->model.params,
+            (std::map<std::string, double>{{"ials.reg", 0.2}, {"ials.iterations", 5}}));
+  // The resolved configuration lists the model's keys with their defaults and
+  // reads back to the same values.
+  const std::string resolved = WriteFile("resolved.toml", ConfigToToml(*config));
+  Result<Config> again = LoadConfigFile(resolved);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->model.params.at("ials.reg"), 0.2);
+  EXPECT_EQ(again->model.params.at("ials.iterations"), 5);
+  EXPECT_EQ(again->model.params.count("ials.alpha0"), 1u);
+}
+
+TEST(Config, UnknownModelKeyNamesTheModelsKeys) {
+  Config config;
+  const Status typo = ApplyOverride(&config, "model.ease.lamda=3");
+  ASSERT_FALSE(typo.ok());
+  EXPECT_NE(typo.message().find("model ease has model.ease.lambda"), std::string::npos)
+      << typo.message();
+  const std::string path = WriteFile("bad_model_key.toml", "[model.bpr]\nlearning = 0.1\n");
+  Result<Config> loaded = LoadConfigFile(path);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("bad_model_key.toml:2"), std::string::npos)
+      << loaded.status().message();
+  const Status not_number = ApplyOverride(&config, "model.ease.lambda=big");
+  ASSERT_FALSE(not_number.ok());
+  EXPECT_NE(not_number.message().find("expected a number, found \"big\""), std::string::npos);
 }
 
 TEST(Config, UnknownKeyNamesFileLineAndKnownKeys) {

@@ -224,12 +224,20 @@ TEST(IalsFederated, TenSitesUnderSecAggEqualCentralizedToFixedPointError) {
   EXPECT_NEAR(Precision(federated.rounds.back().ranking), Precision(central.eval.ranking), 2e-3);
 }
 
-TEST(BprFederated, FinalModelIsBitIdenticalForOneAndFourThreads) {
-  Config config = ImplicitConfig("bpr", "none");
+class EveryModel : public testing::TestWithParam<std::string> {};
+
+TEST_P(EveryModel, FederatedModelIsBitIdenticalForOneAndFourSimThreads) {
+  Config config = ImplicitConfig(GetParam(), "none");
   config.federation.rounds = 3;
-  const std::string one = ModelSha256(Federate(config, 1).global);
-  EXPECT_EQ(one, ModelSha256(Federate(config, 4).global));
+  const FederatedRun one = Federate(config, 1);
+  const FederatedRun four = Federate(config, 4);
+  EXPECT_EQ(ModelSha256(one.global), ModelSha256(four.global));
+  ASSERT_FALSE(one.rounds.empty());
+  EXPECT_EQ(one.rounds.back().ranking.precision, four.rounds.back().ranking.precision);
 }
+
+INSTANTIATE_TEST_SUITE_P(Models, EveryModel,
+                         testing::Values("mf", "bpr", "ials", "ease", "itemknn", "popularity"));
 
 // A run directory made by `fedrec sim` / `fedrec train` in the test's temp dir.
 std::string RunDir(const std::string& name) {
