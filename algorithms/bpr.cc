@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/interactions.h"
 #include "algorithms/model.h"
 #include "base/random.h"
 
@@ -213,29 +214,12 @@ class Bpr : public Model {
   // (CSR), the visiting order buffer, and the popularity table.
   void IndexPositives() {
     std::vector<uint32_t> item_positives(items_, 0);
-    user_offsets_.assign(static_cast<size_t>(users_) + 1, 0);
     for (const Rating& r : train_) {
       if (!(r.value >= options_.positive_threshold)) continue;
       pairs_.push_back({r.user, r.item});
-      ++user_offsets_[r.user + 1];
       ++item_positives[r.item];
     }
-    for (uint32_t u = 0; u < users_; ++u) user_offsets_[u + 1] += user_offsets_[u];
-    user_items_.resize(pairs_.size());
-    std::vector<size_t> fill(user_offsets_.begin(), user_offsets_.end() - 1);
-    for (const Pair& p : pairs_) user_items_[fill[p.user]++] = p.item;
-    // Sort and deduplicate each user's list in place, then compact.
-    size_t write = 0;
-    for (uint32_t u = 0; u < users_; ++u) {
-      const auto first = user_items_.begin() + static_cast<std::ptrdiff_t>(user_offsets_[u]);
-      const auto last = user_items_.begin() + static_cast<std::ptrdiff_t>(user_offsets_[u + 1]);
-      std::sort(first, last);
-      const auto unique_end = std::unique(first, last);
-      user_offsets_[u] = write;
-      for (auto it = first; it != unique_end; ++it) user_items_[write++] = *it;
-    }
-    user_offsets_[users_] = write;
-    user_items_.resize(write);
+    positives_ = UserPositives(train_, users_, options_.positive_threshold);
     order_.resize(pairs_.size());
     if (options_.popularity && !pairs_.empty()) {
       std::vector<double> weights(items_);
@@ -247,10 +231,7 @@ class Bpr : public Model {
     }
   }
 
-  std::span<const uint32_t> Positives(uint32_t user) const {
-    return std::span<const uint32_t>(user_items_)
-        .subspan(user_offsets_[user], user_offsets_[user + 1] - user_offsets_[user]);
-  }
+  std::span<const uint32_t> Positives(uint32_t user) const { return positives_.Row(user); }
 
   // An item not in `seen` (sorted, fewer than items_). Rejection sampling from
   // the configured distribution; after kMaxDraws rejections (a user holding
@@ -312,8 +293,7 @@ class Bpr : public Model {
   std::vector<Rating> train_;
   std::vector<ParamBlock> blocks_;
   std::vector<Pair> pairs_;              // positive (user, item) pairs, train order
-  std::vector<size_t> user_offsets_;     // users + 1 offsets into user_items_
-  std::vector<uint32_t> user_items_;     // per user: sorted distinct positive items
+  Csr positives_;                        // per user: sorted distinct positive items
   std::vector<uint32_t> order_;          // visiting order of pairs_, reshuffled per epoch
   AliasTable popularity_;                // built when negative_sampling = 1
   std::vector<uint32_t> update_counts_;  // per item: updates in the last Train call

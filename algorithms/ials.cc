@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/interactions.h"
 #include "algorithms/model.h"
 #include "base/random.h"
 
@@ -127,31 +128,6 @@ void SumOuterProducts(const RowMajorD& source, std::span<const uint32_t> rows, R
     outer->noalias() += buffer->topRows(n).transpose() * buffer->topRows(n);
     *sum += buffer->topRows(n).colwise().sum().transpose();
   }
-}
-
-// Compressed rows: the entries of row r are entries[offsets[r] .. offsets[r+1]).
-struct Csr {
-  std::vector<size_t> offsets;
-  std::vector<uint32_t> entries;
-
-  std::span<const uint32_t> Row(uint32_t r) const {
-    return std::span<const uint32_t>(entries).subspan(offsets[r], offsets[r + 1] - offsets[r]);
-  }
-};
-
-// The transpose of `rows` (rows x cols), entries ascending within each row
-// when they are ascending in `rows`.
-Csr Transpose(const Csr& rows, uint32_t cols) {
-  Csr t;
-  t.offsets.assign(static_cast<size_t>(cols) + 1, 0);
-  for (uint32_t c : rows.entries) ++t.offsets[c + 1];
-  for (uint32_t c = 0; c < cols; ++c) t.offsets[c + 1] += t.offsets[c];
-  t.entries.resize(rows.entries.size());
-  std::vector<size_t> next(t.offsets.begin(), t.offsets.end() - 1);
-  for (uint32_t r = 0; r + 1 < rows.offsets.size(); ++r) {
-    for (uint32_t c : rows.Row(r)) t.entries[next[c]++] = r;
-  }
-  return t;
 }
 
 class Ials : public Model {
@@ -312,30 +288,7 @@ class Ials : public Model {
   // by_user_: each user's positive items, ascending and distinct; by_item_:
   // each item's positive users, ascending.
   void BuildPositives() {
-    by_user_.offsets.assign(static_cast<size_t>(users_) + 1, 0);
-    for (const Rating& r : train_) {
-      if (r.value >= options_.positive_threshold) ++by_user_.offsets[r.user + 1];
-    }
-    for (uint32_t u = 0; u < users_; ++u) by_user_.offsets[u + 1] += by_user_.offsets[u];
-    by_user_.entries.resize(by_user_.offsets[users_]);
-    std::vector<size_t> next(by_user_.offsets.begin(), by_user_.offsets.end() - 1);
-    for (const Rating& r : train_) {
-      if (r.value >= options_.positive_threshold) by_user_.entries[next[r.user]++] = r.item;
-    }
-    // Sort and deduplicate each user's items, compacting in place.
-    size_t write = 0;
-    for (uint32_t u = 0; u < users_; ++u) {
-      const auto begin =
-          by_user_.entries.begin() + static_cast<std::ptrdiff_t>(by_user_.offsets[u]);
-      const auto end =
-          by_user_.entries.begin() + static_cast<std::ptrdiff_t>(by_user_.offsets[u + 1]);
-      std::sort(begin, end);
-      const auto unique_end = std::unique(begin, end);
-      by_user_.offsets[u] = write;
-      for (auto it = begin; it != unique_end; ++it) by_user_.entries[write++] = *it;
-    }
-    by_user_.offsets[users_] = write;
-    by_user_.entries.resize(write);
+    by_user_ = UserPositives(train_, users_, options_.positive_threshold);
     by_item_ = Transpose(by_user_, items_);
   }
 

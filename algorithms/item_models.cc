@@ -32,6 +32,7 @@
 #include <string>
 #include <utility>
 
+#include "algorithms/interactions.h"
 #include "algorithms/model.h"
 
 namespace fedrec {
@@ -41,47 +42,6 @@ namespace {
 // Counts must stay exact in float: 2^24 is the largest integer up to which
 // every integer is representable (and float + 1 saturates there).
 constexpr uint32_t kMaxCount = 16777216;
-
-// Each user's distinct positive items, ascending (CSR layout).
-struct Positives {
-  std::vector<uint32_t> offsets;  // users + 1
-  std::vector<uint32_t> items;
-
-  std::span<const uint32_t> Of(uint32_t user) const {
-    return std::span<const uint32_t>(items).subspan(offsets[user],
-                                                    offsets[user + 1] - offsets[user]);
-  }
-};
-
-// REQUIRES: every rating's user < users and item < items (checked by the factories).
-Positives CollectPositives(const std::vector<Rating>& train, uint32_t users, float threshold) {
-  Positives p;
-  p.offsets.assign(static_cast<size_t>(users) + 1, 0);
-  for (const Rating& r : train) {
-    if (r.value >= threshold) ++p.offsets[r.user + 1];
-  }
-  std::partial_sum(p.offsets.begin(), p.offsets.end(), p.offsets.begin());
-  std::vector<uint32_t> next(p.offsets.begin(), p.offsets.end() - 1);
-  p.items.resize(p.offsets.back());
-  for (const Rating& r : train) {
-    if (r.value >= threshold) p.items[next[r.user]++] = r.item;
-  }
-  // Sort and deduplicate each user's list, compacting in place.
-  uint32_t write = 0;
-  for (uint32_t u = 0; u < users; ++u) {
-    const auto begin = p.items.begin() + p.offsets[u];
-    const auto end = p.items.begin() + p.offsets[u + 1];
-    std::sort(begin, end);
-    const auto unique_end = std::unique(begin, end);
-    p.offsets[u] = write;
-    write = static_cast<uint32_t>(std::copy(begin, unique_end, p.items.begin() + write) -
-                                  p.items.begin());
-  }
-  p.offsets[users] = write;
-  p.items.resize(write);
-  p.items.shrink_to_fit();
-  return p;
-}
 
 // "412 bytes", "3.2 MB", "1.6 GB".
 std::string ByteSize(double bytes) {
@@ -151,7 +111,7 @@ class ItemModel : public Model {
             bool square)
       : Model(static_cast<uint32_t>(data.user_keys.size()), data.items),
         train_(std::move(data.train)),
-        positives_(CollectPositives(train_, users_, threshold)),
+        positives_(UserPositives(train_, users_, threshold)),
         upload_name_(std::move(upload_name)),
         upload_cols_(square ? items_ : 1) {
     blocks_.emplace_back(std::move(global_name), Scope::kGlobal, items_, upload_cols_);
@@ -220,7 +180,7 @@ class ItemModel : public Model {
     const ParamBlock& b = blocks_[0];
     Eigen::Map<Eigen::VectorXf> scores(out.data(), items_);
     scores.setZero();
-    for (uint32_t i : positives_.Of(user)) {
+    for (uint32_t i : positives_.Row(user)) {
       scores += Eigen::Map<const Eigen::VectorXf>(b.Row(i), items_);
     }
   }
@@ -237,7 +197,7 @@ class ItemModel : public Model {
   // positives, over all users: X^T X, one sparse outer product per user.
   void CountCooccurrences(std::span<float> counts) const {
     for (uint32_t u = 0; u < users_; ++u) {
-      const std::span<const uint32_t> items = positives_.Of(u);
+      const std::span<const uint32_t> items = positives_.Row(u);
       for (uint32_t a : items) {
         float* row = counts.data() + static_cast<size_t>(a) * items_;
         for (uint32_t b : items) row[b] += 1.0f;
@@ -246,7 +206,7 @@ class ItemModel : public Model {
   }
 
   std::vector<Rating> train_;
-  Positives positives_;
+  Csr positives_;
   std::vector<ParamBlock> blocks_;
 
  private:
@@ -285,7 +245,7 @@ class Popularity : public ItemModel {
 
  protected:
   void CountInto(std::span<float> values) const override {
-    for (uint32_t i : positives_.items) values[i] += 1.0f;
+    for (uint32_t i : positives_.entries) values[i] += 1.0f;
   }
 
   Status Solve(std::span<const double> counts, ParamBlock* out) const override {

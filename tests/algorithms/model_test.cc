@@ -5,6 +5,7 @@
 
 #include <sstream>
 
+#include "algorithms/interactions.h"
 #include "algorithms/metrics.h"
 #include "algorithms/mf_trainer.h"
 #include "base/random.h"
@@ -175,6 +176,21 @@ TEST(RankingSums, F1MapAndCoverageOnAHandWorkedList) {
   other.recommended = {1, 3};
   merged.Merge(other);
   EXPECT_EQ(merged.recommended, (std::vector<uint32_t>{0, 1, 3}));
+}
+
+TEST(Interactions, UserPositivesAreDistinctAscendingAndAboveTheThreshold) {
+  const std::vector<Rating> train = {{1, 4, 5.0f, 0}, {0, 2, 4.0f, 0}, {1, 0, 4.5f, 0},
+                                     {1, 4, 4.0f, 0}, {0, 3, 2.0f, 0}, {2, 1, 3.9f, 0}};
+  const Csr p = UserPositives(train, 3, 4.0f);
+  ASSERT_EQ(p.rows(), 3u);
+  EXPECT_EQ(std::vector<uint32_t>(p.Row(0).begin(), p.Row(0).end()), (std::vector<uint32_t>{2}));
+  EXPECT_EQ(std::vector<uint32_t>(p.Row(1).begin(), p.Row(1).end()), (std::vector<uint32_t>{0, 4}));
+  EXPECT_TRUE(p.Row(2).empty());
+  const Csr t = Transpose(p, 5);
+  ASSERT_EQ(t.rows(), 5u);
+  EXPECT_EQ(std::vector<uint32_t>(t.Row(4).begin(), t.Row(4).end()), (std::vector<uint32_t>{1}));
+  EXPECT_EQ(std::vector<uint32_t>(t.Row(2).begin(), t.Row(2).end()), (std::vector<uint32_t>{0}));
+  EXPECT_TRUE(t.Row(3).empty());
 }
 
 }  // namespace
