@@ -383,6 +383,43 @@ void AbortSites(Transport& t, const std::vector<int>& site_ranks, const std::str
   }
 }
 
+// The popularity baseline of a federated run: the same job with model
+// popularity, one round (its integer counts are exact under every scheme).
+Config PopularityConfig(const Config& config) {
+  Config popularity = config;
+  popularity.model.name = "popularity";
+  popularity.federation.rounds = 1;
+  popularity.federation.fraction = 1.0;
+  popularity.eval.every = 1;
+  return popularity;
+}
+
+// Runs the popularity baseline over the job's transport before the model's
+// own rounds (every site serves it first, see SiteRank), so `fedrec run`
+// reports the lift over popularity without the coordinator holding data.
+// Returns nullopt, with a warning, when the baseline round was aborted; an
+// error when the job must stop (the sites were told).
+Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint32_t items,
+                                                      const std::vector<int>& site_ranks,
+                                                      Transport& t) {
+  const Config popularity = PopularityConfig(config);
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(popularity));
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> server, ServerModel(popularity, items, nullptr));
+  CoordinatorOptions options = CoordinatorOptionsOf(popularity, nullptr);
+  options.site_ranks = site_ranks;
+  Coordinator coordinator(options, std::move(server), std::move(strategy), &t);
+  std::optional<EvalResult> eval;
+  FEDREC_RETURN_IF_ERROR(coordinator.Run([&](const RoundMetrics& m) {
+    if (m.aborted) {
+      spdlog::warn("the popularity baseline round was aborted ({}); no lift is reported",
+                   m.abort_reason);
+    } else if (m.evaluated) {
+      eval = EvalResult{m.test, m.ranking};
+    }
+  }));
+  return eval;
+}
+
 int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& site_ranks,
                     const ModelRegistry* models) {
   Result<RunOutput> out = RunOutput::Create(config, "run");
@@ -464,6 +501,13 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
     AbortSites(t, site_ranks, server_model.status().message());
     return Fail(server_model.status());
   }
+  std::optional<EvalResult> popularity;
+  if (config.eval.ranking) {
+    Result<std::optional<EvalResult>> baseline =
+        FederatedPopularity(config, items.size(), site_ranks, t);
+    if (!baseline.ok()) return Fail(baseline.status().WithContext("the popularity baseline"));
+    popularity = *baseline;
+  }
   Coordinator coordinator(options, std::move(server_model).value(), std::move(strategy).value(),
                           &t);
   RoundReporter reporter(config, &*out, items.size(), options.rounds);
@@ -476,8 +520,9 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   Result<std::unique_ptr<Model>> final_model =
       ServerModel(config, items.size(), models, &coordinator.global());
   if (!final_model.ok()) return Fail(final_model.status());
-  return Finish(&*out, reporter.Summary("run", seconds, coordinator.global(), t.stats()),
-                **final_model, items);
+  json summary = reporter.Summary("run", seconds, coordinator.global(), t.stats());
+  if (popularity) AddLift(&summary, reporter.last_eval(), *popularity, config, items.size());
+  return Finish(&*out, summary, **final_model, items);
 }
 
 int SiteRank(const Config& config, Transport& t, uint32_t site,
@@ -535,9 +580,15 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   if (!roster.ok()) return fail(roster.status().message());
   options.roster = std::move(roster).value();
   const std::vector<std::string> user_ids = std::move(local->user_ids);
-  Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
   // Between requests a site waits while the others train: allow several rounds.
   const milliseconds idle = Seconds(std::max(config.federation.round_timeout * 3, 600.0));
+  if (config.eval.ranking) {  // the popularity baseline first (FederatedPopularity)
+    WorkerOptions baseline = options;
+    baseline.make_model = MakeWorkerOptions(PopularityConfig(config)).make_model;
+    Worker popularity(baseline, static_cast<uint32_t>(catalogue.items), local->data, &t);
+    if (Status s = popularity.Serve(idle); !s.ok()) return fail(s.message());
+  }
+  Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
   if (Status s = worker.Serve(idle); !s.ok()) return fail(s.message());
   // The site's folder under the coordinator's run directory (on this node).
   if (Status s = SaveHolderFiles(SiteFolder(catalogue.run_dir, site), worker.model(), user_ids,
