@@ -175,7 +175,8 @@ Result<std::unique_ptr<Model>> ModelRegistry::Create(const std::string& name, Mo
     for (const std::string& n : Names()) known += (known.empty() ? "" : ", ") + n;
     return Status::InvalidArgument("unknown model \"" + name + "\"; registered models: " + known);
   }
-  for (const auto& [key, value] : options.params) {
+  for (const auto& param : options.params) {
+    const std::string& key = param.first;
     const bool declared = std::any_of(info->keys.begin(), info->keys.end(),
                                       [&key](const ModelKey& k) { return k.key == key; });
     if (!declared) {
