@@ -42,6 +42,11 @@ ErrorSums EvaluateErrors(const Model& model, std::span<const Rating> test, float
   return sums;
 }
 
+uint32_t RankingSums::CoveredItems() const {
+  return static_cast<uint32_t>(
+      std::count_if(recommended.begin(), recommended.end(), [](uint32_t n) { return n > 0; }));
+}
+
 void RankingSums::Merge(const RankingSums& o) {
   precision += o.precision;
   recall += o.recall;
@@ -50,11 +55,8 @@ void RankingSums::Merge(const RankingSums& o) {
   f1 += o.f1;
   map += o.map;
   users += o.users;
-  std::vector<uint32_t> all;
-  all.reserve(recommended.size() + o.recommended.size());
-  std::set_union(recommended.begin(), recommended.end(), o.recommended.begin(), o.recommended.end(),
-                 std::back_inserter(all));
-  recommended = std::move(all);
+  if (recommended.size() < o.recommended.size()) recommended.resize(o.recommended.size(), 0);
+  for (size_t i = 0; i < o.recommended.size(); ++i) recommended[i] += o.recommended[i];
 }
 
 namespace {
@@ -116,7 +118,8 @@ RankingSums EvaluateRanking(uint32_t users, uint32_t items, const UserScorer& sc
   }
 
   std::vector<float> scores(items);
-  std::vector<uint8_t> excluded(items, 0), relevant(items, 0), recommended(items, 0);
+  std::vector<uint8_t> excluded(items, 0), relevant(items, 0);
+  sums.recommended.assign(items, 0);
   // At most min(K, items) items are ranked or relevant.
   const uint32_t ranked = std::min(top_k, items);
   std::vector<Scored> heap;
@@ -155,7 +158,7 @@ RankingSums EvaluateRanking(uint32_t users, uint32_t items, const UserScorer& sc
     uint32_t hits = 0;
     double dcg = 0.0, precision_sum = 0.0;
     for (size_t rank = 0; rank < heap.size(); ++rank) {
-      recommended[heap[rank].item] = 1;
+      ++sums.recommended[heap[rank].item];
       if (relevant[heap[rank].item]) {
         ++hits;
         dcg += 1.0 / std::log2(static_cast<double>(rank) + 2.0);
@@ -174,9 +177,6 @@ RankingSums EvaluateRanking(uint32_t users, uint32_t items, const UserScorer& sc
 
     for (uint32_t i : seen.Of(u)) excluded[i] = 0;
     for (uint32_t i : held_out.Of(u)) relevant[i] = 0;
-  }
-  for (uint32_t i = 0; i < items; ++i) {
-    if (recommended[i]) sums.recommended.push_back(i);
   }
   return sums;
 }

@@ -50,14 +50,17 @@ struct RankingOptions {
 //   precision = hits / K, recall = hits / relevant, F1 = 2PR / (P + R),
 //   HR = [hits > 0], NDCG = DCG / ideal DCG with binary relevance,
 //   AP = (sum over hit ranks r of hits@r / r) / min(relevant, K)  (MAP@K).
-// `recommended` is the sorted set of items in any user's top K (catalogue
-// coverage = |recommended| / items); merging takes the union.
+// `recommended[i]` counts the users whose top K holds item i (catalogue
+// coverage = items with a non-zero count / items): an additive sum like the
+// others, so sites' counts merge by adding.
 struct RankingSums {
   double precision = 0.0, recall = 0.0, ndcg = 0.0, hit_rate = 0.0, f1 = 0.0, map = 0.0;
   uint64_t users = 0;
-  std::vector<uint32_t> recommended;
+  std::vector<uint32_t> recommended;  // per item; empty when nothing was ranked
 
   void Merge(const RankingSums& o);
+  // Items recommended to at least one user.
+  uint32_t CoveredItems() const;
 };
 
 // Scores of every item for one user, written to `out` (size: items).

@@ -39,10 +39,8 @@ json RankingJson(const EvalResult& eval, const Config& config, uint32_t items) {
   j[fmt::format("ndcg@{}", k)] = eval.ranking.ndcg / n;
   j[fmt::format("hr@{}", k)] = eval.ranking.hit_rate / n;
   j[fmt::format("map@{}", k)] = eval.ranking.map / n;
-  const auto in_catalogue =
-      std::lower_bound(eval.ranking.recommended.begin(), eval.ranking.recommended.end(), items) -
-      eval.ranking.recommended.begin();
-  j[fmt::format("coverage@{}", k)] = items ? static_cast<double>(in_catalogue) / items : 0.0;
+  j[fmt::format("coverage@{}", k)] =
+      items ? std::min(1.0, static_cast<double>(eval.ranking.CoveredItems()) / items) : 0.0;
   return j;
 }
 

@@ -597,11 +597,7 @@ Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
     ranking.f1 = report->f1;
     ranking.map = report->map;
     ranking.users = report->ranked_users;
-    // Merging needs an ascending list, whatever a site sent.
     ranking.recommended = report->recommended;
-    std::sort(ranking.recommended.begin(), ranking.recommended.end());
-    ranking.recommended.erase(std::unique(ranking.recommended.begin(), ranking.recommended.end()),
-                              ranking.recommended.end());
     metrics->ranking.Merge(ranking);
   }
   metrics->evaluated = true;

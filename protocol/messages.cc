@@ -353,7 +353,7 @@ template <class Archive>
 void serialize(Archive& ar, EvalReport& m) {
   ar(m.round, m.squared_error, m.absolute_error, m.count, m.precision, m.recall, m.ndcg, m.hit_rate,
      m.f1, m.map, m.ranked_users);
-  Contiguous(ar, m.recommended, Label("recommended items"));
+  Contiguous(ar, m.recommended, Label("per-item recommendation counts"));
 }
 
 template <class Archive>

@@ -109,7 +109,7 @@ struct EvalReport {
   double precision = 0.0, recall = 0.0, ndcg = 0.0, hit_rate = 0.0;  // sums over users
   double f1 = 0.0, map = 0.0;                                        // sums over users
   uint64_t ranked_users = 0;
-  std::vector<uint32_t> recommended;  // ascending items in any of the site's users' top K
+  std::vector<uint32_t> recommended;  // per item: the site's users whose top K holds it
 
   friend bool operator==(const EvalReport&, const EvalReport&) = default;
 };

@@ -170,12 +170,14 @@ TEST(RankingSums, F1MapAndCoverageOnAHandWorkedList) {
   EXPECT_DOUBLE_EQ(s.recall, 0.5);
   EXPECT_DOUBLE_EQ(s.f1, 0.5);
   EXPECT_DOUBLE_EQ(s.map, (1.0 / 2.0) / 2.0);  // precision at the hit's rank, over min(2, K)
-  EXPECT_EQ(s.recommended, (std::vector<uint32_t>{0, 1}));
+  EXPECT_EQ(s.recommended, (std::vector<uint32_t>{1, 1, 0, 0}));
+  EXPECT_EQ(s.CoveredItems(), 2u);
   RankingSums merged = s;
   RankingSums other;
-  other.recommended = {1, 3};
+  other.recommended = {0, 2, 0, 1};
   merged.Merge(other);
-  EXPECT_EQ(merged.recommended, (std::vector<uint32_t>{0, 1, 3}));
+  EXPECT_EQ(merged.recommended, (std::vector<uint32_t>{1, 3, 0, 1}));
+  EXPECT_EQ(merged.CoveredItems(), 3u);
 }
 
 TEST(Interactions, UserPositivesAreDistinctAscendingAndAboveTheThreshold) {
