@@ -236,6 +236,34 @@ TEST_P(EveryModel, FederatedModelIsBitIdenticalForOneAndFourSimThreads) {
   EXPECT_EQ(one.rounds.back().ranking.precision, four.rounds.back().ranking.precision);
 }
 
+// Every model trains under every encrypted scheme: the closed-form ones give
+// the plaintext model exactly, the others the plaintext accuracy within
+// fixed-point error.
+TEST_P(EveryModel, TrainsUnderEveryEncryptedSchemeAsInTheClear) {
+  Config plain = ImplicitConfig(GetParam(), "none");
+  plain.federation.sites = 4;
+  plain.federation.rounds = 3;
+  plain.security.paillier_bits = 1024;  // the test's speed; the default is 2048
+  const FederatedRun clear = Federate(plain);
+  ASSERT_FALSE(clear.rounds.empty());
+  const bool exact = GetParam() == "ease" || GetParam() == "itemknn" || GetParam() == "popularity";
+  for (const char* scheme : {"secagg+", "paillier"}) {
+    Config config = plain;
+    config.security.aggregation = scheme;
+    const FederatedRun run = Federate(config);
+    ASSERT_EQ(run.rounds.size(), clear.rounds.size()) << scheme;
+    for (const RoundMetrics& m : run.rounds)
+      EXPECT_FALSE(m.aborted) << scheme << ": " << m.abort_reason;
+    if (exact) {
+      EXPECT_EQ(ModelSha256(run.global), ModelSha256(clear.global)) << scheme;
+    } else {
+      EXPECT_NEAR(Precision(run.rounds.back().ranking), Precision(clear.rounds.back().ranking),
+                  0.02)
+          << scheme;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, EveryModel,
                          testing::Values("mf", "bpr", "ials", "ease", "itemknn", "popularity"));
 
