@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -322,6 +324,44 @@ TEST(Recommend, UnknownUserOrRunDirectoryIsAClearError) {
   Result<Recommendations> ok = Recommend({config.output.dir, dataset->users.Raw(0), 5, false, ""});
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->holder, "central");
+}
+
+// Writes the synthetic data of `config` into `dir` as `user,item` lines (no
+// ratings: implicit feedback) and a `u.item` title file for every item.
+std::string WriteImplicitDataWithTitles(const Config& config, const std::string& dir) {
+  Result<Dataset> dataset = LoadDataset(config);
+  EXPECT_TRUE(dataset.ok());
+  std::filesystem::create_directories(dir);
+  std::ofstream data(dir + "/clicks.csv");
+  for (const std::vector<Rating>* part : {&dataset->train, &dataset->test}) {
+    for (const Rating& r : *part)
+      data << dataset->users.Raw(r.user) << ',' << dataset->items.Raw(r.item) << '\n';
+  }
+  std::ofstream titles(dir + "/u.item", std::ios::binary);
+  for (uint32_t i = 0; i < dataset->items.size(); ++i)  // ISO-8859-1, as MovieLens ships it
+    titles << dataset->items.Raw(i) << "|Caf\xe9 " << dataset->items.Raw(i) << "|01-Jan-1995||\n";
+  return dir + "/clicks.csv";
+}
+
+TEST(Recommend, ImplicitClicksTrainAndServeWithTitlesFromTheItemFile) {
+  Config config = ImplicitConfig("ease", "none");
+  const std::string dir = RunDir("recommend-implicit");
+  config.data.train = WriteImplicitDataWithTitles(config, dir + "/data");
+  config.output.dir = dir + "/run";
+  ASSERT_EQ(RunTrain(config), 0);  // data.format = auto detects user,item lines
+  std::ifstream summary_file(config.output.dir + "/summary.json");
+  const std::string summary((std::istreambuf_iterator<char>(summary_file)),
+                            std::istreambuf_iterator<char>());
+  EXPECT_NE(summary.find("\"test_rmse\": null"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"lift_precision@10\""), std::string::npos) << summary;
+  std::ifstream users(config.output.dir + "/central/users.tsv");
+  std::string user;
+  ASSERT_TRUE(std::getline(users, user));
+  Result<Recommendations> answer = Recommend({config.output.dir, user, 3, false, ""});
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  ASSERT_EQ(answer->items.size(), 3u);
+  for (const Recommendation& rec : answer->items)
+    EXPECT_EQ(rec.title, "Caf\xc3\xa9 " + rec.item);  // converted to UTF-8
 }
 
 TEST(Recommend, SavedAndLoadedModelScoresAsTheRunEvaluated) {
