@@ -362,6 +362,21 @@ TEST(Recommend, ImplicitClicksTrainAndServeWithTitlesFromTheItemFile) {
   ASSERT_EQ(answer->items.size(), 3u);
   for (const Recommendation& rec : answer->items)
     EXPECT_EQ(rec.title, "Caf\xc3\xa9 " + rec.item);  // converted to UTF-8
+  // An ML-1M `movies.dat` given with --items.
+  {
+    std::ofstream movies(dir + "/movies.dat");
+    for (const Recommendation& rec : answer->items)
+      movies << rec.item << "::Movie " << rec.item << " (1995)::Drama|Romance\n";
+  }
+  Result<Recommendations> titled =
+      Recommend({config.output.dir, user, 3, false, dir + "/movies.dat"});
+  ASSERT_TRUE(titled.ok()) << titled.status().ToString();
+  for (const Recommendation& rec : titled->items)
+    EXPECT_EQ(rec.title, "Movie " + rec.item + " (1995)");
+  Result<Recommendations> missing =
+      Recommend({config.output.dir, user, 3, false, dir + "/no-movies.dat"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("no-movies.dat"), std::string::npos);
 }
 
 TEST(Recommend, SavedAndLoadedModelScoresAsTheRunEvaluated) {
