@@ -35,6 +35,7 @@
 
 #include "algorithms/interactions.h"
 #include "algorithms/model.h"
+#include "base/alias_table.h"
 #include "base/random.h"
 
 namespace fedrec {
@@ -68,53 +69,6 @@ void FillNormal(Rng& rng, float stddev, float* out, uint32_t count) {
     out[c] = static_cast<float>(static_cast<double>(stddev) * rng.Normal());
   }
 }
-
-// Walker/Vose alias table: draws index i with probability weight[i] / sum in
-// O(1) (one Below and one Uniform). Built once; deterministic (fixed order).
-class AliasTable {
- public:
-  AliasTable() = default;
-  // REQUIRES: every weight > 0 and finite.
-  explicit AliasTable(std::span<const double> weights)
-      : prob_(weights.size(), 1.0), alias_(weights.size()) {
-    const size_t n = weights.size();
-    if (n == 0) return;
-    double sum = 0.0;
-    for (double w : weights) sum += w;
-    std::vector<double> scaled(n);
-    std::vector<uint32_t> small, large;
-    for (size_t i = 0; i < n; ++i) {
-      scaled[i] = weights[i] * static_cast<double>(n) / sum;
-      alias_[i] = static_cast<uint32_t>(i);
-      (scaled[i] < 1.0 ? small : large).push_back(static_cast<uint32_t>(i));
-    }
-    while (!small.empty() && !large.empty()) {
-      const uint32_t s = small.back();
-      small.pop_back();
-      const uint32_t l = large.back();
-      prob_[s] = scaled[s];
-      alias_[s] = l;
-      scaled[l] = (scaled[l] + scaled[s]) - 1.0;
-      if (scaled[l] < 1.0) {
-        large.pop_back();
-        small.push_back(l);
-      }
-    }
-    // What remains is 1 up to rounding: those columns always keep their index.
-    for (uint32_t s : small) prob_[s] = 1.0;
-    for (uint32_t l : large) prob_[l] = 1.0;
-  }
-
-  // REQUIRES: the table is not empty.
-  uint32_t Draw(Rng& rng) const {
-    const uint32_t column = static_cast<uint32_t>(rng.Below(prob_.size()));
-    return rng.Uniform() < prob_[column] ? column : alias_[column];
-  }
-
- private:
-  std::vector<double> prob_;
-  std::vector<uint32_t> alias_;
-};
 
 // -ln sigmoid(x) = ln(1 + e^-x), without overflow for either sign of x.
 double NegLogSigmoid(double x) {
@@ -241,7 +195,7 @@ class Bpr : public Model {
     constexpr int kMaxDraws = 256;
     for (int attempt = 0; attempt < kMaxDraws; ++attempt) {
       const uint32_t j =
-          options_.popularity ? popularity_.Draw(rng) : static_cast<uint32_t>(rng.Below(items_));
+          options_.popularity ? popularity_.Sample(rng) : static_cast<uint32_t>(rng.Below(items_));
       if (!std::binary_search(seen.begin(), seen.end(), j)) return j;
     }
     // The r-th item (0-based) not in `seen`.

@@ -59,33 +59,10 @@ float MfModel::Predict(uint32_t user, uint32_t item) const {
   return global_mean() + user_bias()[user] + item_bias()[item] + dot;
 }
 
-std::vector<ParamBlock> MfModel::GlobalBlocks() const {
-  std::vector<ParamBlock> global;
-  for (const ParamBlock& b : blocks_) {
-    if (IsGlobal(b.scope)) global.push_back(b);
-  }
-  return global;
-}
+std::vector<ParamBlock> MfModel::GlobalBlocks() const { return CopyGlobalBlocks(blocks_); }
 
 bool MfModel::SetGlobalBlocks(const std::vector<ParamBlock>& global) {
-  // Check every block before changing any, so a failed call leaves the model as it was.
-  std::vector<const ParamBlock*> sources;
-  for (const ParamBlock& b : blocks_) {
-    if (!IsGlobal(b.scope)) continue;
-    const ParamBlock* src = FindBlock(global, b.name);
-    if (src == nullptr || src->rows != b.rows || src->cols != b.cols ||
-        src->data.size() != b.data.size()) {
-      return false;
-    }
-    sources.push_back(src);
-  }
-  size_t next = 0;
-  for (ParamBlock& b : blocks_) {
-    if (!IsGlobal(b.scope)) continue;
-    std::copy(sources[next]->data.begin(), sources[next]->data.end(), b.data.begin());
-    ++next;
-  }
-  return true;
+  return AssignGlobalBlocks(global, &blocks_);
 }
 
 }  // namespace fedrec

@@ -15,32 +15,10 @@ double ModelOptions::Param(const std::string& key) const {
   return it == params.end() ? 0.0 : it->second;
 }
 
-std::vector<ParamBlock> Model::GlobalBlocks() const {
-  std::vector<ParamBlock> global;
-  for (const ParamBlock& b : blocks()) {
-    if (IsGlobal(b.scope)) global.push_back(b);
-  }
-  return global;
-}
+std::vector<ParamBlock> Model::GlobalBlocks() const { return CopyGlobalBlocks(blocks()); }
 
 bool Model::SetGlobalBlocks(const std::vector<ParamBlock>& global) {
-  // Check every block before changing any, so a failed call leaves the model as it was.
-  std::vector<const ParamBlock*> sources;
-  for (const ParamBlock& b : blocks()) {
-    if (!IsGlobal(b.scope)) continue;
-    const ParamBlock* src = FindBlock(global, b.name);
-    if (src == nullptr || src->rows != b.rows || src->cols != b.cols ||
-        src->data.size() != b.data.size()) {
-      return false;
-    }
-    sources.push_back(src);
-  }
-  size_t next = 0;
-  for (ParamBlock& b : blocks()) {
-    if (!IsGlobal(b.scope)) continue;
-    std::copy(sources[next]->data.begin(), sources[next]->data.end(), b.data.begin());
-    ++next;
-  }
+  if (!AssignGlobalBlocks(global, &blocks())) return false;
   OnGlobalModel();
   return true;
 }

@@ -63,6 +63,20 @@ inline ParamBlock ShapeOf(const ParamBlock& block) {
   return shape;
 }
 
+// The global blocks of `blocks` (Scope other than kLocal), copied.
+inline std::vector<ParamBlock> CopyGlobalBlocks(const std::vector<ParamBlock>& blocks) {
+  std::vector<ParamBlock> global;
+  for (const ParamBlock& b : blocks) {
+    if (IsGlobal(b.scope)) global.push_back(b);
+  }
+  return global;
+}
+
+// Overwrites the global blocks of `blocks` with the blocks of `global` that
+// have their names (shapes must agree). False, with nothing changed, when one
+// is missing or misshapen.
+bool AssignGlobalBlocks(const std::vector<ParamBlock>& global, std::vector<ParamBlock>* blocks);
+
 // The block named `name`, or nullptr.
 inline ParamBlock* FindBlock(std::vector<ParamBlock>& blocks, std::string_view name) {
   for (auto& b : blocks)

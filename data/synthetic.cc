@@ -31,6 +31,7 @@
 #include <numeric>
 #include <string>
 
+#include "base/alias_table.h"
 #include "base/random.h"
 
 namespace fedrec {
@@ -38,49 +39,6 @@ namespace {
 
 constexpr int64_t kEpoch = 883612800;  // 1998-01-01, the ML-100K era
 constexpr uint32_t kMinPerUser = 20;
-
-// Vose's alias table over non-negative weights (not all zero).
-class AliasTable {
- public:
-  explicit AliasTable(const std::vector<double>& weights)
-      : prob_(weights.size()), alias_(weights.size()) {
-    const size_t n = weights.size();
-    const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
-    std::vector<double> scaled(n);
-    std::vector<uint32_t> small, large;
-    for (size_t i = 0; i < n; ++i) {
-      scaled[i] = weights[i] * static_cast<double>(n) / total;
-      (scaled[i] < 1.0 ? small : large).push_back(static_cast<uint32_t>(i));
-    }
-    while (!small.empty() && !large.empty()) {
-      const uint32_t s = small.back(), l = large.back();
-      small.pop_back();
-      prob_[s] = scaled[s];
-      alias_[s] = l;
-      scaled[l] = (scaled[l] + scaled[s]) - 1.0;
-      if (scaled[l] < 1.0) {
-        large.pop_back();
-        small.push_back(l);
-      }
-    }
-    // What is left is 1 up to rounding.
-    for (const auto* rest : {&large, &small}) {
-      for (uint32_t i : *rest) {
-        prob_[i] = 1.0;
-        alias_[i] = i;
-      }
-    }
-  }
-
-  uint32_t Sample(Rng& rng) const {
-    const auto i = static_cast<uint32_t>(rng.Below(prob_.size()));
-    return rng.Uniform() < prob_[i] ? i : alias_[i];
-  }
-
- private:
-  std::vector<double> prob_;
-  std::vector<uint32_t> alias_;
-};
 
 // Zipf-like weights 1/(rank+1)^skew over a random ranking of n entities.
 std::vector<double> ZipfWeights(uint32_t n, double skew, Rng& rng) {

@@ -81,7 +81,6 @@ struct Quantizer {
   bool wide = false;
 };
 
-
 // Writes any range of a site's encoded update: element for element what
 // EncodeUpdateWords writes for the same update given as trained rows, so the
 // input can be encoded one cache-sized piece at a time just before it is
