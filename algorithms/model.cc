@@ -45,6 +45,41 @@ float Model::Predict(uint32_t, uint32_t) const {
   return std::numeric_limits<float>::quiet_NaN();
 }
 
+void AddUpload(const Model& model, AggregateInput* sums) {
+  const std::vector<ParamBlock> shapes = model.UploadShapes();
+  const std::vector<DenseBlockView> views = model.Upload();
+  assert(views.size() == shapes.size());
+  if (sums->weighted_sum.empty()) {
+    for (const ParamBlock& shape : shapes) {
+      sums->row_weight.emplace_back(shape.rows, 0.0);
+      sums->weighted_sum.emplace_back(static_cast<size_t>(shape.rows) * shape.cols, 0.0);
+    }
+  }
+  for (size_t b = 0; b < shapes.size(); ++b) {
+    const uint32_t cols = shapes[b].cols;
+    for (uint32_t r = 0; r < shapes[b].rows; ++r) {
+      const double w = views[b].weights[r];
+      if (w == 0) continue;
+      sums->row_weight[b][r] += w;
+      double* dst = sums->weighted_sum[b].data() + static_cast<size_t>(r) * cols;
+      const float* src = views[b].values.data() + static_cast<size_t>(r) * cols;
+      for (uint32_t c = 0; c < cols; ++c) dst[c] += w * static_cast<double>(src[c]);
+    }
+  }
+  ++sums->sites;
+}
+
+Status SolveFromOwnSums(Model* model, uint32_t round) {
+  AggregateInput sums;
+  sums.round = round;
+  AddUpload(*model, &sums);
+  std::vector<ParamBlock> global = model->GlobalBlocks();
+  FEDREC_RETURN_IF_ERROR(model->Apply(sums, nullptr, &global));
+  if (!model->SetGlobalBlocks(global))
+    return Status::Internal("model " + std::string(model->name()) + " changed its block shapes");
+  return Status::Ok();
+}
+
 std::vector<uint32_t> ItemCounts(std::span<const Rating> train, uint32_t items) {
   std::vector<uint32_t> counts(items, 0);
   for (const Rating& r : train) {

@@ -163,6 +163,17 @@ class Model {
   uint32_t items_;
 };
 
+// Adds `model`'s upload to `sums` as plain aggregation at the coordinator
+// does: per upload block and row, row_weight += w and weighted_sum += w *
+// value, in double. Sizes `sums` from UploadShapes on its first use and counts
+// one more site.
+void AddUpload(const Model& model, AggregateInput* sums);
+
+// One closed-form step over the model's own upload: what the coordinator does
+// with the sites' sums, for one holder of every user (centralized training):
+// Apply, then adopt the result. REQUIRES: model->SolvesFromSums().
+Status SolveFromOwnSums(Model* model, uint32_t round);
+
 // Per-row weights of a site's interactions, for uploads: weight[i] = number of
 // interactions with item i (capped at UINT32_MAX).
 std::vector<uint32_t> ItemCounts(std::span<const Rating> train, uint32_t items);

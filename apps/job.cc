@@ -438,40 +438,6 @@ EvalResult Evaluate(const Config& config, const Model& model, std::span<const Ra
   return result;
 }
 
-namespace {
-
-// A closed-form model's step over its own upload: what the coordinator does
-// with the sites' sums, for one shard holding everything.
-Status SolveFromOwnSums(Model* model, uint32_t epoch) {
-  const std::vector<ParamBlock> shapes = model->UploadShapes();
-  const std::vector<DenseBlockView> views = model->Upload();
-  AggregateInput sums;
-  sums.round = epoch + 1;
-  sums.sites = 1;
-  for (size_t b = 0; b < shapes.size(); ++b) {
-    const ParamBlock& shape = shapes[b];
-    std::vector<double>& weight = sums.row_weight.emplace_back(shape.rows, 0.0);
-    std::vector<double>& sum =
-        sums.weighted_sum.emplace_back(static_cast<size_t>(shape.rows) * shape.cols, 0.0);
-    for (uint32_t r = 0; r < shape.rows; ++r) {
-      const double w = views[b].weights[r];
-      if (w == 0) continue;
-      weight[r] = w;
-      for (uint32_t c = 0; c < shape.cols; ++c) {
-        const size_t at = static_cast<size_t>(r) * shape.cols + c;
-        sum[at] = w * static_cast<double>(views[b].values[at]);
-      }
-    }
-  }
-  std::vector<ParamBlock> global = model->GlobalBlocks();
-  FEDREC_RETURN_IF_ERROR(model->Apply(sums, nullptr, &global));
-  if (!model->SetGlobalBlocks(global))
-    return Status::Internal("model " + std::string(model->name()) + " changed its block shapes");
-  return Status::Ok();
-}
-
-}  // namespace
-
 Result<CentralizedResult> TrainCentralized(
     const Config& config, const Dataset& dataset,
     const std::function<void(const ProgressPoint&)>& on_epoch, const ModelRegistry* registry) {
@@ -495,7 +461,7 @@ Result<CentralizedResult> TrainCentralized(
     plan.epochs = 1;
     plan.lr = static_cast<float>(config.train.lr);
     const LossSums loss = model->Train(plan);
-    if (model->SolvesFromSums()) FEDREC_RETURN_IF_ERROR(SolveFromOwnSums(model.get(), epoch));
+    if (model->SolvesFromSums()) FEDREC_RETURN_IF_ERROR(SolveFromOwnSums(model.get(), epoch + 1));
     ProgressPoint point;
     point.step = epoch + 1;
     point.steps = epochs;

@@ -50,21 +50,9 @@ std::unique_ptr<Model> Make(const std::string& name) {
 // models Apply over the model's own upload.
 void Step(Model* model, uint64_t epoch) {
   model->Train({static_cast<uint32_t>(epoch + 1), epoch, 1, 0.02f});
-  if (!model->SolvesFromSums()) return;
-  const std::vector<ParamBlock> shapes = model->UploadShapes();
-  const std::vector<DenseBlockView> views = model->Upload();
-  AggregateInput sums;
-  for (size_t b = 0; b < shapes.size(); ++b) {
-    sums.row_weight.emplace_back(views[b].weights.begin(), views[b].weights.end());
-    sums.weighted_sum.emplace_back(views[b].values.begin(), views[b].values.end());
-  }
-  std::vector<ParamBlock> global = model->GlobalBlocks();
-  if (model->Apply(sums, nullptr, &global).ok()) model->SetGlobalBlocks(global);
+  if (model->SolvesFromSums()) (void)SolveFromOwnSums(model, static_cast<uint32_t>(epoch + 1));
 }
 
-// A closed-form model computes its statistics once per model (more steps
-// change nothing), so each of its steps is timed on a fresh model, built
-// untimed; gradient and ALS models keep training the same model.
 void TrainBench(benchmark::State& state, const std::string& name) {
   std::unique_ptr<Model> model = Make(name);
   if (!model) return state.SkipWithError(("cannot build model " + name).c_str());

@@ -115,19 +115,13 @@ class SiteScheduler {
 
 }  // namespace
 
-namespace {
-
-// The coordinator of a simulation: over plain global blocks or a model.
-using MakeCoordinator = std::function<std::unique_ptr<Coordinator>(
-    const CoordinatorOptions& options, std::unique_ptr<Strategy> strategy, Transport* transport)>;
-
-Result<SimulationResult> Simulate(const SimulationOptions& options,
-                                  CoordinatorOptions coordinator_options,
-                                  const MakeCoordinator& make_coordinator,
-                                  std::unique_ptr<Strategy> strategy,
-                                  const WorkerOptions& worker_options, uint32_t items,
-                                  std::vector<SiteData> sites,
-                                  const std::function<void(const RoundMetrics&)>& on_round) {
+Result<SimulationResult> RunSimulation(const SimulationOptions& options,
+                                       CoordinatorOptions coordinator_options,
+                                       std::unique_ptr<Model> server_model,
+                                       std::unique_ptr<Strategy> strategy,
+                                       const WorkerOptions& worker_options, uint32_t items,
+                                       std::vector<SiteData> sites,
+                                       const std::function<void(const RoundMetrics&)>& on_round) {
   const uint32_t num_sites = static_cast<uint32_t>(sites.size());
   if (num_sites == 0) return Status::InvalidArgument("simulation: no sites");
   InProcessNetwork network(static_cast<int>(num_sites) + 1);
@@ -171,9 +165,9 @@ Result<SimulationResult> Simulate(const SimulationOptions& options,
   coordinator_options.site_ranks.resize(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s)
     coordinator_options.site_ranks[s] = static_cast<int>(s) + 1;
-  std::unique_ptr<Coordinator> coordinator =
-      make_coordinator(coordinator_options, std::move(strategy), endpoints[0]);
-  Status status = coordinator->Run(on_round);
+  Coordinator coordinator(coordinator_options, std::move(server_model), std::move(strategy),
+                          endpoints[0]);
+  Status status = coordinator.Run(on_round);
   // Sites handle their Shutdown; then the pool stops once the queues are empty.
   scheduler.Stop();
   network.Close();
@@ -184,43 +178,11 @@ Result<SimulationResult> Simulate(const SimulationOptions& options,
   }
 
   SimulationResult result;
-  result.global = coordinator->global();
+  result.global = coordinator.global();
   result.coordinator_traffic = endpoints[0]->stats();
   for (uint32_t s = 0; s < num_sites; ++s)
     result.site_bytes_sent += endpoints[s + 1]->stats().bytes_sent;
   return result;
-}
-
-}  // namespace
-
-Result<SimulationResult> RunSimulation(const SimulationOptions& options,
-                                       CoordinatorOptions coordinator_options,
-                                       std::vector<ParamBlock> initial_global,
-                                       std::unique_ptr<Strategy> strategy,
-                                       const WorkerOptions& worker_options, uint32_t items,
-                                       std::vector<SiteData> sites,
-                                       const std::function<void(const RoundMetrics&)>& on_round) {
-  return Simulate(
-      options, std::move(coordinator_options),
-      [&initial_global](const CoordinatorOptions& o, std::unique_ptr<Strategy> s, Transport* t) {
-        return std::make_unique<Coordinator>(o, std::move(initial_global), std::move(s), t);
-      },
-      std::move(strategy), worker_options, items, std::move(sites), on_round);
-}
-
-Result<SimulationResult> RunSimulation(const SimulationOptions& options,
-                                       CoordinatorOptions coordinator_options,
-                                       std::unique_ptr<Model> server_model,
-                                       std::unique_ptr<Strategy> strategy,
-                                       const WorkerOptions& worker_options, uint32_t items,
-                                       std::vector<SiteData> sites,
-                                       const std::function<void(const RoundMetrics&)>& on_round) {
-  return Simulate(
-      options, std::move(coordinator_options),
-      [&server_model](const CoordinatorOptions& o, std::unique_ptr<Strategy> s, Transport* t) {
-        return std::make_unique<Coordinator>(o, std::move(server_model), std::move(s), t);
-      },
-      std::move(strategy), worker_options, items, std::move(sites), on_round);
 }
 
 }  // namespace fedrec

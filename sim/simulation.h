@@ -44,15 +44,9 @@ struct SimulationResult {
 // Runs one federation: rank 0 is the coordinator, site s is rank s + 1.
 // `worker_options.site` is set per site. Errors: the coordinator's fatal error,
 // or a site whose transport failed.
-Result<SimulationResult> RunSimulation(const SimulationOptions& options,
-                                       CoordinatorOptions coordinator_options,
-                                       std::vector<ParamBlock> initial_global,
-                                       std::unique_ptr<Strategy> strategy,
-                                       const WorkerOptions& worker_options, uint32_t items,
-                                       std::vector<SiteData> sites,
-                                       const std::function<void(const RoundMetrics&)>& on_round);
-// The same with the coordinator's part of a model (Coordinator's model
-// constructor): sites build theirs with worker_options.make_model.
+// The coordinator holds `server_model` (the coordinator's part of the model:
+// its global blocks are the initial model); sites build theirs with
+// worker_options.make_model.
 Result<SimulationResult> RunSimulation(const SimulationOptions& options,
                                        CoordinatorOptions coordinator_options,
                                        std::unique_ptr<Model> server_model,

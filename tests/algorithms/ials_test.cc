@@ -77,25 +77,7 @@ std::unique_ptr<Model> MakeModel(const Hyper& h, uint32_t first, uint32_t last) 
 // weighted values over the given sites.
 AggregateInput SumOfUploads(const std::vector<const Model*>& sites) {
   AggregateInput sums;
-  const std::vector<ParamBlock> shapes = sites.front()->UploadShapes();
-  for (const ParamBlock& shape : shapes) {
-    sums.row_weight.emplace_back(shape.rows, 0.0);
-    sums.weighted_sum.emplace_back(static_cast<size_t>(shape.rows) * shape.cols, 0.0);
-  }
-  for (const Model* site : sites) {
-    const std::vector<DenseBlockView> views = site->Upload();
-    for (size_t b = 0; b < shapes.size(); ++b) {
-      for (uint32_t r = 0; r < shapes[b].rows; ++r) {
-        const double w = views[b].weights[r];
-        sums.row_weight[b][r] += w;
-        for (uint32_t c = 0; c < shapes[b].cols; ++c) {
-          const size_t at = static_cast<size_t>(r) * shapes[b].cols + c;
-          sums.weighted_sum[b][at] += w * static_cast<double>(views[b].values[at]);
-        }
-      }
-    }
-    ++sums.sites;
-  }
+  for (const Model* site : sites) AddUpload(*site, &sums);
   return sums;
 }
 
