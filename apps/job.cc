@@ -301,7 +301,6 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
   options.make_model = [config, registry](ModelData data) {
     return MakeModel(config, std::move(data), registry);
   };
-  options.trainer = TrainerOptions(config);
   options.rating_min = static_cast<float>(config.data.rating_min);
   options.rating_max = static_cast<float>(config.data.rating_max);
   options.evaluate_ranking = config.eval.ranking;

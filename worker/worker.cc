@@ -43,14 +43,10 @@ std::vector<BlockUpdate> CollectUpdate(const Model& model) {
 
 Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t items,
                                          SiteData data) {
-  ModelData model_data{items, std::move(data.train), std::move(data.user_keys), options.site};
-  if (options.make_model) return options.make_model(std::move(model_data));
-  ModelOptions mf;
-  mf.seed = options.trainer.init.seed;
-  mf.factors = options.trainer.factors;
-  mf.init_std = options.trainer.init.init_std;
-  mf.sgd = options.trainer.sgd;
-  return ModelRegistry::WithBuiltins().Create("mf", mf, std::move(model_data));
+  if (!options.make_model)
+    return Status::InvalidArgument("no model: WorkerOptions::make_model is not set");
+  return options.make_model(
+      ModelData{items, std::move(data.train), std::move(data.user_keys), options.site});
 }
 
 // What a site signs when it offers its X25519 key for the Paillier key set-up.

@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "algorithms/metrics.h"
-#include "algorithms/mf_trainer.h"
 #include "algorithms/model.h"
 #include "base/status.h"
 #include "data/ratings.h"
@@ -40,9 +39,8 @@ using SiteModelFactory = std::function<Result<std::unique_ptr<Model>>(ModelData 
 struct WorkerOptions {
   uint32_t site = 0;  // site index, 0-based
   int coordinator_rank = 0;
-  // The site's model. Unset: biased MF with `trainer` (trainer.shard is set to `site`).
+  // Builds the site's model (apps: MakeWorkerOptions). Required.
   SiteModelFactory make_model;
-  MfTrainerOptions trainer;
   float rating_min = 1.0f;
   float rating_max = 5.0f;
   bool evaluate_ranking = true;
