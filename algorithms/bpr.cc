@@ -70,9 +70,13 @@ void FillNormal(Rng& rng, float stddev, float* out, uint32_t count) {
   }
 }
 
-// -ln sigmoid(x) = ln(1 + e^-x), without overflow for either sign of x.
-double NegLogSigmoid(double x) {
-  return x > 0.0 ? std::log1p(std::exp(-x)) : -x + std::log1p(std::exp(x));
+// -ln sigmoid(x) = -ln(1 - g) for g = sigmoid(-x), the step's own gradient
+// factor, so the loss costs one log and no second exp (log1p costs three
+// times as much; where 1 - g rounds to 1 the loss is below 6e-8 anyway).
+// Below x = -9, 1 - g keeps too few of g's digits, and the rare badly ranked
+// triple takes the direct form.
+float NegLogSigmoid(float x, float g) {
+  return x < -9.0f ? -x + std::log1p(std::exp(x)) : -std::log(1.0f - g);
 }
 
 class Bpr : public Model {
@@ -128,7 +132,7 @@ class Bpr : public Model {
         if (++next == positives) next = 0;
         const std::span<const uint32_t> seen = Positives(pair.user);
         if (seen.size() >= items_) continue;  // the user has no negative item
-        const uint32_t j = DrawNegative(negatives, seen);
+        const uint32_t j = DrawNegative(negatives, pair.user, seen);
         loss.sum += Step(pair.user, pair.item, j, lr);
         ++loss.count;
         Count(pair.item);
@@ -174,6 +178,18 @@ class Bpr : public Model {
       ++item_positives[r.item];
     }
     positives_ = UserPositives(train_, users_, options_.positive_threshold);
+    // A one-hash bit filter of the positive pairs, 16 bits per pair: a draw
+    // that misses it (about 94% of them) is a negative without a search.
+    size_t bits = 64;
+    while (bits < 16 * positives_.entries.size()) bits *= 2;
+    filter_.assign(bits / 64, 0);
+    filter_mask_ = bits - 1;
+    for (uint32_t u = 0; u < users_; ++u) {
+      for (uint32_t i : positives_.Row(u)) {
+        const uint64_t h = FilterBit(u, i);
+        filter_[h / 64] |= uint64_t{1} << (h % 64);
+      }
+    }
     order_.resize(pairs_.size());
     if (options_.popularity && !pairs_.empty()) {
       std::vector<double> weights(items_);
@@ -191,12 +207,36 @@ class Bpr : public Model {
   // the configured distribution; after kMaxDraws rejections (a user holding
   // nearly every item) a uniform draw among the user's non-positives, which
   // is exact for uniform sampling and keeps the cost bounded otherwise.
-  uint32_t DrawNegative(Rng& rng, std::span<const uint32_t> seen) const {
+  // Whether ascending `seen` holds `j`, by a binary search whose steps are
+  // conditional moves: a random negative's position is unpredictable, and a
+  // branching search spent most of an epoch in mispredictions.
+  static bool Contains(std::span<const uint32_t> seen, uint32_t j) {
+    if (seen.empty()) return false;
+    const uint32_t* base = seen.data();
+    size_t n = seen.size();
+    while (n > 1) {
+      const size_t half = n / 2;
+      base = base[half] <= j ? base + half : base;
+      n -= half;
+    }
+    return *base == j;
+  }
+
+  uint64_t FilterBit(uint32_t user, uint32_t item) const {
+    return Mix64(uint64_t{user} << 32 | item) & filter_mask_;
+  }
+  // False only when (user, item) is not a positive pair.
+  bool MayBePositive(uint32_t user, uint32_t item) const {
+    const uint64_t h = FilterBit(user, item);
+    return (filter_[h / 64] >> (h % 64)) & 1;
+  }
+
+  uint32_t DrawNegative(Rng& rng, uint32_t user, std::span<const uint32_t> seen) const {
     constexpr int kMaxDraws = 256;
     for (int attempt = 0; attempt < kMaxDraws; ++attempt) {
       const uint32_t j =
           options_.popularity ? popularity_.Sample(rng) : static_cast<uint32_t>(rng.Below(items_));
-      if (!std::binary_search(seen.begin(), seen.end(), j)) return j;
+      if (!MayBePositive(user, j) || !Contains(seen, j)) return j;
     }
     // The r-th item (0-based) not in `seen`.
     uint64_t r = rng.Below(items_ - seen.size());
@@ -236,7 +276,7 @@ class Bpr : public Model {
     }
     bias[i] += lr * (g - options_.bias_reg * bias[i]);
     bias[j] += lr * (-g - options_.bias_reg * bias[j]);
-    return NegLogSigmoid(static_cast<double>(x));
+    return NegLogSigmoid(x, g);
   }
 
   void Count(uint32_t item) {
@@ -246,8 +286,10 @@ class Bpr : public Model {
   BprOptions options_;
   std::vector<Rating> train_;
   std::vector<ParamBlock> blocks_;
-  std::vector<Pair> pairs_;              // positive (user, item) pairs, train order
-  Csr positives_;                        // per user: sorted distinct positive items
+  std::vector<Pair> pairs_;       // positive (user, item) pairs, train order
+  Csr positives_;                 // per user: sorted distinct positive items
+  std::vector<uint64_t> filter_;  // bit filter of the positive pairs (MayBePositive)
+  uint64_t filter_mask_ = 63;
   std::vector<uint32_t> order_;          // visiting order of pairs_, reshuffled per epoch
   AliasTable popularity_;                // built when negative_sampling = 1
   std::vector<uint32_t> update_counts_;  // per item: updates in the last Train call
