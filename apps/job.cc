@@ -286,6 +286,17 @@ uint32_t StepsToConverge(const Config& config, const ModelRegistry* registry) {
 
 }  // namespace
 
+Status CheckFederatedModel(const Config& config, const Model& model) {
+  if (model.SolvesFromSums() && config.federation.fraction < 1.0) {
+    return Status::InvalidArgument(
+        fmt::format("config federation.fraction: expected 1 for model {}, which solves from the "
+                    "sums of every site's statistics (a round over a sample of sites would count "
+                    "only the sampled sites' users), found {}",
+                    config.model.name, config.federation.fraction));
+  }
+  return Status::Ok();
+}
+
 int64_t EffectiveRounds(const Config& config, const ModelRegistry* registry) {
   const uint32_t steps = StepsToConverge(config, registry);
   return steps ? std::min<int64_t>(config.federation.rounds, steps) : config.federation.rounds;

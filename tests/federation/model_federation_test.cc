@@ -129,6 +129,26 @@ TEST(ModelSeam, OutOfTreeExampleModelIsExactUnderSecureAggregation) {
   EXPECT_EQ(ModelSha256(result->global), ModelSha256(central->global));
 }
 
+TEST(ModelSeam, ModelsThatSolveFromSumsRefuseSampledRounds) {
+  for (const char* name : {"ials", "ease", "itemknn", "popularity"}) {
+    Config config = SmallConfig();
+    config.model.name = name;
+    config.federation.fraction = 0.5;
+    Result<std::unique_ptr<Model>> model = MakeServerModel(config, 10);
+    ASSERT_TRUE(model.ok());
+    const Status checked = CheckFederatedModel(config, **model);
+    ASSERT_FALSE(checked.ok()) << name;
+    EXPECT_NE(checked.message().find("federation.fraction: expected 1 for model"),
+              std::string::npos);
+  }
+  Config sgd = SmallConfig();
+  sgd.model.name = "bpr";
+  sgd.federation.fraction = 0.5;
+  Result<std::unique_ptr<Model>> bpr = MakeServerModel(sgd, 10);
+  ASSERT_TRUE(bpr.ok());
+  EXPECT_TRUE(CheckFederatedModel(sgd, **bpr).ok());
+}
+
 TEST(ModelSeam, UnknownModelNameListsTheRegisteredOnes) {
   Config config = SmallConfig();
   config.model.name = "svdpp";
