@@ -529,7 +529,15 @@ std::string ConfigToToml(const Config& config, bool with_docs) {
     params[key.substr(0, key.find('.'))][key.substr(key.find('.') + 1)] = value;
   for (auto& [model, keys] : params) {
     out += "\n[model." + model + "]\n";
-    for (auto& [key, value] : keys) out += key + " = " + Render(Target(&value)) + "\n";
+    const ModelInfo* info = registry.Find(model);
+    for (auto& [key, value] : keys) {
+      if (with_docs && info != nullptr) {
+        for (const ModelKey& k : info->keys) {
+          if (k.key == key) out += "# " + k.doc + "\n";
+        }
+      }
+      out += key + " = " + Render(Target(&value)) + "\n";
+    }
   }
   return out;
 }
