@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -163,6 +164,16 @@ Result<crypto::SigningKey> LoadIdentity(const std::string& key_path) {
     const char* type = EVP_PKEY_get0_type_name(pkey.get());
     return Status::InvalidArgument(key_path + ": expected an Ed25519 key, found a " +
                                    (type != nullptr ? type : "different") + " key");
+  }
+  // A private key others can read is no longer private: refuse it (keygen
+  // writes 0600), after the content checks so their errors come first.
+  struct stat st {};
+  if (::stat(key_path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::InvalidArgument(key_path + ": expected a private key only its owner can read " +
+                                   "(mode 0600), found mode " + mode + "; run chmod 600 " +
+                                   key_path);
   }
   crypto::Key32 seed;
   size_t length = seed.size();

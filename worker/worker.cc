@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <span>
 #include <string>
@@ -39,6 +40,27 @@ std::vector<BlockUpdate> CollectUpdate(const Model& model) {
     blocks.push_back(std::move(update));
   }
   return blocks;
+}
+
+// An encrypted update carries no NaN or infinity: the fixed-point encoding
+// would turn one into a large finite value that passes every later check and
+// can wrap the ring. (Plain updates are checked when they are decoded.)
+Status CheckFinite(const Model& model) {
+  const std::vector<ParamBlock> shapes = model.UploadShapes();
+  const std::vector<DenseBlockView> views = model.Upload();
+  for (size_t b = 0; b < shapes.size(); ++b) {
+    const std::span<const float> values = views[b].values;
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (std::isfinite(values[i])) continue;
+      const uint32_t cols = std::max<uint32_t>(shapes[b].cols, 1);
+      return Status::InvalidArgument(
+          "refusing to send an update holding " + std::to_string(values[i]) + " in block '" +
+          shapes[b].name + "', row " + std::to_string(i / cols) + ", column " +
+          std::to_string(i % cols) +
+          ": expected finite values (training diverged; lower the learning rate)");
+    }
+  }
+  return Status::Ok();
 }
 
 Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t items,
@@ -227,6 +249,7 @@ std::vector<double> Worker::TrainLocally() {
 
 Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics) {
   *metrics = TrainLocally();
+  FEDREC_RETURN_IF_ERROR(CheckFinite(*model_));
   const RoundPlan& plan = *pending_plan_;
   return EncodeUpdate(UploadShapes(), CollectUpdate(*model_), FormatOf(plan), options_.seed,
                       plan.round, options_.site);
@@ -234,6 +257,8 @@ Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics)
 
 Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   const RoundPlan& plan = *pending_plan_;
+  if (Status finite = CheckFinite(*model_); !finite.ok())
+    return SendError(plan.round, finite.message());
   Result<RangeEncoder> encoder = RangeEncoder::Create(
       UploadShapes(), model_->Upload(), FormatOf(plan), options_.seed, plan.round, options_.site);
   if (!encoder.ok()) return SendError(plan.round, encoder.status().message());
@@ -471,7 +496,12 @@ Status Worker::GeneratePaillierKey(const SecAggKeyList& list) {
   Result<PaillierPrivateKey> key =
       PaillierPrivateKey::Generate(static_cast<int>(paillier_->modulus_bits));
   if (!key.ok()) return SendError(round, key.status().message());
-  const std::vector<uint8_t> secret = key->ToBytes();
+  // The serialized private key is wiped on every way out of this function.
+  struct WipedBytes {
+    std::vector<uint8_t> bytes;
+    ~WipedBytes() { crypto::Cleanse(bytes); }
+  } wiped{key->ToBytes()};
+  const std::vector<uint8_t>& secret = wiped.bytes;
   PaillierKey answer;
   answer.round = round;
   answer.holder = options_.site;

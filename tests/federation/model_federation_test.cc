@@ -27,10 +27,12 @@ namespace {
 // per site and averaged by FedAvg with per-row weights = the site's ratings.
 class ItemMean : public Model {
  public:
-  explicit ItemMean(ModelData data)
+  // `poisoned`: training leaves a NaN in the first trained row (a diverged site).
+  explicit ItemMean(ModelData data, bool poisoned = false)
       : Model(static_cast<uint32_t>(data.user_keys.size()), data.items),
         train_(std::move(data.train)),
-        counts_(ItemCounts(train_, data.items)) {
+        counts_(ItemCounts(train_, data.items)),
+        poisoned_(poisoned) {
     blocks_.emplace_back("item_mean", Scope::kGlobal, data.items, 1);
   }
   std::string_view name() const override { return "item_mean"; }
@@ -41,6 +43,7 @@ class ItemMean : public Model {
     for (uint32_t i = 0; i < items(); ++i) {
       if (counts_[i]) blocks_[0].data[i] = static_cast<float>(sum[i] / counts_[i]);
     }
+    if (poisoned_ && !train_.empty()) blocks_[0].data[train_[0].item] = std::nanf("");
     return {0.0, train_.size()};
   }
   std::vector<DenseBlockView> Upload() const override {
@@ -54,6 +57,7 @@ class ItemMean : public Model {
  private:
   std::vector<Rating> train_;
   std::vector<uint32_t> counts_;
+  bool poisoned_;
   std::vector<ParamBlock> blocks_;
 };
 
@@ -101,6 +105,46 @@ TEST(ModelSeam, ModelRegisteredByATestRunsFederatedThroughTheSimulator) {
   EXPECT_EQ(rounds[0].sites_reported, 10u);
   EXPECT_GT(rounds[0].ranking.users, 0u);  // evaluated through Model::Score at every site
   EXPECT_EQ(rounds[0].test.count, 0u);     // no rating predictions: no RMSE
+}
+
+// A diverged site's NaN never reaches an encrypted sum: the site refuses to
+// send it, and the round goes on without that site.
+TEST(ModelSeam, NonFiniteUpdateIsRefusedAtTheSiteUnderEncryptedAggregation) {
+  for (const char* scheme : {"secagg", "paillier"}) {
+    ModelRegistry registry;
+    registry.Register({"item_mean",
+                       "each item's mean rating",
+                       {},
+                       [](const ModelOptions&, ModelData data) -> Result<std::unique_ptr<Model>> {
+                         const bool poisoned = data.shard == 2;
+                         return std::unique_ptr<Model>(
+                             std::make_unique<ItemMean>(std::move(data), poisoned));
+                       }});
+    Config config = SmallConfig();
+    config.model.name = "item_mean";
+    config.federation.rounds = 1;
+    config.security.aggregation = scheme;
+    config.security.paillier_bits = 1024;
+    Result<FederatedData> data = LoadFederatedData(config);
+    ASSERT_TRUE(data.ok());
+    const uint32_t items = data->dataset.items.size();
+    Result<std::unique_ptr<Model>> server = MakeServerModel(config, items, &registry);
+    ASSERT_TRUE(server.ok());
+    auto strategy = StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
+    ASSERT_TRUE(strategy.ok());
+    std::vector<RoundMetrics> rounds;
+    Result<SimulationResult> result = RunSimulation(
+        SimulationOptions{}, MakeCoordinatorOptions(config), std::move(server).value(),
+        std::move(strategy).value(), MakeWorkerOptions(config, &registry), items,
+        std::move(data->sites), [&](const RoundMetrics& m) { rounds.push_back(m); });
+    ASSERT_TRUE(result.ok()) << scheme << ": " << result.status().ToString();
+    ASSERT_EQ(rounds.size(), 1u);
+    EXPECT_FALSE(rounds[0].aborted) << scheme << ": " << rounds[0].abort_reason;
+    EXPECT_EQ(rounds[0].sites_reported, 9u) << scheme;
+    EXPECT_EQ(rounds[0].failures, 1u) << scheme;
+    for (float v : FindBlock(result->global, "item_mean")->data)
+      ASSERT_TRUE(std::isfinite(v)) << scheme;
+  }
 }
 
 TEST(ModelSeam, OutOfTreeExampleModelIsExactUnderSecureAggregation) {

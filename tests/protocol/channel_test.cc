@@ -773,6 +773,7 @@ TEST(IdentityFiles, OpenSslReadsTheKeyAndFedrecReadsOpenSslKeys) {
   EXPECT_EQ(std::system(("openssl pkey -in " + dir + "/site.key -noout 2>/dev/null").c_str()), 0);
   ASSERT_EQ(std::system(("openssl genpkey -algorithm ed25519 -out " + dir + "/other.key").c_str()),
             0);
+  std::filesystem::permissions(dir + "/other.key", std::filesystem::perms(0600));
   Result<crypto::SigningKey> other = LoadIdentity(dir + "/other.key");
   EXPECT_TRUE(other.ok()) << other.status().ToString();
 }
@@ -789,6 +790,23 @@ TEST(IdentityFiles, KeyFileHasMode0600WhateverTheUmaskOrPreviousFile) {
   ASSERT_TRUE(GenerateIdentityFiles(dir + "/b", true).ok());
   EXPECT_EQ(Mode(dir + "/b.key"), kOwnerReadWrite);
   EXPECT_TRUE(LoadIdentity(dir + "/b.key").ok());
+}
+
+TEST(IdentityFiles, RefusesAPrivateKeyOthersCanRead) {
+  const std::string dir = TestDir("readable");
+  ASSERT_TRUE(GenerateIdentityFiles(dir + "/site", false).ok());
+  for (const auto mode : {0644, 0640, 0604, 0660}) {
+    std::filesystem::permissions(dir + "/site.key", std::filesystem::perms(mode));
+    const Status refused = LoadIdentity(dir + "/site.key").status();
+    EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument) << std::oct << mode;
+    EXPECT_NE(refused.message().find(dir + "/site.key: expected a private key only its owner can "
+                                           "read (mode 0600)"),
+              std::string::npos)
+        << refused.ToString();
+    EXPECT_NE(refused.message().find("chmod 600"), std::string::npos);
+  }
+  std::filesystem::permissions(dir + "/site.key", std::filesystem::perms(0400));
+  EXPECT_TRUE(LoadIdentity(dir + "/site.key").ok());
 }
 
 TEST(IdentityFiles, RefusesToOverwriteUnlessAsked) {
