@@ -53,6 +53,10 @@ struct CoordinatorOptions {
   uint32_t unmask_threads = 0;
   FixedPointFormat format;        // ring_bits is chosen per round (ChooseRingBits)
   uint32_t paillier_bits = 2048;  // Paillier modulus size
+  // Identifies the job (apps: JobId, a hash of the resolved job parameters,
+  // the coordinator's identity and a fresh nonce); sent in every plan and
+  // bound into every secure-aggregation signature and share.
+  std::array<uint8_t, 32> job_id{};
 };
 
 struct RoundMetrics {

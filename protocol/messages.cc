@@ -316,6 +316,12 @@ void serialize(Archive& ar, BlockUpdate& u) {
   Contiguous(ar, u.values, [&u] { return "values of update block '" + u.name + "'"; });
 }
 
+// Fixed-size byte arrays (keys, signatures): the bytes, no count.
+template <class Archive, size_t N>
+void Fixed(Archive& ar, std::array<uint8_t, N>& a) {
+  ar(cereal::binary_data(a.data(), N));
+}
+
 template <class Archive>
 void serialize(Archive& ar, RoundPlan& m) {
   ar(m.round, m.model_version, m.local_epochs, m.epoch_offset, m.lr);
@@ -334,6 +340,7 @@ void serialize(Archive& ar, RoundPlan& m) {
   ar(m.threshold, m.degree);
   Contiguous(ar, m.ring_order, Label("ring order"));
   ar(m.ring_bits, m.frac_bits, m.clip, m.max_weight);
+  Fixed(ar, m.job_id);
 }
 
 template <class Archive>
@@ -382,12 +389,6 @@ void serialize(Archive& ar, Catalogue& m) {
   ar(m.items);
   Contiguous(ar, m.item_ids, Label("catalogue item IDs"));
   Contiguous(ar, m.run_dir, Label("run directory"));
-}
-
-// Fixed-size byte arrays (keys, signatures): the bytes, no count.
-template <class Archive, size_t N>
-void Fixed(Archive& ar, std::array<uint8_t, N>& a) {
-  ar(cereal::binary_data(a.data(), N));
 }
 
 template <class Archive>

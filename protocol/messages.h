@@ -75,6 +75,9 @@ struct RoundPlan {
   uint32_t frac_bits = 16;
   float clip = 8.0f;
   uint64_t max_weight = 65536;
+  // The job this round belongs to (CoordinatorOptions::job_id): sites refuse a
+  // plan of another job, and every signature and share of the round binds it.
+  std::array<uint8_t, 32> job_id{};
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };

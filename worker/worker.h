@@ -53,6 +53,10 @@ struct WorkerOptions {
   // checks its secure-aggregation neighbours against; empty when sites are
   // not authenticated (see secagg::Client).
   std::map<uint32_t, crypto::Key32> roster;
+  // The job the site takes part in (CoordinatorOptions::job_id). When set, a
+  // plan of any other job is refused; when all zero, the site adopts the job
+  // of the first plan it receives and refuses any other afterwards.
+  std::array<uint8_t, 32> job_id{};
   // Fault injection for tests: the site goes silent at this secure-aggregation
   // step of this round (1 keys, 2 shares, 3 masked input, 4 unmasking).
   uint32_t drop_round = 0;
