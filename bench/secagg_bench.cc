@@ -186,6 +186,7 @@ struct Recording {
   std::map<uint32_t, SecAggShares> shares;
   std::vector<uint32_t> survivors;
   std::vector<uint64_t> masked_sum;  // what AddMasked accumulated
+  std::map<uint32_t, SecAggSurvivorSignature> signatures;
   std::map<uint32_t, SecAggUnmaskShares> unmask;
   std::vector<uint64_t> expected;  // plaintext sum of the survivors' inputs
 };
@@ -215,7 +216,9 @@ std::unique_ptr<Recording> Record(bool sparse) {
   auto rec = std::make_unique<Recording>();
   std::vector<uint32_t> sites(kSites);
   for (uint32_t i = 0; i < kSites; ++i) sites[i] = i;
-  Result<Params> params = MakeParams(1, sites, sparse, 0.6, ThreatModel{}, 32, kLength);
+  Policy policy;
+  policy.sparse_graph = sparse;
+  Result<Params> params = MakeParams(crypto::Key32{}, 1, sites, policy, 32, kLength);
   Check(params.status(), "MakeParams");
   rec->params = *params;
   Server server(rec->params);
@@ -264,6 +267,13 @@ std::unique_ptr<Recording> Record(bool sparse) {
   Check(server.FinishMasked(), "FinishMasked");
   rec->survivors = server.survivors();
   rec->masked_sum = server.masked_sum();
+  for (uint32_t site : rec->survivors) {
+    Result<SecAggSurvivorSignature> signature = clients[site]->SignSurvivors(server.SurvivorList());
+    Check(signature.status(), "SignSurvivors");
+    rec->signatures[site] = *signature;
+    Check(server.AddSurvivorSignature(site, *signature), "AddSurvivorSignature");
+  }
+  Check(server.FinishSignatures(), "FinishSignatures");
   const SecAggUnmaskRequest request = server.UnmaskRequest();
   for (uint32_t site : rec->survivors) {
     Result<SecAggUnmaskShares> revealed = clients[site]->Unmask(request);
@@ -302,6 +312,9 @@ std::unique_ptr<Server> Replay(const Recording& rec, unsigned threads) {
     if (site == rec.survivors.front()) std::fill(masked.data.begin(), masked.data.end(), 0);
   }
   Check(server->FinishMasked(), "replay FinishMasked");
+  for (const auto& [site, signature] : rec.signatures)
+    Check(server->AddSurvivorSignature(site, signature), "replay AddSurvivorSignature");
+  Check(server->FinishSignatures(), "replay FinishSignatures");
   for (const auto& [site, shares] : rec.unmask)
     Check(server->AddUnmaskShares(site, shares), "replay AddUnmaskShares");
   return server;

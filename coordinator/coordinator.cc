@@ -228,6 +228,7 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   plan.local_epochs = options_.local_epochs;
   plan.epoch_offset = static_cast<uint64_t>(round - 1) * options_.local_epochs;
   plan.lr = options_.lr;
+  plan.job_id = options_.job_id;
 
   AggregateInput input;
   if (options_.aggregation == Aggregation::kSecAgg) {
@@ -296,15 +297,18 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   FixedPointFormat format = UploadFormat();
   FEDREC_ASSIGN_OR_RETURN(format.ring_bits,
                           ChooseRingBits(static_cast<uint32_t>(selected.size()), format));
-  FEDREC_ASSIGN_OR_RETURN(
-      secagg::Params params,
-      secagg::MakeParams(round, selected, options_.sparse_graph, options_.threshold,
-                         options_.threat, format.ring_bits, EncodedLength(upload_)));
+  // The training loss travels masked with the update.
+  const std::vector<ParamBlock> shapes = WithTrainLoss(upload_);
+  const secagg::Policy policy{options_.sparse_graph, options_.threshold, options_.threat};
+  FEDREC_ASSIGN_OR_RETURN(secagg::Params params,
+                          secagg::MakeParams(options_.job_id, round, selected, policy,
+                                             format.ring_bits, EncodedLength(shapes)));
   plan.aggregation = Aggregation::kSecAgg;
   plan.participants = params.sites;
   plan.threshold = params.threshold;
   plan.degree = params.degree;
-  plan.ring_order = params.ring_order;
+  plan.colluders = params.colluders;
+  plan.dropouts = params.dropouts;
   SetFormat(format, &plan);
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
@@ -371,35 +375,41 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
     return *end;
 
   // Step 3: masked inputs, added into the running sum as they arrive.
-  TrainLoss train_loss;
   // Read in place from each frame: the inputs are model-sized.
-  FEDREC_RETURN_IF_ERROR(
-      collect(std::type_identity<SecAggMaskedView>{}, server.shared(),
-              [&](uint32_t site, const SecAggMaskedView& masked) {
-                Status added = server.AddMasked(site, masked);
-                if (added.ok() && masked.metrics.size() >= 2) {
-                  train_loss[site] = {masked.metrics[0], static_cast<uint64_t>(masked.metrics[1])};
-                }
-                return added;
-              }));
+  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggMaskedView>{}, server.shared(),
+                                 [&](uint32_t site, const SecAggMaskedView& masked) {
+                                   return server.AddMasked(site, masked);
+                                 }));
   if (Status s = timed([&] { return server.FinishMasked(); }); !s.ok()) return abort(s);
-  const SecAggUnmaskRequest request = server.UnmaskRequest();
-  for (uint32_t site : server.survivors()) FEDREC_RETURN_IF_ERROR(SendTo(request, site, round));
-
-  // Step 4: revealed shares; step 5: unmasking.
   const std::vector<uint32_t> survivors = server.survivors();
-  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggUnmaskShares>{}, survivors,
+  const SecAggUnmaskRequest survivor_list = server.SurvivorList();
+  for (uint32_t site : survivors) FEDREC_RETURN_IF_ERROR(SendTo(survivor_list, site, round));
+
+  // Step 4: the consistency check, the survivors' signatures on the list.
+  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggSurvivorSignature>{}, survivors,
+                                 [&](uint32_t site, const SecAggSurvivorSignature& signature) {
+                                   return server.AddSurvivorSignature(site, signature);
+                                 }));
+  if (Status s = timed([&] { return server.FinishSignatures(); }); !s.ok()) return abort(s);
+  const SecAggUnmaskRequest request = server.UnmaskRequest();
+  const std::vector<uint32_t> signers = server.signers();
+  for (uint32_t site : signers) FEDREC_RETURN_IF_ERROR(SendTo(request, site, round));
+
+  // Step 5: revealed shares; step 6: unmasking.
+  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggUnmaskShares>{}, signers,
                                  [&](uint32_t site, const SecAggUnmaskShares& shares) {
                                    return server.AddUnmaskShares(site, shares);
                                  }));
   Result<std::vector<uint64_t>> sum = timed([&] { return server.Finish(); });
   if (!sum.ok()) return abort(sum.status());
-  Result<DecodedSums> decoded = timed([&] { return DecodeSum(upload_, *sum, format); });
+  Result<DecodedSums> decoded = timed([&] { return DecodeSum(shapes, *sum, format); });
   if (!decoded.ok()) return abort(decoded.status());
   cost.Record();
 
-  FillEncryptedInput(round, std::move(decoded).value(), survivors, selected.size(), train_loss,
-                     input, metrics);
+  const double train_loss = TakeTrainLoss(&*decoded);
+  FillEncryptedInput(round, std::move(decoded).value(), survivors, selected.size(), {}, input,
+                     metrics);
+  metrics->train_mse = train_loss;
   return Status::Ok();
 }
 

@@ -74,6 +74,8 @@ const char* MessageTypeName(MessageType type) {
       return "PaillierSum";
     case MessageType::kPaillierDecrypted:
       return "PaillierDecrypted";
+    case MessageType::kSecAggSurvivorSignature:
+      return "SecAggSurvivorSignature";
   }
   return "unknown message type";
 }

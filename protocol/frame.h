@@ -56,9 +56,11 @@ enum class MessageType : uint16_t {
   kPaillierUpdate = 19,
   kPaillierSum = 20,
   kPaillierDecrypted = 21,
+  // Secure aggregation's consistency check (protocol/secagg.h, step 4).
+  kSecAggSurvivorSignature = 22,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 21;
+constexpr uint16_t kMaxMessageType = 22;
 
 const char* MessageTypeName(MessageType type);
 

@@ -337,7 +337,7 @@ void serialize(Archive& ar, RoundPlan& m) {
     m.aggregation = static_cast<Aggregation>(aggregation);
   }
   Contiguous(ar, m.participants, Label("participant list"));
-  ar(m.threshold, m.degree);
+  ar(m.threshold, m.degree, m.colluders, m.dropouts);
   Contiguous(ar, m.ring_order, Label("ring order"));
   ar(m.ring_bits, m.frac_bits, m.clip, m.max_weight);
   Fixed(ar, m.job_id);
@@ -428,7 +428,6 @@ template <class Archive>
 void serialize(Archive& ar, SecAggMasked& m) {
   ar(m.round, m.site, m.ring_bits);
   Contiguous(ar, m.data, Label("masked input"));
-  Contiguous(ar, m.metrics, Label("metric sums"));
 }
 
 // The same layout as SecAggMasked, with the input left in the payload.
@@ -439,14 +438,25 @@ void serialize(Archive& ar, SecAggMaskedView& m) {
   const uint64_t n = LoadCount(ar, 1, UnitName<uint8_t>(), Label("masked input"));
   m.data =
       std::span<const uint8_t>(PayloadOf(ar).Take(static_cast<size_t>(n)), static_cast<size_t>(n));
-  Contiguous(ar, m.metrics, Label("metric sums"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SurvivorSignature& m) {
+  ar(m.site);
+  Fixed(ar, m.signature);
 }
 
 template <class Archive>
 void serialize(Archive& ar, SecAggUnmaskRequest& m) {
   ar(m.round);
   Contiguous(ar, m.survivors, Label("survivor list"));
-  Contiguous(ar, m.dropped, Label("dropped list"));
+  Structs(ar, m.signatures, 4 + 64, Label("survivor signature list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, SecAggSurvivorSignature& m) {
+  ar(m.round, m.site);
+  Fixed(ar, m.signature);
 }
 
 template <class Archive>
@@ -690,7 +700,6 @@ MaskedFrame EncodeMaskedFrame(const SecAggMasked& fields, size_t input_bytes, ui
   shell.round = fields.round;
   shell.site = fields.site;
   shell.ring_bits = fields.ring_bits;
-  shell.metrics = fields.metrics;
   const std::vector<uint8_t> encoded = EncodeMessage(shell, round, sender);
   // The payload's byte order flag, then serialize(SecAggMasked)'s round, site
   // and ring_bits, then the input as a 64-bit count and its bytes.
@@ -730,6 +739,7 @@ FEDREC_DEFINE_MESSAGE(SecAggRoutedShares)
 FEDREC_DEFINE_MESSAGE(SecAggMasked)
 FEDREC_DEFINE_MESSAGE(SecAggUnmaskRequest)
 FEDREC_DEFINE_MESSAGE(SecAggUnmaskShares)
+FEDREC_DEFINE_MESSAGE(SecAggSurvivorSignature)
 FEDREC_DEFINE_MESSAGE(PaillierKey)
 FEDREC_DEFINE_MESSAGE(PaillierUpdate)
 FEDREC_DEFINE_MESSAGE(PaillierSum)

@@ -70,7 +70,9 @@ struct RoundPlan {
   std::vector<uint32_t> participants;  // ascending site ids
   uint32_t threshold = 0;
   uint32_t degree = 0;
-  std::vector<uint32_t> ring_order;
+  uint32_t colluders = 0;  // secagg::Params: the threat model, counted
+  uint32_t dropouts = 0;
+  std::vector<uint32_t> ring_order;  // always empty: sites draw it (secagg::RingOrder)
   uint32_t ring_bits = 64;
   uint32_t frac_bits = 16;
   float clip = 8.0f;
@@ -220,15 +222,13 @@ struct SecAggRoutedShares {
 };
 
 // Step 3, site -> coordinator: the masked input, `ring_bits`/8 little-endian
-// bytes per element. `metrics` are plain per-site metric sums (training loss),
-// which are not part of the update.
+// bytes per element (the update and the training loss, update_codec.h).
 struct SecAggMasked {
   static constexpr MessageType kType = MessageType::kSecAggMasked;
   uint32_t round = 0;
   uint32_t site = 0;
   uint32_t ring_bits = 64;
   std::vector<uint8_t> data;
-  std::vector<double> metrics;
 
   friend bool operator==(const SecAggMasked&, const SecAggMasked&) = default;
 };
@@ -242,7 +242,6 @@ struct SecAggMaskedView {
   uint32_t site = 0;
   uint32_t ring_bits = 64;
   std::span<const uint8_t> data;
-  std::vector<double> metrics;
 };
 
 // A SecAggMasked frame whose input is written in place: `frame` is what
@@ -258,15 +257,34 @@ struct MaskedFrame {
 MaskedFrame EncodeMaskedFrame(const SecAggMasked& fields, size_t input_bytes, uint32_t round,
                               uint32_t sender);
 
-// Step 4, coordinator -> surviving sites: who sent a masked input (survivors)
-// and who shared keys but did not (dropped).
+// A survivor's Ed25519 signature on the survivor list (secagg::SurvivorsSignedMessage).
+struct SurvivorSignature {
+  uint32_t site = 0;
+  SignatureBytes signature{};
+
+  friend bool operator==(const SurvivorSignature&, const SurvivorSignature&) = default;
+};
+
+// Steps 4 and 5, coordinator -> surviving sites: who sent a masked input
+// (survivors); in step 4 without signatures (sign it), in step 5 with the
+// survivors' signatures on it (reveal shares).
 struct SecAggUnmaskRequest {
   static constexpr MessageType kType = MessageType::kSecAggUnmaskRequest;
   uint32_t round = 0;
   std::vector<uint32_t> survivors;
-  std::vector<uint32_t> dropped;
+  std::vector<SurvivorSignature> signatures;
 
   friend bool operator==(const SecAggUnmaskRequest&, const SecAggUnmaskRequest&) = default;
+};
+
+// Step 4 answer, site -> coordinator: its signature on the survivor list.
+struct SecAggSurvivorSignature {
+  static constexpr MessageType kType = MessageType::kSecAggSurvivorSignature;
+  uint32_t round = 0;
+  uint32_t site = 0;
+  SignatureBytes signature{};
+
+  friend bool operator==(const SecAggSurvivorSignature&, const SecAggSurvivorSignature&) = default;
 };
 
 // A share revealed in the clear for reconstruction: `site` is whose secret it is.
@@ -374,6 +392,7 @@ FEDREC_DECLARE_MESSAGE(SecAggMasked)
 extern template Result<SecAggMaskedView> DecodeMessage<SecAggMaskedView>(const FrameView&);
 FEDREC_DECLARE_MESSAGE(SecAggUnmaskRequest)
 FEDREC_DECLARE_MESSAGE(SecAggUnmaskShares)
+FEDREC_DECLARE_MESSAGE(SecAggSurvivorSignature)
 FEDREC_DECLARE_MESSAGE(PaillierKey)
 FEDREC_DECLARE_MESSAGE(PaillierUpdate)
 FEDREC_DECLARE_MESSAGE(PaillierSum)

@@ -22,7 +22,9 @@ namespace {
 using crypto::Key32;
 
 // Domain separation: each derived key or signature names its use.
-constexpr std::string_view kKeysLabel = "fedrec secagg keys v1";
+constexpr std::string_view kKeysLabel = "fedrec secagg keys v2";
+constexpr std::string_view kSurvivorsLabel = "fedrec secagg survivors v1";
+constexpr std::string_view kRingInfo = "fedrec secagg ring v1";
 constexpr std::string_view kShareKeyInfo = "fedrec secagg share key";
 constexpr std::string_view kPairwiseInfo = "fedrec secagg pairwise mask";
 constexpr std::string_view kSelfInfo = "fedrec secagg self mask";
@@ -57,7 +59,7 @@ std::vector<uint64_t> RingWords(std::span<const uint8_t> words, uint32_t ring_bi
   return out;
 }
 
-// round || a || b, little-endian: the HKDF salt and GCM AAD of a share.
+// round || a || b, little-endian: the HKDF salt of a mask key.
 std::array<uint8_t, 12> Context(uint32_t round, uint32_t a, uint32_t b) {
   std::array<uint8_t, 12> out;
   const uint32_t values[3] = {round, a, b};
@@ -65,10 +67,23 @@ std::array<uint8_t, 12> Context(uint32_t round, uint32_t a, uint32_t b) {
   return out;
 }
 
+using JobId = std::array<uint8_t, 32>;
+
+// job || round || from || to: the HKDF salt and GCM AAD of a share.
+std::array<uint8_t, 44> ShareContext(const JobId& job, uint32_t round, uint32_t from,
+                                     uint32_t to) {
+  std::array<uint8_t, 44> out;
+  std::copy(job.begin(), job.end(), out.begin());
+  const auto rest = Context(round, from, to);
+  std::copy(rest.begin(), rest.end(), out.begin() + 32);
+  return out;
+}
+
 // The one-time key that seals the shares `from` sends `to`. Directional, so
 // the two shares a pair exchanges are sealed under different keys.
-Result<Key32> ShareKey(const Key32& dh_secret, uint32_t round, uint32_t from, uint32_t to) {
-  const auto salt = Context(round, from, to);
+Result<Key32> ShareKey(const Key32& dh_secret, const JobId& job, uint32_t round, uint32_t from,
+                       uint32_t to) {
+  const auto salt = ShareContext(job, round, from, to);
   Key32 key;
   FEDREC_RETURN_IF_ERROR(crypto::Hkdf(dh_secret, salt, kShareKeyInfo, key));
   return key;
@@ -225,16 +240,6 @@ class Topology {
   std::vector<uint32_t> ring_;        // place in ring_order -> position
 };
 
-// A uniform integer below `bound` (> 0) from the OS CSPRNG.
-Result<uint64_t> UniformBelow(uint64_t bound) {
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % bound;  // reject the biased top
-  for (;;) {
-    uint64_t r;
-    FEDREC_RETURN_IF_ERROR(crypto::RandomBytes(std::span(reinterpret_cast<uint8_t*>(&r), 8)));
-    if (r < limit) return r % bound;
-  }
-}
-
 bool Contains(std::span<const uint32_t> sorted, uint32_t value) {
   return std::binary_search(sorted.begin(), sorted.end(), value);
 }
@@ -247,15 +252,65 @@ void WipeValue(T& value) {
 
 }  // namespace
 
-std::vector<uint8_t> KeysSignedMessage(uint32_t round, uint32_t site, const Key32& cipher_key,
-                                       const Key32& mask_key) {
+std::vector<uint8_t> KeysSignedMessage(const JobId& job, uint32_t round, uint32_t site,
+                                       const Key32& cipher_key, const Key32& mask_key) {
   std::vector<uint8_t> out(kKeysLabel.begin(), kKeysLabel.end());
   out.push_back(0);
+  out.insert(out.end(), job.begin(), job.end());
   AppendLe<uint32_t>(&out, round);
   AppendLe<uint32_t>(&out, site);
   out.insert(out.end(), cipher_key.begin(), cipher_key.end());
   out.insert(out.end(), mask_key.begin(), mask_key.end());
   return out;
+}
+
+std::vector<uint8_t> SurvivorsSignedMessage(const JobId& job, uint32_t round,
+                                            std::span<const uint32_t> survivors) {
+  std::vector<uint8_t> out(kSurvivorsLabel.begin(), kSurvivorsLabel.end());
+  out.push_back(0);
+  out.insert(out.end(), job.begin(), job.end());
+  AppendLe<uint32_t>(&out, round);
+  AppendLe<uint32_t>(&out, static_cast<uint32_t>(survivors.size()));
+  for (uint32_t site : survivors) AppendLe<uint32_t>(&out, site);
+  return out;
+}
+
+std::vector<uint32_t> RingOrder(const Params& params, std::span<const SecAggKeys> advertised) {
+  std::vector<uint8_t> ikm;
+  ikm.reserve(advertised.size() * 68);
+  for (const SecAggKeys& keys : advertised) {
+    AppendLe<uint32_t>(&ikm, keys.site);
+    ikm.insert(ikm.end(), keys.cipher_key.begin(), keys.cipher_key.end());
+    ikm.insert(ikm.end(), keys.mask_key.begin(), keys.mask_key.end());
+  }
+  std::vector<uint8_t> salt(params.job_id.begin(), params.job_id.end());
+  AppendLe<uint32_t>(&salt, params.round);
+  PrgKey seed{};
+  // HKDF only fails on allocation; a zero seed still gives a valid order.
+  (void)crypto::Hkdf(ikm, salt, kRingInfo, seed);
+  std::vector<uint32_t> order = params.sites;
+  const size_t n = order.size();
+  // Words of the seed's keystream; rejections are rare (below 2^-40 each),
+  // so n + 16 words almost always suffice, and more are expanded if not.
+  std::vector<uint64_t> draws;
+  size_t next = 0;
+  const auto draw = [&]() {
+    if (next == draws.size()) {
+      std::vector<uint64_t> stream(draws.size() + n + 16, 0);
+      AddPrg(seed, false, std::span(stream));
+      draws = std::move(stream);
+    }
+    return draws[next++];
+  };
+  for (size_t i = n - 1; i > 0; --i) {  // Fisher-Yates, uniform by rejection
+    const uint64_t bound = i + 1;
+    const uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
+    uint64_t r;
+    do r = draw();
+    while (r >= limit);
+    std::swap(order[i], order[r % bound]);
+  }
+  return order;
 }
 
 // ---------------------------------------------------------------------------
@@ -286,12 +341,16 @@ Status Validate(const Params& params) {
       return fail("SecAgg+ degree " + Str(params.degree) + ", expected an even number >= 2");
     std::vector<uint32_t> sorted = params.ring_order;
     std::sort(sorted.begin(), sorted.end());
-    if (sorted != params.sites)
+    if (!sorted.empty() && sorted != params.sites)
       return fail("ring_order of " + Str(sorted.size()) + " entries is not a permutation of sites");
   }
   if (params.threshold < 2 || params.threshold > params.degree + 1) {
     return fail("threshold " + Str(params.threshold) +
                 ", expected 2 to degree + 1 = " + Str(params.degree + 1));
+  }
+  if (params.colluders >= n || params.dropouts >= n) {
+    return fail(Str(params.colluders) + " colluders and " + Str(params.dropouts) +
+                " dropouts, expected each fewer than the " + Str(n) + " participants");
   }
   if (params.ring_bits != 32 && params.ring_bits != 64)
     return fail("ring_bits " + Str(params.ring_bits) + ", expected 32 or 64");
@@ -300,9 +359,16 @@ Status Validate(const Params& params) {
   return Status::Ok();
 }
 
+uint32_t Quorum(const Params& params) {
+  const uint64_t n = params.sites.size();
+  return std::max<uint32_t>(params.threshold,
+                            static_cast<uint32_t>((n + params.colluders) / 2 + 1));
+}
+
 std::vector<uint32_t> Neighbours(const Params& params, uint32_t site) {
   const std::optional<uint32_t> pos = PositionOf(params, site);
   if (!pos || !Validate(params).ok()) return {};
+  if (params.degree + 1 != params.sites.size() && params.ring_order.empty()) return {};
   std::vector<uint32_t> out = Topology(params).Neighbours(*pos);
   for (uint32_t& q : out) q = params.sites[q];
   return out;
@@ -378,23 +444,26 @@ Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& 
   return std::optional<GraphSize>();
 }
 
-Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool sparse_graph,
-                          double threshold_fraction, const ThreatModel& threat, uint32_t ring_bits,
-                          uint64_t length) {
-  if (!(threshold_fraction > 0.0 && threshold_fraction <= 1.0)) {
+Result<Params> MakeParams(const JobId& job_id, uint32_t round, std::vector<uint32_t> sites,
+                          const Policy& policy, uint32_t ring_bits, uint64_t length) {
+  const double fraction = policy.threshold_fraction;
+  if (!(fraction > 0.0 && fraction <= 1.0)) {
     return Status::InvalidArgument("secagg round " + Str(round) + ": threshold fraction " +
-                                   std::to_string(threshold_fraction) + ", expected (0, 1]");
+                                   std::to_string(fraction) + ", expected (0, 1]");
   }
   Params params;
+  params.job_id = job_id;
   params.round = round;
   params.sites = std::move(sites);
   params.ring_bits = ring_bits;
   params.length = length;
   const size_t n = params.sites.size();
   params.degree = n >= 2 ? static_cast<uint32_t>(n - 1) : 1;
+  params.colluders = SitesAt(policy.threat.adversarial_rate, static_cast<uint32_t>(n));
   std::optional<GraphSize> sparse;
-  if (sparse_graph && n <= kMaxSites) {
-    Result<std::optional<GraphSize>> size = SparseGraphSize(static_cast<uint32_t>(n), threat);
+  if (policy.sparse_graph && n <= kMaxSites) {
+    Result<std::optional<GraphSize>> size =
+        SparseGraphSize(static_cast<uint32_t>(n), policy.threat);
     if (!size.ok()) {
       return Status::InvalidArgument("secagg round " + Str(round) + ": " + size.status().message());
     }
@@ -403,26 +472,56 @@ Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool spar
   if (sparse) {
     params.degree = sparse->degree;
     params.threshold = sparse->threshold;
-    params.ring_order = params.sites;
-    for (size_t i = n - 1; i > 0; --i) {  // Fisher-Yates
-      FEDREC_ASSIGN_OR_RETURN(const uint64_t j, UniformBelow(i + 1));
-      std::swap(params.ring_order[i], params.ring_order[j]);
-    }
+    params.dropouts = SitesAt(policy.threat.dropout_rate, static_cast<uint32_t>(n));
   } else {
     // The small slack keeps e.g. 0.6 * 10 from rounding up to 7.
-    const double wanted = std::ceil(threshold_fraction * (params.degree + 1) - 1e-9);
-    params.threshold = std::clamp<uint32_t>(static_cast<uint32_t>(wanted), 2, params.degree + 1);
-    const uint32_t colluders = SitesAt(threat.adversarial_rate, static_cast<uint32_t>(n));
-    if (params.threshold <= colluders) {
+    const double wanted = std::ceil(fraction * n - 1e-9);
+    // More than half of the holders plus the colluders: with fewer, the
+    // colluders and one honest site's shares could rebuild both secrets of a
+    // site, and the survivors could be the colluders and one honest site.
+    const uint64_t floor = n / 2 + uint64_t{params.colluders} + 1;
+    if (floor > n) {
       return Status::InvalidArgument(
-          "secagg round " + Str(round) + ": threshold " + Str(params.threshold) + " of " + Str(n) +
-          " sites, expected more than the " + Str(colluders) +
-          " sites that may collude with the coordinator (adversarial rate " +
-          std::to_string(threat.adversarial_rate) + "): raise security.threshold");
+          "secagg round " + Str(round) + ": " + Str(n) + " sites cannot outnumber the " +
+          Str(params.colluders) + " that may collude with the coordinator (adversarial rate " +
+          std::to_string(policy.threat.adversarial_rate) +
+          "): the threshold must exceed half of the sites plus the colluders, " + Str(floor) +
+          "; select more sites per round or lower security.adversarial_rate");
     }
+    params.threshold = std::max<uint32_t>(static_cast<uint32_t>(std::max<double>(wanted, 2.0)),
+                                          static_cast<uint32_t>(floor));
+    params.threshold = std::min<uint32_t>(params.threshold, static_cast<uint32_t>(n));
   }
   FEDREC_RETURN_IF_ERROR(Validate(params));
   return params;
+}
+
+Status CheckParams(const Params& plan, const Policy& policy) {
+  const std::string where = "secagg round " + Str(plan.round) + " plan";
+  FEDREC_RETURN_IF_ERROR(Validate(plan).WithContext(where));
+  Result<Params> own =
+      MakeParams(plan.job_id, plan.round, plan.sites, policy, plan.ring_bits, plan.length);
+  if (!own.ok()) return own.status().WithContext(where);
+  const auto differs = [&](const char* field, uint64_t found, uint64_t derived) {
+    return Status::InvalidArgument(
+        where + ": " + field + " " + Str(found) + " differs from the " + Str(derived) +
+        " this site derives for " + Str(plan.sites.size()) +
+        " participants from the job's own security parameters (secagg+ " +
+        (policy.sparse_graph ? "on" : "off") + ", threshold " +
+        std::to_string(policy.threshold_fraction) + ", adversarial rate " +
+        std::to_string(policy.threat.adversarial_rate) + ", dropout rate " +
+        std::to_string(policy.threat.dropout_rate) + "); refusing the round");
+  };
+  if (plan.threshold != own->threshold) return differs("threshold", plan.threshold, own->threshold);
+  if (plan.degree != own->degree) return differs("degree", plan.degree, own->degree);
+  if (plan.colluders != own->colluders)
+    return differs("colluders", plan.colluders, own->colluders);
+  if (plan.dropouts != own->dropouts) return differs("dropouts", plan.dropouts, own->dropouts);
+  if (!plan.ring_order.empty()) {
+    return Status::InvalidArgument(where + ": a ring order of " + Str(plan.ring_order.size()) +
+                                   " sites, expected none: sites draw it from the round keys");
+  }
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -430,7 +529,7 @@ Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool spar
 
 namespace {
 
-enum class ClientStep { kAdvertise, kShare, kMask, kUnmask, kDone };
+enum class ClientStep { kAdvertise, kShare, kMask, kSign, kUnmask, kDone };
 
 const char* ClientStepName(ClientStep step) {
   switch (step) {
@@ -440,6 +539,8 @@ const char* ClientStepName(ClientStep step) {
       return "ShareKeys";
     case ClientStep::kMask:
       return "MaskInput";
+    case ClientStep::kSign:
+      return "SignSurvivors";
     case ClientStep::kUnmask:
       return "Unmask";
     case ClientStep::kDone:
@@ -476,7 +577,11 @@ struct Client::State {
   uint32_t site = 0;
   crypto::SigningKey identity;
   std::map<uint32_t, crypto::Key32> roster;  // empty: no roster (see Client)
-  std::vector<uint32_t> neighbours;          // site ids, ascending
+  // Identity keys of the sites in the key list: the roster's, or without a
+  // roster the ones the coordinator relayed.
+  std::map<uint32_t, crypto::Key32> identities;
+  std::vector<uint32_t> neighbours;  // site ids, ascending; fixed with the key list
+  std::vector<uint32_t> signed_survivors;  // the list this site signed (step 4)
   std::string where;
   ClientStep step = ClientStep::kAdvertise;
   Status failure;  // the first error; later steps are refused
@@ -545,11 +650,12 @@ struct Client::State {
   Result<SecAggShares> Share(const SecAggKeyList& list);
   Status Mask(std::span<uint8_t> words, const SecAggRoutedShares& routed, const PieceWriter& write);
   Result<SecAggMasked> Mask(std::vector<uint8_t> words, const SecAggRoutedShares& routed);
+  Result<SecAggSurvivorSignature> Sign(const SecAggUnmaskRequest& request);
   Result<SecAggUnmaskShares> Reveal(const SecAggUnmaskRequest& request);
 };
 
 Client::Client(Params params, uint32_t site, crypto::SigningKey identity,
-               std::map<uint32_t, crypto::Key32> roster)
+               std::map<uint32_t, crypto::Key32> roster, std::optional<Policy> policy)
     : state_(std::make_unique<State>()) {
   State& s = *state_;
   s.site = site;
@@ -562,6 +668,9 @@ Client::Client(Params params, uint32_t site, crypto::SigningKey identity,
   } else if (!PositionOf(params, site)) {
     s.failure = Status::InvalidArgument(s.where + ": this site is not a participant " +
                                         SiteList(params.sites));
+  } else if (Status checked = policy ? CheckParams(params, *policy) : Status::Ok();
+             !checked.ok()) {
+    s.failure = checked.WithContext(s.where);
   } else {
     s.neighbours = Neighbours(params, site);
   }
@@ -605,6 +714,10 @@ Status Client::MaskInputInPlace(std::span<uint8_t> words, const PieceWriter& wri
   return state_->Run(ClientStep::kMask, [&] { return state_->Mask(words, routed, write); });
 }
 
+Result<SecAggSurvivorSignature> Client::SignSurvivors(const SecAggUnmaskRequest& request) {
+  return state_->Run(ClientStep::kSign, [&] { return state_->Sign(request); });
+}
+
 Result<SecAggUnmaskShares> Client::Unmask(const SecAggUnmaskRequest& request) {
   return state_->Run(ClientStep::kUnmask, [&] { return state_->Reveal(request); });
 }
@@ -624,22 +737,23 @@ Result<SecAggKeys> Client::State::Advertise() {
   keys.mask_key = mask.public_key;
   FEDREC_ASSIGN_OR_RETURN(
       keys.signature,
-      crypto::Sign(identity,
-                   KeysSignedMessage(params.round, site, cipher.public_key, mask.public_key)));
+      crypto::Sign(identity, KeysSignedMessage(params.job_id, params.round, site, cipher.public_key,
+                                               mask.public_key)));
   own_keys = keys;
   return keys;
 }
 
 Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
   const uint32_t round = params.round;
+  const size_t n = params.sites.size();
+  const bool sparse = params.degree + 1 != n;
   if (list.round != round) {
     return Status::InvalidArgument("key list for round " + Str(list.round) + ", expected round " +
                                    Str(round));
   }
-  if (list.keys.size() > params.degree + 1) {
+  if (list.keys.size() > n) {
     return Status::InvalidArgument("key list of " + Str(list.keys.size()) +
-                                   " entries, expected at most " + Str(params.degree + 1) +
-                                   " (this site and its neighbours)");
+                                   " entries, expected at most the " + Str(n) + " participants");
   }
   // Shape first, then the costly signature checks.
   size_t own_index = list.keys.size();
@@ -653,13 +767,11 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
       return Status::InvalidArgument("the keys of site " + Str(entry.site) + " are for round " +
                                      Str(entry.round) + ", expected round " + Str(round));
     }
-    if (entry.site == site) {
-      own_index = i;
-    } else if (!IsNeighbour(entry.site)) {
+    if (!PositionOf(params, entry.site)) {
       return Status::InvalidArgument("key list holds keys of site " + Str(entry.site) +
-                                     ", which is not a neighbour of this site; expected only " +
-                                     SiteList(neighbours));
+                                     ", which is not a participant of the round");
     }
+    if (entry.site == site) own_index = i;
   }
   if (own_index == list.keys.size())
     return Status::InvalidArgument("key list lacks this site's own keys");
@@ -686,9 +798,16 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
                            " sites (this one included), fewer than the threshold " +
                            Str(params.threshold));
   }
-  for (size_t i = 0; i < list.keys.size() && !roster.empty(); ++i) {
-    if (i == own_index) continue;
+  // Leaving many sites out would let the coordinator choose among rings.
+  if (sparse && list.keys.size() + params.dropouts < n) {
+    return Status::Aborted("key list holds " + Str(list.keys.size()) + " of " + Str(n) +
+                           " participants, fewer than the " + Str(n - params.dropouts) +
+                           " the threat model's dropouts leave");
+  }
+  for (size_t i = 0; i < list.keys.size(); ++i) {
     const SecAggKeys& entry = list.keys[i];
+    identities[entry.site] = entry.identity_key;
+    if (i == own_index || roster.empty()) continue;
     const auto known = roster.find(entry.site);
     if (known == roster.end()) {
       return Status::InvalidArgument("the key list names site " + Str(entry.site) +
@@ -702,18 +821,39 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
                                 "...): substituted in the relay");
     }
     if (!crypto::Verify(entry.identity_key,
-                        KeysSignedMessage(round, entry.site, entry.cipher_key, entry.mask_key),
+                        KeysSignedMessage(params.job_id, round, entry.site, entry.cipher_key,
+                                          entry.mask_key),
                         entry.signature)) {
       return Status::InvalidArgument("the keys of site " + Str(entry.site) +
                                      " carry a bad signature for identity key " +
-                                     crypto::ToHex(entry.identity_key).substr(0, 16) + "...");
+                                     crypto::ToHex(entry.identity_key).substr(0, 16) +
+                                     "... (forged, or from another job or round)");
     }
+  }
+  if (sparse) {
+    params.ring_order = RingOrder(params, list.keys);
+    neighbours = secagg::Neighbours(params, site);
+  }
+  // This site and its neighbours that advertised: the holders of its shares.
+  std::vector<const SecAggKeys*> holders;
+  size_t own_holder = 0;
+  for (size_t i = 0; i < list.keys.size(); ++i) {
+    if (i != own_index && !IsNeighbour(list.keys[i].site)) continue;
+    if (i == own_index) own_holder = holders.size();
+    holders.push_back(&list.keys[i]);
+  }
+  own_index = own_holder;
+  if (holders.size() < params.threshold) {
+    return Status::Aborted(Str(holders.size() - 1) +
+                           " neighbours advertised keys; with this site that is fewer than the "
+                           "threshold " +
+                           Str(params.threshold));
   }
 
   // Shamir-share s_sk and b among the sites in the list (x = position + 1).
   FEDREC_RETURN_IF_ERROR(crypto::RandomBytes(seed));
   std::vector<uint32_t> xs;
-  for (const SecAggKeys& entry : list.keys) xs.push_back(*PositionOf(params, entry.site) + 1);
+  for (const SecAggKeys* entry : holders) xs.push_back(*PositionOf(params, entry->site) + 1);
   FEDREC_ASSIGN_OR_RETURN(std::vector<shamir::ShareValue> key_shares,
                           shamir::Split(mask.private_key, params.threshold, xs));
   FEDREC_ASSIGN_OR_RETURN(std::vector<shamir::ShareValue> seed_shares,
@@ -726,13 +866,13 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
   out.round = round;
   out.site = site;
   std::array<uint8_t, kSharePlaintextSize> plaintext;
-  for (size_t i = 0; i < list.keys.size(); ++i) {
+  for (size_t i = 0; i < holders.size(); ++i) {
     if (i == own_index) continue;
-    const uint32_t other = list.keys[i].site;
-    Result<Key32> secret = cipher_key.Agree(list.keys[i].cipher_key);
+    const uint32_t other = holders[i]->site;
+    Result<Key32> secret = cipher_key.Agree(holders[i]->cipher_key);
     if (!secret.ok()) return secret.status().WithContext("cipher key of site " + Str(other));
-    Result<Key32> seal_key = ShareKey(*secret, round, site, other);
-    Result<Key32> open_key = ShareKey(*secret, round, other, site);
+    Result<Key32> seal_key = ShareKey(*secret, params.job_id, round, site, other);
+    Result<Key32> open_key = ShareKey(*secret, params.job_id, round, other, site);
     WipeValue(*secret);
     if (!seal_key.ok()) return seal_key.status();
     if (!open_key.ok()) return open_key.status();
@@ -741,13 +881,13 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
     std::copy(key_bytes.begin(), key_bytes.end(), plaintext.begin());
     std::copy(seed_bytes.begin(), seed_bytes.end(), plaintext.begin() + shamir::kShareSize);
     Result<std::vector<uint8_t>> sealed =
-        crypto::SealOnce(*seal_key, Context(round, site, other), plaintext);
+        crypto::SealOnce(*seal_key, ShareContext(params.job_id, round, site, other), plaintext);
     WipeValue(*seal_key);
     if (!sealed.ok()) return sealed.status();
     out.shares.push_back(EncryptedShare{other, std::move(sealed).value()});
     Peer peer;
     peer.site = other;
-    peer.mask_key = list.keys[i].mask_key;
+    peer.mask_key = holders[i]->mask_key;
     peer.open_key = *open_key;
     WipeValue(*open_key);
     peers.push_back(peer);
@@ -803,7 +943,8 @@ Status Client::State::Mask(std::span<uint8_t> words, const SecAggRoutedShares& r
                                      Str(kSealedShareSize));
     }
     Result<std::vector<uint8_t>> opened =
-        crypto::OpenOnce(peer->open_key, Context(round, share.site, site), share.sealed);
+        crypto::OpenOnce(peer->open_key, ShareContext(params.job_id, round, share.site, site),
+                         share.sealed);
     if (!opened.ok()) {
       return Status::Corruption("the share from site " + Str(share.site) +
                                 " does not authenticate (altered, or sealed for another site or "
@@ -855,78 +996,127 @@ Status Client::State::Mask(std::span<uint8_t> words, const SecAggRoutedShares& r
   return Status::Ok();
 }
 
+Result<SecAggSurvivorSignature> Client::State::Sign(const SecAggUnmaskRequest& request) {
+  const uint32_t round = params.round;
+  if (request.round != round) {
+    return Status::InvalidArgument("survivor list for round " + Str(request.round) +
+                                   ", expected round " + Str(round));
+  }
+  if (!request.signatures.empty()) {
+    return Status::InvalidArgument("the survivor list to sign carries " +
+                                   Str(request.signatures.size()) +
+                                   " signatures already, expected none");
+  }
+  const std::vector<uint32_t>& list = request.survivors;
+  if (list.size() > params.sites.size()) {
+    return Status::InvalidArgument("survivor list of " + Str(list.size()) +
+                                   " sites, more than the " + Str(params.sites.size()) +
+                                   " participants");
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (i > 0 && list[i] <= list[i - 1]) {
+      return Status::InvalidArgument("survivor list is not strictly ascending: site " +
+                                     Str(list[i]) + " after site " + Str(list[i - 1]));
+    }
+    if (!PositionOf(params, list[i])) {
+      return Status::InvalidArgument("survivor list names site " + Str(list[i]) +
+                                     ", which is not a participant");
+    }
+  }
+  if (!Contains(list, site)) {
+    return Status::InvalidArgument(
+        "this site is not listed among the survivors, but it sent its masked input");
+  }
+  if (list.size() < params.threshold) {
+    return Status::Aborted(Str(list.size()) + " survivors, fewer than the threshold " +
+                           Str(params.threshold));
+  }
+  for (uint32_t other : list) {
+    if (other == site || !IsNeighbour(other)) continue;
+    const Peer* peer = FindPeer(other);
+    if (peer == nullptr || !peer->shared) {
+      return Status::InvalidArgument("site " + Str(other) +
+                                     " is listed as a survivor but did not send this site shares");
+    }
+  }
+  SecAggSurvivorSignature out;
+  out.round = round;
+  out.site = site;
+  FEDREC_ASSIGN_OR_RETURN(out.signature,
+                          crypto::Sign(identity, SurvivorsSignedMessage(params.job_id, round, list)));
+  signed_survivors = list;
+  return out;
+}
+
 Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& request) {
   const uint32_t round = params.round;
   if (request.round != round) {
     return Status::InvalidArgument("unmask request for round " + Str(request.round) +
                                    ", expected round " + Str(round));
   }
-  const auto check = [&](const std::vector<uint32_t>& list, const char* name) -> Status {
-    if (list.size() > params.sites.size()) {
-      return Status::InvalidArgument(std::string(name) + " list of " + Str(list.size()) +
-                                     " sites, more than the " + Str(params.sites.size()) +
-                                     " participants");
-    }
-    for (size_t i = 0; i < list.size(); ++i) {
-      if (i > 0 && list[i] <= list[i - 1]) {
-        return Status::InvalidArgument(std::string(name) +
-                                       " list is not strictly ascending: site " + Str(list[i]) +
-                                       " after site " + Str(list[i - 1]));
-      }
-      if (!PositionOf(params, list[i])) {
-        return Status::InvalidArgument(std::string(name) + " list names site " + Str(list[i]) +
-                                       ", which is not a participant");
-      }
-    }
-    return Status::Ok();
-  };
-  FEDREC_RETURN_IF_ERROR(check(request.survivors, "survivor"));
-  FEDREC_RETURN_IF_ERROR(check(request.dropped, "dropped"));
-  // Revealing both shares of one site would unmask its input.
-  for (uint32_t other : request.dropped) {
-    if (Contains(request.survivors, other)) {
-      return Status::InvalidArgument("site " + Str(other) +
-                                     " is listed both as a survivor and as dropped; refusing to "
-                                     "reveal both of its secrets");
-    }
+  // One list per round: revealing against two would hand out both secrets
+  // of a site that one list calls dropped and the other a survivor.
+  if (request.survivors != signed_survivors) {
+    return Status::InvalidArgument(
+        "consistency check: the unmask request lists survivors " + SiteList(request.survivors) +
+        ", not the list " + SiteList(signed_survivors) +
+        " this site signed; refusing to reveal shares against another list");
   }
-  if (Contains(request.dropped, site)) {
-    return Status::InvalidArgument("this site is listed as dropped, but it sent its masked input");
+  const std::vector<uint8_t> message =
+      SurvivorsSignedMessage(params.job_id, round, signed_survivors);
+  uint32_t valid = 0;
+  for (size_t i = 0; i < request.signatures.size(); ++i) {
+    const SurvivorSignature& signature = request.signatures[i];
+    if (i > 0 && signature.site <= request.signatures[i - 1].site) {
+      return Status::InvalidArgument("consistency check: signatures not strictly ascending by "
+                                     "site: site " +
+                                     Str(signature.site) + " after site " +
+                                     Str(request.signatures[i - 1].site));
+    }
+    if (!Contains(signed_survivors, signature.site)) {
+      return Status::InvalidArgument("consistency check: a signature of site " +
+                                     Str(signature.site) + ", which is not a listed survivor");
+    }
+    const std::map<uint32_t, crypto::Key32>& keys = roster.empty() ? identities : roster;
+    const auto key = keys.find(signature.site);
+    if (key == keys.end()) {
+      return Status::InvalidArgument("consistency check: a signature of site " +
+                                     Str(signature.site) + ", whose identity key this site does "
+                                     "not know");
+    }
+    if (!crypto::Verify(key->second, message, signature.signature)) {
+      return Status::InvalidArgument(
+          "consistency check: the signature of site " + Str(signature.site) +
+          " on the survivor list does not verify under its identity key (forged, or signed on "
+          "another list, job or round)");
+    }
+    ++valid;
   }
-  if (!Contains(request.survivors, site))
-    return Status::InvalidArgument("this site is not listed among the survivors");
-  if (request.survivors.size() < params.threshold) {
-    return Status::Aborted(Str(request.survivors.size()) + " survivors, fewer than the threshold " +
-                           Str(params.threshold));
+  if (valid < Quorum(params)) {
+    return Status::InvalidArgument("consistency check: " + Str(valid) +
+                                   " valid signatures on the survivor list, expected at least " +
+                                   Str(Quorum(params)) + " (the quorum of " +
+                                   Str(params.sites.size()) + " participants)");
   }
 
   SecAggUnmaskShares out;
   out.round = round;
   out.site = site;
-  for (uint32_t other : request.survivors) {
+  for (uint32_t other : signed_survivors) {
     if (other == site) {
       const auto bytes = shamir::Serialize(own_seed_share);
       out.self_mask_shares.push_back(RevealedShare{site, {bytes.begin(), bytes.end()}});
       continue;
     }
     if (!IsNeighbour(other)) continue;  // holds nothing of it
-    const Peer* peer = FindPeer(other);
-    if (peer == nullptr || !peer->shared) {
-      return Status::InvalidArgument("site " + Str(other) +
-                                     " is listed as a survivor but did not send this site shares");
-    }
-    const auto bytes = shamir::Serialize(peer->seed_share);
+    const auto bytes = shamir::Serialize(FindPeer(other)->seed_share);
     out.self_mask_shares.push_back(RevealedShare{other, {bytes.begin(), bytes.end()}});
   }
-  for (uint32_t other : request.dropped) {
-    if (!IsNeighbour(other)) continue;
-    const Peer* peer = FindPeer(other);
-    if (peer == nullptr || !peer->shared) {
-      return Status::InvalidArgument("site " + Str(other) +
-                                     " is listed as dropped but did not send this site shares");
-    }
-    const auto bytes = shamir::Serialize(peer->key_share);
-    out.mask_key_shares.push_back(RevealedShare{other, {bytes.begin(), bytes.end()}});
+  // The dropped: neighbours that shared with this site but are not listed.
+  for (const Peer& peer : peers) {
+    if (!peer.shared || Contains(signed_survivors, peer.site)) continue;
+    const auto bytes = shamir::Serialize(peer.key_share);
+    out.mask_key_shares.push_back(RevealedShare{peer.site, {bytes.begin(), bytes.end()}});
   }
   WipeSecrets();  // the round is over for this site
   return out;
@@ -937,7 +1127,7 @@ Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& requ
 
 namespace {
 
-enum class ServerStep { kKeys, kShares, kMasked, kUnmask, kDone, kAborted };
+enum class ServerStep { kKeys, kShares, kMasked, kSign, kUnmask, kDone, kAborted };
 
 }  // namespace
 
@@ -971,8 +1161,9 @@ struct Server::State {
   std::vector<std::pair<Key32, uint32_t>> key_owners;  // sorted; detects reused keys
   std::optional<X25519Key> probe;                      // detects low-order keys
   std::vector<uint8_t> heard;  // by position: sent a message in the current step
-  std::vector<uint8_t> in_u1, in_u2, in_u3, in_u4;
-  std::vector<uint32_t> advertised, shared, survivors, dropped;  // site ids, ascending
+  std::vector<uint8_t> in_u1, in_u2, in_u3, in_u4, in_u5;
+  std::vector<uint32_t> advertised, shared, survivors, signers, dropped;  // site ids, ascending
+  std::vector<SurvivorSignature> signatures;  // ascending by site
   std::vector<std::vector<EncryptedShare>> inbox;  // by addressee position; site = sender
   std::vector<uint8_t> sum;  // running sum of masked inputs, little-endian ring words
   std::vector<std::vector<Held>> seed_shares, key_shares;  // by owner position
@@ -997,7 +1188,7 @@ struct Server::State {
     if (step == ServerStep::kDone)
       return Status::InvalidArgument(where + ": " + name + " after the round finished");
     return Status::InvalidArgument(where + ": " + name + " called out of order (step " +
-                                   Str(static_cast<int>(step) + 1) + " of 5 is open, " + name +
+                                   Str(static_cast<int>(step) + 1) + " of 6 is open, " + name +
                                    " belongs to step " + Str(static_cast<int>(expected) + 1) + ")");
   }
 
@@ -1046,13 +1237,15 @@ Server::Server(Params params, unsigned threads) : state_(std::make_unique<State>
   s.params = std::move(params);
   if (!s.invalid.ok()) return;
   s.n = s.params.sites.size();
-  s.topology.emplace(s.params);
+  // SecAgg+: the ring is drawn from the round keys (FinishKeys).
+  if (s.params.degree + 1 == s.n || !s.params.ring_order.empty()) s.topology.emplace(s.params);
   s.keys.resize(s.n);
   s.heard.assign(s.n, 0);
   s.in_u1.assign(s.n, 0);
   s.in_u2.assign(s.n, 0);
   s.in_u3.assign(s.n, 0);
   s.in_u4.assign(s.n, 0);
+  s.in_u5.assign(s.n, 0);
   s.inbox.resize(s.n);
   s.sum.assign(s.params.length * (s.params.ring_bits / 8), 0);
   s.seed_shares.resize(s.n);
@@ -1065,6 +1258,7 @@ const Params& Server::params() const { return state_->params; }
 const std::vector<uint32_t>& Server::advertised() const { return state_->advertised; }
 const std::vector<uint32_t>& Server::shared() const { return state_->shared; }
 const std::vector<uint32_t>& Server::survivors() const { return state_->survivors; }
+const std::vector<uint32_t>& Server::signers() const { return state_->signers; }
 std::vector<uint64_t> Server::masked_sum() const {
   const State& s = *state_;
   return RingWords(s.sum, s.params.ring_bits);
@@ -1077,7 +1271,8 @@ Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key3
   const std::string from = s.where + ": keys from site " + Str(site);
   FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, keys.round, keys.site, site));
   if (!crypto::Verify(identity_key,
-                      KeysSignedMessage(keys.round, keys.site, keys.cipher_key, keys.mask_key),
+                      KeysSignedMessage(s.params.job_id, keys.round, keys.site, keys.cipher_key,
+                                        keys.mask_key),
                       keys.signature)) {
     return Status::InvalidArgument(from + " carry a bad signature for the site's identity key " +
                                    crypto::ToHex(identity_key).substr(0, 16) + "...");
@@ -1120,7 +1315,21 @@ Status Server::FinishKeys() {
   State& s = *state_;
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kKeys, "FinishKeys"));
   s.advertised = s.Members(s.in_u1);
-  return s.Close(s.Count(s.in_u1), "advertised keys", ServerStep::kShares);
+  FEDREC_RETURN_IF_ERROR(s.Close(s.Count(s.in_u1), "advertised keys", ServerStep::kShares));
+  if (!s.topology) {  // SecAgg+: the ring every site draws from the same keys
+    if (s.advertised.size() + s.params.dropouts < s.n) {
+      s.step = ServerStep::kAborted;
+      return Status::Aborted(s.where + ": " + Str(s.advertised.size()) + " of " + Str(s.n) +
+                             " sites advertised keys, fewer than the " +
+                             Str(s.n - s.params.dropouts) + " the threat model's dropouts leave");
+    }
+    std::vector<SecAggKeys> advertised;
+    for (size_t pos = 0; pos < s.n; ++pos)
+      if (s.in_u1[pos]) advertised.push_back(*s.keys[pos]);
+    s.params.ring_order = RingOrder(s.params, advertised);
+    s.topology.emplace(s.params);
+  }
+  return Status::Ok();
 }
 
 Result<SecAggKeyList> Server::KeyListFor(uint32_t site) const {
@@ -1133,11 +1342,10 @@ Result<SecAggKeyList> Server::KeyListFor(uint32_t site) const {
     return Status::InvalidArgument(s.where + ": KeyListFor site " + Str(site) +
                                    ", which did not advertise keys");
   }
+  // Every site gets all of U1: the SecAgg+ ring is drawn from all the keys.
   SecAggKeyList list;
   list.round = s.params.round;
-  std::vector<uint32_t> members = s.topology->Neighbours(*pos);
-  members.insert(std::upper_bound(members.begin(), members.end(), *pos), *pos);
-  for (uint32_t q : members)
+  for (size_t q = 0; q < s.n; ++q)
     if (s.in_u1[q]) list.keys.push_back(*s.keys[q]);
   return list;
 }
@@ -1215,8 +1423,8 @@ Result<SecAggRoutedShares> Server::SharesFor(uint32_t site) const {
 }
 
 Status Server::AddMasked(uint32_t site, const SecAggMasked& masked) {
-  return AddMasked(site, SecAggMaskedView{masked.round, masked.site, masked.ring_bits, masked.data,
-                                          masked.metrics});
+  return AddMasked(site,
+                   SecAggMaskedView{masked.round, masked.site, masked.ring_bits, masked.data});
 }
 
 Status Server::AddMasked(uint32_t site, const SecAggMaskedView& masked) {
@@ -1248,22 +1456,63 @@ Status Server::FinishMasked() {
   s.dropped.clear();
   for (size_t pos = 0; pos < s.n; ++pos)
     if (s.in_u2[pos] && !s.in_u3[pos]) s.dropped.push_back(s.params.sites[pos]);
-  return s.Close(s.Count(s.in_u3), "sent masked inputs", ServerStep::kUnmask);
+  return s.Close(s.Count(s.in_u3), "sent masked inputs", ServerStep::kSign);
 }
 
-SecAggUnmaskRequest Server::UnmaskRequest() const {
+SecAggUnmaskRequest Server::SurvivorList() const {
   SecAggUnmaskRequest request;
   request.round = state_->params.round;
   request.survivors = state_->survivors;
-  request.dropped = state_->dropped;
+  return request;
+}
+
+Status Server::AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature) {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kSign, "AddSurvivorSignature"));
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos, s.Sender(site, "survivor signature", &s.in_u3,
+                                                       "is not a survivor"));
+  const std::string from = s.where + ": survivor signature from site " + Str(site);
+  FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, signature.round, signature.site, site));
+  const Key32& identity_key = s.keys[pos]->identity_key;
+  if (!crypto::Verify(identity_key,
+                      SurvivorsSignedMessage(s.params.job_id, s.params.round, s.survivors),
+                      signature.signature)) {
+    return Status::InvalidArgument(from + " does not verify under the site's identity key " +
+                                   crypto::ToHex(identity_key).substr(0, 16) + "...");
+  }
+  s.signatures.push_back(SurvivorSignature{site, signature.signature});
+  s.in_u4[pos] = 1;
+  return Status::Ok();
+}
+
+Status Server::FinishSignatures() {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kSign, "FinishSignatures"));
+  s.signers = s.Members(s.in_u4);
+  std::sort(s.signatures.begin(), s.signatures.end(),
+            [](const SurvivorSignature& a, const SurvivorSignature& b) { return a.site < b.site; });
+  FEDREC_RETURN_IF_ERROR(
+      s.Close(s.Count(s.in_u4), "signed the survivor list", ServerStep::kUnmask));
+  if (s.signers.size() < Quorum(s.params)) {
+    s.step = ServerStep::kAborted;
+    return Status::Aborted(s.where + ": " + Str(s.signers.size()) +
+                           " sites signed the survivor list, fewer than the quorum " +
+                           Str(Quorum(s.params)) + " sites need before they reveal shares");
+  }
+  return Status::Ok();
+}
+
+SecAggUnmaskRequest Server::UnmaskRequest() const {
+  SecAggUnmaskRequest request = SurvivorList();
+  request.signatures = state_->signatures;
   return request;
 }
 
 Status Server::AddUnmaskShares(uint32_t site, const SecAggUnmaskShares& shares) {
   State& s = *state_;
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kUnmask, "AddUnmaskShares"));
-  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
-                          s.Sender(site, "unmask shares", &s.in_u3, "is not a survivor"));
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos, s.Sender(site, "unmask shares", &s.in_u4,
+                                                       "did not sign the survivor list"));
   const std::string from = s.where + ": unmask shares from site " + Str(site);
   FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, shares.round, shares.site, site));
   // The holder reveals exactly: its shares of b for the survivors among it
@@ -1301,7 +1550,7 @@ Status Server::AddUnmaskShares(uint32_t site, const SecAggUnmaskShares& shares) 
   FEDREC_RETURN_IF_ERROR(take(shares.mask_key_shares, expected_keys, "mask-key", &mask_keys));
   for (const auto& [owner, value] : seeds) s.seed_shares[owner].push_back({pos + 1, value});
   for (const auto& [owner, value] : mask_keys) s.key_shares[owner].push_back({pos + 1, value});
-  s.in_u4[pos] = 1;
+  s.in_u5[pos] = 1;
   return Status::Ok();
 }
 
@@ -1379,8 +1628,8 @@ Result<std::vector<SignedPrgKey>> MasksToRemove(
 
 Result<std::vector<uint64_t>> Server::State::Unmask() {
   const uint32_t t = params.threshold;
-  if (Count(in_u4) < t) {
-    return Status::Aborted(where + ": " + Str(Count(in_u4)) +
+  if (Count(in_u5) < t) {
+    return Status::Aborted(where + ": " + Str(Count(in_u5)) +
                            " survivors revealed shares, fewer than the threshold " + Str(t));
   }
   // Every secret needs t shares; check them all before the costly work.
@@ -1399,22 +1648,58 @@ Result<std::vector<uint64_t>> Server::State::Unmask() {
   FEDREC_RETURN_IF_ERROR(enough(dropped, key_shares, "mask key of dropped site "));
 
   // Reconstruction from the t lowest holders; the Lagrange coefficients are
-  // computed once per holder set (with the complete graph there is one).
+  // computed once per holder set (with the complete graph there are few).
+  // With a (t + 1)-th share the secret is also rebuilt from the last t of
+  // those t + 1: both agree exactly when all t + 1 shares lie on one
+  // polynomial of degree t - 1, so a bad share among them is detected.
   std::map<std::vector<uint32_t>, shamir::Interpolator> interpolators;
-  const auto reconstruct = [&](std::vector<Held>& held) -> Result<shamir::Secret> {
-    std::sort(held.begin(), held.end(), [](const Held& a, const Held& b) { return a.x < b.x; });
-    std::vector<uint32_t> xs(t);
-    std::vector<shamir::ShareValue> ys(t);
-    for (uint32_t i = 0; i < t; ++i) {
-      xs[i] = held[i].x;
-      ys[i] = held[i].value;
+  const auto interpolate = [&](std::span<const Held> use) -> Result<shamir::Secret> {
+    std::vector<uint32_t> xs(use.size());
+    std::vector<shamir::ShareValue> ys(use.size());
+    for (size_t i = 0; i < use.size(); ++i) {
+      xs[i] = use[i].x;
+      ys[i] = use[i].value;
     }
     auto it = interpolators.find(xs);
     if (it == interpolators.end()) {
       FEDREC_ASSIGN_OR_RETURN(shamir::Interpolator interpolator, shamir::Interpolator::Create(xs));
       it = interpolators.emplace(std::move(xs), std::move(interpolator)).first;
     }
-    return it->second.Reconstruct(ys);
+    Result<shamir::Secret> secret = it->second.Reconstruct(ys);
+    Wipe(std::span(reinterpret_cast<uint8_t*>(ys.data()), ys.size() * sizeof(shamir::ShareValue)));
+    return secret;
+  };
+  // Whether `use` (t + 1 shares) lies on one polynomial.
+  const auto consistent = [&](std::span<const Held> use) {
+    Result<shamir::Secret> first = interpolate(use.first(t));
+    Result<shamir::Secret> last = interpolate(use.last(t));
+    const bool same = first.ok() && last.ok() && *first == *last;
+    if (first.ok()) WipeValue(*first);
+    if (last.ok()) WipeValue(*last);
+    return same;
+  };
+  const auto reconstruct = [&](std::vector<Held>& held) -> Result<shamir::Secret> {
+    std::sort(held.begin(), held.end(), [](const Held& a, const Held& b) { return a.x < b.x; });
+    const std::span<const Held> all(held);
+    if (held.size() > t && !consistent(all.first(t + 1))) {
+      // Name the holder whose removal leaves t + 1 consistent shares.
+      std::vector<uint32_t> suspects;
+      for (size_t i = 0; i <= t && held.size() > t + 1; ++i) {
+        std::vector<Held> rest(all.begin(), all.begin() + t + 2);
+        rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(i));
+        if (consistent(rest)) suspects.push_back(params.sites[held[i].x - 1]);
+        for (Held& h : rest) WipeValue(h.value);
+      }
+      if (suspects.size() == 1) {
+        return Status::Corruption("the revealed share of site " + Str(suspects[0]) +
+                                  " is inconsistent with the other holders' shares: a bad share");
+      }
+      std::vector<uint32_t> holders;
+      for (size_t i = 0; i <= t; ++i) holders.push_back(params.sites[held[i].x - 1]);
+      return Status::Corruption("the revealed shares of sites " + SiteList(holders) +
+                                " are inconsistent (a bad share among them)");
+    }
+    return interpolate(all.first(t));
   };
 
   std::vector<std::pair<uint32_t, shamir::Secret>> seeds;

@@ -6,20 +6,31 @@
 //
 // The protocol, step by step, for one round with participants U0 (coordinator
 // C, sites u; N(u) = u's neighbours, every other participant with the complete
-// graph, the Harary-graph neighbours with SecAgg+):
-//   0. C fixes the Params (participants, threshold t, graph, ring) and sends
-//      them to every u in U0 with the round plan.
+// graph, the Harary-graph neighbours with SecAgg+). It is the actively secure
+// variant: C may deviate from it in any way (lie about who dropped, forge or
+// replay messages, pick parameters) and still learns only the sum, as long as
+// every site holds the roster of identity keys (Client's `roster`).
+//   0. C sends every u in U0 the round plan: job id, round, participants,
+//      threshold t, degree, colluders c, dropouts d and ring. Each u derives
+//      t, the degree, c and d itself from the participant count and its own
+//      Policy (the job's signed parameters, MakeParams) and refuses a plan that
+//      differs. With the complete graph t > floor(n / 2) + c.
 //   1. AdvertiseKeys: u makes two fresh X25519 key pairs, c (to encrypt shares)
-//      and s (to agree pairwise masks), signs (round, u, c_pk, s_pk) with its
-//      identity key and sends SecAggKeys. C waits for U1 (|U1| >= t, else the
-//      round aborts) and sends each u the keys of U1 ∩ (N(u) ∪ {u}).
-//   2. ShareKeys: u checks every signature, draws its self-mask seed b_u from
-//      the OS CSPRNG and t-of-(|N(u)|+1) Shamir-shares s_sk_u and b_u over
-//      GF(2^61 - 1) (share x = the holder's position in Params::sites + 1; u
-//      keeps its own share). Each neighbour's share is sealed with AES-256-GCM
-//      under HKDF(X25519(c_sk_u, c_pk_v)), the AAD binding round, u and v, and
-//      sent in SecAggShares. C waits for U2 (>= t) and routes to each v the
-//      shares addressed to it.
+//      and s (to agree pairwise masks), signs (job, round, u, c_pk, s_pk) with
+//      its identity key and sends SecAggKeys. C waits for U1 (|U1| >= t, else
+//      the round aborts) and sends every u the keys of all of U1.
+//   2. ShareKeys: u checks every signature in the list against its roster,
+//      that |U1| >= t and, with SecAgg+, |U1| >= n - d (fewer would let C grind
+//      the ring by choosing who is left out). The SecAgg+ ring order is a
+//      permutation of U0 drawn from SHA-256(job, round, every key of U1)
+//      (RingOrder): randomness no single party controls, which every site
+//      and C compute alike. u draws its self-mask seed b_u from the OS CSPRNG
+//      and t-of-(|N(u)|+1) Shamir-shares s_sk_u and b_u over GF(2^61 - 1)
+//      (share x = the holder's position in Params::sites + 1; u keeps its own
+//      share). Each neighbour's share is sealed with AES-256-GCM under
+//      HKDF(X25519(c_sk_u, c_pk_v)), the salt and AAD binding job, round, u
+//      and v, and sent in SecAggShares. C waits for U2 (>= t) and routes to
+//      each v the shares addressed to it.
 //   3. MaskedInput: v computes y_v = x_v + PRG(b_v) + sum over u in U2 ∩ N(v) of
 //      sign(v, u) PRG(s_uv)  (mod 2^ring_bits), sign = +1 when v < u else -1,
 //      s_uv = HKDF(X25519(s_sk_v, s_pk_u)), PRG = AES-128-CTR keystream. Sends
@@ -27,29 +38,44 @@
 //      individual masked vector) and waits for U3 (>= t). v refuses to mask
 //      when fewer than t - 1 neighbours shared with it: its input would hide
 //      behind too few pairwise masks.
-//   4. Unmasking: C sends U3 (survivors) and U2 \ U3 (dropped) to U3. Each v
-//      reveals its shares of b_u for u in U3 ∩ (N(v) ∪ {v}) and of s_sk_u for
-//      dropped u in N(v); it refuses if any site is listed as both, if it is
-//      listed as dropped itself, if a listed neighbour did not share with it,
-//      or if fewer than t survivors are listed. C waits for U4 (>= t).
-//   5. C reconstructs b_u for every survivor and s_sk_u for every dropped
-//      site (t shares each, else the round aborts), subtracts PRG(b_u), and for
-//      each dropped u and each survivor v in N(u) removes the mask v added for u.
-//      The result is sum over U3 of x_u, exactly.
+//   4. Consistency check: C sends U3 (the survivors) to U3. Each v checks the
+//      list (participants, ascending, itself in it, >= t sites, every listed
+//      neighbour shared with it) and signs (job, round, U3) once per round:
+//      SecAggSurvivorSignature. C waits for U4 (>= t).
+//   5. Unmasking: C sends U4 the survivor list again with the signatures it
+//      received. v reveals only when the list is the one it signed and carries
+//      valid signatures, under its roster, of at least Quorum(params) distinct
+//      listed sites (t with the complete graph; more than (n + c) / 2 with
+//      SecAgg+): two different lists can never both gather a quorum, so every
+//      honest site reveals against the same U3 and none reveals both kinds of
+//      share of one site. v then reveals its shares of b_u for u in U3 ∩
+//      (N(v) ∪ {v}) and of s_sk_u for u in N(v) that shared with it but are not
+//      in U3 (v derives who dropped itself). C waits for U5 (>= t).
+//   6. C reconstructs b_u for every survivor and s_sk_u for every dropped
+//      site, from t + 1 shares when it has them, and checks the extra share
+//      lies on the same polynomial (a bad share is detected and its holder
+//      named); a reconstructed s_sk must give the advertised s_pk. It
+//      subtracts PRG(b_u), and for each dropped u and each survivor v in N(u)
+//      removes the mask v added for u. The result is sum over U3 of x_u.
 // Every step checks what it receives against the Params and says what was
 // expected, what was found, from which site and in which round.
 //
-// Encodings (integers little-endian; "||" concatenates):
-//  - Signature: Ed25519 over KeysSignedMessage(round, u, c_pk, s_pk). The
-//    client rejects a key list with a bad signature, its own entry missing or
-//    altered, a non-neighbour's keys, one key advertised twice (by one site or
-//    two), entries not strictly ascending by site, or fewer than t entries
-//    (Aborted). C rejects keys whose signature fails under the identity key of
-//    the site's channel, keys another site advertised already, and low-order
-//    X25519 keys.
-//  - Share sealing: key = HKDF-SHA256(X25519(c_sk_u, c_pk_v), salt = round ||
-//    u || v, info "fedrec secagg share key"), one key per direction, so each
-//    seals a single message (crypto::SealOnce); AAD = round || u || v. The
+// Encodings (integers little-endian; "||" concatenates; job = the 32-byte
+// job id):
+//  - Round keys: Ed25519 over KeysSignedMessage(job, round, u, c_pk, s_pk).
+//    The client rejects a key list with a bad signature, an identity key that
+//    is not the roster's, its own entry missing or altered, one key advertised
+//    twice (by one site or two), entries not strictly ascending by site, or
+//    fewer entries than the step allows (Aborted). C rejects keys whose
+//    signature fails under the identity key of the site's channel, keys
+//    another site advertised already, and low-order X25519 keys.
+//  - Ring order (SecAgg+): seed = SHA-256("fedrec secagg ring v1" || 0 ||
+//    job || round || for each site of U1 ascending: site || c_pk || s_pk);
+//    a Fisher-Yates shuffle of Params::sites whose draws are 8-byte words of
+//    SHA-256(seed || counter), rejection-sampled to be uniform.
+//  - Share sealing: key = HKDF-SHA256(X25519(c_sk_u, c_pk_v), salt = job ||
+//    round || u || v, info "fedrec secagg share key"), one key per direction,
+//    so each seals a single message (crypto::SealOnce); AAD = the salt. The
 //    80-byte plaintext is the Shamir share of s_sk_u, then of b_u (40 bytes
 //    each, protocol/shamir.h); sealed: 96 bytes.
 //  - Masks: PRG(k) element i = the little-endian 4- or 8-byte word i of the
@@ -58,9 +84,8 @@
 //    salt = round || min(u, v) || max(u, v), info "fedrec secagg pairwise
 //    mask"); self k = HKDF-SHA256(b_u, salt = round || u, info "fedrec secagg
 //    self mask"). SecAggMasked::data is length * ring_bits / 8 bytes.
-//  - Revealed shares: 40 bytes each, checked to be field elements; C uses the
-//    t holders with the smallest x for each secret, and aborts the round when
-//    a reconstructed s_sk does not give the advertised s_pk (a bad share).
+//  - Survivor signature: Ed25519 over SurvivorsSignedMessage(job, round, U3).
+//  - Revealed shares: 40 bytes each, checked to be field elements.
 //
 // Randomness: keys, seeds and Shamir coefficients come from the OS CSPRNG
 // (protocol/crypto.h), never from the run seed; masks cancel exactly, so the
@@ -69,6 +94,7 @@
 // Thread-safety: Client and Server objects are driven by one thread each.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -84,8 +110,10 @@
 
 namespace fedrec::secagg {
 
-// Public parameters of one round, fixed by the coordinator.
+// Public parameters of one round, proposed by the coordinator in the plan and
+// checked by every site against its own derivation (CheckParams).
 struct Params {
+  std::array<uint8_t, 32> job_id{};  // bound into every signature and share
   uint32_t round = 0;
   std::vector<uint32_t> sites;  // participants U0, strictly ascending site ids
   // Shares needed to reconstruct a secret; also the fewest participants that
@@ -95,7 +123,13 @@ struct Params {
   // smaller and even is SecAgg+: each site is connected to degree / 2 sites on
   // each side of it in `ring_order`.
   uint32_t degree = 0;
-  std::vector<uint32_t> ring_order;  // SecAgg+: a permutation of `sites`; empty otherwise
+  // Sites of the round that may collude with the coordinator, and (SecAgg+)
+  // that may drop out before the key list: the threat model, counted.
+  uint32_t colluders = 0;
+  uint32_t dropouts = 0;
+  // SecAgg+: a permutation of `sites`, fixed after step 1 by RingOrder (empty
+  // until then, and always with the complete graph).
+  std::vector<uint32_t> ring_order;
   uint32_t ring_bits = 64;           // 32 or 64
   uint64_t length = 0;               // input vector length d
 
@@ -103,11 +137,18 @@ struct Params {
 };
 
 // InvalidArgument when the parameters are inconsistent (threshold out of
-// range, odd SecAgg+ degree, ring_order not a permutation of sites, ...).
+// range, odd SecAgg+ degree, ring_order neither empty nor a permutation of
+// sites, ...).
 Status Validate(const Params& params);
 
-// The neighbours of `site` (ascending, without `site` itself).
+// The neighbours of `site` (ascending, without `site` itself). REQUIRES: the
+// ring order is fixed (or the graph is complete).
 std::vector<uint32_t> Neighbours(const Params& params, uint32_t site);
+
+// Valid signatures on the identical survivor list a site needs before it
+// reveals shares: max(t, floor((n + colluders) / 2) + 1), so two different
+// lists can never both gather one.
+uint32_t Quorum(const Params& params);
 
 // What SecAgg+ is sized against (the adversary of Bell et al., CCS 2020): up
 // to ceil(adversarial_rate * n) of a round's n sites collude with an
@@ -139,21 +180,48 @@ struct GraphSize {
 // outside [0, 1) or they add up to more than 0.9.
 Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& threat);
 
-// Parameters of a round over `sites` (ascending). With `sparse_graph`
-// (SecAgg+), the degree and threshold of SparseGraphSize and a random ring
-// order from the OS CSPRNG; otherwise, or when SparseGraphSize finds no sparse
-// graph, the complete graph with threshold max(2, ceil(threshold_fraction *
-// n)), which must exceed the colluders of `threat`.
-Result<Params> MakeParams(uint32_t round, std::vector<uint32_t> sites, bool sparse_graph,
-                          double threshold_fraction, const ThreatModel& threat, uint32_t ring_bits,
+// The job's secure-aggregation parameters (security.* in the config): what
+// both the coordinator and every site derive a round's parameters from.
+struct Policy {
+  bool sparse_graph = false;        // SecAgg+
+  double threshold_fraction = 0.6;  // complete graph: at least this share of n
+  ThreatModel threat;
+};
+
+// Parameters of a round over `sites` (ascending), ring order not yet fixed.
+// colluders = ceil(adversarial_rate * n), dropouts = ceil(dropout_rate * n).
+// With `policy.sparse_graph` (SecAgg+), the degree and threshold of
+// SparseGraphSize; otherwise, or when SparseGraphSize finds no sparse graph,
+// the complete graph with threshold max(ceil(threshold_fraction * n),
+// floor(n / 2) + colluders + 1): more than half of the share holders plus the
+// colluders, InvalidArgument when that exceeds n.
+Result<Params> MakeParams(const std::array<uint8_t, 32>& job_id, uint32_t round,
+                          std::vector<uint32_t> sites, const Policy& policy, uint32_t ring_bits,
                           uint64_t length);
 
+// A site's check of the coordinator's plan: InvalidArgument, naming the field,
+// unless the threshold, degree, colluders and dropouts are the ones
+// MakeParams derives from the plan's participants and `policy`, and the ring
+// order is not fixed yet.
+Status CheckParams(const Params& plan, const Policy& policy);
+
+// The SecAgg+ ring order of a round whose key list (step 1, U1, ascending by
+// site) is `advertised`. REQUIRES: Validate(params).
+std::vector<uint32_t> RingOrder(const Params& params, std::span<const SecAggKeys> advertised);
+
 // What a site signs with its identity key in AdvertiseKeys (and what every
-// check of SecAggKeys::signature verifies): "fedrec secagg keys v1", a NUL
-// byte, round and site (4 bytes little-endian each), cipher_key, mask_key.
-std::vector<uint8_t> KeysSignedMessage(uint32_t round, uint32_t site,
-                                       const crypto::Key32& cipher_key,
+// check of SecAggKeys::signature verifies): "fedrec secagg keys v2", a NUL
+// byte, the job id, round and site (4 bytes little-endian each), cipher_key,
+// mask_key.
+std::vector<uint8_t> KeysSignedMessage(const std::array<uint8_t, 32>& job_id, uint32_t round,
+                                       uint32_t site, const crypto::Key32& cipher_key,
                                        const crypto::Key32& mask_key);
+
+// What a survivor signs in the consistency check: "fedrec secagg survivors
+// v1", a NUL byte, the job id, round, the number of survivors and each
+// survivor's id (4 bytes little-endian each).
+std::vector<uint8_t> SurvivorsSignedMessage(const std::array<uint8_t, 32>& job_id, uint32_t round,
+                                            std::span<const uint32_t> survivors);
 
 // One participant's side of a round. Steps must be called in order; a step
 // called out of order or with input that does not fit the Params fails with a
@@ -168,9 +236,12 @@ class Client {
   // coordinator relays, which could sign anything it substituted: their
   // signatures prove nothing to a site and are not checked here (the
   // coordinator checks each against the site's channel identity).
+  // With `policy`, the site first checks the params against it
+  // (CheckParams); every step then fails when they differ.
   // REQUIRES: Validate(params) is OK and `site` is a participant.
   Client(Params params, uint32_t site, crypto::SigningKey identity,
-         std::map<uint32_t, crypto::Key32> roster = {});
+         std::map<uint32_t, crypto::Key32> roster = {},
+         std::optional<Policy> policy = std::nullopt);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -190,6 +261,9 @@ class Client {
   // input is never held whole and crosses memory once.
   Status MaskInputInPlace(std::span<uint8_t> words, const PieceWriter& write,
                           const SecAggRoutedShares& routed);
+  // Step 4: signs the survivor list (request.signatures must be empty).
+  Result<SecAggSurvivorSignature> SignSurvivors(const SecAggUnmaskRequest& request);
+  // Step 5: the same list with a quorum of signatures.
   Result<SecAggUnmaskShares> Unmask(const SecAggUnmaskRequest& request);
 
  private:
@@ -229,9 +303,17 @@ class Server {
   // The same, read straight from the frame (no copy of the input).
   Status AddMasked(uint32_t site, const SecAggMaskedView& masked);
   Status FinishMasked();
+  // The survivor list, without signatures.
+  SecAggUnmaskRequest SurvivorList() const;
+
+  // Step 4: the survivors' signatures on it, checked under the identity key
+  // its round keys came with (AddKeys). FinishSignatures fails below the quorum.
+  Status AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature);
+  Status FinishSignatures();
+  // The survivor list with every signature received (sent to the signers).
   SecAggUnmaskRequest UnmaskRequest() const;
 
-  // Step 4 and 5: the exact sum over survivors() of their inputs (elements
+  // Step 5 and 6: the exact sum over survivors() of their inputs (elements
   // reduced mod 2^ring_bits). Each survivor must reveal exactly the shares its
   // client reveals (step 4). Finish fails with Aborted below the threshold and
   // with Corruption when a revealed share is detected to be bad; either way
@@ -245,10 +327,11 @@ class Server {
   Status AddUnmaskShares(uint32_t site, const SecAggUnmaskShares& shares);
   Result<std::vector<uint64_t>> Finish();
 
-  // U1..U3 as known so far (ascending).
+  // U1..U4 as known so far (ascending).
   const std::vector<uint32_t>& advertised() const;
   const std::vector<uint32_t>& shared() const;
   const std::vector<uint32_t>& survivors() const;
+  const std::vector<uint32_t>& signers() const;
   // The running sum of masked inputs (what the coordinator holds before
   // unmasking); for tests and diagnostics.
   std::vector<uint64_t> masked_sum() const;

@@ -339,4 +339,33 @@ Result<DecodedSums> DecodeSum(const std::vector<ParamBlock>& global, std::span<c
   return out;
 }
 
+ParamBlock TrainLossShape() {
+  ParamBlock shape;
+  shape.name = "fedrec.train_loss";
+  shape.scope = Scope::kGlobal;
+  shape.rows = 1;
+  shape.cols = 1;
+  return shape;
+}
+
+std::vector<ParamBlock> WithTrainLoss(std::vector<ParamBlock> upload) {
+  upload.push_back(TrainLossShape());
+  return upload;
+}
+
+TrainLossRow::TrainLossRow(double loss_sum, uint64_t count, const FixedPointFormat& format) {
+  if (count == 0 || !std::isfinite(loss_sum)) return;
+  weight = static_cast<uint32_t>(std::min<uint64_t>(count, format.max_weight));
+  value = static_cast<float>(loss_sum / static_cast<double>(count));
+}
+
+double TakeTrainLoss(DecodedSums* sums) {
+  if (sums->row_weight.empty()) return 0.0;
+  const double weight = sums->row_weight.back()[0];
+  const double weighted = sums->weighted_sum.back()[0];
+  sums->row_weight.pop_back();
+  sums->weighted_sum.pop_back();
+  return weight > 0 ? weighted / weight : 0.0;
+}
+
 }  // namespace fedrec

@@ -117,6 +117,20 @@ class RangeEncoder {
   uint64_t length_ = 0;
 };
 
+// Training-loss sums travel inside the encrypted vector, never in the clear:
+// a site appends one 1 x 1 row after its model blocks whose weight is its
+// training count capped at max_weight and whose value is its mean training
+// loss, so the coordinator decodes only the weighted mean over the sites.
+ParamBlock TrainLossShape();
+// The shapes of an encrypted upload: the model's upload blocks, then the loss row.
+std::vector<ParamBlock> WithTrainLoss(std::vector<ParamBlock> upload);
+struct TrainLossRow {
+  TrainLossRow(double loss_sum, uint64_t count, const FixedPointFormat& format);
+  uint32_t weight = 0;
+  float value = 0.0f;
+  DenseBlockView View() const { return {std::span(&weight, 1), std::span(&value, 1)}; }
+};
+
 // The per-row sums a Strategy consumes, decoded from the sum of encoded
 // updates: for each global block, row_weight[row] and weighted_sum[row * cols + c].
 struct DecodedSums {
@@ -125,5 +139,8 @@ struct DecodedSums {
 };
 Result<DecodedSums> DecodeSum(const std::vector<ParamBlock>& global, std::span<const uint64_t> sum,
                               const FixedPointFormat& format);
+// Removes the loss row DecodeSum decoded last (shapes from WithTrainLoss) and
+// returns the sites' weighted mean training loss (0 when no site trained).
+double TakeTrainLoss(DecodedSums* sums);
 
 }  // namespace fedrec

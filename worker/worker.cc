@@ -104,7 +104,10 @@ struct PaillierSiteState {
 };
 
 Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport)
-    : options_(options), transport_(transport), test_(std::move(data.test)) {
+    : options_(options),
+      transport_(transport),
+      test_(std::move(data.test)),
+      job_id_(options.job_id) {
   Result<std::unique_ptr<Model>> model = MakeModel(options_, items, std::move(data));
   if (model.ok()) {
     model_ = std::move(model).value();
@@ -192,24 +195,36 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   if (plan->model_version == 0) model_->OnInitialModel();
 
   if (plan->aggregation != Aggregation::kNone) {
+    // A plan of another job is refused: its signatures and shares would bind
+    // that job, and the site trains for one job only.
+    constexpr std::array<uint8_t, 32> kNoJob{};
+    if (job_id_ == kNoJob) job_id_ = plan->job_id;
+    if (plan->job_id != job_id_) {
+      return SendError(plan->round, "the plan is for job " + crypto::ToHex(plan->job_id).substr(0, 16) +
+                                        "..., but this site takes part in job " +
+                                        crypto::ToHex(job_id_).substr(0, 16) + "...");
+    }
     pending_plan_ = std::move(plan).value();
     secagg_.reset();
     if (pending_plan_->aggregation == Aggregation::kSecAgg) {
       const RoundPlan& p = *pending_plan_;
       secagg::Params params;
+      params.job_id = p.job_id;
       params.round = p.round;
       params.sites = p.participants;
       params.threshold = p.threshold;
       params.degree = p.degree;
+      params.colluders = p.colluders;
+      params.dropouts = p.dropouts;
       params.ring_order = p.ring_order;
       params.ring_bits = p.ring_bits;
-      params.length = EncodedLength(UploadShapes());
-      if (Status valid = secagg::Validate(params); !valid.ok())
+      params.length = EncodedLength(WithTrainLoss(UploadShapes()));
+      if (Status valid = secagg::CheckParams(params, options_.secagg_policy); !valid.ok())
         return SendError(p.round, "secure aggregation parameters: " + valid.message());
       if (!std::binary_search(params.sites.begin(), params.sites.end(), options_.site))
         return SendError(p.round, "the plan's participants do not include this site");
       secagg_ = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_,
-                                                 options_.roster);
+                                                 options_.roster, options_.secagg_policy);
       secagg_trained_.reset();
       if (Drops(p.round, 1)) return Status::Ok();
       Result<SecAggKeys> keys = secagg_->AdvertiseKeys();
@@ -259,15 +274,21 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   const RoundPlan& plan = *pending_plan_;
   if (Status finite = CheckFinite(*model_); !finite.ok())
     return SendError(plan.round, finite.message());
+  const FixedPointFormat format = FormatOf(plan);
+  // The training loss is masked with the update (update_codec.h).
+  const TrainLossRow loss((*secagg_trained_)[0], static_cast<uint64_t>((*secagg_trained_)[1]),
+                          format);
+  secagg_trained_.reset();
+  std::vector<DenseBlockView> views = model_->Upload();
+  views.push_back(loss.View());
   Result<RangeEncoder> encoder = RangeEncoder::Create(
-      UploadShapes(), model_->Upload(), FormatOf(plan), options_.seed, plan.round, options_.site);
+      WithTrainLoss(UploadShapes()), std::move(views), format, options_.seed, plan.round,
+      options_.site);
   if (!encoder.ok()) return SendError(plan.round, encoder.status().message());
   SecAggMasked fields;
   fields.round = plan.round;
   fields.site = options_.site;
   fields.ring_bits = plan.ring_bits;
-  fields.metrics = std::move(*secagg_trained_);
-  secagg_trained_.reset();
   MaskedFrame out = EncodeMaskedFrame(fields, encoder->length() * (plan.ring_bits / 8), plan.round,
                                       static_cast<uint32_t>(transport_->rank()));
   const Status masked = secagg_->MaskInputInPlace(
@@ -308,7 +329,13 @@ Status Worker::OnSecAggMessage(const FrameView& frame) {
     case MessageType::kSecAggUnmaskRequest: {
       Result<SecAggUnmaskRequest> request = DecodeMessage<SecAggUnmaskRequest>(frame);
       if (!request.ok()) return SendError(round, request.status().message());
-      if (Drops(round, 4)) return Status::Ok();
+      if (request->signatures.empty()) {  // step 4: the consistency check
+        if (Drops(round, 4)) return Status::Ok();
+        Result<SecAggSurvivorSignature> signature = secagg_->SignSurvivors(*request);
+        if (!signature.ok()) return SendError(round, signature.status().message());
+        return Send(*signature, round);
+      }
+      if (Drops(round, 5)) return Status::Ok();
       Result<SecAggUnmaskShares> shares = secagg_->Unmask(*request);
       secagg_.reset();  // the round's secrets are spent
       pending_plan_.reset();

@@ -22,13 +22,11 @@
 #include "data/ratings.h"
 #include "protocol/crypto.h"
 #include "protocol/messages.h"
+#include "protocol/secagg.h"
 #include "protocol/transport.h"
 
 namespace fedrec {
 
-namespace secagg {
-class Client;
-}
 struct PaillierSiteState;
 struct PackingParams;
 
@@ -53,12 +51,17 @@ struct WorkerOptions {
   // checks its secure-aggregation neighbours against; empty when sites are
   // not authenticated (see secagg::Client).
   std::map<uint32_t, crypto::Key32> roster;
+  // The job's secure-aggregation parameters (security.*): the site derives
+  // each round's threshold, degree and threat counts from them and refuses a
+  // plan that differs (secagg::CheckParams).
+  secagg::Policy secagg_policy;
   // The job the site takes part in (CoordinatorOptions::job_id). When set, a
   // plan of any other job is refused; when all zero, the site adopts the job
   // of the first plan it receives and refuses any other afterwards.
   std::array<uint8_t, 32> job_id{};
   // Fault injection for tests: the site goes silent at this secure-aggregation
-  // step of this round (1 keys, 2 shares, 3 masked input, 4 unmasking).
+  // step of this round (1 keys, 2 shares, 3 masked input, 4 survivor
+  // signature, 5 unmasking).
   uint32_t drop_round = 0;
   uint32_t drop_step = 0;
 };
@@ -142,6 +145,7 @@ class Worker {
   // and is encoded only when it is masked, so no model-sized buffer waits).
   std::optional<std::vector<double>> secagg_trained_;
   std::unique_ptr<PaillierSiteState> paillier_;
+  std::array<uint8_t, 32> job_id_{};  // WorkerOptions::job_id, or the first plan's
 };
 
 }  // namespace fedrec

@@ -86,10 +86,11 @@ class Bytes {
 // The payload of a RoundPlan with one block named "a" whose data count is
 // `claimed` but which carries `present` floats.
 // The fields a RoundPlan ends with when it aggregates in the clear.
-constexpr size_t kPlainAggregationBytes = 1 + 8 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 32;
+constexpr size_t kPlainAggregationBytes = 1 + 8 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 32;
 void AppendPlainAggregationFields(Bytes& b) {
   b.Put<uint8_t>(0).Put<uint64_t>(0);                      // kNone, no participants
-  b.Put<uint32_t>(0).Put<uint32_t>(0).Put<uint64_t>(0);    // threshold, degree, ring order
+  b.Put<uint32_t>(0).Put<uint32_t>(0);                     // threshold, degree
+  b.Put<uint32_t>(0).Put<uint32_t>(0).Put<uint64_t>(0);    // colluders, dropouts, ring order
   b.Put<uint32_t>(64).Put<uint32_t>(16).Put<float>(8.0f);  // ring, fraction bits, clip
   b.Put<uint64_t>(65536);                                  // max weight
   for (int i = 0; i < 32; ++i) b.Put<uint8_t>(0);          // job id
@@ -117,6 +118,7 @@ using MessageTypes =
     ::testing::Types<RoundPlan, ModelUpdate, EvalRequest, EvalReport, Shutdown, SiteError,
                      SiteHello, Catalogue, SecAggKeys, SecAggKeyList, SecAggShares,
                      SecAggRoutedShares, SecAggMasked, SecAggUnmaskRequest, SecAggUnmaskShares,
+                     SecAggSurvivorSignature,
                      PaillierKey, PaillierUpdate, PaillierSum, PaillierDecrypted>;
 struct MessageName {
   template <typename M>
@@ -235,7 +237,6 @@ TEST(Messages, MaskedInputViewReadsTheInputInPlaceAndRejectsEveryTruncation) {
   masked.site = 4;
   masked.ring_bits = 32;
   for (int i = 0; i < 64; ++i) masked.data.push_back(static_cast<uint8_t>(i * 7));
-  masked.metrics = {1.5, 12.0};
   const std::vector<uint8_t> frame = EncodeMessage(masked, kRound, kSender);
   Result<FrameView> view_frame = DecodeFrame(frame);
   ASSERT_TRUE(view_frame.ok());
@@ -244,7 +245,6 @@ TEST(Messages, MaskedInputViewReadsTheInputInPlaceAndRejectsEveryTruncation) {
   EXPECT_EQ(view->round, masked.round);
   EXPECT_EQ(view->site, masked.site);
   EXPECT_EQ(view->ring_bits, masked.ring_bits);
-  EXPECT_EQ(view->metrics, masked.metrics);
   EXPECT_TRUE(
       std::equal(view->data.begin(), view->data.end(), masked.data.begin(), masked.data.end()));
   // The bytes are the frame's own, not a copy.
@@ -255,20 +255,19 @@ TEST(Messages, MaskedInputViewReadsTheInputInPlaceAndRejectsEveryTruncation) {
 }
 
 TEST(Messages, MaskedFrameWrittenInPlaceIsTheEncodedMessage) {
-  for (const std::vector<double>& metrics : {std::vector<double>{}, {1.5, 12.0, -3.0}}) {
+  for (const size_t bytes : {size_t{0}, size_t{40}}) {
     SecAggMasked masked;
     masked.round = kRound;
     masked.site = 9;
     masked.ring_bits = 64;
-    for (int i = 0; i < 40; ++i) masked.data.push_back(static_cast<uint8_t>(i * 13 + 1));
-    masked.metrics = metrics;
+    for (size_t i = 0; i < bytes; ++i) masked.data.push_back(static_cast<uint8_t>(i * 13 + 1));
     MaskedFrame out = EncodeMaskedFrame(masked, masked.data.size(), kRound, kSender);
     ASSERT_EQ(out.input.size(), masked.data.size());
     EXPECT_TRUE(std::all_of(out.input.begin(), out.input.end(), [](uint8_t b) { return b == 0; }));
     EXPECT_GE(out.input.data(), out.frame.data());
     EXPECT_LE(out.input.data() + out.input.size(), out.frame.data() + out.frame.size());
     std::copy(masked.data.begin(), masked.data.end(), out.input.begin());
-    EXPECT_EQ(out.frame, EncodeMessage(masked, kRound, kSender)) << metrics.size() << " metrics";
+    EXPECT_EQ(out.frame, EncodeMessage(masked, kRound, kSender)) << bytes << " bytes";
     Result<SecAggMasked> decoded = Decode<SecAggMasked>(out.frame);
     ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
     EXPECT_EQ(*decoded, masked);

@@ -65,19 +65,23 @@ Params Sparse(uint32_t n, uint32_t degree, uint32_t threshold, uint32_t ring_bit
               std::mt19937_64& rng) {
   Params params = Complete(n, threshold, ring_bits, length);
   params.degree = degree;
-  params.ring_order = params.sites;
-  std::shuffle(params.ring_order.begin(), params.ring_order.end(), rng);
+  // The ring is drawn from the round keys; a quarter of the sites may be
+  // missing from the key list.
+  params.dropouts = n / 4;
+  (void)rng;
   return params;
 }
 
 // When a site stops answering: before advertising its keys, after advertising,
-// after sharing, after masking (it never reveals), or never.
+// after sharing, after masking (it never signs the survivor list), after
+// signing (it never reveals), or never.
 enum Drop : int {
   kStays = 0,
   kBeforeKeys = 1,
   kAfterKeys = 2,
   kAfterShares = 3,
-  kAfterMasking = 4
+  kAfterMasking = 4,
+  kAfterSigning = 5
 };
 
 // Runs a round between one Server and the Clients directly, no transport.
@@ -179,7 +183,7 @@ class Driver {
             },
             *routed);
         if (status.ok()) {
-          masked = SecAggMasked{params_.round, site, params_.ring_bits, buffer, {}};
+          masked = SecAggMasked{params_.round, site, params_.ring_bits, buffer};
         } else {
           masked = status;
         }
@@ -192,10 +196,24 @@ class Driver {
     return server_->FinishMasked();
   }
 
-  Result<std::vector<uint64_t>> Reveal() {
-    const SecAggUnmaskRequest request = server_->UnmaskRequest();
+  // Step 4, the consistency check.
+  Status Sign() {
+    const SecAggUnmaskRequest list = server_->SurvivorList();
     for (uint32_t site : server_->survivors()) {
       if (drop_[Pos(site)] == kAfterMasking) continue;
+      Result<SecAggSurvivorSignature> signature = client(site).SignSurvivors(list);
+      EXPECT_TRUE(signature.ok()) << signature.status().ToString();
+      if (!signature.ok()) continue;
+      Status added = server_->AddSurvivorSignature(site, *signature);
+      EXPECT_TRUE(added.ok()) << added.ToString();
+    }
+    return server_->FinishSignatures();
+  }
+
+  Result<std::vector<uint64_t>> Reveal() {
+    const SecAggUnmaskRequest request = server_->UnmaskRequest();
+    for (uint32_t site : server_->signers()) {
+      if (drop_[Pos(site)] == kAfterSigning) continue;
       Result<SecAggUnmaskShares> shares = client(site).Unmask(request);
       EXPECT_TRUE(shares.ok()) << shares.status().ToString();
       if (!shares.ok()) continue;
@@ -206,7 +224,8 @@ class Driver {
   }
 
   // The whole round; `aborted_at` is the step (1 FinishKeys, 2 FinishShares,
-  // 3 FinishMasked, 4 Finish) that failed, 0 when the round completed.
+  // 3 FinishMasked, 4 FinishSignatures or Finish) that failed, 0 when the
+  // round completed.
   struct Outcome {
     int aborted_at = 0;
     Status status;
@@ -222,6 +241,7 @@ class Driver {
     if (Status s = Advertise(); !s.ok()) return stop(1, s);
     if (Status s = Share(); !s.ok()) return stop(2, s);
     if (Status s = Mask(); !s.ok()) return stop(3, s);
+    if (Status s = Sign(); !s.ok()) return stop(4, s);
     Result<std::vector<uint64_t>> sum = Reveal();
     if (!sum.ok()) return stop(4, sum.status());
     outcome.sum = std::move(sum).value();
@@ -264,8 +284,8 @@ class Driver {
 // `keys` with new cipher/mask keys, validly signed by `identity`.
 SecAggKeys Resigned(SecAggKeys keys, const crypto::SigningKey& identity) {
   keys.identity_key = identity.public_key;
-  keys.signature = *crypto::Sign(
-      identity, KeysSignedMessage(keys.round, keys.site, keys.cipher_key, keys.mask_key));
+  keys.signature = *crypto::Sign(identity, KeysSignedMessage(crypto::Key32{}, keys.round, keys.site,
+                                                             keys.cipher_key, keys.mask_key));
   return keys;
 }
 
@@ -287,10 +307,11 @@ Prediction Predict(const Params& params, const std::vector<int>& drop) {
     return c;
   };
   Prediction p;
-  std::vector<uint32_t> u1, u2, u3, u4;
+  std::vector<uint32_t> u1, u2, u3, u4, u5;
   for (size_t i = 0; i < n; ++i)
     if (drop[i] != kBeforeKeys) u1.push_back(params.sites[i]);
   if (u1.size() < t) return {1, {}};
+  if (params.degree + 1 < n && u1.size() + params.dropouts < n) return {1, {}};
   for (size_t i = 0; i < n; ++i) {
     const uint32_t site = params.sites[i];
     // A site shares when its key list (itself and its advertised neighbours) reaches t.
@@ -311,11 +332,15 @@ Prediction Predict(const Params& params, const std::vector<int>& drop) {
     if (std::binary_search(u3.begin(), u3.end(), params.sites[i]) && drop[i] != kAfterMasking)
       u4.push_back(params.sites[i]);
   p.survivors = u3;
-  if (u4.size() < t) return {4, u3};
+  if (u4.size() < Quorum(params)) return {4, u3};
+  for (size_t i = 0; i < n; ++i)
+    if (std::binary_search(u4.begin(), u4.end(), params.sites[i]) && drop[i] != kAfterSigning)
+      u5.push_back(params.sites[i]);
+  if (u5.size() < t) return {4, u3};
   for (uint32_t u : u2) {
     const bool survived = std::binary_search(u3.begin(), u3.end(), u);
     const uint32_t holders =
-        count_in(nb[u], u4) + (survived && std::binary_search(u4.begin(), u4.end(), u));
+        count_in(nb[u], u5) + (survived && std::binary_search(u5.begin(), u5.end(), u));
     if (holders < t) return {4, u3};
   }
   return p;
@@ -350,11 +375,11 @@ TEST(SecAgg, SumExactOverRandomizedScenarios) {
     params.round = static_cast<uint32_t>(scenario);
 
     // Each step loses each remaining site with its own probability (0 to 25%).
-    double p_drop[5];
+    double p_drop[6];
     for (double& p : p_drop) p = std::uniform_real_distribution<double>(0.0, 0.25)(rng);
     std::vector<int> drop(n, kStays);
     for (uint32_t i = 0; i < n; ++i) {
-      for (int step = kBeforeKeys; step <= kAfterMasking; ++step) {
+      for (int step = kBeforeKeys; step <= kAfterSigning; ++step) {
         if (std::bernoulli_distribution(p_drop[step])(rng)) {
           drop[i] = step;
           break;
@@ -363,12 +388,13 @@ TEST(SecAgg, SumExactOverRandomizedScenarios) {
     }
     with_drops += std::any_of(drop.begin(), drop.end(), [](int d) { return d != kStays; });
 
-    const Prediction predicted = Predict(params, drop);
     // Every fourth scenario runs without a roster; the server unmasks on 1 to
     // 3 threads.
     Driver driver(params, rng(), scenario % 4 != 3, 1 + scenario % 3);
     driver.SetDrops(drop);
     const Driver::Outcome outcome = driver.Run();
+    // With the ring the round keys drew (SecAgg+).
+    const Prediction predicted = Predict(driver.server().params(), drop);
     const std::string where = "scenario " + Str(scenario) + ": n " + Str(n) + ", degree " +
                               Str(degree) + ", threshold " + Str(threshold) + ", ring " +
                               Str(ring_bits);
@@ -527,8 +553,9 @@ TEST(SecAgg, ClientRejectsAlteredKeysInRelayedList) {
     SecAggKeys& entry = altered.keys[2];
     entry.identity_key = relay.public_key;
     entry.mask_key[3] ^= 8;
-    entry.signature = *crypto::Sign(
-        relay, KeysSignedMessage(entry.round, entry.site, entry.cipher_key, entry.mask_key));
+    entry.signature = *crypto::Sign(relay, KeysSignedMessage(crypto::Key32{}, entry.round,
+                                                             entry.site, entry.cipher_key,
+                                                             entry.mask_key));
     try_list(altered, Code::kCorruption, {"not the site's key in this site's roster"});
   }
   {  // A site the roster does not know.
@@ -807,6 +834,14 @@ TEST(SecAgg, ServerRejectsDuplicateMessages) {
   ExpectError(server.AddMasked(site, masked[site]), Code::kInvalidArgument,
               {"second masked input message from site " + Str(site)});
   ASSERT_TRUE(server.FinishMasked().ok());
+  std::map<uint32_t, SecAggSurvivorSignature> signatures;
+  for (uint32_t s : driver.params().sites) {
+    signatures[s] = *driver.client(s).SignSurvivors(server.SurvivorList());
+    ASSERT_TRUE(server.AddSurvivorSignature(s, signatures[s]).ok());
+  }
+  ExpectError(server.AddSurvivorSignature(site, signatures[site]), Code::kInvalidArgument,
+              {"second survivor signature message from site " + Str(site)});
+  ASSERT_TRUE(server.FinishSignatures().ok());
   std::map<uint32_t, SecAggUnmaskShares> revealed;
   for (uint32_t s : driver.params().sites) {
     revealed[s] = *driver.client(s).Unmask(server.UnmaskRequest());
@@ -828,9 +863,10 @@ class SecAggUnmask : public ::testing::Test {
     ASSERT_TRUE(driver_.Advertise().ok());
     ASSERT_TRUE(driver_.Share().ok());
     ASSERT_TRUE(driver_.Mask().ok());
+    ASSERT_TRUE(driver_.Sign().ok());
     request_ = driver_.server().UnmaskRequest();
     ASSERT_EQ(request_.survivors.size(), 5u);
-    ASSERT_EQ(request_.dropped, std::vector<uint32_t>{driver_.params().sites[4]});
+    ASSERT_EQ(request_.signatures.size(), 5u);
   }
   uint32_t site() const { return driver_.params().sites[0]; }
 
@@ -838,53 +874,67 @@ class SecAggUnmask : public ::testing::Test {
   SecAggUnmaskRequest request_;
 };
 
-TEST_F(SecAggUnmask, RefusesSiteListedAsSurvivorAndDropped) {
-  SecAggUnmaskRequest both = request_;
-  const uint32_t other = request_.survivors[2];
-  both.dropped.insert(std::lower_bound(both.dropped.begin(), both.dropped.end(), other), other);
-  ExpectError(driver_.client(site()).Unmask(both).status(), Code::kInvalidArgument,
-              {"round 7", "site " + Str(site()), "Unmask",
-               "site " + Str(other) + " is listed both as a survivor and as dropped"});
+TEST_F(SecAggUnmask, RefusesAListOtherThanTheOneItSigned) {
+  // The dropped site listed as a survivor to one holder: its seed shares
+  // would join the mask-key shares the others reveal.
+  SecAggUnmaskRequest other = request_;
+  other.survivors.erase(other.survivors.begin() + 2);
+  ExpectError(driver_.client(site()).Unmask(other).status(), Code::kInvalidArgument,
+              {"round 7", "site " + Str(site()), "Unmask", "consistency check",
+               "not the list", "this site signed"});
   ExpectError(driver_.client(site()).Unmask(request_).status(), Code::kAborted,
               {"earlier step failed"});
 }
 
-TEST_F(SecAggUnmask, RefusesSiteThatDidNotShare) {
-  // The site that dropped after sharing did share; one that never shared did not.
+TEST_F(SecAggUnmask, RefusesTooFewForgedOrForeignSignatures) {
+  SecAggUnmaskRequest few = request_;
+  few.signatures.resize(Quorum(driver_.params()) - 1);
+  ExpectError(driver_.client(driver_.params().sites[1]).Unmask(few).status(),
+              Code::kInvalidArgument,
+              {"consistency check", Str(few.signatures.size()) + " valid signatures",
+               "expected at least " + Str(Quorum(driver_.params()))});
+  SecAggUnmaskRequest forged = request_;
+  forged.signatures[1].signature[5] ^= 1;
+  ExpectError(driver_.client(driver_.params().sites[2]).Unmask(forged).status(),
+              Code::kInvalidArgument,
+              {"consistency check", "signature of site " + Str(forged.signatures[1].site),
+               "does not verify"});
+  SecAggUnmaskRequest foreign = request_;
+  foreign.signatures[0].site = driver_.params().sites[4];  // the dropped site
+  std::sort(foreign.signatures.begin(), foreign.signatures.end(),
+            [](const SurvivorSignature& a, const SurvivorSignature& b) { return a.site < b.site; });
+  ExpectError(driver_.client(driver_.params().sites[3]).Unmask(foreign).status(),
+              Code::kInvalidArgument, {"not a listed survivor"});
+}
+
+TEST(SecAgg, SignRefusesBadSurvivorLists) {
   Driver driver(Complete(6, 4, 64, 8));
   driver.SetDrop(driver.params().sites[5], kAfterKeys);
   ASSERT_TRUE(driver.Advertise().ok());
   ASSERT_TRUE(driver.Share().ok());
   ASSERT_TRUE(driver.Mask().ok());
-  SecAggUnmaskRequest request = driver.server().UnmaskRequest();
-  request.dropped.push_back(driver.params().sites[5]);
-  ExpectError(driver.client(site()).Unmask(request).status(), Code::kInvalidArgument,
-              {"site " + Str(driver.params().sites[5]),
-               "listed as dropped but did not send this site shares"});
-  SecAggUnmaskRequest as_survivor = driver.server().UnmaskRequest();
-  as_survivor.survivors.push_back(driver.params().sites[5]);
-  const uint32_t another = driver.params().sites[1];
-  ExpectError(driver.client(another).Unmask(as_survivor).status(), Code::kInvalidArgument,
-              {"listed as a survivor but did not send this site shares"});
-}
-
-TEST_F(SecAggUnmask, RefusesFewerThanThresholdSurvivorsAndItselfDropped) {
-  SecAggUnmaskRequest few = request_;
+  const SecAggUnmaskRequest list = driver.server().SurvivorList();
+  const auto sites = driver.params().sites;
+  SecAggUnmaskRequest never_shared = list;
+  never_shared.survivors.push_back(sites[5]);
+  ExpectError(driver.client(sites[1]).SignSurvivors(never_shared).status(),
+              Code::kInvalidArgument, {"listed as a survivor but did not send this site shares"});
+  SecAggUnmaskRequest few = list;
   few.survivors.resize(3);
-  few.dropped.clear();
-  ExpectError(driver_.client(site()).Unmask(few).status(), Code::kAborted,
+  ExpectError(driver.client(sites[0]).SignSurvivors(few).status(), Code::kAborted,
               {"3 survivors, fewer than the threshold 4"});
-  SecAggUnmaskRequest self_dropped = request_;
-  const uint32_t me = driver_.params().sites[1];
-  self_dropped.survivors.erase(
-      std::find(self_dropped.survivors.begin(), self_dropped.survivors.end(), me));
-  self_dropped.dropped.insert(self_dropped.dropped.begin(), me);
-  ExpectError(driver_.client(me).Unmask(self_dropped).status(), Code::kInvalidArgument,
-              {"this site is listed as dropped"});
-  SecAggUnmaskRequest unsorted = request_;
+  SecAggUnmaskRequest without_me = list;
+  without_me.survivors.erase(without_me.survivors.begin() + 2);
+  ExpectError(driver.client(sites[2]).SignSurvivors(without_me).status(),
+              Code::kInvalidArgument, {"this site is not listed among the survivors"});
+  SecAggUnmaskRequest unsorted = list;
   std::swap(unsorted.survivors[0], unsorted.survivors[1]);
-  ExpectError(driver_.client(driver_.params().sites[2]).Unmask(unsorted).status(),
-              Code::kInvalidArgument, {"survivor list is not strictly ascending"});
+  ExpectError(driver.client(sites[3]).SignSurvivors(unsorted).status(), Code::kInvalidArgument,
+              {"survivor list is not strictly ascending"});
+  SecAggUnmaskRequest presigned = list;
+  presigned.signatures.push_back(SurvivorSignature{sites[0], {}});
+  ExpectError(driver.client(sites[4]).SignSurvivors(presigned).status(), Code::kInvalidArgument,
+              {"carries 1 signatures already"});
 }
 
 TEST_F(SecAggUnmask, ServerRejectsMalformedRevealedShares) {
@@ -921,6 +971,7 @@ TEST(SecAgg, BadRevealedMaskKeyShareIsDetected) {
   ASSERT_TRUE(driver.Advertise().ok());
   ASSERT_TRUE(driver.Share().ok());
   ASSERT_TRUE(driver.Mask().ok());
+  ASSERT_TRUE(driver.Sign().ok());
   const SecAggUnmaskRequest request = driver.server().UnmaskRequest();
   for (uint32_t site : request.survivors) {
     SecAggUnmaskShares shares = *driver.client(site).Unmask(request);
@@ -983,7 +1034,7 @@ TEST(SecAgg, StepsOutOfOrderAreRefused) {
   ExpectError(server.FinishMasked(), Code::kInvalidArgument, {"out of order"});
   Client fresh(params, params.sites[1], driver.identity(params.sites[1]));
   ASSERT_TRUE(fresh.AdvertiseKeys().ok());
-  ExpectError(fresh.Unmask(SecAggUnmaskRequest{}).status(), Code::kInvalidArgument,
+  ExpectError(fresh.SignSurvivors(SecAggUnmaskRequest{}).status(), Code::kInvalidArgument,
               {"expected ShareKeys next"});
 }
 
@@ -1055,53 +1106,71 @@ TEST(SecAgg, NeighboursFormASymmetricRegularGraph) {
   EXPECT_TRUE(Neighbours(complete, 1000).empty());
 }
 
+Policy MakePolicy(bool sparse, double fraction, ThreatModel threat = {}) {
+  Policy policy;
+  policy.sparse_graph = sparse;
+  policy.threshold_fraction = fraction;
+  policy.threat = threat;
+  return policy;
+}
+
 TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
+  const crypto::Key32 job{};
   std::vector<uint32_t> sites(500);
   for (uint32_t i = 0; i < 500; ++i) sites[i] = i;
-  Result<Params> sparse = MakeParams(3, sites, true, 0.5, ThreatModel{}, 32, 100);
+  const Policy sparse_policy = MakePolicy(true, 0.5);
+  Result<Params> sparse = MakeParams(job, 3, sites, sparse_policy, 32, 100);
   ASSERT_TRUE(sparse.ok()) << sparse.status().ToString();
   EXPECT_EQ(sparse->degree, 28u);  // SparseGraphSize(500, 5% colluders, 5% dropouts)
   EXPECT_EQ(sparse->threshold, 16u);
-  EXPECT_EQ(sparse->ring_order.size(), 500u);
-  EXPECT_NE(sparse->ring_order, sites);  // shuffled (a fixed point has probability 1/500!)
+  EXPECT_EQ(sparse->colluders, 25u);
+  EXPECT_EQ(sparse->dropouts, 25u);
+  EXPECT_TRUE(sparse->ring_order.empty());  // drawn from the round keys
+  EXPECT_EQ(Quorum(*sparse), 263u);          // more than (500 + 25) / 2
   EXPECT_TRUE(Validate(*sparse).ok());
 
-  Result<Params> complete = MakeParams(3, sites, false, 0.6, ThreatModel{}, 64, 100);
+  Result<Params> complete = MakeParams(job, 3, sites, MakePolicy(false, 0.6), 64, 100);
   ASSERT_TRUE(complete.ok());
   EXPECT_EQ(complete->degree, 499u);
   EXPECT_EQ(complete->threshold, 300u);  // ceil(0.6 * 500)
   EXPECT_TRUE(complete->ring_order.empty());
+  // Below half of the sites plus the colluders the threshold is raised.
+  Result<Params> raised = MakeParams(job, 3, sites, MakePolicy(false, 0.2), 64, 100);
+  ASSERT_TRUE(raised.ok());
+  EXPECT_EQ(raised->threshold, 276u);  // 250 + 25 + 1
 
   // Small rounds: eight sites get a ring of degree 4; three get the complete
-  // graph and the fractional threshold.
-  Result<Params> eight = MakeParams(1, {1, 2, 3, 4, 5, 6, 7, 8}, true, 0.01, ThreatModel{}, 64, 1);
+  // graph, whose threshold must exceed 1 + 1 colluder.
+  Result<Params> eight = MakeParams(
+      job, 1, {1, 2, 3, 4, 5, 6, 7, 8}, MakePolicy(true, 0.01),
+      64, 1);
   ASSERT_TRUE(eight.ok());
   EXPECT_EQ(eight->degree, 4u);
   EXPECT_EQ(eight->threshold, 2u);
-  EXPECT_EQ(eight->ring_order.size(), 8u);
-  Result<Params> three = MakeParams(1, {1, 2, 3}, true, 1.0, ThreatModel{}, 64, 1);
+  Result<Params> three =
+      MakeParams(job, 1, {1, 2, 3}, MakePolicy(true, 0.5), 64, 1);
   ASSERT_TRUE(three.ok());
   EXPECT_EQ(three->degree, 2u);
-  EXPECT_TRUE(three->ring_order.empty());
   EXPECT_EQ(three->threshold, 3u);
 
-  EXPECT_EQ(MakeParams(1, {1, 2, 3}, false, 1.5, ThreatModel{}, 64, 1).status().code(),
+  EXPECT_EQ(MakeParams(job, 1, {1, 2, 3}, MakePolicy(false, 1.5), 64, 1).status().code(),
             Code::kInvalidArgument);
-  EXPECT_EQ(MakeParams(1, {1, 2, 3}, false, 0.0, ThreatModel{}, 64, 1).status().code(),
+  EXPECT_EQ(MakeParams(job, 1, {1, 2, 3}, MakePolicy(false, 0.0), 64, 1).status().code(),
             Code::kInvalidArgument);
-  EXPECT_EQ(MakeParams(1, {3, 2, 1}, false, 0.5, ThreatModel{}, 64, 1).status().code(),
+  EXPECT_EQ(MakeParams(job, 1, {3, 2, 1}, Policy{}, 64, 1).status().code(),
             Code::kInvalidArgument);
-  // A complete-graph threshold the colluders could reach, and a threat model
-  // no graph answers, are refused with the numbers.
-  const Result<Params> reachable =
-      MakeParams(4, sites, false, 0.2, ThreatModel{.adversarial_rate = 0.3}, 64, 1);
-  EXPECT_EQ(reachable.status().code(), Code::kInvalidArgument);
-  EXPECT_NE(reachable.status().message().find("threshold 100 of 500 sites, expected more than the "
-                                              "150 sites that may collude"),
+  // Colluders no threshold can outnumber, and a threat model no graph
+  // answers, are refused with the numbers.
+  const Result<Params> outnumbered = MakeParams(
+      job, 4, sites, MakePolicy(false, 0.6, ThreatModel{.adversarial_rate = 0.6, .dropout_rate = 0.05}), 64, 1);
+  EXPECT_EQ(outnumbered.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(outnumbered.status().message().find("500 sites cannot outnumber the 300"),
             std::string::npos)
-      << reachable.status().ToString();
+      << outnumbered.status().ToString();
   const Result<Params> infeasible = MakeParams(
-      4, sites, true, 0.6, ThreatModel{.adversarial_rate = 0.5, .dropout_rate = 0.5}, 64, 1);
+      job, 4, sites,
+      MakePolicy(true, 0.6, {.adversarial_rate = 0.5, .dropout_rate = 0.5}), 64,
+      1);
   EXPECT_EQ(infeasible.status().code(), Code::kInvalidArgument);
   EXPECT_NE(infeasible.status().message().find("secagg round 4: secagg+ threat model"),
             std::string::npos)

@@ -238,14 +238,28 @@ inline SecAggMasked RandomMessage<SecAggMasked>(Rng& rng) {
   m.site = static_cast<uint32_t>(rng.Next());
   m.ring_bits = static_cast<uint32_t>(rng.Next());
   m.data = RandomVector<uint8_t>(rng, 200);
-  for (size_t i = rng.Below(3); i > 0; --i) m.metrics.push_back(rng.Normal());
   return m;
 }
 template <>
 inline SecAggUnmaskRequest RandomMessage<SecAggUnmaskRequest>(Rng& rng) {
-  return {.round = static_cast<uint32_t>(rng.Next()),
-          .survivors = RandomVector<uint32_t>(rng, 10),
-          .dropped = RandomVector<uint32_t>(rng, 10)};
+  SecAggUnmaskRequest m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.survivors = RandomVector<uint32_t>(rng, 10);
+  for (size_t i = rng.Below(4); i > 0; --i) {
+    SurvivorSignature signature;
+    signature.site = static_cast<uint32_t>(rng.Next());
+    for (uint8_t& b : signature.signature) b = static_cast<uint8_t>(rng.Next());
+    m.signatures.push_back(signature);
+  }
+  return m;
+}
+template <>
+inline SecAggSurvivorSignature RandomMessage<SecAggSurvivorSignature>(Rng& rng) {
+  SecAggSurvivorSignature m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.site = static_cast<uint32_t>(rng.Next());
+  for (uint8_t& b : m.signature) b = static_cast<uint8_t>(rng.Next());
+  return m;
 }
 template <>
 inline SecAggUnmaskShares RandomMessage<SecAggUnmaskShares>(Rng& rng) {
