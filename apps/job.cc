@@ -318,6 +318,7 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
   options.ranking.k = static_cast<uint32_t>(config.eval.top_k);
   options.ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
   options.seed = config.seed;
+  options.secagg_policy = SecAggPolicy(config);
   return options;
 }
 
@@ -326,6 +327,15 @@ Aggregation AggregationOf(const Config& config) {
   if (a == "secagg" || a == "secagg+") return Aggregation::kSecAgg;
   if (a == "paillier") return Aggregation::kPaillier;
   return Aggregation::kNone;
+}
+
+secagg::Policy SecAggPolicy(const Config& config) {
+  secagg::Policy policy;
+  policy.sparse_graph = config.security.aggregation == "secagg+";
+  policy.threshold_fraction = config.security.threshold;
+  policy.threat.adversarial_rate = config.security.adversarial_rate;
+  policy.threat.dropout_rate = config.security.dropout_rate;
+  return policy;
 }
 
 CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
@@ -340,10 +350,7 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.round_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(config.federation.round_timeout * 1000.0));
   options.aggregation = AggregationOf(config);
-  options.sparse_graph = config.security.aggregation == "secagg+";
-  options.threshold = config.security.threshold;
-  options.threat.adversarial_rate = config.security.adversarial_rate;
-  options.threat.dropout_rate = config.security.dropout_rate;
+  options.secagg = SecAggPolicy(config);
   options.format.frac_bits = static_cast<uint32_t>(config.security.quantization_bits);
   options.format.clip = static_cast<float>(config.security.clip);
   options.format.max_weight = static_cast<uint64_t>(config.security.max_weight);

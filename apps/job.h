@@ -76,6 +76,8 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
 // security.aggregation as the wire enum (secagg and secagg+ are both kSecAgg).
 Aggregation AggregationOf(const Config& config);
 CoordinatorOptions MakeCoordinatorOptions(const Config& config);
+// The secure-aggregation policy (security.*) coordinator and sites share.
+secagg::Policy SecAggPolicy(const Config& config);
 StrategyOptions MakeStrategyOptions(const Config& config);
 
 // The channel set-up of one rank of a job (coordinator: site == nullopt):

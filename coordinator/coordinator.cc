@@ -219,7 +219,7 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
       strategy_->SelectSites(round, num_sites, options_.fraction, options_.seed);
   metrics->sites_selected = static_cast<uint32_t>(selected.size());
   metrics->aggregation = AggregationName(options_.aggregation);
-  if (options_.aggregation == Aggregation::kSecAgg && options_.sparse_graph)
+  if (options_.aggregation == Aggregation::kSecAgg && options_.secagg.sparse_graph)
     metrics->aggregation = "secagg+";
 
   RoundPlan plan;
@@ -299,9 +299,8 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
                           ChooseRingBits(static_cast<uint32_t>(selected.size()), format));
   // The training loss travels masked with the update.
   const std::vector<ParamBlock> shapes = WithTrainLoss(upload_);
-  const secagg::Policy policy{options_.sparse_graph, options_.threshold, options_.threat};
   FEDREC_ASSIGN_OR_RETURN(secagg::Params params,
-                          secagg::MakeParams(options_.job_id, round, selected, policy,
+                          secagg::MakeParams(options_.job_id, round, selected, options_.secagg,
                                              format.ring_bits, EncodedLength(shapes)));
   plan.aggregation = Aggregation::kSecAgg;
   plan.participants = params.sites;

@@ -43,11 +43,11 @@ struct CoordinatorOptions {
   // How updates are combined. kSecAgg and kPaillier never show the coordinator
   // an individual update; they need at least 3 sites per round.
   Aggregation aggregation = Aggregation::kNone;
-  bool sparse_graph = false;  // SecAgg+: O(log n) neighbours instead of all
-  double threshold = 0.6;     // SecAgg: share of a round's participants that must remain
-  // Colluders and dropouts the SecAgg+ graph is sized against; SecAgg's
-  // threshold must exceed the colluders.
-  secagg::ThreatModel threat;
+  // SecAgg: the graph (SecAgg+: O(log n) neighbours instead of all), the
+  // share of a round's participants that must remain, and the colluders and
+  // dropouts it is sized against. Every site holds the same policy
+  // (WorkerOptions::secagg_policy) and checks each plan against it.
+  secagg::Policy secagg;
   // Threads that unmasking a round's sum may use; 0 = hardware concurrency.
   // (The coordinator is otherwise idle while it unmasks.)
   uint32_t unmask_threads = 0;

@@ -72,6 +72,13 @@ Params Sparse(uint32_t n, uint32_t degree, uint32_t threshold, uint32_t ring_bit
   return params;
 }
 
+// `params` with a ring order of its own, as RingOrder would fix it.
+Params WithRing(Params params, std::mt19937_64& rng) {
+  params.ring_order = params.sites;
+  std::shuffle(params.ring_order.begin(), params.ring_order.end(), rng);
+  return params;
+}
+
 // When a site stops answering: before advertising its keys, after advertising,
 // after sharing, after masking (it never signs the survivor list), after
 // signing (it never reveals), or never.
@@ -413,7 +420,7 @@ TEST(SecAgg, SumExactOverRandomizedScenarios) {
   }
   // The scenarios must exercise both outcomes.
   EXPECT_GE(completed, kScenarios / 4);
-  EXPECT_GE(sparse_completed, 20);
+  EXPECT_GE(sparse_completed, 12);
   EXPECT_GE(aborted[1] + aborted[2] + aborted[3] + aborted[4], 20);
   EXPECT_GE(with_drops, kScenarios / 2);
   std::printf(
@@ -493,6 +500,7 @@ TEST(SecAgg, CoordinatorSeesOnlyUniformBytes) {
     for (uint64_t x : driver.server().masked_sum())
       for (uint32_t b = 0; b < ring_bits / 8; ++b) sum_bytes.push_back(uint8_t(x >> (8 * b)));
     EXPECT_GT(BytesPValue(sum_bytes), kSignificance) << "ring " << ring_bits;
+    ASSERT_TRUE(driver.Sign().ok());
     Result<std::vector<uint64_t>> sum = driver.Reveal();
     ASSERT_TRUE(sum.ok()) << sum.status().ToString();
     EXPECT_EQ(*sum, driver.PlainSum());
@@ -595,45 +603,27 @@ TEST(SecAgg, ClientRejectsItsOwnKeysAltered) {
               {"site " + Str(site), "differ from the ones it advertised"});
 }
 
-TEST(SecAgg, ClientRejectsDuplicateKeysAndNonNeighbours) {
-  std::mt19937_64 rng(3);
-  const Params params = Sparse(8, 2, 2, 64, 4, rng);
+TEST(SecAgg, ClientRejectsDuplicateKeysAndStrangers) {
+  const Params params = Complete(5, 4, 64, 4);
   Driver driver(params);
   ASSERT_TRUE(driver.Advertise().ok());
   const uint32_t site = params.sites[0];
-  const std::vector<uint32_t> neighbours = Neighbours(params, site);
-  ASSERT_EQ(neighbours.size(), 2u);
-  uint32_t stranger = 0;
-  for (uint32_t other : params.sites)
-    if (other != site && !std::binary_search(neighbours.begin(), neighbours.end(), other))
-      stranger = other;
-  {  // Keys of a site that is not a neighbour.
-    Client client(params, site, driver.identity(site));
-    SecAggKeyList list;
-    list.round = 7;
-    list.keys = {*client.AdvertiseKeys(), driver.advertised(stranger)};
-    std::sort(list.keys.begin(), list.keys.end(),
-              [](const SecAggKeys& a, const SecAggKeys& b) { return a.site < b.site; });
-    ExpectError(client.ShareKeys(list).status(), Code::kInvalidArgument,
-                {"keys of site " + Str(stranger), "not a neighbour"});
+  {  // Keys of a site that is not a participant of the round.
+    SecAggKeyList list = *driver.server().KeyListFor(site);
+    list.keys.back().site = params.sites.back() + 1;
+    const SecAggKeys stranger = list.keys.back();
+    ExpectError(driver.client(site).ShareKeys(list).status(), Code::kInvalidArgument,
+                {"keys of site " + Str(stranger.site), "not a participant"});
   }
-  {  // A neighbour advertising the other neighbour's key, validly signed.
-    Client client(params, site, driver.identity(site));
-    SecAggKeyList list;
-    list.round = 7;
-    list.keys = {*client.AdvertiseKeys(), driver.advertised(neighbours[0]),
-                 driver.advertised(neighbours[1])};
-    std::sort(list.keys.begin(), list.keys.end(),
-              [](const SecAggKeys& a, const SecAggKeys& b) { return a.site < b.site; });
-    for (SecAggKeys& k : list.keys) {
-      if (k.site == neighbours[1]) {
-        k.mask_key = driver.advertised(neighbours[0]).cipher_key;
-        k = Resigned(k, driver.identity(neighbours[1]));
-      }
-    }
-    ExpectError(
-        client.ShareKeys(list).status(), Code::kInvalidArgument,
-        {"sites " + Str(neighbours[0]) + " and " + Str(neighbours[1]) + " advertise the same key"});
+  {  // A site advertising another site's key, validly signed.
+    Client client(params, site, driver.identity(site), driver.roster());
+    SecAggKeyList list = *driver.server().KeyListFor(site);
+    list.keys[0] = *client.AdvertiseKeys();
+    const uint32_t a = params.sites[1], b = params.sites[2];
+    list.keys[2].mask_key = driver.advertised(a).cipher_key;
+    list.keys[2] = Resigned(list.keys[2], driver.identity(b));
+    ExpectError(client.ShareKeys(list).status(), Code::kInvalidArgument,
+                {"sites " + Str(a) + " and " + Str(b) + " advertise the same key"});
   }
 }
 
@@ -1064,7 +1054,7 @@ TEST(SecAgg, ValidateRejectsInconsistentParams) {
   std::swap(unsorted.sites[1], unsorted.sites[2]);
   invalid(unsorted, "strictly ascending");
   invalid(Sparse(10, 3, 3, 64, 10, rng), "even");
-  Params not_permutation = Sparse(10, 4, 3, 64, 10, rng);
+  Params not_permutation = WithRing(Sparse(10, 4, 3, 64, 10, rng), rng);
   not_permutation.ring_order[0] = not_permutation.ring_order[1];
   invalid(not_permutation, "not a permutation");
   Params order_with_complete = Complete(5, 3, 64, 10);
@@ -1086,7 +1076,7 @@ TEST(SecAgg, NeighboursFormASymmetricRegularGraph) {
   std::mt19937_64 rng(11);
   for (uint32_t n : {5u, 9u, 20u, 64u}) {
     for (uint32_t degree = 2; degree < n - 1; degree += 2) {
-      const Params params = Sparse(n, degree, 2, 64, 1, rng);
+      const Params params = WithRing(Sparse(n, degree, 2, 64, 1, rng), rng);
       for (uint32_t site : params.sites) {
         const std::vector<uint32_t> nb = Neighbours(params, site);
         ASSERT_EQ(nb.size(), degree);
