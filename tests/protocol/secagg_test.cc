@@ -98,7 +98,7 @@ class Driver {
   // with security.site_public_keys); without, it has only what is relayed.
   // The server unmasks on `server_threads` threads.
   explicit Driver(Params params, uint64_t seed = 1, bool with_roster = true,
-                  unsigned server_threads = 1)
+                  unsigned server_threads = 1, std::optional<Policy> policy = std::nullopt)
       : params_(std::move(params)), rng_(seed) {
     EXPECT_TRUE(Validate(params_).ok()) << Validate(params_).ToString();
     server_ = std::make_unique<Server>(params_, server_threads);
@@ -110,7 +110,7 @@ class Driver {
     }
     for (size_t i = 0; i < params_.sites.size(); ++i) {
       clients_.push_back(
-          std::make_unique<Client>(params_, params_.sites[i], identities_[i], roster_));
+          std::make_unique<Client>(params_, params_.sites[i], identities_[i], roster_, policy));
       std::vector<uint64_t> input(params_.length);
       for (uint64_t& x : input) x = rng_();  // the high bits must not matter in ring 32
       inputs_.push_back(std::move(input));
@@ -1416,6 +1416,230 @@ TEST(SecAggPrg, MaskVectorMatchesOnBothPaths) {
     EXPECT_EQ(portable.size(), input.size() * ring_bits / 8);
     EXPECT_EQ(portable, fast);
   }
+}
+
+
+// ---------------------------------------------------------------------------
+// An actively malicious coordinator. Each test drives honest clients (with
+// their roster and the job's policy) through the protocol, deviating where
+// the attack needs it; every honest site must refuse with an error naming the
+// check, and what the coordinator then holds must not reveal the target's
+// input.
+
+namespace adversary {
+
+constexpr uint32_t kSites = 10;
+
+Policy JobPolicy() {
+  Policy policy;
+  policy.threshold_fraction = 0.5;  // raised to floor(10 / 2) + 1 colluder + 1 = 7
+  return policy;
+}
+
+Params JobParams(uint8_t job_byte = 1) {
+  crypto::Key32 job{};
+  job.fill(job_byte);
+  Result<Params> params = MakeParams(job, 7, SiteIds(kSites), JobPolicy(), 64, 16);
+  EXPECT_TRUE(params.ok()) << params.status().ToString();
+  return *params;
+}
+
+// The shares of `target`'s two secrets a coordinator collected.
+struct Loot {
+  std::vector<uint32_t> seed_holders, key_holders;
+};
+
+void Collect(const SecAggUnmaskShares& shares, uint32_t target, Loot* loot) {
+  for (const RevealedShare& r : shares.self_mask_shares)
+    if (r.site == target) loot->seed_holders.push_back(shares.site);
+  for (const RevealedShare& r : shares.mask_key_shares)
+    if (r.site == target) loot->key_holders.push_back(shares.site);
+}
+
+}  // namespace adversary
+
+TEST(SecAggAdversary, InconsistentSurvivorListsRevealNeitherSecretOfTheTarget) {
+  using namespace adversary;
+  const Params params = JobParams();
+  ASSERT_EQ(params.threshold, 7u);
+  ASSERT_EQ(params.colluders, 1u);
+  Driver driver(params, 1, true, 1, JobPolicy());
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  ASSERT_TRUE(driver.Mask().ok());
+  const uint32_t target = params.sites[0];
+  const uint32_t colluder = params.sites[9];  // hands over whatever it holds
+  // List A: the target survived (holders reveal its self-mask seed); list B:
+  // it dropped (holders reveal its mask key). Each honest site sees one.
+  const SecAggUnmaskRequest with_target = driver.server().SurvivorList();
+  SecAggUnmaskRequest without_target = with_target;
+  without_target.survivors.erase(without_target.survivors.begin());
+  std::vector<SurvivorSignature> signed_a, signed_b;
+  for (uint32_t site : params.sites) {
+    if (site == colluder) continue;
+    const bool a = driver.Pos(site) < 5;
+    Result<SecAggSurvivorSignature> signature =
+        driver.client(site).SignSurvivors(a ? with_target : without_target);
+    ASSERT_TRUE(signature.ok()) << signature.status().ToString();
+    (a ? signed_a : signed_b).push_back({site, signature->signature});
+  }
+  // The colluder signs both lists with its identity key.
+  for (auto [list, sigs] : {std::pair{&with_target, &signed_a}, {&without_target, &signed_b}}) {
+    sigs->push_back({colluder, *crypto::Sign(driver.identity(colluder),
+                                             SurvivorsSignedMessage(params.job_id, params.round,
+                                                                    list->survivors))});
+  }
+  ASSERT_EQ(signed_a.size(), 6u);  // below the quorum of 7 either way
+  ASSERT_EQ(signed_b.size(), 5u);
+
+  Loot loot;
+  for (uint32_t site : params.sites) {
+    if (site == colluder) continue;
+    const bool a = driver.Pos(site) < 5;
+    SecAggUnmaskRequest request = a ? with_target : without_target;
+    request.signatures = a ? signed_a : signed_b;
+    Result<SecAggUnmaskShares> shares = driver.client(site).Unmask(request);
+    if (shares.ok()) Collect(*shares, target, &loot);
+    ExpectError(shares.status(), Code::kInvalidArgument,
+                {"site " + Str(site), "consistency check", "valid signatures on the survivor list",
+                 "expected at least 7"});
+  }
+  // Nor does the other list fool a site that signed the first.
+  SecAggUnmaskRequest swapped = without_target;
+  swapped.signatures = signed_b;
+  Driver fresh(params, 2, true, 1, JobPolicy());
+  ASSERT_TRUE(fresh.Advertise().ok());
+  ASSERT_TRUE(fresh.Share().ok());
+  ASSERT_TRUE(fresh.Mask().ok());
+  ASSERT_TRUE(fresh.client(params.sites[1]).SignSurvivors(with_target).ok());
+  ExpectError(fresh.client(params.sites[1]).Unmask(swapped).status(), Code::kInvalidArgument,
+              {"consistency check", "not the list", "this site signed"});
+
+  // All the coordinator holds of the target: the colluder's two shares.
+  loot.seed_holders.push_back(colluder);
+  loot.key_holders.push_back(colluder);
+  EXPECT_LT(loot.seed_holders.size(), params.threshold);
+  EXPECT_LT(loot.key_holders.size(), params.threshold);
+}
+
+TEST(SecAggAdversary, ConsistentListLetsTheRoundFinishWithOnlyOneKindOfShare) {
+  using namespace adversary;
+  const Params params = JobParams();
+  Driver driver(params, 3, true, 1, JobPolicy());
+  const uint32_t target = params.sites[4];
+  driver.SetDrop(target, kAfterShares);  // honestly dropped
+  const Driver::Outcome outcome = driver.Run();
+  ASSERT_EQ(outcome.aborted_at, 0) << outcome.status.ToString();
+  EXPECT_EQ(outcome.sum, driver.PlainSum());
+  // Replaying the finished round's unmask request with the target listed as
+  // a survivor is refused by every site: the round is over for them.
+  SecAggUnmaskRequest replay = driver.server().UnmaskRequest();
+  replay.survivors.insert(replay.survivors.begin() + 4, target);
+  for (uint32_t site : driver.server().signers()) {
+    EXPECT_FALSE(driver.client(site).Unmask(replay).ok());
+  }
+}
+
+TEST(SecAggAdversary, SitesRefuseALoweredThresholdOrAChosenGraph) {
+  using namespace adversary;
+  const Params honest = JobParams();
+  const auto refused = [&](Params plan, std::initializer_list<std::string_view> parts) {
+    Client client(plan, plan.sites[0], *crypto::GenerateSigningKey(), {}, JobPolicy());
+    ExpectError(client.AdvertiseKeys().status(), Code::kAborted, parts);
+  };
+  Params lowered = honest;
+  lowered.threshold = 3;
+  refused(lowered, {"threshold 3 differs from the 7 this site derives", "refusing the round"});
+  Params fewer_colluders = honest;
+  fewer_colluders.colluders = 0;
+  refused(fewer_colluders, {"colluders 0 differs from the 1"});
+  Params sparse = honest;
+  sparse.degree = 8;
+  refused(sparse, {"degree 8 differs from the 9"});
+  Policy sparse_policy = JobPolicy();
+  sparse_policy.sparse_graph = true;
+  std::vector<uint32_t> sites(100);
+  for (uint32_t i = 0; i < 100; ++i) sites[i] = i;
+  Result<Params> plus = MakeParams(honest.job_id, 7, sites, sparse_policy, 64, 4);
+  ASSERT_TRUE(plus.ok());
+  Params chosen_ring = *plus;
+  chosen_ring.ring_order = sites;  // the coordinator's own neighbourhoods
+  Client client(chosen_ring, 0, *crypto::GenerateSigningKey(), {}, sparse_policy);
+  ExpectError(client.AdvertiseKeys().status(), Code::kAborted,
+              {"a ring order of 100 sites, expected none"});
+}
+
+TEST(SecAggAdversary, SecAggPlusRingIsDrawnFromTheRoundKeysAlike) {
+  std::mt19937_64 rng(21);
+  Params params = Sparse(30, 6, 4, 64, 8, rng);
+  Driver driver(params);
+  const Driver::Outcome outcome = driver.Run();
+  ASSERT_EQ(outcome.aborted_at, 0) << outcome.status.ToString();
+  EXPECT_EQ(outcome.sum, driver.PlainSum());
+  const Params& fixed = driver.server().params();
+  ASSERT_EQ(fixed.ring_order.size(), 30u);
+  // Any change to one advertised key gives another ring.
+  std::vector<SecAggKeys> keys;
+  for (uint32_t site : params.sites) keys.push_back(driver.advertised(site));
+  EXPECT_EQ(RingOrder(params, keys), fixed.ring_order);
+  keys[3].mask_key[0] ^= 1;
+  EXPECT_NE(RingOrder(params, keys), fixed.ring_order);
+  // A coordinator leaving out more sites than the threat model's dropouts
+  // gets no ring at all.
+  Driver thin(params);
+  for (uint32_t i = 0; i <= params.dropouts; ++i) thin.SetDrop(params.sites[i], kBeforeKeys);
+  ExpectError(thin.Advertise(), Code::kAborted, {"the threat model's dropouts leave"});
+}
+
+TEST(SecAggAdversary, KeysAndSharesOfAnotherJobOrRoundAreRefused) {
+  using namespace adversary;
+  const Params job_a = JobParams(1);
+  const Params job_b = JobParams(2);
+  Driver a(job_a, 4, true, 1, JobPolicy());
+  Driver b(job_b, 5, true, 1, JobPolicy());
+  ASSERT_TRUE(a.Advertise().ok());
+  ASSERT_TRUE(b.Advertise().ok());
+  // Site 3's round keys from job A replayed into job B, under the right
+  // identity (b's roster is b's; give site 3 of b the same identity key by
+  // re-signing job A's message with b's key): the signature binds job A.
+  const uint32_t site = job_b.sites[0];
+  SecAggKeyList list = *b.server().KeyListFor(site);
+  SecAggKeys replayed = a.advertised(job_a.sites[3]);
+  replayed.identity_key = b.identity(job_b.sites[3]).public_key;
+  replayed.signature = *crypto::Sign(
+      b.identity(job_b.sites[3]),
+      KeysSignedMessage(job_a.job_id, replayed.round, replayed.site, replayed.cipher_key,
+                        replayed.mask_key));
+  list.keys[3] = replayed;
+  ExpectError(b.client(site).ShareKeys(list).status(), Code::kInvalidArgument,
+              {"keys of site " + Str(job_b.sites[3]), "bad signature",
+               "from another job or round"});
+  // Shares sealed in job A do not open in job B.
+  ASSERT_TRUE(a.Share().ok());
+  ASSERT_TRUE(b.Share().ok());
+  const uint32_t holder = job_b.sites[1];
+  SecAggRoutedShares routed = *b.server().SharesFor(holder);
+  SecAggRoutedShares foreign = *a.server().SharesFor(holder);
+  routed.shares[0] = foreign.shares[0];
+  ExpectError(b.client(holder).MaskInput(b.input(holder), routed).status(), Code::kCorruption,
+              {"does not authenticate"});
+}
+
+TEST(SecAggAdversary, BadSelfMaskSeedShareIsDetectedAndItsHolderNamed) {
+  Driver driver(Complete(8, 4, 64, 8));
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  ASSERT_TRUE(driver.Mask().ok());
+  ASSERT_TRUE(driver.Sign().ok());
+  const SecAggUnmaskRequest request = driver.server().UnmaskRequest();
+  const uint32_t liar = request.survivors[1];
+  for (uint32_t site : request.survivors) {
+    SecAggUnmaskShares shares = *driver.client(site).Unmask(request);
+    if (site == liar) shares.self_mask_shares[0].share[0] ^= 1;  // still a field element
+    ASSERT_TRUE(driver.server().AddUnmaskShares(site, shares).ok());
+  }
+  ExpectError(driver.server().Finish().status(), Code::kCorruption,
+              {"revealed share of site " + Str(liar), "inconsistent"});
 }
 
 }  // namespace
