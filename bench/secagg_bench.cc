@@ -238,6 +238,7 @@ std::unique_ptr<Recording> Record(bool sparse) {
     Check(server.AddKeys(site, *keys, identity->public_key), "AddKeys");
   }
   Check(server.FinishKeys(), "FinishKeys");
+  rec->params = server.params();  // with the ring the round keys drew (SecAgg+)
 
   std::vector<SecAggShares> shares(kSites);
   ParallelFor(kSites, [&](size_t site) {

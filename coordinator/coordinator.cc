@@ -84,6 +84,33 @@ Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank
   return Status::Ok();
 }
 
+// Training-loss sums (squared error, count) each site reported beside its
+// encrypted update.
+using TrainLoss = std::map<uint32_t, std::pair<double, uint64_t>>;
+
+// What the strategy gets from an encrypted round: the decoded sums over
+// `summed` (ascending), and their training loss added in site order.
+void FillEncryptedInput(uint32_t round, DecodedSums decoded, const std::vector<uint32_t>& summed,
+                        size_t selected, const TrainLoss& train_loss, AggregateInput* input,
+                        RoundMetrics* metrics) {
+  input->round = round;
+  input->weighted_sum = std::move(decoded.weighted_sum);
+  input->row_weight = std::move(decoded.row_weight);
+  input->sites = static_cast<uint32_t>(summed.size());
+  input->failures = static_cast<uint32_t>(selected - summed.size());
+  double squared = 0.0;
+  uint64_t count = 0;
+  for (uint32_t site : summed) {
+    auto it = train_loss.find(site);
+    if (it == train_loss.end()) continue;
+    squared += it->second.first;
+    count += it->second.second;
+  }
+  metrics->train_mse = count ? squared / static_cast<double>(count) : 0.0;
+}
+
+}  // namespace
+
 // What an encrypted round costs beyond the updates themselves: the traffic
 // since the plan went out and the coordinator's own protocol work; written to
 // the round's metrics when it ends, completed or aborted.
@@ -131,33 +158,6 @@ class SecureRoundCost {
   TrafficStats start_;
   Clock::duration busy_{};
 };
-
-// Training-loss sums (squared error, count) each site reported beside its
-// encrypted update.
-using TrainLoss = std::map<uint32_t, std::pair<double, uint64_t>>;
-
-// What the strategy gets from an encrypted round: the decoded sums over
-// `summed` (ascending), and their training loss added in site order.
-void FillEncryptedInput(uint32_t round, DecodedSums decoded, const std::vector<uint32_t>& summed,
-                        size_t selected, const TrainLoss& train_loss, AggregateInput* input,
-                        RoundMetrics* metrics) {
-  input->round = round;
-  input->weighted_sum = std::move(decoded.weighted_sum);
-  input->row_weight = std::move(decoded.row_weight);
-  input->sites = static_cast<uint32_t>(summed.size());
-  input->failures = static_cast<uint32_t>(selected - summed.size());
-  double squared = 0.0;
-  uint64_t count = 0;
-  for (uint32_t site : summed) {
-    auto it = train_loss.find(site);
-    if (it == train_loss.end()) continue;
-    squared += it->second.first;
-    count += it->second.second;
-  }
-  metrics->train_mse = count ? squared / static_cast<double>(count) : 0.0;
-}
-
-}  // namespace
 
 Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlock> initial_global,
                          std::unique_ptr<Strategy> strategy, Transport* transport)
@@ -311,21 +311,48 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   SetFormat(format, &plan);
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
+  SecureRoundCost cost(transport_, "secure aggregation", round, metrics);
+  std::vector<uint32_t> survivors;
+  FEDREC_ASSIGN_OR_RETURN(std::optional<std::vector<uint64_t>> sum,
+                          SecureSum(std::move(params), &cost, &survivors));
+  if (!sum) {  // aborted: the model stays unchanged
+    metrics->failures = static_cast<uint32_t>(selected.size() - survivors.size());
+    return Status::Ok();
+  }
+  const auto timed = [&cost](auto&& step) { return cost.Timed(step); };
+  const auto abort = [&](const Status& status) {
+    metrics->failures = static_cast<uint32_t>(selected.size() - survivors.size());
+    return cost.Abort(status);
+  };
+  Result<DecodedSums> decoded = timed([&] { return DecodeSum(shapes, *sum, format); });
+  if (!decoded.ok()) return abort(decoded.status());
+  cost.Record();
+
+  const double train_loss = TakeTrainLoss(&*decoded);
+  FillEncryptedInput(round, std::move(decoded).value(), survivors, selected.size(), {}, input,
+                     metrics);
+  metrics->train_mse = train_loss;
+  return Status::Ok();
+}
+
+Result<std::optional<std::vector<uint64_t>>> Coordinator::SecureSum(
+    secagg::Params params, SecureRoundCost* cost, std::vector<uint32_t>* survivors) {
+  const uint32_t round = params.round;
   const uint32_t threads = options_.unmask_threads
                                ? options_.unmask_threads
                                : std::max(1u, std::thread::hardware_concurrency());
   secagg::Server server(std::move(params), threads);
-  SecureRoundCost cost(transport_, "secure aggregation", round, metrics);
-  const auto timed = [&cost](auto&& step) { return cost.Timed(step); };
+  const auto timed = [cost](auto&& step) { return cost->Timed(step); };
   const auto fail = [&](uint32_t site, const std::string& reason) {
     spdlog::warn("coordinator, round {}: {} dropped out of secure aggregation: {}", round,
                  SiteName(site), reason);
     site_version_[site] = UINT64_MAX;
   };
   // Below the threshold the round ends with the model unchanged.
-  const auto abort = [&](const Status& status) {
-    metrics->failures = static_cast<uint32_t>(selected.size() - server.survivors().size());
-    return cost.Abort(status);
+  const auto abort = [&](const Status& status) -> Result<std::optional<std::vector<uint64_t>>> {
+    *survivors = server.survivors();
+    FEDREC_RETURN_IF_ERROR(cost->Abort(status));
+    return std::optional<std::vector<uint64_t>>();
   };
   const auto deadline = [this] { return Clock::now() + options_.round_timeout; };
 
@@ -344,8 +371,8 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   // Sends each of `sites` the message `make(site)` returns. Returns what ends
   // the round early: a transport error, or OK once aborted because a message
   // could not be made.
-  const auto send_each = [&](const std::vector<uint32_t>& sites,
-                             auto make) -> std::optional<Status> {
+  const auto send_each = [&](const std::vector<uint32_t>& sites, auto make)
+      -> std::optional<Result<std::optional<std::vector<uint64_t>>>> {
     for (uint32_t site : sites) {
       auto message = timed([&] { return make(site); });
       if (!message.ok()) return abort(message.status());
@@ -356,7 +383,8 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
 
   // Step 1: round keys.
   FEDREC_RETURN_IF_ERROR(
-      collect(std::type_identity<SecAggKeys>{}, selected, [&](uint32_t site, SecAggKeys keys) {
+      collect(std::type_identity<SecAggKeys>{}, server.params().sites,
+              [&](uint32_t site, SecAggKeys keys) {
         const auto identity = transport_->PeerIdentity(options_.site_ranks[site]);
         return server.AddKeys(site, keys, identity ? *identity : keys.identity_key);
       }));
@@ -380,12 +408,12 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
                                    return server.AddMasked(site, masked);
                                  }));
   if (Status s = timed([&] { return server.FinishMasked(); }); !s.ok()) return abort(s);
-  const std::vector<uint32_t> survivors = server.survivors();
+  *survivors = server.survivors();
   const SecAggUnmaskRequest survivor_list = server.SurvivorList();
-  for (uint32_t site : survivors) FEDREC_RETURN_IF_ERROR(SendTo(survivor_list, site, round));
+  for (uint32_t site : *survivors) FEDREC_RETURN_IF_ERROR(SendTo(survivor_list, site, round));
 
   // Step 4: the consistency check, the survivors' signatures on the list.
-  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggSurvivorSignature>{}, survivors,
+  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggSurvivorSignature>{}, *survivors,
                                  [&](uint32_t site, const SecAggSurvivorSignature& signature) {
                                    return server.AddSurvivorSignature(site, signature);
                                  }));
@@ -401,15 +429,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
                                  }));
   Result<std::vector<uint64_t>> sum = timed([&] { return server.Finish(); });
   if (!sum.ok()) return abort(sum.status());
-  Result<DecodedSums> decoded = timed([&] { return DecodeSum(shapes, *sum, format); });
-  if (!decoded.ok()) return abort(decoded.status());
-  cost.Record();
-
-  const double train_loss = TakeTrainLoss(&*decoded);
-  FillEncryptedInput(round, std::move(decoded).value(), survivors, selected.size(), {}, input,
-                     metrics);
-  metrics->train_mse = train_loss;
-  return Status::Ok();
+  return std::optional<std::vector<uint64_t>>(std::move(sum).value());
 }
 
 Status Coordinator::PaillierSetup(uint32_t round) {

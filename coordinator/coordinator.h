@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,8 @@
 #include "protocol/update_codec.h"
 
 namespace fedrec {
+
+class SecureRoundCost;
 
 struct CoordinatorOptions {
   uint32_t rounds = 20;
@@ -115,6 +118,12 @@ class Coordinator {
   Status PaillierRound(RoundPlan plan, const std::vector<uint32_t>& selected, RoundMetrics* metrics,
                        AggregateInput* input);
   Status PaillierSetup(uint32_t round);
+  // Steps 1-6 of secure aggregation (protocol/secagg.h) once the plan is out:
+  // the unmasked sum, or nullopt when the round aborted (recorded in `cost`);
+  // an error only when the transport failed. `survivors`: the sites summed.
+  Result<std::optional<std::vector<uint64_t>>> SecureSum(secagg::Params params,
+                                                         SecureRoundCost* cost,
+                                                         std::vector<uint32_t>* survivors);
   // Applies `input` with the strategy and checks the result (diverged -> Aborted).
   Status ApplyAggregate(uint32_t round, const AggregateInput& input);
   template <typename M>
