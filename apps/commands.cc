@@ -406,6 +406,7 @@ Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint
   FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> server, ServerModel(popularity, items, nullptr));
   CoordinatorOptions options = CoordinatorOptionsOf(popularity, nullptr);
   options.site_ranks = site_ranks;
+  options.items = items;
   Coordinator coordinator(options, std::move(server), std::move(strategy), &t);
   std::optional<EvalResult> eval;
   FEDREC_RETURN_IF_ERROR(coordinator.Run([&](const RoundMetrics& m) {
@@ -495,6 +496,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
 
   CoordinatorOptions options = CoordinatorOptionsOf(config, models);
   options.site_ranks = site_ranks;
+  options.items = items.size();
   Result<std::unique_ptr<Model>> server_model = ServerModel(config, items.size(), models);
   if (server_model.ok()) {
     if (Status s = CheckFederatedModel(config, **server_model); !s.ok()) server_model = s;

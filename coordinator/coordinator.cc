@@ -597,7 +597,59 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
   return Status::Ok();
 }
 
+Status Coordinator::SecureEvaluate(uint32_t round, RoundMetrics* metrics) {
+  const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
+  std::vector<uint32_t> sites(num_sites);
+  for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
+  const uint32_t label = EvalSecAggRound(round);
+  FEDREC_ASSIGN_OR_RETURN(
+      secagg::Params params,
+      secagg::MakeParams(options_.job_id, label, sites, options_.secagg, 64,
+                         EvalSumsLength(options_.items)));
+  EvalRequest request;
+  request.round = round;
+  request.model_version = version_;
+  request.aggregation = Aggregation::kSecAgg;
+  request.participants = params.sites;
+  request.threshold = params.threshold;
+  request.degree = params.degree;
+  request.colluders = params.colluders;
+  request.dropouts = params.dropouts;
+  request.job_id = options_.job_id;
+  FEDREC_RETURN_IF_ERROR(SendWithModel(&request, sites, round));
+
+  // Its costs and an abort are the evaluation's own, not the round's.
+  RoundMetrics eval_metrics;
+  SecureRoundCost cost(transport_, "secure evaluation", round, &eval_metrics);
+  std::vector<uint32_t> survivors;
+  FEDREC_ASSIGN_OR_RETURN(std::optional<std::vector<uint64_t>> sum,
+                          SecureSum(std::move(params), &cost, &survivors));
+  metrics->secure_bytes += eval_metrics.secure_bytes;
+  metrics->secure_seconds += eval_metrics.secure_seconds;
+  if (!sum) {
+    for (uint32_t s : sites)
+      if (!std::binary_search(survivors.begin(), survivors.end(), s)) site_version_[s] = UINT64_MAX;
+    return Status::Ok();  // not evaluated this time
+  }
+  Result<EvalReport> totals = DecodeEvalSums(*sum, options_.items);
+  if (!totals.ok()) return totals.status().WithContext("coordinator, round " + std::to_string(round));
+  metrics->test.Merge(ErrorSums{totals->squared_error, totals->absolute_error, totals->count});
+  RankingSums ranking;
+  ranking.precision = totals->precision;
+  ranking.recall = totals->recall;
+  ranking.ndcg = totals->ndcg;
+  ranking.hit_rate = totals->hit_rate;
+  ranking.f1 = totals->f1;
+  ranking.map = totals->map;
+  ranking.users = totals->ranked_users;
+  if (totals->ranked_users > 0) ranking.recommended = std::move(totals->recommended);
+  metrics->ranking.Merge(ranking);
+  metrics->evaluated = true;
+  return Status::Ok();
+}
+
 Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
+  if (options_.aggregation != Aggregation::kNone) return SecureEvaluate(round, metrics);
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
   std::vector<uint32_t> sites(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;

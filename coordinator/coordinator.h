@@ -42,6 +42,9 @@ struct CoordinatorOptions {
   uint64_t seed = 1;
   std::chrono::milliseconds round_timeout{std::chrono::minutes(10)};
   std::vector<int> site_ranks;  // rank of site s; its size is the number of sites
+  // Items of the federation: with encrypted aggregation the sites' per-item
+  // recommendation counts are summed securely over this many items.
+  uint64_t items = 0;
 
   // How updates are combined. kSecAgg and kPaillier never show the coordinator
   // an individual update; they need at least 3 sites per round.
@@ -129,6 +132,9 @@ class Coordinator {
   template <typename M>
   Status SendTo(const M& message, uint32_t site, uint32_t round);
   Status Evaluate(uint32_t round, RoundMetrics* metrics);
+  // Evaluation whose metric sums are added by secure aggregation: the
+  // coordinator sees only the totals over the sites that finished it.
+  Status SecureEvaluate(uint32_t round, RoundMetrics* metrics);
   // Sends `message` (RoundPlan or EvalRequest) to `sites`, with the global
   // model only to sites that do not hold the current version yet.
   template <typename M>

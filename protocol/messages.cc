@@ -323,19 +323,24 @@ void Fixed(Archive& ar, std::array<uint8_t, N>& a) {
 }
 
 template <class Archive>
-void serialize(Archive& ar, RoundPlan& m) {
-  ar(m.round, m.model_version, m.local_epochs, m.epoch_offset, m.lr);
-  Bool(ar, m.includes_model, Label("includes_model"));
-  Structs(ar, m.model, kMinParamBlockBytes, Label("model block list"));
-  uint8_t aggregation = static_cast<uint8_t>(m.aggregation);
+void AggregationField(Archive& ar, Aggregation& field) {
+  uint8_t aggregation = static_cast<uint8_t>(field);
   ar(aggregation);
   if constexpr (Archive::is_loading::value) {
     if (aggregation > static_cast<uint8_t>(Aggregation::kPaillier)) {
       throw PayloadError("aggregation scheme " + std::to_string(aggregation) +
                          ", expected 0 (none), 1 (secagg) or 2 (paillier)");
     }
-    m.aggregation = static_cast<Aggregation>(aggregation);
+    field = static_cast<Aggregation>(aggregation);
   }
+}
+
+template <class Archive>
+void serialize(Archive& ar, RoundPlan& m) {
+  ar(m.round, m.model_version, m.local_epochs, m.epoch_offset, m.lr);
+  Bool(ar, m.includes_model, Label("includes_model"));
+  Structs(ar, m.model, kMinParamBlockBytes, Label("model block list"));
+  AggregationField(ar, m.aggregation);
   Contiguous(ar, m.participants, Label("participant list"));
   ar(m.threshold, m.degree, m.colluders, m.dropouts);
   Contiguous(ar, m.ring_order, Label("ring order"));
@@ -354,6 +359,10 @@ void serialize(Archive& ar, EvalRequest& m) {
   ar(m.round, m.model_version);
   Bool(ar, m.includes_model, Label("includes_model"));
   Structs(ar, m.model, kMinParamBlockBytes, Label("model block list"));
+  AggregationField(ar, m.aggregation);
+  Contiguous(ar, m.participants, Label("participant list"));
+  ar(m.threshold, m.degree, m.colluders, m.dropouts);
+  Fixed(ar, m.job_id);
 }
 
 template <class Archive>

@@ -102,9 +102,24 @@ struct EvalRequest {
   uint64_t model_version = 0;
   bool includes_model = false;
   std::vector<ParamBlock> model;
+  // With encrypted aggregation the sites' metric sums are added by secure
+  // aggregation too (EncodeEvalSums): the round's SecAgg parameters, as in
+  // RoundPlan; the protocol's frames carry EvalSecAggRound(round).
+  Aggregation aggregation = Aggregation::kNone;
+  std::vector<uint32_t> participants;
+  uint32_t threshold = 0;
+  uint32_t degree = 0;
+  uint32_t colluders = 0;
+  uint32_t dropouts = 0;
+  std::array<uint8_t, 32> job_id{};
 
   friend bool operator==(const EvalRequest&, const EvalRequest&) = default;
 };
+
+// The round label of the secure aggregation that sums an evaluation's metrics
+// after training round `round`: its own round, so nothing of the training
+// round's protocol can be replayed into it.
+constexpr uint32_t EvalSecAggRound(uint32_t round) { return round | 0x80000000u; }
 
 struct EvalReport {
   static constexpr MessageType kType = MessageType::kEvalReport;

@@ -368,4 +368,52 @@ double TakeTrainLoss(DecodedSums* sums) {
   return weight > 0 ? weighted / weight : 0.0;
 }
 
+namespace {
+
+constexpr size_t kEvalReals = 8;     // the fixed-point sums, in EvalReport order
+constexpr size_t kEvalIntegers = 2;  // count, ranked users
+
+double* EvalReal(EvalReport& r, size_t i) {
+  double* fields[kEvalReals] = {&r.squared_error, &r.absolute_error, &r.precision, &r.recall,
+                                &r.ndcg,          &r.hit_rate,       &r.f1,        &r.map};
+  return fields[i];
+}
+
+}  // namespace
+
+uint64_t EvalSumsLength(uint64_t items) { return kEvalReals + kEvalIntegers + items; }
+
+std::vector<uint64_t> EncodeEvalSums(const EvalReport& report, uint64_t items) {
+  EvalReport r = report;
+  std::vector<uint64_t> out;
+  out.reserve(EvalSumsLength(items));
+  const double scale = std::ldexp(1.0, static_cast<int>(kEvalFracBits));
+  for (size_t i = 0; i < kEvalReals; ++i) {
+    const double v = *EvalReal(r, i);
+    out.push_back(static_cast<uint64_t>(std::llround(std::isfinite(v) ? v * scale : 0.0)));
+  }
+  out.push_back(r.count);
+  out.push_back(r.ranked_users);
+  for (uint64_t item = 0; item < items; ++item)
+    out.push_back(item < r.recommended.size() ? r.recommended[item] : 0);
+  return out;
+}
+
+Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, uint64_t items) {
+  if (sum.size() != EvalSumsLength(items)) {
+    return Status::InvalidArgument("evaluation sums of " + std::to_string(sum.size()) +
+                                   " elements, expected " + std::to_string(EvalSumsLength(items)));
+  }
+  EvalReport r;
+  const double inv_scale = std::ldexp(1.0, -static_cast<int>(kEvalFracBits));
+  for (size_t i = 0; i < kEvalReals; ++i)
+    *EvalReal(r, i) = static_cast<double>(static_cast<int64_t>(sum[i])) * inv_scale;
+  r.count = sum[kEvalReals];
+  r.ranked_users = sum[kEvalReals + 1];
+  r.recommended.resize(items);
+  for (uint64_t item = 0; item < items; ++item)
+    r.recommended[item] = static_cast<uint32_t>(sum[kEvalReals + kEvalIntegers + item]);
+  return r;
+}
+
 }  // namespace fedrec

@@ -131,6 +131,18 @@ struct TrainLossRow {
   DenseBlockView View() const { return {std::span(&weight, 1), std::span(&value, 1)}; }
 };
 
+// A site's evaluation sums as ring-64 elements, which secure aggregation adds
+// up so the coordinator sees only the totals: squared and absolute error,
+// precision, recall, NDCG, hit rate, F1 and MAP sums in fixed point with
+// kEvalFracBits fractional bits (rounded to nearest), then the rating count,
+// the ranked users and the per-item recommendation counts as integers.
+inline constexpr uint32_t kEvalFracBits = 32;  // totals must stay below 2^31
+std::vector<uint64_t> EncodeEvalSums(const EvalReport& report, uint64_t items);
+uint64_t EvalSumsLength(uint64_t items);
+// The totals from the sum of EncodeEvalSums over the sites. InvalidArgument
+// when `sum` does not have EvalSumsLength(items) elements.
+Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, uint64_t items);
+
 // The per-row sums a Strategy consumes, decoded from the sum of encoded
 // updates: for each global block, row_weight[row] and weighted_sum[row * cols + c].
 struct DecodedSums {

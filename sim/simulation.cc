@@ -163,6 +163,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   }
 
   coordinator_options.site_ranks.resize(num_sites);
+  coordinator_options.items = items;
   for (uint32_t s = 0; s < num_sites; ++s)
     coordinator_options.site_ranks[s] = static_cast<int>(s) + 1;
   Coordinator coordinator(coordinator_options, std::move(server_model), std::move(strategy),

@@ -107,6 +107,7 @@ Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Tran
     : options_(options),
       transport_(transport),
       test_(std::move(data.test)),
+      items_(items),
       job_id_(options.job_id) {
   Result<std::unique_ptr<Model>> model = MakeModel(options_, items, std::move(data));
   if (model.ok()) {
@@ -195,41 +196,13 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   if (plan->model_version == 0) model_->OnInitialModel();
 
   if (plan->aggregation != Aggregation::kNone) {
-    // A plan of another job is refused: its signatures and shares would bind
-    // that job, and the site trains for one job only.
-    constexpr std::array<uint8_t, 32> kNoJob{};
-    if (job_id_ == kNoJob) job_id_ = plan->job_id;
-    if (plan->job_id != job_id_) {
-      return SendError(plan->round, "the plan is for job " + crypto::ToHex(plan->job_id).substr(0, 16) +
-                                        "..., but this site takes part in job " +
-                                        crypto::ToHex(job_id_).substr(0, 16) + "...");
-    }
+    if (Status job = AdoptJob(plan->job_id); !job.ok()) return SendError(plan->round, job.message());
     pending_plan_ = std::move(plan).value();
     secagg_.reset();
     if (pending_plan_->aggregation == Aggregation::kSecAgg) {
-      const RoundPlan& p = *pending_plan_;
-      secagg::Params params;
-      params.job_id = p.job_id;
-      params.round = p.round;
-      params.sites = p.participants;
-      params.threshold = p.threshold;
-      params.degree = p.degree;
-      params.colluders = p.colluders;
-      params.dropouts = p.dropouts;
-      params.ring_order = p.ring_order;
-      params.ring_bits = p.ring_bits;
-      params.length = EncodedLength(WithTrainLoss(UploadShapes()));
-      if (Status valid = secagg::CheckParams(params, options_.secagg_policy); !valid.ok())
-        return SendError(p.round, "secure aggregation parameters: " + valid.message());
-      if (!std::binary_search(params.sites.begin(), params.sites.end(), options_.site))
-        return SendError(p.round, "the plan's participants do not include this site");
-      secagg_ = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_,
-                                                 options_.roster, options_.secagg_policy);
-      secagg_trained_.reset();
-      if (Drops(p.round, 1)) return Status::Ok();
-      Result<SecAggKeys> keys = secagg_->AdvertiseKeys();
-      if (!keys.ok()) return SendError(p.round, keys.status().message());
-      FEDREC_RETURN_IF_ERROR(Send(*keys, p.round));
+      secagg_eval_.reset();
+      FEDREC_RETURN_IF_ERROR(StartSecAgg(EncodedLength(WithTrainLoss(UploadShapes()))));
+      if (!secagg_) return Status::Ok();  // refused or dropped
       // The input is needed only once the shares are routed (step 3): training
       // now overlaps the round trips of the key agreement.
       secagg_trained_ = TrainLocally();
@@ -249,6 +222,44 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   return transport_->Send(
       options_.coordinator_rank,
       EncodeMessage(update, plan->round, static_cast<uint32_t>(transport_->rank())));
+}
+
+Status Worker::AdoptJob(const std::array<uint8_t, 32>& job_id) {
+  // A request of another job is refused: its signatures and shares would
+  // bind that job, and the site takes part in one job only.
+  constexpr std::array<uint8_t, 32> kNoJob{};
+  if (job_id_ == kNoJob) job_id_ = job_id;
+  if (job_id == job_id_) return Status::Ok();
+  return Status::InvalidArgument("the request is for job " + crypto::ToHex(job_id).substr(0, 16) +
+                                 "..., but this site takes part in job " +
+                                 crypto::ToHex(job_id_).substr(0, 16) + "...");
+}
+
+Status Worker::StartSecAgg(uint64_t length) {
+  const RoundPlan& p = *pending_plan_;
+  secagg::Params params;
+  params.job_id = p.job_id;
+  params.round = p.round;
+  params.sites = p.participants;
+  params.threshold = p.threshold;
+  params.degree = p.degree;
+  params.colluders = p.colluders;
+  params.dropouts = p.dropouts;
+  params.ring_order = p.ring_order;
+  params.ring_bits = p.ring_bits;
+  params.length = length;
+  secagg_trained_.reset();
+  if (Status valid = secagg::CheckParams(params, options_.secagg_policy); !valid.ok())
+    return SendError(p.round, "secure aggregation parameters: " + valid.message());
+  if (!std::binary_search(params.sites.begin(), params.sites.end(), options_.site))
+    return SendError(p.round, "the plan's participants do not include this site");
+  auto client = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_,
+                                                 options_.roster, options_.secagg_policy);
+  if (Drops(p.round, 1)) return Status::Ok();
+  Result<SecAggKeys> keys = client->AdvertiseKeys();
+  if (!keys.ok()) return SendError(p.round, keys.status().message());
+  secagg_ = std::move(client);
+  return Send(*keys, p.round);
 }
 
 template <typename M>
@@ -272,6 +283,12 @@ Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics)
 
 Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   const RoundPlan& plan = *pending_plan_;
+  if (secagg_eval_) {  // a secure evaluation: the metric sums
+    Result<SecAggMasked> masked = secagg_->MaskInput(*secagg_eval_, routed);
+    secagg_eval_.reset();
+    if (!masked.ok()) return SendError(plan.round, masked.status().message());
+    return Send(*masked, plan.round);
+  }
   if (Status finite = CheckFinite(*model_); !finite.ok())
     return SendError(plan.round, finite.message());
   const FixedPointFormat format = FormatOf(plan);
@@ -319,7 +336,7 @@ Status Worker::OnSecAggMessage(const FrameView& frame) {
       Result<SecAggRoutedShares> routed = DecodeMessage<SecAggRoutedShares>(frame);
       if (!routed.ok()) return SendError(round, routed.status().message());
       if (Drops(round, 3)) return Status::Ok();
-      if (!secagg_trained_) {
+      if (!secagg_trained_ && !secagg_eval_) {
         return SendError(round,
                          "routed shares arrived, but this site has not advertised its "
                          "round keys (nor trained) in this round");
@@ -370,6 +387,34 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
     report.map = ranking.map;
     report.ranked_users = ranking.users;
     report.recommended = ranking.recommended;
+  }
+  if (request->aggregation == Aggregation::kSecAgg) {
+    if (Status job = AdoptJob(request->job_id); !job.ok())
+      return SendError(request->round, job.message());
+    // The sums go through secure aggregation under their own round label.
+    RoundPlan plan;
+    plan.round = EvalSecAggRound(request->round);
+    plan.model_version = request->model_version;
+    plan.aggregation = Aggregation::kSecAgg;
+    plan.participants = request->participants;
+    plan.threshold = request->threshold;
+    plan.degree = request->degree;
+    plan.colluders = request->colluders;
+    plan.dropouts = request->dropouts;
+    plan.ring_bits = 64;
+    plan.job_id = request->job_id;
+    pending_plan_ = std::move(plan);
+    secagg_.reset();
+    secagg_trained_.reset();
+    secagg_eval_ = EncodeEvalSums(report, items_);
+    Status started = StartSecAgg(EvalSumsLength(items_));
+    if (!secagg_) secagg_eval_.reset();
+    return started;
+  }
+  if (request->aggregation != Aggregation::kNone) {
+    return SendError(request->round, std::string("evaluation sums by ") +
+                                         AggregationName(request->aggregation) +
+                                         ", expected none or secagg");
   }
   return transport_->Send(
       options_.coordinator_rank,

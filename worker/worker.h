@@ -103,6 +103,11 @@ class Worker {
  private:
   Status OnRoundPlan(const FrameView& frame);
   Status OnEvalRequest(const FrameView& frame);
+  // Sets up the secure-aggregation client for `plan` (SecAgg) and sends the
+  // round keys; the site's input follows at step 3.
+  Status StartSecAgg(uint64_t length);
+  // OK when `job_id` is the site's job (adopting it when none is set yet).
+  Status AdoptJob(const std::array<uint8_t, 32>& job_id);
   // Secure aggregation and Paillier steps (protocol/secagg.h, protocol/paillier.h).
   Status OnSecAggMessage(const FrameView& frame);
   Status OnPaillierMessage(const FrameView& frame);
@@ -144,6 +149,9 @@ class Worker {
   // the training-loss metrics of that (the update stays in model_
   // and is encoded only when it is masked, so no model-sized buffer waits).
   std::optional<std::vector<double>> secagg_trained_;
+  // A secure evaluation in progress: the encoded metric sums to mask.
+  std::optional<std::vector<uint64_t>> secagg_eval_;
+  uint32_t items_ = 0;
   std::unique_ptr<PaillierSiteState> paillier_;
   std::array<uint8_t, 32> job_id_{};  // WorkerOptions::job_id, or the first plan's
 };

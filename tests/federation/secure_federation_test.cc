@@ -188,6 +188,7 @@ TEST(SecureFederation, CoordinatorReceivesNoPlainUpdateAndOnlyUniformMaskedBytes
       RecordingTransport recording(&t);
       CoordinatorOptions options = MakeCoordinatorOptions(config);
       options.site_ranks = {1, 2, 3, 4};
+      options.items = data->dataset.items.size();
       Coordinator coordinator(options, initial.GlobalBlocks(),
                               std::move(StrategyRegistry::WithBuiltins()
                                             .Create("fedavg", MakeStrategyOptions(config))
@@ -202,20 +203,27 @@ TEST(SecureFederation, CoordinatorReceivesNoPlainUpdateAndOnlyUniformMaskedBytes
     Worker worker(options, data->dataset.items.size(), data->sites[rank - 1], &t);
     EXPECT_TRUE(worker.Serve(std::chrono::seconds(30)).ok());
   });
-  size_t masked = 0;
+  size_t masked = 0, masked_eval = 0;
   for (const auto& bytes : received) {
     Result<FrameView> frame = DecodeFrame(bytes);
     ASSERT_TRUE(frame.ok());
+    // Neither an update nor a site's evaluation sums arrive in the clear.
     EXPECT_NE(frame->header.type, MessageType::kModelUpdate);
+    EXPECT_NE(frame->header.type, MessageType::kEvalReport);
     if (frame->header.type != MessageType::kSecAggMasked) continue;
     Result<SecAggMasked> m = DecodeMessage<SecAggMasked>(*frame);
     ASSERT_TRUE(m.ok());
+    if (m->round == EvalSecAggRound(m->round & 0x7fffffffu)) {
+      ++masked_eval;
+      continue;
+    }
     ++masked;
     // 255 degrees of freedom: mean 255, sd 22.6; 400 is beyond p = 1e-8. The
     // plain update is mostly zero rows and would score in the millions.
     EXPECT_LT(ChiSquare(m->data), 400.0) << "site " << m->site << ", round " << m->round;
   }
-  EXPECT_EQ(masked, 8u);  // 4 sites x 2 rounds
+  EXPECT_EQ(masked, 8u);       // 4 sites x 2 rounds
+  EXPECT_EQ(masked_eval, 8u);  // and 2 evaluations
 }
 
 }  // namespace

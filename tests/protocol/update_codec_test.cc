@@ -280,5 +280,61 @@ TEST(UpdateCodec, RejectsUpdatesThatDoNotFitTheModel) {
   EXPECT_FALSE(DecodeSum(shapes, std::vector<uint64_t>(3), format).ok());
 }
 
+TEST(EvalSums, SumOfEncodedReportsDecodesToTheTotalsWithinRounding) {
+  EvalReport a, b;
+  a.squared_error = 12.625;
+  a.absolute_error = 7.5;
+  a.count = 9;
+  a.precision = 0.3;
+  a.ndcg = 1.0 / 3.0;
+  a.ranked_users = 4;
+  a.recommended = {1, 0, 3};
+  b.squared_error = 100.1;
+  b.recall = 2.75;
+  b.count = 40;
+  b.hit_rate = 3;
+  b.f1 = 0.2;
+  b.map = 0.9;
+  b.ranked_users = 6;
+  b.recommended = {0, 2};  // fewer items than the federation: the rest count 0
+  const uint64_t items = 3;
+  std::vector<uint64_t> sum = EncodeEvalSums(a, items);
+  ASSERT_EQ(sum.size(), EvalSumsLength(items));
+  const std::vector<uint64_t> other = EncodeEvalSums(b, items);
+  for (size_t i = 0; i < sum.size(); ++i) sum[i] += other[i];
+  Result<EvalReport> total = DecodeEvalSums(sum, items);
+  ASSERT_TRUE(total.ok()) << total.status().ToString();
+  const double ulp = 2 * std::ldexp(1.0, -static_cast<int>(kEvalFracBits));
+  EXPECT_NEAR(total->squared_error, 112.725, ulp);
+  EXPECT_NEAR(total->absolute_error, 7.5, ulp);
+  EXPECT_NEAR(total->precision, 0.3, ulp);
+  EXPECT_NEAR(total->recall, 2.75, ulp);
+  EXPECT_NEAR(total->ndcg, 1.0 / 3.0, ulp);
+  EXPECT_NEAR(total->hit_rate, 3.0, ulp);
+  EXPECT_NEAR(total->f1, 0.2, ulp);
+  EXPECT_NEAR(total->map, 0.9, ulp);
+  EXPECT_EQ(total->count, 49u);
+  EXPECT_EQ(total->ranked_users, 10u);
+  EXPECT_EQ(total->recommended, (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ(DecodeEvalSums(std::vector<uint64_t>(4), items).status().code(),
+            Status::Code::kInvalidArgument);
+}
+
+TEST(TrainLoss, RowCarriesTheMeanLossWeightedByTheCappedCount) {
+  FixedPointFormat format;
+  format.max_weight = 100;
+  const TrainLossRow small(6.0, 4, format), big(900.0, 1000, format), none(0.0, 0, format);
+  EXPECT_EQ(small.weight, 4u);
+  EXPECT_FLOAT_EQ(small.value, 1.5f);
+  EXPECT_EQ(big.weight, 100u);
+  EXPECT_FLOAT_EQ(big.value, 0.9f);
+  EXPECT_EQ(none.weight, 0u);
+  DecodedSums sums;
+  sums.row_weight = {{7.0}, {104.0}};
+  sums.weighted_sum = {{1.0, 2.0}, {4 * 1.5 + 100 * 0.9}};
+  EXPECT_NEAR(TakeTrainLoss(&sums), 96.0 / 104.0, 1e-12);
+  EXPECT_EQ(sums.row_weight.size(), 1u);  // the model's rows are left
+}
+
 }  // namespace
 }  // namespace fedrec
