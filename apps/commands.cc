@@ -274,16 +274,35 @@ int RunSim(const Config& config, const ModelRegistry* models) {
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
+  // The job id binds the coordinator's identity: made with its channel
+  // options; sites learn it from the coordinator's channel hello.
+  crypto::Key32 job{};
   if (config.security.channels) {
     LogChannelSecurity(config);
     std::vector<int> site_ranks(data->sites.size());
     for (size_t s = 0; s < site_ranks.size(); ++s) site_ranks[s] = static_cast<int>(s) + 1;
-    sim_options.channel_options = [&config, site_ranks](int rank) {
-      return ChannelOptions(config, rank == 0 ? std::nullopt : std::optional<uint32_t>(rank - 1),
-                            site_ranks);
+    Result<SecureTransportOptions> coordinator_channel =
+        ChannelOptions(config, std::nullopt, site_ranks);
+    if (!coordinator_channel.ok()) return Fail(coordinator_channel.status());
+    Result<crypto::Key32> job_id = NewJobId(config, coordinator_channel->identity.public_key);
+    if (!job_id.ok()) return Fail(job_id.status());
+    job = *job_id;
+    coordinator_channel->job_id = job;
+    sim_options.channel_options = [&config, site_ranks,
+                                   coordinator = *coordinator_channel](int rank) {
+      if (rank == 0) return Result<SecureTransportOptions>(coordinator);
+      Result<SecureTransportOptions> site =
+          ChannelOptions(config, static_cast<uint32_t>(rank - 1), site_ranks);
+      if (site.ok()) site->learn_job = true;
+      return site;
     };
+  } else {
+    Result<crypto::Key32> job_id = NewJobId(config, crypto::Key32{});
+    if (!job_id.ok()) return Fail(job_id.status());
+    job = *job_id;
   }
   WorkerOptions worker_options = MakeWorkerOptions(config, models);
+  worker_options.job_id = job;
   Result<std::map<uint32_t, crypto::Key32>> roster =
       SiteRoster(config, static_cast<uint32_t>(data->sites.size()));
   if (!roster.ok()) return Fail(roster.status());
@@ -296,10 +315,12 @@ int RunSim(const Config& config, const ModelRegistry* models) {
     saved = SaveHolderFiles(SiteFolder(out->dir(), worker.site()), worker.model(),
                             data->site_user_ids[worker.site()], item_ids);
   };
+  CoordinatorOptions coordinator_options = CoordinatorOptionsOf(config, models);
+  coordinator_options.job_id = job;
   Result<SimulationResult> result =
-      RunSimulation(sim_options, CoordinatorOptionsOf(config, models),
-                    std::move(server_model).value(), std::move(strategy).value(), worker_options,
-                    dataset.items.size(), std::move(data->sites), std::ref(reporter));
+      RunSimulation(sim_options, coordinator_options, std::move(server_model).value(),
+                    std::move(strategy).value(), worker_options, dataset.items.size(),
+                    std::move(data->sites), std::ref(reporter));
   out->EndProgress();
   if (!result.ok()) return Fail(result.status());
   if (!saved.ok()) return Fail(saved);
@@ -400,13 +421,14 @@ Config PopularityConfig(const Config& config) {
 // error when the job must stop (the sites were told).
 Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint32_t items,
                                                       const std::vector<int>& site_ranks,
-                                                      Transport& t) {
+                                                      const crypto::Key32& job, Transport& t) {
   const Config popularity = PopularityConfig(config);
   FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(popularity));
   FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> server, ServerModel(popularity, items, nullptr));
   CoordinatorOptions options = CoordinatorOptionsOf(popularity, nullptr);
   options.site_ranks = site_ranks;
   options.items = items;
+  options.job_id = PopularityJobId(job);
   Coordinator coordinator(options, std::move(server), std::move(strategy), &t);
   std::optional<EvalResult> eval;
   FEDREC_RETURN_IF_ERROR(coordinator.Run([&](const RoundMetrics& m) {
@@ -421,7 +443,7 @@ Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint
 }
 
 int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& site_ranks,
-                    const ModelRegistry* models) {
+                    const crypto::Key32& job, const ModelRegistry* models) {
   Result<RunOutput> out = RunOutput::Create(config, "run");
   if (!out.ok()) {
     AbortSites(t, site_ranks, "the coordinator cannot write its run directory");
@@ -472,22 +494,42 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
       }
     }
   }
+  // The item catalogue: the published universe, which every site numbers its
+  // items by (they report only its size); else the sites' item IDs joined in
+  // site order (each site's own order), which is how `fedrec sim` numbers them.
+  IdMap items;
+  const bool universe = !config.data.item_universe.empty();
+  if (universe && failure.empty()) {
+    Result<std::vector<std::string>> ids = ReadItemUniverse(config.data.item_universe);
+    if (!ids.ok()) failure = "the coordinator: " + ids.status().message();
+    for (const std::string& id : ids.ok() ? *ids : std::vector<std::string>()) items.Intern(id);
+    for (uint32_t s = 0; s < hellos.size() && failure.empty(); ++s) {
+      if (hellos[s]->items != items.size() || !hellos[s]->item_ids.empty()) {
+        failure = fmt::format(
+            "{} numbers its items by a universe of {} items, the coordinator's "
+            "data.item_universe ({}) has {}: every site must use the same item universe",
+            SiteName(s, site_ranks[s]), hellos[s]->items, config.data.item_universe, items.size());
+      }
+    }
+  }
   if (!failure.empty()) {
     AbortSites(t, site_ranks, failure);
     return Fail(Status::Aborted(failure));
   }
-  // The item catalogue: the sites' item IDs joined in site order (each site's
-  // own order), which is how `fedrec sim` numbers them.
-  IdMap items;
   uint64_t train_ratings = 0, test_ratings = 0;
   for (const auto& hello : hellos) {
-    for (const std::string& id : SplitLines(hello->item_ids)) items.Intern(id);
+    if (!universe) {
+      for (const std::string& id : SplitLines(hello->item_ids)) items.Intern(id);
+    }
     train_ratings += hello->train_ratings;
     test_ratings += hello->test_ratings;
   }
   std::vector<std::string> ids;
-  for (uint32_t i = 0; i < items.size(); ++i) ids.push_back(items.Raw(i));
+  if (!universe) {  // the sites have the universe already
+    for (uint32_t i = 0; i < items.size(); ++i) ids.push_back(items.Raw(i));
+  }
   Catalogue catalogue{items.size(), JoinLines(ids), out->dir()};
+  catalogue.job_id = job;
   for (int r : site_ranks) {
     if (Status s = t.Send(r, EncodeMessage(catalogue, 0, 0)); !s.ok()) return Fail(s);
   }
@@ -497,6 +539,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   CoordinatorOptions options = CoordinatorOptionsOf(config, models);
   options.site_ranks = site_ranks;
   options.items = items.size();
+  options.job_id = job;
   Result<std::unique_ptr<Model>> server_model = ServerModel(config, items.size(), models);
   if (server_model.ok()) {
     if (Status s = CheckFederatedModel(config, **server_model); !s.ok()) server_model = s;
@@ -508,7 +551,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   std::optional<EvalResult> popularity;
   if (config.eval.ranking) {
     Result<std::optional<EvalResult>> baseline =
-        FederatedPopularity(config, items.size(), site_ranks, t);
+        FederatedPopularity(config, items.size(), site_ranks, job, t);
     if (!baseline.ok()) return Fail(baseline.status().WithContext("the popularity baseline"));
     popularity = *baseline;
   }
@@ -529,8 +572,11 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   return Finish(&*out, summary, **final_model, items);
 }
 
+// `channel`: the authenticated channel `t` is, if any (its job must match the
+// catalogue's).
 int SiteRank(const Config& config, Transport& t, uint32_t site,
-             std::optional<crypto::SigningKey> identity, const ModelRegistry* models) {
+             std::optional<crypto::SigningKey> identity, const SecureTransport* channel,
+             const ModelRegistry* models) {
   const std::string name = SiteName(site, t.rank());
   auto fail = [&](const std::string& message) {
     std::cerr << ("fedrec: " + name + ": " + message + "\n");
@@ -541,7 +587,8 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   hello.site = site;
   if (local.ok()) {
     hello.items = local->item_ids.size();
-    hello.item_ids = JoinLines(local->item_ids);
+    // Numbered by the published universe: only its size leaves the site.
+    if (!local->in_universe) hello.item_ids = JoinLines(local->item_ids);
     hello.train_ratings = local->data.train.size();
     hello.test_ratings = local->data.test.size();
   } else {
@@ -572,13 +619,31 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
     break;
   }
   if (!local.ok()) return fail(local.status().message());
-  if (Status s = AdoptItemCatalogue(SplitLines(catalogue.item_ids), &*local); !s.ok())
-    return fail(s.message());
+  std::vector<std::string> item_ids;  // the federation's item order
+  if (local->in_universe) {
+    if (catalogue.items != local->item_ids.size()) {
+      return fail(fmt::format(
+          "the coordinator's item catalogue has {} items, this site's data.item_universe ({}) {}: "
+          "every site must use the same item universe",
+          catalogue.items, config.data.item_universe, local->item_ids.size()));
+    }
+    item_ids = local->item_ids;
+  } else {
+    item_ids = SplitLines(catalogue.item_ids);
+    if (Status s = AdoptItemCatalogue(item_ids, &*local); !s.ok()) return fail(s.message());
+  }
+  // The job comes from the coordinator, over the channel that authenticated it.
+  if (channel != nullptr && channel->job_id() != catalogue.job_id) {
+    return fail("the item catalogue names job " +
+                crypto::ToHex(std::span(catalogue.job_id.data(), 8)) +
+                "..., not the job this site's channel to the coordinator is bound to");
+  }
 
   WorkerOptions options = MakeWorkerOptions(config, models);
   options.site = site;
   options.coordinator_rank = 0;
   options.identity = std::move(identity);
+  options.job_id = catalogue.job_id;
   Result<std::map<uint32_t, crypto::Key32>> roster =
       SiteRoster(config, static_cast<uint32_t>(config.federation.sites));
   if (!roster.ok()) return fail(roster.status().message());
@@ -589,14 +654,15 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   if (config.eval.ranking) {  // the popularity baseline first (FederatedPopularity)
     WorkerOptions baseline = options;
     baseline.make_model = MakeWorkerOptions(PopularityConfig(config)).make_model;
+    baseline.job_id = PopularityJobId(catalogue.job_id);
     Worker popularity(baseline, static_cast<uint32_t>(catalogue.items), local->data, &t);
     if (Status s = popularity.Serve(idle); !s.ok()) return fail(s.message());
   }
   Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
   if (Status s = worker.Serve(idle); !s.ok()) return fail(s.message());
   // The site's folder under the coordinator's run directory (on this node).
-  if (Status s = SaveHolderFiles(SiteFolder(catalogue.run_dir, site), worker.model(), user_ids,
-                                 SplitLines(catalogue.item_ids));
+  if (Status s =
+          SaveHolderFiles(SiteFolder(catalogue.run_dir, site), worker.model(), user_ids, item_ids);
       !s.ok())
     return fail(s.message());
   return 0;
@@ -643,6 +709,15 @@ int RunMpi(const Config& config, const ModelRegistry* models) {
     spdlog::set_pattern(fmt::format("[%H:%M:%S.%e] [%^%l%$] [rank {}] %v", t.rank()));
     if (spdlog::get_level() < spdlog::level::warn) spdlog::set_level(spdlog::level::warn);
   }
+  // Every rank makes the same checks on the same facts, so all stop together.
+  Result<std::vector<std::string>> hosts = t.AllHosts();
+  Status runnable = hosts.ok() ? CheckRunConfig(config, *hosts) : hosts.status();
+  if (!runnable.ok()) {
+    if (t.rank() == 0) Fail(runnable);
+    (void)t.Barrier(std::chrono::seconds(10));
+    t.Close();
+    return 2;
+  }
   std::vector<int> site_ranks;
   for (int64_t s = 0; s < sites; ++s) site_ranks.push_back(static_cast<int>(1 + shard_servers + s));
   const std::optional<uint32_t> site =
@@ -652,10 +727,21 @@ int RunMpi(const Config& config, const ModelRegistry* models) {
   Transport* transport = &t;
   std::unique_ptr<SecureTransport> channel;
   std::optional<crypto::SigningKey> identity;
+  // The job id, made by the coordinator; sites learn it from the coordinator
+  // (the channel's hello, then the catalogue).
+  crypto::Key32 job{};
   int code = 0;
   if (config.security.channels) {
     if (t.rank() == 0) LogChannelSecurity(config);
     Result<SecureTransportOptions> options = ChannelOptions(config, site, site_ranks);
+    if (options.ok() && !site) {
+      Result<crypto::Key32> job_id = NewJobId(config, options->identity.public_key);
+      if (job_id.ok()) job = *job_id;
+      options->job_id = job;
+      if (!job_id.ok()) options = job_id.status();
+    } else if (options.ok()) {
+      options->learn_job = true;
+    }
     Result<std::unique_ptr<SecureTransport>> secure =
         options.ok() ? SecureTransport::Create(&t, *options)
                      : Result<std::unique_ptr<SecureTransport>>(options.status());
@@ -667,10 +753,14 @@ int RunMpi(const Config& config, const ModelRegistry* models) {
       std::cerr << fmt::format("fedrec: rank {}: {}\n", t.rank(), secure.status().message());
       code = 1;
     }
+  } else if (!site) {
+    Result<crypto::Key32> job_id = NewJobId(config, crypto::Key32{});
+    if (job_id.ok()) job = *job_id;
+    if (!job_id.ok()) code = Fail(job_id.status());
   }
   if (code == 0) {
-    code = site ? SiteRank(config, *transport, *site, identity, models)
-                : CoordinatorRank(config, *transport, site_ranks, models);
+    code = site ? SiteRank(config, *transport, *site, identity, channel.get(), models)
+                : CoordinatorRank(config, *transport, site_ranks, job, models);
   }
   if (code != 0 && !site && channel) SettleChannels(*channel, site_ranks, std::chrono::seconds(10));
   if (code != 0) {
@@ -710,6 +800,12 @@ int RunGenerate(const Config& config, const std::string& dir) {
     return Status::Ok();
   };
   if (Status s = write(dir + "/ratings.csv", d.train, nullptr); !s.ok()) return Fail(s);
+  {
+    // The public item universe the sites' files map onto (data.item_universe).
+    std::ofstream items(dir + "/items.txt");
+    for (uint32_t i = 0; i < d.items.size(); ++i) items << d.items.Raw(i) << '\n';
+    if (!items) return Fail(Status::IoError("cannot write " + dir + "/items.txt"));
+  }
   // Sites hold their users under site numbering; map back through the keys.
   std::unordered_map<uint64_t, uint32_t> user_of_key;
   for (uint32_t u = 0; u < d.users.size(); ++u) user_of_key[StableIdKey(d.users.Raw(u))] = u;
@@ -724,6 +820,7 @@ int RunGenerate(const Config& config, const std::string& dir) {
   std::cout << json{{"command", "generate"},
                     {"dir", dir},
                     {"ratings", d.train.size()},
+                    {"item_universe", dir + "/items.txt"},
                     {"sites", data->sites.size()}}
                    .dump()
             << std::endl;

@@ -48,6 +48,10 @@ const std::vector<Key>& Schema() {
           "per-site training files, {site} = site index, {rank} = MPI rank (partition = files)"),
       FEDREC_KEY("data.site_test", data.site_test,
                  "per-site test files ({site}, {rank}); empty = split each site's file"),
+      FEDREC_KEY("data.item_universe", data.item_universe,
+                 "partition = files: the public item list (one ID per line) every site maps its "
+                 "items onto, so no site's own item IDs leave it; empty = the union of the sites' "
+                 "items (fedrec sim; fedrec run only with security.aggregation = none)"),
       FEDREC_KEY("data.positive_threshold", data.positive_threshold,
                  "implicit-feedback models learn from interactions with a value >= this"),
       FEDREC_KEY("data.synthetic.users", data.synthetic.users, "synthetic data: users"),
@@ -121,6 +125,9 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("security.site_public_keys", security.site_public_keys,
                  "sites' public key files ({site}/{rank} pattern): the coordinator admits only "
                  "these, each site checks its secure-aggregation neighbours against them"),
+      FEDREC_KEY("security.allow_unauthenticated", security.allow_unauthenticated,
+                 "let fedrec run span several hosts without identity keys (channels then trust "
+                 "any peer that answers)"),
       FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
                  "shard-server ranks after the coordinator in fedrec run (parameter-server mode)"),
       FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,
@@ -496,6 +503,31 @@ Status ValidateConfig(const Config& c) {
         value.find("{rank}") == std::string::npos)
       return fail(key, "a path pattern containing {site} or {rank}", "\"" + value + "\"");
   }
+  {
+    // The identities and the public keys that check them come as a set: a
+    // partial set would leave one direction unauthenticated.
+    const std::pair<const char*, const std::string*> keys[] = {
+        {"security.coordinator_identity", &c.security.coordinator_identity},
+        {"security.coordinator_public_key", &c.security.coordinator_public_key},
+        {"security.site_identity", &c.security.site_identity},
+        {"security.site_public_keys", &c.security.site_public_keys}};
+    std::string set, missing;
+    for (const auto& [key, value] : keys) {
+      std::string& list = value->empty() ? missing : set;
+      list += (list.empty() ? "" : ", ") + std::string(key);
+    }
+    if (!set.empty() && !missing.empty()) {
+      return fail(missing.substr(0, missing.find(',')),
+                  "a value: the identity and public-key settings go together (set: " + set +
+                      "; missing: " + missing + "; `fedrec keygen --dir keys --sites " +
+                      std::to_string(c.federation.sites) + "` prints all four)",
+                  "nothing");
+    }
+  }
+  if (!c.data.item_universe.empty() && c.federation.partition != "files")
+    return fail("data.item_universe", "to be empty unless federation.partition = files",
+                "\"" + c.data.item_universe + "\" with federation.partition = \"" +
+                    c.federation.partition + "\"");
   FEDREC_RETURN_IF_ERROR(positive("eval.every", c.eval.every));
   FEDREC_RETURN_IF_ERROR(positive("eval.top_k", c.eval.top_k));
   if (c.sim.threads < 0)

@@ -33,6 +33,11 @@ struct Config {
     double positive_threshold = 0.0;
     std::string site_train;  // per-site files, "{site}"/"{rank}" (partition = "files")
     std::string site_test;
+    // The public item universe of partition = "files": one item ID per line,
+    // numbered in file order; sites map their items onto it and report only
+    // their count. Empty = the union of the sites' items (needs every site's
+    // IDs: fedrec sim, or fedrec run with security.aggregation = "none").
+    std::string item_universe;
     struct Synthetic {
       int64_t users = 943;
       int64_t items = 1682;
@@ -98,6 +103,9 @@ struct Config {
     std::string coordinator_public_key;  // its public key (file or hex), checked by the sites
     std::string site_identity;           // sites' private key files, with {site} or {rank}
     std::string site_public_keys;        // sites' public key files, with {site} or {rank}
+    // fedrec run across hosts refuses to start without the four keys above
+    // (authenticated channels) unless this is set.
+    bool allow_unauthenticated = false;
   } security;
 
   struct Cluster {

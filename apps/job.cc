@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <set>
 #include <unordered_map>
 
 #include "data/partition.h"
@@ -15,6 +17,7 @@
 #include "data/split.h"
 #include "data/synthetic.h"
 #include "protocol/identity.h"
+#include "protocol/sha256.h"
 
 namespace fedrec {
 
@@ -116,17 +119,62 @@ Result<Dataset> LoadDataset(const Config& config) {
   return dataset;
 }
 
+namespace {
+
+// The line of `path` where item `id` first appears (0 when not found), read
+// with the field separator of `format`.
+uint64_t FirstLineOfItem(const std::string& path, RatingFormat format, const std::string& id) {
+  if (format == RatingFormat::kAuto) {
+    Result<RatingFormat> detected = DetectRatingFormat(path);
+    if (!detected.ok()) return 0;
+    format = *detected;
+  }
+  const std::string sep = format == RatingFormat::kMl100k ? "\t"
+                          : format == RatingFormat::kMl1m ? "::"
+                                                          : ",";
+  std::ifstream in(path);
+  std::string line;
+  for (uint64_t number = 1; std::getline(in, line); ++number) {
+    const size_t first = line.find(sep);
+    if (first == std::string::npos) continue;
+    const size_t start = first + sep.size();
+    size_t end = line.find(sep, start);
+    if (end == std::string::npos) end = line.size();
+    std::string_view field(line.data() + start, end - start);
+    if (!field.empty() && field.back() == '\r') field.remove_suffix(1);
+    if (field == id) return number;
+  }
+  return 0;
+}
+
+// Reads one rating file into the maps; with a universe (`universe` items
+// interned first in `items`), an item outside it is an error naming path:line.
+Status ReadSiteFile(const Config& config, const std::string& path, const ReadOptions& read,
+                    uint32_t universe, IdMap* users, IdMap* items, std::vector<Rating>* out) {
+  FEDREC_RETURN_IF_ERROR(ReadRatings(path, read, users, items, out));
+  if (universe == 0 || items->size() == universe) return Status::Ok();
+  const std::string& id = items->Raw(universe);
+  const uint64_t line = FirstLineOfItem(path, read.format, id);
+  return Status::InvalidArgument(
+      path + (line ? ":" + std::to_string(line) : std::string()) + ": item '" + id +
+      "' is not in the item universe " + config.data.item_universe + " (data.item_universe, " +
+      std::to_string(universe) + " items); add it there, for every site, or drop the line");
+}
+
+}  // namespace
+
 // Reads site `site`'s own files (partition = files), interning IDs in
-// `users` and `items`: its train file first, then its test file.
+// `users` and `items`: its train file first, then its test file. `universe`:
+// the number of universe items already interned in `items` (0 = none).
 Status ReadSiteFiles(const Config& config, uint32_t site, IdMap* users, IdMap* items,
-                     std::vector<Rating>* train, std::vector<Rating>* test) {
+                     std::vector<Rating>* train, std::vector<Rating>* test, uint32_t universe = 0) {
   FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
   const ReadOptions read = MakeReadOptions(config, format);
   const std::string where = "site " + std::to_string(site);
   std::vector<Rating> all;
-  FEDREC_RETURN_IF_ERROR(
-      ReadRatings(SitePath(config, config.data.site_train, site), read, users, items, &all)
-          .WithContext(where));
+  FEDREC_RETURN_IF_ERROR(ReadSiteFile(config, SitePath(config, config.data.site_train, site), read,
+                                      universe, users, items, &all)
+                             .WithContext(where));
   if (config.data.site_test.empty()) {
     FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed + site));
     *train = std::move(split.train);
@@ -134,8 +182,19 @@ Status ReadSiteFiles(const Config& config, uint32_t site, IdMap* users, IdMap* i
     return Status::Ok();
   }
   *train = std::move(all);
-  return ReadRatings(SitePath(config, config.data.site_test, site), read, users, items, test)
+  return ReadSiteFile(config, SitePath(config, config.data.site_test, site), read, universe, users,
+                      items, test)
       .WithContext(where);
+}
+
+// Interns data.item_universe (when set) into `items`; returns its size (0
+// when unset).
+Result<uint32_t> InternUniverse(const Config& config, IdMap* items) {
+  if (config.data.item_universe.empty()) return 0u;
+  FEDREC_ASSIGN_OR_RETURN(std::vector<std::string> universe,
+                          ReadItemUniverse(config.data.item_universe));
+  for (const std::string& id : universe) items->Intern(id);
+  return items->size();
 }
 
 // Users present in `train` or `test`, ascending.
@@ -156,8 +215,12 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
     d.rating_min = static_cast<float>(config.data.rating_min);
     d.rating_max = static_cast<float>(config.data.rating_max);
     std::vector<std::vector<Rating>> train(sites), test(sites);
+    // Items numbered by the published universe, else in first-seen order
+    // over the sites (what `fedrec run` gets from the sites' IDs).
+    FEDREC_ASSIGN_OR_RETURN(const uint32_t universe, InternUniverse(config, &d.items));
     for (uint32_t s = 0; s < sites; ++s) {
-      FEDREC_RETURN_IF_ERROR(ReadSiteFiles(config, s, &d.users, &d.items, &train[s], &test[s]));
+      FEDREC_RETURN_IF_ERROR(
+          ReadSiteFiles(config, s, &d.users, &d.items, &train[s], &test[s], universe));
       d.train.insert(d.train.end(), train[s].begin(), train[s].end());
       d.test.insert(d.test.end(), test[s].begin(), test[s].end());
     }
@@ -195,10 +258,12 @@ Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site) {
   if (config.federation.partition == "files") {
     IdMap users, items;
     std::vector<Rating> train, test;
-    FEDREC_RETURN_IF_ERROR(ReadSiteFiles(config, site, &users, &items, &train, &test));
+    FEDREC_ASSIGN_OR_RETURN(const uint32_t universe, InternUniverse(config, &items));
+    FEDREC_RETURN_IF_ERROR(ReadSiteFiles(config, site, &users, &items, &train, &test, universe));
     std::vector<uint32_t> held = UsersOf(train, test);
     local.data = MakeSiteData(users, held, std::move(train), std::move(test), &local.user_ids);
     for (uint32_t i = 0; i < items.size(); ++i) local.item_ids.push_back(items.Raw(i));
+    local.in_universe = universe > 0;
     return local;
   }
   FEDREC_ASSIGN_OR_RETURN(FederatedData all, LoadFederatedData(config));
@@ -229,6 +294,96 @@ Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* 
   }
   for (Rating& r : site->data.train) r.item = global[r.item];
   for (Rating& r : site->data.test) r.item = global[r.item];
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> ReadItemUniverse(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    if (!std::filesystem::exists(path))
+      return Status::NotFound("item universe " + path + " (data.item_universe) does not exist");
+    return Status::IoError("cannot read item universe " + path + " (data.item_universe)");
+  }
+  std::vector<std::string> ids;
+  std::unordered_map<std::string, uint64_t> first_line;
+  std::string line;
+  for (uint64_t number = 1; std::getline(in, line); ++number) {
+    const size_t begin = line.find_first_not_of(" \t\r");
+    if (begin == std::string::npos) continue;
+    const size_t end = line.find_last_not_of(" \t\r");
+    std::string id = line.substr(begin, end - begin + 1);
+    auto [it, fresh] = first_line.emplace(id, number);
+    if (!fresh) {
+      return Status::InvalidArgument(path + ":" + std::to_string(number) + ": item '" + id +
+                                     "' is listed twice (first at line " +
+                                     std::to_string(it->second) +
+                                     "); expected one item ID per line (data.item_universe)");
+    }
+    ids.push_back(std::move(id));
+  }
+  if (in.bad()) return Status::IoError("cannot read item universe " + path);
+  if (ids.empty()) {
+    return Status::InvalidArgument("item universe " + path +
+                                   " (data.item_universe): expected one item ID per line, found "
+                                   "none");
+  }
+  return ids;
+}
+
+crypto::Key32 JobId(const Config& config, const crypto::Key32& coordinator_key,
+                    const crypto::Key32& nonce) {
+  const std::string resolved = ConfigToToml(config);
+  Sha256 sha;
+  sha.Update(std::as_bytes(std::span(resolved.data(), resolved.size())));
+  sha.Update(std::as_bytes(std::span(coordinator_key)));
+  sha.Update(std::as_bytes(std::span(nonce)));
+  return crypto::Key32FromHex(sha.HexDigest(), "job id").value();
+}
+
+Result<crypto::Key32> NewJobId(const Config& config, const crypto::Key32& coordinator_key) {
+  crypto::Key32 nonce;
+  FEDREC_RETURN_IF_ERROR(crypto::RandomBytes(nonce));
+  return JobId(config, coordinator_key, nonce);
+}
+
+crypto::Key32 PopularityJobId(const crypto::Key32& job) {
+  constexpr std::string_view kLabel = "fedrec popularity baseline";
+  Sha256 sha;
+  sha.Update(std::as_bytes(std::span(kLabel.data(), kLabel.size())));
+  sha.Update(std::as_bytes(std::span(job)));
+  return crypto::Key32FromHex(sha.HexDigest(), "job id").value();
+}
+
+Status CheckRunConfig(const Config& config, const std::vector<std::string>& hosts) {
+  const Config::Security& sec = config.security;
+  const std::set<std::string> distinct(hosts.begin(), hosts.end());
+  const bool authenticated = sec.channels && !sec.coordinator_identity.empty() &&
+                             !sec.coordinator_public_key.empty() && !sec.site_identity.empty() &&
+                             !sec.site_public_keys.empty();
+  if (distinct.size() > 1 && !authenticated && !sec.allow_unauthenticated) {
+    std::string names;
+    for (const std::string& h : distinct) names += (names.empty() ? "" : ", ") + h;
+    return Status::InvalidArgument(fmt::format(
+        "fedrec run: the job spans {} hosts ({}), but its channels are not authenticated{}: "
+        "expected security.channels = true and identity keys in security.coordinator_identity, "
+        "security.coordinator_public_key, security.site_identity and security.site_public_keys "
+        "(`fedrec keygen --dir keys --sites {}` makes them and prints the settings), or "
+        "security.allow_unauthenticated = true to run without authentication",
+        distinct.size(), names,
+        sec.channels ? std::string(" (no identity keys are configured)")
+                     : std::string(" (security.channels = false)"),
+        config.federation.sites));
+  }
+  if (config.federation.partition == "files" && config.data.item_universe.empty() &&
+      config.security.aggregation != "none") {
+    return Status::InvalidArgument(
+        "config data.item_universe: expected the published item list (one item ID per line) "
+        "that every site maps its items onto, found nothing: with per-site files "
+        "(federation.partition = files) and security.aggregation = \"" +
+        config.security.aggregation +
+        "\", fedrec run does not collect the sites' own item IDs at the coordinator (`fedrec "
+        "generate` writes items.txt; or set security.aggregation = \"none\")");
+  }
   return Status::Ok();
 }
 

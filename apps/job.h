@@ -45,11 +45,42 @@ struct LocalSite {
   SiteData data;
   std::vector<std::string> item_ids;  // raw ID of each item index in `data`
   std::vector<std::string> user_ids;  // raw ID of each of the site's users
+  // True when the items are numbered by data.item_universe (item_ids is the
+  // universe): the site reports only its size, never its own items.
+  bool in_universe = false;
 };
 Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site);
 // Renumbers the site's items to their index in `catalogue` (the federation's
 // item order). Error naming the item when the catalogue lacks one.
 Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* site);
+
+// The published item universe (data.item_universe): one item ID per line, in
+// order; blank lines are skipped. Errors name the file (and path:line for an
+// ID listed twice); an empty universe is an error.
+Result<std::vector<std::string>> ReadItemUniverse(const std::string& path);
+
+// The job identifier: SHA-256(the resolved config as ConfigToToml writes it ||
+// the coordinator's identity public key || nonce). The coordinator draws a
+// fresh 32-byte nonce per job (NewJobId); sites learn the result from the
+// coordinator over the authenticated channel, never from their config.
+crypto::Key32 JobId(const Config& config, const crypto::Key32& coordinator_key,
+                    const crypto::Key32& nonce);
+Result<crypto::Key32> NewJobId(const Config& config, const crypto::Key32& coordinator_key);
+// The job of the popularity baseline that `fedrec run` trains before the
+// model over the same channels (its rounds must not be confused with the
+// model's rounds of the same number): SHA-256("fedrec popularity baseline" ||
+// job).
+crypto::Key32 PopularityJobId(const crypto::Key32& job);
+
+// Checks of `fedrec run` that depend on the job's shape, made on every rank
+// before any data is read. `hosts` is each rank's MPI_Get_processor_name.
+// - On more than one host, the channels must be authenticated (channels on
+//   and the four identity/public-key settings) unless
+//   security.allow_unauthenticated = true.
+// - Per-site files with encrypted aggregation need data.item_universe: else
+//   every site's item IDs would reach the coordinator.
+// InvalidArgument saying what is expected.
+Status CheckRunConfig(const Config& config, const std::vector<std::string>& hosts);
 
 MfTrainerOptions TrainerOptions(const Config& config);
 // The options of the configured model (model.*, train.*, data.positive_threshold).

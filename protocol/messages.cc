@@ -398,6 +398,7 @@ void serialize(Archive& ar, Catalogue& m) {
   ar(m.items);
   Contiguous(ar, m.item_ids, Label("catalogue item IDs"));
   Contiguous(ar, m.run_dir, Label("run directory"));
+  Fixed(ar, m.job_id);
 }
 
 template <class Archive>

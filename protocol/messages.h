@@ -153,8 +153,10 @@ struct SiteError {
 // Start-up of a job whose roles run in separate processes (`fedrec run`):
 // each site loads its own data and answers SiteHello (or the error that stopped
 // it); the coordinator then fixes the item index space and answers Catalogue.
-// With per-site files the sites' item IDs are joined in site order (train file
-// first, then test file), which is also how `fedrec sim` numbers them.
+// With per-site files and a published item universe (data.item_universe)
+// sites number their items by the universe and report only its size; without
+// one, the sites' item IDs are joined in site order (train file first, then
+// test file), which is also how `fedrec sim` numbers them.
 struct SiteHello {
   static constexpr MessageType kType = MessageType::kSiteHello;
   uint32_t site = 0;
@@ -172,6 +174,9 @@ struct Catalogue {
   uint64_t items = 0;    // items of the global model
   std::string item_ids;  // '\n'-separated global order; empty when sites share one already
   std::string run_dir;   // the coordinator's run directory: sites save their model under it
+  // The job (CoordinatorOptions::job_id); sites take it from here, over the
+  // authenticated channel, never from their config.
+  std::array<uint8_t, 32> job_id{};
 
   friend bool operator==(const Catalogue&, const Catalogue&) = default;
 };

@@ -19,6 +19,13 @@
 // non-blocking receive per message, and frames are delivered per sender in the
 // order they were matched.
 //
+// Bounds. A frame's buffer is allocated when its (unauthenticated) header is
+// matched, so every announced size is checked first: at most max_frame bytes,
+// chunk counts consistent with the size, one open chunked frame per sender.
+// A refused header allocates nothing; a refused message that carries bytes
+// (a chunk of no open frame) is received whole and freed: those bytes were
+// actually sent.
+//
 // Receive buffers. A frame's buffer must be a zero-filled std::vector before
 // MPI writes into it; for a 16 MiB frame that costs ~0.7 ms, and ~12 ms when
 // the memory is fresh from the kernel (4 KiB page faults on a VM). So large
@@ -181,6 +188,8 @@ class MpiTransport::Impl {
   TrafficStats stats() const;
   Status RunOnMpiThread(const std::function<void()>& fn);
   [[noreturn]] void Abort(int code, const std::string& reason);
+  Status SendRaw(int peer, int tag, std::vector<uint8_t> bytes);
+  uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -238,6 +247,7 @@ class MpiTransport::Impl {
 
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> messages_sent_{0};
+  std::atomic<uint64_t> refused_{0};
 
   // Progress thread only.
   MPI_Comm comm_ = MPI_COMM_NULL;
@@ -283,6 +293,12 @@ Status MpiTransport::Impl::Send(int peer, std::vector<uint8_t> bytes) {
     return Status::InvalidArgument("rank " + std::to_string(rank_) + " cannot send to rank " +
                                    std::to_string(peer) + ": the MPI job has ranks 0.." +
                                    std::to_string(size_ - 1));
+  }
+  if (bytes.size() > options_.max_frame) {
+    return Status::InvalidArgument(
+        "rank " + std::to_string(rank_) + " cannot send a " + std::to_string(bytes.size()) +
+        "-byte frame to rank " + std::to_string(peer) + ": more than the " +
+        std::to_string(options_.max_frame) + " bytes allowed (MpiTransportOptions::max_frame)");
   }
   bool wake = false;
   {
@@ -561,6 +577,12 @@ void MpiTransport::Impl::ReceiveMatched(MPI_Message message, const MPI_Status& s
   std::deque<InFlightRecv>& frames = recvs_[static_cast<size_t>(source)];
   switch (status.MPI_TAG) {
     case kTagFrame: {
+      if (static_cast<uint64_t>(count) > options_.max_frame) {
+        Discard(message, source, count,
+                "more than the " + std::to_string(options_.max_frame) +
+                    " bytes allowed (MpiTransportOptions::max_frame)");
+        return;
+      }
       InFlightRecv& frame = frames.emplace_back();
       ++recv_frames_;
       frame.bytes = TakeReceiveBuffer(static_cast<size_t>(count));
@@ -593,11 +615,25 @@ void MpiTransport::Impl::ReceiveMatched(MPI_Message message, const MPI_Status& s
       }
       const uint64_t total = GetU64(header.data());
       const uint64_t chunks = GetU64(header.data() + 8);
-      if (chunks == 0 || chunks > total) {
+      // Every chunk carries 1..INT_MAX bytes; the buffer is allocated now,
+      // before any of them arrived.
+      std::string refusal;
+      if (total > options_.max_frame) {
+        refusal = "it announces " + std::to_string(total) + " bytes, more than the " +
+                  std::to_string(options_.max_frame) + " allowed (MpiTransportOptions::max_frame)";
+      } else if (chunks == 0 || chunks > total || total / chunks > static_cast<uint64_t>(INT_MAX)) {
+        refusal = "it announces " + std::to_string(total) + " bytes in " + std::to_string(chunks) +
+                  " chunks (each chunk must carry 1.." + std::to_string(INT_MAX) + " bytes)";
+      } else if (!frames.empty() && frames.back().posted < frames.back().chunks) {
+        refusal = "the chunks of its previous " + std::to_string(frames.back().bytes.size()) +
+                  "-byte frame have not all arrived (" + std::to_string(frames.back().posted) +
+                  " of " + std::to_string(frames.back().chunks) + ")";
+      }
+      if (!refusal.empty()) {
+        refused_.fetch_add(1, std::memory_order_relaxed);
         spdlog::error(
-            "MPI rank {}: dropped a chunked frame from rank {}: header announces {} bytes "
-            "in {} chunks",
-            rank_, source, total, chunks);
+            "MPI rank {}: refused a chunked frame from rank {}: {}; its chunks are dropped", rank_,
+            source, refusal);
         return;
       }
       InFlightRecv& frame = frames.emplace_back();
@@ -642,8 +678,12 @@ void MpiTransport::Impl::ReceiveMatched(MPI_Message message, const MPI_Status& s
 
 void MpiTransport::Impl::Discard(MPI_Message message, int source, int count,
                                  const std::string& why) {
+  refused_.fetch_add(1, std::memory_order_relaxed);
   spdlog::error("MPI rank {}: dropped a {}-byte message from rank {}: {}", rank_, count, source,
                 why);
+  // The whole message must be received (a shorter buffer is not safe with
+  // every transport: shared-memory single copy writes the full length); its
+  // bytes were actually sent, so this is bounded by what the peer spent.
   std::vector<uint8_t> sink(static_cast<size_t>(std::max(count, 1)));
   MPI_Mrecv(sink.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE);
 }
@@ -803,6 +843,17 @@ void MpiTransport::Impl::AbortNow(int code) {
   std::_Exit(code);  // MPI_Abort does not return; in case it does
 }
 
+Status MpiTransport::Impl::SendRaw(int peer, int tag, std::vector<uint8_t> bytes) {
+  if (peer < 0 || peer >= size_) return Status::InvalidArgument("no rank " + std::to_string(peer));
+  int rc = MPI_SUCCESS;
+  Status ran = RunOnMpiThread([&] {
+    rc = MPI_Send(bytes.empty() ? nullptr : bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE,
+                  peer, tag, comm_);
+  });
+  if (!ran.ok()) return ran;
+  return rc == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Send", rc);
+}
+
 // ---------------------------------------------------------------------------
 // MpiTransport
 
@@ -811,6 +862,9 @@ Result<std::unique_ptr<MpiTransport>> MpiTransport::Start(const MpiTransportOpti
     return Status::InvalidArgument("MpiTransportOptions.max_message is " +
                                    std::to_string(options.max_message) + ", expected 1.." +
                                    std::to_string(INT_MAX) + " (an MPI count)");
+  }
+  if (options.max_frame == 0) {
+    return Status::InvalidArgument("MpiTransportOptions.max_frame is 0, expected at least 1");
   }
   if (options.flush_timeout.count() < 0) {
     return Status::InvalidArgument("MpiTransportOptions.flush_timeout is negative");
@@ -840,6 +894,28 @@ TrafficStats MpiTransport::stats() const { return impl_->stats(); }
 void MpiTransport::Close() { impl_->Close(); }
 void MpiTransport::Abort(int code, const std::string& reason) { impl_->Abort(code, reason); }
 const std::string& MpiTransport::host() const { return impl_->host(); }
+uint64_t MpiTransport::refused_messages() const { return impl_->refused(); }
+Status MpiTransport::SendRawForTesting(int peer, int tag, std::vector<uint8_t> bytes) {
+  return impl_->SendRaw(peer, tag, std::move(bytes));
+}
+
+Result<std::vector<std::string>> MpiTransport::AllHosts() {
+  const int n = size();
+  std::vector<char> mine(MPI_MAX_PROCESSOR_NAME, '\0');
+  std::copy_n(host().begin(), std::min<size_t>(host().size(), MPI_MAX_PROCESSOR_NAME - 1),
+              mine.begin());
+  std::vector<char> all(static_cast<size_t>(n) * MPI_MAX_PROCESSOR_NAME, '\0');
+  int rc = MPI_SUCCESS;
+  FEDREC_RETURN_IF_ERROR(impl_->RunOnMpiThread([&] {
+    rc = MPI_Allgather(mine.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(),
+                       MPI_MAX_PROCESSOR_NAME, MPI_CHAR, MPI_COMM_WORLD);
+  }));
+  if (rc != MPI_SUCCESS) return MpiError("MPI_Allgather of the host names", rc);
+  std::vector<std::string> hosts;
+  for (int r = 0; r < n; ++r)
+    hosts.emplace_back(all.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME);
+  return hosts;
+}
 Status MpiTransport::RunOnMpiThread(const std::function<void()>& fn) {
   return impl_->RunOnMpiThread(fn);
 }

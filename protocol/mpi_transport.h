@@ -11,6 +11,13 @@
 // header message, and reassembled before delivery. Messages between a pair of
 // ranks arrive in send order.
 //
+// Nothing a peer announces is allocated unchecked: a chunk header announcing
+// more than `max_frame` bytes, a second chunked frame before the first one's
+// chunks, or chunks that do not fit the announced frame are refused with an
+// error naming the peer and the sizes, counted (refused_messages()), and
+// dropped; the transport keeps working. A peer can make a rank allocate at most one frame of
+// `max_frame` bytes beyond what it actually sent.
+//
 // Shutdown: Close() stops accepting sends, waits up to `flush_timeout` for
 // queued sends to complete, then finalises MPI. A peer that already finished
 // does not make it hang: eager messages to it complete locally, and sends still
@@ -22,6 +29,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "protocol/transport.h"
 
@@ -30,6 +38,10 @@ namespace fedrec {
 struct MpiTransportOptions {
   // Largest frame sent as a single MPI message; larger frames are chunked.
   size_t max_message = size_t{1} << 30;
+  // Largest frame accepted from a peer (the buffer of a frame is allocated
+  // when its header arrives, before its bytes: this bounds what a forged
+  // header can make a rank allocate). Larger frames are refused, not sent.
+  size_t max_frame = size_t{8} << 30;
   std::chrono::milliseconds flush_timeout{10000};
 };
 
@@ -57,6 +69,22 @@ class MpiTransport : public Transport {
 
   // Name of the host this rank runs on (MPI_Get_processor_name).
   const std::string& host() const;
+
+  // Every rank's host name, indexed by rank (an allgather over
+  // MPI_COMM_WORLD: every rank must call it, at the same point). Errors as
+  // RunOnMpiThread's, or Internal when the collective fails.
+  Result<std::vector<std::string>> AllHosts();
+
+  // Messages from peers refused since Start (oversized or inconsistent
+  // frames, unknown tags); each was logged with the peer and the sizes.
+  // Thread-safe.
+  uint64_t refused_messages() const;
+
+  // Test hook, playing a hostile or broken peer: posts `bytes` to `peer` as
+  // one raw message with wire tag `tag` (1 a whole frame, 2 a chunk header of
+  // two little-endian uint64: total bytes and chunk count, 3 a chunk),
+  // bypassing the framing. Blocks until sent.
+  Status SendRawForTesting(int peer, int tag, std::vector<uint8_t> bytes);
 
   // Runs `fn` on the progress thread, the only thread allowed to call MPI, and
   // waits for it to return (inline when called from the progress thread). For

@@ -18,24 +18,59 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kHelloSize = 136;
-constexpr size_t kSignedHelloBytes = 72;
+// Hello payload layout (see the header).
+constexpr size_t kHelloSize = 200;
+constexpr size_t kJobAt = 8;
+constexpr size_t kIdentityAt = 40;
+constexpr size_t kEphemeralAt = 72;
+constexpr size_t kAnswersAt = 104;
+constexpr size_t kSignedHelloBytes = 136;
 constexpr size_t kSealedOverhead = 8 + crypto::kGcmTagSize;
-constexpr std::string_view kHelloLabel{"fedrec channel hello v1\0", 24};
-constexpr std::string_view kChannelInfo = "fedrec channel v1";
+constexpr std::string_view kHelloLabel{"fedrec channel hello v2\0", 24};
+constexpr std::string_view kSaltLabel{"fedrec channel salt v2\0", 23};
+constexpr std::string_view kChannelInfo = "fedrec channel v2";
 
-std::array<uint8_t, 32> Sha256Of(std::span<const uint8_t> a, std::span<const uint8_t> b) {
+std::array<uint8_t, 32> Sha256Of(std::span<const std::span<const uint8_t>> parts) {
   std::array<uint8_t, 32> digest{};
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   unsigned int length = 0;
   // Allocation failure of a digest context is not recoverable.
-  if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1 ||
-      EVP_DigestUpdate(ctx, a.data(), a.size()) != 1 ||
-      EVP_DigestUpdate(ctx, b.data(), b.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx, digest.data(), &length) != 1)
-    std::abort();
+  if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) std::abort();
+  for (const auto& part : parts) {
+    if (EVP_DigestUpdate(ctx, part.data(), part.size()) != 1) std::abort();
+  }
+  if (EVP_DigestFinal_ex(ctx, digest.data(), &length) != 1) std::abort();
   EVP_MD_CTX_free(ctx);
   return digest;
+}
+
+std::span<const uint8_t> Bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// The session salt: the job, both ranks and both (identity, ephemeral) pairs,
+// lower rank first.
+std::array<uint8_t, 32> SessionSalt(const crypto::Key32& job, uint32_t low_rank,
+                                    const crypto::Key32& low_identity,
+                                    const crypto::Key32& low_ephemeral, uint32_t high_rank,
+                                    const crypto::Key32& high_identity,
+                                    const crypto::Key32& high_ephemeral) {
+  std::array<uint8_t, 8> ranks{};
+  PutLe<uint32_t>(ranks.data(), low_rank);
+  PutLe<uint32_t>(ranks.data() + 4, high_rank);
+  const std::span<const uint8_t> parts[] = {
+      Bytes(kSaltLabel), job, ranks, low_identity, low_ephemeral, high_identity, high_ephemeral};
+  return Sha256Of(parts);
+}
+
+crypto::Key32 KeyAt(std::span<const uint8_t> payload, size_t at) {
+  crypto::Key32 key;
+  std::copy_n(payload.begin() + static_cast<ptrdiff_t>(at), key.size(), key.begin());
+  return key;
+}
+
+bool IsZero(const crypto::Key32& key) {
+  return std::all_of(key.begin(), key.end(), [](uint8_t b) { return b == 0; });
 }
 
 std::vector<uint8_t> HelloTranscript(std::span<const uint8_t> payload) {
@@ -90,6 +125,10 @@ const char* ChannelErrorName(ChannelError error) {
       return "malformed";
     case ChannelError::kHandshakeFailed:
       return "handshake failed";
+    case ChannelError::kWrongJob:
+      return "wrong job";
+    case ChannelError::kStaleHello:
+      return "stale hello";
   }
   return "unknown";
 }
@@ -101,9 +140,13 @@ const char* ChannelErrorName(ChannelError error) {
 // only touched by that thread, so decryption needs no lock.
 struct SecureTransport::Peer {
   std::mutex mu;
+  // Our ephemeral key for this peer: offered once a hello carrying it reached
+  // the inner transport; the private half is cleansed when the session starts.
   bool hello_sent = false;
-  std::vector<uint8_t> hello;  // our hello payload
+  crypto::Key32 ephemeral_public{};
   std::optional<crypto::DhKeyPair> ephemeral;
+  // The peer's ephemeral key our latest answer signed (none yet: nullopt).
+  std::optional<crypto::Key32> answered;
   bool session = false;
   crypto::Key32 identity{};  // the peer's, once the session is up
   std::unique_ptr<crypto::Aes256Gcm> seal;
@@ -141,6 +184,7 @@ SecureTransport::SecureTransport(Transport* inner, SecureTransportOptions option
     : inner_(inner), options_(std::move(options)) {
   peers_.resize(static_cast<size_t>(inner_->size()));
   for (auto& p : peers_) p = std::make_unique<Peer>();
+  if (!options_.learn_job) job_ = options_.job_id;
 }
 
 SecureTransport::~SecureTransport() {
@@ -165,6 +209,11 @@ bool SecureTransport::HasSession(int peer) const {
   return p.session;
 }
 
+std::optional<crypto::Key32> SecureTransport::job_id() const {
+  std::lock_guard lock(job_mu_);
+  return job_;
+}
+
 std::optional<std::array<uint8_t, 32>> SecureTransport::PeerIdentity(int peer) const {
   if (peer < 0 || peer >= size()) return std::nullopt;
   Peer& p = *peers_[static_cast<size_t>(peer)];
@@ -173,14 +222,26 @@ std::optional<std::array<uint8_t, 32>> SecureTransport::PeerIdentity(int peer) c
   return p.identity;
 }
 
-Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round) {
-  FEDREC_ASSIGN_OR_RETURN(crypto::DhKeyPair ephemeral, crypto::GenerateDhKey());
+Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round,
+                                        const crypto::Key32* answer) {
+  const bool fresh = !p.hello_sent;
+  if (fresh) {
+    FEDREC_ASSIGN_OR_RETURN(crypto::DhKeyPair ephemeral, crypto::GenerateDhKey());
+    p.ephemeral = ephemeral;
+    p.ephemeral_public = ephemeral.public_key;
+    crypto::Cleanse(ephemeral.private_key);
+  }
   std::vector<uint8_t> payload(kHelloSize);
   PutLe<uint32_t>(payload.data(), static_cast<uint32_t>(rank()));
   PutLe<uint32_t>(payload.data() + 4, static_cast<uint32_t>(peer));
+  {
+    std::lock_guard lock(job_mu_);
+    if (job_) std::copy(job_->begin(), job_->end(), payload.begin() + kJobAt);
+  }
   std::copy(options_.identity.public_key.begin(), options_.identity.public_key.end(),
-            payload.begin() + 8);
-  std::copy(ephemeral.public_key.begin(), ephemeral.public_key.end(), payload.begin() + 40);
+            payload.begin() + kIdentityAt);
+  std::copy(p.ephemeral_public.begin(), p.ephemeral_public.end(), payload.begin() + kEphemeralAt);
+  if (answer != nullptr) std::copy(answer->begin(), answer->end(), payload.begin() + kAnswersAt);
   Result<crypto::Signature> signature = crypto::Sign(options_.identity, HelloTranscript(payload));
   Status sent = signature.status();
   if (sent.ok()) {
@@ -191,11 +252,12 @@ Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round) {
   // Only a hello that reached the inner transport counts: otherwise the next
   // Send (or the peer's hello) starts over with a fresh ephemeral key.
   if (sent.ok()) {
-    p.ephemeral = ephemeral;
-    p.hello = std::move(payload);
     p.hello_sent = true;
+    if (answer != nullptr) p.answered = *answer;
+  } else if (fresh) {
+    crypto::Cleanse(p.ephemeral->private_key);
+    p.ephemeral.reset();
   }
-  crypto::Cleanse(ephemeral.private_key);
   return sent;
 }
 
@@ -253,8 +315,8 @@ Status SecureTransport::Send(int peer, std::vector<uint8_t> bytes) {
   if (p.session) return SealAndSendLocked(p, peer, std::move(bytes));
   if (!p.hello_sent) {
     const uint32_t round = bytes.size() >= kFrameHeaderSize ? GetLe<uint32_t>(bytes.data() + 8) : 0;
-    FEDREC_RETURN_IF_ERROR(
-        SendHelloLocked(p, peer, round).WithContext("starting the channel with " + Name(peer)));
+    FEDREC_RETURN_IF_ERROR(SendHelloLocked(p, peer, round, nullptr)
+                               .WithContext("starting the channel with " + Name(peer)));
   }
   p.queued.push_back(std::move(bytes));
   return Status::Ok();
@@ -321,9 +383,11 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
                       std::to_string(rank()) + ", found sender rank " + std::to_string(sender) +
                       " and addressee rank " + std::to_string(addressee));
   }
-  crypto::Key32 identity, ephemeral;
-  std::copy(payload.begin() + 8, payload.begin() + 40, identity.begin());
-  std::copy(payload.begin() + 40, payload.begin() + 72, ephemeral.begin());
+  const crypto::Key32 job = KeyAt(payload, kJobAt);
+  const crypto::Key32 identity = KeyAt(payload, kIdentityAt);
+  const crypto::Key32 ephemeral = KeyAt(payload, kEphemeralAt);
+  const crypto::Key32 answers = KeyAt(payload, kAnswersAt);
+  const bool opening = IsZero(answers);
   crypto::Signature signature;
   std::copy(payload.begin() + kSignedHelloBytes, payload.end(), signature.begin());
 
@@ -367,23 +431,81 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
   std::lock_guard lock(p.mu);
   if (p.session) {
     return Reject(ChannelError::kDuplicateHello, from, round,
-                  what + ": expected one hello per session, found a second one");
+                  what + ": expected one handshake per session, found another hello");
   }
-  if (!p.hello_sent) {
-    if (Status sent = SendHelloLocked(p, from, round); !sent.ok()) {
+  std::optional<crypto::Key32> our_job;
+  {
+    std::lock_guard job_lock(job_mu_);
+    our_job = job_;
+  }
+  // A rank learning its job treats its own hellos as a known job's (they name
+  // whatever it knows, and nobody else can sign them).
+  const bool learning = !our_job && !is_self;
+  if (our_job && ((!IsZero(job) && job != *our_job) || (!opening && job != *our_job))) {
+    return Reject(ChannelError::kWrongJob, from, round,
+                  what + ": expected job " + KeyPrefix(*our_job) +
+                      (opening ? std::string(" (or none, from a rank still learning it)") : "") +
+                      ", found " + (IsZero(job) ? std::string("none") : "job " + KeyPrefix(job)) +
+                      ": a hello of another job or an earlier run");
+  }
+  if (!opening && (!p.hello_sent || answers != p.ephemeral_public)) {
+    return Reject(
+        ChannelError::kStaleHello, from, round,
+        what + ": it answers ephemeral key " + KeyPrefix(answers) +
+            (p.hello_sent ? ", expected the one this rank offered, " + KeyPrefix(p.ephemeral_public)
+                          : std::string(", but this rank has offered none yet")) +
+            ": a hello replayed from an earlier handshake");
+  }
+  if (opening) {
+    if (learning) {
+      // Cannot be told from an opening of another job: wait for the answer to
+      // our own hello instead.
+      spdlog::debug(
+          "channel: {}: not answered while this rank learns its job; it waits for the "
+          "answer to its own hello",
+          what);
+      if (!p.hello_sent) {
+        if (Status sent = SendHelloLocked(p, from, round, nullptr); !sent.ok()) {
+          return Reject(ChannelError::kHandshakeFailed, from, round,
+                        what + ": sending our own hello failed: " + sent.message());
+        }
+      }
+      return;
+    }
+    if (p.answered == ephemeral) return;  // answered already (the same opening again)
+    if (Status sent = SendHelloLocked(p, from, round, &ephemeral); !sent.ok()) {
+      return Reject(ChannelError::kHandshakeFailed, from, round,
+                    what + ": answering it failed: " + sent.message());
+    }
+    return;
+  }
+
+  // An answer to our own ephemeral key: the peer is live and vouches for its key.
+  Result<crypto::Key32> secret = crypto::DhSharedSecret(p.ephemeral->private_key, ephemeral);
+  if (!secret.ok()) {
+    // Our ephemeral key stays: a genuine answer from the peer may still come.
+    return Reject(ChannelError::kHandshakeFailed, from, round,
+                  what + ": " + secret.status().message());
+  }
+  if (learning) {
+    std::lock_guard job_lock(job_mu_);
+    job_ = job;
+    spdlog::debug("channel: learned job {} from {}", KeyPrefix(job), who);
+  }
+  if (p.answered != ephemeral) {
+    if (Status sent = SendHelloLocked(p, from, round, &ephemeral); !sent.ok()) {
+      crypto::Cleanse(*secret);
       return Reject(ChannelError::kHandshakeFailed, from, round,
                     what + ": answering it failed: " + sent.message());
     }
   }
-  Result<crypto::Key32> secret = crypto::DhSharedSecret(p.ephemeral->private_key, ephemeral);
-  if (!secret.ok()) {
-    // Our ephemeral key stays: a genuine hello from the peer may still come.
-    return Reject(ChannelError::kHandshakeFailed, from, round,
-                  what + ": " + secret.status().message());
-  }
   const bool low = rank() < from;
-  const std::span<const uint8_t> mine(p.hello), theirs(payload);
-  const auto salt = low || is_self ? Sha256Of(mine, theirs) : Sha256Of(theirs, mine);
+  const uint32_t me = static_cast<uint32_t>(rank()), them = static_cast<uint32_t>(from);
+  const crypto::Key32& my_identity = options_.identity.public_key;
+  const auto salt =
+      low || is_self
+          ? SessionSalt(job, me, my_identity, p.ephemeral_public, them, identity, ephemeral)
+          : SessionSalt(job, them, identity, ephemeral, me, my_identity, p.ephemeral_public);
   std::array<uint8_t, 64> keys;
   Status derived = crypto::Hkdf(*secret, salt, kChannelInfo, keys);
   crypto::Cleanse(*secret);

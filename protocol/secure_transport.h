@@ -2,47 +2,79 @@
 //
 // A decorator: the coordinator and worker roles talk to it exactly as to the
 // transport it wraps (in-process or MPI), and every frame between two ranks
-// travels sealed under keys only those two ranks hold.
+// travels sealed under keys only those two ranks hold, bound to one job.
 //
-// Handshake (message-driven; nothing ever blocks waiting for a peer):
+// Handshake (message-driven; nothing ever blocks waiting for a peer). Every
+// handshake frame is a ChannelHello (type kChannelHello; round copied from the
+// frame that started it, for messages only; sender = own rank) whose 200-byte
+// payload is
+//
+//   offset size field
+//        0    4 sender rank (little-endian)
+//        4    4 peer rank, the rank the hello is addressed to
+//        8   32 job id (SecureTransportOptions::job_id); zero from a rank that
+//               has not learned its job yet (learn_job)
+//       40   32 sender's Ed25519 identity public key
+//       72   32 sender's ephemeral X25519 public key (one per peer and run)
+//      104   32 the peer's ephemeral key this hello answers; zero in an
+//               opening hello
+//      136   64 Ed25519 signature by the identity key over
+//               "fedrec channel hello v2\0" || bytes 0..135
+//
+// A hello is an *opening* (answers nothing) or an *answer* (signs the peer's
+// ephemeral key as well as its own, i.e. the whole transcript). A session is
+// made only from an answer to our own, fresh ephemeral key: that proves the
+// peer holds its identity key now and vouches for its ephemeral key in this
+// handshake. An opening can be a replay from an earlier run, so it never
+// makes a session; it is only answered. Step by step:
 //
 //  1. The first Send to a peer without a session makes a fresh X25519
-//     ephemeral key pair and sends a ChannelHello frame (type kChannelHello;
-//     round copied from the frame that started it, for messages only; sender =
-//     own rank) whose 136-byte payload is
+//     ephemeral key pair and sends an opening hello. The application frame,
+//     and every later one to that peer, is queued until the session exists.
+//     Send returns at once.
+//  2. Recv, on a peer's hello, checks in this order: payload size
+//     (kMalformed); the sender field is the rank it came from and the peer
+//     field is our rank (kMisaddressed); the identity key is the one
+//     configured for that rank (kUnknownPeer when no configured rank has it or
+//     no key is configured for the rank, kWrongIdentity when it belongs to
+//     another rank); the signature (kBadSignature); no session with that peer
+//     yet (kDuplicateHello); the job: a rank that knows its job refuses a
+//     hello naming another job, and an answer that does not name its job
+//     (kWrongJob); an answer must answer the ephemeral key we offered that
+//     peer (kStaleHello: a hello replayed from an earlier handshake). A
+//     refused hello changes nothing: no session, no key, no answer.
+//     With `authenticate` off, any identity key passes but the signature is
+//     still checked, so the ephemeral key is bound to the identity that
+//     presented it.
+//  3. An opening (at a rank that knows its job): we answer it with our own
+//     ephemeral key (made now if we have none) and the peer's, unless we
+//     already answered that very key. A replayed opening thus only costs an
+//     answer, which the genuine peer refuses as stale; the genuine opening
+//     still gets its own answer.
+//     At a rank that does not know its job yet (learn_job), an opening cannot
+//     be told from one of another job: it is not answered (nor recorded as a
+//     rejection); instead the rank sends its own opening if it has not, and
+//     waits for the answer to it.
+//  4. An answer to our key: a learning rank adopts the job it names (job_id()
+//     then returns it; later hellos of any peer must name it). If we have not
+//     answered the peer's ephemeral key yet, we answer it now, so that the
+//     peer gets its proof too. Then
+//       secret = X25519(our ephemeral, their ephemeral);
+//       salt = SHA-256("fedrec channel salt v2\0" || job id || lower rank ||
+//              higher rank (4 bytes each, little-endian) || identity key and
+//              ephemeral key of the lower rank || those of the higher rank);
+//     HKDF-SHA256(secret, salt, info "fedrec channel v2") gives 64 bytes: the
+//     AES-256-GCM key for lower -> higher rank, then the key for higher ->
+//     lower. The ephemeral private key, the secret and the HKDF output are
+//     cleansed. The queued frames are then sealed and sent in order.
 //
-//       offset size field
-//            0    4 sender rank (little-endian)
-//            4    4 peer rank, the rank the hello is addressed to
-//            8   32 sender's Ed25519 identity public key
-//           40   32 sender's ephemeral X25519 public key
-//           72   64 Ed25519 signature by the identity key over
-//                   "fedrec channel hello v1\0" || bytes 0..71
-//
-//     The application frame, and every later one to that peer, is queued
-//     until the session exists. Send returns at once.
-//  2. Recv, on a peer's hello, checks in this order: the sender field is the
-//     rank it came from and the peer field is our rank (kMisaddressed); the
-//     identity key is the one configured for that rank (kUnknownPeer when no
-//     configured rank has it or no key is configured for the rank,
-//     kWrongIdentity when it belongs to another rank); the signature
-//     (kBadSignature). With `authenticate` off, any identity key passes but the
-//     signature is still checked, so the ephemeral key is bound to the identity
-//     that presented it.
-//  3. If we have not sent our own hello to that peer yet, we send it now. Both
-//     sides may start at once: each sends exactly one hello per peer, and the
-//     session depends only on the pair of hellos, not on the order they cross.
-//  4. secret = X25519(our ephemeral, their ephemeral);
-//     salt = SHA-256(hello payload of the lower rank || hello payload of the
-//     higher rank); HKDF-SHA256(secret, salt, info "fedrec channel v1") gives
-//     64 bytes: the AES-256-GCM key for lower -> higher rank, then the key for
-//     higher -> lower. The ephemeral private key, the secret and the HKDF
-//     output are cleansed. The queued frames are then sealed and sent in order.
-//
-//  Because each session mixes a fresh ephemeral key of each side, a hello
-//  replayed from an earlier run yields keys nobody knows; the frames of that
-//  run cannot be replayed into this one. A second hello from a peer that
-//  already has a session is refused (kDuplicateHello).
+//  One side opening: three hellos (opening, answer, answer). Both sides
+//  opening at once: four (each answers the other's opening, and each answer
+//  completes a session). A replayed hello of another job is refused before
+//  anything is made; a replayed opening of this job's peer is answered but can
+//  never complete a session (nobody holds its ephemeral key), and the genuine
+//  handshake completes beside it, so a replay cannot wedge a channel. A
+//  second hello once a session is up is refused (kDuplicateHello).
 //
 // Sealed frame (type kSealed), for an inner frame of n bytes whose first
 // h = min(n, 24) bytes are its header:
@@ -123,8 +155,10 @@ enum class ChannelError {
   kDuplicateHello,   // a hello from a peer that already has a session
   kMalformed,        // unreadable frame header or hello payload
   kHandshakeFailed,  // key agreement failed (e.g. a low-order ephemeral key)
+  kWrongJob,         // hello naming another job (an earlier run, another job)
+  kStaleHello,       // hello answering an ephemeral key we did not offer (a replay)
 };
-constexpr size_t kChannelErrorCount = 13;
+constexpr size_t kChannelErrorCount = 15;
 
 // "tampered", "truncated", ...
 const char* ChannelErrorName(ChannelError error);
@@ -152,6 +186,16 @@ struct SecureTransportOptions {
   // so a hello can be refused as "unknown" or as "the key of another rank".
   // The keys in `peer_keys` count as configured without being listed here.
   std::vector<crypto::Key32> known_keys;
+
+  // The job every session of this transport is bound to: signed into every
+  // hello, mixed into the session keys; hellos naming another job are
+  // refused. The coordinator sets it (apps: JobId).
+  crypto::Key32 job_id{};
+  // True: `job_id` is ignored; this rank learns its job from the first peer
+  // that answers its own hello (a site at start-up learns it from the
+  // coordinator). Such a rank answers no opening hello (see step 3), so two
+  // learning ranks cannot reach each other.
+  bool learn_job = false;
 
   // Names a rank in messages ("site 3 (rank 4)", "coordinator (rank 0)");
   // "rank N" when unset.
@@ -195,6 +239,10 @@ class SecureTransport : public Transport {
   // True once frames to and from `peer` are sealed. Thread-safe.
   bool HasSession(int peer) const;
 
+  // The job the channels are bound to: options.job_id, or for a learning rank
+  // the job it learned (nullopt until then). Thread-safe.
+  std::optional<crypto::Key32> job_id() const;
+
   // The most recent rejections (at most kKeptRejections), oldest first.
   static constexpr size_t kKeptRejections = 256;
   std::vector<ChannelRejection> rejections() const;
@@ -208,8 +256,9 @@ class SecureTransport : public Transport {
   SecureTransport(Transport* inner, SecureTransportOptions options);
 
   std::string Name(int rank) const;
-  // REQUIRES: p.mu held.
-  Status SendHelloLocked(Peer& p, int peer, uint32_t round);
+  // Sends a hello to `peer` answering `answer` (an opening when null), making
+  // our ephemeral key for `peer` first if needed. REQUIRES: p.mu held.
+  Status SendHelloLocked(Peer& p, int peer, uint32_t round, const crypto::Key32* answer);
   Status SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t> frame);
   Status FlushLocked(Peer& p, int peer);
 
@@ -223,6 +272,10 @@ class SecureTransport : public Transport {
   Transport* const inner_;
   const SecureTransportOptions options_;
   std::vector<std::unique_ptr<Peer>> peers_;  // indexed by rank
+
+  // Lock order: a Peer's mu, then job_mu_.
+  mutable std::mutex job_mu_;
+  std::optional<crypto::Key32> job_;  // guarded by job_mu_
 
   mutable std::mutex rejections_mu_;
   std::vector<ChannelRejection> rejections_;  // ring of kKeptRejections; guarded

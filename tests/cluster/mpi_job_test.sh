@@ -7,6 +7,8 @@
 #   mpi_job_test.sh too-few-ranks                  clear error on every rank, non-zero exit
 #   mpi_job_test.sh missing-file                   one site lacks its file
 #   mpi_job_test.sh unreadable-file                one site's file cannot be read
+#   mpi_job_test.sh no-universe                    per-site files + secagg need data.item_universe
+#   mpi_job_test.sh item-outside-universe          a site's item missing from the universe
 #   mpi_job_test.sh serve <model> <np>             a model's run matches sim; its sites
 #                                                  save their folders; recommend serves from them
 set -uo pipefail
@@ -26,9 +28,9 @@ generate() {  # <sites>
     fail "fedrec generate"
 }
 
-files() {  # <sites>
+files() {  # <sites>: per-site files mapped onto the published item universe
   echo --set federation.partition=files --set "data.site_train=$work/data/site{site}.csv" \
-    --set federation.sites="$1"
+    --set federation.sites="$1" --set "data.item_universe=$work/data/items.txt"
 }
 
 case "$1" in
@@ -79,6 +81,28 @@ case "$1" in
     n=$(grep -c "fedrec: site [0-9] (rank [0-9]):" <<<"$out")
     [ "$n" -eq 3 ] || fail "every site rank should print why it stopped, got $n: $out"
     echo "unreadable file: exit $code"
+    ;;
+  no-universe)
+    generate 3
+    out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) --set data.item_universe= \
+          --set output.dir="$work/r" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "expected a non-zero exit"
+    grep -q "config data.item_universe: expected the published item list" <<<"$out" ||
+      fail "expected the data.item_universe error: $out"
+    echo "no universe: exit $code"
+    ;;
+  item-outside-universe)
+    generate 3
+    grep -v "^$(sed -n '2s/^[^,]*,\([^,]*\),.*/\1/p' "$work/data/site1.csv" )\$" \
+      "$work/data/items.txt" > "$work/data/fewer.txt"
+    out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) \
+          --set "data.item_universe=$work/data/fewer.txt" --set output.dir="$work/r" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "expected a non-zero exit"
+    grep -q "site 1 (rank 2): site 1: .*site1.csv:2: item '.*' is not in the item universe" <<<"$out" ||
+      fail "expected site 1's file:line: $out"
+    echo "item outside the universe: exit $code"
     ;;
   serve)
     model=$2 np=$3 sites=$(($3 - 1))

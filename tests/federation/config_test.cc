@@ -7,6 +7,8 @@
 #include <fstream>
 #include <map>
 
+#include "apps/job.h"
+
 namespace fedrec {
 namespace {
 
@@ -169,6 +171,184 @@ TEST(Config, ResolvedTomlReadsBackToTheSameConfig) {
   Result<Config> back = LoadConfigFile(path);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(ConfigToToml(*back), ConfigToToml(c));
+}
+
+TEST(Config, IdentityAndPublicKeySettingsAreRequiredTogether) {
+  Config c;
+  EXPECT_TRUE(ValidateConfig(c).ok());  // none: ephemeral identities
+  c.security.site_public_keys = "keys/site{site}.pub";
+  const Status partial = ValidateConfig(c);
+  ASSERT_FALSE(partial.ok());
+  EXPECT_NE(partial.message().find("config security.coordinator_identity: expected a value"),
+            std::string::npos)
+      << partial.message();
+  EXPECT_NE(partial.message().find("set: security.site_public_keys; missing: "
+                                   "security.coordinator_identity, "
+                                   "security.coordinator_public_key, security.site_identity"),
+            std::string::npos)
+      << partial.message();
+  c.security.coordinator_identity = "keys/coordinator.key";
+  c.security.coordinator_public_key = "keys/coordinator.pub";
+  const Status one_missing = ValidateConfig(c);
+  ASSERT_FALSE(one_missing.ok());
+  EXPECT_NE(one_missing.message().find("config security.site_identity: expected a value"),
+            std::string::npos)
+      << one_missing.message();
+  c.security.site_identity = "keys/site{site}.key";
+  EXPECT_TRUE(ValidateConfig(c).ok()) << ValidateConfig(c).message();
+}
+
+TEST(Config, ItemUniverseOnlyWithPerSiteFiles) {
+  Config c;
+  c.data.item_universe = "items.txt";
+  const Status refused = ValidateConfig(c);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("config data.item_universe: expected to be empty unless "
+                                   "federation.partition = files"),
+            std::string::npos)
+      << refused.message();
+  c.federation.partition = "files";
+  c.data.site_train = "site{site}.csv";
+  EXPECT_TRUE(ValidateConfig(c).ok()) << ValidateConfig(c).message();
+}
+
+TEST(Config, NewKeysAreDocumented) {
+  std::string docs;
+  for (const std::string& line : ConfigKeyDocs()) docs += line + "\n";
+  EXPECT_NE(docs.find("| `security.allow_unauthenticated` | boolean (true or false) | `false` |"),
+            std::string::npos);
+  EXPECT_NE(docs.find("| `data.item_universe` | string | `\"\"` |"), std::string::npos);
+  Config c;
+  ASSERT_TRUE(ApplyOverride(&c, "security.allow_unauthenticated=true").ok());
+  EXPECT_TRUE(c.security.allow_unauthenticated);
+}
+
+Config WithKeys(Config c) {
+  c.security.coordinator_identity = "keys/coordinator.key";
+  c.security.coordinator_public_key = "keys/coordinator.pub";
+  c.security.site_identity = "keys/site{site}.key";
+  c.security.site_public_keys = "keys/site{site}.pub";
+  return c;
+}
+
+TEST(RunChecks, OneHostRunsWithoutIdentityKeys) {
+  EXPECT_TRUE(CheckRunConfig(Config(), {"node1", "node1", "node1", "node1"}).ok());
+  EXPECT_TRUE(CheckRunConfig(Config(), {}).ok());
+}
+
+TEST(RunChecks, SeveralHostsNeedAuthenticatedChannels) {
+  const std::vector<std::string> hosts = {"node1", "node2", "node1", "node2"};
+  const Status refused = CheckRunConfig(Config(), hosts);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument);
+  for (const char* expected :
+       {"the job spans 2 hosts (node1, node2)", "no identity keys are configured",
+        "security.coordinator_identity", "security.site_public_keys", "fedrec keygen --dir keys",
+        "security.allow_unauthenticated = true"}) {
+    EXPECT_NE(refused.message().find(expected), std::string::npos)
+        << expected << " in " << refused.message();
+  }
+  EXPECT_TRUE(CheckRunConfig(WithKeys(Config()), hosts).ok());
+  Config unsealed = WithKeys(Config());
+  unsealed.security.channels = false;
+  const Status plain = CheckRunConfig(unsealed, hosts);
+  ASSERT_FALSE(plain.ok());
+  EXPECT_NE(plain.message().find("security.channels = false"), std::string::npos)
+      << plain.message();
+  Config allowed;
+  allowed.security.allow_unauthenticated = true;
+  EXPECT_TRUE(CheckRunConfig(allowed, hosts).ok());
+}
+
+TEST(RunChecks, PerSiteFilesWithEncryptedAggregationNeedAnItemUniverse) {
+  Config c;
+  c.federation.partition = "files";
+  c.data.site_train = "site{site}.csv";
+  for (const char* aggregation : {"secagg", "secagg+", "paillier"}) {
+    c.security.aggregation = aggregation;
+    const Status refused = CheckRunConfig(c, {"node1"});
+    ASSERT_FALSE(refused.ok()) << aggregation;
+    EXPECT_NE(refused.message().find("config data.item_universe: expected the published item "
+                                     "list"),
+              std::string::npos)
+        << refused.message();
+    EXPECT_NE(refused.message().find(aggregation), std::string::npos) << refused.message();
+  }
+  c.data.item_universe = "items.txt";
+  EXPECT_TRUE(CheckRunConfig(c, {"node1"}).ok());
+  c.data.item_universe.clear();
+  c.security.aggregation = "none";
+  EXPECT_TRUE(CheckRunConfig(c, {"node1"}).ok());
+}
+
+TEST(JobIdentifier, BindsTheConfigTheCoordinatorAndTheNonce) {
+  Config c;
+  crypto::Key32 key{}, nonce{};
+  key[0] = 1;
+  nonce[0] = 2;
+  const crypto::Key32 job = JobId(c, key, nonce);
+  EXPECT_EQ(JobId(c, key, nonce), job);  // a function of its inputs
+  Config other = c;
+  other.federation.rounds += 1;
+  EXPECT_NE(JobId(other, key, nonce), job);
+  crypto::Key32 other_key = key;
+  other_key[31] ^= 1;
+  EXPECT_NE(JobId(c, other_key, nonce), job);
+  crypto::Key32 other_nonce = nonce;
+  other_nonce[31] ^= 1;
+  EXPECT_NE(JobId(c, key, other_nonce), job);
+  // A fresh nonce per job: two jobs of the same config differ.
+  Result<crypto::Key32> first = NewJobId(c, key), second = NewJobId(c, key);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_NE(*first, *second);
+  EXPECT_NE(PopularityJobId(job), job);
+}
+
+TEST(ItemUniverse, ReadsOneIdPerLineAndNamesDuplicates) {
+  const std::string good = WriteFile("universe.txt", "i1\n\n  i2 \r\ni3\n");
+  Result<std::vector<std::string>> ids = ReadItemUniverse(good);
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  EXPECT_EQ(*ids, (std::vector<std::string>{"i1", "i2", "i3"}));
+  const std::string twice = WriteFile("universe_twice.txt", "i1\ni2\ni1\n");
+  const Status dup = ReadItemUniverse(twice).status();
+  EXPECT_NE(dup.message().find(twice + ":3: item 'i1' is listed twice (first at line 1)"),
+            std::string::npos)
+      << dup.message();
+  EXPECT_FALSE(ReadItemUniverse(WriteFile("universe_empty.txt", "\n")).ok());
+  EXPECT_EQ(ReadItemUniverse(good + ".missing").status().code(), Status::Code::kNotFound);
+}
+
+TEST(ItemUniverse, SitesNumberTheirItemsByTheUniverse) {
+  const std::string site0 = WriteFile("uni_site0.csv", "u1,b,4\nu1,c,3\nu2,b,5\n");
+  WriteFile("uni_site1.csv", "u3,a,2\nu3,c,4\n");
+  Config c;
+  c.federation.partition = "files";
+  c.federation.sites = 2;
+  c.data.format = "csv";
+  c.data.test_fraction = 0.0;
+  c.data.site_train = site0.substr(0, site0.rfind('/')) + "/uni_site{site}.csv";
+  c.data.item_universe = WriteFile("uni_items.txt", "c\nz\nb\na\n");
+  Result<FederatedData> data = LoadFederatedData(c);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  ASSERT_EQ(data->dataset.items.size(), 4u);  // the universe, unused items included
+  EXPECT_EQ(data->dataset.items.Raw(0), "c");
+  EXPECT_EQ(data->dataset.items.Raw(3), "a");
+  // `fedrec run`: a site numbers the same way, alone.
+  Result<LocalSite> site1 = LoadLocalSite(c, 1);
+  ASSERT_TRUE(site1.ok()) << site1.status().ToString();
+  EXPECT_TRUE(site1->in_universe);
+  EXPECT_EQ(site1->item_ids.size(), 4u);
+  for (const Rating& r : site1->data.train) {
+    EXPECT_TRUE(r.item == 3 || r.item == 0) << r.item;  // a and c
+  }
+  // An item the universe lacks names the site, its file and the line.
+  c.data.item_universe = WriteFile("uni_items_short.txt", "c\nb\n");
+  const Status outside = LoadLocalSite(c, 1).status();
+  EXPECT_NE(outside.message().find("site 1"), std::string::npos) << outside.message();
+  EXPECT_NE(outside.message().find("uni_site1.csv:1: item 'a' is not in the item universe"),
+            std::string::npos)
+      << outside.message();
+  EXPECT_FALSE(LoadFederatedData(c).ok());
 }
 
 }  // namespace

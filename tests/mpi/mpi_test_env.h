@@ -11,6 +11,8 @@ namespace fedrec::mpitest {
 // The process's transport (valid while tests run; a test may Close() it, after
 // which later tests see it closed).
 MpiTransport& Transport();
+// The options it was started with (--max_message, --max_frame, --flush_timeout_ms).
+const MpiTransportOptions& Options();
 
 // A barrier over MPI_COMM_WORLD (MPI_Ibarrier polled with short sleeps), run
 // on the transport's progress thread.

@@ -1,6 +1,7 @@
 // main() for the GoogleTest programs run under mpiexec.
 //
-//   mpiexec -np N <program> [gtest flags] [--max_message=BYTES] [--flush_timeout_ms=MS]
+//   mpiexec -np N <program> [gtest flags] [--max_message=BYTES] [--max_frame=BYTES]
+//       [--flush_timeout_ms=MS]
 //
 // Starts one MpiTransport (options from the flags, defaults otherwise), runs
 // the tests on every rank, closes the transport and exits non-zero when any
@@ -24,6 +25,7 @@ namespace fedrec::mpitest {
 namespace {
 
 MpiTransport* g_transport = nullptr;
+MpiTransportOptions g_options;
 
 // Replaces the default printer on ranks other than 0: silent, except for the
 // failed assertions (and the names of the tests that failed).
@@ -57,6 +59,7 @@ bool ParseSize(const char* arg, const char* flag, size_t* out) {
 }  // namespace
 
 MpiTransport& Transport() { return *g_transport; }
+const MpiTransportOptions& Options() { return g_options; }
 
 Status Barrier() {
   // MPI_Barrier would busy-poll (yielding) for as long as the slowest rank
@@ -83,6 +86,8 @@ int main(int argc, char** argv) {
     size_t value = 0;
     if (fedrec::mpitest::ParseSize(argv[i], "--max_message=", &value)) {
       options.max_message = value;
+    } else if (fedrec::mpitest::ParseSize(argv[i], "--max_frame=", &value)) {
+      options.max_frame = value;
     } else if (fedrec::mpitest::ParseSize(argv[i], "--flush_timeout_ms=", &value)) {
       options.flush_timeout = std::chrono::milliseconds(value);
     } else {
@@ -97,6 +102,7 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<fedrec::MpiTransport> transport = std::move(started).value();
   fedrec::mpitest::g_transport = transport.get();
+  fedrec::mpitest::g_options = options;
   const int rank = transport->rank();
   if (rank != 0) {
     ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();

@@ -249,6 +249,78 @@ TEST_F(MpiTransportTest, SendToInvalidRankIsInvalidArgument) {
   }
 }
 
+// A hostile rank 1 sends rank 0 chunk headers announcing absurd sizes, chunks
+// of no open frame and a second header before the first frame's chunks: each
+// is refused (counted, logged with the peer and sizes), nothing that size is
+// allocated, and the frames around them still arrive, in order.
+TEST_F(MpiTransportTest, HostileChunkHeadersAreRefusedAndTheRankKeepsWorking) {
+  const int me = Transport().rank();
+  const uint64_t refused_before = Transport().refused_messages();
+  ASSERT_TRUE(Barrier().ok());  // read before rank 1 starts
+  auto header = [](uint64_t total, uint64_t chunks) {
+    std::vector<uint8_t> h(16);
+    for (int i = 0; i < 8; ++i) {
+      h[i] = static_cast<uint8_t>(total >> (8 * i));
+      h[8 + i] = static_cast<uint8_t>(chunks >> (8 * i));
+    }
+    return h;
+  };
+  constexpr int kHeader = 2, kChunk = 3;
+  if (me == 1) {
+    auto raw = [](int tag, std::vector<uint8_t> bytes) {
+      Status s = Transport().SendRawForTesting(0, tag, std::move(bytes));
+      ASSERT_TRUE(s.ok()) << s.ToString();
+    };
+    raw(kHeader, header(uint64_t{1} << 62, 4));                  // 4 EiB
+    raw(kChunk, std::vector<uint8_t>(100000, 0xab));             // its "chunk": no open frame
+    raw(kHeader, header(uint64_t{1} << 40, uint64_t{1} << 40));  // 1 TiB in 1-byte chunks
+    raw(kHeader, header(100, 0));                                // no chunks
+    raw(kHeader, header(mpitest::Options().max_frame + 1, 8));   // just above the limit
+    raw(kHeader, header(10, 2));                                 // a genuine small frame...
+    raw(kHeader, header(20, 2));                                 // ...interrupted
+    raw(kChunk, std::vector<uint8_t>(5, 1));
+    raw(kChunk, std::vector<uint8_t>(5, 2));
+    ASSERT_TRUE(Transport().Send(0, Pattern(1, 7, 3000)).ok());
+  }
+  if (me == 0) {
+    std::vector<Envelope> got = ReceiveN(2);
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_EQ(got[0].from, 1);
+    const std::vector<uint8_t> ten = {1, 1, 1, 1, 1, 2, 2, 2, 2, 2};
+    EXPECT_EQ(got[0].bytes, ten);
+    EXPECT_EQ(got[1].from, 1);
+    EXPECT_EQ(Mismatch(got[1].bytes, 1, 7, 3000), "");
+    EXPECT_EQ(Transport().refused_messages() - refused_before, 6u);
+  }
+  ASSERT_TRUE(Barrier().ok());
+  // And ordinary traffic goes on both ways.
+  const int n = Transport().size();
+  if (me <= 1) {
+    ASSERT_TRUE(Transport().Send(1 - me, Pattern(static_cast<uint32_t>(me), 8, 70000)).ok());
+    std::vector<Envelope> got = ReceiveN(1);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(Mismatch(got[0].bytes, static_cast<uint32_t>(1 - me), 8, 70000), "");
+  }
+  EXPECT_GE(n, 2);
+}
+
+TEST_F(MpiTransportTest, FramesAboveMaxFrameAreRefusedAtTheSender) {
+  const size_t max_frame = mpitest::Options().max_frame;
+  if (max_frame > (size_t{64} << 20)) GTEST_SKIP() << "run with --max_frame below 64 MiB";
+  Status s = Transport().Send((Transport().rank() + 1) % Transport().size(),
+                              std::vector<uint8_t>(max_frame + 1));
+  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument) << s.ToString();
+  EXPECT_CONTAINS(s.message(), std::to_string(max_frame + 1) + "-byte frame");
+  EXPECT_CONTAINS(s.message(), "more than the " + std::to_string(max_frame) + " bytes allowed");
+}
+
+TEST_F(MpiTransportTest, AllHostsNamesEveryRanksHost) {
+  Result<std::vector<std::string>> hosts = Transport().AllHosts();
+  ASSERT_TRUE(hosts.ok()) << hosts.status().ToString();
+  ASSERT_EQ(hosts->size(), static_cast<size_t>(Transport().size()));
+  EXPECT_EQ((*hosts)[static_cast<size_t>(Transport().rank())], Transport().host());
+}
+
 TEST_F(MpiTransportTest, StatsCountFramesWhenHandedToMpiAndWhenReceived) {
   const int n = Transport().size();
   const int me = Transport().rank();

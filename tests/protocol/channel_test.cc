@@ -113,10 +113,13 @@ struct Channels {
   std::vector<std::unique_ptr<SecureTransport>> ends;
 
   // `options(rank, &o)` adjusts a rank's preset options.
+  // `identities`: the ranks' identity keys (a later run of the same
+  // federation); fresh ones when empty.
   explicit Channels(int ranks,
-                    const std::function<void(int, SecureTransportOptions*)>& options = nullptr)
-      : network(ranks) {
-    for (int r = 0; r < ranks; ++r) keys.push_back(NewKey());
+                    const std::function<void(int, SecureTransportOptions*)>& options = nullptr,
+                    std::vector<crypto::SigningKey> identities = {})
+      : network(ranks), keys(std::move(identities)) {
+    while (keys.size() < static_cast<size_t>(ranks)) keys.push_back(NewKey());
     for (int r = 0; r < ranks; ++r) {
       taps.push_back(std::make_unique<Tap>(&network.endpoint(r)));
       SecureTransportOptions o;
@@ -264,11 +267,12 @@ TEST(SecureChannel, ConcurrentHandshakeFromBothSides) {
   EXPECT_EQ(delivered[1][1].bytes, Frame(2, "second from the coordinator"));
   ASSERT_EQ(delivered[0].size(), 1u);
   EXPECT_EQ(delivered[0][0].bytes, Frame(1, "from the site"));
-  // Each side sent exactly one hello, and the crossing hellos agreed on keys.
+  // Each side sent its opening and answered the other's, and the crossing
+  // hellos agreed on keys.
   for (const auto& tap : c.taps) {
     EXPECT_EQ(std::count_if(tap->sent.begin(), tap->sent.end(),
                             [](const auto& b) { return TypeOf(b) == MessageType::kChannelHello; }),
-              1);
+              2);
   }
   EXPECT_EQ(c.ends[0]->rejection_count() + c.ends[1]->rejection_count(), 0u);
 }
@@ -364,7 +368,9 @@ TEST(SecureChannel, RecvHonoursTheTimeoutWhileOnlyHandshakeFramesArrive) {
   EXPECT_NE(e.status().message().find("within 60 ms"), std::string::npos);
   EXPECT_GE(waited, milliseconds(60));
   EXPECT_LT(waited, milliseconds(2000));
-  EXPECT_TRUE(c.ends[1]->HasSession(0));  // the hello was handled meanwhile
+  // The hello was handled meanwhile: the site answered it.
+  ASSERT_EQ(c.taps[1]->sent.size(), 1u);
+  EXPECT_EQ(TypeOf(c.taps[1]->sent[0]), MessageType::kChannelHello);
 }
 
 TEST(SecureChannel, SelfSendIsSealedAndDelivered) {
@@ -397,7 +403,7 @@ TEST(SecureChannel, FramesOnTheWireDoNotContainThePlaintext) {
       EXPECT_EQ(wire.find(secret.substr(0, 12)), std::string::npos);
     }
   }
-  EXPECT_EQ(wire_frames, 4u);  // one hello and one sealed frame each way
+  EXPECT_EQ(wire_frames, 6u);  // an opening, an answer and one sealed frame each way
 }
 
 // --- Rejected sealed frames ---
@@ -613,10 +619,10 @@ TEST(SecureChannel, RefusesBadSignature) {
   EXPECT_TRUE(c.Pump(0).empty());
   const std::vector<uint8_t> hello = c.taps[0]->TakeHeld();
   std::vector<uint8_t> forged = hello;
-  forged[kFrameHeaderSize + 100] ^= 1;  // inside the signature
+  forged[kFrameHeaderSize + 150] ^= 1;  // inside the signature
   c.taps[0]->Inject(1, forged);
   forged = hello;
-  forged[kFrameHeaderSize + 50] ^= 1;  // the ephemeral key it signs
+  forged[kFrameHeaderSize + 80] ^= 1;  // the ephemeral key it signs
   c.taps[0]->Inject(1, forged);
   EXPECT_TRUE(c.Pump(0).empty());
   EXPECT_EQ(c.ends[0]->rejection_count(ChannelError::kBadSignature), 2u);
@@ -688,6 +694,181 @@ TEST(SecureChannel, UnauthenticatedModeAcceptsAnyIdentity) {
   c.taps[0]->Inject(1, c.taps[0]->seen.front());
   EXPECT_TRUE(c.Pump(0).empty());
   EXPECT_EQ(c.ends[0]->rejection_count(ChannelError::kDuplicateHello), 1u);
+}
+
+// --- Job binding and replayed hellos ---
+
+crypto::Key32 JobOf(uint8_t tag) {
+  crypto::Key32 job{};
+  job.fill(tag);
+  return job;
+}
+
+// Every rank knows `job`.
+std::function<void(int, SecureTransportOptions*)> InJob(const crypto::Key32& job) {
+  return [job](int, SecureTransportOptions* o) { o->job_id = job; };
+}
+
+// The coordinator (rank 0) knows `job`; sites learn it from the coordinator.
+std::function<void(int, SecureTransportOptions*)> SitesLearn(const crypto::Key32& job) {
+  return [job](int rank, SecureTransportOptions* o) {
+    o->job_id = job;
+    o->learn_job = rank != 0;
+  };
+}
+
+std::vector<std::vector<uint8_t>> HellosIn(const std::vector<std::vector<uint8_t>>& frames) {
+  std::vector<std::vector<uint8_t>> hellos;
+  for (const auto& b : frames)
+    if (TypeOf(b) == MessageType::kChannelHello) hellos.push_back(b);
+  return hellos;
+}
+
+// Frames flow both ways between ranks 0 and 1 of `c`.
+void ExpectFramesBothWays(Channels& c, uint32_t round) {
+  ASSERT_TRUE(c.ends[0]->Send(1, Frame(round, "plan")).ok());
+  ASSERT_TRUE(c.ends[1]->Send(0, Frame(round, "update")).ok());
+  std::vector<std::vector<Envelope>> delivered = c.PumpAll();
+  ASSERT_EQ(delivered[1].size(), 1u);
+  EXPECT_EQ(delivered[1][0].bytes, Frame(round, "plan"));
+  ASSERT_EQ(delivered[0].size(), 1u);
+  EXPECT_EQ(delivered[0][0].bytes, Frame(round, "update"));
+  EXPECT_TRUE(c.ends[0]->HasSession(1));
+  EXPECT_TRUE(c.ends[1]->HasSession(0));
+}
+
+TEST(SecureChannel, HelloOfAnotherJobIsRefusedBeforeAnySession) {
+  Channels c(2, [](int rank, SecureTransportOptions* o) { o->job_id = JobOf(rank == 0 ? 1 : 2); });
+  ASSERT_TRUE(c.ends[1]->Send(0, Frame(4, "update of job 2")).ok());
+  std::vector<std::vector<Envelope>> delivered = c.PumpAll();
+  EXPECT_TRUE(delivered[0].empty());
+  ExpectRejected(*c.ends[0], ChannelError::kWrongJob, "site 0 (rank 1)", 4);
+  const std::string message = c.ends[0]->rejections().back().message;
+  EXPECT_NE(message.find("expected job 01010101"), std::string::npos) << message;
+  EXPECT_NE(message.find("found job 02020202"), std::string::npos) << message;
+  EXPECT_FALSE(c.ends[0]->HasSession(1));
+  EXPECT_FALSE(c.ends[1]->HasSession(0));
+  // The rank that refused never answered: nothing of it reached the site.
+  EXPECT_TRUE(HellosIn(c.taps[0]->sent).empty());
+}
+
+TEST(SecureChannel, HelloReplayedFromAnEarlierJobIsRefusedAndTheGenuineHandshakeWorks) {
+  Channels earlier(2, InJob(JobOf(1)));
+  earlier.Connect();
+  const auto old_site_hellos = HellosIn(earlier.taps[1]->sent);
+  const auto old_coordinator_hellos = HellosIn(earlier.taps[0]->sent);
+  ASSERT_EQ(old_site_hellos.size(), 1u);         // the site's answer
+  ASSERT_EQ(old_coordinator_hellos.size(), 2u);  // the opening, then the answer
+
+  // The same identities in a new job; every old hello arrives first.
+  Channels now(2, InJob(JobOf(2)), earlier.keys);
+  now.taps[0]->Inject(1, old_site_hellos[0]);
+  for (const auto& hello : old_coordinator_hellos) now.taps[1]->Inject(0, hello);
+  EXPECT_TRUE(now.Pump(0).empty());
+  EXPECT_EQ(now.ends[0]->rejection_count(ChannelError::kWrongJob), 1u);
+  EXPECT_EQ(now.ends[1]->rejection_count(ChannelError::kWrongJob), 2u);
+  EXPECT_FALSE(now.ends[0]->HasSession(1));
+  EXPECT_FALSE(now.ends[1]->HasSession(0));
+  const ChannelRejection r = now.ends[1]->rejections().front();
+  EXPECT_NE(r.message.find("channel hello from coordinator (rank 0), round 1: expected job "
+                           "02020202"),
+            std::string::npos)
+      << r.message;
+  EXPECT_NE(r.message.find("another job or an earlier run"), std::string::npos) << r.message;
+
+  ExpectFramesBothWays(now, 2);
+  EXPECT_EQ(now.ends[0]->rejection_count() + now.ends[1]->rejection_count(), 3u);
+}
+
+TEST(SecureChannel, OpeningReplayedWithinTheJobCannotWedgeTheChannel) {
+  // A site's opening hello from an earlier transport (same job, same keys)
+  // reaches the coordinator before the genuine one: the coordinator answers
+  // it, the site refuses that answer (it never offered the key it answers),
+  // and the genuine hellos still make a session.
+  Channels earlier(2, InJob(JobOf(3)));
+  ASSERT_TRUE(earlier.ends[1]->Send(0, Frame(1, "old")).ok());
+  const auto old_opening = HellosIn(earlier.taps[1]->sent);
+  ASSERT_EQ(old_opening.size(), 1u);
+
+  Channels now(2, InJob(JobOf(3)), earlier.keys);
+  now.taps[0]->Inject(1, old_opening[0]);
+  ExpectFramesBothWays(now, 5);
+  EXPECT_EQ(now.ends[0]->rejection_count(), 0u);
+  EXPECT_EQ(now.ends[1]->rejection_count(), 1u);
+  const ChannelRejection r = now.ends[1]->rejections().back();
+  EXPECT_EQ(r.error, ChannelError::kStaleHello) << r.message;
+  EXPECT_NE(r.message.find("coordinator (rank 0)"), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find("replayed from an earlier handshake"), std::string::npos) << r.message;
+  // The session's keys are the genuine ones: later frames flow too.
+  ExpectFramesBothWays(now, 6);
+}
+
+TEST(SecureChannel, LearningSiteLearnsTheJobFromTheCoordinatorWhoeverOpens) {
+  for (const bool site_opens : {true, false}) {
+    Channels c(2, SitesLearn(JobOf(7)));
+    EXPECT_EQ(c.ends[1]->job_id(), std::nullopt);
+    EXPECT_EQ(c.ends[0]->job_id(), JobOf(7));
+    const int opener = site_opens ? 1 : 0;
+    ASSERT_TRUE(c.ends[opener]->Send(1 - opener, Frame(1, "first")).ok());
+    std::vector<std::vector<Envelope>> delivered = c.PumpAll();
+    ASSERT_EQ(delivered[1 - opener].size(), 1u) << site_opens;
+    EXPECT_EQ(c.ends[1]->job_id(), JobOf(7));
+    ExpectFramesBothWays(c, 2);
+    EXPECT_EQ(c.ends[0]->rejection_count() + c.ends[1]->rejection_count(), 0u) << site_opens;
+  }
+}
+
+TEST(SecureChannel, LearningSiteRefusesAHelloReplayedFromAnEarlierJob) {
+  Channels earlier(2, SitesLearn(JobOf(1)));
+  earlier.Connect();  // the coordinator opens; the site learns job 1
+  const auto old_coordinator_hellos = HellosIn(earlier.taps[0]->sent);
+  ASSERT_EQ(old_coordinator_hellos.size(), 2u);
+  ASSERT_TRUE(earlier.ends[1]->Send(0, Frame(1, "x")).ok());
+  const auto old_site_hellos = HellosIn(earlier.taps[1]->sent);
+  ASSERT_EQ(old_site_hellos.size(), 2u);  // its opening, then its answer
+
+  Channels now(2, SitesLearn(JobOf(2)), earlier.keys);
+  // The coordinator's old answer, before the site offered anything; the
+  // site's old opening, which the coordinator cannot tell from a fresh one.
+  now.taps[1]->Inject(0, old_coordinator_hellos[1]);
+  now.taps[0]->Inject(1, old_site_hellos[0]);
+  now.taps[0]->Inject(1, old_site_hellos[1]);  // and its old answer: another job
+  for (const auto& got : now.PumpAll()) EXPECT_TRUE(got.empty());
+  ExpectFramesBothWays(now, 3);
+  EXPECT_EQ(now.ends[1]->job_id(), JobOf(2));
+  EXPECT_EQ(now.ends[0]->rejection_count(ChannelError::kWrongJob), 1u);
+  // The old answer, and the coordinator's answer to the replayed opening.
+  EXPECT_EQ(now.ends[1]->rejection_count(ChannelError::kStaleHello), 2u);
+  EXPECT_NE(now.ends[1]->rejections().front().message.find("this rank has offered none yet"),
+            std::string::npos)
+      << now.ends[1]->rejections().front().message;
+}
+
+TEST(SecureChannel, HelloLayoutAndTranscript) {
+  // The byte layout of the header comment: job, identity, ephemeral, the key
+  // answered, then the signature over the label and bytes 0..135.
+  Channels c(2, InJob(JobOf(9)));
+  c.Connect();
+  const auto opening = HellosIn(c.taps[0]->sent)[0];
+  const auto answer = HellosIn(c.taps[1]->sent)[0];
+  ASSERT_EQ(opening.size(), kFrameHeaderSize + 200);
+  ASSERT_EQ(answer.size(), kFrameHeaderSize + 200);
+  const uint8_t* o = opening.data() + kFrameHeaderSize;
+  const uint8_t* a = answer.data() + kFrameHeaderSize;
+  EXPECT_EQ(o[0], 0);  // sender rank
+  EXPECT_EQ(o[4], 1);  // addressee rank
+  EXPECT_TRUE(std::equal(o + 8, o + 40, JobOf(9).begin()));
+  EXPECT_TRUE(std::equal(o + 40, o + 72, c.keys[0].public_key.begin()));
+  EXPECT_TRUE(std::all_of(o + 104, o + 136, [](uint8_t b) { return b == 0; }));  // an opening
+  EXPECT_TRUE(std::equal(a + 104, a + 136, o + 72));  // the site answers the coordinator's key
+  std::string transcript("fedrec channel hello v2\0", 24);
+  transcript.append(reinterpret_cast<const char*>(a), 136);
+  crypto::Signature signature;
+  std::copy(a + 136, a + 200, signature.begin());
+  EXPECT_TRUE(crypto::Verify(
+      c.keys[1].public_key,
+      std::span(reinterpret_cast<const uint8_t*>(transcript.data()), transcript.size()),
+      signature));
 }
 
 TEST(SecureChannel, CreateRefusesMismatchedIdentityAndOutOfRangePeers) {
