@@ -371,8 +371,9 @@ Result<std::optional<std::vector<uint64_t>>> Coordinator::SecureSum(
   // Sends each of `sites` the message `make(site)` returns. Returns what ends
   // the round early: a transport error, or OK once aborted because a message
   // could not be made.
-  const auto send_each = [&](const std::vector<uint32_t>& sites, auto make)
-      -> std::optional<Result<std::optional<std::vector<uint64_t>>>> {
+  const auto send_each =
+      [&](const std::vector<uint32_t>& sites,
+          auto make) -> std::optional<Result<std::optional<std::vector<uint64_t>>>> {
     for (uint32_t site : sites) {
       auto message = timed([&] { return make(site); });
       if (!message.ok()) return abort(message.status());
@@ -382,9 +383,8 @@ Result<std::optional<std::vector<uint64_t>>> Coordinator::SecureSum(
   };
 
   // Step 1: round keys.
-  FEDREC_RETURN_IF_ERROR(
-      collect(std::type_identity<SecAggKeys>{}, server.params().sites,
-              [&](uint32_t site, SecAggKeys keys) {
+  FEDREC_RETURN_IF_ERROR(collect(
+      std::type_identity<SecAggKeys>{}, server.params().sites, [&](uint32_t site, SecAggKeys keys) {
         const auto identity = transport_->PeerIdentity(options_.site_ranks[site]);
         return server.AddKeys(site, keys, identity ? *identity : keys.identity_key);
       }));
@@ -602,10 +602,9 @@ Status Coordinator::SecureEvaluate(uint32_t round, RoundMetrics* metrics) {
   std::vector<uint32_t> sites(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
   const uint32_t label = EvalSecAggRound(round);
-  FEDREC_ASSIGN_OR_RETURN(
-      secagg::Params params,
-      secagg::MakeParams(options_.job_id, label, sites, options_.secagg, 64,
-                         EvalSumsLength(options_.items)));
+  FEDREC_ASSIGN_OR_RETURN(secagg::Params params,
+                          secagg::MakeParams(options_.job_id, label, sites, options_.secagg, 64,
+                                             EvalSumsLength(options_.items)));
   EvalRequest request;
   request.round = round;
   request.model_version = version_;
@@ -632,7 +631,8 @@ Status Coordinator::SecureEvaluate(uint32_t round, RoundMetrics* metrics) {
     return Status::Ok();  // not evaluated this time
   }
   Result<EvalReport> totals = DecodeEvalSums(*sum, options_.items);
-  if (!totals.ok()) return totals.status().WithContext("coordinator, round " + std::to_string(round));
+  if (!totals.ok())
+    return totals.status().WithContext("coordinator, round " + std::to_string(round));
   metrics->test.Merge(ErrorSums{totals->squared_error, totals->absolute_error, totals->count});
   RankingSums ranking;
   ranking.precision = totals->precision;

@@ -70,8 +70,7 @@ std::array<uint8_t, 12> Context(uint32_t round, uint32_t a, uint32_t b) {
 using JobId = std::array<uint8_t, 32>;
 
 // job || round || from || to: the HKDF salt and GCM AAD of a share.
-std::array<uint8_t, 44> ShareContext(const JobId& job, uint32_t round, uint32_t from,
-                                     uint32_t to) {
+std::array<uint8_t, 44> ShareContext(const JobId& job, uint32_t round, uint32_t from, uint32_t to) {
   std::array<uint8_t, 44> out;
   std::copy(job.begin(), job.end(), out.begin());
   const auto rest = Context(round, from, to);
@@ -514,8 +513,7 @@ Status CheckParams(const Params& plan, const Policy& policy) {
   };
   if (plan.threshold != own->threshold) return differs("threshold", plan.threshold, own->threshold);
   if (plan.degree != own->degree) return differs("degree", plan.degree, own->degree);
-  if (plan.colluders != own->colluders)
-    return differs("colluders", plan.colluders, own->colluders);
+  if (plan.colluders != own->colluders) return differs("colluders", plan.colluders, own->colluders);
   if (plan.dropouts != own->dropouts) return differs("dropouts", plan.dropouts, own->dropouts);
   if (!plan.ring_order.empty()) {
     return Status::InvalidArgument(where + ": a ring order of " + Str(plan.ring_order.size()) +
@@ -580,7 +578,7 @@ struct Client::State {
   // Identity keys of the sites in the key list: the roster's, or without a
   // roster the ones the coordinator relayed.
   std::map<uint32_t, crypto::Key32> identities;
-  std::vector<uint32_t> neighbours;  // site ids, ascending; fixed with the key list
+  std::vector<uint32_t> neighbours;        // site ids, ascending; fixed with the key list
   std::vector<uint32_t> signed_survivors;  // the list this site signed (step 4)
   std::string where;
   ClientStep step = ClientStep::kAdvertise;
@@ -668,8 +666,7 @@ Client::Client(Params params, uint32_t site, crypto::SigningKey identity,
   } else if (!PositionOf(params, site)) {
     s.failure = Status::InvalidArgument(s.where + ": this site is not a participant " +
                                         SiteList(params.sites));
-  } else if (Status checked = policy ? CheckParams(params, *policy) : Status::Ok();
-             !checked.ok()) {
+  } else if (Status checked = policy ? CheckParams(params, *policy) : Status::Ok(); !checked.ok()) {
     s.failure = checked.WithContext(s.where);
   } else {
     s.neighbours = Neighbours(params, site);
@@ -820,10 +817,10 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
                                 crypto::ToHex(known->second).substr(0, 16) +
                                 "...): substituted in the relay");
     }
-    if (!crypto::Verify(entry.identity_key,
-                        KeysSignedMessage(params.job_id, round, entry.site, entry.cipher_key,
-                                          entry.mask_key),
-                        entry.signature)) {
+    if (!crypto::Verify(
+            entry.identity_key,
+            KeysSignedMessage(params.job_id, round, entry.site, entry.cipher_key, entry.mask_key),
+            entry.signature)) {
       return Status::InvalidArgument("the keys of site " + Str(entry.site) +
                                      " carry a bad signature for identity key " +
                                      crypto::ToHex(entry.identity_key).substr(0, 16) +
@@ -942,9 +939,8 @@ Status Client::State::Mask(std::span<uint8_t> words, const SecAggRoutedShares& r
                                      Str(share.sealed.size()) + " bytes, expected " +
                                      Str(kSealedShareSize));
     }
-    Result<std::vector<uint8_t>> opened =
-        crypto::OpenOnce(peer->open_key, ShareContext(params.job_id, round, share.site, site),
-                         share.sealed);
+    Result<std::vector<uint8_t>> opened = crypto::OpenOnce(
+        peer->open_key, ShareContext(params.job_id, round, share.site, site), share.sealed);
     if (!opened.ok()) {
       return Status::Corruption("the share from site " + Str(share.site) +
                                 " does not authenticate (altered, or sealed for another site or "
@@ -1042,8 +1038,8 @@ Result<SecAggSurvivorSignature> Client::State::Sign(const SecAggUnmaskRequest& r
   SecAggSurvivorSignature out;
   out.round = round;
   out.site = site;
-  FEDREC_ASSIGN_OR_RETURN(out.signature,
-                          crypto::Sign(identity, SurvivorsSignedMessage(params.job_id, round, list)));
+  FEDREC_ASSIGN_OR_RETURN(
+      out.signature, crypto::Sign(identity, SurvivorsSignedMessage(params.job_id, round, list)));
   signed_survivors = list;
   return out;
 }
@@ -1068,10 +1064,10 @@ Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& requ
   for (size_t i = 0; i < request.signatures.size(); ++i) {
     const SurvivorSignature& signature = request.signatures[i];
     if (i > 0 && signature.site <= request.signatures[i - 1].site) {
-      return Status::InvalidArgument("consistency check: signatures not strictly ascending by "
-                                     "site: site " +
-                                     Str(signature.site) + " after site " +
-                                     Str(request.signatures[i - 1].site));
+      return Status::InvalidArgument(
+          "consistency check: signatures not strictly ascending by "
+          "site: site " +
+          Str(signature.site) + " after site " + Str(request.signatures[i - 1].site));
     }
     if (!Contains(signed_survivors, signature.site)) {
       return Status::InvalidArgument("consistency check: a signature of site " +
@@ -1081,7 +1077,8 @@ Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& requ
     const auto key = keys.find(signature.site);
     if (key == keys.end()) {
       return Status::InvalidArgument("consistency check: a signature of site " +
-                                     Str(signature.site) + ", whose identity key this site does "
+                                     Str(signature.site) +
+                                     ", whose identity key this site does "
                                      "not know");
     }
     if (!crypto::Verify(key->second, message, signature.signature)) {
@@ -1163,7 +1160,7 @@ struct Server::State {
   std::vector<uint8_t> heard;  // by position: sent a message in the current step
   std::vector<uint8_t> in_u1, in_u2, in_u3, in_u4, in_u5;
   std::vector<uint32_t> advertised, shared, survivors, signers, dropped;  // site ids, ascending
-  std::vector<SurvivorSignature> signatures;  // ascending by site
+  std::vector<SurvivorSignature> signatures;                              // ascending by site
   std::vector<std::vector<EncryptedShare>> inbox;  // by addressee position; site = sender
   std::vector<uint8_t> sum;  // running sum of masked inputs, little-endian ring words
   std::vector<std::vector<Held>> seed_shares, key_shares;  // by owner position
@@ -1270,10 +1267,10 @@ Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key3
   FEDREC_ASSIGN_OR_RETURN(const uint32_t pos, s.Sender(site, "keys", nullptr, ""));
   const std::string from = s.where + ": keys from site " + Str(site);
   FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, keys.round, keys.site, site));
-  if (!crypto::Verify(identity_key,
-                      KeysSignedMessage(s.params.job_id, keys.round, keys.site, keys.cipher_key,
-                                        keys.mask_key),
-                      keys.signature)) {
+  if (!crypto::Verify(
+          identity_key,
+          KeysSignedMessage(s.params.job_id, keys.round, keys.site, keys.cipher_key, keys.mask_key),
+          keys.signature)) {
     return Status::InvalidArgument(from + " carry a bad signature for the site's identity key " +
                                    crypto::ToHex(identity_key).substr(0, 16) + "...");
   }
@@ -1469,8 +1466,8 @@ SecAggUnmaskRequest Server::SurvivorList() const {
 Status Server::AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature) {
   State& s = *state_;
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kSign, "AddSurvivorSignature"));
-  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos, s.Sender(site, "survivor signature", &s.in_u3,
-                                                       "is not a survivor"));
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
+                          s.Sender(site, "survivor signature", &s.in_u3, "is not a survivor"));
   const std::string from = s.where + ": survivor signature from site " + Str(site);
   FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, signature.round, signature.site, site));
   const Key32& identity_key = s.keys[pos]->identity_key;

@@ -130,8 +130,8 @@ struct Params {
   // SecAgg+: a permutation of `sites`, fixed after step 1 by RingOrder (empty
   // until then, and always with the complete graph).
   std::vector<uint32_t> ring_order;
-  uint32_t ring_bits = 64;           // 32 or 64
-  uint64_t length = 0;               // input vector length d
+  uint32_t ring_bits = 64;  // 32 or 64
+  uint64_t length = 0;      // input vector length d
 
   friend bool operator==(const Params&, const Params&) = default;
 };

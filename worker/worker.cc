@@ -196,7 +196,8 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   if (plan->model_version == 0) model_->OnInitialModel();
 
   if (plan->aggregation != Aggregation::kNone) {
-    if (Status job = AdoptJob(plan->job_id); !job.ok()) return SendError(plan->round, job.message());
+    if (Status job = AdoptJob(plan->job_id); !job.ok())
+      return SendError(plan->round, job.message());
     pending_plan_ = std::move(plan).value();
     secagg_.reset();
     if (pending_plan_->aggregation == Aggregation::kSecAgg) {
@@ -298,9 +299,9 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   secagg_trained_.reset();
   std::vector<DenseBlockView> views = model_->Upload();
   views.push_back(loss.View());
-  Result<RangeEncoder> encoder = RangeEncoder::Create(
-      WithTrainLoss(UploadShapes()), std::move(views), format, options_.seed, plan.round,
-      options_.site);
+  Result<RangeEncoder> encoder =
+      RangeEncoder::Create(WithTrainLoss(UploadShapes()), std::move(views), format, options_.seed,
+                           plan.round, options_.site);
   if (!encoder.ok()) return SendError(plan.round, encoder.status().message());
   SecAggMasked fields;
   fields.round = plan.round;

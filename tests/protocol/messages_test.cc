@@ -118,8 +118,8 @@ using MessageTypes =
     ::testing::Types<RoundPlan, ModelUpdate, EvalRequest, EvalReport, Shutdown, SiteError,
                      SiteHello, Catalogue, SecAggKeys, SecAggKeyList, SecAggShares,
                      SecAggRoutedShares, SecAggMasked, SecAggUnmaskRequest, SecAggUnmaskShares,
-                     SecAggSurvivorSignature,
-                     PaillierKey, PaillierUpdate, PaillierSum, PaillierDecrypted>;
+                     SecAggSurvivorSignature, PaillierKey, PaillierUpdate, PaillierSum,
+                     PaillierDecrypted>;
 struct MessageName {
   template <typename M>
   static std::string GetName(int) {

@@ -561,9 +561,9 @@ TEST(SecAgg, ClientRejectsAlteredKeysInRelayedList) {
     SecAggKeys& entry = altered.keys[2];
     entry.identity_key = relay.public_key;
     entry.mask_key[3] ^= 8;
-    entry.signature = *crypto::Sign(relay, KeysSignedMessage(crypto::Key32{}, entry.round,
-                                                             entry.site, entry.cipher_key,
-                                                             entry.mask_key));
+    entry.signature =
+        *crypto::Sign(relay, KeysSignedMessage(crypto::Key32{}, entry.round, entry.site,
+                                               entry.cipher_key, entry.mask_key));
     try_list(altered, Code::kCorruption, {"not the site's key in this site's roster"});
   }
   {  // A site the roster does not know.
@@ -870,8 +870,8 @@ TEST_F(SecAggUnmask, RefusesAListOtherThanTheOneItSigned) {
   SecAggUnmaskRequest other = request_;
   other.survivors.erase(other.survivors.begin() + 2);
   ExpectError(driver_.client(site()).Unmask(other).status(), Code::kInvalidArgument,
-              {"round 7", "site " + Str(site()), "Unmask", "consistency check",
-               "not the list", "this site signed"});
+              {"round 7", "site " + Str(site()), "Unmask", "consistency check", "not the list",
+               "this site signed"});
   ExpectError(driver_.client(site()).Unmask(request_).status(), Code::kAborted,
               {"earlier step failed"});
 }
@@ -907,16 +907,16 @@ TEST(SecAgg, SignRefusesBadSurvivorLists) {
   const auto sites = driver.params().sites;
   SecAggUnmaskRequest never_shared = list;
   never_shared.survivors.push_back(sites[5]);
-  ExpectError(driver.client(sites[1]).SignSurvivors(never_shared).status(),
-              Code::kInvalidArgument, {"listed as a survivor but did not send this site shares"});
+  ExpectError(driver.client(sites[1]).SignSurvivors(never_shared).status(), Code::kInvalidArgument,
+              {"listed as a survivor but did not send this site shares"});
   SecAggUnmaskRequest few = list;
   few.survivors.resize(3);
   ExpectError(driver.client(sites[0]).SignSurvivors(few).status(), Code::kAborted,
               {"3 survivors, fewer than the threshold 4"});
   SecAggUnmaskRequest without_me = list;
   without_me.survivors.erase(without_me.survivors.begin() + 2);
-  ExpectError(driver.client(sites[2]).SignSurvivors(without_me).status(),
-              Code::kInvalidArgument, {"this site is not listed among the survivors"});
+  ExpectError(driver.client(sites[2]).SignSurvivors(without_me).status(), Code::kInvalidArgument,
+              {"this site is not listed among the survivors"});
   SecAggUnmaskRequest unsorted = list;
   std::swap(unsorted.survivors[0], unsorted.survivors[1]);
   ExpectError(driver.client(sites[3]).SignSurvivors(unsorted).status(), Code::kInvalidArgument,
@@ -1116,7 +1116,7 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
   EXPECT_EQ(sparse->colluders, 25u);
   EXPECT_EQ(sparse->dropouts, 25u);
   EXPECT_TRUE(sparse->ring_order.empty());  // drawn from the round keys
-  EXPECT_EQ(Quorum(*sparse), 263u);          // more than (500 + 25) / 2
+  EXPECT_EQ(Quorum(*sparse), 263u);         // more than (500 + 25) / 2
   EXPECT_TRUE(Validate(*sparse).ok());
 
   Result<Params> complete = MakeParams(job, 3, sites, MakePolicy(false, 0.6), 64, 100);
@@ -1131,14 +1131,12 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
 
   // Small rounds: eight sites get a ring of degree 4; three get the complete
   // graph, whose threshold must exceed 1 + 1 colluder.
-  Result<Params> eight = MakeParams(
-      job, 1, {1, 2, 3, 4, 5, 6, 7, 8}, MakePolicy(true, 0.01),
-      64, 1);
+  Result<Params> eight =
+      MakeParams(job, 1, {1, 2, 3, 4, 5, 6, 7, 8}, MakePolicy(true, 0.01), 64, 1);
   ASSERT_TRUE(eight.ok());
   EXPECT_EQ(eight->degree, 4u);
   EXPECT_EQ(eight->threshold, 2u);
-  Result<Params> three =
-      MakeParams(job, 1, {1, 2, 3}, MakePolicy(true, 0.5), 64, 1);
+  Result<Params> three = MakeParams(job, 1, {1, 2, 3}, MakePolicy(true, 0.5), 64, 1);
   ASSERT_TRUE(three.ok());
   EXPECT_EQ(three->degree, 2u);
   EXPECT_EQ(three->threshold, 3u);
@@ -1147,20 +1145,18 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
             Code::kInvalidArgument);
   EXPECT_EQ(MakeParams(job, 1, {1, 2, 3}, MakePolicy(false, 0.0), 64, 1).status().code(),
             Code::kInvalidArgument);
-  EXPECT_EQ(MakeParams(job, 1, {3, 2, 1}, Policy{}, 64, 1).status().code(),
-            Code::kInvalidArgument);
+  EXPECT_EQ(MakeParams(job, 1, {3, 2, 1}, Policy{}, 64, 1).status().code(), Code::kInvalidArgument);
   // Colluders no threshold can outnumber, and a threat model no graph
   // answers, are refused with the numbers.
   const Result<Params> outnumbered = MakeParams(
-      job, 4, sites, MakePolicy(false, 0.6, ThreatModel{.adversarial_rate = 0.6, .dropout_rate = 0.05}), 64, 1);
+      job, 4, sites,
+      MakePolicy(false, 0.6, ThreatModel{.adversarial_rate = 0.6, .dropout_rate = 0.05}), 64, 1);
   EXPECT_EQ(outnumbered.status().code(), Code::kInvalidArgument);
   EXPECT_NE(outnumbered.status().message().find("500 sites cannot outnumber the 300"),
             std::string::npos)
       << outnumbered.status().ToString();
   const Result<Params> infeasible = MakeParams(
-      job, 4, sites,
-      MakePolicy(true, 0.6, {.adversarial_rate = 0.5, .dropout_rate = 0.5}), 64,
-      1);
+      job, 4, sites, MakePolicy(true, 0.6, {.adversarial_rate = 0.5, .dropout_rate = 0.5}), 64, 1);
   EXPECT_EQ(infeasible.status().code(), Code::kInvalidArgument);
   EXPECT_NE(infeasible.status().message().find("secagg round 4: secagg+ threat model"),
             std::string::npos)
@@ -1418,7 +1414,6 @@ TEST(SecAggPrg, MaskVectorMatchesOnBothPaths) {
   }
 }
 
-
 // ---------------------------------------------------------------------------
 // An actively malicious coordinator. Each test drives honest clients (with
 // their roster and the job's policy) through the protocol, deviating where
@@ -1606,14 +1601,13 @@ TEST(SecAggAdversary, KeysAndSharesOfAnotherJobOrRoundAreRefused) {
   SecAggKeyList list = *b.server().KeyListFor(site);
   SecAggKeys replayed = a.advertised(job_a.sites[3]);
   replayed.identity_key = b.identity(job_b.sites[3]).public_key;
-  replayed.signature = *crypto::Sign(
-      b.identity(job_b.sites[3]),
-      KeysSignedMessage(job_a.job_id, replayed.round, replayed.site, replayed.cipher_key,
-                        replayed.mask_key));
+  replayed.signature = *crypto::Sign(b.identity(job_b.sites[3]),
+                                     KeysSignedMessage(job_a.job_id, replayed.round, replayed.site,
+                                                       replayed.cipher_key, replayed.mask_key));
   list.keys[3] = replayed;
-  ExpectError(b.client(site).ShareKeys(list).status(), Code::kInvalidArgument,
-              {"keys of site " + Str(job_b.sites[3]), "bad signature",
-               "from another job or round"});
+  ExpectError(
+      b.client(site).ShareKeys(list).status(), Code::kInvalidArgument,
+      {"keys of site " + Str(job_b.sites[3]), "bad signature", "from another job or round"});
   // Shares sealed in job A do not open in job B.
   ASSERT_TRUE(a.Share().ok());
   ASSERT_TRUE(b.Share().ok());
