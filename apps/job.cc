@@ -318,6 +318,7 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
   options.ranking.k = static_cast<uint32_t>(config.eval.top_k);
   options.ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
   options.seed = config.seed;
+  options.adversarial_rate = config.security.adversarial_rate;  // Paillier's threshold
   return options;
 }
 

@@ -57,6 +57,13 @@ struct WorkerOptions {
   // plan of any other job is refused; when all zero, the site adopts the job
   // of the first plan it receives and refuses any other afterwards.
   std::array<uint8_t, 32> job_id{};
+  // Paillier: the share of colluding sites (security.adversarial_rate) its
+  // decryption threshold is derived from (paillier_round::DecryptionThreshold).
+  double adversarial_rate = 0.05;
+  // TESTS ONLY, never set from a config: lowers the smallest Paillier modulus
+  // the site accepts (0 = kPaillierSiteMinModulusBits, 2048) so tests can use
+  // fast small keys.
+  int insecure_test_min_paillier_bits = 0;
   // Fault injection for tests: the site goes silent at this secure-aggregation
   // step of this round (1 keys, 2 shares, 3 masked input, 4 unmasking).
   uint32_t drop_round = 0;
@@ -103,8 +110,14 @@ class Worker {
   // Secure aggregation and Paillier steps (protocol/secagg.h, protocol/paillier.h).
   Status OnSecAggMessage(const FrameView& frame);
   Status OnPaillierMessage(const FrameView& frame);
+  Status OfferPaillierSetupKey(const PaillierKey& request);
   Status GeneratePaillierKey(const SecAggKeyList& list);
   Status AdoptPaillierKey(const PaillierKey& message);
+  Status SendPaillierUpdate(uint32_t round);
+  Status PartiallyDecrypt(const PaillierSum& sum);
+  // The party index (1-based position in the roster) of `site`; 0 when the
+  // roster does not hold it.
+  uint32_t PaillierParty(uint32_t site) const;
   static PackingParams PaillierPacking(const RoundPlan& plan);
   // Trains for the pending plan and encodes the update in its fixed-point
   // form, one uint64_t per element (Paillier).
@@ -142,6 +155,11 @@ class Worker {
   // and is encoded only when it is masked, so no model-sized buffer waits).
   std::optional<std::vector<double>> secagg_trained_;
   std::unique_ptr<PaillierSiteState> paillier_;
+  // Paillier rounds this site encrypted / partially decrypted for last: each
+  // is done at most once per round, and never again for an earlier round
+  // (kept across key set-ups).
+  uint32_t paillier_encrypted_round_ = 0;
+  uint32_t paillier_decrypted_round_ = 0;
 };
 
 }  // namespace fedrec
