@@ -555,10 +555,9 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
         if (update.site != site || update.round != round)
           return fail(site, "mislabelled encrypted update");
         if (update.values != length || update.ciphertexts.size() != ciphertext_bytes) {
-          return fail(site, "encrypted update of " + std::to_string(update.values) +
-                                " values in " + std::to_string(update.ciphertexts.size()) +
-                                " bytes, expected " + std::to_string(length) + " in " +
-                                std::to_string(ciphertext_bytes));
+          return fail(site, "encrypted update of " + std::to_string(update.values) + " values in " +
+                                std::to_string(update.ciphertexts.size()) + " bytes, expected " +
+                                std::to_string(length) + " in " + std::to_string(ciphertext_bytes));
         }
         request.updates.push_back(std::move(update));
       },

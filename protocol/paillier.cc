@@ -903,9 +903,9 @@ Result<PaillierKeyShare> PaillierKeyShare::FromBytes(std::span<const uint8_t> by
 
 std::vector<uint8_t> PaillierKeyShare::ToBytes() const {
   const Impl& k = *impl_;
-  std::vector<uint8_t> out = StartKeyBytes(
-      kShareMagic, 2 + k.public_key->plaintext_size() + 12 + 2 +
-                       static_cast<size_t>(BN_num_bytes(k.share.get())));
+  std::vector<uint8_t> out =
+      StartKeyBytes(kShareMagic, 2 + k.public_key->plaintext_size() + 12 + 2 +
+                                     static_cast<size_t>(BN_num_bytes(k.share.get())));
   AppendField(out, k.public_key->impl_->n.get());
   AppendU32(out, k.index);
   AppendU32(out, k.parties);
@@ -938,11 +938,11 @@ Result<std::vector<uint8_t>> PaillierKeyShare::PartialDecryptMany(
     if (BN_bin2bn(bytes.data(), static_cast<int>(bytes.size()), c.get()) == nullptr) {
       return OpenSslError("BN_bin2bn");
     }
-    FEDREC_BN(BN_mod_exp_mont_consttime(partial.get(), c.get(), impl_->exponent.get(),
-                                        pub.n2.get(), ctx.get(), pub.mont_n2.get()));
-    FEDREC_RETURN_IF_ERROR(ToBigEndian(
-        partial.get(), std::span<uint8_t>(out).subspan(i * pub.ciphertext_size,
-                                                        pub.ciphertext_size)));
+    FEDREC_BN(BN_mod_exp_mont_consttime(partial.get(), c.get(), impl_->exponent.get(), pub.n2.get(),
+                                        ctx.get(), pub.mont_n2.get()));
+    FEDREC_RETURN_IF_ERROR(
+        ToBigEndian(partial.get(),
+                    std::span<uint8_t>(out).subspan(i * pub.ciphertext_size, pub.ciphertext_size)));
   }
   return out;
 }
@@ -953,15 +953,14 @@ Result<std::vector<uint8_t>> CombinePartialDecryptions(
   FEDREC_RETURN_IF_ERROR(CheckThresholdParams(parties, threshold, "combining partial decryptions"));
   const PaillierPublicKey::Impl& pub = *key.impl_;
   if (indices.size() != partials.size()) {
-    return Status::InvalidArgument("combining partial decryptions: " +
-                                   std::to_string(indices.size()) + " indices for " +
-                                   std::to_string(partials.size()) + " partial vectors");
+    return Status::InvalidArgument(
+        "combining partial decryptions: " + std::to_string(indices.size()) + " indices for " +
+        std::to_string(partials.size()) + " partial vectors");
   }
   if (indices.size() < threshold) {
-    return Status::InvalidArgument("combining partial decryptions: " +
-                                   std::to_string(indices.size()) +
-                                   " partials, expected at least the threshold " +
-                                   std::to_string(threshold));
+    return Status::InvalidArgument(
+        "combining partial decryptions: " + std::to_string(indices.size()) +
+        " partials, expected at least the threshold " + std::to_string(threshold));
   }
   const std::vector<uint32_t> used(indices.begin(), indices.begin() + threshold);
   for (size_t a = 0; a < used.size(); ++a) {
@@ -976,13 +975,12 @@ Result<std::vector<uint8_t>> CombinePartialDecryptions(
                                        std::to_string(used[a]) + " appears twice");
       }
     }
-    if (partials[a].size() != partials[0].size() ||
-        partials[a].size() % pub.ciphertext_size != 0) {
-      return Status::InvalidArgument(
-          "combining partial decryptions: party " + std::to_string(used[a]) + " sent " +
-          std::to_string(partials[a].size()) + " bytes, expected " +
-          std::to_string(partials[0].size()) + ", a multiple of " +
-          std::to_string(pub.ciphertext_size));
+    if (partials[a].size() != partials[0].size() || partials[a].size() % pub.ciphertext_size != 0) {
+      return Status::InvalidArgument("combining partial decryptions: party " +
+                                     std::to_string(used[a]) + " sent " +
+                                     std::to_string(partials[a].size()) + " bytes, expected " +
+                                     std::to_string(partials[0].size()) + ", a multiple of " +
+                                     std::to_string(pub.ciphertext_size));
     }
   }
   FEDREC_ASSIGN_OR_RETURN(CtxPtr ctx, NewCtx());
@@ -1035,8 +1033,8 @@ Result<std::vector<uint8_t>> CombinePartialDecryptions(
     for (size_t a = 0; a < used.size(); ++a) {
       const auto bytes = partials[a].subspan(i * pub.ciphertext_size, pub.ciphertext_size);
       FEDREC_RETURN_IF_ERROR(pub.CheckCiphertext(
-          bytes, "partial decryption " + std::to_string(i) + " of party " +
-                     std::to_string(used[a])));
+          bytes,
+          "partial decryption " + std::to_string(i) + " of party " + std::to_string(used[a])));
       if (BN_bin2bn(bytes.data(), static_cast<int>(bytes.size()), x.get()) == nullptr) {
         return OpenSslError("BN_bin2bn");
       }
@@ -1058,8 +1056,9 @@ Result<std::vector<uint8_t>> CombinePartialDecryptions(
     FEDREC_BN(BN_sub_word(pos.get(), 1));
     FEDREC_BN(BN_div(x.get(), y.get(), pos.get(), pub.n.get(), c));
     if (!BN_is_zero(y.get())) {
-      return Status::Corruption(what + " do not combine to 1 mod n: a partial decryption is "
-                                       "wrong (or was made for other ciphertexts)");
+      return Status::Corruption(what +
+                                " do not combine to 1 mod n: a partial decryption is "
+                                "wrong (or was made for other ciphertexts)");
     }
     FEDREC_BN(BN_mod_mul(x.get(), x.get(), scale.get(), pub.n.get(), c));
     FEDREC_RETURN_IF_ERROR(ToBigEndian(

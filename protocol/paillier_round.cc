@@ -44,8 +44,8 @@ Result<uint32_t> DecryptionThreshold(uint32_t sites, double adversarial_rate) {
         "Paillier threshold decryption needs t = floor((n + c) / 2) + 1 <= n and t >= c + 2 "
         "(two honest sites in every decrypted sum); with n = " +
         std::to_string(sites) + " sites and c = " + std::to_string(c) +
-        " colluders (security.adversarial_rate " + std::to_string(adversarial_rate) +
-        ") t is " + std::to_string(t) + ": expected more sites or a lower adversarial rate");
+        " colluders (security.adversarial_rate " + std::to_string(adversarial_rate) + ") t is " +
+        std::to_string(t) + ": expected more sites or a lower adversarial rate");
   }
   return t;
 }
@@ -86,10 +86,10 @@ std::vector<int64_t> EncodeTrainLoss(double squared, uint64_t count, int value_b
   const int limb = value_bits - 1;
   const size_t per_value = TrainLossSlots(value_bits) / 2;
   const double scaled = std::isfinite(squared) && squared > 0 ? squared * kLossScale : 0.0;
-  const uint64_t values[2] = {
-      scaled >= static_cast<double>(kMaxEncoded) ? kMaxEncoded
-                                                 : static_cast<uint64_t>(std::llround(scaled)),
-      std::min(count, kMaxEncoded)};
+  const uint64_t values[2] = {scaled >= static_cast<double>(kMaxEncoded)
+                                  ? kMaxEncoded
+                                  : static_cast<uint64_t>(std::llround(scaled)),
+                              std::min(count, kMaxEncoded)};
   std::vector<int64_t> out;
   for (uint64_t v : values) {
     for (size_t l = 0; l < per_value; ++l) {
@@ -105,8 +105,8 @@ std::pair<double, uint64_t> DecodeTrainLoss(std::span<const int64_t> sums, int v
   double totals[2] = {0.0, 0.0};
   for (size_t v = 0; v < 2 && (v + 1) * per_value <= sums.size(); ++v) {
     for (size_t l = 0; l < per_value; ++l) {
-      totals[v] += std::ldexp(static_cast<double>(sums[v * per_value + l]),
-                              static_cast<int>(l) * limb);
+      totals[v] +=
+          std::ldexp(static_cast<double>(sums[v * per_value + l]), static_cast<int>(l) * limb);
     }
   }
   return {totals[0] / kLossScale, static_cast<uint64_t>(std::llround(totals[1]))};

@@ -419,8 +419,8 @@ Status Worker::OnPaillierMessage(const FrameView& frame) {
       Result<PaillierKey> message = DecodeMessage<PaillierKey>(frame);
       if (!message.ok()) return SendError(round, message.status().message());
       if (message->round != round)
-        return SendError(round, "a Paillier key message labelled round " +
-                                    std::to_string(message->round));
+        return SendError(round,
+                         "a Paillier key message labelled round " + std::to_string(message->round));
       if (message->public_key.empty()) return OfferPaillierSetupKey(*message);
       return AdoptPaillierKey(*message);
     }
@@ -433,7 +433,8 @@ Status Worker::OnPaillierMessage(const FrameView& frame) {
       Result<PaillierSum> sum = DecodeMessage<PaillierSum>(frame);
       if (!sum.ok()) return SendError(round, sum.status().message());
       if (sum->round != round)
-        return SendError(round, "a decryption request labelled round " + std::to_string(sum->round));
+        return SendError(round,
+                         "a decryption request labelled round " + std::to_string(sum->round));
       return PartiallyDecrypt(*sum);
     }
     default:
@@ -547,8 +548,8 @@ Status Worker::GeneratePaillierKey(const SecAggKeyList& list) {
                                 " sites offered keys, fewer than the threshold " +
                                 std::to_string(state.threshold) + " needed to ever decrypt");
   }
-  Result<std::vector<PaillierKeyShare>> shares = PaillierKeyShare::Deal(
-      static_cast<int>(state.modulus_bits), state.parties, state.threshold);
+  Result<std::vector<PaillierKeyShare>> shares =
+      PaillierKeyShare::Deal(static_cast<int>(state.modulus_bits), state.parties, state.threshold);
   if (!shares.ok()) return SendError(round, shares.status().message());
   PaillierKey answer;
   answer.round = round;
@@ -562,9 +563,8 @@ Status Worker::GeneratePaillierKey(const SecAggKeyList& list) {
     if (site == options_.site) continue;
     const PaillierKeyShare& share = (*shares)[PaillierParty(site) - 1];
     const WipedBytes secret{share.ToBytes()};
-    const std::vector<uint8_t> context =
-        paillier_round::SealingContext(state.job, round, options_.site, site, state.threshold,
-                                       state.parties, answer.public_key);
+    const std::vector<uint8_t> context = paillier_round::SealingContext(
+        state.job, round, options_.site, site, state.threshold, state.parties, answer.public_key);
     Result<crypto::Key32> shared =
         crypto::AgreeKey(state.setup_key->private_key, offer->cipher_key, context, kSealingInfo);
     if (!shared.ok()) return SendError(round, shared.status().message());
@@ -597,9 +597,10 @@ Status Worker::AdoptPaillierKey(const PaillierKey& message) {
   if (dealer.site != state.dealer || dealer.round != round ||
       !crypto::Verify(options_.roster.at(state.dealer),
                       paillier_round::OfferTranscript(state.job, dealer), dealer.signature)) {
-    return SendError(round, "refusing the Paillier key share: the dealer's set-up key does not "
-                            "verify under the roster identity key of site " +
-                                std::to_string(state.dealer));
+    return SendError(round,
+                     "refusing the Paillier key share: the dealer's set-up key does not "
+                     "verify under the roster identity key of site " +
+                         std::to_string(state.dealer));
   }
   if (message.threshold != state.threshold || message.parties != state.parties) {
     return SendError(round, "refusing the Paillier key share: dealt " +
@@ -613,16 +614,16 @@ Status Worker::AdoptPaillierKey(const PaillierKey& message) {
   if (public_key->modulus_bits() != static_cast<int>(state.modulus_bits)) {
     return SendError(round, "refusing the Paillier key share: the public key has a " +
                                 std::to_string(public_key->modulus_bits()) +
-                                "-bit modulus, expected the " +
-                                std::to_string(state.modulus_bits) + " bits requested");
+                                "-bit modulus, expected the " + std::to_string(state.modulus_bits) +
+                                " bits requested");
   }
   if (message.sealed_private.size() != 1 || message.sealed_private[0].site != options_.site) {
     return SendError(round, "expected the Paillier key share sealed for this site, found " +
                                 std::to_string(message.sealed_private.size()) + " entries");
   }
   const std::vector<uint8_t> context =
-      paillier_round::SealingContext(state.job, round, state.dealer, options_.site,
-                                     state.threshold, state.parties, message.public_key);
+      paillier_round::SealingContext(state.job, round, state.dealer, options_.site, state.threshold,
+                                     state.parties, message.public_key);
   Result<crypto::Key32> shared =
       crypto::AgreeKey(state.setup_key->private_key, dealer.cipher_key, context, kSealingInfo);
   if (!shared.ok()) return SendError(round, shared.status().message());
@@ -636,8 +637,9 @@ Status Worker::AdoptPaillierKey(const PaillierKey& message) {
   if (!share.ok()) return SendError(round, share.status().message());
   if (share->index() != PaillierParty(options_.site) || share->parties() != state.parties ||
       share->threshold() != state.threshold || !(share->public_key() == *public_key)) {
-    return SendError(round, "the sealed Paillier key share is not this site's share of the "
-                            "public key sent");
+    return SendError(round,
+                     "the sealed Paillier key share is not this site's share of the "
+                     "public key sent");
   }
   state.share = std::move(share).value();
   crypto::Cleanse(state.setup_key->private_key);
@@ -705,8 +707,8 @@ Status Worker::PartiallyDecrypt(const PaillierSum& sum) {
   const RoundPlan& plan = *pending_plan_;
   const PaillierSiteState& state = *paillier_;
   const PackingParams params = PaillierPacking(plan);
-  const uint64_t expected = EncodedLength(UploadShapes()) +
-                            paillier_round::TrainLossSlots(params.value_bits);
+  const uint64_t expected =
+      EncodedLength(UploadShapes()) + paillier_round::TrainLossSlots(params.value_bits);
   if (sum.values != expected) {
     return refuse("the request is for " + std::to_string(sum.values) + " values, expected " +
                   std::to_string(expected) + " for this round's update");

@@ -65,9 +65,9 @@ class Federation {
       o.identity = identities_[s];
       if (with_roster) o.roster = roster_;
       o.insecure_test_min_paillier_bits = min_bits;
-      workers_.push_back(std::make_unique<Worker>(
-          o, static_cast<uint32_t>(data_.dataset.items.size()), data_.sites[s],
-          &network_.endpoint(static_cast<int>(s) + 1)));
+      workers_.push_back(
+          std::make_unique<Worker>(o, static_cast<uint32_t>(data_.dataset.items.size()),
+                                   data_.sites[s], &network_.endpoint(static_cast<int>(s) + 1)));
     }
   }
 
@@ -75,7 +75,8 @@ class Federation {
   template <typename R, typename M>
   Result<R> Ask(uint32_t site, const M& message, uint32_t round) {
     Transport& coordinator = network_.endpoint(0);
-    EXPECT_TRUE(coordinator.Send(static_cast<int>(site) + 1, EncodeMessage(message, round, 0)).ok());
+    EXPECT_TRUE(
+        coordinator.Send(static_cast<int>(site) + 1, EncodeMessage(message, round, 0)).ok());
     Result<Envelope> in =
         network_.endpoint(static_cast<int>(site) + 1).Recv(std::chrono::seconds(5));
     EXPECT_TRUE(in.ok());
@@ -256,8 +257,8 @@ TEST(PaillierAdversary, CoordinatorPosingAsTheDealerIsRefused) {
   fake.holder_keys.cipher_key = mine.public_key;
   fake.holder_keys.signature =
       *crypto::Sign(coordinator, paillier_round::OfferTranscript({}, fake.holder_keys));
-  const std::vector<uint8_t> context = paillier_round::SealingContext(
-      {}, 1, 0, 1, kThreshold, kSites, fake.public_key);
+  const std::vector<uint8_t> context =
+      paillier_round::SealingContext({}, 1, 0, 1, kThreshold, kSites, fake.public_key);
   const crypto::Key32 key = *crypto::AgreeKey(mine.private_key, offers[1].cipher_key, context,
                                               "fedrec paillier key share");
   fake.sealed_private = {{1, *crypto::SealOnce(key, context, (*shares)[1].ToBytes())}};
@@ -284,9 +285,9 @@ class PaillierAdversaryDecryption : public ::testing::Test {
 TEST_F(PaillierAdversaryDecryption, SingleSitesCiphertextIsNotDecrypted) {
   // The target is site 2: its update alone, claimed to be the round's sum.
   for (uint32_t s : {0u, 1u, 3u}) {
-    ExpectRefusal(federation_.Ask<PaillierDecrypted>(s, SumOf(kRound, {updates_[2]}), kRound)
-                      .status(),
-                  "at least the threshold 3");
+    ExpectRefusal(
+        federation_.Ask<PaillierDecrypted>(s, SumOf(kRound, {updates_[2]}), kRound).status(),
+        "at least the threshold 3");
   }
   EXPECT_EQ(federation_.PartialsReceived(), 0u);
 }
@@ -306,9 +307,8 @@ TEST_F(PaillierAdversaryDecryption, ForgedOrUnsignedCiphertextsAreRefused) {
   // Site 2's real update plus encryptions of zero posing as sites 0 and 1: the
   // "sum" would be site 2's update.
   const std::vector<int64_t> zeros(updates_[0].values, 0);
-  const PackingParams params{
-      static_cast<int>(SignedValueBits(FormatOf(federation_.Plan(kRound)))),
-      static_cast<int>(kSites)};
+  const PackingParams params{static_cast<int>(SignedValueBits(FormatOf(federation_.Plan(kRound)))),
+                             static_cast<int>(kSites)};
   std::vector<PaillierUpdate> forged = {updates_[0], updates_[1], updates_[2]};
   for (uint32_t s : {0u, 1u}) {
     forged[s].ciphertexts = *EncryptPacked(*public_key_, zeros, params);
@@ -344,15 +344,13 @@ TEST_F(PaillierAdversaryDecryption, SecondRequestForTheSameRoundIsRefused) {
     indices.push_back(s + 1);
   }
   std::vector<std::span<const uint8_t>> views(partials.begin(), partials.end());
-  EXPECT_TRUE(
-      CombinePartialDecryptions(*public_key_, kSites, kThreshold, indices, views).ok());
+  EXPECT_TRUE(CombinePartialDecryptions(*public_key_, kSites, kThreshold, indices, views).ok());
   // Then it asks for the sum without site 3, whose difference with the first
   // would be site 3's update: every site refuses.
   const std::vector<PaillierUpdate> without3 = {updates_[0], updates_[1], updates_[2]};
   for (uint32_t s = 0; s < kSites; ++s) {
-    ExpectRefusal(
-        federation_.Ask<PaillierDecrypted>(s, SumOf(kRound, without3), kRound).status(),
-        "already answered a decryption request for round 2");
+    ExpectRefusal(federation_.Ask<PaillierDecrypted>(s, SumOf(kRound, without3), kRound).status(),
+                  "already answered a decryption request for round 2");
   }
   EXPECT_EQ(federation_.PartialsReceived(), kSites);  // the first request's only
   // An earlier round is refused too.

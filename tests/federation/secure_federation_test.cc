@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <array>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <span>
 
@@ -51,10 +51,9 @@ std::function<void(WorkerOptions*, uint32_t)> PaillierSites(uint32_t sites) {
 
 void ExpectCloseToPlain(const std::string& aggregation) {
   const FederatedRun plain = Federate(SecureConfig("none"));
-  const FederatedRun secure =
-      aggregation == "paillier"
-          ? Federate(SecureConfig(aggregation), 2, PaillierSites(6))
-          : Federate(SecureConfig(aggregation));
+  const FederatedRun secure = aggregation == "paillier"
+                                  ? Federate(SecureConfig(aggregation), 2, PaillierSites(6))
+                                  : Federate(SecureConfig(aggregation));
   ASSERT_EQ(secure.rounds.size(), plain.rounds.size());
   for (const RoundMetrics& m : secure.rounds) {
     EXPECT_FALSE(m.aborted) << "round " << m.round << ": " << m.abort_reason;

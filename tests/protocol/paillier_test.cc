@@ -596,10 +596,9 @@ Result<std::vector<int64_t>> Combine(const std::vector<PaillierKeyShare>& shares
   std::vector<std::span<const uint8_t>> views;
   for (uint32_t i : subset) views.push_back(partials[i - 1]);
   const PaillierPublicKey& key = shares[0].public_key();
-  FEDREC_ASSIGN_OR_RETURN(
-      std::vector<uint8_t> plain,
-      CombinePartialDecryptions(key, static_cast<uint32_t>(shares.size()), threshold, subset,
-                                views));
+  FEDREC_ASSIGN_OR_RETURN(std::vector<uint8_t> plain,
+                          CombinePartialDecryptions(key, static_cast<uint32_t>(shares.size()),
+                                                    threshold, subset, views));
   FEDREC_ASSIGN_OR_RETURN(PaillierPacker packer,
                           PaillierPacker::Create(params, key.modulus_bits()));
   return packer.Decode(plain, count, 2);
