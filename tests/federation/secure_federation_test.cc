@@ -33,26 +33,10 @@ double FinalRmse(const FederatedRun& run) {
   return NAN;
 }
 
-// Paillier sites need identities and a roster of them; the 1024-bit test keys
-// need the test-only lower modulus bound.
-std::function<void(WorkerOptions*, uint32_t)> PaillierSites(uint32_t sites) {
-  std::vector<crypto::SigningKey> identities;
-  std::map<uint32_t, crypto::Key32> roster;
-  for (uint32_t s = 0; s < sites; ++s) {
-    identities.push_back(*crypto::GenerateSigningKey());
-    roster[s] = identities.back().public_key;
-  }
-  return [identities, roster](WorkerOptions* o, uint32_t site) {
-    o->identity = identities[site];
-    o->roster = roster;
-    o->insecure_test_min_paillier_bits = 1024;
-  };
-}
-
 void ExpectCloseToPlain(const std::string& aggregation) {
   const FederatedRun plain = Federate(SecureConfig("none"));
   const FederatedRun secure = aggregation == "paillier"
-                                  ? Federate(SecureConfig(aggregation), 2, PaillierSites(6))
+                                  ? Federate(SecureConfig(aggregation), 2, PaillierTestSites(6))
                                   : Federate(SecureConfig(aggregation));
   ASSERT_EQ(secure.rounds.size(), plain.rounds.size());
   for (const RoundMetrics& m : secure.rounds) {
@@ -82,7 +66,7 @@ TEST(SecureFederation, PaillierTrainingLossTotalsTravelInsideTheCiphertexts) {
   Config none = SecureConfig("none"), config = SecureConfig("paillier");
   none.federation.rounds = config.federation.rounds = 2;
   const FederatedRun plain = Federate(none);
-  const FederatedRun paillier = Federate(config, 2, PaillierSites(6));
+  const FederatedRun paillier = Federate(config, 2, PaillierTestSites(6));
   ASSERT_EQ(plain.rounds.size(), paillier.rounds.size());
   for (size_t r = 0; r < plain.rounds.size(); ++r) {
     EXPECT_GT(paillier.rounds[r].train_mse, 0.0) << "round " << r + 1;
