@@ -307,6 +307,20 @@ int RunSim(const Config& config, const ModelRegistry* models) {
       SiteRoster(config, static_cast<uint32_t>(data->sites.size()));
   if (!roster.ok()) return Fail(roster.status());
   worker_options.roster = std::move(roster).value();
+  // Paillier sites need a roster of identity keys. Without configured keys the
+  // simulator, which plays every site, makes their identities and the roster.
+  std::vector<crypto::SigningKey> sim_identities;
+  if (config.security.aggregation == "paillier" && worker_options.roster.empty()) {
+    for (uint32_t s = 0; s < data->sites.size(); ++s) {
+      Result<crypto::SigningKey> key = crypto::GenerateSigningKey();
+      if (!key.ok()) return Fail(key.status());
+      sim_identities.push_back(*key);
+      worker_options.roster[s] = key->public_key;
+    }
+    sim_options.customize_site = [&sim_identities](WorkerOptions* o, uint32_t site) {
+      o->identity = sim_identities[site];
+    };
+  }
   // Each site saves its own folder (its local blocks never leave it).
   const std::vector<std::string> item_ids = RawIds(dataset.items);
   Status saved;
@@ -687,6 +701,7 @@ void SettleChannels(SecureTransport& channel, const std::vector<int>& site_ranks
 }  // namespace
 
 int RunMpi(const Config& config, const ModelRegistry* models) {
+  if (Status valid = ValidateDistributedConfig(config); !valid.ok()) return Fail(valid);
   Result<std::unique_ptr<MpiTransport>> started = MpiTransport::Start();
   if (!started.ok()) return Fail(started.status().WithContext("fedrec run"));
   MpiTransport& t = **started;

@@ -10,6 +10,8 @@
 #include <variant>
 
 #include "algorithms/model.h"
+#include "protocol/paillier.h"
+#include "protocol/paillier_round.h"
 
 namespace fedrec {
 
@@ -484,6 +486,19 @@ Status ValidateConfig(const Config& c) {
       c.security.paillier_bits % 64 != 0)
     return fail("security.paillier_bits", "a multiple of 64 in [512, 8192]",
                 std::to_string(c.security.paillier_bits));
+  if (c.security.aggregation == "paillier") {
+    if (c.security.paillier_bits < kPaillierSiteMinModulusBits)
+      return fail("security.paillier_bits",
+                  "at least " + std::to_string(kPaillierSiteMinModulusBits) +
+                      " with security.aggregation = \"paillier\" (sites refuse smaller moduli)",
+                  std::to_string(c.security.paillier_bits));
+    Result<uint32_t> threshold = paillier_round::DecryptionThreshold(
+        static_cast<uint32_t>(std::max<int64_t>(c.federation.sites, 0)),
+        c.security.adversarial_rate);
+    if (!threshold.ok())
+      return Status::InvalidArgument("config federation.sites / security.adversarial_rate: " +
+                                     threshold.status().message());
+  }
   if (c.security.aggregation != "none") {
     const double per_round =
         std::max(1.0, std::round(c.federation.fraction * static_cast<double>(c.federation.sites)));
@@ -532,6 +547,19 @@ Status ValidateConfig(const Config& c) {
   FEDREC_RETURN_IF_ERROR(positive("eval.top_k", c.eval.top_k));
   if (c.sim.threads < 0)
     return fail("sim.threads", "an integer >= 0", std::to_string(c.sim.threads));
+  return Status::Ok();
+}
+
+Status ValidateDistributedConfig(const Config& c) {
+  if (c.security.aggregation == "paillier" && c.security.site_public_keys.empty()) {
+    return Status::InvalidArgument(
+        "config security.site_public_keys: expected the sites' public key files with "
+        "security.aggregation = \"paillier\" (sites check the key dealer's and each other's "
+        "signatures against them; make keys with `fedrec keygen --dir keys --sites " +
+        std::to_string(c.federation.sites) +
+        "` and set security.site_public_keys = \"keys/site{site}.pub\" and "
+        "security.site_identity = \"keys/site{site}.key\"), found nothing");
+  }
   return Status::Ok();
 }
 

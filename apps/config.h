@@ -133,6 +133,9 @@ Status ApplyOverride(Config* config, const std::string& assignment);
 
 // Checks cross-key constraints (ranges, enumerations).
 Status ValidateConfig(const Config& config);
+// What a run across processes (fedrec run) needs beyond ValidateConfig: sites
+// with a roster of identity keys for Paillier (fedrec sim makes its own).
+Status ValidateDistributedConfig(const Config& config);
 
 // The resolved configuration as TOML (with each key's documentation as a
 // comment when `with_docs`).

@@ -11,12 +11,17 @@
 //   BM_AccumulatorAdd       ciphertexts added into a PaillierAccumulator
 //   BM_DecryptCrt           ciphertexts
 //   BM_DecryptPacked        plaintext values
+//   BM_PartialDecrypt       ciphertexts partially decrypted by one site's
+//                           share (threshold decryption, 10 sites, t = 6)
+//   BM_CombinePartials      ciphertexts whose t = 6 partials are combined
+//   BM_ThresholdDeal        key generation and dealing of 10 shares
 // Single-threaded numbers are per core; the /threads:2 rows show scaling.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -137,6 +142,48 @@ void BM_DecryptPacked(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(values.size()));
 }
 BENCHMARK(BM_DecryptPacked)->Unit(benchmark::kMillisecond)->MinTime(1.0);
+
+// 10 sites, t = floor((10 + 1) / 2) + 1 = 6 (security.adversarial_rate 0.05).
+constexpr uint32_t kParties = 10, kThreshold = 6;
+
+const std::vector<PaillierKeyShare>& Shares() {
+  static const std::vector<PaillierKeyShare> shares =
+      OrDie(PaillierKeyShare::DealFrom(Key(), kParties, kThreshold));
+  return shares;
+}
+
+void BM_PartialDecrypt(benchmark::State& state) {
+  const std::vector<uint8_t> c = OrDie(EncryptPacked(Key(), Values(41 * 4), kParams));
+  const PaillierKeyShare& share = Shares()[0];
+  for (auto _ : state) benchmark::DoNotOptimize(OrDie(share.PartialDecryptMany(c)));
+  state.SetItemsProcessed(state.iterations() * 4);
+}
+BENCHMARK(BM_PartialDecrypt)->Unit(benchmark::kMillisecond)->MinTime(1.0);
+
+void BM_CombinePartials(benchmark::State& state) {
+  const std::vector<uint8_t> c = OrDie(EncryptPacked(Key(), Values(41 * 4), kParams));
+  std::vector<std::vector<uint8_t>> partials;
+  std::vector<uint32_t> indices;
+  for (uint32_t i = 0; i < kThreshold; ++i) {
+    partials.push_back(OrDie(Shares()[i].PartialDecryptMany(c)));
+    indices.push_back(i + 1);
+  }
+  std::vector<std::span<const uint8_t>> views(partials.begin(), partials.end());
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        OrDie(CombinePartialDecryptions(Key().public_key(), kParties, kThreshold, indices, views)));
+  }
+  state.SetItemsProcessed(state.iterations() * 4);
+}
+BENCHMARK(BM_CombinePartials)->Unit(benchmark::kMillisecond)->MinTime(1.0);
+
+void BM_ThresholdDeal(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(OrDie(PaillierKeyShare::Deal(2048, kParties, kThreshold)));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ThresholdDeal)->Unit(benchmark::kMillisecond)->Iterations(5);
 
 }  // namespace
 }  // namespace fedrec

@@ -12,6 +12,7 @@
 
 #include "coordinator/aggregator.h"
 #include "protocol/paillier.h"
+#include "protocol/paillier_round.h"
 #include "protocol/secagg.h"
 
 namespace fedrec {
@@ -435,6 +436,9 @@ Result<std::optional<std::vector<uint64_t>>> Coordinator::SecureSum(
 Status Coordinator::PaillierSetup(uint32_t round) {
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
   if (num_sites == 0) return Status::InvalidArgument("Paillier key set-up: the job has no sites");
+  FEDREC_ASSIGN_OR_RETURN(
+      const uint32_t threshold,
+      paillier_round::DecryptionThreshold(num_sites, options_.secagg.threat.adversarial_rate));
   std::vector<uint32_t> sites(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
   paillier_ready_.assign(num_sites, false);
@@ -443,47 +447,57 @@ Status Coordinator::PaillierSetup(uint32_t round) {
     spdlog::warn("coordinator, round {}: {} is left out of the Paillier key set-up: {}", round,
                  SiteName(site), reason);
   };
-  // Each site offers a signed X25519 key; the lowest site that does holds the key.
+  // Step 1: every site offers a signed X25519 key. The dealer rotates with the
+  // round (sites check it), so a failed set-up is retried next round by the
+  // next site.
   PaillierKey request;
   request.round = round;
-  // The holder is named before the offers arrive: site 0 first; should a
-  // set-up fail, the next one is retried next round with the next site.
-  request.holder = paillier_attempts_++ % num_sites;
+  request.holder = paillier_round::Dealer(round, num_sites);
   request.modulus_bits = options_.paillier_bits;
+  request.job_id = options_.job_id;
   std::map<uint32_t, SecAggKeys> offers;
   for (uint32_t s : sites) FEDREC_RETURN_IF_ERROR(SendTo(request, s, round));
   FEDREC_RETURN_IF_ERROR(Collect<SecAggKeys>(
       transport_, site_of_rank_, round, sites, deadline(),
       [&](uint32_t site, SecAggKeys keys) {
         if (keys.site != site || keys.round != round) return fail(site, "mislabelled set-up key");
-        if (const auto identity = transport_->PeerIdentity(options_.site_ranks[site]))
-          keys.identity_key = *identity;
         offers[site] = keys;
       },
       fail));
-  const auto holder_offer = offers.find(request.holder);
-  if (holder_offer == offers.end()) {
-    return Status::Aborted("Paillier key set-up: the key holder, " + SiteName(request.holder) +
+  if (!offers.contains(request.holder)) {
+    return Status::Aborted("Paillier key set-up: the dealer, " + SiteName(request.holder) +
                            ", did not offer a key");
   }
+  if (offers.size() < threshold) {
+    return Status::Aborted("Paillier key set-up: " + std::to_string(offers.size()) +
+                           " sites offered keys, fewer than the decryption threshold " +
+                           std::to_string(threshold));
+  }
+  // Step 2: the dealer deals the shares.
   SecAggKeyList list;
   list.round = round;
   for (const auto& [site, keys] : offers) list.keys.push_back(keys);
   FEDREC_RETURN_IF_ERROR(SendTo(list, request.holder, round));
-  std::optional<PaillierKey> generated;
+  std::optional<PaillierKey> dealt;
   FEDREC_RETURN_IF_ERROR(Collect<PaillierKey>(
       transport_, site_of_rank_, round, {request.holder}, deadline(),
-      [&](uint32_t, PaillierKey key) { generated = std::move(key); }, fail));
-  if (!generated) return Status::Aborted("Paillier key set-up: the key holder did not answer");
-  Result<PaillierPublicKey> public_key = PaillierPublicKey::FromBytes(generated->public_key);
-  if (!public_key.ok()) return public_key.status().WithContext("Paillier key from the holder");
-  generated->holder_keys = holder_offer->second;  // with the channel's identity key
+      [&](uint32_t, PaillierKey key) { dealt = std::move(key); }, fail));
+  if (!dealt) return Status::Aborted("Paillier key set-up: the dealer did not deal the key");
+  Result<PaillierPublicKey> public_key = PaillierPublicKey::FromBytes(dealt->public_key);
+  if (!public_key.ok()) return public_key.status().WithContext("Paillier key from the dealer");
+  if (dealt->threshold != threshold || dealt->parties != num_sites) {
+    return Status::Aborted("Paillier key set-up: the dealer dealt " +
+                           std::to_string(dealt->threshold) + " of " +
+                           std::to_string(dealt->parties) + " shares, expected " +
+                           std::to_string(threshold) + " of " + std::to_string(num_sites));
+  }
   paillier_ready_[request.holder] = true;
 
+  // Step 3: each other site opens its share.
   std::vector<uint32_t> receivers;
-  for (const EncryptedShare& sealed : generated->sealed_private) {
+  for (const EncryptedShare& sealed : dealt->sealed_private) {
     if (sealed.site >= num_sites || !offers.contains(sealed.site)) continue;
-    PaillierKey forward = *generated;
+    PaillierKey forward = *dealt;
     forward.sealed_private = {sealed};
     FEDREC_RETURN_IF_ERROR(SendTo(forward, sealed.site, round));
     receivers.push_back(sealed.site);
@@ -492,16 +506,25 @@ Status Coordinator::PaillierSetup(uint32_t round) {
   FEDREC_RETURN_IF_ERROR(Collect<PaillierKey>(
       transport_, site_of_rank_, round, receivers, deadline(),
       [&](uint32_t site, const PaillierKey& ack) {
-        if (ack.public_key == generated->public_key)
+        if (ack.public_key == dealt->public_key)
           paillier_ready_[site] = true;
         else
           fail(site, "acknowledged another public key");
       },
       fail));
-  paillier_public_ = generated->public_key;
-  const auto ready = std::count(paillier_ready_.begin(), paillier_ready_.end(), true);
-  spdlog::info("coordinator, round {}: Paillier-{} key set up by {}; {} of {} sites hold it", round,
-               options_.paillier_bits, SiteName(request.holder), ready, num_sites);
+  const auto ready =
+      static_cast<uint32_t>(std::count(paillier_ready_.begin(), paillier_ready_.end(), true));
+  if (ready < threshold) {
+    return Status::Aborted("Paillier key set-up: " + std::to_string(ready) +
+                           " sites hold a key share, fewer than the decryption threshold " +
+                           std::to_string(threshold));
+  }
+  paillier_public_ = dealt->public_key;
+  paillier_threshold_ = threshold;
+  spdlog::info(
+      "coordinator, round {}: Paillier-{} key dealt by {}; {} of {} sites hold a share, {} "
+      "decrypt",
+      round, options_.paillier_bits, SiteName(request.holder), ready, num_sites, threshold);
   return Status::Ok();
 }
 
@@ -518,14 +541,17 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
       return abort(setup);
     }
   }
+  const uint32_t threshold = paillier_threshold_;
   std::vector<uint32_t> participants;
   for (uint32_t site : selected) {
     if (paillier_ready_[site]) participants.push_back(site);
   }
-  if (participants.size() < 2) {
+  if (participants.size() < threshold) {
     return abort(Status::Aborted(std::to_string(participants.size()) + " of the " +
                                  std::to_string(selected.size()) +
-                                 " selected sites hold the Paillier key; at least 2 are needed"));
+                                 " selected sites hold a Paillier key share; the decryption "
+                                 "threshold is " +
+                                 std::to_string(threshold)));
   }
   FixedPointFormat format = UploadFormat();
   format.ring_bits = 64;
@@ -536,64 +562,93 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
 
   FEDREC_ASSIGN_OR_RETURN(PaillierPublicKey public_key,
                           PaillierPublicKey::FromBytes(paillier_public_));
-  const uint64_t length = EncodedLength(upload_);
+  const uint64_t update_length = EncodedLength(upload_);
   const PackingParams params{static_cast<int>(SignedValueBits(format)),
                              static_cast<int>(participants.size())};
+  // The update, then the training loss (paillier_round::EncodeTrainLoss).
+  const uint64_t length = update_length + paillier_round::TrainLossSlots(params.value_bits);
   FEDREC_ASSIGN_OR_RETURN(PaillierPacker packer,
                           PaillierPacker::Create(params, public_key.modulus_bits()));
-  PaillierAccumulator sum(public_key, packer.NumPlaintexts(length));
-  std::vector<uint32_t> reported;
-  TrainLoss train_loss;
+  const size_t ciphertext_bytes = packer.NumPlaintexts(length) * public_key.ciphertext_size();
+  PaillierSum request;
+  request.round = round;
+  request.values = length;
   const auto fail = [&](uint32_t site, const std::string& reason) {
     spdlog::warn("coordinator, round {}: {} failed: {}", round, SiteName(site), reason);
     site_version_[site] = UINT64_MAX;
   };
-  // Ciphertext products are exact, so the order updates arrive in does not matter.
+  // Step 4: the signed encrypted updates, kept to be sent to the decryptors.
   FEDREC_RETURN_IF_ERROR(Collect<PaillierUpdate>(
       transport_, site_of_rank_, round, participants, Clock::now() + options_.round_timeout,
       [&](uint32_t site, PaillierUpdate update) {
-        if (update.values != length) {
-          return fail(site, "encrypted update of " + std::to_string(update.values) +
-                                " values, expected " + std::to_string(length));
+        if (update.site != site || update.round != round)
+          return fail(site, "mislabelled encrypted update");
+        if (update.values != length || update.ciphertexts.size() != ciphertext_bytes) {
+          return fail(site, "encrypted update of " + std::to_string(update.values) + " values in " +
+                                std::to_string(update.ciphertexts.size()) + " bytes, expected " +
+                                std::to_string(length) + " in " + std::to_string(ciphertext_bytes));
         }
-        Status added = cost.Timed([&] { return sum.Add(update.ciphertexts); });
-        if (!added.ok()) return fail(site, added.message());
-        reported.push_back(site);
-        if (update.metrics.size() >= 2)
-          train_loss[site] = {update.metrics[0], static_cast<uint64_t>(update.metrics[1])};
+        request.updates.push_back(std::move(update));
       },
       fail));
-  if (reported.size() < 2) {
+  std::sort(request.updates.begin(), request.updates.end(),
+            [](const PaillierUpdate& a, const PaillierUpdate& b) { return a.site < b.site; });
+  std::vector<uint32_t> reported;
+  for (const PaillierUpdate& update : request.updates) reported.push_back(update.site);
+  if (reported.size() < threshold) {
     return abort(Status::Aborted(std::to_string(reported.size()) +
-                                 " encrypted update(s) arrived; at least 2 are needed"));
+                                 " encrypted update(s) arrived; the decryption threshold is " +
+                                 std::to_string(threshold)));
   }
-  std::sort(reported.begin(), reported.end());
-  PaillierSum request;
-  request.round = round;
-  request.values = length;
-  request.additions = static_cast<uint32_t>(sum.additions());
-  FEDREC_ASSIGN_OR_RETURN(request.ciphertexts, sum.Sums());
-  // A site that reported decrypts the sum; should it fail, the next one does.
-  std::optional<std::vector<int64_t>> sums;
-  for (uint32_t decryptor : reported) {
-    FEDREC_RETURN_IF_ERROR(SendTo(request, decryptor, round));
+  // Step 5: partial decryptions from `threshold` reporting sites, asking the
+  // next ones when some fail.
+  std::map<uint32_t, std::vector<uint8_t>> partials;
+  size_t next = 0;
+  while (partials.size() < threshold && next < reported.size()) {
+    std::vector<uint32_t> asked;
+    while (partials.size() + asked.size() < threshold && next < reported.size())
+      asked.push_back(reported[next++]);
+    for (uint32_t site : asked) FEDREC_RETURN_IF_ERROR(SendTo(request, site, round));
     FEDREC_RETURN_IF_ERROR(Collect<PaillierDecrypted>(
-        transport_, site_of_rank_, round, {decryptor}, Clock::now() + options_.round_timeout,
+        transport_, site_of_rank_, round, asked, Clock::now() + options_.round_timeout,
         [&](uint32_t site, PaillierDecrypted decrypted) {
-          if (decrypted.sums.size() != length)
-            return fail(site, "decrypted " + std::to_string(decrypted.sums.size()) + " sums");
-          sums = std::move(decrypted.sums);
+          if (decrypted.site != site || decrypted.partials.size() != ciphertext_bytes)
+            return fail(site, "a partial decryption of " +
+                                  std::to_string(decrypted.partials.size()) + " bytes, expected " +
+                                  std::to_string(ciphertext_bytes));
+          partials[site] = std::move(decrypted.partials);
         },
         fail));
-    if (sums) break;
   }
-  if (!sums) return abort(Status::Aborted("no site decrypted the aggregated ciphertexts"));
-  std::vector<uint64_t> ring(sums->begin(), sums->end());
+  if (partials.size() < threshold) {
+    return abort(Status::Aborted(std::to_string(partials.size()) +
+                                 " partial decryption(s) arrived; the decryption threshold is " +
+                                 std::to_string(threshold)));
+  }
+  // Step 6: combine and decode.
+  std::vector<uint32_t> indices;
+  std::vector<std::span<const uint8_t>> views;
+  for (const auto& [site, bytes] : partials) {
+    indices.push_back(site + 1);
+    views.push_back(bytes);
+  }
+  Result<std::vector<int64_t>> sums = cost.Timed([&]() -> Result<std::vector<int64_t>> {
+    FEDREC_ASSIGN_OR_RETURN(
+        std::vector<uint8_t> plaintexts,
+        CombinePartialDecryptions(public_key, static_cast<uint32_t>(options_.site_ranks.size()),
+                                  threshold, indices, views));
+    return packer.Decode(plaintexts, length, static_cast<int>(reported.size()));
+  });
+  if (!sums.ok()) return abort(sums.status());
+  const auto [squared, count] = paillier_round::DecodeTrainLoss(
+      std::span<const int64_t>(*sums).subspan(update_length), params.value_bits);
+  std::vector<uint64_t> ring(sums->begin(), sums->begin() + static_cast<ptrdiff_t>(update_length));
   Result<DecodedSums> decoded = cost.Timed([&] { return DecodeSum(upload_, ring, format); });
   if (!decoded.ok()) return abort(decoded.status());
   cost.Record();
-  FillEncryptedInput(round, std::move(decoded).value(), reported, selected.size(), train_loss,
+  FillEncryptedInput(round, std::move(decoded).value(), reported, selected.size(), TrainLoss{},
                      input, metrics);
+  metrics->train_mse = count ? squared / static_cast<double>(count) : 0.0;
   return Status::Ok();
 }
 

@@ -154,11 +154,11 @@ class Coordinator {
   std::map<int, uint32_t> site_of_rank_;
   std::vector<uint64_t> site_version_;  // model version each site holds (UINT64_MAX: none)
   uint64_t version_ = 0;
-  // Paillier: the public key (serialized) set up with the sites, and which
-  // sites hold the private key.
+  // Paillier: the public key (serialized) set up with the sites, which sites
+  // hold a share of the decryption key, and how many shares decrypt.
   std::vector<uint8_t> paillier_public_;
   std::vector<bool> paillier_ready_;
-  uint32_t paillier_attempts_ = 0;
+  uint32_t paillier_threshold_ = 0;
 };
 
 }  // namespace fedrec

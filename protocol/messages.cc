@@ -486,26 +486,31 @@ template <class Archive>
 void serialize(Archive& ar, PaillierKey& m) {
   ar(m.round, m.holder, m.modulus_bits, m.holder_keys);
   Contiguous(ar, m.public_key, Label("Paillier public key"));
-  Structs(ar, m.sealed_private, kMinShareBytes, Label("sealed private key list"));
+  Structs(ar, m.sealed_private, kMinShareBytes, Label("sealed key share list"));
+  ar(m.threshold, m.parties);
+  Fixed(ar, m.job_id);
 }
 
 template <class Archive>
 void serialize(Archive& ar, PaillierUpdate& m) {
   ar(m.round, m.site, m.values);
   Contiguous(ar, m.ciphertexts, Label("Paillier ciphertexts"));
-  Contiguous(ar, m.metrics, Label("metric sums"));
+  Fixed(ar, m.signature);
 }
+
+// PaillierUpdate: round, site, values, ciphertext count, signature.
+constexpr uint64_t kMinPaillierUpdateBytes = 4 + 4 + 8 + 8 + 64;
 
 template <class Archive>
 void serialize(Archive& ar, PaillierSum& m) {
-  ar(m.round, m.values, m.additions);
-  Contiguous(ar, m.ciphertexts, Label("Paillier ciphertexts"));
+  ar(m.round, m.values);
+  Structs(ar, m.updates, kMinPaillierUpdateBytes, Label("Paillier update list"));
 }
 
 template <class Archive>
 void serialize(Archive& ar, PaillierDecrypted& m) {
-  ar(m.round);
-  Contiguous(ar, m.sums, Label("decrypted sums"));
+  ar(m.round, m.site);
+  Contiguous(ar, m.partials, Label("partial decryptions"));
 }
 
 // ---------------------------------------------------------------------------

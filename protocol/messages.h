@@ -330,55 +330,62 @@ struct SecAggUnmaskShares {
 // ---------------------------------------------------------------------------
 // Paillier aggregation; the protocol is described in protocol/paillier_round.h.
 
-// Key set-up, in protocol order:
-//   coordinator -> every site: a request (public_key empty) naming the holder;
-//     each site answers SecAggKeys with a fresh X25519 key, signed;
-//   coordinator -> holder: SecAggKeyList of those keys; the holder generates
-//     the key pair and answers PaillierKey with its public key and the private
-//     key sealed for each other site (AES-256-GCM under HKDF of their X25519
-//     secret), `holder_keys` its own signed X25519 key;
-//   coordinator -> each other site: PaillierKey with the public key and its
-//     one sealed entry; the site answers PaillierKey with the public key (ack).
+// Key set-up (threshold decryption, steps 1-3 of protocol/paillier_round.h):
+//   coordinator -> every site: a request (public_key empty) naming the dealer
+//     (`holder`) and the modulus size; each site answers SecAggKeys with a
+//     fresh X25519 key, signed;
+//   coordinator -> dealer: SecAggKeyList of those keys; the dealer answers
+//     PaillierKey with the public key, `threshold` and `parties`, its own
+//     signed X25519 key (`holder_keys`) and one sealed key share per other
+//     offering site;
+//   coordinator -> each other site: PaillierKey with its one sealed share;
+//     the site answers PaillierKey with the public key (ack).
 struct PaillierKey {
   static constexpr MessageType kType = MessageType::kPaillierKey;
   uint32_t round = 0;
-  uint32_t holder = 0;        // site that generates the key pair
+  uint32_t holder = 0;        // the dealer site
   uint32_t modulus_bits = 0;  // of the key to generate
-  SecAggKeys holder_keys;     // the holder's signed X25519 key that sealed the private keys
+  SecAggKeys holder_keys;     // the dealer's signed X25519 key that sealed the shares
   std::vector<uint8_t> public_key;
-  std::vector<EncryptedShare> sealed_private;
+  std::vector<EncryptedShare> sealed_private;  // sealed PaillierKeyShare bytes, by addressee
+  uint32_t threshold = 0;                      // shares needed to decrypt
+  uint32_t parties = 0;                        // shares dealt (the job's sites)
+  std::array<uint8_t, 32> job_id{};            // set-up request: the job (RoundPlan::job_id)
 
   friend bool operator==(const PaillierKey&, const PaillierKey&) = default;
 };
 
-// Site -> coordinator: the site's packed, encrypted update.
+// Site -> coordinator: the site's packed, encrypted update (its training loss
+// packed inside), signed by its identity key (paillier_round::UpdateTranscript).
 struct PaillierUpdate {
   static constexpr MessageType kType = MessageType::kPaillierUpdate;
   uint32_t round = 0;
   uint32_t site = 0;
   uint64_t values = 0;               // plaintext values packed
   std::vector<uint8_t> ciphertexts;  // fixed-width ciphertexts, concatenated
-  std::vector<double> metrics;       // plain metric sums, as in SecAggMasked
+  SignatureBytes signature{};
 
   friend bool operator==(const PaillierUpdate&, const PaillierUpdate&) = default;
 };
 
-// Coordinator -> a decrypting site: the product of `additions` sites' ciphertexts.
+// Coordinator -> a decrypting site: every reporting site's signed update of
+// the round, which the site multiplies itself.
 struct PaillierSum {
   static constexpr MessageType kType = MessageType::kPaillierSum;
   uint32_t round = 0;
   uint64_t values = 0;
-  uint32_t additions = 0;
-  std::vector<uint8_t> ciphertexts;
+  std::vector<PaillierUpdate> updates;
 
   friend bool operator==(const PaillierSum&, const PaillierSum&) = default;
 };
 
-// Decrypting site -> coordinator: the plaintext sum.
+// Decrypting site -> coordinator: its partial decryption of the product,
+// one ciphertext-sized value per packed ciphertext, concatenated.
 struct PaillierDecrypted {
   static constexpr MessageType kType = MessageType::kPaillierDecrypted;
   uint32_t round = 0;
-  std::vector<int64_t> sums;
+  uint32_t site = 0;
+  std::vector<uint8_t> partials;
 
   friend bool operator==(const PaillierDecrypted&, const PaillierDecrypted&) = default;
 };

@@ -216,6 +216,19 @@ class KeyReader {
     return value;
   }
 
+  // A big-endian u32.
+  Result<uint32_t> U32(const char* name) {
+    if (bytes_.size() - pos_ < 4) {
+      return Status::Corruption(what_ + ": truncated before " + name + " at offset " +
+                                std::to_string(pos_) + " (" + std::to_string(bytes_.size()) +
+                                " bytes in all)");
+    }
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v = (v << 8) | bytes_[pos_ + static_cast<size_t>(i)];
+    pos_ += 4;
+    return v;
+  }
+
   Status End() const {
     if (pos_ != bytes_.size()) {
       return Status::Corruption(what_ + ": " + std::to_string(bytes_.size() - pos_) +
@@ -732,6 +745,325 @@ Result<std::vector<uint8_t>> PaillierPrivateKey::DecryptMany(
   const PaillierPublicKey::Impl& pub = *impl_->pub;
   std::vector<uint8_t> out(ciphertexts.size() / pub.ciphertext_size * pub.plaintext_size);
   FEDREC_RETURN_IF_ERROR(DecryptManyInto(ciphertexts, out));
+  return out;
+}
+
+// ============================== Threshold decryption ==============================
+
+namespace {
+
+constexpr char kShareMagic[kMagicSize + 1] = "FTS1";
+// Statistical hiding of the integer Shamir polynomial (see paillier.h).
+constexpr int kShareHidingBits = 128;
+// A share's length field is a u16 byte count.
+constexpr int kMaxShareBits = 65535 * 8;
+
+// k! as a BIGNUM (public: Delta of the threshold scheme).
+Result<BnPtr> Factorial(uint32_t k) {
+  FEDREC_ASSIGN_OR_RETURN(BnPtr f, NewBn());
+  FEDREC_BN(BN_one(f.get()));
+  for (uint32_t i = 2; i <= k; ++i) FEDREC_BN(BN_mul_word(f.get(), i));
+  return f;
+}
+
+void AppendU32(std::vector<uint8_t>& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
+}
+
+Status CheckThresholdParams(uint32_t parties, uint32_t threshold, const std::string& what) {
+  if (parties < 1 || parties > PaillierKeyShare::kMaxParties) {
+    return Status::InvalidArgument(what + ": " + std::to_string(parties) +
+                                   " parties, expected 1 to " +
+                                   std::to_string(PaillierKeyShare::kMaxParties));
+  }
+  if (threshold < 1 || threshold > parties) {
+    return Status::InvalidArgument(what + ": threshold " + std::to_string(threshold) +
+                                   ", expected 1 to the " + std::to_string(parties) + " parties");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct PaillierKeyShare::Impl {
+  std::optional<PaillierPublicKey> public_key;
+  uint32_t index = 0;
+  uint32_t parties = 0;
+  uint32_t threshold = 0;
+  BnPtr share;     // s_i (secret)
+  BnPtr exponent;  // 2 Delta s_i (secret)
+
+  static Result<std::shared_ptr<const Impl>> Build(PaillierPublicKey key, uint32_t index,
+                                                   uint32_t parties, uint32_t threshold,
+                                                   BnPtr share, const std::string& what) {
+    Status params = CheckThresholdParams(parties, threshold, what);
+    if (!params.ok()) return Status::Corruption(params.message());
+    if (index < 1 || index > parties) {
+      return Status::Corruption(what + ": party index " + std::to_string(index) +
+                                ", expected 1 to " + std::to_string(parties));
+    }
+    if (BN_is_zero(share.get()) || BN_is_negative(share.get())) {
+      return Status::Corruption(what + ": the share is not a positive integer");
+    }
+    auto impl = std::make_shared<Impl>();
+    FEDREC_ASSIGN_OR_RETURN(CtxPtr ctx, NewCtx());
+    FEDREC_ASSIGN_OR_RETURN(BnPtr delta, Factorial(parties));
+    FEDREC_ASSIGN_OR_RETURN(impl->exponent, NewSecretBn());
+    BN_set_flags(share.get(), BN_FLG_CONSTTIME);
+    FEDREC_BN(BN_mul(impl->exponent.get(), share.get(), delta.get(), ctx.get()));
+    FEDREC_BN(BN_lshift1(impl->exponent.get(), impl->exponent.get()));
+    impl->public_key = std::move(key);
+    impl->index = index;
+    impl->parties = parties;
+    impl->threshold = threshold;
+    impl->share = std::move(share);
+    return std::shared_ptr<const Impl>(std::move(impl));
+  }
+};
+
+Result<std::vector<PaillierKeyShare>> PaillierKeyShare::DealFrom(const PaillierPrivateKey& key,
+                                                                 uint32_t parties,
+                                                                 uint32_t threshold) {
+  FEDREC_RETURN_IF_ERROR(CheckThresholdParams(parties, threshold, "Paillier key dealing"));
+  const PaillierPrivateKey::Impl& k = *key.impl_;
+  const BIGNUM* n = k.pub->n.get();
+  FEDREC_ASSIGN_OR_RETURN(CtxPtr ctx, NewCtx());
+  BN_CTX* c = ctx.get();
+  // d = lambda (lambda^-1 mod n): 0 mod lambda and 1 mod n (gcd(lambda, n) = 1
+  // as gcd(n, phi(n)) = 1 was checked when the key was built).
+  FEDREC_ASSIGN_OR_RETURN(BnPtr gcd, NewSecretBn());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr phi, NewSecretBn());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr lambda, NewSecretBn());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr lambda_inv, NewSecretBn());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr secret, NewSecretBn());
+  FEDREC_BN(BN_gcd(gcd.get(), k.p_minus_1.get(), k.q_minus_1.get(), c));
+  FEDREC_BN(BN_mul(phi.get(), k.p_minus_1.get(), k.q_minus_1.get(), c));
+  FEDREC_BN(BN_div(lambda.get(), nullptr, phi.get(), gcd.get(), c));
+  if (BN_mod_inverse(lambda_inv.get(), lambda.get(), n, c) == nullptr) {
+    return OpenSslError("BN_mod_inverse(lambda mod n)");
+  }
+  FEDREC_ASSIGN_OR_RETURN(BnPtr delta, Factorial(parties));
+  FEDREC_BN(BN_mul(secret.get(), lambda.get(), lambda_inv.get(), c));  // d
+  FEDREC_BN(BN_mul(secret.get(), secret.get(), delta.get(), c));       // Delta d
+  BN_set_flags(secret.get(), BN_FLG_CONSTTIME);
+  // Coefficients of degree 1..threshold-1, uniform below 2^bound_bits.
+  const int bound_bits =
+      2 * BN_num_bits(n) + BN_num_bits(delta.get()) +
+      static_cast<int>(threshold - 1) * static_cast<int>(std::bit_width(parties + 1)) +
+      kShareHidingBits;
+  std::vector<BnPtr> coefficients;
+  for (uint32_t j = 1; j < threshold; ++j) {
+    FEDREC_ASSIGN_OR_RETURN(BnPtr a, NewSecretBn());
+    FEDREC_BN(BN_priv_rand_ex(a.get(), bound_bits, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY, 0, c));
+    coefficients.push_back(std::move(a));
+  }
+  std::vector<PaillierKeyShare> shares;
+  shares.reserve(parties);
+  for (uint32_t i = 1; i <= parties; ++i) {
+    // Horner: f(i) = (((a_{t-1} i + a_{t-2}) i + ...) i + a_1) i + Delta d.
+    FEDREC_ASSIGN_OR_RETURN(BnPtr value, NewSecretBn());
+    BN_zero(value.get());
+    for (auto a = coefficients.rbegin(); a != coefficients.rend(); ++a) {
+      FEDREC_BN(BN_add(value.get(), value.get(), a->get()));
+      FEDREC_BN(BN_mul_word(value.get(), i));
+    }
+    FEDREC_BN(BN_add(value.get(), value.get(), secret.get()));
+    FEDREC_ASSIGN_OR_RETURN(auto impl, Impl::Build(key.public_key(), i, parties, threshold,
+                                                   std::move(value), "dealt Paillier key share"));
+    shares.push_back(PaillierKeyShare(std::move(impl)));
+  }
+  // Every secret temporary above is a BN_clear_free'd BnPtr in a secure BN_CTX.
+  return shares;
+}
+
+Result<std::vector<PaillierKeyShare>> PaillierKeyShare::Deal(int modulus_bits, uint32_t parties,
+                                                             uint32_t threshold) {
+  FEDREC_RETURN_IF_ERROR(CheckThresholdParams(parties, threshold, "Paillier key dealing"));
+  // The key pair lives only in this scope; its destructor wipes p, q and the
+  // CRT values (BN_clear_free).
+  FEDREC_ASSIGN_OR_RETURN(PaillierPrivateKey key, PaillierPrivateKey::Generate(modulus_bits));
+  return DealFrom(key, parties, threshold);
+}
+
+Result<PaillierKeyShare> PaillierKeyShare::FromBytes(std::span<const uint8_t> bytes) {
+  const std::string what = "Paillier key share";
+  KeyReader reader(bytes, "Paillier key share");
+  FEDREC_RETURN_IF_ERROR(reader.Magic(kShareMagic));
+  FEDREC_ASSIGN_OR_RETURN(BnPtr n, reader.Field("n", kPaillierMaxModulusBits));
+  FEDREC_ASSIGN_OR_RETURN(uint32_t index, reader.U32("index"));
+  FEDREC_ASSIGN_OR_RETURN(uint32_t parties, reader.U32("parties"));
+  FEDREC_ASSIGN_OR_RETURN(uint32_t threshold, reader.U32("threshold"));
+  FEDREC_ASSIGN_OR_RETURN(BnPtr share, reader.Field("share", kMaxShareBits));
+  FEDREC_RETURN_IF_ERROR(reader.End());
+  FEDREC_ASSIGN_OR_RETURN(auto pub, PaillierPublicKey::Impl::Build(std::move(n), what));
+  FEDREC_ASSIGN_OR_RETURN(auto impl, Impl::Build(PaillierPublicKey(std::move(pub)), index, parties,
+                                                 threshold, std::move(share), what));
+  return PaillierKeyShare(std::move(impl));
+}
+
+std::vector<uint8_t> PaillierKeyShare::ToBytes() const {
+  const Impl& k = *impl_;
+  std::vector<uint8_t> out =
+      StartKeyBytes(kShareMagic, 2 + k.public_key->plaintext_size() + 12 + 2 +
+                                     static_cast<size_t>(BN_num_bytes(k.share.get())));
+  AppendField(out, k.public_key->impl_->n.get());
+  AppendU32(out, k.index);
+  AppendU32(out, k.parties);
+  AppendU32(out, k.threshold);
+  AppendField(out, k.share.get());
+  return out;
+}
+
+const PaillierPublicKey& PaillierKeyShare::public_key() const { return *impl_->public_key; }
+uint32_t PaillierKeyShare::index() const { return impl_->index; }
+uint32_t PaillierKeyShare::parties() const { return impl_->parties; }
+uint32_t PaillierKeyShare::threshold() const { return impl_->threshold; }
+
+Result<std::vector<uint8_t>> PaillierKeyShare::PartialDecryptMany(
+    std::span<const uint8_t> ciphertexts) const {
+  const PaillierPublicKey::Impl& pub = *impl_->public_key->impl_;
+  if (ciphertexts.size() % pub.ciphertext_size != 0) {
+    return Status::Corruption("ciphertext bytes: " + std::to_string(ciphertexts.size()) +
+                              " is not a multiple of the ciphertext size " +
+                              std::to_string(pub.ciphertext_size));
+  }
+  const size_t count = ciphertexts.size() / pub.ciphertext_size;
+  std::vector<uint8_t> out(ciphertexts.size());
+  FEDREC_ASSIGN_OR_RETURN(CtxPtr ctx, NewCtx());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr c, NewBn());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr partial, NewSecretBn());
+  for (size_t i = 0; i < count; ++i) {
+    const auto bytes = ciphertexts.subspan(i * pub.ciphertext_size, pub.ciphertext_size);
+    FEDREC_RETURN_IF_ERROR(pub.CheckCiphertext(bytes, Item("ciphertext", i)));
+    if (BN_bin2bn(bytes.data(), static_cast<int>(bytes.size()), c.get()) == nullptr) {
+      return OpenSslError("BN_bin2bn");
+    }
+    FEDREC_BN(BN_mod_exp_mont_consttime(partial.get(), c.get(), impl_->exponent.get(), pub.n2.get(),
+                                        ctx.get(), pub.mont_n2.get()));
+    FEDREC_RETURN_IF_ERROR(
+        ToBigEndian(partial.get(),
+                    std::span<uint8_t>(out).subspan(i * pub.ciphertext_size, pub.ciphertext_size)));
+  }
+  return out;
+}
+
+Result<std::vector<uint8_t>> CombinePartialDecryptions(
+    const PaillierPublicKey& key, uint32_t parties, uint32_t threshold,
+    std::span<const uint32_t> indices, std::span<const std::span<const uint8_t>> partials) {
+  FEDREC_RETURN_IF_ERROR(CheckThresholdParams(parties, threshold, "combining partial decryptions"));
+  const PaillierPublicKey::Impl& pub = *key.impl_;
+  if (indices.size() != partials.size()) {
+    return Status::InvalidArgument(
+        "combining partial decryptions: " + std::to_string(indices.size()) + " indices for " +
+        std::to_string(partials.size()) + " partial vectors");
+  }
+  if (indices.size() < threshold) {
+    return Status::InvalidArgument(
+        "combining partial decryptions: " + std::to_string(indices.size()) +
+        " partials, expected at least the threshold " + std::to_string(threshold));
+  }
+  const std::vector<uint32_t> used(indices.begin(), indices.begin() + threshold);
+  for (size_t a = 0; a < used.size(); ++a) {
+    if (used[a] < 1 || used[a] > parties) {
+      return Status::InvalidArgument("combining partial decryptions: party index " +
+                                     std::to_string(used[a]) + ", expected 1 to " +
+                                     std::to_string(parties));
+    }
+    for (size_t b = 0; b < a; ++b) {
+      if (used[a] == used[b]) {
+        return Status::InvalidArgument("combining partial decryptions: party " +
+                                       std::to_string(used[a]) + " appears twice");
+      }
+    }
+    if (partials[a].size() != partials[0].size() || partials[a].size() % pub.ciphertext_size != 0) {
+      return Status::InvalidArgument("combining partial decryptions: party " +
+                                     std::to_string(used[a]) + " sent " +
+                                     std::to_string(partials[a].size()) + " bytes, expected " +
+                                     std::to_string(partials[0].size()) + ", a multiple of " +
+                                     std::to_string(pub.ciphertext_size));
+    }
+  }
+  FEDREC_ASSIGN_OR_RETURN(CtxPtr ctx, NewCtx());
+  BN_CTX* c = ctx.get();
+  FEDREC_ASSIGN_OR_RETURN(BnPtr delta, Factorial(parties));
+  // exponents[a] = 2 |mu_a|, negative[a] when mu_a < 0, with the integer
+  // Lagrange coefficient mu_a = Delta prod_{b != a} x_b / (x_b - x_a).
+  std::vector<BnPtr> exponents;
+  std::vector<bool> negative;
+  for (size_t a = 0; a < used.size(); ++a) {
+    FEDREC_ASSIGN_OR_RETURN(BnPtr num, NewBn());
+    FEDREC_ASSIGN_OR_RETURN(BnPtr den, NewBn());
+    FEDREC_ASSIGN_OR_RETURN(BnPtr rem, NewBn());
+    if (BN_copy(num.get(), delta.get()) == nullptr) return OpenSslError("BN_copy");
+    FEDREC_BN(BN_one(den.get()));
+    bool neg = false;
+    for (size_t b = 0; b < used.size(); ++b) {
+      if (b == a) continue;
+      FEDREC_BN(BN_mul_word(num.get(), used[b]));
+      const int64_t diff = static_cast<int64_t>(used[b]) - static_cast<int64_t>(used[a]);
+      if (diff < 0) neg = !neg;
+      FEDREC_BN(BN_mul_word(den.get(), static_cast<BN_ULONG>(diff < 0 ? -diff : diff)));
+    }
+    FEDREC_BN(BN_div(num.get(), rem.get(), num.get(), den.get(), c));
+    if (!BN_is_zero(rem.get())) {
+      return Status::Internal("integer Lagrange coefficient is not an integer (Delta too small)");
+    }
+    FEDREC_BN(BN_lshift1(num.get(), num.get()));
+    exponents.push_back(std::move(num));
+    negative.push_back(neg);
+  }
+  // (4 Delta^3)^-1 mod n.
+  FEDREC_ASSIGN_OR_RETURN(BnPtr scale, NewBn());
+  FEDREC_BN(BN_sqr(scale.get(), delta.get(), c));
+  FEDREC_BN(BN_mul(scale.get(), scale.get(), delta.get(), c));
+  FEDREC_BN(BN_lshift(scale.get(), scale.get(), 2));
+  FEDREC_BN(BN_nnmod(scale.get(), scale.get(), pub.n.get(), c));
+  if (BN_mod_inverse(scale.get(), scale.get(), pub.n.get(), c) == nullptr) {
+    return OpenSslError("BN_mod_inverse(4 Delta^3 mod n)");
+  }
+  const size_t count = partials[0].size() / pub.ciphertext_size;
+  std::vector<uint8_t> out(count * pub.plaintext_size);
+  FEDREC_ASSIGN_OR_RETURN(BnPtr pos, NewBn());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr neg, NewBn());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr x, NewBn());
+  FEDREC_ASSIGN_OR_RETURN(BnPtr y, NewBn());
+  for (size_t i = 0; i < count; ++i) {
+    FEDREC_BN(BN_one(pos.get()));
+    FEDREC_BN(BN_one(neg.get()));
+    for (size_t a = 0; a < used.size(); ++a) {
+      const auto bytes = partials[a].subspan(i * pub.ciphertext_size, pub.ciphertext_size);
+      FEDREC_RETURN_IF_ERROR(pub.CheckCiphertext(
+          bytes,
+          "partial decryption " + std::to_string(i) + " of party " + std::to_string(used[a])));
+      if (BN_bin2bn(bytes.data(), static_cast<int>(bytes.size()), x.get()) == nullptr) {
+        return OpenSslError("BN_bin2bn");
+      }
+      // The exponents are public: the variable-time exponentiation is fine.
+      FEDREC_BN(BN_mod_exp_mont(y.get(), x.get(), exponents[a].get(), pub.n2.get(), c,
+                                pub.mont_n2.get()));
+      BIGNUM* acc = negative[a] ? neg.get() : pos.get();
+      FEDREC_BN(BN_mod_mul(acc, acc, y.get(), pub.n2.get(), c));
+    }
+    const std::string what = "partial decryptions of ciphertext " + std::to_string(i);
+    if (!BN_is_one(neg.get())) {
+      if (BN_mod_inverse(neg.get(), neg.get(), pub.n2.get(), c) == nullptr) {
+        ERR_clear_error();
+        return Status::Corruption(what + " are not invertible mod n^2: a partial is wrong");
+      }
+      FEDREC_BN(BN_mod_mul(pos.get(), pos.get(), neg.get(), pub.n2.get(), c));
+    }
+    // pos = c^(4 Delta^3 d) = 1 + 4 Delta^3 m n (mod n^2).
+    FEDREC_BN(BN_sub_word(pos.get(), 1));
+    FEDREC_BN(BN_div(x.get(), y.get(), pos.get(), pub.n.get(), c));
+    if (!BN_is_zero(y.get())) {
+      return Status::Corruption(what +
+                                " do not combine to 1 mod n: a partial decryption is "
+                                "wrong (or was made for other ciphertexts)");
+    }
+    FEDREC_BN(BN_mod_mul(x.get(), x.get(), scale.get(), pub.n.get(), c));
+    FEDREC_RETURN_IF_ERROR(ToBigEndian(
+        x.get(), std::span<uint8_t>(out).subspan(i * pub.plaintext_size, pub.plaintext_size)));
+  }
   return out;
 }
 

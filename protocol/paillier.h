@@ -1,11 +1,13 @@
 // Paillier additively homomorphic encryption (OpenSSL BIGNUM underneath) with
 // packing of many fixed-point values into one plaintext.
 //
-// Roles in fedrec: the sites hold the key pair (one site generates it and sends
-// PaillierPrivateKey::ToBytes to the others over an authenticated, encrypted
-// channel); the coordinator receives only PaillierPublicKey::ToBytes, sums the
-// sites' ciphertext vectors with a PaillierAccumulator and never sees a
-// plaintext; a site decrypts the sum.
+// Roles in fedrec (protocol/paillier_round.h): no party holds the private key
+// in normal operation. A dealer site generates the key once, deals t-of-n
+// shares of the decryption exponent (PaillierKeyShare::Deal) and wipes the
+// factors; each site encrypts with the public key; each decrypting site
+// multiplies the round's ciphertexts itself and returns a partial decryption;
+// the coordinator combines t of them (CombinePartialDecryptions).
+// PaillierPrivateKey remains for the dealer, tests and benchmarks.
 //
 // Scheme: n = p q with p, q random primes of equal size and
 // gcd(n, (p-1)(q-1)) = 1, g = n + 1, so g^m = 1 + m n (mod n^2).
@@ -51,10 +53,14 @@
 namespace fedrec {
 
 // Modulus sizes accepted by Generate and FromBytes. Anything below 2048 bits is
-// for tests only: it gives well under 112-bit security.
+// for tests only: it gives well under 112-bit security, and sites refuse it
+// (kPaillierSiteMinModulusBits).
 constexpr int kPaillierDefaultModulusBits = 2048;
+constexpr int kPaillierSiteMinModulusBits = 2048;
 constexpr int kPaillierMinModulusBits = 256;
 constexpr int kPaillierMaxModulusBits = 8192;
+
+class PaillierKeyShare;
 
 class PaillierPublicKey {
  public:
@@ -90,6 +96,10 @@ class PaillierPublicKey {
  private:
   friend class PaillierPrivateKey;
   friend class PaillierAccumulator;
+  friend class PaillierKeyShare;
+  friend Result<std::vector<uint8_t>> CombinePartialDecryptions(
+      const PaillierPublicKey&, uint32_t, uint32_t, std::span<const uint32_t>,
+      std::span<const std::span<const uint8_t>>);
   struct Impl;
   explicit PaillierPublicKey(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<const Impl> impl_;
@@ -124,10 +134,83 @@ class PaillierPrivateKey {
   Result<std::vector<uint8_t>> DecryptMany(std::span<const uint8_t> ciphertexts) const;
 
  private:
+  friend class PaillierKeyShare;
   struct Impl;
   explicit PaillierPrivateKey(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<const Impl> impl_;
 };
+
+// --- Threshold decryption (Shoup 2000 / Damgard-Jurik 2001 with s = 1) ---
+//
+// The dealer picks n = p q, lambda = lcm(p - 1, q - 1) and the decryption
+// exponent d with d = 0 mod lambda and d = 1 mod n, so c^d = 1 + m n mod n^2
+// for any encryption c of m. It shares Delta d, Delta = parties!, with a random
+// integer polynomial f of degree threshold - 1 (Shamir over the integers: no
+// party, not even the dealer after dealing, needs the group order): party i
+// (1-based) gets s_i = f(i). The coefficients are uniform below
+// 2^(2 bits(n) + bits(Delta) + (threshold - 1) bits(parties + 1) + 128), which
+// makes any threshold - 1 shares statistically independent of d (distance at
+// most threshold 2^-128: shifting f by an integer polynomial that vanishes at
+// their points moves each coefficient by less than 2^-128 of its range).
+//
+// Partial decryption by party i: c_i = c^(2 Delta s_i) mod n^2 (constant
+// time in the secret exponent). Any `threshold` partials combine with the
+// integer Lagrange coefficients mu_j = Delta prod_{k != j} k / (k - j) into
+// prod c_j^(2 mu_j) = c^(4 Delta^3 d) = 1 + 4 Delta^3 m n, hence m. Fewer
+// partials give nothing (they are powers of c by exponents independent of d).
+// A combined value that is not 1 mod n proves a wrong partial; a partial
+// shifted by a multiple of n shifts the result undetected (no proofs of
+// correct decryption yet), which the packed decoding catches unless crafted.
+//
+// Byte format of a share (secret!): "FTS1" | u16 len(n) | n | u32 index |
+// u32 parties | u32 threshold | u16 len(s) | s, integers big-endian.
+class PaillierKeyShare {
+ public:
+  // Largest `parties` Deal accepts (Delta = parties! enters the exponents).
+  static constexpr uint32_t kMaxParties = 1000;
+
+  // Generates a fresh key of `modulus_bits` (as PaillierPrivateKey::Generate)
+  // and deals shares for parties 1..parties, returned in that order. p, q,
+  // lambda, d and the polynomial are wiped before returning: the dealer keeps
+  // only shares. InvalidArgument when threshold is not in [1, parties] or
+  // parties exceeds kMaxParties.
+  static Result<std::vector<PaillierKeyShare>> Deal(int modulus_bits, uint32_t parties,
+                                                    uint32_t threshold);
+  // Shares `key`'s decryption exponent (tests: compare with the plain key).
+  static Result<std::vector<PaillierKeyShare>> DealFrom(const PaillierPrivateKey& key,
+                                                        uint32_t parties, uint32_t threshold);
+
+  // Parses the format above; Corruption naming the field that is wrong.
+  static Result<PaillierKeyShare> FromBytes(std::span<const uint8_t> bytes);
+  // Secret: send only sealed to its party; wipe the bytes after use.
+  std::vector<uint8_t> ToBytes() const;
+
+  const PaillierPublicKey& public_key() const;
+  uint32_t index() const;  // the party's x-coordinate, 1-based
+  uint32_t parties() const;
+  uint32_t threshold() const;
+
+  // c^(2 Delta s_i) mod n^2 of each of ciphertexts.size() / ciphertext_size()
+  // ciphertexts, concatenated (each ciphertext_size() bytes). Corruption
+  // naming the index when a ciphertext is not in [1, n^2).
+  Result<std::vector<uint8_t>> PartialDecryptMany(std::span<const uint8_t> ciphertexts) const;
+
+ private:
+  struct Impl;
+  explicit PaillierKeyShare(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<const Impl> impl_;
+};
+
+// Combines the partial decryptions of the same ciphertexts by the parties at
+// `indices` (distinct, in [1, parties]; the first `threshold` are used when
+// more are given) into the plaintexts, each
+// plaintext_size() bytes, concatenated. InvalidArgument when there are fewer
+// than `threshold` partials, indices repeat or lie outside [1, parties], or
+// the vectors differ in size; Corruption naming the ciphertext index when the
+// combination is not 1 mod n (a wrong partial decryption).
+Result<std::vector<uint8_t>> CombinePartialDecryptions(
+    const PaillierPublicKey& key, uint32_t parties, uint32_t threshold,
+    std::span<const uint32_t> indices, std::span<const std::span<const uint8_t>> partials);
 
 // Sums vectors of ciphertexts homomorphically: the coordinator's hot path.
 // Adding one ciphertext costs one Montgomery multiplication mod n^2 (no

@@ -11,6 +11,7 @@
 
 #include "base/little_endian.h"
 #include "protocol/paillier.h"
+#include "protocol/paillier_round.h"
 #include "protocol/secagg.h"
 #include "protocol/update_codec.h"
 
@@ -71,36 +72,28 @@ Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t 
       ModelData{items, std::move(data.train), std::move(data.user_keys), options.site});
 }
 
-// What a site signs when it offers its X25519 key for the Paillier key set-up.
-std::vector<uint8_t> SetupTranscript(const SecAggKeys& keys) {
-  static constexpr std::string_view kLabel = "fedrec paillier key set-up v1";
-  std::vector<uint8_t> out(kLabel.begin(), kLabel.end());
-  AppendLe(&out, keys.round);
-  AppendLe(&out, keys.site);
-  out.insert(out.end(), keys.cipher_key.begin(), keys.cipher_key.end());
-  return out;
-}
+constexpr std::string_view kSealingInfo = "fedrec paillier key share";
 
-// Salt and AAD of the private key the holder seals for `site`.
-std::vector<uint8_t> SealingContext(uint32_t round, uint32_t holder, uint32_t site) {
-  std::vector<uint8_t> out;
-  for (uint32_t v : {round, holder, site}) AppendLe(&out, v);
-  return out;
-}
-
-constexpr std::string_view kSealingInfo = "fedrec paillier private key";
+// Owns secret bytes and wipes them on every way out of a scope.
+struct WipedBytes {
+  std::vector<uint8_t> bytes;
+  ~WipedBytes() { crypto::Cleanse(bytes); }
+};
 
 }  // namespace
 
-// A site's part of Paillier aggregation: the key set-up in progress and the
-// shared key pair once it is done.
+// A site's part of Paillier aggregation: the key set-up in progress and its
+// share of the decryption key once it is done.
 struct PaillierSiteState {
   uint32_t setup_round = 0;
-  uint32_t holder = 0;
+  uint32_t dealer = 0;
   uint32_t modulus_bits = 0;
+  uint32_t threshold = 0;  // derived by this site (paillier_round::DecryptionThreshold)
+  uint32_t parties = 0;    // the roster's sites
+  paillier_round::JobId job{};
   std::optional<crypto::DhKeyPair> setup_key;
   SecAggKeys offered;  // this site's signed set-up key
-  std::optional<PaillierPrivateKey> key;
+  std::optional<PaillierKeyShare> share;
 };
 
 Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport)
@@ -481,53 +474,30 @@ Status Worker::Serve(std::chrono::milliseconds idle_timeout) {
   }
 }
 
+uint32_t Worker::PaillierParty(uint32_t site) const {
+  uint32_t index = 1;
+  for (const auto& [roster_site, key] : options_.roster) {
+    if (roster_site == site) return index;
+    ++index;
+  }
+  return 0;
+}
+
 Status Worker::OnPaillierMessage(const FrameView& frame) {
   const uint32_t round = frame.header.round;
   switch (frame.header.type) {
-    case MessageType::kRoundPlan: {  // pending_plan_ holds the decoded plan
-      if (!paillier_ || !paillier_->key)
-        return SendError(round, "no Paillier key: this site missed the key set-up");
-      if (Drops(round, 3)) return Status::Ok();
-      std::vector<double> metrics;
-      Result<std::vector<uint64_t>> encoded = TrainEncoded(&metrics);
-      if (!encoded.ok()) return SendError(round, encoded.status().message());
-      std::vector<int64_t> values(encoded->size());
-      for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<int64_t>((*encoded)[i]);
-      const PackingParams params = PaillierPacking(*pending_plan_);
-      Result<std::vector<uint8_t>> ciphertexts = EncryptPacked(*paillier_->key, values, params);
-      if (!ciphertexts.ok()) return SendError(round, ciphertexts.status().message());
-      PaillierUpdate update;
-      update.round = round;
-      update.site = options_.site;
-      update.values = values.size();
-      update.ciphertexts = std::move(ciphertexts).value();
-      update.metrics = std::move(metrics);
-      return Send(update, round);
-    }
+    case MessageType::kRoundPlan:  // pending_plan_ holds the decoded plan
+      return SendPaillierUpdate(round);
     case MessageType::kPaillierKey: {
       Result<PaillierKey> message = DecodeMessage<PaillierKey>(frame);
       if (!message.ok()) return SendError(round, message.status().message());
-      if (message->public_key.empty()) {  // set-up request: offer a fresh signed key
-        paillier_ = std::make_unique<PaillierSiteState>();
-        paillier_->setup_round = round;
-        paillier_->holder = message->holder;
-        paillier_->modulus_bits = message->modulus_bits;
-        Result<crypto::DhKeyPair> setup = crypto::GenerateDhKey();
-        if (!setup.ok()) return SendError(round, setup.status().message());
-        paillier_->setup_key = *setup;
-        SecAggKeys& offer = paillier_->offered;
-        offer.round = round;
-        offer.site = options_.site;
-        offer.identity_key = identity_.public_key;
-        offer.cipher_key = setup->public_key;
-        Result<crypto::Signature> signature = crypto::Sign(identity_, SetupTranscript(offer));
-        if (!signature.ok()) return SendError(round, signature.status().message());
-        offer.signature = *signature;
-        return Send(offer, round);
-      }
+      if (message->round != round)
+        return SendError(round,
+                         "a Paillier key message labelled round " + std::to_string(message->round));
+      if (message->public_key.empty()) return OfferPaillierSetupKey(*message);
       return AdoptPaillierKey(*message);
     }
-    case MessageType::kSecAggKeyList: {  // this site holds the key: generate and seal it
+    case MessageType::kSecAggKeyList: {  // this site deals: generate and share the key
       Result<SecAggKeyList> list = DecodeMessage<SecAggKeyList>(frame);
       if (!list.ok()) return SendError(round, list.status().message());
       return GeneratePaillierKey(*list);
@@ -535,21 +505,10 @@ Status Worker::OnPaillierMessage(const FrameView& frame) {
     case MessageType::kPaillierSum: {
       Result<PaillierSum> sum = DecodeMessage<PaillierSum>(frame);
       if (!sum.ok()) return SendError(round, sum.status().message());
-      if (!paillier_ || !paillier_->key || !pending_plan_ || pending_plan_->round != round)
-        return SendError(round, "asked to decrypt a sum of a round this site is not part of");
-      // A "sum" of one update is that site's update: never decrypt it.
-      if (sum->additions < 2) {
-        return SendError(round, "refusing to decrypt a sum of " + std::to_string(sum->additions) +
-                                    " update(s): at least 2 are needed to hide each one");
-      }
-      Result<std::vector<int64_t>> sums =
-          DecryptPacked(*paillier_->key, sum->ciphertexts, sum->values,
-                        static_cast<int>(sum->additions), PaillierPacking(*pending_plan_));
-      if (!sums.ok()) return SendError(round, sums.status().message());
-      PaillierDecrypted decrypted;
-      decrypted.round = round;
-      decrypted.sums = std::move(sums).value();
-      return Send(decrypted, round);
+      if (sum->round != round)
+        return SendError(round,
+                         "a decryption request labelled round " + std::to_string(sum->round));
+      return PartiallyDecrypt(*sum);
     }
     default:
       return SendError(round, std::string("unexpected ") + MessageTypeName(frame.header.type));
@@ -561,84 +520,314 @@ PackingParams Worker::PaillierPacking(const RoundPlan& plan) {
           static_cast<int>(plan.participants.size())};
 }
 
+Status Worker::OfferPaillierSetupKey(const PaillierKey& request) {
+  const uint32_t round = request.round;
+  if (options_.roster.empty()) {
+    return SendError(round,
+                     "refusing the Paillier key set-up: this site has no roster of the sites' "
+                     "identity keys (security.site_public_keys); Paillier needs one to check "
+                     "the dealer's and every site's signatures");
+  }
+  const auto own = options_.roster.find(options_.site);
+  if (own == options_.roster.end() || own->second != identity_.public_key) {
+    return SendError(round,
+                     "refusing the Paillier key set-up: this site's identity key is not its "
+                     "entry in its roster (security.site_public_keys)");
+  }
+  const uint32_t parties = static_cast<uint32_t>(options_.roster.size());
+  Result<uint32_t> threshold =
+      paillier_round::DecryptionThreshold(parties, options_.secagg_policy.threat.adversarial_rate);
+  if (!threshold.ok()) return SendError(round, threshold.status().message());
+  const uint32_t dealer =
+      std::next(options_.roster.begin(), paillier_round::Dealer(round, parties))->first;
+  if (request.holder != dealer) {
+    return SendError(round, "refusing the Paillier key set-up: the request names site " +
+                                std::to_string(request.holder) +
+                                " as the dealer, but the dealer of a set-up in round " +
+                                std::to_string(round) + " is site " + std::to_string(dealer) +
+                                " (roster position (round - 1) mod " + std::to_string(parties) +
+                                ")");
+  }
+  const int min_bits = options_.insecure_test_min_paillier_bits > 0
+                           ? options_.insecure_test_min_paillier_bits
+                           : kPaillierSiteMinModulusBits;
+  if (request.modulus_bits < static_cast<uint32_t>(min_bits) ||
+      request.modulus_bits > static_cast<uint32_t>(kPaillierMaxModulusBits) ||
+      request.modulus_bits % 2 != 0) {
+    return SendError(round, "refusing the Paillier key set-up: a modulus of " +
+                                std::to_string(request.modulus_bits) +
+                                " bits requested, expected an even size of at least " +
+                                std::to_string(min_bits) + " bits (minimum modulus)");
+  }
+  paillier_round::JobId job = options_.job_id;
+  if (job == paillier_round::JobId{}) {
+    job = request.job_id;
+  } else if (request.job_id != job) {
+    return SendError(round, "refusing the Paillier key set-up: it is for another job");
+  }
+  auto state = std::make_unique<PaillierSiteState>();
+  state->setup_round = round;
+  state->dealer = dealer;
+  state->modulus_bits = request.modulus_bits;
+  state->threshold = *threshold;
+  state->parties = parties;
+  state->job = job;
+  Result<crypto::DhKeyPair> setup = crypto::GenerateDhKey();
+  if (!setup.ok()) return SendError(round, setup.status().message());
+  state->setup_key = *setup;
+  SecAggKeys& offer = state->offered;
+  offer.round = round;
+  offer.site = options_.site;
+  offer.identity_key = identity_.public_key;
+  offer.cipher_key = setup->public_key;
+  Result<crypto::Signature> signature =
+      crypto::Sign(identity_, paillier_round::OfferTranscript(job, offer));
+  if (!signature.ok()) return SendError(round, signature.status().message());
+  offer.signature = *signature;
+  spdlog::info("{}: Paillier key set-up with site {} dealing, threshold {} of {}", Where(round),
+               dealer, *threshold, parties);
+  paillier_ = std::move(state);
+  return Send(paillier_->offered, round);
+}
+
 Status Worker::GeneratePaillierKey(const SecAggKeyList& list) {
   const uint32_t round = list.round;
   if (!paillier_ || !paillier_->setup_key || paillier_->setup_round != round ||
-      paillier_->holder != options_.site)
-    return SendError(round, "a key list for a Paillier key set-up this site does not hold");
-  Result<PaillierPrivateKey> key =
-      PaillierPrivateKey::Generate(static_cast<int>(paillier_->modulus_bits));
-  if (!key.ok()) return SendError(round, key.status().message());
-  // The serialized private key is wiped on every way out of this function.
-  struct WipedBytes {
-    std::vector<uint8_t> bytes;
-    ~WipedBytes() { crypto::Cleanse(bytes); }
-  } wiped{key->ToBytes()};
-  const std::vector<uint8_t>& secret = wiped.bytes;
+      paillier_->dealer != options_.site)
+    return SendError(round, "a key list for a Paillier key set-up this site does not deal");
+  PaillierSiteState& state = *paillier_;
+  std::map<uint32_t, const SecAggKeys*> offers;
+  for (const SecAggKeys& offer : list.keys) {
+    const auto roster_key = options_.roster.find(offer.site);
+    if (roster_key == options_.roster.end()) {
+      return SendError(round, "refusing to deal: the key list holds an offer of site " +
+                                  std::to_string(offer.site) + ", which is not in the roster");
+    }
+    if (offer.round != round ||
+        !crypto::Verify(roster_key->second, paillier_round::OfferTranscript(state.job, offer),
+                        offer.signature)) {
+      return SendError(round, "refusing to deal: the set-up offer of site " +
+                                  std::to_string(offer.site) +
+                                  " does not verify under its roster identity key");
+    }
+    if (!offers.emplace(offer.site, &offer).second) {
+      return SendError(round, "refusing to deal: site " + std::to_string(offer.site) +
+                                  " offers twice in the key list");
+    }
+  }
+  offers[options_.site] = &state.offered;
+  if (offers.size() < state.threshold) {
+    return SendError(round, "refusing to deal: " + std::to_string(offers.size()) +
+                                " sites offered keys, fewer than the threshold " +
+                                std::to_string(state.threshold) + " needed to ever decrypt");
+  }
+  Result<std::vector<PaillierKeyShare>> shares =
+      PaillierKeyShare::Deal(static_cast<int>(state.modulus_bits), state.parties, state.threshold);
+  if (!shares.ok()) return SendError(round, shares.status().message());
   PaillierKey answer;
   answer.round = round;
   answer.holder = options_.site;
-  answer.modulus_bits = paillier_->modulus_bits;
-  answer.holder_keys = paillier_->offered;
-  answer.public_key = key->public_key().ToBytes();
-  for (const SecAggKeys& peer : list.keys) {
-    if (peer.site == options_.site) continue;
-    if (peer.round != round ||
-        !crypto::Verify(peer.identity_key, SetupTranscript(peer), peer.signature)) {
-      return SendError(round, "the set-up key of site " + std::to_string(peer.site) +
-                                  " does not carry a valid signature of its identity");
-    }
-    const std::vector<uint8_t> context = SealingContext(round, options_.site, peer.site);
+  answer.modulus_bits = state.modulus_bits;
+  answer.threshold = state.threshold;
+  answer.parties = state.parties;
+  answer.holder_keys = state.offered;
+  answer.public_key = shares->front().public_key().ToBytes();
+  for (const auto& [site, offer] : offers) {
+    if (site == options_.site) continue;
+    const PaillierKeyShare& share = (*shares)[PaillierParty(site) - 1];
+    const WipedBytes secret{share.ToBytes()};
+    const std::vector<uint8_t> context = paillier_round::SealingContext(
+        state.job, round, options_.site, site, state.threshold, state.parties, answer.public_key);
     Result<crypto::Key32> shared =
-        crypto::AgreeKey(paillier_->setup_key->private_key, peer.cipher_key, context, kSealingInfo);
+        crypto::AgreeKey(state.setup_key->private_key, offer->cipher_key, context, kSealingInfo);
     if (!shared.ok()) return SendError(round, shared.status().message());
-    Result<std::vector<uint8_t>> sealed = crypto::SealOnce(*shared, context, secret);
+    Result<std::vector<uint8_t>> sealed = crypto::SealOnce(*shared, context, secret.bytes);
     crypto::Cleanse(*shared);
     if (!sealed.ok()) return SendError(round, sealed.status().message());
-    answer.sealed_private.push_back({peer.site, std::move(sealed).value()});
+    answer.sealed_private.push_back({site, std::move(sealed).value()});
   }
-  paillier_->key = std::move(key).value();
-  crypto::Cleanse(paillier_->setup_key->private_key);
-  paillier_->setup_key.reset();
+  // The dealer keeps its own share; the others die with `shares` (their
+  // integers are BN_clear_free'd), as did p, q, lambda and d inside Deal.
+  state.share = (*shares)[PaillierParty(options_.site) - 1];
+  shares->clear();
+  crypto::Cleanse(state.setup_key->private_key);
+  state.setup_key.reset();
   return Send(answer, round);
 }
 
 Status Worker::AdoptPaillierKey(const PaillierKey& message) {
   const uint32_t round = message.round;
   if (!paillier_ || !paillier_->setup_key || paillier_->setup_round != round)
-    return SendError(round, "a Paillier key for a set-up this site did not take part in");
-  const SecAggKeys& holder = message.holder_keys;
-  if (holder.site != message.holder || holder.round != round ||
-      !crypto::Verify(holder.identity_key, SetupTranscript(holder), holder.signature)) {
-    return SendError(round, "the Paillier key of holder site " + std::to_string(message.holder) +
-                                " does not carry a valid signature of the holder's identity");
+    return SendError(round, "a Paillier key share for a set-up this site did not take part in");
+  PaillierSiteState& state = *paillier_;
+  if (message.holder != state.dealer) {
+    return SendError(round, "refusing the Paillier key share: it names site " +
+                                std::to_string(message.holder) +
+                                " as the dealer, but this set-up's dealer is site " +
+                                std::to_string(state.dealer));
+  }
+  const SecAggKeys& dealer = message.holder_keys;
+  if (dealer.site != state.dealer || dealer.round != round ||
+      !crypto::Verify(options_.roster.at(state.dealer),
+                      paillier_round::OfferTranscript(state.job, dealer), dealer.signature)) {
+    return SendError(round,
+                     "refusing the Paillier key share: the dealer's set-up key does not "
+                     "verify under the roster identity key of site " +
+                         std::to_string(state.dealer));
+  }
+  if (message.threshold != state.threshold || message.parties != state.parties) {
+    return SendError(round, "refusing the Paillier key share: dealt " +
+                                std::to_string(message.threshold) + " of " +
+                                std::to_string(message.parties) + ", expected threshold " +
+                                std::to_string(state.threshold) + " of the roster's " +
+                                std::to_string(state.parties) + " sites");
+  }
+  Result<PaillierPublicKey> public_key = PaillierPublicKey::FromBytes(message.public_key);
+  if (!public_key.ok()) return SendError(round, public_key.status().message());
+  if (public_key->modulus_bits() != static_cast<int>(state.modulus_bits)) {
+    return SendError(round, "refusing the Paillier key share: the public key has a " +
+                                std::to_string(public_key->modulus_bits()) +
+                                "-bit modulus, expected the " + std::to_string(state.modulus_bits) +
+                                " bits requested");
   }
   if (message.sealed_private.size() != 1 || message.sealed_private[0].site != options_.site) {
-    return SendError(round, "expected the Paillier private key sealed for this site, found " +
+    return SendError(round, "expected the Paillier key share sealed for this site, found " +
                                 std::to_string(message.sealed_private.size()) + " entries");
   }
-  const std::vector<uint8_t> context = SealingContext(round, message.holder, options_.site);
+  const std::vector<uint8_t> context =
+      paillier_round::SealingContext(state.job, round, state.dealer, options_.site, state.threshold,
+                                     state.parties, message.public_key);
   Result<crypto::Key32> shared =
-      crypto::AgreeKey(paillier_->setup_key->private_key, holder.cipher_key, context, kSealingInfo);
+      crypto::AgreeKey(state.setup_key->private_key, dealer.cipher_key, context, kSealingInfo);
   if (!shared.ok()) return SendError(round, shared.status().message());
-  Result<std::vector<uint8_t>> secret =
+  Result<std::vector<uint8_t>> opened =
       crypto::OpenOnce(*shared, context, message.sealed_private[0].sealed);
   crypto::Cleanse(*shared);
-  if (!secret.ok())
-    return SendError(round, "the sealed Paillier key: " + secret.status().message());
-  Result<PaillierPrivateKey> key = PaillierPrivateKey::FromBytes(*secret);
-  crypto::Cleanse(*secret);
-  if (!key.ok()) return SendError(round, key.status().message());
-  if (key->public_key().ToBytes() != message.public_key)
-    return SendError(round, "the sealed Paillier private key does not match the public key sent");
-  paillier_->key = std::move(key).value();
-  crypto::Cleanse(paillier_->setup_key->private_key);
-  paillier_->setup_key.reset();
+  if (!opened.ok())
+    return SendError(round, "the sealed Paillier key share: " + opened.status().message());
+  const WipedBytes secret{std::move(opened).value()};
+  Result<PaillierKeyShare> share = PaillierKeyShare::FromBytes(secret.bytes);
+  if (!share.ok()) return SendError(round, share.status().message());
+  if (share->index() != PaillierParty(options_.site) || share->parties() != state.parties ||
+      share->threshold() != state.threshold || !(share->public_key() == *public_key)) {
+    return SendError(round,
+                     "the sealed Paillier key share is not this site's share of the "
+                     "public key sent");
+  }
+  state.share = std::move(share).value();
+  crypto::Cleanse(state.setup_key->private_key);
+  state.setup_key.reset();
   PaillierKey ack;
   ack.round = round;
   ack.holder = message.holder;
   ack.public_key = message.public_key;
   return Send(ack, round);
+}
+
+Status Worker::SendPaillierUpdate(uint32_t round) {
+  if (!paillier_ || !paillier_->share)
+    return SendError(round, "no Paillier key share: this site missed the key set-up");
+  if (round <= paillier_encrypted_round_) {
+    return SendError(round, "refusing to encrypt an update for round " + std::to_string(round) +
+                                ": this site already sent one for round " +
+                                std::to_string(paillier_encrypted_round_) +
+                                " (at most one per round)");
+  }
+  const RoundPlan& plan = *pending_plan_;
+  if (!std::binary_search(plan.participants.begin(), plan.participants.end(), options_.site))
+    return SendError(round, "the plan's participants do not include this site");
+  if (Drops(round, 3)) return Status::Ok();
+  std::vector<double> metrics;
+  Result<std::vector<uint64_t>> encoded = TrainEncoded(&metrics);
+  if (!encoded.ok()) return SendError(round, encoded.status().message());
+  const PackingParams params = PaillierPacking(plan);
+  // The update, then its training loss: only their totals are ever decrypted.
+  std::vector<int64_t> values(encoded->begin(), encoded->end());
+  const std::vector<int64_t> loss = paillier_round::EncodeTrainLoss(
+      metrics.at(0), static_cast<uint64_t>(metrics.at(1)), params.value_bits);
+  values.insert(values.end(), loss.begin(), loss.end());
+  const PaillierKeyShare& share = *paillier_->share;
+  Result<std::vector<uint8_t>> ciphertexts = EncryptPacked(share.public_key(), values, params);
+  if (!ciphertexts.ok()) return SendError(round, ciphertexts.status().message());
+  paillier_encrypted_round_ = round;
+  PaillierUpdate update;
+  update.round = round;
+  update.site = options_.site;
+  update.values = values.size();
+  update.ciphertexts = std::move(ciphertexts).value();
+  Result<crypto::Signature> signature =
+      crypto::Sign(identity_, paillier_round::UpdateTranscript(paillier_->job, round, update.site,
+                                                               update.values, update.ciphertexts));
+  if (!signature.ok()) return SendError(round, signature.status().message());
+  update.signature = *signature;
+  return Send(update, round);
+}
+
+Status Worker::PartiallyDecrypt(const PaillierSum& sum) {
+  const uint32_t round = sum.round;
+  const auto refuse = [&](const std::string& why) {
+    return SendError(round, "refusing to decrypt: " + why);
+  };
+  if (!paillier_ || !paillier_->share) return refuse("this site holds no Paillier key share");
+  if (round <= paillier_decrypted_round_) {
+    return refuse("this site already answered a decryption request for round " +
+                  std::to_string(paillier_decrypted_round_) +
+                  " (at most one per round, never for an earlier round)");
+  }
+  if (!pending_plan_ || pending_plan_->round != round ||
+      pending_plan_->aggregation != Aggregation::kPaillier)
+    return refuse("this site has no Paillier plan for round " + std::to_string(round));
+  const RoundPlan& plan = *pending_plan_;
+  const PaillierSiteState& state = *paillier_;
+  const PackingParams params = PaillierPacking(plan);
+  const uint64_t expected =
+      EncodedLength(UploadShapes()) + paillier_round::TrainLossSlots(params.value_bits);
+  if (sum.values != expected) {
+    return refuse("the request is for " + std::to_string(sum.values) + " values, expected " +
+                  std::to_string(expected) + " for this round's update");
+  }
+  std::vector<uint32_t> sites;
+  for (const PaillierUpdate& update : sum.updates) {
+    const std::string who = "the update of site " + std::to_string(update.site);
+    const auto roster_key = options_.roster.find(update.site);
+    if (roster_key == options_.roster.end()) return refuse(who + " is not a roster site's");
+    if (!std::binary_search(plan.participants.begin(), plan.participants.end(), update.site))
+      return refuse(who + " is not a participant of round " + std::to_string(round));
+    if (std::find(sites.begin(), sites.end(), update.site) != sites.end())
+      return refuse(who + " appears twice");
+    if (update.round != round || update.values != sum.values ||
+        !crypto::Verify(roster_key->second,
+                        paillier_round::UpdateTranscript(state.job, update.round, update.site,
+                                                         update.values, update.ciphertexts),
+                        update.signature)) {
+      return refuse(who + " does not carry a valid signature of that site for round " +
+                    std::to_string(round) + " under its roster identity key");
+    }
+    sites.push_back(update.site);
+  }
+  if (sites.size() < state.threshold) {
+    return refuse("a sum of " + std::to_string(sites.size()) +
+                  " signed updates; at least the threshold " + std::to_string(state.threshold) +
+                  " of distinct roster sites is needed so that no site's update is exposed");
+  }
+  const PaillierKeyShare& share = *state.share;
+  Result<PaillierPacker> packer = PaillierPacker::Create(params, share.public_key().modulus_bits());
+  if (!packer.ok()) return refuse(packer.status().message());
+  PaillierAccumulator product(share.public_key(), packer->NumPlaintexts(sum.values));
+  for (const PaillierUpdate& update : sum.updates) {
+    if (Status added = product.Add(update.ciphertexts); !added.ok())
+      return refuse("the update of site " + std::to_string(update.site) + ": " + added.message());
+  }
+  Result<std::vector<uint8_t>> ciphertexts = product.Sums();
+  if (!ciphertexts.ok()) return refuse(ciphertexts.status().message());
+  Result<std::vector<uint8_t>> partials = share.PartialDecryptMany(*ciphertexts);
+  if (!partials.ok()) return refuse(partials.status().message());
+  paillier_decrypted_round_ = round;
+  PaillierDecrypted answer;
+  answer.round = round;
+  answer.site = options_.site;
+  answer.partials = std::move(partials).value();
+  return Send(answer, round);
 }
 
 }  // namespace fedrec

@@ -53,12 +53,17 @@ struct WorkerOptions {
   std::map<uint32_t, crypto::Key32> roster;
   // The job's secure-aggregation parameters (security.*): the site derives
   // each round's threshold, degree and threat counts from them and refuses a
-  // plan that differs (secagg::CheckParams).
+  // plan that differs (secagg::CheckParams); Paillier's decryption threshold
+  // comes from the same adversarial rate (paillier_round::DecryptionThreshold).
   secagg::Policy secagg_policy;
   // The job the site takes part in (CoordinatorOptions::job_id). When set, a
   // plan of any other job is refused; when all zero, the site adopts the job
   // of the first plan it receives and refuses any other afterwards.
   std::array<uint8_t, 32> job_id{};
+  // TESTS ONLY, never set from a config: lowers the smallest Paillier modulus
+  // the site accepts (0 = kPaillierSiteMinModulusBits, 2048) so tests can use
+  // fast small keys.
+  int insecure_test_min_paillier_bits = 0;
   // Fault injection for tests: the site goes silent at this secure-aggregation
   // step of this round (1 keys, 2 shares, 3 masked input, 4 survivor
   // signature, 5 unmasking).
@@ -111,8 +116,14 @@ class Worker {
   // Secure aggregation and Paillier steps (protocol/secagg.h, protocol/paillier.h).
   Status OnSecAggMessage(const FrameView& frame);
   Status OnPaillierMessage(const FrameView& frame);
+  Status OfferPaillierSetupKey(const PaillierKey& request);
   Status GeneratePaillierKey(const SecAggKeyList& list);
   Status AdoptPaillierKey(const PaillierKey& message);
+  Status SendPaillierUpdate(uint32_t round);
+  Status PartiallyDecrypt(const PaillierSum& sum);
+  // The party index (1-based position in the roster) of `site`; 0 when the
+  // roster does not hold it.
+  uint32_t PaillierParty(uint32_t site) const;
   static PackingParams PaillierPacking(const RoundPlan& plan);
   // Trains for the pending plan and encodes the update in its fixed-point
   // form, one uint64_t per element (Paillier).
@@ -154,6 +165,11 @@ class Worker {
   uint32_t items_ = 0;
   std::unique_ptr<PaillierSiteState> paillier_;
   std::array<uint8_t, 32> job_id_{};  // WorkerOptions::job_id, or the first plan's
+  // Paillier rounds this site encrypted / partially decrypted for last: each
+  // is done at most once per round, and never again for an earlier round
+  // (kept across key set-ups).
+  uint32_t paillier_encrypted_round_ = 0;
+  uint32_t paillier_decrypted_round_ = 0;
 };
 
 }  // namespace fedrec

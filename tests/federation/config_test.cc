@@ -161,6 +161,29 @@ TEST(Config, ThreatModelRatesAreCheckedAgainstTheScheme) {
   EXPECT_TRUE(ValidateConfig(c).ok()) << message(c);
 }
 
+TEST(Config, PaillierNeedsSiteKeysForRunsAcrossProcessesAnd2048BitKeys) {
+  Config c;
+  c.security.aggregation = "paillier";
+  EXPECT_TRUE(ValidateConfig(c).ok()) << ValidateConfig(c).message();  // fedrec sim makes keys
+  const Status s = ValidateDistributedConfig(c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("security.site_public_keys"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("fedrec keygen"), std::string::npos) << s.message();
+  c.security.site_public_keys = "keys/site{site}.pub";
+  EXPECT_TRUE(ValidateDistributedConfig(c).ok());
+  c.security.paillier_bits = 1024;
+  EXPECT_NE(ValidateConfig(c).message().find("security.paillier_bits"), std::string::npos)
+      << ValidateConfig(c).message();
+  c.security.paillier_bits = 2048;
+  c.federation.sites = 3;
+  c.security.adversarial_rate = 0.5;  // 2 colluders of 3: no threshold leaves 2 honest sites
+  EXPECT_NE(ValidateConfig(c).message().find("threshold"), std::string::npos)
+      << ValidateConfig(c).message();
+  c.security.aggregation = "secagg";
+  c.security.adversarial_rate = 0.05;
+  EXPECT_TRUE(ValidateDistributedConfig(c).ok());
+}
+
 TEST(Config, ResolvedTomlReadsBackToTheSameConfig) {
   Config c;
   c.seed = 99;

@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <map>
 #include <utility>
 #include <vector>
 
 #include "apps/job.h"
+#include "protocol/crypto.h"
 #include "sim/simulation.h"
 
 namespace fedrec {
@@ -26,6 +28,22 @@ inline Config SmallConfig() {
   config.eval.ranking = false;
   config.security.aggregation = "none";  // tests of secure aggregation set it
   return config;
+}
+
+// Paillier sites need identities and a roster of them (sim makes them in
+// `fedrec sim`); tests also lower the modulus floor to use fast 1024-bit keys.
+inline std::function<void(WorkerOptions*, uint32_t)> PaillierTestSites(uint32_t sites) {
+  std::vector<crypto::SigningKey> identities;
+  std::map<uint32_t, crypto::Key32> roster;
+  for (uint32_t s = 0; s < sites; ++s) {
+    identities.push_back(*crypto::GenerateSigningKey());
+    roster[s] = identities.back().public_key;
+  }
+  return [identities, roster](WorkerOptions* o, uint32_t site) {
+    o->identity = identities[site];
+    o->roster = roster;
+    o->insecure_test_min_paillier_bits = 1024;
+  };
 }
 
 struct FederatedRun {

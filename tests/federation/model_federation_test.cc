@@ -133,10 +133,12 @@ TEST(ModelSeam, NonFiniteUpdateIsRefusedAtTheSiteUnderEncryptedAggregation) {
     auto strategy = StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
     ASSERT_TRUE(strategy.ok());
     std::vector<RoundMetrics> rounds;
-    Result<SimulationResult> result = RunSimulation(
-        SimulationOptions{}, MakeCoordinatorOptions(config), std::move(server).value(),
-        std::move(strategy).value(), MakeWorkerOptions(config, &registry), items,
-        std::move(data->sites), [&](const RoundMetrics& m) { rounds.push_back(m); });
+    SimulationOptions options;
+    if (std::string(scheme) == "paillier") options.customize_site = PaillierTestSites(10);
+    Result<SimulationResult> result =
+        RunSimulation(options, MakeCoordinatorOptions(config), std::move(server).value(),
+                      std::move(strategy).value(), MakeWorkerOptions(config, &registry), items,
+                      std::move(data->sites), [&](const RoundMetrics& m) { rounds.push_back(m); });
     ASSERT_TRUE(result.ok()) << scheme << ": " << result.status().ToString();
     ASSERT_EQ(rounds.size(), 1u);
     EXPECT_FALSE(rounds[0].aborted) << scheme << ": " << rounds[0].abort_reason;
@@ -317,7 +319,9 @@ TEST_P(EveryModel, TrainsUnderEveryEncryptedSchemeAsInTheClear) {
   for (const char* scheme : {"secagg+", "paillier"}) {
     Config config = plain;
     config.security.aggregation = scheme;
-    const FederatedRun run = Federate(config);
+    const FederatedRun run = std::string(scheme) == "paillier"
+                                 ? Federate(config, 2, PaillierTestSites(4))
+                                 : Federate(config);
     ASSERT_EQ(run.rounds.size(), clear.rounds.size()) << scheme;
     for (const RoundMetrics& m : run.rounds)
       EXPECT_FALSE(m.aborted) << scheme << ": " << m.abort_reason;

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <span>
 
@@ -34,7 +35,9 @@ double FinalRmse(const FederatedRun& run) {
 
 void ExpectCloseToPlain(const std::string& aggregation) {
   const FederatedRun plain = Federate(SecureConfig("none"));
-  const FederatedRun secure = Federate(SecureConfig(aggregation));
+  const FederatedRun secure = aggregation == "paillier"
+                                  ? Federate(SecureConfig(aggregation), 2, PaillierTestSites(6))
+                                  : Federate(SecureConfig(aggregation));
   ASSERT_EQ(secure.rounds.size(), plain.rounds.size());
   for (const RoundMetrics& m : secure.rounds) {
     EXPECT_FALSE(m.aborted) << "round " << m.round << ": " << m.abort_reason;
@@ -57,6 +60,31 @@ TEST(SecureFederation, SecAggPlusReachesThePlainRmseWithinQuantizationError) {
 
 TEST(SecureFederation, PaillierReachesThePlainRmseWithinQuantizationError) {
   ExpectCloseToPlain("paillier");
+}
+
+TEST(SecureFederation, PaillierTrainingLossTotalsTravelInsideTheCiphertexts) {
+  Config none = SecureConfig("none"), config = SecureConfig("paillier");
+  none.federation.rounds = config.federation.rounds = 2;
+  const FederatedRun plain = Federate(none);
+  const FederatedRun paillier = Federate(config, 2, PaillierTestSites(6));
+  ASSERT_EQ(plain.rounds.size(), paillier.rounds.size());
+  for (size_t r = 0; r < plain.rounds.size(); ++r) {
+    EXPECT_GT(paillier.rounds[r].train_mse, 0.0) << "round " << r + 1;
+    EXPECT_NEAR(paillier.rounds[r].train_mse, plain.rounds[r].train_mse,
+                0.02 * plain.rounds[r].train_mse)
+        << "round " << r + 1;
+  }
+}
+
+TEST(SecureFederation, PaillierSitesWithoutARosterRefuseTheKeySetUp) {
+  Config config = SecureConfig("paillier");
+  config.federation.rounds = 1;
+  config.federation.round_timeout = 2.0;
+  const FederatedRun run = Federate(config);
+  ASSERT_EQ(run.rounds.size(), 1u);
+  EXPECT_TRUE(run.rounds[0].aborted);
+  EXPECT_NE(run.rounds[0].abort_reason.find("Paillier key set-up"), std::string::npos)
+      << run.rounds[0].abort_reason;
 }
 
 TEST(SecureFederation, SameModelWhateverTheThreadCount) {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -547,6 +548,176 @@ TEST(Paillier, Key2048PackedRoundTrip) {
   auto decoded = DecryptPacked(*parsed, *sums, values.size(), 2, params);
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
   for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ((*decoded)[i], 2 * values[i]);
+}
+
+// --- Threshold decryption ---
+
+// The t-subsets of {1..n}, each ascending.
+std::vector<std::vector<uint32_t>> Subsets(uint32_t n, uint32_t t) {
+  std::vector<std::vector<uint32_t>> out;
+  for (uint32_t mask = 0; mask < (1u << n); ++mask) {
+    if (static_cast<uint32_t>(std::popcount(mask)) != t) continue;
+    std::vector<uint32_t> subset;
+    for (uint32_t i = 0; i < n; ++i)
+      if (mask & (1u << i)) subset.push_back(i + 1);
+    out.push_back(subset);
+  }
+  return out;
+}
+
+// The packed sum of two vectors under `key`, and the vectors.
+struct TwoSiteSum {
+  std::vector<int64_t> a, b;
+  std::vector<uint8_t> product;
+};
+
+TwoSiteSum EncryptTwo(const PaillierPublicKey& key, const PackingParams& params, size_t count) {
+  TwoSiteSum sum;
+  std::mt19937_64 rng(11);
+  const int64_t half = int64_t{1} << (params.value_bits - 1);
+  for (size_t i = 0; i < count; ++i) {
+    sum.a.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * half)) - half);
+    sum.b.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * half)) - half);
+  }
+  auto ca = EncryptPacked(key, sum.a, params);
+  auto cb = EncryptPacked(key, sum.b, params);
+  EXPECT_TRUE(ca.ok() && cb.ok());
+  PaillierAccumulator acc(key, ca->size() / key.ciphertext_size());
+  EXPECT_TRUE(acc.Add(*ca).ok());
+  EXPECT_TRUE(acc.Add(*cb).ok());
+  sum.product = *acc.Sums();
+  return sum;
+}
+
+Result<std::vector<int64_t>> Combine(const std::vector<PaillierKeyShare>& shares,
+                                     const std::vector<std::vector<uint8_t>>& partials,
+                                     const std::vector<uint32_t>& subset, uint32_t threshold,
+                                     const PackingParams& params, size_t count) {
+  std::vector<std::span<const uint8_t>> views;
+  for (uint32_t i : subset) views.push_back(partials[i - 1]);
+  const PaillierPublicKey& key = shares[0].public_key();
+  FEDREC_ASSIGN_OR_RETURN(std::vector<uint8_t> plain,
+                          CombinePartialDecryptions(key, static_cast<uint32_t>(shares.size()),
+                                                    threshold, subset, views));
+  FEDREC_ASSIGN_OR_RETURN(PaillierPacker packer,
+                          PaillierPacker::Create(params, key.modulus_bits()));
+  return packer.Decode(plain, count, 2);
+}
+
+TEST(PaillierThreshold, EveryThresholdSubsetOfPartialsDecryptsTheSum) {
+  const uint32_t n = 5, t = 3;
+  auto shares = PaillierKeyShare::DealFrom(Key512(), n, t);
+  ASSERT_TRUE(shares.ok()) << shares.status().ToString();
+  const PackingParams params{.value_bits = 20, .max_additions = 4};
+  const TwoSiteSum sum = EncryptTwo(Key512().public_key(), params, 40);
+  std::vector<std::vector<uint8_t>> partials;
+  for (const PaillierKeyShare& share : *shares) {
+    EXPECT_EQ(share.threshold(), t);
+    partials.push_back(*share.PartialDecryptMany(sum.product));
+  }
+  for (const auto& subset : Subsets(n, t)) {
+    auto decoded = Combine(*shares, partials, subset, t, params, sum.a.size());
+    ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+    for (size_t i = 0; i < sum.a.size(); ++i) ASSERT_EQ((*decoded)[i], sum.a[i] + sum.b[i]);
+  }
+  // The plain private key agrees.
+  auto plain = DecryptPacked(Key512(), sum.product, sum.a.size(), 2, params);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)[0], sum.a[0] + sum.b[0]);
+}
+
+TEST(PaillierThreshold, FewerThanThresholdPartialsDoNotDecrypt) {
+  const uint32_t n = 5, t = 3;
+  auto shares = PaillierKeyShare::DealFrom(Key512(), n, t);
+  ASSERT_TRUE(shares.ok());
+  const PackingParams params{.value_bits = 20, .max_additions = 4};
+  const TwoSiteSum sum = EncryptTwo(Key512().public_key(), params, 40);
+  std::vector<std::vector<uint8_t>> partials;
+  for (const PaillierKeyShare& share : *shares)
+    partials.push_back(*share.PartialDecryptMany(sum.product));
+  // Refused outright with t - 1 partials...
+  auto refused = Combine(*shares, partials, {1, 2}, t, params, sum.a.size());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("at least the threshold 3"), std::string::npos)
+      << refused.status().message();
+  // ...and combining them as if the threshold were t - 1 gives no plaintext.
+  for (const auto& subset : Subsets(n, t - 1)) {
+    std::vector<std::span<const uint8_t>> views;
+    for (uint32_t i : subset) views.push_back(partials[i - 1]);
+    auto plain = CombinePartialDecryptions(Key512().public_key(), n, t - 1, subset, views);
+    EXPECT_FALSE(plain.ok()) << "subset of " << subset.size() << " decrypted";
+  }
+}
+
+TEST(PaillierThreshold, WrongPartialDecryptionIsDetectedAndNamesTheCiphertext) {
+  const uint32_t n = 4, t = 2;
+  auto shares = PaillierKeyShare::DealFrom(Key512(), n, t);
+  ASSERT_TRUE(shares.ok());
+  const PackingParams params{.value_bits = 20, .max_additions = 4};
+  const TwoSiteSum sum = EncryptTwo(Key512().public_key(), params, 40);
+  std::vector<std::vector<uint8_t>> partials;
+  for (const PaillierKeyShare& share : *shares)
+    partials.push_back(*share.PartialDecryptMany(sum.product));
+  // Party 2 answers with a fresh random ciphertext in place of its partial.
+  auto garbage = Key512().public_key().Encrypt(Plain(5));
+  ASSERT_TRUE(garbage.ok());
+  std::copy(garbage->begin(), garbage->end(), partials[1].begin());
+  auto bad = Combine(*shares, partials, {1, 2}, t, params, sum.a.size());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(bad.status().message().find("ciphertext 0"), std::string::npos)
+      << bad.status().message();
+  // Any other pair still decrypts.
+  EXPECT_TRUE(Combine(*shares, partials, {1, 3}, t, params, sum.a.size()).ok());
+}
+
+TEST(PaillierThreshold, SharesOfAnotherDealingDoNotCombine) {
+  const uint32_t n = 3, t = 2;
+  auto first = PaillierKeyShare::DealFrom(Key512(), n, t);
+  auto second = PaillierKeyShare::DealFrom(Key512(), n, t);
+  ASSERT_TRUE(first.ok() && second.ok());
+  const PackingParams params{.value_bits = 20, .max_additions = 4};
+  const TwoSiteSum sum = EncryptTwo(Key512().public_key(), params, 10);
+  std::vector<std::vector<uint8_t>> partials = {*(*first)[0].PartialDecryptMany(sum.product),
+                                                *(*second)[1].PartialDecryptMany(sum.product),
+                                                *(*first)[2].PartialDecryptMany(sum.product)};
+  EXPECT_FALSE(Combine(*first, partials, {1, 2}, t, params, sum.a.size()).ok());
+  EXPECT_TRUE(Combine(*first, partials, {1, 3}, t, params, sum.a.size()).ok());
+}
+
+TEST(PaillierThreshold, ShareBytesRoundTripAndCorruptionIsNamed) {
+  auto shares = PaillierKeyShare::DealFrom(Key512(), 4, 3);
+  ASSERT_TRUE(shares.ok());
+  const std::vector<uint8_t> bytes = (*shares)[2].ToBytes();
+  auto parsed = PaillierKeyShare::FromBytes(bytes);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->index(), 3u);
+  EXPECT_EQ(parsed->parties(), 4u);
+  EXPECT_EQ(parsed->threshold(), 3u);
+  EXPECT_TRUE(parsed->public_key() == Key512().public_key());
+  EXPECT_EQ(parsed->ToBytes(), bytes);
+  std::vector<uint8_t> truncated(bytes.begin(), bytes.end() - 1);
+  ExpectCorruption(PaillierKeyShare::FromBytes(truncated), "truncated");
+  std::vector<uint8_t> bad_magic = bytes;
+  bad_magic[0] = 'X';
+  ExpectCorruption(PaillierKeyShare::FromBytes(bad_magic), "magic");
+  EXPECT_FALSE(PaillierKeyShare::DealFrom(Key512(), 4, 5).ok());
+  EXPECT_FALSE(PaillierKeyShare::DealFrom(Key512(), 4, 0).ok());
+}
+
+TEST(PaillierThreshold, Deal2048SharesDecryptPackedValues) {
+  auto shares = PaillierKeyShare::Deal(2048, 3, 2);
+  ASSERT_TRUE(shares.ok()) << shares.status().ToString();
+  const PaillierPublicKey& key = (*shares)[0].public_key();
+  EXPECT_EQ(key.modulus_bits(), 2048);
+  const PackingParams params{.value_bits = 42, .max_additions = 4};
+  const TwoSiteSum sum = EncryptTwo(key, params, 50);
+  std::vector<std::vector<uint8_t>> partials;
+  for (const PaillierKeyShare& share : *shares)
+    partials.push_back(*share.PartialDecryptMany(sum.product));
+  auto decoded = Combine(*shares, partials, {2, 3}, 2, params, sum.a.size());
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  for (size_t i = 0; i < sum.a.size(); ++i) EXPECT_EQ((*decoded)[i], sum.a[i] + sum.b[i]);
 }
 
 }  // namespace

@@ -277,28 +277,37 @@ inline PaillierKey RandomMessage<PaillierKey>(Rng& rng) {
   m.holder_keys = RandomSecAggKeys(rng);
   m.public_key = RandomVector<uint8_t>(rng, 300);
   m.sealed_private = RandomShares(rng);
+  m.threshold = static_cast<uint32_t>(rng.Next());
+  m.parties = static_cast<uint32_t>(rng.Next());
+  m.job_id = RandomArray<32>(rng);
   return m;
 }
-template <>
-inline PaillierUpdate RandomMessage<PaillierUpdate>(Rng& rng) {
+inline PaillierUpdate RandomPaillierUpdate(Rng& rng) {
   PaillierUpdate m;
   m.round = static_cast<uint32_t>(rng.Next());
   m.site = static_cast<uint32_t>(rng.Next());
   m.values = rng.Next();
   m.ciphertexts = RandomVector<uint8_t>(rng, 500);
-  for (size_t i = rng.Below(3); i > 0; --i) m.metrics.push_back(rng.Normal());
+  m.signature = RandomArray<64>(rng);
   return m;
 }
 template <>
+inline PaillierUpdate RandomMessage<PaillierUpdate>(Rng& rng) {
+  return RandomPaillierUpdate(rng);
+}
+template <>
 inline PaillierSum RandomMessage<PaillierSum>(Rng& rng) {
-  return {.round = static_cast<uint32_t>(rng.Next()),
-          .values = rng.Next(),
-          .additions = static_cast<uint32_t>(rng.Next()),
-          .ciphertexts = RandomVector<uint8_t>(rng, 500)};
+  PaillierSum m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.values = rng.Next();
+  for (size_t i = rng.Below(4); i > 0; --i) m.updates.push_back(RandomPaillierUpdate(rng));
+  return m;
 }
 template <>
 inline PaillierDecrypted RandomMessage<PaillierDecrypted>(Rng& rng) {
-  return {.round = static_cast<uint32_t>(rng.Next()), .sums = RandomVector<int64_t>(rng, 50)};
+  return {.round = static_cast<uint32_t>(rng.Next()),
+          .site = static_cast<uint32_t>(rng.Next()),
+          .partials = RandomVector<uint8_t>(rng, 500)};
 }
 
 }  // namespace fedrec::testing
