@@ -85,6 +85,21 @@ Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank
   return Status::Ok();
 }
 
+// Adds an evaluation's sums (one site's, or the secure total) to the round's.
+void MergeReport(const EvalReport& report, RoundMetrics* metrics) {
+  metrics->test.Merge(ErrorSums{report.squared_error, report.absolute_error, report.count});
+  RankingSums ranking;
+  ranking.precision = report.precision;
+  ranking.recall = report.recall;
+  ranking.ndcg = report.ndcg;
+  ranking.hit_rate = report.hit_rate;
+  ranking.f1 = report.f1;
+  ranking.map = report.map;
+  ranking.users = report.ranked_users;
+  ranking.recommended = report.recommended;
+  metrics->ranking.Merge(ranking);
+}
+
 // Training-loss sums (squared error, count) each site reported beside its
 // encrypted update.
 using TrainLoss = std::map<uint32_t, std::pair<double, uint64_t>>;
@@ -304,11 +319,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
                           secagg::MakeParams(options_.job_id, round, selected, options_.secagg,
                                              format.ring_bits, EncodedLength(shapes)));
   plan.aggregation = Aggregation::kSecAgg;
-  plan.participants = params.sites;
-  plan.threshold = params.threshold;
-  plan.degree = params.degree;
-  plan.colluders = params.colluders;
-  plan.dropouts = params.dropouts;
+  secagg::SetPlan(params, &plan);
   SetFormat(format, &plan);
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
@@ -664,12 +675,7 @@ Status Coordinator::SecureEvaluate(uint32_t round, RoundMetrics* metrics) {
   request.round = round;
   request.model_version = version_;
   request.aggregation = Aggregation::kSecAgg;
-  request.participants = params.sites;
-  request.threshold = params.threshold;
-  request.degree = params.degree;
-  request.colluders = params.colluders;
-  request.dropouts = params.dropouts;
-  request.job_id = options_.job_id;
+  secagg::SetPlan(params, &request);
   FEDREC_RETURN_IF_ERROR(SendWithModel(&request, sites, round));
 
   // Its costs and an abort are the evaluation's own, not the round's.
@@ -688,17 +694,8 @@ Status Coordinator::SecureEvaluate(uint32_t round, RoundMetrics* metrics) {
   Result<EvalReport> totals = DecodeEvalSums(*sum, options_.items);
   if (!totals.ok())
     return totals.status().WithContext("coordinator, round " + std::to_string(round));
-  metrics->test.Merge(ErrorSums{totals->squared_error, totals->absolute_error, totals->count});
-  RankingSums ranking;
-  ranking.precision = totals->precision;
-  ranking.recall = totals->recall;
-  ranking.ndcg = totals->ndcg;
-  ranking.hit_rate = totals->hit_rate;
-  ranking.f1 = totals->f1;
-  ranking.map = totals->map;
-  ranking.users = totals->ranked_users;
-  if (totals->ranked_users > 0) ranking.recommended = std::move(totals->recommended);
-  metrics->ranking.Merge(ranking);
+  if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
+  MergeReport(*totals, metrics);
   metrics->evaluated = true;
   return Status::Ok();
 }
@@ -723,18 +720,7 @@ Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
         site_version_[site] = UINT64_MAX;
       }));
   for (const auto& report : reports) {  // site order: fixed summation order
-    if (!report) continue;
-    metrics->test.Merge(ErrorSums{report->squared_error, report->absolute_error, report->count});
-    RankingSums ranking;
-    ranking.precision = report->precision;
-    ranking.recall = report->recall;
-    ranking.ndcg = report->ndcg;
-    ranking.hit_rate = report->hit_rate;
-    ranking.f1 = report->f1;
-    ranking.map = report->map;
-    ranking.users = report->ranked_users;
-    ranking.recommended = report->recommended;
-    metrics->ranking.Merge(ranking);
+    if (report) MergeReport(*report, metrics);
   }
   metrics->evaluated = true;
   return Status::Ok();

@@ -199,6 +199,32 @@ Result<Params> MakeParams(const std::array<uint8_t, 32>& job_id, uint32_t round,
                           std::vector<uint32_t> sites, const Policy& policy, uint32_t ring_bits,
                           uint64_t length);
 
+// The fields of a message that carries a round's parameters (RoundPlan,
+// EvalRequest): participants, threshold, degree, colluders, dropouts, job id.
+template <typename Plan>
+void SetPlan(const Params& params, Plan* plan) {
+  plan->participants = params.sites;
+  plan->threshold = params.threshold;
+  plan->degree = params.degree;
+  plan->colluders = params.colluders;
+  plan->dropouts = params.dropouts;
+  plan->job_id = params.job_id;
+}
+template <typename Plan>
+Params ParamsOf(const Plan& plan, uint32_t round, uint32_t ring_bits, uint64_t length) {
+  Params params;
+  params.job_id = plan.job_id;
+  params.round = round;
+  params.sites = plan.participants;
+  params.threshold = plan.threshold;
+  params.degree = plan.degree;
+  params.colluders = plan.colluders;
+  params.dropouts = plan.dropouts;
+  params.ring_bits = ring_bits;
+  params.length = length;
+  return params;
+}
+
 // A site's check of the coordinator's plan: InvalidArgument, naming the field,
 // unless the threshold, degree, colluders and dropouts are the ones
 // MakeParams derives from the plan's participants and `policy`, and the ring

@@ -195,7 +195,11 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
     secagg_.reset();
     if (pending_plan_->aggregation == Aggregation::kSecAgg) {
       secagg_eval_.reset();
-      FEDREC_RETURN_IF_ERROR(StartSecAgg(EncodedLength(WithTrainLoss(UploadShapes()))));
+      const RoundPlan& p = *pending_plan_;
+      secagg::Params params =
+          secagg::ParamsOf(p, p.round, p.ring_bits, EncodedLength(WithTrainLoss(UploadShapes())));
+      params.ring_order = p.ring_order;  // must be empty: CheckParams
+      FEDREC_RETURN_IF_ERROR(StartSecAgg(std::move(params)));
       if (!secagg_) return Status::Ok();  // refused or dropped
       // The input is needed only once the shares are routed (step 3): training
       // now overlaps the round trips of the key agreement.
@@ -229,19 +233,8 @@ Status Worker::AdoptJob(const std::array<uint8_t, 32>& job_id) {
                                  crypto::ToHex(job_id_).substr(0, 16) + "...");
 }
 
-Status Worker::StartSecAgg(uint64_t length) {
+Status Worker::StartSecAgg(secagg::Params params) {
   const RoundPlan& p = *pending_plan_;
-  secagg::Params params;
-  params.job_id = p.job_id;
-  params.round = p.round;
-  params.sites = p.participants;
-  params.threshold = p.threshold;
-  params.degree = p.degree;
-  params.colluders = p.colluders;
-  params.dropouts = p.dropouts;
-  params.ring_order = p.ring_order;
-  params.ring_bits = p.ring_bits;
-  params.length = length;
   secagg_trained_.reset();
   if (Status valid = secagg::CheckParams(params, options_.secagg_policy); !valid.ok())
     return SendError(p.round, "secure aggregation parameters: " + valid.message());
@@ -386,22 +379,17 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
     if (Status job = AdoptJob(request->job_id); !job.ok())
       return SendError(request->round, job.message());
     // The sums go through secure aggregation under their own round label.
-    RoundPlan plan;
-    plan.round = EvalSecAggRound(request->round);
+    const uint32_t label = EvalSecAggRound(request->round);
+    RoundPlan plan;  // the round in progress: its label and scheme
+    plan.round = label;
     plan.model_version = request->model_version;
     plan.aggregation = Aggregation::kSecAgg;
-    plan.participants = request->participants;
-    plan.threshold = request->threshold;
-    plan.degree = request->degree;
-    plan.colluders = request->colluders;
-    plan.dropouts = request->dropouts;
     plan.ring_bits = 64;
-    plan.job_id = request->job_id;
     pending_plan_ = std::move(plan);
     secagg_.reset();
     secagg_trained_.reset();
     secagg_eval_ = EncodeEvalSums(report, items_);
-    Status started = StartSecAgg(EvalSumsLength(items_));
+    Status started = StartSecAgg(secagg::ParamsOf(*request, label, 64, EvalSumsLength(items_)));
     if (!secagg_) secagg_eval_.reset();
     return started;
   }

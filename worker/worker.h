@@ -108,9 +108,10 @@ class Worker {
  private:
   Status OnRoundPlan(const FrameView& frame);
   Status OnEvalRequest(const FrameView& frame);
-  // Sets up the secure-aggregation client for `plan` (SecAgg) and sends the
-  // round keys; the site's input follows at step 3.
-  Status StartSecAgg(uint64_t length);
+  // Checks `params` against the site's policy, sets up the secure-aggregation
+  // client for the pending plan's round and sends the round keys; the site's
+  // input follows at step 3.
+  Status StartSecAgg(secagg::Params params);
   // OK when `job_id` is the site's job (adopting it when none is set yet).
   Status AdoptJob(const std::array<uint8_t, 32>& job_id);
   // Secure aggregation and Paillier steps (protocol/secagg.h, protocol/paillier.h).
