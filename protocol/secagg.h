@@ -256,12 +256,14 @@ class Client {
  public:
   // `identity` signs the round keys. `roster` is every site's identity key
   // as this site knows it itself (security.site_public_keys). With a roster,
-  // each neighbour in a key list must carry its roster key and a valid
-  // signature under it, so a coordinator cannot substitute round keys.
+  // every site in a key list must carry its roster key and a valid signature
+  // under it, and every survivor signature must verify under the roster, so
+  // a coordinator can neither substitute round keys nor forge a quorum.
   // Without one, the identity keys in a key list are only those the
   // coordinator relays, which could sign anything it substituted: their
   // signatures prove nothing to a site and are not checked here (the
-  // coordinator checks each against the site's channel identity).
+  // coordinator checks each against the site's channel identity), and the
+  // protocol is secure against an honest-but-curious coordinator only.
   // With `policy`, the site first checks the params against it
   // (CheckParams); every step then fails when they differ.
   // REQUIRES: Validate(params) is OK and `site` is a participant.
