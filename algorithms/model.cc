@@ -23,6 +23,14 @@ bool Model::SetGlobalBlocks(const std::vector<ParamBlock>& global) {
   return true;
 }
 
+void Model::ReleaseGlobal() {
+  for (ParamBlock& b : blocks()) {
+    if (!IsGlobal(b.scope)) continue;
+    b.data.clear();
+    b.data.shrink_to_fit();
+  }
+}
+
 std::vector<ParamBlock> Model::UploadShapes() const {
   std::vector<ParamBlock> shapes;
   for (const ParamBlock& b : blocks()) {

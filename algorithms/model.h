@@ -108,6 +108,13 @@ class Model {
   // calls OnGlobalModel. False, with nothing changed, on a mismatch.
   bool SetGlobalBlocks(const std::vector<ParamBlock>& global);
 
+  // Frees the values of the global blocks (their names and shapes stay), so
+  // a site that is not in a round holds its data and local blocks and nothing
+  // model-sized. The next use of the model must be SetGlobalBlocks. Models
+  // that keep views of their global values elsewhere override it (and may
+  // keep them).
+  virtual void ReleaseGlobal();
+
   // Called once at a site that starts from the initial model (version 0),
   // before its first Train: per-site statistics of the initial model (MF's
   // global mean starts at the site's own mean).

@@ -1,6 +1,7 @@
 #include "apps/commands.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
@@ -147,6 +148,13 @@ int RunTrain(const Config& config, const ModelRegistry* models) {
 
 namespace {
 
+// This process's peak resident memory so far, in MB (1e6 bytes).
+double PeakRssMb() {
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
+  return static_cast<double>(usage.ru_maxrss) * 1024.0 / 1e6;  // ru_maxrss is in KiB
+}
+
 // Per-round output of a federated run: a metrics line, a progress line, and
 // the last evaluation for the summary.
 class RoundReporter {
@@ -191,6 +199,7 @@ class RoundReporter {
                     {"rounds", rounds_}};
     AddEval(&summary, last_eval_, config_, items_);
     summary["seconds"] = seconds;
+    summary["peak_rss_mb"] = PeakRssMb();
     summary["model_sha256"] = ModelSha256(global);
     summary["bytes_sent"] = coordinator_traffic.bytes_sent;
     summary["bytes_received"] = coordinator_traffic.bytes_received;
@@ -306,21 +315,22 @@ int RunSim(const Config& config, const ModelRegistry* models) {
   Result<std::map<uint32_t, crypto::Key32>> roster =
       SiteRoster(config, static_cast<uint32_t>(data->sites.size()));
   if (!roster.ok()) return Fail(roster.status());
-  worker_options.roster = std::move(roster).value();
   // Paillier sites need a roster of identity keys. Without configured keys the
   // simulator, which plays every site, makes their identities and the roster.
   std::vector<crypto::SigningKey> sim_identities;
-  if (config.security.aggregation == "paillier" && worker_options.roster.empty()) {
+  if (config.security.aggregation == "paillier" && roster->empty()) {
     for (uint32_t s = 0; s < data->sites.size(); ++s) {
       Result<crypto::SigningKey> key = crypto::GenerateSigningKey();
       if (!key.ok()) return Fail(key.status());
       sim_identities.push_back(*key);
-      worker_options.roster[s] = key->public_key;
+      (*roster)[s] = key->public_key;
     }
     sim_options.customize_site = [&sim_identities](WorkerOptions* o, uint32_t site) {
       o->identity = sim_identities[site];
     };
   }
+  worker_options.roster =
+      std::make_shared<const std::map<uint32_t, crypto::Key32>>(std::move(roster).value());
   // Each site saves its own folder (its local blocks never leave it).
   const std::vector<std::string> item_ids = RawIds(dataset.items);
   Status saved;
@@ -331,6 +341,22 @@ int RunSim(const Config& config, const ModelRegistry* models) {
   };
   CoordinatorOptions coordinator_options = CoordinatorOptionsOf(config, models);
   coordinator_options.job_id = job;
+  // Sites keep the global model between requests (which spares resending it
+  // from an evaluation to the next plan) only while every site's copy fits in
+  // kKeptModelsBytes; else a site holds it only while it answers a request.
+  uint64_t model_bytes = 0;
+  for (const ParamBlock& block : (*server_model)->GlobalBlocks())
+    model_bytes += block.data.size() * sizeof(float);
+  constexpr uint64_t kKeptModelsBytes = uint64_t{1} << 30;
+  const bool keep = model_bytes * data->sites.size() <= kKeptModelsBytes;
+  worker_options.keep_global_model = keep;
+  coordinator_options.sites_keep_model = keep;
+  if (!keep) {
+    spdlog::info(
+        "sim: {} sites x {:.1f} MB of global model exceed {} MB: sites hold the model only while "
+        "they answer a request, and every request carries it",
+        data->sites.size(), model_bytes / 1e6, kKeptModelsBytes >> 20);
+  }
   Result<SimulationResult> result =
       RunSimulation(sim_options, coordinator_options, std::move(server_model).value(),
                     std::move(strategy).value(), worker_options, dataset.items.size(),
@@ -661,7 +687,8 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   Result<std::map<uint32_t, crypto::Key32>> roster =
       SiteRoster(config, static_cast<uint32_t>(config.federation.sites));
   if (!roster.ok()) return fail(roster.status().message());
-  options.roster = std::move(roster).value();
+  options.roster =
+      std::make_shared<const std::map<uint32_t, crypto::Key32>>(std::move(roster).value());
   const std::vector<std::string> user_ids = std::move(local->user_ids);
   // Between requests a site waits while the others train: allow several rounds.
   const milliseconds idle = Seconds(std::max(config.federation.round_timeout * 3, 600.0));

@@ -464,8 +464,9 @@ int64_t EffectiveEpochs(const Config& config, const ModelRegistry* registry) {
 
 WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* registry) {
   WorkerOptions options;
-  options.make_model = [config, registry](ModelData data) {
-    return MakeModel(config, std::move(data), registry);
+  // Every site's options share one copy of the configuration.
+  options.make_model = [config = std::make_shared<const Config>(config), registry](ModelData data) {
+    return MakeModel(*config, std::move(data), registry);
   };
   options.rating_min = static_cast<float>(config.data.rating_min);
   options.rating_max = static_cast<float>(config.data.rating_max);
@@ -565,12 +566,25 @@ Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optiona
                             SiteRoster(config, static_cast<uint32_t>(site_ranks.size())));
     for (const auto& [s, key] : roster) options.peer_keys[site_ranks[s]] = key;
   }
-  options.peer_name = [ranks = site_ranks](int rank) {
+  // Site ranks are contiguous in every launch mode: the names need only the
+  // first rank and the count, not a copy of the list per rank.
+  const bool contiguous =
+      std::adjacent_find(site_ranks.begin(), site_ranks.end(),
+                         [](int a, int b) { return b != a + 1; }) == site_ranks.end();
+  const int first = site_ranks.empty() ? 0 : site_ranks.front();
+  const int count = static_cast<int>(site_ranks.size());
+  options.peer_name = [first, count,
+                       ranks = contiguous ? std::vector<int>{} : site_ranks](int rank) {
     if (rank == 0) return std::string("coordinator (rank 0)");
-    for (size_t s = 0; s < ranks.size(); ++s)
-      if (ranks[s] == rank)
-        return "site " + std::to_string(s) + " (rank " + std::to_string(rank) + ")";
-    return "rank " + std::to_string(rank);
+    int site = -1;
+    if (ranks.empty()) {
+      if (rank >= first && rank < first + count) site = rank - first;
+    } else {
+      const auto it = std::find(ranks.begin(), ranks.end(), rank);
+      if (it != ranks.end()) site = static_cast<int>(it - ranks.begin());
+    }
+    if (site < 0) return "rank " + std::to_string(rank);
+    return "site " + std::to_string(site) + " (rank " + std::to_string(rank) + ")";
   };
   return options;
 }

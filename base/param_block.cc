@@ -10,8 +10,9 @@ bool AssignGlobalBlocks(const std::vector<ParamBlock>& global, std::vector<Param
   for (const ParamBlock& b : *blocks) {
     if (!IsGlobal(b.scope)) continue;
     const ParamBlock* src = FindBlock(global, b.name);
+    // A released block (Model::ReleaseGlobal) has no values until assigned.
     if (src == nullptr || src->rows != b.rows || src->cols != b.cols ||
-        src->data.size() != b.data.size()) {
+        src->data.size() != static_cast<size_t>(b.rows) * b.cols) {
       return false;
     }
     sources.push_back(src);
@@ -19,6 +20,7 @@ bool AssignGlobalBlocks(const std::vector<ParamBlock>& global, std::vector<Param
   size_t next = 0;
   for (ParamBlock& b : *blocks) {
     if (!IsGlobal(b.scope)) continue;
+    b.data.resize(sources[next]->data.size());
     std::copy(sources[next]->data.begin(), sources[next]->data.end(), b.data.begin());
     ++next;
   }

@@ -218,7 +218,9 @@ Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites
     message->model = message->includes_model ? global_ : std::vector<ParamBlock>{};
     FEDREC_RETURN_IF_ERROR(
         transport_->Send(options_.site_ranks[site], EncodeMessage(*message, round, rank)));
-    site_version_[site] = version_;
+    // A site that trains on the model no longer holds it unchanged.
+    const bool trains = std::is_same_v<M, RoundPlan>;
+    site_version_[site] = options_.sites_keep_model && !trains ? version_ : UINT64_MAX;
   }
   return Status::Ok();
 }

@@ -59,6 +59,11 @@ struct CoordinatorOptions {
   uint32_t unmask_threads = 0;
   FixedPointFormat format;        // ring_bits is chosen per round (ChooseRingBits)
   uint32_t paillier_bits = 2048;  // Paillier modulus size
+  // False: sites free the global model after each answer
+  // (WorkerOptions::keep_global_model, set alike), so every request carries
+  // the model. True: a site that holds the current version is not sent it
+  // again (e.g. the next round's plan after an evaluation).
+  bool sites_keep_model = true;
   // Identifies the job (apps: JobId, a hash of the resolved job parameters,
   // the coordinator's identity and a fresh nonce); sent in every plan and
   // bound into every secure-aggregation signature and share.

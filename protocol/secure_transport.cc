@@ -182,15 +182,26 @@ Result<std::unique_ptr<SecureTransport>> SecureTransport::Create(Transport* inne
 
 SecureTransport::SecureTransport(Transport* inner, SecureTransportOptions options)
     : inner_(inner), options_(std::move(options)) {
-  peers_.resize(static_cast<size_t>(inner_->size()));
-  for (auto& p : peers_) p = std::make_unique<Peer>();
   if (!options_.learn_job) job_ = options_.job_id;
 }
 
 SecureTransport::~SecureTransport() {
-  for (auto& p : peers_) {
+  for (auto& [rank, p] : peers_) {
     if (p->ephemeral) crypto::Cleanse(p->ephemeral->private_key);
   }
+}
+
+SecureTransport::Peer& SecureTransport::PeerFor(int rank) {
+  std::lock_guard lock(peers_mu_);
+  std::unique_ptr<Peer>& p = peers_[rank];
+  if (!p) p = std::make_unique<Peer>();
+  return *p;
+}
+
+SecureTransport::Peer* SecureTransport::FindPeer(int rank) const {
+  std::lock_guard lock(peers_mu_);
+  const auto it = peers_.find(rank);
+  return it == peers_.end() ? nullptr : it->second.get();
 }
 
 int SecureTransport::rank() const { return inner_->rank(); }
@@ -203,10 +214,10 @@ std::string SecureTransport::Name(int rank) const {
 }
 
 bool SecureTransport::HasSession(int peer) const {
-  if (peer < 0 || peer >= size()) return false;
-  Peer& p = *peers_[static_cast<size_t>(peer)];
-  std::lock_guard lock(p.mu);
-  return p.session;
+  Peer* p = FindPeer(peer);
+  if (p == nullptr) return false;
+  std::lock_guard lock(p->mu);
+  return p->session;
 }
 
 std::optional<crypto::Key32> SecureTransport::job_id() const {
@@ -215,11 +226,11 @@ std::optional<crypto::Key32> SecureTransport::job_id() const {
 }
 
 std::optional<std::array<uint8_t, 32>> SecureTransport::PeerIdentity(int peer) const {
-  if (peer < 0 || peer >= size()) return std::nullopt;
-  Peer& p = *peers_[static_cast<size_t>(peer)];
-  std::lock_guard lock(p.mu);
-  if (!p.session) return std::nullopt;
-  return p.identity;
+  Peer* p = FindPeer(peer);
+  if (p == nullptr) return std::nullopt;
+  std::lock_guard lock(p->mu);
+  if (!p->session) return std::nullopt;
+  return p->identity;
 }
 
 Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round,
@@ -309,7 +320,7 @@ Status SecureTransport::Send(int peer, std::vector<uint8_t> bytes) {
     return Status::InvalidArgument("send to rank " + std::to_string(peer) + ", outside 0.." +
                                    std::to_string(size() - 1));
   }
-  Peer& p = *peers_[static_cast<size_t>(peer)];
+  Peer& p = PeerFor(peer);
   std::lock_guard lock(p.mu);
   if (!p.deferred.ok()) return std::exchange(p.deferred, Status::Ok());
   if (p.session) return SealAndSendLocked(p, peer, std::move(bytes));
@@ -427,7 +438,7 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
         what + ": the signature does not verify under identity key " + KeyPrefix(identity));
   }
 
-  Peer& p = *peers_[static_cast<size_t>(from)];
+  Peer& p = PeerFor(from);
   std::lock_guard lock(p.mu);
   if (p.session) {
     return Reject(ChannelError::kDuplicateHello, from, round,
@@ -554,7 +565,7 @@ bool SecureTransport::HandleSealed(int from, std::vector<uint8_t>& bytes, uint32
   }
   // The receiving half is this thread's own (see Peer); no lock, so sends to
   // this peer go on while a large frame is decrypted.
-  Peer& p = *peers_[static_cast<size_t>(from)];
+  Peer& p = PeerFor(from);
   if (!p.open) {
     Reject(ChannelError::kNoSession, from, round,
            "sealed frame from " + where + ": expected a channel hello first, found no session");

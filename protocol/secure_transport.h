@@ -133,6 +133,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "protocol/crypto.h"
@@ -269,9 +270,18 @@ class SecureTransport : public Transport {
   bool HandleSealed(int from, std::vector<uint8_t>& bytes, uint32_t round);
   void Reject(ChannelError error, int peer, uint32_t round, std::string message);
 
+  // The channel state of `rank`, made on first use: a rank holds state only
+  // for the peers it talks to (a site: the coordinator), so memory grows with
+  // the pairs that talk, not with the square of the ranks. REQUIRES: rank in
+  // 0..size()-1. Thread-safe; the Peer lives as long as the transport.
+  Peer& PeerFor(int rank);
+  // The same without making it: nullptr for a rank never talked to.
+  Peer* FindPeer(int rank) const;
+
   Transport* const inner_;
   const SecureTransportOptions options_;
-  std::vector<std::unique_ptr<Peer>> peers_;  // indexed by rank
+  mutable std::mutex peers_mu_;
+  std::unordered_map<int, std::unique_ptr<Peer>> peers_;  // guarded by peers_mu_
 
   // Lock order: a Peer's mu, then job_mu_.
   mutable std::mutex job_mu_;

@@ -175,7 +175,9 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   if (!status.ok()) return status;
   FEDREC_RETURN_IF_ERROR(scheduler.first_error());
   if (options.after_run) {
-    for (const auto& worker : workers) options.after_run(*worker);
+    for (const auto& worker : workers) {
+      if (worker->has_model()) options.after_run(*worker);
+    }
   }
 
   SimulationResult result;

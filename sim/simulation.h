@@ -30,8 +30,9 @@ struct SimulationOptions {
   // in-process queues. A site signs its secure-aggregation keys with its
   // channel identity.
   std::function<Result<SecureTransportOptions>(int rank)> channel_options;
-  // Called for every site once the run has ended, before the sites are
-  // destroyed (e.g. to save each site's local model in its own folder).
+  // Called for every site that built its model (that took part in a round
+  // or an evaluation) once the run has ended, before the sites are destroyed
+  // (e.g. to save each site's local model in its own folder).
   std::function<void(const Worker& worker)> after_run;
 };
 

@@ -102,13 +102,8 @@ Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Tran
       test_(std::move(data.test)),
       items_(items),
       job_id_(options.job_id) {
-  Result<std::unique_ptr<Model>> model = MakeModel(options_, items, std::move(data));
-  if (model.ok()) {
-    model_ = std::move(model).value();
-  } else {
-    model_status_ = model.status().WithContext("site " + std::to_string(options_.site));
-    spdlog::error("{}", model_status_.message());
-  }
+  data.test.clear();
+  data_ = std::move(data);
   if (options_.identity) {
     identity_ = *options_.identity;
   } else {
@@ -123,6 +118,30 @@ Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Tran
 }
 
 Worker::~Worker() = default;
+
+Status Worker::EnsureModel() {
+  if (model_ || !model_status_.ok()) return model_status_;
+  Result<std::unique_ptr<Model>> model = MakeModel(options_, items_, std::move(*data_));
+  data_.reset();
+  if (model.ok()) {
+    model_ = std::move(model).value();
+  } else {
+    model_status_ = model.status().WithContext("site " + std::to_string(options_.site));
+    spdlog::error("{}", model_status_.message());
+  }
+  return model_status_;
+}
+
+void Worker::AfterAnswer() {
+  if (options_.keep_global_model || !model_) return;
+  model_->ReleaseGlobal();
+  model_version_ = UINT64_MAX;
+}
+
+const std::map<uint32_t, crypto::Key32>& Worker::roster() const {
+  static const std::map<uint32_t, crypto::Key32> kNone;
+  return options_.roster ? *options_.roster : kNone;
+}
 
 bool Worker::Drops(uint32_t round, uint32_t step) const {
   return options_.drop_step == step && options_.drop_round == round;
@@ -143,7 +162,7 @@ Status Worker::SendError(uint32_t round, const std::string& message) {
 
 Status Worker::AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
                           uint32_t round) {
-  if (!model_status_.ok()) return model_status_;
+  FEDREC_RETURN_IF_ERROR(EnsureModel());
   if (included) {
     if (!model_->SetGlobalBlocks(model)) {
       std::string expected;
@@ -184,6 +203,8 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   if (!plan.ok()) return SendError(frame.header.round, plan.status().message());
   Status adopted = AdoptModel(plan->includes_model, plan->model, plan->model_version, plan->round);
   if (!adopted.ok()) return SendError(plan->round, adopted.message());
+  plan->model.clear();  // adopted: the plan must not hold a second copy through the round
+  plan->model.shrink_to_fit();
   // Version 0 is the initial model, which has no global mean yet: each site
   // starts from its own mean, and the first aggregation forms the global one.
   if (plan->model_version == 0) model_->OnInitialModel();
@@ -204,12 +225,23 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
       // The input is needed only once the shares are routed (step 3): training
       // now overlaps the round trips of the key agreement.
       secagg_trained_ = TrainLocally();
+      if (!options_.keep_global_model) {
+        // Hold only the rows with a weight until step 3, not the model.
+        if (Status finite = CheckFinite(*model_); !finite.ok()) {
+          secagg_.reset();
+          secagg_trained_.reset();
+          return SendError(p.round, finite.message());
+        }
+        HoldUpload();
+        AfterAnswer();
+      }
       return Status::Ok();
     }
     return OnPaillierMessage(frame);
   }
 
   const LossSums loss = model_->Train(PlanOf(*plan));
+  model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
   ModelUpdate update;
   update.round = plan->round;
   update.model_version = plan->model_version;
@@ -217,6 +249,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   update.train_squared_error = loss.sum;
   update.train_count = loss.count;
   update.blocks = CollectUpdate(*model_);
+  AfterAnswer();
   return transport_->Send(
       options_.coordinator_rank,
       EncodeMessage(update, plan->round, static_cast<uint32_t>(transport_->rank())));
@@ -241,7 +274,7 @@ Status Worker::StartSecAgg(secagg::Params params) {
   if (!std::binary_search(params.sites.begin(), params.sites.end(), options_.site))
     return SendError(p.round, "the plan's participants do not include this site");
   auto client = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_,
-                                                 options_.roster, options_.secagg_policy);
+                                                 roster(), options_.secagg_policy);
   if (Drops(p.round, 1)) return Status::Ok();
   Result<SecAggKeys> keys = client->AdvertiseKeys();
   if (!keys.ok()) return SendError(p.round, keys.status().message());
@@ -257,7 +290,25 @@ Status Worker::Send(const M& message, uint32_t round) {
 
 std::vector<double> Worker::TrainLocally() {
   const LossSums loss = model_->Train(PlanOf(*pending_plan_));
+  model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
   return {loss.sum, static_cast<double>(loss.count)};
+}
+
+void Worker::HoldUpload() {
+  const std::vector<ParamBlock> shapes = model_->UploadShapes();
+  const std::vector<DenseBlockView> views = model_->Upload();
+  held_upload_.assign(shapes.size(), HeldBlock{});
+  for (size_t b = 0; b < shapes.size(); ++b) {
+    HeldBlock& held = held_upload_[b];
+    const uint32_t cols = shapes[b].cols;
+    held.weights.assign(views[b].weights.begin(), views[b].weights.end());
+    for (uint32_t row = 0; row < shapes[b].rows; ++row) {
+      if (held.weights[row] == 0) continue;
+      held.rows.push_back(row);
+      const float* values = views[b].values.data() + static_cast<size_t>(row) * cols;
+      held.values.insert(held.values.end(), values, values + cols);
+    }
+  }
 }
 
 Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics) {
@@ -276,14 +327,33 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
     if (!masked.ok()) return SendError(plan.round, masked.status().message());
     return Send(*masked, plan.round);
   }
-  if (Status finite = CheckFinite(*model_); !finite.ok())
-    return SendError(plan.round, finite.message());
+  // The upload's views: the model's blocks, or the rows held since step 1
+  // laid out densely for the time of masking.
+  std::vector<DenseBlockView> views;
+  std::vector<std::vector<float>> dense;
+  if (!held_upload_.empty()) {
+    const std::vector<ParamBlock> shapes = UploadShapes();
+    for (size_t b = 0; b < held_upload_.size(); ++b) {
+      const HeldBlock& held = held_upload_[b];
+      const uint32_t cols = shapes[b].cols;
+      std::vector<float>& values =
+          dense.emplace_back(static_cast<size_t>(shapes[b].rows) * cols, 0.0f);
+      for (size_t i = 0; i < held.rows.size(); ++i) {
+        std::copy_n(held.values.begin() + static_cast<ptrdiff_t>(i * cols), cols,
+                    values.begin() + static_cast<ptrdiff_t>(held.rows[i]) * cols);
+      }
+      views.push_back(DenseBlockView{held.weights, values});
+    }
+  } else {
+    if (Status finite = CheckFinite(*model_); !finite.ok())
+      return SendError(plan.round, finite.message());
+    views = model_->Upload();
+  }
   const FixedPointFormat format = FormatOf(plan);
   // The training loss is masked with the update (update_codec.h).
   const TrainLossRow loss((*secagg_trained_)[0], static_cast<uint64_t>((*secagg_trained_)[1]),
                           format);
   secagg_trained_.reset();
-  std::vector<DenseBlockView> views = model_->Upload();
   views.push_back(loss.View());
   Result<RangeEncoder> encoder =
       RangeEncoder::Create(WithTrainLoss(UploadShapes()), std::move(views), format, options_.seed,
@@ -299,6 +369,7 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
       out.input,
       [&encoder](size_t begin, size_t end, uint8_t* piece) { encoder->Encode(begin, end, piece); },
       routed);
+  held_upload_.clear();
   if (!masked.ok()) return SendError(plan.round, masked.message());
   return transport_->Send(options_.coordinator_rank, std::move(out.frame));
 }
@@ -375,6 +446,7 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
     report.ranked_users = ranking.users;
     report.recommended = ranking.recommended;
   }
+  AfterAnswer();  // the sums are all the rest of the evaluation needs
   if (request->aggregation == Aggregation::kSecAgg) {
     if (Status job = AdoptJob(request->job_id); !job.ok())
       return SendError(request->round, job.message());
@@ -464,7 +536,7 @@ Status Worker::Serve(std::chrono::milliseconds idle_timeout) {
 
 uint32_t Worker::PaillierParty(uint32_t site) const {
   uint32_t index = 1;
-  for (const auto& [roster_site, key] : options_.roster) {
+  for (const auto& [roster_site, key] : roster()) {
     if (roster_site == site) return index;
     ++index;
   }
@@ -510,24 +582,24 @@ PackingParams Worker::PaillierPacking(const RoundPlan& plan) {
 
 Status Worker::OfferPaillierSetupKey(const PaillierKey& request) {
   const uint32_t round = request.round;
-  if (options_.roster.empty()) {
+  if (roster().empty()) {
     return SendError(round,
                      "refusing the Paillier key set-up: this site has no roster of the sites' "
                      "identity keys (security.site_public_keys); Paillier needs one to check "
                      "the dealer's and every site's signatures");
   }
-  const auto own = options_.roster.find(options_.site);
-  if (own == options_.roster.end() || own->second != identity_.public_key) {
+  const auto own = roster().find(options_.site);
+  if (own == roster().end() || own->second != identity_.public_key) {
     return SendError(round,
                      "refusing the Paillier key set-up: this site's identity key is not its "
                      "entry in its roster (security.site_public_keys)");
   }
-  const uint32_t parties = static_cast<uint32_t>(options_.roster.size());
+  const uint32_t parties = static_cast<uint32_t>(roster().size());
   Result<uint32_t> threshold =
       paillier_round::DecryptionThreshold(parties, options_.secagg_policy.threat.adversarial_rate);
   if (!threshold.ok()) return SendError(round, threshold.status().message());
   const uint32_t dealer =
-      std::next(options_.roster.begin(), paillier_round::Dealer(round, parties))->first;
+      std::next(roster().begin(), paillier_round::Dealer(round, parties))->first;
   if (request.holder != dealer) {
     return SendError(round, "refusing the Paillier key set-up: the request names site " +
                                 std::to_string(request.holder) +
@@ -586,8 +658,8 @@ Status Worker::GeneratePaillierKey(const SecAggKeyList& list) {
   PaillierSiteState& state = *paillier_;
   std::map<uint32_t, const SecAggKeys*> offers;
   for (const SecAggKeys& offer : list.keys) {
-    const auto roster_key = options_.roster.find(offer.site);
-    if (roster_key == options_.roster.end()) {
+    const auto roster_key = roster().find(offer.site);
+    if (roster_key == roster().end()) {
       return SendError(round, "refusing to deal: the key list holds an offer of site " +
                                   std::to_string(offer.site) + ", which is not in the roster");
     }
@@ -656,8 +728,8 @@ Status Worker::AdoptPaillierKey(const PaillierKey& message) {
   }
   const SecAggKeys& dealer = message.holder_keys;
   if (dealer.site != state.dealer || dealer.round != round ||
-      !crypto::Verify(options_.roster.at(state.dealer),
-                      paillier_round::OfferTranscript(state.job, dealer), dealer.signature)) {
+      !crypto::Verify(roster().at(state.dealer), paillier_round::OfferTranscript(state.job, dealer),
+                      dealer.signature)) {
     return SendError(round,
                      "refusing the Paillier key share: the dealer's set-up key does not "
                      "verify under the roster identity key of site " +
@@ -738,6 +810,7 @@ Status Worker::SendPaillierUpdate(uint32_t round) {
   Result<std::vector<uint8_t>> ciphertexts = EncryptPacked(share.public_key(), values, params);
   if (!ciphertexts.ok()) return SendError(round, ciphertexts.status().message());
   paillier_encrypted_round_ = round;
+  AfterAnswer();
   PaillierUpdate update;
   update.round = round;
   update.site = options_.site;
@@ -777,8 +850,8 @@ Status Worker::PartiallyDecrypt(const PaillierSum& sum) {
   std::vector<uint32_t> sites;
   for (const PaillierUpdate& update : sum.updates) {
     const std::string who = "the update of site " + std::to_string(update.site);
-    const auto roster_key = options_.roster.find(update.site);
-    if (roster_key == options_.roster.end()) return refuse(who + " is not a roster site's");
+    const auto roster_key = roster().find(update.site);
+    if (roster_key == roster().end()) return refuse(who + " is not a roster site's");
     if (!std::binary_search(plan.participants.begin(), plan.participants.end(), update.site))
       return refuse(who + " is not a participant of round " + std::to_string(round));
     if (std::find(sites.begin(), sites.end(), update.site) != sites.end())

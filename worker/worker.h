@@ -48,9 +48,15 @@ struct WorkerOptions {
   // an ephemeral identity.
   std::optional<crypto::SigningKey> identity;
   // Every site's identity key (security.site_public_keys), which the site
-  // checks its secure-aggregation neighbours against; empty when sites are
-  // not authenticated (see secagg::Client).
-  std::map<uint32_t, crypto::Key32> roster;
+  // checks its secure-aggregation neighbours against; null or empty when
+  // sites are not authenticated (see secagg::Client). Shared: it is the same
+  // at every site.
+  std::shared_ptr<const std::map<uint32_t, crypto::Key32>> roster;
+  // False: the site frees the values of the global model after answering
+  // each request (Model::ReleaseGlobal), so between rounds it holds only its
+  // data and local blocks; the coordinator must then send the model with
+  // every request (CoordinatorOptions::sites_keep_model, set alike).
+  bool keep_global_model = true;
   // The job's secure-aggregation parameters (security.*): the site derives
   // each round's threshold, degree and threat counts from them and refuses a
   // plan that differs (secagg::CheckParams); Paillier's decryption threshold
@@ -99,13 +105,23 @@ class Worker {
   Status Serve(std::chrono::milliseconds idle_timeout);
 
   uint32_t site() const { return options_.site; }
-  // REQUIRES: the model was built (model_status() is OK).
+  // The model is built from the site's data on the first request that needs
+  // it, so a registered site that is never selected costs only its data.
+  bool has_model() const { return model_ != nullptr; }
+  // REQUIRES: has_model().
   const Model& model() const { return *model_; }
+  // Why the model could not be built (OK until a build was tried).
   const Status& model_status() const { return model_status_; }
   const std::vector<Rating>& test() const { return test_; }
   uint64_t model_version() const { return model_version_; }
 
  private:
+  // Builds the model from the site's data the first time; then model_status_.
+  Status EnsureModel();
+  // After an answer: frees the global values unless the site keeps them.
+  void AfterAnswer();
+  // The roster (empty when none is configured).
+  const std::map<uint32_t, crypto::Key32>& roster() const;
   Status OnRoundPlan(const FrameView& frame);
   Status OnEvalRequest(const FrameView& frame);
   // Checks `params` against the site's policy, sets up the secure-aggregation
@@ -131,6 +147,9 @@ class Worker {
   Result<std::vector<uint64_t>> TrainEncoded(std::vector<double>* metrics);
   // The training-loss metrics of the round's local training.
   std::vector<double> TrainLocally();
+  // Keeps the trained upload's weighted rows (held_upload_) so the global
+  // values can be freed until step 3.
+  void HoldUpload();
   // Secure aggregation's step 3: the last local training's update, encoded
   // and masked straight into the frame that carries it, sent.
   Status SendMaskedInput(const SecAggRoutedShares& routed);
@@ -148,6 +167,7 @@ class Worker {
 
   WorkerOptions options_;
   Transport* transport_;
+  std::optional<SiteData> data_;  // until the model is built from it
   std::unique_ptr<Model> model_;
   Status model_status_;  // why the model could not be built: every request is answered with it
   std::vector<Rating> test_;
@@ -161,6 +181,15 @@ class Worker {
   // the training-loss metrics of that (the update stays in model_
   // and is encoded only when it is masked, so no model-sized buffer waits).
   std::optional<std::vector<double>> secagg_trained_;
+  // The trained upload held from step 1 to step 3 when the site does not keep
+  // the global model: per upload block, every row's weight and the values of
+  // the rows with a weight (what the coordinator could ever decode).
+  struct HeldBlock {
+    std::vector<uint32_t> weights;  // one per row
+    std::vector<uint32_t> rows;     // rows with a weight, ascending
+    std::vector<float> values;      // rows.size() * cols
+  };
+  std::vector<HeldBlock> held_upload_;
   // A secure evaluation in progress: the encoded metric sums to mask.
   std::optional<std::vector<uint64_t>> secagg_eval_;
   uint32_t items_ = 0;

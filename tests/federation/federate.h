@@ -34,12 +34,13 @@ inline Config SmallConfig() {
 // `fedrec sim`); tests also lower the modulus floor to use fast 1024-bit keys.
 inline std::function<void(WorkerOptions*, uint32_t)> PaillierTestSites(uint32_t sites) {
   std::vector<crypto::SigningKey> identities;
-  std::map<uint32_t, crypto::Key32> roster;
+  auto roster = std::make_shared<std::map<uint32_t, crypto::Key32>>();
   for (uint32_t s = 0; s < sites; ++s) {
     identities.push_back(*crypto::GenerateSigningKey());
-    roster[s] = identities.back().public_key;
+    (*roster)[s] = identities.back().public_key;
   }
-  return [identities, roster](WorkerOptions* o, uint32_t site) {
+  return [identities, roster = std::shared_ptr<const std::map<uint32_t, crypto::Key32>>(roster)](
+             WorkerOptions* o, uint32_t site) {
     o->identity = identities[site];
     o->roster = roster;
     o->insecure_test_min_paillier_bits = 1024;

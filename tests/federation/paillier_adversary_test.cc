@@ -63,7 +63,8 @@ class Federation {
       WorkerOptions o = MakeWorkerOptions(config_);
       o.site = s;
       o.identity = identities_[s];
-      if (with_roster) o.roster = roster_;
+      if (with_roster)
+        o.roster = std::make_shared<const std::map<uint32_t, crypto::Key32>>(roster_);
       o.insecure_test_min_paillier_bits = min_bits;
       workers_.push_back(
           std::make_unique<Worker>(o, static_cast<uint32_t>(data_.dataset.items.size()),

@@ -34,7 +34,9 @@ class Federation {
       WorkerOptions o = MakeWorkerOptions(config_);
       o.site = s;
       o.identity = identities_[s];
-      for (uint32_t r = 0; r < kSites; ++r) o.roster[r] = identities_[r].public_key;
+      auto roster = std::make_shared<std::map<uint32_t, crypto::Key32>>();
+      for (uint32_t r = 0; r < kSites; ++r) (*roster)[r] = identities_[r].public_key;
+      o.roster = std::move(roster);
       o.job_id.fill(7);
       workers_.push_back(
           std::make_unique<Worker>(o, static_cast<uint32_t>(data_.dataset.items.size()),
@@ -59,6 +61,12 @@ class Federation {
     return *DecodeFrame(answers_.back());
   }
 
+  // The initial global model (sites build theirs on their first request).
+  std::vector<ParamBlock> InitialModel() const {
+    return (*MakeServerModel(config_, static_cast<uint32_t>(data_.dataset.items.size())))
+        ->GlobalBlocks();
+  }
+
   // The plan an honest coordinator sends in `round`.
   RoundPlan HonestPlan(uint32_t round) const {
     RoundPlan plan;
@@ -74,7 +82,7 @@ class Federation {
     plan.colluders = params->colluders;
     plan.dropouts = params->dropouts;
     plan.includes_model = true;
-    plan.model = workers_[0]->model().GlobalBlocks();
+    plan.model = InitialModel();
     return plan;
   }
 
@@ -131,7 +139,7 @@ TEST(SecAggAdversaryWorkers, PlansAndEvaluationsOfAnotherJobAreRefused) {
   EvalRequest eval;
   eval.round = 1;
   eval.includes_model = true;
-  eval.model = f.workers_[1]->model().GlobalBlocks();
+  eval.model = f.InitialModel();
   eval.aggregation = Aggregation::kSecAgg;
   eval.job_id.fill(8);
   ExpectRefused(f.Ask(1, eval, 1), {"the request is for job 0808"});

@@ -128,7 +128,7 @@ TEST(SecureFederation, SitesCheckNeighboursAgainstTheirRosterOfIdentityKeys) {
   // one a run without rosters gives (the masks cancel either way).
   const FederatedRun checked = Federate(config, 2, [&](WorkerOptions* o, uint32_t site) {
     o->identity = identities[site];
-    o->roster = roster;
+    o->roster = std::make_shared<const std::map<uint32_t, crypto::Key32>>(roster);
   });
   for (const RoundMetrics& m : checked.rounds) {
     EXPECT_EQ(m.failures, 0u) << "round " << m.round;
@@ -144,7 +144,8 @@ TEST(SecureFederation, SitesCheckNeighboursAgainstTheirRosterOfIdentityKeys) {
   }
   const FederatedRun refused = Federate(config, 2, [&](WorkerOptions* o, uint32_t site) {
     o->identity = identities[site];
-    o->roster = site == 3 ? wrong : roster;
+    o->roster =
+        std::make_shared<const std::map<uint32_t, crypto::Key32>>(site == 3 ? wrong : roster);
   });
   for (const RoundMetrics& m : refused.rounds) {
     EXPECT_FALSE(m.aborted) << m.abort_reason;
