@@ -334,6 +334,12 @@ void SecureTransport::Reject(ChannelError error, int peer, uint32_t round, std::
                  ChannelErrorName(error), message);
   }
   std::lock_guard lock(rejections_mu_);
+  if ((error == ChannelError::kUnknownPeer || error == ChannelError::kWrongIdentity ||
+       error == ChannelError::kBadSignature) &&
+      peer != rank()) {
+    refused_.push_back(ChannelFailure{
+        peer, "channel refused (" + std::string(ChannelErrorName(error)) + "): " + message});
+  }
   ChannelRejection rejection{error, peer, round, std::move(message)};
   if (rejections_.size() < kKeptRejections) {
     rejections_.push_back(std::move(rejection));
@@ -341,6 +347,11 @@ void SecureTransport::Reject(ChannelError error, int peer, uint32_t round, std::
     rejections_[rejections_next_] = std::move(rejection);
   }
   rejections_next_ = (rejections_next_ + 1) % kKeptRejections;
+}
+
+std::vector<ChannelFailure> SecureTransport::TakeChannelFailures() {
+  std::lock_guard lock(rejections_mu_);
+  return std::exchange(refused_, {});
 }
 
 std::vector<ChannelRejection> SecureTransport::rejections() const {

@@ -243,6 +243,13 @@ class SecureTransport : public Transport {
   // the job it learned (nullopt until then). Thread-safe.
   std::optional<crypto::Key32> job_id() const;
 
+  // Peers whose hello was refused for its identity (kUnknownPeer,
+  // kWrongIdentity, kBadSignature), each refusal reported once, so the
+  // coordinator fails such a site at once instead of waiting for its answer.
+  // A forged hello can thus make a site be skipped; a network attacker can
+  // do that anyway by dropping its frames, and nothing more follows from it.
+  std::vector<ChannelFailure> TakeChannelFailures() override;
+
   // The most recent rejections (at most kKeptRejections), oldest first.
   static constexpr size_t kKeptRejections = 256;
   std::vector<ChannelRejection> rejections() const;
@@ -280,6 +287,7 @@ class SecureTransport : public Transport {
   mutable std::mutex rejections_mu_;
   std::vector<ChannelRejection> rejections_;  // ring of kKeptRejections; guarded
   size_t rejections_next_ = 0;                // guarded by rejections_mu_
+  std::vector<ChannelFailure> refused_;       // not yet taken; guarded by rejections_mu_
   std::array<std::atomic<uint64_t>, kChannelErrorCount> counts_{};
 };
 
