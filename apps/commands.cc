@@ -175,6 +175,11 @@ class RoundReporter {
       line["secure_seconds"] = m.secure_seconds;
     }
     if (m.aborted) line["abort_reason"] = m.abort_reason;
+    if (!m.failed_sites.empty()) {
+      json failed = json::object();
+      for (const auto& [site, reason] : m.failed_sites) failed[std::to_string(site)] = reason;
+      line["failed_sites"] = failed;
+    }
     if (m.evaluated) {
       AddEval(&line, eval, config_, items_);
       last_eval_ = eval;

@@ -36,7 +36,11 @@ using SteadyClock = std::chrono::steady_clock;
 // missed it: the same whatever order the frames came in.
 template <typename M, typename OnReply, typename OnFailure>
 Status Coordinator::Collect(uint32_t round, const std::vector<uint32_t>& sites, OnReply on_reply,
-                            OnFailure on_failure) {
+                            OnFailure on_site_failure) {
+  const auto on_failure = [&](uint32_t site, const std::string& reason) {
+    round_failures_.emplace(site, reason);
+    on_site_failure(site, reason);
+  };
   const double start = clock_->Now();
   const double deadline = start + std::chrono::duration<double>(options_.round_timeout).count();
   double latest = start;
@@ -890,6 +894,7 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     metrics.bytes_received = after.bytes_received - before.bytes_received;
     metrics.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
     metrics.sim_seconds = clock_->Now() - sim_start;
+    metrics.failed_sites = std::exchange(round_failures_, {});
     if (status.ok() && on_round) on_round(metrics);
   }
   ShutdownSites(status.ok() ? "training finished" : status.message(), !status.ok());

@@ -99,6 +99,9 @@ struct RoundMetrics {
   // Sites the coordinator believed unavailable (silent at a deadline, or
   // refused by the channel, and not heard from since) and so did not sample.
   uint32_t sites_unavailable = 0;
+  // Every site that failed a step of the round or its evaluation, with the
+  // first reason (missed the deadline, channel refused, its SiteError...).
+  std::map<uint32_t, std::string> failed_sites;
   // Encrypted aggregation: the bytes of its protocol messages beyond the
   // updates themselves (keys, shares, unmasking; Paillier sums) and the
   // coordinator's time in its steps other than waiting for the updates.
@@ -199,6 +202,7 @@ class Coordinator {
   };
   static constexpr uint32_t kMaxProbeBackoff = 64;
   std::vector<SiteAvailability> availability_;
+  std::map<uint32_t, std::string> round_failures_;  // RoundMetrics::failed_sites so far
   std::map<int, uint32_t> site_of_rank_;
   std::vector<uint64_t> site_version_;  // model version each site holds (UINT64_MAX: none)
   uint64_t version_ = 0;
