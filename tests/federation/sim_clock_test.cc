@@ -152,18 +152,21 @@ TEST(Availability, SiteThatAnswersAgainIsSampledAgain) {
   }
 }
 
-TEST(Availability, RefusedIdentityFailsAtOnceWithTheChannelsReason) {
+// Runs two rounds over authenticated channels in which site 3 (rank 4) is
+// refused: by the coordinator (it presents an unknown key) or, with
+// `site_refuses`, refusing the coordinator (it expects another key).
+std::vector<RoundMetrics> RunWithRefusedSite(bool site_refuses) {
   Config config = ClockConfig();
   config.federation.rounds = 2;
   config.federation.round_timeout = 600;
   Result<FederatedData> data = LoadFederatedData(config);
-  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  EXPECT_TRUE(data.ok()) << data.status().ToString();
   const uint32_t sites = static_cast<uint32_t>(data->sites.size());
   std::vector<crypto::SigningKey> keys;
   for (uint32_t r = 0; r <= sites + 1; ++r) keys.push_back(*crypto::GenerateSigningKey());
   SimulationOptions options;
   options.threads = 2;
-  ASSERT_TRUE(SetSimulationProfiles(config, sites, &options).ok());
+  EXPECT_TRUE(SetSimulationProfiles(config, sites, &options).ok());
   crypto::Key32 job{};
   job[0] = 7;
   options.channel_options = [&](int rank) {
@@ -173,9 +176,9 @@ TEST(Availability, RefusedIdentityFailsAtOnceWithTheChannelsReason) {
       for (uint32_t s = 1; s <= sites; ++s) o.peer_keys[static_cast<int>(s)] = keys[s].public_key;
       o.job_id = job;
     } else {
-      // Site 3 (rank 4) presents a key the coordinator does not know.
-      o.identity = rank == 4 ? keys[sites + 1] : keys[static_cast<size_t>(rank)];
-      o.peer_keys[0] = keys[0].public_key;
+      const bool rogue = rank == 4;
+      o.identity = rogue && !site_refuses ? keys[sites + 1] : keys[static_cast<size_t>(rank)];
+      o.peer_keys[0] = rogue && site_refuses ? keys[sites + 1].public_key : keys[0].public_key;
       o.learn_job = true;
     }
     return Result<SecureTransportOptions>(o);
@@ -184,7 +187,7 @@ TEST(Availability, RefusedIdentityFailsAtOnceWithTheChannelsReason) {
   coordinator.rounds = 2;
   coordinator.job_id = job;
   Result<std::unique_ptr<Model>> server = MakeServerModel(config, data->dataset.items.size());
-  ASSERT_TRUE(server.ok());
+  EXPECT_TRUE(server.ok());
   std::vector<RoundMetrics> rounds;
   Result<SimulationResult> result = RunSimulation(
       options, coordinator, std::move(server).value(),
@@ -192,15 +195,27 @@ TEST(Availability, RefusedIdentityFailsAtOnceWithTheChannelsReason) {
           .value(),
       MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),
       [&](const RoundMetrics& m) { rounds.push_back(m); });
-  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_TRUE(result.ok()) << result.status().ToString();
+  return rounds;
+}
+
+void ExpectFailedAtOnce(const std::vector<RoundMetrics>& rounds, const std::string& reason_part) {
   ASSERT_EQ(rounds.size(), 2u);
   EXPECT_EQ(FailedSites(rounds[0]), std::set<uint32_t>{3});
   const std::string& reason = rounds[0].failed_sites.at(3);
-  EXPECT_NE(reason.find("channel refused (unknown peer)"), std::string::npos) << reason;
+  EXPECT_NE(reason.find(reason_part), std::string::npos) << reason;
   EXPECT_LT(rounds[0].sim_seconds, 600.0);  // no timeout, simulated or real
   EXPECT_EQ(rounds[0].sites_reported, 7u);
   EXPECT_EQ(rounds[1].sites_unavailable, 1u);
   EXPECT_TRUE(rounds[1].failed_sites.empty());
+}
+
+TEST(Availability, RefusedIdentityFailsAtOnceWithTheChannelsReason) {
+  ExpectFailedAtOnce(RunWithRefusedSite(false), "channel refused (unknown peer)");
+}
+
+TEST(Availability, SiteRefusingTheCoordinatorFailsAtOnceWithItsNotice) {
+  ExpectFailedAtOnce(RunWithRefusedSite(true), "refused the channel: channel hello from");
 }
 
 TEST(Availability, TraceLineErrorsNameFileAndLine) {
