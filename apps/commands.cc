@@ -175,12 +175,19 @@ class RoundReporter {
                  {"bytes_sent", m.bytes_sent},
                  {"bytes_received", m.bytes_received},
                  {"seconds", m.seconds},
+                 {"sim_seconds", m.sim_seconds},
+                 {"sites_unavailable", m.sites_unavailable},
                  {"aggregation", m.aggregation}};
     if (m.aggregation != "none") {
       line["secure_bytes"] = m.secure_bytes;
       line["secure_seconds"] = m.secure_seconds;
     }
     if (m.aborted) line["abort_reason"] = m.abort_reason;
+    if (!m.failed_sites.empty()) {
+      json failed = json::object();
+      for (const auto& [site, reason] : m.failed_sites) failed[std::to_string(site)] = reason;
+      line["failed_sites"] = failed;
+    }
     if (m.evaluated) {
       AddEval(&line, eval, config_, items_);
       last_eval_ = eval;
@@ -283,6 +290,10 @@ int RunSim(const Config& config, const ModelRegistry* models) {
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
+  if (Status s =
+          SetSimulationProfiles(config, static_cast<uint32_t>(data->sites.size()), &sim_options);
+      !s.ok())
+    return Fail(s);
   // The job id binds the coordinator's identity: made with its channel
   // options; sites learn it from the coordinator's channel hello.
   crypto::Key32 job{};
@@ -368,6 +379,8 @@ int RunSim(const Config& config, const ModelRegistry* models) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   json summary = reporter.Summary("sim", seconds, result->global, result->coordinator_traffic);
+  summary["sim_seconds"] = result->sim_seconds;
+  if (result->frames_lost) summary["frames_lost_offline"] = result->frames_lost;
   if (Status s = AddPopularity(&summary, config, dataset, reporter.last_eval()); !s.ok())
     return Fail(s);
   if (config.sim.compare_centralized) {

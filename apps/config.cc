@@ -93,7 +93,8 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("federation.server_lr", federation.server_lr,
                  "server step toward the sites' average (1 = FedAvg)"),
       FEDREC_KEY("federation.round_timeout", federation.round_timeout,
-                 "seconds to wait for the sites of a round"),
+                 "seconds to wait for the sites of each step of a round (fedrec sim: simulated "
+                 "seconds)"),
       FEDREC_KEY("eval.every", eval.every, "evaluate every n rounds/epochs (and after the last)"),
       FEDREC_KEY("eval.ranking", eval.ranking, "also compute top-N metrics"),
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
@@ -137,6 +138,26 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("sim.threads", sim.threads, "site threads of fedrec sim; 0 = all cores"),
       FEDREC_KEY("sim.compare_centralized", sim.compare_centralized,
                  "fedrec sim also trains the centralized baseline and reports both"),
+      FEDREC_KEY("sim.compute_speed", sim.compute_speed,
+                 "simulated sites' median speed: rating-epochs trained per simulated second"),
+      FEDREC_KEY("sim.speed_spread", sim.speed_spread,
+                 "lognormal sigma of the sites' speeds (0 = all equal)"),
+      FEDREC_KEY("sim.latency_ms", sim.latency_ms,
+                 "median one-way latency of a site's link, simulated milliseconds"),
+      FEDREC_KEY("sim.bandwidth_mbps", sim.bandwidth_mbps,
+                 "median bandwidth of a site's link, megabits per second; 0 = unlimited"),
+      FEDREC_KEY("sim.link_spread", sim.link_spread,
+                 "lognormal sigma of the sites' latencies and bandwidths"),
+      FEDREC_KEY("sim.stragglers", sim.stragglers,
+                 "share of sites that are stragglers (exactly round(share x sites), seeded)"),
+      FEDREC_KEY("sim.straggler_slowdown", sim.straggler_slowdown,
+                 "a straggler's speed is divided by this"),
+      FEDREC_KEY("sim.availability", sim.availability,
+                 "when simulated sites are online: always | bernoulli | trace"),
+      FEDREC_KEY("sim.availability_p", sim.availability_p,
+                 "bernoulli: chance a site is online in a round"),
+      FEDREC_KEY("sim.availability_trace", sim.availability_trace,
+                 "trace: file of \"site start end\" online windows in simulated seconds"),
       FEDREC_KEY("output.dir", output.dir, "run directory; empty = runs/<command>-<UTC time>"),
       FEDREC_KEY("output.progress", output.progress, "progress lines on a terminal"),
   };
@@ -547,6 +568,30 @@ Status ValidateConfig(const Config& c) {
   FEDREC_RETURN_IF_ERROR(positive("eval.top_k", c.eval.top_k));
   if (c.sim.threads < 0)
     return fail("sim.threads", "an integer >= 0", std::to_string(c.sim.threads));
+  if (!(c.sim.compute_speed > 0.0) || !std::isfinite(c.sim.compute_speed))
+    return fail("sim.compute_speed", "a number > 0", fmt::format("{}", c.sim.compute_speed));
+  for (const auto& [key, value] :
+       {std::pair<const char*, double>{"sim.speed_spread", c.sim.speed_spread},
+        {"sim.latency_ms", c.sim.latency_ms},
+        {"sim.bandwidth_mbps", c.sim.bandwidth_mbps},
+        {"sim.link_spread", c.sim.link_spread}}) {
+    if (!(value >= 0.0) || !std::isfinite(value))
+      return fail(key, "a number >= 0", fmt::format("{}", value));
+  }
+  if (!(c.sim.stragglers >= 0.0 && c.sim.stragglers <= 1.0))
+    return fail("sim.stragglers", "a number in [0, 1]", fmt::format("{}", c.sim.stragglers));
+  if (!(c.sim.straggler_slowdown >= 1.0) || !std::isfinite(c.sim.straggler_slowdown))
+    return fail("sim.straggler_slowdown", "a number >= 1",
+                fmt::format("{}", c.sim.straggler_slowdown));
+  if (c.sim.availability != "always" && c.sim.availability != "bernoulli" &&
+      c.sim.availability != "trace")
+    return fail("sim.availability", "always, bernoulli or trace", "\"" + c.sim.availability + "\"");
+  if (!(c.sim.availability_p >= 0.0 && c.sim.availability_p <= 1.0))
+    return fail("sim.availability_p", "a number in [0, 1]",
+                fmt::format("{}", c.sim.availability_p));
+  if (c.sim.availability == "trace" && c.sim.availability_trace.empty())
+    return fail("sim.availability_trace", "a trace file with sim.availability = \"trace\"",
+                "nothing");
   return Status::Ok();
 }
 

@@ -116,6 +116,18 @@ struct Config {
   struct Sim {
     int64_t threads = 0;
     bool compare_centralized = true;
+    // Virtual time (sim/profiles.h): site speed and links, drawn per site.
+    double compute_speed = 1e6;  // rating-epochs per simulated second (median)
+    double speed_spread = 0.0;   // lognormal sigma of the speed
+    double latency_ms = 0.0;
+    double bandwidth_mbps = 0.0;  // 0 = unlimited
+    double link_spread = 0.0;     // lognormal sigma of latency and bandwidth
+    double stragglers = 0.0;      // share of sites
+    double straggler_slowdown = 10.0;
+    // Availability: always | bernoulli | trace.
+    std::string availability = "always";
+    double availability_p = 1.0;
+    std::string availability_trace;  // "site start end" lines, seconds
   } sim;
 
   struct Output {

@@ -746,3 +746,38 @@ Status RunOutput::WriteSummary(const std::string& json) {
 }
 
 }  // namespace fedrec
+
+namespace fedrec {
+
+Status SetSimulationProfiles(const Config& config, uint32_t sites, SimulationOptions* options) {
+  ProfileDistribution d;
+  d.compute_speed = config.sim.compute_speed;
+  d.speed_spread = config.sim.speed_spread;
+  d.latency_ms = config.sim.latency_ms;
+  d.bandwidth_mbps = config.sim.bandwidth_mbps;
+  d.link_spread = config.sim.link_spread;
+  d.stragglers = config.sim.stragglers;
+  d.straggler_slowdown = config.sim.straggler_slowdown;
+  options->profiles = DrawSiteProfiles(d, sites, config.seed);
+  options->local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
+  AvailabilityModel& a = options->availability;
+  a.seed = config.seed;
+  a.p = config.sim.availability_p;
+  if (config.sim.availability == "bernoulli") {
+    a.kind = AvailabilityModel::Kind::kBernoulli;
+  } else if (config.sim.availability == "trace") {
+    a.kind = AvailabilityModel::Kind::kTrace;
+    Result<std::map<uint32_t, std::vector<std::pair<double, double>>>> windows =
+        ReadAvailabilityTrace(config.sim.availability_trace, sites);
+    if (!windows.ok()) return windows.status().WithContext("config sim.availability_trace");
+    a.windows = std::move(windows).value();
+  } else if (config.sim.availability != "always") {
+    return Status::InvalidArgument(
+        "config sim.availability: expected always, bernoulli or trace, "
+        "found \"" +
+        config.sim.availability + "\"");
+  }
+  return Status::Ok();
+}
+
+}  // namespace fedrec

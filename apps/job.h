@@ -21,6 +21,7 @@
 #include "coordinator/coordinator.h"
 #include "data/ratings.h"
 #include "protocol/secure_transport.h"
+#include "sim/simulation.h"
 #include "worker/worker.h"
 
 namespace fedrec {
@@ -110,6 +111,9 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config);
 // The secure-aggregation policy (security.*) coordinator and sites share.
 secagg::Policy SecAggPolicy(const Config& config);
 StrategyOptions MakeStrategyOptions(const Config& config);
+// The simulator's virtual time and availability from sim.* (profiles drawn
+// from the seed, the trace file read): errors name the key or file:line.
+Status SetSimulationProfiles(const Config& config, uint32_t sites, SimulationOptions* options);
 
 // The channel set-up of one rank of a job (coordinator: site == nullopt):
 // its identity (security.*_identity key files, else an ephemeral key made

@@ -19,18 +19,20 @@ namespace fedrec {
 // What a stream is used for; part of the derivation so that two purposes in the
 // same (round, site) never share a stream. Append only: values are persistent.
 enum class Purpose : uint64_t {
-  kSynthetic = 1,  // synthetic data generation
-  kSplit = 2,      // train/test splitting
-  kPartition = 3,  // assigning users to sites
-  kInitItem = 4,   // initial item parameters (site = item index)
-  kInitUser = 5,   // initial user parameters (site = global user index)
-  kShuffle = 6,    // per-epoch shuffling (round = global epoch index)
-  kSample = 7,     // site sampling by the coordinator
-  kStrategy = 8,   // strategy-specific randomness
-  kDropout = 9,    // simulated faults
-  kQuantize = 10,  // stochastic rounding of updates to fixed point
-  kNegative = 11,  // negative sampling of implicit-feedback models (round = global epoch)
-  kUser = 100,     // first value free for plug-ins
+  kSynthetic = 1,      // synthetic data generation
+  kSplit = 2,          // train/test splitting
+  kPartition = 3,      // assigning users to sites
+  kInitItem = 4,       // initial item parameters (site = item index)
+  kInitUser = 5,       // initial user parameters (site = global user index)
+  kShuffle = 6,        // per-epoch shuffling (round = global epoch index)
+  kSample = 7,         // site sampling by the coordinator
+  kStrategy = 8,       // strategy-specific randomness
+  kDropout = 9,        // simulated faults
+  kQuantize = 10,      // stochastic rounding of updates to fixed point
+  kNegative = 11,      // negative sampling of implicit-feedback models (round = global epoch)
+  kSimProfile = 12,    // simulated site speed and link profiles
+  kAvailability = 13,  // simulated site availability (round = federated round)
+  kUser = 100,         // first value free for plug-ins
 };
 
 // SplitMix64 finalizer: a bijective 64-bit mix.

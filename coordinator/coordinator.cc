@@ -19,60 +19,110 @@ namespace fedrec {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
+
+}  // namespace
 
 // Receives the answers of `sites` to one request of `round`: a message of type
-// M or a SiteError from each, until all answered or `deadline` passed. Frames of
-// other rounds or types, and frames that do not decode, are logged and dropped.
-// `on_reply(site, message)` and `on_failure(site, reason)` are called once per
-// site at most; sites still silent at the deadline get on_failure too.
+// M or a SiteError from each, until all answered, the deadline (now +
+// round_timeout on the clock) passed, or (virtual clock) nothing more can
+// arrive. Frames of other rounds or types, and frames that do not decode, are
+// logged and dropped; any frame from a site counts as hearing from it
+// (NoteHeard). `on_reply(site, message)` and `on_failure(site, reason)` are
+// called once per site at most; a reply that arrived after the deadline, a
+// site whose channel was refused and sites still silent at the end get
+// on_failure. Silent and refused sites are marked unavailable. Afterwards the
+// clock stands at the latest accepted arrival, or at the deadline when a site
+// missed it: the same whatever order the frames came in.
 template <typename M, typename OnReply, typename OnFailure>
-Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank, uint32_t round,
-               const std::vector<uint32_t>& sites, Clock::time_point deadline, OnReply on_reply,
-               OnFailure on_failure) {
+Status Coordinator::Collect(uint32_t round, const std::vector<uint32_t>& sites, OnReply on_reply,
+                            OnFailure on_site_failure) {
+  const auto on_failure = [&](uint32_t site, const std::string& reason) {
+    round_failures_.emplace(site, reason);
+    on_site_failure(site, reason);
+  };
+  const double start = clock_->Now();
+  const double deadline = start + std::chrono::duration<double>(options_.round_timeout).count();
+  double latest = start;
+  bool missed = false;
   std::set<uint32_t> waiting(sites.begin(), sites.end());
+  const auto take_refusals = [&] {
+    for (const ChannelFailure& refused : transport_->TakeChannelFailures()) {
+      auto it = site_of_rank_.find(refused.peer);
+      if (it == site_of_rank_.end()) continue;
+      MarkUnavailable(it->second, round);
+      if (waiting.erase(it->second)) on_failure(it->second, refused.reason);
+    }
+  };
   while (!waiting.empty()) {
-    const auto now = Clock::now();
-    if (now >= deadline) break;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    Result<Envelope> envelope = transport->Recv(
-        std::min(left + std::chrono::milliseconds(1), std::chrono::milliseconds(1000)));
+    take_refusals();
+    if (waiting.empty()) break;
+    std::chrono::milliseconds wait(2);
+    if (!clock_->is_virtual()) {
+      const double left = deadline - clock_->Now();
+      if (left <= 0) break;
+      wait = std::min(std::chrono::milliseconds(static_cast<int64_t>(left * 1000) + 1),
+                      std::chrono::milliseconds(1000));
+    }
+    Result<Envelope> envelope = transport_->Recv(wait);
+    if (!envelope.ok() && envelope.status().code() == Status::Code::kTimeout &&
+        clock_->Quiescent()) {
+      // Everything the sites sent is queued here by now: one more poll, which
+      // may itself send (a channel's handshake), then nothing can come.
+      envelope = transport_->Recv(std::chrono::milliseconds(0));
+      if (!envelope.ok() && envelope.status().code() == Status::Code::kTimeout) {
+        take_refusals();
+        if (clock_->Quiescent()) break;
+        continue;
+      }
+    }
     if (!envelope.ok()) {
       if (envelope.status().code() == Status::Code::kTimeout) continue;
       return envelope.status().WithContext("coordinator, round " + std::to_string(round));
     }
-    auto site_it = site_of_rank.find(envelope->from);
+    auto site_it = site_of_rank_.find(envelope->from);
+    if (site_it != site_of_rank_.end()) NoteHeard(site_it->second);
     Result<FrameView> frame = DecodeFrame(envelope->bytes);
     if (!frame.ok()) {
       spdlog::warn("coordinator, round {}: dropped a frame from rank {}: {}", round, envelope->from,
                    frame.status().message());
       continue;
     }
-    if (site_it == site_of_rank.end()) {
+    if (site_it == site_of_rank_.end()) {
       spdlog::warn("coordinator, round {}: dropped {} from rank {}, which is not a site", round,
                    MessageTypeName(frame->header.type), envelope->from);
       continue;
     }
     const uint32_t site = site_it->second;
+    if (frame->header.type == MessageType::kSiteHello) continue;  // a probe's answer
     if (frame->header.round != round || !waiting.contains(site)) {
       spdlog::warn(
           "coordinator, round {}: dropped a late or unexpected {} of round {} from site {}", round,
           MessageTypeName(frame->header.type), frame->header.round, site);
       continue;
     }
-    if (frame->header.type == MessageType::kSiteError) {
-      Result<SiteError> error = DecodeMessage<SiteError>(*frame);
-      waiting.erase(site);
-      on_failure(site, error.ok() ? error->message : error.status().message());
-      continue;
-    }
-    if (frame->header.type != M::kType) {
+    if (frame->header.type != MessageType::kSiteError && frame->header.type != M::kType) {
       spdlog::warn("coordinator, round {}: dropped {} from site {}, expected {}", round,
                    MessageTypeName(frame->header.type), site, MessageTypeName(M::kType));
       continue;
     }
-    Result<M> message = DecodeMessage<M>(*frame);
     waiting.erase(site);
+    const double arrival = clock_->ArrivalTime(*envelope);
+    if (arrival > deadline) {
+      missed = true;
+      on_failure(site, std::string("missed the deadline: its ") +
+                           MessageTypeName(frame->header.type) + " arrived at " +
+                           std::to_string(arrival - start) + " s, the round timeout is " +
+                           std::to_string(deadline - start) + " s");
+      continue;
+    }
+    latest = std::max(latest, arrival);
+    if (frame->header.type == MessageType::kSiteError) {
+      Result<SiteError> error = DecodeMessage<SiteError>(*frame);
+      on_failure(site, error.ok() ? error->message : error.status().message());
+      continue;
+    }
+    Result<M> message = DecodeMessage<M>(*frame);
     if (!message.ok()) {
       on_failure(site, message.status().message());
       continue;
@@ -80,10 +130,78 @@ Status Collect(Transport* transport, const std::map<int, uint32_t>& site_of_rank
     on_reply(site, std::move(message).value());
   }
   for (uint32_t site : waiting) {
+    missed = true;
+    MarkUnavailable(site, round);
     on_failure(site, std::string("no ") + MessageTypeName(M::kType) + " before the round timeout");
+  }
+  clock_->AdvanceTo(missed ? deadline : latest);
+  return Status::Ok();
+}
+
+void Coordinator::MarkUnavailable(uint32_t site, uint32_t round) {
+  SiteAvailability& a = availability_[site];
+  if (!a.available) return;  // already waiting for it; its back-off runs on
+  a.available = false;
+  a.heard = false;
+  a.backoff = 1;
+  a.next_probe = round + 1;
+}
+
+void Coordinator::NoteHeard(uint32_t site) { availability_[site].heard = true; }
+
+Status Coordinator::Settle(uint32_t round) {
+  for (;;) {
+    Result<Envelope> envelope = transport_->Recv(std::chrono::milliseconds(0));
+    if (!envelope.ok() && envelope.status().code() == Status::Code::kTimeout &&
+        clock_->is_virtual() && !clock_->Quiescent()) {
+      envelope = transport_->Recv(std::chrono::milliseconds(2));
+      if (!envelope.ok() && envelope.status().code() == Status::Code::kTimeout) continue;
+    }
+    if (!envelope.ok()) {
+      if (envelope.status().code() == Status::Code::kTimeout) break;
+      return envelope.status().WithContext("coordinator, round " + std::to_string(round));
+    }
+    auto it = site_of_rank_.find(envelope->from);
+    if (it != site_of_rank_.end()) NoteHeard(it->second);
+    spdlog::debug("coordinator, round {}: dropped a late frame from rank {}", round,
+                  envelope->from);
+  }
+  for (const ChannelFailure& refused : transport_->TakeChannelFailures()) {
+    auto it = site_of_rank_.find(refused.peer);
+    if (it == site_of_rank_.end()) continue;
+    spdlog::warn("coordinator, round {}: {}: {}", round, SiteName(it->second), refused.reason);
+    MarkUnavailable(it->second, round);
+  }
+  for (SiteAvailability& a : availability_) {
+    if (a.heard) a.available = true;
+    a.heard = false;
   }
   return Status::Ok();
 }
+
+Status Coordinator::ProbeUnavailable(uint32_t round) {
+  const uint32_t rank = static_cast<uint32_t>(transport_->rank());
+  for (uint32_t site = 0; site < availability_.size(); ++site) {
+    SiteAvailability& a = availability_[site];
+    if (a.available || a.next_probe > round) continue;
+    SiteHello probe;
+    probe.site = site;
+    FEDREC_RETURN_IF_ERROR(
+        transport_->Send(options_.site_ranks[site], EncodeMessage(probe, round, rank)));
+    a.next_probe = round + a.backoff;
+    a.backoff = std::min<uint32_t>(a.backoff * 2, kMaxProbeBackoff);
+  }
+  return Status::Ok();
+}
+
+std::vector<uint32_t> Coordinator::AvailableSites() const {
+  std::vector<uint32_t> sites;
+  for (uint32_t s = 0; s < availability_.size(); ++s)
+    if (availability_[s].available) sites.push_back(s);
+  return sites;
+}
+
+namespace {
 
 // Adds an evaluation's sums (one site's, or the secure total) to the round's.
 void MergeReport(const EvalReport& report, RoundMetrics* metrics) {
@@ -142,9 +260,9 @@ class SecureRoundCost {
   // Runs `step`, counting its time as the coordinator's work.
   template <typename Step>
   auto Timed(Step&& step) {
-    const auto t0 = Clock::now();
+    const auto t0 = SteadyClock::now();
     auto result = step();
-    busy_ += Clock::now() - t0;
+    busy_ += SteadyClock::now() - t0;
     return result;
   }
 
@@ -172,7 +290,7 @@ class SecureRoundCost {
   uint32_t round_;
   RoundMetrics* metrics_;
   TrafficStats start_;
-  Clock::duration busy_{};
+  SteadyClock::duration busy_{};
 };
 
 Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlock> initial_global,
@@ -181,6 +299,8 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlo
       global_(std::move(initial_global)),
       strategy_(std::move(strategy)),
       transport_(transport),
+      clock_(options.clock ? options.clock : &real_clock_),
+      availability_(options.site_ranks.size()),
       site_version_(options.site_ranks.size(), UINT64_MAX) {
   for (uint32_t s = 0; s < options_.site_ranks.size(); ++s)
     site_of_rank_[options_.site_ranks[s]] = s;
@@ -233,8 +353,22 @@ Status Coordinator::SendTo(const M& message, uint32_t site, uint32_t round) {
 
 Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
-  const std::vector<uint32_t> selected =
-      strategy_->SelectSites(round, num_sites, options_.fraction, options_.seed);
+  FEDREC_RETURN_IF_ERROR(Settle(round));
+  FEDREC_RETURN_IF_ERROR(ProbeUnavailable(round));
+  // The strategy samples among the sites believed available, the same share
+  // of the whole federation as when all are.
+  const std::vector<uint32_t> available = AvailableSites();
+  metrics->sites_unavailable = num_sites - static_cast<uint32_t>(available.size());
+  std::vector<uint32_t> selected;
+  if (!available.empty()) {
+    const double fraction =
+        available.size() == num_sites
+            ? options_.fraction
+            : std::min(1.0, options_.fraction * num_sites / static_cast<double>(available.size()));
+    for (uint32_t i : strategy_->SelectSites(round, static_cast<uint32_t>(available.size()),
+                                             fraction, options_.seed))
+      selected.push_back(available[i]);
+  }
   metrics->sites_selected = static_cast<uint32_t>(selected.size());
   metrics->aggregation = AggregationName(options_.aggregation);
   if (options_.aggregation == Aggregation::kSecAgg && options_.secagg.sparse_graph)
@@ -256,9 +390,8 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   } else {
     FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
     UpdateAggregator aggregator(upload_, version_, round, selected);
-    const auto deadline = Clock::now() + options_.round_timeout;
     FEDREC_RETURN_IF_ERROR(Collect<ModelUpdate>(
-        transport_, site_of_rank_, round, selected, deadline,
+        round, selected,
         [&](uint32_t site, ModelUpdate update) {
           if (Status added = aggregator.Add(site, std::move(update)); !added.ok()) {
             spdlog::warn("coordinator: {} {}", SiteName(site), added.message());
@@ -313,13 +446,26 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
                                 RoundMetrics* metrics, AggregateInput* input) {
   const uint32_t round = plan.round;
   FixedPointFormat format = UploadFormat();
-  FEDREC_ASSIGN_OR_RETURN(format.ring_bits,
-                          ChooseRingBits(static_cast<uint32_t>(selected.size()), format));
+  // With sites unavailable, too few may remain for secure aggregation: the
+  // round then aborts (the model unchanged) instead of ending the job.
+  const bool short_of_sites = metrics->sites_unavailable > 0;
+  const auto too_few = [&](const Status& status) {
+    if (!short_of_sites) return status;
+    metrics->aborted = true;
+    metrics->abort_reason = status.message();
+    spdlog::warn("coordinator, round {}: aborted with {} site(s) unavailable: {}", round,
+                 metrics->sites_unavailable, status.message());
+    return Status::Ok();
+  };
+  Result<uint32_t> ring_bits = ChooseRingBits(static_cast<uint32_t>(selected.size()), format);
+  if (!ring_bits.ok()) return too_few(ring_bits.status());
+  format.ring_bits = *ring_bits;
   // The training loss travels masked with the update.
   const std::vector<ParamBlock> shapes = WithTrainLoss(upload_);
-  FEDREC_ASSIGN_OR_RETURN(secagg::Params params,
-                          secagg::MakeParams(options_.job_id, round, selected, options_.secagg,
-                                             format.ring_bits, EncodedLength(shapes)));
+  Result<secagg::Params> made = secagg::MakeParams(
+      options_.job_id, round, selected, options_.secagg, format.ring_bits, EncodedLength(shapes));
+  if (!made.ok()) return too_few(made.status());
+  secagg::Params params = std::move(made).value();
   plan.aggregation = Aggregation::kSecAgg;
   secagg::SetPlan(params, &plan);
   SetFormat(format, &plan);
@@ -368,14 +514,13 @@ Result<std::optional<std::vector<uint64_t>>> Coordinator::SecureSum(
     FEDREC_RETURN_IF_ERROR(cost->Abort(status));
     return std::optional<std::vector<uint64_t>>();
   };
-  const auto deadline = [this] { return Clock::now() + options_.round_timeout; };
 
   // Collects message M from each of `sites`, handing each to `add` (whose
   // error drops the site).
   const auto collect = [&]<typename M>(std::type_identity<M>, const std::vector<uint32_t>& sites,
                                        auto add) {
     return Collect<M>(
-        transport_, site_of_rank_, round, sites, deadline(),
+        round, sites,
         [&](uint32_t site, M message) {
           Status added = timed([&] { return add(site, std::move(message)); });
           if (!added.ok()) fail(site, added.message());
@@ -455,7 +600,6 @@ Status Coordinator::PaillierSetup(uint32_t round) {
   std::vector<uint32_t> sites(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
   paillier_ready_.assign(num_sites, false);
-  const auto deadline = [this] { return Clock::now() + options_.round_timeout; };
   const auto fail = [&](uint32_t site, const std::string& reason) {
     spdlog::warn("coordinator, round {}: {} is left out of the Paillier key set-up: {}", round,
                  SiteName(site), reason);
@@ -471,7 +615,7 @@ Status Coordinator::PaillierSetup(uint32_t round) {
   std::map<uint32_t, SecAggKeys> offers;
   for (uint32_t s : sites) FEDREC_RETURN_IF_ERROR(SendTo(request, s, round));
   FEDREC_RETURN_IF_ERROR(Collect<SecAggKeys>(
-      transport_, site_of_rank_, round, sites, deadline(),
+      round, sites,
       [&](uint32_t site, SecAggKeys keys) {
         if (keys.site != site || keys.round != round) return fail(site, "mislabelled set-up key");
         offers[site] = keys;
@@ -493,8 +637,7 @@ Status Coordinator::PaillierSetup(uint32_t round) {
   FEDREC_RETURN_IF_ERROR(SendTo(list, request.holder, round));
   std::optional<PaillierKey> dealt;
   FEDREC_RETURN_IF_ERROR(Collect<PaillierKey>(
-      transport_, site_of_rank_, round, {request.holder}, deadline(),
-      [&](uint32_t, PaillierKey key) { dealt = std::move(key); }, fail));
+      round, {request.holder}, [&](uint32_t, PaillierKey key) { dealt = std::move(key); }, fail));
   if (!dealt) return Status::Aborted("Paillier key set-up: the dealer did not deal the key");
   Result<PaillierPublicKey> public_key = PaillierPublicKey::FromBytes(dealt->public_key);
   if (!public_key.ok()) return public_key.status().WithContext("Paillier key from the dealer");
@@ -517,7 +660,7 @@ Status Coordinator::PaillierSetup(uint32_t round) {
   }
   std::sort(receivers.begin(), receivers.end());
   FEDREC_RETURN_IF_ERROR(Collect<PaillierKey>(
-      transport_, site_of_rank_, round, receivers, deadline(),
+      round, receivers,
       [&](uint32_t site, const PaillierKey& ack) {
         if (ack.public_key == dealt->public_key)
           paillier_ready_[site] = true;
@@ -592,7 +735,7 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
   };
   // Step 4: the signed encrypted updates, kept to be sent to the decryptors.
   FEDREC_RETURN_IF_ERROR(Collect<PaillierUpdate>(
-      transport_, site_of_rank_, round, participants, Clock::now() + options_.round_timeout,
+      round, participants,
       [&](uint32_t site, PaillierUpdate update) {
         if (update.site != site || update.round != round)
           return fail(site, "mislabelled encrypted update");
@@ -623,7 +766,7 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
       asked.push_back(reported[next++]);
     for (uint32_t site : asked) FEDREC_RETURN_IF_ERROR(SendTo(request, site, round));
     FEDREC_RETURN_IF_ERROR(Collect<PaillierDecrypted>(
-        transport_, site_of_rank_, round, asked, Clock::now() + options_.round_timeout,
+        round, asked,
         [&](uint32_t site, PaillierDecrypted decrypted) {
           if (decrypted.site != site || decrypted.partials.size() != ciphertext_bytes)
             return fail(site, "a partial decryption of " +
@@ -666,13 +809,17 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
 }
 
 Status Coordinator::SecureEvaluate(uint32_t round, RoundMetrics* metrics) {
-  const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
-  std::vector<uint32_t> sites(num_sites);
-  for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
+  const std::vector<uint32_t> sites = AvailableSites();
   const uint32_t label = EvalSecAggRound(round);
-  FEDREC_ASSIGN_OR_RETURN(secagg::Params params,
-                          secagg::MakeParams(options_.job_id, label, sites, options_.secagg, 64,
-                                             EvalSumsLength(options_.items)));
+  Result<secagg::Params> made = secagg::MakeParams(options_.job_id, label, sites, options_.secagg,
+                                                   64, EvalSumsLength(options_.items));
+  if (!made.ok()) {
+    if (sites.size() == options_.site_ranks.size()) return made.status();
+    spdlog::warn("coordinator, round {}: no secure evaluation with {} site(s) unavailable: {}",
+                 round, options_.site_ranks.size() - sites.size(), made.status().message());
+    return Status::Ok();
+  }
+  secagg::Params params = std::move(made).value();
   EvalRequest request;
   request.round = round;
   request.model_version = version_;
@@ -703,10 +850,10 @@ Status Coordinator::SecureEvaluate(uint32_t round, RoundMetrics* metrics) {
 }
 
 Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
+  FEDREC_RETURN_IF_ERROR(Settle(round));
   if (options_.aggregation != Aggregation::kNone) return SecureEvaluate(round, metrics);
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
-  std::vector<uint32_t> sites(num_sites);
-  for (uint32_t s = 0; s < num_sites; ++s) sites[s] = s;
+  const std::vector<uint32_t> sites = AvailableSites();
   EvalRequest request;
   request.round = round;
   request.model_version = version_;
@@ -714,8 +861,7 @@ Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
 
   std::vector<std::optional<EvalReport>> reports(num_sites);
   FEDREC_RETURN_IF_ERROR(Collect<EvalReport>(
-      transport_, site_of_rank_, round, sites, Clock::now() + options_.round_timeout,
-      [&](uint32_t site, EvalReport report) { reports[site] = std::move(report); },
+      round, sites, [&](uint32_t site, EvalReport report) { reports[site] = std::move(report); },
       [&](uint32_t site, const std::string& reason) {
         spdlog::warn("coordinator, round {}: evaluation at {} failed: {}", round, SiteName(site),
                      reason);
@@ -735,7 +881,8 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
   }
   Status status;
   for (uint32_t round = 1; round <= options_.rounds && status.ok(); ++round) {
-    const auto start = Clock::now();
+    const auto start = SteadyClock::now();
+    const double sim_start = clock_->Now();
     const TrafficStats before = transport_->stats();
     RoundMetrics metrics;
     metrics.round = round;
@@ -747,7 +894,9 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     const TrafficStats after = transport_->stats();
     metrics.bytes_sent = after.bytes_sent - before.bytes_sent;
     metrics.bytes_received = after.bytes_received - before.bytes_received;
-    metrics.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    metrics.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+    metrics.sim_seconds = clock_->Now() - sim_start;
+    metrics.failed_sites = std::exchange(round_failures_, {});
     if (status.ok() && on_round) on_round(metrics);
   }
   ShutdownSites(status.ok() ? "training finished" : status.message(), !status.ok());

@@ -4,7 +4,16 @@
 // model, runs federated evaluation and reports per-round metrics.
 //
 // It never keeps an individual site's update after folding it into the sums.
-// Talks only through a Transport.
+// Talks only through a Transport, and judges deadlines on a Clock
+// (protocol/clock.h): real time, or virtual time in the simulator.
+//
+// Availability: a site silent at a deadline (or whose authenticated channel
+// refused it, reported at once by Transport::TakeChannelFailures) is believed
+// unavailable: it is not sampled nor asked to evaluate, so a dead site costs
+// one timeout, not one per round. Each unavailable site gets a cheap probe
+// (SiteHello) at the start of a round, after 1, 2, 4 ... rounds, never waited
+// for. Any frame from a site (a late answer, a probe's answer) makes it
+// available again from the start of the next round or evaluation.
 //
 // Thread-safety: Run() is called from one thread.
 #pragma once
@@ -23,6 +32,7 @@
 #include "algorithms/strategy.h"
 #include "base/param_block.h"
 #include "base/status.h"
+#include "protocol/clock.h"
 #include "protocol/messages.h"
 #include "protocol/secagg.h"
 #include "protocol/transport.h"
@@ -40,7 +50,12 @@ struct CoordinatorOptions {
   uint32_t eval_every = 1;  // evaluate after every n-th round and after the last
   float lr = 0.01f;         // base learning rate sent in every plan
   uint64_t seed = 1;
+  // How long the coordinator waits for each step's answers, on `clock`: real
+  // time, or virtual time in the simulator.
   std::chrono::milliseconds round_timeout{std::chrono::minutes(10)};
+  // The time deadlines are judged on (the Env seam's clock); null = real time.
+  // Must outlive the coordinator. The simulator passes its virtual clock.
+  Clock* clock = nullptr;
   std::vector<int> site_ranks;  // rank of site s; its size is the number of sites
   // Items of the federation: with encrypted aggregation the sites' per-item
   // recommendation counts are summed securely over this many items.
@@ -83,6 +98,15 @@ struct RoundMetrics {
   uint64_t bytes_sent = 0;  // by the coordinator this round
   uint64_t bytes_received = 0;
   double seconds = 0.0;  // wall time of the round including evaluation
+  // The round's duration on the coordinator's clock: virtual (simulated)
+  // time in the simulator, equal to `seconds` on a real clock.
+  double sim_seconds = 0.0;
+  // Sites the coordinator believed unavailable (silent at a deadline, or
+  // refused by the channel, and not heard from since) and so did not sample.
+  uint32_t sites_unavailable = 0;
+  // Every site that failed a step of the round or its evaluation, with the
+  // first reason (missed the deadline, channel refused, its SiteError...).
+  std::map<uint32_t, std::string> failed_sites;
   // Encrypted aggregation: the bytes of its protocol messages beyond the
   // updates themselves (keys, shares, unmasking; Paillier sums) and the
   // coordinator's time in its steps other than waiting for the updates.
@@ -146,6 +170,23 @@ class Coordinator {
   Status SendWithModel(M* message, const std::vector<uint32_t>& sites, uint32_t round);
   std::string SiteName(uint32_t site) const;
 
+  // Receives one step's answers; see coordinator.cc.
+  template <typename M, typename OnReply, typename OnFailure>
+  Status Collect(uint32_t round, const std::vector<uint32_t>& sites, OnReply on_reply,
+                 OnFailure on_failure);
+  // A site that stayed silent up to a deadline, or whose channel was refused.
+  void MarkUnavailable(uint32_t site, uint32_t round);
+  // A frame came from the site; it counts as available from the next Settle.
+  void NoteHeard(uint32_t site);
+  // Drains late frames (on a virtual clock: until nothing is in flight, so
+  // the outcome does not depend on thread timing) and makes every site heard
+  // from since the last Settle available again.
+  Status Settle(uint32_t round);
+  // Sends a probe (SiteHello, not waited for) to each unavailable site whose
+  // back-off has run out; the back-off doubles with each unanswered probe.
+  Status ProbeUnavailable(uint32_t round);
+  std::vector<uint32_t> AvailableSites() const;
+
   // The round's fixed-point format: the configured one, widened by the model
   // for statistics.
   FixedPointFormat UploadFormat() const;
@@ -156,6 +197,17 @@ class Coordinator {
   std::vector<ParamBlock> upload_;  // shapes of a site's upload
   std::unique_ptr<Strategy> strategy_;
   Transport* transport_;
+  RealClock real_clock_;
+  Clock* clock_;  // options_.clock or real_clock_
+  struct SiteAvailability {
+    bool available = true;
+    bool heard = false;       // a frame since the last Settle
+    uint32_t next_probe = 0;  // round of the next probe while unavailable
+    uint32_t backoff = 1;     // rounds until the probe after that
+  };
+  static constexpr uint32_t kMaxProbeBackoff = 64;
+  std::vector<SiteAvailability> availability_;
+  std::map<uint32_t, std::string> round_failures_;  // RoundMetrics::failed_sites so far
   std::map<int, uint32_t> site_of_rank_;
   std::vector<uint64_t> site_version_;  // model version each site holds (UINT64_MAX: none)
   uint64_t version_ = 0;

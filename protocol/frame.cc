@@ -76,6 +76,8 @@ const char* MessageTypeName(MessageType type) {
       return "PaillierDecrypted";
     case MessageType::kSecAggSurvivorSignature:
       return "SecAggSurvivorSignature";
+    case MessageType::kChannelRefused:
+      return "ChannelRefused";
   }
   return "unknown message type";
 }

@@ -58,9 +58,12 @@ enum class MessageType : uint16_t {
   kPaillierDecrypted = 21,
   // Secure aggregation's consistency check (protocol/secagg.h, step 4).
   kSecAggSurvivorSignature = 22,
+  // An authenticated channel's unauthenticated notice that it refused the
+  // receiver's hello (protocol/secure_transport.h).
+  kChannelRefused = 23,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 22;
+constexpr uint16_t kMaxMessageType = 23;
 
 const char* MessageTypeName(MessageType type);
 

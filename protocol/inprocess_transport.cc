@@ -27,7 +27,9 @@ class InProcessNetwork::Endpoint : public Transport {
     }
     const uint64_t n = bytes.size();
     Endpoint& to = *network_->endpoints_[peer];
-    if (!to.inbox_.Push(Envelope{rank_, std::move(bytes)})) {
+    double arrival = 0.0;
+    if (network_->delay_) arrival = time() + network_->delay_(rank_, peer, n);
+    if (!to.inbox_.Push(Envelope{rank_, std::move(bytes), arrival})) {
       return Status::Unavailable("rank " + std::to_string(rank_) + " cannot send to rank " +
                                  std::to_string(peer) + ": the network is closed");
     }
@@ -55,6 +57,9 @@ class InProcessNetwork::Endpoint : public Transport {
 
   void Close() { inbox_.Close(); }
 
+  double time() const { return time_.load(std::memory_order_relaxed); }
+  void set_time(double t) { time_.store(t, std::memory_order_relaxed); }
+
  private:
   InProcessNetwork* const network_;
   const int rank_;
@@ -64,6 +69,7 @@ class InProcessNetwork::Endpoint : public Transport {
 
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> messages_sent_{0};
+  std::atomic<double> time_{0.0};  // virtual time (SetLinkDelay)
 };
 
 InProcessNetwork::InProcessNetwork(int size) {
@@ -84,6 +90,20 @@ Transport& InProcessNetwork::endpoint(int rank) {
 void InProcessNetwork::SetArrivalHook(int rank, std::function<void()> hook) {
   assert(rank >= 0 && rank < size() && "hook rank out of range");
   endpoints_[static_cast<size_t>(rank)]->SetHook(std::move(hook));
+}
+
+void InProcessNetwork::SetLinkDelay(std::function<double(int, int, uint64_t)> delay) {
+  delay_ = std::move(delay);
+}
+
+double InProcessNetwork::virtual_time(int rank) const {
+  assert(rank >= 0 && rank < size() && "rank out of range");
+  return endpoints_[static_cast<size_t>(rank)]->time();
+}
+
+void InProcessNetwork::set_virtual_time(int rank, double t) {
+  assert(rank >= 0 && rank < size() && "rank out of range");
+  endpoints_[static_cast<size_t>(rank)]->set_time(t);
 }
 
 void InProcessNetwork::Close() {

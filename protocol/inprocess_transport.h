@@ -2,6 +2,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -30,6 +31,18 @@ class InProcessNetwork {
   // Set before any traffic.
   void SetArrivalHook(int rank, std::function<void()> hook);
 
+  // Virtual time (the simulator). Once set, every frame is stamped with
+  // Envelope::arrival = the sender's virtual time at Send + delay(from, to,
+  // bytes), in seconds. Without it frames arrive at time 0. Set before any
+  // traffic; `delay` is called on the sender's thread.
+  void SetLinkDelay(std::function<double(int from, int to, uint64_t bytes)> delay);
+
+  // A rank's virtual time, which its sends are stamped from; 0 at the start.
+  // Set only by the thread driving that rank (it is read by that thread's
+  // sends). Thread-safe.
+  double virtual_time(int rank) const;
+  void set_virtual_time(int rank, double t);
+
   // Closes every endpoint: pending and later Recv calls return Unavailable once
   // their queue is empty; Send returns Unavailable.
   void Close();
@@ -37,6 +50,7 @@ class InProcessNetwork {
  private:
   class Endpoint;
   std::vector<std::unique_ptr<Endpoint>> endpoints_;
+  std::function<double(int from, int to, uint64_t bytes)> delay_;  // set before traffic
 };
 
 }  // namespace fedrec

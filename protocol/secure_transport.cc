@@ -344,7 +344,22 @@ void SecureTransport::Reject(ChannelError error, int peer, uint32_t round, std::
     spdlog::warn("channel: refused {} frames so far; the latest ({}): {}", total,
                  ChannelErrorName(error), message);
   }
+  const bool refused =
+      (error == ChannelError::kUnknownPeer || error == ChannelError::kWrongIdentity ||
+       error == ChannelError::kBadSignature) &&
+      peer != rank() && peer >= 0 && peer < size();
+  if (refused) {  // tell the peer (TakeChannelFailures); best effort
+    const std::string notice = message.substr(0, kMaxRefusalNotice);
+    (void)inner_->Send(
+        peer, EncodeFrame(MessageType::kChannelRefused, round, static_cast<uint32_t>(rank()),
+                          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(notice.data()),
+                                                   notice.size())));
+  }
   std::lock_guard lock(rejections_mu_);
+  if (refused && refused_.size() < kKeptRejections) {
+    refused_.push_back(ChannelFailure{
+        peer, "channel refused (" + std::string(ChannelErrorName(error)) + "): " + message});
+  }
   ChannelRejection rejection{error, peer, round, std::move(message)};
   if (rejections_.size() < kKeptRejections) {
     rejections_.push_back(std::move(rejection));
@@ -352,6 +367,11 @@ void SecureTransport::Reject(ChannelError error, int peer, uint32_t round, std::
     rejections_[rejections_next_] = std::move(rejection);
   }
   rejections_next_ = (rejections_next_ + 1) % kKeptRejections;
+}
+
+std::vector<ChannelFailure> SecureTransport::TakeChannelFailures() {
+  std::lock_guard lock(rejections_mu_);
+  return std::exchange(refused_, {});
 }
 
 std::vector<ChannelRejection> SecureTransport::rejections() const {
@@ -628,6 +648,15 @@ bool SecureTransport::HandleFrame(Envelope& envelope) {
     return false;
   }
   if (type == MessageType::kSealed) return HandleSealed(from, bytes, round);
+  if (type == MessageType::kChannelRefused && from != rank()) {
+    const size_t n = std::min(bytes.size() - kFrameHeaderSize, kMaxRefusalNotice);
+    std::string notice(reinterpret_cast<const char*>(bytes.data() + kFrameHeaderSize), n);
+    spdlog::warn("channel: {} refused this rank's hello: {}", Name(from), notice);
+    std::lock_guard lock(rejections_mu_);
+    if (refused_.size() < kKeptRejections)
+      refused_.push_back(ChannelFailure{from, Name(from) + " refused the channel: " + notice});
+    return false;
+  }
   Reject(ChannelError::kNotSealed, from, round,
          "a plaintext " + std::string(MessageTypeName(type)) + " frame from " + Name(from) +
              ", round " + std::to_string(round) + ": expected a sealed frame");

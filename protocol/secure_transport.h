@@ -244,6 +244,20 @@ class SecureTransport : public Transport {
   // the job it learned (nullopt until then). Thread-safe.
   std::optional<crypto::Key32> job_id() const;
 
+  // Peers whose hello was refused for its identity (kUnknownPeer,
+  // kWrongIdentity, kBadSignature), each refusal reported once, so the
+  // coordinator fails such a site at once instead of waiting for its answer.
+  // A rank that refuses a hello for its identity also sends the peer a
+  // ChannelRefused notice (frame type kChannelRefused, payload: the refusal's
+  // message, at most kMaxRefusalNotice bytes), so the peer learns it too; a
+  // notice received is reported here the same way. Notices and hellos are
+  // not authenticated: a forged one can only make a site be skipped, which a
+  // network attacker can do anyway by dropping its frames, and nothing more
+  // follows from it. Notices are never answered. At most kKeptRejections
+  // reports wait to be taken; later ones are dropped.
+  std::vector<ChannelFailure> TakeChannelFailures() override;
+  static constexpr size_t kMaxRefusalNotice = 512;
+
   // The most recent rejections (at most kKeptRejections), oldest first.
   static constexpr size_t kKeptRejections = 256;
   std::vector<ChannelRejection> rejections() const;
@@ -290,6 +304,7 @@ class SecureTransport : public Transport {
   mutable std::mutex rejections_mu_;
   std::vector<ChannelRejection> rejections_;  // ring of kKeptRejections; guarded
   size_t rejections_next_ = 0;                // guarded by rejections_mu_
+  std::vector<ChannelFailure> refused_;       // not yet taken; guarded by rejections_mu_
   std::array<std::atomic<uint64_t>, kChannelErrorCount> counts_{};
 };
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -19,6 +20,18 @@ namespace fedrec {
 struct Envelope {
   int from = -1;
   std::vector<uint8_t> bytes;  // one complete frame
+  // Simulated networks only (protocol/inprocess_transport.h with virtual time):
+  // the virtual time, in seconds, at which the frame reached its receiver.
+  // Zero on real networks. Read through a Clock (protocol/clock.h), never by a
+  // role directly.
+  double arrival = 0.0;
+};
+
+// A peer whose channel failed for good (e.g. an authenticated channel refused
+// its identity), reported once by Transport::TakeChannelFailures.
+struct ChannelFailure {
+  int peer = -1;
+  std::string reason;  // names the peer and says what was expected and found
 };
 
 struct TrafficStats {
@@ -56,6 +69,11 @@ class Transport {
     (void)peer;
     return std::nullopt;
   }
+
+  // Peers whose channel was refused since the last call (each reported once),
+  // so a role can fail such a peer at once instead of waiting for its answer.
+  // Plain transports have none. Thread-safe.
+  virtual std::vector<ChannelFailure> TakeChannelFailures() { return {}; }
 };
 
 }  // namespace fedrec

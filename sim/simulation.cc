@@ -2,12 +2,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <optional>
 #include <thread>
 
+#include "base/little_endian.h"
+#include "protocol/frame.h"
 #include "protocol/inprocess_transport.h"
 
 namespace fedrec {
@@ -20,9 +24,14 @@ namespace {
 class SiteScheduler {
  public:
   // `endpoints[s]` is site s's transport.
+  // `on_receive(site, envelope)` runs before the worker handles each frame
+  // (the virtual clock's bookkeeping).
   SiteScheduler(std::vector<Transport*> endpoints, std::vector<std::unique_ptr<Worker>>* workers,
-                uint32_t threads)
-      : endpoints_(std::move(endpoints)), workers_(workers), state_(workers->size()) {
+                uint32_t threads, std::function<void(size_t, const Envelope&)> on_receive)
+      : endpoints_(std::move(endpoints)),
+        workers_(workers),
+        on_receive_(std::move(on_receive)),
+        state_(workers->size()) {
     for (uint32_t t = 0; t < threads; ++t) threads_.emplace_back([this] { Loop(); });
   }
 
@@ -52,6 +61,13 @@ class SiteScheduler {
     threads_.clear();
   }
 
+  // True when no site is queued or running: every frame the sites sent has
+  // been delivered, and none will be sent until a site is notified again.
+  bool Idle() {
+    std::lock_guard lock(mu_);
+    return ready_.empty() && running_ == 0;
+  }
+
   Status first_error() {
     std::lock_guard lock(mu_);
     return error_;
@@ -73,11 +89,13 @@ class SiteScheduler {
         ready_.pop_front();
         state_[site].queued = false;
         state_[site].running = true;
+        ++running_;
       }
       Drain(site);
       std::lock_guard lock(mu_);
       State& s = state_[site];
       s.running = false;
+      --running_;
       if (s.pending) {
         s.pending = false;
         s.queued = true;
@@ -93,6 +111,7 @@ class SiteScheduler {
     for (;;) {
       Result<Envelope> envelope = endpoint.Recv(std::chrono::milliseconds(0));
       if (!envelope.ok()) return;  // empty (or closed)
+      if (on_receive_) on_receive_(site, *envelope);
       bool done = false;
       Status status = worker.Handle(*envelope, &done);
       if (!status.ok()) {
@@ -104,13 +123,77 @@ class SiteScheduler {
 
   std::vector<Transport*> endpoints_;
   std::vector<std::unique_ptr<Worker>>* workers_;
+  std::function<void(size_t, const Envelope&)> on_receive_;
   std::mutex mu_;
+  size_t running_ = 0;  // guarded by mu_
   std::condition_variable cv_;
   std::deque<size_t> ready_;
   std::vector<State> state_;
   bool stopping_ = false;
   Status error_;
   std::vector<std::thread> threads_;
+};
+
+// The round a frame's header names (sealed frames copy it); 0 when unreadable.
+uint32_t FrameRound(const std::vector<uint8_t>& bytes) {
+  return bytes.size() >= kFrameHeaderSize ? GetLe<uint32_t>(bytes.data() + 8) : 0;
+}
+
+// A site's availability: frames to or from it while it is offline (at its
+// virtual time) are lost, as on a network whose peer is down.
+class AvailabilityTransport : public Transport {
+ public:
+  AvailabilityTransport(Transport* inner, InProcessNetwork* network, uint32_t site,
+                        const AvailabilityModel* model)
+      : inner_(inner), network_(network), site_(site), model_(model) {}
+
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  TrafficStats stats() const override { return inner_->stats(); }
+
+  Status Send(int peer, std::vector<uint8_t> bytes) override {
+    if (!model_->Online(site_, FrameRound(bytes), network_->virtual_time(rank()))) {
+      lost_.fetch_add(1, std::memory_order_relaxed);
+      return Status::Ok();
+    }
+    return inner_->Send(peer, std::move(bytes));
+  }
+
+  Result<Envelope> Recv(std::chrono::milliseconds timeout) override {
+    for (;;) {
+      Result<Envelope> envelope = inner_->Recv(timeout);
+      if (!envelope.ok()) return envelope;
+      const double t = std::max(network_->virtual_time(rank()), envelope->arrival);
+      if (model_->Online(site_, FrameRound(envelope->bytes), t)) return envelope;
+      lost_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  uint64_t lost() const { return lost_.load(std::memory_order_relaxed); }
+
+ private:
+  Transport* inner_;
+  InProcessNetwork* network_;
+  const uint32_t site_;
+  const AvailabilityModel* model_;
+  std::atomic<uint64_t> lost_{0};
+};
+
+// The coordinator's clock: its rank's virtual time on the network.
+class VirtualClock : public Clock {
+ public:
+  VirtualClock(InProcessNetwork* network, int rank, std::function<bool()> quiescent)
+      : network_(network), rank_(rank), quiescent_(std::move(quiescent)) {}
+  double Now() const override { return network_->virtual_time(rank_); }
+  bool is_virtual() const override { return true; }
+  double ArrivalTime(const Envelope& envelope) const override { return envelope.arrival; }
+  bool Quiescent() const override { return quiescent_(); }
+  void AdvanceTo(double t) override { network_->set_virtual_time(rank_, std::max(Now(), t)); }
+
+ private:
+  InProcessNetwork* network_;
+  int rank_;
+  std::function<bool()> quiescent_;
 };
 
 }  // namespace
@@ -124,20 +207,45 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
                                        const std::function<void(const RoundMetrics&)>& on_round) {
   const uint32_t num_sites = static_cast<uint32_t>(sites.size());
   if (num_sites == 0) return Status::InvalidArgument("simulation: no sites");
+  if (!options.profiles.empty() && options.profiles.size() != num_sites) {
+    return Status::InvalidArgument("simulation: " + std::to_string(options.profiles.size()) +
+                                   " site profiles for " + std::to_string(num_sites) + " sites");
+  }
+  std::vector<SiteProfile> profiles = options.profiles;
+  profiles.resize(num_sites);
+  std::vector<uint64_t> train_ratings(num_sites), test_ratings(num_sites);
+  for (uint32_t s = 0; s < num_sites; ++s) {
+    train_ratings[s] = sites[s].train.size();
+    test_ratings[s] = sites[s].test.size();
+  }
   InProcessNetwork network(static_cast<int>(num_sites) + 1);
-  // Every rank's transport: the network's endpoint, or a channel over it.
+  // Every frame crosses the link of the site at one end (the coordinator's
+  // link is unlimited).
+  network.SetLinkDelay([&profiles](int from, int to, uint64_t bytes) {
+    const SiteProfile& p = profiles[static_cast<size_t>((from == 0 ? to : from) - 1)];
+    return p.latency + (p.bandwidth > 0 ? static_cast<double>(bytes) / p.bandwidth : 0.0);
+  });
+  // Every rank's transport: the network's endpoint (sites: behind their
+  // availability), or a channel over it.
+  std::vector<std::unique_ptr<AvailabilityTransport>> availability;
   std::vector<std::unique_ptr<SecureTransport>> channels;
   std::vector<Transport*> endpoints;
   std::vector<std::optional<crypto::SigningKey>> identities(num_sites + 1);
   for (int rank = 0; rank <= static_cast<int>(num_sites); ++rank) {
+    Transport* base = &network.endpoint(rank);
+    if (rank > 0 && options.availability.kind != AvailabilityModel::Kind::kAlways) {
+      availability.push_back(std::make_unique<AvailabilityTransport>(
+          base, &network, static_cast<uint32_t>(rank - 1), &options.availability));
+      base = availability.back().get();
+    }
     if (!options.channel_options) {
-      endpoints.push_back(&network.endpoint(rank));
+      endpoints.push_back(base);
       continue;
     }
     FEDREC_ASSIGN_OR_RETURN(SecureTransportOptions channel, options.channel_options(rank));
     identities[rank] = channel.identity;
     FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<SecureTransport> secure,
-                            SecureTransport::Create(&network.endpoint(rank), std::move(channel)));
+                            SecureTransport::Create(base, std::move(channel)));
     endpoints.push_back(secure.get());
     channels.push_back(std::move(secure));
   }
@@ -156,8 +264,27 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   uint32_t threads = options.threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   threads = std::min(threads, num_sites);
+  // A site's clock moves to the frame's arrival, then by the frame's work:
+  // training for a plan, scoring for an evaluation request (other steps are
+  // not modelled). Sends while handling it leave at that time.
+  const uint32_t epochs = std::max(1u, options.local_epochs);
+  const auto on_receive = [&](size_t site, const Envelope& envelope) {
+    const int rank = static_cast<int>(site) + 1;
+    double work = 0.0;
+    if (envelope.bytes.size() >= kFrameHeaderSize) {
+      const auto type = static_cast<MessageType>(GetLe<uint16_t>(envelope.bytes.data() + 6));
+      if (type == MessageType::kRoundPlan)
+        work = static_cast<double>(train_ratings[site]) * epochs;
+      else if (type == MessageType::kEvalRequest)
+        work = static_cast<double>(test_ratings[site]);
+    }
+    const double speed = profiles[site].compute_speed;
+    network.set_virtual_time(rank, std::max(network.virtual_time(rank), envelope.arrival) +
+                                       (speed > 0 ? work / speed : 0.0));
+  };
   SiteScheduler scheduler(std::vector<Transport*>(endpoints.begin() + 1, endpoints.end()), &workers,
-                          threads);
+                          threads, on_receive);
+  VirtualClock clock(&network, 0, [&scheduler] { return scheduler.Idle(); });
   for (uint32_t s = 0; s < num_sites; ++s) {
     network.SetArrivalHook(static_cast<int>(s) + 1, [&scheduler, s] { scheduler.Notify(s); });
   }
@@ -166,6 +293,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   coordinator_options.items = items;
   for (uint32_t s = 0; s < num_sites; ++s)
     coordinator_options.site_ranks[s] = static_cast<int>(s) + 1;
+  coordinator_options.clock = &clock;
   Coordinator coordinator(coordinator_options, std::move(server_model), std::move(strategy),
                           endpoints[0]);
   Status status = coordinator.Run(on_round);
@@ -185,6 +313,8 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   result.coordinator_traffic = endpoints[0]->stats();
   for (uint32_t s = 0; s < num_sites; ++s)
     result.site_bytes_sent += endpoints[s + 1]->stats().bytes_sent;
+  result.sim_seconds = clock.Now();
+  for (const auto& a : availability) result.frames_lost += a->lost();
   return result;
 }
 

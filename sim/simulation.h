@@ -7,6 +7,21 @@
 // Same inputs => bit-identical final model whatever `threads` is: sites train
 // from their own (seed, round, site) streams and the coordinator folds updates
 // in site order.
+//
+// Time is virtual (sim/profiles.h). Each rank has a virtual clock; the
+// network stamps every frame with its arrival = the sender's clock + the
+// link's latency + bytes / bandwidth. A site's clock becomes max(its clock,
+// arrival) + the modelled cost of the frame's work before it handles a
+// frame, so what it sends leaves after that work. The coordinator judges
+// deadlines (CoordinatorOptions::round_timeout) on its virtual clock: a reply
+// arriving after the deadline missed it, and once no frame is in flight and
+// no site handler runs, a wait ends at once with the clock at the deadline,
+// so a dead site costs a virtual timeout and no real time. No measured time
+// enters the model.
+//
+// Availability (AvailabilityModel) is a Transport decorator on each site
+// (under its authenticated channel): frames to or from an offline site are
+// lost; the roles do not know.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +31,7 @@
 
 #include "coordinator/coordinator.h"
 #include "protocol/secure_transport.h"
+#include "sim/profiles.h"
 #include "worker/worker.h"
 
 namespace fedrec {
@@ -34,12 +50,19 @@ struct SimulationOptions {
   // or an evaluation) once the run has ended, before the sites are destroyed
   // (e.g. to save each site's local model in its own folder).
   std::function<void(const Worker& worker)> after_run;
+  // Virtual time: each site's speed and link (empty = every site the default
+  // SiteProfile), and the local epochs of a round plan (the work it costs).
+  std::vector<SiteProfile> profiles;
+  uint32_t local_epochs = 1;
+  AvailabilityModel availability;
 };
 
 struct SimulationResult {
   std::vector<ParamBlock> global;  // final global model
   TrafficStats coordinator_traffic;
   uint64_t site_bytes_sent = 0;  // summed over sites
+  double sim_seconds = 0.0;      // the coordinator's virtual clock at the end
+  uint64_t frames_lost = 0;      // to or from offline sites (availability)
 };
 
 // Runs one federation: rank 0 is the coordinator, site s is rank s + 1.

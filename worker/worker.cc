@@ -504,6 +504,14 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
     case MessageType::kPaillierKey:
     case MessageType::kPaillierSum:
       return OnPaillierMessage(*frame);
+    case MessageType::kSiteHello: {
+      // The coordinator's probe of a site it believed unavailable: any answer
+      // tells it the site is back.
+      SiteHello answer;
+      answer.site = options_.site;
+      answer.test_ratings = test_.size();
+      return Send(answer, frame->header.round);
+    }
     case MessageType::kShutdown: {
       *done = true;
       Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);

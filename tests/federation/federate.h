@@ -67,6 +67,9 @@ inline FederatedRun Federate(
   SimulationOptions options;
   options.threads = threads;
   options.customize_site = per_site;
+  Status profiled =
+      SetSimulationProfiles(config, static_cast<uint32_t>(data->sites.size()), &options);
+  EXPECT_TRUE(profiled.ok()) << profiled.ToString();
   Result<SimulationResult> result =
       RunSimulation(options, coordinator, std::move(server).value(), std::move(strategy).value(),
                     MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),

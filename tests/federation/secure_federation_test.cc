@@ -107,7 +107,12 @@ TEST(SecureFederation, SiteDroppingAfterSharingStillGivesTheSum) {
   EXPECT_FALSE(run.rounds[1].aborted) << run.rounds[1].abort_reason;
   EXPECT_EQ(run.rounds[1].sites_reported, 5u);
   EXPECT_EQ(run.rounds[1].failures, 1u);
-  EXPECT_EQ(run.rounds[2].sites_reported, 6u);  // the site is back next round
+  // Silent at a deadline, the site is not sampled in round 3; it answers that
+  // round's probe and is back from round 4.
+  EXPECT_EQ(run.rounds[2].sites_unavailable, 1u);
+  EXPECT_EQ(run.rounds[2].sites_reported, 5u);
+  EXPECT_EQ(run.rounds[3].sites_unavailable, 0u);
+  EXPECT_EQ(run.rounds[3].sites_reported, 6u);
   // Unmasking with a reconstructed mask key is exact: the result stays as
   // accurate as a run without the dropout.
   const FederatedRun full = Federate(config);
