@@ -147,6 +147,10 @@ struct SecureTransport::Peer {
   std::optional<crypto::DhKeyPair> ephemeral;
   // The peer's ephemeral key our latest answer signed (none yet: nullopt).
   std::optional<crypto::Key32> answered;
+  // The rounds (frame header) of our latest opening and answer: a handshake
+  // whose hellos were lost (the peer was offline) is retried once per round.
+  uint32_t opened_round = 0;
+  uint32_t answered_round = 0;
   bool session = false;
   crypto::Key32 identity{};  // the peer's, once the session is up
   std::unique_ptr<crypto::Aes256Gcm> seal;
@@ -264,7 +268,12 @@ Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round,
   // Send (or the peer's hello) starts over with a fresh ephemeral key.
   if (sent.ok()) {
     p.hello_sent = true;
-    if (answer != nullptr) p.answered = *answer;
+    if (answer != nullptr) {
+      p.answered = *answer;
+      p.answered_round = round;
+    } else {
+      p.opened_round = round;
+    }
   } else if (fresh) {
     crypto::Cleanse(p.ephemeral->private_key);
     p.ephemeral.reset();
@@ -324,8 +333,10 @@ Status SecureTransport::Send(int peer, std::vector<uint8_t> bytes) {
   std::lock_guard lock(p.mu);
   if (!p.deferred.ok()) return std::exchange(p.deferred, Status::Ok());
   if (p.session) return SealAndSendLocked(p, peer, std::move(bytes));
-  if (!p.hello_sent) {
-    const uint32_t round = bytes.size() >= kFrameHeaderSize ? GetLe<uint32_t>(bytes.data() + 8) : 0;
+  const uint32_t round = bytes.size() >= kFrameHeaderSize ? GetLe<uint32_t>(bytes.data() + 8) : 0;
+  // No session yet: open, or open again (same ephemeral key) when the last
+  // opening was for an earlier round and may have been lost.
+  if (!p.hello_sent || round != p.opened_round) {
     FEDREC_RETURN_IF_ERROR(SendHelloLocked(p, peer, round, nullptr)
                                .WithContext("starting the channel with " + Name(peer)));
   }
@@ -495,7 +506,7 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
           "channel: {}: not answered while this rank learns its job; it waits for the "
           "answer to its own hello",
           what);
-      if (!p.hello_sent) {
+      if (!p.hello_sent || round != p.opened_round) {
         if (Status sent = SendHelloLocked(p, from, round, nullptr); !sent.ok()) {
           return Reject(ChannelError::kHandshakeFailed, from, round,
                         what + ": sending our own hello failed: " + sent.message());
@@ -503,7 +514,9 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
       }
       return;
     }
-    if (p.answered == ephemeral) return;  // answered already (the same opening again)
+    // Answered already (the same opening again), unless it comes in a later
+    // round: our answer may have been lost.
+    if (p.answered == ephemeral && p.answered_round == round) return;
     if (Status sent = SendHelloLocked(p, from, round, &ephemeral); !sent.ok()) {
       return Reject(ChannelError::kHandshakeFailed, from, round,
                     what + ": answering it failed: " + sent.message());

@@ -31,7 +31,12 @@
 //  1. The first Send to a peer without a session makes a fresh X25519
 //     ephemeral key pair and sends an opening hello. The application frame,
 //     and every later one to that peer, is queued until the session exists.
-//     Send returns at once.
+//     Send returns at once. While no session exists, a Send of a frame of a
+//     later round (frame header) than the last opening opens again with the
+//     same ephemeral key, a learning rank (step 3) answers an opening of a
+//     later round with its own opening again, and a rank answers an opening
+//     it answered already again when it comes in a later round: hellos lost
+//     while the peer was offline are retried once per round, never more.
 //  2. Recv, on a peer's hello, checks in this order: payload size
 //     (kMalformed); the sender field is the rank it came from and the peer
 //     field is our rank (kMisaddressed); the identity key is the one

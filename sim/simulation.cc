@@ -164,7 +164,13 @@ class AvailabilityTransport : public Transport {
       Result<Envelope> envelope = inner_->Recv(timeout);
       if (!envelope.ok()) return envelope;
       const double t = std::max(network_->virtual_time(rank()), envelope->arrival);
-      if (model_->Online(site_, FrameRound(envelope->bytes), t)) return envelope;
+      if (model_->Online(site_, FrameRound(envelope->bytes), t)) {
+        // The site's clock reaches the frame's arrival before anything
+        // handles it, so what the channel layer above sends in reply (a
+        // hello) leaves at that time, not at the clock's last value.
+        network_->set_virtual_time(rank(), t);
+        return envelope;
+      }
       lost_.fetch_add(1, std::memory_order_relaxed);
     }
   }

@@ -54,7 +54,8 @@ struct FederatedRun {
 
 inline FederatedRun Federate(
     const Config& config, uint32_t threads = 2,
-    const std::function<void(WorkerOptions*, uint32_t)>& per_site = nullptr) {
+    const std::function<void(WorkerOptions*, uint32_t)>& per_site = nullptr,
+    const std::function<void(SimulationOptions*, CoordinatorOptions*)>& customize = nullptr) {
   Result<FederatedData> data = LoadFederatedData(config);
   EXPECT_TRUE(data.ok()) << data.status().ToString();
   Result<std::unique_ptr<Model>> server = MakeServerModel(config, data->dataset.items.size());
@@ -70,6 +71,7 @@ inline FederatedRun Federate(
   Status profiled =
       SetSimulationProfiles(config, static_cast<uint32_t>(data->sites.size()), &options);
   EXPECT_TRUE(profiled.ok()) << profiled.ToString();
+  if (customize) customize(&options, &coordinator);
   Result<SimulationResult> result =
       RunSimulation(options, coordinator, std::move(server).value(), std::move(strategy).value(),
                     MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),

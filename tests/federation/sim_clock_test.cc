@@ -152,6 +152,44 @@ TEST(Availability, SiteThatAnswersAgainIsSampledAgain) {
   }
 }
 
+// The same over authenticated channels: the hellos the offline site missed
+// are retried once the coordinator sends it a frame of a later round.
+TEST(Availability, SiteThatAnswersAgainIsSampledAgainOverAuthenticatedChannels) {
+  Config config = ClockConfig();
+  config.federation.sites = 4;
+  config.sim.latency_ms = 1000;
+  config.federation.round_timeout = 3;
+  config.sim.availability = "trace";
+  config.sim.availability_trace = WriteTrace("returning_site_channels.trace", "2 5 1e9\n");
+  std::vector<crypto::SigningKey> keys;
+  for (int r = 0; r <= 4; ++r) keys.push_back(*crypto::GenerateSigningKey());
+  crypto::Key32 job{};
+  job[0] = 9;
+  const FederatedRun run =
+      Federate(config, 2, nullptr, [&](SimulationOptions* options, CoordinatorOptions* c) {
+        c->job_id = job;
+        options->channel_options = [&keys, job](int rank) {
+          SecureTransportOptions o;
+          o.identity = keys[static_cast<size_t>(rank)];
+          if (rank == 0) {
+            for (int s = 1; s <= 4; ++s) o.peer_keys[s] = keys[static_cast<size_t>(s)].public_key;
+            o.job_id = job;
+          } else {
+            o.peer_keys[0] = keys[0].public_key;
+            o.learn_job = true;
+          }
+          return Result<SecureTransportOptions>(o);
+        };
+      });
+  ASSERT_EQ(run.rounds.size(), 4u);
+  EXPECT_EQ(FailedSites(run.rounds[0]), std::set<uint32_t>{2});
+  EXPECT_EQ(run.rounds[1].sites_unavailable, 1u);
+  for (size_t r = 2; r < run.rounds.size(); ++r) {
+    EXPECT_EQ(run.rounds[r].sites_unavailable, 0u) << "round " << r + 1;
+    EXPECT_EQ(run.rounds[r].sites_reported, 4u) << "round " << r + 1;
+  }
+}
+
 // Runs two rounds over authenticated channels in which site 3 (rank 4) is
 // refused: by the coordinator (it presents an unknown key) or, with
 // `site_refuses`, refusing the coordinator (it expects another key).
