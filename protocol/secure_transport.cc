@@ -152,7 +152,8 @@ struct SecureTransport::Peer {
   uint32_t opened_round = 0;
   uint32_t answered_round = 0;
   bool session = false;
-  crypto::Key32 identity{};  // the peer's, once the session is up
+  crypto::Key32 identity{};        // the peer's, once the session is up
+  crypto::Key32 peer_ephemeral{};  // the peer's ephemeral key of the session
   std::unique_ptr<crypto::Aes256Gcm> seal;
   std::array<uint8_t, 4> seal_label{};
   uint64_t seal_seq = 0;
@@ -472,6 +473,12 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
   Peer& p = PeerFor(from);
   std::lock_guard lock(p.mu);
   if (p.session) {
+    // A hello of this very session again: the peer retried its handshake
+    // (step 1) while ours crossed it, or a replay of it; nothing to do.
+    if (ephemeral == p.peer_ephemeral && (opening || answers == p.ephemeral_public)) {
+      spdlog::debug("channel: {}: a hello of the session already up, ignored", what);
+      return;
+    }
     return Reject(ChannelError::kDuplicateHello, from, round,
                   what + ": expected one handshake per session, found another hello");
   }
@@ -573,6 +580,7 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
   crypto::Cleanse(low_to_high);
   crypto::Cleanse(high_to_low);
   p.identity = identity;
+  p.peer_ephemeral = ephemeral;
   p.session = true;
   if (Status flushed = FlushLocked(p, from); !flushed.ok()) {
     spdlog::warn("channel with {}: sending the queued frames failed: {}", who, flushed.message());

@@ -79,7 +79,9 @@
 //  anything is made; a replayed opening of this job's peer is answered but can
 //  never complete a session (nobody holds its ephemeral key), and the genuine
 //  handshake completes beside it, so a replay cannot wedge a channel. A
-//  second hello once a session is up is refused (kDuplicateHello).
+//  second hello once a session is up is refused (kDuplicateHello),
+//  except the peer's own hellos of that session again (a retried handshake,
+//  step 1, or their replay), which change nothing and are ignored.
 //
 // Sealed frame (type kSealed), for an inner frame of n bytes whose first
 // h = min(n, 24) bytes are its header:
