@@ -331,6 +331,8 @@ int RunSim(const Config& config, const ModelRegistry* models) {
   };
   CoordinatorOptions coordinator_options = CoordinatorOptionsOf(config, models);
   coordinator_options.job_id = job;
+  // The simulator may have made the sites' roster itself (Paillier, above).
+  coordinator_options.sites_hold_roster = !worker_options.roster.empty();
   Result<SimulationResult> result =
       RunSimulation(sim_options, coordinator_options, std::move(server_model).value(),
                     std::move(strategy).value(), worker_options, dataset.items.size(),

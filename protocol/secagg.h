@@ -121,15 +121,15 @@ struct Params {
   uint32_t threshold = 0;
   // Neighbours per site: sites.size() - 1 is the complete graph (SecAgg);
   // smaller and even is SecAgg+: each site is connected to degree / 2 sites on
-  // each side of it in `ring_order`.
+  // each side of it on the ring that `ring_seed` permutes the sites into.
   uint32_t degree = 0;
   // Sites of the round that may collude with the coordinator, and (SecAgg+)
   // that may drop out before the key list: the threat model, counted.
   uint32_t colluders = 0;
   uint32_t dropouts = 0;
-  // SecAgg+: a permutation of `sites`, fixed after step 1 by RingOrder (empty
-  // until then, and always with the complete graph).
-  std::vector<uint32_t> ring_order;
+  // SecAgg+: the 32-byte seed of the ring permutation, fixed after step 1 by
+  // RingSeed (empty until then, and always with the complete graph).
+  std::vector<uint8_t> ring_seed;
   uint32_t ring_bits = 64;  // 32 or 64
   uint64_t length = 0;      // input vector length d
 
@@ -137,12 +137,13 @@ struct Params {
 };
 
 // InvalidArgument when the parameters are inconsistent (threshold out of
-// range, odd SecAgg+ degree, ring_order neither empty nor a permutation of
-// sites, ...).
+// range, odd SecAgg+ degree, a ring seed with the complete graph or not of
+// 32 bytes, ...).
 Status Validate(const Params& params);
 
-// The neighbours of `site` (ascending, without `site` itself). REQUIRES: the
-// ring order is fixed (or the graph is complete).
+// The neighbours of `site` (ascending, without `site` itself); empty before
+// the SecAgg+ ring seed is fixed. With SecAgg+ this costs O(degree)
+// evaluations of the ring permutation and no O(n) memory.
 std::vector<uint32_t> Neighbours(const Params& params, uint32_t site);
 
 // Valid signatures on the identical survivor list a site needs before it
@@ -182,22 +183,33 @@ Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& 
 
 // The job's secure-aggregation parameters (security.* in the config): what
 // both the coordinator and every site derive a round's parameters from.
+// Which neighbour graph a round uses. kAuto: the SecAgg+ graph when
+// SparseGraphSize finds one whose degree is at most half of n - 1 (at least
+// twice cheaper per site, at the same threat model), else the complete graph.
+enum class Graph { kAuto, kComplete, kSparse };
+
+// "auto", "complete" or "sparse".
+const char* GraphName(Graph graph);
+
 struct Policy {
-  bool sparse_graph = false;        // SecAgg+
+  Graph graph = Graph::kAuto;
   double threshold_fraction = 0.6;  // complete graph: at least this share of n
   ThreatModel threat;
 };
 
 // Parameters of a round over `sites` (ascending), ring order not yet fixed.
 // colluders = ceil(adversarial_rate * n), dropouts = ceil(dropout_rate * n).
-// With `policy.sparse_graph` (SecAgg+), the degree and threshold of
-// SparseGraphSize; otherwise, or when SparseGraphSize finds no sparse graph,
-// the complete graph with threshold max(ceil(threshold_fraction * n),
-// floor(n / 2) + colluders + 1): more than half of the share holders plus the
-// colluders, InvalidArgument when that exceeds n.
+// With the SecAgg+ graph (policy.graph kSparse, or kAuto when it is at least
+// twice cheaper), the degree and threshold of SparseGraphSize; otherwise, or
+// when SparseGraphSize finds no sparse graph, the complete graph with threshold
+// max(ceil(threshold_fraction * n), floor(n / 2) + colluders + 1): more than half of the share
+// holders plus the colluders, InvalidArgument when that exceeds n.
 Result<Params> MakeParams(const std::array<uint8_t, 32>& job_id, uint32_t round,
                           std::vector<uint32_t> sites, const Policy& policy, uint32_t ring_bits,
                           uint64_t length);
+
+// Whether `params` use the SecAgg+ (sparse) graph rather than the complete one.
+inline bool IsSparse(const Params& params) { return params.degree + 1 != params.sites.size(); }
 
 // The fields of a message that carries a round's parameters (RoundPlan,
 // EvalRequest): participants, threshold, degree, colluders, dropouts, job id.
@@ -231,9 +243,24 @@ Params ParamsOf(const Plan& plan, uint32_t round, uint32_t ring_bits, uint64_t l
 // order is not fixed yet.
 Status CheckParams(const Params& plan, const Policy& policy);
 
-// The SecAgg+ ring order of a round whose key list (step 1, U1, ascending by
-// site) is `advertised`. REQUIRES: Validate(params).
-std::vector<uint32_t> RingOrder(const Params& params, std::span<const SecAggKeys> advertised);
+// The Merkle root over a key list (U1, ascending by site): all zero for an
+// empty list. Leaf = SHA-256(0x00 || site || identity_key || cipher_key ||
+// mask_key || signature), node = SHA-256(0x01 || left || right); each level
+// hashes pairs left to right and an odd last node moves up unchanged.
+crypto::Key32 KeyListRoot(std::span<const SecAggKeys> advertised);
+// The inclusion proof of advertised[index] (for tests; the coordinator keeps
+// the tree).
+MerkleProof KeyListProof(std::span<const SecAggKeys> advertised, size_t index);
+// Whether `entry` is leaf `index` of a tree of `leaves` leaves with `root`:
+// `proof` must hold exactly the siblings on the way up.
+bool VerifyKeyProof(const SecAggKeys& entry, uint64_t index, uint64_t leaves,
+                    const MerkleProof& proof, const crypto::Key32& root);
+
+// The SecAgg+ ring seed of a round whose key list has `members` entries and
+// Merkle root `key_root`: SHA-256("fedrec secagg ring v2" || job || round ||
+// members || key_root).
+std::vector<uint8_t> RingSeed(const Params& params, uint32_t members,
+                              const crypto::Key32& key_root);
 
 // What a site signs with its identity key in AdvertiseKeys (and what every
 // check of SecAggKeys::signature verifies): "fedrec secagg keys v2", a NUL
@@ -244,9 +271,11 @@ std::vector<uint8_t> KeysSignedMessage(const std::array<uint8_t, 32>& job_id, ui
                                        const crypto::Key32& mask_key);
 
 // What a survivor signs in the consistency check: "fedrec secagg survivors
-// v1", a NUL byte, the job id, round, the number of survivors and each
-// survivor's id (4 bytes little-endian each).
+// v2", a NUL byte, the job id, round, the Merkle root of the key list it
+// shared against (KeyListRoot), the number of survivors and each survivor's
+// id (4 bytes little-endian each).
 std::vector<uint8_t> SurvivorsSignedMessage(const std::array<uint8_t, 32>& job_id, uint32_t round,
+                                            const crypto::Key32& key_root,
                                             std::span<const uint32_t> survivors);
 
 // One participant's side of a round. Steps must be called in order; a step
@@ -338,8 +367,10 @@ class Server {
   // its round keys came with (AddKeys). FinishSignatures fails below the quorum.
   Status AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature);
   Status FinishSignatures();
-  // The survivor list with every signature received (sent to the signers).
-  SecAggUnmaskRequest UnmaskRequest() const;
+  // The survivor list to reveal against (sent to the signers), with every
+  // signature received when `with_signatures` (sites without a roster could
+  // not check them: O(n) bytes per site for nothing).
+  SecAggUnmaskRequest UnmaskRequest(bool with_signatures = true) const;
 
   // Step 5 and 6: the exact sum over survivors() of their inputs (elements
   // reduced mod 2^ring_bits). Each survivor must reveal exactly the shares its
