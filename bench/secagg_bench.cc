@@ -217,7 +217,7 @@ std::unique_ptr<Recording> Record(bool sparse) {
   std::vector<uint32_t> sites(kSites);
   for (uint32_t i = 0; i < kSites; ++i) sites[i] = i;
   Policy policy;
-  policy.sparse_graph = sparse;
+  policy.graph = sparse ? Graph::kSparse : Graph::kComplete;
   Result<Params> params = MakeParams(crypto::Key32{}, 1, sites, policy, 32, kLength);
   Check(params.status(), "MakeParams");
   rec->params = *params;

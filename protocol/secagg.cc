@@ -377,6 +377,15 @@ std::vector<std::vector<Digest>> MerkleLevels(std::vector<Digest> leaves) {
   return levels;
 }
 
+// The root binds the number of leaves, so a proof fits one tree size only.
+Digest SizedRoot(const Digest& top, uint64_t leaves) {
+  std::array<uint8_t, 1 + 8 + 32> in;
+  in[0] = 2;
+  PutLe<uint64_t>(in.data() + 1, leaves);
+  std::copy(top.begin(), top.end(), in.begin() + 9);
+  return Sha256(in);
+}
+
 MerkleProof ProofOf(const std::vector<std::vector<Digest>>& levels, size_t index) {
   MerkleProof proof;
   for (size_t level = 0; level + 1 < levels.size(); ++level, index /= 2) {
@@ -439,7 +448,7 @@ Key32 KeyListRoot(std::span<const SecAggKeys> advertised) {
   std::vector<Digest> leaves;
   leaves.reserve(advertised.size());
   for (const SecAggKeys& keys : advertised) leaves.push_back(LeafHash(keys));
-  return MerkleLevels(std::move(leaves)).back()[0];
+  return SizedRoot(MerkleLevels(std::move(leaves)).back()[0], advertised.size());
 }
 
 MerkleProof KeyListProof(std::span<const SecAggKeys> advertised, size_t index) {
@@ -459,7 +468,7 @@ bool VerifyKeyProof(const SecAggKeys& entry, uint64_t index, uint64_t leaves,
     const Digest& sibling = proof.siblings[used++];
     hash = index % 2 == 1 ? NodeHash(sibling, hash) : NodeHash(hash, sibling);
   }
-  return used == proof.siblings.size() && hash == root;
+  return used == proof.siblings.size() && SizedRoot(hash, leaves) == root;
 }
 
 std::vector<uint8_t> RingSeed(const Params& params, uint32_t members, const Key32& key_root) {
@@ -1604,7 +1613,7 @@ Status Server::FinishKeys() {
     leaves.push_back(LeafHash(*s.keys[pos]));
   }
   std::vector<std::vector<Digest>> levels = MerkleLevels(std::move(leaves));
-  s.key_root = levels.back()[0];
+  s.key_root = SizedRoot(levels.back()[0], s.advertised.size());
   if (sparse) {  // the ring every site derives from the same commitment
     s.merkle = std::move(levels);
     s.params.ring_seed = RingSeed(s.params, static_cast<uint32_t>(s.advertised.size()), s.key_root);

@@ -246,7 +246,8 @@ Status CheckParams(const Params& plan, const Policy& policy);
 // The Merkle root over a key list (U1, ascending by site): all zero for an
 // empty list. Leaf = SHA-256(0x00 || site || identity_key || cipher_key ||
 // mask_key || signature), node = SHA-256(0x01 || left || right); each level
-// hashes pairs left to right and an odd last node moves up unchanged.
+// hashes pairs left to right and an odd last node moves up unchanged; root =
+// SHA-256(0x02 || number of leaves (8 bytes) || top node).
 crypto::Key32 KeyListRoot(std::span<const SecAggKeys> advertised);
 // The inclusion proof of advertised[index] (for tests; the coordinator keeps
 // the tree).
