@@ -11,20 +11,48 @@
 // replay messages, pick parameters) and still learns only the sum, as long as
 // every site holds the roster of identity keys (Client's `roster`).
 //   0. C sends every u in U0 the round plan: job id, round, participants,
-//      threshold t, degree, colluders c, dropouts d and ring. Each u derives
-//      t, the degree, c and d itself from the participant count and its own
-//      Policy (the job's signed parameters, MakeParams) and refuses a plan that
+//      threshold t, degree, colluders c and dropouts d (no ring: sites derive
+//      it). Each u derives the graph, t, the degree, c and d itself from the
+//      participant count and its own Policy (the job's signed parameters,
+//      MakeParams: with Graph::kAuto the SecAgg+ graph when its degree is at
+//      most (n - 1) / 2, else the complete one) and refuses a plan that
 //      differs. With the complete graph t > floor(n / 2) + c.
 //   1. AdvertiseKeys: u makes two fresh X25519 key pairs, c (to encrypt shares)
 //      and s (to agree pairwise masks), signs (job, round, u, c_pk, s_pk) with
 //      its identity key and sends SecAggKeys. C waits for U1 (|U1| >= t, else
-//      the round aborts) and sends every u the keys of all of U1.
-//   2. ShareKeys: u checks every signature in the list against its roster,
-//      that |U1| >= t and, with SecAgg+, |U1| >= n - d (fewer would let C grind
-//      the ring by choosing who is left out). The SecAgg+ ring order is a
-//      permutation of U0 drawn from SHA-256(job, round, every key of U1)
-//      (RingOrder): randomness no single party controls, which every site
-//      and C compute alike. u draws its self-mask seed b_u from the OS CSPRNG
+//      the round aborts; with SecAgg+ also |U1| >= n - d), sorts U1 by site
+//      and commits to it: R = the Merkle root over U1's entries (KeyListRoot;
+//      each leaf hashes an entry's site, identity key, c_pk, s_pk and
+//      signature). Complete graph: C sends every u all of U1 (every key is a
+//      neighbour's). SecAgg+: the ring seed is SHA-256("fedrec secagg ring v2"
+//      || job || round || |U1| || R) (RingSeed), and the ring a pseudo-random
+//      permutation of the positions 0..n-1 of U0 keyed by it (a 4-round
+//      Feistel network with cycle walking, so a site evaluates it and its
+//      inverse at O(degree) points and never builds the whole ring). C sends
+//      u: U1 as an n-bit bitmap over the positions of U0, R, u's own entry and
+//      the entries of u's ring neighbours that are in U1, each with its Merkle
+//      proof (the leaf index is the entry's rank in U1, from the bitmap):
+//      O(degree log n) bytes plus n bits.
+//   2. ShareKeys: complete graph: u checks every entry's signature against
+//      its roster, its own entry, |U1| >= t, and computes R itself. SecAgg+:
+//      u checks the bitmap marks >= t and >= n - d sites (fewer would let C
+//      grind the ring by choosing who is left out) and itself, that its own
+//      entry is there unaltered, derives the seed and its neighbours from
+//      (|U1|, R), and checks the list holds exactly its own and its marked
+//      neighbours' entries, each proven at its rank under R (and, with a
+//      roster, signed under the roster key). Every entry of U1 is checked so
+//      by its honest ring neighbours and by its owner, so C cannot commit to
+//      forged keys for an honest site without that site or its neighbours
+//      refusing; and the ring follows from R, which hashes the honest sites'
+//      fresh keys, so C's only choice is, as with the full key list before,
+//      which of up to d advertised sites to leave out of U1. Grinding over
+//      those choices (each costs C a Merkle tree and a ring) succeeds with
+//      probability at most (number of choices tried) x 2^-40, the per-ring
+//      bound SparseGraphSize sizes the graph for; the bound is only useful
+//      while C can try few choices, which is what |U1| >= n - d limits. A C
+//      that shows different sites different (bitmap, R) splits them into
+//      groups that sign different R and so can never both gather the step-5
+//      quorum (below). u draws its self-mask seed b_u from the OS CSPRNG
 //      and t-of-(|N(u)|+1) Shamir-shares s_sk_u and b_u over GF(2^61 - 1)
 //      (share x = the holder's position in Params::sites + 1; u keeps its own
 //      share). Each neighbour's share is sealed with AES-256-GCM under
@@ -40,15 +68,24 @@
 //      behind too few pairwise masks.
 //   4. Consistency check: C sends U3 (the survivors) to U3. Each v checks the
 //      list (participants, ascending, itself in it, >= t sites, every listed
-//      neighbour shared with it) and signs (job, round, U3) once per round:
-//      SecAggSurvivorSignature. C waits for U4 (>= t).
-//   5. Unmasking: C sends U4 the survivor list again with the signatures it
-//      received. v reveals only when the list is the one it signed and carries
-//      valid signatures, under its roster, of at least Quorum(params) distinct
-//      listed sites (t with the complete graph; more than (n + c) / 2 with
-//      SecAgg+): two different lists can never both gather a quorum, so every
-//      honest site reveals against the same U3 and none reveals both kinds of
-//      share of one site. v then reveals its shares of b_u for u in U3 ∩
+//      neighbour shared with it) and signs (job, round, R, U3) once per round,
+//      R being the key-list root it shared against: SecAggSurvivorSignature.
+//      C waits for U4 (>= t).
+//   5. Unmasking: C sends U4 the survivor list again (SecAggUnmaskRequest
+//      with `unmask` set). With a roster it carries the signatures C received
+//      and v reveals only when the list is the one it signed and carries
+//      valid signatures, under its roster, on (job, round, R, U3) with its own
+//      R, of at least Quorum(params) distinct listed sites (t with the
+//      complete graph; more than (n + c) / 2 with SecAgg+): two different
+//      lists, or two different key-list commitments, can never both gather a
+//      quorum, so every honest site reveals against the same U1 and U3 and
+//      none reveals both kinds of share of one site. This check is O(n)
+//      bytes and up to Quorum verifications per site, the one O(n) cost left
+//      per site at scale; a neighbourhood-local check or an aggregate
+//      signature would remove it. Without a roster the signatures prove
+//      nothing to a site (see Client), so C sends none (the coordinator's
+//      CoordinatorOptions::sites_hold_roster) and v only checks the list is
+//      the one it signed. v then reveals its shares of b_u for u in U3 ∩
 //      (N(v) ∪ {v}) and of s_sk_u for u in N(v) that shared with it but are not
 //      in U3 (v derives who dropped itself). C waits for U5 (>= t).
 //   6. C reconstructs b_u for every survivor and s_sk_u for every dropped
@@ -69,10 +106,16 @@
 //    fewer entries than the step allows (Aborted). C rejects keys whose
 //    signature fails under the identity key of the site's channel, keys
 //    another site advertised already, and low-order X25519 keys.
-//  - Ring order (SecAgg+): seed = SHA-256("fedrec secagg ring v1" || 0 ||
-//    job || round || for each site of U1 ascending: site || c_pk || s_pk);
-//    a Fisher-Yates shuffle of Params::sites whose draws are 8-byte words of
-//    SHA-256(seed || counter), rejection-sampled to be uniform.
+//  - Key-list commitment: KeyListRoot below. SecAggKeyList::members bit
+//    i % 8 of byte i / 8 is position i of Params::sites; proofs list the
+//    sibling hashes from the leaf up (VerifyKeyProof).
+//  - Ring (SecAgg+): seed = RingSeed. The position at ring place p is
+//    P(p), P = cycle-walked 4-round Feistel network over 2h-bit values
+//    (the smallest even 2h with 2^(2h) >= n), halves of h bits, round r's
+//    function = the first 4 bytes (little-endian) of AES-128_{seed[0..16)}(r
+//    || half || 0...), 4 bytes each little-endian, masked to h bits. A
+//    site's neighbours are the positions at places P^-1(its position) +- 1..
+//    degree / 2 (mod n).
 //  - Share sealing: key = HKDF-SHA256(X25519(c_sk_u, c_pk_v), salt = job ||
 //    round || u || v, info "fedrec secagg share key"), one key per direction,
 //    so each seals a single message (crypto::SealOnce); AAD = the salt. The
@@ -84,7 +127,8 @@
 //    salt = round || min(u, v) || max(u, v), info "fedrec secagg pairwise
 //    mask"); self k = HKDF-SHA256(b_u, salt = round || u, info "fedrec secagg
 //    self mask"). SecAggMasked::data is length * ring_bits / 8 bytes.
-//  - Survivor signature: Ed25519 over SurvivorsSignedMessage(job, round, U3).
+//  - Survivor signature: Ed25519 over SurvivorsSignedMessage(job, round, R,
+//    U3).
 //  - Revealed shares: 40 bytes each, checked to be field elements.
 //
 // Randomness: keys, seeds and Shamir coefficients come from the OS CSPRNG

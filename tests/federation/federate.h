@@ -66,6 +66,11 @@ inline FederatedRun Federate(
   SimulationOptions options;
   options.threads = threads;
   options.customize_site = per_site;
+  if (per_site) {  // sites given a roster check survivor signatures: send them
+    WorkerOptions probe;
+    per_site(&probe, 0);
+    coordinator.sites_hold_roster = !probe.roster.empty();
+  }
   Result<SimulationResult> result =
       RunSimulation(options, coordinator, std::move(server).value(), std::move(strategy).value(),
                     MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),
