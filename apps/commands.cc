@@ -368,6 +368,8 @@ int RunSim(const Config& config, const ModelRegistry* models) {
         "they answer a request, and every request carries it",
         data->sites.size(), model_bytes / 1e6, kKeptModelsBytes >> 20);
   }
+  // The simulator may have made the sites' roster itself (Paillier, above).
+  coordinator_options.sites_hold_roster = worker_options.roster && !worker_options.roster->empty();
   Result<SimulationResult> result =
       RunSimulation(sim_options, coordinator_options, std::move(server_model).value(),
                     std::move(strategy).value(), worker_options, dataset.items.size(),

@@ -102,6 +102,9 @@ const std::vector<Key>& Schema() {
                  "held-out ratings >= this are relevant for top-N metrics"),
       FEDREC_KEY("security.aggregation", security.aggregation,
                  "how updates are combined: secagg | secagg+ | paillier | none (in the clear)"),
+      FEDREC_KEY("security.graph", security.graph,
+                 "secagg neighbour graph: auto (the SecAgg+ graph when its degree is at most half "
+                 "of a round's sites, else complete) | complete | sparse (= secagg+)"),
       FEDREC_KEY("security.threshold", security.threshold,
                  "secagg: share of a round's sites that must remain (secagg+ derives its own)"),
       FEDREC_KEY("security.adversarial_rate", security.adversarial_rate,
@@ -476,6 +479,13 @@ Status ValidateConfig(const Config& c) {
                 fmt::format("{}", c.cluster.startup_timeout));
   FEDREC_RETURN_IF_ERROR(one_of("security.aggregation", c.security.aggregation,
                                 {"secagg", "secagg+", "paillier", "none"}));
+  FEDREC_RETURN_IF_ERROR(
+      one_of("security.graph", c.security.graph, {"auto", "complete", "sparse"}));
+  if (c.security.aggregation == "secagg+" && c.security.graph == "complete")
+    return fail("security.graph",
+                "auto or sparse with security.aggregation = \"secagg+\" (which is the sparse "
+                "graph); use security.aggregation = \"secagg\" for the complete graph",
+                "\"complete\"");
   if (!(c.security.threshold > 0.0 && c.security.threshold <= 1.0))
     return fail("security.threshold", "a number in (0, 1]",
                 fmt::format("{}", c.security.threshold));
@@ -485,7 +495,8 @@ Status ValidateConfig(const Config& c) {
   if (!(c.security.dropout_rate >= 0.0 && c.security.dropout_rate < 1.0))
     return fail("security.dropout_rate", "a number in [0, 1)",
                 fmt::format("{}", c.security.dropout_rate));
-  if (c.security.aggregation == "secagg+" &&
+  if ((c.security.aggregation == "secagg+" ||
+       (c.security.aggregation == "secagg" && c.security.graph == "sparse")) &&
       c.security.adversarial_rate + c.security.dropout_rate > 0.9)
     return fail("security.dropout_rate",
                 "with security.adversarial_rate at most 0.9 in all (no secagg+ graph exists "

@@ -90,6 +90,9 @@ struct Config {
   struct Security {
     std::string aggregation = "secagg";  // secagg | secagg+ | paillier | none
     double threshold = 0.6;              // secagg: share of a round's sites that must remain
+    // secagg's neighbour graph: auto (SecAgg+ when it at least halves the
+    // per-site cost) | complete | sparse. secagg+ forces sparse.
+    std::string graph = "auto";
     // The colluders and dropouts secure aggregation is sized against (secagg+
     // derives its neighbour graph and threshold from them).
     double adversarial_rate = 0.05;

@@ -487,7 +487,13 @@ Aggregation AggregationOf(const Config& config) {
 
 secagg::Policy SecAggPolicy(const Config& config) {
   secagg::Policy policy;
-  policy.sparse_graph = config.security.aggregation == "secagg+";
+  if (config.security.aggregation == "secagg+" || config.security.graph == "sparse") {
+    policy.graph = secagg::Graph::kSparse;
+  } else if (config.security.graph == "complete") {
+    policy.graph = secagg::Graph::kComplete;
+  } else {
+    policy.graph = secagg::Graph::kAuto;
+  }
   policy.threshold_fraction = config.security.threshold;
   policy.threat.adversarial_rate = config.security.adversarial_rate;
   policy.threat.dropout_rate = config.security.dropout_rate;
@@ -507,6 +513,7 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
       std::chrono::milliseconds(static_cast<int64_t>(config.federation.round_timeout * 1000.0));
   options.aggregation = AggregationOf(config);
   options.secagg = SecAggPolicy(config);
+  options.sites_hold_roster = !config.security.site_public_keys.empty();
   options.format.frac_bits = static_cast<uint32_t>(config.security.quantization_bits);
   options.format.clip = static_cast<float>(config.security.clip);
   options.format.max_weight = static_cast<uint64_t>(config.security.max_weight);

@@ -40,6 +40,16 @@
 //                                pieces and with no masks.
 //                                items_per_second counts elements.
 //
+//   BM_SiteKeyList10k            one site's step 2 in a round of n = 10,000
+//                                sites with the default policy (auto: the
+//                                SecAgg+ ring of 34 neighbours): the
+//                                coordinator's KeyListFor, the frame encoded
+//                                and decoded, and the client's ShareKeys (the
+//                                bitmap, Merkle proofs and roster signatures
+//                                checked, the neighbours derived, shares
+//                                split and sealed). Counters: the key list's
+//                                bytes and entries, and the sealed shares.
+//
 //   secagg_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
@@ -94,7 +104,12 @@ void BM_ClientMasking(benchmark::State& state) {
   state.SetLabel(PrgAccelerated() ? "vaes" : "portable");
   SetPrgAcceleration(true);
 }
-BENCHMARK(BM_ClientMasking)->Args({4, 1})->Args({16, 1})->Args({4, 0})->Args({16, 0});
+BENCHMARK(BM_ClientMasking)
+    ->Args({4, 1})
+    ->Args({16, 1})
+    ->Args({34, 1})
+    ->Args({4, 0})
+    ->Args({16, 0});
 
 void BM_EncodeUpdate(benchmark::State& state) {
   constexpr uint32_t kRows = 30000, kCols = 32;
@@ -217,7 +232,7 @@ std::unique_ptr<Recording> Record(bool sparse) {
   std::vector<uint32_t> sites(kSites);
   for (uint32_t i = 0; i < kSites; ++i) sites[i] = i;
   Policy policy;
-  policy.sparse_graph = sparse;
+  policy.graph = sparse ? Graph::kSparse : Graph::kComplete;
   Result<Params> params = MakeParams(crypto::Key32{}, 1, sites, policy, 32, kLength);
   Check(params.status(), "MakeParams");
   rec->params = *params;
@@ -362,6 +377,63 @@ BENCHMARK(BM_ServerUnmask)
     ->Iterations(3)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+void BM_SiteKeyList10k(benchmark::State& state) {
+  constexpr uint32_t kSites = 10000, kTimed = 64;
+  struct Setup {
+    std::unique_ptr<Server> server;
+    std::vector<std::unique_ptr<Client>> clients;  // the first kTimed sites
+  };
+  static std::unique_ptr<Setup> setup;
+  if (!setup) {
+    setup = std::make_unique<Setup>();
+    std::vector<uint32_t> sites(kSites);
+    for (uint32_t i = 0; i < kSites; ++i) sites[i] = i;
+    Result<Params> params = MakeParams(crypto::Key32{}, 1, sites, Policy{}, 32, 1000);
+    Check(params.status(), "MakeParams");
+    setup->server = std::make_unique<Server>(*params);
+    std::map<uint32_t, crypto::Key32> roster;
+    std::vector<crypto::SigningKey> identities;
+    for (uint32_t site : sites) {
+      identities.push_back(*crypto::GenerateSigningKey());
+      roster[site] = identities.back().public_key;
+    }
+    for (uint32_t site : sites) {
+      auto client = std::make_unique<Client>(*params, site, identities[site], roster, Policy{});
+      Result<SecAggKeys> keys = client->AdvertiseKeys();
+      Check(keys.status(), "AdvertiseKeys");
+      Check(setup->server->AddKeys(site, *keys, identities[site].public_key), "AddKeys");
+      if (site < kTimed) setup->clients.push_back(std::move(client));
+    }
+    Check(setup->server->FinishKeys(), "FinishKeys");
+  }
+  uint32_t next = 0;
+  size_t bytes = 0, entries = 0, shares = 0;
+  for (auto _ : state) {
+    if (next == kTimed) {
+      state.SkipWithError("more iterations than prepared sites");
+      break;
+    }
+    const uint32_t site = next++;
+    Result<SecAggKeyList> list = setup->server->KeyListFor(site);
+    Check(list.status(), "KeyListFor");
+    const std::vector<uint8_t> frame = EncodeMessage(*list, 1, 0);
+    Result<FrameView> view = DecodeFrame(frame);
+    Check(view.status(), "DecodeFrame");
+    Result<SecAggKeyList> decoded = DecodeMessage<SecAggKeyList>(*view);
+    Check(decoded.status(), "DecodeMessage");
+    Result<SecAggShares> out = setup->clients[site]->ShareKeys(*decoded);
+    Check(out.status(), "ShareKeys");
+    bytes = frame.size();
+    entries = decoded->keys.size();
+    shares = out->shares.size();
+  }
+  state.counters["key_list_bytes"] = static_cast<double>(bytes);
+  state.counters["entries"] = static_cast<double>(entries);
+  state.counters["shares"] = static_cast<double>(shares);
+  state.counters["degree"] = setup->server->params().degree;
+}
+BENCHMARK(BM_SiteKeyList10k)->Iterations(32)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace fedrec::secagg

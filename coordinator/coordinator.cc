@@ -371,8 +371,6 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
   }
   metrics->sites_selected = static_cast<uint32_t>(selected.size());
   metrics->aggregation = AggregationName(options_.aggregation);
-  if (options_.aggregation == Aggregation::kSecAgg && options_.secagg.sparse_graph)
-    metrics->aggregation = "secagg+";
 
   RoundPlan plan;
   plan.round = round;
@@ -442,6 +440,30 @@ Status Coordinator::ApplyAggregate(uint32_t round, const AggregateInput& input) 
   return Status::Ok();
 }
 
+void Coordinator::LogGraphChoice(const secagg::Params& params) const {
+  const size_t n = params.sites.size();
+  if (secagg::IsSparse(params)) {
+    spdlog::info(
+        "security.aggregation = secagg: {} sites per round, using the SecAgg+ graph ({} "
+        "neighbours, threshold {}) instead of the complete graph ({} neighbours); set "
+        "security.graph = \"complete\" to force it",
+        n, params.degree, params.threshold, n - 1);
+    return;
+  }
+  const Result<std::optional<secagg::GraphSize>> size =
+      secagg::SparseGraphSize(static_cast<uint32_t>(n), options_.secagg.threat);
+  const std::string why = size.ok() && *size
+                              ? fmt::format(
+                                    "the SecAgg+ graph would need {} of the {} neighbours, more "
+                                    "than half",
+                                    (*size)->degree, n - 1)
+                              : std::string("no SecAgg+ graph meets the threat model at this size");
+  spdlog::info(
+      "security.aggregation = secagg: {} sites per round, using the complete graph ({} "
+      "neighbours, threshold {}): {}; set security.graph = \"sparse\" to force SecAgg+",
+      n, n - 1, params.threshold, why);
+}
+
 Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& selected,
                                 RoundMetrics* metrics, AggregateInput* input) {
   const uint32_t round = plan.round;
@@ -467,6 +489,12 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   if (!made.ok()) return too_few(made.status());
   secagg::Params params = std::move(made).value();
   plan.aggregation = Aggregation::kSecAgg;
+  const bool sparse = secagg::IsSparse(params);
+  metrics->aggregation = sparse ? "secagg+" : "secagg";
+  if (options_.secagg.graph == secagg::Graph::kAuto && sparse_graph_used_ != sparse) {
+    LogGraphChoice(params);
+    sparse_graph_used_ = sparse;
+  }
   secagg::SetPlan(params, &plan);
   SetFormat(format, &plan);
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
@@ -577,7 +605,9 @@ Result<std::optional<std::vector<uint64_t>>> Coordinator::SecureSum(
                                    return server.AddSurvivorSignature(site, signature);
                                  }));
   if (Status s = timed([&] { return server.FinishSignatures(); }); !s.ok()) return abort(s);
-  const SecAggUnmaskRequest request = server.UnmaskRequest();
+  // Without a roster sites cannot check the signatures (secagg::Client):
+  // sending them would cost each site O(n) bytes for nothing.
+  const SecAggUnmaskRequest request = server.UnmaskRequest(options_.sites_hold_roster);
   const std::vector<uint32_t> signers = server.signers();
   for (uint32_t site : signers) FEDREC_RETURN_IF_ERROR(SendTo(request, site, round));
 

@@ -69,6 +69,10 @@ struct CoordinatorOptions {
   // dropouts it is sized against. Every site holds the same policy
   // (WorkerOptions::secagg_policy) and checks each plan against it.
   secagg::Policy secagg;
+  // Whether every site holds the roster of identity keys
+  // (security.site_public_keys) and so checks the survivor signatures of
+  // step 5; without it they are not sent (sites could not check them).
+  bool sites_hold_roster = false;
   // Threads that unmasking a round's sum may use; 0 = hardware concurrency.
   // (The coordinator is otherwise idle while it unmasks.)
   uint32_t unmask_threads = 0;
@@ -169,6 +173,8 @@ class Coordinator {
   template <typename M>
   Status SendWithModel(M* message, const std::vector<uint32_t>& sites, uint32_t round);
   std::string SiteName(uint32_t site) const;
+  // Says which graph security.graph = auto chose for a round and why.
+  void LogGraphChoice(const secagg::Params& params) const;
 
   // Receives one step's answers; see coordinator.cc.
   template <typename M, typename OnReply, typename OnFailure>
@@ -216,6 +222,9 @@ class Coordinator {
   std::vector<uint8_t> paillier_public_;
   std::vector<bool> paillier_ready_;
   uint32_t paillier_threshold_ = 0;
+  // SecAgg with security.graph = auto: whether the last round used the
+  // SecAgg+ graph (the choice is logged when it is first made or changes).
+  std::optional<bool> sparse_graph_used_;
 };
 
 }  // namespace fedrec

@@ -279,6 +279,8 @@ constexpr uint64_t kMinParamBlockBytes = 8 + 1 + 4 + 4 + 8;
 constexpr uint64_t kMinBlockUpdateBytes = 8 + 4 + 3 * 8;
 // SecAggKeys: round, site (2 * 4) + three keys (3 * 32) + signature (64).
 constexpr uint64_t kSecAggKeysBytes = 8 + 3 * 32 + 64;
+// A membership bitmap over at most 2^20 participants.
+constexpr uint64_t kMaxMembershipBytes = (uint64_t{1} << 20) / 8;
 // EncryptedShare / RevealedShare: site (4) + byte count (8).
 constexpr uint64_t kMinShareBytes = 4 + 8;
 
@@ -343,7 +345,7 @@ void serialize(Archive& ar, RoundPlan& m) {
   AggregationField(ar, m.aggregation);
   Contiguous(ar, m.participants, Label("participant list"));
   ar(m.threshold, m.degree, m.colluders, m.dropouts);
-  Contiguous(ar, m.ring_order, Label("ring order"));
+  Contiguous(ar, m.ring_seed, Label("ring seed"));
   ar(m.ring_bits, m.frac_bits, m.clip, m.max_weight);
   Fixed(ar, m.job_id);
 }
@@ -411,9 +413,38 @@ void serialize(Archive& ar, SecAggKeys& m) {
 }
 
 template <class Archive>
+void serialize(Archive& ar, MerkleProof& m) {
+  if constexpr (Archive::is_saving::value) {
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.siblings.size())));
+  } else {
+    const uint64_t n = LoadCount(ar, 32, "hashes", Label("Merkle proof"));
+    if (n > kMaxMerkleDepth) {
+      throw PayloadError("Merkle proof of " + std::to_string(n) + " hashes, expected at most " +
+                         std::to_string(kMaxMerkleDepth));
+    }
+    m.siblings.resize(static_cast<size_t>(n));
+  }
+  for (Key32Bytes& sibling : m.siblings) Fixed(ar, sibling);
+}
+
+template <class Archive>
 void serialize(Archive& ar, SecAggKeyList& m) {
   ar(m.round);
   Structs(ar, m.keys, kSecAggKeysBytes, Label("key list"));
+  Contiguous(ar, m.members, Label("key list membership bitmap"));
+  Fixed(ar, m.root);
+  Structs(ar, m.proofs, 8, Label("key list Merkle proofs"));
+  if constexpr (Archive::is_loading::value) {
+    if (m.members.size() > kMaxMembershipBytes) {
+      throw PayloadError("key list membership bitmap of " + std::to_string(m.members.size()) +
+                         " bytes, expected at most " + std::to_string(kMaxMembershipBytes));
+    }
+    if (!m.proofs.empty() && m.proofs.size() != m.keys.size()) {
+      throw PayloadError("key list of " + std::to_string(m.keys.size()) + " entries carries " +
+                         std::to_string(m.proofs.size()) +
+                         " Merkle proofs, expected none or one per entry");
+    }
+  }
 }
 
 template <class Archive>
@@ -459,6 +490,7 @@ void serialize(Archive& ar, SurvivorSignature& m) {
 template <class Archive>
 void serialize(Archive& ar, SecAggUnmaskRequest& m) {
   ar(m.round);
+  Bool(ar, m.unmask, Label("unmask flag"));
   Contiguous(ar, m.survivors, Label("survivor list"));
   Structs(ar, m.signatures, 4 + 64, Label("survivor signature list"));
 }

@@ -72,7 +72,7 @@ struct RoundPlan {
   uint32_t degree = 0;
   uint32_t colluders = 0;  // secagg::Params: the threat model, counted
   uint32_t dropouts = 0;
-  std::vector<uint32_t> ring_order;  // always empty: sites draw it (secagg::RingOrder)
+  std::vector<uint8_t> ring_seed;  // always empty: sites derive it (secagg::RingSeed)
   uint32_t ring_bits = 64;
   uint32_t frac_bits = 16;
   float clip = 8.0f;
@@ -202,12 +202,28 @@ struct SecAggKeys {
   friend bool operator==(const SecAggKeys&, const SecAggKeys&) = default;
 };
 
-// Step 1 answer, coordinator -> site: the keys of the site's neighbours (and
-// its own) that advertised in time, ascending by site.
+// A Merkle inclusion proof (secagg::VerifyKeyProof): the sibling hashes
+// from the leaf up, at most kMaxMerkleDepth of them.
+struct MerkleProof {
+  std::vector<Key32Bytes> siblings;
+
+  friend bool operator==(const MerkleProof&, const MerkleProof&) = default;
+};
+constexpr size_t kMaxMerkleDepth = 32;
+
+// Step 1 answer, coordinator -> site, ascending by site. Complete graph (and
+// the Paillier set-up): every key of U1, `members`, `root` and `proofs`
+// empty. SecAgg+ (protocol/secagg.h, step 2): the site's own keys and those of
+// its ring neighbours in U1, each with its Merkle proof against `root`, and U1
+// as a bitmap over the positions of the round's participants (bit i % 8 of
+// byte i / 8 is position i).
 struct SecAggKeyList {
   static constexpr MessageType kType = MessageType::kSecAggKeyList;
   uint32_t round = 0;
   std::vector<SecAggKeys> keys;
+  std::vector<uint8_t> members;     // SecAgg+: ceil(n / 8) bytes
+  Key32Bytes root{};                // SecAgg+: the Merkle root over U1
+  std::vector<MerkleProof> proofs;  // SecAgg+: one per entry of `keys`
 
   friend bool operator==(const SecAggKeyList&, const SecAggKeyList&) = default;
 };
@@ -286,11 +302,13 @@ struct SurvivorSignature {
 };
 
 // Steps 4 and 5, coordinator -> surviving sites: who sent a masked input
-// (survivors); in step 4 without signatures (sign it), in step 5 with the
-// survivors' signatures on it (reveal shares).
+// (survivors); in step 4 (`unmask` false, no signatures) to sign it, in step 5
+// (`unmask` true) to reveal shares, with the survivors' signatures on it when
+// the sites hold the roster to check them (none otherwise).
 struct SecAggUnmaskRequest {
   static constexpr MessageType kType = MessageType::kSecAggUnmaskRequest;
   uint32_t round = 0;
+  bool unmask = false;
   std::vector<uint32_t> survivors;
   std::vector<SurvivorSignature> signatures;
 

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -23,8 +24,8 @@ using crypto::Key32;
 
 // Domain separation: each derived key or signature names its use.
 constexpr std::string_view kKeysLabel = "fedrec secagg keys v2";
-constexpr std::string_view kSurvivorsLabel = "fedrec secagg survivors v1";
-constexpr std::string_view kRingInfo = "fedrec secagg ring v1";
+constexpr std::string_view kSurvivorsLabel = "fedrec secagg survivors v2";
+constexpr std::string_view kRingLabel = "fedrec secagg ring v2";
 constexpr std::string_view kShareKeyInfo = "fedrec secagg share key";
 constexpr std::string_view kPairwiseInfo = "fedrec secagg pairwise mask";
 constexpr std::string_view kSelfInfo = "fedrec secagg self mask";
@@ -189,18 +190,98 @@ std::optional<uint32_t> PositionOf(const Params& params, uint32_t site) {
   return static_cast<uint32_t>(it - params.sites.begin());
 }
 
-// The neighbour graph on positions in Params::sites. REQUIRES: Validate(params).
+struct CipherCtxFree {
+  void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); }
+};
+
+// A pseudo-random permutation of 0..n-1 keyed by a 32-byte seed: a 4-round
+// balanced Feistel network over the smallest domain of 2^(2h) >= n values
+// (h >= 1), round function AES-128 (key = the seed's first 16 bytes) of the
+// round number and the half block, with cycle walking into 0..n-1. Each
+// evaluation, forward or inverse, walks fewer than 4 steps on average.
+// Not thread-safe (one cipher context).
+class RingPermutation {
+ public:
+  RingPermutation(std::span<const uint8_t> seed, uint32_t n) : n_(n) {
+    uint32_t bits = 2;
+    while ((uint64_t{1} << bits) < n) bits += 2;
+    half_ = bits / 2;
+    mask_ = (uint32_t{1} << half_) - 1;
+    ctx_.reset(EVP_CIPHER_CTX_new());
+    // Fails only on allocation; F then reads zeros, still a permutation.
+    if (ctx_ == nullptr || seed.size() < 16 ||
+        EVP_EncryptInit_ex(ctx_.get(), EVP_aes_128_ecb(), nullptr, seed.data(), nullptr) != 1) {
+      ERR_clear_error();
+      ctx_.reset();
+    } else {
+      EVP_CIPHER_CTX_set_padding(ctx_.get(), 0);
+    }
+  }
+
+  // The position at ring place `place`, and the inverse.
+  uint32_t Forward(uint32_t place) const {
+    uint32_t x = place;
+    do x = Feistel(x, false);
+    while (x >= n_);
+    return x;
+  }
+  uint32_t Inverse(uint32_t pos) const {
+    uint32_t x = pos;
+    do x = Feistel(x, true);
+    while (x >= n_);
+    return x;
+  }
+
+ private:
+  uint32_t F(uint32_t round, uint32_t half) const {
+    uint8_t block[16] = {}, out[32] = {};
+    PutLe<uint32_t>(block, round);
+    PutLe<uint32_t>(block + 4, half);
+    int length = 0;
+    if (ctx_ != nullptr) EVP_EncryptUpdate(ctx_.get(), out, &length, block, sizeof(block));
+    return GetLe<uint32_t>(out) & mask_;
+  }
+
+  uint32_t Feistel(uint32_t x, bool inverse) const {
+    uint32_t left = x >> half_, right = x & mask_;
+    if (!inverse) {
+      for (uint32_t r = 0; r < 4; ++r) {
+        const uint32_t next = left ^ F(r, right);
+        left = right;
+        right = next;
+      }
+    } else {
+      for (uint32_t r = 4; r-- > 0;) {
+        const uint32_t previous = right ^ F(r, left);
+        right = left;
+        left = previous;
+      }
+    }
+    return (left << half_) | right;
+  }
+
+  uint32_t n_, half_ = 1, mask_ = 1;
+  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx_;
+};
+
+// The neighbour graph on positions in Params::sites. REQUIRES: Validate(params)
+// and, with SecAgg+, the ring seed fixed. With `precompute` the ring is
+// tabulated once (O(n) memory and permutation evaluations, the
+// coordinator); without, each query evaluates the permutation O(degree)
+// times and nothing of size n is held (a site).
 class Topology {
  public:
-  explicit Topology(const Params& params)
+  Topology(const Params& params, bool precompute)
       : n_(static_cast<uint32_t>(params.sites.size())),
         half_(params.degree / 2),
         complete_(params.degree + 1 == params.sites.size()) {
     if (complete_) return;
+    permutation_.emplace(params.ring_seed, n_);
+    if (!precompute) return;
     ring_place_.resize(n_);
     ring_.resize(n_);
     for (uint32_t place = 0; place < n_; ++place) {
-      const uint32_t pos = *PositionOf(params, params.ring_order[place]);
+      const uint32_t pos = permutation_->Forward(place);
       ring_place_[pos] = place;
       ring_[place] = pos;
     }
@@ -215,10 +296,11 @@ class Topology {
         if (q != pos) out.push_back(q);
       return out;
     }
-    const uint32_t place = ring_place_[pos];
+    const uint32_t place = PlaceOf(pos);
+    out.reserve(2 * half_);
     for (uint32_t k = 1; k <= half_; ++k) {
-      out.push_back(ring_[(place + k) % n_]);
-      out.push_back(ring_[(place + n_ - k) % n_]);
+      out.push_back(At((place + k) % n_));
+      out.push_back(At((place + n_ - k) % n_));
     }
     std::sort(out.begin(), out.end());
     return out;
@@ -227,17 +309,103 @@ class Topology {
   bool Adjacent(uint32_t a, uint32_t b) const {
     if (a == b) return false;
     if (complete_) return true;
-    const uint32_t d = ring_place_[a] > ring_place_[b] ? ring_place_[a] - ring_place_[b]
-                                                       : ring_place_[b] - ring_place_[a];
+    const uint32_t place_a = PlaceOf(a), place_b = PlaceOf(b);
+    const uint32_t d = place_a > place_b ? place_a - place_b : place_b - place_a;
     return std::min(d, n_ - d) <= half_;
   }
 
  private:
+  uint32_t PlaceOf(uint32_t pos) const {
+    return ring_place_.empty() ? permutation_->Inverse(pos) : ring_place_[pos];
+  }
+  uint32_t At(uint32_t place) const {
+    return ring_.empty() ? permutation_->Forward(place) : ring_[place];
+  }
+
   uint32_t n_, half_;
   bool complete_;
-  std::vector<uint32_t> ring_place_;  // position -> place in ring_order
-  std::vector<uint32_t> ring_;        // place in ring_order -> position
+  std::optional<RingPermutation> permutation_;
+  std::vector<uint32_t> ring_place_;  // position -> ring place (precomputed)
+  std::vector<uint32_t> ring_;        // ring place -> position (precomputed)
 };
+
+using Digest = std::array<uint8_t, 32>;
+
+Digest Sha256(std::span<const uint8_t> data) {
+  Digest out{};
+  unsigned int length = 0;
+  // Fails only on allocation; a zero digest then fails every check it is in.
+  if (EVP_Digest(data.data(), data.size(), out.data(), &length, EVP_sha256(), nullptr) != 1)
+    ERR_clear_error();
+  return out;
+}
+
+// Merkle hashes, domain-separated: a leaf starts with byte 0, a node with 1.
+Digest LeafHash(const SecAggKeys& keys) {
+  std::array<uint8_t, 1 + 4 + 3 * 32 + 64> in;
+  in[0] = 0;
+  PutLe<uint32_t>(in.data() + 1, keys.site);
+  uint8_t* p = in.data() + 5;
+  for (const Key32* key : {&keys.identity_key, &keys.cipher_key, &keys.mask_key}) {
+    std::copy(key->begin(), key->end(), p);
+    p += 32;
+  }
+  std::copy(keys.signature.begin(), keys.signature.end(), p);
+  return Sha256(in);
+}
+
+Digest NodeHash(const Digest& left, const Digest& right) {
+  std::array<uint8_t, 1 + 64> in;
+  in[0] = 1;
+  std::copy(left.begin(), left.end(), in.begin() + 1);
+  std::copy(right.begin(), right.end(), in.begin() + 33);
+  return Sha256(in);
+}
+
+// The Merkle tree over a key list's leaves: level 0 the leaves; each next
+// level hashes pairs, an odd last node moving up unchanged.
+std::vector<std::vector<Digest>> MerkleLevels(std::vector<Digest> leaves) {
+  std::vector<std::vector<Digest>> levels;
+  levels.push_back(std::move(leaves));
+  while (levels.back().size() > 1) {
+    const std::vector<Digest>& below = levels.back();
+    std::vector<Digest> up((below.size() + 1) / 2);
+    for (size_t i = 0; i < up.size(); ++i)
+      up[i] = 2 * i + 1 < below.size() ? NodeHash(below[2 * i], below[2 * i + 1]) : below[2 * i];
+    levels.push_back(std::move(up));
+  }
+  return levels;
+}
+
+// The root binds the number of leaves, so a proof fits one tree size only.
+Digest SizedRoot(const Digest& top, uint64_t leaves) {
+  std::array<uint8_t, 1 + 8 + 32> in;
+  in[0] = 2;
+  PutLe<uint64_t>(in.data() + 1, leaves);
+  std::copy(top.begin(), top.end(), in.begin() + 9);
+  return Sha256(in);
+}
+
+MerkleProof ProofOf(const std::vector<std::vector<Digest>>& levels, size_t index) {
+  MerkleProof proof;
+  for (size_t level = 0; level + 1 < levels.size(); ++level, index /= 2) {
+    const size_t sibling = index ^ 1;
+    if (sibling < levels[level].size()) proof.siblings.push_back(levels[level][sibling]);
+  }
+  return proof;
+}
+
+// Positions marked in a membership bitmap, and the rank of a position (the
+// marked positions before it).
+bool Marked(std::span<const uint8_t> bitmap, uint32_t pos) {
+  return (bitmap[pos / 8] >> (pos % 8)) & 1;
+}
+uint32_t RankOf(std::span<const uint8_t> bitmap, uint32_t pos) {
+  uint32_t rank = 0;
+  for (uint32_t byte = 0; byte < pos / 8; ++byte) rank += std::popcount(bitmap[byte]);
+  const uint8_t below = static_cast<uint8_t>((1u << (pos % 8)) - 1);
+  return rank + static_cast<uint32_t>(std::popcount(static_cast<uint8_t>(bitmap[pos / 8] & below)));
+}
 
 bool Contains(std::span<const uint32_t> sorted, uint32_t value) {
   return std::binary_search(sorted.begin(), sorted.end(), value);
@@ -263,53 +431,54 @@ std::vector<uint8_t> KeysSignedMessage(const JobId& job, uint32_t round, uint32_
   return out;
 }
 
-std::vector<uint8_t> SurvivorsSignedMessage(const JobId& job, uint32_t round,
+std::vector<uint8_t> SurvivorsSignedMessage(const JobId& job, uint32_t round, const Key32& key_root,
                                             std::span<const uint32_t> survivors) {
   std::vector<uint8_t> out(kSurvivorsLabel.begin(), kSurvivorsLabel.end());
   out.push_back(0);
   out.insert(out.end(), job.begin(), job.end());
   AppendLe<uint32_t>(&out, round);
+  out.insert(out.end(), key_root.begin(), key_root.end());
   AppendLe<uint32_t>(&out, static_cast<uint32_t>(survivors.size()));
   for (uint32_t site : survivors) AppendLe<uint32_t>(&out, site);
   return out;
 }
 
-std::vector<uint32_t> RingOrder(const Params& params, std::span<const SecAggKeys> advertised) {
-  std::vector<uint8_t> ikm;
-  ikm.reserve(advertised.size() * 68);
-  for (const SecAggKeys& keys : advertised) {
-    AppendLe<uint32_t>(&ikm, keys.site);
-    ikm.insert(ikm.end(), keys.cipher_key.begin(), keys.cipher_key.end());
-    ikm.insert(ikm.end(), keys.mask_key.begin(), keys.mask_key.end());
+Key32 KeyListRoot(std::span<const SecAggKeys> advertised) {
+  if (advertised.empty()) return Key32{};
+  std::vector<Digest> leaves;
+  leaves.reserve(advertised.size());
+  for (const SecAggKeys& keys : advertised) leaves.push_back(LeafHash(keys));
+  return SizedRoot(MerkleLevels(std::move(leaves)).back()[0], advertised.size());
+}
+
+MerkleProof KeyListProof(std::span<const SecAggKeys> advertised, size_t index) {
+  std::vector<Digest> leaves;
+  for (const SecAggKeys& keys : advertised) leaves.push_back(LeafHash(keys));
+  return ProofOf(MerkleLevels(std::move(leaves)), index);
+}
+
+bool VerifyKeyProof(const SecAggKeys& entry, uint64_t index, uint64_t leaves,
+                    const MerkleProof& proof, const Key32& root) {
+  if (index >= leaves) return false;
+  Digest hash = LeafHash(entry);
+  size_t used = 0;
+  for (uint64_t width = leaves; width > 1; width = (width + 1) / 2, index /= 2) {
+    if ((index ^ 1) >= width) continue;  // the odd last node moves up as it is
+    if (used == proof.siblings.size()) return false;
+    const Digest& sibling = proof.siblings[used++];
+    hash = index % 2 == 1 ? NodeHash(sibling, hash) : NodeHash(hash, sibling);
   }
-  std::vector<uint8_t> salt(params.job_id.begin(), params.job_id.end());
-  AppendLe<uint32_t>(&salt, params.round);
-  PrgKey seed{};
-  // HKDF only fails on allocation; a zero seed still gives a valid order.
-  (void)crypto::Hkdf(ikm, salt, kRingInfo, seed);
-  std::vector<uint32_t> order = params.sites;
-  const size_t n = order.size();
-  // Words of the seed's keystream; rejections are rare (below 2^-40 each),
-  // so n + 16 words almost always suffice, and more are expanded if not.
-  std::vector<uint64_t> draws;
-  size_t next = 0;
-  const auto draw = [&]() {
-    if (next == draws.size()) {
-      std::vector<uint64_t> stream(draws.size() + n + 16, 0);
-      AddPrg(seed, false, std::span(stream));
-      draws = std::move(stream);
-    }
-    return draws[next++];
-  };
-  for (size_t i = n - 1; i > 0; --i) {  // Fisher-Yates, uniform by rejection
-    const uint64_t bound = i + 1;
-    const uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
-    uint64_t r;
-    do r = draw();
-    while (r >= limit);
-    std::swap(order[i], order[r % bound]);
-  }
-  return order;
+  return used == proof.siblings.size() && SizedRoot(hash, leaves) == root;
+}
+
+std::vector<uint8_t> RingSeed(const Params& params, uint32_t members, const Key32& key_root) {
+  std::vector<uint8_t> in(kRingLabel.begin(), kRingLabel.end());
+  in.insert(in.end(), params.job_id.begin(), params.job_id.end());
+  AppendLe<uint32_t>(&in, params.round);
+  AppendLe<uint32_t>(&in, members);
+  in.insert(in.end(), key_root.begin(), key_root.end());
+  const Digest seed = Sha256(in);
+  return {seed.begin(), seed.end()};
 }
 
 // ---------------------------------------------------------------------------
@@ -331,17 +500,15 @@ Status Validate(const Params& params) {
   if (params.degree < 1 || params.degree > n - 1)
     return fail("degree " + Str(params.degree) + ", expected 1 to " + Str(n - 1));
   if (params.degree == n - 1) {
-    if (!params.ring_order.empty()) {
-      return fail("ring_order has " + Str(params.ring_order.size()) +
-                  " entries, expected none with the complete graph");
+    if (!params.ring_seed.empty()) {
+      return fail("a ring seed of " + Str(params.ring_seed.size()) +
+                  " bytes, expected none with the complete graph");
     }
   } else {
     if (params.degree % 2 != 0 || params.degree < 2)
       return fail("SecAgg+ degree " + Str(params.degree) + ", expected an even number >= 2");
-    std::vector<uint32_t> sorted = params.ring_order;
-    std::sort(sorted.begin(), sorted.end());
-    if (!sorted.empty() && sorted != params.sites)
-      return fail("ring_order of " + Str(sorted.size()) + " entries is not a permutation of sites");
+    if (!params.ring_seed.empty() && params.ring_seed.size() != 32)
+      return fail("a ring seed of " + Str(params.ring_seed.size()) + " bytes, expected 32");
   }
   if (params.threshold < 2 || params.threshold > params.degree + 1) {
     return fail("threshold " + Str(params.threshold) +
@@ -367,8 +534,8 @@ uint32_t Quorum(const Params& params) {
 std::vector<uint32_t> Neighbours(const Params& params, uint32_t site) {
   const std::optional<uint32_t> pos = PositionOf(params, site);
   if (!pos || !Validate(params).ok()) return {};
-  if (params.degree + 1 != params.sites.size() && params.ring_order.empty()) return {};
-  std::vector<uint32_t> out = Topology(params).Neighbours(*pos);
+  if (params.degree + 1 != params.sites.size() && params.ring_seed.empty()) return {};
+  std::vector<uint32_t> out = Topology(params, /*precompute=*/false).Neighbours(*pos);
   for (uint32_t& q : out) q = params.sites[q];
   return out;
 }
@@ -443,6 +610,18 @@ Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& 
   return std::optional<GraphSize>();
 }
 
+const char* GraphName(Graph graph) {
+  switch (graph) {
+    case Graph::kAuto:
+      return "auto";
+    case Graph::kComplete:
+      return "complete";
+    case Graph::kSparse:
+      return "sparse";
+  }
+  return "?";
+}
+
 Result<Params> MakeParams(const JobId& job_id, uint32_t round, std::vector<uint32_t> sites,
                           const Policy& policy, uint32_t ring_bits, uint64_t length) {
   const double fraction = policy.threshold_fraction;
@@ -460,13 +639,22 @@ Result<Params> MakeParams(const JobId& job_id, uint32_t round, std::vector<uint3
   params.degree = n >= 2 ? static_cast<uint32_t>(n - 1) : 1;
   params.colluders = SitesAt(policy.threat.adversarial_rate, static_cast<uint32_t>(n));
   std::optional<GraphSize> sparse;
-  if (policy.sparse_graph && n <= kMaxSites) {
+  if (policy.graph != Graph::kComplete && n <= kMaxSites) {
     Result<std::optional<GraphSize>> size =
         SparseGraphSize(static_cast<uint32_t>(n), policy.threat);
     if (!size.ok()) {
-      return Status::InvalidArgument("secagg round " + Str(round) + ": " + size.status().message());
+      // A threat model no sparse graph can meet: auto falls back to the
+      // complete graph, which needs no graph search.
+      if (policy.graph == Graph::kSparse) {
+        return Status::InvalidArgument("secagg round " + Str(round) + ": " +
+                                       size.status().message());
+      }
+    } else {
+      sparse = *size;
+      // Auto takes the sparse graph only when it at least halves the work.
+      if (sparse && policy.graph == Graph::kAuto && 2 * uint64_t{sparse->degree} > n - 1)
+        sparse.reset();
     }
-    sparse = *size;
   }
   if (sparse) {
     params.degree = sparse->degree;
@@ -505,9 +693,8 @@ Status CheckParams(const Params& plan, const Policy& policy) {
     return Status::InvalidArgument(
         where + ": " + field + " " + Str(found) + " differs from the " + Str(derived) +
         " this site derives for " + Str(plan.sites.size()) +
-        " participants from the job's own security parameters (secagg+ " +
-        (policy.sparse_graph ? "on" : "off") + ", threshold " +
-        std::to_string(policy.threshold_fraction) + ", adversarial rate " +
+        " participants from the job's own security parameters (graph " + GraphName(policy.graph) +
+        ", threshold " + std::to_string(policy.threshold_fraction) + ", adversarial rate " +
         std::to_string(policy.threat.adversarial_rate) + ", dropout rate " +
         std::to_string(policy.threat.dropout_rate) + "); refusing the round");
   };
@@ -515,9 +702,9 @@ Status CheckParams(const Params& plan, const Policy& policy) {
   if (plan.degree != own->degree) return differs("degree", plan.degree, own->degree);
   if (plan.colluders != own->colluders) return differs("colluders", plan.colluders, own->colluders);
   if (plan.dropouts != own->dropouts) return differs("dropouts", plan.dropouts, own->dropouts);
-  if (!plan.ring_order.empty()) {
-    return Status::InvalidArgument(where + ": a ring order of " + Str(plan.ring_order.size()) +
-                                   " sites, expected none: sites draw it from the round keys");
+  if (!plan.ring_seed.empty()) {
+    return Status::InvalidArgument(where + ": a ring seed of " + Str(plan.ring_seed.size()) +
+                                   " bytes, expected none: sites derive it from the round keys");
   }
   return Status::Ok();
 }
@@ -577,6 +764,7 @@ struct Client::State {
   std::map<uint32_t, crypto::Key32> roster;  // empty: no roster (see Client)
   std::vector<uint32_t> neighbours;          // site ids, ascending; fixed with the key list
   std::vector<uint32_t> signed_survivors;    // the list this site signed (step 4)
+  Key32 key_root{};                          // the Merkle root over U1 it shared against
   std::string where;
   ClientStep step = ClientStep::kAdvertise;
   Status failure;  // the first error; later steps are refused
@@ -643,10 +831,12 @@ struct Client::State {
 
   Result<SecAggKeys> Advertise();
   Result<SecAggShares> Share(const SecAggKeyList& list);
+  Status CheckSparseList(const SecAggKeyList& list);
   Status Mask(std::span<uint8_t> words, const SecAggRoutedShares& routed, const PieceWriter& write);
   Result<SecAggMasked> Mask(std::vector<uint8_t> words, const SecAggRoutedShares& routed);
   Result<SecAggSurvivorSignature> Sign(const SecAggUnmaskRequest& request);
   Result<SecAggUnmaskShares> Reveal(const SecAggUnmaskRequest& request);
+  Status CheckQuorum(const SecAggUnmaskRequest& request) const;
 };
 
 Client::Client(Params params, uint32_t site, crypto::SigningKey identity,
@@ -787,16 +977,19 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
                                                   Str(std::max(a, b)) + " advertise the same key");
     }
   }
-  if (list.keys.size() < params.threshold) {
-    return Status::Aborted("key list holds " + Str(list.keys.size()) +
-                           " sites (this one included), fewer than the threshold " +
-                           Str(params.threshold));
-  }
-  // Leaving many sites out would let the coordinator choose among rings.
-  if (sparse && list.keys.size() + params.dropouts < n) {
-    return Status::Aborted("key list holds " + Str(list.keys.size()) + " of " + Str(n) +
-                           " participants, fewer than the " + Str(n - params.dropouts) +
-                           " the threat model's dropouts leave");
+  if (!sparse) {
+    if (!list.members.empty() || !list.proofs.empty()) {
+      return Status::InvalidArgument(
+          "a SecAgg+ key list (membership bitmap, Merkle proofs) for a complete-graph round");
+    }
+    if (list.keys.size() < params.threshold) {
+      return Status::Aborted("key list holds " + Str(list.keys.size()) +
+                             " sites (this one included), fewer than the threshold " +
+                             Str(params.threshold));
+    }
+    key_root = KeyListRoot(list.keys);
+  } else {
+    FEDREC_RETURN_IF_ERROR(CheckSparseList(list));
   }
   for (size_t i = 0; i < list.keys.size(); ++i) {
     const SecAggKeys& entry = list.keys[i];
@@ -822,10 +1015,6 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
                                      crypto::ToHex(entry.identity_key).substr(0, 16) +
                                      "... (forged, or from another job or round)");
     }
-  }
-  if (sparse) {
-    params.ring_order = RingOrder(params, list.keys);
-    neighbours = secagg::Neighbours(params, site);
   }
   // This site and its neighbours that advertised: the holders of its shares.
   std::vector<const SecAggKeys*> holders;
@@ -893,6 +1082,76 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
   WipeValue(cipher.private_key);  // its only use was sealing these shares
   cipher_agreement.reset();
   return out;
+}
+
+// The SecAgg+ key list: U1 as a bitmap, the root of the Merkle tree over
+// U1's entries, and this site's entry and its ring neighbours' with their
+// inclusion proofs. Fixes the ring seed and this site's neighbours.
+Status Client::State::CheckSparseList(const SecAggKeyList& list) {
+  const uint32_t n = static_cast<uint32_t>(params.sites.size());
+  if (list.members.size() != (n + 7) / 8) {
+    return Status::InvalidArgument("membership bitmap of " + Str(list.members.size()) +
+                                   " bytes, expected " + Str((n + 7) / 8) + " for " + Str(n) +
+                                   " participants");
+  }
+  if (n % 8 != 0 && (list.members.back() >> (n % 8)) != 0)
+    return Status::InvalidArgument("membership bitmap marks positions beyond the participants");
+  if (list.proofs.size() != list.keys.size()) {
+    return Status::InvalidArgument("key list of " + Str(list.keys.size()) + " entries carries " +
+                                   Str(list.proofs.size()) + " Merkle proofs, expected one each");
+  }
+  uint32_t members = 0;
+  for (uint8_t byte : list.members) members += static_cast<uint32_t>(std::popcount(byte));
+  if (members < params.threshold) {
+    return Status::Aborted("key list marks " + Str(members) +
+                           " sites as advertised, fewer than the threshold " +
+                           Str(params.threshold));
+  }
+  // Leaving many sites out would let the coordinator choose among rings.
+  if (members + params.dropouts < n) {
+    return Status::Aborted("key list holds " + Str(members) + " of " + Str(n) +
+                           " participants, fewer than the " + Str(n - params.dropouts) +
+                           " the threat model's dropouts leave");
+  }
+  if (!Marked(list.members, *PositionOf(params, site))) {
+    return Status::InvalidArgument(
+        "the membership bitmap leaves out this site, whose keys the list carries");
+  }
+  params.ring_seed = RingSeed(params, members, list.root);
+  key_root = list.root;
+  neighbours = secagg::Neighbours(params, site);
+  // Exactly this site and its neighbours marked in U1, each proven in the root.
+  std::vector<uint32_t> expected;
+  for (uint32_t other : neighbours)
+    if (Marked(list.members, *PositionOf(params, other))) expected.push_back(other);
+  expected.insert(std::upper_bound(expected.begin(), expected.end(), site), site);
+  size_t e = 0;
+  for (size_t i = 0; i < list.keys.size(); ++i, ++e) {
+    const uint32_t listed = list.keys[i].site;
+    if (e < expected.size() && expected[e] < listed) {
+      return Status::InvalidArgument("the membership bitmap marks neighbour site " +
+                                     Str(expected[e]) +
+                                     " as advertised, but the key list omits its keys");
+    }
+    if (e == expected.size() || expected[e] != listed) {
+      return Status::InvalidArgument("the key list holds keys of site " + Str(listed) +
+                                     ", which is not a neighbour of this site marked in the "
+                                     "membership bitmap");
+    }
+    const uint32_t index = RankOf(list.members, *PositionOf(params, listed));
+    if (!VerifyKeyProof(list.keys[i], index, members, list.proofs[i], list.root)) {
+      return Status::Corruption("the keys of site " + Str(listed) +
+                                " are not in the key list's Merkle root at leaf " + Str(index) +
+                                " of " + Str(members) +
+                                " (a bad inclusion proof: keys substituted, or another list)");
+    }
+  }
+  if (e < expected.size()) {
+    return Status::InvalidArgument("the membership bitmap marks neighbour site " +
+                                   Str(expected[e]) +
+                                   " as advertised, but the key list omits its keys");
+  }
+  return Status::Ok();
 }
 
 Result<SecAggMasked> Client::State::Mask(std::vector<uint8_t> words,
@@ -994,10 +1253,10 @@ Result<SecAggSurvivorSignature> Client::State::Sign(const SecAggUnmaskRequest& r
     return Status::InvalidArgument("survivor list for round " + Str(request.round) +
                                    ", expected round " + Str(round));
   }
-  if (!request.signatures.empty()) {
-    return Status::InvalidArgument("the survivor list to sign carries " +
+  if (request.unmask || !request.signatures.empty()) {
+    return Status::InvalidArgument("the survivor list to sign is an unmask request with " +
                                    Str(request.signatures.size()) +
-                                   " signatures already, expected none");
+                                   " signatures, expected the plain list of step 4");
   }
   const std::vector<uint32_t>& list = request.survivors;
   if (list.size() > params.sites.size()) {
@@ -1035,47 +1294,31 @@ Result<SecAggSurvivorSignature> Client::State::Sign(const SecAggUnmaskRequest& r
   out.round = round;
   out.site = site;
   FEDREC_ASSIGN_OR_RETURN(
-      out.signature, crypto::Sign(identity, SurvivorsSignedMessage(params.job_id, round, list)));
+      out.signature,
+      crypto::Sign(identity, SurvivorsSignedMessage(params.job_id, round, key_root, list)));
   signed_survivors = list;
   return out;
 }
 
-Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& request) {
-  const uint32_t round = params.round;
-  if (request.round != round) {
-    return Status::InvalidArgument("unmask request for round " + Str(request.round) +
-                                   ", expected round " + Str(round));
-  }
-  // One list per round: revealing against two would hand out both secrets
-  // of a site that one list calls dropped and the other a survivor.
-  if (request.survivors != signed_survivors) {
-    return Status::InvalidArgument(
-        "consistency check: the unmask request lists survivors " + SiteList(request.survivors) +
-        ", not the list " + SiteList(signed_survivors) +
-        " this site signed; refusing to reveal shares against another list");
-  }
+// Valid roster signatures of at least Quorum(params) distinct listed sites on
+// (job, round, key_root, signed_survivors). REQUIRES: a roster.
+Status Client::State::CheckQuorum(const SecAggUnmaskRequest& request) const {
   const std::vector<uint8_t> message =
-      SurvivorsSignedMessage(params.job_id, round, signed_survivors);
+      SurvivorsSignedMessage(params.job_id, params.round, key_root, signed_survivors);
+  const uint32_t quorum = Quorum(params);
   uint32_t valid = 0;
   for (size_t i = 0; i < request.signatures.size(); ++i) {
     const SurvivorSignature& signature = request.signatures[i];
     if (i > 0 && signature.site <= request.signatures[i - 1].site) {
       return Status::InvalidArgument(
-          "consistency check: signatures not strictly ascending by "
-          "site: site " +
+          "consistency check: signatures not strictly ascending by site: site " +
           Str(signature.site) + " after site " + Str(request.signatures[i - 1].site));
     }
     if (!Contains(signed_survivors, signature.site)) {
       return Status::InvalidArgument("consistency check: a signature of site " +
                                      Str(signature.site) + ", which is not a listed survivor");
     }
-    // Without a roster the identity keys are the coordinator's relay, under
-    // which a signature proves nothing (see Client): only the list is checked.
-    // A quorum of valid signatures is all a site needs, so it stops there.
-    if (roster.empty() || valid == Quorum(params)) {
-      ++valid;
-      continue;
-    }
+    if (valid == quorum) continue;  // a quorum is all a site needs
     const auto key = roster.find(signature.site);
     if (key == roster.end()) {
       return Status::InvalidArgument("consistency check: a signature of site " +
@@ -1086,16 +1329,44 @@ Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& requ
       return Status::InvalidArgument(
           "consistency check: the signature of site " + Str(signature.site) +
           " on the survivor list does not verify under its identity key (forged, or signed on "
-          "another list, job or round)");
+          "another list, key list, job or round)");
     }
     ++valid;
   }
-  if (valid < Quorum(params)) {
+  if (valid < quorum) {
     return Status::InvalidArgument("consistency check: " + Str(valid) +
                                    " valid signatures on the survivor list, expected at least " +
-                                   Str(Quorum(params)) + " (the quorum of " +
-                                   Str(params.sites.size()) + " participants)");
+                                   Str(quorum) + " (the quorum of " + Str(params.sites.size()) +
+                                   " participants)");
   }
+  return Status::Ok();
+}
+
+Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& request) {
+  const uint32_t round = params.round;
+  if (request.round != round) {
+    return Status::InvalidArgument("unmask request for round " + Str(request.round) +
+                                   ", expected round " + Str(round));
+  }
+  if (!request.unmask) {
+    return Status::InvalidArgument(
+        "the unmask request is the survivor list of step 4, expected the request of step 5");
+  }
+  // One list per round: revealing against two would hand out both secrets
+  // of a site that one list calls dropped and the other a survivor.
+  if (request.survivors != signed_survivors) {
+    return Status::InvalidArgument(
+        "consistency check: the unmask request lists survivors " + SiteList(request.survivors) +
+        ", not the list " + SiteList(signed_survivors) +
+        " this site signed; refusing to reveal shares against another list");
+  }
+  // Without a roster the identity keys are the coordinator's relay, under
+  // which a signature proves nothing (see Client): the coordinator sends
+  // none, and the site relies on the list being the one it signed. With a
+  // roster a quorum of the listed sites must have signed this very list
+  // against this very key-list root; this is O(n) bytes and up to Quorum
+  // verifications per site, the cost of the actively secure check at scale.
+  if (!roster.empty()) FEDREC_RETURN_IF_ERROR(CheckQuorum(request));
 
   SecAggUnmaskShares out;
   out.round = round;
@@ -1155,7 +1426,13 @@ struct Server::State {
   std::optional<Topology> topology;
   ServerStep step = ServerStep::kKeys;
 
-  std::vector<std::optional<SecAggKeys>> keys;         // by position
+  std::vector<std::optional<SecAggKeys>> keys;  // by position
+  // The commitment to U1 (FinishKeys): the Merkle root over its entries,
+  // and with SecAgg+ the tree, each member's leaf index and U1 as a bitmap.
+  Key32 key_root{};
+  std::vector<std::vector<Digest>> merkle;
+  std::vector<uint32_t> leaf_of;  // by position
+  std::vector<uint8_t> members_bitmap;
   std::vector<std::pair<Key32, uint32_t>> key_owners;  // sorted; detects reused keys
   std::optional<X25519Key> probe;                      // detects low-order keys
   std::vector<uint8_t> heard;  // by position: sent a message in the current step
@@ -1236,7 +1513,7 @@ Server::Server(Params params, unsigned threads) : state_(std::make_unique<State>
   if (!s.invalid.ok()) return;
   s.n = s.params.sites.size();
   // SecAgg+: the ring is drawn from the round keys (FinishKeys).
-  if (s.params.degree + 1 == s.n || !s.params.ring_order.empty()) s.topology.emplace(s.params);
+  if (!IsSparse(s.params)) s.topology.emplace(s.params, /*precompute=*/true);
   s.keys.resize(s.n);
   s.heard.assign(s.n, 0);
   s.in_u1.assign(s.n, 0);
@@ -1314,18 +1591,33 @@ Status Server::FinishKeys() {
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kKeys, "FinishKeys"));
   s.advertised = s.Members(s.in_u1);
   FEDREC_RETURN_IF_ERROR(s.Close(s.Count(s.in_u1), "advertised keys", ServerStep::kShares));
-  if (!s.topology) {  // SecAgg+: the ring every site draws from the same keys
-    if (s.advertised.size() + s.params.dropouts < s.n) {
-      s.step = ServerStep::kAborted;
-      return Status::Aborted(s.where + ": " + Str(s.advertised.size()) + " of " + Str(s.n) +
-                             " sites advertised keys, fewer than the " +
-                             Str(s.n - s.params.dropouts) + " the threat model's dropouts leave");
+  const bool sparse = IsSparse(s.params);
+  if (sparse && s.advertised.size() + s.params.dropouts < s.n) {
+    s.step = ServerStep::kAborted;
+    return Status::Aborted(s.where + ": " + Str(s.advertised.size()) + " of " + Str(s.n) +
+                           " sites advertised keys, fewer than the " +
+                           Str(s.n - s.params.dropouts) + " the threat model's dropouts leave");
+  }
+  std::vector<Digest> leaves;
+  leaves.reserve(s.advertised.size());
+  if (sparse) {
+    s.leaf_of.assign(s.n, 0);
+    s.members_bitmap.assign((s.n + 7) / 8, 0);
+  }
+  for (uint32_t pos = 0; pos < s.n; ++pos) {
+    if (!s.in_u1[pos]) continue;
+    if (sparse) {
+      s.leaf_of[pos] = static_cast<uint32_t>(leaves.size());
+      s.members_bitmap[pos / 8] |= static_cast<uint8_t>(1u << (pos % 8));
     }
-    std::vector<SecAggKeys> advertised;
-    for (size_t pos = 0; pos < s.n; ++pos)
-      if (s.in_u1[pos]) advertised.push_back(*s.keys[pos]);
-    s.params.ring_order = RingOrder(s.params, advertised);
-    s.topology.emplace(s.params);
+    leaves.push_back(LeafHash(*s.keys[pos]));
+  }
+  std::vector<std::vector<Digest>> levels = MerkleLevels(std::move(leaves));
+  s.key_root = SizedRoot(levels.back()[0], s.advertised.size());
+  if (sparse) {  // the ring every site derives from the same commitment
+    s.merkle = std::move(levels);
+    s.params.ring_seed = RingSeed(s.params, static_cast<uint32_t>(s.advertised.size()), s.key_root);
+    s.topology.emplace(s.params, /*precompute=*/true);
   }
   return Status::Ok();
 }
@@ -1340,11 +1632,25 @@ Result<SecAggKeyList> Server::KeyListFor(uint32_t site) const {
     return Status::InvalidArgument(s.where + ": KeyListFor site " + Str(site) +
                                    ", which did not advertise keys");
   }
-  // Every site gets all of U1: the SecAgg+ ring is drawn from all the keys.
   SecAggKeyList list;
   list.round = s.params.round;
-  for (size_t q = 0; q < s.n; ++q)
-    if (s.in_u1[q]) list.keys.push_back(*s.keys[q]);
+  if (!IsSparse(s.params)) {  // every key of U1 is a neighbour's
+    list.keys.reserve(s.advertised.size());
+    for (size_t q = 0; q < s.n; ++q)
+      if (s.in_u1[q]) list.keys.push_back(*s.keys[q]);
+    return list;
+  }
+  // SecAgg+: U1 as a bitmap, and the site's and its neighbours' entries,
+  // each with its proof against the root.
+  list.members = s.members_bitmap;
+  list.root = s.key_root;
+  std::vector<uint32_t> shown = s.topology->Neighbours(*pos);
+  shown.insert(std::upper_bound(shown.begin(), shown.end(), *pos), *pos);
+  for (uint32_t q : shown) {
+    if (!s.in_u1[q]) continue;
+    list.keys.push_back(*s.keys[q]);
+    list.proofs.push_back(ProofOf(s.merkle, s.leaf_of[q]));
+  }
   return list;
 }
 
@@ -1472,9 +1778,10 @@ Status Server::AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature
   const std::string from = s.where + ": survivor signature from site " + Str(site);
   FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, signature.round, signature.site, site));
   const Key32& identity_key = s.keys[pos]->identity_key;
-  if (!crypto::Verify(identity_key,
-                      SurvivorsSignedMessage(s.params.job_id, s.params.round, s.survivors),
-                      signature.signature)) {
+  if (!crypto::Verify(
+          identity_key,
+          SurvivorsSignedMessage(s.params.job_id, s.params.round, s.key_root, s.survivors),
+          signature.signature)) {
     return Status::InvalidArgument(from + " does not verify under the site's identity key " +
                                    crypto::ToHex(identity_key).substr(0, 16) + "...");
   }
@@ -1500,9 +1807,10 @@ Status Server::FinishSignatures() {
   return Status::Ok();
 }
 
-SecAggUnmaskRequest Server::UnmaskRequest() const {
+SecAggUnmaskRequest Server::UnmaskRequest(bool with_signatures) const {
   SecAggUnmaskRequest request = SurvivorList();
-  request.signatures = state_->signatures;
+  request.unmask = true;
+  if (with_signatures) request.signatures = state_->signatures;
   return request;
 }
 

@@ -11,20 +11,48 @@
 // replay messages, pick parameters) and still learns only the sum, as long as
 // every site holds the roster of identity keys (Client's `roster`).
 //   0. C sends every u in U0 the round plan: job id, round, participants,
-//      threshold t, degree, colluders c, dropouts d and ring. Each u derives
-//      t, the degree, c and d itself from the participant count and its own
-//      Policy (the job's signed parameters, MakeParams) and refuses a plan that
+//      threshold t, degree, colluders c and dropouts d (no ring: sites derive
+//      it). Each u derives the graph, t, the degree, c and d itself from the
+//      participant count and its own Policy (the job's signed parameters,
+//      MakeParams: with Graph::kAuto the SecAgg+ graph when its degree is at
+//      most (n - 1) / 2, else the complete one) and refuses a plan that
 //      differs. With the complete graph t > floor(n / 2) + c.
 //   1. AdvertiseKeys: u makes two fresh X25519 key pairs, c (to encrypt shares)
 //      and s (to agree pairwise masks), signs (job, round, u, c_pk, s_pk) with
 //      its identity key and sends SecAggKeys. C waits for U1 (|U1| >= t, else
-//      the round aborts) and sends every u the keys of all of U1.
-//   2. ShareKeys: u checks every signature in the list against its roster,
-//      that |U1| >= t and, with SecAgg+, |U1| >= n - d (fewer would let C grind
-//      the ring by choosing who is left out). The SecAgg+ ring order is a
-//      permutation of U0 drawn from SHA-256(job, round, every key of U1)
-//      (RingOrder): randomness no single party controls, which every site
-//      and C compute alike. u draws its self-mask seed b_u from the OS CSPRNG
+//      the round aborts; with SecAgg+ also |U1| >= n - d), sorts U1 by site
+//      and commits to it: R = the Merkle root over U1's entries (KeyListRoot;
+//      each leaf hashes an entry's site, identity key, c_pk, s_pk and
+//      signature). Complete graph: C sends every u all of U1 (every key is a
+//      neighbour's). SecAgg+: the ring seed is SHA-256("fedrec secagg ring v2"
+//      || job || round || |U1| || R) (RingSeed), and the ring a pseudo-random
+//      permutation of the positions 0..n-1 of U0 keyed by it (a 4-round
+//      Feistel network with cycle walking, so a site evaluates it and its
+//      inverse at O(degree) points and never builds the whole ring). C sends
+//      u: U1 as an n-bit bitmap over the positions of U0, R, u's own entry and
+//      the entries of u's ring neighbours that are in U1, each with its Merkle
+//      proof (the leaf index is the entry's rank in U1, from the bitmap):
+//      O(degree log n) bytes plus n bits.
+//   2. ShareKeys: complete graph: u checks every entry's signature against
+//      its roster, its own entry, |U1| >= t, and computes R itself. SecAgg+:
+//      u checks the bitmap marks >= t and >= n - d sites (fewer would let C
+//      grind the ring by choosing who is left out) and itself, that its own
+//      entry is there unaltered, derives the seed and its neighbours from
+//      (|U1|, R), and checks the list holds exactly its own and its marked
+//      neighbours' entries, each proven at its rank under R (and, with a
+//      roster, signed under the roster key). Every entry of U1 is checked so
+//      by its honest ring neighbours and by its owner, so C cannot commit to
+//      forged keys for an honest site without that site or its neighbours
+//      refusing; and the ring follows from R, which hashes the honest sites'
+//      fresh keys, so C's only choice is, as with the full key list before,
+//      which of up to d advertised sites to leave out of U1. Grinding over
+//      those choices (each costs C a Merkle tree and a ring) succeeds with
+//      probability at most (number of choices tried) x 2^-40, the per-ring
+//      bound SparseGraphSize sizes the graph for; the bound is only useful
+//      while C can try few choices, which is what |U1| >= n - d limits. A C
+//      that shows different sites different (bitmap, R) splits them into
+//      groups that sign different R and so can never both gather the step-5
+//      quorum (below). u draws its self-mask seed b_u from the OS CSPRNG
 //      and t-of-(|N(u)|+1) Shamir-shares s_sk_u and b_u over GF(2^61 - 1)
 //      (share x = the holder's position in Params::sites + 1; u keeps its own
 //      share). Each neighbour's share is sealed with AES-256-GCM under
@@ -40,15 +68,24 @@
 //      behind too few pairwise masks.
 //   4. Consistency check: C sends U3 (the survivors) to U3. Each v checks the
 //      list (participants, ascending, itself in it, >= t sites, every listed
-//      neighbour shared with it) and signs (job, round, U3) once per round:
-//      SecAggSurvivorSignature. C waits for U4 (>= t).
-//   5. Unmasking: C sends U4 the survivor list again with the signatures it
-//      received. v reveals only when the list is the one it signed and carries
-//      valid signatures, under its roster, of at least Quorum(params) distinct
-//      listed sites (t with the complete graph; more than (n + c) / 2 with
-//      SecAgg+): two different lists can never both gather a quorum, so every
-//      honest site reveals against the same U3 and none reveals both kinds of
-//      share of one site. v then reveals its shares of b_u for u in U3 ∩
+//      neighbour shared with it) and signs (job, round, R, U3) once per round,
+//      R being the key-list root it shared against: SecAggSurvivorSignature.
+//      C waits for U4 (>= t).
+//   5. Unmasking: C sends U4 the survivor list again (SecAggUnmaskRequest
+//      with `unmask` set). With a roster it carries the signatures C received
+//      and v reveals only when the list is the one it signed and carries
+//      valid signatures, under its roster, on (job, round, R, U3) with its own
+//      R, of at least Quorum(params) distinct listed sites (t with the
+//      complete graph; more than (n + c) / 2 with SecAgg+): two different
+//      lists, or two different key-list commitments, can never both gather a
+//      quorum, so every honest site reveals against the same U1 and U3 and
+//      none reveals both kinds of share of one site. This check is O(n)
+//      bytes and up to Quorum verifications per site, the one O(n) cost left
+//      per site at scale; a neighbourhood-local check or an aggregate
+//      signature would remove it. Without a roster the signatures prove
+//      nothing to a site (see Client), so C sends none (the coordinator's
+//      CoordinatorOptions::sites_hold_roster) and v only checks the list is
+//      the one it signed. v then reveals its shares of b_u for u in U3 ∩
 //      (N(v) ∪ {v}) and of s_sk_u for u in N(v) that shared with it but are not
 //      in U3 (v derives who dropped itself). C waits for U5 (>= t).
 //   6. C reconstructs b_u for every survivor and s_sk_u for every dropped
@@ -69,10 +106,16 @@
 //    fewer entries than the step allows (Aborted). C rejects keys whose
 //    signature fails under the identity key of the site's channel, keys
 //    another site advertised already, and low-order X25519 keys.
-//  - Ring order (SecAgg+): seed = SHA-256("fedrec secagg ring v1" || 0 ||
-//    job || round || for each site of U1 ascending: site || c_pk || s_pk);
-//    a Fisher-Yates shuffle of Params::sites whose draws are 8-byte words of
-//    SHA-256(seed || counter), rejection-sampled to be uniform.
+//  - Key-list commitment: KeyListRoot below. SecAggKeyList::members bit
+//    i % 8 of byte i / 8 is position i of Params::sites; proofs list the
+//    sibling hashes from the leaf up (VerifyKeyProof).
+//  - Ring (SecAgg+): seed = RingSeed. The position at ring place p is
+//    P(p), P = cycle-walked 4-round Feistel network over 2h-bit values
+//    (the smallest even 2h with 2^(2h) >= n), halves of h bits, round r's
+//    function = the first 4 bytes (little-endian) of AES-128_{seed[0..16)}(r
+//    || half || 0...), 4 bytes each little-endian, masked to h bits. A
+//    site's neighbours are the positions at places P^-1(its position) +- 1..
+//    degree / 2 (mod n).
 //  - Share sealing: key = HKDF-SHA256(X25519(c_sk_u, c_pk_v), salt = job ||
 //    round || u || v, info "fedrec secagg share key"), one key per direction,
 //    so each seals a single message (crypto::SealOnce); AAD = the salt. The
@@ -84,7 +127,8 @@
 //    salt = round || min(u, v) || max(u, v), info "fedrec secagg pairwise
 //    mask"); self k = HKDF-SHA256(b_u, salt = round || u, info "fedrec secagg
 //    self mask"). SecAggMasked::data is length * ring_bits / 8 bytes.
-//  - Survivor signature: Ed25519 over SurvivorsSignedMessage(job, round, U3).
+//  - Survivor signature: Ed25519 over SurvivorsSignedMessage(job, round, R,
+//    U3).
 //  - Revealed shares: 40 bytes each, checked to be field elements.
 //
 // Randomness: keys, seeds and Shamir coefficients come from the OS CSPRNG
@@ -121,15 +165,15 @@ struct Params {
   uint32_t threshold = 0;
   // Neighbours per site: sites.size() - 1 is the complete graph (SecAgg);
   // smaller and even is SecAgg+: each site is connected to degree / 2 sites on
-  // each side of it in `ring_order`.
+  // each side of it on the ring that `ring_seed` permutes the sites into.
   uint32_t degree = 0;
   // Sites of the round that may collude with the coordinator, and (SecAgg+)
   // that may drop out before the key list: the threat model, counted.
   uint32_t colluders = 0;
   uint32_t dropouts = 0;
-  // SecAgg+: a permutation of `sites`, fixed after step 1 by RingOrder (empty
-  // until then, and always with the complete graph).
-  std::vector<uint32_t> ring_order;
+  // SecAgg+: the 32-byte seed of the ring permutation, fixed after step 1 by
+  // RingSeed (empty until then, and always with the complete graph).
+  std::vector<uint8_t> ring_seed;
   uint32_t ring_bits = 64;  // 32 or 64
   uint64_t length = 0;      // input vector length d
 
@@ -137,12 +181,13 @@ struct Params {
 };
 
 // InvalidArgument when the parameters are inconsistent (threshold out of
-// range, odd SecAgg+ degree, ring_order neither empty nor a permutation of
-// sites, ...).
+// range, odd SecAgg+ degree, a ring seed with the complete graph or not of
+// 32 bytes, ...).
 Status Validate(const Params& params);
 
-// The neighbours of `site` (ascending, without `site` itself). REQUIRES: the
-// ring order is fixed (or the graph is complete).
+// The neighbours of `site` (ascending, without `site` itself); empty before
+// the SecAgg+ ring seed is fixed. With SecAgg+ this costs O(degree)
+// evaluations of the ring permutation and no O(n) memory.
 std::vector<uint32_t> Neighbours(const Params& params, uint32_t site);
 
 // Valid signatures on the identical survivor list a site needs before it
@@ -182,22 +227,33 @@ Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& 
 
 // The job's secure-aggregation parameters (security.* in the config): what
 // both the coordinator and every site derive a round's parameters from.
+// Which neighbour graph a round uses. kAuto: the SecAgg+ graph when
+// SparseGraphSize finds one whose degree is at most half of n - 1 (at least
+// twice cheaper per site, at the same threat model), else the complete graph.
+enum class Graph { kAuto, kComplete, kSparse };
+
+// "auto", "complete" or "sparse".
+const char* GraphName(Graph graph);
+
 struct Policy {
-  bool sparse_graph = false;        // SecAgg+
+  Graph graph = Graph::kAuto;
   double threshold_fraction = 0.6;  // complete graph: at least this share of n
   ThreatModel threat;
 };
 
 // Parameters of a round over `sites` (ascending), ring order not yet fixed.
 // colluders = ceil(adversarial_rate * n), dropouts = ceil(dropout_rate * n).
-// With `policy.sparse_graph` (SecAgg+), the degree and threshold of
-// SparseGraphSize; otherwise, or when SparseGraphSize finds no sparse graph,
-// the complete graph with threshold max(ceil(threshold_fraction * n),
-// floor(n / 2) + colluders + 1): more than half of the share holders plus the
-// colluders, InvalidArgument when that exceeds n.
+// With the SecAgg+ graph (policy.graph kSparse, or kAuto when it is at least
+// twice cheaper), the degree and threshold of SparseGraphSize; otherwise, or
+// when SparseGraphSize finds no sparse graph, the complete graph with threshold
+// max(ceil(threshold_fraction * n), floor(n / 2) + colluders + 1): more than half of the share
+// holders plus the colluders, InvalidArgument when that exceeds n.
 Result<Params> MakeParams(const std::array<uint8_t, 32>& job_id, uint32_t round,
                           std::vector<uint32_t> sites, const Policy& policy, uint32_t ring_bits,
                           uint64_t length);
+
+// Whether `params` use the SecAgg+ (sparse) graph rather than the complete one.
+inline bool IsSparse(const Params& params) { return params.degree + 1 != params.sites.size(); }
 
 // The fields of a message that carries a round's parameters (RoundPlan,
 // EvalRequest): participants, threshold, degree, colluders, dropouts, job id.
@@ -231,9 +287,25 @@ Params ParamsOf(const Plan& plan, uint32_t round, uint32_t ring_bits, uint64_t l
 // order is not fixed yet.
 Status CheckParams(const Params& plan, const Policy& policy);
 
-// The SecAgg+ ring order of a round whose key list (step 1, U1, ascending by
-// site) is `advertised`. REQUIRES: Validate(params).
-std::vector<uint32_t> RingOrder(const Params& params, std::span<const SecAggKeys> advertised);
+// The Merkle root over a key list (U1, ascending by site): all zero for an
+// empty list. Leaf = SHA-256(0x00 || site || identity_key || cipher_key ||
+// mask_key || signature), node = SHA-256(0x01 || left || right); each level
+// hashes pairs left to right and an odd last node moves up unchanged; root =
+// SHA-256(0x02 || number of leaves (8 bytes) || top node).
+crypto::Key32 KeyListRoot(std::span<const SecAggKeys> advertised);
+// The inclusion proof of advertised[index] (for tests; the coordinator keeps
+// the tree).
+MerkleProof KeyListProof(std::span<const SecAggKeys> advertised, size_t index);
+// Whether `entry` is leaf `index` of a tree of `leaves` leaves with `root`:
+// `proof` must hold exactly the siblings on the way up.
+bool VerifyKeyProof(const SecAggKeys& entry, uint64_t index, uint64_t leaves,
+                    const MerkleProof& proof, const crypto::Key32& root);
+
+// The SecAgg+ ring seed of a round whose key list has `members` entries and
+// Merkle root `key_root`: SHA-256("fedrec secagg ring v2" || job || round ||
+// members || key_root).
+std::vector<uint8_t> RingSeed(const Params& params, uint32_t members,
+                              const crypto::Key32& key_root);
 
 // What a site signs with its identity key in AdvertiseKeys (and what every
 // check of SecAggKeys::signature verifies): "fedrec secagg keys v2", a NUL
@@ -244,9 +316,11 @@ std::vector<uint8_t> KeysSignedMessage(const std::array<uint8_t, 32>& job_id, ui
                                        const crypto::Key32& mask_key);
 
 // What a survivor signs in the consistency check: "fedrec secagg survivors
-// v1", a NUL byte, the job id, round, the number of survivors and each
-// survivor's id (4 bytes little-endian each).
+// v2", a NUL byte, the job id, round, the Merkle root of the key list it
+// shared against (KeyListRoot), the number of survivors and each survivor's
+// id (4 bytes little-endian each).
 std::vector<uint8_t> SurvivorsSignedMessage(const std::array<uint8_t, 32>& job_id, uint32_t round,
+                                            const crypto::Key32& key_root,
                                             std::span<const uint32_t> survivors);
 
 // One participant's side of a round. Steps must be called in order; a step
@@ -338,8 +412,10 @@ class Server {
   // its round keys came with (AddKeys). FinishSignatures fails below the quorum.
   Status AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature);
   Status FinishSignatures();
-  // The survivor list with every signature received (sent to the signers).
-  SecAggUnmaskRequest UnmaskRequest() const;
+  // The survivor list to reveal against (sent to the signers), with every
+  // signature received when `with_signatures` (sites without a roster could
+  // not check them: O(n) bytes per site for nothing).
+  SecAggUnmaskRequest UnmaskRequest(bool with_signatures = true) const;
 
   // Step 5 and 6: the exact sum over survivors() of their inputs (elements
   // reduced mod 2^ring_bits). Each survivor must reveal exactly the shares its

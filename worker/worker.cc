@@ -219,7 +219,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
       const RoundPlan& p = *pending_plan_;
       secagg::Params params =
           secagg::ParamsOf(p, p.round, p.ring_bits, EncodedLength(WithTrainLoss(UploadShapes())));
-      params.ring_order = p.ring_order;  // must be empty: CheckParams
+      params.ring_seed = p.ring_seed;  // must be empty: CheckParams
       FEDREC_RETURN_IF_ERROR(StartSecAgg(std::move(params)));
       if (!secagg_) return Status::Ok();  // refused or dropped
       // The input is needed only once the shares are routed (step 3): training
@@ -404,7 +404,7 @@ Status Worker::OnSecAggMessage(const FrameView& frame) {
     case MessageType::kSecAggUnmaskRequest: {
       Result<SecAggUnmaskRequest> request = DecodeMessage<SecAggUnmaskRequest>(frame);
       if (!request.ok()) return SendError(round, request.status().message());
-      if (request->signatures.empty()) {  // step 4: the consistency check
+      if (!request->unmask) {  // step 4: the consistency check
         if (Drops(round, 4)) return Status::Ok();
         Result<SecAggSurvivorSignature> signature = secagg_->SignSurvivors(*request);
         if (!signature.ok()) return SendError(round, signature.status().message());

@@ -161,6 +161,27 @@ TEST(Config, ThreatModelRatesAreCheckedAgainstTheScheme) {
   EXPECT_TRUE(ValidateConfig(c).ok()) << message(c);
 }
 
+TEST(Config, SecAggGraphIsAutoUnlessSetAndSecAggPlusForbidsTheCompleteGraph) {
+  const auto message = [](const Config& c) { return ValidateConfig(c).message(); };
+  Config c;
+  EXPECT_EQ(c.security.graph, "auto");
+  EXPECT_TRUE(ValidateConfig(c).ok()) << message(c);
+  c.security.graph = "ring";
+  EXPECT_NE(message(c).find("security.graph"), std::string::npos) << message(c);
+  c.security.graph = "complete";
+  EXPECT_TRUE(ValidateConfig(c).ok()) << message(c);
+  c.security.aggregation = "secagg+";
+  EXPECT_NE(message(c).find("security.graph"), std::string::npos) << message(c);
+  EXPECT_NE(message(c).find("security.aggregation"), std::string::npos) << message(c);
+  c.security.graph = "sparse";
+  EXPECT_TRUE(ValidateConfig(c).ok()) << message(c);
+  EXPECT_EQ(SecAggPolicy(c).graph, secagg::Graph::kSparse);
+  c = Config();
+  EXPECT_EQ(SecAggPolicy(c).graph, secagg::Graph::kAuto);
+  c.security.graph = "complete";
+  EXPECT_EQ(SecAggPolicy(c).graph, secagg::Graph::kComplete);
+}
+
 TEST(Config, PaillierNeedsSiteKeysForRunsAcrossProcessesAnd2048BitKeys) {
   Config c;
   c.security.aggregation = "paillier";

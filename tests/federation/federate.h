@@ -68,6 +68,11 @@ inline FederatedRun Federate(
   SimulationOptions options;
   options.threads = threads;
   options.customize_site = per_site;
+  if (per_site) {  // sites given a roster check survivor signatures: send them
+    WorkerOptions probe;
+    per_site(&probe, 0);
+    coordinator.sites_hold_roster = probe.roster && !probe.roster->empty();
+  }
   Status profiled =
       SetSimulationProfiles(config, static_cast<uint32_t>(data->sites.size()), &options);
   EXPECT_TRUE(profiled.ok()) << profiled.ToString();

@@ -245,7 +245,8 @@ TEST_P(ExactItemModels, FederatedUnderSecAggEqualCentralizedExactly) {
   const CentralizedResult central = Central(config);
   const FederatedRun federated = Federate(config);
   ASSERT_EQ(federated.rounds.size(), 1u);  // one closed-form step
-  EXPECT_EQ(federated.rounds[0].aggregation, "secagg");
+  // security.graph = auto takes the SecAgg+ graph at this many sites.
+  EXPECT_EQ(federated.rounds[0].aggregation, "secagg+");
   EXPECT_EQ(ModelSha256(federated.global), ModelSha256(central.global));
   // Every user's list is the same; only the order of the sums over users differs.
   EXPECT_EQ(federated.rounds[0].ranking.users, central.eval.ranking.users);
@@ -288,7 +289,8 @@ TEST(IalsFederated, TenSitesUnderSecAggEqualCentralizedToFixedPointError) {
   Config config = IalsConfig("secagg", 10);
   const CentralizedResult central = Central(config);
   const FederatedRun federated = Federate(config);
-  EXPECT_EQ(federated.rounds.back().aggregation, "secagg");
+  // security.graph = auto: SecAgg+ at ten sites (degree 4 of the 9 others).
+  EXPECT_EQ(federated.rounds.back().aggregation, "secagg+");
   EXPECT_LT(RelativeDifference(federated.global, central.global), 1e-3);
   EXPECT_NEAR(Precision(federated.rounds.back().ranking), Precision(central.eval.ranking), 2e-3);
 }

@@ -122,8 +122,8 @@ TEST(SecAggAdversaryWorkers, SitesRefuseALoweredThresholdOrFewerColluders) {
     no_colluders.colluders = 0;
     ExpectRefused(f.Ask(s, no_colluders, 2), {"colluders 0 differs from the 1"});
     RoundPlan ring = f.HonestPlan(3);
-    ring.ring_order = {3, 2, 1, 0};
-    ExpectRefused(f.Ask(s, ring, 3), {"ring_order has 4 entries"});
+    ring.ring_seed.assign(32, 3);
+    ExpectRefused(f.Ask(s, ring, 3), {"a ring seed of 32 bytes"});
   }
   // Nothing of any site's update left it: only refusals came back.
   for (const auto& bytes : f.answers_)

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -72,10 +73,10 @@ Params Sparse(uint32_t n, uint32_t degree, uint32_t threshold, uint32_t ring_bit
   return params;
 }
 
-// `params` with a ring order of its own, as RingOrder would fix it.
+// `params` with a ring seed of its own, as RingSeed would fix it.
 Params WithRing(Params params, std::mt19937_64& rng) {
-  params.ring_order = params.sites;
-  std::shuffle(params.ring_order.begin(), params.ring_order.end(), rng);
+  params.ring_seed.resize(32);
+  for (uint8_t& b : params.ring_seed) b = static_cast<uint8_t>(rng());
   return params;
 }
 
@@ -140,6 +141,12 @@ class Driver {
   const std::vector<std::vector<uint8_t>>& masked_seen() const { return masked_seen_; }
   // The keys a site advertised in Advertise().
   const SecAggKeys& advertised(uint32_t site) { return advertised_[site]; }
+  // The Merkle root over the keys of the sites that advertised (U1).
+  crypto::Key32 KeyRoot() {
+    std::vector<SecAggKeys> keys;
+    for (uint32_t site : server_->advertised()) keys.push_back(advertised_[site]);
+    return KeyListRoot(keys);
+  }
 
   Status Advertise() {
     for (uint32_t site : params_.sites) {
@@ -924,7 +931,7 @@ TEST(SecAgg, SignRefusesBadSurvivorLists) {
   SecAggUnmaskRequest presigned = list;
   presigned.signatures.push_back(SurvivorSignature{sites[0], {}});
   ExpectError(driver.client(sites[4]).SignSurvivors(presigned).status(), Code::kInvalidArgument,
-              {"carries 1 signatures already"});
+              {"an unmask request with 1 signatures"});
 }
 
 TEST_F(SecAggUnmask, ServerRejectsMalformedRevealedShares) {
@@ -1054,12 +1061,11 @@ TEST(SecAgg, ValidateRejectsInconsistentParams) {
   std::swap(unsorted.sites[1], unsorted.sites[2]);
   invalid(unsorted, "strictly ascending");
   invalid(Sparse(10, 3, 3, 64, 10, rng), "even");
-  Params not_permutation = WithRing(Sparse(10, 4, 3, 64, 10, rng), rng);
-  not_permutation.ring_order[0] = not_permutation.ring_order[1];
-  invalid(not_permutation, "not a permutation");
-  Params order_with_complete = Complete(5, 3, 64, 10);
-  order_with_complete.ring_order = order_with_complete.sites;
-  invalid(order_with_complete, "ring_order");
+  Params short_seed = WithRing(Sparse(10, 4, 3, 64, 10, rng), rng);
+  short_seed.ring_seed.resize(5);
+  invalid(short_seed, "a ring seed of 5 bytes, expected 32");
+  Params seed_with_complete = WithRing(Complete(5, 3, 64, 10), rng);
+  invalid(seed_with_complete, "expected none with the complete graph");
   invalid(Sparse(10, 4, 6, 64, 10, rng), "threshold 6");
   invalid(Complete(1, 2, 64, 10), "participants");
 
@@ -1098,7 +1104,7 @@ TEST(SecAgg, NeighboursFormASymmetricRegularGraph) {
 
 Policy MakePolicy(bool sparse, double fraction, ThreatModel threat = {}) {
   Policy policy;
-  policy.sparse_graph = sparse;
+  policy.graph = sparse ? Graph::kSparse : Graph::kComplete;
   policy.threshold_fraction = fraction;
   policy.threat = threat;
   return policy;
@@ -1115,15 +1121,15 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
   EXPECT_EQ(sparse->threshold, 16u);
   EXPECT_EQ(sparse->colluders, 25u);
   EXPECT_EQ(sparse->dropouts, 25u);
-  EXPECT_TRUE(sparse->ring_order.empty());  // drawn from the round keys
-  EXPECT_EQ(Quorum(*sparse), 263u);         // more than (500 + 25) / 2
+  EXPECT_TRUE(sparse->ring_seed.empty());  // drawn from the round keys
+  EXPECT_EQ(Quorum(*sparse), 263u);        // more than (500 + 25) / 2
   EXPECT_TRUE(Validate(*sparse).ok());
 
   Result<Params> complete = MakeParams(job, 3, sites, MakePolicy(false, 0.6), 64, 100);
   ASSERT_TRUE(complete.ok());
   EXPECT_EQ(complete->degree, 499u);
   EXPECT_EQ(complete->threshold, 300u);  // ceil(0.6 * 500)
-  EXPECT_TRUE(complete->ring_order.empty());
+  EXPECT_TRUE(complete->ring_seed.empty());
   // Below half of the sites plus the colluders the threshold is raised.
   Result<Params> raised = MakeParams(job, 3, sites, MakePolicy(false, 0.2), 64, 100);
   ASSERT_TRUE(raised.ok());
@@ -1427,6 +1433,7 @@ constexpr uint32_t kSites = 10;
 
 Policy JobPolicy() {
   Policy policy;
+  policy.graph = Graph::kComplete;  // auto would take a ring of degree 4 for 10 sites
   policy.threshold_fraction = 0.5;  // raised to floor(10 / 2) + 1 colluder + 1 = 7
   return policy;
 }
@@ -1480,9 +1487,10 @@ TEST(SecAggAdversary, InconsistentSurvivorListsRevealNeitherSecretOfTheTarget) {
   }
   // The colluder signs both lists with its identity key.
   for (auto [list, sigs] : {std::pair{&with_target, &signed_a}, {&without_target, &signed_b}}) {
-    sigs->push_back({colluder, *crypto::Sign(driver.identity(colluder),
-                                             SurvivorsSignedMessage(params.job_id, params.round,
-                                                                    list->survivors))});
+    sigs->push_back(
+        {colluder, *crypto::Sign(driver.identity(colluder),
+                                 SurvivorsSignedMessage(params.job_id, params.round,
+                                                        driver.KeyRoot(), list->survivors))});
   }
   ASSERT_EQ(signed_a.size(), 6u);  // below the quorum of 7 either way
   ASSERT_EQ(signed_b.size(), 5u);
@@ -1492,6 +1500,7 @@ TEST(SecAggAdversary, InconsistentSurvivorListsRevealNeitherSecretOfTheTarget) {
     if (site == colluder) continue;
     const bool a = driver.Pos(site) < 5;
     SecAggUnmaskRequest request = a ? with_target : without_target;
+    request.unmask = true;
     request.signatures = a ? signed_a : signed_b;
     Result<SecAggUnmaskShares> shares = driver.client(site).Unmask(request);
     if (shares.ok()) Collect(*shares, target, &loot);
@@ -1501,6 +1510,7 @@ TEST(SecAggAdversary, InconsistentSurvivorListsRevealNeitherSecretOfTheTarget) {
   }
   // Nor does the other list fool a site that signed the first.
   SecAggUnmaskRequest swapped = without_target;
+  swapped.unmask = true;
   swapped.signatures = signed_b;
   Driver fresh(params, 2, true, 1, JobPolicy());
   ASSERT_TRUE(fresh.Advertise().ok());
@@ -1552,16 +1562,16 @@ TEST(SecAggAdversary, SitesRefuseALoweredThresholdOrAChosenGraph) {
   sparse.degree = 8;
   refused(sparse, {"degree 8 differs from the 9"});
   Policy sparse_policy = JobPolicy();
-  sparse_policy.sparse_graph = true;
+  sparse_policy.graph = Graph::kSparse;
   std::vector<uint32_t> sites(100);
   for (uint32_t i = 0; i < 100; ++i) sites[i] = i;
   Result<Params> plus = MakeParams(honest.job_id, 7, sites, sparse_policy, 64, 4);
   ASSERT_TRUE(plus.ok());
   Params chosen_ring = *plus;
-  chosen_ring.ring_order = sites;  // the coordinator's own neighbourhoods
+  chosen_ring.ring_seed.assign(32, 7);  // the coordinator's own neighbourhoods
   Client client(chosen_ring, 0, *crypto::GenerateSigningKey(), {}, sparse_policy);
   ExpectError(client.AdvertiseKeys().status(), Code::kAborted,
-              {"a ring order of 100 sites, expected none"});
+              {"a ring seed of 32 bytes, expected none"});
 }
 
 TEST(SecAggAdversary, SecAggPlusRingIsDrawnFromTheRoundKeysAlike) {
@@ -1572,13 +1582,16 @@ TEST(SecAggAdversary, SecAggPlusRingIsDrawnFromTheRoundKeysAlike) {
   ASSERT_EQ(outcome.aborted_at, 0) << outcome.status.ToString();
   EXPECT_EQ(outcome.sum, driver.PlainSum());
   const Params& fixed = driver.server().params();
-  ASSERT_EQ(fixed.ring_order.size(), 30u);
-  // Any change to one advertised key gives another ring.
+  ASSERT_EQ(fixed.ring_seed.size(), 32u);
+  // Any change to one advertised key gives another root, and another ring.
   std::vector<SecAggKeys> keys;
   for (uint32_t site : params.sites) keys.push_back(driver.advertised(site));
-  EXPECT_EQ(RingOrder(params, keys), fixed.ring_order);
+  EXPECT_EQ(RingSeed(params, 30, KeyListRoot(keys)), fixed.ring_seed);
   keys[3].mask_key[0] ^= 1;
-  EXPECT_NE(RingOrder(params, keys), fixed.ring_order);
+  EXPECT_NE(RingSeed(params, 30, KeyListRoot(keys)), fixed.ring_seed);
+  // So does a list with one site fewer (what leaving it out would change).
+  keys.pop_back();
+  EXPECT_NE(RingSeed(params, 29, KeyListRoot(keys)), fixed.ring_seed);
   // A coordinator leaving out more sites than the threat model's dropouts
   // gets no ring at all.
   Driver thin(params);
@@ -1634,6 +1647,294 @@ TEST(SecAggAdversary, BadSelfMaskSeedShareIsDetectedAndItsHolderNamed) {
   }
   ExpectError(driver.server().Finish().status(), Code::kCorruption,
               {"revealed share of site " + Str(liar), "inconsistent"});
+}
+
+// --- The graph by size (security.graph) ---
+
+TEST(SecAgg, AutoGraphIsTheSparseOneOnlyWhenItHalvesTheDegree) {
+  const crypto::Key32 job{};
+  const auto sites = [](uint32_t n) {
+    std::vector<uint32_t> out(n);
+    for (uint32_t i = 0; i < n; ++i) out[i] = i;
+    return out;
+  };
+  Policy automatic;
+  ASSERT_EQ(automatic.graph, Graph::kAuto);  // the default
+  // Eight sites: the SecAgg+ ring would have degree 4 of 7, more than half.
+  Result<Params> small = MakeParams(job, 1, sites(8), automatic, 64, 1);
+  ASSERT_TRUE(small.ok()) << small.status().ToString();
+  EXPECT_FALSE(IsSparse(*small));
+  EXPECT_EQ(small->degree, 7u);
+  // 500 and 10,000 sites: the ring, 28 and 34 neighbours.
+  Result<Params> large = MakeParams(job, 1, sites(500), automatic, 64, 1);
+  ASSERT_TRUE(large.ok());
+  EXPECT_TRUE(IsSparse(*large));
+  EXPECT_EQ(large->degree, 28u);
+  Result<Params> huge = MakeParams(job, 1, sites(10000), automatic, 32, 1);
+  ASSERT_TRUE(huge.ok());
+  EXPECT_EQ(huge->degree, 34u);
+  EXPECT_EQ(huge->threshold, 20u);
+  // An explicit setting wins either way.
+  Policy complete;
+  complete.graph = Graph::kComplete;
+  Result<Params> forced_complete = MakeParams(job, 1, sites(500), complete, 64, 1);
+  ASSERT_TRUE(forced_complete.ok());
+  EXPECT_EQ(forced_complete->degree, 499u);
+  Policy sparse;
+  sparse.graph = Graph::kSparse;
+  Result<Params> forced_sparse = MakeParams(job, 1, sites(8), sparse, 64, 1);
+  ASSERT_TRUE(forced_sparse.ok());
+  EXPECT_EQ(forced_sparse->degree, 4u);
+  // A threat model no ring meets: auto falls back, sparse fails.
+  Policy heavy = automatic;
+  heavy.threat = {0.3, 0.65};  // beyond the 0.9 SecAgg+ is sized for
+  Result<Params> fallback = MakeParams(job, 1, sites(100), heavy, 64, 1);
+  ASSERT_TRUE(fallback.ok()) << fallback.status().ToString();
+  EXPECT_FALSE(IsSparse(*fallback));
+  heavy.graph = Graph::kSparse;
+  EXPECT_EQ(MakeParams(job, 1, sites(100), heavy, 64, 1).status().code(), Code::kInvalidArgument);
+}
+
+TEST(SecAgg, SitesRefuseAPlanWithTheOtherGraph) {
+  const crypto::Key32 job{};
+  std::vector<uint32_t> sites(500);
+  for (uint32_t i = 0; i < 500; ++i) sites[i] = i;
+  Policy automatic, complete;
+  complete.graph = Graph::kComplete;
+  const Params ring = *MakeParams(job, 1, sites, automatic, 64, 1);
+  const Params full = *MakeParams(job, 1, sites, complete, 64, 1);
+  ExpectError(CheckParams(full, automatic), Code::kInvalidArgument,
+              {"differs from the", "graph auto"});
+  ExpectError(CheckParams(ring, complete), Code::kInvalidArgument,
+              {"differs from the", "graph complete"});
+  EXPECT_TRUE(CheckParams(ring, automatic).ok());
+  EXPECT_TRUE(CheckParams(full, complete).ok());
+}
+
+// --- SecAgg+ key lists: the Merkle commitment to U1 ---
+
+TEST(SecAgg, MerkleProofsVerifyOnlyAtTheirLeaf) {
+  std::vector<SecAggKeys> keys(13);
+  for (uint32_t i = 0; i < keys.size(); ++i) {
+    keys[i].site = 2 * i;
+    keys[i].mask_key[0] = static_cast<uint8_t>(i);
+  }
+  for (size_t leaves = 1; leaves <= keys.size(); ++leaves) {
+    const std::span<const SecAggKeys> list(keys.data(), leaves);
+    const crypto::Key32 root = KeyListRoot(list);
+    for (size_t i = 0; i < leaves; ++i) {
+      const MerkleProof proof = KeyListProof(list, i);
+      EXPECT_TRUE(VerifyKeyProof(keys[i], i, leaves, proof, root)) << leaves << " " << i;
+      EXPECT_FALSE(VerifyKeyProof(keys[i], i ^ 1, leaves, proof, root));
+      EXPECT_FALSE(VerifyKeyProof(keys[i], i, leaves + 1, proof, root));
+      EXPECT_FALSE(VerifyKeyProof(keys[i], leaves, leaves, proof, root));
+      MerkleProof longer = proof;
+      longer.siblings.emplace_back();
+      EXPECT_FALSE(VerifyKeyProof(keys[i], i, leaves, longer, root));
+      SecAggKeys other = keys[i];
+      other.signature[0] ^= 1;
+      EXPECT_FALSE(VerifyKeyProof(other, i, leaves, proof, root));
+    }
+  }
+}
+
+TEST(SecAgg, SparseKeyListHoldsOnlyTheNeighbourhood) {
+  std::mt19937_64 rng(5);
+  const Params params = Sparse(40, 6, 4, 64, 4, rng);
+  Driver driver(params);
+  driver.SetDrop(params.sites[7], kBeforeKeys);
+  ASSERT_TRUE(driver.Advertise().ok());
+  const Params& fixed = driver.server().params();
+  for (uint32_t site : driver.server().advertised()) {
+    const SecAggKeyList list = *driver.server().KeyListFor(site);
+    EXPECT_EQ(list.members.size(), 5u);  // 40 bits
+    EXPECT_LE(list.keys.size(), 7u);     // itself and at most 6 neighbours
+    EXPECT_EQ(list.proofs.size(), list.keys.size());
+    EXPECT_EQ(list.root, driver.KeyRoot());
+    for (const SecAggKeys& entry : list.keys) {
+      if (entry.site == site) continue;
+      const std::vector<uint32_t> nb = Neighbours(fixed, site);
+      EXPECT_TRUE(std::binary_search(nb.begin(), nb.end(), entry.site));
+    }
+  }
+  const Driver::Outcome outcome = [&] {
+    Driver::Outcome o;
+    if (Status s = driver.Share(); !s.ok()) o.status = s;
+    return o;
+  }();
+  EXPECT_TRUE(outcome.status.ok()) << outcome.status.ToString();
+  EXPECT_TRUE(driver.refused().empty());
+}
+
+TEST(SecAggAdversary, SparseKeyListsWithBadProofsOrMembershipAreRefused) {
+  std::mt19937_64 rng(9);
+  const Params params = Sparse(30, 6, 4, 64, 4, rng);  // 7 dropouts allowed
+  // A fresh round per attempt: a rejection ends a client's round.
+  uint64_t seed = 100;
+  const auto attempt = [&](const std::function<void(SecAggKeyList&, Driver&, uint32_t)>& alter,
+                           Code code, std::initializer_list<std::string_view> parts) {
+    Driver driver(params, ++seed);
+    driver.SetDrop(params.sites[29], kBeforeKeys);  // one unmarked position
+    ASSERT_TRUE(driver.Advertise().ok());
+    const uint32_t site = params.sites[3];
+    SecAggKeyList list = *driver.server().KeyListFor(site);
+    ASSERT_GE(list.keys.size(), 4u);
+    alter(list, driver, site);
+    ExpectError(driver.client(site).ShareKeys(list).status(), code, parts);
+  };
+  // The index of the first entry that is not the site's own.
+  const auto neighbour = [](const SecAggKeyList& list, uint32_t site) {
+    return list.keys[0].site == site ? size_t{1} : size_t{0};
+  };
+  {  // A neighbour's entry whose proof does not lead to the root.
+    attempt([&](SecAggKeyList& list, Driver&,
+                uint32_t site) { list.proofs[neighbour(list, site)].siblings[0][0] ^= 1; },
+            Code::kCorruption, {"not in the key list's Merkle root", "bad inclusion proof"});
+  }
+  {  // A neighbour's keys substituted (validly signed: no roster would help
+     // without the commitment), its proof kept.
+    attempt(
+        [&](SecAggKeyList& list, Driver& driver, uint32_t site) {
+          SecAggKeys& entry = list.keys[neighbour(list, site)];
+          entry.mask_key[1] ^= 4;
+          entry.signature = *crypto::Sign(driver.identity(entry.site),
+                                          KeysSignedMessage(params.job_id, entry.round, entry.site,
+                                                            entry.cipher_key, entry.mask_key));
+        },
+        Code::kCorruption, {"not in the key list's Merkle root"});
+  }
+  {  // Proofs at the wrong leaf index: two neighbours' proofs swapped.
+    attempt(
+        [&](SecAggKeyList& list, Driver&, uint32_t site) {
+          const size_t a = neighbour(list, site);
+          const size_t b = list.keys[a + 1].site == site ? a + 2 : a + 1;
+          std::swap(list.proofs[a], list.proofs[b]);
+        },
+        Code::kCorruption, {"at leaf"});
+  }
+  {  // An entry omitted while the bitmap marks it present.
+    attempt(
+        [&](SecAggKeyList& list, Driver&, uint32_t site) {
+          const size_t i = neighbour(list, site);
+          list.keys.erase(list.keys.begin() + static_cast<std::ptrdiff_t>(i));
+          list.proofs.erase(list.proofs.begin() + static_cast<std::ptrdiff_t>(i));
+        },
+        Code::kInvalidArgument, {"membership bitmap marks neighbour site", "omits its keys"});
+  }
+  {  // A bitmap below n - dropouts.
+    attempt(
+        [&](SecAggKeyList& list, Driver&, uint32_t) {
+          for (uint32_t pos = 10; pos < 17; ++pos) list.members[pos / 8] &= ~(1u << (pos % 8));
+        },
+        Code::kAborted, {"22 of 30 participants", "the threat model's dropouts leave"});
+  }
+  {  // The bitmap leaves this site out.
+    attempt([&](SecAggKeyList& list, Driver&, uint32_t) { list.members[0] &= ~(1u << 3); },
+            Code::kInvalidArgument, {"leaves out this site"});
+  }
+  {  // This site's own entry altered.
+    attempt(
+        [&](SecAggKeyList& list, Driver&, uint32_t site) {
+          for (SecAggKeys& entry : list.keys)
+            if (entry.site == site) entry.cipher_key[0] ^= 1;
+        },
+        Code::kInvalidArgument, {"differ from the ones it advertised"});
+  }
+  {  // A bitmap of the wrong size, and proofs missing.
+    attempt([&](SecAggKeyList& list, Driver&, uint32_t) { list.members.pop_back(); },
+            Code::kInvalidArgument, {"membership bitmap of 3 bytes, expected 4"});
+    attempt([&](SecAggKeyList& list, Driver&, uint32_t) { list.proofs.pop_back(); },
+            Code::kInvalidArgument, {"Merkle proofs, expected one each"});
+  }
+  {  // The complete graph's list (every key, no commitment).
+    attempt(
+        [&](SecAggKeyList& list, Driver&, uint32_t) {
+          list.members.clear();
+          list.proofs.clear();
+        },
+        Code::kInvalidArgument, {"membership bitmap of 0 bytes"});
+  }
+}
+
+TEST(SecAggAdversary, SitesShownDifferentKeyListRootsCannotBothReveal) {
+  std::mt19937_64 rng(13);
+  const Params params = Sparse(30, 6, 4, 64, 4, rng);
+  ASSERT_EQ(Quorum(params), 16u);
+  Driver driver(params);  // every site holds the roster
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  ASSERT_TRUE(driver.Mask().ok());
+  const SecAggUnmaskRequest list = driver.server().SurvivorList();
+  ASSERT_EQ(list.survivors.size(), 30u);
+  // Half the sites signed after seeing the genuine root; the coordinator
+  // showed the other half another root (another U1), so theirs bind that.
+  crypto::Key32 other_root = driver.KeyRoot();
+  other_root[0] ^= 1;
+  std::vector<SurvivorSignature> genuine, other;
+  for (uint32_t site : list.survivors) {
+    if (driver.Pos(site) < 15) {
+      Result<SecAggSurvivorSignature> signature = driver.client(site).SignSurvivors(list);
+      ASSERT_TRUE(signature.ok()) << signature.status().ToString();
+      genuine.push_back({site, signature->signature});
+    } else {
+      other.push_back({site, *crypto::Sign(driver.identity(site),
+                                           SurvivorsSignedMessage(params.job_id, params.round,
+                                                                  other_root, list.survivors))});
+    }
+  }
+  // Either group alone is below the quorum; together they do not verify
+  // under one root.
+  SecAggUnmaskRequest request = list;
+  request.unmask = true;
+  request.signatures = genuine;
+  ExpectError(driver.client(list.survivors[0]).Unmask(request).status(), Code::kInvalidArgument,
+              {"15 valid signatures", "expected at least 16"});
+  request.signatures.insert(request.signatures.end(), other.begin(), other.end());
+  ExpectError(
+      driver.client(list.survivors[1]).Unmask(request).status(), Code::kInvalidArgument,
+      {"signature of site " + Str(other[0].site), "does not verify", "another list, key list"});
+}
+
+TEST(SecAgg, WithoutARosterUnmaskingNeedsNoSignatures) {
+  std::mt19937_64 rng(17);
+  Driver driver(Sparse(30, 6, 4, 32, 16, rng), 3, /*with_roster=*/false);
+  driver.SetDrop(driver.params().sites[5], kAfterShares);
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  ASSERT_TRUE(driver.Mask().ok());
+  ASSERT_TRUE(driver.Sign().ok());
+  const SecAggUnmaskRequest request = driver.server().UnmaskRequest(/*with_signatures=*/false);
+  EXPECT_TRUE(request.unmask);
+  EXPECT_TRUE(request.signatures.empty());
+  for (uint32_t site : driver.server().signers()) {
+    Result<SecAggUnmaskShares> shares = driver.client(site).Unmask(request);
+    ASSERT_TRUE(shares.ok()) << shares.status().ToString();
+    ASSERT_TRUE(driver.server().AddUnmaskShares(site, *shares).ok());
+  }
+  Result<std::vector<uint64_t>> sum = driver.server().Finish();
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(*sum, driver.PlainSum());
+}
+
+TEST(SecAgg, RingNeighboursAtTenThousandSitesAreSymmetric) {
+  std::vector<uint32_t> sites(10000);
+  for (uint32_t i = 0; i < sites.size(); ++i) sites[i] = 5 * i + 1;
+  Result<Params> made = MakeParams(crypto::Key32{}, 1, sites, Policy{}, 32, 1);
+  ASSERT_TRUE(made.ok());
+  Params params = *made;
+  params.ring_seed.assign(32, 0x5a);
+  std::set<uint32_t> seen;
+  for (uint32_t i = 0; i < 200; ++i) {
+    const uint32_t site = sites[(i * 7919) % sites.size()];
+    const std::vector<uint32_t> nb = Neighbours(params, site);
+    ASSERT_EQ(nb.size(), 34u);
+    for (uint32_t other : nb) {
+      const std::vector<uint32_t> back = Neighbours(params, other);
+      EXPECT_TRUE(std::binary_search(back.begin(), back.end(), site));
+    }
+    seen.insert(nb.begin(), nb.end());
+  }
+  EXPECT_GT(seen.size(), 5000u);  // spread over the ring, not clustered by id
 }
 
 }  // namespace

@@ -63,8 +63,7 @@ inline RoundPlan RandomRoundPlan(Rng& rng) {
     m.participants.push_back(static_cast<uint32_t>(rng.Next()));
   m.threshold = static_cast<uint32_t>(rng.Next());
   m.degree = static_cast<uint32_t>(rng.Next());
-  for (size_t i = rng.Below(6); i > 0; --i)
-    m.ring_order.push_back(static_cast<uint32_t>(rng.Next()));
+  for (size_t i = rng.Below(6); i > 0; --i) m.ring_seed.push_back(static_cast<uint8_t>(rng.Next()));
   m.ring_bits = static_cast<uint32_t>(rng.Next());
   m.frac_bits = static_cast<uint32_t>(rng.Next());
   m.clip = RandomFloat(rng);
@@ -219,6 +218,18 @@ inline SecAggKeyList RandomMessage<SecAggKeyList>(Rng& rng) {
   SecAggKeyList m;
   m.round = static_cast<uint32_t>(rng.Next());
   for (size_t i = rng.Below(5); i > 0; --i) m.keys.push_back(RandomSecAggKeys(rng));
+  if (rng.Below(2) == 1) {  // the SecAgg+ form
+    for (size_t i = rng.Below(40); i > 0; --i)
+      m.members.push_back(static_cast<uint8_t>(rng.Next()));
+    for (uint8_t& b : m.root) b = static_cast<uint8_t>(rng.Next());
+    for (size_t i = 0; i < m.keys.size(); ++i) {
+      MerkleProof& proof = m.proofs.emplace_back();
+      for (size_t k = rng.Below(kMaxMerkleDepth + 1); k > 0; --k) {
+        Key32Bytes& sibling = proof.siblings.emplace_back();
+        for (uint8_t& b : sibling) b = static_cast<uint8_t>(rng.Next());
+      }
+    }
+  }
   return m;
 }
 template <>
@@ -244,6 +255,7 @@ template <>
 inline SecAggUnmaskRequest RandomMessage<SecAggUnmaskRequest>(Rng& rng) {
   SecAggUnmaskRequest m;
   m.round = static_cast<uint32_t>(rng.Next());
+  m.unmask = rng.Below(2) == 1;
   m.survivors = RandomVector<uint32_t>(rng, 10);
   for (size_t i = rng.Below(4); i > 0; --i) {
     SurvivorSignature signature;
