@@ -96,6 +96,9 @@ const std::vector<Key>& Schema() {
                  "seconds to wait for the sites of each step of a round (fedrec sim: simulated "
                  "seconds)"),
       FEDREC_KEY("eval.every", eval.every, "evaluate every n rounds/epochs (and after the last)"),
+      FEDREC_KEY("eval.fraction", eval.fraction,
+                 "share of the available sites asked to evaluate, sampled anew each evaluation "
+                 "(cross-device federations evaluate on a sample)"),
       FEDREC_KEY("eval.ranking", eval.ranking, "also compute top-N metrics"),
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
       FEDREC_KEY("eval.relevant_threshold", eval.relevant_threshold,
@@ -576,6 +579,8 @@ Status ValidateConfig(const Config& c) {
                 "\"" + c.data.item_universe + "\" with federation.partition = \"" +
                     c.federation.partition + "\"");
   FEDREC_RETURN_IF_ERROR(positive("eval.every", c.eval.every));
+  if (!(c.eval.fraction > 0.0 && c.eval.fraction <= 1.0))
+    return fail("eval.fraction", "a number in (0, 1]", fmt::format("{}", c.eval.fraction));
   FEDREC_RETURN_IF_ERROR(positive("eval.top_k", c.eval.top_k));
   if (c.sim.threads < 0)
     return fail("sim.threads", "an integer >= 0", std::to_string(c.sim.threads));

@@ -82,6 +82,7 @@ struct Config {
 
   struct Eval {
     int64_t every = 1;
+    double fraction = 1.0;  // share of the available sites asked to evaluate
     bool ranking = true;
     int64_t top_k = 10;
     double relevant_threshold = 4.0;

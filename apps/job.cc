@@ -507,6 +507,7 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.fraction = config.federation.fraction;
   options.min_sites = static_cast<uint32_t>(config.federation.min_sites);
   options.eval_every = static_cast<uint32_t>(config.eval.every);
+  options.eval_fraction = config.eval.fraction;
   options.lr = static_cast<float>(config.train.lr);
   options.seed = config.seed;
   options.round_timeout =

@@ -32,6 +32,7 @@ enum class Purpose : uint64_t {
   kNegative = 11,      // negative sampling of implicit-feedback models (round = global epoch)
   kSimProfile = 12,    // simulated site speed and link profiles
   kAvailability = 13,  // simulated site availability (round = federated round)
+  kEvalSample = 14,    // the sites asked to evaluate (round = federated round)
   kUser = 100,         // first value free for plug-ins
 };
 

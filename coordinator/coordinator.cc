@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "base/random.h"
 #include "coordinator/aggregator.h"
 #include "protocol/paillier.h"
 #include "protocol/paillier_round.h"
@@ -838,8 +839,24 @@ Status Coordinator::PaillierRound(RoundPlan plan, const std::vector<uint32_t>& s
   return Status::Ok();
 }
 
+std::vector<uint32_t> Coordinator::EvalSites(uint32_t round) const {
+  std::vector<uint32_t> sites = AvailableSites();
+  if (options_.eval_fraction >= 1.0 || sites.empty()) return sites;
+  const size_t want = std::clamp<size_t>(
+      static_cast<size_t>(std::llround(options_.eval_fraction * static_cast<double>(sites.size()))),
+      1, sites.size());
+  Rng rng(options_.seed, round, 0, Purpose::kEvalSample);
+  for (size_t i = 0; i < want; ++i) {  // partial Fisher-Yates: a uniform sample
+    const size_t j = i + static_cast<size_t>(rng.Below(sites.size() - i));
+    std::swap(sites[i], sites[j]);
+  }
+  sites.resize(want);
+  std::sort(sites.begin(), sites.end());
+  return sites;
+}
+
 Status Coordinator::SecureEvaluate(uint32_t round, RoundMetrics* metrics) {
-  const std::vector<uint32_t> sites = AvailableSites();
+  const std::vector<uint32_t> sites = EvalSites(round);
   const uint32_t label = EvalSecAggRound(round);
   Result<secagg::Params> made = secagg::MakeParams(options_.job_id, label, sites, options_.secagg,
                                                    64, EvalSumsLength(options_.items));
@@ -883,7 +900,7 @@ Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
   FEDREC_RETURN_IF_ERROR(Settle(round));
   if (options_.aggregation != Aggregation::kNone) return SecureEvaluate(round, metrics);
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
-  const std::vector<uint32_t> sites = AvailableSites();
+  const std::vector<uint32_t> sites = EvalSites(round);
   EvalRequest request;
   request.round = round;
   request.model_version = version_;

@@ -48,7 +48,10 @@ struct CoordinatorOptions {
   double fraction = 1.0;    // share of sites selected per round
   uint32_t min_sites = 1;   // fewer updates than this aborts the round (model unchanged)
   uint32_t eval_every = 1;  // evaluate after every n-th round and after the last
-  float lr = 0.01f;         // base learning rate sent in every plan
+  // Share of the available sites asked to evaluate, sampled per evaluation
+  // from the stream (seed, round, 0, kEvalSample).
+  double eval_fraction = 1.0;
+  float lr = 0.01f;  // base learning rate sent in every plan
   uint64_t seed = 1;
   // How long the coordinator waits for each step's answers, on `clock`: real
   // time, or virtual time in the simulator.
@@ -192,6 +195,8 @@ class Coordinator {
   // back-off has run out; the back-off doubles with each unanswered probe.
   Status ProbeUnavailable(uint32_t round);
   std::vector<uint32_t> AvailableSites() const;
+  // The sites asked to evaluate after `round`: a sample of the available ones.
+  std::vector<uint32_t> EvalSites(uint32_t round) const;
 
   // The round's fixed-point format: the configured one, widened by the model
   // for statistics.

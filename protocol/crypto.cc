@@ -185,27 +185,94 @@ Result<Key32> DhSharedSecret(const Key32& private_key, const Key32& peer_public_
   return secret;
 }
 
+namespace {
+
+// Fetched once: immutable, thread-safe algorithm handles. Passing them to
+// the EVP calls skips OpenSSL's per-call implicit lookup (a locked table
+// search that otherwise costs more than hashing a short message).
+const EVP_MD* Sha256Md() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  if (md == nullptr) std::abort();  // the default provider is missing
+  return md;
+}
+
+const EVP_CIPHER* Aes256GcmCipher() {
+  static EVP_CIPHER* const cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  if (cipher == nullptr) std::abort();
+  return cipher;
+}
+
+const EVP_CIPHER* Aes128CtrCipher() {
+  static EVP_CIPHER* const cipher = EVP_CIPHER_fetch(nullptr, "AES-128-CTR", nullptr);
+  if (cipher == nullptr) std::abort();
+  return cipher;
+}
+
+constexpr size_t kShaBlock = 64;
+
+// HMAC-SHA256 (RFC 2104) of the concatenation of `message`.
+Key32 HmacSha256(std::span<const uint8_t> key, std::span<const std::span<const uint8_t>> message) {
+  std::array<uint8_t, kShaBlock> block{};
+  if (key.size() > kShaBlock) {
+    const Key32 hashed = Sha256(key);
+    std::copy(hashed.begin(), hashed.end(), block.begin());
+  } else {
+    std::copy(key.begin(), key.end(), block.begin());
+  }
+  std::array<uint8_t, kShaBlock> pad;
+  for (size_t i = 0; i < kShaBlock; ++i) pad[i] = block[i] ^ 0x36;
+  std::vector<std::span<const uint8_t>> inner = {pad};
+  inner.insert(inner.end(), message.begin(), message.end());
+  const Key32 inner_hash = Sha256(inner);
+  for (size_t i = 0; i < kShaBlock; ++i) pad[i] = block[i] ^ 0x5c;
+  const std::span<const uint8_t> outer[] = {pad, inner_hash};
+  const Key32 mac = Sha256(outer);
+  Cleanse(block);
+  Cleanse(pad);
+  return mac;
+}
+
+}  // namespace
+
+Key32 Sha256(std::span<const std::span<const uint8_t>> parts) {
+  struct Ctx {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Ctx() { EVP_MD_CTX_free(ctx); }
+  };
+  thread_local Ctx local;
+  Key32 digest{};
+  unsigned int length = 0;
+  // Failure here is allocation failure inside OpenSSL: nothing can go on.
+  if (local.ctx == nullptr || EVP_DigestInit_ex2(local.ctx, Sha256Md(), nullptr) != 1) std::abort();
+  for (const auto& part : parts) {
+    if (!part.empty() && EVP_DigestUpdate(local.ctx, part.data(), part.size()) != 1) std::abort();
+  }
+  if (EVP_DigestFinal_ex(local.ctx, digest.data(), &length) != 1) std::abort();
+  return digest;
+}
+
 Status Hkdf(std::span<const uint8_t> secret, std::span<const uint8_t> salt, std::string_view info,
             std::span<uint8_t> out) {
-  // Fetched once: an immutable, thread-safe algorithm handle.
-  static EVP_KDF* const kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  if (kdf == nullptr) return Status::Internal(OpenSslError("fetching HKDF"));
-  KdfCtx ctx(EVP_KDF_CTX_new(kdf));
-  if (!ctx) return Status::Internal(OpenSslError("HKDF context"));
-  char digest[] = "SHA256";
-  static const uint8_t kNoSalt[1] = {0};
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()),
-                                        secret.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
-                                        const_cast<uint8_t*>(salt.empty() ? kNoSalt : salt.data()),
-                                        salt.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(info.data()),
-                                        info.size()),
-      OSSL_PARAM_construct_end()};
-  if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1)
-    return Status::Internal(OpenSslError("HKDF-SHA256"));
+  // RFC 5869 with SHA-256; an empty salt is HashLen zero bytes.
+  if (out.size() > 255 * 32) return Status::InvalidArgument("HKDF-SHA256: output too long");
+  static const std::array<uint8_t, 32> kZeroSalt{};
+  const std::span<const uint8_t> ikm[] = {secret};
+  Key32 prk = HmacSha256(salt.empty() ? std::span<const uint8_t>(kZeroSalt) : salt, ikm);
+  const std::span<const uint8_t> info_bytes(reinterpret_cast<const uint8_t*>(info.data()),
+                                            info.size());
+  Key32 t{};
+  size_t done = 0;
+  for (uint8_t i = 1; done < out.size(); ++i) {
+    const uint8_t counter[1] = {i};
+    const std::span<const uint8_t> previous(t.data(), i == 1 ? 0 : t.size());
+    const std::span<const uint8_t> message[] = {previous, info_bytes, counter};
+    t = HmacSha256(prk, message);
+    const size_t n = std::min(t.size(), out.size() - done);
+    std::copy_n(t.begin(), n, out.begin() + static_cast<ptrdiff_t>(done));
+    done += n;
+  }
+  Cleanse(prk);
+  Cleanse(t);
   return Status::Ok();
 }
 
@@ -232,7 +299,7 @@ Status Aes256Gcm::Seal(std::span<const uint8_t, kGcmNonceSize> nonce, std::span<
                        std::span<uint8_t> data, std::span<uint8_t, kGcmTagSize> tag) {
   if (!impl_->seal) {  // the key schedule is computed once per direction
     impl_->seal.reset(EVP_CIPHER_CTX_new());
-    if (!impl_->seal || EVP_EncryptInit_ex(impl_->seal.get(), EVP_aes_256_gcm(), nullptr,
+    if (!impl_->seal || EVP_EncryptInit_ex(impl_->seal.get(), Aes256GcmCipher(), nullptr,
                                            impl_->key.data(), nullptr) != 1) {
       impl_->seal.reset();
       return Status::Internal(OpenSslError("AES-256-GCM init"));
@@ -253,7 +320,7 @@ Status Aes256Gcm::Open(std::span<const uint8_t, kGcmNonceSize> nonce, std::span<
                        std::span<uint8_t> data, std::span<const uint8_t, kGcmTagSize> tag) {
   if (!impl_->open) {
     impl_->open.reset(EVP_CIPHER_CTX_new());
-    if (!impl_->open || EVP_DecryptInit_ex(impl_->open.get(), EVP_aes_256_gcm(), nullptr,
+    if (!impl_->open || EVP_DecryptInit_ex(impl_->open.get(), Aes256GcmCipher(), nullptr,
                                            impl_->key.data(), nullptr) != 1) {
       impl_->open.reset();
       return Status::Internal(OpenSslError("AES-256-GCM init"));
@@ -314,7 +381,7 @@ Keystream::Keystream(std::span<const uint8_t, 16> key, uint64_t first_block)
   impl_->ctx.reset(EVP_CIPHER_CTX_new());
   // Allocation failure of a cipher context is not recoverable here.
   if (!impl_->ctx ||
-      EVP_EncryptInit_ex(impl_->ctx.get(), EVP_aes_128_ctr(), nullptr, key.data(), iv.data()) != 1)
+      EVP_EncryptInit_ex(impl_->ctx.get(), Aes128CtrCipher(), nullptr, key.data(), iv.data()) != 1)
     std::abort();
 }
 

@@ -57,6 +57,16 @@ Result<Key32> DhPublicKey(const Key32& private_key);
 // The shared secret; InvalidArgument for a low-order peer key (all-zero secret).
 Result<Key32> DhSharedSecret(const Key32& private_key, const Key32& peer_public_key);
 
+// --- SHA-256 ---
+// SHA-256 of the concatenation of `parts`. Uses a digest fetched once and a
+// per-thread context, so hashing many small messages (Merkle proofs,
+// transcripts) costs the hash, not an algorithm lookup per call.
+Key32 Sha256(std::span<const std::span<const uint8_t>> parts);
+inline Key32 Sha256(std::span<const uint8_t> data) {
+  const std::span<const uint8_t> parts[] = {data};
+  return Sha256(parts);
+}
+
 // --- HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` ---
 Status Hkdf(std::span<const uint8_t> secret, std::span<const uint8_t> salt, std::string_view info,
             std::span<uint8_t> out);

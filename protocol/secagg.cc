@@ -331,14 +331,7 @@ class Topology {
 
 using Digest = std::array<uint8_t, 32>;
 
-Digest Sha256(std::span<const uint8_t> data) {
-  Digest out{};
-  unsigned int length = 0;
-  // Fails only on allocation; a zero digest then fails every check it is in.
-  if (EVP_Digest(data.data(), data.size(), out.data(), &length, EVP_sha256(), nullptr) != 1)
-    ERR_clear_error();
-  return out;
-}
+Digest Sha256(std::span<const uint8_t> data) { return crypto::Sha256(data); }
 
 // Merkle hashes, domain-separated: a leaf starts with byte 0, a node with 1.
 Digest LeafHash(const SecAggKeys& keys) {

@@ -31,17 +31,7 @@ constexpr std::string_view kSaltLabel{"fedrec channel salt v2\0", 23};
 constexpr std::string_view kChannelInfo = "fedrec channel v2";
 
 std::array<uint8_t, 32> Sha256Of(std::span<const std::span<const uint8_t>> parts) {
-  std::array<uint8_t, 32> digest{};
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  unsigned int length = 0;
-  // Allocation failure of a digest context is not recoverable.
-  if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) std::abort();
-  for (const auto& part : parts) {
-    if (EVP_DigestUpdate(ctx, part.data(), part.size()) != 1) std::abort();
-  }
-  if (EVP_DigestFinal_ex(ctx, digest.data(), &length) != 1) std::abort();
-  EVP_MD_CTX_free(ctx);
-  return digest;
+  return crypto::Sha256(parts);
 }
 
 std::span<const uint8_t> Bytes(std::string_view s) {
