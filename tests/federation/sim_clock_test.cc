@@ -106,6 +106,47 @@ TEST(VirtualClock, SameSeedSameModelAcrossThreadCountsWithHeterogeneousSites) {
   }
 }
 
+// The defaults a user gets: secure aggregation with the graph chosen by
+// round size (SecAgg+ at 12 sites), over channels, sites freeing the model
+// between requests or keeping it: the same model at every thread count.
+TEST(VirtualClock, SameSeedSameModelAcrossThreadCountsWithTheDefaultSecureScheme) {
+  Config config = ClockConfig();
+  config.federation.sites = 12;
+  config.federation.rounds = 2;
+  config.security.aggregation = Config().security.aggregation;
+  std::vector<crypto::SigningKey> keys;
+  for (int r = 0; r <= 12; ++r) keys.push_back(*crypto::GenerateSigningKey());
+  crypto::Key32 job{};
+  job[0] = 5;
+  const auto run = [&](uint32_t threads, bool keep) {
+    return Federate(
+        config, threads, [keep](WorkerOptions* o, uint32_t) { o->keep_global_model = keep; },
+        [&, keep](SimulationOptions* options, CoordinatorOptions* c) {
+          c->job_id = job;
+          c->sites_keep_model = keep;
+          options->channel_options = [&keys, job](int rank) {
+            SecureTransportOptions o;
+            o.identity = keys[static_cast<size_t>(rank)];
+            o.authenticate = false;
+            if (rank == 0) o.job_id = job;
+            o.learn_job = rank != 0;
+            return Result<SecureTransportOptions>(o);
+          };
+        });
+  };
+  const FederatedRun reference = run(1, true);
+  ASSERT_EQ(reference.rounds.size(), 2u);
+  for (const RoundMetrics& m : reference.rounds) {
+    EXPECT_EQ(m.aggregation, "secagg+");
+    EXPECT_EQ(m.sites_reported, 12u);
+  }
+  for (const auto& [threads, keep] : {std::pair{3u, true}, {2u, false}, {1u, false}}) {
+    const FederatedRun other = run(threads, keep);
+    EXPECT_EQ(ModelSha256(other.global), ModelSha256(reference.global))
+        << threads << " threads, sites " << (keep ? "keep" : "free") << " the model";
+  }
+}
+
 TEST(Availability, DeadSiteCostsOneTimeoutThenIsSkippedUntilItAnswers) {
   Config config = ClockConfig();
   config.federation.round_timeout = 600;  // would hang the test if waited in real time

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Simulating many sites on one machine: seconds per round and peak RSS of
+# `fedrec sim` as a user runs it (the defaults: channels on, the default
+# secure scheme), on synthetic data of 100,000 users and 2 M ratings, k = 32.
+#   bench/e2e_scale.sh table [build dir]
+#     The scale table of BENCHMARKS.md (issue 15): one round at 1,000, 3,000,
+#     5,000 and 10,000 sites with each scheme and channels on or off; round
+#     seconds (training and evaluation; the round's secure-aggregation steps
+#     at the coordinator in secure_s) and the process's peak RSS.
+#   bench/e2e_scale.sh sampled [build dir]
+#     100,000 registered sites, 1,000 sampled per round and 1% asked to
+#     evaluate: seconds of each of 3 rounds.
+#   bench/e2e_scale.sh ml100k <ml-100k dir> [build dir]
+#     ML-100K u1 with one user per site (943 sites), 3 rounds: seconds per
+#     round and test RMSE.
+# ROWS="sites:aggregation:channels ..." picks table rows.
+set -euo pipefail
+mode=${1:?usage: $0 table|sampled [build dir] | ml100k <ml-100k dir> [build dir]}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+data="--set data.synthetic.users=100000 --set data.synthetic.ratings=2000000 --set sim.compare_centralized=false"
+
+# Prints "round seconds, secure seconds, test RMSE" of each round, then the peak RSS.
+report() {
+  python3 - "$1" <<'PY'
+import json, sys, glob
+d = sys.argv[1]
+for l in open(d + "/metrics.jsonl"):
+    m = json.loads(l)
+    print(f"  round {m['round']}: {m['seconds']:.2f} s (secure {m.get('secure_seconds', 0):.2f} s, "
+          f"{m['aggregation']}, {m['sites_reported']}/{m['sites_selected']} sites), "
+          f"test RMSE {m.get('test_rmse', float('nan')):.4f}")
+s = json.load(open(d + "/summary.json"))
+print(f"  peak RSS {s['peak_rss_mb']:.0f} MB")
+PY
+}
+
+run() {  # name, then fedrec arguments
+  local name=$1
+  shift
+  local dir="$out/$name"
+  echo "$name"
+  if ! "$build/fedrec" sim --set output.dir="$dir" "$@" > "$out/$name.log" 2>&1; then
+    echo "  failed: $(tail -1 "$out/$name.log")"
+    return
+  fi
+  report "$dir"
+}
+
+case "$mode" in
+  table)
+    build=${2:-build}
+    rows=${ROWS:-"1000:none:on 1000:secagg:on 1000:secagg+:on 3000:none:on 3000:none:off \
+5000:none:on 5000:secagg+:on 5000:secagg+:off 5000:secagg:off 10000:secagg:on"}
+    for row in $rows; do
+      IFS=: read -r sites aggregation channels <<< "$row"
+      ch=true
+      [ "$channels" = off ] && ch=false
+      # shellcheck disable=SC2086
+      run "sites=$sites aggregation=$aggregation channels=$channels" $data \
+        --set federation.sites="$sites" --set federation.rounds=1 \
+        --set security.aggregation="$aggregation" --set security.channels=$ch
+    done
+    ;;
+  sampled)
+    build=${2:-build}
+    # shellcheck disable=SC2086
+    run "100000 registered, 1000 sampled" $data --set federation.sites=100000 \
+      --set federation.fraction=0.01 --set eval.fraction=0.01 --set federation.rounds=3
+    ;;
+  ml100k)
+    ml=${2:?ml-100k dir}
+    build=${3:-build}
+    run "ML-100K u1, one user per site" --set data.train="$ml/u1.base" \
+      --set data.test="$ml/u1.test" --set federation.sites=943 --set federation.rounds=3 \
+      --set sim.compare_centralized=false
+    ;;
+  *)
+    echo "unknown mode $mode" >&2
+    exit 2
+    ;;
+esac
