@@ -190,6 +190,7 @@ class RoundReporter {
     }
     if (m.evaluated) {
       AddEval(&line, eval, config_, items_);
+      if (m.evaluated_in_round) line["evaluated_in_round"] = m.evaluated_in_round;
       last_eval_ = eval;
     }
     out_->WriteMetrics(line.dump());

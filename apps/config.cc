@@ -99,6 +99,10 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("eval.fraction", eval.fraction,
                  "share of the available sites asked to evaluate, sampled anew each evaluation "
                  "(cross-device federations evaluate on a sample)"),
+      FEDREC_KEY("eval.with_next_round", eval.with_next_round,
+                 "with secure aggregation (secagg) and eval.fraction = federation.fraction, the "
+                 "sites of round r + 1 evaluate round r's model before training and mask the "
+                 "metric sums with their update: one secure sum per round instead of two"),
       FEDREC_KEY("eval.ranking", eval.ranking, "also compute top-N metrics"),
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
       FEDREC_KEY("eval.relevant_threshold", eval.relevant_threshold,

@@ -82,7 +82,8 @@ struct Config {
 
   struct Eval {
     int64_t every = 1;
-    double fraction = 1.0;  // share of the available sites asked to evaluate
+    double fraction = 1.0;        // share of the available sites asked to evaluate
+    bool with_next_round = true;  // secagg: evaluation rides on the next round's sum
     bool ranking = true;
     int64_t top_k = 10;
     double relevant_threshold = 4.0;

@@ -508,6 +508,7 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.min_sites = static_cast<uint32_t>(config.federation.min_sites);
   options.eval_every = static_cast<uint32_t>(config.eval.every);
   options.eval_fraction = config.eval.fraction;
+  options.eval_with_next_round = config.eval.with_next_round;
   options.lr = static_cast<float>(config.train.lr);
   options.seed = config.seed;
   options.round_timeout =

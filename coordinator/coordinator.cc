@@ -334,11 +334,19 @@ std::string Coordinator::SiteName(uint32_t site) const {
 template <typename M>
 Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites, uint32_t round) {
   const uint32_t rank = static_cast<uint32_t>(transport_->rank());
+  // The message is the same for every site but for whether it carries the
+  // model: each of the two frames is encoded once and copied per site.
+  std::optional<std::vector<uint8_t>> frames[2];
   for (uint32_t site : sites) {
-    message->includes_model = site_version_[site] != version_;
-    message->model = message->includes_model ? global_ : std::vector<ParamBlock>{};
-    FEDREC_RETURN_IF_ERROR(
-        transport_->Send(options_.site_ranks[site], EncodeMessage(*message, round, rank)));
+    const bool include = site_version_[site] != version_;
+    std::optional<std::vector<uint8_t>>& frame = frames[include ? 1 : 0];
+    if (!frame) {
+      message->includes_model = include;
+      if (include) message->model = global_;
+      frame = EncodeMessage(*message, round, rank);
+      message->model.clear();
+    }
+    FEDREC_RETURN_IF_ERROR(transport_->Send(options_.site_ranks[site], *frame));
     // A site that trains on the model no longer holds it unchanged.
     const bool trains = std::is_same_v<M, RoundPlan>;
     site_version_[site] = options_.sites_keep_model && !trains ? version_ : UINT64_MAX;
@@ -352,7 +360,13 @@ Status Coordinator::SendTo(const M& message, uint32_t site, uint32_t round) {
                           EncodeMessage(message, round, static_cast<uint32_t>(transport_->rank())));
 }
 
-Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
+bool Coordinator::EvaluatesWithNextRound(uint32_t round) const {
+  return options_.eval_with_next_round && options_.aggregation == Aggregation::kSecAgg &&
+         round < options_.rounds && options_.eval_fraction == options_.fraction;
+}
+
+Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
+                             RoundMetrics* evaluate_previous) {
   const uint32_t num_sites = static_cast<uint32_t>(options_.site_ranks.size());
   FEDREC_RETURN_IF_ERROR(Settle(round));
   FEDREC_RETURN_IF_ERROR(ProbeUnavailable(round));
@@ -383,7 +397,8 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics) {
 
   AggregateInput input;
   if (options_.aggregation == Aggregation::kSecAgg) {
-    FEDREC_RETURN_IF_ERROR(SecAggRound(std::move(plan), selected, metrics, &input));
+    FEDREC_RETURN_IF_ERROR(
+        SecAggRound(std::move(plan), selected, metrics, &input, evaluate_previous));
   } else if (options_.aggregation == Aggregation::kPaillier) {
     FEDREC_RETURN_IF_ERROR(PaillierRound(std::move(plan), selected, metrics, &input));
   } else {
@@ -466,7 +481,8 @@ void Coordinator::LogGraphChoice(const secagg::Params& params) const {
 }
 
 Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& selected,
-                                RoundMetrics* metrics, AggregateInput* input) {
+                                RoundMetrics* metrics, AggregateInput* input,
+                                RoundMetrics* evaluate_previous) {
   const uint32_t round = plan.round;
   FixedPointFormat format = UploadFormat();
   // With sites unavailable, too few may remain for secure aggregation: the
@@ -483,10 +499,18 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   Result<uint32_t> ring_bits = ChooseRingBits(static_cast<uint32_t>(selected.size()), format);
   if (!ring_bits.ok()) return too_few(ring_bits.status());
   format.ring_bits = *ring_bits;
-  // The training loss travels masked with the update.
+  // The training loss travels masked with the update, and the previous
+  // round's evaluation sums after it when they ride along (their 16-bit limbs
+  // in a 32-bit ring add up exactly for up to kMaxEvalLimbSites sites).
+  const bool evaluate = evaluate_previous != nullptr;
+  if (evaluate && format.ring_bits == 32 && selected.size() > kMaxEvalLimbSites)
+    format.ring_bits = 64;
   const std::vector<ParamBlock> shapes = WithTrainLoss(upload_);
-  Result<secagg::Params> made = secagg::MakeParams(
-      options_.job_id, round, selected, options_.secagg, format.ring_bits, EncodedLength(shapes));
+  const uint64_t update_length = EncodedLength(shapes);
+  const uint64_t eval_length = evaluate ? EvalWordsLength(options_.items, format.ring_bits) : 0;
+  Result<secagg::Params> made =
+      secagg::MakeParams(options_.job_id, round, selected, options_.secagg, format.ring_bits,
+                         update_length + eval_length);
   if (!made.ok()) return too_few(made.status());
   secagg::Params params = std::move(made).value();
   plan.aggregation = Aggregation::kSecAgg;
@@ -498,6 +522,7 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
   }
   secagg::SetPlan(params, &plan);
   SetFormat(format, &plan);
+  plan.evaluate = evaluate;
   FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
 
   SecureRoundCost cost(transport_, "secure aggregation", round, metrics);
@@ -513,6 +538,18 @@ Status Coordinator::SecAggRound(RoundPlan plan, const std::vector<uint32_t>& sel
     metrics->failures = static_cast<uint32_t>(selected.size() - survivors.size());
     return cost.Abort(status);
   };
+  if (evaluate) {
+    Result<EvalReport> totals = timed([&] {
+      return DecodeEvalWords(std::span(*sum).subspan(update_length), options_.items,
+                             format.ring_bits);
+    });
+    if (!totals.ok()) return abort(totals.status());
+    sum->resize(update_length);
+    if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
+    MergeReport(*totals, evaluate_previous);
+    evaluate_previous->evaluated = true;
+    evaluate_previous->evaluated_in_round = round;
+  }
   Result<DecodedSums> decoded = timed([&] { return DecodeSum(shapes, *sum, format); });
   if (!decoded.ok()) return abort(decoded.status());
   cost.Record();
@@ -927,24 +964,39 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     return Status::InvalidArgument("coordinator: the federation has no sites");
   }
   Status status;
+  // A round whose evaluation rides on the next round's secure sum: its
+  // metrics are reported once that sum is in.
+  std::optional<RoundMetrics> waiting;
   for (uint32_t round = 1; round <= options_.rounds && status.ok(); ++round) {
     const auto start = SteadyClock::now();
     const double sim_start = clock_->Now();
     const TrafficStats before = transport_->stats();
     RoundMetrics metrics;
     metrics.round = round;
-    status = RunRound(round, &metrics);
-    const bool last = round == options_.rounds;
-    if (status.ok() && (last || (options_.eval_every > 0 && round % options_.eval_every == 0))) {
-      status = Evaluate(round, &metrics);
+    status = RunRound(round, &metrics, waiting ? &*waiting : nullptr);
+    if (waiting) {
+      // The ride did not happen (the round aborted before its sum): the
+      // model is still the previous round's, evaluated on its own now.
+      if (status.ok() && !waiting->evaluated) status = Evaluate(round - 1, &*waiting);
+      if (status.ok() && on_round) on_round(*waiting);
+      waiting.reset();
     }
+    const bool last = round == options_.rounds;
+    const bool evaluate =
+        status.ok() && (last || (options_.eval_every > 0 && round % options_.eval_every == 0));
+    const bool rides = evaluate && EvaluatesWithNextRound(round);
+    if (evaluate && !rides) status = Evaluate(round, &metrics);
     const TrafficStats after = transport_->stats();
     metrics.bytes_sent = after.bytes_sent - before.bytes_sent;
     metrics.bytes_received = after.bytes_received - before.bytes_received;
     metrics.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
     metrics.sim_seconds = clock_->Now() - sim_start;
     metrics.failed_sites = std::exchange(round_failures_, {});
-    if (status.ok() && on_round) on_round(metrics);
+    if (rides) {
+      waiting = std::move(metrics);
+    } else if (status.ok() && on_round) {
+      on_round(metrics);
+    }
   }
   ShutdownSites(status.ok() ? "training finished" : status.message(), !status.ok());
   return status;

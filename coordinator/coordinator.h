@@ -51,6 +51,14 @@ struct CoordinatorOptions {
   // Share of the available sites asked to evaluate, sampled per evaluation
   // from the stream (seed, round, 0, kEvalSample).
   double eval_fraction = 1.0;
+  // With secure aggregation (secagg), a round's evaluation rides on the next
+  // round's secure sum when there is a next round and eval_fraction equals
+  // fraction: the sites sampled for round r + 1 evaluate round r's model (the
+  // plan's) before training and mask the metric sums with their update, so
+  // an evaluated round costs one secure sum and one model download instead
+  // of two. The last round, and a round whose next one aborts, are evaluated
+  // on their own as before.
+  bool eval_with_next_round = true;
   float lr = 0.01f;  // base learning rate sent in every plan
   uint64_t seed = 1;
   // How long the coordinator waits for each step's answers, on `clock`: real
@@ -104,7 +112,12 @@ struct RoundMetrics {
   RankingSums ranking;
   uint64_t bytes_sent = 0;  // by the coordinator this round
   uint64_t bytes_received = 0;
-  double seconds = 0.0;  // wall time of the round including evaluation
+  // Wall time of the round including its evaluation, or, when that rode on
+  // the next round (evaluated_in_round), including the previous round's.
+  double seconds = 0.0;
+  // The round whose secure sum carried this round's evaluation (round + 1),
+  // 0 when it was evaluated on its own (CoordinatorOptions::eval_with_next_round).
+  uint32_t evaluated_in_round = 0;
   // The round's duration on the coordinator's clock: virtual (simulated)
   // time in the simulator, equal to `seconds` on a real clock.
   double sim_seconds = 0.0;
@@ -149,11 +162,15 @@ class Coordinator {
   uint64_t model_version() const { return version_; }
 
  private:
-  Status RunRound(uint32_t round, RoundMetrics* metrics);
+  // `evaluate_previous`: the previous round's metrics, whose evaluation
+  // rides on this round's secure sum when it can (sets its `evaluated`).
+  Status RunRound(uint32_t round, RoundMetrics* metrics, RoundMetrics* evaluate_previous);
+  // Whether the evaluation after `round` can ride on the next round's sum.
+  bool EvaluatesWithNextRound(uint32_t round) const;
   // The round's updates combined by secure aggregation / Paillier into `input`.
   // Returns OK with metrics->aborted set when too few sites remain.
   Status SecAggRound(RoundPlan plan, const std::vector<uint32_t>& selected, RoundMetrics* metrics,
-                     AggregateInput* input);
+                     AggregateInput* input, RoundMetrics* evaluate_previous);
   Status PaillierRound(RoundPlan plan, const std::vector<uint32_t>& selected, RoundMetrics* metrics,
                        AggregateInput* input);
   Status PaillierSetup(uint32_t round);

@@ -348,6 +348,7 @@ void serialize(Archive& ar, RoundPlan& m) {
   Contiguous(ar, m.ring_seed, Label("ring seed"));
   ar(m.ring_bits, m.frac_bits, m.clip, m.max_weight);
   Fixed(ar, m.job_id);
+  Bool(ar, m.evaluate, Label("evaluate"));
 }
 
 template <class Archive>

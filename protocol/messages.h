@@ -80,6 +80,11 @@ struct RoundPlan {
   // The job this round belongs to (CoordinatorOptions::job_id): sites refuse a
   // plan of another job, and every signature and share of the round binds it.
   std::array<uint8_t, 32> job_id{};
+  // kSecAgg only: the site first evaluates the plan's model (the previous
+  // round's) on its test data, and its masked input carries the evaluation
+  // sums after the update and training loss (WriteEvalWords): that round's
+  // evaluation rides on this round's secure sum instead of a sum of its own.
+  bool evaluate = false;
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };

@@ -1257,12 +1257,16 @@ Result<SecAggSurvivorSignature> Client::State::Sign(const SecAggUnmaskRequest& r
                                    " sites, more than the " + Str(params.sites.size()) +
                                    " participants");
   }
+  // Both lists ascend: one merged pass checks every entry is a participant
+  // (O(n) per site, not O(n log n): at 10,000 sites this check is per site).
+  auto participant = params.sites.begin();
   for (size_t i = 0; i < list.size(); ++i) {
     if (i > 0 && list[i] <= list[i - 1]) {
       return Status::InvalidArgument("survivor list is not strictly ascending: site " +
                                      Str(list[i]) + " after site " + Str(list[i - 1]));
     }
-    if (!PositionOf(params, list[i])) {
+    while (participant != params.sites.end() && *participant < list[i]) ++participant;
+    if (participant == params.sites.end() || *participant != list[i]) {
       return Status::InvalidArgument("survivor list names site " + Str(list[i]) +
                                      ", which is not a participant");
     }
@@ -1275,8 +1279,9 @@ Result<SecAggSurvivorSignature> Client::State::Sign(const SecAggUnmaskRequest& r
     return Status::Aborted(Str(list.size()) + " survivors, fewer than the threshold " +
                            Str(params.threshold));
   }
-  for (uint32_t other : list) {
-    if (other == site || !IsNeighbour(other)) continue;
+  // Every listed neighbour shared with this site: O(degree log n).
+  for (uint32_t other : neighbours) {
+    if (!Contains(list, other)) continue;
     const Peer* peer = FindPeer(other);
     if (peer == nullptr || !peer->shared) {
       return Status::InvalidArgument("site " + Str(other) +

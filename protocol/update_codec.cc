@@ -416,4 +416,50 @@ Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, uint64_t items)
   return r;
 }
 
+namespace {
+
+constexpr uint32_t kEvalLimbBits = 16;
+
+uint32_t EvalLimbs(uint32_t ring_bits) { return ring_bits == 64 ? 1 : 64 / kEvalLimbBits; }
+
+}  // namespace
+
+uint64_t EvalWordsLength(uint64_t items, uint32_t ring_bits) {
+  return EvalSumsLength(items) * EvalLimbs(ring_bits);
+}
+
+void WriteEvalWords(std::span<const uint64_t> sums, uint32_t ring_bits, uint64_t begin,
+                    uint64_t end, uint8_t* out) {
+  const uint32_t limbs = EvalLimbs(ring_bits);
+  for (uint64_t w = begin; w < end; ++w) {
+    const uint64_t value = sums[w / limbs];
+    if (ring_bits == 64) {
+      const uint64_t le = ToLittleEndian(value);
+      std::memcpy(out, &le, sizeof(le));
+      out += sizeof(le);
+    } else {
+      const uint32_t limb = static_cast<uint32_t>((value >> (kEvalLimbBits * (w % limbs))) &
+                                                  ((1u << kEvalLimbBits) - 1));
+      const uint32_t le = ToLittleEndian(limb);
+      std::memcpy(out, &le, sizeof(le));
+      out += sizeof(le);
+    }
+  }
+}
+
+Result<EvalReport> DecodeEvalWords(std::span<const uint64_t> sum, uint64_t items,
+                                   uint32_t ring_bits) {
+  if (sum.size() != EvalWordsLength(items, ring_bits)) {
+    return Status::InvalidArgument(
+        "evaluation words of " + std::to_string(sum.size()) + " elements, expected " +
+        std::to_string(EvalWordsLength(items, ring_bits)) + " (" + std::to_string(items) +
+        " items, ring of " + std::to_string(ring_bits) + " bits)");
+  }
+  const uint32_t limbs = EvalLimbs(ring_bits);
+  std::vector<uint64_t> totals(EvalSumsLength(items), 0);
+  for (size_t w = 0; w < sum.size(); ++w)
+    totals[w / limbs] += sum[w] << (kEvalLimbBits * (w % limbs) % 64);  // mod 2^64
+  return DecodeEvalSums(totals, items);
+}
+
 }  // namespace fedrec

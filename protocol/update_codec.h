@@ -143,6 +143,22 @@ uint64_t EvalSumsLength(uint64_t items);
 // when `sum` does not have EvalSumsLength(items) elements.
 Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, uint64_t items);
 
+// The evaluation sums a training round's masked input carries after the
+// update and training loss (RoundPlan::evaluate): in a 64-bit ring each
+// EncodeEvalSums value is one word; in a 32-bit ring it is four 16-bit limbs,
+// least significant first, whose sums over up to kMaxEvalLimbSites sites stay
+// below 2^32, so the 64-bit totals are exact.
+inline constexpr uint32_t kMaxEvalLimbSites = 65536;
+uint64_t EvalWordsLength(uint64_t items, uint32_t ring_bits);
+// Writes words [begin, end) of that layout of `sums` at `out`, as
+// ring_bits / 8-byte little-endian words. REQUIRES: end <= EvalWordsLength.
+void WriteEvalWords(std::span<const uint64_t> sums, uint32_t ring_bits, uint64_t begin,
+                    uint64_t end, uint8_t* out);
+// The totals of EncodeEvalSums from the sum of those words over the sites
+// (elements reduced mod 2^ring_bits). InvalidArgument on a length mismatch.
+Result<EvalReport> DecodeEvalWords(std::span<const uint64_t> sum, uint64_t items,
+                                   uint32_t ring_bits);
+
 // The per-row sums a Strategy consumes, decoded from the sum of encoded
 // updates: for each global block, row_weight[row] and weighted_sum[row * cols + c].
 struct DecodedSums {

@@ -201,6 +201,11 @@ TrainPlan PlanOf(const RoundPlan& plan) {
 Status Worker::OnRoundPlan(const FrameView& frame) {
   Result<RoundPlan> plan = DecodeMessage<RoundPlan>(frame);
   if (!plan.ok()) return SendError(frame.header.round, plan.status().message());
+  if (plan->evaluate && plan->aggregation != Aggregation::kSecAgg) {
+    return SendError(plan->round, std::string("a plan that evaluates the previous round's model "
+                                              "must use secure aggregation (secagg), found ") +
+                                      AggregationName(plan->aggregation));
+  }
   Status adopted = AdoptModel(plan->includes_model, plan->model, plan->model_version, plan->round);
   if (!adopted.ok()) return SendError(plan->round, adopted.message());
   plan->model.clear();  // adopted: the plan must not hold a second copy through the round
@@ -208,6 +213,10 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   // Version 0 is the initial model, which has no global mean yet: each site
   // starts from its own mean, and the first aggregation forms the global one.
   if (plan->model_version == 0) model_->OnInitialModel();
+  ride_eval_.clear();
+  if (plan->evaluate) {  // the plan's model before training on it: the previous round's
+    ride_eval_ = EncodeEvalSums(EvaluateModel(plan->round - 1), items_);
+  }
 
   if (plan->aggregation != Aggregation::kNone) {
     if (Status job = AdoptJob(plan->job_id); !job.ok())
@@ -217,8 +226,9 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
     if (pending_plan_->aggregation == Aggregation::kSecAgg) {
       secagg_eval_.reset();
       const RoundPlan& p = *pending_plan_;
-      secagg::Params params =
-          secagg::ParamsOf(p, p.round, p.ring_bits, EncodedLength(WithTrainLoss(UploadShapes())));
+      const uint64_t eval_words = p.evaluate ? EvalWordsLength(items_, p.ring_bits) : 0;
+      secagg::Params params = secagg::ParamsOf(
+          p, p.round, p.ring_bits, EncodedLength(WithTrainLoss(UploadShapes())) + eval_words);
       params.ring_seed = p.ring_seed;  // must be empty: CheckParams
       FEDREC_RETURN_IF_ERROR(StartSecAgg(std::move(params)));
       if (!secagg_) return Status::Ok();  // refused or dropped
@@ -363,13 +373,25 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   fields.round = plan.round;
   fields.site = options_.site;
   fields.ring_bits = plan.ring_bits;
-  MaskedFrame out = EncodeMaskedFrame(fields, encoder->length() * (plan.ring_bits / 8), plan.round,
+  // The previous round's evaluation sums, when they ride along, follow.
+  const uint64_t update_words = encoder->length();
+  const uint64_t eval_words = plan.evaluate ? EvalWordsLength(items_, plan.ring_bits) : 0;
+  const uint32_t word_bytes = plan.ring_bits / 8;
+  MaskedFrame out = EncodeMaskedFrame(fields, (update_words + eval_words) * word_bytes, plan.round,
                                       static_cast<uint32_t>(transport_->rank()));
   const Status masked = secagg_->MaskInputInPlace(
       out.input,
-      [&encoder](size_t begin, size_t end, uint8_t* piece) { encoder->Encode(begin, end, piece); },
+      [&](size_t begin, size_t end, uint8_t* piece) {
+        const uint64_t split = std::clamp<uint64_t>(update_words, begin, end);
+        if (begin < split) encoder->Encode(begin, split, piece);
+        if (split < end) {
+          WriteEvalWords(ride_eval_, plan.ring_bits, split - update_words, end - update_words,
+                         piece + (split - begin) * word_bytes);
+        }
+      },
       routed);
   held_upload_.clear();
+  ride_eval_.clear();
   if (!masked.ok()) return SendError(plan.round, masked.message());
   return transport_->Send(options_.coordinator_rank, std::move(out.frame));
 }
@@ -422,15 +444,9 @@ Status Worker::OnSecAggMessage(const FrameView& frame) {
   }
 }
 
-Status Worker::OnEvalRequest(const FrameView& frame) {
-  Result<EvalRequest> request = DecodeMessage<EvalRequest>(frame);
-  if (!request.ok()) return SendError(frame.header.round, request.status().message());
-  Status adopted =
-      AdoptModel(request->includes_model, request->model, request->model_version, request->round);
-  if (!adopted.ok()) return SendError(request->round, adopted.message());
-
+EvalReport Worker::EvaluateModel(uint32_t round) const {
   EvalReport report;
-  report.round = request->round;
+  report.round = round;
   const ErrorSums errors = EvaluateErrors(*model_, test_, options_.rating_min, options_.rating_max);
   report.squared_error = errors.squared;
   report.absolute_error = errors.absolute;
@@ -446,6 +462,17 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
     report.ranked_users = ranking.users;
     report.recommended = ranking.recommended;
   }
+  return report;
+}
+
+Status Worker::OnEvalRequest(const FrameView& frame) {
+  Result<EvalRequest> request = DecodeMessage<EvalRequest>(frame);
+  if (!request.ok()) return SendError(frame.header.round, request.status().message());
+  Status adopted =
+      AdoptModel(request->includes_model, request->model, request->model_version, request->round);
+  if (!adopted.ok()) return SendError(request->round, adopted.message());
+
+  const EvalReport report = EvaluateModel(request->round);
   AfterAnswer();  // the sums are all the rest of the evaluation needs
   if (request->aggregation == Aggregation::kSecAgg) {
     if (Status job = AdoptJob(request->job_id); !job.ok())

@@ -147,6 +147,8 @@ class Worker {
   Result<std::vector<uint64_t>> TrainEncoded(std::vector<double>* metrics);
   // The training-loss metrics of the round's local training.
   std::vector<double> TrainLocally();
+  // The metric sums of the model as it is now on this site's test ratings.
+  EvalReport EvaluateModel(uint32_t round) const;
   // Keeps the trained upload's weighted rows (held_upload_) so the global
   // values can be freed until step 3.
   void HoldUpload();
@@ -192,6 +194,9 @@ class Worker {
   std::vector<HeldBlock> held_upload_;
   // A secure evaluation in progress: the encoded metric sums to mask.
   std::optional<std::vector<uint64_t>> secagg_eval_;
+  // The previous round's evaluation riding on this round's secure sum
+  // (RoundPlan::evaluate): its encoded sums, masked after the update.
+  std::vector<uint64_t> ride_eval_;
   uint32_t items_ = 0;
   std::unique_ptr<PaillierSiteState> paillier_;
   std::array<uint8_t, 32> job_id_{};  // WorkerOptions::job_id, or the first plan's

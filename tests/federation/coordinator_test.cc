@@ -243,5 +243,33 @@ TEST(Worker, PlanNamingAModelVersionItDoesNotHoldIsAnsweredWithSiteError) {
   });
 }
 
+// Evaluation sums ride only in a secure sum: a plan asking a site to add them
+// to an update sent in the clear is refused, saying what it expected.
+TEST(Worker, PlanThatEvaluatesWithoutSecureAggregationIsAnsweredWithSiteError) {
+  Fixture fx(1);
+  SpawnRanks(2, [&](int rank, Transport& t) {
+    if (rank == 1) {
+      fx.ServeWorker(rank, t);
+      return;
+    }
+    RoundPlan plan;
+    plan.round = 2;
+    plan.evaluate = true;
+    ASSERT_TRUE(t.Send(1, EncodeMessage(plan, 2, 0)).ok());
+    Result<Envelope> e = t.Recv(milliseconds(20000));
+    ASSERT_TRUE(e.ok());
+    Result<FrameView> f = DecodeFrame(e->bytes);
+    ASSERT_TRUE(f.ok());
+    ASSERT_EQ(f->header.type, MessageType::kSiteError);
+    Result<SiteError> err = DecodeMessage<SiteError>(*f);
+    ASSERT_TRUE(err.ok());
+    EXPECT_EQ(err->round, 2u);
+    EXPECT_NE(err->message.find("must use secure aggregation (secagg), found none"),
+              std::string::npos)
+        << err->message;
+    ASSERT_TRUE(t.Send(1, EncodeMessage(Shutdown{"done"}, 0, 0)).ok());
+  });
+}
+
 }  // namespace
 }  // namespace fedrec

@@ -177,6 +177,70 @@ TEST(SecureFederation, RoundBelowThresholdAbortsAndKeepsTheModel) {
   EXPECT_FALSE(run.rounds[1].aborted) << run.rounds[1].abort_reason;
 }
 
+// A round's evaluation riding on the next round's secure sum (the sites
+// evaluate the plan's model before training) gives the very totals of a
+// secure sum of its own, with one model download and one secure sum fewer
+// per evaluated round; the last round is evaluated on its own.
+TEST(SecureFederation, EvaluationRidingOnTheNextRoundReportsTheMetricsOfItsOwnSum) {
+  Config config = SecureConfig("secagg");
+  config.federation.rounds = 4;
+  config.eval.ranking = true;  // the per-item counts travel too
+  config.eval.with_next_round = false;
+  const FederatedRun own = Federate(config);
+  config.eval.with_next_round = true;
+  const FederatedRun rides = Federate(config);
+  ASSERT_EQ(own.rounds.size(), 4u);
+  ASSERT_EQ(rides.rounds.size(), 4u);
+  uint64_t own_bytes = 0, rides_bytes = 0;
+  for (size_t r = 0; r < 4; ++r) {
+    const RoundMetrics& a = own.rounds[r];
+    const RoundMetrics& b = rides.rounds[r];
+    EXPECT_EQ(b.round, r + 1);
+    ASSERT_TRUE(a.evaluated && b.evaluated) << "round " << r + 1;
+    EXPECT_EQ(a.evaluated_in_round, 0u);
+    EXPECT_EQ(b.evaluated_in_round, r + 1 < 4 ? r + 2 : 0u) << "round " << r + 1;
+    EXPECT_EQ(b.test.count, a.test.count);
+    EXPECT_EQ(b.test.Rmse(), a.test.Rmse()) << "round " << r + 1;
+    EXPECT_EQ(b.test.Mae(), a.test.Mae());
+    EXPECT_EQ(b.ranking.users, a.ranking.users);
+    EXPECT_GT(b.ranking.users, 0u);
+    EXPECT_EQ(b.ranking.ndcg, a.ranking.ndcg);
+    EXPECT_EQ(b.ranking.recommended, a.ranking.recommended);
+    EXPECT_EQ(b.train_mse, a.train_mse);
+    own_bytes += a.bytes_sent;
+    rides_bytes += b.bytes_sent;
+  }
+  EXPECT_EQ(ModelSha256(rides.global), ModelSha256(own.global));
+  // Three model downloads to six sites fewer.
+  EXPECT_LT(rides_bytes, own_bytes);
+}
+
+// The ride needs the next round's secure sum: when that round aborts, the
+// model is still the previous round's and is evaluated on its own.
+TEST(SecureFederation, RoundThatAbortsLeavesThePreviousRoundEvaluatedOnItsOwn) {
+  Config config = SecureConfig("secagg");
+  config.federation.rounds = 3;
+  config.security.threshold = 1.0;  // every site must remain
+  config.federation.round_timeout = 2.0;
+  const FederatedRun run = Federate(config, 2, [](WorkerOptions* o, uint32_t site) {
+    if (site == 4) {
+      o->drop_round = 2;
+      o->drop_step = 2;
+    }
+  });
+  ASSERT_EQ(run.rounds.size(), 3u);
+  EXPECT_TRUE(run.rounds[1].aborted);
+  for (const RoundMetrics& m : run.rounds) {
+    EXPECT_TRUE(m.evaluated) << "round " << m.round;
+    EXPECT_TRUE(std::isfinite(m.test.Rmse())) << "round " << m.round;
+  }
+  EXPECT_EQ(run.rounds[0].evaluated_in_round, 0u);  // round 2 carried nothing
+  EXPECT_EQ(run.rounds[1].evaluated_in_round, 3u);
+  EXPECT_EQ(run.rounds[2].evaluated_in_round, 0u);
+  // The aborted round left the model unchanged: the same evaluation as round 1's.
+  EXPECT_EQ(run.rounds[1].test.count, run.rounds[0].test.count);
+}
+
 // Wraps the coordinator's transport and keeps a copy of what it receives.
 class RecordingTransport : public Transport {
  public:
@@ -256,8 +320,8 @@ TEST(SecureFederation, CoordinatorReceivesNoPlainUpdateAndOnlyUniformMaskedBytes
     // plain update is mostly zero rows and would score in the millions.
     EXPECT_LT(ChiSquare(m->data), 400.0) << "site " << m->site << ", round " << m->round;
   }
-  EXPECT_EQ(masked, 8u);       // 4 sites x 2 rounds
-  EXPECT_EQ(masked_eval, 8u);  // and 2 evaluations
+  EXPECT_EQ(masked, 8u);       // 4 sites x 2 rounds, round 2's carrying round 1's evaluation
+  EXPECT_EQ(masked_eval, 4u);  // and the last round's evaluation
 }
 
 }  // namespace

@@ -68,6 +68,7 @@ inline RoundPlan RandomRoundPlan(Rng& rng) {
   m.frac_bits = static_cast<uint32_t>(rng.Next());
   m.clip = RandomFloat(rng);
   m.max_weight = rng.Next();
+  m.evaluate = rng.Below(2) == 1;
   return m;
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <vector>
 
@@ -318,6 +319,81 @@ TEST(EvalSums, SumOfEncodedReportsDecodesToTheTotalsWithinRounding) {
   EXPECT_EQ(total->recommended, (std::vector<uint32_t>{1, 2, 3}));
   EXPECT_EQ(DecodeEvalSums(std::vector<uint64_t>(4), items).status().code(),
             Status::Code::kInvalidArgument);
+}
+
+// The words a training round's masked input carries for the previous
+// round's evaluation, read back as the ring sum of several sites (mod
+// 2^ring_bits): the same totals as adding the 64-bit sums directly, negative
+// reals (two's complement) included, in a 32-bit ring as 16-bit limbs.
+TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
+  const uint64_t items = 5;
+  Rng rng(3);
+  std::vector<std::vector<uint64_t>> sites;
+  std::vector<uint64_t> direct(EvalSumsLength(items), 0);
+  for (int s = 0; s < 7; ++s) {
+    EvalReport r;
+    r.squared_error = 1000.0 * rng.Uniform();
+    r.absolute_error = -3.5 * rng.Uniform();  // any real, negative too
+    r.ndcg = rng.Uniform();
+    r.count = rng.Below(1000);
+    r.ranked_users = rng.Below(50);
+    r.recommended = {static_cast<uint32_t>(rng.Below(9)), 0, 7, 1, 65535};
+    sites.push_back(EncodeEvalSums(r, items));
+    for (size_t i = 0; i < direct.size(); ++i) direct[i] += sites.back()[i];
+  }
+  const Result<EvalReport> expected = DecodeEvalSums(direct, items);
+  ASSERT_TRUE(expected.ok());
+  for (uint32_t ring_bits : {32u, 64u}) {
+    const uint64_t length = EvalWordsLength(items, ring_bits);
+    EXPECT_EQ(length, EvalSumsLength(items) * (ring_bits == 32 ? 4 : 1));
+    const uint64_t mask = ring_bits == 64 ? ~uint64_t{0} : (uint64_t{1} << ring_bits) - 1;
+    std::vector<uint64_t> sum(length, 0);
+    for (const std::vector<uint64_t>& site : sites) {
+      std::vector<uint8_t> bytes(length * ring_bits / 8);
+      // Written in two pieces, as the masking writes cache-sized pieces.
+      WriteEvalWords(site, ring_bits, 0, 3, bytes.data());
+      WriteEvalWords(site, ring_bits, 3, length, bytes.data() + 3 * ring_bits / 8);
+      for (uint64_t w = 0; w < length; ++w) {
+        uint64_t word = 0;
+        std::memcpy(&word, bytes.data() + w * ring_bits / 8, ring_bits / 8);
+        sum[w] = (sum[w] + word) & mask;
+      }
+    }
+    const Result<EvalReport> total = DecodeEvalWords(sum, items, ring_bits);
+    ASSERT_TRUE(total.ok()) << total.status().ToString();
+    EXPECT_EQ(total->squared_error, expected->squared_error) << ring_bits;
+    EXPECT_EQ(total->absolute_error, expected->absolute_error) << ring_bits;
+    EXPECT_EQ(total->ndcg, expected->ndcg) << ring_bits;
+    EXPECT_EQ(total->count, expected->count) << ring_bits;
+    EXPECT_EQ(total->ranked_users, expected->ranked_users) << ring_bits;
+    EXPECT_EQ(total->recommended, expected->recommended) << ring_bits;
+    EXPECT_EQ(DecodeEvalWords(std::span(sum).first(length - 1), items, ring_bits).status().code(),
+              Status::Code::kInvalidArgument);
+  }
+}
+
+// The limbs of the largest value stay exact over kMaxEvalLimbSites sites.
+TEST(EvalWords, LimbsOfTheLargestValuesStayExactAtTheSiteBound) {
+  const uint64_t items = 0;
+  std::vector<uint64_t> all_ones(EvalSumsLength(items), ~uint64_t{0});
+  const uint64_t length = EvalWordsLength(items, 32);
+  std::vector<uint8_t> bytes(length * 4);
+  WriteEvalWords(all_ones, 32, 0, length, bytes.data());
+  std::vector<uint64_t> sum(length);
+  for (uint64_t w = 0; w < length; ++w) {
+    uint32_t limb = 0;
+    std::memcpy(&limb, bytes.data() + w * 4, 4);
+    EXPECT_EQ(limb, 0xffffu);
+    sum[w] = (uint64_t{limb} * kMaxEvalLimbSites) & 0xffffffffu;  // no wrap below 2^32
+    EXPECT_EQ(sum[w], uint64_t{0xffff} * kMaxEvalLimbSites);
+  }
+  std::vector<uint64_t> direct(EvalSumsLength(items), ~uint64_t{0} * kMaxEvalLimbSites);
+  const Result<EvalReport> total = DecodeEvalWords(sum, items, 32);
+  const Result<EvalReport> expected = DecodeEvalSums(direct, items);
+  ASSERT_TRUE(total.ok() && expected.ok());
+  EXPECT_EQ(total->count, expected->count);
+  EXPECT_EQ(total->ranked_users, expected->ranked_users);
+  EXPECT_EQ(total->squared_error, expected->squared_error);
 }
 
 TEST(TrainLoss, RowCarriesTheMeanLossWeightedByTheCappedCount) {
