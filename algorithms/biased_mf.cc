@@ -26,7 +26,8 @@ class BiasedMf : public Model {
   void OnInitialModel() override { trainer_.UseShardMean(); }
 
   LossSums Train(const TrainPlan& plan) override {
-    const EpochStats stats = trainer_.Train(plan.epoch_offset, plan.epochs, plan.lr);
+    const EpochStats stats =
+        trainer_.Train(plan.epoch_offset, plan.epochs, plan.lr, plan.proximal_mu);
     return {stats.squared_error, stats.updates};
   }
 

@@ -1,6 +1,8 @@
 #include "algorithms/mf_trainer.h"
 
+#include <algorithm>
 #include <cassert>
+#include <cmath>
 
 #include "base/random.h"
 
@@ -20,15 +22,34 @@ MfTrainer::MfTrainer(const MfTrainerOptions& options, uint32_t items, std::vecto
   model_.InitUsers(options_.init, user_keys);
 }
 
-EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr) {
+EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, float proximal_mu) {
   SgdOptions sgd = options_.sgd;
   sgd.lr = lr;
   EpochStats stats;
+  const uint32_t k = model_.factors();
+  std::vector<float> anchor_factors, anchor_bias;
+  if (proximal_mu > 0.0f) {
+    anchor_factors.assign(model_.item_factors(),
+                          model_.item_factors() + static_cast<size_t>(model_.items()) * k);
+    anchor_bias.assign(model_.item_bias(), model_.item_bias() + model_.items());
+  }
   for (uint64_t epoch = first_epoch; epoch < first_epoch + count; ++epoch) {
     Rng rng(options_.init.seed, epoch, options_.shard, Purpose::kShuffle);
     rng.Shuffle(std::span<Rating>(train_));
-    stats.squared_error += SgdEpoch(&model_, train_, sgd.LearningRate(epoch), sgd);
+    const float epoch_lr = sgd.LearningRate(epoch);
+    stats.squared_error += SgdEpoch(&model_, train_, epoch_lr, sgd);
     stats.updates += train_.size();
+    if (proximal_mu <= 0.0f) continue;
+    const double keep = 1.0 - std::min(1.0, double{epoch_lr} * proximal_mu);
+    for (uint32_t i = 0; i < model_.items(); ++i) {
+      if (item_counts_[i] == 0) continue;
+      const float shrink = static_cast<float>(std::pow(keep, item_counts_[i]));
+      float* q = model_.item_factors() + static_cast<size_t>(i) * k;
+      const float* q0 = anchor_factors.data() + static_cast<size_t>(i) * k;
+      for (uint32_t f = 0; f < k; ++f) q[f] = q0[f] + (q[f] - q0[f]) * shrink;
+      float& b = model_.item_bias()[i];
+      b = anchor_bias[i] + (b - anchor_bias[i]) * shrink;
+    }
   }
   return stats;
 }

@@ -41,7 +41,11 @@ class MfTrainer {
 
   // Trains epochs [first_epoch, first_epoch + count) with base learning rate
   // `lr` (the rate of epoch 0; it decays per epoch by sgd.lr_decay).
-  EpochStats Train(uint64_t first_epoch, uint32_t count, float lr);
+  // proximal_mu > 0 (FedProx) adds (mu/2)||q_i - q_i0||^2 for every item row
+  // (factors and bias), q_i0 its value when the call starts: its gradient
+  // step, taken at each of the epoch's visits of the row, is folded in at the
+  // end of the epoch as q_i0 + (q_i - q_i0) (1 - lr mu)^visits.
+  EpochStats Train(uint64_t first_epoch, uint32_t count, float lr, float proximal_mu = 0.0f);
 
   // Sets mu to the mean of this shard's training ratings.
   void UseShardMean() { model_.set_global_mean(TrainingMean(train_)); }

@@ -9,11 +9,7 @@
 
 namespace fedrec {
 
-double ModelOptions::Param(const std::string& key) const {
-  auto it = params.find(key);
-  assert(it != params.end());
-  return it == params.end() ? 0.0 : it->second;
-}
+double ModelOptions::Param(const std::string& key) const { return ParamOf(params, key); }
 
 std::vector<ParamBlock> Model::GlobalBlocks() const { return CopyGlobalBlocks(blocks()); }
 
@@ -192,22 +188,10 @@ Result<std::unique_ptr<Model>> ModelRegistry::Create(const std::string& name, Mo
                                                      ModelData data) const {
   const ModelInfo* info = Find(name);
   if (info == nullptr) {
-    std::string known;
-    for (const std::string& n : Names()) known += (known.empty() ? "" : ", ") + n;
-    return Status::InvalidArgument("unknown model \"" + name + "\"; registered models: " + known);
+    return Status::InvalidArgument("unknown model \"" + name +
+                                   "\"; registered models: " + JoinNames(Names()));
   }
-  for (const auto& param : options.params) {
-    const std::string& key = param.first;
-    const bool declared = std::any_of(info->keys.begin(), info->keys.end(),
-                                      [&key](const ModelKey& k) { return k.key == key; });
-    if (!declared) {
-      std::string known;
-      for (const ModelKey& k : info->keys) known += (known.empty() ? "" : ", ") + k.key;
-      return Status::InvalidArgument("model " + name + " has no key \"" + key +
-                                     "\"; its keys: " + (known.empty() ? "none" : known));
-    }
-  }
-  for (const ModelKey& k : info->keys) options.params.emplace(k.key, k.default_value);
+  FEDREC_RETURN_IF_ERROR(FillParams("model", name, info->keys, &options.params));
   return info->create(options, std::move(data));
 }
 

@@ -36,6 +36,7 @@
 #include "algorithms/sgd.h"
 #include "algorithms/strategy.h"
 #include "base/param_block.h"
+#include "base/param_keys.h"
 #include "base/status.h"
 #include "data/ratings.h"
 
@@ -73,6 +74,9 @@ struct TrainPlan {
   uint64_t epoch_offset = 0;  // global index of the first epoch (schedules, shuffling)
   uint32_t epochs = 1;
   float lr = 0.01f;  // base learning rate sent by the coordinator (gradient models)
+  // FedProx: (mu/2)||w - w0||^2 on the global rows, w0 their value when
+  // training starts (gradient models; 0 = none).
+  float proximal_mu = 0.0f;
 };
 
 // Additive training-loss sums: mean loss = sum / count.
@@ -186,11 +190,7 @@ Status SolveFromOwnSums(Model* model, uint32_t round);
 std::vector<uint32_t> ItemCounts(std::span<const Rating> train, uint32_t items);
 
 // One model-specific configuration key: model.<model>.<key>.
-struct ModelKey {
-  std::string key;
-  double default_value = 0.0;
-  std::string doc;
-};
+using ModelKey = ParamKey;
 
 using ModelFactory =
     std::function<Result<std::unique_ptr<Model>>(const ModelOptions& options, ModelData data)>;

@@ -8,17 +8,17 @@
 
 namespace fedrec {
 
-std::vector<uint32_t> Strategy::SelectSites(uint32_t round, uint32_t num_sites, double fraction,
-                                            uint64_t seed) const {
-  std::vector<uint32_t> all(num_sites);
+double StrategyOptions::Param(const std::string& key) const { return ParamOf(params, key); }
+
+std::vector<uint32_t> Strategy::Sample(uint32_t count, uint32_t want, uint64_t seed,
+                                       uint32_t round) {
+  std::vector<uint32_t> all(count);
   std::iota(all.begin(), all.end(), 0u);
-  if (fraction >= 1.0 || num_sites == 0) return all;
-  const uint32_t want = std::clamp<uint32_t>(
-      static_cast<uint32_t>(std::llround(fraction * num_sites)), 1u, num_sites);
+  if (want >= count) return all;
   Rng rng(seed, round, 0, Purpose::kSample);
   // Partial Fisher-Yates: the first `want` entries are a uniform sample.
   for (uint32_t i = 0; i < want; ++i) {
-    const uint32_t j = i + static_cast<uint32_t>(rng.Below(num_sites - i));
+    const uint32_t j = i + static_cast<uint32_t>(rng.Below(count - i));
     std::swap(all[i], all[j]);
   }
   all.resize(want);
@@ -26,70 +26,118 @@ std::vector<uint32_t> Strategy::SelectSites(uint32_t round, uint32_t num_sites, 
   return all;
 }
 
-Status FedAvg::Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) {
-  if (input.weighted_sum.size() != global->size() || input.row_weight.size() != global->size()) {
-    return Status::InvalidArgument(
-        "fedavg: aggregate has " + std::to_string(input.weighted_sum.size()) +
-        " blocks, the global model has " + std::to_string(global->size()));
+RoundConfig Strategy::ConfigureRound(const RoundContext& context) {
+  RoundConfig config;
+  config.instructions = options_.instructions;
+  const uint32_t available = static_cast<uint32_t>(context.available.size());
+  if (available == 0 || available < options_.min_available) {
+    config.skip_reason = std::to_string(available) + " sites available, fewer than " +
+                         std::to_string(std::max<uint32_t>(options_.min_available, 1)) +
+                         " (federation.min_available)";
+    return config;
   }
-  const double eta = options_.server_lr;
-  for (size_t b = 0; b < global->size(); ++b) {
-    ParamBlock& block = (*global)[b];
-    const auto& sum = input.weighted_sum[b];
-    const auto& weight = input.row_weight[b];
-    if (weight.size() != block.rows || sum.size() != block.data.size()) {
-      return Status::InvalidArgument("fedavg: block '" + block.name + "' has shape " +
+  // The same share of the whole federation as when every site is available.
+  uint32_t want = available;
+  if (options_.fraction < 1.0) {
+    want = static_cast<uint32_t>(std::llround(options_.fraction * context.num_sites));
+  }
+  want = std::clamp<uint32_t>(want, std::min(std::max<uint32_t>(options_.min_sites, 1), available),
+                              available);
+  for (uint32_t i : Sample(available, want, options_.seed, context.round))
+    config.sites.push_back(context.available[i]);
+  return config;
+}
+
+Status Strategy::Restore(const StrategyState& state) {
+  if (state == StrategyState{}) return Status::Ok();
+  return Status::InvalidArgument("strategy " + std::string(name()) +
+                                 " keeps no state, found a state of " +
+                                 std::to_string(state.vectors.size()) + " vectors and " +
+                                 std::to_string(state.scalars.size()) + " scalars");
+}
+
+Status CheckAggregateShape(std::string_view strategy, const AggregateInput& input,
+                           const std::vector<ParamBlock>& global) {
+  const std::string who(strategy);
+  if (input.weighted_sum.size() != global.size() || input.row_weight.size() != global.size()) {
+    return Status::InvalidArgument(
+        who + ": aggregate has " + std::to_string(input.weighted_sum.size()) +
+        " blocks, the global model has " + std::to_string(global.size()));
+  }
+  for (size_t b = 0; b < global.size(); ++b) {
+    const ParamBlock& block = global[b];
+    if (input.row_weight[b].size() != block.rows ||
+        input.weighted_sum[b].size() != block.data.size()) {
+      return Status::InvalidArgument(who + ": block '" + block.name + "' has shape " +
                                      std::to_string(block.rows) + "x" + std::to_string(block.cols) +
-                                     ", the aggregate does not match it");
-    }
-    const double step = block.scope == Scope::kGlobalAverage ? 1.0 : eta;
-    for (uint32_t r = 0; r < block.rows; ++r) {
-      const double w = weight[r];
-      if (!(w > 0.0)) continue;
-      float* row = block.Row(r);
-      const double* s = sum.data() + static_cast<size_t>(r) * block.cols;
-      for (uint32_t c = 0; c < block.cols; ++c) {
-        const double avg = s[c] / w;
-        row[c] = step == 1.0 ? static_cast<float>(avg)
-                             : static_cast<float>(row[c] + step * (avg - row[c]));
-      }
+                                     ", the aggregate has " +
+                                     std::to_string(input.row_weight[b].size()) + " rows and " +
+                                     std::to_string(input.weighted_sum[b].size()) + " values");
     }
   }
   return Status::Ok();
 }
 
+void ForEachAveragedRow(
+    const AggregateInput& input, std::vector<ParamBlock>* global,
+    const std::function<void(size_t block, uint32_t row, std::span<const double> avg)>& visit) {
+  std::vector<double> avg;
+  for (size_t b = 0; b < global->size(); ++b) {
+    ParamBlock& block = (*global)[b];
+    const std::vector<double>& sum = input.weighted_sum[b];
+    const std::vector<double>& weight = input.row_weight[b];
+    avg.resize(block.cols);
+    for (uint32_t r = 0; r < block.rows; ++r) {
+      const double w = weight[r];
+      if (!(w > 0.0)) continue;
+      const double* s = sum.data() + static_cast<size_t>(r) * block.cols;
+      for (uint32_t c = 0; c < block.cols; ++c) avg[c] = s[c] / w;
+      if (block.scope == Scope::kGlobalAverage) {
+        float* row = block.Row(r);
+        for (uint32_t c = 0; c < block.cols; ++c) row[c] = static_cast<float>(avg[c]);
+        continue;
+      }
+      visit(b, r, avg);
+    }
+  }
+}
+
 StrategyRegistry StrategyRegistry::WithBuiltins() {
   StrategyRegistry registry;
-  registry.Register("fedavg",
-                    [](const StrategyOptions& options) -> Result<std::unique_ptr<Strategy>> {
-                      if (!(options.server_lr > 0.0)) {
-                        return Status::InvalidArgument("fedavg: server_lr must be > 0, found " +
-                                                       std::to_string(options.server_lr));
-                      }
-                      return std::unique_ptr<Strategy>(new FedAvg(options));
-                    });
+  RegisterLinearStrategies(&registry);
   return registry;
 }
 
-void StrategyRegistry::Register(const std::string& name, StrategyFactory factory) {
-  factories_[name] = std::move(factory);
+void StrategyRegistry::Register(StrategyInfo info) {
+  std::string name = info.name;
+  strategies_[name] = std::move(info);
+}
+
+const StrategyInfo* StrategyRegistry::Find(const std::string& name) const {
+  auto it = strategies_.find(name);
+  return it == strategies_.end() ? nullptr : &it->second;
 }
 
 std::vector<std::string> StrategyRegistry::Names() const {
   std::vector<std::string> names;
-  for (const auto& [name, _] : factories_) names.push_back(name);
+  for (const auto& [name, _] : strategies_) names.push_back(name);
   return names;
 }
 
 Result<std::unique_ptr<Strategy>> StrategyRegistry::Create(const std::string& name,
-                                                           const StrategyOptions& options) const {
-  auto it = factories_.find(name);
-  if (it == factories_.end()) {
-    std::string known;
-    for (const auto& n : Names()) known += (known.empty() ? "" : ", ") + n;
-    return Status::InvalidArgument("unknown strategy '" + name + "'; registered: " + known);
+                                                           StrategyOptions options) const {
+  const StrategyInfo* info = Find(name);
+  if (info == nullptr) {
+    return Status::InvalidArgument("unknown strategy '" + name +
+                                   "'; registered: " + JoinNames(Names()));
   }
-  return it->second(options);
+  FEDREC_RETURN_IF_ERROR(FillParams("strategy", name, info->keys, &options.params));
+  if (!(options.server_lr > 0.0)) {
+    return Status::InvalidArgument("strategy " + name +
+                                   ": federation.server_lr must be > 0, found " +
+                                   std::to_string(options.server_lr));
+  }
+  return info->create(options);
 }
 
 }  // namespace fedrec

@@ -1,92 +1,217 @@
 // Strategy: the aggregation algorithm, a plug-in registered by name.
 //
-// A strategy picks the sites of a round and turns what the coordinator learnt
-// from them into the next global model. It does no I/O. Linear strategies
-// (FedAvg family) only need the per-row *sums* of the sites' weighted values,
-// which is all the coordinator learns under secure aggregation; a strategy that
-// needs individual updates says so, and combining it with secure aggregation is
-// refused.
+// A strategy does the three things the coordinator asks of it each round, and
+// no I/O:
+//   ConfigureRound  which sites take part, and what each is asked to do
+//                   (local epochs, learning rate, proximal term);
+//   Aggregate       the next global model from what the round produced: the
+//                   sums of the sites' updates, the sites that reported and
+//                   the ones that failed (keeping the model is a valid answer);
+//   OnEvaluated     the round's evaluation, for strategies that adapt to it.
+// Its state (momentum, optimizer moments, counters) is a StrategyState the
+// coordinator checkpoints with the model.
 //
-// Adding a strategy: one new file with a Strategy subclass and one
-// StrategyRegistry::Register call (a plug-in library does the same on the
-// registry the application hands it).
+// Linear strategies (the FedAvg family and the server optimizers) only need
+// the per-row *sums* of the sites' weighted values, which is all the
+// coordinator learns under secure aggregation, so they work under every
+// scheme. A strategy that needs each site's update in the clear (median,
+// trimmed mean, Krum) says so, and combining it with secure aggregation is
+// refused with an error naming both settings.
+//
+// Adding a strategy: one Strategy subclass and one StrategyRegistry::Register
+// call, in the tree or in a plug-in library (docs/plugins.md).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/param_block.h"
+#include "base/param_keys.h"
 #include "base/status.h"
 
 namespace fedrec {
 
+// What one site is asked to do in a round.
+struct SiteInstructions {
+  uint32_t local_epochs = 1;
+  float lr = 0.01f;          // base learning rate (of global epoch 0)
+  float proximal_mu = 0.0f;  // FedProx: (mu/2)||w - w_round||^2 on the global rows
+};
+
+// How a site weights each row of its upload. kInteractions: by its training
+// interactions of the row (sample-weighted averages); kUnit: 1 for every row
+// it trained, so the sums are a plain sum of the sites' values and the weight
+// counts the sites that trained the row. Blocks of scope kGlobalAverage are
+// always weighted by interactions.
+enum class RowWeights : uint8_t { kInteractions = 0, kUnit = 1 };
+
+// One site's update in the clear (only for strategies that need individual
+// updates, under security.aggregation = "none"), per upload block: row
+// weights (0 for rows it did not train) and values, row-major.
+struct SiteUpdate {
+  uint32_t site = 0;
+  std::vector<std::vector<double>> weight;  // [block][row]
+  std::vector<std::vector<float>> values;   // [block][row * cols + c]
+};
+
 // What the coordinator learnt from the sites of one round: for each global block
 // (same order as the model), the per-row sums over sites s of w_{s,r} and of
 // w_{s,r} * value_{s,r,c}, where value is the site's locally trained parameter
-// and w its weight for that row (its training ratings of the row).
+// and w its weight for that row (RowWeights).
 struct AggregateInput {
   uint32_t round = 0;
   std::vector<std::vector<double>> weighted_sum;  // [block][row * cols + c]
   std::vector<std::vector<double>> row_weight;    // [block][row]
   uint32_t sites = 0;                             // sites whose update is in the sums
   uint32_t failures = 0;                          // selected sites that failed or timed out
+  std::vector<uint32_t> failed;                   // their ids, ascending (when known)
+  // Each reporting site's update, ascending by site: filled only for
+  // strategies that NeedsIndividualUpdates().
+  std::vector<SiteUpdate> updates;
 };
 
+// A strategy's state between rounds: named vectors and scalars.
+struct StrategyState {
+  std::map<std::string, std::vector<double>> vectors;
+  std::map<std::string, double> scalars;
+  friend bool operator==(const StrategyState&, const StrategyState&) = default;
+};
+
+// Options every strategy reads; a strategy's own keys are in `params`
+// ("strategy.<name>.<key>" in the configuration, stored under "<key>").
 struct StrategyOptions {
-  double server_lr = 1.0;  // step toward the sites' average: 1 = plain FedAvg
+  uint64_t seed = 1;
+  double fraction = 1.0;          // share of the sites sampled per round
+  uint32_t min_sites = 1;         // fewest sites a round samples (when that many are available)
+  uint32_t min_available = 1;     // fewer available sites than this: the round is skipped
+  bool accept_failures = true;    // false: a round with a failed site keeps the model
+  double server_lr = 1.0;         // step toward the sites' average: 1 = plain FedAvg
+  SiteInstructions instructions;  // what every site is asked by default
+  std::map<std::string, double> params;
+
+  // params[key]. REQUIRES: the key is declared by the strategy (the registry
+  // fills in declared defaults).
+  double Param(const std::string& key) const;
+};
+
+// The coordinator's view when a round starts.
+struct RoundContext {
+  uint32_t round = 0;                   // 1-based
+  uint32_t num_sites = 0;               // registered sites
+  std::span<const uint32_t> available;  // sites believed available, ascending
+};
+
+// A round's sites and their instructions.
+struct RoundConfig {
+  std::vector<uint32_t> sites;    // ascending; empty = skip the round
+  SiteInstructions instructions;  // for every site not in per_site
+  std::map<uint32_t, SiteInstructions> per_site;
+  std::string skip_reason;  // why the round is skipped (sites empty)
+
+  const SiteInstructions& For(uint32_t site) const {
+    auto it = per_site.find(site);
+    return it == per_site.end() ? instructions : it->second;
+  }
+};
+
+// A round's evaluation, as the coordinator reports it.
+struct EvaluationSummary {
+  uint32_t round = 0;
+  double rmse = 0.0;  // 0 when the model does not predict ratings
+  double mae = 0.0;
+  uint64_t count = 0;  // test interactions
 };
 
 class Strategy {
  public:
+  explicit Strategy(StrategyOptions options) : options_(std::move(options)) {}
   virtual ~Strategy() = default;
   virtual std::string_view name() const = 0;
+  const StrategyOptions& options() const { return options_; }
 
   // True when the rule needs each site's update in the clear (median, Krum...).
   virtual bool NeedsIndividualUpdates() const { return false; }
+  // How sites weight the rows of their uploads.
+  virtual RowWeights row_weights() const { return RowWeights::kInteractions; }
 
-  // Sites taking part in `round`, ascending. Default: a uniform sample of
-  // max(1, round(fraction * num_sites)) sites from stream (seed, round, 0, kSample).
-  virtual std::vector<uint32_t> SelectSites(uint32_t round, uint32_t num_sites, double fraction,
-                                            uint64_t seed) const;
+  // The round's sites and instructions. Default: a uniform sample of the
+  // available sites, fraction * num_sites of them (at least min_sites, at most
+  // all available) from stream (seed, round, 0, kSample); every site gets
+  // options().instructions. Skips the round when fewer than min_available
+  // sites are available.
+  virtual RoundConfig ConfigureRound(const RoundContext& context);
 
-  // Forms the next global model in place. Rows with zero total weight keep
-  // their value. Error when the input does not match the model's shape.
+  // Forms the next global model in place from the round's sums (and, for
+  // strategies that need them, individual updates). Rows with zero total
+  // weight keep their value. Error when the input does not match the model.
   virtual Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) = 0;
-};
 
-// FedAvg with per-row weights: row r becomes old + server_lr * (avg_r - old),
-// avg_r = weighted_sum_r / row_weight_r (exactly the sites' value when one site
-// trained it and server_lr = 1). Blocks of scope kGlobalAverage take avg_r.
-class FedAvg : public Strategy {
- public:
-  explicit FedAvg(const StrategyOptions& options) : options_(options) {}
-  std::string_view name() const override { return "fedavg"; }
-  Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override;
+  // The round's evaluation (default: nothing).
+  virtual void OnEvaluated(const EvaluationSummary& /*summary*/) {}
 
- private:
+  // State for checkpoints; Restore accepts what State returned, and refuses
+  // anything else with what was expected and found.
+  virtual StrategyState State() const { return {}; }
+  virtual Status Restore(const StrategyState& state);
+
+  // Uniform sample of `want` of `count` indices, ascending, from stream
+  // (seed, round, 0, kSample): partial Fisher-Yates.
+  static std::vector<uint32_t> Sample(uint32_t count, uint32_t want, uint64_t seed, uint32_t round);
+
+ protected:
   StrategyOptions options_;
 };
+
+// Checks that `input` matches the shapes of `global`; the error names the
+// strategy and the first block that differs.
+Status CheckAggregateShape(std::string_view strategy, const AggregateInput& input,
+                           const std::vector<ParamBlock>& global);
+
+// The per-row sites' average avg_r = weighted_sum_r / row_weight_r of every
+// row with positive weight, handed to `visit(block, row, avg)` (avg has
+// block.cols values). Blocks of scope kGlobalAverage are replaced by their
+// average here and not visited.
+void ForEachAveragedRow(
+    const AggregateInput& input, std::vector<ParamBlock>* global,
+    const std::function<void(size_t block, uint32_t row, std::span<const double> avg)>& visit);
+
+// One strategy-specific configuration key: strategy.<name>.<key>.
+using StrategyKey = ParamKey;
 
 using StrategyFactory =
     std::function<Result<std::unique_ptr<Strategy>>(const StrategyOptions& options)>;
 
+struct StrategyInfo {
+  std::string name;
+  std::string doc;  // one line
+  std::vector<StrategyKey> keys;
+  StrategyFactory create;
+};
+
 class StrategyRegistry {
  public:
-  // A registry holding the built-in strategies ("fedavg").
+  // A registry holding the built-in strategies.
   static StrategyRegistry WithBuiltins();
-  void Register(const std::string& name, StrategyFactory factory);
-  // Error lists the registered names when `name` is unknown.
-  Result<std::unique_ptr<Strategy>> Create(const std::string& name,
-                                           const StrategyOptions& options) const;
+  void Register(StrategyInfo info);
+  // Fills in defaults of the strategy's keys absent from options.params and
+  // creates it. Errors: unknown name (listing the registered ones), a key the
+  // strategy does not declare, or the strategy's refusal of its options.
+  Result<std::unique_ptr<Strategy>> Create(const std::string& name, StrategyOptions options) const;
+  const StrategyInfo* Find(const std::string& name) const;
   std::vector<std::string> Names() const;
 
  private:
-  std::map<std::string, StrategyFactory> factories_;
+  std::map<std::string, StrategyInfo> strategies_;
 };
+
+// Registration of the built-ins, one per file.
+void RegisterLinearStrategies(
+    StrategyRegistry* registry);  // fedavg, fedavgm, fedprox, fedsum, fedadagrad, fedadam, fedyogi
 
 }  // namespace fedrec

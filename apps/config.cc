@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 #include <variant>
 
 #include "algorithms/model.h"
@@ -88,8 +89,12 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("federation.fraction", federation.fraction, "share of sites selected per round"),
       FEDREC_KEY("federation.min_sites", federation.min_sites,
                  "fewest updates for a round to count (else the model is unchanged)"),
+      FEDREC_KEY("federation.min_available", federation.min_available,
+                 "fewest available sites a round starts with (else it is skipped)"),
+      FEDREC_KEY("federation.accept_failures", federation.accept_failures,
+                 "a round whose selected sites failed still updates the model (false: keeps it)"),
       FEDREC_KEY("federation.strategy", federation.strategy,
-                 "aggregation strategy (registered name)"),
+                 "aggregation strategy (registered name; its own keys are strategy.<name>.<key>)"),
       FEDREC_KEY("federation.server_lr", federation.server_lr,
                  "server step toward the sites' average (1 = FedAvg)"),
       FEDREC_KEY("federation.round_timeout", federation.round_timeout,
@@ -175,32 +180,60 @@ const std::vector<Key>& Schema() {
 }
 #undef FEDREC_KEY
 
-// "model.<name>.<key>": a model's own key, stored as params["<name>.<key>"].
-// Returns the "<name>.<key>" part, or empty when `path` has another form.
-std::string ModelParamKey(std::string_view path) {
-  if (!path.starts_with("model.")) return "";
-  const std::string_view rest = path.substr(6);
-  const auto dot = rest.find('.');
-  if (dot == std::string_view::npos || dot == 0 || dot + 1 == rest.size()) return "";
-  if (rest.find('.', dot + 1) != std::string_view::npos) return "";
-  return std::string(rest);
+// A plug-in's own key: "model.<name>.<key>" or "strategy.<name>.<key>".
+struct PluginParam {
+  std::string section;  // "model" or "strategy"
+  std::string key;      // "<name>.<key>"
+};
+
+// The plug-in key `path` names, or nothing when it has another form.
+std::optional<PluginParam> PluginParamOf(std::string_view path) {
+  for (const char* section : {"model", "strategy"}) {
+    const std::string prefix = std::string(section) + ".";
+    if (!path.starts_with(prefix)) continue;
+    const std::string_view rest = path.substr(prefix.size());
+    const auto dot = rest.find('.');
+    if (dot == std::string_view::npos || dot == 0 || dot + 1 == rest.size()) return std::nullopt;
+    if (rest.find('.', dot + 1) != std::string_view::npos) return std::nullopt;
+    return PluginParam{section, std::string(rest)};
+  }
+  return std::nullopt;
 }
 
-// Checks a model key against the built-in registry (keys of models it does
-// not know are checked when a plug-in's registry creates the model).
-Status CheckModelParam(const std::string& key, const std::string& where) {
-  const std::string model = key.substr(0, key.find('.'));
-  const std::string name = key.substr(key.find('.') + 1);
-  const ModelRegistry registry = ModelRegistry::WithBuiltins();
-  const ModelInfo* info = registry.Find(model);
-  if (info == nullptr) return Status::Ok();
-  std::string known;
-  for (const ModelKey& k : info->keys) {
-    if (k.key == name) return Status::Ok();
-    known += (known.empty() ? "" : ", ") + ("model." + model + "." + k.key);
+// The keys the built-in model or strategy `name` declares; nullptr when no
+// built-in has that name (a plug-in's keys are checked when it is created).
+const std::vector<ParamKey>* BuiltinKeys(const std::string& section, const std::string& name) {
+  static const ModelRegistry models = ModelRegistry::WithBuiltins();
+  static const StrategyRegistry strategies = StrategyRegistry::WithBuiltins();
+  if (section == "model") {
+    const ModelInfo* info = models.Find(name);
+    return info ? &info->keys : nullptr;
   }
-  return Status::InvalidArgument(where + ": unknown key; model " + model + " has " +
-                                 (known.empty() ? std::string("no keys of its own") : known));
+  const StrategyInfo* info = strategies.Find(name);
+  return info ? &info->keys : nullptr;
+}
+
+// Checks a plug-in key against the built-ins, then stores it.
+Status SetPluginParam(const PluginParam& param, double value, const std::string& where,
+                      Config* config) {
+  const std::string owner = param.key.substr(0, param.key.find('.'));
+  const std::string name = param.key.substr(param.key.find('.') + 1);
+  if (const std::vector<ParamKey>* keys = BuiltinKeys(param.section, owner)) {
+    std::vector<std::string> known;
+    bool declared = false;
+    for (const ParamKey& k : *keys) {
+      declared = declared || k.key == name;
+      known.push_back(param.section + "." + owner + "." + k.key);
+    }
+    if (!declared) {
+      return Status::InvalidArgument(
+          where + ": unknown key; " + param.section + " " + owner + " has " +
+          (known.empty() ? std::string("no keys of its own") : JoinNames(known)));
+    }
+  }
+  (param.section == "model" ? config->model.params
+                            : config->federation.strategy_params)[param.key] = value;
+  return Status::Ok();
 }
 
 const Key* FindKey(std::string_view path) {
@@ -356,12 +389,11 @@ Status Walk(const toml::table& table, const std::string& prefix, const std::stri
     }
     const Key* key = FindKey(path);
     if (key == nullptr) {
-      const std::string param = ModelParamKey(path);
-      if (param.empty()) return Status::InvalidArgument(where + ": unknown key; " + Known(path));
-      FEDREC_RETURN_IF_ERROR(CheckModelParam(param, where));
+      const std::optional<PluginParam> param = PluginParamOf(path);
+      if (!param) return Status::InvalidArgument(where + ": unknown key; " + Known(path));
       double value = 0.0;
       FEDREC_RETURN_IF_ERROR(SetFromNode(&value, node, where));
-      config->model.params[param] = value;
+      FEDREC_RETURN_IF_ERROR(SetPluginParam(*param, value, where, config));
       continue;
     }
     FEDREC_RETURN_IF_ERROR(SetFromNode(key->bind(*config), node, where));
@@ -396,16 +428,14 @@ Status ApplyOverride(Config* config, const std::string& assignment) {
   const std::string path = assignment.substr(0, eq);
   const Key* key = FindKey(path);
   if (key == nullptr) {
-    const std::string param = ModelParamKey(path);
-    if (param.empty())
+    const std::optional<PluginParam> param = PluginParamOf(path);
+    if (!param)
       return Status::InvalidArgument("--set " + assignment + ": unknown key '" + path + "'; " +
                                      Known(path));
-    FEDREC_RETURN_IF_ERROR(CheckModelParam(param, "--set " + assignment));
     double value = 0.0;
     FEDREC_RETURN_IF_ERROR(
         ParseInto(&value, std::string_view(assignment).substr(eq + 1), "--set " + assignment));
-    config->model.params[param] = value;
-    return Status::Ok();
+    return SetPluginParam(*param, value, "--set " + assignment, config);
   }
   return ParseInto(key->bind(*config), std::string_view(assignment).substr(eq + 1),
                    "--set " + assignment);
@@ -468,6 +498,9 @@ Status ValidateConfig(const Config& c) {
                 fmt::format("{}", c.federation.dirichlet_alpha));
   if (c.federation.min_sites < 0)
     return fail("federation.min_sites", "an integer >= 0", std::to_string(c.federation.min_sites));
+  if (c.federation.min_available < 0)
+    return fail("federation.min_available", "an integer >= 0",
+                std::to_string(c.federation.min_available));
   if (!(c.federation.round_timeout > 0.0))
     return fail("federation.round_timeout", "seconds > 0",
                 fmt::format("{}", c.federation.round_timeout));
@@ -628,6 +661,35 @@ Status ValidateDistributedConfig(const Config& c) {
   return Status::Ok();
 }
 
+namespace {
+
+// The chosen plug-in's own keys, with the registered defaults filled in, then
+// any other plug-in's keys of the section that were set.
+void RenderPluginParams(const std::string& section, const std::string& chosen,
+                        const std::map<std::string, double>& set, bool with_docs,
+                        std::string* out) {
+  std::map<std::string, std::map<std::string, double>> params;
+  if (const std::vector<ParamKey>* keys = BuiltinKeys(section, chosen)) {
+    for (const ParamKey& k : *keys) params[chosen][k.key] = k.default_value;
+  }
+  for (const auto& [key, value] : set)
+    params[key.substr(0, key.find('.'))][key.substr(key.find('.') + 1)] = value;
+  for (auto& [owner, keys] : params) {
+    *out += "\n[" + section + "." + owner + "]\n";
+    const std::vector<ParamKey>* declared = BuiltinKeys(section, owner);
+    for (auto& [key, value] : keys) {
+      if (with_docs && declared != nullptr) {
+        for (const ParamKey& k : *declared) {
+          if (k.key == key) *out += "# " + k.doc + "\n";
+        }
+      }
+      *out += key + " = " + Render(Target(&value)) + "\n";
+    }
+  }
+}
+
+}  // namespace
+
 std::string ConfigToToml(const Config& config, bool with_docs) {
   Config copy = config;  // bind() needs a mutable Config
   std::string out, section;
@@ -643,27 +705,9 @@ std::string ConfigToToml(const Config& config, bool with_docs) {
     if (with_docs) out += "# " + std::string(k.doc) + "\n";
     out += name + " = " + Render(k.bind(copy)) + "\n";
   }
-  // The chosen model's own keys, with the registered defaults filled in,
-  // then any other model's keys that were set.
-  std::map<std::string, std::map<std::string, double>> params;
-  const ModelRegistry registry = ModelRegistry::WithBuiltins();
-  if (const ModelInfo* info = registry.Find(config.model.name)) {
-    for (const ModelKey& k : info->keys) params[config.model.name][k.key] = k.default_value;
-  }
-  for (const auto& [key, value] : config.model.params)
-    params[key.substr(0, key.find('.'))][key.substr(key.find('.') + 1)] = value;
-  for (auto& [model, keys] : params) {
-    out += "\n[model." + model + "]\n";
-    const ModelInfo* info = registry.Find(model);
-    for (auto& [key, value] : keys) {
-      if (with_docs && info != nullptr) {
-        for (const ModelKey& k : info->keys) {
-          if (k.key == key) out += "# " + k.doc + "\n";
-        }
-      }
-      out += key + " = " + Render(Target(&value)) + "\n";
-    }
-  }
+  RenderPluginParams("model", config.model.name, config.model.params, with_docs, &out);
+  RenderPluginParams("strategy", config.federation.strategy, config.federation.strategy_params,
+                     with_docs, &out);
   return out;
 }
 
@@ -675,14 +719,19 @@ std::vector<std::string> ConfigKeyDocs() {
     lines.push_back(
         fmt::format("| `{}` | {} | `{}` | {} |", k.path, TypeName(t), Render(t), k.doc));
   }
-  const ModelRegistry registry = ModelRegistry::WithBuiltins();
-  for (const std::string& name : registry.Names()) {
-    for (const ModelKey& k : registry.Find(name)->keys) {
+  const auto add = [&lines](const std::string& section, const std::string& name,
+                            const std::vector<ParamKey>& keys) {
+    for (const ParamKey& k : keys) {
       double value = k.default_value;
-      lines.push_back(fmt::format("| `model.{}.{}` | number | `{}` | {} |", name, k.key,
+      lines.push_back(fmt::format("| `{}.{}.{}` | number | `{}` | {} |", section, name, k.key,
                                   Render(Target(&value)), k.doc));
     }
-  }
+  };
+  const ModelRegistry models = ModelRegistry::WithBuiltins();
+  for (const std::string& name : models.Names()) add("model", name, models.Find(name)->keys);
+  const StrategyRegistry strategies = StrategyRegistry::WithBuiltins();
+  for (const std::string& name : strategies.Names())
+    add("strategy", name, strategies.Find(name)->keys);
   return lines;
 }
 

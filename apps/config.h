@@ -75,7 +75,11 @@ struct Config {
     int64_t local_epochs = 2;
     double fraction = 1.0;
     int64_t min_sites = 1;
+    int64_t min_available = 1;
+    bool accept_failures = true;
     std::string strategy = "fedavg";
+    // "strategy.<name>.<key>" settings, stored under "<name>.<key>".
+    std::map<std::string, double> strategy_params;
     double server_lr = 2.0;
     double round_timeout = 600.0;  // seconds
   } federation;

@@ -616,7 +616,18 @@ void LogChannelSecurity(const Config& config) {
 
 StrategyOptions MakeStrategyOptions(const Config& config) {
   StrategyOptions options;
+  options.seed = config.seed;
+  options.fraction = config.federation.fraction;
+  options.min_sites = static_cast<uint32_t>(config.federation.min_sites);
+  options.min_available = static_cast<uint32_t>(config.federation.min_available);
+  options.accept_failures = config.federation.accept_failures;
   options.server_lr = config.federation.server_lr;
+  options.instructions.local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
+  options.instructions.lr = static_cast<float>(config.train.lr);
+  // Only the chosen strategy's keys ("<name>.<key>"); other strategies' are ignored.
+  const std::string prefix = config.federation.strategy + ".";
+  for (const auto& [key, value] : config.federation.strategy_params)
+    if (key.starts_with(prefix)) options.params[key.substr(prefix.size())] = value;
   return options;
 }
 

@@ -335,21 +335,28 @@ template <typename M>
 Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites, uint32_t round) {
   const uint32_t rank = static_cast<uint32_t>(transport_->rank());
   // The message is the same for every site but for whether it carries the
-  // model: each of the two frames is encoded once and copied per site.
-  std::optional<std::vector<uint8_t>> frames[2];
+  // model and, for a round plan, the site's instructions: each variant is
+  // encoded once and copied per site.
+  constexpr bool kPlan = std::is_same_v<M, RoundPlan>;
+  std::map<std::pair<bool, const SiteInstructions*>, std::vector<uint8_t>> frames;
   for (uint32_t site : sites) {
     const bool include = site_version_[site] != version_;
-    std::optional<std::vector<uint8_t>>& frame = frames[include ? 1 : 0];
-    if (!frame) {
+    const SiteInstructions* instructions = kPlan ? &round_config_.For(site) : nullptr;
+    auto [it, added] = frames.try_emplace({include, instructions});
+    if (added) {
       message->includes_model = include;
       if (include) message->model = global_;
-      frame = EncodeMessage(*message, round, rank);
+      if constexpr (kPlan) {
+        message->local_epochs = instructions->local_epochs;
+        message->lr = instructions->lr;
+        message->proximal_mu = instructions->proximal_mu;
+      }
+      it->second = EncodeMessage(*message, round, rank);
       message->model.clear();
     }
-    FEDREC_RETURN_IF_ERROR(transport_->Send(options_.site_ranks[site], *frame));
+    FEDREC_RETURN_IF_ERROR(transport_->Send(options_.site_ranks[site], it->second));
     // A site that trains on the model no longer holds it unchanged.
-    const bool trains = std::is_same_v<M, RoundPlan>;
-    site_version_[site] = options_.sites_keep_model && !trains ? version_ : UINT64_MAX;
+    site_version_[site] = options_.sites_keep_model && !kPlan ? version_ : UINT64_MAX;
   }
   return Status::Ok();
 }
@@ -374,25 +381,27 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
   // of the whole federation as when all are.
   const std::vector<uint32_t> available = AvailableSites();
   metrics->sites_unavailable = num_sites - static_cast<uint32_t>(available.size());
-  std::vector<uint32_t> selected;
-  if (!available.empty()) {
-    const double fraction =
-        available.size() == num_sites
-            ? options_.fraction
-            : std::min(1.0, options_.fraction * num_sites / static_cast<double>(available.size()));
-    for (uint32_t i : strategy_->SelectSites(round, static_cast<uint32_t>(available.size()),
-                                             fraction, options_.seed))
-      selected.push_back(available[i]);
-  }
+  round_config_ = strategy_->ConfigureRound(RoundContext{round, num_sites, available});
+  FEDREC_RETURN_IF_ERROR(CheckRoundConfig(round_config_, available)
+                             .WithContext("coordinator, round " + std::to_string(round) +
+                                          ": strategy " + std::string(strategy_->name())));
+  const std::vector<uint32_t>& selected = round_config_.sites;
   metrics->sites_selected = static_cast<uint32_t>(selected.size());
   metrics->aggregation = AggregationName(options_.aggregation);
+  if (selected.empty()) {
+    metrics->aborted = true;
+    metrics->abort_reason = round_config_.skip_reason.empty() ? "the strategy selected no sites"
+                                                              : round_config_.skip_reason;
+    spdlog::warn("coordinator, round {}: skipped, {}; the model is unchanged", round,
+                 metrics->abort_reason);
+    return Status::Ok();
+  }
 
-  RoundPlan plan;
+  RoundPlan plan;  // per-site instructions are filled in as it is sent (SendWithModel)
   plan.round = round;
   plan.model_version = version_;
-  plan.local_epochs = options_.local_epochs;
   plan.epoch_offset = static_cast<uint64_t>(round - 1) * options_.local_epochs;
-  plan.lr = options_.lr;
+  plan.unit_row_weights = strategy_->row_weights() == RowWeights::kUnit;
   plan.job_id = options_.job_id;
 
   AggregateInput input;
@@ -426,6 +435,17 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
   if (metrics->aborted) return Status::Ok();
   metrics->failures = input.failures;
   metrics->sites_reported = input.sites;
+  for (const auto& [site, reason] : round_failures_) {
+    if (std::binary_search(selected.begin(), selected.end(), site)) input.failed.push_back(site);
+  }
+  if (input.failures > 0 && !strategy_->options().accept_failures) {
+    metrics->aborted = true;
+    metrics->abort_reason = std::to_string(input.failures) + " of " +
+                            std::to_string(selected.size()) +
+                            " selected sites failed and federation.accept_failures = false";
+    spdlog::warn("coordinator, round {}: {}; the model is unchanged", round, metrics->abort_reason);
+    return Status::Ok();
+  }
 
   if (input.sites < std::max<uint32_t>(options_.min_sites, 1)) {
     metrics->aborted = true;
@@ -978,7 +998,7 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
       // The ride did not happen (the round aborted before its sum): the
       // model is still the previous round's, evaluated on its own now.
       if (status.ok() && !waiting->evaluated) status = Evaluate(round - 1, &*waiting);
-      if (status.ok() && on_round) on_round(*waiting);
+      if (status.ok()) Report(*waiting, on_round);
       waiting.reset();
     }
     const bool last = round == options_.rounds;
@@ -994,12 +1014,57 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     metrics.failed_sites = std::exchange(round_failures_, {});
     if (rides) {
       waiting = std::move(metrics);
-    } else if (status.ok() && on_round) {
-      on_round(metrics);
+    } else if (status.ok()) {
+      Report(metrics, on_round);
     }
   }
   ShutdownSites(status.ok() ? "training finished" : status.message(), !status.ok());
   return status;
+}
+
+void Coordinator::Report(const RoundMetrics& metrics,
+                         const std::function<void(const RoundMetrics&)>& on_round) {
+  if (metrics.evaluated && metrics.test.count > 0) {
+    EvaluationSummary summary;
+    summary.round = metrics.round;
+    const double n = static_cast<double>(metrics.test.count);
+    summary.rmse = std::sqrt(metrics.test.squared / n);
+    summary.mae = metrics.test.absolute / n;
+    summary.count = metrics.test.count;
+    strategy_->OnEvaluated(summary);
+  }
+  if (on_round) on_round(metrics);
+}
+
+Status CheckRoundConfig(const RoundConfig& config, std::span<const uint32_t> available) {
+  for (size_t i = 0; i < config.sites.size(); ++i) {
+    const uint32_t site = config.sites[i];
+    if (i > 0 && site <= config.sites[i - 1]) {
+      return Status::InvalidArgument("selected sites must be strictly ascending, found site " +
+                                     std::to_string(site) + " after site " +
+                                     std::to_string(config.sites[i - 1]));
+    }
+    if (!std::binary_search(available.begin(), available.end(), site)) {
+      return Status::InvalidArgument("selected site " + std::to_string(site) +
+                                     ", which is not among the " +
+                                     std::to_string(available.size()) + " available sites");
+    }
+  }
+  const auto check = [](const SiteInstructions& s, const std::string& who) -> Status {
+    if (s.local_epochs >= 1 && std::isfinite(s.lr) && s.lr > 0.0f && std::isfinite(s.proximal_mu) &&
+        s.proximal_mu >= 0.0f)
+      return Status::Ok();
+    return Status::InvalidArgument("instructions for " + who +
+                                   ": expected local_epochs >= 1, a finite lr > 0 and a finite "
+                                   "proximal_mu >= 0, found local_epochs " +
+                                   std::to_string(s.local_epochs) + ", lr " + std::to_string(s.lr) +
+                                   ", proximal_mu " + std::to_string(s.proximal_mu));
+  };
+  FEDREC_RETURN_IF_ERROR(check(config.instructions, "every site"));
+  for (const auto& [site, instructions] : config.per_site) {
+    FEDREC_RETURN_IF_ERROR(check(instructions, "site " + std::to_string(site)));
+  }
+  return Status::Ok();
 }
 
 void Coordinator::ShutdownSites(const std::string& reason, bool failed) {

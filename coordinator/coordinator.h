@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,10 @@ struct RoundMetrics {
   std::string abort_reason;  // when aborted
 };
 
+// Checks a strategy's round configuration: sites strictly ascending and
+// available, instructions in range; the error says what was found.
+Status CheckRoundConfig(const RoundConfig& config, std::span<const uint32_t> available);
+
 class Coordinator {
  public:
   // `initial_global` are the global blocks of the initial model (version 0);
@@ -212,6 +217,9 @@ class Coordinator {
   // back-off has run out; the back-off doubles with each unanswered probe.
   Status ProbeUnavailable(uint32_t round);
   std::vector<uint32_t> AvailableSites() const;
+  // Hands an evaluated round to the strategy (OnEvaluated), then to `on_round`.
+  void Report(const RoundMetrics& metrics,
+              const std::function<void(const RoundMetrics&)>& on_round);
   // The sites asked to evaluate after `round`: a sample of the available ones.
   std::vector<uint32_t> EvalSites(uint32_t round) const;
 
@@ -224,6 +232,7 @@ class Coordinator {
   std::vector<ParamBlock> global_;
   std::vector<ParamBlock> upload_;  // shapes of a site's upload
   std::unique_ptr<Strategy> strategy_;
+  RoundConfig round_config_;  // the strategy's sites and instructions for the round in progress
   Transport* transport_;
   RealClock real_clock_;
   Clock* clock_;  // options_.clock or real_clock_

@@ -349,6 +349,8 @@ void serialize(Archive& ar, RoundPlan& m) {
   ar(m.ring_bits, m.frac_bits, m.clip, m.max_weight);
   Fixed(ar, m.job_id);
   Bool(ar, m.evaluate, Label("evaluate"));
+  ar(m.proximal_mu);
+  Bool(ar, m.unit_row_weights, Label("unit_row_weights"));
 }
 
 template <class Archive>

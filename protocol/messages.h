@@ -1,7 +1,7 @@
 // Wire messages of a federated round, and how to encode/decode them.
 //
 // The federated round, step by step (coordinator C, sites S_1..S_n):
-//   1. C picks the round's sites (Strategy::SelectSites) and sends each a
+//   1. C picks the round's sites (Strategy::ConfigureRound) and sends each a
 //      RoundPlan: round, model version, local epochs, global epoch offset,
 //      learning rate, and the global blocks unless the site already holds that
 //      model version (it received it with an EvalRequest).
@@ -85,6 +85,11 @@ struct RoundPlan {
   // sums after the update and training loss (WriteEvalWords): that round's
   // evaluation rides on this round's secure sum instead of a sum of its own.
   bool evaluate = false;
+  // The strategy's instructions beyond epochs and learning rate
+  // (algorithms/strategy.h): FedProx's proximal coefficient, and whether rows
+  // are weighted 1 (RowWeights::kUnit) instead of by the site's interactions.
+  float proximal_mu = 0.0f;
+  bool unit_row_weights = false;
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -14,16 +15,16 @@ namespace fedrec {
 namespace {
 
 // Sums of w_s * value_s and w_s per row, as the coordinator learns them.
-struct SiteUpdate {
+struct SiteValues {
   std::vector<float> values;   // rows * cols
   std::vector<double> weight;  // per row
 };
 
-AggregateInput Sum(const ParamBlock& shape, const std::vector<SiteUpdate>& sites) {
+AggregateInput Sum(const ParamBlock& shape, const std::vector<SiteValues>& sites) {
   AggregateInput in;
   in.weighted_sum.assign(1, std::vector<double>(shape.data.size(), 0.0));
   in.row_weight.assign(1, std::vector<double>(shape.rows, 0.0));
-  for (const SiteUpdate& s : sites) {
+  for (const SiteValues& s : sites) {
     for (uint32_t r = 0; r < shape.rows; ++r) {
       in.row_weight[0][r] += s.weight[r];
       for (uint32_t c = 0; c < shape.cols; ++c) {
@@ -49,7 +50,7 @@ TEST(FedAvgTest, RowsBecomeTheWeightedAverageAndUnweightedRowsKeepTheirValue) {
   global[0].data = {9, 9, 8, 8, 7, 7};
   // Row 0: site A (1, 2) weight 1, site B (3, 4) weight 3 -> (2.5, 3.5).
   // Row 1: only site B (5, 6) weight 2 -> (5, 6).  Row 2: nobody -> unchanged.
-  const std::vector<SiteUpdate> sites = {
+  const std::vector<SiteValues> sites = {
       {{1, 2, 100, 100, 100, 100}, {1, 0, 0}},
       {{3, 4, 5, 6, 100, 100}, {3, 2, 0}},
   };
@@ -65,7 +66,7 @@ TEST(FedAvgTest, OneSiteGivesExactlyItsValues) {
   AggregateInput in;
   std::vector<std::vector<float>> values;
   for (const ParamBlock& b : global) {
-    SiteUpdate site;
+    SiteValues site;
     for (uint32_t x = 0; x < b.rows * b.cols; ++x) {
       site.values.push_back(static_cast<float>(rng.Normal()));
     }
@@ -99,12 +100,150 @@ TEST(FedAvgTest, ShapeMismatchIsAnInvalidArgument) {
   EXPECT_NE(wrong_rows.message().find("item_bias"), std::string::npos) << wrong_rows.message();
 }
 
+std::unique_ptr<Strategy> Make(const std::string& name, std::map<std::string, double> params = {},
+                               double server_lr = 1.0) {
+  StrategyOptions options;
+  options.server_lr = server_lr;
+  options.params = std::move(params);
+  auto created = StrategyRegistry::WithBuiltins().Create(name, options);
+  EXPECT_TRUE(created.ok()) << created.status().ToString();
+  return created.ok() ? std::move(created).value() : nullptr;
+}
+
+// One 1x1 block at `x`, stepped by `strategy` toward sites' values of the row.
+double Step(Strategy* strategy, std::vector<ParamBlock>* global,
+            const std::vector<SiteValues>& sites) {
+  EXPECT_TRUE(strategy->Aggregate(Sum((*global)[0], sites), global).ok());
+  return (*global)[0].data[0];
+}
+
+TEST(FedSumTest, RowMovesByTheSumOfTheSitesStepsUnderUnitWeights) {
+  auto fedsum = Make("fedsum");
+  EXPECT_EQ(fedsum->row_weights(), RowWeights::kUnit);
+  std::vector<ParamBlock> global = {ParamBlock("item_factors", Scope::kGlobal, 2, 1)};
+  global[0].data = {1, 5};
+  // Row 0: sites at 3 and 5 (unit weights): 1 + (3 - 1) + (5 - 1) = 7.
+  // Row 1: untouched.
+  ASSERT_TRUE(
+      fedsum->Aggregate(Sum(global[0], {{{3, 0}, {1, 0}}, {{5, 0}, {1, 0}}}), &global).ok());
+  EXPECT_EQ(global[0].data, (std::vector<float>{7, 5}));
+}
+
+TEST(FedSumTest, StatisticsBlocksTakeTheirAverage) {
+  auto fedsum = Make("fedsum");
+  std::vector<ParamBlock> global = {ParamBlock("global_mean", Scope::kGlobalAverage, 1, 1)};
+  global[0].data = {0};
+  // Weighted by interactions: (1 * 3 + 3 * 1) / (1 + 3) = 1.5.
+  ASSERT_TRUE(fedsum->Aggregate(Sum(global[0], {{{3}, {1}}, {{1}, {3}}}), &global).ok());
+  EXPECT_FLOAT_EQ(global[0].data[0], 1.5f);
+}
+
+TEST(FedAvgMTest, MomentumAccumulatesTheAverageSteps) {
+  auto fedavgm = Make("fedavgm", {{"momentum", 0.9}, {"eta", 1.0}});
+  std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 1, 1)};
+  // Round 1: Delta 1, m = 1, x = 1. Round 2: Delta 1, m = 0.9 + 1, x = 2.9.
+  EXPECT_FLOAT_EQ(Step(fedavgm.get(), &global, {{{1}, {2}}}), 1.0f);
+  EXPECT_FLOAT_EQ(Step(fedavgm.get(), &global, {{{2}, {2}}}), 2.9f);
+}
+
+TEST(FedOptTest, AdamAdagradAndYogiFollowReddiEtAlAlgorithm2) {
+  const std::map<std::string, double> params = {
+      {"beta1", 0.9}, {"beta2", 0.99}, {"tau", 0.1}, {"eta", 1.0}};
+  // x = 0, Delta = 1: m = 0.1; v0 = tau^2 = 0.01.
+  //   adam:    v = 0.99 * 0.01 + 0.01 * 1 = 0.0199,  x = 0.1 / (sqrt(v) + 0.1)
+  //   adagrad: v = 0.01 + 1 = 1.01
+  //   yogi:    v = 0.01 - 0.01 * 1 * sign(0.01 - 1) = 0.02
+  const std::pair<const char*, double> expected[] = {
+      {"fedadam", 0.4148218161}, {"fedadagrad", 0.0904987562}, {"fedyogi", 0.4142135624}};
+  for (const auto& [name, x] : expected) {
+    auto opt = Make(name, params);
+    std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 1, 1)};
+    EXPECT_NEAR(Step(opt.get(), &global, {{{1}, {3}}}), x, 1e-6) << name;
+  }
+  // Adam's second round from x1 with Delta = 1: m = 0.19, v = 0.029701.
+  auto adam = Make("fedadam", params);
+  std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 1, 1)};
+  const double x1 = Step(adam.get(), &global, {{{1}, {1}}});
+  EXPECT_NEAR(Step(adam.get(), &global, {{{static_cast<float>(x1 + 1)}, {1}}}), 1.1124797181, 1e-5);
+}
+
+TEST(FedOptTest, RowsNoSiteTrainedKeepTheirValueAndTheirMoments) {
+  auto adam = Make("fedadam", {{"beta1", 0.9}, {"beta2", 0.99}, {"tau", 0.1}, {"eta", 1.0}});
+  std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 2, 1)};
+  // Row 1 is trained only in round 2: its first step is Adam's first step.
+  ASSERT_TRUE(adam->Aggregate(Sum(global[0], {{{1, 0}, {1, 0}}}), &global).ok());
+  EXPECT_EQ(global[0].data[1], 0.0f);
+  ASSERT_TRUE(adam->Aggregate(Sum(global[0], {{{0, 1}, {0, 1}}}), &global).ok());
+  EXPECT_NEAR(global[0].data[1], 0.4148218161, 1e-6);
+}
+
+TEST(FedProxTest, AsksSitesForTheProximalTermAndAveragesLikeFedAvg) {
+  auto fedprox = Make("fedprox", {{"mu", 0.25}});
+  RoundContext context;
+  context.round = 1;
+  context.num_sites = 3;
+  const std::vector<uint32_t> available = {0, 1, 2};
+  context.available = available;
+  const RoundConfig config = fedprox->ConfigureRound(context);
+  EXPECT_EQ(config.sites, available);
+  EXPECT_FLOAT_EQ(config.For(1).proximal_mu, 0.25f);
+  std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 1, 1)};
+  EXPECT_FLOAT_EQ(Step(fedprox.get(), &global, {{{1}, {1}}, {{4}, {2}}}), 3.0f);
+}
+
+TEST(StrategyStateTest, SavedStateRestoresTheSameNextStep) {
+  const std::map<std::string, double> params = {
+      {"beta1", 0.9}, {"beta2", 0.99}, {"tau", 0.1}, {"eta", 1.0}};
+  auto a = Make("fedyogi", params);
+  std::vector<ParamBlock> ga = {ParamBlock("item_bias", Scope::kGlobal, 1, 1)};
+  Step(a.get(), &ga, {{{1}, {1}}});
+  auto b = Make("fedyogi", params);
+  ASSERT_TRUE(b->Restore(a->State()).ok());
+  std::vector<ParamBlock> gb = ga;
+  EXPECT_EQ(Step(a.get(), &ga, {{{3}, {1}}}), Step(b.get(), &gb, {{{3}, {1}}}));
+  EXPECT_EQ(a->State(), b->State());
+}
+
+TEST(StrategyStateTest, RestoreRefusesStateItDoesNotKeepNamingIt) {
+  auto fedavg = Make("fedavg");
+  StrategyState state;
+  state.scalars["count"] = 3;
+  const Status refused = fedavg->Restore(state);
+  EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(refused.message().find("fedavg"), std::string::npos) << refused.message();
+  auto fedavgm = Make("fedavgm");
+  state = {};
+  state.vectors["velocity.item_bias"] = {1.0};
+  const Status unknown = fedavgm->Restore(state);
+  EXPECT_NE(unknown.message().find("velocity.item_bias"), std::string::npos) << unknown.message();
+  // A restored momentum of another shape is refused at the next step.
+  state = {};
+  state.vectors["momentum.item_bias"] = {1.0, 2.0};
+  ASSERT_TRUE(fedavgm->Restore(state).ok());
+  std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 1, 1)};
+  const Status mismatch = fedavgm->Aggregate(Sum(global[0], {{{1}, {1}}}), &global);
+  EXPECT_EQ(mismatch.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(mismatch.message().find("momentum.item_bias"), std::string::npos) << mismatch.message();
+}
+
+class Custom : public Strategy {
+ public:
+  explicit Custom(const StrategyOptions& o) : Strategy(o) {}
+  std::string_view name() const override { return "custom"; }
+  Status Aggregate(const AggregateInput&, std::vector<ParamBlock>*) override {
+    return Status::Ok();  // keeps the model
+  }
+};
+
 TEST(StrategyRegistryTest, UnknownNameErrorListsRegisteredNames) {
   StrategyRegistry registry = StrategyRegistry::WithBuiltins();
-  registry.Register("custom", [](const StrategyOptions& o) -> Result<std::unique_ptr<Strategy>> {
-    return std::unique_ptr<Strategy>(new FedAvg(o));
-  });
-  EXPECT_EQ(registry.Names(), (std::vector<std::string>{"custom", "fedavg"}));
+  registry.Register({"custom", "keeps the model", {}, [](const StrategyOptions& o) {
+                       return Result<std::unique_ptr<Strategy>>(std::make_unique<Custom>(o));
+                     }});
+  const std::vector<std::string> names = registry.Names();
+  for (const char* n :
+       {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedsum", "fedyogi"})
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
   const auto missing = registry.Create("fedprox-typo", StrategyOptions{});
   ASSERT_FALSE(missing.ok());
   const std::string& message = missing.status().message();
@@ -115,45 +254,94 @@ TEST(StrategyRegistryTest, UnknownNameErrorListsRegisteredNames) {
   EXPECT_TRUE(registry.Create("custom", StrategyOptions{}).ok());
 }
 
-TEST(StrategyRegistryTest, CreatesFedAvgAndRejectsNonPositiveServerLr) {
+TEST(StrategyRegistryTest, RejectsUndeclaredKeysAndOutOfRangeValues) {
   const StrategyRegistry registry = StrategyRegistry::WithBuiltins();
-  auto fedavg = registry.Create("fedavg", StrategyOptions{});
-  ASSERT_TRUE(fedavg.ok());
-  EXPECT_EQ((*fedavg)->name(), "fedavg");
-  EXPECT_FALSE((*fedavg)->NeedsIndividualUpdates());
+  StrategyOptions options;
+  options.params = {{"momentum", 0.5}};
+  const auto undeclared = registry.Create("fedadam", options);
+  ASSERT_FALSE(undeclared.ok());
+  EXPECT_NE(undeclared.status().message().find("\"momentum\""), std::string::npos);
+  EXPECT_NE(undeclared.status().message().find("beta1"), std::string::npos);
+  options.params = {{"momentum", 1.0}};
+  const auto too_big = registry.Create("fedavgm", options);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_NE(too_big.status().message().find("strategy.fedavgm.momentum"), std::string::npos)
+      << too_big.status().message();
   StrategyOptions zero;
   zero.server_lr = 0.0;
   EXPECT_FALSE(registry.Create("fedavg", zero).ok());
 }
 
-TEST(SelectSitesTest, DeterministicSortedDistinctAndOfTheRequestedSize) {
-  auto fedavg = MakeFedAvg();
-  const std::vector<uint32_t> a = fedavg->SelectSites(3, 100, 0.1, 42);
-  EXPECT_EQ(a, fedavg->SelectSites(3, 100, 0.1, 42));
+RoundConfig Configure(Strategy* strategy, uint32_t round, uint32_t num_sites,
+                      const std::vector<uint32_t>& available) {
+  RoundContext context;
+  context.round = round;
+  context.num_sites = num_sites;
+  context.available = available;
+  return strategy->ConfigureRound(context);
+}
+
+std::vector<uint32_t> Range(uint32_t n) {
+  std::vector<uint32_t> all(n);
+  for (uint32_t i = 0; i < n; ++i) all[i] = i;
+  return all;
+}
+
+std::unique_ptr<Strategy> Sampling(double fraction, uint64_t seed = 42, uint32_t min_sites = 1,
+                                   uint32_t min_available = 1) {
+  StrategyOptions options;
+  options.fraction = fraction;
+  options.seed = seed;
+  options.min_sites = min_sites;
+  options.min_available = min_available;
+  return std::move(StrategyRegistry::WithBuiltins().Create("fedavg", options)).value();
+}
+
+TEST(ConfigureRoundTest, SampleIsDeterministicSortedDistinctAndOfTheRequestedSize) {
+  auto s = Sampling(0.1);
+  const std::vector<uint32_t> a = Configure(s.get(), 3, 100, Range(100)).sites;
+  EXPECT_EQ(a, Configure(s.get(), 3, 100, Range(100)).sites);
   EXPECT_EQ(a.size(), 10u);
   EXPECT_TRUE(std::is_sorted(a.begin(), a.end()));
   EXPECT_EQ(std::set<uint32_t>(a.begin(), a.end()).size(), a.size());
-  for (uint32_t s : a) EXPECT_LT(s, 100u);
+  for (uint32_t site : a) EXPECT_LT(site, 100u);
   // Another round or seed draws another sample.
-  EXPECT_NE(a, fedavg->SelectSites(4, 100, 0.1, 42));
-  EXPECT_NE(a, fedavg->SelectSites(3, 100, 0.1, 43));
+  EXPECT_NE(a, Configure(s.get(), 4, 100, Range(100)).sites);
+  EXPECT_NE(a, Configure(Sampling(0.1, 43).get(), 3, 100, Range(100)).sites);
   // Rounding, at least one site, and everyone at fraction 1.
-  EXPECT_EQ(fedavg->SelectSites(0, 10, 0.25, 1).size(), 3u);  // round(2.5) = 3
-  EXPECT_EQ(fedavg->SelectSites(0, 10, 0.01, 1).size(), 1u);
-  EXPECT_EQ(fedavg->SelectSites(0, 5, 1.0, 1), (std::vector<uint32_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(Configure(Sampling(0.25).get(), 0, 10, Range(10)).sites.size(), 3u);  // round(2.5)
+  EXPECT_EQ(Configure(Sampling(0.01).get(), 0, 10, Range(10)).sites.size(), 1u);
+  EXPECT_EQ(Configure(Sampling(1.0).get(), 0, 5, Range(5)).sites, Range(5));
 }
 
-TEST(SelectSitesTest, EverySiteIsSelectedSometimes) {
-  auto fedavg = MakeFedAvg();
+TEST(ConfigureRoundTest, EverySiteIsSelectedSometimes) {
+  auto s = Sampling(0.25, 7);
   std::vector<int> count(20, 0);
   for (uint32_t round = 0; round < 400; ++round) {
-    for (uint32_t s : fedavg->SelectSites(round, 20, 0.25, 7)) ++count[s];
+    for (uint32_t site : Configure(s.get(), round, 20, Range(20)).sites) ++count[site];
   }
   // 400 rounds x 5 of 20 sites: 100 each on average.
   for (int c : count) {
     EXPECT_GT(c, 60);
     EXPECT_LT(c, 140);
   }
+}
+
+TEST(ConfigureRoundTest, SamplesAvailableSitesAtTheFederationsShareWithAFloorAndAMinimum) {
+  // 10 of 100 sites available, fraction 0.05 of 100 = 5 of the available ones.
+  const std::vector<uint32_t> available = {3, 9, 17, 20, 41, 55, 60, 71, 88, 99};
+  const RoundConfig five = Configure(Sampling(0.05).get(), 1, 100, available);
+  ASSERT_EQ(five.sites.size(), 5u);
+  for (uint32_t site : five.sites)
+    EXPECT_TRUE(std::binary_search(available.begin(), available.end(), site)) << site;
+  // min_sites raises the sample, never beyond the available sites.
+  EXPECT_EQ(Configure(Sampling(0.05, 42, 8).get(), 1, 100, available).sites.size(), 8u);
+  EXPECT_EQ(Configure(Sampling(0.05, 42, 50).get(), 1, 100, available).sites, available);
+  // Fewer available than min_available: the round is skipped, saying why.
+  const RoundConfig skipped = Configure(Sampling(0.05, 42, 1, 11).get(), 1, 100, available);
+  EXPECT_TRUE(skipped.sites.empty());
+  EXPECT_NE(skipped.skip_reason.find("10 sites available, fewer than 11"), std::string::npos)
+      << skipped.skip_reason;
 }
 
 }  // namespace

@@ -69,6 +69,8 @@ inline RoundPlan RandomRoundPlan(Rng& rng) {
   m.clip = RandomFloat(rng);
   m.max_weight = rng.Next();
   m.evaluate = rng.Below(2) == 1;
+  m.proximal_mu = RandomFloat(rng);
+  m.unit_row_weights = rng.Below(2) == 1;
   return m;
 }
 

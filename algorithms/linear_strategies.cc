@@ -1,0 +1,325 @@
+// The linear strategies: each needs only the per-row sums of the round, so
+// each works under every secure-aggregation scheme.
+//
+// Per row r of a global block, with x the current value, avg_r the sites'
+// weighted average of their trained values and n_r the row's total weight,
+// and Delta = avg_r - x (the sites' average step, the negative of the
+// "pseudo-gradient"):
+//   fedavg      x + eta Delta                         (McMahan et al., 2017)
+//   fedprox     as fedavg; sites add (mu/2)||w - x||^2 (Li et al., MLSys 2020)
+//   fedsum      x + eta n_r Delta, unit row weights: the sum of the sites'
+//               steps, what one pass of SGD over all their data would take
+//   fedavgm     m = beta m + Delta; x + eta m          (Hsu et al., 2019)
+// (eta: federation.server_lr for the first three, strategy.<name>.eta for
+// the ones with server optimizer state)
+//   fedadagrad  m = b1 m + (1-b1) Delta; v = v + Delta^2
+//   fedadam     m as above; v = b2 v + (1-b2) Delta^2
+//   fedyogi     m as above; v = v - (1-b2) Delta^2 sign(v - Delta^2)
+//               all three: x + eta m / (sqrt(v) + tau) (Reddi et al., ICLR 2021)
+// Rows no site trained (n_r = 0) keep their value and their optimizer state:
+// the per-row ("lazy") form of each rule, since item rows are trained by only
+// the sites that hold their items. Blocks of scope kGlobalAverage take avg_r.
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "algorithms/strategy.h"
+
+namespace fedrec {
+namespace {
+
+// A per-row, per-block server state: one vector per global block, sized on
+// the first round, saved as "<prefix>.<block>".
+class BlockState {
+ public:
+  explicit BlockState(std::string prefix, double initial = 0.0)
+      : prefix_(std::move(prefix)), initial_(initial) {}
+
+  void Size(const std::vector<ParamBlock>& global) {
+    if (values_.size() == global.size()) return;
+    values_.clear();
+    names_.clear();
+    for (const ParamBlock& b : global) {
+      values_.emplace_back(b.data.size(), initial_);
+      names_.push_back(b.name);
+    }
+  }
+  double* Row(size_t block, uint32_t row, uint32_t cols) {
+    return values_[block].data() + static_cast<size_t>(row) * cols;
+  }
+  void Save(StrategyState* state) const {
+    for (size_t b = 0; b < values_.size(); ++b)
+      state->vectors[prefix_ + "." + names_[b]] = values_[b];
+  }
+  // Takes this state's vectors out of `state` (what remains is not ours).
+  void Load(StrategyState* state) {
+    values_.clear();
+    names_.clear();
+    const std::string start = prefix_ + ".";
+    for (auto it = state->vectors.begin(); it != state->vectors.end();) {
+      if (!it->first.starts_with(start)) {
+        ++it;
+        continue;
+      }
+      names_.push_back(it->first.substr(start.size()));
+      values_.push_back(std::move(it->second));
+      it = state->vectors.erase(it);
+    }
+  }
+  // After Load: the blocks must be the model's, in its order.
+  Status Check(std::string_view strategy, const std::vector<ParamBlock>& global) const {
+    if (values_.empty()) return Status::Ok();
+    for (size_t b = 0; b < global.size() && b < values_.size(); ++b) {
+      if (names_[b] == global[b].name && values_[b].size() == global[b].data.size()) continue;
+      return Status::InvalidArgument(std::string(strategy) + ": restored state '" + prefix_ + "." +
+                                     names_[b] + "' of " + std::to_string(values_[b].size()) +
+                                     " values does not match block '" + global[b].name + "' of " +
+                                     std::to_string(global[b].data.size()));
+    }
+    if (values_.size() != global.size()) {
+      return Status::InvalidArgument(std::string(strategy) + ": restored state has " +
+                                     std::to_string(values_.size()) + " '" + prefix_ +
+                                     "' blocks, the model has " + std::to_string(global.size()));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  std::string prefix_;
+  double initial_;
+  std::vector<std::string> names_;  // block names, model order
+  std::vector<std::vector<double>> values_;
+};
+
+Status RefuseLeftovers(std::string_view strategy, const StrategyState& rest) {
+  if (rest.vectors.empty() && rest.scalars.empty()) return Status::Ok();
+  const std::string what = rest.vectors.empty() ? "scalar '" + rest.scalars.begin()->first + "'"
+                                                : "vector '" + rest.vectors.begin()->first + "'";
+  return Status::InvalidArgument(std::string(strategy) + ": unknown state " + what);
+}
+
+// x + eta * scale_r * Delta: fedavg (scale 1), fedprox, fedsum (scale n_r).
+class StepToAverage : public Strategy {
+ public:
+  enum class Kind { kFedAvg, kFedProx, kFedSum };
+  StepToAverage(const StrategyOptions& options, Kind kind) : Strategy(options), kind_(kind) {
+    if (kind_ == Kind::kFedProx)
+      options_.instructions.proximal_mu = static_cast<float>(options_.Param("mu"));
+  }
+  std::string_view name() const override {
+    return kind_ == Kind::kFedAvg ? "fedavg" : kind_ == Kind::kFedProx ? "fedprox" : "fedsum";
+  }
+  RowWeights row_weights() const override {
+    return kind_ == Kind::kFedSum ? RowWeights::kUnit : RowWeights::kInteractions;
+  }
+  Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
+    FEDREC_RETURN_IF_ERROR(CheckAggregateShape(name(), input, *global));
+    const double eta = options_.server_lr;
+    ForEachAveragedRow(input, global, [&](size_t b, uint32_t r, std::span<const double> avg) {
+      ParamBlock& block = (*global)[b];
+      const double step = kind_ == Kind::kFedSum ? eta * input.row_weight[b][r] : eta;
+      float* row = block.Row(r);
+      for (uint32_t c = 0; c < block.cols; ++c)
+        row[c] = step == 1.0 ? static_cast<float>(avg[c])
+                             : static_cast<float>(row[c] + step * (avg[c] - row[c]));
+    });
+    return Status::Ok();
+  }
+
+ private:
+  Kind kind_;
+};
+
+class FedAvgM : public Strategy {
+ public:
+  explicit FedAvgM(const StrategyOptions& options)
+      : Strategy(options),
+        momentum_("momentum"),
+        beta_(options.Param("momentum")),
+        eta_(options.Param("eta")) {}
+  std::string_view name() const override { return "fedavgm"; }
+  Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
+    FEDREC_RETURN_IF_ERROR(CheckAggregateShape(name(), input, *global));
+    FEDREC_RETURN_IF_ERROR(momentum_.Check(name(), *global));
+    momentum_.Size(*global);
+    const double eta = eta_;
+    ForEachAveragedRow(input, global, [&](size_t b, uint32_t r, std::span<const double> avg) {
+      ParamBlock& block = (*global)[b];
+      float* row = block.Row(r);
+      double* m = momentum_.Row(b, r, block.cols);
+      for (uint32_t c = 0; c < block.cols; ++c) {
+        m[c] = beta_ * m[c] + (avg[c] - row[c]);
+        row[c] = static_cast<float>(row[c] + eta * m[c]);
+      }
+    });
+    return Status::Ok();
+  }
+  StrategyState State() const override {
+    StrategyState state;
+    momentum_.Save(&state);
+    return state;
+  }
+  Status Restore(const StrategyState& state) override {
+    StrategyState rest = state;
+    momentum_.Load(&rest);
+    return RefuseLeftovers(name(), rest);
+  }
+
+ private:
+  BlockState momentum_;
+  double beta_, eta_;
+};
+
+// FedOpt (Reddi et al., Algorithm 2) with the three second-moment rules.
+class FedOpt : public Strategy {
+ public:
+  enum class Rule { kAdagrad, kAdam, kYogi };
+  FedOpt(const StrategyOptions& options, Rule rule)
+      : Strategy(options),
+        rule_(rule),
+        beta1_(options.Param("beta1")),
+        beta2_(options.Param("beta2")),
+        tau_(options.Param("tau")),
+        eta_(options.Param("eta")),
+        m_("m"),
+        v_("v", tau_ * tau_) {}
+  std::string_view name() const override {
+    return rule_ == Rule::kAdagrad ? "fedadagrad" : rule_ == Rule::kAdam ? "fedadam" : "fedyogi";
+  }
+  Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
+    FEDREC_RETURN_IF_ERROR(CheckAggregateShape(name(), input, *global));
+    FEDREC_RETURN_IF_ERROR(m_.Check(name(), *global));
+    FEDREC_RETURN_IF_ERROR(v_.Check(name(), *global));
+    m_.Size(*global);
+    v_.Size(*global);
+    const double eta = eta_;
+    ForEachAveragedRow(input, global, [&](size_t b, uint32_t r, std::span<const double> avg) {
+      ParamBlock& block = (*global)[b];
+      float* row = block.Row(r);
+      double* m = m_.Row(b, r, block.cols);
+      double* v = v_.Row(b, r, block.cols);
+      for (uint32_t c = 0; c < block.cols; ++c) {
+        const double delta = avg[c] - row[c];
+        const double d2 = delta * delta;
+        m[c] = beta1_ * m[c] + (1.0 - beta1_) * delta;
+        switch (rule_) {
+          case Rule::kAdagrad:
+            v[c] += d2;
+            break;
+          case Rule::kAdam:
+            v[c] = beta2_ * v[c] + (1.0 - beta2_) * d2;
+            break;
+          case Rule::kYogi:
+            v[c] -= (1.0 - beta2_) * d2 * (v[c] > d2 ? 1.0 : v[c] < d2 ? -1.0 : 0.0);
+            break;
+        }
+        row[c] = static_cast<float>(row[c] + eta * m[c] / (std::sqrt(v[c]) + tau_));
+      }
+    });
+    return Status::Ok();
+  }
+  StrategyState State() const override {
+    StrategyState state;
+    m_.Save(&state);
+    v_.Save(&state);
+    return state;
+  }
+  Status Restore(const StrategyState& state) override {
+    StrategyState rest = state;
+    m_.Load(&rest);
+    v_.Load(&rest);
+    return RefuseLeftovers(name(), rest);
+  }
+
+ private:
+  Rule rule_;
+  double beta1_, beta2_, tau_, eta_;
+  BlockState m_, v_;
+};
+
+Status InRange(const StrategyOptions& options, const std::string& strategy, const std::string& key,
+               double lo, double hi, bool hi_open) {
+  const double v = options.Param(key);
+  if (v >= lo && (hi_open ? v < hi : v <= hi)) return Status::Ok();
+  return Status::InvalidArgument(
+      "config strategy." + strategy + "." + key + ": expected a number in [" + std::to_string(lo) +
+      ", " + std::to_string(hi) + (hi_open ? ")" : "]") + ", found " + std::to_string(v));
+}
+
+Status Positive(const StrategyOptions& options, const std::string& strategy,
+                const std::string& key) {
+  if (options.Param(key) > 0.0) return Status::Ok();
+  return Status::InvalidArgument("config strategy." + strategy + "." + key +
+                                 ": expected a number > 0, found " +
+                                 std::to_string(options.Param(key)));
+}
+
+template <typename S, typename... Args>
+Result<std::unique_ptr<Strategy>> Make(const StrategyOptions& options, Args... args) {
+  return std::unique_ptr<Strategy>(new S(options, args...));
+}
+
+}  // namespace
+
+void RegisterLinearStrategies(StrategyRegistry* registry) {
+  registry->Register({"fedavg",
+                      "FedAvg: each row steps federation.server_lr of the way to the sites' "
+                      "interaction-weighted average",
+                      {},
+                      [](const StrategyOptions& o) {
+                        return Make<StepToAverage>(o, StepToAverage::Kind::kFedAvg);
+                      }});
+  registry->Register({"fedprox",
+                      "FedProx: FedAvg whose sites add (mu/2)||w - w_round||^2 to their loss",
+                      {{"mu", 0.01, "proximal coefficient mu (>= 0)"}},
+                      [](const StrategyOptions& o) -> Result<std::unique_ptr<Strategy>> {
+                        FEDREC_RETURN_IF_ERROR(InRange(o, "fedprox", "mu", 0.0, 1e6, false));
+                        return Make<StepToAverage>(o, StepToAverage::Kind::kFedProx);
+                      }});
+  registry->Register({"fedsum",
+                      "sum of the sites' steps per row (unit row weights): each row moves as "
+                      "far as one pass of SGD over every site's data would move it",
+                      {},
+                      [](const StrategyOptions& o) {
+                        return Make<StepToAverage>(o, StepToAverage::Kind::kFedSum);
+                      }});
+  registry->Register({"fedavgm",
+                      "FedAvgM: server momentum over the sites' average step",
+                      {{"momentum", 0.9, "server momentum beta in [0, 1)"},
+                       {"eta", 0.5, "server learning rate > 0 (instead of federation.server_lr)"}},
+                      [](const StrategyOptions& o) -> Result<std::unique_ptr<Strategy>> {
+                        FEDREC_RETURN_IF_ERROR(InRange(o, "fedavgm", "momentum", 0.0, 1.0, true));
+                        FEDREC_RETURN_IF_ERROR(Positive(o, "fedavgm", "eta"));
+                        return Make<FedAvgM>(o);
+                      }});
+  const std::vector<StrategyKey> opt_keys = {
+      {"beta1", 0.9, "first-moment decay in [0, 1)"},
+      {"beta2", 0.99, "second-moment decay in [0, 1) (fedadam, fedyogi)"},
+      {"tau", 1e-3, "adaptivity tau > 0 (v starts at tau^2)"},
+      {"eta", 0.01, "server learning rate > 0 (instead of federation.server_lr)"}};
+  const struct {
+    const char* name;
+    const char* doc;
+    FedOpt::Rule rule;
+  } opts[] = {
+      {"fedadagrad", "FedAdagrad (Reddi et al.): adaptive server steps, v sums Delta^2",
+       FedOpt::Rule::kAdagrad},
+      {"fedadam", "FedAdam (Reddi et al.): Adam on the sites' average step", FedOpt::Rule::kAdam},
+      {"fedyogi", "FedYogi (Reddi et al.): Yogi's additive second moment", FedOpt::Rule::kYogi}};
+  for (const auto& opt : opts) {
+    const std::string name = opt.name;
+    const FedOpt::Rule rule = opt.rule;
+    registry->Register(
+        {name, opt.doc, opt_keys,
+         [name, rule](const StrategyOptions& o) -> Result<std::unique_ptr<Strategy>> {
+           FEDREC_RETURN_IF_ERROR(InRange(o, name, "beta1", 0.0, 1.0, true));
+           FEDREC_RETURN_IF_ERROR(InRange(o, name, "beta2", 0.0, 1.0, true));
+           FEDREC_RETURN_IF_ERROR(Positive(o, name, "tau"));
+           FEDREC_RETURN_IF_ERROR(Positive(o, name, "eta"));
+           return Make<FedOpt>(o, rule);
+         }});
+  }
+}
+
+}  // namespace fedrec
