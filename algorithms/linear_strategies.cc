@@ -7,10 +7,8 @@
 // "pseudo-gradient"):
 //   fedavg      x + eta Delta                         (McMahan et al., 2017)
 //   fedprox     as fedavg; sites add (mu/2)||w - x||^2 (Li et al., MLSys 2020)
-//   fedsum      x + eta n_r Delta, unit row weights: the sum of the sites'
-//               steps, what one pass of SGD over all their data would take
 //   fedavgm     m = beta m + Delta; x + eta m          (Hsu et al., 2019)
-// (eta: federation.server_lr for the first three, strategy.<name>.eta for
+// (eta: federation.server_lr for the first two, strategy.<name>.eta for
 // the ones with server optimizer state)
 //   fedadagrad  m = b1 m + (1-b1) Delta; v = v + Delta^2
 //   fedadam     m as above; v = b2 v + (1-b2) Delta^2
@@ -99,30 +97,24 @@ Status RefuseLeftovers(std::string_view strategy, const StrategyState& rest) {
   return Status::InvalidArgument(std::string(strategy) + ": unknown state " + what);
 }
 
-// x + eta * scale_r * Delta: fedavg (scale 1), fedprox, fedsum (scale n_r).
+// x + eta Delta: fedavg and fedprox.
 class StepToAverage : public Strategy {
  public:
-  enum class Kind { kFedAvg, kFedProx, kFedSum };
+  enum class Kind { kFedAvg, kFedProx };
   StepToAverage(const StrategyOptions& options, Kind kind) : Strategy(options), kind_(kind) {
     if (kind_ == Kind::kFedProx)
       options_.instructions.proximal_mu = static_cast<float>(options_.Param("mu"));
   }
-  std::string_view name() const override {
-    return kind_ == Kind::kFedAvg ? "fedavg" : kind_ == Kind::kFedProx ? "fedprox" : "fedsum";
-  }
-  RowWeights row_weights() const override {
-    return kind_ == Kind::kFedSum ? RowWeights::kUnit : RowWeights::kInteractions;
-  }
+  std::string_view name() const override { return kind_ == Kind::kFedAvg ? "fedavg" : "fedprox"; }
   Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
     FEDREC_RETURN_IF_ERROR(CheckAggregateShape(name(), input, *global));
     const double eta = options_.server_lr;
     ForEachAveragedRow(input, global, [&](size_t b, uint32_t r, std::span<const double> avg) {
       ParamBlock& block = (*global)[b];
-      const double step = kind_ == Kind::kFedSum ? eta * input.row_weight[b][r] : eta;
       float* row = block.Row(r);
       for (uint32_t c = 0; c < block.cols; ++c)
-        row[c] = step == 1.0 ? static_cast<float>(avg[c])
-                             : static_cast<float>(row[c] + step * (avg[c] - row[c]));
+        row[c] = eta == 1.0 ? static_cast<float>(avg[c])
+                            : static_cast<float>(row[c] + eta * (avg[c] - row[c]));
     });
     return Status::Ok();
   }
@@ -276,13 +268,6 @@ void RegisterLinearStrategies(StrategyRegistry* registry) {
                       [](const StrategyOptions& o) -> Result<std::unique_ptr<Strategy>> {
                         FEDREC_RETURN_IF_ERROR(InRange(o, "fedprox", "mu", 0.0, 1e6, false));
                         return Make<StepToAverage>(o, StepToAverage::Kind::kFedProx);
-                      }});
-  registry->Register({"fedsum",
-                      "sum of the sites' steps per row (unit row weights): each row moves as "
-                      "far as one pass of SGD over every site's data would move it",
-                      {},
-                      [](const StrategyOptions& o) {
-                        return Make<StepToAverage>(o, StepToAverage::Kind::kFedSum);
                       }});
   registry->Register({"fedavgm",
                       "FedAvgM: server momentum over the sites' average step",

@@ -44,13 +44,6 @@ struct SiteInstructions {
   float proximal_mu = 0.0f;  // FedProx: (mu/2)||w - w_round||^2 on the global rows
 };
 
-// How a site weights each row of its upload. kInteractions: by its training
-// interactions of the row (sample-weighted averages); kUnit: 1 for every row
-// it trained, so the sums are a plain sum of the sites' values and the weight
-// counts the sites that trained the row. Blocks of scope kGlobalAverage are
-// always weighted by interactions.
-enum class RowWeights : uint8_t { kInteractions = 0, kUnit = 1 };
-
 // One site's update in the clear (only for strategies that need individual
 // updates, under security.aggregation = "none"), per upload block: row
 // weights (0 for rows it did not train) and values, row-major.
@@ -63,7 +56,7 @@ struct SiteUpdate {
 // What the coordinator learnt from the sites of one round: for each global block
 // (same order as the model), the per-row sums over sites s of w_{s,r} and of
 // w_{s,r} * value_{s,r,c}, where value is the site's locally trained parameter
-// and w its weight for that row (RowWeights).
+// and w its weight for that row (its training interactions of the row).
 struct AggregateInput {
   uint32_t round = 0;
   std::vector<std::vector<double>> weighted_sum;  // [block][row * cols + c]
@@ -137,8 +130,6 @@ class Strategy {
 
   // True when the rule needs each site's update in the clear (median, Krum...).
   virtual bool NeedsIndividualUpdates() const { return false; }
-  // How sites weight the rows of their uploads.
-  virtual RowWeights row_weights() const { return RowWeights::kInteractions; }
 
   // The round's sites and instructions. Default: a uniform sample of the
   // available sites, fraction * num_sites of them (at least min_sites, at most
@@ -212,6 +203,6 @@ class StrategyRegistry {
 
 // Registration of the built-ins, one per file.
 void RegisterLinearStrategies(
-    StrategyRegistry* registry);  // fedavg, fedavgm, fedprox, fedsum, fedadagrad, fedadam, fedyogi
+    StrategyRegistry* registry);  // fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi
 
 }  // namespace fedrec

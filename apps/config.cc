@@ -86,6 +86,10 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("federation.rounds", federation.rounds, "federated rounds"),
       FEDREC_KEY("federation.local_epochs", federation.local_epochs,
                  "local epochs per round at each selected site"),
+      FEDREC_KEY("federation.lr_decay", federation.lr_decay,
+                 "sites' learning rate of global epoch e = train.lr * lr_decay^e (federated runs "
+                 "take more epochs than centralized ones, so their rate decays more slowly than "
+                 "train.lr_decay)"),
       FEDREC_KEY("federation.fraction", federation.fraction, "share of sites selected per round"),
       FEDREC_KEY("federation.min_sites", federation.min_sites,
                  "fewest updates for a round to count (else the model is unchanged)"),
@@ -482,6 +486,9 @@ Status ValidateConfig(const Config& c) {
   if (!(c.train.lr > 0.0)) return fail("train.lr", "a number > 0", fmt::format("{}", c.train.lr));
   if (!(c.train.lr_decay > 0.0 && c.train.lr_decay <= 1.0))
     return fail("train.lr_decay", "a number in (0, 1]", fmt::format("{}", c.train.lr_decay));
+  if (!(c.federation.lr_decay > 0.0 && c.federation.lr_decay <= 1.0))
+    return fail("federation.lr_decay", "a number in (0, 1]",
+                fmt::format("{}", c.federation.lr_decay));
   if (!(c.train.reg >= 0.0))
     return fail("train.reg", "a number >= 0", fmt::format("{}", c.train.reg));
   if (!(c.train.bias_reg >= 0.0))

@@ -73,6 +73,9 @@ struct Config {
     int64_t item_groups = 10;
     int64_t rounds = 20;
     int64_t local_epochs = 2;
+    // Per local epoch (global epoch index) at the sites: slower than
+    // train.lr_decay, since item rows move by the sites' average step.
+    double lr_decay = 0.995;
     double fraction = 1.0;
     int64_t min_sites = 1;
     int64_t min_available = 1;

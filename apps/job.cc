@@ -464,8 +464,12 @@ int64_t EffectiveEpochs(const Config& config, const ModelRegistry* registry) {
 
 WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* registry) {
   WorkerOptions options;
-  // Every site's options share one copy of the configuration.
-  options.make_model = [config = std::make_shared<const Config>(config), registry](ModelData data) {
+  // Every site's options share one copy of the configuration. Sites decay
+  // their learning rate by the federation's schedule (federation.lr_decay).
+  Config site = config;
+  site.train.lr_decay = config.federation.lr_decay;
+  options.make_model = [config = std::make_shared<const Config>(std::move(site)),
+                        registry](ModelData data) {
     return MakeModel(*config, std::move(data), registry);
   };
   options.rating_min = static_cast<float>(config.data.rating_min);

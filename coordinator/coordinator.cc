@@ -401,7 +401,6 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
   plan.round = round;
   plan.model_version = version_;
   plan.epoch_offset = static_cast<uint64_t>(round - 1) * options_.local_epochs;
-  plan.unit_row_weights = strategy_->row_weights() == RowWeights::kUnit;
   plan.job_id = options_.job_id;
 
   AggregateInput input;

@@ -350,7 +350,6 @@ void serialize(Archive& ar, RoundPlan& m) {
   Fixed(ar, m.job_id);
   Bool(ar, m.evaluate, Label("evaluate"));
   ar(m.proximal_mu);
-  Bool(ar, m.unit_row_weights, Label("unit_row_weights"));
 }
 
 template <class Archive>

@@ -85,11 +85,9 @@ struct RoundPlan {
   // sums after the update and training loss (WriteEvalWords): that round's
   // evaluation rides on this round's secure sum instead of a sum of its own.
   bool evaluate = false;
-  // The strategy's instructions beyond epochs and learning rate
-  // (algorithms/strategy.h): FedProx's proximal coefficient, and whether rows
-  // are weighted 1 (RowWeights::kUnit) instead of by the site's interactions.
+  // The strategy's instruction beyond epochs and learning rate
+  // (algorithms/strategy.h): FedProx's proximal coefficient.
   float proximal_mu = 0.0f;
-  bool unit_row_weights = false;
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };

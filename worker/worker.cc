@@ -19,32 +19,11 @@ namespace fedrec {
 
 namespace {
 
-// The model's upload views, with the row weights the plan asks for: under
-// unit row weights (a strategy summing the sites' steps) every trained row of
-// a kGlobal block weighs 1; statistics (kGlobalAverage) keep their weights.
-// `unit` holds the replaced weights for as long as the views are used.
-std::vector<DenseBlockView> UploadViews(const Model& model, bool unit_row_weights,
-                                        std::vector<std::vector<uint32_t>>* unit) {
-  std::vector<DenseBlockView> views = model.Upload();
-  if (!unit_row_weights) return views;
-  const std::vector<ParamBlock> shapes = model.UploadShapes();
-  unit->assign(views.size(), {});
-  for (size_t b = 0; b < views.size(); ++b) {
-    if (shapes[b].scope != Scope::kGlobal) continue;
-    std::vector<uint32_t>& w = (*unit)[b];
-    w.reserve(views[b].weights.size());
-    for (uint32_t weight : views[b].weights) w.push_back(weight > 0 ? 1u : 0u);
-    views[b].weights = w;
-  }
-  return views;
-}
-
 // The site's upload in its sparse form: the rows of every upload block the
 // site has a weight for, each with its weight.
-std::vector<BlockUpdate> CollectUpdate(const Model& model, bool unit_row_weights) {
+std::vector<BlockUpdate> CollectUpdate(const Model& model) {
   const std::vector<ParamBlock> shapes = model.UploadShapes();
-  std::vector<std::vector<uint32_t>> unit;
-  const std::vector<DenseBlockView> views = UploadViews(model, unit_row_weights, &unit);
+  const std::vector<DenseBlockView> views = model.Upload();
   std::vector<BlockUpdate> blocks;
   for (size_t b = 0; b < shapes.size(); ++b) {
     const ParamBlock& shape = shapes[b];
@@ -286,7 +265,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   update.num_examples = model_->train().size();
   update.train_squared_error = loss.sum;
   update.train_count = loss.count;
-  update.blocks = CollectUpdate(*model_, plan->unit_row_weights);
+  update.blocks = CollectUpdate(*model_);
   AfterAnswer();
   return transport_->Send(
       options_.coordinator_rank,
@@ -334,9 +313,7 @@ std::vector<double> Worker::TrainLocally() {
 
 void Worker::HoldUpload() {
   const std::vector<ParamBlock> shapes = model_->UploadShapes();
-  std::vector<std::vector<uint32_t>> unit;
-  const std::vector<DenseBlockView> views =
-      UploadViews(*model_, pending_plan_->unit_row_weights, &unit);
+  const std::vector<DenseBlockView> views = model_->Upload();
   held_upload_.assign(shapes.size(), HeldBlock{});
   for (size_t b = 0; b < shapes.size(); ++b) {
     HeldBlock& held = held_upload_[b];
@@ -355,8 +332,8 @@ Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics)
   *metrics = TrainLocally();
   FEDREC_RETURN_IF_ERROR(CheckFinite(*model_));
   const RoundPlan& plan = *pending_plan_;
-  return EncodeUpdate(UploadShapes(), CollectUpdate(*model_, plan.unit_row_weights), FormatOf(plan),
-                      options_.seed, plan.round, options_.site);
+  return EncodeUpdate(UploadShapes(), CollectUpdate(*model_), FormatOf(plan), options_.seed,
+                      plan.round, options_.site);
 }
 
 Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
@@ -371,7 +348,6 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   // laid out densely for the time of masking.
   std::vector<DenseBlockView> views;
   std::vector<std::vector<float>> dense;
-  std::vector<std::vector<uint32_t>> unit_weights;
   if (!held_upload_.empty()) {
     const std::vector<ParamBlock> shapes = UploadShapes();
     for (size_t b = 0; b < held_upload_.size(); ++b) {
@@ -388,7 +364,7 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   } else {
     if (Status finite = CheckFinite(*model_); !finite.ok())
       return SendError(plan.round, finite.message());
-    views = UploadViews(*model_, plan.unit_row_weights, &unit_weights);
+    views = model_->Upload();
   }
   const FixedPointFormat format = FormatOf(plan);
   // The training loss is masked with the update (update_codec.h).

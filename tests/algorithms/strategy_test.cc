@@ -117,24 +117,12 @@ double Step(Strategy* strategy, std::vector<ParamBlock>* global,
   return (*global)[0].data[0];
 }
 
-TEST(FedSumTest, RowMovesByTheSumOfTheSitesStepsUnderUnitWeights) {
-  auto fedsum = Make("fedsum");
-  EXPECT_EQ(fedsum->row_weights(), RowWeights::kUnit);
-  std::vector<ParamBlock> global = {ParamBlock("item_factors", Scope::kGlobal, 2, 1)};
-  global[0].data = {1, 5};
-  // Row 0: sites at 3 and 5 (unit weights): 1 + (3 - 1) + (5 - 1) = 7.
-  // Row 1: untouched.
-  ASSERT_TRUE(
-      fedsum->Aggregate(Sum(global[0], {{{3, 0}, {1, 0}}, {{5, 0}, {1, 0}}}), &global).ok());
-  EXPECT_EQ(global[0].data, (std::vector<float>{7, 5}));
-}
-
-TEST(FedSumTest, StatisticsBlocksTakeTheirAverage) {
-  auto fedsum = Make("fedsum");
+TEST(FedAvgTest, StatisticsBlocksTakeTheirAverageWhateverTheServerRate) {
+  auto fedavg = Make("fedavg", {}, 2.0);
   std::vector<ParamBlock> global = {ParamBlock("global_mean", Scope::kGlobalAverage, 1, 1)};
   global[0].data = {0};
   // Weighted by interactions: (1 * 3 + 3 * 1) / (1 + 3) = 1.5.
-  ASSERT_TRUE(fedsum->Aggregate(Sum(global[0], {{{3}, {1}}, {{1}, {3}}}), &global).ok());
+  ASSERT_TRUE(fedavg->Aggregate(Sum(global[0], {{{3}, {1}}, {{1}, {3}}}), &global).ok());
   EXPECT_FLOAT_EQ(global[0].data[0], 1.5f);
 }
 
@@ -242,7 +230,7 @@ TEST(StrategyRegistryTest, UnknownNameErrorListsRegisteredNames) {
                      }});
   const std::vector<std::string> names = registry.Names();
   for (const char* n :
-       {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedsum", "fedyogi"})
+       {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedyogi"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
   const auto missing = registry.Create("fedprox-typo", StrategyOptions{});
   ASSERT_FALSE(missing.ok());

@@ -18,6 +18,7 @@ TEST(Federation, OneSiteFullParticipationOneEpochEqualsCentralizedBitForBit) {
   Config config = SmallConfig();
   config.federation.sites = 1;
   config.federation.server_lr = 1.0;  // plain FedAvg: the site's model becomes the global one
+  config.federation.lr_decay = config.train.lr_decay;  // the centralized schedule
   config.train.epochs = config.federation.rounds;
   Result<Dataset> dataset = LoadDataset(config);
   ASSERT_TRUE(dataset.ok());

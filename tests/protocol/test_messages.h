@@ -70,7 +70,6 @@ inline RoundPlan RandomRoundPlan(Rng& rng) {
   m.max_weight = rng.Next();
   m.evaluate = rng.Below(2) == 1;
   m.proximal_mu = RandomFloat(rng);
-  m.unit_row_weights = rng.Below(2) == 1;
   return m;
 }
 
