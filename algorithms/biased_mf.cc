@@ -27,9 +27,10 @@ class BiasedMf : public Model {
 
   LossSums Train(const TrainPlan& plan) override {
     const EpochStats stats =
-        trainer_.Train(plan.epoch_offset, plan.epochs, plan.lr, plan.proximal_mu);
-    return {stats.squared_error, stats.updates};
+        trainer_.Train(plan.epoch_offset, plan.epochs, plan.lr, plan.proximal_mu, plan.drift);
+    return {stats.squared_error, stats.updates, stats.lr_sum};
   }
+  bool SupportsControlVariates() const override { return true; }
 
   // Item rows weigh the site's ratings of the item; the global mean all its ratings.
   std::vector<DenseBlockView> Upload() const override {

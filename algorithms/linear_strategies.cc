@@ -14,9 +14,14 @@
 //   fedadam     m as above; v = b2 v + (1-b2) Delta^2
 //   fedyogi     m as above; v = v - (1-b2) Delta^2 sign(v - Delta^2)
 //               all three: x + eta m / (sqrt(v) + tau) (Reddi et al., ICLR 2021)
+//   scaffold    x + eta Delta, and the server control variate of each row
+//               c_r += (|S| / N) * mean of the sites' changes of c_i,r over
+//               the sites that trained it (Karimireddy et al., ICML 2020,
+//               option II; sites correct every step by c - c_i)
 // Rows no site trained (n_r = 0) keep their value and their optimizer state:
 // the per-row ("lazy") form of each rule, since item rows are trained by only
 // the sites that hold their items. Blocks of scope kGlobalAverage take avg_r.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -230,6 +235,123 @@ class FedOpt : public Strategy {
   BlockState m_, v_;
 };
 
+// SCAFFOLD: FedAvg's step on the model, and the server control variates c,
+// moved by the sites' changes of their own c_i (sums: secure aggregation
+// suffices). The paper's c += (1/N) sum_{i in S} dc_i, per row r: N_r, the
+// sites holding the row, is estimated from n_r, the sites of the round that
+// trained it (unit weights), as n_r N / |S|.
+class Scaffold : public Strategy {
+ public:
+  explicit Scaffold(const StrategyOptions& options) : Strategy(options) {}
+  std::string_view name() const override { return "scaffold"; }
+  bool UsesControlVariates() const override { return true; }
+
+  const std::vector<ParamBlock>* ControlVariates(const std::vector<ParamBlock>& upload) override {
+    if (control_.empty()) {
+      for (const ParamBlock& b : upload) {
+        if (b.scope == Scope::kGlobal)
+          control_.emplace_back(b.name, Scope::kGlobal, b.rows, b.cols);
+      }
+      AdoptRestored();
+    }
+    return &control_;
+  }
+
+  RoundConfig ConfigureRound(const RoundContext& context) override {
+    num_sites_ = context.num_sites;
+    return Strategy::ConfigureRound(context);
+  }
+
+  Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
+    ControlVariates(*global);
+    FEDREC_RETURN_IF_ERROR(restore_error_);
+    FEDREC_RETURN_IF_ERROR(CheckAggregateShape(name(), input, *global, ControlShapes(*global)));
+    const double eta = options_.server_lr;
+    ForEachAveragedRow(input, global, [&](size_t b, uint32_t r, std::span<const double> avg) {
+      float* row = (*global)[b].Row(r);
+      for (uint32_t c = 0; c < (*global)[b].cols; ++c)
+        row[c] = static_cast<float>(row[c] + eta * (avg[c] - row[c]));
+    });
+    const double share =
+        num_sites_ > 0 ? std::min(1.0, static_cast<double>(input.sites) / num_sites_) : 1.0;
+    for (size_t k = 0; k < control_.size(); ++k) {
+      ParamBlock& c = control_[k];
+      const std::vector<double>& sum = input.weighted_sum[global->size() + k];
+      const std::vector<double>& count = input.row_weight[global->size() + k];
+      for (uint32_t r = 0; r < c.rows; ++r) {
+        if (!(count[r] > 0.0)) continue;
+        float* row = c.Row(r);
+        const double* s = sum.data() + static_cast<size_t>(r) * c.cols;
+        for (uint32_t j = 0; j < c.cols; ++j)
+          row[j] = static_cast<float>(row[j] + share * s[j] / count[r]);
+      }
+    }
+    return Status::Ok();
+  }
+
+  StrategyState State() const override {
+    StrategyState state;
+    for (const ParamBlock& c : control_)
+      state.vectors["control." + c.name] = std::vector<double>(c.data.begin(), c.data.end());
+    state.scalars["num_sites"] = num_sites_;
+    return state;
+  }
+  Status Restore(const StrategyState& state) override {
+    StrategyState rest = state;
+    // Restored blocks are kept by name; their shapes are checked at the next step.
+    std::vector<ParamBlock> control;
+    for (auto it = rest.vectors.begin(); it != rest.vectors.end();) {
+      if (!it->first.starts_with("control.")) {
+        ++it;
+        continue;
+      }
+      ParamBlock& c = control.emplace_back();
+      c.name = it->first.substr(8);
+      c.scope = Scope::kGlobal;
+      c.data.assign(it->second.begin(), it->second.end());
+      it = rest.vectors.erase(it);
+    }
+    if (auto n = rest.scalars.find("num_sites"); n != rest.scalars.end()) {
+      num_sites_ = static_cast<uint32_t>(n->second);
+      rest.scalars.erase(n);
+    }
+    FEDREC_RETURN_IF_ERROR(RefuseLeftovers(name(), rest));
+    restored_ = std::move(control);
+    control_.clear();
+    return Status::Ok();
+  }
+
+ private:
+  // Restored control variates take the place of the zeros they match by
+  // name and size; any other restored state is an error at the next step.
+  void AdoptRestored() {
+    for (ParamBlock& c : control_) {
+      auto it = std::find_if(restored_.begin(), restored_.end(),
+                             [&c](const ParamBlock& r) { return r.name == c.name; });
+      if (it == restored_.end()) continue;
+      if (it->data.size() != c.data.size()) {
+        restore_error_ = Status::InvalidArgument(
+            "scaffold: restored control '" + c.name + "' has " + std::to_string(it->data.size()) +
+            " values, the model's block has " + std::to_string(c.data.size()));
+        return;
+      }
+      c.data = std::move(it->data);
+      restored_.erase(it);
+    }
+    if (!restored_.empty()) {
+      restore_error_ =
+          Status::InvalidArgument("scaffold: restored control '" + restored_.front().name +
+                                  "' matches no block of the model");
+    }
+    restored_.clear();
+  }
+
+  std::vector<ParamBlock> control_;
+  std::vector<ParamBlock> restored_;
+  Status restore_error_;
+  uint32_t num_sites_ = 0;
+};
+
 Status InRange(const StrategyOptions& options, const std::string& strategy, const std::string& key,
                double lo, double hi, bool hi_open) {
   const double v = options.Param(key);
@@ -269,6 +391,11 @@ void RegisterLinearStrategies(StrategyRegistry* registry) {
                         FEDREC_RETURN_IF_ERROR(InRange(o, "fedprox", "mu", 0.0, 1e6, false));
                         return Make<StepToAverage>(o, StepToAverage::Kind::kFedProx);
                       }});
+  registry->Register({"scaffold",
+                      "SCAFFOLD: FedAvg with control variates that correct each site's drift "
+                      "(sums only; model mf)",
+                      {},
+                      [](const StrategyOptions& o) { return Make<Scaffold>(o); }});
   registry->Register({"fedavgm",
                       "FedAvgM: server momentum over the sites' average step",
                       {{"momentum", 0.9, "server momentum beta in [0, 1)"},

@@ -22,7 +22,8 @@ MfTrainer::MfTrainer(const MfTrainerOptions& options, uint32_t items, std::vecto
   model_.InitUsers(options_.init, user_keys);
 }
 
-EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, float proximal_mu) {
+EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, float proximal_mu,
+                            const std::vector<ParamBlock>* drift) {
   SgdOptions sgd = options_.sgd;
   sgd.lr = lr;
   EpochStats stats;
@@ -39,6 +40,8 @@ EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, floa
     const float epoch_lr = sgd.LearningRate(epoch);
     stats.squared_error += SgdEpoch(&model_, train_, epoch_lr, sgd);
     stats.updates += train_.size();
+    stats.lr_sum += epoch_lr;
+    if (drift != nullptr) ApplyDrift(*drift, epoch_lr);
     if (proximal_mu <= 0.0f) continue;
     const double keep = 1.0 - std::min(1.0, double{epoch_lr} * proximal_mu);
     for (uint32_t i = 0; i < model_.items(); ++i) {
@@ -52,6 +55,23 @@ EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, floa
     }
   }
   return stats;
+}
+
+void MfTrainer::ApplyDrift(const std::vector<ParamBlock>& drift, float epoch_lr) {
+  for (const ParamBlock& d : drift) {
+    const bool factors = d.name == MfModel::kItemFactors;
+    if (!factors && d.name != MfModel::kItemBias) continue;
+    float* values = factors ? model_.item_factors() : model_.item_bias();
+    const uint32_t cols = factors ? model_.factors() : 1;
+    if (d.rows != model_.items() || d.cols != cols) continue;  // checked by the caller
+    for (uint32_t i = 0; i < model_.items(); ++i) {
+      if (item_counts_[i] == 0) continue;
+      const float step = epoch_lr * static_cast<float>(item_counts_[i]);
+      float* row = values + static_cast<size_t>(i) * cols;
+      const float* dr = d.Row(i);
+      for (uint32_t c = 0; c < cols; ++c) row[c] -= step * dr[c];
+    }
+  }
 }
 
 }  // namespace fedrec

@@ -28,6 +28,7 @@ struct MfTrainerOptions {
 struct EpochStats {
   double squared_error = 0.0;  // pre-update squared errors summed over the epochs
   uint64_t updates = 0;
+  double lr_sum = 0.0;  // the epochs' learning rates summed
   double Mse() const { return updates ? squared_error / static_cast<double>(updates) : 0.0; }
 };
 
@@ -45,7 +46,11 @@ class MfTrainer {
   // (factors and bias), q_i0 its value when the call starts: its gradient
   // step, taken at each of the epoch's visits of the row, is folded in at the
   // end of the epoch as q_i0 + (q_i - q_i0) (1 - lr mu)^visits.
-  EpochStats Train(uint64_t first_epoch, uint32_t count, float lr, float proximal_mu = 0.0f);
+  // `drift` (SCAFFOLD), when given, holds per item row a term added to the
+  // gradient at each visit (blocks matched by name: item_bias,
+  // item_factors), folded in at the end of each epoch as - lr visits drift.
+  EpochStats Train(uint64_t first_epoch, uint32_t count, float lr, float proximal_mu = 0.0f,
+                   const std::vector<ParamBlock>* drift = nullptr);
 
   // Sets mu to the mean of this shard's training ratings.
   void UseShardMean() { model_.set_global_mean(TrainingMean(train_)); }
@@ -58,6 +63,8 @@ class MfTrainer {
   const std::vector<uint32_t>& item_counts() const { return item_counts_; }
 
  private:
+  void ApplyDrift(const std::vector<ParamBlock>& drift, float epoch_lr);
+
   MfTrainerOptions options_;
   std::vector<Rating> train_;
   std::vector<uint32_t> item_counts_;

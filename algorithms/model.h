@@ -77,12 +77,19 @@ struct TrainPlan {
   // FedProx: (mu/2)||w - w0||^2 on the global rows, w0 their value when
   // training starts (gradient models; 0 = none).
   float proximal_mu = 0.0f;
+  // SCAFFOLD: per global block (matched by name), the correction c - c_i
+  // added to the gradient of each row at each visit. Only for models that
+  // SupportsControlVariates(); nullptr = none.
+  const std::vector<ParamBlock>* drift = nullptr;
 };
 
 // Additive training-loss sums: mean loss = sum / count.
 struct LossSums {
   double sum = 0.0;
   uint64_t count = 0;
+  // Sum of the learning rates of the epochs trained: a row visited v times
+  // per epoch took v * lr_sum of step size in all (SCAFFOLD's K * eta).
+  double lr_sum = 0.0;
   double Mean() const { return count ? sum / static_cast<double>(count) : 0.0; }
 };
 
@@ -129,6 +136,9 @@ class Model {
 
   // Trains on the local data for the plan; returns the training-loss sums.
   virtual LossSums Train(const TrainPlan& plan) = 0;
+  // True when Train applies TrainPlan::drift (SCAFFOLD's control variates)
+  // and a row's upload weight is its visits per epoch.
+  virtual bool SupportsControlVariates() const { return false; }
 
   // What a site uploads after Train: shapes (no values) of the upload blocks
   // and the blocks read in place, one view per shape. Default: the global

@@ -56,18 +56,32 @@ Status Strategy::Restore(const StrategyState& state) {
                                  std::to_string(state.scalars.size()) + " scalars");
 }
 
+std::vector<ParamBlock> ControlShapes(const std::vector<ParamBlock>& upload) {
+  std::vector<ParamBlock> shapes;
+  for (const ParamBlock& b : upload) {
+    if (b.scope != Scope::kGlobal) continue;
+    ParamBlock shape = ShapeOf(b);
+    shape.name += ".control";
+    shapes.push_back(std::move(shape));
+  }
+  return shapes;
+}
+
 Status CheckAggregateShape(std::string_view strategy, const AggregateInput& input,
-                           const std::vector<ParamBlock>& global) {
+                           const std::vector<ParamBlock>& global,
+                           const std::vector<ParamBlock>& extra) {
   const std::string who(strategy);
-  if (input.weighted_sum.size() != global.size() || input.row_weight.size() != global.size()) {
+  const size_t blocks = global.size() + extra.size();
+  if (input.weighted_sum.size() != blocks || input.row_weight.size() != blocks) {
     return Status::InvalidArgument(
         who + ": aggregate has " + std::to_string(input.weighted_sum.size()) +
-        " blocks, the global model has " + std::to_string(global.size()));
+        " blocks, expected " + std::to_string(blocks) + " (the global model's " +
+        std::to_string(global.size()) + " and " + std::to_string(extra.size()) + " more)");
   }
-  for (size_t b = 0; b < global.size(); ++b) {
-    const ParamBlock& block = global[b];
-    if (input.row_weight[b].size() != block.rows ||
-        input.weighted_sum[b].size() != block.data.size()) {
+  for (size_t b = 0; b < blocks; ++b) {
+    const ParamBlock& block = b < global.size() ? global[b] : extra[b - global.size()];
+    const size_t values = static_cast<size_t>(block.rows) * block.cols;
+    if (input.row_weight[b].size() != block.rows || input.weighted_sum[b].size() != values) {
       return Status::InvalidArgument(who + ": block '" + block.name + "' has shape " +
                                      std::to_string(block.rows) + "x" + std::to_string(block.cols) +
                                      ", the aggregate has " +

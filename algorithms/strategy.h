@@ -131,6 +131,19 @@ class Strategy {
   // True when the rule needs each site's update in the clear (median, Krum...).
   virtual bool NeedsIndividualUpdates() const { return false; }
 
+  // True for strategies with control variates (below); the model must
+  // SupportsControlVariates().
+  virtual bool UsesControlVariates() const { return false; }
+  // SCAFFOLD-style control variates: the strategy's server control c, one
+  // block per kGlobal block of `upload` (same name and shape), sent to the
+  // sites with every plan; the sites upload their change of c_i as the
+  // ControlShapes(upload) blocks after the model's, with weight 1 for every
+  // row they trained. nullptr (the default): none.
+  virtual const std::vector<ParamBlock>* ControlVariates(const std::vector<ParamBlock>& upload) {
+    (void)upload;
+    return nullptr;
+  }
+
   // The round's sites and instructions. Default: a uniform sample of the
   // available sites, fraction * num_sites of them (at least min_sites, at most
   // all available) from stream (seed, round, 0, kSample); every site gets
@@ -159,10 +172,16 @@ class Strategy {
   StrategyOptions options_;
 };
 
-// Checks that `input` matches the shapes of `global`; the error names the
-// strategy and the first block that differs.
+// Checks that `input` matches the shapes of `global` followed by `extra`
+// blocks (e.g. control variates); the error names the strategy and the first
+// block that differs.
 Status CheckAggregateShape(std::string_view strategy, const AggregateInput& input,
-                           const std::vector<ParamBlock>& global);
+                           const std::vector<ParamBlock>& global,
+                           const std::vector<ParamBlock>& extra = {});
+
+// The upload blocks of control-variate changes for upload blocks `upload`:
+// one per kGlobal block, named "<name>.control", same shape.
+std::vector<ParamBlock> ControlShapes(const std::vector<ParamBlock>& upload);
 
 // The per-row sites' average avg_r = weighted_sum_r / row_weight_r of every
 // row with positive weight, handed to `visit(block, row, avg)` (avg has

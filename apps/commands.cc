@@ -286,7 +286,7 @@ int RunSim(const Config& config, const ModelRegistry* models) {
       dataset.train.size(), dataset.test.size(), out->dir());
   Result<std::unique_ptr<Model>> server_model = ServerModel(config, dataset.items.size(), models);
   if (!server_model.ok()) return Fail(server_model.status());
-  if (Status s = CheckFederatedModel(config, **server_model); !s.ok()) return Fail(s);
+  if (Status s = CheckFederatedModel(config, **server_model, **strategy); !s.ok()) return Fail(s);
   RoundReporter reporter(config, &*out, dataset.items.size(), EffectiveRounds(config, models));
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
@@ -598,7 +598,8 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   options.job_id = job;
   Result<std::unique_ptr<Model>> server_model = ServerModel(config, items.size(), models);
   if (server_model.ok()) {
-    if (Status s = CheckFederatedModel(config, **server_model); !s.ok()) server_model = s;
+    if (Status s = CheckFederatedModel(config, **server_model, **strategy); !s.ok())
+      server_model = s;
   }
   if (!server_model.ok()) {
     AbortSites(t, site_ranks, server_model.status().message());

@@ -441,7 +441,14 @@ uint32_t StepsToConverge(const Config& config, const ModelRegistry* registry) {
 
 }  // namespace
 
-Status CheckFederatedModel(const Config& config, const Model& model) {
+Status CheckFederatedModel(const Config& config, const Model& model, const Strategy& strategy) {
+  if (strategy.UsesControlVariates() && !model.SupportsControlVariates()) {
+    return Status::InvalidArgument(fmt::format(
+        "config: federation.strategy = \"{}\" corrects each site's training with control "
+        "variates, which model.name = \"{}\" does not train with; choose model mf or another "
+        "strategy",
+        config.federation.strategy, config.model.name));
+  }
   if (model.SolvesFromSums() && config.federation.fraction < 1.0) {
     return Status::InvalidArgument(
         fmt::format("config federation.fraction: expected 1 for model {}, which solves from the "

@@ -97,7 +97,7 @@ Result<std::unique_ptr<Model>> MakeServerModel(const Config& config, uint32_t it
 // Checks the federation settings against what the model needs: a model that
 // solves from the sums of every site's statistics (Model::SolvesFromSums) is
 // exact only when every site takes part in every round (federation.fraction = 1).
-Status CheckFederatedModel(const Config& config, const Model& model);
+Status CheckFederatedModel(const Config& config, const Model& model, const Strategy& strategy);
 // Rounds (fedrec sim/run) and epochs (fedrec train) after capping them at the
 // model's steps to converge (closed-form models need one).
 int64_t EffectiveRounds(const Config& config, const ModelRegistry* registry = nullptr);

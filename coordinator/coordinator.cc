@@ -306,12 +306,27 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlo
   for (uint32_t s = 0; s < options_.site_ranks.size(); ++s)
     site_of_rank_[options_.site_ranks[s]] = s;
   for (const ParamBlock& b : global_) upload_.push_back(ShapeOf(b));
+  AddControlShapes();
+}
+
+void Coordinator::AddControlShapes() {
+  // Sites upload their control-variate changes after the model's blocks.
+  const std::vector<ParamBlock> model_upload(upload_.begin(), upload_.end() - control_blocks_);
+  upload_ = model_upload;
+  control_blocks_ = 0;
+  if (!strategy_->UsesControlVariates()) return;
+  for (ParamBlock& shape : ControlShapes(model_upload)) {
+    upload_.push_back(std::move(shape));
+    ++control_blocks_;
+  }
 }
 
 Coordinator::Coordinator(const CoordinatorOptions& options, std::unique_ptr<Model> model,
                          std::unique_ptr<Strategy> strategy, Transport* transport)
     : Coordinator(options, model->GlobalBlocks(), std::move(strategy), transport) {
   upload_ = model->UploadShapes();
+  control_blocks_ = 0;
+  AddControlShapes();
   model_ = std::move(model);
 }
 
@@ -401,6 +416,10 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
   plan.round = round;
   plan.model_version = version_;
   plan.epoch_offset = static_cast<uint64_t>(round - 1) * options_.local_epochs;
+  if (control_blocks_ > 0) {
+    const std::vector<ParamBlock> model_upload(upload_.begin(), upload_.end() - control_blocks_);
+    plan.control = *strategy_->ControlVariates(model_upload);
+  }
   plan.job_id = options_.job_id;
 
   AggregateInput input;

@@ -350,6 +350,7 @@ void serialize(Archive& ar, RoundPlan& m) {
   Fixed(ar, m.job_id);
   Bool(ar, m.evaluate, Label("evaluate"));
   ar(m.proximal_mu);
+  Structs(ar, m.control, kMinParamBlockBytes, Label("control variate block list"));
 }
 
 template <class Archive>

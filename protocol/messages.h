@@ -88,6 +88,11 @@ struct RoundPlan {
   // The strategy's instruction beyond epochs and learning rate
   // (algorithms/strategy.h): FedProx's proximal coefficient.
   float proximal_mu = 0.0f;
+  // SCAFFOLD: the server's control variates (one block per kGlobal upload
+  // block, same name and shape); empty for strategies without them. A site
+  // then uploads its change of c_i as "<block>.control" blocks after the
+  // model's (ControlShapes, algorithms/strategy.h).
+  std::vector<ParamBlock> control;
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };

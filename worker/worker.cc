@@ -21,9 +21,8 @@ namespace {
 
 // The site's upload in its sparse form: the rows of every upload block the
 // site has a weight for, each with its weight.
-std::vector<BlockUpdate> CollectUpdate(const Model& model) {
-  const std::vector<ParamBlock> shapes = model.UploadShapes();
-  const std::vector<DenseBlockView> views = model.Upload();
+std::vector<BlockUpdate> CollectUpdate(const std::vector<ParamBlock>& shapes,
+                                       const std::vector<DenseBlockView>& views) {
   std::vector<BlockUpdate> blocks;
   for (size_t b = 0; b < shapes.size(); ++b) {
     const ParamBlock& shape = shapes[b];
@@ -187,13 +186,14 @@ Status Worker::AdoptModel(bool included, const std::vector<ParamBlock>& model, u
 
 namespace {
 
-TrainPlan PlanOf(const RoundPlan& plan) {
+TrainPlan PlanOf(const RoundPlan& plan, const SiteControl& control) {
   TrainPlan train;
   train.round = plan.round;
   train.epoch_offset = plan.epoch_offset;
   train.epochs = plan.local_epochs;
   train.lr = plan.lr;
   train.proximal_mu = plan.proximal_mu;
+  if (control.active()) train.drift = control.drift();
   return train;
 }
 
@@ -220,6 +220,8 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   // Version 0 is the initial model, which has no global mean yet: each site
   // starts from its own mean, and the first aggregation forms the global one.
   if (plan->model_version == 0) model_->OnInitialModel();
+  if (Status control = BeginControl(&*plan); !control.ok())
+    return SendError(plan->round, control.message());
   ride_eval_.clear();
   if (plan->evaluate) {  // the plan's model before training on it: the previous round's
     ride_eval_ = EncodeEvalSums(EvaluateModel(plan->round - 1), items_);
@@ -257,7 +259,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
     return OnPaillierMessage(frame);
   }
 
-  const LossSums loss = model_->Train(PlanOf(*plan));
+  const LossSums loss = TrainOn(*plan);
   model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
   ModelUpdate update;
   update.round = plan->round;
@@ -265,7 +267,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   update.num_examples = model_->train().size();
   update.train_squared_error = loss.sum;
   update.train_count = loss.count;
-  update.blocks = CollectUpdate(*model_);
+  update.blocks = CollectUpdate(UploadShapes(), UploadViews());
   AfterAnswer();
   return transport_->Send(
       options_.coordinator_rank,
@@ -305,15 +307,50 @@ Status Worker::Send(const M& message, uint32_t round) {
                           EncodeMessage(message, round, static_cast<uint32_t>(transport_->rank())));
 }
 
+Status Worker::BeginControl(RoundPlan* plan) {
+  if (plan->control.empty()) {
+    control_.End();
+    return Status::Ok();
+  }
+  if (!model_->SupportsControlVariates()) {
+    return Status::InvalidArgument(Where(plan->round) +
+                                   ": the plan carries control variates "
+                                   "(strategy scaffold), which model " +
+                                   std::string(model_->name()) + " does not train with");
+  }
+  FEDREC_RETURN_IF_ERROR(control_.Begin(plan->control, *model_).WithContext(Where(plan->round)));
+  plan->control.clear();  // held by control_ for the round
+  plan->control.shrink_to_fit();
+  return Status::Ok();
+}
+
+LossSums Worker::TrainOn(const RoundPlan& plan) {
+  const LossSums loss = model_->Train(PlanOf(plan, control_));
+  control_.Finish(*model_, loss.lr_sum);
+  return loss;
+}
+
+std::vector<ParamBlock> Worker::UploadShapes() const {
+  std::vector<ParamBlock> shapes = model_->UploadShapes();
+  for (ParamBlock& shape : control_.Shapes()) shapes.push_back(std::move(shape));
+  return shapes;
+}
+
+std::vector<DenseBlockView> Worker::UploadViews() const {
+  std::vector<DenseBlockView> views = model_->Upload();
+  for (const DenseBlockView& view : control_.Views()) views.push_back(view);
+  return views;
+}
+
 std::vector<double> Worker::TrainLocally() {
-  const LossSums loss = model_->Train(PlanOf(*pending_plan_));
+  const LossSums loss = TrainOn(*pending_plan_);
   model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
   return {loss.sum, static_cast<double>(loss.count)};
 }
 
 void Worker::HoldUpload() {
-  const std::vector<ParamBlock> shapes = model_->UploadShapes();
-  const std::vector<DenseBlockView> views = model_->Upload();
+  const std::vector<ParamBlock> shapes = UploadShapes();
+  const std::vector<DenseBlockView> views = UploadViews();
   held_upload_.assign(shapes.size(), HeldBlock{});
   for (size_t b = 0; b < shapes.size(); ++b) {
     HeldBlock& held = held_upload_[b];
@@ -332,8 +369,8 @@ Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics)
   *metrics = TrainLocally();
   FEDREC_RETURN_IF_ERROR(CheckFinite(*model_));
   const RoundPlan& plan = *pending_plan_;
-  return EncodeUpdate(UploadShapes(), CollectUpdate(*model_), FormatOf(plan), options_.seed,
-                      plan.round, options_.site);
+  return EncodeUpdate(UploadShapes(), CollectUpdate(UploadShapes(), UploadViews()), FormatOf(plan),
+                      options_.seed, plan.round, options_.site);
 }
 
 Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
@@ -364,7 +401,7 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   } else {
     if (Status finite = CheckFinite(*model_); !finite.ok())
       return SendError(plan.round, finite.message());
-    views = model_->Upload();
+    views = UploadViews();
   }
   const FixedPointFormat format = FormatOf(plan);
   // The training loss is masked with the update (update_codec.h).

@@ -24,6 +24,7 @@
 #include "protocol/messages.h"
 #include "protocol/secagg.h"
 #include "protocol/transport.h"
+#include "worker/site_control.h"
 
 namespace fedrec {
 
@@ -158,7 +159,15 @@ class Worker {
   bool Drops(uint32_t round, uint32_t step) const;
   // The shapes (no values) of what the site uploads, which updates are
   // encoded against.
-  std::vector<ParamBlock> UploadShapes() const { return model_->UploadShapes(); }
+  // With control variates in the round (SCAFFOLD), their blocks follow the
+  // model's.
+  std::vector<ParamBlock> UploadShapes() const;
+  std::vector<DenseBlockView> UploadViews() const;
+  // Starts the round's control variates (or ends them when the plan has
+  // none); error when the model cannot use them or they do not fit it.
+  Status BeginControl(RoundPlan* plan);
+  // Local training for the plan, with the control-variate step and update.
+  LossSums TrainOn(const RoundPlan& plan);
   template <typename M>
   Status Send(const M& message, uint32_t round);
   Status SendError(uint32_t round, const std::string& message);
@@ -192,6 +201,7 @@ class Worker {
     std::vector<float> values;      // rows.size() * cols
   };
   std::vector<HeldBlock> held_upload_;
+  SiteControl control_;  // SCAFFOLD's c_i, kept across rounds
   // A secure evaluation in progress: the encoded metric sums to mask.
   std::optional<std::vector<uint64_t>> secagg_eval_;
   // The previous round's evaluation riding on this round's secure sum

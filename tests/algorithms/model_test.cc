@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <sstream>
 
 #include "algorithms/interactions.h"
@@ -93,6 +94,37 @@ TEST(BiasedMfModel, TrainsBitForBitAsMfTrainer) {
   EXPECT_EQ(a.ndcg, b.ndcg);
   EXPECT_EQ(a.map, b.map);
   EXPECT_EQ(a.recommended, b.recommended);
+}
+
+// FedProx's term pulls the item rows toward their value at the start of
+// training: none at mu = 0, all the way when lr * mu = 1 (the folded step
+// keeps nothing of the drift), part of the way in between.
+TEST(BiasedMfModel, ProximalTermPullsItemRowsTowardTheirStartingValue) {
+  ModelOptions options;
+  options.factors = 4;
+  const auto drift = [&](float mu) {
+    std::unique_ptr<Model> model =
+        std::move(ModelRegistry::WithBuiltins().Create("mf", options, SmallData(8, 6, 120, 7)))
+            .value();
+    model->OnInitialModel();
+    const std::vector<ParamBlock> start = model->GlobalBlocks();
+    TrainPlan plan{1, 0, 2, 0.05f};
+    plan.proximal_mu = mu;
+    model->Train(plan);
+    double moved = 0.0;
+    const std::vector<ParamBlock> end = model->GlobalBlocks();
+    for (size_t b = 1; b < end.size(); ++b) {  // item_bias, item_factors
+      for (size_t i = 0; i < end[b].data.size(); ++i)
+        moved += std::abs(end[b].data[i] - start[b].data[i]);
+    }
+    return moved;
+  };
+  const double free = drift(0.0f);
+  EXPECT_GT(free, 0.0);
+  EXPECT_EQ(drift(20.0f), 0.0);  // lr * mu = 1
+  const double pulled = drift(2.0f);
+  EXPECT_GT(pulled, 0.0);
+  EXPECT_LT(pulled, 0.8 * free);
 }
 
 TEST(ModelBlocks, SaveAndLoadRoundTripGivesIdenticalScores) {

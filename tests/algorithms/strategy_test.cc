@@ -214,6 +214,40 @@ TEST(StrategyStateTest, RestoreRefusesStateItDoesNotKeepNamingIt) {
   EXPECT_NE(mismatch.message().find("momentum.item_bias"), std::string::npos) << mismatch.message();
 }
 
+TEST(ScaffoldTest, StepsTheModelLikeFedAvgAndTheControlByTheSitesChangesScaledToTheFederation) {
+  auto scaffold = Make("scaffold");
+  EXPECT_TRUE(scaffold->UsesControlVariates());
+  std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 2, 1)};
+  global[0].data = {1, 7};
+  const std::vector<ParamBlock>* c = scaffold->ControlVariates(global);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ((*c)[0].data, (std::vector<float>{0, 0}));
+  // 2 of the federation's 4 sites report; both trained row 0, neither row 1.
+  RoundContext context;
+  context.round = 1;
+  context.num_sites = 4;
+  const std::vector<uint32_t> available = {0, 1, 2, 3};
+  context.available = available;
+  scaffold->ConfigureRound(context);
+  AggregateInput in = Sum(global[0], {{{3, 0}, {1, 0}}, {{5, 0}, {1, 0}}});
+  // Their changes of c_i for row 0: 0.5 and 1.5 (unit weights).
+  const AggregateInput dc = Sum(global[0], {{{0.5f, 0}, {1, 0}}, {{1.5f, 0}, {1, 0}}});
+  in.weighted_sum.push_back(dc.weighted_sum[0]);
+  in.row_weight.push_back(dc.row_weight[0]);
+  in.sites = 2;
+  ASSERT_TRUE(scaffold->Aggregate(in, &global).ok());
+  // x: the average 4; row 1 untouched. c: 0 + (2 / 4) * (0.5 + 1.5) / 2 = 0.5.
+  EXPECT_EQ(global[0].data, (std::vector<float>{4, 7}));
+  EXPECT_EQ((*scaffold->ControlVariates(global))[0].data, (std::vector<float>{0.5f, 0}));
+  // The control variates are its state.
+  auto restored = Make("scaffold");
+  ASSERT_TRUE(restored->Restore(scaffold->State()).ok());
+  EXPECT_EQ((*restored->ControlVariates(global))[0].data, (std::vector<float>{0.5f, 0}));
+  // Without the control blocks the aggregate does not fit.
+  const Status short_input = scaffold->Aggregate(Sum(global[0], {{{3, 0}, {1, 0}}}), &global);
+  EXPECT_EQ(short_input.code(), Status::Code::kInvalidArgument);
+}
+
 class Custom : public Strategy {
  public:
   explicit Custom(const StrategyOptions& o) : Strategy(o) {}
@@ -230,7 +264,7 @@ TEST(StrategyRegistryTest, UnknownNameErrorListsRegisteredNames) {
                      }});
   const std::vector<std::string> names = registry.Names();
   for (const char* n :
-       {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedyogi"})
+       {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedyogi", "scaffold"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
   const auto missing = registry.Create("fedprox-typo", StrategyOptions{});
   ASSERT_FALSE(missing.ok());

@@ -62,8 +62,9 @@ inline FederatedRun Federate(
   EXPECT_TRUE(server.ok()) << server.status().ToString();
   CoordinatorOptions coordinator = MakeCoordinatorOptions(config);
   coordinator.rounds = static_cast<uint32_t>(EffectiveRounds(config));
-  auto strategy = StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
-  EXPECT_TRUE(strategy.ok());
+  auto strategy = StrategyRegistry::WithBuiltins().Create(config.federation.strategy,
+                                                          MakeStrategyOptions(config));
+  EXPECT_TRUE(strategy.ok()) << strategy.status().ToString();
   FederatedRun run;
   SimulationOptions options;
   options.threads = threads;

@@ -175,6 +175,11 @@ TEST(ModelSeam, OutOfTreeExampleModelIsExactUnderSecureAggregation) {
   EXPECT_EQ(ModelSha256(result->global), ModelSha256(central->global));
 }
 
+std::unique_ptr<Strategy> FedAvgOf(const Config& config) {
+  return std::move(StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config)))
+      .value();
+}
+
 TEST(ModelSeam, ModelsThatSolveFromSumsRefuseSampledRounds) {
   for (const char* name : {"ials", "ease", "itemknn", "popularity"}) {
     Config config = SmallConfig();
@@ -182,7 +187,7 @@ TEST(ModelSeam, ModelsThatSolveFromSumsRefuseSampledRounds) {
     config.federation.fraction = 0.5;
     Result<std::unique_ptr<Model>> model = MakeServerModel(config, 10);
     ASSERT_TRUE(model.ok());
-    const Status checked = CheckFederatedModel(config, **model);
+    const Status checked = CheckFederatedModel(config, **model, *FedAvgOf(config));
     ASSERT_FALSE(checked.ok()) << name;
     EXPECT_NE(checked.message().find("federation.fraction: expected 1 for model"),
               std::string::npos);
@@ -192,7 +197,27 @@ TEST(ModelSeam, ModelsThatSolveFromSumsRefuseSampledRounds) {
   sgd.federation.fraction = 0.5;
   Result<std::unique_ptr<Model>> bpr = MakeServerModel(sgd, 10);
   ASSERT_TRUE(bpr.ok());
-  EXPECT_TRUE(CheckFederatedModel(sgd, **bpr).ok());
+  EXPECT_TRUE(CheckFederatedModel(sgd, **bpr, *FedAvgOf(sgd)).ok());
+}
+
+TEST(ModelSeam, ControlVariateStrategiesNeedAModelThatTrainsWithThem) {
+  Config config = SmallConfig();
+  config.federation.strategy = "scaffold";
+  std::unique_ptr<Strategy> scaffold =
+      std::move(StrategyRegistry::WithBuiltins().Create("scaffold", MakeStrategyOptions(config)))
+          .value();
+  config.model.name = "bpr";
+  Result<std::unique_ptr<Model>> bpr = MakeServerModel(config, 10);
+  ASSERT_TRUE(bpr.ok());
+  const Status refused = CheckFederatedModel(config, **bpr, *scaffold);
+  EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(refused.message().find("federation.strategy = \"scaffold\""), std::string::npos)
+      << refused.message();
+  EXPECT_NE(refused.message().find("model.name = \"bpr\""), std::string::npos);
+  config.model.name = "mf";
+  Result<std::unique_ptr<Model>> mf = MakeServerModel(config, 10);
+  ASSERT_TRUE(mf.ok());
+  EXPECT_TRUE(CheckFederatedModel(config, **mf, *scaffold).ok());
 }
 
 TEST(ModelSeam, UnknownModelNameListsTheRegisteredOnes) {

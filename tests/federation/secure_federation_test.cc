@@ -33,11 +33,13 @@ double FinalRmse(const FederatedRun& run) {
   return NAN;
 }
 
-void ExpectCloseToPlain(const std::string& aggregation) {
-  const FederatedRun plain = Federate(SecureConfig("none"));
+void ExpectCloseToPlain(const std::string& aggregation, const std::string& strategy = "fedavg") {
+  Config plain_config = SecureConfig("none"), secure_config = SecureConfig(aggregation);
+  plain_config.federation.strategy = secure_config.federation.strategy = strategy;
+  const FederatedRun plain = Federate(plain_config);
   const FederatedRun secure = aggregation == "paillier"
-                                  ? Federate(SecureConfig(aggregation), 2, PaillierTestSites(6))
-                                  : Federate(SecureConfig(aggregation));
+                                  ? Federate(secure_config, 2, PaillierTestSites(6))
+                                  : Federate(secure_config);
   ASSERT_EQ(secure.rounds.size(), plain.rounds.size());
   for (const RoundMetrics& m : secure.rounds) {
     EXPECT_FALSE(m.aborted) << "round " << m.round << ": " << m.abort_reason;
@@ -51,6 +53,12 @@ void ExpectCloseToPlain(const std::string& aggregation) {
 
 TEST(SecureFederation, SecAggReachesThePlainRmseWithinQuantizationError) {
   ExpectCloseToPlain("secagg");
+}
+
+// SCAFFOLD's control variates are sums too: the sites' changes of c_i travel
+// masked with their update, and the run matches the plain one.
+TEST(SecureFederation, ScaffoldUnderSecAggReachesThePlainRmseWithinQuantizationError) {
+  ExpectCloseToPlain("secagg", "scaffold");
 }
 
 TEST(SecureFederation, SecAggPlusReachesThePlainRmseWithinQuantizationError) {

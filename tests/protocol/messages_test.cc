@@ -86,7 +86,8 @@ class Bytes {
 // The payload of a RoundPlan with one block named "a" whose data count is
 // `claimed` but which carries `present` floats.
 // The fields a RoundPlan ends with when it aggregates in the clear.
-constexpr size_t kPlainAggregationBytes = 1 + 8 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 32 + 1 + 4;
+constexpr size_t kPlainAggregationBytes =
+    1 + 8 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 32 + 1 + 4 + 8;
 void AppendPlainAggregationFields(Bytes& b) {
   b.Put<uint8_t>(0).Put<uint64_t>(0);                      // kNone, no participants
   b.Put<uint32_t>(0).Put<uint32_t>(0);                     // threshold, degree
@@ -96,6 +97,7 @@ void AppendPlainAggregationFields(Bytes& b) {
   for (int i = 0; i < 32; ++i) b.Put<uint8_t>(0);          // job id
   b.Put<uint8_t>(0);                                       // evaluate
   b.Put<float>(0.0f);                                      // proximal mu
+  b.Put<uint64_t>(0);                                      // no control variates
 }
 
 std::vector<uint8_t> RoundPlanPayload(uint64_t claimed, uint32_t present) {

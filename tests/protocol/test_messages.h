@@ -70,6 +70,7 @@ inline RoundPlan RandomRoundPlan(Rng& rng) {
   m.max_weight = rng.Next();
   m.evaluate = rng.Below(2) == 1;
   m.proximal_mu = RandomFloat(rng);
+  if (rng.Below(2) == 1) m.control = RandomModel(rng);
   return m;
 }
 
