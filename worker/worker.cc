@@ -278,8 +278,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
     return OnPaillierMessage(frame);
   }
 
-  const LossSums loss = model_->Train(PlanOf(*plan));
-  model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
+  const LossSums loss = TrainModel(PlanOf(*plan));
   ModelUpdate update;
   update.round = plan->round;
   update.model_version = plan->model_version;
@@ -327,9 +326,20 @@ Status Worker::Send(const M& message, uint32_t round) {
 }
 
 std::vector<double> Worker::TrainLocally() {
-  const LossSums loss = model_->Train(PlanOf(*pending_plan_));
-  model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
+  const LossSums loss = TrainModel(PlanOf(*pending_plan_));
   return {loss.sum, static_cast<double>(loss.count)};
+}
+
+LossSums Worker::TrainModel(const TrainPlan& plan) {
+  const bool byzantine = options_.byzantine.kind != ByzantineAttack::Kind::kNone;
+  std::vector<ParamBlock> received;
+  if (byzantine) received = model_->GlobalBlocks();
+  const LossSums loss = model_->Train(plan);
+  model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
+  if (byzantine)
+    ApplyByzantineAttack(options_.byzantine, received, options_.seed, plan.round, options_.site,
+                         model_.get());
+  return loss;
 }
 
 void Worker::HoldUpload() {

@@ -1,6 +1,6 @@
 // Runs a small federation in the simulator for tests: the synthetic data of a
-// config, its model (model.name), the built-in FedAvg, every round's metrics
-// collected.
+// config, its model (model.name), its strategy (federation.strategy, FedAvg
+// by default), every round's metrics collected.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -62,8 +62,9 @@ inline FederatedRun Federate(
   EXPECT_TRUE(server.ok()) << server.status().ToString();
   CoordinatorOptions coordinator = MakeCoordinatorOptions(config);
   coordinator.rounds = static_cast<uint32_t>(EffectiveRounds(config));
-  auto strategy = StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
-  EXPECT_TRUE(strategy.ok());
+  auto strategy = StrategyRegistry::WithBuiltins().Create(config.federation.strategy,
+                                                          MakeStrategyOptions(config));
+  EXPECT_TRUE(strategy.ok()) << strategy.status().ToString();
   FederatedRun run;
   SimulationOptions options;
   options.threads = threads;
