@@ -119,6 +119,7 @@ void ForEachAveragedRow(
 StrategyRegistry StrategyRegistry::WithBuiltins() {
   StrategyRegistry registry;
   RegisterLinearStrategies(&registry);
+  RegisterRobustStrategies(&registry);
   return registry;
 }
 

@@ -46,7 +46,8 @@ struct SiteInstructions {
 
 // One site's update in the clear (only for strategies that need individual
 // updates, under security.aggregation = "none"), per upload block: row
-// weights (0 for rows it did not train) and values, row-major.
+// weights (0 for rows it did not train) and values, row-major (0 in rows it
+// did not train).
 struct SiteUpdate {
   uint32_t site = 0;
   std::vector<std::vector<double>> weight;  // [block][row]
@@ -154,6 +155,9 @@ class Strategy {
   // Forms the next global model in place from the round's sums (and, for
   // strategies that need them, individual updates). Rows with zero total
   // weight keep their value. Error when the input does not match the model.
+  // Aborted, with `global` untouched, when the strategy refuses the round's
+  // input (too few sites for its rule): the coordinator keeps the model,
+  // reports the round aborted with the message, and the job goes on.
   virtual Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) = 0;
 
   // The round's evaluation (default: nothing).
@@ -223,5 +227,7 @@ class StrategyRegistry {
 // Registration of the built-ins, one per file.
 void RegisterLinearStrategies(
     StrategyRegistry* registry);  // fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi
+void RegisterRobustStrategies(
+    StrategyRegistry* registry);  // fedmedian, fedtrimmedavg, krum, multikrum
 
 }  // namespace fedrec

@@ -177,6 +177,15 @@ const std::vector<Key>& Schema() {
                  "bernoulli: chance a site is online in a round"),
       FEDREC_KEY("sim.availability_trace", sim.availability_trace,
                  "trace: file of \"site start end\" online windows in simulated seconds"),
+      FEDREC_KEY("sim.byzantine_fraction", sim.byzantine_fraction,
+                 "share of sites that are Byzantine (exactly round(share x sites), seeded): they "
+                 "send sim.byzantine_attack instead of their trained parameters"),
+      FEDREC_KEY("sim.byzantine_attack", sim.byzantine_attack,
+                 "what Byzantine sites send, per trained value, x received, t trained, s "
+                 "sim.byzantine_scale: scale (x + s(t - x)) | sign_flip (x - s(t - x)) | random "
+                 "(N(0, s^2))"),
+      FEDREC_KEY("sim.byzantine_scale", sim.byzantine_scale,
+                 "s of sim.byzantine_attack, a number > 0"),
       FEDREC_KEY("output.dir", output.dir, "run directory; empty = runs/<command>-<UTC time>"),
       FEDREC_KEY("output.progress", output.progress, "progress lines on a terminal"),
   };
@@ -652,6 +661,16 @@ Status ValidateConfig(const Config& c) {
   if (c.sim.availability == "trace" && c.sim.availability_trace.empty())
     return fail("sim.availability_trace", "a trace file with sim.availability = \"trace\"",
                 "nothing");
+  if (!(c.sim.byzantine_fraction >= 0.0 && c.sim.byzantine_fraction < 1.0))
+    return fail("sim.byzantine_fraction", "a number in [0, 1)",
+                fmt::format("{}", c.sim.byzantine_fraction));
+  if (c.sim.byzantine_attack != "scale" && c.sim.byzantine_attack != "sign_flip" &&
+      c.sim.byzantine_attack != "random")
+    return fail("sim.byzantine_attack", "scale, sign_flip or random",
+                "\"" + c.sim.byzantine_attack + "\"");
+  if (!(c.sim.byzantine_scale > 0.0) || !std::isfinite(c.sim.byzantine_scale))
+    return fail("sim.byzantine_scale", "a finite number > 0",
+                fmt::format("{}", c.sim.byzantine_scale));
   return Status::Ok();
 }
 

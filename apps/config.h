@@ -140,6 +140,10 @@ struct Config {
     std::string availability = "always";
     double availability_p = 1.0;
     std::string availability_trace;  // "site start end" lines, seconds
+    // Byzantine sites (worker/byzantine.h): share of sites, seeded.
+    double byzantine_fraction = 0.0;
+    std::string byzantine_attack = "sign_flip";  // scale | sign_flip | random
+    double byzantine_scale = 10.0;
   } sim;
 
   struct Output {

@@ -790,6 +790,14 @@ Status SetSimulationProfiles(const Config& config, uint32_t sites, SimulationOpt
   d.stragglers = config.sim.stragglers;
   d.straggler_slowdown = config.sim.straggler_slowdown;
   options->profiles = DrawSiteProfiles(d, sites, config.seed);
+  if (config.sim.byzantine_fraction > 0.0) {
+    FEDREC_ASSIGN_OR_RETURN(
+        options->byzantine.kind,
+        ParseByzantineAttack(config.sim.byzantine_attack, "sim.byzantine_attack"));
+    options->byzantine.scale = config.sim.byzantine_scale;
+    options->byzantine_sites =
+        ChooseByzantineSites(config.sim.byzantine_fraction, sites, config.seed);
+  }
   options->local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
   AvailabilityModel& a = options->availability;
   a.seed = config.seed;

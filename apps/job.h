@@ -111,7 +111,7 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config);
 // The secure-aggregation policy (security.*) coordinator and sites share.
 secagg::Policy SecAggPolicy(const Config& config);
 StrategyOptions MakeStrategyOptions(const Config& config);
-// The simulator's virtual time and availability from sim.* (profiles drawn
+// The simulator's virtual time, availability and Byzantine sites from sim.* (profiles drawn
 // from the seed, the trace file read): errors name the key or file:line.
 Status SetSimulationProfiles(const Config& config, uint32_t sites, SimulationOptions* options);
 

@@ -1,12 +1,18 @@
 #include "coordinator/aggregator.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace fedrec {
 
 UpdateAggregator::UpdateAggregator(const std::vector<ParamBlock>& global, uint64_t version,
-                                   uint32_t round, std::vector<uint32_t> selected)
-    : global_(global), version_(version), round_(round), selected_(std::move(selected)) {
+                                   uint32_t round, std::vector<uint32_t> selected,
+                                   bool keep_updates)
+    : global_(global),
+      version_(version),
+      round_(round),
+      selected_(std::move(selected)),
+      keep_updates_(keep_updates) {
   input_.round = round;
   for (const ParamBlock& b : global_) {
     input_.weighted_sum.emplace_back(static_cast<size_t>(b.rows) * b.cols, 0.0);
@@ -59,10 +65,26 @@ void UpdateAggregator::Fail(uint32_t site) {
   Advance(false);
 }
 
-void UpdateAggregator::Fold(const ModelUpdate& update) {
+void UpdateAggregator::Fold(uint32_t site, const ModelUpdate& update) {
+  SiteUpdate* kept = nullptr;
+  if (keep_updates_) {
+    kept = &input_.updates.emplace_back();
+    kept->site = site;
+    for (const ParamBlock& block : global_) {
+      kept->weight.emplace_back(block.rows, 0.0);
+      kept->values.emplace_back(static_cast<size_t>(block.rows) * block.cols, 0.0f);
+    }
+  }
   for (const BlockUpdate& b : update.blocks) {
     size_t index = 0;
     while (global_[index].name != b.name) ++index;
+    if (kept != nullptr) {
+      for (size_t k = 0; k < b.rows.size(); ++k) {
+        kept->weight[index][b.rows[k]] = b.weights[k];
+        std::copy_n(b.values.begin() + static_cast<ptrdiff_t>(k * b.cols), b.cols,
+                    kept->values[index].begin() + static_cast<ptrdiff_t>(b.rows[k]) * b.cols);
+      }
+    }
     auto& sum = input_.weighted_sum[index];
     auto& weight = input_.row_weight[index];
     for (size_t k = 0; k < b.rows.size(); ++k) {
@@ -82,7 +104,7 @@ void UpdateAggregator::Advance(bool finishing) {
   while (next_ < selected_.size()) {
     const uint32_t site = selected_[next_];
     if (auto it = pending_.find(site); it != pending_.end()) {
-      Fold(it->second);
+      Fold(site, it->second);
       pending_.erase(it);
     } else if (!failed_.contains(site) && !finishing) {
       return;

@@ -430,7 +430,8 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
     FEDREC_RETURN_IF_ERROR(PaillierRound(std::move(plan), selected, metrics, &input));
   } else {
     FEDREC_RETURN_IF_ERROR(SendWithModel(&plan, selected, round));
-    UpdateAggregator aggregator(upload_, version_, round, selected);
+    UpdateAggregator aggregator(upload_, version_, round, selected,
+                                strategy_->NeedsIndividualUpdates());
     FEDREC_RETURN_IF_ERROR(Collect<ModelUpdate>(
         round, selected,
         [&](uint32_t site, ModelUpdate update) {
@@ -474,12 +475,19 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
                  metrics->abort_reason);
     return Status::Ok();
   }
-  return ApplyAggregate(round, input);
+  return ApplyAggregate(round, input, metrics);
 }
 
-Status Coordinator::ApplyAggregate(uint32_t round, const AggregateInput& input) {
+Status Coordinator::ApplyAggregate(uint32_t round, const AggregateInput& input,
+                                   RoundMetrics* metrics) {
   const Status applied = model_ ? model_->Apply(input, strategy_.get(), &global_)
                                 : strategy_->Aggregate(input, &global_);
+  if (applied.code() == Status::Code::kAborted) {  // refused: the model is unchanged
+    metrics->aborted = true;
+    metrics->abort_reason = applied.message();
+    spdlog::warn("coordinator, round {}: {}; the model is unchanged", round, applied.message());
+    return Status::Ok();
+  }
   FEDREC_RETURN_IF_ERROR(applied.WithContext("coordinator, round " + std::to_string(round)));
   for (const ParamBlock& block : global_) {
     for (size_t i = 0; i < block.data.size(); ++i) {

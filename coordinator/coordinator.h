@@ -186,7 +186,9 @@ class Coordinator {
                                                          SecureRoundCost* cost,
                                                          std::vector<uint32_t>* survivors);
   // Applies `input` with the strategy and checks the result (diverged -> Aborted).
-  Status ApplyAggregate(uint32_t round, const AggregateInput& input);
+  // Strategy::Aggregate's refusal (Aborted) ends the round aborted with the
+  // model unchanged.
+  Status ApplyAggregate(uint32_t round, const AggregateInput& input, RoundMetrics* metrics);
   template <typename M>
   Status SendTo(const M& message, uint32_t site, uint32_t round);
   Status Evaluate(uint32_t round, RoundMetrics* metrics);

@@ -35,6 +35,19 @@ std::vector<SiteProfile> DrawSiteProfiles(const ProfileDistribution& d, uint32_t
   return profiles;
 }
 
+std::vector<uint32_t> ChooseByzantineSites(double fraction, uint32_t sites, uint64_t seed) {
+  const uint32_t count = std::min<uint32_t>(
+      sites, static_cast<uint32_t>(std::llround(fraction * static_cast<double>(sites))));
+  std::vector<uint32_t> order(sites);
+  std::iota(order.begin(), order.end(), 0u);
+  Rng rng(seed, 0, sites, Purpose::kDropout);
+  for (uint32_t i = 0; i < count; ++i)  // partial Fisher-Yates
+    std::swap(order[i], order[i + static_cast<uint32_t>(rng.Below(sites - i))]);
+  order.resize(count);
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
 bool AvailabilityModel::Online(uint32_t site, uint32_t round, double t) const {
   switch (kind) {
     case Kind::kAlways:

@@ -47,6 +47,11 @@ struct ProfileDistribution {
 std::vector<SiteProfile> DrawSiteProfiles(const ProfileDistribution& distribution, uint32_t sites,
                                           uint64_t seed);
 
+// The Byzantine sites (sim.byzantine_fraction), ascending: exactly
+// round(fraction * sites) of them, a uniform sample from stream (seed, 0,
+// sites, kDropout).
+std::vector<uint32_t> ChooseByzantineSites(double fraction, uint32_t sites, uint64_t seed);
+
 // When simulated sites are online; frames to and from an offline site are
 // lost (sim/simulation.cc decorates each site's transport with it).
 struct AvailabilityModel {

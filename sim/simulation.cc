@@ -217,6 +217,14 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     return Status::InvalidArgument("simulation: " + std::to_string(options.profiles.size()) +
                                    " site profiles for " + std::to_string(num_sites) + " sites");
   }
+  if (!options.byzantine_sites.empty()) {
+    if (options.byzantine_sites.back() >= num_sites) {
+      return Status::InvalidArgument("simulation: Byzantine site " +
+                                     std::to_string(options.byzantine_sites.back()) + " of " +
+                                     std::to_string(num_sites) + " sites");
+    }
+    FEDREC_RETURN_IF_ERROR(CheckAttackable(*server_model).WithContext("simulation"));
+  }
   std::vector<SiteProfile> profiles = options.profiles;
   profiles.resize(num_sites);
   std::vector<uint64_t> train_ratings(num_sites), test_ratings(num_sites);
@@ -262,6 +270,8 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     wo.site = s;
     wo.coordinator_rank = 0;
     if (identities[s + 1]) wo.identity = identities[s + 1];
+    if (std::binary_search(options.byzantine_sites.begin(), options.byzantine_sites.end(), s))
+      wo.byzantine = options.byzantine;
     if (options.customize_site) options.customize_site(&wo, s);
     workers[s] = std::make_unique<Worker>(wo, items, std::move(sites[s]), endpoints[s + 1]);
   }

@@ -55,6 +55,10 @@ struct SimulationOptions {
   std::vector<SiteProfile> profiles;
   uint32_t local_epochs = 1;
   AvailabilityModel availability;
+  // Byzantine sites (worker/byzantine.h): these sites, ascending, send
+  // `byzantine` instead of their trained values (ChooseByzantineSites).
+  std::vector<uint32_t> byzantine_sites;
+  ByzantineAttack byzantine;
 };
 
 struct SimulationResult {

@@ -260,7 +260,6 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   }
 
   const LossSums loss = TrainOn(*plan);
-  model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
   ModelUpdate update;
   update.round = plan->round;
   update.model_version = plan->model_version;
@@ -325,7 +324,7 @@ Status Worker::BeginControl(RoundPlan* plan) {
 }
 
 LossSums Worker::TrainOn(const RoundPlan& plan) {
-  const LossSums loss = model_->Train(PlanOf(plan, control_));
+  const LossSums loss = TrainModel(PlanOf(plan, control_));
   control_.Finish(*model_, loss.lr_sum);
   return loss;
 }
@@ -344,8 +343,19 @@ std::vector<DenseBlockView> Worker::UploadViews() const {
 
 std::vector<double> Worker::TrainLocally() {
   const LossSums loss = TrainOn(*pending_plan_);
-  model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
   return {loss.sum, static_cast<double>(loss.count)};
+}
+
+LossSums Worker::TrainModel(const TrainPlan& plan) {
+  const bool byzantine = options_.byzantine.kind != ByzantineAttack::Kind::kNone;
+  std::vector<ParamBlock> received;
+  if (byzantine) received = model_->GlobalBlocks();
+  const LossSums loss = model_->Train(plan);
+  model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
+  if (byzantine)
+    ApplyByzantineAttack(options_.byzantine, received, options_.seed, plan.round, options_.site,
+                         model_.get());
+  return loss;
 }
 
 void Worker::HoldUpload() {

@@ -24,6 +24,7 @@
 #include "protocol/messages.h"
 #include "protocol/secagg.h"
 #include "protocol/transport.h"
+#include "worker/byzantine.h"
 #include "worker/site_control.h"
 
 namespace fedrec {
@@ -76,6 +77,9 @@ struct WorkerOptions {
   // signature, 5 unmasking).
   uint32_t drop_round = 0;
   uint32_t drop_step = 0;
+  // Fault injection (the simulator's Byzantine sites, worker/byzantine.h):
+  // the site sends this attack instead of its trained values. kNone: honest.
+  ByzantineAttack byzantine;
 };
 
 // One site's data. Users are numbered by the site (0..user_keys.size()-1);
@@ -148,6 +152,8 @@ class Worker {
   Result<std::vector<uint64_t>> TrainEncoded(std::vector<double>* metrics);
   // The training-loss metrics of the round's local training.
   std::vector<double> TrainLocally();
+  // Trains the model for `plan`; a Byzantine site then applies its attack.
+  LossSums TrainModel(const TrainPlan& plan);
   // The metric sums of the model as it is now on this site's test ratings.
   EvalReport EvaluateModel(uint32_t round) const;
   // Keeps the trained upload's weighted rows (held_upload_) so the global

@@ -1,6 +1,6 @@
 // Runs a small federation in the simulator for tests: the synthetic data of a
-// config, its model (model.name), the built-in FedAvg, every round's metrics
-// collected.
+// config, its model (model.name), its strategy (federation.strategy, FedAvg
+// by default), every round's metrics collected.
 #pragma once
 
 #include <gtest/gtest.h>
