@@ -106,7 +106,10 @@ Status AddPopularity(json* summary, const Config& config, const Dataset& dataset
 
 }  // namespace
 
-int RunTrain(const Config& config, const ModelRegistry* models) {
+int RunTrain(const Config& config, const Registries& registries) {
+  Result<JobRegistries> job = LoadJobRegistries(config.plugins, registries);
+  if (!job.ok()) return Fail(job.status().WithContext("config plugins"));
+  const ModelRegistry* models = &job->models;
   Result<Dataset> dataset = LoadDataset(config);
   if (!dataset.ok()) return Fail(dataset.status());
   Result<RunOutput> out = RunOutput::Create(config, "train");
@@ -203,6 +206,7 @@ class RoundReporter {
                const TrafficStats& coordinator_traffic) const {
     json summary = {{"command", command},
                     {"model", config_.model.name},
+                    {"strategy", config_.federation.strategy},
                     {"sites", config_.federation.sites},
                     {"rounds", rounds_}};
     AddEval(&summary, last_eval_, config_, items_);
@@ -253,9 +257,11 @@ CoordinatorOptions CoordinatorOptionsOf(const Config& config, const ModelRegistr
   return options;
 }
 
-Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config) {
-  Result<std::unique_ptr<Strategy>> strategy = StrategyRegistry::WithBuiltins().Create(
-      config.federation.strategy, MakeStrategyOptions(config));
+// federation.strategy from `strategies` (the built-ins and the job's plug-ins).
+Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
+                                               const StrategyRegistry& strategies) {
+  Result<std::unique_ptr<Strategy>> strategy =
+      strategies.Create(config.federation.strategy, MakeStrategyOptions(config));
   if (!strategy.ok()) return strategy.status().WithContext("config federation.strategy");
   if ((*strategy)->NeedsIndividualUpdates() && config.security.aggregation != "none") {
     return Status::InvalidArgument(
@@ -270,20 +276,23 @@ Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config) {
 
 }  // namespace
 
-int RunSim(const Config& config, const ModelRegistry* models) {
+int RunSim(const Config& config, const Registries& registries) {
+  Result<JobRegistries> job_registries = LoadJobRegistries(config.plugins, registries);
+  if (!job_registries.ok()) return Fail(job_registries.status().WithContext("config plugins"));
+  const ModelRegistry* models = &job_registries->models;
   Result<FederatedData> data = LoadFederatedData(config);
   if (!data.ok()) return Fail(data.status());
   Result<RunOutput> out = RunOutput::Create(config, "sim");
   if (!out.ok()) return Fail(out.status());
-  Result<std::unique_ptr<Strategy>> strategy = MakeStrategy(config);
+  Result<std::unique_ptr<Strategy>> strategy = MakeStrategy(config, job_registries->strategies);
   if (!strategy.ok()) return Fail(strategy.status());
 
   const Dataset& dataset = data->dataset;
   spdlog::info(
-      "sim: model {}, {} sites, {} users, {} items, {} train / {} test interactions; run "
-      "directory {}",
-      config.model.name, data->sites.size(), dataset.users.size(), dataset.items.size(),
-      dataset.train.size(), dataset.test.size(), out->dir());
+      "sim: model {}, strategy {}, {} sites, {} users, {} items, {} train / {} test "
+      "interactions; run directory {}",
+      config.model.name, config.federation.strategy, data->sites.size(), dataset.users.size(),
+      dataset.items.size(), dataset.train.size(), dataset.test.size(), out->dir());
   Result<std::unique_ptr<Model>> server_model = ServerModel(config, dataset.items.size(), models);
   if (!server_model.ok()) return Fail(server_model.status());
   if (Status s = CheckFederatedModel(config, **server_model, **strategy); !s.ok()) return Fail(s);
@@ -477,9 +486,10 @@ Config PopularityConfig(const Config& config) {
 // error when the job must stop (the sites were told).
 Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint32_t items,
                                                       const std::vector<int>& site_ranks,
-                                                      const crypto::Key32& job, Transport& t) {
+                                                      const crypto::Key32& job, Transport& t,
+                                                      const StrategyRegistry& strategies) {
   const Config popularity = PopularityConfig(config);
-  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(popularity));
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(popularity, strategies));
   FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> server, ServerModel(popularity, items, nullptr));
   CoordinatorOptions options = CoordinatorOptionsOf(popularity, nullptr);
   options.site_ranks = site_ranks;
@@ -499,13 +509,19 @@ Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint
 }
 
 int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& site_ranks,
-                    const crypto::Key32& job, const ModelRegistry* models) {
+                    const crypto::Key32& job, const Result<JobRegistries>& registries) {
+  if (!registries.ok()) {
+    const Status status = registries.status().WithContext("config plugins");
+    AbortSites(t, site_ranks, "the coordinator cannot load its plug-ins: " + status.message());
+    return Fail(status);
+  }
+  const ModelRegistry* models = &registries->models;
   Result<RunOutput> out = RunOutput::Create(config, "run");
   if (!out.ok()) {
     AbortSites(t, site_ranks, "the coordinator cannot write its run directory");
     return Fail(out.status());
   }
-  Result<std::unique_ptr<Strategy>> strategy = MakeStrategy(config);
+  Result<std::unique_ptr<Strategy>> strategy = MakeStrategy(config, registries->strategies);
   if (!strategy.ok()) {
     AbortSites(t, site_ranks, strategy.status().message());
     return Fail(strategy.status());
@@ -608,7 +624,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   std::optional<EvalResult> popularity;
   if (config.eval.ranking) {
     Result<std::optional<EvalResult>> baseline =
-        FederatedPopularity(config, items.size(), site_ranks, job, t);
+        FederatedPopularity(config, items.size(), site_ranks, job, t, registries->strategies);
     if (!baseline.ok()) return Fail(baseline.status().WithContext("the popularity baseline"));
     popularity = *baseline;
   }
@@ -633,13 +649,18 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
 // catalogue's).
 int SiteRank(const Config& config, Transport& t, uint32_t site,
              std::optional<crypto::SigningKey> identity, const SecureTransport* channel,
-             const ModelRegistry* models) {
+             const Result<JobRegistries>& registries) {
   const std::string name = SiteName(site, t.rank());
   auto fail = [&](const std::string& message) {
     std::cerr << ("fedrec: " + name + ": " + message + "\n");
     return 1;
   };
-  Result<LocalSite> local = LoadLocalSite(config, site);
+  // A site that cannot load its plug-ins says so in its hello, as one that
+  // cannot load its data does, and the coordinator ends the job.
+  Result<LocalSite> local =
+      registries.ok() ? LoadLocalSite(config, site)
+                      : Result<LocalSite>(registries.status().WithContext("config plugins"));
+  const ModelRegistry* models = registries.ok() ? &registries->models : nullptr;
   SiteHello hello;
   hello.site = site;
   if (local.ok()) {
@@ -744,7 +765,7 @@ void SettleChannels(SecureTransport& channel, const std::vector<int>& site_ranks
 
 }  // namespace
 
-int RunMpi(const Config& config, const ModelRegistry* models) {
+int RunMpi(const Config& config, const Registries& base_registries) {
   if (Status valid = ValidateDistributedConfig(config); !valid.ok()) return Fail(valid);
   Result<std::unique_ptr<MpiTransport>> started = MpiTransport::Start();
   if (!started.ok()) return Fail(started.status().WithContext("fedrec run"));
@@ -818,8 +839,10 @@ int RunMpi(const Config& config, const ModelRegistry* models) {
     if (!job_id.ok()) code = Fail(job_id.status());
   }
   if (code == 0) {
-    code = site ? SiteRank(config, *transport, *site, identity, channel.get(), models)
-                : CoordinatorRank(config, *transport, site_ranks, job, models);
+    // Every rank loads the plug-ins before it creates a strategy or model.
+    const Result<JobRegistries> registries = LoadJobRegistries(config.plugins, base_registries);
+    code = site ? SiteRank(config, *transport, *site, identity, channel.get(), registries)
+                : CoordinatorRank(config, *transport, site_ranks, job, registries);
   }
   if (code != 0 && !site && channel) SettleChannels(*channel, site_ranks, std::chrono::seconds(10));
   if (code != 0) {

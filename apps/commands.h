@@ -9,18 +9,21 @@
 
 #include "algorithms/model.h"
 #include "apps/config.h"
+#include "apps/plugin.h"
 #include "base/status.h"
 
 namespace fedrec {
 
-// `models` is the registry model.name is looked up in: the built-ins when
-// null; a program with its own models passes ModelRegistry::WithBuiltins()
-// plus its registrations (see examples/plugin_model).
-int RunTrain(const Config& config, const ModelRegistry* models = nullptr);  // centralized
-int RunSim(const Config& config, const ModelRegistry* models = nullptr);    // one process
+// `registries` are where federation.strategy and model.name are looked up:
+// the built-ins by default; a program with its own strategies or models
+// passes registries holding them (see examples/plugin_model). Each command
+// first loads config.plugins into copies of them (apps/plugin.h).
+int RunTrain(const Config& config, const Registries& registries = {});  // centralized
+int RunSim(const Config& config, const Registries& registries = {});    // one process
 // One role per MPI rank: rank 0 coordinator, ranks 1..S shard servers, the
-// rest one site each. Call on every rank of an mpirun job.
-int RunMpi(const Config& config, const ModelRegistry* models = nullptr);
+// rest one site each. Call on every rank of an mpirun job; every rank loads
+// the plug-ins, and one that cannot ends the job on every rank.
+int RunMpi(const Config& config, const Registries& registries = {});
 // Writes the configured synthetic data as CSV: <dir>/ratings.csv with all of it
 // and <dir>/site<s>.csv for each of federation.sites sites (partitioned as
 // configured), for trying per-site files and multi-machine runs.
@@ -48,11 +51,12 @@ struct Recommendations {
 };
 // The user's top-K items not seen in training, scored by the run's model, with
 // titles when a title file is found. Reads only the run's global model and the
-// one holder folder that lists the user. Errors (unknown run or user, damaged
-// files) name what was expected and what was found.
+// one holder folder that lists the user (and loads the plug-ins the run's
+// configuration names). Errors (unknown run or user, damaged files) name what
+// was expected and what was found.
 Result<Recommendations> Recommend(const RecommendRequest& request,
-                                  const ModelRegistry* models = nullptr);
+                                  const Registries& registries = {});
 // Prints Recommend's answer as text lines or, with request.json, one JSON object.
-int RunRecommend(const RecommendRequest& request, const ModelRegistry* models = nullptr);
+int RunRecommend(const RecommendRequest& request, const Registries& registries = {});
 
 }  // namespace fedrec

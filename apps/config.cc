@@ -5,9 +5,11 @@
 
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <variant>
 
 #include "algorithms/model.h"
@@ -18,7 +20,8 @@ namespace fedrec {
 
 namespace {
 
-using Target = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*>;
+using Target =
+    std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, std::vector<std::string>*>;
 
 struct Key {
   const char* path;
@@ -34,6 +37,10 @@ struct Key {
 const std::vector<Key>& Schema() {
   static const std::vector<Key> keys = {
       FEDREC_KEY("seed", seed, "seed of every random stream (data, init, shuffling, sampling)"),
+      FEDREC_KEY("plugins", plugins,
+                 "plug-in libraries to load, registering strategies and models (docs/plugins.md); "
+                 "relative paths are relative to the config file's directory (--set: to the "
+                 "working directory); --set plugins=a.so,b.so"),
       FEDREC_KEY("data.format", data.format,
                  "rating file format: auto | ml100k | ml1m | mlcsv | csv | implicit "
                  "(user,item[,timestamp])"),
@@ -265,6 +272,8 @@ const char* TypeName(const Target& t) {
       return "number";
     case 3:
       return "boolean (true or false)";
+    case 5:
+      return "array of strings";
     default:
       return "string";
   }
@@ -311,7 +320,11 @@ std::string Render(const Target& t) {
         using T = std::remove_pointer_t<decltype(p)>;
         if constexpr (std::is_same_v<T, std::string>)
           return Quote(*p);
-        else if constexpr (std::is_same_v<T, bool>)
+        else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          std::string out;
+          for (const std::string& s : *p) out += (out.empty() ? "" : ", ") + Quote(s);
+          return "[" + out + "]";
+        } else if constexpr (std::is_same_v<T, bool>)
           return *p ? "true" : "false";
         else if constexpr (std::is_same_v<T, double>) {
           std::string s = fmt::format("{}", *p);
@@ -335,6 +348,34 @@ Status ParseInto(const Target& target, std::string_view text, const std::string&
     if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
       text = text.substr(1, text.size() - 2);
     **s = std::string(text);
+    return Status::Ok();
+  }
+  if (auto* list = std::get_if<std::vector<std::string>*>(&target)) {
+    // a,b,c (empty: no entries), or a TOML array ["a", "b"].
+    std::vector<std::string> items;
+    if (text.starts_with('[')) {
+      toml::table parsed;
+      try {
+        parsed = toml::parse("value = " + std::string(text));
+      } catch (const toml::parse_error&) {
+        return bad("a TOML array of strings or comma-separated values");
+      }
+      const toml::array* array = parsed["value"].as_array();
+      if (array == nullptr) return bad("a TOML array of strings or comma-separated values");
+      for (const toml::node& element : *array) {
+        if (!element.is_string()) return bad("an array of strings");
+        items.push_back(*element.value<std::string>());
+      }
+    } else {
+      for (size_t start = 0; start < text.size();) {
+        const size_t comma = std::min(text.find(',', start), text.size());
+        if (comma == start) return bad("comma-separated values, none empty");
+        items.emplace_back(text.substr(start, comma - start));
+        start = comma + 1;
+        if (comma + 1 == text.size()) return bad("comma-separated values, none empty");
+      }
+    }
+    **list = std::move(items);
     return Status::Ok();
   }
   if (auto* b = std::get_if<bool*>(&target)) {
@@ -367,8 +408,31 @@ Status ParseInto(const Target& target, std::string_view text, const std::string&
   return Status::Ok();
 }
 
+// "a string", "an integer", "an array"...: the node's TOML type.
+std::string NodeTypeName(const toml::node& node) {
+  std::ostringstream out;
+  out << node.type();
+  const std::string type = out.str();
+  return (type.find_first_of("aeiou") == 0 ? "an " : "a ") + type;
+}
+
 Status SetFromNode(const Target& target, const toml::node& node, const std::string& where) {
-  if (auto* s = std::get_if<std::string*>(&target)) {
+  if (auto* list = std::get_if<std::vector<std::string>*>(&target)) {
+    const toml::array* array = node.as_array();
+    if (array == nullptr)
+      return Status::InvalidArgument(where + ": expected an array of strings, found " +
+                                     NodeTypeName(node));
+    std::vector<std::string> items;
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& element = *array->get(i);
+      if (!element.is_string())
+        return Status::InvalidArgument(
+            fmt::format("{}: expected an array of strings, found {} at index {}", where,
+                        NodeTypeName(element), i));
+      items.push_back(*element.value<std::string>());
+    }
+    **list = std::move(items);
+  } else if (auto* s = std::get_if<std::string*>(&target)) {
     if (!node.is_string()) return Status::InvalidArgument(where + ": expected a string");
     **s = *node.value<std::string>();
   } else if (auto* b = std::get_if<bool*>(&target)) {
@@ -410,6 +474,14 @@ Status Walk(const toml::table& table, const std::string& prefix, const std::stri
       continue;
     }
     FEDREC_RETURN_IF_ERROR(SetFromNode(key->bind(*config), node, where));
+    if (path == "plugins") {
+      // Relative to the file that names them, wherever fedrec runs from.
+      const std::filesystem::path dir = std::filesystem::absolute(file).parent_path();
+      for (std::string& plugin : config->plugins) {
+        if (!plugin.empty() && std::filesystem::path(plugin).is_relative())
+          plugin = (dir / plugin).lexically_normal().string();
+      }
+    }
   }
   return Status::Ok();
 }
@@ -469,6 +541,10 @@ Status ValidateConfig(const Config& c) {
     }
     return fail(key, list, "\"" + v + "\"");
   };
+  for (size_t i = 0; i < c.plugins.size(); ++i) {
+    if (c.plugins[i].empty())
+      return fail(fmt::format("plugins[{}]", i), "the path of a plug-in library", "\"\"");
+  }
   FEDREC_RETURN_IF_ERROR(
       one_of("data.format", c.data.format, {"auto", "ml100k", "ml1m", "mlcsv", "csv", "implicit"}));
   FEDREC_RETURN_IF_ERROR(

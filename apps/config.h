@@ -18,6 +18,11 @@ namespace fedrec {
 
 struct Config {
   uint64_t seed = 42;
+  // Plug-in libraries (apps/plugin.h) loaded before any strategy or model is
+  // created. A relative path in a config file is relative to that file's
+  // directory (LoadConfigFile makes it absolute); one from --set, to the
+  // working directory.
+  std::vector<std::string> plugins;
 
   struct Data {
     std::string format = "auto";   // auto | ml100k | ml1m | mlcsv | csv

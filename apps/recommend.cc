@@ -147,11 +147,14 @@ std::string FindTitleFile(const Config& config) {
 
 }  // namespace
 
-Result<Recommendations> Recommend(const RecommendRequest& request, const ModelRegistry* models) {
+Result<Recommendations> Recommend(const RecommendRequest& request, const Registries& registries) {
   const std::string& run = request.run;
   if (!fs::is_directory(run)) return Status::NotFound("no run directory " + run);
   Result<Config> config = LoadConfigFile(run + "/config.toml");
   if (!config.ok()) return config.status().WithContext("the run's configuration");
+  Result<JobRegistries> job = LoadJobRegistries(config->plugins, registries);
+  if (!job.ok()) return job.status().WithContext("the run's plugins");
+  const ModelRegistry* models = &job->models;
   FEDREC_ASSIGN_OR_RETURN(std::vector<std::string> item_ids, ReadLines(run + "/items.tsv"));
   std::unordered_map<std::string, uint32_t> item_index;
   for (uint32_t i = 0; i < item_ids.size(); ++i) item_index.emplace(item_ids[i], i);
@@ -215,8 +218,8 @@ Result<Recommendations> Recommend(const RecommendRequest& request, const ModelRe
   return out;
 }
 
-int RunRecommend(const RecommendRequest& request, const ModelRegistry* models) {
-  Result<Recommendations> answer = Recommend(request, models);
+int RunRecommend(const RecommendRequest& request, const Registries& registries) {
+  Result<Recommendations> answer = Recommend(request, registries);
   if (!answer.ok()) {
     std::cerr << ("fedrec recommend: " + answer.status().message() + "\n");
     return 1;

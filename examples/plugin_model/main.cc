@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   }
   fedrec::ModelRegistry models = fedrec::ModelRegistry::WithBuiltins();
   bayes_example::RegisterBayesianAverage(&models);
-  return std::string(argv[1]) == "train" ? fedrec::RunTrain(config, &models)
-                                         : fedrec::RunSim(config, &models);
+  // The built-in strategies, the models above, and whatever config.plugins adds.
+  const fedrec::Registries registries{nullptr, &models};
+  return std::string(argv[1]) == "train" ? fedrec::RunTrain(config, registries)
+                                         : fedrec::RunSim(config, registries);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real `mpiexec ... fedrec run` jobs, as users start them (registered with
 # CTest in CMakeLists.txt, which sets FEDREC, MPIEXEC, MPIEXEC_NUMPROC_FLAG,
-# MPIEXEC_PREFLAGS and the Open MPI root-permission variables).
+# MPIEXEC_PREFLAGS, FEDREC_PLUGIN (examples/plugin built in the tree) and the
+# Open MPI root-permission variables).
 #
 #   mpi_job_test.sh parity <files|partition> <np>  same model_sha256 as fedrec sim
 #   mpi_job_test.sh too-few-ranks                  clear error on every rank, non-zero exit
@@ -11,6 +12,9 @@
 #   mpi_job_test.sh item-outside-universe          a site's item missing from the universe
 #   mpi_job_test.sh serve <model> <np>             a model's run matches sim; its sites
 #                                                  save their folders; recommend serves from them
+#   mpi_job_test.sh plugin                         a plug-in strategy (FEDREC_PLUGIN) on every
+#                                                  rank matches sim
+#   mpi_job_test.sh missing-plugin                 a plug-in that is not there ends every rank
 set -uo pipefail
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fedrec-mpi.XXXXXX")
@@ -119,6 +123,30 @@ case "$1" in
     grep -q "\"holder\":\"site1\"" <<<"$out" || fail "user $user should be served by site1: $out"
     [ "$(grep -o '"rank"' <<<"$out" | wc -l)" -eq 5 ] || fail "expected 5 items: $out"
     echo "serve ($model, -np $np): $run; user $user from site1"
+    ;;
+  plugin)
+    # Every rank loads the plug-in (FEDREC_PLUGIN, examples/plugin) named by
+    # the config and runs its strategy: the same model as fedrec sim.
+    args=("${small[@]}" --set federation.sites=3 --set plugins="$FEDREC_PLUGIN"
+          --set federation.strategy=fedavg_decay --set strategy.fedavg_decay.decay=0.5)
+    sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
+    run=$(mpirun 4 "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | sha)
+    [ -n "$run" ] && [ "$sim" = "$run" ] || fail "plug-in strategy: sim '$sim' != run '$run'"
+    grep -q '"strategy": "fedavg_decay"' "$work/run/summary.json" ||
+      fail "the run's summary.json names no fedavg_decay"
+    [ "$(wc -l < "$work/run/metrics.jsonl")" -eq 4 ] || fail "metrics.jsonl should have 4 rounds"
+    echo "plug-in strategy fedavg_decay on every rank: $run"
+    ;;
+  missing-plugin)
+    out=$(mpirun 4 "$FEDREC" run "${small[@]}" --set federation.sites=3 \
+          --set plugins="$work/no-such-plugin.so" --set output.dir="$work/r" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "expected a non-zero exit"
+    grep -q "fedrec: config plugins: plug-in $work/no-such-plugin.so: expected a shared library, found no such file" <<<"$out" ||
+      fail "the coordinator should name the missing plug-in: $out"
+    n=$(grep -c "fedrec: site [0-9] (rank [0-9]):" <<<"$out")
+    [ "$n" -eq 3 ] || fail "every site rank should print why it stopped, got $n: $out"
+    echo "missing plug-in: exit $code"
     ;;
   *)
     fail "unknown check $1"
