@@ -10,6 +10,7 @@
 
 #include "algorithms/strategy.h"
 #include "base/random.h"
+#include "tests/algorithms/make_strategy.h"
 
 namespace fedrec {
 namespace {
@@ -54,16 +55,6 @@ AggregateInput Input(const std::vector<ParamBlock>& global, const std::vector<Si
   }
   in.sites = static_cast<uint32_t>(sites.size());
   return in;
-}
-
-std::unique_ptr<Strategy> Make(const std::string& name, std::map<std::string, double> params = {},
-                               double server_lr = 1.0) {
-  StrategyOptions options;
-  options.server_lr = server_lr;
-  options.params = std::move(params);
-  auto created = StrategyRegistry::WithBuiltins().Create(name, options);
-  EXPECT_TRUE(created.ok()) << created.status().ToString();
-  return std::move(created).value();
 }
 
 constexpr float kSkip = 0;  // a value in a row the site did not train

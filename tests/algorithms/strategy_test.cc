@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/random.h"
+#include "tests/algorithms/make_strategy.h"
 
 namespace fedrec {
 namespace {
@@ -98,16 +99,6 @@ TEST(FedAvgTest, ShapeMismatchIsAnInvalidArgument) {
   const Status wrong_rows = fedavg->Aggregate(Sum(other, {{{1, 2, 3}, {1, 1, 1}}}), &global);
   EXPECT_EQ(wrong_rows.code(), Status::Code::kInvalidArgument);
   EXPECT_NE(wrong_rows.message().find("item_bias"), std::string::npos) << wrong_rows.message();
-}
-
-std::unique_ptr<Strategy> Make(const std::string& name, std::map<std::string, double> params = {},
-                               double server_lr = 1.0) {
-  StrategyOptions options;
-  options.server_lr = server_lr;
-  options.params = std::move(params);
-  auto created = StrategyRegistry::WithBuiltins().Create(name, options);
-  EXPECT_TRUE(created.ok()) << created.status().ToString();
-  return created.ok() ? std::move(created).value() : nullptr;
 }
 
 // One 1x1 block at `x`, stepped by `strategy` toward sites' values of the row.
