@@ -68,13 +68,21 @@ void ServeScripted(
 }
 
 std::vector<RoundMetrics> RunCoordinator(Transport& t, const Fixture& fx, CoordinatorOptions o,
-                                         std::string* final_sha = nullptr) {
-  Coordinator c(
-      o, fx.initial,
-      std::move(StrategyRegistry::WithBuiltins().Create("fedavg", StrategyOptions()).value()), &t);
+                                         std::string* final_sha = nullptr,
+                                         std::unique_ptr<Strategy> strategy = nullptr,
+                                         Status* status = nullptr) {
+  if (!strategy) {
+    strategy =
+        std::move(StrategyRegistry::WithBuiltins().Create("fedavg", StrategyOptions()).value());
+  }
+  Coordinator c(o, fx.initial, std::move(strategy), &t);
   std::vector<RoundMetrics> rounds;
   Status s = c.Run([&](const RoundMetrics& m) { rounds.push_back(m); });
-  EXPECT_TRUE(s.ok()) << s.ToString();
+  if (status) {
+    *status = s;
+  } else {
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
   if (final_sha) *final_sha = ModelSha256(c.global());
   return rounds;
 }
@@ -177,6 +185,116 @@ TEST(Coordinator, TooFewUpdatesAbortsTheRoundAndKeepsTheModel) {
   ASSERT_EQ(rounds.size(), 1u);
   EXPECT_TRUE(rounds[0].aborted);
   EXPECT_EQ(sha, ModelSha256(fx.initial));
+}
+
+TEST(Coordinator, RefusingFailuresKeepsTheModelWhenASelectedSiteFails) {
+  Fixture fx(2);
+  std::vector<RoundMetrics> rounds;
+  std::string sha;
+  SpawnRanks(3, [&](int rank, Transport& t) {
+    if (rank == 0) {
+      CoordinatorOptions o = fx.Options();
+      o.rounds = 1;
+      StrategyOptions strict;
+      strict.accept_failures = false;
+      rounds = RunCoordinator(
+          t, fx, o, &sha,
+          std::move(StrategyRegistry::WithBuiltins().Create("fedavg", strict)).value());
+    } else if (rank == 2) {
+      ServeScripted(t, [&](const FrameView& f) {
+        return std::vector<std::vector<uint8_t>>{
+            EncodeMessage(SiteError{f.header.round, "cannot train"}, f.header.round, 2)};
+      });
+    } else {
+      fx.ServeWorker(rank, t);
+    }
+  });
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_TRUE(rounds[0].aborted);
+  EXPECT_EQ(rounds[0].sites_reported, 1u);
+  EXPECT_NE(rounds[0].abort_reason.find("federation.accept_failures = false"), std::string::npos)
+      << rounds[0].abort_reason;
+  EXPECT_EQ(sha, ModelSha256(fx.initial));
+}
+
+// A strategy that asks site 1 for 3 local epochs at rate 0.05 and the others
+// for the defaults, and records the evaluations the coordinator reports.
+class Recording : public Strategy {
+ public:
+  Recording(std::vector<uint32_t> sites, std::vector<uint32_t>* evaluated)
+      : Strategy(StrategyOptions()), sites_(std::move(sites)), evaluated_(evaluated) {}
+  std::string_view name() const override { return "recording"; }
+  RoundConfig ConfigureRound(const RoundContext&) override {
+    RoundConfig config;
+    config.sites = sites_;
+    config.per_site[1].local_epochs = 3;
+    config.per_site[1].lr = 0.05f;
+    return config;
+  }
+  Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
+    return std::move(StrategyRegistry::WithBuiltins().Create("fedavg", options_).value())
+        ->Aggregate(input, global);
+  }
+  void OnEvaluated(const EvaluationSummary& summary) override {
+    EXPECT_GT(summary.rmse, 0.0);
+    EXPECT_GT(summary.count, 0u);
+    evaluated_->push_back(summary.round);
+  }
+
+ private:
+  std::vector<uint32_t> sites_;
+  std::vector<uint32_t>* evaluated_;
+};
+
+TEST(Coordinator, StrategyChoosesSitesAndInstructionsAndHearsEachEvaluation) {
+  Fixture fx(2);
+  std::vector<RoundMetrics> rounds;
+  std::vector<uint32_t> evaluated;
+  std::vector<std::pair<uint32_t, float>> plans;  // site 1's (epochs, lr) per plan
+  SpawnRanks(3, [&](int rank, Transport& t) {
+    if (rank == 0) {
+      rounds = RunCoordinator(t, fx, fx.Options(), nullptr,
+                              std::make_unique<Recording>(std::vector<uint32_t>{0, 1}, &evaluated));
+    } else if (rank == 2) {  // site 1: notes its plans, trains nothing
+      ServeScripted(t, [&](const FrameView& f) {
+        if (f.header.type == MessageType::kRoundPlan) {
+          Result<RoundPlan> plan = DecodeMessage<RoundPlan>(f);
+          EXPECT_TRUE(plan.ok());
+          if (plan.ok()) plans.emplace_back(plan->local_epochs, plan->lr);
+        }
+        return std::vector<std::vector<uint8_t>>{
+            EncodeMessage(SiteError{f.header.round, "only listening"}, f.header.round, 2)};
+      });
+    } else {
+      fx.ServeWorker(rank, t);
+    }
+  });
+  ASSERT_EQ(rounds.size(), 2u);
+  EXPECT_EQ(plans, (std::vector<std::pair<uint32_t, float>>{{3, 0.05f}, {3, 0.05f}}));
+  EXPECT_EQ(evaluated, (std::vector<uint32_t>{1, 2}));
+  for (const RoundMetrics& m : rounds) {
+    EXPECT_EQ(m.sites_selected, 2u);
+    EXPECT_EQ(m.sites_reported, 1u);
+  }
+}
+
+TEST(Coordinator, StrategySelectingASiteThatIsNotAvailableStopsTheJobNamingTheStrategy) {
+  Fixture fx(2);
+  Status status;
+  std::vector<uint32_t> evaluated;
+  SpawnRanks(3, [&](int rank, Transport& t) {
+    if (rank == 0) {
+      RunCoordinator(t, fx, fx.Options(), nullptr,
+                     std::make_unique<Recording>(std::vector<uint32_t>{0, 7}, &evaluated), &status);
+    } else {  // the job stops before any plan: the sites only hear the shutdown
+      ServeScripted(t, [](const FrameView&) { return std::vector<std::vector<uint8_t>>{}; });
+    }
+  });
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("strategy recording"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find("selected site 7, which is not among the 2 available sites"),
+            std::string::npos)
+      << status.message();
 }
 
 TEST(Coordinator, GarbageAndStaleFramesAreDroppedNotFatal) {
