@@ -8,8 +8,8 @@
 //                   sums of the sites' updates, the sites that reported and
 //                   the ones that failed (keeping the model is a valid answer);
 //   OnEvaluated     the round's evaluation, for strategies that adapt to it.
-// Its state (momentum, optimizer moments, counters) is a StrategyState the
-// coordinator checkpoints with the model.
+// Its state (momentum, optimizer moments, counters) is a StrategyState,
+// written with the final model to the run directory (strategy.json).
 //
 // Linear strategies (the FedAvg family and the server optimizers) only need
 // the per-row *sums* of the sites' weighted values, which is all the

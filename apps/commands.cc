@@ -426,6 +426,9 @@ int RunSim(const Config& config, const Registries& registries) {
   Result<std::unique_ptr<Model>> final_model =
       ServerModel(config, dataset.items.size(), models, &result->global);
   if (!final_model.ok()) return Fail(final_model.status());
+  if (Status s = SaveStrategyState(out->dir(), config.federation.strategy, result->strategy_state);
+      !s.ok())
+    return Fail(s);
   return Finish(&*out, summary, **final_model, dataset.items);
 }
 
@@ -642,6 +645,10 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   if (!final_model.ok()) return Fail(final_model.status());
   json summary = reporter.Summary("run", seconds, coordinator.global(), t.stats());
   if (popularity) AddLift(&summary, reporter.last_eval(), *popularity, config, items.size());
+  if (Status s = SaveStrategyState(out->dir(), coordinator.strategy().name(),
+                                   coordinator.strategy().State());
+      !s.ok())
+    return Fail(s);
   return Finish(&*out, summary, **final_model, items);
 }
 

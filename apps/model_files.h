@@ -5,6 +5,8 @@
 //   <run>/model.global       global blocks, once (Model::SaveBlocks)
 //   <run>/model.tsv          the same as text, one line per item (SaveGlobalModel)
 //   <run>/items.tsv          raw item ID of each item index
+//   <run>/strategy.json      the strategy's name and state (momentum, moments,
+//                            control variates: StrategyState), federated runs
 //   <run>/<holder>/users.tsv         raw user ID of each of the holder's users
 //   <run>/<holder>/interactions.tsv  the holder's training interactions (user, item, value)
 //   <run>/<holder>/model.local       the holder's local blocks (user factors)
@@ -14,6 +16,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "algorithms/model.h"
@@ -28,6 +31,14 @@ std::string CentralFolder(const std::string& run);
 // Writes model.global and items.tsv. `model` holds the final global blocks.
 Status SaveGlobalFiles(const std::string& run, const Model& model,
                        const std::vector<std::string>& item_ids);
+// Writes strategy.json: {"strategy": name, "vectors": {...}, "scalars": {...}}.
+Status SaveStrategyState(const std::string& run, std::string_view strategy,
+                         const StrategyState& state);
+// Reads a strategy.json written for `strategy`; errors name the file and what
+// was expected and found (another strategy's state, a value that is not a
+// number), and leave nothing half-read.
+Result<StrategyState> LoadStrategyState(const std::string& path, std::string_view strategy);
+
 // Writes one holder's folder from its model (local blocks and training
 // interactions) and the raw IDs of its users and of the federation's items.
 Status SaveHolderFiles(const std::string& folder, const Model& model,

@@ -164,6 +164,7 @@ class Coordinator {
   void ShutdownSites(const std::string& reason, bool failed = false);
 
   const std::vector<ParamBlock>& global() const { return global_; }
+  const Strategy& strategy() const { return *strategy_; }
   uint64_t model_version() const { return version_; }
 
  private:

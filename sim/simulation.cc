@@ -326,6 +326,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
 
   SimulationResult result;
   result.global = coordinator.global();
+  result.strategy_state = coordinator.strategy().State();
   result.coordinator_traffic = endpoints[0]->stats();
   for (uint32_t s = 0; s < num_sites; ++s)
     result.site_bytes_sent += endpoints[s + 1]->stats().bytes_sent;

@@ -63,6 +63,7 @@ struct SimulationOptions {
 
 struct SimulationResult {
   std::vector<ParamBlock> global;  // final global model
+  StrategyState strategy_state;    // the strategy's state at the end
   TrafficStats coordinator_traffic;
   uint64_t site_bytes_sent = 0;  // summed over sites
   double sim_seconds = 0.0;      // the coordinator's virtual clock at the end

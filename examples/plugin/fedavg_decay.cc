@@ -9,8 +9,8 @@
 //
 // It needs only the per-row sums of the sites' updates (NeedsIndividualUpdates
 // stays false), so it runs under every secure-aggregation scheme. Its one
-// piece of state, t, is a StrategyState scalar, so a checkpointed job resumes
-// with the step it stopped at.
+// piece of state, t, is a StrategyState scalar: saved with the final model
+// (strategy.json) and restored by Restore.
 #include <cmath>
 #include <memory>
 #include <string>

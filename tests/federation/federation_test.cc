@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "apps/job.h"
+#include "apps/model_files.h"
 #include "protocol/sha256.h"
 #include "sim/simulation.h"
 #include "tests/federation/federate.h"
@@ -35,6 +36,49 @@ TEST(Federation, OneSiteFullParticipationOneEpochEqualsCentralizedBitForBit) {
   EXPECT_EQ(ModelSha256(federated.global), ModelSha256(central.global));
   ASSERT_FALSE(federated.rounds.empty());
   EXPECT_DOUBLE_EQ(federated.rounds.back().test.Rmse(), central.eval.errors.Rmse());
+}
+
+// A strategy's state (FedAdam's moments) goes to the run directory's
+// strategy.json and comes back into a fresh strategy unchanged.
+TEST(Federation, StrategyStateSurvivesItsRunFileAndOtherFilesAreRefusedSayingWhy) {
+  const std::string dir = testing::TempDir() + "/strategy_state";
+  std::filesystem::create_directories(dir);
+  Config config = SmallConfig();
+  config.federation.sites = 3;
+  config.federation.rounds = 2;
+  auto adam = StrategyRegistry::WithBuiltins().Create("fedadam", MakeStrategyOptions(config));
+  ASSERT_TRUE(adam.ok());
+  std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 2, 1)};
+  AggregateInput in;
+  in.weighted_sum = {{0.3, 0.0}};
+  in.row_weight = {{1.0, 0.0}};
+  in.sites = 1;
+  ASSERT_TRUE((*adam)->Aggregate(in, &global).ok());
+  const StrategyState state = (*adam)->State();
+  ASSERT_FALSE(state.vectors.empty());
+  ASSERT_TRUE(SaveStrategyState(dir, "fedadam", state).ok());
+  Result<StrategyState> loaded = LoadStrategyState(dir + "/strategy.json", "fedadam");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(*loaded, state);  // doubles round-trip exactly
+  auto fresh = StrategyRegistry::WithBuiltins().Create("fedadam", MakeStrategyOptions(config));
+  ASSERT_TRUE((*fresh)->Restore(*loaded).ok());
+  EXPECT_EQ((*fresh)->State(), state);
+
+  const Result<StrategyState> other = LoadStrategyState(dir + "/strategy.json", "fedyogi");
+  ASSERT_FALSE(other.ok());
+  EXPECT_NE(other.status().message().find(
+                "expected the state of strategy fedyogi, found strategy fedadam"),
+            std::string::npos)
+      << other.status().message();
+  std::ofstream(dir + "/bad.json") << R"({"strategy": "fedadam", "vectors": {"m.x": [1, "two"]}})";
+  const Result<StrategyState> bad = LoadStrategyState(dir + "/bad.json", "fedadam");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("bad.json: expected vectors.m.x[1] to be a number, "
+                                        "found \"two\""),
+            std::string::npos)
+      << bad.status().message();
+  EXPECT_EQ(LoadStrategyState(dir + "/missing.json", "fedadam").status().code(),
+            Status::Code::kNotFound);
 }
 
 TEST(Federation, TenSitesByUserWithinTwoPercentOfCentralizedRmse) {
