@@ -520,7 +520,6 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.eval_every = static_cast<uint32_t>(config.eval.every);
   options.eval_fraction = config.eval.fraction;
   options.eval_with_next_round = config.eval.with_next_round;
-  options.lr = static_cast<float>(config.train.lr);
   options.seed = config.seed;
   options.round_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(config.federation.round_timeout * 1000.0));

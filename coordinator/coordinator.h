@@ -46,7 +46,7 @@ class SecureRoundCost;
 struct CoordinatorOptions {
   uint32_t rounds = 20;
   uint32_t local_epochs = 1;
-  double fraction = 1.0;    // share of sites selected per round
+  double fraction = 1.0;  // federation.fraction (the strategy samples; evaluation rides when equal)
   uint32_t min_sites = 1;   // fewer updates than this aborts the round (model unchanged)
   uint32_t eval_every = 1;  // evaluate after every n-th round and after the last
   // Share of the available sites asked to evaluate, sampled per evaluation
@@ -60,7 +60,6 @@ struct CoordinatorOptions {
   // of two. The last round, and a round whose next one aborts, are evaluated
   // on their own as before.
   bool eval_with_next_round = true;
-  float lr = 0.01f;  // base learning rate sent in every plan
   uint64_t seed = 1;
   // How long the coordinator waits for each step's answers, on `clock`: real
   // time, or virtual time in the simulator.
