@@ -335,18 +335,16 @@ TEST(Coordinator, GarbageAndStaleFramesAreDroppedNotFatal) {
   }
 }
 
-TEST(Worker, PlanNamingAModelVersionItDoesNotHoldIsAnsweredWithSiteError) {
+// What a real worker (site 0) answers `plan` with: its SiteError.
+SiteError SiteErrorFor(const RoundPlan& plan) {
   Fixture fx(1);
+  SiteError answer;
   SpawnRanks(2, [&](int rank, Transport& t) {
     if (rank == 1) {
       fx.ServeWorker(rank, t);
       return;
     }
-    RoundPlan plan;
-    plan.round = 4;
-    plan.model_version = 3;
-    plan.includes_model = false;
-    ASSERT_TRUE(t.Send(1, EncodeMessage(plan, 4, 0)).ok());
+    ASSERT_TRUE(t.Send(1, EncodeMessage(plan, plan.round, 0)).ok());
     Result<Envelope> e = t.Recv(milliseconds(20000));
     ASSERT_TRUE(e.ok());
     Result<FrameView> f = DecodeFrame(e->bytes);
@@ -354,39 +352,45 @@ TEST(Worker, PlanNamingAModelVersionItDoesNotHoldIsAnsweredWithSiteError) {
     ASSERT_EQ(f->header.type, MessageType::kSiteError);
     Result<SiteError> err = DecodeMessage<SiteError>(*f);
     ASSERT_TRUE(err.ok());
-    EXPECT_EQ(err->round, 4u);
-    EXPECT_NE(err->message.find("model version 3"), std::string::npos) << err->message;
-    EXPECT_NE(err->message.find("site 0"), std::string::npos) << err->message;
+    answer = *err;
     ASSERT_TRUE(t.Send(1, EncodeMessage(Shutdown{"done"}, 0, 0)).ok());
   });
+  return answer;
+}
+
+TEST(Worker, PlanNamingAModelVersionItDoesNotHoldIsAnsweredWithSiteError) {
+  RoundPlan plan;
+  plan.round = 4;
+  plan.model_version = 3;
+  plan.includes_model = false;
+  const SiteError err = SiteErrorFor(plan);
+  EXPECT_EQ(err.round, 4u);
+  EXPECT_NE(err.message.find("model version 3"), std::string::npos) << err.message;
+  EXPECT_NE(err.message.find("site 0"), std::string::npos) << err.message;
 }
 
 // Evaluation sums ride only in a secure sum: a plan asking a site to add them
 // to an update sent in the clear is refused, saying what it expected.
 TEST(Worker, PlanThatEvaluatesWithoutSecureAggregationIsAnsweredWithSiteError) {
-  Fixture fx(1);
-  SpawnRanks(2, [&](int rank, Transport& t) {
-    if (rank == 1) {
-      fx.ServeWorker(rank, t);
-      return;
-    }
-    RoundPlan plan;
-    plan.round = 2;
-    plan.evaluate = true;
-    ASSERT_TRUE(t.Send(1, EncodeMessage(plan, 2, 0)).ok());
-    Result<Envelope> e = t.Recv(milliseconds(20000));
-    ASSERT_TRUE(e.ok());
-    Result<FrameView> f = DecodeFrame(e->bytes);
-    ASSERT_TRUE(f.ok());
-    ASSERT_EQ(f->header.type, MessageType::kSiteError);
-    Result<SiteError> err = DecodeMessage<SiteError>(*f);
-    ASSERT_TRUE(err.ok());
-    EXPECT_EQ(err->round, 2u);
-    EXPECT_NE(err->message.find("must use secure aggregation (secagg), found none"),
-              std::string::npos)
-        << err->message;
-    ASSERT_TRUE(t.Send(1, EncodeMessage(Shutdown{"done"}, 0, 0)).ok());
-  });
+  RoundPlan plan;
+  plan.round = 2;
+  plan.evaluate = true;
+  const SiteError err = SiteErrorFor(plan);
+  EXPECT_EQ(err.round, 2u);
+  EXPECT_NE(err.message.find("must use secure aggregation (secagg), found none"), std::string::npos)
+      << err.message;
+}
+
+TEST(Worker, PlanWithANegativeProximalCoefficientIsAnsweredWithSiteError) {
+  RoundPlan plan;
+  plan.round = 3;
+  plan.proximal_mu = -0.5f;
+  const SiteError err = SiteErrorFor(plan);
+  EXPECT_EQ(err.round, 3u);
+  EXPECT_NE(err.message.find("expected a proximal coefficient that is a finite number >= 0, "
+                             "found -0.5"),
+            std::string::npos)
+      << err.message;
 }
 
 }  // namespace
