@@ -28,8 +28,9 @@ class BiasedMf : public Model {
   LossSums Train(const TrainPlan& plan) override {
     const EpochStats stats =
         trainer_.Train(plan.epoch_offset, plan.epochs, plan.lr, plan.proximal_mu, plan.drift);
-    return {stats.squared_error, stats.updates, stats.lr_sum};
+    return {stats.squared_error, stats.updates, stats.lr_sum, stats.lr_first};
   }
+  bool CountsLocalSteps() const override { return true; }
   bool SupportsControlVariates() const override { return true; }
 
   // Item rows weigh the site's ratings of the item; the global mean all its ratings.

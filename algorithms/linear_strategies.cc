@@ -18,6 +18,11 @@
 //               c_r += (|S| / N) * mean of the sites' changes of c_i,r over
 //               the sites that trained it (Karimireddy et al., ICML 2020,
 //               option II; sites correct every step by c - c_i)
+//   fednova     x + eta tau_r Delta', with Delta' the sites' average of
+//               their normalized steps (y_i - x) / tau_i,r and tau_r the
+//               mean local steps on the row of the sites that trained it
+//               (Wang et al., NeurIPS 2020; tau_i,r = w_i,r epsilon_i, the
+//               row's visits times the site's epochs at its starting rate)
 // Rows no site trained (n_r = 0) keep their value and their optimizer state:
 // the per-row ("lazy") form of each rule, since item rows are trained by only
 // the sites that hold their items. Blocks of scope kGlobalAverage take avg_r.
@@ -352,6 +357,45 @@ class Scaffold : public Strategy {
   uint32_t num_sites_ = 0;
 };
 
+// FedNova: normalized averaging. Site i uploads, per row r it trained,
+// x + (y_i - x) / tau_i with weight w_i (tau_i = w_i epsilon_i its local
+// steps on the row) and a steps row (epsilon_i, 1 / w_i) with weight w_i,
+// so the sums give
+//   avg'_r - x = sum_i (y_i - x) / epsilon_i / W_r      (sum_i w_i d_i / W_r)
+//   T_r = sum_i w_i epsilon_i = sum_i tau_i,  n_r = sum_i 1
+// and the row moves to x + eta (T_r / n_r) (avg'_r - x): the sites' steps
+// normalized by their local work, then scaled by the mean work. With equal
+// work everywhere this is FedAvg; with heterogeneous epochs it removes the
+// bias toward the sites that trained more (the paper's "objective
+// inconsistency"). The paper's tau_eff = sum_i p_i tau_i would need sums of
+// w_i^2, which the fixed-point sums of secure aggregation cannot carry
+// without clipping; the mean keeps the same fixed point and the same
+// equivalence to FedAvg.
+class FedNova : public Strategy {
+ public:
+  explicit FedNova(const StrategyOptions& options) : Strategy(options) {}
+  std::string_view name() const override { return "fednova"; }
+  bool NormalizesUpdates() const override { return true; }
+
+  Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
+    FEDREC_RETURN_IF_ERROR(CheckAggregateShape(name(), input, *global, StepShapes(*global)));
+    // The steps block of each kGlobal block, in model order.
+    std::vector<size_t> steps(global->size(), 0);
+    for (size_t b = 0, k = global->size(); b < global->size(); ++b)
+      if ((*global)[b].scope == Scope::kGlobal) steps[b] = k++;
+    const double eta = options_.server_lr;
+    ForEachAveragedRow(input, global, [&](size_t b, uint32_t r, std::span<const double> avg) {
+      const double* s = input.weighted_sum[steps[b]].data() + 2 * static_cast<size_t>(r);
+      if (!(s[1] > 0.0)) return;  // no site reported its steps: keep the row
+      const double tau = s[0] / s[1];
+      float* row = (*global)[b].Row(r);
+      for (uint32_t c = 0; c < (*global)[b].cols; ++c)
+        row[c] = static_cast<float>(row[c] + eta * tau * (avg[c] - row[c]));
+    });
+    return Status::Ok();
+  }
+};
+
 Status InRange(const StrategyOptions& options, const std::string& strategy, const std::string& key,
                double lo, double hi, bool hi_open) {
   const double v = options.Param(key);
@@ -396,6 +440,11 @@ void RegisterLinearStrategies(StrategyRegistry* registry) {
                       "(sums only; model mf)",
                       {},
                       [](const StrategyOptions& o) { return Make<Scaffold>(o); }});
+  registry->Register({"fednova",
+                      "FedNova: FedAvg over each site's steps normalized by its local work, for "
+                      "heterogeneous epochs (sums only; model mf)",
+                      {},
+                      [](const StrategyOptions& o) { return Make<FedNova>(o); }});
   registry->Register({"fedavgm",
                       "FedAvgM: server momentum over the sites' average step",
                       {{"momentum", 0.9, "server momentum beta in [0, 1)"},

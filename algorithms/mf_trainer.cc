@@ -40,6 +40,7 @@ EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, floa
     const float epoch_lr = sgd.LearningRate(epoch);
     stats.squared_error += SgdEpoch(&model_, train_, epoch_lr, sgd);
     stats.updates += train_.size();
+    if (epoch == first_epoch) stats.lr_first = epoch_lr;
     stats.lr_sum += epoch_lr;
     if (drift != nullptr) ApplyDrift(*drift, epoch_lr);
     if (proximal_mu <= 0.0f) continue;

@@ -29,6 +29,7 @@ struct EpochStats {
   double squared_error = 0.0;  // pre-update squared errors summed over the epochs
   uint64_t updates = 0;
   double lr_sum = 0.0;  // the epochs' learning rates summed
+  double lr_first = 0.0;  // the first epoch's learning rate
   double Mse() const { return updates ? squared_error / static_cast<double>(updates) : 0.0; }
 };
 

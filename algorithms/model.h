@@ -90,6 +90,9 @@ struct LossSums {
   // Sum of the learning rates of the epochs trained: a row visited v times
   // per epoch took v * lr_sum of step size in all (SCAFFOLD's K * eta).
   double lr_sum = 0.0;
+  // The first epoch's learning rate: lr_sum / lr_first is the epochs trained,
+  // counted at the rate the call started with (FedNova's local steps).
+  double lr_first = 0.0;
   double Mean() const { return count ? sum / static_cast<double>(count) : 0.0; }
 };
 
@@ -136,8 +139,12 @@ class Model {
 
   // Trains on the local data for the plan; returns the training-loss sums.
   virtual LossSums Train(const TrainPlan& plan) = 0;
-  // True when Train applies TrainPlan::drift (SCAFFOLD's control variates)
-  // and a row's upload weight is its visits per epoch.
+  // True when a global row's upload weight is its visits per epoch and Train
+  // reports lr_sum and lr_first: the row took weight * lr_sum / lr_first
+  // steps at the starting rate (FedNova normalizes updates by them).
+  virtual bool CountsLocalSteps() const { return false; }
+  // True when, in addition, Train applies TrainPlan::drift (SCAFFOLD's
+  // control variates).
   virtual bool SupportsControlVariates() const { return false; }
 
   // What a site uploads after Train: shapes (no values) of the upload blocks

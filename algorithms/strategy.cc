@@ -45,6 +45,14 @@ RoundConfig Strategy::ConfigureRound(const RoundContext& context) {
                               available);
   for (uint32_t i : Sample(available, want, options_.seed, context.round))
     config.sites.push_back(context.available[i]);
+  const uint32_t lo = options_.instructions.local_epochs;
+  if (options_.local_epochs_max > lo) {
+    for (uint32_t site : config.sites) {
+      Rng rng(options_.seed, context.round, site, Purpose::kLocalEpochs);
+      SiteInstructions& own = config.per_site[site] = options_.instructions;
+      own.local_epochs = lo + static_cast<uint32_t>(rng.Below(options_.local_epochs_max - lo + 1));
+    }
+  }
   return config;
 }
 
@@ -65,6 +73,26 @@ std::vector<ParamBlock> ControlShapes(const std::vector<ParamBlock>& upload) {
     shapes.push_back(std::move(shape));
   }
   return shapes;
+}
+
+std::vector<ParamBlock> StepShapes(const std::vector<ParamBlock>& upload) {
+  std::vector<ParamBlock> shapes;
+  for (const ParamBlock& b : upload) {
+    if (b.scope != Scope::kGlobal) continue;
+    ParamBlock& shape = shapes.emplace_back();
+    shape.name = b.name + ".steps";
+    shape.scope = Scope::kGlobal;
+    shape.rows = b.rows;
+    shape.cols = 2;
+  }
+  return shapes;
+}
+
+std::vector<ParamBlock> SiteExtraShapes(const Strategy& strategy,
+                                        const std::vector<ParamBlock>& upload) {
+  if (strategy.UsesControlVariates()) return ControlShapes(upload);
+  if (strategy.NormalizesUpdates()) return StepShapes(upload);
+  return {};
 }
 
 Status CheckAggregateShape(std::string_view strategy, const AggregateInput& input,

@@ -87,6 +87,10 @@ struct StrategyOptions {
   bool accept_failures = true;    // false: a round with a failed site keeps the model
   double server_lr = 1.0;         // step toward the sites' average: 1 = plain FedAvg
   SiteInstructions instructions;  // what every site is asked by default
+  // > instructions.local_epochs: each site's epochs of a round are drawn
+  // uniformly from [local_epochs, local_epochs_max] (heterogeneous local
+  // work), stream (seed, round, site, kLocalEpochs); 0: all the same.
+  uint32_t local_epochs_max = 0;
   std::map<std::string, double> params;
 
   // params[key]. REQUIRES: the key is declared by the strategy (the registry
@@ -145,10 +149,18 @@ class Strategy {
     return nullptr;
   }
 
+  // True for FedNova-style normalized averaging: each site uploads, per row
+  // it trained, x + (y - x) / (epsilon w) with weight w (its visits per
+  // epoch; epsilon its epochs at its starting rate, in units the plan
+  // names), and after the model's the StepShapes(upload) blocks holding
+  // epsilon and 1 / w with weight w. The model must CountsLocalSteps().
+  virtual bool NormalizesUpdates() const { return false; }
+
   // The round's sites and instructions. Default: a uniform sample of the
   // available sites, fraction * num_sites of them (at least min_sites, at most
   // all available) from stream (seed, round, 0, kSample); every site gets
-  // options().instructions. Skips the round when fewer than min_available
+  // options().instructions, with its own local epochs when
+  // local_epochs_max asks for heterogeneous work. Skips the round when fewer than min_available
   // sites are available.
   virtual RoundConfig ConfigureRound(const RoundContext& context);
 
@@ -186,6 +198,15 @@ Status CheckAggregateShape(std::string_view strategy, const AggregateInput& inpu
 // The upload blocks of control-variate changes for upload blocks `upload`:
 // one per kGlobal block, named "<name>.control", same shape.
 std::vector<ParamBlock> ControlShapes(const std::vector<ParamBlock>& upload);
+
+// FedNova's upload blocks for upload blocks `upload`: one per kGlobal block,
+// named "<name>.steps", same rows, two columns (epsilon, 1 / w).
+std::vector<ParamBlock> StepShapes(const std::vector<ParamBlock>& upload);
+
+// What the sites of `strategy` upload after the model's blocks `upload`:
+// ControlShapes, StepShapes or nothing.
+std::vector<ParamBlock> SiteExtraShapes(const Strategy& strategy,
+                                        const std::vector<ParamBlock>& upload);
 
 // The per-row sites' average avg_r = weighted_sum_r / row_weight_r of every
 // row with positive weight, handed to `visit(block, row, avg)` (avg has
@@ -226,7 +247,8 @@ class StrategyRegistry {
 
 // Registration of the built-ins, one per file.
 void RegisterLinearStrategies(
-    StrategyRegistry* registry);  // fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi
+    StrategyRegistry* registry);  // fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi,
+                                  // scaffold, fednova
 void RegisterRobustStrategies(
     StrategyRegistry* registry);  // fedmedian, fedtrimmedavg, krum, multikrum
 

@@ -93,6 +93,10 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("federation.rounds", federation.rounds, "federated rounds"),
       FEDREC_KEY("federation.local_epochs", federation.local_epochs,
                  "local epochs per round at each selected site"),
+      FEDREC_KEY("federation.local_epochs_max", federation.local_epochs_max,
+                 "0, or at least federation.local_epochs: each selected site's epochs of a round "
+                 "drawn uniformly from [local_epochs, local_epochs_max] (heterogeneous local "
+                 "work, as FedNova addresses)"),
       FEDREC_KEY("federation.lr_decay", federation.lr_decay,
                  "sites' learning rate of global epoch e = train.lr * lr_decay^e (federated runs "
                  "take more epochs than centralized ones, so their rate decays more slowly than "
@@ -581,6 +585,13 @@ Status ValidateConfig(const Config& c) {
   FEDREC_RETURN_IF_ERROR(positive("federation.sites", c.federation.sites));
   FEDREC_RETURN_IF_ERROR(positive("federation.rounds", c.federation.rounds));
   FEDREC_RETURN_IF_ERROR(positive("federation.local_epochs", c.federation.local_epochs));
+  if (c.federation.local_epochs_max != 0 &&
+      c.federation.local_epochs_max < c.federation.local_epochs) {
+    return fail("federation.local_epochs_max",
+                fmt::format("0 or a whole number >= federation.local_epochs ({})",
+                            c.federation.local_epochs),
+                fmt::format("{}", c.federation.local_epochs_max));
+  }
   FEDREC_RETURN_IF_ERROR(positive("federation.item_groups", c.federation.item_groups));
   if (!(c.federation.fraction > 0.0 && c.federation.fraction <= 1.0))
     return fail("federation.fraction", "a number in (0, 1]",

@@ -78,6 +78,7 @@ struct Config {
     int64_t item_groups = 10;
     int64_t rounds = 20;
     int64_t local_epochs = 2;
+    int64_t local_epochs_max = 0;  // > local_epochs: each site's epochs drawn per round
     // Per local epoch (global epoch index) at the sites: slower than
     // train.lr_decay, since item rows move by the sites' average step.
     double lr_decay = 0.995;

@@ -449,6 +449,12 @@ Status CheckFederatedModel(const Config& config, const Model& model, const Strat
         "strategy",
         config.federation.strategy, config.model.name));
   }
+  if (strategy.NormalizesUpdates() && !model.CountsLocalSteps()) {
+    return Status::InvalidArgument(fmt::format(
+        "config: federation.strategy = \"{}\" normalizes each site's update by its local steps, "
+        "which model.name = \"{}\" does not count; choose model mf or another strategy",
+        config.federation.strategy, config.model.name));
+  }
   if (model.SolvesFromSums() && config.federation.fraction < 1.0) {
     return Status::InvalidArgument(
         fmt::format("config federation.fraction: expected 1 for model {}, which solves from the "
@@ -633,6 +639,7 @@ StrategyOptions MakeStrategyOptions(const Config& config) {
   options.accept_failures = config.federation.accept_failures;
   options.server_lr = config.federation.server_lr;
   options.instructions.local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
+  options.local_epochs_max = static_cast<uint32_t>(config.federation.local_epochs_max);
   options.instructions.lr = static_cast<float>(config.train.lr);
   // Only the chosen strategy's keys ("<name>.<key>"); other strategies' are ignored.
   const std::string prefix = config.federation.strategy + ".";

@@ -33,6 +33,7 @@ enum class Purpose : uint64_t {
   kSimProfile = 12,    // simulated site speed and link profiles
   kAvailability = 13,  // simulated site availability (round = federated round)
   kEvalSample = 14,    // the sites asked to evaluate (round = federated round)
+  kLocalEpochs = 15,   // heterogeneous local epochs (round = federated round)
   kUser = 100,         // first value free for plug-ins
 };
 

@@ -6,7 +6,10 @@
 # default secure aggregation, 100 rounds, evaluated every 5 rounds: rounds
 # to test RMSE 0.95, final RMSE, its ratio to centralized, median round
 # seconds. Then the Dirichlet non-IID partition (alpha 0.1) with 50 sites.
-# STRATEGIES="..." and SITES="..." pick rows; ROUNDS changes the budget.
+# STRATEGIES="..." and SITES="..." pick rows; ROUNDS changes the budget;
+# EXTRA="--set key=value ..." adds settings to every federated run (e.g.
+# federation.local_epochs_max=5 for heterogeneous local work); DIRICHLET=0
+# skips the non-IID row.
 set -euo pipefail
 ml=${1:?usage: $0 <ml-100k dir> [build dir]}
 build=${2:-build}
@@ -31,7 +34,8 @@ row() {  # strategy, sites, partition, then extra fedrec arguments
   if ! "$build/fedrec" sim "${data[@]}" --set federation.strategy="$strategy" \
       --set federation.sites="$sites" --set federation.partition="$partition" \
       --set federation.rounds="$rounds" --set eval.every=5 \
-      --set sim.compare_centralized=false --set output.dir="$dir" "$@" > "$dir.log" 2>&1; then
+      --set sim.compare_centralized=false --set output.dir="$dir" ${EXTRA:-} "$@" \
+      > "$dir.log" 2>&1; then
     echo "| $strategy | $sites | $partition | failed: $(tail -1 "$dir.log") |"
     return
   fi
@@ -56,4 +60,6 @@ for sites in $sites_list; do
     row "$strategy" "$sites" user
   done
 done
-row fedavg 50 dirichlet --set federation.dirichlet_alpha=0.1
+if [ "${DIRICHLET:-1}" != 0 ]; then
+  row fedavg 50 dirichlet --set federation.dirichlet_alpha=0.1
+fi

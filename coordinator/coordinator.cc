@@ -306,18 +306,18 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlo
   for (uint32_t s = 0; s < options_.site_ranks.size(); ++s)
     site_of_rank_[options_.site_ranks[s]] = s;
   for (const ParamBlock& b : global_) upload_.push_back(ShapeOf(b));
-  AddControlShapes();
+  AddSiteExtraShapes();
 }
 
-void Coordinator::AddControlShapes() {
-  // Sites upload their control-variate changes after the model's blocks.
-  const std::vector<ParamBlock> model_upload(upload_.begin(), upload_.end() - control_blocks_);
+void Coordinator::AddSiteExtraShapes() {
+  // Sites upload what their strategy adds (control-variate changes, local
+  // steps) after the model's blocks.
+  const std::vector<ParamBlock> model_upload(upload_.begin(), upload_.end() - extra_blocks_);
   upload_ = model_upload;
-  control_blocks_ = 0;
-  if (!strategy_->UsesControlVariates()) return;
-  for (ParamBlock& shape : ControlShapes(model_upload)) {
+  extra_blocks_ = 0;
+  for (ParamBlock& shape : SiteExtraShapes(*strategy_, model_upload)) {
     upload_.push_back(std::move(shape));
-    ++control_blocks_;
+    ++extra_blocks_;
   }
 }
 
@@ -325,8 +325,8 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::unique_ptr<Mode
                          std::unique_ptr<Strategy> strategy, Transport* transport)
     : Coordinator(options, model->GlobalBlocks(), std::move(strategy), transport) {
   upload_ = model->UploadShapes();
-  control_blocks_ = 0;
-  AddControlShapes();
+  extra_blocks_ = 0;
+  AddSiteExtraShapes();
   model_ = std::move(model);
 }
 
@@ -416,9 +416,16 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
   plan.round = round;
   plan.model_version = version_;
   plan.epoch_offset = static_cast<uint64_t>(round - 1) * options_.local_epochs;
-  if (control_blocks_ > 0) {
-    const std::vector<ParamBlock> model_upload(upload_.begin(), upload_.end() - control_blocks_);
+  if (strategy_->UsesControlVariates()) {
+    const std::vector<ParamBlock> model_upload(upload_.begin(), upload_.end() - extra_blocks_);
     plan.control = *strategy_->ControlVariates(model_upload);
+  }
+  if (strategy_->NormalizesUpdates()) {
+    // Local steps in units of the round's most epochs: every site's epsilon
+    // stays within the fixed-point clip.
+    uint32_t most = round_config_.instructions.local_epochs;
+    for (const auto& [site, own] : round_config_.per_site) most = std::max(most, own.local_epochs);
+    plan.steps_unit = static_cast<float>(std::max<uint32_t>(most, 1));
   }
   plan.job_id = options_.job_id;
 

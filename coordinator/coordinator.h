@@ -234,10 +234,11 @@ class Coordinator {
   std::vector<ParamBlock> global_;
   std::vector<ParamBlock> upload_;  // shapes of a site's upload
   std::unique_ptr<Strategy> strategy_;
-  RoundConfig round_config_;
-  // Trailing blocks of upload_ that carry control-variate changes (SCAFFOLD).
-  size_t control_blocks_ = 0;
-  void AddControlShapes();  // the strategy's sites and instructions for the round in progress
+  RoundConfig round_config_;  // the strategy's sites and instructions for the round in progress
+  // Trailing blocks of upload_ that the strategy adds (SiteExtraShapes:
+  // SCAFFOLD's control-variate changes, FedNova's local steps).
+  size_t extra_blocks_ = 0;
+  void AddSiteExtraShapes();
   Transport* transport_;
   RealClock real_clock_;
   Clock* clock_;  // options_.clock or real_clock_

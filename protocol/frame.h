@@ -24,7 +24,7 @@
 namespace fedrec {
 
 constexpr uint32_t kFrameMagic = 0x43524446;  // "FDRC" read as little-endian
-constexpr uint16_t kProtocolVersion = 6;
+constexpr uint16_t kProtocolVersion = 7;
 constexpr size_t kFrameHeaderSize = 24;
 // Capacity encoders leave after a frame's last byte, so that an encrypted
 // channel can seal the frame in its own buffer (SecureTransport appends 48

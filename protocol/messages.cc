@@ -351,6 +351,7 @@ void serialize(Archive& ar, RoundPlan& m) {
   Bool(ar, m.evaluate, Label("evaluate"));
   ar(m.proximal_mu);
   Structs(ar, m.control, kMinParamBlockBytes, Label("control variate block list"));
+  ar(m.steps_unit);
 }
 
 template <class Archive>

@@ -93,6 +93,10 @@ struct RoundPlan {
   // then uploads its change of c_i as "<block>.control" blocks after the
   // model's (ControlShapes, algorithms/strategy.h).
   std::vector<ParamBlock> control;
+  // FedNova: > 0 asks the site for a normalized update (worker/site_steps.h)
+  // with its local steps counted in units of steps_unit epochs at its
+  // starting learning rate; 0: the plain update.
+  float steps_unit = 0.0f;
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };

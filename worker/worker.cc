@@ -222,6 +222,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   if (plan->model_version == 0) model_->OnInitialModel();
   if (Status control = BeginControl(&*plan); !control.ok())
     return SendError(plan->round, control.message());
+  if (Status steps = BeginSteps(*plan); !steps.ok()) return SendError(plan->round, steps.message());
   ride_eval_.clear();
   if (plan->evaluate) {  // the plan's model before training on it: the previous round's
     ride_eval_ = EncodeEvalSums(EvaluateModel(plan->round - 1), items_);
@@ -323,21 +324,39 @@ Status Worker::BeginControl(RoundPlan* plan) {
   return Status::Ok();
 }
 
+Status Worker::BeginSteps(const RoundPlan& plan) {
+  if (plan.steps_unit == 0.0f) {
+    steps_.End();
+    return Status::Ok();
+  }
+  if (!model_->CountsLocalSteps()) {
+    return Status::InvalidArgument(Where(plan.round) +
+                                   ": the plan asks for an update normalized by local steps "
+                                   "(strategy fednova), which model " +
+                                   std::string(model_->name()) + " does not count");
+  }
+  const uint64_t cap = plan.aggregation == Aggregation::kNone ? UINT64_MAX : plan.max_weight;
+  return steps_.Begin(*model_, plan.steps_unit, cap).WithContext(Where(plan.round));
+}
+
 LossSums Worker::TrainOn(const RoundPlan& plan) {
   const LossSums loss = TrainModel(PlanOf(plan, control_));
   control_.Finish(*model_, loss.lr_sum);
+  steps_.Finish(model_.get(), loss);
   return loss;
 }
 
 std::vector<ParamBlock> Worker::UploadShapes() const {
   std::vector<ParamBlock> shapes = model_->UploadShapes();
   for (ParamBlock& shape : control_.Shapes()) shapes.push_back(std::move(shape));
+  for (ParamBlock& shape : steps_.Shapes()) shapes.push_back(std::move(shape));
   return shapes;
 }
 
 std::vector<DenseBlockView> Worker::UploadViews() const {
   std::vector<DenseBlockView> views = model_->Upload();
   for (const DenseBlockView& view : control_.Views()) views.push_back(view);
+  for (const DenseBlockView& view : steps_.Views()) views.push_back(view);
   return views;
 }
 

@@ -26,6 +26,7 @@
 #include "protocol/transport.h"
 #include "worker/byzantine.h"
 #include "worker/site_control.h"
+#include "worker/site_steps.h"
 
 namespace fedrec {
 
@@ -165,13 +166,16 @@ class Worker {
   bool Drops(uint32_t round, uint32_t step) const;
   // The shapes (no values) of what the site uploads, which updates are
   // encoded against.
-  // With control variates in the round (SCAFFOLD), their blocks follow the
-  // model's.
+  // With control variates in the round (SCAFFOLD) or normalized steps
+  // (FedNova), their blocks follow the model's.
   std::vector<ParamBlock> UploadShapes() const;
   std::vector<DenseBlockView> UploadViews() const;
   // Starts the round's control variates (or ends them when the plan has
   // none); error when the model cannot use them or they do not fit it.
   Status BeginControl(RoundPlan* plan);
+  // Starts (or ends) the round's normalized update; error when the model
+  // does not count its local steps or the plan's unit is not valid.
+  Status BeginSteps(const RoundPlan& plan);
   // Local training for the plan, with the control-variate step and update.
   LossSums TrainOn(const RoundPlan& plan);
   template <typename M>
@@ -208,6 +212,7 @@ class Worker {
   };
   std::vector<HeldBlock> held_upload_;
   SiteControl control_;  // SCAFFOLD's c_i, kept across rounds
+  SiteSteps steps_;      // FedNova's normalized update, this round
   // A secure evaluation in progress: the encoded metric sums to mask.
   std::optional<std::vector<uint64_t>> secagg_eval_;
   // The previous round's evaluation riding on this round's secure sum

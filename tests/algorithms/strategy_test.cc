@@ -239,6 +239,44 @@ TEST(ScaffoldTest, StepsTheModelLikeFedAvgAndTheControlByTheSitesChangesScaledTo
   EXPECT_EQ(short_input.code(), Status::Code::kInvalidArgument);
 }
 
+TEST(FedNovaTest, NormalizesEachSitesStepByItsLocalWorkThenScalesByTheMeanWork) {
+  auto nova = Make("fednova", {}, 1.0);
+  EXPECT_TRUE(nova->NormalizesUpdates());
+  std::vector<ParamBlock> global = {ParamBlock("item_bias", Scope::kGlobal, 2, 1)};
+  global[0].data = {1, 7};
+  // Row 0: site A visits it w = 2 times per epoch for epsilon = 1 epoch
+  // (tau = 2) and moves it to 3; site B visits it w = 1 time for epsilon = 3
+  // epochs (tau = 3) and moves it to 4. Row 1: nobody trains it.
+  // Each uploads x + (y - x) / tau with weight w and the steps row
+  // (epsilon, 1 / w) with weight w.
+  const float a = 1 + (3 - 1) / 2.0f, b = 1 + (4 - 1) / 3.0f;
+  AggregateInput in = Sum(global[0], {{{a, 0}, {2, 0}}, {{b, 0}, {1, 0}}});
+  ParamBlock steps_shape("item_bias.steps", Scope::kGlobal, 2, 2);
+  const AggregateInput steps =
+      Sum(steps_shape, {{{1, 0.5f, 0, 0}, {2, 0}}, {{3, 1, 0, 0}, {1, 0}}});
+  in.weighted_sum.push_back(steps.weighted_sum[0]);
+  in.row_weight.push_back(steps.row_weight[0]);
+  ASSERT_TRUE(nova->Aggregate(in, &global).ok());
+  // Wang et al.: d_i = (y_i - x) / tau_i = 1 and 1; sum_i p_i d_i with
+  // p = (2/3, 1/3) is 1; tau_eff = mean tau = (2 + 3) / 2 = 2.5; x + 2.5.
+  // (FedAvg would give (2 * 3 + 1 * 4) / 3 = 3.33.)
+  EXPECT_NEAR(global[0].data[0], 3.5f, 1e-5);
+  EXPECT_EQ(global[0].data[1], 7.0f);
+  // Equal work everywhere is FedAvg: two sites, w = 1 each, one epoch.
+  global[0].data = {1, 7};
+  AggregateInput equal = Sum(global[0], {{{3, 0}, {1, 0}}, {{5, 0}, {1, 0}}});
+  const AggregateInput unit = Sum(steps_shape, {{{1, 1, 0, 0}, {1, 0}}, {{1, 1, 0, 0}, {1, 0}}});
+  equal.weighted_sum.push_back(unit.weighted_sum[0]);
+  equal.row_weight.push_back(unit.row_weight[0]);
+  ASSERT_TRUE(nova->Aggregate(equal, &global).ok());
+  EXPECT_NEAR(global[0].data[0], 4.0f, 1e-6);
+  // Without the steps blocks the aggregate does not fit.
+  EXPECT_EQ(nova->Aggregate(Sum(global[0], {{{3, 0}, {1, 0}}}), &global).code(),
+            Status::Code::kInvalidArgument);
+  EXPECT_EQ(StepShapes(global)[0].name, "item_bias.steps");
+  EXPECT_EQ(SiteExtraShapes(*nova, global).size(), 1u);
+}
+
 class Custom : public Strategy {
  public:
   explicit Custom(const StrategyOptions& o) : Strategy(o) {}
@@ -255,7 +293,8 @@ TEST(StrategyRegistryTest, UnknownNameErrorListsRegisteredNames) {
                      }});
   const std::vector<std::string> names = registry.Names();
   for (const char* n :
-       {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox", "fedyogi", "scaffold"})
+       {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fednova", "fedprox", "fedyogi",
+        "scaffold"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
   const auto missing = registry.Create("fedprox-typo", StrategyOptions{});
   ASSERT_FALSE(missing.ok());
@@ -355,6 +394,30 @@ TEST(ConfigureRoundTest, SamplesAvailableSitesAtTheFederationsShareWithAFloorAnd
   EXPECT_TRUE(skipped.sites.empty());
   EXPECT_NE(skipped.skip_reason.find("10 sites available, fewer than 11"), std::string::npos)
       << skipped.skip_reason;
+}
+
+TEST(ConfigureRoundTest, HeterogeneousEpochsAreDrawnPerSiteAndRoundWithinTheRange) {
+  StrategyOptions options;
+  options.seed = 7;
+  options.instructions.local_epochs = 2;
+  options.local_epochs_max = 5;
+  auto s = std::move(StrategyRegistry::WithBuiltins().Create("fedavg", options)).value();
+  std::set<uint32_t> seen;
+  for (uint32_t round = 1; round <= 20; ++round) {
+    const RoundConfig config = Configure(s.get(), round, 10, Range(10));
+    ASSERT_EQ(config.per_site.size(), 10u);
+    for (uint32_t site : config.sites) {
+      const uint32_t epochs = config.For(site).local_epochs;
+      EXPECT_GE(epochs, 2u);
+      EXPECT_LE(epochs, 5u);
+      seen.insert(epochs);
+    }
+    EXPECT_EQ(Configure(s.get(), round, 10, Range(10)).per_site.at(3).local_epochs,
+              config.For(3).local_epochs);  // deterministic
+  }
+  EXPECT_EQ(seen, (std::set<uint32_t>{2, 3, 4, 5}));
+  // Without a range every site gets the default.
+  EXPECT_TRUE(Configure(Sampling(1.0).get(), 1, 10, Range(10)).per_site.empty());
 }
 
 }  // namespace

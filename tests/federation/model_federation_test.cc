@@ -200,24 +200,27 @@ TEST(ModelSeam, ModelsThatSolveFromSumsRefuseSampledRounds) {
   EXPECT_TRUE(CheckFederatedModel(sgd, **bpr, *FedAvgOf(sgd)).ok());
 }
 
-TEST(ModelSeam, ControlVariateStrategiesNeedAModelThatTrainsWithThem) {
-  Config config = SmallConfig();
-  config.federation.strategy = "scaffold";
-  std::unique_ptr<Strategy> scaffold =
-      std::move(StrategyRegistry::WithBuiltins().Create("scaffold", MakeStrategyOptions(config)))
-          .value();
-  config.model.name = "bpr";
-  Result<std::unique_ptr<Model>> bpr = MakeServerModel(config, 10);
-  ASSERT_TRUE(bpr.ok());
-  const Status refused = CheckFederatedModel(config, **bpr, *scaffold);
-  EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument);
-  EXPECT_NE(refused.message().find("federation.strategy = \"scaffold\""), std::string::npos)
-      << refused.message();
-  EXPECT_NE(refused.message().find("model.name = \"bpr\""), std::string::npos);
-  config.model.name = "mf";
-  Result<std::unique_ptr<Model>> mf = MakeServerModel(config, 10);
-  ASSERT_TRUE(mf.ok());
-  EXPECT_TRUE(CheckFederatedModel(config, **mf, *scaffold).ok());
+TEST(ModelSeam, ControlVariateAndNormalizingStrategiesNeedAModelThatCountsItsSteps) {
+  for (const std::string name : {"scaffold", "fednova"}) {
+    Config config = SmallConfig();
+    config.federation.strategy = name;
+    std::unique_ptr<Strategy> strategy =
+        std::move(StrategyRegistry::WithBuiltins().Create(name, MakeStrategyOptions(config)))
+            .value();
+    config.model.name = "bpr";
+    Result<std::unique_ptr<Model>> bpr = MakeServerModel(config, 10);
+    ASSERT_TRUE(bpr.ok());
+    const Status refused = CheckFederatedModel(config, **bpr, *strategy);
+    EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument);
+    EXPECT_NE(refused.message().find("federation.strategy = \"" + name + "\""),
+              std::string::npos)
+        << refused.message();
+    EXPECT_NE(refused.message().find("model.name = \"bpr\""), std::string::npos);
+    config.model.name = "mf";
+    Result<std::unique_ptr<Model>> mf = MakeServerModel(config, 10);
+    ASSERT_TRUE(mf.ok());
+    EXPECT_TRUE(CheckFederatedModel(config, **mf, *strategy).ok());
+  }
 }
 
 TEST(ModelSeam, UnknownModelNameListsTheRegisteredOnes) {

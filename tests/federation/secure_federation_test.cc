@@ -33,9 +33,12 @@ double FinalRmse(const FederatedRun& run) {
   return NAN;
 }
 
-void ExpectCloseToPlain(const std::string& aggregation, const std::string& strategy = "fedavg") {
+void ExpectCloseToPlain(const std::string& aggregation, const std::string& strategy = "fedavg",
+                        int64_t local_epochs_max = 0) {
   Config plain_config = SecureConfig("none"), secure_config = SecureConfig(aggregation);
   plain_config.federation.strategy = secure_config.federation.strategy = strategy;
+  plain_config.federation.local_epochs_max = secure_config.federation.local_epochs_max =
+      local_epochs_max;
   const FederatedRun plain = Federate(plain_config);
   const FederatedRun secure = aggregation == "paillier"
                                   ? Federate(secure_config, 2, PaillierTestSites(6))
@@ -59,6 +62,12 @@ TEST(SecureFederation, SecAggReachesThePlainRmseWithinQuantizationError) {
 // masked with their update, and the run matches the plain one.
 TEST(SecureFederation, ScaffoldUnderSecAggReachesThePlainRmseWithinQuantizationError) {
   ExpectCloseToPlain("secagg", "scaffold");
+}
+
+// FedNova's normalized updates and local steps are sums as well, with sites
+// that train different numbers of epochs.
+TEST(SecureFederation, FedNovaWithHeterogeneousEpochsUnderSecAggReachesThePlainRmse) {
+  ExpectCloseToPlain("secagg", "fednova", 4);
 }
 
 TEST(SecureFederation, SecAggPlusReachesThePlainRmseWithinQuantizationError) {

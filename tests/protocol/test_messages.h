@@ -71,6 +71,7 @@ inline RoundPlan RandomRoundPlan(Rng& rng) {
   m.evaluate = rng.Below(2) == 1;
   m.proximal_mu = RandomFloat(rng);
   if (rng.Below(2) == 1) m.control = RandomModel(rng);
+  m.steps_unit = RandomFloat(rng);
   return m;
 }
 
