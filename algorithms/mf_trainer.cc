@@ -4,6 +4,7 @@
 #include <cassert>
 #include <cmath>
 
+#include "algorithms/parallel_sgd.h"
 #include "base/random.h"
 
 namespace fedrec {
@@ -22,6 +23,9 @@ MfTrainer::MfTrainer(const MfTrainerOptions& options, uint32_t items, std::vecto
   model_.InitUsers(options_.init, user_keys);
 }
 
+MfTrainer::~MfTrainer() = default;
+MfTrainer::MfTrainer(MfTrainer&&) noexcept = default;
+
 EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, float proximal_mu,
                             const std::vector<ParamBlock>* drift) {
   SgdOptions sgd = options_.sgd;
@@ -34,11 +38,21 @@ EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, floa
                           model_.item_factors() + static_cast<size_t>(model_.items()) * k);
     anchor_bias.assign(model_.item_bias(), model_.item_bias() + model_.items());
   }
+  const bool sequential = sgd.parallel.schedule == SgdSchedule::kSequential;
+  if (!sequential && !parallel_ && count > 0) {
+    parallel_ =
+        std::make_unique<ParallelSgd>(std::span<Rating>(train_), model_.users(), model_.items(),
+                                      sgd.parallel, options_.init.seed, options_.shard);
+  }
   for (uint64_t epoch = first_epoch; epoch < first_epoch + count; ++epoch) {
-    Rng rng(options_.init.seed, epoch, options_.shard, Purpose::kShuffle);
-    rng.Shuffle(std::span<Rating>(train_));
     const float epoch_lr = sgd.LearningRate(epoch);
-    stats.squared_error += SgdEpoch(&model_, train_, epoch_lr, sgd);
+    if (sequential) {
+      Rng rng(options_.init.seed, epoch, options_.shard, Purpose::kShuffle);
+      rng.Shuffle(std::span<Rating>(train_));
+      stats.squared_error += SgdEpoch(&model_, train_, epoch_lr, sgd);
+    } else {
+      stats.squared_error += parallel_->Epoch(&model_, epoch, epoch_lr, sgd);
+    }
     stats.updates += train_.size();
     if (epoch == first_epoch) stats.lr_first = epoch_lr;
     stats.lr_sum += epoch_lr;

@@ -4,11 +4,16 @@
 // site with E = 1 and full participation reproduces the centralized model bit
 // for bit.
 //
-// Epoch t of shard s shuffles the shard in place with stream
-// (seed, t, s, kShuffle) and uses learning rate sgd.LearningRate(t).
+// Epoch t of shard s uses learning rate sgd.LearningRate(t) and visits every
+// rating once in an order drawn from stream (seed, t, s, kShuffle): with
+// sgd.parallel.schedule = kSequential the whole shard shuffled in place, one
+// thread; otherwise the blocks of a grid on several threads
+// (algorithms/parallel_sgd.h), kGrid giving the same model for any number of
+// threads.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -17,6 +22,8 @@
 #include "data/ratings.h"
 
 namespace fedrec {
+
+class ParallelSgd;
 
 struct MfTrainerOptions {
   uint32_t factors = 32;
@@ -28,7 +35,7 @@ struct MfTrainerOptions {
 struct EpochStats {
   double squared_error = 0.0;  // pre-update squared errors summed over the epochs
   uint64_t updates = 0;
-  double lr_sum = 0.0;  // the epochs' learning rates summed
+  double lr_sum = 0.0;    // the epochs' learning rates summed
   double lr_first = 0.0;  // the first epoch's learning rate
   double Mse() const { return updates ? squared_error / static_cast<double>(updates) : 0.0; }
 };
@@ -40,6 +47,8 @@ class MfTrainer {
   // REQUIRES: every train user < user_keys.size(), every item < items.
   MfTrainer(const MfTrainerOptions& options, uint32_t items, std::vector<Rating> train,
             std::span<const uint64_t> user_keys);
+  ~MfTrainer();
+  MfTrainer(MfTrainer&&) noexcept;
 
   // Trains epochs [first_epoch, first_epoch + count) with base learning rate
   // `lr` (the rate of epoch 0; it decays per epoch by sgd.lr_decay).
@@ -58,7 +67,8 @@ class MfTrainer {
 
   MfModel& model() { return model_; }
   const MfModel& model() const { return model_; }
-  // Training ratings in their current (shuffled) order.
+  // Training ratings in their current training order (the grid's blocks,
+  // each shuffled, unless the schedule is kSequential).
   const std::vector<Rating>& train() const { return train_; }
   // Training ratings per item (the per-row weight of item blocks).
   const std::vector<uint32_t>& item_counts() const { return item_counts_; }
@@ -70,6 +80,7 @@ class MfTrainer {
   std::vector<Rating> train_;
   std::vector<uint32_t> item_counts_;
   MfModel model_;
+  std::unique_ptr<ParallelSgd> parallel_;  // made by the first Train (not kSequential)
 };
 
 }  // namespace fedrec

@@ -5,6 +5,28 @@
 
 namespace fedrec {
 
+std::string_view SgdScheduleName(SgdSchedule schedule) {
+  switch (schedule) {
+    case SgdSchedule::kSequential:
+      return "sequential";
+    case SgdSchedule::kGrid:
+      return "grid";
+    case SgdSchedule::kFree:
+      return "free";
+  }
+  return "?";
+}
+
+bool ParseSgdSchedule(std::string_view name, SgdSchedule* schedule) {
+  for (SgdSchedule s : {SgdSchedule::kSequential, SgdSchedule::kGrid, SgdSchedule::kFree}) {
+    if (name == SgdScheduleName(s)) {
+      *schedule = s;
+      return true;
+    }
+  }
+  return false;
+}
+
 float SgdOptions::LearningRate(uint64_t epoch) const {
   // Repeated multiplication in double: exact IEEE operations, so the schedule
   // is the same on every platform (std::pow need not be correctly rounded).

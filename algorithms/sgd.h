@@ -12,17 +12,52 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "algorithms/mf_model.h"
 #include "data/ratings.h"
 
 namespace fedrec {
 
+// How MfTrainer orders an epoch's updates and spreads them over threads
+// (algorithms/parallel_sgd.h has the details).
+enum class SgdSchedule : uint8_t {
+  // One thread over the whole shard, shuffled in place each epoch.
+  kSequential,
+  // The shard split into a blocks x blocks grid of user groups x item groups,
+  // trained a stratum of mutually independent blocks at a time: the same
+  // model for any number of threads.
+  kGrid,
+  // The same grid, each thread taking any block whose user group and item
+  // group are free (FPSGD's scheduler): no waiting on other threads' blocks,
+  // but the model depends on timing, so it is not reproducible.
+  kFree,
+};
+
+// "sequential", "grid", "free".
+std::string_view SgdScheduleName(SgdSchedule schedule);
+// The schedule named `name`; false when there is none.
+bool ParseSgdSchedule(std::string_view name, SgdSchedule* schedule);
+
+struct SgdParallelism {
+  SgdSchedule schedule = SgdSchedule::kGrid;
+  // Most threads an epoch uses; 0 = every core. A shard uses one thread per
+  // `ratings_per_thread` ratings (at least one, at most one per grid row),
+  // since threads on a small shard cost more than they save.
+  uint32_t threads = 0;
+  // Grid side P (kGrid, kFree). A shard with fewer than ratings_per_block * P^2
+  // ratings uses the largest side that gives its blocks that many on average.
+  uint32_t blocks = 16;
+  uint32_t ratings_per_thread = 20000;
+  uint32_t ratings_per_block = 256;
+};
+
 struct SgdOptions {
-  float lr = 0.01f;        // learning rate of epoch 0
-  float lr_decay = 1.0f;   // learning rate of epoch e is lr * lr_decay^e
-  float reg = 0.05f;       // L2 on factors
-  float bias_reg = 0.01f;  // L2 on biases
+  float lr = 0.01f;         // learning rate of epoch 0
+  float lr_decay = 1.0f;    // learning rate of epoch e is lr * lr_decay^e
+  float reg = 0.05f;        // L2 on factors
+  float bias_reg = 0.01f;   // L2 on biases
+  SgdParallelism parallel;  // used by MfTrainer; SgdEpoch is one thread
 
   float LearningRate(uint64_t epoch) const;
 };

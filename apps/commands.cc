@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "apps/job.h"
@@ -331,7 +332,18 @@ int RunSim(const Config& config, const Registries& registries) {
     if (!job_id.ok()) return Fail(job_id.status());
     job = *job_id;
   }
-  WorkerOptions worker_options = MakeWorkerOptions(config, models);
+  // Sites already train in parallel, on the sim's threads: with train.threads
+  // = 0 each site's own training takes the cores left per sim thread. (The
+  // grid schedule's model does not depend on it: sim and run stay equal.)
+  Config sites_config = config;
+  if (config.train.threads == 0) {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    const uint64_t sim_threads = std::min<uint64_t>(
+        config.sim.threads > 0 ? static_cast<uint64_t>(config.sim.threads) : cores,
+        data->sites.size());
+    sites_config.train.threads = std::max<int64_t>(1, cores / std::max<uint64_t>(sim_threads, 1));
+  }
+  WorkerOptions worker_options = MakeWorkerOptions(sites_config, models);
   worker_options.job_id = job;
   Result<std::map<uint32_t, crypto::Key32>> roster =
       SiteRoster(config, static_cast<uint32_t>(data->sites.size()));

@@ -83,6 +83,17 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("train.lr_decay", train.lr_decay, "learning rate of epoch e = lr * lr_decay^e"),
       FEDREC_KEY("train.reg", train.reg, "L2 regularization of factors"),
       FEDREC_KEY("train.bias_reg", train.bias_reg, "L2 regularization of biases"),
+      FEDREC_KEY("train.threads", train.threads,
+                 "most threads of local SGD (fedrec train, a site's epochs); 0 = every core "
+                 "(fedrec sim: the cores per site thread); a shard uses one per 20,000 ratings"),
+      FEDREC_KEY("train.schedule", train.schedule,
+                 "order of SGD updates: grid (blocks on all threads; the same model for any "
+                 "thread count) | free (FPSGD's free blocks: faster, not reproducible) | "
+                 "sequential (one thread over the whole shuffled shard)"),
+      FEDREC_KEY("train.blocks", train.blocks,
+                 "grid and free: ratings split into blocks x blocks user-item blocks (a shard "
+                 "with fewer than 256 ratings per block uses fewer); at most `blocks` threads "
+                 "train at once"),
       FEDREC_KEY("federation.sites", federation.sites, "number of sites"),
       FEDREC_KEY("federation.partition", federation.partition,
                  "how data is split into sites: user | dirichlet | files"),
@@ -582,6 +593,13 @@ Status ValidateConfig(const Config& c) {
     return fail("train.reg", "a number >= 0", fmt::format("{}", c.train.reg));
   if (!(c.train.bias_reg >= 0.0))
     return fail("train.bias_reg", "a number >= 0", fmt::format("{}", c.train.bias_reg));
+  if (c.train.threads < 0 || c.train.threads > 4096)
+    return fail("train.threads", "an integer in [0, 4096] (0 = every core)",
+                std::to_string(c.train.threads));
+  if (SgdSchedule schedule; !ParseSgdSchedule(c.train.schedule, &schedule))
+    return fail("train.schedule", "grid, free or sequential", "\"" + c.train.schedule + "\"");
+  if (c.train.blocks < 1 || c.train.blocks > 4096)
+    return fail("train.blocks", "an integer in [1, 4096]", std::to_string(c.train.blocks));
   FEDREC_RETURN_IF_ERROR(positive("federation.sites", c.federation.sites));
   FEDREC_RETURN_IF_ERROR(positive("federation.rounds", c.federation.rounds));
   FEDREC_RETURN_IF_ERROR(positive("federation.local_epochs", c.federation.local_epochs));

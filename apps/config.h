@@ -69,6 +69,11 @@ struct Config {
     double lr_decay = 0.97;
     double reg = 0.09;
     double bias_reg = 0.01;
+    // Local SGD on several threads (algorithms/parallel_sgd.h): at most
+    // `threads` (0 = every core; fedrec sim: the cores left per site thread).
+    int64_t threads = 0;
+    std::string schedule = "grid";  // grid | free | sequential
+    int64_t blocks = 16;            // grid side
   } train;
 
   struct Federation {

@@ -396,6 +396,9 @@ MfTrainerOptions TrainerOptions(const Config& config) {
   options.sgd.lr_decay = static_cast<float>(config.train.lr_decay);
   options.sgd.reg = static_cast<float>(config.train.reg);
   options.sgd.bias_reg = static_cast<float>(config.train.bias_reg);
+  options.sgd.parallel.threads = static_cast<uint32_t>(config.train.threads);
+  options.sgd.parallel.blocks = static_cast<uint32_t>(config.train.blocks);
+  ParseSgdSchedule(config.train.schedule, &options.sgd.parallel.schedule);  // validated
   return options;
 }
 
