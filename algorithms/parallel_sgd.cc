@@ -4,6 +4,7 @@
 #include <cassert>
 #include <cmath>
 #include <numeric>
+#include <thread>
 
 #include "base/random.h"
 
@@ -18,18 +19,17 @@ struct ParallelSgd::EpochState {
 
 namespace {
 
-// Each of `n` indices into one of `side` groups: a seeded permutation cut
-// where the groups hold equal shares of `weight` (an index goes to the group
-// its first unit of weight falls in).
-std::vector<uint32_t> Groups(const std::vector<uint64_t>& weight, uint32_t side, Rng rng) {
-  const size_t n = weight.size();
-  std::vector<uint32_t> order(n);
-  std::iota(order.begin(), order.end(), 0u);
-  rng.Shuffle(std::span<uint32_t>(order));
+// Each of weight.size() indices into one of `side` groups of consecutive
+// indices, cut where the groups hold equal shares of `weight` (an index goes
+// to the group its first unit of weight falls in). Consecutive, so threads
+// training different groups write to different cache lines: biases are one
+// float per row, and random groups would have both threads writing the same
+// lines at every update.
+std::vector<uint32_t> Groups(const std::vector<uint64_t>& weight, uint32_t side) {
   const uint64_t total = std::accumulate(weight.begin(), weight.end(), uint64_t{0});
-  std::vector<uint32_t> group(n, 0);
+  std::vector<uint32_t> group(weight.size(), 0);
   uint64_t before = 0;
-  for (uint32_t index : order) {
+  for (size_t index = 0; index < weight.size(); ++index) {
     if (total > 0) {
       const auto g = static_cast<unsigned __int128>(before) * side / total;
       group[index] = static_cast<uint32_t>(std::min<unsigned __int128>(g, side - 1));
@@ -66,18 +66,18 @@ ParallelSgd::ParallelSgd(std::span<Rating> ratings, uint32_t users, uint32_t ite
   Layout(users, items);
   const size_t blocks = size_t{side_} * side_;
   sse_.assign(blocks, 0.0);
+  // The strata's column permutation, drawn once: an epoch then starts each
+  // column group next to the row group that ended the last one with it.
   col_.resize(side_);
-  pos_.resize(side_);
+  std::iota(col_.begin(), col_.end(), 0u);
+  Rng(Mix64(DeriveSeed(seed, 0, shard, Purpose::kShuffle) ^ 0x67726964)).Shuffle(std::span(col_));
   if (threads_ > 1) {
     team_ = std::make_unique<ThreadTeam>(threads_);
-    row_next_.resize(side_);
-    col_next_.resize(side_);
-    ready_.resize(blocks);
-    row_busy_.resize(side_);
-    col_busy_.resize(side_);
-    taken_.resize(blocks);
-    probe_.resize(threads_);
-    for (uint32_t t = 0; t < threads_; ++t) probe_[t] = Mix64(seed ^ t);
+    progress_ = std::make_unique<Flag[]>(side_);
+    done_.resize(blocks);
+    // Equal numbers of row groups (which hold equal shares of the ratings).
+    for (uint32_t t = 0; t <= threads_; ++t)
+      first_row_.push_back(static_cast<uint32_t>(uint64_t{side_} * t / threads_));
   }
 }
 
@@ -90,12 +90,21 @@ void ParallelSgd::Layout(uint32_t users, uint32_t items) {
     ++user_ratings[r.user];
     ++item_ratings[r.item];
   }
-  const std::vector<uint32_t> user_group =
-      Groups(user_ratings, side_, Rng(seed_, 0, shard_, Purpose::kGridLayout));
-  const std::vector<uint32_t> item_group =
-      Groups(item_ratings, side_, Rng(seed_, 1, shard_, Purpose::kGridLayout));
+  const std::vector<uint32_t> user_group = Groups(user_ratings, side_);
+  const std::vector<uint32_t> item_group = Groups(item_ratings, side_);
+  // The grid's rows are the side with more parameter rows: a thread keeps its
+  // row groups in its cache, and the other side's groups move between threads.
+  const bool item_rows = items > users;
+  item_rows_ = item_rows;
+  const std::vector<uint32_t>& column_group = item_rows ? user_group : item_group;
+  column_first_.assign(side_ + 1, static_cast<uint32_t>(column_group.size()));
+  for (uint32_t i = static_cast<uint32_t>(column_group.size()); i-- > 0;)
+    column_first_[column_group[i]] = i;
+  for (uint32_t g = side_; g-- > 0;)
+    column_first_[g] = std::min(column_first_[g], column_first_[g + 1]);
   const auto block_of = [&](const Rating& r) {
-    return size_t{user_group[r.user]} * side_ + item_group[r.item];
+    return item_rows ? size_t{item_group[r.item]} * side_ + user_group[r.user]
+                     : size_t{user_group[r.user]} * side_ + item_group[r.item];
   };
   offsets_.assign(size_t{side_} * side_ + 1, 0);
   for (const Rating& r : ratings_) ++offsets_[block_of(r) + 1];
@@ -123,106 +132,105 @@ void ParallelSgd::TrainStrata(EpochState& state) {
 double ParallelSgd::Epoch(MfModel* model, uint64_t epoch, float lr, const SgdOptions& options) {
   assert(model->users() >= 1 || ratings_.empty());
   EpochState state{model, lr, &options, DeriveSeed(seed_, epoch, shard_, Purpose::kShuffle)};
-  std::iota(col_.begin(), col_.end(), 0u);
-  Rng(state.stream).Shuffle(std::span<uint32_t>(col_));
-  for (uint32_t g = 0; g < side_; ++g) pos_[col_[g]] = g;
   std::fill(sse_.begin(), sse_.end(), 0.0);
 
   if (!team_) {
     TrainStrata(state);
+  } else if (schedule_ == SgdSchedule::kGrid) {
+    for (uint32_t r = 0; r < side_; ++r) progress_[r].value.store(0, std::memory_order_relaxed);
+    team_->Run([&](unsigned thread) { TrainRowsInOrder(thread, state); });
   } else {
-    unclaimed_ = sse_.size();
-    if (schedule_ == SgdSchedule::kGrid) {
-      std::fill(row_next_.begin(), row_next_.end(), 0u);
-      std::fill(col_next_.begin(), col_next_.end(), 0u);
-      ready_head_ = 0;
-      ready_.clear();
-      for (uint32_t r = 0; r < side_; ++r) ready_.push_back(r * side_ + col_[r]);  // stratum 0
-      team_->Run([&](unsigned) {
-        for (int block; (block = AcquireOrdered()) >= 0;) {
-          TrainBlock(static_cast<uint32_t>(block), state);
-          ReleaseOrdered(static_cast<uint32_t>(block));
-        }
-      });
-    } else {
-      std::fill(taken_.begin(), taken_.end(), uint8_t{0});
-      team_->Run([&](unsigned thread) {
-        for (int block; (block = AcquireFree(thread)) >= 0;) {
-          TrainBlock(static_cast<uint32_t>(block), state);
-          ReleaseFree(static_cast<uint32_t>(block));
-        }
-      });
-    }
+    std::fill(done_.begin(), done_.end(), uint8_t{0});
+    team_->Run([&](unsigned thread) { TrainRowsFree(thread, state); });
   }
   double sse = 0.0;
   for (double s : sse_) sse += s;
   return sse;
 }
 
-int ParallelSgd::AcquireOrdered() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return ready_head_ < ready_.size() || unclaimed_ == 0; });
-  if (ready_head_ == ready_.size()) return -1;
-  const uint32_t block = ready_[ready_head_++];
-  if (--unclaimed_ == 0) cv_.notify_all();  // the others may stop waiting
-  return static_cast<int>(block);
+namespace {
+
+inline void Pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
 }
 
-void ParallelSgd::ReleaseOrdered(uint32_t block) {
-  const uint32_t r = block / side_, c = block % side_;
-  const uint32_t next = (pos_[c] + side_ - r) % side_ + 1;  // the stratum after this block's
-  int woken = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    row_next_[r] = next;
-    col_next_[c] = next;
-    if (next < side_) {
-      // This user group's next block, if its item group has caught up.
-      const uint32_t c2 = col_[(r + next) % side_];
-      if (col_next_[c2] == next) {
-        ready_.push_back(r * side_ + c2);
-        ++woken;
-      }
-      // This item group's next block, if its user group has caught up.
-      const uint32_t r2 = (pos_[c] + side_ - next) % side_;
-      if (row_next_[r2] == next) {
-        ready_.push_back(r2 * side_ + c);
-        ++woken;
-      }
+// Waits, spinning, until `value` >= `at_least`. The wait is for one block of
+// another thread (a few microseconds), so no sleep; past a few thousand polls
+// it yields, in case that thread lost its core.
+void AwaitAtLeast(const std::atomic<uint32_t>& value, uint32_t at_least) {
+  for (uint32_t spin = 0; value.load(std::memory_order_acquire) < at_least; ++spin) {
+    if (spin < 4096) {
+      Pause();
+    } else {
+      std::this_thread::yield();
     }
   }
-  if (woken == 1) cv_.notify_one();
-  if (woken == 2) cv_.notify_all();
 }
 
-int ParallelSgd::AcquireFree(unsigned thread) {
-  const size_t blocks = sse_.size();
-  std::unique_lock<std::mutex> lock(mu_);
-  for (;;) {
-    if (unclaimed_ == 0) return -1;
-    // Search from a random block, so threads spread over the grid.
-    probe_[thread] = Mix64(probe_[thread]);
-    const size_t start = probe_[thread] % blocks;
-    for (size_t i = 0; i < blocks; ++i) {
-      const size_t b = (start + i) % blocks;
-      if (taken_[b] || row_busy_[b / side_] || col_busy_[b % side_]) continue;
-      taken_[b] = 1;
-      row_busy_[b / side_] = 1;
-      col_busy_[b % side_] = 1;
-      if (--unclaimed_ == 0) cv_.notify_all();
-      return static_cast<int>(b);
+}  // namespace
+
+void ParallelSgd::PrefetchColumnGroup(uint32_t group, EpochState& state) {
+  MfModel& m = *state.model;
+  const size_t k = m.factors();
+  const size_t first = column_first_[group], end = column_first_[group + 1];
+  const float* factors = item_rows_ ? m.user_factors() : m.item_factors();
+  const float* bias = item_rows_ ? m.user_bias() : m.item_bias();
+  constexpr size_t kLine = 64 / sizeof(float);
+  for (size_t f = first * k; f < end * k; f += kLine) __builtin_prefetch(factors + f, 1, 3);
+  for (size_t f = first; f < end; f += kLine) __builtin_prefetch(bias + f, 1, 3);
+}
+
+void ParallelSgd::TrainRowsInOrder(unsigned thread, const EpochState& shared) {
+  EpochState state = shared;  // a copy on this thread's stack: no line shared with the caller's
+  const uint32_t first = first_row_[thread], end = first_row_[thread + 1];
+  for (uint32_t s = 0; s < side_; ++s) {
+    for (uint32_t r = first; r < end; ++r) {
+      // The column group's block of stratum s - 1 was row group r + 1's: the
+      // thread's own for all rows but its last.
+      const uint32_t c = col_[(r + s) % side_];
+      if (r + 1 == end) {
+        if (s > 0) AwaitAtLeast(progress_[end % side_].value, s);
+        PrefetchColumnGroup(c, state);  // from another core's cache
+      }
+      TrainBlock(r * side_ + c, state);
+      progress_[r].value.store(s + 1, std::memory_order_release);
     }
-    cv_.wait(lock);
   }
 }
 
-void ParallelSgd::ReleaseFree(uint32_t block) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    row_busy_[block / side_] = 0;
-    col_busy_[block % side_] = 0;
+void ParallelSgd::TrainRowsFree(unsigned thread, const EpochState& shared) {
+  EpochState state = shared;  // a copy on this thread's stack: no line shared with the caller's
+  const uint32_t first = first_row_[thread], end = first_row_[thread + 1];
+  size_t left = size_t{end - first} * side_;
+  for (uint32_t idle = 0; left > 0;) {
+    bool trained = false;
+    for (uint32_t r = first; r < end; ++r) {
+      for (uint32_t i = 0; i < side_; ++i) {
+        const uint32_t c = col_[(r + i) % side_];
+        const uint32_t block = r * side_ + c;
+        std::atomic<uint32_t>& busy = progress_[c].value;
+        if (done_[block] || busy.load(std::memory_order_relaxed) != 0 ||
+            busy.exchange(1, std::memory_order_acquire) != 0)
+          continue;
+        TrainBlock(block, state);
+        busy.store(0, std::memory_order_release);
+        done_[block] = 1;
+        --left;
+        trained = true;
+      }
+    }
+    if (trained) {
+      idle = 0;
+    } else if (++idle < 4096) {
+      Pause();
+    } else {
+      std::this_thread::yield();  // the other threads' blocks are slow: lost their core?
+    }
   }
-  cv_.notify_all();
 }
 
 }  // namespace fedrec

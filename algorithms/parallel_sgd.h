@@ -2,39 +2,48 @@
 // Zhuang, Juan and Lin, "A Fast Parallel SGD for Matrix Factorization in
 // Shared Memory Systems", RecSys 2013), the algorithm behind LibMF's threads.
 //
-// Layout, once per shard: users are dealt into P groups and items into P
-// groups (each a seeded permutation, stream (seed, 0 / 1, shard, kGridLayout),
-// cut where the groups hold equal shares of the ratings), and the ratings are
+// Layout, once per shard: users are cut into P groups of consecutive indices
+// holding equal shares of the ratings, items likewise, and the ratings are
 // reordered in place into the P x P blocks of the grid, keeping their order
-// within a block. Two blocks that share neither a user group nor an item group
-// touch disjoint parameter rows, so they train at the same time with no lock
-// on any row.
+// within a block. The grid's rows are the groups of the side with more
+// parameter rows (items on MovieLens), its columns the other side's. Two
+// blocks that share neither a row group nor a column group touch disjoint
+// parameter rows (and, the groups being index ranges, disjoint cache lines
+// but at the ranges' ends), so they train at the same time with no lock on
+// any row.
 //
-// Epoch e draws a permutation `col` of the item groups from the stream
-// (seed, e, shard, kShuffle). Stratum s (s = 0..P-1) is the blocks
-// (r, col[(r + s) mod P]) for r = 0..P-1: one block per user group and per
-// item group, so a stratum's blocks are mutually independent and the P
-// strata cover the grid. Each block is shuffled in place (its own stream,
-// derived from the epoch's and the block index) just before it trains.
+// A permutation `col` of the column groups is drawn once, from the stream
+// (seed, 0, shard, kShuffle). Stratum s (s = 0..P-1) is the blocks
+// (r, col[(r + s) mod P]) for r = 0..P-1: one block per row group and per
+// column group, so a stratum's blocks are mutually independent, and the P
+// strata cover the grid. An epoch trains the strata in order; each block is
+// shuffled in place, just before it trains, with a stream derived from
+// (seed, epoch, shard, kShuffle) and the block's index.
 //
-// kGrid: every row of the model sees its updates in stratum order, whatever
-// thread ran which block, so the model is the same for 1, 2 or 64 threads.
-// The schedule has no barrier: a block runs as soon as the block before it in
-// its user group and the one before it in its item group are done. The
-// squared errors are summed per block and then in block order.
-// kFree: a thread takes any block not yet trained this epoch whose user group
-// and item group no other thread is training (FPSGD's free-block
-// scheduler); faster when blocks are uneven, not reproducible.
-// With one thread both train the strata in order, as kGrid does.
+// Threads: thread t of T owns row groups [tP/T, (t+1)P/T), so their
+// parameter rows stay in one core's cache. A column group passes from row
+// group r + 1 to r from one stratum to the next (and from one epoch to the
+// next), so it changes core only at the ends of the threads' ranges (T times
+// an epoch, not P); the thread receiving it prefetches its rows.
+// kGrid: each thread trains its row groups' blocks in stratum order, a block
+// waiting only for its column group's previous block (stratum s - 1), which
+// is the same thread's but at the end of its range. Every row of the model
+// then sees its updates in the same order whatever the number of threads, so
+// the model is the same for 1, 2 or 64 threads. The squared errors are summed
+// per block, then in block order.
+// kFree: each thread trains its row groups' blocks in any order, taking a
+// block as soon as no other thread is training its column group (FPSGD's
+// free-block scheduling, within the thread's rows): no waiting for a given
+// block, but the order of updates depends on timing, so the model is not
+// reproducible. With one thread both train the strata in order, as kGrid does.
 //
-// Only the choice of the next block takes a lock (once per block, a few
-// hundred ratings); parameter rows are never locked.
+// Threads coordinate through one atomic per row group (kGrid) or column group
+// (kFree); parameter rows are never locked.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <vector>
 
@@ -76,10 +85,9 @@ class ParallelSgd {
   void Layout(uint32_t users, uint32_t items);
   void TrainBlock(uint32_t block, EpochState& state);
   void TrainStrata(EpochState& state);
-  int AcquireOrdered();
-  void ReleaseOrdered(uint32_t block);
-  int AcquireFree(unsigned thread);
-  void ReleaseFree(uint32_t block);
+  void TrainRowsInOrder(unsigned thread, const EpochState& shared);
+  void PrefetchColumnGroup(uint32_t group, EpochState& state);
+  void TrainRowsFree(unsigned thread, const EpochState& shared);
 
   std::span<Rating> ratings_;
   SgdSchedule schedule_;
@@ -87,24 +95,23 @@ class ParallelSgd {
   uint32_t shard_;
   uint32_t side_;
   uint32_t threads_;
-  std::vector<size_t> offsets_;  // block b holds ratings_[offsets_[b], offsets_[b + 1])
-  std::vector<double> sse_;      // per block, this epoch
-  std::vector<uint32_t> col_;    // this epoch's item-group permutation
-  std::vector<uint32_t> pos_;    // its inverse
+  std::vector<size_t> offsets_;         // block b holds ratings_[offsets_[b], offsets_[b + 1])
+  std::vector<double> sse_;             // per block, this epoch
+  std::vector<uint32_t> col_;           // stratum s trains blocks (r, col_[(r + s) mod P])
+  bool item_rows_ = false;              // grid rows are item groups (columns user groups)
+  std::vector<uint32_t> column_first_;  // column group g: indices [column_first_[g], [g + 1])
   std::unique_ptr<ThreadTeam> team_;
 
-  // Scheduler state, guarded by mu_ (multi-threaded epochs only).
-  std::mutex mu_;
-  std::condition_variable cv_;
-  size_t unclaimed_ = 0;            // blocks no thread has taken this epoch
-  std::vector<uint32_t> row_next_;  // kGrid: next stratum of each user group
-  std::vector<uint32_t> col_next_;  // kGrid: next stratum of each item group
-  std::vector<uint32_t> ready_;     // kGrid: blocks whose predecessors are done (FIFO)
-  size_t ready_head_ = 0;
-  std::vector<uint8_t> row_busy_;  // kFree
-  std::vector<uint8_t> col_busy_;  // kFree
-  std::vector<uint8_t> taken_;     // kFree: per block, taken this epoch
-  std::vector<uint64_t> probe_;    // kFree: per thread, where its next search starts
+  // Multi-threaded epochs.
+  struct alignas(64) Flag {
+    std::atomic<uint32_t> value{0};
+  };
+  // Thread t trains row groups [first_row_[t], first_row_[t + 1]).
+  std::vector<uint32_t> first_row_;
+  // kGrid: per row group, the strata it has finished this epoch.
+  // kFree: per column group, 1 while a thread trains one of its blocks.
+  std::unique_ptr<Flag[]> progress_;
+  std::vector<uint8_t> done_;  // kFree: per block, trained this epoch (written by its row's thread)
 };
 
 }  // namespace fedrec

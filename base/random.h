@@ -34,7 +34,6 @@ enum class Purpose : uint64_t {
   kAvailability = 13,  // simulated site availability (round = federated round)
   kEvalSample = 14,    // the sites asked to evaluate (round = federated round)
   kLocalEpochs = 15,   // heterogeneous local epochs (round = federated round)
-  kGridLayout = 16,    // users (round 0) and items (round 1) into the groups of the SGD grid
   kUser = 100,         // first value free for plug-ins
 };
 
