@@ -150,25 +150,19 @@ double ParallelSgd::Epoch(MfModel* model, uint64_t epoch, float lr, const SgdOpt
 
 namespace {
 
-inline void Pause() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
-#endif
+// A thread with nothing ready spins (blocks take microseconds), and past a
+// few thousand polls yields, in case the thread it waits for lost its core.
+void Backoff(uint32_t idle) {
+  if (idle < 4096) {
+    SpinPause();
+  } else {
+    std::this_thread::yield();
+  }
 }
 
-// Waits, spinning, until `value` >= `at_least`. The wait is for one block of
-// another thread (a few microseconds), so no sleep; past a few thousand polls
-// it yields, in case that thread lost its core.
+// Waits until `value` >= `at_least`.
 void AwaitAtLeast(const std::atomic<uint32_t>& value, uint32_t at_least) {
-  for (uint32_t spin = 0; value.load(std::memory_order_acquire) < at_least; ++spin) {
-    if (spin < 4096) {
-      Pause();
-    } else {
-      std::this_thread::yield();
-    }
-  }
+  for (uint32_t idle = 1; value.load(std::memory_order_acquire) < at_least; ++idle) Backoff(idle);
 }
 
 }  // namespace
@@ -225,10 +219,8 @@ void ParallelSgd::TrainRowsFree(unsigned thread, const EpochState& shared) {
     }
     if (trained) {
       idle = 0;
-    } else if (++idle < 4096) {
-      Pause();
     } else {
-      std::this_thread::yield();  // the other threads' blocks are slow: lost their core?
+      Backoff(++idle);
     }
   }
 }

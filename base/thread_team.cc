@@ -11,21 +11,13 @@ namespace {
 // anything a person would notice as a busy idle thread.
 constexpr int kSpins = 4096;
 
-inline void Pause() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
-
 // Waits until `value` differs from `old`; returns the new value.
 template <typename T>
 T AwaitChange(const std::atomic<T>& value, T old) {
   T now;
   for (int spin = 0; (now = value.load(std::memory_order_acquire)) == old; ++spin) {
     if (spin < kSpins) {
-      Pause();
+      SpinPause();
     } else {
       value.wait(old, std::memory_order_acquire);
     }

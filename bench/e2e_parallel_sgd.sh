@@ -43,7 +43,7 @@ for rep in $(seq "$reps"); do
   "$build/bench/parallel_sgd_bench" --train="$ml/u1.base" "${blocks[@]}" --benchmark_min_time=1 \
     --benchmark_format=csv 2> /dev/null |
     awk -F, '/^"BM_TrainEpoch/ { gsub(/"/, "", $1); sub(/BM_TrainEpoch\//, "fedrec/", $1);
-             sub(/\/real_time/, "", $1); print $1, $8 / 1e6 }' >> "$rates"
+             sub(/\/real_time/, "", $1); print $1, $7 / 1e6 }' >> "$rates"
   echo "repetition $rep:"
   tail -n 7 "$rates" | awk '{ printf "  %-28s %7.1f M updates/s\n", $1, $2 }'
 done

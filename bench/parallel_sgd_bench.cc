@@ -100,11 +100,13 @@ void TrainEpochBench(benchmark::State& state, SgdSchedule schedule) {
   for (auto _ : state) sse = trainer.Train(epoch++, 1, options.sgd.lr).squared_error;
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * data.train.size()));
   state.counters["train_rmse"] = std::sqrt(sse / static_cast<double>(data.train.size()));
-  if (schedule != SgdSchedule::kSequential) {
-    state.counters["threads_used"] = ParallelSgd::Threads(options.sgd.parallel, data.train.size(),
-                                                          std::thread::hardware_concurrency());
-    state.counters["grid_side"] = ParallelSgd::Side(options.sgd.parallel, data.train.size());
-  }
+  const bool grid = schedule != SgdSchedule::kSequential;  // every run has every counter (csv)
+  state.counters["threads_used"] =
+      grid ? ParallelSgd::Threads(options.sgd.parallel, data.train.size(),
+                                  std::thread::hardware_concurrency())
+           : 1;
+  state.counters["grid_side"] =
+      grid ? ParallelSgd::Side(options.sgd.parallel, data.train.size()) : 1;
 }
 
 void PrintTestRmse(int epochs) {
