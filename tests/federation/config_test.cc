@@ -138,6 +138,40 @@ TEST(Config, ValidationNamesKeyExpectedAndFound) {
   EXPECT_TRUE(ValidateConfig(Config()).ok());
 }
 
+TEST(Config, TrainingThreadsScheduleAndBlocksAreCheckedAndReachTheTrainer) {
+  const auto refused = [](const std::string& assignment) {
+    Config c;
+    EXPECT_TRUE(ApplyOverride(&c, assignment).ok()) << assignment;
+    return ValidateConfig(c).message();
+  };
+  EXPECT_NE(
+      refused("train.threads=-1")
+          .find(
+              "config train.threads: expected an integer in [0, 4096] (0 = every core), found -1"),
+      std::string::npos)
+      << refused("train.threads=-1");
+  EXPECT_NE(
+      refused("train.schedule=hogwild")
+          .find("config train.schedule: expected grid, free or sequential, found \"hogwild\""),
+      std::string::npos)
+      << refused("train.schedule=hogwild");
+  EXPECT_NE(refused("train.blocks=0")
+                .find("config train.blocks: expected an integer in [1, 4096], found 0"),
+            std::string::npos)
+      << refused("train.blocks=0");
+
+  Config c;
+  ASSERT_TRUE(ApplyOverride(&c, "train.schedule=free").ok());
+  ASSERT_TRUE(ApplyOverride(&c, "train.threads=3").ok());
+  ASSERT_TRUE(ApplyOverride(&c, "train.blocks=5").ok());
+  ASSERT_TRUE(ValidateConfig(c).ok());
+  const SgdParallelism parallel = TrainerOptions(c).sgd.parallel;
+  EXPECT_EQ(parallel.schedule, SgdSchedule::kFree);
+  EXPECT_EQ(parallel.threads, 3u);
+  EXPECT_EQ(parallel.blocks, 5u);
+  EXPECT_EQ(TrainerOptions(Config()).sgd.parallel.schedule, SgdSchedule::kGrid);  // the default
+}
+
 TEST(Config, ThreatModelRatesAreCheckedAgainstTheScheme) {
   const auto message = [](const Config& c) { return ValidateConfig(c).message(); };
   Config c;
