@@ -9,8 +9,9 @@
 # (T(-t 220) - T(-t 20)), so loading the file cancels out; fedrec's rate is
 # one epoch of MfTrainer::Train (shuffle included) per benchmark iteration.
 # Prints every repetition, then the best and mean of each row, and the test
-# RMSE each side reaches (fedrec: 60 epochs at the `fedrec train` defaults;
-# LibMF: the best of a few learning rates and regularizations, 2 threads).
+# RMSE each side reaches (fedrec: `fedrec train` at its defaults, 60 epochs,
+# the final and the best epoch; LibMF: the best iteration of a few learning
+# rates and regularizations, 2 threads).
 # BLOCKS=<P> sets fedrec's grid side (train.blocks; default 16).
 set -euo pipefail
 ml=${1:?usage: $0 <ml-100k dir> <build dir> <LibMF mf-train> [repetitions]}
@@ -56,9 +57,17 @@ awk '{ n[$1]++; s[$1] += $2; if ($2 > b[$1]) b[$1] = $2; if (!($1 in o)) o[$1] =
   sort -n | cut -d'|' -f2- | sed 's/^/|/'
 
 echo
-"$build/bench/parallel_sgd_bench" --train="$ml/u1.base" --test="$ml/u1.test" "${blocks[@]}" \
-  --rmse_epochs=60 \
-  --benchmark_filter=none 2> /dev/null | grep test_rmse
+for schedule in sequential grid free; do
+  "$build/fedrec" train --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
+    --set train.schedule=$schedule --set train.blocks="${BLOCKS:-16}" --set eval.ranking=false \
+    --set output.progress=false --set output.dir="$work/train-$schedule" > /dev/null 2>&1
+  python3 - "$work/train-$schedule/metrics.jsonl" "$schedule" <<'PY'
+import json, sys
+rmse = [(json.loads(l)["test_rmse"], json.loads(l)["epoch"]) for l in open(sys.argv[1])]
+print(f"fedrec train, schedule {sys.argv[2]}: test_rmse final {rmse[-1][0]:.4f}, "
+      f"best iteration {min(rmse)[0]:.4f} (epoch {min(rmse)[1]})")
+PY
+done
 for args in "-l2 0.05 -r 0.01 -t 60" "-l2 0.05 -r 0.05 -t 20" "-l2 0.1 -r 0.1 -t 10" \
             "-l2 0.1 -r 0.05 -t 20" "-l2 0.1 -r 0.05 -t 40"; do
   "$mftrain" -k 32 -s 2 $args -p "$work/test.txt" "$work/train.txt" "$work/model" |
