@@ -103,13 +103,15 @@ TEST(Frames, RejectsBadMagicShowingTheBytesInHex) {
 
 TEST(Frames, RejectsUnsupportedVersionNamingFoundAndSupported) {
   std::vector<uint8_t> frame = EncodeFrame(MessageType::kRoundPlan, 7, 3, Payload(4));
-  Poke(frame, 4, 8, 2);
+  Poke(frame, 4, kProtocolVersion + 1, 2);
   Result<FrameView> view = DecodeFrame(frame);
   ASSERT_FALSE(view.ok());
   EXPECT_EQ(view.status().code(), Status::Code::kCorruption);
-  EXPECT_EQ(view.status().message(),
-            "unsupported protocol version 8 in frame from rank 3, round 7: this build supports "
-            "version 7");
+  EXPECT_EQ(view.status().message(), "unsupported protocol version " +
+                                         std::to_string(kProtocolVersion + 1) +
+                                         " in frame from rank 3, round 7: this build supports "
+                                         "version " +
+                                         std::to_string(kProtocolVersion));
 }
 
 TEST(Frames, RejectsUnknownMessageTypeNamingSenderAndRound) {
