@@ -141,7 +141,9 @@ Status PsClient::Handle(Envelope e) {
     }
   }
   t.answered[static_cast<size_t>(shard)] = 1;
-  --t.owed;
+  // A completed push has nothing left to hand over: forget it (Wait on it
+  // then returns at once). A completed pull stays until Wait collects it.
+  if (--t.owed == 0 && !t.pull && t.error.ok()) tickets_.erase(it);
   return Status::Ok();
 }
 

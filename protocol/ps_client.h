@@ -61,6 +61,7 @@ class PsClient {
   Status Wait(uint64_t ticket, std::chrono::milliseconds timeout);
   // Waits for every outstanding ticket.
   Status WaitAll(std::chrono::milliseconds timeout);
+  // Tickets not yet complete or (pulls) not yet waited for.
   size_t outstanding() const { return tickets_.size(); }
 
   // The oldest frame received that was not for this client, if any.
