@@ -717,7 +717,9 @@ Status ValidateConfig(const Config& c) {
       return Status::InvalidArgument("config federation.sites / security.adversarial_rate: " +
                                      threshold.status().message());
   }
-  if (c.security.aggregation != "none") {
+  // Parameter-server mode has no rounds to aggregate: security.aggregation
+  // does not apply to it.
+  if (c.security.aggregation != "none" && c.federation.mode != "ps") {
     const double per_round =
         std::max(1.0, std::round(c.federation.fraction * static_cast<double>(c.federation.sites)));
     if (per_round < 3)
