@@ -54,18 +54,14 @@ std::vector<std::string> RawIds(const IdMap& ids) {
 struct PsRunResult {
   std::vector<ParamBlock> global;  // MF's global blocks
   ErrorSums last_eval;
-  uint64_t ratings_trained = 0;
   double seconds = 0.0;
   PsStart start;
 };
 
-// The driver's part: runs the job, writes metrics.jsonl as epochs complete.
-Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLayout& layout,
-                          uint32_t items, RunOutput* out) {
-  PsDriver driver(MakePsDriverOptions(config, layout, items), &transport);
-  PsRunResult result;
-  const auto start = std::chrono::steady_clock::now();
-  FEDREC_RETURN_IF_ERROR(driver.Run([&](const PsEpochMetrics& m) {
+// What the driver does with each epoch: a metrics.jsonl line, a progress
+// line, and the last evaluation kept for the summary.
+std::function<void(const PsEpochMetrics&)> EpochWriter(RunOutput* out, ErrorSums* last_eval) {
+  return [out, last_eval](const PsEpochMetrics& m) {
     json line = {{"epoch", m.epoch},
                  {"train_rmse", Number(std::sqrt(m.train_mse))},
                  {"train_loss", Number(m.train_mse)},
@@ -76,26 +72,28 @@ Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLa
       line["test_rmse"] = Number(m.test.Rmse());
       line["test_mae"] = Number(m.test.Mae());
       progress += fmt::format("  test rmse {:.4f}  mae {:.4f}", m.test.Rmse(), m.test.Mae());
-      result.last_eval = m.test;
+      *last_eval = m.test;
     }
-    const TrafficStats traffic = transport.stats();
-    line["bytes_sent"] = traffic.bytes_sent;
-    line["bytes_received"] = traffic.bytes_received;
+    line["bytes_sent"] = m.driver_traffic.bytes_sent;
+    line["bytes_received"] = m.driver_traffic.bytes_received;
     out->WriteMetrics(line.dump());
     out->Progress(progress);
-  }));
+  };
+}
+
+// The driver's part under mpirun: runs the job, writes metrics.jsonl as
+// epochs complete.
+Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLayout& layout,
+                          uint32_t items, RunOutput* out) {
+  PsDriver driver(MakePsDriverOptions(config, layout, items), &transport);
+  PsRunResult result;
+  const auto start = std::chrono::steady_clock::now();
+  FEDREC_RETURN_IF_ERROR(
+      driver.Run(EpochWriter(out, &result.last_eval)));
   out->EndProgress();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.start = driver.start();
-  const uint32_t k = static_cast<uint32_t>(config.model.factors), cols = k + 1;
-  MfModel model(0, items, k);
-  model.set_global_mean(driver.start().global_mean);
-  for (uint32_t i = 0; i < items; ++i) {
-    const float* row = driver.rows().data() + static_cast<size_t>(i) * cols;
-    std::copy_n(row, k, model.item_factors() + static_cast<size_t>(i) * k);
-    model.item_bias()[i] = row[k];
-  }
-  result.global = model.GlobalBlocks();
+  result.global = PsGlobalBlocks(config, driver.start(), driver.rows());
   return result;
 }
 
@@ -200,51 +198,89 @@ PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout
   return options;
 }
 
-int RunPsSim(const Config& config, const Registries&) {
-  Result<FederatedData> data = LoadFederatedData(config);
-  if (!data.ok()) return Fail(data.status());
-  Result<RunOutput> out = RunOutput::Create(config, "sim");
-  if (!out.ok()) return Fail(out.status());
+Result<PsInProcessRun> RunPsInProcess(const Config& config, std::vector<SiteData> sites,
+                                      uint32_t items,
+                                      const std::function<void(const PsEpochMetrics&)>& on_epoch) {
   const PsLayout layout = MakePsLayout(config);
-  const uint32_t items = data->dataset.items.size();
-  spdlog::info(
-      "sim (parameter server): {} shard servers, {} workers, {} items, {} train / {} test "
-      "ratings, consistency {}; run directory {}",
-      layout.shard_ranks.size(), layout.worker_ranks.size(), items, data->dataset.train.size(),
-      data->dataset.test.size(), config.ps.consistency, out->dir());
+  if (sites.size() != layout.worker_ranks.size()) {
+    return Status::InvalidArgument("federation.mode = ps: " + std::to_string(sites.size()) +
+                                   " sites' data for " +
+                                   std::to_string(layout.worker_ranks.size()) + " workers");
+  }
   InProcessNetwork network(layout.size());
   std::vector<std::unique_ptr<ShardServer>> shards;
   std::vector<std::unique_ptr<PsWorker>> workers;
   std::vector<Status> statuses(layout.shard_ranks.size() + layout.worker_ranks.size());
-  std::vector<std::thread> threads;
   for (uint32_t s = 0; s < layout.shard_ranks.size(); ++s) {
     shards.push_back(std::make_unique<ShardServer>(MakeShardServerOptions(config, layout, s),
                                                    &network.endpoint(layout.shard_ranks[s])));
   }
   for (uint32_t w = 0; w < layout.worker_ranks.size(); ++w) {
     workers.push_back(std::make_unique<PsWorker>(MakePsWorkerOptions(config, layout, w),
-                                                 std::move(data->sites[w]),
+                                                 std::move(sites[w]),
                                                  &network.endpoint(layout.worker_ranks[w])));
   }
+  std::vector<std::thread> threads;
   for (size_t s = 0; s < shards.size(); ++s)
     threads.emplace_back([&, s] { statuses[s] = shards[s]->Serve(); });
   for (size_t w = 0; w < workers.size(); ++w)
     threads.emplace_back([&, w] { statuses[shards.size() + w] = workers[w]->Run(); });
-  Result<PsRunResult> result = Drive(config, network.endpoint(layout.driver), layout, items, &*out);
+  PsDriver driver(MakePsDriverOptions(config, layout, items), &network.endpoint(layout.driver));
+  PsInProcessRun run;
+  Status status = driver.Run(on_epoch);
   for (std::thread& t : threads) t.join();
-  if (!result.ok()) return Fail(result.status());
-  for (const Status& s : statuses)
-    if (!s.ok()) return Fail(s);
+  FEDREC_RETURN_IF_ERROR(status);
+  for (const Status& s : statuses) FEDREC_RETURN_IF_ERROR(s);
+  run.start = driver.start();
+  run.rows = driver.rows();
+  for (const auto& shard : shards) run.shards.push_back(shard->stats());
+  for (const auto& worker : workers) run.clients.push_back(worker->client_stats());
+  return run;
+}
+
+std::vector<ParamBlock> PsGlobalBlocks(const Config& config, const PsStart& start,
+                                       const std::vector<float>& rows) {
+  const uint32_t k = static_cast<uint32_t>(config.model.factors), cols = k + 1;
+  MfModel model(0, start.items, k);
+  model.set_global_mean(start.global_mean);
+  for (uint32_t i = 0; i < start.items; ++i) {
+    const float* row = rows.data() + static_cast<size_t>(i) * cols;
+    std::copy_n(row, k, model.item_factors() + static_cast<size_t>(i) * k);
+    model.item_bias()[i] = row[k];
+  }
+  return model.GlobalBlocks();
+}
+
+int RunPsSim(const Config& config, const Registries&) {
+  Result<FederatedData> data = LoadFederatedData(config);
+  if (!data.ok()) return Fail(data.status());
+  Result<RunOutput> out = RunOutput::Create(config, "sim");
+  if (!out.ok()) return Fail(out.status());
+  const uint32_t items = data->dataset.items.size();
+  spdlog::info(
+      "sim (parameter server): {} shard servers, {} workers, {} items, {} train / {} test "
+      "ratings, consistency {}; run directory {}",
+      config.cluster.shard_servers, config.federation.sites, items, data->dataset.train.size(),
+      data->dataset.test.size(), config.ps.consistency, out->dir());
+  PsRunResult result;
+  const auto start = std::chrono::steady_clock::now();
+  Result<PsInProcessRun> run = RunPsInProcess(config, std::move(data->sites), items,
+                                              EpochWriter(&*out, &result.last_eval));
+  out->EndProgress();
+  if (!run.ok()) return Fail(run.status());
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.start = run->start;
+  result.global = PsGlobalBlocks(config, run->start, run->rows);
   // What the shards saw of the consistency policy (the staleness bound check).
   int64_t max_gap = 0;
   uint64_t waited = 0, pulls = 0;
-  for (const auto& shard : shards) {
-    max_gap = std::max(max_gap, shard->stats().max_clock_gap);
-    waited += shard->stats().pulls_waited;
-    pulls += shard->stats().pulls;
+  for (const ShardStats& shard : run->shards) {
+    max_gap = std::max(max_gap, shard.max_clock_gap);
+    waited += shard.pulls_waited;
+    pulls += shard.pulls;
   }
   json extra = {{"max_clock_gap", max_gap}, {"pulls", pulls}, {"pulls_waited", waited}};
-  return Finish(config, &*out, data->dataset.items, *result, "sim", extra);
+  return Finish(config, &*out, data->dataset.items, result, "sim", extra);
 }
 
 int RunPsRank(const Config& config, Transport& t, const std::vector<std::string>& hosts,

@@ -8,6 +8,7 @@
 // workers (W = federation.sites; worker w holds site w's users).
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "apps/config.h"
@@ -32,6 +33,22 @@ ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& 
 PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout,
                                     uint32_t worker);
 PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout, uint32_t items);
+
+// A PS job with every role a thread over the in-process transport: the
+// driver on the calling thread, `sites[w]` the data of worker w. What
+// `fedrec sim` runs, and what tests and benchmarks call directly.
+struct PsInProcessRun {
+  PsStart start;
+  std::vector<float> rows;  // the final model's rows, items x (k + 1)
+  std::vector<ShardStats> shards;
+  std::vector<PsClientStats> clients;
+};
+Result<PsInProcessRun> RunPsInProcess(
+    const Config& config, std::vector<SiteData> sites, uint32_t items,
+    const std::function<void(const PsEpochMetrics&)>& on_epoch = nullptr);
+// MF's global blocks from the PS rows (and the job's global mean).
+std::vector<ParamBlock> PsGlobalBlocks(const Config& config, const PsStart& start,
+                                       const std::vector<float>& rows);
 
 // `fedrec sim` with federation.mode = "ps".
 int RunPsSim(const Config& config, const Registries& registries);

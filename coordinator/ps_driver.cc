@@ -129,6 +129,7 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       m.train_mse = n ? sse / static_cast<double>(n) : 0.0;
       m.evaluated = m.test.count > 0;
       m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      m.driver_traffic = transport_->stats();
       if (on_epoch) on_epoch(m);
       epochs.erase(it);
       ++next_epoch;

@@ -47,6 +47,7 @@ struct PsEpochMetrics {
   bool evaluated = false;
   ErrorSums test;
   double seconds = 0.0;  // since the start was sent
+  TrafficStats driver_traffic;  // the driver's transport counters so far
 };
 
 class PsDriver {

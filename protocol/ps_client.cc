@@ -155,27 +155,31 @@ Status PsClient::Poll(std::chrono::milliseconds timeout) {
 }
 
 Status PsClient::Wait(uint64_t ticket, std::chrono::milliseconds timeout) {
-  auto it = tickets_.find(ticket);
-  if (it == tickets_.end()) return Status::Ok();  // already waited for
-  while (it->second.owed > 0 && it->second.error.ok() && failure_.ok()) {
+  for (;;) {
+    // Looked up anew after every frame: a push is forgotten once complete.
+    auto it = tickets_.find(ticket);
+    if (it == tickets_.end()) return failure_;  // complete (or already waited for)
+    Ticket& t = it->second;
+    if (t.owed == 0 || !t.error.ok() || !failure_.ok()) {
+      Status error = t.error;
+      tickets_.erase(it);
+      if (!failure_.ok()) return failure_;
+      return error;
+    }
     Status s = Poll(timeout);
     if (s.code() == Status::Code::kTimeout) {
       std::string owed;
       for (size_t sh = 0; sh < shard_ranks_.size(); ++sh) {
-        if (!it->second.answered[sh])
+        if (!t.answered[sh])
           owed += (owed.empty() ? "" : ", ") + std::to_string(sh) + " (rank " +
                   std::to_string(shard_ranks_[sh]) + ")";
       }
-      return Status::Timeout(std::string(it->second.pull ? "pull" : "push") + " at clock " +
-                             std::to_string(it->second.clock) + ": no answer from shard " + owed +
+      return Status::Timeout(std::string(t.pull ? "pull" : "push") + " at clock " +
+                             std::to_string(t.clock) + ": no answer from shard " + owed +
                              " within " + std::to_string(timeout.count()) + " ms");
     }
     FEDREC_RETURN_IF_ERROR(s);
   }
-  Status error = it->second.error;
-  tickets_.erase(it);
-  if (!failure_.ok()) return failure_;
-  return error;
 }
 
 Status PsClient::WaitAll(std::chrono::milliseconds timeout) {

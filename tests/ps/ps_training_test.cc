@@ -10,7 +10,6 @@
 #include "apps/job.h"
 #include "apps/ps_job.h"
 #include "base/random.h"
-#include "tests/federation/spawn.h"
 
 namespace fedrec {
 namespace {
@@ -34,11 +33,9 @@ Config PsConfig(int64_t shards, int64_t workers, const std::string& consistency 
 }
 
 struct PsRun {
-  PsStart start;
-  std::vector<float> rows;  // items x (k + 1), read by the driver at the end
-  std::vector<ShardStats> shards;
-  std::vector<PsClientStats> clients;
+  PsInProcessRun run;
   std::vector<PsEpochMetrics> epochs;
+  const std::vector<float>& rows() const { return run.rows; }
 };
 
 // One PS job of `config` with every role a thread.
@@ -46,33 +43,13 @@ PsRun RunPs(const Config& config) {
   EXPECT_TRUE(ValidateConfig(config).ok()) << ValidateConfig(config).ToString();
   Result<FederatedData> data = LoadFederatedData(config);
   EXPECT_TRUE(data.ok()) << data.status().ToString();
-  const PsLayout layout = MakePsLayout(config);
-  PsRun run;
-  run.shards.resize(layout.shard_ranks.size());
-  run.clients.resize(layout.worker_ranks.size());
-  const uint32_t items = data->dataset.items.size();
-  testing::SpawnRanks(layout.size(), [&](int rank, Transport& t) {
-    const int first_worker = 1 + static_cast<int>(layout.shard_ranks.size());
-    if (rank == 0) {
-      PsDriver driver(MakePsDriverOptions(config, layout, items), &t);
-      Status s = driver.Run([&](const PsEpochMetrics& m) { run.epochs.push_back(m); });
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      run.start = driver.start();
-      run.rows = driver.rows();
-    } else if (rank < first_worker) {
-      ShardServer server(MakeShardServerOptions(config, layout, rank - 1), &t);
-      Status s = server.Serve();
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      run.shards[rank - 1] = server.stats();
-    } else {
-      const uint32_t w = rank - first_worker;
-      PsWorker worker(MakePsWorkerOptions(config, layout, w), data->sites[w], &t);
-      Status s = worker.Run();
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      run.clients[w] = worker.client_stats();
-    }
-  });
-  return run;
+  PsRun out;
+  Result<PsInProcessRun> run =
+      RunPsInProcess(config, std::move(data->sites), data->dataset.items.size(),
+                     [&](const PsEpochMetrics& m) { out.epochs.push_back(m); });
+  EXPECT_TRUE(run.ok()) << run.status().ToString();
+  if (run.ok()) out.run = std::move(run).value();
+  return out;
 }
 
 // Synchronous data-parallel minibatch SGD in one process: at each step every
@@ -168,8 +145,8 @@ TEST(PsTraining, BspWithOneWorkerEqualsSingleProcessMinibatchSgd) {
     if (config.ps.optimizer == "adagrad") config.ps.lr = 0.05;
     const PsRun run = RunPs(config);
     const std::vector<float> reference = ReferenceMinibatchSgd(config);
-    ASSERT_EQ(run.rows.size(), reference.size());
-    EXPECT_TRUE(run.rows == reference) << optimizer << ": the PS model differs from the reference";
+    ASSERT_EQ(run.rows().size(), reference.size());
+    EXPECT_TRUE(run.rows() == reference) << optimizer << ": the PS model differs from the reference";
   }
 }
 
@@ -178,9 +155,9 @@ TEST(PsTraining, BspWithSeveralWorkersEqualsSynchronousDataParallelMinibatchSgd)
     const Config config = PsConfig(shards, 3);
     const PsRun run = RunPs(config);
     const std::vector<float> reference = ReferenceMinibatchSgd(config);
-    ASSERT_EQ(run.rows.size(), reference.size());
-    EXPECT_TRUE(run.rows == reference) << shards << " shards: the PS model differs";
-    for (const ShardStats& s : run.shards) EXPECT_EQ(s.max_clock_gap, 0);
+    ASSERT_EQ(run.rows().size(), reference.size());
+    EXPECT_TRUE(run.rows() == reference) << shards << " shards: the PS model differs";
+    for (const ShardStats& s : run.run.shards) EXPECT_EQ(s.max_clock_gap, 0);
   }
 }
 
@@ -190,11 +167,11 @@ TEST(PsTraining, SspReadsNeverExceedTheStalenessBound) {
     config.ps.staleness = staleness;
     config.ps.batch_size = 200;  // many steps: room to run ahead
     const PsRun run = RunPs(config);
-    for (const ShardStats& s : run.shards) {
+    for (const ShardStats& s : run.run.shards) {
       EXPECT_LE(s.max_clock_gap, staleness);
       EXPECT_GT(s.pulls, 0u);
     }
-    for (const PsClientStats& c : run.clients) EXPECT_LE(c.max_clock_gap, staleness);
+    for (const PsClientStats& c : run.run.clients) EXPECT_LE(c.max_clock_gap, staleness);
   }
 }
 
@@ -227,8 +204,8 @@ TEST(PsTraining, SspAndAdagradConvergeOnSyntheticData) {
 TEST(PsTraining, ModelIsTheSameForEveryShardCountUnderBsp) {
   const PsRun one = RunPs(PsConfig(1, 2));
   const PsRun four = RunPs(PsConfig(4, 2));
-  EXPECT_TRUE(one.rows == four.rows);
-  EXPECT_EQ(one.start.global_mean, four.start.global_mean);
+  EXPECT_TRUE(one.rows() == four.rows());
+  EXPECT_EQ(one.run.start.global_mean, four.run.start.global_mean);
 }
 
 TEST(PsConfig, ModeNeedsShardServersAndKnownPolicies) {
