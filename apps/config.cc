@@ -644,8 +644,10 @@ Status ValidateConfig(const Config& c) {
                   "the item rows)",
                   std::to_string(c.cluster.shard_servers));
     if (c.model.name != "mf")
-      return fail("model.name", "mf with federation.mode = \"ps\" (the parameter-server mode "
-                  "trains biased MF)", "\"" + c.model.name + "\"");
+      return fail("model.name",
+                  "mf with federation.mode = \"ps\" (the parameter-server mode "
+                  "trains biased MF)",
+                  "\"" + c.model.name + "\"");
     FEDREC_RETURN_IF_ERROR(one_of("ps.consistency", c.ps.consistency, {"bsp", "ssp", "async"}));
     FEDREC_RETURN_IF_ERROR(one_of("ps.optimizer", c.ps.optimizer, {"sgd", "adagrad"}));
   } else if (c.cluster.shard_servers != 0) {
@@ -657,7 +659,8 @@ Status ValidateConfig(const Config& c) {
   if (c.ps.staleness < 0 || c.ps.staleness > 1000000)
     return fail("ps.staleness", "an integer in [0, 1000000]", std::to_string(c.ps.staleness));
   FEDREC_RETURN_IF_ERROR(positive("ps.batch_size", c.ps.batch_size));
-  if (!(c.ps.lr >= 0.0)) return fail("ps.lr", "a number >= 0 (0 = train.lr)", fmt::format("{}", c.ps.lr));
+  if (!(c.ps.lr >= 0.0))
+    return fail("ps.lr", "a number >= 0 (0 = train.lr)", fmt::format("{}", c.ps.lr));
   if (!(c.ps.adagrad_initial > 0.0))
     return fail("ps.adagrad_initial", "a number > 0", fmt::format("{}", c.ps.adagrad_initial));
   if (!(c.cluster.startup_timeout > 0.0))

@@ -88,8 +88,7 @@ Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLa
   PsDriver driver(MakePsDriverOptions(config, layout, items), &transport);
   PsRunResult result;
   const auto start = std::chrono::steady_clock::now();
-  FEDREC_RETURN_IF_ERROR(
-      driver.Run(EpochWriter(out, &result.last_eval)));
+  FEDREC_RETURN_IF_ERROR(driver.Run(EpochWriter(out, &result.last_eval)));
   out->EndProgress();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.start = driver.start();
@@ -169,8 +168,7 @@ ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& 
   return options;
 }
 
-PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout,
-                                    uint32_t worker) {
+PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker) {
   const MfTrainerOptions trainer = TrainerOptions(config);
   PsWorkerOptions options;
   options.worker = worker;
@@ -264,8 +262,8 @@ int RunPsSim(const Config& config, const Registries&) {
       data->dataset.test.size(), config.ps.consistency, out->dir());
   PsRunResult result;
   const auto start = std::chrono::steady_clock::now();
-  Result<PsInProcessRun> run = RunPsInProcess(config, std::move(data->sites), items,
-                                              EpochWriter(&*out, &result.last_eval));
+  Result<PsInProcessRun> run =
+      RunPsInProcess(config, std::move(data->sites), items, EpochWriter(&*out, &result.last_eval));
   out->EndProgress();
   if (!run.ok()) return Fail(run.status());
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -301,8 +299,9 @@ int RunPsRank(const Config& config, Transport& t, const std::vector<std::string>
   }
   if (rank == layout.driver) {
     if (config.security.channels)
-      spdlog::info("federation.mode = ps: pull/push frames are not sealed (security.channels "
-                   "applies to federated rounds)");
+      spdlog::info(
+          "federation.mode = ps: pull/push frames are not sealed (security.channels "
+          "applies to federated rounds)");
     Result<FederatedData> data = LoadFederatedData(config);
     Result<RunOutput> out =
         data.ok() ? RunOutput::Create(config, "run") : Result<RunOutput>(data.status());
@@ -314,8 +313,8 @@ int RunPsRank(const Config& config, Transport& t, const std::vector<std::string>
       return Fail(out.status());
     }
     spdlog::info("run (parameter server): {} shard servers, {} workers, {} items; run directory {}",
-                 layout.shard_ranks.size(), layout.worker_ranks.size(),
-                 data->dataset.items.size(), out->dir());
+                 layout.shard_ranks.size(), layout.worker_ranks.size(), data->dataset.items.size(),
+                 out->dir());
     Result<PsRunResult> result = Drive(config, t, layout, data->dataset.items.size(), &*out);
     if (!result.ok()) return Fail(result.status());
     const TrafficStats traffic = t.stats();

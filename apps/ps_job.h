@@ -30,8 +30,7 @@ PsLayout MakePsLayout(const Config& config);
 
 ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& layout,
                                           uint32_t shard);
-PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout,
-                                    uint32_t worker);
+PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker);
 PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout, uint32_t items);
 
 // A PS job with every role a thread over the in-process transport: the

@@ -38,7 +38,8 @@ struct Args {
 
 uint32_t Flag(const char* arg, const char* name, uint32_t fallback) {
   const size_t n = std::strlen(name);
-  if (std::strncmp(arg, name, n) == 0 && arg[n] == '=') return std::strtoul(arg + n + 1, nullptr, 10);
+  if (std::strncmp(arg, name, n) == 0 && arg[n] == '=')
+    return std::strtoul(arg + n + 1, nullptr, 10);
   return fallback;
 }
 
@@ -120,10 +121,11 @@ int Main(int argc, char** argv) {
       const double seconds = std::chrono::duration<double>(Clock::now() - begin).count();
       const double rows = static_cast<double>(a.requests) * keys.size();
       rates.push_back(rows / seconds);
-      std::printf("run %u: %u requests x %zu keys (cols %u, depth %u) in %.3f s: %.2f M rows/s, "
-                  "%.2f M rows/s per shard (%u shards), %.0f MB/s\n",
-                  run + 1, a.requests, keys.size(), a.cols, a.depth, seconds, rows / seconds / 1e6,
-                  rows / seconds / 1e6 / shards, shards, rows * a.cols * 4 / seconds / 1e6);
+      std::printf(
+          "run %u: %u requests x %zu keys (cols %u, depth %u) in %.3f s: %.2f M rows/s, "
+          "%.2f M rows/s per shard (%u shards), %.0f MB/s\n",
+          run + 1, a.requests, keys.size(), a.cols, a.depth, seconds, rows / seconds / 1e6,
+          rows / seconds / 1e6 / shards, shards, rows * a.cols * 4 / seconds / 1e6);
     }
     if (!s.ok()) {
       std::fprintf(stderr, "client: %s\n", s.ToString().c_str());

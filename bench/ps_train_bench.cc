@@ -83,11 +83,10 @@ void BM_Ps(benchmark::State& state) {
     std::vector<SiteData> sites = data->sites;
     state.ResumeTiming();
     ErrorSums last;
-    Result<PsInProcessRun> run =
-        RunPsInProcess(config, std::move(sites), data->dataset.items.size(),
-                       [&](const PsEpochMetrics& m) {
-                         if (m.evaluated) last = m.test;
-                       });
+    Result<PsInProcessRun> run = RunPsInProcess(
+        config, std::move(sites), data->dataset.items.size(), [&](const PsEpochMetrics& m) {
+          if (m.evaluated) last = m.test;
+        });
     if (!run.ok()) {
       state.SkipWithError(run.status().message().c_str());
       return;

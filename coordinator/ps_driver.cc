@@ -58,11 +58,12 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
                    w < 0 ? "not a worker rank" : frame.status().message());
       continue;
     }
-    const std::string who = "worker " + std::to_string(w) + " (rank " + std::to_string(e->from) + ")";
+    const std::string who =
+        "worker " + std::to_string(w) + " (rank " + std::to_string(e->from) + ")";
     if (frame->header.type == MessageType::kSiteError) {
       Result<SiteError> error = DecodeMessage<SiteError>(*frame);
-      return Status::Aborted(who + " failed: " +
-                             (error.ok() ? error->message : error.status().message()));
+      return Status::Aborted(
+          who + " failed: " + (error.ok() ? error->message : error.status().message()));
     }
     Result<PsReport> report = DecodePsReport(*frame);
     if (!report.ok()) return report.status().WithContext(who);
@@ -83,13 +84,14 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       const uint64_t batch = std::max<uint64_t>(options_.batch_size, 1);
       start_.items = options_.items;
       start_.cols = options_.cols;
-      start_.steps_per_epoch = static_cast<uint32_t>(std::max<uint64_t>(1, (count + batch - 1) / batch));
+      start_.steps_per_epoch =
+          static_cast<uint32_t>(std::max<uint64_t>(1, (count + batch - 1) / batch));
       start_.epochs = options_.epochs;
       start_.global_mean = count ? static_cast<float>(sum / static_cast<double>(count)) : 0.0f;
       start_.workers = static_cast<uint32_t>(workers);
-      spdlog::info("ps: {} workers, {} shard servers, {} ratings, {} steps per epoch, global mean {:.4f}",
-                   workers, options_.shard_ranks.size(), count, start_.steps_per_epoch,
-                   start_.global_mean);
+      spdlog::info(
+          "ps: {} workers, {} shard servers, {} ratings, {} steps per epoch, global mean {:.4f}",
+          workers, options_.shard_ranks.size(), count, start_.steps_per_epoch, start_.global_mean);
       started = std::chrono::steady_clock::now();
       for (int r : options_.shard_ranks)
         FEDREC_RETURN_IF_ERROR(transport_->Send(r, EncodePsStart(start_, transport_->rank())));
@@ -98,10 +100,10 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       continue;
     }
     if (report->epoch == 0 || report->epoch > start_.epochs || finished[static_cast<size_t>(w)]) {
-      return Status::InvalidArgument(who + " reported epoch " + std::to_string(report->epoch) +
-                                     (finished[static_cast<size_t>(w)] ? " after its final report"
-                                                                       : "") +
-                                     ", expected an epoch in 1.." + std::to_string(start_.epochs));
+      return Status::InvalidArgument(
+          who + " reported epoch " + std::to_string(report->epoch) +
+          (finished[static_cast<size_t>(w)] ? " after its final report" : "") +
+          ", expected an epoch in 1.." + std::to_string(start_.epochs));
     }
     std::vector<std::optional<PsReport>>& slot = epochs[report->epoch];
     slot.resize(workers);

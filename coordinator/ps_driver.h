@@ -36,7 +36,7 @@ struct PsDriverOptions {
   uint32_t items = 0;
   uint32_t cols = 0;  // floats per row
   uint32_t epochs = 1;
-  uint64_t batch_size = 1000;  // ratings per step, summed over the workers
+  uint64_t batch_size = 1000;                 // ratings per step, summed over the workers
   std::chrono::milliseconds timeout{600000};  // longest wait for any report
 };
 
@@ -46,7 +46,7 @@ struct PsEpochMetrics {
   double train_mse = 0.0;
   bool evaluated = false;
   ErrorSums test;
-  double seconds = 0.0;  // since the start was sent
+  double seconds = 0.0;         // since the start was sent
   TrafficStats driver_traffic;  // the driver's transport counters so far
 };
 

@@ -84,10 +84,10 @@ std::string ShardServer::CheckKeys(const uint8_t* keys, uint64_t n) const {
 
 Status ShardServer::Start(const PsStart& start) {
   if (start.workers != options_.worker_ranks.size()) {
-    return Status::InvalidArgument(
-        "shard server " + std::to_string(options_.shard) + ": the driver's PsStart names " +
-        std::to_string(start.workers) + " workers, this shard was configured with " +
-        std::to_string(options_.worker_ranks.size()));
+    return Status::InvalidArgument("shard server " + std::to_string(options_.shard) +
+                                   ": the driver's PsStart names " + std::to_string(start.workers) +
+                                   " workers, this shard was configured with " +
+                                   std::to_string(options_.worker_ranks.size()));
   }
   items_ = start.items;
   cols_ = start.cols;
@@ -95,7 +95,8 @@ Status ShardServer::Start(const PsStart& start) {
   values_.assign(static_cast<size_t>(rows_) * cols_, 0.0f);
   for (uint32_t local = 0; local < rows_; ++local) {
     std::span<float> row(values_.data() + static_cast<size_t>(local) * cols_, cols_);
-    if (options_.init_row) options_.init_row(options_.sharding.GlobalRow(options_.shard, local), row);
+    if (options_.init_row)
+      options_.init_row(options_.sharding.GlobalRow(options_.shard, local), row);
   }
   if (options_.optimizer.HasState())
     state_.assign(values_.size(), options_.optimizer.adagrad_initial);
@@ -110,7 +111,8 @@ Status ShardServer::Start(const PsStart& start) {
 bool ShardServer::Ready(const PsPull& pull) const {
   if (pull.flags & kPsPullUnclocked) return true;
   if (options_.consistency == Consistency::kAsync) return true;
-  return static_cast<uint64_t>(pull.clock) <= static_cast<uint64_t>(MinClock()) + options_.staleness;
+  return static_cast<uint64_t>(pull.clock) <=
+         static_cast<uint64_t>(MinClock()) + options_.staleness;
 }
 
 void ShardServer::Answer(int from, const PsPull& pull) {
@@ -132,7 +134,8 @@ void ShardServer::Answer(int from, const PsPull& pull) {
   ++stats_.pulls;
   stats_.rows_pulled += pull.keys.size();
   Status sent = transport_->Send(from, std::move(frame));
-  if (!sent.ok()) spdlog::warn("shard {}: pull reply to rank {}: {}", options_.shard, from, sent.message());
+  if (!sent.ok())
+    spdlog::warn("shard {}: pull reply to rank {}: {}", options_.shard, from, sent.message());
 }
 
 void ShardServer::ApplyPush(const PsPushView& push) {
@@ -194,7 +197,8 @@ void ShardServer::CompleteBspClocks() {
     touched_.clear();
     for (size_t w = 0; w < slots.size(); ++w) {
       Status sent = transport_->Send(slots[w].from, EncodePsPushAck(acks[w], transport_->rank()));
-      if (!sent.ok()) spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, slots[w].from, sent.message());
+      if (!sent.ok())
+        spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, slots[w].from, sent.message());
     }
     bsp_pushes_.erase(first);
   }
@@ -238,8 +242,8 @@ void ShardServer::HandlePull(int from, PsPull pull) {
 
 void ShardServer::HandlePush(int from, Envelope& e, const PsPushView& push) {
   const int worker = WorkerOf(from);
-  const std::string where = "PsPush " + std::to_string(push.request) + " from rank " +
-                            std::to_string(from);
+  const std::string where =
+      "PsPush " + std::to_string(push.request) + " from rank " + std::to_string(from);
   if (worker < 0) {
     Refuse(from, where + ": rank " + std::to_string(from) + " is not a worker rank");
     return;
@@ -268,9 +272,10 @@ void ShardServer::HandlePush(int from, Envelope& e, const PsPushView& push) {
     CompleteBspClocks();
   } else {
     ApplyPush(push);
-    Status sent = transport_->Send(from, EncodePsPushAck(PsPushAck{push.request, push.clock},
-                                                         transport_->rank()));
-    if (!sent.ok()) spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, from, sent.message());
+    Status sent = transport_->Send(
+        from, EncodePsPushAck(PsPushAck{push.request, push.clock}, transport_->rank()));
+    if (!sent.ok())
+      spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, from, sent.message());
   }
   ServePending();
 }
@@ -302,7 +307,8 @@ Status ShardServer::Handle(Envelope& e, bool* done) {
       return Status::Ok();
     }
     Result<PsStart> start = DecodePsStart(*frame);
-    if (!start.ok()) return start.status().WithContext("shard server " + std::to_string(options_.shard));
+    if (!start.ok())
+      return start.status().WithContext("shard server " + std::to_string(options_.shard));
     FEDREC_RETURN_IF_ERROR(Start(*start));
     std::vector<Envelope> early = std::move(early_);
     for (Envelope& waiting : early) FEDREC_RETURN_IF_ERROR(Handle(waiting, done));

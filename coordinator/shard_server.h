@@ -116,15 +116,15 @@ class ShardServer {
   Transport* transport_;
   bool started_ = false;
   uint32_t items_ = 0, rows_ = 0, cols_ = 0;
-  std::vector<float> values_;  // rows_ x cols_
-  std::vector<float> state_;   // optimizer state (Adagrad), rows_ x cols_
+  std::vector<float> values_;     // rows_ x cols_
+  std::vector<float> state_;      // optimizer state (Adagrad), rows_ x cols_
   std::vector<uint32_t> clocks_;  // per worker: pushes received (ssp/async: applied)
   std::vector<Envelope> early_;   // frames that arrived before PsStart
   std::vector<PendingPull> pending_;
   // bsp: the frames of each clock not yet applied, one slot per worker.
   std::map<uint32_t, std::vector<Envelope>> bsp_pushes_;
-  std::vector<float> sum_;          // bsp: summed gradients, rows_ x cols_
-  std::vector<uint32_t> touched_;   // bsp: local rows with a gradient in sum_
+  std::vector<float> sum_;         // bsp: summed gradients, rows_ x cols_
+  std::vector<uint32_t> touched_;  // bsp: local rows with a gradient in sum_
   std::vector<uint8_t> is_touched_;
   uint32_t lr_epoch_ = UINT32_MAX;
   float lr_ = 0.0f;

@@ -46,7 +46,8 @@ uint64_t PsClient::Pull(std::span<const uint32_t> keys, float* out, uint32_t clo
   for (size_t s = 0; s < shard_ranks_.size(); ++s) {
     Status sent = transport_->Send(
         shard_ranks_[s], EncodePsPull(id, clock, flags, shard_keys_[s], transport_->rank()));
-    if (!sent.ok() && t.error.ok()) t.error = sent.WithContext("pull from shard " + std::to_string(s));
+    if (!sent.ok() && t.error.ok())
+      t.error = sent.WithContext("pull from shard " + std::to_string(s));
   }
   ++stats_.pulls;
   stats_.rows_pulled += keys.size();
@@ -72,7 +73,8 @@ uint64_t PsClient::Push(std::span<const uint32_t> keys, const float* gradients, 
       g += row_bytes;
     }
     Status sent = transport_->Send(shard_ranks_[s], std::move(frame));
-    if (!sent.ok() && t.error.ok()) t.error = sent.WithContext("push to shard " + std::to_string(s));
+    if (!sent.ok() && t.error.ok())
+      t.error = sent.WithContext("push to shard " + std::to_string(s));
   }
   // The pull positions are not needed for a push.
   t.positions.clear();
@@ -93,7 +95,8 @@ Status PsClient::Handle(Envelope e) {
     other_.push_back(std::move(e));
     return Status::Ok();
   }
-  const std::string from = "shard " + std::to_string(shard) + " (rank " + std::to_string(e.from) + ")";
+  const std::string from =
+      "shard " + std::to_string(shard) + " (rank " + std::to_string(e.from) + ")";
   const MessageType type = frame->header.type;
   if (type == MessageType::kSiteError) {
     Result<SiteError> error = DecodeMessage<SiteError>(*frame);
@@ -118,10 +121,9 @@ Status PsClient::Handle(Envelope e) {
   auto it = tickets_.find(request);
   if (it == tickets_.end() || it->second.answered[static_cast<size_t>(shard)] ||
       it->second.pull != (type == MessageType::kPsPullReply)) {
-    return Status::Corruption(from + " answered request " + std::to_string(request) +
-                              ", which is not an open " +
-                              (type == MessageType::kPsPullReply ? "pull" : "push") +
-                              " of this client");
+    return Status::Corruption(
+        from + " answered request " + std::to_string(request) + ", which is not an open " +
+        (type == MessageType::kPsPullReply ? "pull" : "push") + " of this client");
   }
   Ticket& t = it->second;
   if (reply.ok()) {

@@ -179,11 +179,14 @@ std::vector<uint8_t> EncodePsPullReplyShell(uint64_t request, uint32_t min_clock
 std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_t epoch,
                                        uint32_t cols, uint64_t rows, uint32_t sender,
                                        size_t* keys_at, size_t* gradients_at) {
-  std::vector<uint8_t> frame = NewFrame(MessageType::kPsPush, sender,
-                                        kPushFixed + rows * (sizeof(uint32_t) + cols * 4));
+  std::vector<uint8_t> frame =
+      NewFrame(MessageType::kPsPush, sender, kPushFixed + rows * (sizeof(uint32_t) + cols * 4));
   Writer w(&frame);
-  w.Put<uint64_t>(request).Put<uint32_t>(clock).Put<uint32_t>(epoch).Put<uint32_t>(cols).Put<
-      uint64_t>(rows);
+  w.Put<uint64_t>(request)
+      .Put<uint32_t>(clock)
+      .Put<uint32_t>(epoch)
+      .Put<uint32_t>(cols)
+      .Put<uint64_t>(rows);
   *keys_at = static_cast<size_t>(w.at() - frame.data());
   *gradients_at = *keys_at + rows * sizeof(uint32_t);
   return frame;
@@ -286,10 +289,9 @@ Result<PsPushView> DecodePsPush(const FrameView& frame) {
       float g;
       std::memcpy(&g, m.gradients + i * 4, 4);
       if (!std::isfinite(g)) {
-        return Status::InvalidArgument(r.Where() + ": gradient of key " +
-                                       std::to_string(m.Key(i / m.cols)) + ", column " +
-                                       std::to_string(i % m.cols) + " is " + std::to_string(g) +
-                                       ", expected a finite value");
+        return Status::InvalidArgument(
+            r.Where() + ": gradient of key " + std::to_string(m.Key(i / m.cols)) + ", column " +
+            std::to_string(i % m.cols) + " is " + std::to_string(g) + ", expected a finite value");
       }
     }
   }
@@ -319,8 +321,9 @@ Result<PsStart> DecodePsStart(const FrameView& frame) {
   FEDREC_RETURN_IF_ERROR(r.Finish());
   if (m.cols == 0 || m.steps_per_epoch == 0 || m.workers == 0 || !std::isfinite(m.global_mean)) {
     return Status::InvalidArgument(
-        r.Where() + ": expected cols, steps_per_epoch and workers >= 1 and a finite global mean, "
-                    "found cols " +
+        r.Where() +
+        ": expected cols, steps_per_epoch and workers >= 1 and a finite global mean, "
+        "found cols " +
         std::to_string(m.cols) + ", steps_per_epoch " + std::to_string(m.steps_per_epoch) +
         ", workers " + std::to_string(m.workers) + ", global mean " +
         std::to_string(m.global_mean));

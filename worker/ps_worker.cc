@@ -96,8 +96,7 @@ Status PsWorker::RunSteps() {
   for (const Rating& r : data_.test) items = std::max(items, r.item + 1);
   if (items != start_.items) {
     return Status::InvalidArgument("the worker's ratings name item " + std::to_string(items - 1) +
-                                   ", beyond the job's " + std::to_string(start_.items) +
-                                   " items");
+                                   ", beyond the job's " + std::to_string(start_.items) + " items");
   }
   std::vector<uint32_t> slot_of(items, kNoSlot);
   Slot(data_.test, &slot_of, &eval_keys_, &eval_test_);
@@ -121,7 +120,8 @@ Status PsWorker::RunSteps() {
       Slot(std::span<const Rating>(data_.train).subspan(begin, end - begin), &slot_of, &keys,
            &batch);
       rows.resize(keys.size() * cols);
-      FEDREC_RETURN_IF_ERROR(client_.Wait(client_.Pull(keys, rows.data(), clock), options_.timeout));
+      FEDREC_RETURN_IF_ERROR(
+          client_.Wait(client_.Pull(keys, rows.data(), clock), options_.timeout));
       gradients.assign(keys.size() * cols, 0.0f);
       report.train_squared_error +=
           MfMinibatchGradients(batch, k, start_.global_mean, rows.data(), gradients.data(),
@@ -170,7 +170,8 @@ Status PsWorker::Run() {
     if (status.code() != Status::Code::kAborted) {
       Status sent = transport_->Send(options_.driver_rank,
                                      EncodeMessage(SiteError{0, message}, 0, transport_->rank()));
-      if (!sent.ok()) spdlog::warn("{}; and telling the driver failed: {}", message, sent.message());
+      if (!sent.ok())
+        spdlog::warn("{}; and telling the driver failed: {}", message, sent.message());
     }
     return Status(status.code(), message);
   }

@@ -214,8 +214,8 @@ TEST(ShardServer, RefusesMalformedRequestsWithClearErrorsAndKeepsServing) {
       return error.ok() ? error->message : "";
     };
     // Shard 0 holds the even rows.
-    EXPECT_NE(refusal(EncodePsPull(PsPull{1, 0, 0, {4, 3}}, me)).find(
-                  "key 1 is row 3, held by shard 1 (row mod 2), not by this shard"),
+    EXPECT_NE(refusal(EncodePsPull(PsPull{1, 0, 0, {4, 3}}, me))
+                  .find("key 1 is row 3, held by shard 1 (row mod 2), not by this shard"),
               std::string::npos);
     EXPECT_NE(refusal(EncodePsPull(PsPull{1, 0, 0, {12}}, me)).find("expected a row below 10"),
               std::string::npos);

@@ -128,9 +128,9 @@ std::vector<float> ReferenceMinibatchSgd(const Config& config) {
       const float lr = server.optimizer.schedule.LearningRate(epoch);
       for (uint32_t row : touched) {
         float* g = gradient_sum.data() + static_cast<size_t>(row) * cols;
-        server.optimizer.Apply(lr, table.data() + static_cast<size_t>(row) * cols,
-                               state.empty() ? nullptr : state.data() + static_cast<size_t>(row) * cols,
-                               g, cols);
+        server.optimizer.Apply(
+            lr, table.data() + static_cast<size_t>(row) * cols,
+            state.empty() ? nullptr : state.data() + static_cast<size_t>(row) * cols, g, cols);
         std::fill(g, g + cols, 0.0f);
       }
     }
@@ -146,7 +146,8 @@ TEST(PsTraining, BspWithOneWorkerEqualsSingleProcessMinibatchSgd) {
     const PsRun run = RunPs(config);
     const std::vector<float> reference = ReferenceMinibatchSgd(config);
     ASSERT_EQ(run.rows().size(), reference.size());
-    EXPECT_TRUE(run.rows() == reference) << optimizer << ": the PS model differs from the reference";
+    EXPECT_TRUE(run.rows() == reference)
+        << optimizer << ": the PS model differs from the reference";
   }
 }
 
