@@ -33,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 struct Args {
-  uint32_t keys = 4096, requests = 2000, depth = 4, cols = 33, rows = 100000, runs = 3;
+  uint32_t keys = 4096, requests = 2000, depth = 2, cols = 33, rows = 100000, runs = 3;
 };
 
 uint32_t Flag(const char* arg, const char* name, uint32_t fallback) {
