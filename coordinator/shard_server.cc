@@ -158,18 +158,16 @@ void ShardServer::CompleteBspClocks() {
   std::vector<float> gradient(cols_);
   while (!bsp_pushes_.empty()) {
     auto first = bsp_pushes_.begin();
-    std::vector<Envelope>& slots = first->second;
-    if (std::any_of(slots.begin(), slots.end(), [](const Envelope& e) { return e.bytes.empty(); }))
+    std::vector<BufferedPush>& slots = first->second;
+    if (std::any_of(slots.begin(), slots.end(),
+                    [](const BufferedPush& p) { return p.frame.bytes.empty(); }))
       return;
     // Every worker's push of this clock is here: sum them per row in worker
     // order, then one optimizer step per touched row (in first-touch order).
     uint32_t epoch = 0;
     std::vector<PsPushAck> acks(slots.size());
     for (size_t w = 0; w < slots.size(); ++w) {
-      // Decoded and checked when it arrived; the frame is unchanged since.
-      Result<FrameView> frame = DecodeFrame(slots[w].bytes);
-      Result<PsPushView> push = DecodePsPush(*frame);
-      assert(frame.ok() && push.ok());
+      const PsPushView* push = &slots[w].push;  // checked when it arrived
       if (w == 0) epoch = push->epoch;
       acks[w] = PsPushAck{push->request, push->clock};
       for (uint64_t i = 0; i < push->rows; ++i) {
@@ -196,9 +194,10 @@ void ShardServer::CompleteBspClocks() {
     }
     touched_.clear();
     for (size_t w = 0; w < slots.size(); ++w) {
-      Status sent = transport_->Send(slots[w].from, EncodePsPushAck(acks[w], transport_->rank()));
+      const int to = slots[w].frame.from;
+      Status sent = transport_->Send(to, EncodePsPushAck(acks[w], transport_->rank()));
       if (!sent.ok())
-        spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, slots[w].from, sent.message());
+        spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, to, sent.message());
     }
     bsp_pushes_.erase(first);
   }
@@ -266,9 +265,10 @@ void ShardServer::HandlePush(int from, Envelope& e, const PsPushView& push) {
   }
   ++clock;
   if (options_.consistency == Consistency::kBsp) {
-    std::vector<Envelope>& slots = bsp_pushes_[push.clock];
+    std::vector<BufferedPush>& slots = bsp_pushes_[push.clock];
     slots.resize(options_.worker_ranks.size());
-    slots[static_cast<size_t>(worker)] = std::move(e);
+    // The view points into the frame's buffer, which moving the frame keeps.
+    slots[static_cast<size_t>(worker)] = BufferedPush{std::move(e), push};
     CompleteBspClocks();
   } else {
     ApplyPush(push);

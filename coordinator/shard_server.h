@@ -121,8 +121,13 @@ class ShardServer {
   std::vector<uint32_t> clocks_;  // per worker: pushes received (ssp/async: applied)
   std::vector<Envelope> early_;   // frames that arrived before PsStart
   std::vector<PendingPull> pending_;
-  // bsp: the frames of each clock not yet applied, one slot per worker.
-  std::map<uint32_t, std::vector<Envelope>> bsp_pushes_;
+  // bsp: the pushes of each clock not yet applied, one slot per worker (an
+  // empty frame until the worker's push is in); the view reads the frame.
+  struct BufferedPush {
+    Envelope frame;
+    PsPushView push;
+  };
+  std::map<uint32_t, std::vector<BufferedPush>> bsp_pushes_;
   std::vector<float> sum_;         // bsp: summed gradients, rows_ x cols_
   std::vector<uint32_t> touched_;  // bsp: local rows with a gradient in sum_
   std::vector<uint8_t> is_touched_;
