@@ -33,10 +33,12 @@ MfModel::MfModel(uint32_t users, uint32_t items, uint32_t factors)
 void MfModel::InitGlobal(const MfInitOptions& options) {
   std::fill(blocks_[1].data.begin(), blocks_[1].data.end(), 0.0f);
   ParamBlock& q = blocks_[2];
-  for (uint32_t i = 0; i < items_; ++i) {
-    Rng rng(options.seed, 0, i, Purpose::kInitItem);
-    FillNormal(rng, options.init_std, q.Row(i), factors_);
-  }
+  for (uint32_t i = 0; i < items_; ++i) InitItemRow(options, i, q.Row(i), factors_);
+}
+
+void MfModel::InitItemRow(const MfInitOptions& options, uint32_t item, float* out, uint32_t k) {
+  Rng rng(options.seed, 0, item, Purpose::kInitItem);
+  FillNormal(rng, options.init_std, out, k);
 }
 
 void MfModel::InitUsers(const MfInitOptions& options, std::span<const uint64_t> user_keys) {

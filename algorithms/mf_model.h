@@ -35,6 +35,9 @@ class MfModel {
   // Item rows i are drawn from stream (seed, 0, i, kInitItem), so every site and
   // the coordinator draw the same initial global model.
   void InitGlobal(const MfInitOptions& options);
+  // Item i's initial factors (k floats at `out`) as InitGlobal draws them: a
+  // shard server that holds only some items draws the same values.
+  static void InitItemRow(const MfInitOptions& options, uint32_t item, float* out, uint32_t k);
   // User row u is drawn from stream (seed, 0, user_keys[u], kInitUser) (key u
   // when user_keys is empty). With keys from the raw user IDs (StableIdKey), a
   // user's initial factors depend neither on which site holds the user nor on

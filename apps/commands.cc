@@ -16,6 +16,7 @@
 
 #include "apps/job.h"
 #include "apps/model_files.h"
+#include "apps/ps_job.h"
 #include "protocol/identity.h"
 #include "protocol/mpi_transport.h"
 #include "protocol/sha256.h"
@@ -278,6 +279,8 @@ Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
 }  // namespace
 
 int RunSim(const Config& config, const Registries& registries) {
+  // Parameter-server training has roles of its own (apps/ps_job.h).
+  if (config.federation.mode == "ps") return RunPsSim(config, registries);
   Result<JobRegistries> job_registries = LoadJobRegistries(config.plugins, registries);
   if (!job_registries.ok()) return Fail(job_registries.status().WithContext("config plugins"));
   const ModelRegistry* models = &job_registries->models;
@@ -816,6 +819,14 @@ int RunMpi(const Config& config, const Registries& base_registries) {
     (void)t.Barrier(std::chrono::seconds(10));
     t.Close();
     return 2;
+  }
+  if (config.federation.mode == "ps") {
+    // Parameter-server mode: rank 0 the driver, 1..S shard servers, then the
+    // workers (apps/ps_job.h); its frames do not use the channels below.
+    const int code = RunPsRank(config, t, *hosts, base_registries);
+    if (code != 0) (void)t.Barrier(std::chrono::seconds(10));  // as for a failed job below
+    t.Close();
+    return code;
   }
   std::vector<int> site_ranks;
   for (int64_t s = 0; s < sites; ++s) site_ranks.push_back(static_cast<int>(1 + shard_servers + s));

@@ -78,7 +78,8 @@ const std::vector<Key>& Schema() {
                  "the model: mf | bpr | ials | ease | itemknn | popularity (or a plug-in's name)"),
       FEDREC_KEY("model.factors", model.factors, "latent factors k"),
       FEDREC_KEY("model.init_std", model.init_std, "std of the initial factors"),
-      FEDREC_KEY("train.epochs", train.epochs, "epochs of centralized training (fedrec train)"),
+      FEDREC_KEY("train.epochs", train.epochs,
+                 "epochs of centralized training (fedrec train) and of federation.mode = ps"),
       FEDREC_KEY("train.lr", train.lr, "SGD learning rate of epoch 0"),
       FEDREC_KEY("train.lr_decay", train.lr_decay, "learning rate of epoch e = lr * lr_decay^e"),
       FEDREC_KEY("train.reg", train.reg, "L2 regularization of factors"),
@@ -88,13 +89,15 @@ const std::vector<Key>& Schema() {
                  "(fedrec sim: the cores per site thread); a shard uses one per 20,000 ratings"),
       FEDREC_KEY("train.schedule", train.schedule,
                  "order of SGD updates: grid (blocks on all threads; the same model for any "
-                 "thread count) | free (FPSGD's free blocks: faster, not reproducible) | "
+                 "thread count) | free (FPSGD's free blocks: never waits for a given block, not "
+                 "reproducible) | "
                  "sequential (one thread over the whole shuffled shard)"),
       FEDREC_KEY("train.blocks", train.blocks,
                  "grid and free: ratings split into blocks x blocks user-item blocks (a shard "
                  "with fewer than 256 ratings per block uses fewer); at most `blocks` threads "
                  "train at once"),
-      FEDREC_KEY("federation.sites", federation.sites, "number of sites"),
+      FEDREC_KEY("federation.sites", federation.sites,
+                 "number of sites (federation.mode = ps: workers)"),
       FEDREC_KEY("federation.partition", federation.partition,
                  "how data is split into sites: user | dirichlet | files"),
       FEDREC_KEY("federation.dirichlet_alpha", federation.dirichlet_alpha,
@@ -126,6 +129,26 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("federation.round_timeout", federation.round_timeout,
                  "seconds to wait for the sites of each step of a round (fedrec sim: simulated "
                  "seconds)"),
+      FEDREC_KEY("federation.mode", federation.mode,
+                 "federated (rounds of local training combined by the coordinator) | ps "
+                 "(parameter-server training of mf: federation.sites workers pull and push item "
+                 "rows at cluster.shard_servers shard servers for train.epochs epochs; ps.*)"),
+      FEDREC_KEY("ps.consistency", ps.consistency,
+                 "federation.mode = ps: bsp (every step sees every worker's previous steps; "
+                 "deterministic) | ssp (a worker reads at most ps.staleness steps ahead of the "
+                 "slowest) | async (never waits)"),
+      FEDREC_KEY("ps.staleness", ps.staleness,
+                 "ssp: how many steps a worker may run ahead of the slowest (0 = bsp)"),
+      FEDREC_KEY("ps.optimizer", ps.optimizer,
+                 "optimizer the shard servers apply to pushed item gradients: sgd | adagrad"),
+      FEDREC_KEY("ps.batch_size", ps.batch_size,
+                 "ratings per step summed over the workers (each worker's share is its part of "
+                 "the data)"),
+      FEDREC_KEY("ps.lr", ps.lr,
+                 "shard servers' learning rate of epoch 0, decaying by train.lr_decay; 0 = "
+                 "train.lr"),
+      FEDREC_KEY("ps.adagrad_initial", ps.adagrad_initial,
+                 "adagrad: initial value of each accumulator (> 0)"),
       FEDREC_KEY("eval.every", eval.every, "evaluate every n rounds/epochs (and after the last)"),
       FEDREC_KEY("eval.fraction", eval.fraction,
                  "share of the available sites asked to evaluate, sampled anew each evaluation "
@@ -173,7 +196,8 @@ const std::vector<Key>& Schema() {
                  "let fedrec run span several hosts without identity keys (channels then trust "
                  "any peer that answers)"),
       FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
-                 "shard-server ranks after the coordinator in fedrec run (parameter-server mode)"),
+                 "shard servers of federation.mode = ps: ranks 1..S after the coordinator in fedrec run, "
+                 "threads in fedrec sim; 0 with federated rounds"),
       FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,
                  "seconds fedrec run waits for every site to load its data"),
       FEDREC_KEY("sim.threads", sim.threads, "site threads of fedrec sim; 0 = all cores"),
@@ -630,11 +654,35 @@ Status ValidateConfig(const Config& c) {
     return fail("data.site_train",
                 "a path pattern containing {site} or {rank} (federation.partition = files)",
                 "\"" + c.data.site_train + "\"");
-  if (c.cluster.shard_servers != 0)
-    return fail(
-        "cluster.shard_servers",
-        "0 (shard servers serve the parameter-server mode, which this build does not have yet)",
-        std::to_string(c.cluster.shard_servers));
+  // Parameter-server mode (federation.mode = "ps"): cluster.shard_servers
+  // shard servers hold the item rows; federated rounds use none yet.
+  FEDREC_RETURN_IF_ERROR(one_of("federation.mode", c.federation.mode, {"federated", "ps"}));
+  if (c.federation.mode == "ps") {
+    if (c.cluster.shard_servers < 1 || c.cluster.shard_servers > 4096)
+      return fail("cluster.shard_servers",
+                  "an integer in [1, 4096] with federation.mode = \"ps\" (the shard servers hold "
+                  "the item rows)",
+                  std::to_string(c.cluster.shard_servers));
+    if (c.model.name != "mf")
+      return fail("model.name",
+                  "mf with federation.mode = \"ps\" (the parameter-server mode "
+                  "trains biased MF)",
+                  "\"" + c.model.name + "\"");
+    FEDREC_RETURN_IF_ERROR(one_of("ps.consistency", c.ps.consistency, {"bsp", "ssp", "async"}));
+    FEDREC_RETURN_IF_ERROR(one_of("ps.optimizer", c.ps.optimizer, {"sgd", "adagrad"}));
+  } else if (c.cluster.shard_servers != 0) {
+    return fail("cluster.shard_servers",
+                "0 with federation.mode = \"federated\" (shard servers serve federation.mode = "
+                "\"ps\")",
+                std::to_string(c.cluster.shard_servers));
+  }
+  if (c.ps.staleness < 0 || c.ps.staleness > 1000000)
+    return fail("ps.staleness", "an integer in [0, 1000000]", std::to_string(c.ps.staleness));
+  FEDREC_RETURN_IF_ERROR(positive("ps.batch_size", c.ps.batch_size));
+  if (!(c.ps.lr >= 0.0))
+    return fail("ps.lr", "a number >= 0 (0 = train.lr)", fmt::format("{}", c.ps.lr));
+  if (!(c.ps.adagrad_initial > 0.0))
+    return fail("ps.adagrad_initial", "a number > 0", fmt::format("{}", c.ps.adagrad_initial));
   if (!(c.cluster.startup_timeout > 0.0))
     return fail("cluster.startup_timeout", "seconds > 0",
                 fmt::format("{}", c.cluster.startup_timeout));
@@ -692,7 +740,9 @@ Status ValidateConfig(const Config& c) {
       return Status::InvalidArgument("config federation.sites / security.adversarial_rate: " +
                                      threshold.status().message());
   }
-  if (c.security.aggregation != "none") {
+  // Parameter-server mode has no rounds to aggregate: security.aggregation
+  // does not apply to it.
+  if (c.security.aggregation != "none" && c.federation.mode != "ps") {
     const double per_round =
         std::max(1.0, std::round(c.federation.fraction * static_cast<double>(c.federation.sites)));
     if (per_round < 3)

@@ -96,7 +96,22 @@ struct Config {
     std::map<std::string, double> strategy_params;
     double server_lr = 2.0;
     double round_timeout = 600.0;  // seconds
+    // federated (rounds of local training, combined by the coordinator) | ps
+    // (parameter-server training: `sites` workers, cluster.shard_servers
+    // shard servers; see Ps below).
+    std::string mode = "federated";
   } federation;
+
+  // Parameter-server mode (federation.mode = "ps"): workers pull and push
+  // item rows at shard servers (coordinator/shard_server.h).
+  struct Ps {
+    std::string consistency = "bsp";  // bsp | ssp | async
+    int64_t staleness = 2;            // ssp's bound s, in clocks (minibatches)
+    std::string optimizer = "sgd";    // sgd | adagrad: applied by the shard servers
+    int64_t batch_size = 1000;        // ratings per step, summed over the workers
+    double lr = 0.0;                  // shard servers' learning rate of epoch 0; 0 = train.lr
+    double adagrad_initial = 0.1;     // Adagrad's initial accumulator
+  } ps;
 
   struct Eval {
     int64_t every = 1;

@@ -7,13 +7,10 @@
 // Talks only through a Transport, and judges deadlines on a Clock
 // (protocol/clock.h): real time, or virtual time in the simulator.
 //
-// Availability: a site silent at a deadline (or whose authenticated channel
-// refused it, reported at once by Transport::TakeChannelFailures) is believed
-// unavailable: it is not sampled nor asked to evaluate, so a dead site costs
-// one timeout, not one per round. Each unavailable site gets a cheap probe
-// (SiteHello) at the start of a round, after 1, 2, 4 ... rounds, never waited
-// for. Any frame from a site (a late answer, a probe's answer) makes it
-// available again from the start of the next round or evaluation.
+// The round loop is written once: how the sites' updates reach it as sums
+// (in the clear, SecAgg, Paillier) is the aggregation scheme's part
+// (coordinator/aggregation_scheme.h), and sending, collecting against
+// deadlines and site availability are the SiteLink's (coordinator/site_link.h).
 //
 // Thread-safety: Run() is called from one thread.
 #pragma once
@@ -33,6 +30,7 @@
 #include "algorithms/strategy.h"
 #include "base/param_block.h"
 #include "base/status.h"
+#include "coordinator/site_link.h"
 #include "protocol/clock.h"
 #include "protocol/messages.h"
 #include "protocol/secagg.h"
@@ -41,7 +39,7 @@
 
 namespace fedrec {
 
-class SecureRoundCost;
+class CoordinatorScheme;
 
 struct CoordinatorOptions {
   uint32_t rounds = 20;
@@ -152,6 +150,7 @@ class Coordinator {
   // model holds no user (it is built from no data).
   Coordinator(const CoordinatorOptions& options, std::unique_ptr<Model> model,
               std::unique_ptr<Strategy> strategy, Transport* transport);
+  ~Coordinator();
 
   // Runs every round, calling `on_round` after each, then sends Shutdown to
   // every site. Returns the first fatal error (transport failure, every site
@@ -171,54 +170,18 @@ class Coordinator {
   // rides on this round's secure sum when it can (sets its `evaluated`).
   Status RunRound(uint32_t round, RoundMetrics* metrics, RoundMetrics* evaluate_previous);
   // Whether the evaluation after `round` can ride on the next round's sum.
-  bool EvaluatesWithNextRound(uint32_t round) const;
-  // The round's updates combined by secure aggregation / Paillier into `input`.
-  // Returns OK with metrics->aborted set when too few sites remain.
-  Status SecAggRound(RoundPlan plan, const std::vector<uint32_t>& selected, RoundMetrics* metrics,
-                     AggregateInput* input, RoundMetrics* evaluate_previous);
-  Status PaillierRound(RoundPlan plan, const std::vector<uint32_t>& selected, RoundMetrics* metrics,
-                       AggregateInput* input);
-  Status PaillierSetup(uint32_t round);
-  // Steps 1-6 of secure aggregation (protocol/secagg.h) once the plan is out:
-  // the unmasked sum, or nullopt when the round aborted (recorded in `cost`);
-  // an error only when the transport failed. `survivors`: the sites summed.
-  Result<std::optional<std::vector<uint64_t>>> SecureSum(secagg::Params params,
-                                                         SecureRoundCost* cost,
-                                                         std::vector<uint32_t>* survivors);
+  bool EvaluatesWithNextRound(uint32_t round);
+  // The aggregation scheme of options_.aggregation (made on first use).
+  CoordinatorScheme& scheme();
   // Applies `input` with the strategy and checks the result (diverged -> Aborted).
   // Strategy::Aggregate's refusal (Aborted) ends the round aborted with the
   // model unchanged.
   Status ApplyAggregate(uint32_t round, const AggregateInput& input, RoundMetrics* metrics);
-  template <typename M>
-  Status SendTo(const M& message, uint32_t site, uint32_t round);
   Status Evaluate(uint32_t round, RoundMetrics* metrics);
-  // Evaluation whose metric sums are added by secure aggregation: the
-  // coordinator sees only the totals over the sites that finished it.
-  Status SecureEvaluate(uint32_t round, RoundMetrics* metrics);
   // Sends `message` (RoundPlan or EvalRequest) to `sites`, with the global
   // model only to sites that do not hold the current version yet.
   template <typename M>
   Status SendWithModel(M* message, const std::vector<uint32_t>& sites, uint32_t round);
-  std::string SiteName(uint32_t site) const;
-  // Says which graph security.graph = auto chose for a round and why.
-  void LogGraphChoice(const secagg::Params& params) const;
-
-  // Receives one step's answers; see coordinator.cc.
-  template <typename M, typename OnReply, typename OnFailure>
-  Status Collect(uint32_t round, const std::vector<uint32_t>& sites, OnReply on_reply,
-                 OnFailure on_failure);
-  // A site that stayed silent up to a deadline, or whose channel was refused.
-  void MarkUnavailable(uint32_t site, uint32_t round);
-  // A frame came from the site; it counts as available from the next Settle.
-  void NoteHeard(uint32_t site);
-  // Drains late frames (on a virtual clock: until nothing is in flight, so
-  // the outcome does not depend on thread timing) and makes every site heard
-  // from since the last Settle available again.
-  Status Settle(uint32_t round);
-  // Sends a probe (SiteHello, not waited for) to each unavailable site whose
-  // back-off has run out; the back-off doubles with each unanswered probe.
-  Status ProbeUnavailable(uint32_t round);
-  std::vector<uint32_t> AvailableSites() const;
   // Hands an evaluated round to the strategy (OnEvaluated), then to `on_round`.
   void Report(const RoundMetrics& metrics,
               const std::function<void(const RoundMetrics&)>& on_round);
@@ -240,28 +203,10 @@ class Coordinator {
   size_t extra_blocks_ = 0;
   void AddSiteExtraShapes();
   Transport* transport_;
-  RealClock real_clock_;
-  Clock* clock_;  // options_.clock or real_clock_
-  struct SiteAvailability {
-    bool available = true;
-    bool heard = false;       // a frame since the last Settle
-    uint32_t next_probe = 0;  // round of the next probe while unavailable
-    uint32_t backoff = 1;     // rounds until the probe after that
-  };
-  static constexpr uint32_t kMaxProbeBackoff = 64;
-  std::vector<SiteAvailability> availability_;
-  std::map<uint32_t, std::string> round_failures_;  // RoundMetrics::failed_sites so far
-  std::map<int, uint32_t> site_of_rank_;
-  std::vector<uint64_t> site_version_;  // model version each site holds (UINT64_MAX: none)
+  RealClock real_clock_;  // the clock when options_.clock is null
+  SiteLink link_;
+  std::unique_ptr<CoordinatorScheme> scheme_;
   uint64_t version_ = 0;
-  // Paillier: the public key (serialized) set up with the sites, which sites
-  // hold a share of the decryption key, and how many shares decrypt.
-  std::vector<uint8_t> paillier_public_;
-  std::vector<bool> paillier_ready_;
-  uint32_t paillier_threshold_ = 0;
-  // SecAgg with security.graph = auto: whether the last round used the
-  // SecAgg+ graph (the choice is logged when it is first made or changes).
-  std::optional<bool> sparse_graph_used_;
 };
 
 }  // namespace fedrec

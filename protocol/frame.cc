@@ -78,6 +78,18 @@ const char* MessageTypeName(MessageType type) {
       return "SecAggSurvivorSignature";
     case MessageType::kChannelRefused:
       return "ChannelRefused";
+    case MessageType::kPsPull:
+      return "PsPull";
+    case MessageType::kPsPullReply:
+      return "PsPullReply";
+    case MessageType::kPsPush:
+      return "PsPush";
+    case MessageType::kPsPushAck:
+      return "PsPushAck";
+    case MessageType::kPsStart:
+      return "PsStart";
+    case MessageType::kPsReport:
+      return "PsReport";
   }
   return "unknown message type";
 }

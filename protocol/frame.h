@@ -24,7 +24,7 @@
 namespace fedrec {
 
 constexpr uint32_t kFrameMagic = 0x43524446;  // "FDRC" read as little-endian
-constexpr uint16_t kProtocolVersion = 7;
+constexpr uint16_t kProtocolVersion = 8;
 constexpr size_t kFrameHeaderSize = 24;
 // Capacity encoders leave after a frame's last byte, so that an encrypted
 // channel can seal the frame in its own buffer (SecureTransport appends 48
@@ -61,9 +61,17 @@ enum class MessageType : uint16_t {
   // An authenticated channel's unauthenticated notice that it refused the
   // receiver's hello (protocol/secure_transport.h).
   kChannelRefused = 23,
+  // Parameter-server mode (protocol/ps_messages.h): sparse pull/push between
+  // workers and shard servers, and the driver's start and epoch reports.
+  kPsPull = 24,
+  kPsPullReply = 25,
+  kPsPush = 26,
+  kPsPushAck = 27,
+  kPsStart = 28,
+  kPsReport = 29,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 23;
+constexpr uint16_t kMaxMessageType = 29;
 
 const char* MessageTypeName(MessageType type);
 

@@ -15,6 +15,10 @@
 #   mpi_job_test.sh plugin                         a plug-in strategy (FEDREC_PLUGIN) on every
 #                                                  rank matches sim
 #   mpi_job_test.sh missing-plugin                 a plug-in that is not there ends every rank
+#   mpi_job_test.sh ps <consistency>               federation.mode = ps, 1 driver + 2 shard
+#                                                  servers + 3 workers, converges (bsp: same
+#                                                  model as fedrec sim)
+#   mpi_job_test.sh ps-too-few-ranks               ps layout needing more ranks than started
 set -uo pipefail
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fedrec-mpi.XXXXXX")
@@ -147,6 +151,33 @@ case "$1" in
     n=$(grep -c "fedrec: site [0-9] (rank [0-9]):" <<<"$out")
     [ "$n" -eq 3 ] || fail "every site rank should print why it stopped, got $n: $out"
     echo "missing plug-in: exit $code"
+    ;;
+  ps)
+    # Parameter-server mode: rank 0 driver, ranks 1-2 shard servers, 3-5 workers.
+    args=("${small[@]}" --set federation.mode=ps --set cluster.shard_servers=2
+          --set federation.sites=3 --set train.epochs=15 --set ps.consistency="$2")
+    out=$(mpirun 6 "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | tail -n 1)
+    rmse=$(sed -n 's/.*"test_rmse":\([0-9.]*\).*/\1/p' <<<"$out")
+    [ -n "$rmse" ] || fail "fedrec run (ps) printed no test_rmse: $out"
+    # The synthetic ratings' noise is 0.75; the initial model is about 1.1 off.
+    awk -v r="$rmse" 'BEGIN { exit !(r < 0.95) }' || fail "ps $2 did not converge: test RMSE $rmse"
+    [ "$(wc -l < "$work/run/metrics.jsonl")" -eq 15 ] || fail "metrics.jsonl should have 15 epochs"
+    [ -s "$work/run/model.global" ] || fail "the driver wrote no model.global"
+    if [ "$2" = bsp ]; then
+      sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
+      run=$(sha <<<"$out")
+      [ -n "$sim" ] && [ "$sim" = "$run" ] || fail "ps bsp: sim '$sim' != run '$run'"
+    fi
+    echo "ps ($2, 2 shard servers, 3 workers): test RMSE $rmse"
+    ;;
+  ps-too-few-ranks)
+    out=$(mpirun 4 "$FEDREC" run "${small[@]}" --set federation.mode=ps \
+          --set cluster.shard_servers=2 --set federation.sites=3 --set output.dir="$work/r" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "expected a non-zero exit"
+    n=$(grep -c "mpirun started 4 ranks, but the config needs 6 = 1 coordinator + 2 shard servers (cluster.shard_servers) + 3 sites" <<<"$out")
+    [ "$n" -eq 4 ] || fail "expected the message from all 4 ranks, got $n: $out"
+    echo "ps, too few ranks: exit $code, message on every rank"
     ;;
   *)
     fail "unknown check $1"

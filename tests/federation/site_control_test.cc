@@ -6,27 +6,10 @@
 
 #include <cmath>
 
-#include "base/random.h"
+#include "tests/federation/small_mf.h"
 
 namespace fedrec {
 namespace {
-
-std::unique_ptr<Model> SmallMf() {
-  ModelData data;
-  data.items = 5;
-  Rng rng(11);
-  for (uint32_t n = 0; n < 60; ++n) {  // items 0..3 rated, item 4 never
-    data.train.push_back({static_cast<uint32_t>(rng.Below(6)), static_cast<uint32_t>(rng.Below(4)),
-                          static_cast<float>(1 + rng.Below(5))});
-  }
-  for (uint32_t u = 0; u < 6; ++u) data.user_keys.push_back(100 + u);
-  ModelOptions options;
-  options.factors = 3;
-  std::unique_ptr<Model> model =
-      std::move(ModelRegistry::WithBuiltins().Create("mf", options, std::move(data))).value();
-  model->OnInitialModel();
-  return model;
-}
 
 // The server's control: c = 0.1 * (row + 1) in every column.
 std::vector<ParamBlock> ServerControl(const Model& model) {
@@ -41,7 +24,7 @@ std::vector<ParamBlock> ServerControl(const Model& model) {
 }
 
 TEST(SiteControl, UploadsTheChangeOfItsControlByOptionTwoAndKeepsItForTheNextRound) {
-  std::unique_ptr<Model> model = SmallMf();
+  std::unique_ptr<Model> model = SmallMf(11);
   const std::vector<ParamBlock> c = ServerControl(*model);
   SiteControl control;
   ASSERT_TRUE(control.Begin(c, *model).ok());
@@ -96,7 +79,7 @@ TEST(SiteControl, UploadsTheChangeOfItsControlByOptionTwoAndKeepsItForTheNextRou
 }
 
 TEST(SiteControl, ControlOfAnotherShapeIsRefusedSayingWhatWasExpected) {
-  std::unique_ptr<Model> model = SmallMf();
+  std::unique_ptr<Model> model = SmallMf(11);
   std::vector<ParamBlock> c = ServerControl(*model);
   c[1].cols = 4;
   SiteControl control;

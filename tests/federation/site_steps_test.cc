@@ -6,31 +6,13 @@
 
 #include <cmath>
 
-#include "base/random.h"
+#include "tests/federation/small_mf.h"
 
 namespace fedrec {
 namespace {
 
-std::unique_ptr<Model> SmallMf() {
-  ModelData data;
-  data.items = 5;
-  Rng rng(12);
-  for (uint32_t n = 0; n < 60; ++n) {  // items 0..3 rated, item 4 never
-    data.train.push_back({static_cast<uint32_t>(rng.Below(6)), static_cast<uint32_t>(rng.Below(4)),
-                          static_cast<float>(1 + rng.Below(5))});
-  }
-  for (uint32_t u = 0; u < 6; ++u) data.user_keys.push_back(100 + u);
-  ModelOptions options;
-  options.factors = 3;
-  options.sgd.lr_decay = 0.5f;  // epsilon counts epochs at the starting rate
-  std::unique_ptr<Model> model =
-      std::move(ModelRegistry::WithBuiltins().Create("mf", options, std::move(data))).value();
-  model->OnInitialModel();
-  return model;
-}
-
 TEST(SiteSteps, UploadsEachTrainedRowsStepDividedByItsLocalStepsAndTheSteps) {
-  std::unique_ptr<Model> model = SmallMf();
+  std::unique_ptr<Model> model = SmallMf(12, 0.5f);
   ASSERT_TRUE(model->CountsLocalSteps());
   const std::vector<ParamBlock> x = model->GlobalBlocks();
   const std::vector<DenseBlockView> before = model->Upload();
@@ -42,7 +24,7 @@ TEST(SiteSteps, UploadsEachTrainedRowsStepDividedByItsLocalStepsAndTheSteps) {
   const TrainPlan plan{1, 0, 2, 0.05f};
   const LossSums loss = model->Train(plan);
   EXPECT_NEAR(loss.lr_first, 0.05, 1e-9);
-  EXPECT_NEAR(loss.lr_sum, 0.075, 1e-7);  // 0.05 + 0.025
+  EXPECT_NEAR(loss.lr_sum, 0.075, 1e-7);                    // 0.05 + 0.025
   const std::vector<ParamBlock> y = model->GlobalBlocks();  // trained, not yet normalized
   steps.Finish(model.get(), loss);
   const double epsilon = 0.075 / (0.05 * 4.0);  // 1.5 epochs at 0.05, in units of 4
@@ -77,7 +59,7 @@ TEST(SiteSteps, UploadsEachTrainedRowsStepDividedByItsLocalStepsAndTheSteps) {
 }
 
 TEST(SiteSteps, AUnitThatIsNotAPositiveNumberIsRefusedSayingWhatWasFound) {
-  std::unique_ptr<Model> model = SmallMf();
+  std::unique_ptr<Model> model = SmallMf(12, 0.5f);
   SiteSteps steps;
   for (float unit : {-1.0f, std::nanf(""), INFINITY}) {
     const Status refused = steps.Begin(*model, unit, 100);

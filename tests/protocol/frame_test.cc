@@ -25,7 +25,7 @@ TEST(Frames, HeaderHasTheDocumentedLittleEndianLayout) {
   const std::vector<uint8_t> frame =
       EncodeFrame(MessageType::kModelUpdate, 0x01020304, 0x0a0b0c0d, payload);
   const std::vector<uint8_t> expected = {'F',        'D',        'R',       'C',  // magic
-                                         0x07,       0x00,                        // version 7
+                                         0x08,       0x00,                        // version 8
                                          0x02,       0x00,  // type ModelUpdate
                                          0x04,       0x03,       0x02,      0x01,  // round
                                          0x0d,       0x0c,       0x0b,      0x0a,  // sender
@@ -103,13 +103,15 @@ TEST(Frames, RejectsBadMagicShowingTheBytesInHex) {
 
 TEST(Frames, RejectsUnsupportedVersionNamingFoundAndSupported) {
   std::vector<uint8_t> frame = EncodeFrame(MessageType::kRoundPlan, 7, 3, Payload(4));
-  Poke(frame, 4, 8, 2);
+  Poke(frame, 4, kProtocolVersion + 1, 2);
   Result<FrameView> view = DecodeFrame(frame);
   ASSERT_FALSE(view.ok());
   EXPECT_EQ(view.status().code(), Status::Code::kCorruption);
-  EXPECT_EQ(view.status().message(),
-            "unsupported protocol version 8 in frame from rank 3, round 7: this build supports "
-            "version 7");
+  EXPECT_EQ(view.status().message(), "unsupported protocol version " +
+                                         std::to_string(kProtocolVersion + 1) +
+                                         " in frame from rank 3, round 7: this build supports "
+                                         "version " +
+                                         std::to_string(kProtocolVersion));
 }
 
 TEST(Frames, RejectsUnknownMessageTypeNamingSenderAndRound) {

@@ -1,0 +1,51 @@
+// Minibatch SGD for biased MF as the parameter-server mode runs it (pure
+// computation; the roles are coordinator/shard_server.h and worker/ps_worker.h).
+//
+// Item rows live on shard servers as [q_i (k floats), b_i] ("PS rows", k + 1
+// floats). A worker pulls the rows of a minibatch's items, then for each
+// rating (u, i, r) in order, with the pulled q_i, b_i held fixed for the
+// whole minibatch:
+//
+//   e    = r - (mu + b_u + b_i + p_u . q_i)
+//   g_i += [reg q_i - e p_u,  bias_reg b_i - e]      (p_u before its update)
+//   p_u += lr (e q_i - reg p_u),   b_u += lr (e - bias_reg b_u)
+//
+// so user rows (local to the worker) take a plain SGD step per rating and
+// item rows one step per minibatch from their summed gradient, applied by the
+// shard server's optimizer (RowOptimizer). With one rating per minibatch this
+// is the sequential SGD of algorithms/sgd.h.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "algorithms/sgd.h"
+#include "data/ratings.h"
+
+namespace fedrec {
+
+// Accumulates the minibatch's item gradients into `gradients` and steps the
+// user rows. `batch[t].item` is the rating's slot: its row in `rows` and
+// `gradients` (slots x (k + 1) floats each). `user_factors` (users x k) and
+// `user_bias` are indexed by batch[t].user. `lr` steps the user rows;
+// options.reg and options.bias_reg regularise both sides. Returns the sum of
+// the pre-update squared errors.
+double MfMinibatchGradients(std::span<const Rating> batch, uint32_t k, float global_mean,
+                            const float* rows, float* gradients, float* user_factors,
+                            float* user_bias, float lr, const SgdOptions& options);
+
+// The server-side optimizer of a PS row: SGD (row -= lr g) or Adagrad
+// (a += g^2, row -= lr g / sqrt(a), a starting at adagrad_initial).
+struct RowOptimizer {
+  enum class Kind : uint8_t { kSgd = 0, kAdagrad = 1 };
+  Kind kind = Kind::kSgd;
+  SgdOptions schedule;  // lr and lr_decay: the rate of epoch e (reg unused)
+  float adagrad_initial = 0.1f;
+
+  bool HasState() const { return kind == Kind::kAdagrad; }
+  // Applies `gradient` to `row` (cols floats) with learning rate `lr`;
+  // `state` is the row's accumulator (cols floats) when HasState().
+  void Apply(float lr, float* row, float* state, const float* gradient, uint32_t cols) const;
+};
+
+}  // namespace fedrec

@@ -1,0 +1,357 @@
+#include "apps/ps_job.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <cmath>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "apps/job.h"
+#include "apps/model_files.h"
+#include "protocol/inprocess_transport.h"
+#include "protocol/messages.h"
+#include "protocol/sha256.h"
+
+namespace fedrec {
+namespace {
+
+using nlohmann::json;
+
+std::chrono::milliseconds Millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+}
+
+// The longest any role waits for a frame: a worker's start-up (loading its
+// data) and a slow step both count.
+std::chrono::milliseconds PsTimeout(const Config& config) {
+  return Millis(std::max(config.federation.round_timeout, config.cluster.startup_timeout));
+}
+
+json Number(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+int Fail(const Status& status) {
+  std::cerr << ("fedrec: " + status.message() + "\n");
+  return 1;
+}
+
+double PeakRssMb() {
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
+  return static_cast<double>(usage.ru_maxrss) * 1024.0 / 1e6;
+}
+
+std::vector<std::string> RawIds(const IdMap& ids) {
+  std::vector<std::string> raw;
+  raw.reserve(ids.size());
+  for (uint32_t i = 0; i < ids.size(); ++i) raw.push_back(ids.Raw(i));
+  return raw;
+}
+
+struct PsRunResult {
+  std::vector<ParamBlock> global;  // MF's global blocks
+  ErrorSums last_eval;
+  double seconds = 0.0;
+  PsStart start;
+};
+
+// What the driver does with each epoch: a metrics.jsonl line, a progress
+// line, and the last evaluation kept for the summary.
+std::function<void(const PsEpochMetrics&)> EpochWriter(RunOutput* out, ErrorSums* last_eval) {
+  return [out, last_eval](const PsEpochMetrics& m) {
+    json line = {{"epoch", m.epoch},
+                 {"train_rmse", Number(std::sqrt(m.train_mse))},
+                 {"train_loss", Number(m.train_mse)},
+                 {"seconds", m.seconds}};
+    std::string progress =
+        fmt::format("epoch {}/{}  train loss {:.4f}", m.epoch, m.epochs, m.train_mse);
+    if (m.evaluated) {
+      line["test_rmse"] = Number(m.test.Rmse());
+      line["test_mae"] = Number(m.test.Mae());
+      progress += fmt::format("  test rmse {:.4f}  mae {:.4f}", m.test.Rmse(), m.test.Mae());
+      *last_eval = m.test;
+    }
+    line["bytes_sent"] = m.driver_traffic.bytes_sent;
+    line["bytes_received"] = m.driver_traffic.bytes_received;
+    out->WriteMetrics(line.dump());
+    out->Progress(progress);
+  };
+}
+
+// The driver's part under mpirun: runs the job, writes metrics.jsonl as
+// epochs complete.
+Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLayout& layout,
+                          uint32_t items, RunOutput* out) {
+  PsDriver driver(MakePsDriverOptions(config, layout, items), &transport);
+  PsRunResult result;
+  const auto start = std::chrono::steady_clock::now();
+  FEDREC_RETURN_IF_ERROR(driver.Run(EpochWriter(out, &result.last_eval)));
+  out->EndProgress();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.start = driver.start();
+  result.global = PsGlobalBlocks(config, driver.start(), driver.rows());
+  return result;
+}
+
+// Writes the model files and summary.json, then prints the summary last.
+int Finish(const Config& config, RunOutput* out, const IdMap& items, const PsRunResult& result,
+           const char* command, json extra) {
+  Result<std::unique_ptr<Model>> model = MakeServerModel(config, items.size());
+  if (!model.ok()) return Fail(model.status());
+  if (!(*model)->SetGlobalBlocks(result.global))
+    return Fail(Status::Internal("the parameter servers' rows do not fit model mf"));
+  json summary = {{"command", command},
+                  {"mode", "ps"},
+                  {"model", config.model.name},
+                  {"epochs", result.start.epochs},
+                  {"workers", config.federation.sites},
+                  {"shard_servers", config.cluster.shard_servers},
+                  {"consistency", config.ps.consistency},
+                  {"optimizer", config.ps.optimizer},
+                  {"batch_size", config.ps.batch_size},
+                  {"steps_per_epoch", result.start.steps_per_epoch}};
+  if (config.ps.consistency == "ssp") summary["staleness"] = config.ps.staleness;
+  summary["test_rmse"] = Number(result.last_eval.Rmse());
+  summary["test_mae"] = Number(result.last_eval.Mae());
+  summary["seconds"] = result.seconds;
+  summary["peak_rss_mb"] = PeakRssMb();
+  summary.update(extra);
+  summary["model_sha256"] = ModelSha256(result.global);
+  summary["run_dir"] = out->dir();
+  if (Status s = SaveGlobalModel(out->dir() + "/model.tsv", result.global, items); !s.ok())
+    return Fail(s);
+  if (Status s = SaveGlobalFiles(out->dir(), **model, RawIds(items)); !s.ok()) return Fail(s);
+  if (Status s = out->WriteSummary(summary.dump(2)); !s.ok()) return Fail(s);
+  std::cout << summary.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+PsLayout MakePsLayout(const Config& config) {
+  PsLayout layout;
+  const int shards = static_cast<int>(config.cluster.shard_servers);
+  for (int s = 0; s < shards; ++s) layout.shard_ranks.push_back(1 + s);
+  for (int64_t w = 0; w < config.federation.sites; ++w)
+    layout.worker_ranks.push_back(1 + shards + static_cast<int>(w));
+  return layout;
+}
+
+ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& layout,
+                                          uint32_t shard) {
+  ShardServerOptions options;
+  options.shard = shard;
+  options.sharding.shards = static_cast<uint32_t>(layout.shard_ranks.size());
+  options.driver_rank = layout.driver;
+  options.worker_ranks = layout.worker_ranks;
+  options.consistency = config.ps.consistency == "async" ? Consistency::kAsync
+                        : config.ps.consistency == "ssp" ? Consistency::kSsp
+                                                         : Consistency::kBsp;
+  options.staleness = static_cast<uint32_t>(config.ps.staleness);
+  options.optimizer.kind =
+      config.ps.optimizer == "adagrad" ? RowOptimizer::Kind::kAdagrad : RowOptimizer::Kind::kSgd;
+  options.optimizer.schedule.lr =
+      static_cast<float>(config.ps.lr > 0.0 ? config.ps.lr : config.train.lr);
+  options.optimizer.schedule.lr_decay = static_cast<float>(config.train.lr_decay);
+  options.optimizer.adagrad_initial = static_cast<float>(config.ps.adagrad_initial);
+  const MfInitOptions init = TrainerOptions(config).init;
+  const uint32_t k = static_cast<uint32_t>(config.model.factors);
+  // MF's PS row: the item's factors as every other mode draws them, then its bias (0).
+  options.init_row = [init, k](uint64_t row, std::span<float> out) {
+    MfModel::InitItemRow(init, static_cast<uint32_t>(row), out.data(), k);
+    out[k] = 0.0f;
+  };
+  options.idle_timeout = PsTimeout(config);
+  return options;
+}
+
+PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker) {
+  const MfTrainerOptions trainer = TrainerOptions(config);
+  PsWorkerOptions options;
+  options.worker = worker;
+  options.driver_rank = layout.driver;
+  options.shard_ranks = layout.shard_ranks;
+  options.factors = trainer.factors;
+  options.init = trainer.init;
+  options.sgd = trainer.sgd;
+  options.eval_every = static_cast<uint32_t>(config.eval.every);
+  options.rating_min = static_cast<float>(config.data.rating_min);
+  options.rating_max = static_cast<float>(config.data.rating_max);
+  options.timeout = PsTimeout(config);
+  return options;
+}
+
+PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout, uint32_t items) {
+  PsDriverOptions options;
+  options.shard_ranks = layout.shard_ranks;
+  options.worker_ranks = layout.worker_ranks;
+  options.items = items;
+  options.cols = static_cast<uint32_t>(config.model.factors) + 1;
+  options.epochs = static_cast<uint32_t>(config.train.epochs);
+  options.batch_size = static_cast<uint64_t>(config.ps.batch_size);
+  options.timeout = PsTimeout(config);
+  return options;
+}
+
+Result<PsInProcessRun> RunPsInProcess(const Config& config, std::vector<SiteData> sites,
+                                      uint32_t items,
+                                      const std::function<void(const PsEpochMetrics&)>& on_epoch) {
+  const PsLayout layout = MakePsLayout(config);
+  if (sites.size() != layout.worker_ranks.size()) {
+    return Status::InvalidArgument("federation.mode = ps: " + std::to_string(sites.size()) +
+                                   " sites' data for " +
+                                   std::to_string(layout.worker_ranks.size()) + " workers");
+  }
+  InProcessNetwork network(layout.size());
+  std::vector<std::unique_ptr<ShardServer>> shards;
+  std::vector<std::unique_ptr<PsWorker>> workers;
+  std::vector<Status> statuses(layout.shard_ranks.size() + layout.worker_ranks.size());
+  for (uint32_t s = 0; s < layout.shard_ranks.size(); ++s) {
+    shards.push_back(std::make_unique<ShardServer>(MakeShardServerOptions(config, layout, s),
+                                                   &network.endpoint(layout.shard_ranks[s])));
+  }
+  for (uint32_t w = 0; w < layout.worker_ranks.size(); ++w) {
+    workers.push_back(std::make_unique<PsWorker>(MakePsWorkerOptions(config, layout, w),
+                                                 std::move(sites[w]),
+                                                 &network.endpoint(layout.worker_ranks[w])));
+  }
+  std::vector<std::thread> threads;
+  for (size_t s = 0; s < shards.size(); ++s)
+    threads.emplace_back([&, s] { statuses[s] = shards[s]->Serve(); });
+  for (size_t w = 0; w < workers.size(); ++w)
+    threads.emplace_back([&, w] { statuses[shards.size() + w] = workers[w]->Run(); });
+  PsDriver driver(MakePsDriverOptions(config, layout, items), &network.endpoint(layout.driver));
+  PsInProcessRun run;
+  Status status = driver.Run(on_epoch);
+  for (std::thread& t : threads) t.join();
+  FEDREC_RETURN_IF_ERROR(status);
+  for (const Status& s : statuses) FEDREC_RETURN_IF_ERROR(s);
+  run.start = driver.start();
+  run.rows = driver.rows();
+  for (const auto& shard : shards) run.shards.push_back(shard->stats());
+  for (const auto& worker : workers) run.clients.push_back(worker->client_stats());
+  return run;
+}
+
+std::vector<ParamBlock> PsGlobalBlocks(const Config& config, const PsStart& start,
+                                       const std::vector<float>& rows) {
+  const uint32_t k = static_cast<uint32_t>(config.model.factors), cols = k + 1;
+  MfModel model(0, start.items, k);
+  model.set_global_mean(start.global_mean);
+  for (uint32_t i = 0; i < start.items; ++i) {
+    const float* row = rows.data() + static_cast<size_t>(i) * cols;
+    std::copy_n(row, k, model.item_factors() + static_cast<size_t>(i) * k);
+    model.item_bias()[i] = row[k];
+  }
+  return model.GlobalBlocks();
+}
+
+int RunPsSim(const Config& config, const Registries&) {
+  Result<FederatedData> data = LoadFederatedData(config);
+  if (!data.ok()) return Fail(data.status());
+  Result<RunOutput> out = RunOutput::Create(config, "sim");
+  if (!out.ok()) return Fail(out.status());
+  const uint32_t items = data->dataset.items.size();
+  spdlog::info(
+      "sim (parameter server): {} shard servers, {} workers, {} items, {} train / {} test "
+      "ratings, consistency {}; run directory {}",
+      config.cluster.shard_servers, config.federation.sites, items, data->dataset.train.size(),
+      data->dataset.test.size(), config.ps.consistency, out->dir());
+  PsRunResult result;
+  const auto start = std::chrono::steady_clock::now();
+  Result<PsInProcessRun> run =
+      RunPsInProcess(config, std::move(data->sites), items, EpochWriter(&*out, &result.last_eval));
+  out->EndProgress();
+  if (!run.ok()) return Fail(run.status());
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.start = run->start;
+  result.global = PsGlobalBlocks(config, run->start, run->rows);
+  // What the shards saw of the consistency policy (the staleness bound check).
+  int64_t max_gap = 0;
+  uint64_t waited = 0, pulls = 0;
+  for (const ShardStats& shard : run->shards) {
+    max_gap = std::max(max_gap, shard.max_clock_gap);
+    waited += shard.pulls_waited;
+    pulls += shard.pulls;
+  }
+  json extra = {{"max_clock_gap", max_gap}, {"pulls", pulls}, {"pulls_waited", waited}};
+  return Finish(config, &*out, data->dataset.items, result, "sim", extra);
+}
+
+int RunPsRank(const Config& config, Transport& t, const std::vector<std::string>& hosts,
+              const Registries&) {
+  const PsLayout layout = MakePsLayout(config);
+  const int rank = t.rank();
+  // Pull/push frames travel unsealed: parameter-server mode is for one
+  // trusted domain. Across hosts that must be said explicitly.
+  const std::set<std::string> distinct(hosts.begin(), hosts.end());
+  if (distinct.size() > 1 && !config.security.allow_unauthenticated) {
+    if (rank == 0) {
+      Fail(Status::InvalidArgument(
+          "config federation.mode = \"ps\": the job spans " + std::to_string(distinct.size()) +
+          " hosts, and parameter-server frames travel unauthenticated (the mode is for one "
+          "trusted domain); set security.allow_unauthenticated = true to run it anyway"));
+    }
+    return 2;
+  }
+  if (rank == layout.driver) {
+    if (config.security.channels)
+      spdlog::info(
+          "federation.mode = ps: pull/push frames are not sealed (security.channels "
+          "applies to federated rounds)");
+    Result<FederatedData> data = LoadFederatedData(config);
+    Result<RunOutput> out =
+        data.ok() ? RunOutput::Create(config, "run") : Result<RunOutput>(data.status());
+    if (!out.ok()) {
+      // The driver cannot run: every other rank hears why.
+      Shutdown shutdown{"the driver cannot start: " + out.status().message()};
+      shutdown.failed = true;
+      for (int r = 1; r < t.size(); ++r) (void)t.Send(r, EncodeMessage(shutdown, 0, 0));
+      return Fail(out.status());
+    }
+    spdlog::info("run (parameter server): {} shard servers, {} workers, {} items; run directory {}",
+                 layout.shard_ranks.size(), layout.worker_ranks.size(), data->dataset.items.size(),
+                 out->dir());
+    Result<PsRunResult> result = Drive(config, t, layout, data->dataset.items.size(), &*out);
+    if (!result.ok()) return Fail(result.status());
+    const TrafficStats traffic = t.stats();
+    json extra = {{"bytes_sent", traffic.bytes_sent}, {"bytes_received", traffic.bytes_received}};
+    return Finish(config, &*out, data->dataset.items, *result, "run", extra);
+  }
+  const int first_worker = 1 + static_cast<int>(layout.shard_ranks.size());
+  if (rank < first_worker) {
+    const uint32_t shard = static_cast<uint32_t>(rank - 1);
+    ShardServer server(MakeShardServerOptions(config, layout, shard), &t);
+    Status s = server.Serve();
+    if (!s.ok()) {
+      std::cerr << fmt::format("fedrec: shard server {} (rank {}): {}\n", shard, rank, s.message());
+      return 1;
+    }
+    return 0;
+  }
+  const uint32_t worker = static_cast<uint32_t>(rank - first_worker);
+  Result<FederatedData> data = LoadFederatedData(config);
+  Status s;
+  if (!data.ok()) {
+    s = data.status();
+    // The driver ends the job on every rank when a worker cannot start.
+    (void)t.Send(layout.driver,
+                 EncodeMessage(SiteError{0, "ps worker " + std::to_string(worker) + " (rank " +
+                                                std::to_string(rank) + "): " + s.message()},
+                               0, static_cast<uint32_t>(rank)));
+  } else {
+    PsWorker ps_worker(MakePsWorkerOptions(config, layout, worker), std::move(data->sites[worker]),
+                       &t);
+    s = ps_worker.Run();
+  }
+  if (!s.ok()) {
+    std::cerr << fmt::format("fedrec: {}\n", s.message());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace fedrec

@@ -1,0 +1,59 @@
+// Parameter-server mode (federation.mode = "ps") as a job: config -> the
+// options of each role, and the runs of `fedrec sim` (every role a thread over
+// the in-process transport) and `fedrec run` (one role per MPI rank). Both
+// run the same role code over a Transport; only how ranks are started differs.
+//
+// Rank layout (both): rank 0 the driver (coordinator/ps_driver.h), ranks
+// 1..S the shard servers (S = cluster.shard_servers), ranks S+1..S+W the
+// workers (W = federation.sites; worker w holds site w's users).
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "apps/config.h"
+#include "apps/plugin.h"
+#include "coordinator/ps_driver.h"
+#include "coordinator/shard_server.h"
+#include "protocol/transport.h"
+#include "worker/ps_worker.h"
+
+namespace fedrec {
+
+struct PsLayout {
+  int driver = 0;
+  std::vector<int> shard_ranks;
+  std::vector<int> worker_ranks;
+  int size() const { return 1 + static_cast<int>(shard_ranks.size() + worker_ranks.size()); }
+};
+PsLayout MakePsLayout(const Config& config);
+
+ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& layout,
+                                          uint32_t shard);
+PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker);
+PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout, uint32_t items);
+
+// A PS job with every role a thread over the in-process transport: the
+// driver on the calling thread, `sites[w]` the data of worker w. What
+// `fedrec sim` runs, and what tests and benchmarks call directly.
+struct PsInProcessRun {
+  PsStart start;
+  std::vector<float> rows;  // the final model's rows, items x (k + 1)
+  std::vector<ShardStats> shards;
+  std::vector<PsClientStats> clients;
+};
+Result<PsInProcessRun> RunPsInProcess(
+    const Config& config, std::vector<SiteData> sites, uint32_t items,
+    const std::function<void(const PsEpochMetrics&)>& on_epoch = nullptr);
+// MF's global blocks from the PS rows (and the job's global mean).
+std::vector<ParamBlock> PsGlobalBlocks(const Config& config, const PsStart& start,
+                                       const std::vector<float>& rows);
+
+// `fedrec sim` with federation.mode = "ps".
+int RunPsSim(const Config& config, const Registries& registries);
+// One rank of `mpirun ... fedrec run` with federation.mode = "ps" (RunMpi
+// checked the rank count); `hosts` is every rank's host name.
+int RunPsRank(const Config& config, Transport& transport, const std::vector<std::string>& hosts,
+              const Registries& registries);
+
+}  // namespace fedrec

@@ -1,0 +1,77 @@
+// PsDriver: rank 0 of a parameter-server job (federation.mode = "ps"). It
+// holds no data and no model rows; it starts the job, collects the workers'
+// epoch reports and, at the end, reads the model from the shard servers.
+//
+// The run, step by step (workers W_1..W_n, shard servers S_1..S_m):
+//   1. Each worker sends its hello (PsReport, epoch 0: rating count and sum).
+//   2. The driver fixes the global mean (the rating sums added in worker
+//      order, over the total count) and the steps per epoch T =
+//      ceil(total ratings / batch_size), the same at every worker, and sends
+//      PsStart to every shard server, then to every worker.
+//   3. Workers train (worker/ps_worker.h) against the shard servers
+//      (coordinator/shard_server.h); each sends a PsReport per epoch. Once
+//      every worker reported epoch e, the driver hands its totals to the
+//      caller, in epoch order.
+//   4. After every worker's final report (its pushes applied), the driver
+//      pulls every row from the shards (unclocked) and sends Shutdown to
+//      every shard and worker.
+// A worker's SiteError, a malformed report or a timeout ends the job: every
+// shard and worker gets a failed Shutdown naming the reason.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "algorithms/metrics.h"
+#include "protocol/ps_messages.h"
+#include "protocol/transport.h"
+
+namespace fedrec {
+
+struct PsDriverOptions {
+  std::vector<int> shard_ranks;
+  std::vector<int> worker_ranks;
+  uint32_t items = 0;
+  uint32_t cols = 0;  // floats per row
+  uint32_t epochs = 1;
+  uint64_t batch_size = 1000;                 // ratings per step, summed over the workers
+  std::chrono::milliseconds timeout{600000};  // longest wait for any report
+};
+
+struct PsEpochMetrics {
+  uint32_t epoch = 0;  // epochs completed
+  uint32_t epochs = 0;
+  double train_mse = 0.0;
+  bool evaluated = false;
+  ErrorSums test;
+  double seconds = 0.0;         // since the start was sent
+  TrafficStats driver_traffic;  // the driver's transport counters so far
+};
+
+class PsDriver {
+ public:
+  // `transport` must outlive the driver.
+  PsDriver(PsDriverOptions options, Transport* transport);
+
+  // Runs the job (see above); `on_epoch` sees every epoch in order.
+  Status Run(const std::function<void(const PsEpochMetrics&)>& on_epoch);
+
+  const PsStart& start() const { return start_; }
+  // The final rows (items x cols) read from the shards after the run.
+  const std::vector<float>& rows() const { return rows_; }
+
+ private:
+  Status Gather(const std::function<void(const PsEpochMetrics&)>& on_epoch);
+  Status ReadModel();
+  void ShutdownAll(const std::string& reason, bool failed);
+  int WorkerOf(int rank) const;
+
+  PsDriverOptions options_;
+  Transport* transport_;
+  PsStart start_;
+  std::vector<float> rows_;
+};
+
+}  // namespace fedrec

@@ -1,0 +1,365 @@
+#include "coordinator/shard_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <string>
+
+#include "protocol/messages.h"
+
+namespace fedrec {
+
+const char* ConsistencyName(Consistency c) {
+  switch (c) {
+    case Consistency::kBsp:
+      return "bsp";
+    case Consistency::kSsp:
+      return "ssp";
+    case Consistency::kAsync:
+      return "async";
+  }
+  return "unknown";
+}
+
+ShardServer::ShardServer(ShardServerOptions options, Transport* transport)
+    : options_(std::move(options)), transport_(transport) {
+  clocks_.assign(options_.worker_ranks.size(), 0);
+  if (options_.consistency == Consistency::kBsp) options_.staleness = 0;
+}
+
+int ShardServer::WorkerOf(int rank) const {
+  for (size_t w = 0; w < options_.worker_ranks.size(); ++w)
+    if (options_.worker_ranks[w] == rank) return static_cast<int>(w);
+  return -1;
+}
+
+uint32_t ShardServer::MinClock() const {
+  return clocks_.empty() ? 0 : *std::min_element(clocks_.begin(), clocks_.end());
+}
+
+float ShardServer::LearningRate(uint32_t epoch) {
+  if (epoch != lr_epoch_) {
+    lr_ = options_.optimizer.schedule.LearningRate(epoch);
+    lr_epoch_ = epoch;
+  }
+  return lr_;
+}
+
+void ShardServer::Refuse(int to, const std::string& why) {
+  ++stats_.refused;
+  const std::string message = "shard server " + std::to_string(options_.shard) + " (rank " +
+                              std::to_string(transport_->rank()) + "): " + why;
+  spdlog::warn("{}", message);
+  SiteError error{0, message};
+  Status sent = transport_->Send(to, EncodeMessage(error, 0, transport_->rank()));
+  if (!sent.ok()) spdlog::warn("refusal to rank {}: {}", to, sent.message());
+}
+
+std::string ShardServer::CheckKeys(const uint8_t* keys, uint64_t n) const {
+  const uint32_t shards = options_.sharding.shards;
+  unsigned bad = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    uint32_t key;
+    std::memcpy(&key, keys + i * 4, 4);
+    bad |= static_cast<unsigned>((key >= items_) | (key % shards != options_.shard));
+  }
+  if (!bad) return {};
+  for (uint64_t i = 0; i < n; ++i) {
+    uint32_t key;
+    std::memcpy(&key, keys + i * 4, 4);
+    if (key >= items_) {
+      return "key " + std::to_string(i) + " is row " + std::to_string(key) +
+             ", expected a row below " + std::to_string(items_);
+    }
+    if (key % shards != options_.shard) {
+      return "key " + std::to_string(i) + " is row " + std::to_string(key) + ", held by shard " +
+             std::to_string(key % shards) + " (row mod " + std::to_string(shards) +
+             "), not by this shard";
+    }
+  }
+  return {};
+}
+
+Status ShardServer::Start(const PsStart& start) {
+  if (start.workers != options_.worker_ranks.size()) {
+    return Status::InvalidArgument("shard server " + std::to_string(options_.shard) +
+                                   ": the driver's PsStart names " + std::to_string(start.workers) +
+                                   " workers, this shard was configured with " +
+                                   std::to_string(options_.worker_ranks.size()));
+  }
+  items_ = start.items;
+  cols_ = start.cols;
+  rows_ = options_.sharding.RowsOf(options_.shard, items_);
+  values_.assign(static_cast<size_t>(rows_) * cols_, 0.0f);
+  for (uint32_t local = 0; local < rows_; ++local) {
+    std::span<float> row(values_.data() + static_cast<size_t>(local) * cols_, cols_);
+    if (options_.init_row)
+      options_.init_row(options_.sharding.GlobalRow(options_.shard, local), row);
+  }
+  if (options_.optimizer.HasState())
+    state_.assign(values_.size(), options_.optimizer.adagrad_initial);
+  if (options_.consistency == Consistency::kBsp) {
+    sum_.assign(values_.size(), 0.0f);
+    is_touched_.assign(rows_, 0);
+  }
+  started_ = true;
+  return Status::Ok();
+}
+
+bool ShardServer::Ready(const PsPull& pull) const {
+  if (pull.flags & kPsPullUnclocked) return true;
+  if (options_.consistency == Consistency::kAsync) return true;
+  return static_cast<uint64_t>(pull.clock) <=
+         static_cast<uint64_t>(MinClock()) + options_.staleness;
+}
+
+void ShardServer::Answer(int from, const PsPull& pull) {
+  const uint32_t min_clock = MinClock();
+  if (!(pull.flags & kPsPullUnclocked)) {
+    stats_.max_clock_gap =
+        std::max(stats_.max_clock_gap, static_cast<int64_t>(pull.clock) - min_clock);
+  }
+  size_t at = 0;
+  std::vector<uint8_t> frame = EncodePsPullReplyShell(pull.request, min_clock, cols_,
+                                                      pull.keys.size(), transport_->rank(), &at);
+  uint8_t* out = frame.data() + at;
+  const size_t row_bytes = static_cast<size_t>(cols_) * sizeof(float);
+  const uint32_t shards = options_.sharding.shards;
+  for (uint32_t key : pull.keys) {
+    std::memcpy(out, values_.data() + static_cast<size_t>(key / shards) * cols_, row_bytes);
+    out += row_bytes;
+  }
+  ++stats_.pulls;
+  stats_.rows_pulled += pull.keys.size();
+  Status sent = transport_->Send(from, std::move(frame));
+  if (!sent.ok())
+    spdlog::warn("shard {}: pull reply to rank {}: {}", options_.shard, from, sent.message());
+}
+
+void ShardServer::ApplyPush(const PsPushView& push) {
+  const float lr = LearningRate(push.epoch);
+  const uint32_t shards = options_.sharding.shards;
+  std::vector<float> gradient(cols_);
+  for (uint64_t i = 0; i < push.rows; ++i) {
+    const size_t local = push.Key(i) / shards;
+    push.CopyRow(i, gradient.data());
+    options_.optimizer.Apply(lr, values_.data() + local * cols_,
+                             state_.empty() ? nullptr : state_.data() + local * cols_,
+                             gradient.data(), cols_);
+  }
+  ++stats_.pushes;
+  stats_.rows_pushed += push.rows;
+}
+
+void ShardServer::CompleteBspClocks() {
+  const uint32_t shards = options_.sharding.shards;
+  std::vector<float> gradient(cols_);
+  while (!bsp_pushes_.empty()) {
+    auto first = bsp_pushes_.begin();
+    std::vector<BufferedPush>& slots = first->second;
+    if (std::any_of(slots.begin(), slots.end(),
+                    [](const BufferedPush& p) { return p.frame.bytes.empty(); }))
+      return;
+    // Every worker's push of this clock is here: sum them per row in worker
+    // order, then one optimizer step per touched row (in first-touch order).
+    uint32_t epoch = 0;
+    std::vector<PsPushAck> acks(slots.size());
+    for (size_t w = 0; w < slots.size(); ++w) {
+      const PsPushView* push = &slots[w].push;  // checked when it arrived
+      if (w == 0) epoch = push->epoch;
+      acks[w] = PsPushAck{push->request, push->clock};
+      for (uint64_t i = 0; i < push->rows; ++i) {
+        const uint32_t local = push->Key(i) / shards;
+        float* sum = sum_.data() + static_cast<size_t>(local) * cols_;
+        push->CopyRow(i, gradient.data());
+        for (uint32_t j = 0; j < cols_; ++j) sum[j] += gradient[j];
+        if (!is_touched_[local]) {
+          is_touched_[local] = 1;
+          touched_.push_back(local);
+        }
+      }
+      ++stats_.pushes;
+      stats_.rows_pushed += push->rows;
+    }
+    const float lr = LearningRate(epoch);
+    for (uint32_t local : touched_) {
+      float* sum = sum_.data() + static_cast<size_t>(local) * cols_;
+      options_.optimizer.Apply(lr, values_.data() + static_cast<size_t>(local) * cols_,
+                               state_.empty() ? nullptr : state_.data() + local * cols_, sum,
+                               cols_);
+      std::fill(sum, sum + cols_, 0.0f);
+      is_touched_[local] = 0;
+    }
+    touched_.clear();
+    for (size_t w = 0; w < slots.size(); ++w) {
+      const int to = slots[w].frame.from;
+      Status sent = transport_->Send(to, EncodePsPushAck(acks[w], transport_->rank()));
+      if (!sent.ok())
+        spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, to, sent.message());
+    }
+    bsp_pushes_.erase(first);
+  }
+}
+
+void ShardServer::ServePending() {
+  size_t kept = 0;
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    if (Ready(pending_[i].pull)) {
+      Answer(pending_[i].from, pending_[i].pull);
+    } else {
+      if (kept != i) pending_[kept] = std::move(pending_[i]);
+      ++kept;
+    }
+  }
+  pending_.resize(kept);
+}
+
+void ShardServer::HandlePull(int from, PsPull pull) {
+  const int worker = WorkerOf(from);
+  const bool unclocked = pull.flags & kPsPullUnclocked;
+  if (worker < 0 && !(from == options_.driver_rank && unclocked)) {
+    Refuse(from, "a PsPull from rank " + std::to_string(from) +
+                     ", which is not a worker rank (only the driver may read unclocked)");
+    return;
+  }
+  const std::string bad =
+      CheckKeys(reinterpret_cast<const uint8_t*>(pull.keys.data()), pull.keys.size());
+  if (!bad.empty()) {
+    Refuse(from, "PsPull " + std::to_string(pull.request) + " from rank " + std::to_string(from) +
+                     ": " + bad);
+    return;
+  }
+  if (Ready(pull)) {
+    Answer(from, pull);
+    return;
+  }
+  ++stats_.pulls_waited;
+  pending_.push_back(PendingPull{from, static_cast<uint32_t>(worker), std::move(pull)});
+}
+
+void ShardServer::HandlePush(int from, Envelope& e, const PsPushView& push) {
+  const int worker = WorkerOf(from);
+  const std::string where =
+      "PsPush " + std::to_string(push.request) + " from rank " + std::to_string(from);
+  if (worker < 0) {
+    Refuse(from, where + ": rank " + std::to_string(from) + " is not a worker rank");
+    return;
+  }
+  if (push.cols != cols_) {
+    Refuse(from, where + " has rows of " + std::to_string(push.cols) + " floats, expected " +
+                     std::to_string(cols_));
+    return;
+  }
+  const std::string bad = CheckKeys(push.keys, push.rows);
+  if (!bad.empty()) {
+    Refuse(from, where + ": " + bad);
+    return;
+  }
+  uint32_t& clock = clocks_[static_cast<size_t>(worker)];
+  if (push.clock != clock) {
+    Refuse(from, where + " is for clock " + std::to_string(push.clock) + ", expected clock " +
+                     std::to_string(clock) + " (each worker pushes once per clock, in order)");
+    return;
+  }
+  ++clock;
+  if (options_.consistency == Consistency::kBsp) {
+    std::vector<BufferedPush>& slots = bsp_pushes_[push.clock];
+    slots.resize(options_.worker_ranks.size());
+    // The view points into the frame's buffer, which moving the frame keeps.
+    slots[static_cast<size_t>(worker)] = BufferedPush{std::move(e), push};
+    CompleteBspClocks();
+  } else {
+    ApplyPush(push);
+    Status sent = transport_->Send(
+        from, EncodePsPushAck(PsPushAck{push.request, push.clock}, transport_->rank()));
+    if (!sent.ok())
+      spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, from, sent.message());
+  }
+  ServePending();
+}
+
+Status ShardServer::Handle(Envelope& e, bool* done) {
+  Result<FrameView> frame = DecodeFrame(e.bytes);
+  const bool from_driver = e.from == options_.driver_rank;
+  if (!frame.ok()) {
+    if (WorkerOf(e.from) >= 0) {
+      Refuse(e.from, "a frame from rank " + std::to_string(e.from) +
+                         " does not decode: " + frame.status().message());
+    } else {
+      spdlog::warn("shard {}: dropped a frame from rank {}: {}", options_.shard, e.from,
+                   frame.status().message());
+    }
+    return Status::Ok();
+  }
+  const MessageType type = frame->header.type;
+  if (from_driver && type == MessageType::kShutdown) {
+    Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
+    *done = true;
+    if (shutdown.ok() && shutdown->failed)
+      return Status::Aborted("the driver ended the job: " + shutdown->reason);
+    return Status::Ok();
+  }
+  if (from_driver && type == MessageType::kPsStart) {
+    if (started_) {
+      spdlog::warn("shard {}: dropped a second PsStart from the driver", options_.shard);
+      return Status::Ok();
+    }
+    Result<PsStart> start = DecodePsStart(*frame);
+    if (!start.ok())
+      return start.status().WithContext("shard server " + std::to_string(options_.shard));
+    FEDREC_RETURN_IF_ERROR(Start(*start));
+    std::vector<Envelope> early = std::move(early_);
+    for (Envelope& waiting : early) FEDREC_RETURN_IF_ERROR(Handle(waiting, done));
+    return Status::Ok();
+  }
+  if (type != MessageType::kPsPull && type != MessageType::kPsPush) {
+    if (WorkerOf(e.from) >= 0) {
+      Refuse(e.from, std::string("a ") + MessageTypeName(type) + " frame from rank " +
+                         std::to_string(e.from) + ", expected PsPull or PsPush");
+    } else {
+      spdlog::warn("shard {}: dropped a {} frame from rank {}", options_.shard,
+                   MessageTypeName(type), e.from);
+    }
+    return Status::Ok();
+  }
+  if (!started_) {
+    early_.push_back(std::move(e));
+    return Status::Ok();
+  }
+  if (type == MessageType::kPsPull) {
+    Result<PsPull> pull = DecodePsPull(*frame);
+    if (!pull.ok()) {
+      Refuse(e.from, pull.status().message());
+      return Status::Ok();
+    }
+    HandlePull(e.from, std::move(pull).value());
+    return Status::Ok();
+  }
+  Result<PsPushView> push = DecodePsPush(*frame);
+  if (!push.ok()) {
+    Refuse(e.from, push.status().message());
+    return Status::Ok();
+  }
+  HandlePush(e.from, e, *push);
+  return Status::Ok();
+}
+
+Status ShardServer::Serve() {
+  for (bool done = false; !done;) {
+    Result<Envelope> e = transport_->Recv(options_.idle_timeout);
+    if (!e.ok()) {
+      if (e.status().code() == Status::Code::kTimeout) {
+        return Status::Timeout("shard server " + std::to_string(options_.shard) +
+                               ": no frame for " +
+                               std::to_string(options_.idle_timeout.count() / 1000) + " s");
+      }
+      return e.status().WithContext("shard server " + std::to_string(options_.shard));
+    }
+    FEDREC_RETURN_IF_ERROR(Handle(*e, &done));
+  }
+  return Status::Ok();
+}
+
+}  // namespace fedrec

@@ -1,0 +1,139 @@
+// ShardServer: the role that owns one slice of the model's row-keyed global
+// blocks (rows r with r mod S = shard, protocol/ps_messages.h RowSharding).
+//
+// Parameter-server mode (federation.mode = "ps"), step by step:
+//   1. The driver (coordinator/ps_driver.h) sends PsStart: the number of rows
+//      and floats per row. The shard allocates only its rows and fills each
+//      from `init_row` (MF: the item's initial factors, bias 0), so every
+//      layout of shards starts from the same model as `fedrec train`.
+//      Pulls and pushes that arrive before PsStart wait for it.
+//   2. Workers send PsPull (keys + the worker's clock = minibatches pushed)
+//      and PsPush (keys + gradients, clock, epoch). A pull is answered with
+//      the rows in the order asked once the consistency policy allows it:
+//        - ssp with staleness s: clock <= slowest worker's clock + s;
+//        - bsp = ssp with s = 0; the pushes of one clock are summed per row
+//          in worker order and applied as one optimizer step once every
+//          worker pushed it, so the model is that of synchronous
+//          data-parallel minibatch SGD, bit for bit whatever the arrival order;
+//        - async: never waits.
+//      ssp and async apply each push as it arrives. A push is acknowledged
+//      (PsPushAck) once applied. Unclocked pulls (the driver's final read)
+//      never wait.
+//   3. Shutdown from the driver ends Serve().
+// A frame that does not decode, a key outside the shard's rows, a push of
+// the wrong width or out of clock order is refused: the sender gets a
+// SiteError naming what was expected and found, the shard logs it and keeps
+// serving. Frames from ranks that are neither the driver nor a worker are
+// dropped with a log line.
+//
+// Later roles of the same object (DESIGN.md): summing this shard's slice of
+// federated updates uses the same RowSharding and row storage.
+//
+// Thread-safety: one thread calls Serve(); stats() may be read after it returns.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <span>
+#include <vector>
+
+#include "algorithms/mf_minibatch.h"
+#include "protocol/ps_messages.h"
+#include "protocol/transport.h"
+
+namespace fedrec {
+
+enum class Consistency : uint8_t { kBsp = 0, kSsp = 1, kAsync = 2 };
+const char* ConsistencyName(Consistency c);
+
+struct ShardServerOptions {
+  uint32_t shard = 0;  // 0..sharding.shards - 1
+  RowSharding sharding;
+  int driver_rank = 0;
+  std::vector<int> worker_ranks;  // worker w is worker_ranks[w]
+  Consistency consistency = Consistency::kBsp;
+  uint32_t staleness = 0;  // ssp's bound s (bsp: 0)
+  RowOptimizer optimizer;
+  // Fills the initial values of global row `row` (cols floats).
+  std::function<void(uint64_t row, std::span<float> out)> init_row;
+  // Serve() fails after this long without any frame.
+  std::chrono::milliseconds idle_timeout{600000};
+};
+
+// What a shard saw, for tests and reports.
+struct ShardStats {
+  uint64_t pulls = 0, pushes = 0;
+  uint64_t rows_pulled = 0, rows_pushed = 0;
+  uint64_t pulls_waited = 0;  // clocked pulls that had to wait for slower workers
+  // Largest (pull clock - slowest worker's clock) of an answered clocked pull:
+  // never above the staleness bound under ssp, 0 under bsp.
+  int64_t max_clock_gap = 0;
+  uint64_t refused = 0;  // frames refused with a SiteError
+};
+
+class ShardServer {
+ public:
+  // `transport` must outlive the server.
+  ShardServer(ShardServerOptions options, Transport* transport);
+
+  // Serves until the driver's Shutdown (OK; Aborted when the shutdown says
+  // the job failed), the idle timeout, or a transport failure.
+  Status Serve();
+
+  const ShardStats& stats() const { return stats_; }
+  // Rows held (local order: global row = sharding.GlobalRow(shard, local)).
+  uint32_t rows() const { return rows_; }
+  uint32_t cols() const { return cols_; }
+  std::span<const float> values() const { return values_; }
+
+ private:
+  struct PendingPull {
+    int from;
+    uint32_t worker;
+    PsPull pull;
+  };
+
+  Status Handle(Envelope& e, bool* done);
+  Status Start(const PsStart& start);
+  void HandlePull(int from, PsPull pull);
+  void HandlePush(int from, Envelope& e, const PsPushView& push);
+  bool Ready(const PsPull& pull) const;
+  void Answer(int from, const PsPull& pull);
+  void ApplyPush(const PsPushView& push);
+  void CompleteBspClocks();
+  void ServePending();
+  void Refuse(int to, const std::string& why);
+  uint32_t MinClock() const;
+  float LearningRate(uint32_t epoch);
+  // Worker index of `rank`, or -1.
+  int WorkerOf(int rank) const;
+  // Empty when every key is one of this shard's rows; else why not.
+  std::string CheckKeys(const uint8_t* keys, uint64_t n) const;  // n little-endian u32
+
+  ShardServerOptions options_;
+  Transport* transport_;
+  bool started_ = false;
+  uint32_t items_ = 0, rows_ = 0, cols_ = 0;
+  std::vector<float> values_;     // rows_ x cols_
+  std::vector<float> state_;      // optimizer state (Adagrad), rows_ x cols_
+  std::vector<uint32_t> clocks_;  // per worker: pushes received (ssp/async: applied)
+  std::vector<Envelope> early_;   // frames that arrived before PsStart
+  std::vector<PendingPull> pending_;
+  // bsp: the pushes of each clock not yet applied, one slot per worker (an
+  // empty frame until the worker's push is in); the view reads the frame.
+  struct BufferedPush {
+    Envelope frame;
+    PsPushView push;
+  };
+  std::map<uint32_t, std::vector<BufferedPush>> bsp_pushes_;
+  std::vector<float> sum_;         // bsp: summed gradients, rows_ x cols_
+  std::vector<uint32_t> touched_;  // bsp: local rows with a gradient in sum_
+  std::vector<uint8_t> is_touched_;
+  uint32_t lr_epoch_ = UINT32_MAX;
+  float lr_ = 0.0f;
+  ShardStats stats_;
+};
+
+}  // namespace fedrec

@@ -1,0 +1,169 @@
+// Parameter-server messages: sparse pull/push of model rows between workers
+// and shard servers (in the spirit of ps-lite's KVWorker/KVServer), and the
+// driver's control messages. The roles that use them are described in
+// coordinator/shard_server.h (the server), worker/ps_client.h (the client)
+// and coordinator/ps_driver.h (the run, step by step).
+//
+// Rows. A shard server holds rows of the model's row-keyed global blocks: for
+// MF, item i's row is [item_factors[i] (k floats), item_bias[i]] (ps_layout
+// below). Row r lives on shard r mod S at local index r div S: item indices
+// are dense 0..items-1, so the modulus spreads them evenly and needs no map.
+// Federated slice aggregation is meant to use the same RowSharding.
+//
+// Payloads are hand-laid little-endian records (after the 24-byte frame
+// header), so a pull reply's values are copied straight from the frame into
+// the caller's buffer and a push's gradients are read in place:
+//
+//   PsPull       u64 request, u32 clock, u32 flags, u64 n, n x u32 keys
+//   PsPullReply  u64 request, u32 min_clock, u32 cols, u64 n, n x cols f32
+//   PsPush       u64 request, u32 clock, u32 epoch, u32 cols, u64 n,
+//                n x u32 keys, n x cols f32 gradients
+//   PsPushAck    u64 request, u32 clock
+//   PsStart      u32 items, u32 cols, u32 steps_per_epoch, u32 epochs,
+//                f32 global_mean, u32 workers
+//   PsReport     u32 epoch, u32 clock, u8 final, f64 train_squared_error,
+//                u64 train_count, f64 squared_error, f64 absolute_error, u64 count,
+//                f64 rating_sum
+//
+// Decoding is strict: a payload of another length than its counts imply, a
+// count larger than the payload, or a non-finite gradient is refused with a
+// Corruption/InvalidArgument status naming the message, the sender and what
+// was expected and found. Keys are checked against the shard's rows by the
+// server, which knows them.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "base/status.h"
+#include "protocol/frame.h"
+
+namespace fedrec {
+
+// Which shard server holds a row, and where. S >= 1.
+struct RowSharding {
+  uint32_t shards = 1;
+
+  uint32_t ShardOf(uint64_t row) const { return static_cast<uint32_t>(row % shards); }
+  uint32_t LocalIndex(uint64_t row) const { return static_cast<uint32_t>(row / shards); }
+  // Rows of `rows` held by shard `shard`.
+  uint32_t RowsOf(uint32_t shard, uint32_t rows) const {
+    return rows / shards + (shard < rows % shards ? 1u : 0u);
+  }
+  // The global row id of shard `shard`'s local row `local`.
+  uint64_t GlobalRow(uint32_t shard, uint32_t local) const {
+    return static_cast<uint64_t>(local) * shards + shard;
+  }
+};
+
+// PsPull flags.
+enum PsPullFlags : uint32_t {
+  // A read outside the clocked training steps (the driver's final read of the
+  // model): never waits for the consistency policy.
+  kPsPullUnclocked = 1,
+};
+
+struct PsPull {
+  static constexpr MessageType kType = MessageType::kPsPull;
+  uint64_t request = 0;
+  uint32_t clock = 0;  // the worker's clock: minibatches it has pushed
+  uint32_t flags = 0;
+  std::vector<uint32_t> keys;
+};
+
+// A pull reply as received: the values stay in the frame.
+struct PsPullReplyView {
+  uint64_t request = 0;
+  uint32_t min_clock = 0;  // the shard's slowest worker clock when it answered
+  uint32_t cols = 0;
+  uint64_t rows = 0;
+  const uint8_t* values = nullptr;  // rows * cols little-endian floats (unaligned)
+
+  // Copies row `i` into `out` (cols floats).
+  void CopyRow(uint64_t i, float* out) const {
+    std::memcpy(out, values + i * cols * sizeof(float), cols * sizeof(float));
+  }
+};
+
+// A push as received: keys and gradients stay in the frame.
+struct PsPushView {
+  uint64_t request = 0;
+  uint32_t clock = 0;
+  uint32_t epoch = 0;  // the worker's epoch (the server's learning-rate schedule)
+  uint32_t cols = 0;
+  uint64_t rows = 0;
+  const uint8_t* keys = nullptr;       // rows little-endian u32
+  const uint8_t* gradients = nullptr;  // rows * cols little-endian floats
+
+  uint32_t Key(uint64_t i) const {
+    uint32_t k;
+    std::memcpy(&k, keys + i * sizeof(uint32_t), sizeof(k));
+    return k;
+  }
+  void CopyRow(uint64_t i, float* out) const {
+    std::memcpy(out, gradients + i * cols * sizeof(float), cols * sizeof(float));
+  }
+};
+
+struct PsPushAck {
+  static constexpr MessageType kType = MessageType::kPsPushAck;
+  uint64_t request = 0;
+  uint32_t clock = 0;
+};
+
+// Driver -> shard servers and workers: the job's shape, once the workers'
+// data is known.
+struct PsStart {
+  static constexpr MessageType kType = MessageType::kPsStart;
+  uint32_t items = 0;            // rows of the row-keyed blocks
+  uint32_t cols = 0;             // floats per row
+  uint32_t steps_per_epoch = 0;  // minibatches per epoch, the same at every worker
+  uint32_t epochs = 0;
+  float global_mean = 0.0f;  // mean of every worker's training ratings
+  uint32_t workers = 0;
+};
+
+// Worker -> driver. Epoch 0 is the worker's hello, before training: its
+// train_count ratings sum to rating_sum (the driver's global mean). Then one
+// after each epoch, the last with final = true, sent once the worker's pushes
+// are applied.
+struct PsReport {
+  static constexpr MessageType kType = MessageType::kPsReport;
+  uint32_t epoch = 0;  // epochs completed
+  uint32_t clock = 0;
+  bool final = false;
+  double train_squared_error = 0.0;  // over the epoch's ratings
+  uint64_t train_count = 0;
+  double squared_error = 0.0, absolute_error = 0.0;  // test sums (count 0: not evaluated)
+  uint64_t count = 0;
+  double rating_sum = 0.0;  // epoch 0 only
+};
+
+// Encoders: complete frames (header included, kFrameSealingRoom spare).
+std::vector<uint8_t> EncodePsPull(const PsPull& m, uint32_t sender);
+std::vector<uint8_t> EncodePsPull(uint64_t request, uint32_t clock, uint32_t flags,
+                                  std::span<const uint32_t> keys, uint32_t sender);
+// A reply of `rows` rows whose values the caller writes at the returned
+// pointer (rows * cols floats, unaligned: use memcpy).
+std::vector<uint8_t> EncodePsPullReplyShell(uint64_t request, uint32_t min_clock, uint32_t cols,
+                                            uint64_t rows, uint32_t sender, size_t* values_at);
+// A push whose keys and gradients the caller writes at the returned offsets.
+std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_t epoch,
+                                       uint32_t cols, uint64_t rows, uint32_t sender,
+                                       size_t* keys_at, size_t* gradients_at);
+std::vector<uint8_t> EncodePsPushAck(const PsPushAck& m, uint32_t sender);
+std::vector<uint8_t> EncodePsStart(const PsStart& m, uint32_t sender);
+std::vector<uint8_t> EncodePsReport(const PsReport& m, uint32_t sender);
+
+// Decoders of a frame's payload (DecodeFrame first). Views point into the
+// frame's bytes and are valid while they are.
+Result<PsPull> DecodePsPull(const FrameView& frame);
+Result<PsPullReplyView> DecodePsPullReply(const FrameView& frame);
+Result<PsPushView> DecodePsPush(const FrameView& frame);
+Result<PsPushAck> DecodePsPushAck(const FrameView& frame);
+Result<PsStart> DecodePsStart(const FrameView& frame);
+Result<PsReport> DecodePsReport(const FrameView& frame);
+
+}  // namespace fedrec

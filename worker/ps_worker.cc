@@ -1,0 +1,198 @@
+#include "worker/ps_worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "algorithms/mf_minibatch.h"
+#include "base/random.h"
+#include "protocol/messages.h"
+
+namespace fedrec {
+namespace {
+
+// Unique items of `ratings` in first-appearance order into `keys`, and
+// `slotted` = the ratings with item replaced by its position in `keys`.
+// `slot_of` (items-sized, all kNoSlot) is scratch, restored on return.
+constexpr uint32_t kNoSlot = UINT32_MAX;
+void Slot(std::span<const Rating> ratings, std::vector<uint32_t>* slot_of,
+          std::vector<uint32_t>* keys, std::vector<Rating>* slotted) {
+  keys->clear();
+  slotted->resize(ratings.size());
+  for (size_t t = 0; t < ratings.size(); ++t) {
+    Rating r = ratings[t];
+    uint32_t& slot = (*slot_of)[r.item];
+    if (slot == kNoSlot) {
+      slot = static_cast<uint32_t>(keys->size());
+      keys->push_back(r.item);
+    }
+    r.item = slot;
+    (*slotted)[t] = r;
+  }
+  for (uint32_t key : *keys) (*slot_of)[key] = kNoSlot;
+}
+
+}  // namespace
+
+PsWorker::PsWorker(PsWorkerOptions options, SiteData data, Transport* transport)
+    : options_(std::move(options)),
+      data_(std::move(data)),
+      transport_(transport),
+      client_(transport, options_.shard_ranks, options_.factors + 1, options_.driver_rank) {}
+
+Status PsWorker::AwaitStart() {
+  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  for (;;) {
+    while (std::optional<Envelope> e = client_.TakeOther()) {
+      if (e->from != options_.driver_rank) {
+        spdlog::warn("ps worker {}: dropped a frame from rank {} before the start", options_.worker,
+                     e->from);
+        continue;
+      }
+      Result<FrameView> frame = DecodeFrame(e->bytes);
+      if (!frame.ok()) return frame.status().WithContext("the driver's start");
+      if (frame->header.type == MessageType::kShutdown) {
+        Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
+        return Status::Aborted("the driver ended the job before it started" +
+                               (shutdown.ok() ? ": " + shutdown->reason : std::string()));
+      }
+      Result<PsStart> start = DecodePsStart(*frame);
+      if (!start.ok()) return start.status();
+      if (start->cols != options_.factors + 1) {
+        return Status::InvalidArgument(
+            "the driver's PsStart has rows of " + std::to_string(start->cols) +
+            " floats, this worker's model needs " + std::to_string(options_.factors + 1) +
+            " (model.factors + 1)");
+      }
+      start_ = *start;
+      return Status::Ok();
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      return Status::Timeout("no PsStart from the driver");
+    Status s = client_.Poll(std::chrono::milliseconds(200));
+    if (!s.ok() && s.code() != Status::Code::kTimeout) return s;
+  }
+}
+
+Status PsWorker::Evaluate(uint32_t clock, ErrorSums* sums) {
+  const uint32_t k = options_.factors, cols = k + 1;
+  std::vector<float> rows(eval_keys_.size() * cols);
+  FEDREC_RETURN_IF_ERROR(
+      client_.Wait(client_.Pull(eval_keys_, rows.data(), clock), options_.timeout));
+  for (size_t s = 0; s < eval_keys_.size(); ++s) {
+    std::copy_n(rows.data() + s * cols, k, model_.item_factors() + s * k);
+    model_.item_bias()[s] = rows[s * cols + k];
+  }
+  *sums = EvaluateErrors(model_, eval_test_, options_.rating_min, options_.rating_max);
+  return Status::Ok();
+}
+
+Status PsWorker::RunSteps() {
+  const uint32_t k = options_.factors, cols = k + 1;
+  const uint32_t steps = start_.steps_per_epoch;
+  // The test items' rows are what the worker holds of the item blocks.
+  uint32_t items = start_.items;
+  for (const Rating& r : data_.train) items = std::max(items, r.item + 1);
+  for (const Rating& r : data_.test) items = std::max(items, r.item + 1);
+  if (items != start_.items) {
+    return Status::InvalidArgument("the worker's ratings name item " + std::to_string(items - 1) +
+                                   ", beyond the job's " + std::to_string(start_.items) + " items");
+  }
+  std::vector<uint32_t> slot_of(items, kNoSlot);
+  Slot(data_.test, &slot_of, &eval_keys_, &eval_test_);
+  model_ = MfModel(static_cast<uint32_t>(data_.user_keys.size()),
+                   static_cast<uint32_t>(eval_keys_.size()), k);
+  model_.InitUsers(options_.init, data_.user_keys);
+  model_.set_global_mean(start_.global_mean);
+
+  std::vector<uint32_t> keys;
+  std::vector<Rating> batch;
+  std::vector<float> rows, gradients;
+  uint32_t clock = 0;
+  const size_t n = data_.train.size();
+  for (uint32_t epoch = 0; epoch < start_.epochs; ++epoch) {
+    Rng rng(options_.init.seed, epoch, options_.worker, Purpose::kShuffle);
+    rng.Shuffle(std::span<Rating>(data_.train));
+    const float lr = options_.sgd.LearningRate(epoch);
+    PsReport report;
+    for (uint32_t j = 0; j < steps; ++j, ++clock) {
+      const size_t begin = n * j / steps, end = n * (j + 1) / steps;
+      Slot(std::span<const Rating>(data_.train).subspan(begin, end - begin), &slot_of, &keys,
+           &batch);
+      rows.resize(keys.size() * cols);
+      FEDREC_RETURN_IF_ERROR(
+          client_.Wait(client_.Pull(keys, rows.data(), clock), options_.timeout));
+      gradients.assign(keys.size() * cols, 0.0f);
+      report.train_squared_error +=
+          MfMinibatchGradients(batch, k, start_.global_mean, rows.data(), gradients.data(),
+                               model_.user_factors(), model_.user_bias(), lr, options_.sgd);
+      report.train_count += batch.size();
+      client_.Push(keys, gradients.data(), clock, epoch);
+      // Acknowledgements are collected as they come; keep few outstanding.
+      while (client_.outstanding() > 4) FEDREC_RETURN_IF_ERROR(client_.Poll(options_.timeout));
+    }
+    report.epoch = epoch + 1;
+    report.clock = clock;
+    const bool last = epoch + 1 == start_.epochs;
+    if (last || (options_.eval_every > 0 && report.epoch % options_.eval_every == 0)) {
+      ErrorSums sums;
+      FEDREC_RETURN_IF_ERROR(Evaluate(clock, &sums));
+      report.squared_error = sums.squared;
+      report.absolute_error = sums.absolute;
+      report.count = sums.count;
+    }
+    if (last) {
+      FEDREC_RETURN_IF_ERROR(client_.WaitAll(options_.timeout));
+      report.final = true;
+    }
+    FEDREC_RETURN_IF_ERROR(
+        transport_->Send(options_.driver_rank, EncodePsReport(report, transport_->rank())));
+  }
+  if (start_.epochs == 0) {
+    PsReport report;
+    report.final = true;
+    FEDREC_RETURN_IF_ERROR(
+        transport_->Send(options_.driver_rank, EncodePsReport(report, transport_->rank())));
+  }
+  return Status::Ok();
+}
+
+Status PsWorker::Run() {
+  PsReport hello;
+  hello.train_count = data_.train.size();
+  for (const Rating& r : data_.train) hello.rating_sum += r.value;
+  Status status = transport_->Send(options_.driver_rank, EncodePsReport(hello, transport_->rank()));
+  if (status.ok()) status = AwaitStart();
+  if (status.ok()) status = RunSteps();
+  if (!status.ok()) {
+    const std::string message = "ps worker " + std::to_string(options_.worker) + " (rank " +
+                                std::to_string(transport_->rank()) + "): " + status.message();
+    if (status.code() != Status::Code::kAborted) {
+      Status sent = transport_->Send(options_.driver_rank,
+                                     EncodeMessage(SiteError{0, message}, 0, transport_->rank()));
+      if (!sent.ok())
+        spdlog::warn("{}; and telling the driver failed: {}", message, sent.message());
+    }
+    return Status(status.code(), message);
+  }
+  // Wait for the driver's Shutdown.
+  for (;;) {
+    while (std::optional<Envelope> e = client_.TakeOther()) {
+      if (e->from != options_.driver_rank) continue;
+      Result<FrameView> frame = DecodeFrame(e->bytes);
+      if (!frame.ok() || frame->header.type != MessageType::kShutdown) continue;
+      Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
+      if (shutdown.ok() && shutdown->failed)
+        return Status::Aborted("the driver ended the job: " + shutdown->reason);
+      return Status::Ok();
+    }
+    Status s = client_.Poll(options_.timeout);
+    if (s.code() == Status::Code::kTimeout)
+      return Status::Timeout("ps worker " + std::to_string(options_.worker) +
+                             ": no Shutdown from the driver");
+    // A shutdown makes the client report Aborted; the frame is kept for us.
+    if (!s.ok() && s.code() != Status::Code::kAborted) return s;
+  }
+}
+
+}  // namespace fedrec

@@ -1,0 +1,80 @@
+// PsWorker: one worker of parameter-server mode (federation.mode = "ps") for
+// biased MF. It owns a user-partitioned part of the training data, so its
+// users' rows (user factors and biases) stay local; item rows live on the
+// shard servers (coordinator/shard_server.h) and are pulled and pushed
+// through a PsClient.
+//
+// The run, from the worker's side:
+//   1. Sends its hello (PsReport, epoch 0: rating count and sum) to the driver
+//      and waits for PsStart (steps per epoch T, epochs, global mean).
+//   2. Epoch e shuffles the worker's ratings with stream (seed, e, worker,
+//      kShuffle) and cuts them into T minibatches (minibatch j is ratings
+//      [j n / T, (j + 1) n / T)). Minibatch j at clock c = e T + j: pull the
+//      rows of its items (first-appearance order) at clock c, compute the
+//      gradients and step the user rows (algorithms/mf_minibatch.h), push the
+//      item gradients at clock c. Pushes are not waited for before the next
+//      pull; the shard's policy decides what the pull reads.
+//   3. After every eval_every epochs and the last, it pulls the rows of its
+//      test items (at the next clock, so under bsp the whole epoch is in) and
+//      evaluates; every epoch ends with a PsReport (the last one final, sent
+//      once all its pushes are acknowledged).
+//   4. Waits for the driver's Shutdown.
+// Any failure is reported to the driver as SiteError before Run returns it.
+//
+// With one worker and bsp this is single-process minibatch SGD with the same
+// minibatches; with several, synchronous data-parallel minibatch SGD.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "algorithms/metrics.h"
+#include "algorithms/mf_model.h"
+#include "algorithms/sgd.h"
+#include "protocol/ps_client.h"
+#include "worker/worker.h"
+
+namespace fedrec {
+
+struct PsWorkerOptions {
+  uint32_t worker = 0;  // index among the workers: part of the shuffle stream
+  int driver_rank = 0;
+  std::vector<int> shard_ranks;
+  uint32_t factors = 32;
+  MfInitOptions init;  // init.seed also seeds the shuffles
+  SgdOptions sgd;      // user rows' learning rate schedule and both regularisations
+  uint32_t eval_every = 1;
+  float rating_min = 1.0f, rating_max = 5.0f;
+  std::chrono::milliseconds timeout{600000};  // longest wait for any answer
+};
+
+class PsWorker {
+ public:
+  // `data`: the worker's ratings (users numbered 0..user_keys.size()-1,
+  // items in the job's item index space). `transport` must outlive it.
+  PsWorker(PsWorkerOptions options, SiteData data, Transport* transport);
+
+  // Runs the worker until the driver's Shutdown; see the header comment.
+  Status Run();
+
+  // The local model: user rows, and the rows of the test items as last pulled.
+  const MfModel& model() const { return model_; }
+  const PsClientStats& client_stats() const { return client_.stats(); }
+
+ private:
+  Status RunSteps();
+  Status AwaitStart();
+  Status Evaluate(uint32_t clock, ErrorSums* sums);
+
+  PsWorkerOptions options_;
+  SiteData data_;
+  Transport* transport_;
+  PsClient client_;
+  PsStart start_;
+  MfModel model_;
+  std::vector<uint32_t> eval_keys_;  // the test items, first-appearance order
+  std::vector<Rating> eval_test_;    // test ratings, item = slot in eval_keys_
+};
+
+}  // namespace fedrec
