@@ -90,8 +90,7 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("train.schedule", train.schedule,
                  "order of SGD updates: grid (blocks on all threads; the same model for any "
                  "thread count) | free (FPSGD's free blocks: never waits for a given block, not "
-                 "reproducible) | "
-                 "sequential (one thread over the whole shuffled shard)"),
+                 "reproducible) | sequential (one thread over the whole shuffled shard)"),
       FEDREC_KEY("train.blocks", train.blocks,
                  "grid and free: ratings split into blocks x blocks user-item blocks (a shard "
                  "with fewer than 256 ratings per block uses fewer); at most `blocks` threads "
