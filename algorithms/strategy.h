@@ -246,9 +246,8 @@ class StrategyRegistry {
 };
 
 // Registration of the built-ins, one per file.
-void RegisterLinearStrategies(
-    StrategyRegistry* registry);  // fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi,
-                                  // scaffold, fednova
+void RegisterLinearStrategies(StrategyRegistry* registry);  // fedavg, fedavgm, fedprox, fedadagrad,
+                                                            // fedadam, fedyogi, scaffold, fednova
 void RegisterRobustStrategies(
     StrategyRegistry* registry);  // fedmedian, fedtrimmedavg, krum, multikrum
 

@@ -194,9 +194,10 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("security.allow_unauthenticated", security.allow_unauthenticated,
                  "let fedrec run span several hosts without identity keys (channels then trust "
                  "any peer that answers)"),
-      FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
-                 "shard servers of federation.mode = ps: ranks 1..S after the coordinator in fedrec run, "
-                 "threads in fedrec sim; 0 with federated rounds"),
+      FEDREC_KEY(
+          "cluster.shard_servers", cluster.shard_servers,
+          "shard servers of federation.mode = ps: ranks 1..S after the coordinator in fedrec run, "
+          "threads in fedrec sim; 0 with federated rounds"),
       FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,
                  "seconds fedrec run waits for every site to load its data"),
       FEDREC_KEY("sim.threads", sim.threads, "site threads of fedrec sim; 0 = all cores"),

@@ -292,9 +292,8 @@ TEST(StrategyRegistryTest, UnknownNameErrorListsRegisteredNames) {
                        return Result<std::unique_ptr<Strategy>>(std::make_unique<Custom>(o));
                      }});
   const std::vector<std::string> names = registry.Names();
-  for (const char* n :
-       {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fednova", "fedprox", "fedyogi",
-        "scaffold"})
+  for (const char* n : {"custom", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fednova",
+                        "fedprox", "fedyogi", "scaffold"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
   const auto missing = registry.Create("fedprox-typo", StrategyOptions{});
   ASSERT_FALSE(missing.ok());

@@ -212,8 +212,7 @@ TEST(ModelSeam, ControlVariateAndNormalizingStrategiesNeedAModelThatCountsItsSte
     ASSERT_TRUE(bpr.ok());
     const Status refused = CheckFederatedModel(config, **bpr, *strategy);
     EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument);
-    EXPECT_NE(refused.message().find("federation.strategy = \"" + name + "\""),
-              std::string::npos)
+    EXPECT_NE(refused.message().find("federation.strategy = \"" + name + "\""), std::string::npos)
         << refused.message();
     EXPECT_NE(refused.message().find("model.name = \"bpr\""), std::string::npos);
     config.model.name = "mf";
