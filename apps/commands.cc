@@ -17,6 +17,7 @@
 #include "apps/job.h"
 #include "apps/model_files.h"
 #include "apps/ps_job.h"
+#include "coordinator/aggregation_shard.h"
 #include "protocol/identity.h"
 #include "protocol/mpi_transport.h"
 #include "protocol/sha256.h"
@@ -273,6 +274,14 @@ Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
         "\" never reveals; choose a strategy that aggregates sums (e.g. fedavg) or set "
         "security.aggregation = \"none\"");
   }
+  if ((*strategy)->NeedsIndividualUpdates() && config.cluster.shard_servers > 0) {
+    return Status::InvalidArgument(
+        "config: federation.strategy = \"" + config.federation.strategy +
+        "\" needs each site's update, but with cluster.shard_servers = " +
+        std::to_string(config.cluster.shard_servers) +
+        " the shard servers sum slices of the updates and no process holds a whole one; choose "
+        "a strategy that aggregates sums (e.g. fedavg) or set cluster.shard_servers = 0");
+  }
   return strategy;
 }
 
@@ -304,6 +313,7 @@ int RunSim(const Config& config, const Registries& registries) {
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
+  sim_options.shard_servers = static_cast<uint32_t>(config.cluster.shard_servers);
   if (Status s =
           SetSimulationProfiles(config, static_cast<uint32_t>(data->sites.size()), &sim_options);
       !s.ok())
@@ -315,18 +325,24 @@ int RunSim(const Config& config, const Registries& registries) {
     LogChannelSecurity(config);
     std::vector<int> site_ranks(data->sites.size());
     for (size_t s = 0; s < site_ranks.size(); ++s) site_ranks[s] = static_cast<int>(s) + 1;
+    // Shard servers follow the sites (SimulationOptions::shard_servers).
+    std::vector<int> shard_ranks;
+    for (int64_t s = 0; s < config.cluster.shard_servers; ++s)
+      shard_ranks.push_back(static_cast<int>(site_ranks.size() + 1 + s));
     Result<SecureTransportOptions> coordinator_channel =
-        ChannelOptions(config, std::nullopt, site_ranks);
+        ChannelOptions(config, std::nullopt, site_ranks, shard_ranks);
     if (!coordinator_channel.ok()) return Fail(coordinator_channel.status());
     Result<crypto::Key32> job_id = NewJobId(config, coordinator_channel->identity.public_key);
     if (!job_id.ok()) return Fail(job_id.status());
     job = *job_id;
     coordinator_channel->job_id = job;
-    sim_options.channel_options = [&config, site_ranks,
+    sim_options.channel_options = [&config, site_ranks, shard_ranks,
                                    coordinator = *coordinator_channel](int rank) {
       if (rank == 0) return Result<SecureTransportOptions>(coordinator);
+      if (rank > static_cast<int>(site_ranks.size()))
+        return ShardChannelOptions(config, site_ranks, shard_ranks, coordinator.identity);
       Result<SecureTransportOptions> site =
-          ChannelOptions(config, static_cast<uint32_t>(rank - 1), site_ranks);
+          ChannelOptions(config, static_cast<uint32_t>(rank - 1), site_ranks, shard_ranks);
       if (site.ok()) site->learn_job = true;
       return site;
     };
@@ -528,20 +544,26 @@ Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint
 
 int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& site_ranks,
                     const crypto::Key32& job, const Result<JobRegistries>& registries) {
+  // Shard servers (federated rounds with cluster.shard_servers > 0): ranks
+  // 1..S; told to stop with the sites when the job cannot start.
+  std::vector<int> shard_ranks;
+  for (int64_t r = 1; r <= config.cluster.shard_servers; ++r) shard_ranks.push_back(static_cast<int>(r));
+  std::vector<int> abort_ranks = site_ranks;
+  abort_ranks.insert(abort_ranks.end(), shard_ranks.begin(), shard_ranks.end());
   if (!registries.ok()) {
     const Status status = registries.status().WithContext("config plugins");
-    AbortSites(t, site_ranks, "the coordinator cannot load its plug-ins: " + status.message());
+    AbortSites(t, abort_ranks, "the coordinator cannot load its plug-ins: " + status.message());
     return Fail(status);
   }
   const ModelRegistry* models = &registries->models;
   Result<RunOutput> out = RunOutput::Create(config, "run");
   if (!out.ok()) {
-    AbortSites(t, site_ranks, "the coordinator cannot write its run directory");
+    AbortSites(t, abort_ranks, "the coordinator cannot write its run directory");
     return Fail(out.status());
   }
   Result<std::unique_ptr<Strategy>> strategy = MakeStrategy(config, registries->strategies);
   if (!strategy.ok()) {
-    AbortSites(t, site_ranks, strategy.status().message());
+    AbortSites(t, abort_ranks, strategy.status().message());
     return Fail(strategy.status());
   }
   // Start-up: every site loads its data and says hello (or why it cannot).
@@ -603,7 +625,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
     }
   }
   if (!failure.empty()) {
-    AbortSites(t, site_ranks, failure);
+    AbortSites(t, abort_ranks, failure);
     return Fail(Status::Aborted(failure));
   }
   uint64_t train_ratings = 0, test_ratings = 0;
@@ -628,6 +650,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
 
   CoordinatorOptions options = CoordinatorOptionsOf(config, models);
   options.site_ranks = site_ranks;
+  options.shard_ranks = shard_ranks;
   options.items = items.size();
   options.job_id = job;
   Result<std::unique_ptr<Model>> server_model = ServerModel(config, items.size(), models);
@@ -636,7 +659,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
       server_model = s;
   }
   if (!server_model.ok()) {
-    AbortSites(t, site_ranks, server_model.status().message());
+    AbortSites(t, abort_ranks, server_model.status().message());
     return Fail(server_model.status());
   }
   std::optional<EvalResult> popularity;
@@ -787,6 +810,42 @@ void SettleChannels(SecureTransport& channel, const std::vector<int>& site_ranks
 
 }  // namespace
 
+// A shard server of federated rounds (coordinator/aggregation_shard.h):
+// serves until the coordinator's Shutdown.
+static int ShardRank(const Config& config, Transport& t, const std::vector<int>& site_ranks,
+              const std::vector<int>& shard_ranks) {
+  spdlog::set_pattern(fmt::format("[%H:%M:%S.%e] [%^%l%$] [rank {}] %v", t.rank()));
+  if (spdlog::get_level() < spdlog::level::warn) spdlog::set_level(spdlog::level::warn);
+  Transport* transport = &t;
+  std::unique_ptr<SecureTransport> channel;
+  if (config.security.channels) {
+    Result<SecureTransportOptions> options =
+        ShardChannelOptions(config, site_ranks, shard_ranks);
+    Result<std::unique_ptr<SecureTransport>> secure =
+        options.ok() ? SecureTransport::Create(&t, *options)
+                     : Result<std::unique_ptr<SecureTransport>>(options.status());
+    if (!secure.ok()) {
+      std::cerr << fmt::format("fedrec: rank {}: {}\n", t.rank(), secure.status().message());
+      return 1;
+    }
+    channel = std::move(secure).value();
+    transport = channel.get();
+  }
+  const unsigned threads = config.train.threads > 0
+                               ? static_cast<unsigned>(config.train.threads)
+                               : std::max(1u, std::thread::hardware_concurrency());
+  AggregationShard shard(0, transport, threads);
+  // Idle for longer than start-up and two rounds: the coordinator is gone.
+  const auto idle = Seconds(config.cluster.startup_timeout + 2 * config.federation.round_timeout);
+  Status served = shard.Serve(idle);
+  channel.reset();
+  if (!served.ok()) {
+    std::cerr << fmt::format("fedrec: rank {}: {}\n", t.rank(), served.message());
+    return 1;
+  }
+  return 0;
+}
+
 int RunMpi(const Config& config, const Registries& base_registries) {
   if (Status valid = ValidateDistributedConfig(config); !valid.ok()) return Fail(valid);
   Result<std::unique_ptr<MpiTransport>> started = MpiTransport::Start();
@@ -830,6 +889,14 @@ int RunMpi(const Config& config, const Registries& base_registries) {
   }
   std::vector<int> site_ranks;
   for (int64_t s = 0; s < sites; ++s) site_ranks.push_back(static_cast<int>(1 + shard_servers + s));
+  std::vector<int> shard_ranks;
+  for (int64_t s = 0; s < shard_servers; ++s) shard_ranks.push_back(static_cast<int>(1 + s));
+  if (t.rank() >= 1 && t.rank() <= shard_servers) {
+    const int code = ShardRank(config, t, site_ranks, shard_ranks);
+    if (code != 0) (void)t.Barrier(std::chrono::seconds(10));
+    t.Close();
+    return code;
+  }
   const std::optional<uint32_t> site =
       t.rank() == 0 ? std::nullopt
                     : std::optional<uint32_t>(static_cast<uint32_t>(t.rank() - 1 - shard_servers));
@@ -843,7 +910,7 @@ int RunMpi(const Config& config, const Registries& base_registries) {
   int code = 0;
   if (config.security.channels) {
     if (t.rank() == 0) LogChannelSecurity(config);
-    Result<SecureTransportOptions> options = ChannelOptions(config, site, site_ranks);
+    Result<SecureTransportOptions> options = ChannelOptions(config, site, site_ranks, shard_ranks);
     if (options.ok() && !site) {
       Result<crypto::Key32> job_id = NewJobId(config, options->identity.public_key);
       if (job_id.ok()) job = *job_id;

@@ -196,8 +196,9 @@ const std::vector<Key>& Schema() {
                  "any peer that answers)"),
       FEDREC_KEY(
           "cluster.shard_servers", cluster.shard_servers,
-          "shard servers of federation.mode = ps: ranks 1..S after the coordinator in fedrec run, "
-          "threads in fedrec sim; 0 with federated rounds"),
+          "shard servers: ranks 1..S after the coordinator in fedrec run, threads in fedrec "
+          "sim; they hold the item rows (federation.mode = ps) or sum slices of the sites' "
+          "updates (federated rounds; 0 = the coordinator sums)"),
       FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,
                  "seconds fedrec run waits for every site to load its data"),
       FEDREC_KEY("sim.threads", sim.threads, "site threads of fedrec sim; 0 = all cores"),
@@ -655,7 +656,7 @@ Status ValidateConfig(const Config& c) {
                 "a path pattern containing {site} or {rank} (federation.partition = files)",
                 "\"" + c.data.site_train + "\"");
   // Parameter-server mode (federation.mode = "ps"): cluster.shard_servers
-  // shard servers hold the item rows; federated rounds use none yet.
+  // shard servers hold the item rows.
   FEDREC_RETURN_IF_ERROR(one_of("federation.mode", c.federation.mode, {"federated", "ps"}));
   if (c.federation.mode == "ps") {
     if (c.cluster.shard_servers < 1 || c.cluster.shard_servers > 4096)
@@ -670,11 +671,16 @@ Status ValidateConfig(const Config& c) {
                   "\"" + c.model.name + "\"");
     FEDREC_RETURN_IF_ERROR(one_of("ps.consistency", c.ps.consistency, {"bsp", "ssp", "async"}));
     FEDREC_RETURN_IF_ERROR(one_of("ps.optimizer", c.ps.optimizer, {"sgd", "adagrad"}));
-  } else if (c.cluster.shard_servers != 0) {
-    return fail("cluster.shard_servers",
-                "0 with federation.mode = \"federated\" (shard servers serve federation.mode = "
-                "\"ps\")",
-                std::to_string(c.cluster.shard_servers));
+  } else {
+    // Federated rounds: shard servers sum slices of the sites' updates.
+    if (c.cluster.shard_servers < 0 || c.cluster.shard_servers > 4096)
+      return fail("cluster.shard_servers", "an integer in [0, 4096]",
+                  std::to_string(c.cluster.shard_servers));
+    if (c.cluster.shard_servers > 0 && c.security.aggregation == "paillier")
+      return fail("cluster.shard_servers",
+                  "0 with security.aggregation = \"paillier\" (the decrypting sites sum the "
+                  "ciphertexts; shard servers sum with none or secagg)",
+                  std::to_string(c.cluster.shard_servers));
   }
   if (c.ps.staleness < 0 || c.ps.staleness > 1000000)
     return fail("ps.staleness", "an integer in [0, 1000000]", std::to_string(c.ps.staleness));

@@ -566,7 +566,8 @@ Result<std::map<uint32_t, crypto::Key32>> SiteRoster(const Config& config, uint3
 }
 
 Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optional<uint32_t> site,
-                                              const std::vector<int>& site_ranks) {
+                                              const std::vector<int>& site_ranks,
+                                              const std::vector<int>& shard_ranks) {
   const Config::Security& sec = config.security;
   SecureTransportOptions options;
   const std::string identity_file =
@@ -587,12 +588,15 @@ Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optiona
       FEDREC_ASSIGN_OR_RETURN(
           options.peer_keys[0],
           ReadPublicKey(sec.coordinator_public_key, "config security.coordinator_public_key"));
+      // Shard servers present the coordinator's identity (ShardChannelOptions).
+      for (int rank : shard_ranks) options.peer_keys[rank] = options.peer_keys[0];
     }
   } else {
     options.authenticate = !sec.site_public_keys.empty();
     FEDREC_ASSIGN_OR_RETURN(auto roster,
                             SiteRoster(config, static_cast<uint32_t>(site_ranks.size())));
     for (const auto& [s, key] : roster) options.peer_keys[site_ranks[s]] = key;
+    for (int rank : shard_ranks) options.peer_keys[rank] = options.identity.public_key;
   }
   // Site ranks are contiguous in every launch mode: the names need only the
   // first rank and the count, not a copy of the list per rank.
@@ -611,9 +615,30 @@ Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optiona
       const auto it = std::find(ranks.begin(), ranks.end(), rank);
       if (it != ranks.end()) site = static_cast<int>(it - ranks.begin());
     }
+    if (site < 0 && rank >= 1 && rank < first) return "shard server (rank " + std::to_string(rank) + ")";
     if (site < 0) return "rank " + std::to_string(rank);
     return "site " + std::to_string(site) + " (rank " + std::to_string(rank) + ")";
   };
+  return options;
+}
+
+Result<SecureTransportOptions> ShardChannelOptions(
+    const Config& config, const std::vector<int>& site_ranks, const std::vector<int>& shard_ranks,
+    const std::optional<crypto::SigningKey>& coordinator_identity) {
+  FEDREC_ASSIGN_OR_RETURN(SecureTransportOptions options,
+                          ChannelOptions(config, std::nullopt, site_ranks, shard_ranks));
+  if (coordinator_identity) {
+    options.identity = *coordinator_identity;
+  } else if (config.security.coordinator_identity.empty() &&
+             !config.security.site_public_keys.empty()) {
+    return Status::InvalidArgument(
+        "config security.coordinator_identity: expected the coordinator's identity key file with "
+        "cluster.shard_servers > 0 and authenticated sites (security.site_public_keys): shard "
+        "servers present the coordinator's identity, found none (an ephemeral one)");
+  }
+  for (int rank : shard_ranks) options.peer_keys[rank] = options.identity.public_key;
+  if (options.authenticate) options.peer_keys[0] = options.identity.public_key;
+  options.learn_job = true;
   return options;
 }
 

@@ -121,7 +121,16 @@ Status SetSimulationProfiles(const Config& config, uint32_t sites, SimulationOpt
 // coordinator, security.coordinator_public_key at a site; none = any identity
 // is accepted). `site_ranks[s]` is the rank of site s; the coordinator is rank 0.
 Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optional<uint32_t> site,
-                                              const std::vector<int>& site_ranks);
+                                              const std::vector<int>& site_ranks,
+                                              const std::vector<int>& shard_ranks = {});
+// A shard server's channel options (cluster.shard_servers > 0 in federated
+// rounds): shard servers are the coordinator's own processes and present its
+// identity (security.coordinator_identity; `coordinator_identity` when one
+// was made for this run, as in the simulator); they admit the sites the
+// coordinator admits, and learn the job like a site.
+Result<SecureTransportOptions> ShardChannelOptions(
+    const Config& config, const std::vector<int>& site_ranks, const std::vector<int>& shard_ranks,
+    const std::optional<crypto::SigningKey>& coordinator_identity = std::nullopt);
 // Every site's identity key from security.site_public_keys (sites 0..sites-1;
 // empty when the key is not set): what the coordinator admits on its
 // channels and what each site checks its secure-aggregation neighbours

@@ -328,7 +328,9 @@ void Coordinator::ShutdownSites(const std::string& reason, bool failed) {
   Shutdown shutdown{reason};
   shutdown.failed = failed;
   const uint32_t rank = static_cast<uint32_t>(transport_->rank());
-  for (int site_rank : options_.site_ranks) {
+  std::vector<int> ranks = options_.site_ranks;
+  ranks.insert(ranks.end(), options_.shard_ranks.begin(), options_.shard_ranks.end());
+  for (int site_rank : ranks) {
     Status sent = transport_->Send(site_rank, EncodeMessage(shutdown, 0, rank));
     if (!sent.ok())
       spdlog::debug("coordinator: shutdown of rank {}: {}", site_rank, sent.message());

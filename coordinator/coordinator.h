@@ -66,6 +66,10 @@ struct CoordinatorOptions {
   // Must outlive the coordinator. The simulator passes its virtual clock.
   Clock* clock = nullptr;
   std::vector<int> site_ranks;  // rank of site s; its size is the number of sites
+  // Sharded aggregation (coordinator/aggregation_shard.h): the ranks of the
+  // shard servers that sum the slices of the sites' updates, in shard order;
+  // empty: the coordinator sums the updates itself. The model is the same.
+  std::vector<int> shard_ranks;
   // Items of the federation: with encrypted aggregation the sites' per-item
   // recommendation counts are summed securely over this many items.
   uint64_t items = 0;

@@ -24,6 +24,11 @@ class PaillierScheme : public CoordinatorScheme {
                RoundMetrics* metrics, AggregateInput* input, RoundMetrics*) override {
     SiteLink& link = *c_.link;
     const uint32_t round = plan.round;
+    if (!c_.options->shard_ranks.empty()) {
+      return Status::InvalidArgument(
+          "security.aggregation = paillier sums every ciphertext at the decrypting sites, not "
+          "at shard servers: use cluster.shard_servers = 0, or secagg or none with shard servers");
+    }
     SecureRoundCost cost(link.transport(), "Paillier aggregation", round, metrics);
     const auto abort = [&cost](const Status& status) { return cost.Abort(status); };
     if (paillier_public_.empty()) {

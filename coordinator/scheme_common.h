@@ -62,15 +62,29 @@ class SecureRoundCost {
 // request is out: the unmasked sum, or nullopt when the round aborted
 // (recorded in `cost`); an error only when the transport failed.
 // `survivors`: the sites summed.
+// `sharded`: the shard servers (announced already) sum the masked inputs'
+// slices and unmask them with the masks the coordinator gives them.
 Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& context,
                                                        secagg::Params params, SecureRoundCost* cost,
-                                                       std::vector<uint32_t>* survivors);
+                                                       std::vector<uint32_t>* survivors,
+                                                       bool sharded = false);
 
 // An evaluation whose metric sums are added by secure aggregation (under its
 // own round label, EvalSecAggRound): the coordinator sees only the totals
 // over the sites that finished it. The SecAgg and Paillier schemes' Evaluate.
 Status SecureEvaluate(const SchemeContext& context, uint32_t round, uint64_t version,
                       const std::vector<uint32_t>& sites, RoundMetrics* metrics);
+
+// Sharded aggregation (CoordinatorOptions::shard_ranks not empty).
+// Tells every shard server of the round (`announce` with each one's shard
+// index filled in) and sets the plan's shard ranks.
+Status AnnounceShards(const SchemeContext& context, ShardRound announce, RoundPlan* plan);
+// Sends `close` to every shard server and gathers their answers, in shard
+// order. Aborted (the round keeps its model) when a shard answered with an
+// error; Timeout when one did not answer within the round timeout (real
+// time: shard servers are the job's own processes); other errors are the
+// transport's.
+Result<std::vector<ShardSums>> CloseShards(const SchemeContext& context, const ShardClose& close);
 
 std::unique_ptr<CoordinatorScheme> MakePlainScheme(SchemeContext context);
 std::unique_ptr<CoordinatorScheme> MakeSecAggScheme(SchemeContext context);

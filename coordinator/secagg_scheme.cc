@@ -8,20 +8,23 @@
 #include <thread>
 #include <type_traits>
 
+#include "base/little_endian.h"
 #include "coordinator/scheme_common.h"
+#include "protocol/crypto.h"
 
 namespace fedrec {
 
 Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& context,
                                                        secagg::Params params, SecureRoundCost* cost,
-                                                       std::vector<uint32_t>* survivors) {
+                                                       std::vector<uint32_t>* survivors,
+                                                       bool sharded) {
   const CoordinatorOptions& options = *context.options;
   SiteLink& link = *context.link;
   const uint32_t round = params.round;
   const uint32_t threads = options.unmask_threads
                                ? options.unmask_threads
                                : std::max(1u, std::thread::hardware_concurrency());
-  secagg::Server server(std::move(params), threads);
+  secagg::Server server(std::move(params), threads, sharded);
   const auto timed = [cost](auto&& step) { return cost->Timed(step); };
   const auto fail = [&](uint32_t site, const std::string& reason) {
     spdlog::warn("coordinator, round {}: {} dropped out of secure aggregation: {}", round,
@@ -81,11 +84,44 @@ Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& cont
     return *end;
 
   // Step 3: masked inputs, added into the running sum as they arrive.
-  // Read in place from each frame: the inputs are model-sized.
+  // Read in place from each frame: the inputs are model-sized. Sharded: the
+  // shard servers sum the slices and the sites only say they sent them.
+  std::vector<uint32_t> noticed;
   FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggMaskedView>{}, server.shared(),
                                  [&](uint32_t site, const SecAggMaskedView& masked) {
-                                   return server.AddMasked(site, masked);
+                                   Status added = server.AddMasked(site, masked);
+                                   if (added.ok()) noticed.push_back(site);
+                                   return added;
                                  }));
+  if (sharded) {
+    // The survivors are the sites every shard summed: a site heard from too
+    // late for the coordinator may be in every slice's sum already.
+    std::sort(noticed.begin(), noticed.end());
+    ShardClose cut;
+    cut.round = round;
+    cut.cut = true;
+    cut.sites = noticed;
+    Result<std::vector<ShardSums>> summed = CloseShards(context, cut);
+    if (!summed.ok()) {
+      if (summed.status().code() == Status::Code::kAborted) return abort(summed.status());
+      return summed.status();
+    }
+    const std::vector<uint32_t>& first = summed->front().sites;
+    for (size_t s = 1; s < summed->size(); ++s) {
+      if ((*summed)[s].sites != first) {
+        return abort(Status::Aborted(
+            "shard servers 0 and " + std::to_string(s) + " summed the masked inputs of " +
+            std::to_string(first.size()) + " and " + std::to_string((*summed)[s].sites.size()) +
+            " sites: a site reached some shard servers but not all (it failed while sending), "
+            "and a running sum cannot take it back out"));
+      }
+    }
+    for (uint32_t site : first) {
+      if (std::binary_search(noticed.begin(), noticed.end(), site)) continue;
+      const SecAggMaskedView late{round, site, server.params().ring_bits, {}};
+      if (Status s = server.AddMasked(site, late); !s.ok()) return abort(Status::Aborted(s.message()));
+    }
+  }
   if (Status s = timed([&] { return server.FinishMasked(); }); !s.ok()) return abort(s);
   *survivors = server.survivors();
   const SecAggUnmaskRequest survivor_list = server.SurvivorList();
@@ -108,9 +144,47 @@ Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& cont
                                  [&](uint32_t site, const SecAggUnmaskShares& shares) {
                                    return server.AddUnmaskShares(site, shares);
                                  }));
-  Result<std::vector<uint64_t>> sum = timed([&] { return server.Finish(); });
-  if (!sum.ok()) return abort(sum.status());
-  return std::optional<std::vector<uint64_t>>(std::move(sum).value());
+  if (!sharded) {
+    Result<std::vector<uint64_t>> sum = timed([&] { return server.Finish(); });
+    if (!sum.ok()) return abort(sum.status());
+    return std::optional<std::vector<uint64_t>>(std::move(sum).value());
+  }
+  Result<std::vector<secagg::SignedPrgKey>> masks = timed([&] { return server.FinishMasks(); });
+  if (!masks.ok()) return abort(masks.status());
+  ShardClose close;
+  close.round = round;
+  close.sites = *survivors;
+  for (const secagg::SignedPrgKey& mask : *masks) {
+    close.masks.insert(close.masks.end(), mask.key.begin(), mask.key.end());
+    close.masks.push_back(mask.subtract ? 1 : 0);
+  }
+  crypto::Cleanse(std::span(reinterpret_cast<uint8_t*>(masks->data()),
+                            masks->size() * sizeof(secagg::SignedPrgKey)));
+  Result<std::vector<ShardSums>> slices = CloseShards(context, close);
+  crypto::Cleanse(close.masks);
+  if (!slices.ok()) {
+    if (slices.status().code() == Status::Code::kAborted) return abort(slices.status());
+    return slices.status();
+  }
+  const secagg::Params& p = server.params();
+  const uint32_t width = p.ring_bits / 8;
+  std::vector<uint64_t> sum;
+  sum.reserve(p.length);
+  for (uint32_t s = 0; s < slices->size(); ++s) {
+    const std::vector<uint8_t>& words = (*slices)[s].words;
+    const Slice slice =
+        ShardSlice(p.length, s, static_cast<uint32_t>(slices->size()), kShardWordAlign);
+    if (words.size() != slice.size() * width) {
+      return abort(Status::Aborted("shard server " + std::to_string(s) + " sent " +
+                                   std::to_string(words.size()) + " bytes of sums, expected " +
+                                   std::to_string(slice.size() * width)));
+    }
+    for (size_t i = 0; i < slice.size(); ++i) {
+      sum.push_back(width == 4 ? GetLe<uint32_t>(words.data() + 4 * i)
+                               : GetLe<uint64_t>(words.data() + 8 * i));
+    }
+  }
+  return std::optional<std::vector<uint64_t>>(std::move(sum));
 }
 
 Status SecureEvaluate(const SchemeContext& context, uint32_t round, uint64_t version,
@@ -208,12 +282,23 @@ class SecAggScheme : public CoordinatorScheme {
     secagg::SetPlan(params, &plan);
     SetFormat(format, &plan);
     plan.evaluate = evaluate;
+    const bool sharded = !options.shard_ranks.empty();
+    if (sharded) {
+      ShardRound announce;
+      announce.round = round;
+      announce.aggregation = Aggregation::kSecAgg;
+      announce.model_version = plan.model_version;
+      announce.sites = selected;
+      announce.ring_bits = format.ring_bits;
+      announce.length = update_length + eval_length;
+      FEDREC_RETURN_IF_ERROR(AnnounceShards(c_, std::move(announce), &plan));
+    }
     FEDREC_RETURN_IF_ERROR(c_.send_plan(&plan, selected));
 
     SecureRoundCost cost(c_.link->transport(), "secure aggregation", round, metrics);
     std::vector<uint32_t> survivors;
     FEDREC_ASSIGN_OR_RETURN(std::optional<std::vector<uint64_t>> sum,
-                            SecureSum(c_, std::move(params), &cost, &survivors));
+                            SecureSum(c_, std::move(params), &cost, &survivors, sharded));
     if (!sum) {  // aborted: the model stays unchanged
       metrics->failures = static_cast<uint32_t>(selected.size() - survivors.size());
       return Status::Ok();

@@ -90,6 +90,12 @@ const char* MessageTypeName(MessageType type) {
       return "PsStart";
     case MessageType::kPsReport:
       return "PsReport";
+    case MessageType::kShardRound:
+      return "ShardRound";
+    case MessageType::kShardClose:
+      return "ShardClose";
+    case MessageType::kShardSums:
+      return "ShardSums";
   }
   return "unknown message type";
 }

@@ -24,7 +24,7 @@
 namespace fedrec {
 
 constexpr uint32_t kFrameMagic = 0x43524446;  // "FDRC" read as little-endian
-constexpr uint16_t kProtocolVersion = 8;
+constexpr uint16_t kProtocolVersion = 9;
 constexpr size_t kFrameHeaderSize = 24;
 // Capacity encoders leave after a frame's last byte, so that an encrypted
 // channel can seal the frame in its own buffer (SecureTransport appends 48
@@ -69,9 +69,15 @@ enum class MessageType : uint16_t {
   kPsPushAck = 27,
   kPsStart = 28,
   kPsReport = 29,
+  // Sharded aggregation of federated rounds (cluster.shard_servers > 0,
+  // coordinator/aggregation_shard.h): the coordinator's round and close
+  // requests to a shard server and its slice of the sums.
+  kShardRound = 31,
+  kShardClose = 32,
+  kShardSums = 33,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 29;
+constexpr uint16_t kMaxMessageType = 33;
 
 const char* MessageTypeName(MessageType type);
 

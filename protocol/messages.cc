@@ -352,6 +352,7 @@ void serialize(Archive& ar, RoundPlan& m) {
   ar(m.proximal_mu);
   Structs(ar, m.control, kMinParamBlockBytes, Label("control variate block list"));
   ar(m.steps_unit);
+  Contiguous(ar, m.shard_ranks, Label("shard rank list"));
 }
 
 template <class Archive>
@@ -497,6 +498,41 @@ void serialize(Archive& ar, SecAggUnmaskRequest& m) {
   Bool(ar, m.unmask, Label("unmask flag"));
   Contiguous(ar, m.survivors, Label("survivor list"));
   Structs(ar, m.signatures, 4 + 64, Label("survivor signature list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, ShardBlock& m) {
+  Contiguous(ar, m.name, Label("block name"));
+  ar(m.rows, m.cols);
+}
+
+template <class Archive>
+void serialize(Archive& ar, ShardRound& m) {
+  ar(m.round);
+  AggregationField(ar, m.aggregation);
+  ar(m.shard, m.shards, m.model_version);
+  Contiguous(ar, m.sites, Label("site list"));
+  Contiguous(ar, m.site_ranks, Label("site rank list"));
+  Structs(ar, m.blocks, 8 + 4 + 4, Label("block list"));
+  ar(m.ring_bits, m.length);
+}
+
+template <class Archive>
+void serialize(Archive& ar, ShardClose& m) {
+  ar(m.round);
+  Bool(ar, m.cut, Label("cut flag"));
+  Contiguous(ar, m.sites, Label("site list"));
+  Contiguous(ar, m.masks, Label("mask list"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, ShardSums& m) {
+  ar(m.round, m.shard);
+  Contiguous(ar, m.error, Label("shard error"));
+  Contiguous(ar, m.sites, Label("site list"));
+  Contiguous(ar, m.row_weight, Label("row weights"));
+  Contiguous(ar, m.weighted_sum, Label("weighted sums"));
+  Contiguous(ar, m.words, Label("ring words"));
 }
 
 template <class Archive>
@@ -659,6 +695,16 @@ cereal::PortableBinaryOutputArchive::Options WireOptions() {
 
 // ---------------------------------------------------------------------------
 
+Slice ShardSlice(uint64_t total, uint32_t shard, uint32_t shards, uint64_t align) {
+  const auto bound = [&](uint32_t s) -> uint64_t {
+    if (s >= shards) return total;
+    const uint64_t at = static_cast<uint64_t>(
+        static_cast<unsigned __int128>(total) * s / std::max<uint32_t>(shards, 1));
+    return at / align * align;
+  };
+  return Slice{bound(shard), bound(shard + 1)};
+}
+
 const char* AggregationName(Aggregation aggregation) {
   switch (aggregation) {
     case Aggregation::kNone:
@@ -795,6 +841,9 @@ FEDREC_DEFINE_MESSAGE(PaillierKey)
 FEDREC_DEFINE_MESSAGE(PaillierUpdate)
 FEDREC_DEFINE_MESSAGE(PaillierSum)
 FEDREC_DEFINE_MESSAGE(PaillierDecrypted)
+FEDREC_DEFINE_MESSAGE(ShardRound)
+FEDREC_DEFINE_MESSAGE(ShardClose)
+FEDREC_DEFINE_MESSAGE(ShardSums)
 #undef FEDREC_DEFINE_MESSAGE
 template Result<SecAggMaskedView> DecodeMessage<SecAggMaskedView>(const FrameView&);
 

@@ -97,6 +97,12 @@ struct RoundPlan {
   // with its local steps counted in units of steps_unit epochs at its
   // starting learning rate; 0: the plain update.
   float steps_unit = 0.0f;
+  // Sharded aggregation (cluster.shard_servers > 0): the ranks of the shard
+  // servers, in shard order. The site sends shard s its update's slice s
+  // (ShardSlice: rows of each block in the clear, ring words with secagg)
+  // and the coordinator only the rest (a ModelUpdate without blocks, a
+  // SecAggMasked without data). Empty: everything goes to the coordinator.
+  std::vector<int32_t> shard_ranks;
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };
@@ -434,6 +440,91 @@ std::vector<uint8_t> EncodeMessage(const M& message, uint32_t round, uint32_t se
 template <typename M>
 Result<M> DecodeMessage(const FrameView& frame);
 
+// ---------------------------------------------------------------------------
+// Sharded aggregation of federated rounds (coordinator/aggregation_shard.h):
+// with S shard servers, shard s sums slice s of every site's update, so the
+// coordinator receives neither the updates nor their bytes, only each shard's
+// slice of the sums.
+
+// Slice `shard` of `shards` over [0, total): [begin, end), boundaries at
+// multiples of `align` (the last slice ends at total). Every slice of a
+// vector, taken in shard order, covers it once.
+struct Slice {
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  uint64_t size() const { return end - begin; }
+};
+Slice ShardSlice(uint64_t total, uint32_t shard, uint32_t shards, uint64_t align = 1);
+// Ring words are sliced at multiples of 4 words, so every slice starts at
+// an AES-CTR block of the masks' keystream (secagg::MaskInPlace).
+constexpr uint64_t kShardWordAlign = 4;
+
+// One block of the model as a shard sees it: a shard sums rows
+// ShardSlice(rows, shard, shards) of it.
+struct ShardBlock {
+  std::string name;
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+  friend bool operator==(const ShardBlock&, const ShardBlock&) = default;
+};
+
+// Coordinator -> shard server, before the round's plans go out: which sites
+// send it a slice, and its shape.
+struct ShardRound {
+  static constexpr MessageType kType = MessageType::kShardRound;
+  uint32_t round = 0;
+  Aggregation aggregation = Aggregation::kNone;  // kNone or kSecAgg
+  uint32_t shard = 0;
+  uint32_t shards = 0;
+  uint64_t model_version = 0;
+  std::vector<uint32_t> sites;      // the round's sites, ascending
+  std::vector<int32_t> site_ranks;  // the rank of each
+  std::vector<ShardBlock> blocks;   // kNone: the upload's blocks
+  uint32_t ring_bits = 64;          // kSecAgg: the ring and the whole input's length
+  uint64_t length = 0;
+
+  friend bool operator==(const ShardRound&, const ShardRound&) = default;
+};
+
+// Coordinator -> shard server once the round's inputs are in: the sites
+// whose slices are to be in the sum (those the coordinator heard from), and
+// with secagg the masks to take from it (secagg::Server::FinishMasks; 17
+// bytes each: the 16-byte key, then 1 to subtract or 0 to add).
+//
+// With secagg the coordinator first sends a cut (`cut` set, `sites` those it
+// heard from, no masks): the shard waits for those sites' slices, stops
+// taking slices of the round and answers the sites it summed (ShardSums
+// without data), so the survivors are the sites every shard summed; then
+// the close proper with the survivors and the masks.
+struct ShardClose {
+  static constexpr MessageType kType = MessageType::kShardClose;
+  uint32_t round = 0;
+  bool cut = false;
+  std::vector<uint32_t> sites;  // ascending
+  std::vector<uint8_t> masks;
+
+  friend bool operator==(const ShardClose&, const ShardClose&) = default;
+};
+
+// Shard server -> coordinator: its slice of the round's sums, or why it
+// cannot give it (`error` not empty: a site's slice was refused, missing or
+// not asked for; the round then keeps its model).
+struct ShardSums {
+  static constexpr MessageType kType = MessageType::kShardSums;
+  uint32_t round = 0;
+  uint32_t shard = 0;
+  std::string error;
+  std::vector<uint32_t> sites;  // the sites in the slice's sum, ascending
+  // kNone: per block in order, the slice's rows: row_weight (rows), then
+  // weighted_sum (rows * cols), each block after the other.
+  std::vector<double> row_weight;
+  std::vector<double> weighted_sum;
+  // kSecAgg: the slice's unmasked sum, ring_bits / 8 bytes per word.
+  std::vector<uint8_t> words;
+
+  friend bool operator==(const ShardSums&, const ShardSums&) = default;
+};
+
 // Explicitly instantiated in messages.cc for every message above.
 #define FEDREC_DECLARE_MESSAGE(M)                                                      \
   extern template std::vector<uint8_t> EncodeMessage<M>(const M&, uint32_t, uint32_t); \
@@ -459,6 +550,9 @@ FEDREC_DECLARE_MESSAGE(PaillierKey)
 FEDREC_DECLARE_MESSAGE(PaillierUpdate)
 FEDREC_DECLARE_MESSAGE(PaillierSum)
 FEDREC_DECLARE_MESSAGE(PaillierDecrypted)
+FEDREC_DECLARE_MESSAGE(ShardRound)
+FEDREC_DECLARE_MESSAGE(ShardClose)
+FEDREC_DECLARE_MESSAGE(ShardSums)
 #undef FEDREC_DECLARE_MESSAGE
 
 }  // namespace fedrec

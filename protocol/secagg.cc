@@ -825,7 +825,9 @@ struct Client::State {
   Result<SecAggKeys> Advertise();
   Result<SecAggShares> Share(const SecAggKeyList& list);
   Status CheckSparseList(const SecAggKeyList& list);
-  Status Mask(std::span<uint8_t> words, const SecAggRoutedShares& routed, const PieceWriter& write);
+  // `pieces` are consecutive slices of the input, in order, covering it.
+  Status Mask(std::span<const std::span<uint8_t>> pieces, const SecAggRoutedShares& routed,
+              const PieceWriter& write);
   Result<SecAggMasked> Mask(std::vector<uint8_t> words, const SecAggRoutedShares& routed);
   Result<SecAggSurvivorSignature> Sign(const SecAggUnmaskRequest& request);
   Result<SecAggUnmaskShares> Reveal(const SecAggUnmaskRequest& request);
@@ -888,7 +890,12 @@ Result<SecAggMasked> Client::MaskInputWords(std::vector<uint8_t> words,
 
 Status Client::MaskInputInPlace(std::span<uint8_t> words, const PieceWriter& write,
                                 const SecAggRoutedShares& routed) {
-  return state_->Run(ClientStep::kMask, [&] { return state_->Mask(words, routed, write); });
+  return MaskInputPiecesInPlace(std::span(&words, 1), write, routed);
+}
+
+Status Client::MaskInputPiecesInPlace(std::span<const std::span<uint8_t>> pieces,
+                                      const PieceWriter& write, const SecAggRoutedShares& routed) {
+  return state_->Run(ClientStep::kMask, [&] { return state_->Mask(pieces, routed, write); });
 }
 
 Result<SecAggSurvivorSignature> Client::SignSurvivors(const SecAggUnmaskRequest& request) {
@@ -1149,7 +1156,8 @@ Status Client::State::CheckSparseList(const SecAggKeyList& list) {
 
 Result<SecAggMasked> Client::State::Mask(std::vector<uint8_t> words,
                                          const SecAggRoutedShares& routed) {
-  FEDREC_RETURN_IF_ERROR(Mask(words, routed, nullptr));
+  const std::span<uint8_t> whole(words);
+  FEDREC_RETURN_IF_ERROR(Mask(std::span(&whole, 1), routed, nullptr));
   SecAggMasked out;
   out.round = params.round;
   out.site = site;
@@ -1158,13 +1166,26 @@ Result<SecAggMasked> Client::State::Mask(std::vector<uint8_t> words,
   return out;
 }
 
-Status Client::State::Mask(std::span<uint8_t> words, const SecAggRoutedShares& routed,
-                           const PieceWriter& write) {
+Status Client::State::Mask(std::span<const std::span<uint8_t>> pieces,
+                           const SecAggRoutedShares& routed, const PieceWriter& write) {
   const uint32_t round = params.round;
   const size_t width = params.ring_bits / 8;
-  if (words.size() != params.length * width) {
-    return Status::InvalidArgument("input of " + Str(words.size()) + " bytes, expected " +
+  size_t bytes = 0;
+  for (const std::span<uint8_t> piece : pieces) bytes += piece.size();
+  if (bytes != params.length * width) {
+    return Status::InvalidArgument("input of " + Str(bytes) + " bytes, expected " +
                                    Str(params.length) + " elements of " + Str(width) + " bytes");
+  }
+  bytes = 0;
+  for (const std::span<uint8_t> piece : pieces) {
+    if (piece.size() % width != 0 || (bytes / width) % kMaskPieceAlign != 0) {
+      return Status::InvalidArgument("an input piece of " + Str(piece.size()) +
+                                     " bytes at element " + Str(bytes / width) +
+                                     ": expected whole elements of " + Str(width) +
+                                     " bytes, each piece starting at a multiple of " +
+                                     Str(kMaskPieceAlign) + " elements");
+    }
+    bytes += piece.size();
   }
   if (routed.round != round) {
     return Status::InvalidArgument("routed shares for round " + Str(routed.round) +
@@ -1232,7 +1253,11 @@ Status Client::State::Mask(std::span<uint8_t> words, const SecAggRoutedShares& r
     masks.push_back(SignedPrgKey{*key, site > peer.site});
     WipeValue(*key);
   }
-  MaskInPlace(words, params.ring_bits, masks, 1, write);
+  uint64_t first = 0;
+  for (const std::span<uint8_t> piece : pieces) {
+    MaskInPlace(piece, params.ring_bits, masks, 1, write, first);
+    first += piece.size() / width;
+  }
   Wipe(std::span(reinterpret_cast<uint8_t*>(masks.data()), masks.size() * sizeof(SignedPrgKey)));
   WipeValue(mask.private_key);  // only its shares are revealed from now on
   mask_agreement.reset();
@@ -1416,6 +1441,9 @@ struct Server::State {
 
   Params params;
   unsigned threads = 1;  // for unmasking
+  // The masked inputs are summed by shard servers (each a slice): step 3
+  // gets only notices without data, and step 6 gives the masks to remove.
+  bool sum_elsewhere = false;
   Status invalid;        // the parameters' problem, if any: every call fails with it
   std::string where;
   size_t n = 0;
@@ -1499,12 +1527,18 @@ struct Server::State {
     return Status::Ok();
   }
 
+  // Step 6 up to the sum: the masks to take from the survivors' sum.
+  Result<std::vector<SignedPrgKey>> Masks();
+  // Wipes and drops every revealed share (the round is over).
+  void WipeShares();
   Result<std::vector<uint64_t>> Unmask();
 };
 
-Server::Server(Params params, unsigned threads) : state_(std::make_unique<State>()) {
+Server::Server(Params params, unsigned threads, bool sum_elsewhere)
+    : state_(std::make_unique<State>()) {
   State& s = *state_;
   s.threads = std::max(threads, 1u);
+  s.sum_elsewhere = sum_elsewhere;
   s.where = "secagg round " + Str(params.round) + ", coordinator";
   s.invalid = Validate(params);
   s.params = std::move(params);
@@ -1520,7 +1554,7 @@ Server::Server(Params params, unsigned threads) : state_(std::make_unique<State>
   s.in_u4.assign(s.n, 0);
   s.in_u5.assign(s.n, 0);
   s.inbox.resize(s.n);
-  s.sum.assign(s.params.length * (s.params.ring_bits / 8), 0);
+  if (!s.sum_elsewhere) s.sum.assign(s.params.length * (s.params.ring_bits / 8), 0);
   s.seed_shares.resize(s.n);
   s.key_shares.resize(s.n);
 }
@@ -1741,6 +1775,15 @@ Status Server::AddMasked(uint32_t site, const SecAggMaskedView& masked) {
                                    " bits, expected " + Str(s.params.ring_bits));
   }
   const size_t width = s.params.ring_bits / 8;
+  if (s.sum_elsewhere) {
+    if (!masked.data.empty()) {
+      return Status::InvalidArgument(from + " carries " + Str(masked.data.size()) +
+                                     " bytes of input, expected none: the shard servers sum "
+                                     "the inputs this round");
+    }
+    s.in_u3[pos] = 1;
+    return Status::Ok();
+  }
   if (masked.data.size() != s.params.length * width) {
     return Status::InvalidArgument(from + " has " + Str(masked.data.size()) + " bytes, expected " +
                                    Str(s.params.length) + " elements of " + Str(width) +
@@ -1861,15 +1904,31 @@ Status Server::AddUnmaskShares(uint32_t site, const SecAggUnmaskShares& shares) 
 Result<std::vector<uint64_t>> Server::Finish() {
   State& s = *state_;
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kUnmask, "Finish"));
+  if (s.sum_elsewhere)
+    return Status::InvalidArgument(s.where + ": Finish, but the shard servers hold the sum");
   Result<std::vector<uint64_t>> result = s.Unmask();
   s.step = result.ok() ? ServerStep::kDone : ServerStep::kAborted;
+  s.WipeShares();
+  return result;
+}
+
+Result<std::vector<SignedPrgKey>> Server::FinishMasks() {
+  State& s = *state_;
+  FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kUnmask, "FinishMasks"));
+  Result<std::vector<SignedPrgKey>> result = s.Masks();
+  s.step = result.ok() ? ServerStep::kDone : ServerStep::kAborted;
+  s.WipeShares();
+  return result;
+}
+
+void Server::State::WipeShares() {
+  State& s = *this;
   for (auto* shares : {&s.seed_shares, &s.key_shares}) {
     for (std::vector<State::Held>& held : *shares) {
       for (State::Held& h : held) WipeValue(h.value);
       held.clear();
     }
   }
-  return result;
 }
 
 namespace {
@@ -1931,6 +1990,14 @@ Result<std::vector<SignedPrgKey>> MasksToRemove(
 }  // namespace
 
 Result<std::vector<uint64_t>> Server::State::Unmask() {
+  FEDREC_ASSIGN_OR_RETURN(std::vector<SignedPrgKey> masks, Masks());
+  std::vector<uint8_t> work = sum;
+  MaskInPlace(work, params.ring_bits, masks, threads);
+  Wipe(std::span(reinterpret_cast<uint8_t*>(masks.data()), masks.size() * sizeof(SignedPrgKey)));
+  return RingWords(work, params.ring_bits);
+}
+
+Result<std::vector<SignedPrgKey>> Server::State::Masks() {
   const uint32_t t = params.threshold;
   if (Count(in_u5) < t) {
     return Status::Aborted(where + ": " + Str(Count(in_u5)) +
@@ -2051,17 +2118,9 @@ Result<std::vector<uint64_t>> Server::State::Unmask() {
 
   Result<std::vector<SignedPrgKey>> masks = MasksToRemove(
       params.round, params.sites, seeds, dropped_keys, survivor_neighbours, survivor_keys, threads);
-  Status removed = masks.status();
-  std::vector<uint8_t> work;
-  if (masks.ok()) {
-    work = sum;
-    MaskInPlace(work, params.ring_bits, *masks, threads);
-    Wipe(
-        std::span(reinterpret_cast<uint8_t*>(masks->data()), masks->size() * sizeof(SignedPrgKey)));
-  }
   for (auto& [pos, seed] : seeds) WipeValue(seed);
-  if (!removed.ok()) return removed.WithContext(where + ": unmasking");
-  return RingWords(work, params.ring_bits);
+  if (!masks.ok()) return masks.status().WithContext(where + ": unmasking");
+  return masks;
 }
 
 }  // namespace fedrec::secagg

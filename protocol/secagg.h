@@ -154,6 +154,10 @@
 
 namespace fedrec::secagg {
 
+// Pieces of a masked input start at multiples of this many elements
+// (Client::MaskInputPiecesInPlace): a 16-byte AES block in ring 32.
+constexpr uint64_t kMaskPieceAlign = 4;
+
 // Public parameters of one round, proposed by the coordinator in the plan and
 // checked by every site against its own derivation (CheckParams).
 struct Params {
@@ -363,6 +367,12 @@ class Client {
   // input is never held whole and crosses memory once.
   Status MaskInputInPlace(std::span<uint8_t> words, const PieceWriter& write,
                           const SecAggRoutedShares& routed);
+  // The same over consecutive pieces of the input (in order, covering it;
+  // each starting at a multiple of kMaskPieceAlign elements), e.g. the
+  // frames of a sharded round's slices (ShardSlice), each for its shard
+  // server: piece k is masked with the masks' elements at its offset.
+  Status MaskInputPiecesInPlace(std::span<const std::span<uint8_t>> pieces,
+                                const PieceWriter& write, const SecAggRoutedShares& routed);
   // Step 4: signs the survivor list (request.signatures must be empty).
   Result<SecAggSurvivorSignature> SignSurvivors(const SecAggUnmaskRequest& request);
   // Step 5: the same list with a quorum of signatures.
@@ -382,7 +392,10 @@ class Client {
 class Server {
  public:
   // `threads`: how many threads unmasking (Finish) may use.
-  explicit Server(Params params, unsigned threads = 1);
+  // `sum_elsewhere`: shard servers sum slices of the masked inputs (sharded
+  // aggregation): AddMasked then takes each survivor's notice, a SecAggMasked
+  // without data, and the round ends with FinishMasks instead of Finish.
+  explicit Server(Params params, unsigned threads = 1, bool sum_elsewhere = false);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -430,6 +443,13 @@ class Server {
   // agreements and the expansions are split over the constructor's `threads`.
   Status AddUnmaskShares(uint32_t site, const SecAggUnmaskShares& shares);
   Result<std::vector<uint64_t>> Finish();
+  // Step 6 when the sum is held elsewhere (sum_elsewhere): the masks whose
+  // expansions, taken from the sum of the survivors' masked inputs
+  // (MaskInPlace, at each slice's offset), leave the sum of their inputs.
+  // They are the survivors' self masks and the pairwise masks between
+  // dropped sites and their surviving neighbours: what the coordinator learns
+  // in any case, and nothing that unmasks one survivor's input.
+  Result<std::vector<SignedPrgKey>> FinishMasks();
 
   // U1..U4 as known so far (ascending).
   const std::vector<uint32_t>& advertised() const;

@@ -231,20 +231,20 @@ bool UseVaes() {
 // `write` when one is given.
 template <typename Word>
 void AddPrgsLe(std::span<const SignedPrgKey> masks, std::span<uint8_t> acc, unsigned threads,
-               const PieceWriter& write = nullptr) {
+               const PieceWriter& write = nullptr, uint64_t first = 0) {
   const size_t size = acc.size() / sizeof(Word);
   if (size == 0) return;
   if (masks.empty()) {
-    if (write) write(0, size, acc.data());
+    if (write) write(first, first + size, acc.data());
     return;
   }
   const bool vaes = UseVaes();
   ParallelRanges(size, kChunkBytes / sizeof(Word), threads, [&](size_t begin, size_t end) {
     uint8_t* out = acc.data() + begin * sizeof(Word);
 #if FEDREC_SECAGG_VAES
-    if (vaes) return AddPrgsVaes<Word>(masks, out, begin, end - begin, write);
+    if (vaes) return AddPrgsVaes<Word>(masks, out, first + begin, end - begin, write);
 #endif
-    AddPrgsPortable<Word>(masks, out, begin, end - begin, write);
+    AddPrgsPortable<Word>(masks, out, first + begin, end - begin, write);
   });
 }
 
@@ -285,11 +285,11 @@ void AddPrg(const PrgKey& key, bool subtract, std::span<uint64_t> acc) {
 }
 
 void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits, std::span<const SignedPrgKey> masks,
-                 unsigned threads, const PieceWriter& write) {
+                 unsigned threads, const PieceWriter& write, uint64_t first) {
   if (ring_bits == 32) {
-    AddPrgsLe<uint32_t>(masks, words, threads, write);
+    AddPrgsLe<uint32_t>(masks, words, threads, write, first);
   } else {
-    AddPrgsLe<uint64_t>(masks, words, threads, write);
+    AddPrgsLe<uint64_t>(masks, words, threads, write, first);
   }
 }
 

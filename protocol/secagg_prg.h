@@ -59,8 +59,12 @@ using PieceWriter = std::function<void(size_t begin, size_t end, uint8_t* out)>;
 // `write`, each cache-sized piece of `words` is first written by it, so an
 // input can be produced and masked while it sits in the L1 cache and crosses
 // memory once. REQUIRES: ring_bits is 32 or 64.
+// `first` is the index of words' first element in the whole vector: the
+// masks' elements from there on are used (a slice of a vector held by a shard
+// server), and `write` is given whole-vector indices. REQUIRES: first *
+// ring_bits / 8 is a multiple of 16 (an AES block: kShardWordAlign words).
 void MaskInPlace(std::span<uint8_t> words, uint32_t ring_bits, std::span<const SignedPrgKey> masks,
-                 unsigned threads = 1, const PieceWriter& write = nullptr);
+                 unsigned threads = 1, const PieceWriter& write = nullptr, uint64_t first = 0);
 
 // acc[i] += words[i] in Z_2^ring_bits, both little-endian ring words.
 // REQUIRES: ring_bits is 32 or 64 and the spans have the same size.

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/little_endian.h"
+#include "coordinator/aggregation_shard.h"
 #include "protocol/frame.h"
 #include "protocol/inprocess_transport.h"
 
@@ -232,11 +233,15 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     train_ratings[s] = sites[s].train.size();
     test_ratings[s] = sites[s].test.size();
   }
-  InProcessNetwork network(static_cast<int>(num_sites) + 1);
+  const int shards = static_cast<int>(options.shard_servers);
+  const int first_shard = static_cast<int>(num_sites) + 1;
+  InProcessNetwork network(first_shard + shards);
   // Every frame crosses the link of the site at one end (the coordinator's
-  // link is unlimited).
-  network.SetLinkDelay([&profiles](int from, int to, uint64_t bytes) {
-    const SiteProfile& p = profiles[static_cast<size_t>((from == 0 ? to : from) - 1)];
+  // and the shard servers' links are unlimited).
+  network.SetLinkDelay([&profiles, first_shard](int from, int to, uint64_t bytes) {
+    const int site_rank = from > 0 && from < first_shard ? from : to;
+    if (site_rank <= 0 || site_rank >= first_shard) return 0.0;
+    const SiteProfile& p = profiles[static_cast<size_t>(site_rank - 1)];
     return p.latency + (p.bandwidth > 0 ? static_cast<double>(bytes) / p.bandwidth : 0.0);
   });
   // Every rank's transport: the network's endpoint (sites: behind their
@@ -244,10 +249,11 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   std::vector<std::unique_ptr<AvailabilityTransport>> availability;
   std::vector<std::unique_ptr<SecureTransport>> channels;
   std::vector<Transport*> endpoints;
-  std::vector<std::optional<crypto::SigningKey>> identities(num_sites + 1);
-  for (int rank = 0; rank <= static_cast<int>(num_sites); ++rank) {
+  std::vector<std::optional<crypto::SigningKey>> identities(first_shard + shards);
+  for (int rank = 0; rank < first_shard + shards; ++rank) {
     Transport* base = &network.endpoint(rank);
-    if (rank > 0 && options.availability.kind != AvailabilityModel::Kind::kAlways) {
+    if (rank > 0 && rank < first_shard &&
+        options.availability.kind != AvailabilityModel::Kind::kAlways) {
       availability.push_back(std::make_unique<AvailabilityTransport>(
           base, &network, static_cast<uint32_t>(rank - 1), &options.availability));
       base = availability.back().get();
@@ -298,8 +304,19 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     network.set_virtual_time(rank, std::max(network.virtual_time(rank), envelope.arrival) +
                                        (speed > 0 ? work / speed : 0.0));
   };
-  SiteScheduler scheduler(std::vector<Transport*>(endpoints.begin() + 1, endpoints.end()), &workers,
-                          threads, on_receive);
+  SiteScheduler scheduler(
+      std::vector<Transport*>(endpoints.begin() + 1, endpoints.begin() + first_shard), &workers,
+      threads, on_receive);
+  // The shard servers, one thread each, until the coordinator's Shutdown.
+  std::vector<std::unique_ptr<AggregationShard>> shard_servers;
+  std::vector<Status> shard_status(static_cast<size_t>(shards));
+  std::vector<std::thread> shard_threads;
+  for (int s = 0; s < shards; ++s) {
+    shard_servers.push_back(std::make_unique<AggregationShard>(0, endpoints[first_shard + s]));
+    shard_threads.emplace_back([&, s] {
+      shard_status[s] = shard_servers[s]->Serve(std::chrono::hours(24 * 365));
+    });
+  }
   VirtualClock clock(&network, 0, [&scheduler] { return scheduler.Idle(); });
   for (uint32_t s = 0; s < num_sites; ++s) {
     network.SetArrivalHook(static_cast<int>(s) + 1, [&scheduler, s] { scheduler.Notify(s); });
@@ -310,13 +327,17 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   for (uint32_t s = 0; s < num_sites; ++s)
     coordinator_options.site_ranks[s] = static_cast<int>(s) + 1;
   coordinator_options.clock = &clock;
+  coordinator_options.shard_ranks.clear();
+  for (int s = 0; s < shards; ++s) coordinator_options.shard_ranks.push_back(first_shard + s);
   Coordinator coordinator(coordinator_options, std::move(server_model), std::move(strategy),
                           endpoints[0]);
   Status status = coordinator.Run(on_round);
   // Sites handle their Shutdown; then the pool stops once the queues are empty.
   scheduler.Stop();
+  for (std::thread& thread : shard_threads) thread.join();
   network.Close();
   if (!status.ok()) return status;
+  for (const Status& shard : shard_status) FEDREC_RETURN_IF_ERROR(shard);
   FEDREC_RETURN_IF_ERROR(scheduler.first_error());
   if (options.after_run) {
     for (const auto& worker : workers) {
@@ -328,6 +349,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   result.global = coordinator.global();
   result.strategy_state = coordinator.strategy().State();
   result.coordinator_traffic = endpoints[0]->stats();
+  for (int s = 0; s < shards; ++s) result.shard_traffic.push_back(endpoints[first_shard + s]->stats());
   for (uint32_t s = 0; s < num_sites; ++s)
     result.site_bytes_sent += endpoints[s + 1]->stats().bytes_sent;
   result.sim_seconds = clock.Now();

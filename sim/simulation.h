@@ -38,11 +38,15 @@ namespace fedrec {
 
 struct SimulationOptions {
   uint32_t threads = 0;  // site threads; 0 = hardware concurrency
+  // Shard servers that sum slices of the updates (coordinator/aggregation_shard.h),
+  // each on its own thread at ranks sites + 1 .. sites + S; 0 = none.
+  uint32_t shard_servers = 0;
   // Adjusts one site's options after `site` is set (fault injection in tests,
   // per-site identities).
   std::function<void(WorkerOptions* options, uint32_t site)> customize_site;
   // Authenticated, encrypted channels (protocol/secure_transport.h): the
-  // options of each rank (0 = coordinator, site s = rank s + 1); unset = plain
+  // options of each rank (0 = coordinator, site s = rank s + 1, then the
+  // shard servers); unset = plain
   // in-process queues. A site signs its secure-aggregation keys with its
   // channel identity.
   std::function<Result<SecureTransportOptions>(int rank)> channel_options;
@@ -65,6 +69,7 @@ struct SimulationResult {
   std::vector<ParamBlock> global;  // final global model
   StrategyState strategy_state;    // the strategy's state at the end
   TrafficStats coordinator_traffic;
+  std::vector<TrafficStats> shard_traffic;  // per shard server
   uint64_t site_bytes_sent = 0;  // summed over sites
   double sim_seconds = 0.0;      // the coordinator's virtual clock at the end
   uint64_t frames_lost = 0;      // to or from offline sites (availability)

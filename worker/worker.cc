@@ -42,6 +42,32 @@ std::vector<BlockUpdate> CollectUpdate(const std::vector<ParamBlock>& shapes,
   return blocks;
 }
 
+// Slice `shard` of `shards` of a sparse update: the rows ShardSlice(rows,
+// shard, shards) of each block, numbered from the slice's first row.
+std::vector<BlockUpdate> SliceRows(const std::vector<ParamBlock>& shapes,
+                                   const std::vector<BlockUpdate>& blocks, uint32_t shard,
+                                   uint32_t shards) {
+  std::vector<BlockUpdate> out;
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const BlockUpdate& block = blocks[b];
+    const Slice rows = ShardSlice(shapes[b].rows, shard, shards);
+    BlockUpdate& slice = out.emplace_back();
+    slice.name = block.name;
+    slice.cols = block.cols;
+    const auto first = std::lower_bound(block.rows.begin(), block.rows.end(), rows.begin);
+    const auto last = std::lower_bound(first, block.rows.end(), rows.end);
+    const size_t from = static_cast<size_t>(first - block.rows.begin());
+    const size_t to = static_cast<size_t>(last - block.rows.begin());
+    for (size_t k = from; k < to; ++k)
+      slice.rows.push_back(block.rows[k] - static_cast<uint32_t>(rows.begin));
+    slice.weights.assign(block.weights.begin() + static_cast<ptrdiff_t>(from),
+                         block.weights.begin() + static_cast<ptrdiff_t>(to));
+    slice.values.assign(block.values.begin() + static_cast<ptrdiff_t>(from * block.cols),
+                        block.values.begin() + static_cast<ptrdiff_t>(to * block.cols));
+  }
+  return out;
+}
+
 // An encrypted update carries no NaN or infinity: the fixed-point encoding
 // would turn one into a large finite value that passes every later check and
 // can wrap the ring. (Plain updates are checked when they are decoded.)
@@ -208,6 +234,8 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
                      "number >= 0, found " +
                          std::to_string(plan->proximal_mu));
   }
+  if (Status shards = CheckShardRanks(*plan); !shards.ok())
+    return SendError(plan->round, shards.message());
   if (plan->evaluate && plan->aggregation != Aggregation::kSecAgg) {
     return SendError(plan->round, std::string("a plan that evaluates the previous round's model "
                                               "must use secure aggregation (secagg), found ") +
@@ -269,9 +297,46 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   update.train_count = loss.count;
   update.blocks = CollectUpdate(UploadShapes(), UploadViews());
   AfterAnswer();
+  if (!plan->shard_ranks.empty()) {
+    // Sharded: each shard server gets its rows, the coordinator the rest.
+    const std::vector<ParamBlock> shapes = UploadShapes();
+    std::vector<BlockUpdate> blocks = std::move(update.blocks);
+    update.blocks.clear();
+    const uint32_t shards = static_cast<uint32_t>(plan->shard_ranks.size());
+    for (uint32_t s = 0; s < shards; ++s) {
+      ModelUpdate slice = update;
+      slice.blocks = SliceRows(shapes, blocks, s, shards);
+      FEDREC_RETURN_IF_ERROR(transport_->Send(
+          plan->shard_ranks[s],
+          EncodeMessage(slice, plan->round, static_cast<uint32_t>(transport_->rank()))));
+    }
+  }
   return transport_->Send(
       options_.coordinator_rank,
       EncodeMessage(update, plan->round, static_cast<uint32_t>(transport_->rank())));
+}
+
+Status Worker::CheckShardRanks(const RoundPlan& plan) const {
+  constexpr size_t kMaxShards = 4096;
+  const std::vector<int32_t>& ranks = plan.shard_ranks;
+  if (ranks.size() > kMaxShards) {
+    return Status::InvalidArgument("the plan names " + std::to_string(ranks.size()) +
+                                   " shard servers, expected at most " +
+                                   std::to_string(kMaxShards));
+  }
+  for (size_t s = 0; s < ranks.size(); ++s) {
+    if (ranks[s] < 0 || ranks[s] >= transport_->size() || ranks[s] == transport_->rank() ||
+        ranks[s] == options_.coordinator_rank) {
+      return Status::InvalidArgument("the plan names rank " + std::to_string(ranks[s]) +
+                                     " as shard server " + std::to_string(s) +
+                                     ", expected another rank of the job's " +
+                                     std::to_string(transport_->size()) +
+                                     ", neither this site's nor the coordinator's");
+    }
+  }
+  if (!ranks.empty() && plan.aggregation == Aggregation::kPaillier)
+    return Status::InvalidArgument("a Paillier plan with shard servers, expected none");
+  return Status::Ok();
 }
 
 Status Worker::AdoptJob(const std::array<uint8_t, 32>& job_id) {
@@ -450,10 +515,20 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   const uint64_t update_words = encoder->length();
   const uint64_t eval_words = plan.evaluate ? EvalWordsLength(items_, plan.ring_bits) : 0;
   const uint32_t word_bytes = plan.ring_bits / 8;
-  MaskedFrame out = EncodeMaskedFrame(fields, (update_words + eval_words) * word_bytes, plan.round,
-                                      static_cast<uint32_t>(transport_->rank()));
-  const Status masked = secagg_->MaskInputInPlace(
-      out.input,
+  // One frame to the coordinator, or (sharded) one per shard server with its
+  // slice of the words, each masked at its offset.
+  const uint32_t shards = static_cast<uint32_t>(plan.shard_ranks.size());
+  std::vector<MaskedFrame> frames;
+  std::vector<std::span<uint8_t>> pieces;
+  for (uint32_t s = 0; s < std::max(shards, 1u); ++s) {
+    const Slice slice = ShardSlice(update_words + eval_words, s, std::max(shards, 1u),
+                                   kShardWordAlign);
+    frames.push_back(EncodeMaskedFrame(fields, slice.size() * word_bytes, plan.round,
+                                       static_cast<uint32_t>(transport_->rank())));
+    pieces.push_back(frames.back().input);
+  }
+  const Status masked = secagg_->MaskInputPiecesInPlace(
+      pieces,
       [&](size_t begin, size_t end, uint8_t* piece) {
         const uint64_t split = std::clamp<uint64_t>(update_words, begin, end);
         if (begin < split) encoder->Encode(begin, split, piece);
@@ -466,7 +541,10 @@ Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
   held_upload_.clear();
   ride_eval_.clear();
   if (!masked.ok()) return SendError(plan.round, masked.message());
-  return transport_->Send(options_.coordinator_rank, std::move(out.frame));
+  if (shards == 0) return transport_->Send(options_.coordinator_rank, std::move(frames[0].frame));
+  for (uint32_t s = 0; s < shards; ++s)
+    FEDREC_RETURN_IF_ERROR(transport_->Send(plan.shard_ranks[s], std::move(frames[s].frame)));
+  return Send(fields, plan.round);  // the notice: the slices are out
 }
 
 Status Worker::OnSecAggMessage(const FrameView& frame) {

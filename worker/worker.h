@@ -129,6 +129,8 @@ class Worker {
   // The roster (empty when none is configured).
   const std::map<uint32_t, crypto::Key32>& roster() const;
   Status OnRoundPlan(const FrameView& frame);
+  // The plan's shard servers (RoundPlan::shard_ranks) are other ranks of the job.
+  Status CheckShardRanks(const RoundPlan& plan) const;
   Status OnEvalRequest(const FrameView& frame);
   // Checks `params` against the site's policy, sets up the secure-aggregation
   // client for the pending plan's round and sends the round keys; the site's

@@ -68,6 +68,7 @@ inline FederatedRun Federate(
   FederatedRun run;
   SimulationOptions options;
   options.threads = threads;
+  options.shard_servers = static_cast<uint32_t>(config.cluster.shard_servers);
   options.customize_site = per_site;
   if (per_site) {  // sites given a roster check survivor signatures: send them
     WorkerOptions probe;

@@ -25,7 +25,7 @@ TEST(Frames, HeaderHasTheDocumentedLittleEndianLayout) {
   const std::vector<uint8_t> frame =
       EncodeFrame(MessageType::kModelUpdate, 0x01020304, 0x0a0b0c0d, payload);
   const std::vector<uint8_t> expected = {'F',        'D',        'R',       'C',  // magic
-                                         0x08,       0x00,                        // version 8
+                                         0x09,       0x00,                        // version 9
                                          0x02,       0x00,  // type ModelUpdate
                                          0x04,       0x03,       0x02,      0x01,  // round
                                          0x0d,       0x0c,       0x0b,      0x0a,  // sender
@@ -177,7 +177,7 @@ TEST(Frames, EveryErrorHasItsOwnMessage) {
   f[1] = 'X';
   messages.insert(error_of(f));  // magic
   f = good;
-  Poke(f, 4, 9, 2);
+  Poke(f, 4, 1, 2);
   messages.insert(error_of(f));  // version
   f = good;
   Poke(f, 6, 99, 2);

@@ -87,7 +87,7 @@ class Bytes {
 // `claimed` but which carries `present` floats.
 // The fields a RoundPlan ends with when it aggregates in the clear.
 constexpr size_t kPlainAggregationBytes =
-    1 + 8 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 32 + 1 + 4 + 8 + 4;
+    1 + 8 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 32 + 1 + 4 + 8 + 4 + 8;
 void AppendPlainAggregationFields(Bytes& b) {
   b.Put<uint8_t>(0).Put<uint64_t>(0);                      // kNone, no participants
   b.Put<uint32_t>(0).Put<uint32_t>(0);                     // threshold, degree
@@ -99,6 +99,7 @@ void AppendPlainAggregationFields(Bytes& b) {
   b.Put<float>(0.0f);                                      // proximal mu
   b.Put<uint64_t>(0);                                      // no control variates
   b.Put<float>(0.0f);                                      // plain update (steps unit)
+  b.Put<uint64_t>(0);                                      // no shard servers
 }
 
 std::vector<uint8_t> RoundPlanPayload(uint64_t claimed, uint32_t present) {

@@ -224,8 +224,9 @@ TEST(PsConfig, ModeNeedsShardServersAndKnownPolicies) {
   s = ValidateConfig(config);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("model.name"), std::string::npos) << s.message();
-  config = PsConfig(2, 2);
+  config = PsConfig(2, 4);  // federated rounds sum at shard servers, but not with Paillier
   config.federation.mode = "federated";
+  config.security.aggregation = "paillier";
   s = ValidateConfig(config);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("cluster.shard_servers"), std::string::npos) << s.message();
