@@ -69,9 +69,10 @@ enum class MessageType : uint16_t {
   kPsPushAck = 27,
   kPsStart = 28,
   kPsReport = 29,
+  kPsMemory = 30,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 29;
+constexpr uint16_t kMaxMessageType = 30;
 
 const char* MessageTypeName(MessageType type);
 
