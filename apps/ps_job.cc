@@ -101,7 +101,7 @@ Result<std::string> StreamModelFiles(const std::string& dir, uint32_t k, const P
   static_assert(std::endian::native == std::endian::little,
                 "the streamed model digest hashes in-memory floats as little-endian");
   const uint32_t n = start.items, cols = k + 1;
-  constexpr uint32_t kChunk = 32768;
+  constexpr uint32_t kChunk = 8192;  // rows per pull: 4.2 MB at k = 128
   std::vector<float> chunk(static_cast<size_t>(std::min(kChunk, n)) * cols);
   std::vector<float> bias(n);
   {
@@ -112,16 +112,15 @@ Result<std::string> StreamModelFiles(const std::string& dir, uint32_t k, const P
     for (uint32_t first = 0; first < n; first += kChunk) {
       const uint32_t count = std::min(kChunk, n - first);
       FEDREC_RETURN_IF_ERROR(read(first, count, chunk.data()));
-      line.clear();
       for (uint32_t i = 0; i < count; ++i) {
         const float* row = chunk.data() + static_cast<size_t>(i) * cols;
         bias[first + i] = row[k];
-        line += items.Raw(first + i);
+        line = items.Raw(first + i);
         fmt::format_to(std::back_inserter(line), "\t{}", row[k]);
         for (uint32_t c = 0; c < k; ++c) fmt::format_to(std::back_inserter(line), "\t{}", row[c]);
         line += '\n';
+        tsv << line;
       }
-      tsv << line;
     }
     if (!tsv) return Status::IoError("cannot write " + path);
   }
@@ -177,6 +176,7 @@ Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLa
   const uint32_t k = static_cast<uint32_t>(config.model.factors);
   auto write_model = [&](const PsRowReader& read) -> Status {
     out->EndProgress();
+    spdlog::info("driver: peak RSS {} before reading the model", FormatBytes(PeakRssBytes()));
     Result<std::string> sha = StreamModelFiles(out->dir(), k, driver.start(), items, read);
     if (!sha.ok()) return sha.status();
     result.streamed_sha256 = *sha;
