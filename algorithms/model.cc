@@ -95,7 +95,7 @@ std::vector<uint32_t> ItemCounts(std::span<const Rating> train, uint32_t items) 
 
 namespace {
 
-constexpr std::string_view kMagic = "fedrec-model-blocks v1";
+constexpr std::string_view kMagic = Model::kBlocksMagic;
 
 bool ReadLine(std::istream& in, std::string* line) {
   return static_cast<bool>(std::getline(in, *line));

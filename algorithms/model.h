@@ -181,6 +181,9 @@ class Model {
   // model file; local: a site's own file). Load checks names and shapes and
   // fails with what was expected and found. Format: a header line naming the
   // model, then each block's name, scope, rows, cols and little-endian floats.
+  // The header starts with kBlocksMagic (writers that stream a model's blocks
+  // without holding them, apps/ps_job.cc, write the same format).
+  static constexpr std::string_view kBlocksMagic = "fedrec-model-blocks v1";
   Status SaveBlocks(std::ostream& out, bool global) const;
   Status LoadBlocks(std::istream& in, bool global, const std::string& where);
 

@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "algorithms/model.h"
+#include "base/memory.h"
 #include "protocol/paillier.h"
 #include "protocol/paillier_round.h"
 
@@ -201,6 +202,10 @@ const std::vector<Key>& Schema() {
           "updates (federated rounds; 0 = the coordinator sums)"),
       FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,
                  "seconds fedrec run waits for every site to load its data"),
+      FEDREC_KEY("cluster.memory_limit", cluster.memory_limit,
+                 "per-process memory cap of federation.mode = ps, e.g. 512MiB, 2GiB or bytes; "
+                 "each shard server and worker refuses a model slice that does not fit; empty = "
+                 "none"),
       FEDREC_KEY("sim.threads", sim.threads, "site threads of fedrec sim; 0 = all cores"),
       FEDREC_KEY("sim.compare_centralized", sim.compare_centralized,
                  "fedrec sim also trains the centralized baseline and reports both"),
@@ -692,6 +697,14 @@ Status ValidateConfig(const Config& c) {
   if (!(c.cluster.startup_timeout > 0.0))
     return fail("cluster.startup_timeout", "seconds > 0",
                 fmt::format("{}", c.cluster.startup_timeout));
+  if (!c.cluster.memory_limit.empty()) {
+    Result<uint64_t> limit = ParseByteSize(c.cluster.memory_limit);
+    if (!limit.ok())
+      return Status::InvalidArgument("config cluster.memory_limit: " + limit.status().message());
+    if (*limit == 0)
+      return fail("cluster.memory_limit", "a cap above 0 bytes (empty = none)",
+                  "\"" + c.cluster.memory_limit + "\"");
+  }
   FEDREC_RETURN_IF_ERROR(one_of("security.aggregation", c.security.aggregation,
                                 {"secagg", "secagg+", "paillier", "none"}));
   FEDREC_RETURN_IF_ERROR(

@@ -149,6 +149,10 @@ struct Config {
   struct Cluster {
     int64_t shard_servers = 0;
     double startup_timeout = 120.0;  // seconds for every site to load its data and report
+    // Per-process memory cap of federation.mode = "ps" ("512MiB", "2GiB",
+    // bytes; empty = none): each shard server and worker refuses a model slice
+    // (rows, buffers) that would not fit (base/memory.h ParseByteSize).
+    std::string memory_limit;
   } cluster;
 
   struct Sim {

@@ -1,10 +1,12 @@
 #include "apps/ps_job.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
 
+#include <bit>
 #include <cmath>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -12,6 +14,8 @@
 
 #include "apps/job.h"
 #include "apps/model_files.h"
+#include "base/little_endian.h"
+#include "base/memory.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
 #include "protocol/sha256.h"
@@ -38,10 +42,13 @@ int Fail(const Status& status) {
   return 1;
 }
 
-double PeakRssMb() {
-  rusage usage{};
-  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
-  return static_cast<double>(usage.ru_maxrss) * 1024.0 / 1e6;
+double Mb(uint64_t bytes) { return static_cast<double>(bytes) / 1e6; }
+
+// cluster.memory_limit in bytes; 0 = none (ValidateConfig checked the text).
+uint64_t MemoryLimit(const Config& config) {
+  if (config.cluster.memory_limit.empty()) return 0;
+  Result<uint64_t> limit = ParseByteSize(config.cluster.memory_limit);
+  return limit.ok() ? *limit : 0;
 }
 
 std::vector<std::string> RawIds(const IdMap& ids) {
@@ -52,7 +59,9 @@ std::vector<std::string> RawIds(const IdMap& ids) {
 }
 
 struct PsRunResult {
-  std::vector<ParamBlock> global;  // MF's global blocks
+  std::vector<ParamBlock> global;  // MF's global blocks (empty when streamed)
+  std::string streamed_sha256;     // set when the model files were written from chunks
+  std::vector<PsRankMemory> memory;
   ErrorSums last_eval;
   double seconds = 0.0;
   PsStart start;
@@ -81,28 +90,138 @@ std::function<void(const PsEpochMetrics&)> EpochWriter(RunOutput* out, ErrorSums
   };
 }
 
+// The model files of a run directory (model.tsv, model.global, items.tsv,
+// the same bytes SaveGlobalModel and SaveGlobalFiles write from the whole
+// model) written from the shards' rows in chunks, so that the driver holds
+// one chunk and the item biases, never the model; returns the model's
+// ModelSha256. Two passes: model.tsv is item-major, model.global and the
+// digest put every bias before the first factor.
+Result<std::string> StreamModelFiles(const std::string& dir, uint32_t k, const PsStart& start,
+                                     const IdMap& items, const PsRowReader& read) {
+  static_assert(std::endian::native == std::endian::little,
+                "the streamed model digest hashes in-memory floats as little-endian");
+  const uint32_t n = start.items, cols = k + 1;
+  constexpr uint32_t kChunk = 8192;  // rows per pull: 4.2 MB at k = 128
+  std::vector<float> chunk(static_cast<size_t>(std::min(kChunk, n)) * cols);
+  std::vector<float> bias(n);
+  {
+    const std::string path = dir + "/model.tsv";
+    std::ofstream tsv(path);
+    tsv << MfModel::kGlobalMean << '\t' << fmt::format("{}", start.global_mean) << '\n';
+    std::string line;
+    for (uint32_t first = 0; first < n; first += kChunk) {
+      const uint32_t count = std::min(kChunk, n - first);
+      FEDREC_RETURN_IF_ERROR(read(first, count, chunk.data()));
+      for (uint32_t i = 0; i < count; ++i) {
+        const float* row = chunk.data() + static_cast<size_t>(i) * cols;
+        bias[first + i] = row[k];
+        line = items.Raw(first + i);
+        fmt::format_to(std::back_inserter(line), "\t{}", row[k]);
+        for (uint32_t c = 0; c < k; ++c) fmt::format_to(std::back_inserter(line), "\t{}", row[c]);
+        line += '\n';
+        tsv << line;
+      }
+    }
+    if (!tsv) return Status::IoError("cannot write " + path);
+  }
+  const std::string path = dir + "/model.global";
+  std::ofstream global(path, std::ios::binary);
+  Sha256 sha;
+  std::vector<uint8_t> bytes;
+  auto put = [&](std::span<const float> values) {
+    bytes.clear();
+    for (float v : values) AppendLe(&bytes, std::bit_cast<uint32_t>(v));
+    global.write(reinterpret_cast<const char*>(bytes.data()),
+                 static_cast<std::streamsize>(bytes.size()));
+    sha.Update(std::as_bytes(std::span<const uint8_t>(bytes)));
+  };
+  // MfModel's global blocks in its order (Model::SaveBlocks' format).
+  global << Model::kBlocksMagic << " mf 3\n";
+  global << MfModel::kGlobalMean << ' ' << static_cast<int>(Scope::kGlobalAverage) << " 1 1\n";
+  put(std::span<const float>(&start.global_mean, 1));
+  global << '\n'
+         << MfModel::kItemBias << ' ' << static_cast<int>(Scope::kGlobal) << ' ' << n << " 1\n";
+  put(bias);
+  global << '\n'
+         << MfModel::kItemFactors << ' ' << static_cast<int>(Scope::kGlobal) << ' ' << n << ' ' << k
+         << '\n';
+  std::vector<float> factors;
+  for (uint32_t first = 0; first < n; first += kChunk) {
+    const uint32_t count = std::min(kChunk, n - first);
+    FEDREC_RETURN_IF_ERROR(read(first, count, chunk.data()));
+    factors.resize(static_cast<size_t>(count) * k);
+    for (uint32_t i = 0; i < count; ++i)
+      std::copy_n(chunk.data() + static_cast<size_t>(i) * cols, k,
+                  factors.data() + static_cast<size_t>(i) * k);
+    put(factors);
+  }
+  global << '\n';
+  if (!global) return Status::IoError("cannot write " + path);
+  {
+    const std::string ids = dir + "/items.tsv";
+    std::ofstream out(ids);
+    for (uint32_t i = 0; i < n; ++i) out << items.Raw(i) << '\n';
+    if (!out) return Status::IoError("cannot write " + ids);
+  }
+  return sha.HexDigest();
+}
+
 // The driver's part under mpirun: runs the job, writes metrics.jsonl as
-// epochs complete.
+// epochs complete and the model files from the shards' rows in chunks.
 Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLayout& layout,
-                          uint32_t items, RunOutput* out) {
-  PsDriver driver(MakePsDriverOptions(config, layout, items), &transport);
+                          const IdMap& items, RunOutput* out) {
+  PsDriver driver(MakePsDriverOptions(config, layout, items.size()), &transport);
   PsRunResult result;
   const auto start = std::chrono::steady_clock::now();
-  FEDREC_RETURN_IF_ERROR(driver.Run(EpochWriter(out, &result.last_eval)));
+  const uint32_t k = static_cast<uint32_t>(config.model.factors);
+  auto write_model = [&](const PsRowReader& read) -> Status {
+    out->EndProgress();
+    spdlog::info("driver: peak RSS {} before reading the model", FormatBytes(PeakRssBytes()));
+    Result<std::string> sha = StreamModelFiles(out->dir(), k, driver.start(), items, read);
+    if (!sha.ok()) return sha.status();
+    result.streamed_sha256 = *sha;
+    return Status::Ok();
+  };
+  FEDREC_RETURN_IF_ERROR(driver.Run(EpochWriter(out, &result.last_eval), write_model));
   out->EndProgress();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.start = driver.start();
-  result.global = PsGlobalBlocks(config, driver.start(), driver.rows());
+  result.memory = driver.memory();
   return result;
+}
+
+// Each rank's memory as the summary's "memory" list and one log line per
+// rank; the driver measures itself last.
+json MemoryReport(const std::vector<PsRankMemory>& ranks) {
+  json list = json::array();
+  const uint64_t driver_peak = PeakRssBytes();
+  spdlog::info("memory: rank 0 (driver): peak RSS {}", FormatBytes(driver_peak));
+  list.push_back({{"rank", 0}, {"role", "driver"}, {"peak_rss_mb", Mb(driver_peak)}});
+  for (const PsRankMemory& r : ranks) {
+    spdlog::info("memory: rank {} ({} {}): peak RSS {}, model slice {}", r.rank,
+                 PsRoleName(r.memory.role), r.memory.index, FormatBytes(r.memory.peak_rss_bytes),
+                 FormatBytes(r.memory.slice_bytes));
+    list.push_back({{"rank", r.rank},
+                    {"role", PsRoleName(r.memory.role)},
+                    {"index", r.memory.index},
+                    {"peak_rss_mb", Mb(r.memory.peak_rss_bytes)},
+                    {"slice_mb", Mb(r.memory.slice_bytes)}});
+  }
+  return list;
 }
 
 // Writes the model files and summary.json, then prints the summary last.
 int Finish(const Config& config, RunOutput* out, const IdMap& items, const PsRunResult& result,
            const char* command, json extra) {
-  Result<std::unique_ptr<Model>> model = MakeServerModel(config, items.size());
-  if (!model.ok()) return Fail(model.status());
-  if (!(*model)->SetGlobalBlocks(result.global))
-    return Fail(Status::Internal("the parameter servers' rows do not fit model mf"));
+  const bool streamed = !result.streamed_sha256.empty();
+  std::unique_ptr<Model> model;  // the whole model, unless its files were streamed
+  if (!streamed) {
+    Result<std::unique_ptr<Model>> made = MakeServerModel(config, items.size());
+    if (!made.ok()) return Fail(made.status());
+    model = std::move(made).value();
+    if (!model->SetGlobalBlocks(result.global))
+      return Fail(Status::Internal("the parameter servers' rows do not fit model mf"));
+  }
   json summary = {{"command", command},
                   {"mode", "ps"},
                   {"model", config.model.name},
@@ -117,13 +236,26 @@ int Finish(const Config& config, RunOutput* out, const IdMap& items, const PsRun
   summary["test_rmse"] = Number(result.last_eval.Rmse());
   summary["test_mae"] = Number(result.last_eval.Mae());
   summary["seconds"] = result.seconds;
-  summary["peak_rss_mb"] = PeakRssMb();
+  if (!config.cluster.memory_limit.empty()) summary["memory_limit_mb"] = Mb(MemoryLimit(config));
   summary.update(extra);
-  summary["model_sha256"] = ModelSha256(result.global);
+  summary["model_sha256"] = streamed ? result.streamed_sha256 : ModelSha256(result.global);
   summary["run_dir"] = out->dir();
-  if (Status s = SaveGlobalModel(out->dir() + "/model.tsv", result.global, items); !s.ok())
-    return Fail(s);
-  if (Status s = SaveGlobalFiles(out->dir(), **model, RawIds(items)); !s.ok()) return Fail(s);
+  if (!streamed) {
+    if (Status s = SaveGlobalModel(out->dir() + "/model.tsv", result.global, items); !s.ok())
+      return Fail(s);
+    if (Status s = SaveGlobalFiles(out->dir(), *model, RawIds(items)); !s.ok()) return Fail(s);
+  }
+  // Measured once the model files are written: the driver's peak includes them.
+  if (streamed) {
+    summary["memory"] = MemoryReport(result.memory);
+    summary["peak_rss_mb"] = summary["memory"][0]["peak_rss_mb"];
+  } else {
+    const uint64_t peak = PeakRssBytes();
+    spdlog::info("memory: every role is a thread of this one process: peak RSS {}",
+                 FormatBytes(peak));
+    summary["peak_rss_mb"] = Mb(peak);
+    summary["peak_rss_shared"] = true;  // one process for every role
+  }
   if (Status s = out->WriteSummary(summary.dump(2)); !s.ok()) return Fail(s);
   std::cout << summary.dump() << std::endl;
   return 0;
@@ -165,6 +297,7 @@ ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& 
     out[k] = 0.0f;
   };
   options.idle_timeout = PsTimeout(config);
+  options.memory_limit = MemoryLimit(config);
   return options;
 }
 
@@ -181,6 +314,7 @@ PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout
   options.rating_min = static_cast<float>(config.data.rating_min);
   options.rating_max = static_cast<float>(config.data.rating_max);
   options.timeout = PsTimeout(config);
+  options.memory_limit = MemoryLimit(config);
   return options;
 }
 
@@ -233,6 +367,7 @@ Result<PsInProcessRun> RunPsInProcess(const Config& config, std::vector<SiteData
   run.rows = driver.rows();
   for (const auto& shard : shards) run.shards.push_back(shard->stats());
   for (const auto& worker : workers) run.clients.push_back(worker->client_stats());
+  run.memory = driver.memory();
   return run;
 }
 
@@ -315,7 +450,7 @@ int RunPsRank(const Config& config, Transport& t, const std::vector<std::string>
     spdlog::info("run (parameter server): {} shard servers, {} workers, {} items; run directory {}",
                  layout.shard_ranks.size(), layout.worker_ranks.size(), data->dataset.items.size(),
                  out->dir());
-    Result<PsRunResult> result = Drive(config, t, layout, data->dataset.items.size(), &*out);
+    Result<PsRunResult> result = Drive(config, t, layout, data->dataset.items, &*out);
     if (!result.ok()) return Fail(result.status());
     const TrafficStats traffic = t.stats();
     json extra = {{"bytes_sent", traffic.bytes_sent}, {"bytes_received", traffic.bytes_received}};

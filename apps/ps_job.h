@@ -41,6 +41,8 @@ struct PsInProcessRun {
   std::vector<float> rows;  // the final model's rows, items x (k + 1)
   std::vector<ShardStats> shards;
   std::vector<PsClientStats> clients;
+  // Each shard's and worker's PsMemory (peak RSS: of the one shared process).
+  std::vector<PsRankMemory> memory;
 };
 Result<PsInProcessRun> RunPsInProcess(
     const Config& config, std::vector<SiteData> sites, uint32_t items,

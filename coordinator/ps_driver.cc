@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 
@@ -53,6 +54,15 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
     }
     const int w = WorkerOf(e->from);
     Result<FrameView> frame = DecodeFrame(e->bytes);
+    const bool from_shard = std::find(options_.shard_ranks.begin(), options_.shard_ranks.end(),
+                                      e->from) != options_.shard_ranks.end();
+    if (from_shard && frame.ok() && frame->header.type == MessageType::kSiteError) {
+      // A shard that cannot hold its rows (cluster.memory_limit) says so and why.
+      Result<SiteError> error = DecodeMessage<SiteError>(*frame);
+      return Status::Aborted(error.ok() ? error->message
+                                        : "shard server at rank " + std::to_string(e->from) +
+                                              " failed: " + error.status().message());
+    }
     if (w < 0 || !frame.ok()) {
       spdlog::warn("driver: dropped a frame from rank {}: {}", e->from,
                    w < 0 ? "not a worker rank" : frame.status().message());
@@ -140,22 +150,67 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
   return Status::Ok();
 }
 
-Status PsDriver::ReadModel() {
+Status PsDriver::ReadModel(const std::function<Status(const PsRowReader&)>& on_model) {
   PsClient client(transport_, options_.shard_ranks, options_.cols, -1);
-  std::vector<uint32_t> keys(options_.items);
-  for (uint32_t i = 0; i < options_.items; ++i) keys[i] = i;
+  std::vector<uint32_t> keys;
+  const PsRowReader read = [&](uint32_t first, uint32_t count, float* out) -> Status {
+    if (first > options_.items || count > options_.items - first) {
+      return Status::InvalidArgument("rows " + std::to_string(first) + ".." +
+                                     std::to_string(uint64_t{first} + count) + " of a model of " +
+                                     std::to_string(options_.items) + " rows");
+    }
+    keys.resize(count);
+    for (uint32_t i = 0; i < count; ++i) keys[i] = first + i;
+    return client.Wait(client.Pull(keys, out, 0, kPsPullUnclocked), options_.timeout);
+  };
+  if (on_model) return on_model(read);
   rows_.assign(static_cast<size_t>(options_.items) * options_.cols, 0.0f);
-  return client.Wait(client.Pull(keys, rows_.data(), 0, kPsPullUnclocked), options_.timeout);
+  return read(0, options_.items, rows_.data());
 }
 
-Status PsDriver::Run(const std::function<void(const PsEpochMetrics&)>& on_epoch) {
+void PsDriver::CollectMemory() {
+  std::vector<int> ranks = options_.shard_ranks;
+  ranks.insert(ranks.end(), options_.worker_ranks.begin(), options_.worker_ranks.end());
+  std::vector<std::optional<PsMemory>> got(ranks.size());
+  size_t in = 0;
+  // Every role answers the Shutdown at once; a role that does not is not
+  // worth failing the finished job for.
+  const auto wait = std::min(options_.timeout, std::chrono::milliseconds(60000));
+  while (in < ranks.size()) {
+    Result<Envelope> e = transport_->Recv(wait);
+    if (!e.ok()) {
+      spdlog::warn("driver: {} of {} memory reports in: {}", in, ranks.size(),
+                   e.status().message());
+      break;
+    }
+    const auto at = std::find(ranks.begin(), ranks.end(), e->from);
+    Result<FrameView> frame = DecodeFrame(e->bytes);
+    if (at == ranks.end() || !frame.ok() || frame->header.type != MessageType::kPsMemory)
+      continue;  // late frames of the finished job
+    Result<PsMemory> memory = DecodePsMemory(*frame);
+    if (!memory.ok()) {
+      spdlog::warn("driver: {}", memory.status().message());
+      continue;
+    }
+    std::optional<PsMemory>& slot = got[static_cast<size_t>(at - ranks.begin())];
+    if (!slot) ++in;
+    slot = *memory;
+  }
+  memory_.clear();
+  for (size_t i = 0; i < ranks.size(); ++i)
+    if (got[i]) memory_.push_back(PsRankMemory{ranks[i], *got[i]});
+}
+
+Status PsDriver::Run(const std::function<void(const PsEpochMetrics&)>& on_epoch,
+                     const std::function<Status(const PsRowReader&)>& on_model) {
   Status status = Gather(on_epoch);
-  if (status.ok()) status = ReadModel();
+  if (status.ok()) status = ReadModel(on_model);
   if (!status.ok()) {
     ShutdownAll(status.message(), true);
     return status;
   }
   ShutdownAll("done", false);
+  CollectMemory();
   return Status::Ok();
 }
 

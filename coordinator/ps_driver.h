@@ -13,9 +13,14 @@
 //      every worker reported epoch e, the driver hands its totals to the
 //      caller, in epoch order.
 //   4. After every worker's final report (its pushes applied), the driver
-//      pulls every row from the shards (unclocked) and sends Shutdown to
+//      pulls every row from the shards (unclocked): all at once into rows(),
+//      or, when Run is given a model reader, in chunks the caller asks for,
+//      so the driver never holds the whole model. Then it sends Shutdown to
 //      every shard and worker.
-// A worker's SiteError, a malformed report or a timeout ends the job: every
+//   5. Each shard and worker answers the Shutdown with a PsMemory (its peak
+//      RSS and the size of its model slice), kept in memory() in rank order.
+// A worker's SiteError, a shard's SiteError (its slice does not fit
+// cluster.memory_limit), a malformed report or a timeout ends the job: every
 // shard and worker gets a failed Shutdown naming the reason.
 #pragma once
 
@@ -40,6 +45,16 @@ struct PsDriverOptions {
   std::chrono::milliseconds timeout{600000};  // longest wait for any report
 };
 
+// Reads rows [first, first + count) of the final model into `out` (count x
+// cols floats); may be called any number of times, in any order.
+using PsRowReader = std::function<Status(uint32_t first, uint32_t count, float* out)>;
+
+// What one rank said of its memory at the end (step 5).
+struct PsRankMemory {
+  int rank = 0;
+  PsMemory memory;
+};
+
 struct PsEpochMetrics {
   uint32_t epoch = 0;  // epochs completed
   uint32_t epochs = 0;
@@ -55,16 +70,22 @@ class PsDriver {
   // `transport` must outlive the driver.
   PsDriver(PsDriverOptions options, Transport* transport);
 
-  // Runs the job (see above); `on_epoch` sees every epoch in order.
-  Status Run(const std::function<void(const PsEpochMetrics&)>& on_epoch);
+  // Runs the job (see above); `on_epoch` sees every epoch in order. With
+  // `on_model`, the final model is read through the reader it is given
+  // (before the shutdown) and rows() stays empty; its error ends the job.
+  Status Run(const std::function<void(const PsEpochMetrics&)>& on_epoch,
+             const std::function<Status(const PsRowReader&)>& on_model = nullptr);
 
   const PsStart& start() const { return start_; }
   // The final rows (items x cols) read from the shards after the run.
   const std::vector<float>& rows() const { return rows_; }
+  // The shards' and workers' PsMemory reports, by rank (after a run that succeeded).
+  const std::vector<PsRankMemory>& memory() const { return memory_; }
 
  private:
   Status Gather(const std::function<void(const PsEpochMetrics&)>& on_epoch);
-  Status ReadModel();
+  Status ReadModel(const std::function<Status(const PsRowReader&)>& on_model);
+  void CollectMemory();
   void ShutdownAll(const std::string& reason, bool failed);
   int WorkerOf(int rank) const;
 
@@ -72,6 +93,7 @@ class PsDriver {
   Transport* transport_;
   PsStart start_;
   std::vector<float> rows_;
+  std::vector<PsRankMemory> memory_;
 };
 
 }  // namespace fedrec

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "base/memory.h"
 #include "protocol/messages.h"
 
 namespace fedrec {
@@ -80,6 +81,13 @@ std::string ShardServer::CheckKeys(const uint8_t* keys, uint64_t n) const {
     }
   }
   return {};
+}
+
+uint64_t ShardServer::SliceBytes(const ShardServerOptions& options, uint32_t items, uint32_t cols) {
+  const uint64_t copies = 1 + (options.optimizer.HasState() ? 1 : 0) +
+                          (options.consistency == Consistency::kBsp ? 1 : 0);
+  return static_cast<uint64_t>(options.sharding.RowsOf(options.shard, items)) * cols *
+         sizeof(float) * copies;
 }
 
 Status ShardServer::Start(const PsStart& start) {
@@ -297,18 +305,39 @@ Status ShardServer::Handle(Envelope& e, bool* done) {
   if (from_driver && type == MessageType::kShutdown) {
     Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
     *done = true;
+    if (!start_error_.ok()) return start_error_;
     if (shutdown.ok() && shutdown->failed)
       return Status::Aborted("the driver ended the job: " + shutdown->reason);
+    const PsMemory memory{PsRole::kShardServer, options_.shard, PeakRssBytes(),
+                          SliceBytes(options_, items_, cols_)};
+    Status sent =
+        transport_->Send(options_.driver_rank, EncodePsMemory(memory, transport_->rank()));
+    if (!sent.ok()) spdlog::warn("shard {}: memory report: {}", options_.shard, sent.message());
     return Status::Ok();
   }
   if (from_driver && type == MessageType::kPsStart) {
-    if (started_) {
+    if (started_ || !start_error_.ok()) {
       spdlog::warn("shard {}: dropped a second PsStart from the driver", options_.shard);
       return Status::Ok();
     }
     Result<PsStart> start = DecodePsStart(*frame);
     if (!start.ok())
       return start.status().WithContext("shard server " + std::to_string(options_.shard));
+    const uint64_t need = SliceBytes(options_, start->items, start->cols);
+    if (options_.memory_limit > 0 && need > options_.memory_limit) {
+      const uint32_t rows = options_.sharding.RowsOf(options_.shard, start->items);
+      const std::string why = fmt::format(
+          "holding {} of the {} item rows ({} floats each{}{}) needs {}, more than "
+          "cluster.memory_limit = {}; use more shard servers (cluster.shard_servers = {} "
+          "holds about {} per shard)",
+          rows, start->items, start->cols, options_.optimizer.HasState() ? ", Adagrad state" : "",
+          options_.consistency == Consistency::kBsp ? ", bsp gradient sums" : "", FormatBytes(need),
+          FormatBytes(options_.memory_limit), options_.sharding.shards * 2, FormatBytes(need / 2));
+      // The driver ends the job on every rank; serve on until it does.
+      Refuse(options_.driver_rank, why);
+      start_error_ = Status::InvalidArgument(why);
+      return Status::Ok();  // not started: workers' frames wait, unanswered
+    }
     FEDREC_RETURN_IF_ERROR(Start(*start));
     std::vector<Envelope> early = std::move(early_);
     for (Envelope& waiting : early) FEDREC_RETURN_IF_ERROR(Handle(waiting, done));

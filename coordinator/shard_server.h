@@ -19,7 +19,12 @@
 //      ssp and async apply each push as it arrives. A push is acknowledged
 //      (PsPushAck) once applied. Unclocked pulls (the driver's final read)
 //      never wait.
-//   3. Shutdown from the driver ends Serve().
+//   3. Shutdown from the driver ends Serve(); after a job that succeeded the
+//      shard first sends the driver a PsMemory (its peak RSS and slice size).
+// Memory: with options.memory_limit set, PsStart's slice (SliceBytes) must
+// fit in it; if not, the shard allocates nothing, tells the driver with a
+// SiteError naming the rows, the bytes, the cap and the remedy (more shard
+// servers), and serves on until the driver's Shutdown, then returns that error.
 // A frame that does not decode, a key outside the shard's rows, a push of
 // the wrong width or out of clock order is refused: the sender gets a
 // SiteError naming what was expected and found, the shard logs it and keeps
@@ -58,6 +63,8 @@ struct ShardServerOptions {
   RowOptimizer optimizer;
   // Fills the initial values of global row `row` (cols floats).
   std::function<void(uint64_t row, std::span<float> out)> init_row;
+  // Per-process memory cap in bytes (cluster.memory_limit); 0 = none.
+  uint64_t memory_limit = 0;
   // Serve() fails after this long without any frame.
   std::chrono::milliseconds idle_timeout{600000};
 };
@@ -83,6 +90,9 @@ class ShardServer {
   Status Serve();
 
   const ShardStats& stats() const { return stats_; }
+  // Bytes this shard's slice of `items` rows of `cols` floats takes: the
+  // values, the optimizer state (Adagrad) and bsp's gradient sums.
+  static uint64_t SliceBytes(const ShardServerOptions& options, uint32_t items, uint32_t cols);
   // Rows held (local order: global row = sharding.GlobalRow(shard, local)).
   uint32_t rows() const { return rows_; }
   uint32_t cols() const { return cols_; }
@@ -115,6 +125,7 @@ class ShardServer {
   ShardServerOptions options_;
   Transport* transport_;
   bool started_ = false;
+  Status start_error_;  // PsStart refused (memory cap): returned at Shutdown
   uint32_t items_ = 0, rows_ = 0, cols_ = 0;
   std::vector<float> values_;     // rows_ x cols_
   std::vector<float> state_;      // optimizer state (Adagrad), rows_ x cols_

@@ -90,6 +90,8 @@ const char* MessageTypeName(MessageType type) {
       return "PsStart";
     case MessageType::kPsReport:
       return "PsReport";
+    case MessageType::kPsMemory:
+      return "PsMemory";
     case MessageType::kShardRound:
       return "ShardRound";
     case MessageType::kShardClose:

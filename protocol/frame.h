@@ -69,6 +69,7 @@ enum class MessageType : uint16_t {
   kPsPushAck = 27,
   kPsStart = 28,
   kPsReport = 29,
+  kPsMemory = 30,
   // Sharded aggregation of federated rounds (cluster.shard_servers > 0,
   // coordinator/aggregation_shard.h): the coordinator's round and close
   // requests to a shard server and its slice of the sums.

@@ -225,6 +225,28 @@ std::vector<uint8_t> EncodePsReport(const PsReport& m, uint32_t sender) {
   return frame;
 }
 
+const char* PsRoleName(PsRole role) {
+  switch (role) {
+    case PsRole::kDriver:
+      return "driver";
+    case PsRole::kShardServer:
+      return "shard server";
+    case PsRole::kWorker:
+      return "worker";
+  }
+  return "unknown role";
+}
+
+std::vector<uint8_t> EncodePsMemory(const PsMemory& m, uint32_t sender) {
+  std::vector<uint8_t> frame = NewFrame(MessageType::kPsMemory, sender, 1 + 4 + 8 + 8);
+  Writer(&frame)
+      .Put<uint8_t>(static_cast<uint8_t>(m.role))
+      .Put<uint32_t>(m.index)
+      .Put<uint64_t>(m.peak_rss_bytes)
+      .Put<uint64_t>(m.slice_bytes);
+  return frame;
+}
+
 Result<PsPull> DecodePsPull(const FrameView& frame) {
   FEDREC_RETURN_IF_ERROR(ExpectType(frame, MessageType::kPsPull));
   Reader r(frame);
@@ -351,6 +373,26 @@ Result<PsReport> DecodePsReport(const FrameView& frame) {
                               std::to_string(final));
   }
   m.final = final == 1;
+  return m;
+}
+
+Result<PsMemory> DecodePsMemory(const FrameView& frame) {
+  FEDREC_RETURN_IF_ERROR(ExpectType(frame, MessageType::kPsMemory));
+  Reader r(frame);
+  PsMemory m;
+  uint8_t role = 0;
+  r.Get(&role, "role");
+  r.Get(&m.index, "index");
+  r.Get(&m.peak_rss_bytes, "peak_rss_bytes");
+  r.Get(&m.slice_bytes, "slice_bytes");
+  FEDREC_RETURN_IF_ERROR(r.Finish());
+  if (role > static_cast<uint8_t>(PsRole::kWorker)) {
+    return Status::Corruption(r.Where() +
+                              ": role is 0 (driver), 1 (shard server) or 2 (worker), "
+                              "found " +
+                              std::to_string(role));
+  }
+  m.role = static_cast<PsRole>(role);
   return m;
 }
 

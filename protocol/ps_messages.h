@@ -24,6 +24,7 @@
 //   PsReport     u32 epoch, u32 clock, u8 final, f64 train_squared_error,
 //                u64 train_count, f64 squared_error, f64 absolute_error, u64 count,
 //                f64 rating_sum
+//   PsMemory     u8 role, u32 index, u64 peak_rss_bytes, u64 slice_bytes
 //
 // Decoding is strict: a payload of another length than its counts imply, a
 // count larger than the payload, or a non-finite gradient is refused with a
@@ -141,6 +142,20 @@ struct PsReport {
   double rating_sum = 0.0;  // epoch 0 only
 };
 
+// Shard server or worker -> driver, in answer to the driver's Shutdown of a
+// job that succeeded: what the process measured of its memory (peak resident
+// set size; in-process runs share one process) and what its model slice was
+// estimated to need (the figure checked against cluster.memory_limit).
+enum class PsRole : uint8_t { kDriver = 0, kShardServer = 1, kWorker = 2 };
+const char* PsRoleName(PsRole role);
+struct PsMemory {
+  static constexpr MessageType kType = MessageType::kPsMemory;
+  PsRole role = PsRole::kWorker;
+  uint32_t index = 0;  // shard or worker index
+  uint64_t peak_rss_bytes = 0;
+  uint64_t slice_bytes = 0;
+};
+
 // Encoders: complete frames (header included, kFrameSealingRoom spare).
 std::vector<uint8_t> EncodePsPull(const PsPull& m, uint32_t sender);
 std::vector<uint8_t> EncodePsPull(uint64_t request, uint32_t clock, uint32_t flags,
@@ -156,6 +171,7 @@ std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_
 std::vector<uint8_t> EncodePsPushAck(const PsPushAck& m, uint32_t sender);
 std::vector<uint8_t> EncodePsStart(const PsStart& m, uint32_t sender);
 std::vector<uint8_t> EncodePsReport(const PsReport& m, uint32_t sender);
+std::vector<uint8_t> EncodePsMemory(const PsMemory& m, uint32_t sender);
 
 // Decoders of a frame's payload (DecodeFrame first). Views point into the
 // frame's bytes and are valid while they are.
@@ -165,5 +181,6 @@ Result<PsPushView> DecodePsPush(const FrameView& frame);
 Result<PsPushAck> DecodePsPushAck(const FrameView& frame);
 Result<PsStart> DecodePsStart(const FrameView& frame);
 Result<PsReport> DecodePsReport(const FrameView& frame);
+Result<PsMemory> DecodePsMemory(const FrameView& frame);
 
 }  // namespace fedrec

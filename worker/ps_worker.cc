@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "algorithms/mf_minibatch.h"
+#include "base/memory.h"
 #include "base/random.h"
 #include "protocol/messages.h"
 
@@ -87,6 +88,32 @@ Status PsWorker::Evaluate(uint32_t clock, ErrorSums* sums) {
   return Status::Ok();
 }
 
+Status PsWorker::CheckMemory() {
+  const uint64_t cols = options_.factors + 1, row = cols * sizeof(float);
+  const uint64_t users = data_.user_keys.size();
+  // Test items: at most the distinct items of the test ratings.
+  std::vector<uint8_t> seen(start_.items, 0);
+  uint64_t test_items = 0;
+  for (const Rating& r : data_.test) {
+    if (!seen[r.item]) ++test_items;
+    seen[r.item] = 1;
+  }
+  seen = {};
+  const uint64_t n = data_.train.size(), steps = std::max<uint32_t>(start_.steps_per_epoch, 1);
+  const uint64_t batch = std::min<uint64_t>((n + steps - 1) / steps, start_.items);
+  // User rows; test-item rows and their pull buffer; a step's pulled rows
+  // and gradients; the item -> slot index.
+  slice_bytes_ = users * row + 2 * test_items * row + 2 * batch * row +
+                 uint64_t{start_.items} * sizeof(uint32_t);
+  if (options_.memory_limit == 0 || slice_bytes_ <= options_.memory_limit) return Status::Ok();
+  return Status::InvalidArgument(fmt::format(
+      "its model slice ({} user rows and {} test-item rows of {} floats, pull and push buffers "
+      "of {} rows, an index of {} items) needs {}, more than cluster.memory_limit = {}; use "
+      "more workers (federation.sites) or a smaller ps.batch_size",
+      users, test_items, cols, batch, start_.items, FormatBytes(slice_bytes_),
+      FormatBytes(options_.memory_limit)));
+}
+
 Status PsWorker::RunSteps() {
   const uint32_t k = options_.factors, cols = k + 1;
   const uint32_t steps = start_.steps_per_epoch;
@@ -98,6 +125,7 @@ Status PsWorker::RunSteps() {
     return Status::InvalidArgument("the worker's ratings name item " + std::to_string(items - 1) +
                                    ", beyond the job's " + std::to_string(start_.items) + " items");
   }
+  FEDREC_RETURN_IF_ERROR(CheckMemory());
   std::vector<uint32_t> slot_of(items, kNoSlot);
   Slot(data_.test, &slot_of, &eval_keys_, &eval_test_);
   model_ = MfModel(static_cast<uint32_t>(data_.user_keys.size()),
@@ -184,6 +212,11 @@ Status PsWorker::Run() {
       Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
       if (shutdown.ok() && shutdown->failed)
         return Status::Aborted("the driver ended the job: " + shutdown->reason);
+      const PsMemory memory{PsRole::kWorker, options_.worker, PeakRssBytes(), slice_bytes_};
+      Status sent =
+          transport_->Send(options_.driver_rank, EncodePsMemory(memory, transport_->rank()));
+      if (!sent.ok())
+        spdlog::warn("ps worker {}: memory report: {}", options_.worker, sent.message());
       return Status::Ok();
     }
     Status s = client_.Poll(options_.timeout);

@@ -18,7 +18,12 @@
 //      test items (at the next clock, so under bsp the whole epoch is in) and
 //      evaluates; every epoch ends with a PsReport (the last one final, sent
 //      once all its pushes are acknowledged).
-//   4. Waits for the driver's Shutdown.
+//   4. Waits for the driver's Shutdown; after a job that succeeded, answers
+//      it with a PsMemory (peak RSS, slice size).
+// Memory: with options.memory_limit set, the worker's model slice
+// (SliceBytes: user rows, test-item rows, pull/push buffers, item index) must
+// fit in it, checked before allocating any of it; if not, the worker fails
+// with an error naming what it needs and the cap.
 // Any failure is reported to the driver as SiteError before Run returns it.
 //
 // With one worker and bsp this is single-process minibatch SGD with the same
@@ -47,6 +52,7 @@ struct PsWorkerOptions {
   uint32_t eval_every = 1;
   float rating_min = 1.0f, rating_max = 5.0f;
   std::chrono::milliseconds timeout{600000};  // longest wait for any answer
+  uint64_t memory_limit = 0;                  // bytes (cluster.memory_limit); 0 = none
 };
 
 class PsWorker {
@@ -61,10 +67,13 @@ class PsWorker {
   // The local model: user rows, and the rows of the test items as last pulled.
   const MfModel& model() const { return model_; }
   const PsClientStats& client_stats() const { return client_.stats(); }
+  // Bytes of the model slice (known after the start; 0 before).
+  uint64_t slice_bytes() const { return slice_bytes_; }
 
  private:
   Status RunSteps();
   Status AwaitStart();
+  Status CheckMemory();
   Status Evaluate(uint32_t clock, ErrorSums* sums);
 
   PsWorkerOptions options_;
@@ -75,6 +84,7 @@ class PsWorker {
   MfModel model_;
   std::vector<uint32_t> eval_keys_;  // the test items, first-appearance order
   std::vector<Rating> eval_test_;    // test ratings, item = slot in eval_keys_
+  uint64_t slice_bytes_ = 0;
 };
 
 }  // namespace fedrec

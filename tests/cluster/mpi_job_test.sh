@@ -19,6 +19,9 @@
 #                                                  servers + 3 workers, converges (bsp: same
 #                                                  model as fedrec sim)
 #   mpi_job_test.sh ps-too-few-ranks               ps layout needing more ranks than started
+#   mpi_job_test.sh ps-memory                      a model over cluster.memory_limit for one
+#                                                  shard server is refused, trains on two; every
+#                                                  rank's peak RSS in the summary
 set -uo pipefail
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fedrec-mpi.XXXXXX")
@@ -167,6 +170,11 @@ case "$1" in
       sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
       run=$(sha <<<"$out")
       [ -n "$sim" ] && [ "$sim" = "$run" ] || fail "ps bsp: sim '$sim' != run '$run'"
+      # The driver streams the model files from the shards in chunks; sim
+      # writes them from the whole model: the same bytes.
+      for f in model.global model.tsv items.tsv; do
+        cmp -s "$work/sim/$f" "$work/run/$f" || fail "ps bsp: $f differs between sim and run"
+      done
     fi
     echo "ps ($2, 2 shard servers, 3 workers): test RMSE $rmse"
     ;;
@@ -178,6 +186,29 @@ case "$1" in
     n=$(grep -c "mpirun started 4 ranks, but the config needs 6 = 1 coordinator + 2 shard servers (cluster.shard_servers) + 3 sites" <<<"$out")
     [ "$n" -eq 4 ] || fail "expected the message from all 4 ranks, got $n: $out"
     echo "ps, too few ranks: exit $code, message on every rank"
+    ;;
+  ps-memory)
+    # 3,000 rows of 65 floats: 1.56 MB with bsp's gradient sums on one shard
+    # server, 0.78 MB each on two; the workers' slices are below 0.5 MB.
+    args=(--set data.synthetic.users=300 --set data.synthetic.items=3000
+          --set data.synthetic.ratings=20000 --set data.test_fraction=0.05 --set eval.ranking=false
+          --set federation.mode=ps --set federation.sites=2 --set train.epochs=2
+          --set model.factors=64 --set ps.batch_size=500 --set cluster.memory_limit=1MB)
+    out=$(mpirun 4 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=1 \
+          --set output.dir="$work/one" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "one shard server over the cap: expected a non-zero exit: $out"
+    grep -q "shard server 0 (rank 1): holding 3000 of the 3000 item rows (65 floats each, bsp gradient sums) needs 1.6 MB (1.5 MiB), more than cluster.memory_limit = 1.0 MB (1.0 MiB); use more shard servers" <<<"$out" ||
+      fail "one shard server over the cap: expected the shard's reason: $out"
+    out=$(mpirun 5 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=2 \
+          --set output.dir="$work/two" | tail -n 1)
+    [ -n "$(sha <<<"$out")" ] || fail "two shard servers under the cap did not train: $out"
+    n=$(grep -o '"peak_rss_mb":[0-9.]*' <<<"$out" | wc -l)
+    [ "$n" -ge 5 ] || fail "expected the peak RSS of 5 ranks in the summary, got $n: $out"
+    for role in '"role":"driver"' '"role":"shard server"' '"role":"worker"'; do
+      grep -q "$role" <<<"$out" || fail "no $role in the summary's memory: $out"
+    done
+    echo "ps memory: one shard server refused (exit $code), two trained"
     ;;
   *)
     fail "unknown check $1"
