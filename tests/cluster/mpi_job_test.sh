@@ -18,6 +18,8 @@
 #   mpi_job_test.sh ps <consistency>               federation.mode = ps, 1 driver + 2 shard
 #                                                  servers + 3 workers, converges (bsp: same
 #                                                  model as fedrec sim)
+#   mpi_job_test.sh sharded <aggregation>         federated rounds with 2 shard servers: the
+#                                                  model of 0 shard servers and of fedrec sim
 #   mpi_job_test.sh ps-too-few-ranks               ps layout needing more ranks than started
 #   mpi_job_test.sh ps-memory                      a model over cluster.memory_limit for one
 #                                                  shard server is refused, trains on two; every
@@ -177,6 +179,18 @@ case "$1" in
       done
     fi
     echo "ps ($2, 2 shard servers, 3 workers): test RMSE $rmse"
+    ;;
+  sharded)
+    # Federated rounds summed by shard servers: ranks 1-2 shard servers, 3-6
+    # sites; the same model as no shard servers (4 ranks) and as fedrec sim.
+    args=("${small[@]}" --set federation.sites=4 --set security.aggregation="$2")
+    alone=$(mpirun 5 "$FEDREC" run "${args[@]}" --set output.dir="$work/alone" | sha)
+    run=$(mpirun 7 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=2 \
+          --set output.dir="$work/run" | sha)
+    sim=$("$FEDREC" sim "${args[@]}" --set cluster.shard_servers=2 --set output.dir="$work/sim" | sha)
+    [ -n "$alone" ] && [ "$alone" = "$run" ] || fail "$2: S = 0 '$alone' != S = 2 '$run'"
+    [ "$sim" = "$run" ] || fail "$2: sim '$sim' != run '$run' with 2 shard servers"
+    echo "sharded $2: S = 0 and S = 2 give $run, in fedrec run and fedrec sim"
     ;;
   ps-too-few-ranks)
     out=$(mpirun 4 "$FEDREC" run "${small[@]}" --set federation.mode=ps \
