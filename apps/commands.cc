@@ -423,6 +423,14 @@ int RunSim(const Config& config, const Registries& registries) {
 
   json summary = reporter.Summary("sim", seconds, result->global, result->coordinator_traffic);
   summary["sim_seconds"] = result->sim_seconds;
+  if (!result->shard_traffic.empty()) {
+    // What each shard server received and sent (the sites' slices, the sums).
+    json shards = json::array();
+    for (const TrafficStats& traffic : result->shard_traffic)
+      shards.push_back({{"bytes_received", traffic.bytes_received},
+                        {"bytes_sent", traffic.bytes_sent}});
+    summary["shard_servers"] = shards;
+  }
   if (result->frames_lost) summary["frames_lost_offline"] = result->frames_lost;
   if (Status s = AddPopularity(&summary, config, dataset, reporter.last_eval()); !s.ok())
     return Fail(s);
