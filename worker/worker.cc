@@ -19,76 +19,6 @@ namespace fedrec {
 
 namespace {
 
-// The site's upload in its sparse form: the rows of every upload block the
-// site has a weight for, each with its weight.
-std::vector<BlockUpdate> CollectUpdate(const std::vector<ParamBlock>& shapes,
-                                       const std::vector<DenseBlockView>& views) {
-  std::vector<BlockUpdate> blocks;
-  for (size_t b = 0; b < shapes.size(); ++b) {
-    const ParamBlock& shape = shapes[b];
-    const DenseBlockView& view = views[b];
-    BlockUpdate update;
-    update.name = shape.name;
-    update.cols = shape.cols;
-    for (uint32_t row = 0; row < shape.rows; ++row) {
-      if (view.weights[row] == 0) continue;
-      const float* values = view.values.data() + static_cast<size_t>(row) * shape.cols;
-      update.rows.push_back(row);
-      update.weights.push_back(static_cast<float>(view.weights[row]));
-      update.values.insert(update.values.end(), values, values + shape.cols);
-    }
-    blocks.push_back(std::move(update));
-  }
-  return blocks;
-}
-
-// Slice `shard` of `shards` of a sparse update: the rows ShardSlice(rows,
-// shard, shards) of each block, numbered from the slice's first row.
-std::vector<BlockUpdate> SliceRows(const std::vector<ParamBlock>& shapes,
-                                   const std::vector<BlockUpdate>& blocks, uint32_t shard,
-                                   uint32_t shards) {
-  std::vector<BlockUpdate> out;
-  for (size_t b = 0; b < blocks.size(); ++b) {
-    const BlockUpdate& block = blocks[b];
-    const Slice rows = ShardSlice(shapes[b].rows, shard, shards);
-    BlockUpdate& slice = out.emplace_back();
-    slice.name = block.name;
-    slice.cols = block.cols;
-    const auto first = std::lower_bound(block.rows.begin(), block.rows.end(), rows.begin);
-    const auto last = std::lower_bound(first, block.rows.end(), rows.end);
-    const size_t from = static_cast<size_t>(first - block.rows.begin());
-    const size_t to = static_cast<size_t>(last - block.rows.begin());
-    for (size_t k = from; k < to; ++k)
-      slice.rows.push_back(block.rows[k] - static_cast<uint32_t>(rows.begin));
-    slice.weights.assign(block.weights.begin() + static_cast<ptrdiff_t>(from),
-                         block.weights.begin() + static_cast<ptrdiff_t>(to));
-    slice.values.assign(block.values.begin() + static_cast<ptrdiff_t>(from * block.cols),
-                        block.values.begin() + static_cast<ptrdiff_t>(to * block.cols));
-  }
-  return out;
-}
-
-// An encrypted update carries no NaN or infinity: the fixed-point encoding
-// would turn one into a large finite value that passes every later check and
-// can wrap the ring. (Plain updates are checked when they are decoded.)
-Status CheckFinite(const Model& model) {
-  const std::vector<ParamBlock> shapes = model.UploadShapes();
-  const std::vector<DenseBlockView> views = model.Upload();
-  for (size_t b = 0; b < shapes.size(); ++b) {
-    const std::span<const float> values = views[b].values;
-    for (size_t i = 0; i < values.size(); ++i) {
-      if (std::isfinite(values[i])) continue;
-      const uint32_t cols = std::max<uint32_t>(shapes[b].cols, 1);
-      return Status::InvalidArgument(
-          "refusing to send an update holding " + std::to_string(values[i]) + " in block '" +
-          shapes[b].name + "', row " + std::to_string(i / cols) + ", column " +
-          std::to_string(i % cols) +
-          ": expected finite values (training diverged; lower the learning rate)");
-    }
-  }
-  return Status::Ok();
-}
-
 Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t items,
                                          SiteData data) {
   if (!options.make_model)
@@ -97,29 +27,7 @@ Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t 
       ModelData{items, std::move(data.train), std::move(data.user_keys), options.site});
 }
 
-constexpr std::string_view kSealingInfo = "fedrec paillier key share";
-
-// Owns secret bytes and wipes them on every way out of a scope.
-struct WipedBytes {
-  std::vector<uint8_t> bytes;
-  ~WipedBytes() { crypto::Cleanse(bytes); }
-};
-
 }  // namespace
-
-// A site's part of Paillier aggregation: the key set-up in progress and its
-// share of the decryption key once it is done.
-struct PaillierSiteState {
-  uint32_t setup_round = 0;
-  uint32_t dealer = 0;
-  uint32_t modulus_bits = 0;
-  uint32_t threshold = 0;  // derived by this site (paillier_round::DecryptionThreshold)
-  uint32_t parties = 0;    // the roster's sites
-  paillier_round::JobId job{};
-  std::optional<crypto::DhKeyPair> setup_key;
-  SecAggKeys offered;  // this site's signed set-up key
-  std::optional<PaillierKeyShare> share;
-};
 
 Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport)
     : options_(options),
@@ -127,6 +35,9 @@ Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Tran
       test_(std::move(data.test)),
       items_(items),
       job_id_(options.job_id) {
+  schemes_[static_cast<size_t>(Aggregation::kNone)] = MakePlainSite(this);
+  schemes_[static_cast<size_t>(Aggregation::kSecAgg)] = MakeSecAggSite(this);
+  schemes_[static_cast<size_t>(Aggregation::kPaillier)] = MakePaillierSite(this);
   data.test.clear();
   data_ = std::move(data);
   if (options_.identity) {
@@ -251,69 +162,17 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   if (Status control = BeginControl(&*plan); !control.ok())
     return SendError(plan->round, control.message());
   if (Status steps = BeginSteps(*plan); !steps.ok()) return SendError(plan->round, steps.message());
-  ride_eval_.clear();
+  std::vector<uint64_t> ride_eval;
   if (plan->evaluate) {  // the plan's model before training on it: the previous round's
-    ride_eval_ = EncodeEvalSums(EvaluateModel(plan->round - 1), items_);
+    ride_eval = EncodeEvalSums(EvaluateModel(plan->round - 1), items_);
   }
 
   if (plan->aggregation != Aggregation::kNone) {
     if (Status job = AdoptJob(plan->job_id); !job.ok())
       return SendError(plan->round, job.message());
-    pending_plan_ = std::move(plan).value();
-    secagg_.reset();
-    if (pending_plan_->aggregation == Aggregation::kSecAgg) {
-      secagg_eval_.reset();
-      const RoundPlan& p = *pending_plan_;
-      const uint64_t eval_words = p.evaluate ? EvalWordsLength(items_, p.ring_bits) : 0;
-      secagg::Params params = secagg::ParamsOf(
-          p, p.round, p.ring_bits, EncodedLength(WithTrainLoss(UploadShapes())) + eval_words);
-      params.ring_seed = p.ring_seed;  // must be empty: CheckParams
-      FEDREC_RETURN_IF_ERROR(StartSecAgg(std::move(params)));
-      if (!secagg_) return Status::Ok();  // refused or dropped
-      // The input is needed only once the shares are routed (step 3): training
-      // now overlaps the round trips of the key agreement.
-      secagg_trained_ = TrainLocally();
-      if (!options_.keep_global_model) {
-        // Hold only the rows with a weight until step 3, not the model.
-        if (Status finite = CheckFinite(*model_); !finite.ok()) {
-          secagg_.reset();
-          secagg_trained_.reset();
-          return SendError(p.round, finite.message());
-        }
-        HoldUpload();
-        AfterAnswer();
-      }
-      return Status::Ok();
-    }
-    return OnPaillierMessage(frame);
   }
-
-  const LossSums loss = TrainOn(*plan);
-  ModelUpdate update;
-  update.round = plan->round;
-  update.model_version = plan->model_version;
-  update.num_examples = model_->train().size();
-  update.train_squared_error = loss.sum;
-  update.train_count = loss.count;
-  update.blocks = CollectUpdate(UploadShapes(), UploadViews());
-  AfterAnswer();
-  if (!plan->shard_ranks.empty()) {
-    // Sharded: each shard server gets its rows, the coordinator the rest.
-    const std::vector<ParamBlock> shapes = UploadShapes();
-    std::vector<BlockUpdate> blocks = std::move(update.blocks);
-    update.blocks.clear();
-    const uint32_t shards = static_cast<uint32_t>(plan->shard_ranks.size());
-    for (uint32_t s = 0; s < shards; ++s) {
-      ModelUpdate slice = update;
-      slice.blocks = SliceRows(shapes, blocks, s, shards);
-      FEDREC_RETURN_IF_ERROR(transport_->Send(
-          plan->shard_ranks[s],
-          EncodeMessage(slice, plan->round, static_cast<uint32_t>(transport_->rank()))));
-    }
-  }
-  return transport_->Send(
-      options_.coordinator_rank,
-      EncodeMessage(update, plan->round, static_cast<uint32_t>(transport_->rank())));
+  SiteScheme& scheme = *schemes_[static_cast<size_t>(plan->aggregation)];
+  return scheme.OnPlan(std::move(plan).value(), std::move(ride_eval));
 }
 
 Status Worker::CheckShardRanks(const RoundPlan& plan) const {
@@ -327,11 +186,10 @@ Status Worker::CheckShardRanks(const RoundPlan& plan) const {
   for (size_t s = 0; s < ranks.size(); ++s) {
     if (ranks[s] < 0 || ranks[s] >= transport_->size() || ranks[s] == transport_->rank() ||
         ranks[s] == options_.coordinator_rank) {
-      return Status::InvalidArgument("the plan names rank " + std::to_string(ranks[s]) +
-                                     " as shard server " + std::to_string(s) +
-                                     ", expected another rank of the job's " +
-                                     std::to_string(transport_->size()) +
-                                     ", neither this site's nor the coordinator's");
+      return Status::InvalidArgument(
+          "the plan names rank " + std::to_string(ranks[s]) + " as shard server " +
+          std::to_string(s) + ", expected another rank of the job's " +
+          std::to_string(transport_->size()) + ", neither this site's nor the coordinator's");
     }
   }
   if (!ranks.empty() && plan.aggregation == Aggregation::kPaillier)
@@ -348,28 +206,6 @@ Status Worker::AdoptJob(const std::array<uint8_t, 32>& job_id) {
   return Status::InvalidArgument("the request is for job " + crypto::ToHex(job_id).substr(0, 16) +
                                  "..., but this site takes part in job " +
                                  crypto::ToHex(job_id_).substr(0, 16) + "...");
-}
-
-Status Worker::StartSecAgg(secagg::Params params) {
-  const RoundPlan& p = *pending_plan_;
-  secagg_trained_.reset();
-  if (Status valid = secagg::CheckParams(params, options_.secagg_policy); !valid.ok())
-    return SendError(p.round, "secure aggregation parameters: " + valid.message());
-  if (!std::binary_search(params.sites.begin(), params.sites.end(), options_.site))
-    return SendError(p.round, "the plan's participants do not include this site");
-  auto client = std::make_unique<secagg::Client>(std::move(params), options_.site, identity_,
-                                                 roster(), options_.secagg_policy);
-  if (Drops(p.round, 1)) return Status::Ok();
-  Result<SecAggKeys> keys = client->AdvertiseKeys();
-  if (!keys.ok()) return SendError(p.round, keys.status().message());
-  secagg_ = std::move(client);
-  return Send(*keys, p.round);
-}
-
-template <typename M>
-Status Worker::Send(const M& message, uint32_t round) {
-  return transport_->Send(options_.coordinator_rank,
-                          EncodeMessage(message, round, static_cast<uint32_t>(transport_->rank())));
 }
 
 Status Worker::BeginControl(RoundPlan* plan) {
@@ -425,11 +261,6 @@ std::vector<DenseBlockView> Worker::UploadViews() const {
   return views;
 }
 
-std::vector<double> Worker::TrainLocally() {
-  const LossSums loss = TrainOn(*pending_plan_);
-  return {loss.sum, static_cast<double>(loss.count)};
-}
-
 LossSums Worker::TrainModel(const TrainPlan& plan) {
   const bool byzantine = options_.byzantine.kind != ByzantineAttack::Kind::kNone;
   std::vector<ParamBlock> received;
@@ -440,159 +271,6 @@ LossSums Worker::TrainModel(const TrainPlan& plan) {
     ApplyByzantineAttack(options_.byzantine, received, options_.seed, plan.round, options_.site,
                          model_.get());
   return loss;
-}
-
-void Worker::HoldUpload() {
-  const std::vector<ParamBlock> shapes = UploadShapes();
-  const std::vector<DenseBlockView> views = UploadViews();
-  held_upload_.assign(shapes.size(), HeldBlock{});
-  for (size_t b = 0; b < shapes.size(); ++b) {
-    HeldBlock& held = held_upload_[b];
-    const uint32_t cols = shapes[b].cols;
-    held.weights.assign(views[b].weights.begin(), views[b].weights.end());
-    for (uint32_t row = 0; row < shapes[b].rows; ++row) {
-      if (held.weights[row] == 0) continue;
-      held.rows.push_back(row);
-      const float* values = views[b].values.data() + static_cast<size_t>(row) * cols;
-      held.values.insert(held.values.end(), values, values + cols);
-    }
-  }
-}
-
-Result<std::vector<uint64_t>> Worker::TrainEncoded(std::vector<double>* metrics) {
-  *metrics = TrainLocally();
-  FEDREC_RETURN_IF_ERROR(CheckFinite(*model_));
-  const RoundPlan& plan = *pending_plan_;
-  return EncodeUpdate(UploadShapes(), CollectUpdate(UploadShapes(), UploadViews()), FormatOf(plan),
-                      options_.seed, plan.round, options_.site);
-}
-
-Status Worker::SendMaskedInput(const SecAggRoutedShares& routed) {
-  const RoundPlan& plan = *pending_plan_;
-  if (secagg_eval_) {  // a secure evaluation: the metric sums
-    Result<SecAggMasked> masked = secagg_->MaskInput(*secagg_eval_, routed);
-    secagg_eval_.reset();
-    if (!masked.ok()) return SendError(plan.round, masked.status().message());
-    return Send(*masked, plan.round);
-  }
-  // The upload's views: the model's blocks, or the rows held since step 1
-  // laid out densely for the time of masking.
-  std::vector<DenseBlockView> views;
-  std::vector<std::vector<float>> dense;
-  if (!held_upload_.empty()) {
-    const std::vector<ParamBlock> shapes = UploadShapes();
-    for (size_t b = 0; b < held_upload_.size(); ++b) {
-      const HeldBlock& held = held_upload_[b];
-      const uint32_t cols = shapes[b].cols;
-      std::vector<float>& values =
-          dense.emplace_back(static_cast<size_t>(shapes[b].rows) * cols, 0.0f);
-      for (size_t i = 0; i < held.rows.size(); ++i) {
-        std::copy_n(held.values.begin() + static_cast<ptrdiff_t>(i * cols), cols,
-                    values.begin() + static_cast<ptrdiff_t>(held.rows[i]) * cols);
-      }
-      views.push_back(DenseBlockView{held.weights, values});
-    }
-  } else {
-    if (Status finite = CheckFinite(*model_); !finite.ok())
-      return SendError(plan.round, finite.message());
-    views = UploadViews();
-  }
-  const FixedPointFormat format = FormatOf(plan);
-  // The training loss is masked with the update (update_codec.h).
-  const TrainLossRow loss((*secagg_trained_)[0], static_cast<uint64_t>((*secagg_trained_)[1]),
-                          format);
-  secagg_trained_.reset();
-  views.push_back(loss.View());
-  Result<RangeEncoder> encoder =
-      RangeEncoder::Create(WithTrainLoss(UploadShapes()), std::move(views), format, options_.seed,
-                           plan.round, options_.site);
-  if (!encoder.ok()) return SendError(plan.round, encoder.status().message());
-  SecAggMasked fields;
-  fields.round = plan.round;
-  fields.site = options_.site;
-  fields.ring_bits = plan.ring_bits;
-  // The previous round's evaluation sums, when they ride along, follow.
-  const uint64_t update_words = encoder->length();
-  const uint64_t eval_words = plan.evaluate ? EvalWordsLength(items_, plan.ring_bits) : 0;
-  const uint32_t word_bytes = plan.ring_bits / 8;
-  // One frame to the coordinator, or (sharded) one per shard server with its
-  // slice of the words, each masked at its offset.
-  const uint32_t shards = static_cast<uint32_t>(plan.shard_ranks.size());
-  std::vector<MaskedFrame> frames;
-  std::vector<std::span<uint8_t>> pieces;
-  for (uint32_t s = 0; s < std::max(shards, 1u); ++s) {
-    const Slice slice = ShardSlice(update_words + eval_words, s, std::max(shards, 1u),
-                                   kShardWordAlign);
-    frames.push_back(EncodeMaskedFrame(fields, slice.size() * word_bytes, plan.round,
-                                       static_cast<uint32_t>(transport_->rank())));
-    pieces.push_back(frames.back().input);
-  }
-  const Status masked = secagg_->MaskInputPiecesInPlace(
-      pieces,
-      [&](size_t begin, size_t end, uint8_t* piece) {
-        const uint64_t split = std::clamp<uint64_t>(update_words, begin, end);
-        if (begin < split) encoder->Encode(begin, split, piece);
-        if (split < end) {
-          WriteEvalWords(ride_eval_, plan.ring_bits, split - update_words, end - update_words,
-                         piece + (split - begin) * word_bytes);
-        }
-      },
-      routed);
-  held_upload_.clear();
-  ride_eval_.clear();
-  if (!masked.ok()) return SendError(plan.round, masked.message());
-  if (shards == 0) return transport_->Send(options_.coordinator_rank, std::move(frames[0].frame));
-  for (uint32_t s = 0; s < shards; ++s)
-    FEDREC_RETURN_IF_ERROR(transport_->Send(plan.shard_ranks[s], std::move(frames[s].frame)));
-  return Send(fields, plan.round);  // the notice: the slices are out
-}
-
-Status Worker::OnSecAggMessage(const FrameView& frame) {
-  const uint32_t round = frame.header.round;
-  if (!secagg_ || !pending_plan_ || pending_plan_->round != round) {
-    spdlog::warn("{}: dropped {}: no secure-aggregation round {} is in progress here", Where(round),
-                 MessageTypeName(frame.header.type), round);
-    return Status::Ok();
-  }
-  switch (frame.header.type) {
-    case MessageType::kSecAggKeyList: {
-      Result<SecAggKeyList> list = DecodeMessage<SecAggKeyList>(frame);
-      if (!list.ok()) return SendError(round, list.status().message());
-      if (Drops(round, 2)) return Status::Ok();
-      Result<SecAggShares> shares = secagg_->ShareKeys(*list);
-      if (!shares.ok()) return SendError(round, shares.status().message());
-      return Send(*shares, round);
-    }
-    case MessageType::kSecAggRoutedShares: {
-      Result<SecAggRoutedShares> routed = DecodeMessage<SecAggRoutedShares>(frame);
-      if (!routed.ok()) return SendError(round, routed.status().message());
-      if (Drops(round, 3)) return Status::Ok();
-      if (!secagg_trained_ && !secagg_eval_) {
-        return SendError(round,
-                         "routed shares arrived, but this site has not advertised its "
-                         "round keys (nor trained) in this round");
-      }
-      return SendMaskedInput(*routed);
-    }
-    case MessageType::kSecAggUnmaskRequest: {
-      Result<SecAggUnmaskRequest> request = DecodeMessage<SecAggUnmaskRequest>(frame);
-      if (!request.ok()) return SendError(round, request.status().message());
-      if (!request->unmask) {  // step 4: the consistency check
-        if (Drops(round, 4)) return Status::Ok();
-        Result<SecAggSurvivorSignature> signature = secagg_->SignSurvivors(*request);
-        if (!signature.ok()) return SendError(round, signature.status().message());
-        return Send(*signature, round);
-      }
-      if (Drops(round, 5)) return Status::Ok();
-      Result<SecAggUnmaskShares> shares = secagg_->Unmask(*request);
-      secagg_.reset();  // the round's secrets are spent
-      pending_plan_.reset();
-      if (!shares.ok()) return SendError(round, shares.status().message());
-      return Send(*shares, round);
-    }
-    default:
-      return SendError(round, std::string("unexpected ") + MessageTypeName(frame.header.type));
-  }
 }
 
 EvalReport Worker::EvaluateModel(uint32_t round) const {
@@ -625,32 +303,16 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
 
   const EvalReport report = EvaluateModel(request->round);
   AfterAnswer();  // the sums are all the rest of the evaluation needs
-  if (request->aggregation == Aggregation::kSecAgg) {
-    if (Status job = AdoptJob(request->job_id); !job.ok())
-      return SendError(request->round, job.message());
-    // The sums go through secure aggregation under their own round label.
-    const uint32_t label = EvalSecAggRound(request->round);
-    RoundPlan plan;  // the round in progress: its label and scheme
-    plan.round = label;
-    plan.model_version = request->model_version;
-    plan.aggregation = Aggregation::kSecAgg;
-    plan.ring_bits = 64;
-    pending_plan_ = std::move(plan);
-    secagg_.reset();
-    secagg_trained_.reset();
-    secagg_eval_ = EncodeEvalSums(report, items_);
-    Status started = StartSecAgg(secagg::ParamsOf(*request, label, 64, EvalSumsLength(items_)));
-    if (!secagg_) secagg_eval_.reset();
-    return started;
-  }
-  if (request->aggregation != Aggregation::kNone) {
+  if (request->aggregation != Aggregation::kNone && request->aggregation != Aggregation::kSecAgg) {
     return SendError(request->round, std::string("evaluation sums by ") +
                                          AggregationName(request->aggregation) +
                                          ", expected none or secagg");
   }
-  return transport_->Send(
-      options_.coordinator_rank,
-      EncodeMessage(report, request->round, static_cast<uint32_t>(transport_->rank())));
+  if (request->aggregation != Aggregation::kNone) {
+    if (Status job = AdoptJob(request->job_id); !job.ok())
+      return SendError(request->round, job.message());
+  }
+  return schemes_[static_cast<size_t>(request->aggregation)]->OnEvaluation(*request, report);
 }
 
 Status Worker::Handle(const Envelope& envelope, bool* done) {
@@ -673,22 +335,24 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
     case MessageType::kEvalRequest:
       return OnEvalRequest(*frame);
     case MessageType::kSecAggKeyList:
-      if (paillier_ && paillier_->setup_key && paillier_->setup_round == frame->header.round)
-        return OnPaillierMessage(*frame);
-      return OnSecAggMessage(*frame);
     case MessageType::kSecAggRoutedShares:
     case MessageType::kSecAggUnmaskRequest:
-      return OnSecAggMessage(*frame);
     case MessageType::kPaillierKey:
     case MessageType::kPaillierSum:
-      return OnPaillierMessage(*frame);
+      // A step of an encrypted scheme's protocol: Paillier's key set-up also
+      // relays a key list, so it is asked first.
+      for (Aggregation kind : {Aggregation::kPaillier, Aggregation::kSecAgg}) {
+        SiteScheme& scheme = *schemes_[static_cast<size_t>(kind)];
+        if (scheme.Claims(frame->header.type, frame->header.round)) return scheme.OnMessage(*frame);
+      }
+      break;
     case MessageType::kSiteHello: {
       // The coordinator's probe of a site it believed unavailable: any answer
       // tells it the site is back.
       SiteHello answer;
       answer.site = options_.site;
       answer.test_ratings = test_.size();
-      return Send(answer, frame->header.round);
+      return SiteContext::Send(answer, frame->header.round);
     }
     case MessageType::kShutdown: {
       *done = true;
@@ -697,12 +361,13 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
       return Status::Ok();
     }
     default:
-      return SendError(
-          frame->header.round,
-          std::string("unexpected ") + MessageTypeName(frame->header.type) +
-              " message at a site; expected a round plan, an evaluation request, a step of "
-              "encrypted aggregation or Shutdown");
+      break;
   }
+  return SendError(
+      frame->header.round,
+      std::string("unexpected ") + MessageTypeName(frame->header.type) +
+          " message at a site; expected a round plan, an evaluation request, a step of "
+          "encrypted aggregation or Shutdown");
 }
 
 Status Worker::Serve(std::chrono::milliseconds idle_timeout) {
@@ -718,363 +383,6 @@ Status Worker::Serve(std::chrono::milliseconds idle_timeout) {
       return Status::Ok();
     }
   }
-}
-
-uint32_t Worker::PaillierParty(uint32_t site) const {
-  uint32_t index = 1;
-  for (const auto& [roster_site, key] : roster()) {
-    if (roster_site == site) return index;
-    ++index;
-  }
-  return 0;
-}
-
-Status Worker::OnPaillierMessage(const FrameView& frame) {
-  const uint32_t round = frame.header.round;
-  switch (frame.header.type) {
-    case MessageType::kRoundPlan:  // pending_plan_ holds the decoded plan
-      return SendPaillierUpdate(round);
-    case MessageType::kPaillierKey: {
-      Result<PaillierKey> message = DecodeMessage<PaillierKey>(frame);
-      if (!message.ok()) return SendError(round, message.status().message());
-      if (message->round != round)
-        return SendError(round,
-                         "a Paillier key message labelled round " + std::to_string(message->round));
-      if (message->public_key.empty()) return OfferPaillierSetupKey(*message);
-      return AdoptPaillierKey(*message);
-    }
-    case MessageType::kSecAggKeyList: {  // this site deals: generate and share the key
-      Result<SecAggKeyList> list = DecodeMessage<SecAggKeyList>(frame);
-      if (!list.ok()) return SendError(round, list.status().message());
-      return GeneratePaillierKey(*list);
-    }
-    case MessageType::kPaillierSum: {
-      Result<PaillierSum> sum = DecodeMessage<PaillierSum>(frame);
-      if (!sum.ok()) return SendError(round, sum.status().message());
-      if (sum->round != round)
-        return SendError(round,
-                         "a decryption request labelled round " + std::to_string(sum->round));
-      return PartiallyDecrypt(*sum);
-    }
-    default:
-      return SendError(round, std::string("unexpected ") + MessageTypeName(frame.header.type));
-  }
-}
-
-PackingParams Worker::PaillierPacking(const RoundPlan& plan) {
-  return {static_cast<int>(SignedValueBits(FormatOf(plan))),
-          static_cast<int>(plan.participants.size())};
-}
-
-Status Worker::OfferPaillierSetupKey(const PaillierKey& request) {
-  const uint32_t round = request.round;
-  if (roster().empty()) {
-    return SendError(round,
-                     "refusing the Paillier key set-up: this site has no roster of the sites' "
-                     "identity keys (security.site_public_keys); Paillier needs one to check "
-                     "the dealer's and every site's signatures");
-  }
-  const auto own = roster().find(options_.site);
-  if (own == roster().end() || own->second != identity_.public_key) {
-    return SendError(round,
-                     "refusing the Paillier key set-up: this site's identity key is not its "
-                     "entry in its roster (security.site_public_keys)");
-  }
-  const uint32_t parties = static_cast<uint32_t>(roster().size());
-  Result<uint32_t> threshold =
-      paillier_round::DecryptionThreshold(parties, options_.secagg_policy.threat.adversarial_rate);
-  if (!threshold.ok()) return SendError(round, threshold.status().message());
-  const uint32_t dealer =
-      std::next(roster().begin(), paillier_round::Dealer(round, parties))->first;
-  if (request.holder != dealer) {
-    return SendError(round, "refusing the Paillier key set-up: the request names site " +
-                                std::to_string(request.holder) +
-                                " as the dealer, but the dealer of a set-up in round " +
-                                std::to_string(round) + " is site " + std::to_string(dealer) +
-                                " (roster position (round - 1) mod " + std::to_string(parties) +
-                                ")");
-  }
-  const int min_bits = options_.insecure_test_min_paillier_bits > 0
-                           ? options_.insecure_test_min_paillier_bits
-                           : kPaillierSiteMinModulusBits;
-  if (request.modulus_bits < static_cast<uint32_t>(min_bits) ||
-      request.modulus_bits > static_cast<uint32_t>(kPaillierMaxModulusBits) ||
-      request.modulus_bits % 2 != 0) {
-    return SendError(round, "refusing the Paillier key set-up: a modulus of " +
-                                std::to_string(request.modulus_bits) +
-                                " bits requested, expected an even size of at least " +
-                                std::to_string(min_bits) + " bits (minimum modulus)");
-  }
-  paillier_round::JobId job = options_.job_id;
-  if (job == paillier_round::JobId{}) {
-    job = request.job_id;
-  } else if (request.job_id != job) {
-    return SendError(round, "refusing the Paillier key set-up: it is for another job");
-  }
-  auto state = std::make_unique<PaillierSiteState>();
-  state->setup_round = round;
-  state->dealer = dealer;
-  state->modulus_bits = request.modulus_bits;
-  state->threshold = *threshold;
-  state->parties = parties;
-  state->job = job;
-  Result<crypto::DhKeyPair> setup = crypto::GenerateDhKey();
-  if (!setup.ok()) return SendError(round, setup.status().message());
-  state->setup_key = *setup;
-  SecAggKeys& offer = state->offered;
-  offer.round = round;
-  offer.site = options_.site;
-  offer.identity_key = identity_.public_key;
-  offer.cipher_key = setup->public_key;
-  Result<crypto::Signature> signature =
-      crypto::Sign(identity_, paillier_round::OfferTranscript(job, offer));
-  if (!signature.ok()) return SendError(round, signature.status().message());
-  offer.signature = *signature;
-  spdlog::info("{}: Paillier key set-up with site {} dealing, threshold {} of {}", Where(round),
-               dealer, *threshold, parties);
-  paillier_ = std::move(state);
-  return Send(paillier_->offered, round);
-}
-
-Status Worker::GeneratePaillierKey(const SecAggKeyList& list) {
-  const uint32_t round = list.round;
-  if (!paillier_ || !paillier_->setup_key || paillier_->setup_round != round ||
-      paillier_->dealer != options_.site)
-    return SendError(round, "a key list for a Paillier key set-up this site does not deal");
-  PaillierSiteState& state = *paillier_;
-  std::map<uint32_t, const SecAggKeys*> offers;
-  for (const SecAggKeys& offer : list.keys) {
-    const auto roster_key = roster().find(offer.site);
-    if (roster_key == roster().end()) {
-      return SendError(round, "refusing to deal: the key list holds an offer of site " +
-                                  std::to_string(offer.site) + ", which is not in the roster");
-    }
-    if (offer.round != round ||
-        !crypto::Verify(roster_key->second, paillier_round::OfferTranscript(state.job, offer),
-                        offer.signature)) {
-      return SendError(round, "refusing to deal: the set-up offer of site " +
-                                  std::to_string(offer.site) +
-                                  " does not verify under its roster identity key");
-    }
-    if (!offers.emplace(offer.site, &offer).second) {
-      return SendError(round, "refusing to deal: site " + std::to_string(offer.site) +
-                                  " offers twice in the key list");
-    }
-  }
-  offers[options_.site] = &state.offered;
-  if (offers.size() < state.threshold) {
-    return SendError(round, "refusing to deal: " + std::to_string(offers.size()) +
-                                " sites offered keys, fewer than the threshold " +
-                                std::to_string(state.threshold) + " needed to ever decrypt");
-  }
-  Result<std::vector<PaillierKeyShare>> shares =
-      PaillierKeyShare::Deal(static_cast<int>(state.modulus_bits), state.parties, state.threshold);
-  if (!shares.ok()) return SendError(round, shares.status().message());
-  PaillierKey answer;
-  answer.round = round;
-  answer.holder = options_.site;
-  answer.modulus_bits = state.modulus_bits;
-  answer.threshold = state.threshold;
-  answer.parties = state.parties;
-  answer.holder_keys = state.offered;
-  answer.public_key = shares->front().public_key().ToBytes();
-  for (const auto& [site, offer] : offers) {
-    if (site == options_.site) continue;
-    const PaillierKeyShare& share = (*shares)[PaillierParty(site) - 1];
-    const WipedBytes secret{share.ToBytes()};
-    const std::vector<uint8_t> context = paillier_round::SealingContext(
-        state.job, round, options_.site, site, state.threshold, state.parties, answer.public_key);
-    Result<crypto::Key32> shared =
-        crypto::AgreeKey(state.setup_key->private_key, offer->cipher_key, context, kSealingInfo);
-    if (!shared.ok()) return SendError(round, shared.status().message());
-    Result<std::vector<uint8_t>> sealed = crypto::SealOnce(*shared, context, secret.bytes);
-    crypto::Cleanse(*shared);
-    if (!sealed.ok()) return SendError(round, sealed.status().message());
-    answer.sealed_private.push_back({site, std::move(sealed).value()});
-  }
-  // The dealer keeps its own share; the others die with `shares` (their
-  // integers are BN_clear_free'd), as did p, q, lambda and d inside Deal.
-  state.share = (*shares)[PaillierParty(options_.site) - 1];
-  shares->clear();
-  crypto::Cleanse(state.setup_key->private_key);
-  state.setup_key.reset();
-  return Send(answer, round);
-}
-
-Status Worker::AdoptPaillierKey(const PaillierKey& message) {
-  const uint32_t round = message.round;
-  if (!paillier_ || !paillier_->setup_key || paillier_->setup_round != round)
-    return SendError(round, "a Paillier key share for a set-up this site did not take part in");
-  PaillierSiteState& state = *paillier_;
-  if (message.holder != state.dealer) {
-    return SendError(round, "refusing the Paillier key share: it names site " +
-                                std::to_string(message.holder) +
-                                " as the dealer, but this set-up's dealer is site " +
-                                std::to_string(state.dealer));
-  }
-  const SecAggKeys& dealer = message.holder_keys;
-  if (dealer.site != state.dealer || dealer.round != round ||
-      !crypto::Verify(roster().at(state.dealer), paillier_round::OfferTranscript(state.job, dealer),
-                      dealer.signature)) {
-    return SendError(round,
-                     "refusing the Paillier key share: the dealer's set-up key does not "
-                     "verify under the roster identity key of site " +
-                         std::to_string(state.dealer));
-  }
-  if (message.threshold != state.threshold || message.parties != state.parties) {
-    return SendError(round, "refusing the Paillier key share: dealt " +
-                                std::to_string(message.threshold) + " of " +
-                                std::to_string(message.parties) + ", expected threshold " +
-                                std::to_string(state.threshold) + " of the roster's " +
-                                std::to_string(state.parties) + " sites");
-  }
-  Result<PaillierPublicKey> public_key = PaillierPublicKey::FromBytes(message.public_key);
-  if (!public_key.ok()) return SendError(round, public_key.status().message());
-  if (public_key->modulus_bits() != static_cast<int>(state.modulus_bits)) {
-    return SendError(round, "refusing the Paillier key share: the public key has a " +
-                                std::to_string(public_key->modulus_bits()) +
-                                "-bit modulus, expected the " + std::to_string(state.modulus_bits) +
-                                " bits requested");
-  }
-  if (message.sealed_private.size() != 1 || message.sealed_private[0].site != options_.site) {
-    return SendError(round, "expected the Paillier key share sealed for this site, found " +
-                                std::to_string(message.sealed_private.size()) + " entries");
-  }
-  const std::vector<uint8_t> context =
-      paillier_round::SealingContext(state.job, round, state.dealer, options_.site, state.threshold,
-                                     state.parties, message.public_key);
-  Result<crypto::Key32> shared =
-      crypto::AgreeKey(state.setup_key->private_key, dealer.cipher_key, context, kSealingInfo);
-  if (!shared.ok()) return SendError(round, shared.status().message());
-  Result<std::vector<uint8_t>> opened =
-      crypto::OpenOnce(*shared, context, message.sealed_private[0].sealed);
-  crypto::Cleanse(*shared);
-  if (!opened.ok())
-    return SendError(round, "the sealed Paillier key share: " + opened.status().message());
-  const WipedBytes secret{std::move(opened).value()};
-  Result<PaillierKeyShare> share = PaillierKeyShare::FromBytes(secret.bytes);
-  if (!share.ok()) return SendError(round, share.status().message());
-  if (share->index() != PaillierParty(options_.site) || share->parties() != state.parties ||
-      share->threshold() != state.threshold || !(share->public_key() == *public_key)) {
-    return SendError(round,
-                     "the sealed Paillier key share is not this site's share of the "
-                     "public key sent");
-  }
-  state.share = std::move(share).value();
-  crypto::Cleanse(state.setup_key->private_key);
-  state.setup_key.reset();
-  PaillierKey ack;
-  ack.round = round;
-  ack.holder = message.holder;
-  ack.public_key = message.public_key;
-  return Send(ack, round);
-}
-
-Status Worker::SendPaillierUpdate(uint32_t round) {
-  if (!paillier_ || !paillier_->share)
-    return SendError(round, "no Paillier key share: this site missed the key set-up");
-  if (round <= paillier_encrypted_round_) {
-    return SendError(round, "refusing to encrypt an update for round " + std::to_string(round) +
-                                ": this site already sent one for round " +
-                                std::to_string(paillier_encrypted_round_) +
-                                " (at most one per round)");
-  }
-  const RoundPlan& plan = *pending_plan_;
-  if (!std::binary_search(plan.participants.begin(), plan.participants.end(), options_.site))
-    return SendError(round, "the plan's participants do not include this site");
-  if (Drops(round, 3)) return Status::Ok();
-  std::vector<double> metrics;
-  Result<std::vector<uint64_t>> encoded = TrainEncoded(&metrics);
-  if (!encoded.ok()) return SendError(round, encoded.status().message());
-  const PackingParams params = PaillierPacking(plan);
-  // The update, then its training loss: only their totals are ever decrypted.
-  std::vector<int64_t> values(encoded->begin(), encoded->end());
-  const std::vector<int64_t> loss = paillier_round::EncodeTrainLoss(
-      metrics.at(0), static_cast<uint64_t>(metrics.at(1)), params.value_bits);
-  values.insert(values.end(), loss.begin(), loss.end());
-  const PaillierKeyShare& share = *paillier_->share;
-  Result<std::vector<uint8_t>> ciphertexts = EncryptPacked(share.public_key(), values, params);
-  if (!ciphertexts.ok()) return SendError(round, ciphertexts.status().message());
-  paillier_encrypted_round_ = round;
-  AfterAnswer();
-  PaillierUpdate update;
-  update.round = round;
-  update.site = options_.site;
-  update.values = values.size();
-  update.ciphertexts = std::move(ciphertexts).value();
-  Result<crypto::Signature> signature =
-      crypto::Sign(identity_, paillier_round::UpdateTranscript(paillier_->job, round, update.site,
-                                                               update.values, update.ciphertexts));
-  if (!signature.ok()) return SendError(round, signature.status().message());
-  update.signature = *signature;
-  return Send(update, round);
-}
-
-Status Worker::PartiallyDecrypt(const PaillierSum& sum) {
-  const uint32_t round = sum.round;
-  const auto refuse = [&](const std::string& why) {
-    return SendError(round, "refusing to decrypt: " + why);
-  };
-  if (!paillier_ || !paillier_->share) return refuse("this site holds no Paillier key share");
-  if (round <= paillier_decrypted_round_) {
-    return refuse("this site already answered a decryption request for round " +
-                  std::to_string(paillier_decrypted_round_) +
-                  " (at most one per round, never for an earlier round)");
-  }
-  if (!pending_plan_ || pending_plan_->round != round ||
-      pending_plan_->aggregation != Aggregation::kPaillier)
-    return refuse("this site has no Paillier plan for round " + std::to_string(round));
-  const RoundPlan& plan = *pending_plan_;
-  const PaillierSiteState& state = *paillier_;
-  const PackingParams params = PaillierPacking(plan);
-  const uint64_t expected =
-      EncodedLength(UploadShapes()) + paillier_round::TrainLossSlots(params.value_bits);
-  if (sum.values != expected) {
-    return refuse("the request is for " + std::to_string(sum.values) + " values, expected " +
-                  std::to_string(expected) + " for this round's update");
-  }
-  std::vector<uint32_t> sites;
-  for (const PaillierUpdate& update : sum.updates) {
-    const std::string who = "the update of site " + std::to_string(update.site);
-    const auto roster_key = roster().find(update.site);
-    if (roster_key == roster().end()) return refuse(who + " is not a roster site's");
-    if (!std::binary_search(plan.participants.begin(), plan.participants.end(), update.site))
-      return refuse(who + " is not a participant of round " + std::to_string(round));
-    if (std::find(sites.begin(), sites.end(), update.site) != sites.end())
-      return refuse(who + " appears twice");
-    if (update.round != round || update.values != sum.values ||
-        !crypto::Verify(roster_key->second,
-                        paillier_round::UpdateTranscript(state.job, update.round, update.site,
-                                                         update.values, update.ciphertexts),
-                        update.signature)) {
-      return refuse(who + " does not carry a valid signature of that site for round " +
-                    std::to_string(round) + " under its roster identity key");
-    }
-    sites.push_back(update.site);
-  }
-  if (sites.size() < state.threshold) {
-    return refuse("a sum of " + std::to_string(sites.size()) +
-                  " signed updates; at least the threshold " + std::to_string(state.threshold) +
-                  " of distinct roster sites is needed so that no site's update is exposed");
-  }
-  const PaillierKeyShare& share = *state.share;
-  Result<PaillierPacker> packer = PaillierPacker::Create(params, share.public_key().modulus_bits());
-  if (!packer.ok()) return refuse(packer.status().message());
-  PaillierAccumulator product(share.public_key(), packer->NumPlaintexts(sum.values));
-  for (const PaillierUpdate& update : sum.updates) {
-    if (Status added = product.Add(update.ciphertexts); !added.ok())
-      return refuse("the update of site " + std::to_string(update.site) + ": " + added.message());
-  }
-  Result<std::vector<uint8_t>> ciphertexts = product.Sums();
-  if (!ciphertexts.ok()) return refuse(ciphertexts.status().message());
-  Result<std::vector<uint8_t>> partials = share.PartialDecryptMany(*ciphertexts);
-  if (!partials.ok()) return refuse(partials.status().message());
-  paillier_decrypted_round_ = round;
-  PaillierDecrypted answer;
-  answer.round = round;
-  answer.site = options_.site;
-  answer.partials = std::move(partials).value();
-  return Send(answer, round);
 }
 
 }  // namespace fedrec

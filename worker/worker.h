@@ -26,12 +26,10 @@
 #include "protocol/transport.h"
 #include "worker/byzantine.h"
 #include "worker/site_control.h"
+#include "worker/site_scheme.h"
 #include "worker/site_steps.h"
 
 namespace fedrec {
-
-struct PaillierSiteState;
-struct PackingParams;
 
 // Builds a site's model from its data (ModelRegistry::Create with the job's
 // model options); ModelData::shard is the site index.
@@ -91,11 +89,11 @@ struct SiteData {
   std::vector<uint64_t> user_keys;  // StableIdKey of each user's raw ID
 };
 
-class Worker {
+class Worker : private SiteContext {
  public:
   // `transport` must outlive the worker; its rank is the site's rank.
   Worker(const WorkerOptions& options, uint32_t items, SiteData data, Transport* transport);
-  ~Worker();
+  ~Worker() override;
 
   // Handles one received frame, sending any answer through the transport.
   // Sets *done when the frame was a Shutdown. A frame that does not decode or
@@ -115,63 +113,44 @@ class Worker {
   // it, so a registered site that is never selected costs only its data.
   bool has_model() const { return model_ != nullptr; }
   // REQUIRES: has_model().
-  const Model& model() const { return *model_; }
+  const Model& model() const override { return *model_; }
   // Why the model could not be built (OK until a build was tried).
   const Status& model_status() const { return model_status_; }
   const std::vector<Rating>& test() const { return test_; }
   uint64_t model_version() const { return model_version_; }
 
  private:
+  // SiteContext: what the aggregation schemes' site parts use
+  // (worker/site_scheme.h).
+  const WorkerOptions& options() const override { return options_; }
+  Transport* transport() const override { return transport_; }
+  int coordinator_rank() const override { return options_.coordinator_rank; }
+  const crypto::SigningKey& identity() const override { return identity_; }
+  const std::map<uint32_t, crypto::Key32>& roster() const override;
+  uint32_t items() const override { return items_; }
+  LossSums Train(const RoundPlan& plan) override { return TrainOn(plan); }
+  // The shapes (no values) of what the site uploads, which updates are
+  // encoded against. With control variates in the round (SCAFFOLD) or
+  // normalized steps (FedNova), their blocks follow the model's.
+  std::vector<ParamBlock> UploadShapes() const override;
+  std::vector<DenseBlockView> UploadViews() const override;
+  // After an answer: frees the global values unless the site keeps them.
+  void AfterAnswer() override;
+  bool Drops(uint32_t round, uint32_t step) const override;
+  Status AdoptJob(const std::array<uint8_t, 32>& job_id) override;
+  std::string Where(uint32_t round) const override;
+  Status SendError(uint32_t round, const std::string& message) override;
+
   // Builds the model from the site's data the first time; then model_status_.
   Status EnsureModel();
-  // After an answer: frees the global values unless the site keeps them.
-  void AfterAnswer();
-  // The roster (empty when none is configured).
-  const std::map<uint32_t, crypto::Key32>& roster() const;
   Status OnRoundPlan(const FrameView& frame);
   // The plan's shard servers (RoundPlan::shard_ranks) are other ranks of the job.
   Status CheckShardRanks(const RoundPlan& plan) const;
   Status OnEvalRequest(const FrameView& frame);
-  // Checks `params` against the site's policy, sets up the secure-aggregation
-  // client for the pending plan's round and sends the round keys; the site's
-  // input follows at step 3.
-  Status StartSecAgg(secagg::Params params);
-  // OK when `job_id` is the site's job (adopting it when none is set yet).
-  Status AdoptJob(const std::array<uint8_t, 32>& job_id);
-  // Secure aggregation and Paillier steps (protocol/secagg.h, protocol/paillier.h).
-  Status OnSecAggMessage(const FrameView& frame);
-  Status OnPaillierMessage(const FrameView& frame);
-  Status OfferPaillierSetupKey(const PaillierKey& request);
-  Status GeneratePaillierKey(const SecAggKeyList& list);
-  Status AdoptPaillierKey(const PaillierKey& message);
-  Status SendPaillierUpdate(uint32_t round);
-  Status PartiallyDecrypt(const PaillierSum& sum);
-  // The party index (1-based position in the roster) of `site`; 0 when the
-  // roster does not hold it.
-  uint32_t PaillierParty(uint32_t site) const;
-  static PackingParams PaillierPacking(const RoundPlan& plan);
-  // Trains for the pending plan and encodes the update in its fixed-point
-  // form, one uint64_t per element (Paillier).
-  Result<std::vector<uint64_t>> TrainEncoded(std::vector<double>* metrics);
-  // The training-loss metrics of the round's local training.
-  std::vector<double> TrainLocally();
   // Trains the model for `plan`; a Byzantine site then applies its attack.
   LossSums TrainModel(const TrainPlan& plan);
   // The metric sums of the model as it is now on this site's test ratings.
   EvalReport EvaluateModel(uint32_t round) const;
-  // Keeps the trained upload's weighted rows (held_upload_) so the global
-  // values can be freed until step 3.
-  void HoldUpload();
-  // Secure aggregation's step 3: the last local training's update, encoded
-  // and masked straight into the frame that carries it, sent.
-  Status SendMaskedInput(const SecAggRoutedShares& routed);
-  bool Drops(uint32_t round, uint32_t step) const;
-  // The shapes (no values) of what the site uploads, which updates are
-  // encoded against.
-  // With control variates in the round (SCAFFOLD) or normalized steps
-  // (FedNova), their blocks follow the model's.
-  std::vector<ParamBlock> UploadShapes() const;
-  std::vector<DenseBlockView> UploadViews() const;
   // Starts the round's control variates (or ends them when the plan has
   // none); error when the model cannot use them or they do not fit it.
   Status BeginControl(RoundPlan* plan);
@@ -180,13 +159,9 @@ class Worker {
   Status BeginSteps(const RoundPlan& plan);
   // Local training for the plan, with the control-variate step and update.
   LossSums TrainOn(const RoundPlan& plan);
-  template <typename M>
-  Status Send(const M& message, uint32_t round);
-  Status SendError(uint32_t round, const std::string& message);
   // Loads `model` (when included) or checks the cached version.
   Status AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
                     uint32_t round);
-  std::string Where(uint32_t round) const;
 
   WorkerOptions options_;
   Transport* transport_;
@@ -197,37 +172,13 @@ class Worker {
   uint64_t model_version_ = UINT64_MAX;  // none yet
   Shutdown shutdown_;                    // the last Shutdown received
   crypto::SigningKey identity_;
-  // The encrypted-aggregation round in progress.
-  std::optional<RoundPlan> pending_plan_;
-  std::unique_ptr<secagg::Client> secagg_;
-  // Secure aggregation trains as soon as the round keys are out; these are
-  // the training-loss metrics of that (the update stays in model_
-  // and is encoded only when it is masked, so no model-sized buffer waits).
-  std::optional<std::vector<double>> secagg_trained_;
-  // The trained upload held from step 1 to step 3 when the site does not keep
-  // the global model: per upload block, every row's weight and the values of
-  // the rows with a weight (what the coordinator could ever decode).
-  struct HeldBlock {
-    std::vector<uint32_t> weights;  // one per row
-    std::vector<uint32_t> rows;     // rows with a weight, ascending
-    std::vector<float> values;      // rows.size() * cols
-  };
-  std::vector<HeldBlock> held_upload_;
   SiteControl control_;  // SCAFFOLD's c_i, kept across rounds
   SiteSteps steps_;      // FedNova's normalized update, this round
-  // A secure evaluation in progress: the encoded metric sums to mask.
-  std::optional<std::vector<uint64_t>> secagg_eval_;
-  // The previous round's evaluation riding on this round's secure sum
-  // (RoundPlan::evaluate): its encoded sums, masked after the update.
-  std::vector<uint64_t> ride_eval_;
   uint32_t items_ = 0;
-  std::unique_ptr<PaillierSiteState> paillier_;
   std::array<uint8_t, 32> job_id_{};  // WorkerOptions::job_id, or the first plan's
-  // Paillier rounds this site encrypted / partially decrypted for last: each
-  // is done at most once per round, and never again for an earlier round
-  // (kept across key set-ups).
-  uint32_t paillier_encrypted_round_ = 0;
-  uint32_t paillier_decrypted_round_ = 0;
+  // The site's part of each aggregation scheme, by Aggregation value: each
+  // holds its own protocol state (a SecAgg round, the Paillier key share).
+  std::array<std::unique_ptr<SiteScheme>, 3> schemes_;
 };
 
 }  // namespace fedrec
