@@ -362,4 +362,21 @@ Status ShardServer::Serve() {
   return Status::Ok();
 }
 
+Status ShardServer::HandleQueued() {
+  while (!done_) {
+    Result<Envelope> e = transport_->Recv(std::chrono::milliseconds(0));
+    if (!e.ok()) {
+      if (e.status().code() == Status::Code::kTimeout) return Status::Ok();
+      done_ = true;
+      return e.status().WithContext("shard server " + std::to_string(options_.shard));
+    }
+    Status s = Handle(*e, &done_);
+    if (!s.ok()) {
+      done_ = true;
+      return s;
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace fedrec

@@ -29,7 +29,9 @@
 // Later roles of the same object (DESIGN.md): summing this shard's slice of
 // federated updates uses the same RowSharding and row storage.
 //
-// Thread-safety: one thread calls Serve(); stats() may be read after it returns.
+// Thread-safety: one thread calls Serve(), or calls of HandleQueued() never
+// overlap and each happens after the previous one; stats() may be read after
+// the last returned.
 #pragma once
 
 #include <chrono>
@@ -82,6 +84,14 @@ class ShardServer {
   // the job failed), the idle timeout, or a transport failure.
   Status Serve();
 
+  // Serve's work without a thread of its own: handles the frames queued now,
+  // never waiting for one (in-process runs call it on the threads that
+  // deliver the shard's frames, InProcessNetwork::ServeOnSenders). Returns
+  // what Serve would return once done(); frames after that stay queued.
+  Status HandleQueued();
+  // Whether the driver's Shutdown (or a failure) ended the serving.
+  bool done() const { return done_; }
+
   const ShardStats& stats() const { return stats_; }
   // Rows held (local order: global row = sharding.GlobalRow(shard, local)).
   uint32_t rows() const { return rows_; }
@@ -115,6 +125,7 @@ class ShardServer {
   ShardServerOptions options_;
   Transport* transport_;
   bool started_ = false;
+  bool done_ = false;  // HandleQueued: the serving ended
   uint32_t items_ = 0, rows_ = 0, cols_ = 0;
   std::vector<float> values_;     // rows_ x cols_
   std::vector<float> state_;      // optimizer state (Adagrad), rows_ x cols_
