@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 namespace fedrec {
 
@@ -91,38 +92,33 @@ double Gradients(std::span<const Rating> batch, uint32_t k, float mu, const floa
   return sse;
 }
 
-// MfMinibatchTeam's first phase on one thread: the ratings of users
-// [user_begin, user_end), in batch order; rating t's term into
-// terms[t (k + 1)], its error into errors[t].
+// MfMinibatchTeam's first phase, one chunk: the ratings `order` (indices
+// into batch, ascending: its users' ratings in batch order); rating t's term
+// into terms[t (k + 1)], its error into errors[t].
 template <uint32_t K>
-void UserPhase(std::span<const Rating> batch, uint32_t k, float mu, const float* rows, float* terms,
-               float* errors, float* user_factors, float* user_bias, float lr, const SgdOptions& o,
-               uint32_t user_begin, uint32_t user_end) {
+void UserPhase(std::span<const Rating> batch, std::span<const uint32_t> order, uint32_t k, float mu,
+               const float* rows, float* terms, float* errors, float* user_factors,
+               float* user_bias, float lr, const SgdOptions& o) {
   if constexpr (K != 0) k = K;
   const uint32_t cols = k + 1;
-  for (size_t t = 0; t < batch.size(); ++t) {
-    const Rating& r = batch[t];
-    if (r.user < user_begin || r.user >= user_end) continue;
-    errors[t] = RatingStep<K, false>(r, k, mu, rows, terms + t * cols, user_factors, user_bias, lr,
-                                     o.reg, o.bias_reg);
+  for (uint32_t t : order) {
+    errors[t] = RatingStep<K, false>(batch[t], k, mu, rows, terms + size_t{t} * cols, user_factors,
+                                     user_bias, lr, o.reg, o.bias_reg);
   }
 }
 
-// The second phase on one thread: adds the terms of the slots whose group of
-// kSlotGroup slots is `group` mod `groups` into their gradient rows, in batch
-// order (the order MfMinibatchGradients adds them in).
-constexpr uint32_t kSlotGroup = 16;
+// The second phase, one chunk: adds the terms of the ratings `order` (its
+// slots' ratings, in batch order: the order MfMinibatchGradients adds them
+// in) into their slots' gradient rows.
 template <uint32_t K>
-void SlotPhase(std::span<const Rating> batch, uint32_t k, const float* terms, float* gradients,
-               uint32_t group, uint32_t groups) {
+void SlotPhase(std::span<const Rating> batch, std::span<const uint32_t> order, uint32_t k,
+               const float* terms, float* gradients) {
   if constexpr (K != 0) k = K;
   const uint32_t cols = k + 1;
   const uint32_t whole = k / kWidth * kWidth;
-  for (size_t t = 0; t < batch.size(); ++t) {
-    const uint32_t slot = batch[t].item;
-    if (slot / kSlotGroup % groups != group) continue;
-    const float* term = terms + t * cols;
-    float* g = gradients + static_cast<size_t>(slot) * cols;
+  for (uint32_t t : order) {
+    const float* term = terms + size_t{t} * cols;
+    float* g = gradients + static_cast<size_t>(batch[t].item) * cols;
     for (uint32_t j = 0; j < whole; j += kWidth)
       StoreLanes(g + j, LoadLanes(g + j) + LoadLanes(term + j));
     for (uint32_t j = whole; j < cols; ++j) g[j] += term[j];
@@ -152,54 +148,87 @@ double MfMinibatchGradients(std::span<const Rating> batch, uint32_t k, float glo
 
 namespace {
 
-template <uint32_t K>
-double TeamGradients(ThreadTeam& team, std::span<const Rating> batch, uint32_t users, uint32_t k,
-                     float mu, const float* rows, float* gradients, float* user_factors,
-                     float* user_bias, float lr, const SgdOptions& options, float* terms,
-                     float* errors) {
-  const unsigned threads = team.size();
-  team.Run([&](unsigned t) {
-    UserPhase<K>(batch, k, mu, rows, terms, errors, user_factors, user_bias, lr, options,
-                 static_cast<uint32_t>(uint64_t{users} * t / threads),
-                 static_cast<uint32_t>(uint64_t{users} * (t + 1) / threads));
-  });
-  team.Run([&](unsigned t) { SlotPhase<K>(batch, k, terms, gradients, t, threads); });
-  double sse = 0.0;
-  for (size_t t = 0; t < batch.size(); ++t) sse += static_cast<double>(errors[t]) * errors[t];
-  return sse;
+// Chunks of each phase, whatever the thread count (the model does not depend
+// on it): users in kChunks ranges of indices; slots in groups of kSlotGroup
+// (neighbouring gradient rows, so threads share few cache lines) dealt
+// round-robin to kChunks chunks.
+constexpr uint32_t kChunks = 16;
+constexpr uint32_t kSlotGroup = 16;
+
+// Sorts 0..batch-1 into `chunks` buckets (stable) by chunk_of(t) into
+// `order`, bucket c being order[start[c], start[c + 1]).
+template <typename ChunkOf>
+void Bucket(size_t n, ChunkOf chunk_of, std::vector<uint32_t>* order,
+            std::vector<uint32_t>* start) {
+  start->assign(kChunks + 1, 0);
+  for (size_t t = 0; t < n; ++t) ++(*start)[chunk_of(t) + 1];
+  for (uint32_t c = 0; c < kChunks; ++c) (*start)[c + 1] += (*start)[c];
+  order->resize(n);
+  std::vector<uint32_t>& next = *start;  // advanced while filling, then restored
+  for (size_t t = 0; t < n; ++t) (*order)[next[chunk_of(t)]++] = static_cast<uint32_t>(t);
+  for (uint32_t c = kChunks; c > 0; --c) next[c] = next[c - 1];
+  next[0] = 0;
 }
 
 }  // namespace
 
 MfMinibatchTeam::MfMinibatchTeam(unsigned threads) {
-  if (threads > 1) team_ = std::make_unique<ThreadTeam>(threads);
+  if (threads > 1) team_ = std::make_unique<ChunkTeam>(threads);
 }
 
 MfMinibatchTeam::~MfMinibatchTeam() = default;
+
+template <uint32_t K>
+double MfMinibatchTeam::Run(std::span<const Rating> batch, uint32_t users, uint32_t k, float mu,
+                            const float* rows, float* gradients, float* user_factors,
+                            float* user_bias, float lr, const SgdOptions& options) {
+  const size_t n = batch.size();
+  terms_.resize(n * (k + 1));
+  errors_.resize(n);
+  Bucket(
+      n, [&](size_t t) { return static_cast<uint32_t>(uint64_t{batch[t].user} * kChunks / users); },
+      &by_user_, &user_start_);
+  Bucket(
+      n, [&](size_t t) { return batch[t].item / kSlotGroup % kChunks; }, &by_slot_, &slot_start_);
+  float* terms = terms_.data();
+  float* errors = errors_.data();
+  team_->Run(2, kChunks, [&](unsigned phase, unsigned chunk) {
+    if (phase == 0) {
+      const std::span<const uint32_t> order(by_user_.data() + user_start_[chunk],
+                                            user_start_[chunk + 1] - user_start_[chunk]);
+      UserPhase<K>(batch, order, k, mu, rows, terms, errors, user_factors, user_bias, lr, options);
+    } else {
+      const std::span<const uint32_t> order(by_slot_.data() + slot_start_[chunk],
+                                            slot_start_[chunk + 1] - slot_start_[chunk]);
+      SlotPhase<K>(batch, order, k, terms, gradients);
+    }
+  });
+  double sse = 0.0;
+  for (size_t t = 0; t < n; ++t) sse += static_cast<double>(errors[t]) * errors[t];
+  return sse;
+}
 
 double MfMinibatchTeam::Gradients(std::span<const Rating> batch, uint32_t users, uint32_t k,
                                   float global_mean, const float* rows, float* gradients,
                                   float* user_factors, float* user_bias, float lr,
                                   const SgdOptions& options) {
-  if (!team_) {
+  if (!team_ || batch.empty()) {
     return MfMinibatchGradients(batch, k, global_mean, rows, gradients, user_factors, user_bias, lr,
                                 options);
   }
-  terms_.resize(batch.size() * (k + 1));
-  errors_.resize(batch.size());
   switch (k) {
     case 16:
-      return TeamGradients<16>(*team_, batch, users, k, global_mean, rows, gradients, user_factors,
-                               user_bias, lr, options, terms_.data(), errors_.data());
+      return Run<16>(batch, users, k, global_mean, rows, gradients, user_factors, user_bias, lr,
+                     options);
     case 32:
-      return TeamGradients<32>(*team_, batch, users, k, global_mean, rows, gradients, user_factors,
-                               user_bias, lr, options, terms_.data(), errors_.data());
+      return Run<32>(batch, users, k, global_mean, rows, gradients, user_factors, user_bias, lr,
+                     options);
     case 64:
-      return TeamGradients<64>(*team_, batch, users, k, global_mean, rows, gradients, user_factors,
-                               user_bias, lr, options, terms_.data(), errors_.data());
+      return Run<64>(batch, users, k, global_mean, rows, gradients, user_factors, user_bias, lr,
+                     options);
     default:
-      return TeamGradients<0>(*team_, batch, users, k, global_mean, rows, gradients, user_factors,
-                              user_bias, lr, options, terms_.data(), errors_.data());
+      return Run<0>(batch, users, k, global_mean, rows, gradients, user_factors, user_bias, lr,
+                    options);
   }
 }
 

@@ -40,14 +40,15 @@ double MfMinibatchGradients(std::span<const Rating> batch, uint32_t k, float glo
 // MfMinibatchGradients on several threads, with the same result bit for bit
 // (gradients, user rows and the returned sum) for any number of threads, so
 // a parameter-server model does not depend on its workers' thread counts.
-// Two phases, a ThreadTeam run each:
-//   1. thread t of T takes the ratings of users [users t / T, users (t + 1) / T)
-//      in batch order: it steps their user rows and keeps each rating's
-//      gradient term (a user's ratings are all on one thread, in order, so
-//      its row sees the sequential updates);
-//   2. thread t adds the kept terms of the slots in its groups of 16 slots
-//      (group mod T = t) to their gradient rows, in batch order: the order
-//      the sequential kernel adds them in, with the same float operations.
+// Two phases of 16 chunks each, on a ChunkTeam (base/thread_team.h: the
+// caller never waits for a helper to wake up):
+//   1. chunk c takes the ratings of the c-th of 16 ranges of users, in batch
+//      order: it steps their user rows and keeps each rating's gradient term
+//      (a user's ratings are all in one chunk, in order, so its row sees the
+//      sequential updates);
+//   2. chunk c adds the kept terms of its slots (groups of 16 slots dealt
+//      round-robin to the chunks) to their gradient rows, in batch order: the
+//      order the sequential kernel adds them in, with the same float operations.
 // The squared errors are summed in batch order afterwards. Scratch (one term
 // row per rating) is kept between calls, so steps do not allocate.
 // Thread-safety: one caller at a time.
@@ -67,9 +68,16 @@ class MfMinibatchTeam {
                    float lr, const SgdOptions& options);
 
  private:
-  std::unique_ptr<ThreadTeam> team_;  // null with one thread
-  std::vector<float> terms_;          // batch x (k + 1)
-  std::vector<float> errors_;         // batch
+  template <uint32_t K>
+  double Run(std::span<const Rating> batch, uint32_t users, uint32_t k, float mu, const float* rows,
+             float* gradients, float* user_factors, float* user_bias, float lr,
+             const SgdOptions& options);
+
+  std::unique_ptr<ChunkTeam> team_;  // null with one thread
+  std::vector<float> terms_;         // batch x (k + 1)
+  std::vector<float> errors_;        // batch
+  // The batch's indices by user chunk and by slot chunk, with each chunk's start.
+  std::vector<uint32_t> by_user_, user_start_, by_slot_, slot_start_;
 };
 
 // The server-side optimizer of a PS row: SGD (row -= lr g) or Adagrad
