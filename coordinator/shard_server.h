@@ -113,6 +113,9 @@ class ShardServer {
   void Answer(int from, const PsPull& pull);
   void ApplyPush(const PsPushView& push);
   void CompleteBspClocks();
+  // bsp with one worker: applies its push of a clock row by row when its keys
+  // are distinct (as a PsClient's are); false, with nothing done, otherwise.
+  bool ApplyAlone(const PsPushView& push, float* gradient);
   void ServePending();
   void Refuse(int to, const std::string& why);
   uint32_t MinClock() const;
