@@ -17,9 +17,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <vector>
 
 #include "algorithms/sgd.h"
+#include "base/thread_team.h"
 #include "data/ratings.h"
 
 namespace fedrec {
@@ -33,6 +36,49 @@ namespace fedrec {
 double MfMinibatchGradients(std::span<const Rating> batch, uint32_t k, float global_mean,
                             const float* rows, float* gradients, float* user_factors,
                             float* user_bias, float lr, const SgdOptions& options);
+
+// MfMinibatchGradients on several threads, with the same result bit for bit
+// (gradients, user rows and the returned sum) for any number of threads, so
+// a parameter-server model does not depend on its workers' thread counts.
+// Two phases of 16 chunks each, on a ChunkTeam (base/thread_team.h: the
+// caller never waits for a helper to wake up):
+//   1. chunk c takes the ratings of the c-th of 16 ranges of users, in batch
+//      order: it steps their user rows and keeps each rating's gradient term
+//      (a user's ratings are all in one chunk, in order, so its row sees the
+//      sequential updates);
+//   2. chunk c adds the kept terms of its slots (groups of 16 slots dealt
+//      round-robin to the chunks) to their gradient rows, in batch order: the
+//      order the sequential kernel adds them in, with the same float operations.
+// The squared errors are summed in batch order afterwards. Scratch (one term
+// row per rating) is kept between calls, so steps do not allocate.
+// Thread-safety: one caller at a time.
+class MfMinibatchTeam {
+ public:
+  // `threads` >= 1; with one, Gradients is MfMinibatchGradients.
+  explicit MfMinibatchTeam(unsigned threads);
+  ~MfMinibatchTeam();
+  MfMinibatchTeam(const MfMinibatchTeam&) = delete;
+  MfMinibatchTeam& operator=(const MfMinibatchTeam&) = delete;
+
+  unsigned threads() const { return team_ ? team_->size() : 1; }
+
+  // As MfMinibatchGradients; `users` bounds batch[t].user.
+  double Gradients(std::span<const Rating> batch, uint32_t users, uint32_t k, float global_mean,
+                   const float* rows, float* gradients, float* user_factors, float* user_bias,
+                   float lr, const SgdOptions& options);
+
+ private:
+  template <uint32_t K>
+  double Run(std::span<const Rating> batch, uint32_t users, uint32_t k, float mu, const float* rows,
+             float* gradients, float* user_factors, float* user_bias, float lr,
+             const SgdOptions& options);
+
+  std::unique_ptr<ChunkTeam> team_;  // null with one thread
+  std::vector<float> terms_;         // batch x (k + 1)
+  std::vector<float> errors_;        // batch
+  // The batch's indices by user chunk and by slot chunk, with each chunk's start.
+  std::vector<uint32_t> by_user_, user_start_, by_slot_, slot_start_;
+};
 
 // The server-side optimizer of a PS row: SGD (row -= lr g) or Adagrad
 // (a += g^2, row -= lr g / sqrt(a), a starting at adagrad_initial).

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "apps/model_files.h"
 #include "base/little_endian.h"
 #include "base/memory.h"
+#include "base/thread_team.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
 #include "protocol/sha256.h"
@@ -301,6 +303,11 @@ ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& 
   return options;
 }
 
+uint32_t PsWorkerThreads(const Config& config, uint32_t sharing) {
+  if (config.train.threads > 0) return static_cast<uint32_t>(config.train.threads);
+  return std::max(1u, ThreadTeam::Cores() / std::max(sharing, 1u));
+}
+
 PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker) {
   const MfTrainerOptions trainer = TrainerOptions(config);
   PsWorkerOptions options;
@@ -310,6 +317,7 @@ PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout
   options.factors = trainer.factors;
   options.init = trainer.init;
   options.sgd = trainer.sgd;
+  options.threads = PsWorkerThreads(config, 1);
   options.eval_every = static_cast<uint32_t>(config.eval.every);
   options.rating_min = static_cast<float>(config.data.rating_min);
   options.rating_max = static_cast<float>(config.data.rating_max);
@@ -348,13 +356,22 @@ Result<PsInProcessRun> RunPsInProcess(const Config& config, std::vector<SiteData
                                                    &network.endpoint(layout.shard_ranks[s])));
   }
   for (uint32_t w = 0; w < layout.worker_ranks.size(); ++w) {
-    workers.push_back(std::make_unique<PsWorker>(MakePsWorkerOptions(config, layout, w),
-                                                 std::move(sites[w]),
+    PsWorkerOptions options = MakePsWorkerOptions(config, layout, w);
+    // The shards run on the workers' threads: the cores are the workers'.
+    options.threads = PsWorkerThreads(config, static_cast<uint32_t>(layout.worker_ranks.size()));
+    workers.push_back(std::make_unique<PsWorker>(std::move(options), std::move(sites[w]),
                                                  &network.endpoint(layout.worker_ranks[w])));
   }
+  // The shards have no threads: each handles its frames on the thread that
+  // sends them (a worker's push is applied, and its pull answered, within the
+  // worker's Send), so a step costs no thread wake-up.
+  for (size_t s = 0; s < shards.size(); ++s) {
+    network.ServeOnSenders(layout.shard_ranks[s], [&, s] {
+      Status handled = shards[s]->HandleQueued();
+      if (!handled.ok() && statuses[s].ok()) statuses[s] = handled;
+    });
+  }
   std::vector<std::thread> threads;
-  for (size_t s = 0; s < shards.size(); ++s)
-    threads.emplace_back([&, s] { statuses[s] = shards[s]->Serve(); });
   for (size_t w = 0; w < workers.size(); ++w)
     threads.emplace_back([&, w] { statuses[shards.size() + w] = workers[w]->Run(); });
   PsDriver driver(MakePsDriverOptions(config, layout, items), &network.endpoint(layout.driver));
@@ -478,8 +495,12 @@ int RunPsRank(const Config& config, Transport& t, const std::vector<std::string>
                                                 std::to_string(rank) + "): " + s.message()},
                                0, static_cast<uint32_t>(rank)));
   } else {
-    PsWorker ps_worker(MakePsWorkerOptions(config, layout, worker), std::move(data->sites[worker]),
-                       &t);
+    PsWorkerOptions options = MakePsWorkerOptions(config, layout, worker);
+    // Every rank on this host shares its cores.
+    const uint32_t on_host = static_cast<uint32_t>(
+        std::count(hosts.begin(), hosts.end(), hosts[static_cast<size_t>(rank)]));
+    options.threads = PsWorkerThreads(config, on_host);
+    PsWorker ps_worker(std::move(options), std::move(data->sites[worker]), &t);
     s = ps_worker.Run();
   }
   if (!s.ok()) {

@@ -30,7 +30,11 @@ PsLayout MakePsLayout(const Config& config);
 
 ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& layout,
                                           uint32_t shard);
+// Options of worker `worker`; its threads as PsWorkerThreads(config, 1).
 PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker);
+// A PS worker's minibatch threads: train.threads, or with 0 its share of the
+// cores when `sharing` workers (or ranks) share them, at least 1.
+uint32_t PsWorkerThreads(const Config& config, uint32_t sharing);
 PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout, uint32_t items);
 
 // A PS job with every role a thread over the in-process transport: the

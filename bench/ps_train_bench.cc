@@ -5,9 +5,11 @@
 //
 //   BM_SingleProcessSgd               MfTrainer (algorithms/sgd.h), the
 //                                     `fedrec train` kernel, all ratings
-//   BM_Ps/<consistency>/<S>/<W>/<B>   a PS job in one process: S shard servers
-//                                     and W workers as threads over the
-//                                     in-process transport, minibatch B
+//   BM_Ps/<consistency>/<S>/<W>/<B>/<T>  a PS job in one process: W workers
+//                                     as threads over the in-process
+//                                     transport, S shard servers served on
+//                                     the workers' threads, minibatch B, T
+//                                     threads per worker (train.threads)
 //                                     (consistency 0 bsp, 1 ssp (s = 2), 2 async)
 //
 // Both train train.epochs = 20 epochs at the default hyperparameters and
@@ -72,6 +74,7 @@ void BM_Ps(benchmark::State& state) {
   config.cluster.shard_servers = state.range(1);
   config.federation.sites = state.range(2);
   config.ps.batch_size = state.range(3);
+  config.train.threads = state.range(4);
   Result<FederatedData> data = LoadFederatedData(config);
   if (!data.ok()) {
     state.SkipWithError(data.status().message().c_str());
@@ -97,12 +100,14 @@ void BM_Ps(benchmark::State& state) {
   state.counters["test_rmse"] = rmse;
 }
 BENCHMARK(BM_Ps)
-    ->ArgNames({"consistency", "shards", "workers", "batch"})
-    ->Args({0, 1, 1, 1000})
-    ->Args({0, 1, 1, 5000})
-    ->Args({0, 2, 3, 1000})
-    ->Args({1, 2, 3, 1000})
-    ->Args({2, 2, 3, 1000})
+    ->ArgNames({"consistency", "shards", "workers", "batch", "threads"})
+    ->Args({0, 1, 1, 1000, 1})
+    ->Args({0, 1, 1, 1000, 2})
+    ->Args({0, 1, 1, 5000, 1})
+    ->Args({0, 1, 1, 5000, 2})
+    ->Args({0, 2, 3, 1000, 1})
+    ->Args({1, 2, 3, 1000, 1})
+    ->Args({2, 2, 3, 1000, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

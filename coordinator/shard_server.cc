@@ -161,6 +161,33 @@ void ShardServer::ApplyPush(const PsPushView& push) {
   stats_.rows_pushed += push.rows;
 }
 
+bool ShardServer::ApplyAlone(const PsPushView& push, float* gradient) {
+  // The sum of one push whose keys are distinct is the push itself (0 + g:
+  // the bits of the summed path), and distinct rows' steps commute, so each
+  // row is stepped as it is read, without the pass through sum_.
+  const uint32_t shards = options_.sharding.shards;
+  bool distinct = true;
+  for (uint64_t i = 0; i < push.rows; ++i) {
+    uint8_t& mark = is_touched_[push.Key(i) / shards];
+    distinct &= !mark;
+    mark = 1;
+  }
+  for (uint64_t i = 0; i < push.rows; ++i) is_touched_[push.Key(i) / shards] = 0;
+  if (!distinct) return false;
+  const float lr = LearningRate(push.epoch);
+  for (uint64_t i = 0; i < push.rows; ++i) {
+    const size_t local = push.Key(i) / shards;
+    push.CopyRow(i, gradient);
+    for (uint32_t j = 0; j < cols_; ++j) gradient[j] = 0.0f + gradient[j];
+    options_.optimizer.Apply(lr, values_.data() + local * cols_,
+                             state_.empty() ? nullptr : state_.data() + local * cols_, gradient,
+                             cols_);
+  }
+  ++stats_.pushes;
+  stats_.rows_pushed += push.rows;
+  return true;
+}
+
 void ShardServer::CompleteBspClocks() {
   const uint32_t shards = options_.sharding.shards;
   std::vector<float> gradient(cols_);
@@ -174,7 +201,9 @@ void ShardServer::CompleteBspClocks() {
     // order, then one optimizer step per touched row (in first-touch order).
     uint32_t epoch = 0;
     std::vector<PsPushAck> acks(slots.size());
-    for (size_t w = 0; w < slots.size(); ++w) {
+    const bool alone = slots.size() == 1 && ApplyAlone(slots[0].push, gradient.data());
+    if (alone) acks[0] = PsPushAck{slots[0].push.request, slots[0].push.clock};
+    for (size_t w = 0; !alone && w < slots.size(); ++w) {
       const PsPushView* push = &slots[w].push;  // checked when it arrived
       if (w == 0) epoch = push->epoch;
       acks[w] = PsPushAck{push->request, push->clock};
@@ -387,6 +416,23 @@ Status ShardServer::Serve() {
       return e.status().WithContext("shard server " + std::to_string(options_.shard));
     }
     FEDREC_RETURN_IF_ERROR(Handle(*e, &done));
+  }
+  return Status::Ok();
+}
+
+Status ShardServer::HandleQueued() {
+  while (!done_) {
+    Result<Envelope> e = transport_->Recv(std::chrono::milliseconds(0));
+    if (!e.ok()) {
+      if (e.status().code() == Status::Code::kTimeout) return Status::Ok();
+      done_ = true;
+      return e.status().WithContext("shard server " + std::to_string(options_.shard));
+    }
+    Status s = Handle(*e, &done_);
+    if (!s.ok()) {
+      done_ = true;
+      return s;
+    }
   }
   return Status::Ok();
 }

@@ -34,7 +34,9 @@
 // Later roles of the same object (DESIGN.md): summing this shard's slice of
 // federated updates uses the same RowSharding and row storage.
 //
-// Thread-safety: one thread calls Serve(); stats() may be read after it returns.
+// Thread-safety: one thread calls Serve(), or calls of HandleQueued() never
+// overlap and each happens after the previous one; stats() may be read after
+// the last returned.
 #pragma once
 
 #include <chrono>
@@ -89,6 +91,14 @@ class ShardServer {
   // the job failed), the idle timeout, or a transport failure.
   Status Serve();
 
+  // Serve's work without a thread of its own: handles the frames queued now,
+  // never waiting for one (in-process runs call it on the threads that
+  // deliver the shard's frames, InProcessNetwork::ServeOnSenders). Returns
+  // what Serve would return once done(); frames after that stay queued.
+  Status HandleQueued();
+  // Whether the driver's Shutdown (or a failure) ended the serving.
+  bool done() const { return done_; }
+
   const ShardStats& stats() const { return stats_; }
   // Bytes this shard's slice of `items` rows of `cols` floats takes: the
   // values, the optimizer state (Adagrad) and bsp's gradient sums.
@@ -113,6 +123,9 @@ class ShardServer {
   void Answer(int from, const PsPull& pull);
   void ApplyPush(const PsPushView& push);
   void CompleteBspClocks();
+  // bsp with one worker: applies its push of a clock row by row when its keys
+  // are distinct (as a PsClient's are); false, with nothing done, otherwise.
+  bool ApplyAlone(const PsPushView& push, float* gradient);
   void ServePending();
   void Refuse(int to, const std::string& why);
   uint32_t MinClock() const;
@@ -126,6 +139,7 @@ class ShardServer {
   Transport* transport_;
   bool started_ = false;
   Status start_error_;  // PsStart refused (memory cap): returned at Shutdown
+  bool done_ = false;  // HandleQueued: the serving ended
   uint32_t items_ = 0, rows_ = 0, cols_ = 0;
   std::vector<float> values_;     // rows_ x cols_
   std::vector<float> state_;      // optimizer state (Adagrad), rows_ x cols_

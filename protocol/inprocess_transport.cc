@@ -92,6 +92,27 @@ void InProcessNetwork::SetArrivalHook(int rank, std::function<void()> hook) {
   endpoints_[static_cast<size_t>(rank)]->SetHook(std::move(hook));
 }
 
+void InProcessNetwork::ServeOnSenders(int rank, std::function<void()> drain) {
+  // `calls`: arrivals not yet covered by a finished drain. The sender that
+  // raises it from 0 drains; it stops only when no arrival came in since its
+  // last drain began (the exchange), so no frame is left without a drain.
+  // Its acquire/release orders one drainer's effects before the next's.
+  struct State {
+    std::atomic<uint64_t> calls{0};
+    std::function<void()> drain;
+  };
+  auto state = std::make_shared<State>();
+  state->drain = std::move(drain);
+  SetArrivalHook(rank, [state] {
+    if (state->calls.fetch_add(1, std::memory_order_acq_rel) != 0) return;
+    uint64_t seen = 1;
+    for (;;) {
+      state->drain();
+      if (state->calls.compare_exchange_strong(seen, 0, std::memory_order_acq_rel)) return;
+    }
+  });
+}
+
 void InProcessNetwork::SetLinkDelay(std::function<double(int, int, uint64_t)> delay) {
   delay_ = std::move(delay);
 }

@@ -31,6 +31,17 @@ class InProcessNetwork {
   // Set before any traffic.
   void SetArrivalHook(int rank, std::function<void()> hook);
 
+  // Serves `rank` on the threads that send to it instead of on a thread of its
+  // own waiting in Recv, so a frame to it costs no thread wake-up. After each
+  // frame queued for `rank`, the sender calls `drain` unless another thread
+  // is in `drain` for it, in which case that thread calls it again before
+  // returning. So calls never overlap, each sees the effects of the previous
+  // ones, and every frame is followed by a call that starts after it was
+  // queued. `drain` should Recv (zero timeout) until the inbox is empty, and
+  // runs inside the sender's Send: it must not wait for frames. Set before
+  // any traffic; it takes the place of an arrival hook.
+  void ServeOnSenders(int rank, std::function<void()> drain);
+
   // Virtual time (the simulator). Once set, every frame is stamped with
   // Envelope::arrival = the sender's virtual time at Send + delay(from, to,
   // bytes), in seconds. Without it frames arrive at time 0. Set before any

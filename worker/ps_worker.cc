@@ -39,7 +39,8 @@ PsWorker::PsWorker(PsWorkerOptions options, SiteData data, Transport* transport)
     : options_(std::move(options)),
       data_(std::move(data)),
       transport_(transport),
-      client_(transport, options_.shard_ranks, options_.factors + 1, options_.driver_rank) {}
+      client_(transport, options_.shard_ranks, options_.factors + 1, options_.driver_rank),
+      team_(std::max(options_.threads, 1u)) {}
 
 Status PsWorker::AwaitStart() {
   const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
@@ -151,9 +152,9 @@ Status PsWorker::RunSteps() {
       FEDREC_RETURN_IF_ERROR(
           client_.Wait(client_.Pull(keys, rows.data(), clock), options_.timeout));
       gradients.assign(keys.size() * cols, 0.0f);
-      report.train_squared_error +=
-          MfMinibatchGradients(batch, k, start_.global_mean, rows.data(), gradients.data(),
-                               model_.user_factors(), model_.user_bias(), lr, options_.sgd);
+      report.train_squared_error += team_.Gradients(
+          batch, model_.users(), k, start_.global_mean, rows.data(), gradients.data(),
+          model_.user_factors(), model_.user_bias(), lr, options_.sgd);
       report.train_count += batch.size();
       client_.Push(keys, gradients.data(), clock, epoch);
       // Acknowledgements are collected as they come; keep few outstanding.

@@ -11,7 +11,8 @@
 //      kShuffle) and cuts them into T minibatches (minibatch j is ratings
 //      [j n / T, (j + 1) n / T)). Minibatch j at clock c = e T + j: pull the
 //      rows of its items (first-appearance order) at clock c, compute the
-//      gradients and step the user rows (algorithms/mf_minibatch.h), push the
+//      gradients and step the user rows (algorithms/mf_minibatch.h, on
+//      `threads` threads), push the
 //      item gradients at clock c. Pushes are not waited for before the next
 //      pull; the shard's policy decides what the pull reads.
 //   3. After every eval_every epochs and the last, it pulls the rows of its
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "algorithms/metrics.h"
+#include "algorithms/mf_minibatch.h"
 #include "algorithms/mf_model.h"
 #include "algorithms/sgd.h"
 #include "protocol/ps_client.h"
@@ -49,6 +51,9 @@ struct PsWorkerOptions {
   uint32_t factors = 32;
   MfInitOptions init;  // init.seed also seeds the shuffles
   SgdOptions sgd;      // user rows' learning rate schedule and both regularisations
+  // Threads of the minibatch gradient (algorithms/mf_minibatch.h
+  // MfMinibatchTeam): the model is the same for any count.
+  uint32_t threads = 1;
   uint32_t eval_every = 1;
   float rating_min = 1.0f, rating_max = 5.0f;
   std::chrono::milliseconds timeout{600000};  // longest wait for any answer
@@ -82,6 +87,7 @@ class PsWorker {
   PsClient client_;
   PsStart start_;
   MfModel model_;
+  MfMinibatchTeam team_;
   std::vector<uint32_t> eval_keys_;  // the test items, first-appearance order
   std::vector<Rating> eval_test_;    // test ratings, item = slot in eval_keys_
   uint64_t slice_bytes_ = 0;

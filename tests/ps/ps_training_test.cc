@@ -162,6 +162,30 @@ TEST(PsTraining, BspWithSeveralWorkersEqualsSynchronousDataParallelMinibatchSgd)
   }
 }
 
+TEST(PsTraining, BspModelIsTheSameForOneTwoAndFourWorkerThreads) {
+  // k = 16 runs the vector kernel, k = 10 the run-time one with its scalar tail.
+  for (int64_t factors : {16, 10}) {
+    for (int64_t workers : {1, 2}) {
+      Config config = PsConfig(2, workers);
+      config.model.factors = factors;
+      config.train.threads = 1;
+      const PsRun one = RunPs(config);
+      EXPECT_TRUE(one.rows() == ReferenceMinibatchSgd(config))
+          << "k " << factors << ", " << workers << " workers: 1 thread differs from the reference";
+      for (int64_t threads : {2, 4}) {
+        config.train.threads = threads;
+        const PsRun many = RunPs(config);
+        EXPECT_TRUE(many.rows() == one.rows())
+            << "k " << factors << ", " << workers << " workers: " << threads
+            << " threads per worker give another model than 1";
+        ASSERT_EQ(many.epochs.size(), one.epochs.size());
+        for (size_t e = 0; e < one.epochs.size(); ++e)
+          EXPECT_EQ(many.epochs[e].train_mse, one.epochs[e].train_mse) << "epoch " << e + 1;
+      }
+    }
+  }
+}
+
 TEST(PsTraining, SspReadsNeverExceedTheStalenessBound) {
   for (int64_t staleness : {0, 1, 3}) {
     Config config = PsConfig(2, 4, "ssp");
