@@ -17,6 +17,7 @@
 #include "apps/job.h"
 #include "apps/model_files.h"
 #include "apps/ps_job.h"
+#include "apps/site_group.h"
 #include "coordinator/aggregation_shard.h"
 #include "protocol/identity.h"
 #include "protocol/mpi_transport.h"
@@ -411,11 +412,21 @@ int RunSim(const Config& config, const Registries& registries) {
   }
   // The simulator may have made the sites' roster itself (Paillier, above).
   coordinator_options.sites_hold_roster = worker_options.roster && !worker_options.roster->empty();
+  // Two tiers: each site's group on a network of its own, its ranks threads.
+  SiteGroups groups(config, data->sites);
+  if (groups.active()) {
+    auto customize = sim_options.customize_site;
+    sim_options.customize_site = [customize, &groups](WorkerOptions* o, uint32_t site) {
+      if (customize) customize(o, site);
+      o->trainer = groups.trainer(site);
+    };
+  }
   Result<SimulationResult> result =
       RunSimulation(sim_options, coordinator_options, std::move(server_model).value(),
                     std::move(strategy).value(), worker_options, dataset.items.size(),
                     std::move(data->sites), std::ref(reporter));
   out->EndProgress();
+  if (Status ended = groups.End(); !ended.ok() && result.ok()) return Fail(ended);
   if (!result.ok()) return Fail(result.status());
   if (!saved.ok()) return Fail(saved);
   const double seconds =

@@ -202,6 +202,12 @@ const std::vector<Key>& Schema() {
           "shard servers: ranks 1..S after the coordinator in fedrec run, threads in fedrec "
           "sim; they hold the item rows (federation.mode = ps) or sum slices of the sites' "
           "updates (federated rounds; 0 = the coordinator sums)"),
+      FEDREC_KEY("cluster.site_workers", cluster.site_workers,
+                 "two tiers: workers of each site, which trains its local epochs in "
+                 "parameter-server mode (ps.*) over its own ranks; 0 = a site is one rank"),
+      FEDREC_KEY("cluster.site_shard_servers", cluster.site_shard_servers,
+                 "two tiers: shard servers of each site holding its copy of the item rows "
+                 "(with cluster.site_workers > 0)"),
       FEDREC_KEY("cluster.startup_timeout", cluster.startup_timeout,
                  "seconds fedrec run waits for every site to load its data"),
       FEDREC_KEY("cluster.memory_limit", cluster.memory_limit,
@@ -688,6 +694,23 @@ Status ValidateConfig(const Config& c) {
                   "0 with security.aggregation = \"paillier\" (the decrypting sites sum the "
                   "ciphertexts; shard servers sum with none or secagg)",
                   std::to_string(c.cluster.shard_servers));
+    if (c.cluster.site_workers < 0 || c.cluster.site_workers > 4096)
+      return fail("cluster.site_workers", "an integer in [0, 4096] (0 = a site is one rank)",
+                  std::to_string(c.cluster.site_workers));
+    if (c.cluster.site_workers > 0) {
+      if (c.cluster.site_shard_servers < 1 || c.cluster.site_shard_servers > 4096)
+        return fail("cluster.site_shard_servers",
+                    "an integer in [1, 4096] with cluster.site_workers > 0 (they hold the "
+                    "site's item rows)",
+                    std::to_string(c.cluster.site_shard_servers));
+      if (c.model.name != "mf")
+        return fail("model.name",
+                    "mf with cluster.site_workers > 0 (a site trains biased MF in "
+                    "parameter-server mode)",
+                    "\"" + c.model.name + "\"");
+      FEDREC_RETURN_IF_ERROR(one_of("ps.consistency", c.ps.consistency, {"bsp", "ssp", "async"}));
+      FEDREC_RETURN_IF_ERROR(one_of("ps.optimizer", c.ps.optimizer, {"sgd", "adagrad"}));
+    }
   }
   if (c.ps.staleness < 0 || c.ps.staleness > 1000000)
     return fail("ps.staleness", "an integer in [0, 1000000]", std::to_string(c.ps.staleness));

@@ -148,6 +148,11 @@ struct Config {
 
   struct Cluster {
     int64_t shard_servers = 0;
+    // Two tiers (apps/site_group.h): each site of federated rounds is a group
+    // of 1 + site_shard_servers + site_workers ranks that trains in
+    // parameter-server mode inside itself (ps.*); 0 workers = one rank a site.
+    int64_t site_workers = 0;
+    int64_t site_shard_servers = 1;
     double startup_timeout = 120.0;  // seconds for every site to load its data and report
     // Per-process memory cap of federation.mode = "ps" ("512MiB", "2GiB",
     // bytes; empty = none): each shard server and worker refuses a model slice

@@ -75,6 +75,11 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       return Status::Aborted(
           who + " failed: " + (error.ok() ? error->message : error.status().message()));
     }
+    if (frame->header.type == MessageType::kPsRows && options_.on_worker_rows) {
+      FEDREC_RETURN_IF_ERROR(
+          options_.on_worker_rows(static_cast<uint32_t>(w), *frame).WithContext(who));
+      continue;
+    }
     Result<PsReport> report = DecodePsReport(*frame);
     if (!report.ok()) return report.status().WithContext(who);
     if (hellos_in < workers) {
@@ -98,13 +103,16 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
           static_cast<uint32_t>(std::max<uint64_t>(1, (count + batch - 1) / batch));
       start_.epochs = options_.epochs;
       start_.global_mean = count ? static_cast<float>(sum / static_cast<double>(count)) : 0.0f;
+      if (options_.global_mean) start_.global_mean = *options_.global_mean;
       start_.workers = static_cast<uint32_t>(workers);
-      spdlog::info(
+      spdlog::log(
+          options_.global_mean ? spdlog::level::debug : spdlog::level::info,
           "ps: {} workers, {} shard servers, {} ratings, {} steps per epoch, global mean {:.4f}",
           workers, options_.shard_ranks.size(), count, start_.steps_per_epoch, start_.global_mean);
       started = std::chrono::steady_clock::now();
       for (int r : options_.shard_ranks)
         FEDREC_RETURN_IF_ERROR(transport_->Send(r, EncodePsStart(start_, transport_->rank())));
+      if (options_.load_shards) FEDREC_RETURN_IF_ERROR(options_.load_shards());
       for (int r : options_.worker_ranks)
         FEDREC_RETURN_IF_ERROR(transport_->Send(r, EncodePsStart(start_, transport_->rank())));
       continue;

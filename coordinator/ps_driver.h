@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "algorithms/metrics.h"
@@ -43,6 +44,15 @@ struct PsDriverOptions {
   uint32_t epochs = 1;
   uint64_t batch_size = 1000;                 // ratings per step, summed over the workers
   std::chrono::milliseconds timeout{600000};  // longest wait for any report
+  // A session of a site that trains in parameter-server mode inside itself
+  // (two tiers; apps/site_group.h): the global mean it was given instead of
+  // the workers' mean; `load_shards`, called once PsStart went to the shards
+  // and before it goes to the workers, sends every shard its rows (PsRows;
+  // the shards have rows_from_driver); `on_worker_rows` gets each PsRows
+  // frame a worker sends (its users' rows), before its final report.
+  std::optional<float> global_mean;
+  std::function<Status()> load_shards;
+  std::function<Status(uint32_t worker, const FrameView& frame)> on_worker_rows;
 };
 
 // Reads rows [first, first + count) of the final model into `out` (count x

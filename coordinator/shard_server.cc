@@ -368,10 +368,12 @@ Status ShardServer::Handle(Envelope& e, bool* done) {
       return Status::Ok();  // not started: workers' frames wait, unanswered
     }
     FEDREC_RETURN_IF_ERROR(Start(*start));
+    if (!Serving()) return Status::Ok();  // the rows come first
     std::vector<Envelope> early = std::move(early_);
     for (Envelope& waiting : early) FEDREC_RETURN_IF_ERROR(Handle(waiting, done));
     return Status::Ok();
   }
+  if (from_driver && type == MessageType::kPsRows) return Assign(*frame, done);
   if (type != MessageType::kPsPull && type != MessageType::kPsPush) {
     if (WorkerOf(e.from) >= 0) {
       Refuse(e.from, std::string("a ") + MessageTypeName(type) + " frame from rank " +
@@ -382,7 +384,7 @@ Status ShardServer::Handle(Envelope& e, bool* done) {
     }
     return Status::Ok();
   }
-  if (!started_) {
+  if (!Serving()) {
     early_.push_back(std::move(e));
     return Status::Ok();
   }
@@ -401,6 +403,37 @@ Status ShardServer::Handle(Envelope& e, bool* done) {
     return Status::Ok();
   }
   HandlePush(e.from, e, *push);
+  return Status::Ok();
+}
+
+Status ShardServer::Assign(const FrameView& frame, bool* done) {
+  const std::string who = "shard server " + std::to_string(options_.shard);
+  if (!options_.rows_from_driver || !started_) {
+    return Status::InvalidArgument(
+        who + ": the driver sent PsRows " +
+        (started_ ? "to a shard whose rows start from its own initial values"
+                  : "before PsStart, expected PsStart first"));
+  }
+  Result<PsPushView> rows = DecodePsRows(frame);
+  if (!rows.ok()) return rows.status().WithContext(who + ", the driver's rows");
+  if (rows->cols != cols_) {
+    return Status::InvalidArgument(fmt::format("{}: the driver's rows have {} floats, expected {}",
+                                               who, rows->cols, cols_));
+  }
+  if (std::string bad = CheckKeys(rows->keys, rows->rows); !bad.empty())
+    return Status::InvalidArgument(who + ", the driver's rows: " + bad);
+  if (rows->rows > rows_ - assigned_) {
+    return Status::InvalidArgument(fmt::format(
+        "{}: the driver assigned {} rows more, beyond the {} this shard holds", who, rows->rows,
+        rows_));
+  }
+  const uint32_t shards = options_.sharding.shards;
+  for (uint64_t i = 0; i < rows->rows; ++i)
+    rows->CopyRow(i, values_.data() + static_cast<size_t>(rows->Key(i) / shards) * cols_);
+  assigned_ += static_cast<uint32_t>(rows->rows);
+  if (!Serving()) return Status::Ok();
+  std::vector<Envelope> early = std::move(early_);
+  for (Envelope& waiting : early) FEDREC_RETURN_IF_ERROR(Handle(waiting, done));
   return Status::Ok();
 }
 

@@ -65,6 +65,10 @@ struct ShardServerOptions {
   RowOptimizer optimizer;
   // Fills the initial values of global row `row` (cols floats).
   std::function<void(uint64_t row, std::span<float> out)> init_row;
+  // The driver assigns every row (PsRows) after PsStart, before the workers'
+  // pulls and pushes are served (a site training in parameter-server mode
+  // inside itself: the round's global rows); init_row is then unused.
+  bool rows_from_driver = false;
   // Per-process memory cap in bytes (cluster.memory_limit); 0 = none.
   uint64_t memory_limit = 0;
   // Serve() fails after this long without any frame.
@@ -98,6 +102,8 @@ class ShardServer {
   Status HandleQueued();
   // Whether the driver's Shutdown (or a failure) ended the serving.
   bool done() const { return done_; }
+  // Whether a PsStart came before the Shutdown (a job was served).
+  bool started() const { return started_; }
 
   const ShardStats& stats() const { return stats_; }
   // Bytes this shard's slice of `items` rows of `cols` floats takes: the
@@ -117,6 +123,10 @@ class ShardServer {
 
   Status Handle(Envelope& e, bool* done);
   Status Start(const PsStart& start);
+  // Whether workers' frames are served yet: started, and with
+  // rows_from_driver every row assigned.
+  bool Serving() const { return started_ && (!options_.rows_from_driver || assigned_ == rows_); }
+  Status Assign(const FrameView& frame, bool* done);
   void HandlePull(int from, PsPull pull);
   void HandlePush(int from, Envelope& e, const PsPushView& push);
   bool Ready(const PsPull& pull) const;
@@ -139,6 +149,7 @@ class ShardServer {
   Transport* transport_;
   bool started_ = false;
   Status start_error_;  // PsStart refused (memory cap): returned at Shutdown
+  uint32_t assigned_ = 0;  // rows_from_driver: rows the driver's PsRows assigned
   bool done_ = false;  // HandleQueued: the serving ended
   uint32_t items_ = 0, rows_ = 0, cols_ = 0;
   std::vector<float> values_;     // rows_ x cols_

@@ -98,6 +98,8 @@ const char* MessageTypeName(MessageType type) {
       return "ShardClose";
     case MessageType::kShardSums:
       return "ShardSums";
+    case MessageType::kPsRows:
+      return "PsRows";
   }
   return "unknown message type";
 }

@@ -76,9 +76,14 @@ enum class MessageType : uint16_t {
   kShardRound = 31,
   kShardClose = 32,
   kShardSums = 33,
+  // Keyed rows assigned, not stepped (protocol/ps_messages.h PsRows): a site
+  // that trains in parameter-server mode inside itself (two tiers) loads the
+  // round's global rows into its shard servers and its users' rows into its
+  // workers, and the workers return their users' rows.
+  kPsRows = 34,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 33;
+constexpr uint16_t kMaxMessageType = 34;
 
 const char* MessageTypeName(MessageType type);
 

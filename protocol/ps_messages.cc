@@ -178,9 +178,10 @@ std::vector<uint8_t> EncodePsPullReplyShell(uint64_t request, uint32_t min_clock
 
 std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_t epoch,
                                        uint32_t cols, uint64_t rows, uint32_t sender,
-                                       size_t* keys_at, size_t* gradients_at) {
+                                       size_t* keys_at, size_t* gradients_at,
+                                       MessageType type) {
   std::vector<uint8_t> frame =
-      NewFrame(MessageType::kPsPush, sender, kPushFixed + rows * (sizeof(uint32_t) + cols * 4));
+      NewFrame(type, sender, kPushFixed + rows * (sizeof(uint32_t) + cols * 4));
   Writer w(&frame);
   w.Put<uint64_t>(request)
       .Put<uint32_t>(clock)
@@ -189,6 +190,19 @@ std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_
       .Put<uint64_t>(rows);
   *keys_at = static_cast<size_t>(w.at() - frame.data());
   *gradients_at = *keys_at + rows * sizeof(uint32_t);
+  return frame;
+}
+
+std::vector<uint8_t> EncodePsRows(uint64_t request, uint32_t epoch, uint32_t cols,
+                                  std::span<const uint32_t> keys, const float* values,
+                                  uint32_t sender) {
+  size_t keys_at = 0, values_at = 0;
+  std::vector<uint8_t> frame = EncodePsPushShell(request, 0, epoch, cols, keys.size(), sender,
+                                                 &keys_at, &values_at, MessageType::kPsRows);
+  if (!keys.empty()) {
+    std::memcpy(frame.data() + keys_at, keys.data(), keys.size() * sizeof(uint32_t));
+    std::memcpy(frame.data() + values_at, values, keys.size() * cols * sizeof(float));
+  }
   return frame;
 }
 
@@ -283,8 +297,9 @@ Result<PsPullReplyView> DecodePsPullReply(const FrameView& frame) {
   return m;
 }
 
-Result<PsPushView> DecodePsPush(const FrameView& frame) {
-  FEDREC_RETURN_IF_ERROR(ExpectType(frame, MessageType::kPsPush));
+namespace {
+Result<PsPushView> DecodeKeyedRows(const FrameView& frame, MessageType type) {
+  FEDREC_RETURN_IF_ERROR(ExpectType(frame, type));
   Reader r(frame);
   PsPushView m;
   r.Get(&m.request, "request");
@@ -318,6 +333,15 @@ Result<PsPushView> DecodePsPush(const FrameView& frame) {
     }
   }
   return m;
+}
+}  // namespace
+
+Result<PsPushView> DecodePsPush(const FrameView& frame) {
+  return DecodeKeyedRows(frame, MessageType::kPsPush);
+}
+
+Result<PsPushView> DecodePsRows(const FrameView& frame) {
+  return DecodeKeyedRows(frame, MessageType::kPsRows);
 }
 
 Result<PsPushAck> DecodePsPushAck(const FrameView& frame) {

@@ -165,9 +165,16 @@ std::vector<uint8_t> EncodePsPull(uint64_t request, uint32_t clock, uint32_t fla
 std::vector<uint8_t> EncodePsPullReplyShell(uint64_t request, uint32_t min_clock, uint32_t cols,
                                             uint64_t rows, uint32_t sender, size_t* values_at);
 // A push whose keys and gradients the caller writes at the returned offsets.
+// With `type` kPsRows, the same layout carries rows to assign (PsRows).
 std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_t epoch,
                                        uint32_t cols, uint64_t rows, uint32_t sender,
-                                       size_t* keys_at, size_t* gradients_at);
+                                       size_t* keys_at, size_t* gradients_at,
+                                       MessageType type = MessageType::kPsPush);
+// PsRows: `keys` and their rows (keys.size() x cols floats at `values`),
+// values to take as they are; `epoch` is the sender's epoch offset.
+std::vector<uint8_t> EncodePsRows(uint64_t request, uint32_t epoch, uint32_t cols,
+                                  std::span<const uint32_t> keys, const float* values,
+                                  uint32_t sender);
 std::vector<uint8_t> EncodePsPushAck(const PsPushAck& m, uint32_t sender);
 std::vector<uint8_t> EncodePsStart(const PsStart& m, uint32_t sender);
 std::vector<uint8_t> EncodePsReport(const PsReport& m, uint32_t sender);
@@ -178,6 +185,8 @@ std::vector<uint8_t> EncodePsMemory(const PsMemory& m, uint32_t sender);
 Result<PsPull> DecodePsPull(const FrameView& frame);
 Result<PsPullReplyView> DecodePsPullReply(const FrameView& frame);
 Result<PsPushView> DecodePsPush(const FrameView& frame);
+// A PsRows frame, in the push's layout (values in `gradients`), finite values only.
+Result<PsPushView> DecodePsRows(const FrameView& frame);
 Result<PsPushAck> DecodePsPushAck(const FrameView& frame);
 Result<PsStart> DecodePsStart(const FrameView& frame);
 Result<PsReport> DecodePsReport(const FrameView& frame);

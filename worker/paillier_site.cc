@@ -443,7 +443,7 @@ Status PaillierSite::PartiallyDecrypt(const PaillierSum& sum) {
 }
 
 Result<std::vector<uint64_t>> PaillierSite::TrainEncoded(std::vector<double>* metrics) {
-  const LossSums loss = c_.Train(*pending_plan_);
+  FEDREC_ASSIGN_OR_RETURN(const LossSums loss, c_.Train(*pending_plan_));
   *metrics = {loss.sum, static_cast<double>(loss.count)};
   FEDREC_RETURN_IF_ERROR(CheckFinite(c_.UploadShapes(), c_.UploadViews()));
   const RoundPlan& plan = *pending_plan_;

@@ -77,6 +77,8 @@ Status PsWorker::AwaitStart() {
 }
 
 Status PsWorker::Evaluate(uint32_t clock, ErrorSums* sums) {
+  *sums = {};
+  if (eval_test_.empty()) return Status::Ok();
   const uint32_t k = options_.factors, cols = k + 1;
   std::vector<float> rows(eval_keys_.size() * cols);
   FEDREC_RETURN_IF_ERROR(
@@ -132,6 +134,18 @@ Status PsWorker::RunSteps() {
   model_ = MfModel(static_cast<uint32_t>(data_.user_keys.size()),
                    static_cast<uint32_t>(eval_keys_.size()), k);
   model_.InitUsers(options_.init, data_.user_keys);
+  if (!options_.user_rows.empty()) {
+    if (options_.user_rows.size() != static_cast<size_t>(model_.users()) * cols) {
+      return Status::InvalidArgument(
+          fmt::format("the driver's user rows hold {} floats, expected {} users x {}",
+                      options_.user_rows.size(), model_.users(), cols));
+    }
+    for (uint32_t u = 0; u < model_.users(); ++u) {
+      std::copy_n(options_.user_rows.data() + static_cast<size_t>(u) * cols, k,
+                  model_.user_factors() + static_cast<size_t>(u) * k);
+      model_.user_bias()[u] = options_.user_rows[static_cast<size_t>(u) * cols + k];
+    }
+  }
   model_.set_global_mean(start_.global_mean);
 
   std::vector<uint32_t> keys;
@@ -140,9 +154,10 @@ Status PsWorker::RunSteps() {
   uint32_t clock = 0;
   const size_t n = data_.train.size();
   for (uint32_t epoch = 0; epoch < start_.epochs; ++epoch) {
-    Rng rng(options_.init.seed, epoch, options_.worker, Purpose::kShuffle);
+    const uint32_t global_epoch = options_.epoch_offset + epoch;
+    Rng rng(options_.init.seed, global_epoch, options_.worker, Purpose::kShuffle);
     rng.Shuffle(std::span<Rating>(data_.train));
-    const float lr = options_.sgd.LearningRate(epoch);
+    const float lr = options_.sgd.LearningRate(global_epoch);
     PsReport report;
     for (uint32_t j = 0; j < steps; ++j, ++clock) {
       const size_t begin = n * j / steps, end = n * (j + 1) / steps;
@@ -156,7 +171,7 @@ Status PsWorker::RunSteps() {
           batch, model_.users(), k, start_.global_mean, rows.data(), gradients.data(),
           model_.user_factors(), model_.user_bias(), lr, options_.sgd);
       report.train_count += batch.size();
-      client_.Push(keys, gradients.data(), clock, epoch);
+      client_.Push(keys, gradients.data(), clock, global_epoch);
       // Acknowledgements are collected as they come; keep few outstanding.
       while (client_.outstanding() > 4) FEDREC_RETURN_IF_ERROR(client_.Poll(options_.timeout));
     }
@@ -172,18 +187,36 @@ Status PsWorker::RunSteps() {
     }
     if (last) {
       FEDREC_RETURN_IF_ERROR(client_.WaitAll(options_.timeout));
+      FEDREC_RETURN_IF_ERROR(SendUserRows());
       report.final = true;
     }
     FEDREC_RETURN_IF_ERROR(
         transport_->Send(options_.driver_rank, EncodePsReport(report, transport_->rank())));
   }
   if (start_.epochs == 0) {
+    FEDREC_RETURN_IF_ERROR(SendUserRows());
     PsReport report;
     report.final = true;
     FEDREC_RETURN_IF_ERROR(
         transport_->Send(options_.driver_rank, EncodePsReport(report, transport_->rank())));
   }
   return Status::Ok();
+}
+
+Status PsWorker::SendUserRows() {
+  if (!options_.return_user_rows) return Status::Ok();
+  const uint32_t k = options_.factors, cols = k + 1, users = model_.users();
+  std::vector<float> rows(static_cast<size_t>(users) * cols);
+  std::vector<uint32_t> keys(users);
+  for (uint32_t u = 0; u < users; ++u) {
+    keys[u] = u;
+    std::copy_n(model_.user_factors() + static_cast<size_t>(u) * k, k,
+                rows.data() + static_cast<size_t>(u) * cols);
+    rows[static_cast<size_t>(u) * cols + k] = model_.user_bias()[u];
+  }
+  return transport_->Send(options_.driver_rank,
+                          EncodePsRows(0, options_.epoch_offset, cols, keys, rows.data(),
+                                       static_cast<uint32_t>(transport_->rank())));
 }
 
 Status PsWorker::Run() {

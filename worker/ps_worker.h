@@ -58,6 +58,15 @@ struct PsWorkerOptions {
   float rating_min = 1.0f, rating_max = 5.0f;
   std::chrono::milliseconds timeout{600000};  // longest wait for any answer
   uint64_t memory_limit = 0;                  // bytes (cluster.memory_limit); 0 = none
+  // A session of a site that trains in parameter-server mode inside itself
+  // (two tiers; apps/site_group.h): the users' rows to start from (users x
+  // (factors + 1): factors then bias; empty = drawn from init), the global
+  // index of the first epoch (shuffles and learning rates), and whether the
+  // worker sends its users' rows to the driver (PsRows, before its final
+  // report).
+  std::vector<float> user_rows;
+  uint32_t epoch_offset = 0;
+  bool return_user_rows = false;
 };
 
 class PsWorker {
@@ -80,6 +89,7 @@ class PsWorker {
   Status AwaitStart();
   Status CheckMemory();
   Status Evaluate(uint32_t clock, ErrorSums* sums);
+  Status SendUserRows();
 
   PsWorkerOptions options_;
   SiteData data_;

@@ -35,7 +35,12 @@ class SecAggSite : public SiteScheme {
     if (!secagg_) return Status::Ok();  // refused or dropped
     // The input is needed only once the shares are routed (step 3): training
     // now overlaps the round trips of the key agreement.
-    const LossSums loss = c_.Train(p);
+    Result<LossSums> trained = c_.Train(p);
+    if (!trained.ok()) {
+      secagg_.reset();
+      return c_.SendError(p.round, trained.status().message());
+    }
+    const LossSums loss = *trained;
     secagg_trained_ = {loss.sum, static_cast<double>(loss.count)};
     if (!c_.options().keep_global_model) {
       // Hold only the rows with a weight until step 3, not the model.

@@ -81,7 +81,9 @@ class PlainSite : public SiteScheme {
   Aggregation kind() const override { return Aggregation::kNone; }
 
   Status OnPlan(RoundPlan plan, std::vector<uint64_t>) override {
-    const LossSums loss = c_.Train(plan);
+    Result<LossSums> trained = c_.Train(plan);
+    if (!trained.ok()) return c_.SendError(plan.round, trained.status().message());
+    const LossSums loss = *trained;
     ModelUpdate update;
     update.round = plan.round;
     update.model_version = plan.model_version;

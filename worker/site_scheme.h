@@ -46,7 +46,8 @@ class SiteContext {
   virtual const Model& model() const = 0;
   // Trains for `plan` (control variates, normalized steps and a Byzantine
   // attack included): the update is then in UploadShapes / UploadViews.
-  virtual LossSums Train(const RoundPlan& plan) = 0;
+  // Fails when the site's own trainer does (WorkerOptions::trainer).
+  virtual Result<LossSums> Train(const RoundPlan& plan) = 0;
   // What the site uploads: the model's blocks, then the strategy's.
   virtual std::vector<ParamBlock> UploadShapes() const = 0;
   virtual std::vector<DenseBlockView> UploadViews() const = 0;

@@ -240,8 +240,10 @@ Status Worker::BeginSteps(const RoundPlan& plan) {
   return steps_.Begin(*model_, plan.steps_unit, cap).WithContext(Where(plan.round));
 }
 
-LossSums Worker::TrainOn(const RoundPlan& plan) {
-  const LossSums loss = TrainModel(PlanOf(plan, control_));
+Result<LossSums> Worker::TrainOn(const RoundPlan& plan) {
+  Result<LossSums> trained = TrainModel(PlanOf(plan, control_));
+  if (!trained.ok()) return trained.status().WithContext(Where(plan.round));
+  const LossSums loss = *trained;
   control_.Finish(*model_, loss.lr_sum);
   steps_.Finish(model_.get(), loss);
   return loss;
@@ -261,11 +263,18 @@ std::vector<DenseBlockView> Worker::UploadViews() const {
   return views;
 }
 
-LossSums Worker::TrainModel(const TrainPlan& plan) {
+Result<LossSums> Worker::TrainModel(const TrainPlan& plan) {
   const bool byzantine = options_.byzantine.kind != ByzantineAttack::Kind::kNone;
   std::vector<ParamBlock> received;
   if (byzantine) received = model_->GlobalBlocks();
-  const LossSums loss = model_->Train(plan);
+  LossSums loss;
+  if (options_.trainer) {
+    Result<LossSums> trained = options_.trainer->Train(model_.get(), plan);
+    if (!trained.ok()) return trained.status();
+    loss = *trained;
+  } else {
+    loss = model_->Train(plan);
+  }
   model_version_ = UINT64_MAX;  // the global blocks now hold this site's training
   if (byzantine)
     ApplyByzantineAttack(options_.byzantine, received, options_.seed, plan.round, options_.site,

@@ -35,6 +35,16 @@ namespace fedrec {
 // model options); ModelData::shard is the site index.
 using SiteModelFactory = std::function<Result<std::unique_ptr<Model>>(ModelData data)>;
 
+// Trains a site's model another way than Model::Train: a site that is a group
+// of ranks training in parameter-server mode inside itself (two tiers,
+// apps/site_group.h). It leaves the model as Model::Train would: its global
+// and local blocks trained, the global mean unchanged.
+class SiteTrainer {
+ public:
+  virtual ~SiteTrainer() = default;
+  virtual Result<LossSums> Train(Model* model, const TrainPlan& plan) = 0;
+};
+
 struct WorkerOptions {
   uint32_t site = 0;  // site index, 0-based
   int coordinator_rank = 0;
@@ -79,6 +89,9 @@ struct WorkerOptions {
   // Fault injection (the simulator's Byzantine sites, worker/byzantine.h):
   // the site sends this attack instead of its trained values. kNone: honest.
   ByzantineAttack byzantine;
+  // Trains the site's model instead of Model::Train (null: the model trains
+  // itself). Per site: not shared between workers.
+  std::shared_ptr<SiteTrainer> trainer;
 };
 
 // One site's data. Users are numbered by the site (0..user_keys.size()-1);
@@ -128,7 +141,7 @@ class Worker : private SiteContext {
   const crypto::SigningKey& identity() const override { return identity_; }
   const std::map<uint32_t, crypto::Key32>& roster() const override;
   uint32_t items() const override { return items_; }
-  LossSums Train(const RoundPlan& plan) override { return TrainOn(plan); }
+  Result<LossSums> Train(const RoundPlan& plan) override { return TrainOn(plan); }
   // The shapes (no values) of what the site uploads, which updates are
   // encoded against. With control variates in the round (SCAFFOLD) or
   // normalized steps (FedNova), their blocks follow the model's.
@@ -148,7 +161,7 @@ class Worker : private SiteContext {
   Status CheckShardRanks(const RoundPlan& plan) const;
   Status OnEvalRequest(const FrameView& frame);
   // Trains the model for `plan`; a Byzantine site then applies its attack.
-  LossSums TrainModel(const TrainPlan& plan);
+  Result<LossSums> TrainModel(const TrainPlan& plan);
   // The metric sums of the model as it is now on this site's test ratings.
   EvalReport EvaluateModel(uint32_t round) const;
   // Starts the round's control variates (or ends them when the plan has
@@ -158,7 +171,7 @@ class Worker : private SiteContext {
   // does not count its local steps or the plan's unit is not valid.
   Status BeginSteps(const RoundPlan& plan);
   // Local training for the plan, with the control-variate step and update.
-  LossSums TrainOn(const RoundPlan& plan);
+  Result<LossSums> TrainOn(const RoundPlan& plan);
   // Loads `model` (when included) or checks the cached version.
   Status AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
                     uint32_t round);
