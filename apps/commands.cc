@@ -21,6 +21,7 @@
 #include "coordinator/aggregation_shard.h"
 #include "protocol/identity.h"
 #include "protocol/mpi_transport.h"
+#include "protocol/rank_split_transport.h"
 #include "protocol/sha256.h"
 #include "sim/simulation.h"
 
@@ -709,11 +710,69 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   return Finish(&*out, summary, **final_model, items);
 }
 
+// The site's items renumbered in the catalogue's order; the federation's item
+// IDs in that order.
+Result<std::vector<std::string>> AdoptCatalogue(const Config& config, const Catalogue& catalogue,
+                                                LocalSite* local) {
+  if (local->in_universe) {
+    if (catalogue.items != local->item_ids.size()) {
+      return Status::InvalidArgument(fmt::format(
+          "the coordinator's item catalogue has {} items, this site's data.item_universe ({}) {}: "
+          "every site must use the same item universe",
+          catalogue.items, config.data.item_universe, local->item_ids.size()));
+    }
+    return local->item_ids;
+  }
+  std::vector<std::string> item_ids = SplitLines(catalogue.item_ids);
+  FEDREC_RETURN_IF_ERROR(AdoptItemCatalogue(item_ids, local));
+  return item_ids;
+}
+
+// A rank of a site's group (two tiers, apps/site_group.h): member `member`
+// (1-based; shard servers first) of site `site`'s group, talking only to
+// its leader and the group's other ranks, in the clear.
+int SiteGroupMemberRank(const Config& config, Transport& t, uint32_t site, int leader,
+                        int member) {
+  const PsLayout layout = SiteGroupLayout(config, leader, leader + 1);
+  const std::string name = fmt::format("site {} group rank {}", site, t.rank());
+  auto fail = [&](const std::string& message) {
+    std::cerr << ("fedrec: " + name + ": " + message + "\n");
+    return 1;
+  };
+  const int shards = static_cast<int>(layout.shard_ranks.size());
+  if (member <= shards) {
+    Status served = ServeSiteGroupShard(config, layout, static_cast<uint32_t>(member - 1), &t);
+    return served.ok() ? 0 : fail(served.message());
+  }
+  // A worker: its part of the site's data, numbered by the catalogue its
+  // leader forwards.
+  Result<LocalSite> local = LoadLocalSite(config, site);
+  const milliseconds wait = Seconds(config.cluster.startup_timeout * 2);
+  for (;;) {
+    Result<Envelope> e = t.Recv(wait);
+    if (!e.ok()) return fail("no item catalogue from the site's leader: " + e.status().message());
+    Result<FrameView> frame = DecodeFrame(e->bytes);
+    if (e->from != leader || !frame.ok()) continue;
+    if (frame->header.type == MessageType::kShutdown) return 1;  // the leader failed: it says why
+    Result<Catalogue> catalogue = DecodeMessage<Catalogue>(*frame);
+    if (!catalogue.ok()) return fail(catalogue.status().message());
+    if (!local.ok()) return fail(local.status().message());
+    Result<std::vector<std::string>> adopted = AdoptCatalogue(config, *catalogue, &*local);
+    if (!adopted.ok()) return fail(adopted.status().message());
+    break;
+  }
+  const uint32_t worker = static_cast<uint32_t>(member - 1 - shards);
+  std::vector<SiteData> parts =
+      SplitSiteUsers(local->data, static_cast<uint32_t>(layout.worker_ranks.size()));
+  Status served = ServeSiteGroupWorker(config, layout, worker, std::move(parts[worker]), &t);
+  return served.ok() ? 0 : fail(served.message());
+}
+
 // `channel`: the authenticated channel `t` is, if any (its job must match the
-// catalogue's).
+// catalogue's). `group`: the site's group transport (two tiers), or null.
 int SiteRank(const Config& config, Transport& t, uint32_t site,
              std::optional<crypto::SigningKey> identity, const SecureTransport* channel,
-             const Result<JobRegistries>& registries) {
+             const Result<JobRegistries>& registries, Transport* group) {
   const std::string name = SiteName(site, t.rank());
   auto fail = [&](const std::string& message) {
     std::cerr << ("fedrec: " + name + ": " + message + "\n");
@@ -761,19 +820,9 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
     break;
   }
   if (!local.ok()) return fail(local.status().message());
-  std::vector<std::string> item_ids;  // the federation's item order
-  if (local->in_universe) {
-    if (catalogue.items != local->item_ids.size()) {
-      return fail(fmt::format(
-          "the coordinator's item catalogue has {} items, this site's data.item_universe ({}) {}: "
-          "every site must use the same item universe",
-          catalogue.items, config.data.item_universe, local->item_ids.size()));
-    }
-    item_ids = local->item_ids;
-  } else {
-    item_ids = SplitLines(catalogue.item_ids);
-    if (Status s = AdoptItemCatalogue(item_ids, &*local); !s.ok()) return fail(s.message());
-  }
+  Result<std::vector<std::string>> adopted = AdoptCatalogue(config, catalogue, &*local);
+  if (!adopted.ok()) return fail(adopted.status().message());
+  const std::vector<std::string> item_ids = std::move(adopted).value();  // the federation's order
   // The job comes from the coordinator, over the channel that authenticated it.
   if (channel != nullptr && channel->job_id() != catalogue.job_id) {
     return fail("the item catalogue names job " +
@@ -800,6 +849,16 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
     baseline.job_id = PopularityJobId(catalogue.job_id);
     Worker popularity(baseline, static_cast<uint32_t>(catalogue.items), local->data, &t);
     if (Status s = popularity.Serve(idle); !s.ok()) return fail(s.message());
+  }
+  if (group != nullptr) {
+    // Two tiers: the group's workers number their items by the catalogue too.
+    const PsLayout layout = SiteGroupLayout(config, group->rank(), group->rank() + 1);
+    for (int r : layout.worker_ranks) {
+      if (Status s = group->Send(r, EncodeMessage(catalogue, 0, static_cast<uint32_t>(group->rank())));
+          !s.ok())
+        return fail(s.message());
+    }
+    options.trainer = MakeSiteGroupTrainer(config, site, layout, group);
   }
   Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
   if (Status s = worker.Serve(idle); !s.ok()) return fail(s.message());
@@ -872,14 +931,24 @@ int RunMpi(const Config& config, const Registries& base_registries) {
   MpiTransport& t = **started;
   const int64_t shard_servers = config.cluster.shard_servers;
   const int64_t sites = config.federation.sites;
-  const int64_t needed = 1 + shard_servers + sites;
+  // Two tiers: each site a group of ranks, its leader first (apps/site_group.h).
+  const int64_t group_size = config.federation.mode != "ps" && config.cluster.site_workers > 0
+                                 ? 1 + config.cluster.site_shard_servers +
+                                       config.cluster.site_workers
+                                 : 1;
+  const int64_t needed = 1 + shard_servers + sites * group_size;
   if (t.size() != needed) {
+    const std::string per_site =
+        group_size > 1 ? fmt::format(" x {} ranks each (1 + cluster.site_shard_servers + "
+                                     "cluster.site_workers)",
+                                     group_size)
+                       : "";
     std::cerr << fmt::format(
         "fedrec: rank {}: mpirun started {} ranks, but the config needs {} = 1 coordinator + {} "
-        "shard servers (cluster.shard_servers) + {} sites (federation.sites); run mpirun -np {} "
+        "shard servers (cluster.shard_servers) + {} sites (federation.sites){}; run mpirun -np {} "
         "or set federation.sites = {}\n",
-        t.rank(), t.size(), needed, shard_servers, sites, needed,
-        std::max<int64_t>(t.size() - 1 - shard_servers, 0));
+        t.rank(), t.size(), needed, shard_servers, sites, per_site, needed,
+        std::max<int64_t>((t.size() - 1 - shard_servers) / group_size, 0));
     (void)t.Barrier(std::chrono::seconds(10));  // every rank fails here: see below
     t.Close();
     return 2;
@@ -907,7 +976,8 @@ int RunMpi(const Config& config, const Registries& base_registries) {
     return code;
   }
   std::vector<int> site_ranks;
-  for (int64_t s = 0; s < sites; ++s) site_ranks.push_back(static_cast<int>(1 + shard_servers + s));
+  for (int64_t s = 0; s < sites; ++s)
+    site_ranks.push_back(static_cast<int>(1 + shard_servers + s * group_size));
   std::vector<int> shard_ranks;
   for (int64_t s = 0; s < shard_servers; ++s) shard_ranks.push_back(static_cast<int>(1 + s));
   if (t.rank() >= 1 && t.rank() <= shard_servers) {
@@ -918,9 +988,28 @@ int RunMpi(const Config& config, const Registries& base_registries) {
   }
   const std::optional<uint32_t> site =
       t.rank() == 0 ? std::nullopt
-                    : std::optional<uint32_t>(static_cast<uint32_t>(t.rank() - 1 - shard_servers));
+                    : std::optional<uint32_t>(
+                          static_cast<uint32_t>((t.rank() - 1 - shard_servers) / group_size));
+  const int member = site ? static_cast<int>((t.rank() - 1 - shard_servers) % group_size) : 0;
+  if (member > 0) {
+    const int code = SiteGroupMemberRank(config, t, *site, site_ranks[*site], member);
+    if (code != 0) (void)t.Barrier(std::chrono::seconds(10));
+    t.Close();
+    return code;
+  }
+  // A leader of two tiers: its group's frames apart from the channel's.
+  std::unique_ptr<RankSplitTransport> split;
+  std::optional<PsLayout> group_layout;
+  if (site && group_size > 1) {
+    group_layout = SiteGroupLayout(config, t.rank(), t.rank() + 1);
+    std::vector<int> members = group_layout->shard_ranks;
+    members.insert(members.end(), group_layout->worker_ranks.begin(),
+                   group_layout->worker_ranks.end());
+    split = std::make_unique<RankSplitTransport>(&t, members);
+  }
+  Transport* base = split ? split->rest() : &t;
   // Every frame of the job travels over an authenticated channel.
-  Transport* transport = &t;
+  Transport* transport = base;
   std::unique_ptr<SecureTransport> channel;
   std::optional<crypto::SigningKey> identity;
   // The job id, made by the coordinator; sites learn it from the coordinator
@@ -939,7 +1028,7 @@ int RunMpi(const Config& config, const Registries& base_registries) {
       options->learn_job = true;
     }
     Result<std::unique_ptr<SecureTransport>> secure =
-        options.ok() ? SecureTransport::Create(&t, *options)
+        options.ok() ? SecureTransport::Create(base, *options)
                      : Result<std::unique_ptr<SecureTransport>>(options.status());
     if (secure.ok()) {
       identity = options->identity;
@@ -957,8 +1046,13 @@ int RunMpi(const Config& config, const Registries& base_registries) {
   if (code == 0) {
     // Every rank loads the plug-ins before it creates a strategy or model.
     const Result<JobRegistries> registries = LoadJobRegistries(config.plugins, base_registries);
-    code = site ? SiteRank(config, *transport, *site, identity, channel.get(), registries)
+    code = site ? SiteRank(config, *transport, *site, identity, channel.get(), registries,
+                           split ? split->group() : nullptr)
                 : CoordinatorRank(config, *transport, site_ranks, job, registries);
+  }
+  if (group_layout) {
+    EndSiteGroup(*group_layout, split->group(),
+                 code == 0 ? "the federation ended" : "the site's leader failed");
   }
   if (code != 0 && !site && channel) SettleChannels(*channel, site_ranks, std::chrono::seconds(10));
   if (code != 0) {

@@ -17,8 +17,8 @@ namespace {
 // A group rank waits this long between sessions: while the other sites train
 // and the coordinator aggregates (as a site's Worker does between requests).
 std::chrono::milliseconds GroupIdle(const Config& config) {
-  const double seconds = std::max({config.federation.round_timeout * 3, 600.0,
-                                   config.cluster.startup_timeout});
+  const double seconds =
+      std::max({config.federation.round_timeout * 3, 600.0, config.cluster.startup_timeout});
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
 }
 
@@ -47,8 +47,7 @@ class SiteGroupTrainer : public SiteTrainer {
     ParamBlock* item_factors = FindBlock(model, MfModel::kItemFactors);
     ParamBlock* user_bias = FindBlock(model, MfModel::kUserBias);
     ParamBlock* user_factors = FindBlock(model, MfModel::kUserFactors);
-    if (!mean || !item_bias || !item_factors || !user_bias || !user_factors ||
-        mean->data.empty()) {
+    if (!mean || !item_bias || !item_factors || !user_bias || !user_factors || mean->data.empty()) {
       return Status::InvalidArgument(where + ": model " + std::string(model->name()) +
                                      " has not the blocks of biased MF, expected model mf");
     }
@@ -70,11 +69,11 @@ class SiteGroupTrainer : public SiteTrainer {
         rows.insert(rows.end(), user_factors->Row(u), user_factors->Row(u) + k);
         rows.push_back(user_bias->data[u]);
       }
-      FEDREC_RETURN_IF_ERROR(group_
-                                 ->Send(layout_.worker_ranks[w],
-                                        EncodePsRows(0, offset, cols, keys, rows.data(),
-                                                     static_cast<uint32_t>(group_->rank())))
-                                 .WithContext(where));
+      FEDREC_RETURN_IF_ERROR(
+          group_
+              ->Send(layout_.worker_ranks[w], EncodePsRows(0, offset, cols, keys, rows.data(),
+                                                           static_cast<uint32_t>(group_->rank())))
+              .WithContext(where));
     }
     // 2. The session.
     PsDriverOptions options = MakePsDriverOptions(config_, layout_, items);
@@ -89,9 +88,9 @@ class SiteGroupTrainer : public SiteTrainer {
           rows.insert(rows.end(), item_factors->Row(i), item_factors->Row(i) + k);
           rows.push_back(item_bias->data[i]);
         }
-        FEDREC_RETURN_IF_ERROR(group_->Send(
-            layout_.shard_ranks[s],
-            EncodePsRows(0, offset, cols, keys, rows.data(), static_cast<uint32_t>(group_->rank()))));
+        FEDREC_RETURN_IF_ERROR(group_->Send(layout_.shard_ranks[s],
+                                            EncodePsRows(0, offset, cols, keys, rows.data(),
+                                                         static_cast<uint32_t>(group_->rank()))));
       }
       return Status::Ok();
     };

@@ -53,7 +53,8 @@ Result<Envelope> RankSplitTransport::Recv(int side, std::chrono::milliseconds ti
     const auto wait =
         timeout.count() == 0
             ? std::chrono::milliseconds(0)
-            : std::min(kSlice, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
+            : std::min(kSlice,
+                       std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
     Result<Envelope> e = base_->Recv(wait);
     lock.lock();
     receiving_ = false;
