@@ -683,11 +683,6 @@ Status ValidateConfig(const Config& c) {
     if (c.cluster.shard_servers < 0 || c.cluster.shard_servers > 4096)
       return fail("cluster.shard_servers", "an integer in [0, 4096]",
                   std::to_string(c.cluster.shard_servers));
-    if (c.cluster.shard_servers > 0 && c.security.aggregation == "paillier")
-      return fail("cluster.shard_servers",
-                  "0 with security.aggregation = \"paillier\" (the decrypting sites sum the "
-                  "ciphertexts; shard servers sum with none or secagg)",
-                  std::to_string(c.cluster.shard_servers));
   }
   if (c.ps.staleness < 0 || c.ps.staleness > 1000000)
     return fail("ps.staleness", "an integer in [0, 1000000]", std::to_string(c.ps.staleness));

@@ -1,10 +1,12 @@
 // Sharded aggregation of federated rounds (cluster.shard_servers = S > 0,
 // coordinator/aggregation_shard.h), end to end in the simulator: the shard
 // servers sum slices of the updates, the coordinator receives neither the
-// updates nor their bytes, and the model is the one S = 0 gives, in the clear
-// and under secure aggregation, with dropouts and evaluations riding along.
+// updates nor their bytes, and the model is the one S = 0 gives, in the clear,
+// under secure aggregation and under threshold Paillier, with dropouts and
+// evaluations riding along.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 
 #include "protocol/sha256.h"
@@ -28,16 +30,31 @@ void ExpectNoAbort(const FederatedRun& run) {
     EXPECT_FALSE(m.aborted) << "round " << m.round << ": " << m.abort_reason;
 }
 
-void ExpectSameModelForEveryShardCount(const std::string& aggregation, Config base) {
+// Paillier: few sites, a small model and 1024-bit keys keep it fast.
+Config ShardedPaillierConfig() {
+  Config config = ShardedConfig("paillier", 0);
+  config.data.synthetic.users = 60;
+  config.data.synthetic.items = 40;
+  config.data.synthetic.ratings = 1500;
+  config.model.factors = 4;
+  config.federation.sites = 5;
+  config.federation.rounds = 3;
+  config.security.paillier_bits = 1024;
+  return config;
+}
+
+void ExpectSameModelForEveryShardCount(
+    const std::string& aggregation, Config base,
+    const std::function<void(WorkerOptions*, uint32_t)>& per_site = nullptr) {
   base.security.aggregation = aggregation;
   base.cluster.shard_servers = 0;
-  const FederatedRun alone = Federate(base);
+  const FederatedRun alone = Federate(base, 2, per_site);
   ExpectNoAbort(alone);
   ASSERT_FALSE(alone.global.empty());
   for (int64_t shards : {1, 2, 3}) {
     Config config = base;
     config.cluster.shard_servers = shards;
-    const FederatedRun sharded = Federate(config);
+    const FederatedRun sharded = Federate(config, 2, per_site);
     ExpectNoAbort(sharded);
     EXPECT_EQ(ModelSha256(sharded.global), ModelSha256(alone.global))
         << aggregation << " with " << shards << " shard servers";
@@ -70,6 +87,11 @@ TEST(ShardedAggregation, UnderSecAggPlusGivesTheSameModelForZeroToThreeShards) {
   ExpectSameModelForEveryShardCount("secagg+", config);
 }
 
+TEST(ShardedAggregation, UnderPaillierGivesTheSameModelForZeroToThreeShards) {
+  const Config config = ShardedPaillierConfig();
+  ExpectSameModelForEveryShardCount("paillier", config, PaillierTestSites(config.federation.sites));
+}
+
 TEST(ShardedAggregation, ScaffoldExtraBlocksAreSlicedLikeTheModel) {
   Config config = ShardedConfig("secagg", 0);
   config.federation.strategy = "scaffold";
@@ -93,6 +115,47 @@ TEST(ShardedAggregation, SiteDroppingBeforeItsMaskedInputGivesTheSameModelAsUnsh
   EXPECT_EQ(sharded.rounds[1].sites_reported, 5u);
   EXPECT_EQ(sharded.rounds[1].failures, 1u);
   EXPECT_EQ(ModelSha256(sharded.global), ModelSha256(alone.global));
+}
+
+TEST(ShardedAggregation, PaillierSiteDroppingBeforeItsUpdateGivesTheSameModelAsUnsharded) {
+  Config config = ShardedPaillierConfig();
+  config.federation.round_timeout = 3.0;
+  const auto sites = PaillierTestSites(config.federation.sites);
+  const auto drop = [&sites](WorkerOptions* o, uint32_t site) {
+    sites(o, site);
+    if (site == 2) {
+      o->drop_round = 2;
+      o->drop_step = 3;  // key share held, encrypted slices never sent
+    }
+  };
+  const FederatedRun alone = Federate(config, 2, drop);
+  config.cluster.shard_servers = 2;
+  const FederatedRun sharded = Federate(config, 2, drop);
+  ExpectNoAbort(sharded);
+  ASSERT_EQ(sharded.rounds.size(), 3u);
+  EXPECT_EQ(sharded.rounds[1].sites_reported, 4u);
+  EXPECT_EQ(sharded.rounds[1].failures, 1u);
+  EXPECT_EQ(ModelSha256(sharded.global), ModelSha256(alone.global));
+}
+
+TEST(ShardedAggregation, PaillierCoordinatorReceivesNoCiphertextUpdate) {
+  Config config = ShardedPaillierConfig();
+  config.federation.sites = 8;  // threshold 5
+  config.federation.rounds = 3;
+  config.eval.every = 100;  // only after the last round
+  const auto sites = PaillierTestSites(config.federation.sites);
+  uint64_t received[2] = {0, 0};
+  for (int64_t s : {0, 2}) {
+    config.cluster.shard_servers = s;
+    const FederatedRun run = Federate(config, 2, sites);
+    ExpectNoAbort(run);
+    // Round 2: no key set-up nor evaluation, only the updates (or notices)
+    // and the partial decryptions.
+    received[s == 0 ? 0 : 1] = run.rounds.at(1).bytes_received;
+  }
+  // 8 encrypted updates and 5 partial decryptions against 8 notices and the
+  // same 5 partials.
+  EXPECT_LT(received[1] * 2, received[0]);
 }
 
 TEST(ShardedAggregation, CoordinatorReceivesOnlySumsAndTheShardsTheSlices) {
