@@ -472,11 +472,16 @@ Status PaillierSite::MaybeDecryptSharded(uint32_t round) {
       const size_t i = static_cast<size_t>(&update - sum.updates.data());
       if (part.values != sum.values || part.updates.size() != sum.updates.size() ||
           part.updates[i].site != update.site) {
+        const std::string found = i < part.updates.size()
+                                      ? "site " + std::to_string(part.updates[i].site) + "'s"
+                                      : "none";
         return refuse(from + " sent the slices of " + std::to_string(part.updates.size()) +
                       " updates of " + std::to_string(part.values) + " values for round " +
-                      std::to_string(round) + ", expected those of the " +
-                      std::to_string(sum.updates.size()) + " sites the coordinator names, of " +
-                      std::to_string(sum.values) + " values, in the same order");
+                      std::to_string(round) + " (slice " + std::to_string(i) + ": " + found +
+                      "), expected those of the " + std::to_string(sum.updates.size()) +
+                      " sites the coordinator names, of " + std::to_string(sum.values) +
+                      " values, in the same order (slice " + std::to_string(i) + ": " + who +
+                      "'s)");
       }
       const std::vector<uint8_t>& bytes = part.updates[i].ciphertexts;
       const uint64_t expected = ShardSlice(count, s, shards).size() * unit;

@@ -9,6 +9,8 @@
 #include <functional>
 #include <string>
 
+#include "coordinator/aggregation_shard.h"
+#include "protocol/inprocess_transport.h"
 #include "protocol/sha256.h"
 #include "tests/federation/federate.h"
 
@@ -156,6 +158,61 @@ TEST(ShardedAggregation, PaillierCoordinatorReceivesNoCiphertextUpdate) {
   // 8 encrypted updates and 5 partial decryptions against 8 notices and the
   // same 5 partials.
   EXPECT_LT(received[1] * 2, received[0]);
+}
+
+TEST(ShardedAggregation, PaillierSliceOfTheWrongSizeIsRefusedNamingShardSiteAndRound) {
+  // Coordinator rank 0, shard server 1 of 2 at rank 1, sites 0 and 1 at
+  // ranks 2 and 3; 10 ciphertexts of 8 bytes: slice 1 is ciphertexts 5..10.
+  InProcessNetwork network(4);
+  AggregationShard shard(0, &network.endpoint(1));
+  const auto deliver = [&] {
+    Result<Envelope> in = network.endpoint(1).Recv(std::chrono::seconds(5));
+    ASSERT_TRUE(in.ok()) << in.status().ToString();
+    bool done = false;
+    ASSERT_TRUE(shard.Handle(*in, &done).ok());
+  };
+  ShardRound announce;
+  announce.round = 5;
+  announce.aggregation = Aggregation::kPaillier;
+  announce.shard = 1;
+  announce.shards = 2;
+  announce.sites = {0, 1};
+  announce.site_ranks = {2, 3};
+  announce.length = 10;
+  announce.values = 100;
+  announce.unit_bytes = 8;
+  ASSERT_TRUE(network.endpoint(0).Send(1, EncodeMessage(announce, 5, 0)).ok());
+  deliver();
+  for (uint32_t site : {0u, 1u}) {
+    PaillierUpdate slice;
+    slice.round = 5;
+    slice.site = site;
+    slice.values = 100;
+    slice.ciphertexts.assign(site == 1 ? 39 : 40, 7);  // site 1's is a byte short
+    ASSERT_TRUE(network.endpoint(static_cast<int>(site) + 2)
+                    .Send(1, EncodeMessage(slice, 5, site + 2))
+                    .ok());
+    deliver();
+  }
+  ShardClose close;
+  close.round = 5;
+  close.sites = {0, 1};
+  close.forward_to = {0};
+  ASSERT_TRUE(network.endpoint(0).Send(1, EncodeMessage(close, 5, 0)).ok());
+  deliver();
+  Result<Envelope> answer = network.endpoint(0).Recv(std::chrono::seconds(5));
+  ASSERT_TRUE(answer.ok());
+  Result<FrameView> frame = DecodeFrame(answer->bytes);
+  ASSERT_TRUE(frame.ok());
+  Result<ShardSums> sums = DecodeMessage<ShardSums>(*frame);
+  ASSERT_TRUE(sums.ok()) << sums.status().ToString();
+  for (const std::string part :
+       {"shard server 1 (rank 1), round 5", "the slice of site 1 (rank 3)", "39 bytes",
+        "expected round 5, site 1, 100 values, 40 bytes (ciphertexts 5..10 of 8 bytes)"}) {
+    EXPECT_NE(sums->error.find(part), std::string::npos) << sums->error;
+  }
+  // Nothing was sent on to the decrypting site.
+  EXPECT_FALSE(network.endpoint(2).Recv(std::chrono::milliseconds(0)).ok());
 }
 
 TEST(ShardedAggregation, CoordinatorReceivesOnlySumsAndTheShardsTheSlices) {
