@@ -137,13 +137,14 @@ Status AggregationShard::OnRound(const FrameView& frame) {
     round->sum.assign(round->words.size() * (plan->ring_bits / 8), 0);
   } else if (plan->aggregation == Aggregation::kPaillier) {
     constexpr uint32_t kMaxCiphertextBytes = 4096;  // a 16384-bit modulus squared
+    constexpr uint64_t kMaxUpdateBytes = uint64_t{1} << 40;
     if (plan->unit_bytes == 0 || plan->unit_bytes > kMaxCiphertextBytes || plan->length == 0 ||
-        plan->values == 0)
+        plan->values == 0 || plan->length > kMaxUpdateBytes / plan->unit_bytes)
       return refuse("Paillier slices of " + std::to_string(plan->length) + " ciphertexts of " +
                     std::to_string(plan->unit_bytes) + " bytes holding " +
                     std::to_string(plan->values) +
                     " values, expected at least one ciphertext of 1 to " +
-                    std::to_string(kMaxCiphertextBytes) + " bytes");
+                    std::to_string(kMaxCiphertextBytes) + " bytes, at most 2^40 bytes in all");
     round->ciphertexts = ShardSlice(plan->length, plan->shard, plan->shards);
   } else {
     return refuse(std::string("aggregation ") + AggregationName(plan->aggregation) +

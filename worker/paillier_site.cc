@@ -449,6 +449,12 @@ Status PaillierSite::MaybeDecryptSharded(uint32_t round) {
   sharded_request_.reset();
   shard_slices_.clear();
   const PackingParams params = PaillierPacking(plan);
+  const uint64_t values =
+      EncodedLength(c_.UploadShapes()) + paillier_round::TrainLossSlots(params.value_bits);
+  if (sum.values != values) {
+    return refuse("the request is for " + std::to_string(sum.values) + " values, expected " +
+                  std::to_string(values) + " for this round's update");
+  }
   const PaillierPublicKey& public_key = paillier_->share->public_key();
   Result<PaillierPacker> packer = PaillierPacker::Create(params, public_key.modulus_bits());
   if (!packer.ok()) return refuse(packer.status().message());
