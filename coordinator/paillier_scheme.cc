@@ -94,7 +94,8 @@ class PaillierScheme : public CoordinatorScheme {
       spdlog::warn("coordinator, round {}: {} failed: {}", round, link.SiteName(site), reason);
       link.ForgetModel(site);
     };
-    // Step 4: the signed encrypted updates, kept to be sent to the decryptors.
+    // Step 4: the signed encrypted updates (sharded: the notices), kept to be
+    // sent to the decryptors.
     FEDREC_RETURN_IF_ERROR(link.Collect<PaillierUpdate>(
         round, participants,
         [&](uint32_t site, PaillierUpdate update) {

@@ -8,7 +8,8 @@
 //             masked input (sliced over the shard servers when there are
 //             some), survivor signature and unmasking shares
 //   paillier  threshold Paillier (protocol/paillier_round.h): the key set-up,
-//             signed encrypted updates and partial decryptions
+//             signed encrypted updates (sliced over the shard servers when
+//             there are some) and partial decryptions
 // A scheme reaches the site's model, data and channel only through the
 // SiteContext the Worker gives it.
 #pragma once
