@@ -215,6 +215,70 @@ TEST(ShardedAggregation, PaillierSliceOfTheWrongSizeIsRefusedNamingShardSiteAndR
   EXPECT_FALSE(network.endpoint(2).Recv(std::chrono::milliseconds(0)).ok());
 }
 
+TEST(ShardedAggregation, PaillierShardServerSendsItsSlicesToEachBatchOfDecryptingSites) {
+  // Coordinator rank 0, shard server 0 of 1 at rank 1, sites 0..2 at ranks
+  // 2..4; 3 ciphertexts of 4 bytes. Site 0 decrypts first, then (as when the
+  // first decrypting site fails) sites 1 and 2.
+  InProcessNetwork network(5);
+  AggregationShard shard(0, &network.endpoint(1));
+  const auto deliver = [&] {
+    Result<Envelope> in = network.endpoint(1).Recv(std::chrono::seconds(5));
+    ASSERT_TRUE(in.ok()) << in.status().ToString();
+    bool done = false;
+    ASSERT_TRUE(shard.Handle(*in, &done).ok());
+  };
+  ShardRound announce;
+  announce.round = 3;
+  announce.aggregation = Aggregation::kPaillier;
+  announce.shards = 1;
+  announce.sites = {0, 1, 2};
+  announce.site_ranks = {2, 3, 4};
+  announce.length = 3;
+  announce.values = 30;
+  announce.unit_bytes = 4;
+  ASSERT_TRUE(network.endpoint(0).Send(1, EncodeMessage(announce, 3, 0)).ok());
+  deliver();
+  for (uint32_t site : {2u, 0u, 1u}) {  // in any order
+    PaillierUpdate slice;
+    slice.round = 3;
+    slice.site = site;
+    slice.values = 30;
+    slice.ciphertexts.assign(12, static_cast<uint8_t>(site));
+    ASSERT_TRUE(network.endpoint(static_cast<int>(site) + 2)
+                    .Send(1, EncodeMessage(slice, 3, site + 2))
+                    .ok());
+    deliver();
+  }
+  for (const std::vector<uint32_t>& batch : {std::vector<uint32_t>{0}, {1, 2}}) {
+    ShardClose close;
+    close.round = 3;
+    close.sites = {0, 1, 2};
+    close.forward_to = batch;
+    ASSERT_TRUE(network.endpoint(0).Send(1, EncodeMessage(close, 3, 0)).ok());
+    deliver();
+    Result<Envelope> answer = network.endpoint(0).Recv(std::chrono::seconds(5));
+    ASSERT_TRUE(answer.ok());
+    Result<ShardSums> sums = DecodeMessage<ShardSums>(*DecodeFrame(answer->bytes));
+    ASSERT_TRUE(sums.ok()) << sums.status().ToString();
+    EXPECT_TRUE(sums->error.empty()) << sums->error;
+    EXPECT_EQ(sums->sites, (std::vector<uint32_t>{0, 1, 2}));
+    for (uint32_t site : batch) {
+      Result<Envelope> in =
+          network.endpoint(static_cast<int>(site) + 2).Recv(std::chrono::seconds(5));
+      ASSERT_TRUE(in.ok());
+      EXPECT_EQ(in->from, 1);
+      Result<PaillierSum> slices = DecodeMessage<PaillierSum>(*DecodeFrame(in->bytes));
+      ASSERT_TRUE(slices.ok()) << slices.status().ToString();
+      EXPECT_EQ(slices->values, 30u);
+      ASSERT_EQ(slices->updates.size(), 3u);
+      for (uint32_t s = 0; s < 3; ++s) {  // site order
+        EXPECT_EQ(slices->updates[s].site, s);
+        EXPECT_EQ(slices->updates[s].ciphertexts, std::vector<uint8_t>(12, s));
+      }
+    }
+  }
+}
+
 TEST(ShardedAggregation, CoordinatorReceivesOnlySumsAndTheShardsTheSlices) {
   for (const std::string aggregation : {"none", "secagg"}) {
     Config config = ShardedConfig(aggregation, 0);
