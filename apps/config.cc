@@ -689,11 +689,6 @@ Status ValidateConfig(const Config& c) {
     if (c.cluster.shard_servers < 0 || c.cluster.shard_servers > 4096)
       return fail("cluster.shard_servers", "an integer in [0, 4096]",
                   std::to_string(c.cluster.shard_servers));
-    if (c.cluster.shard_servers > 0 && c.security.aggregation == "paillier")
-      return fail("cluster.shard_servers",
-                  "0 with security.aggregation = \"paillier\" (the decrypting sites sum the "
-                  "ciphertexts; shard servers sum with none or secagg)",
-                  std::to_string(c.cluster.shard_servers));
     if (c.cluster.site_workers < 0 || c.cluster.site_workers > 4096)
       return fail("cluster.site_workers", "an integer in [0, 4096] (0 = a site is one rank)",
                   std::to_string(c.cluster.site_workers));

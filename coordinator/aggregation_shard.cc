@@ -25,10 +25,15 @@ struct AggregationShard::Round {
   // Secure aggregation: the slice's words and their running masked sum.
   Slice words;
   std::vector<uint8_t> sum;
-  std::set<uint32_t> received;                // slices taken (in the sum, or kept)
-  std::map<uint32_t, std::string> refused;    // slices refused, with why
-  bool cut = false;                           // secagg: no more slices after the cut
-  std::optional<ShardClose> close;            // the request being answered
+  // Paillier: the slice's ciphertexts, and each site's signed slice, kept
+  // until the round ends (the decrypting sites multiply them themselves).
+  Slice ciphertexts;
+  std::map<uint32_t, PaillierUpdate> encrypted;
+  std::map<uint32_t, int> rank_of_site;
+  std::set<uint32_t> received;              // slices taken (in the sum, or kept)
+  std::map<uint32_t, std::string> refused;  // slices refused, with why
+  bool cut = false;                         // secagg: no more slices after the cut
+  std::optional<ShardClose> close;          // the request being answered
 };
 
 AggregationShard::AggregationShard(int coordinator_rank, Transport* transport, unsigned threads)
@@ -75,10 +80,12 @@ Status AggregationShard::Handle(const Envelope& envelope, bool* done) {
     }
   }
   if (frame->header.type != MessageType::kModelUpdate &&
-      frame->header.type != MessageType::kSecAggMasked) {
-    spdlog::warn("{}: dropped {} from rank {}, expected a site's slice (ModelUpdate or "
-                 "SecAggMasked)",
-                 me, MessageTypeName(frame->header.type), envelope.from);
+      frame->header.type != MessageType::kSecAggMasked &&
+      frame->header.type != MessageType::kPaillierUpdate) {
+    spdlog::warn(
+        "{}: dropped {} from rank {}, expected a site's slice (ModelUpdate, "
+        "SecAggMasked or PaillierUpdate)",
+        me, MessageTypeName(frame->header.type), envelope.from);
     return Status::Ok();
   }
   const uint32_t round = frame->header.round;
@@ -110,8 +117,10 @@ Status AggregationShard::OnRound(const FrameView& frame) {
   if (plan->site_ranks.size() != plan->sites.size())
     return refuse(std::to_string(plan->site_ranks.size()) + " site ranks for " +
                   std::to_string(plan->sites.size()) + " sites");
-  for (size_t i = 0; i < plan->sites.size(); ++i)
+  for (size_t i = 0; i < plan->sites.size(); ++i) {
     round->site_of_rank[plan->site_ranks[i]] = plan->sites[i];
+    round->rank_of_site[plan->sites[i]] = plan->site_ranks[i];
+  }
   if (plan->aggregation == Aggregation::kNone) {
     for (const ShardBlock& block : plan->blocks) {
       const Slice rows = ShardSlice(block.rows, plan->shard, plan->shards);
@@ -126,9 +135,20 @@ Status AggregationShard::OnRound(const FrameView& frame) {
       return refuse("a ring of " + std::to_string(plan->ring_bits) + " bits, expected 32 or 64");
     round->words = ShardSlice(plan->length, plan->shard, plan->shards, kShardWordAlign);
     round->sum.assign(round->words.size() * (plan->ring_bits / 8), 0);
+  } else if (plan->aggregation == Aggregation::kPaillier) {
+    constexpr uint32_t kMaxCiphertextBytes = 4096;  // a 16384-bit modulus squared
+    constexpr uint64_t kMaxUpdateBytes = uint64_t{1} << 40;
+    if (plan->unit_bytes == 0 || plan->unit_bytes > kMaxCiphertextBytes || plan->length == 0 ||
+        plan->values == 0 || plan->length > kMaxUpdateBytes / plan->unit_bytes)
+      return refuse("Paillier slices of " + std::to_string(plan->length) + " ciphertexts of " +
+                    std::to_string(plan->unit_bytes) + " bytes holding " +
+                    std::to_string(plan->values) +
+                    " values, expected at least one ciphertext of 1 to " +
+                    std::to_string(kMaxCiphertextBytes) + " bytes, at most 2^40 bytes in all");
+    round->ciphertexts = ShardSlice(plan->length, plan->shard, plan->shards);
   } else {
     return refuse(std::string("aggregation ") + AggregationName(plan->aggregation) +
-                  ", expected none or secagg");
+                  ", expected none, secagg or paillier");
   }
   round->plan = std::move(plan).value();
   round_ = std::move(round);
@@ -191,6 +211,25 @@ Status AggregationShard::OnSlice(const Envelope& envelope, const FrameView& fram
                       std::to_string(shape->rows) + " rows");
     }
     r.updates.emplace(site, std::move(update).value());
+  } else if (r.plan.aggregation == Aggregation::kPaillier) {
+    if (frame.header.type != MessageType::kPaillierUpdate)
+      return refuse(std::string("a ") + MessageTypeName(frame.header.type) +
+                    ", expected a PaillierUpdate slice in a Paillier round");
+    Result<PaillierUpdate> update = DecodeMessage<PaillierUpdate>(frame);
+    if (!update.ok()) return refuse(update.status().message());
+    const uint64_t bytes = r.ciphertexts.size() * r.plan.unit_bytes;
+    if (update->round != round || update->site != site || update->values != r.plan.values ||
+        update->ciphertexts.size() != bytes) {
+      return refuse("round " + std::to_string(update->round) + ", site " +
+                    std::to_string(update->site) + ", " + std::to_string(update->values) +
+                    " values, " + std::to_string(update->ciphertexts.size()) +
+                    " bytes of ciphertexts; expected round " + std::to_string(round) + ", site " +
+                    std::to_string(site) + ", " + std::to_string(r.plan.values) + " values, " +
+                    std::to_string(bytes) + " bytes (ciphertexts " +
+                    std::to_string(r.ciphertexts.begin) + ".." + std::to_string(r.ciphertexts.end) +
+                    " of " + std::to_string(r.plan.unit_bytes) + " bytes)");
+    }
+    r.encrypted.emplace(site, std::move(update).value());
   } else {
     if (frame.header.type != MessageType::kSecAggMasked)
       return refuse(std::string("a ") + MessageTypeName(frame.header.type) +
@@ -253,6 +292,7 @@ Status AggregationShard::MaybeAnswer() {
   for (uint32_t site : close.sites) {
     if (auto it = r.refused.find(site); it != r.refused.end()) return fail(it->second);
   }
+  if (r.plan.aggregation == Aggregation::kPaillier) return ForwardSlices();
   if (close.cut) {  // secagg: the sites summed, and no more
     r.cut = true;
     sums.sites.assign(r.received.begin(), r.received.end());
@@ -301,6 +341,42 @@ Status AggregationShard::MaybeAnswer() {
     sums.sites = close.sites;
   }
   round_.reset();  // the round is over here
+  return Answer(std::move(sums));
+}
+
+Status AggregationShard::ForwardSlices() {
+  Round& r = *round_;
+  const ShardClose close = std::move(*r.close);
+  r.close.reset();  // the round stays: the coordinator may ask more decrypting sites
+  ShardSums sums;
+  sums.round = r.plan.round;
+  sums.shard = r.plan.shard;
+  PaillierSum slices;
+  slices.round = r.plan.round;
+  slices.values = r.plan.values;
+  for (uint32_t site : close.sites) {
+    const auto it = r.encrypted.find(site);
+    if (it == r.encrypted.end()) {
+      sums.error = r.where + ": the close request names site " + std::to_string(site) +
+                   ", which is not one of the round's sites";
+      return Answer(std::move(sums));
+    }
+    slices.updates.push_back(it->second);
+  }
+  std::vector<int> ranks;
+  for (uint32_t site : close.forward_to) {
+    const auto rank = r.rank_of_site.find(site);
+    if (rank == r.rank_of_site.end()) {
+      sums.error = r.where + ": the close request asks to send the slices to site " +
+                   std::to_string(site) + ", which is not one of the round's sites";
+      return Answer(std::move(sums));
+    }
+    ranks.push_back(rank->second);
+  }
+  const std::vector<uint8_t> frame =
+      EncodeMessage(slices, r.plan.round, static_cast<uint32_t>(transport_->rank()));
+  for (int rank : ranks) FEDREC_RETURN_IF_ERROR(transport_->Send(rank, frame));
+  sums.sites = close.sites;
   return Answer(std::move(sums));
 }
 

@@ -11,8 +11,11 @@
 //      ModelUpdate of the rows ShardSlice(rows, s, S) of every block (row
 //      numbers relative to the slice's first row); with secure aggregation
 //      the SecAggMasked words ShardSlice(length, s, S, kShardWordAlign) of
-//      its masked input. Then it tells the coordinator it is done (a
-//      ModelUpdate without blocks, a SecAggMasked without data).
+//      its masked input; with Paillier the PaillierUpdate ciphertexts
+//      ShardSlice(ciphertexts, s, S) of its signed encrypted update. Then it
+//      tells the coordinator it is done (a ModelUpdate without blocks, a
+//      SecAggMasked without data, a PaillierUpdate holding its slices'
+//      digests).
 //   3. The coordinator sends ShardClose: the sites to sum (those it heard
 //      from) and, with secure aggregation, the masks to remove
 //      (secagg::Server::FinishMasks).
@@ -23,6 +26,12 @@
 //      it refused, or one from a site not to be summed, makes it answer with
 //      an error instead: the round then keeps its model (a running sum
 //      cannot take one site back out).
+//      With Paillier the close also names the decrypting sites: the shard
+//      sends each of them its slices of the sites to sum (a PaillierSum), and
+//      answers ShardSums without data. The sites check every signature and
+//      multiply the ciphertexts themselves, as without shard servers, so a
+//      shard server (like the coordinator) can never have one site's update
+//      decrypted; it sees only ciphertexts.
 // The sums are therefore the ones the coordinator forms alone, and the model
 // is the same for every S (tests/federation/sharded_aggregation_test.cc).
 //
@@ -71,6 +80,9 @@ class AggregationShard {
   Status OnClose(const FrameView& frame);
   // Answers the close request once every site to sum has been heard from.
   Status MaybeAnswer();
+  // Paillier: sends the slices of the close request's sites to its decrypting
+  // sites, then answers.
+  Status ForwardSlices();
   Status Answer(ShardSums sums);
 
   int coordinator_rank_;

@@ -3,6 +3,15 @@
 // they send signed encrypted updates, the coordinator multiplies them and a
 // threshold of sites partially decrypt the sum. Evaluation sums go through
 // secure aggregation (SecureEvaluate).
+//
+// With shard servers (CoordinatorOptions::shard_ranks) each site sends shard
+// server s the ciphertexts ShardSlice(ciphertexts, s, S) of its signed update
+// and the coordinator only a notice (the slices' digests, the signature); at
+// decryption the shard servers send their slices of the reporting sites'
+// updates straight to the decrypting sites, which put each update back
+// together, check its signature and multiply as without shard servers. The
+// coordinator thus receives neither the updates nor their bytes, and sends
+// the decrypting sites the notices instead of every update.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -24,11 +33,8 @@ class PaillierScheme : public CoordinatorScheme {
                RoundMetrics* metrics, AggregateInput* input, RoundMetrics*) override {
     SiteLink& link = *c_.link;
     const uint32_t round = plan.round;
-    if (!c_.options->shard_ranks.empty()) {
-      return Status::InvalidArgument(
-          "security.aggregation = paillier sums every ciphertext at the decrypting sites, not "
-          "at shard servers: use cluster.shard_servers = 0, or secagg or none with shard servers");
-    }
+    const std::vector<int>& shard_ranks = c_.options->shard_ranks;
+    const bool sharded = !shard_ranks.empty();
     SecureRoundCost cost(link.transport(), "Paillier aggregation", round, metrics);
     const auto abort = [&cost](const Status& status) { return cost.Abort(status); };
     if (paillier_public_.empty()) {
@@ -56,8 +62,6 @@ class PaillierScheme : public CoordinatorScheme {
     plan.aggregation = Aggregation::kPaillier;
     plan.participants = participants;
     SetFormat(format, &plan);
-    FEDREC_RETURN_IF_ERROR(c_.send_plan(&plan, participants));
-
     FEDREC_ASSIGN_OR_RETURN(PaillierPublicKey public_key,
                             PaillierPublicKey::FromBytes(paillier_public_));
     const uint64_t update_length = EncodedLength(*c_.upload);
@@ -67,7 +71,22 @@ class PaillierScheme : public CoordinatorScheme {
     const uint64_t length = update_length + paillier_round::TrainLossSlots(params.value_bits);
     FEDREC_ASSIGN_OR_RETURN(PaillierPacker packer,
                             PaillierPacker::Create(params, public_key.modulus_bits()));
-    const size_t ciphertext_bytes = packer.NumPlaintexts(length) * public_key.ciphertext_size();
+    const size_t ciphertexts = packer.NumPlaintexts(length);
+    const size_t ciphertext_bytes = ciphertexts * public_key.ciphertext_size();
+    // Sharded, the site's notice holds a SHA-256 digest per slice instead.
+    const size_t update_bytes = sharded ? shard_ranks.size() * 32 : ciphertext_bytes;
+    if (sharded) {
+      ShardRound announce;
+      announce.round = round;
+      announce.aggregation = Aggregation::kPaillier;
+      announce.model_version = plan.model_version;
+      announce.sites = participants;
+      announce.length = ciphertexts;
+      announce.values = length;
+      announce.unit_bytes = static_cast<uint32_t>(public_key.ciphertext_size());
+      FEDREC_RETURN_IF_ERROR(AnnounceShards(c_, std::move(announce), &plan));
+    }
+    FEDREC_RETURN_IF_ERROR(c_.send_plan(&plan, participants));
     PaillierSum request;
     request.round = round;
     request.values = length;
@@ -75,17 +94,20 @@ class PaillierScheme : public CoordinatorScheme {
       spdlog::warn("coordinator, round {}: {} failed: {}", round, link.SiteName(site), reason);
       link.ForgetModel(site);
     };
-    // Step 4: the signed encrypted updates, kept to be sent to the decryptors.
+    // Step 4: the signed encrypted updates (sharded: the notices), kept to be
+    // sent to the decryptors.
     FEDREC_RETURN_IF_ERROR(link.Collect<PaillierUpdate>(
         round, participants,
         [&](uint32_t site, PaillierUpdate update) {
           if (update.site != site || update.round != round)
             return fail(site, "mislabelled encrypted update");
-          if (update.values != length || update.ciphertexts.size() != ciphertext_bytes) {
-            return fail(site, "encrypted update of " + std::to_string(update.values) +
-                                  " values in " + std::to_string(update.ciphertexts.size()) +
-                                  " bytes, expected " + std::to_string(length) + " in " +
-                                  std::to_string(ciphertext_bytes));
+          if (update.values != length || update.ciphertexts.size() != update_bytes) {
+            return fail(site,
+                        std::string(sharded ? "encrypted update notice" : "encrypted update") +
+                            " of " + std::to_string(update.values) + " values in " +
+                            std::to_string(update.ciphertexts.size()) + " bytes, expected " +
+                            std::to_string(length) + " in " + std::to_string(update_bytes) +
+                            (sharded ? " (a SHA-256 digest per shard server's slice)" : ""));
           }
           request.updates.push_back(std::move(update));
         },
@@ -107,6 +129,17 @@ class PaillierScheme : public CoordinatorScheme {
       std::vector<uint32_t> asked;
       while (partials.size() + asked.size() < threshold && next < reported.size())
         asked.push_back(reported[next++]);
+      if (sharded) {  // the shard servers send the asked sites their slices
+        ShardClose close;
+        close.round = round;
+        close.sites = reported;
+        close.forward_to = asked;
+        Result<std::vector<ShardSums>> forwarded = CloseShards(c_, close);
+        if (!forwarded.ok()) {
+          if (forwarded.status().code() != Status::Code::kAborted) return forwarded.status();
+          return abort(forwarded.status());
+        }
+      }
       for (uint32_t site : asked) FEDREC_RETURN_IF_ERROR(link.SendTo(request, site, round));
       FEDREC_RETURN_IF_ERROR(link.Collect<PaillierDecrypted>(
           round, asked,

@@ -514,7 +514,7 @@ void serialize(Archive& ar, ShardRound& m) {
   Contiguous(ar, m.sites, Label("site list"));
   Contiguous(ar, m.site_ranks, Label("site rank list"));
   Structs(ar, m.blocks, 8 + 4 + 4, Label("block list"));
-  ar(m.ring_bits, m.length);
+  ar(m.ring_bits, m.length, m.values, m.unit_bytes);
 }
 
 template <class Archive>
@@ -523,6 +523,7 @@ void serialize(Archive& ar, ShardClose& m) {
   Bool(ar, m.cut, Label("cut flag"));
   Contiguous(ar, m.sites, Label("site list"));
   Contiguous(ar, m.masks, Label("mask list"));
+  Contiguous(ar, m.forward_to, Label("decryptor list"));
 }
 
 template <class Archive>

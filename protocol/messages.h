@@ -99,7 +99,8 @@ struct RoundPlan {
   float steps_unit = 0.0f;
   // Sharded aggregation (cluster.shard_servers > 0): the ranks of the shard
   // servers, in shard order. The site sends shard s its update's slice s
-  // (ShardSlice: rows of each block in the clear, ring words with secagg)
+  // (ShardSlice: rows of each block in the clear, ring words with secagg,
+  // ciphertexts with Paillier)
   // and the coordinator only the rest (a ModelUpdate without blocks, a
   // SecAggMasked without data). Empty: everything goes to the coordinator.
   std::vector<int32_t> shard_ranks;
@@ -398,6 +399,9 @@ struct PaillierKey {
 
 // Site -> coordinator: the site's packed, encrypted update (its training loss
 // packed inside), signed by its identity key (paillier_round::UpdateTranscript).
+// Sharded (RoundPlan::shard_ranks): shard server s gets the ciphertexts
+// ShardSlice(ciphertexts, s, S) with the same signature, and the coordinator
+// a notice whose `ciphertexts` are the S slices' SHA-256 digests.
 struct PaillierUpdate {
   static constexpr MessageType kType = MessageType::kPaillierUpdate;
   uint32_t round = 0;
@@ -410,7 +414,9 @@ struct PaillierUpdate {
 };
 
 // Coordinator -> a decrypting site: every reporting site's signed update of
-// the round, which the site multiplies itself.
+// the round, which the site multiplies itself. Sharded: the coordinator sends
+// the reporting sites' notices, and each shard server s (ShardClose::
+// forward_to) the same sites' slices s, which the site puts back together.
 struct PaillierSum {
   static constexpr MessageType kType = MessageType::kPaillierSum;
   uint32_t round = 0;
@@ -473,7 +479,7 @@ struct ShardBlock {
 struct ShardRound {
   static constexpr MessageType kType = MessageType::kShardRound;
   uint32_t round = 0;
-  Aggregation aggregation = Aggregation::kNone;  // kNone or kSecAgg
+  Aggregation aggregation = Aggregation::kNone;  // kNone, kSecAgg or kPaillier
   uint32_t shard = 0;
   uint32_t shards = 0;
   uint64_t model_version = 0;
@@ -481,7 +487,9 @@ struct ShardRound {
   std::vector<int32_t> site_ranks;  // the rank of each
   std::vector<ShardBlock> blocks;   // kNone: the upload's blocks
   uint32_t ring_bits = 64;          // kSecAgg: the ring and the whole input's length
-  uint64_t length = 0;
+  uint64_t length = 0;              // kPaillier: the whole update's ciphertexts
+  uint64_t values = 0;              // kPaillier: the values packed in them
+  uint32_t unit_bytes = 0;          // kPaillier: the bytes of one ciphertext
 
   friend bool operator==(const ShardRound&, const ShardRound&) = default;
 };
@@ -496,12 +504,19 @@ struct ShardRound {
 // taking slices of the round and answers the sites it summed (ShardSums
 // without data), so the survivors are the sites every shard summed; then
 // the close proper with the survivors and the masks.
+//
+// With Paillier the shard waits for the slices of `sites`, sends them to each
+// decrypting site of `forward_to` (a PaillierSum of its slices) and answers
+// ShardSums without data; the coordinator may close again with the next
+// decrypting sites when some fail.
 struct ShardClose {
   static constexpr MessageType kType = MessageType::kShardClose;
   uint32_t round = 0;
   bool cut = false;
   std::vector<uint32_t> sites;  // ascending
   std::vector<uint8_t> masks;
+  // Paillier: the decrypting sites to send the slices of `sites` to.
+  std::vector<uint32_t> forward_to;
 
   friend bool operator==(const ShardClose&, const ShardClose&) = default;
 };

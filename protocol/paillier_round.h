@@ -1,8 +1,8 @@
 // Paillier aggregation with threshold decryption: the protocol, step by step,
 // and the pure functions both sides of it share (transcripts, the threshold,
 // the encoding of the training loss). The arithmetic is in protocol/paillier.h;
-// the site's side in worker/worker.cc, the coordinator's in
-// coordinator/coordinator.cc.
+// the site's side in worker/paillier_site.cc, the coordinator's in
+// coordinator/paillier_scheme.cc.
 //
 // Parties: n sites with Ed25519 identity keys every site knows itself (its
 // roster, security.site_public_keys); a coordinator that may deviate.
@@ -53,6 +53,26 @@
 //      none for a round at or below one it answered.
 //   6. The coordinator combines t partials (CombinePartialDecryptions) and
 //      decodes the sums; it sees only totals, training loss included.
+//
+// With shard servers (RoundPlan::shard_ranks, S of them; coordinator/
+// aggregation_shard.h) steps 4 and 5 change only in who carries the bytes:
+//   4'. The site signs its update as in 4 and sends shard server s the
+//      ciphertexts ShardSlice(ciphertexts, s, S) (a PaillierUpdate with the
+//      same signature), then the coordinator a notice: the PaillierUpdate
+//      with the S slices' SHA-256 digests in place of the ciphertexts.
+//   5'. The coordinator sends the shard servers ShardClose naming the
+//      reporting sites and the t decrypting sites; each shard server sends
+//      each decrypting site a PaillierSum of its slices of those sites'
+//      updates, and the coordinator sends it the notices (PaillierSum). The
+//      site checks each slice's size and digest (naming the shard server
+//      that sent another), puts every update back together in shard order
+//      and goes on exactly as in 5: the signatures over the whole updates,
+//      at least t distinct participants, its own product.
+// Shard servers present the coordinator's identity and are counted with it:
+// neither can have one site's update decrypted, as the sites still check
+// and multiply every signed update themselves. The coordinator receives n
+// notices and t partials instead of n updates; the decrypting sites receive
+// the same bytes as without shard servers, from the shard servers.
 #pragma once
 
 #include <array>

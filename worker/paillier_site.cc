@@ -1,10 +1,13 @@
 // The site's part of threshold Paillier aggregation (protocol/paillier_round.h):
 // the key set-up (offering a set-up key, dealing when this site is the dealer,
-// opening its share), a signed encrypted update per round, and a partial
-// decryption of a sum of signed updates it has checked.
+// opening its share), a signed encrypted update per round (sliced over the
+// shard servers when the plan names some), and a partial decryption of a sum
+// of signed updates it has checked (put back together from the shard
+// servers' slices when sharded).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 
 #include "protocol/paillier.h"
@@ -46,6 +49,8 @@ class PaillierSite : public SiteScheme {
   Status OnPlan(RoundPlan plan, std::vector<uint64_t>) override {
     const uint32_t round = plan.round;
     pending_plan_ = std::move(plan);
+    sharded_request_.reset();
+    shard_slices_.clear();
     return SendPaillierUpdate(round);
   }
   Status OnEvaluation(const EvalRequest& request, const EvalReport&) override {
@@ -60,6 +65,7 @@ class PaillierSite : public SiteScheme {
            paillier_->setup_round == round;
   }
   Status OnMessage(const FrameView& frame) override { return OnPaillierMessage(frame); }
+  Status OnShardMessage(uint32_t shard, const FrameView& frame) override;
 
  private:
   Status OnPaillierMessage(const FrameView& frame);
@@ -68,6 +74,9 @@ class PaillierSite : public SiteScheme {
   Status AdoptPaillierKey(const PaillierKey& message);
   Status SendPaillierUpdate(uint32_t round);
   Status PartiallyDecrypt(const PaillierSum& sum);
+  // Sharded: once the coordinator's request and every shard server's slices
+  // are in, puts each update back together and decrypts (PartiallyDecrypt).
+  Status MaybeDecryptSharded(uint32_t round);
   // The party index (1-based position in the roster) of `site`; 0 when the
   // roster does not hold it.
   uint32_t PaillierParty(uint32_t site) const;
@@ -84,6 +93,10 @@ class PaillierSite : public SiteScheme {
   // key set-ups).
   uint32_t paillier_encrypted_round_ = 0;
   uint32_t paillier_decrypted_round_ = 0;
+  // Sharded decryption of the pending plan's round: the coordinator's request
+  // (the reporting sites' notices) and each shard server's slices, by shard.
+  std::optional<PaillierSum> sharded_request_;
+  std::map<uint32_t, PaillierSum> shard_slices_;
 };
 
 uint32_t PaillierSite::PaillierParty(uint32_t site) const {
@@ -118,6 +131,13 @@ Status PaillierSite::OnPaillierMessage(const FrameView& frame) {
       if (sum->round != round)
         return c_.SendError(round,
                             "a decryption request labelled round " + std::to_string(sum->round));
+      if (pending_plan_ && pending_plan_->round == round && !pending_plan_->shard_ranks.empty()) {
+        if (sharded_request_)
+          return c_.SendError(round, "refusing to decrypt: a second decryption request for round " +
+                                         std::to_string(round));
+        sharded_request_ = std::move(sum).value();
+        return MaybeDecryptSharded(round);
+      }
       return PartiallyDecrypt(*sum);
     }
     default:
@@ -372,7 +392,121 @@ Status PaillierSite::SendPaillierUpdate(uint32_t round) {
                                                       update.values, update.ciphertexts));
   if (!signature.ok()) return c_.SendError(round, signature.status().message());
   update.signature = *signature;
-  return c_.Send(update, round);
+  if (plan.shard_ranks.empty()) return c_.Send(update, round);
+  // Sharded: shard server s gets the ciphertexts ShardSlice(ciphertexts, s, S)
+  // under the signature of the whole update; the coordinator a notice holding
+  // the slices' digests (which tell a decrypting site which shard server sent
+  // a slice other than this one).
+  const size_t unit = share.public_key().ciphertext_size();
+  const uint64_t count = update.ciphertexts.size() / unit;
+  const uint32_t shards = static_cast<uint32_t>(plan.shard_ranks.size());
+  PaillierUpdate notice = update;
+  notice.ciphertexts.clear();
+  for (uint32_t s = 0; s < shards; ++s) {
+    const Slice slice = ShardSlice(count, s, shards);
+    PaillierUpdate part = notice;
+    part.ciphertexts.assign(update.ciphertexts.begin() + static_cast<ptrdiff_t>(slice.begin * unit),
+                            update.ciphertexts.begin() + static_cast<ptrdiff_t>(slice.end * unit));
+    const crypto::Key32 digest = crypto::Sha256(part.ciphertexts);
+    notice.ciphertexts.insert(notice.ciphertexts.end(), digest.begin(), digest.end());
+    FEDREC_RETURN_IF_ERROR(c_.Send(part, round, plan.shard_ranks[s]));
+  }
+  return c_.Send(notice, round);
+}
+
+Status PaillierSite::OnShardMessage(uint32_t shard, const FrameView& frame) {
+  const uint32_t round = frame.header.round;
+  const std::string from = "shard server " + std::to_string(shard);
+  Result<PaillierSum> slices = DecodeMessage<PaillierSum>(frame);
+  if (!slices.ok())
+    return c_.SendError(
+        round, "refusing to decrypt: the slices from " + from + ": " + slices.status().message());
+  if (!pending_plan_ || pending_plan_->round != round || slices->round != round ||
+      pending_plan_->aggregation != Aggregation::kPaillier ||
+      shard >= pending_plan_->shard_ranks.size()) {
+    return c_.SendError(round, "refusing to decrypt: slices from " + from + " labelled round " +
+                                   std::to_string(slices->round) +
+                                   ", but this site has no sharded Paillier plan for it");
+  }
+  if (!shard_slices_.emplace(shard, std::move(slices).value()).second)
+    return c_.SendError(round, "refusing to decrypt: a second set of slices from " + from +
+                                   " for round " + std::to_string(round));
+  return MaybeDecryptSharded(round);
+}
+
+Status PaillierSite::MaybeDecryptSharded(uint32_t round) {
+  const RoundPlan& plan = *pending_plan_;
+  const uint32_t shards = static_cast<uint32_t>(plan.shard_ranks.size());
+  if (!sharded_request_ || shard_slices_.size() < shards) return Status::Ok();  // more to come
+  const auto refuse = [&](const std::string& why) {
+    sharded_request_.reset();
+    shard_slices_.clear();
+    return c_.SendError(round, "refusing to decrypt: " + why);
+  };
+  if (!paillier_ || !paillier_->share) return refuse("this site holds no Paillier key share");
+  PaillierSum sum = std::move(*sharded_request_);
+  std::map<uint32_t, PaillierSum> slices = std::move(shard_slices_);
+  sharded_request_.reset();
+  shard_slices_.clear();
+  const PackingParams params = PaillierPacking(plan);
+  const uint64_t values =
+      EncodedLength(c_.UploadShapes()) + paillier_round::TrainLossSlots(params.value_bits);
+  if (sum.values != values) {
+    return refuse("the request is for " + std::to_string(sum.values) + " values, expected " +
+                  std::to_string(values) + " for this round's update");
+  }
+  const PaillierPublicKey& public_key = paillier_->share->public_key();
+  Result<PaillierPacker> packer = PaillierPacker::Create(params, public_key.modulus_bits());
+  if (!packer.ok()) return refuse(packer.status().message());
+  const size_t unit = public_key.ciphertext_size();
+  const uint64_t count = packer->NumPlaintexts(sum.values);
+  for (PaillierUpdate& update : sum.updates) {
+    const std::string who = "site " + std::to_string(update.site);
+    if (update.ciphertexts.size() != size_t{shards} * 32) {
+      return refuse("the coordinator's notice of " + who + " holds " +
+                    std::to_string(update.ciphertexts.size()) +
+                    " bytes of slice digests, expected " + std::to_string(shards * 32) +
+                    " (one SHA-256 digest per shard server)");
+    }
+    const std::vector<uint8_t> digests = std::move(update.ciphertexts);
+    update.ciphertexts.clear();
+    update.ciphertexts.reserve(count * unit);
+    for (uint32_t s = 0; s < shards; ++s) {
+      const std::string from = "shard server " + std::to_string(s) + " (rank " +
+                               std::to_string(plan.shard_ranks[s]) + ")";
+      const PaillierSum& part = slices.at(s);
+      const size_t i = static_cast<size_t>(&update - sum.updates.data());
+      if (part.values != sum.values || part.updates.size() != sum.updates.size() ||
+          part.updates[i].site != update.site) {
+        const std::string found = i < part.updates.size()
+                                      ? "site " + std::to_string(part.updates[i].site) + "'s"
+                                      : "none";
+        return refuse(from + " sent the slices of " + std::to_string(part.updates.size()) +
+                      " updates of " + std::to_string(part.values) + " values for round " +
+                      std::to_string(round) + " (slice " + std::to_string(i) + ": " + found +
+                      "), expected those of the " + std::to_string(sum.updates.size()) +
+                      " sites the coordinator names, of " + std::to_string(sum.values) +
+                      " values, in the same order (slice " + std::to_string(i) + ": " + who +
+                      "'s)");
+      }
+      const std::vector<uint8_t>& bytes = part.updates[i].ciphertexts;
+      const uint64_t expected = ShardSlice(count, s, shards).size() * unit;
+      if (bytes.size() != expected) {
+        return refuse(from + " sent a slice of " + std::to_string(bytes.size()) + " bytes of " +
+                      who + "'s update for round " + std::to_string(round) + ", expected " +
+                      std::to_string(expected));
+      }
+      const crypto::Key32 digest = crypto::Sha256(bytes);
+      if (!std::equal(digest.begin(), digest.end(), digests.begin() + s * 32)) {
+        return refuse(from + " sent a slice of " + who + "'s update for round " +
+                      std::to_string(round) + " other than the one the site sent (SHA-256 " +
+                      "digest mismatch)");
+      }
+      update.ciphertexts.insert(update.ciphertexts.end(), bytes.begin(), bytes.end());
+    }
+  }
+  // The updates as the site signed them: checked and multiplied as unsharded.
+  return PartiallyDecrypt(sum);
 }
 
 Status PaillierSite::PartiallyDecrypt(const PaillierSum& sum) {

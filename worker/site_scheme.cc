@@ -2,6 +2,8 @@
 // the clear (a ModelUpdate, sliced by rows when there are shard servers).
 #include "worker/site_scheme.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -28,6 +30,14 @@ std::vector<BlockUpdate> CollectUpdate(const std::vector<ParamBlock>& shapes,
     blocks.push_back(std::move(update));
   }
   return blocks;
+}
+
+Status SiteScheme::OnShardMessage(uint32_t shard, const FrameView& frame) {
+  spdlog::warn(
+      "dropped {} of round {} from shard server {}: aggregation {} takes nothing from "
+      "shard servers",
+      MessageTypeName(frame.header.type), frame.header.round, shard, AggregationName(kind()));
+  return Status::Ok();
 }
 
 std::vector<BlockUpdate> SliceRows(const std::vector<ParamBlock>& shapes,

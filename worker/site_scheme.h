@@ -8,7 +8,8 @@
 //             masked input (sliced over the shard servers when there are
 //             some), survivor signature and unmasking shares
 //   paillier  threshold Paillier (protocol/paillier_round.h): the key set-up,
-//             signed encrypted updates and partial decryptions
+//             signed encrypted updates (sliced over the shard servers when
+//             there are some) and partial decryptions
 // A scheme reaches the site's model, data and channel only through the
 // SiteContext the Worker gives it.
 #pragma once
@@ -81,6 +82,10 @@ class SiteScheme {
   // Whether a protocol message of `type` for `round` is this scheme's.
   virtual bool Claims(MessageType type, uint32_t round) const = 0;
   virtual Status OnMessage(const FrameView& frame) = 0;
+  // A message from shard server `shard` of the current plan (Paillier: the
+  // slices of the updates this site is to decrypt the sum of). Refused by
+  // the schemes that take nothing from shard servers.
+  virtual Status OnShardMessage(uint32_t shard, const FrameView& frame);
 };
 
 // The site's part of each scheme, on `context` (which must outlive it).

@@ -147,6 +147,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   }
   if (Status shards = CheckShardRanks(*plan); !shards.ok())
     return SendError(plan->round, shards.message());
+  shard_ranks_ = plan->shard_ranks;
   if (plan->evaluate && plan->aggregation != Aggregation::kSecAgg) {
     return SendError(plan->round, std::string("a plan that evaluates the previous round's model "
                                               "must use secure aggregation (secagg), found ") +
@@ -192,8 +193,6 @@ Status Worker::CheckShardRanks(const RoundPlan& plan) const {
           std::to_string(transport_->size()) + ", neither this site's nor the coordinator's");
     }
   }
-  if (!ranks.empty() && plan.aggregation == Aggregation::kPaillier)
-    return Status::InvalidArgument("a Paillier plan with shard servers, expected none");
   return Status::Ok();
 }
 
@@ -334,9 +333,16 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
     return Status::Ok();
   }
   if (envelope.from != options_.coordinator_rank) {
+    // A shard server of the last plan sending this decrypting site its slices.
+    const auto shard = std::find(shard_ranks_.begin(), shard_ranks_.end(), envelope.from);
+    if (shard != shard_ranks_.end() && frame->header.type == MessageType::kPaillierSum) {
+      return schemes_[static_cast<size_t>(Aggregation::kPaillier)]->OnShardMessage(
+          static_cast<uint32_t>(shard - shard_ranks_.begin()), *frame);
+    }
     return SendError(frame->header.round, "frame from rank " + std::to_string(envelope.from) +
                                               ", expected only the coordinator (rank " +
-                                              std::to_string(options_.coordinator_rank) + ")");
+                                              std::to_string(options_.coordinator_rank) +
+                                              ") or a Paillier slice from a shard server");
   }
   switch (frame->header.type) {
     case MessageType::kRoundPlan:

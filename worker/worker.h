@@ -189,6 +189,9 @@ class Worker : private SiteContext {
   SiteSteps steps_;      // FedNova's normalized update, this round
   uint32_t items_ = 0;
   std::array<uint8_t, 32> job_id_{};  // WorkerOptions::job_id, or the first plan's
+  // The last plan's shard servers: with Paillier they send the decrypting
+  // sites their slices of the updates to sum.
+  std::vector<int32_t> shard_ranks_;
   // The site's part of each aggregation scheme, by Aggregation value: each
   // holds its own protocol state (a SecAgg round, the Paillier key share).
   std::array<std::unique_ptr<SiteScheme>, 3> schemes_;

@@ -20,6 +20,8 @@
 #                                                  model as fedrec sim)
 #   mpi_job_test.sh sharded <aggregation>         federated rounds with 2 shard servers: the
 #                                                  model of 0 shard servers and of fedrec sim
+#                                                  (paillier: identity keys from fedrec keygen,
+#                                                  2 rounds of a 4-factor model)
 #   mpi_job_test.sh ps-too-few-ranks               ps layout needing more ranks than started
 #   mpi_job_test.sh ps-memory                      a model over cluster.memory_limit for one
 #                                                  shard server is refused, trains on two; every
@@ -184,6 +186,14 @@ case "$1" in
     # Federated rounds summed by shard servers: ranks 1-2 shard servers, 3-6
     # sites; the same model as no shard servers (4 ranks) and as fedrec sim.
     args=("${small[@]}" --set federation.sites=4 --set security.aggregation="$2")
+    if [ "$2" = paillier ]; then  # a roster of identity keys; 2048-bit keys, so a small model
+      "$FEDREC" keygen --dir "$work/keys" --sites 4 >/dev/null || fail "fedrec keygen"
+      args+=(--set federation.rounds=2 --set model.factors=4
+             --set security.coordinator_identity="$work/keys/coordinator.key"
+             --set security.coordinator_public_key="$work/keys/coordinator.pub"
+             --set "security.site_identity=$work/keys/site{site}.key"
+             --set "security.site_public_keys=$work/keys/site{site}.pub")
+    fi
     alone=$(mpirun 5 "$FEDREC" run "${args[@]}" --set output.dir="$work/alone" | sha)
     run=$(mpirun 7 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=2 \
           --set output.dir="$work/run" | sha)

@@ -1,7 +1,8 @@
-// Paillier with a deviating coordinator: the test plays the coordinator,
-// drives real Worker objects over the in-process transport with crafted
-// messages, and checks that every honest site refuses naming the check and
-// that what the adversary received does not reveal a site's update.
+// Paillier with a deviating coordinator: the test plays the coordinator (and,
+// with shard servers, a shard server of its own), drives real Worker objects
+// over the in-process transport with crafted messages, and checks that every
+// honest site refuses naming the check and that what the adversary received
+// does not reveal a site's update.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -25,6 +26,7 @@ namespace {
 constexpr uint32_t kSites = 4;  // c = 1 colluder at rate 0.05, threshold t = 3
 constexpr uint32_t kThreshold = 3;
 constexpr uint32_t kTestBits = 1024;
+constexpr int kShardRank = kSites + 1;  // the adversary's shard server
 
 Config TinyConfig() {
   Config config = SmallConfig();
@@ -49,11 +51,12 @@ Result<M> ReplyAs(const std::vector<uint8_t>& bytes) {
   return DecodeMessage<M>(*frame);
 }
 
-// Four honest sites and the adversarial coordinator at rank 0.
+// Four honest sites, the adversarial coordinator at rank 0 and its shard
+// server at kShardRank.
 class Federation {
  public:
   explicit Federation(bool with_roster = true, int min_bits = kTestBits)
-      : config_(TinyConfig()), network_(kSites + 1) {
+      : config_(TinyConfig()), network_(kSites + 2) {
     data_ = std::move(LoadFederatedData(config_)).value();
     for (uint32_t s = 0; s < kSites; ++s) {
       identities_.push_back(*crypto::GenerateSigningKey());
@@ -147,6 +150,46 @@ class Federation {
       updates.push_back(*update);
     }
     return updates;
+  }
+
+  // Sharded (one shard server, kShardRank): every site's notice to the
+  // coordinator, and in `slices` its slice as the shard server received it.
+  std::vector<PaillierUpdate> ShardedUpdates(uint32_t round, std::vector<PaillierUpdate>* slices) {
+    RoundPlan plan = Plan(round);
+    plan.shard_ranks = {kShardRank};
+    std::vector<PaillierUpdate> notices;
+    for (uint32_t s = 0; s < kSites; ++s) {
+      Result<PaillierUpdate> notice = Ask<PaillierUpdate>(s, plan, round);
+      EXPECT_TRUE(notice.ok()) << notice.status().ToString();
+      notices.push_back(*notice);
+      Result<Envelope> slice = network_.endpoint(kShardRank).Recv(std::chrono::seconds(5));
+      EXPECT_TRUE(slice.ok());
+      slices->push_back(*ReplyAs<PaillierUpdate>(slice->bytes));
+    }
+    return notices;
+  }
+
+  // Sharded decryption: the coordinator's request and the shard server's
+  // slices reach `site`, which answers once it holds both.
+  Result<PaillierDecrypted> AskSharded(uint32_t site, const PaillierSum& request,
+                                       const PaillierSum& slices, uint32_t round) {
+    Transport& site_end = network_.endpoint(static_cast<int>(site) + 1);
+    EXPECT_TRUE(network_.endpoint(0)
+                    .Send(static_cast<int>(site) + 1, EncodeMessage(request, round, 0))
+                    .ok());
+    EXPECT_TRUE(network_.endpoint(kShardRank)
+                    .Send(static_cast<int>(site) + 1, EncodeMessage(slices, round, kShardRank))
+                    .ok());
+    for (int i = 0; i < 2; ++i) {
+      Result<Envelope> in = site_end.Recv(std::chrono::seconds(5));
+      EXPECT_TRUE(in.ok());
+      bool done = false;
+      EXPECT_TRUE(workers_[site]->Handle(*in, &done).ok());
+    }
+    Result<Envelope> out = network_.endpoint(0).Recv(std::chrono::seconds(5));
+    if (!out.ok()) return out.status();
+    received_.push_back(out->bytes);
+    return ReplyAs<PaillierDecrypted>(out->bytes);
   }
 
   // How many partial decryptions the adversary has received so far.
@@ -357,6 +400,74 @@ TEST_F(PaillierAdversaryDecryption, SecondRequestForTheSameRoundIsRefused) {
   // An earlier round is refused too.
   ExpectRefusal(federation_.Ask<PaillierDecrypted>(0, SumOf(1, updates_), 1).status(),
                 "already answered");
+}
+
+// With shard servers: the coordinator holds only notices, and a shard server
+// (which presents the coordinator's identity) only slices; the decrypting
+// sites still check every site's signature over its whole update.
+class PaillierAdversaryShardedDecryption : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    federation_.SetUp();
+    notices_ = federation_.ShardedUpdates(kRound, &slices_);
+    ASSERT_EQ(slices_.size(), kSites);
+  }
+  static constexpr uint32_t kRound = 2;
+  Federation federation_;
+  std::vector<PaillierUpdate> notices_, slices_;
+};
+
+TEST_F(PaillierAdversaryShardedDecryption, HonestSlicesAreDecrypted) {
+  for (uint32_t s = 0; s < kSites; ++s) {
+    EXPECT_EQ(notices_[s].ciphertexts.size(), 32u) << "one digest per shard server";
+    Result<PaillierDecrypted> d =
+        federation_.AskSharded(s, SumOf(kRound, notices_), SumOf(kRound, slices_), kRound);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+  }
+  EXPECT_EQ(federation_.PartialsReceived(), kSites);
+}
+
+TEST_F(PaillierAdversaryShardedDecryption, TamperedOrMisSizedSliceIsRefusedNamingTheShardServer) {
+  std::vector<PaillierUpdate> tampered = slices_;
+  tampered[2].ciphertexts[7] ^= 1;
+  ExpectRefusal(
+      federation_.AskSharded(0, SumOf(kRound, notices_), SumOf(kRound, tampered), kRound).status(),
+      "shard server 0 (rank 5) sent a slice of site 2's update for round 2 other than "
+      "the one the site sent");
+  std::vector<PaillierUpdate> short_slice = slices_;
+  short_slice[3].ciphertexts.resize(short_slice[3].ciphertexts.size() - 1);
+  ExpectRefusal(
+      federation_.AskSharded(1, SumOf(kRound, notices_), SumOf(kRound, short_slice), kRound)
+          .status(),
+      "shard server 0 (rank 5) sent a slice of");
+  // The coordinator and its shard server agreeing on a digest of the tampered
+  // slice: the signature over the whole update still fails.
+  std::vector<PaillierUpdate> forged_notices = notices_;
+  const crypto::Key32 digest = crypto::Sha256(tampered[2].ciphertexts);
+  forged_notices[2].ciphertexts.assign(digest.begin(), digest.end());
+  ExpectRefusal(
+      federation_.AskSharded(2, SumOf(kRound, forged_notices), SumOf(kRound, tampered), kRound)
+          .status(),
+      "the update of site 2 does not carry a valid signature");
+  EXPECT_EQ(federation_.PartialsReceived(), 0u);
+}
+
+TEST_F(PaillierAdversaryShardedDecryption, SingleSitesSliceIsNotDecrypted) {
+  // The coordinator and its shard server claim site 2's update is the sum.
+  for (uint32_t s : {0u, 1u, 3u}) {
+    ExpectRefusal(
+        federation_.AskSharded(s, SumOf(kRound, {notices_[2]}), SumOf(kRound, {slices_[2]}), kRound)
+            .status(),
+        "at least the threshold 3");
+  }
+  // Slices of other sites than the request names.
+  ExpectRefusal(
+      federation_
+          .AskSharded(2, SumOf(kRound, notices_),
+                      SumOf(kRound, {slices_[0], slices_[1], slices_[3], slices_[3]}), kRound)
+          .status(),
+      "expected those of the 4 sites the coordinator names");
+  EXPECT_EQ(federation_.PartialsReceived(), 0u);
 }
 
 TEST_F(PaillierAdversaryDecryption, UpdatesAreEncryptedOncePerRound) {

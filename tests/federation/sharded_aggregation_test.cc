@@ -1,12 +1,16 @@
 // Sharded aggregation of federated rounds (cluster.shard_servers = S > 0,
 // coordinator/aggregation_shard.h), end to end in the simulator: the shard
 // servers sum slices of the updates, the coordinator receives neither the
-// updates nor their bytes, and the model is the one S = 0 gives, in the clear
-// and under secure aggregation, with dropouts and evaluations riding along.
+// updates nor their bytes, and the model is the one S = 0 gives, in the clear,
+// under secure aggregation and under threshold Paillier, with dropouts and
+// evaluations riding along.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 
+#include "coordinator/aggregation_shard.h"
+#include "protocol/inprocess_transport.h"
 #include "protocol/sha256.h"
 #include "tests/federation/federate.h"
 
@@ -28,16 +32,31 @@ void ExpectNoAbort(const FederatedRun& run) {
     EXPECT_FALSE(m.aborted) << "round " << m.round << ": " << m.abort_reason;
 }
 
-void ExpectSameModelForEveryShardCount(const std::string& aggregation, Config base) {
+// Paillier: few sites, a small model and 1024-bit keys keep it fast.
+Config ShardedPaillierConfig() {
+  Config config = ShardedConfig("paillier", 0);
+  config.data.synthetic.users = 60;
+  config.data.synthetic.items = 40;
+  config.data.synthetic.ratings = 1500;
+  config.model.factors = 4;
+  config.federation.sites = 5;
+  config.federation.rounds = 3;
+  config.security.paillier_bits = 1024;
+  return config;
+}
+
+void ExpectSameModelForEveryShardCount(
+    const std::string& aggregation, Config base,
+    const std::function<void(WorkerOptions*, uint32_t)>& per_site = nullptr) {
   base.security.aggregation = aggregation;
   base.cluster.shard_servers = 0;
-  const FederatedRun alone = Federate(base);
+  const FederatedRun alone = Federate(base, 2, per_site);
   ExpectNoAbort(alone);
   ASSERT_FALSE(alone.global.empty());
   for (int64_t shards : {1, 2, 3}) {
     Config config = base;
     config.cluster.shard_servers = shards;
-    const FederatedRun sharded = Federate(config);
+    const FederatedRun sharded = Federate(config, 2, per_site);
     ExpectNoAbort(sharded);
     EXPECT_EQ(ModelSha256(sharded.global), ModelSha256(alone.global))
         << aggregation << " with " << shards << " shard servers";
@@ -70,6 +89,11 @@ TEST(ShardedAggregation, UnderSecAggPlusGivesTheSameModelForZeroToThreeShards) {
   ExpectSameModelForEveryShardCount("secagg+", config);
 }
 
+TEST(ShardedAggregation, UnderPaillierGivesTheSameModelForZeroToThreeShards) {
+  const Config config = ShardedPaillierConfig();
+  ExpectSameModelForEveryShardCount("paillier", config, PaillierTestSites(config.federation.sites));
+}
+
 TEST(ShardedAggregation, ScaffoldExtraBlocksAreSlicedLikeTheModel) {
   Config config = ShardedConfig("secagg", 0);
   config.federation.strategy = "scaffold";
@@ -93,6 +117,166 @@ TEST(ShardedAggregation, SiteDroppingBeforeItsMaskedInputGivesTheSameModelAsUnsh
   EXPECT_EQ(sharded.rounds[1].sites_reported, 5u);
   EXPECT_EQ(sharded.rounds[1].failures, 1u);
   EXPECT_EQ(ModelSha256(sharded.global), ModelSha256(alone.global));
+}
+
+TEST(ShardedAggregation, PaillierSiteDroppingBeforeItsUpdateGivesTheSameModelAsUnsharded) {
+  Config config = ShardedPaillierConfig();
+  config.federation.round_timeout = 3.0;
+  const auto sites = PaillierTestSites(config.federation.sites);
+  const auto drop = [&sites](WorkerOptions* o, uint32_t site) {
+    sites(o, site);
+    if (site == 2) {
+      o->drop_round = 2;
+      o->drop_step = 3;  // key share held, encrypted slices never sent
+    }
+  };
+  const FederatedRun alone = Federate(config, 2, drop);
+  config.cluster.shard_servers = 2;
+  const FederatedRun sharded = Federate(config, 2, drop);
+  ExpectNoAbort(sharded);
+  ASSERT_EQ(sharded.rounds.size(), 3u);
+  EXPECT_EQ(sharded.rounds[1].sites_reported, 4u);
+  EXPECT_EQ(sharded.rounds[1].failures, 1u);
+  EXPECT_EQ(ModelSha256(sharded.global), ModelSha256(alone.global));
+}
+
+TEST(ShardedAggregation, PaillierCoordinatorReceivesNoCiphertextUpdate) {
+  Config config = ShardedPaillierConfig();
+  config.federation.sites = 8;  // threshold 5
+  config.federation.rounds = 3;
+  config.eval.every = 100;  // only after the last round
+  const auto sites = PaillierTestSites(config.federation.sites);
+  uint64_t received[2] = {0, 0};
+  for (int64_t s : {0, 2}) {
+    config.cluster.shard_servers = s;
+    const FederatedRun run = Federate(config, 2, sites);
+    ExpectNoAbort(run);
+    // Round 2: no key set-up nor evaluation, only the updates (or notices)
+    // and the partial decryptions.
+    received[s == 0 ? 0 : 1] = run.rounds.at(1).bytes_received;
+  }
+  // 8 encrypted updates and 5 partial decryptions against 8 notices and the
+  // same 5 partials.
+  EXPECT_LT(received[1] * 2, received[0]);
+}
+
+TEST(ShardedAggregation, PaillierSliceOfTheWrongSizeIsRefusedNamingShardSiteAndRound) {
+  // Coordinator rank 0, shard server 1 of 2 at rank 1, sites 0 and 1 at
+  // ranks 2 and 3; 10 ciphertexts of 8 bytes: slice 1 is ciphertexts 5..10.
+  InProcessNetwork network(4);
+  AggregationShard shard(0, &network.endpoint(1));
+  const auto deliver = [&] {
+    Result<Envelope> in = network.endpoint(1).Recv(std::chrono::seconds(5));
+    ASSERT_TRUE(in.ok()) << in.status().ToString();
+    bool done = false;
+    ASSERT_TRUE(shard.Handle(*in, &done).ok());
+  };
+  ShardRound announce;
+  announce.round = 5;
+  announce.aggregation = Aggregation::kPaillier;
+  announce.shard = 1;
+  announce.shards = 2;
+  announce.sites = {0, 1};
+  announce.site_ranks = {2, 3};
+  announce.length = 10;
+  announce.values = 100;
+  announce.unit_bytes = 8;
+  ASSERT_TRUE(network.endpoint(0).Send(1, EncodeMessage(announce, 5, 0)).ok());
+  deliver();
+  for (uint32_t site : {0u, 1u}) {
+    PaillierUpdate slice;
+    slice.round = 5;
+    slice.site = site;
+    slice.values = 100;
+    slice.ciphertexts.assign(site == 1 ? 39 : 40, 7);  // site 1's is a byte short
+    ASSERT_TRUE(network.endpoint(static_cast<int>(site) + 2)
+                    .Send(1, EncodeMessage(slice, 5, site + 2))
+                    .ok());
+    deliver();
+  }
+  ShardClose close;
+  close.round = 5;
+  close.sites = {0, 1};
+  close.forward_to = {0};
+  ASSERT_TRUE(network.endpoint(0).Send(1, EncodeMessage(close, 5, 0)).ok());
+  deliver();
+  Result<Envelope> answer = network.endpoint(0).Recv(std::chrono::seconds(5));
+  ASSERT_TRUE(answer.ok());
+  Result<FrameView> frame = DecodeFrame(answer->bytes);
+  ASSERT_TRUE(frame.ok());
+  Result<ShardSums> sums = DecodeMessage<ShardSums>(*frame);
+  ASSERT_TRUE(sums.ok()) << sums.status().ToString();
+  for (const std::string part :
+       {"shard server 1 (rank 1), round 5", "the slice of site 1 (rank 3)", "39 bytes",
+        "expected round 5, site 1, 100 values, 40 bytes (ciphertexts 5..10 of 8 bytes)"}) {
+    EXPECT_NE(sums->error.find(part), std::string::npos) << sums->error;
+  }
+  // Nothing was sent on to the decrypting site.
+  EXPECT_FALSE(network.endpoint(2).Recv(std::chrono::milliseconds(0)).ok());
+}
+
+TEST(ShardedAggregation, PaillierShardServerSendsItsSlicesToEachBatchOfDecryptingSites) {
+  // Coordinator rank 0, shard server 0 of 1 at rank 1, sites 0..2 at ranks
+  // 2..4; 3 ciphertexts of 4 bytes. Site 0 decrypts first, then (as when the
+  // first decrypting site fails) sites 1 and 2.
+  InProcessNetwork network(5);
+  AggregationShard shard(0, &network.endpoint(1));
+  const auto deliver = [&] {
+    Result<Envelope> in = network.endpoint(1).Recv(std::chrono::seconds(5));
+    ASSERT_TRUE(in.ok()) << in.status().ToString();
+    bool done = false;
+    ASSERT_TRUE(shard.Handle(*in, &done).ok());
+  };
+  ShardRound announce;
+  announce.round = 3;
+  announce.aggregation = Aggregation::kPaillier;
+  announce.shards = 1;
+  announce.sites = {0, 1, 2};
+  announce.site_ranks = {2, 3, 4};
+  announce.length = 3;
+  announce.values = 30;
+  announce.unit_bytes = 4;
+  ASSERT_TRUE(network.endpoint(0).Send(1, EncodeMessage(announce, 3, 0)).ok());
+  deliver();
+  for (uint32_t site : {2u, 0u, 1u}) {  // in any order
+    PaillierUpdate slice;
+    slice.round = 3;
+    slice.site = site;
+    slice.values = 30;
+    slice.ciphertexts.assign(12, static_cast<uint8_t>(site));
+    ASSERT_TRUE(network.endpoint(static_cast<int>(site) + 2)
+                    .Send(1, EncodeMessage(slice, 3, site + 2))
+                    .ok());
+    deliver();
+  }
+  for (const std::vector<uint32_t>& batch : {std::vector<uint32_t>{0}, {1, 2}}) {
+    ShardClose close;
+    close.round = 3;
+    close.sites = {0, 1, 2};
+    close.forward_to = batch;
+    ASSERT_TRUE(network.endpoint(0).Send(1, EncodeMessage(close, 3, 0)).ok());
+    deliver();
+    Result<Envelope> answer = network.endpoint(0).Recv(std::chrono::seconds(5));
+    ASSERT_TRUE(answer.ok());
+    Result<ShardSums> sums = DecodeMessage<ShardSums>(*DecodeFrame(answer->bytes));
+    ASSERT_TRUE(sums.ok()) << sums.status().ToString();
+    EXPECT_TRUE(sums->error.empty()) << sums->error;
+    EXPECT_EQ(sums->sites, (std::vector<uint32_t>{0, 1, 2}));
+    for (uint32_t site : batch) {
+      Result<Envelope> in =
+          network.endpoint(static_cast<int>(site) + 2).Recv(std::chrono::seconds(5));
+      ASSERT_TRUE(in.ok());
+      EXPECT_EQ(in->from, 1);
+      Result<PaillierSum> slices = DecodeMessage<PaillierSum>(*DecodeFrame(in->bytes));
+      ASSERT_TRUE(slices.ok()) << slices.status().ToString();
+      EXPECT_EQ(slices->values, 30u);
+      ASSERT_EQ(slices->updates.size(), 3u);
+      for (uint32_t s = 0; s < 3; ++s) {  // site order
+        EXPECT_EQ(slices->updates[s].site, s);
+        EXPECT_EQ(slices->updates[s].ciphertexts, std::vector<uint8_t>(12, s));
+      }
+    }
+  }
 }
 
 TEST(ShardedAggregation, CoordinatorReceivesOnlySumsAndTheShardsTheSlices) {

@@ -125,7 +125,7 @@ using MessageTypes =
                      SiteHello, Catalogue, SecAggKeys, SecAggKeyList, SecAggShares,
                      SecAggRoutedShares, SecAggMasked, SecAggUnmaskRequest, SecAggUnmaskShares,
                      SecAggSurvivorSignature, PaillierKey, PaillierUpdate, PaillierSum,
-                     PaillierDecrypted>;
+                     PaillierDecrypted, ShardRound, ShardClose>;
 struct MessageName {
   template <typename M>
   static std::string GetName(int) {

@@ -326,4 +326,34 @@ inline PaillierDecrypted RandomMessage<PaillierDecrypted>(Rng& rng) {
           .partials = RandomVector<uint8_t>(rng, 500)};
 }
 
+template <>
+inline ShardRound RandomMessage<ShardRound>(Rng& rng) {
+  ShardRound m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.aggregation = static_cast<Aggregation>(rng.Below(3));
+  m.shard = static_cast<uint32_t>(rng.Next());
+  m.shards = static_cast<uint32_t>(rng.Next());
+  m.model_version = rng.Next();
+  m.sites = RandomVector<uint32_t>(rng, 20);
+  m.site_ranks = RandomVector<int32_t>(rng, 20);
+  for (size_t i = rng.Below(4); i > 0; --i)
+    m.blocks.push_back({RandomString(rng, 12), static_cast<uint32_t>(rng.Next()),
+                        static_cast<uint32_t>(rng.Next())});
+  m.ring_bits = static_cast<uint32_t>(rng.Next());
+  m.length = rng.Next();
+  m.values = rng.Next();
+  m.unit_bytes = static_cast<uint32_t>(rng.Next());
+  return m;
+}
+template <>
+inline ShardClose RandomMessage<ShardClose>(Rng& rng) {
+  ShardClose m;
+  m.round = static_cast<uint32_t>(rng.Next());
+  m.cut = rng.Below(2) == 1;
+  m.sites = RandomVector<uint32_t>(rng, 20);
+  m.masks = RandomVector<uint8_t>(rng, 100);
+  m.forward_to = RandomVector<uint32_t>(rng, 10);
+  return m;
+}
+
 }  // namespace fedrec::testing

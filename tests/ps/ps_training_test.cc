@@ -248,9 +248,11 @@ TEST(PsConfig, ModeNeedsShardServersAndKnownPolicies) {
   s = ValidateConfig(config);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("model.name"), std::string::npos) << s.message();
-  config = PsConfig(2, 4);  // federated rounds sum at shard servers, but not with Paillier
+  config = PsConfig(2, 4);  // federated rounds sum at shard servers, Paillier's too
   config.federation.mode = "federated";
   config.security.aggregation = "paillier";
+  EXPECT_TRUE(ValidateConfig(config).ok()) << ValidateConfig(config).message();
+  config.cluster.shard_servers = 5000;
   s = ValidateConfig(config);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("cluster.shard_servers"), std::string::npos) << s.message();
