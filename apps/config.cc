@@ -197,11 +197,10 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("security.allow_unauthenticated", security.allow_unauthenticated,
                  "let fedrec run span several hosts without identity keys (channels then trust "
                  "any peer that answers)"),
-      FEDREC_KEY(
-          "cluster.shard_servers", cluster.shard_servers,
-          "shard servers: ranks 1..S after the coordinator in fedrec run, threads in fedrec "
-          "sim; they hold the item rows (federation.mode = ps) or sum slices of the sites' "
-          "updates (federated rounds; 0 = the coordinator sums)"),
+      FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
+                 "shard servers: ranks 1..S after the coordinator in fedrec run, threads in fedrec "
+                 "sim; they hold the item rows (federation.mode = ps) or sum slices of the sites' "
+                 "updates (federated rounds; 0 = the coordinator sums)"),
       FEDREC_KEY("cluster.site_workers", cluster.site_workers,
                  "two tiers: workers of each site, which trains its local epochs in "
                  "parameter-server mode (ps.*) over its own ranks; 0 = a site is one rank"),
@@ -703,6 +702,14 @@ Status ValidateConfig(const Config& c) {
                     "mf with cluster.site_workers > 0 (a site trains biased MF in "
                     "parameter-server mode)",
                     "\"" + c.model.name + "\"");
+      // A plug-in strategy asking for either is refused by the site at its
+      // first round (apps/site_group.cc).
+      if (c.federation.strategy == "fedprox" || c.federation.strategy == "scaffold")
+        return fail("federation.strategy",
+                    "a strategy that aggregates plain updates (e.g. fedavg) with "
+                    "cluster.site_workers > 0 (a site training in parameter-server mode applies "
+                    "no proximal term or control variates)",
+                    "\"" + c.federation.strategy + "\"");
       FEDREC_RETURN_IF_ERROR(one_of("ps.consistency", c.ps.consistency, {"bsp", "ssp", "async"}));
       FEDREC_RETURN_IF_ERROR(one_of("ps.optimizer", c.ps.optimizer, {"sgd", "adagrad"}));
     }

@@ -22,6 +22,10 @@
 #                                                  model of 0 shard servers and of fedrec sim
 #                                                  (paillier: identity keys from fedrec keygen,
 #                                                  2 rounds of a 4-factor model)
+#   mpi_job_test.sh two-tier                       3 sites of 4 ranks each (leader, 1 shard
+#                                                  server, 2 workers), with and without a shard
+#                                                  server summing the rounds: the model of
+#                                                  fedrec sim; too few ranks named per site
 #   mpi_job_test.sh ps-too-few-ranks               ps layout needing more ranks than started
 #   mpi_job_test.sh ps-memory                      a model over cluster.memory_limit for one
 #                                                  shard server is refused, trains on two; every
@@ -201,6 +205,25 @@ case "$1" in
     [ -n "$alone" ] && [ "$alone" = "$run" ] || fail "$2: S = 0 '$alone' != S = 2 '$run'"
     [ "$sim" = "$run" ] || fail "$2: sim '$sim' != run '$run' with 2 shard servers"
     echo "sharded $2: S = 0 and S = 2 give $run, in fedrec run and fedrec sim"
+    ;;
+  two-tier)
+    # Ranks: 0 coordinator, [1 shard server,] then per site its leader, its
+    # shard server and its two workers. Secure aggregation (the default) on
+    # the leaders' channels; the groups' frames stay on their own ranks.
+    args=("${small[@]}" --set federation.sites=3 --set cluster.site_workers=2
+          --set cluster.site_shard_servers=1)
+    sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
+    run=$(mpirun 13 "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | sha)
+    both=$(mpirun 14 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=1 \
+           --set output.dir="$work/both" | sha)
+    [ -n "$sim" ] && [ "$sim" = "$run" ] || fail "two tiers: sim '$sim' != run '$run'"
+    [ "$run" = "$both" ] || fail "two tiers: no shard server '$run' != one shard server '$both'"
+    out=$(mpirun 12 "$FEDREC" run "${args[@]}" --set output.dir="$work/few" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "two tiers, 12 ranks for 13: expected a non-zero exit"
+    n=$(grep -c "mpirun started 12 ranks, but the config needs 13 = 1 coordinator + 0 shard servers (cluster.shard_servers) + 3 sites (federation.sites) x 4 ranks each" <<<"$out")
+    [ "$n" -eq 12 ] || fail "two tiers, too few ranks: expected the message from all 12 ranks, got $n: $out"
+    echo "two tiers: 3 sites x 4 ranks give $run in fedrec run (with and without a shard server) and fedrec sim"
     ;;
   ps-too-few-ranks)
     out=$(mpirun 4 "$FEDREC" run "${small[@]}" --set federation.mode=ps \
