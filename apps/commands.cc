@@ -320,6 +320,25 @@ int RunSim(const Config& config, const Registries& registries) {
           SetSimulationProfiles(config, static_cast<uint32_t>(data->sites.size()), &sim_options);
       !s.ok())
     return Fail(s);
+  Result<std::map<uint32_t, crypto::Key32>> roster =
+      SiteRoster(config, static_cast<uint32_t>(data->sites.size()));
+  if (!roster.ok()) return Fail(roster.status());
+  // Paillier sites need a roster of identity keys. Without configured keys the
+  // simulator, which plays every site, makes their identities and the roster;
+  // they are the sites' channel identities too, which the coordinator checks
+  // the secure evaluations' signatures against.
+  std::vector<crypto::SigningKey> sim_identities;
+  if (config.security.aggregation == "paillier" && roster->empty()) {
+    for (uint32_t s = 0; s < data->sites.size(); ++s) {
+      Result<crypto::SigningKey> key = crypto::GenerateSigningKey();
+      if (!key.ok()) return Fail(key.status());
+      sim_identities.push_back(*key);
+      (*roster)[s] = key->public_key;
+    }
+    sim_options.customize_site = [&sim_identities](WorkerOptions* o, uint32_t site) {
+      o->identity = sim_identities[site];
+    };
+  }
   // The job id binds the coordinator's identity: made with its channel
   // options; sites learn it from the coordinator's channel hello.
   crypto::Key32 job{};
@@ -338,7 +357,7 @@ int RunSim(const Config& config, const Registries& registries) {
     if (!job_id.ok()) return Fail(job_id.status());
     job = *job_id;
     coordinator_channel->job_id = job;
-    sim_options.channel_options = [&config, site_ranks, shard_ranks,
+    sim_options.channel_options = [&config, site_ranks, shard_ranks, &sim_identities,
                                    coordinator = *coordinator_channel](int rank) {
       if (rank == 0) return Result<SecureTransportOptions>(coordinator);
       if (rank > static_cast<int>(site_ranks.size()))
@@ -346,6 +365,7 @@ int RunSim(const Config& config, const Registries& registries) {
       Result<SecureTransportOptions> site =
           ChannelOptions(config, static_cast<uint32_t>(rank - 1), site_ranks, shard_ranks);
       if (site.ok()) site->learn_job = true;
+      if (site.ok() && !sim_identities.empty()) site->identity = sim_identities[rank - 1];
       return site;
     };
   } else {
@@ -366,23 +386,6 @@ int RunSim(const Config& config, const Registries& registries) {
   }
   WorkerOptions worker_options = MakeWorkerOptions(sites_config, models);
   worker_options.job_id = job;
-  Result<std::map<uint32_t, crypto::Key32>> roster =
-      SiteRoster(config, static_cast<uint32_t>(data->sites.size()));
-  if (!roster.ok()) return Fail(roster.status());
-  // Paillier sites need a roster of identity keys. Without configured keys the
-  // simulator, which plays every site, makes their identities and the roster.
-  std::vector<crypto::SigningKey> sim_identities;
-  if (config.security.aggregation == "paillier" && roster->empty()) {
-    for (uint32_t s = 0; s < data->sites.size(); ++s) {
-      Result<crypto::SigningKey> key = crypto::GenerateSigningKey();
-      if (!key.ok()) return Fail(key.status());
-      sim_identities.push_back(*key);
-      (*roster)[s] = key->public_key;
-    }
-    sim_options.customize_site = [&sim_identities](WorkerOptions* o, uint32_t site) {
-      o->identity = sim_identities[site];
-    };
-  }
   worker_options.roster =
       std::make_shared<const std::map<uint32_t, crypto::Key32>>(std::move(roster).value());
   // Each site saves its own folder (its local blocks never leave it).
@@ -439,8 +442,8 @@ int RunSim(const Config& config, const Registries& registries) {
     // What each shard server received and sent (the sites' slices, the sums).
     json shards = json::array();
     for (const TrafficStats& traffic : result->shard_traffic)
-      shards.push_back({{"bytes_received", traffic.bytes_received},
-                        {"bytes_sent", traffic.bytes_sent}});
+      shards.push_back(
+          {{"bytes_received", traffic.bytes_received}, {"bytes_sent", traffic.bytes_sent}});
     summary["shard_servers"] = shards;
   }
   if (result->frames_lost) summary["frames_lost_offline"] = result->frames_lost;
@@ -567,7 +570,8 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   // Shard servers (federated rounds with cluster.shard_servers > 0): ranks
   // 1..S; told to stop with the sites when the job cannot start.
   std::vector<int> shard_ranks;
-  for (int64_t r = 1; r <= config.cluster.shard_servers; ++r) shard_ranks.push_back(static_cast<int>(r));
+  for (int64_t r = 1; r <= config.cluster.shard_servers; ++r)
+    shard_ranks.push_back(static_cast<int>(r));
   std::vector<int> abort_ranks = site_ranks;
   abort_ranks.insert(abort_ranks.end(), shard_ranks.begin(), shard_ranks.end());
   if (!registries.ok()) {
@@ -731,8 +735,7 @@ Result<std::vector<std::string>> AdoptCatalogue(const Config& config, const Cata
 // A rank of a site's group (two tiers, apps/site_group.h): member `member`
 // (1-based; shard servers first) of site `site`'s group, talking only to
 // its leader and the group's other ranks, in the clear.
-int SiteGroupMemberRank(const Config& config, Transport& t, uint32_t site, int leader,
-                        int member) {
+int SiteGroupMemberRank(const Config& config, Transport& t, uint32_t site, int leader, int member) {
   const PsLayout layout = SiteGroupLayout(config, leader, leader + 1);
   const std::string name = fmt::format("site {} group rank {}", site, t.rank());
   auto fail = [&](const std::string& message) {
@@ -854,7 +857,8 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
     // Two tiers: the group's workers number their items by the catalogue too.
     const PsLayout layout = SiteGroupLayout(config, group->rank(), group->rank() + 1);
     for (int r : layout.worker_ranks) {
-      if (Status s = group->Send(r, EncodeMessage(catalogue, 0, static_cast<uint32_t>(group->rank())));
+      if (Status s =
+              group->Send(r, EncodeMessage(catalogue, 0, static_cast<uint32_t>(group->rank())));
           !s.ok())
         return fail(s.message());
     }
@@ -891,14 +895,13 @@ void SettleChannels(SecureTransport& channel, const std::vector<int>& site_ranks
 // A shard server of federated rounds (coordinator/aggregation_shard.h):
 // serves until the coordinator's Shutdown.
 static int ShardRank(const Config& config, Transport& t, const std::vector<int>& site_ranks,
-              const std::vector<int>& shard_ranks) {
+                     const std::vector<int>& shard_ranks) {
   spdlog::set_pattern(fmt::format("[%H:%M:%S.%e] [%^%l%$] [rank {}] %v", t.rank()));
   if (spdlog::get_level() < spdlog::level::warn) spdlog::set_level(spdlog::level::warn);
   Transport* transport = &t;
   std::unique_ptr<SecureTransport> channel;
   if (config.security.channels) {
-    Result<SecureTransportOptions> options =
-        ShardChannelOptions(config, site_ranks, shard_ranks);
+    Result<SecureTransportOptions> options = ShardChannelOptions(config, site_ranks, shard_ranks);
     Result<std::unique_ptr<SecureTransport>> secure =
         options.ok() ? SecureTransport::Create(&t, *options)
                      : Result<std::unique_ptr<SecureTransport>>(options.status());
@@ -932,17 +935,18 @@ int RunMpi(const Config& config, const Registries& base_registries) {
   const int64_t shard_servers = config.cluster.shard_servers;
   const int64_t sites = config.federation.sites;
   // Two tiers: each site a group of ranks, its leader first (apps/site_group.h).
-  const int64_t group_size = config.federation.mode != "ps" && config.cluster.site_workers > 0
-                                 ? 1 + config.cluster.site_shard_servers +
-                                       config.cluster.site_workers
-                                 : 1;
+  const int64_t group_size =
+      config.federation.mode != "ps" && config.cluster.site_workers > 0
+          ? 1 + config.cluster.site_shard_servers + config.cluster.site_workers
+          : 1;
   const int64_t needed = 1 + shard_servers + sites * group_size;
   if (t.size() != needed) {
-    const std::string per_site =
-        group_size > 1 ? fmt::format(" x {} ranks each (1 + cluster.site_shard_servers + "
-                                     "cluster.site_workers)",
-                                     group_size)
-                       : "";
+    const std::string per_site = group_size > 1
+                                     ? fmt::format(
+                                           " x {} ranks each (1 + cluster.site_shard_servers + "
+                                           "cluster.site_workers)",
+                                           group_size)
+                                     : "";
     std::cerr << fmt::format(
         "fedrec: rank {}: mpirun started {} ranks, but the config needs {} = 1 coordinator + {} "
         "shard servers (cluster.shard_servers) + {} sites (federation.sites){}; run mpirun -np {} "
