@@ -11,9 +11,13 @@
 #     words (the secure round at n = 100, d = 1M), 2 rounds, evaluation
 #     after the last only: each round's seconds, the coordinator's secure
 #     steps (secure_s) and bytes received.
+#   bench/e2e_sharded.sh paillier [build dir]
+#     Threshold Paillier-2048 (8 sites, 300 users, 400 items, 20,000 ratings,
+#     k = 4, 2 rounds): the coordinator's bytes received per round with the
+#     ciphertexts through the shard servers.
 # SHARDS="0 1 2" picks the shard counts; AGG="none secagg" the schemes.
 set -euo pipefail
-mode=${1:?usage: $0 bytes|round [build dir]}
+mode=${1:?usage: $0 bytes|round|paillier [build dir]}
 build=${2:-build}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -46,13 +50,18 @@ case "$mode" in
           --set data.synthetic.ratings=300000 --set federation.rounds=2 --set eval.every=100
           --set eval.ranking=false)
     ;;
+  paillier)
+    data=(--set data.synthetic.users=300 --set data.synthetic.items=400
+          --set data.synthetic.ratings=20000 --set federation.rounds=2)
+    sites=8 factors=4 AGG=${AGG:-paillier}
+    ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 for agg in ${AGG:-none secagg}; do
   for s in ${SHARDS:-0 1 2}; do
     echo "$agg, cluster.shard_servers = $s:"
-    "$build/fedrec" sim "${data[@]}" --set federation.sites=100 --set model.factors=32 \
-      --set security.aggregation="$agg" --set cluster.shard_servers="$s" \
+    "$build/fedrec" sim "${data[@]}" --set federation.sites="${sites:-100}" \
+      --set model.factors="${factors:-32}" --set security.aggregation="$agg" --set cluster.shard_servers="$s" \
       --set sim.compare_centralized=false --set output.dir="$out/$agg-$s" >/dev/null 2>&1
     report "$out/$agg-$s"
   done
