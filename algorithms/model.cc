@@ -49,6 +49,11 @@ float Model::Predict(uint32_t, uint32_t) const {
   return std::numeric_limits<float>::quiet_NaN();
 }
 
+void Model::PredictTasks(uint32_t, uint32_t, std::span<float> out) const {
+  assert(out.empty() && "PredictTasks called on a model without tasks");
+  (void)out;
+}
+
 void AddUpload(const Model& model, AggregateInput* sums) {
   const std::vector<ParamBlock> shapes = model.UploadShapes();
   const std::vector<DenseBlockView> views = model.Upload();

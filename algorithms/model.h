@@ -38,6 +38,7 @@
 #include "base/param_block.h"
 #include "base/param_keys.h"
 #include "base/status.h"
+#include "data/features.h"
 #include "data/ratings.h"
 
 namespace fedrec {
@@ -66,6 +67,24 @@ struct ModelData {
   std::vector<Rating> train;
   std::vector<uint64_t> user_keys;  // StableIdKey of each user's raw ID (seeds per-user streams)
   uint32_t shard = 0;               // site index: part of every per-site random stream
+  // Side features (data/features.h); empty tables when the data has none.
+  // Users: one row per local user, private to the holder. Items: one row per
+  // item of the federation's index space, public and the same at every site.
+  FeatureTable user_features;
+  std::shared_ptr<const FeatureTable> item_features;
+};
+
+// One objective of a multi-task model, and how evaluation labels a held-out
+// interaction for it:
+//   kRating: regression on the rating value (RMSE/MAE of the prediction).
+//   kLike:   binary, label = rating >= threshold (AUC, log loss).
+//   kClick:  binary on implicit data, label 1 for a held-out interaction and
+//            0 for sampled items the user never interacted with (AUC, log loss).
+enum class TaskKind { kRating, kLike, kClick };
+struct TaskSpec {
+  std::string name;  // "rating", "like", "click"
+  TaskKind kind = TaskKind::kRating;
+  float threshold = 4.0f;  // kLike
 };
 
 // What one local training call is asked to do.
@@ -173,6 +192,12 @@ class Model {
   virtual bool PredictsRatings() const { return false; }
   // REQUIRES: PredictsRatings().
   virtual float Predict(uint32_t user, uint32_t item) const;
+  // Multi-task models: their tasks, and each task's prediction for one
+  // (user, item): a rating for kRating, a probability in (0, 1) for kLike and
+  // kClick. Evaluation reports metrics per task from them. Default: none.
+  virtual std::vector<TaskSpec> Tasks() const { return {}; }
+  // REQUIRES: out.size() == Tasks().size(), user < users(), item < items().
+  virtual void PredictTasks(uint32_t user, uint32_t item, std::span<float> out) const;
 
   // The local training interactions, in their current order.
   virtual const std::vector<Rating>& train() const = 0;

@@ -3,8 +3,10 @@
 // per second (ratings x epochs / wall time of the whole job: start-up,
 // training, per-epoch evaluation disabled, final read of the model).
 //
-//   BM_SingleProcessSgd               MfTrainer (algorithms/sgd.h), the
-//                                     `fedrec train` kernel, all ratings
+//   BM_SingleProcessSgd/<T>           MfTrainer (algorithms/sgd.h), the
+//                                     `fedrec train` kernel, all ratings, on
+//                                     T threads (train.threads; 0 = every
+//                                     core, the default)
 //   BM_Ps/<consistency>/<S>/<W>/<B>/<T>  a PS job in one process: W workers
 //                                     as threads over the in-process
 //                                     transport, S shard servers served on
@@ -45,7 +47,8 @@ Config BenchConfig() {
 }
 
 void BM_SingleProcessSgd(benchmark::State& state) {
-  const Config config = BenchConfig();
+  Config config = BenchConfig();
+  config.train.threads = state.range(0);
   Result<Dataset> dataset = LoadDataset(config);
   if (!dataset.ok()) {
     state.SkipWithError(dataset.status().message().c_str());
@@ -64,7 +67,12 @@ void BM_SingleProcessSgd(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kEpochs * dataset->train.size());
   state.counters["test_rmse"] = rmse;
 }
-BENCHMARK(BM_SingleProcessSgd)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SingleProcessSgd)
+    ->ArgNames({"threads"})
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 void BM_Ps(benchmark::State& state) {
   Config config = BenchConfig();

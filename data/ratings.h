@@ -7,6 +7,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "data/features.h"
+
 namespace fedrec {
 
 // One observed interaction. `user` and `item` are dense indices into the
@@ -53,6 +55,13 @@ struct Dataset {
   std::vector<Rating> test;
   float rating_min = 1.0f;
   float rating_max = 5.0f;
+  // Side features (data/features.h): users' rows by user index, items' by
+  // item index; empty when the data has none.
+  FeatureTable user_features;
+  FeatureTable item_features;
+  // Per user index: 1 = a cold-start user (data.cold_start), evaluated apart
+  // from warm users. Empty: none.
+  std::vector<uint8_t> cold_users;
 };
 
 }  // namespace fedrec

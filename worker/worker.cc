@@ -23,8 +23,14 @@ Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t 
                                          SiteData data) {
   if (!options.make_model)
     return Status::InvalidArgument("no model: WorkerOptions::make_model is not set");
-  return options.make_model(
-      ModelData{items, std::move(data.train), std::move(data.user_keys), options.site});
+  ModelData model_data;
+  model_data.items = items;
+  model_data.train = std::move(data.train);
+  model_data.user_keys = std::move(data.user_keys);
+  model_data.shard = options.site;
+  model_data.user_features = std::move(data.user_features);
+  model_data.item_features = options.item_features;
+  return options.make_model(std::move(model_data));
 }
 
 }  // namespace

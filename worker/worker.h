@@ -50,6 +50,9 @@ struct WorkerOptions {
   int coordinator_rank = 0;
   // Builds the site's model (apps: MakeWorkerOptions). Required.
   SiteModelFactory make_model;
+  // The catalogue's side features (public, shared by every site), handed to
+  // the model with the site's own users' features (SiteData); null: none.
+  std::shared_ptr<const FeatureTable> item_features;
   float rating_min = 1.0f;
   float rating_max = 5.0f;
   bool evaluate_ranking = true;
@@ -100,6 +103,10 @@ struct SiteData {
   std::vector<Rating> train;
   std::vector<Rating> test;
   std::vector<uint64_t> user_keys;  // StableIdKey of each user's raw ID
+  FeatureTable user_features;       // one row per local user; empty: none
+  // Per local user: 1 = a cold-start user (data.cold_start: kept at a few
+  // training ratings), reported apart from warm users. Empty: none.
+  std::vector<uint8_t> cold_users;
 };
 
 class Worker : private SiteContext {
