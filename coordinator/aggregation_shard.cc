@@ -73,9 +73,10 @@ Status AggregationShard::Handle(const Envelope& envelope, bool* done) {
         *done = true;
         return Status::Ok();
       default:
-        spdlog::warn("{}: dropped {} from the coordinator, expected ShardRound, ShardClose or "
-                     "Shutdown",
-                     me, MessageTypeName(frame->header.type));
+        spdlog::warn(
+            "{}: dropped {} from the coordinator, expected ShardRound, ShardClose or "
+            "Shutdown",
+            me, MessageTypeName(frame->header.type));
         return Status::Ok();
     }
   }
@@ -173,8 +174,8 @@ Status AggregationShard::OnSlice(const Envelope& envelope, const FrameView& fram
     return Status::Ok();
   }
   const uint32_t site = site_it->second;
-  const std::string from = "the slice of site " + std::to_string(site) + " (rank " +
-                           std::to_string(envelope.from) + ")";
+  const std::string from =
+      "the slice of site " + std::to_string(site) + " (rank " + std::to_string(envelope.from) + ")";
   if (r.received.contains(site) || r.refused.contains(site)) {
     spdlog::warn("{}: dropped a second slice of site {}", r.where, site);
     return Status::Ok();
@@ -261,14 +262,18 @@ Status AggregationShard::OnClose(const FrameView& frame) {
                                               std::to_string(frame.header.round) +
                                               ", which this shard server was not told of";
     spdlog::error("shard server (rank {}): {}", transport_->rank(), why);
-    return Answer(ShardSums{frame.header.round, round_ ? round_->plan.shard : 0, why, {}, {}, {},
-                            {}});
+    return Answer(
+        ShardSums{frame.header.round, round_ ? round_->plan.shard : 0, why, {}, {}, {}, {}});
   }
   if (!std::is_sorted(close->sites.begin(), close->sites.end()) ||
       std::adjacent_find(close->sites.begin(), close->sites.end()) != close->sites.end()) {
-    return Answer(ShardSums{close->round, round_->plan.shard,
+    return Answer(ShardSums{close->round,
+                            round_->plan.shard,
                             round_->where + ": the close request's sites are not ascending",
-                            {}, {}, {}, {}});
+                            {},
+                            {},
+                            {},
+                            {}});
   }
   round_->close = std::move(close).value();
   return MaybeAnswer();

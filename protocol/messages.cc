@@ -699,8 +699,8 @@ cereal::PortableBinaryOutputArchive::Options WireOptions() {
 Slice ShardSlice(uint64_t total, uint32_t shard, uint32_t shards, uint64_t align) {
   const auto bound = [&](uint32_t s) -> uint64_t {
     if (s >= shards) return total;
-    const uint64_t at = static_cast<uint64_t>(
-        static_cast<unsigned __int128>(total) * s / std::max<uint32_t>(shards, 1));
+    const uint64_t at = static_cast<uint64_t>(static_cast<unsigned __int128>(total) * s /
+                                              std::max<uint32_t>(shards, 1));
     return at / align * align;
   };
   return Slice{bound(shard), bound(shard + 1)};
