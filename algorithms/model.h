@@ -72,6 +72,10 @@ struct ModelData {
   // item of the federation's index space, public and the same at every site.
   FeatureTable user_features;
   std::shared_ptr<const FeatureTable> item_features;
+  // Per local user: 1 = a cold-start user (data.cold_start): a new user with
+  // few ratings, whom models that can fold users in train with the global
+  // model frozen. Empty: none.
+  std::vector<uint8_t> cold_users;
 };
 
 // One objective of a multi-task model, and how evaluation labels a held-out

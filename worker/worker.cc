@@ -30,6 +30,7 @@ Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t 
   model_data.shard = options.site;
   model_data.user_features = std::move(data.user_features);
   model_data.item_features = options.item_features;
+  model_data.cold_users = data.cold_users;
   return options.make_model(std::move(model_data));
 }
 
