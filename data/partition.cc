@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "base/random.h"
+#include "data/side_features.h"
 
 namespace fedrec {
 namespace {
@@ -181,10 +182,128 @@ Result<std::vector<uint32_t>> PartitionDirichlet(const Dataset& dataset,
   return site_of_user;
 }
 
+namespace {
+
+constexpr uint32_t kNoScenario = 0xffffffffu;
+
+// Sites from each user's scenario (kNoScenario: none); see partition.h.
+Result<std::vector<uint32_t>> ScenarioSites(const std::vector<uint32_t>& count,
+                                            const std::vector<uint32_t>& scenario_of_user,
+                                            uint32_t scenarios, uint32_t sites,
+                                            const std::string& what) {
+  if (sites == 0) return Status::InvalidArgument("sites must be >= 1, found 0");
+  std::vector<uint64_t> users_in(scenarios, 0);
+  for (size_t u = 0; u < count.size(); ++u) {
+    if (count[u] > 0 && scenario_of_user[u] != kNoScenario) ++users_in[scenario_of_user[u]];
+  }
+  std::vector<uint32_t> ranked;
+  for (uint32_t s = 0; s < scenarios; ++s) {
+    if (users_in[s] > 0) ranked.push_back(s);
+  }
+  const uint32_t k = static_cast<uint32_t>(ranked.size());
+  if (sites > k) {
+    return Status::InvalidArgument("the " + what + " partition has " + std::to_string(k) +
+                                   " non-empty scenarios (users with train ratings), so at most " +
+                                   std::to_string(k) + " sites; found " + std::to_string(sites) +
+                                   " sites (federation.sites)");
+  }
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [&users_in](uint32_t a, uint32_t b) { return users_in[a] > users_in[b]; });
+  const uint32_t own = sites == k ? k : sites - 1;
+  std::vector<uint32_t> kept(ranked.begin(), ranked.begin() + own);
+  std::sort(kept.begin(), kept.end());
+  std::vector<uint32_t> site_of_scenario(scenarios, sites - 1);
+  for (uint32_t i = 0; i < own; ++i) site_of_scenario[kept[i]] = i;
+  std::vector<uint32_t> site_of_user(count.size(), sites - 1);
+  for (size_t u = 0; u < count.size(); ++u) {
+    if (count[u] > 0 && scenario_of_user[u] != kNoScenario)
+      site_of_user[u] = site_of_scenario[scenario_of_user[u]];
+  }
+  return site_of_user;
+}
+
+Result<uint32_t> RequireField(const FeatureTable& table, uint32_t rows, const char* name,
+                              const char* entity, const char* partition) {
+  const int64_t c = CategoricalFieldIndex(table, name);
+  if (c < 0 || table.rows != rows) {
+    return Status::InvalidArgument(
+        std::string("federation.partition = ") + partition + " needs the categorical " + entity +
+        " feature "
+        " + name + "
+        " (data." +
+        entity + "_features, e.g. MovieLens' " +
+        (std::string(entity) == "item" ? "u.item or movies.dat" : "u.user or users.dat") +
+        "), found " +
+        (table.empty() ? std::string("no ") + entity + " features"
+         : c < 0       ? std::string("no such field")
+                       : "a table of " + std::to_string(table.rows) + " rows for " +
+                       std::to_string(rows) + " " + entity + "s"));
+  }
+  return static_cast<uint32_t>(c);
+}
+
+uint32_t VocabularyOf(const FeatureTable& table, uint32_t categorical) {
+  uint32_t c = 0;
+  for (const auto& f : table.fields) {
+    if (f.numeric) continue;
+    if (c++ == categorical) return f.vocabulary;
+  }
+  return 0;
+}
+
+}  // namespace
+
+Result<std::vector<uint32_t>> PartitionByGenre(const Dataset& dataset,
+                                               const PartitionOptions& options) {
+  FEDREC_ASSIGN_OR_RETURN(const std::vector<uint32_t> count, TrainCounts(dataset));
+  const FeatureTable& items = dataset.item_features;
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t field,
+                          RequireField(items, dataset.items.size(), "genres", "item", "genre"));
+  const uint32_t genres = VocabularyOf(items, field);
+  std::vector<uint32_t> main_genre(dataset.items.size(), kNoScenario);
+  for (uint32_t i = 0; i < dataset.items.size(); ++i) {
+    const std::span<const uint32_t> ids = items.Ids(i, field);
+    if (!ids.empty() && ids[0] < genres) main_genre[i] = ids[0];
+  }
+  const uint32_t n_users = dataset.users.size();
+  std::vector<uint32_t> per_genre(static_cast<size_t>(n_users) * genres, 0);
+  for (const Rating& r : dataset.train) {
+    if (main_genre[r.item] != kNoScenario)
+      ++per_genre[static_cast<size_t>(r.user) * genres + main_genre[r.item]];
+  }
+  std::vector<uint32_t> scenario(n_users, kNoScenario);
+  for (uint32_t u = 0; u < n_users; ++u) {
+    const uint32_t* row = per_genre.data() + static_cast<size_t>(u) * genres;
+    uint32_t best = kNoScenario;
+    for (uint32_t g = 0; g < genres; ++g) {
+      if (row[g] > 0 && (best == kNoScenario || row[g] > row[best])) best = g;
+    }
+    scenario[u] = best;
+  }
+  return ScenarioSites(count, scenario, genres, options.sites, "genre");
+}
+
+Result<std::vector<uint32_t>> PartitionByAgeGroup(const Dataset& dataset,
+                                                  const PartitionOptions& options) {
+  FEDREC_ASSIGN_OR_RETURN(const std::vector<uint32_t> count, TrainCounts(dataset));
+  const FeatureTable& users = dataset.user_features;
+  FEDREC_ASSIGN_OR_RETURN(const uint32_t field, RequireField(users, dataset.users.size(),
+                                                             "age_group", "user", "age_group"));
+  const uint32_t groups = VocabularyOf(users, field);
+  std::vector<uint32_t> scenario(dataset.users.size(), kNoScenario);
+  for (uint32_t u = 0; u < dataset.users.size(); ++u) {
+    const std::span<const uint32_t> ids = users.Ids(u, field);
+    if (!ids.empty() && ids[0] < groups) scenario[u] = ids[0];
+  }
+  return ScenarioSites(count, scenario, groups, options.sites, "age_group");
+}
+
 PartitionerRegistry PartitionerRegistry::WithBuiltins() {
   PartitionerRegistry registry;
   registry.Register("user", PartitionByUser);
   registry.Register("dirichlet", PartitionDirichlet);
+  registry.Register("genre", PartitionByGenre);
+  registry.Register("age_group", PartitionByAgeGroup);
   return registry;
 }
 

@@ -24,8 +24,8 @@ struct PartitionOptions {
 };
 
 // Returns site_of_user (size users.size()).
-using Partitioner = std::function<Result<std::vector<uint32_t>>(
-    const Dataset& dataset, const PartitionOptions& options)>;
+using Partitioner = std::function<Result<std::vector<uint32_t>>(const Dataset& dataset,
+                                                                const PartitionOptions& options)>;
 
 // "user": users dealt to sites in a seeded random order, sites balanced by user count.
 Result<std::vector<uint32_t>> PartitionByUser(const Dataset& dataset,
@@ -37,9 +37,30 @@ Result<std::vector<uint32_t>> PartitionByUser(const Dataset& dataset,
 Result<std::vector<uint32_t>> PartitionDirichlet(const Dataset& dataset,
                                                  const PartitionOptions& options);
 
+// Scenario partitioners: each user has a scenario (a genre, an age group);
+// scenarios become sites. Scenarios are ranked by their users with train
+// ratings (most first, lower scenario id on ties). With K non-empty
+// scenarios and S sites: S == K gives each scenario its own site; S < K gives
+// the S-1 largest their own sites and folds the rest into the last site;
+// S > K is an error. Sites of their own are numbered in increasing scenario
+// id. Users without a scenario (no train ratings, missing feature) go to the
+// last site.
+//
+// "genre": an item's main genre is the first id of its categorical item
+// feature "genres" (file order: for MovieLens 100K the lowest genre id, for
+// 1M the first listed); a user's scenario is the main genre most frequent
+// among their train ratings (lower genre id on ties); items without genres
+// do not count. Error when the dataset has no item feature "genres".
+Result<std::vector<uint32_t>> PartitionByGenre(const Dataset& dataset,
+                                               const PartitionOptions& options);
+// "age_group": a user's scenario is their categorical user feature
+// "age_group" (its first id). Error when the dataset has no such feature.
+Result<std::vector<uint32_t>> PartitionByAgeGroup(const Dataset& dataset,
+                                                  const PartitionOptions& options);
+
 class PartitionerRegistry {
  public:
-  // A registry holding "user" and "dirichlet".
+  // A registry holding "user", "dirichlet", "genre" and "age_group".
   static PartitionerRegistry WithBuiltins();
   void Register(const std::string& name, Partitioner partitioner);
   // Error lists the known names when `name` is unknown.

@@ -81,4 +81,57 @@ Result<SplitResult> HoldoutPerUser(const std::vector<Rating>& all, uint32_t k, H
   return Distribute(all, in_test, test_count);
 }
 
+Result<std::vector<uint8_t>> ColdStartSplit(const IdMap& users, const std::vector<Rating>& test,
+                                            const ColdStartOptions& options,
+                                            std::vector<Rating>* train) {
+  if (!(options.share >= 0.0 && options.share <= 1.0)) {
+    return Status::InvalidArgument("cold-start share must be in [0, 1], found " +
+                                   std::to_string(options.share));
+  }
+  if (options.share == 0.0) return std::vector<uint8_t>();
+  const uint32_t n = users.size();
+  for (const std::vector<Rating>* list : {static_cast<const std::vector<Rating>*>(train), &test}) {
+    for (const Rating& r : *list) {
+      if (r.user >= n) {
+        return Status::InvalidArgument("rating of user index " + std::to_string(r.user) +
+                                       " is outside the " + std::to_string(n) + " users");
+      }
+    }
+  }
+  std::vector<uint8_t> has_test(n, 0);
+  for (const Rating& r : test) has_test[r.user] = 1;
+  std::vector<uint32_t> count(n, 0);
+  for (const Rating& r : *train) ++count[r.user];
+  std::vector<uint8_t> cold(n, 0);
+  for (uint32_t u = 0; u < n; ++u) {
+    if (!has_test[u] || count[u] <= options.ratings) continue;
+    Rng choose(options.seed, 3, StableIdKey(users.Raw(u)), Purpose::kSplit);
+    cold[u] = choose.Uniform() < options.share;
+  }
+  // Each cold user's training ratings, in input order, then a partial
+  // Fisher-Yates over their positions picks the kept ones.
+  std::vector<std::vector<size_t>> positions(n);
+  for (size_t i = 0; i < train->size(); ++i) {
+    const uint32_t u = (*train)[i].user;
+    if (cold[u]) positions[u].push_back(i);
+  }
+  std::vector<uint8_t> keep(train->size(), 1);
+  for (uint32_t u = 0; u < n; ++u) {
+    if (!cold[u]) continue;
+    std::vector<size_t>& p = positions[u];
+    Rng rng(options.seed, 2, StableIdKey(users.Raw(u)), Purpose::kSplit);
+    for (size_t j = 0; j < options.ratings; ++j) {
+      const size_t pick = j + static_cast<size_t>(rng.Below(p.size() - j));
+      std::swap(p[j], p[pick]);
+    }
+    for (size_t j = options.ratings; j < p.size(); ++j) keep[p[j]] = 0;
+  }
+  size_t out = 0;
+  for (size_t i = 0; i < train->size(); ++i) {
+    if (keep[i]) (*train)[out++] = (*train)[i];
+  }
+  train->resize(out);
+  return cold;
+}
+
 }  // namespace fedrec

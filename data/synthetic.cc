@@ -236,4 +236,77 @@ SyntheticData GenerateSynthetic(const SyntheticOptions& o) {
   return d;
 }
 
+namespace {
+
+FeatureField SyntheticCategory(std::string name, uint32_t n, const char* prefix) {
+  FeatureField f;
+  f.name = std::move(name);
+  f.vocabulary = n;
+  for (uint32_t i = 0; i < n; ++i) f.labels.push_back(prefix + std::to_string(i));
+  return f;
+}
+
+// The sign pattern of the first b entries of `v`.
+uint32_t SignCluster(const float* v, uint32_t b) {
+  uint32_t c = 0;
+  for (uint32_t d = 0; d < b; ++d) c |= (v[d] > 0.0f ? 1u : 0u) << d;
+  return c;
+}
+
+}  // namespace
+
+void MakeSyntheticSideFeatures(const SyntheticData& data, const SyntheticOptions& options,
+                               FeatureTable* users, FeatureTable* items) {
+  const uint32_t rank = data.rank;
+  const uint32_t b = std::min<uint32_t>(rank, 3);
+  const uint32_t groups = std::min<uint32_t>(rank, 7);
+  const uint32_t genres = std::min<uint32_t>(rank, 8);
+  const uint32_t n_users = static_cast<uint32_t>(data.user_bias.size());
+  const uint32_t n_items = static_cast<uint32_t>(data.item_bias.size());
+
+  *users = FeatureTable();
+  users->fields = {SyntheticCategory("cluster", 1u << b, "c"),
+                   SyntheticCategory("age_group", groups, "g")};
+  FeatureField bias;
+  bias.name = "bias";
+  bias.numeric = true;
+  users->fields.push_back(bias);
+  users->rows = n_users;
+  users->offsets.push_back(0);
+  const double span = 6.0 * options.user_bias_std;
+  for (uint32_t u = 0; u < n_users; ++u) {
+    const float* p = data.user_factors.data() + static_cast<size_t>(u) * rank;
+    users->ids.push_back(SignCluster(p, b));
+    users->offsets.push_back(static_cast<uint32_t>(users->ids.size()));
+    uint32_t best = 0;
+    for (uint32_t d = 1; d < groups; ++d) {
+      if (p[d] > p[best]) best = d;
+    }
+    users->ids.push_back(best);
+    users->offsets.push_back(static_cast<uint32_t>(users->ids.size()));
+    const double x = span > 0.0 ? (data.user_bias[u] + 3.0 * options.user_bias_std) / span : 0.5;
+    users->numeric.push_back(static_cast<float>(std::min(1.0, std::max(0.0, x))));
+  }
+
+  *items = FeatureTable();
+  items->fields = {SyntheticCategory("genres", genres, "d"),
+                   SyntheticCategory("cluster", 1u << b, "c")};
+  items->rows = n_items;
+  items->offsets.push_back(0);
+  const float threshold = static_cast<float>(options.factor_std / 2.0);
+  std::vector<uint32_t> dims;
+  for (uint32_t i = 0; i < n_items; ++i) {
+    const float* q = data.item_factors.data() + static_cast<size_t>(i) * rank;
+    dims.clear();
+    for (uint32_t d = 0; d < genres; ++d) {
+      if (q[d] > threshold) dims.push_back(d);
+    }
+    std::stable_sort(dims.begin(), dims.end(), [q](uint32_t a, uint32_t c) { return q[a] > q[c]; });
+    items->ids.insert(items->ids.end(), dims.begin(), dims.end());
+    items->offsets.push_back(static_cast<uint32_t>(items->ids.size()));
+    items->ids.push_back(SignCluster(q, b));
+    items->offsets.push_back(static_cast<uint32_t>(items->ids.size()));
+  }
+}
+
 }  // namespace fedrec

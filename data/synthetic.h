@@ -50,4 +50,18 @@ class SyntheticData {
 
 SyntheticData GenerateSynthetic(const SyntheticOptions& options);
 
+// Side features derived from the ground truth (data.synthetic.side_features),
+// so a model with side features can learn from them; deterministic. With
+// b = min(rank, 3) and G = min(rank, 8):
+//   users: cluster (categorical, 2^b values: bit d set when p_u[d] > 0),
+//          age_group (categorical, min(rank, 7) values "g0".."g6": the
+//          dimension d < min(rank, 7) of the largest p_u[d]; a stand-in for
+//          the age_group partitioner), bias (numeric: b_u over the declared
+//          range [-3, 3] * user_bias_std, clamped);
+//   items: genres (multi-valued categorical, G values "d0".."d7": the
+//          dimensions d < G with q_i[d] > factor_std / 2, largest first, so
+//          the first is the main genre; none = missing), cluster (as users').
+void MakeSyntheticSideFeatures(const SyntheticData& data, const SyntheticOptions& options,
+                               FeatureTable* users, FeatureTable* items);
+
 }  // namespace fedrec
