@@ -385,6 +385,7 @@ int RunSim(const Config& config, const Registries& registries) {
     sites_config.train.threads = std::max<int64_t>(1, cores / std::max<uint64_t>(sim_threads, 1));
   }
   WorkerOptions worker_options = MakeWorkerOptions(sites_config, models);
+  worker_options.item_features = data->item_features;  // one copy shared by every site
   worker_options.job_id = job;
   worker_options.roster =
       std::make_shared<const std::map<uint32_t, crypto::Key32>>(std::move(roster).value());
@@ -834,6 +835,7 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   }
 
   WorkerOptions options = MakeWorkerOptions(config, models);
+  options.item_features = local->item_features;  // by the catalogue's item order
   options.site = site;
   options.coordinator_rank = 0;
   options.identity = std::move(identity);

@@ -14,6 +14,7 @@
 
 #include "algorithms/model.h"
 #include "base/memory.h"
+#include "data/side_features.h"
 #include "protocol/paillier.h"
 #include "protocol/paillier_round.h"
 
@@ -63,8 +64,29 @@ const std::vector<Key>& Schema() {
                  "partition = files: the public item list (one ID per line) every site maps its "
                  "items onto, so no site's own item IDs leave it; empty = the union of the sites' "
                  "items (fedrec sim; fedrec run only with security.aggregation = none)"),
+      FEDREC_KEY("data.user_features", data.user_features,
+                 "user side-feature file (ml100k u.user, ml1m users.dat, or csv with "
+                 "data.user_schema); empty = none"),
+      FEDREC_KEY("data.item_features", data.item_features,
+                 "item side-feature file (ml100k u.item, ml1m movies.dat, or csv with "
+                 "data.item_schema); empty = none"),
+      FEDREC_KEY("data.features_format", data.features_format,
+                 "side-feature file format: auto | ml100k | ml1m | csv (auto: csv when a schema "
+                 "is set, else detected from the first line)"),
+      FEDREC_KEY("data.user_schema", data.user_schema,
+                 "csv user features: columns, e.g. \"id,age:numeric:0:100,occupation:hash:64\" "
+                 "(README, side features)"),
+      FEDREC_KEY("data.item_schema", data.item_schema,
+                 "csv item features: columns, e.g. \"id,title:skip,genres:multi:;:hash:32\""),
+      FEDREC_KEY("data.site_user_features", data.site_user_features,
+                 "partition = files: per-site user feature files ({site}, {rank}); empty = "
+                 "data.user_features, each site keeping its users' rows"),
       FEDREC_KEY("data.positive_threshold", data.positive_threshold,
                  "implicit-feedback models learn from interactions with a value >= this"),
+      FEDREC_KEY("data.cold_start.share", data.cold_start.share,
+                 "share of the users with test ratings made cold-start users (0 = off)"),
+      FEDREC_KEY("data.cold_start.ratings", data.cold_start.ratings,
+                 "training ratings a cold-start user keeps"),
       FEDREC_KEY("data.synthetic.users", data.synthetic.users, "synthetic data: users"),
       FEDREC_KEY("data.synthetic.items", data.synthetic.items, "synthetic data: items"),
       FEDREC_KEY("data.synthetic.ratings", data.synthetic.ratings, "synthetic data: ratings"),
@@ -75,6 +97,8 @@ const std::vector<Key>& Schema() {
                  "synthetic data: Zipf exponent of user activity"),
       FEDREC_KEY("data.synthetic.item_skew", data.synthetic.item_skew,
                  "synthetic data: Zipf exponent of item popularity"),
+      FEDREC_KEY("data.synthetic.side_features", data.synthetic.side_features,
+                 "synthetic data: user and item side features derived from the true factors"),
       FEDREC_KEY("model.name", model.name,
                  "the model: mf | bpr | ials | ease | itemknn | popularity (or a plug-in's name)"),
       FEDREC_KEY("model.factors", model.factors, "latent factors k"),
@@ -101,7 +125,7 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("federation.sites", federation.sites,
                  "number of sites (federation.mode = ps: workers)"),
       FEDREC_KEY("federation.partition", federation.partition,
-                 "how data is split into sites: user | dirichlet | files"),
+                 "how data is split into sites: user | dirichlet | genre | age_group | files (README)"),
       FEDREC_KEY("federation.dirichlet_alpha", federation.dirichlet_alpha,
                  "Dirichlet concentration (smaller = more non-IID)"),
       FEDREC_KEY("federation.item_groups", federation.item_groups,
@@ -602,7 +626,54 @@ Status ValidateConfig(const Config& c) {
   FEDREC_RETURN_IF_ERROR(
       one_of("data.split", c.data.split, {"random", "holdout_last", "holdout_random"}));
   FEDREC_RETURN_IF_ERROR(
-      one_of("federation.partition", c.federation.partition, {"user", "dirichlet", "files"}));
+      one_of("federation.partition", c.federation.partition,
+             {"user", "dirichlet", "genre", "age_group", "files"}));
+  FEDREC_RETURN_IF_ERROR(
+      one_of("data.features_format", c.data.features_format, {"auto", "ml100k", "ml1m", "csv"}));
+  for (const auto& [key, schema] : {std::pair{"data.user_schema", &c.data.user_schema},
+                                    std::pair{"data.item_schema", &c.data.item_schema}}) {
+    if (schema->empty()) continue;
+    if (Result<FeatureSchema> parsed = ParseFeatureSchema(*schema); !parsed.ok())
+      return Status::InvalidArgument("config " + std::string(key) + ": " +
+                                     parsed.status().message());
+  }
+  if (c.data.features_format == "csv") {
+    if (!c.data.user_features.empty() && c.data.user_schema.empty())
+      return fail("data.user_schema",
+                  "the columns of data.user_features with data.features_format = csv", "\"\"");
+    if (!c.data.item_features.empty() && c.data.item_schema.empty())
+      return fail("data.item_schema",
+                  "the columns of data.item_features with data.features_format = csv", "\"\"");
+  }
+  if (!c.data.site_user_features.empty()) {
+    if (c.federation.partition != "files")
+      return fail("data.site_user_features", "to be empty unless federation.partition = files",
+                  "\"" + c.data.site_user_features + "\"");
+    if (c.data.site_user_features.find("{site}") == std::string::npos &&
+        c.data.site_user_features.find("{rank}") == std::string::npos)
+      return fail("data.site_user_features", "a path pattern containing {site} or {rank}",
+                  "\"" + c.data.site_user_features + "\"");
+  }
+  if (!(c.data.cold_start.share >= 0.0 && c.data.cold_start.share <= 1.0))
+    return fail("data.cold_start.share", "a number in [0, 1] (0 = off)",
+                fmt::format("{}", c.data.cold_start.share));
+  if (c.data.cold_start.ratings < 0 || c.data.cold_start.ratings > (int64_t{1} << 30))
+    return fail("data.cold_start.ratings", "an integer in [0, 2^30]",
+                std::to_string(c.data.cold_start.ratings));
+  {
+    const bool synthetic_features = c.data.train.empty() && c.data.synthetic.side_features;
+    if (c.federation.partition == "genre" && c.data.item_features.empty() && !synthetic_features)
+      return fail("data.item_features",
+                  "an item feature file with a \"genres\" field for federation.partition = genre "
+                  "(or synthetic data with data.synthetic.side_features = true)",
+                  "\"\"");
+    if (c.federation.partition == "age_group" && c.data.user_features.empty() &&
+        !synthetic_features)
+      return fail("data.user_features",
+                  "a user feature file with an \"age_group\" field for federation.partition = "
+                  "age_group (or synthetic data with data.synthetic.side_features = true)",
+                  "\"\"");
+  }
   if (!(c.data.test_fraction >= 0.0 && c.data.test_fraction < 1.0))
     return fail("data.test_fraction", "a number in [0, 1)",
                 fmt::format("{}", c.data.test_fraction));

@@ -43,6 +43,24 @@ struct Config {
     // their count. Empty = the union of the sites' items (needs every site's
     // IDs: fedrec sim, or fedrec run with security.aggregation = "none").
     std::string item_universe;
+    // Side features (data/side_features.h): files of user and item features,
+    // empty = none; their format (auto | ml100k | ml1m | csv) and the csv
+    // columns (ParseFeatureSchema). partition = files: each site's user
+    // features from site_user_features ({site}, {rank}), else the shared
+    // user_features file, of which a site keeps its own users' rows.
+    std::string user_features;
+    std::string item_features;
+    std::string features_format = "auto";
+    std::string user_schema;
+    std::string item_schema;
+    std::string site_user_features;
+    // Cold-start split (data/split.h, ColdStartSplit): a `share` of the users
+    // with test ratings and more than `ratings` training ratings keep only
+    // `ratings` of them.
+    struct ColdStart {
+      double share = 0.0;
+      int64_t ratings = 3;
+    } cold_start;
     struct Synthetic {
       int64_t users = 943;
       int64_t items = 1682;
@@ -51,6 +69,7 @@ struct Config {
       double noise_std = 0.75;
       double user_skew = 0.9;
       double item_skew = 1.0;
+      bool side_features = false;  // MakeSyntheticSideFeatures
     } synthetic;
   } data;
 
@@ -78,7 +97,7 @@ struct Config {
 
   struct Federation {
     int64_t sites = 10;
-    std::string partition = "user";  // user | dirichlet | files
+    std::string partition = "user";  // user | dirichlet | genre | age_group | files
     double dirichlet_alpha = 0.5;
     int64_t item_groups = 10;
     int64_t rounds = 20;

@@ -14,6 +14,7 @@
 
 #include "data/partition.h"
 #include "data/readers.h"
+#include "data/side_features.h"
 #include "data/split.h"
 #include "data/synthetic.h"
 #include "protocol/identity.h"
@@ -54,16 +55,25 @@ ReadOptions MakeReadOptions(const Config& config, RatingFormat format) {
 }
 
 // Renumbers the users of `users` (ascending global indices) to 0..n-1 in that
-// order, drops ratings of other users, and keys each user by its raw ID.
+// order, drops ratings of other users, and keys each user by its raw ID. The
+// site's user features are the rows of `user_features` (by global index;
+// empty: none) of its users in local order, its cold flags those of
+// `cold_users` (by global index; empty: none).
 SiteData MakeSiteData(const IdMap& user_ids, const std::vector<uint32_t>& users,
                       std::vector<Rating> train, std::vector<Rating> test,
-                      std::vector<std::string>* raw_ids) {
+                      std::vector<std::string>* raw_ids, const FeatureTable& user_features,
+                      const std::vector<uint8_t>& cold_users) {
   std::unordered_map<uint32_t, uint32_t> local;
   SiteData site;
   for (uint32_t u : users) {
     local.emplace(u, static_cast<uint32_t>(site.user_keys.size()));
     site.user_keys.push_back(StableIdKey(user_ids.Raw(u)));
     raw_ids->push_back(user_ids.Raw(u));
+  }
+  if (!user_features.empty()) site.user_features = SelectFeatureRows(user_features, users);
+  if (!cold_users.empty()) {
+    site.cold_users.reserve(users.size());
+    for (uint32_t u : users) site.cold_users.push_back(u < cold_users.size() ? cold_users[u] : 0);
   }
   auto renumber = [&](std::vector<Rating>& ratings) {
     for (Rating& r : ratings) r.user = local.at(r.user);
@@ -75,31 +85,154 @@ SiteData MakeSiteData(const IdMap& user_ids, const std::vector<uint32_t>& users,
   return site;
 }
 
+FeatureReadOptions FeatureOptions(const Config& config, FeatureEntity entity) {
+  FeatureReadOptions options;
+  // Validated by ValidateConfig; "auto" on anything else.
+  Result<FeatureFormat> format = ParseFeatureFormat(config.data.features_format);
+  options.format = format.ok() ? *format : FeatureFormat::kAuto;
+  options.entity = entity;
+  options.schema =
+      entity == FeatureEntity::kUsers ? config.data.user_schema : config.data.item_schema;
+  return options;
+}
+
+Result<std::shared_ptr<const FeatureFile>> ReadFeatures(const Config& config,
+                                                        const std::string& path,
+                                                        FeatureEntity entity, const char* key) {
+  Result<FeatureFile> file = ReadFeatureFile(path, FeatureOptions(config, entity));
+  if (!file.ok()) return file.status().WithContext(std::string("config ") + key);
+  return std::shared_ptr<const FeatureFile>(std::make_shared<FeatureFile>(std::move(file).value()));
+}
+
+// A FeatureFile of `table`'s rows keyed by `ids` (row r = ids.Raw(r)).
+std::shared_ptr<const FeatureFile> FileOfTable(const IdMap& ids, FeatureTable table) {
+  auto file = std::make_shared<FeatureFile>();
+  for (uint32_t r = 0; r < ids.size(); ++r) file->ids.Intern(ids.Raw(r));
+  file->table = std::move(table);
+  return file;
+}
+
+// `file`'s rows laid out by `ids`, logging the rows skipped and the IDs
+// without features.
+FeatureTable IndexLogged(const FeatureFile& file, const IdMap& ids, const char* what) {
+  FeatureIndexStats stats;
+  FeatureTable table = IndexFeatures(file, ids, &stats);
+  spdlog::info("{} features: {} fields for {} {}; {} rows skipped (ID not in the ratings), {} {} "
+               "without a row (missing features)",
+               what, table.fields.size(), ids.size(), what, stats.unknown_rows, stats.missing_rows,
+               what);
+  return table;
+}
+
+// The side-feature files, with the synthetic data's when `synthetic` is set
+// and data.synthetic.side_features is on (a configured file wins).
+Result<SideFeatureFiles> SideFeatures(const Config& config, std::optional<uint32_t> site,
+                                      const SyntheticData* synthetic,
+                                      const SyntheticOptions* options) {
+  SideFeatureFiles files;
+  if (synthetic != nullptr && config.data.synthetic.side_features) {
+    FeatureTable users, items;
+    MakeSyntheticSideFeatures(*synthetic, *options, &users, &items);
+    files.users = FileOfTable(synthetic->dataset.users, std::move(users));
+    files.items = FileOfTable(synthetic->dataset.items, std::move(items));
+  }
+  std::string user_path = config.data.user_features;
+  const char* user_key = "data.user_features";
+  if (site && config.federation.partition == "files" && !config.data.site_user_features.empty()) {
+    user_path = SitePath(config, config.data.site_user_features, *site);
+    user_key = "data.site_user_features";
+  }
+  if (!user_path.empty()) {
+    FEDREC_ASSIGN_OR_RETURN(files.users,
+                            ReadFeatures(config, user_path, FeatureEntity::kUsers, user_key));
+  }
+  if (!config.data.item_features.empty()) {
+    FEDREC_ASSIGN_OR_RETURN(files.items,
+                            ReadFeatures(config, config.data.item_features, FeatureEntity::kItems,
+                                         "data.item_features"));
+  }
+  return files;
+}
+
+ColdStartOptions MakeColdStartOptions(const Config& config) {
+  ColdStartOptions options;
+  options.share = config.data.cold_start.share;
+  options.ratings = static_cast<uint32_t>(config.data.cold_start.ratings);
+  options.seed = config.seed;
+  return options;
+}
+
+// Applies data.cold_start to `*train`; returns the cold flags by user index
+// (empty when off).
+Result<std::vector<uint8_t>> ApplyColdStart(const Config& config, const IdMap& users,
+                                            const std::vector<Rating>& test,
+                                            std::vector<Rating>* train) {
+  Result<std::vector<uint8_t>> cold =
+      ColdStartSplit(users, test, MakeColdStartOptions(config), train);
+  if (!cold.ok()) return cold.status().WithContext("config data.cold_start");
+  return cold;
+}
+
+void LogColdStart(const Config& config, const std::vector<uint8_t>& cold) {
+  if (config.data.cold_start.share <= 0.0) return;
+  const auto n = std::count(cold.begin(), cold.end(), uint8_t{1});
+  spdlog::info("cold start: {} users became cold (kept {} training ratings each; share {})", n,
+               config.data.cold_start.ratings, config.data.cold_start.share);
+}
+
+// Side features and the cold-start split of a loaded, split dataset.
+Status FinishDataset(const Config& config, const SyntheticData* synthetic,
+                     const SyntheticOptions* options, Dataset* dataset) {
+  FEDREC_ASSIGN_OR_RETURN(const SideFeatureFiles files,
+                          SideFeatures(config, std::nullopt, synthetic, options));
+  if (files.users) dataset->user_features = IndexLogged(*files.users, dataset->users, "user");
+  if (files.items) dataset->item_features = IndexLogged(*files.items, dataset->items, "item");
+  FEDREC_ASSIGN_OR_RETURN(dataset->cold_users,
+                          ApplyColdStart(config, dataset->users, dataset->test, &dataset->train));
+  LogColdStart(config, dataset->cold_users);
+  return Status::Ok();
+}
+
+SyntheticOptions MakeSyntheticOptions(const Config& config) {
+  SyntheticOptions options;
+  options.users = static_cast<uint32_t>(config.data.synthetic.users);
+  options.items = static_cast<uint32_t>(config.data.synthetic.items);
+  options.ratings = static_cast<uint64_t>(config.data.synthetic.ratings);
+  options.rank = static_cast<uint32_t>(config.data.synthetic.rank);
+  options.noise_std = config.data.synthetic.noise_std;
+  options.user_skew = config.data.synthetic.user_skew;
+  options.item_skew = config.data.synthetic.item_skew;
+  options.rating_min = static_cast<float>(config.data.rating_min);
+  options.rating_max = static_cast<float>(config.data.rating_max);
+  options.seed = config.seed;
+  return options;
+}
+
 }  // namespace
+
+Result<SideFeatureFiles> LoadSideFeatureFiles(const Config& config, std::optional<uint32_t> site) {
+  if (config.data.train.empty() && config.data.synthetic.side_features) {
+    const SyntheticOptions options = MakeSyntheticOptions(config);
+    const SyntheticData synthetic = GenerateSynthetic(options);
+    return SideFeatures(config, site, &synthetic, &options);
+  }
+  return SideFeatures(config, site, nullptr, nullptr);
+}
 
 Result<Dataset> LoadDataset(const Config& config) {
   Dataset dataset;
   dataset.rating_min = static_cast<float>(config.data.rating_min);
   dataset.rating_max = static_cast<float>(config.data.rating_max);
   if (config.data.train.empty()) {
-    SyntheticOptions options;
-    options.users = static_cast<uint32_t>(config.data.synthetic.users);
-    options.items = static_cast<uint32_t>(config.data.synthetic.items);
-    options.ratings = static_cast<uint64_t>(config.data.synthetic.ratings);
-    options.rank = static_cast<uint32_t>(config.data.synthetic.rank);
-    options.noise_std = config.data.synthetic.noise_std;
-    options.user_skew = config.data.synthetic.user_skew;
-    options.item_skew = config.data.synthetic.item_skew;
-    options.rating_min = dataset.rating_min;
-    options.rating_max = dataset.rating_max;
-    options.seed = config.seed;
+    const SyntheticOptions options = MakeSyntheticOptions(config);
     SyntheticData synthetic = GenerateSynthetic(options);
-    dataset.users = std::move(synthetic.dataset.users);
-    dataset.items = std::move(synthetic.dataset.items);
     FEDREC_ASSIGN_OR_RETURN(SplitResult split,
                             SplitRatings(config, synthetic.dataset.train, config.seed));
+    dataset.users = synthetic.dataset.users;
+    dataset.items = synthetic.dataset.items;
     dataset.train = std::move(split.train);
     dataset.test = std::move(split.test);
+    FEDREC_RETURN_IF_ERROR(FinishDataset(config, &synthetic, &options, &dataset));
     return dataset;
   }
   FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
@@ -116,6 +249,7 @@ Result<Dataset> LoadDataset(const Config& config) {
     FEDREC_RETURN_IF_ERROR(
         ReadRatings(config.data.test, read, &dataset.users, &dataset.items, &dataset.test));
   }
+  FEDREC_RETURN_IF_ERROR(FinishDataset(config, nullptr, nullptr, &dataset));
   return dataset;
 }
 
@@ -221,14 +355,39 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
     for (uint32_t s = 0; s < sites; ++s) {
       FEDREC_RETURN_IF_ERROR(
           ReadSiteFiles(config, s, &d.users, &d.items, &train[s], &test[s], universe));
+      // The cold-start choice depends only on the seed and raw IDs: the same
+      // per site as over the whole dataset.
+      FEDREC_ASSIGN_OR_RETURN(const std::vector<uint8_t> cold,
+                              ApplyColdStart(config, d.users, test[s], &train[s]));
+      if (!cold.empty()) {
+        d.cold_users.resize(d.users.size(), 0);
+        for (size_t u = 0; u < cold.size(); ++u) d.cold_users[u] |= cold[u];
+      }
       d.train.insert(d.train.end(), train[s].begin(), train[s].end());
       d.test.insert(d.test.end(), test[s].begin(), test[s].end());
     }
+    if (!d.cold_users.empty()) d.cold_users.resize(d.users.size(), 0);
+    LogColdStart(config, d.cold_users);
+    // Items: one shared table by the federation's item order. Users: the
+    // shared file by the dataset's users, or each site's own file.
+    FEDREC_ASSIGN_OR_RETURN(const SideFeatureFiles shared, LoadSideFeatureFiles(config));
+    if (shared.items) {
+      d.item_features = IndexLogged(*shared.items, d.items, "item");
+      data.item_features = std::make_shared<const FeatureTable>(d.item_features);
+    }
+    const bool per_site_users = !config.data.site_user_features.empty();
+    if (shared.users && !per_site_users)
+      d.user_features = IndexLogged(*shared.users, d.users, "user");
     data.site_user_ids.resize(sites);
     for (uint32_t s = 0; s < sites; ++s) {
       const std::vector<uint32_t> users = UsersOf(train[s], test[s]);
       data.sites.push_back(MakeSiteData(d.users, users, std::move(train[s]), std::move(test[s]),
-                                        &data.site_user_ids[s]));
+                                        &data.site_user_ids[s], d.user_features, d.cold_users));
+      if (per_site_users) {
+        FEDREC_ASSIGN_OR_RETURN(const SideFeatureFiles own, LoadSideFeatureFiles(config, s));
+        if (own.users)
+          data.sites.back().user_features = IndexFeatures(*own.users, data.site_user_ids[s]);
+      }
     }
     return data;
   }
@@ -248,8 +407,11 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
   data.site_user_ids.resize(sites);
   for (uint32_t s = 0; s < sites; ++s) {
     data.sites.push_back(MakeSiteData(data.dataset.users, users[s], std::move(train[s]),
-                                      std::move(test[s]), &data.site_user_ids[s]));
+                                      std::move(test[s]), &data.site_user_ids[s],
+                                      data.dataset.user_features, data.dataset.cold_users));
   }
+  if (!data.dataset.item_features.empty())
+    data.item_features = std::make_shared<const FeatureTable>(data.dataset.item_features);
   return data;
 }
 
@@ -260,10 +422,21 @@ Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site) {
     std::vector<Rating> train, test;
     FEDREC_ASSIGN_OR_RETURN(const uint32_t universe, InternUniverse(config, &items));
     FEDREC_RETURN_IF_ERROR(ReadSiteFiles(config, site, &users, &items, &train, &test, universe));
+    FEDREC_ASSIGN_OR_RETURN(const std::vector<uint8_t> cold,
+                            ApplyColdStart(config, users, test, &train));
+    LogColdStart(config, cold);
+    FEDREC_ASSIGN_OR_RETURN(const SideFeatureFiles files, LoadSideFeatureFiles(config, site));
     std::vector<uint32_t> held = UsersOf(train, test);
-    local.data = MakeSiteData(users, held, std::move(train), std::move(test), &local.user_ids);
+    local.data = MakeSiteData(users, held, std::move(train), std::move(test), &local.user_ids,
+                              FeatureTable(), cold);
+    if (files.users) local.data.user_features = IndexFeatures(*files.users, local.user_ids);
     for (uint32_t i = 0; i < items.size(); ++i) local.item_ids.push_back(items.Raw(i));
     local.in_universe = universe > 0;
+    if (files.items) {
+      local.item_feature_rows = files.items;
+      local.item_features =
+          std::make_shared<const FeatureTable>(IndexFeatures(*files.items, local.item_ids));
+    }
     return local;
   }
   FEDREC_ASSIGN_OR_RETURN(FederatedData all, LoadFederatedData(config));
@@ -275,6 +448,10 @@ Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site) {
   local.user_ids = std::move(all.site_user_ids[site]);
   for (uint32_t i = 0; i < all.dataset.items.size(); ++i)
     local.item_ids.push_back(all.dataset.items.Raw(i));
+  if (all.item_features) {
+    local.item_features = all.item_features;
+    local.item_feature_rows = FileOfTable(all.dataset.items, *all.item_features);
+  }
   return local;
 }
 
@@ -294,6 +471,11 @@ Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* 
   }
   for (Rating& r : site->data.train) r.item = global[r.item];
   for (Rating& r : site->data.test) r.item = global[r.item];
+  // Every site lays the same rows out by the same catalogue: equal tables.
+  if (site->item_feature_rows) {
+    site->item_features =
+        std::make_shared<const FeatureTable>(IndexFeatures(*site->item_feature_rows, catalogue));
+  }
   return Status::Ok();
 }
 
@@ -699,6 +881,10 @@ Result<CentralizedResult> TrainCentralized(
   data.user_keys.resize(dataset.users.size());
   for (uint32_t u = 0; u < dataset.users.size(); ++u)
     data.user_keys[u] = StableIdKey(dataset.users.Raw(u));
+  data.user_features = dataset.user_features;
+  if (!dataset.item_features.empty())
+    data.item_features = std::make_shared<const FeatureTable>(dataset.item_features);
+  data.cold_users = dataset.cold_users;
   FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
                           MakeModel(config, std::move(data), registry));
   model->OnInitialModel();

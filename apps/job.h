@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "base/status.h"
 #include "coordinator/coordinator.h"
 #include "data/ratings.h"
+#include "data/side_features.h"
 #include "protocol/secure_transport.h"
 #include "sim/simulation.h"
 #include "worker/worker.h"
@@ -32,7 +34,21 @@ struct FederatedData {
   Dataset dataset;              // all train and test ratings, global indices
   std::vector<SiteData> sites;  // empty until partitioned
   std::vector<std::vector<std::string>> site_user_ids;  // raw user IDs of each site's users
+  // The item side features by the dataset's item indices, one copy shared
+  // by every site (WorkerOptions::item_features); null: none.
+  std::shared_ptr<const FeatureTable> item_features;
 };
+
+// The configured side-feature files keyed by raw ID: data.user_features (or,
+// with `site` and partition = files, data.site_user_features of that site)
+// and data.item_features, or the synthetic data's side features
+// (data.synthetic.side_features). Null: none. Errors name the config key.
+struct SideFeatureFiles {
+  std::shared_ptr<const FeatureFile> users;
+  std::shared_ptr<const FeatureFile> items;
+};
+Result<SideFeatureFiles> LoadSideFeatureFiles(const Config& config,
+                                              std::optional<uint32_t> site = std::nullopt);
 
 // Loads the configured data: rating files (+ split) or synthetic data.
 Result<Dataset> LoadDataset(const Config& config);
@@ -49,10 +65,17 @@ struct LocalSite {
   // True when the items are numbered by data.item_universe (item_ids is the
   // universe): the site reports only its size, never its own items.
   bool in_universe = false;
+  // The item side features by the indices of `item_ids` (after
+  // AdoptItemCatalogue: by the catalogue's), the same at every site since
+  // every site lays the same public rows out by the same item order; null:
+  // none. `item_feature_rows` holds the rows by raw ID, for that re-layout.
+  std::shared_ptr<const FeatureTable> item_features;
+  std::shared_ptr<const FeatureFile> item_feature_rows;
 };
 Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site);
 // Renumbers the site's items to their index in `catalogue` (the federation's
-// item order). Error naming the item when the catalogue lacks one.
+// item order), and lays its item features out in that order. Error naming
+// the item when the catalogue lacks one.
 Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* site);
 
 // The published item universe (data.item_universe): one item ID per line, in

@@ -9,6 +9,7 @@
 #include "algorithms/mf_model.h"
 #include "apps/job.h"
 #include "coordinator/ps_driver.h"
+#include "data/side_features.h"
 #include "protocol/messages.h"
 
 namespace fedrec {
@@ -163,8 +164,16 @@ PsLayout SiteGroupLayout(const Config& config, int leader_rank, int first_member
 
 std::vector<SiteData> SplitSiteUsers(const SiteData& site, uint32_t workers) {
   std::vector<SiteData> parts(workers);
-  for (size_t u = 0; u < site.user_keys.size(); ++u)
+  std::vector<std::vector<uint32_t>> users(workers);
+  for (size_t u = 0; u < site.user_keys.size(); ++u) {
     parts[u % workers].user_keys.push_back(site.user_keys[u]);
+    users[u % workers].push_back(static_cast<uint32_t>(u));
+    if (u < site.cold_users.size()) parts[u % workers].cold_users.push_back(site.cold_users[u]);
+  }
+  if (!site.user_features.empty()) {
+    for (uint32_t w = 0; w < workers; ++w)
+      parts[w].user_features = SelectFeatureRows(site.user_features, users[w]);
+  }
   for (Rating r : site.train) {
     const uint32_t w = r.user % workers;
     r.user /= workers;
