@@ -124,8 +124,9 @@ const std::vector<Key>& Schema() {
                  "train at once"),
       FEDREC_KEY("federation.sites", federation.sites,
                  "number of sites (federation.mode = ps: workers)"),
-      FEDREC_KEY("federation.partition", federation.partition,
-                 "how data is split into sites: user | dirichlet | genre | age_group | files (README)"),
+      FEDREC_KEY(
+          "federation.partition", federation.partition,
+          "how data is split into sites: user | dirichlet | genre | age_group | files (README)"),
       FEDREC_KEY("federation.dirichlet_alpha", federation.dirichlet_alpha,
                  "Dirichlet concentration (smaller = more non-IID)"),
       FEDREC_KEY("federation.item_groups", federation.item_groups,
@@ -625,9 +626,8 @@ Status ValidateConfig(const Config& c) {
       one_of("data.format", c.data.format, {"auto", "ml100k", "ml1m", "mlcsv", "csv", "implicit"}));
   FEDREC_RETURN_IF_ERROR(
       one_of("data.split", c.data.split, {"random", "holdout_last", "holdout_random"}));
-  FEDREC_RETURN_IF_ERROR(
-      one_of("federation.partition", c.federation.partition,
-             {"user", "dirichlet", "genre", "age_group", "files"}));
+  FEDREC_RETURN_IF_ERROR(one_of("federation.partition", c.federation.partition,
+                                {"user", "dirichlet", "genre", "age_group", "files"}));
   FEDREC_RETURN_IF_ERROR(
       one_of("data.features_format", c.data.features_format, {"auto", "ml100k", "ml1m", "csv"}));
   for (const auto& [key, schema] : {std::pair{"data.user_schema", &c.data.user_schema},

@@ -117,10 +117,10 @@ std::shared_ptr<const FeatureFile> FileOfTable(const IdMap& ids, FeatureTable ta
 FeatureTable IndexLogged(const FeatureFile& file, const IdMap& ids, const char* what) {
   FeatureIndexStats stats;
   FeatureTable table = IndexFeatures(file, ids, &stats);
-  spdlog::info("{} features: {} fields for {} {}; {} rows skipped (ID not in the ratings), {} {} "
-               "without a row (missing features)",
-               what, table.fields.size(), ids.size(), what, stats.unknown_rows, stats.missing_rows,
-               what);
+  spdlog::info(
+      "{} features: {} fields for {} {}s; {} rows skipped (ID not in the ratings), {} "
+      "{}s without a row (missing features)",
+      what, table.fields.size(), ids.size(), what, stats.unknown_rows, stats.missing_rows, what);
   return table;
 }
 
@@ -147,9 +147,8 @@ Result<SideFeatureFiles> SideFeatures(const Config& config, std::optional<uint32
                             ReadFeatures(config, user_path, FeatureEntity::kUsers, user_key));
   }
   if (!config.data.item_features.empty()) {
-    FEDREC_ASSIGN_OR_RETURN(files.items,
-                            ReadFeatures(config, config.data.item_features, FeatureEntity::kItems,
-                                         "data.item_features"));
+    FEDREC_ASSIGN_OR_RETURN(files.items, ReadFeatures(config, config.data.item_features,
+                                                      FeatureEntity::kItems, "data.item_features"));
   }
   return files;
 }
@@ -797,7 +796,8 @@ Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optiona
       const auto it = std::find(ranks.begin(), ranks.end(), rank);
       if (it != ranks.end()) site = static_cast<int>(it - ranks.begin());
     }
-    if (site < 0 && rank >= 1 && rank < first) return "shard server (rank " + std::to_string(rank) + ")";
+    if (site < 0 && rank >= 1 && rank < first)
+      return "shard server (rank " + std::to_string(rank) + ")";
     if (site < 0) return "rank " + std::to_string(rank);
     return "site " + std::to_string(site) + " (rank " + std::to_string(rank) + ")";
   };

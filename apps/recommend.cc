@@ -11,11 +11,14 @@
 #include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <unordered_map>
 
 #include "apps/commands.h"
 #include "apps/job.h"
 #include "apps/model_files.h"
+#include "data/side_features.h"
+#include "data/split.h"
 
 namespace fedrec {
 
@@ -145,6 +148,49 @@ std::string FindTitleFile(const Config& config) {
   return "";
 }
 
+// The holder's site index from its folder name "site<s>", if it is one.
+std::optional<uint32_t> SiteOfFolder(const std::string& folder) {
+  const std::string name = fs::path(folder).filename().string();
+  if (!name.starts_with("site") || name.size() == 4) return std::nullopt;
+  uint32_t site = 0;
+  for (char c : name.substr(4)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    site = site * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return site;
+}
+
+// The run's side features (data.user_features, data.item_features or the
+// synthetic ones) laid out by the holder's users and the run's items, and
+// the holder's cold-start users: those the run's seed chose
+// (ColdStartChosen) that hold at most data.cold_start.ratings training
+// ratings (the split's cold users hold exactly that many; a chosen user who
+// had no more than that stayed warm in training, and is served alike).
+Status AddSideFeatures(const Config& config, const std::string& folder,
+                       const std::vector<std::string>& users,
+                       const std::vector<std::string>& item_ids, ModelData* data) {
+  Result<SideFeatureFiles> files = LoadSideFeatureFiles(config, SiteOfFolder(folder));
+  if (!files.ok()) return files.status().WithContext("the run's side features");
+  if (files->users) data->user_features = IndexFeatures(*files->users, users);
+  if (files->items) {
+    data->item_features =
+        std::make_shared<const FeatureTable>(IndexFeatures(*files->items, item_ids));
+  }
+  if (config.data.cold_start.share > 0.0) {
+    ColdStartOptions options;
+    options.share = config.data.cold_start.share;
+    options.ratings = static_cast<uint32_t>(config.data.cold_start.ratings);
+    options.seed = config.seed;
+    std::vector<uint32_t> count(users.size(), 0);
+    for (const Rating& r : data->train) ++count[r.user];
+    data->cold_users.assign(users.size(), 0);
+    for (size_t u = 0; u < users.size(); ++u) {
+      data->cold_users[u] = ColdStartChosen(options, users[u]) && count[u] <= options.ratings;
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<Recommendations> Recommend(const RecommendRequest& request, const Registries& registries) {
@@ -172,6 +218,7 @@ Result<Recommendations> Recommend(const RecommendRequest& request, const Registr
   }
   FEDREC_ASSIGN_OR_RETURN(data.train,
                           ReadInteractions(folder + "/interactions.tsv", user_index, item_index));
+  FEDREC_RETURN_IF_ERROR(AddSideFeatures(*config, folder, users, item_ids, &data));
   std::vector<uint8_t> seen(data.items, 0);
   for (const Rating& r : data.train) {
     if (r.user == user) seen[r.item] = 1;

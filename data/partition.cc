@@ -228,10 +228,7 @@ Result<uint32_t> RequireField(const FeatureTable& table, uint32_t rows, const ch
   if (c < 0 || table.rows != rows) {
     return Status::InvalidArgument(
         std::string("federation.partition = ") + partition + " needs the categorical " + entity +
-        " feature "
-        " + name + "
-        " (data." +
-        entity + "_features, e.g. MovieLens' " +
+        " feature \"" + name + "\" (data." + entity + "_features, e.g. MovieLens' " +
         (std::string(entity) == "item" ? "u.item or movies.dat" : "u.user or users.dat") +
         "), found " +
         (table.empty() ? std::string("no ") + entity + " features"

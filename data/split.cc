@@ -81,6 +81,11 @@ Result<SplitResult> HoldoutPerUser(const std::vector<Rating>& all, uint32_t k, H
   return Distribute(all, in_test, test_count);
 }
 
+bool ColdStartChosen(const ColdStartOptions& options, std::string_view raw_id) {
+  Rng choose(options.seed, 3, StableIdKey(raw_id), Purpose::kSplit);
+  return choose.Uniform() < options.share;
+}
+
 Result<std::vector<uint8_t>> ColdStartSplit(const IdMap& users, const std::vector<Rating>& test,
                                             const ColdStartOptions& options,
                                             std::vector<Rating>* train) {
@@ -105,8 +110,7 @@ Result<std::vector<uint8_t>> ColdStartSplit(const IdMap& users, const std::vecto
   std::vector<uint8_t> cold(n, 0);
   for (uint32_t u = 0; u < n; ++u) {
     if (!has_test[u] || count[u] <= options.ratings) continue;
-    Rng choose(options.seed, 3, StableIdKey(users.Raw(u)), Purpose::kSplit);
-    cold[u] = choose.Uniform() < options.share;
+    cold[u] = ColdStartChosen(options, users.Raw(u));
   }
   // Each cold user's training ratings, in input order, then a partial
   // Fisher-Yates over their positions picks the kept ones.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -44,6 +45,10 @@ struct ColdStartOptions {
   uint32_t ratings = 3;  // training ratings a cold user keeps
   uint64_t seed = 1;
 };
+
+// True when the seed chooses the user with raw ID `raw_id` to be cold
+// (before the test-rating and rating-count conditions).
+bool ColdStartChosen(const ColdStartOptions& options, std::string_view raw_id);
 
 // Applies the split to `*train` (ratings of users indexed by `users`, input
 // order kept) and returns the flags per user index (size users.size(), 1 =

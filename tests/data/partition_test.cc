@@ -252,7 +252,7 @@ TEST(Partitioners, RegistryFindsBuiltinsAndListsNamesForUnknown) {
   EXPECT_EQ(registry.Find("user").value()(d, o).value(), PartitionByUser(d, o).value());
   Result<Partitioner> unknown = registry.Find("geo");
   ASSERT_FALSE(unknown.ok());
-  EXPECT_NE(unknown.status().message().find("dirichlet, user"), std::string::npos)
+  EXPECT_NE(unknown.status().message().find("age_group, dirichlet, genre, user"), std::string::npos)
       << unknown.status().message();
 }
 
