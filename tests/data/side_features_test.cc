@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -310,6 +312,29 @@ TEST(AgeGroups, FollowTheMovieLensBoundaries) {
   EXPECT_EQ(AgeGroupOf(45), 4u);
   EXPECT_EQ(AgeGroupOf(50), 5u);
   EXPECT_EQ(AgeGroupOf(56), 6u);
+}
+
+// The real MovieLens 100K u.user / u.item, when available (outside the
+// repository; MovieLens may not be redistributed): every row reads.
+TEST(Ml100kFeatures, RealMovieLens100kUserAndItemFilesLoadWhenPresent) {
+  const char* env = std::getenv("FEDREC_ML100K_DIR");
+  const std::string dir = env != nullptr ? env : "/work/data/ml-100k";
+  if (!std::filesystem::exists(dir + "/u.user") || !std::filesystem::exists(dir + "/u.item")) {
+    GTEST_SKIP() << "MovieLens 100K u.user/u.item not found in " << dir;
+  }
+  Result<FeatureFile> users = ReadFeatureFile(dir + "/u.user", {});
+  ASSERT_TRUE(users.ok()) << users.status().message();
+  EXPECT_EQ(users->table.rows, 943u);
+  EXPECT_EQ(users->table.fields[3].vocabulary, 21u);
+  FeatureReadOptions items_options;
+  items_options.entity = FeatureEntity::kItems;
+  Result<FeatureFile> items = ReadFeatureFile(dir + "/u.item", items_options);
+  ASSERT_TRUE(items.ok()) << items.status().message();
+  EXPECT_EQ(items->table.rows, 1682u);
+  EXPECT_EQ(items->table.fields[0].vocabulary, 19u);
+  size_t with_genres = 0;
+  for (uint32_t i = 0; i < items->table.rows; ++i) with_genres += !items->table.Ids(i, 0).empty();
+  EXPECT_EQ(with_genres, 1682u);
 }
 
 }  // namespace
