@@ -403,6 +403,12 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
   std::vector<std::vector<Rating>> test = SplitBySite(data.dataset.test, site_of_user, sites);
   std::vector<std::vector<uint32_t>> users(sites);
   for (uint32_t u = 0; u < site_of_user.size(); ++u) users[site_of_user[u]].push_back(u);
+  {
+    std::string sizes;
+    for (uint32_t s = 0; s < sites; ++s)
+      sizes += (s == 0 ? "" : ", ") + std::to_string(users[s].size());
+    spdlog::info("partition {}: users per site {}", config.federation.partition, sizes);
+  }
   data.site_user_ids.resize(sites);
   for (uint32_t s = 0; s < sites; ++s) {
     data.sites.push_back(MakeSiteData(data.dataset.users, users[s], std::move(train[s]),
