@@ -493,6 +493,9 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
   options.evaluate_ranking = config.eval.ranking;
   options.ranking.k = static_cast<uint32_t>(config.eval.top_k);
   options.ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
+  options.click_negatives = static_cast<uint32_t>(config.eval.click_negatives);
+  options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
+  options.eval_warm_cold = config.eval.warm_cold;
   options.seed = config.seed;
   options.secagg_policy = SecAggPolicy(config);
   return options;
@@ -529,6 +532,9 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.eval_every = static_cast<uint32_t>(config.eval.every);
   options.eval_fraction = config.eval.fraction;
   options.eval_with_next_round = config.eval.with_next_round;
+  options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
+  options.eval_warm_cold = config.eval.warm_cold;
+  options.eval_per_site = config.eval.per_site;
   options.seed = config.seed;
   options.round_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(config.federation.round_timeout * 1000.0));
@@ -615,7 +621,8 @@ Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optiona
       const auto it = std::find(ranks.begin(), ranks.end(), rank);
       if (it != ranks.end()) site = static_cast<int>(it - ranks.begin());
     }
-    if (site < 0 && rank >= 1 && rank < first) return "shard server (rank " + std::to_string(rank) + ")";
+    if (site < 0 && rank >= 1 && rank < first)
+      return "shard server (rank " + std::to_string(rank) + ")";
     if (site < 0) return "rank " + std::to_string(rank);
     return "site " + std::to_string(site) + " (rank " + std::to_string(rank) + ")";
   };
@@ -676,16 +683,30 @@ StrategyOptions MakeStrategyOptions(const Config& config) {
   return options;
 }
 
-EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test) {
+EvalOptions MakeEvalOptions(const Config& config) {
+  EvalOptions options;
+  options.rating_min = static_cast<float>(config.data.rating_min);
+  options.rating_max = static_cast<float>(config.data.rating_max);
+  options.ranking = config.eval.ranking;
+  options.ranking_options.k = static_cast<uint32_t>(config.eval.top_k);
+  options.ranking_options.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
+  options.click_negatives = static_cast<uint32_t>(config.eval.click_negatives);
+  options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
+  options.warm_cold = config.eval.warm_cold;
+  options.seed = config.seed;
+  return options;
+}
+
+EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test,
+                    std::span<const uint64_t> user_keys, std::span<const uint8_t> cold_users) {
+  EvalSums sums = EvaluateAll(model, test, user_keys, cold_users, MakeEvalOptions(config));
   EvalResult result;
-  result.errors = EvaluateErrors(model, test, static_cast<float>(config.data.rating_min),
-                                 static_cast<float>(config.data.rating_max));
-  if (config.eval.ranking) {
-    RankingOptions ranking;
-    ranking.k = static_cast<uint32_t>(config.eval.top_k);
-    ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
-    result.ranking = EvaluateRanking(model, test, ranking);
-  }
+  result.errors = sums.all.errors;
+  result.ranking = std::move(sums.all.ranking);
+  result.tasks = std::move(sums.all.tasks);
+  result.warm_cold = sums.warm_cold;
+  result.warm = std::move(sums.warm);
+  result.cold = std::move(sums.cold);
   return result;
 }
 
@@ -699,6 +720,7 @@ Result<CentralizedResult> TrainCentralized(
   data.user_keys.resize(dataset.users.size());
   for (uint32_t u = 0; u < dataset.users.size(); ++u)
     data.user_keys[u] = StableIdKey(dataset.users.Raw(u));
+  const std::vector<uint64_t> user_keys = data.user_keys;  // evaluation: click negatives
   FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
                           MakeModel(config, std::move(data), registry));
   model->OnInitialModel();
@@ -720,7 +742,7 @@ Result<CentralizedResult> TrainCentralized(
     const bool last = epoch + 1 == epochs;
     if (last || (epoch + 1) % config.eval.every == 0) {
       point.evaluated = true;
-      point.eval = Evaluate(config, *model, test);
+      point.eval = Evaluate(config, *model, test, user_keys, dataset.cold_users);
       if (last) result.eval = point.eval;
     }
     if (on_epoch) on_epoch(point);

@@ -299,11 +299,11 @@ TEST(EvalSums, SumOfEncodedReportsDecodesToTheTotalsWithinRounding) {
   b.ranked_users = 6;
   b.recommended = {0, 2};  // fewer items than the federation: the rest count 0
   const uint64_t items = 3;
-  std::vector<uint64_t> sum = EncodeEvalSums(a, items);
-  ASSERT_EQ(sum.size(), EvalSumsLength(items));
-  const std::vector<uint64_t> other = EncodeEvalSums(b, items);
+  std::vector<uint64_t> sum = EncodeEvalSums(a, EvalLayout{items});
+  ASSERT_EQ(sum.size(), EvalSumsLength(EvalLayout{items}));
+  const std::vector<uint64_t> other = EncodeEvalSums(b, EvalLayout{items});
   for (size_t i = 0; i < sum.size(); ++i) sum[i] += other[i];
-  Result<EvalReport> total = DecodeEvalSums(sum, items);
+  Result<EvalReport> total = DecodeEvalSums(sum, EvalLayout{items});
   ASSERT_TRUE(total.ok()) << total.status().ToString();
   const double ulp = 2 * std::ldexp(1.0, -static_cast<int>(kEvalFracBits));
   EXPECT_NEAR(total->squared_error, 112.725, ulp);
@@ -317,7 +317,7 @@ TEST(EvalSums, SumOfEncodedReportsDecodesToTheTotalsWithinRounding) {
   EXPECT_EQ(total->count, 49u);
   EXPECT_EQ(total->ranked_users, 10u);
   EXPECT_EQ(total->recommended, (std::vector<uint32_t>{1, 2, 3}));
-  EXPECT_EQ(DecodeEvalSums(std::vector<uint64_t>(4), items).status().code(),
+  EXPECT_EQ(DecodeEvalSums(std::vector<uint64_t>(4), EvalLayout{items}).status().code(),
             Status::Code::kInvalidArgument);
 }
 
@@ -329,7 +329,7 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
   const uint64_t items = 5;
   Rng rng(3);
   std::vector<std::vector<uint64_t>> sites;
-  std::vector<uint64_t> direct(EvalSumsLength(items), 0);
+  std::vector<uint64_t> direct(EvalSumsLength(EvalLayout{items}), 0);
   for (int s = 0; s < 7; ++s) {
     EvalReport r;
     r.squared_error = 1000.0 * rng.Uniform();
@@ -338,14 +338,14 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
     r.count = rng.Below(1000);
     r.ranked_users = rng.Below(50);
     r.recommended = {static_cast<uint32_t>(rng.Below(9)), 0, 7, 1, 65535};
-    sites.push_back(EncodeEvalSums(r, items));
+    sites.push_back(EncodeEvalSums(r, EvalLayout{items}));
     for (size_t i = 0; i < direct.size(); ++i) direct[i] += sites.back()[i];
   }
-  const Result<EvalReport> expected = DecodeEvalSums(direct, items);
+  const Result<EvalReport> expected = DecodeEvalSums(direct, EvalLayout{items});
   ASSERT_TRUE(expected.ok());
   for (uint32_t ring_bits : {32u, 64u}) {
-    const uint64_t length = EvalWordsLength(items, ring_bits);
-    EXPECT_EQ(length, EvalSumsLength(items) * (ring_bits == 32 ? 4 : 1));
+    const uint64_t length = EvalWordsLength(EvalLayout{items}, ring_bits);
+    EXPECT_EQ(length, EvalSumsLength(EvalLayout{items}) * (ring_bits == 32 ? 4 : 1));
     const uint64_t mask = ring_bits == 64 ? ~uint64_t{0} : (uint64_t{1} << ring_bits) - 1;
     std::vector<uint64_t> sum(length, 0);
     for (const std::vector<uint64_t>& site : sites) {
@@ -359,7 +359,7 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
         sum[w] = (sum[w] + word) & mask;
       }
     }
-    const Result<EvalReport> total = DecodeEvalWords(sum, items, ring_bits);
+    const Result<EvalReport> total = DecodeEvalWords(sum, EvalLayout{items}, ring_bits);
     ASSERT_TRUE(total.ok()) << total.status().ToString();
     EXPECT_EQ(total->squared_error, expected->squared_error) << ring_bits;
     EXPECT_EQ(total->absolute_error, expected->absolute_error) << ring_bits;
@@ -367,7 +367,9 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
     EXPECT_EQ(total->count, expected->count) << ring_bits;
     EXPECT_EQ(total->ranked_users, expected->ranked_users) << ring_bits;
     EXPECT_EQ(total->recommended, expected->recommended) << ring_bits;
-    EXPECT_EQ(DecodeEvalWords(std::span(sum).first(length - 1), items, ring_bits).status().code(),
+    EXPECT_EQ(DecodeEvalWords(std::span(sum).first(length - 1), EvalLayout{items}, ring_bits)
+                  .status()
+                  .code(),
               Status::Code::kInvalidArgument);
   }
 }
@@ -375,8 +377,8 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
 // The limbs of the largest value stay exact over kMaxEvalLimbSites sites.
 TEST(EvalWords, LimbsOfTheLargestValuesStayExactAtTheSiteBound) {
   const uint64_t items = 0;
-  std::vector<uint64_t> all_ones(EvalSumsLength(items), ~uint64_t{0});
-  const uint64_t length = EvalWordsLength(items, 32);
+  std::vector<uint64_t> all_ones(EvalSumsLength(EvalLayout{items}), ~uint64_t{0});
+  const uint64_t length = EvalWordsLength(EvalLayout{items}, 32);
   std::vector<uint8_t> bytes(length * 4);
   WriteEvalWords(all_ones, 32, 0, length, bytes.data());
   std::vector<uint64_t> sum(length);
@@ -387,9 +389,9 @@ TEST(EvalWords, LimbsOfTheLargestValuesStayExactAtTheSiteBound) {
     sum[w] = (uint64_t{limb} * kMaxEvalLimbSites) & 0xffffffffu;  // no wrap below 2^32
     EXPECT_EQ(sum[w], uint64_t{0xffff} * kMaxEvalLimbSites);
   }
-  std::vector<uint64_t> direct(EvalSumsLength(items), ~uint64_t{0} * kMaxEvalLimbSites);
-  const Result<EvalReport> total = DecodeEvalWords(sum, items, 32);
-  const Result<EvalReport> expected = DecodeEvalSums(direct, items);
+  std::vector<uint64_t> direct(EvalSumsLength(EvalLayout{items}), ~uint64_t{0} * kMaxEvalLimbSites);
+  const Result<EvalReport> total = DecodeEvalWords(sum, EvalLayout{items}, 32);
+  const Result<EvalReport> expected = DecodeEvalSums(direct, EvalLayout{items});
   ASSERT_TRUE(total.ok() && expected.ok());
   EXPECT_EQ(total->count, expected->count);
   EXPECT_EQ(total->ranked_users, expected->ranked_users);
