@@ -204,7 +204,9 @@ TEST(AucHistogram, MatchesTheExactPairwiseAucWithinTheBinResolution) {
         0.5 * same_bin / (static_cast<double>(positives.size()) * negatives.size());
     EXPECT_GT(exact, 0.6);
     EXPECT_LE(std::abs(sums.Auc() - exact), bound + 1e-12) << bins << " bins";
-    if (bins == 1024) EXPECT_NEAR(sums.Auc(), exact, 2e-3);
+    if (bins == 1024) {
+      EXPECT_NEAR(sums.Auc(), exact, 2e-3);
+    }
   }
 }
 
@@ -326,6 +328,12 @@ class FixedTaskModel : public Model {
   std::vector<ParamBlock> blocks_;
 };
 
+class NoTaskModel : public FixedTaskModel {
+ public:
+  using FixedTaskModel::FixedTaskModel;
+  std::vector<TaskSpec> Tasks() const override { return {}; }
+};
+
 TEST(EvaluateTasks, LabelsLikesByThresholdAndDrawsUnseenClickNegatives) {
   const std::vector<Rating> train = {{0, 0, 5.0f, 0}, {1, 2, 1.0f, 0}};
   const std::vector<Rating> test = {
@@ -371,7 +379,7 @@ TEST(EvaluateTasks, LabelsLikesByThresholdAndDrawsUnseenClickNegatives) {
   EXPECT_EQ(sums[2].binary.negatives, expected.negatives);
   EXPECT_EQ(sums[2].binary.positives, expected.positives);
   // Models without tasks report none.
-  EXPECT_TRUE(EvaluateTasks(FiveItemModel(), test, keys, options).empty());
+  EXPECT_TRUE(EvaluateTasks(NoTaskModel(2, 10, train), test, keys, options).empty());
 }
 
 TEST(EvaluateAll, WarmAndColdUsersAddUpToAllUsers) {

@@ -51,7 +51,6 @@ class TaskBias : public Model {
   LossSums Train(const TrainPlan&) override { return {0.0, train_.size()}; }
   std::vector<DenseBlockView> Upload() const override { return {DenseBlockView{counts_, ones_}}; }
   bool SolvesFromSums() const override { return true; }
-  uint32_t StepsToConverge() const override { return 1; }
   Status Apply(const AggregateInput& sums, Strategy*,
                std::vector<ParamBlock>* global) const override {
     if (sums.row_weight.size() != 1 || sums.row_weight[0].size() != items())
@@ -120,8 +119,8 @@ struct Runs {
   Status status;
 };
 
-Runs Run(const Config& config, const ModelRegistry& registry,
-         const std::function<void(CoordinatorOptions*)>& customize = nullptr) {
+Runs CentralAndFederated(const Config& config, const ModelRegistry& registry,
+                         const std::function<void(CoordinatorOptions*)>& customize = nullptr) {
   Runs runs;
   Result<FederatedData> data = LoadFederatedData(config);
   EXPECT_TRUE(data.ok()) << data.status().ToString();
@@ -195,7 +194,7 @@ void ExpectSameGroup(const ErrorSums& errors, const RankingSums& ranking,
 TEST(TaskMetricsFederated, SecAggSimTaskAndWarmColdMetricsEqualTheCentralizedEvaluation) {
   const ModelRegistry registry = TaskRegistry();
   const Config config = TaskConfig("secagg");
-  const Runs runs = Run(config, registry);
+  const Runs runs = CentralAndFederated(config, registry);
   ASSERT_TRUE(runs.status.ok()) << runs.status.ToString();
   const EvalResult& central = runs.central.eval;
   ASSERT_EQ(central.tasks.size(), 3u);
@@ -234,7 +233,7 @@ TEST(TaskMetricsFederated, PerSiteMetricsInTheClearAddUpToTheFederationsTotals) 
   Config config = TaskConfig("none");
   config.eval.per_site = true;
   ASSERT_TRUE(ValidateConfig(config).ok());
-  const Runs runs = Run(config, registry);
+  const Runs runs = CentralAndFederated(config, registry);
   ASSERT_TRUE(runs.status.ok()) << runs.status.ToString();
   ASSERT_FALSE(runs.rounds.empty());
   const RoundMetrics& m = runs.rounds.back();
@@ -269,8 +268,8 @@ TEST(TaskMetricsFederated, PerSiteMetricsAreRefusedUnderSecureAggregation) {
   // A coordinator asked for them anyway refuses before any round.
   const ModelRegistry registry = TaskRegistry();
   config.eval.per_site = false;
-  const Runs runs =
-      Run(config, registry, [](CoordinatorOptions* options) { options->eval_per_site = true; });
+  const Runs runs = CentralAndFederated(
+      config, registry, [](CoordinatorOptions* options) { options->eval_per_site = true; });
   ASSERT_FALSE(runs.status.ok());
   EXPECT_NE(runs.status.message().find("eval.per_site needs security.aggregation = none"),
             std::string::npos)
