@@ -584,6 +584,19 @@ int RunSim(const Config& config, const Registries& registries) {
           "epochs)\n",
           fed.errors.Rmse(), baseline->eval.errors.Rmse(), config.federation.sites, rounds, epochs);
     }
+    for (size_t t = 0; t < fed.tasks.size() && t < baseline->eval.tasks.size(); ++t) {
+      const TaskSums& f = fed.tasks[t];
+      const TaskSums& c = baseline->eval.tasks[t];
+      if (f.spec.kind == TaskKind::kRating && f.errors.count > 0) {
+        std::cout << fmt::format("{} RMSE  federated {:.4f}  centralized {:.4f}\n", f.spec.name,
+                                 f.errors.Rmse(), c.errors.Rmse());
+      } else if (f.spec.kind != TaskKind::kRating && f.binary.count > 0) {
+        std::cout << fmt::format(
+            "{} AUC  federated {:.4f}  centralized {:.4f}  log loss federated {:.4f}  "
+            "centralized {:.4f}\n",
+            f.spec.name, f.binary.Auc(), c.binary.Auc(), f.binary.LogLoss(), c.binary.LogLoss());
+      }
+    }
     if (fed.ranking.users > 0 && baseline->eval.ranking.users > 0) {
       std::cout << fmt::format(
           "precision@{}  federated {:.4f}  centralized {:.4f}  ({} {}, {} sites, {} rounds; "
