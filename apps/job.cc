@@ -478,6 +478,8 @@ int64_t EffectiveEpochs(const Config& config, const ModelRegistry* registry) {
   return steps ? std::min<int64_t>(config.train.epochs, steps) : config.train.epochs;
 }
 
+bool EvalWarmCold(const Config& config) { return config.eval.warm_cold; }
+
 WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* registry) {
   WorkerOptions options;
   // Every site's options share one copy of the configuration. Sites decay
@@ -495,7 +497,7 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
   options.ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
   options.click_negatives = static_cast<uint32_t>(config.eval.click_negatives);
   options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
-  options.eval_warm_cold = config.eval.warm_cold;
+  options.eval_warm_cold = EvalWarmCold(config);
   options.seed = config.seed;
   options.secagg_policy = SecAggPolicy(config);
   return options;
@@ -533,7 +535,7 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.eval_fraction = config.eval.fraction;
   options.eval_with_next_round = config.eval.with_next_round;
   options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
-  options.eval_warm_cold = config.eval.warm_cold;
+  options.eval_warm_cold = EvalWarmCold(config);
   options.eval_per_site = config.eval.per_site;
   options.seed = config.seed;
   options.round_timeout =
@@ -692,7 +694,7 @@ EvalOptions MakeEvalOptions(const Config& config) {
   options.ranking_options.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
   options.click_negatives = static_cast<uint32_t>(config.eval.click_negatives);
   options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
-  options.warm_cold = config.eval.warm_cold;
+  options.warm_cold = EvalWarmCold(config);
   options.seed = config.seed;
   return options;
 }

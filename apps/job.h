@@ -169,6 +169,9 @@ struct CentralizedResult {
 EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test,
                     std::span<const uint64_t> user_keys = {},
                     std::span<const uint8_t> cold_users = {});
+// Whether evaluation reports warm and cold-start users apart: the same at
+// the coordinator and every site, from the configuration alone.
+bool EvalWarmCold(const Config& config);
 // The evaluation options of the configuration (eval.*).
 EvalOptions MakeEvalOptions(const Config& config);
 

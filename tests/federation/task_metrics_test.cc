@@ -120,7 +120,8 @@ struct Runs {
 };
 
 Runs CentralAndFederated(const Config& config, const ModelRegistry& registry,
-                         const std::function<void(CoordinatorOptions*)>& customize = nullptr) {
+                         const std::function<void(CoordinatorOptions*)>& customize = nullptr,
+                         const std::function<void(WorkerOptions*, uint32_t)>& per_site = nullptr) {
   Runs runs;
   Result<FederatedData> data = LoadFederatedData(config);
   EXPECT_TRUE(data.ok()) << data.status().ToString();
@@ -144,10 +145,18 @@ Runs CentralAndFederated(const Config& config, const ModelRegistry& registry,
   EXPECT_TRUE(strategy.ok());
   CoordinatorOptions coordinator = MakeCoordinatorOptions(config);
   if (customize) customize(&coordinator);
-  Result<SimulationResult> result = RunSimulation(
-      SimulationOptions{}, coordinator, std::move(server).value(), std::move(strategy).value(),
-      workers, dataset.items.size(), std::move(data->sites),
-      [&](const RoundMetrics& m) { runs.rounds.push_back(m); });
+  SimulationOptions options;
+  options.shard_servers = static_cast<uint32_t>(config.cluster.shard_servers);
+  options.customize_site = per_site;
+  if (per_site) {  // sites given a roster check survivor signatures: send them
+    WorkerOptions probe;
+    per_site(&probe, 0);
+    coordinator.sites_hold_roster = probe.roster && !probe.roster->empty();
+  }
+  Result<SimulationResult> result =
+      RunSimulation(options, coordinator, std::move(server).value(), std::move(strategy).value(),
+                    workers, dataset.items.size(), std::move(data->sites),
+                    [&](const RoundMetrics& m) { runs.rounds.push_back(m); });
   runs.status = result.status();
   return runs;
 }
@@ -227,6 +236,50 @@ TEST(TaskMetricsFederated, SecAggSimTaskAndWarmColdMetricsEqualTheCentralizedEva
     EXPECT_TRUE(m.sites.empty()) << round;  // never per site under secure aggregation
   }
 }
+
+// The other paths that carry evaluation sums: Paillier rounds (evaluated
+// through secure aggregation) and sharded aggregation, in the clear and under
+// SecAgg (the riding evaluation's words sliced over the shard servers).
+class TaskMetricsPath : public testing::TestWithParam<std::string> {};
+
+TEST_P(TaskMetricsPath, TaskAndWarmColdMetricsEqualTheCentralizedEvaluation) {
+  const ModelRegistry registry = TaskRegistry();
+  const std::string path = GetParam();
+  Config config = TaskConfig(path.substr(0, path.find(' ')));
+  std::function<void(WorkerOptions*, uint32_t)> per_site;
+  if (path == "paillier") {
+    config.federation.sites = 5;
+    config.security.paillier_bits = 1024;
+    per_site = PaillierTestSites(5);
+  } else {
+    config.cluster.shard_servers = 2;
+  }
+  const Runs runs = CentralAndFederated(config, registry, nullptr, per_site);
+  ASSERT_TRUE(runs.status.ok()) << runs.status.ToString();
+  const EvalResult& central = runs.central.eval;
+  ASSERT_EQ(runs.rounds.size(), 2u);
+  for (const RoundMetrics& m : runs.rounds) {
+    const std::string round = path + ", round " + std::to_string(m.round);
+    ASSERT_TRUE(m.evaluated) << round;
+    EXPECT_FALSE(m.aborted) << round << ": " << m.abort_reason;
+    GroupSums all;
+    all.errors = central.errors;
+    all.ranking = central.ranking;
+    all.tasks = central.tasks;
+    ExpectSameGroup(m.test, m.ranking, m.tasks, all, round + " all users");
+    ASSERT_TRUE(m.warm_cold) << round;
+    ExpectSameGroup(m.warm.errors, m.warm.ranking, m.warm.tasks, central.warm, round + " warm");
+    ExpectSameGroup(m.cold.errors, m.cold.ranking, m.cold.tasks, central.cold, round + " cold");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, TaskMetricsPath,
+                         testing::Values("paillier", "secagg sharded", "none sharded"),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), ' ', '_');
+                           return name;
+                         });
 
 TEST(TaskMetricsFederated, PerSiteMetricsInTheClearAddUpToTheFederationsTotals) {
   const ModelRegistry registry = TaskRegistry();
