@@ -17,7 +17,9 @@
 //      global model. Sites that failed or timed out are reported as failures.
 //   4. Evaluation: C sends EvalRequest with the new model to the evaluating
 //      sites; each answers EvalReport with its additive metric sums; C combines
-//      them in site order into RMSE/MAE and top-N metrics.
+//      them in site order into RMSE/MAE, top-N metrics and, for multi-task
+//      models, per-task sums (AUC histograms, log loss), for all users and,
+//      with eval.warm_cold, for warm and cold-start users apart.
 //   5. After the last round C sends Shutdown to every site.
 // Every message travels in a frame (frame.h) whose header carries the round, so
 // a message of another round is recognised and dropped with a log line.
