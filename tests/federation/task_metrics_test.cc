@@ -370,5 +370,17 @@ TEST(TaskMetricsFederated, FedrecSimWritesPerTaskAndWarmColdMetrics) {
   std::filesystem::remove_all(config.output.dir);
 }
 
+TEST(TaskMetricsConfig, OutOfRangeEvalKeysAreClearErrors) {
+  Config config = TaskConfig("secagg");
+  config.eval.auc_bins = 1;
+  EXPECT_NE(ValidateConfig(config).message().find(
+                "eval.auc_bins: expected an integer in [2, 1048576], found 1"),
+            std::string::npos)
+      << ValidateConfig(config).message();
+  config = TaskConfig("secagg");
+  config.eval.click_negatives = -1;
+  EXPECT_NE(ValidateConfig(config).message().find("eval.click_negatives"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fedrec
