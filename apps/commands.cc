@@ -34,19 +34,65 @@ json Number(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
 // The top-N metrics of `eval` as "<metric>@<k>" keys ("coverage" = share of
 // the `items` catalogue in any user's top K).
-json RankingJson(const EvalResult& eval, const Config& config, uint32_t items) {
+// `coverage`: also the catalogue coverage (not for warm/cold groups, whose
+// per-item counts the sites do not send).
+json RankingJson(const RankingSums& ranking, const Config& config, uint32_t items,
+                 bool coverage = true) {
   json j = json::object();
-  if (!config.eval.ranking || eval.ranking.users == 0) return j;
-  const double n = static_cast<double>(eval.ranking.users);
+  if (!config.eval.ranking || ranking.users == 0) return j;
+  const double n = static_cast<double>(ranking.users);
   const int64_t k = config.eval.top_k;
-  j[fmt::format("precision@{}", k)] = eval.ranking.precision / n;
-  j[fmt::format("recall@{}", k)] = eval.ranking.recall / n;
-  j[fmt::format("f1@{}", k)] = eval.ranking.f1 / n;
-  j[fmt::format("ndcg@{}", k)] = eval.ranking.ndcg / n;
-  j[fmt::format("hr@{}", k)] = eval.ranking.hit_rate / n;
-  j[fmt::format("map@{}", k)] = eval.ranking.map / n;
-  j[fmt::format("coverage@{}", k)] =
-      items ? std::min(1.0, static_cast<double>(eval.ranking.CoveredItems()) / items) : 0.0;
+  j[fmt::format("precision@{}", k)] = ranking.precision / n;
+  j[fmt::format("recall@{}", k)] = ranking.recall / n;
+  j[fmt::format("f1@{}", k)] = ranking.f1 / n;
+  j[fmt::format("ndcg@{}", k)] = ranking.ndcg / n;
+  j[fmt::format("hr@{}", k)] = ranking.hit_rate / n;
+  j[fmt::format("map@{}", k)] = ranking.map / n;
+  if (coverage) {
+    j[fmt::format("coverage@{}", k)] =
+        items ? std::min(1.0, static_cast<double>(ranking.CoveredItems()) / items) : 0.0;
+  }
+  return j;
+}
+
+json RankingJson(const EvalResult& eval, const Config& config, uint32_t items) {
+  return RankingJson(eval.ranking, config, items);
+}
+
+// Per task, by name: {"rmse", "mae", "count"} for a rating task, {"auc",
+// "log_loss", "count", "positives"} for a binary one.
+json TasksJson(const std::vector<TaskSums>& tasks) {
+  json j = json::object();
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    const TaskSums& task = tasks[t];
+    json k = json::object();
+    if (task.spec.kind == TaskKind::kRating) {
+      k["rmse"] = Number(task.errors.Rmse());
+      k["mae"] = Number(task.errors.Mae());
+      k["count"] = task.errors.count;
+    } else {
+      uint64_t positives = 0;
+      for (uint64_t n : task.binary.positives) positives += n;
+      k["auc"] = Number(task.binary.Auc());
+      k["log_loss"] = Number(task.binary.LogLoss());
+      k["count"] = task.binary.count;
+      k["positives"] = positives;
+    }
+    const std::string name =
+        j.contains(task.spec.name) ? task.spec.name + "#" + std::to_string(t) : task.spec.name;
+    j[name] = k;
+  }
+  return j;
+}
+
+// One group of users (warm, cold): rmse, mae, count, the top-N figures, tasks.
+json GroupJson(const GroupSums& group, const Config& config) {
+  json j = {{"rmse", Number(group.errors.Rmse())},
+            {"mae", Number(group.errors.Mae())},
+            {"count", group.errors.count}};
+  j.update(RankingJson(group.ranking, config, 0, /*coverage=*/false));
+  if (config.eval.ranking) j["ranked_users"] = group.ranking.users;
+  if (!group.tasks.empty()) j["tasks"] = TasksJson(group.tasks);
   return j;
 }
 
@@ -54,6 +100,50 @@ void AddEval(json* j, const EvalResult& eval, const Config& config, uint32_t ite
   (*j)["test_rmse"] = Number(eval.errors.Rmse());
   (*j)["test_mae"] = Number(eval.errors.Mae());
   j->update(RankingJson(eval, config, items));
+  if (!eval.tasks.empty()) (*j)["tasks"] = TasksJson(eval.tasks);
+  if (eval.warm_cold) {
+    (*j)["warm"] = GroupJson(eval.warm, config);
+    (*j)["cold"] = GroupJson(eval.cold, config);
+  }
+}
+
+// " rating rmse 0.9123  like auc 0.7012  click auc 0.8123": the tasks'
+// headline figures for progress lines.
+std::string TasksLine(const std::vector<TaskSums>& tasks) {
+  std::string line;
+  for (const TaskSums& task : tasks) {
+    if (task.spec.kind == TaskKind::kRating) {
+      if (task.errors.count > 0)
+        line += fmt::format("  {} rmse {:.4f}", task.spec.name, task.errors.Rmse());
+    } else if (task.binary.count > 0) {
+      line += fmt::format("  {} auc {:.4f} logloss {:.4f}", task.spec.name, task.binary.Auc(),
+                          task.binary.LogLoss());
+    }
+  }
+  return line;
+}
+
+// A federated round's evaluation as the output writes it.
+EvalResult EvalOf(const RoundMetrics& m) {
+  EvalResult eval;
+  eval.errors = m.test;
+  eval.ranking = m.ranking;
+  eval.tasks = m.tasks;
+  eval.warm_cold = m.warm_cold;
+  eval.warm = m.warm;
+  eval.cold = m.cold;
+  return eval;
+}
+
+EvalResult EvalOf(const EvalSums& sums) {
+  EvalResult eval;
+  eval.errors = sums.all.errors;
+  eval.ranking = sums.all.ranking;
+  eval.tasks = sums.all.tasks;
+  eval.warm_cold = sums.warm_cold;
+  eval.warm = sums.warm;
+  eval.cold = sums.cold;
+  return eval;
 }
 
 // The popularity baseline's metrics and the lift of `eval` over them
@@ -80,6 +170,17 @@ std::string ProgressLine(const char* unit, uint32_t step, uint32_t steps, double
     const double n = static_cast<double>(eval->ranking.users);
     line += fmt::format("  P@{} {:.4f}  NDCG@{} {:.4f}", config.eval.top_k,
                         eval->ranking.precision / n, config.eval.top_k, eval->ranking.ndcg / n);
+  }
+  if (eval) line += TasksLine(eval->tasks);
+  if (eval && eval->warm_cold) {
+    for (const auto& [name, group] : {std::pair{"warm", &eval->warm}, {"cold", &eval->cold}}) {
+      if (group->errors.count > 0)
+        line += fmt::format("  {} rmse {:.4f}", name, group->errors.Rmse());
+      if (group->ranking.users > 0) {
+        line += fmt::format("  {} NDCG@{} {:.4f}", name, config.eval.top_k,
+                            group->ranking.ndcg / static_cast<double>(group->ranking.users));
+      }
+    }
   }
   return line;
 }
@@ -172,7 +273,7 @@ class RoundReporter {
       : config_(config), out_(out), items_(items), rounds_(rounds) {}
 
   void operator()(const RoundMetrics& m) {
-    EvalResult eval{m.test, m.ranking};
+    const EvalResult eval = EvalOf(m);
     json line = {{"round", m.round},
                  {"train_rmse", Number(std::sqrt(m.train_mse))},
                  {"train_loss", Number(m.train_mse)},
@@ -199,6 +300,15 @@ class RoundReporter {
     if (m.evaluated) {
       AddEval(&line, eval, config_, items_);
       if (m.evaluated_in_round) line["evaluated_in_round"] = m.evaluated_in_round;
+      if (!m.sites.empty()) {  // eval.per_site: each site's own metrics
+        json sites = json::array();
+        for (const RoundMetrics::SiteEval& site : m.sites) {
+          json s = {{"site", site.site}};
+          AddEval(&s, EvalOf(site.sums), config_, items_);
+          sites.push_back(std::move(s));
+        }
+        line["sites"] = std::move(sites);
+      }
       last_eval_ = eval;
     }
     out_->WriteMetrics(line.dump());
@@ -462,12 +572,31 @@ int RunSim(const Config& config, const Registries& registries) {
     summary["centralized_epochs"] = epochs;
     json central_ranking = RankingJson(baseline->eval, config, dataset.items.size());
     for (auto& [key, value] : central_ranking.items()) summary["centralized_" + key] = value;
+    if (!baseline->eval.tasks.empty())
+      summary["centralized_tasks"] = TasksJson(baseline->eval.tasks);
+    if (baseline->eval.warm_cold) {
+      summary["centralized_warm"] = GroupJson(baseline->eval.warm, config);
+      summary["centralized_cold"] = GroupJson(baseline->eval.cold, config);
+    }
     const EvalResult& fed = reporter.last_eval();
     if (fed.errors.count > 0) {
       std::cout << fmt::format(
           "test RMSE  federated {:.4f}  centralized {:.4f}  ({} sites, {} rounds; centralized {} "
           "epochs)\n",
           fed.errors.Rmse(), baseline->eval.errors.Rmse(), config.federation.sites, rounds, epochs);
+    }
+    for (size_t t = 0; t < fed.tasks.size() && t < baseline->eval.tasks.size(); ++t) {
+      const TaskSums& f = fed.tasks[t];
+      const TaskSums& c = baseline->eval.tasks[t];
+      if (f.spec.kind == TaskKind::kRating && f.errors.count > 0) {
+        std::cout << fmt::format("{} RMSE  federated {:.4f}  centralized {:.4f}\n", f.spec.name,
+                                 f.errors.Rmse(), c.errors.Rmse());
+      } else if (f.spec.kind != TaskKind::kRating && f.binary.count > 0) {
+        std::cout << fmt::format(
+            "{} AUC  federated {:.4f}  centralized {:.4f}  log loss federated {:.4f}  "
+            "centralized {:.4f}\n",
+            f.spec.name, f.binary.Auc(), c.binary.Auc(), f.binary.LogLoss(), c.binary.LogLoss());
+      }
     }
     if (fed.ranking.users > 0 && baseline->eval.ranking.users > 0) {
       std::cout << fmt::format(
@@ -560,7 +689,7 @@ Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint
       spdlog::warn("the popularity baseline round was aborted ({}); no lift is reported",
                    m.abort_reason);
     } else if (m.evaluated) {
-      eval = EvalResult{m.test, m.ranking};
+      eval = EvalOf(m);
     }
   }));
   return eval;

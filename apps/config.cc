@@ -186,6 +186,18 @@ const std::vector<Key>& Schema() {
                  "metric sums with their update: one secure sum per round instead of two"),
       FEDREC_KEY("eval.ranking", eval.ranking, "also compute top-N metrics"),
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
+      FEDREC_KEY("eval.click_negatives", eval.click_negatives,
+                 "click tasks of multi-task models: items the user never interacted with, "
+                 "sampled per held-out interaction as negatives"),
+      FEDREC_KEY("eval.auc_bins", eval.auc_bins,
+                 "bins of predicted probability in the AUC histograms of binary tasks (AUC is "
+                 "exact up to the bin width, and the same federated as centralized)"),
+      FEDREC_KEY("eval.warm_cold", eval.warm_cold,
+                 "also report warm and cold-start users apart (metrics under \"warm\" and "
+                 "\"cold\"; always on with data.cold_start.share > 0)"),
+      FEDREC_KEY("eval.per_site", eval.per_site,
+                 "record each site's own metrics in metrics.jsonl (security.aggregation = none "
+                 "only: secure aggregation shows the coordinator only the sum)"),
       FEDREC_KEY("eval.relevant_threshold", eval.relevant_threshold,
                  "held-out ratings >= this are relevant for top-N metrics"),
       FEDREC_KEY("security.aggregation", security.aggregation,
@@ -907,6 +919,16 @@ Status ValidateConfig(const Config& c) {
   if (!(c.eval.fraction > 0.0 && c.eval.fraction <= 1.0))
     return fail("eval.fraction", "a number in (0, 1]", fmt::format("{}", c.eval.fraction));
   FEDREC_RETURN_IF_ERROR(positive("eval.top_k", c.eval.top_k));
+  if (c.eval.click_negatives < 0 || c.eval.click_negatives > 1000)
+    return fail("eval.click_negatives", "an integer in [0, 1000]",
+                std::to_string(c.eval.click_negatives));
+  if (c.eval.auc_bins < 2 || c.eval.auc_bins > (int64_t{1} << 20))
+    return fail("eval.auc_bins", "an integer in [2, 1048576]", std::to_string(c.eval.auc_bins));
+  if (c.eval.per_site && c.security.aggregation != "none")
+    return fail("eval.per_site",
+                "false unless security.aggregation = \"none\" (under secure aggregation the "
+                "coordinator learns only the sum over the sites)",
+                "true with security.aggregation = \"" + c.security.aggregation + "\"");
   if (c.sim.threads < 0)
     return fail("sim.threads", "an integer >= 0", std::to_string(c.sim.threads));
   if (!(c.sim.compute_speed > 0.0) || !std::isfinite(c.sim.compute_speed))

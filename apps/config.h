@@ -139,6 +139,14 @@ struct Config {
     bool ranking = true;
     int64_t top_k = 10;
     double relevant_threshold = 4.0;
+    // Multi-task models (Model::Tasks): sampled negatives per held-out
+    // interaction of a click task, and bins of the binary tasks' AUC histograms.
+    int64_t click_negatives = 4;
+    int64_t auc_bins = 1024;
+    // Report warm and cold-start users apart (the cold flags of the data).
+    bool warm_cold = false;
+    // Each site's own metrics in metrics.jsonl (security.aggregation = none only).
+    bool per_site = false;
   } eval;
 
   struct Security {

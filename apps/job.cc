@@ -665,6 +665,10 @@ int64_t EffectiveEpochs(const Config& config, const ModelRegistry* registry) {
   return steps ? std::min<int64_t>(config.train.epochs, steps) : config.train.epochs;
 }
 
+bool EvalWarmCold(const Config& config) {
+  return config.eval.warm_cold || config.data.cold_start.share > 0;
+}
+
 WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* registry) {
   WorkerOptions options;
   // Every site's options share one copy of the configuration. Sites decay
@@ -680,6 +684,9 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
   options.evaluate_ranking = config.eval.ranking;
   options.ranking.k = static_cast<uint32_t>(config.eval.top_k);
   options.ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
+  options.click_negatives = static_cast<uint32_t>(config.eval.click_negatives);
+  options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
+  options.eval_warm_cold = EvalWarmCold(config);
   options.seed = config.seed;
   options.secagg_policy = SecAggPolicy(config);
   return options;
@@ -716,6 +723,9 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.eval_every = static_cast<uint32_t>(config.eval.every);
   options.eval_fraction = config.eval.fraction;
   options.eval_with_next_round = config.eval.with_next_round;
+  options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
+  options.eval_warm_cold = EvalWarmCold(config);
+  options.eval_per_site = config.eval.per_site;
   options.seed = config.seed;
   options.round_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(config.federation.round_timeout * 1000.0));
@@ -864,16 +874,30 @@ StrategyOptions MakeStrategyOptions(const Config& config) {
   return options;
 }
 
-EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test) {
+EvalOptions MakeEvalOptions(const Config& config) {
+  EvalOptions options;
+  options.rating_min = static_cast<float>(config.data.rating_min);
+  options.rating_max = static_cast<float>(config.data.rating_max);
+  options.ranking = config.eval.ranking;
+  options.ranking_options.k = static_cast<uint32_t>(config.eval.top_k);
+  options.ranking_options.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
+  options.click_negatives = static_cast<uint32_t>(config.eval.click_negatives);
+  options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
+  options.warm_cold = EvalWarmCold(config);
+  options.seed = config.seed;
+  return options;
+}
+
+EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test,
+                    std::span<const uint64_t> user_keys, std::span<const uint8_t> cold_users) {
+  EvalSums sums = EvaluateAll(model, test, user_keys, cold_users, MakeEvalOptions(config));
   EvalResult result;
-  result.errors = EvaluateErrors(model, test, static_cast<float>(config.data.rating_min),
-                                 static_cast<float>(config.data.rating_max));
-  if (config.eval.ranking) {
-    RankingOptions ranking;
-    ranking.k = static_cast<uint32_t>(config.eval.top_k);
-    ranking.relevant_threshold = static_cast<float>(config.eval.relevant_threshold);
-    result.ranking = EvaluateRanking(model, test, ranking);
-  }
+  result.errors = sums.all.errors;
+  result.ranking = std::move(sums.all.ranking);
+  result.tasks = std::move(sums.all.tasks);
+  result.warm_cold = sums.warm_cold;
+  result.warm = std::move(sums.warm);
+  result.cold = std::move(sums.cold);
   return result;
 }
 
@@ -891,6 +915,7 @@ Result<CentralizedResult> TrainCentralized(
   if (!dataset.item_features.empty())
     data.item_features = std::make_shared<const FeatureTable>(dataset.item_features);
   data.cold_users = dataset.cold_users;
+  const std::vector<uint64_t> user_keys = data.user_keys;  // evaluation: click negatives
   FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
                           MakeModel(config, std::move(data), registry));
   model->OnInitialModel();
@@ -912,7 +937,7 @@ Result<CentralizedResult> TrainCentralized(
     const bool last = epoch + 1 == epochs;
     if (last || (epoch + 1) % config.eval.every == 0) {
       point.evaluated = true;
-      point.eval = Evaluate(config, *model, test);
+      point.eval = Evaluate(config, *model, test, user_keys, dataset.cold_users);
       if (last) result.eval = point.eval;
     }
     if (on_epoch) on_epoch(point);

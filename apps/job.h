@@ -165,6 +165,9 @@ void LogChannelSecurity(const Config& config);
 struct EvalResult {
   ErrorSums errors;
   RankingSums ranking;
+  std::vector<TaskSums> tasks;  // per task of a multi-task model (Model::Tasks())
+  bool warm_cold = false;       // eval.warm_cold: warm and cold users apart
+  GroupSums warm, cold;
 };
 
 // One evaluation point of a run (epoch of `fedrec train`, round of `fedrec sim`).
@@ -183,8 +186,17 @@ struct CentralizedResult {
 };
 
 // Evaluates `model` on `test` (RMSE/MAE when it predicts ratings, top-N
-// metrics when eval.ranking is on).
-EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test);
+// metrics when eval.ranking is on, per-task metrics of multi-task models;
+// warm and cold users apart with eval.warm_cold, by `cold_users`).
+// `user_keys`: each user's stable key (click tasks' negatives).
+EvalResult Evaluate(const Config& config, const Model& model, std::span<const Rating> test,
+                    std::span<const uint64_t> user_keys = {},
+                    std::span<const uint8_t> cold_users = {});
+// Whether evaluation reports warm and cold-start users apart: the same at
+// the coordinator and every site, from the configuration alone.
+bool EvalWarmCold(const Config& config);
+// The evaluation options of the configuration (eval.*).
+EvalOptions MakeEvalOptions(const Config& config);
 
 // Centralized training: the configured model over all training interactions,
 // EffectiveEpochs(config) epochs (closed-form models solve from their own

@@ -34,6 +34,7 @@ enum class Purpose : uint64_t {
   kAvailability = 13,  // simulated site availability (round = federated round)
   kEvalSample = 14,    // the sites asked to evaluate (round = federated round)
   kLocalEpochs = 15,   // heterogeneous local epochs (round = federated round)
+  kEvalNegative = 16,  // click negatives of evaluation (round = the user's stable key)
   kUser = 100,         // first value free for plug-ins
 };
 

@@ -41,6 +41,10 @@ struct SchemeContext {
   // model when it does not hold the current version.
   std::function<Status(RoundPlan*, const std::vector<uint32_t>&)> send_plan;
   std::function<Status(EvalRequest*, const std::vector<uint32_t>&)> send_eval;
+  // What the sites' evaluation sums hold (the model's tasks, AUC bins, warm
+  // and cold groups), and the tasks they are reported under.
+  EvalLayout eval_layout;
+  std::vector<TaskSpec> eval_tasks;
 };
 
 class CoordinatorScheme {

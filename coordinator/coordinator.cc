@@ -78,6 +78,9 @@ CoordinatorScheme& Coordinator::scheme() {
   context.send_eval = [this](EvalRequest* request, const std::vector<uint32_t>& sites) {
     return SendWithModel(request, sites, request->round);
   };
+  if (model_) context.eval_tasks = model_->Tasks();
+  context.eval_layout = EvalLayout{options_.items, BinaryTasks(context.eval_tasks),
+                                   options_.auc_bins, options_.eval_warm_cold};
   scheme_ = MakeCoordinatorScheme(options_.aggregation, std::move(context));
   return *scheme_;
 }
@@ -239,6 +242,13 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
   if (link_.num_sites() == 0) {
     ShutdownSites("no sites", true);
     return Status::InvalidArgument("coordinator: the federation has no sites");
+  }
+  if (options_.eval_per_site && options_.aggregation != Aggregation::kNone) {
+    ShutdownSites("per-site metrics under secure aggregation", true);
+    return Status::InvalidArgument(
+        std::string("coordinator: eval.per_site needs security.aggregation = none, found ") +
+        AggregationName(options_.aggregation) +
+        " (under secure aggregation the coordinator learns only the sum over the sites)");
   }
   Status status;
   // A round whose evaluation rides on the next round's secure sum: its

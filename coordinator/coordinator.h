@@ -73,6 +73,13 @@ struct CoordinatorOptions {
   // Items of the federation: with encrypted aggregation the sites' per-item
   // recommendation counts are summed securely over this many items.
   uint64_t items = 0;
+  // Evaluation (eval.*): bins of the AUC histograms of binary tasks, whether
+  // warm and cold-start users are reported apart, and, with aggregation
+  // kNone only, each evaluating site's own metrics (RoundMetrics::sites).
+  // Sites are configured alike (WorkerOptions).
+  uint32_t auc_bins = 1024;
+  bool eval_warm_cold = false;
+  bool eval_per_site = false;
 
   // How updates are combined. kSecAgg and kPaillier never show the coordinator
   // an individual update; they need at least 3 sites per round.
@@ -112,6 +119,18 @@ struct RoundMetrics {
   bool evaluated = false;
   ErrorSums test;  // combined over sites
   RankingSums ranking;
+  // Per task of a multi-task model (Model::Tasks(); empty otherwise), and
+  // with CoordinatorOptions::eval_warm_cold the warm and cold users' sums.
+  std::vector<TaskSums> tasks;
+  bool warm_cold = false;
+  GroupSums warm, cold;
+  // CoordinatorOptions::eval_per_site: each evaluating site's own sums, in
+  // site order.
+  struct SiteEval {
+    uint32_t site = 0;
+    EvalSums sums;
+  };
+  std::vector<SiteEval> sites;
   uint64_t bytes_sent = 0;  // by the coordinator this round
   uint64_t bytes_received = 0;
   // Wall time of the round including its evaluation, or, when that rode on

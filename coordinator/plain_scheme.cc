@@ -104,8 +104,8 @@ class PlainScheme : public CoordinatorScheme {
         return Status::Corruption("shard server " + std::to_string(s) + " sent " +
                                   std::to_string(slice.row_weight.size()) + " row weights and " +
                                   std::to_string(slice.weighted_sum.size()) +
-                                  " weighted sums, expected " + std::to_string(weights) +
-                                  " and " + std::to_string(values));
+                                  " weighted sums, expected " + std::to_string(weights) + " and " +
+                                  std::to_string(values));
       }
       size_t w = 0, v = 0;
       for (size_t b = 0; b < blocks.size(); ++b) {
@@ -137,8 +137,17 @@ class PlainScheme : public CoordinatorScheme {
                        link.SiteName(site), reason);
           link.ForgetModel(site);
         }));
-    for (const auto& report : reports) {  // site order: fixed summation order
-      if (report) MergeReport(*report, metrics);
+    for (uint32_t site = 0; site < reports.size(); ++site) {  // fixed summation order
+      const std::optional<EvalReport>& report = reports[site];
+      if (!report) continue;
+      if (Status fits = CheckEvalReport(*report, c_.eval_layout); !fits.ok()) {
+        spdlog::warn("coordinator, round {}: evaluation at {} not counted: {}", round,
+                     link.SiteName(site), fits.message());
+        continue;
+      }
+      const EvalSums sums = SumsOfReport(*report, c_.eval_tasks);
+      MergeSums(sums, metrics);
+      if (c_.options->eval_per_site) metrics->sites.push_back({site, sums});
     }
     metrics->evaluated = true;
     return Status::Ok();

@@ -4,18 +4,69 @@
 
 namespace fedrec {
 
-void MergeReport(const EvalReport& report, RoundMetrics* metrics) {
-  metrics->test.Merge(ErrorSums{report.squared_error, report.absolute_error, report.count});
-  RankingSums ranking;
-  ranking.precision = report.precision;
-  ranking.recall = report.recall;
-  ranking.ndcg = report.ndcg;
-  ranking.hit_rate = report.hit_rate;
-  ranking.f1 = report.f1;
-  ranking.map = report.map;
-  ranking.users = report.ranked_users;
-  ranking.recommended = report.recommended;
-  metrics->ranking.Merge(ranking);
+namespace {
+
+template <typename Group>
+GroupSums GroupOf(const Group& g, const std::vector<TaskEvalSums>& tasks,
+                  const std::vector<TaskSpec>& specs) {
+  GroupSums out;
+  out.errors = ErrorSums{g.squared_error, g.absolute_error, g.count};
+  out.ranking.precision = g.precision;
+  out.ranking.recall = g.recall;
+  out.ranking.ndcg = g.ndcg;
+  out.ranking.hit_rate = g.hit_rate;
+  out.ranking.f1 = g.f1;
+  out.ranking.map = g.map;
+  out.ranking.users = g.ranked_users;
+  out.tasks.resize(specs.size());
+  for (size_t t = 0; t < specs.size() && t < tasks.size(); ++t) {
+    TaskSums& k = out.tasks[t];
+    k.spec = specs[t];
+    if (specs[t].kind == TaskKind::kRating) {
+      k.errors = ErrorSums{tasks[t].squared_error, tasks[t].absolute_error, tasks[t].count};
+    } else {
+      k.binary.log_loss = tasks[t].log_loss;
+      k.binary.count = tasks[t].count;
+      k.binary.positives = tasks[t].positives;
+      k.binary.negatives = tasks[t].negatives;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+EvalSums SumsOfReport(const EvalReport& report, const std::vector<TaskSpec>& tasks) {
+  EvalSums sums;
+  sums.all = GroupOf(report, report.tasks, tasks);
+  sums.all.ranking.recommended = report.recommended;
+  sums.warm_cold = report.groups.size() == 2;
+  if (sums.warm_cold) {
+    sums.warm = GroupOf(report.groups[0], report.groups[0].tasks, tasks);
+    sums.cold = GroupOf(report.groups[1], report.groups[1].tasks, tasks);
+  }
+  return sums;
+}
+
+void MergeSums(const EvalSums& sums, RoundMetrics* metrics) {
+  metrics->test.Merge(sums.all.errors);
+  metrics->ranking.Merge(sums.all.ranking);
+  if (metrics->tasks.empty()) {
+    metrics->tasks = sums.all.tasks;
+  } else {
+    for (size_t t = 0; t < metrics->tasks.size() && t < sums.all.tasks.size(); ++t)
+      metrics->tasks[t].Merge(sums.all.tasks[t]);
+  }
+  if (sums.warm_cold) {
+    metrics->warm_cold = true;
+    metrics->warm.Merge(sums.warm);
+    metrics->cold.Merge(sums.cold);
+  }
+}
+
+void MergeReport(const EvalReport& report, const std::vector<TaskSpec>& tasks,
+                 RoundMetrics* metrics) {
+  MergeSums(SumsOfReport(report, tasks), metrics);
 }
 
 void FillEncryptedInput(uint32_t round, DecodedSums decoded, const std::vector<uint32_t>& summed,
@@ -66,8 +117,8 @@ Result<std::vector<ShardSums>> CloseShards(const SchemeContext& context, const S
   const uint32_t round = close.round;
   const std::string where = "coordinator, round " + std::to_string(round);
   for (int rank : ranks) {
-    FEDREC_RETURN_IF_ERROR(transport.Send(
-        rank, EncodeMessage(close, round, static_cast<uint32_t>(transport.rank()))));
+    FEDREC_RETURN_IF_ERROR(
+        transport.Send(rank, EncodeMessage(close, round, static_cast<uint32_t>(transport.rank()))));
   }
   std::vector<std::optional<ShardSums>> answers(ranks.size());
   size_t missing = ranks.size();

@@ -15,8 +15,14 @@
 
 namespace fedrec {
 
-// Adds an evaluation's sums (one site's, or the secure total) to the round's.
-void MergeReport(const EvalReport& report, RoundMetrics* metrics);
+// The evaluation sums of a report (one site's, or the secure total), with
+// its tasks labelled by `tasks`. REQUIRES: the report fits the layout of
+// `tasks` (CheckEvalReport).
+EvalSums SumsOfReport(const EvalReport& report, const std::vector<TaskSpec>& tasks);
+// Adds an evaluation's sums to the round's.
+void MergeSums(const EvalSums& sums, RoundMetrics* metrics);
+void MergeReport(const EvalReport& report, const std::vector<TaskSpec>& tasks,
+                 RoundMetrics* metrics);
 
 // What the strategy gets from an encrypted round: the decoded sums over
 // `summed` (ascending) out of `selected` sites.

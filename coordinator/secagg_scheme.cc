@@ -119,7 +119,8 @@ Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& cont
     for (uint32_t site : first) {
       if (std::binary_search(noticed.begin(), noticed.end(), site)) continue;
       const SecAggMaskedView late{round, site, server.params().ring_bits, {}};
-      if (Status s = server.AddMasked(site, late); !s.ok()) return abort(Status::Aborted(s.message()));
+      if (Status s = server.AddMasked(site, late); !s.ok())
+        return abort(Status::Aborted(s.message()));
     }
   }
   if (Status s = timed([&] { return server.FinishMasked(); }); !s.ok()) return abort(s);
@@ -193,7 +194,7 @@ Status SecureEvaluate(const SchemeContext& context, uint32_t round, uint64_t ver
   SiteLink& link = *context.link;
   const uint32_t label = EvalSecAggRound(round);
   Result<secagg::Params> made = secagg::MakeParams(options.job_id, label, sites, options.secagg, 64,
-                                                   EvalSumsLength(options.items));
+                                                   EvalSumsLength(context.eval_layout));
   if (!made.ok()) {
     if (sites.size() == link.num_sites()) return made.status();
     spdlog::warn("coordinator, round {}: no secure evaluation with {} site(s) unavailable: {}",
@@ -221,11 +222,11 @@ Status SecureEvaluate(const SchemeContext& context, uint32_t round, uint64_t ver
       if (!std::binary_search(survivors.begin(), survivors.end(), s)) link.ForgetModel(s);
     return Status::Ok();  // not evaluated this time
   }
-  Result<EvalReport> totals = DecodeEvalSums(*sum, options.items);
+  Result<EvalReport> totals = DecodeEvalSums(*sum, context.eval_layout);
   if (!totals.ok())
     return totals.status().WithContext("coordinator, round " + std::to_string(round));
   if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
-  MergeReport(*totals, metrics);
+  MergeReport(*totals, context.eval_tasks, metrics);
   metrics->evaluated = true;
   return Status::Ok();
 }
@@ -266,7 +267,7 @@ class SecAggScheme : public CoordinatorScheme {
       format.ring_bits = 64;
     const std::vector<ParamBlock> shapes = WithTrainLoss(*c_.upload);
     const uint64_t update_length = EncodedLength(shapes);
-    const uint64_t eval_length = evaluate ? EvalWordsLength(options.items, format.ring_bits) : 0;
+    const uint64_t eval_length = evaluate ? EvalWordsLength(c_.eval_layout, format.ring_bits) : 0;
     Result<secagg::Params> made =
         secagg::MakeParams(options.job_id, round, selected, options.secagg, format.ring_bits,
                            update_length + eval_length);
@@ -310,13 +311,13 @@ class SecAggScheme : public CoordinatorScheme {
     };
     if (evaluate) {
       Result<EvalReport> totals = timed([&] {
-        return DecodeEvalWords(std::span(*sum).subspan(update_length), options.items,
+        return DecodeEvalWords(std::span(*sum).subspan(update_length), c_.eval_layout,
                                format.ring_bits);
       });
       if (!totals.ok()) return abort(totals.status());
       sum->resize(update_length);
       if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
-      MergeReport(*totals, evaluate_previous);
+      MergeReport(*totals, c_.eval_tasks, evaluate_previous);
       evaluate_previous->evaluated = true;
       evaluate_previous->evaluated_in_round = round;
     }

@@ -215,6 +215,7 @@ const char* UnitName() {
   if constexpr (std::is_same_v<T, uint8_t>) return "bytes";
   if constexpr (std::is_same_v<T, double>) return "float64 values";
   if constexpr (std::is_same_v<T, int64_t>) return "int64 values";
+  if constexpr (std::is_same_v<T, uint64_t>) return "uint64 values";
   return "values";
 }
 
@@ -277,6 +278,10 @@ void Bool(Archive& ar, bool& b, const Describe& describe) {
 constexpr uint64_t kMinParamBlockBytes = 8 + 1 + 4 + 4 + 8;
 // BlockUpdate: name count (8) + cols (4) + rows, weights, values counts (3 * 8).
 constexpr uint64_t kMinBlockUpdateBytes = 8 + 4 + 3 * 8;
+// TaskEvalSums: three reals and a count (4 * 8) + two histogram counts (2 * 8).
+constexpr uint64_t kMinTaskEvalSumsBytes = 4 * 8 + 2 * 8;
+// GroupEvalSums: eight reals, two counts (10 * 8) + task count (8).
+constexpr uint64_t kMinGroupEvalSumsBytes = 10 * 8 + 8;
 // SecAggKeys: round, site (2 * 4) + three keys (3 * 32) + signature (64).
 constexpr uint64_t kSecAggKeysBytes = 8 + 3 * 32 + 64;
 // A membership bitmap over at most 2^20 participants.
@@ -373,10 +378,26 @@ void serialize(Archive& ar, EvalRequest& m) {
 }
 
 template <class Archive>
+void serialize(Archive& ar, TaskEvalSums& m) {
+  ar(m.squared_error, m.absolute_error, m.log_loss, m.count);
+  Contiguous(ar, m.positives, Label("AUC histogram of positives"));
+  Contiguous(ar, m.negatives, Label("AUC histogram of negatives"));
+}
+
+template <class Archive>
+void serialize(Archive& ar, GroupEvalSums& m) {
+  ar(m.squared_error, m.absolute_error, m.count, m.precision, m.recall, m.ndcg, m.hit_rate, m.f1,
+     m.map, m.ranked_users);
+  Structs(ar, m.tasks, kMinTaskEvalSumsBytes, Label("task evaluation sums"));
+}
+
+template <class Archive>
 void serialize(Archive& ar, EvalReport& m) {
   ar(m.round, m.squared_error, m.absolute_error, m.count, m.precision, m.recall, m.ndcg, m.hit_rate,
      m.f1, m.map, m.ranked_users);
   Contiguous(ar, m.recommended, Label("per-item recommendation counts"));
+  Structs(ar, m.tasks, kMinTaskEvalSumsBytes, Label("task evaluation sums"));
+  Structs(ar, m.groups, kMinGroupEvalSumsBytes, Label("warm/cold evaluation groups"));
 }
 
 template <class Archive>
@@ -675,7 +696,43 @@ Status CheckUpdates(const std::vector<BlockUpdate>& blocks) {
 Status Check(const RoundPlan& m) { return CheckBlocks(m.model); }
 Status Check(const EvalRequest& m) { return CheckBlocks(m.model); }
 Status Check(const ModelUpdate& m) { return CheckUpdates(m.blocks); }
-Status Check(const EvalReport&) { return Status::Ok(); }
+// The tasks of one group: histograms of equal size, finite log loss and errors.
+Status CheckTaskSums(const std::vector<TaskEvalSums>& tasks, const std::string& where) {
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    const TaskEvalSums& k = tasks[t];
+    const std::string task = where + "task " + std::to_string(t);
+    if (k.positives.size() != k.negatives.size()) {
+      return Status::InvalidArgument(
+          task + ": AUC histograms of " + std::to_string(k.positives.size()) + " positive and " +
+          std::to_string(k.negatives.size()) + " negative bins, expected equal sizes");
+    }
+    for (const double v : {k.squared_error, k.absolute_error, k.log_loss}) {
+      if (!std::isfinite(v) || v < 0.0)
+        return Status::InvalidArgument(task + ": a sum of " + std::to_string(v) +
+                                       ", expected a finite value >= 0");
+    }
+  }
+  return Status::Ok();
+}
+
+Status Check(const EvalReport& m) {
+  FEDREC_RETURN_IF_ERROR(CheckTaskSums(m.tasks, "evaluation report: "));
+  if (!m.groups.empty() && m.groups.size() != 2) {
+    return Status::InvalidArgument("evaluation report: " + std::to_string(m.groups.size()) +
+                                   " user groups, expected none or 2 (warm, cold)");
+  }
+  for (size_t g = 0; g < m.groups.size(); ++g) {
+    const std::string where =
+        std::string("evaluation report, ") + (g == 0 ? "warm" : "cold") + " users: ";
+    if (m.groups[g].tasks.size() != m.tasks.size()) {
+      return Status::InvalidArgument(where + std::to_string(m.groups[g].tasks.size()) +
+                                     " tasks, expected " + std::to_string(m.tasks.size()) +
+                                     " as for all users");
+    }
+    FEDREC_RETURN_IF_ERROR(CheckTaskSums(m.groups[g].tasks, where));
+  }
+  return Status::Ok();
+}
 Status Check(const Shutdown&) { return Status::Ok(); }
 Status Check(const SiteError&) { return Status::Ok(); }
 Status Check(const SiteHello&) { return Status::Ok(); }

@@ -17,7 +17,9 @@
 //      global model. Sites that failed or timed out are reported as failures.
 //   4. Evaluation: C sends EvalRequest with the new model to the evaluating
 //      sites; each answers EvalReport with its additive metric sums; C combines
-//      them in site order into RMSE/MAE and top-N metrics.
+//      them in site order into RMSE/MAE, top-N metrics and, for multi-task
+//      models, per-task sums (AUC histograms, log loss), for all users and,
+//      with eval.warm_cold, for warm and cold-start users apart.
 //   5. After the last round C sends Shutdown to every site.
 // Every message travels in a frame (frame.h) whose header carries the round, so
 // a message of another round is recognised and dropped with a log line.
@@ -145,6 +147,30 @@ struct EvalRequest {
 // round's protocol can be replayed into it.
 constexpr uint32_t EvalSecAggRound(uint32_t round) { return round | 0x80000000u; }
 
+// One task's evaluation sums (algorithms/metrics.h TaskSums), in task order
+// of the model's Tasks(): a rating task fills the errors and count, a binary
+// task (like, click) the log loss, count and its AUC histogram.
+struct TaskEvalSums {
+  double squared_error = 0.0, absolute_error = 0.0;  // rating task
+  double log_loss = 0.0;                             // binary task
+  uint64_t count = 0;
+  std::vector<uint64_t> positives, negatives;  // binary task: per AUC bin; empty otherwise
+
+  friend bool operator==(const TaskEvalSums&, const TaskEvalSums&) = default;
+};
+
+// The sums of one group of users (warm or cold-start), as EvalReport's own
+// fields are for all users (without per-item recommendation counts).
+struct GroupEvalSums {
+  double squared_error = 0.0, absolute_error = 0.0;
+  uint64_t count = 0;
+  double precision = 0.0, recall = 0.0, ndcg = 0.0, hit_rate = 0.0, f1 = 0.0, map = 0.0;
+  uint64_t ranked_users = 0;
+  std::vector<TaskEvalSums> tasks;
+
+  friend bool operator==(const GroupEvalSums&, const GroupEvalSums&) = default;
+};
+
 struct EvalReport {
   static constexpr MessageType kType = MessageType::kEvalReport;
   uint32_t round = 0;
@@ -154,6 +180,10 @@ struct EvalReport {
   double f1 = 0.0, map = 0.0;                                        // sums over users
   uint64_t ranked_users = 0;
   std::vector<uint32_t> recommended;  // per item: the site's users whose top K holds it
+  std::vector<TaskEvalSums> tasks;    // all users, per task of a multi-task model
+  // Empty, or {warm, cold} when the job reports cold-start users apart
+  // (eval.warm_cold); the fields above are then their sums.
+  std::vector<GroupEvalSums> groups;
 
   friend bool operator==(const EvalReport&, const EvalReport&) = default;
 };

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "base/little_endian.h"
@@ -370,49 +371,135 @@ double TakeTrainLoss(DecodedSums* sums) {
 
 namespace {
 
-constexpr size_t kEvalReals = 8;     // the fixed-point sums, in EvalReport order
-constexpr size_t kEvalIntegers = 2;  // count, ranked users
+// Visits every element of the layout of EncodeEvalSums in order: `real(double&)`
+// for fixed-point sums, `integer(auto&)` for counts. Sizes the report's vectors
+// to the layout first (missing parts read as zero).
+template <typename Real, typename Integer>
+void VisitEvalSums(EvalReport& r, const EvalLayout& layout, Real real, Integer integer) {
+  const auto group = [&](auto& g) {
+    for (double* v : {&g.squared_error, &g.absolute_error, &g.precision, &g.recall, &g.ndcg,
+                      &g.hit_rate, &g.f1, &g.map})
+      real(*v);
+    integer(g.count);
+    integer(g.ranked_users);
+  };
+  const auto tasks = [&](std::vector<TaskEvalSums>& list) {
+    list.resize(layout.binary_tasks.size());
+    for (size_t t = 0; t < list.size(); ++t) {
+      TaskEvalSums& k = list[t];
+      if (layout.binary_tasks[t]) {
+        real(k.log_loss);
+        integer(k.count);
+        k.positives.resize(layout.auc_bins, 0);
+        k.negatives.resize(layout.auc_bins, 0);
+        for (uint64_t& n : k.positives) integer(n);
+        for (uint64_t& n : k.negatives) integer(n);
+      } else {
+        real(k.squared_error);
+        real(k.absolute_error);
+        integer(k.count);
+        k.positives.clear();
+        k.negatives.clear();
+      }
+    }
+  };
+  group(r);
+  r.recommended.resize(layout.items, 0);
+  for (uint32_t& n : r.recommended) integer(n);
+  tasks(r.tasks);
+  if (!layout.warm_cold) {
+    r.groups.clear();
+    return;
+  }
+  r.groups.resize(2);
+  for (GroupEvalSums& g : r.groups) {
+    group(g);
+    tasks(g.tasks);
+  }
+}
 
-double* EvalReal(EvalReport& r, size_t i) {
-  double* fields[kEvalReals] = {&r.squared_error, &r.absolute_error, &r.precision, &r.recall,
-                                &r.ndcg,          &r.hit_rate,       &r.f1,        &r.map};
-  return fields[i];
+uint64_t TasksLength(const EvalLayout& layout) {
+  uint64_t n = 0;
+  for (const bool binary : layout.binary_tasks) n += binary ? 2 + 2 * uint64_t{layout.auc_bins} : 3;
+  return n;
+}
+
+constexpr uint64_t kEvalGroupLength = 10;  // 8 fixed-point sums, 2 counts
+
+Status CheckTasks(const std::vector<TaskEvalSums>& tasks, const EvalLayout& layout,
+                  const std::string& where) {
+  if (tasks.size() != layout.binary_tasks.size()) {
+    return Status::InvalidArgument(where + std::to_string(tasks.size()) + " tasks, expected " +
+                                   std::to_string(layout.binary_tasks.size()) +
+                                   " (the model's tasks)");
+  }
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    const size_t bins = layout.binary_tasks[t] ? layout.auc_bins : 0;
+    if (tasks[t].positives.size() != bins || tasks[t].negatives.size() != bins) {
+      return Status::InvalidArgument(
+          where + "task " + std::to_string(t) + " has AUC histograms of " +
+          std::to_string(tasks[t].positives.size()) + " and " +
+          std::to_string(tasks[t].negatives.size()) + " bins, expected " + std::to_string(bins) +
+          (bins ? " (eval.auc_bins)" : " (a rating task has none)"));
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace
 
-uint64_t EvalSumsLength(uint64_t items) { return kEvalReals + kEvalIntegers + items; }
+Status CheckEvalReport(const EvalReport& report, const EvalLayout& layout) {
+  if (report.recommended.size() > layout.items) {
+    return Status::InvalidArgument("evaluation report: recommendation counts of " +
+                                   std::to_string(report.recommended.size()) +
+                                   " items, expected at most " + std::to_string(layout.items));
+  }
+  FEDREC_RETURN_IF_ERROR(CheckTasks(report.tasks, layout, "evaluation report: "));
+  const size_t groups = layout.warm_cold ? 2 : 0;
+  if (report.groups.size() != groups) {
+    return Status::InvalidArgument("evaluation report: " + std::to_string(report.groups.size()) +
+                                   " user groups, expected " + std::to_string(groups) +
+                                   (layout.warm_cold ? " (warm, cold: eval.warm_cold is on)" : ""));
+  }
+  for (size_t g = 0; g < groups; ++g) {
+    FEDREC_RETURN_IF_ERROR(
+        CheckTasks(report.groups[g].tasks, layout,
+                   std::string("evaluation report, ") + (g == 0 ? "warm" : "cold") + " users: "));
+  }
+  return Status::Ok();
+}
 
-std::vector<uint64_t> EncodeEvalSums(const EvalReport& report, uint64_t items) {
+uint64_t EvalSumsLength(const EvalLayout& layout) {
+  const uint64_t group = kEvalGroupLength + TasksLength(layout);
+  return group + layout.items + (layout.warm_cold ? 2 * group : 0);
+}
+
+std::vector<uint64_t> EncodeEvalSums(const EvalReport& report, const EvalLayout& layout) {
   EvalReport r = report;
   std::vector<uint64_t> out;
-  out.reserve(EvalSumsLength(items));
+  out.reserve(EvalSumsLength(layout));
   const double scale = std::ldexp(1.0, static_cast<int>(kEvalFracBits));
-  for (size_t i = 0; i < kEvalReals; ++i) {
-    const double v = *EvalReal(r, i);
-    out.push_back(static_cast<uint64_t>(std::llround(std::isfinite(v) ? v * scale : 0.0)));
-  }
-  out.push_back(r.count);
-  out.push_back(r.ranked_users);
-  for (uint64_t item = 0; item < items; ++item)
-    out.push_back(item < r.recommended.size() ? r.recommended[item] : 0);
+  VisitEvalSums(
+      r, layout,
+      [&](double& v) {
+        out.push_back(static_cast<uint64_t>(std::llround(std::isfinite(v) ? v * scale : 0.0)));
+      },
+      [&](auto& n) { out.push_back(static_cast<uint64_t>(n)); });
   return out;
 }
 
-Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, uint64_t items) {
-  if (sum.size() != EvalSumsLength(items)) {
+Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, const EvalLayout& layout) {
+  if (sum.size() != EvalSumsLength(layout)) {
     return Status::InvalidArgument("evaluation sums of " + std::to_string(sum.size()) +
-                                   " elements, expected " + std::to_string(EvalSumsLength(items)));
+                                   " elements, expected " + std::to_string(EvalSumsLength(layout)));
   }
   EvalReport r;
   const double inv_scale = std::ldexp(1.0, -static_cast<int>(kEvalFracBits));
-  for (size_t i = 0; i < kEvalReals; ++i)
-    *EvalReal(r, i) = static_cast<double>(static_cast<int64_t>(sum[i])) * inv_scale;
-  r.count = sum[kEvalReals];
-  r.ranked_users = sum[kEvalReals + 1];
-  r.recommended.resize(items);
-  for (uint64_t item = 0; item < items; ++item)
-    r.recommended[item] = static_cast<uint32_t>(sum[kEvalReals + kEvalIntegers + item]);
+  size_t next = 0;
+  VisitEvalSums(
+      r, layout,
+      [&](double& v) { v = static_cast<double>(static_cast<int64_t>(sum[next++])) * inv_scale; },
+      [&](auto& n) { n = static_cast<std::remove_reference_t<decltype(n)>>(sum[next++]); });
   return r;
 }
 
@@ -424,8 +511,8 @@ uint32_t EvalLimbs(uint32_t ring_bits) { return ring_bits == 64 ? 1 : 64 / kEval
 
 }  // namespace
 
-uint64_t EvalWordsLength(uint64_t items, uint32_t ring_bits) {
-  return EvalSumsLength(items) * EvalLimbs(ring_bits);
+uint64_t EvalWordsLength(const EvalLayout& layout, uint32_t ring_bits) {
+  return EvalSumsLength(layout) * EvalLimbs(ring_bits);
 }
 
 void WriteEvalWords(std::span<const uint64_t> sums, uint32_t ring_bits, uint64_t begin,
@@ -447,19 +534,20 @@ void WriteEvalWords(std::span<const uint64_t> sums, uint32_t ring_bits, uint64_t
   }
 }
 
-Result<EvalReport> DecodeEvalWords(std::span<const uint64_t> sum, uint64_t items,
+Result<EvalReport> DecodeEvalWords(std::span<const uint64_t> sum, const EvalLayout& layout,
                                    uint32_t ring_bits) {
-  if (sum.size() != EvalWordsLength(items, ring_bits)) {
+  if (sum.size() != EvalWordsLength(layout, ring_bits)) {
     return Status::InvalidArgument(
         "evaluation words of " + std::to_string(sum.size()) + " elements, expected " +
-        std::to_string(EvalWordsLength(items, ring_bits)) + " (" + std::to_string(items) +
-        " items, ring of " + std::to_string(ring_bits) + " bits)");
+        std::to_string(EvalWordsLength(layout, ring_bits)) + " (" + std::to_string(layout.items) +
+        " items, " + std::to_string(layout.binary_tasks.size()) + " tasks, ring of " +
+        std::to_string(ring_bits) + " bits)");
   }
   const uint32_t limbs = EvalLimbs(ring_bits);
-  std::vector<uint64_t> totals(EvalSumsLength(items), 0);
+  std::vector<uint64_t> totals(EvalSumsLength(layout), 0);
   for (size_t w = 0; w < sum.size(); ++w)
     totals[w / limbs] += sum[w] << (kEvalLimbBits * (w % limbs) % 64);  // mod 2^64
-  return DecodeEvalSums(totals, items);
+  return DecodeEvalSums(totals, layout);
 }
 
 }  // namespace fedrec

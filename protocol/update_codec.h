@@ -131,17 +131,42 @@ struct TrainLossRow {
   DenseBlockView View() const { return {std::span(&weight, 1), std::span(&value, 1)}; }
 };
 
+// What a job's evaluation sums hold, derived alike at the coordinator and at
+// every site from the configuration and the model: the federation's items
+// (per-item recommendation counts), one flag per task of Model::Tasks()
+// (true: a binary task, kLike or kClick, with an AUC histogram of auc_bins
+// bins; false: a rating task), and whether warm and cold-start users are
+// reported apart (eval.warm_cold).
+struct EvalLayout {
+  uint64_t items = 0;
+  std::vector<bool> binary_tasks;
+  uint32_t auc_bins = 1024;
+  bool warm_cold = false;
+
+  friend bool operator==(const EvalLayout&, const EvalLayout&) = default;
+};
+
+// Whether `report` has the layout's shape: its tasks (binary ones with
+// auc_bins bins, rating ones without a histogram), two groups (warm, cold)
+// exactly when warm_cold, each with the same tasks, and at most `items`
+// recommendation counts. InvalidArgument naming what differs.
+Status CheckEvalReport(const EvalReport& report, const EvalLayout& layout);
+
 // A site's evaluation sums as ring-64 elements, which secure aggregation adds
-// up so the coordinator sees only the totals: squared and absolute error,
-// precision, recall, NDCG, hit rate, F1 and MAP sums in fixed point with
-// kEvalFracBits fractional bits (rounded to nearest), then the rating count,
-// the ranked users and the per-item recommendation counts as integers.
+// up so the coordinator sees only the totals. For all users: squared and
+// absolute error, precision, recall, NDCG, hit rate, F1 and MAP sums in fixed
+// point with kEvalFracBits fractional bits (rounded to nearest), the rating
+// count and ranked users as integers, the per-item recommendation counts, then
+// per task: a rating task's squared and absolute error (fixed point) and
+// count; a binary task's log-loss sum (fixed point), count, and its positives'
+// then negatives' AUC histogram (integers). With warm_cold the same (without
+// the per-item counts) for warm users, then for cold users.
 inline constexpr uint32_t kEvalFracBits = 32;  // totals must stay below 2^31
-std::vector<uint64_t> EncodeEvalSums(const EvalReport& report, uint64_t items);
-uint64_t EvalSumsLength(uint64_t items);
+std::vector<uint64_t> EncodeEvalSums(const EvalReport& report, const EvalLayout& layout);
+uint64_t EvalSumsLength(const EvalLayout& layout);
 // The totals from the sum of EncodeEvalSums over the sites. InvalidArgument
-// when `sum` does not have EvalSumsLength(items) elements.
-Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, uint64_t items);
+// when `sum` does not have EvalSumsLength(layout) elements.
+Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, const EvalLayout& layout);
 
 // The evaluation sums a training round's masked input carries after the
 // update and training loss (RoundPlan::evaluate): in a 64-bit ring each
@@ -149,14 +174,14 @@ Result<EvalReport> DecodeEvalSums(std::span<const uint64_t> sum, uint64_t items)
 // least significant first, whose sums over up to kMaxEvalLimbSites sites stay
 // below 2^32, so the 64-bit totals are exact.
 inline constexpr uint32_t kMaxEvalLimbSites = 65536;
-uint64_t EvalWordsLength(uint64_t items, uint32_t ring_bits);
+uint64_t EvalWordsLength(const EvalLayout& layout, uint32_t ring_bits);
 // Writes words [begin, end) of that layout of `sums` at `out`, as
 // ring_bits / 8-byte little-endian words. REQUIRES: end <= EvalWordsLength.
 void WriteEvalWords(std::span<const uint64_t> sums, uint32_t ring_bits, uint64_t begin,
                     uint64_t end, uint8_t* out);
 // The totals of EncodeEvalSums from the sum of those words over the sites
 // (elements reduced mod 2^ring_bits). InvalidArgument on a length mismatch.
-Result<EvalReport> DecodeEvalWords(std::span<const uint64_t> sum, uint64_t items,
+Result<EvalReport> DecodeEvalWords(std::span<const uint64_t> sum, const EvalLayout& layout,
                                    uint32_t ring_bits);
 
 // The per-row sums a Strategy consumes, decoded from the sum of encoded

@@ -27,7 +27,7 @@ class SecAggSite : public SiteScheme {
     secagg_eval_.reset();
     ride_eval_ = std::move(ride_eval);
     const RoundPlan& p = *pending_plan_;
-    const uint64_t eval_words = p.evaluate ? EvalWordsLength(c_.items(), p.ring_bits) : 0;
+    const uint64_t eval_words = p.evaluate ? EvalWordsLength(c_.eval_layout(), p.ring_bits) : 0;
     secagg::Params params = secagg::ParamsOf(
         p, p.round, p.ring_bits, EncodedLength(WithTrainLoss(c_.UploadShapes())) + eval_words);
     params.ring_seed = p.ring_seed;  // must be empty: CheckParams
@@ -66,8 +66,9 @@ class SecAggSite : public SiteScheme {
     pending_plan_ = std::move(plan);
     secagg_.reset();
     secagg_trained_.reset();
-    secagg_eval_ = EncodeEvalSums(report, c_.items());
-    Status started = StartSecAgg(secagg::ParamsOf(request, label, 64, EvalSumsLength(c_.items())));
+    const EvalLayout layout = c_.eval_layout();
+    secagg_eval_ = EncodeEvalSums(report, layout);
+    Status started = StartSecAgg(secagg::ParamsOf(request, label, 64, EvalSumsLength(layout)));
     if (!secagg_) secagg_eval_.reset();
     return started;
   }
@@ -192,7 +193,7 @@ Status SecAggSite::SendMaskedInput(const SecAggRoutedShares& routed) {
   fields.ring_bits = plan.ring_bits;
   // The previous round's evaluation sums, when they ride along, follow.
   const uint64_t update_words = encoder->length();
-  const uint64_t eval_words = plan.evaluate ? EvalWordsLength(c_.items(), plan.ring_bits) : 0;
+  const uint64_t eval_words = plan.evaluate ? EvalWordsLength(c_.eval_layout(), plan.ring_bits) : 0;
   const uint32_t word_bytes = plan.ring_bits / 8;
   // One frame to the coordinator, or (sharded) one per shard server with its
   // slice of the words, each masked at its offset.

@@ -27,6 +27,7 @@
 #include "protocol/crypto.h"
 #include "protocol/messages.h"
 #include "protocol/transport.h"
+#include "protocol/update_codec.h"
 
 namespace fedrec {
 
@@ -43,6 +44,8 @@ class SiteContext {
   // Every site's identity key (security.site_public_keys); empty when none.
   virtual const std::map<uint32_t, crypto::Key32>& roster() const = 0;
   virtual uint32_t items() const = 0;
+  // What the site's evaluation sums hold (update_codec.h).
+  virtual EvalLayout eval_layout() const = 0;
   // REQUIRES: the model is built (a plan or request was adopted).
   virtual const Model& model() const = 0;
   // Trains for `plan` (control variates, normalized steps and a Byzantine

@@ -40,6 +40,8 @@ Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Tran
     : options_(options),
       transport_(transport),
       test_(std::move(data.test)),
+      user_keys_(data.user_keys),
+      cold_users_(data.cold_users),
       items_(items),
       job_id_(options.job_id) {
   schemes_[static_cast<size_t>(Aggregation::kNone)] = MakePlainSite(this);
@@ -172,7 +174,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   if (Status steps = BeginSteps(*plan); !steps.ok()) return SendError(plan->round, steps.message());
   std::vector<uint64_t> ride_eval;
   if (plan->evaluate) {  // the plan's model before training on it: the previous round's
-    ride_eval = EncodeEvalSums(EvaluateModel(plan->round - 1), items_);
+    ride_eval = EncodeEvalSums(EvaluateModel(plan->round - 1), eval_layout());
   }
 
   if (plan->aggregation != Aggregation::kNone) {
@@ -288,23 +290,62 @@ Result<LossSums> Worker::TrainModel(const TrainPlan& plan) {
   return loss;
 }
 
+EvalLayout Worker::eval_layout() const {
+  return EvalLayout{items_, model_ ? BinaryTasks(model_->Tasks()) : std::vector<bool>{},
+                    options_.auc_bins, options_.eval_warm_cold};
+}
+
+namespace {
+
+template <typename Group>
+void FillGroup(const GroupSums& sums, Group* g, std::vector<TaskEvalSums>* tasks) {
+  g->squared_error = sums.errors.squared;
+  g->absolute_error = sums.errors.absolute;
+  g->count = sums.errors.count;
+  g->precision = sums.ranking.precision;
+  g->recall = sums.ranking.recall;
+  g->ndcg = sums.ranking.ndcg;
+  g->hit_rate = sums.ranking.hit_rate;
+  g->f1 = sums.ranking.f1;
+  g->map = sums.ranking.map;
+  g->ranked_users = sums.ranking.users;
+  tasks->clear();
+  for (const TaskSums& t : sums.tasks) {
+    TaskEvalSums& k = tasks->emplace_back();
+    if (t.spec.kind == TaskKind::kRating) {
+      k.squared_error = t.errors.squared;
+      k.absolute_error = t.errors.absolute;
+      k.count = t.errors.count;
+    } else {
+      k.log_loss = t.binary.log_loss;
+      k.count = t.binary.count;
+      k.positives = t.binary.positives;
+      k.negatives = t.binary.negatives;
+    }
+  }
+}
+
+}  // namespace
+
 EvalReport Worker::EvaluateModel(uint32_t round) const {
+  EvalOptions options;
+  options.rating_min = options_.rating_min;
+  options.rating_max = options_.rating_max;
+  options.ranking = options_.evaluate_ranking;
+  options.ranking_options = options_.ranking;
+  options.click_negatives = options_.click_negatives;
+  options.auc_bins = options_.auc_bins;
+  options.warm_cold = options_.eval_warm_cold;
+  options.seed = options_.seed;
+  const EvalSums sums = EvaluateAll(*model_, test_, user_keys_, cold_users_, options);
   EvalReport report;
   report.round = round;
-  const ErrorSums errors = EvaluateErrors(*model_, test_, options_.rating_min, options_.rating_max);
-  report.squared_error = errors.squared;
-  report.absolute_error = errors.absolute;
-  report.count = errors.count;
-  if (options_.evaluate_ranking) {
-    const RankingSums ranking = EvaluateRanking(*model_, test_, options_.ranking);
-    report.precision = ranking.precision;
-    report.recall = ranking.recall;
-    report.ndcg = ranking.ndcg;
-    report.hit_rate = ranking.hit_rate;
-    report.f1 = ranking.f1;
-    report.map = ranking.map;
-    report.ranked_users = ranking.users;
-    report.recommended = ranking.recommended;
+  FillGroup(sums.all, &report, &report.tasks);
+  if (options_.evaluate_ranking) report.recommended = sums.all.ranking.recommended;
+  if (sums.warm_cold) {
+    report.groups.resize(2);
+    FillGroup(sums.warm, &report.groups[0], &report.groups[0].tasks);
+    FillGroup(sums.cold, &report.groups[1], &report.groups[1].tasks);
   }
   return report;
 }

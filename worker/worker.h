@@ -57,6 +57,12 @@ struct WorkerOptions {
   float rating_max = 5.0f;
   bool evaluate_ranking = true;
   RankingOptions ranking;
+  // Per-task metrics (eval.*): click negatives per held-out interaction, AUC
+  // bins, and whether warm and cold-start users are reported apart; the
+  // coordinator is configured alike (CoordinatorOptions).
+  uint32_t click_negatives = 4;
+  uint32_t auc_bins = 1024;
+  bool eval_warm_cold = false;
   uint64_t seed = 1;  // run seed: stochastic rounding of encrypted updates
   // Signs the site's secure-aggregation round keys; when empty the site makes
   // an ephemeral identity.
@@ -148,6 +154,7 @@ class Worker : private SiteContext {
   const crypto::SigningKey& identity() const override { return identity_; }
   const std::map<uint32_t, crypto::Key32>& roster() const override;
   uint32_t items() const override { return items_; }
+  EvalLayout eval_layout() const override;
   Result<LossSums> Train(const RoundPlan& plan) override { return TrainOn(plan); }
   // The shapes (no values) of what the site uploads, which updates are
   // encoded against. With control variates in the round (SCAFFOLD) or
@@ -189,6 +196,10 @@ class Worker : private SiteContext {
   std::unique_ptr<Model> model_;
   Status model_status_;  // why the model could not be built: every request is answered with it
   std::vector<Rating> test_;
+  // Kept for evaluation: the users' stable keys (click negatives' streams)
+  // and cold-start flags.
+  std::vector<uint64_t> user_keys_;
+  std::vector<uint8_t> cold_users_;
   uint64_t model_version_ = UINT64_MAX;  // none yet
   Shutdown shutdown_;                    // the last Shutdown received
   crypto::SigningKey identity_;

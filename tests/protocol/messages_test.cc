@@ -552,5 +552,31 @@ TEST(Messages, RejectsInvalidScopeAndBoolBytes) {
                   "block 'a' has scope 7, expected 0 (global), 1 (local) or 2 (global average)");
 }
 
+TEST(Messages, RejectsEvalReportsWithUnequalHistogramsOrOneGroup) {
+  EvalReport report;
+  report.tasks.resize(1);
+  report.tasks[0].positives = {1, 2, 3};
+  report.tasks[0].negatives = {4, 5};
+  Result<EvalReport> decoded = Decode<EvalReport>(EncodeMessage(report, kRound, kSender));
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_CONTAINS(decoded.status().message(),
+                  "task 0: AUC histograms of 3 positive and 2 negative bins, expected equal sizes");
+  report.tasks[0].negatives.push_back(6);
+  ASSERT_TRUE(Decode<EvalReport>(EncodeMessage(report, kRound, kSender)).ok());
+  report.groups.resize(1);
+  decoded = Decode<EvalReport>(EncodeMessage(report, kRound, kSender));
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_CONTAINS(decoded.status().message(), "1 user groups, expected none or 2 (warm, cold)");
+  report.groups.resize(2);
+  decoded = Decode<EvalReport>(EncodeMessage(report, kRound, kSender));
+  ASSERT_FALSE(decoded.ok());  // the groups have no tasks, all users have one
+  EXPECT_CONTAINS(decoded.status().message(), "warm users: 0 tasks, expected 1");
+  report.tasks[0].log_loss = std::nan("");
+  report.groups.clear();
+  decoded = Decode<EvalReport>(EncodeMessage(report, kRound, kSender));
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_CONTAINS(decoded.status().message(), "expected a finite value >= 0");
+}
+
 }  // namespace
 }  // namespace fedrec

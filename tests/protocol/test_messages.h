@@ -107,6 +107,32 @@ inline EvalReport RandomEvalReport(Rng& rng) {
   m.ndcg = rng.Uniform();
   m.hit_rate = rng.Uniform();
   m.ranked_users = rng.Next();
+  const auto tasks = [&rng](size_t n) {
+    std::vector<TaskEvalSums> list(n);
+    for (TaskEvalSums& t : list) {
+      t.squared_error = rng.Uniform() * 10;
+      t.log_loss = rng.Uniform() * 100;
+      t.count = rng.Below(1000);
+      const size_t bins = rng.Below(2) == 1 ? 16 : 0;
+      for (size_t b = 0; b < bins; ++b) {
+        t.positives.push_back(rng.Below(50));
+        t.negatives.push_back(rng.Below(50));
+      }
+    }
+    return list;
+  };
+  const size_t n = rng.Below(3);
+  m.tasks = tasks(n);
+  if (rng.Below(2) == 1) {
+    m.groups.resize(2);
+    for (GroupEvalSums& g : m.groups) {
+      g.squared_error = rng.Uniform();
+      g.ndcg = rng.Uniform();
+      g.count = rng.Below(100);
+      g.ranked_users = rng.Below(100);
+      g.tasks = tasks(n);
+    }
+  }
   return m;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "base/random.h"
@@ -281,6 +282,13 @@ TEST(UpdateCodec, RejectsUpdatesThatDoNotFitTheModel) {
   EXPECT_FALSE(DecodeSum(shapes, std::vector<uint64_t>(3), format).ok());
 }
 
+// The layout of a model without tasks and without warm/cold groups.
+EvalLayout ItemsLayout(uint64_t items) {
+  EvalLayout layout;
+  layout.items = items;
+  return layout;
+}
+
 TEST(EvalSums, SumOfEncodedReportsDecodesToTheTotalsWithinRounding) {
   EvalReport a, b;
   a.squared_error = 12.625;
@@ -299,11 +307,11 @@ TEST(EvalSums, SumOfEncodedReportsDecodesToTheTotalsWithinRounding) {
   b.ranked_users = 6;
   b.recommended = {0, 2};  // fewer items than the federation: the rest count 0
   const uint64_t items = 3;
-  std::vector<uint64_t> sum = EncodeEvalSums(a, items);
-  ASSERT_EQ(sum.size(), EvalSumsLength(items));
-  const std::vector<uint64_t> other = EncodeEvalSums(b, items);
+  std::vector<uint64_t> sum = EncodeEvalSums(a, ItemsLayout(items));
+  ASSERT_EQ(sum.size(), EvalSumsLength(ItemsLayout(items)));
+  const std::vector<uint64_t> other = EncodeEvalSums(b, ItemsLayout(items));
   for (size_t i = 0; i < sum.size(); ++i) sum[i] += other[i];
-  Result<EvalReport> total = DecodeEvalSums(sum, items);
+  Result<EvalReport> total = DecodeEvalSums(sum, ItemsLayout(items));
   ASSERT_TRUE(total.ok()) << total.status().ToString();
   const double ulp = 2 * std::ldexp(1.0, -static_cast<int>(kEvalFracBits));
   EXPECT_NEAR(total->squared_error, 112.725, ulp);
@@ -317,7 +325,7 @@ TEST(EvalSums, SumOfEncodedReportsDecodesToTheTotalsWithinRounding) {
   EXPECT_EQ(total->count, 49u);
   EXPECT_EQ(total->ranked_users, 10u);
   EXPECT_EQ(total->recommended, (std::vector<uint32_t>{1, 2, 3}));
-  EXPECT_EQ(DecodeEvalSums(std::vector<uint64_t>(4), items).status().code(),
+  EXPECT_EQ(DecodeEvalSums(std::vector<uint64_t>(4), ItemsLayout(items)).status().code(),
             Status::Code::kInvalidArgument);
 }
 
@@ -329,7 +337,7 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
   const uint64_t items = 5;
   Rng rng(3);
   std::vector<std::vector<uint64_t>> sites;
-  std::vector<uint64_t> direct(EvalSumsLength(items), 0);
+  std::vector<uint64_t> direct(EvalSumsLength(ItemsLayout(items)), 0);
   for (int s = 0; s < 7; ++s) {
     EvalReport r;
     r.squared_error = 1000.0 * rng.Uniform();
@@ -338,14 +346,14 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
     r.count = rng.Below(1000);
     r.ranked_users = rng.Below(50);
     r.recommended = {static_cast<uint32_t>(rng.Below(9)), 0, 7, 1, 65535};
-    sites.push_back(EncodeEvalSums(r, items));
+    sites.push_back(EncodeEvalSums(r, ItemsLayout(items)));
     for (size_t i = 0; i < direct.size(); ++i) direct[i] += sites.back()[i];
   }
-  const Result<EvalReport> expected = DecodeEvalSums(direct, items);
+  const Result<EvalReport> expected = DecodeEvalSums(direct, ItemsLayout(items));
   ASSERT_TRUE(expected.ok());
   for (uint32_t ring_bits : {32u, 64u}) {
-    const uint64_t length = EvalWordsLength(items, ring_bits);
-    EXPECT_EQ(length, EvalSumsLength(items) * (ring_bits == 32 ? 4 : 1));
+    const uint64_t length = EvalWordsLength(ItemsLayout(items), ring_bits);
+    EXPECT_EQ(length, EvalSumsLength(ItemsLayout(items)) * (ring_bits == 32 ? 4 : 1));
     const uint64_t mask = ring_bits == 64 ? ~uint64_t{0} : (uint64_t{1} << ring_bits) - 1;
     std::vector<uint64_t> sum(length, 0);
     for (const std::vector<uint64_t>& site : sites) {
@@ -359,7 +367,7 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
         sum[w] = (sum[w] + word) & mask;
       }
     }
-    const Result<EvalReport> total = DecodeEvalWords(sum, items, ring_bits);
+    const Result<EvalReport> total = DecodeEvalWords(sum, ItemsLayout(items), ring_bits);
     ASSERT_TRUE(total.ok()) << total.status().ToString();
     EXPECT_EQ(total->squared_error, expected->squared_error) << ring_bits;
     EXPECT_EQ(total->absolute_error, expected->absolute_error) << ring_bits;
@@ -367,7 +375,9 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
     EXPECT_EQ(total->count, expected->count) << ring_bits;
     EXPECT_EQ(total->ranked_users, expected->ranked_users) << ring_bits;
     EXPECT_EQ(total->recommended, expected->recommended) << ring_bits;
-    EXPECT_EQ(DecodeEvalWords(std::span(sum).first(length - 1), items, ring_bits).status().code(),
+    EXPECT_EQ(DecodeEvalWords(std::span(sum).first(length - 1), ItemsLayout(items), ring_bits)
+                  .status()
+                  .code(),
               Status::Code::kInvalidArgument);
   }
 }
@@ -375,8 +385,8 @@ TEST(EvalWords, SumOverSitesInEitherRingDecodesToTheTotalsOfTheEvalSums) {
 // The limbs of the largest value stay exact over kMaxEvalLimbSites sites.
 TEST(EvalWords, LimbsOfTheLargestValuesStayExactAtTheSiteBound) {
   const uint64_t items = 0;
-  std::vector<uint64_t> all_ones(EvalSumsLength(items), ~uint64_t{0});
-  const uint64_t length = EvalWordsLength(items, 32);
+  std::vector<uint64_t> all_ones(EvalSumsLength(ItemsLayout(items)), ~uint64_t{0});
+  const uint64_t length = EvalWordsLength(ItemsLayout(items), 32);
   std::vector<uint8_t> bytes(length * 4);
   WriteEvalWords(all_ones, 32, 0, length, bytes.data());
   std::vector<uint64_t> sum(length);
@@ -387,13 +397,147 @@ TEST(EvalWords, LimbsOfTheLargestValuesStayExactAtTheSiteBound) {
     sum[w] = (uint64_t{limb} * kMaxEvalLimbSites) & 0xffffffffu;  // no wrap below 2^32
     EXPECT_EQ(sum[w], uint64_t{0xffff} * kMaxEvalLimbSites);
   }
-  std::vector<uint64_t> direct(EvalSumsLength(items), ~uint64_t{0} * kMaxEvalLimbSites);
-  const Result<EvalReport> total = DecodeEvalWords(sum, items, 32);
-  const Result<EvalReport> expected = DecodeEvalSums(direct, items);
+  std::vector<uint64_t> direct(EvalSumsLength(ItemsLayout(items)),
+                               ~uint64_t{0} * kMaxEvalLimbSites);
+  const Result<EvalReport> total = DecodeEvalWords(sum, ItemsLayout(items), 32);
+  const Result<EvalReport> expected = DecodeEvalSums(direct, ItemsLayout(items));
   ASSERT_TRUE(total.ok() && expected.ok());
   EXPECT_EQ(total->count, expected->count);
   EXPECT_EQ(total->ranked_users, expected->ranked_users);
   EXPECT_EQ(total->squared_error, expected->squared_error);
+}
+
+// A report that fits `layout`, with reals that fixed point holds exactly.
+EvalReport ReportOfLayout(const EvalLayout& layout, Rng& rng) {
+  const auto real = [&rng] { return static_cast<double>(rng.Below(1 << 20)) / 1024.0; };
+  const auto tasks = [&] {
+    std::vector<TaskEvalSums> list(layout.binary_tasks.size());
+    for (size_t t = 0; t < list.size(); ++t) {
+      TaskEvalSums& k = list[t];
+      k.count = rng.Below(5000);
+      if (layout.binary_tasks[t]) {
+        k.log_loss = real();
+        for (uint32_t b = 0; b < layout.auc_bins; ++b) {
+          k.positives.push_back(rng.Below(30));
+          k.negatives.push_back(rng.Below(30));
+        }
+      } else {
+        k.squared_error = real();
+        k.absolute_error = real();
+      }
+    }
+    return list;
+  };
+  EvalReport r;
+  r.squared_error = real();
+  r.absolute_error = real();
+  r.count = rng.Below(10000);
+  r.precision = real();
+  r.recall = real();
+  r.ndcg = real();
+  r.hit_rate = real();
+  r.f1 = real();
+  r.map = real();
+  r.ranked_users = rng.Below(100);
+  for (uint64_t i = 0; i < layout.items; ++i) r.recommended.push_back(rng.Below(10));
+  r.tasks = tasks();
+  if (layout.warm_cold) {
+    r.groups.resize(2);
+    for (GroupEvalSums& g : r.groups) {
+      g.squared_error = real();
+      g.count = rng.Below(100);
+      g.ndcg = real();
+      g.map = real();
+      g.ranked_users = rng.Below(100);
+      g.tasks = tasks();
+    }
+  }
+  return r;
+}
+
+std::vector<EvalLayout> Layouts() {
+  return {EvalLayout{6, {}, 1024, false}, EvalLayout{6, {false, true, true}, 16, false},
+          EvalLayout{6, {}, 1024, true}, EvalLayout{3, {true, false}, 8, true}};
+}
+
+TEST(EvalSums, ReportRoundTripsThroughEncodeAndDecodeForEachLayout) {
+  Rng rng(17);
+  for (const EvalLayout& layout : Layouts()) {
+    const std::string name = std::to_string(layout.binary_tasks.size()) + " tasks, warm/cold " +
+                             std::to_string(layout.warm_cold);
+    const EvalReport report = ReportOfLayout(layout, rng);
+    ASSERT_TRUE(CheckEvalReport(report, layout).ok()) << name;
+    const std::vector<uint64_t> encoded = EncodeEvalSums(report, layout);
+    ASSERT_EQ(encoded.size(), EvalSumsLength(layout)) << name;
+    Result<EvalReport> decoded = DecodeEvalSums(encoded, layout);
+    ASSERT_TRUE(decoded.ok()) << name << ": " << decoded.status().ToString();
+    EXPECT_EQ(*decoded, report) << name;
+    // Two sites' sums decode to the totals: integers exactly.
+    const EvalReport other = ReportOfLayout(layout, rng);
+    std::vector<uint64_t> sum = EncodeEvalSums(other, layout);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += encoded[i];
+    Result<EvalReport> total = DecodeEvalSums(sum, layout);
+    ASSERT_TRUE(total.ok()) << name;
+    EXPECT_EQ(total->count, report.count + other.count) << name;
+    EXPECT_EQ(total->ndcg, report.ndcg + other.ndcg) << name;
+    for (size_t t = 0; t < layout.binary_tasks.size(); ++t) {
+      EXPECT_EQ(total->tasks[t].count, report.tasks[t].count + other.tasks[t].count) << name;
+      for (size_t b = 0; b < report.tasks[t].positives.size(); ++b) {
+        EXPECT_EQ(total->tasks[t].positives[b],
+                  report.tasks[t].positives[b] + other.tasks[t].positives[b]);
+        EXPECT_EQ(total->tasks[t].negatives[b],
+                  report.tasks[t].negatives[b] + other.tasks[t].negatives[b]);
+      }
+    }
+    if (layout.warm_cold) {
+      EXPECT_EQ(total->groups[1].count, report.groups[1].count + other.groups[1].count) << name;
+      EXPECT_EQ(total->groups[0].map, report.groups[0].map + other.groups[0].map) << name;
+    }
+    // The words a training round's masked input carries, in either ring.
+    for (uint32_t ring_bits : {32u, 64u}) {
+      const uint64_t length = EvalWordsLength(layout, ring_bits);
+      std::vector<uint8_t> bytes(length * ring_bits / 8);
+      WriteEvalWords(encoded, ring_bits, 0, length, bytes.data());
+      std::vector<uint64_t> words(length);
+      for (uint64_t w = 0; w < length; ++w)
+        std::memcpy(&words[w], bytes.data() + w * ring_bits / 8, ring_bits / 8);
+      Result<EvalReport> from_words = DecodeEvalWords(words, layout, ring_bits);
+      ASSERT_TRUE(from_words.ok()) << name;
+      EXPECT_EQ(*from_words, report) << name << ", ring " << ring_bits;
+    }
+    // Another layout's length is refused.
+    EvalLayout more = layout;
+    more.binary_tasks.push_back(true);
+    EXPECT_EQ(DecodeEvalSums(encoded, more).status().code(), Status::Code::kInvalidArgument);
+  }
+}
+
+TEST(EvalSums, ReportsThatDoNotFitTheLayoutAreRefusedNamingWhatDiffers) {
+  Rng rng(2);
+  const EvalLayout layout{4, {false, true}, 8, true};
+  const EvalReport good = ReportOfLayout(layout, rng);
+  ASSERT_TRUE(CheckEvalReport(good, layout).ok());
+  EvalReport fewer_tasks = good;
+  fewer_tasks.tasks.pop_back();
+  EXPECT_NE(CheckEvalReport(fewer_tasks, layout).message().find("1 tasks, expected 2"),
+            std::string::npos);
+  EvalReport other_bins = good;
+  other_bins.tasks[1].positives.resize(4);
+  other_bins.tasks[1].negatives.resize(4);
+  EXPECT_NE(CheckEvalReport(other_bins, layout).message().find("expected 8 (eval.auc_bins)"),
+            std::string::npos)
+      << CheckEvalReport(other_bins, layout).message();
+  EvalReport no_groups = good;
+  no_groups.groups.clear();
+  EXPECT_NE(CheckEvalReport(no_groups, layout).message().find("0 user groups, expected 2"),
+            std::string::npos);
+  EvalReport cold_tasks = good;
+  cold_tasks.groups[1].tasks[0].positives = {1};
+  cold_tasks.groups[1].tasks[0].negatives = {1};
+  EXPECT_NE(CheckEvalReport(cold_tasks, layout).message().find("cold users"), std::string::npos);
+  EvalReport too_many_items = good;
+  too_many_items.recommended.resize(5);
+  EXPECT_FALSE(CheckEvalReport(too_many_items, layout).ok());
 }
 
 TEST(TrainLoss, RowCarriesTheMeanLossWeightedByTheCappedCount) {
