@@ -109,6 +109,7 @@ class MultiTaskModel : public Model {
         item_features_(std::move(data.item_features)),
         cold_(std::move(data.cold_users)),
         optimizer_(options.optimizer),
+        foldin_optimizer_(options.optimizer),
         foldin_lr_(options.base_lr * options.lr_scale) {
     if (!item_features_) item_features_ = std::make_shared<const FeatureTable>();
     cold_.resize(users_, 0);
@@ -485,7 +486,11 @@ class MultiTaskModel : public Model {
     // Steps.
     for (auto& [b, grad] : emb_grads_) {
       const bool local_user = b == user_emb_ || b == user_bias_;
-      if (global || local_user) optimizer_.StepRows(b, &blocks_[b], grad, lr);
+      if (global) {
+        optimizer_.StepRows(b, &blocks_[b], grad, lr);
+      } else if (local_user) {
+        foldin_optimizer_.StepRows(b, &blocks_[b], grad, lr);
+      }
       grad.Clear();
     }
     if (global) {
@@ -524,6 +529,8 @@ class MultiTaskModel : public Model {
   std::shared_ptr<const FeatureTable> item_features_;
   std::vector<uint8_t> cold_;
   Optimizer optimizer_;
+  // Fold-in's own state, so folding users in leaves training's steps as they are.
+  Optimizer foldin_optimizer_;
   std::vector<HeadKind> heads_;
   int rating_task_ = -1, like_task_ = -1, click_task_ = -1;
 
