@@ -74,7 +74,9 @@ struct MultiTaskOptions {
   float base_lr = 0.01f;  // train.lr
   uint32_t batch = 256;
   uint32_t negatives = 4;
-  uint32_t foldin_epochs = 5;
+  uint32_t foldin_epochs = 20;
+  uint32_t foldin_batch = 16;
+  float foldin_lr_scale = 10.0f;
 };
 
 struct Example {
@@ -401,11 +403,12 @@ class MultiTaskModel : public Model {
   // the users' local embeddings and biases. Returns the examples trained.
   uint64_t RunEpoch(std::span<const uint32_t> order, Rng& negatives, float lr, bool global,
                     LossSums* loss) {
+    const size_t batch = global ? options_.batch : options_.foldin_batch;
     const uint32_t tasks = static_cast<uint32_t>(heads_.size());
     const uint32_t negs = click_task_ >= 0 ? options_.negatives : 0;
     uint64_t examples = 0;
-    for (size_t start = 0; start < order.size(); start += options_.batch) {
-      const size_t end = std::min(order.size(), start + options_.batch);
+    for (size_t start = 0; start < order.size(); start += batch) {
+      const size_t end = std::min(order.size(), start + batch);
       batch_.clear();
       for (size_t n = start; n < end; ++n) {
         const Rating& r = train_[order[n]];
@@ -518,7 +521,7 @@ class MultiTaskModel : public Model {
       order_ = cold_examples_;
       Rng shuffle(options_.seed, call * options_.foldin_epochs + e, options_.shard, kFoldIn);
       shuffle.Shuffle(std::span<uint32_t>(order_));
-      RunEpoch(order_, shuffle, foldin_lr_, /*global=*/false, &ignored);
+      RunEpoch(order_, shuffle, foldin_lr_ * options_.foldin_lr_scale, /*global=*/false, &ignored);
     }
   }
 
@@ -693,6 +696,8 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "batch", 1, 1 << 20, &mt.batch));
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "negatives", 0, 100, &mt.negatives));
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_epochs", 0, 1000, &mt.foldin_epochs));
+  FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_batch", 1, 1 << 20, &mt.foldin_batch));
+  FEDREC_RETURN_IF_ERROR(RealKey(name, options, "foldin_lr_scale", 0.0, &mt.foldin_lr_scale));
 
   const size_t users = data.user_keys.size();
   for (size_t n = 0; n < data.train.size(); ++n) {
@@ -740,7 +745,9 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
       {"l2", 0, "L2 regularization of the stepped parameters"},
       {"batch", 256, "interactions per minibatch"},
       {"local_towers", 0, "1 = towers and task gates stay at the site (kLocal)"},
-      {"foldin_epochs", 5, "epochs that fold cold-start users in, the global model frozen"},
+      {"foldin_epochs", 20, "epochs that fold cold-start users in, the global model frozen"},
+      {"foldin_batch", 16, "interactions per minibatch of fold-in"},
+      {"foldin_lr_scale", 10, "fold-in's learning rate, as a multiple of training's"},
   };
   if (architecture == Architecture::kMmoe) keys.push_back({"experts", 4, "experts"});
   if (architecture == Architecture::kPle) {

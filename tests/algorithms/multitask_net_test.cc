@@ -22,7 +22,8 @@ namespace {
 
 Matrix RandomMatrix(Rng& rng, Eigen::Index rows, Eigen::Index cols, double scale = 1.0) {
   Matrix m(rows, cols);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(scale * rng.Normal());
+  for (Eigen::Index i = 0; i < m.size(); ++i)
+    m.data()[i] = static_cast<float>(scale * rng.Normal());
   return m;
 }
 
