@@ -149,6 +149,7 @@ class MultiTaskModel : public Model {
   void OnGlobalModel() override { FoldIn(); }
 
   LossSums Train(const TrainPlan& plan) override {
+    const FlushDenormals flush;
     for (auto& [b, g] : emb_grads_) g.ClearCounts();
     LossSums loss;
     uint64_t examples = 0;
@@ -513,6 +514,7 @@ class MultiTaskModel : public Model {
   // Trains the cold users' local rows on their own examples, the global
   // model frozen.
   void FoldIn() {
+    const FlushDenormals flush;
     if (cold_examples_.empty() || options_.foldin_epochs == 0) return;
     if (blocks_[item_emb_].data.empty()) return;  // global values released
     const uint64_t call = foldins_++;
@@ -600,6 +602,8 @@ Status CheckFeatures(const std::string& model, const FeatureTable& table, uint32
                                    std::to_string(table.rows));
   }
   const size_t c = table.categorical();
+  // A table of no rows (a coordinator's model) declares the fields only.
+  if (rows == 0) return Status::Ok();
   if (c > 0 && table.offsets.size() != static_cast<size_t>(rows) * c + 1) {
     return Status::InvalidArgument(where + "expected " + std::to_string(rows * c + 1) +
                                    " offsets, found " + std::to_string(table.offsets.size()));

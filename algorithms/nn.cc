@@ -9,6 +9,9 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 namespace fedrec {
 
@@ -31,6 +34,16 @@ void InitEmbeddingRow(uint64_t seed, uint64_t key, Purpose purpose, float stddev
     row[c] = static_cast<float>(static_cast<double>(stddev) * rng.Normal());
   }
 }
+
+#if defined(__SSE__)
+FlushDenormals::FlushDenormals() : saved_(_mm_getcsr()) {
+  _mm_setcsr(saved_ | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
+}
+FlushDenormals::~FlushDenormals() { _mm_setcsr(saved_); }
+#else
+FlushDenormals::FlushDenormals() = default;
+FlushDenormals::~FlushDenormals() = default;
+#endif
 
 void Dense::Forward(const std::vector<ParamBlock>& blocks, const Matrix& x, Matrix* y) const {
   assert(x.cols() == in);
