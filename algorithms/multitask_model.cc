@@ -69,7 +69,8 @@ struct MultiTaskOptions {
   std::vector<TaskSpec> tasks;
   std::vector<float> weights;  // per task
   bool uncertainty = false;
-  OptimizerOptions optimizer;
+  OptimizerOptions optimizer;  // the network's (l2 = the key l2)
+  float emb_l2 = 0.0f;         // L2 of embedding and bias rows
   float lr_scale = 1.0f;
   float base_lr = 0.01f;  // train.lr
   uint32_t batch = 256;
@@ -100,6 +101,12 @@ struct BagIds {
   std::vector<std::vector<uint32_t>> offsets, ids;
 };
 
+OptimizerOptions EmbeddingOptimizer(const MultiTaskOptions& options) {
+  OptimizerOptions o = options.optimizer;
+  o.l2 = options.emb_l2;
+  return o;
+}
+
 class MultiTaskModel : public Model {
  public:
   MultiTaskModel(std::string name, const MultiTaskOptions& options, ModelData data)
@@ -111,7 +118,8 @@ class MultiTaskModel : public Model {
         item_features_(std::move(data.item_features)),
         cold_(std::move(data.cold_users)),
         optimizer_(options.optimizer),
-        foldin_optimizer_(options.optimizer),
+        emb_optimizer_(EmbeddingOptimizer(options)),
+        foldin_optimizer_(EmbeddingOptimizer(options)),
         foldin_lr_(options.base_lr * options.lr_scale) {
     if (!item_features_) item_features_ = std::make_shared<const FeatureTable>();
     cold_.resize(users_, 0);
@@ -491,7 +499,7 @@ class MultiTaskModel : public Model {
     for (auto& [b, grad] : emb_grads_) {
       const bool local_user = b == user_emb_ || b == user_bias_;
       if (global) {
-        optimizer_.StepRows(b, &blocks_[b], grad, lr);
+        emb_optimizer_.StepRows(b, &blocks_[b], grad, lr);
       } else if (local_user) {
         foldin_optimizer_.StepRows(b, &blocks_[b], grad, lr);
       }
@@ -534,6 +542,7 @@ class MultiTaskModel : public Model {
   std::shared_ptr<const FeatureTable> item_features_;
   std::vector<uint8_t> cold_;
   Optimizer optimizer_;
+  Optimizer emb_optimizer_;  // embedding and bias rows
   // Fold-in's own state, so folding users in leaves training's steps as they are.
   Optimizer foldin_optimizer_;
   std::vector<HeadKind> heads_;
@@ -697,6 +706,7 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
   mt.optimizer.kind = static_cast<OptimizerKind>(v);
   FEDREC_RETURN_IF_ERROR(RealKey(name, options, "lr_scale", 0.0, &mt.lr_scale));
   FEDREC_RETURN_IF_ERROR(RealKey(name, options, "l2", 0.0, &mt.optimizer.l2));
+  FEDREC_RETURN_IF_ERROR(RealKey(name, options, "emb_l2", 0.0, &mt.emb_l2));
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "batch", 1, 1 << 20, &mt.batch));
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "negatives", 0, 100, &mt.negatives));
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_epochs", 0, 1000, &mt.foldin_epochs));
@@ -746,7 +756,8 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
       {"uncertainty", 0, "1 = uncertainty weighting of the tasks by learned log-variances"},
       {"optimizer", 2, "local optimizer: 0 sgd, 1 adagrad, 2 adam"},
       {"lr_scale", 0.1, "learning rate = lr_scale * the round's base rate (train.lr)"},
-      {"l2", 0, "L2 regularization of the stepped parameters"},
+      {"l2", 0.003, "L2 regularization of the network's weights"},
+      {"emb_l2", 0.002, "L2 regularization of the embedding and bias rows stepped"},
       {"batch", 256, "interactions per minibatch"},
       {"local_towers", 0, "1 = towers and task gates stay at the site (kLocal)"},
       {"foldin_epochs", 20, "epochs that fold cold-start users in, the global model frozen"},

@@ -40,6 +40,7 @@ std::unique_ptr<Model> Make(const std::string& name) {
   for (uint32_t u = 0; u < d.users.size(); ++u) data.user_keys.push_back(u);
   ModelOptions options;
   options.factors = 32;
+  options.sgd.parallel.threads = 1;  // one thread: every model's own throughput
   Result<std::unique_ptr<Model>> model =
       ModelRegistry::WithBuiltins().Create(name, options, std::move(data));
   if (!model.ok()) return nullptr;
