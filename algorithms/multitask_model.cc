@@ -31,6 +31,9 @@
 // those users are folded in: foldin_epochs epochs over their own examples that
 // step only their user embedding and biases, the global model frozen.
 //
+// FedProx (TrainPlan::proximal_mu): mu * (w - w0) joins the gradient of
+// every global row stepped, w0 its value when Train started.
+//
 // Determinism: epoch e's order and negatives come from (seed, e, shard,
 // kShuffle / kNegative); fold-in call c's from (seed, c, shard, kFoldIn);
 // initial rows from (seed, 0, item / user key / field row, purpose).
@@ -162,6 +165,14 @@ class MultiTaskModel : public Model {
     LossSums loss;
     uint64_t examples = 0;
     const float lr = plan.lr * options_.lr_scale;
+    // FedProx: the global blocks as the round started.
+    proximal_mu_ = plan.proximal_mu;
+    anchor_.assign(blocks_.size(), {});
+    if (proximal_mu_ > 0.0f) {
+      for (size_t b = 0; b < blocks_.size(); ++b) {
+        if (IsGlobal(blocks_[b].scope) && b != mean_block_) anchor_[b] = blocks_[b].data;
+      }
+    }
     foldin_lr_ = lr;
     for (uint64_t epoch = plan.epoch_offset; epoch < plan.epoch_offset + plan.epochs; ++epoch) {
       std::vector<uint32_t>& order = order_;
@@ -495,6 +506,7 @@ class MultiTaskModel : public Model {
       if (!global && bag.block != user_emb_) continue;
       EmbeddingBackward(dx_, ids_.offsets[g], ids_.ids[g], bag.col, &emb_grads_[bag.block], global);
     }
+    if (global && proximal_mu_ > 0.0f) AddProximal();
     // Steps.
     for (auto& [b, grad] : emb_grads_) {
       const bool local_user = b == user_emb_ || b == user_bias_;
@@ -517,6 +529,33 @@ class MultiTaskModel : public Model {
       }
     }
     return loss / scale;
+  }
+
+  // FedProx: mu * (w - w0) on every global row stepped.
+  void AddProximal() {
+    const float mu = proximal_mu_;
+    for (auto& [b, grad] : emb_grads_) {
+      if (anchor_[b].empty()) continue;
+      const uint32_t cols = blocks_[b].cols;
+      for (uint32_t r : grad.touched()) {
+        float* g = grad.Touch(r);
+        const float* w = blocks_[b].Row(r);
+        const float* w0 = anchor_[b].data() + static_cast<size_t>(r) * cols;
+        for (uint32_t c = 0; c < cols; ++c) g[c] += mu * (w[c] - w0[c]);
+      }
+    }
+    for (uint32_t j = 0; j < net_.dense_layers(); ++j) {
+      const uint32_t b = net_.dense(j).block;
+      if (anchor_[b].empty()) continue;
+      for (size_t i = 0; i < anchor_[b].size(); ++i) {
+        grads_.dense[j].data()[i] += mu * (blocks_[b].data[i] - anchor_[b][i]);
+      }
+    }
+    if (options_.uncertainty) {
+      for (size_t t = 0; t < heads_.size(); ++t) {
+        dlog_var_[t] += mu * (blocks_[log_var_].data[t] - anchor_[log_var_][t]);
+      }
+    }
   }
 
   // Trains the cold users' local rows on their own examples, the global
@@ -570,6 +609,8 @@ class MultiTaskModel : public Model {
   std::vector<Example> batch_;
   Matrix x_, out_, dout_, dx_, target_, mask_;
   std::vector<float> dlog_var_ = std::vector<float>(3, 0.0f);
+  float proximal_mu_ = 0.0f;
+  std::vector<std::vector<float>> anchor_;  // per block: its value at Train's start (FedProx)
   std::vector<uint32_t> example_weight_;
   mutable std::vector<uint32_t> dense_weights_;
   mutable uint32_t rating_weight_ = 0;

@@ -341,5 +341,30 @@ TEST(MultiTaskModel, BadSideFeaturesAreAClearError) {
   EXPECT_NE(model.status().message().find("model.ple.levels"), std::string::npos);
 }
 
+TEST(MultiTaskModel, ProximalTermKeepsGlobalBlocksNearTheRoundsStart) {
+  const Split split = SyntheticSplit(60, 50, 2000, 12);
+  std::unique_ptr<Model> plain = Make("mmoe", {}, split.data);
+  std::unique_ptr<Model> prox = Make("mmoe", {}, split.data);
+  const std::vector<ParamBlock> start = plain->GlobalBlocks();
+  TrainPlan plan;
+  plan.round = 1;
+  plan.epochs = 3;
+  plan.lr = 0.1f;
+  plain->Train(plan);
+  plan.proximal_mu = 50.0f;
+  prox->Train(plan);
+  auto distance = [&](const Model& model) {
+    double d = 0.0;
+    const std::vector<ParamBlock> now = model.GlobalBlocks();
+    for (size_t b = 0; b < now.size(); ++b) {
+      for (size_t i = 0; i < now[b].data.size(); ++i) {
+        d += std::pow(now[b].data[i] - start[b].data[i], 2);
+      }
+    }
+    return d;
+  };
+  EXPECT_LT(distance(*prox), 0.5 * distance(*plain));
+}
+
 }  // namespace
 }  // namespace fedrec
