@@ -76,6 +76,7 @@ struct MultiTaskOptions {
   float emb_l2 = 0.0f;         // L2 of embedding and bias rows
   float lr_scale = 1.0f;
   float base_lr = 0.01f;  // train.lr
+  float lr_decay = 1.0f;  // ModelOptions::sgd.lr_decay
   uint32_t batch = 256;
   uint32_t negatives = 4;
   uint32_t foldin_epochs = 20;
@@ -164,7 +165,11 @@ class MultiTaskModel : public Model {
     for (auto& [b, g] : emb_grads_) g.ClearCounts();
     LossSums loss;
     uint64_t examples = 0;
-    const float lr = plan.lr * options_.lr_scale;
+    // The rate of global epoch e: lr_scale * plan.lr * lr_decay^e (train.lr_decay
+    // centrally, federation.lr_decay at sites), as biased MF schedules it.
+    SgdOptions schedule;
+    schedule.lr = plan.lr * options_.lr_scale;
+    schedule.lr_decay = options_.lr_decay;
     // FedProx: the global blocks as the round started.
     proximal_mu_ = plan.proximal_mu;
     anchor_.assign(blocks_.size(), {});
@@ -173,8 +178,9 @@ class MultiTaskModel : public Model {
         if (IsGlobal(blocks_[b].scope) && b != mean_block_) anchor_[b] = blocks_[b].data;
       }
     }
-    foldin_lr_ = lr;
     for (uint64_t epoch = plan.epoch_offset; epoch < plan.epoch_offset + plan.epochs; ++epoch) {
+      const float lr = schedule.LearningRate(epoch);
+      foldin_lr_ = lr;
       std::vector<uint32_t>& order = order_;
       order = warm_examples_;
       Rng shuffle(options_.seed, epoch, options_.shard, Purpose::kShuffle);
@@ -694,6 +700,7 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
   mt.seed = options.seed;
   mt.shard = data.shard;
   mt.base_lr = options.sgd.lr;
+  mt.lr_decay = options.sgd.lr_decay;
   uint32_t v = 0;
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "factors", 0, 4096, &v));
   mt.factors = v > 0 ? v : options.factors;
@@ -796,7 +803,9 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
       {"negatives", 4, "click task: sampled non-interacted items per interaction"},
       {"uncertainty", 0, "1 = uncertainty weighting of the tasks by learned log-variances"},
       {"optimizer", 2, "local optimizer: 0 sgd, 1 adagrad, 2 adam"},
-      {"lr_scale", 0.1, "learning rate = lr_scale * the round's base rate (train.lr)"},
+      {"lr_scale", 0.1,
+       "learning rate of global epoch e = lr_scale * the round's base rate (train.lr) * "
+       "lr_decay^e (train.lr_decay centrally, federation.lr_decay at sites)"},
       {"l2", 0.003, "L2 regularization of the network's weights"},
       {"emb_l2", 0.002, "L2 regularization of the embedding and bias rows stepped"},
       {"batch", 256, "interactions per minibatch"},
