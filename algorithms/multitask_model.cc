@@ -788,7 +788,7 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
   std::vector<ModelKey> keys = {
       {"factors", 0, "embedding size (0 = model.factors)"},
       {"init_std", 0, "std of the initial embeddings (0 = model.init_std)"},
-      {"expert_hidden", 64,
+      {"expert_hidden", architecture == Architecture::kSharedBottom ? 64.0 : 32.0,
        architecture == Architecture::kSharedBottom ? "width of the shared bottom's layers"
                                                    : "width of each expert's layers"},
       {"expert_layers", 1,
@@ -799,8 +799,10 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
       {"rating_weight", 1, "loss weight of the rating task (0 = no rating task)"},
       {"like_weight", 1, "loss weight of the like task (0 = no like task)"},
       {"like_threshold", 4, "a rating >= this is a like"},
-      {"click_weight", 0, "loss weight of the click task (0 = no click task)"},
-      {"negatives", 4, "click task: sampled non-interacted items per interaction"},
+      {"click_weight", 1,
+       "loss weight of the click task (0 = no click task); it also carries which items a user "
+       "rated into the shared layers and embeddings, which lowers the rating RMSE"},
+      {"negatives", 2, "click task: sampled non-interacted items per interaction"},
       {"uncertainty", 0, "1 = uncertainty weighting of the tasks by learned log-variances"},
       {"optimizer", 2, "local optimizer: 0 sgd, 1 adagrad, 2 adam"},
       {"lr_scale", 0.1,
@@ -818,7 +820,7 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
   if (architecture == Architecture::kPle) {
     keys.push_back({"shared_experts", 2, "shared experts per level"});
     keys.push_back({"specific_experts", 1, "task-specific experts per task and level"});
-    keys.push_back({"levels", 2, "extraction levels"});
+    keys.push_back({"levels", 1, "extraction levels"});
   }
   return keys;
 }

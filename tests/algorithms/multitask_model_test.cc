@@ -172,21 +172,22 @@ TEST(MultiTaskModel, SameSeedGivesBitIdenticalBlocks) {
 
 TEST(MultiTaskModel, ATaskWithWeightZeroIsAbsent) {
   const Split split = SyntheticSplit(20, 20, 200, 6);
-  std::unique_ptr<Model> both = Make("mmoe", {}, split.data);
+  std::unique_ptr<Model> both = Make("mmoe", {{"click_weight", 0}}, split.data);
   ASSERT_EQ(both->Tasks().size(), 2u);
   EXPECT_EQ(both->Tasks()[0].name, "rating");
   EXPECT_EQ(both->Tasks()[1].name, "like");
   EXPECT_EQ(both->Tasks()[1].kind, TaskKind::kLike);
   EXPECT_FLOAT_EQ(both->Tasks()[1].threshold, 4.0f);
-  std::unique_ptr<Model> like_only = Make("mmoe", {{"rating_weight", 0}}, split.data);
+  std::unique_ptr<Model> like_only =
+      Make("mmoe", {{"rating_weight", 0}, {"click_weight", 0}}, split.data);
   ASSERT_EQ(like_only->Tasks().size(), 1u);
   EXPECT_EQ(like_only->Tasks()[0].kind, TaskKind::kLike);
   EXPECT_FALSE(like_only->PredictsRatings());
-  std::unique_ptr<Model> three = Make("shared_bottom", {{"click_weight", 0.5}}, split.data);
+  std::unique_ptr<Model> three = Make("shared_bottom", {}, split.data);  // click on by default
   ASSERT_EQ(three->Tasks().size(), 3u);
   EXPECT_EQ(three->Tasks()[2].kind, TaskKind::kClick);
   ModelOptions options;
-  options.params = {{"rating_weight", 0}, {"like_weight", 0}};
+  options.params = {{"rating_weight", 0}, {"like_weight", 0}, {"click_weight", 0}};
   Result<std::unique_ptr<Model>> none =
       ModelRegistry::WithBuiltins().Create("ple", options, split.data);
   ASSERT_FALSE(none.ok());
