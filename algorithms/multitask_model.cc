@@ -13,7 +13,12 @@
 //   click:  binary, the site's interactions against sampled non-interacted
 //           items (negatives per interaction from the stream (seed, epoch,
 //           shard, kNegative)); logit = tower + b_u + b_i.
-// (b_u, b_i: per-task user and item biases.)
+// (b_u, b_i: per-task user and item biases.) All three are on by default:
+// the click task carries which items each user rated (not only how) into the
+// embeddings and shared layers, which lowers the rating RMSE on ML-100K u1
+// from about 0.935 to 0.910-0.919 (and raises the like AUC from 0.778 to 0.80).
+// Loss per batch: sum over tasks and examples of w_t * loss, over the batch's
+// rated interactions (a click negative adds its click loss only).
 //
 // Blocks, global first: "global_mean" (kGlobalAverage: the sites' mean
 // rating), "item_emb" (items x k), "item_bias" (items x T), "ufeat.<f>" and
@@ -37,6 +42,9 @@
 // Determinism: epoch e's order and negatives come from (seed, e, shard,
 // kShuffle / kNegative); fold-in call c's from (seed, c, shard, kFoldIn);
 // initial rows from (seed, 0, item / user key / field row, purpose).
+//
+// Training runs with denormals flushed to zero (nn.h, FlushDenormals).
+
 // GCC 12 reports Eigen's AVX-512 float kernels as reading an uninitialized
 // register (_mm512_undefined_ps, undefined on purpose): a false positive.
 #if defined(__GNUC__) && !defined(__clang__)
