@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "algorithms/model.h"
+#include "algorithms/strategy.h"
 #include "base/random.h"
 #include "data/synthetic.h"
 
@@ -365,6 +366,66 @@ TEST(MultiTaskModel, ProximalTermKeepsGlobalBlocksNearTheRoundsStart) {
     return d;
   };
   EXPECT_LT(distance(*prox), 0.5 * distance(*plain));
+}
+
+TEST(MultiTaskModel, TwoSitesAveragedByFedAvgBeatTheGlobalMean) {
+  const Split split = SyntheticSplit(300, 200, 15000, 13);
+  // Site 0 holds users 0..149, site 1 the rest, each numbering its own from 0.
+  ModelData sites[2];
+  for (uint32_t s = 0; s < 2; ++s) {
+    sites[s].items = 200;
+    sites[s].shard = s;
+    for (uint32_t u = 0; u < 150; ++u) sites[s].user_keys.push_back(5000 + 150 * s + u);
+  }
+  for (const Rating& r : split.data.train) {
+    Rating local = r;
+    local.user = r.user % 150;
+    sites[r.user / 150].train.push_back(local);
+  }
+  // An item site 0 never saw uploads nothing from site 0.
+  std::vector<bool> seen(200, false);
+  for (const Rating& r : sites[0].train) seen[r.item] = true;
+  const uint32_t unseen =
+      static_cast<uint32_t>(std::find(seen.begin(), seen.end(), false) - seen.begin());
+  std::unique_ptr<Model> models[2] = {Make("shared_bottom", {}, sites[0]),
+                                      Make("shared_bottom", {}, sites[1])};
+  Result<std::unique_ptr<Strategy>> strategy =
+      StrategyRegistry::WithBuiltins().Create("fedavg", StrategyOptions{});
+  ASSERT_TRUE(strategy.ok());
+  for (uint32_t round = 1; round <= 8; ++round) {
+    AggregateInput sums;
+    sums.round = round;
+    for (auto& model : models) {
+      TrainPlan plan;
+      plan.round = round;
+      plan.epoch_offset = round - 1;
+      plan.lr = 0.02f;
+      model->Train(plan);
+      AddUpload(*model, &sums);
+    }
+    if (round == 1 && unseen < 200) {
+      const std::vector<ParamBlock> shapes = models[0]->UploadShapes();
+      const std::vector<DenseBlockView> views = models[0]->Upload();
+      for (size_t b = 0; b < shapes.size(); ++b) {
+        if (shapes[b].name == "item_emb") {
+          EXPECT_EQ(views[b].weights[unseen], 0u);
+        }
+      }
+    }
+    std::vector<ParamBlock> global = models[0]->GlobalBlocks();
+    ASSERT_TRUE(models[0]->Apply(sums, strategy->get(), &global).ok());
+    for (auto& model : models) ASSERT_TRUE(model->SetGlobalBlocks(global));
+  }
+  double mean = 0.0;
+  for (const Rating& r : split.data.train) mean += r.value;
+  mean /= split.data.train.size();
+  double baseline = 0.0, error = 0.0;
+  for (const Rating& r : split.test) {
+    const double d = models[r.user / 150]->Predict(r.user % 150, r.item) - r.value;
+    error += d * d;
+    baseline += (r.value - mean) * (r.value - mean);
+  }
+  EXPECT_LT(std::sqrt(error / split.test.size()), 0.95 * std::sqrt(baseline / split.test.size()));
 }
 
 }  // namespace
