@@ -206,6 +206,7 @@ ModelRegistry ModelRegistry::WithBuiltins() {
   RegisterBpr(&registry);
   RegisterIals(&registry);
   RegisterItemModels(&registry);
+  RegisterMultiTask(&registry);
   return registry;
 }
 

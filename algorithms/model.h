@@ -253,7 +253,8 @@ struct ModelInfo {
 
 class ModelRegistry {
  public:
-  // A registry holding the built-in models: mf, bpr, ials, ease, itemknn, popularity.
+  // A registry holding the built-in models: mf, bpr, ials, ease, itemknn, popularity,
+  // shared_bottom, mmoe, ple.
   static ModelRegistry WithBuiltins();
   void Register(ModelInfo info);
   // Fills in defaults of the model's keys absent from options.params and
@@ -273,5 +274,6 @@ void RegisterBiasedMf(ModelRegistry* registry);
 void RegisterBpr(ModelRegistry* registry);
 void RegisterIals(ModelRegistry* registry);
 void RegisterItemModels(ModelRegistry* registry);  // ease, itemknn, popularity
+void RegisterMultiTask(ModelRegistry* registry);   // shared_bottom, mmoe, ple
 
 }  // namespace fedrec

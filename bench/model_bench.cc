@@ -9,7 +9,8 @@
 //   BM_ModelScore/<model>   scoring every item for every user (users/s)
 //
 // The ratio that matters is against biased MF in the same run (its SGD is the
-// throughput baseline of BENCHMARKS.md).
+// throughput baseline of BENCHMARKS.md). The multi-task nets (shared_bottom,
+// mmoe, ple: rating and like tasks, default keys) count rated examples.
 // Run: model_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
@@ -39,6 +40,7 @@ std::unique_ptr<Model> Make(const std::string& name) {
   for (uint32_t u = 0; u < d.users.size(); ++u) data.user_keys.push_back(u);
   ModelOptions options;
   options.factors = 32;
+  options.sgd.parallel.threads = 1;  // one thread: every model's own throughput
   Result<std::unique_ptr<Model>> model =
       ModelRegistry::WithBuiltins().Create(name, options, std::move(data));
   if (!model.ok()) return nullptr;
@@ -81,7 +83,8 @@ void ScoreBench(benchmark::State& state, const std::string& name) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * model->users()));
 }
 
-const char* const kModels[] = {"mf", "bpr", "ials", "ease", "itemknn", "popularity"};
+const char* const kModels[] = {"mf",         "bpr",           "ials", "ease", "itemknn",
+                               "popularity", "shared_bottom", "mmoe", "ple"};
 
 const int kRegistered = [] {
   for (const char* name : kModels) {
