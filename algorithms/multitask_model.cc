@@ -787,7 +787,11 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
   FEDREC_RETURN_IF_ERROR(
       CheckFeatures(name, data.user_features, static_cast<uint32_t>(users), "user"));
   if (data.item_features) {
-    FEDREC_RETURN_IF_ERROR(CheckFeatures(name, *data.item_features, data.items, "item"));
+    // A model of no users (the coordinator's) may get the item fields alone:
+    // it never reads an item's features.
+    const bool fields_only = users == 0 && data.item_features->rows == 0;
+    FEDREC_RETURN_IF_ERROR(
+        CheckFeatures(name, *data.item_features, fields_only ? 0 : data.items, "item"));
   }
   return std::unique_ptr<Model>(std::make_unique<MultiTaskModel>(name, mt, std::move(data)));
 }

@@ -618,6 +618,20 @@ Result<std::unique_ptr<Model>> MakeServerModel(const Config& config, uint32_t it
                                                const ModelRegistry* registry) {
   ModelData none;
   none.items = items;
+  // The shapes of a model's global blocks may follow the side features'
+  // fields and vocabularies (embeddings of categorical features): the
+  // coordinator's model gets the fields with no rows, so it holds no user's
+  // features. With per-site user files the first site's file declares them.
+  const bool site_users = config.data.user_features.empty() &&
+                          config.federation.partition == "files" &&
+                          !config.data.site_user_features.empty();
+  FEDREC_ASSIGN_OR_RETURN(
+      const SideFeatureFiles files,
+      LoadSideFeatureFiles(config, site_users ? std::optional<uint32_t>(0) : std::nullopt));
+  const std::vector<std::string> no_rows;
+  if (files.users) none.user_features = IndexFeatures(*files.users, no_rows);
+  if (files.items)
+    none.item_features = std::make_shared<const FeatureTable>(IndexFeatures(*files.items, no_rows));
   return MakeModel(config, std::move(none), registry);
 }
 
