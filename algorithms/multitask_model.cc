@@ -257,7 +257,11 @@ class MultiTaskModel : public Model {
 
   // The like probability, else the click probability, else the rating.
   void Score(uint32_t user, std::span<float> out) const override {
-    const int task = like_task_ >= 0 ? like_task_ : click_task_ >= 0 ? click_task_ : rating_task_;
+    // Top-N ranks by the probability of a liked interaction, P(click) *
+    // P(like | click) (as entire-space multi-task models do), with the tasks
+    // there are: click alone, like alone, else the predicted rating.
+    const int task = click_task_ >= 0 ? click_task_ : like_task_ >= 0 ? like_task_ : rating_task_;
+    const int also = click_task_ >= 0 && like_task_ >= 0 ? like_task_ : -1;
     constexpr uint32_t kChunk = 512;
     std::vector<Example> batch;
     batch.reserve(kChunk);
@@ -272,6 +276,7 @@ class MultiTaskModel : public Model {
       for (uint32_t i = start; i < end; ++i) {
         const float v = final_out(i - start, task);
         out[i] = heads_[task] == HeadKind::kBinary ? Sigmoid(v) : v;
+        if (also >= 0) out[i] *= Sigmoid(final_out(i - start, also));
       }
     }
   }

@@ -211,7 +211,8 @@ TEST(MultiTaskModel, PredictTasksAgreesWithPredictAndScore) {
       EXPECT_LT(tasks[1], 1.0f);
       EXPECT_GT(tasks[2], 0.0f);
       EXPECT_LT(tasks[2], 1.0f);
-      EXPECT_NEAR(scores[i], tasks[1], 1e-5f);  // Score = the like probability
+      // Score: the probability of a liked interaction, P(click) * P(like).
+      EXPECT_NEAR(scores[i], tasks[1] * tasks[2], 1e-5f);
     }
   }
 }

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Multi-task models (shared_bottom, mmoe, ple) on MovieLens 100K split u1 with
+# the side features of u.user and u.item, defaults only.
+#   bench/e2e_multitask.sh tasks     <ml-100k dir> [build dir]  multi-task vs single-task, centralized
+#   bench/e2e_multitask.sh federated <ml-100k dir> [build dir]  10 sites by user, default secure aggregation
+#   bench/e2e_multitask.sh cold      <ml-100k dir> [build dir]  20% of users kept at 3 training ratings
+#   bench/e2e_multitask.sh scenarios <ml-100k dir> [build dir]  sites = scenarios by item genre, local vs global towers
+# Each prints a markdown table. Runs go two at a time (the machine's cores).
+set -euo pipefail
+mode=${1:?usage: $0 tasks|federated|cold|scenarios <ml-100k dir> [build dir]}
+ml=${2:?usage: $0 $mode <ml-100k dir> [build dir]}
+build=$(realpath "${3:-build}")
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+data="--set data.train=$ml/u1.base --set data.test=$ml/u1.test"
+features="--set data.user_features=$ml/u.user --set data.item_features=$ml/u.item"
+models=(shared_bottom mmoe ple)
+
+# run NAME COMMAND ARGS...: one fedrec run, its last stdout line in $out/NAME.json.
+jobs_file="$out/jobs"
+: >"$jobs_file"
+add() {
+  local name=$1
+  shift
+  echo "$build/fedrec $* --set output.dir=$out/$name >$out/$name.out 2>$out/$name.err" >>"$jobs_file"
+}
+run_all() { xargs -P 2 -I{} -d '\n' bash -c '{}' <"$jobs_file"; }
+
+case $mode in
+  tasks)
+    for m in "${models[@]}"; do
+      add "$m-multi" train $data $features --set model.name=$m
+      add "$m-rating" train $data $features --set model.name=$m \
+        --set model.$m.like_weight=0 --set model.$m.click_weight=0
+      add "$m-like" train $data $features --set model.name=$m \
+        --set model.$m.rating_weight=0 --set model.$m.click_weight=0
+    done
+    add mf train $data --set model.name=mf
+    run_all
+    python3 - "$out" "${models[@]}" <<'PY'
+import json, sys
+out, models = sys.argv[1], sys.argv[2:]
+last = lambda n: json.loads(open(f"{out}/{n}.out").read().strip().splitlines()[-1])
+mf = last("mf")
+print(f"biased MF (k = 32, same run): rating RMSE {mf['test_rmse']:.4f}\n")
+print("| model | multi-task RMSE | rating-only RMSE | multi-task like AUC | like-only AUC | no worse on both, better on one | train s (multi) |")
+print("|---|---|---|---|---|---|---|")
+for m in models:
+    t, r, l = last(f"{m}-multi"), last(f"{m}-rating"), last(f"{m}-like")
+    rm, rr = t["tasks"]["rating"]["rmse"], r["tasks"]["rating"]["rmse"]
+    am, al = t["tasks"]["like"]["auc"], l["tasks"]["like"]["auc"]
+    ok = rm <= rr and am >= al and (rm < rr or am > al)
+    print(f"| {m} | {rm:.4f} | {rr:.4f} | {am:.4f} | {al:.4f} | {'yes' if ok else 'no'} | {t['seconds']:.1f} |")
+PY
+    ;;
+  federated)
+    for m in "${models[@]}"; do
+      add "$m-train" train $data $features --set model.name=$m
+      add "$m-sim" sim $data $features --set model.name=$m --set sim.compare_centralized=false
+    done
+    run_all
+    python3 - "$out" "${models[@]}" <<'PY'
+import json, sys
+out, models = sys.argv[1], sys.argv[2:]
+last = lambda n: json.loads(open(f"{out}/{n}.out").read().strip().splitlines()[-1])
+print("| model | central RMSE | federated RMSE | fed/central RMSE | central like AUC | federated like AUC | fed/central AUC | round s (mean) | examples/s (central, one thread) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for m in models:
+    c, f = last(f"{m}-train"), last(f"{m}-sim")
+    rounds = [json.loads(l) for l in open(f"{out}/{m}-sim/metrics.jsonl")]
+    mean_round = sum(r["seconds"] for r in rounds) / len(rounds)
+    cr, fr = c["tasks"]["rating"]["rmse"], f["tasks"]["rating"]["rmse"]
+    ca, fa = c["tasks"]["like"]["auc"], f["tasks"]["like"]["auc"]
+    epochs = c.get("epochs", 60)
+    rate = 80000 * epochs / c["seconds"]
+    print(f"| {m} | {cr:.4f} | {fr:.4f} | {fr / cr:.4f} | {ca:.4f} | {fa:.4f} | {fa / ca:.4f} | {mean_round:.2f} | {rate:,.0f} |")
+PY
+    ;;
+  cold)
+    cold="--set data.cold_start.share=0.2 --set data.cold_start.ratings=3"
+    add mf train $data $cold --set model.name=mf
+    add popularity train $data $cold --set model.name=popularity
+    for m in "${models[@]}"; do add "$m" train $data $features $cold --set model.name=$m; done
+    for m in "${models[@]}"; do add "$m-nofeat" train $data $cold --set model.name=$m; done
+    run_all
+    python3 - "$out" "${models[@]}" <<'PY'
+import json, sys
+out, models = sys.argv[1], sys.argv[2:]
+last = lambda n: json.loads(open(f"{out}/{n}.out").read().strip().splitlines()[-1])
+mf, pop = last("mf"), last("popularity")
+print(f"cold users: {mf['cold']['count']} held-out ratings, {mf['cold']['ranked_users']} ranked users\n")
+print("| model | cold RMSE | vs MF | cold NDCG@10 | vs popularity | warm RMSE | warm NDCG@10 |")
+print("|---|---|---|---|---|---|---|")
+def row(name, r):
+    c, w = r["cold"], r["warm"]
+    print(f"| {name} | {c['rmse']:.4f} | {1 - c['rmse'] / mf['cold']['rmse']:+.1%} | {c['ndcg@10']:.4f} "
+          f"| {c['ndcg@10'] / pop['cold']['ndcg@10']:.2f}x | {w['rmse']:.4f} | {w['ndcg@10']:.4f} |")
+row("biased MF", mf)
+print(f"| popularity | | | {pop['cold']['ndcg@10']:.4f} | 1.00x | | {pop['warm']['ndcg@10']:.4f} |")
+for m in models:
+    row(f"{m} (side features)", last(m))
+    row(f"{m} (no side features)", last(f"{m}-nofeat"))
+PY
+    ;;
+  scenarios)
+    scen="--set federation.partition=genre --set federation.sites=4 --set security.aggregation=none --set eval.per_site=true --set sim.compare_centralized=false"
+    for m in "${models[@]}"; do
+      add "$m-global" sim $data $features $scen --set model.name=$m
+      add "$m-local" sim $data $features $scen --set model.name=$m --set model.$m.local_towers=1
+    done
+    run_all
+    python3 - "$out" "${models[@]}" <<'PY'
+import json, sys
+out, models = sys.argv[1], sys.argv[2:]
+def sites(n):
+    rounds = [json.loads(l) for l in open(f"{out}/{n}/metrics.jsonl")]
+    last = [r for r in rounds if "sites" in r][-1]
+    return {s["site"]: s for s in last["sites"]}
+print("| model | scenario (site) | RMSE global towers | RMSE local towers | like AUC global | like AUC local |")
+print("|---|---|---|---|---|---|")
+for m in models:
+    g, l = sites(f"{m}-global"), sites(f"{m}-local")
+    gr, lr_, ga, la = [], [], [], []
+    for s in sorted(g):
+        a, b = g[s], l[s]
+        gr.append(a["tasks"]["rating"]["rmse"]); lr_.append(b["tasks"]["rating"]["rmse"])
+        ga.append(a["tasks"]["like"]["auc"]); la.append(b["tasks"]["like"]["auc"])
+        print(f"| {m} | {s} | {gr[-1]:.4f} | {lr_[-1]:.4f} | {ga[-1]:.4f} | {la[-1]:.4f} |")
+    mean = lambda v: sum(v) / len(v)
+    print(f"| {m} | mean | {mean(gr):.4f} | {mean(lr_):.4f} | {mean(ga):.4f} | {mean(la):.4f} |")
+PY
+    ;;
+  *)
+    echo "unknown mode $mode" >&2
+    exit 2
+    ;;
+esac
