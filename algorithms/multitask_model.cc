@@ -89,7 +89,7 @@ struct MultiTaskOptions {
   uint32_t negatives = 4;
   uint32_t foldin_epochs = 20;
   uint32_t foldin_batch = 16;
-  float foldin_lr_scale = 10.0f;
+  float foldin_lr_scale = 1.0f;
 };
 
 struct Example {
@@ -143,6 +143,9 @@ class MultiTaskModel : public Model {
       if (options_.tasks[t].kind == TaskKind::kClick) click_task_ = static_cast<int>(t);
     }
     BuildBlocks(data.user_keys);
+    for (uint32_t u = 0; u < users_; ++u) {
+      if (cold_[u]) cold_keys_.emplace_back(u, data.user_keys[u]);
+    }
     for (size_t i = 0; i < train_.size(); ++i) {
       (cold_[train_[i].user] ? cold_examples_ : warm_examples_).push_back(static_cast<uint32_t>(i));
     }
@@ -584,6 +587,16 @@ class MultiTaskModel : public Model {
     if (cold_examples_.empty() || options_.foldin_epochs == 0) return;
     if (blocks_[item_emb_].data.empty()) return;  // global values released
     const uint64_t call = foldins_++;
+    // Every fold-in starts the new users afresh against the current global
+    // model (their initial rows, a new optimizer state), so a user's few
+    // ratings are fitted foldin_epochs times in all, not once per round.
+    const uint32_t k = blocks_[user_emb_].cols;
+    for (const auto& [u, key] : cold_keys_) {
+      InitEmbeddingRow(options_.seed, key, Purpose::kInitUser, options_.init_std,
+                       blocks_[user_emb_].Row(u), k);
+      std::fill_n(blocks_[user_bias_].Row(u), blocks_[user_bias_].cols, 0.0f);
+    }
+    foldin_optimizer_ = Optimizer(foldin_optimizer_.options());
     LossSums ignored;
     for (uint32_t e = 0; e < options_.foldin_epochs; ++e) {
       order_ = cold_examples_;
@@ -599,6 +612,7 @@ class MultiTaskModel : public Model {
   FeatureTable user_features_;
   std::shared_ptr<const FeatureTable> item_features_;
   std::vector<uint8_t> cold_;
+  std::vector<std::pair<uint32_t, uint64_t>> cold_keys_;  // (user, key) of the cold users
   Optimizer optimizer_;
   Optimizer emb_optimizer_;  // embedding and bias rows
   // Fold-in's own state, so folding users in leaves training's steps as they are.
@@ -831,7 +845,7 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
       {"local_towers", 0, "1 = towers and task gates stay at the site (kLocal)"},
       {"foldin_epochs", 20, "epochs that fold cold-start users in, the global model frozen"},
       {"foldin_batch", 16, "interactions per minibatch of fold-in"},
-      {"foldin_lr_scale", 10, "fold-in's learning rate, as a multiple of training's"},
+      {"foldin_lr_scale", 1, "fold-in's learning rate, as a multiple of training's"},
   };
   if (architecture == Architecture::kMmoe) keys.push_back({"experts", 4, "experts"});
   if (architecture == Architecture::kPle) {
