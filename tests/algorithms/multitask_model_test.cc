@@ -252,7 +252,8 @@ TEST(MultiTaskModel, ColdUsersDoNotChangeGlobalBlocksAndFoldInFitsThem) {
           Rating{60 + c, static_cast<uint32_t>(rng.Below(50)), c % 2 == 0 ? 5.0f : 1.0f, 0});
     }
   }
-  const std::map<std::string, double> params = {{"click_weight", 1}};
+  // A high fold-in rate: these users' ratings are all 5 or all 1, far from the mean.
+  const std::map<std::string, double> params = {{"click_weight", 1}, {"foldin_lr_scale", 10}};
   std::unique_ptr<Model> a = Make("mmoe", params, warm);
   std::unique_ptr<Model> b = Make("mmoe", params, with_cold);
   TrainEpochs(a.get(), 2);
