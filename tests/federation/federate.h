@@ -52,6 +52,13 @@ struct FederatedRun {
   std::vector<RoundMetrics> rounds;
 };
 
+// The sites' options, with the catalogue's side features (one shared table).
+inline WorkerOptions SiteOptions(const Config& config, const FederatedData& data) {
+  WorkerOptions options = MakeWorkerOptions(config);
+  options.item_features = data.item_features;
+  return options;
+}
+
 inline FederatedRun Federate(
     const Config& config, uint32_t threads = 2,
     const std::function<void(WorkerOptions*, uint32_t)>& per_site = nullptr,
@@ -81,7 +88,7 @@ inline FederatedRun Federate(
   if (customize) customize(&options, &coordinator);
   Result<SimulationResult> result =
       RunSimulation(options, coordinator, std::move(server).value(), std::move(strategy).value(),
-                    MakeWorkerOptions(config), data->dataset.items.size(), std::move(data->sites),
+                    SiteOptions(config, *data), data->dataset.items.size(), std::move(data->sites),
                     [&](const RoundMetrics& m) { run.rounds.push_back(m); });
   EXPECT_TRUE(result.ok()) << result.status().ToString();
   if (result.ok()) run.global = result->global;
