@@ -249,6 +249,9 @@ struct ModelInfo {
   std::string doc;  // one line
   std::vector<ModelKey> keys;
   ModelFactory create;
+  // The server step of federated rounds when the configuration leaves
+  // federation.server_lr at 0 (1 = plain FedAvg).
+  double server_lr = 2.0;
 };
 
 class ModelRegistry {

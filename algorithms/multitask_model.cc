@@ -873,10 +873,15 @@ void RegisterMultiTask(ModelRegistry* registry) {
   for (const auto& [name, architecture, doc] : models) {
     const std::string model = name;
     const Architecture arch = architecture;
-    registry->Register({model, doc, MultiTaskKeys(arch),
-                        [model, arch](const ModelOptions& options, ModelData data) {
-                          return CreateMultiTask(model, arch, options, std::move(data));
-                        }});
+    ModelInfo info{model, doc, MultiTaskKeys(arch),
+                   [model, arch](const ModelOptions& options, ModelData data) {
+                     return CreateMultiTask(model, arch, options, std::move(data));
+                   }};
+    // Plain FedAvg: networks trained with Adam at the sites oscillate when the
+    // server steps past the sites' average (federated RMSE on MovieLens 100K
+    // u1 0.967 at server_lr 2, 0.928 at 1, centralized 0.912).
+    info.server_lr = 1.0;
+    registry->Register(std::move(info));
   }
 }
 

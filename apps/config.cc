@@ -152,7 +152,8 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("federation.strategy", federation.strategy,
                  "aggregation strategy (registered name; its own keys are strategy.<name>.<key>)"),
       FEDREC_KEY("federation.server_lr", federation.server_lr,
-                 "server step toward the sites' average (1 = FedAvg)"),
+                 "server step toward the sites' average (1 = FedAvg); 0 = the model's own: 2 "
+                 "for mf, bpr, ials and the closed-form models, 1 for the multi-task models"),
       FEDREC_KEY("federation.round_timeout", federation.round_timeout,
                  "seconds to wait for the sites of each step of a round (fedrec sim: simulated "
                  "seconds)"),

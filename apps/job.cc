@@ -878,6 +878,11 @@ StrategyOptions MakeStrategyOptions(const Config& config) {
   options.min_available = static_cast<uint32_t>(config.federation.min_available);
   options.accept_failures = config.federation.accept_failures;
   options.server_lr = config.federation.server_lr;
+  if (options.server_lr == 0.0) {
+    const ModelRegistry builtins = ModelRegistry::WithBuiltins();
+    const ModelInfo* info = builtins.Find(config.model.name);
+    options.server_lr = info != nullptr ? info->server_lr : ModelInfo{}.server_lr;
+  }
   options.instructions.local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
   options.local_epochs_max = static_cast<uint32_t>(config.federation.local_epochs_max);
   options.instructions.lr = static_cast<float>(config.train.lr);
