@@ -11,6 +11,7 @@
 #include "protocol/messages.h"
 #include "protocol/sha256.h"
 #include "tests/federation/federate.h"
+#include "tests/federation/recording_transport.h"
 #include "tests/federation/spawn.h"
 #include "worker/worker.h"
 
@@ -57,8 +58,14 @@ TEST_P(MultiTaskFederated, OneSiteEqualsCentralizedBitForBit) {
 }
 
 TEST_P(MultiTaskFederated, TenSitesUnderSecAggLandWithinTwoPercentOfCentralized) {
+  // The federation's own defaults (server step, sites' schedule, two local
+  // epochs a round) against centralized training's.
   Config config = MultiTaskConfig(GetParam(), 10);
+  const Config defaults;
   config.security.aggregation = "secagg";
+  config.federation.lr_decay = defaults.federation.lr_decay;
+  config.federation.server_lr = defaults.federation.server_lr;
+  config.federation.local_epochs = defaults.federation.local_epochs;
   config.federation.rounds = 12;
   config.train.epochs = 12;
   const CentralizedResult central = Central(config);
@@ -70,27 +77,6 @@ TEST_P(MultiTaskFederated, TenSitesUnderSecAggLandWithinTwoPercentOfCentralized)
 
 INSTANTIATE_TEST_SUITE_P(Models, MultiTaskFederated,
                          ::testing::Values("shared_bottom", "mmoe", "ple"));
-
-// Wraps the coordinator's transport and keeps a copy of what it receives.
-class RecordingTransport : public Transport {
- public:
-  explicit RecordingTransport(Transport* inner) : inner_(inner) {}
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  Status Send(int peer, std::vector<uint8_t> bytes) override {
-    return inner_->Send(peer, std::move(bytes));
-  }
-  Result<Envelope> Recv(std::chrono::milliseconds timeout) override {
-    Result<Envelope> e = inner_->Recv(timeout);
-    if (e.ok()) received.push_back(e->bytes);
-    return e;
-  }
-  TrafficStats stats() const override { return inner_->stats(); }
-  std::vector<std::vector<uint8_t>> received;
-
- private:
-  Transport* inner_;
-};
 
 TEST(MultiTaskFederatedPrivacy, LocalBlocksNeverReachTheCoordinator) {
   Config config = MultiTaskConfig("mmoe", 3);
@@ -118,7 +104,7 @@ TEST(MultiTaskFederatedPrivacy, LocalBlocksNeverReachTheCoordinator) {
   std::vector<std::vector<uint8_t>> received;
   testing::SpawnRanks(4, [&](int rank, Transport& t) {
     if (rank == 0) {
-      RecordingTransport recording(&t);
+      testing::RecordingTransport recording(&t);
       Result<std::unique_ptr<Model>> server = MakeServerModel(config, items);
       ASSERT_TRUE(server.ok()) << server.status().ToString();
       CoordinatorOptions options = MakeCoordinatorOptions(config);

@@ -12,6 +12,7 @@
 #include "protocol/crypto.h"
 #include "protocol/sha256.h"
 #include "tests/federation/federate.h"
+#include "tests/federation/recording_transport.h"
 #include "tests/federation/spawn.h"
 
 namespace fedrec {
@@ -258,27 +259,6 @@ TEST(SecureFederation, RoundThatAbortsLeavesThePreviousRoundEvaluatedOnItsOwn) {
   EXPECT_EQ(run.rounds[1].test.count, run.rounds[0].test.count);
 }
 
-// Wraps the coordinator's transport and keeps a copy of what it receives.
-class RecordingTransport : public Transport {
- public:
-  explicit RecordingTransport(Transport* inner) : inner_(inner) {}
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  Status Send(int peer, std::vector<uint8_t> bytes) override {
-    return inner_->Send(peer, std::move(bytes));
-  }
-  Result<Envelope> Recv(std::chrono::milliseconds timeout) override {
-    Result<Envelope> e = inner_->Recv(timeout);
-    if (e.ok()) received.push_back(e->bytes);
-    return e;
-  }
-  TrafficStats stats() const override { return inner_->stats(); }
-  std::vector<std::vector<uint8_t>> received;
-
- private:
-  Transport* inner_;
-};
-
 // Pearson chi-square statistic of the byte histogram against uniform.
 double ChiSquare(std::span<const uint8_t> bytes) {
   std::array<double, 256> counts{};
@@ -300,7 +280,7 @@ TEST(SecureFederation, CoordinatorReceivesNoPlainUpdateAndOnlyUniformMaskedBytes
   std::vector<std::vector<uint8_t>> received;
   testing::SpawnRanks(5, [&](int rank, Transport& t) {
     if (rank == 0) {
-      RecordingTransport recording(&t);
+      testing::RecordingTransport recording(&t);
       CoordinatorOptions options = MakeCoordinatorOptions(config);
       options.site_ranks = {1, 2, 3, 4};
       options.items = data->dataset.items.size();
