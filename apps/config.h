@@ -113,7 +113,7 @@ struct Config {
     std::string strategy = "fedavg";
     // "strategy.<name>.<key>" settings, stored under "<name>.<key>".
     std::map<std::string, double> strategy_params;
-    double server_lr = 0.0;  // 0: the model's (ModelInfo::server_lr)
+    double server_lr = 0.0;        // 0: the model's (ModelInfo::server_lr)
     double round_timeout = 600.0;  // seconds
     // federated (rounds of local training, combined by the coordinator) | ps
     // (parameter-server training: `sites` workers, cluster.shard_servers

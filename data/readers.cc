@@ -31,61 +31,18 @@
 #include <vector>
 
 #include "base/random.h"
+#include "data/text.h"
 
 namespace fedrec {
 namespace {
 
+using text::FormatFloat;
+using text::Quote;
+using text::Where;
+
 constexpr size_t kBlockBytes = size_t{8} << 20;      // one read(2)
 constexpr size_t kMaxLineBytes = size_t{1} << 20;    // longer lines are an error
-constexpr size_t kMaxShownBytes = 160;               // of a line quoted in a message
 constexpr uint64_t kMaxReserve = uint64_t{1} << 26;  // ratings reserved up front
-
-// `s` quoted and C-escaped for an error message, truncated when long.
-std::string Quote(std::string_view s) {
-  std::string q = "\"";
-  const size_t n = s.size() < kMaxShownBytes ? s.size() : kMaxShownBytes;
-  for (size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    switch (c) {
-      case '\t':
-        q += "\\t";
-        break;
-      case '\r':
-        q += "\\r";
-        break;
-      case '\n':
-        q += "\\n";
-        break;
-      case '\\':
-        q += "\\\\";
-        break;
-      case '"':
-        q += "\\\"";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\x%02x", c);
-          q += buf;
-        } else {
-          q += static_cast<char>(c);
-        }
-    }
-  }
-  q += '"';
-  if (n < s.size()) q += "... (" + std::to_string(s.size()) + " bytes)";
-  return q;
-}
-
-std::string FormatFloat(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
-
-std::string Where(const std::string& path, uint64_t line) {
-  return path + ":" + std::to_string(line);
-}
 
 // ---------------------------------------------------------------------------
 // LineReader: a file's lines, block by block.

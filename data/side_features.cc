@@ -13,41 +13,14 @@
 #include <unordered_map>
 #include <utility>
 
+#include "data/text.h"
+
 namespace fedrec {
 namespace {
 
-constexpr size_t kMaxShown = 120;
-
-std::string Quote(std::string_view s) {
-  std::string q = "\"";
-  const size_t n = std::min(s.size(), kMaxShown);
-  for (size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      q += '\\';
-      q += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      q += buf;
-    } else {
-      q += static_cast<char>(c);
-    }
-  }
-  q += '"';
-  if (n < s.size()) q += "... (" + std::to_string(s.size()) + " bytes)";
-  return q;
-}
-
-std::string Num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
-
-std::string Where(const std::string& path, uint64_t line) {
-  return path + ":" + std::to_string(line);
-}
+using text::FormatFloat;
+using text::Quote;
+using text::Where;
 
 std::vector<std::string_view> Split(std::string_view s, std::string_view sep) {
   std::vector<std::string_view> out;
@@ -309,9 +282,9 @@ Result<float> Scaled(std::string_view text, double low, double high, const std::
                      std::string_view field, std::string_view line) {
   double v;
   if (!ParseDouble(text, &v) || v < low || v > high) {
-    return Status::InvalidArgument(where + ": expected a number in [" + Num(low) + ", " +
-                                   Num(high) + "] in field " + std::string(field) + ", found " +
-                                   Quote(text) + ": " + Quote(line));
+    return Status::InvalidArgument(where + ": expected a number in [" + FormatFloat(low) + ", " +
+                                   FormatFloat(high) + "] in field " + std::string(field) +
+                                   ", found " + Quote(text) + ": " + Quote(line));
   }
   return high > low ? static_cast<float>((v - low) / (high - low)) : 0.0f;
 }
@@ -353,7 +326,7 @@ std::optional<double> TitleYear(std::string_view title) {
 Result<float> YearValue(std::optional<double> year, const std::string& where,
                         std::string_view line) {
   if (!year) return 0.0f;
-  return Scaled(Num(*year), kYearLow, kYearHigh, where, "year", line);
+  return Scaled(FormatFloat(*year), kYearLow, kYearHigh, where, "year", line);
 }
 
 Status ReadMl100kUsers(const std::string& path, Lines* lines, FeatureFile* out) {
