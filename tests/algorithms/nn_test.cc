@@ -14,16 +14,12 @@
 #include <vector>
 
 #include "base/random.h"
+#include "tests/algorithms/random_matrix.h"
 
 namespace fedrec {
 namespace {
 
-Matrix RandomMatrix(Rng& rng, Eigen::Index rows, Eigen::Index cols, double scale = 1.0) {
-  Matrix m(rows, cols);
-  for (Eigen::Index i = 0; i < m.size(); ++i)
-    m.data()[i] = static_cast<float>(scale * rng.Normal());
-  return m;
-}
+using testing::RandomMatrix;
 
 // sum(r .* m) in double.
 double Dot(const Matrix& r, const Matrix& m) {
