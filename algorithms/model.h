@@ -120,7 +120,7 @@ struct LossSums {
 };
 
 // The range of upload values the fixed-point encoding of encrypted
-// aggregation covers (protocol/update_codec.h): values clipped to
+// aggregation covers (crypto/update_codec.h): values clipped to
 // [-clip, clip], frac_bits fractional bits, per-row weights capped.
 struct UploadRange {
   float clip = 8.0f;

@@ -19,10 +19,10 @@
 #include "apps/ps_job.h"
 #include "apps/site_group.h"
 #include "coordinator/aggregation_shard.h"
-#include "protocol/identity.h"
+#include "crypto/identity.h"
 #include "protocol/mpi_transport.h"
 #include "protocol/rank_split_transport.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 #include "sim/simulation.h"
 
 namespace fedrec {

@@ -15,8 +15,8 @@
 #include "algorithms/model.h"
 #include "base/memory.h"
 #include "data/side_features.h"
-#include "protocol/paillier.h"
-#include "protocol/paillier_round.h"
+#include "crypto/paillier.h"
+#include "crypto/paillier_round.h"
 
 namespace fedrec {
 

@@ -17,8 +17,8 @@
 #include "data/side_features.h"
 #include "data/split.h"
 #include "data/synthetic.h"
-#include "protocol/identity.h"
-#include "protocol/sha256.h"
+#include "crypto/identity.h"
+#include "crypto/sha256.h"
 
 namespace fedrec {
 

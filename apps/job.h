@@ -22,7 +22,7 @@
 #include "coordinator/coordinator.h"
 #include "data/ratings.h"
 #include "data/side_features.h"
-#include "protocol/secure_transport.h"
+#include "crypto/secure_transport.h"
 #include "sim/simulation.h"
 #include "worker/worker.h"
 

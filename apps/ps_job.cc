@@ -20,7 +20,7 @@
 #include "base/thread_team.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 
 namespace fedrec {
 namespace {

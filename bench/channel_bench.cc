@@ -20,7 +20,7 @@
 
 #include "protocol/frame.h"
 #include "protocol/inprocess_transport.h"
-#include "protocol/secure_transport.h"
+#include "crypto/secure_transport.h"
 
 namespace fedrec {
 namespace {

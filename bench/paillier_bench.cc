@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "protocol/paillier.h"
+#include "crypto/paillier.h"
 
 namespace fedrec {
 namespace {

@@ -1,4 +1,4 @@
-// Secure aggregation costs (protocol/secagg.h), in one program so ratios are
+// Secure aggregation costs (crypto/secagg.h), in one program so ratios are
 // measured under the same conditions:
 //
 //   BM_RawKeystream/<bytes>      crypto::Keystream (OpenSSL AES-128-CTR) alone,
@@ -62,10 +62,10 @@
 #include <thread>
 #include <vector>
 
-#include "protocol/crypto.h"
-#include "protocol/secagg.h"
-#include "protocol/secagg_prg.h"
-#include "protocol/update_codec.h"
+#include "crypto/crypto.h"
+#include "crypto/secagg.h"
+#include "crypto/secagg_prg.h"
+#include "crypto/update_codec.h"
 
 namespace fedrec::secagg {
 namespace {

@@ -4,9 +4,9 @@
 // written once:
 //   none      sites send their updates in the clear; the coordinator folds
 //             them into per-row sums in site order (coordinator/aggregator.h)
-//   secagg    SecAgg / SecAgg+ (protocol/secagg.h): the coordinator learns
+//   secagg    SecAgg / SecAgg+ (crypto/secagg.h): the coordinator learns
 //             only the sum of the masked fixed-point updates
-//   paillier  threshold Paillier (protocol/paillier_round.h): it adds
+//   paillier  threshold Paillier (crypto/paillier_round.h): it adds
 //             ciphertexts and a threshold of sites decrypts the sum
 // The site's part is in the Worker (worker/worker.h).
 #pragma once
@@ -23,7 +23,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/site_link.h"
 #include "protocol/messages.h"
-#include "protocol/update_codec.h"
+#include "crypto/update_codec.h"
 
 namespace fedrec {
 

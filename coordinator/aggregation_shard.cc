@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "coordinator/aggregator.h"
-#include "protocol/secagg.h"
-#include "protocol/secagg_prg.h"
+#include "crypto/secagg.h"
+#include "crypto/secagg_prg.h"
 
 namespace fedrec {
 

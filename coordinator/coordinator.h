@@ -33,9 +33,9 @@
 #include "coordinator/site_link.h"
 #include "protocol/clock.h"
 #include "protocol/messages.h"
-#include "protocol/secagg.h"
+#include "crypto/secagg.h"
 #include "protocol/transport.h"
-#include "protocol/update_codec.h"
+#include "crypto/update_codec.h"
 
 namespace fedrec {
 

@@ -1,4 +1,4 @@
-// Threshold Paillier aggregation (protocol/paillier_round.h): the sites share
+// Threshold Paillier aggregation (crypto/paillier_round.h): the sites share
 // a decryption key dealt once (and again after a failed set-up); each round
 // they send signed encrypted updates, the coordinator multiplies them and a
 // threshold of sites partially decrypt the sum. Evaluation sums go through
@@ -18,8 +18,8 @@
 #include <map>
 
 #include "coordinator/scheme_common.h"
-#include "protocol/paillier.h"
-#include "protocol/paillier_round.h"
+#include "crypto/paillier.h"
+#include "crypto/paillier_round.h"
 
 namespace fedrec {
 namespace {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "coordinator/aggregation_scheme.h"
-#include "protocol/secagg.h"
+#include "crypto/secagg.h"
 
 namespace fedrec {
 
@@ -64,7 +64,7 @@ class SecureRoundCost {
   std::chrono::steady_clock::duration busy_{};
 };
 
-// Steps 1-6 of secure aggregation (protocol/secagg.h) once the plan or
+// Steps 1-6 of secure aggregation (crypto/secagg.h) once the plan or
 // request is out: the unmasked sum, or nullopt when the round aborted
 // (recorded in `cost`); an error only when the transport failed.
 // `survivors`: the sites summed.

@@ -1,4 +1,4 @@
-// Secure aggregation (SecAgg / SecAgg+, protocol/secagg.h): the coordinator
+// Secure aggregation (SecAgg / SecAgg+, crypto/secagg.h): the coordinator
 // relays keys and shares and learns only the sum of the sites' masked
 // fixed-point updates (and of their metric sums when an evaluation rides
 // along, CoordinatorOptions::eval_with_next_round).
@@ -10,7 +10,7 @@
 
 #include "base/little_endian.h"
 #include "coordinator/scheme_common.h"
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fedrec {
 

@@ -40,10 +40,10 @@ enum class MessageType : uint16_t {
   kSiteError = 6,
   kSiteHello = 7,
   kCatalogue = 8,
-  // Authenticated channels (protocol/secure_transport.h).
+  // Authenticated channels (crypto/secure_transport.h).
   kChannelHello = 9,
   kSealed = 10,
-  // Secure aggregation (protocol/secagg.h), in protocol order.
+  // Secure aggregation (crypto/secagg.h), in protocol order.
   kSecAggKeys = 11,
   kSecAggKeyList = 12,
   kSecAggShares = 13,
@@ -51,15 +51,15 @@ enum class MessageType : uint16_t {
   kSecAggMasked = 15,
   kSecAggUnmaskRequest = 16,
   kSecAggUnmaskShares = 17,
-  // Paillier aggregation (protocol/paillier.h).
+  // Paillier aggregation (crypto/paillier.h).
   kPaillierKey = 18,
   kPaillierUpdate = 19,
   kPaillierSum = 20,
   kPaillierDecrypted = 21,
-  // Secure aggregation's consistency check (protocol/secagg.h, step 4).
+  // Secure aggregation's consistency check (crypto/secagg.h, step 4).
   kSecAggSurvivorSignature = 22,
   // An authenticated channel's unauthenticated notice that it refused the
-  // receiver's hello (protocol/secure_transport.h).
+  // receiver's hello (crypto/secure_transport.h).
   kChannelRefused = 23,
   // Parameter-server mode (protocol/ps_messages.h): sparse pull/push between
   // workers and shard servers, and the driver's start and epoch reports.

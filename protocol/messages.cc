@@ -738,7 +738,7 @@ Status Check(const SiteError&) { return Status::Ok(); }
 Status Check(const SiteHello&) { return Status::Ok(); }
 Status Check(const Catalogue&) { return Status::Ok(); }
 // The secure-aggregation messages are validated by the protocol state machines
-// (protocol/secagg.h, protocol/paillier_round.h), which know the round's shape.
+// (crypto/secagg.h, crypto/paillier_round.h), which know the round's shape.
 template <class M>
 Status Check(const M&) {
   return Status::Ok();

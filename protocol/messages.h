@@ -51,8 +51,8 @@ struct BlockUpdate {
 // How the sites' updates of a round are combined.
 enum class Aggregation : uint8_t {
   kNone = 0,      // ModelUpdate in the clear
-  kSecAgg = 1,    // secure aggregation (protocol/secagg.h), SecAgg+ when degree < n - 1
-  kPaillier = 2,  // Paillier encryption (protocol/paillier.h)
+  kSecAgg = 1,    // secure aggregation (crypto/secagg.h), SecAgg+ when degree < n - 1
+  kPaillier = 2,  // Paillier encryption (crypto/paillier.h)
 };
 const char* AggregationName(Aggregation aggregation);
 
@@ -67,7 +67,7 @@ struct RoundPlan {
   std::vector<ParamBlock> model;  // global blocks when includes_model
   // Encrypted aggregation (kSecAgg, kPaillier): the round's participants and
   // its public parameters, and the fixed-point format of the update
-  // (protocol/update_codec.h).
+  // (crypto/update_codec.h).
   Aggregation aggregation = Aggregation::kNone;
   std::vector<uint32_t> participants;  // ascending site ids
   uint32_t threshold = 0;
@@ -237,7 +237,7 @@ struct Catalogue {
 
 // ---------------------------------------------------------------------------
 // Secure aggregation (SecAgg / SecAgg+); the protocol is described step by step
-// in protocol/secagg.h. Keys are raw 32-byte X25519 / Ed25519 keys.
+// in crypto/secagg.h. Keys are raw 32-byte X25519 / Ed25519 keys.
 
 using Key32Bytes = std::array<uint8_t, 32>;
 using SignatureBytes = std::array<uint8_t, 64>;
@@ -267,7 +267,7 @@ constexpr size_t kMaxMerkleDepth = 32;
 
 // Step 1 answer, coordinator -> site, ascending by site. Complete graph (and
 // the Paillier set-up): every key of U1, `members`, `root` and `proofs`
-// empty. SecAgg+ (protocol/secagg.h, step 2): the site's own keys and those of
+// empty. SecAgg+ (crypto/secagg.h, step 2): the site's own keys and those of
 // its ring neighbours in U1, each with its Merkle proof against `root`, and U1
 // as a bitmap over the positions of the round's participants (bit i % 8 of
 // byte i / 8 is position i).
@@ -400,9 +400,9 @@ struct SecAggUnmaskShares {
 };
 
 // ---------------------------------------------------------------------------
-// Paillier aggregation; the protocol is described in protocol/paillier_round.h.
+// Paillier aggregation; the protocol is described in crypto/paillier_round.h.
 
-// Key set-up (threshold decryption, steps 1-3 of protocol/paillier_round.h):
+// Key set-up (threshold decryption, steps 1-3 of crypto/paillier_round.h):
 //   coordinator -> every site: a request (public_key empty) naming the dealer
 //     (`holder`) and the modulus size; each site answers SecAggKeys with a
 //     fresh X25519 key, signed;

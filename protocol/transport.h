@@ -63,7 +63,7 @@ class Transport {
   virtual TrafficStats stats() const = 0;
 
   // The Ed25519 identity key `peer` authenticated with, once an authenticated
-  // channel to it is up (protocol/secure_transport.h); nullopt on plain
+  // channel to it is up (crypto/secure_transport.h); nullopt on plain
   // transports. Secure aggregation relays it with the peer's round keys.
   virtual std::optional<std::array<uint8_t, 32>> PeerIdentity(int peer) const {
     (void)peer;

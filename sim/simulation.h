@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "coordinator/coordinator.h"
-#include "protocol/secure_transport.h"
+#include "crypto/secure_transport.h"
 #include "sim/profiles.h"
 #include "worker/worker.h"
 
@@ -44,7 +44,7 @@ struct SimulationOptions {
   // Adjusts one site's options after `site` is set (fault injection in tests,
   // per-site identities).
   std::function<void(WorkerOptions* options, uint32_t site)> customize_site;
-  // Authenticated, encrypted channels (protocol/secure_transport.h): the
+  // Authenticated, encrypted channels (crypto/secure_transport.h): the
   // options of each rank (0 = coordinator, site s = rank s + 1, then the
   // shard servers); unset = plain
   // in-process queues. A site signs its secure-aggregation keys with its

@@ -1,4 +1,4 @@
-// The site's part of threshold Paillier aggregation (protocol/paillier_round.h):
+// The site's part of threshold Paillier aggregation (crypto/paillier_round.h):
 // the key set-up (offering a set-up key, dealing when this site is the dealer,
 // opening its share), a signed encrypted update per round (sliced over the
 // shard servers when the plan names some), and a partial decryption of a sum
@@ -10,9 +10,9 @@
 #include <map>
 #include <optional>
 
-#include "protocol/paillier.h"
-#include "protocol/paillier_round.h"
-#include "protocol/update_codec.h"
+#include "crypto/paillier.h"
+#include "crypto/paillier_round.h"
+#include "crypto/update_codec.h"
 #include "worker/site_scheme.h"
 #include "worker/worker.h"
 

@@ -1,4 +1,4 @@
-// The site's part of secure aggregation (SecAgg / SecAgg+, protocol/secagg.h):
+// The site's part of secure aggregation (SecAgg / SecAgg+, crypto/secagg.h):
 // a round's keys, shares, masked input (sliced over the shard servers when the
 // plan names some), survivor signature and unmasking shares; also a secure
 // evaluation's metric sums, and a previous round's evaluation riding along.
@@ -8,8 +8,8 @@
 #include <optional>
 #include <span>
 
-#include "protocol/secagg.h"
-#include "protocol/update_codec.h"
+#include "crypto/secagg.h"
+#include "crypto/update_codec.h"
 #include "worker/site_scheme.h"
 #include "worker/worker.h"
 

@@ -4,10 +4,10 @@
 // Worker handles a plan once, whatever the scheme:
 //   none      the update in the clear (ModelUpdate), to the coordinator or,
 //             with shard servers (RoundPlan::shard_ranks), sliced by rows
-//   secagg    SecAgg / SecAgg+ (protocol/secagg.h): round keys, shares, the
+//   secagg    SecAgg / SecAgg+ (crypto/secagg.h): round keys, shares, the
 //             masked input (sliced over the shard servers when there are
 //             some), survivor signature and unmasking shares
-//   paillier  threshold Paillier (protocol/paillier_round.h): the key set-up,
+//   paillier  threshold Paillier (crypto/paillier_round.h): the key set-up,
 //             signed encrypted updates (sliced over the shard servers when
 //             there are some) and partial decryptions
 // A scheme reaches the site's model, data and channel only through the
@@ -24,10 +24,10 @@
 #include "algorithms/model.h"
 #include "base/param_block.h"
 #include "base/status.h"
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 #include "protocol/messages.h"
 #include "protocol/transport.h"
-#include "protocol/update_codec.h"
+#include "crypto/update_codec.h"
 
 namespace fedrec {
 

@@ -10,10 +10,10 @@
 #include <utility>
 
 #include "base/little_endian.h"
-#include "protocol/paillier.h"
-#include "protocol/paillier_round.h"
-#include "protocol/secagg.h"
-#include "protocol/update_codec.h"
+#include "crypto/paillier.h"
+#include "crypto/paillier_round.h"
+#include "crypto/secagg.h"
+#include "crypto/update_codec.h"
 
 namespace fedrec {
 

@@ -6,7 +6,7 @@
 #include <atomic>
 
 #include "apps/job.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 #include "spawn.h"
 
 namespace fedrec {

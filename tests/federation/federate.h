@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "apps/job.h"
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 #include "sim/simulation.h"
 
 namespace fedrec {

@@ -8,7 +8,7 @@
 
 #include "apps/job.h"
 #include "apps/model_files.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 #include "sim/simulation.h"
 #include "tests/federation/federate.h"
 

@@ -16,7 +16,7 @@
 #include "apps/commands.h"
 #include "apps/job.h"
 #include "examples/plugin_model/bayesian_average.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 #include "sim/simulation.h"
 #include "tests/federation/federate.h"
 

@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "apps/job.h"
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 #include "protocol/inprocess_transport.h"
-#include "protocol/paillier.h"
-#include "protocol/paillier_round.h"
-#include "protocol/update_codec.h"
+#include "crypto/paillier.h"
+#include "crypto/paillier_round.h"
+#include "crypto/update_codec.h"
 #include "tests/federation/federate.h"
 #include "worker/worker.h"
 

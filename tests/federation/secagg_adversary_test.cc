@@ -3,7 +3,7 @@
 // sends crafted plans and evaluation requests, and checks that every honest
 // site refuses naming the check before it sends anything of its input.
 // (The protocol-level attacks on the survivor list, the ring and the shares
-// are tried in tests/protocol/secagg_test.cc, SecAggAdversary.*.)
+// are tried in tests/crypto/secagg_test.cc, SecAggAdversary.*.)
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "apps/job.h"
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 #include "protocol/inprocess_transport.h"
-#include "protocol/update_codec.h"
+#include "crypto/update_codec.h"
 #include "tests/federation/federate.h"
 #include "worker/worker.h"
 

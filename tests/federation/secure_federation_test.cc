@@ -9,8 +9,8 @@
 #include <map>
 #include <span>
 
-#include "protocol/crypto.h"
-#include "protocol/sha256.h"
+#include "crypto/crypto.h"
+#include "crypto/sha256.h"
 #include "tests/federation/federate.h"
 #include "tests/federation/recording_transport.h"
 #include "tests/federation/spawn.h"

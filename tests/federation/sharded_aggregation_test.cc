@@ -11,7 +11,7 @@
 
 #include "coordinator/aggregation_shard.h"
 #include "protocol/inprocess_transport.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 #include "tests/federation/federate.h"
 
 namespace fedrec {

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "federate.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 
 namespace fedrec {
 namespace {

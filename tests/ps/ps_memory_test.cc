@@ -8,7 +8,7 @@
 #include "apps/job.h"
 #include "apps/ps_job.h"
 #include "base/memory.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 
 namespace fedrec {
 namespace {

@@ -1,4 +1,4 @@
-#include "protocol/paillier_round.h"
+#include "crypto/paillier_round.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "base/little_endian.h"
-#include "protocol/sha256.h"
+#include "crypto/sha256.h"
 
 namespace fedrec::paillier_round {
 

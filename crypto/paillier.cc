@@ -1,4 +1,4 @@
-#include "protocol/paillier.h"
+#include "crypto/paillier.h"
 
 #include <openssl/bn.h>
 #include <openssl/err.h>

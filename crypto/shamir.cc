@@ -1,9 +1,9 @@
-#include "protocol/shamir.h"
+#include "crypto/shamir.h"
 
 #include <algorithm>
 #include <string>
 
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fedrec::shamir {
 

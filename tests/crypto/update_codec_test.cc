@@ -1,4 +1,4 @@
-#include "protocol/update_codec.h"
+#include "crypto/update_codec.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "protocol/secagg.h"
+#include "crypto/secagg.h"
 
 #include <gtest/gtest.h>
 
@@ -17,9 +17,9 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/crypto.h"
-#include "protocol/secagg_prg.h"
-#include "protocol/shamir.h"
+#include "crypto/crypto.h"
+#include "crypto/secagg_prg.h"
+#include "crypto/shamir.h"
 
 namespace fedrec::secagg {
 namespace {

@@ -143,7 +143,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 #include "protocol/transport.h"
 
 namespace fedrec {

@@ -1,4 +1,4 @@
-// The mask generator of secure aggregation (protocol/secagg.h): expands a
+// The mask generator of secure aggregation (crypto/secagg.h): expands a
 // 16-byte key into ring elements and adds or subtracts them into a vector.
 //
 // Definition: element i of the expansion of `key` is the little-endian word

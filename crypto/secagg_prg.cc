@@ -1,4 +1,4 @@
-#include "protocol/secagg_prg.h"
+#include "crypto/secagg_prg.h"
 
 #include <algorithm>
 #include <atomic>
@@ -8,7 +8,7 @@
 
 #include "base/little_endian.h"
 #include "base/parallel.h"
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

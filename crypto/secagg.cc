@@ -1,4 +1,4 @@
-#include "protocol/secagg.h"
+#include "crypto/secagg.h"
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -13,8 +13,8 @@
 
 #include "base/little_endian.h"
 #include "base/parallel.h"
-#include "protocol/secagg_prg.h"
-#include "protocol/shamir.h"
+#include "crypto/secagg_prg.h"
+#include "crypto/shamir.h"
 
 namespace fedrec::secagg {
 

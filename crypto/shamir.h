@@ -1,5 +1,5 @@
 // t-of-n Shamir secret sharing of 32-byte secrets over the prime field
-// GF(2^61 - 1), for secure aggregation (protocol/secagg.h).
+// GF(2^61 - 1), for secure aggregation (crypto/secagg.h).
 //
 // A secret is cut into five little-endian limbs of 7 bytes (the last one holds
 // the final 4 bytes), each below 2^56 and so a field element. Each limb gets

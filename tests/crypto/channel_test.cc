@@ -23,10 +23,10 @@
 #include <thread>
 
 #include "protocol/frame.h"
-#include "protocol/identity.h"
+#include "crypto/identity.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
-#include "protocol/secure_transport.h"
+#include "crypto/secure_transport.h"
 
 namespace fedrec {
 namespace {

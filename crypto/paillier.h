@@ -1,7 +1,7 @@
 // Paillier additively homomorphic encryption (OpenSSL BIGNUM underneath) with
 // packing of many fixed-point values into one plaintext.
 //
-// Roles in fedrec (protocol/paillier_round.h): no party holds the private key
+// Roles in fedrec (crypto/paillier_round.h): no party holds the private key
 // in normal operation. A dealer site generates the key once, deals t-of-n
 // shares of the decryption exponent (PaillierKeyShare::Deal) and wipes the
 // factors; each site encrypts with the public key; each decrypting site

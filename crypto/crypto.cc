@@ -1,4 +1,4 @@
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>

@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "base/status.h"
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fedrec {
 

@@ -1,4 +1,4 @@
-#include "protocol/secure_transport.h"
+#include "crypto/secure_transport.h"
 
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>

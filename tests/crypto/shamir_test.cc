@@ -1,4 +1,4 @@
-#include "protocol/shamir.h"
+#include "crypto/shamir.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 
 namespace fedrec::shamir {
 namespace {

@@ -1,4 +1,4 @@
-#include "protocol/identity.h"
+#include "crypto/identity.h"
 
 #include <fcntl.h>
 #include <openssl/bio.h>

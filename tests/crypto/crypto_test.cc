@@ -1,4 +1,4 @@
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 
 #include <gtest/gtest.h>
 

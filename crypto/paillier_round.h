@@ -1,6 +1,6 @@
 // Paillier aggregation with threshold decryption: the protocol, step by step,
 // and the pure functions both sides of it share (transcripts, the threshold,
-// the encoding of the training loss). The arithmetic is in protocol/paillier.h;
+// the encoding of the training loss). The arithmetic is in crypto/paillier.h;
 // the site's side in worker/paillier_site.cc, the coordinator's in
 // coordinator/paillier_scheme.cc.
 //

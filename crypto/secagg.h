@@ -120,10 +120,10 @@
 //    round || u || v, info "fedrec secagg share key"), one key per direction,
 //    so each seals a single message (crypto::SealOnce); AAD = the salt. The
 //    80-byte plaintext is the Shamir share of s_sk_u, then of b_u (40 bytes
-//    each, protocol/shamir.h); sealed: 96 bytes.
+//    each, crypto/shamir.h); sealed: 96 bytes.
 //  - Masks: PRG(k) element i = the little-endian 4- or 8-byte word i of the
 //    AES-128-CTR keystream of the 16-byte key k from counter zero
-//    (protocol/secagg_prg.h). Pairwise k = HKDF-SHA256(X25519(s_sk_u, s_pk_v),
+//    (crypto/secagg_prg.h). Pairwise k = HKDF-SHA256(X25519(s_sk_u, s_pk_v),
 //    salt = round || min(u, v) || max(u, v), info "fedrec secagg pairwise
 //    mask"); self k = HKDF-SHA256(b_u, salt = round || u, info "fedrec secagg
 //    self mask"). SecAggMasked::data is length * ring_bits / 8 bytes.
@@ -132,7 +132,7 @@
 //  - Revealed shares: 40 bytes each, checked to be field elements.
 //
 // Randomness: keys, seeds and Shamir coefficients come from the OS CSPRNG
-// (protocol/crypto.h), never from the run seed; masks cancel exactly, so the
+// (crypto/crypto.h), never from the run seed; masks cancel exactly, so the
 // aggregated sum, and the model, are reproducible.
 //
 // Thread-safety: Client and Server objects are driven by one thread each.
@@ -148,9 +148,9 @@
 #include <vector>
 
 #include "base/status.h"
-#include "protocol/crypto.h"
+#include "crypto/crypto.h"
 #include "protocol/messages.h"
-#include "protocol/secagg_prg.h"
+#include "crypto/secagg_prg.h"
 
 namespace fedrec::secagg {
 
