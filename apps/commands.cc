@@ -20,9 +20,9 @@
 #include "apps/site_group.h"
 #include "coordinator/aggregation_shard.h"
 #include "crypto/identity.h"
+#include "crypto/sha256.h"
 #include "protocol/mpi_transport.h"
 #include "protocol/rank_split_transport.h"
-#include "crypto/sha256.h"
 #include "sim/simulation.h"
 
 namespace fedrec {

@@ -14,9 +14,9 @@
 
 #include "algorithms/model.h"
 #include "base/memory.h"
-#include "data/side_features.h"
 #include "crypto/paillier.h"
 #include "crypto/paillier_round.h"
+#include "data/side_features.h"
 
 namespace fedrec {
 

@@ -12,13 +12,13 @@
 #include <set>
 #include <unordered_map>
 
+#include "crypto/identity.h"
+#include "crypto/sha256.h"
 #include "data/partition.h"
 #include "data/readers.h"
 #include "data/side_features.h"
 #include "data/split.h"
 #include "data/synthetic.h"
-#include "crypto/identity.h"
-#include "crypto/sha256.h"
 
 namespace fedrec {
 

@@ -20,9 +20,9 @@
 #include "apps/config.h"
 #include "base/status.h"
 #include "coordinator/coordinator.h"
+#include "crypto/secure_transport.h"
 #include "data/ratings.h"
 #include "data/side_features.h"
-#include "crypto/secure_transport.h"
 #include "sim/simulation.h"
 #include "worker/worker.h"
 

@@ -18,9 +18,9 @@
 #include "base/little_endian.h"
 #include "base/memory.h"
 #include "base/thread_team.h"
+#include "crypto/sha256.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
-#include "crypto/sha256.h"
 
 namespace fedrec {
 namespace {

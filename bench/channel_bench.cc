@@ -18,9 +18,9 @@
 #include <utility>
 #include <vector>
 
+#include "crypto/secure_transport.h"
 #include "protocol/frame.h"
 #include "protocol/inprocess_transport.h"
-#include "crypto/secure_transport.h"
 
 namespace fedrec {
 namespace {

@@ -22,8 +22,8 @@
 #include "base/status.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/site_link.h"
-#include "protocol/messages.h"
 #include "crypto/update_codec.h"
+#include "protocol/messages.h"
 
 namespace fedrec {
 

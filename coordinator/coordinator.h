@@ -31,11 +31,11 @@
 #include "base/param_block.h"
 #include "base/status.h"
 #include "coordinator/site_link.h"
+#include "crypto/secagg.h"
+#include "crypto/update_codec.h"
 #include "protocol/clock.h"
 #include "protocol/messages.h"
-#include "crypto/secagg.h"
 #include "protocol/transport.h"
-#include "crypto/update_codec.h"
 
 namespace fedrec {
 

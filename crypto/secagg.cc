@@ -1179,11 +1179,10 @@ Status Client::State::Mask(std::span<const std::span<uint8_t>> pieces,
   bytes = 0;
   for (const std::span<uint8_t> piece : pieces) {
     if (piece.size() % width != 0 || (bytes / width) % kMaskPieceAlign != 0) {
-      return Status::InvalidArgument("an input piece of " + Str(piece.size()) +
-                                     " bytes at element " + Str(bytes / width) +
-                                     ": expected whole elements of " + Str(width) +
-                                     " bytes, each piece starting at a multiple of " +
-                                     Str(kMaskPieceAlign) + " elements");
+      return Status::InvalidArgument(
+          "an input piece of " + Str(piece.size()) + " bytes at element " + Str(bytes / width) +
+          ": expected whole elements of " + Str(width) +
+          " bytes, each piece starting at a multiple of " + Str(kMaskPieceAlign) + " elements");
     }
     bytes += piece.size();
   }
@@ -1444,7 +1443,7 @@ struct Server::State {
   // The masked inputs are summed by shard servers (each a slice): step 3
   // gets only notices without data, and step 6 gives the masks to remove.
   bool sum_elsewhere = false;
-  Status invalid;        // the parameters' problem, if any: every call fails with it
+  Status invalid;  // the parameters' problem, if any: every call fails with it
   std::string where;
   size_t n = 0;
   // The graph; neighbour lists are computed when needed, since the complete

@@ -149,8 +149,8 @@
 
 #include "base/status.h"
 #include "crypto/crypto.h"
-#include "protocol/messages.h"
 #include "crypto/secagg_prg.h"
+#include "protocol/messages.h"
 
 namespace fedrec::secagg {
 

@@ -70,9 +70,9 @@ struct SimulationResult {
   StrategyState strategy_state;    // the strategy's state at the end
   TrafficStats coordinator_traffic;
   std::vector<TrafficStats> shard_traffic;  // per shard server
-  uint64_t site_bytes_sent = 0;  // summed over sites
-  double sim_seconds = 0.0;      // the coordinator's virtual clock at the end
-  uint64_t frames_lost = 0;      // to or from offline sites (availability)
+  uint64_t site_bytes_sent = 0;             // summed over sites
+  double sim_seconds = 0.0;                 // the coordinator's virtual clock at the end
+  uint64_t frames_lost = 0;                 // to or from offline sites (availability)
 };
 
 // Runs one federation: rank 0 is the coordinator, site s is rank s + 1.

@@ -25,9 +25,9 @@
 #include "base/param_block.h"
 #include "base/status.h"
 #include "crypto/crypto.h"
+#include "crypto/update_codec.h"
 #include "protocol/messages.h"
 #include "protocol/transport.h"
-#include "crypto/update_codec.h"
 
 namespace fedrec {
 

@@ -22,11 +22,11 @@
 #include <string>
 #include <thread>
 
-#include "protocol/frame.h"
 #include "crypto/identity.h"
+#include "crypto/secure_transport.h"
+#include "protocol/frame.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
-#include "crypto/secure_transport.h"
 
 namespace fedrec {
 namespace {

@@ -15,8 +15,8 @@
 
 #include "apps/commands.h"
 #include "apps/job.h"
-#include "examples/plugin_model/bayesian_average.h"
 #include "crypto/sha256.h"
+#include "examples/plugin_model/bayesian_average.h"
 #include "sim/simulation.h"
 #include "tests/federation/federate.h"
 

@@ -7,9 +7,9 @@
 #include <string>
 
 #include "apps/job.h"
+#include "crypto/sha256.h"
 #include "protocol/frame.h"
 #include "protocol/messages.h"
-#include "crypto/sha256.h"
 #include "tests/federation/federate.h"
 #include "tests/federation/recording_transport.h"
 #include "tests/federation/spawn.h"

@@ -13,8 +13,8 @@
 
 #include "apps/job.h"
 #include "crypto/crypto.h"
-#include "protocol/inprocess_transport.h"
 #include "crypto/update_codec.h"
+#include "protocol/inprocess_transport.h"
 #include "tests/federation/federate.h"
 #include "worker/worker.h"
 

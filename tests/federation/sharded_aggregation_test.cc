@@ -10,8 +10,8 @@
 #include <string>
 
 #include "coordinator/aggregation_shard.h"
-#include "protocol/inprocess_transport.h"
 #include "crypto/sha256.h"
+#include "protocol/inprocess_transport.h"
 #include "tests/federation/federate.h"
 
 namespace fedrec {

@@ -9,8 +9,8 @@
 #include <set>
 #include <string>
 
-#include "federate.h"
 #include "crypto/sha256.h"
+#include "federate.h"
 
 namespace fedrec {
 namespace {
