@@ -3,10 +3,12 @@
 // global mean global. Results are those of MfTrainer bit for bit.
 #include <Eigen/Core>
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include "algorithms/mf_trainer.h"
 #include "algorithms/model.h"
+#include "base/little_endian.h"
 
 namespace fedrec {
 
@@ -68,7 +70,79 @@ class BiasedMf : public Model {
   }
   const std::vector<Rating>& train() const override { return trainer_.train(); }
 
+  // The local blocks, then the training order: epochs shuffle it in place,
+  // so the next epoch's order depends on it.
+  bool SupportsCheckpoint() const override { return true; }
+  Status SaveState(std::ostream& out) const override {
+    FEDREC_RETURN_IF_ERROR(SaveBlocks(out, false));
+    const std::vector<Rating>& train = trainer_.train();
+    out << "train_order " << train.size() << '\n';
+    std::vector<uint8_t> bytes;
+    bytes.reserve(train.size() * kRatingBytes);
+    for (const Rating& r : train) {
+      uint32_t value;
+      std::memcpy(&value, &r.value, 4);
+      AppendLe(&bytes, r.user);
+      AppendLe(&bytes, r.item);
+      AppendLe(&bytes, value);
+      AppendLe(&bytes, static_cast<uint64_t>(r.time));
+    }
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
+    if (!out) return Status::IoError("writing the training order failed");
+    return Status::Ok();
+  }
+  Status LoadState(std::istream& in, const std::string& where) override {
+    // Read and check everything before changing the model.
+    const std::vector<ParamBlock> local_before = LocalCopy();
+    FEDREC_RETURN_IF_ERROR(LoadBlocks(in, false, where));
+    std::string word;
+    size_t count = 0;
+    in >> word >> count;
+    in.get();
+    const size_t expected = trainer_.train().size();
+    Status status;
+    std::vector<Rating> order(count);
+    if (!in || word != "train_order" || count != expected) {
+      status =
+          Status::InvalidArgument(where + ": expected \"train_order " + std::to_string(expected) +
+                                  "\", found \"" + word + " " + std::to_string(count) + "\"");
+    } else {
+      std::vector<uint8_t> bytes(count * kRatingBytes);
+      in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+      if (in.gcount() != static_cast<std::streamsize>(bytes.size())) {
+        status = Status::InvalidArgument(where + ": the training order is truncated");
+      } else {
+        for (size_t i = 0; i < count; ++i) {
+          const uint8_t* p = bytes.data() + i * kRatingBytes;
+          order[i].user = GetLe<uint32_t>(p);
+          order[i].item = GetLe<uint32_t>(p + 4);
+          const uint32_t value = GetLe<uint32_t>(p + 8);
+          std::memcpy(&order[i].value, &value, 4);
+          order[i].time = static_cast<int64_t>(GetLe<uint64_t>(p + 12));
+        }
+        status = trainer_.RestoreOrder(std::move(order)).WithContext(where);
+      }
+    }
+    if (!status.ok()) RestoreLocal(local_before);
+    return status;
+  }
+
  private:
+  std::vector<ParamBlock> LocalCopy() const {
+    std::vector<ParamBlock> copy;
+    for (const ParamBlock& b : trainer_.model().blocks())
+      if (!IsGlobal(b.scope)) copy.push_back(b);
+    return copy;
+  }
+  void RestoreLocal(const std::vector<ParamBlock>& copy) {
+    size_t next = 0;
+    for (ParamBlock& b : trainer_.model().blocks())
+      if (!IsGlobal(b.scope)) b.data = copy[next++].data;
+  }
+
+  static constexpr size_t kRatingBytes = 20;  // user, item, value, time (little-endian)
+
   MfTrainer trainer_;
   mutable uint32_t total_ = 0;  // the global mean's weight, viewed by Upload
 };

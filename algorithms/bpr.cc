@@ -106,6 +106,8 @@ class Bpr : public Model {
   }
 
   std::string_view name() const override { return "bpr"; }
+  // Its state between rounds is its local blocks (the default SaveState).
+  bool SupportsCheckpoint() const override { return true; }
   std::vector<ParamBlock>& blocks() override { return blocks_; }
 
   LossSums Train(const TrainPlan& plan) override {

@@ -152,6 +152,8 @@ class Ials : public Model {
   }
 
   std::string_view name() const override { return "ials"; }
+  // Its state between rounds is its local blocks (the default SaveState).
+  bool SupportsCheckpoint() const override { return true; }
   std::vector<ParamBlock>& blocks() override { return blocks_; }
 
   // Users are always solved against the latest items, so evaluation and

@@ -238,6 +238,8 @@ class Popularity : public ItemModel {
       : ItemModel(std::move(data), threshold, "item_popularity", "item_users", false) {}
 
   std::string_view name() const override { return "popularity"; }
+  // Its state between rounds is its local blocks (the default SaveState).
+  bool SupportsCheckpoint() const override { return true; }
 
   void Score(uint32_t, std::span<float> out) const override {
     std::copy(blocks_[0].data.begin(), blocks_[0].data.end(), out.begin());
@@ -263,6 +265,8 @@ class Ease : public ItemModel {
         lambda_(lambda) {}
 
   std::string_view name() const override { return "ease"; }
+  // Its state between rounds is its local blocks (the default SaveState).
+  bool SupportsCheckpoint() const override { return true; }
 
  protected:
   void CountInto(std::span<float> values) const override { CountCooccurrences(values); }
@@ -304,6 +308,8 @@ class ItemKnn : public ItemModel {
         shrink_(shrink) {}
 
   std::string_view name() const override { return "itemknn"; }
+  // Its state between rounds is its local blocks (the default SaveState).
+  bool SupportsCheckpoint() const override { return true; }
 
  protected:
   void CountInto(std::span<float> values) const override { CountCooccurrences(values); }

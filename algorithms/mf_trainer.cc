@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <string>
+#include <tuple>
 
 #include "algorithms/parallel_sgd.h"
 #include "base/random.h"
@@ -70,6 +72,21 @@ EpochStats MfTrainer::Train(uint64_t first_epoch, uint32_t count, float lr, floa
     }
   }
   return stats;
+}
+
+Status MfTrainer::RestoreOrder(std::vector<Rating> order) {
+  const auto key = [](const Rating& a, const Rating& b) {
+    return std::tie(a.user, a.item, a.time, a.value) < std::tie(b.user, b.item, b.time, b.value);
+  };
+  std::vector<Rating> mine = train_, theirs = order;
+  std::sort(mine.begin(), mine.end(), key);
+  std::sort(theirs.begin(), theirs.end(), key);
+  if (mine != theirs) {
+    return Status::InvalidArgument("the saved training order holds other ratings than the site's " +
+                                   std::to_string(train_.size()) + " training ratings");
+  }
+  std::copy(order.begin(), order.end(), train_.begin());  // keeps train_'s buffer
+  return Status::Ok();
 }
 
 void MfTrainer::ApplyDrift(const std::vector<ParamBlock>& drift, float epoch_lr) {

@@ -19,6 +19,7 @@
 
 #include "algorithms/mf_model.h"
 #include "algorithms/sgd.h"
+#include "base/status.h"
 #include "data/ratings.h"
 
 namespace fedrec {
@@ -70,6 +71,11 @@ class MfTrainer {
   // Training ratings in their current training order (the grid's blocks,
   // each shuffled, unless the schedule is kSequential).
   const std::vector<Rating>& train() const { return train_; }
+  // Replaces the training order with `order` (a checkpoint's): error, with
+  // nothing changed, unless it holds the same ratings. REQUIRES: no Train
+  // call yet (the parallel schedule lays the order out on its first call,
+  // and laying out a laid-out order changes nothing).
+  Status RestoreOrder(std::vector<Rating> order);
   // Training ratings per item (the per-row weight of item blocks).
   const std::vector<uint32_t>& item_counts() const { return item_counts_; }
 

@@ -216,6 +216,21 @@ class Model {
   Status SaveBlocks(std::ostream& out, bool global) const;
   Status LoadBlocks(std::istream& in, bool global, const std::string& where);
 
+  // Checkpoints (checkpoint.every > 0): true when SaveState / LoadState hold
+  // everything Train carries from one call to the next besides the global
+  // blocks (local blocks, the training order, local optimizer state), so a
+  // site resumed from them trains exactly as one that never stopped. Models
+  // that keep more (multi-task networks) say false and checkpointing is
+  // refused for them.
+  virtual bool SupportsCheckpoint() const { return false; }
+  // The site's state between rounds. Default: the local blocks
+  // (SaveBlocks(out, false)). LoadState checks what it reads and leaves the
+  // model unchanged on an error naming `where`.
+  virtual Status SaveState(std::ostream& out) const { return SaveBlocks(out, false); }
+  virtual Status LoadState(std::istream& in, const std::string& where) {
+    return LoadBlocks(in, false, where);
+  }
+
  protected:
   Model(uint32_t users, uint32_t items) : users_(users), items_(items) {}
 

@@ -11,12 +11,14 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 
 #include "apps/job.h"
 #include "apps/model_files.h"
 #include "apps/ps_job.h"
+#include "apps/run_checkpoint.h"
 #include "apps/site_group.h"
 #include "coordinator/aggregation_shard.h"
 #include "crypto/identity.h"
@@ -397,6 +399,47 @@ Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
   return strategy;
 }
 
+// Prepends the metrics of the run resumed from to this run's metrics.jsonl.
+void ResumeMetrics(const CoordinatorCheckpoint& checkpoint, RunOutput* out) {
+  std::istringstream lines(checkpoint.metrics);
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) out->WriteMetrics(line);
+}
+
+// checkpoint.every: the coordinator's checkpoints (into `dir`, with the
+// run's metrics so far) and the stop signals it polls after every round.
+void SetCheckpointing(const Config& config, const std::string& dir,
+                      const CheckpointIdentity& identity, const std::string& run_dir,
+                      CoordinatorOptions* options) {
+  InstallStopSignals();
+  options->stop_requested = [] { return StopSignal() != 0; };
+  options->checkpoint_every = static_cast<uint32_t>(config.checkpoint.every);
+  if (options->checkpoint_every == 0) return;
+  const std::string metrics = run_dir + "/metrics.jsonl";
+  options->on_checkpoint = [dir, identity, metrics](const Coordinator& coordinator,
+                                                    uint32_t round) {
+    return WriteRunCheckpoint(dir, identity, coordinator, round, metrics);
+  };
+}
+
+// The summary's account of a stopped run and of its checkpoint.
+void AddStopAndCheckpoint(json* summary, const Config& config, const std::string& dir,
+                          uint32_t completed_round, bool stopped) {
+  (*summary)["completed_rounds"] = completed_round;
+  if (stopped) {
+    (*summary)["stopped"] = true;
+    (*summary)["stop_signal"] = StopSignal();
+  }
+  if (config.checkpoint.every > 0) (*summary)["checkpoint_dir"] = dir;
+}
+
+// A run stopped by SIGINT/SIGTERM exits 128 + the signal, as the shell's
+// convention for a process ended by it, once everything is written.
+int StopExitCode(int code) {
+  if (code != 0 || StopSignal() == 0) return code;
+  return 128 + StopSignal();
+}
+
 }  // namespace
 
 int RunSim(const Config& config, const Registries& registries) {
@@ -421,9 +464,20 @@ int RunSim(const Config& config, const Registries& registries) {
   Result<std::unique_ptr<Model>> server_model = ServerModel(config, dataset.items.size(), models);
   if (!server_model.ok()) return Fail(server_model.status());
   if (Status s = CheckFederatedModel(config, **server_model, **strategy); !s.ok()) return Fail(s);
+  if (Status s = CheckCheckpointable(config, **server_model, **strategy); !s.ok()) return Fail(s);
+  const CheckpointIdentity checkpoint_identity{ConfigHash(config), config.model.name,
+                                               static_cast<uint32_t>(data->sites.size())};
+  Result<std::optional<CoordinatorCheckpoint>> resume =
+      LoadResumeCheckpoint(config, checkpoint_identity);
+  if (!resume.ok()) return Fail(resume.status());
+  const std::string checkpoint_dir = CheckpointDir(config, out->dir());
   RoundReporter reporter(config, &*out, dataset.items.size(), EffectiveRounds(config, models));
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
+  if (*resume) {
+    ResumeMetrics(**resume, &*out);
+    sim_options.resume = (*resume)->state;
+  }
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
   sim_options.shard_servers = static_cast<uint32_t>(config.cluster.shard_servers);
   if (Status s =
@@ -497,6 +551,8 @@ int RunSim(const Config& config, const Registries& registries) {
   WorkerOptions worker_options = MakeWorkerOptions(sites_config, models);
   worker_options.item_features = data->item_features;  // one copy shared by every site
   worker_options.job_id = job;
+  SetSiteCheckpointOptions(config, checkpoint_dir, *resume ? (*resume)->state.round : 0,
+                           &worker_options);
   worker_options.roster =
       std::make_shared<const std::map<uint32_t, crypto::Key32>>(std::move(roster).value());
   // Each site saves its own folder (its local blocks never leave it).
@@ -509,6 +565,7 @@ int RunSim(const Config& config, const Registries& registries) {
   };
   CoordinatorOptions coordinator_options = CoordinatorOptionsOf(config, models);
   coordinator_options.job_id = job;
+  SetCheckpointing(config, checkpoint_dir, checkpoint_identity, out->dir(), &coordinator_options);
   // Sites keep the global model between requests (which spares resending it
   // from an evaluation to the next plan) only while every site's copy fits in
   // kKeptModelsBytes; else a site holds it only while it answers a request.
@@ -549,6 +606,7 @@ int RunSim(const Config& config, const Registries& registries) {
 
   json summary = reporter.Summary("sim", seconds, result->global, result->coordinator_traffic);
   summary["sim_seconds"] = result->sim_seconds;
+  AddStopAndCheckpoint(&summary, config, checkpoint_dir, result->completed_round, result->stopped);
   if (!result->shard_traffic.empty()) {
     // What each shard server received and sent (the sites' slices, the sums).
     json shards = json::array();
@@ -613,7 +671,7 @@ int RunSim(const Config& config, const Registries& registries) {
   if (Status s = SaveStrategyState(out->dir(), config.federation.strategy, result->strategy_state);
       !s.ok())
     return Fail(s);
-  return Finish(&*out, summary, **final_model, dataset.items);
+  return StopExitCode(Finish(&*out, summary, **final_model, dataset.items));
 }
 
 namespace {
@@ -811,6 +869,8 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   if (server_model.ok()) {
     if (Status s = CheckFederatedModel(config, **server_model, **strategy); !s.ok())
       server_model = s;
+    else if (Status c = CheckCheckpointable(config, **server_model, **strategy); !c.ok())
+      server_model = c;
   }
   if (!server_model.ok()) {
     AbortSites(t, abort_ranks, server_model.status().message());
@@ -823,8 +883,22 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
     if (!baseline.ok()) return Fail(baseline.status().WithContext("the popularity baseline"));
     popularity = *baseline;
   }
+  const CheckpointIdentity checkpoint_identity{ConfigHash(config), config.model.name,
+                                               static_cast<uint32_t>(site_ranks.size())};
+  const std::string checkpoint_dir = CheckpointDir(config, out->dir());
+  SetCheckpointing(config, checkpoint_dir, checkpoint_identity, out->dir(), &options);
   Coordinator coordinator(options, std::move(server_model).value(), std::move(strategy).value(),
                           &t);
+  Result<std::optional<CoordinatorCheckpoint>> resume =
+      LoadResumeCheckpoint(config, checkpoint_identity);
+  if (resume.ok() && *resume) {
+    if (Status s = coordinator.Restore((*resume)->state); !s.ok()) resume = s;
+  }
+  if (!resume.ok()) {
+    coordinator.ShutdownSites(resume.status().message(), true);
+    return Fail(resume.status());
+  }
+  if (*resume) ResumeMetrics(**resume, &*out);
   RoundReporter reporter(config, &*out, items.size(), options.rounds);
   const auto start = std::chrono::steady_clock::now();
   Status status = coordinator.Run(std::ref(reporter));
@@ -837,11 +911,13 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   if (!final_model.ok()) return Fail(final_model.status());
   json summary = reporter.Summary("run", seconds, coordinator.global(), t.stats());
   if (popularity) AddLift(&summary, reporter.last_eval(), *popularity, config, items.size());
+  AddStopAndCheckpoint(&summary, config, checkpoint_dir, coordinator.completed_round(),
+                       coordinator.stopped());
   if (Status s = SaveStrategyState(out->dir(), coordinator.strategy().name(),
                                    coordinator.strategy().State());
       !s.ok())
     return Fail(s);
-  return Finish(&*out, summary, **final_model, items);
+  return StopExitCode(Finish(&*out, summary, **final_model, items));
 }
 
 // The site's items renumbered in the catalogue's order; the federation's item
@@ -995,7 +1071,24 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
     }
     options.trainer = MakeSiteGroupTrainer(config, site, layout, group);
   }
+  if (config.checkpoint.every > 0) {
+    // The round to resume from is the coordinator's checkpoint's (read
+    // here: the folder is shared, or a copy of coordinator.ckpt).
+    uint32_t resume_round = 0;
+    if (!config.checkpoint.resume.empty()) {
+      Result<CoordinatorCheckpoint> resumed = ReadCoordinatorCheckpoint(
+          CoordinatorCheckpointPath(config.checkpoint.resume),
+          CheckpointIdentity{ConfigHash(config), config.model.name,
+                             static_cast<uint32_t>(config.federation.sites)});
+      if (!resumed.ok()) return fail(resumed.status().message());
+      resume_round = resumed->state.round;
+    }
+    SetSiteCheckpointOptions(config, CheckpointDir(config, catalogue.run_dir), resume_round,
+                             &options);
+  }
   Worker worker(options, static_cast<uint32_t>(catalogue.items), std::move(local->data), &t);
+  // A site that cannot resume ends the job (mpirun stops every rank).
+  if (!worker.model_status().ok()) return fail(worker.model_status().message());
   if (Status s = worker.Serve(idle); !s.ok()) return fail(s.message());
   // The site's folder under the coordinator's run directory (on this node).
   if (Status s =
@@ -1059,6 +1152,7 @@ static int ShardRank(const Config& config, Transport& t, const std::vector<int>&
 }
 
 int RunMpi(const Config& config, const Registries& base_registries) {
+  InstallStopSignals();  // every rank: the coordinator stops the job after the round
   if (Status valid = ValidateDistributedConfig(config); !valid.ok()) return Fail(valid);
   Result<std::unique_ptr<MpiTransport>> started = MpiTransport::Start();
   if (!started.ok()) return Fail(started.status().WithContext("fedrec run"));

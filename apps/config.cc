@@ -283,6 +283,19 @@ const std::vector<Key>& Schema() {
                  "(N(0, s^2))"),
       FEDREC_KEY("sim.byzantine_scale", sim.byzantine_scale,
                  "s of sim.byzantine_attack, a number > 0"),
+      FEDREC_KEY("checkpoint.every", checkpoint.every,
+                 "fedrec sim/run: write a checkpoint (global model, strategy state, metrics, each "
+                 "site's local state) after every n-th round, at the end and on SIGINT/SIGTERM; "
+                 "0 = none"),
+      FEDREC_KEY("checkpoint.dir", checkpoint.dir,
+                 "folder of the checkpoints; empty = <run directory>/checkpoint (a resumed run "
+                 "goes on writing into the folder it resumed from)"),
+      FEDREC_KEY("checkpoint.site_dir", checkpoint.site_dir,
+                 "a site's own state folder, {site} pattern (fedrec run: each site's own disk); "
+                 "empty = <checkpoint.dir>/site-{site}"),
+      FEDREC_KEY("checkpoint.resume", checkpoint.resume,
+                 "resume from this checkpoint folder (what --resume sets); the configuration "
+                 "must be the one that wrote it but for checkpoint.* and output.*"),
       FEDREC_KEY("output.dir", output.dir, "run directory; empty = runs/<command>-<UTC time>"),
       FEDREC_KEY("output.progress", output.progress, "progress lines on a terminal"),
   };
@@ -916,6 +929,9 @@ Status ValidateConfig(const Config& c) {
     return fail("data.item_universe", "to be empty unless federation.partition = files",
                 "\"" + c.data.item_universe + "\" with federation.partition = \"" +
                     c.federation.partition + "\"");
+  if (c.checkpoint.every < 0 || c.checkpoint.every > 1000000000)
+    return fail("checkpoint.every", "an integer in [0, 1e9] (0 = no checkpoints)",
+                std::to_string(c.checkpoint.every));
   FEDREC_RETURN_IF_ERROR(positive("eval.every", c.eval.every));
   if (!(c.eval.fraction > 0.0 && c.eval.fraction <= 1.0))
     return fail("eval.fraction", "a number in (0, 1]", fmt::format("{}", c.eval.fraction));

@@ -208,6 +208,15 @@ struct Config {
     double byzantine_scale = 10.0;
   } sim;
 
+  // Checkpoint and resume (coordinator/checkpoint.h, worker/site_state.h).
+  struct Checkpoint {
+    int64_t every = 0;  // a checkpoint after every n-th round and at the end; 0 = none
+    std::string dir;    // empty = <run directory>/checkpoint
+    std::string
+        site_dir;  // fedrec run: a site's own state folder ({site}); empty = <dir>/site-{site}
+    std::string resume;  // resume from this checkpoint folder (--resume)
+  } checkpoint;
+
   struct Output {
     std::string dir;  // empty = runs/<command>-<UTC time>
     bool progress = true;

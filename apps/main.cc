@@ -53,6 +53,11 @@ int main(int argc, char** argv) {
   CLI::App* train = app.add_subcommand("train", "centralized training (the baseline)");
   CLI::App* sim = app.add_subcommand("sim", "every role in one process; no arguments: the demo");
   CLI::App* run = app.add_subcommand("run", "one role per MPI rank: mpirun -np N fedrec run");
+  std::string resume_dir;
+  for (CLI::App* sub : {sim, run}) {
+    sub->add_option("--resume", resume_dir,
+                    "resume from this checkpoint folder (checkpoint.resume; same configuration)");
+  }
   CLI::App* generate =
       app.add_subcommand("generate", "write synthetic data as CSV (all + per site)");
   std::string generate_dir;
@@ -117,6 +122,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (!resume_dir.empty()) config.checkpoint.resume = resume_dir;
   if (fedrec::Status st = fedrec::ValidateConfig(config); !st.ok()) {
     std::cerr << ("fedrec: " + st.message() + "\n");
     return 1;

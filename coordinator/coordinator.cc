@@ -116,7 +116,8 @@ Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites
 }
 
 bool Coordinator::EvaluatesWithNextRound(uint32_t round) {
-  return options_.eval_with_next_round && scheme().CarriesEvaluation() && round < options_.rounds &&
+  return options_.eval_with_next_round && options_.checkpoint_every == 0 &&
+         scheme().CarriesEvaluation() && round < options_.rounds &&
          options_.eval_fraction == options_.fraction;
 }
 
@@ -254,7 +255,7 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
   // A round whose evaluation rides on the next round's secure sum: its
   // metrics are reported once that sum is in.
   std::optional<RoundMetrics> waiting;
-  for (uint32_t round = 1; round <= options_.rounds && status.ok(); ++round) {
+  for (uint32_t round = completed_round_ + 1; round <= options_.rounds && status.ok(); ++round) {
     const auto start = SteadyClock::now();
     const double sim_start = link_.clock()->Now();
     const TrafficStats before = transport_->stats();
@@ -284,9 +285,81 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     } else if (status.ok()) {
       Report(metrics, on_round);
     }
+    if (!status.ok()) break;
+    completed_round_ = round;
+    const bool stop = options_.stop_requested && options_.stop_requested();
+    if (options_.checkpoint_every > 0 && options_.on_checkpoint && !waiting &&
+        (stop || last || round % options_.checkpoint_every == 0)) {
+      status = options_.on_checkpoint(*this, round)
+                   .WithContext("coordinator, checkpoint of round " + std::to_string(round));
+    }
+    if (stop && status.ok()) {
+      stopped_ = true;
+      spdlog::warn("coordinator: stopped after round {} of {}", round, options_.rounds);
+      break;
+    }
   }
   ShutdownSites(status.ok() ? "training finished" : status.message(), !status.ok());
   return status;
+}
+
+CoordinatorState Coordinator::CheckpointState(uint32_t round) const {
+  CoordinatorState state;
+  state.round = round;
+  state.version = version_;
+  state.global = global_;
+  state.strategy = std::string(strategy_->name());
+  state.strategy_state = strategy_->State();
+  state.extra = ExtraSections();
+  return state;
+}
+
+Status Coordinator::RestoreExtraSections(
+    const std::vector<std::pair<std::string, std::string>>& sections) {
+  if (sections.empty()) return Status::Ok();
+  return Status::InvalidArgument("the checkpoint holds state of '" + sections.front().first +
+                                 "', which this coordinator does not have (another "
+                                 "configuration wrote it)");
+}
+
+Status Coordinator::Restore(const CoordinatorState& state) {
+  const std::string where = "coordinator checkpoint of round " + std::to_string(state.round);
+  if (state.round > options_.rounds) {
+    return Status::InvalidArgument(where + ": the run has only " + std::to_string(options_.rounds) +
+                                   " rounds");
+  }
+  if (state.strategy != strategy_->name()) {
+    return Status::InvalidArgument(where + ": expected strategy " + std::string(strategy_->name()) +
+                                   ", found " + state.strategy);
+  }
+  if (state.global.size() != global_.size()) {
+    return Status::InvalidArgument(where + ": expected " + std::to_string(global_.size()) +
+                                   " global blocks, found " + std::to_string(state.global.size()));
+  }
+  for (size_t b = 0; b < global_.size(); ++b) {
+    const ParamBlock& want = global_[b];
+    const ParamBlock& found = state.global[b];
+    if (want.name != found.name || want.scope != found.scope || want.rows != found.rows ||
+        want.cols != found.cols || found.data.size() != want.data.size()) {
+      return Status::InvalidArgument(where + ": expected global block " + want.name + " " +
+                                     std::to_string(want.rows) + "x" + std::to_string(want.cols) +
+                                     ", found " + found.name + " " + std::to_string(found.rows) +
+                                     "x" + std::to_string(found.cols));
+    }
+  }
+  // The strategy and the extra sections check their own parts (a refusal
+  // leaves each unchanged); the strategy is put back when the extra sections
+  // are refused.
+  const StrategyState strategy_before = strategy_->State();
+  FEDREC_RETURN_IF_ERROR(strategy_->Restore(state.strategy_state).WithContext(where));
+  if (Status extra = RestoreExtraSections(state.extra); !extra.ok()) {
+    (void)strategy_->Restore(strategy_before);
+    return extra.WithContext(where);
+  }
+  global_ = state.global;
+  version_ = state.version;
+  completed_round_ = state.round;
+  return Status::Ok();
 }
 
 void Coordinator::Report(const RoundMetrics& metrics,

@@ -40,6 +40,7 @@
 namespace fedrec {
 
 class CoordinatorScheme;
+class Coordinator;
 
 struct CoordinatorOptions {
   uint32_t rounds = 20;
@@ -107,6 +108,30 @@ struct CoordinatorOptions {
   // the coordinator's identity and a fresh nonce); sent in every plan and
   // bound into every secure-aggregation signature and share.
   std::array<uint8_t, 32> job_id{};
+
+  // Checkpoints (coordinator/checkpoint.h): `on_checkpoint(*this, round)`
+  // is called once round `round` is reported, after every
+  // `checkpoint_every`-th round, after the last one and when the run is
+  // stopped (0 = never; evaluations then never ride on the next round, so
+  // every checkpoint holds a fully reported round). Its error ends the run.
+  uint32_t checkpoint_every = 0;
+  std::function<Status(const Coordinator&, uint32_t round)> on_checkpoint;
+  // Polled after every round: true ends the run after that round (its
+  // checkpoint written); Run then returns OK and stopped() is true.
+  std::function<bool()> stop_requested;
+};
+
+// What a coordinator checkpoint holds (coordinator/checkpoint.h). Every
+// random stream is derived from (seed, round, site, purpose), so the round is
+// the position of all of them.
+struct CoordinatorState {
+  uint32_t round = 0;  // rounds completed; the run goes on with round + 1
+  uint64_t version = 0;
+  std::vector<ParamBlock> global;
+  std::string strategy;  // its name
+  StrategyState strategy_state;
+  // Other components' state, by section name (Coordinator::ExtraSections).
+  std::vector<std::pair<std::string, std::string>> extra;
 };
 
 struct RoundMetrics {
@@ -173,7 +198,7 @@ class Coordinator {
   // model holds no user (it is built from no data).
   Coordinator(const CoordinatorOptions& options, std::unique_ptr<Model> model,
               std::unique_ptr<Strategy> strategy, Transport* transport);
-  ~Coordinator();
+  virtual ~Coordinator();
 
   // Runs every round, calling `on_round` after each, then sends Shutdown to
   // every site. Returns the first fatal error (transport failure, every site
@@ -187,6 +212,25 @@ class Coordinator {
   const std::vector<ParamBlock>& global() const { return global_; }
   const Strategy& strategy() const { return *strategy_; }
   uint64_t model_version() const { return version_; }
+
+  // Checkpoints: the state after round `round` (call from on_checkpoint),
+  // and Restore, before Run, from a state a coordinator of the same model
+  // and strategy wrote: Run then goes on with round state.round + 1. Restore
+  // checks everything first (block names and shapes, the strategy's name and
+  // state, the extra sections) and changes nothing on an error naming what
+  // differs.
+  CoordinatorState CheckpointState(uint32_t round) const;
+  Status Restore(const CoordinatorState& state);
+  // Extension point for other components' state (e.g. a privacy
+  // accountant): named sections written into every checkpoint, handed back
+  // to RestoreExtraSections on resume. The default holds none and refuses a
+  // checkpoint that has some.
+  virtual std::vector<std::pair<std::string, std::string>> ExtraSections() const { return {}; }
+  virtual Status RestoreExtraSections(
+      const std::vector<std::pair<std::string, std::string>>& sections);
+  // The last round run (or restored), and whether stop_requested ended the run.
+  uint32_t completed_round() const { return completed_round_; }
+  bool stopped() const { return stopped_; }
 
  private:
   // `evaluate_previous`: the previous round's metrics, whose evaluation
@@ -230,6 +274,8 @@ class Coordinator {
   SiteLink link_;
   std::unique_ptr<CoordinatorScheme> scheme_;
   uint64_t version_ = 0;
+  uint32_t completed_round_ = 0;
+  bool stopped_ = false;
 };
 
 }  // namespace fedrec

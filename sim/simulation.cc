@@ -313,9 +313,8 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   std::vector<std::thread> shard_threads;
   for (int s = 0; s < shards; ++s) {
     shard_servers.push_back(std::make_unique<AggregationShard>(0, endpoints[first_shard + s]));
-    shard_threads.emplace_back([&, s] {
-      shard_status[s] = shard_servers[s]->Serve(std::chrono::hours(24 * 365));
-    });
+    shard_threads.emplace_back(
+        [&, s] { shard_status[s] = shard_servers[s]->Serve(std::chrono::hours(24 * 365)); });
   }
   VirtualClock clock(&network, 0, [&scheduler] { return scheduler.Idle(); });
   for (uint32_t s = 0; s < num_sites; ++s) {
@@ -331,7 +330,16 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   for (int s = 0; s < shards; ++s) coordinator_options.shard_ranks.push_back(first_shard + s);
   Coordinator coordinator(coordinator_options, std::move(server_model), std::move(strategy),
                           endpoints[0]);
-  Status status = coordinator.Run(on_round);
+  Status status = options.resume ? coordinator.Restore(*options.resume) : Status::Ok();
+  // A site that cannot resume (its state file damaged or of another run)
+  // ends the job before it starts: nothing is half-loaded.
+  for (const auto& worker : workers)
+    if (status.ok() && !worker->model_status().ok()) status = worker->model_status();
+  if (!status.ok()) {
+    coordinator.ShutdownSites(status.message(), true);
+  } else {
+    status = coordinator.Run(on_round);
+  }
   // Sites handle their Shutdown; then the pool stops once the queues are empty.
   scheduler.Stop();
   for (std::thread& thread : shard_threads) thread.join();
@@ -349,10 +357,13 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   result.global = coordinator.global();
   result.strategy_state = coordinator.strategy().State();
   result.coordinator_traffic = endpoints[0]->stats();
-  for (int s = 0; s < shards; ++s) result.shard_traffic.push_back(endpoints[first_shard + s]->stats());
+  for (int s = 0; s < shards; ++s)
+    result.shard_traffic.push_back(endpoints[first_shard + s]->stats());
   for (uint32_t s = 0; s < num_sites; ++s)
     result.site_bytes_sent += endpoints[s + 1]->stats().bytes_sent;
   result.sim_seconds = clock.Now();
+  result.completed_round = coordinator.completed_round();
+  result.stopped = coordinator.stopped();
   for (const auto& a : availability) result.frames_lost += a->lost();
   return result;
 }

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "coordinator/coordinator.h"
@@ -63,6 +64,10 @@ struct SimulationOptions {
   // `byzantine` instead of their trained values (ChooseByzantineSites).
   std::vector<uint32_t> byzantine_sites;
   ByzantineAttack byzantine;
+  // Resuming (checkpoint.*): the coordinator starts from this state
+  // (Coordinator::Restore); the sites resume from their own state files
+  // (WorkerOptions::resume_round).
+  std::optional<CoordinatorState> resume;
 };
 
 struct SimulationResult {
@@ -73,6 +78,8 @@ struct SimulationResult {
   uint64_t site_bytes_sent = 0;             // summed over sites
   double sim_seconds = 0.0;                 // the coordinator's virtual clock at the end
   uint64_t frames_lost = 0;                 // to or from offline sites (availability)
+  uint32_t completed_round = 0;             // the last round run
+  bool stopped = false;                     // CoordinatorOptions::stop_requested ended the run
 };
 
 // Runs one federation: rank 0 is the coordinator, site s is rank s + 1.

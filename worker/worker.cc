@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <span>
+#include <sstream>
 #include <string>
 #include <utility>
 
@@ -60,6 +61,26 @@ Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Tran
     }
     identity_ = *key;
   }
+  if (!options_.state_dir.empty()) {
+    std::string dir = options_.state_dir;
+    for (size_t at; (at = dir.find("{site}")) != std::string::npos;)
+      dir.replace(at, 6, std::to_string(options_.site));
+    state_ = std::make_unique<SiteStateStore>(dir, options_.site, options_.checkpoint_every,
+                                              options_.config_hash);
+    if (options_.resume_round > 0) {
+      Result<std::optional<SiteStateStore::Saved>> saved =
+          state_->TakeForResume(options_.resume_round);
+      if (saved.ok() && *saved) {
+        if (Status check = state_->Check(**saved, ""); !check.ok()) saved = check;
+      }
+      if (saved.ok()) {
+        resume_state_ = std::move(saved).value();
+      } else {  // every request is answered with it: nothing is half-loaded
+        model_status_ = saved.status().WithContext("site " + std::to_string(options_.site));
+        spdlog::error("{}", model_status_.message());
+      }
+    }
+  }
 }
 
 Worker::~Worker() = default;
@@ -68,6 +89,15 @@ Status Worker::EnsureModel() {
   if (model_ || !model_status_.ok()) return model_status_;
   Result<std::unique_ptr<Model>> model = MakeModel(options_, items_, std::move(*data_));
   data_.reset();
+  if (model.ok() && resume_state_) {
+    Status loaded = state_->Check(*resume_state_, std::string((*model)->name()));
+    if (loaded.ok()) {
+      std::istringstream in(resume_state_->state);
+      loaded = (*model)->LoadState(in, "site state " + resume_state_->path);
+    }
+    resume_state_.reset();
+    if (!loaded.ok()) model = loaded;
+  }
   if (model.ok()) {
     model_ = std::move(model).value();
   } else {
@@ -254,6 +284,9 @@ Result<LossSums> Worker::TrainOn(const RoundPlan& plan) {
   const LossSums loss = *trained;
   control_.Finish(*model_, loss.lr_sum);
   steps_.Finish(model_.get(), loss);
+  if (state_) {
+    FEDREC_RETURN_IF_ERROR(state_->Save(plan.round, *model_).WithContext(Where(plan.round)));
+  }
   return loss;
 }
 

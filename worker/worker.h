@@ -27,6 +27,7 @@
 #include "worker/byzantine.h"
 #include "worker/site_control.h"
 #include "worker/site_scheme.h"
+#include "worker/site_state.h"
 #include "worker/site_steps.h"
 
 namespace fedrec {
@@ -101,6 +102,16 @@ struct WorkerOptions {
   // Trains the site's model instead of Model::Train (null: the model trains
   // itself). Per site: not shared between workers.
   std::shared_ptr<SiteTrainer> trainer;
+  // Checkpoints (checkpoint.every > 0; worker/site_state.h): the folder of
+  // this site's state files ("{site}" is replaced by the site index; empty =
+  // the site keeps none), checkpoint.every, and the configuration's hash
+  // bound into every file.
+  std::string state_dir;
+  uint32_t checkpoint_every = 0;
+  std::string config_hash;
+  // Resuming from the coordinator's checkpoint of this round: the site
+  // starts from its newest state file of a round <= it (0 = a fresh start).
+  uint32_t resume_round = 0;
 };
 
 // One site's data. Users are numbered by the site (0..user_keys.size()-1);
@@ -213,6 +224,10 @@ class Worker : private SiteContext {
   // The site's part of each aggregation scheme, by Aggregation value: each
   // holds its own protocol state (a SecAgg round, the Paillier key share).
   std::array<std::unique_ptr<SiteScheme>, 3> schemes_;
+  // Checkpoints: the site's state files, and the state to resume from
+  // (loaded into the model when it is built).
+  std::unique_ptr<SiteStateStore> state_;
+  std::optional<SiteStateStore::Saved> resume_state_;
 };
 
 }  // namespace fedrec

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Checkpoint and resume of real jobs (registered with CTest in
+# CMakeLists.txt, which sets FEDREC, MPIEXEC, MPIEXEC_NUMPROC_FLAG,
+# MPIEXEC_PREFLAGS and the Open MPI root-permission variables).
+#
+#   checkpoint_job_test.sh mpi-kill   mpirun ... fedrec run with checkpoint.every = 1; the
+#                                     coordinator (rank 0) is SIGKILLed once a checkpoint
+#                                     exists; mpirun ... fedrec run --resume ends with the
+#                                     model_sha256 of the run that was never interrupted
+#   checkpoint_job_test.sh sim-term   fedrec sim gets SIGTERM once a checkpoint exists: it
+#                                     writes its summary, model and checkpoint and exits 143;
+#                                     fedrec sim --resume ends with the uninterrupted model
+#   checkpoint_job_test.sh mismatch   --resume with another configuration is refused naming
+#                                     the configuration hash
+set -uo pipefail
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/fedrec-ckpt.XXXXXX")
+cleanup() {
+  [ -n "${job:-}" ] && kill -9 "$job" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+mpirun() { "$MPIEXEC" $MPIEXEC_NUMPROC_FLAG "$1" --oversubscribe $MPIEXEC_PREFLAGS "${@:2}"; }
+sha() { tail -n 1 | sed -n 's/.*"model_sha256":"\([0-9a-f]*\)".*/\1/p'; }
+
+args=(--set data.synthetic.users=300 --set data.synthetic.items=400
+      --set data.synthetic.ratings=20000 --set federation.rounds=12 --set eval.ranking=false
+      --set sim.compare_centralized=false --set federation.sites=3 --set model.factors=8
+      --set security.aggregation=none --set checkpoint.every=1)
+
+# Waits (at most 60 s) until $1 exists.
+wait_for() {
+  for _ in $(seq 600); do
+    [ -e "$1" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# The pid of rank 0 among the fedrec processes whose environment names $1.
+rank0_of() {
+  for pid in $(pgrep -x fedrec); do
+    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0" &&
+       tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "$1"; then
+      echo "$pid"
+      return 0
+    fi
+  done
+  return 1
+}
+
+case "$1" in
+  mpi-kill)
+    whole=$(mpirun 4 "$FEDREC" run "${args[@]}" --set output.dir="$work/whole" | sha)
+    [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
+    mpirun 4 "$FEDREC" run "${args[@]}" --set output.dir="$work/killed" >"$work/killed.log" 2>&1 &
+    job=$!
+    wait_for "$work/killed/checkpoint/coordinator.ckpt" || fail "no checkpoint appeared"
+    pid=$(rank0_of "$work/killed") || pid=""
+    if [ -n "$pid" ]; then
+      kill -9 "$pid"
+      echo "killed rank 0 (pid $pid)"
+    else
+      echo "rank 0 had already finished"
+    fi
+    wait "$job"
+    job=""
+    round=$(grep -ao '^round [0-9]*' "$work/killed/checkpoint/coordinator.ckpt" | head -1)
+    echo "checkpoint after the kill: $round"
+    resumed=$(mpirun 4 "$FEDREC" run "${args[@]}" --set output.dir="$work/resumed" \
+                --resume "$work/killed/checkpoint" | sha)
+    [ -n "$resumed" ] || fail "the resumed run printed no model_sha256"
+    [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
+    lines=$(wc -l < "$work/resumed/metrics.jsonl")
+    [ "$lines" -eq 12 ] || fail "the resumed metrics.jsonl has $lines rounds, expected 12"
+    echo "mpi-kill: resumed from $round to $resumed"
+    ;;
+  sim-term)
+    whole=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/whole" | sha)
+    [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
+    "$FEDREC" sim "${args[@]}" --set output.dir="$work/stopped" >"$work/stopped.out" 2>&1 &
+    job=$!
+    wait_for "$work/stopped/checkpoint/coordinator.ckpt" || fail "no checkpoint appeared"
+    kill -TERM "$job"
+    wait "$job"
+    code=$?
+    job=""
+    if grep -q '"stopped":true' "$work/stopped.out"; then
+      [ $code -eq 143 ] || fail "a run stopped by SIGTERM should exit 143, exited $code"
+      [ -s "$work/stopped/summary.json" ] || fail "the stopped run wrote no summary.json"
+      [ -s "$work/stopped/model.tsv" ] || fail "the stopped run wrote no model.tsv"
+    else
+      [ $code -eq 0 ] || fail "exit $code: $(tail -3 "$work/stopped.out")"
+      echo "the run had finished before the signal"
+    fi
+    resumed=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/resumed" \
+                --resume "$work/stopped/checkpoint" | sha)
+    [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
+    echo "sim-term: exit $code, resumed to $resumed"
+    ;;
+  mismatch)
+    "$FEDREC" sim "${args[@]}" --set federation.rounds=2 --set output.dir="$work/a" >/dev/null ||
+      fail "the first run failed"
+    out=$("$FEDREC" sim "${args[@]}" --set federation.rounds=2 --set train.lr=0.05 \
+            --set output.dir="$work/b" --resume "$work/a/checkpoint" 2>&1)
+    code=$?
+    [ $code -ne 0 ] || fail "resuming another configuration should fail"
+    grep -q "was written by another run and was not loaded: configuration hash" <<<"$out" ||
+      fail "unexpected message: $out"
+    echo "mismatch: refused"
+    ;;
+  *)
+    fail "unknown case $1"
+    ;;
+esac

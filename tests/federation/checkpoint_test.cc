@@ -1,0 +1,385 @@
+// Checkpoint and resume (checkpoint.*): a federation stopped after any round
+// and resumed from its checkpoint ends with the model of the run that never
+// stopped; damaged or foreign checkpoints are refused naming what is wrong;
+// checkpoint files are replaced atomically.
+#include "coordinator/checkpoint.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "algorithms/strategy.h"
+#include "apps/config.h"
+#include "apps/job.h"
+#include "apps/run_checkpoint.h"
+#include "crypto/checkpoint_file.h"
+#include "crypto/sha256.h"
+#include "protocol/inprocess_transport.h"
+#include "sim/simulation.h"
+#include "worker/site_state.h"
+
+namespace fedrec {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string TempDir(const std::string& name) {
+  const char* dir = std::getenv("FEDREC_TEST_TMPDIR");
+  const fs::path path = fs::path(dir ? dir : ::testing::TempDir()) / "checkpoint" / name;
+  fs::remove_all(path);
+  fs::create_directories(path);
+  return path.string();
+}
+
+Config SmallConfig(const std::string& model, const std::string& strategy,
+                   const std::string& aggregation) {
+  Config c;
+  c.seed = 7;
+  c.data.synthetic.users = 120;
+  c.data.synthetic.items = 150;
+  c.data.synthetic.ratings = 4000;
+  c.model.name = model;
+  c.model.factors = 4;
+  c.federation.sites = 4;
+  c.federation.rounds = 5;
+  c.federation.local_epochs = 1;
+  c.federation.strategy = strategy;
+  c.security.aggregation = aggregation;
+  c.eval.ranking = false;
+  c.train.threads = 1;
+  c.checkpoint.every = 1;
+  return c;
+}
+
+struct JobEnd {
+  std::string sha;
+  uint32_t completed = 0;
+  bool stopped = false;
+};
+
+// One `fedrec sim` job over `dir` as the command assembles it: stopped after
+// round `stop_after` (0 = never; the checkpoint is written as on SIGINT),
+// resumed from `dir` when `resume`. `crash_after`: the run ends after that
+// round without the checkpoint a stop writes (as if killed).
+Result<JobEnd> RunJob(const Config& config, const std::string& dir, uint32_t stop_after,
+                      bool resume, uint32_t crash_after = 0) {
+  FEDREC_ASSIGN_OR_RETURN(FederatedData data, LoadFederatedData(config));
+  const uint32_t items = data.dataset.items.size();
+  const uint32_t sites = static_cast<uint32_t>(data.sites.size());
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy,
+                          StrategyRegistry::WithBuiltins().Create(config.federation.strategy,
+                                                                  MakeStrategyOptions(config)));
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> server, MakeServerModel(config, items));
+  FEDREC_RETURN_IF_ERROR(CheckCheckpointable(config, *server, *strategy));
+  const CheckpointIdentity identity{ConfigHash(config), config.model.name, sites};
+  SimulationOptions sim;
+  sim.threads = 2;
+  uint32_t resume_round = 0;
+  if (resume) {
+    FEDREC_ASSIGN_OR_RETURN(CoordinatorCheckpoint checkpoint,
+                            ReadCoordinatorCheckpoint(CoordinatorCheckpointPath(dir), identity));
+    resume_round = checkpoint.state.round;
+    sim.resume = checkpoint.state;
+  }
+  WorkerOptions worker = MakeWorkerOptions(config);
+  SetSiteCheckpointOptions(config, dir, resume_round, &worker);
+  CoordinatorOptions coordinator = MakeCoordinatorOptions(config);
+  FEDREC_ASSIGN_OR_RETURN(crypto::Key32 job, NewJobId(config, crypto::Key32{}));
+  coordinator.job_id = job;
+  worker.job_id = job;
+  coordinator.checkpoint_every = static_cast<uint32_t>(config.checkpoint.every);
+  uint32_t seen = 0;
+  coordinator.on_checkpoint = [&](const Coordinator& c, uint32_t round) {
+    const bool crashed = crash_after > 0 && round >= crash_after;
+    if (crashed && round % coordinator.checkpoint_every != 0) return Status::Ok();
+    if (crashed && round > crash_after) return Status::Ok();
+    return WriteRunCheckpoint(dir, identity, c, round, dir + "/no-metrics.jsonl");
+  };
+  const uint32_t stop = stop_after ? stop_after : crash_after;
+  coordinator.stop_requested = [&] { return stop > 0 && seen >= stop; };
+  FEDREC_ASSIGN_OR_RETURN(
+      SimulationResult result,
+      RunSimulation(sim, coordinator, std::move(server), std::move(strategy), worker, items,
+                    std::move(data.sites), [&](const RoundMetrics& m) { seen = m.round; }));
+  return JobEnd{ModelSha256(result.global), result.completed_round, result.stopped};
+}
+
+struct Case {
+  const char* model;
+  const char* strategy;
+  const char* aggregation;
+};
+
+class ResumeTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) {
+  const Case& c = GetParam();
+  const Config config = SmallConfig(c.model, c.strategy, c.aggregation);
+  const std::string name = std::string(c.model) + "-" + c.strategy + "-" + c.aggregation;
+  Config off = config;
+  off.checkpoint.every = 0;
+  Result<JobEnd> plain = RunJob(off, TempDir(name + "-plain"), 0, false);
+  ASSERT_TRUE(plain.ok()) << plain.status().message();
+  Result<JobEnd> whole = RunJob(config, TempDir(name + "-whole"), 0, false);
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  EXPECT_EQ(whole->sha, plain->sha) << "checkpointing changed the model";
+  for (uint32_t stop = 1; stop < config.federation.rounds; ++stop) {
+    const std::string dir = TempDir(name + "-stop" + std::to_string(stop));
+    Result<JobEnd> first = RunJob(config, dir, stop, false);
+    ASSERT_TRUE(first.ok()) << first.status().message();
+    EXPECT_TRUE(first->stopped);
+    EXPECT_EQ(first->completed, stop);
+    Result<JobEnd> resumed = RunJob(config, dir, 0, true);
+    ASSERT_TRUE(resumed.ok()) << resumed.status().message();
+    EXPECT_EQ(resumed->completed, config.federation.rounds);
+    EXPECT_EQ(resumed->sha, plain->sha) << "resumed after round " << stop;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoint, ResumeTest,
+                         ::testing::Values(Case{"mf", "fedavg", "none"},
+                                           Case{"mf", "fedadam", "none"},
+                                           Case{"mf", "fedavgm", "secagg"},
+                                           Case{"bpr", "fedavg", "none"},
+                                           Case{"ials", "fedavg", "none"}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(info.param.model) + "_" + info.param.strategy + "_" +
+                                  info.param.aggregation;
+                         });
+
+TEST(Checkpoint, ResumeAfterACrashDiscardsSiteStateNewerThanTheCheckpoint) {
+  Config config = SmallConfig("mf", "fedavg", "none");
+  config.checkpoint.every = 2;
+  Config off = config;
+  off.checkpoint.every = 0;
+  Result<JobEnd> plain = RunJob(off, TempDir("crash-plain"), 0, false);
+  ASSERT_TRUE(plain.ok()) << plain.status().message();
+  // Killed after round 3: the coordinator's newest checkpoint is round 2's,
+  // the sites already saved their state of round 3.
+  const std::string dir = TempDir("crash");
+  ASSERT_TRUE(RunJob(config, dir, 0, false, /*crash_after=*/3).ok());
+  SiteStateStore site0(dir + "/site-0", 0, 2, ConfigHash(config));
+  EXPECT_EQ(site0.Rounds().back(), 3u);
+  Result<JobEnd> resumed = RunJob(config, dir, 0, true);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().message();
+  EXPECT_EQ(resumed->sha, plain->sha);
+}
+
+// A finished run's checkpoint directory (the last round's checkpoint).
+std::string FinishedCheckpoint(const std::string& name, const Config& config) {
+  const std::string dir = TempDir(name);
+  Result<JobEnd> end = RunJob(config, dir, 2, false);
+  EXPECT_TRUE(end.ok()) << end.status().message();
+  return dir;
+}
+
+TEST(Checkpoint, CorruptCoordinatorCheckpointIsRefusedNamingTheFile) {
+  const Config config = SmallConfig("mf", "fedavg", "none");
+  const std::string dir = FinishedCheckpoint("corrupt", config);
+  const std::string path = CoordinatorCheckpointPath(dir);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    f.put('\x7f');
+  }
+  Result<JobEnd> resumed = RunJob(config, dir, 0, true);
+  ASSERT_FALSE(resumed.ok());
+  EXPECT_NE(resumed.status().message().find(path), std::string::npos);
+  EXPECT_NE(resumed.status().message().find("is corrupt or truncated (SHA-256"), std::string::npos)
+      << resumed.status().message();
+}
+
+TEST(Checkpoint, TruncatedCoordinatorCheckpointIsRefused) {
+  const Config config = SmallConfig("mf", "fedavg", "none");
+  const std::string dir = FinishedCheckpoint("truncated", config);
+  const std::string path = CoordinatorCheckpointPath(dir);
+  fs::resize_file(path, fs::file_size(path) / 2);
+  Result<JobEnd> resumed = RunJob(config, dir, 0, true);
+  ASSERT_FALSE(resumed.ok());
+  EXPECT_EQ(resumed.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(resumed.status().message().find("corrupt or truncated"), std::string::npos)
+      << resumed.status().message();
+}
+
+TEST(Checkpoint, CheckpointOfAnotherConfigurationIsRefusedNamingTheHash) {
+  const Config config = SmallConfig("mf", "fedavg", "none");
+  const std::string dir = FinishedCheckpoint("other-config", config);
+  Config other = config;
+  other.train.lr = 0.05;
+  Result<JobEnd> resumed = RunJob(other, dir, 0, true);
+  ASSERT_FALSE(resumed.ok());
+  EXPECT_NE(resumed.status().message().find("was written by another run and was not loaded: "
+                                            "configuration hash"),
+            std::string::npos)
+      << resumed.status().message();
+  // Keys that do not change the model do not count.
+  Config same = config;
+  same.output.dir = "elsewhere";
+  same.checkpoint.every = 3;
+  EXPECT_EQ(ConfigHash(same), ConfigHash(config));
+}
+
+TEST(Checkpoint, CheckpointOfAnotherModelOrSiteCountIsRefusedNamingBoth) {
+  const Config config = SmallConfig("mf", "fedavg", "none");
+  const std::string dir = FinishedCheckpoint("other-model", config);
+  const CheckpointIdentity other{ConfigHash(config), "bpr", 5};
+  Result<CoordinatorCheckpoint> read =
+      ReadCoordinatorCheckpoint(CoordinatorCheckpointPath(dir), other);
+  ASSERT_FALSE(read.ok());
+  EXPECT_NE(read.status().message().find("model.name: expected bpr, found mf"), std::string::npos)
+      << read.status().message();
+  EXPECT_NE(read.status().message().find("federation.sites: expected 5, found 4"),
+            std::string::npos)
+      << read.status().message();
+}
+
+TEST(Checkpoint, CorruptSiteStateIsRefusedNamingTheSiteFile) {
+  const Config config = SmallConfig("mf", "fedavg", "none");
+  const std::string dir = FinishedCheckpoint("corrupt-site", config);
+  SiteStateStore store(dir + "/site-1", 1, 1, ConfigHash(config));
+  ASSERT_FALSE(store.Rounds().empty());
+  const std::string path = store.PathOf(store.Rounds().back());
+  fs::resize_file(path, fs::file_size(path) - 10);
+  Result<JobEnd> resumed = RunJob(config, dir, 0, true);
+  ASSERT_FALSE(resumed.ok());
+  EXPECT_NE(
+      resumed.status().message().find("site 1: checkpoint " + path + " is corrupt or truncated"),
+      std::string::npos)
+      << resumed.status().message();
+}
+
+TEST(Checkpoint, SiteStateOfAnotherSiteIsRefusedNamingWhatDiffers) {
+  const Config config = SmallConfig("mf", "fedavg", "none");
+  const std::string dir = FinishedCheckpoint("other-site", config);
+  SiteStateStore wrong(dir + "/site-1", /*site=*/2, 1, ConfigHash(config));
+  Result<std::optional<SiteStateStore::Saved>> saved = wrong.TakeForResume(2);
+  ASSERT_TRUE(saved.ok()) << saved.status().message();
+  ASSERT_TRUE(saved->has_value());
+  const Status check = wrong.Check(**saved, "mf");
+  ASSERT_FALSE(check.ok());
+  EXPECT_NE(check.message().find("expected 'site 2', found 'site 1'"), std::string::npos)
+      << check.message();
+}
+
+TEST(CheckpointFile, SectionsRoundTripWithAnyBytes) {
+  const std::string path = TempDir("file") + "/a.ckpt";
+  const std::string binary("a\0b\nsection x 3\n\xff", 18);
+  ASSERT_TRUE(WriteCheckpointFile(path, {{"one", binary}, {"two", ""}}).ok());
+  Result<CheckpointSections> read = ReadCheckpointFile(path);
+  ASSERT_TRUE(read.ok()) << read.status().message();
+  ASSERT_EQ(read->size(), 2u);
+  EXPECT_EQ((*read)[0].first, "one");
+  EXPECT_EQ((*read)[0].second, binary);
+  EXPECT_EQ((*read)[1].second, "");
+}
+
+TEST(CheckpointFile, FailedWriteLeavesThePreviousFileIntact) {
+  const std::string dir = TempDir("atomic");
+  const std::string path = dir + "/c.ckpt";
+  ASSERT_TRUE(WriteCheckpointFile(path, {{"round", "3"}}).ok());
+  // The temporary file cannot be created: a folder is in its place.
+  fs::create_directories(path + ".tmp");
+  const Status failed = WriteCheckpointFile(path, {{"round", "4"}});
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.message().find(path), std::string::npos) << failed.message();
+  Result<CheckpointSections> read = ReadCheckpointFile(path);
+  ASSERT_TRUE(read.ok()) << read.status().message();
+  EXPECT_EQ((*read)[0].second, "3");
+}
+
+TEST(CheckpointFile, AppendedBytesAreRefused) {
+  const std::string path = TempDir("appended") + "/c.ckpt";
+  ASSERT_TRUE(WriteCheckpointFile(path, {{"round", "3"}}).ok());
+  std::ofstream(path, std::ios::app) << "x";
+  Result<CheckpointSections> read = ReadCheckpointFile(path);
+  ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.status().code(), Status::Code::kCorruption);
+}
+
+TEST(Checkpoint, ModelsThatCannotSaveTheirSiteStateRefuseCheckpointing) {
+  Config config = SmallConfig("mmoe", "fedavg", "none");
+  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 50);
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  Result<std::unique_ptr<Strategy>> strategy =
+      StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
+  ASSERT_TRUE(strategy.ok());
+  const Status refused = CheckCheckpointable(config, **model, **strategy);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("checkpoint.every = 1: model mmoe cannot save its sites' state"),
+            std::string::npos)
+      << refused.message();
+  config.checkpoint.every = 0;
+  EXPECT_TRUE(CheckCheckpointable(config, **model, **strategy).ok());
+}
+
+TEST(Checkpoint, ScaffoldRefusesCheckpointing) {
+  const Config config = SmallConfig("mf", "scaffold", "none");
+  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 50);
+  ASSERT_TRUE(model.ok());
+  Result<std::unique_ptr<Strategy>> strategy =
+      StrategyRegistry::WithBuiltins().Create("scaffold", MakeStrategyOptions(config));
+  ASSERT_TRUE(strategy.ok());
+  const Status refused = CheckCheckpointable(config, **model, **strategy);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("strategy scaffold keeps control variates"), std::string::npos)
+      << refused.message();
+}
+
+// Another component's state rides in the checkpoint as a named section (the
+// extension point of Coordinator::ExtraSections).
+class AccountingCoordinator : public Coordinator {
+ public:
+  using Coordinator::Coordinator;
+  std::vector<std::pair<std::string, std::string>> ExtraSections() const override {
+    return {{"dp_accountant", spent}};
+  }
+  Status RestoreExtraSections(
+      const std::vector<std::pair<std::string, std::string>>& sections) override {
+    if (sections.size() != 1 || sections[0].first != "dp_accountant")
+      return Status::InvalidArgument("expected a dp_accountant section");
+    spent = sections[0].second;
+    return Status::Ok();
+  }
+  std::string spent;
+};
+
+TEST(Checkpoint, ExtraSectionsRoundTripAndAPlainCoordinatorRefusesThem) {
+  InProcessNetwork network(2);
+  ParamBlock block;
+  block.name = "w";
+  block.rows = 2;
+  block.cols = 1;
+  block.data = {0.5f, -1.0f};
+  CoordinatorOptions options;
+  options.rounds = 3;
+  options.site_ranks = {1};
+  const auto strategy = [] {
+    return std::move(StrategyRegistry::WithBuiltins().Create("fedavg", StrategyOptions())).value();
+  };
+  AccountingCoordinator writer(options, std::vector<ParamBlock>{block}, strategy(),
+                               &network.endpoint(0));
+  writer.spent = "epsilon=1.25";
+  const std::string path = TempDir("extra") + "/coordinator.ckpt";
+  const CheckpointIdentity identity{"hash", "w", 1};
+  ASSERT_TRUE(WriteCoordinatorCheckpoint(path, identity, {writer.CheckpointState(2), ""}).ok());
+  Result<CoordinatorCheckpoint> read = ReadCoordinatorCheckpoint(path, identity);
+  ASSERT_TRUE(read.ok()) << read.status().message();
+
+  AccountingCoordinator reader(options, std::vector<ParamBlock>{block}, strategy(),
+                               &network.endpoint(0));
+  ASSERT_TRUE(reader.Restore(read->state).ok());
+  EXPECT_EQ(reader.spent, "epsilon=1.25");
+  EXPECT_EQ(reader.completed_round(), 2u);
+
+  Coordinator plain(options, std::vector<ParamBlock>{block}, strategy(), &network.endpoint(0));
+  const Status refused = plain.Restore(read->state);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("'dp_accountant'"), std::string::npos) << refused.message();
+  EXPECT_EQ(plain.completed_round(), 0u);
+}
+
+}  // namespace
+}  // namespace fedrec
