@@ -166,6 +166,9 @@ TEST(Checkpoint, ResumeAfterACrashDiscardsSiteStateNewerThanTheCheckpoint) {
   Result<JobEnd> resumed = RunJob(config, dir, 0, true);
   ASSERT_TRUE(resumed.ok()) << resumed.status().message();
   EXPECT_EQ(resumed->sha, plain->sha);
+  // A site keeps only what a coordinator checkpoint can still pair with:
+  // after round 5 (checkpoint.every = 2), its states of rounds 4 and 5.
+  EXPECT_EQ(site0.Rounds(), (std::vector<uint32_t>{4, 5}));
 }
 
 // A finished run's checkpoint directory (the last round's checkpoint).
