@@ -4,11 +4,14 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstring>
+#include <cmath>
 #include <limits>
+#include <numeric>
 
 #include "algorithms/mf_trainer.h"
 #include "algorithms/model.h"
 #include "base/little_endian.h"
+#include "base/random.h"
 
 namespace fedrec {
 
@@ -18,7 +21,9 @@ class BiasedMf : public Model {
  public:
   BiasedMf(const MfTrainerOptions& options, ModelData data)
       : Model(static_cast<uint32_t>(data.user_keys.size()), data.items),
-        trainer_(options, data.items, std::move(data.train), data.user_keys) {}
+        trainer_(options, data.items, std::move(data.train), data.user_keys),
+        user_keys_(data.user_keys),
+        sgd_(options.sgd) {}
 
   std::string_view name() const override { return "mf"; }
   std::vector<ParamBlock>& blocks() override { return trainer_.model().blocks(); }
@@ -32,6 +37,10 @@ class BiasedMf : public Model {
         trainer_.Train(plan.epoch_offset, plan.epochs, plan.lr, plan.proximal_mu, plan.drift);
     return {stats.squared_error, stats.updates, stats.lr_sum, stats.lr_first};
   }
+  bool TrainsClippedPerUser() const override { return true; }
+  Result<PerUserStats> TrainClippedPerUser(const TrainPlan& plan, const PerUserClip& clip,
+                                           std::vector<ParamBlock>* sum) override;
+
   bool CountsLocalSteps() const override { return true; }
   bool SupportsControlVariates() const override { return true; }
 
@@ -142,10 +151,115 @@ class BiasedMf : public Model {
   }
 
   static constexpr size_t kRatingBytes = 20;  // user, item, value, time (little-endian)
+  // The training ratings grouped by user (sorted by user, then item, then
+  // value), independent of the training order of train().
+  void GroupByUser();
 
   MfTrainer trainer_;
   mutable uint32_t total_ = 0;  // the global mean's weight, viewed by Upload
+  std::vector<uint64_t> user_keys_;
+  SgdOptions sgd_;
+  std::vector<Rating> by_user_;       // GroupByUser
+  std::vector<uint32_t> user_begin_;  // user u's ratings: by_user_[user_begin_[u], [u + 1])
 };
+
+void BiasedMf::GroupByUser() {
+  by_user_ = trainer_.train();
+  std::sort(by_user_.begin(), by_user_.end(), [](const Rating& a, const Rating& b) {
+    if (a.user != b.user) return a.user < b.user;
+    if (a.item != b.item) return a.item < b.item;
+    return a.value < b.value;
+  });
+  user_begin_.assign(users() + 1, 0);
+  for (const Rating& r : by_user_) ++user_begin_[r.user + 1];
+  for (uint32_t u = 0; u < users(); ++u) user_begin_[u + 1] += user_begin_[u];
+}
+
+// Each user trains its own copy of its items' rows with the SGD of SgdEpoch
+// (one rating at a time, biases then factors), in an order drawn per user
+// and epoch; its change of those rows is clipped and summed. The global mean
+// is not trained, so its change is zero.
+Result<PerUserStats> BiasedMf::TrainClippedPerUser(const TrainPlan& plan, const PerUserClip& clip,
+                                                   std::vector<ParamBlock>* sum) {
+  ParamBlock* sum_bias = FindBlock(*sum, MfModel::kItemBias);
+  ParamBlock* sum_factors = FindBlock(*sum, MfModel::kItemFactors);
+  MfModel& m = trainer_.model();
+  const uint32_t k = m.factors();
+  if (sum_bias == nullptr || sum_factors == nullptr || sum_bias->data.size() != m.items() ||
+      sum_factors->data.size() != static_cast<size_t>(m.items()) * k) {
+    return Status::InvalidArgument(
+        "per-user training: expected sum blocks item_bias and item_factors shaped as the model's");
+  }
+  if (user_begin_.size() != users() + 1) GroupByUser();
+  SgdOptions sgd = sgd_;
+  sgd.lr = plan.lr;
+  PerUserStats stats;
+  std::vector<float> q, b, q0, b0;
+  std::vector<uint32_t> order;
+  const float mu = m.global_mean();
+  for (uint32_t u = 0; u < users(); ++u) {
+    const uint32_t begin = user_begin_[u], end = user_begin_[u + 1];
+    if (begin == end) continue;
+    const uint64_t key = u < user_keys_.size() ? user_keys_[u] : u;
+    if (clip.user_fraction < 1.0) {
+      Rng pick(clip.seed, plan.round, key, Purpose::kDpUserSample);
+      if (!(pick.Uniform() < clip.user_fraction)) continue;
+    }
+    const uint32_t n = end - begin;
+    q.resize(static_cast<size_t>(n) * k);
+    b.resize(n);
+    for (uint32_t j = 0; j < n; ++j) {
+      const uint32_t item = by_user_[begin + j].item;
+      std::copy_n(m.item_factors() + static_cast<size_t>(item) * k, k, q.data() + size_t{j} * k);
+      b[j] = m.item_bias()[item];
+    }
+    q0 = q;
+    b0 = b;
+    order.resize(n);
+    std::iota(order.begin(), order.end(), 0u);
+    float* p = m.user_factors() + static_cast<size_t>(u) * k;
+    float& bu = m.user_bias()[u];
+    for (uint64_t epoch = plan.epoch_offset; epoch < plan.epoch_offset + plan.epochs; ++epoch) {
+      const float lr = sgd.LearningRate(epoch);
+      Rng shuffle(clip.seed, epoch, key, Purpose::kDpUserOrder);
+      shuffle.Shuffle(std::span<uint32_t>(order));
+      for (uint32_t j : order) {
+        float* qi = q.data() + size_t{j} * k;
+        float dot = 0.0f;
+        for (uint32_t f = 0; f < k; ++f) dot += p[f] * qi[f];
+        const float e = by_user_[begin + j].value - (mu + bu + b[j] + dot);
+        stats.loss.sum += static_cast<double>(e) * e;
+        ++stats.loss.count;
+        bu += lr * (e - sgd.bias_reg * bu);
+        b[j] += lr * (e - sgd.bias_reg * b[j]);
+        for (uint32_t f = 0; f < k; ++f) {
+          const float pf = p[f];
+          p[f] += lr * (e * qi[f] - sgd.reg * pf);
+          qi[f] += lr * (e * pf - sgd.reg * qi[f]);
+        }
+      }
+    }
+    double norm2 = 0.0;
+    for (size_t x = 0; x < q.size(); ++x) norm2 += double(q[x] - q0[x]) * double(q[x] - q0[x]);
+    for (size_t x = 0; x < b.size(); ++x) norm2 += double(b[x] - b0[x]) * double(b[x] - b0[x]);
+    const double norm = std::sqrt(norm2);
+    const double scale = norm > clip.clip ? clip.clip / norm : 1.0;
+    if (norm <= clip.clip) ++stats.unclipped;
+    ++stats.users;
+    for (uint32_t j = 0; j < n; ++j) {
+      const uint32_t item = by_user_[begin + j].item;
+      sum_bias->data[item] += static_cast<float>(scale * (b[j] - b0[j]));
+      float* row = sum_factors->data.data() + static_cast<size_t>(item) * k;
+      const float* now = q.data() + size_t{j} * k;
+      const float* was = q0.data() + size_t{j} * k;
+      for (uint32_t f = 0; f < k; ++f) row[f] += static_cast<float>(scale * (now[f] - was[f]));
+    }
+  }
+  for (uint64_t epoch = plan.epoch_offset; epoch < plan.epoch_offset + plan.epochs; ++epoch)
+    stats.loss.lr_sum += sgd.LearningRate(epoch);
+  stats.loss.lr_first = sgd.LearningRate(plan.epoch_offset);
+  return stats;
+}
 
 }  // namespace
 

@@ -210,4 +210,11 @@ ModelRegistry ModelRegistry::WithBuiltins() {
   return registry;
 }
 
+Result<PerUserStats> Model::TrainClippedPerUser(const TrainPlan&, const PerUserClip&,
+                                                std::vector<ParamBlock>*) {
+  return Status::InvalidArgument("model " + std::string(name()) +
+                                 " cannot train each user apart, which dp.unit = \"user\" needs; "
+                                 "use model.name = \"mf\" or dp.unit = \"site\"");
+}
+
 }  // namespace fedrec

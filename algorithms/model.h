@@ -119,6 +119,19 @@ struct LossSums {
   double Mean() const { return count ? sum / static_cast<double>(count) : 0.0; }
 };
 
+// User-level differential privacy (dp.unit = user, crypto/dp.h): what one
+// TrainClippedPerUser call is asked, and what it reports.
+struct PerUserClip {
+  double clip = 0.0;           // L2 bound of each user's change of the upload blocks
+  double user_fraction = 1.0;  // each user's chance of taking part in the round
+  uint64_t seed = 1;           // run seed: user sampling and rating order
+};
+struct PerUserStats {
+  LossSums loss;
+  uint32_t users = 0;      // users that took part
+  uint32_t unclipped = 0;  // of them, those whose change was within the clip
+};
+
 // The range of upload values the fixed-point encoding of encrypted
 // aggregation covers (crypto/update_codec.h): values clipped to
 // [-clip, clip], frac_bits fractional bits, per-row weights capped.
@@ -175,6 +188,16 @@ class Model {
   // blocks themselves, each row weighted by the site's interactions of it.
   virtual std::vector<ParamBlock> UploadShapes() const;
   virtual std::vector<DenseBlockView> Upload() const = 0;
+  // User-level DP: trains each user that takes part (stream (seed, round,
+  // user key, kDpUserSample) < user_fraction) on their own ratings alone,
+  // starting from the global blocks, clips that user's change of the upload
+  // blocks to L2 norm clip.clip and adds it to *sum (shaped as UploadShapes(),
+  // zero on entry). The global blocks are left as they were; the users' local
+  // blocks keep their training. Default: an error naming the model (it cannot).
+  virtual bool TrainsClippedPerUser() const { return false; }
+  virtual Result<PerUserStats> TrainClippedPerUser(const TrainPlan& plan, const PerUserClip& clip,
+                                                   std::vector<ParamBlock>* sum);
+
   // True when uploads are additive statistics that Apply solves from, not
   // parameters for the strategy to average. Such models also solve in
   // centralized training (one shard: Apply over its own upload).

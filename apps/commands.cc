@@ -294,6 +294,20 @@ class RoundReporter {
       line["secure_seconds"] = m.secure_seconds;
     }
     if (m.aborted) line["abort_reason"] = m.abort_reason;
+    if (m.dp.on) {
+      line["dp_epsilon"] = Number(m.dp.epsilon);
+      line["dp_delta"] = m.dp.delta;
+      line["dp_order"] = m.dp.order;
+      line["dp_clip"] = Number(m.dp.clip);
+      line["dp_noise_stddev"] = Number(m.dp.noise_stddev);
+      line["dp_unclipped_share"] = Number(m.dp.unclipped_share);
+      line["dp_units"] = m.dp.units;
+      last_dp_ = m.dp;
+    }
+    if (!m.stop_reason.empty()) {
+      line["stop_reason"] = m.stop_reason;
+      stop_reason_ = m.stop_reason;
+    }
     if (!m.failed_sites.empty()) {
       json failed = json::object();
       for (const auto& [site, reason] : m.failed_sites) failed[std::to_string(site)] = reason;
@@ -333,6 +347,17 @@ class RoundReporter {
     summary["bytes_sent"] = coordinator_traffic.bytes_sent;
     summary["bytes_received"] = coordinator_traffic.bytes_received;
     summary["aggregation"] = config_.security.aggregation;
+    if (config_.dp.mode != "none") {
+      json dp = {{"mode", config_.dp.mode},
+                 {"unit", config_.dp.unit},
+                 {"noise_multiplier", config_.dp.noise_multiplier},
+                 {"epsilon", Number(last_dp_.epsilon)},
+                 {"delta", config_.dp.delta},
+                 {"order", last_dp_.order},
+                 {"clip", Number(last_dp_.clip)}};
+      if (!stop_reason_.empty()) dp["stop_reason"] = stop_reason_;
+      summary["dp"] = std::move(dp);
+    }
     summary["run_dir"] = out_->dir();
     return summary;
   }
@@ -345,6 +370,8 @@ class RoundReporter {
   uint32_t items_;
   int64_t rounds_;
   EvalResult last_eval_;
+  DpRoundMetrics last_dp_;   // the last private round's (summary)
+  std::string stop_reason_;  // why the coordinator stopped early
 };
 
 // Writes the model and summary.json, then prints the summary as the last line.

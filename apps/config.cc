@@ -235,6 +235,31 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("security.allow_unauthenticated", security.allow_unauthenticated,
                  "let fedrec run span several hosts without identity keys (channels then trust "
                  "any peer that answers)"),
+      FEDREC_KEY("dp.mode", dp.mode,
+                 "differential privacy of each round's update: none | central (the coordinator "
+                 "adds Gaussian noise to the sum) | distributed (each site adds its Skellam share "
+                 "of the noise before secure aggregation; needs security.aggregation = secagg or "
+                 "secagg+)"),
+      FEDREC_KEY("dp.unit", dp.unit,
+                 "what the privacy protects: site (a site's whole update) | user (one user's "
+                 "ratings; model mf)"),
+      FEDREC_KEY("dp.clip", dp.clip,
+                 "L2 norm each unit's update is clipped to (adaptive clipping: its initial value)"),
+      FEDREC_KEY("dp.target_quantile", dp.target_quantile,
+                 "0 = fixed dp.clip; in (0, 1): adaptive clipping, the clip follows this quantile "
+                 "of the units' update norms (Andrew et al. 2021)"),
+      FEDREC_KEY("dp.clip_lr", dp.clip_lr,
+                 "adaptive clipping: clip <- clip * exp(-clip_lr (unclipped share - quantile))"),
+      FEDREC_KEY("dp.count_stddev", dp.count_stddev,
+                 "adaptive clipping: noise stddev on the count of unclipped units, > "
+                 "dp.noise_multiplier / 2 (about the units per round / 20)"),
+      FEDREC_KEY("dp.noise_multiplier", dp.noise_multiplier,
+                 "noise stddev over the clip norm (z), for the whole round"),
+      FEDREC_KEY("dp.delta", dp.delta, "delta of the reported (epsilon, delta)"),
+      FEDREC_KEY("dp.target_epsilon", dp.target_epsilon,
+                 "0 = no budget; else training stops before a round that would spend more"),
+      FEDREC_KEY("dp.user_fraction", dp.user_fraction,
+                 "dp.unit = user: each user's chance of taking part in a round"),
       FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
                  "shard servers: ranks 1..S after the coordinator in fedrec run, threads in fedrec "
                  "sim; they hold the item rows (federation.mode = ps) or sum slices of the sites' "
@@ -629,6 +654,58 @@ Status ApplyOverride(Config* config, const std::string& assignment) {
                    "--set " + assignment);
 }
 
+DpOptions DpOptionsOf(const Config& config) {
+  DpOptions o;
+  const std::string& mode = config.dp.mode;
+  o.mode = mode == "central"       ? DpMode::kCentral
+           : mode == "distributed" ? DpMode::kDistributed
+                                   : DpMode::kNone;
+  o.unit = config.dp.unit == "user" ? DpUnit::kUser : DpUnit::kSite;
+  o.clip = config.dp.clip;
+  o.target_quantile = config.dp.target_quantile;
+  o.clip_lr = config.dp.clip_lr;
+  o.count_stddev = config.dp.count_stddev;
+  o.noise_multiplier = config.dp.noise_multiplier;
+  o.delta = config.dp.delta;
+  o.target_epsilon = config.dp.target_epsilon;
+  o.user_fraction = config.dp.user_fraction;
+  return o;
+}
+
+namespace {
+
+// dp.*: the values, and what they need of the rest of the configuration.
+Status ValidateDp(const Config& c) {
+  const auto fail = [](const std::string& key, const std::string& expected,
+                       const std::string& found) {
+    return Status::InvalidArgument("config " + key + ": expected " + expected + ", found " + found);
+  };
+  if (c.dp.mode != "none" && c.dp.mode != "central" && c.dp.mode != "distributed")
+    return fail("dp.mode", "none | central | distributed", "\"" + c.dp.mode + "\"");
+  if (c.dp.unit != "site" && c.dp.unit != "user")
+    return fail("dp.unit", "site | user", "\"" + c.dp.unit + "\"");
+  if (c.dp.mode == "none") return Status::Ok();
+  if (Status values = ValidateDpOptions(DpOptionsOf(c)); !values.ok())
+    return Status::InvalidArgument("config: " + values.message());
+  if (c.dp.mode == "distributed" && c.security.aggregation != "secagg" &&
+      c.security.aggregation != "secagg+")
+    return fail("dp.mode",
+                "central, or security.aggregation = secagg or secagg+ with dp.mode = "
+                "\"distributed\" (the sites' noise shares are added in secure aggregation's "
+                "integer ring, so that the coordinator never sees the sum without noise)",
+                "\"distributed\" with security.aggregation = \"" + c.security.aggregation + "\"");
+  if (c.federation.mode != "federated")
+    return fail("dp.mode", "none with federation.mode = \"" + c.federation.mode + "\"",
+                "\"" + c.dp.mode + "\"");
+  if (c.cluster.shard_servers > 0)
+    return fail(
+        "dp.mode", "none with cluster.shard_servers > 0 (sharded aggregation)",
+        "\"" + c.dp.mode + "\" with " + std::to_string(c.cluster.shard_servers) + " shard servers");
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status ValidateConfig(const Config& c) {
   auto fail = [](const std::string& key, const std::string& expected, const std::string& found) {
     return Status::InvalidArgument("config " + key + ": expected " + expected + ", found " + found);
@@ -897,6 +974,7 @@ Status ValidateConfig(const Config& c) {
                               c.security.aggregation, per_round, c.federation.sites,
                               c.federation.fraction));
   }
+  FEDREC_RETURN_IF_ERROR(ValidateDp(c));
   for (const auto& [key, value] :
        {std::pair{"security.site_identity", c.security.site_identity},
         std::pair{"security.site_public_keys", c.security.site_public_keys}}) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "crypto/dp.h"
 
 namespace fedrec {
 
@@ -173,6 +174,21 @@ struct Config {
     bool allow_unauthenticated = false;
   } security;
 
+  // Differential privacy (crypto/dp.h): clipping and Gaussian noise of each
+  // round's update, and the RDP accountant's budget.
+  struct Dp {
+    std::string mode = "none";  // none | central | distributed
+    std::string unit = "site";  // site | user
+    double clip = 0.1;
+    double target_quantile = 0.0;
+    double clip_lr = 0.2;
+    double count_stddev = 0.0;
+    double noise_multiplier = 1.0;
+    double delta = 1e-5;
+    double target_epsilon = 0.0;
+    double user_fraction = 1.0;
+  } dp;
+
   struct Cluster {
     int64_t shard_servers = 0;
     // Two tiers (apps/site_group.h): each site of federated rounds is a group
@@ -232,6 +248,8 @@ Status ApplyOverride(Config* config, const std::string& assignment);
 
 // Checks cross-key constraints (ranges, enumerations).
 Status ValidateConfig(const Config& config);
+// The dp.* keys as the coordinator's and sites' options (crypto/dp.h).
+DpOptions DpOptionsOf(const Config& config);
 // What a run across processes (fedrec run) needs beyond ValidateConfig: sites
 // with a roster of identity keys for Paillier (fedrec sim makes its own).
 Status ValidateDistributedConfig(const Config& config);

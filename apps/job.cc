@@ -632,7 +632,18 @@ Result<std::unique_ptr<Model>> MakeServerModel(const Config& config, uint32_t it
   if (files.users) none.user_features = IndexFeatures(*files.users, no_rows);
   if (files.items)
     none.item_features = std::make_shared<const FeatureTable>(IndexFeatures(*files.items, no_rows));
-  return MakeModel(config, std::move(none), registry);
+  FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
+                          MakeModel(config, std::move(none), registry));
+  // Under differential privacy sites do not start from their own mean (it
+  // would bypass the noise): the global mean starts public, at the middle of
+  // the rating range, and stays there.
+  if (config.dp.mode != "none") {
+    for (ParamBlock& block : model->blocks()) {
+      if (block.name == "global_mean" && block.data.size() == 1)
+        block.data[0] = static_cast<float>((config.data.rating_min + config.data.rating_max) / 2);
+    }
+  }
+  return model;
 }
 
 namespace {
@@ -658,6 +669,22 @@ Status CheckFederatedModel(const Config& config, const Model& model, const Strat
         "config: federation.strategy = \"{}\" normalizes each site's update by its local steps, "
         "which model.name = \"{}\" does not count; choose model mf or another strategy",
         config.federation.strategy, config.model.name));
+  }
+  if (config.dp.mode != "none") {
+    if (model.SolvesFromSums() || strategy.NeedsIndividualUpdates() ||
+        strategy.UsesControlVariates() || strategy.NormalizesUpdates()) {
+      return Status::InvalidArgument(fmt::format(
+          "config dp.mode: expected none with model.name = \"{}\" and federation.strategy = "
+          "\"{}\" (differential privacy needs a gradient model and a strategy that averages "
+          "updates: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox), found \"{}\"",
+          config.model.name, config.federation.strategy, config.dp.mode));
+    }
+    if (config.dp.unit == "user" && !model.TrainsClippedPerUser()) {
+      return Status::InvalidArgument(fmt::format(
+          "config dp.unit: expected site with model.name = \"{}\" (only mf trains each user "
+          "apart), found \"user\"",
+          config.model.name));
+    }
   }
   if (model.SolvesFromSums() && config.federation.fraction < 1.0) {
     return Status::InvalidArgument(
@@ -703,6 +730,7 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
   options.eval_warm_cold = EvalWarmCold(config);
   options.seed = config.seed;
   options.secagg_policy = SecAggPolicy(config);
+  options.dp = DpOptionsOf(config);
   return options;
 }
 
@@ -750,6 +778,7 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.format.clip = static_cast<float>(config.security.clip);
   options.format.max_weight = static_cast<uint64_t>(config.security.max_weight);
   options.paillier_bits = static_cast<uint32_t>(config.security.paillier_bits);
+  options.dp = DpOptionsOf(config);
   return options;
 }
 

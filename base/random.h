@@ -35,6 +35,9 @@ enum class Purpose : uint64_t {
   kEvalSample = 14,    // the sites asked to evaluate (round = federated round)
   kLocalEpochs = 15,   // heterogeneous local epochs (round = federated round)
   kEvalNegative = 16,  // click negatives of evaluation (round = the user's stable key)
+  kDpNoise = 17,       // differential-privacy noise (site 0: the coordinator's central noise)
+  kDpUserSample = 18,  // users taking part in a round under user-level DP (site = user key)
+  kDpUserOrder = 19,   // a user's rating order in per-user training (round = global epoch)
   kUser = 100,         // first value free for plug-ins
 };
 

@@ -1,5 +1,6 @@
 #include "coordinator/coordinator.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -29,6 +30,13 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlo
             options.round_timeout) {
   for (const ParamBlock& b : global_) upload_.push_back(ShapeOf(b));
   AddSiteExtraShapes();
+  if (options_.dp.mode != DpMode::kNone)
+    dp_ = std::make_unique<CoordinatorDp>(options_.dp, options_.seed, options_.fraction);
+  AddDpShape();
+}
+
+void Coordinator::AddDpShape() {
+  if (dp_) upload_.push_back(DpCountShape());
 }
 
 void Coordinator::AddSiteExtraShapes() {
@@ -49,6 +57,7 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::unique_ptr<Mode
   upload_ = model->UploadShapes();
   extra_blocks_ = 0;
   AddSiteExtraShapes();
+  AddDpShape();
   model_ = std::move(model);
 }
 
@@ -117,7 +126,7 @@ Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites
 
 bool Coordinator::EvaluatesWithNextRound(uint32_t round) {
   return options_.eval_with_next_round && options_.checkpoint_every == 0 &&
-         scheme().CarriesEvaluation() && round < options_.rounds &&
+         scheme().CarriesEvaluation() && round < options_.rounds && round != stop_after_ &&
          options_.eval_fraction == options_.fraction;
 }
 
@@ -162,6 +171,7 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
     plan.steps_unit = static_cast<float>(std::max<uint32_t>(most, 1));
   }
   plan.job_id = options_.job_id;
+  if (dp_) dp_->FillPlan(&plan);
 
   AggregateInput input;
   FEDREC_RETURN_IF_ERROR(scheme().Round(std::move(plan), selected,
@@ -190,6 +200,17 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
     spdlog::warn("coordinator, round {}: aborted, {}; the model is unchanged", round,
                  metrics->abort_reason);
     return Status::Ok();
+  }
+  if (dp_) {
+    const Status privatized = dp_->Privatize(round, global_, &input, &metrics->dp);
+    if (privatized.code() == Status::Code::kAborted) {
+      metrics->aborted = true;
+      metrics->abort_reason = privatized.message();
+      spdlog::warn("coordinator, round {}: {}; the model is unchanged", round,
+                   privatized.message());
+      return Status::Ok();
+    }
+    FEDREC_RETURN_IF_ERROR(privatized);
   }
   return ApplyAggregate(round, input, metrics);
 }
@@ -251,6 +272,14 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
         AggregationName(options_.aggregation) +
         " (under secure aggregation the coordinator learns only the sum over the sites)");
   }
+  double first_epsilon = 0.0;
+  if (dp_ && dp_->accountant().steps() == 0 && dp_->BudgetExhausted(&first_epsilon)) {
+    ShutdownSites("privacy budget", true);
+    return Status::InvalidArgument(fmt::format(
+        "coordinator: one round already spends epsilon {:.4g} > dp.target_epsilon = {:.4g} "
+        "(delta {:g}); raise dp.noise_multiplier or dp.target_epsilon",
+        first_epsilon, options_.dp.target_epsilon, options_.dp.delta));
+  }
   Status status;
   // A round whose evaluation rides on the next round's secure sum: its
   // metrics are reported once that sum is in.
@@ -269,7 +298,19 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
       if (status.ok()) Report(*waiting, on_round);
       waiting.reset();
     }
-    const bool last = round == options_.rounds;
+    // A privacy budget: a round after which one more would spend more than
+    // it is the last.
+    double next_epsilon = 0.0;
+    if (status.ok() && dp_ && round < options_.rounds && dp_->BudgetExhausted(&next_epsilon)) {
+      stop_after_ = round;
+      stop_reason_ = fmt::format(
+          "stopped after round {} of {}: one more round would spend epsilon {:.4g} > "
+          "dp.target_epsilon = {:.4g} (delta {:g})",
+          round, options_.rounds, next_epsilon, options_.dp.target_epsilon, options_.dp.delta);
+      spdlog::warn("coordinator: {}", stop_reason_);
+      metrics.stop_reason = stop_reason_;
+    }
+    const bool last = round == options_.rounds || round == stop_after_;
     const bool evaluate =
         status.ok() && (last || (options_.eval_every > 0 && round % options_.eval_every == 0));
     const bool rides = evaluate && EvaluatesWithNextRound(round);
@@ -298,10 +339,14 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
       spdlog::warn("coordinator: stopped after round {} of {}", round, options_.rounds);
       break;
     }
+    if (round == stop_after_) break;
   }
   ShutdownSites(status.ok() ? "training finished" : status.message(), !status.ok());
   return status;
 }
+
+// The checkpoint section that holds the privacy accountant (CoordinatorDp).
+constexpr char kDpSection[] = "dp_accountant";
 
 CoordinatorState Coordinator::CheckpointState(uint32_t round) const {
   CoordinatorState state;
@@ -311,6 +356,7 @@ CoordinatorState Coordinator::CheckpointState(uint32_t round) const {
   state.strategy = std::string(strategy_->name());
   state.strategy_state = strategy_->State();
   state.extra = ExtraSections();
+  if (dp_) state.extra.emplace_back(kDpSection, dp_->SaveState());
   return state;
 }
 
@@ -350,11 +396,34 @@ Status Coordinator::Restore(const CoordinatorState& state) {
   // The strategy and the extra sections check their own parts (a refusal
   // leaves each unchanged); the strategy is put back when the extra sections
   // are refused.
+  // The privacy accountant's section is the coordinator's own: it must be
+  // there exactly when DP is on.
+  std::vector<std::pair<std::string, std::string>> extra;
+  const std::string* dp_state = nullptr;
+  for (const auto& section : state.extra) {
+    if (section.first == kDpSection) {
+      dp_state = &section.second;
+    } else {
+      extra.push_back(section);
+    }
+  }
+  if ((dp_state != nullptr) != (dp_ != nullptr)) {
+    return Status::InvalidArgument(
+        where + (dp_ ? ": dp.mode is on, but the checkpoint holds no privacy accountant (it was "
+                       "written without differential privacy)"
+                     : ": the checkpoint holds a privacy accountant, but dp.mode is none"));
+  }
+  const std::string dp_before = dp_ ? dp_->SaveState() : std::string();
+  if (dp_) FEDREC_RETURN_IF_ERROR(dp_->LoadState(*dp_state).WithContext(where));
   const StrategyState strategy_before = strategy_->State();
-  FEDREC_RETURN_IF_ERROR(strategy_->Restore(state.strategy_state).WithContext(where));
-  if (Status extra = RestoreExtraSections(state.extra); !extra.ok()) {
-    (void)strategy_->Restore(strategy_before);
-    return extra.WithContext(where);
+  Status restored = strategy_->Restore(state.strategy_state);
+  if (restored.ok()) {
+    restored = RestoreExtraSections(extra);
+    if (!restored.ok()) (void)strategy_->Restore(strategy_before);
+  }
+  if (!restored.ok()) {
+    if (dp_) (void)dp_->LoadState(dp_before);
+    return restored.WithContext(where);
   }
   global_ = state.global;
   version_ = state.version;

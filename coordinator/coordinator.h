@@ -30,6 +30,7 @@
 #include "algorithms/strategy.h"
 #include "base/param_block.h"
 #include "base/status.h"
+#include "coordinator/coordinator_dp.h"
 #include "coordinator/site_link.h"
 #include "crypto/secagg.h"
 #include "crypto/update_codec.h"
@@ -119,6 +120,11 @@ struct CoordinatorOptions {
   // Polled after every round: true ends the run after that round (its
   // checkpoint written); Run then returns OK and stopped() is true.
   std::function<bool()> stop_requested;
+
+  // Differential privacy (dp.*, crypto/dp.h; coordinator/coordinator_dp.h).
+  // Sites are configured alike (WorkerOptions::dp). With a budget
+  // (dp.target_epsilon), Run stops before a round that would exceed it.
+  DpOptions dp;
 };
 
 // What a coordinator checkpoint holds (coordinator/checkpoint.h). Every
@@ -180,6 +186,11 @@ struct RoundMetrics {
   uint64_t secure_bytes = 0;
   double secure_seconds = 0.0;
   std::string abort_reason;  // when aborted
+  // Differential privacy: the budget spent after this round and the round's
+  // clip norm (dp.on false without DP).
+  DpRoundMetrics dp;
+  // Set on the round after which Run stops early (the privacy budget).
+  std::string stop_reason;
 };
 
 // Checks a strategy's round configuration: sites strictly ascending and
@@ -212,6 +223,11 @@ class Coordinator {
   const std::vector<ParamBlock>& global() const { return global_; }
   const Strategy& strategy() const { return *strategy_; }
   uint64_t model_version() const { return version_; }
+  // The differential-privacy state (clip norm, accountant), null without
+  // DP: its SaveState / LoadState carry it across a checkpoint.
+  CoordinatorDp* dp() { return dp_.get(); }
+  // Why Run stopped before options.rounds (the privacy budget), else empty.
+  const std::string& stop_reason() const { return stop_reason_; }
 
   // Checkpoints: the state after round `round` (call from on_checkpoint),
   // and Restore, before Run, from a state a coordinator of the same model
@@ -276,6 +292,12 @@ class Coordinator {
   uint64_t version_ = 0;
   uint32_t completed_round_ = 0;
   bool stopped_ = false;
+  std::unique_ptr<CoordinatorDp> dp_;
+  // Appends the dp.count block to upload_ when DP is on.
+  void AddDpShape();
+  // The round after which Run stops (the privacy budget); 0 = none.
+  uint32_t stop_after_ = 0;
+  std::string stop_reason_;
 };
 
 }  // namespace fedrec

@@ -358,6 +358,7 @@ void serialize(Archive& ar, RoundPlan& m) {
   Structs(ar, m.control, kMinParamBlockBytes, Label("control variate block list"));
   ar(m.steps_unit);
   Contiguous(ar, m.shard_ranks, Label("shard rank list"));
+  ar(m.dp_mode, m.dp_unit, m.dp_clip, m.dp_noise_stddev, m.dp_count_stddev, m.dp_user_fraction);
 }
 
 template <class Archive>

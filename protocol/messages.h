@@ -106,6 +106,19 @@ struct RoundPlan {
   // and the coordinator only the rest (a ModelUpdate without blocks, a
   // SecAggMasked without data). Empty: everything goes to the coordinator.
   std::vector<int32_t> shard_ranks;
+  // Differential privacy (crypto/dp.h, DpRound), last on the wire: dp_mode 0
+  // = none, 1 = central (the coordinator adds the noise), 2 = distributed
+  // (each site adds its Skellam share of noise of standard deviation
+  // dp_noise_stddev to its encoded update); dp_unit 0 = site, 1 = user. Sites
+  // clip their delta (dp_unit = site) or each user's (dp_unit = user) to L2
+  // norm dp_clip and report their unclipped units, noised by dp_count_stddev
+  // in distributed mode. Users take part with probability dp_user_fraction.
+  uint32_t dp_mode = 0;
+  uint32_t dp_unit = 0;
+  double dp_clip = 0.0;
+  double dp_noise_stddev = 0.0;
+  double dp_count_stddev = 0.0;
+  double dp_user_fraction = 1.0;
 
   friend bool operator==(const RoundPlan&, const RoundPlan&) = default;
 };

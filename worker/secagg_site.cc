@@ -187,6 +187,9 @@ Status SecAggSite::SendMaskedInput(const SecAggRoutedShares& routed) {
       RangeEncoder::Create(WithTrainLoss(c_.UploadShapes()), std::move(views), format,
                            c_.options().seed, plan.round, c_.options().site);
   if (!encoder.ok()) return c_.SendError(plan.round, encoder.status().message());
+  // Distributed DP: the site's share of the round's noise, added to the
+  // encoded update before it is masked.
+  const NoiseShareAdder noise = c_.DpNoiseShares(plan);
   SecAggMasked fields;
   fields.round = plan.round;
   fields.site = c_.options().site;
@@ -211,7 +214,10 @@ Status SecAggSite::SendMaskedInput(const SecAggRoutedShares& routed) {
       pieces,
       [&](size_t begin, size_t end, uint8_t* piece) {
         const uint64_t split = std::clamp<uint64_t>(update_words, begin, end);
-        if (begin < split) encoder->Encode(begin, split, piece);
+        if (begin < split) {
+          encoder->Encode(begin, split, piece);
+          noise.Add(begin, split, plan.ring_bits, piece);
+        }
         if (split < end) {
           WriteEvalWords(ride_eval_, plan.ring_bits, split - update_words, end - update_words,
                          piece + (split - begin) * word_bytes);

@@ -25,6 +25,7 @@
 #include "base/param_block.h"
 #include "base/status.h"
 #include "crypto/crypto.h"
+#include "crypto/dp.h"
 #include "crypto/update_codec.h"
 #include "protocol/messages.h"
 #include "protocol/transport.h"
@@ -55,6 +56,9 @@ class SiteContext {
   // What the site uploads: the model's blocks, then the strategy's.
   virtual std::vector<ParamBlock> UploadShapes() const = 0;
   virtual std::vector<DenseBlockView> UploadViews() const = 0;
+  // Distributed DP (worker/site_dp.h): the site's noise shares over its
+  // encoded upload in the plan's round; no noise when the round has none.
+  virtual NoiseShareAdder DpNoiseShares(const RoundPlan& plan) const = 0;
   // Frees the global values unless the site keeps them.
   virtual void AfterAnswer() = 0;
   // Fault injection: the site goes silent at this step of this round.

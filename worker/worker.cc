@@ -198,10 +198,20 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
   plan->model.shrink_to_fit();
   // Version 0 is the initial model, which has no global mean yet: each site
   // starts from its own mean, and the first aggregation forms the global one.
-  if (plan->model_version == 0) model_->OnInitialModel();
+  // Under differential privacy the site's own mean would leave it outside
+  // the clipped, noised update: the global mean stays the initial model's.
+  if (plan->model_version == 0 && plan->dp_mode == 0) model_->OnInitialModel();
   if (Status control = BeginControl(&*plan); !control.ok())
     return SendError(plan->round, control.message());
   if (Status steps = BeginSteps(*plan); !steps.ok()) return SendError(plan->round, steps.message());
+  if (Status dp = dp_.Begin(*model_, *plan, options_.dp); !dp.ok())
+    return SendError(plan->round, dp.WithContext(Where(plan->round)).message());
+  if (dp_.active() && (!plan->control.empty() || plan->steps_unit != 0.0f || control_.active() ||
+                       steps_.active())) {
+    return SendError(plan->round, Where(plan->round) +
+                                      ": differential privacy with control variates (scaffold) "
+                                      "or normalized steps (fednova) is not supported");
+  }
   std::vector<uint64_t> ride_eval;
   if (plan->evaluate) {  // the plan's model before training on it: the previous round's
     ride_eval = EncodeEvalSums(EvaluateModel(plan->round - 1), eval_layout());
@@ -279,7 +289,10 @@ Status Worker::BeginSteps(const RoundPlan& plan) {
 }
 
 Result<LossSums> Worker::TrainOn(const RoundPlan& plan) {
-  Result<LossSums> trained = TrainModel(PlanOf(plan, control_));
+  Result<LossSums> trained = dp_.active()
+                                 ? dp_.Train(model_.get(), PlanOf(plan, control_), options_.seed,
+                                             [this](const TrainPlan& p) { return TrainModel(p); })
+                                 : TrainModel(PlanOf(plan, control_));
   if (!trained.ok()) return trained.status().WithContext(Where(plan.round));
   const LossSums loss = *trained;
   control_.Finish(*model_, loss.lr_sum);
@@ -291,13 +304,20 @@ Result<LossSums> Worker::TrainOn(const RoundPlan& plan) {
 }
 
 std::vector<ParamBlock> Worker::UploadShapes() const {
+  if (dp_.active()) return dp_.Shapes();
   std::vector<ParamBlock> shapes = model_->UploadShapes();
   for (ParamBlock& shape : control_.Shapes()) shapes.push_back(std::move(shape));
   for (ParamBlock& shape : steps_.Shapes()) shapes.push_back(std::move(shape));
   return shapes;
 }
 
+NoiseShareAdder Worker::DpNoiseShares(const RoundPlan& plan) const {
+  return dp_.NoiseShares(plan.frac_bits, static_cast<uint32_t>(plan.participants.size()),
+                         options_.seed, plan.round, options_.site);
+}
+
 std::vector<DenseBlockView> Worker::UploadViews() const {
+  if (dp_.active()) return dp_.Views();
   std::vector<DenseBlockView> views = model_->Upload();
   for (const DenseBlockView& view : control_.Views()) views.push_back(view);
   for (const DenseBlockView& view : steps_.Views()) views.push_back(view);

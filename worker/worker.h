@@ -20,12 +20,14 @@
 #include "algorithms/model.h"
 #include "base/status.h"
 #include "crypto/crypto.h"
+#include "crypto/dp.h"
 #include "crypto/secagg.h"
 #include "data/ratings.h"
 #include "protocol/messages.h"
 #include "protocol/transport.h"
 #include "worker/byzantine.h"
 #include "worker/site_control.h"
+#include "worker/site_dp.h"
 #include "worker/site_scheme.h"
 #include "worker/site_state.h"
 #include "worker/site_steps.h"
@@ -99,6 +101,9 @@ struct WorkerOptions {
   // Fault injection (the simulator's Byzantine sites, worker/byzantine.h):
   // the site sends this attack instead of its trained values. kNone: honest.
   ByzantineAttack byzantine;
+  // Differential privacy (dp.*, crypto/dp.h), set alike at every site and
+  // the coordinator: the site refuses a plan whose privacy is weaker.
+  DpOptions dp;
   // Trains the site's model instead of Model::Train (null: the model trains
   // itself). Per site: not shared between workers.
   std::shared_ptr<SiteTrainer> trainer;
@@ -172,6 +177,7 @@ class Worker : private SiteContext {
   // normalized steps (FedNova), their blocks follow the model's.
   std::vector<ParamBlock> UploadShapes() const override;
   std::vector<DenseBlockView> UploadViews() const override;
+  NoiseShareAdder DpNoiseShares(const RoundPlan& plan) const override;
   // After an answer: frees the global values unless the site keeps them.
   void AfterAnswer() override;
   bool Drops(uint32_t round, uint32_t step) const override;
@@ -216,6 +222,7 @@ class Worker : private SiteContext {
   crypto::SigningKey identity_;
   SiteControl control_;  // SCAFFOLD's c_i, kept across rounds
   SiteSteps steps_;      // FedNova's normalized update, this round
+  SiteDp dp_;            // the clipped (per-user) update of a private round
   uint32_t items_ = 0;
   std::array<uint8_t, 32> job_id_{};  // WorkerOptions::job_id, or the first plan's
   // The last plan's shard servers: with Paillier they send the decrypting

@@ -87,7 +87,7 @@ class Bytes {
 // `claimed` but which carries `present` floats.
 // The fields a RoundPlan ends with when it aggregates in the clear.
 constexpr size_t kPlainAggregationBytes =
-    1 + 8 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 32 + 1 + 4 + 8 + 4 + 8;
+    1 + 8 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 8 + 32 + 1 + 4 + 8 + 4 + 8 + 4 + 4 + 8 * 4;
 void AppendPlainAggregationFields(Bytes& b) {
   b.Put<uint8_t>(0).Put<uint64_t>(0);                      // kNone, no participants
   b.Put<uint32_t>(0).Put<uint32_t>(0);                     // threshold, degree
@@ -100,6 +100,9 @@ void AppendPlainAggregationFields(Bytes& b) {
   b.Put<uint64_t>(0);                                      // no control variates
   b.Put<float>(0.0f);                                      // plain update (steps unit)
   b.Put<uint64_t>(0);                                      // no shard servers
+  b.Put<uint32_t>(0).Put<uint32_t>(0);                     // no differential privacy, unit
+  b.Put<double>(0.0).Put<double>(0.0).Put<double>(0.0);    // dp clip, noise, count noise
+  b.Put<double>(1.0);                                      // dp user fraction
 }
 
 std::vector<uint8_t> RoundPlanPayload(uint64_t claimed, uint32_t present) {

@@ -72,6 +72,12 @@ inline RoundPlan RandomRoundPlan(Rng& rng) {
   m.proximal_mu = RandomFloat(rng);
   if (rng.Below(2) == 1) m.control = RandomModel(rng);
   m.steps_unit = RandomFloat(rng);
+  m.dp_mode = static_cast<uint32_t>(rng.Below(3));
+  m.dp_unit = static_cast<uint32_t>(rng.Below(2));
+  m.dp_clip = rng.Uniform();
+  m.dp_noise_stddev = rng.Uniform();
+  m.dp_count_stddev = rng.Uniform();
+  m.dp_user_fraction = rng.Uniform();
   return m;
 }
 
