@@ -329,6 +329,12 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     if (!status.ok()) break;
     completed_round_ = round;
     const bool stop = options_.stop_requested && options_.stop_requested();
+    if (stop && waiting) {  // no next round to ride on: evaluated on its own
+      status = Evaluate(round, &*waiting);
+      if (status.ok()) Report(*waiting, on_round);
+      waiting.reset();
+      if (!status.ok()) break;
+    }
     if (options_.checkpoint_every > 0 && options_.on_checkpoint && !waiting &&
         (stop || last || round % options_.checkpoint_every == 0)) {
       status = options_.on_checkpoint(*this, round)
