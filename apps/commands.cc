@@ -296,6 +296,9 @@ class RoundReporter {
       json failed = json::object();
       for (const auto& [site, reason] : m.failed_sites) failed[std::to_string(site)] = reason;
       line["failed_sites"] = failed;
+      json steps = json::object();
+      for (const auto& [step, sites] : m.failed_steps) steps[step] = sites;
+      line["failed_steps"] = steps;
     }
     if (m.evaluated) {
       AddEval(&line, eval, config_, items_);

@@ -35,6 +35,8 @@ enum class Purpose : uint64_t {
   kEvalSample = 14,    // the sites asked to evaluate (round = federated round)
   kLocalEpochs = 15,   // heterogeneous local epochs (round = federated round)
   kEvalNegative = 16,  // click negatives of evaluation (round = the user's stable key)
+  kFaultDropout = 17,  // injected dropouts (sim/faults.h; round = federated round)
+  kFaultFrame = 18,    // injected frame loss, duplicates and damage (sim/faults.h)
   kUser = 100,         // first value free for plug-ins
 };
 

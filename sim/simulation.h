@@ -21,7 +21,8 @@
 //
 // Availability (AvailabilityModel) is a Transport decorator on each site
 // (under its authenticated channel): frames to or from an offline site are
-// lost; the roles do not know.
+// lost; the roles do not know. Injected faults (FaultOptions, sim/faults.h)
+// are a decorator above the channel of each site and of the coordinator.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,7 @@
 
 #include "coordinator/coordinator.h"
 #include "crypto/secure_transport.h"
+#include "sim/faults.h"
 #include "sim/profiles.h"
 #include "worker/worker.h"
 
@@ -63,6 +65,9 @@ struct SimulationOptions {
   // `byzantine` instead of their trained values (ChooseByzantineSites).
   std::vector<uint32_t> byzantine_sites;
   ByzantineAttack byzantine;
+  // Injected faults (sim.faults.*): dropouts at protocol steps, crashes,
+  // delays, lost, duplicated and damaged frames.
+  FaultOptions faults;
 };
 
 struct SimulationResult {
@@ -73,6 +78,7 @@ struct SimulationResult {
   uint64_t site_bytes_sent = 0;             // summed over sites
   double sim_seconds = 0.0;                 // the coordinator's virtual clock at the end
   uint64_t frames_lost = 0;                 // to or from offline sites (availability)
+  FaultCounts faults;                       // what fault injection did, summed over sites
 };
 
 // Runs one federation: rank 0 is the coordinator, site s is rank s + 1.
