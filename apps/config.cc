@@ -981,12 +981,13 @@ Status ValidateConfig(const Config& c) {
         {"sim.faults.frame_loss", c.sim.faults.frame_loss},
         {"sim.faults.duplicate", c.sim.faults.duplicate},
         {"sim.faults.corrupt", c.sim.faults.corrupt}}) {
-    if (!(value >= 0.0 && value <= 1.0)) return fail(key, "a number in [0, 1]", fmt::format("{}", value));
+    if (!(value >= 0.0 && value <= 1.0))
+      return fail(key, "a number in [0, 1]", fmt::format("{}", value));
   }
   if (!(c.sim.faults.frame_loss + c.sim.faults.duplicate + c.sim.faults.corrupt <= 1.0)) {
-    return fail("sim.faults.frame_loss + duplicate + corrupt", "at most 1",
-                fmt::format("{}", c.sim.faults.frame_loss + c.sim.faults.duplicate +
-                                      c.sim.faults.corrupt));
+    return fail(
+        "sim.faults.frame_loss + duplicate + corrupt", "at most 1",
+        fmt::format("{}", c.sim.faults.frame_loss + c.sim.faults.duplicate + c.sim.faults.corrupt));
   }
   if (!(c.sim.faults.delay_ms >= 0.0) || !std::isfinite(c.sim.faults.delay_ms))
     return fail("sim.faults.delay_ms", "a number >= 0", fmt::format("{}", c.sim.faults.delay_ms));
@@ -996,10 +997,12 @@ Status ValidateConfig(const Config& c) {
                   "plan, keys, shares, upload, signature, unmask or eval", "\"" + step + "\"");
   }
   for (const auto& [key, step] :
-       {std::pair<const char*, const std::string*>{"sim.faults.crash_step", &c.sim.faults.crash_step},
+       {std::pair<const char*, const std::string*>{"sim.faults.crash_step",
+                                                   &c.sim.faults.crash_step},
         {"sim.faults.coordinator_crash_step", &c.sim.faults.coordinator_crash_step}}) {
     if (!ParseRoundStep(*step).ok())
-      return fail(key, "plan, keys, shares, upload, signature, unmask or eval", "\"" + *step + "\"");
+      return fail(key, "plan, keys, shares, upload, signature, unmask or eval",
+                  "\"" + *step + "\"");
   }
   if (c.sim.faults.crash_site < -1 ||
       (c.sim.faults.crash_site >= 0 && c.sim.faults.crash_site >= c.federation.sites))

@@ -208,7 +208,7 @@ struct Config {
     double byzantine_scale = 10.0;
     // Injected faults (sim/faults.h), seeded.
     struct Faults {
-      double dropout = 0.0;  // chance a site drops out in a round
+      double dropout = 0.0;                    // chance a site drops out in a round
       std::vector<std::string> dropout_steps;  // empty = every step of the round
       int64_t crash_site = -1;                 // -1 = none
       int64_t crash_round = 0;

@@ -282,7 +282,8 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     metrics.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
     metrics.sim_seconds = link_.clock()->Now() - sim_start;
     metrics.failed_sites = link_.TakeFailures();
-    for (const auto& [site, step] : link_.TakeFailureSteps()) metrics.failed_steps[step].push_back(site);
+    for (const auto& [site, step] : link_.TakeFailureSteps())
+      metrics.failed_steps[step].push_back(site);
     if (rides) {
       waiting = std::move(metrics);
     } else if (status.ok()) {

@@ -63,7 +63,7 @@ class SiteLink {
   // channel was refused and sites still silent at the end get on_failure
   // (and are recorded in failures()). Silent and refused sites are marked
   // unavailable. A duplicate of an answer already taken is dropped like a
-// late one. Afterwards the clock stands at the latest accepted arrival,
+  // late one. Afterwards the clock stands at the latest accepted arrival,
   // or at the deadline when a site missed it: the same whatever order the
   // frames came in. An error only when the transport failed.
   template <typename M, typename OnReply, typename OnFailure>

@@ -303,8 +303,8 @@ Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes) {
   }
   if (const uint32_t reserved = GetLe<uint32_t>(p + 28); reserved != 0) {
     return Status::Corruption("reserved header bytes 28..31 of " +
-                              std::string(MessageTypeName(h.type)) + " frame " + where +
-                              " are " + std::to_string(reserved) + ", expected 0");
+                              std::string(MessageTypeName(h.type)) + " frame " + where + " are " +
+                              std::to_string(reserved) + ", expected 0");
   }
   // Sealed frames are opened by their channel (crypto/secure_transport.h),
   // never decoded here, so every frame decoded here carries a checksum.

@@ -152,9 +152,9 @@ Result<Envelope> FaultTransport::Recv(std::chrono::milliseconds timeout) {
         continue;
       }
       if (u < damage && !envelope->bytes.empty()) {
-        Rng rng(Mix64(DeriveSeed(options_->seed, round, *site_ + (uint64_t{1} << 32),
-                                 Purpose::kFaultFrame) ^
-                      static_cast<uint64_t>(u * 0x1.0p53)));
+        Rng rng(Mix64(
+            DeriveSeed(options_->seed, round, *site_ + (uint64_t{1} << 32), Purpose::kFaultFrame) ^
+            static_cast<uint64_t>(u * 0x1.0p53)));
         const uint64_t bit = rng.Below(envelope->bytes.size() * 8);
         envelope->bytes[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
         ++counts_.corrupted;

@@ -326,9 +326,8 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   std::vector<std::thread> shard_threads;
   for (int s = 0; s < shards; ++s) {
     shard_servers.push_back(std::make_unique<AggregationShard>(0, endpoints[first_shard + s]));
-    shard_threads.emplace_back([&, s] {
-      shard_status[s] = shard_servers[s]->Serve(std::chrono::hours(24 * 365));
-    });
+    shard_threads.emplace_back(
+        [&, s] { shard_status[s] = shard_servers[s]->Serve(std::chrono::hours(24 * 365)); });
   }
   VirtualClock clock(&network, 0, [&scheduler] { return scheduler.Idle(); });
   for (uint32_t s = 0; s < num_sites; ++s) {
@@ -362,7 +361,8 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   result.global = coordinator.global();
   result.strategy_state = coordinator.strategy().State();
   result.coordinator_traffic = endpoints[0]->stats();
-  for (int s = 0; s < shards; ++s) result.shard_traffic.push_back(endpoints[first_shard + s]->stats());
+  for (int s = 0; s < shards; ++s)
+    result.shard_traffic.push_back(endpoints[first_shard + s]->stats());
   for (uint32_t s = 0; s < num_sites; ++s)
     result.site_bytes_sent += endpoints[s + 1]->stats().bytes_sent;
   result.sim_seconds = clock.Now();

@@ -8,8 +8,8 @@
 
 #include <cmath>
 #include <functional>
-#include <memory>
 #include <iostream>
+#include <memory>
 #include <set>
 
 #include "base/random.h"
@@ -46,9 +46,8 @@ class RecordingStrategy : public Strategy {
     return config;
   }
   Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
-    record_->push_back(
-        Aggregated{input.round, selected_, input.failed, input.sites, input.row_weight,
-                   input.updates});
+    record_->push_back(Aggregated{input.round, selected_, input.failed, input.sites,
+                                  input.row_weight, input.updates});
     return inner_->Aggregate(input, global);
   }
 
@@ -199,7 +198,8 @@ TEST(FaultInjection, RandomDropoutsAggregateExactlyTheSurvivorsOrAbortCleanly) {
         if (!lost.contains(s)) survivors.push_back(s);
       for (uint32_t s : lost) {
         EXPECT_TRUE(std::binary_search(a.failed.begin(), a.failed.end(), s))
-            << "site " << s << " lost in round " << m.round << " but not in the strategy's failures";
+            << "site " << s << " lost in round " << m.round
+            << " but not in the strategy's failures";
       }
       EXPECT_EQ(a.sites, survivors.size()) << "round " << m.round;
       EXPECT_EQ(m.sites_reported, survivors.size());
@@ -254,7 +254,8 @@ void ExpectConvergesUnderDropouts(const std::string& aggregation) {
   const FaultyRun faulty = RunWithFaults(config, faults);
   ASSERT_TRUE(clean.ok && faulty.ok) << clean.error << faulty.error;
   uint32_t failed = 0;
-  for (const RoundMetrics& m : faulty.rounds) failed += static_cast<uint32_t>(m.failed_sites.size());
+  for (const RoundMetrics& m : faulty.rounds)
+    failed += static_cast<uint32_t>(m.failed_sites.size());
   EXPECT_GT(failed, 0u);
   double first = NAN;  // the first evaluated round's
   for (const RoundMetrics& m : faulty.rounds) {

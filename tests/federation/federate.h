@@ -62,8 +62,8 @@ inline WorkerOptions SiteOptions(const Config& config, const FederatedData& data
 // Site `site` goes silent from `step` of `round` to that round's end (fault
 // injection, sim/faults.h): a Federate customization.
 inline std::function<void(SimulationOptions*, CoordinatorOptions*)> SilenceSite(uint32_t site,
-                                                                                 uint32_t round,
-                                                                                 RoundStep step) {
+                                                                                uint32_t round,
+                                                                                RoundStep step) {
   return [=](SimulationOptions* options, CoordinatorOptions*) {
     options->faults.silences.push_back(SiteSilence{site, round, step, false});
   };

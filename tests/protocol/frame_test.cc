@@ -24,16 +24,16 @@ TEST(Frames, HeaderHasTheDocumentedLittleEndianLayout) {
   const std::vector<uint8_t> payload = Payload(3);
   const std::vector<uint8_t> frame =
       EncodeFrame(MessageType::kModelUpdate, 0x01020304, 0x0a0b0c0d, payload);
-  const std::vector<uint8_t> expected = {'F',        'D',        'R',       'C',  // magic
-                                         0x0a,       0x00,                        // version 10
-                                         0x02,       0x00,  // type ModelUpdate
-                                         0x04,       0x03,       0x02,      0x01,  // round
-                                         0x0d,       0x0c,       0x0b,      0x0a,  // sender
-                                         0x03,       0x00,       0x00,      0x00,
-                                         0x00,       0x00,       0x00,      0x00,  // payload length
-                                         0x00,       0x00,       0x00,      0x00,  // checksum (below)
-                                         0x00,       0x00,       0x00,      0x00,  // reserved
-                                         payload[0], payload[1], payload[2]};
+  const std::vector<uint8_t> expected = {
+      'F',        'D',        'R',       'C',                           // magic
+      0x0a,       0x00,                                                 // version 10
+      0x02,       0x00,                                                 // type ModelUpdate
+      0x04,       0x03,       0x02,      0x01,                          // round
+      0x0d,       0x0c,       0x0b,      0x0a,                          // sender
+      0x03,       0x00,       0x00,      0x00, 0x00, 0x00, 0x00, 0x00,  // payload length
+      0x00,       0x00,       0x00,      0x00,                          // checksum (below)
+      0x00,       0x00,       0x00,      0x00,                          // reserved
+      payload[0], payload[1], payload[2]};
   ASSERT_EQ(frame.size(), expected.size());
   EXPECT_TRUE(std::equal(frame.begin(), frame.begin() + 24, expected.begin()));
   EXPECT_TRUE(std::equal(frame.begin() + 28, frame.end(), expected.begin() + 28));
