@@ -4,7 +4,9 @@
 #     fedrec sim on ML-100K u1, 10 sites by user, ROUNDS rounds (default 50),
 #     security.aggregation = none and secagg, with sim.faults.dropout = 0, 0.1,
 #     0.2, 0.4 (a site drops out of a round with that chance, at a step drawn
-#     among the round's steps; seeded). Prints per run: test RMSE, its ratio to
+#     among the round's steps; seeded). secagg runs size their threat model
+#     for the dropouts: security.dropout_rate = max(0.05, dropout). Prints per
+#     run: test RMSE, its ratio to
 #     the fault-free run of the same aggregation, rounds aborted, and the sites
 #     that failed per step summed over rounds (metrics.jsonl failed_steps).
 set -euo pipefail
@@ -31,10 +33,12 @@ printf '|---|---|---|---|---|---|\n'
 for a in none secagg; do
   base=""
   for p in 0 0.1 0.2 0.4; do
+    rate=$(python3 -c "print(max(0.05, $p))")
     r=$("$build/fedrec" sim --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
       --set federation.rounds="$rounds" --set federation.round_timeout=30 \
       --set sim.compare_centralized=false --set security.aggregation="$a" \
-      --set sim.faults.dropout="$p" --set output.dir="$out/$a-$p" -q)
+      --set security.dropout_rate="$rate" --set sim.faults.dropout="$p" \
+      --set output.dir="$out/$a-$p" -q)
     rmse=$(echo "$r" | field test_rmse)
     [ -z "$base" ] && base=$rmse
     read -r aborted steps < <(summary "$out/$a-$p/metrics.jsonl")
