@@ -5,10 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -312,6 +315,9 @@ class RoundReporter {
       json failed = json::object();
       for (const auto& [site, reason] : m.failed_sites) failed[std::to_string(site)] = reason;
       line["failed_sites"] = failed;
+      json steps = json::object();
+      for (const auto& [step, sites] : m.failed_steps) steps[step] = sites;
+      line["failed_steps"] = steps;
     }
     if (m.evaluated) {
       AddEval(&line, eval, config_, items_);
@@ -731,6 +737,35 @@ std::string JoinLines(const std::vector<std::string>& lines) {
 }
 
 // Sends a failed Shutdown to every site rank; used before the round loop starts.
+// MPI_Finalize waits for every rank of the job; after a rank died (mpirun
+// --enable-recovery keeps the job going) it may never return. Every output is
+// written by then, so a rank whose finalize hangs says so and exits with the
+// job's code instead of hanging.
+void CloseOrExit(MpiTransport& t, int code, std::chrono::seconds limit) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool closed = false;
+  const int rank = t.rank();
+  std::thread watchdog([&] {
+    std::unique_lock lock(mu);
+    if (cv.wait_for(lock, limit, [&] { return closed; })) return;
+    std::cout.flush();
+    std::cerr << fmt::format(
+        "fedrec: rank {}: MPI_Finalize did not return within {} s (a rank of the job is gone); "
+        "exiting with code {}, the run's outputs are written\n",
+        rank, limit.count(), code);
+    std::cerr.flush();
+    std::_Exit(code);
+  });
+  t.Close();
+  {
+    std::lock_guard lock(mu);
+    closed = true;
+  }
+  cv.notify_all();
+  watchdog.join();
+}
+
 void AbortSites(Transport& t, const std::vector<int>& site_ranks, const std::string& reason) {
   Shutdown shutdown{reason};
   shutdown.failed = true;
@@ -1319,7 +1354,7 @@ int RunMpi(const Config& config, const Registries& base_registries) {
       spdlog::warn("rank {}: {}", t.rank(), met.message());
   }
   channel.reset();
-  t.Close();
+  CloseOrExit(t, code, std::chrono::seconds(10));
   return code;
 }
 

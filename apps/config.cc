@@ -17,6 +17,7 @@
 #include "crypto/paillier.h"
 #include "crypto/paillier_round.h"
 #include "data/side_features.h"
+#include "protocol/frame.h"
 
 namespace fedrec {
 
@@ -321,6 +322,34 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("checkpoint.resume", checkpoint.resume,
                  "resume from this checkpoint folder (what --resume sets); the configuration "
                  "must be the one that wrote it but for checkpoint.* and output.*"),
+      FEDREC_KEY("sim.faults.dropout", sim.faults.dropout,
+                 "chance that a site drops out in a round (seeded per round and site): silent "
+                 "from one of sim.faults.dropout_steps to the round's end"),
+      FEDREC_KEY("sim.faults.dropout_steps", sim.faults.dropout_steps,
+                 "steps a dropout happens at, picked uniformly: plan, keys, shares, upload, "
+                 "signature, unmask, eval; empty = all but eval (a step the round lacks "
+                 "silences the next one it has)"),
+      FEDREC_KEY("sim.faults.crash_site", sim.faults.crash_site,
+                 "site that crashes for good at sim.faults.crash_round and crash_step; -1 = none"),
+      FEDREC_KEY("sim.faults.crash_round", sim.faults.crash_round,
+                 "round (1-based) of sim.faults.crash_site's crash"),
+      FEDREC_KEY("sim.faults.crash_step", sim.faults.crash_step,
+                 "step of sim.faults.crash_site's crash: plan, keys, shares, upload, signature, "
+                 "unmask or eval"),
+      FEDREC_KEY("sim.faults.coordinator_crash_round", sim.faults.coordinator_crash_round,
+                 "round in which the coordinator crashes (the run ends with an error); 0 = never"),
+      FEDREC_KEY("sim.faults.coordinator_crash_step", sim.faults.coordinator_crash_step,
+                 "step at which the coordinator crashes: it dies sending that step's first frame"),
+      FEDREC_KEY("sim.faults.delay_ms", sim.faults.delay_ms,
+                 "extra delay of every frame a site receives, simulated milliseconds (with "
+                 "federation.round_timeout: late sites miss deadlines)"),
+      FEDREC_KEY("sim.faults.frame_loss", sim.faults.frame_loss,
+                 "chance that a frame between a site and the coordinator is lost (each way)"),
+      FEDREC_KEY("sim.faults.duplicate", sim.faults.duplicate,
+                 "chance that a frame between a site and the coordinator is delivered twice"),
+      FEDREC_KEY("sim.faults.corrupt", sim.faults.corrupt,
+                 "chance that a frame between a site and the coordinator has a bit flipped on "
+                 "its way (its checksum rejects it)"),
       FEDREC_KEY("output.dir", output.dir, "run directory; empty = runs/<command>-<UTC time>"),
       FEDREC_KEY("output.progress", output.progress, "progress lines on a terminal"),
   };
@@ -1041,6 +1070,44 @@ Status ValidateConfig(const Config& c) {
   if (!(c.sim.straggler_slowdown >= 1.0) || !std::isfinite(c.sim.straggler_slowdown))
     return fail("sim.straggler_slowdown", "a number >= 1",
                 fmt::format("{}", c.sim.straggler_slowdown));
+  for (const auto& [key, value] :
+       {std::pair<const char*, double>{"sim.faults.dropout", c.sim.faults.dropout},
+        {"sim.faults.frame_loss", c.sim.faults.frame_loss},
+        {"sim.faults.duplicate", c.sim.faults.duplicate},
+        {"sim.faults.corrupt", c.sim.faults.corrupt}}) {
+    if (!(value >= 0.0 && value <= 1.0))
+      return fail(key, "a number in [0, 1]", fmt::format("{}", value));
+  }
+  if (!(c.sim.faults.frame_loss + c.sim.faults.duplicate + c.sim.faults.corrupt <= 1.0)) {
+    return fail(
+        "sim.faults.frame_loss + duplicate + corrupt", "at most 1",
+        fmt::format("{}", c.sim.faults.frame_loss + c.sim.faults.duplicate + c.sim.faults.corrupt));
+  }
+  if (!(c.sim.faults.delay_ms >= 0.0) || !std::isfinite(c.sim.faults.delay_ms))
+    return fail("sim.faults.delay_ms", "a number >= 0", fmt::format("{}", c.sim.faults.delay_ms));
+  for (const std::string& step : c.sim.faults.dropout_steps) {
+    if (!ParseRoundStep(step).ok())
+      return fail("sim.faults.dropout_steps",
+                  "plan, keys, shares, upload, signature, unmask or eval", "\"" + step + "\"");
+  }
+  for (const auto& [key, step] :
+       {std::pair<const char*, const std::string*>{"sim.faults.crash_step",
+                                                   &c.sim.faults.crash_step},
+        {"sim.faults.coordinator_crash_step", &c.sim.faults.coordinator_crash_step}}) {
+    if (!ParseRoundStep(*step).ok())
+      return fail(key, "plan, keys, shares, upload, signature, unmask or eval",
+                  "\"" + *step + "\"");
+  }
+  if (c.sim.faults.crash_site < -1 ||
+      (c.sim.faults.crash_site >= 0 && c.sim.faults.crash_site >= c.federation.sites))
+    return fail("sim.faults.crash_site", "-1 or a site index below federation.sites",
+                std::to_string(c.sim.faults.crash_site));
+  if (c.sim.faults.crash_site >= 0 && c.sim.faults.crash_round < 1)
+    return fail("sim.faults.crash_round", "a round >= 1 when sim.faults.crash_site is set",
+                std::to_string(c.sim.faults.crash_round));
+  if (c.sim.faults.coordinator_crash_round < 0)
+    return fail("sim.faults.coordinator_crash_round", "an integer >= 0",
+                std::to_string(c.sim.faults.coordinator_crash_round));
   if (c.sim.availability != "always" && c.sim.availability != "bernoulli" &&
       c.sim.availability != "trace")
     return fail("sim.availability", "always, bernoulli or trace", "\"" + c.sim.availability + "\"");

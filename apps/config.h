@@ -222,6 +222,20 @@ struct Config {
     double byzantine_fraction = 0.0;
     std::string byzantine_attack = "sign_flip";  // scale | sign_flip | random
     double byzantine_scale = 10.0;
+    // Injected faults (sim/faults.h), seeded.
+    struct Faults {
+      double dropout = 0.0;                    // chance a site drops out in a round
+      std::vector<std::string> dropout_steps;  // empty = every step of the round
+      int64_t crash_site = -1;                 // -1 = none
+      int64_t crash_round = 0;
+      std::string crash_step = "plan";
+      int64_t coordinator_crash_round = 0;  // 0 = never
+      std::string coordinator_crash_step = "plan";
+      double delay_ms = 0.0;
+      double frame_loss = 0.0;
+      double duplicate = 0.0;
+      double corrupt = 0.0;
+    } faults;
   } sim;
 
   // Checkpoint and resume (coordinator/checkpoint.h, worker/site_state.h).

@@ -1098,6 +1098,32 @@ Status SetSimulationProfiles(const Config& config, uint32_t sites, SimulationOpt
         ChooseByzantineSites(config.sim.byzantine_fraction, sites, config.seed);
   }
   options->local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
+  FaultOptions& f = options->faults;
+  const auto& faults = config.sim.faults;
+  f.seed = config.seed;
+  f.dropout = faults.dropout;
+  f.dropout_steps.clear();
+  const auto parse = [](const std::string& name, const char* key) -> Result<RoundStep> {
+    Result<RoundStep> step = ParseRoundStep(name);
+    if (!step.ok()) return step.status().WithContext(std::string("config ") + key);
+    return step;
+  };
+  for (const std::string& name : faults.dropout_steps) {
+    FEDREC_ASSIGN_OR_RETURN(RoundStep step, parse(name, "sim.faults.dropout_steps"));
+    f.dropout_steps.push_back(step);
+  }
+  if (faults.crash_site >= 0) {
+    FEDREC_ASSIGN_OR_RETURN(RoundStep step, parse(faults.crash_step, "sim.faults.crash_step"));
+    f.silences.push_back(SiteSilence{static_cast<uint32_t>(faults.crash_site),
+                                     static_cast<uint32_t>(faults.crash_round), step, true});
+  }
+  f.coordinator_crash_round = static_cast<uint32_t>(faults.coordinator_crash_round);
+  FEDREC_ASSIGN_OR_RETURN(f.coordinator_crash_step, parse(faults.coordinator_crash_step,
+                                                          "sim.faults.coordinator_crash_step"));
+  f.delay_s = faults.delay_ms / 1000.0;
+  f.frame_loss = faults.frame_loss;
+  f.duplicate = faults.duplicate;
+  f.corrupt = faults.corrupt;
   AvailabilityModel& a = options->availability;
   a.seed = config.seed;
   a.p = config.sim.availability_p;

@@ -38,6 +38,8 @@ enum class Purpose : uint64_t {
   kDpNoise = 17,       // differential-privacy noise (site 0: the coordinator's central noise)
   kDpUserSample = 18,  // users taking part in a round under user-level DP (site = user key)
   kDpUserOrder = 19,   // a user's rating order in per-user training (round = global epoch)
+  kFaultDropout = 20,  // injected dropouts (sim/faults.h; round = federated round)
+  kFaultFrame = 21,    // injected frame loss, duplicates and damage (sim/faults.h)
   kUser = 100,         // first value free for plug-ins
 };
 

@@ -257,7 +257,10 @@ std::vector<uint32_t> Coordinator::EvalSites(uint32_t round) const {
 
 Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
   FEDREC_RETURN_IF_ERROR(link_.Settle(round));
-  return scheme().Evaluate(round, version_, EvalSites(round), metrics);
+  link_.set_evaluating(true);
+  const Status evaluated = scheme().Evaluate(round, version_, EvalSites(round), metrics);
+  link_.set_evaluating(false);
+  return evaluated;
 }
 
 Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round) {
@@ -321,6 +324,8 @@ Status Coordinator::Run(const std::function<void(const RoundMetrics&)>& on_round
     metrics.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
     metrics.sim_seconds = link_.clock()->Now() - sim_start;
     metrics.failed_sites = link_.TakeFailures();
+    for (const auto& [site, step] : link_.TakeFailureSteps())
+      metrics.failed_steps[step].push_back(site);
     if (rides) {
       waiting = std::move(metrics);
     } else if (status.ok()) {

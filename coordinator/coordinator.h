@@ -179,6 +179,9 @@ struct RoundMetrics {
   // Every site that failed a step of the round or its evaluation, with the
   // first reason (missed the deadline, channel refused, its SiteError...).
   std::map<uint32_t, std::string> failed_sites;
+  // The same sites by the step they failed at (RoundStepName: "upload",
+  // "unmask", ...), each list ascending: who dropped where.
+  std::map<std::string, std::vector<uint32_t>> failed_steps;
   // Encrypted aggregation: the bytes of its protocol messages beyond the
   // updates themselves (keys, shares, unmasking; Paillier sums) and the
   // coordinator's time in its steps other than waiting for the updates.

@@ -43,7 +43,8 @@ Status SiteLink::Settle(uint32_t round) {
       if (envelope.status().code() == Status::Code::kTimeout) break;
       return envelope.status().WithContext("coordinator, round " + std::to_string(round));
     }
-    if (const uint32_t* site = SiteOfRank(envelope->from)) NoteHeard(*site);
+    const uint32_t* site = SiteOfRank(envelope->from);
+    if (site != nullptr && DecodeFrame(envelope->bytes).ok()) NoteHeard(*site);
     spdlog::debug("coordinator, round {}: dropped a late frame from rank {}", round,
                   envelope->from);
   }

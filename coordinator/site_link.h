@@ -62,7 +62,8 @@ class SiteLink {
   // per site at most; a reply that arrived after the deadline, a site whose
   // channel was refused and sites still silent at the end get on_failure
   // (and are recorded in failures()). Silent and refused sites are marked
-  // unavailable. Afterwards the clock stands at the latest accepted arrival,
+  // unavailable. A duplicate of an answer already taken is dropped like a
+  // late one. Afterwards the clock stands at the latest accepted arrival,
   // or at the deadline when a site missed it: the same whatever order the
   // frames came in. An error only when the transport failed.
   template <typename M, typename OnReply, typename OnFailure>
@@ -88,6 +89,13 @@ class SiteLink {
   // first reason.
   const std::map<uint32_t, std::string>& failures() const { return failures_; }
   std::map<uint32_t, std::string> TakeFailures() { return std::exchange(failures_, {}); }
+  // The step (RoundStepName) each site of failures() failed at: the step of
+  // the answer it did not give. Taken with the failures.
+  const std::map<uint32_t, std::string>& failure_steps() const { return failure_steps_; }
+  std::map<uint32_t, std::string> TakeFailureSteps() { return std::exchange(failure_steps_, {}); }
+  // While set, failures are recorded at step "eval" whatever the message
+  // (an evaluation on its own runs its own secure sum: keys, shares...).
+  void set_evaluating(bool evaluating) { evaluating_ = evaluating; }
 
  private:
   struct Availability {
@@ -111,13 +119,16 @@ class SiteLink {
   std::vector<Availability> availability_;
   std::vector<uint64_t> site_version_;
   std::map<uint32_t, std::string> failures_;
+  std::map<uint32_t, std::string> failure_steps_;
+  bool evaluating_ = false;
 };
 
 template <typename M, typename OnReply, typename OnFailure>
 Status SiteLink::Collect(uint32_t round, const std::vector<uint32_t>& sites, OnReply on_reply,
                          OnFailure on_site_failure) {
   const auto on_failure = [&](uint32_t site, const std::string& reason) {
-    failures_.emplace(site, reason);
+    if (failures_.emplace(site, reason).second)
+      failure_steps_.emplace(site, evaluating_ ? "eval" : RoundStepName(StepOf(M::kType)));
     on_site_failure(site, reason);
   };
   const double start = clock_->Now();
@@ -160,13 +171,15 @@ Status SiteLink::Collect(uint32_t round, const std::vector<uint32_t>& sites, OnR
       return envelope.status().WithContext("coordinator, round " + std::to_string(round));
     }
     const uint32_t* from = SiteOfRank(envelope->from);
-    if (from != nullptr) NoteHeard(*from);
+    // A frame that does not decode (damaged on its way) is as if lost: it
+    // says nothing about its sender.
     Result<FrameView> frame = DecodeFrame(envelope->bytes);
     if (!frame.ok()) {
       spdlog::warn("coordinator, round {}: dropped a frame from rank {}: {}", round, envelope->from,
                    frame.status().message());
       continue;
     }
+    if (from != nullptr) NoteHeard(*from);
     if (from == nullptr) {
       spdlog::warn("coordinator, round {}: dropped {} from rank {}, which is not a site", round,
                    MessageTypeName(frame->header.type), envelope->from);

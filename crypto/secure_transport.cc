@@ -320,6 +320,7 @@ Status SecureTransport::Send(int peer, std::vector<uint8_t> bytes) {
     return Status::InvalidArgument("send to rank " + std::to_string(peer) + ", outside 0.." +
                                    std::to_string(size() - 1));
   }
+  StampFrameIfUnset(bytes);  // the inner frame's checksum, checked after opening
   Peer& p = PeerFor(peer);
   std::lock_guard lock(p.mu);
   if (!p.deferred.ok()) return std::exchange(p.deferred, Status::Ok());

@@ -84,20 +84,20 @@
 //  step 1, or their replay), which change nothing and are ignored.
 //
 // Sealed frame (type kSealed), for an inner frame of n bytes whose first
-// h = min(n, 24) bytes are its header:
+// h = min(n, 32) bytes are its header (protocol/frame.h, kFrameHeaderSize):
 //
 //   offset   size field
-//        0     24 frame header: type kSealed, round and sender copied from the
+//        0     32 frame header: type kSealed, round and sender copied from the
 //                 inner frame (so rejections can name the round), payload
-//                 length n + 8 + 16
-//       24      n AES-256-GCM ciphertext of the inner frame with its header
+//                 length n + 8 + 16, checksum zero (the tag protects it)
+//       32      n AES-256-GCM ciphertext of the inner frame with its header
 //                 moved to the end: bytes h..n-1, then bytes 0..h-1
-//   24 + n      8 sequence number, little-endian; per direction, from 0
-//   32 + n     16 GCM tag
+//   32 + n      8 sequence number, little-endian; per direction, from 0
+//   40 + n     16 GCM tag
 //
 //   nonce = 4-byte direction label ("lohi" from the lower to the higher rank,
 //           "hilo" the other way) || sequence number (8 bytes, little-endian)
-//   AAD   = bytes 0..23 (the outer header; the sequence number is bound by
+//   AAD   = bytes 0..31 (the outer header; the sequence number is bound by
 //           the nonce)
 //
 // Moving the inner header behind the payload lets both ends work in the
@@ -125,7 +125,7 @@
 // accessors are thread-safe.
 //
 // Cost: one encryption or decryption pass over each frame, in place; no copy
-// of a frame of 24 bytes or more (frames encoded with kFrameSealingRoom to
+// of a frame of a header or more (frames encoded with kFrameSealingRoom to
 // spare are not reallocated either).
 #pragma once
 

@@ -1,4 +1,4 @@
-// Frames: every message on a Transport is a 24-byte header followed by a
+// Frames: every message on a Transport is a 32-byte header followed by a
 // payload (a cereal portable-binary archive of one message struct).
 //
 //   offset size field
@@ -8,10 +8,21 @@
 //        8    4 round
 //       12    4 sender rank
 //       16    8 payload length in bytes
+//       24    4 checksum: CRC-32C of the header (this field taken as zero)
+//                and the payload
+//       28    4 reserved, zero
 //
 // All integers little-endian. A frame with another magic, an unknown version or
-// type, or fewer payload bytes than announced is rejected with a Corruption
-// status naming the sender (when readable) and the round.
+// type, fewer payload bytes than announced or a checksum that does not match
+// is rejected with a Corruption status naming the sender (when readable) and
+// the round, so a frame damaged on its way never reaches a role.
+//
+// Who stamps the checksum: EncodeFrame and EncodeMessage stamp the frames they
+// finish; encoders that fill the payload after the header (the masked input of
+// secure aggregation, parameter-server frames) leave it zero, and every base
+// transport (in-process, MPI) stamps a frame whose checksum is zero when it
+// is sent (StampFrameIfUnset). Sealed frames (kSealed) carry none: their AEAD
+// tag protects them.
 #pragma once
 
 #include <cstdint>
@@ -24,12 +35,12 @@
 namespace fedrec {
 
 constexpr uint32_t kFrameMagic = 0x43524446;  // "FDRC" read as little-endian
-constexpr uint16_t kProtocolVersion = 9;
-constexpr size_t kFrameHeaderSize = 24;
+constexpr uint16_t kProtocolVersion = 10;
+constexpr size_t kFrameHeaderSize = 32;
 // Capacity encoders leave after a frame's last byte, so that an encrypted
-// channel can seal the frame in its own buffer (SecureTransport appends 48
-// bytes) instead of copying it into a new one.
-constexpr size_t kFrameSealingRoom = 48;
+// channel can seal the frame in its own buffer (SecureTransport appends the
+// inner header, a sequence number and a tag) instead of copying it into a new one.
+constexpr size_t kFrameSealingRoom = kFrameHeaderSize + 24;
 
 enum class MessageType : uint16_t {
   kRoundPlan = 1,
@@ -87,12 +98,36 @@ constexpr uint16_t kMaxMessageType = 34;
 
 const char* MessageTypeName(MessageType type);
 
+// The steps of a federated round, as fault injection (sim/faults.h) and the
+// per-round metrics (RoundMetrics::failed_steps) name them. Plain rounds have
+// plan, upload and eval; secure aggregation adds keys, shares, signature and
+// unmask (crypto/secagg.h); Paillier keys, upload and unmask.
+enum class RoundStep : uint8_t {
+  kNone = 0,  // start-up, probes, errors, shutdown
+  kPlan = 1,
+  kKeys = 2,
+  kShares = 3,
+  kUpload = 4,
+  kSignature = 5,
+  kUnmask = 6,
+  kEval = 7,
+};
+constexpr uint32_t kRoundSteps = 7;
+
+// The step a message of `type` belongs to (either direction).
+RoundStep StepOf(MessageType type);
+// "plan", "keys", "shares", "upload", "signature", "unmask", "eval" ("none").
+const char* RoundStepName(RoundStep step);
+// The step called `name` (RoundStepName); error naming the known steps.
+Result<RoundStep> ParseRoundStep(const std::string& name);
+
 struct FrameHeader {
   uint16_t version = kProtocolVersion;
   MessageType type = MessageType::kShutdown;
   uint32_t round = 0;
   uint32_t sender = 0;
   uint64_t payload_length = 0;
+  uint32_t checksum = 0;  // as read (DecodeFrame) or to write (EncodeFrameHeader)
 };
 
 // A decoded frame; `payload` views the bytes passed to DecodeFrame.
@@ -104,13 +139,28 @@ struct FrameView {
 std::vector<uint8_t> EncodeFrame(MessageType type, uint32_t round, uint32_t sender,
                                  std::span<const uint8_t> payload);
 
-// Writes the 24-byte header for `header` (magic first) into `out`. Lets an
+// Writes the 32-byte header for `header` (magic first) into `out`. Lets an
 // encoder reserve the header space, write the payload after it and fill the
 // header in last, so the payload is never copied.
 void EncodeFrameHeader(const FrameHeader& header, std::span<uint8_t, kFrameHeaderSize> out);
 
-// Validates magic, version, type and length (payload must be exactly the
-// announced length).
+// Validates magic, version, type, length (payload must be exactly the
+// announced length) and checksum.
 Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes);
+
+// CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 to start).
+uint32_t Crc32c(std::span<const uint8_t> bytes, uint32_t crc = 0);
+
+// The checksum a frame's header should carry: CRC-32C of its bytes with the
+// checksum field taken as zero. REQUIRES: bytes.size() >= kFrameHeaderSize.
+uint32_t FrameChecksum(std::span<const uint8_t> bytes);
+
+// Writes FrameChecksum into the header of `frame` (when it holds at least a
+// header and is not a sealed frame); call after the last byte is written.
+void StampFrame(std::span<uint8_t> frame);
+
+// StampFrame unless the frame already carries a checksum: what base
+// transports call on every frame they send.
+void StampFrameIfUnset(std::span<uint8_t> frame);
 
 }  // namespace fedrec

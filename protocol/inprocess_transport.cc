@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "protocol/frame.h"
 #include "protocol/inbox.h"
 
 namespace fedrec {
@@ -25,6 +26,7 @@ class InProcessNetwork::Endpoint : public Transport {
                                      std::to_string(peer) + ": the network has ranks 0.." +
                                      std::to_string(size() - 1));
     }
+    StampFrameIfUnset(bytes);
     const uint64_t n = bytes.size();
     Endpoint& to = *network_->endpoints_[peer];
     double arrival = 0.0;

@@ -802,6 +802,7 @@ std::vector<uint8_t> EncodeMessage(const M& message, uint32_t round, uint32_t se
   header.sender = sender;
   header.payload_length = frame.size() - kFrameHeaderSize;
   EncodeFrameHeader(header, std::span<uint8_t, kFrameHeaderSize>(frame.data(), kFrameHeaderSize));
+  StampFrame(frame);
   return frame;
 }
 

@@ -67,6 +67,7 @@
 #include <utility>
 #include <vector>
 
+#include "protocol/frame.h"
 #include "protocol/inbox.h"
 
 namespace fedrec {
@@ -289,6 +290,7 @@ void MpiTransport::Impl::Close() {
 }
 
 Status MpiTransport::Impl::Send(int peer, std::vector<uint8_t> bytes) {
+  StampFrameIfUnset(bytes);
   if (peer < 0 || peer >= size_) {
     return Status::InvalidArgument("rank " + std::to_string(rank_) + " cannot send to rank " +
                                    std::to_string(peer) + ": the MPI job has ranks 0.." +

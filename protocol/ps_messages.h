@@ -10,7 +10,7 @@
 // are dense 0..items-1, so the modulus spreads them evenly and needs no map.
 // Federated slice aggregation is meant to use the same RowSharding.
 //
-// Payloads are hand-laid little-endian records (after the 24-byte frame
+// Payloads are hand-laid little-endian records (after the 32-byte frame
 // header), so a pull reply's values are copied straight from the frame into
 // the caller's buffer and a push's gradients are read in place:
 //

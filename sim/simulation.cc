@@ -269,6 +269,19 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     endpoints.push_back(secure.get());
     channels.push_back(std::move(secure));
   }
+  // Injected faults, above the channels: the coordinator's crash, the sites'
+  // dropouts and frame faults.
+  std::vector<std::unique_ptr<FaultTransport>> faults;
+  const bool site_faults = options.faults.any_site_fault();
+  if (options.faults.coordinator_crash_round > 0) {
+    faults.push_back(std::make_unique<FaultTransport>(endpoints[0], &options.faults, std::nullopt));
+    endpoints[0] = faults.back().get();
+  }
+  for (int rank = 1; site_faults && rank < first_shard; ++rank) {
+    faults.push_back(std::make_unique<FaultTransport>(endpoints[rank], &options.faults,
+                                                      static_cast<uint32_t>(rank - 1)));
+    endpoints[rank] = faults.back().get();
+  }
 
   std::vector<std::unique_ptr<Worker>> workers(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) {
@@ -365,6 +378,13 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   result.completed_round = coordinator.completed_round();
   result.stopped = coordinator.stopped();
   for (const auto& a : availability) result.frames_lost += a->lost();
+  for (const auto& f : faults) {
+    const FaultCounts c = f->counts();
+    result.faults.dropped += c.dropped;
+    result.faults.lost += c.lost;
+    result.faults.duplicated += c.duplicated;
+    result.faults.corrupted += c.corrupted;
+  }
   return result;
 }
 

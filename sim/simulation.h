@@ -21,7 +21,8 @@
 //
 // Availability (AvailabilityModel) is a Transport decorator on each site
 // (under its authenticated channel): frames to or from an offline site are
-// lost; the roles do not know.
+// lost; the roles do not know. Injected faults (FaultOptions, sim/faults.h)
+// are a decorator above the channel of each site and of the coordinator.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,7 @@
 
 #include "coordinator/coordinator.h"
 #include "crypto/secure_transport.h"
+#include "sim/faults.h"
 #include "sim/profiles.h"
 #include "worker/worker.h"
 
@@ -68,6 +70,9 @@ struct SimulationOptions {
   // (Coordinator::Restore); the sites resume from their own state files
   // (WorkerOptions::resume_round).
   std::optional<CoordinatorState> resume;
+  // Injected faults (sim.faults.*): dropouts at protocol steps, crashes,
+  // delays, lost, duplicated and damaged frames.
+  FaultOptions faults;
 };
 
 struct SimulationResult {
@@ -80,6 +85,7 @@ struct SimulationResult {
   uint64_t frames_lost = 0;                 // to or from offline sites (availability)
   uint32_t completed_round = 0;             // the last round run
   bool stopped = false;                     // CoordinatorOptions::stop_requested ended the run
+  FaultCounts faults;                       // what fault injection did, summed over sites
 };
 
 // Runs one federation: rank 0 is the coordinator, site s is rank s + 1.

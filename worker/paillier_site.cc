@@ -367,7 +367,6 @@ Status PaillierSite::SendPaillierUpdate(uint32_t round) {
   const RoundPlan& plan = *pending_plan_;
   if (!std::binary_search(plan.participants.begin(), plan.participants.end(), c_.options().site))
     return c_.SendError(round, "the plan's participants do not include this site");
-  if (c_.Drops(round, 3)) return Status::Ok();
   std::vector<double> metrics;
   Result<std::vector<uint64_t>> encoded = TrainEncoded(&metrics);
   if (!encoded.ok()) return c_.SendError(round, encoded.status().message());

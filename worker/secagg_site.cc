@@ -123,7 +123,6 @@ Status SecAggSite::StartSecAgg(secagg::Params params) {
     return c_.SendError(p.round, "the plan's participants do not include this site");
   auto client = std::make_unique<secagg::Client>(
       std::move(params), c_.options().site, c_.identity(), c_.roster(), c_.options().secagg_policy);
-  if (c_.Drops(p.round, 1)) return Status::Ok();
   Result<SecAggKeys> keys = client->AdvertiseKeys();
   if (!keys.ok()) return c_.SendError(p.round, keys.status().message());
   secagg_ = std::move(client);
@@ -244,7 +243,6 @@ Status SecAggSite::OnSecAggMessage(const FrameView& frame) {
     case MessageType::kSecAggKeyList: {
       Result<SecAggKeyList> list = DecodeMessage<SecAggKeyList>(frame);
       if (!list.ok()) return c_.SendError(round, list.status().message());
-      if (c_.Drops(round, 2)) return Status::Ok();
       Result<SecAggShares> shares = secagg_->ShareKeys(*list);
       if (!shares.ok()) return c_.SendError(round, shares.status().message());
       return c_.Send(*shares, round);
@@ -252,7 +250,6 @@ Status SecAggSite::OnSecAggMessage(const FrameView& frame) {
     case MessageType::kSecAggRoutedShares: {
       Result<SecAggRoutedShares> routed = DecodeMessage<SecAggRoutedShares>(frame);
       if (!routed.ok()) return c_.SendError(round, routed.status().message());
-      if (c_.Drops(round, 3)) return Status::Ok();
       if (!secagg_trained_ && !secagg_eval_) {
         return c_.SendError(round,
                             "routed shares arrived, but this site has not advertised its "
@@ -264,12 +261,10 @@ Status SecAggSite::OnSecAggMessage(const FrameView& frame) {
       Result<SecAggUnmaskRequest> request = DecodeMessage<SecAggUnmaskRequest>(frame);
       if (!request.ok()) return c_.SendError(round, request.status().message());
       if (!request->unmask) {  // step 4: the consistency check
-        if (c_.Drops(round, 4)) return Status::Ok();
         Result<SecAggSurvivorSignature> signature = secagg_->SignSurvivors(*request);
         if (!signature.ok()) return c_.SendError(round, signature.status().message());
         return c_.Send(*signature, round);
       }
-      if (c_.Drops(round, 5)) return Status::Ok();
       Result<SecAggUnmaskShares> shares = secagg_->Unmask(*request);
       secagg_.reset();  // the round's secrets are spent
       pending_plan_.reset();

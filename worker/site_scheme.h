@@ -61,8 +61,6 @@ class SiteContext {
   virtual NoiseShareAdder DpNoiseShares(const RoundPlan& plan) const = 0;
   // Frees the global values unless the site keeps them.
   virtual void AfterAnswer() = 0;
-  // Fault injection: the site goes silent at this step of this round.
-  virtual bool Drops(uint32_t round, uint32_t step) const = 0;
   // OK when `job_id` is the site's job (adopting it when none is set yet).
   virtual Status AdoptJob(const std::array<uint8_t, 32>& job_id) = 0;
   // "site s (rank r), round n".

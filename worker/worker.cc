@@ -118,10 +118,6 @@ const std::map<uint32_t, crypto::Key32>& Worker::roster() const {
   return options_.roster ? *options_.roster : kNone;
 }
 
-bool Worker::Drops(uint32_t round, uint32_t step) const {
-  return options_.drop_step == step && options_.drop_round == round;
-}
-
 std::string Worker::Where(uint32_t round) const {
   return "site " + std::to_string(options_.site) + " (rank " + std::to_string(transport_->rank()) +
          "), round " + std::to_string(round);
@@ -433,6 +429,17 @@ Status Worker::Handle(const Envelope& envelope, bool* done) {
                  frame.status().message());
     return Status::Ok();
   }
+  // A frame delivered twice (a network that duplicates) is handled once:
+  // the same type, round, length and checksum as one of the last few frames.
+  const FrameKey key{frame->header.type, frame->header.round, frame->header.payload_length,
+                     frame->header.checksum, envelope.from};
+  if (std::find(recent_.begin(), recent_.end(), key) != recent_.end()) {
+    spdlog::debug("site {}: ignored a duplicate {} of round {} from rank {}", options_.site,
+                  MessageTypeName(key.type), key.round, envelope.from);
+    return Status::Ok();
+  }
+  recent_.push_back(key);
+  if (recent_.size() > kRecentFrames) recent_.pop_front();
   if (envelope.from != options_.coordinator_rank) {
     // A shard server of the last plan sending this decrypting site its slices.
     const auto shard = std::find(shard_ranks_.begin(), shard_ranks_.end(), envelope.from);

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -93,11 +94,6 @@ struct WorkerOptions {
   // the site accepts (0 = kPaillierSiteMinModulusBits, 2048) so tests can use
   // fast small keys.
   int insecure_test_min_paillier_bits = 0;
-  // Fault injection for tests: the site goes silent at this secure-aggregation
-  // step of this round (1 keys, 2 shares, 3 masked input, 4 survivor
-  // signature, 5 unmasking).
-  uint32_t drop_round = 0;
-  uint32_t drop_step = 0;
   // Fault injection (the simulator's Byzantine sites, worker/byzantine.h):
   // the site sends this attack instead of its trained values. kNone: honest.
   ByzantineAttack byzantine;
@@ -180,7 +176,6 @@ class Worker : private SiteContext {
   NoiseShareAdder DpNoiseShares(const RoundPlan& plan) const override;
   // After an answer: frees the global values unless the site keeps them.
   void AfterAnswer() override;
-  bool Drops(uint32_t round, uint32_t step) const override;
   Status AdoptJob(const std::array<uint8_t, 32>& job_id) override;
   std::string Where(uint32_t round) const override;
   Status SendError(uint32_t round, const std::string& message) override;
@@ -206,6 +201,18 @@ class Worker : private SiteContext {
   // Loads `model` (when included) or checks the cached version.
   Status AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
                     uint32_t round);
+
+  // The last frames handled, to drop a duplicate delivery (Handle).
+  struct FrameKey {
+    MessageType type;
+    uint32_t round;
+    uint64_t length;
+    uint32_t checksum;
+    int from;
+    bool operator==(const FrameKey&) const = default;
+  };
+  static constexpr size_t kRecentFrames = 32;
+  std::deque<FrameKey> recent_;
 
   WorkerOptions options_;
   Transport* transport_;

@@ -27,6 +27,10 @@
 #                                                  server summing the rounds: the model of
 #                                                  fedrec sim; too few ranks named per site
 #   mpi_job_test.sh ps-too-few-ranks               ps layout needing more ranks than started
+#   mpi_job_test.sh killed-site <aggregation>      mpirun --enable-recovery, 4 sites: site 1's rank
+#                                                  is killed (SIGKILL) mid-run; its round fails it
+#                                                  at the deadline, later rounds skip it, and the
+#                                                  job ends with its summary, metrics and model
 #   mpi_job_test.sh ps-memory                      a model over cluster.memory_limit for one
 #                                                  shard server is refused, trains on two; every
 #                                                  rank's peak RSS in the summary
@@ -256,6 +260,59 @@ case "$1" in
       grep -q "$role" <<<"$out" || fail "no $role in the summary's memory: $out"
     done
     echo "ps memory: one shard server refused (exit $code), two trained"
+    ;;
+  killed-site)
+    aggregation=$2
+    out_dir="$work/run"
+    # Enough rounds to outlast the kill; a dead site costs one round timeout.
+    "$MPIEXEC" $MPIEXEC_NUMPROC_FLAG 5 --oversubscribe --enable-recovery $MPIEXEC_PREFLAGS \
+      "$FEDREC" run "${small[@]}" --set federation.sites=4 --set federation.rounds=300 \
+      --set federation.round_timeout=1 --set security.aggregation="$aggregation" \
+      --set security.adversarial_rate=0 --set output.dir="$out_dir" \
+      > "$work/stdout" 2> "$work/stderr" &
+    job=$!
+    # Kill site 1 (rank 2) once a few rounds are in.
+    for _ in $(seq 1 600); do
+      [ -s "$out_dir/metrics.jsonl" ] && [ "$(wc -l < "$out_dir/metrics.jsonl")" -ge 3 ] && break
+      sleep 0.05
+    done
+    victim=""
+    for pid in $(pgrep -f "$FEDREC run"); do
+      if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2; then
+        victim=$pid
+      fi
+    done
+    [ -n "$victim" ] || { kill "$job"; fail "no rank 2 to kill (the job ended too soon?)"; }
+    kill -9 "$victim"
+    killed_after=$(wc -l < "$out_dir/metrics.jsonl")
+    wait "$job"
+    code=$?
+    [ $code -eq 0 ] || fail "expected exit 0 after losing one site, got $code: $(tail -5 "$work/stderr")"
+    summary=$(tail -n 1 "$work/stdout")
+    grep -q '"rounds":300' <<<"$summary" || fail "no summary with 300 rounds: $summary"
+    grep -q '"model_sha256"' <<<"$summary" || fail "summary without model_sha256: $summary"
+    [ -s "$out_dir/model.global" ] || fail "no model.global in $out_dir"
+    [ "$(wc -l < "$out_dir/metrics.jsonl")" -eq 300 ] || fail "metrics.jsonl should have 300 rounds"
+    python3 - "$out_dir/metrics.jsonl" "$killed_after" <<'PY' || fail "metrics do not show the dead site handled"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+killed_after = int(sys.argv[2])
+failed = [r["round"] for r in rows if "1" in r.get("failed_sites", {})]
+assert failed, "site 1 never failed"
+first = failed[0]
+assert first >= killed_after - 1, (first, killed_after)
+steps = rows[first - 1]["failed_steps"]
+assert any(1 in sites for sites in steps.values()), steps
+# After its failing round the dead site is skipped, not waited for again
+# (rounds whose probe it misses do not fail it a second time).
+later = rows[first + 1:]
+assert later and all(r["sites_unavailable"] == 1 for r in later), [r["sites_unavailable"] for r in later][:5]
+assert all("1" not in r.get("failed_sites", {}) for r in later)
+reported = [r for r in later if not r["aborted"]]
+assert reported and all(r["sites_reported"] == 3 for r in reported), [r["sites_reported"] for r in reported][:5]
+print(f"site 1 failed in round {first} ({steps}); {len(later)} later rounds skipped it")
+PY
+    echo "killed site ($aggregation): exit $code, summary and model written"
     ;;
   *)
     fail "unknown check $1"

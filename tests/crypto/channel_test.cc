@@ -241,7 +241,7 @@ TEST(SecureChannel, LargeFrameRoundTrips) {
 
 TEST(SecureChannel, FramesOfEverySizeAroundAHeaderRoundTrip) {
   // Shorter than a frame header, exactly one, and just longer: the sealed
-  // form moves the first min(n, 24) bytes behind the rest and back.
+  // form moves the first min(n, kFrameHeaderSize) bytes behind the rest and back.
   Channels c(2);
   std::vector<std::vector<uint8_t>> frames;
   for (size_t n = 0; n <= 2 * kFrameHeaderSize + 1; ++n) {
@@ -454,7 +454,8 @@ TEST(SecureChannel, RejectsTruncatedFrame) {
   c.taps[1]->Inject(0, std::vector<uint8_t>(original.begin(), original.begin() + 40));
   EXPECT_TRUE(c.Pump(1).empty());
   EXPECT_EQ(c.ends[1]->rejection_count(ChannelError::kTruncated), 2u);
-  EXPECT_NE(c.ends[1]->rejections().back().message.find("expected at least 48 bytes"),
+  EXPECT_NE(c.ends[1]->rejections().back().message.find(
+                "expected at least " + std::to_string(kFrameHeaderSize + 24) + " bytes"),
             std::string::npos)
       << c.ends[1]->rejections().back().message;
   c.taps[1]->Inject(0, original);
@@ -557,7 +558,8 @@ TEST(SecureChannel, RandomGarbageIsRefusedWithoutCrashing) {
       header.round = static_cast<uint32_t>(i);
       header.payload_length =
           i % 3 == 0 ? static_cast<uint64_t>(byte(rng)) : bytes.size() - kFrameHeaderSize;
-      EncodeFrameHeader(header, std::span<uint8_t, kFrameHeaderSize>(bytes.data(), 24));
+      EncodeFrameHeader(header,
+                        std::span<uint8_t, kFrameHeaderSize>(bytes.data(), kFrameHeaderSize));
     }
     c.taps[1]->Inject(0, std::move(bytes));
     ++sent;

@@ -59,6 +59,16 @@ inline WorkerOptions SiteOptions(const Config& config, const FederatedData& data
   return options;
 }
 
+// Site `site` goes silent from `step` of `round` to that round's end (fault
+// injection, sim/faults.h): a Federate customization.
+inline std::function<void(SimulationOptions*, CoordinatorOptions*)> SilenceSite(uint32_t site,
+                                                                                uint32_t round,
+                                                                                RoundStep step) {
+  return [=](SimulationOptions* options, CoordinatorOptions*) {
+    options->faults.silences.push_back(SiteSilence{site, round, step, false});
+  };
+}
+
 inline FederatedRun Federate(
     const Config& config, uint32_t threads = 2,
     const std::function<void(WorkerOptions*, uint32_t)>& per_site = nullptr,

@@ -115,12 +115,7 @@ TEST(SecureFederation, SameModelWhateverTheThreadCount) {
 TEST(SecureFederation, SiteDroppingAfterSharingStillGivesTheSum) {
   Config config = SecureConfig("secagg");
   config.federation.round_timeout = 3.0;  // how long the coordinator waits for the dropped site
-  const FederatedRun run = Federate(config, 2, [](WorkerOptions* o, uint32_t site) {
-    if (site == 2) {
-      o->drop_round = 2;
-      o->drop_step = 3;  // shares sent, masked input never
-    }
-  });
+  const FederatedRun run = Federate(config, 2, nullptr, SilenceSite(2, 2, RoundStep::kUpload));
   ASSERT_EQ(run.rounds.size(), 5u);
   EXPECT_FALSE(run.rounds[1].aborted) << run.rounds[1].abort_reason;
   EXPECT_EQ(run.rounds[1].sites_reported, 5u);
@@ -182,12 +177,7 @@ TEST(SecureFederation, RoundBelowThresholdAbortsAndKeepsTheModel) {
   config.federation.rounds = 2;
   config.security.threshold = 1.0;  // every site must remain
   config.federation.round_timeout = 2.0;
-  const FederatedRun run = Federate(config, 2, [](WorkerOptions* o, uint32_t site) {
-    if (site == 4) {
-      o->drop_round = 1;
-      o->drop_step = 2;
-    }
-  });
+  const FederatedRun run = Federate(config, 2, nullptr, SilenceSite(4, 1, RoundStep::kShares));
   ASSERT_EQ(run.rounds.size(), 2u);
   EXPECT_TRUE(run.rounds[0].aborted);
   EXPECT_NE(run.rounds[0].abort_reason.find("threshold"), std::string::npos)
@@ -240,12 +230,7 @@ TEST(SecureFederation, RoundThatAbortsLeavesThePreviousRoundEvaluatedOnItsOwn) {
   config.federation.rounds = 3;
   config.security.threshold = 1.0;  // every site must remain
   config.federation.round_timeout = 2.0;
-  const FederatedRun run = Federate(config, 2, [](WorkerOptions* o, uint32_t site) {
-    if (site == 4) {
-      o->drop_round = 2;
-      o->drop_step = 2;
-    }
-  });
+  const FederatedRun run = Federate(config, 2, nullptr, SilenceSite(4, 2, RoundStep::kShares));
   ASSERT_EQ(run.rounds.size(), 3u);
   EXPECT_TRUE(run.rounds[1].aborted);
   for (const RoundMetrics& m : run.rounds) {

@@ -101,17 +101,12 @@ TEST(ShardedAggregation, ScaffoldExtraBlocksAreSlicedLikeTheModel) {
 }
 
 TEST(ShardedAggregation, SiteDroppingBeforeItsMaskedInputGivesTheSameModelAsUnsharded) {
-  const auto drop = [](WorkerOptions* o, uint32_t site) {
-    if (site == 2) {
-      o->drop_round = 2;
-      o->drop_step = 3;  // shares sent, masked slices never
-    }
-  };
+  const auto drop = SilenceSite(2, 2, RoundStep::kUpload);  // shares sent, masked slices never
   Config config = ShardedConfig("secagg", 0);
   config.federation.round_timeout = 3.0;
-  const FederatedRun alone = Federate(config, 2, drop);
+  const FederatedRun alone = Federate(config, 2, nullptr, drop);
   config.cluster.shard_servers = 2;
-  const FederatedRun sharded = Federate(config, 2, drop);
+  const FederatedRun sharded = Federate(config, 2, nullptr, drop);
   ExpectNoAbort(sharded);
   ASSERT_EQ(sharded.rounds.size(), 4u);
   EXPECT_EQ(sharded.rounds[1].sites_reported, 5u);
@@ -123,16 +118,11 @@ TEST(ShardedAggregation, PaillierSiteDroppingBeforeItsUpdateGivesTheSameModelAsU
   Config config = ShardedPaillierConfig();
   config.federation.round_timeout = 3.0;
   const auto sites = PaillierTestSites(config.federation.sites);
-  const auto drop = [&sites](WorkerOptions* o, uint32_t site) {
-    sites(o, site);
-    if (site == 2) {
-      o->drop_round = 2;
-      o->drop_step = 3;  // key share held, encrypted slices never sent
-    }
-  };
-  const FederatedRun alone = Federate(config, 2, drop);
+  // Key share held, encrypted slices never sent.
+  const auto drop = SilenceSite(2, 2, RoundStep::kUpload);
+  const FederatedRun alone = Federate(config, 2, sites, drop);
   config.cluster.shard_servers = 2;
-  const FederatedRun sharded = Federate(config, 2, drop);
+  const FederatedRun sharded = Federate(config, 2, sites, drop);
   ExpectNoAbort(sharded);
   ASSERT_EQ(sharded.rounds.size(), 3u);
   EXPECT_EQ(sharded.rounds[1].sites_reported, 4u);

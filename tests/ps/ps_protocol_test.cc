@@ -18,7 +18,10 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// The frame as a transport delivers it: parameter-server encoders leave the
+// checksum to the sending transport (protocol/frame.h), so stamp it here.
 FrameView View(const std::vector<uint8_t>& frame) {
+  StampFrameIfUnset(std::span<uint8_t>(const_cast<uint8_t*>(frame.data()), frame.size()));
   Result<FrameView> view = DecodeFrame(frame);
   EXPECT_TRUE(view.ok()) << view.status().ToString();
   return *view;
