@@ -242,5 +242,32 @@ TEST(CoordinatorDpState, SaveAndLoadCarryTheClipAndTheAccountant) {
   EXPECT_NE(bad.message().find("expected"), std::string::npos);
 }
 
+TEST(CoordinatorDpState, CentralNoiseHasTheConfiguredStandardDeviation) {
+  // 20000 zero sums over 4 units: after Privatize each weighted sum is
+  // 4 * 0 + N(0, (z C)^2); the sample variance must be within 5 standard
+  // errors of (z C)^2 (fixed seed).
+  DpOptions options;
+  options.mode = DpMode::kCentral;
+  options.clip = 0.25;
+  options.noise_multiplier = 3.0;
+  CoordinatorDp dp(options, 42, 1.0);
+  const uint32_t rows = 20000;
+  std::vector<ParamBlock> global(1);
+  global[0] = ParamBlock("w", Scope::kGlobal, rows, 1);
+  global[0].data.assign(rows, 0.0f);
+  AggregateInput sums;
+  sums.weighted_sum = {std::vector<double>(rows, 0.0), {0.0}};
+  sums.row_weight = {std::vector<double>(rows, 4.0), {4.0}};
+  DpRoundMetrics metrics;
+  ASSERT_TRUE(dp.Privatize(1, global, &sums, &metrics).ok());
+  EXPECT_DOUBLE_EQ(metrics.noise_stddev, 0.75);
+  double mean = 0.0, var = 0.0;
+  for (double x : sums.weighted_sum[0]) mean += x / rows;
+  for (double x : sums.weighted_sum[0]) var += (x - mean) * (x - mean) / (rows - 1);
+  const double want = 0.75 * 0.75;
+  EXPECT_NEAR(var, want, 5.0 * want * std::sqrt(2.0 / rows));
+  EXPECT_NEAR(mean, 0.0, 5.0 * 0.75 / std::sqrt(double{rows}));
+}
+
 }  // namespace
 }  // namespace fedrec
