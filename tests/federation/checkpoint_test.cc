@@ -111,14 +111,27 @@ struct Case {
   const char* model;
   const char* strategy;
   const char* aggregation;
+  // Differential privacy (dp.mode, user-level with adaptive clipping): the
+  // clip norm and the accountant ride in the checkpoint.
+  const char* dp = "none";
 };
 
 class ResumeTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) {
   const Case& c = GetParam();
-  const Config config = SmallConfig(c.model, c.strategy, c.aggregation);
-  const std::string name = std::string(c.model) + "-" + c.strategy + "-" + c.aggregation;
+  Config config = SmallConfig(c.model, c.strategy, c.aggregation);
+  if (std::string(c.dp) != "none") {
+    config.dp.mode = c.dp;
+    config.dp.unit = "user";
+    config.dp.clip = 0.5;
+    config.dp.noise_multiplier = 1.0;
+    config.dp.target_quantile = 0.5;
+    config.dp.count_stddev = 5.0;
+    config.federation.server_lr = 5.0;
+  }
+  const std::string name =
+      std::string(c.model) + "-" + c.strategy + "-" + c.aggregation + "-dp-" + c.dp;
   Config off = config;
   off.checkpoint.every = 0;
   Result<JobEnd> plain = RunJob(off, TempDir(name + "-plain"), 0, false);
@@ -144,10 +157,11 @@ INSTANTIATE_TEST_SUITE_P(Checkpoint, ResumeTest,
                                            Case{"mf", "fedadam", "none"},
                                            Case{"mf", "fedavgm", "secagg"},
                                            Case{"bpr", "fedavg", "none"},
-                                           Case{"ials", "fedavg", "none"}),
+                                           Case{"ials", "fedavg", "none"},
+                                           Case{"mf", "fedavg", "secagg", "distributed"}),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return std::string(info.param.model) + "_" + info.param.strategy + "_" +
-                                  info.param.aggregation;
+                                  info.param.aggregation + "_dp_" + info.param.dp;
                          });
 
 TEST(Checkpoint, ResumeAfterACrashDiscardsSiteStateNewerThanTheCheckpoint) {
@@ -337,12 +351,12 @@ class AccountingCoordinator : public Coordinator {
  public:
   using Coordinator::Coordinator;
   std::vector<std::pair<std::string, std::string>> ExtraSections() const override {
-    return {{"dp_accountant", spent}};
+    return {{"plugin_state", spent}};
   }
   Status RestoreExtraSections(
       const std::vector<std::pair<std::string, std::string>>& sections) override {
-    if (sections.size() != 1 || sections[0].first != "dp_accountant")
-      return Status::InvalidArgument("expected a dp_accountant section");
+    if (sections.size() != 1 || sections[0].first != "plugin_state")
+      return Status::InvalidArgument("expected a plugin_state section");
     spent = sections[0].second;
     return Status::Ok();
   }
@@ -380,7 +394,7 @@ TEST(Checkpoint, ExtraSectionsRoundTripAndAPlainCoordinatorRefusesThem) {
   Coordinator plain(options, std::vector<ParamBlock>{block}, strategy(), &network.endpoint(0));
   const Status refused = plain.Restore(read->state);
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.message().find("'dp_accountant'"), std::string::npos) << refused.message();
+  EXPECT_NE(refused.message().find("'plugin_state'"), std::string::npos) << refused.message();
   EXPECT_EQ(plain.completed_round(), 0u);
 }
 
