@@ -2,10 +2,12 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -737,6 +739,18 @@ std::string JoinLines(const std::vector<std::string>& lines) {
 }
 
 // Sends a failed Shutdown to every site rank; used before the round loop starts.
+// SIGTERM on the coordinator of fedrec run: mpirun ends the job, most likely
+// because another rank died. Only async-signal-safe calls here.
+extern "C" void OnMpirunTerm(int) {
+  static const char kMessage[] =
+      "fedrec: rank 0: the job was ended by mpirun (SIGTERM), most likely because another rank "
+      "died; metrics.jsonl holds the rounds finished so far, there is no summary or final model. "
+      "Start the job with mpirun --enable-recovery to let it outlive a site (README: When a rank "
+      "dies)\n";
+  [[maybe_unused]] const ssize_t n = write(2, kMessage, sizeof(kMessage) - 1);
+  _exit(143);
+}
+
 // MPI_Finalize waits for every rank of the job; after a rank died (mpirun
 // --enable-recovery keeps the job going) it may never return. Every output is
 // written by then, so a rank whose finalize hangs says so and exits with the
@@ -1219,6 +1233,9 @@ int RunMpi(const Config& config, const Registries& base_registries) {
   Result<std::unique_ptr<MpiTransport>> started = MpiTransport::Start();
   if (!started.ok()) return Fail(started.status().WithContext("fedrec run"));
   MpiTransport& t = **started;
+  // mpirun without --enable-recovery ends the job when any rank dies,
+  // SIGTERM first: the coordinator says why the run stops there.
+  if (t.rank() == 0) std::signal(SIGTERM, OnMpirunTerm);
   const int64_t shard_servers = config.cluster.shard_servers;
   const int64_t sites = config.federation.sites;
   // Two tiers: each site a group of ranks, its leader first (apps/site_group.h).
