@@ -14,7 +14,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$here/build-fuzz}
-targets_all=(frame messages ps_messages channel ratings features config)
+targets_all=(frame messages ps_messages channel prg ratings features config)
 target=${1:-all}
 seconds=${2:-60}
 if [ "$target" = all ]; then
