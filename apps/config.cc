@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -372,6 +373,14 @@ std::optional<PluginParam> PluginParamOf(std::string_view path) {
     const auto dot = rest.find('.');
     if (dot == std::string_view::npos || dot == 0 || dot + 1 == rest.size()) return std::nullopt;
     if (rest.find('.', dot + 1) != std::string_view::npos) return std::nullopt;
+    // Names are TOML bare keys (letters, digits, '_', '-'), so ConfigToToml
+    // renders them as they are (a --set of any other bytes broke the
+    // rendered file; found by fuzz_config).
+    const bool bare = std::all_of(rest.begin(), rest.end(), [](char c) {
+      return c == '.' || c == '_' || c == '-' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+             (c >= '0' && c <= '9');
+    });
+    if (!bare) return std::nullopt;
     return PluginParam{section, std::string(rest)};
   }
   return std::nullopt;
@@ -458,17 +467,54 @@ std::string Known(std::string_view path) {
   return "known keys here: " + out;
 }
 
+// A TOML basic string: quotes and backslashes escaped, and every control
+// character but tab (which TOML refuses raw) as \uXXXX, so any value set
+// through --set renders to a file that loads back (found by fuzz_config).
 std::string Quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
     if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
+    if ((u < 0x20 && c != '\t') || u == 0x7f) {
+      out += fmt::format("\\u{:04x}", u);
       continue;
     }
     out += c;
   }
   return out + "\"";
+}
+
+// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or
+// code points above U+10FFFF), as TOML requires of every string.
+bool IsUtf8(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >= 0xc2 && b <= 0xdf) {
+      n = 1, cp = b & 0x1f;
+    } else if (b >= 0xe0 && b <= 0xef) {
+      n = 2, cp = b & 0x0f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      n = 3, cp = b & 0x07;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= text.size()) return false;
+      const auto c = static_cast<unsigned char>(text[i + k]);
+      if ((c & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    i += n + 1;
+  }
+  return true;
 }
 
 std::string Render(const Target& t) {
@@ -501,6 +547,7 @@ Status ParseInto(const Target& target, std::string_view text, const std::string&
     return Status::InvalidArgument(where + ": expected " + expected + ", found \"" +
                                    std::string(text) + "\"");
   };
+  if (!IsUtf8(text)) return bad("UTF-8 text");
   if (auto* s = std::get_if<std::string*>(&target)) {
     if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
       text = text.substr(1, text.size() - 2);

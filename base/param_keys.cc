@@ -7,7 +7,10 @@ namespace fedrec {
 
 Status FillParams(std::string_view kind, const std::string& name, const std::vector<ParamKey>& keys,
                   std::map<std::string, double>* params) {
-  for (const auto& [key, value] : *params) {
+  for (const auto& entry : *params) {
+    // A plain reference, not a structured binding: lambdas capture those
+    // only from clang 16 on, and the fuzz build (scripts/fuzz.sh) uses clang 14.
+    const std::string& key = entry.first;
     const bool declared =
         std::any_of(keys.begin(), keys.end(), [&key](const ParamKey& k) { return k.key == key; });
     if (declared) continue;

@@ -388,6 +388,7 @@ Keystream::Keystream(std::span<const uint8_t, 16> key, uint64_t first_block)
 Keystream::~Keystream() = default;
 
 void Keystream::Generate(std::span<uint8_t> out) {
+  if (out.empty()) return;  // data() may be null, which memset may not be given
   std::memset(out.data(), 0, out.size());
   if (!CipherUpdate(impl_->ctx.get(), out.data(), out.data(), out.size(), true)) std::abort();
 }

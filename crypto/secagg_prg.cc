@@ -11,6 +11,7 @@
 #include "crypto/crypto.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define FEDREC_SECAGG_VAES 1
 // Compiled for these extensions whatever -march says; only called after the
@@ -74,10 +75,21 @@ void AddPrgsPortable(std::span<const SignedPrgKey> masks, uint8_t* acc, size_t s
 
 #if FEDREC_SECAGG_VAES
 
+// Asks CPUID itself: __builtin_cpu_supports knows "vaes" only from clang 15
+// and GCC 11 on. The OS must also save the AVX-512 registers on a context
+// switch (XCR0: SSE, AVX, opmask, ZMM_Hi256 and Hi16_ZMM state).
 bool CpuHasVaes() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("aes") && __builtin_cpu_supports("avx512f") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("vaes");
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool aes = (c & (1u << 25)) != 0, osxsave = (c & (1u << 27)) != 0;
+  if (!aes || !osxsave) return false;
+  uint32_t xcr0_low = 0, xcr0_high = 0;
+  __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+  if ((xcr0_low & 0xe6u) != 0xe6u) return false;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool avx512f = (b & (1u << 16)) != 0, avx512bw = (b & (1u << 30)) != 0;
+  const bool vaes = (c & (1u << 9)) != 0;
+  return avx512f && avx512bw && vaes;
 }
 
 // One step of the AES-128 key schedule (FIPS-197 5.2): `assist` is

@@ -39,7 +39,8 @@ class Writer {
   Writer& PutF32(float v) { return Put(std::bit_cast<uint32_t>(v)); }
   Writer& PutF64(double v) { return Put(std::bit_cast<uint64_t>(v)); }
   Writer& PutBytes(const void* data, size_t n) {
-    std::memcpy(p_, data, n);
+    // An empty span's data() may be null, which memcpy may not be given.
+    if (n != 0) std::memcpy(p_, data, n);
     p_ += n;
     return *this;
   }
@@ -178,8 +179,7 @@ std::vector<uint8_t> EncodePsPullReplyShell(uint64_t request, uint32_t min_clock
 
 std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_t epoch,
                                        uint32_t cols, uint64_t rows, uint32_t sender,
-                                       size_t* keys_at, size_t* gradients_at,
-                                       MessageType type) {
+                                       size_t* keys_at, size_t* gradients_at, MessageType type) {
   std::vector<uint8_t> frame =
       NewFrame(type, sender, kPushFixed + rows * (sizeof(uint32_t) + cols * 4));
   Writer w(&frame);
@@ -276,8 +276,9 @@ Result<PsPull> DecodePsPull(const FrameView& frame) {
     return Status::Corruption(r.Where() + ": unknown flags " + std::to_string(m.flags) +
                               ", expected 0 or " + std::to_string(kPsPullUnclocked));
   }
+  // No memcpy for an empty list: keys.data() is then null, which memcpy may not be given.
   m.keys.resize(n);
-  std::memcpy(m.keys.data(), keys, n * sizeof(uint32_t));
+  if (n != 0) std::memcpy(m.keys.data(), keys, n * sizeof(uint32_t));
   return m;
 }
 

@@ -115,6 +115,20 @@ TEST(Crypto, KeystreamFromACounterBlockIsTheTailOfTheStream) {
   }
 }
 
+// Found by fuzz_prg: an empty request handed memset a null pointer
+// (undefined behaviour, fatal under scripts/sanitize.sh address). It must
+// produce nothing and leave the stream where it was.
+TEST(Crypto, EmptyKeystreamRequestLeavesTheStreamWhereItWas) {
+  std::array<uint8_t, 16> key{};
+  key[1] = 3;
+  std::vector<uint8_t> whole(64), after_empty(64);
+  Keystream(key).Generate(whole);
+  Keystream k(key);
+  k.Generate(std::span<uint8_t>());
+  k.Generate(after_empty);
+  EXPECT_EQ(after_empty, whole);
+}
+
 TEST(Crypto, HexKeysAreValidated) {
   EXPECT_FALSE(Key32FromHex("abc", "site 3 key").ok());
   const Status bad = Key32FromHex(std::string(63, 'a') + "g", "site 3 key").status();

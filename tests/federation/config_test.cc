@@ -53,6 +53,30 @@ TEST(Config, ModelKeysFromFileAndOverridesReachTheParams) {
   EXPECT_EQ(again->model.params.count("ials.alpha0"), 1u);
 }
 
+// Found by fuzz_config: values and plug-in key names set with --set that
+// ConfigToToml rendered into a file that does not load.
+TEST(Config, AnythingSetRendersToAFileThatLoadsBack) {
+  Config config;
+  ASSERT_TRUE(ApplyOverride(&config,
+                            "output.dir=a\x01"
+                            "b\x7f\tc\"d")
+                  .ok());
+  const Status not_utf8 = ApplyOverride(&config,
+                                        "federation.strategy=f\xe9\x91"
+                                        "dprox");
+  ASSERT_FALSE(not_utf8.ok());
+  EXPECT_NE(not_utf8.message().find("expected UTF-8 text"), std::string::npos)
+      << not_utf8.message();
+  EXPECT_FALSE(ApplyOverride(&config, "strategy.fed\x02prox.mu=0.1").ok());
+  const std::string path = WriteFile("rendered.toml", ConfigToToml(config));
+  Result<Config> again = LoadConfigFile(path);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->output.dir,
+            "a\x01"
+            "b\x7f\tc\"d");
+  EXPECT_EQ(ConfigToToml(*again), ConfigToToml(config));
+}
+
 TEST(Config, UnknownModelKeyNamesTheModelsKeys) {
   Config config;
   const Status typo = ApplyOverride(&config, "model.ease.lamda=3");

@@ -85,6 +85,19 @@ TEST(PsMessages, PullPushAndReplyRoundTrip) {
   EXPECT_EQ(back->rating_sum, 17.0);
 }
 
+// Found by fuzz_ps_messages: an empty key list went through memcpy with a
+// null pointer on both sides (undefined behaviour, fatal under UBSan). The
+// sanitizer builds (scripts/sanitize.sh address) fail this test if it returns.
+TEST(PsMessages, PullWithoutKeysRoundTrips) {
+  const std::vector<uint8_t> pull = EncodePsPull(PsPull{8, 2, kPsPullUnclocked, {}}, 4);
+  ASSERT_EQ(pull.size(), kFrameHeaderSize + 24);
+  Result<PsPull> p = DecodePsPull(View(pull));
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->request, 8u);
+  EXPECT_EQ(p->flags, uint32_t{kPsPullUnclocked});
+  EXPECT_TRUE(p->keys.empty());
+}
+
 TEST(PsMessages, MalformedFramesAreRefusedNamingWhatIsWrong) {
   // A key count beyond the payload.
   std::vector<uint8_t> pull = EncodePsPull(PsPull{1, 0, 0, {1, 2}}, 4);
