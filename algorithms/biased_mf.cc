@@ -3,8 +3,8 @@
 // global mean global. Results are those of MfTrainer bit for bit.
 #include <Eigen/Core>
 #include <algorithm>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
