@@ -116,12 +116,7 @@ Status Model::SaveBlocks(std::ostream& out, bool global) const {
     if (IsGlobal(b.scope) != global) continue;
     out << b.name << ' ' << static_cast<int>(b.scope) << ' ' << b.rows << ' ' << b.cols << '\n';
     std::vector<uint8_t> bytes;
-    bytes.reserve(b.data.size() * 4);
-    for (float v : b.data) {
-      uint32_t u;
-      std::memcpy(&u, &v, 4);
-      AppendLe(&bytes, u);
-    }
+    AppendFloatsLe(&bytes, b.data.data(), b.data.size());
     out.write(reinterpret_cast<const char*>(bytes.data()),
               static_cast<std::streamsize>(bytes.size()));
     out << '\n';
@@ -158,10 +153,7 @@ Status Model::LoadBlocks(std::istream& in, bool global, const std::string& where
       return Status::InvalidArgument(where + ": block " + b.name + " is truncated: expected " +
                                      std::to_string(bytes.size()) + " bytes of values");
     }
-    for (size_t i = 0; i < block.data.size(); ++i) {
-      const uint32_t u = GetLe<uint32_t>(bytes.data() + 4 * i);
-      std::memcpy(&block.data[i], &u, 4);
-    }
+    GetFloatsLe(bytes.data(), block.data.size(), block.data.data());
     read.push_back(std::move(block));
   }
   size_t next = 0;

@@ -44,4 +44,17 @@ void AppendLe(std::vector<uint8_t>* out, T value) {
   PutLe<T>(out->data() + at, value);
 }
 
+// Floats as the little-endian bytes of their IEEE-754 bits: exact, NaN and
+// infinities included (model and checkpoint files).
+inline void AppendFloatsLe(std::vector<uint8_t>* out, const float* values, size_t count) {
+  const size_t at = out->size();
+  out->resize(at + 4 * count);
+  for (size_t i = 0; i < count; ++i)
+    PutLe<uint32_t>(out->data() + at + 4 * i, std::bit_cast<uint32_t>(values[i]));
+}
+
+inline void GetFloatsLe(const uint8_t* in, size_t count, float* values) {
+  for (size_t i = 0; i < count; ++i) values[i] = std::bit_cast<float>(GetLe<uint32_t>(in + 4 * i));
+}
+
 }  // namespace fedrec

@@ -19,12 +19,7 @@ std::string EncodeBlocks(const std::vector<ParamBlock>& blocks) {
     out += b.name + " " + std::to_string(static_cast<int>(b.scope)) + " " + std::to_string(b.rows) +
            " " + std::to_string(b.cols) + "\n";
     std::vector<uint8_t> bytes;
-    bytes.reserve(b.data.size() * 4);
-    for (float v : b.data) {
-      uint32_t u;
-      std::memcpy(&u, &v, 4);
-      AppendLe(&bytes, u);
-    }
+    AppendFloatsLe(&bytes, b.data.data(), b.data.size());
     out.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     out += '\n';
   }
@@ -44,15 +39,15 @@ Result<std::vector<ParamBlock>> DecodeBlocks(const std::string& bytes, const std
       return Status::Corruption(where + ": bad header of global block " + std::to_string(i));
     b.scope = static_cast<Scope>(scope);
     const size_t n = static_cast<size_t>(b.rows) * b.cols;
+    if (n > bytes.size() / 4)
+      return Status::Corruption(where + ": global block " + b.name + " claims " +
+                                std::to_string(n) + " values, more than the section holds");
     std::vector<uint8_t> raw(n * 4);
     in.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
     if (in.gcount() != static_cast<std::streamsize>(raw.size()) || in.get() != '\n')
       return Status::Corruption(where + ": global block " + b.name + " is truncated");
     b.data.resize(n);
-    for (size_t k = 0; k < n; ++k) {
-      const uint32_t u = GetLe<uint32_t>(raw.data() + 4 * k);
-      std::memcpy(&b.data[k], &u, 4);
-    }
+    GetFloatsLe(raw.data(), n, b.data.data());
     blocks.push_back(std::move(b));
   }
   return blocks;

@@ -186,7 +186,7 @@ TEST(Frames, RejectsUnknownMessageTypeNamingSenderAndRound) {
 
 TEST(Frames, RejectsTruncatedPayloadNamingSenderAndRound) {
   std::vector<uint8_t> frame = EncodeFrame(MessageType::kModelUpdate, 7, 3, Payload(100));
-  frame.resize(frame.size() - 60);
+  frame.erase(frame.end() - 60, frame.end());
   Result<FrameView> view = DecodeFrame(frame);
   ASSERT_FALSE(view.ok());
   EXPECT_EQ(view.status().code(), Status::Code::kCorruption);
