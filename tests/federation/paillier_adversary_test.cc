@@ -432,7 +432,7 @@ TEST_F(PaillierAdversaryShardedDecryption, TamperedOrMisSizedSliceIsRefusedNamin
       "shard server 0 (rank 5) sent a slice of site 2's update for round 2 other than "
       "the one the site sent");
   std::vector<PaillierUpdate> short_slice = slices_;
-  short_slice[3].ciphertexts.resize(short_slice[3].ciphertexts.size() - 1);
+  short_slice[3].ciphertexts.pop_back();
   ExpectRefusal(
       federation_.AskSharded(1, SumOf(kRound, notices_), SumOf(kRound, short_slice), kRound)
           .status(),
