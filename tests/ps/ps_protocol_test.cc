@@ -243,7 +243,7 @@ TEST(ShardServer, RefusesMalformedRequestsWithClearErrorsAndKeepsServing) {
     garbage[0] = 'X';
     EXPECT_NE(refusal(garbage).find("does not decode: bad frame magic"), std::string::npos);
     std::vector<uint8_t> short_push = PushFrame({2}, {1, 2}, 2);
-    short_push.resize(short_push.size() - 3);
+    short_push.erase(short_push.end() - 3, short_push.end());
     FixLength(&short_push);
     EXPECT_NE(refusal(short_push).find("gradients (row count x cols) claims 1 rows of 2 floats"),
               std::string::npos);
