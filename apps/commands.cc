@@ -155,6 +155,23 @@ EvalResult EvalOf(const EvalSums& sums) {
 
 // The popularity baseline's metrics and the lift of `eval` over them
 // ("lift_<metric>@k" = model / popularity), when both are there.
+// Test interactions an evaluation covered: rated test ratings, ranked users
+// and the examples of each task (0: nothing was evaluated).
+uint64_t Covered(const EvalResult& eval) {
+  uint64_t covered = eval.errors.count + eval.ranking.users;
+  for (const TaskSums& task : eval.tasks) covered += task.errors.count + task.binary.count;
+  return covered;
+}
+
+// The exit status of a run that wrote its results: 0, or 3 with `failure`
+// on stderr when the run did not do what it was for (RunVerdict).
+int Verdict(int code, const std::string& failure, const std::string& run_dir) {
+  if (code != 0 || failure.empty()) return code;
+  std::cerr << ("fedrec: the run failed: " + failure + " (its summary, metrics and model are in " +
+                run_dir + ")\n");
+  return 3;
+}
+
 void AddLift(json* j, const EvalResult& eval, const EvalResult& popularity, const Config& config,
              uint32_t items) {
   const json model = RankingJson(eval, config, items);
@@ -168,9 +185,9 @@ void AddLift(json* j, const EvalResult& eval, const EvalResult& popularity, cons
   }
 }
 
-std::string ProgressLine(const char* unit, uint32_t step, uint32_t steps, double train_mse,
-                         const EvalResult* eval, const Config& config) {
-  std::string line = fmt::format("{} {}/{}  train loss {:.4f}", unit, step, steps, train_mse);
+// The figures of one progress step: training loss and, when evaluated, the test metrics.
+std::string ProgressLine(double train_mse, const EvalResult* eval, const Config& config) {
+  std::string line = fmt::format("train loss {:.4f}", train_mse);
   if (eval && eval->errors.count > 0)
     line += fmt::format("  test rmse {:.4f}  mae {:.4f}", eval->errors.Rmse(), eval->errors.Mae());
   if (eval && eval->ranking.users > 0) {
@@ -207,6 +224,19 @@ int Fail(const Status& status) {
 
 int Finish(RunOutput* out, const json& summary, const Model& global_model, const IdMap& items);
 
+// Says what is being loaded, before a load that may take a while.
+void LogLoading(const char* command, const Config& config) {
+  if (config.data.train.empty() && config.data.site_train.empty()) {
+    spdlog::info("{}: generating synthetic data: {} users, {} items, {} ratings", command,
+                 config.data.synthetic.users, config.data.synthetic.items,
+                 config.data.synthetic.ratings);
+  } else {
+    spdlog::info("{}: loading {}{}", command,
+                 config.data.train.empty() ? config.data.site_train : config.data.train,
+                 config.data.test.empty() ? "" : " and " + config.data.test);
+  }
+}
+
 // Adds the popularity baseline and the lift over it to `summary` (when top-N
 // metrics are on).
 Status AddPopularity(json* summary, const Config& config, const Dataset& dataset,
@@ -223,6 +253,7 @@ int RunTrain(const Config& config, const Registries& registries) {
   Result<JobRegistries> job = LoadJobRegistries(config.plugins, registries);
   if (!job.ok()) return Fail(job.status().WithContext("config plugins"));
   const ModelRegistry* models = &job->models;
+  LogLoading("train", config);
   Result<Dataset> dataset = LoadDataset(config);
   if (!dataset.ok()) return Fail(dataset.status());
   Result<RunOutput> out = RunOutput::Create(config, "train");
@@ -241,8 +272,8 @@ int RunTrain(const Config& config, const Registries& registries) {
                      {"train_loss", Number(p.train_mse)}};
         if (p.evaluated) AddEval(&line, p.eval, config, items);
         out->WriteMetrics(line.dump());
-        out->Progress(ProgressLine("epoch", p.step, p.steps, p.train_mse,
-                                   p.evaluated ? &p.eval : nullptr, config));
+        out->Step("epoch", p.step, p.steps,
+                  ProgressLine(p.train_mse, p.evaluated ? &p.eval : nullptr, config));
       },
       models);
   out->EndProgress();
@@ -251,6 +282,16 @@ int RunTrain(const Config& config, const Registries& registries) {
                   {"model", config.model.name},
                   {"epochs", EffectiveEpochs(config, models)}};
   AddEval(&summary, result->eval, config, items);
+  summary["evaluation"] = {{"test_ratings", result->eval.errors.count},
+                           {"users_ranked", result->eval.ranking.users}};
+  const std::string failure =
+      Covered(result->eval) == 0
+          ? fmt::format("the final model was never evaluated: the test set ({}) is empty",
+                        config.data.test.empty() ? "data.test_fraction of the ratings"
+                                                 : config.data.test)
+          : "";
+  summary["status"] = failure.empty() ? "ok" : "failed";
+  if (!failure.empty()) summary["failure"] = failure;
   summary["seconds"] = result->seconds;
   if (Status s = AddPopularity(&summary, config, *dataset, result->eval); !s.ok()) return Fail(s);
   summary["model_sha256"] = ModelSha256(result->global);
@@ -259,7 +300,7 @@ int RunTrain(const Config& config, const Registries& registries) {
                                  RawIds(dataset->items));
       !s.ok())
     return Fail(s);
-  return Finish(&*out, summary, *result->model, dataset->items);
+  return Verdict(Finish(&*out, summary, *result->model, dataset->items), failure, out->dir());
 }
 
 namespace {
@@ -272,15 +313,36 @@ double PeakRssMb() {
 }
 
 // Per-round output of a federated run: a metrics line, a progress line, and
-// the last evaluation for the summary.
+// the last evaluation and the rounds' outcomes for the summary and the exit
+// status.
 class RoundReporter {
  public:
   // `rounds`: the rounds the coordinator runs (EffectiveRounds).
   RoundReporter(const Config& config, RunOutput* out, uint32_t items, int64_t rounds)
-      : config_(config), out_(out), items_(items), rounds_(rounds) {}
+      : config_(config), out_(out), items_(items), rounds_(rounds) {
+    out_->PlanSteps("round", static_cast<uint64_t>(rounds));
+  }
+
+  // A metrics line of the run this one resumes: its rounds count in the
+  // summary and the verdict as this run's do.
+  void Replay(const std::string& line) {
+    const json j = json::parse(line, nullptr, false);
+    if (!j.is_object() || !j.contains("round")) return;
+    const bool aborted = j.value("aborted", false);
+    Count(j.value("round", 0u), aborted, aborted ? j.value("abort_reason", std::string()) : "");
+    if (j.contains("sites_evaluated")) {
+      evaluated_round_ = j.value("round", 0u);
+      sites_evaluated_ = j.value("sites_evaluated", 0u);
+      test_ratings_ = j.value("test_ratings", uint64_t{0});
+      users_ranked_ = j.value("users_ranked", uint64_t{0});
+      covered_ = sites_evaluated_ > 0 ? test_ratings_ + users_ranked_ + 1 : 0;
+    }
+    out_->PlanSteps("round", static_cast<uint64_t>(rounds_), last_round_);
+  }
 
   void operator()(const RoundMetrics& m) {
     const EvalResult eval = EvalOf(m);
+    Count(m.round, m.aborted, m.abort_reason);
     json line = {{"round", m.round},
                  {"train_rmse", Number(std::sqrt(m.train_mse))},
                  {"train_loss", Number(m.train_mse)},
@@ -322,6 +384,16 @@ class RoundReporter {
       line["failed_steps"] = steps;
     }
     if (m.evaluated) {
+      // What the evaluation covers: the sites whose sums it combines and
+      // their test ratings and ranked users.
+      evaluated_round_ = m.round;
+      sites_evaluated_ = m.sites_evaluated;
+      test_ratings_ = eval.errors.count;
+      users_ranked_ = eval.ranking.users;
+      covered_ = m.sites_evaluated > 0 ? Covered(eval) : 0;
+      line["sites_evaluated"] = m.sites_evaluated;
+      line["test_ratings"] = test_ratings_;
+      line["users_ranked"] = users_ranked_;
       AddEval(&line, eval, config_, items_);
       if (m.evaluated_in_round) line["evaluated_in_round"] = m.evaluated_in_round;
       if (!m.sites.empty()) {  // eval.per_site: each site's own metrics
@@ -336,8 +408,42 @@ class RoundReporter {
       last_eval_ = eval;
     }
     out_->WriteMetrics(line.dump());
-    out_->Progress(ProgressLine("round", m.round, static_cast<uint32_t>(rounds_), m.train_mse,
-                                m.evaluated ? &eval : nullptr, config_));
+    out_->Step("round", m.round, static_cast<uint64_t>(rounds_),
+               ProgressLine(m.train_mse, m.evaluated ? &eval : nullptr, config_));
+  }
+
+  // Why the run failed, or empty: no round trained, the final model never
+  // evaluated, or fewer rounds trained than federation.min_round_success of
+  // those run. A run stopped by a signal has its own exit status.
+  std::string Failure() const {
+    if (StopSignal() != 0) return "";
+    if (rounds_run_ == 0) return "no round ran";
+    const uint32_t trained = rounds_run_ - rounds_aborted_;
+    if (trained == 0) {
+      return fmt::format("no round trained: all {} rounds aborted (the last: {})", rounds_run_,
+                         last_abort_reason_);
+    }
+    if (evaluated_round_ != last_round_ || covered_ == 0) {
+      return evaluated_round_ != last_round_ || sites_evaluated_ == 0
+                 ? fmt::format(
+                       "the final model (round {}) was never evaluated: no site's evaluation "
+                       "arrived in time (federation.round_timeout = {} s; metrics.jsonl "
+                       "failed_sites says why)",
+                       last_round_, config_.federation.round_timeout)
+                 : fmt::format(
+                       "the final model (round {}) was evaluated on no test interaction ({} "
+                       "sites answered with empty test sets)",
+                       last_round_, sites_evaluated_);
+    }
+    if (static_cast<double>(trained) <
+        config_.federation.min_round_success * static_cast<double>(rounds_run_)) {
+      return fmt::format(
+          "only {} of {} rounds trained ({} aborted, the last: {}), fewer than "
+          "federation.min_round_success = {}",
+          trained, rounds_run_, rounds_aborted_, last_abort_reason_,
+          config_.federation.min_round_success);
+    }
+    return "";
   }
 
   // The summary every federated command prints last.
@@ -347,8 +453,18 @@ class RoundReporter {
                     {"model", config_.model.name},
                     {"strategy", config_.federation.strategy},
                     {"sites", config_.federation.sites},
-                    {"rounds", rounds_}};
+                    {"rounds", rounds_},
+                    {"rounds_run", rounds_run_},
+                    {"rounds_trained", rounds_run_ - rounds_aborted_},
+                    {"rounds_aborted", rounds_aborted_}};
     AddEval(&summary, last_eval_, config_, items_);
+    summary["evaluation"] = {{"round", evaluated_round_},
+                             {"sites", sites_evaluated_},
+                             {"test_ratings", test_ratings_},
+                             {"users_ranked", users_ranked_}};
+    const std::string failure = Failure();
+    summary["status"] = failure.empty() ? "ok" : "failed";
+    if (!failure.empty()) summary["failure"] = failure;
     summary["seconds"] = seconds;
     summary["peak_rss_mb"] = PeakRssMb();
     summary["model_sha256"] = ModelSha256(global);
@@ -373,6 +489,15 @@ class RoundReporter {
   const EvalResult& last_eval() const { return last_eval_; }
 
  private:
+  void Count(uint32_t round, bool aborted, const std::string& reason) {
+    ++rounds_run_;
+    last_round_ = std::max(last_round_, round);
+    if (aborted) {
+      ++rounds_aborted_;
+      last_abort_reason_ = reason;
+    }
+  }
+
   const Config& config_;
   RunOutput* out_;
   uint32_t items_;
@@ -380,6 +505,13 @@ class RoundReporter {
   EvalResult last_eval_;
   DpRoundMetrics last_dp_;   // the last private round's (summary)
   std::string stop_reason_;  // why the coordinator stopped early
+  // Rounds reported (this run and the one it resumes) and their outcomes.
+  uint32_t rounds_run_ = 0, rounds_aborted_ = 0, last_round_ = 0;
+  std::string last_abort_reason_;
+  // The last evaluation: its round, sites, test ratings and ranked users,
+  // and everything it covered (0: nothing).
+  uint32_t evaluated_round_ = 0, sites_evaluated_ = 0;
+  uint64_t test_ratings_ = 0, users_ranked_ = 0, covered_ = 0;
 };
 
 // Writes the model and summary.json, then prints the summary as the last line.
@@ -434,11 +566,16 @@ Result<std::unique_ptr<Strategy>> MakeStrategy(const Config& config,
   return strategy;
 }
 
-// Prepends the metrics of the run resumed from to this run's metrics.jsonl.
-void ResumeMetrics(const CoordinatorCheckpoint& checkpoint, RunOutput* out) {
+// Prepends the metrics of the run resumed from to this run's metrics.jsonl,
+// and counts its rounds in `reporter`.
+void ResumeMetrics(const CoordinatorCheckpoint& checkpoint, RunOutput* out,
+                   RoundReporter* reporter) {
   std::istringstream lines(checkpoint.metrics);
-  for (std::string line; std::getline(lines, line);)
-    if (!line.empty()) out->WriteMetrics(line);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    out->WriteMetrics(line);
+    reporter->Replay(line);
+  }
 }
 
 // checkpoint.every: the coordinator's checkpoints (into `dir`, with the
@@ -454,6 +591,13 @@ void SetCheckpointing(const Config& config, const std::string& dir,
   options->on_checkpoint = [dir, identity, metrics](const Coordinator& coordinator,
                                                     uint32_t round) {
     return WriteRunCheckpoint(dir, identity, coordinator, round, metrics);
+  };
+}
+
+// Progress inside a round (CoordinatorOptions::on_progress) on `out`.
+std::function<void(std::string_view, uint32_t, uint32_t)> ShowWithin(RunOutput* out) {
+  return [out](std::string_view step, uint32_t done, uint32_t total) {
+    out->Within(step, done, total);
   };
 }
 
@@ -483,6 +627,7 @@ int RunSim(const Config& config, const Registries& registries) {
   Result<JobRegistries> job_registries = LoadJobRegistries(config.plugins, registries);
   if (!job_registries.ok()) return Fail(job_registries.status().WithContext("config plugins"));
   const ModelRegistry* models = &job_registries->models;
+  LogLoading("sim", config);
   Result<FederatedData> data = LoadFederatedData(config);
   if (!data.ok()) return Fail(data.status());
   Result<RunOutput> out = RunOutput::Create(config, "sim");
@@ -510,7 +655,7 @@ int RunSim(const Config& config, const Registries& registries) {
   const auto start = std::chrono::steady_clock::now();
   SimulationOptions sim_options;
   if (*resume) {
-    ResumeMetrics(**resume, &*out);
+    ResumeMetrics(**resume, &*out, &reporter);
     sim_options.resume = (*resume)->state;
   }
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
@@ -601,6 +746,7 @@ int RunSim(const Config& config, const Registries& registries) {
   CoordinatorOptions coordinator_options = CoordinatorOptionsOf(config, models);
   coordinator_options.job_id = job;
   SetCheckpointing(config, checkpoint_dir, checkpoint_identity, out->dir(), &coordinator_options);
+  coordinator_options.on_progress = ShowWithin(&*out);
   // Sites keep the global model between requests (which spares resending it
   // from an evaluation to the next plan) only while every site's copy fits in
   // kKeptModelsBytes; else a site holds it only while it answers a request.
@@ -706,7 +852,8 @@ int RunSim(const Config& config, const Registries& registries) {
   if (Status s = SaveStrategyState(out->dir(), config.federation.strategy, result->strategy_state);
       !s.ok())
     return Fail(s);
-  return StopExitCode(Finish(&*out, summary, **final_model, dataset.items));
+  return Verdict(StopExitCode(Finish(&*out, summary, **final_model, dataset.items)),
+                 reporter.Failure(), out->dir());
 }
 
 namespace {
@@ -963,6 +1110,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
                                                static_cast<uint32_t>(site_ranks.size())};
   const std::string checkpoint_dir = CheckpointDir(config, out->dir());
   SetCheckpointing(config, checkpoint_dir, checkpoint_identity, out->dir(), &options);
+  options.on_progress = ShowWithin(&*out);
   Coordinator coordinator(options, std::move(server_model).value(), std::move(strategy).value(),
                           &t);
   Result<std::optional<CoordinatorCheckpoint>> resume =
@@ -974,8 +1122,8 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
     coordinator.ShutdownSites(resume.status().message(), true);
     return Fail(resume.status());
   }
-  if (*resume) ResumeMetrics(**resume, &*out);
   RoundReporter reporter(config, &*out, items.size(), options.rounds);
+  if (*resume) ResumeMetrics(**resume, &*out, &reporter);
   const auto start = std::chrono::steady_clock::now();
   Status status = coordinator.Run(std::ref(reporter));
   out->EndProgress();
@@ -993,7 +1141,8 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
                                    coordinator.strategy().State());
       !s.ok())
     return Fail(s);
-  return StopExitCode(Finish(&*out, summary, **final_model, items));
+  return Verdict(StopExitCode(Finish(&*out, summary, **final_model, items)), reporter.Failure(),
+                 out->dir());
 }
 
 // The site's items renumbered in the catalogue's order; the federation's item
@@ -1251,12 +1400,18 @@ int RunMpi(const Config& config, const Registries& base_registries) {
                                            "cluster.site_workers)",
                                            group_size)
                                      : "";
+    // The site count these ranks would hold; a hint only when it makes a job.
+    const int64_t fits = (t.size() - 1 - shard_servers) / group_size;
+    const std::string hint =
+        fits >= 1 ? fmt::format("run mpirun -np {} or set federation.sites = {}", needed, fits)
+                  : fmt::format(
+                        "run mpirun -np {} (at least {}: one coordinator, the shard servers and "
+                        "one site)",
+                        needed, 1 + shard_servers + group_size);
     std::cerr << fmt::format(
         "fedrec: rank {}: mpirun started {} ranks, but the config needs {} = 1 coordinator + {} "
-        "shard servers (cluster.shard_servers) + {} sites (federation.sites){}; run mpirun -np {} "
-        "or set federation.sites = {}\n",
-        t.rank(), t.size(), needed, shard_servers, sites, per_site, needed,
-        std::max<int64_t>((t.size() - 1 - shard_servers) / group_size, 0));
+        "shard servers (cluster.shard_servers) + {} sites (federation.sites){}; {}\n",
+        t.rank(), t.size(), needed, shard_servers, sites, per_site, hint);
     (void)t.Barrier(std::chrono::seconds(10));  // every rank fails here: see below
     t.Close();
     return 2;
@@ -1432,6 +1587,12 @@ int RunKeygen(const std::string& prefix, const std::string& dir, int64_t sites, 
   if (!prefix.empty()) {
     pairs.emplace_back(std::filesystem::path(prefix).filename().string(), prefix);
   } else {
+    if (sites < 1) {
+      return Fail(Status::InvalidArgument(
+          "keygen --dir " + dir + ": expected --sites N with N >= 1 (a key pair per site, "
+          "site0..site<N-1>, besides the coordinator's), found " +
+          (sites == 0 ? std::string("no --sites") : "--sites " + std::to_string(sites))));
+    }
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) return Fail(Status::IoError("cannot create " + dir + ": " + ec.message()));

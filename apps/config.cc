@@ -151,6 +151,10 @@ const std::vector<Key>& Schema() {
                  "fewest available sites a round starts with (else it is skipped)"),
       FEDREC_KEY("federation.accept_failures", federation.accept_failures,
                  "a round whose selected sites failed still updates the model (false: keeps it)"),
+      FEDREC_KEY("federation.min_round_success", federation.min_round_success,
+                 "share of the rounds run that must train (not abort) for the run to succeed; "
+                 "fewer, and fedrec exits 3 after writing the summary and the model (0: only a "
+                 "run in which no round trained fails)"),
       FEDREC_KEY("federation.strategy", federation.strategy,
                  "aggregation strategy (registered name; its own keys are strategy.<name>.<key>)"),
       FEDREC_KEY("federation.server_lr", federation.server_lr,
@@ -352,7 +356,12 @@ const std::vector<Key>& Schema() {
                  "chance that a frame between a site and the coordinator has a bit flipped on "
                  "its way (its checksum rejects it)"),
       FEDREC_KEY("output.dir", output.dir, "run directory; empty = runs/<command>-<UTC time>"),
-      FEDREC_KEY("output.progress", output.progress, "progress lines on a terminal"),
+      FEDREC_KEY("output.force", output.force,
+                 "write into a non-empty output.dir, removing the files an earlier run wrote "
+                 "there (config, metrics, summary, model files, site folders); --force"),
+      FEDREC_KEY("output.progress", output.progress,
+                 "progress on stderr: a bar redrawn in place on a terminal, else a log line "
+                 "every 10 s"),
   };
   return keys;
 }
@@ -864,6 +873,16 @@ Status ValidateConfig(const Config& c) {
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.items", c.data.synthetic.items));
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.ratings", c.data.synthetic.ratings));
   FEDREC_RETURN_IF_ERROR(positive("data.synthetic.rank", c.data.synthetic.rank));
+  // The generator keeps the density at most one half (data/synthetic.h).
+  if (const uint64_t pairs = static_cast<uint64_t>(c.data.synthetic.users) *
+                             static_cast<uint64_t>(c.data.synthetic.items) / 2;
+      c.data.train.empty() && static_cast<uint64_t>(c.data.synthetic.ratings) > pairs) {
+    return fail("data.synthetic.ratings",
+                fmt::format("at most {} (half of the {} x {} user-item pairs of "
+                            "data.synthetic.users x data.synthetic.items)",
+                            pairs, c.data.synthetic.users, c.data.synthetic.items),
+                std::to_string(c.data.synthetic.ratings));
+  }
   if (c.model.name.empty()) return fail("model.name", "a registered model name", "\"\"");
   if (c.model.factors < 1 || c.model.factors > 4096)
     return fail("model.factors", "an integer in [1, 4096]", std::to_string(c.model.factors));
@@ -906,6 +925,9 @@ Status ValidateConfig(const Config& c) {
                 fmt::format("{}", c.federation.dirichlet_alpha));
   if (c.federation.min_sites < 0)
     return fail("federation.min_sites", "an integer >= 0", std::to_string(c.federation.min_sites));
+  if (!(c.federation.min_round_success >= 0.0 && c.federation.min_round_success <= 1.0))
+    return fail("federation.min_round_success", "a share in [0, 1]",
+                fmt::format("{}", c.federation.min_round_success));
   if (c.federation.min_available < 0)
     return fail("federation.min_available", "an integer >= 0",
                 std::to_string(c.federation.min_available));

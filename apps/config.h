@@ -111,6 +111,9 @@ struct Config {
     int64_t min_sites = 1;
     int64_t min_available = 1;
     bool accept_failures = true;
+    // The share of the rounds run that must train (not abort) for the run to
+    // succeed: fewer, and fedrec exits 3 after writing everything.
+    double min_round_success = 0.5;
     std::string strategy = "fedavg";
     // "strategy.<name>.<key>" settings, stored under "<name>.<key>".
     std::map<std::string, double> strategy_params;
@@ -249,6 +252,7 @@ struct Config {
 
   struct Output {
     std::string dir;  // empty = runs/<command>-<UTC time>
+    bool force = false;  // replace the run in a non-empty output.dir (--force)
     bool progress = true;
   } output;
 };

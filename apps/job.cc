@@ -1004,9 +1004,22 @@ Result<EvalResult> PopularityBaseline(const Config& config, const Dataset& datas
   return result.eval;
 }
 
+std::string ModelTsvHeader(const std::vector<std::pair<std::string, uint32_t>>& item_blocks) {
+  std::string header =
+      "# fedrec-model-tsv v1: first one line per global block that is not per item "
+      "(<block>\t<values>), then one line per item (<raw item id>\t<its row of each block "
+      "below>)\n#columns\titem";
+  for (const auto& [name, cols] : item_blocks) header += fmt::format("\t{}[{}]", name, cols);
+  return header + "\n";
+}
+
 Status SaveGlobalModel(const std::string& path, const std::vector<ParamBlock>& global,
                        const IdMap& items) {
   std::ofstream out(path);
+  std::vector<std::pair<std::string, uint32_t>> item_blocks;
+  for (const ParamBlock& b : global)
+    if (b.rows == items.size() && b.rows != 1) item_blocks.emplace_back(b.name, b.cols);
+  out << ModelTsvHeader(item_blocks);
   for (const ParamBlock& b : global) {
     if (b.rows == items.size() && b.rows != 1) continue;
     out << b.name;
@@ -1026,20 +1039,74 @@ Status SaveGlobalModel(const std::string& path, const std::vector<ParamBlock>& g
   return Status::Ok();
 }
 
-Result<RunOutput> RunOutput::Create(const Config& config, const std::string& command) {
-  RunOutput out;
-  out.dir_ = config.output.dir;
-  if (out.dir_.empty()) {
+namespace {
+
+// The files and folders a run writes into its directory (apps/model_files.h).
+bool IsRunFile(const std::filesystem::path& entry) {
+  static constexpr std::string_view kFiles[] = {"config.toml",  "metrics.jsonl", "summary.json",
+                                                "model.global", "model.tsv",     "items.tsv",
+                                                "strategy.json"};
+  const std::string name = entry.filename().string();
+  for (std::string_view file : kFiles)
+    if (name == file) return true;
+  if (name == "central") return true;
+  return name.size() > 4 && name.starts_with("site") &&
+         name.find_first_not_of("0123456789", 4) == std::string::npos;
+}
+
+// The run directory of `config`: made here, never one another run uses.
+Result<std::string> MakeRunDirectory(const Config& config, const std::string& command) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (config.output.dir.empty()) {
     const std::time_t now = std::time(nullptr);
     std::tm tm{};
     gmtime_r(&now, &tm);
     char stamp[32];
     std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
-    out.dir_ = "runs/" + command + "-" + stamp;
+    const std::string base = "runs/" + command + "-" + stamp;
+    fs::create_directories("runs", ec);
+    if (ec) return Status::IoError("cannot create the folder runs: " + ec.message());
+    // create_directory is atomic: of two runs in the same second, one gets
+    // the name and the other the next suffix.
+    for (int n = 1; n < 10000; ++n) {
+      const std::string dir = n == 1 ? base : base + "-" + std::to_string(n);
+      if (fs::create_directory(dir, ec)) return dir;
+      if (ec) return Status::IoError("cannot create run directory " + dir + ": " + ec.message());
+    }
+    return Status::IoError("cannot find a free run directory name after " + base + "-9999");
   }
-  std::error_code ec;
-  std::filesystem::create_directories(out.dir_, ec);
-  if (ec) return Status::IoError("cannot create run directory " + out.dir_ + ": " + ec.message());
+  const std::string& dir = config.output.dir;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    return Status::InvalidArgument("config output.dir: " + dir + " exists and is not a folder");
+  const bool resuming = !config.checkpoint.resume.empty();
+  if (fs::is_directory(dir, ec) && !fs::is_empty(dir, ec) && !resuming) {
+    if (!config.output.force) {
+      return Status::InvalidArgument(
+          "config output.dir: " + dir +
+          " is not empty (an earlier run's files would be mixed with this run's); choose an "
+          "empty or new folder, or pass --force (output.force = true) to replace the run there");
+    }
+    for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+      if (!IsRunFile(entry.path())) continue;
+      fs::remove_all(entry.path(), ec);
+      if (ec)
+        return Status::IoError("--force: cannot remove " + entry.path().string() + ": " +
+                               ec.message());
+    }
+    if (ec) return Status::IoError("cannot list " + dir + ": " + ec.message());
+    spdlog::info("output.force: replaced the earlier run's files in {}", dir);
+  }
+  fs::create_directories(dir, ec);
+  if (ec) return Status::IoError("cannot create run directory " + dir + ": " + ec.message());
+  return dir;
+}
+
+}  // namespace
+
+Result<RunOutput> RunOutput::Create(const Config& config, const std::string& command) {
+  RunOutput out;
+  FEDREC_ASSIGN_OR_RETURN(out.dir_, MakeRunDirectory(config, command));
   {
     std::ofstream cfg(out.dir_ + "/config.toml");
     cfg << "# resolved configuration of this run (fedrec " << command << ")\n"
@@ -1048,7 +1115,10 @@ Result<RunOutput> RunOutput::Create(const Config& config, const std::string& com
   }
   out.metrics_ = std::make_shared<std::ofstream>(out.dir_ + "/metrics.jsonl");
   if (!*out.metrics_) return Status::IoError("cannot write " + out.dir_ + "/metrics.jsonl");
-  out.tty_ = config.output.progress && isatty(STDERR_FILENO);
+  ProgressReporter::Options progress;
+  progress.enabled = config.output.progress;
+  progress.tty = isatty(STDERR_FILENO);
+  out.progress_ = std::make_shared<ProgressReporter>(std::move(progress));
   return out;
 }
 
@@ -1057,16 +1127,20 @@ void RunOutput::WriteMetrics(const std::string& json_line) {
   metrics_->flush();
 }
 
-void RunOutput::Progress(const std::string& line) {
-  if (!tty_) return;
-  std::cerr << "\r\033[K" << line << std::flush;
-  progress_shown_ = true;
+void RunOutput::PlanSteps(std::string_view unit, uint64_t steps, uint64_t done_before) {
+  progress_->Plan(unit, steps, done_before);
 }
 
-void RunOutput::EndProgress() {
-  if (progress_shown_) std::cerr << "\n";
-  progress_shown_ = false;
+void RunOutput::Step(std::string_view unit, uint64_t step, uint64_t steps,
+                     std::string_view metrics) {
+  progress_->Step(unit, step, steps, metrics);
 }
+
+void RunOutput::Within(std::string_view what, uint64_t done, uint64_t total) {
+  progress_->Within(what, done, total);
+}
+
+void RunOutput::EndProgress() { progress_->End(); }
 
 Status RunOutput::WriteSummary(const std::string& json) {
   std::ofstream out(dir_ + "/summary.json");

@@ -18,6 +18,7 @@
 #include "algorithms/model.h"
 #include "algorithms/strategy.h"
 #include "apps/config.h"
+#include "apps/progress.h"
 #include "base/status.h"
 #include "coordinator/coordinator.h"
 #include "crypto/secure_transport.h"
@@ -216,19 +217,31 @@ Result<EvalResult> PopularityBaseline(const Config& config, const Dataset& datas
 // results name the dataset's own IDs.
 Status SaveGlobalModel(const std::string& path, const std::vector<ParamBlock>& global,
                        const IdMap& items);
+// The two header lines model.tsv starts with: "# fedrec-model-tsv v1 ..."
+// (the format and its version), then "#columns\titem\t<block>[<cols>]..." naming
+// the per-item blocks whose rows follow each item ID, in order.
+std::string ModelTsvHeader(const std::vector<std::pair<std::string, uint32_t>>& item_blocks);
 
 // Writes the run directory: resolved config, metrics.jsonl, summary.json; and
-// prints progress to stderr when it is a terminal.
+// shows progress on stderr (apps/progress.h).
 class RunOutput {
  public:
-  // Creates the directory (config.output.dir or runs/<command>-<UTC time>).
+  // Creates the directory: config.output.dir, or runs/<command>-<UTC time>
+  // with a suffix (-2, -3...) when a run of the same second has it. An
+  // explicit output.dir that is not empty is refused unless output.force
+  // (`--force`: the files an earlier run wrote there are removed first) or
+  // checkpoint.resume (the run resumed writes where it left off).
   static Result<RunOutput> Create(const Config& config, const std::string& command);
 
   const std::string& dir() const { return dir_; }
   // Appends one JSON object as a line of metrics.jsonl.
   void WriteMetrics(const std::string& json_line);
-  // Rewrites the progress line on a terminal; no-op otherwise.
-  void Progress(const std::string& line);
+  // Progress: the run has `steps` of `unit` (done_before of them by the run
+  // it resumes); step `step` ended with `metrics`; inside the next step,
+  // `done` of `total` sites answered `what`.
+  void PlanSteps(std::string_view unit, uint64_t steps, uint64_t done_before = 0);
+  void Step(std::string_view unit, uint64_t step, uint64_t steps, std::string_view metrics);
+  void Within(std::string_view what, uint64_t done, uint64_t total);
   void EndProgress();
   // Writes summary.json.
   Status WriteSummary(const std::string& json);
@@ -236,8 +249,7 @@ class RunOutput {
  private:
   std::string dir_;
   std::shared_ptr<std::ofstream> metrics_;
-  bool tty_ = false;
-  bool progress_shown_ = false;
+  std::shared_ptr<ProgressReporter> progress_;
 };
 
 }  // namespace fedrec

@@ -12,7 +12,6 @@
 #include <malloc.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <iostream>
@@ -58,6 +57,11 @@ int main(int argc, char** argv) {
     sub->add_option("--resume", resume_dir,
                     "resume from this checkpoint folder (checkpoint.resume; same configuration)");
   }
+  bool force = false;
+  for (CLI::App* sub : {train, sim, run}) {
+    sub->add_flag("--force", force,
+                  "write into a non-empty output.dir, replacing the run there (output.force)");
+  }
   CLI::App* generate =
       app.add_subcommand("generate", "write synthetic data as CSV (all + per site)");
   std::string generate_dir;
@@ -98,11 +102,11 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("fedrec");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
-  const bool tty = isatty(STDERR_FILENO);
+  // Info (what a run loads, chooses and does, and its progress) goes to
+  // stderr whether or not it is a terminal: logs of batch jobs need it most.
   spdlog::set_level(verbose ? spdlog::level::debug
                     : quiet ? spdlog::level::err
-                    : tty   ? spdlog::level::info
-                            : spdlog::level::warn);
+                            : spdlog::level::info);
 
   if (*keygen) return fedrec::RunKeygen(keygen_prefix, keygen_dir, keygen_sites, keygen_force);
   if (*recommend) return fedrec::RunRecommend(rec);
@@ -123,7 +127,15 @@ int main(int argc, char** argv) {
     }
   }
   if (!resume_dir.empty()) config.checkpoint.resume = resume_dir;
-  if (fedrec::Status st = fedrec::ValidateConfig(config); !st.ok()) {
+  if (force) config.output.force = true;
+  // `generate` writes data only: the federation's security rules (sites a
+  // secure sum needs, privacy settings) do not apply to it.
+  Config checked = config;
+  if (*generate) {
+    checked.security.aggregation = "none";
+    checked.dp = Config().dp;
+  }
+  if (fedrec::Status st = fedrec::ValidateConfig(checked); !st.ok()) {
     std::cerr << ("fedrec: " + st.message() + "\n");
     return 1;
   }

@@ -77,8 +77,7 @@ std::function<void(const PsEpochMetrics&)> EpochWriter(RunOutput* out, ErrorSums
                  {"train_rmse", Number(std::sqrt(m.train_mse))},
                  {"train_loss", Number(m.train_mse)},
                  {"seconds", m.seconds}};
-    std::string progress =
-        fmt::format("epoch {}/{}  train loss {:.4f}", m.epoch, m.epochs, m.train_mse);
+    std::string progress = fmt::format("train loss {:.4f}", m.train_mse);
     if (m.evaluated) {
       line["test_rmse"] = Number(m.test.Rmse());
       line["test_mae"] = Number(m.test.Mae());
@@ -88,7 +87,7 @@ std::function<void(const PsEpochMetrics&)> EpochWriter(RunOutput* out, ErrorSums
     line["bytes_sent"] = m.driver_traffic.bytes_sent;
     line["bytes_received"] = m.driver_traffic.bytes_received;
     out->WriteMetrics(line.dump());
-    out->Progress(progress);
+    out->Step("epoch", m.epoch, m.epochs, progress);
   };
 }
 
@@ -109,6 +108,7 @@ Result<std::string> StreamModelFiles(const std::string& dir, uint32_t k, const P
   {
     const std::string path = dir + "/model.tsv";
     std::ofstream tsv(path);
+    tsv << ModelTsvHeader({{MfModel::kItemBias, 1}, {MfModel::kItemFactors, k}});
     tsv << MfModel::kGlobalMean << '\t' << fmt::format("{}", start.global_mean) << '\n';
     std::string line;
     for (uint32_t first = 0; first < n; first += kChunk) {

@@ -30,6 +30,7 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlo
             options.round_timeout) {
   for (const ParamBlock& b : global_) upload_.push_back(ShapeOf(b));
   AddSiteExtraShapes();
+  link_.set_on_progress(options.on_progress);
   if (options_.dp.mode != DpMode::kNone)
     dp_ = std::make_unique<CoordinatorDp>(options_.dp, options_.seed, options_.fraction);
   AddDpShape();

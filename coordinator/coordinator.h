@@ -120,6 +120,9 @@ struct CoordinatorOptions {
   // Polled after every round: true ends the run after that round (its
   // checkpoint written); Run then returns OK and stopped() is true.
   std::function<bool()> stop_requested;
+  // Progress inside a round: `done` of `total` awaited sites answered or
+  // failed `step` (SiteLink::set_on_progress). Must not block.
+  std::function<void(std::string_view step, uint32_t done, uint32_t total)> on_progress;
 
   // Differential privacy (dp.*, crypto/dp.h; coordinator/coordinator_dp.h).
   // Sites are configured alike (WorkerOptions::dp). With a budget
@@ -148,6 +151,9 @@ struct RoundMetrics {
   bool aborted = false;         // too few updates: model unchanged
   double train_mse = 0.0;       // over the local epochs of reporting sites
   bool evaluated = false;
+  // The sites whose evaluation the metrics combine (the survivors of a
+  // secure evaluation sum): fewer than asked when some failed.
+  uint32_t sites_evaluated = 0;
   ErrorSums test;  // combined over sites
   RankingSums ranking;
   // Per task of a multi-task model (Model::Tasks(); empty otherwise), and

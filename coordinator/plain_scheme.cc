@@ -147,6 +147,7 @@ class PlainScheme : public CoordinatorScheme {
       }
       const EvalSums sums = SumsOfReport(*report, c_.eval_tasks);
       MergeSums(sums, metrics);
+      ++metrics->sites_evaluated;
       if (c_.options->eval_per_site) metrics->sites.push_back({site, sums});
     }
     metrics->evaluated = true;

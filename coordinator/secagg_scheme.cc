@@ -228,6 +228,7 @@ Status SecureEvaluate(const SchemeContext& context, uint32_t round, uint64_t ver
   if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
   MergeReport(*totals, context.eval_tasks, metrics);
   metrics->evaluated = true;
+  metrics->sites_evaluated = static_cast<uint32_t>(survivors.size());
   return Status::Ok();
 }
 
@@ -320,6 +321,7 @@ class SecAggScheme : public CoordinatorScheme {
       MergeReport(*totals, c_.eval_tasks, evaluate_previous);
       evaluate_previous->evaluated = true;
       evaluate_previous->evaluated_in_round = round;
+      evaluate_previous->sites_evaluated = static_cast<uint32_t>(survivors.size());
     }
     Result<DecodedSums> decoded = timed([&] { return DecodeSum(shapes, *sum, format); });
     if (!decoded.ok()) return abort(decoded.status());

@@ -19,9 +19,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -96,6 +98,11 @@ class SiteLink {
   // While set, failures are recorded at step "eval" whatever the message
   // (an evaluation on its own runs its own secure sum: keys, shares...).
   void set_evaluating(bool evaluating) { evaluating_ = evaluating; }
+  // Called as each awaited site answers or fails a step of Collect: `done`
+  // of `total` sites, at `step` (RoundStepName, or "eval"). For progress
+  // displays: it must not block, and it changes nothing the round computes.
+  using ProgressFn = std::function<void(std::string_view step, uint32_t done, uint32_t total)>;
+  void set_on_progress(ProgressFn on_progress) { on_progress_ = std::move(on_progress); }
 
  private:
   struct Availability {
@@ -121,15 +128,22 @@ class SiteLink {
   std::map<uint32_t, std::string> failures_;
   std::map<uint32_t, std::string> failure_steps_;
   bool evaluating_ = false;
+  ProgressFn on_progress_;
 };
 
 template <typename M, typename OnReply, typename OnFailure>
 Status SiteLink::Collect(uint32_t round, const std::vector<uint32_t>& sites, OnReply on_reply,
                          OnFailure on_site_failure) {
+  const char* step = evaluating_ ? "eval" : RoundStepName(StepOf(M::kType));
+  const auto total = static_cast<uint32_t>(sites.size());
+  uint32_t done = 0;
+  const auto progress = [&] {
+    if (on_progress_) on_progress_(step, ++done, total);
+  };
   const auto on_failure = [&](uint32_t site, const std::string& reason) {
-    if (failures_.emplace(site, reason).second)
-      failure_steps_.emplace(site, evaluating_ ? "eval" : RoundStepName(StepOf(M::kType)));
+    if (failures_.emplace(site, reason).second) failure_steps_.emplace(site, step);
     on_site_failure(site, reason);
+    progress();
   };
   const double start = clock_->Now();
   const double deadline = start + std::chrono::duration<double>(round_timeout_).count();
@@ -220,6 +234,7 @@ Status SiteLink::Collect(uint32_t round, const std::vector<uint32_t>& sites, OnR
       continue;
     }
     on_reply(site, std::move(message).value());
+    progress();
   }
   for (uint32_t site : waiting) {
     missed = true;
