@@ -22,6 +22,7 @@ using nlohmann::json;
 struct ChartSpec {
   std::string id;  // data-chart
   std::string title;
+  std::string axis;                                         // the y axis' label
   std::string unit;                                         // "bytes" scales to kB/MB/GB
   bool from_zero;                                           // the y axis starts at 0
   std::vector<std::pair<std::string, std::string>> series;  // key, label
@@ -30,17 +31,29 @@ struct ChartSpec {
 // The charts in page order; the top-N metrics' charts follow the first.
 std::vector<ChartSpec> FixedCharts() {
   return {
-      {"test_rmse", "Test error", "rating", false, {{"test_rmse", "RMSE"}, {"test_mae", "MAE"}}},
-      {"train_loss", "Training loss", "MSE", false, {{"train_loss", "loss"}}},
+      {"test_rmse",
+       "Test error",
+       "RMSE, MAE",
+       "rating",
+       false,
+       {{"test_rmse", "RMSE"}, {"test_mae", "MAE"}}},
+      {"train_loss", "Training loss", "loss", "MSE", false, {{"train_loss", "loss"}}},
       {"bytes",
        "Coordinator traffic per round",
+       "traffic",
        "bytes",
        true,
        {{"bytes_sent", "sent"}, {"bytes_received", "received"}}},
-      {"round_time", "Round time", "s", true, {{"seconds", "real"}, {"sim_seconds", "simulated"}}},
+      {"round_time",
+       "Round time",
+       "time",
+       "s",
+       true,
+       {{"seconds", "real"}, {"sim_seconds", "simulated"}}},
       {"sites",
        "Sites per round",
        "sites",
+       "",
        true,
        {{"sites_selected", "selected"},
         {"sites_reported", "reported"},
@@ -49,16 +62,23 @@ std::vector<ChartSpec> FixedCharts() {
         {"sites_evaluated", "evaluated"}}},
       {"secure_seconds",
        "Secure aggregation time",
+       "time",
        "s",
        true,
        {{"secure_seconds", "secure aggregation"}}},
       {"secure_bytes",
        "Secure aggregation traffic",
+       "traffic",
        "bytes",
        true,
        {{"secure_bytes", "secure aggregation"}}},
-      {"test_ratings", "Test ratings evaluated", "ratings", true, {{"test_ratings", "ratings"}}},
-      {"dp_epsilon", "Privacy spent", "epsilon", true, {{"dp_epsilon", "epsilon"}}},
+      {"test_ratings",
+       "Test ratings evaluated",
+       "test ratings",
+       "",
+       true,
+       {{"test_ratings", "ratings"}}},
+      {"dp_epsilon", "Privacy spent", "epsilon", "", true, {{"dp_epsilon", "epsilon"}}},
   };
 }
 
@@ -264,7 +284,7 @@ struct Line {
   std::vector<std::pair<double, double>> points;  // (x, value), by x
 };
 
-constexpr double kWidth = 560, kLeft = 66, kRight = 16, kTop = 34, kPlot = 210;
+constexpr double kWidth = 540, kLeft = 66, kRight = 16, kTop = 34, kPlot = 210;
 
 // Legend entries flowing left to right from (kLeft, y); returns the y below them.
 struct LegendEntry {
@@ -274,7 +294,7 @@ struct LegendEntry {
 double DrawLegend(const std::vector<LegendEntry>& entries, double y, std::string* svg) {
   double x = kLeft;
   for (const LegendEntry& e : entries) {
-    const double width = 36 + 6.5 * static_cast<double>(e.text.size());
+    const double width = 46 + 6.5 * static_cast<double>(e.text.size());
     if (x > kLeft && x + width > kWidth - kRight) {
       x = kLeft;
       y += 18;
@@ -353,7 +373,7 @@ std::string RenderChart(const ChartSpec& spec, const std::vector<ReportRun>& run
   body += fmt::format(
       "<text class=\"label\" transform=\"translate(16,{:.1f}) rotate(-90)\" "
       "text-anchor=\"middle\">{}</text>",
-      kTop + kPlot / 2, Escape(unit));
+      kTop + kPlot / 2, Escape(spec.axis + (unit.empty() ? "" : " (" + unit + ")")));
 
   for (const Line& line : lines) {
     const char* colour = Colour(line.run);
@@ -415,7 +435,7 @@ std::vector<ChartSpec> TopNCharts(const std::vector<ReportRun>& runs) {
         if (auto k = TopNKey(key)) keys.emplace(*k, key);
   std::vector<ChartSpec> charts;
   for (const auto& [order, key] : keys)
-    charts.push_back({key, "Top-N: " + key, "", true, {{key, key}}});
+    charts.push_back({key, "Top-N: " + key, key, "", true, {{key, key}}});
   return charts;
 }
 
