@@ -473,7 +473,9 @@ Result<ReportRun> LoadReportRun(const std::string& dir) {
   while (run.dir.size() > 1 && run.dir.back() == '/') run.dir.pop_back();
   std::error_code ec;
   if (!fs::is_directory(run.dir, ec))
-    return Status::NotFound(run.dir + ": expected a run directory of fedrec train, sim or run");
+    return Status::NotFound(run.dir +
+                            ": not a directory; expected a run directory of fedrec train, sim "
+                            "or run (holding metrics.jsonl and summary.json)");
   const std::string metrics = run.dir + "/metrics.jsonl";
   const std::string summary = run.dir + "/summary.json";
   for (const std::string& file : {metrics, summary}) {
@@ -596,7 +598,7 @@ int RunReport(const std::vector<std::string>& dirs, const std::string& out) {
   file << html;
   file.close();
   if (!file) {
-    std::cerr << ("fedrec: " + out + ": cannot write the report\n");
+    std::cerr << ("fedrec: " + out + ": cannot write the report (does its folder exist?)\n");
     return 1;
   }
   std::cout << json{{"report", out}, {"runs", runs.size()}, {"warnings", warnings}}.dump()
