@@ -156,6 +156,9 @@ std::string Shorten(const std::string& line) {
   return line.size() <= 60 ? line : line.substr(0, 60) + "...";
 }
 
+// The largest magnitude charted: axes stay finite.
+constexpr double kLargest = 1e100;
+
 // Reads metrics.jsonl into run->points; bad lines become warnings.
 void LoadMetrics(const std::string& path, std::istream& in, ReportRun* run) {
   const std::set<std::string> charted = ChartedKeys();
@@ -184,12 +187,22 @@ void LoadMetrics(const std::string& path, std::istream& in, ReportRun* run) {
                               "; line skipped");
       continue;
     }
-    if (run->x_key.empty()) run->x_key = x_key;
     point.x = x->get<double>();
+    if (!(std::fabs(point.x) <= kLargest)) {
+      run->warnings.push_back(where + "expected a " + x_key + " number up to 1e100, found " +
+                              Dump(*x) + "; line skipped");
+      continue;
+    }
+    if (run->x_key.empty()) run->x_key = x_key;
     for (const auto& [key, value] : j.items()) {
       if (value.is_number()) {
         const double v = value.get<double>();
-        if (std::isfinite(v)) point.values[key] = v;
+        if (std::fabs(v) <= kLargest) {
+          point.values[key] = v;
+        } else if (charted.count(key) || TopNKey(key)) {
+          run->warnings.push_back(where + "expected \"" + key + "\" up to 1e100, found " +
+                                  Dump(value) + "; left out");
+        }
       } else if (!value.is_null() && (charted.count(key) || TopNKey(key))) {
         run->warnings.push_back(where + "expected a number for \"" + key + "\", found " +
                                 Shorten(Dump(value)) + "; left out");
@@ -243,13 +256,15 @@ struct Axis {
   int decimals = 0;
   std::vector<double> Ticks() const {
     std::vector<double> ticks;
-    const int n = static_cast<int>(std::lround((hi - lo) / step));
+    const double steps = (hi - lo) / step;
+    const int n = std::isfinite(steps) ? static_cast<int>(std::clamp(steps, 0.0, 100.0) + 0.5) : 0;
     for (int i = 0; i <= n; ++i) ticks.push_back(lo + i * step);
     return ticks;
   }
   std::string Label(double v) const {
     const std::string s = fmt::format("{:.{}f}", v, decimals);
-    return s == "-0" ? "0" : s;
+    const bool zero = s.find_first_not_of("-0.") == std::string::npos;
+    return zero && s[0] == '-' ? s.substr(1) : s;  // no "-0.00"
   }
 };
 
@@ -266,7 +281,7 @@ Axis NiceAxis(double lo, double hi, double min_step) {
   axis.step = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * mag;
   axis.lo = std::floor(lo / axis.step + 1e-9) * axis.step;
   axis.hi = std::ceil(hi / axis.step - 1e-9) * axis.step;
-  axis.decimals = std::max(0, -static_cast<int>(std::floor(std::log10(axis.step) + 1e-9)));
+  axis.decimals = std::clamp(-static_cast<int>(std::floor(std::log10(axis.step) + 1e-9)), 0, 15);
   return axis;
 }
 

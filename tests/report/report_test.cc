@@ -147,6 +147,28 @@ TEST(Report, WarnsOfAWrongValueTypeAndKeepsTheLine) {
   EXPECT_EQ(ChartPoints(html, "train_loss"), -1);
 }
 
+TEST(Report, LeavesOutHugeValuesAndKeepsTheAxesFinite) {
+  const std::string dir = WriteRun("huge",
+                                   "{\"round\":1,\"train_loss\":1e300}\n"
+                                   "{\"round\":2,\"train_loss\":-5e99,\"test_rmse\":1}\n"
+                                   "{\"round\":3,\"train_loss\":5e99,\"test_rmse\":1}\n"
+                                   "{\"round\":1e200,\"train_loss\":1}\n",
+                                   kSummary, "seed = 1\n");
+  const ReportRun run = Load(dir);
+  ASSERT_EQ(run.warnings.size(), 2u);
+  EXPECT_NE(run.warnings[0].find("metrics.jsonl:1: expected \"train_loss\" up to 1e100"),
+            std::string::npos)
+      << run.warnings[0];
+  EXPECT_NE(run.warnings[1].find("metrics.jsonl:4: expected a round number up to 1e100"),
+            std::string::npos)
+      << run.warnings[1];
+  const std::string html = RenderReport({run});
+  EXPECT_EQ(ChartPoints(html, "train_loss"), 2);
+  EXPECT_EQ(ChartPoints(html, "test_rmse"), 2);  // equal values: the axis is widened
+  EXPECT_FALSE(std::regex_search(html, std::regex("=\"[^\"]*(nan|inf)", std::regex::icase)));
+  EXPECT_EQ(html.find(">-0<"), std::string::npos);
+}
+
 TEST(Report, ChartsTrainingRunsByEpoch) {
   const std::string dir =
       WriteRun("train", "{\"epoch\":1,\"train_loss\":2}\n{\"epoch\":2,\"train_loss\":1.5}\n",
