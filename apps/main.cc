@@ -6,6 +6,7 @@
 //   fedrec keygen --out keys/site0 | --dir keys --sites N            identity key files
 //   fedrec recommend --run DIR --user U [--k 10] [--json]            a user's top-K items
 //   fedrec config [--docs]                                           resolved configuration
+//   fedrec report RUN_DIR [RUN_DIR...] [--out report.html]           runs as one HTML page
 //
 // Every run writes its resolved config and per-round metrics (JSON lines) to a
 // run directory and prints one JSON object as the last line of stdout.
@@ -17,6 +18,7 @@
 #include <iostream>
 
 #include "apps/commands.h"
+#include "apps/report.h"
 
 namespace {
 
@@ -90,6 +92,12 @@ int main(int argc, char** argv) {
   recommend->add_flag("--json", rec.json, "print one JSON object");
   recommend->add_option("--items", rec.items,
                         "item title file (u.item, movies.dat); default: beside data.train");
+  CLI::App* report = app.add_subcommand(
+      "report", "one self-contained HTML page charting run directories, overlaid");
+  std::vector<std::string> report_dirs;
+  std::string report_out = "report.html";
+  report->add_option("runs", report_dirs, "run directories (fedrec train, sim or run)")->required();
+  report->add_option("-o,--out", report_out, "the HTML file to write")->capture_default_str();
   CLI::App* config_cmd = app.add_subcommand("config", "print the resolved configuration");
   add_common(train);
   add_common(sim);
@@ -110,6 +118,7 @@ int main(int argc, char** argv) {
 
   if (*keygen) return fedrec::RunKeygen(keygen_prefix, keygen_dir, keygen_sites, keygen_force);
   if (*recommend) return fedrec::RunRecommend(rec);
+  if (*report) return fedrec::RunReport(report_dirs, report_out);
 
   Config config;
   if (!config_path.empty()) {

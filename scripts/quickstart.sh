@@ -13,6 +13,8 @@ jobs=${JOBS:-$(nproc)}
 packages=(g++ cmake ninja-build pkg-config libeigen3-dev libcereal-dev libssl-dev
   libopenmpi-dev openmpi-bin libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev nlohmann-json3-dev)
+# The test suite also renders `fedrec report` in headless Chromium.
+if [ "$mode" = test ]; then packages+=(chromium); fi
 
 missing=()
 for p in "${packages[@]}"; do
