@@ -59,7 +59,7 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("data.rating_max", data.rating_max, "highest valid rating"),
       FEDREC_KEY("data.duplicates", data.duplicates,
                  "a (user, item) pair rated more than once in the training data, or in the test "
-                 "data (within a file or across the role's files): error (refuse, naming both "
+                 "data (partition = files: of one site): error (refuse, naming both "
                  "file:line) | last (keep the row read last) | mean (average the values, keep "
                  "the latest timestamp). Default error: MovieLens files never repeat a pair, so "
                  "a repeat means concatenated files or a bad export, and keeping both rows would "

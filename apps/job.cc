@@ -397,62 +397,53 @@ struct SiteRatings {
 // Reads the own files of `sites` (partition = files), interning IDs in
 // `users` and `items` site by site: its train file, then its test file.
 // `universe`: the number of universe items already interned in `items` (0 =
-// none). data.duplicates applies over all the sites' training files
-// together, and over their test files together (the row read last is the one
-// of the later site); with test files, a pair in both is refused unless
-// data.allow_overlap. Without test files, each site's ratings are split
-// (seed + site) after the duplicates are resolved.
+// none). Each site's data is checked on its own, as a site of `fedrec run`
+// checks it: the same raw user ID at two sites is two people, so a pair at
+// two sites is neither a duplicate nor an overlap. data.duplicates applies to
+// the site's training file and to its test file; with test files, a pair in
+// both is refused unless data.allow_overlap. Without test files, each site's
+// ratings are split (seed + site) after its duplicates are resolved.
 Result<SiteRatings> ReadSites(const Config& config, const std::vector<uint32_t>& sites,
                               IdMap* users, IdMap* items, uint32_t universe = 0) {
   FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
   const ReadOptions read = MakeReadOptions(config, format);
   const bool test_files = !config.data.site_test.empty();
-  std::vector<Rating> all_train, all_test;
-  RatingOrigins train_origins, test_origins;
-  for (uint32_t s : sites) {
+  SiteRatings result;
+  result.train.resize(sites.size());
+  result.test.resize(sites.size());
+  for (size_t k = 0; k < sites.size(); ++k) {
+    const uint32_t s = sites[k];
     const std::string where = "site " + std::to_string(s);
     const std::string train_path = SitePath(config, config.data.site_train, s);
+    std::vector<Rating> train, test;
+    RatingOrigins train_origins, test_origins;
     FEDREC_RETURN_IF_ERROR(
-        ReadSiteFile(config, train_path, read, universe, users, items, &all_train, &train_origins)
+        ReadSiteFile(config, train_path, read, universe, users, items, &train, &train_origins)
             .WithContext(where));
-    if (!test_files) continue;
+    const std::string train_what = where + (test_files ? " training data" : " rating data");
+    FEDREC_RETURN_IF_ERROR(
+        ApplyDuplicatePolicy(config, *users, *items, train_what.c_str(), &train, &train_origins));
+    if (!test_files) {
+      FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, train, config.seed + s));
+      result.train[k] = std::move(split.train);
+      result.test[k] = std::move(split.test);
+      continue;
+    }
     const std::string test_path = SitePath(config, config.data.site_test, s);
     FEDREC_RETURN_IF_ERROR(
         CheckDistinctFiles(train_path, test_path, "data.site_train", "data.site_test")
             .WithContext(where));
     FEDREC_RETURN_IF_ERROR(
-        ReadSiteFile(config, test_path, read, universe, users, items, &all_test, &test_origins)
+        ReadSiteFile(config, test_path, read, universe, users, items, &test, &test_origins)
             .WithContext(where));
-  }
-  FEDREC_RETURN_IF_ERROR(ApplyDuplicatePolicy(config, *users, *items,
-                                              test_files ? "training data" : "rating data",
-                                              &all_train, &train_origins));
-  if (test_files) {
+    const std::string test_what = where + " test data";
     FEDREC_RETURN_IF_ERROR(
-        ApplyDuplicatePolicy(config, *users, *items, "test data", &all_test, &test_origins));
-    FEDREC_RETURN_IF_ERROR(CheckTrainTestOverlap(config, *users, *items, all_train, train_origins,
-                                                 all_test, test_origins));
-  }
-  // File k of each role is the k-th site's.
-  auto slice = [](const std::vector<Rating>& all, const RatingOrigins& origins, size_t k) {
-    const size_t begin = k == 0 ? 0 : origins.ends[k - 1];
-    return std::vector<Rating>(all.begin() + static_cast<ptrdiff_t>(begin),
-                               all.begin() + static_cast<ptrdiff_t>(origins.ends[k]));
-  };
-  SiteRatings result;
-  result.train.resize(sites.size());
-  result.test.resize(sites.size());
-  for (size_t k = 0; k < sites.size(); ++k) {
-    if (test_files) {
-      result.train[k] = slice(all_train, train_origins, k);
-      result.test[k] = slice(all_test, test_origins, k);
-      continue;
-    }
-    FEDREC_ASSIGN_OR_RETURN(
-        SplitResult split,
-        SplitRatings(config, slice(all_train, train_origins, k), config.seed + sites[k]));
-    result.train[k] = std::move(split.train);
-    result.test[k] = std::move(split.test);
+        ApplyDuplicatePolicy(config, *users, *items, test_what.c_str(), &test, &test_origins));
+    FEDREC_RETURN_IF_ERROR(
+        CheckTrainTestOverlap(config, *users, *items, train, train_origins, test, test_origins)
+            .WithContext(where));
+    result.train[k] = std::move(train);
+    result.test[k] = std::move(test);
   }
   return result;
 }

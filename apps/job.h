@@ -63,9 +63,9 @@ Result<SideFeatureFiles> LoadSideFeatureFiles(const Config& config,
 // Logs the data summary (DatasetStatsLine) at info level.
 Result<Dataset> LoadDataset(const Config& config);
 // Loads data and splits it into sites as configured. partition = files:
-// each site's files, data.duplicates over all the sites' training files
-// together and over their test files together, the overlap check between
-// them. Logs the data summary with the ratings per site.
+// each site's own files, checked site by site as above (the same raw user ID
+// at two sites is two people, so a pair at two sites is neither a duplicate
+// nor an overlap). Logs the data summary with the ratings per site.
 Result<FederatedData> LoadFederatedData(const Config& config);
 
 // What was loaded, for the log and summary.json ("data").

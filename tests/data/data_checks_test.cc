@@ -314,29 +314,37 @@ TEST(DataChecks, DuplicatesInTheTestFileFollowThePolicy) {
   EXPECT_EQ(d->test[0].value, 4.0f);
 }
 
-TEST(DataChecks, SiteFilesAreCheckedAcrossSites) {
+TEST(DataChecks, SiteFilesAreCheckedSiteBySite) {
   const std::string dir = fs::path(WriteTemp("sites_dummy", "")).parent_path().string();
+  // The same raw user at two sites is two people: (a, x) at both is fine.
   WriteTemp("s_train0.csv", "a,x,1\nb,y,2\n");
-  WriteTemp("s_train1.csv", "c,z,3\na,x,4\n");
+  WriteTemp("s_train1.csv", "c,z,3\na,x,4\nc,z,5\n");
   Config c;
   c.data.format = "csv";
   c.federation.partition = "files";
   c.federation.sites = 2;
   c.data.site_train = dir + "/s_train{site}.csv";
-  EXPECT_MESSAGE(LoadFederatedData(c).status(), "user \"a\", item \"x\"", "s_train0.csv:1",
-                 "s_train1.csv:2");
+  EXPECT_MESSAGE(LoadFederatedData(c).status(), "site 1", "user \"c\", item \"z\"",
+                 "s_train1.csv:1", "s_train1.csv:3");
+  EXPECT_MESSAGE(LoadLocalSite(c, 1).status(), "site 1", "s_train1.csv:1", "s_train1.csv:3");
   c.data.duplicates = "last";
   c.data.test_fraction = 0.0;
   Result<FederatedData> d = LoadFederatedData(c);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
-  EXPECT_EQ(d->sites[0].train.size(), 1u);  // the later site keeps the pair
+  EXPECT_EQ(d->sites[0].train.size(), 2u);
   EXPECT_EQ(d->sites[1].train.size(), 2u);
-  // With test files, a training pair of site 0 in site 1's test file overlaps.
+  // With test files: a pair in a site's train and test files overlaps; a
+  // pair of site 0's training file in site 1's test file does not.
   WriteTemp("s_test0.csv", "b,z,2\n");
-  WriteTemp("s_test1.csv", "b,y,2\n");
+  WriteTemp("s_test1.csv", "b,y,2\nc,z,1\n");
   c.data.site_test = dir + "/s_test{site}.csv";
-  EXPECT_MESSAGE(LoadFederatedData(c).status(), "1 (user, item) pair", "user \"b\", item \"y\"",
-                 "s_train0.csv:2", "s_test1.csv:1");
+  EXPECT_MESSAGE(LoadFederatedData(c).status(), "site 1", "1 (user, item) pair",
+                 "user \"c\", item \"z\"", "s_train1.csv:3", "s_test1.csv:2");
+  c.data.allow_overlap = true;
+  Result<LocalSite> site = LoadLocalSite(c, 1);
+  ASSERT_TRUE(site.ok()) << site.status().ToString();
+  EXPECT_EQ(site->data.train.size(), 2u);
+  EXPECT_EQ(site->data.test.size(), 2u);
 }
 
 TEST(DataChecks, ConfigRejectsAnUnknownDuplicatePolicy) {
