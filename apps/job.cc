@@ -90,7 +90,7 @@ Status ApplyDuplicatePolicy(const Config& config, const IdMap& users, const IdMa
 Status CheckTrainTestOverlap(const Config& config, const IdMap& users, const IdMap& items,
                              const std::vector<Rating>& train, const RatingOrigins& train_origins,
                              const std::vector<Rating>& test, const RatingOrigins& test_origins) {
-  const Overlap overlap = FindOverlap(train, test);
+  FEDREC_ASSIGN_OR_RETURN(const Overlap overlap, FindOverlap(train, test));
   if (overlap.pairs == 0) return Status::Ok();
   const std::string what =
       DescribeOverlap(overlap, users, items, test, &train_origins, &test_origins);

@@ -1,7 +1,7 @@
-// Repeated pairs and train/test overlap are found by grouping positions by
-// user (a counting sort, keeping list order) and sorting each user's run by
-// item: O(n) plus small per-user sorts, and one index of positions as extra
-// memory.
+// Repeated pairs and train/test overlap are found by grouping the ratings by
+// user (a counting sort, keeping list order) and sorting each user's
+// (item, position) keys: O(n) plus small per-user sorts, with 8 bytes per
+// rating of extra memory while checking.
 #include "data/rating_checks.h"
 
 #include <algorithm>
@@ -15,29 +15,45 @@ namespace {
 
 using text::Quote;
 
-// Positions of `ratings` ordered by (user, item, position).
-std::vector<size_t> PairOrder(const std::vector<Rating>& ratings) {
-  uint32_t users = 0;
-  for (const Rating& r : ratings) users = std::max(users, r.user + 1);
-  std::vector<size_t> start(size_t{users} + 1, 0);
-  for (const Rating& r : ratings) ++start[r.user + 1];
-  std::partial_sum(start.begin(), start.end(), start.begin());
-  std::vector<size_t> order(ratings.size());
-  {
-    std::vector<size_t> next(start.begin(), start.end() - 1);
-    for (size_t i = 0; i < ratings.size(); ++i) order[next[ratings[i].user]++] = i;
-  }
-  for (uint32_t u = 0; u < users; ++u) {
-    std::sort(order.begin() + static_cast<ptrdiff_t>(start[u]),
-              order.begin() + static_cast<ptrdiff_t>(start[u + 1]), [&](size_t a, size_t b) {
-                return ratings[a].item != ratings[b].item ? ratings[a].item < ratings[b].item
-                                                          : a < b;
-              });
-  }
-  return order;
+// The ratings grouped by user, each user's as (item << 32 | position) keys
+// in ascending order: by item, then list order. Keys hold no pointers back
+// into the ratings, so the per-user sorts stay in cache.
+struct PairIndex {
+  std::vector<size_t> start;   // start[u]..start[u + 1]: user u's keys
+  std::vector<uint64_t> keys;  // item << 32 | position
+  uint32_t users() const { return static_cast<uint32_t>(start.size() - 1); }
+  static uint32_t Item(uint64_t key) { return static_cast<uint32_t>(key >> 32); }
+  static size_t Position(uint64_t key) { return static_cast<size_t>(key & 0xffffffffu); }
+};
+
+constexpr size_t kMaxRatings = 0xffffffffu;  // positions fit the keys' 32 bits
+
+Status TooMany(std::string_view what, size_t n) {
+  return Status::InvalidArgument(std::string(what) + ": " + std::to_string(n) +
+                                 " ratings; expected at most 2^32-1 to check for repeated "
+                                 "(user, item) pairs");
 }
 
-bool SamePair(const Rating& a, const Rating& b) { return a.user == b.user && a.item == b.item; }
+// REQUIRES: ratings.size() <= kMaxRatings
+PairIndex IndexPairs(const std::vector<Rating>& ratings) {
+  uint32_t users = 0;
+  for (const Rating& r : ratings) users = std::max(users, r.user + 1);
+  PairIndex index;
+  index.start.assign(size_t{users} + 1, 0);
+  for (const Rating& r : ratings) ++index.start[r.user + 1];
+  std::partial_sum(index.start.begin(), index.start.end(), index.start.begin());
+  index.keys.resize(ratings.size());
+  {
+    std::vector<size_t> next(index.start.begin(), index.start.end() - 1);
+    for (size_t i = 0; i < ratings.size(); ++i)
+      index.keys[next[ratings[i].user]++] = uint64_t{ratings[i].item} << 32 | i;
+  }
+  for (uint32_t u = 0; u < users; ++u) {
+    std::sort(index.keys.begin() + static_cast<ptrdiff_t>(index.start[u]),
+              index.keys.begin() + static_cast<ptrdiff_t>(index.start[u + 1]));
+  }
+  return index;
+}
 
 std::string PairName(const IdMap& users, const IdMap& items, const Rating& r) {
   return "user " + Quote(users.Raw(r.user)) + ", item " + Quote(items.Raw(r.item));
@@ -103,36 +119,44 @@ Result<size_t> ResolveDuplicates(DuplicatePolicy policy, const IdMap& users, con
                                  RatingOrigins* origins) {
   assert(ratings != nullptr);
   std::vector<Rating>& r = *ratings;
-  const std::vector<size_t> order = PairOrder(r);
-  std::vector<uint8_t> keep(r.size(), 1);
+  if (r.size() > kMaxRatings) return TooMany(what, r.size());
+  const PairIndex index = IndexPairs(r);
+  std::vector<uint8_t> keep;
   size_t dropped = 0;
   // kError: the group whose second occurrence comes first in the list.
   size_t first_at = 0, second_at = r.size();
-  for (size_t g = 0; g < order.size();) {
-    size_t end = g + 1;
-    while (end < order.size() && SamePair(r[order[g]], r[order[end]])) ++end;
-    if (end - g > 1) {
-      dropped += end - g - 1;
-      if (order[g + 1] < second_at) {
-        first_at = order[g];
-        second_at = order[g + 1];
-      }
-      if (policy != DuplicatePolicy::kError) {
-        const size_t last = order[end - 1];  // positions ascend within a group
-        if (policy == DuplicatePolicy::kMean) {
-          double sum = 0.0;
-          int64_t time = r[order[g]].time;
-          for (size_t k = g; k < end; ++k) {
-            sum += r[order[k]].value;
-            time = std::max(time, r[order[k]].time);
-          }
-          r[last].value = static_cast<float>(sum / static_cast<double>(end - g));
-          r[last].time = time;
+  for (uint32_t u = 0; u < index.users(); ++u) {
+    const size_t user_end = index.start[u + 1];
+    for (size_t g = index.start[u]; g < user_end;) {
+      const uint32_t item = PairIndex::Item(index.keys[g]);
+      size_t end = g + 1;
+      while (end < user_end && PairIndex::Item(index.keys[end]) == item) ++end;
+      if (end - g > 1) {
+        dropped += end - g - 1;
+        if (PairIndex::Position(index.keys[g + 1]) < second_at) {
+          first_at = PairIndex::Position(index.keys[g]);
+          second_at = PairIndex::Position(index.keys[g + 1]);
         }
-        for (size_t k = g; k + 1 < end; ++k) keep[order[k]] = 0;
+        if (policy != DuplicatePolicy::kError) {
+          if (keep.empty()) keep.assign(r.size(), 1);
+          // Positions ascend within a group: the last is the row read last.
+          const size_t last = PairIndex::Position(index.keys[end - 1]);
+          if (policy == DuplicatePolicy::kMean) {
+            double sum = 0.0;
+            int64_t time = r[last].time;
+            for (size_t k = g; k < end; ++k) {
+              const Rating& x = r[PairIndex::Position(index.keys[k])];
+              sum += x.value;
+              time = std::max(time, x.time);
+            }
+            r[last].value = static_cast<float>(sum / static_cast<double>(end - g));
+            r[last].time = time;
+          }
+          for (size_t k = g; k + 1 < end; ++k) keep[PairIndex::Position(index.keys[k])] = 0;
+        }
       }
+      g = end;
     }
-    g = end;
   }
   if (dropped == 0) return size_t{0};
   if (policy == DuplicatePolicy::kError) {
@@ -154,30 +178,34 @@ Result<size_t> ResolveDuplicates(DuplicatePolicy policy, const IdMap& users, con
   return dropped;
 }
 
-Overlap FindOverlap(const std::vector<Rating>& train, const std::vector<Rating>& test) {
+Result<Overlap> FindOverlap(const std::vector<Rating>& train, const std::vector<Rating>& test) {
   Overlap overlap;
   if (train.empty() || test.empty()) return overlap;
-  const std::vector<size_t> a = PairOrder(train);
-  const std::vector<size_t> b = PairOrder(test);
-  size_t i = 0, j = 0;
+  if (train.size() > kMaxRatings) return TooMany("training data", train.size());
+  if (test.size() > kMaxRatings) return TooMany("test data", test.size());
+  const PairIndex a = IndexPairs(train);
+  const PairIndex b = IndexPairs(test);
   overlap.test_index = test.size();
-  while (i < a.size() && j < b.size()) {
-    const Rating& x = train[a[i]];
-    const Rating& y = test[b[j]];
-    if (x.user != y.user ? x.user < y.user : x.item < y.item) {
-      ++i;
-    } else if (x.user != y.user ? y.user < x.user : y.item < x.item) {
-      ++j;
-    } else {
-      ++overlap.pairs;
-      if (b[j] < overlap.test_index) {
-        overlap.test_index = b[j];
-        overlap.train_index = a[i];
+  const uint32_t users = std::min(a.users(), b.users());
+  for (uint32_t u = 0; u < users; ++u) {
+    size_t i = a.start[u], j = b.start[u];
+    const size_t i_end = a.start[u + 1], j_end = b.start[u + 1];
+    while (i < i_end && j < j_end) {
+      const uint32_t x = PairIndex::Item(a.keys[i]), y = PairIndex::Item(b.keys[j]);
+      if (x < y) {
+        ++i;
+      } else if (y < x) {
+        ++j;
+      } else {
+        ++overlap.pairs;
+        if (PairIndex::Position(b.keys[j]) < overlap.test_index) {
+          overlap.test_index = PairIndex::Position(b.keys[j]);
+          overlap.train_index = PairIndex::Position(a.keys[i]);
+        }
+        // Skip the pair's repeats on both sides, so each pair counts once.
+        while (i < i_end && PairIndex::Item(a.keys[i]) == x) ++i;
+        while (j < j_end && PairIndex::Item(b.keys[j]) == x) ++j;
       }
-      // Skip the pair's repeats on both sides, so each pair counts once.
-      const Rating pair = x;
-      while (i < a.size() && SamePair(train[a[i]], pair)) ++i;
-      while (j < b.size() && SamePair(test[b[j]], pair)) ++j;
     }
   }
   if (overlap.pairs == 0) overlap.test_index = 0;

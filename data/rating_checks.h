@@ -53,7 +53,7 @@ const char* DuplicatePolicyName(DuplicatePolicy policy);
 // kError with a repeated pair: InvalidArgument naming the pair and the
 // occurrences whose second comes first in the list, with the number of
 // repeated rows; nothing changed. Deterministic: the kept rows stay in list
-// order.
+// order. Error too beyond 2^32-1 ratings.
 Result<size_t> ResolveDuplicates(DuplicatePolicy policy, const IdMap& users, const IdMap& items,
                                  std::string_view what, std::vector<Rating>* ratings,
                                  RatingOrigins* origins);
@@ -65,7 +65,8 @@ struct Overlap {
   size_t train_index = 0;
   size_t test_index = 0;
 };
-Overlap FindOverlap(const std::vector<Rating>& train, const std::vector<Rating>& test);
+// Error only beyond 2^32-1 ratings in either list (as for ResolveDuplicates).
+Result<Overlap> FindOverlap(const std::vector<Rating>& train, const std::vector<Rating>& test);
 
 // A sentence naming the first overlapping pair (raw IDs, path:line of both
 // when the origins are known; either may be null) and the count.

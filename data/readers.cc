@@ -590,6 +590,7 @@ Status ParseAll(LineReader* reader, const std::string& path, const ReadOptions& 
   // file cannot make the reservation itself fail.
   if (const uint64_t estimate = std::min(reader->EstimateLines(), kMaxReserve); estimate > 0) {
     out->reserve(old_size + static_cast<size_t>(estimate));
+    if (lines != nullptr) lines->reserve(old_lines + static_cast<size_t>(estimate));
   }
   Status status = parser.Parse(reader->line_number(), *first, /*first=*/true);
   std::string_view line;

@@ -299,7 +299,9 @@ TEST(DataChecks, LoadDatasetAppliesTheDuplicatePolicyBeforeSplitting) {
   Result<Dataset> d = LoadDataset(c);
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   EXPECT_EQ(d->train.size() + d->test.size(), 5u);
-  EXPECT_EQ(FindOverlap(d->train, d->test).pairs, 0u);
+  Result<Overlap> overlap = FindOverlap(d->train, d->test);
+  ASSERT_TRUE(overlap.ok()) << overlap.status().ToString();
+  EXPECT_EQ(overlap->pairs, 0u);
 }
 
 TEST(DataChecks, DuplicatesInTheTestFileFollowThePolicy) {
