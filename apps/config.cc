@@ -57,6 +57,17 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("data.holdout_k", data.holdout_k, "ratings per user held out (holdout_*)"),
       FEDREC_KEY("data.rating_min", data.rating_min, "lowest valid rating"),
       FEDREC_KEY("data.rating_max", data.rating_max, "highest valid rating"),
+      FEDREC_KEY("data.duplicates", data.duplicates,
+                 "a (user, item) pair rated more than once in the training data, or in the test "
+                 "data (partition = files: of one site): error (refuse, naming both "
+                 "file:line) | last (keep the row read last) | mean (average the values, keep "
+                 "the latest timestamp). Default error: MovieLens files never repeat a pair, so "
+                 "a repeat means concatenated files or a bad export, and keeping both rows would "
+                 "weigh the pair twice and could put one copy in train and one in test"),
+      FEDREC_KEY("data.allow_overlap", data.allow_overlap,
+                 "accept (user, item) pairs present in both the training and the test files "
+                 "(data.test, data.site_test): test ratings the model trained on, so metrics "
+                 "are too good; false refuses them, naming a pair and the count"),
       FEDREC_KEY(
           "data.site_train", data.site_train,
           "per-site training files, {site} = site index, {rank} = MPI rank (partition = files)"),
@@ -814,6 +825,7 @@ Status ValidateConfig(const Config& c) {
       one_of("data.format", c.data.format, {"auto", "ml100k", "ml1m", "mlcsv", "csv", "implicit"}));
   FEDREC_RETURN_IF_ERROR(
       one_of("data.split", c.data.split, {"random", "holdout_last", "holdout_random"}));
+  FEDREC_RETURN_IF_ERROR(one_of("data.duplicates", c.data.duplicates, {"error", "last", "mean"}));
   FEDREC_RETURN_IF_ERROR(one_of("federation.partition", c.federation.partition,
                                 {"user", "dirichlet", "genre", "age_group", "files"}));
   FEDREC_RETURN_IF_ERROR(

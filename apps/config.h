@@ -37,6 +37,13 @@ struct Config {
     // Implicit-feedback models learn from interactions with a value >= this
     // (every interaction of files without ratings).
     double positive_threshold = 0.0;
+    // Repeated (user, item) rows within the training data, and within the
+    // test data (each over all its files): error | last | mean
+    // (data/rating_checks.h, DuplicatePolicy).
+    std::string duplicates = "error";
+    // A (user, item) pair in both data.test (data.site_test) and the training
+    // files is refused unless this is set.
+    bool allow_overlap = false;
     std::string site_train;  // per-site files, "{site}"/"{rank}" (partition = "files")
     std::string site_test;
     // The public item universe of partition = "files": one item ID per line,

@@ -9,16 +9,20 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <numeric>
 #include <set>
 #include <unordered_map>
 
 #include "crypto/identity.h"
 #include "crypto/sha256.h"
 #include "data/partition.h"
+#include "data/rating_checks.h"
 #include "data/readers.h"
 #include "data/side_features.h"
 #include "data/split.h"
 #include "data/synthetic.h"
+#include "data/text.h"
 
 namespace fedrec {
 
@@ -52,6 +56,66 @@ ReadOptions MakeReadOptions(const Config& config, RatingFormat format) {
   options.rating_min = static_cast<float>(config.data.rating_min);
   options.rating_max = static_cast<float>(config.data.rating_max);
   return options;
+}
+
+// Reads `path` into `*out`, recording in `*origins` where each rating came from.
+Status ReadTracked(const std::string& path, const ReadOptions& read, IdMap* users, IdMap* items,
+                   std::vector<Rating>* out, RatingOrigins* origins) {
+  FEDREC_RETURN_IF_ERROR(ReadRatings(path, read, users, items, out, &origins->lines));
+  origins->AddFile(path, out->size());
+  return Status::Ok();
+}
+
+// Applies data.duplicates to one role of the data (`what`: "training data"...).
+Status ApplyDuplicatePolicy(const Config& config, const IdMap& users, const IdMap& items,
+                            const char* what, std::vector<Rating>* ratings,
+                            RatingOrigins* origins) {
+  Result<DuplicatePolicy> policy = ParseDuplicatePolicy(config.data.duplicates);
+  if (!policy.ok()) return policy.status().WithContext("config data.duplicates");
+  Result<size_t> dropped = ResolveDuplicates(*policy, users, items, what, ratings, origins);
+  if (!dropped.ok()) {
+    return Status::InvalidArgument(dropped.status().message() +
+                                   " (data.duplicates = \"last\" keeps the row read last, "
+                                   "\"mean\" averages the repeats)");
+  }
+  if (*dropped > 0) {
+    spdlog::warn("{}: {} repeated (user, item) row{} merged (data.duplicates = {})", what, *dropped,
+                 *dropped == 1 ? "" : "s", config.data.duplicates);
+  }
+  return Status::Ok();
+}
+
+// Refuses (user, item) pairs in both the training and the test files unless
+// data.allow_overlap is set; then warns.
+Status CheckTrainTestOverlap(const Config& config, const IdMap& users, const IdMap& items,
+                             const std::vector<Rating>& train, const RatingOrigins& train_origins,
+                             const std::vector<Rating>& test, const RatingOrigins& test_origins) {
+  FEDREC_ASSIGN_OR_RETURN(const Overlap overlap, FindOverlap(train, test));
+  if (overlap.pairs == 0) return Status::Ok();
+  const std::string what =
+      DescribeOverlap(overlap, users, items, test, &train_origins, &test_origins);
+  if (config.data.allow_overlap) {
+    spdlog::warn(
+        "{}; kept (data.allow_overlap = true): the test metrics count ratings the model "
+        "trained on",
+        what);
+    return Status::Ok();
+  }
+  return Status::InvalidArgument(
+      what +
+      "; expected disjoint training and test data, since a test rating the model trained "
+      "on makes the metrics too good (data.allow_overlap = true keeps them)");
+}
+
+// Refuses a test file that is the training file (`test_key` names the setting).
+Status CheckDistinctFiles(const std::string& train, const std::string& test, const char* train_key,
+                          const char* test_key) {
+  std::error_code ec;
+  if (train != test && !std::filesystem::equivalent(train, test, ec)) return Status::Ok();
+  return Status::InvalidArgument("config " + std::string(test_key) +
+                                 ": expected a held-out rating file other than " + train_key +
+                                 ", found the same file " + text::Quote(test) +
+                                 " (every test rating would be a training rating)");
 }
 
 // Renumbers the users of `users` (ascending global indices) to 0..n-1 in that
@@ -218,7 +282,10 @@ Result<SideFeatureFiles> LoadSideFeatureFiles(const Config& config, std::optiona
   return SideFeatures(config, site, nullptr, nullptr);
 }
 
-Result<Dataset> LoadDataset(const Config& config) {
+namespace {
+
+// LoadDataset without its summary line.
+Result<Dataset> ReadDataset(const Config& config) {
   Dataset dataset;
   dataset.rating_min = static_cast<float>(config.data.rating_min);
   dataset.rating_max = static_cast<float>(config.data.rating_max);
@@ -236,19 +303,44 @@ Result<Dataset> LoadDataset(const Config& config) {
   }
   FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
   const ReadOptions read = MakeReadOptions(config, format);
+  const bool test_file = !config.data.test.empty();
+  if (test_file) {
+    FEDREC_RETURN_IF_ERROR(
+        CheckDistinctFiles(config.data.train, config.data.test, "data.train", "data.test"));
+  }
   std::vector<Rating> all;
+  RatingOrigins train_origins;
   FEDREC_RETURN_IF_ERROR(
-      ReadRatings(config.data.train, read, &dataset.users, &dataset.items, &all));
-  if (config.data.test.empty()) {
+      ReadTracked(config.data.train, read, &dataset.users, &dataset.items, &all, &train_origins));
+  // Before any split: a repeated pair could otherwise land in train and test.
+  FEDREC_RETURN_IF_ERROR(ApplyDuplicatePolicy(config, dataset.users, dataset.items,
+                                              test_file ? "training data" : "rating data", &all,
+                                              &train_origins));
+  if (!test_file) {
+    // The split sends each rating to train or test: disjoint pairs.
     FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed));
     dataset.train = std::move(split.train);
     dataset.test = std::move(split.test);
   } else {
     dataset.train = std::move(all);
-    FEDREC_RETURN_IF_ERROR(
-        ReadRatings(config.data.test, read, &dataset.users, &dataset.items, &dataset.test));
+    RatingOrigins test_origins;
+    FEDREC_RETURN_IF_ERROR(ReadTracked(config.data.test, read, &dataset.users, &dataset.items,
+                                       &dataset.test, &test_origins));
+    FEDREC_RETURN_IF_ERROR(ApplyDuplicatePolicy(config, dataset.users, dataset.items, "test data",
+                                                &dataset.test, &test_origins));
+    FEDREC_RETURN_IF_ERROR(CheckTrainTestOverlap(config, dataset.users, dataset.items,
+                                                 dataset.train, train_origins, dataset.test,
+                                                 test_origins));
   }
   FEDREC_RETURN_IF_ERROR(FinishDataset(config, nullptr, nullptr, &dataset));
+  return dataset;
+}
+
+}  // namespace
+
+Result<Dataset> LoadDataset(const Config& config) {
+  FEDREC_ASSIGN_OR_RETURN(Dataset dataset, ReadDataset(config));
+  spdlog::info("{}", DatasetStatsLine(ComputeDatasetStats(dataset)));
   return dataset;
 }
 
@@ -283,8 +375,9 @@ uint64_t FirstLineOfItem(const std::string& path, RatingFormat format, const std
 // Reads one rating file into the maps; with a universe (`universe` items
 // interned first in `items`), an item outside it is an error naming path:line.
 Status ReadSiteFile(const Config& config, const std::string& path, const ReadOptions& read,
-                    uint32_t universe, IdMap* users, IdMap* items, std::vector<Rating>* out) {
-  FEDREC_RETURN_IF_ERROR(ReadRatings(path, read, users, items, out));
+                    uint32_t universe, IdMap* users, IdMap* items, std::vector<Rating>* out,
+                    RatingOrigins* origins) {
+  FEDREC_RETURN_IF_ERROR(ReadTracked(path, read, users, items, out, origins));
   if (universe == 0 || items->size() == universe) return Status::Ok();
   const std::string& id = items->Raw(universe);
   const uint64_t line = FirstLineOfItem(path, read.format, id);
@@ -296,28 +389,63 @@ Status ReadSiteFile(const Config& config, const std::string& path, const ReadOpt
 
 }  // namespace
 
-// Reads site `site`'s own files (partition = files), interning IDs in
-// `users` and `items`: its train file first, then its test file. `universe`:
-// the number of universe items already interned in `items` (0 = none).
-Status ReadSiteFiles(const Config& config, uint32_t site, IdMap* users, IdMap* items,
-                     std::vector<Rating>* train, std::vector<Rating>* test, uint32_t universe = 0) {
+// The ratings of some sites (partition = files), by site.
+struct SiteRatings {
+  std::vector<std::vector<Rating>> train, test;  // per entry of `sites`
+};
+
+// Reads the own files of `sites` (partition = files), interning IDs in
+// `users` and `items` site by site: its train file, then its test file.
+// `universe`: the number of universe items already interned in `items` (0 =
+// none). Each site's data is checked on its own, as a site of `fedrec run`
+// checks it: the same raw user ID at two sites is two people, so a pair at
+// two sites is neither a duplicate nor an overlap. data.duplicates applies to
+// the site's training file and to its test file; with test files, a pair in
+// both is refused unless data.allow_overlap. Without test files, each site's
+// ratings are split (seed + site) after its duplicates are resolved.
+Result<SiteRatings> ReadSites(const Config& config, const std::vector<uint32_t>& sites,
+                              IdMap* users, IdMap* items, uint32_t universe = 0) {
   FEDREC_ASSIGN_OR_RETURN(RatingFormat format, ParseRatingFormat(config.data.format));
   const ReadOptions read = MakeReadOptions(config, format);
-  const std::string where = "site " + std::to_string(site);
-  std::vector<Rating> all;
-  FEDREC_RETURN_IF_ERROR(ReadSiteFile(config, SitePath(config, config.data.site_train, site), read,
-                                      universe, users, items, &all)
-                             .WithContext(where));
-  if (config.data.site_test.empty()) {
-    FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, all, config.seed + site));
-    *train = std::move(split.train);
-    *test = std::move(split.test);
-    return Status::Ok();
+  const bool test_files = !config.data.site_test.empty();
+  SiteRatings result;
+  result.train.resize(sites.size());
+  result.test.resize(sites.size());
+  for (size_t k = 0; k < sites.size(); ++k) {
+    const uint32_t s = sites[k];
+    const std::string where = "site " + std::to_string(s);
+    const std::string train_path = SitePath(config, config.data.site_train, s);
+    std::vector<Rating> train, test;
+    RatingOrigins train_origins, test_origins;
+    FEDREC_RETURN_IF_ERROR(
+        ReadSiteFile(config, train_path, read, universe, users, items, &train, &train_origins)
+            .WithContext(where));
+    const std::string train_what = where + (test_files ? " training data" : " rating data");
+    FEDREC_RETURN_IF_ERROR(
+        ApplyDuplicatePolicy(config, *users, *items, train_what.c_str(), &train, &train_origins));
+    if (!test_files) {
+      FEDREC_ASSIGN_OR_RETURN(SplitResult split, SplitRatings(config, train, config.seed + s));
+      result.train[k] = std::move(split.train);
+      result.test[k] = std::move(split.test);
+      continue;
+    }
+    const std::string test_path = SitePath(config, config.data.site_test, s);
+    FEDREC_RETURN_IF_ERROR(
+        CheckDistinctFiles(train_path, test_path, "data.site_train", "data.site_test")
+            .WithContext(where));
+    FEDREC_RETURN_IF_ERROR(
+        ReadSiteFile(config, test_path, read, universe, users, items, &test, &test_origins)
+            .WithContext(where));
+    const std::string test_what = where + " test data";
+    FEDREC_RETURN_IF_ERROR(
+        ApplyDuplicatePolicy(config, *users, *items, test_what.c_str(), &test, &test_origins));
+    FEDREC_RETURN_IF_ERROR(
+        CheckTrainTestOverlap(config, *users, *items, train, train_origins, test, test_origins)
+            .WithContext(where));
+    result.train[k] = std::move(train);
+    result.test[k] = std::move(test);
   }
-  *train = std::move(all);
-  return ReadSiteFile(config, SitePath(config, config.data.site_test, site), read, universe, users,
-                      items, test)
-      .WithContext(where);
+  return result;
 }
 
 // Interns data.item_universe (when set) into `items`; returns its size (0
@@ -351,9 +479,15 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
     // Items numbered by the published universe, else in first-seen order
     // over the sites (what `fedrec run` gets from the sites' IDs).
     FEDREC_ASSIGN_OR_RETURN(const uint32_t universe, InternUniverse(config, &d.items));
+    {
+      std::vector<uint32_t> all_sites(sites);
+      std::iota(all_sites.begin(), all_sites.end(), 0u);
+      FEDREC_ASSIGN_OR_RETURN(SiteRatings read,
+                              ReadSites(config, all_sites, &d.users, &d.items, universe));
+      train = std::move(read.train);
+      test = std::move(read.test);
+    }
     for (uint32_t s = 0; s < sites; ++s) {
-      FEDREC_RETURN_IF_ERROR(
-          ReadSiteFiles(config, s, &d.users, &d.items, &train[s], &test[s], universe));
       // The cold-start choice depends only on the seed and raw IDs: the same
       // per site as over the whole dataset.
       FEDREC_ASSIGN_OR_RETURN(const std::vector<uint8_t> cold,
@@ -388,9 +522,10 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
           data.sites.back().user_features = IndexFeatures(*own.users, data.site_user_ids[s]);
       }
     }
+    spdlog::info("{}", DatasetStatsLine(ComputeDatasetStats(data.dataset, data.sites)));
     return data;
   }
-  FEDREC_ASSIGN_OR_RETURN(data.dataset, LoadDataset(config));
+  FEDREC_ASSIGN_OR_RETURN(data.dataset, ReadDataset(config));
   PartitionOptions options;
   options.sites = sites;
   options.dirichlet_alpha = config.federation.dirichlet_alpha;
@@ -417,6 +552,7 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
   }
   if (!data.dataset.item_features.empty())
     data.item_features = std::make_shared<const FeatureTable>(data.dataset.item_features);
+  spdlog::info("{}", DatasetStatsLine(ComputeDatasetStats(data.dataset, data.sites)));
   return data;
 }
 
@@ -426,7 +562,12 @@ Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site) {
     IdMap users, items;
     std::vector<Rating> train, test;
     FEDREC_ASSIGN_OR_RETURN(const uint32_t universe, InternUniverse(config, &items));
-    FEDREC_RETURN_IF_ERROR(ReadSiteFiles(config, site, &users, &items, &train, &test, universe));
+    {
+      FEDREC_ASSIGN_OR_RETURN(SiteRatings read,
+                              ReadSites(config, {site}, &users, &items, universe));
+      train = std::move(read.train[0]);
+      test = std::move(read.test[0]);
+    }
     FEDREC_ASSIGN_OR_RETURN(const std::vector<uint8_t> cold,
                             ApplyColdStart(config, users, test, &train));
     LogColdStart(config, cold);
@@ -437,6 +578,15 @@ Result<LocalSite> LoadLocalSite(const Config& config, uint32_t site) {
     if (files.users) local.data.user_features = IndexFeatures(*files.users, local.user_ids);
     for (uint32_t i = 0; i < items.size(); ++i) local.item_ids.push_back(items.Raw(i));
     local.in_universe = universe > 0;
+    {
+      DatasetStats stats;
+      stats.users = local.user_ids.size();
+      stats.items = local.item_ids.size();
+      stats.train = local.data.train.size();
+      stats.test = local.data.test.size();
+      stats.density = Density(stats);
+      spdlog::info("site {}: {}", site, DatasetStatsLine(stats));
+    }
     if (files.items) {
       local.item_feature_rows = files.items;
       local.item_features =
@@ -484,6 +634,60 @@ Status AdoptItemCatalogue(const std::vector<std::string>& catalogue, LocalSite* 
   return Status::Ok();
 }
 
+double Density(const DatasetStats& stats) {
+  const double cells = static_cast<double>(stats.users) * static_cast<double>(stats.items);
+  return cells > 0 ? static_cast<double>(stats.train + stats.test) / cells : 0.0;
+}
+
+DatasetStats ComputeDatasetStats(const Dataset& dataset, std::span<const SiteData> sites) {
+  DatasetStats stats;
+  stats.users = dataset.users.size();
+  stats.items = dataset.items.size();
+  stats.train = dataset.train.size();
+  stats.test = dataset.test.size();
+  stats.density = Density(stats);
+  stats.sites = sites.size();
+  if (!sites.empty()) {
+    std::vector<uint64_t> sizes;
+    for (const SiteData& site : sites) sizes.push_back(site.train.size() + site.test.size());
+    std::sort(sizes.begin(), sizes.end());
+    const size_t n = sizes.size();
+    stats.site_ratings_min = sizes.front();
+    stats.site_ratings_max = sizes.back();
+    stats.site_ratings_median =
+        n % 2 == 1
+            ? static_cast<double>(sizes[n / 2])
+            : (static_cast<double>(sizes[n / 2 - 1]) + static_cast<double>(sizes[n / 2])) / 2;
+  }
+  return stats;
+}
+
+std::string DatasetStatsLine(const DatasetStats& stats) {
+  std::string line =
+      fmt::format("data: {} users, {} items, {} train and {} test ratings, density {:.4g}",
+                  stats.users, stats.items, stats.train, stats.test, stats.density);
+  if (stats.sites > 0) {
+    line += fmt::format("; {} sites, ratings per site min {} median {:g} max {}", stats.sites,
+                        stats.site_ratings_min, stats.site_ratings_median, stats.site_ratings_max);
+  }
+  return line;
+}
+
+nlohmann::json DatasetStatsJson(const DatasetStats& stats) {
+  nlohmann::json j = {{"users", stats.users},
+                      {"items", stats.items},
+                      {"train", stats.train},
+                      {"test", stats.test},
+                      {"density", stats.density}};
+  if (stats.sites > 0) {
+    j["sites"] = stats.sites;
+    j["site_ratings"] = {{"min", stats.site_ratings_min},
+                         {"median", stats.site_ratings_median},
+                         {"max", stats.site_ratings_max}};
+  }
+  return j;
+}
+
 Result<std::vector<std::string>> ReadItemUniverse(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
@@ -495,6 +699,7 @@ Result<std::vector<std::string>> ReadItemUniverse(const std::string& path) {
   std::unordered_map<std::string, uint64_t> first_line;
   std::string line;
   for (uint64_t number = 1; std::getline(in, line); ++number) {
+    if (number == 1 && line.starts_with(text::kUtf8Bom)) line.erase(0, text::kUtf8Bom.size());
     const size_t begin = line.find_first_not_of(" \t\r");
     if (begin == std::string::npos) continue;
     const size_t end = line.find_last_not_of(" \t\r");

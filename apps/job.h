@@ -9,7 +9,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,9 +54,48 @@ Result<SideFeatureFiles> LoadSideFeatureFiles(const Config& config,
                                               std::optional<uint32_t> site = std::nullopt);
 
 // Loads the configured data: rating files (+ split) or synthetic data.
+// Checks made on the rating files (errors name path:line):
+// - data.duplicates: a (user, item) pair repeated in the training data, or
+//   in the test data, is refused ("error") or merged ("last", "mean"); over
+//   the whole file before any split, so a split never puts copies of one pair
+//   on both sides;
+// - with data.test: the same file as data.train is refused, and so is a pair
+//   in both files unless data.allow_overlap.
+// Logs the data summary (DatasetStatsLine) at info level.
 Result<Dataset> LoadDataset(const Config& config);
-// Loads data and splits it into sites as configured.
+// Loads data and splits it into sites as configured. partition = files:
+// each site's own files, checked site by site as above (the same raw user ID
+// at two sites is two people, so a pair at two sites is neither a duplicate
+// nor an overlap). Logs the data summary with the ratings per site.
 Result<FederatedData> LoadFederatedData(const Config& config);
+
+// What was loaded, for the log and summary.json ("data").
+struct DatasetStats {
+  uint64_t users = 0;  // IDs in the dataset's user and item maps (items: with
+  uint64_t items = 0;  // data.item_universe, the whole universe)
+  uint64_t train = 0;  // ratings, after the split, duplicates and cold start
+  uint64_t test = 0;
+  double density = 0.0;  // (train + test) / (users * items); 0 when either is 0
+  // Federated runs: the number of sites and their ratings (train + test)
+  // per site; sites == 0: not split into sites.
+  uint64_t sites = 0;
+  uint64_t site_ratings_min = 0;
+  double site_ratings_median = 0.0;  // the mean of the middle two for an even count
+  uint64_t site_ratings_max = 0;
+};
+// The stats of `dataset`, with the per-site figures of `sites` when given
+// (LoadFederatedData's FederatedData::sites).
+DatasetStats ComputeDatasetStats(const Dataset& dataset, std::span<const SiteData> sites = {});
+// (train + test) / (users * items) of `stats`, 0 when the matrix is empty.
+double Density(const DatasetStats& stats);
+// The one-line summary LoadDataset/LoadFederatedData log: "data: 943 users,
+// 1682 items, 80000 train and 20000 test ratings, density 0.06305[; 10 sites,
+// ratings per site min .. median .. max ..]".
+std::string DatasetStatsLine(const DatasetStats& stats);
+// {"users":..,"items":..,"train":..,"test":..,"density":..} plus, with sites,
+// "sites":.. and "site_ratings":{"min":..,"median":..,"max":..}: the
+// "data" object of summary.json.
+nlohmann::json DatasetStatsJson(const DatasetStats& stats);
 
 // One site's data as a separate process loads it (`fedrec run`): its own files
 // (partition = files) or its part of the partitioned dataset, with the raw IDs

@@ -8,7 +8,8 @@
 // read leaves the IdMaps untouched. Ratings are appended to the output vector
 // directly and truncated back to its old size on error.
 //
-// Line rules shared by all formats: "\n" or "\r\n" endings; empty lines
+// Line rules shared by all formats: a UTF-8 byte-order mark at the start of
+// the file is skipped; "\n" or "\r\n" endings; empty lines
 // (anywhere, typically trailing) are skipped; line numbers in messages are
 // 1-based physical line numbers.
 #include "data/readers.h"
@@ -22,6 +23,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -83,14 +85,12 @@ class LineReader {
         const size_t len = static_cast<const char*>(nl) - start;
         pos_ += len + 1;
         *line = Trim(std::string_view(start, len));
-        ++line_number_;
         return true;
       }
       if (eof_) {
         if (avail == 0) return false;
         pos_ = end_;
         *line = Trim(std::string_view(start, avail));
-        ++line_number_;
         return true;
       }
       if (!Refill()) return false;
@@ -114,7 +114,9 @@ class LineReader {
   const Status& status() const { return status_; }
 
  private:
-  static std::string_view Trim(std::string_view line) {
+  // Counts the line and drops its "\r" (and, on line 1, a byte-order mark).
+  std::string_view Trim(std::string_view line) {
+    if (++line_number_ == 1) line = text::StripUtf8Bom(line);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     return line;
   }
@@ -379,6 +381,7 @@ struct FormatRules {
   bool rated;            // field 3 is a rating; else every value is rating_max
   size_t time_field;     // index of the optional timestamp field
   const char* expected;  // "expected ..." text for a wrong field count
+  bool numeric_ids;      // MovieLens: user and item IDs are positive integers
 };
 
 FormatRules RulesFor(RatingFormat format) {
@@ -390,7 +393,8 @@ FormatRules RulesFor(RatingFormat format) {
               .header_allowed = false,
               .rated = true,
               .time_field = 3,
-              .expected = "4 tab-separated fields (user, item, rating, timestamp)"};
+              .expected = "4 tab-separated fields (user, item, rating, timestamp)",
+              .numeric_ids = true};
     case RatingFormat::kMl1m:
       return {.sep = "::",
               .min_fields = 4,
@@ -398,7 +402,8 @@ FormatRules RulesFor(RatingFormat format) {
               .header_allowed = false,
               .rated = true,
               .time_field = 3,
-              .expected = "4 \"::\"-separated fields (user::item::rating::timestamp)"};
+              .expected = "4 \"::\"-separated fields (user::item::rating::timestamp)",
+              .numeric_ids = true};
     case RatingFormat::kMlCsv:
       return {.sep = ",",
               .min_fields = 4,
@@ -406,7 +411,8 @@ FormatRules RulesFor(RatingFormat format) {
               .header_allowed = true,
               .rated = true,
               .time_field = 3,
-              .expected = "4 comma-separated fields (userId,movieId,rating,timestamp)"};
+              .expected = "4 comma-separated fields (userId,movieId,rating,timestamp)",
+              .numeric_ids = true};
     case RatingFormat::kImplicit:
       return {.sep = ",",
               .min_fields = 2,
@@ -414,7 +420,8 @@ FormatRules RulesFor(RatingFormat format) {
               .header_allowed = true,
               .rated = false,
               .time_field = 2,
-              .expected = "2 or 3 comma-separated fields (user,item[,timestamp])"};
+              .expected = "2 or 3 comma-separated fields (user,item[,timestamp])",
+              .numeric_ids = false};
     case RatingFormat::kCsv:
     case RatingFormat::kAuto:
       break;
@@ -425,7 +432,18 @@ FormatRules RulesFor(RatingFormat format) {
           .header_allowed = true,
           .rated = true,
           .time_field = 3,
-          .expected = "3 or 4 comma-separated fields (user,item,rating[,timestamp])"};
+          .expected = "3 or 4 comma-separated fields (user,item,rating[,timestamp])",
+          .numeric_ids = false};
+}
+
+// True when `s` is a positive integer in canonical decimal: digits only, no
+// sign, no leading zero (so "7" and "007" cannot name two different users).
+bool IsPositiveInteger(std::string_view s) {
+  if (s.empty() || s[0] == '0') return false;
+  for (char c : s) {
+    if (!IsDigit(c)) return false;
+  }
+  return true;
 }
 
 // True when `s` spells `name` (lowercase, without '_') ignoring case and '_'.
@@ -451,13 +469,15 @@ bool NamesImplicitColumns(std::string_view user, std::string_view item) {
 class RatingParser {
  public:
   RatingParser(const std::string& path, const ReadOptions& options, RatingFormat format,
-               IdLookup* users, IdLookup* items, std::vector<Rating>* out)
+               IdLookup* users, IdLookup* items, std::vector<Rating>* out,
+               std::vector<uint32_t>* lines)
       : path_(path),
         options_(options),
         rules_(RulesFor(format)),
         users_(users),
         items_(items),
-        out_(out) {}
+        out_(out),
+        lines_(lines) {}
 
   // Parses one non-empty line; `first` marks the file's first non-empty line
   // (the only one that may be a header).
@@ -506,6 +526,15 @@ class RatingParser {
                                      (f[0].empty() ? "user" : "item") +
                                      " ID, found an empty field: " + Quote(line));
     }
+    if (rules_.numeric_ids) {
+      for (int k = 0; k < 2; ++k) {
+        if (IsPositiveInteger(f[k])) continue;
+        return Status::InvalidArgument(
+            Where(path_, line_number) + ": expected a positive integer " +
+            (k == 0 ? "user" : "item") + " ID (MovieLens), found " + Quote(f[k]) + " in field " +
+            std::to_string(k + 1) + ": " + Quote(line));
+      }
+    }
     if (n > rules_.time_field && !ParseTimestamp(f[rules_.time_field], &r.time)) {
       return Status::InvalidArgument(Where(path_, line_number) +
                                      ": expected an integer timestamp in field " +
@@ -518,6 +547,10 @@ class RatingParser {
     r.user = users_->Get(f[0]);
     r.item = items_->Get(f[1]);
     out_->push_back(r);
+    if (lines_ != nullptr) {
+      lines_->push_back(static_cast<uint32_t>(
+          std::min<uint64_t>(line_number, std::numeric_limits<uint32_t>::max())));
+    }
     return Status::Ok();
   }
 
@@ -534,10 +567,12 @@ class RatingParser {
   IdLookup* users_;
   IdLookup* items_;
   std::vector<Rating>* out_;
+  std::vector<uint32_t>* lines_;  // null: not recorded
 };
 
 Status ParseAll(LineReader* reader, const std::string& path, const ReadOptions& options,
-                IdMap* users, IdMap* items, std::vector<Rating>* out) {
+                IdMap* users, IdMap* items, std::vector<Rating>* out,
+                std::vector<uint32_t>* lines) {
   FEDREC_ASSIGN_OR_RETURN(const std::optional<std::string_view> first, FirstNonEmptyLine(reader));
   if (!first) return NoRatings(path);
   RatingFormat format = options.format;
@@ -548,12 +583,14 @@ Status ParseAll(LineReader* reader, const std::string& path, const ReadOptions& 
   }
   IdLookup user_lookup(*users);
   IdLookup item_lookup(*items);
-  RatingParser parser(path, options, format, &user_lookup, &item_lookup, out);
+  RatingParser parser(path, options, format, &user_lookup, &item_lookup, out, lines);
   const size_t old_size = out->size();
+  const size_t old_lines = lines != nullptr ? lines->size() : 0;
   // Reserving avoids regrowing a vector of millions; capped so a huge or odd
   // file cannot make the reservation itself fail.
   if (const uint64_t estimate = std::min(reader->EstimateLines(), kMaxReserve); estimate > 0) {
     out->reserve(old_size + static_cast<size_t>(estimate));
+    if (lines != nullptr) lines->reserve(old_lines + static_cast<size_t>(estimate));
   }
   Status status = parser.Parse(reader->line_number(), *first, /*first=*/true);
   std::string_view line;
@@ -564,6 +601,7 @@ Status ParseAll(LineReader* reader, const std::string& path, const ReadOptions& 
   if (status.ok() && out->size() == old_size) status = NoRatings(path);
   if (!status.ok()) {
     out->resize(old_size);
+    if (lines != nullptr) lines->resize(old_lines);
     return status;
   }
   user_lookup.CommitTo(users);
@@ -611,7 +649,7 @@ Result<RatingFormat> DetectRatingFormat(const std::string& path) {
 }
 
 Status ReadRatings(const std::string& path, const ReadOptions& options, IdMap* users, IdMap* items,
-                   std::vector<Rating>* out) {
+                   std::vector<Rating>* out, std::vector<uint32_t>* lines) {
   assert(users != nullptr && items != nullptr && out != nullptr);
   if (!(options.rating_min <= options.rating_max)) {
     return Status::InvalidArgument("rating range [" + FormatFloat(options.rating_min) + ", " +
@@ -620,7 +658,7 @@ Status ReadRatings(const std::string& path, const ReadOptions& options, IdMap* u
   }
   LineReader reader(path);
   FEDREC_RETURN_IF_ERROR(reader.Open());
-  return ParseAll(&reader, path, options, users, items, out);
+  return ParseAll(&reader, path, options, users, items, out, lines);
 }
 
 }  // namespace fedrec

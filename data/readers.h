@@ -7,7 +7,14 @@
 // Every malformed line (wrong field count, empty user or item, non-numeric
 // rating or timestamp, rating outside [rating_min, rating_max]) and an empty
 // file is an error that names path:line, what was expected and what was found.
-// A failed read leaves the IdMaps and output unchanged.
+// In the MovieLens formats (ml100k, ml1m, mlcsv) user and item IDs are
+// positive integers written without sign or leading zeros; any other ID
+// there ("-3", "007", "u1") is such an error too. csv and implicit files keep
+// any non-empty string as an ID. A UTF-8 byte-order mark at the start of a
+// file is skipped. A failed read leaves the IdMaps and output unchanged.
+//
+// Repeated (user, item) pairs are read as they are: data.duplicates
+// (data/rating_checks.h) decides what they mean.
 //
 // Headers (csv, mlcsv, implicit): only the file's first non-empty line may be
 // a header. It is one when its third field is not a number (the rating for
@@ -59,7 +66,9 @@ Result<RatingFormat> DetectRatingFormat(const std::string& path);
 
 // Appends the ratings in `path` to `*out`, interning raw IDs in `*users` and
 // `*items` (shared across files so train and test files agree on indices).
+// With `lines`, appends the 1-based line number of each rating appended to
+// `*out` (capped at 2^32-1), for messages naming where a rating came from.
 Status ReadRatings(const std::string& path, const ReadOptions& options, IdMap* users, IdMap* items,
-                   std::vector<Rating>* out);
+                   std::vector<Rating>* out, std::vector<uint32_t>* lines = nullptr);
 
 }  // namespace fedrec

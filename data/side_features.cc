@@ -58,7 +58,8 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-// The lines of a file, without "\r\n"/"\n", numbered from 1.
+// The lines of a file, without "\r\n"/"\n" (nor a byte-order mark on
+// line 1), numbered from 1.
 class Lines {
  public:
   explicit Lines(std::string path) : path_(std::move(path)) {}
@@ -73,7 +74,7 @@ class Lines {
   }
   bool Next(std::string_view* line) {
     if (!std::getline(in_, buf_)) return false;
-    ++number_;
+    if (++number_ == 1 && buf_.starts_with(text::kUtf8Bom)) buf_.erase(0, text::kUtf8Bom.size());
     if (!buf_.empty() && buf_.back() == '\r') buf_.pop_back();
     *line = buf_;
     return true;

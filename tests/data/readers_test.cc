@@ -491,7 +491,8 @@ TEST(Readers, LinesSpanningReadBlocksAreParsed) {
   constexpr int kLines = 1'000'000;
   text.reserve(size_t{kLines} * 22);
   for (int i = 0; i < kLines; ++i) {
-    text += std::to_string(i % 5000) + "\t" + std::to_string(i % 1777) + "\t" +
+    // MovieLens IDs are positive: 1..5000 and 1..1777.
+    text += std::to_string(1 + i % 5000) + "\t" + std::to_string(1 + i % 1777) + "\t" +
             std::to_string(1 + i % 5) + "\t" + std::to_string(880000000 + i) + "\n";
   }
   const std::string path = WriteTemp("big.data", text);
@@ -502,8 +503,8 @@ TEST(Readers, LinesSpanningReadBlocksAreParsed) {
   EXPECT_EQ(l.items.size(), 1777u);
   for (int i : {0, 419'430, 777'777, kLines - 1}) {
     const Rating& r = l.ratings[i];
-    EXPECT_EQ(l.users.Raw(r.user), std::to_string(i % 5000));
-    EXPECT_EQ(l.items.Raw(r.item), std::to_string(i % 1777));
+    EXPECT_EQ(l.users.Raw(r.user), std::to_string(1 + i % 5000));
+    EXPECT_EQ(l.items.Raw(r.item), std::to_string(1 + i % 1777));
     EXPECT_EQ(r.value, static_cast<float>(1 + i % 5));
     EXPECT_EQ(r.time, 880000000 + i);
   }
