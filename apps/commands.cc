@@ -282,6 +282,7 @@ int RunTrain(const Config& config, const Registries& registries) {
                   {"model", config.model.name},
                   {"epochs", EffectiveEpochs(config, models)}};
   AddEval(&summary, result->eval, config, items);
+  summary["data"] = DatasetStatsJson(ComputeDatasetStats(*dataset));
   summary["evaluation"] = {{"test_ratings", result->eval.errors.count},
                            {"users_ranked", result->eval.ranking.users}};
   const std::string failure =
@@ -632,6 +633,7 @@ int RunSim(const Config& config, const Registries& registries) {
   if (!data.ok()) return Fail(data.status());
   Result<RunOutput> out = RunOutput::Create(config, "sim");
   if (!out.ok()) return Fail(out.status());
+  const json data_stats = DatasetStatsJson(ComputeDatasetStats(data->dataset, data->sites));
   Result<std::unique_ptr<Strategy>> strategy = MakeStrategy(config, job_registries->strategies);
   if (!strategy.ok()) return Fail(strategy.status());
 
@@ -786,6 +788,7 @@ int RunSim(const Config& config, const Registries& registries) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   json summary = reporter.Summary("sim", seconds, result->global, result->coordinator_traffic);
+  summary["data"] = data_stats;
   summary["sim_seconds"] = result->sim_seconds;
   AddStopAndCheckpoint(&summary, config, checkpoint_dir, result->completed_round, result->stopped);
   if (!result->shard_traffic.empty()) {

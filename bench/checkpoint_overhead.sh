@@ -24,7 +24,7 @@ for rep in $(seq "$reps"); do
     dir="$out/e$every-r$rep"
     start=$(date +%s.%N)
     line=$("$build/fedrec" sim "${job[@]}" --set checkpoint.every="$every" \
-             --set output.dir="$dir" -q | tail -n 1)
+             --force --set output.dir="$dir" -q | tail -n 1)
     end=$(date +%s.%N)
     seconds[$every]+="$(python3 -c "print($end - $start)") "
     sha[$every]=$(sed -n 's/.*"model_sha256":"\([0-9a-f]*\)".*/\1/p' <<<"$line")

@@ -21,12 +21,12 @@ for k in sys.argv[1:]: d = d[k]
 print(d)" "$@"
 }
 
-base=$("$build/fedrec" sim "${common[@]}" --set output.dir="$out/base" | field test_rmse)
+base=$("$build/fedrec" sim "${common[@]}" --force --set output.dir="$out/base" | field test_rmse)
 printf '%-12s z %-5s epsilon %-9s test_rmse %.4f  ratio 1.0000\n' none - inf "$base"
 for mode in central distributed; do
   for z in 1 4 8 16; do
     line=$("$build/fedrec" sim "${common[@]}" "${dp[@]}" --set dp.mode=$mode \
-      --set dp.noise_multiplier=$z --set output.dir="$out/$mode$z")
+      --set dp.noise_multiplier=$z --force --set output.dir="$out/$mode$z")
     rmse=$(echo "$line" | field test_rmse)
     eps=$(echo "$line" | field dp epsilon)
     printf '%-12s z %-5s epsilon %-9.3f test_rmse %.4f  ratio %.4f\n' "$mode" "$z" "$eps" "$rmse" \

@@ -38,7 +38,7 @@ for a in none secagg; do
       --set federation.rounds="$rounds" --set federation.round_timeout=30 \
       --set sim.compare_centralized=false --set security.aggregation="$a" \
       --set security.dropout_rate="$rate" --set sim.faults.dropout="$p" \
-      --set output.dir="$out/$a-$p" -q)
+      --force --set output.dir="$out/$a-$p" -q)
     rmse=$(echo "$r" | field test_rmse)
     [ -z "$base" ] && base=$rmse
     read -r aborted steps < <(summary "$out/$a-$p/metrics.jsonl")

@@ -10,11 +10,11 @@ out=$(mktemp -d)
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
 
 train=$("$build/fedrec" train --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
-  --set output.dir="$out/train")
+  --force --set output.dir="$out/train")
 sim=$("$build/fedrec" sim --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
-  --set federation.rounds=50 --set sim.compare_centralized=false --set output.dir="$out/sim")
+  --set federation.rounds=50 --set sim.compare_centralized=false --force --set output.dir="$out/sim")
 demo_start=$(date +%s.%N)
-demo=$("$build/fedrec" sim --set output.dir="$out/demo")
+demo=$("$build/fedrec" sim --force --set output.dir="$out/demo")
 demo_end=$(date +%s.%N)
 
 t_rmse=$(echo "$train" | field test_rmse)

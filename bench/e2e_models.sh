@@ -21,10 +21,10 @@ data=(--set data.train="$ml/u1.base" --set data.test="$ml/u1.test")
 echo "| model | central P@10 | central NDCG@10 | lift P@10 | lift NDCG@10 | train s | federated P@10 | federated NDCG@10 | fed/central P@10 | fed/central NDCG@10 | round s (mean) | sim s |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for m in "${models[@]}"; do
-  "$build/fedrec" train "${data[@]}" --set model.name="$m" --set output.dir="$out/train-$m" \
+  "$build/fedrec" train "${data[@]}" --set model.name="$m" --force --set output.dir="$out/train-$m" \
     >"$out/train-$m.out" 2>/dev/null
   "$build/fedrec" sim "${data[@]}" --set model.name="$m" --set sim.compare_centralized=false \
-    --set eval.every=1000 --set output.dir="$out/sim-$m" >"$out/sim-$m.out" 2>/dev/null
+    --set eval.every=1000 --force --set output.dir="$out/sim-$m" >"$out/sim-$m.out" 2>/dev/null
   python3 - "$m" "$out" <<'PY'
 import json, sys
 m, out = sys.argv[1], sys.argv[2]

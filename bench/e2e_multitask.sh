@@ -22,7 +22,7 @@ jobs_file="$out/jobs"
 add() {
   local name=$1
   shift
-  echo "$build/fedrec $* --set output.dir=$out/$name >$out/$name.out 2>$out/$name.err" >>"$jobs_file"
+  echo "$build/fedrec $* --force --set output.dir=$out/$name >$out/$name.out 2>$out/$name.err" >>"$jobs_file"
 }
 run_all() { xargs -P 2 -I{} -d '\n' bash -c '{}' <"$jobs_file"; }
 

@@ -60,7 +60,7 @@ echo
 for schedule in sequential grid free; do
   "$build/fedrec" train --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
     --set train.schedule=$schedule --set train.blocks="${BLOCKS:-16}" --set eval.ranking=false \
-    --set output.progress=false --set output.dir="$work/train-$schedule" > /dev/null 2>&1
+    --set output.progress=false --force --set output.dir="$work/train-$schedule" > /dev/null 2>&1
   python3 - "$work/train-$schedule/metrics.jsonl" "$schedule" <<'PY'
 import json, sys
 rmse = [(json.loads(l)["test_rmse"], json.loads(l)["epoch"]) for l in open(sys.argv[1])]

@@ -48,7 +48,7 @@ for s in $shard_counts; do
   np=$((1 + s + workers))
   start=$(date +%s.%N)
   out=$(mpirun --oversubscribe -np "$np" "${launch[@]}" run "${args[@]}" \
-        --set cluster.shard_servers="$s" --set output.dir="$work/s$s" 2>"$work/err$s")
+        --set cluster.shard_servers="$s" --force --set output.dir="$work/s$s" 2>"$work/err$s")
   code=$?
   seconds=$(echo "$(date +%s.%N) - $start" | bc -l)
   printf '\n== %d shard server(s), -np %d: exit %d, %.1f s\n' "$s" "$np" "$code" "$seconds"

@@ -41,7 +41,7 @@ run() {  # name, then fedrec arguments
   shift
   local dir="$out/$name"
   echo "$name"
-  if ! "$build/fedrec" sim --set output.dir="$dir" "$@" > "$out/$name.log" 2>&1; then
+  if ! "$build/fedrec" sim --force --set output.dir="$dir" "$@" > "$out/$name.log" 2>&1; then
     echo "  failed: $(tail -1 "$out/$name.log")"
     return
   fi

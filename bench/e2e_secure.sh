@@ -39,7 +39,7 @@ if [ "$mode" = accuracy ]; then
   for a in $schemes; do
     r=$("$build/fedrec" sim --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
       --set federation.rounds=50 --set sim.compare_centralized=false \
-      --set security.aggregation="$a" --set output.dir="$out/$a" -q)
+      --set security.aggregation="$a" --force --set output.dir="$out/$a" -q)
     rmse=$(echo "$r" | field test_rmse)
     [ -z "$base" ] && base=$rmse
     printf '%-9s test_rmse %.4f  ratio_to_none %.4f  seconds %6.2f  secure_bytes/round %10.0f  secure_seconds/round %.4f  round_seconds %.4f\n' \
@@ -70,7 +70,7 @@ elif [ "$mode" = rounds ]; then
           --set data.synthetic.ratings="$ratings" --set model.factors=32 --set federation.sites=100 \
           --set federation.rounds="$rounds" --set federation.local_epochs=1 --set eval.ranking=false \
           --set eval.every=1000 --set sim.compare_centralized=false \
-          --set security.aggregation="${a%keys}" "${extra[@]}" --set output.dir="$out/run" -q > /dev/null
+          --set security.aggregation="${a%keys}" "${extra[@]}" --force --set output.dir="$out/run" -q > /dev/null
         python3 - "$out/run/metrics.jsonl" "$a" "$rep" >> "$out/times" <<'PY'
 import json, sys
 import statistics

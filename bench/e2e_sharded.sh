@@ -62,7 +62,7 @@ for agg in ${AGG:-none secagg}; do
     echo "$agg, cluster.shard_servers = $s:"
     "$build/fedrec" sim "${data[@]}" --set federation.sites="${sites:-100}" \
       --set model.factors="${factors:-32}" --set security.aggregation="$agg" --set cluster.shard_servers="$s" \
-      --set sim.compare_centralized=false --set output.dir="$out/$agg-$s" >/dev/null 2>&1
+      --set sim.compare_centralized=false --force --set output.dir="$out/$agg-$s" >/dev/null 2>&1
     report "$out/$agg-$s"
   done
 done

@@ -20,7 +20,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 data=(--set data.train="$ml/u1.base" --set data.test="$ml/u1.test" --set eval.ranking=false)
 
-"$build/fedrec" train "${data[@]}" --set output.dir="$out/central" > "$out/central.log" 2>&1
+"$build/fedrec" train "${data[@]}" --force --set output.dir="$out/central" > "$out/central.log" 2>&1
 central=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['test_rmse'])" \
   "$out/central/summary.json")
 echo "centralized test RMSE $central"
@@ -34,7 +34,7 @@ row() {  # strategy, sites, partition, then extra fedrec arguments
   if ! "$build/fedrec" sim "${data[@]}" --set federation.strategy="$strategy" \
       --set federation.sites="$sites" --set federation.partition="$partition" \
       --set federation.rounds="$rounds" --set eval.every=5 \
-      --set sim.compare_centralized=false --set output.dir="$dir" ${EXTRA:-} "$@" \
+      --set sim.compare_centralized=false --force --set output.dir="$dir" ${EXTRA:-} "$@" \
       > "$dir.log" 2>&1; then
     echo "| $strategy | $sites | $partition | failed: $(tail -1 "$dir.log") |"
     return

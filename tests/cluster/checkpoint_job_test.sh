@@ -52,9 +52,9 @@ rank0_of() {
 
 case "$1" in
   mpi-kill)
-    whole=$(mpirun 4 "$FEDREC" run "${args[@]}" --set output.dir="$work/whole" | sha)
+    whole=$(mpirun 4 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/whole" | sha)
     [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
-    mpirun 4 "$FEDREC" run "${args[@]}" --set output.dir="$work/killed" >"$work/killed.log" 2>&1 &
+    mpirun 4 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/killed" >"$work/killed.log" 2>&1 &
     job=$!
     wait_for "$work/killed/checkpoint/coordinator.ckpt" || fail "no checkpoint appeared"
     pid=$(rank0_of "$work/killed") || pid=""
@@ -68,7 +68,7 @@ case "$1" in
     job=""
     round=$(grep -ao '^round [0-9]*' "$work/killed/checkpoint/coordinator.ckpt" | head -1)
     echo "checkpoint after the kill: $round"
-    resumed=$(mpirun 4 "$FEDREC" run "${args[@]}" --set output.dir="$work/resumed" \
+    resumed=$(mpirun 4 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/resumed" \
                 --resume "$work/killed/checkpoint" | sha)
     [ -n "$resumed" ] || fail "the resumed run printed no model_sha256"
     [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
@@ -77,9 +77,9 @@ case "$1" in
     echo "mpi-kill: resumed from $round to $resumed"
     ;;
   sim-term)
-    whole=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/whole" | sha)
+    whole=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/whole" | sha)
     [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
-    "$FEDREC" sim "${args[@]}" --set output.dir="$work/stopped" >"$work/stopped.out" 2>&1 &
+    "$FEDREC" sim "${args[@]}" --force --set output.dir="$work/stopped" >"$work/stopped.out" 2>&1 &
     job=$!
     wait_for "$work/stopped/checkpoint/coordinator.ckpt" || fail "no checkpoint appeared"
     kill -TERM "$job"
@@ -96,16 +96,16 @@ case "$1" in
       [ $code -eq 0 ] || [ $code -eq 143 ] || fail "exit $code: $(tail -3 "$work/stopped.out")"
       echo "the run had finished before the signal"
     fi
-    resumed=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/resumed" \
+    resumed=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/resumed" \
                 --resume "$work/stopped/checkpoint" | sha)
     [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
     echo "sim-term: exit $code, resumed to $resumed"
     ;;
   mismatch)
-    "$FEDREC" sim "${args[@]}" --set federation.rounds=2 --set output.dir="$work/a" >/dev/null ||
+    "$FEDREC" sim "${args[@]}" --set federation.rounds=2 --force --set output.dir="$work/a" >/dev/null ||
       fail "the first run failed"
     out=$("$FEDREC" sim "${args[@]}" --set federation.rounds=2 --set train.lr=0.05 \
-            --set output.dir="$work/b" --resume "$work/a/checkpoint" 2>&1)
+            --force --set output.dir="$work/b" --resume "$work/a/checkpoint" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "resuming another configuration should fail"
     grep -q "was written by another run and was not loaded: configuration hash" <<<"$out" ||

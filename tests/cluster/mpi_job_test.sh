@@ -65,8 +65,8 @@ case "$1" in
     else
       args=("${small[@]}" --set federation.sites="$sites")
     fi
-    sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
-    run=$(mpirun "$np" "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | sha)
+    sim=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/sim" | sha)
+    run=$(mpirun "$np" "$FEDREC" run "${args[@]}" --force --set output.dir="$work/run" | sha)
     [ -n "$sim" ] || fail "fedrec sim printed no model_sha256"
     [ -n "$run" ] || fail "fedrec run printed no model_sha256"
     [ "$sim" = "$run" ] || fail "sim $sim != run $run"
@@ -75,7 +75,7 @@ case "$1" in
     echo "parity ($mode, -np $np): $run"
     ;;
   too-few-ranks)
-    out=$(mpirun 3 "$FEDREC" run "${small[@]}" --set federation.sites=3 --set output.dir="$work/r" 2>&1)
+    out=$(mpirun 3 "$FEDREC" run "${small[@]}" --set federation.sites=3 --force --set output.dir="$work/r" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "expected a non-zero exit"
     n=$(grep -c "mpirun started 3 ranks, but the config needs 4" <<<"$out")
@@ -85,7 +85,7 @@ case "$1" in
   missing-file)
     generate 3
     rm "$work/data/site2.csv"
-    out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) --set output.dir="$work/r" 2>&1)
+    out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) --force --set output.dir="$work/r" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "expected a non-zero exit"
     grep -q "site 2 (rank 3) could not start: site 2: .*site2.csv" <<<"$out" ||
@@ -97,7 +97,7 @@ case "$1" in
   unreadable-file)
     generate 3
     rm "$work/data/site1.csv" && mkdir "$work/data/site1.csv"  # a directory: cannot be read
-    out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) --set output.dir="$work/r" 2>&1)
+    out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) --force --set output.dir="$work/r" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "expected a non-zero exit"
     grep -q "site 1 (rank 2) could not start" <<<"$out" || fail "coordinator should name site 1: $out"
@@ -108,7 +108,7 @@ case "$1" in
   no-universe)
     generate 3
     out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) --set data.item_universe= \
-          --set output.dir="$work/r" 2>&1)
+          --force --set output.dir="$work/r" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "expected a non-zero exit"
     grep -q "config data.item_universe: expected the published item list" <<<"$out" ||
@@ -120,7 +120,7 @@ case "$1" in
     grep -v "^$(sed -n '2s/^[^,]*,\([^,]*\),.*/\1/p' "$work/data/site1.csv" )\$" \
       "$work/data/items.txt" > "$work/data/fewer.txt"
     out=$(mpirun 4 "$FEDREC" run "${small[@]}" $(files 3) \
-          --set "data.item_universe=$work/data/fewer.txt" --set output.dir="$work/r" 2>&1)
+          --set "data.item_universe=$work/data/fewer.txt" --force --set output.dir="$work/r" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "expected a non-zero exit"
     grep -q "site 1 (rank 2): site 1: .*site1.csv:2: item '.*' is not in the item universe" <<<"$out" ||
@@ -130,8 +130,8 @@ case "$1" in
   serve)
     model=$2 np=$3 sites=$(($3 - 1))
     args=("${small[@]}" --set federation.sites="$sites" --set model.name="$model")
-    sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
-    run=$(mpirun "$np" "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | sha)
+    sim=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/sim" | sha)
+    run=$(mpirun "$np" "$FEDREC" run "${args[@]}" --force --set output.dir="$work/run" | sha)
     [ -n "$run" ] && [ "$sim" = "$run" ] || fail "model $model: sim '$sim' != run '$run'"
     for s in $(seq 0 $((sites - 1))); do
       [ -s "$work/run/site$s/model.local" ] || fail "site $s saved no model.local"
@@ -148,8 +148,8 @@ case "$1" in
     # the config and runs its strategy: the same model as fedrec sim.
     args=("${small[@]}" --set federation.sites=3 --set plugins="$FEDREC_PLUGIN"
           --set federation.strategy=fedavg_decay --set strategy.fedavg_decay.decay=0.5)
-    sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
-    run=$(mpirun 4 "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | sha)
+    sim=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/sim" | sha)
+    run=$(mpirun 4 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/run" | sha)
     [ -n "$run" ] && [ "$sim" = "$run" ] || fail "plug-in strategy: sim '$sim' != run '$run'"
     grep -q '"strategy": "fedavg_decay"' "$work/run/summary.json" ||
       fail "the run's summary.json names no fedavg_decay"
@@ -158,7 +158,7 @@ case "$1" in
     ;;
   missing-plugin)
     out=$(mpirun 4 "$FEDREC" run "${small[@]}" --set federation.sites=3 \
-          --set plugins="$work/no-such-plugin.so" --set output.dir="$work/r" 2>&1)
+          --set plugins="$work/no-such-plugin.so" --force --set output.dir="$work/r" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "expected a non-zero exit"
     grep -q "fedrec: config plugins: plug-in $work/no-such-plugin.so: expected a shared library, found no such file" <<<"$out" ||
@@ -171,7 +171,7 @@ case "$1" in
     # Parameter-server mode: rank 0 driver, ranks 1-2 shard servers, 3-5 workers.
     args=("${small[@]}" --set federation.mode=ps --set cluster.shard_servers=2
           --set federation.sites=3 --set train.epochs=15 --set ps.consistency="$2")
-    out=$(mpirun 6 "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | tail -n 1)
+    out=$(mpirun 6 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/run" | tail -n 1)
     rmse=$(sed -n 's/.*"test_rmse":\([0-9.]*\).*/\1/p' <<<"$out")
     [ -n "$rmse" ] || fail "fedrec run (ps) printed no test_rmse: $out"
     # The synthetic ratings' noise is 0.75; the initial model is about 1.1 off.
@@ -179,7 +179,7 @@ case "$1" in
     [ "$(wc -l < "$work/run/metrics.jsonl")" -eq 15 ] || fail "metrics.jsonl should have 15 epochs"
     [ -s "$work/run/model.global" ] || fail "the driver wrote no model.global"
     if [ "$2" = bsp ]; then
-      sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
+      sim=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/sim" | sha)
       run=$(sha <<<"$out")
       [ -n "$sim" ] && [ "$sim" = "$run" ] || fail "ps bsp: sim '$sim' != run '$run'"
       # The driver streams the model files from the shards in chunks; sim
@@ -202,10 +202,10 @@ case "$1" in
              --set "security.site_identity=$work/keys/site{site}.key"
              --set "security.site_public_keys=$work/keys/site{site}.pub")
     fi
-    alone=$(mpirun 5 "$FEDREC" run "${args[@]}" --set output.dir="$work/alone" | sha)
+    alone=$(mpirun 5 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/alone" | sha)
     run=$(mpirun 7 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=2 \
-          --set output.dir="$work/run" | sha)
-    sim=$("$FEDREC" sim "${args[@]}" --set cluster.shard_servers=2 --set output.dir="$work/sim" | sha)
+          --force --set output.dir="$work/run" | sha)
+    sim=$("$FEDREC" sim "${args[@]}" --set cluster.shard_servers=2 --force --set output.dir="$work/sim" | sha)
     [ -n "$alone" ] && [ "$alone" = "$run" ] || fail "$2: S = 0 '$alone' != S = 2 '$run'"
     [ "$sim" = "$run" ] || fail "$2: sim '$sim' != run '$run' with 2 shard servers"
     echo "sharded $2: S = 0 and S = 2 give $run, in fedrec run and fedrec sim"
@@ -216,13 +216,13 @@ case "$1" in
     # the leaders' channels; the groups' frames stay on their own ranks.
     args=("${small[@]}" --set federation.sites=3 --set cluster.site_workers=2
           --set cluster.site_shard_servers=1)
-    sim=$("$FEDREC" sim "${args[@]}" --set output.dir="$work/sim" | sha)
-    run=$(mpirun 13 "$FEDREC" run "${args[@]}" --set output.dir="$work/run" | sha)
+    sim=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/sim" | sha)
+    run=$(mpirun 13 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/run" | sha)
     both=$(mpirun 14 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=1 \
-           --set output.dir="$work/both" | sha)
+           --force --set output.dir="$work/both" | sha)
     [ -n "$sim" ] && [ "$sim" = "$run" ] || fail "two tiers: sim '$sim' != run '$run'"
     [ "$run" = "$both" ] || fail "two tiers: no shard server '$run' != one shard server '$both'"
-    out=$(mpirun 12 "$FEDREC" run "${args[@]}" --set output.dir="$work/few" 2>&1)
+    out=$(mpirun 12 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/few" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "two tiers, 12 ranks for 13: expected a non-zero exit"
     n=$(grep -c "mpirun started 12 ranks, but the config needs 13 = 1 coordinator + 0 shard servers (cluster.shard_servers) + 3 sites (federation.sites) x 4 ranks each" <<<"$out")
@@ -231,7 +231,7 @@ case "$1" in
     ;;
   ps-too-few-ranks)
     out=$(mpirun 4 "$FEDREC" run "${small[@]}" --set federation.mode=ps \
-          --set cluster.shard_servers=2 --set federation.sites=3 --set output.dir="$work/r" 2>&1)
+          --set cluster.shard_servers=2 --set federation.sites=3 --force --set output.dir="$work/r" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "expected a non-zero exit"
     n=$(grep -c "mpirun started 4 ranks, but the config needs 6 = 1 coordinator + 2 shard servers (cluster.shard_servers) + 3 sites" <<<"$out")
@@ -246,13 +246,13 @@ case "$1" in
           --set federation.mode=ps --set federation.sites=2 --set train.epochs=2
           --set model.factors=64 --set ps.batch_size=500 --set cluster.memory_limit=1MB)
     out=$(mpirun 4 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=1 \
-          --set output.dir="$work/one" 2>&1)
+          --force --set output.dir="$work/one" 2>&1)
     code=$?
     [ $code -ne 0 ] || fail "one shard server over the cap: expected a non-zero exit: $out"
     grep -q "shard server 0 (rank 1): holding 3000 of the 3000 item rows (65 floats each, bsp gradient sums) needs 1.6 MB (1.5 MiB), more than cluster.memory_limit = 1.0 MB (1.0 MiB); use more shard servers" <<<"$out" ||
       fail "one shard server over the cap: expected the shard's reason: $out"
     out=$(mpirun 5 "$FEDREC" run "${args[@]}" --set cluster.shard_servers=2 \
-          --set output.dir="$work/two" | tail -n 1)
+          --force --set output.dir="$work/two" | tail -n 1)
     [ -n "$(sha <<<"$out")" ] || fail "two shard servers under the cap did not train: $out"
     n=$(grep -o '"peak_rss_mb":[0-9.]*' <<<"$out" | wc -l)
     [ "$n" -ge 5 ] || fail "expected the peak RSS of 5 ranks in the summary, got $n: $out"
@@ -268,7 +268,7 @@ case "$1" in
     "$MPIEXEC" $MPIEXEC_NUMPROC_FLAG 5 --oversubscribe --enable-recovery $MPIEXEC_PREFLAGS \
       "$FEDREC" run "${small[@]}" --set federation.sites=4 --set federation.rounds="$rounds" \
       --set federation.round_timeout=2 --set security.aggregation="$aggregation" \
-      --set security.adversarial_rate=0 --set output.dir="$out_dir" \
+      --set security.adversarial_rate=0 --force --set output.dir="$out_dir" \
       > "$work/stdout" 2> "$work/stderr" &
     job=$!
     # Kill site 1 (rank 2) once a few rounds are in.

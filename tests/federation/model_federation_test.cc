@@ -382,6 +382,7 @@ TEST(Recommend, NeverReturnsAnItemTheUserRatedInTraining) {
     config.federation.rounds = 2;
     config.sim.compare_centralized = false;
     config.output.dir = RunDir(std::string("recommend-") + model);
+    config.output.force = true;
     ASSERT_EQ(RunSim(config), 0);
     Result<Dataset> dataset = LoadDataset(config);
     ASSERT_TRUE(dataset.ok());
@@ -408,6 +409,7 @@ TEST(Recommend, NeverReturnsAnItemTheUserRatedInTraining) {
 TEST(Recommend, UnknownUserOrRunDirectoryIsAClearError) {
   Config config = ImplicitConfig("popularity", "none");
   config.output.dir = RunDir("recommend-errors");
+  config.output.force = true;
   Result<Dataset> dataset = LoadDataset(config);
   ASSERT_TRUE(dataset.ok());
   ASSERT_EQ(RunTrain(config), 0);
@@ -446,6 +448,7 @@ TEST(Recommend, ImplicitClicksTrainAndServeWithTitlesFromTheItemFile) {
   const std::string dir = RunDir("recommend-implicit");
   config.data.train = WriteImplicitDataWithTitles(config, dir + "/data");
   config.output.dir = dir + "/run";
+  config.output.force = true;
   ASSERT_EQ(RunTrain(config), 0);  // data.format = auto detects user,item lines
   std::ifstream summary_file(config.output.dir + "/summary.json");
   const std::string summary((std::istreambuf_iterator<char>(summary_file)),
@@ -482,6 +485,7 @@ TEST(Recommend, SavedAndLoadedModelScoresAsTheRunEvaluated) {
   // gives the blocks the run ended with.
   Config config = ImplicitConfig("itemknn", "none");
   config.output.dir = RunDir("recommend-roundtrip");
+  config.output.force = true;
   ASSERT_EQ(RunTrain(config), 0);
   Result<Dataset> dataset = LoadDataset(config);
   ASSERT_TRUE(dataset.ok());

@@ -25,7 +25,7 @@ small=(--set data.synthetic.users=8000 --set data.synthetic.items=200
 rss_mb() {  # <sites>: peak_rss_mb of a run's summary (its last stdout line)
   local out
   out=$("$FEDREC" sim "${small[@]}" --set federation.sites="$1" \
-        --set output.dir="$work/sites$1" 2>"$work/stderr$1") ||
+        --force --set output.dir="$work/sites$1" 2>"$work/stderr$1") ||
     fail "fedrec sim with $1 sites exited non-zero: $(tail -n 5 "$work/stderr$1")"
   tail -n 1 <<<"$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["peak_rss_mb"])' ||
     fail "fedrec sim with $1 sites printed no summary with peak_rss_mb: $(tail -n 1 <<<"$out")"

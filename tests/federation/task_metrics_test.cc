@@ -342,6 +342,7 @@ TEST(TaskMetricsFederated, FedrecSimWritesPerTaskAndWarmColdMetrics) {
   const StrategyRegistry strategies = StrategyRegistry::WithBuiltins();
   Config config = TaskConfig("secagg");
   config.output.dir = (std::filesystem::temp_directory_path() / "fedrec-task-metrics-sim").string();
+  config.output.force = true;
   std::filesystem::remove_all(config.output.dir);
   ASSERT_EQ(RunSim(config, Registries{&strategies, &models}), 0);
   const std::vector<nlohmann::json> lines = ReadLines(config.output.dir + "/metrics.jsonl");

@@ -60,7 +60,7 @@ small=(--set data.synthetic.users=60 --set data.synthetic.items=80
        --set data.synthetic.ratings=1500 --set federation.sites=3 --set federation.rounds=2
        --set sim.compare_centralized=false --set eval.ranking=false)
 cd "$work" || fail "cd $work"
-"$prefix/bin/fedrec" sim --config "$work/job.toml" "${small[@]}" --set output.dir="$work/run" \
+"$prefix/bin/fedrec" sim --config "$work/job.toml" "${small[@]}" --force --set output.dir="$work/run" \
   >"$work/sim.out" 2>"$work/sim.err" ||
   fail "installed fedrec sim with the plug-in exited non-zero: $(tail -n 5 "$work/sim.err")"
 summary=$(tail -n 1 "$work/sim.out")
@@ -76,7 +76,8 @@ echo "fedrec sim ran plug-in strategy fedavg_decay from $plugin: $summary"
 
 # The second way: a custom program linking fedrec::fedrec, loading the same plug-in.
 build plugin_model "$work/model-build"
-"$work/model-build/bayes_fedrec" sim "${small[@]}" --set model.name=bayes --set plugins="$plugin" \
+rm -rf "$work/bayes-run"
+"$work/model-build/bayes_fedrec" sim "${small[@]}" --set model.name=bayes --set eval.ranking=true --set plugins="$plugin" \
   --set federation.strategy=fedavg_decay --set output.dir="$work/bayes-run" \
   >"$work/bayes.out" 2>"$work/bayes.err" ||
   fail "bayes_fedrec sim with the plug-in exited non-zero: $(tail -n 5 "$work/bayes.err")"

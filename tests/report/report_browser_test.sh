@@ -25,9 +25,9 @@ cd "$work"
 tiny=(--set federation.sites=3 --set federation.rounds=3 --set data.synthetic.users=200
   --set data.synthetic.items=300 --set data.synthetic.ratings=8000 --set model.factors=4
   --set sim.compare_centralized=false)
-"$fedrec" sim -q "${tiny[@]}" --set output.dir="$work/run-secagg" >sim-secagg.log
+"$fedrec" sim -q "${tiny[@]}" --force --set output.dir="$work/run-secagg" >sim-secagg.log
 "$fedrec" sim -q "${tiny[@]}" --set security.aggregation=none --set model.factors=8 \
-  --set output.dir="$work/run-plain" >sim-plain.log
+  --force --set output.dir="$work/run-plain" >sim-plain.log
 "$fedrec" report "$work/run-secagg" "$work/run-plain" --out "$work/report.html" >report.log
 [ -s report.html ] || fail "fedrec report wrote no report.html"
 if grep -Eq 'https?://' report.html; then
