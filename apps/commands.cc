@@ -287,9 +287,9 @@ int RunTrain(const Config& config, const Registries& registries) {
                            {"users_ranked", result->eval.ranking.users}};
   const std::string failure =
       Covered(result->eval) == 0
-          ? fmt::format("the final model was never evaluated: the test set ({}) is empty",
-                        config.data.test.empty() ? "data.test_fraction of the ratings"
-                                                 : config.data.test)
+          ? fmt::format(
+                "the final model was never evaluated: the test set ({}) is empty",
+                config.data.test.empty() ? "data.test_fraction of the ratings" : config.data.test)
           : "";
   summary["status"] = failure.empty() ? "ok" : "failed";
   if (!failure.empty()) summary["failure"] = failure;
@@ -1592,7 +1592,8 @@ int RunKeygen(const std::string& prefix, const std::string& dir, int64_t sites, 
   } else {
     if (sites < 1) {
       return Fail(Status::InvalidArgument(
-          "keygen --dir " + dir + ": expected --sites N with N >= 1 (a key pair per site, "
+          "keygen --dir " + dir +
+          ": expected --sites N with N >= 1 (a key pair per site, "
           "site0..site<N-1>, besides the coordinator's), found " +
           (sites == 0 ? std::string("no --sites") : "--sites " + std::to_string(sites))));
     }

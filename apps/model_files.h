@@ -3,7 +3,7 @@
 //
 //   <run>/config.toml        the resolved configuration (model name and keys)
 //   <run>/model.global       global blocks, once (Model::SaveBlocks)
-//   <run>/model.tsv          the same as text, one line per item (SaveGlobalModel)
+//   <run>/model.tsv          the same as text, with a versioned header, one line per item (SaveGlobalModel)
 //   <run>/items.tsv          raw item ID of each item index
 //   <run>/strategy.json      the strategy's name and state (momentum, moments,
 //                            control variates: StrategyState), federated runs

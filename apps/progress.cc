@@ -28,13 +28,14 @@ std::string FormatDuration(double seconds) {
 
 std::string StepHeadline(std::string_view unit, uint64_t step, uint64_t steps, double elapsed,
                          uint64_t done) {
-  std::string line = fmt::format("{} {}/{} {} {:3}%", unit, step, steps, ProgressBar(step, steps, 20),
-                                 steps == 0 ? 0 : step * 100 / steps);
+  std::string line = fmt::format("{} {}/{} {} {:3}%", unit, step, steps,
+                                 ProgressBar(step, steps, 20), steps == 0 ? 0 : step * 100 / steps);
   if (done > 0) {
     const double per_step = elapsed / static_cast<double>(done);
     line += per_step >= 1.0 ? fmt::format(" {:.2f} s/{}", per_step, unit)
                             : fmt::format(" {:.1f} {}s/s", 1.0 / std::max(per_step, 1e-9), unit);
-    if (step < steps) line += " ETA " + FormatDuration(per_step * static_cast<double>(steps - step));
+    if (step < steps)
+      line += " ETA " + FormatDuration(per_step * static_cast<double>(steps - step));
   }
   return line;
 }
@@ -97,10 +98,9 @@ void ProgressReporter::Within(std::string_view what, uint64_t done, uint64_t tot
   // stays at "349/350".
   const bool last = done == total && options_.tty;
   if (now - (options_.tty ? last_redraw_ : last_plain_) < every && !last) return;
-  const std::string line =
-      fmt::format("{} {}/{} {} {:3}% | {} {}: {} {}/{}", unit_, step_, steps_,
-                  ProgressBar(step_, steps_, 20), steps_ == 0 ? 0 : step_ * 100 / steps_, unit_,
-                  step_ + 1, what, done, total);
+  const std::string line = fmt::format(
+      "{} {}/{} {} {:3}% | {} {}: {} {}/{}", unit_, step_, steps_, ProgressBar(step_, steps_, 20),
+      steps_ == 0 ? 0 : step_ * 100 / steps_, unit_, step_ + 1, what, done, total);
   if (options_.tty) {
     Draw(line);
     last_redraw_ = now;

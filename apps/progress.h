@@ -33,13 +33,13 @@ std::string StepHeadline(std::string_view unit, uint64_t step, uint64_t steps, d
 class ProgressReporter {
  public:
   struct Options {
-    bool tty = false;          // redraw one line on `terminal`, else plain lines
-    bool enabled = true;       // output.progress
-    double plain_every = 10.0;  // seconds between plain lines
-    double redraw_every = 0.1;  // seconds between redraws inside a step (terminal)
-    std::ostream* terminal = nullptr;                  // default std::cerr
-    std::function<void(const std::string&)> log;       // default spdlog::info
-    std::function<double()> now;                       // seconds; default steady clock
+    bool tty = false;                  // redraw one line on `terminal`, else plain lines
+    bool enabled = true;               // output.progress
+    double plain_every = 10.0;         // seconds between plain lines
+    double redraw_every = 0.1;         // seconds between redraws inside a step (terminal)
+    std::ostream* terminal = nullptr;  // default std::cerr
+    std::function<void(const std::string&)> log;  // default spdlog::info
+    std::function<double()> now;                  // seconds; default steady clock
   };
   explicit ProgressReporter(Options options);
 

@@ -34,7 +34,7 @@ for a in none secagg; do
   base=""
   for p in 0 0.1 0.2 0.4; do
     rate=$(python3 -c "print(max(0.05, $p))")
-    r=$("$build/fedrec" sim --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
+    r=$("$build/fedrec" sim --set federation.min_round_success=0 --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
       --set federation.rounds="$rounds" --set federation.round_timeout=30 \
       --set sim.compare_centralized=false --set security.aggregation="$a" \
       --set security.dropout_rate="$rate" --set sim.faults.dropout="$p" \
