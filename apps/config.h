@@ -258,7 +258,7 @@ struct Config {
   } checkpoint;
 
   struct Output {
-    std::string dir;  // empty = runs/<command>-<UTC time>
+    std::string dir;     // empty = runs/<command>-<UTC time>
     bool force = false;  // replace the run in a non-empty output.dir (--force)
     bool progress = true;
   } output;

@@ -3,9 +3,9 @@
 //
 //   <run>/config.toml        the resolved configuration (model name and keys)
 //   <run>/model.global       global blocks, once (Model::SaveBlocks)
-//   <run>/model.tsv          the same as text, with a versioned header, one line per item (SaveGlobalModel)
-//   <run>/items.tsv          raw item ID of each item index
-//   <run>/strategy.json      the strategy's name and state (momentum, moments,
+//   <run>/model.tsv          the same as text, with a versioned header, one line per item
+//   (SaveGlobalModel) <run>/items.tsv          raw item ID of each item index <run>/strategy.json
+//   the strategy's name and state (momentum, moments,
 //                            control variates: StrategyState), federated runs
 //   <run>/<holder>/users.tsv         raw user ID of each of the holder's users
 //   <run>/<holder>/interactions.tsv  the holder's training interactions (user, item, value)
