@@ -16,6 +16,7 @@
 #include "data/readers.h"
 #include "data/side_features.h"
 #include "data/synthetic.h"
+#include "tests/data/temp_files.h"
 
 namespace fedrec {
 namespace {
@@ -25,16 +26,7 @@ namespace fs = std::filesystem;
 const std::string kBom = "\xEF\xBB\xBF";
 
 std::string WriteTemp(const std::string& name, const std::string& contents) {
-  const char* env = std::getenv("FEDREC_TEST_TMPDIR");
-  fs::path dir = env != nullptr && *env != '\0' ? fs::path(env) : fs::path(::testing::TempDir());
-  dir /= "data_checks";
-  fs::create_directories(dir);
-  const fs::path path = dir / name;
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << contents;
-  out.close();
-  EXPECT_TRUE(out.good()) << "cannot write " << path;
-  return path.string();
+  return testing::WriteTempFile("data_checks", name, contents);
 }
 
 bool Contains(const std::string& haystack, const std::string& needle) {

@@ -10,6 +10,7 @@
 
 #include "apps/config.h"
 #include "apps/job.h"
+#include "tests/data/temp_files.h"
 
 namespace fedrec {
 namespace {
@@ -17,14 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string WriteFile(const std::string& name, const std::string& contents) {
-  const char* env = std::getenv("FEDREC_TEST_TMPDIR");
-  fs::path dir = env != nullptr && *env != '\0' ? fs::path(env) : fs::path(::testing::TempDir());
-  dir /= "federated_features";
-  fs::create_directories(dir);
-  const fs::path path = dir / name;
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << contents;
-  return path.string();
+  return testing::WriteTempFile("federated_features", name, contents);
 }
 
 Config SmallSynthetic() {

@@ -12,6 +12,7 @@
 
 #include "base/random.h"
 #include "data/ratings.h"
+#include "tests/data/temp_files.h"
 
 namespace fedrec {
 namespace {
@@ -22,18 +23,8 @@ std::string Fixture(const std::string& name) {
   return std::string(FEDREC_FIXTURE_DIR) + "/" + name;
 }
 
-// A fresh file under $FEDREC_TEST_TMPDIR (or the GoogleTest temp dir) holding `contents`.
 std::string WriteTemp(const std::string& name, const std::string& contents) {
-  const char* env = std::getenv("FEDREC_TEST_TMPDIR");
-  fs::path dir = env != nullptr && *env != '\0' ? fs::path(env) : fs::path(::testing::TempDir());
-  dir /= "data_readers";
-  fs::create_directories(dir);
-  const fs::path path = dir / name;
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << contents;
-  out.close();
-  EXPECT_TRUE(out.good()) << "cannot write " << path;
-  return path.string();
+  return testing::WriteTempFile("data_readers", name, contents);
 }
 
 struct Loaded {
