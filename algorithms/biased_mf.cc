@@ -276,6 +276,7 @@ void RegisterBiasedMf(ModelRegistry* registry) {
          trainer.init.seed = options.seed;
          trainer.sgd = options.sgd;
          trainer.shard = data.shard;
+         trainer.draw_global = !data.global_arrives;
          return std::unique_ptr<Model>(std::make_unique<BiasedMf>(trainer, std::move(data)));
        }});
 }

@@ -18,12 +18,21 @@ void FillNormal(Rng& rng, float stddev, float* out, uint32_t count) {
 
 }  // namespace
 
-MfModel::MfModel(uint32_t users, uint32_t items, uint32_t factors)
+MfModel::MfModel(uint32_t users, uint32_t items, uint32_t factors, bool allocate_global)
     : users_(users), items_(items), factors_(factors) {
   blocks_.reserve(5);
   blocks_.emplace_back(kGlobalMean, Scope::kGlobalAverage, 1, 1);
-  blocks_.emplace_back(kItemBias, Scope::kGlobal, items, 1);
-  blocks_.emplace_back(kItemFactors, Scope::kGlobal, items, factors);
+  for (const auto& [name, cols] : {std::pair{kItemBias, 1u}, {kItemFactors, factors}}) {
+    if (allocate_global) {
+      blocks_.emplace_back(name, Scope::kGlobal, items, cols);
+    } else {
+      ParamBlock& shape = blocks_.emplace_back();
+      shape.name = name;
+      shape.scope = Scope::kGlobal;
+      shape.rows = items;
+      shape.cols = cols;
+    }
+  }
   blocks_.emplace_back(kUserBias, Scope::kLocal, users, 1);
   blocks_.emplace_back(kUserFactors, Scope::kLocal, users, factors);
 }

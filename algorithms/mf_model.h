@@ -30,7 +30,9 @@ class MfModel {
   static constexpr const char* kUserFactors = "user_factors";
 
   MfModel() : MfModel(0, 0, 1) {}
-  MfModel(uint32_t users, uint32_t items, uint32_t factors);
+  // allocate_global = false leaves the item blocks empty (shape only) until
+  // values are set (a site's, whose coordinator sends them).
+  MfModel(uint32_t users, uint32_t items, uint32_t factors, bool allocate_global = true);
 
   // Item rows i are drawn from stream (seed, 0, i, kInitItem), so every site and
   // the coordinator draw the same initial global model.

@@ -16,12 +16,13 @@ MfTrainer::MfTrainer(const MfTrainerOptions& options, uint32_t items, std::vecto
     : options_(options),
       train_(std::move(train)),
       item_counts_(items, 0),
-      model_(static_cast<uint32_t>(user_keys.size()), items, options.factors) {
+      model_(static_cast<uint32_t>(user_keys.size()), items, options.factors,
+             options.draw_global) {
   for (const Rating& r : train_) {
     assert(r.user < user_keys.size() && r.item < items);
     ++item_counts_[r.item];
   }
-  model_.InitGlobal(options_.init);
+  if (options_.draw_global) model_.InitGlobal(options_.init);
   model_.InitUsers(options_.init, user_keys);
 }
 

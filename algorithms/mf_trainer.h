@@ -31,6 +31,9 @@ struct MfTrainerOptions {
   MfInitOptions init;
   SgdOptions sgd;
   uint32_t shard = 0;  // site index; part of the shuffle stream
+  // False: the item factors and biases are not drawn nor held until set
+  // (ModelData::global_arrives).
+  bool draw_global = true;
 };
 
 struct EpochStats {

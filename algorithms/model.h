@@ -76,6 +76,10 @@ struct ModelData {
   // few ratings, whom models that can fold users in train with the global
   // model frozen. Empty: none.
   std::vector<uint8_t> cold_users;
+  // True at a site: the coordinator sends the global blocks (SetGlobalBlocks)
+  // before they are read, so a model need not draw their initial values, and
+  // holds them only from then on.
+  bool global_arrives = false;
 };
 
 // One objective of a multi-task model, and how evaluation labels a held-out

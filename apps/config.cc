@@ -296,6 +296,9 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("sim.threads", sim.threads, "site threads of fedrec sim; 0 = all cores"),
       FEDREC_KEY("sim.compare_centralized", sim.compare_centralized,
                  "fedrec sim also trains the centralized baseline and reports both"),
+      FEDREC_KEY("sim.share_agreements", sim.share_agreements,
+                 "simulated sites compute each pairwise secure-aggregation secret once per pair "
+                 "(X25519 is symmetric; same results); false = each site its own, as deployed"),
       FEDREC_KEY("sim.compute_speed", sim.compute_speed,
                  "simulated sites' median speed: rating-epochs trained per simulated second"),
       FEDREC_KEY("sim.speed_spread", sim.speed_spread,

@@ -117,19 +117,35 @@ Result<SigningKey> GenerateSigningKey() {
   return key;
 }
 
+struct LoadedSigningKey {
+  Key32 private_key{};  // what `pkey` was loaded from
+  Pkey pkey;            // OpenSSL clears the key when it frees it
+  ~LoadedSigningKey() { Cleanse(private_key); }
+};
+
 Result<SigningKey> SigningKeyFromPrivate(const Key32& private_key) {
-  Pkey pkey = RawPrivate(EVP_PKEY_ED25519, private_key);
-  if (!pkey) return Status::InvalidArgument(OpenSslError("loading an Ed25519 private key"));
+  auto loaded = std::make_shared<LoadedSigningKey>();
+  loaded->private_key = private_key;
+  loaded->pkey = RawPrivate(EVP_PKEY_ED25519, private_key);
+  if (!loaded->pkey)
+    return Status::InvalidArgument(OpenSslError("loading an Ed25519 private key"));
   SigningKey key;
   key.private_key = private_key;
-  FEDREC_ASSIGN_OR_RETURN(key.public_key, PublicOf(pkey.get(), "Ed25519 public key"));
+  FEDREC_ASSIGN_OR_RETURN(key.public_key, PublicOf(loaded->pkey.get(), "Ed25519 public key"));
+  key.loaded = std::move(loaded);
   return key;
 }
 
 Result<Signature> Sign(const SigningKey& key, std::span<const uint8_t> message) {
-  Pkey pkey = RawPrivate(EVP_PKEY_ED25519, key.private_key);
+  // EVP_PKEY is safe to sign with from several threads at once.
+  const bool use_loaded =
+      key.loaded && CRYPTO_memcmp(key.loaded->private_key.data(), key.private_key.data(),
+                                  key.private_key.size()) == 0;
+  Pkey own;
+  if (!use_loaded) own = RawPrivate(EVP_PKEY_ED25519, key.private_key);
+  EVP_PKEY* pkey = use_loaded ? key.loaded->pkey.get() : own.get();
   MdCtx ctx(EVP_MD_CTX_new());
-  if (!pkey || !ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, pkey.get()) != 1)
+  if (!pkey || !ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, pkey) != 1)
     return Status::Internal(OpenSslError("Ed25519 sign init"));
   Signature signature;
   size_t length = signature.size();

@@ -37,9 +37,15 @@ Result<Key32> RandomKey();
 void Cleanse(std::span<uint8_t> bytes);
 
 // --- Ed25519 identities ---
+struct LoadedSigningKey;  // OpenSSL's form of the key (crypto.cc)
 struct SigningKey {
   Key32 private_key{};  // the 32-byte seed
   Key32 public_key{};
+  // The key as OpenSSL loaded it (GenerateSigningKey, SigningKeyFromPrivate):
+  // Sign then skips loading it again, which costs a scalar multiplication as
+  // large as the signature's. Used only while it holds private_key; shared by
+  // copies.
+  std::shared_ptr<const LoadedSigningKey> loaded;
 };
 Result<SigningKey> GenerateSigningKey();
 Result<SigningKey> SigningKeyFromPrivate(const Key32& private_key);

@@ -7,8 +7,10 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "base/little_endian.h"
@@ -412,6 +414,77 @@ void WipeValue(T& value) {
 
 }  // namespace
 
+// AgreementMemo: shards of (unordered public key pair -> secret) keyed by
+// the pair in ascending byte order, so both holders find the same entry.
+struct AgreementMemo::Shard {
+  struct PairHash {
+    size_t operator()(const std::array<uint8_t, 64>& pair) const {
+      uint64_t a = 0, b = 0;  // public keys are uniformly random bytes
+      std::memcpy(&a, pair.data() + 8, 8);
+      std::memcpy(&b, pair.data() + 40, 8);
+      return static_cast<size_t>(a ^ (b * 0x9e3779b97f4a7c15ULL));
+    }
+  };
+  mutable std::mutex mu;
+  std::unordered_map<std::array<uint8_t, 64>, Key32, PairHash> waiting;
+  uint64_t stored = 0, taken = 0;
+};
+
+namespace {
+constexpr size_t kMemoShards = 64;
+
+std::array<uint8_t, 64> PairOf(const Key32& x, const Key32& y) {
+  const bool ordered = std::lexicographical_compare(x.begin(), x.end(), y.begin(), y.end());
+  const Key32& low = ordered ? x : y;
+  const Key32& high = ordered ? y : x;
+  std::array<uint8_t, 64> pair;
+  std::copy(low.begin(), low.end(), pair.begin());
+  std::copy(high.begin(), high.end(), pair.begin() + 32);
+  return pair;
+}
+}  // namespace
+
+AgreementMemo::AgreementMemo(size_t capacity)
+    : shards_(std::make_unique<Shard[]>(kMemoShards)),
+      capacity_per_shard_(std::max<size_t>(1, capacity / kMemoShards)) {}
+
+AgreementMemo::~AgreementMemo() {
+  for (size_t i = 0; i < kMemoShards; ++i)
+    for (auto& [pair, secret] : shards_[i].waiting) WipeValue(secret);
+}
+
+std::optional<Key32> AgreementMemo::Take(const Key32& own_public, const Key32& peer_public) {
+  const auto pair = PairOf(own_public, peer_public);
+  Shard& shard = shards_[Shard::PairHash{}(pair) % kMemoShards];
+  std::lock_guard lock(shard.mu);
+  auto it = shard.waiting.find(pair);
+  if (it == shard.waiting.end()) return std::nullopt;
+  const Key32 secret = it->second;
+  WipeValue(it->second);
+  shard.waiting.erase(it);
+  ++shard.taken;
+  return secret;
+}
+
+void AgreementMemo::Put(const Key32& own_public, const Key32& peer_public, const Key32& secret) {
+  const auto pair = PairOf(own_public, peer_public);
+  Shard& shard = shards_[Shard::PairHash{}(pair) % kMemoShards];
+  std::lock_guard lock(shard.mu);
+  if (shard.waiting.size() >= capacity_per_shard_) return;
+  if (shard.waiting.try_emplace(pair, secret).second) ++shard.stored;
+}
+
+AgreementMemo::Counts AgreementMemo::counts() const {
+  Counts out;
+  for (size_t i = 0; i < kMemoShards; ++i) {
+    std::lock_guard lock(shards_[i].mu);
+    out.stored += shards_[i].stored;
+    out.taken += shards_[i].taken;
+    out.waiting += shards_[i].waiting.size();
+  }
+  return out;
+}
+
 std::vector<uint8_t> KeysSignedMessage(const JobId& job, uint32_t round, uint32_t site,
                                        const Key32& cipher_key, const Key32& mask_key) {
   std::vector<uint8_t> out(kKeysLabel.begin(), kKeysLabel.end());
@@ -766,6 +839,7 @@ struct Client::State {
   // The same keys loaded for agreement once, at Advertise; each is released
   // (and cleared by OpenSSL) with the last step that uses it.
   std::optional<X25519Key> cipher_agreement, mask_agreement;
+  std::shared_ptr<AgreementMemo> memo;  // may be null
   SecAggKeys own_keys;
   std::vector<Peer> peers;  // ascending by site
   shamir::Secret seed{};    // b
@@ -790,6 +864,17 @@ struct Client::State {
   }
 
   bool IsNeighbour(uint32_t other) const { return Contains(neighbours, other); }
+
+  // `key`'s secret with `peer`, from the memo when the peer's holder put it
+  // there, else computed (and put there for the peer).
+  Result<Key32> Agree(X25519Key& key, const Key32& peer) {
+    if (memo) {
+      if (std::optional<Key32> secret = memo->Take(key.public_key(), peer)) return *secret;
+    }
+    FEDREC_ASSIGN_OR_RETURN(Key32 secret, key.Agree(peer));
+    if (memo) memo->Put(key.public_key(), peer, secret);
+    return secret;
+  }
 
   Peer* FindPeer(uint32_t other) {
     auto it = std::lower_bound(peers.begin(), peers.end(), other,
@@ -835,9 +920,11 @@ struct Client::State {
 };
 
 Client::Client(Params params, uint32_t site, crypto::SigningKey identity,
-               std::map<uint32_t, crypto::Key32> roster, std::optional<Policy> policy)
+               std::map<uint32_t, crypto::Key32> roster, std::optional<Policy> policy,
+               std::shared_ptr<AgreementMemo> memo)
     : state_(std::make_unique<State>()) {
   State& s = *state_;
+  s.memo = std::move(memo);
   s.site = site;
   s.identity = identity;
   s.roster = std::move(roster);
@@ -1051,7 +1138,7 @@ Result<SecAggShares> Client::State::Share(const SecAggKeyList& list) {
   for (size_t i = 0; i < holders.size(); ++i) {
     if (i == own_index) continue;
     const uint32_t other = holders[i]->site;
-    Result<Key32> secret = cipher_key.Agree(holders[i]->cipher_key);
+    Result<Key32> secret = Agree(cipher_key, holders[i]->cipher_key);
     if (!secret.ok()) return secret.status().WithContext("cipher key of site " + Str(other));
     Result<Key32> seal_key = ShareKey(*secret, params.job_id, round, site, other);
     Result<Key32> open_key = ShareKey(*secret, params.job_id, round, other, site);
@@ -1243,7 +1330,7 @@ Status Client::State::Mask(std::span<const std::span<uint8_t>> pieces,
   X25519Key& mask_key = *mask_agreement;
   for (const Peer& peer : peers) {
     if (!peer.shared) continue;
-    Result<Key32> secret = mask_key.Agree(peer.mask_key);
+    Result<Key32> secret = Agree(mask_key, peer.mask_key);
     if (!secret.ok()) return secret.status().WithContext("mask key of site " + Str(peer.site));
     Result<PrgKey> key = PairwiseKey(*secret, round, site, peer.site);
     WipeValue(*secret);

@@ -327,6 +327,44 @@ std::vector<uint8_t> SurvivorsSignedMessage(const std::array<uint8_t, 32>& job_i
                                             const crypto::Key32& key_root,
                                             std::span<const uint32_t> survivors);
 
+// The X25519 secrets of round-key pairs whose two holders run in one
+// process (the simulator's sites, or sites hosted together). X25519 is
+// symmetric, DH(a, B) = DH(b, A), so when both sites of a pair agree in this
+// process the second takes the secret the first computed instead of a second
+// scalar multiplication (the largest share of a site's work in a SecAgg+
+// round). A memo of a pure function: an entry is stored only by a holder of
+// one of the pair's private keys and read only by a holder of one of them, so
+// what a site gets is exactly what it would compute. Each entry is erased and
+// wiped when the pair's second holder takes it; at most `capacity` wait for
+// their second holder (beyond it nothing is stored and sites compute).
+// Thread-safe. Roles never need one: a Client without a memo computes every
+// secret itself (the only case across processes).
+class AgreementMemo {
+ public:
+  explicit AgreementMemo(size_t capacity = size_t{1} << 22);
+  ~AgreementMemo();
+  AgreementMemo(const AgreementMemo&) = delete;
+  AgreementMemo& operator=(const AgreementMemo&) = delete;
+
+  // The secret of the pair (own_public, peer_public) if the peer's holder
+  // stored it; erased from the memo then.
+  std::optional<crypto::Key32> Take(const crypto::Key32& own_public,
+                                    const crypto::Key32& peer_public);
+  // Stores the pair's secret for its other holder.
+  void Put(const crypto::Key32& own_public, const crypto::Key32& peer_public,
+           const crypto::Key32& secret);
+
+  struct Counts {
+    uint64_t stored = 0, taken = 0, waiting = 0;
+  };
+  Counts counts() const;
+
+ private:
+  struct Shard;
+  std::unique_ptr<Shard[]> shards_;
+  size_t capacity_per_shard_;
+};
+
 // One participant's side of a round. Steps must be called in order; a step
 // called out of order or with input that does not fit the Params fails with a
 // message naming the site and round, and the client then refuses later steps.
@@ -345,9 +383,12 @@ class Client {
   // With `policy`, the site first checks the params against it
   // (CheckParams); every step then fails when they differ.
   // REQUIRES: Validate(params) is OK and `site` is a participant.
+  // `memo`, when set, shares pairwise secrets with the other sites of this
+  // process (AgreementMemo); the results are the same without it.
   Client(Params params, uint32_t site, crypto::SigningKey identity,
          std::map<uint32_t, crypto::Key32> roster = {},
-         std::optional<Policy> policy = std::nullopt);
+         std::optional<Policy> policy = std::nullopt,
+         std::shared_ptr<AgreementMemo> memo = nullptr);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

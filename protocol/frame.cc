@@ -4,6 +4,10 @@
 #include <cstdio>
 #include <string>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <nmmintrin.h>
+#endif
+
 #include "base/little_endian.h"
 
 namespace fedrec {
@@ -198,11 +202,11 @@ void EncodeFrameHeader(const FrameHeader& header, std::span<uint8_t, kFrameHeade
   PutLe<uint32_t>(p + 28, 0);
 }
 
-uint32_t Crc32c(std::span<const uint8_t> bytes, uint32_t crc) {
+namespace {
+
+// The reflected CRC-32C register after `bytes` from `c` (no pre/post inversion).
+uint32_t Crc32cTables8(uint32_t c, const uint8_t* p, size_t n) {
   const auto& t = kCrc32c.t;
-  uint32_t c = ~crc;
-  const uint8_t* p = bytes.data();
-  size_t n = bytes.size();
   while (n >= 8) {
     const uint32_t lo = GetLe<uint32_t>(p) ^ c;
     const uint32_t hi = GetLe<uint32_t>(p + 4);
@@ -212,7 +216,87 @@ uint32_t Crc32c(std::span<const uint8_t> bytes, uint32_t crc) {
     n -= 8;
   }
   while (n-- > 0) c = (c >> 8) ^ t[0][(c ^ *p++) & 0xff];
-  return ~c;
+  return c;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FEDREC_CRC32C_SSE42 1
+#define FEDREC_SSE42_TARGET __attribute__((target("sse4.2")))
+
+// The SSE4.2 crc32 instruction over three interleaved lanes of kLane bytes
+// (its latency is three cycles, its throughput one), joined with the linear
+// map "register after kLane (or 2 kLane) zero bytes": the register after
+// A || B || C from c is Z2(crc(c, A)) ^ Z1(crc(0, B)) ^ crc(0, C).
+constexpr size_t kLane = 1024;
+
+FEDREC_SSE42_TARGET uint32_t Crc32cSse42Serial(uint32_t c, const uint8_t* p, size_t n) {
+  uint64_t c64 = c;
+  for (; n >= 8; p += 8, n -= 8) c64 = _mm_crc32_u64(c64, GetLe<uint64_t>(p));
+  c = static_cast<uint32_t>(c64);
+  for (; n > 0; ++p, --n) c = _mm_crc32_u8(c, *p);
+  return c;
+}
+
+// Z(c) for one shift, as four byte-indexed tables.
+struct ZeroShift {
+  uint32_t t[4][256];
+  uint32_t operator()(uint32_t c) const {
+    return t[0][c & 0xff] ^ t[1][(c >> 8) & 0xff] ^ t[2][(c >> 16) & 0xff] ^ t[3][c >> 24];
+  }
+};
+
+FEDREC_SSE42_TARGET ZeroShift MakeZeroShift(size_t zeros) {
+  static const uint8_t kZeros[2 * kLane] = {};
+  uint32_t basis[32];
+  for (int bit = 0; bit < 32; ++bit) basis[bit] = Crc32cSse42Serial(1u << bit, kZeros, zeros);
+  ZeroShift z{};
+  for (int k = 0; k < 4; ++k) {
+    for (uint32_t b = 0; b < 256; ++b) {
+      uint32_t v = 0;
+      for (int bit = 0; bit < 8; ++bit)
+        if (b & (1u << bit)) v ^= basis[8 * k + bit];
+      z.t[k][b] = v;
+    }
+  }
+  return z;
+}
+
+FEDREC_SSE42_TARGET uint32_t Crc32cSse42(uint32_t c, const uint8_t* p, size_t n) {
+  static const ZeroShift kOne = MakeZeroShift(kLane);
+  static const ZeroShift kTwo = MakeZeroShift(2 * kLane);
+  while (n >= 3 * kLane) {
+    uint64_t a = c, b = 0, d = 0;
+    for (size_t i = 0; i < kLane; i += 8) {
+      a = _mm_crc32_u64(a, GetLe<uint64_t>(p + i));
+      b = _mm_crc32_u64(b, GetLe<uint64_t>(p + kLane + i));
+      d = _mm_crc32_u64(d, GetLe<uint64_t>(p + 2 * kLane + i));
+    }
+    c = kTwo(static_cast<uint32_t>(a)) ^ kOne(static_cast<uint32_t>(b)) ^ static_cast<uint32_t>(d);
+    p += 3 * kLane;
+    n -= 3 * kLane;
+  }
+  return Crc32cSse42Serial(c, p, n);
+}
+
+bool HasSse42() {
+  static const bool has = __builtin_cpu_supports("sse4.2");
+  return has;
+}
+#else
+#define FEDREC_CRC32C_SSE42 0
+#endif
+
+}  // namespace
+
+uint32_t Crc32c(std::span<const uint8_t> bytes, uint32_t crc) {
+#if FEDREC_CRC32C_SSE42
+  if (HasSse42()) return ~Crc32cSse42(~crc, bytes.data(), bytes.size());
+#endif
+  return ~Crc32cTables8(~crc, bytes.data(), bytes.size());
+}
+
+uint32_t Crc32cPortable(std::span<const uint8_t> bytes, uint32_t crc) {
+  return ~Crc32cTables8(~crc, bytes.data(), bytes.size());
 }
 
 uint32_t FrameChecksum(std::span<const uint8_t> bytes) {

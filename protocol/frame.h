@@ -150,6 +150,9 @@ Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes);
 
 // CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 to start).
 uint32_t Crc32c(std::span<const uint8_t> bytes, uint32_t crc = 0);
+// The same without the SSE4.2 instruction Crc32c uses where the CPU has it
+// (for tests that both agree).
+uint32_t Crc32cPortable(std::span<const uint8_t> bytes, uint32_t crc = 0);
 
 // The checksum a frame's header should carry: CRC-32C of its bytes with the
 // checksum field taken as zero. REQUIRES: bytes.size() >= kFrameHeaderSize.

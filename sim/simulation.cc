@@ -283,9 +283,13 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     endpoints[rank] = faults.back().get();
   }
 
+  // The sites run in this process: each pairwise secret is computed once.
+  auto memo = worker_options.agreement_memo;
+  if (!memo && options.share_agreements) memo = std::make_shared<secagg::AgreementMemo>();
   std::vector<std::unique_ptr<Worker>> workers(num_sites);
   for (uint32_t s = 0; s < num_sites; ++s) {
     WorkerOptions wo = worker_options;
+    wo.agreement_memo = memo;
     wo.site = s;
     wo.coordinator_rank = 0;
     if (identities[s + 1]) wo.identity = identities[s + 1];
@@ -366,6 +370,12 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     }
   }
 
+  if (memo) {
+    const secagg::AgreementMemo::Counts agreed = memo->counts();
+    spdlog::debug("simulation: {} pairwise secrets computed for both sites of a pair, {} taken "
+                  "by the second, {} never taken",
+                  agreed.stored, agreed.taken, agreed.waiting);
+  }
   SimulationResult result;
   result.global = coordinator.global();
   result.strategy_state = coordinator.strategy().State();

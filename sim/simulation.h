@@ -41,6 +41,9 @@ namespace fedrec {
 
 struct SimulationOptions {
   uint32_t threads = 0;  // site threads; 0 = hardware concurrency
+  // The sites share one secagg::AgreementMemo (unless the WorkerOptions bring
+  // one): each pairwise secret is computed once per pair. Same results.
+  bool share_agreements = true;
   // Shard servers that sum slices of the updates (coordinator/aggregation_shard.h),
   // each on its own thread at ranks sites + 1 .. sites + S; 0 = none.
   uint32_t shard_servers = 0;

@@ -122,7 +122,8 @@ Status SecAggSite::StartSecAgg(secagg::Params params) {
   if (!std::binary_search(params.sites.begin(), params.sites.end(), c_.options().site))
     return c_.SendError(p.round, "the plan's participants do not include this site");
   auto client = std::make_unique<secagg::Client>(
-      std::move(params), c_.options().site, c_.identity(), c_.roster(), c_.options().secagg_policy);
+      std::move(params), c_.options().site, c_.identity(), c_.roster(), c_.options().secagg_policy,
+      c_.options().agreement_memo);
   Result<SecAggKeys> keys = client->AdvertiseKeys();
   if (!keys.ok()) return c_.SendError(p.round, keys.status().message());
   secagg_ = std::move(client);

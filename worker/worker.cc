@@ -32,6 +32,7 @@ Result<std::unique_ptr<Model>> MakeModel(const WorkerOptions& options, uint32_t 
   model_data.user_features = std::move(data.user_features);
   model_data.item_features = options.item_features;
   model_data.cold_users = data.cold_users;
+  model_data.global_arrives = true;  // every first plan carries the model (SiteLink)
   return options.make_model(std::move(model_data));
 }
 

@@ -81,6 +81,10 @@ struct WorkerOptions {
   // data and local blocks; the coordinator must then send the model with
   // every request (CoordinatorOptions::sites_keep_model, set alike).
   bool keep_global_model = true;
+  // Shared by the sites one process hosts (the simulator sets one for all its
+  // sites): each pairwise secure-aggregation secret is computed once per pair
+  // instead of once per site (secagg::AgreementMemo). Null: computed alone.
+  std::shared_ptr<secagg::AgreementMemo> agreement_memo;
   // The job's secure-aggregation parameters (security.*): the site derives
   // each round's threshold, degree and threat counts from them and refuses a
   // plan that differs (secagg::CheckParams); Paillier's decryption threshold

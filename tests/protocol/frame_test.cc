@@ -56,6 +56,20 @@ TEST(Frames, Crc32cMatchesTheCastagnoliCheckValue) {
   EXPECT_EQ(Crc32c(all.subspan(333), Crc32c(all.first(333))), Crc32c(all));
 }
 
+TEST(Frames, Crc32cHardwarePathEqualsThePortableTablesAtEveryLengthAndOffset) {
+  // Lengths around the three-lane blocks (3 x 1,024 bytes) and odd offsets.
+  const std::vector<uint8_t> bytes = Payload(20000);
+  const std::span<const uint8_t> all(bytes);
+  for (size_t length : {0, 1, 7, 8, 9, 1023, 3071, 3072, 3073, 6144, 6151, 9217, 19990}) {
+    for (size_t offset : {0, 1, 3, 8}) {
+      const auto piece = all.subspan(offset, length);
+      EXPECT_EQ(Crc32c(piece), Crc32cPortable(piece)) << "length " << length << " offset " << offset;
+      EXPECT_EQ(Crc32c(piece, 0x12345678U), Crc32cPortable(piece, 0x12345678U));
+    }
+  }
+  EXPECT_EQ(Crc32c(all.subspan(4000), Crc32c(all.first(4000))), Crc32cPortable(all));
+}
+
 TEST(Frames, RejectsEveryFlippedBitAsChecksumMismatchOrBadHeader) {
   const std::vector<uint8_t> clean = EncodeFrame(MessageType::kModelUpdate, 5, 2, Payload(40));
   for (size_t byte = 0; byte < clean.size(); ++byte) {
