@@ -99,7 +99,8 @@ class Driver {
   // with security.site_public_keys); without, it has only what is relayed.
   // The server unmasks on `server_threads` threads.
   explicit Driver(Params params, uint64_t seed = 1, bool with_roster = true,
-                  unsigned server_threads = 1, std::optional<Policy> policy = std::nullopt)
+                  unsigned server_threads = 1, std::optional<Policy> policy = std::nullopt,
+                  std::shared_ptr<AgreementMemo> memo = nullptr)
       : params_(std::move(params)), rng_(seed) {
     EXPECT_TRUE(Validate(params_).ok()) << Validate(params_).ToString();
     server_ = std::make_unique<Server>(params_, server_threads);
@@ -111,7 +112,7 @@ class Driver {
     }
     for (size_t i = 0; i < params_.sites.size(); ++i) {
       clients_.push_back(
-          std::make_unique<Client>(params_, params_.sites[i], identities_[i], roster_, policy));
+          std::make_unique<Client>(params_, params_.sites[i], identities_[i], roster_, policy, memo));
       std::vector<uint64_t> input(params_.length);
       for (uint64_t& x : input) x = rng_();  // the high bits must not matter in ring 32
       inputs_.push_back(std::move(input));
@@ -403,8 +404,9 @@ TEST(SecAgg, SumExactOverRandomizedScenarios) {
     with_drops += std::any_of(drop.begin(), drop.end(), [](int d) { return d != kStays; });
 
     // Every fourth scenario runs without a roster; the server unmasks on 1 to
-    // 3 threads.
-    Driver driver(params, rng(), scenario % 4 != 3, 1 + scenario % 3);
+    // 3 threads; every other one the sites share their pairwise secrets.
+    Driver driver(params, rng(), scenario % 4 != 3, 1 + scenario % 3, std::nullopt,
+                  scenario % 2 == 1 ? std::make_shared<AgreementMemo>() : nullptr);
     driver.SetDrops(drop);
     const Driver::Outcome outcome = driver.Run();
     // With the ring the round keys drew (SecAgg+).
@@ -433,6 +435,45 @@ TEST(SecAgg, SumExactOverRandomizedScenarios) {
   std::printf(
       "completed %d (SecAgg+ %d); aborted at keys %d, shares %d, masking %d, unmasking %d\n",
       completed, sparse_completed, aborted[1], aborted[2], aborted[3], aborted[4]);
+}
+
+TEST(SecAgg, AgreementMemoGivesThePairsSecretToItsOtherHolderOnce) {
+  AgreementMemo memo(/*capacity=*/64 * 2);  // two per shard
+  const crypto::Key32 a = *crypto::RandomKey(), b = *crypto::RandomKey(), c = *crypto::RandomKey();
+  const crypto::Key32 secret = *crypto::RandomKey();
+  EXPECT_FALSE(memo.Take(a, b).has_value());
+  memo.Put(a, b, secret);
+  EXPECT_FALSE(memo.Take(a, c).has_value()) << "another pair";
+  const std::optional<crypto::Key32> taken = memo.Take(b, a);  // the other holder's view
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_EQ(*taken, secret);
+  EXPECT_FALSE(memo.Take(b, a).has_value()) << "erased once taken";
+  const AgreementMemo::Counts counts = memo.counts();
+  EXPECT_EQ(counts.stored, 1u);
+  EXPECT_EQ(counts.taken, 1u);
+  EXPECT_EQ(counts.waiting, 0u);
+  // Beyond its capacity the memo stores nothing (the sites compute instead).
+  for (int i = 0; i < 1000; ++i) memo.Put(*crypto::RandomKey(), *crypto::RandomKey(), secret);
+  EXPECT_LE(memo.counts().waiting, 64u * 2);
+}
+
+TEST(SecAgg, SitesSharingAnAgreementMemoComputeEachPairOnceForTheSameSum) {
+  for (const bool sparse : {false, true}) {
+    const uint32_t n = 24;
+    std::mt19937_64 rng(11);
+    const Params params = sparse ? Sparse(n, 8, 6, 32, 100, rng) : Complete(n, 13, 32, 100);
+    auto memo = std::make_shared<AgreementMemo>();
+    Driver driver(params, 7, true, 1, std::nullopt, memo);
+    const Driver::Outcome outcome = driver.Run();
+    ASSERT_TRUE(outcome.status.ok()) << outcome.status.ToString();
+    EXPECT_EQ(outcome.sum, driver.PlainSum());
+    // Each edge of the graph agrees twice (cipher and mask keys), once per pair.
+    const uint64_t edges = uint64_t{n} * params.degree / 2;
+    const AgreementMemo::Counts counts = memo->counts();
+    EXPECT_EQ(counts.stored, 2 * edges) << (sparse ? "SecAgg+" : "complete graph");
+    EXPECT_EQ(counts.taken, 2 * edges);
+    EXPECT_EQ(counts.waiting, 0u);
+  }
 }
 
 TEST(SecAgg, ThresholdEdges) {
