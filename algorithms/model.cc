@@ -19,6 +19,12 @@ bool Model::SetGlobalBlocks(const std::vector<ParamBlock>& global) {
   return true;
 }
 
+bool Model::SetGlobalBlocks(std::vector<ParamBlock>&& global) {
+  if (!AssignGlobalBlocks(std::move(global), &blocks())) return false;
+  OnGlobalModel();
+  return true;
+}
+
 void Model::ReleaseGlobal() {
   for (ParamBlock& b : blocks()) {
     if (!IsGlobal(b.scope)) continue;

@@ -161,6 +161,8 @@ class Model {
   // Overwrites the global blocks (matched by name, shapes must agree), then
   // calls OnGlobalModel. False, with nothing changed, on a mismatch.
   bool SetGlobalBlocks(const std::vector<ParamBlock>& global);
+  // The same taking the values of `global` (moved out on success).
+  bool SetGlobalBlocks(std::vector<ParamBlock>&& global);
 
   // Frees the values of the global blocks (their names and shapes stay), so
   // a site that is not in a round holds its data and local blocks and nothing

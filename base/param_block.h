@@ -76,6 +76,9 @@ inline std::vector<ParamBlock> CopyGlobalBlocks(const std::vector<ParamBlock>& b
 // have their names (shapes must agree). False, with nothing changed, when one
 // is missing or misshapen.
 bool AssignGlobalBlocks(const std::vector<ParamBlock>& global, std::vector<ParamBlock>* blocks);
+// The same taking the values of `global` instead of copying them (a site
+// adopting the model it just decoded): on success they are moved out.
+bool AssignGlobalBlocks(std::vector<ParamBlock>&& global, std::vector<ParamBlock>* blocks);
 
 // The block named `name`, or nullptr.
 inline ParamBlock* FindBlock(std::vector<ParamBlock>& blocks, std::string_view name) {

@@ -132,11 +132,11 @@ Status Worker::SendError(uint32_t round, const std::string& message) {
                           EncodeMessage(error, round, static_cast<uint32_t>(transport_->rank())));
 }
 
-Status Worker::AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
+Status Worker::AdoptModel(bool included, std::vector<ParamBlock>* model, uint64_t version,
                           uint32_t round) {
   FEDREC_RETURN_IF_ERROR(EnsureModel());
   if (included) {
-    if (!model_->SetGlobalBlocks(model)) {
+    if (!model_->SetGlobalBlocks(std::move(*model))) {
       std::string expected;
       for (const ParamBlock& b : model_->GlobalBlocks())
         expected += (expected.empty() ? "" : ", ") + b.name + " " + std::to_string(b.rows) + "x" +
@@ -189,7 +189,7 @@ Status Worker::OnRoundPlan(const FrameView& frame) {
                                               "must use secure aggregation (secagg), found ") +
                                       AggregationName(plan->aggregation));
   }
-  Status adopted = AdoptModel(plan->includes_model, plan->model, plan->model_version, plan->round);
+  Status adopted = AdoptModel(plan->includes_model, &plan->model, plan->model_version, plan->round);
   if (!adopted.ok()) return SendError(plan->round, adopted.message());
   plan->model.clear();  // adopted: the plan must not hold a second copy through the round
   plan->model.shrink_to_fit();
@@ -404,7 +404,7 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
   Result<EvalRequest> request = DecodeMessage<EvalRequest>(frame);
   if (!request.ok()) return SendError(frame.header.round, request.status().message());
   Status adopted =
-      AdoptModel(request->includes_model, request->model, request->model_version, request->round);
+      AdoptModel(request->includes_model, &request->model, request->model_version, request->round);
   if (!adopted.ok()) return SendError(request->round, adopted.message());
 
   const EvalReport report = EvaluateModel(request->round);

@@ -202,8 +202,8 @@ class Worker : private SiteContext {
   Status BeginSteps(const RoundPlan& plan);
   // Local training for the plan, with the control-variate step and update.
   Result<LossSums> TrainOn(const RoundPlan& plan);
-  // Loads `model` (when included) or checks the cached version.
-  Status AdoptModel(bool included, const std::vector<ParamBlock>& model, uint64_t version,
+  // Takes the values of `model` (when included) or checks the cached version.
+  Status AdoptModel(bool included, std::vector<ParamBlock>* model, uint64_t version,
                     uint32_t round);
 
   // The last frames handled, to drop a duplicate delivery (Handle).
