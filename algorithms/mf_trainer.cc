@@ -16,8 +16,7 @@ MfTrainer::MfTrainer(const MfTrainerOptions& options, uint32_t items, std::vecto
     : options_(options),
       train_(std::move(train)),
       item_counts_(items, 0),
-      model_(static_cast<uint32_t>(user_keys.size()), items, options.factors,
-             options.draw_global) {
+      model_(static_cast<uint32_t>(user_keys.size()), items, options.factors, options.draw_global) {
   for (const Rating& r : train_) {
     assert(r.user < user_keys.size() && r.item < items);
     ++item_counts_[r.item];

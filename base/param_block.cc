@@ -33,8 +33,8 @@ auto GlobalSources(Blocks& global, const std::vector<ParamBlock>& blocks) {
 }
 
 size_t GlobalCount(const std::vector<ParamBlock>& blocks) {
-  return static_cast<size_t>(
-      std::count_if(blocks.begin(), blocks.end(), [](const ParamBlock& b) { return IsGlobal(b.scope); }));
+  return static_cast<size_t>(std::count_if(blocks.begin(), blocks.end(),
+                                           [](const ParamBlock& b) { return IsGlobal(b.scope); }));
 }
 
 }  // namespace

@@ -14,7 +14,12 @@
 #     ML-100K u1 with one user per site (943 sites), 3 rounds, evaluation on
 #     its own secure sum and riding on the next round's: seconds per round
 #     and test RMSE.
-# ROWS="sites:aggregation:channels ..." picks table rows.
+#   bench/e2e_scale.sh agreements <sites> [build dir]
+#     One round at <sites> sites with the defaults, the simulated sites
+#     computing each pairwise secret once per pair (sim.share_agreements =
+#     true, the default) and each its own (false), alternated twice.
+# ROWS="sites:aggregation:channels ..." picks table rows. EXTRA="--set k=v ..."
+# is added to every run (e.g. EXTRA="--set sim.share_agreements=false").
 set -euo pipefail
 mode=${1:?usage: $0 table|sampled [build dir] | ml100k <ml-100k dir> [build dir]}
 out=$(mktemp -d)
@@ -41,7 +46,8 @@ run() {  # name, then fedrec arguments
   shift
   local dir="$out/$name"
   echo "$name"
-  if ! "$build/fedrec" sim --force --set output.dir="$dir" "$@" > "$out/$name.log" 2>&1; then
+  # shellcheck disable=SC2086
+  if ! "$build/fedrec" sim --force --set output.dir="$dir" "$@" ${EXTRA:-} > "$out/$name.log" 2>&1; then
     echo "  failed: $(tail -1 "$out/$name.log")"
     return
   fi
@@ -79,6 +85,18 @@ case "$mode" in
         --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
         --set federation.sites=943 --set federation.rounds=3 \
         --set sim.compare_centralized=false --set eval.with_next_round=$ride
+    done
+    ;;
+  agreements)
+    sites=${2:?sites}
+    build=${3:-build}
+    for pass in 1 2; do
+      for share in true false; do
+        # shellcheck disable=SC2086
+        run "pass $pass: $sites sites, sim.share_agreements=$share" $data \
+          --set federation.sites="$sites" --set federation.rounds=1 \
+          --set sim.share_agreements=$share
+      done
     done
     ;;
   *)

@@ -127,8 +127,7 @@ Result<SigningKey> SigningKeyFromPrivate(const Key32& private_key) {
   auto loaded = std::make_shared<LoadedSigningKey>();
   loaded->private_key = private_key;
   loaded->pkey = RawPrivate(EVP_PKEY_ED25519, private_key);
-  if (!loaded->pkey)
-    return Status::InvalidArgument(OpenSslError("loading an Ed25519 private key"));
+  if (!loaded->pkey) return Status::InvalidArgument(OpenSslError("loading an Ed25519 private key"));
   SigningKey key;
   key.private_key = private_key;
   FEDREC_ASSIGN_OR_RETURN(key.public_key, PublicOf(loaded->pkey.get(), "Ed25519 public key"));

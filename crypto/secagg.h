@@ -386,8 +386,7 @@ class Client {
   // `memo`, when set, shares pairwise secrets with the other sites of this
   // process (AgreementMemo); the results are the same without it.
   Client(Params params, uint32_t site, crypto::SigningKey identity,
-         std::map<uint32_t, crypto::Key32> roster = {},
-         std::optional<Policy> policy = std::nullopt,
+         std::map<uint32_t, crypto::Key32> roster = {}, std::optional<Policy> policy = std::nullopt,
          std::shared_ptr<AgreementMemo> memo = nullptr);
   ~Client();
   Client(const Client&) = delete;

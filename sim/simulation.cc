@@ -372,9 +372,10 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
 
   if (memo) {
     const secagg::AgreementMemo::Counts agreed = memo->counts();
-    spdlog::debug("simulation: {} pairwise secrets computed for both sites of a pair, {} taken "
-                  "by the second, {} never taken",
-                  agreed.stored, agreed.taken, agreed.waiting);
+    spdlog::debug(
+        "simulation: {} pairwise secrets computed for both sites of a pair, {} taken "
+        "by the second, {} never taken",
+        agreed.stored, agreed.taken, agreed.waiting);
   }
   SimulationResult result;
   result.global = coordinator.global();

@@ -111,8 +111,8 @@ class Driver {
       if (with_roster) roster_[site] = identity->public_key;
     }
     for (size_t i = 0; i < params_.sites.size(); ++i) {
-      clients_.push_back(
-          std::make_unique<Client>(params_, params_.sites[i], identities_[i], roster_, policy, memo));
+      clients_.push_back(std::make_unique<Client>(params_, params_.sites[i], identities_[i],
+                                                  roster_, policy, memo));
       std::vector<uint64_t> input(params_.length);
       for (uint64_t& x : input) x = rng_();  // the high bits must not matter in ring 32
       inputs_.push_back(std::move(input));

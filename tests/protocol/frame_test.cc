@@ -63,7 +63,8 @@ TEST(Frames, Crc32cHardwarePathEqualsThePortableTablesAtEveryLengthAndOffset) {
   for (size_t length : {0, 1, 7, 8, 9, 1023, 3071, 3072, 3073, 6144, 6151, 9217, 19990}) {
     for (size_t offset : {0, 1, 3, 8}) {
       const auto piece = all.subspan(offset, length);
-      EXPECT_EQ(Crc32c(piece), Crc32cPortable(piece)) << "length " << length << " offset " << offset;
+      EXPECT_EQ(Crc32c(piece), Crc32cPortable(piece))
+          << "length " << length << " offset " << offset;
       EXPECT_EQ(Crc32c(piece, 0x12345678U), Crc32cPortable(piece, 0x12345678U));
     }
   }
