@@ -485,6 +485,38 @@ AgreementMemo::Counts AgreementMemo::counts() const {
   return out;
 }
 
+std::vector<Key32> LowOrderX25519Points() {
+  // The encodings, bit 255 ignored as X25519 ignores it, of the points of
+  // order 1, 2, 4 and 8 on the curve and its twist: 0, 1, the two points of
+  // order 8, p - 1, p and p + 1 (the list libsodium and RFC 7748 implementations
+  // check). A clamped scalar is a multiple of 8, so these and only these give
+  // the all-zero secret with every private key.
+  static constexpr uint8_t kLowOrder[7][32] = {
+      {0},
+      {1},
+      {0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a,
+       0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00},
+      {0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b,
+       0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57},
+      {0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+       0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+      {0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+       0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+      {0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+       0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+  };
+  std::vector<Key32> out;
+  for (const auto& point : kLowOrder) std::copy(point, point + 32, out.emplace_back().begin());
+  return out;
+}
+
+bool IsLowOrderX25519(const Key32& key) {
+  static const std::vector<Key32> kPoints = LowOrderX25519Points();
+  Key32 masked = key;
+  masked[31] &= 0x7f;
+  return std::find(kPoints.begin(), kPoints.end(), masked) != kPoints.end();
+}
+
 std::vector<uint8_t> KeysSignedMessage(const JobId& job, uint32_t round, uint32_t site,
                                        const Key32& cipher_key, const Key32& mask_key) {
   std::vector<uint8_t> out(kKeysLabel.begin(), kKeysLabel.end());
@@ -1546,7 +1578,6 @@ struct Server::State {
   std::vector<uint32_t> leaf_of;  // by position
   std::vector<uint8_t> members_bitmap;
   std::vector<std::pair<Key32, uint32_t>> key_owners;  // sorted; detects reused keys
-  std::optional<X25519Key> probe;                      // detects low-order keys
   std::vector<uint8_t> heard;  // by position: sent a message in the current step
   std::vector<uint8_t> in_u1, in_u2, in_u3, in_u4, in_u5;
   std::vector<uint32_t> advertised, shared, survivors, signers, dropped;  // site ids, ascending
@@ -1680,15 +1711,9 @@ Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key3
                                      " advertised already");
     }
   }
-  // Clamped X25519 scalars are multiples of 8, so agreement with any key
-  // gives zero exactly for the low-order points that would zero every mask.
-  if (!s.probe) {
-    FEDREC_ASSIGN_OR_RETURN(const Key32 probe_private, crypto::RandomKey());
-    FEDREC_ASSIGN_OR_RETURN(s.probe, X25519Key::Load(probe_private));
-  }
+  // The low-order points would zero every mask and share key agreed with them.
   for (const Key32* key : {&keys.cipher_key, &keys.mask_key}) {
-    Result<Key32> agreed = s.probe->Agree(*key);
-    if (!agreed.ok()) {
+    if (IsLowOrderX25519(*key)) {
       return Status::InvalidArgument(from + ": " + (key == &keys.cipher_key ? "cipher" : "mask") +
                                      " key is a low-order X25519 point");
     }

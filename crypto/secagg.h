@@ -315,6 +315,14 @@ std::vector<uint8_t> RingSeed(const Params& params, uint32_t members,
 // check of SecAggKeys::signature verifies): "fedrec secagg keys v2", a NUL
 // byte, the job id, round and site (4 bytes little-endian each), cipher_key,
 // mask_key.
+// Whether `key` encodes a low-order X25519 point (agreement with it gives the
+// all-zero secret whatever the private key): the coordinator refuses such
+// round keys without an agreement of its own.
+bool IsLowOrderX25519(const crypto::Key32& key);
+// The seven low-order encodings with bit 255 clear (IsLowOrderX25519 also
+// matches each with bit 255 set).
+std::vector<crypto::Key32> LowOrderX25519Points();
+
 std::vector<uint8_t> KeysSignedMessage(const std::array<uint8_t, 32>& job_id, uint32_t round,
                                        uint32_t site, const crypto::Key32& cipher_key,
                                        const crypto::Key32& mask_key);

@@ -725,6 +725,53 @@ TEST(SecAgg, ServerRejectsBadKeys) {
               Code::kInvalidArgument, {"mask key is a low-order X25519 point"});
 }
 
+TEST(SecAgg, LowOrderListHoldsExactlyTheKeysThatZeroEveryAgreement) {
+  // OpenSSL refuses (all-zero result) an agreement with each listed point,
+  // with bit 255 clear or set, and the check flags each; random keys agree.
+  const std::vector<crypto::Key32> points = LowOrderX25519Points();
+  EXPECT_EQ(points.size(), 7u);
+  for (crypto::Key32 point : points) {
+    for (int high = 0; high < 2; ++high) {
+      if (high) point[31] |= 0x80;
+      EXPECT_TRUE(IsLowOrderX25519(point)) << crypto::ToHex(point);
+      for (int trial = 0; trial < 3; ++trial) {
+        const Result<crypto::Key32> agreed =
+            crypto::DhSharedSecret(*crypto::RandomKey(), point);
+        EXPECT_TRUE(!agreed.ok() || *agreed == crypto::Key32{}) << crypto::ToHex(point);
+      }
+    }
+  }
+  for (int trial = 0; trial < 200; ++trial) {
+    const crypto::Key32 key = crypto::GenerateDhKey()->public_key;
+    EXPECT_FALSE(IsLowOrderX25519(key));
+    EXPECT_TRUE(crypto::DhSharedSecret(*crypto::RandomKey(), key).ok());
+  }
+}
+
+TEST(SecAgg, CoordinatorRefusesEveryLowOrderRoundKey) {
+  const Params params = Complete(5, 3, 64, 8);
+  Driver driver(params);
+  const uint32_t d = params.sites[3];
+  const crypto::Key32 own = crypto::GenerateDhKey()->public_key;
+  for (crypto::Key32 point : LowOrderX25519Points()) {
+    for (int high = 0; high < 2; ++high) {
+      if (high) point[31] |= 0x80;
+      for (const bool as_mask : {false, true}) {
+        SecAggKeys keys;
+        keys.round = params.round;
+        keys.site = d;
+        keys.cipher_key = as_mask ? own : point;
+        keys.mask_key = as_mask ? point : own;
+        Server server(params);
+        ExpectError(server.AddKeys(d, Resigned(keys, driver.identity(d)),
+                                   driver.identity(d).public_key),
+                    Code::kInvalidArgument,
+                    {std::string(as_mask ? "mask" : "cipher") + " key is a low-order X25519 point"});
+      }
+    }
+  }
+}
+
 TEST(SecAgg, ClientRejectsTamperedSealedShare) {
   Driver driver(Complete(4, 3, 64, 8));
   ASSERT_TRUE(driver.Advertise().ok());
