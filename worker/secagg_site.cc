@@ -42,6 +42,11 @@ class SecAggSite : public SiteScheme {
     }
     const LossSums loss = *trained;
     secagg_trained_ = {loss.sum, static_cast<double>(loss.count)};
+    // The participants (n ids) live on in the client's params: with
+    // thousands of simulated sites a second copy per site adds up.
+    participants_ = static_cast<uint32_t>(pending_plan_->participants.size());
+    pending_plan_->participants.clear();
+    pending_plan_->participants.shrink_to_fit();
     if (!c_.options().keep_global_model) {
       // Hold only the rows with a weight until step 3, not the model.
       if (Status finite = CheckFinite(c_.UploadShapes(), c_.UploadViews()); !finite.ok()) {
@@ -92,7 +97,8 @@ class SecAggSite : public SiteScheme {
   Status OnSecAggMessage(const FrameView& frame);
 
   SiteContext& c_;
-  std::optional<RoundPlan> pending_plan_;
+  std::optional<RoundPlan> pending_plan_;  // without its participants once trained
+  uint32_t participants_ = 0;              // the plan's participant count
   std::unique_ptr<secagg::Client> secagg_;
   // Secure aggregation trains as soon as the round keys are out; these are
   // the training-loss sums of that (the update stays in the model and is
@@ -189,7 +195,7 @@ Status SecAggSite::SendMaskedInput(const SecAggRoutedShares& routed) {
   if (!encoder.ok()) return c_.SendError(plan.round, encoder.status().message());
   // Distributed DP: the site's share of the round's noise, added to the
   // encoded update before it is masked.
-  const NoiseShareAdder noise = c_.DpNoiseShares(plan);
+  const NoiseShareAdder noise = c_.DpNoiseShares(plan, participants_);
   SecAggMasked fields;
   fields.round = plan.round;
   fields.site = c_.options().site;

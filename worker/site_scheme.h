@@ -57,8 +57,9 @@ class SiteContext {
   virtual std::vector<ParamBlock> UploadShapes() const = 0;
   virtual std::vector<DenseBlockView> UploadViews() const = 0;
   // Distributed DP (worker/site_dp.h): the site's noise shares over its
-  // encoded upload in the plan's round; no noise when the round has none.
-  virtual NoiseShareAdder DpNoiseShares(const RoundPlan& plan) const = 0;
+  // encoded upload in the plan's round among its `participants` sites; no
+  // noise when the round has none.
+  virtual NoiseShareAdder DpNoiseShares(const RoundPlan& plan, uint32_t participants) const = 0;
   // Frees the global values unless the site keeps them.
   virtual void AfterAnswer() = 0;
   // OK when `job_id` is the site's job (adopting it when none is set yet).

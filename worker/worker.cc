@@ -308,9 +308,8 @@ std::vector<ParamBlock> Worker::UploadShapes() const {
   return shapes;
 }
 
-NoiseShareAdder Worker::DpNoiseShares(const RoundPlan& plan) const {
-  return dp_.NoiseShares(plan.frac_bits, static_cast<uint32_t>(plan.participants.size()),
-                         options_.seed, plan.round, options_.site);
+NoiseShareAdder Worker::DpNoiseShares(const RoundPlan& plan, uint32_t participants) const {
+  return dp_.NoiseShares(plan.frac_bits, participants, options_.seed, plan.round, options_.site);
 }
 
 std::vector<DenseBlockView> Worker::UploadViews() const {

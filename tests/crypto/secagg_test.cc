@@ -735,8 +735,7 @@ TEST(SecAgg, LowOrderListHoldsExactlyTheKeysThatZeroEveryAgreement) {
       if (high) point[31] |= 0x80;
       EXPECT_TRUE(IsLowOrderX25519(point)) << crypto::ToHex(point);
       for (int trial = 0; trial < 3; ++trial) {
-        const Result<crypto::Key32> agreed =
-            crypto::DhSharedSecret(*crypto::RandomKey(), point);
+        const Result<crypto::Key32> agreed = crypto::DhSharedSecret(*crypto::RandomKey(), point);
         EXPECT_TRUE(!agreed.ok() || *agreed == crypto::Key32{}) << crypto::ToHex(point);
       }
     }
@@ -763,10 +762,10 @@ TEST(SecAgg, CoordinatorRefusesEveryLowOrderRoundKey) {
         keys.cipher_key = as_mask ? own : point;
         keys.mask_key = as_mask ? point : own;
         Server server(params);
-        ExpectError(server.AddKeys(d, Resigned(keys, driver.identity(d)),
-                                   driver.identity(d).public_key),
-                    Code::kInvalidArgument,
-                    {std::string(as_mask ? "mask" : "cipher") + " key is a low-order X25519 point"});
+        ExpectError(
+            server.AddKeys(d, Resigned(keys, driver.identity(d)), driver.identity(d).public_key),
+            Code::kInvalidArgument,
+            {std::string(as_mask ? "mask" : "cipher") + " key is a low-order X25519 point"});
       }
     }
   }
