@@ -202,6 +202,11 @@ const std::vector<Key>& Schema() {
                  "with secure aggregation (secagg) and eval.fraction = federation.fraction, the "
                  "sites of round r + 1 evaluate round r's model before training and mask the "
                  "metric sums with their update: one secure sum per round instead of two"),
+      FEDREC_KEY("eval.follow_on", eval.follow_on,
+                 "with secure aggregation (secagg) and eval.fraction = federation.fraction, a "
+                 "round evaluated on its own (the last) is evaluated by the sites its secure sum "
+                 "summed, masking the metric sums with that sum's pairwise secrets (a follow-on "
+                 "sum) instead of running a second secure aggregation"),
       FEDREC_KEY("eval.ranking", eval.ranking, "also compute top-N metrics"),
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
       FEDREC_KEY("eval.click_negatives", eval.click_negatives,

@@ -970,6 +970,7 @@ CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   options.eval_every = static_cast<uint32_t>(config.eval.every);
   options.eval_fraction = config.eval.fraction;
   options.eval_with_next_round = config.eval.with_next_round;
+  options.eval_follow_on = config.eval.follow_on;
   options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
   options.eval_warm_cold = EvalWarmCold(config);
   options.eval_per_site = config.eval.per_site;

@@ -100,9 +100,9 @@ Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites
   const uint32_t rank = static_cast<uint32_t>(transport_->rank());
   // The message is the same for every site but for whether it carries the
   // model and, for a round plan, the site's instructions: each variant is
-  // encoded once and copied per site.
+  // encoded once and shared by the sends (a channel encrypts it once).
   constexpr bool kPlan = std::is_same_v<M, RoundPlan>;
-  std::map<std::pair<bool, const SiteInstructions*>, std::vector<uint8_t>> frames;
+  std::map<std::pair<bool, const SiteInstructions*>, SharedFrame> frames;
   for (uint32_t site : sites) {
     const bool include = link_.site_version(site) != version_;
     const SiteInstructions* instructions = kPlan ? &round_config_.For(site) : nullptr;
@@ -115,10 +115,11 @@ Status Coordinator::SendWithModel(M* message, const std::vector<uint32_t>& sites
         message->lr = instructions->lr;
         message->proximal_mu = instructions->proximal_mu;
       }
-      it->second = EncodeMessage(*message, round, rank);
+      it->second =
+          std::make_shared<const std::vector<uint8_t>>(EncodeMessage(*message, round, rank));
       message->model.clear();
     }
-    FEDREC_RETURN_IF_ERROR(transport_->Send(link_.rank_of(site), it->second));
+    FEDREC_RETURN_IF_ERROR(transport_->SendShared(link_.rank_of(site), it->second));
     // A site that trains on the model no longer holds it unchanged.
     link_.set_site_version(site, options_.sites_keep_model && !kPlan ? version_ : UINT64_MAX);
   }
@@ -259,7 +260,13 @@ std::vector<uint32_t> Coordinator::EvalSites(uint32_t round) const {
 Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
   FEDREC_RETURN_IF_ERROR(link_.Settle(round));
   link_.set_evaluating(true);
-  const Status evaluated = scheme().Evaluate(round, version_, EvalSites(round), metrics);
+  // The sites the round's secure sum summed, when they can add the metric
+  // sums as its follow-on sum (CoordinatorOptions::eval_follow_on).
+  std::optional<std::vector<uint32_t>> follow_on;
+  if (options_.eval_follow_on && options_.eval_fraction == options_.fraction)
+    follow_on = scheme().FollowOnSites(round);
+  const Status evaluated =
+      scheme().Evaluate(round, version_, follow_on ? *follow_on : EvalSites(round), metrics);
   link_.set_evaluating(false);
   return evaluated;
 }

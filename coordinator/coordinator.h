@@ -60,6 +60,14 @@ struct CoordinatorOptions {
   // of two. The last round, and a round whose next one aborts, are evaluated
   // on their own as before.
   bool eval_with_next_round = true;
+  // With secure aggregation (secagg), a round evaluated on its own (the last
+  // one, or a round whose next one aborted) when eval_fraction equals
+  // fraction is evaluated by the sites its secure sum summed (U3), whose
+  // metric sums are masked with that sum's pairwise secrets (crypto/secagg.h,
+  // "Follow-on sum") instead of going through a secure aggregation of their
+  // own. Should a survivor not answer, the sites that did are evaluated by a
+  // secure aggregation of their own.
+  bool eval_follow_on = true;
   uint64_t seed = 1;
   // How long the coordinator waits for each step's answers, on `clock`: real
   // time, or virtual time in the simulator.

@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <optional>
 #include <thread>
 #include <type_traits>
+#include <utility>
 
 #include "base/little_endian.h"
 #include "coordinator/scheme_common.h"
@@ -215,6 +217,7 @@ Status SecureEvaluate(const SchemeContext& context, uint32_t round, uint64_t ver
   std::vector<uint32_t> survivors;
   FEDREC_ASSIGN_OR_RETURN(std::optional<std::vector<uint64_t>> sum,
                           SecureSum(context, std::move(params), &cost, &survivors));
+  if (sum) cost.Record();  // an abort recorded it already
   metrics->secure_bytes += eval_metrics.secure_bytes;
   metrics->secure_seconds += eval_metrics.secure_seconds;
   if (!sum) {
@@ -245,6 +248,7 @@ class SecAggScheme : public CoordinatorScheme {
                RoundMetrics* evaluate_previous) override {
     const CoordinatorOptions& options = *c_.options;
     const uint32_t round = plan.round;
+    follow_on_.reset();  // the plan starts a new round at the sites
     FixedPointFormat format = c_.format;
     // With sites unavailable, too few may remain for secure aggregation: the
     // round then aborts (the model unchanged) instead of ending the job.
@@ -326,6 +330,9 @@ class SecAggScheme : public CoordinatorScheme {
     Result<DecodedSums> decoded = timed([&] { return DecodeSum(shapes, *sum, format); });
     if (!decoded.ok()) return abort(decoded.status());
     cost.Record();
+    // The survivors hold the sum's follow-on masks (the shard servers'
+    // slices have none).
+    if (!sharded) follow_on_ = FollowOn{round, survivors};
 
     const double train_loss = TakeTrainLoss(&*decoded);
     FillEncryptedInput(round, std::move(decoded).value(), survivors, selected.size(), input);
@@ -333,12 +340,85 @@ class SecAggScheme : public CoordinatorScheme {
     return Status::Ok();
   }
 
+  std::optional<std::vector<uint32_t>> FollowOnSites(uint32_t round) const override {
+    if (!follow_on_ || follow_on_->round != round) return std::nullopt;
+    return follow_on_->survivors;
+  }
+
   Status Evaluate(uint32_t round, uint64_t version, const std::vector<uint32_t>& sites,
                   RoundMetrics* metrics) override {
+    std::optional<FollowOn> follow_on = std::exchange(follow_on_, std::nullopt);
+    if (c_.options->eval_follow_on && follow_on && follow_on->round == round &&
+        follow_on->survivors == sites) {
+      spdlog::debug("coordinator, round {}: {} sites evaluate in a follow-on of the round's sum",
+                    round, sites.size());
+      return FollowOnEvaluate(round, version, sites, metrics);
+    }
+    spdlog::debug("coordinator, round {}: {} sites evaluate in a secure aggregation of their own",
+                  round, sites.size());
     return SecureEvaluate(c_, round, version, sites, metrics);
   }
 
  private:
+  // The metric sums as the follow-on sum of the round's secure sum
+  // (crypto/secagg.h): the survivors mask them with that sum's pairwise
+  // secrets. Should one not answer, those that did are evaluated again by a
+  // secure aggregation of their own.
+  Status FollowOnEvaluate(uint32_t round, uint64_t version, const std::vector<uint32_t>& sites,
+                          RoundMetrics* metrics) {
+    SiteLink& link = *c_.link;
+    EvalRequest request;
+    request.round = round;
+    request.model_version = version;
+    request.aggregation = Aggregation::kSecAgg;
+    request.follow_on = true;
+    request.job_id = c_.options->job_id;
+    FEDREC_RETURN_IF_ERROR(c_.send_eval(&request, sites));
+
+    const uint32_t label = EvalSecAggRound(round);
+    RoundMetrics eval_metrics;
+    SecureRoundCost cost(link.transport(), "secure evaluation", round, &eval_metrics);
+    secagg::FollowOnSum sum(round, label, sites, 64, EvalSumsLength(c_.eval_layout));
+    std::vector<uint32_t> answered;
+    FEDREC_RETURN_IF_ERROR(link.Collect<SecAggMaskedView>(
+        label, sites,
+        [&](uint32_t site, const SecAggMaskedView& masked) {
+          Status added = cost.Timed([&] { return sum.Add(site, masked); });
+          if (added.ok()) {
+            answered.push_back(site);
+          } else {
+            spdlog::warn("coordinator, round {}: {} left the follow-on evaluation sum: {}", round,
+                         link.SiteName(site), added.message());
+            link.ForgetModel(site);
+          }
+        },
+        [&](uint32_t site, const std::string& reason) {
+          spdlog::warn("coordinator, round {}: {} left the follow-on evaluation sum: {}", round,
+                       link.SiteName(site), reason);
+          link.ForgetModel(site);
+        }));
+    Result<std::vector<uint64_t>> total = cost.Timed([&] { return sum.Finish(); });
+    cost.Record();
+    metrics->secure_bytes += eval_metrics.secure_bytes;
+    metrics->secure_seconds += eval_metrics.secure_seconds;
+    if (!total.ok()) {
+      spdlog::warn(
+          "coordinator, round {}: {}; the {} site(s) that answered evaluate in a secure "
+          "aggregation of their own",
+          round, total.status().message(), answered.size());
+      std::sort(answered.begin(), answered.end());
+      return SecureEvaluate(c_, round, version, answered, metrics);
+    }
+    Result<EvalReport> totals = DecodeEvalSums(*total, c_.eval_layout);
+    if (!totals.ok())
+      return totals.status().WithContext("coordinator, round " + std::to_string(round));
+    if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
+    MergeReport(*totals, c_.eval_tasks, metrics);
+    metrics->evaluated = true;
+    metrics->sites_evaluated = static_cast<uint32_t>(sites.size());
+    return Status::Ok();
+  }
+
   // Says which graph security.graph = auto chose for a round and why.
   void LogGraphChoice(const secagg::Params& params) const {
     const size_t n = params.sites.size();
@@ -367,6 +447,13 @@ class SecAggScheme : public CoordinatorScheme {
   // With security.graph = auto: whether the last round used the SecAgg+
   // graph (the choice is logged when it is first made or changes).
   std::optional<bool> sparse_graph_used_;
+  // The last round whose secure sum completed, and its survivors (U3): they
+  // hold the sum's follow-on masks until their next plan.
+  struct FollowOn {
+    uint32_t round = 0;
+    std::vector<uint32_t> survivors;
+  };
+  std::optional<FollowOn> follow_on_;
 };
 
 }  // namespace

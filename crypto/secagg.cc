@@ -31,6 +31,7 @@ constexpr std::string_view kRingLabel = "fedrec secagg ring v2";
 constexpr std::string_view kShareKeyInfo = "fedrec secagg share key";
 constexpr std::string_view kPairwiseInfo = "fedrec secagg pairwise mask";
 constexpr std::string_view kSelfInfo = "fedrec secagg self mask";
+constexpr std::string_view kFollowOnInfo = "fedrec secagg follow-on mask";
 
 // A sealed share: the holder's Shamir share of the sender's mask key, then of
 // its self-mask seed, then the GCM tag.
@@ -91,11 +92,14 @@ Result<Key32> ShareKey(const Key32& dh_secret, const JobId& job, uint32_t round,
   return key;
 }
 
-// The PRG key of the pairwise mask of sites a and b (symmetric in a, b).
-Result<PrgKey> PairwiseKey(const Key32& dh_secret, uint32_t round, uint32_t a, uint32_t b) {
+// The PRG key of the pairwise mask of sites a and b (symmetric in a, b);
+// `info` kPairwiseInfo for the round's own sum, kFollowOnInfo for its
+// follow-on.
+Result<PrgKey> PairwiseKey(const Key32& dh_secret, uint32_t round, uint32_t a, uint32_t b,
+                           std::string_view info = kPairwiseInfo) {
   const auto salt = Context(round, std::min(a, b), std::max(a, b));
   PrgKey key;
-  FEDREC_RETURN_IF_ERROR(crypto::Hkdf(dh_secret, salt, kPairwiseInfo, key));
+  FEDREC_RETURN_IF_ERROR(crypto::Hkdf(dh_secret, salt, info, key));
   return key;
 }
 
@@ -879,10 +883,17 @@ struct Client::State {
   std::vector<Peer> peers;  // ascending by site
   shamir::Secret seed{};    // b
   shamir::ShareValue own_key_share{}, own_seed_share{};
+  // Step 3: the follow-on mask key of each neighbour that shared (by site);
+  // step 5 keeps those of the survivors in `follow_on`.
+  std::vector<std::pair<uint32_t, SignedPrgKey>> follow_on_keys;
+  std::unique_ptr<FollowOn> follow_on;
 
   ~State() { WipeSecrets(); }
 
   void WipeSecrets() {
+    Wipe(std::span(reinterpret_cast<uint8_t*>(follow_on_keys.data()),
+                   follow_on_keys.size() * sizeof(follow_on_keys[0])));
+    follow_on_keys.clear();
     cipher_agreement.reset();
     mask_agreement.reset();
     WipeValue(cipher.private_key);
@@ -1026,6 +1037,84 @@ Result<SecAggSurvivorSignature> Client::SignSurvivors(const SecAggUnmaskRequest&
 
 Result<SecAggUnmaskShares> Client::Unmask(const SecAggUnmaskRequest& request) {
   return state_->Run(ClientStep::kUnmask, [&] { return state_->Reveal(request); });
+}
+
+std::unique_ptr<FollowOn> Client::TakeFollowOn() {
+  if (state_->step != ClientStep::kDone || !state_->failure.ok()) return nullptr;
+  return std::move(state_->follow_on);
+}
+
+FollowOn::~FollowOn() {
+  Wipe(std::span(reinterpret_cast<uint8_t*>(masks_.data()), masks_.size() * sizeof(masks_[0])));
+}
+
+Result<SecAggMasked> FollowOn::MaskInput(std::span<const uint64_t> input, uint32_t ring_bits,
+                                         uint32_t label) {
+  const std::string where = "secagg round " + Str(round_) + ", site " + Str(site_) + ", follow-on";
+  if (used_) {
+    return Status::Aborted(where +
+                           ": masked once already; a second input under the same "
+                           "masks would reveal the difference of the two");
+  }
+  if (ring_bits != 32 && ring_bits != 64) {
+    return Status::InvalidArgument(where + ": a ring of " + Str(ring_bits) +
+                                   " bits, expected 32 or 64");
+  }
+  used_ = true;
+  SecAggMasked out;
+  out.round = label;
+  out.site = site_;
+  out.ring_bits = ring_bits;
+  out.data = MaskVector(input, ring_bits, masks_);
+  Wipe(std::span(reinterpret_cast<uint8_t*>(masks_.data()), masks_.size() * sizeof(masks_[0])));
+  masks_.clear();
+  return out;
+}
+
+FollowOnSum::FollowOnSum(uint32_t round, uint32_t label, std::vector<uint32_t> survivors,
+                         uint32_t ring_bits, uint64_t length)
+    : round_(round),
+      label_(label),
+      survivors_(std::move(survivors)),
+      ring_bits_(ring_bits),
+      length_(length),
+      sum_(length * (ring_bits / 8)),
+      added_(survivors_.size()) {}
+
+Status FollowOnSum::Add(uint32_t site, const SecAggMaskedView& masked) {
+  const std::string from =
+      "follow-on sum of round " + Str(round_) + ": input from site " + Str(site);
+  const auto it = std::lower_bound(survivors_.begin(), survivors_.end(), site);
+  if (it == survivors_.end() || *it != site)
+    return Status::InvalidArgument(from + ", which is not among the round's survivors");
+  uint8_t& added = added_[static_cast<size_t>(it - survivors_.begin())];
+  if (added) return Status::InvalidArgument(from + ": a second input");
+  if (masked.round != label_ || masked.site != site) {
+    return Status::InvalidArgument(from + " is labelled " + Str(masked.round) + ", site " +
+                                   Str(masked.site) + "; expected " + Str(label_) + ", site " +
+                                   Str(site));
+  }
+  if (masked.ring_bits != ring_bits_ || masked.data.size() != sum_.size()) {
+    return Status::InvalidArgument(from + ": " + Str(masked.data.size()) + " bytes in a ring of " +
+                                   Str(masked.ring_bits) + " bits, expected " + Str(length_) +
+                                   " elements in a ring of " + Str(ring_bits_) + " bits");
+  }
+  AddWordsInPlace(sum_, masked.data, ring_bits_);
+  added = 1;
+  return Status::Ok();
+}
+
+Result<std::vector<uint64_t>> FollowOnSum::Finish() const {
+  std::vector<uint32_t> missing;
+  for (size_t i = 0; i < survivors_.size(); ++i)
+    if (!added_[i]) missing.push_back(survivors_[i]);
+  if (!missing.empty()) {
+    return Status::Aborted("follow-on sum of round " + Str(round_) + ": no input from " +
+                           Str(missing.size()) + " of the " + Str(survivors_.size()) +
+                           " survivors " + SiteList(missing) +
+                           "; without every survivor's input the masks do not cancel");
+  }
+  return RingWords(sum_, ring_bits_);
 }
 
 Result<SecAggKeys> Client::State::Advertise() {
@@ -1368,11 +1457,15 @@ Status Client::State::Mask(std::span<const std::span<uint8_t>> pieces,
     Result<Key32> secret = Agree(mask_key, peer.mask_key);
     if (!secret.ok()) return secret.status().WithContext("mask key of site " + Str(peer.site));
     Result<PrgKey> key = PairwiseKey(*secret, round, site, peer.site);
+    Result<PrgKey> follow_on_key = PairwiseKey(*secret, round, site, peer.site, kFollowOnInfo);
     WipeValue(*secret);
     if (!key.ok()) return key.status();
+    if (!follow_on_key.ok()) return follow_on_key.status();
     // +PRG(s_uv) when this site is the smaller one, -PRG(s_uv) otherwise.
     masks.push_back(SignedPrgKey{*key, site > peer.site});
+    follow_on_keys.emplace_back(peer.site, SignedPrgKey{*follow_on_key, site > peer.site});
     WipeValue(*key);
+    WipeValue(*follow_on_key);
   }
   uint64_t first = 0;
   for (const std::span<uint8_t> piece : pieces) {
@@ -1531,6 +1624,14 @@ Result<SecAggUnmaskShares> Client::State::Reveal(const SecAggUnmaskRequest& requ
     const auto bytes = shamir::Serialize(peer.key_share);
     out.mask_key_shares.push_back(RevealedShare{peer.site, {bytes.begin(), bytes.end()}});
   }
+  // The follow-on masks with the survivors among the neighbours, when they
+  // are enough to hide a follow-on input (as step 3 requires of its own).
+  std::unique_ptr<FollowOn> next(new FollowOn);
+  next->round_ = round;
+  next->site_ = site;
+  for (const auto& [other, key] : follow_on_keys)
+    if (Contains(signed_survivors, other)) next->masks_.push_back(key);
+  if (next->masks_.size() + 1 >= params.threshold) follow_on = std::move(next);
   WipeSecrets();  // the round is over for this site
   return out;
 }

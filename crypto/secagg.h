@@ -97,6 +97,28 @@
 // Every step checks what it receives against the Params and says what was
 // expected, what was found, from which site and in which round.
 //
+// Follow-on sum (FollowOn, FollowOnSum): one more sum over the same round's
+// survivors U3, e.g. the metric sums of an evaluation of the model that
+// round made, without a second run of steps 1-6 (a second set of round keys,
+// key agreements, shares, signatures and reveals). At step 3 each v also
+// derives, from the same X25519 secret as the pairwise mask key,
+// f_uv = HKDF-SHA256(X25519(s_sk_v, s_pk_u), salt = round || min(u, v) ||
+// max(u, v), info "fedrec secagg follow-on mask"), for every neighbour u that
+// shared with it. Only once v has revealed its shares at step 5, against the
+// list U3 it signed (with a roster: a quorum-signed list), does it offer a
+// follow-on: z_v = e_v + sum over u in U3 ∩ N(v) of sign(v, u) PRG(f_uv),
+// once, under a label of the caller's (its own round number), and only when
+// at least t - 1 such neighbours mask it. C adds the z_v of every site of U3:
+// the masks cancel pairwise and leave sum over U3 of e_v. Why this is as safe
+// as a fresh sum: f_uv is independent of the round's mask keys (another HKDF
+// info), and of every survivor pair C learns neither secret, since honest
+// sites reveal s_sk shares only of neighbours outside U3; nothing is revealed
+// for a follow-on, so an input that does not arrive leaves the others masked
+// (C then gets no sum: FollowOnSum::Finish is Aborted, and C may fall back to
+// a fresh sum); no self mask is needed because no reveal ever follows; and a
+// site masks at most one follow-on per round, so no two inputs share masks.
+// Its neighbourhood in U3 is the one the round's own sum already relied on.
+//
 // Encodings (integers little-endian; "||" concatenates; job = the 32-byte
 // job id):
 //  - Round keys: Ed25519 over KeysSignedMessage(job, round, u, c_pk, s_pk).
@@ -373,6 +395,58 @@ class AgreementMemo {
   size_t capacity_per_shard_;
 };
 
+// A site's follow-on input for a finished round (see "Follow-on sum" above),
+// from Client::TakeFollowOn. Holds only the round's follow-on mask keys for
+// its surviving neighbours (wiped when used or destroyed), so a site can keep
+// it after the round's client is gone.
+class FollowOn {
+ public:
+  ~FollowOn();
+  FollowOn(const FollowOn&) = delete;
+  FollowOn& operator=(const FollowOn&) = delete;
+
+  // The round whose survivors the follow-on sums over.
+  uint32_t round() const { return round_; }
+  // input + the follow-on masks in Z_2^ring_bits (32 or 64), as a
+  // SecAggMasked labelled `label` (its round field) and this site. Once:
+  // Aborted afterwards, the keys being wiped.
+  Result<SecAggMasked> MaskInput(std::span<const uint64_t> input, uint32_t ring_bits,
+                                 uint32_t label);
+
+ private:
+  friend class Client;
+  FollowOn() = default;
+  uint32_t round_ = 0;
+  uint32_t site_ = 0;
+  std::vector<SignedPrgKey> masks_;
+  bool used_ = false;
+};
+
+// The coordinator's side of a follow-on sum: adds the follow-on inputs of a
+// round's survivors (Server::survivors()) as they arrive. Every survivor must
+// send one: nothing can unmask a sum that lacks one.
+class FollowOnSum {
+ public:
+  // `round`: the round whose survivors these are; `label`: what each
+  // input's round field must carry.
+  FollowOnSum(uint32_t round, uint32_t label, std::vector<uint32_t> survivors, uint32_t ring_bits,
+              uint64_t length);
+  // InvalidArgument (the input is not added) for a site outside the
+  // survivors, a second input, another label, ring or length.
+  Status Add(uint32_t site, const SecAggMaskedView& masked);
+  // The sum over the survivors, or Aborted naming the survivors missing.
+  Result<std::vector<uint64_t>> Finish() const;
+
+ private:
+  uint32_t round_;
+  uint32_t label_;
+  std::vector<uint32_t> survivors_;
+  uint32_t ring_bits_;
+  uint64_t length_;
+  std::vector<uint8_t> sum_;
+  std::vector<uint8_t> added_;  // per survivor
+};
+
 // One participant's side of a round. Steps must be called in order; a step
 // called out of order or with input that does not fit the Params fails with a
 // message naming the site and round, and the client then refuses later steps.
@@ -425,6 +499,10 @@ class Client {
   Result<SecAggSurvivorSignature> SignSurvivors(const SecAggUnmaskRequest& request);
   // Step 5: the same list with a quorum of signatures.
   Result<SecAggUnmaskShares> Unmask(const SecAggUnmaskRequest& request);
+  // After Unmask succeeded: the round's follow-on input (see "Follow-on sum"
+  // above). nullptr before that, after a failed step, when taken already, or
+  // when fewer than threshold - 1 surviving neighbours would mask it.
+  std::unique_ptr<FollowOn> TakeFollowOn();
 
  private:
   struct State;

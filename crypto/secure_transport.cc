@@ -29,6 +29,9 @@ constexpr size_t kSealedOverhead = 8 + crypto::kGcmTagSize;
 constexpr std::string_view kHelloLabel{"fedrec channel hello v2\0", 24};
 constexpr std::string_view kSaltLabel{"fedrec channel salt v2\0", 23};
 constexpr std::string_view kChannelInfo = "fedrec channel v2";
+// Broadcast key payload (see the header): key, digest of the body, body size.
+constexpr size_t kBroadcastKeySize = 32 + 32 + 8;
+constexpr std::array<uint8_t, crypto::kGcmNonceSize> kZeroNonce{};
 
 std::array<uint8_t, 32> Sha256Of(std::span<const std::span<const uint8_t>> parts) {
   return crypto::Sha256(parts);
@@ -119,6 +122,8 @@ const char* ChannelErrorName(ChannelError error) {
       return "wrong job";
     case ChannelError::kStaleHello:
       return "stale hello";
+    case ChannelError::kBroadcastMismatch:
+      return "broadcast mismatch";
   }
   return "unknown";
 }
@@ -147,7 +152,13 @@ struct SecureTransport::Peer {
   std::unique_ptr<crypto::Aes256Gcm> seal;
   std::array<uint8_t, 4> seal_label{};
   uint64_t seal_seq = 0;
-  std::deque<std::vector<uint8_t>> queued;  // frames waiting for the session
+  // Frames waiting for the session, each with the broadcast body to send
+  // after it (null for none).
+  struct Queued {
+    std::vector<uint8_t> frame;
+    SharedFrame body;
+  };
+  std::deque<Queued> queued;
   // A failure to deliver queued frames (they were accepted by an earlier
   // Send), reported by the next Send to this peer.
   Status deferred;
@@ -156,6 +167,25 @@ struct SecureTransport::Peer {
   std::unique_ptr<crypto::Aes256Gcm> open;
   std::array<uint8_t, 4> open_label{};
   uint64_t open_seq = 0;
+  // The broadcast key received and not yet used: the next body must match.
+  struct BroadcastKey {
+    crypto::Key32 key{};
+    crypto::Key32 digest{};
+    uint64_t size = 0;
+    uint32_t round = 0;
+  };
+  std::optional<BroadcastKey> broadcast;
+
+  ~Peer() {
+    if (broadcast) crypto::Cleanse(broadcast->key);
+  }
+};
+
+// A frame encrypted once for every peer it is shared with.
+struct SecureTransport::Broadcast {
+  std::vector<uint8_t> key_frame;  // kBroadcastKey, plaintext: sealed per peer
+  SharedFrame body;                // kBroadcastBody, shared by every peer
+  ~Broadcast() { crypto::Cleanse(key_frame); }
 };
 
 Result<std::unique_ptr<SecureTransport>> SecureTransport::Create(Transport* inner,
@@ -304,15 +334,36 @@ Status SecureTransport::SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t
   return inner_->Send(peer, std::move(frame));
 }
 
+Status SecureTransport::SendLocked(Peer& p, int peer, std::vector<uint8_t> frame,
+                                   const SharedFrame& body) {
+  FEDREC_RETURN_IF_ERROR(SealAndSendLocked(p, peer, std::move(frame)));
+  return body ? inner_->SendShared(peer, body) : Status::Ok();
+}
+
 Status SecureTransport::FlushLocked(Peer& p, int peer) {
   Status first;
   while (!p.queued.empty()) {
-    std::vector<uint8_t> frame = std::move(p.queued.front());
+    Peer::Queued next = std::move(p.queued.front());
     p.queued.pop_front();
-    Status sent = SealAndSendLocked(p, peer, std::move(frame));
+    Status sent = SendLocked(p, peer, std::move(next.frame), next.body);
     if (!sent.ok() && first.ok()) first = sent;
   }
   return first;
+}
+
+Status SecureTransport::SendOrQueueLocked(Peer& p, int peer, std::vector<uint8_t> frame,
+                                          SharedFrame body) {
+  if (!p.deferred.ok()) return std::exchange(p.deferred, Status::Ok());
+  if (p.session) return SendLocked(p, peer, std::move(frame), body);
+  const uint32_t round = frame.size() >= kFrameHeaderSize ? GetLe<uint32_t>(frame.data() + 8) : 0;
+  // No session yet: open, or open again (same ephemeral key) when the last
+  // opening was for an earlier round and may have been lost.
+  if (!p.hello_sent || round != p.opened_round) {
+    FEDREC_RETURN_IF_ERROR(SendHelloLocked(p, peer, round, nullptr)
+                               .WithContext("starting the channel with " + Name(peer)));
+  }
+  p.queued.push_back(Peer::Queued{std::move(frame), std::move(body)});
+  return Status::Ok();
 }
 
 Status SecureTransport::Send(int peer, std::vector<uint8_t> bytes) {
@@ -323,17 +374,66 @@ Status SecureTransport::Send(int peer, std::vector<uint8_t> bytes) {
   StampFrameIfUnset(bytes);  // the inner frame's checksum, checked after opening
   Peer& p = PeerFor(peer);
   std::lock_guard lock(p.mu);
-  if (!p.deferred.ok()) return std::exchange(p.deferred, Status::Ok());
-  if (p.session) return SealAndSendLocked(p, peer, std::move(bytes));
-  const uint32_t round = bytes.size() >= kFrameHeaderSize ? GetLe<uint32_t>(bytes.data() + 8) : 0;
-  // No session yet: open, or open again (same ephemeral key) when the last
-  // opening was for an earlier round and may have been lost.
-  if (!p.hello_sent || round != p.opened_round) {
-    FEDREC_RETURN_IF_ERROR(SendHelloLocked(p, peer, round, nullptr)
-                               .WithContext("starting the channel with " + Name(peer)));
+  return SendOrQueueLocked(p, peer, std::move(bytes), nullptr);
+}
+
+Result<std::shared_ptr<const SecureTransport::Broadcast>> SecureTransport::BroadcastOf(
+    const SharedFrame& frame) {
+  std::lock_guard lock(broadcast_mu_);
+  if (broadcast_ && !broadcast_frame_.expired() && !broadcast_frame_.owner_before(frame) &&
+      !frame.owner_before(broadcast_frame_)) {
+    return broadcast_;
   }
-  p.queued.push_back(std::move(bytes));
-  return Status::Ok();
+  const std::vector<uint8_t>& plain = *frame;
+  const size_t n = plain.size();  // >= kBroadcastMinimum > kFrameHeaderSize
+  auto body = std::make_shared<std::vector<uint8_t>>(kFrameHeaderSize + n + crypto::kGcmTagSize);
+  // As in a sealed frame, the frame's header moves behind the rest of it.
+  std::copy(plain.begin() + kFrameHeaderSize, plain.end(), body->begin() + kFrameHeaderSize);
+  std::copy_n(plain.begin(), kFrameHeaderSize,
+              body->begin() + static_cast<ptrdiff_t>(n));  // 32 + (n - 32)
+  FrameHeader header;
+  header.type = MessageType::kBroadcastBody;
+  header.round = GetLe<uint32_t>(plain.data() + 8);
+  header.sender = GetLe<uint32_t>(plain.data() + 12);
+  header.payload_length = n + crypto::kGcmTagSize;
+  EncodeFrameHeader(header, std::span<uint8_t, kFrameHeaderSize>(body->data(), kFrameHeaderSize));
+  crypto::Key32 key;
+  FEDREC_RETURN_IF_ERROR(crypto::RandomBytes(key));
+  Status sealed = crypto::Aes256Gcm(key).Seal(
+      kZeroNonce, std::span<const uint8_t>(body->data(), kFrameHeaderSize),
+      std::span<uint8_t>(body->data() + kFrameHeaderSize, n),
+      std::span<uint8_t, crypto::kGcmTagSize>(body->data() + kFrameHeaderSize + n,
+                                              crypto::kGcmTagSize));
+  if (!sealed.ok()) {
+    crypto::Cleanse(key);
+    return sealed.WithContext("encrypting a broadcast");
+  }
+  std::array<uint8_t, kBroadcastKeySize> payload{};
+  std::copy(key.begin(), key.end(), payload.begin());
+  crypto::Cleanse(key);
+  const crypto::Key32 digest = crypto::Sha256(*body);
+  std::copy(digest.begin(), digest.end(), payload.begin() + 32);
+  PutLe<uint64_t>(payload.data() + 64, body->size());
+  auto broadcast = std::make_shared<Broadcast>();
+  broadcast->key_frame =
+      EncodeFrame(MessageType::kBroadcastKey, header.round, header.sender, payload);
+  crypto::Cleanse(payload);
+  broadcast->body = std::move(body);
+  broadcast_frame_ = frame;
+  broadcast_ = broadcast;
+  return std::shared_ptr<const Broadcast>(std::move(broadcast));
+}
+
+Status SecureTransport::SendShared(int peer, const SharedFrame& frame) {
+  if (frame->size() < kBroadcastMinimum) return Send(peer, *frame);
+  if (peer < 0 || peer >= size()) {
+    return Status::InvalidArgument("send to rank " + std::to_string(peer) + ", outside 0.." +
+                                   std::to_string(size() - 1));
+  }
+  FEDREC_ASSIGN_OR_RETURN(std::shared_ptr<const Broadcast> broadcast, BroadcastOf(frame));
+  Peer& p = PeerFor(peer);
+  std::lock_guard lock(p.mu);
+  return SendOrQueueLocked(p, peer, broadcast->key_frame, broadcast->body);
 }
 
 void SecureTransport::Reject(ChannelError error, int peer, uint32_t round, std::string message) {
@@ -639,6 +739,83 @@ bool SecureTransport::HandleSealed(int from, std::vector<uint8_t>& bytes, uint32
   return true;
 }
 
+void SecureTransport::TakeBroadcastKey(int from, const std::vector<uint8_t>& frame,
+                                       uint32_t round) {
+  const std::string where = Name(from) + ", round " + std::to_string(round);
+  Result<FrameView> view = DecodeFrame(frame);
+  if (!view.ok() || view->payload.size() != kBroadcastKeySize) {
+    Reject(ChannelError::kMalformed, from, round,
+           "broadcast key from " + where + ": expected a " + std::to_string(kBroadcastKeySize) +
+               "-byte payload, found " +
+               (view.ok() ? std::to_string(view->payload.size()) + " bytes"
+                          : view.status().message()));
+    return;
+  }
+  Peer& p = PeerFor(from);  // the session is up: the key came sealed
+  if (p.broadcast) {
+    crypto::Cleanse(p.broadcast->key);
+    Reject(ChannelError::kBroadcastMismatch, from, p.broadcast->round,
+           "broadcast from " + Name(from) + ", round " + std::to_string(p.broadcast->round) +
+               ": expected its body before the next broadcast key, found the key of round " +
+               std::to_string(round) + " (the body was lost or refused)");
+  }
+  Peer::BroadcastKey key;
+  std::copy_n(view->payload.begin(), 32, key.key.begin());
+  std::copy_n(view->payload.begin() + 32, 32, key.digest.begin());
+  key.size = GetLe<uint64_t>(view->payload.data() + 64);
+  key.round = round;
+  p.broadcast = key;
+  crypto::Cleanse(key.key);
+}
+
+bool SecureTransport::HandleBroadcastBody(int from, std::vector<uint8_t>& bytes, uint32_t round) {
+  const std::string what = "broadcast body from " + Name(from) + ", round " + std::to_string(round);
+  Peer* p = FindPeer(from);
+  if (p == nullptr || !p->open) {
+    Reject(ChannelError::kNoSession, from, round,
+           what + ": expected a channel hello first, found no session");
+    return false;
+  }
+  if (!p->broadcast) {
+    Reject(ChannelError::kBroadcastMismatch, from, round,
+           what + ": expected its key sealed before it, found none (a replayed or forged body)");
+    return false;
+  }
+  Peer::BroadcastKey& key = *p->broadcast;
+  constexpr size_t kMinimum = kFrameHeaderSize + kFrameHeaderSize + crypto::kGcmTagSize;
+  if (bytes.size() != key.size || bytes.size() < kMinimum ||
+      GetLe<uint64_t>(bytes.data() + 16) != bytes.size() - kFrameHeaderSize) {
+    Reject(ChannelError::kBroadcastMismatch, from, round,
+           what + ": expected " + std::to_string(key.size) + " bytes as its key announced, found " +
+               std::to_string(bytes.size()) + " announcing a " +
+               std::to_string(GetLe<uint64_t>(bytes.data() + 16)) + "-byte payload");
+    return false;
+  }
+  if (crypto::Sha256(bytes) != key.digest) {
+    Reject(ChannelError::kBroadcastMismatch, from, round,
+           what +
+               ": its SHA-256 differs from the digest sealed with its key (tampered, or "
+               "another broadcast replayed)");
+    return false;
+  }
+  const size_t n = bytes.size() - kFrameHeaderSize - crypto::kGcmTagSize;
+  Status opened = crypto::Aes256Gcm(key.key).Open(
+      kZeroNonce, std::span<const uint8_t>(bytes.data(), kFrameHeaderSize),
+      std::span<uint8_t>(bytes.data() + kFrameHeaderSize, n),
+      std::span<const uint8_t, crypto::kGcmTagSize>(bytes.data() + kFrameHeaderSize + n,
+                                                    crypto::kGcmTagSize));
+  crypto::Cleanse(key.key);
+  p->broadcast.reset();
+  if (!opened.ok()) {
+    Reject(ChannelError::kTampered, from, round, what + ": " + opened.message());
+    return false;
+  }
+  // The frame's header back in front, over the body's.
+  std::memcpy(bytes.data(), bytes.data() + n, kFrameHeaderSize);
+  bytes.resize(n);
+  return true;
+}
+
 bool SecureTransport::HandleFrame(Envelope& envelope) {
   const int from = envelope.from;
   if (from < 0 || from >= size()) {
@@ -659,7 +836,16 @@ bool SecureTransport::HandleFrame(Envelope& envelope) {
     HandleHello(from, bytes, round);
     return false;
   }
-  if (type == MessageType::kSealed) return HandleSealed(from, bytes, round);
+  if (type == MessageType::kSealed) {
+    if (!HandleSealed(from, bytes, round)) return false;
+    if (bytes.size() >= kFrameHeaderSize &&
+        GetLe<uint16_t>(bytes.data() + 6) == static_cast<uint16_t>(MessageType::kBroadcastKey)) {
+      TakeBroadcastKey(from, bytes, round);
+      return false;
+    }
+    return true;
+  }
+  if (type == MessageType::kBroadcastBody) return HandleBroadcastBody(from, bytes, round);
   if (type == MessageType::kChannelRefused && from != rank()) {
     const size_t n = std::min(bytes.size() - kFrameHeaderSize, kMaxRefusalNotice);
     std::string notice(reinterpret_cast<const char*>(bytes.data() + kFrameHeaderSize), n);

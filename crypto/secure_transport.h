@@ -113,6 +113,29 @@
 // dropped with a warning, recorded (rejections()), and Recv carries on: one
 // forged frame must not end a job.
 //
+// Broadcast (SendShared of a frame of kBroadcastMinimum bytes or more: the
+// coordinator's model to every site). The frame of n bytes is encrypted once,
+// not once per peer, into a body that every peer's inner transport shares:
+//
+//   offset   size field
+//        0     32 frame header: type kBroadcastBody, round and sender copied
+//                 from the frame, payload length n + 16, checksum zero
+//       32      n AES-256-GCM ciphertext of the frame, its header moved to the
+//                 end as in a sealed frame, under a fresh random one-time key
+//                 (nonce zero; AAD the 32 header bytes)
+//   32 + n     16 GCM tag
+//
+// Before the body, each peer gets through its channel (sealed, with the
+// channel's sequence number) a kBroadcastKey frame whose 72-byte payload is
+// the one-time key (32), the SHA-256 of the whole body frame (32) and the
+// body's size in bytes (8, little-endian). The receiver opens the body only
+// when the next body from that peer has exactly that size and digest: every
+// receiver knows the one-time key, so the GCM tag cannot stop one of them
+// forging a body for another; the digest, sealed per peer, does. A body that
+// does not match (tampered, replayed, or without a key) is refused as
+// kBroadcastMismatch and the key waits for its own body; a second key before
+// the body of the first is recorded the same way and replaces it.
+//
 // Self-sends (peer == rank()) go through the same handshake and sealing; a
 // rank accepts only its own identity key for itself.
 //
@@ -150,23 +173,24 @@ namespace fedrec {
 
 // Why a frame from a peer was refused.
 enum class ChannelError {
-  kTampered,         // the GCM tag did not verify
-  kTruncated,        // shorter than header + sequence number + tag, or length mismatch
-  kReplayed,         // a sequence number already received
-  kReordered,        // a sequence number beyond the next expected one
-  kUnknownPeer,      // hello with an identity key no configured rank has
-  kWrongIdentity,    // hello with the identity key configured for another rank
-  kBadSignature,     // hello whose signature does not verify
-  kMisaddressed,     // hello for another rank, or claiming another sender
-  kNotSealed,        // a plaintext application frame from a peer
-  kNoSession,        // a sealed frame before the handshake with its sender
-  kDuplicateHello,   // a hello from a peer that already has a session
-  kMalformed,        // unreadable frame header or hello payload
-  kHandshakeFailed,  // key agreement failed (e.g. a low-order ephemeral key)
-  kWrongJob,         // hello naming another job (an earlier run, another job)
-  kStaleHello,       // hello answering an ephemeral key we did not offer (a replay)
+  kTampered,           // the GCM tag did not verify
+  kTruncated,          // shorter than header + sequence number + tag, or length mismatch
+  kReplayed,           // a sequence number already received
+  kReordered,          // a sequence number beyond the next expected one
+  kUnknownPeer,        // hello with an identity key no configured rank has
+  kWrongIdentity,      // hello with the identity key configured for another rank
+  kBadSignature,       // hello whose signature does not verify
+  kMisaddressed,       // hello for another rank, or claiming another sender
+  kNotSealed,          // a plaintext application frame from a peer
+  kNoSession,          // a sealed frame before the handshake with its sender
+  kDuplicateHello,     // a hello from a peer that already has a session
+  kMalformed,          // unreadable frame header or hello payload
+  kHandshakeFailed,    // key agreement failed (e.g. a low-order ephemeral key)
+  kWrongJob,           // hello naming another job (an earlier run, another job)
+  kStaleHello,         // hello answering an ephemeral key we did not offer (a replay)
+  kBroadcastMismatch,  // a broadcast body unlike the key and digest sealed for it, or keyless
 };
-constexpr size_t kChannelErrorCount = 15;
+constexpr size_t kChannelErrorCount = 16;
 
 // "tampered", "truncated", ...
 const char* ChannelErrorName(ChannelError error);
@@ -230,6 +254,13 @@ class SecureTransport : public Transport {
   // to deliver frames queued for this peer earlier.
   Status Send(int peer, std::vector<uint8_t> bytes) override;
 
+  // A frame of at least kBroadcastMinimum bytes is encrypted once for all
+  // the peers it is sent to ("Broadcast" above; encrypted again only when
+  // another frame was shared since), and its body is handed to the inner
+  // transport's SendShared; a smaller one is sent as by Send.
+  Status SendShared(int peer, const SharedFrame& frame) override;
+  static constexpr size_t kBroadcastMinimum = 4096;
+
   // The next decrypted application frame (the inner frame's bytes, `from` the
   // peer rank), waiting at most `timeout` overall while handshake and rejected
   // frames are consumed. Zero polls: returns a frame if one can be produced
@@ -282,13 +313,25 @@ class SecureTransport : public Transport {
   // our ephemeral key for `peer` first if needed. REQUIRES: p.mu held.
   Status SendHelloLocked(Peer& p, int peer, uint32_t round, const crypto::Key32* answer);
   Status SealAndSendLocked(Peer& p, int peer, std::vector<uint8_t> frame);
+  // Seals `frame`, then hands `body` (when set) to the inner transport.
+  Status SendLocked(Peer& p, int peer, std::vector<uint8_t> frame, const SharedFrame& body);
+  // Sends `frame` (and `body`) now when the session is up, else opens the
+  // channel if needed and queues them. REQUIRES: p.mu held.
+  Status SendOrQueueLocked(Peer& p, int peer, std::vector<uint8_t> frame, SharedFrame body);
   Status FlushLocked(Peer& p, int peer);
+
+  // The one-time key frame and shared body of `frame` (made once per frame).
+  struct Broadcast;
+  Result<std::shared_ptr<const Broadcast>> BroadcastOf(const SharedFrame& frame);
 
   // Recv thread only. True when `envelope` now holds a decrypted application
   // frame; false for a handshake frame or a rejected one (recorded).
   bool HandleFrame(Envelope& envelope);
   void HandleHello(int from, const std::vector<uint8_t>& bytes, uint32_t round);
   bool HandleSealed(int from, std::vector<uint8_t>& bytes, uint32_t round);
+  // A decrypted kBroadcastKey frame: kept for the body that follows it.
+  void TakeBroadcastKey(int from, const std::vector<uint8_t>& frame, uint32_t round);
+  bool HandleBroadcastBody(int from, std::vector<uint8_t>& bytes, uint32_t round);
   void Reject(ChannelError error, int peer, uint32_t round, std::string message);
 
   // The channel state of `rank`, made on first use: a rank holds state only
@@ -307,6 +350,11 @@ class SecureTransport : public Transport {
   // Lock order: a Peer's mu, then job_mu_.
   mutable std::mutex job_mu_;
   std::optional<crypto::Key32> job_;  // guarded by job_mu_
+
+  // The latest frame shared through SendShared and what it was encrypted to.
+  std::mutex broadcast_mu_;
+  std::weak_ptr<const std::vector<uint8_t>> broadcast_frame_;  // guarded by broadcast_mu_
+  std::shared_ptr<const Broadcast> broadcast_;                 // guarded by broadcast_mu_
 
   mutable std::mutex rejections_mu_;
   std::vector<ChannelRejection> rejections_;  // ring of kKeptRejections; guarded

@@ -121,6 +121,10 @@ const char* MessageTypeName(MessageType type) {
       return "ShardSums";
     case MessageType::kPsRows:
       return "PsRows";
+    case MessageType::kBroadcastKey:
+      return "BroadcastKey";
+    case MessageType::kBroadcastBody:
+      return "BroadcastBody";
   }
   return "unknown message type";
 }
@@ -307,8 +311,10 @@ uint32_t FrameChecksum(std::span<const uint8_t> bytes) {
 }
 
 void StampFrame(std::span<uint8_t> frame) {
-  if (frame.size() < kFrameHeaderSize || GetLe<uint32_t>(frame.data()) != kFrameMagic ||
-      GetLe<uint16_t>(frame.data() + 6) == static_cast<uint16_t>(MessageType::kSealed))
+  if (frame.size() < kFrameHeaderSize || GetLe<uint32_t>(frame.data()) != kFrameMagic) return;
+  const uint16_t type = GetLe<uint16_t>(frame.data() + 6);
+  if (type == static_cast<uint16_t>(MessageType::kSealed) ||
+      type == static_cast<uint16_t>(MessageType::kBroadcastBody))
     return;
   PutLe<uint32_t>(frame.data() + kChecksumAt, FrameChecksum(frame));
 }

@@ -21,8 +21,9 @@
 // finish; encoders that fill the payload after the header (the masked input of
 // secure aggregation, parameter-server frames) leave it zero, and every base
 // transport (in-process, MPI) stamps a frame whose checksum is zero when it
-// is sent (StampFrameIfUnset). Sealed frames (kSealed) carry none: their AEAD
-// tag protects them.
+// is sent (StampFrameIfUnset). Sealed frames (kSealed) and broadcast bodies
+// (kBroadcastBody) carry none: their AEAD tag, and the body's digest sealed
+// per receiver, protect them.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +36,7 @@
 namespace fedrec {
 
 constexpr uint32_t kFrameMagic = 0x43524446;  // "FDRC" read as little-endian
-constexpr uint16_t kProtocolVersion = 10;
+constexpr uint16_t kProtocolVersion = 11;
 constexpr size_t kFrameHeaderSize = 32;
 // Capacity encoders leave after a frame's last byte, so that an encrypted
 // channel can seal the frame in its own buffer (SecureTransport appends the
@@ -92,9 +93,14 @@ enum class MessageType : uint16_t {
   // round's global rows into its shard servers and its users' rows into its
   // workers, and the workers return their users' rows.
   kPsRows = 34,
+  // A frame an authenticated channel sends to many peers, encrypted once
+  // (crypto/secure_transport.h, "Broadcast"): the one-time key and digest,
+  // sealed per peer, then the body every peer shares.
+  kBroadcastKey = 35,
+  kBroadcastBody = 36,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 34;
+constexpr uint16_t kMaxMessageType = 36;
 
 const char* MessageTypeName(MessageType type);
 

@@ -25,14 +25,13 @@ class Inbox {
   void set_rank(int rank) { rank_ = rank; }
 
   // Queues a frame; false (and nothing queued) once the inbox is closed.
-  bool Push(Envelope envelope) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (closed_) return false;
-      queue_.push_back(std::move(envelope));
-    }
-    cv_.notify_one();
-    return true;
+  bool Push(Envelope envelope) { return Queue(Queued{std::move(envelope), nullptr}); }
+
+  // Queues a frame shared with other inboxes (Transport::SendShared): it is
+  // copied into the Envelope only when popped, so a broadcast waiting in many
+  // inboxes is held once.
+  bool PushShared(int from, SharedFrame frame, double arrival) {
+    return Queue(Queued{Envelope{from, {}, arrival}, std::move(frame)});
   }
 
   // The oldest frame, waiting at most `timeout` (zero polls). After Close,
@@ -43,9 +42,11 @@ class Inbox {
       cv_.wait_for(lock, timeout, [this] { return !queue_.empty() || closed_; });
     }
     if (!queue_.empty()) {
-      Envelope envelope = std::move(queue_.front());
+      Queued queued = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
+      Envelope envelope = std::move(queued.envelope);
+      if (queued.shared) envelope.bytes.assign(queued.shared->begin(), queued.shared->end());
       bytes_.fetch_add(envelope.bytes.size(), std::memory_order_relaxed);
       messages_.fetch_add(1, std::memory_order_relaxed);
       return envelope;
@@ -72,11 +73,26 @@ class Inbox {
   uint64_t messages_received() const { return messages_.load(std::memory_order_relaxed); }
 
  private:
+  struct Queued {
+    Envelope envelope;
+    SharedFrame shared;  // when set, the frame (envelope.bytes empty until popped)
+  };
+
+  bool Queue(Queued queued) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return false;
+      queue_.push_back(std::move(queued));
+    }
+    cv_.notify_one();
+    return true;
+  }
+
   int rank_;  // only in messages
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Envelope> queue_;  // guarded by mu_
-  bool closed_ = false;         // guarded by mu_
+  std::deque<Queued> queue_;  // guarded by mu_
+  bool closed_ = false;       // guarded by mu_
   std::atomic<uint64_t> bytes_{0};
   std::atomic<uint64_t> messages_{0};
 };

@@ -21,26 +21,21 @@ class InProcessNetwork::Endpoint : public Transport {
   int size() const override { return network_->size(); }
 
   Status Send(int peer, std::vector<uint8_t> bytes) override {
-    if (peer < 0 || peer >= size()) {
-      return Status::InvalidArgument("rank " + std::to_string(rank_) + " cannot send to rank " +
-                                     std::to_string(peer) + ": the network has ranks 0.." +
-                                     std::to_string(size() - 1));
-    }
+    FEDREC_RETURN_IF_ERROR(CheckPeer(peer));
     StampFrameIfUnset(bytes);
     const uint64_t n = bytes.size();
     Endpoint& to = *network_->endpoints_[peer];
-    double arrival = 0.0;
-    if (network_->delay_) arrival = time() + network_->delay_(rank_, peer, n);
-    if (!to.inbox_.Push(Envelope{rank_, std::move(bytes), arrival})) {
-      return Status::Unavailable("rank " + std::to_string(rank_) + " cannot send to rank " +
-                                 std::to_string(peer) + ": the network is closed");
-    }
-    bytes_sent_.fetch_add(n, std::memory_order_relaxed);
-    messages_sent_.fetch_add(1, std::memory_order_relaxed);
-    // After queuing, outside any lock: the hook may Send or schedule work that
-    // calls Recv.
-    if (to.hook_) to.hook_();
-    return Status::Ok();
+    const double arrival = Arrival(peer, n);
+    return Delivered(to, peer, n, to.inbox_.Push(Envelope{rank_, std::move(bytes), arrival}));
+  }
+
+  // The frame is queued by reference: every inbox holding a broadcast holds
+  // the same bytes, copied out only when the receiver takes them.
+  Status SendShared(int peer, const SharedFrame& frame) override {
+    FEDREC_RETURN_IF_ERROR(CheckPeer(peer));
+    const uint64_t n = frame->size();
+    Endpoint& to = *network_->endpoints_[peer];
+    return Delivered(to, peer, n, to.inbox_.PushShared(rank_, frame, Arrival(peer, n)));
   }
 
   Result<Envelope> Recv(std::chrono::milliseconds timeout) override { return inbox_.Pop(timeout); }
@@ -63,6 +58,31 @@ class InProcessNetwork::Endpoint : public Transport {
   void set_time(double t) { time_.store(t, std::memory_order_relaxed); }
 
  private:
+  Status CheckPeer(int peer) const {
+    if (peer >= 0 && peer < size()) return Status::Ok();
+    return Status::InvalidArgument("rank " + std::to_string(rank_) + " cannot send to rank " +
+                                   std::to_string(peer) + ": the network has ranks 0.." +
+                                   std::to_string(size() - 1));
+  }
+
+  double Arrival(int peer, uint64_t bytes) const {
+    return network_->delay_ ? time() + network_->delay_(rank_, peer, bytes) : 0.0;
+  }
+
+  // After a push into `to`'s inbox (`queued`: it was open).
+  Status Delivered(Endpoint& to, int peer, uint64_t n, bool queued) {
+    if (!queued) {
+      return Status::Unavailable("rank " + std::to_string(rank_) + " cannot send to rank " +
+                                 std::to_string(peer) + ": the network is closed");
+    }
+    bytes_sent_.fetch_add(n, std::memory_order_relaxed);
+    messages_sent_.fetch_add(1, std::memory_order_relaxed);
+    // After queuing, outside any lock: the hook may Send or schedule work that
+    // calls Recv.
+    if (to.hook_) to.hook_();
+    return Status::Ok();
+  }
+
   InProcessNetwork* const network_;
   const int rank_;
 

@@ -376,6 +376,7 @@ void serialize(Archive& ar, EvalRequest& m) {
   Contiguous(ar, m.participants, Label("participant list"));
   ar(m.threshold, m.degree, m.colluders, m.dropouts);
   Fixed(ar, m.job_id);
+  Bool(ar, m.follow_on, Label("follow_on"));
 }
 
 template <class Archive>

@@ -151,6 +151,11 @@ struct EvalRequest {
   uint32_t colluders = 0;
   uint32_t dropouts = 0;
   std::array<uint8_t, 32> job_id{};
+  // SecAgg: the sums are the follow-on sum of training round `round`
+  // (crypto/secagg.h, "Follow-on sum") over its survivors, masked with that
+  // round's follow-on masks; the parameters above but the job id are then
+  // unset.
+  bool follow_on = false;
 
   friend bool operator==(const EvalRequest&, const EvalRequest&) = default;
 };
@@ -159,6 +164,7 @@ struct EvalRequest {
 // after training round `round`: its own round, so nothing of the training
 // round's protocol can be replayed into it.
 constexpr uint32_t EvalSecAggRound(uint32_t round) { return round | 0x80000000u; }
+constexpr bool IsEvalSecAggRound(uint32_t label) { return (label & 0x80000000u) != 0; }
 
 // One task's evaluation sums (algorithms/metrics.h TaskSums), in task order
 // of the model's Tasks(): a rating task fills the errors and count, a binary

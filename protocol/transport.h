@@ -9,6 +9,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,6 +30,12 @@ struct Envelope {
 
 // A peer whose channel failed for good (e.g. an authenticated channel refused
 // its identity), reported once by Transport::TakeChannelFailures.
+// One complete frame that several sends share (a broadcast: the same model
+// to every site), so a transport that can carry it by reference does not copy
+// it once per receiver. Immutable: it carries its checksum already
+// (EncodeMessage and EncodeFrame stamp the frames they finish).
+using SharedFrame = std::shared_ptr<const std::vector<uint8_t>>;
+
 struct ChannelFailure {
   int peer = -1;
   std::string reason;  // names the peer and says what was expected and found
@@ -53,6 +60,12 @@ class Transport {
   // Unavailable when the peer is gone or the transport is closed.
   // Thread-safe.
   virtual Status Send(int peer, std::vector<uint8_t> bytes) = 0;
+
+  // Send of a frame shared with other sends: the same delivery and order as
+  // Send(peer, *frame). Transports that can carry it without a copy per peer
+  // (the in-process network, authenticated channels) override this; the
+  // default copies. `frame` must not be null. Thread-safe.
+  virtual Status SendShared(int peer, const SharedFrame& frame) { return Send(peer, *frame); }
 
   // The next message addressed to this rank, waiting at most `timeout`
   // (zero = poll). Timeout status when none arrived; Unavailable after Close().

@@ -25,6 +25,7 @@ class SecAggSite : public SiteScheme {
     pending_plan_ = std::move(plan);
     secagg_.reset();
     secagg_eval_.reset();
+    follow_on_.reset();  // a new round: the last one's masks are spent
     ride_eval_ = std::move(ride_eval);
     const RoundPlan& p = *pending_plan_;
     const uint64_t eval_words = p.evaluate ? EvalWordsLength(c_.eval_layout(), p.ring_bits) : 0;
@@ -63,6 +64,7 @@ class SecAggSite : public SiteScheme {
   Status OnEvaluation(const EvalRequest& request, const EvalReport& report) override {
     // The sums go through secure aggregation under their own round label.
     const uint32_t label = EvalSecAggRound(request.round);
+    if (request.follow_on) return SendFollowOn(request, report, label);
     RoundPlan plan;  // the round in progress: its label and scheme
     plan.round = label;
     plan.model_version = request.model_version;
@@ -95,6 +97,8 @@ class SecAggSite : public SiteScheme {
   // the frames that carry it, sent.
   Status SendMaskedInput(const SecAggRoutedShares& routed);
   Status OnSecAggMessage(const FrameView& frame);
+  // The evaluation sums as the follow-on sum of the training round.
+  Status SendFollowOn(const EvalRequest& request, const EvalReport& report, uint32_t label);
 
   SiteContext& c_;
   std::optional<RoundPlan> pending_plan_;  // without its participants once trained
@@ -118,7 +122,28 @@ class SecAggSite : public SiteScheme {
   // The previous round's evaluation riding on this round's secure sum
   // (RoundPlan::evaluate): its encoded sums, masked after the update.
   std::vector<uint64_t> ride_eval_;
+  // The last training round's follow-on masks, from its client once it
+  // revealed (until used, or the next round starts).
+  std::unique_ptr<secagg::FollowOn> follow_on_;
 };
+
+Status SecAggSite::SendFollowOn(const EvalRequest& request, const EvalReport& report,
+                                uint32_t label) {
+  std::unique_ptr<secagg::FollowOn> follow_on = std::move(follow_on_);
+  if (!follow_on || follow_on->round() != request.round) {
+    return c_.SendError(
+        label,
+        "the coordinator asked for the evaluation sums as the follow-on sum of round " +
+            std::to_string(request.round) + ", but this site holds no follow-on masks " +
+            (follow_on ? "of that round (only of round " + std::to_string(follow_on->round()) + ")"
+                       : std::string("(it did not finish that round's unmasking, or "
+                                     "too few of its neighbours survived)")));
+  }
+  Result<SecAggMasked> masked =
+      follow_on->MaskInput(EncodeEvalSums(report, c_.eval_layout()), 64, label);
+  if (!masked.ok()) return c_.SendError(label, masked.status().message());
+  return c_.Send(*masked, label);
+}
 
 Status SecAggSite::StartSecAgg(secagg::Params params) {
   const RoundPlan& p = *pending_plan_;
@@ -273,6 +298,8 @@ Status SecAggSite::OnSecAggMessage(const FrameView& frame) {
         return c_.Send(*signature, round);
       }
       Result<SecAggUnmaskShares> shares = secagg_->Unmask(*request);
+      // A training round's follow-on masks stay for its evaluation.
+      if (shares.ok() && !IsEvalSecAggRound(round)) follow_on_ = secagg_->TakeFollowOn();
       secagg_.reset();  // the round's secrets are spent
       pending_plan_.reset();
       if (!shares.ok()) return c_.SendError(round, shares.status().message());

@@ -410,6 +410,129 @@ TEST(SecureChannel, FramesOnTheWireDoNotContainThePlaintext) {
   EXPECT_EQ(wire_frames, 6u);  // an opening, an answer and one sealed frame each way
 }
 
+// --- Broadcast: one encryption for every peer ---
+
+SharedFrame SharedModelFrame(uint32_t round, const std::string& secret) {
+  std::string body;
+  while (body.size() < 3 * SecureTransport::kBroadcastMinimum) body += secret;
+  return std::make_shared<const std::vector<uint8_t>>(Frame(round, body));
+}
+
+TEST(SecureChannel, SharedFrameIsEncryptedOnceAndReachesEveryPeer) {
+  Channels c(4);
+  const std::string secret = "item 4711 rated 5 by user 42 ";
+  // Before any session (queued behind the handshakes), then on open channels.
+  const SharedFrame first = SharedModelFrame(1, secret);
+  const SharedFrame second = SharedModelFrame(2, secret + "again ");
+  for (const SharedFrame& frame : {first, second}) {
+    for (int site = 1; site <= 3; ++site) ASSERT_TRUE(c.ends[0]->SendShared(site, frame).ok());
+    std::vector<std::vector<Envelope>> delivered = c.PumpAll();
+    for (int site = 1; site <= 3; ++site) {
+      ASSERT_EQ(delivered[site].size(), 1u) << "site rank " << site;
+      EXPECT_EQ(delivered[site][0].from, 0);
+      EXPECT_TRUE(delivered[site][0].bytes == *frame) << "site rank " << site;
+    }
+  }
+  // On the wire: per broadcast one body, the same bytes for every peer, and
+  // a sealed key per peer; never the plaintext, never a key in the clear.
+  std::vector<std::vector<uint8_t>> bodies;
+  for (const auto& bytes : c.taps[0]->sent) {
+    const MessageType type = TypeOf(bytes);
+    EXPECT_TRUE(type == MessageType::kChannelHello || type == MessageType::kSealed ||
+                type == MessageType::kBroadcastBody)
+        << MessageTypeName(type);
+    const std::string wire(bytes.begin(), bytes.end());
+    EXPECT_EQ(wire.find(secret.substr(0, 12)), std::string::npos);
+    if (type == MessageType::kBroadcastBody) bodies.push_back(bytes);
+  }
+  ASSERT_EQ(bodies.size(), 6u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(bodies[i] == bodies[0]);
+    EXPECT_TRUE(bodies[3 + i] == bodies[3]);
+  }
+  EXPECT_FALSE(bodies[0] == bodies[3]);
+  EXPECT_EQ(bodies[0].size(), first->size() + kFrameHeaderSize + crypto::kGcmTagSize);
+  for (const auto& end : c.ends) EXPECT_EQ(end->rejection_count(), 0u);
+}
+
+TEST(SecureChannel, SmallSharedFrameTravelsSealedLikeAnyOther) {
+  Channels c(2);
+  const auto frame = std::make_shared<const std::vector<uint8_t>>(Frame(3, "a short plan"));
+  ASSERT_TRUE(c.ends[0]->SendShared(1, frame).ok());
+  std::vector<Envelope> got = c.Pump(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].bytes, *frame);
+  for (const auto& bytes : c.taps[0]->sent) EXPECT_NE(TypeOf(bytes), MessageType::kBroadcastBody);
+}
+
+TEST(SecureChannel, BroadcastBodyThatDoesNotMatchItsSealedDigestIsRefused) {
+  Channels c(3);
+  c.Connect();
+  ASSERT_TRUE(c.ends[0]->Send(2, Frame(1, "hello")).ok());
+  ASSERT_EQ(c.Pump(2).size(), 1u);
+  // Altered on its way to rank 2 only: rank 1 still gets the broadcast.
+  c.taps[2]->alter = [](std::vector<uint8_t>& bytes) {
+    if (TypeOf(bytes) == MessageType::kBroadcastBody) bytes[kFrameHeaderSize + 100] ^= 0x01;
+  };
+  const SharedFrame frame = SharedModelFrame(4, "weights ");
+  for (int site = 1; site <= 2; ++site) ASSERT_TRUE(c.ends[0]->SendShared(site, frame).ok());
+  std::vector<std::vector<Envelope>> delivered = c.PumpAll();
+  ASSERT_EQ(delivered[1].size(), 1u);
+  EXPECT_TRUE(delivered[1][0].bytes == *frame);
+  EXPECT_TRUE(delivered[2].empty());
+  ExpectRejected(*c.ends[2], ChannelError::kBroadcastMismatch, "coordinator (rank 0)", 4);
+  EXPECT_NE(c.ends[2]->rejections().back().message.find("SHA-256 differs"), std::string::npos)
+      << c.ends[2]->rejections().back().message;
+  // The genuine body, arriving after the forgery, still opens.
+  c.taps[2]->alter = nullptr;
+  c.taps[2]->Inject(0, c.taps[0]->sent.back());
+  std::vector<Envelope> late = c.Pump(2);
+  ASSERT_EQ(late.size(), 1u);
+  EXPECT_TRUE(late[0].bytes == *frame);
+}
+
+TEST(SecureChannel, BroadcastBodyReplayedOrWithoutItsKeyIsRefused) {
+  Channels c(2);
+  c.Connect();
+  const SharedFrame old_frame = SharedModelFrame(5, "old model ");
+  ASSERT_TRUE(c.ends[0]->SendShared(1, old_frame).ok());
+  ASSERT_EQ(c.Pump(1).size(), 1u);
+  const std::vector<uint8_t> old_body = c.taps[1]->seen.back();
+  ASSERT_EQ(TypeOf(old_body), MessageType::kBroadcastBody);
+  // Without a key sealed before it.
+  c.taps[1]->Inject(0, old_body);
+  EXPECT_TRUE(c.Pump(1).empty());
+  ExpectRejected(*c.ends[1], ChannelError::kBroadcastMismatch, "coordinator (rank 0)", 5);
+  // In place of the next broadcast's body: refused, and the key waits for
+  // its own body.
+  c.taps[1]->HoldNext(MessageType::kBroadcastBody);
+  const SharedFrame new_frame = SharedModelFrame(6, "new model ");
+  ASSERT_TRUE(c.ends[0]->SendShared(1, new_frame).ok());
+  EXPECT_TRUE(c.Pump(1).empty());
+  c.taps[1]->Inject(0, old_body);
+  EXPECT_TRUE(c.Pump(1).empty());
+  EXPECT_EQ(c.ends[1]->rejection_count(ChannelError::kBroadcastMismatch), 2u);
+  c.taps[1]->Inject(0, c.taps[1]->TakeHeld());
+  std::vector<Envelope> got = c.Pump(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].bytes == *new_frame);
+  // A body whose key never came: the next key records the loss and replaces it.
+  c.taps[1]->hold_if = [](const std::vector<uint8_t>& b) {
+    return TypeOf(b) == MessageType::kBroadcastBody;
+  };
+  ASSERT_TRUE(c.ends[0]->SendShared(1, SharedModelFrame(7, "lost ")).ok());
+  EXPECT_TRUE(c.Pump(1).empty());
+  c.taps[1]->hold_if = nullptr;
+  const SharedFrame last = SharedModelFrame(8, "last ");
+  ASSERT_TRUE(c.ends[0]->SendShared(1, last).ok());
+  got = c.Pump(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].bytes == *last);
+  EXPECT_EQ(c.ends[1]->rejection_count(ChannelError::kBroadcastMismatch), 3u);
+  EXPECT_NE(c.ends[1]->rejections().back().message.find("round 7"), std::string::npos)
+      << c.ends[1]->rejections().back().message;
+}
+
 // --- Rejected sealed frames ---
 
 TEST(SecureChannel, RejectsFlippedBit) {

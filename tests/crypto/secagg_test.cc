@@ -476,6 +476,127 @@ TEST(SecAgg, SitesSharingAnAgreementMemoComputeEachPairOnceForTheSameSum) {
   }
 }
 
+// Each survivor's follow-on input for `driver`'s finished round: eval
+// inputs drawn from `rng`, `length` elements in ring 64, labelled `label`.
+struct FollowOnRun {
+  std::map<uint32_t, std::vector<uint64_t>> inputs;
+  std::map<uint32_t, SecAggMasked> masked;
+};
+FollowOnRun MaskFollowOns(Driver& driver, uint64_t length, uint32_t label, std::mt19937_64& rng) {
+  FollowOnRun run;
+  for (uint32_t site : driver.server().survivors()) {
+    std::unique_ptr<FollowOn> follow_on = driver.client(site).TakeFollowOn();
+    EXPECT_NE(follow_on, nullptr) << "site " << site;
+    if (!follow_on) continue;
+    EXPECT_EQ(follow_on->round(), driver.params().round);
+    std::vector<uint64_t>& input = run.inputs[site];
+    for (uint64_t i = 0; i < length; ++i) input.push_back(rng());
+    Result<SecAggMasked> masked = follow_on->MaskInput(input, 64, label);
+    EXPECT_TRUE(masked.ok()) << masked.status().ToString();
+    if (masked.ok()) run.masked[site] = std::move(masked).value();
+  }
+  return run;
+}
+
+TEST(SecAgg, FollowOnSumOverTheSurvivorsIsExactWithTheRoundsSecrets) {
+  std::mt19937_64 rng(20261206);
+  constexpr uint32_t kLabel = 0x80000007u;
+  constexpr uint64_t kLength = 37;
+  for (const bool sparse : {false, true}) {
+    Params params = sparse ? Sparse(24, 8, 4, 32, 50, rng) : Complete(7, 4, 64, 50);
+    Driver driver(params, rng());
+    // Sites that shared but never masked are not survivors: their pairwise
+    // masks must be left out of the follow-on by everyone.
+    driver.SetDrop(params.sites[1], kAfterShares);
+    driver.SetDrop(params.sites[4], kAfterShares);
+    const Driver::Outcome outcome = driver.Run();
+    ASSERT_EQ(outcome.aborted_at, 0) << outcome.status.ToString();
+    ASSERT_EQ(driver.server().survivors().size(), params.sites.size() - 2);
+    for (uint32_t dropped : {params.sites[1], params.sites[4]})
+      EXPECT_EQ(driver.client(dropped).TakeFollowOn(), nullptr);
+
+    const FollowOnRun run = MaskFollowOns(driver, kLength, kLabel, rng);
+    FollowOnSum sum(7, kLabel, driver.server().survivors(), 64, kLength);
+    std::vector<uint64_t> plain(kLength, 0);
+    for (const auto& [site, masked] : run.masked) {
+      EXPECT_NE(masked.data, Words(run.inputs.at(site), 64)) << "site " << site << " unmasked";
+      EXPECT_EQ(masked.round, kLabel);
+      ASSERT_TRUE(sum.Add(site, SecAggMaskedView{masked.round, masked.site, 64, masked.data}).ok());
+      for (uint64_t i = 0; i < kLength; ++i) plain[i] += run.inputs.at(site)[i];
+    }
+    Result<std::vector<uint64_t>> total = sum.Finish();
+    ASSERT_TRUE(total.ok()) << total.status().ToString();
+    EXPECT_EQ(*total, plain) << (sparse ? "SecAgg+" : "complete graph");
+  }
+}
+
+TEST(SecAggAdversary, FollowOnIsMaskedOnceAndOnlyAfterTheSiteRevealed) {
+  std::mt19937_64 rng(7);
+  Driver driver(Complete(5, 3, 64, 20), 3);
+  ASSERT_TRUE(driver.Advertise().ok());
+  ASSERT_TRUE(driver.Share().ok());
+  ASSERT_TRUE(driver.Mask().ok());
+  // Before its reveal a site's survivor list is not settled: no follow-on.
+  const uint32_t site = driver.params().sites[0];
+  EXPECT_EQ(driver.client(site).TakeFollowOn(), nullptr);
+  ASSERT_TRUE(driver.Sign().ok());
+  EXPECT_EQ(driver.client(site).TakeFollowOn(), nullptr);
+  ASSERT_TRUE(driver.Reveal().ok());
+  std::unique_ptr<FollowOn> follow_on = driver.client(site).TakeFollowOn();
+  ASSERT_NE(follow_on, nullptr);
+  EXPECT_EQ(driver.client(site).TakeFollowOn(), nullptr);  // taken once
+  const std::vector<uint64_t> first(8, 1), second(8, 2);
+  ASSERT_TRUE(follow_on->MaskInput(first, 64, 1).ok());
+  // A second input under the same masks would give away second - first.
+  ExpectError(follow_on->MaskInput(second, 64, 1).status(), Code::kAborted,
+              {"masked once already", "site " + Str(site)});
+}
+
+TEST(SecAggAdversary, FollowOnSumLackingASurvivorStaysMaskedAndCheckedInputsOnly) {
+  std::mt19937_64 rng(11);
+  constexpr uint32_t kLabel = 0x80000007u;
+  Driver driver(Complete(6, 4, 64, 20), 5);
+  ASSERT_EQ(driver.Run().aborted_at, 0);
+  const FollowOnRun run = MaskFollowOns(driver, 16, kLabel, rng);
+  const std::vector<uint32_t>& survivors = driver.server().survivors();
+  // Without the last survivor's input the others' masks do not cancel: the
+  // coordinator's partial sum is not the sum of their inputs.
+  std::vector<uint64_t> partial(16, 0), plain(16, 0);
+  for (size_t k = 0; k + 1 < survivors.size(); ++k) {
+    const uint32_t site = survivors[k];
+    for (size_t i = 0; i < 16; ++i) {
+      uint64_t word = 0;
+      for (int b = 0; b < 8; ++b) word |= uint64_t{run.masked.at(site).data[8 * i + b]} << (8 * b);
+      partial[i] += word;
+      plain[i] += run.inputs.at(site)[i];
+    }
+  }
+  for (size_t i = 0; i < 16; ++i) EXPECT_NE(partial[i], plain[i]) << "element " << i;
+  FollowOnSum sum(7, kLabel, survivors, 64, 16);
+  const auto view = [&](uint32_t site) {
+    const SecAggMasked& m = run.masked.at(site);
+    return SecAggMaskedView{m.round, m.site, m.ring_bits, m.data};
+  };
+  for (size_t k = 0; k + 1 < survivors.size(); ++k)
+    ASSERT_TRUE(sum.Add(survivors[k], view(survivors[k])).ok());
+  ExpectError(sum.Finish().status(), Code::kAborted,
+              {"no input from 1 of the 6 survivors", Str(survivors.back())});
+  // What Add refuses: a second input, a stranger, another label, site or size.
+  ExpectError(sum.Add(survivors[0], view(survivors[0])), Code::kInvalidArgument,
+              {"a second input"});
+  ExpectError(sum.Add(1000, view(survivors[0])), Code::kInvalidArgument,
+              {"not among the round's survivors"});
+  SecAggMaskedView other = view(survivors.back());
+  other.round = 7;
+  ExpectError(sum.Add(survivors.back(), other), Code::kInvalidArgument, {"labelled 7"});
+  other = view(survivors.back());
+  other.data = other.data.first(8);
+  ExpectError(sum.Add(survivors.back(), other), Code::kInvalidArgument,
+              {"8 bytes", "expected 16 elements"});
+  ASSERT_TRUE(sum.Add(survivors.back(), view(survivors.back())).ok());
+  EXPECT_TRUE(sum.Finish().ok());
+}
+
 TEST(SecAgg, ThresholdEdges) {
   // n = 7, t = 4: three sites may go, a fourth may not, at every step.
   const Params params = Complete(7, 4, 64, 16);

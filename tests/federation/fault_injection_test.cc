@@ -382,6 +382,36 @@ TEST(FaultInjection, CoordinatorCrashEndsTheRunWithAnErrorNamingIt) {
   EXPECT_LE(run.rounds.size(), 2u);
 }
 
+// The last round is evaluated as the follow-on of its secure sum
+// (eval.follow_on): the same totals as a secure evaluation of its own, and
+// when a survivor stays silent the others are evaluated by one.
+TEST(FaultInjection, FollowOnEvaluationEqualsItsOwnSecureSumAndFallsBackToOne) {
+  Config config = SmallFaultConfig("secagg");
+  config.federation.rounds = 2;
+  for (const bool silent : {false, true}) {
+    FaultOptions faults;
+    // Site 3 never sends its evaluation sums of round 2 (their frames carry
+    // the evaluation's round label).
+    if (silent) faults.silences.push_back(SiteSilence{3, EvalSecAggRound(2), RoundStep::kUpload});
+    Config own = config;
+    own.eval.follow_on = false;
+    const FaultyRun follow_on = RunWithFaults(config, faults);
+    const FaultyRun separate = RunWithFaults(own, faults);
+    ASSERT_TRUE(follow_on.ok && separate.ok) << follow_on.error << separate.error;
+    ASSERT_EQ(follow_on.rounds.size(), 2u);
+    ASSERT_EQ(separate.rounds.size(), 2u);
+    const RoundMetrics& a = follow_on.rounds[1];
+    const RoundMetrics& b = separate.rounds[1];
+    ASSERT_TRUE(a.evaluated && b.evaluated);
+    const uint32_t evaluated = config.federation.sites - (silent ? 1 : 0);
+    EXPECT_EQ(a.sites_evaluated, evaluated);
+    EXPECT_EQ(b.sites_evaluated, evaluated);
+    EXPECT_EQ(a.test.Rmse(), b.test.Rmse());
+    EXPECT_EQ(a.test.count, b.test.count);
+    EXPECT_EQ(ModelHash(follow_on.global), ModelHash(separate.global));
+  }
+}
+
 TEST(FaultInjection, DropoutDrawsDependOnlyOnSeedRoundAndSite) {
   FaultOptions a;
   a.seed = 9;
