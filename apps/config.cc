@@ -203,10 +203,10 @@ const std::vector<Key>& Schema() {
                  "sites of round r + 1 evaluate round r's model before training and mask the "
                  "metric sums with their update: one secure sum per round instead of two"),
       FEDREC_KEY("eval.follow_on", eval.follow_on,
-                 "with secure aggregation (secagg) and eval.fraction = federation.fraction, a "
-                 "round evaluated on its own (the last) is evaluated by the sites its secure sum "
-                 "summed, masking the metric sums with that sum's pairwise secrets (a follow-on "
-                 "sum) instead of running a second secure aggregation"),
+                 "with secure aggregation (secagg), when the sites evaluating a round on its own "
+                 "(the last) are the sites its secure sum summed, they mask the metric sums with "
+                 "that sum's pairwise secrets (a follow-on sum) instead of running a second "
+                 "secure aggregation"),
       FEDREC_KEY("eval.ranking", eval.ranking, "also compute top-N metrics"),
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
       FEDREC_KEY("eval.click_negatives", eval.click_negatives,

@@ -14,7 +14,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -56,15 +55,6 @@ class CoordinatorScheme {
   // Whether a round's evaluation can ride on the next round's sum
   // (CoordinatorOptions::eval_with_next_round).
   virtual bool CarriesEvaluation() const { return false; }
-
-  // The sites that can evaluate round `round` in a follow-on of its sum
-  // (CoordinatorOptions::eval_follow_on): Evaluate of exactly these sites
-  // then costs no aggregation of its own. nullopt when the scheme has none
-  // for the round.
-  virtual std::optional<std::vector<uint32_t>> FollowOnSites(uint32_t round) const {
-    (void)round;
-    return std::nullopt;
-  }
 
   // Completes `plan` with the scheme's parameters, sends it to `selected` and
   // gathers their updates into `input` (sums, sites summed, failures) and the

@@ -260,13 +260,7 @@ std::vector<uint32_t> Coordinator::EvalSites(uint32_t round) const {
 Status Coordinator::Evaluate(uint32_t round, RoundMetrics* metrics) {
   FEDREC_RETURN_IF_ERROR(link_.Settle(round));
   link_.set_evaluating(true);
-  // The sites the round's secure sum summed, when they can add the metric
-  // sums as its follow-on sum (CoordinatorOptions::eval_follow_on).
-  std::optional<std::vector<uint32_t>> follow_on;
-  if (options_.eval_follow_on && options_.eval_fraction == options_.fraction)
-    follow_on = scheme().FollowOnSites(round);
-  const Status evaluated =
-      scheme().Evaluate(round, version_, follow_on ? *follow_on : EvalSites(round), metrics);
+  const Status evaluated = scheme().Evaluate(round, version_, EvalSites(round), metrics);
   link_.set_evaluating(false);
   return evaluated;
 }

@@ -60,13 +60,15 @@ struct CoordinatorOptions {
   // of two. The last round, and a round whose next one aborts, are evaluated
   // on their own as before.
   bool eval_with_next_round = true;
-  // With secure aggregation (secagg), a round evaluated on its own (the last
-  // one, or a round whose next one aborted) when eval_fraction equals
-  // fraction is evaluated by the sites its secure sum summed (U3), whose
-  // metric sums are masked with that sum's pairwise secrets (crypto/secagg.h,
-  // "Follow-on sum") instead of going through a secure aggregation of their
-  // own. Should a survivor not answer, the sites that did are evaluated by a
-  // secure aggregation of their own.
+  // With secure aggregation (secagg), when the sites asked to evaluate a
+  // round on its own (the last one, or a round whose next one aborted) are
+  // exactly the sites its secure sum summed (U3; e.g. every site with
+  // fractions 1 and none failing), their metric sums are masked with that
+  // sum's pairwise secrets (crypto/secagg.h, "Follow-on sum") instead of
+  // going through a secure aggregation of their own. Should one not answer,
+  // those that did are evaluated by a secure aggregation of their own. A
+  // sample of evaluating sites other than the round's is never replaced by
+  // the round's: sites that just trained would score the model they fitted.
   bool eval_follow_on = true;
   uint64_t seed = 1;
   // How long the coordinator waits for each step's answers, on `clock`: real

@@ -340,11 +340,6 @@ class SecAggScheme : public CoordinatorScheme {
     return Status::Ok();
   }
 
-  std::optional<std::vector<uint32_t>> FollowOnSites(uint32_t round) const override {
-    if (!follow_on_ || follow_on_->round != round) return std::nullopt;
-    return follow_on_->survivors;
-  }
-
   Status Evaluate(uint32_t round, uint64_t version, const std::vector<uint32_t>& sites,
                   RoundMetrics* metrics) override {
     std::optional<FollowOn> follow_on = std::exchange(follow_on_, std::nullopt);
