@@ -168,6 +168,75 @@ bool Verify(const Key32& public_key, std::span<const uint8_t> message, const Sig
   return ok;
 }
 
+struct X25519Public::Impl {
+  Pkey pkey;
+};
+X25519Public::X25519Public() : impl_(std::make_unique<Impl>()) {}
+X25519Public::X25519Public(X25519Public&&) noexcept = default;
+X25519Public& X25519Public::operator=(X25519Public&&) noexcept = default;
+X25519Public::~X25519Public() = default;
+
+Result<X25519Public> X25519Public::Load(const Key32& public_key) {
+  X25519Public key;
+  key.impl_->pkey = RawPublic(EVP_PKEY_X25519, public_key);
+  if (!key.impl_->pkey)
+    return Status::InvalidArgument(OpenSslError("loading an X25519 public key"));
+  return key;
+}
+
+struct X25519Key::Impl {
+  Pkey pkey;  // OpenSSL clears the private key when it frees it
+  PkeyCtx ctx;
+  Key32 public_key{};
+};
+X25519Key::X25519Key() : impl_(std::make_unique<Impl>()) {}
+X25519Key::X25519Key(X25519Key&&) noexcept = default;
+X25519Key& X25519Key::operator=(X25519Key&&) noexcept = default;
+X25519Key::~X25519Key() = default;
+
+Result<X25519Key> X25519Key::Load(const Key32& private_key) {
+  X25519Key key;
+  Impl& k = *key.impl_;
+  k.pkey = RawPrivate(EVP_PKEY_X25519, private_key);
+  if (!k.pkey) return Status::InvalidArgument(OpenSslError("loading an X25519 private key"));
+  FEDREC_ASSIGN_OR_RETURN(k.public_key, PublicOf(k.pkey.get(), "X25519 public key"));
+  k.ctx.reset(EVP_PKEY_CTX_new(k.pkey.get(), nullptr));
+  if (!k.ctx || EVP_PKEY_derive_init(k.ctx.get()) != 1)
+    return Status::Internal(OpenSslError("X25519 agreement set-up"));
+  return key;
+}
+
+Result<X25519Key> X25519Key::Generate() {
+  FEDREC_ASSIGN_OR_RETURN(Key32 private_key, RandomKey());
+  Result<X25519Key> key = Load(private_key);
+  Cleanse(private_key);
+  return key;
+}
+
+const Key32& X25519Key::public_key() const { return impl_->public_key; }
+
+Result<Key32> X25519Key::Agree(const Key32& peer_public_key) {
+  FEDREC_ASSIGN_OR_RETURN(const X25519Public peer, X25519Public::Load(peer_public_key));
+  return Agree(peer);
+}
+
+Result<Key32> X25519Key::Agree(const X25519Public& peer) {
+  Key32 secret;
+  size_t length = secret.size();
+  // Peer validation is skipped: any 32 bytes are an X25519 key, and the one
+  // bad case, a low-order point, shows as the all-zero secret below.
+  if (EVP_PKEY_derive_set_peer_ex(impl_->ctx.get(), peer.impl_->pkey.get(),
+                                  /*validate_peer=*/0) != 1 ||
+      EVP_PKEY_derive(impl_->ctx.get(), secret.data(), &length) != 1 || length != secret.size()) {
+    return Status::InvalidArgument(
+        OpenSslError("X25519 key agreement (a low-order or malformed peer key)"));
+  }
+  uint8_t any = 0;
+  for (uint8_t b : secret) any |= b;
+  if (any == 0) return Status::InvalidArgument("X25519 key agreement gave the all-zero secret");
+  return secret;
+}
+
 Result<DhKeyPair> GenerateDhKey() {
   DhKeyPair pair;
   FEDREC_ASSIGN_OR_RETURN(pair.private_key, RandomKey());
@@ -176,28 +245,13 @@ Result<DhKeyPair> GenerateDhKey() {
 }
 
 Result<Key32> DhPublicKey(const Key32& private_key) {
-  Pkey pkey = RawPrivate(EVP_PKEY_X25519, private_key);
-  if (!pkey) return Status::InvalidArgument(OpenSslError("loading an X25519 private key"));
-  return PublicOf(pkey.get(), "X25519 public key");
+  FEDREC_ASSIGN_OR_RETURN(const X25519Key key, X25519Key::Load(private_key));
+  return key.public_key();
 }
 
 Result<Key32> DhSharedSecret(const Key32& private_key, const Key32& peer_public_key) {
-  Pkey mine = RawPrivate(EVP_PKEY_X25519, private_key);
-  Pkey peer = RawPublic(EVP_PKEY_X25519, peer_public_key);
-  if (!mine || !peer) return Status::InvalidArgument(OpenSslError("loading X25519 keys"));
-  PkeyCtx ctx(EVP_PKEY_CTX_new(mine.get(), nullptr));
-  Key32 secret;
-  size_t length = secret.size();
-  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
-      EVP_PKEY_derive_set_peer(ctx.get(), peer.get()) != 1 ||
-      EVP_PKEY_derive(ctx.get(), secret.data(), &length) != 1 || length != secret.size()) {
-    return Status::InvalidArgument(
-        OpenSslError("X25519 key agreement (a low-order or malformed peer key)"));
-  }
-  uint8_t any = 0;
-  for (uint8_t b : secret) any |= b;
-  if (any == 0) return Status::InvalidArgument("X25519 key agreement gave the all-zero secret");
-  return secret;
+  FEDREC_ASSIGN_OR_RETURN(X25519Key key, X25519Key::Load(private_key));
+  return key.Agree(peer_public_key);
 }
 
 namespace {

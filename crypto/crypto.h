@@ -58,6 +58,47 @@ struct DhKeyPair {
   Key32 private_key{};
   Key32 public_key{};
 };
+
+// An X25519 public key loaded once, for agreements with many private keys.
+class X25519Public {
+ public:
+  static Result<X25519Public> Load(const Key32& public_key);
+  X25519Public(X25519Public&&) noexcept;
+  X25519Public& operator=(X25519Public&&) noexcept;
+  ~X25519Public();
+
+ private:
+  friend class X25519Key;
+  X25519Public();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// An X25519 private key loaded once for any number of agreements. Loading
+// derives the public key (a scalar multiplication as large as an
+// agreement's), so a key loaded once and kept costs one multiplication per
+// agreement where DhSharedSecret costs two. OpenSSL clears the private key
+// when the object goes. Not thread-safe: one context serves every peer.
+class X25519Key {
+ public:
+  // A fresh key from the OS CSPRNG.
+  static Result<X25519Key> Generate();
+  static Result<X25519Key> Load(const Key32& private_key);
+  X25519Key(X25519Key&&) noexcept;
+  X25519Key& operator=(X25519Key&&) noexcept;
+  ~X25519Key();
+
+  const Key32& public_key() const;
+  // The raw shared secret; InvalidArgument for a low-order peer key (the
+  // all-zero secret).
+  Result<Key32> Agree(const Key32& peer_public_key);
+  Result<Key32> Agree(const X25519Public& peer);
+
+ private:
+  X25519Key();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 Result<DhKeyPair> GenerateDhKey();
 Result<Key32> DhPublicKey(const Key32& private_key);
 // The shared secret; InvalidArgument for a low-order peer key (all-zero secret).

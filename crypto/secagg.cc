@@ -111,84 +111,8 @@ Result<PrgKey> SelfMaskKey(const shamir::Secret& seed, uint32_t round, uint32_t 
   return key;
 }
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
-
-// An X25519 public key loaded once, for use with many private keys.
-class X25519Public {
- public:
-  static Result<X25519Public> Load(const Key32& public_key) {
-    X25519Public key;
-    key.pkey_.reset(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, public_key.data(), 32));
-    if (!key.pkey_) {
-      ERR_clear_error();
-      return Status::Internal("loading an X25519 public key failed");
-    }
-    return key;
-  }
-  EVP_PKEY* get() const { return pkey_.get(); }
-
- private:
-  Pkey pkey_;
-};
-
-// An X25519 private key loaded once for many agreements. crypto::DhSharedSecret
-// loads the private key (a scalar multiplication to derive its public key) and
-// sets up a fresh context on every call, which would nearly double the
-// coordinator's cost per (dropped site, survivor) pair; here one context
-// serves every peer. Not thread-safe (the context is reused).
-class X25519Key {
- public:
-  static Result<X25519Key> Load(const Key32& private_key) {
-    X25519Key key;
-    key.pkey_.reset(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, private_key.data(), 32));
-    size_t length = key.public_key_.size();
-    if (key.pkey_) key.ctx_.reset(EVP_PKEY_CTX_new(key.pkey_.get(), nullptr));
-    if (!key.ctx_ || EVP_PKEY_derive_init(key.ctx_.get()) != 1 ||
-        EVP_PKEY_get_raw_public_key(key.pkey_.get(), key.public_key_.data(), &length) != 1 ||
-        length != key.public_key_.size()) {
-      ERR_clear_error();
-      return Status::Internal("loading an X25519 private key failed");
-    }
-    return key;
-  }
-
-  const Key32& public_key() const { return public_key_; }
-
-  // The raw shared secret; InvalidArgument for a low-order peer key.
-  Result<Key32> Agree(const Key32& peer_public_key) {
-    FEDREC_ASSIGN_OR_RETURN(const X25519Public peer, X25519Public::Load(peer_public_key));
-    return Agree(peer);
-  }
-
-  Result<Key32> Agree(const X25519Public& peer) {
-    Key32 secret;
-    size_t length = secret.size();
-    // Peer validation is skipped: any 32 bytes are an X25519 key, and the one
-    // bad case, a low-order point, shows as the all-zero secret below.
-    if (EVP_PKEY_derive_set_peer_ex(ctx_.get(), peer.get(), /*validate_peer=*/0) != 1 ||
-        EVP_PKEY_derive(ctx_.get(), secret.data(), &length) != 1 || length != secret.size()) {
-      ERR_clear_error();
-      return Status::InvalidArgument("X25519 key agreement failed (a low-order public key)");
-    }
-    uint8_t any = 0;
-    for (uint8_t b : secret) any |= b;
-    if (any == 0)
-      return Status::InvalidArgument("X25519 key agreement with a low-order public key");
-    return secret;
-  }
-
- private:
-  Pkey pkey_;  // OpenSSL clears the private key when it frees it
-  PkeyCtx ctx_;
-  Key32 public_key_{};
-};
+using crypto::X25519Key;
+using crypto::X25519Public;
 
 std::optional<uint32_t> PositionOf(const Params& params, uint32_t site) {
   auto it = std::lower_bound(params.sites.begin(), params.sites.end(), site);

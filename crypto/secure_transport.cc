@@ -139,7 +139,7 @@ struct SecureTransport::Peer {
   // the inner transport; the private half is cleansed when the session starts.
   bool hello_sent = false;
   crypto::Key32 ephemeral_public{};
-  std::optional<crypto::DhKeyPair> ephemeral;
+  std::optional<crypto::X25519Key> ephemeral;  // loaded once: one multiplication per agreement
   // The peer's ephemeral key our latest answer signed (none yet: nullopt).
   std::optional<crypto::Key32> answered;
   // The rounds (frame header) of our latest opening and answer: a handshake
@@ -210,11 +210,8 @@ SecureTransport::SecureTransport(Transport* inner, SecureTransportOptions option
   if (!options_.learn_job) job_ = options_.job_id;
 }
 
-SecureTransport::~SecureTransport() {
-  for (auto& [rank, p] : peers_) {
-    if (p->ephemeral) crypto::Cleanse(p->ephemeral->private_key);
-  }
-}
+// Ephemeral keys still held are cleared by OpenSSL as they go.
+SecureTransport::~SecureTransport() = default;
 
 SecureTransport::Peer& SecureTransport::PeerFor(int rank) {
   std::lock_guard lock(peers_mu_);
@@ -262,10 +259,9 @@ Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round,
                                         const crypto::Key32* answer) {
   const bool fresh = !p.hello_sent;
   if (fresh) {
-    FEDREC_ASSIGN_OR_RETURN(crypto::DhKeyPair ephemeral, crypto::GenerateDhKey());
-    p.ephemeral = ephemeral;
-    p.ephemeral_public = ephemeral.public_key;
-    crypto::Cleanse(ephemeral.private_key);
+    FEDREC_ASSIGN_OR_RETURN(crypto::X25519Key ephemeral, crypto::X25519Key::Generate());
+    p.ephemeral_public = ephemeral.public_key();
+    p.ephemeral = std::move(ephemeral);
   }
   std::vector<uint8_t> payload(kHelloSize);
   PutLe<uint32_t>(payload.data(), static_cast<uint32_t>(rank()));
@@ -296,7 +292,6 @@ Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round,
       p.opened_round = round;
     }
   } else if (fresh) {
-    crypto::Cleanse(p.ephemeral->private_key);
     p.ephemeral.reset();
   }
   return sent;
@@ -623,7 +618,7 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
   }
 
   // An answer to our own ephemeral key: the peer is live and vouches for its key.
-  Result<crypto::Key32> secret = crypto::DhSharedSecret(p.ephemeral->private_key, ephemeral);
+  Result<crypto::Key32> secret = p.ephemeral->Agree(ephemeral);
   if (!secret.ok()) {
     // Our ephemeral key stays: a genuine answer from the peer may still come.
     return Reject(ChannelError::kHandshakeFailed, from, round,
@@ -655,8 +650,7 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
     crypto::Cleanse(keys);
     return Reject(ChannelError::kHandshakeFailed, from, round, what + ": " + derived.message());
   }
-  crypto::Cleanse(p.ephemeral->private_key);
-  p.ephemeral.reset();
+  p.ephemeral.reset();  // OpenSSL clears the private key
   crypto::Key32 low_to_high, high_to_low;
   std::copy(keys.begin(), keys.begin() + 32, low_to_high.begin());
   std::copy(keys.begin() + 32, keys.end(), high_to_low.begin());
