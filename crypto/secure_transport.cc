@@ -274,10 +274,16 @@ Status SecureTransport::SendHelloLocked(Peer& p, int peer, uint32_t round,
             payload.begin() + kIdentityAt);
   std::copy(p.ephemeral_public.begin(), p.ephemeral_public.end(), payload.begin() + kEphemeralAt);
   if (answer != nullptr) std::copy(answer->begin(), answer->end(), payload.begin() + kAnswersAt);
-  Result<crypto::Signature> signature = crypto::Sign(options_.identity, HelloTranscript(payload));
-  Status sent = signature.status();
+  // Only an answer is signed (an opening never makes a session; see the
+  // header).
+  Status sent;
+  if (answer != nullptr) {
+    Result<crypto::Signature> signature = crypto::Sign(options_.identity, HelloTranscript(payload));
+    sent = signature.status();
+    if (sent.ok())
+      std::copy(signature->begin(), signature->end(), payload.begin() + kSignedHelloBytes);
+  }
   if (sent.ok()) {
-    std::copy(signature->begin(), signature->end(), payload.begin() + kSignedHelloBytes);
     sent = inner_->Send(peer, EncodeFrame(MessageType::kChannelHello, round,
                                           static_cast<uint32_t>(rank()), payload));
   }
@@ -550,7 +556,7 @@ void SecureTransport::HandleHello(int from, const std::vector<uint8_t>& bytes, u
                         " for this rank");
     }
   }
-  if (!crypto::Verify(identity, HelloTranscript(payload), signature)) {
+  if (!opening && !crypto::Verify(identity, HelloTranscript(payload), signature)) {
     return Reject(
         ChannelError::kBadSignature, from, round,
         what + ": the signature does not verify under identity key " + KeyPrefix(identity));

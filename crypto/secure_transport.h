@@ -18,15 +18,20 @@
 //       72   32 sender's ephemeral X25519 public key (one per peer and run)
 //      104   32 the peer's ephemeral key this hello answers; zero in an
 //               opening hello
-//      136   64 Ed25519 signature by the identity key over
-//               "fedrec channel hello v2\0" || bytes 0..135
+//      136   64 answer: Ed25519 signature by the identity key over
+//               "fedrec channel hello v2\0" || bytes 0..135; opening: zero
 //
 // A hello is an *opening* (answers nothing) or an *answer* (signs the peer's
 // ephemeral key as well as its own, i.e. the whole transcript). A session is
 // made only from an answer to our own, fresh ephemeral key: that proves the
 // peer holds its identity key now and vouches for its ephemeral key in this
-// handshake. An opening can be a replay from an earlier run, so it never
-// makes a session; it is only answered. Step by step:
+// handshake. An opening can be a replay from an earlier run, or forged, so it
+// never makes a session; it is only answered (or, at a learning rank, makes
+// it open itself). So an opening is neither signed nor verified: a signature
+// on it would prove nothing the answers do not, and the handshake costs two
+// Ed25519 signatures and two verifications instead of four of each (SIGMA's
+// shape: the first message of each side is a bare ephemeral key). Step by
+// step:
 //
 //  1. The first Send to a peer without a session makes a fresh X25519
 //     ephemeral key pair and sends an opening hello. The application frame,
@@ -42,15 +47,15 @@
 //     field is our rank (kMisaddressed); the identity key is the one
 //     configured for that rank (kUnknownPeer when no configured rank has it or
 //     no key is configured for the rank, kWrongIdentity when it belongs to
-//     another rank); the signature (kBadSignature); no session with that peer
+//     another rank); an answer's signature (kBadSignature); no session with that peer
 //     yet (kDuplicateHello); the job: a rank that knows its job refuses a
 //     hello naming another job, and an answer that does not name its job
 //     (kWrongJob); an answer must answer the ephemeral key we offered that
 //     peer (kStaleHello: a hello replayed from an earlier handshake). A
 //     refused hello changes nothing: no session, no key, no answer.
-//     With `authenticate` off, any identity key passes but the signature is
-//     still checked, so the ephemeral key is bound to the identity that
-//     presented it.
+//     With `authenticate` off, any identity key passes but an answer's
+//     signature is still checked, so the session's ephemeral keys are bound
+//     to the identity that presented them.
 //  3. An opening (at a rank that knows its job): we answer it with our own
 //     ephemeral key (made now if we have none) and the peer's, unless we
 //     already answered that very key. A replayed opening thus only costs an

@@ -741,28 +741,74 @@ TEST(SecureChannel, RefusesKeyListedOnlyAmongKnownKeysAsWrongIdentity) {
   ExpectRejected(*c.ends[0], ChannelError::kWrongIdentity, "site 0 (rank 1)", 1);
 }
 
-TEST(SecureChannel, RefusesBadSignature) {
+// Whether a hello answers a key (bytes 104..135 of its payload not zero).
+bool IsAnswer(const std::vector<uint8_t>& hello) {
+  return TypeOf(hello) == MessageType::kChannelHello &&
+         std::any_of(hello.begin() + kFrameHeaderSize + 104, hello.begin() + kFrameHeaderSize + 136,
+                     [](uint8_t b) { return b != 0; });
+}
+
+TEST(SecureChannel, RefusesAnAnswerWithABadSignature) {
   Channels c(2);
-  c.taps[0]->HoldNext(MessageType::kChannelHello);
+  // Rank 1 opens; rank 0's answer is held back on its way to rank 1.
+  c.taps[1]->hold_if = [&c](const std::vector<uint8_t>& b) {
+    if (!IsAnswer(b)) return false;
+    c.taps[1]->hold_if = nullptr;
+    return true;
+  };
   ASSERT_TRUE(c.ends[1]->Send(0, Frame(1, "hello")).ok());
   EXPECT_TRUE(c.Pump(0).empty());
-  const std::vector<uint8_t> hello = c.taps[0]->TakeHeld();
-  std::vector<uint8_t> forged = hello;
+  const std::vector<uint8_t> answer = c.taps[1]->TakeHeld();
+  std::vector<uint8_t> forged = answer;
   forged[kFrameHeaderSize + 150] ^= 1;  // inside the signature
-  c.taps[0]->Inject(1, forged);
-  forged = hello;
+  c.taps[1]->Inject(0, forged);
+  forged = answer;
   forged[kFrameHeaderSize + 80] ^= 1;  // the ephemeral key it signs
-  c.taps[0]->Inject(1, forged);
-  EXPECT_TRUE(c.Pump(0).empty());
-  EXPECT_EQ(c.ends[0]->rejection_count(ChannelError::kBadSignature), 2u);
-  EXPECT_FALSE(c.ends[0]->HasSession(1));
-  const ChannelRejection r = c.ends[0]->rejections().back();
-  EXPECT_NE(r.message.find("site 0 (rank 1), round 1"), std::string::npos) << r.message;
-  // The genuine hello still opens the channel.
-  c.taps[0]->Inject(1, hello);
-  std::vector<Envelope> got = c.Pump(0);
+  c.taps[1]->Inject(0, forged);
+  EXPECT_TRUE(c.Pump(1).empty());
+  EXPECT_EQ(c.ends[1]->rejection_count(ChannelError::kBadSignature), 2u);
+  EXPECT_FALSE(c.ends[1]->HasSession(0));
+  const ChannelRejection r = c.ends[1]->rejections().back();
+  EXPECT_NE(r.message.find("coordinator (rank 0), round 1"), std::string::npos) << r.message;
+  // The genuine answer still opens the channel.
+  c.taps[1]->Inject(0, answer);
+  std::vector<Envelope> got = c.PumpAll()[0];
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].bytes, Frame(1, "hello"));
+}
+
+TEST(SecureChannel, OpeningsAreUnsignedAndAForgedOneNeverMakesASession) {
+  Channels c(2);
+  c.Connect();
+  const auto opening = std::find_if(
+      c.taps[0]->sent.begin(), c.taps[0]->sent.end(),
+      [](const std::vector<uint8_t>& b) { return TypeOf(b) == MessageType::kChannelHello; });
+  ASSERT_NE(opening, c.taps[0]->sent.end());
+  ASSERT_FALSE(IsAnswer(*opening));
+  EXPECT_TRUE(std::all_of(opening->begin() + kFrameHeaderSize + 136, opening->end(),
+                          [](uint8_t b) { return b == 0; }));
+  // An opening in rank 1's name with a key of the forger's own: answered
+  // (a signature's cost, as a replayed opening always was), but no session
+  // follows, and the genuine handshake completes beside it.
+  Channels d(2);
+  std::vector<uint8_t> payload(200, 0);
+  payload[0] = 1;  // sender rank
+  payload[4] = 0;  // addressee rank
+  std::copy(d.keys[1].public_key.begin(), d.keys[1].public_key.end(), payload.begin() + 40);
+  const crypto::Key32 forger = crypto::X25519Key::Generate()->public_key();
+  std::copy(forger.begin(), forger.end(), payload.begin() + 72);
+  d.taps[0]->Inject(1, EncodeFrame(MessageType::kChannelHello, 1, 1, payload));
+  EXPECT_TRUE(d.Pump(0).empty());
+  EXPECT_FALSE(d.ends[0]->HasSession(1));
+  EXPECT_EQ(d.ends[0]->rejection_count(), 0u);
+  ASSERT_FALSE(d.taps[0]->sent.empty());
+  EXPECT_TRUE(IsAnswer(d.taps[0]->sent.back()));  // the answer went out
+  ASSERT_TRUE(d.ends[1]->Send(0, Frame(2, "genuine")).ok());
+  std::vector<Envelope> got = d.PumpAll()[0];
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].bytes, Frame(2, "genuine"));
+  // Rank 1 refused the answer to the forger's key as stale.
+  EXPECT_EQ(d.ends[1]->rejection_count(ChannelError::kStaleHello), 1u);
 }
 
 TEST(SecureChannel, RefusesHelloAddressedToAnotherRank) {
@@ -830,9 +876,11 @@ TEST(SecureChannel, UnauthenticatedModeAcceptsAnyIdentity) {
   EXPECT_TRUE(c.ends[0]->PeerIdentity(1).has_value());
   EXPECT_EQ(c.ends[0]->rejection_count(), 0u);
   EXPECT_EQ(c.ends[1]->rejection_count(), 0u);
-  // The signature is still checked: a hello whose ephemeral key was changed
-  // in transit is refused.
-  std::vector<uint8_t> altered = c.taps[0]->seen.front();
+  // An answer's signature is still checked: one whose ephemeral key was
+  // changed in transit is refused.
+  const auto answer = std::find_if(c.taps[0]->seen.begin(), c.taps[0]->seen.end(), IsAnswer);
+  ASSERT_NE(answer, c.taps[0]->seen.end());
+  std::vector<uint8_t> altered = *answer;
   altered[kFrameHeaderSize + 72] ^= 1;  // the ephemeral key (secure_transport.h)
   c.taps[0]->Inject(1, altered);
   EXPECT_TRUE(c.Pump(0).empty());
