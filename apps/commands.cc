@@ -705,12 +705,13 @@ int RunSim(const Config& config, const Registries& registries) {
     job = *job_id;
     coordinator_channel->job_id = job;
     sim_options.channel_options = [&config, site_ranks, shard_ranks, &sim_identities,
-                                   coordinator = *coordinator_channel](int rank) {
+                                   coordinator = *coordinator_channel,
+                                   names = RankNames(site_ranks)](int rank) {
       if (rank == 0) return Result<SecureTransportOptions>(coordinator);
       if (rank > static_cast<int>(site_ranks.size()))
         return ShardChannelOptions(config, site_ranks, shard_ranks, coordinator.identity);
       Result<SecureTransportOptions> site =
-          ChannelOptions(config, static_cast<uint32_t>(rank - 1), site_ranks, shard_ranks);
+          ChannelOptions(config, static_cast<uint32_t>(rank - 1), site_ranks, shard_ranks, names);
       if (site.ok()) site->learn_job = true;
       if (site.ok() && !sim_identities.empty()) site->identity = sim_identities[rank - 1];
       return site;

@@ -1011,9 +1011,34 @@ Result<std::map<uint32_t, crypto::Key32>> SiteRoster(const Config& config, uint3
   return roster;
 }
 
+std::function<std::string(int rank)> RankNames(const std::vector<int>& site_ranks) {
+  // Site ranks are contiguous in every launch mode: the names need only the
+  // first rank and the count, not a copy of the list per rank.
+  const bool contiguous =
+      std::adjacent_find(site_ranks.begin(), site_ranks.end(),
+                         [](int a, int b) { return b != a + 1; }) == site_ranks.end();
+  const int first = site_ranks.empty() ? 0 : site_ranks.front();
+  const int count = static_cast<int>(site_ranks.size());
+  return [first, count, ranks = contiguous ? std::vector<int>{} : site_ranks](int rank) {
+    if (rank == 0) return std::string("coordinator (rank 0)");
+    int site = -1;
+    if (ranks.empty()) {
+      if (rank >= first && rank < first + count) site = rank - first;
+    } else {
+      const auto it = std::find(ranks.begin(), ranks.end(), rank);
+      if (it != ranks.end()) site = static_cast<int>(it - ranks.begin());
+    }
+    if (site < 0 && rank >= 1 && rank < first)
+      return "shard server (rank " + std::to_string(rank) + ")";
+    if (site < 0) return "rank " + std::to_string(rank);
+    return "site " + std::to_string(site) + " (rank " + std::to_string(rank) + ")";
+  };
+}
+
 Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optional<uint32_t> site,
                                               const std::vector<int>& site_ranks,
-                                              const std::vector<int>& shard_ranks) {
+                                              const std::vector<int>& shard_ranks,
+                                              std::function<std::string(int rank)> peer_name) {
   const Config::Security& sec = config.security;
   SecureTransportOptions options;
   const std::string identity_file =
@@ -1044,28 +1069,7 @@ Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optiona
     for (const auto& [s, key] : roster) options.peer_keys[site_ranks[s]] = key;
     for (int rank : shard_ranks) options.peer_keys[rank] = options.identity.public_key;
   }
-  // Site ranks are contiguous in every launch mode: the names need only the
-  // first rank and the count, not a copy of the list per rank.
-  const bool contiguous =
-      std::adjacent_find(site_ranks.begin(), site_ranks.end(),
-                         [](int a, int b) { return b != a + 1; }) == site_ranks.end();
-  const int first = site_ranks.empty() ? 0 : site_ranks.front();
-  const int count = static_cast<int>(site_ranks.size());
-  options.peer_name = [first, count,
-                       ranks = contiguous ? std::vector<int>{} : site_ranks](int rank) {
-    if (rank == 0) return std::string("coordinator (rank 0)");
-    int site = -1;
-    if (ranks.empty()) {
-      if (rank >= first && rank < first + count) site = rank - first;
-    } else {
-      const auto it = std::find(ranks.begin(), ranks.end(), rank);
-      if (it != ranks.end()) site = static_cast<int>(it - ranks.begin());
-    }
-    if (site < 0 && rank >= 1 && rank < first)
-      return "shard server (rank " + std::to_string(rank) + ")";
-    if (site < 0) return "rank " + std::to_string(rank);
-    return "site " + std::to_string(site) + " (rank " + std::to_string(rank) + ")";
-  };
+  options.peer_name = peer_name ? std::move(peer_name) : RankNames(site_ranks);
   return options;
 }
 

@@ -185,9 +185,16 @@ Status SetSimulationProfiles(const Config& config, uint32_t sites, SimulationOpt
 // now) and the peer keys it enforces (security.site_public_keys at the
 // coordinator, security.coordinator_public_key at a site; none = any identity
 // is accepted). `site_ranks[s]` is the rank of site s; the coordinator is rank 0.
-Result<SecureTransportOptions> ChannelOptions(const Config& config, std::optional<uint32_t> site,
-                                              const std::vector<int>& site_ranks,
-                                              const std::vector<int>& shard_ranks = {});
+// `peer_name`: RankNames(site_ranks) made once by a caller that sets up many
+// ranks (made here when null).
+Result<SecureTransportOptions> ChannelOptions(
+    const Config& config, std::optional<uint32_t> site, const std::vector<int>& site_ranks,
+    const std::vector<int>& shard_ranks = {},
+    std::function<std::string(int rank)> peer_name = nullptr);
+// Names ranks in channel messages: "coordinator (rank 0)", "site 3 (rank 4)",
+// "shard server (rank 1)". O(sites) to make, O(1) per name when the site
+// ranks are contiguous (every launch mode).
+std::function<std::string(int rank)> RankNames(const std::vector<int>& site_ranks);
 // A shard server's channel options (cluster.shard_servers > 0 in federated
 // rounds): shard servers are the coordinator's own processes and present its
 // identity (security.coordinator_identity; `coordinator_identity` when one
