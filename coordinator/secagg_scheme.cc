@@ -190,6 +190,23 @@ Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& cont
   return std::optional<std::vector<uint64_t>>(std::move(sum));
 }
 
+namespace {
+
+// The secure total of `sites` sites' evaluation sums, into `metrics`.
+Status MergeEvalTotal(const SchemeContext& context, uint32_t round,
+                      const std::vector<uint64_t>& total, size_t sites, RoundMetrics* metrics) {
+  Result<EvalReport> totals = DecodeEvalSums(total, context.eval_layout);
+  if (!totals.ok())
+    return totals.status().WithContext("coordinator, round " + std::to_string(round));
+  if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
+  MergeReport(*totals, context.eval_tasks, metrics);
+  metrics->evaluated = true;
+  metrics->sites_evaluated = static_cast<uint32_t>(sites);
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status SecureEvaluate(const SchemeContext& context, uint32_t round, uint64_t version,
                       const std::vector<uint32_t>& sites, RoundMetrics* metrics) {
   const CoordinatorOptions& options = *context.options;
@@ -225,14 +242,7 @@ Status SecureEvaluate(const SchemeContext& context, uint32_t round, uint64_t ver
       if (!std::binary_search(survivors.begin(), survivors.end(), s)) link.ForgetModel(s);
     return Status::Ok();  // not evaluated this time
   }
-  Result<EvalReport> totals = DecodeEvalSums(*sum, context.eval_layout);
-  if (!totals.ok())
-    return totals.status().WithContext("coordinator, round " + std::to_string(round));
-  if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
-  MergeReport(*totals, context.eval_tasks, metrics);
-  metrics->evaluated = true;
-  metrics->sites_evaluated = static_cast<uint32_t>(survivors.size());
-  return Status::Ok();
+  return MergeEvalTotal(context, round, *sum, survivors.size(), metrics);
 }
 
 namespace {
@@ -404,14 +414,7 @@ class SecAggScheme : public CoordinatorScheme {
       std::sort(answered.begin(), answered.end());
       return SecureEvaluate(c_, round, version, answered, metrics);
     }
-    Result<EvalReport> totals = DecodeEvalSums(*total, c_.eval_layout);
-    if (!totals.ok())
-      return totals.status().WithContext("coordinator, round " + std::to_string(round));
-    if (totals->ranked_users == 0) totals->recommended.clear();  // nothing was ranked
-    MergeReport(*totals, c_.eval_tasks, metrics);
-    metrics->evaluated = true;
-    metrics->sites_evaluated = static_cast<uint32_t>(sites.size());
-    return Status::Ok();
+    return MergeEvalTotal(c_, round, *total, sites.size(), metrics);
   }
 
   // Says which graph security.graph = auto chose for a round and why.

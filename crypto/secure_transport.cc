@@ -381,9 +381,9 @@ Status SecureTransport::Send(int peer, std::vector<uint8_t> bytes) {
 Result<std::shared_ptr<const SecureTransport::Broadcast>> SecureTransport::BroadcastOf(
     const SharedFrame& frame) {
   std::lock_guard lock(broadcast_mu_);
-  if (broadcast_ && !broadcast_frame_.expired() && !broadcast_frame_.owner_before(frame) &&
-      !frame.owner_before(broadcast_frame_)) {
-    return broadcast_;
+  std::erase_if(broadcasts_, [](const SharedBroadcast& b) { return b.frame.expired(); });
+  for (const SharedBroadcast& b : broadcasts_) {
+    if (!b.frame.owner_before(frame) && !frame.owner_before(b.frame)) return b.broadcast;
   }
   const std::vector<uint8_t>& plain = *frame;
   const size_t n = plain.size();  // >= kBroadcastMinimum > kFrameHeaderSize
@@ -420,8 +420,8 @@ Result<std::shared_ptr<const SecureTransport::Broadcast>> SecureTransport::Broad
       EncodeFrame(MessageType::kBroadcastKey, header.round, header.sender, payload);
   crypto::Cleanse(payload);
   broadcast->body = std::move(body);
-  broadcast_frame_ = frame;
-  broadcast_ = broadcast;
+  if (broadcasts_.size() == kKeptBroadcasts) broadcasts_.erase(broadcasts_.begin());
+  broadcasts_.push_back(SharedBroadcast{frame, broadcast});
   return std::shared_ptr<const Broadcast>(std::move(broadcast));
 }
 

@@ -260,9 +260,9 @@ class SecureTransport : public Transport {
   Status Send(int peer, std::vector<uint8_t> bytes) override;
 
   // A frame of at least kBroadcastMinimum bytes is encrypted once for all
-  // the peers it is sent to ("Broadcast" above; encrypted again only when
-  // another frame was shared since), and its body is handed to the inner
-  // transport's SendShared; a smaller one is sent as by Send.
+  // the peers it is sent to ("Broadcast" above; again only when
+  // kKeptBroadcasts other frames were shared since), and its body is handed
+  // to the inner transport's SendShared; a smaller one is sent as by Send.
   Status SendShared(int peer, const SharedFrame& frame) override;
   static constexpr size_t kBroadcastMinimum = 4096;
 
@@ -356,10 +356,16 @@ class SecureTransport : public Transport {
   mutable std::mutex job_mu_;
   std::optional<crypto::Key32> job_;  // guarded by job_mu_
 
-  // The latest frame shared through SendShared and what it was encrypted to.
+  // The latest frames shared through SendShared (a round's plan may come in
+  // a few variants, sent to sites in any order) and what each was encrypted
+  // to, most recent last.
+  static constexpr size_t kKeptBroadcasts = 8;
+  struct SharedBroadcast {
+    std::weak_ptr<const std::vector<uint8_t>> frame;
+    std::shared_ptr<const Broadcast> broadcast;
+  };
   std::mutex broadcast_mu_;
-  std::weak_ptr<const std::vector<uint8_t>> broadcast_frame_;  // guarded by broadcast_mu_
-  std::shared_ptr<const Broadcast> broadcast_;                 // guarded by broadcast_mu_
+  std::vector<SharedBroadcast> broadcasts_;  // guarded by broadcast_mu_
 
   mutable std::mutex rejections_mu_;
   std::vector<ChannelRejection> rejections_;  // ring of kKeptRejections; guarded

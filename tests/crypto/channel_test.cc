@@ -455,6 +455,28 @@ TEST(SecureChannel, SharedFrameIsEncryptedOnceAndReachesEveryPeer) {
   for (const auto& end : c.ends) EXPECT_EQ(end->rejection_count(), 0u);
 }
 
+TEST(SecureChannel, SharedFramesSentInTurnAreEachEncryptedOnce) {
+  // A round's plan in two variants (e.g. two groups of sites with different
+  // instructions), sent to the sites in site order.
+  Channels c(5);
+  const SharedFrame a = SharedModelFrame(1, "variant a ");
+  const SharedFrame b = SharedModelFrame(1, "variant b ");
+  for (int site = 1; site <= 4; ++site)
+    ASSERT_TRUE(c.ends[0]->SendShared(site, site % 2 ? a : b).ok());
+  std::vector<std::vector<Envelope>> delivered = c.PumpAll();
+  std::vector<std::vector<uint8_t>> bodies;  // in send order
+  for (const auto& bytes : c.taps[0]->sent)
+    if (TypeOf(bytes) == MessageType::kBroadcastBody) bodies.push_back(bytes);
+  ASSERT_EQ(bodies.size(), 4u);
+  EXPECT_TRUE(bodies[0] == bodies[2]);  // sites 1 and 3: variant a, one encryption
+  EXPECT_TRUE(bodies[1] == bodies[3]);  // sites 2 and 4: variant b
+  EXPECT_FALSE(bodies[0] == bodies[1]);
+  for (int site = 1; site <= 4; ++site) {
+    ASSERT_EQ(delivered[site].size(), 1u);
+    EXPECT_TRUE(delivered[site][0].bytes == *(site % 2 ? a : b)) << "site rank " << site;
+  }
+}
+
 TEST(SecureChannel, SmallSharedFrameTravelsSealedLikeAnyOther) {
   Channels c(2);
   const auto frame = std::make_shared<const std::vector<uint8_t>>(Frame(3, "a short plan"));
