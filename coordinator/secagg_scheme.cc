@@ -66,12 +66,27 @@ Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& cont
     return std::nullopt;
   };
 
+  // Adds a step's messages gathered by `collect` at once: the server checks
+  // their signatures on all its threads, then takes them in arrival order.
+  const auto add_batch = [&](const std::vector<uint32_t>& sites, auto add) {
+    const std::vector<Status> added = timed(add);
+    for (size_t i = 0; i < sites.size(); ++i)
+      if (!added[i].ok()) fail(sites[i], added[i].message());
+  };
+
   // Step 1: round keys.
-  FEDREC_RETURN_IF_ERROR(collect(
-      std::type_identity<SecAggKeys>{}, server.params().sites, [&](uint32_t site, SecAggKeys keys) {
+  std::vector<secagg::Server::KeysFrom> keys_from;
+  std::vector<uint32_t> keys_sites;
+  FEDREC_RETURN_IF_ERROR(link.Collect<SecAggKeys>(
+      round, server.params().sites,
+      [&](uint32_t site, SecAggKeys keys) {
         const auto identity = link.transport()->PeerIdentity(link.rank_of(site));
-        return server.AddKeys(site, keys, identity ? *identity : keys.identity_key);
-      }));
+        const crypto::Key32 identity_key = identity ? *identity : keys.identity_key;
+        keys_from.push_back({site, std::move(keys), identity_key});
+        keys_sites.push_back(site);
+      },
+      fail));
+  add_batch(keys_sites, [&] { return server.AddKeys(keys_from); });
   if (Status s = timed([&] { return server.FinishKeys(); }); !s.ok()) return abort(s);
   if (auto end = send_each(server.advertised(), [&](uint32_t s) { return server.KeyListFor(s); }))
     return *end;
@@ -131,10 +146,16 @@ Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& cont
   for (uint32_t site : *survivors) FEDREC_RETURN_IF_ERROR(link.SendTo(survivor_list, site, round));
 
   // Step 4: the consistency check, the survivors' signatures on the list.
-  FEDREC_RETURN_IF_ERROR(collect(std::type_identity<SecAggSurvivorSignature>{}, *survivors,
-                                 [&](uint32_t site, const SecAggSurvivorSignature& signature) {
-                                   return server.AddSurvivorSignature(site, signature);
-                                 }));
+  std::vector<secagg::Server::SignatureFrom> signatures;
+  std::vector<uint32_t> signature_sites;
+  FEDREC_RETURN_IF_ERROR(link.Collect<SecAggSurvivorSignature>(
+      round, *survivors,
+      [&](uint32_t site, SecAggSurvivorSignature signature) {
+        signatures.push_back({site, std::move(signature)});
+        signature_sites.push_back(site);
+      },
+      fail));
+  add_batch(signature_sites, [&] { return server.AddSurvivorSignatures(signatures); });
   if (Status s = timed([&] { return server.FinishSignatures(); }); !s.ok()) return abort(s);
   // Without a roster sites cannot check the signatures (secagg::Client):
   // sending them would cost each site O(n) bytes for nothing.

@@ -1605,7 +1605,9 @@ struct Server::State {
   std::vector<std::vector<Digest>> merkle;
   std::vector<uint32_t> leaf_of;  // by position
   std::vector<uint8_t> members_bitmap;
-  std::vector<std::pair<Key32, uint32_t>> key_owners;  // sorted; detects reused keys
+  std::map<Key32, uint32_t> key_owners;  // detects reused keys
+  // What survivors sign (SurvivorsSignedMessage), made once per round.
+  std::vector<uint8_t> survivors_message;
   std::vector<uint8_t> heard;  // by position: sent a message in the current step
   std::vector<uint8_t> in_u1, in_u2, in_u3, in_u4, in_u5;
   std::vector<uint32_t> advertised, shared, survivors, signers, dropped;  // site ids, ascending
@@ -1716,25 +1718,58 @@ std::vector<uint64_t> Server::masked_sum() const {
   return RingWords(s.sum, s.params.ring_bits);
 }
 
+namespace {
+
+// Runs check(i) for i in [0, n) on up to `threads` threads; whether each passed.
+template <typename Check>
+std::vector<uint8_t> CheckAll(size_t n, unsigned threads, Check check) {
+  std::vector<uint8_t> passed(n);
+  ParallelRanges(n, 16, threads, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) passed[i] = check(i) ? 1 : 0;
+  });
+  return passed;
+}
+
+}  // namespace
+
 Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key32& identity_key) {
+  return AddKeys(site, keys, identity_key,
+                 crypto::Verify(identity_key,
+                                KeysSignedMessage(state_->params.job_id, keys.round, keys.site,
+                                                  keys.cipher_key, keys.mask_key),
+                                keys.signature));
+}
+
+std::vector<Status> Server::AddKeys(std::span<const KeysFrom> batch) {
+  const std::vector<uint8_t> verified = CheckAll(batch.size(), state_->threads, [&](size_t i) {
+    const SecAggKeys& keys = batch[i].keys;
+    return crypto::Verify(batch[i].identity_key,
+                          KeysSignedMessage(state_->params.job_id, keys.round, keys.site,
+                                            keys.cipher_key, keys.mask_key),
+                          keys.signature);
+  });
+  std::vector<Status> added;
+  for (size_t i = 0; i < batch.size(); ++i)
+    added.push_back(AddKeys(batch[i].site, batch[i].keys, batch[i].identity_key, verified[i]));
+  return added;
+}
+
+Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key32& identity_key,
+                       bool signature_verifies) {
   State& s = *state_;
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kKeys, "AddKeys"));
   FEDREC_ASSIGN_OR_RETURN(const uint32_t pos, s.Sender(site, "keys", nullptr, ""));
   const std::string from = s.where + ": keys from site " + Str(site);
   FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, keys.round, keys.site, site));
-  if (!crypto::Verify(
-          identity_key,
-          KeysSignedMessage(s.params.job_id, keys.round, keys.site, keys.cipher_key, keys.mask_key),
-          keys.signature)) {
+  if (!signature_verifies) {
     return Status::InvalidArgument(from + " carry a bad signature for the site's identity key " +
                                    crypto::ToHex(identity_key).substr(0, 16) + "...");
   }
   if (keys.cipher_key == keys.mask_key)
     return Status::InvalidArgument(from + ": the same key advertised twice");
   for (const Key32* key : {&keys.cipher_key, &keys.mask_key}) {
-    auto it = std::lower_bound(s.key_owners.begin(), s.key_owners.end(),
-                               std::make_pair(*key, uint32_t{0}));
-    if (it != s.key_owners.end() && it->first == *key) {
+    const auto it = s.key_owners.find(*key);
+    if (it != s.key_owners.end()) {
       return Status::InvalidArgument(from + ": a key that site " + Str(it->second) +
                                      " advertised already");
     }
@@ -1746,10 +1781,7 @@ Status Server::AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key3
                                      " key is a low-order X25519 point");
     }
   }
-  for (const Key32* key : {&keys.cipher_key, &keys.mask_key}) {
-    const auto entry = std::make_pair(*key, site);
-    s.key_owners.insert(std::upper_bound(s.key_owners.begin(), s.key_owners.end(), entry), entry);
-  }
+  for (const Key32* key : {&keys.cipher_key, &keys.mask_key}) s.key_owners.emplace(*key, site);
   SecAggKeys relayed = keys;
   relayed.identity_key = identity_key;
   s.keys[pos] = relayed;
@@ -1937,6 +1969,8 @@ Status Server::FinishMasked() {
   State& s = *state_;
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kMasked, "FinishMasked"));
   s.survivors = s.Members(s.in_u3);
+  s.survivors_message =
+      SurvivorsSignedMessage(s.params.job_id, s.params.round, s.key_root, s.survivors);
   s.dropped.clear();
   for (size_t pos = 0; pos < s.n; ++pos)
     if (s.in_u2[pos] && !s.in_u3[pos]) s.dropped.push_back(s.params.sites[pos]);
@@ -1950,7 +1984,32 @@ SecAggUnmaskRequest Server::SurvivorList() const {
   return request;
 }
 
+// The survivors' message is made once (it is O(n) bytes); a signature from a
+// site that is not a survivor is refused before it matters.
+bool Server::SurvivorSignatureVerifies(uint32_t site,
+                                       const SecAggSurvivorSignature& signature) const {
+  const State& s = *state_;
+  const std::optional<uint32_t> pos = PositionOf(s.params, site);
+  if (!pos || !s.keys[*pos]) return false;
+  return crypto::Verify(s.keys[*pos]->identity_key, s.survivors_message, signature.signature);
+}
+
 Status Server::AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature) {
+  return AddSurvivorSignature(site, signature, SurvivorSignatureVerifies(site, signature));
+}
+
+std::vector<Status> Server::AddSurvivorSignatures(std::span<const SignatureFrom> batch) {
+  const std::vector<uint8_t> verified = CheckAll(batch.size(), state_->threads, [&](size_t i) {
+    return SurvivorSignatureVerifies(batch[i].site, batch[i].signature);
+  });
+  std::vector<Status> added;
+  for (size_t i = 0; i < batch.size(); ++i)
+    added.push_back(AddSurvivorSignature(batch[i].site, batch[i].signature, verified[i]));
+  return added;
+}
+
+Status Server::AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature,
+                                    bool verifies) {
   State& s = *state_;
   FEDREC_RETURN_IF_ERROR(s.Expect(ServerStep::kSign, "AddSurvivorSignature"));
   FEDREC_ASSIGN_OR_RETURN(const uint32_t pos,
@@ -1958,10 +2017,7 @@ Status Server::AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature
   const std::string from = s.where + ": survivor signature from site " + Str(site);
   FEDREC_RETURN_IF_ERROR(s.CheckLabel(from, signature.round, signature.site, site));
   const Key32& identity_key = s.keys[pos]->identity_key;
-  if (!crypto::Verify(
-          identity_key,
-          SurvivorsSignedMessage(s.params.job_id, s.params.round, s.key_root, s.survivors),
-          signature.signature)) {
+  if (!verifies) {
     return Status::InvalidArgument(from + " does not verify under the site's identity key " +
                                    crypto::ToHex(identity_key).substr(0, 16) + "...");
   }

@@ -531,6 +531,15 @@ class Server {
   // Step 1. `identity_key` is the key the site authenticated with on its
   // channel; the relayed SecAggKeys carry it.
   Status AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key32& identity_key);
+  // The same for several sites' keys, in order, with their signatures
+  // checked on the constructor's `threads` first (Ed25519 verification is
+  // the coordinator's largest per-site cost in this step).
+  struct KeysFrom {
+    uint32_t site = 0;
+    SecAggKeys keys;
+    crypto::Key32 identity_key{};
+  };
+  std::vector<Status> AddKeys(std::span<const KeysFrom> batch);
   Status FinishKeys();
   Result<SecAggKeyList> KeyListFor(uint32_t site) const;
 
@@ -550,6 +559,13 @@ class Server {
   // Step 4: the survivors' signatures on it, checked under the identity key
   // its round keys came with (AddKeys). FinishSignatures fails below the quorum.
   Status AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature);
+  // The same for several survivors, in order, with the signatures checked on
+  // the constructor's `threads` first.
+  struct SignatureFrom {
+    uint32_t site = 0;
+    SecAggSurvivorSignature signature;
+  };
+  std::vector<Status> AddSurvivorSignatures(std::span<const SignatureFrom> batch);
   Status FinishSignatures();
   // The survivor list to reveal against (sent to the signers), with every
   // signature received when `with_signatures` (sites without a roster could
@@ -587,6 +603,12 @@ class Server {
   std::vector<uint64_t> masked_sum() const;
 
  private:
+  Status AddKeys(uint32_t site, const SecAggKeys& keys, const crypto::Key32& identity_key,
+                 bool signature_verifies);
+  bool SurvivorSignatureVerifies(uint32_t site, const SecAggSurvivorSignature& signature) const;
+  Status AddSurvivorSignature(uint32_t site, const SecAggSurvivorSignature& signature,
+                              bool verifies);
+
   struct State;
   std::unique_ptr<State> state_;
 };

@@ -597,6 +597,27 @@ TEST(SecAggAdversary, FollowOnSumLackingASurvivorStaysMaskedAndCheckedInputsOnly
   EXPECT_TRUE(sum.Finish().ok());
 }
 
+TEST(SecAgg, ServerBatchesCheckSignaturesInParallelAndAddInOrderAsSingleCallsWould) {
+  Params params = Complete(6, 4, 64, 8);
+  Driver driver(params, 21, true, /*server_threads=*/3);
+  std::vector<Server::KeysFrom> keys;
+  for (uint32_t site : params.sites) {
+    Result<SecAggKeys> advertised = driver.client(site).AdvertiseKeys();
+    ASSERT_TRUE(advertised.ok()) << advertised.status().ToString();
+    keys.push_back({site, *advertised, driver.identity(site).public_key});
+  }
+  keys[1].keys.signature[5] ^= 1;  // forged
+  keys.push_back(keys[2]);         // the same site again
+  keys.back().keys.signature = keys[2].keys.signature;
+  std::vector<Status> added = driver.server().AddKeys(keys);
+  ASSERT_EQ(added.size(), keys.size());
+  ExpectError(added[1], Code::kInvalidArgument, {"bad signature", "site " + Str(params.sites[1])});
+  ExpectError(added.back(), Code::kInvalidArgument, {"site " + Str(params.sites[2])});
+  for (size_t i : {0, 2, 3, 4, 5}) EXPECT_TRUE(added[i].ok()) << i << ": " << added[i].ToString();
+  ASSERT_TRUE(driver.server().FinishKeys().ok());
+  EXPECT_EQ(driver.server().advertised().size(), 5u);
+}
+
 TEST(SecAgg, ThresholdEdges) {
   // n = 7, t = 4: three sites may go, a fourth may not, at every step.
   const Params params = Complete(7, 4, 64, 16);
