@@ -28,8 +28,12 @@ Result<std::optional<std::vector<uint64_t>>> SecureSum(const SchemeContext& cont
                                : std::max(1u, std::thread::hardware_concurrency());
   secagg::Server server(std::move(params), threads, sharded);
   const auto timed = [cost](auto&& step) { return cost->Timed(step); };
+  // An evaluation's own sum carries its round's label (EvalSecAggRound).
+  const std::string where = IsEvalSecAggRound(round)
+                                ? fmt::format("round {}, evaluation", round & ~EvalSecAggRound(0))
+                                : fmt::format("round {}", round);
   const auto fail = [&](uint32_t site, const std::string& reason) {
-    spdlog::warn("coordinator, round {}: {} dropped out of secure aggregation: {}", round,
+    spdlog::warn("coordinator, {}: {} dropped out of secure aggregation: {}", where,
                  link.SiteName(site), reason);
     link.ForgetModel(site);
   };
