@@ -1,10 +1,12 @@
 #include "apps/commands.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <condition_variable>
 #include <csignal>
@@ -342,6 +344,7 @@ class RoundReporter {
   }
 
   void operator()(const RoundMetrics& m) {
+    std::lock_guard lock(mu_);
     const EvalResult eval = EvalOf(m);
     Count(m.round, m.aborted, m.abort_reason);
     json line = {{"round", m.round},
@@ -448,8 +451,10 @@ class RoundReporter {
   }
 
   // The summary every federated command prints last.
+  // Safe beside operator() on another thread (fedrec run's SIGTERM path).
   json Summary(const char* command, double seconds, const std::vector<ParamBlock>& global,
                const TrafficStats& coordinator_traffic) const {
+    std::lock_guard lock(mu_);
     json summary = {{"command", command},
                     {"model", config_.model.name},
                     {"strategy", config_.federation.strategy},
@@ -503,6 +508,7 @@ class RoundReporter {
   RunOutput* out_;
   uint32_t items_;
   int64_t rounds_;
+  mutable std::mutex mu_;  // the fields below: rounds report on the coordinator's thread
   EvalResult last_eval_;
   DpRoundMetrics last_dp_;   // the last private round's (summary)
   std::string stop_reason_;  // why the coordinator stopped early
@@ -890,18 +896,86 @@ std::string JoinLines(const std::vector<std::string>& lines) {
   return joined;
 }
 
-// Sends a failed Shutdown to every site rank; used before the round loop starts.
 // SIGTERM on the coordinator of fedrec run: mpirun ends the job, most likely
-// because another rank died. Only async-signal-safe calls here.
+// because another rank died (SIGTERM to every rank, SIGKILL about a second
+// later), or a batch scheduler does. The handler only wakes MpirunTermGuard's
+// thread through a pipe (async-signal-safe); that thread writes what the run
+// has so far, says why the run stops, and exits 143 before the SIGKILL.
+int g_term_pipe = -1;
+
 extern "C" void OnMpirunTerm(int) {
-  static const char kMessage[] =
-      "fedrec: rank 0: the job was ended by mpirun (SIGTERM), most likely because another rank "
-      "died; metrics.jsonl holds the rounds finished so far, there is no summary or final model. "
-      "Start the job with mpirun --enable-recovery to let it outlive a site (README: When a rank "
-      "dies)\n";
-  [[maybe_unused]] const ssize_t n = write(2, kMessage, sizeof(kMessage) - 1);
-  _exit(143);
+  const char wake = 1;
+  [[maybe_unused]] const ssize_t n = write(g_term_pipe, &wake, 1);
 }
+
+class MpirunTermGuard {
+ public:
+  // What to write when the job is ended; returns where it went (empty: nothing).
+  using Writer = std::function<std::string()>;
+
+  MpirunTermGuard() {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return;  // SIGTERM then stops after the round
+    read_fd_ = fds[0];
+    write_fd_ = fds[1];
+    g_term_pipe = write_fd_;
+    thread_ = std::thread([this] { Wait(); });
+    previous_ = std::signal(SIGTERM, OnMpirunTerm);
+  }
+  ~MpirunTermGuard() {
+    if (!thread_.joinable()) return;
+    std::signal(SIGTERM, previous_ == SIG_ERR ? SIG_DFL : previous_);
+    const char quit = 0;
+    [[maybe_unused]] const ssize_t n = write(write_fd_, &quit, 1);
+    thread_.join();
+    g_term_pipe = -1;
+    close(read_fd_);
+    close(write_fd_);
+  }
+  MpirunTermGuard(const MpirunTermGuard&) = delete;
+  MpirunTermGuard& operator=(const MpirunTermGuard&) = delete;
+
+  // Set while the run's state can be written; Set({}) before the run writes
+  // its own outputs (a SIGTERM that came first finishes writing, then exits).
+  void Set(Writer writer) {
+    std::lock_guard lock(mu_);
+    writer_ = std::move(writer);
+    // Again: setting up checkpoints installs the stop-after-the-round handler,
+    // and a round cannot end within mpirun's second once a site is dead.
+    if (thread_.joinable()) std::signal(SIGTERM, OnMpirunTerm);
+  }
+
+ private:
+  void Wait() {
+    char byte = 0;
+    ssize_t n = 0;
+    do {
+      n = read(read_fd_, &byte, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1 || byte == 0) return;
+    std::string written;
+    {
+      std::lock_guard lock(mu_);
+      if (writer_) written = writer_();
+    }
+    std::cout.flush();
+    std::cerr << "fedrec: rank 0: the job was ended by mpirun (SIGTERM), most likely because "
+                 "another rank died; "
+              << (written.empty() ? "metrics.jsonl holds the rounds finished so far, there is no "
+                                    "summary or final model"
+                                  : written)
+              << ". Start the job with mpirun --enable-recovery to let it outlive a site "
+                 "(README: When a rank dies)"
+              << std::endl;
+    std::_Exit(143);
+  }
+
+  int read_fd_ = -1, write_fd_ = -1;
+  std::thread thread_;
+  void (*previous_)(int) = SIG_DFL;
+  std::mutex mu_;
+  Writer writer_;
+};
 
 // MPI_Finalize waits for every rank of the job; after a rank died (mpirun
 // --enable-recovery keeps the job going) it may never return. Every output is
@@ -932,6 +1006,7 @@ void CloseOrExit(MpiTransport& t, int code, std::chrono::seconds limit) {
   watchdog.join();
 }
 
+// Sends a failed Shutdown to every site rank; used before the round loop starts.
 void AbortSites(Transport& t, const std::vector<int>& site_ranks, const std::string& reason) {
   Shutdown shutdown{reason};
   shutdown.failed = true;
@@ -982,7 +1057,8 @@ Result<std::optional<EvalResult>> FederatedPopularity(const Config& config, uint
 }
 
 int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& site_ranks,
-                    const crypto::Key32& job, const Result<JobRegistries>& registries) {
+                    const crypto::Key32& job, const Result<JobRegistries>& registries,
+                    MpirunTermGuard* term) {
   // Shard servers (federated rounds with cluster.shard_servers > 0): ranks
   // 1..S; told to stop with the sites when the job cannot start.
   std::vector<int> shard_ranks;
@@ -1130,7 +1206,30 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   RoundReporter reporter(config, &*out, items.size(), options.rounds);
   if (*resume) ResumeMetrics(**resume, &*out, &reporter);
   const auto start = std::chrono::steady_clock::now();
+  // Ended by mpirun mid-run: the summary and model of the last round applied.
+  term->Set([&]() -> std::string {
+    auto [round, global] = coordinator.AppliedModel();
+    Result<std::unique_ptr<Model>> model = ServerModel(config, items.size(), models, &global);
+    if (!model.ok()) return "";
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    json summary = reporter.Summary("run", seconds, global, t.stats());
+    AddStopAndCheckpoint(&summary, config, checkpoint_dir, round, true);
+    summary["stop_signal"] = SIGTERM;
+    summary["status"] = "failed";
+    summary["failure"] = fmt::format(
+        "the job was ended by mpirun (SIGTERM) after round {}, most likely because another rank "
+        "died",
+        round);
+    if (Finish(&*out, summary, **model, items) != 0) return "";
+    std::string written =
+        fmt::format("the summary and the model of round {} are in {}", round, out->dir());
+    if (config.checkpoint.every > 0)
+      written += fmt::format(" (resume from the checkpoint in {} with --resume)", checkpoint_dir);
+    return written;
+  });
   Status status = coordinator.Run(std::ref(reporter));
+  term->Set({});
   out->EndProgress();
   if (!status.ok()) return Fail(status);
   const double seconds =
@@ -1388,8 +1487,9 @@ int RunMpi(const Config& config, const Registries& base_registries) {
   if (!started.ok()) return Fail(started.status().WithContext("fedrec run"));
   MpiTransport& t = **started;
   // mpirun without --enable-recovery ends the job when any rank dies,
-  // SIGTERM first: the coordinator says why the run stops there.
-  if (t.rank() == 0) std::signal(SIGTERM, OnMpirunTerm);
+  // SIGTERM first: the coordinator writes what it has and says why it stops.
+  std::optional<MpirunTermGuard> term;
+  if (t.rank() == 0) term.emplace();
   const int64_t shard_servers = config.cluster.shard_servers;
   const int64_t sites = config.federation.sites;
   // Two tiers: each site a group of ranks, its leader first (apps/site_group.h).
@@ -1516,7 +1616,7 @@ int RunMpi(const Config& config, const Registries& base_registries) {
     const Result<JobRegistries> registries = LoadJobRegistries(config.plugins, base_registries);
     code = site ? SiteRank(config, *transport, *site, identity, channel.get(), registries,
                            split ? split->group() : nullptr)
-                : CoordinatorRank(config, *transport, site_ranks, job, registries);
+                : CoordinatorRank(config, *transport, site_ranks, job, registries, &*term);
   }
   if (group_layout) {
     EndSiteGroup(*group_layout, split->group(),

@@ -219,8 +219,13 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
 
 Status Coordinator::ApplyAggregate(uint32_t round, const AggregateInput& input,
                                    RoundMetrics* metrics) {
-  const Status applied = model_ ? model_->Apply(input, strategy_.get(), &global_)
-                                : strategy_->Aggregate(input, &global_);
+  Status applied;
+  {
+    std::lock_guard lock(applied_mu_);
+    applied = model_ ? model_->Apply(input, strategy_.get(), &global_)
+                     : strategy_->Aggregate(input, &global_);
+    if (applied.ok()) applied_round_ = round;
+  }
   if (applied.code() == Status::Code::kAborted) {  // refused: the model is unchanged
     metrics->aborted = true;
     metrics->abort_reason = applied.message();
@@ -438,10 +443,19 @@ Status Coordinator::Restore(const CoordinatorState& state) {
     if (dp_) (void)dp_->LoadState(dp_before);
     return restored.WithContext(where);
   }
-  global_ = state.global;
+  {
+    std::lock_guard lock(applied_mu_);
+    global_ = state.global;
+    applied_round_ = state.round;
+  }
   version_ = state.version;
   completed_round_ = state.round;
   return Status::Ok();
+}
+
+std::pair<uint32_t, std::vector<ParamBlock>> Coordinator::AppliedModel() const {
+  std::lock_guard lock(applied_mu_);
+  return {applied_round_, global_};
 }
 
 void Coordinator::Report(const RoundMetrics& metrics,

@@ -20,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -240,6 +241,11 @@ class Coordinator {
   void ShutdownSites(const std::string& reason, bool failed = false);
 
   const std::vector<ParamBlock>& global() const { return global_; }
+  // A copy of the global model as of the last round applied to it (or
+  // restored), and that round (0: the initial model). Safe to call from
+  // another thread while Run runs: `fedrec run` writes it when mpirun ends
+  // the job mid-round.
+  std::pair<uint32_t, std::vector<ParamBlock>> AppliedModel() const;
   const Strategy& strategy() const { return *strategy_; }
   uint64_t model_version() const { return version_; }
   // The differential-privacy state (clip norm, accountant), null without
@@ -310,6 +316,10 @@ class Coordinator {
   std::unique_ptr<CoordinatorScheme> scheme_;
   uint64_t version_ = 0;
   uint32_t completed_round_ = 0;
+  // Guards the writes of global_ (and applied_round_) against AppliedModel;
+  // the round loop's own reads need no lock, it is the only writer.
+  mutable std::mutex applied_mu_;
+  uint32_t applied_round_ = 0;
   bool stopped_ = false;
   std::unique_ptr<CoordinatorDp> dp_;
   // Appends the dp.count block to upload_ when DP is on.

@@ -31,6 +31,10 @@
 #                                                  is killed (SIGKILL) mid-run; its round fails it
 #                                                  at the deadline, later rounds skip it, and the
 #                                                  job ends with its summary, metrics and model
+#   mpi_job_test.sh killed-site-plain              plain mpirun (no --enable-recovery), 4 sites:
+#                                                  site 1's rank is killed; mpirun ends the job,
+#                                                  the coordinator writes the summary and model
+#                                                  of the last round applied and says why
 #   mpi_job_test.sh ps-memory                      a model over cluster.memory_limit for one
 #                                                  shard server is refused, trains on two; every
 #                                                  rank's peak RSS in the summary
@@ -315,6 +319,48 @@ assert any(not r["aborted"] for r in later), "no round aggregated after the kill
 print(f"site 1 failed in round {first} ({steps}); {len(later)} later rounds skipped it")
 PY
     echo "killed site ($aggregation): exit $code, summary and model written"
+    ;;
+  killed-site-plain)
+    out_dir="$work/run"
+    # Plain mpirun ends the whole job when a rank dies: SIGTERM to the others,
+    # SIGKILL a second later. The coordinator writes the summary and model of
+    # the last round applied before then, and says why the run stopped.
+    mpirun 5 "$FEDREC" run "${small[@]}" --set federation.sites=4 --set federation.rounds=1000 \
+      --set federation.round_timeout=2 --set checkpoint.every=1 --force \
+      --set output.dir="$out_dir" > "$work/stdout" 2> "$work/stderr" &
+    job=$!
+    for _ in $(seq 1 600); do
+      [ -s "$out_dir/metrics.jsonl" ] && [ "$(wc -l < "$out_dir/metrics.jsonl")" -ge 2 ] && break
+      sleep 0.05
+    done
+    victim=""
+    for pid in $(pgrep -f "$FEDREC run"); do
+      if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2; then
+        victim=$pid
+      fi
+    done
+    [ -n "$victim" ] || { kill "$job"; fail "no rank 2 to kill (the job ended too soon?)"; }
+    kill -9 "$victim"
+    wait "$job"
+    code=$?
+    [ $code -ne 0 ] || fail "expected mpirun to end the job with a non-zero exit"
+    grep -q "the job was ended by mpirun (SIGTERM).*the summary and the model of round [0-9]* are in $out_dir (resume from the checkpoint" "$work/stderr" ||
+      fail "no message naming the written summary and model: $(grep fedrec "$work/stderr" | tail -5)"
+    [ -s "$out_dir/model.global" ] || fail "no model.global in $out_dir"
+    python3 - "$out_dir/summary.json" "$out_dir/metrics.jsonl" <<'PY' || fail "summary.json does not describe the stopped run"
+import json, sys
+summary = json.load(open(sys.argv[1]))
+lines = sum(1 for _ in open(sys.argv[2]))
+assert summary["stopped"] is True and summary["stop_signal"] == 15, summary
+assert summary["status"] == "failed" and "ended by mpirun" in summary["failure"], summary
+assert len(summary["model_sha256"]) == 64, summary
+# The model is that of the last round applied: the last round in
+# metrics.jsonl, or the one after it when its evaluation was cut off.
+assert summary["completed_rounds"] in (lines, lines + 1), (summary["completed_rounds"], lines)
+assert summary["rounds_run"] == lines, (summary["rounds_run"], lines)
+print(f"stopped after round {summary['completed_rounds']} ({lines} in metrics.jsonl)")
+PY
+    echo "killed site, plain mpirun: exit $code, summary and model of the last round written"
     ;;
   *)
     fail "unknown check $1"
