@@ -31,6 +31,8 @@
 #                                                  is killed (SIGKILL) mid-run; its round fails it
 #                                                  at the deadline, later rounds skip it, and the
 #                                                  job ends with its summary, metrics and model
+#   mpi_job_test.sh dp <central|distributed>       user-level DP with adaptive clipping (distributed:
+#                                                  under secagg): the model and epsilon of fedrec sim
 #   mpi_job_test.sh killed-site-plain              plain mpirun (no --enable-recovery), 4 sites:
 #                                                  site 1's rank is killed; mpirun ends the job,
 #                                                  the coordinator writes the summary and model
@@ -319,6 +321,31 @@ assert any(not r["aborted"] for r in later), "no round aggregated after the kill
 print(f"site 1 failed in round {first} ({steps}); {len(later)} later rounds skipped it")
 PY
     echo "killed site ($aggregation): exit $code, summary and model written"
+    ;;
+  dp)
+    mode=$2
+    # Differential privacy under mpirun: every noise share is drawn from
+    # (seed, round, site, purpose), so the job's model is fedrec sim's, bit
+    # for bit, and epsilon is reported the same.
+    args=("${small[@]}" --set federation.sites=3 --set dp.mode="$mode" --set dp.unit=user
+          --set dp.noise_multiplier=2 --set dp.clip=0.1 --set dp.target_quantile=0.3
+          --set dp.count_stddev=5 --set dp.user_fraction=0.5)
+    [ "$mode" = distributed ] && args+=(--set security.aggregation=secagg)
+    sim=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/sim" | tail -n 1)
+    run=$(mpirun 4 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/run" | tail -n 1)
+    sim_sha=$(sha <<<"$sim") run_sha=$(sha <<<"$run")
+    [ -n "$sim_sha" ] || fail "fedrec sim printed no model_sha256: $sim"
+    [ "$sim_sha" = "$run_sha" ] || fail "sim $sim_sha != run $run_sha"
+    python3 - "$work/sim/metrics.jsonl" "$work/run/metrics.jsonl" <<'PY' || fail "epsilon differs or is missing"
+import json, sys
+sim, run = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+assert len(sim) == len(run) == 4, (len(sim), len(run))
+for a, b in zip(sim, run):
+    assert a["dp_epsilon"] > 0 and a["dp_epsilon"] == b["dp_epsilon"], (a, b)
+    assert a["dp_clip"] == b["dp_clip"], (a["dp_clip"], b["dp_clip"])
+print("epsilon after 4 rounds:", run[-1]["dp_epsilon"], "clip:", run[-1]["dp_clip"])
+PY
+    echo "dp ($mode): run matches sim: $run_sha"
     ;;
   killed-site-plain)
     out_dir="$work/run"
