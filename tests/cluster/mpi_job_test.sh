@@ -62,6 +62,21 @@ files() {  # <sites>: per-site files mapped onto the published item universe
     --set federation.sites="$1" --set "data.item_universe=$work/data/items.txt"
 }
 
+kill_site_rank_2() {  # <run dir> <job pid>: SIGKILL site 1 (rank 2) once two rounds are in
+  for _ in $(seq 1 600); do
+    [ -s "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge 2 ] && break
+    sleep 0.05
+  done
+  local victim=""
+  for pid in $(pgrep -f "$FEDREC run"); do
+    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2; then
+      victim=$pid
+    fi
+  done
+  [ -n "$victim" ] || { kill "$2"; fail "no rank 2 to kill (the job ended too soon?)"; }
+  kill -9 "$victim"
+}
+
 case "$1" in
   parity)
     mode=$2 np=$3 sites=$(($3 - 1))
@@ -277,19 +292,7 @@ case "$1" in
       --set security.adversarial_rate=0 --force --set output.dir="$out_dir" \
       > "$work/stdout" 2> "$work/stderr" &
     job=$!
-    # Kill site 1 (rank 2) once a few rounds are in.
-    for _ in $(seq 1 600); do
-      [ -s "$out_dir/metrics.jsonl" ] && [ "$(wc -l < "$out_dir/metrics.jsonl")" -ge 2 ] && break
-      sleep 0.05
-    done
-    victim=""
-    for pid in $(pgrep -f "$FEDREC run"); do
-      if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2; then
-        victim=$pid
-      fi
-    done
-    [ -n "$victim" ] || { kill "$job"; fail "no rank 2 to kill (the job ended too soon?)"; }
-    kill -9 "$victim"
+    kill_site_rank_2 "$out_dir" "$job"
     killed_after=$(wc -l < "$out_dir/metrics.jsonl")
     wait "$job"
     code=$?
@@ -356,18 +359,7 @@ PY
       --set federation.round_timeout=2 --set checkpoint.every=1 --force \
       --set output.dir="$out_dir" > "$work/stdout" 2> "$work/stderr" &
     job=$!
-    for _ in $(seq 1 600); do
-      [ -s "$out_dir/metrics.jsonl" ] && [ "$(wc -l < "$out_dir/metrics.jsonl")" -ge 2 ] && break
-      sleep 0.05
-    done
-    victim=""
-    for pid in $(pgrep -f "$FEDREC run"); do
-      if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=2; then
-        victim=$pid
-      fi
-    done
-    [ -n "$victim" ] || { kill "$job"; fail "no rank 2 to kill (the job ended too soon?)"; }
-    kill -9 "$victim"
+    kill_site_rank_2 "$out_dir" "$job"
     wait "$job"
     code=$?
     [ $code -ne 0 ] || fail "expected mpirun to end the job with a non-zero exit"
