@@ -32,7 +32,8 @@ Coordinator::Coordinator(const CoordinatorOptions& options, std::vector<ParamBlo
   AddSiteExtraShapes();
   link_.set_on_progress(options.on_progress);
   if (options_.dp.mode != DpMode::kNone)
-    dp_ = std::make_unique<CoordinatorDp>(options_.dp, options_.seed, options_.fraction);
+    dp_ = std::make_unique<CoordinatorDp>(options_.dp, options_.seed, options_.fraction,
+                                          options_.secagg.threat.dropout_rate);
   AddDpShape();
 }
 
@@ -204,7 +205,8 @@ Status Coordinator::RunRound(uint32_t round, RoundMetrics* metrics,
     return Status::Ok();
   }
   if (dp_) {
-    const Status privatized = dp_->Privatize(round, global_, &input, &metrics->dp);
+    const Status privatized = dp_->Privatize(round, static_cast<uint32_t>(selected.size()), global_,
+                                             &input, &metrics->dp);
     if (privatized.code() == Status::Code::kAborted) {
       metrics->aborted = true;
       metrics->abort_reason = privatized.message();

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -9,11 +10,13 @@
 
 namespace fedrec {
 
-CoordinatorDp::CoordinatorDp(const DpOptions& options, uint64_t seed, double site_fraction)
+CoordinatorDp::CoordinatorDp(const DpOptions& options, uint64_t seed, double site_fraction,
+                             double dropout_rate)
     : options_(options),
       seed_(seed),
       site_fraction_(site_fraction),
-      clip_(options.clip, options.target_quantile, options.clip_lr) {}
+      clip_(options.clip, options.target_quantile, options.clip_lr),
+      dropout_rate_(dropout_rate) {}
 
 double CoordinatorDp::SamplingRate() const {
   const double q = std::min(1.0, site_fraction_);
@@ -49,8 +52,9 @@ bool CoordinatorDp::BudgetExhausted(double* next) const {
   return eps > options_.target_epsilon;
 }
 
-Status CoordinatorDp::Privatize(uint32_t round, const std::vector<ParamBlock>& global,
-                                AggregateInput* sums, DpRoundMetrics* metrics) {
+Status CoordinatorDp::Privatize(uint32_t round, uint32_t selected,
+                                const std::vector<ParamBlock>& global, AggregateInput* sums,
+                                DpRoundMetrics* metrics) {
   const std::string where = "coordinator, round " + std::to_string(round) + ": ";
   if (sums->weighted_sum.size() != global.size() + 1 ||
       sums->row_weight.size() != global.size() + 1 || sums->row_weight.back().size() != 1) {
@@ -70,9 +74,18 @@ Status CoordinatorDp::Privatize(uint32_t round, const std::vector<ParamBlock>& g
   metrics->clip = r.clip;
   metrics->noise_stddev = r.noise_stddev;
   metrics->units = static_cast<uint64_t>(std::llround(units));
+  // The noise multiplier the round is charged at: the configured one, less
+  // when sites beyond the threat model's dropouts took their distributed
+  // shares with them (every noise term scales alike, the count's too).
+  double z = options_.noise_multiplier;
+  if (!central) {
+    const uint32_t share_sites = DpShareSites(selected, dropout_rate_);
+    metrics->noise_stddev = DistributedNoiseStddev(r.noise_stddev, sums->sites, share_sites);
+    z *= std::min(1.0, DistributedNoiseStddev(1.0, sums->sites, share_sites));
+  }
   // Every sampled unit was sampled: the round is spent whether or not it
   // changes the model.
-  accountant_.Step(SamplingRate(), options_.noise_multiplier);
+  accountant_.Step(SamplingRate(), z);
   const EpsilonAtOrder spent = accountant_.Epsilon(options_.delta);
   metrics->epsilon = spent.epsilon;
   metrics->order = spent.order;

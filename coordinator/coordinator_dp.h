@@ -33,7 +33,7 @@ struct DpRoundMetrics {
   double delta = 0.0;
   uint32_t order = 0;            // the RDP order that gives epsilon
   double clip = 0.0;             // the clip norm of this round
-  double noise_stddev = 0.0;     // of the noise on the sum of deltas
+  double noise_stddev = 0.0;     // of the noise in the round's sum of deltas
   double unclipped_share = 0.0;  // noised estimate (adaptive clipping)
   uint64_t units = 0;            // units that contributed
 };
@@ -41,9 +41,12 @@ struct DpRoundMetrics {
 class CoordinatorDp {
  public:
   // `site_fraction`: the share of sites sampled per round
-  // (federation.fraction). REQUIRES: ValidateDpOptions(options).ok(),
+  // (federation.fraction); `dropout_rate`: the secure aggregation's
+  // (security.dropout_rate), which distributed noise is split for
+  // (DpShareSites). REQUIRES: ValidateDpOptions(options).ok(),
   // options.mode != kNone.
-  CoordinatorDp(const DpOptions& options, uint64_t seed, double site_fraction);
+  CoordinatorDp(const DpOptions& options, uint64_t seed, double site_fraction,
+                double dropout_rate = 0.0);
 
   const DpOptions& options() const { return options_; }
   // The sampling rate of a unit in a round: the site fraction, times the
@@ -61,8 +64,12 @@ class CoordinatorDp {
   // holds the upload blocks only. `global` are the current global blocks,
   // matched to the upload blocks by position and checked by name and size.
   // Aborted (the round leaves the model unchanged) when no unit contributed.
-  Status Privatize(uint32_t round, const std::vector<ParamBlock>& global, AggregateInput* sums,
-                   DpRoundMetrics* metrics);
+  // Distributed mode: each of the `selected` sites added a share sized for
+  // DpShareSites(selected, dropout_rate) sites; when fewer sites' shares
+  // reached the sum (sums->sites), the noise in it is smaller and the
+  // accountant charges the round at the smaller noise multiplier.
+  Status Privatize(uint32_t round, uint32_t selected, const std::vector<ParamBlock>& global,
+                   AggregateInput* sums, DpRoundMetrics* metrics);
 
   double clip() const { return clip_.clip(); }
   const RdpAccountant& accountant() const { return accountant_; }
@@ -78,6 +85,7 @@ class CoordinatorDp {
   uint64_t seed_;
   double site_fraction_;
   AdaptiveClip clip_;
+  double dropout_rate_;
   RdpAccountant accountant_;
 };
 

@@ -128,6 +128,18 @@ double SkellamShareMu(double stddev, uint32_t frac_bits, uint32_t sites) {
   return scaled * scaled / (2.0 * static_cast<double>(sites));
 }
 
+uint32_t DpShareSites(uint32_t participants, double dropout_rate) {
+  // The small slack keeps e.g. 0.05 * 20 from rounding up to 2.
+  const double dropouts = std::ceil(std::max(dropout_rate, 0.0) * participants - 1e-9);
+  const double left = static_cast<double>(participants) - dropouts;
+  return left >= 1.0 ? static_cast<uint32_t>(left) : 1u;
+}
+
+double DistributedNoiseStddev(double stddev, uint32_t summed, uint32_t share_sites) {
+  if (share_sites == 0) return 0.0;
+  return stddev * std::sqrt(static_cast<double>(summed) / static_cast<double>(share_sites));
+}
+
 NoiseShareAdder::NoiseShareAdder(std::vector<Block> blocks, uint64_t stream) : stream_(stream) {
   for (const Block& block : blocks) {
     spans_.push_back(Span{length_, block});

@@ -123,6 +123,19 @@ inline constexpr const char* kDpCountBlock = "dp.count";
 // units) to values scaled by 2^frac_bits.
 double SkellamShareMu(double stddev, uint32_t frac_bits, uint32_t sites);
 
+// Distributed DP: how many shares a round's noise is split into when
+// `participants` sites take part and the threat model lets a share
+// `dropout_rate` of them drop out (security.dropout_rate, rounded up as the
+// secure aggregation rounds it): participants minus those dropouts, at least
+// 1. A sum over that many sites carries the whole configured noise, so up to
+// that many dropouts lose none of it; a sum over more sites carries more.
+uint32_t DpShareSites(uint32_t participants, double dropout_rate);
+
+// The standard deviation of the noise in a distributed-DP sum over `summed`
+// sites' shares when each site added 1 / `share_sites` of variance
+// stddev^2: stddev * sqrt(summed / share_sites).
+double DistributedNoiseStddev(double stddev, uint32_t summed, uint32_t share_sites);
+
 // Adds a site's noise shares to a range of its encoded update (the layout of
 // crypto/update_codec.h: per row [w, w v_0, ..., w v_{cols-1}]). The noise of
 // element e is drawn from stream SplitMix64At(stream, e), so any range can

@@ -220,7 +220,8 @@ Status SecAggSite::SendMaskedInput(const SecAggRoutedShares& routed) {
   if (!encoder.ok()) return c_.SendError(plan.round, encoder.status().message());
   // Distributed DP: the site's share of the round's noise, added to the
   // encoded update before it is masked.
-  const NoiseShareAdder noise = c_.DpNoiseShares(plan, participants_);
+  const NoiseShareAdder noise = c_.DpNoiseShares(
+      plan, DpShareSites(participants_, c_.options().secagg_policy.threat.dropout_rate));
   SecAggMasked fields;
   fields.round = plan.round;
   fields.site = c_.options().site;

@@ -56,10 +56,10 @@ class SiteContext {
   // What the site uploads: the model's blocks, then the strategy's.
   virtual std::vector<ParamBlock> UploadShapes() const = 0;
   virtual std::vector<DenseBlockView> UploadViews() const = 0;
-  // Distributed DP (worker/site_dp.h): the site's noise shares over its
-  // encoded upload in the plan's round among its `participants` sites; no
-  // noise when the round has none.
-  virtual NoiseShareAdder DpNoiseShares(const RoundPlan& plan, uint32_t participants) const = 0;
+  // Distributed DP (worker/site_dp.h): the site's noise share over its
+  // encoded upload in the plan's round, the round's noise split into
+  // `share_sites` shares (DpShareSites); no noise when the round has none.
+  virtual NoiseShareAdder DpNoiseShares(const RoundPlan& plan, uint32_t share_sites) const = 0;
   // Frees the global values unless the site keeps them.
   virtual void AfterAnswer() = 0;
   // OK when `job_id` is the site's job (adopting it when none is set yet).

@@ -308,8 +308,8 @@ std::vector<ParamBlock> Worker::UploadShapes() const {
   return shapes;
 }
 
-NoiseShareAdder Worker::DpNoiseShares(const RoundPlan& plan, uint32_t participants) const {
-  return dp_.NoiseShares(plan.frac_bits, participants, options_.seed, plan.round, options_.site);
+NoiseShareAdder Worker::DpNoiseShares(const RoundPlan& plan, uint32_t share_sites) const {
+  return dp_.NoiseShares(plan.frac_bits, share_sites, options_.seed, plan.round, options_.site);
 }
 
 std::vector<DenseBlockView> Worker::UploadViews() const {

@@ -177,7 +177,7 @@ class Worker : private SiteContext {
   // normalized steps (FedNova), their blocks follow the model's.
   std::vector<ParamBlock> UploadShapes() const override;
   std::vector<DenseBlockView> UploadViews() const override;
-  NoiseShareAdder DpNoiseShares(const RoundPlan& plan, uint32_t participants) const override;
+  NoiseShareAdder DpNoiseShares(const RoundPlan& plan, uint32_t share_sites) const override;
   // After an answer: frees the global values unless the site keeps them.
   void AfterAnswer() override;
   Status AdoptJob(const std::array<uint8_t, 32>& job_id) override;

@@ -143,6 +143,19 @@ TEST(DpNoise, DistributedSharesSumToTheConfiguredVariance) {
   ExpectVariance(sums, stddev * stddev, 1.0 / (2.0 * mu * sites));
 }
 
+TEST(DpNoise, SharesAreSizedForTheSitesLeftAfterTheThreatModelsDropouts) {
+  EXPECT_EQ(DpShareSites(10, 0.05), 9u);   // ceil(0.5) = 1 may drop
+  EXPECT_EQ(DpShareSites(20, 0.05), 19u);  // 0.05 * 20 is 1, not 2
+  EXPECT_EQ(DpShareSites(20, 0.1), 18u);
+  EXPECT_EQ(DpShareSites(5, 0.0), 5u);
+  EXPECT_EQ(DpShareSites(1, 0.5), 1u);  // never 0
+  EXPECT_EQ(DpShareSites(3, 0.9), 1u);
+  // 9 of 10 sites' shares sized for 9 carry the whole variance; all 10, more.
+  EXPECT_DOUBLE_EQ(DistributedNoiseStddev(2.0, 9, 9), 2.0);
+  EXPECT_DOUBLE_EQ(DistributedNoiseStddev(2.0, 10, 9), 2.0 * std::sqrt(10.0 / 9.0));
+  EXPECT_DOUBLE_EQ(DistributedNoiseStddev(2.0, 4, 9), 2.0 * std::sqrt(4.0 / 9.0));
+}
+
 TEST(DpNoise, ShareOfARangeIsTheSameWhicheverPiecesItIsAddedIn) {
   const NoiseShareAdder adder({{3, 2, 50.0}, {2, 1, 0.0}, {1, 1, 9.0}}, 99);
   ASSERT_EQ(adder.length(), 9u + 4u + 2u);

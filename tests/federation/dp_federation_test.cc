@@ -3,6 +3,7 @@
 // user-level clipping of MF and the coordinator's DP state.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "apps/config.h"
 #include "apps/job.h"
 #include "coordinator/coordinator_dp.h"
+#include "crypto/rdp_accountant.h"
 #include "tests/federation/federate.h"
 
 namespace fedrec {
@@ -73,7 +75,9 @@ TEST(DpFederation, DistributedNoiseUnderSecAggIsDeterministicAndTrains) {
   for (const RoundMetrics& m : a.rounds) {
     EXPECT_FALSE(m.aborted) << m.abort_reason;
     EXPECT_EQ(m.dp.units, 5u);  // one unit per site
-    EXPECT_EQ(m.dp.noise_stddev, 1.0);
+    // Shares sized for 4 of the 5 sites (security.dropout_rate 0.05): all 5
+    // in the sum carry more than the configured noise.
+    EXPECT_DOUBLE_EQ(m.dp.noise_stddev, std::sqrt(5.0 / 4.0));
   }
   ASSERT_TRUE(a.rounds.back().evaluated);
   const double rmse = std::sqrt(a.rounds.back().test.squared / a.rounds.back().test.count);
@@ -229,7 +233,7 @@ TEST(CoordinatorDpState, SaveAndLoadCarryTheClipAndTheAccountant) {
   sums.weighted_sum = {{0.1, 0.2}, {1.5}};
   sums.row_weight = {{1, 1}, {3}};
   DpRoundMetrics metrics;
-  ASSERT_TRUE(a.Privatize(1, global, &sums, &metrics).ok());
+  ASSERT_TRUE(a.Privatize(1, 3, global, &sums, &metrics).ok());
   EXPECT_EQ(sums.weighted_sum.size(), 1u);
   EXPECT_EQ(sums.row_weight[0], (std::vector<double>{3, 3}));  // averaged over 3 units
   EXPECT_GT(metrics.epsilon, 0.0);
@@ -259,7 +263,7 @@ TEST(CoordinatorDpState, CentralNoiseHasTheConfiguredStandardDeviation) {
   sums.weighted_sum = {std::vector<double>(rows, 0.0), {0.0}};
   sums.row_weight = {std::vector<double>(rows, 4.0), {4.0}};
   DpRoundMetrics metrics;
-  ASSERT_TRUE(dp.Privatize(1, global, &sums, &metrics).ok());
+  ASSERT_TRUE(dp.Privatize(1, 4, global, &sums, &metrics).ok());
   EXPECT_DOUBLE_EQ(metrics.noise_stddev, 0.75);
   double mean = 0.0, var = 0.0;
   for (double x : sums.weighted_sum[0]) mean += x / rows;
@@ -267,6 +271,74 @@ TEST(CoordinatorDpState, CentralNoiseHasTheConfiguredStandardDeviation) {
   const double want = 0.75 * 0.75;
   EXPECT_NEAR(var, want, 5.0 * want * std::sqrt(2.0 / rows));
   EXPECT_NEAR(mean, 0.0, 5.0 * 0.75 / std::sqrt(double{rows}));
+}
+
+TEST(CoordinatorDpState, DistributedRoundMissingSharesBeyondTheDropoutsIsChargedAtItsNoise) {
+  // 20 sites selected, dropout rate 0.1: shares are sized for 18 sites. 18
+  // or more in the sum: charged at z (the noise is at least z C); 12 in the
+  // sum: the noise is z C sqrt(12 / 18), and the accountant charges that.
+  DpOptions options;
+  options.mode = DpMode::kDistributed;
+  options.clip = 0.5;
+  options.noise_multiplier = 2.0;
+  const auto round = [&](CoordinatorDp* dp, uint32_t summed) {
+    std::vector<ParamBlock> global(1);
+    global[0] = ParamBlock("w", Scope::kGlobal, 1, 1);
+    AggregateInput sums;
+    sums.sites = summed;
+    sums.weighted_sum = {{0.0}, {0.0}};
+    sums.row_weight = {{double(summed)}, {double(summed)}};
+    DpRoundMetrics metrics;
+    EXPECT_TRUE(dp->Privatize(1, 20, global, &sums, &metrics).ok());
+    return metrics;
+  };
+  CoordinatorDp all(options, 1, 1.0, 0.1), floor(options, 1, 1.0, 0.1), few(options, 1, 1.0, 0.1);
+  const DpRoundMetrics a = round(&all, 20), f = round(&floor, 18), w = round(&few, 12);
+  EXPECT_DOUBLE_EQ(a.noise_stddev, 1.0 * std::sqrt(20.0 / 18.0));
+  EXPECT_DOUBLE_EQ(f.noise_stddev, 1.0);
+  EXPECT_DOUBLE_EQ(w.noise_stddev, 1.0 * std::sqrt(12.0 / 18.0));
+  RdpAccountant at_z, at_less;
+  at_z.Step(1.0, 2.0);
+  at_less.Step(1.0, 2.0 * std::sqrt(12.0 / 18.0));
+  EXPECT_EQ(all.accountant().rdp(), at_z.rdp());  // more noise is never claimed
+  EXPECT_EQ(floor.accountant().rdp(), at_z.rdp());
+  EXPECT_EQ(few.accountant().rdp(), at_less.rdp());
+  EXPECT_GT(w.epsilon, f.epsilon);
+}
+
+TEST(DpFederation, DistributedSharesCoverTheThreatModelsDropoutsAndFurtherLossIsCharged) {
+  // 10 sites under SecAgg, dropout rate 0.1: every site's share is sized
+  // for 90% of the round's sites. Sites dropping before their masked input
+  // leave the sum without their shares; each round is charged at the noise
+  // its sum holds.
+  Config config = DpConfig("distributed", "site");
+  config.federation.sites = 10;
+  config.security.aggregation = "secagg";
+  config.security.dropout_rate = 0.1;
+  config.security.adversarial_rate = 0.0;
+  config.federation.server_lr = 1.0;
+  config.dp.clip = 2.0;
+  config.dp.noise_multiplier = 0.5;
+  config.sim.faults.dropout = 0.2;
+  config.sim.faults.dropout_steps = {"upload"};
+  const FederatedRun run = Federate(config, 2);
+  RdpAccountant expected;
+  uint32_t short_rounds = 0, charged = 0;
+  for (const RoundMetrics& m : run.rounds) {
+    if (m.aborted) continue;
+    ++charged;
+    ASSERT_TRUE(m.dp.on);
+    // A site that dropped is not selected again until it answers: shares
+    // are sized for the round's own selection, minus 10% rounded up.
+    const uint32_t share_sites = m.sites_selected - (m.sites_selected + 9) / 10;
+    const double factor = std::sqrt(double(m.sites_reported) / share_sites);
+    EXPECT_DOUBLE_EQ(m.dp.noise_stddev, 1.0 * factor) << m.round;
+    expected.Step(1.0, 0.5 * std::min(1.0, factor));
+    EXPECT_DOUBLE_EQ(m.dp.epsilon, expected.Epsilon(config.dp.delta).epsilon) << m.round;
+    if (m.sites_reported < share_sites) ++short_rounds;
+  }
+  EXPECT_GT(charged, 0u);
+  EXPECT_GT(short_rounds, 0u) << "no round lost more sites than the threat model allows";
 }
 
 }  // namespace
