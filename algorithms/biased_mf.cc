@@ -103,7 +103,7 @@ class BiasedMf : public Model {
   }
   Status LoadState(std::istream& in, const std::string& where) override {
     // Read and check everything before changing the model.
-    const std::vector<ParamBlock> local_before = LocalCopy();
+    std::vector<std::vector<float>> local_before = LocalValues();
     FEDREC_RETURN_IF_ERROR(LoadBlocks(in, false, where));
     std::string word;
     size_t count = 0;
@@ -133,23 +133,11 @@ class BiasedMf : public Model {
         status = trainer_.RestoreOrder(std::move(order)).WithContext(where);
       }
     }
-    if (!status.ok()) RestoreLocal(local_before);
+    if (!status.ok()) RestoreLocalValues(std::move(local_before));
     return status;
   }
 
  private:
-  std::vector<ParamBlock> LocalCopy() const {
-    std::vector<ParamBlock> copy;
-    for (const ParamBlock& b : trainer_.model().blocks())
-      if (!IsGlobal(b.scope)) copy.push_back(b);
-    return copy;
-  }
-  void RestoreLocal(const std::vector<ParamBlock>& copy) {
-    size_t next = 0;
-    for (ParamBlock& b : trainer_.model().blocks())
-      if (!IsGlobal(b.scope)) b.data = copy[next++].data;
-  }
-
   static constexpr size_t kRatingBytes = 20;  // user, item, value, time (little-endian)
   // The training ratings grouped by user (sorted by user, then item, then
   // value), independent of the training order of train().

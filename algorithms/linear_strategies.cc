@@ -75,9 +75,28 @@ class BlockState {
       it = state->vectors.erase(it);
     }
   }
-  // After Load: the blocks must be the model's, in its order.
-  Status Check(std::string_view strategy, const std::vector<ParamBlock>& global) const {
+  // After Load: the blocks must be the model's. A checkpoint keeps them by
+  // name (in name order): they are put back in the model's order first.
+  Status Align(std::string_view strategy, const std::vector<ParamBlock>& global) {
     if (values_.empty()) return Status::Ok();
+    std::vector<size_t> from;
+    for (const ParamBlock& b : global) {
+      const auto at = std::find(names_.begin(), names_.end(), b.name);
+      if (at == names_.end()) break;
+      from.push_back(static_cast<size_t>(at - names_.begin()));
+    }
+    if (from.size() == global.size() && values_.size() == global.size()) {
+      std::vector<std::vector<double>> values;
+      for (size_t b : from) values.push_back(std::move(values_[b]));
+      values_ = std::move(values);
+      for (size_t b = 0; b < global.size(); ++b) names_[b] = global[b].name;
+    }
+    return Check(strategy, global);
+  }
+
+ private:
+  // The blocks, aligned, have the model's names and sizes.
+  Status Check(std::string_view strategy, const std::vector<ParamBlock>& global) const {
     for (size_t b = 0; b < global.size() && b < values_.size(); ++b) {
       if (names_[b] == global[b].name && values_[b].size() == global[b].data.size()) continue;
       return Status::InvalidArgument(std::string(strategy) + ": restored state '" + prefix_ + "." +
@@ -93,7 +112,6 @@ class BlockState {
     return Status::Ok();
   }
 
- private:
   std::string prefix_;
   double initial_;
   std::vector<std::string> names_;  // block names, model order
@@ -143,7 +161,7 @@ class FedAvgM : public Strategy {
   std::string_view name() const override { return "fedavgm"; }
   Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
     FEDREC_RETURN_IF_ERROR(CheckAggregateShape(name(), input, *global));
-    FEDREC_RETURN_IF_ERROR(momentum_.Check(name(), *global));
+    FEDREC_RETURN_IF_ERROR(momentum_.Align(name(), *global));
     momentum_.Size(*global);
     const double eta = eta_;
     ForEachAveragedRow(input, global, [&](size_t b, uint32_t r, std::span<const double> avg) {
@@ -191,8 +209,8 @@ class FedOpt : public Strategy {
   }
   Status Aggregate(const AggregateInput& input, std::vector<ParamBlock>* global) override {
     FEDREC_RETURN_IF_ERROR(CheckAggregateShape(name(), input, *global));
-    FEDREC_RETURN_IF_ERROR(m_.Check(name(), *global));
-    FEDREC_RETURN_IF_ERROR(v_.Check(name(), *global));
+    FEDREC_RETURN_IF_ERROR(m_.Align(name(), *global));
+    FEDREC_RETURN_IF_ERROR(v_.Align(name(), *global));
     m_.Size(*global);
     v_.Size(*global);
     const double eta = eta_;

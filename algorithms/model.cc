@@ -131,6 +131,19 @@ Status Model::SaveBlocks(std::ostream& out, bool global) const {
   return Status::Ok();
 }
 
+std::vector<std::vector<float>> Model::LocalValues() const {
+  std::vector<std::vector<float>> values;
+  for (const ParamBlock& b : blocks())
+    if (!IsGlobal(b.scope)) values.push_back(b.data);
+  return values;
+}
+
+void Model::RestoreLocalValues(std::vector<std::vector<float>> values) {
+  size_t next = 0;
+  for (ParamBlock& b : blocks())
+    if (!IsGlobal(b.scope)) b.data = std::move(values[next++]);
+}
+
 Status Model::LoadBlocks(std::istream& in, bool global, const std::string& where) {
   std::string line;
   const std::string expected_header = std::string(kMagic) + ' ' + std::string(name()) + ' ';

@@ -249,8 +249,8 @@ class Model {
   // everything Train carries from one call to the next besides the global
   // blocks (local blocks, the training order, local optimizer state), so a
   // site resumed from them trains exactly as one that never stopped. Models
-  // that keep more (multi-task networks) say false and checkpointing is
-  // refused for them.
+  // that keep more than they save say false (the default, for plug-ins) and
+  // checkpointing is refused for them.
   virtual bool SupportsCheckpoint() const { return false; }
   // The site's state between rounds. Default: the local blocks
   // (SaveBlocks(out, false)). LoadState checks what it reads and leaves the
@@ -262,6 +262,12 @@ class Model {
 
  protected:
   Model(uint32_t users, uint32_t items) : users_(users), items_(items) {}
+
+  // The local blocks' values, in block order, and putting them back: a
+  // LoadState that reads more after LoadBlocks restores them on a later
+  // error, so a bad file leaves the model unchanged.
+  std::vector<std::vector<float>> LocalValues() const;
+  void RestoreLocalValues(std::vector<std::vector<float>> values);
 
   uint32_t users_;
   uint32_t items_;

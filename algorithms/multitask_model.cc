@@ -52,9 +52,11 @@
 #endif
 #include <algorithm>
 #include <cmath>
+#include <istream>
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -286,7 +288,47 @@ class MultiTaskModel : public Model {
 
   const std::vector<Rating>& train() const override { return train_; }
 
+  // A site's state between rounds: its local blocks, the fold-ins done (they
+  // seed the next one's shuffles) and the local optimizers' moments (the
+  // fold-in's optimizer starts afresh at every fold-in). Train shuffles its
+  // examples from (seed, epoch, shard), so there is no training order to keep.
+  bool SupportsCheckpoint() const override { return true; }
+  Status SaveState(std::ostream& out) const override {
+    FEDREC_RETURN_IF_ERROR(SaveBlocks(out, false));
+    out << kStateMagic << ' ' << foldins_ << '\n';
+    optimizer_.Save(out);
+    emb_optimizer_.Save(out);
+    if (!out) return Status::IoError("writing the multi-task site state failed");
+    return Status::Ok();
+  }
+  Status LoadState(std::istream& in, const std::string& where) override {
+    std::vector<std::vector<float>> local_before = LocalValues();
+    FEDREC_RETURN_IF_ERROR(LoadBlocks(in, false, where));
+    std::string magic, version;
+    uint64_t foldins = 0;
+    in >> magic >> version >> foldins;
+    in.get();
+    Optimizer optimizer = optimizer_, emb_optimizer = emb_optimizer_;
+    Status status;
+    if (!in || magic + " " + version != kStateMagic) {
+      status = Status::InvalidArgument(where + ": expected \"" + std::string(kStateMagic) +
+                                       " <fold-ins>\", found \"" + magic + " " + version + "\"");
+    }
+    if (status.ok()) status = optimizer.Load(in, where + " (network optimizer)");
+    if (status.ok()) status = emb_optimizer.Load(in, where + " (embedding optimizer)");
+    if (!status.ok()) {
+      RestoreLocalValues(std::move(local_before));
+      return status;
+    }
+    foldins_ = foldins;
+    optimizer_ = std::move(optimizer);
+    emb_optimizer_ = std::move(emb_optimizer);
+    return Status::Ok();
+  }
+
  private:
+  static constexpr const char* kStateMagic = "fedrec-multitask-site v1";
+
   bool IsEmbedding(uint32_t b) const {
     return b == item_emb_ || b == item_bias_ || b == user_emb_ || b == user_bias_ ||
            std::any_of(bags_.begin(), bags_.end(), [b](const Bag& bag) { return bag.block == b; });

@@ -9,6 +9,11 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <istream>
+#include <ostream>
+#include <string>
+
+#include "base/little_endian.h"
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
@@ -271,6 +276,69 @@ void Optimizer::StepRows(uint32_t slot, ParamBlock* block, const EmbeddingGrad& 
   for (uint32_t r : grad.touched()) {
     Update(s, bc1, bc2, block->Row(r), grad.Row(r), static_cast<size_t>(r) * cols, cols, lr);
   }
+}
+
+namespace {
+constexpr char kOptimizerMagic[] = "fedrec-optimizer v1";
+}  // namespace
+
+void Optimizer::Save(std::ostream& out) const {
+  out << kOptimizerMagic << ' ' << static_cast<int>(options_.kind) << ' ' << states_.size() << '\n';
+  for (const State& s : states_) {
+    out << s.t << ' ' << s.m.size() << ' ' << s.v.size() << '\n';
+    std::vector<uint8_t> bytes;
+    AppendFloatsLe(&bytes, s.m.data(), s.m.size());
+    AppendFloatsLe(&bytes, s.v.data(), s.v.size());
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
+  }
+}
+
+Status Optimizer::Load(std::istream& in, const std::string& where) {
+  std::string magic, version;
+  int kind = -1;
+  size_t slots = 0;
+  in >> magic >> version >> kind >> slots;
+  in.get();
+  const std::string expected = std::string(kOptimizerMagic) + " " +
+                               std::to_string(static_cast<int>(options_.kind)) + " <slots>";
+  if (!in || magic + " " + version != kOptimizerMagic || kind != static_cast<int>(options_.kind)) {
+    return Status::InvalidArgument(where + ": expected an optimizer state \"" + expected +
+                                   "\", found \"" + magic + " " + version + " " +
+                                   std::to_string(kind) + "\"");
+  }
+  std::vector<State> states;
+  for (size_t k = 0; k < slots; ++k) {
+    State s;
+    size_t m = 0, v = 0;
+    in >> s.t >> m >> v;
+    in.get();
+    if (!in || m != v || (options_.kind == OptimizerKind::kSgd && m != 0)) {
+      return Status::InvalidArgument(where + ": optimizer slot " + std::to_string(k) +
+                                     ": expected \"<steps> <n> <n>\" (equal moments)");
+    }
+    // Read in pieces, so a corrupt count cannot allocate more than the file holds.
+    std::vector<uint8_t> bytes;
+    constexpr size_t kPiece = size_t{1} << 20;
+    for (size_t left = 8 * m; left > 0;) {
+      const size_t n = std::min(left, kPiece);
+      const size_t at = bytes.size();
+      bytes.resize(at + n);
+      in.read(reinterpret_cast<char*>(bytes.data() + at), static_cast<std::streamsize>(n));
+      if (in.gcount() != static_cast<std::streamsize>(n)) {
+        return Status::InvalidArgument(where + ": optimizer slot " + std::to_string(k) +
+                                       " is truncated");
+      }
+      left -= n;
+    }
+    s.m.resize(m);
+    s.v.resize(m);
+    GetFloatsLe(bytes.data(), m, s.m.data());
+    GetFloatsLe(bytes.data() + 4 * m, m, s.v.data());
+    states.push_back(std::move(s));
+  }
+  states_ = std::move(states);
+  return Status::Ok();
 }
 
 }  // namespace fedrec

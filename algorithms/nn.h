@@ -23,11 +23,14 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <iosfwd>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/param_block.h"
 #include "base/random.h"
+#include "base/status.h"
 
 namespace fedrec {
 
@@ -164,6 +167,13 @@ class Optimizer {
   void Step(uint32_t slot, std::span<float> params, std::span<const float> grad, float lr);
   // Steps the listed rows of `block` by their rows of `grad`.
   void StepRows(uint32_t slot, ParamBlock* block, const EmbeddingGrad& grad, float lr);
+
+  // The state between steps (each slot's step count and moments), for a
+  // site's checkpoint. Load reads what Save wrote, checks it (the same kind,
+  // whole moments) and leaves the optimizer unchanged on an error naming
+  // `where`.
+  void Save(std::ostream& out) const;
+  Status Load(std::istream& in, const std::string& where);
 
  private:
   struct State {

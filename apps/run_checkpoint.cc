@@ -56,8 +56,8 @@ Status CheckCheckpointable(const Config& config, const Model& model, const Strat
   }
   if (!model.SupportsCheckpoint()) {
     return Status::InvalidArgument("config: " + what + ": model " + std::string(model.name()) +
-                                   " cannot save its sites' state between rounds yet (mf, bpr, "
-                                   "ials, ease, itemknn and popularity can); set "
+                                   " cannot save its sites' state between rounds (every built-in "
+                                   "model can: Model::SupportsCheckpoint); set "
                                    "checkpoint.every = 0");
   }
   if (strategy.UsesControlVariates()) {

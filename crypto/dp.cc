@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "base/little_endian.h"
+#include "base/log_gamma.h"
 
 namespace fedrec {
 
@@ -89,7 +90,7 @@ int64_t SamplePoisson(Rng& rng, double mu) {
     if (us >= 0.07 && v <= vr) return static_cast<int64_t>(kf);
     if (kf < 0.0 || (us < 0.013 && v > us)) continue;
     if (std::log(v) + std::log(inv_alpha) - std::log(a / (us * us) + b) <=
-        -mu + kf * loglam - std::lgamma(kf + 1.0))
+        -mu + kf * loglam - LogGamma(kf + 1.0))
       return static_cast<int64_t>(kf);
   }
 }

@@ -6,6 +6,8 @@
 #include <limits>
 #include <sstream>
 
+#include "base/log_gamma.h"
+
 namespace fedrec {
 
 namespace {
@@ -30,7 +32,7 @@ double SubsampledGaussianRdp(double q, double sigma, uint32_t order) {
   for (uint32_t i = 0; i <= order; ++i) {
     const double di = static_cast<double>(i);
     const double log_binom =
-        std::lgamma(alpha + 1.0) - std::lgamma(di + 1.0) - std::lgamma(alpha - di + 1.0);
+        LogGamma(alpha + 1.0) - LogGamma(di + 1.0) - LogGamma(alpha - di + 1.0);
     const double term =
         log_binom + di * log_q + (alpha - di) * log_1mq + (di * di - di) / (2.0 * sigma * sigma);
     log_a = LogAdd(log_a, term);

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "base/little_endian.h"
+#include "base/log_gamma.h"
 #include "base/parallel.h"
 #include "crypto/secagg_prg.h"
 #include "crypto/shamir.h"
@@ -577,7 +578,7 @@ uint32_t SitesAt(double rate, uint32_t n) {
 }
 
 double LogChoose(double n, double k) {
-  return std::lgamma(n + 1) - std::lgamma(k + 1) - std::lgamma(n - k + 1);
+  return LogGamma(n + 1) - LogGamma(k + 1) - LogGamma(n - k + 1);
 }
 
 // The distribution of how many of `draws` sites taken without replacement from
@@ -616,8 +617,8 @@ Result<std::optional<GraphSize>> SparseGraphSize(uint32_t n, const ThreatModel& 
     // bad! (n - k)! / ((bad - k)! n!) when the bad sites fall at random.
     if (k <= bad) {
       const double log_cut = std::log(n) + std::log(n - k - 1.0) - std::log(2.0) +
-                             std::lgamma(bad + 1.0) + std::lgamma(n - k + 1.0) -
-                             std::lgamma(n + 1.0) - std::lgamma(bad - k + 1.0);
+                             LogGamma(bad + 1.0) + LogGamma(n - k + 1.0) - LogGamma(n + 1.0) -
+                             LogGamma(bad - k + 1.0);
       if (log_cut >= log_security) continue;
     }
     // The smallest t whose tail P[colluding neighbours >= t] is small enough.

@@ -328,10 +328,15 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   std::vector<std::unique_ptr<AggregationShard>> shard_servers;
   std::vector<Status> shard_status(static_cast<size_t>(shards));
   std::vector<std::thread> shard_threads;
-  for (int s = 0; s < shards; ++s) {
+  // Every server is made before any thread starts: a thread that indexed
+  // shard_servers while the next push_back grew it would read freed memory.
+  for (int s = 0; s < shards; ++s)
     shard_servers.push_back(std::make_unique<AggregationShard>(0, endpoints[first_shard + s]));
+  for (int s = 0; s < shards; ++s) {
+    AggregationShard* server = shard_servers[s].get();
+    Status* status = &shard_status[s];
     shard_threads.emplace_back(
-        [&, s] { shard_status[s] = shard_servers[s]->Serve(std::chrono::hours(24 * 365)); });
+        [server, status] { *status = server->Serve(std::chrono::hours(24 * 365)); });
   }
   VirtualClock clock(&network, 0, [&scheduler] { return scheduler.Idle(); });
   for (uint32_t s = 0; s < num_sites; ++s) {

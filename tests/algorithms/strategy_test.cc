@@ -183,6 +183,37 @@ TEST(StrategyStateTest, SavedStateRestoresTheSameNextStep) {
   EXPECT_EQ(a->State(), b->State());
 }
 
+TEST(StrategyStateTest, StateOfBlocksNotInNameOrderRestoresToTheSameNextStep) {
+  // A checkpoint keeps the moments by block name; the model's blocks here
+  // are not in name order (as a multi-task network's are not).
+  const std::map<std::string, double> params = {
+      {"beta1", 0.9}, {"beta2", 0.99}, {"tau", 0.1}, {"eta", 1.0}};
+  const auto input = [](double a, double b) {
+    AggregateInput in;
+    in.weighted_sum = {{a, 2 * a}, {b}};
+    in.row_weight = {{1}, {1}};
+    in.sites = 1;
+    return in;
+  };
+  const std::map<std::string, std::map<std::string, double>> strategies = {
+      {"fedadam", params}, {"fedavgm", {{"momentum", 0.9}, {"eta", 1.0}}}};
+  for (const auto& [name, keys] : strategies) {
+    auto a = Make(name, keys);
+    std::vector<ParamBlock> ga = {ParamBlock("item_emb", Scope::kGlobal, 1, 2),
+                                  ParamBlock("bias", Scope::kGlobal, 1, 1)};
+    ASSERT_TRUE(a->Aggregate(input(1, 3), &ga).ok());
+    auto b = Make(name, keys);
+    ASSERT_TRUE(b->Restore(a->State()).ok()) << name;
+    std::vector<ParamBlock> gb = ga;
+    ASSERT_TRUE(a->Aggregate(input(2, -1), &ga).ok());
+    const Status stepped = b->Aggregate(input(2, -1), &gb);
+    ASSERT_TRUE(stepped.ok()) << name << ": " << stepped.message();
+    EXPECT_EQ(ga[0].data, gb[0].data) << name;
+    EXPECT_EQ(ga[1].data, gb[1].data) << name;
+    EXPECT_EQ(a->State(), b->State()) << name;
+  }
+}
+
 TEST(StrategyStateTest, RestoreRefusesStateItDoesNotKeepNamingIt) {
   auto fedavg = Make("fedavg");
   StrategyState state;

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/log_gamma.h"
 #include "crypto/crypto.h"
 #include "crypto/secagg_prg.h"
 #include "crypto/shamir.h"
@@ -1400,7 +1401,7 @@ TEST(SecAgg, MakeParamsChoosesDegreeAndThreshold) {
 
 // P[X >= t] for X hypergeometric (`draws` of `population`, `marked` of them
 // marked), by the exact recurrence of consecutive terms in long double: an
-// independent check of the lgamma-based sums in SparseGraphSize.
+// independent check of the LogGamma-based sums in SparseGraphSize.
 long double HypergeometricTail(uint32_t population, uint32_t marked, uint32_t draws, uint32_t t) {
   // p(0) = C(population - marked, draws) / C(population, draws)
   std::vector<long double> p(draws + 1, 0.0L);
@@ -1475,8 +1476,8 @@ TEST(SecAgg, SparseGraphSizeMeetsItsBoundsWithTheSmallestDegree) {
         bool cut = false;
         if (smaller <= bad) {
           const double log_cut = std::log(n) + std::log(n - smaller - 1.0) - std::log(2.0) +
-                                 std::lgamma(bad + 1.0) + std::lgamma(n - smaller + 1.0) -
-                                 std::lgamma(n + 1.0) - std::lgamma(bad - smaller + 1.0);
+                                 LogGamma(bad + 1.0) + LogGamma(n - smaller + 1.0) -
+                                 LogGamma(n + 1.0) - LogGamma(bad - smaller + 1.0);
           cut = log_cut >= -41.0 * std::log(2.0);
         }
         EXPECT_TRUE(!some_threshold || cut) << where << ": degree " << smaller << " would do";

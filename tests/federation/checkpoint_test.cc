@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "algorithms/model.h"
 #include "algorithms/strategy.h"
 #include "apps/config.h"
 #include "apps/job.h"
@@ -152,17 +153,17 @@ TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) 
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Checkpoint, ResumeTest,
-                         ::testing::Values(Case{"mf", "fedavg", "none"},
-                                           Case{"mf", "fedadam", "none"},
-                                           Case{"mf", "fedavgm", "secagg"},
-                                           Case{"bpr", "fedavg", "none"},
-                                           Case{"ials", "fedavg", "none"},
-                                           Case{"mf", "fedavg", "secagg", "distributed"}),
-                         [](const ::testing::TestParamInfo<Case>& info) {
-                           return std::string(info.param.model) + "_" + info.param.strategy + "_" +
-                                  info.param.aggregation + "_dp_" + info.param.dp;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Checkpoint, ResumeTest,
+    ::testing::Values(Case{"mf", "fedavg", "none"}, Case{"mf", "fedadam", "none"},
+                      Case{"mf", "fedavgm", "secagg"}, Case{"bpr", "fedavg", "none"},
+                      Case{"ials", "fedavg", "none"}, Case{"mmoe", "fedavg", "none"},
+                      Case{"ple", "fedadam", "secagg"},
+                      Case{"mf", "fedavg", "secagg", "distributed"}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      return std::string(info.param.model) + "_" + info.param.strategy + "_" +
+             info.param.aggregation + "_dp_" + info.param.dp;
+    });
 
 TEST(Checkpoint, ResumeAfterACrashDiscardsSiteStateNewerThanTheCheckpoint) {
   Config config = SmallConfig("mf", "fedavg", "none");
@@ -316,20 +317,58 @@ TEST(CheckpointFile, AppendedBytesAreRefused) {
   EXPECT_EQ(read.status().code(), Status::Code::kCorruption);
 }
 
+// A model (a plug-in's, say) that keeps state between rounds it does not
+// say it can save: Model::SupportsCheckpoint's default.
+class UnsavedStateModel : public Model {
+ public:
+  UnsavedStateModel() : Model(1, 1) {}
+  std::string_view name() const override { return "unsaved"; }
+  std::vector<ParamBlock>& blocks() override { return blocks_; }
+  LossSums Train(const TrainPlan&) override { return {}; }
+  std::vector<DenseBlockView> Upload() const override { return {}; }
+  void Score(uint32_t, std::span<float>) const override {}
+  const std::vector<Rating>& train() const override { return train_; }
+
+ private:
+  std::vector<ParamBlock> blocks_;
+  std::vector<Rating> train_;
+};
+
 TEST(Checkpoint, ModelsThatCannotSaveTheirSiteStateRefuseCheckpointing) {
-  Config config = SmallConfig("mmoe", "fedavg", "none");
-  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 50);
-  ASSERT_TRUE(model.ok()) << model.status().message();
+  Config config = SmallConfig("mf", "fedavg", "none");
+  const UnsavedStateModel model;
   Result<std::unique_ptr<Strategy>> strategy =
       StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
   ASSERT_TRUE(strategy.ok());
-  const Status refused = CheckCheckpointable(config, **model, **strategy);
+  const Status refused = CheckCheckpointable(config, model, **strategy);
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.message().find("checkpoint.every = 1: model mmoe cannot save its sites' state"),
-            std::string::npos)
+  EXPECT_NE(
+      refused.message().find("checkpoint.every = 1: model unsaved cannot save its sites' state"),
+      std::string::npos)
       << refused.message();
   config.checkpoint.every = 0;
-  EXPECT_TRUE(CheckCheckpointable(config, **model, **strategy).ok());
+  EXPECT_TRUE(CheckCheckpointable(config, model, **strategy).ok());
+}
+
+TEST(Checkpoint, MultiTaskSiteStateThatIsCutShortIsRefusedAndChangesNothing) {
+  Config config = SmallConfig("mmoe", "fedavg", "none");
+  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 50);
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  ASSERT_TRUE((*model)->SupportsCheckpoint());
+  std::ostringstream saved;
+  ASSERT_TRUE((*model)->SaveState(saved).ok());
+  const std::string whole = saved.str();
+  std::istringstream back(whole);
+  ASSERT_TRUE((*model)->LoadState(back, "site-0/state").ok());
+  for (size_t cut : {whole.size() / 3, whole.size() - 1}) {
+    std::istringstream in(whole.substr(0, cut));
+    const Status refused = (*model)->LoadState(in, "site-0/state");
+    EXPECT_FALSE(refused.ok()) << "cut at " << cut;
+    EXPECT_NE(refused.message().find("site-0/state"), std::string::npos) << refused.message();
+  }
+  std::ostringstream after;
+  ASSERT_TRUE((*model)->SaveState(after).ok());
+  EXPECT_EQ(after.str(), whole);
 }
 
 TEST(Checkpoint, ScaffoldRefusesCheckpointing) {
