@@ -42,11 +42,22 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$here/.ci/lsan.supp:print_suppr
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$here/.ci/tsan.supp:halt_on_error=1:second_deadlock_stack=1}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-extra=()
-[ "$mode" = thread ] && extra=(-LE mpi)
+# The thread mode leaves out the mpi label; ctest takes only the first -LE,
+# so one given here is merged into it.
+args=("$@")
+if [ "$mode" = thread ]; then
+  merged=0
+  for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+    if [ "${args[i]}" = -LE ]; then
+      args[i + 1]="mpi|${args[i + 1]}"
+      merged=1
+    fi
+  done
+  [ "$merged" = 1 ] || args=(-LE mpi "${args[@]}")
+fi
 status=0
 (cd "$build" && ctest --output-on-failure -j "$jobs" --timeout "${CTEST_TIMEOUT:-1800}" \
-  "${extra[@]}" "$@") || status=$?
+  "${args[@]}") || status=$?
 done_at=$(date +%s)
 echo "sanitize.sh $mode: build $((built - start)) s, suite $((done_at - built)) s, exit $status" >&2
 exit "$status"
