@@ -936,13 +936,18 @@ class MpirunTermGuard {
   MpirunTermGuard& operator=(const MpirunTermGuard&) = delete;
 
   // Set while the run's state can be written; Set({}) before the run writes
-  // its own outputs (a SIGTERM that came first finishes writing, then exits).
+  // its own outputs (a SIGTERM that came first finishes writing, then
+  // exits; one that comes after only asks the run to stop, through the
+  // handler there was before, so it cannot cut those outputs short).
   void Set(Writer writer) {
     std::lock_guard lock(mu_);
+    const bool armed = static_cast<bool>(writer);
     writer_ = std::move(writer);
-    // Again: setting up checkpoints installs the stop-after-the-round handler,
-    // and a round cannot end within mpirun's second once a site is dead.
-    if (thread_.joinable()) std::signal(SIGTERM, OnMpirunTerm);
+    if (!thread_.joinable()) return;
+    // Armed again each time: setting up checkpoints installs the
+    // stop-after-the-round handler, and a round cannot end within mpirun's
+    // second once a site is dead.
+    std::signal(SIGTERM, armed || previous_ == SIG_ERR ? OnMpirunTerm : previous_);
   }
 
  private:
