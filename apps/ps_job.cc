@@ -5,19 +5,24 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "apps/job.h"
 #include "apps/model_files.h"
+#include "apps/run_checkpoint.h"
 #include "base/little_endian.h"
 #include "base/memory.h"
 #include "base/thread_team.h"
+#include "crypto/checkpoint_file.h"
 #include "crypto/sha256.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
@@ -60,6 +65,58 @@ std::vector<std::string> RawIds(const IdMap& ids) {
   return raw;
 }
 
+constexpr char kPsDriverFile[] = "ps-driver.ckpt";
+
+// What a driver's checkpoint must match: every line but the epoch's.
+std::string PsDriverIdentity(const Config& config) {
+  return "mode ps\nmodel " + config.model.name + "\nworkers " +
+         std::to_string(config.federation.sites) + "\nshard_servers " +
+         std::to_string(config.cluster.shard_servers) + "\nconfig " + ConfigHash(config) + "\n";
+}
+
+// Doubles as the hex of their bits: exact.
+std::string Hex(double v) { return fmt::format("{:016x}", std::bit_cast<uint64_t>(v)); }
+
+std::string EncodeEvals(const std::map<uint32_t, ErrorSums>& evals, uint32_t through) {
+  std::string out;
+  for (const auto& [epoch, e] : evals) {
+    if (epoch > through) break;
+    out += fmt::format("{} {} {} {}\n", epoch, Hex(e.squared), Hex(e.absolute), e.count);
+  }
+  return out;
+}
+
+Status DecodeHistory(const std::string& path, const std::string& metrics,
+                     const std::string& evals, PsHistory* history) {
+  std::istringstream lines(metrics);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    const json parsed = json::parse(line, nullptr, false);
+    if (parsed.is_discarded() || !parsed.contains("epoch") || !parsed["epoch"].is_number_unsigned())
+      return Status::Corruption(path + ": a metrics line without an epoch: " + line);
+    history->lines[parsed["epoch"].get<uint32_t>()] = line;
+  }
+  std::istringstream in(evals);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    uint32_t epoch = 0;
+    std::string squared, absolute;
+    ErrorSums e;
+    if (!(fields >> epoch >> squared >> absolute >> e.count) || squared.size() != 16 ||
+        absolute.size() != 16)
+      return Status::Corruption(path + ": a bad evaluation line: " + line);
+    e.squared = std::bit_cast<double>(std::stoull(squared, nullptr, 16));
+    e.absolute = std::bit_cast<double>(std::stoull(absolute, nullptr, 16));
+    history->evals[epoch] = e;
+  }
+  return Status::Ok();
+}
+
+// The metrics lines of the epochs resumed from, into this run's metrics.jsonl.
+void ReplayHistory(const PsHistory& history, RunOutput* out) {
+  for (const auto& [epoch, line] : history.lines) out->WriteMetrics(line);
+}
+
 struct PsRunResult {
   std::vector<ParamBlock> global;  // MF's global blocks (empty when streamed)
   std::string streamed_sha256;     // set when the model files were written from chunks
@@ -70,9 +127,9 @@ struct PsRunResult {
 };
 
 // What the driver does with each epoch: a metrics.jsonl line, a progress
-// line, and the last evaluation kept for the summary.
-std::function<void(const PsEpochMetrics&)> EpochWriter(RunOutput* out, ErrorSums* last_eval) {
-  return [out, last_eval](const PsEpochMetrics& m) {
+// line, and both kept in `history` (checkpoints and the summary).
+std::function<void(const PsEpochMetrics&)> EpochWriter(RunOutput* out, PsHistory* history) {
+  return [out, history](const PsEpochMetrics& m) {
     json line = {{"epoch", m.epoch},
                  {"train_rmse", Number(std::sqrt(m.train_mse))},
                  {"train_loss", Number(m.train_mse)},
@@ -82,10 +139,11 @@ std::function<void(const PsEpochMetrics&)> EpochWriter(RunOutput* out, ErrorSums
       line["test_rmse"] = Number(m.test.Rmse());
       line["test_mae"] = Number(m.test.Mae());
       progress += fmt::format("  test rmse {:.4f}  mae {:.4f}", m.test.Rmse(), m.test.Mae());
-      *last_eval = m.test;
+      history->evals[m.epoch] = m.test;
     }
     line["bytes_sent"] = m.driver_traffic.bytes_sent;
     line["bytes_received"] = m.driver_traffic.bytes_received;
+    history->lines[m.epoch] = line.dump();
     out->WriteMetrics(line.dump());
     out->Step("epoch", m.epoch, m.epochs, progress);
   };
@@ -172,7 +230,11 @@ Result<std::string> StreamModelFiles(const std::string& dir, uint32_t k, const P
 // epochs complete and the model files from the shards' rows in chunks.
 Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLayout& layout,
                           const IdMap& items, RunOutput* out) {
-  PsDriver driver(MakePsDriverOptions(config, layout, items.size()), &transport);
+  PsDriverOptions options = MakePsDriverOptions(config, layout, items.size());
+  PsHistory history;
+  FEDREC_RETURN_IF_ERROR(SetPsCheckpointing(config, out->dir(), &history, &options));
+  ReplayHistory(history, out);
+  PsDriver driver(std::move(options), &transport);
   PsRunResult result;
   const auto start = std::chrono::steady_clock::now();
   const uint32_t k = static_cast<uint32_t>(config.model.factors);
@@ -184,8 +246,9 @@ Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLa
     result.streamed_sha256 = *sha;
     return Status::Ok();
   };
-  FEDREC_RETURN_IF_ERROR(driver.Run(EpochWriter(out, &result.last_eval), write_model));
+  FEDREC_RETURN_IF_ERROR(driver.Run(EpochWriter(out, &history), write_model));
   out->EndProgress();
+  result.last_eval = history.LastEvalThrough(UINT32_MAX);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.start = driver.start();
   result.memory = driver.memory();
@@ -265,6 +328,72 @@ int Finish(const Config& config, RunOutput* out, const IdMap& items, const PsRun
 
 }  // namespace
 
+std::string PsHistory::MetricsThrough(uint32_t epoch) const {
+  std::string out;
+  for (const auto& [e, line] : lines) {
+    if (e > epoch) break;
+    out += line + "\n";
+  }
+  return out;
+}
+
+ErrorSums PsHistory::LastEvalThrough(uint32_t epoch) const {
+  ErrorSums last;
+  for (const auto& [e, sums] : evals) {
+    if (e > epoch) break;
+    last = sums;
+  }
+  return last;
+}
+
+std::string PsDriverCheckpointPath(const std::string& dir) {
+  return (std::filesystem::path(dir) / kPsDriverFile).string();
+}
+
+Status SetPsCheckpointing(const Config& config, const std::string& run_dir, PsHistory* history,
+                          PsDriverOptions* options) {
+  const std::string& resume = config.checkpoint.resume;
+  if (config.checkpoint.every == 0) {
+    if (resume.empty()) return Status::Ok();
+    return Status::InvalidArgument(
+        "config: checkpoint.resume = \"" + resume +
+        "\" needs checkpoint.every > 0 (the resumed run goes on checkpointing as the run that "
+        "wrote it did), found checkpoint.every = 0");
+  }
+  const std::string dir = CheckpointDir(config, run_dir);
+  const std::string identity = PsDriverIdentity(config);
+  options->checkpoint_every = static_cast<uint32_t>(config.checkpoint.every);
+  options->checkpoint_dir = dir;
+  if (!resume.empty()) {
+    const std::string path = PsDriverCheckpointPath(resume);
+    FEDREC_ASSIGN_OR_RETURN(CheckpointSections sections, ReadCheckpointFile(path));
+    FEDREC_ASSIGN_OR_RETURN(std::string meta, FindSection(sections, "meta", path));
+    FEDREC_ASSIGN_OR_RETURN(std::string metrics, FindSection(sections, "metrics", path));
+    FEDREC_ASSIGN_OR_RETURN(std::string evals, FindSection(sections, "evals", path));
+    const size_t at = meta.rfind("epoch ");
+    uint32_t epoch = 0;
+    if (at == std::string::npos ||
+        std::sscanf(meta.c_str() + at, "epoch %u", &epoch) != 1 || epoch == 0)
+      return Status::Corruption("checkpoint " + path + ": no epoch in its meta section");
+    FEDREC_RETURN_IF_ERROR(
+        CheckMetaLines("checkpoint " + path, identity, meta.substr(0, at)));
+    if (epoch > config.train.epochs)
+      return Status::InvalidArgument("checkpoint " + path + " is of epoch " +
+                                     std::to_string(epoch) + ", beyond train.epochs = " +
+                                     std::to_string(config.train.epochs));
+    FEDREC_RETURN_IF_ERROR(DecodeHistory(path, metrics, evals, history));
+    options->first_epoch = epoch;
+    spdlog::info("resuming from {} after epoch {}", path, epoch);
+  }
+  options->on_checkpoint = [dir, identity, history](uint32_t epoch) {
+    return WriteCheckpointFile(PsDriverCheckpointPath(dir),
+                               {{"meta", identity + "epoch " + std::to_string(epoch) + "\n"},
+                                {"metrics", history->MetricsThrough(epoch)},
+                                {"evals", EncodeEvals(history->evals, epoch)}});
+  };
+  return Status::Ok();
+}
+
 PsLayout MakePsLayout(const Config& config) {
   PsLayout layout;
   const int shards = static_cast<int>(config.cluster.shard_servers);
@@ -300,6 +429,7 @@ ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& 
   };
   options.idle_timeout = PsTimeout(config);
   options.memory_limit = MemoryLimit(config);
+  options.config_hash = ConfigHash(config);
   return options;
 }
 
@@ -323,6 +453,7 @@ PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout
   options.rating_max = static_cast<float>(config.data.rating_max);
   options.timeout = PsTimeout(config);
   options.memory_limit = MemoryLimit(config);
+  options.config_hash = ConfigHash(config);
   return options;
 }
 
@@ -340,7 +471,10 @@ PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout
 
 Result<PsInProcessRun> RunPsInProcess(const Config& config, std::vector<SiteData> sites,
                                       uint32_t items,
-                                      const std::function<void(const PsEpochMetrics&)>& on_epoch) {
+                                      const std::function<void(const PsEpochMetrics&)>& on_epoch,
+                                      const std::function<Status(PsDriverOptions*)>& adjust_driver) {
+  PsDriverOptions driver_options = MakePsDriverOptions(config, MakePsLayout(config), items);
+  if (adjust_driver) FEDREC_RETURN_IF_ERROR(adjust_driver(&driver_options));
   const PsLayout layout = MakePsLayout(config);
   if (sites.size() != layout.worker_ranks.size()) {
     return Status::InvalidArgument("federation.mode = ps: " + std::to_string(sites.size()) +
@@ -374,7 +508,7 @@ Result<PsInProcessRun> RunPsInProcess(const Config& config, std::vector<SiteData
   std::vector<std::thread> threads;
   for (size_t w = 0; w < workers.size(); ++w)
     threads.emplace_back([&, w] { statuses[shards.size() + w] = workers[w]->Run(); });
-  PsDriver driver(MakePsDriverOptions(config, layout, items), &network.endpoint(layout.driver));
+  PsDriver driver(std::move(driver_options), &network.endpoint(layout.driver));
   PsInProcessRun run;
   Status status = driver.Run(on_epoch);
   for (std::thread& t : threads) t.join();
@@ -413,11 +547,18 @@ int RunPsSim(const Config& config, const Registries&) {
       config.cluster.shard_servers, config.federation.sites, items, data->dataset.train.size(),
       data->dataset.test.size(), config.ps.consistency, out->dir());
   PsRunResult result;
+  PsHistory history;
   const auto start = std::chrono::steady_clock::now();
-  Result<PsInProcessRun> run =
-      RunPsInProcess(config, std::move(data->sites), items, EpochWriter(&*out, &result.last_eval));
+  Result<PsInProcessRun> run = RunPsInProcess(
+      config, std::move(data->sites), items, EpochWriter(&*out, &history),
+      [&](PsDriverOptions* options) {
+        FEDREC_RETURN_IF_ERROR(SetPsCheckpointing(config, out->dir(), &history, options));
+        ReplayHistory(history, &*out);
+        return Status::Ok();
+      });
   out->EndProgress();
   if (!run.ok()) return Fail(run.status());
+  result.last_eval = history.LastEvalThrough(UINT32_MAX);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.start = run->start;
   result.global = PsGlobalBlocks(config, run->start, run->rows);

@@ -8,9 +8,13 @@
 // workers (W = federation.sites; worker w holds site w's users).
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
+#include "algorithms/metrics.h"
 #include "apps/config.h"
 #include "apps/plugin.h"
 #include "coordinator/ps_driver.h"
@@ -37,9 +41,35 @@ PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout
 uint32_t PsWorkerThreads(const Config& config, uint32_t sharing);
 PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout, uint32_t items);
 
+// The driver's record of the epochs so far (those of the run resumed from
+// included): each epoch's metrics.jsonl line and each evaluation.
+struct PsHistory {
+  std::map<uint32_t, std::string> lines;
+  std::map<uint32_t, ErrorSums> evals;
+  // The lines of the epochs <= `epoch`, one per line.
+  std::string MetricsThrough(uint32_t epoch) const;
+  // The newest evaluation of an epoch <= `epoch` (empty when none).
+  ErrorSums LastEvalThrough(uint32_t epoch) const;
+};
+
+// "<checkpoint folder>/ps-driver.ckpt": the driver's checkpoint, which
+// commits an epoch (crypto/ps_checkpoint.h has the layout of the folder).
+std::string PsDriverCheckpointPath(const std::string& dir);
+
+// Parameter-server checkpoints (checkpoint.every > 0 epochs) for the driver
+// of a run whose directory is `run_dir`: the folder, the interval and, with
+// checkpoint.resume, the epoch to resume from, with `history` restored from
+// the driver's file (which must belong to this configuration, worker and
+// shard count: an error names what differs). on_checkpoint writes that file
+// from `history`, which must outlive the run. Resuming needs
+// checkpoint.every > 0.
+Status SetPsCheckpointing(const Config& config, const std::string& run_dir, PsHistory* history,
+                          PsDriverOptions* options);
+
 // A PS job with every role a thread over the in-process transport: the
 // driver on the calling thread, `sites[w]` the data of worker w. What
-// `fedrec sim` runs, and what tests and benchmarks call directly.
+// `fedrec sim` runs, and what tests and benchmarks call directly;
+// `adjust_driver` may change the driver's options (checkpoints) first.
 struct PsInProcessRun {
   PsStart start;
   std::vector<float> rows;  // the final model's rows, items x (k + 1)
@@ -50,7 +80,8 @@ struct PsInProcessRun {
 };
 Result<PsInProcessRun> RunPsInProcess(
     const Config& config, std::vector<SiteData> sites, uint32_t items,
-    const std::function<void(const PsEpochMetrics&)>& on_epoch = nullptr);
+    const std::function<void(const PsEpochMetrics&)>& on_epoch = nullptr,
+    const std::function<Status(PsDriverOptions*)>& adjust_driver = nullptr);
 // MF's global blocks from the PS rows (and the job's global mean).
 std::vector<ParamBlock> PsGlobalBlocks(const Config& config, const PsStart& start,
                                        const std::vector<float>& rows);

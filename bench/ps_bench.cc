@@ -101,7 +101,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "ps_bench needs at least 2 ranks: the client and a shard server\n");
     code = 1;
   } else {
-    PsStart start{a.rows, a.cols, 1, 1, 0.0f, 1};
+    PsStart start{a.rows, a.cols, 1, 1, 0.0f, 1, 0, 0, ""};
     for (int r : shard_ranks) (void)t.Send(r, EncodePsStart(start, 0));
     PsClient client(&t, shard_ranks, a.cols, -1);
     // `keys` distinct rows spread over the table (and so over every shard).

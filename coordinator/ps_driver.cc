@@ -31,15 +31,46 @@ void PsDriver::ShutdownAll(const std::string& reason, bool failed) {
   }
 }
 
+uint32_t PsDriver::NextCheckpoint(uint32_t epoch) const {
+  const uint32_t every = options_.checkpoint_every, epochs = start_.epochs;
+  if (every == 0 || epoch >= epochs) return 0;
+  return std::min(epochs, (epoch / every + 1) * every);
+}
+
+Status PsDriver::Commit(uint32_t reported) {
+  for (uint32_t e = NextCheckpoint(committed_); e != 0 && e < reported;
+       e = NextCheckpoint(committed_)) {
+    if (*std::min_element(shard_saved_.begin(), shard_saved_.end()) < e) break;
+    if (options_.on_checkpoint)
+      FEDREC_RETURN_IF_ERROR(options_.on_checkpoint(e).WithContext(
+          "the checkpoint of epoch " + std::to_string(e)));
+    committed_ = e;
+    std::vector<int> ranks = options_.shard_ranks;
+    ranks.insert(ranks.end(), options_.worker_ranks.begin(), options_.worker_ranks.end());
+    for (int r : ranks) {
+      Status sent = transport_->Send(r, EncodePsCheckpoint(PsCheckpoint{e}, transport_->rank()));
+      if (!sent.ok()) spdlog::warn("driver: checkpoint notice to rank {}: {}", r, sent.message());
+    }
+  }
+  return Status::Ok();
+}
+
 Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epoch) {
   const size_t workers = options_.worker_ranks.size();
   std::vector<std::optional<PsReport>> hellos(workers);
   std::map<uint32_t, std::vector<std::optional<PsReport>>> epochs;
   std::vector<uint8_t> finished(workers, 0);
   size_t hellos_in = 0, finished_count = 0;
-  uint32_t next_epoch = 1;
+  uint32_t next_epoch = options_.first_epoch + 1;
+  committed_ = options_.first_epoch;
+  shard_saved_.assign(options_.shard_ranks.size(), options_.first_epoch);
   std::chrono::steady_clock::time_point started;
-  while (hellos_in < workers || finished_count < workers) {
+  // With checkpoints, until the last epoch is committed too.
+  auto more = [&] {
+    return hellos_in < workers || finished_count < workers ||
+           (options_.checkpoint_every > 0 && committed_ < start_.epochs);
+  };
+  while (more()) {
     Result<Envelope> e = transport_->Recv(options_.timeout);
     if (!e.ok()) {
       if (e.status().code() != Status::Code::kTimeout) return e.status();
@@ -49,8 +80,17 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
           missing += (missing.empty() ? "" : ", ") + std::to_string(w) + " (rank " +
                      std::to_string(options_.worker_ranks[w]) + ")";
       }
-      return Status::Timeout("no report from worker " + missing + " within " +
-                             std::to_string(options_.timeout.count() / 1000) + " s");
+      const std::string within = " within " + std::to_string(options_.timeout.count() / 1000) + " s";
+      if (missing.empty()) {  // every worker is done: a shard's save is owed
+        for (size_t s = 0; s < shard_saved_.size(); ++s) {
+          if (shard_saved_[s] < start_.epochs)
+            missing += (missing.empty() ? "" : ", ") + std::to_string(s) + " (rank " +
+                       std::to_string(options_.shard_ranks[s]) + ")";
+        }
+        return Status::Timeout("no checkpoint of epoch " + std::to_string(start_.epochs) +
+                               " from shard server " + missing + within);
+      }
+      return Status::Timeout("no report from worker " + missing + within);
     }
     const int w = WorkerOf(e->from);
     Result<FrameView> frame = DecodeFrame(e->bytes);
@@ -62,6 +102,22 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       return Status::Aborted(error.ok() ? error->message
                                         : "shard server at rank " + std::to_string(e->from) +
                                               " failed: " + error.status().message());
+    }
+    if (from_shard && frame.ok() && frame->header.type == MessageType::kPsCheckpoint) {
+      Result<PsCheckpoint> saved = DecodePsCheckpoint(*frame);
+      const size_t s = static_cast<size_t>(
+          std::find(options_.shard_ranks.begin(), options_.shard_ranks.end(), e->from) -
+          options_.shard_ranks.begin());
+      if (!saved.ok() || saved->epoch != NextCheckpoint(shard_saved_[s])) {
+        return Status::InvalidArgument(
+            "shard server " + std::to_string(s) + " (rank " + std::to_string(e->from) +
+            "): expected its checkpoint of epoch " +
+            std::to_string(NextCheckpoint(shard_saved_[s])) + ", found " +
+            (saved.ok() ? "epoch " + std::to_string(saved->epoch) : saved.status().message()));
+      }
+      shard_saved_[s] = saved->epoch;
+      FEDREC_RETURN_IF_ERROR(Commit(next_epoch));
+      continue;
     }
     if (w < 0 || !frame.ok()) {
       spdlog::warn("driver: dropped a frame from rank {}: {}", e->from,
@@ -105,6 +161,14 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       start_.global_mean = count ? static_cast<float>(sum / static_cast<double>(count)) : 0.0f;
       if (options_.global_mean) start_.global_mean = *options_.global_mean;
       start_.workers = static_cast<uint32_t>(workers);
+      start_.first_epoch = options_.first_epoch;
+      start_.checkpoint_every = options_.checkpoint_every;
+      start_.checkpoint_dir = options_.checkpoint_every > 0 ? options_.checkpoint_dir : "";
+      if (start_.first_epoch > start_.epochs) {
+        return Status::InvalidArgument(
+            "resuming after epoch " + std::to_string(start_.first_epoch) + " of a job of " +
+            std::to_string(start_.epochs) + " epochs");
+      }
       spdlog::log(
           options_.global_mean ? spdlog::level::debug : spdlog::level::info,
           "ps: {} workers, {} shard servers, {} ratings, {} steps per epoch, global mean {:.4f}",
@@ -117,11 +181,21 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
         FEDREC_RETURN_IF_ERROR(transport_->Send(r, EncodePsStart(start_, transport_->rank())));
       continue;
     }
-    if (report->epoch == 0 || report->epoch > start_.epochs || finished[static_cast<size_t>(w)]) {
+    // A job resumed after its last epoch: each worker only says it is done.
+    const bool done_before = report->final && report->epoch == start_.first_epoch &&
+                             start_.first_epoch == start_.epochs;
+    if (done_before && !finished[static_cast<size_t>(w)]) {
+      finished[static_cast<size_t>(w)] = 1;
+      ++finished_count;
+      continue;
+    }
+    if (report->epoch <= start_.first_epoch || report->epoch > start_.epochs ||
+        finished[static_cast<size_t>(w)]) {
       return Status::InvalidArgument(
           who + " reported epoch " + std::to_string(report->epoch) +
           (finished[static_cast<size_t>(w)] ? " after its final report" : "") +
-          ", expected an epoch in 1.." + std::to_string(start_.epochs));
+          ", expected an epoch in " + std::to_string(start_.first_epoch + 1) + ".." +
+          std::to_string(start_.epochs));
     }
     std::vector<std::optional<PsReport>>& slot = epochs[report->epoch];
     slot.resize(workers);
@@ -154,6 +228,7 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       epochs.erase(it);
       ++next_epoch;
     }
+    FEDREC_RETURN_IF_ERROR(Commit(next_epoch));
   }
   return Status::Ok();
 }

@@ -19,6 +19,15 @@
 //      every shard and worker.
 //   5. Each shard and worker answers the Shutdown with a PsMemory (its peak
 //      RSS and the size of its model slice), kept in memory() in rank order.
+// Checkpoints (checkpoint_every > 0; crypto/ps_checkpoint.h): PsStart tells
+// every rank the folder, the interval and the epoch to resume from. At each
+// checkpoint epoch e (every checkpoint_every-th and the last) workers save
+// before their report of e and shards save when e's pushes are applied
+// (PsCheckpoint to the driver). Once all of them have, and the epoch's
+// metrics went to on_epoch, the driver calls on_checkpoint(e) (the caller
+// writes its own file, which commits e) and sends PsCheckpoint(e) to every
+// shard and worker, which then drop their older files. Resuming
+// (first_epoch = E > 0), epochs E+1.. are trained and reported.
 // A worker's SiteError, a shard's SiteError (its slice does not fit
 // cluster.memory_limit), a malformed report or a timeout ends the job: every
 // shard and worker gets a failed Shutdown naming the reason.
@@ -28,6 +37,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "algorithms/metrics.h"
@@ -53,6 +63,11 @@ struct PsDriverOptions {
   std::optional<float> global_mean;
   std::function<Status()> load_shards;
   std::function<Status(uint32_t worker, const FrameView& frame)> on_worker_rows;
+  // Checkpoints (see above): 0 = none.
+  uint32_t checkpoint_every = 0;
+  uint32_t first_epoch = 0;
+  std::string checkpoint_dir;
+  std::function<Status(uint32_t epoch)> on_checkpoint;
 };
 
 // Reads rows [first, first + count) of the final model into `out` (count x
@@ -98,8 +113,14 @@ class PsDriver {
   void CollectMemory();
   void ShutdownAll(const std::string& reason, bool failed);
   int WorkerOf(int rank) const;
+  // Commits every checkpoint epoch below `reported` (epochs every worker
+  // reported) that every shard saved, in order.
+  Status Commit(uint32_t reported);
+  uint32_t NextCheckpoint(uint32_t epoch) const;
 
   PsDriverOptions options_;
+  std::vector<uint32_t> shard_saved_;  // per shard: the last epoch it saved
+  uint32_t committed_ = 0;
   Transport* transport_;
   PsStart start_;
   std::vector<float> rows_;

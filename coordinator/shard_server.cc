@@ -112,8 +112,84 @@ Status ShardServer::Start(const PsStart& start) {
     sum_.assign(values_.size(), 0.0f);
     is_touched_.assign(rows_, 0);
   }
+  FEDREC_RETURN_IF_ERROR(StartCheckpoints(start));
   started_ = true;
   return Status::Ok();
+}
+
+Status ShardServer::StartCheckpoints(const PsStart& start) {
+  if (start.checkpoint_every == 0) return Status::Ok();
+  steps_ = start.steps_per_epoch;
+  epochs_ = start.epochs;
+  every_ = start.checkpoint_every;
+  store_.emplace(start.checkpoint_dir,
+                 PsSliceIdentity{"shard", options_.shard, options_.sharding.shards, rows_, cols_,
+                                 options_.config_hash});
+  if (start.first_epoch == 0) {
+    store_->Clear();
+  } else {
+    const size_t arrays = state_.empty() ? 1 : 2;
+    Result<std::vector<std::vector<float>>> slice = store_->Load(start.first_epoch, arrays);
+    if (!slice.ok()) return slice.status();
+    values_ = std::move((*slice)[0]);
+    if (arrays == 2) state_ = std::move((*slice)[1]);
+    const uint64_t clock = uint64_t{start.first_epoch} * steps_;
+    if (clock > UINT32_MAX)
+      return Status::InvalidArgument("epoch " + std::to_string(start.first_epoch) +
+                                     " x steps per epoch overflows the 32-bit clock");
+    clocks_.assign(clocks_.size(), static_cast<uint32_t>(clock));
+    completed_ = static_cast<uint32_t>(clock);
+    spdlog::info("shard {}: resumed from {}", options_.shard, store_->PathOf(start.first_epoch));
+  }
+  save_epoch_ = start.first_epoch;
+  save_epoch_ = save_epoch_ >= epochs_ ? 0 : std::min(epochs_, (save_epoch_ / every_ + 1) * every_);
+  return Status::Ok();
+}
+
+uint64_t ShardServer::BoundaryClock() const {
+  return save_epoch_ == 0 ? UINT64_MAX : uint64_t{save_epoch_} * steps_;
+}
+
+uint32_t ShardServer::AppliedThrough() const {
+  return options_.consistency == Consistency::kBsp ? completed_ : MinClock();
+}
+
+void ShardServer::Acknowledge(int to, const PsPushView& push) {
+  Status sent =
+      transport_->Send(to, EncodePsPushAck(PsPushAck{push.request, push.clock}, transport_->rank()));
+  if (!sent.ok()) spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, to, sent.message());
+}
+
+void ShardServer::MaybeSave() {
+  while (store_ && save_epoch_ != 0 && AppliedThrough() >= BoundaryClock()) {
+    const uint32_t epoch = save_epoch_;
+    std::vector<std::span<const float>> arrays = {values_};
+    if (!state_.empty()) arrays.emplace_back(state_);
+    Status saved = store_->Save(epoch, arrays);
+    if (!saved.ok()) {
+      // The driver ends the job; serving goes on until it does.
+      Refuse(options_.driver_rank, "saving the checkpoint of epoch " + std::to_string(epoch) +
+                                       ": " + saved.message());
+      store_.reset();
+      break;
+    }
+    Status sent = transport_->Send(options_.driver_rank,
+                                   EncodePsCheckpoint(PsCheckpoint{epoch}, transport_->rank()));
+    if (!sent.ok()) spdlog::warn("shard {}: checkpoint notice: {}", options_.shard, sent.message());
+    save_epoch_ = epoch >= epochs_ ? 0 : std::min(epochs_, epoch + every_);
+    // ssp/async: the pushes that waited for this save, in arrival order.
+    size_t kept = 0;
+    for (size_t i = 0; i < deferred_.size(); ++i) {
+      if (deferred_[i].push.clock < BoundaryClock()) {
+        ApplyPush(deferred_[i].push);
+        Acknowledge(deferred_[i].frame.from, deferred_[i].push);
+      } else {
+        if (kept != i) deferred_[kept] = std::move(deferred_[i]);
+        ++kept;
+      }
+    }
+    deferred_.resize(kept);
+  }
 }
 
 bool ShardServer::Ready(const PsPull& pull) const {
@@ -236,7 +312,9 @@ void ShardServer::CompleteBspClocks() {
       if (!sent.ok())
         spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, to, sent.message());
     }
+    completed_ = first->first + 1;
     bsp_pushes_.erase(first);
+    MaybeSave();  // before a later clock is applied
   }
 }
 
@@ -307,12 +385,14 @@ void ShardServer::HandlePush(int from, Envelope& e, const PsPushView& push) {
     // The view points into the frame's buffer, which moving the frame keeps.
     slots[static_cast<size_t>(worker)] = BufferedPush{std::move(e), push};
     CompleteBspClocks();
+  } else if (push.clock >= BoundaryClock()) {
+    // Beyond the next checkpoint: applied once it is saved (MaybeSave).
+    deferred_.push_back(BufferedPush{std::move(e), push});
+    MaybeSave();
   } else {
     ApplyPush(push);
-    Status sent = transport_->Send(
-        from, EncodePsPushAck(PsPushAck{push.request, push.clock}, transport_->rank()));
-    if (!sent.ok())
-      spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, from, sent.message());
+    Acknowledge(from, push);
+    MaybeSave();
   }
   ServePending();
 }
@@ -367,13 +447,27 @@ Status ShardServer::Handle(Envelope& e, bool* done) {
       start_error_ = Status::InvalidArgument(why);
       return Status::Ok();  // not started: workers' frames wait, unanswered
     }
-    FEDREC_RETURN_IF_ERROR(Start(*start));
+    if (Status started = Start(*start); !started.ok()) {
+      // A checkpoint that cannot be resumed from: the driver ends the job.
+      Refuse(options_.driver_rank, started.message());
+      start_error_ = started;
+      return Status::Ok();
+    }
     if (!Serving()) return Status::Ok();  // the rows come first
     std::vector<Envelope> early = std::move(early_);
     for (Envelope& waiting : early) FEDREC_RETURN_IF_ERROR(Handle(waiting, done));
     return Status::Ok();
   }
   if (from_driver && type == MessageType::kPsRows) return Assign(*frame, done);
+  if (from_driver && type == MessageType::kPsCheckpoint) {
+    Result<PsCheckpoint> committed = DecodePsCheckpoint(*frame);
+    if (!committed.ok()) {
+      spdlog::warn("shard {}: {}", options_.shard, committed.status().message());
+    } else if (store_) {
+      store_->Committed(committed->epoch);
+    }
+    return Status::Ok();
+  }
   if (type != MessageType::kPsPull && type != MessageType::kPsPush) {
     if (WorkerOf(e.from) >= 0) {
       Refuse(e.from, std::string("a ") + MessageTypeName(type) + " frame from rank " +

@@ -21,6 +21,19 @@
 //      never wait.
 //   3. Shutdown from the driver ends Serve(); after a job that succeeded the
 //      shard first sends the driver a PsMemory (its peak RSS and slice size).
+// Checkpoints (PsStart's checkpoint_every > 0; crypto/ps_checkpoint.h): at
+// each checkpoint epoch e (every checkpoint_every-th and the last) the shard
+// saves its rows and optimizer state once every worker's pushes of epochs
+// <= e are applied and none of a later epoch is, then tells the driver
+// (PsCheckpoint). Under bsp clocks are applied in order, so that state comes
+// by itself; under ssp and async a push of a later epoch that arrives first
+// waits, unapplied and unacknowledged, until the slowest worker finished
+// epoch e and the slice is saved. The driver's PsCheckpoint (the epoch is
+// committed) removes the files of earlier epochs. A PsStart with
+// first_epoch E > 0 loads the slice of epoch E instead of the initial rows,
+// and the workers' clocks start at E x steps_per_epoch; a file that is
+// missing, damaged or of another run is refused to the driver (SiteError),
+// which ends the job. A save that fails is reported the same way.
 // Memory: with options.memory_limit set, PsStart's slice (SliceBytes) must
 // fit in it; if not, the shard allocates nothing, tells the driver with a
 // SiteError naming the rows, the bytes, the cap and the remedy (more shard
@@ -43,10 +56,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "algorithms/mf_minibatch.h"
+#include "crypto/ps_checkpoint.h"
 #include "protocol/ps_messages.h"
 #include "protocol/transport.h"
 
@@ -69,6 +85,8 @@ struct ShardServerOptions {
   // pulls and pushes are served (a site training in parameter-server mode
   // inside itself: the round's global rows); init_row is then unused.
   bool rows_from_driver = false;
+  // The configuration's hash, bound into the shard's checkpoint files.
+  std::string config_hash;
   // Per-process memory cap in bytes (cluster.memory_limit); 0 = none.
   uint64_t memory_limit = 0;
   // Serve() fails after this long without any frame.
@@ -138,6 +156,15 @@ class ShardServer {
   bool ApplyAlone(const PsPushView& push, float* gradient);
   void ServePending();
   void Refuse(int to, const std::string& why);
+  // Checkpoints: loads the slice of start.first_epoch (or clears an earlier
+  // run's files); saves every checkpoint epoch whose pushes are all applied,
+  // then applies the pushes that waited for it.
+  Status StartCheckpoints(const PsStart& start);
+  void MaybeSave();
+  uint64_t BoundaryClock() const;
+  // The clocks every worker's pushes are applied through.
+  uint32_t AppliedThrough() const;
+  void Acknowledge(int to, const PsPushView& push);
   uint32_t MinClock() const;
   float LearningRate(uint32_t epoch);
   // Worker index of `rank`, or -1.
@@ -167,6 +194,13 @@ class ShardServer {
   std::vector<float> sum_;         // bsp: summed gradients, rows_ x cols_
   std::vector<uint32_t> touched_;  // bsp: local rows with a gradient in sum_
   std::vector<uint8_t> is_touched_;
+  // Checkpoints: the store, the next epoch to save (0: none left), the
+  // clocks bsp completed, and ssp/async pushes beyond the next save.
+  std::optional<PsSliceStore> store_;
+  uint32_t save_epoch_ = 0;
+  uint32_t steps_ = 0, epochs_ = 0, every_ = 0;
+  uint32_t completed_ = 0;
+  std::vector<BufferedPush> deferred_;
   uint32_t lr_epoch_ = UINT32_MAX;
   float lr_ = 0.0f;
   ShardStats stats_;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -137,6 +138,46 @@ Result<std::string> FindSection(const CheckpointSections& sections, const std::s
   for (const auto& [n, bytes] : sections)
     if (n == name) return bytes;
   return Status::NotFound("checkpoint " + where + " has no section '" + name + "'");
+}
+
+std::string NumberedCheckpointPath(const std::string& dir, std::string_view prefix, uint32_t n) {
+  char digits[16];
+  std::snprintf(digits, sizeof(digits), "%06u", n);
+  return (std::filesystem::path(dir) / (std::string(prefix) + digits + ".ckpt")).string();
+}
+
+std::vector<uint32_t> NumberedCheckpoints(const std::string& dir, std::string_view prefix) {
+  constexpr std::string_view kSuffix = ".ckpt";
+  std::vector<uint32_t> numbers;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with(prefix) || !name.ends_with(kSuffix)) continue;
+    const std::string digits =
+        name.substr(prefix.size(), name.size() - prefix.size() - kSuffix.size());
+    if (digits.empty() || digits.size() > 9 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    numbers.push_back(static_cast<uint32_t>(std::stoul(digits)));
+  }
+  std::sort(numbers.begin(), numbers.end());
+  return numbers;
+}
+
+Status CheckMetaLines(const std::string& what, const std::string& expected,
+                      const std::string& found, std::string_view skip) {
+  std::istringstream want(expected), got(found);
+  std::string a, b;
+  while (std::getline(want, a)) {
+    if (!std::getline(got, b)) b = "(nothing)";
+    if (!skip.empty() && a.starts_with(skip) && b.starts_with(skip)) continue;
+    if (a == b) continue;
+    return Status::InvalidArgument(what + " does not match this run: expected '" + a +
+                                   "', found '" + b +
+                                   "' (the configuration hash covers every key but checkpoint.* "
+                                   "and output.*); it was not loaded");
+  }
+  return Status::Ok();
 }
 
 }  // namespace fedrec

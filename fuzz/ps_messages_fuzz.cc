@@ -62,7 +62,7 @@ void ReadRows(const PsPushView& m, std::span<const uint8_t> payload, MessageType
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::span<const uint8_t> payload(data + 1, size - 1);
-  switch (data[0] % 8) {
+  switch (data[0] % 9) {
     case 0: {
       Result<PsPull> m = DecodePsPull(View(MessageType::kPsPull, payload));
       if (!Refused(m)) RequireSame(EncodePsPull(*m, 5), payload, "PsPull");
@@ -104,6 +104,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 6: {
       Result<PsReport> m = DecodePsReport(View(MessageType::kPsReport, payload));
       if (!Refused(m)) RequireSame(EncodePsReport(*m, 5), payload, "PsReport");
+      break;
+    }
+    case 7: {
+      Result<PsCheckpoint> m = DecodePsCheckpoint(View(MessageType::kPsCheckpoint, payload));
+      if (!Refused(m)) RequireSame(EncodePsCheckpoint(*m, 5), payload, "PsCheckpoint");
       break;
     }
     default: {

@@ -125,6 +125,8 @@ const char* MessageTypeName(MessageType type) {
       return "BroadcastKey";
     case MessageType::kBroadcastBody:
       return "BroadcastBody";
+    case MessageType::kPsCheckpoint:
+      return "PsCheckpoint";
   }
   return "unknown message type";
 }

@@ -98,9 +98,12 @@ enum class MessageType : uint16_t {
   // sealed per peer, then the body every peer shares.
   kBroadcastKey = 35,
   kBroadcastBody = 36,
+  // Parameter-server checkpoints (protocol/ps_messages.h PsCheckpoint): a
+  // shard server saved its slice of an epoch; the driver committed an epoch.
+  kPsCheckpoint = 37,
 };
 // Highest MessageType value this build understands.
-constexpr uint16_t kMaxMessageType = 36;
+constexpr uint16_t kMaxMessageType = 37;
 
 const char* MessageTypeName(MessageType type);
 

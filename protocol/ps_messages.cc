@@ -213,14 +213,19 @@ std::vector<uint8_t> EncodePsPushAck(const PsPushAck& m, uint32_t sender) {
 }
 
 std::vector<uint8_t> EncodePsStart(const PsStart& m, uint32_t sender) {
-  std::vector<uint8_t> frame = NewFrame(MessageType::kPsStart, sender, 6 * 4);
+  std::vector<uint8_t> frame =
+      NewFrame(MessageType::kPsStart, sender, 9 * 4 + m.checkpoint_dir.size());
   Writer(&frame)
       .Put<uint32_t>(m.items)
       .Put<uint32_t>(m.cols)
       .Put<uint32_t>(m.steps_per_epoch)
       .Put<uint32_t>(m.epochs)
       .PutF32(m.global_mean)
-      .Put<uint32_t>(m.workers);
+      .Put<uint32_t>(m.workers)
+      .Put<uint32_t>(m.first_epoch)
+      .Put<uint32_t>(m.checkpoint_every)
+      .Put<uint32_t>(static_cast<uint32_t>(m.checkpoint_dir.size()))
+      .PutBytes(m.checkpoint_dir.data(), m.checkpoint_dir.size());
   return frame;
 }
 
@@ -258,6 +263,12 @@ std::vector<uint8_t> EncodePsMemory(const PsMemory& m, uint32_t sender) {
       .Put<uint32_t>(m.index)
       .Put<uint64_t>(m.peak_rss_bytes)
       .Put<uint64_t>(m.slice_bytes);
+  return frame;
+}
+
+std::vector<uint8_t> EncodePsCheckpoint(const PsCheckpoint& m, uint32_t sender) {
+  std::vector<uint8_t> frame = NewFrame(MessageType::kPsCheckpoint, sender, 4);
+  Writer(&frame).Put<uint32_t>(m.epoch);
   return frame;
 }
 
@@ -365,7 +376,21 @@ Result<PsStart> DecodePsStart(const FrameView& frame) {
   r.Get(&m.epochs, "epochs");
   r.GetF32(&m.global_mean, "global_mean");
   r.Get(&m.workers, "workers");
+  r.Get(&m.first_epoch, "first_epoch");
+  r.Get(&m.checkpoint_every, "checkpoint_every");
+  uint32_t dir_size = 0;
+  r.Get(&dir_size, "checkpoint_dir size");
+  if (const uint8_t* dir = r.Take(dir_size, 1, "checkpoint_dir"))
+    m.checkpoint_dir.assign(reinterpret_cast<const char*>(dir), dir_size);
   FEDREC_RETURN_IF_ERROR(r.Finish());
+  if (m.first_epoch > m.epochs || (m.checkpoint_every > 0) != !m.checkpoint_dir.empty()) {
+    return Status::InvalidArgument(
+        r.Where() + ": expected first_epoch <= epochs (" + std::to_string(m.epochs) +
+        ") and a checkpoint folder exactly when checkpoint_every > 0, found first_epoch " +
+        std::to_string(m.first_epoch) + ", checkpoint_every " +
+        std::to_string(m.checkpoint_every) + " and a folder of " +
+        std::to_string(m.checkpoint_dir.size()) + " bytes");
+  }
   if (m.cols == 0 || m.steps_per_epoch == 0 || m.workers == 0 || !std::isfinite(m.global_mean)) {
     return Status::InvalidArgument(
         r.Where() +
@@ -418,6 +443,17 @@ Result<PsMemory> DecodePsMemory(const FrameView& frame) {
                               std::to_string(role));
   }
   m.role = static_cast<PsRole>(role);
+  return m;
+}
+
+Result<PsCheckpoint> DecodePsCheckpoint(const FrameView& frame) {
+  FEDREC_RETURN_IF_ERROR(ExpectType(frame, MessageType::kPsCheckpoint));
+  Reader r(frame);
+  PsCheckpoint m;
+  r.Get(&m.epoch, "epoch");
+  FEDREC_RETURN_IF_ERROR(r.Finish());
+  if (m.epoch == 0)
+    return Status::InvalidArgument(r.Where() + ": expected an epoch >= 1, found 0");
   return m;
 }
 

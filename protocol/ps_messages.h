@@ -20,11 +20,13 @@
 //                n x u32 keys, n x cols f32 gradients
 //   PsPushAck    u64 request, u32 clock
 //   PsStart      u32 items, u32 cols, u32 steps_per_epoch, u32 epochs,
-//                f32 global_mean, u32 workers
+//                f32 global_mean, u32 workers, u32 first_epoch,
+//                u32 checkpoint_every, u32 n, n bytes checkpoint_dir
 //   PsReport     u32 epoch, u32 clock, u8 final, f64 train_squared_error,
 //                u64 train_count, f64 squared_error, f64 absolute_error, u64 count,
 //                f64 rating_sum
 //   PsMemory     u8 role, u32 index, u64 peak_rss_bytes, u64 slice_bytes
+//   PsCheckpoint u32 epoch
 //
 // Decoding is strict: a payload of another length than its counts imply, a
 // count larger than the payload, or a non-finite gradient is refused with a
@@ -36,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -124,6 +127,14 @@ struct PsStart {
   uint32_t epochs = 0;
   float global_mean = 0.0f;  // mean of every worker's training ratings
   uint32_t workers = 0;
+  // Checkpoints (checkpoint.every > 0; crypto/ps_checkpoint.h): the epochs
+  // already trained (> 0: resume from the files of that epoch), the epochs
+  // between checkpoints (0: none) and the folder of the files. The decoder
+  // checks first_epoch <= epochs and that a folder is named iff
+  // checkpoint_every > 0.
+  uint32_t first_epoch = 0;
+  uint32_t checkpoint_every = 0;
+  std::string checkpoint_dir;
 };
 
 // Worker -> driver. Epoch 0 is the worker's hello, before training: its
@@ -156,6 +167,16 @@ struct PsMemory {
   uint64_t slice_bytes = 0;
 };
 
+// Checkpoints of parameter-server mode (coordinator/shard_server.h,
+// coordinator/ps_driver.h). From a shard server to the driver: the shard's
+// slice after `epoch` is saved. From the driver to shard servers and
+// workers: the checkpoint of `epoch` is committed (the driver's file is
+// written), so files of earlier epochs may go.
+struct PsCheckpoint {
+  static constexpr MessageType kType = MessageType::kPsCheckpoint;
+  uint32_t epoch = 0;
+};
+
 // Encoders: complete frames (header included, kFrameSealingRoom spare).
 std::vector<uint8_t> EncodePsPull(const PsPull& m, uint32_t sender);
 std::vector<uint8_t> EncodePsPull(uint64_t request, uint32_t clock, uint32_t flags,
@@ -179,6 +200,7 @@ std::vector<uint8_t> EncodePsPushAck(const PsPushAck& m, uint32_t sender);
 std::vector<uint8_t> EncodePsStart(const PsStart& m, uint32_t sender);
 std::vector<uint8_t> EncodePsReport(const PsReport& m, uint32_t sender);
 std::vector<uint8_t> EncodePsMemory(const PsMemory& m, uint32_t sender);
+std::vector<uint8_t> EncodePsCheckpoint(const PsCheckpoint& m, uint32_t sender);
 
 // Decoders of a frame's payload (DecodeFrame first). Views point into the
 // frame's bytes and are valid while they are.
@@ -191,5 +213,6 @@ Result<PsPushAck> DecodePsPushAck(const FrameView& frame);
 Result<PsStart> DecodePsStart(const FrameView& frame);
 Result<PsReport> DecodePsReport(const FrameView& frame);
 Result<PsMemory> DecodePsMemory(const FrameView& frame);
+Result<PsCheckpoint> DecodePsCheckpoint(const FrameView& frame);
 
 }  // namespace fedrec

@@ -134,26 +134,23 @@ Status PsWorker::RunSteps() {
   model_ = MfModel(static_cast<uint32_t>(data_.user_keys.size()),
                    static_cast<uint32_t>(eval_keys_.size()), k);
   model_.InitUsers(options_.init, data_.user_keys);
-  if (!options_.user_rows.empty()) {
-    if (options_.user_rows.size() != static_cast<size_t>(model_.users()) * cols) {
-      return Status::InvalidArgument(
-          fmt::format("the driver's user rows hold {} floats, expected {} users x {}",
-                      options_.user_rows.size(), model_.users(), cols));
-    }
-    for (uint32_t u = 0; u < model_.users(); ++u) {
-      std::copy_n(options_.user_rows.data() + static_cast<size_t>(u) * cols, k,
-                  model_.user_factors() + static_cast<size_t>(u) * k);
-      model_.user_bias()[u] = options_.user_rows[static_cast<size_t>(u) * cols + k];
-    }
-  }
+  if (!options_.user_rows.empty())
+    FEDREC_RETURN_IF_ERROR(SetUserRows(options_.user_rows, "the driver's user rows"));
   model_.set_global_mean(start_.global_mean);
+  FEDREC_RETURN_IF_ERROR(StartCheckpoints());
 
   std::vector<uint32_t> keys;
   std::vector<Rating> batch;
   std::vector<float> rows, gradients;
-  uint32_t clock = 0;
+  const uint32_t first = start_.first_epoch;
+  // The epochs trained before: their shuffles, so the order is the same.
+  for (uint32_t epoch = 0; epoch < first; ++epoch) {
+    Rng rng(options_.init.seed, options_.epoch_offset + epoch, options_.worker, Purpose::kShuffle);
+    rng.Shuffle(std::span<Rating>(data_.train));
+  }
+  uint32_t clock = first * steps;
   const size_t n = data_.train.size();
-  for (uint32_t epoch = 0; epoch < start_.epochs; ++epoch) {
+  for (uint32_t epoch = first; epoch < start_.epochs; ++epoch) {
     const uint32_t global_epoch = options_.epoch_offset + epoch;
     Rng rng(options_.init.seed, global_epoch, options_.worker, Purpose::kShuffle);
     rng.Shuffle(std::span<Rating>(data_.train));
@@ -178,6 +175,8 @@ Status PsWorker::RunSteps() {
     report.epoch = epoch + 1;
     report.clock = clock;
     const bool last = epoch + 1 == start_.epochs;
+    if (store_ && (last || report.epoch % start_.checkpoint_every == 0))
+      FEDREC_RETURN_IF_ERROR(SaveCheckpoint(report.epoch));
     if (last || (options_.eval_every > 0 && report.epoch % options_.eval_every == 0)) {
       ErrorSums sums;
       FEDREC_RETURN_IF_ERROR(Evaluate(clock, &sums));
@@ -193,9 +192,11 @@ Status PsWorker::RunSteps() {
     FEDREC_RETURN_IF_ERROR(
         transport_->Send(options_.driver_rank, EncodePsReport(report, transport_->rank())));
   }
-  if (start_.epochs == 0) {
+  if (first == start_.epochs) {  // nothing to train (resumed after the last epoch)
     FEDREC_RETURN_IF_ERROR(SendUserRows());
     PsReport report;
+    report.epoch = first;
+    report.clock = clock;
     report.final = true;
     FEDREC_RETURN_IF_ERROR(
         transport_->Send(options_.driver_rank, EncodePsReport(report, transport_->rank())));
@@ -203,17 +204,81 @@ Status PsWorker::RunSteps() {
   return Status::Ok();
 }
 
-Status PsWorker::SendUserRows() {
-  if (!options_.return_user_rows) return Status::Ok();
+std::vector<float> PsWorker::UserRows() const {
   const uint32_t k = options_.factors, cols = k + 1, users = model_.users();
   std::vector<float> rows(static_cast<size_t>(users) * cols);
-  std::vector<uint32_t> keys(users);
   for (uint32_t u = 0; u < users; ++u) {
-    keys[u] = u;
     std::copy_n(model_.user_factors() + static_cast<size_t>(u) * k, k,
                 rows.data() + static_cast<size_t>(u) * cols);
     rows[static_cast<size_t>(u) * cols + k] = model_.user_bias()[u];
   }
+  return rows;
+}
+
+Status PsWorker::SetUserRows(std::span<const float> rows, const std::string& from) {
+  const uint32_t k = options_.factors, cols = k + 1;
+  if (rows.size() != static_cast<size_t>(model_.users()) * cols) {
+    return Status::InvalidArgument(fmt::format("{} hold {} floats, expected {} users x {}", from,
+                                               rows.size(), model_.users(), cols));
+  }
+  for (uint32_t u = 0; u < model_.users(); ++u) {
+    std::copy_n(rows.data() + static_cast<size_t>(u) * cols, k,
+                model_.user_factors() + static_cast<size_t>(u) * k);
+    model_.user_bias()[u] = rows[static_cast<size_t>(u) * cols + k];
+  }
+  return Status::Ok();
+}
+
+Status PsWorker::StartCheckpoints() {
+  if (start_.checkpoint_every == 0) return Status::Ok();
+  store_.emplace(start_.checkpoint_dir,
+                 PsSliceIdentity{"worker", options_.worker, start_.workers, model_.users(),
+                                 options_.factors + 1, options_.config_hash});
+  if (start_.first_epoch == 0) {
+    store_->Clear();
+    return Status::Ok();
+  }
+  FEDREC_ASSIGN_OR_RETURN(std::vector<std::vector<float>> saved,
+                          store_->Load(start_.first_epoch, 1));
+  spdlog::info("ps worker {}: resumed from {}", options_.worker,
+               store_->PathOf(start_.first_epoch));
+  return SetUserRows(saved[0], store_->PathOf(start_.first_epoch));
+}
+
+Status PsWorker::SaveCheckpoint(uint32_t epoch) {
+  TakeCommits();
+  const std::vector<float> rows = UserRows();
+  return store_->Save(epoch, {rows}).WithContext("the checkpoint of epoch " +
+                                                 std::to_string(epoch));
+}
+
+void PsWorker::TakeCommits() {
+  while (std::optional<Envelope> e = client_.TakeOther()) {
+    Result<FrameView> frame = DecodeFrame(e->bytes);
+    if (e->from == options_.driver_rank && frame.ok() &&
+        frame->header.type == MessageType::kPsCheckpoint) {
+      Result<PsCheckpoint> committed = DecodePsCheckpoint(*frame);
+      if (committed.ok() && store_) store_->Committed(committed->epoch);
+      continue;
+    }
+    held_.push_back(std::move(*e));
+  }
+}
+
+std::optional<Envelope> PsWorker::TakeDriverFrame() {
+  TakeCommits();
+  if (held_.empty()) return std::nullopt;
+  Envelope e = std::move(held_.front());
+  held_.pop_front();
+  return e;
+}
+
+Status PsWorker::SendUserRows() {
+  if (!options_.return_user_rows) return Status::Ok();
+  const uint32_t users = model_.users(), cols = options_.factors + 1;
+  const std::vector<float> rows = UserRows();
+  std::vector<uint32_t> keys(users);
+  for (uint32_t u = 0; u < users; ++u) keys[u] = u;
   return transport_->Send(options_.driver_rank,
                           EncodePsRows(0, options_.epoch_offset, cols, keys, rows.data(),
                                        static_cast<uint32_t>(transport_->rank())));
@@ -237,9 +302,9 @@ Status PsWorker::Run() {
     }
     return Status(status.code(), message);
   }
-  // Wait for the driver's Shutdown.
+  // Wait for the driver's Shutdown (and its commit of the last epoch).
   for (;;) {
-    while (std::optional<Envelope> e = client_.TakeOther()) {
+    while (std::optional<Envelope> e = TakeDriverFrame()) {
       if (e->from != options_.driver_rank) continue;
       Result<FrameView> frame = DecodeFrame(e->bytes);
       if (!frame.ok() || frame->header.type != MessageType::kShutdown) continue;

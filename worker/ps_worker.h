@@ -21,6 +21,12 @@
 //      once all its pushes are acknowledged).
 //   4. Waits for the driver's Shutdown; after a job that succeeded, answers
 //      it with a PsMemory (peak RSS, slice size).
+// Checkpoints (PsStart's checkpoint_every > 0; crypto/ps_checkpoint.h): at
+// each checkpoint epoch the worker saves its users' rows before its report
+// of the epoch, and drops older files when the driver says an epoch is
+// committed. Resuming after epoch E, it loads its users' rows of E, replays
+// the shuffles of epochs 0..E-1 (so epoch E+1 sees the order it would have)
+// and starts at clock E x steps_per_epoch.
 // Memory: with options.memory_limit set, the worker's model slice
 // (SliceBytes: user rows, test-item rows, pull/push buffers, item index) must
 // fit in it, checked before allocating any of it; if not, the worker fails
@@ -33,12 +39,17 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
+#include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "algorithms/metrics.h"
 #include "algorithms/mf_minibatch.h"
 #include "algorithms/mf_model.h"
 #include "algorithms/sgd.h"
+#include "crypto/ps_checkpoint.h"
 #include "protocol/ps_client.h"
 #include "worker/worker.h"
 
@@ -67,6 +78,8 @@ struct PsWorkerOptions {
   std::vector<float> user_rows;
   uint32_t epoch_offset = 0;
   bool return_user_rows = false;
+  // The configuration's hash, bound into the worker's checkpoint files.
+  std::string config_hash;
 };
 
 class PsWorker {
@@ -90,6 +103,16 @@ class PsWorker {
   Status CheckMemory();
   Status Evaluate(uint32_t clock, ErrorSums* sums);
   Status SendUserRows();
+  // Users' rows as users x (factors + 1) floats (factors, then bias), and back.
+  std::vector<float> UserRows() const;
+  Status SetUserRows(std::span<const float> rows, const std::string& from);
+  // Checkpoints: loads the users' rows of PsStart's first epoch (or clears
+  // an earlier run's files); saves after a checkpoint epoch; handles the
+  // driver's commits among the frames received so far.
+  Status StartCheckpoints();
+  Status SaveCheckpoint(uint32_t epoch);
+  void TakeCommits();
+  std::optional<Envelope> TakeDriverFrame();
 
   PsWorkerOptions options_;
   SiteData data_;
@@ -101,6 +124,8 @@ class PsWorker {
   std::vector<uint32_t> eval_keys_;  // the test items, first-appearance order
   std::vector<Rating> eval_test_;    // test ratings, item = slot in eval_keys_
   uint64_t slice_bytes_ = 0;
+  std::optional<PsSliceStore> store_;
+  std::deque<Envelope> held_;  // the driver's frames seen while taking commits
 };
 
 }  // namespace fedrec

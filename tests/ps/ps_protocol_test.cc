@@ -165,7 +165,7 @@ void WithShards(uint32_t shards, uint32_t items, uint32_t cols, Consistency cons
   for (uint32_t s = 0; s < shards; ++s) shard_ranks.push_back(static_cast<int>(s) + 1);
   testing::SpawnRanks(worker_rank + 1, [&](int rank, Transport& t) {
     if (rank == 0) {
-      PsStart start{items, cols, 1, 1, 0.0f, 1};
+      PsStart start{items, cols, 1, 1, 0.0f, 1, 0, 0, ""};
       for (int r : shard_ranks) ASSERT_TRUE(t.Send(r, EncodePsStart(start, 0)).ok());
       // Wait for the worker to finish, then stop the shards.
       Result<Envelope> done = t.Recv(milliseconds(60000));
