@@ -59,8 +59,9 @@ void PsSliceStore::Clear() const {
 }
 
 Result<std::vector<std::vector<float>>> PsSliceStore::Load(uint32_t epoch, size_t arrays) const {
-  // Written after the checkpoint resumed from.
-  RemoveNumberedCheckpoints(dir_, kPrefix, [epoch](uint32_t e) { return e > epoch; });
+  // Later files were written after the checkpoint resumed from; earlier
+  // ones the driver's commit of `epoch` made useless.
+  RemoveNumberedCheckpoints(dir_, kPrefix, [epoch](uint32_t e) { return e != epoch; });
   const std::string path = PathOf(epoch);
   if (!std::filesystem::exists(path)) {
     return Status::NotFound("checkpoint " + path + ": missing; the driver's checkpoint is of epoch " +

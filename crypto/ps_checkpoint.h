@@ -15,7 +15,7 @@
 // Why files of several epochs: a rank saves epoch e before the driver can
 // commit it, so until the driver says the checkpoint of e is committed
 // (PsCheckpoint) the rank keeps its file of the last committed epoch too.
-// Resuming from the driver's epoch E, each rank removes its files of later
+// Resuming from the driver's epoch E, each rank removes its files of other
 // epochs and loads its file of E.
 //
 // Each file binds the role, the rank's index among how many, its rows and
@@ -54,7 +54,7 @@ class PsSliceStore {
   void Committed(uint32_t epoch) const;
   // A run that starts afresh: removes every file of an earlier run.
   void Clear() const;
-  // Resuming from the driver's `epoch`: removes the files of later epochs
+  // Resuming from the driver's `epoch`: removes the files of other epochs
   // and reads the file of `epoch`, which must hold `arrays` arrays. NotFound
   // when it is missing, Corruption when damaged, InvalidArgument naming
   // what differs from this run.
