@@ -336,7 +336,8 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("checkpoint.every", checkpoint.every,
                  "fedrec sim/run: write a checkpoint (global model, strategy state, metrics, each "
                  "site's local state) after every n-th round, at the end and on SIGINT/SIGTERM; "
-                 "0 = none"),
+                 "federation.mode = ps: after every n-th epoch and the last (each shard server's "
+                 "rows and optimizer state, each worker's users); 0 = none"),
       FEDREC_KEY("checkpoint.dir", checkpoint.dir,
                  "folder of the checkpoints; empty = <run directory>/checkpoint (a resumed run "
                  "goes on writing into the folder it resumed from)"),

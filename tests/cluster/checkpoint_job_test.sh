@@ -10,6 +10,10 @@
 #   checkpoint_job_test.sh sim-term   fedrec sim gets SIGTERM once a checkpoint exists: it
 #                                     writes its summary, model and checkpoint and exits 143;
 #                                     fedrec sim --resume ends with the uninterrupted model
+#   checkpoint_job_test.sh ps-mpi-kill  the same for federation.mode = ps (1 driver, 2 shard
+#                                     servers, 3 workers, bsp, a checkpoint every epoch): the
+#                                     driver is SIGKILLed once an epoch is committed; the
+#                                     resumed job ends with the uninterrupted model
 #   checkpoint_job_test.sh mismatch   --resume with another configuration is refused naming
 #                                     the configuration hash
 set -uo pipefail
@@ -75,6 +79,35 @@ case "$1" in
     lines=$(wc -l < "$work/resumed/metrics.jsonl")
     [ "$lines" -eq 12 ] || fail "the resumed metrics.jsonl has $lines rounds, expected 12"
     echo "mpi-kill: resumed from $round to $resumed"
+    ;;
+  ps-mpi-kill)
+    ps=(--set data.synthetic.users=3000 --set data.synthetic.items=2000
+        --set data.synthetic.ratings=300000 --set eval.ranking=false --set model.factors=16
+        --set federation.mode=ps --set cluster.shard_servers=2 --set federation.sites=3
+        --set train.epochs=40 --set checkpoint.every=1)
+    whole=$(mpirun 6 "$FEDREC" run "${ps[@]}" --force --set output.dir="$work/whole" | sha)
+    [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
+    mpirun 6 "$FEDREC" run "${ps[@]}" --force --set output.dir="$work/killed" >"$work/killed.log" 2>&1 &
+    job=$!
+    wait_for "$work/killed/checkpoint/ps-driver.ckpt" || fail "no checkpoint appeared"
+    pid=$(rank0_of "$work/killed") || pid=""
+    if [ -n "$pid" ]; then
+      kill -9 "$pid"
+      echo "killed the driver (pid $pid)"
+    else
+      echo "the driver had already finished"
+    fi
+    wait "$job"
+    job=""
+    epoch=$(grep -ao '^epoch [0-9]*' "$work/killed/checkpoint/ps-driver.ckpt" | head -1)
+    echo "checkpoint after the kill: $epoch"
+    resumed=$(mpirun 6 "$FEDREC" run "${ps[@]}" --force --set output.dir="$work/resumed" \
+                --resume "$work/killed/checkpoint" | sha)
+    [ -n "$resumed" ] || fail "the resumed run printed no model_sha256"
+    [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
+    lines=$(wc -l < "$work/resumed/metrics.jsonl")
+    [ "$lines" -eq 40 ] || fail "the resumed metrics.jsonl has $lines epochs, expected 40"
+    echo "ps-mpi-kill: resumed from $epoch to $resumed"
     ;;
   sim-term)
     whole=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/whole" | sha)
