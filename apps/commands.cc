@@ -652,7 +652,7 @@ int RunSim(const Config& config, const Registries& registries) {
   Result<std::unique_ptr<Model>> server_model = ServerModel(config, dataset.items.size(), models);
   if (!server_model.ok()) return Fail(server_model.status());
   if (Status s = CheckFederatedModel(config, **server_model, **strategy); !s.ok()) return Fail(s);
-  if (Status s = CheckCheckpointable(config, **server_model, **strategy); !s.ok()) return Fail(s);
+  if (Status s = CheckCheckpointable(config, **server_model); !s.ok()) return Fail(s);
   const CheckpointIdentity checkpoint_identity{ConfigHash(config), config.model.name,
                                                static_cast<uint32_t>(data->sites.size())};
   Result<std::optional<CoordinatorCheckpoint>> resume =
@@ -1178,7 +1178,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
   if (server_model.ok()) {
     if (Status s = CheckFederatedModel(config, **server_model, **strategy); !s.ok())
       server_model = s;
-    else if (Status c = CheckCheckpointable(config, **server_model, **strategy); !c.ok())
+    else if (Status c = CheckCheckpointable(config, **server_model); !c.ok())
       server_model = c;
   }
   if (!server_model.ok()) {

@@ -43,7 +43,7 @@ std::string CheckpointDir(const Config& config, const std::string& run_dir) {
   return (std::filesystem::path(run_dir) / "checkpoint").string();
 }
 
-Status CheckCheckpointable(const Config& config, const Model& model, const Strategy& strategy) {
+Status CheckCheckpointable(const Config& config, const Model& model) {
   const bool resume = !config.checkpoint.resume.empty();
   if (config.checkpoint.every == 0 && !resume) return Status::Ok();
   const std::string what = resume ? "checkpoint.resume = \"" + config.checkpoint.resume + "\""
@@ -59,12 +59,6 @@ Status CheckCheckpointable(const Config& config, const Model& model, const Strat
                                    " cannot save its sites' state between rounds (every built-in "
                                    "model can: Model::SupportsCheckpoint); set "
                                    "checkpoint.every = 0");
-  }
-  if (strategy.UsesControlVariates()) {
-    return Status::InvalidArgument("config: " + what + ": strategy " +
-                                   std::string(strategy.name()) +
-                                   " keeps control variates at every site, which checkpoints do "
-                                   "not hold yet; set checkpoint.every = 0 or another strategy");
   }
   if (config.federation.mode != "federated") {
     return Status::InvalidArgument(

@@ -33,10 +33,11 @@ std::string ConfigHash(const Config& config);
 std::string CheckpointDir(const Config& config, const std::string& run_dir);
 
 // Checks that the job can be checkpointed when checkpoint.every > 0 or it
-// resumes: the model keeps its sites' state (Model::SupportsCheckpoint), no
-// control variates (SCAFFOLD's per-site c_i), federated rounds, one rank per
-// site; resuming needs checkpoint.every > 0. InvalidArgument naming the key.
-Status CheckCheckpointable(const Config& config, const Model& model, const Strategy& strategy);
+// resumes: the model keeps its sites' state (Model::SupportsCheckpoint),
+// federated rounds, one rank per site; resuming needs checkpoint.every > 0.
+// (Every built-in strategy's state rides in the checkpoint, SCAFFOLD's
+// server and site control variates included.) InvalidArgument naming the key.
+Status CheckCheckpointable(const Config& config, const Model& model);
 
 // Sets the sites' checkpoint options: their state folder, checkpoint.every,
 // the configuration's hash and, when resuming, the round to resume from.

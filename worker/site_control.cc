@@ -1,6 +1,9 @@
 #include "worker/site_control.h"
 
 #include <algorithm>
+#include <sstream>
+
+#include "base/little_endian.h"
 
 namespace fedrec {
 
@@ -119,6 +122,57 @@ void SiteControl::End() {
     block.delta = {};
     block.weights = {};
   }
+}
+
+// Format: "control <blocks>\n", then per block "<name> <rows> <cols>
+// <floats>\n" and its c_i (compact over the rows it trains) as little-endian
+// floats, then "\n".
+std::string SiteControl::Save() const {
+  if (blocks_.empty()) return {};
+  std::string out = "control " + std::to_string(blocks_.size()) + "\n";
+  std::vector<uint8_t> bytes;
+  for (const Block& block : blocks_) {
+    out += block.name + " " + std::to_string(block.rows) + " " + std::to_string(block.cols) + " " +
+           std::to_string(block.local.size()) + "\n";
+    bytes.clear();
+    AppendFloatsLe(&bytes, block.local.data(), block.local.size());
+    out.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    out += '\n';
+  }
+  return out;
+}
+
+Status SiteControl::Load(const std::string& bytes, const std::string& where) {
+  std::istringstream in(bytes);
+  std::string word;
+  size_t count = 0;
+  if (!(in >> word >> count) || word != "control" || in.get() != '\n' || count > 4096)
+    return Status::Corruption(where + ": expected 'control <blocks>' at the start of the site's "
+                              "control variates");
+  std::vector<Block> blocks(count);
+  for (size_t k = 0; k < count; ++k) {
+    Block& block = blocks[k];
+    size_t floats = 0;
+    if (!(in >> block.name >> block.rows >> block.cols >> floats) || in.get() != '\n' ||
+        floats > bytes.size() / sizeof(float) ||
+        (block.cols > 0 && floats % block.cols != 0) ||
+        floats > static_cast<size_t>(block.rows) * block.cols) {
+      return Status::Corruption(where + ": control variate block " + std::to_string(k) +
+                                " has a bad header (expected '<name> <rows> <cols> <floats>' with "
+                                "at most rows x cols floats)");
+    }
+    std::string raw(floats * sizeof(float), '\0');
+    in.read(raw.data(), static_cast<std::streamsize>(raw.size()));
+    if (in.gcount() != static_cast<std::streamsize>(raw.size()) || in.get() != '\n')
+      return Status::Corruption(where + ": control variate block " + block.name + " is truncated");
+    block.local.resize(floats);
+    GetFloatsLe(reinterpret_cast<const uint8_t*>(raw.data()), floats, block.local.data());
+  }
+  if (in.peek() != std::char_traits<char>::eof())
+    return Status::Corruption(where + ": bytes after the last control variate block");
+  End();
+  blocks_ = std::move(blocks);
+  return Status::Ok();
 }
 
 }  // namespace fedrec

@@ -41,6 +41,13 @@ class SiteControl {
   // Ends the round: frees what only the round needed (c_i stays).
   void End();
 
+  // Checkpoints (worker/site_state.h): c_i between rounds, as bytes (empty
+  // when the site holds none), and back. Load refuses bytes that do not
+  // parse, naming `where`, and then changes nothing; call it before the
+  // first round.
+  std::string Save() const;
+  Status Load(const std::string& bytes, const std::string& where);
+
  private:
   struct Block {
     std::string name;

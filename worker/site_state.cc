@@ -27,12 +27,14 @@ std::string SiteStateStore::PathOf(uint32_t round) const {
 
 std::vector<uint32_t> SiteStateStore::Rounds() const { return NumberedCheckpoints(dir_, kPrefix); }
 
-Status SiteStateStore::Save(uint32_t round, const Model& model) {
+Status SiteStateStore::Save(uint32_t round, const Model& model, const std::string& control) {
   std::ostringstream state;
   FEDREC_RETURN_IF_ERROR(model.SaveState(state));
-  FEDREC_RETURN_IF_ERROR(WriteCheckpointFile(
-      PathOf(round), {{"meta", Meta(site_, round, std::string(model.name()), config_hash_)},
-                      {"state", state.str()}}));
+  CheckpointSections sections = {
+      {"meta", Meta(site_, round, std::string(model.name()), config_hash_)},
+      {"state", state.str()}};
+  if (!control.empty()) sections.emplace_back("control", control);
+  FEDREC_RETURN_IF_ERROR(WriteCheckpointFile(PathOf(round), sections));
   // The coordinator committed its checkpoint of round `committed` before
   // this round's plan; older files than the newest <= committed pair with
   // no checkpoint any more.
@@ -57,6 +59,8 @@ Result<std::optional<SiteStateStore::Saved>> SiteStateStore::TakeForResume(uint3
   FEDREC_ASSIGN_OR_RETURN(CheckpointSections sections, ReadCheckpointFile(saved.path));
   FEDREC_ASSIGN_OR_RETURN(saved.meta, FindSection(sections, "meta", saved.path));
   FEDREC_ASSIGN_OR_RETURN(saved.state, FindSection(sections, "state", saved.path));
+  if (Result<std::string> control = FindSection(sections, "control", saved.path); control.ok())
+    saved.control = std::move(control).value();
   return std::optional<Saved>(std::move(saved));
 }
 

@@ -1,7 +1,7 @@
 // SiteStateStore: a site's own checkpoint files (checkpoint.every > 0), in a
 // folder only the site writes: "round-<r>.ckpt" holds the site's state
-// (Model::SaveState: local blocks, training order) after it trained in round
-// r, written atomically with a checksum (crypto/checkpoint_file.h).
+// (Model::SaveState: local blocks, training order; SCAFFOLD's control
+// variate c_i when the site keeps one) after it trained in round r, written atomically with a checksum (crypto/checkpoint_file.h).
 //
 // Why per round: the site cannot know whether the coordinator committed its
 // checkpoint of a round, so it keeps the state of every round it trained
@@ -31,9 +31,10 @@ class SiteStateStore {
  public:
   SiteStateStore(std::string dir, uint32_t site, uint32_t every, std::string config_hash);
 
-  // Writes the state of `model` after training in `round`, then prunes the
-  // files no coordinator checkpoint can pair with any more.
-  Status Save(uint32_t round, const Model& model);
+  // Writes the state of `model` after training in `round`, with `control`
+  // (SCAFFOLD's c_i, SiteControl::Save; empty: none), then prunes the files
+  // no coordinator checkpoint can pair with any more.
+  Status Save(uint32_t round, const Model& model, const std::string& control = {});
 
   // Resuming from a coordinator checkpoint of round `round`: removes the
   // files of later rounds (written after that checkpoint) and reads the
@@ -43,7 +44,8 @@ class SiteStateStore {
     uint32_t round = 0;
     std::string path;
     std::string meta;
-    std::string state;  // Model::SaveState's bytes
+    std::string state;    // Model::SaveState's bytes
+    std::string control;  // SiteControl::Save's bytes; empty when none
   };
   Result<std::optional<Saved>> TakeForResume(uint32_t round);
   // Checks a saved state against this site, its model `model_name` (empty:

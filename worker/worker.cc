@@ -96,6 +96,8 @@ Status Worker::EnsureModel() {
       std::istringstream in(resume_state_->state);
       loaded = (*model)->LoadState(in, "site state " + resume_state_->path);
     }
+    if (loaded.ok() && !resume_state_->control.empty())
+      loaded = control_.Load(resume_state_->control, "site state " + resume_state_->path);
     resume_state_.reset();
     if (!loaded.ok()) model = loaded;
   }
@@ -295,7 +297,8 @@ Result<LossSums> Worker::TrainOn(const RoundPlan& plan) {
   control_.Finish(*model_, loss.lr_sum);
   steps_.Finish(model_.get(), loss);
   if (state_) {
-    FEDREC_RETURN_IF_ERROR(state_->Save(plan.round, *model_).WithContext(Where(plan.round)));
+    FEDREC_RETURN_IF_ERROR(
+        state_->Save(plan.round, *model_, control_.Save()).WithContext(Where(plan.round)));
   }
   return loss;
 }

@@ -13,6 +13,7 @@
 
 #include "algorithms/model.h"
 #include "algorithms/strategy.h"
+#include "worker/site_control.h"
 #include "apps/config.h"
 #include "apps/job.h"
 #include "apps/run_checkpoint.h"
@@ -74,7 +75,7 @@ Result<JobEnd> RunJob(const Config& config, const std::string& dir, uint32_t sto
                           StrategyRegistry::WithBuiltins().Create(config.federation.strategy,
                                                                   MakeStrategyOptions(config)));
   FEDREC_ASSIGN_OR_RETURN(std::unique_ptr<Model> server, MakeServerModel(config, items));
-  FEDREC_RETURN_IF_ERROR(CheckCheckpointable(config, *server, *strategy));
+  FEDREC_RETURN_IF_ERROR(CheckCheckpointable(config, *server));
   const CheckpointIdentity identity{ConfigHash(config), config.model.name, sites};
   SimulationOptions sim;
   sim.threads = 2;
@@ -159,7 +160,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"mf", "fedavgm", "secagg"}, Case{"bpr", "fedavg", "none"},
                       Case{"ials", "fedavg", "none"}, Case{"mmoe", "fedavg", "none"},
                       Case{"ple", "fedadam", "secagg"},
-                      Case{"mf", "fedavg", "secagg", "distributed"}),
+                      Case{"mf", "fedavg", "secagg", "distributed"},
+                      Case{"mf", "scaffold", "none"}, Case{"mf", "scaffold", "secagg"}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return std::string(info.param.model) + "_" + info.param.strategy + "_" +
              info.param.aggregation + "_dp_" + info.param.dp;
@@ -337,17 +339,14 @@ class UnsavedStateModel : public Model {
 TEST(Checkpoint, ModelsThatCannotSaveTheirSiteStateRefuseCheckpointing) {
   Config config = SmallConfig("mf", "fedavg", "none");
   const UnsavedStateModel model;
-  Result<std::unique_ptr<Strategy>> strategy =
-      StrategyRegistry::WithBuiltins().Create("fedavg", MakeStrategyOptions(config));
-  ASSERT_TRUE(strategy.ok());
-  const Status refused = CheckCheckpointable(config, model, **strategy);
+  const Status refused = CheckCheckpointable(config, model);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(
       refused.message().find("checkpoint.every = 1: model unsaved cannot save its sites' state"),
       std::string::npos)
       << refused.message();
   config.checkpoint.every = 0;
-  EXPECT_TRUE(CheckCheckpointable(config, model, **strategy).ok());
+  EXPECT_TRUE(CheckCheckpointable(config, model).ok());
 }
 
 TEST(Checkpoint, MultiTaskSiteStateThatIsCutShortIsRefusedAndChangesNothing) {
@@ -371,17 +370,25 @@ TEST(Checkpoint, MultiTaskSiteStateThatIsCutShortIsRefusedAndChangesNothing) {
   EXPECT_EQ(after.str(), whole);
 }
 
-TEST(Checkpoint, ScaffoldRefusesCheckpointing) {
-  const Config config = SmallConfig("mf", "scaffold", "none");
-  Result<std::unique_ptr<Model>> model = MakeServerModel(config, 50);
-  ASSERT_TRUE(model.ok());
-  Result<std::unique_ptr<Strategy>> strategy =
-      StrategyRegistry::WithBuiltins().Create("scaffold", MakeStrategyOptions(config));
-  ASSERT_TRUE(strategy.ok());
-  const Status refused = CheckCheckpointable(config, **model, **strategy);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.message().find("strategy scaffold keeps control variates"), std::string::npos)
-      << refused.message();
+TEST(Checkpoint, ScaffoldSiteControlRoundTripsAndACutShortOneIsRefusedChangingNothing) {
+  // c_i of one block of 3 rows x 2 columns, kept over the 1 row the site trains.
+  std::string bytes = "control 1\nitem_factors 3 2 2\n";
+  const float c[2] = {0.25f, -1.5f};
+  bytes.append(reinterpret_cast<const char*>(c), sizeof(c));
+  bytes += '\n';
+  SiteControl control;
+  EXPECT_EQ(control.Save(), "");  // a site that never trained with c holds none
+  ASSERT_TRUE(control.Load(bytes, "site-0/round-000002.ckpt").ok());
+  EXPECT_EQ(control.Save(), bytes);
+  for (size_t cut : {size_t{5}, size_t{20}, bytes.size() - 3, bytes.size() - 1}) {
+    const Status refused = control.Load(bytes.substr(0, cut), "site-0/round-000002.ckpt");
+    EXPECT_FALSE(refused.ok()) << "cut at " << cut;
+    EXPECT_EQ(refused.code(), Status::Code::kCorruption);
+    EXPECT_NE(refused.message().find("site-0/round-000002.ckpt"), std::string::npos)
+        << refused.message();
+    EXPECT_EQ(control.Save(), bytes) << "a refused load changed c_i";
+  }
+  EXPECT_FALSE(control.Load(bytes + "x", "site-0/round-000002.ckpt").ok());
 }
 
 // Another component's state rides in the checkpoint as a named section (the
