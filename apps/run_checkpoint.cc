@@ -64,11 +64,6 @@ Status CheckCheckpointable(const Config& config, const Model& model) {
     return Status::InvalidArgument(
         "config: " + what + " needs federation.mode = federated, found " + config.federation.mode);
   }
-  if (config.cluster.site_workers > 0) {
-    return Status::InvalidArgument("config: " + what +
-                                   " needs one rank per site (cluster.site_workers = 0), found " +
-                                   std::to_string(config.cluster.site_workers));
-  }
   return Status::Ok();
 }
 

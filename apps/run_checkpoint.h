@@ -33,8 +33,10 @@ std::string ConfigHash(const Config& config);
 std::string CheckpointDir(const Config& config, const std::string& run_dir);
 
 // Checks that the job can be checkpointed when checkpoint.every > 0 or it
-// resumes: the model keeps its sites' state (Model::SupportsCheckpoint),
-// federated rounds, one rank per site; resuming needs checkpoint.every > 0.
+// resumes: the model keeps its sites' state (Model::SupportsCheckpoint) and
+// the rounds are federated; resuming needs checkpoint.every > 0. (A two-tier
+// site's state is its leader's model: its group's ranks keep none between
+// rounds.)
 // (Every built-in strategy's state rides in the checkpoint, SCAFFOLD's
 // server and site control variates included.) InvalidArgument naming the key.
 Status CheckCheckpointable(const Config& config, const Model& model);

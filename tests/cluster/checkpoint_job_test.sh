@@ -10,6 +10,8 @@
 #   checkpoint_job_test.sh sim-term   fedrec sim gets SIGTERM once a checkpoint exists: it
 #                                     writes its summary, model and checkpoint and exits 143;
 #                                     fedrec sim --resume ends with the uninterrupted model
+#   checkpoint_job_test.sh mpi-kill two-tier  the same with 2 sites of 3 ranks each (leader,
+#                                     shard server, worker: a site's state is its leader's)
 #   checkpoint_job_test.sh ps-mpi-kill  the same for federation.mode = ps (1 driver, 2 shard
 #                                     servers, 3 workers, bsp, a checkpoint every epoch): the
 #                                     driver is SIGKILLed once an epoch is committed; the
@@ -56,9 +58,18 @@ rank0_of() {
 
 case "$1" in
   mpi-kill)
-    whole=$(mpirun 4 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/whole" | sha)
+    # Rounds enough that the kill usually comes mid-run.
+    np=4 rounds=40
+    args+=(--set federation.rounds=$rounds)
+    if [ "${2:-}" = two-tier ]; then
+      # 2 sites of 3 ranks each (leader, shard server, worker) after the coordinator.
+      np=7
+      args+=(--set federation.sites=2 --set cluster.site_workers=1
+             --set cluster.site_shard_servers=1)
+    fi
+    whole=$(mpirun $np "$FEDREC" run "${args[@]}" --force --set output.dir="$work/whole" | sha)
     [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
-    mpirun 4 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/killed" >"$work/killed.log" 2>&1 &
+    mpirun $np "$FEDREC" run "${args[@]}" --force --set output.dir="$work/killed" >"$work/killed.log" 2>&1 &
     job=$!
     wait_for "$work/killed/checkpoint/coordinator.ckpt" || fail "no checkpoint appeared"
     pid=$(rank0_of "$work/killed") || pid=""
@@ -72,13 +83,13 @@ case "$1" in
     job=""
     round=$(grep -ao '^round [0-9]*' "$work/killed/checkpoint/coordinator.ckpt" | head -1)
     echo "checkpoint after the kill: $round"
-    resumed=$(mpirun 4 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/resumed" \
+    resumed=$(mpirun $np "$FEDREC" run "${args[@]}" --force --set output.dir="$work/resumed" \
                 --resume "$work/killed/checkpoint" | sha)
     [ -n "$resumed" ] || fail "the resumed run printed no model_sha256"
     [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
     lines=$(wc -l < "$work/resumed/metrics.jsonl")
-    [ "$lines" -eq 12 ] || fail "the resumed metrics.jsonl has $lines rounds, expected 12"
-    echo "mpi-kill: resumed from $round to $resumed"
+    [ "$lines" -eq $rounds ] || fail "the resumed metrics.jsonl has $lines rounds, expected $rounds"
+    echo "mpi-kill ${2:-}: resumed from $round to $resumed"
     ;;
   ps-mpi-kill)
     ps=(--set data.synthetic.users=3000 --set data.synthetic.items=2000

@@ -13,6 +13,7 @@
 
 #include "algorithms/model.h"
 #include "algorithms/strategy.h"
+#include "apps/site_group.h"
 #include "worker/site_control.h"
 #include "apps/config.h"
 #include "apps/job.h"
@@ -88,6 +89,12 @@ Result<JobEnd> RunJob(const Config& config, const std::string& dir, uint32_t sto
   }
   WorkerOptions worker = MakeWorkerOptions(config);
   SetSiteCheckpointOptions(config, dir, resume_round, &worker);
+  // Two tiers: each site trains over its own group of ranks.
+  SiteGroups groups(config, data.sites);
+  if (groups.active())
+    sim.customize_site = [&groups](WorkerOptions* o, uint32_t site) {
+      o->trainer = groups.trainer(site);
+    };
   CoordinatorOptions coordinator = MakeCoordinatorOptions(config);
   FEDREC_ASSIGN_OR_RETURN(crypto::Key32 job, NewJobId(config, crypto::Key32{}));
   coordinator.job_id = job;
@@ -102,11 +109,12 @@ Result<JobEnd> RunJob(const Config& config, const std::string& dir, uint32_t sto
   };
   const uint32_t stop = stop_after ? stop_after : crash_after;
   coordinator.stop_requested = [&] { return stop > 0 && seen >= stop; };
-  FEDREC_ASSIGN_OR_RETURN(
-      SimulationResult result,
+  Result<SimulationResult> result =
       RunSimulation(sim, coordinator, std::move(server), std::move(strategy), worker, items,
-                    std::move(data.sites), [&](const RoundMetrics& m) { seen = m.round; }));
-  return JobEnd{ModelSha256(result.global), result.completed_round, result.stopped};
+                    std::move(data.sites), [&](const RoundMetrics& m) { seen = m.round; });
+  FEDREC_RETURN_IF_ERROR(groups.End());
+  if (!result.ok()) return result.status();
+  return JobEnd{ModelSha256(result->global), result->completed_round, result->stopped};
 }
 
 struct Case {
@@ -116,6 +124,8 @@ struct Case {
   // Differential privacy (dp.mode, user-level with adaptive clipping): the
   // clip norm and the accountant ride in the checkpoint.
   const char* dp = "none";
+  // Two tiers: workers per site (each site with one shard server); 0 = none.
+  int64_t site_workers = 0;
 };
 
 class ResumeTest : public ::testing::TestWithParam<Case> {};
@@ -132,8 +142,10 @@ TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) 
     config.dp.count_stddev = 5.0;
     config.federation.server_lr = 5.0;
   }
-  const std::string name =
-      std::string(c.model) + "-" + c.strategy + "-" + c.aggregation + "-dp-" + c.dp;
+  config.cluster.site_workers = c.site_workers;
+  config.cluster.site_shard_servers = c.site_workers > 0 ? 1 : 0;
+  const std::string name = std::string(c.model) + "-" + c.strategy + "-" + c.aggregation +
+                           "-dp-" + c.dp + "-tiers-" + std::to_string(c.site_workers);
   Config off = config;
   off.checkpoint.every = 0;
   Result<JobEnd> plain = RunJob(off, TempDir(name + "-plain"), 0, false);
@@ -161,10 +173,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"ials", "fedavg", "none"}, Case{"mmoe", "fedavg", "none"},
                       Case{"ple", "fedadam", "secagg"},
                       Case{"mf", "fedavg", "secagg", "distributed"},
-                      Case{"mf", "scaffold", "none"}, Case{"mf", "scaffold", "secagg"}),
+                      Case{"mf", "scaffold", "none"}, Case{"mf", "scaffold", "secagg"},
+                      Case{"mf", "fedavg", "secagg", "none", 2}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return std::string(info.param.model) + "_" + info.param.strategy + "_" +
-             info.param.aggregation + "_dp_" + info.param.dp;
+             info.param.aggregation + "_dp_" + info.param.dp +
+             (info.param.site_workers > 0 ? "_two_tiers" : "");
     });
 
 TEST(Checkpoint, ResumeAfterACrashDiscardsSiteStateNewerThanTheCheckpoint) {
