@@ -80,6 +80,7 @@ Result<JobEnd> RunJob(const Config& config, const std::string& dir, uint32_t sto
   const CheckpointIdentity identity{ConfigHash(config), config.model.name, sites};
   SimulationOptions sim;
   sim.threads = 2;
+  sim.shard_servers = static_cast<uint32_t>(config.cluster.shard_servers);
   uint32_t resume_round = 0;
   if (resume) {
     FEDREC_ASSIGN_OR_RETURN(CoordinatorCheckpoint checkpoint,
@@ -126,6 +127,8 @@ struct Case {
   const char* dp = "none";
   // Two tiers: workers per site (each site with one shard server); 0 = none.
   int64_t site_workers = 0;
+  // Shard servers summing slices of the rounds (they keep nothing between rounds).
+  int64_t shard_servers = 0;
 };
 
 class ResumeTest : public ::testing::TestWithParam<Case> {};
@@ -143,9 +146,11 @@ TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) 
     config.federation.server_lr = 5.0;
   }
   config.cluster.site_workers = c.site_workers;
+  config.cluster.shard_servers = c.shard_servers;
   config.cluster.site_shard_servers = c.site_workers > 0 ? 1 : 0;
   const std::string name = std::string(c.model) + "-" + c.strategy + "-" + c.aggregation +
-                           "-dp-" + c.dp + "-tiers-" + std::to_string(c.site_workers);
+                           "-dp-" + c.dp + "-tiers-" + std::to_string(c.site_workers) +
+                           "-shards-" + std::to_string(c.shard_servers);
   Config off = config;
   off.checkpoint.every = 0;
   Result<JobEnd> plain = RunJob(off, TempDir(name + "-plain"), 0, false);
@@ -174,11 +179,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"ple", "fedadam", "secagg"},
                       Case{"mf", "fedavg", "secagg", "distributed"},
                       Case{"mf", "scaffold", "none"}, Case{"mf", "scaffold", "secagg"},
-                      Case{"mf", "fedavg", "secagg", "none", 2}),
+                      Case{"mf", "fedavg", "secagg", "none", 2},
+                      Case{"mf", "fedadam", "secagg", "none", 0, 2}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return std::string(info.param.model) + "_" + info.param.strategy + "_" +
              info.param.aggregation + "_dp_" + info.param.dp +
-             (info.param.site_workers > 0 ? "_two_tiers" : "");
+             (info.param.site_workers > 0 ? "_two_tiers" : "") +
+             (info.param.shard_servers > 0 ? "_sharded" : "");
     });
 
 TEST(Checkpoint, ResumeAfterACrashDiscardsSiteStateNewerThanTheCheckpoint) {
