@@ -372,7 +372,7 @@ class RoundReporter {
       line["dp_clip"] = Number(m.dp.clip);
       line["dp_noise_stddev"] = Number(m.dp.noise_stddev);
       line["dp_unclipped_share"] = Number(m.dp.unclipped_share);
-      line["dp_units"] = m.dp.units;
+      if (m.dp.units_known) line["dp_units"] = m.dp.units;
       last_dp_ = m.dp;
     }
     if (!m.stop_reason.empty()) {

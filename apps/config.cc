@@ -282,6 +282,10 @@ const std::vector<Key>& Schema() {
                  "0 = no budget; else training stops before a round that would spend more"),
       FEDREC_KEY("dp.user_fraction", dp.user_fraction,
                  "dp.unit = user: each user's chance of taking part in a round"),
+      FEDREC_KEY("dp.expected_units", dp.expected_units,
+                 "0 = average over the units that took part (their count is released as "
+                 "dp_units); > 0: the fixed denominator, the expected units per round: the count "
+                 "stays private (sites do not report it)"),
       FEDREC_KEY("cluster.shard_servers", cluster.shard_servers,
                  "shard servers: ranks 1..S after the coordinator in fedrec run, threads in fedrec "
                  "sim; they hold the item rows (federation.mode = ps) or sum slices of the sites' "
@@ -774,6 +778,7 @@ DpOptions DpOptionsOf(const Config& config) {
   o.delta = config.dp.delta;
   o.target_epsilon = config.dp.target_epsilon;
   o.user_fraction = config.dp.user_fraction;
+  o.expected_units = config.dp.expected_units;
   return o;
 }
 

@@ -198,6 +198,7 @@ struct Config {
     double delta = 1e-5;
     double target_epsilon = 0.0;
     double user_fraction = 1.0;
+    double expected_units = 0.0;
   } dp;
 
   struct Cluster {

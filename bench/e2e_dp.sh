@@ -5,6 +5,9 @@
 # step 20. Prints one line per run: mode, noise multiplier z, epsilon, test
 # RMSE, and the RMSE ratio to the non-private baseline measured in this run.
 #   bench/e2e_dp.sh <ml-100k dir> [build dir]
+# Environment: ZS (noise multipliers, default "1 4 8 16"), MODES (default
+# "central distributed"), EXTRA (more --set arguments for the private runs,
+# e.g. EXTRA="--set dp.expected_units=943" for a fixed denominator).
 set -euo pipefail
 ml=${1:?usage: $0 <ml-100k dir> [build dir]}
 build=${2:-build}
@@ -23,9 +26,10 @@ print(d)" "$@"
 
 base=$("$build/fedrec" sim "${common[@]}" --force --set output.dir="$out/base" | field test_rmse)
 printf '%-12s z %-5s epsilon %-9s test_rmse %.4f  ratio 1.0000\n' none - inf "$base"
-for mode in central distributed; do
-  for z in 1 4 8 16; do
-    line=$("$build/fedrec" sim "${common[@]}" "${dp[@]}" --set dp.mode=$mode \
+read -r -a extra <<<"${EXTRA:-}"
+for mode in ${MODES:-central distributed}; do
+  for z in ${ZS:-1 4 8 16}; do
+    line=$("$build/fedrec" sim "${common[@]}" "${dp[@]}" "${extra[@]}" --set dp.mode=$mode \
       --set dp.noise_multiplier=$z --force --set output.dir="$out/$mode$z")
     rmse=$(echo "$line" | field test_rmse)
     eps=$(echo "$line" | field dp epsilon)

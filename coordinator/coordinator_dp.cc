@@ -63,7 +63,9 @@ Status CoordinatorDp::Privatize(uint32_t round, uint32_t selected,
                                                 global.size(), sums->weighted_sum.size()));
   }
   const DpRound r = Round();
-  double count = sums->weighted_sum.back()[0];
+  const bool fixed = options_.expected_units > 0.0;
+  // Sites scale their count by 1 / expected_units under a fixed denominator.
+  double count = sums->weighted_sum.back()[0] * (fixed ? options_.expected_units : 1.0);
   const double units = sums->row_weight.back()[0];
   sums->weighted_sum.pop_back();
   sums->row_weight.pop_back();
@@ -73,7 +75,9 @@ Status CoordinatorDp::Privatize(uint32_t round, uint32_t selected,
   metrics->on = true;
   metrics->clip = r.clip;
   metrics->noise_stddev = r.noise_stddev;
-  metrics->units = static_cast<uint64_t>(std::llround(units));
+  const double denominator = fixed ? options_.expected_units : units;
+  metrics->units_known = !fixed;
+  metrics->units = fixed ? 0 : static_cast<uint64_t>(std::llround(units));
   // The noise multiplier the round is charged at: the configured one, less
   // when sites beyond the threat model's dropouts took their distributed
   // shares with them (every noise term scales alike, the count's too).
@@ -90,7 +94,8 @@ Status CoordinatorDp::Privatize(uint32_t round, uint32_t selected,
   metrics->epsilon = spent.epsilon;
   metrics->order = spent.order;
   metrics->delta = options_.delta;
-  if (!(units > 0.0)) return Status::Aborted("no unit (site or user) contributed to the round");
+  if (fixed ? sums->sites == 0 : !(units > 0.0))
+    return Status::Aborted("no unit (site or user) contributed to the round");
   for (size_t b = 0; b < global.size(); ++b) {
     std::vector<double>& ws = sums->weighted_sum[b];
     std::vector<double>& rw = sums->row_weight[b];
@@ -101,11 +106,11 @@ Status CoordinatorDp::Privatize(uint32_t round, uint32_t selected,
     for (size_t i = 0; i < ws.size(); ++i) {
       double value = ws[i];
       if (central) value += r.noise_stddev * noise.Normal();
-      ws[i] = units * global[b].data[i] + value;
+      ws[i] = denominator * global[b].data[i] + value;
     }
-    for (size_t row = 0; row < rw.size(); ++row) rw[row] = units;
+    for (size_t row = 0; row < rw.size(); ++row) rw[row] = denominator;
   }
-  metrics->unclipped_share = count / units + 0.5;
+  metrics->unclipped_share = count / denominator + 0.5;
   clip_.Update(metrics->unclipped_share);
   return Status::Ok();
 }

@@ -7,8 +7,10 @@
 // units' clipped deltas (each row with weight 1 per site), then the dp.count
 // block: the sum of units (its weight) and of (unclipped - 1/2) per unit.
 // Privatize turns them into what the strategy expects: per row, weight W
-// (the round's units) and weighted sum W * global + noised sum of deltas,
-// so FedAvg's step is global + server_lr * noised sum / W.
+// (the round's units, or dp.expected_units when set: then sites weigh the
+// count block 1 each and the unit count is never formed) and weighted sum
+// W * global + noised sum of deltas, so FedAvg's step is
+// global + server_lr * noised sum / W.
 //
 // Thread-safety: none; owned by the coordinator's thread.
 #pragma once
@@ -35,7 +37,10 @@ struct DpRoundMetrics {
   double clip = 0.0;             // the clip norm of this round
   double noise_stddev = 0.0;     // of the noise in the round's sum of deltas
   double unclipped_share = 0.0;  // noised estimate (adaptive clipping)
-  uint64_t units = 0;            // units that contributed
+  // Units that contributed; with a fixed denominator (dp.expected_units)
+  // the count is not known and `units_known` is false.
+  uint64_t units = 0;
+  bool units_known = true;
 };
 
 class CoordinatorDp {

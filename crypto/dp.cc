@@ -46,6 +46,10 @@ Status ValidateDpOptions(const DpOptions& o) {
   if (o.user_fraction < 1.0 && o.unit != DpUnit::kUser)
     return fail("dp.user_fraction", "1 with dp.unit = \"site\" (users are sampled only as units)",
                 o.user_fraction);
+  if (!(o.expected_units >= 0.0 && std::isfinite(o.expected_units)))
+    return fail("dp.expected_units",
+                "0 (divide by the units that took part) or the expected units per round (> 0)",
+                o.expected_units);
   if (o.target_quantile > 0.0 && !(o.count_stddev > o.noise_multiplier / 2.0))
     return fail("dp.count_stddev",
                 fmt::format("with adaptive clipping (dp.target_quantile > 0) a number > "

@@ -58,6 +58,12 @@ struct DpOptions {
   // dp.unit = user: each user's chance of taking part in a round (Poisson
   // sampling at the site, stream (seed, round, user key, kDpUserSample)).
   double user_fraction = 1.0;
+  // > 0: the fixed denominator of the round's average (the expected units
+  // per round, as in DP-FedAvg): the coordinator divides by it instead of
+  // by the units that took part, and sites report no unit count (the count
+  // block's weight is 1 per site), so the number of units in a round is
+  // neither learned by the coordinator nor released. 0: divide by the units.
+  double expected_units = 0.0;
 };
 
 // Checks the values of `options` alone (ranges, and the count noise adaptive

@@ -44,6 +44,7 @@ Status SiteDp::Begin(const Model& model, const RoundPlan& plan, const DpOptions&
         adaptive ? own.count_stddev : 0.0, own.user_fraction));
   }
   round_.mode = mode;
+  expected_units_ = own.expected_units;
   round_.unit = unit;
   round_.clip = plan.dp_clip;
   round_.noise_stddev = plan.dp_noise_stddev;
@@ -78,9 +79,7 @@ Result<LossSums> SiteDp::Train(Model* model, const TrainPlan& plan, uint64_t see
     clip.seed = seed;
     FEDREC_ASSIGN_OR_RETURN(const PerUserStats stats,
                             model->TrainClippedPerUser(plan, clip, &delta_));
-    units_ = stats.users;
-    count_value_ =
-        units_ == 0 ? 0.0f : static_cast<float>((stats.unclipped - 0.5 * units_) / units_);
+    SetCount(stats.users, stats.unclipped);
     return stats.loss;
   }
   FEDREC_ASSIGN_OR_RETURN(const LossSums loss, train(plan));
@@ -95,10 +94,23 @@ Result<LossSums> SiteDp::Train(Model* model, const TrainPlan& plan, uint64_t see
   const double factor = ClipFactor(norm, round_.clip);
   for (ParamBlock& d : delta_)
     for (float& x : d.data) x = static_cast<float>(x * factor);
-  units_ = 1;
-  count_value_ = norm <= round_.clip ? 0.5f : -0.5f;
+  SetCount(1, norm <= round_.clip ? 1.0 : 0.0);
   anchor_.clear();
   return loss;
+}
+
+void SiteDp::SetCount(uint32_t units, double unclipped) {
+  // The coordinator decodes sum(weight x value) = sum(unclipped - units / 2)
+  // (times expected_units with a fixed denominator, whose scaled value keeps
+  // within the fixed-point format's clip as the unscaled one would not).
+  const double excess = unclipped - 0.5 * units;
+  if (expected_units_ > 0.0) {
+    units_ = 1;
+    count_value_ = static_cast<float>(excess / expected_units_);
+  } else {
+    units_ = units;
+    count_value_ = units == 0 ? 0.0f : static_cast<float>(excess / units);
+  }
 }
 
 std::vector<ParamBlock> SiteDp::Shapes() const {
@@ -124,7 +136,9 @@ NoiseShareAdder SiteDp::NoiseShares(uint32_t frac_bits, uint32_t sites, uint64_t
   std::vector<NoiseShareAdder::Block> blocks;
   const double mu = SkellamShareMu(round_.noise_stddev, frac_bits, sites);
   for (const ParamBlock& d : delta_) blocks.push_back({d.rows, d.cols, mu});
-  blocks.push_back({1, 1, SkellamShareMu(round_.count_stddev, frac_bits, sites)});
+  // The count's noise in the units of its value (scaled by a fixed denominator).
+  const double count_scale = expected_units_ > 0.0 ? 1.0 / expected_units_ : 1.0;
+  blocks.push_back({1, 1, SkellamShareMu(round_.count_stddev * count_scale, frac_bits, sites)});
   return NoiseShareAdder(std::move(blocks), DeriveSeed(seed, round, site, Purpose::kDpNoise));
 }
 

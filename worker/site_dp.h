@@ -56,6 +56,12 @@ class SiteDp {
  private:
   bool active_ = false;
   DpRound round_;
+  // dp.expected_units (0: none): with it the count block has weight 1 and
+  // value (unclipped - units / 2) / expected_units, so no unit count is sent.
+  double expected_units_ = 0.0;
+  // The count block's weight and value from a round's units and how many
+  // of them were within the clip.
+  void SetCount(uint32_t units, double unclipped);
   std::vector<ParamBlock> anchor_;  // dp_unit = site: the global blocks received
   std::vector<ParamBlock> delta_;   // shaped as the model's upload
   std::vector<std::vector<uint32_t>> ones_;

@@ -240,6 +240,13 @@ TEST(DpOptionsCheck, BadValuesNameTheKeyAndWhatWasFound) {
   o.delta = 1e-5;
   o.user_fraction = 0.5;
   EXPECT_NE(ValidateDpOptions(o).message().find("dp.user_fraction"), std::string::npos);
+  o.user_fraction = 1.0;
+  o.expected_units = -3.0;
+  s = ValidateDpOptions(o);
+  EXPECT_NE(s.message().find("dp.expected_units: expected 0 (divide by the units that took "
+                             "part) or the expected units per round (> 0), found -3"),
+            std::string::npos)
+      << s.message();
 }
 
 }  // namespace

@@ -246,6 +246,78 @@ TEST(CoordinatorDpState, SaveAndLoadCarryTheClipAndTheAccountant) {
   EXPECT_NE(bad.message().find("expected"), std::string::npos);
 }
 
+TEST(DpFederation, FixedDenominatorKeepsTheUnitCountPrivateAndTrainsAsTheExactOne) {
+  // Every synthetic user takes part in every round (300 units): with
+  // dp.expected_units = 300 the average and the adaptive clip's estimate are
+  // the ones of the exact count, but the count is neither sent nor reported.
+  // Central noise is drawn alike in both runs; distributed noise on the
+  // count is drawn at the scale of the scaled count, so the two runs' noised
+  // counts differ by about sqrt(2) x 5 / 300 = 0.024 of a share, and their
+  // clips and models a little.
+  for (const char* mode : {"central", "distributed"}) {
+    SCOPED_TRACE(mode);
+    const bool central = std::string(mode) == "central";
+    Config exact = DpConfig(mode, "user");
+    if (std::string(mode) == "distributed") exact.security.aggregation = "secagg";
+    exact.dp.target_quantile = 0.5;
+    exact.dp.count_stddev = 5.0;
+    Config fixed = exact;
+    fixed.dp.expected_units = 300.0;
+    const FederatedRun a = Federate(exact, 2);
+    const FederatedRun b = Federate(fixed, 2);
+    ASSERT_EQ(b.rounds.size(), a.rounds.size());
+    for (size_t r = 0; r < b.rounds.size(); ++r) {
+      EXPECT_FALSE(b.rounds[r].aborted) << b.rounds[r].abort_reason;
+      EXPECT_TRUE(a.rounds[r].dp.units_known);
+      EXPECT_EQ(a.rounds[r].dp.units, 300u);
+      EXPECT_FALSE(b.rounds[r].dp.units_known);
+      EXPECT_EQ(b.rounds[r].dp.units, 0u);
+      EXPECT_NEAR(b.rounds[r].dp.unclipped_share, a.rounds[r].dp.unclipped_share,
+                  central ? 1e-3 : 0.12);
+      EXPECT_EQ(b.rounds[r].dp.epsilon, a.rounds[r].dp.epsilon);
+    }
+    ASSERT_EQ(a.global.size(), b.global.size());
+    for (size_t i = 0; i < a.global.size(); ++i) {
+      ASSERT_EQ(a.global[i].data.size(), b.global[i].data.size());
+      for (size_t j = 0; j < a.global[i].data.size(); ++j)
+        ASSERT_NEAR(a.global[i].data[j], b.global[i].data[j], central ? 1e-3 : 0.1)
+            << a.global[i].name << " " << j;
+    }
+  }
+}
+
+TEST(CoordinatorDpState, FixedDenominatorAveragesOverTheExpectedUnitsAndReportsNoCount) {
+  // Two sites report (weight 1 each) counts scaled by 1 / 40: the sum of
+  // (unclipped - units / 2) is 10 / 40 x 40 = 10; the step divides by 40.
+  DpOptions options;
+  options.mode = DpMode::kDistributed;
+  options.clip = 0.5;
+  options.noise_multiplier = 1.0;
+  options.expected_units = 40.0;
+  CoordinatorDp dp(options, 3, 1.0);
+  std::vector<ParamBlock> global(1);
+  global[0] = ParamBlock("w", Scope::kGlobal, 1, 2);
+  global[0].data = {1.0f, -2.0f};
+  AggregateInput sums;
+  sums.sites = 2;
+  sums.weighted_sum = {{4.0, 8.0}, {10.0 / 40.0}};
+  sums.row_weight = {{2.0}, {2.0}};
+  DpRoundMetrics metrics;
+  ASSERT_TRUE(dp.Privatize(1, 2, global, &sums, &metrics).ok());
+  EXPECT_FALSE(metrics.units_known);
+  EXPECT_EQ(metrics.units, 0u);
+  EXPECT_DOUBLE_EQ(metrics.unclipped_share, 10.0 / 40.0 + 0.5);
+  ASSERT_EQ(sums.weighted_sum.size(), 1u);
+  EXPECT_DOUBLE_EQ(sums.row_weight[0][0], 40.0);
+  EXPECT_DOUBLE_EQ(sums.weighted_sum[0][0], 40.0 * 1.0 + 4.0);
+  EXPECT_DOUBLE_EQ(sums.weighted_sum[0][1], 40.0 * -2.0 + 8.0);
+  // A round without any site is the only one it cannot step.
+  AggregateInput none;
+  none.weighted_sum = {{0.0, 0.0}, {0.0}};
+  none.row_weight = {{0.0}, {0.0}};
+  EXPECT_EQ(dp.Privatize(2, 2, global, &none, &metrics).code(), Status::Code::kAborted);
+}
+
 TEST(CoordinatorDpState, CentralNoiseHasTheConfiguredStandardDeviation) {
   // 20000 zero sums over 4 units: after Privatize each weighted sum is
   // 4 * 0 + N(0, (z C)^2); the sample variance must be within 5 standard
