@@ -86,8 +86,8 @@ std::string EncodeEvals(const std::map<uint32_t, ErrorSums>& evals, uint32_t thr
   return out;
 }
 
-Status DecodeHistory(const std::string& path, const std::string& metrics,
-                     const std::string& evals, PsHistory* history) {
+Status DecodeHistory(const std::string& path, const std::string& metrics, const std::string& evals,
+                     PsHistory* history) {
   std::istringstream lines(metrics);
   for (std::string line; std::getline(lines, line);) {
     if (line.empty()) continue;
@@ -372,15 +372,14 @@ Status SetPsCheckpointing(const Config& config, const std::string& run_dir, PsHi
     FEDREC_ASSIGN_OR_RETURN(std::string evals, FindSection(sections, "evals", path));
     const size_t at = meta.rfind("epoch ");
     uint32_t epoch = 0;
-    if (at == std::string::npos ||
-        std::sscanf(meta.c_str() + at, "epoch %u", &epoch) != 1 || epoch == 0)
+    if (at == std::string::npos || std::sscanf(meta.c_str() + at, "epoch %u", &epoch) != 1 ||
+        epoch == 0)
       return Status::Corruption("checkpoint " + path + ": no epoch in its meta section");
-    FEDREC_RETURN_IF_ERROR(
-        CheckMetaLines("checkpoint " + path, identity, meta.substr(0, at)));
+    FEDREC_RETURN_IF_ERROR(CheckMetaLines("checkpoint " + path, identity, meta.substr(0, at)));
     if (epoch > config.train.epochs)
-      return Status::InvalidArgument("checkpoint " + path + " is of epoch " +
-                                     std::to_string(epoch) + ", beyond train.epochs = " +
-                                     std::to_string(config.train.epochs));
+      return Status::InvalidArgument(
+          "checkpoint " + path + " is of epoch " + std::to_string(epoch) +
+          ", beyond train.epochs = " + std::to_string(config.train.epochs));
     FEDREC_RETURN_IF_ERROR(DecodeHistory(path, metrics, evals, history));
     options->first_epoch = epoch;
     spdlog::info("resuming from {} after epoch {}", path, epoch);
@@ -469,13 +468,13 @@ PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout
   return options;
 }
 
-Result<PsInProcessRun> RunPsInProcess(const Config& config, std::vector<SiteData> sites,
-                                      uint32_t items,
-                                      const std::function<void(const PsEpochMetrics&)>& on_epoch,
-                                      const std::function<Status(PsDriverOptions*)>& adjust_driver) {
-  PsDriverOptions driver_options = MakePsDriverOptions(config, MakePsLayout(config), items);
-  if (adjust_driver) FEDREC_RETURN_IF_ERROR(adjust_driver(&driver_options));
+Result<PsInProcessRun> RunPsInProcess(
+    const Config& config, std::vector<SiteData> sites, uint32_t items,
+    const std::function<void(const PsEpochMetrics&)>& on_epoch,
+    const std::function<Status(PsDriverOptions*)>& adjust_driver) {
   const PsLayout layout = MakePsLayout(config);
+  PsDriverOptions driver_options = MakePsDriverOptions(config, layout, items);
+  if (adjust_driver) FEDREC_RETURN_IF_ERROR(adjust_driver(&driver_options));
   if (sites.size() != layout.worker_ranks.size()) {
     return Status::InvalidArgument("federation.mode = ps: " + std::to_string(sites.size()) +
                                    " sites' data for " +

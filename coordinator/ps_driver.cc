@@ -42,8 +42,8 @@ Status PsDriver::Commit(uint32_t reported) {
        e = NextCheckpoint(committed_)) {
     if (*std::min_element(shard_saved_.begin(), shard_saved_.end()) < e) break;
     if (options_.on_checkpoint)
-      FEDREC_RETURN_IF_ERROR(options_.on_checkpoint(e).WithContext(
-          "the checkpoint of epoch " + std::to_string(e)));
+      FEDREC_RETURN_IF_ERROR(
+          options_.on_checkpoint(e).WithContext("the checkpoint of epoch " + std::to_string(e)));
     committed_ = e;
     std::vector<int> ranks = options_.shard_ranks;
     ranks.insert(ranks.end(), options_.worker_ranks.begin(), options_.worker_ranks.end());
@@ -80,7 +80,8 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
           missing += (missing.empty() ? "" : ", ") + std::to_string(w) + " (rank " +
                      std::to_string(options_.worker_ranks[w]) + ")";
       }
-      const std::string within = " within " + std::to_string(options_.timeout.count() / 1000) + " s";
+      const std::string within =
+          " within " + std::to_string(options_.timeout.count() / 1000) + " s";
       if (missing.empty()) {  // every worker is done: a shard's save is owed
         for (size_t s = 0; s < shard_saved_.size(); ++s) {
           if (shard_saved_[s] < start_.epochs)
@@ -165,9 +166,9 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       start_.checkpoint_every = options_.checkpoint_every;
       start_.checkpoint_dir = options_.checkpoint_every > 0 ? options_.checkpoint_dir : "";
       if (start_.first_epoch > start_.epochs) {
-        return Status::InvalidArgument(
-            "resuming after epoch " + std::to_string(start_.first_epoch) + " of a job of " +
-            std::to_string(start_.epochs) + " epochs");
+        return Status::InvalidArgument("resuming after epoch " +
+                                       std::to_string(start_.first_epoch) + " of a job of " +
+                                       std::to_string(start_.epochs) + " epochs");
       }
       spdlog::log(
           options_.global_mean ? spdlog::level::debug : spdlog::level::info,
@@ -182,8 +183,8 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       continue;
     }
     // A job resumed after its last epoch: each worker only says it is done.
-    const bool done_before = report->final && report->epoch == start_.first_epoch &&
-                             start_.first_epoch == start_.epochs;
+    const bool done_before =
+        report->final && report->epoch == start_.first_epoch && start_.first_epoch == start_.epochs;
     if (done_before && !finished[static_cast<size_t>(w)]) {
       finished[static_cast<size_t>(w)] = 1;
       ++finished_count;

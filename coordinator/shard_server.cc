@@ -155,8 +155,8 @@ uint32_t ShardServer::AppliedThrough() const {
 }
 
 void ShardServer::Acknowledge(int to, const PsPushView& push) {
-  Status sent =
-      transport_->Send(to, EncodePsPushAck(PsPushAck{push.request, push.clock}, transport_->rank()));
+  Status sent = transport_->Send(
+      to, EncodePsPushAck(PsPushAck{push.request, push.clock}, transport_->rank()));
   if (!sent.ok()) spdlog::warn("shard {}: ack to rank {}: {}", options_.shard, to, sent.message());
 }
 
@@ -168,8 +168,8 @@ void ShardServer::MaybeSave() {
     Status saved = store_->Save(epoch, arrays);
     if (!saved.ok()) {
       // The driver ends the job; serving goes on until it does.
-      Refuse(options_.driver_rank, "saving the checkpoint of epoch " + std::to_string(epoch) +
-                                       ": " + saved.message());
+      Refuse(options_.driver_rank,
+             "saving the checkpoint of epoch " + std::to_string(epoch) + ": " + saved.message());
       store_.reset();
       break;
     }
@@ -503,23 +503,23 @@ Status ShardServer::Handle(Envelope& e, bool* done) {
 Status ShardServer::Assign(const FrameView& frame, bool* done) {
   const std::string who = "shard server " + std::to_string(options_.shard);
   if (!options_.rows_from_driver || !started_) {
-    return Status::InvalidArgument(
-        who + ": the driver sent PsRows " +
-        (started_ ? "to a shard whose rows start from its own initial values"
-                  : "before PsStart, expected PsStart first"));
+    return Status::InvalidArgument(who + ": the driver sent PsRows " +
+                                   (started_
+                                        ? "to a shard whose rows start from its own initial values"
+                                        : "before PsStart, expected PsStart first"));
   }
   Result<PsPushView> rows = DecodePsRows(frame);
   if (!rows.ok()) return rows.status().WithContext(who + ", the driver's rows");
   if (rows->cols != cols_) {
-    return Status::InvalidArgument(fmt::format("{}: the driver's rows have {} floats, expected {}",
-                                               who, rows->cols, cols_));
+    return Status::InvalidArgument(
+        fmt::format("{}: the driver's rows have {} floats, expected {}", who, rows->cols, cols_));
   }
   if (std::string bad = CheckKeys(rows->keys, rows->rows); !bad.empty())
     return Status::InvalidArgument(who + ", the driver's rows: " + bad);
   if (rows->rows > rows_ - assigned_) {
-    return Status::InvalidArgument(fmt::format(
-        "{}: the driver assigned {} rows more, beyond the {} this shard holds", who, rows->rows,
-        rows_));
+    return Status::InvalidArgument(
+        fmt::format("{}: the driver assigned {} rows more, beyond the {} this shard holds", who,
+                    rows->rows, rows_));
   }
   const uint32_t shards = options_.sharding.shards;
   for (uint64_t i = 0; i < rows->rows; ++i)

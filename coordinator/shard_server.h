@@ -175,9 +175,9 @@ class ShardServer {
   ShardServerOptions options_;
   Transport* transport_;
   bool started_ = false;
-  Status start_error_;  // PsStart refused (memory cap): returned at Shutdown
+  Status start_error_;     // PsStart refused (memory cap): returned at Shutdown
   uint32_t assigned_ = 0;  // rows_from_driver: rows the driver's PsRows assigned
-  bool done_ = false;  // HandleQueued: the serving ended
+  bool done_ = false;      // HandleQueued: the serving ended
   uint32_t items_ = 0, rows_ = 0, cols_ = 0;
   std::vector<float> values_;     // rows_ x cols_
   std::vector<float> state_;      // optimizer state (Adagrad), rows_ x cols_

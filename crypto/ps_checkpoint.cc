@@ -39,8 +39,8 @@ Status PsSliceStore::Save(uint32_t epoch, const std::vector<std::span<const floa
   for (size_t a = 0; a < arrays.size(); ++a) {
     if (arrays[a].size() != size) {
       return Status::Internal("checkpoint " + PathOf(epoch) + ": array " + std::to_string(a) +
-                              " holds " + std::to_string(arrays[a].size()) +
-                              " floats, expected " + std::to_string(size));
+                              " holds " + std::to_string(arrays[a].size()) + " floats, expected " +
+                              std::to_string(size));
     }
     bytes.clear();
     AppendFloatsLe(&bytes, arrays[a].data(), arrays[a].size());
@@ -64,11 +64,11 @@ Result<std::vector<std::vector<float>>> PsSliceStore::Load(uint32_t epoch, size_
   RemoveNumberedCheckpoints(dir_, kPrefix, [epoch](uint32_t e) { return e != epoch; });
   const std::string path = PathOf(epoch);
   if (!std::filesystem::exists(path)) {
-    return Status::NotFound("checkpoint " + path + ": missing; the driver's checkpoint is of epoch " +
-                            std::to_string(epoch) + ", so " + identity_.role + " " +
-                            std::to_string(identity_.index) +
-                            " needs its file of that epoch (checkpoint.dir must be the folder "
-                            "the run wrote, on this host)");
+    return Status::NotFound(
+        "checkpoint " + path + ": missing; the driver's checkpoint is of epoch " +
+        std::to_string(epoch) + ", so " + identity_.role + " " + std::to_string(identity_.index) +
+        " needs its file of that epoch (checkpoint.dir must be the folder "
+        "the run wrote, on this host)");
   }
   FEDREC_ASSIGN_OR_RETURN(CheckpointSections sections, ReadCheckpointFile(path));
   FEDREC_ASSIGN_OR_RETURN(std::string meta, FindSection(sections, "meta", path));

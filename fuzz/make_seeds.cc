@@ -94,7 +94,8 @@ void WritePs() {
   Write("ps_messages", "PsPush", 2, Payload(push));
   Write("ps_messages", "PsRows", 3, Payload(EncodePsRows(11, 1, 3, keys, values.data(), 1)));
   Write("ps_messages", "PsPushAck", 4, Payload(EncodePsPushAck(PsPushAck{10, 3}, 2)));
-  Write("ps_messages", "PsStart", 5, Payload(EncodePsStart(PsStart{100, 9, 20, 5, 3.5f, 4, 0, 0, ""}, 0)));
+  Write("ps_messages", "PsStart", 5,
+        Payload(EncodePsStart(PsStart{100, 9, 20, 5, 3.5f, 4, 0, 0, ""}, 0)));
   Write("ps_messages", "PsStartResumed", 5,
         Payload(EncodePsStart(PsStart{100, 9, 20, 5, 3.5f, 4, 2, 1, "/tmp/run/checkpoint"}, 0)));
   Write("ps_messages", "PsCheckpoint", 7, Payload(EncodePsCheckpoint(PsCheckpoint{3}, 2)));

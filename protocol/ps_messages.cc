@@ -387,9 +387,8 @@ Result<PsStart> DecodePsStart(const FrameView& frame) {
     return Status::InvalidArgument(
         r.Where() + ": expected first_epoch <= epochs (" + std::to_string(m.epochs) +
         ") and a checkpoint folder exactly when checkpoint_every > 0, found first_epoch " +
-        std::to_string(m.first_epoch) + ", checkpoint_every " +
-        std::to_string(m.checkpoint_every) + " and a folder of " +
-        std::to_string(m.checkpoint_dir.size()) + " bytes");
+        std::to_string(m.first_epoch) + ", checkpoint_every " + std::to_string(m.checkpoint_every) +
+        " and a folder of " + std::to_string(m.checkpoint_dir.size()) + " bytes");
   }
   if (m.cols == 0 || m.steps_per_epoch == 0 || m.workers == 0 || !std::isfinite(m.global_mean)) {
     return Status::InvalidArgument(
@@ -452,8 +451,7 @@ Result<PsCheckpoint> DecodePsCheckpoint(const FrameView& frame) {
   PsCheckpoint m;
   r.Get(&m.epoch, "epoch");
   FEDREC_RETURN_IF_ERROR(r.Finish());
-  if (m.epoch == 0)
-    return Status::InvalidArgument(r.Where() + ": expected an epoch >= 1, found 0");
+  if (m.epoch == 0) return Status::InvalidArgument(r.Where() + ": expected an epoch >= 1, found 0");
   return m;
 }
 

@@ -248,8 +248,8 @@ Status PsWorker::StartCheckpoints() {
 Status PsWorker::SaveCheckpoint(uint32_t epoch) {
   TakeCommits();
   const std::vector<float> rows = UserRows();
-  return store_->Save(epoch, {rows}).WithContext("the checkpoint of epoch " +
-                                                 std::to_string(epoch));
+  return store_->Save(epoch, {rows})
+      .WithContext("the checkpoint of epoch " + std::to_string(epoch));
 }
 
 void PsWorker::TakeCommits() {

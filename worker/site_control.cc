@@ -147,15 +147,15 @@ Status SiteControl::Load(const std::string& bytes, const std::string& where) {
   std::string word;
   size_t count = 0;
   if (!(in >> word >> count) || word != "control" || in.get() != '\n' || count > 4096)
-    return Status::Corruption(where + ": expected 'control <blocks>' at the start of the site's "
+    return Status::Corruption(where +
+                              ": expected 'control <blocks>' at the start of the site's "
                               "control variates");
   std::vector<Block> blocks(count);
   for (size_t k = 0; k < count; ++k) {
     Block& block = blocks[k];
     size_t floats = 0;
     if (!(in >> block.name >> block.rows >> block.cols >> floats) || in.get() != '\n' ||
-        floats > bytes.size() / sizeof(float) ||
-        (block.cols > 0 && floats % block.cols != 0) ||
+        floats > bytes.size() / sizeof(float) || (block.cols > 0 && floats % block.cols != 0) ||
         floats > static_cast<size_t>(block.rows) * block.cols) {
       return Status::Corruption(where + ": control variate block " + std::to_string(k) +
                                 " has a bad header (expected '<name> <rows> <cols> <floats>' with "

@@ -1,7 +1,8 @@
 // SiteStateStore: a site's own checkpoint files (checkpoint.every > 0), in a
 // folder only the site writes: "round-<r>.ckpt" holds the site's state
 // (Model::SaveState: local blocks, training order; SCAFFOLD's control
-// variate c_i when the site keeps one) after it trained in round r, written atomically with a checksum (crypto/checkpoint_file.h).
+// variate c_i when the site keeps one) after it trained in round r, written atomically with a
+// checksum (crypto/checkpoint_file.h).
 //
 // Why per round: the site cannot know whether the coordinator committed its
 // checkpoint of a round, so it keeps the state of every round it trained

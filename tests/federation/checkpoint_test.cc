@@ -13,15 +13,15 @@
 
 #include "algorithms/model.h"
 #include "algorithms/strategy.h"
-#include "apps/site_group.h"
-#include "worker/site_control.h"
 #include "apps/config.h"
 #include "apps/job.h"
 #include "apps/run_checkpoint.h"
+#include "apps/site_group.h"
 #include "crypto/checkpoint_file.h"
 #include "crypto/sha256.h"
 #include "protocol/inprocess_transport.h"
 #include "sim/simulation.h"
+#include "worker/site_control.h"
 #include "worker/site_state.h"
 
 namespace fedrec {
@@ -148,9 +148,9 @@ TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) 
   config.cluster.site_workers = c.site_workers;
   config.cluster.shard_servers = c.shard_servers;
   config.cluster.site_shard_servers = c.site_workers > 0 ? 1 : 0;
-  const std::string name = std::string(c.model) + "-" + c.strategy + "-" + c.aggregation +
-                           "-dp-" + c.dp + "-tiers-" + std::to_string(c.site_workers) +
-                           "-shards-" + std::to_string(c.shard_servers);
+  const std::string name = std::string(c.model) + "-" + c.strategy + "-" + c.aggregation + "-dp-" +
+                           c.dp + "-tiers-" + std::to_string(c.site_workers) + "-shards-" +
+                           std::to_string(c.shard_servers);
   Config off = config;
   off.checkpoint.every = 0;
   Result<JobEnd> plain = RunJob(off, TempDir(name + "-plain"), 0, false);
@@ -177,9 +177,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"mf", "fedavgm", "secagg"}, Case{"bpr", "fedavg", "none"},
                       Case{"ials", "fedavg", "none"}, Case{"mmoe", "fedavg", "none"},
                       Case{"ple", "fedadam", "secagg"},
-                      Case{"mf", "fedavg", "secagg", "distributed"},
-                      Case{"mf", "scaffold", "none"}, Case{"mf", "scaffold", "secagg"},
-                      Case{"mf", "fedavg", "secagg", "none", 2},
+                      Case{"mf", "fedavg", "secagg", "distributed"}, Case{"mf", "scaffold", "none"},
+                      Case{"mf", "scaffold", "secagg"}, Case{"mf", "fedavg", "secagg", "none", 2},
                       Case{"mf", "fedadam", "secagg", "none", 0, 2}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return std::string(info.param.model) + "_" + info.param.strategy + "_" +

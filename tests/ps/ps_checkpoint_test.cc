@@ -3,6 +3,8 @@
 // that was never stopped (bsp); ssp and async save a consistent cut (no
 // push of a later epoch in the slice of an earlier one) and resume; damaged,
 // missing and foreign files are refused naming what is wrong.
+#include "crypto/ps_checkpoint.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -14,7 +16,6 @@
 #include "apps/job.h"
 #include "apps/ps_job.h"
 #include "coordinator/shard_server.h"
-#include "crypto/ps_checkpoint.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
 #include "protocol/ps_messages.h"
@@ -81,13 +82,14 @@ Result<PsJobEnd> RunJob(Config config, const std::string& dir, bool resume,
     auto write = options->on_checkpoint;
     options->on_checkpoint = [write, stop_after](uint32_t epoch) -> Status {
       FEDREC_RETURN_IF_ERROR(write(epoch));
-      if (epoch == stop_after) return Status::Aborted("stopped after epoch " + std::to_string(epoch));
+      if (epoch == stop_after)
+        return Status::Aborted("stopped after epoch " + std::to_string(epoch));
       return Status::Ok();
     };
     return Status::Ok();
   };
-  Result<PsInProcessRun> run = RunPsInProcess(config, std::move(data->sites),
-                                              data->dataset.items.size(), on_epoch, adjust);
+  Result<PsInProcessRun> run =
+      RunPsInProcess(config, std::move(data->sites), data->dataset.items.size(), on_epoch, adjust);
   if (!run.ok()) return run.status();
   end.run = std::move(run).value();
   return end;
@@ -151,14 +153,13 @@ TEST_P(PsResumeTest, StoppedAfterAnyCheckpointAndResumedEndsWithTheUninterrupted
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Ps, PsResumeTest,
-    ::testing::Values(ResumeCase{"bsp", "sgd", 1, 3, {1, 2, 3}},
-                      ResumeCase{"bsp", "adagrad", 2, 5, {2, 4, 5}}),
-    [](const ::testing::TestParamInfo<ResumeCase>& info) {
-      return std::string(info.param.consistency) + "_" + info.param.optimizer + "_every" +
-             std::to_string(info.param.every);
-    });
+INSTANTIATE_TEST_SUITE_P(Ps, PsResumeTest,
+                         ::testing::Values(ResumeCase{"bsp", "sgd", 1, 3, {1, 2, 3}},
+                                           ResumeCase{"bsp", "adagrad", 2, 5, {2, 4, 5}}),
+                         [](const ::testing::TestParamInfo<ResumeCase>& info) {
+                           return std::string(info.param.consistency) + "_" + info.param.optimizer +
+                                  "_every" + std::to_string(info.param.every);
+                         });
 
 TEST(PsCheckpoint, SspAndAsyncJobsResumeKeepingTheStalenessBoundAndConverge) {
   for (const char* consistency : {"ssp", "async"}) {
@@ -320,9 +321,10 @@ TEST(PsMessages, StartCarriesTheCheckpointFolderAndEpochAndRefusesAnInconsistent
     StampFrameIfUnset(f);
     Result<PsStart> refused = DecodePsStart(*DecodeFrame(f));
     ASSERT_FALSE(refused.ok());
-    EXPECT_NE(refused.status().message().find("expected first_epoch <= epochs (5) and a "
-                                              "checkpoint folder exactly when checkpoint_every > 0"),
-              std::string::npos)
+    EXPECT_NE(
+        refused.status().message().find("expected first_epoch <= epochs (5) and a "
+                                        "checkpoint folder exactly when checkpoint_every > 0"),
+        std::string::npos)
         << refused.status().message();
   }
   std::vector<uint8_t> zero = EncodePsCheckpoint(PsCheckpoint{0}, 1);
