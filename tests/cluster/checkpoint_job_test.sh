@@ -12,7 +12,7 @@
 #                                     fedrec sim --resume ends with the uninterrupted model
 #   checkpoint_job_test.sh mpi-kill two-tier  the same with 2 sites of 3 ranks each (leader,
 #                                     shard server, worker: a site's state is its leader's)
-#   checkpoint_job_test.sh ps-mpi-kill  the same for federation.mode = ps (1 driver, 2 shard
+#   checkpoint_job_test.sh mpi-kill ps  the same for federation.mode = ps (1 driver, 2 shard
 #                                     servers, 3 workers, bsp, a checkpoint every epoch): the
 #                                     driver is SIGKILLed once an epoch is committed; the
 #                                     resumed job ends with the uninterrupted model
@@ -58,20 +58,28 @@ rank0_of() {
 
 case "$1" in
   mpi-kill)
-    # Rounds enough that the kill usually comes mid-run.
-    np=4 rounds=40
-    args+=(--set federation.rounds=$rounds)
-    if [ "${2:-}" = two-tier ]; then
-      # 2 sites of 3 ranks each (leader, shard server, worker) after the coordinator.
-      np=7
-      args+=(--set federation.sites=2 --set cluster.site_workers=1
-             --set cluster.site_shard_servers=1)
-    fi
+    # Rounds (epochs) enough that the kill usually comes mid-run.
+    np=4 steps=40 file=coordinator.ckpt unit=round
+    args+=(--set federation.rounds=$steps)
+    case "${2:-}" in
+      two-tier)  # 2 sites of 3 ranks each (leader, shard server, worker) after the coordinator
+        np=7
+        args+=(--set federation.sites=2 --set cluster.site_workers=1
+               --set cluster.site_shard_servers=1)
+        ;;
+      ps)  # 1 driver, 2 shard servers, 3 workers; a checkpoint every epoch
+        np=6 file=ps-driver.ckpt unit=epoch
+        args=(--set data.synthetic.users=3000 --set data.synthetic.items=2000
+              --set data.synthetic.ratings=300000 --set eval.ranking=false --set model.factors=16
+              --set federation.mode=ps --set cluster.shard_servers=2 --set federation.sites=3
+              --set train.epochs=$steps --set checkpoint.every=1)
+        ;;
+    esac
     whole=$(mpirun $np "$FEDREC" run "${args[@]}" --force --set output.dir="$work/whole" | sha)
     [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
     mpirun $np "$FEDREC" run "${args[@]}" --force --set output.dir="$work/killed" >"$work/killed.log" 2>&1 &
     job=$!
-    wait_for "$work/killed/checkpoint/coordinator.ckpt" || fail "no checkpoint appeared"
+    wait_for "$work/killed/checkpoint/$file" || fail "no checkpoint appeared"
     pid=$(rank0_of "$work/killed") || pid=""
     if [ -n "$pid" ]; then
       kill -9 "$pid"
@@ -81,44 +89,15 @@ case "$1" in
     fi
     wait "$job"
     job=""
-    round=$(grep -ao '^round [0-9]*' "$work/killed/checkpoint/coordinator.ckpt" | head -1)
-    echo "checkpoint after the kill: $round"
+    at=$(grep -ao "^$unit [0-9]*" "$work/killed/checkpoint/$file" | head -1)
+    echo "checkpoint after the kill: $at"
     resumed=$(mpirun $np "$FEDREC" run "${args[@]}" --force --set output.dir="$work/resumed" \
                 --resume "$work/killed/checkpoint" | sha)
     [ -n "$resumed" ] || fail "the resumed run printed no model_sha256"
     [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
     lines=$(wc -l < "$work/resumed/metrics.jsonl")
-    [ "$lines" -eq $rounds ] || fail "the resumed metrics.jsonl has $lines rounds, expected $rounds"
-    echo "mpi-kill ${2:-}: resumed from $round to $resumed"
-    ;;
-  ps-mpi-kill)
-    ps=(--set data.synthetic.users=3000 --set data.synthetic.items=2000
-        --set data.synthetic.ratings=300000 --set eval.ranking=false --set model.factors=16
-        --set federation.mode=ps --set cluster.shard_servers=2 --set federation.sites=3
-        --set train.epochs=40 --set checkpoint.every=1)
-    whole=$(mpirun 6 "$FEDREC" run "${ps[@]}" --force --set output.dir="$work/whole" | sha)
-    [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
-    mpirun 6 "$FEDREC" run "${ps[@]}" --force --set output.dir="$work/killed" >"$work/killed.log" 2>&1 &
-    job=$!
-    wait_for "$work/killed/checkpoint/ps-driver.ckpt" || fail "no checkpoint appeared"
-    pid=$(rank0_of "$work/killed") || pid=""
-    if [ -n "$pid" ]; then
-      kill -9 "$pid"
-      echo "killed the driver (pid $pid)"
-    else
-      echo "the driver had already finished"
-    fi
-    wait "$job"
-    job=""
-    epoch=$(grep -ao '^epoch [0-9]*' "$work/killed/checkpoint/ps-driver.ckpt" | head -1)
-    echo "checkpoint after the kill: $epoch"
-    resumed=$(mpirun 6 "$FEDREC" run "${ps[@]}" --force --set output.dir="$work/resumed" \
-                --resume "$work/killed/checkpoint" | sha)
-    [ -n "$resumed" ] || fail "the resumed run printed no model_sha256"
-    [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
-    lines=$(wc -l < "$work/resumed/metrics.jsonl")
-    [ "$lines" -eq 40 ] || fail "the resumed metrics.jsonl has $lines epochs, expected 40"
-    echo "ps-mpi-kill: resumed from $epoch to $resumed"
+    [ "$lines" -eq $steps ] || fail "the resumed metrics.jsonl has $lines ${unit}s, expected $steps"
+    echo "mpi-kill ${2:-}: resumed from $at to $resumed"
     ;;
   sim-term)
     whole=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/whole" | sha)

@@ -19,6 +19,7 @@
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
 #include "protocol/ps_messages.h"
+#include "tests/ps/ps_config.h"
 
 namespace fedrec {
 namespace {
@@ -34,25 +35,16 @@ std::string TempDir(const std::string& name) {
   return path.string();
 }
 
-Config PsConfig(const std::string& consistency, const std::string& optimizer, int64_t every,
-                int64_t epochs) {
-  Config config;
-  config.seed = 11;
-  config.data.synthetic.users = 200;
+Config CheckpointConfig(const std::string& consistency, const std::string& optimizer,
+                        int64_t every, int64_t epochs) {
+  Config config = PsConfig(2, 3, consistency);
   config.data.synthetic.items = 300;
   config.data.synthetic.ratings = 6000;
   config.data.test_fraction = 0.1;
   config.model.factors = 8;
   config.train.epochs = epochs;
-  config.federation.mode = "ps";
-  config.federation.sites = 3;
-  config.cluster.shard_servers = 2;
-  config.ps.batch_size = 500;
-  config.ps.consistency = consistency;
   config.ps.staleness = 1;
   config.ps.optimizer = optimizer;
-  config.eval.ranking = false;
-  config.federation.round_timeout = 120;
   config.checkpoint.every = every;
   return config;
 }
@@ -119,7 +111,7 @@ class PsResumeTest : public ::testing::TestWithParam<ResumeCase> {};
 
 TEST_P(PsResumeTest, StoppedAfterAnyCheckpointAndResumedEndsWithTheUninterruptedModel) {
   const ResumeCase& c = GetParam();
-  const Config config = PsConfig(c.consistency, c.optimizer, c.every, c.epochs);
+  const Config config = CheckpointConfig(c.consistency, c.optimizer, c.every, c.epochs);
   const std::string name = std::string(c.consistency) + "-" + c.optimizer;
   Result<PsJobEnd> whole = RunJob(config, TempDir(name + "-whole"), false);
   ASSERT_TRUE(whole.ok()) << whole.status().ToString();
@@ -164,7 +156,7 @@ INSTANTIATE_TEST_SUITE_P(Ps, PsResumeTest,
 TEST(PsCheckpoint, SspAndAsyncJobsResumeKeepingTheStalenessBoundAndConverge) {
   for (const char* consistency : {"ssp", "async"}) {
     SCOPED_TRACE(consistency);
-    const Config config = PsConfig(consistency, "sgd", 1, 6);
+    const Config config = CheckpointConfig(consistency, "sgd", 1, 6);
     Result<PsJobEnd> whole = RunJob(config, TempDir(std::string(consistency) + "-whole"), false);
     ASSERT_TRUE(whole.ok()) << whole.status().ToString();
     const std::string dir = TempDir(std::string(consistency) + "-stop");
@@ -182,7 +174,7 @@ TEST(PsCheckpoint, SspAndAsyncJobsResumeKeepingTheStalenessBoundAndConverge) {
 }
 
 TEST(PsCheckpoint, DamagedMissingOrForeignFilesAreRefusedNamingThemAndTheJobEnds) {
-  const Config config = PsConfig("bsp", "adagrad", 1, 3);
+  const Config config = CheckpointConfig("bsp", "adagrad", 1, 3);
   const std::string dir = TempDir("refused");
   ASSERT_FALSE(RunJob(config, dir, false, 2).ok());
   const std::string shard_file = Files(dir, "shard", 1).PathOf(2);

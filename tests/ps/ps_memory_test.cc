@@ -9,25 +9,21 @@
 #include "apps/ps_job.h"
 #include "base/memory.h"
 #include "crypto/sha256.h"
+#include "tests/ps/ps_config.h"
 
 namespace fedrec {
 namespace {
 
-Config PsConfig(int64_t shards, int64_t workers) {
-  Config config;
+// Wide rows: the shards' slices dominate.
+Config MemoryConfig(int64_t shards, int64_t workers) {
+  Config config = PsConfig(shards, workers);
   config.seed = 5;
-  config.data.synthetic.users = 200;
   config.data.synthetic.items = 600;
   config.data.synthetic.ratings = 6000;
   config.data.test_fraction = 0.05;
-  config.model.factors = 128;  // wide rows: the shards' slices dominate
+  config.model.factors = 128;
   config.train.epochs = 2;
-  config.federation.mode = "ps";
-  config.federation.sites = workers;
-  config.cluster.shard_servers = shards;
   config.ps.batch_size = 300;
-  config.eval.ranking = false;
-  config.federation.round_timeout = 120;
   return config;
 }
 
@@ -45,7 +41,7 @@ uint64_t LargestSlice(const PsInProcessRun& run) {
 }
 
 TEST(PsMemory, EveryShardAndWorkerReportsPeakRssAndSliceToTheDriver) {
-  Result<PsInProcessRun> run = RunPs(PsConfig(2, 3));
+  Result<PsInProcessRun> run = RunPs(MemoryConfig(2, 3));
   ASSERT_TRUE(run.ok()) << run.status().ToString();
   ASSERT_EQ(run->memory.size(), 5u);  // ranks 1-2 shard servers, 3-5 workers
   for (size_t i = 0; i < run->memory.size(); ++i) {
@@ -63,12 +59,12 @@ TEST(PsMemory, EveryShardAndWorkerReportsPeakRssAndSliceToTheDriver) {
 
 TEST(PsMemory, CapRefusesAShardSliceThatDoesNotFitAndAcceptsItWithMoreShards) {
   // The cap: the largest slice of the two-shard layout.
-  Result<PsInProcessRun> uncapped = RunPs(PsConfig(2, 3));
+  Result<PsInProcessRun> uncapped = RunPs(MemoryConfig(2, 3));
   ASSERT_TRUE(uncapped.ok()) << uncapped.status().ToString();
   const uint64_t cap = LargestSlice(*uncapped);
   ASSERT_EQ(cap, uncapped->memory[0].memory.slice_bytes) << "the shards' slices must dominate";
 
-  Config one = PsConfig(1, 3);
+  Config one = MemoryConfig(1, 3);
   one.cluster.memory_limit = std::to_string(cap);
   Result<PsInProcessRun> refused = RunPs(one);
   ASSERT_FALSE(refused.ok());
@@ -81,7 +77,7 @@ TEST(PsMemory, CapRefusesAShardSliceThatDoesNotFitAndAcceptsItWithMoreShards) {
   EXPECT_NE(message.find("use more shard servers (cluster.shard_servers = 2"), std::string::npos)
       << message;
 
-  Config two = PsConfig(2, 3);
+  Config two = MemoryConfig(2, 3);
   two.cluster.memory_limit = std::to_string(cap);
   Result<PsInProcessRun> capped = RunPs(two);
   ASSERT_TRUE(capped.ok()) << capped.status().ToString();
@@ -90,12 +86,12 @@ TEST(PsMemory, CapRefusesAShardSliceThatDoesNotFitAndAcceptsItWithMoreShards) {
 }
 
 TEST(PsMemory, CapRefusesAWorkerSliceThatDoesNotFitNamingTheWorker) {
-  Result<PsInProcessRun> uncapped = RunPs(PsConfig(4, 1));
+  Result<PsInProcessRun> uncapped = RunPs(MemoryConfig(4, 1));
   ASSERT_TRUE(uncapped.ok()) << uncapped.status().ToString();
   const uint64_t worker = uncapped->memory.back().memory.slice_bytes;
   ASSERT_GT(worker, uncapped->memory[0].memory.slice_bytes) << "the worker's slice must dominate";
 
-  Config config = PsConfig(4, 1);
+  Config config = MemoryConfig(4, 1);
   config.cluster.memory_limit = std::to_string(worker - 1);
   Result<PsInProcessRun> refused = RunPs(config);
   ASSERT_FALSE(refused.ok());
@@ -117,7 +113,7 @@ TEST(PsMemory, MemoryLimitAcceptsBytesAndBinaryAndDecimalUnits) {
     EXPECT_NE(r.status().message().find("expected a byte count"), std::string::npos);
     EXPECT_NE(r.status().message().find(std::string("found \"") + bad + "\""), std::string::npos);
   }
-  Config config = PsConfig(2, 3);
+  Config config = MemoryConfig(2, 3);
   config.cluster.memory_limit = "lots";
   Status s = ValidateConfig(config);
   ASSERT_FALSE(s.ok());
