@@ -112,14 +112,23 @@ Status DecodeHistory(const std::string& path, const std::string& metrics, const 
   return Status::Ok();
 }
 
+// The summary's "checkpoint_dir" and "resumed_after_epoch" (when set).
+json CheckpointSummary(const PsDriverOptions& options) {
+  json out = json::object();
+  if (options.checkpoint_every > 0) out["checkpoint_dir"] = options.checkpoint_dir;
+  if (options.first_epoch > 0) out["resumed_after_epoch"] = options.first_epoch;
+  return out;
+}
+
 // The metrics lines of the epochs resumed from, into this run's metrics.jsonl.
 void ReplayHistory(const PsHistory& history, RunOutput* out) {
   for (const auto& [epoch, line] : history.lines) out->WriteMetrics(line);
 }
 
 struct PsRunResult {
-  std::vector<ParamBlock> global;  // MF's global blocks (empty when streamed)
-  std::string streamed_sha256;     // set when the model files were written from chunks
+  json checkpoint = json::object();  // the summary's account of the checkpoints
+  std::vector<ParamBlock> global;    // MF's global blocks (empty when streamed)
+  std::string streamed_sha256;       // set when the model files were written from chunks
   std::vector<PsRankMemory> memory;
   ErrorSums last_eval;
   double seconds = 0.0;
@@ -234,8 +243,9 @@ Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLa
   PsHistory history;
   FEDREC_RETURN_IF_ERROR(SetPsCheckpointing(config, out->dir(), &history, &options));
   ReplayHistory(history, out);
-  PsDriver driver(std::move(options), &transport);
   PsRunResult result;
+  result.checkpoint = CheckpointSummary(options);
+  PsDriver driver(std::move(options), &transport);
   const auto start = std::chrono::steady_clock::now();
   const uint32_t k = static_cast<uint32_t>(config.model.factors);
   auto write_model = [&](const PsRowReader& read) -> Status {
@@ -303,6 +313,7 @@ int Finish(const Config& config, RunOutput* out, const IdMap& items, const PsRun
   summary["seconds"] = result.seconds;
   if (!config.cluster.memory_limit.empty()) summary["memory_limit_mb"] = Mb(MemoryLimit(config));
   summary.update(extra);
+  summary.update(result.checkpoint);
   summary["model_sha256"] = streamed ? result.streamed_sha256 : ModelSha256(result.global);
   summary["run_dir"] = out->dir();
   if (!streamed) {
@@ -553,6 +564,7 @@ int RunPsSim(const Config& config, const Registries&) {
       [&](PsDriverOptions* options) {
         FEDREC_RETURN_IF_ERROR(SetPsCheckpointing(config, out->dir(), &history, options));
         ReplayHistory(history, &*out);
+        result.checkpoint = CheckpointSummary(*options);
         return Status::Ok();
       });
   out->EndProgress();

@@ -40,7 +40,9 @@ uint32_t PsDriver::NextCheckpoint(uint32_t epoch) const {
 Status PsDriver::Commit(uint32_t reported) {
   for (uint32_t e = NextCheckpoint(committed_); e != 0 && e < reported;
        e = NextCheckpoint(committed_)) {
-    if (*std::min_element(shard_saved_.begin(), shard_saved_.end()) < e) break;
+    if (std::any_of(shard_saved_.begin(), shard_saved_.end(),
+                    [e](uint32_t saved) { return saved < e; }))
+      break;
     if (options_.on_checkpoint)
       FEDREC_RETURN_IF_ERROR(
           options_.on_checkpoint(e).WithContext("the checkpoint of epoch " + std::to_string(e)));
