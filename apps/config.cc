@@ -807,10 +807,6 @@ Status ValidateDp(const Config& c) {
   if (c.federation.mode != "federated")
     return fail("dp.mode", "none with federation.mode = \"" + c.federation.mode + "\"",
                 "\"" + c.dp.mode + "\"");
-  if (c.cluster.shard_servers > 0)
-    return fail(
-        "dp.mode", "none with cluster.shard_servers > 0 (sharded aggregation)",
-        "\"" + c.dp.mode + "\" with " + std::to_string(c.cluster.shard_servers) + " shard servers");
   return Status::Ok();
 }
 

@@ -94,6 +94,23 @@ TEST(ShardedAggregation, UnderPaillierGivesTheSameModelForZeroToThreeShards) {
   ExpectSameModelForEveryShardCount("paillier", config, PaillierTestSites(config.federation.sites));
 }
 
+TEST(ShardedAggregation, DifferentialPrivacyGivesTheSameModelForZeroToThreeShards) {
+  // The privacy count block and, distributed, each site's noise share are
+  // sliced like the model: the shards' sums are the coordinator's own.
+  for (const char* mode : {"central", "distributed"}) {
+    SCOPED_TRACE(mode);
+    Config config = ShardedConfig("secagg", 0);
+    config.dp.mode = mode;
+    config.dp.unit = "user";
+    config.dp.clip = 0.5;
+    config.dp.noise_multiplier = 1.0;
+    config.dp.target_quantile = 0.5;
+    config.dp.count_stddev = 5.0;
+    config.federation.server_lr = 5.0;
+    ExpectSameModelForEveryShardCount("secagg", config);
+  }
+}
+
 TEST(ShardedAggregation, ScaffoldExtraBlocksAreSlicedLikeTheModel) {
   Config config = ShardedConfig("secagg", 0);
   config.federation.strategy = "scaffold";
