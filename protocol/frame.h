@@ -36,7 +36,7 @@
 namespace fedrec {
 
 constexpr uint32_t kFrameMagic = 0x43524446;  // "FDRC" read as little-endian
-constexpr uint16_t kProtocolVersion = 11;
+constexpr uint16_t kProtocolVersion = 12;
 constexpr size_t kFrameHeaderSize = 32;
 // Capacity encoders leave after a frame's last byte, so that an encrypted
 // channel can seal the frame in its own buffer (SecureTransport appends the

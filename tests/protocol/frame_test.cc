@@ -26,7 +26,7 @@ TEST(Frames, HeaderHasTheDocumentedLittleEndianLayout) {
       EncodeFrame(MessageType::kModelUpdate, 0x01020304, 0x0a0b0c0d, payload);
   const std::vector<uint8_t> expected = {
       'F',        'D',        'R',       'C',                           // magic
-      0x0b,       0x00,                                                 // version 11
+      0x0c,       0x00,                                                 // version 12
       0x02,       0x00,                                                 // type ModelUpdate
       0x04,       0x03,       0x02,      0x01,                          // round
       0x0d,       0x0c,       0x0b,      0x0a,                          // sender
