@@ -21,6 +21,7 @@
 #include "crypto/sha256.h"
 #include "protocol/inprocess_transport.h"
 #include "sim/simulation.h"
+#include "tests/federation/dp_config.h"
 #include "worker/site_control.h"
 #include "worker/site_state.h"
 
@@ -136,15 +137,7 @@ class ResumeTest : public ::testing::TestWithParam<Case> {};
 TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) {
   const Case& c = GetParam();
   Config config = SmallConfig(c.model, c.strategy, c.aggregation);
-  if (std::string(c.dp) != "none") {
-    config.dp.mode = c.dp;
-    config.dp.unit = "user";
-    config.dp.clip = 0.5;
-    config.dp.noise_multiplier = 1.0;
-    config.dp.target_quantile = 0.5;
-    config.dp.count_stddev = 5.0;
-    config.federation.server_lr = 5.0;
-  }
+  if (std::string(c.dp) != "none") SetUserDp(c.dp, &config);
   config.cluster.site_workers = c.site_workers;
   config.cluster.shard_servers = c.shard_servers;
   config.cluster.site_shard_servers = c.site_workers > 0 ? 1 : 0;

@@ -12,6 +12,7 @@
 #include "apps/job.h"
 #include "coordinator/coordinator_dp.h"
 #include "crypto/rdp_accountant.h"
+#include "tests/federation/dp_config.h"
 #include "tests/federation/federate.h"
 
 namespace fedrec {
@@ -37,8 +38,7 @@ bool SameBlocks(const std::vector<ParamBlock>& a, const std::vector<ParamBlock>&
 
 TEST(DpFederation, CentralUserLevelRunIsDeterministicAndReportsGrowingEpsilon) {
   Config config = DpConfig("central", "user");
-  config.dp.target_quantile = 0.5;
-  config.dp.count_stddev = 5.0;
+  SetUserDp("central", &config);
   const FederatedRun a = Federate(config, 2);
   const FederatedRun b = Federate(config, 1);
   ASSERT_EQ(a.rounds.size(), 6u);
@@ -259,8 +259,7 @@ TEST(DpFederation, FixedDenominatorKeepsTheUnitCountPrivateAndTrainsAsTheExactOn
     const bool central = std::string(mode) == "central";
     Config exact = DpConfig(mode, "user");
     if (std::string(mode) == "distributed") exact.security.aggregation = "secagg";
-    exact.dp.target_quantile = 0.5;
-    exact.dp.count_stddev = 5.0;
+    SetUserDp(mode, &exact);
     Config fixed = exact;
     fixed.dp.expected_units = 300.0;
     const FederatedRun a = Federate(exact, 2);

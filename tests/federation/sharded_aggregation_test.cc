@@ -12,6 +12,7 @@
 #include "coordinator/aggregation_shard.h"
 #include "crypto/sha256.h"
 #include "protocol/inprocess_transport.h"
+#include "tests/federation/dp_config.h"
 #include "tests/federation/federate.h"
 
 namespace fedrec {
@@ -100,13 +101,7 @@ TEST(ShardedAggregation, DifferentialPrivacyGivesTheSameModelForZeroToThreeShard
   for (const char* mode : {"central", "distributed"}) {
     SCOPED_TRACE(mode);
     Config config = ShardedConfig("secagg", 0);
-    config.dp.mode = mode;
-    config.dp.unit = "user";
-    config.dp.clip = 0.5;
-    config.dp.noise_multiplier = 1.0;
-    config.dp.target_quantile = 0.5;
-    config.dp.count_stddev = 5.0;
-    config.federation.server_lr = 5.0;
+    SetUserDp(mode, &config);
     ExpectSameModelForEveryShardCount("secagg", config);
   }
 }

@@ -35,8 +35,8 @@ std::string TempDir(const std::string& name) {
   return path.string();
 }
 
-Config CheckpointConfig(const std::string& consistency, const std::string& optimizer,
-                        int64_t every, int64_t epochs) {
+Config CheckpointConfig(const std::string& consistency, const std::string& optimizer, int64_t every,
+                        int64_t epochs) {
   Config config = PsConfig(2, 3, consistency);
   config.data.synthetic.items = 300;
   config.data.synthetic.ratings = 6000;
