@@ -127,6 +127,9 @@ void ReplayHistory(const PsHistory& history, RunOutput* out) {
 
 struct PsRunResult {
   json checkpoint = json::object();  // the summary's account of the checkpoints
+  bool stopped = false;              // by a signal (PsDriverOptions::stop_requested)
+  uint32_t committed = 0;            // the last epoch committed when stopped
+  uint32_t reported = 0;             // epochs reported
   std::vector<ParamBlock> global;    // MF's global blocks (empty when streamed)
   std::string streamed_sha256;       // set when the model files were written from chunks
   std::vector<PsRankMemory> memory;
@@ -243,6 +246,7 @@ Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLa
   PsHistory history;
   FEDREC_RETURN_IF_ERROR(SetPsCheckpointing(config, out->dir(), &history, &options));
   ReplayHistory(history, out);
+  options.stop_requested = [] { return StopSignal() != 0; };
   PsRunResult result;
   result.checkpoint = CheckpointSummary(options);
   PsDriver driver(std::move(options), &transport);
@@ -258,6 +262,9 @@ Result<PsRunResult> Drive(const Config& config, Transport& transport, const PsLa
   };
   FEDREC_RETURN_IF_ERROR(driver.Run(EpochWriter(out, &history), write_model));
   out->EndProgress();
+  result.stopped = driver.stopped();
+  result.committed = driver.committed();
+  result.reported = history.lines.empty() ? 0 : history.lines.rbegin()->first;
   result.last_eval = history.LastEvalThrough(UINT32_MAX);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.start = driver.start();
@@ -283,6 +290,33 @@ json MemoryReport(const std::vector<PsRankMemory>& ranks) {
                     {"slice_mb", Mb(r.memory.slice_bytes)}});
   }
   return list;
+}
+
+// A run stopped by a signal: summary.json says how far it got and where it
+// resumes from (no model: the shards were mid-epoch); exits 128 + signal.
+int FinishStopped(const Config& config, RunOutput* out, const PsRunResult& result,
+                  const char* command) {
+  json summary = {{"command", command},
+                  {"mode", "ps"},
+                  {"model", config.model.name},
+                  {"status", "stopped"},
+                  {"stopped", true},
+                  {"stop_signal", StopSignal()},
+                  {"completed_epochs", result.reported},
+                  {"epochs", config.train.epochs}};
+  summary.update(result.checkpoint);
+  if (config.checkpoint.every > 0) summary["resume_after_epoch"] = result.committed;
+  summary["run_dir"] = out->dir();
+  if (Status s = out->WriteSummary(summary.dump(2)); !s.ok()) return Fail(s);
+  std::cout << summary.dump() << std::endl;
+  std::cerr << (config.checkpoint.every > 0 && result.committed > 0
+                    ? fmt::format("fedrec: stopped after the checkpoint of epoch {}; the same "
+                                  "command with --resume {} goes on from there\n",
+                                  result.committed, result.checkpoint.value("checkpoint_dir", ""))
+                    : fmt::format("fedrec: stopped after {} epochs, with no checkpoint to resume "
+                                  "from (checkpoint.every = 0); nothing of the model is kept\n",
+                                  result.reported));
+  return 128 + StopSignal();
 }
 
 // Writes the model files and summary.json, then prints the summary last.
@@ -523,7 +557,13 @@ Result<PsInProcessRun> RunPsInProcess(
   Status status = driver.Run(on_epoch);
   for (std::thread& t : threads) t.join();
   FEDREC_RETURN_IF_ERROR(status);
-  for (const Status& s : statuses) FEDREC_RETURN_IF_ERROR(s);
+  run.stopped = driver.stopped();
+  run.committed = driver.committed();
+  for (const Status& s : statuses) {
+    // Stopped: every role was told the job ended, and says so.
+    if (run.stopped && s.code() == Status::Code::kAborted) continue;
+    FEDREC_RETURN_IF_ERROR(s);
+  }
   run.start = driver.start();
   run.rows = driver.rows();
   for (const auto& shard : shards) run.shards.push_back(shard->stats());
@@ -546,6 +586,7 @@ std::vector<ParamBlock> PsGlobalBlocks(const Config& config, const PsStart& star
 }
 
 int RunPsSim(const Config& config, const Registries&) {
+  InstallStopSignals();  // the driver stops the job after its next checkpoint
   Result<FederatedData> data = LoadFederatedData(config);
   if (!data.ok()) return Fail(data.status());
   Result<RunOutput> out = RunOutput::Create(config, "sim");
@@ -565,10 +606,17 @@ int RunPsSim(const Config& config, const Registries&) {
         FEDREC_RETURN_IF_ERROR(SetPsCheckpointing(config, out->dir(), &history, options));
         ReplayHistory(history, &*out);
         result.checkpoint = CheckpointSummary(*options);
+        options->stop_requested = [] { return StopSignal() != 0; };
         return Status::Ok();
       });
   out->EndProgress();
   if (!run.ok()) return Fail(run.status());
+  if (run->stopped) {
+    result.stopped = true;
+    result.committed = run->committed;
+    result.reported = history.lines.empty() ? 0 : history.lines.rbegin()->first;
+    return FinishStopped(config, &*out, result, "sim");
+  }
   result.last_eval = history.LastEvalThrough(UINT32_MAX);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.start = run->start;
@@ -621,6 +669,7 @@ int RunPsRank(const Config& config, Transport& t, const std::vector<std::string>
                  out->dir());
     Result<PsRunResult> result = Drive(config, t, layout, data->dataset.items, &*out);
     if (!result.ok()) return Fail(result.status());
+    if (result->stopped) return FinishStopped(config, &*out, *result, "run");
     const TrafficStats traffic = t.stats();
     json extra = {{"bytes_sent", traffic.bytes_sent}, {"bytes_received", traffic.bytes_received}};
     return Finish(config, &*out, data->dataset.items, *result, "run", extra);

@@ -77,6 +77,10 @@ struct PsInProcessRun {
   std::vector<PsClientStats> clients;
   // Each shard's and worker's PsMemory (peak RSS: of the one shared process).
   std::vector<PsRankMemory> memory;
+  // Ended by the driver's stop_requested (no rows read), after committing
+  // the checkpoint of epoch `committed` (0: none).
+  bool stopped = false;
+  uint32_t committed = 0;
 };
 Result<PsInProcessRun> RunPsInProcess(
     const Config& config, std::vector<SiteData> sites, uint32_t items,

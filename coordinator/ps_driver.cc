@@ -57,6 +57,14 @@ Status PsDriver::Commit(uint32_t reported) {
   return Status::Ok();
 }
 
+bool PsDriver::ShouldStop(bool started) {
+  if (!stop_asked_at_) {
+    if (!options_.stop_requested || !options_.stop_requested()) return false;
+    stop_asked_at_ = committed_;
+  }
+  return !started || options_.checkpoint_every == 0 || committed_ > *stop_asked_at_;
+}
+
 Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epoch) {
   const size_t workers = options_.worker_ranks.size();
   std::vector<std::optional<PsReport>> hellos(workers);
@@ -72,10 +80,22 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
     return hellos_in < workers || finished_count < workers ||
            (options_.checkpoint_every > 0 && committed_ < start_.epochs);
   };
+  auto last_frame = std::chrono::steady_clock::now();
+  const auto poll = std::chrono::milliseconds(200);
   while (more()) {
-    Result<Envelope> e = transport_->Recv(options_.timeout);
+    if (ShouldStop(hellos_in == workers)) {
+      stopped_ = true;
+      return Status::Ok();
+    }
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - last_frame);
+    const auto left = std::max(options_.timeout - waited, std::chrono::milliseconds(0));
+    Result<Envelope> e =
+        transport_->Recv(options_.stop_requested ? std::min(left, poll) : options_.timeout);
+    if (e.ok()) last_frame = std::chrono::steady_clock::now();
     if (!e.ok()) {
       if (e.status().code() != Status::Code::kTimeout) return e.status();
+      if (options_.stop_requested && left > poll) continue;  // polled the stop only
       std::string missing;
       for (size_t w = 0; w < workers; ++w) {
         if (hellos_in < workers ? !hellos[w] : !finished[w])
@@ -290,6 +310,13 @@ void PsDriver::CollectMemory() {
 Status PsDriver::Run(const std::function<void(const PsEpochMetrics&)>& on_epoch,
                      const std::function<Status(const PsRowReader&)>& on_model) {
   Status status = Gather(on_epoch);
+  if (status.ok() && stopped_) {
+    ShutdownAll("the job was stopped by a signal to the driver" +
+                    (committed_ > 0 ? " after the checkpoint of epoch " + std::to_string(committed_)
+                                    : std::string()),
+                true);
+    return Status::Ok();
+  }
   if (status.ok()) status = ReadModel(on_model);
   if (!status.ok()) {
     ShutdownAll(status.message(), true);

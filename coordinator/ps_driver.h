@@ -68,6 +68,11 @@ struct PsDriverOptions {
   uint32_t first_epoch = 0;
   std::string checkpoint_dir;
   std::function<Status(uint32_t epoch)> on_checkpoint;
+  // Polled at least every 200 ms: once true, the driver ends the job after
+  // the next checkpoint it commits (at once without checkpoints, or before
+  // the start), with a failed Shutdown to every rank, and Run returns OK
+  // with stopped() set and no model read.
+  std::function<bool()> stop_requested;
 };
 
 // Reads rows [first, first + count) of the final model into `out` (count x
@@ -106,6 +111,9 @@ class PsDriver {
   const std::vector<float>& rows() const { return rows_; }
   // The shards' and workers' PsMemory reports, by rank (after a run that succeeded).
   const std::vector<PsRankMemory>& memory() const { return memory_; }
+  // Whether stop_requested ended the run, and the last epoch committed.
+  bool stopped() const { return stopped_; }
+  uint32_t committed() const { return committed_; }
 
  private:
   Status Gather(const std::function<void(const PsEpochMetrics&)>& on_epoch);
@@ -121,6 +129,10 @@ class PsDriver {
   PsDriverOptions options_;
   std::vector<uint32_t> shard_saved_;  // per shard: the last epoch it saved
   uint32_t committed_ = 0;
+  bool stopped_ = false;
+  // Whether a stop was asked, and the committed epoch when it was.
+  bool ShouldStop(bool started);
+  std::optional<uint32_t> stop_asked_at_;
   Transport* transport_;
   PsStart start_;
   std::vector<float> rows_;

@@ -16,6 +16,9 @@
 #                                     servers, 3 workers, bsp, a checkpoint every epoch): the
 #                                     driver is SIGKILLed once an epoch is committed; the
 #                                     resumed job ends with the uninterrupted model
+#   checkpoint_job_test.sh sim-term ps  the same for federation.mode = ps: the driver stops
+#                                     the job after its next checkpoint, says how to resume
+#                                     and exits 143; resumed, the model of the whole run
 #   checkpoint_job_test.sh mismatch   --resume with another configuration is refused naming
 #                                     the configuration hash
 set -uo pipefail
@@ -100,11 +103,20 @@ case "$1" in
     echo "mpi-kill ${2:-}: resumed from $at to $resumed"
     ;;
   sim-term)
+    file=coordinator.ckpt
+    args+=(--set federation.rounds=200)  # long enough to be stopped mid-run
+    if [ "${2:-}" = ps ]; then  # stops after its next checkpoint; no model mid-epoch
+      file=ps-driver.ckpt
+      args=(--set data.synthetic.users=3000 --set data.synthetic.items=2000
+            --set data.synthetic.ratings=300000 --set eval.ranking=false --set model.factors=16
+            --set federation.mode=ps --set cluster.shard_servers=2 --set federation.sites=3
+            --set train.epochs=60 --set checkpoint.every=2)
+    fi
     whole=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/whole" | sha)
     [ -n "$whole" ] || fail "the uninterrupted run printed no model_sha256"
     "$FEDREC" sim "${args[@]}" --force --set output.dir="$work/stopped" >"$work/stopped.out" 2>&1 &
     job=$!
-    wait_for "$work/stopped/checkpoint/coordinator.ckpt" || fail "no checkpoint appeared"
+    wait_for "$work/stopped/checkpoint/$file" || fail "no checkpoint appeared"
     kill -TERM "$job"
     wait "$job"
     code=$?
@@ -112,7 +124,12 @@ case "$1" in
     if grep -q '"stopped":true' "$work/stopped.out"; then
       [ $code -eq 143 ] || fail "a run stopped by SIGTERM should exit 143, exited $code"
       [ -s "$work/stopped/summary.json" ] || fail "the stopped run wrote no summary.json"
-      [ -s "$work/stopped/model.tsv" ] || fail "the stopped run wrote no model.tsv"
+      if [ "${2:-}" = ps ]; then
+        grep -q "stopped after the checkpoint of epoch [0-9]*; the same command with --resume" \
+          "$work/stopped.out" || fail "the stopped ps run did not say how to resume: $(tail -3 "$work/stopped.out")"
+      else
+        [ -s "$work/stopped/model.tsv" ] || fail "the stopped run wrote no model.tsv"
+      fi
     else
       # The signal came after the last round: the run is whole; its exit is 0,
       # or 143 when the signal arrived before the process ended.
@@ -122,7 +139,7 @@ case "$1" in
     resumed=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/resumed" \
                 --resume "$work/stopped/checkpoint" | sha)
     [ "$resumed" = "$whole" ] || fail "resumed $resumed != uninterrupted $whole"
-    echo "sim-term: exit $code, resumed to $resumed"
+    echo "sim-term ${2:-}: exit $code, resumed to $resumed"
     ;;
   mismatch)
     "$FEDREC" sim "${args[@]}" --set federation.rounds=2 --force --set output.dir="$work/a" >/dev/null ||

@@ -173,6 +173,39 @@ TEST(PsCheckpoint, SspAndAsyncJobsResumeKeepingTheStalenessBoundAndConverge) {
   }
 }
 
+TEST(PsCheckpoint, StopRequestEndsTheJobAtTheNextCheckpointAndItResumesToTheSameModel) {
+  const Config config = CheckpointConfig("bsp", "sgd", 2, 6);
+  Result<PsJobEnd> whole = RunJob(config, TempDir("stop-whole"), false);
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  // Asked to stop once epoch 1 is reported: the job runs on to the
+  // checkpoint of epoch 2, commits it, and ends every rank.
+  Config stop_config = config;
+  stop_config.checkpoint.dir = TempDir("stop");
+  ASSERT_TRUE(ValidateConfig(stop_config).ok());
+  Result<FederatedData> data = LoadFederatedData(stop_config);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  PsHistory history;
+  uint32_t reported = 0;
+  Result<PsInProcessRun> stopped = RunPsInProcess(
+      stop_config, std::move(data->sites), data->dataset.items.size(),
+      [&](const PsEpochMetrics& m) { reported = m.epoch; },
+      [&](PsDriverOptions* options) -> Status {
+        FEDREC_RETURN_IF_ERROR(
+            SetPsCheckpointing(stop_config, stop_config.checkpoint.dir, &history, options));
+        options->stop_requested = [&reported] { return reported >= 1; };
+        return Status::Ok();
+      });
+  ASSERT_TRUE(stopped.ok()) << stopped.status().ToString();
+  EXPECT_TRUE(stopped->stopped);
+  EXPECT_EQ(stopped->committed, 2u);
+  EXPECT_TRUE(stopped->rows.empty());
+  EXPECT_LT(reported, 6u);
+  Result<PsJobEnd> resumed = RunJob(config, stop_config.checkpoint.dir, true);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_EQ(resumed->run.start.first_epoch, 2u);
+  EXPECT_EQ(resumed->run.rows, whole->run.rows);
+}
+
 TEST(PsCheckpoint, DamagedMissingOrForeignFilesAreRefusedNamingThemAndTheJobEnds) {
   const Config config = CheckpointConfig("bsp", "adagrad", 1, 3);
   const std::string dir = TempDir("refused");
