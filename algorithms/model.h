@@ -302,6 +302,9 @@ struct ModelInfo {
   // The server step of federated rounds when the configuration leaves
   // federation.server_lr at 0 (1 = plain FedAvg).
   double server_lr = 2.0;
+  // A site's epochs per round when the configuration leaves
+  // federation.local_epochs at 0.
+  uint32_t local_epochs = 2;
 };
 
 class ModelRegistry {

@@ -72,6 +72,9 @@ namespace {
 
 constexpr Purpose kFoldIn = static_cast<Purpose>(static_cast<uint64_t>(Purpose::kUser) + 22);
 constexpr Purpose kInitFeature = static_cast<Purpose>(static_cast<uint64_t>(Purpose::kUser) + 23);
+constexpr Purpose kIdDropout = static_cast<Purpose>(static_cast<uint64_t>(Purpose::kUser) + 24);
+constexpr Purpose kAdapt = static_cast<Purpose>(static_cast<uint64_t>(Purpose::kUser) + 25);
+constexpr Purpose kAdaptHoldout = static_cast<Purpose>(static_cast<uint64_t>(Purpose::kUser) + 26);
 
 struct MultiTaskOptions {
   uint64_t seed = 1;
@@ -92,13 +95,33 @@ struct MultiTaskOptions {
   uint32_t foldin_epochs = 20;
   uint32_t foldin_batch = 16;
   float foldin_lr_scale = 1.0f;
+  // Share of training interactions whose user is seen without its identity
+  // (embedding row and bias), so the network learns to rate from the side
+  // features and items alone, as for a user with no history (DropoutNet).
+  float id_dropout = 0.0f;
+  // local_towers = 2: the heads (towers and task gates) are federated, and
+  // whenever a global model arrives the holder fine-tunes its own copy of
+  // them on its data for adapt_epochs epochs, the rest frozen, and predicts
+  // with that copy; training and uploads use the global heads.
+  // Adaptation holds out adapt_holdout of the holder's examples and keeps,
+  // per task, of the global heads and each epoch's, those with the least
+  // loss on them (early stopping), so a site's heads are never fitted past
+  // what its own data supports.
+  bool adapt_heads = false;
+  uint32_t adapt_epochs = 3;
+  float adapt_holdout = 0.1f;
+  float adapt_lr_scale = 1.0f;
 };
+
+// What a pass over examples steps (MultiTaskModel::RunEpoch).
+enum class Pass : uint8_t { kTrain, kFoldIn, kAdapt, kValidate };
 
 struct Example {
   uint32_t user;
   uint32_t item;
   float value;
   bool negative;
+  bool anonymous = false;  // the user's embedding and bias left out (id_dropout)
 };
 
 // One embedding bag of the input: a block, its first input column, and
@@ -134,6 +157,7 @@ class MultiTaskModel : public Model {
         optimizer_(options.optimizer),
         emb_optimizer_(EmbeddingOptimizer(options)),
         foldin_optimizer_(EmbeddingOptimizer(options)),
+        adapt_optimizer_(options.optimizer),
         foldin_lr_(options.base_lr * options.lr_scale) {
     if (!item_features_) item_features_ = std::make_shared<const FeatureTable>();
     cold_.resize(users_, 0);
@@ -150,6 +174,19 @@ class MultiTaskModel : public Model {
     }
     for (size_t i = 0; i < train_.size(); ++i) {
       (cold_[train_[i].user] ? cold_examples_ : warm_examples_).push_back(static_cast<uint32_t>(i));
+    }
+    if (options_.adapt_heads) {  // a fixed held-out share, drawn from (seed, 1, shard)
+      std::vector<uint32_t> order = warm_examples_;
+      Rng split(options_.seed, 1, options_.shard, kAdaptHoldout);
+      split.Shuffle(std::span<uint32_t>(order));
+      const size_t holdout = static_cast<size_t>(
+          std::llround(options_.adapt_holdout * static_cast<double>(order.size())));
+      if (holdout > 0 && holdout < order.size()) {
+        adapt_holdout_.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(holdout));
+        adapt_train_.assign(order.begin() + static_cast<std::ptrdiff_t>(holdout), order.end());
+        std::sort(adapt_holdout_.begin(), adapt_holdout_.end());
+        std::sort(adapt_train_.begin(), adapt_train_.end());
+      }
     }
     positives_ = UserPositives(train_, users_, -std::numeric_limits<float>::infinity());
     grads_ = net_.MakeGrads();
@@ -171,10 +208,14 @@ class MultiTaskModel : public Model {
         warm_examples_.empty() ? 0.0f : static_cast<float>(sum / warm_examples_.size());
   }
 
-  void OnGlobalModel() override { FoldIn(); }
+  void OnGlobalModel() override {
+    FoldIn();
+    AdaptHeads();
+  }
 
   LossSums Train(const TrainPlan& plan) override {
     const FlushDenormals flush;
+    RestoreHeads();  // training moves the global heads, not the site's copy
     for (auto& [b, g] : emb_grads_) g.ClearCounts();
     LossSums loss;
     uint64_t examples = 0;
@@ -199,7 +240,10 @@ class MultiTaskModel : public Model {
       Rng shuffle(options_.seed, epoch, options_.shard, Purpose::kShuffle);
       shuffle.Shuffle(std::span<uint32_t>(order));
       Rng negatives(options_.seed, epoch, options_.shard, Purpose::kNegative);
-      examples += RunEpoch(order, negatives, lr, /*global=*/true, &loss);
+      Rng anonymity(options_.seed, epoch, options_.shard, kIdDropout);
+      anonymity_ = &anonymity;
+      examples += RunEpoch(order, negatives, lr, Pass::kTrain, &loss);
+      anonymity_ = nullptr;
       loss.lr_sum += lr;
       if (epoch == plan.epoch_offset) loss.lr_first = lr;
     }
@@ -227,7 +271,7 @@ class MultiTaskModel : public Model {
       } else {
         weights = std::span<const uint32_t>(dense_weights_).first(block.rows);
       }
-      views.push_back(DenseBlockView{weights, block.data});
+      views.push_back(DenseBlockView{weights, HeldGlobal(static_cast<uint32_t>(b))});
     }
     return views;
   }
@@ -424,7 +468,8 @@ class MultiTaskModel : public Model {
       for (const Example& e : batch) {
         const uint32_t row = bag.user_side ? e.user : e.item;
         if (bag.field < 0) {
-          list.push_back(row);
+          // An anonymous user's identity is an empty bag: zero, and no gradient.
+          if (!(e.anonymous && bag.block == user_emb_)) list.push_back(row);
         } else {
           for (uint32_t id : table.Ids(row, static_cast<uint32_t>(bag.field))) list.push_back(id);
         }
@@ -465,7 +510,9 @@ class MultiTaskModel : public Model {
       const Eigen::Index r = static_cast<Eigen::Index>(b);
       const float* ub = blocks_[user_bias_].Row(batch[b].user);
       const float* ib = blocks_[item_bias_].Row(batch[b].item);
-      for (uint32_t t = 0; t < tasks; ++t) (*out)(r, t) += ub[t] + ib[t];
+      // An anonymous user's bias is 0 (0 + b_i == b_i exactly).
+      for (uint32_t t = 0; t < tasks; ++t)
+        (*out)(r, t) += (batch[b].anonymous ? 0.0f : ub[t]) + ib[t];
       if (rating_task_ >= 0) {
         (*out)(r, rating_task_) += mu + x.row(r).segment(0, k).dot(x.row(r).segment(k, k));
       }
@@ -482,23 +529,29 @@ class MultiTaskModel : public Model {
     }
   }
 
-  // One pass over `order` (indices of train_) in batches. global: every
-  // block learns (and rows are counted for upload weights); otherwise only
-  // the users' local embeddings and biases. Returns the examples trained.
-  uint64_t RunEpoch(std::span<const uint32_t> order, Rng& negatives, float lr, bool global,
+  // One pass over `order` (indices of train_) in batches. kTrain: every
+  // block learns (and rows are counted for upload weights); kFoldIn: only
+  // the users' local embeddings and biases; kAdapt: only the heads. Returns
+  // the examples trained.
+  uint64_t RunEpoch(std::span<const uint32_t> order, Rng& negatives, float lr, Pass pass,
                     LossSums* loss) {
-    const size_t batch = global ? options_.batch : options_.foldin_batch;
+    const bool global = pass == Pass::kTrain;
+    const size_t batch = pass == Pass::kFoldIn ? options_.foldin_batch : options_.batch;
     const uint32_t tasks = static_cast<uint32_t>(heads_.size());
     const uint32_t negs = click_task_ >= 0 ? options_.negatives : 0;
+    const bool drop_ids = global && options_.id_dropout > 0.0f && anonymity_ != nullptr;
     uint64_t examples = 0;
     for (size_t start = 0; start < order.size(); start += batch) {
       const size_t end = std::min(order.size(), start + batch);
       batch_.clear();
       for (size_t n = start; n < end; ++n) {
         const Rating& r = train_[order[n]];
-        batch_.push_back({r.user, r.item, r.value, false});
+        // An interaction and its negatives are seen with or without the
+        // user's identity together.
+        const bool anonymous = drop_ids && anonymity_->Uniform() < options_.id_dropout;
+        batch_.push_back({r.user, r.item, r.value, false, anonymous});
         for (uint32_t j = 0; j < negs; ++j) {
-          batch_.push_back({r.user, DrawNegative(negatives, r.user), 0.0f, true});
+          batch_.push_back({r.user, DrawNegative(negatives, r.user), 0.0f, true, anonymous});
         }
       }
       const Eigen::Index rows = static_cast<Eigen::Index>(batch_.size());
@@ -523,7 +576,7 @@ class MultiTaskModel : public Model {
           }
         }
       }
-      loss->sum += Step(global, lr, 1.0f / static_cast<float>(end - start));
+      loss->sum += Step(pass, lr, 1.0f / static_cast<float>(end - start));
       loss->count += end - start;
       examples += static_cast<uint64_t>(rows);
     }
@@ -531,7 +584,8 @@ class MultiTaskModel : public Model {
   }
 
   // Forward, loss, backward and the optimizer's step over batch_.
-  double Step(bool global, float lr, float scale) {
+  double Step(Pass pass, float lr, float scale) {
+    const bool global = pass == Pass::kTrain;
     const uint32_t k = options_.factors;
     const uint32_t tasks = static_cast<uint32_t>(heads_.size());
     Outputs(batch_, &ids_, &x_, &ws_, &out_);
@@ -541,7 +595,28 @@ class MultiTaskModel : public Model {
     const double loss =
         MultiTaskLoss(out_, target_, mask_, heads_, options_.weights, log_var, scale, &dout_,
                       std::span<float>(dlog_var_.data(), options_.uncertainty ? tasks : 0));
+    if (pass == Pass::kValidate) {  // each task's loss apart (AdaptHeads)
+      for (uint32_t t = 0; t < tasks; ++t) {
+        const bool binary = heads_[t] == HeadKind::kBinary;
+        for (Eigen::Index r = 0; r < out_.rows(); ++r) {
+          if (mask_(r, t) == 0.0f) continue;
+          const float y = out_(r, t), label = target_(r, t);
+          holdout_sums_[t] += binary ? BceWithLogitsLoss(y, label) : MseLoss(y, label);
+        }
+      }
+      return loss / scale;
+    }
     grads_.Zero();
+    if (pass == Pass::kAdapt) {  // the heads alone: no input gradient
+      net_.Backward(blocks_, x_, dout_, &ws_, &grads_, nullptr);
+      for (uint32_t j : net_.head_layers()) {
+        const uint32_t b = net_.dense(j).block;
+        adapt_optimizer_.Step(
+            b, blocks_[b].data,
+            std::span<const float>(grads_.dense[j].data(), grads_.dense[j].size()), lr);
+      }
+      return loss / scale;
+    }
     net_.Backward(blocks_, x_, dout_, &ws_, &grads_, &dx_);
     // Wide part: biases, and <p_u, q_i> for the rating (dx carries the
     // embeddings' gradient).
@@ -550,11 +625,11 @@ class MultiTaskModel : public Model {
     for (size_t b = 0; b < batch_.size(); ++b) {
       const Eigen::Index r = static_cast<Eigen::Index>(b);
       const Example& e = batch_[b];
-      float* gu = ub.Touch(e.user);
       float* gi = ib.Touch(e.item);
-      for (uint32_t t = 0; t < tasks; ++t) {
-        gu[t] += dout_(r, t);
-        gi[t] += dout_(r, t);
+      for (uint32_t t = 0; t < tasks; ++t) gi[t] += dout_(r, t);
+      if (!e.anonymous) {
+        float* gu = ub.Touch(e.user);
+        for (uint32_t t = 0; t < tasks; ++t) gu[t] += dout_(r, t);
       }
       if (global) ib.Count(e.item);
       if (rating_task_ >= 0) {
@@ -622,6 +697,89 @@ class MultiTaskModel : public Model {
     }
   }
 
+  // The global value of block b: the saved global heads while the blocks
+  // hold the site's adapted copy.
+  std::span<const float> HeldGlobal(uint32_t b) const {
+    if (adapted_) {
+      const auto& heads = net_.head_layers();
+      for (size_t h = 0; h < heads.size(); ++h)
+        if (net_.dense(heads[h]).block == b) return head_global_[h];
+    }
+    return blocks_[b].data;
+  }
+
+  // local_towers = 2: fine-tunes the heads on this holder's examples, the
+  // rest of the model frozen, after keeping their global values. Each task's
+  // heads (its gates and tower, which reach no other task) end as they were
+  // after the epoch, or as the global ones, with the least loss of that task
+  // on the held-out examples; it stops at an epoch that lowers no task's.
+  // Every adaptation starts from the global heads with a fresh optimizer, its
+  // epochs shuffled from (seed, e, shard, kAdapt).
+  void AdaptHeads() {
+    if (!options_.adapt_heads || options_.adapt_epochs == 0 || adapt_train_.empty()) return;
+    if (blocks_[item_emb_].data.empty()) return;  // global values released
+    const FlushDenormals flush;
+    const uint32_t tasks = static_cast<uint32_t>(heads_.size());
+    const auto& heads = net_.head_layers();
+    head_global_.resize(heads.size());
+    for (size_t h = 0; h < heads.size(); ++h) head_global_[h] = HeadValues(heads[h]);
+    adapted_ = true;
+    adapt_optimizer_ = Optimizer(adapt_optimizer_.options());
+    std::vector<double> best_loss = HoldoutLosses();
+    std::vector<std::vector<std::vector<float>>> best(tasks);  // per task, per head layer
+    for (uint32_t t = 0; t < tasks; ++t) {
+      for (uint32_t j : net_.head_layers(t)) best[t].push_back(HeadValues(j));
+    }
+    LossSums ignored;
+    for (uint32_t e = 0; e < options_.adapt_epochs; ++e) {
+      order_ = adapt_train_;
+      Rng shuffle(options_.seed, e, options_.shard, kAdapt);
+      shuffle.Shuffle(std::span<uint32_t>(order_));
+      RunEpoch(order_, shuffle, foldin_lr_ * options_.adapt_lr_scale, Pass::kAdapt, &ignored);
+      const std::vector<double> loss = HoldoutLosses();
+      bool improved = false;
+      for (uint32_t t = 0; t < tasks; ++t) {
+        if (!(loss[t] < best_loss[t])) continue;
+        improved = true;
+        best_loss[t] = loss[t];
+        const auto& layers = net_.head_layers(t);
+        for (size_t i = 0; i < layers.size(); ++i) best[t][i] = HeadValues(layers[i]);
+      }
+      if (!improved) break;
+    }
+    for (uint32_t t = 0; t < tasks; ++t) {
+      const auto& layers = net_.head_layers(t);
+      for (size_t i = 0; i < layers.size(); ++i) {
+        blocks_[net_.dense(layers[i]).block].data = std::move(best[t][i]);
+      }
+    }
+  }
+
+  const std::vector<float>& HeadValues(uint32_t layer) const {
+    return blocks_[net_.dense(layer).block].data;
+  }
+
+  // Each task's loss summed over the held-out examples, their click
+  // negatives drawn alike every time.
+  std::vector<double> HoldoutLosses() {
+    holdout_sums_.assign(heads_.size(), 0.0);
+    Rng negatives(options_.seed, 0, options_.shard, kAdaptHoldout);
+    LossSums ignored;
+    RunEpoch(adapt_holdout_, negatives, 0.0f, Pass::kValidate, &ignored);
+    return holdout_sums_;
+  }
+
+  // Puts the global heads back in place of the adapted copy.
+  void RestoreHeads() {
+    if (!adapted_) return;
+    const auto& heads = net_.head_layers();
+    for (size_t h = 0; h < heads.size(); ++h) {
+      std::vector<float>& data = blocks_[net_.dense(heads[h]).block].data;
+      if (data.size() == head_global_[h].size()) data = head_global_[h];
+    }
+    adapted_ = false;
+  }
+
   // Trains the cold users' local rows on their own examples, the global
   // model frozen.
   void FoldIn() {
@@ -644,7 +802,7 @@ class MultiTaskModel : public Model {
       order_ = cold_examples_;
       Rng shuffle(options_.seed, call * options_.foldin_epochs + e, options_.shard, kFoldIn);
       shuffle.Shuffle(std::span<uint32_t>(order_));
-      RunEpoch(order_, shuffle, foldin_lr_ * options_.foldin_lr_scale, /*global=*/false, &ignored);
+      RunEpoch(order_, shuffle, foldin_lr_ * options_.foldin_lr_scale, Pass::kFoldIn, &ignored);
     }
   }
 
@@ -672,6 +830,15 @@ class MultiTaskModel : public Model {
   std::vector<uint32_t> warm_examples_, cold_examples_, order_;
   Csr positives_;
   uint64_t foldins_ = 0;
+  Rng* anonymity_ = nullptr;  // id_dropout's draws during a global epoch
+  // local_towers = 2: the heads' optimizer while adapting, and their global
+  // values (per net_.head_layers()) while the blocks hold the adapted copy.
+  Optimizer adapt_optimizer_;
+  std::vector<std::vector<float>> head_global_;
+  bool adapted_ = false;
+  // Its examples (of warm users) that adaptation trains on and holds out.
+  std::vector<uint32_t> adapt_train_, adapt_holdout_;
+  std::vector<double> holdout_sums_;  // per task, filled by Pass::kValidate
   // Fold-in's learning rate: the last Train's (lr_scale * TrainPlan::lr);
   // before any, lr_scale * train.lr.
   float foldin_lr_ = 0.0f;
@@ -798,8 +965,17 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
         WholeKey(name, options, "specific_experts", 0, 8, &net.specific_experts));
     FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "levels", 1, 4, &net.levels));
   }
-  FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "local_towers", 0, 1, &v));
+  FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "local_towers", 0, 2, &v));
   net.local_towers = v == 1;
+  mt.adapt_heads = v == 2;
+  FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "adapt_epochs", 0, 1000, &mt.adapt_epochs));
+  FEDREC_RETURN_IF_ERROR(RealKey(name, options, "adapt_holdout", 0.0, &mt.adapt_holdout));
+  if (mt.adapt_holdout <= 0.0f || mt.adapt_holdout >= 1.0f) {
+    return Status::InvalidArgument("model." + name +
+                                   ".adapt_holdout: expected a share in (0, 1), found " +
+                                   std::to_string(mt.adapt_holdout));
+  }
+  FEDREC_RETURN_IF_ERROR(RealKey(name, options, "adapt_lr_scale", 0.0, &mt.adapt_lr_scale));
   const std::pair<const char*, TaskKind> tasks[] = {
       {"rating", TaskKind::kRating}, {"like", TaskKind::kLike}, {"click", TaskKind::kClick}};
   for (const auto& [task, kind] : tasks) {
@@ -829,6 +1005,12 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_epochs", 0, 1000, &mt.foldin_epochs));
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_batch", 1, 1 << 20, &mt.foldin_batch));
   FEDREC_RETURN_IF_ERROR(RealKey(name, options, "foldin_lr_scale", 0.0, &mt.foldin_lr_scale));
+  FEDREC_RETURN_IF_ERROR(RealKey(name, options, "id_dropout", 0.0, &mt.id_dropout));
+  if (mt.id_dropout > 1.0f) {
+    return Status::InvalidArgument("model." + name +
+                                   ".id_dropout: expected a share in [0, 1], found " +
+                                   std::to_string(mt.id_dropout));
+  }
 
   const size_t users = data.user_keys.size();
   for (size_t n = 0; n < data.train.size(); ++n) {
@@ -884,10 +1066,22 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
       {"l2", 0.003, "L2 regularization of the network's weights"},
       {"emb_l2", 0.002, "L2 regularization of the embedding and bias rows stepped"},
       {"batch", 256, "interactions per minibatch"},
-      {"local_towers", 0, "1 = towers and task gates stay at the site (kLocal)"},
+      {"local_towers", 0,
+       "1 = towers and task gates stay at the site (kLocal); 2 = they are federated and each "
+       "site predicts with its own copy, fine-tuned on its data from every global model"},
+      {"adapt_epochs", 3,
+       "local_towers = 2: most epochs of fine-tuning a site's towers and task gates, the rest "
+       "frozen; each task keeps its heads of the epoch (or the global ones) with the least loss on "
+       "held-out examples, and it stops at an epoch that lowers no task's"},
+      {"adapt_holdout", 0.1,
+       "local_towers = 2: share of a site's examples held out to choose its towers by"},
+      {"adapt_lr_scale", 1, "local_towers = 2: fine-tuning's learning rate, as a multiple of training's"},
       {"foldin_epochs", 20, "epochs that fold cold-start users in, the global model frozen"},
       {"foldin_batch", 16, "interactions per minibatch of fold-in"},
       {"foldin_lr_scale", 1, "fold-in's learning rate, as a multiple of training's"},
+      {"id_dropout", 0,
+       "share of training interactions seen without the user's embedding and bias, so the "
+       "network learns to rate from side features alone (cold start)"},
   };
   if (architecture == Architecture::kMmoe) keys.push_back({"experts", 4, "experts"});
   if (architecture == Architecture::kPle) {
@@ -923,6 +1117,10 @@ void RegisterMultiTask(ModelRegistry* registry) {
     // server steps past the sites' average (federated RMSE on MovieLens 100K
     // u1 0.967 at server_lr 2, 0.928 at 1, centralized 0.912).
     info.server_lr = 1.0;
+    // As many passes over the data as the centralized default (train.epochs
+    // 60 = federation.rounds 20 x 3): with 2 local epochs, 40 passes left
+    // ple 2.3% short of its centralized RMSE on MovieLens 100K u1.
+    info.local_epochs = 3;
     registry->Register(std::move(info));
   }
 }

@@ -52,6 +52,7 @@ MultiTaskNet::MultiTaskNet(const MultiTaskNetOptions& options, std::vector<Param
   const uint32_t hidden = options_.expert_hidden.back();
   const Scope head_scope = options_.local_towers ? Scope::kLocal : Scope::kGlobal;
   gate_of_.assign(static_cast<size_t>(levels_) * (tasks + 1), -1);
+  task_heads_.resize(tasks);
   for (uint32_t l = 0; l < levels_; ++l) {
     const uint32_t in = l == 0 ? options_.input : hidden;
     const std::string level = "l" + std::to_string(l);
@@ -91,6 +92,10 @@ MultiTaskNet::MultiTaskNet(const MultiTaskNetOptions& options, std::vector<Param
       std::vector<uint32_t> mixed = group_experts[t];
       mixed.insert(mixed.end(), group_experts[shared].begin(), group_experts[shared].end());
       add_gate(t, std::move(mixed), head_scope);
+      if (gates_.back().dense >= 0) {
+        head_layers_.push_back(static_cast<uint32_t>(gates_.back().dense));
+        task_heads_[t].push_back(static_cast<uint32_t>(gates_.back().dense));
+      }
     }
     if (l + 1 < levels_) {
       std::vector<uint32_t> mixed;
@@ -101,6 +106,10 @@ MultiTaskNet::MultiTaskNet(const MultiTaskNetOptions& options, std::vector<Param
   for (uint32_t t = 0; t < tasks; ++t) {
     towers_.push_back(AddMlp("tower" + std::to_string(t), head_scope, hidden, options_.tower_hidden,
                              true, blocks));
+    head_layers_.insert(head_layers_.end(), towers_.back().layers.begin(),
+                        towers_.back().layers.end());
+    task_heads_[t].insert(task_heads_[t].end(), towers_.back().layers.begin(),
+                          towers_.back().layers.end());
   }
 }
 

@@ -84,6 +84,11 @@ class MultiTaskNet {
   const std::vector<uint32_t>& block_indices() const { return block_indices_; }
   uint32_t dense_layers() const { return static_cast<uint32_t>(dense_.size()); }
   const Dense& dense(uint32_t j) const { return dense_[j]; }
+  // Dense layers of the task gates and towers (the heads local_towers keeps
+  // at the site), in construction order; those of task t alone (its gates
+  // and tower, which reach no other task's output).
+  const std::vector<uint32_t>& head_layers() const { return head_layers_; }
+  const std::vector<uint32_t>& head_layers(uint32_t task) const { return task_heads_[task]; }
 
   // After the owner moved its blocks: block b is now at new_index[b].
   void Relocate(std::span<const uint32_t> new_index);
@@ -135,6 +140,8 @@ class MultiTaskNet {
   std::vector<Gate> gates_;
   std::vector<int> gate_of_;  // per (level, group) slot: its gate, or -1
   std::vector<Mlp> towers_;
+  std::vector<uint32_t> head_layers_;
+  std::vector<std::vector<uint32_t>> task_heads_;
 };
 
 // Per-task losses of a batch, optionally with uncertainty weighting (Kendall

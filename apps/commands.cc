@@ -813,7 +813,7 @@ int RunSim(const Config& config, const Registries& registries) {
   if (config.sim.compare_centralized) {
     Config central = config;
     const int64_t rounds = EffectiveRounds(config, models);
-    central.train.epochs = rounds * config.federation.local_epochs;
+    central.train.epochs = rounds * LocalEpochs(config, models);
     Result<CentralizedResult> baseline = TrainCentralized(central, dataset, nullptr, models);
     if (!baseline.ok()) return Fail(baseline.status());
     const uint32_t epochs = static_cast<uint32_t>(EffectiveEpochs(central, models));

@@ -146,7 +146,8 @@ const std::vector<Key>& Schema() {
                  "item groups for the Dirichlet partition"),
       FEDREC_KEY("federation.rounds", federation.rounds, "federated rounds"),
       FEDREC_KEY("federation.local_epochs", federation.local_epochs,
-                 "local epochs per round at each selected site"),
+                 "local epochs per round at each selected site (0 = the model's own: 3 for "
+                 "shared_bottom, mmoe and ple, else 2)"),
       FEDREC_KEY("federation.local_epochs_max", federation.local_epochs_max,
                  "0, or at least federation.local_epochs: each selected site's epochs of a round "
                  "drawn uniformly from [local_epochs, local_epochs_max] (heterogeneous local "
@@ -812,6 +813,15 @@ Status ValidateDp(const Config& c) {
 
 }  // namespace
 
+uint32_t LocalEpochs(const Config& config, const ModelRegistry* registry) {
+  if (config.federation.local_epochs > 0) return static_cast<uint32_t>(config.federation.local_epochs);
+  const ModelInfo* info = nullptr;
+  if (registry != nullptr) info = registry->Find(config.model.name);
+  static const ModelRegistry builtins = ModelRegistry::WithBuiltins();
+  if (info == nullptr) info = builtins.Find(config.model.name);
+  return info != nullptr ? info->local_epochs : ModelInfo{}.local_epochs;
+}
+
 Status ValidateConfig(const Config& c) {
   auto fail = [](const std::string& key, const std::string& expected, const std::string& found) {
     return Status::InvalidArgument("config " + key + ": expected " + expected + ", found " + found);
@@ -930,12 +940,13 @@ Status ValidateConfig(const Config& c) {
     return fail("train.blocks", "an integer in [1, 4096]", std::to_string(c.train.blocks));
   FEDREC_RETURN_IF_ERROR(positive("federation.sites", c.federation.sites));
   FEDREC_RETURN_IF_ERROR(positive("federation.rounds", c.federation.rounds));
-  FEDREC_RETURN_IF_ERROR(positive("federation.local_epochs", c.federation.local_epochs));
-  if (c.federation.local_epochs_max != 0 &&
-      c.federation.local_epochs_max < c.federation.local_epochs) {
+  if (c.federation.local_epochs < 0) {
+    return fail("federation.local_epochs", "0 (the model's own) or a whole number >= 1",
+                fmt::format("{}", c.federation.local_epochs));
+  }
+  if (c.federation.local_epochs_max != 0 && c.federation.local_epochs_max < LocalEpochs(c)) {
     return fail("federation.local_epochs_max",
-                fmt::format("0 or a whole number >= federation.local_epochs ({})",
-                            c.federation.local_epochs),
+                fmt::format("0 or a whole number >= federation.local_epochs ({})", LocalEpochs(c)),
                 fmt::format("{}", c.federation.local_epochs_max));
   }
   FEDREC_RETURN_IF_ERROR(positive("federation.item_groups", c.federation.item_groups));

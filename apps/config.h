@@ -17,6 +17,8 @@
 
 namespace fedrec {
 
+class ModelRegistry;
+
 struct Config {
   uint64_t seed = 42;
   // Plug-in libraries (apps/plugin.h) loaded before any strategy or model is
@@ -109,7 +111,7 @@ struct Config {
     double dirichlet_alpha = 0.5;
     int64_t item_groups = 10;
     int64_t rounds = 20;
-    int64_t local_epochs = 2;
+    int64_t local_epochs = 0;      // 0: the model's (ModelInfo::local_epochs)
     int64_t local_epochs_max = 0;  // > local_epochs: each site's epochs drawn per round
     // Per local epoch (global epoch index) at the sites: slower than
     // train.lr_decay, since item rows move by the sites' average step.
@@ -276,6 +278,9 @@ Status ApplyOverride(Config* config, const std::string& assignment);
 
 // Checks cross-key constraints (ranges, enumerations).
 Status ValidateConfig(const Config& config);
+// A site's epochs per round: federation.local_epochs, or at 0 the model's
+// own (ModelInfo::local_epochs of `registry`, else of the built-ins).
+uint32_t LocalEpochs(const Config& config, const ModelRegistry* registry = nullptr);
 // The dp.* keys as the coordinator's and sites' options (crypto/dp.h).
 DpOptions DpOptionsOf(const Config& config);
 // What a run across processes (fedrec run) needs beyond ValidateConfig: sites

@@ -964,7 +964,7 @@ secagg::Policy SecAggPolicy(const Config& config) {
 CoordinatorOptions MakeCoordinatorOptions(const Config& config) {
   CoordinatorOptions options;
   options.rounds = static_cast<uint32_t>(config.federation.rounds);
-  options.local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
+  options.local_epochs = LocalEpochs(config);
   options.fraction = config.federation.fraction;
   options.min_sites = static_cast<uint32_t>(config.federation.min_sites);
   options.eval_every = static_cast<uint32_t>(config.eval.every);
@@ -1122,7 +1122,7 @@ StrategyOptions MakeStrategyOptions(const Config& config) {
     const ModelInfo* info = builtins.Find(config.model.name);
     options.server_lr = info != nullptr ? info->server_lr : ModelInfo{}.server_lr;
   }
-  options.instructions.local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
+  options.instructions.local_epochs = LocalEpochs(config);
   options.local_epochs_max = static_cast<uint32_t>(config.federation.local_epochs_max);
   options.instructions.lr = static_cast<float>(config.train.lr);
   // Only the chosen strategy's keys ("<name>.<key>"); other strategies' are ignored.
@@ -1381,7 +1381,7 @@ Status SetSimulationProfiles(const Config& config, uint32_t sites, SimulationOpt
     options->byzantine_sites =
         ChooseByzantineSites(config.sim.byzantine_fraction, sites, config.seed);
   }
-  options->local_epochs = static_cast<uint32_t>(config.federation.local_epochs);
+  options->local_epochs = LocalEpochs(config);
   FaultOptions& f = options->faults;
   const auto& faults = config.sim.faults;
   f.seed = config.seed;

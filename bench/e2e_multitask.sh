@@ -5,6 +5,7 @@
 #   bench/e2e_multitask.sh federated <ml-100k dir> [build dir]  10 sites by user, default secure aggregation
 #   bench/e2e_multitask.sh cold      <ml-100k dir> [build dir]  20% of users kept at 3 training ratings
 #   bench/e2e_multitask.sh scenarios <ml-100k dir> [build dir]  sites = scenarios by item genre, local vs global towers
+# EXTRA="--set k=v ..." is added to every run. MODELS="ple ..." picks models.
 # Each prints a markdown table. Runs go two at a time (the machine's cores).
 set -euo pipefail
 mode=${1:?usage: $0 tasks|federated|cold|scenarios <ml-100k dir> [build dir]}
@@ -14,7 +15,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 data="--set data.train=$ml/u1.base --set data.test=$ml/u1.test"
 features="--set data.user_features=$ml/u.user --set data.item_features=$ml/u.item"
-models=(shared_bottom mmoe ple)
+read -r -a models <<<"${MODELS:-shared_bottom mmoe ple}"
 
 # run NAME COMMAND ARGS...: one fedrec run, its last stdout line in $out/NAME.json.
 jobs_file="$out/jobs"
@@ -22,7 +23,7 @@ jobs_file="$out/jobs"
 add() {
   local name=$1
   shift
-  echo "$build/fedrec $* --force --set output.dir=$out/$name >$out/$name.out 2>$out/$name.err" >>"$jobs_file"
+  echo "$build/fedrec $* ${EXTRA:-} --force --set output.dir=$out/$name >$out/$name.out 2>$out/$name.err" >>"$jobs_file"
 }
 run_all() { xargs -P 2 -I{} -d '\n' bash -c '{}' <"$jobs_file"; }
 

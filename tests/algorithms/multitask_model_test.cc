@@ -7,6 +7,7 @@
 #endif
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -147,6 +148,87 @@ TEST(MultiTaskModel, LocalTowersKeepTowersAndTaskGatesAtTheSite) {
   EXPECT_GT(experts, 0);
   for (const ParamBlock& shape : model->UploadShapes()) {
     EXPECT_FALSE(shape.name.starts_with("net.tower")) << shape.name;
+  }
+}
+
+TEST(MultiTaskModel, IdDropoutTrainsWithoutTheUsersRowsOnTheDroppedInteractions) {
+  const Split split = SyntheticSplit(40, 30, 900, 6);
+  for (const char* name : kArchitectures) {
+    // Every interaction anonymous: the users' rows keep their initial values
+    // while the rest of the model learns.
+    std::unique_ptr<Model> all = Make(name, {{"id_dropout", 1}}, split.data);
+    const std::vector<ParamBlock> before = all->blocks();
+    TrainEpochs(all.get(), 2);
+    for (size_t b = 0; b < before.size(); ++b) {
+      const ParamBlock& block = all->blocks()[b];
+      if (block.name == "user_emb" || block.name == "user_bias") {
+        EXPECT_EQ(block.data, before[b].data) << name << " " << block.name;
+      } else if (block.name == "item_emb" || block.name.starts_with("net.")) {
+        EXPECT_NE(block.data, before[b].data) << name << " " << block.name;
+      }
+    }
+    // Some anonymous: deterministic, and a different model from none.
+    std::unique_ptr<Model> half = Make(name, {{"id_dropout", 0.5}}, split.data);
+    std::unique_ptr<Model> again = Make(name, {{"id_dropout", 0.5}}, split.data);
+    std::unique_ptr<Model> none = Make(name, {}, split.data);
+    TrainEpochs(half.get(), 2);
+    TrainEpochs(again.get(), 2);
+    TrainEpochs(none.get(), 2);
+    EXPECT_TRUE(half->blocks() == again->blocks()) << name;
+    EXPECT_FALSE(half->blocks() == none->blocks()) << name;
+  }
+  ModelOptions options;
+  options.params = {{"id_dropout", 1.5}};
+  Result<std::unique_ptr<Model>> refused =
+      ModelRegistry::WithBuiltins().Create("mmoe", options, split.data);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("id_dropout: expected a share in [0, 1], found 1.5"),
+            std::string::npos)
+      << refused.status().message();
+}
+
+// Ratings of a site whose scenario differs from the federation's: its
+// users rate every item `shift` lower (clamped to [1, 5]).
+Split ShiftedSite(const Split& base, float shift) {
+  Split site = base;
+  for (std::vector<Rating>* list : {&site.data.train, &site.test}) {
+    for (Rating& r : *list) r.value = std::clamp(r.value - shift, 1.0f, 5.0f);
+  }
+  return site;
+}
+
+TEST(MultiTaskModel, AdaptedTowersFitTheSitesScenarioAndNeverReachTheUpload) {
+  const Split federation = SyntheticSplit(120, 60, 6000, 7);
+  const Split site = ShiftedSite(SyntheticSplit(120, 60, 6000, 7), 0.8f);
+  for (const char* name : kArchitectures) {
+    // The federation's model, trained on the unshifted ratings.
+    std::unique_ptr<Model> global = Make(name, {}, federation.data);
+    TrainEpochs(global.get(), 4);
+    const std::vector<ParamBlock> model = global->GlobalBlocks();
+
+    std::unique_ptr<Model> adapted = Make(name, {{"local_towers", 2}}, site.data);
+    std::unique_ptr<Model> plain = Make(name, {}, site.data);
+    std::unique_ptr<Model> still = Make(name, {{"local_towers", 2}, {"adapt_lr_scale", 0}}, site.data);
+    ASSERT_TRUE(adapted->SetGlobalBlocks(model));
+    ASSERT_TRUE(plain->SetGlobalBlocks(model));
+    ASSERT_TRUE(still->SetGlobalBlocks(model));
+    // The site predicts its scenario better with its own towers; a copy that
+    // does not improve on the held-out examples is not kept.
+    EXPECT_LT(Rmse(*adapted, site.test), 0.98 * Rmse(*plain, site.test)) << name;
+    EXPECT_EQ(Rmse(*still, site.test), Rmse(*plain, site.test)) << name;
+    // The towers are federated: the upload carries the global values, and
+    // training starts from them, not from the site's copy.
+    const std::vector<DenseBlockView> up_adapted = adapted->Upload();
+    const std::vector<DenseBlockView> up_plain = plain->Upload();
+    ASSERT_EQ(up_adapted.size(), up_plain.size());
+    for (size_t b = 0; b < up_plain.size(); ++b) {
+      EXPECT_TRUE(std::equal(up_adapted[b].values.begin(), up_adapted[b].values.end(),
+                             up_plain[b].values.begin(), up_plain[b].values.end()))
+          << name << " block " << b;
+    }
+    TrainEpochs(adapted.get(), 1);
+    TrainEpochs(plain.get(), 1);
+    EXPECT_TRUE(adapted->GlobalBlocks() == plain->GlobalBlocks()) << name;
   }
 }
 

@@ -196,6 +196,37 @@ TEST(Config, TrainingThreadsScheduleAndBlocksAreCheckedAndReachTheTrainer) {
   EXPECT_EQ(TrainerOptions(Config()).sgd.parallel.schedule, SgdSchedule::kGrid);  // the default
 }
 
+TEST(Config, LocalEpochsDefaultToTheModelsOwnAndAnExplicitValueWins) {
+  Config c;
+  EXPECT_EQ(c.federation.local_epochs, 0);
+  EXPECT_EQ(LocalEpochs(c), 2u);  // mf
+  EXPECT_EQ(MakeCoordinatorOptions(c).local_epochs, 2u);
+  for (const char* network : {"shared_bottom", "mmoe", "ple"}) {
+    c.model.name = network;
+    EXPECT_EQ(LocalEpochs(c), 3u) << network;
+    EXPECT_EQ(MakeStrategyOptions(c).instructions.local_epochs, 3u) << network;
+  }
+  c.federation.local_epochs = 5;
+  EXPECT_EQ(LocalEpochs(c), 5u);
+  EXPECT_EQ(MakeCoordinatorOptions(c).local_epochs, 5u);
+
+  Config bad;
+  bad.federation.local_epochs = -1;
+  EXPECT_NE(ValidateConfig(bad).message().find("config federation.local_epochs: expected 0 (the "
+                                               "model's own) or a whole number >= 1, found -1"),
+            std::string::npos)
+      << ValidateConfig(bad).message();
+  // local_epochs_max is checked against the resolved count: 3 for mmoe.
+  Config heterogeneous;
+  heterogeneous.model.name = "mmoe";
+  heterogeneous.federation.local_epochs_max = 2;
+  EXPECT_NE(ValidateConfig(heterogeneous).message().find("federation.local_epochs (3)"),
+            std::string::npos)
+      << ValidateConfig(heterogeneous).message();
+  heterogeneous.federation.local_epochs_max = 4;
+  EXPECT_TRUE(ValidateConfig(heterogeneous).ok());
+}
+
 TEST(Config, ThreatModelRatesAreCheckedAgainstTheScheme) {
   const auto message = [](const Config& c) { return ValidateConfig(c).message(); };
   Config c;

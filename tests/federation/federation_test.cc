@@ -87,7 +87,7 @@ TEST(Federation, TenSitesByUserWithinTwoPercentOfCentralizedRmse) {
   config.security.aggregation = "none";
   config.federation.sites = 10;
   config.federation.rounds = 20;
-  config.train.epochs = config.federation.rounds * config.federation.local_epochs;
+  config.train.epochs = config.federation.rounds * LocalEpochs(config);
   Result<Dataset> dataset = LoadDataset(config);
   ASSERT_TRUE(dataset.ok());
   Result<CentralizedResult> trained = TrainCentralized(config, *dataset, nullptr);

@@ -58,8 +58,8 @@ TEST_P(MultiTaskFederated, OneSiteEqualsCentralizedBitForBit) {
 }
 
 TEST_P(MultiTaskFederated, TenSitesUnderSecAggLandWithinTwoPercentOfCentralized) {
-  // The federation's own defaults (server step, sites' schedule, two local
-  // epochs a round) against centralized training's.
+  // The federation's own defaults (server step, sites' schedule, local
+  // epochs a round: the model's own, 3) against centralized training's.
   Config config = MultiTaskConfig(GetParam(), 10);
   const Config defaults;
   config.security.aggregation = "secagg";
