@@ -24,7 +24,20 @@
 // rating), "item_emb" (items x k), "item_bias" (items x T), "ufeat.<f>" and
 // "ifeat.<f>" (vocabulary x k per categorical field), "log_var" (1 x T, with
 // uncertainty weighting), the network's blocks; local: "user_emb" (users x k),
-// "user_bias" (users x T) and, with local_towers, the towers and task gates.
+// "user_bias" (users x T) and, with local_towers = 1, the towers and task
+// gates.
+//
+// Adapted heads (local_towers = 2): the towers and task gates are federated
+// like the rest, and whenever a global model arrives a site fine-tunes its
+// own copy of them on its data, the rest frozen, and predicts with it.
+// adapt_holdout of its examples are held out; each task keeps the heads (the
+// global ones, or those after an adaptation epoch) with the least error on
+// them by the task's own metric (squared error, 1 - AUC), a change counting
+// only when it lowers that error by adapt_min_gain, and a site with fewer
+// than adapt_min_holdout held-out examples keeps the global heads. Training
+// starts from the global heads and uploads them: the site's copy never
+// leaves it. Epoch e of an adaptation is shuffled from (seed, e, shard,
+// kAdapt); the held-out split and its click negatives from kAdaptHoldout.
 //
 // Upload weights: an embedding or bias row weighs the site's examples that
 // touched it in the last Train call (0: untouched, the global value stays);
@@ -34,7 +47,14 @@
 // Cold start: examples of users flagged in ModelData::cold_users never train
 // global blocks. After each Train and whenever new global blocks are adopted,
 // those users are folded in: foldin_epochs epochs over their own examples that
-// step only their user embedding and biases, the global model frozen.
+// step only their user embedding and biases, the global model frozen, with
+// their own L2 (foldin_l2).
+//
+// Identity dropout (id_dropout, as DropoutNet): a share of training
+// interactions (each with its click negatives) is seen without the user's
+// identity, an empty user-embedding bag and no user bias, so the network
+// also learns to rate from side features and items alone, as for a user with
+// little or no history. The draws come from (seed, epoch, shard, kIdDropout).
 //
 // FedProx (TrainPlan::proximal_mu): mu * (w - w0) joins the gradient of
 // every global row stepped, w0 its value when Train started.
@@ -61,6 +81,7 @@
 #include <vector>
 
 #include "algorithms/interactions.h"
+#include "algorithms/metrics.h"
 #include "algorithms/model.h"
 #include "algorithms/multitask_net.h"
 #include "algorithms/nn.h"
@@ -95,6 +116,10 @@ struct MultiTaskOptions {
   uint32_t foldin_epochs = 20;
   uint32_t foldin_batch = 16;
   float foldin_lr_scale = 1.0f;
+  // L2 of the fold-in's steps: a few ratings say little, so a new user's
+  // rows are shrunk toward zero (the anonymous user of id_dropout).
+  float foldin_l2 = 0.002f;
+  bool foldin_average = false;  // the mean of the last half of fold-in's epochs
   // Share of training interactions whose user is seen without its identity
   // (embedding row and bias), so the network learns to rate from the side
   // features and items alone, as for a user with no history (DropoutNet).
@@ -110,6 +135,8 @@ struct MultiTaskOptions {
   bool adapt_heads = false;
   uint32_t adapt_epochs = 3;
   float adapt_holdout = 0.1f;
+  uint32_t adapt_min_holdout = 100;  // fewer held-out interactions: the global heads
+  float adapt_min_gain = 0.005f;     // least relative drop of a task's held-out error kept
   float adapt_lr_scale = 1.0f;
 };
 
@@ -144,6 +171,12 @@ OptimizerOptions EmbeddingOptimizer(const MultiTaskOptions& options) {
   return o;
 }
 
+OptimizerOptions FoldInOptimizer(const MultiTaskOptions& options) {
+  OptimizerOptions o = options.optimizer;
+  o.l2 = options.foldin_l2;
+  return o;
+}
+
 class MultiTaskModel : public Model {
  public:
   MultiTaskModel(std::string name, const MultiTaskOptions& options, ModelData data)
@@ -156,7 +189,7 @@ class MultiTaskModel : public Model {
         cold_(std::move(data.cold_users)),
         optimizer_(options.optimizer),
         emb_optimizer_(EmbeddingOptimizer(options)),
-        foldin_optimizer_(EmbeddingOptimizer(options)),
+        foldin_optimizer_(FoldInOptimizer(options)),
         adapt_optimizer_(options.optimizer),
         foldin_lr_(options.base_lr * options.lr_scale) {
     if (!item_features_) item_features_ = std::make_shared<const FeatureTable>();
@@ -181,7 +214,7 @@ class MultiTaskModel : public Model {
       split.Shuffle(std::span<uint32_t>(order));
       const size_t holdout = static_cast<size_t>(
           std::llround(options_.adapt_holdout * static_cast<double>(order.size())));
-      if (holdout > 0 && holdout < order.size()) {
+      if (holdout >= std::max<size_t>(options_.adapt_min_holdout, 1) && holdout < order.size()) {
         adapt_holdout_.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(holdout));
         adapt_train_.assign(order.begin() + static_cast<std::ptrdiff_t>(holdout), order.end());
         std::sort(adapt_holdout_.begin(), adapt_holdout_.end());
@@ -595,13 +628,17 @@ class MultiTaskModel : public Model {
     const double loss =
         MultiTaskLoss(out_, target_, mask_, heads_, options_.weights, log_var, scale, &dout_,
                       std::span<float>(dlog_var_.data(), options_.uncertainty ? tasks : 0));
-    if (pass == Pass::kValidate) {  // each task's loss apart (AdaptHeads)
+    if (pass == Pass::kValidate) {  // each task's metric apart (AdaptHeads)
       for (uint32_t t = 0; t < tasks; ++t) {
         const bool binary = heads_[t] == HeadKind::kBinary;
         for (Eigen::Index r = 0; r < out_.rows(); ++r) {
           if (mask_(r, t) == 0.0f) continue;
           const float y = out_(r, t), label = target_(r, t);
-          holdout_sums_[t] += binary ? BceWithLogitsLoss(y, label) : MseLoss(y, label);
+          if (binary) {
+            holdout_binary_[t].Add(Sigmoid(y), label > 0.5f);
+          } else {
+            holdout_sq_[t] += 2.0 * MseLoss(y, label);
+          }
         }
       }
       return loss / scale;
@@ -739,7 +776,9 @@ class MultiTaskModel : public Model {
       const std::vector<double> loss = HoldoutLosses();
       bool improved = false;
       for (uint32_t t = 0; t < tasks; ++t) {
-        if (!(loss[t] < best_loss[t])) continue;
+        // Early stopping's min_delta: a change the held-out examples cannot
+        // tell from noise is not kept.
+        if (!(loss[t] < best_loss[t] * (1.0 - options_.adapt_min_gain))) continue;
         improved = true;
         best_loss[t] = loss[t];
         const auto& layers = net_.head_layers(t);
@@ -759,14 +798,27 @@ class MultiTaskModel : public Model {
     return blocks_[net_.dense(layer).block].data;
   }
 
-  // Each task's loss summed over the held-out examples, their click
-  // negatives drawn alike every time.
+  // Each task's error on the held-out examples (their click negatives drawn
+  // alike every time), by the metric evaluation reports: the squared error
+  // of a regression, 1 - AUC of a binary task (its log loss when the
+  // held-out examples have one class only).
   std::vector<double> HoldoutLosses() {
-    holdout_sums_.assign(heads_.size(), 0.0);
+    const size_t tasks = heads_.size();
+    holdout_sq_.assign(tasks, 0.0);
+    holdout_binary_.assign(tasks, BinarySums(kHoldoutAucBins));
     Rng negatives(options_.seed, 0, options_.shard, kAdaptHoldout);
     LossSums ignored;
     RunEpoch(adapt_holdout_, negatives, 0.0f, Pass::kValidate, &ignored);
-    return holdout_sums_;
+    std::vector<double> error(tasks);
+    for (size_t t = 0; t < tasks; ++t) {
+      if (heads_[t] != HeadKind::kBinary) {
+        error[t] = holdout_sq_[t];
+      } else {
+        const double auc = holdout_binary_[t].Auc();
+        error[t] = std::isfinite(auc) ? 1.0 - auc : holdout_binary_[t].log_loss;
+      }
+    }
+    return error;
   }
 
   // Puts the global heads back in place of the adapted copy.
@@ -797,12 +849,30 @@ class MultiTaskModel : public Model {
       std::fill_n(blocks_[user_bias_].Row(u), blocks_[user_bias_].cols, 0.0f);
     }
     foldin_optimizer_ = Optimizer(foldin_optimizer_.options());
+    // Polyak-Ruppert averaging: the rows end as the mean of their values
+    // after each of the last half of the epochs, which a few ratings' noisy
+    // steps leave far apart.
+    const uint32_t tb = blocks_[user_bias_].cols;
+    const uint32_t first_averaged = options_.foldin_average ? options_.foldin_epochs / 2 : options_.foldin_epochs - 1;
+    std::vector<double> sums(cold_keys_.size() * (k + tb), 0.0);
     LossSums ignored;
     for (uint32_t e = 0; e < options_.foldin_epochs; ++e) {
       order_ = cold_examples_;
       Rng shuffle(options_.seed, call * options_.foldin_epochs + e, options_.shard, kFoldIn);
       shuffle.Shuffle(std::span<uint32_t>(order_));
       RunEpoch(order_, shuffle, foldin_lr_ * options_.foldin_lr_scale, Pass::kFoldIn, &ignored);
+      if (e < first_averaged) continue;
+      double* sum = sums.data();
+      for (const auto& [u, key] : cold_keys_) {
+        for (uint32_t j = 0; j < k; ++j) *sum++ += blocks_[user_emb_].Row(u)[j];
+        for (uint32_t t = 0; t < tb; ++t) *sum++ += blocks_[user_bias_].Row(u)[t];
+      }
+    }
+    const double n = static_cast<double>(options_.foldin_epochs - first_averaged);
+    const double* sum = sums.data();
+    for (const auto& [u, key] : cold_keys_) {
+      for (uint32_t j = 0; j < k; ++j) blocks_[user_emb_].Row(u)[j] = static_cast<float>(*sum++ / n);
+      for (uint32_t t = 0; t < tb; ++t) blocks_[user_bias_].Row(u)[t] = static_cast<float>(*sum++ / n);
     }
   }
 
@@ -838,7 +908,10 @@ class MultiTaskModel : public Model {
   bool adapted_ = false;
   // Its examples (of warm users) that adaptation trains on and holds out.
   std::vector<uint32_t> adapt_train_, adapt_holdout_;
-  std::vector<double> holdout_sums_;  // per task, filled by Pass::kValidate
+  // Per task, filled by Pass::kValidate.
+  static constexpr uint32_t kHoldoutAucBins = 1024;
+  std::vector<double> holdout_sq_;
+  std::vector<BinarySums> holdout_binary_;
   // Fold-in's learning rate: the last Train's (lr_scale * TrainPlan::lr);
   // before any, lr_scale * train.lr.
   float foldin_lr_ = 0.0f;
@@ -976,6 +1049,9 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
                                    std::to_string(mt.adapt_holdout));
   }
   FEDREC_RETURN_IF_ERROR(RealKey(name, options, "adapt_lr_scale", 0.0, &mt.adapt_lr_scale));
+  FEDREC_RETURN_IF_ERROR(
+      WholeKey(name, options, "adapt_min_holdout", 0, 1u << 30, &mt.adapt_min_holdout));
+  FEDREC_RETURN_IF_ERROR(RealKey(name, options, "adapt_min_gain", 0.0, &mt.adapt_min_gain));
   const std::pair<const char*, TaskKind> tasks[] = {
       {"rating", TaskKind::kRating}, {"like", TaskKind::kLike}, {"click", TaskKind::kClick}};
   for (const auto& [task, kind] : tasks) {
@@ -1005,6 +1081,9 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_epochs", 0, 1000, &mt.foldin_epochs));
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_batch", 1, 1 << 20, &mt.foldin_batch));
   FEDREC_RETURN_IF_ERROR(RealKey(name, options, "foldin_lr_scale", 0.0, &mt.foldin_lr_scale));
+  FEDREC_RETURN_IF_ERROR(RealKey(name, options, "foldin_l2", 0.0, &mt.foldin_l2));
+  FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_average", 0, 1, &v));
+  mt.foldin_average = v == 1;
   FEDREC_RETURN_IF_ERROR(RealKey(name, options, "id_dropout", 0.0, &mt.id_dropout));
   if (mt.id_dropout > 1.0f) {
     return Status::InvalidArgument("model." + name +
@@ -1071,14 +1150,26 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
        "site predicts with its own copy, fine-tuned on its data from every global model"},
       {"adapt_epochs", 3,
        "local_towers = 2: most epochs of fine-tuning a site's towers and task gates, the rest "
-       "frozen; each task keeps its heads of the epoch (or the global ones) with the least loss on "
-       "held-out examples, and it stops at an epoch that lowers no task's"},
+       "frozen; each task keeps its heads of the epoch (or the global ones) with the least error "
+       "on held-out examples (squared error, or 1 - AUC), and it stops at an epoch that lowers "
+       "no task's"},
       {"adapt_holdout", 0.1,
        "local_towers = 2: share of a site's examples held out to choose its towers by"},
       {"adapt_lr_scale", 1, "local_towers = 2: fine-tuning's learning rate, as a multiple of training's"},
+      {"adapt_min_gain", 0.005,
+       "local_towers = 2: least relative drop of a task's held-out error for its adapted heads "
+       "to be kept (early stopping's min_delta)"},
+      {"adapt_min_holdout", 100,
+       "local_towers = 2: a site with fewer held-out interactions than this (too few to choose "
+       "by) keeps the global towers"},
       {"foldin_epochs", 20, "epochs that fold cold-start users in, the global model frozen"},
       {"foldin_batch", 16, "interactions per minibatch of fold-in"},
       {"foldin_lr_scale", 1, "fold-in's learning rate, as a multiple of training's"},
+      {"foldin_average", 0,
+       "1 = a new user's rows end as the mean of their values after each of the last half of "
+       "fold-in's epochs (Polyak-Ruppert averaging)"},
+      {"foldin_l2", 0.002,
+       "L2 regularization of fold-in's steps of a new user's embedding and bias rows"},
       {"id_dropout", 0,
        "share of training interactions seen without the user's embedding and bias, so the "
        "network learns to rate from side features alone (cold start)"},

@@ -4,7 +4,7 @@
 #   bench/e2e_multitask.sh tasks     <ml-100k dir> [build dir]  multi-task vs single-task, centralized
 #   bench/e2e_multitask.sh federated <ml-100k dir> [build dir]  10 sites by user, default secure aggregation
 #   bench/e2e_multitask.sh cold      <ml-100k dir> [build dir]  20% of users kept at 3 training ratings
-#   bench/e2e_multitask.sh scenarios <ml-100k dir> [build dir]  sites = scenarios by item genre, local vs global towers
+#   bench/e2e_multitask.sh scenarios <ml-100k dir> [build dir]  sites = scenarios by item genre: global, local and adapted towers
 # EXTRA="--set k=v ..." is added to every run. MODELS="ple ..." picks models.
 # Each prints a markdown table. Runs go two at a time (the machine's cores).
 set -euo pipefail
@@ -108,6 +108,7 @@ PY
     for m in "${models[@]}"; do
       add "$m-global" sim $data $features $scen --set model.name=$m
       add "$m-local" sim $data $features $scen --set model.name=$m --set model.$m.local_towers=1
+      add "$m-adapt" sim $data $features $scen --set model.name=$m --set model.$m.local_towers=2
     done
     run_all
     python3 - "$out" "${models[@]}" <<'PY'
@@ -117,18 +118,26 @@ def sites(n):
     rounds = [json.loads(l) for l in open(f"{out}/{n}/metrics.jsonl")]
     last = [r for r in rounds if "sites" in r][-1]
     return {s["site"]: s for s in last["sites"]}
-print("| model | scenario (site) | RMSE global towers | RMSE local towers | like AUC global | like AUC local |")
-print("|---|---|---|---|---|---|")
+kinds = ("global", "local", "adapt")  # local_towers = 0, 1, 2
+print("| model | scenario (site) | test ratings | RMSE global towers | RMSE local | RMSE adapted | like AUC global | like AUC local | like AUC adapted |")
+print("|---|---|---|---|---|---|---|---|---|")
 for m in models:
-    g, l = sites(f"{m}-global"), sites(f"{m}-local")
-    gr, lr_, ga, la = [], [], [], []
-    for s in sorted(g):
-        a, b = g[s], l[s]
-        gr.append(a["tasks"]["rating"]["rmse"]); lr_.append(b["tasks"]["rating"]["rmse"])
-        ga.append(a["tasks"]["like"]["auc"]); la.append(b["tasks"]["like"]["auc"])
-        print(f"| {m} | {s} | {gr[-1]:.4f} | {lr_[-1]:.4f} | {ga[-1]:.4f} | {la[-1]:.4f} |")
+    runs = {k: sites(f"{m}-{k}") for k in kinds}
+    rmse = {k: [] for k in kinds}
+    auc = {k: [] for k in kinds}
+    for s in sorted(runs["global"]):
+        for k in kinds:
+            rmse[k].append(runs[k][s]["tasks"]["rating"]["rmse"])
+            auc[k].append(runs[k][s]["tasks"]["like"]["auc"])
+        count = runs["global"][s]["tasks"]["rating"]["count"]
+        print(f"| {m} | {s} | {count} | " + " | ".join(f"{rmse[k][-1]:.4f}" for k in kinds) + " | "
+              + " | ".join(f"{auc[k][-1]:.4f}" for k in kinds) + " |")
     mean = lambda v: sum(v) / len(v)
-    print(f"| {m} | mean | {mean(gr):.4f} | {mean(lr_):.4f} | {mean(ga):.4f} | {mean(la):.4f} |")
+    print(f"| {m} | mean | | " + " | ".join(f"{mean(rmse[k]):.4f}" for k in kinds) + " | "
+          + " | ".join(f"{mean(auc[k]):.4f}" for k in kinds) + " |")
+    worse = sum(a > g for a, g in zip(rmse["adapt"], rmse["global"])) + \
+            sum(a < g for a, g in zip(auc["adapt"], auc["global"]))
+    print(f"| {m} | adapted worse than global (to full precision) | | | | {worse} of {2 * len(rmse['global'])} | | | |")
 PY
     ;;
   *)

@@ -355,6 +355,25 @@ TEST(MultiTaskModel, ColdUsersDoNotChangeGlobalBlocksAndFoldInFitsThem) {
   const std::vector<ParamBlock> before = b->GlobalBlocks();
   ASSERT_TRUE(b->SetGlobalBlocks(before));
   EXPECT_TRUE(b->GlobalBlocks() == before);
+
+  // foldin_l2 shrinks the new users' rows toward zero (the anonymous user):
+  // a user of extreme ratings gets a smaller bias, the rest of the model the same.
+  std::map<std::string, double> shrunk = params;
+  shrunk["foldin_l2"] = 1.0;
+  std::unique_ptr<Model> d = Make("mmoe", shrunk, with_cold);
+  TrainEpochs(d.get(), 2);
+  EXPECT_TRUE(d->GlobalBlocks() == b->GlobalBlocks());
+  const auto bias_norm = [&](const Model& m) {
+    double sum = 0.0;
+    for (const ParamBlock& block : m.blocks()) {
+      if (block.name != "user_bias") continue;
+      for (uint32_t u = 60; u < 60 + kCold; ++u) {
+        for (uint32_t t = 0; t < block.cols; ++t) sum += std::abs(block.Row(u)[t]);
+      }
+    }
+    return sum;
+  };
+  EXPECT_LT(bias_norm(*d), 0.7 * bias_norm(*b));
 }
 
 FeatureTable UserFeatures(uint32_t users) {
