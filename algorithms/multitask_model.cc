@@ -47,8 +47,7 @@
 // Cold start: examples of users flagged in ModelData::cold_users never train
 // global blocks. After each Train and whenever new global blocks are adopted,
 // those users are folded in: foldin_epochs epochs over their own examples that
-// step only their user embedding and biases, the global model frozen, with
-// their own L2 (foldin_l2).
+// step only their user embedding and biases, the global model frozen.
 //
 // Identity dropout (id_dropout, as DropoutNet): a share of training
 // interactions (each with its click negatives) is seen without the user's
@@ -116,10 +115,6 @@ struct MultiTaskOptions {
   uint32_t foldin_epochs = 20;
   uint32_t foldin_batch = 16;
   float foldin_lr_scale = 1.0f;
-  // L2 of the fold-in's steps: a few ratings say little, so a new user's
-  // rows are shrunk toward zero (the anonymous user of id_dropout).
-  float foldin_l2 = 0.002f;
-  bool foldin_average = false;  // the mean of the last half of fold-in's epochs
   // Share of training interactions whose user is seen without its identity
   // (embedding row and bias), so the network learns to rate from the side
   // features and items alone, as for a user with no history (DropoutNet).
@@ -171,12 +166,6 @@ OptimizerOptions EmbeddingOptimizer(const MultiTaskOptions& options) {
   return o;
 }
 
-OptimizerOptions FoldInOptimizer(const MultiTaskOptions& options) {
-  OptimizerOptions o = options.optimizer;
-  o.l2 = options.foldin_l2;
-  return o;
-}
-
 class MultiTaskModel : public Model {
  public:
   MultiTaskModel(std::string name, const MultiTaskOptions& options, ModelData data)
@@ -189,7 +178,7 @@ class MultiTaskModel : public Model {
         cold_(std::move(data.cold_users)),
         optimizer_(options.optimizer),
         emb_optimizer_(EmbeddingOptimizer(options)),
-        foldin_optimizer_(FoldInOptimizer(options)),
+        foldin_optimizer_(EmbeddingOptimizer(options)),
         adapt_optimizer_(options.optimizer),
         foldin_lr_(options.base_lr * options.lr_scale) {
     if (!item_features_) item_features_ = std::make_shared<const FeatureTable>();
@@ -849,30 +838,12 @@ class MultiTaskModel : public Model {
       std::fill_n(blocks_[user_bias_].Row(u), blocks_[user_bias_].cols, 0.0f);
     }
     foldin_optimizer_ = Optimizer(foldin_optimizer_.options());
-    // Polyak-Ruppert averaging: the rows end as the mean of their values
-    // after each of the last half of the epochs, which a few ratings' noisy
-    // steps leave far apart.
-    const uint32_t tb = blocks_[user_bias_].cols;
-    const uint32_t first_averaged = options_.foldin_average ? options_.foldin_epochs / 2 : options_.foldin_epochs - 1;
-    std::vector<double> sums(cold_keys_.size() * (k + tb), 0.0);
     LossSums ignored;
     for (uint32_t e = 0; e < options_.foldin_epochs; ++e) {
       order_ = cold_examples_;
       Rng shuffle(options_.seed, call * options_.foldin_epochs + e, options_.shard, kFoldIn);
       shuffle.Shuffle(std::span<uint32_t>(order_));
       RunEpoch(order_, shuffle, foldin_lr_ * options_.foldin_lr_scale, Pass::kFoldIn, &ignored);
-      if (e < first_averaged) continue;
-      double* sum = sums.data();
-      for (const auto& [u, key] : cold_keys_) {
-        for (uint32_t j = 0; j < k; ++j) *sum++ += blocks_[user_emb_].Row(u)[j];
-        for (uint32_t t = 0; t < tb; ++t) *sum++ += blocks_[user_bias_].Row(u)[t];
-      }
-    }
-    const double n = static_cast<double>(options_.foldin_epochs - first_averaged);
-    const double* sum = sums.data();
-    for (const auto& [u, key] : cold_keys_) {
-      for (uint32_t j = 0; j < k; ++j) blocks_[user_emb_].Row(u)[j] = static_cast<float>(*sum++ / n);
-      for (uint32_t t = 0; t < tb; ++t) blocks_[user_bias_].Row(u)[t] = static_cast<float>(*sum++ / n);
     }
   }
 
@@ -1081,9 +1052,7 @@ Result<std::unique_ptr<Model>> CreateMultiTask(const std::string& name, Architec
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_epochs", 0, 1000, &mt.foldin_epochs));
   FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_batch", 1, 1 << 20, &mt.foldin_batch));
   FEDREC_RETURN_IF_ERROR(RealKey(name, options, "foldin_lr_scale", 0.0, &mt.foldin_lr_scale));
-  FEDREC_RETURN_IF_ERROR(RealKey(name, options, "foldin_l2", 0.0, &mt.foldin_l2));
-  FEDREC_RETURN_IF_ERROR(WholeKey(name, options, "foldin_average", 0, 1, &v));
-  mt.foldin_average = v == 1;
+
   FEDREC_RETURN_IF_ERROR(RealKey(name, options, "id_dropout", 0.0, &mt.id_dropout));
   if (mt.id_dropout > 1.0f) {
     return Status::InvalidArgument("model." + name +
@@ -1165,11 +1134,6 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
       {"foldin_epochs", 20, "epochs that fold cold-start users in, the global model frozen"},
       {"foldin_batch", 16, "interactions per minibatch of fold-in"},
       {"foldin_lr_scale", 1, "fold-in's learning rate, as a multiple of training's"},
-      {"foldin_average", 0,
-       "1 = a new user's rows end as the mean of their values after each of the last half of "
-       "fold-in's epochs (Polyak-Ruppert averaging)"},
-      {"foldin_l2", 0.002,
-       "L2 regularization of fold-in's steps of a new user's embedding and bias rows"},
       {"id_dropout", 0,
        "share of training interactions seen without the user's embedding and bias, so the "
        "network learns to rate from side features alone (cold start)"},

@@ -209,9 +209,14 @@ TEST(MultiTaskModel, AdaptedTowersFitTheSitesScenarioAndNeverReachTheUpload) {
     std::unique_ptr<Model> adapted = Make(name, {{"local_towers", 2}}, site.data);
     std::unique_ptr<Model> plain = Make(name, {}, site.data);
     std::unique_ptr<Model> still = Make(name, {{"local_towers", 2}, {"adapt_lr_scale", 0}}, site.data);
+    // Too few held-out examples to choose by: the global heads.
+    std::unique_ptr<Model> small =
+        Make(name, {{"local_towers", 2}, {"adapt_min_holdout", 1e6}}, site.data);
     ASSERT_TRUE(adapted->SetGlobalBlocks(model));
     ASSERT_TRUE(plain->SetGlobalBlocks(model));
     ASSERT_TRUE(still->SetGlobalBlocks(model));
+    ASSERT_TRUE(small->SetGlobalBlocks(model));
+    EXPECT_EQ(Rmse(*small, site.test), Rmse(*plain, site.test)) << name;
     // The site predicts its scenario better with its own towers; a copy that
     // does not improve on the held-out examples is not kept.
     EXPECT_LT(Rmse(*adapted, site.test), 0.98 * Rmse(*plain, site.test)) << name;
@@ -355,25 +360,6 @@ TEST(MultiTaskModel, ColdUsersDoNotChangeGlobalBlocksAndFoldInFitsThem) {
   const std::vector<ParamBlock> before = b->GlobalBlocks();
   ASSERT_TRUE(b->SetGlobalBlocks(before));
   EXPECT_TRUE(b->GlobalBlocks() == before);
-
-  // foldin_l2 shrinks the new users' rows toward zero (the anonymous user):
-  // a user of extreme ratings gets a smaller bias, the rest of the model the same.
-  std::map<std::string, double> shrunk = params;
-  shrunk["foldin_l2"] = 1.0;
-  std::unique_ptr<Model> d = Make("mmoe", shrunk, with_cold);
-  TrainEpochs(d.get(), 2);
-  EXPECT_TRUE(d->GlobalBlocks() == b->GlobalBlocks());
-  const auto bias_norm = [&](const Model& m) {
-    double sum = 0.0;
-    for (const ParamBlock& block : m.blocks()) {
-      if (block.name != "user_bias") continue;
-      for (uint32_t u = 60; u < 60 + kCold; ++u) {
-        for (uint32_t t = 0; t < block.cols; ++t) sum += std::abs(block.Row(u)[t]);
-      }
-    }
-    return sum;
-  };
-  EXPECT_LT(bias_norm(*d), 0.7 * bias_norm(*b));
 }
 
 FeatureTable UserFeatures(uint32_t users) {
