@@ -1124,7 +1124,8 @@ std::vector<ModelKey> MultiTaskKeys(Architecture architecture) {
        "no task's"},
       {"adapt_holdout", 0.1,
        "local_towers = 2: share of a site's examples held out to choose its towers by"},
-      {"adapt_lr_scale", 1, "local_towers = 2: fine-tuning's learning rate, as a multiple of training's"},
+      {"adapt_lr_scale", 1,
+       "local_towers = 2: fine-tuning's learning rate, as a multiple of training's"},
       {"adapt_min_gain", 0.005,
        "local_towers = 2: least relative drop of a task's held-out error for its adapted heads "
        "to be kept (early stopping's min_delta)"},

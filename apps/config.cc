@@ -814,7 +814,8 @@ Status ValidateDp(const Config& c) {
 }  // namespace
 
 uint32_t LocalEpochs(const Config& config, const ModelRegistry* registry) {
-  if (config.federation.local_epochs > 0) return static_cast<uint32_t>(config.federation.local_epochs);
+  if (config.federation.local_epochs > 0)
+    return static_cast<uint32_t>(config.federation.local_epochs);
   const ModelInfo* info = nullptr;
   if (registry != nullptr) info = registry->Find(config.model.name);
   static const ModelRegistry builtins = ModelRegistry::WithBuiltins();

@@ -208,7 +208,8 @@ TEST(MultiTaskModel, AdaptedTowersFitTheSitesScenarioAndNeverReachTheUpload) {
 
     std::unique_ptr<Model> adapted = Make(name, {{"local_towers", 2}}, site.data);
     std::unique_ptr<Model> plain = Make(name, {}, site.data);
-    std::unique_ptr<Model> still = Make(name, {{"local_towers", 2}, {"adapt_lr_scale", 0}}, site.data);
+    std::unique_ptr<Model> still =
+        Make(name, {{"local_towers", 2}, {"adapt_lr_scale", 0}}, site.data);
     // Too few held-out examples to choose by: the global heads.
     std::unique_ptr<Model> small =
         Make(name, {{"local_towers", 2}, {"adapt_min_holdout", 1e6}}, site.data);
