@@ -73,7 +73,7 @@ case "$1" in
       ps)  # 1 driver, 2 shard servers, 3 workers; a checkpoint every epoch
         np=6 file=ps-driver.ckpt unit=epoch
         args=(--set data.synthetic.users=3000 --set data.synthetic.items=2000
-              --set data.synthetic.ratings=300000 --set eval.ranking=false --set model.factors=16
+              --set data.synthetic.ratings=120000 --set eval.ranking=false --set model.factors=16
               --set federation.mode=ps --set cluster.shard_servers=2 --set federation.sites=3
               --set train.epochs=$steps --set checkpoint.every=1)
         ;;
