@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "algorithms/metrics.h"
 #include "algorithms/model.h"
 #include "algorithms/strategy.h"
 #include "apps/config.h"
@@ -62,6 +63,10 @@ struct JobEnd {
   std::string sha;
   uint32_t completed = 0;
   bool stopped = false;
+  // The test error sums of the last round evaluated: what the sites predict
+  // with their local blocks (user rows, local or adapted towers) too.
+  ErrorSums test;
+  RankingSums ranking;
 };
 
 // One `fedrec sim` job over `dir` as the command assembles it: stopped after
@@ -103,6 +108,8 @@ Result<JobEnd> RunJob(const Config& config, const std::string& dir, uint32_t sto
   worker.job_id = job;
   coordinator.checkpoint_every = static_cast<uint32_t>(config.checkpoint.every);
   uint32_t seen = 0;
+  ErrorSums test;
+  RankingSums ranking;
   coordinator.on_checkpoint = [&](const Coordinator& c, uint32_t round) {
     const bool crashed = crash_after > 0 && round >= crash_after;
     if (crashed && round % coordinator.checkpoint_every != 0) return Status::Ok();
@@ -113,10 +120,17 @@ Result<JobEnd> RunJob(const Config& config, const std::string& dir, uint32_t sto
   coordinator.stop_requested = [&] { return stop > 0 && seen >= stop; };
   Result<SimulationResult> result =
       RunSimulation(sim, coordinator, std::move(server), std::move(strategy), worker, items,
-                    std::move(data.sites), [&](const RoundMetrics& m) { seen = m.round; });
+                    std::move(data.sites), [&](const RoundMetrics& m) {
+                      seen = m.round;
+                      if (m.evaluated) {
+                        test = m.test;
+                        ranking = m.ranking;
+                      }
+                    });
   FEDREC_RETURN_IF_ERROR(groups.End());
   if (!result.ok()) return result.status();
-  return JobEnd{ModelSha256(result->global), result->completed_round, result->stopped};
+  return JobEnd{ModelSha256(result->global), result->completed_round, result->stopped, test,
+                ranking};
 }
 
 struct Case {
@@ -130,6 +144,9 @@ struct Case {
   int64_t site_workers = 0;
   // Shard servers summing slices of the rounds (they keep nothing between rounds).
   int64_t shard_servers = 0;
+  // Multi-task models: 1 = towers kept at the sites (in their state files),
+  // 2 = towers adapted per site from the federated ones.
+  int local_towers = 0;
 };
 
 class ResumeTest : public ::testing::TestWithParam<Case> {};
@@ -141,13 +158,22 @@ TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) 
   config.cluster.site_workers = c.site_workers;
   config.cluster.shard_servers = c.shard_servers;
   config.cluster.site_shard_servers = c.site_workers > 0 ? 1 : 0;
+  // The implicit models' evaluation is their ranking.
+  const std::string model = c.model;
+  if (model == "bpr" || model == "ials") config.eval.ranking = true;
+  if (c.local_towers > 0)
+    config.model.params[std::string(c.model) + ".local_towers"] = c.local_towers;
+  // The small sites hold out fewer examples than the default least.
+  if (c.local_towers == 2) config.model.params[std::string(c.model) + ".adapt_min_holdout"] = 10;
   const std::string name = std::string(c.model) + "-" + c.strategy + "-" + c.aggregation + "-dp-" +
                            c.dp + "-tiers-" + std::to_string(c.site_workers) + "-shards-" +
-                           std::to_string(c.shard_servers);
+                           std::to_string(c.shard_servers) + "-towers-" +
+                           std::to_string(c.local_towers);
   Config off = config;
   off.checkpoint.every = 0;
   Result<JobEnd> plain = RunJob(off, TempDir(name + "-plain"), 0, false);
   ASSERT_TRUE(plain.ok()) << plain.status().message();
+  ASSERT_GT(plain->test.count + plain->ranking.users, 0u);
   Result<JobEnd> whole = RunJob(config, TempDir(name + "-whole"), 0, false);
   ASSERT_TRUE(whole.ok()) << whole.status().message();
   EXPECT_EQ(whole->sha, plain->sha) << "checkpointing changed the model";
@@ -161,6 +187,11 @@ TEST_P(ResumeTest, StoppedAfterAnyRoundAndResumedEndsWithTheUninterruptedModel) 
     ASSERT_TRUE(resumed.ok()) << resumed.status().message();
     EXPECT_EQ(resumed->completed, config.federation.rounds);
     EXPECT_EQ(resumed->sha, plain->sha) << "resumed after round " << stop;
+    // The sites' own blocks came back too: the last evaluation is the same.
+    EXPECT_EQ(resumed->test.count, plain->test.count) << "resumed after round " << stop;
+    EXPECT_EQ(resumed->test.squared, plain->test.squared) << "resumed after round " << stop;
+    EXPECT_EQ(resumed->ranking.users, plain->ranking.users) << "resumed after round " << stop;
+    EXPECT_EQ(resumed->ranking.ndcg, plain->ranking.ndcg) << "resumed after round " << stop;
   }
 }
 
@@ -172,12 +203,17 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"ple", "fedadam", "secagg"},
                       Case{"mf", "fedavg", "secagg", "distributed"}, Case{"mf", "scaffold", "none"},
                       Case{"mf", "scaffold", "secagg"}, Case{"mf", "fedavg", "secagg", "none", 2},
-                      Case{"mf", "fedadam", "secagg", "none", 0, 2}),
+                      Case{"mf", "fedadam", "secagg", "none", 0, 2},
+                      Case{"mmoe", "fedavg", "secagg", "none", 0, 0, 1},
+                      Case{"shared_bottom", "fedavg", "none", "none", 0, 0, 2}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return std::string(info.param.model) + "_" + info.param.strategy + "_" +
              info.param.aggregation + "_dp_" + info.param.dp +
              (info.param.site_workers > 0 ? "_two_tiers" : "") +
-             (info.param.shard_servers > 0 ? "_sharded" : "");
+             (info.param.shard_servers > 0 ? "_sharded" : "") +
+             (info.param.local_towers == 1   ? "_local_towers"
+              : info.param.local_towers == 2 ? "_adapted_towers"
+                                             : "");
     });
 
 TEST(Checkpoint, ResumeAfterACrashDiscardsSiteStateNewerThanTheCheckpoint) {
