@@ -6,6 +6,7 @@
 #   bench/e2e_multitask.sh cold      <ml-100k dir> [build dir]  20% of users kept at 3 training ratings
 #   bench/e2e_multitask.sh scenarios <ml-100k dir> [build dir]  sites = scenarios by item genre: global, local and adapted towers
 # EXTRA="--set k=v ..." is added to every run. MODELS="ple ..." picks models.
+# SEEDS="1 2 3" (cold only): means over seeds, which also draw the cold users.
 # Each prints a markdown table. Runs go two at a time (the machine's cores).
 set -euo pipefail
 mode=${1:?usage: $0 tasks|federated|cold|scenarios <ml-100k dir> [build dir]}
@@ -78,29 +79,44 @@ for m in models:
 PY
     ;;
   cold)
+    # SEEDS="1 2 3": one set of runs per seed (the seed also draws the cold
+    # users); figures are means over the seeds, "vs MF" per seed too.
     cold="--set data.cold_start.share=0.2 --set data.cold_start.ratings=3"
-    add mf train $data $cold --set model.name=mf
-    add popularity train $data $cold --set model.name=popularity
-    for m in "${models[@]}"; do add "$m" train $data $features $cold --set model.name=$m; done
-    for m in "${models[@]}"; do add "$m-nofeat" train $data $cold --set model.name=$m; done
+    read -r -a seeds <<<"${SEEDS:-1}"
+    for s in "${seeds[@]}"; do
+      sd="--set seed=$s"
+      add "mf-s$s" train $data $cold $sd --set model.name=mf
+      add "popularity-s$s" train $data $cold $sd --set model.name=popularity
+      for m in "${models[@]}"; do add "$m-s$s" train $data $features $cold $sd --set model.name=$m; done
+      for m in "${models[@]}"; do add "$m-nofeat-s$s" train $data $cold $sd --set model.name=$m; done
+    done
     run_all
-    python3 - "$out" "${models[@]}" <<'PY'
+    python3 - "$out" "${#seeds[@]}" "${seeds[@]}" "${models[@]}" <<'PY'
 import json, sys
-out, models = sys.argv[1], sys.argv[2:]
-last = lambda n: json.loads(open(f"{out}/{n}.out").read().strip().splitlines()[-1])
-mf, pop = last("mf"), last("popularity")
-print(f"cold users: {mf['cold']['count']} held-out ratings, {mf['cold']['ranked_users']} ranked users\n")
-print("| model | cold RMSE | vs MF | cold NDCG@10 | vs popularity | warm RMSE | warm NDCG@10 |")
-print("|---|---|---|---|---|---|---|")
-def row(name, r):
-    c, w = r["cold"], r["warm"]
-    print(f"| {name} | {c['rmse']:.4f} | {1 - c['rmse'] / mf['cold']['rmse']:+.1%} | {c['ndcg@10']:.4f} "
-          f"| {c['ndcg@10'] / pop['cold']['ndcg@10']:.2f}x | {w['rmse']:.4f} | {w['ndcg@10']:.4f} |")
+out, n = sys.argv[1], int(sys.argv[2])
+seeds, models = sys.argv[3:3 + n], sys.argv[3 + n:]
+last = lambda name, s: json.loads(open(f"{out}/{name}-s{s}.out").read().strip().splitlines()[-1])
+mean = lambda xs: sum(xs) / len(xs)
+mf = {s: last("mf", s) for s in seeds}
+pop = {s: last("popularity", s) for s in seeds}
+for s in seeds:
+    print(f"seed {s}: {mf[s]['cold']['count']} cold held-out ratings, {mf[s]['cold']['ranked_users']} ranked users")
+print(f"\nmeans over seeds {' '.join(seeds)}\n")
+print("| model | cold RMSE | vs MF | vs MF per seed | cold NDCG@10 | vs popularity | warm RMSE | warm NDCG@10 |")
+print("|---|---|---|---|---|---|---|---|")
+def row(label, runs):
+    vs = [1 - runs[s]["cold"]["rmse"] / mf[s]["cold"]["rmse"] for s in seeds]
+    vp = [runs[s]["cold"]["ndcg@10"] / pop[s]["cold"]["ndcg@10"] for s in seeds]
+    m = lambda part, key: mean([runs[s][part][key] for s in seeds])
+    per = " ".join(f"{v:+.1%}" for v in vs)
+    print(f"| {label} | {m('cold', 'rmse'):.4f} | {mean(vs):+.1%} | {per} | {m('cold', 'ndcg@10'):.4f} "
+          f"| {mean(vp):.2f}x | {m('warm', 'rmse'):.4f} | {m('warm', 'ndcg@10'):.4f} |")
 row("biased MF", mf)
-print(f"| popularity | | | {pop['cold']['ndcg@10']:.4f} | 1.00x | | {pop['warm']['ndcg@10']:.4f} |")
+print(f"| popularity | | | | {mean([pop[s]['cold']['ndcg@10'] for s in seeds]):.4f} | 1.00x | "
+      f"| {mean([pop[s]['warm']['ndcg@10'] for s in seeds]):.4f} |")
 for m in models:
-    row(f"{m} (side features)", last(m))
-    row(f"{m} (no side features)", last(f"{m}-nofeat"))
+    row(f"{m} (side features)", {s: last(m, s) for s in seeds})
+    row(f"{m} (no side features)", {s: last(f"{m}-nofeat", s) for s in seeds})
 PY
     ;;
   scenarios)
