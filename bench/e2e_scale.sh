@@ -37,7 +37,7 @@ for l in open(d + "/metrics.jsonl"):
           f"{m['aggregation']}, {m['sites_reported']}/{m['sites_selected']} sites), "
           f"test RMSE {m.get('test_rmse', float('nan')):.4f}")
 s = json.load(open(d + "/summary.json"))
-print(f"  peak RSS {s['peak_rss_mb']:.0f} MB")
+print(f"  peak RSS {s['peak_rss_mb']:.0f} MB, whole job {s['seconds']:.1f} s (start-up, rounds, the end)")
 PY
 }
 

@@ -119,6 +119,7 @@ Result<SigningKey> GenerateSigningKey() {
 
 struct LoadedSigningKey {
   Key32 private_key{};  // what `pkey` was loaded from
+  Key32 public_key{};   // what OpenSSL derived from it
   Pkey pkey;            // OpenSSL clears the key when it frees it
   ~LoadedSigningKey() { Cleanse(private_key); }
 };
@@ -131,8 +132,18 @@ Result<SigningKey> SigningKeyFromPrivate(const Key32& private_key) {
   SigningKey key;
   key.private_key = private_key;
   FEDREC_ASSIGN_OR_RETURN(key.public_key, PublicOf(loaded->pkey.get(), "Ed25519 public key"));
+  loaded->public_key = key.public_key;
   key.loaded = std::move(loaded);
   return key;
+}
+
+bool PublicKeyMatches(const SigningKey& key) {
+  if (key.loaded && CRYPTO_memcmp(key.loaded->private_key.data(), key.private_key.data(),
+                                  key.private_key.size()) == 0) {
+    return key.loaded->public_key == key.public_key;
+  }
+  Result<SigningKey> derived = SigningKeyFromPrivate(key.private_key);
+  return derived.ok() && derived->public_key == key.public_key;
 }
 
 Result<Signature> Sign(const SigningKey& key, std::span<const uint8_t> message) {

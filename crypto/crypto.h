@@ -49,6 +49,11 @@ struct SigningKey {
 };
 Result<SigningKey> GenerateSigningKey();
 Result<SigningKey> SigningKeyFromPrivate(const Key32& private_key);
+// Whether key.public_key is the public key of key.private_key. A key that
+// carries its loaded form (and still holds the private key it was loaded
+// from) is checked against the public key derived then, without deriving it
+// again (a scalar multiplication).
+bool PublicKeyMatches(const SigningKey& key);
 Result<Signature> Sign(const SigningKey& key, std::span<const uint8_t> message);
 // False for a bad signature or a malformed public key.
 bool Verify(const Key32& public_key, std::span<const uint8_t> message, const Signature& signature);

@@ -190,9 +190,7 @@ struct SecureTransport::Broadcast {
 
 Result<std::unique_ptr<SecureTransport>> SecureTransport::Create(Transport* inner,
                                                                  SecureTransportOptions options) {
-  FEDREC_ASSIGN_OR_RETURN(crypto::SigningKey check,
-                          crypto::SigningKeyFromPrivate(options.identity.private_key));
-  if (check.public_key != options.identity.public_key) {
+  if (!crypto::PublicKeyMatches(options.identity)) {
     return Status::InvalidArgument(
         "channel identity: the public key does not belong to the private key");
   }

@@ -54,7 +54,8 @@ struct SimulationOptions {
   // options of each rank (0 = coordinator, site s = rank s + 1, then the
   // shard servers); unset = plain
   // in-process queues. A site signs its secure-aggregation keys with its
-  // channel identity.
+  // channel identity. Called once per rank, from several threads at once
+  // (the simulator's), before the run.
   std::function<Result<SecureTransportOptions>(int rank)> channel_options;
   // Called for every site that built its model (that took part in a round
   // or an evaluation) once the run has ended, before the sites are destroyed

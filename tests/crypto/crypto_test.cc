@@ -55,6 +55,24 @@ TEST(Crypto, Ed25519MatchesRfc8032VectorAndRejectsForgeries) {
   EXPECT_FALSE(Verify(other.public_key, {}, signature));
 }
 
+TEST(Crypto, PublicKeyMatchesOnlyTheKeyDerivedFromThePrivateOne) {
+  const SigningKey key = *GenerateSigningKey();
+  EXPECT_TRUE(PublicKeyMatches(key));
+  // Another public key beside the loaded private key.
+  SigningKey wrong_public = key;
+  wrong_public.public_key = GenerateSigningKey()->public_key;
+  EXPECT_FALSE(PublicKeyMatches(wrong_public));
+  // Another private key than the loaded one: derived again, and refused.
+  SigningKey wrong_private = key;
+  wrong_private.private_key = GenerateSigningKey()->private_key;
+  EXPECT_FALSE(PublicKeyMatches(wrong_private));
+  // Raw bytes without the loaded form: derived.
+  SigningKey raw{key.private_key, key.public_key, nullptr};
+  EXPECT_TRUE(PublicKeyMatches(raw));
+  raw.public_key[0] ^= 1;
+  EXPECT_FALSE(PublicKeyMatches(raw));
+}
+
 TEST(Crypto, HkdfMatchesRfc5869TestCase1) {
   const std::vector<uint8_t> ikm(22, 0x0b);
   const std::vector<uint8_t> salt = Bytes("000102030405060708090a0b0c");
