@@ -14,69 +14,11 @@
 #include "coordinator/aggregation_shard.h"
 #include "protocol/frame.h"
 #include "protocol/inprocess_transport.h"
+#include "sim/contacted_shutdown.h"
 
 namespace fedrec {
 
 namespace {
-
-// The coordinator's endpoint in the simulator: its Shutdown to a site it
-// never sent anything else goes nowhere. Such a site has no channel and no
-// state (the simulator ends every site itself once the coordinator returns),
-// and the Shutdown would first open an authenticated channel to it: at
-// 100,000 registered sites and 1,000 sampled a round, 97,000 handshakes that
-// tell nobody anything. Under mpirun the same role reaches every rank, which
-// waits for it.
-class ContactedShutdownTransport : public Transport {
- public:
-  // Site ranks are [first_site, end_site); frames to other ranks (shard
-  // servers, which serve until their Shutdown) always go.
-  ContactedShutdownTransport(Transport* inner, int first_site, int end_site)
-      : inner_(inner),
-        first_site_(first_site),
-        contacted_(static_cast<size_t>(end_site - first_site)) {}
-
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  TrafficStats stats() const override { return inner_->stats(); }
-  std::optional<std::array<uint8_t, 32>> PeerIdentity(int peer) const override {
-    return inner_->PeerIdentity(peer);
-  }
-  std::vector<ChannelFailure> TakeChannelFailures() override {
-    return inner_->TakeChannelFailures();
-  }
-  Status Send(int peer, std::vector<uint8_t> bytes) override {
-    if (!Reaches(peer, bytes)) return Status::Ok();
-    return inner_->Send(peer, std::move(bytes));
-  }
-  Status SendShared(int peer, const SharedFrame& frame) override {
-    if (!Reaches(peer, *frame)) return Status::Ok();
-    return inner_->SendShared(peer, frame);
-  }
-  Result<Envelope> Recv(std::chrono::milliseconds timeout) override {
-    return inner_->Recv(timeout);
-  }
-
- private:
-  // Whether a frame for `peer` is sent: anything but a Shutdown marks the
-  // peer contacted; a Shutdown goes to contacted peers only.
-  bool Reaches(int peer, const std::vector<uint8_t>& bytes) {
-    if (peer < first_site_ || static_cast<size_t>(peer - first_site_) >= contacted_.size())
-      return true;
-    const bool shutdown =
-        bytes.size() >= kFrameHeaderSize &&
-        GetLe<uint16_t>(bytes.data() + 6) == static_cast<uint16_t>(MessageType::kShutdown);
-    std::atomic<bool>& contacted = contacted_[static_cast<size_t>(peer - first_site_)];
-    if (!shutdown) {
-      contacted.store(true, std::memory_order_relaxed);
-      return true;
-    }
-    return contacted.load(std::memory_order_relaxed);
-  }
-
-  Transport* inner_;
-  int first_site_;
-  std::vector<std::atomic<bool>> contacted_;
-};
 
 // Runs site handlers on a fixed set of threads. A site with pending messages
 // is queued once; while it runs, new arrivals only mark it pending, so one
