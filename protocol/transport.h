@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -87,6 +88,38 @@ class Transport {
   // so a role can fail such a peer at once instead of waiting for its answer.
   // Plain transports have none. Thread-safe.
   virtual std::vector<ChannelFailure> TakeChannelFailures() { return {}; }
+};
+
+// A transport that passes everything to `inner` (which must outlive it): the
+// base of decorators that change one part (fault injection, recording what a
+// role receives). SendShared keeps Transport's default, a copy through Send,
+// so a decorator that overrides Send sees every frame; one that passes shared
+// frames on as they are overrides SendShared too.
+class ForwardingTransport : public Transport {
+ public:
+  explicit ForwardingTransport(Transport* inner) : inner_(inner) {}
+
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  Status Send(int peer, std::vector<uint8_t> bytes) override {
+    return inner_->Send(peer, std::move(bytes));
+  }
+  Result<Envelope> Recv(std::chrono::milliseconds timeout) override {
+    return inner_->Recv(timeout);
+  }
+  TrafficStats stats() const override { return inner_->stats(); }
+  std::optional<std::array<uint8_t, 32>> PeerIdentity(int peer) const override {
+    return inner_->PeerIdentity(peer);
+  }
+  std::vector<ChannelFailure> TakeChannelFailures() override {
+    return inner_->TakeChannelFailures();
+  }
+
+ protected:
+  Transport* inner() const { return inner_; }
+
+ private:
+  Transport* inner_;
 };
 
 }  // namespace fedrec

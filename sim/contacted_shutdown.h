@@ -1,11 +1,9 @@
 // The coordinator's endpoint in the simulator (sim/simulation.cc).
 #pragma once
 
-#include <array>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
-#include <optional>
+#include <utility>
 #include <vector>
 
 #include "base/little_endian.h"
@@ -21,34 +19,22 @@ namespace fedrec {
 // 100,000 registered sites and 1,000 sampled a round, 97,000 handshakes that
 // tell nobody anything. Under mpirun the same role reaches every rank, which
 // waits for it.
-class ContactedShutdownTransport : public Transport {
+class ContactedShutdownTransport : public ForwardingTransport {
  public:
   // Site ranks are [first_site, end_site); frames to other ranks (shard
   // servers, which serve until their Shutdown) always go.
   ContactedShutdownTransport(Transport* inner, int first_site, int end_site)
-      : inner_(inner),
+      : ForwardingTransport(inner),
         first_site_(first_site),
         contacted_(static_cast<size_t>(end_site - first_site)) {}
 
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  TrafficStats stats() const override { return inner_->stats(); }
-  std::optional<std::array<uint8_t, 32>> PeerIdentity(int peer) const override {
-    return inner_->PeerIdentity(peer);
-  }
-  std::vector<ChannelFailure> TakeChannelFailures() override {
-    return inner_->TakeChannelFailures();
-  }
   Status Send(int peer, std::vector<uint8_t> bytes) override {
     if (!Reaches(peer, bytes)) return Status::Ok();
-    return inner_->Send(peer, std::move(bytes));
+    return inner()->Send(peer, std::move(bytes));
   }
   Status SendShared(int peer, const SharedFrame& frame) override {
     if (!Reaches(peer, *frame)) return Status::Ok();
-    return inner_->SendShared(peer, frame);
-  }
-  Result<Envelope> Recv(std::chrono::milliseconds timeout) override {
-    return inner_->Recv(timeout);
+    return inner()->SendShared(peer, frame);
   }
 
  private:
@@ -68,7 +54,6 @@ class ContactedShutdownTransport : public Transport {
     return contacted.load(std::memory_order_relaxed);
   }
 
-  Transport* inner_;
   int first_site_;
   std::vector<std::atomic<bool>> contacted_;
 };

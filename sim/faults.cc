@@ -36,7 +36,7 @@ RoundStep DropoutStep(const FaultOptions& options, uint32_t round, uint32_t site
 
 FaultTransport::FaultTransport(Transport* inner, const FaultOptions* options,
                                std::optional<uint32_t> site)
-    : inner_(inner), options_(options), site_(site) {}
+    : ForwardingTransport(inner), options_(options), site_(site) {}
 
 bool FaultTransport::SilentLocked(uint32_t round, RoundStep step) {
   const uint32_t site = *site_;
@@ -81,7 +81,7 @@ Status FaultTransport::Send(int peer, std::vector<uint8_t> bytes) {
                                  ", step " + RoundStepName(options_->coordinator_crash_step) +
                                  " (fault injection: sim.faults.coordinator_crash_round)");
     }
-    return inner_->Send(peer, std::move(bytes));
+    return inner()->Send(peer, std::move(bytes));
   }
   bool duplicate = false;
   {
@@ -112,8 +112,8 @@ Status FaultTransport::Send(int peer, std::vector<uint8_t> bytes) {
       }
     }
   }
-  if (duplicate) FEDREC_RETURN_IF_ERROR(inner_->Send(peer, bytes));
-  return inner_->Send(peer, std::move(bytes));
+  if (duplicate) FEDREC_RETURN_IF_ERROR(inner()->Send(peer, bytes));
+  return inner()->Send(peer, std::move(bytes));
 }
 
 Result<Envelope> FaultTransport::Recv(std::chrono::milliseconds timeout) {
@@ -123,7 +123,7 @@ Result<Envelope> FaultTransport::Recv(std::chrono::milliseconds timeout) {
                                  std::to_string(options_->coordinator_crash_round) +
                                  " (fault injection: sim.faults.coordinator_crash_round)");
     }
-    return inner_->Recv(timeout);
+    return inner()->Recv(timeout);
   }
   for (;;) {
     {
@@ -134,7 +134,7 @@ Result<Envelope> FaultTransport::Recv(std::chrono::milliseconds timeout) {
         return e;
       }
     }
-    Result<Envelope> envelope = inner_->Recv(timeout);
+    Result<Envelope> envelope = inner()->Recv(timeout);
     if (!envelope.ok()) return envelope;
     std::lock_guard lock(mu_);
     const uint32_t round = FrameRoundOf(envelope->bytes);

@@ -88,21 +88,11 @@ struct FaultCounts {
 // not), per FaultOptions::dropout.
 RoundStep DropoutStep(const FaultOptions& options, uint32_t round, uint32_t site);
 
-class FaultTransport : public Transport {
+class FaultTransport : public ForwardingTransport {
  public:
   // `site`: the site whose transport this is; nullopt: the coordinator (only
   // its crash applies). `inner` must outlive this.
   FaultTransport(Transport* inner, const FaultOptions* options, std::optional<uint32_t> site);
-
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  TrafficStats stats() const override { return inner_->stats(); }
-  std::optional<std::array<uint8_t, 32>> PeerIdentity(int peer) const override {
-    return inner_->PeerIdentity(peer);
-  }
-  std::vector<ChannelFailure> TakeChannelFailures() override {
-    return inner_->TakeChannelFailures();
-  }
 
   Status Send(int peer, std::vector<uint8_t> bytes) override;
   Result<Envelope> Recv(std::chrono::milliseconds timeout) override;
@@ -117,7 +107,6 @@ class FaultTransport : public Transport {
   // The next draw of the frame stream of `round`, direction `in`.
   double FrameDrawLocked(uint32_t round, bool in);
 
-  Transport* inner_;
   const FaultOptions* options_;
   const std::optional<uint32_t> site_;
   mutable std::mutex mu_;
