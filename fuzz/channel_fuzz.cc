@@ -28,26 +28,19 @@ using std::chrono::milliseconds;
 namespace {
 
 // Forwards to an in-process endpoint, or keeps what is sent while capturing.
-class Tap : public Transport {
+class Tap : public ForwardingTransport {
  public:
-  explicit Tap(Transport* inner) : inner_(inner) {}
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
+  explicit Tap(Transport* inner) : ForwardingTransport(inner) {}
   Status Send(int peer, std::vector<uint8_t> bytes) override {
     if (capture) {
       captured.push_back(std::move(bytes));
       return Status::Ok();
     }
-    return inner_->Send(peer, std::move(bytes));
+    return inner()->Send(peer, std::move(bytes));
   }
-  Result<Envelope> Recv(milliseconds timeout) override { return inner_->Recv(timeout); }
-  TrafficStats stats() const override { return inner_->stats(); }
 
   bool capture = false;
   std::vector<std::vector<uint8_t>> captured;
-
- private:
-  Transport* inner_;
 };
 
 crypto::SigningKey FixedKey(uint8_t fill) {

@@ -111,23 +111,14 @@ void WritePs() {
 }
 
 // Keeps what rank 0 sends, so its hellos and sealed frames become seeds.
-class Recorder : public Transport {
+class Recorder : public ForwardingTransport {
  public:
-  explicit Recorder(Transport* inner) : inner_(inner) {}
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
+  explicit Recorder(Transport* inner) : ForwardingTransport(inner) {}
   Status Send(int peer, std::vector<uint8_t> bytes) override {
     sent.push_back(bytes);
-    return inner_->Send(peer, std::move(bytes));
+    return inner()->Send(peer, std::move(bytes));
   }
-  Result<Envelope> Recv(std::chrono::milliseconds timeout) override {
-    return inner_->Recv(timeout);
-  }
-  TrafficStats stats() const override { return inner_->stats(); }
   std::vector<std::vector<uint8_t>> sent;
-
- private:
-  Transport* inner_;
 };
 
 crypto::SigningKey FixedKey(uint8_t fill) {

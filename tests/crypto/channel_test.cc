@@ -41,14 +41,12 @@ MessageType TypeOf(const std::vector<uint8_t>& bytes) {
 // Sits between a SecureTransport and its network endpoint, i.e. on the wire:
 // keeps a copy of every frame sent and received, and lets a test hold back or
 // alter arriving frames and inject its own. Single-threaded tests only.
-class Tap : public Transport {
+class Tap : public ForwardingTransport {
  public:
-  explicit Tap(Transport* inner) : inner_(inner) {}
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
+  explicit Tap(Transport* inner) : ForwardingTransport(inner) {}
   Status Send(int peer, std::vector<uint8_t> bytes) override {
     sent.push_back(bytes);
-    return inner_->Send(peer, std::move(bytes));
+    return inner()->Send(peer, std::move(bytes));
   }
   Result<Envelope> Recv(milliseconds timeout) override {
     for (;;) {
@@ -57,7 +55,7 @@ class Tap : public Transport {
         injected.pop_front();
         return e;
       }
-      Result<Envelope> e = inner_->Recv(timeout);
+      Result<Envelope> e = inner()->Recv(timeout);
       if (!e.ok()) return e;
       seen.push_back(e->bytes);
       if (hold_if && hold_if(e->bytes)) {
@@ -68,7 +66,6 @@ class Tap : public Transport {
       return e;
     }
   }
-  TrafficStats stats() const override { return inner_->stats(); }
 
   // Holds back the next arriving frame of `type` (and only that one).
   void HoldNext(MessageType type) {
@@ -92,9 +89,6 @@ class Tap : public Transport {
   std::deque<Envelope> injected, held;
   std::function<bool(const std::vector<uint8_t>&)> hold_if;
   std::function<void(std::vector<uint8_t>&)> alter;
-
- private:
-  Transport* inner_;
 };
 
 crypto::SigningKey NewKey() { return *crypto::GenerateSigningKey(); }
