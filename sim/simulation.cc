@@ -247,6 +247,10 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   });
   // Every rank's transport: the network's endpoint (sites: behind their
   // availability), or a channel over it.
+  // The simulator's threads: the sites' handlers, and before them the making
+  // of the channels.
+  const uint32_t cores =
+      options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::unique_ptr<AvailabilityTransport>> availability;
   std::vector<std::unique_ptr<SecureTransport>> channels;
   std::vector<Transport*> endpoints;
@@ -268,9 +272,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     const size_t ranks = endpoints.size();
     channels.resize(ranks);
     std::vector<Status> failed(ranks);
-    uint32_t workers = options.threads;
-    if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
-    workers = static_cast<uint32_t>(std::min<size_t>(workers, ranks));
+    const uint32_t workers = static_cast<uint32_t>(std::min<size_t>(cores, ranks));
     std::atomic<size_t> next{0};
     auto make = [&] {
       for (size_t rank; (rank = next.fetch_add(1)) < ranks;) {
@@ -329,9 +331,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   }
   sites.clear();
 
-  uint32_t threads = options.threads;
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = std::min(threads, num_sites);
+  const uint32_t threads = std::min(cores, num_sites);
   // A site's clock moves to the frame's arrival, then by the frame's work:
   // training for a plan, scoring for an evaluation request (other steps are
   // not modelled). Sends while handling it leave at that time.
