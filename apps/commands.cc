@@ -18,6 +18,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -347,6 +348,7 @@ class RoundReporter {
     std::lock_guard lock(mu_);
     const EvalResult eval = EvalOf(m);
     Count(m.round, m.aborted, m.abort_reason);
+    if (!m.aborted && !m.aggregation.empty()) schemes_used_.insert(m.aggregation);
     json line = {{"round", m.round},
                  {"train_rmse", Number(std::sqrt(m.train_mse))},
                  {"train_loss", Number(m.train_mse)},
@@ -476,7 +478,11 @@ class RoundReporter {
     summary["model_sha256"] = ModelSha256(global);
     summary["bytes_sent"] = coordinator_traffic.bytes_sent;
     summary["bytes_received"] = coordinator_traffic.bytes_received;
+    // The configured scheme, and what this run's trained rounds ran as
+    // (`secagg` chooses the SecAgg+ graph per round: metrics.jsonl says which).
     summary["aggregation"] = config_.security.aggregation;
+    summary["aggregation_used"] =
+        std::vector<std::string>(schemes_used_.begin(), schemes_used_.end());
     if (config_.dp.mode != "none") {
       json dp = {{"mode", config_.dp.mode},
                  {"unit", config_.dp.unit},
@@ -515,6 +521,7 @@ class RoundReporter {
   // Rounds reported (this run and the one it resumes) and their outcomes.
   uint32_t rounds_run_ = 0, rounds_aborted_ = 0, last_round_ = 0;
   std::string last_abort_reason_;
+  std::set<std::string> schemes_used_;  // `aggregation` of this run's trained rounds
   // The last evaluation: its round, sites, test ratings and ranked users,
   // and everything it covered (0: nothing).
   uint32_t evaluated_round_ = 0, sites_evaluated_ = 0;

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -365,6 +366,11 @@ TEST(TaskMetricsFederated, FedrecSimWritesPerTaskAndWarmColdMetrics) {
   const nlohmann::json summary = nlohmann::json::parse(summary_file);
   EXPECT_EQ(summary["tasks"], lines.back()["tasks"]);
   EXPECT_EQ(summary["warm"], lines.back()["warm"]);
+  // The configured scheme, and the one its rounds ran as (secagg picks a graph per round).
+  EXPECT_EQ(summary["aggregation"], "secagg");
+  std::set<std::string> used;
+  for (const nlohmann::json& line : lines) used.insert(line["aggregation"].get<std::string>());
+  EXPECT_EQ(summary["aggregation_used"].get<std::set<std::string>>(), used);
   ASSERT_TRUE(summary.contains("centralized_tasks"));
   EXPECT_EQ(summary["centralized_tasks"]["click"]["count"], summary["tasks"]["click"]["count"]);
   EXPECT_EQ(summary["centralized_tasks"]["like"]["auc"], summary["tasks"]["like"]["auc"]);
