@@ -675,6 +675,7 @@ int RunSim(const Config& config, const Registries& registries) {
   }
   sim_options.threads = static_cast<uint32_t>(config.sim.threads);
   sim_options.share_agreements = config.sim.share_agreements;
+  sim_options.share_openings = config.sim.share_openings;
   sim_options.shard_servers = static_cast<uint32_t>(config.cluster.shard_servers);
   if (Status s =
           SetSimulationProfiles(config, static_cast<uint32_t>(data->sites.size()), &sim_options);

@@ -309,6 +309,10 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("sim.share_agreements", sim.share_agreements,
                  "simulated sites compute each pairwise secure-aggregation secret once per pair "
                  "(X25519 is symmetric; same results); false = each site its own, as deployed"),
+      FEDREC_KEY("sim.share_openings", sim.share_openings,
+                 "with channels, simulated sites hash and decrypt each broadcast (the model) once "
+                 "for all its receivers (the same bytes and key; same results); false = each "
+                 "site its own, as deployed"),
       FEDREC_KEY("sim.compute_speed", sim.compute_speed,
                  "simulated sites' median speed: rating-epochs trained per simulated second"),
       FEDREC_KEY("sim.speed_spread", sim.speed_spread,

@@ -221,6 +221,7 @@ struct Config {
     int64_t threads = 0;
     bool compare_centralized = true;
     bool share_agreements = true;
+    bool share_openings = true;
     // Virtual time (sim/profiles.h): site speed and links, drawn per site.
     double compute_speed = 1e6;  // rating-epochs per simulated second (median)
     double speed_spread = 0.0;   // lognormal sigma of the speed

@@ -1,5 +1,6 @@
 #include "crypto/secure_transport.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
@@ -766,7 +767,8 @@ void SecureTransport::TakeBroadcastKey(int from, const std::vector<uint8_t>& fra
   crypto::Cleanse(key.key);
 }
 
-bool SecureTransport::HandleBroadcastBody(int from, std::vector<uint8_t>& bytes, uint32_t round) {
+bool SecureTransport::HandleBroadcastBody(int from, std::vector<uint8_t>& bytes,
+                                          const SharedFrame& shared, uint32_t round) {
   const std::string what = "broadcast body from " + Name(from) + ", round " + std::to_string(round);
   Peer* p = FindPeer(from);
   if (p == nullptr || !p->open) {
@@ -789,33 +791,116 @@ bool SecureTransport::HandleBroadcastBody(int from, std::vector<uint8_t>& bytes,
                std::to_string(GetLe<uint64_t>(bytes.data() + 16)) + "-byte payload");
     return false;
   }
-  if (crypto::Sha256(bytes) != key.digest) {
+  // Shared with the other receivers of these very bytes when they came by
+  // reference (BroadcastOpenings), else this receiver's own work.
+  BroadcastOpenings* const openings =
+      shared != nullptr && *shared == bytes ? options_.openings.get() : nullptr;
+  const crypto::Key32 digest = openings ? openings->Digest(shared) : crypto::Sha256(bytes);
+  if (digest != key.digest) {
     Reject(ChannelError::kBroadcastMismatch, from, round,
            what +
                ": its SHA-256 differs from the digest sealed with its key (tampered, or "
                "another broadcast replayed)");
     return false;
   }
-  const size_t n = bytes.size() - kFrameHeaderSize - crypto::kGcmTagSize;
-  Status opened = crypto::Aes256Gcm(key.key).Open(
-      kZeroNonce, std::span<const uint8_t>(bytes.data(), kFrameHeaderSize),
-      std::span<uint8_t>(bytes.data() + kFrameHeaderSize, n),
-      std::span<const uint8_t, crypto::kGcmTagSize>(bytes.data() + kFrameHeaderSize + n,
-                                                    crypto::kGcmTagSize));
+  Result<std::vector<uint8_t>> opened = Status::Ok();
+  if (openings) {
+    const BroadcastOpenings::Opened result = openings->Open(
+        shared, key.key, [&](auto body) { return OpenBroadcastBody(key.key, std::move(body)); });
+    opened = *result;
+  } else {
+    opened = OpenBroadcastBody(key.key, std::move(bytes));
+  }
   crypto::Cleanse(key.key);
   p->broadcast.reset();
   if (!opened.ok()) {
-    Reject(ChannelError::kTampered, from, round, what + ": " + opened.message());
+    Reject(ChannelError::kTampered, from, round, what + ": " + opened.status().message());
     return false;
   }
+  bytes = std::move(*opened);
+  return true;
+}
+
+Result<std::vector<uint8_t>> SecureTransport::OpenBroadcastBody(const crypto::Key32& key,
+                                                                std::vector<uint8_t> bytes) {
+  const size_t n = bytes.size() - kFrameHeaderSize - crypto::kGcmTagSize;
+  FEDREC_RETURN_IF_ERROR(crypto::Aes256Gcm(key).Open(
+      kZeroNonce, std::span<const uint8_t>(bytes.data(), kFrameHeaderSize),
+      std::span<uint8_t>(bytes.data() + kFrameHeaderSize, n),
+      std::span<const uint8_t, crypto::kGcmTagSize>(bytes.data() + kFrameHeaderSize + n,
+                                                    crypto::kGcmTagSize)));
   // The frame's header back in front, over the body's.
   std::memcpy(bytes.data(), bytes.data() + n, kFrameHeaderSize);
   bytes.resize(n);
-  return true;
+  return bytes;
+}
+
+// One broadcast body's shared results.
+struct BroadcastOpenings::Entry {
+  std::weak_ptr<const std::vector<uint8_t>> body;  // whose address keys the entry
+  std::once_flag hashed;
+  crypto::Key32 digest{};
+  std::mutex mu;                                         // opened
+  std::vector<std::pair<crypto::Key32, Opened>> opened;  // by key (in practice one)
+  ~Entry() {
+    for (auto& [key, result] : opened) crypto::Cleanse(key);
+  }
+};
+
+BroadcastOpenings::~BroadcastOpenings() = default;
+
+std::shared_ptr<BroadcastOpenings::Entry> BroadcastOpenings::EntryFor(const SharedFrame& body) {
+  std::lock_guard lock(mu_);
+  std::shared_ptr<Entry>& entry = entries_[body.get()];
+  if (entry && entry->body.lock() == body) return entry;
+  // New bytes (or another body at a freed body's address): a fresh entry,
+  // and the entries of bodies no receiver holds any more go.
+  std::erase_if(entries_, [](const auto& e) { return e.second && e.second->body.expired(); });
+  std::shared_ptr<Entry>& fresh = entries_[body.get()];
+  fresh = std::make_shared<Entry>();
+  fresh->body = body;
+  return fresh;
+}
+
+crypto::Key32 BroadcastOpenings::Digest(const SharedFrame& body) {
+  const std::shared_ptr<Entry> entry = EntryFor(body);
+  bool computed = false;
+  std::call_once(entry->hashed, [&] {
+    entry->digest = crypto::Sha256(*body);
+    computed = true;
+  });
+  (computed ? digests_ : reused_).fetch_add(1, std::memory_order_relaxed);
+  return entry->digest;
+}
+
+BroadcastOpenings::Opened BroadcastOpenings::Open(
+    const SharedFrame& body, const crypto::Key32& key,
+    const std::function<Result<std::vector<uint8_t>>(std::vector<uint8_t>)>& open) {
+  const std::shared_ptr<Entry> entry = EntryFor(body);
+  std::lock_guard lock(entry->mu);
+  for (const auto& [k, result] : entry->opened) {
+    if (CRYPTO_memcmp(k.data(), key.data(), k.size()) == 0) {
+      reused_.fetch_add(1, std::memory_order_relaxed);
+      return result;
+    }
+  }
+  Opened result = std::make_shared<const Result<std::vector<uint8_t>>>(open(*body));
+  entry->opened.emplace_back(key, result);
+  opened_.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
+BroadcastOpenings::Counts BroadcastOpenings::counts() const {
+  return Counts{digests_.load(std::memory_order_relaxed), opened_.load(std::memory_order_relaxed),
+                reused_.load(std::memory_order_relaxed)};
 }
 
 bool SecureTransport::HandleFrame(Envelope& envelope) {
   const int from = envelope.from;
+  // What is handed on is this transport's plaintext, no longer the bytes
+  // that were shared.
+  const SharedFrame shared = std::move(envelope.shared);
+  envelope.shared.reset();
   if (from < 0 || from >= size()) {
     spdlog::warn("channel: dropped a frame from rank {}, outside 0..{}", from, size() - 1);
     return false;
@@ -843,7 +928,7 @@ bool SecureTransport::HandleFrame(Envelope& envelope) {
     }
     return true;
   }
-  if (type == MessageType::kBroadcastBody) return HandleBroadcastBody(from, bytes, round);
+  if (type == MessageType::kBroadcastBody) return HandleBroadcastBody(from, bytes, shared, round);
   if (type == MessageType::kChannelRefused && from != rank()) {
     const size_t n = std::min(bytes.size() - kFrameHeaderSize, kMaxRefusalNotice);
     std::string notice(reinterpret_cast<const char*>(bytes.data() + kFrameHeaderSize), n);

@@ -208,6 +208,48 @@ struct ChannelRejection {
   std::string message;
 };
 
+// The receivers of one broadcast body in one process (the simulator's
+// sites) open it once. A receiver that took the body by reference
+// (Envelope::shared) asks here instead of hashing and decrypting its own copy:
+// the first computes the body's SHA-256 and, under the key it was sent, the
+// plaintext frame; the others, holding the same immutable bytes, take the
+// results when their sealed digest and key are the same ones, which is
+// exactly what each would have computed. A receiver with another key or
+// digest is refused as before. Thread-safe; shared by the transports of one
+// process (SecureTransportOptions::openings).
+class BroadcastOpenings {
+ public:
+  BroadcastOpenings() = default;
+  BroadcastOpenings(const BroadcastOpenings&) = delete;
+  BroadcastOpenings& operator=(const BroadcastOpenings&) = delete;
+  ~BroadcastOpenings();
+
+  // The SHA-256 of `body`, computed by the first caller for these bytes.
+  crypto::Key32 Digest(const SharedFrame& body);
+  // `body` opened under `key` by `open` (called by the first caller with
+  // this body and key, on a copy of the body; it returns the plaintext frame
+  // or an error), shared with every later caller with the same body and key.
+  using Opened = std::shared_ptr<const Result<std::vector<uint8_t>>>;
+  Opened Open(const SharedFrame& body, const crypto::Key32& key,
+              const std::function<Result<std::vector<uint8_t>>(std::vector<uint8_t>)>& open);
+
+  struct Counts {
+    uint64_t digests = 0;  // bodies hashed
+    uint64_t opened = 0;   // (body, key) pairs decrypted
+    uint64_t reused = 0;   // digests and openings taken from another receiver
+  };
+  Counts counts() const;
+
+ private:
+  struct Entry;
+  std::shared_ptr<Entry> EntryFor(const SharedFrame& body);
+
+  mutable std::mutex mu_;
+  // By the body's address; an entry whose body has expired is replaced.
+  std::unordered_map<const std::vector<uint8_t>*, std::shared_ptr<Entry>> entries_;
+  std::atomic<uint64_t> digests_{0}, opened_{0}, reused_{0};
+};
+
 struct SecureTransportOptions {
   // This rank's long-term (or start-up) Ed25519 identity.
   crypto::SigningKey identity;
@@ -237,6 +279,11 @@ struct SecureTransportOptions {
   // Names a rank in messages ("site 3 (rank 4)", "coordinator (rank 0)");
   // "rank N" when unset.
   std::function<std::string(int rank)> peer_name;
+
+  // Shared by the transports of one process whose ranks receive the same
+  // broadcasts by reference (the simulator's sites): each body is hashed and
+  // decrypted once for all of them (BroadcastOpenings). Null: each its own.
+  std::shared_ptr<BroadcastOpenings> openings;
 };
 
 class SecureTransport : public Transport {
@@ -336,7 +383,12 @@ class SecureTransport : public Transport {
   bool HandleSealed(int from, std::vector<uint8_t>& bytes, uint32_t round);
   // A decrypted kBroadcastKey frame: kept for the body that follows it.
   void TakeBroadcastKey(int from, const std::vector<uint8_t>& frame, uint32_t round);
-  bool HandleBroadcastBody(int from, std::vector<uint8_t>& bytes, uint32_t round);
+  // `shared`: the frame `bytes` was copied from, when delivered by reference.
+  bool HandleBroadcastBody(int from, std::vector<uint8_t>& bytes, const SharedFrame& shared,
+                           uint32_t round);
+  // A broadcast body (a whole frame) decrypted under `key`, its header back in front.
+  static Result<std::vector<uint8_t>> OpenBroadcastBody(const crypto::Key32& key,
+                                                        std::vector<uint8_t> bytes);
   void Reject(ChannelError error, int peer, uint32_t round, std::string message);
 
   // The channel state of `rank`, made on first use: a rank holds state only

@@ -46,7 +46,10 @@ class Inbox {
       queue_.pop_front();
       lock.unlock();
       Envelope envelope = std::move(queued.envelope);
-      if (queued.shared) envelope.bytes.assign(queued.shared->begin(), queued.shared->end());
+      if (queued.shared) {
+        envelope.bytes.assign(queued.shared->begin(), queued.shared->end());
+        envelope.shared = std::move(queued.shared);
+      }
       bytes_.fetch_add(envelope.bytes.size(), std::memory_order_relaxed);
       messages_.fetch_add(1, std::memory_order_relaxed);
       return envelope;

@@ -27,6 +27,11 @@ struct Envelope {
   // Zero on real networks. Read through a Clock (protocol/clock.h), never by a
   // role directly.
   double arrival = 0.0;
+  // In-process networks only: the shared frame `bytes` was copied from, when
+  // it was sent by reference (Transport::SendShared), so a receiver may share
+  // work on it with the other receivers of the same immutable bytes
+  // (SecureTransport's BroadcastOpenings). Null elsewhere.
+  std::shared_ptr<const std::vector<uint8_t>> shared = nullptr;
 };
 
 // A peer whose channel failed for good (e.g. an authenticated channel refused

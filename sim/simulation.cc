@@ -265,6 +265,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     }
     endpoints.push_back(base);
   }
+  std::shared_ptr<BroadcastOpenings> openings;  // the sites' broadcasts, opened once
   if (options.channel_options) {
     // Each rank's identity is an Ed25519 key made from the OS CSPRNG (a
     // scalar multiplication each): on the simulator's threads, each rank's
@@ -274,6 +275,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     std::vector<Status> failed(ranks);
     const uint32_t workers = static_cast<uint32_t>(std::min<size_t>(cores, ranks));
     std::atomic<size_t> next{0};
+    if (options.share_openings) openings = std::make_shared<BroadcastOpenings>();
     auto make = [&] {
       for (size_t rank; (rank = next.fetch_add(1)) < ranks;) {
         Result<SecureTransportOptions> channel = options.channel_options(static_cast<int>(rank));
@@ -281,6 +283,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
           failed[rank] = channel.status();
           continue;
         }
+        if (!channel->openings) channel->openings = openings;
         identities[rank] = channel->identity;
         Result<std::unique_ptr<SecureTransport>> secure =
             SecureTransport::Create(endpoints[rank], std::move(*channel));
@@ -410,6 +413,13 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
         "simulation: {} pairwise secrets computed for both sites of a pair, {} taken "
         "by the second, {} never taken",
         agreed.stored, agreed.taken, agreed.waiting);
+  }
+  if (openings) {
+    const BroadcastOpenings::Counts opened = openings->counts();
+    spdlog::debug(
+        "simulation: {} broadcast bodies hashed and {} decrypted once for their receivers, {} "
+        "results shared",
+        opened.digests, opened.opened, opened.reused);
   }
   SimulationResult result;
   result.global = coordinator.global();

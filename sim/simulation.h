@@ -44,6 +44,10 @@ struct SimulationOptions {
   // The sites share one secagg::AgreementMemo (unless the WorkerOptions bring
   // one): each pairwise secret is computed once per pair. Same results.
   bool share_agreements = true;
+  // With channels, the ranks share one BroadcastOpenings (unless their
+  // SecureTransportOptions bring one): each broadcast body is hashed and
+  // decrypted once for every site that receives it. Same results.
+  bool share_openings = true;
   // Shard servers that sum slices of the updates (coordinator/aggregation_shard.h),
   // each on its own thread at ranks sites + 1 .. sites + S; 0 = none.
   uint32_t shard_servers = 0;

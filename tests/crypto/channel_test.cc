@@ -48,6 +48,11 @@ class Tap : public ForwardingTransport {
     sent.push_back(bytes);
     return inner()->Send(peer, std::move(bytes));
   }
+  // By reference, as the network would carry it.
+  Status SendShared(int peer, const SharedFrame& frame) override {
+    sent.push_back(*frame);
+    return inner()->SendShared(peer, frame);
+  }
   Result<Envelope> Recv(milliseconds timeout) override {
     for (;;) {
       if (!injected.empty()) {
@@ -505,6 +510,67 @@ TEST(SecureChannel, BroadcastBodyThatDoesNotMatchItsSealedDigestIsRefused) {
   std::vector<Envelope> late = c.Pump(2);
   ASSERT_EQ(late.size(), 1u);
   EXPECT_TRUE(late[0].bytes == *frame);
+}
+
+TEST(SecureChannel, ReceiversSharingOpeningsOpenABroadcastOnceAndATamperedCopyIsStillRefused) {
+  auto openings = std::make_shared<BroadcastOpenings>();
+  Channels c(4, [&](int rank, SecureTransportOptions* o) {
+    if (rank > 0) o->openings = openings;
+  });
+  c.Connect();
+  // Altered on its way to rank 3 only: its copy no longer is the shared bytes.
+  c.taps[3]->alter = [](std::vector<uint8_t>& bytes) {
+    if (TypeOf(bytes) == MessageType::kBroadcastBody) bytes[kFrameHeaderSize + 100] ^= 0x01;
+  };
+  const SharedFrame frame = SharedModelFrame(4, "weights ");
+  for (int site = 1; site <= 3; ++site) ASSERT_TRUE(c.ends[0]->SendShared(site, frame).ok());
+  std::vector<std::vector<Envelope>> delivered = c.PumpAll();
+  for (int site = 1; site <= 2; ++site) {
+    ASSERT_EQ(delivered[site].size(), 1u) << site;
+    EXPECT_TRUE(delivered[site][0].bytes == *frame) << site;
+    EXPECT_EQ(delivered[site][0].shared, nullptr) << site;  // the plaintext is the site's own
+  }
+  EXPECT_TRUE(delivered[3].empty());
+  ExpectRejected(*c.ends[3], ChannelError::kBroadcastMismatch, "coordinator (rank 0)", 4);
+  // Sites 1 and 2: one hash and one decryption between them.
+  const BroadcastOpenings::Counts counts = openings->counts();
+  EXPECT_EQ(counts.digests, 1u);
+  EXPECT_EQ(counts.opened, 1u);
+  EXPECT_EQ(counts.reused, 2u);
+}
+
+TEST(BroadcastOpenings, EachBodyIsHashedOnceAndOpenedOncePerKey) {
+  BroadcastOpenings openings;
+  const SharedFrame body = std::make_shared<const std::vector<uint8_t>>(1000, uint8_t{7});
+  EXPECT_EQ(openings.Digest(body), crypto::Sha256(*body));
+  EXPECT_EQ(openings.Digest(body), crypto::Sha256(*body));
+  crypto::Key32 a{}, b{};
+  a[0] = 1;
+  b[0] = 2;
+  int calls = 0;
+  auto open = [&](std::vector<uint8_t> bytes) -> Result<std::vector<uint8_t>> {
+    ++calls;
+    EXPECT_EQ(bytes.size(), 1000u);
+    if (calls == 2) return Status::InvalidArgument("bad tag");
+    bytes.resize(10);
+    return bytes;
+  };
+  const BroadcastOpenings::Opened first = openings.Open(body, a, open);
+  ASSERT_TRUE(first->ok());
+  EXPECT_EQ((*first)->size(), 10u);
+  // Another key is opened on its own, and its failure is its own.
+  EXPECT_FALSE(openings.Open(body, b, open)->ok());
+  EXPECT_EQ(openings.Open(body, a, open), first);
+  EXPECT_EQ(calls, 2);
+  // Other bytes (here at another address) get their own results.
+  const SharedFrame other = std::make_shared<const std::vector<uint8_t>>(1000, uint8_t{8});
+  EXPECT_EQ(openings.Digest(other), crypto::Sha256(*other));
+  EXPECT_TRUE(openings.Open(other, a, open)->ok());
+  EXPECT_EQ(calls, 3);
+  const BroadcastOpenings::Counts counts = openings.counts();
+  EXPECT_EQ(counts.digests, 2u);
+  EXPECT_EQ(counts.opened, 3u);
+  EXPECT_EQ(counts.reused, 2u);
 }
 
 TEST(SecureChannel, BroadcastBodyReplayedOrWithoutItsKeyIsRefused) {
