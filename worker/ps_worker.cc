@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "algorithms/mf_minibatch.h"
 #include "base/memory.h"
@@ -164,9 +165,20 @@ Status PsWorker::RunSteps() {
       FEDREC_RETURN_IF_ERROR(
           client_.Wait(client_.Pull(keys, rows.data(), clock), options_.timeout));
       gradients.assign(keys.size() * cols, 0.0f);
-      report.train_squared_error += team_.Gradients(
+      const double squared_error = team_.Gradients(
           batch, model_.users(), k, start_.global_mean, rows.data(), gradients.data(),
           model_.user_factors(), model_.user_bias(), lr, options_.sgd);
+      if (!std::isfinite(squared_error)) {
+        // Diverged: say so here, before the shards refuse the gradients.
+        return Status::InvalidArgument(
+            "training diverged at epoch " + std::to_string(global_epoch + 1) + ", step " +
+            std::to_string(j + 1) + " of " + std::to_string(steps) +
+            ": the minibatch's squared error is " + std::to_string(squared_error) +
+            ", expected a finite value. A step's item gradients are sums over its " +
+            std::to_string(batch.size()) +
+            " ratings, so a large ps.batch_size needs a smaller ps.lr (or train.lr)");
+      }
+      report.train_squared_error += squared_error;
       report.train_count += batch.size();
       client_.Push(keys, gradients.data(), clock, global_epoch);
       // Acknowledgements are collected as they come; keep few outstanding.

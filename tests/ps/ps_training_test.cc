@@ -216,6 +216,26 @@ TEST(PsTraining, ModelIsTheSameForEveryShardCountUnderBsp) {
   EXPECT_EQ(one.run.start.global_mean, four.run.start.global_mean);
 }
 
+TEST(PsTraining, DivergenceIsReportedWithTheStepAndWhatToLower) {
+  // Item gradients are summed over a step's ratings: one step of all 8,000
+  // at this rate overshoots until the errors are no longer finite.
+  Config config = PsConfig(1, 1);
+  config.ps.batch_size = 8000;
+  config.ps.lr = 5.0;
+  config.train.epochs = 30;
+  ASSERT_TRUE(ValidateConfig(config).ok());
+  Result<FederatedData> data = LoadFederatedData(config);
+  ASSERT_TRUE(data.ok());
+  Result<PsInProcessRun> run =
+      RunPsInProcess(config, std::move(data->sites), data->dataset.items.size(), nullptr);
+  ASSERT_FALSE(run.ok());
+  const std::string& message = run.status().message();
+  EXPECT_NE(message.find("ps worker 0"), std::string::npos) << message;
+  EXPECT_NE(message.find("training diverged at epoch "), std::string::npos) << message;
+  EXPECT_NE(message.find("expected a finite value"), std::string::npos) << message;
+  EXPECT_NE(message.find("smaller ps.lr"), std::string::npos) << message;
+}
+
 TEST(PsConfig, ModeNeedsShardServersAndKnownPolicies) {
   Config config = PsConfig(0, 2);
   Status s = ValidateConfig(config);
