@@ -586,10 +586,17 @@ double LogChoose(double n, double k) {
 std::vector<double> Hypergeometric(uint32_t population, uint32_t marked, uint32_t draws) {
   std::vector<double> pmf(draws + 1, 0.0);
   const uint32_t unmarked = population - marked;
+  // LogChoose's terms that do not depend on j, computed once (every site
+  // sizes its graph: this runs at each site of each secure sum); the same
+  // values in the same order of operations, so the same bits.
+  const double all = LogChoose(population, draws);
+  const double marked_all = LogGamma(marked + 1.0), unmarked_all = LogGamma(unmarked + 1.0);
   for (uint32_t j = 0; j <= draws; ++j) {
     if (j > marked || draws - j > unmarked) continue;
-    pmf[j] = std::exp(LogChoose(marked, j) + LogChoose(unmarked, draws - j) -
-                      LogChoose(population, draws));
+    const double from_marked = marked_all - LogGamma(j + 1.0) - LogGamma(marked - j + 1.0);
+    const double from_unmarked =
+        unmarked_all - LogGamma(draws - j + 1.0) - LogGamma(unmarked - (draws - j) + 1.0);
+    pmf[j] = std::exp(from_marked + from_unmarked - all);
   }
   return pmf;
 }
