@@ -477,9 +477,8 @@ ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& 
   return options;
 }
 
-uint32_t PsWorkerThreads(const Config& config, uint32_t sharing) {
-  if (config.train.threads > 0) return static_cast<uint32_t>(config.train.threads);
-  return std::max(1u, ThreadTeam::Cores() / std::max(sharing, 1u));
+uint32_t PsWorkerThreads(const Config& config) {
+  return config.train.threads > 0 ? static_cast<uint32_t>(config.train.threads) : 1;
 }
 
 PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker) {
@@ -491,7 +490,7 @@ PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout
   options.factors = trainer.factors;
   options.init = trainer.init;
   options.sgd = trainer.sgd;
-  options.threads = PsWorkerThreads(config, 1);
+  options.threads = PsWorkerThreads(config);
   options.eval_every = static_cast<uint32_t>(config.eval.every);
   options.rating_min = static_cast<float>(config.data.rating_min);
   options.rating_max = static_cast<float>(config.data.rating_max);
@@ -535,8 +534,6 @@ Result<PsInProcessRun> RunPsInProcess(
   }
   for (uint32_t w = 0; w < layout.worker_ranks.size(); ++w) {
     PsWorkerOptions options = MakePsWorkerOptions(config, layout, w);
-    // The shards run on the workers' threads: the cores are the workers'.
-    options.threads = PsWorkerThreads(config, static_cast<uint32_t>(layout.worker_ranks.size()));
     workers.push_back(std::make_unique<PsWorker>(std::move(options), std::move(sites[w]),
                                                  &network.endpoint(layout.worker_ranks[w])));
   }
@@ -697,10 +694,6 @@ int RunPsRank(const Config& config, Transport& t, const std::vector<std::string>
                                0, static_cast<uint32_t>(rank)));
   } else {
     PsWorkerOptions options = MakePsWorkerOptions(config, layout, worker);
-    // Every rank on this host shares its cores.
-    const uint32_t on_host = static_cast<uint32_t>(
-        std::count(hosts.begin(), hosts.end(), hosts[static_cast<size_t>(rank)]));
-    options.threads = PsWorkerThreads(config, on_host);
     PsWorker ps_worker(std::move(options), std::move(data->sites[worker]), &t);
     s = ps_worker.Run();
   }

@@ -34,11 +34,13 @@ PsLayout MakePsLayout(const Config& config);
 
 ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& layout,
                                           uint32_t shard);
-// Options of worker `worker`; its threads as PsWorkerThreads(config, 1).
+// Options of worker `worker`; its threads as PsWorkerThreads(config).
 PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker);
-// A PS worker's minibatch threads: train.threads, or with 0 its share of the
-// cores when `sharing` workers (or ranks) share them, at least 1.
-uint32_t PsWorkerThreads(const Config& config, uint32_t sharing);
+// A PS worker's minibatch threads: train.threads, or with 0 one. More than
+// one was slower at every minibatch measured (BENCHMARKS.md, issue 17,
+// "Multi-threaded workers": a step moves the pulled rows, terms and
+// gradients between cores, which costs more than the gradient work split).
+uint32_t PsWorkerThreads(const Config& config);
 PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout, uint32_t items);
 
 // The driver's record of the epochs so far (those of the run resumed from
