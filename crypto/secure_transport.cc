@@ -803,14 +803,12 @@ bool SecureTransport::HandleBroadcastBody(int from, std::vector<uint8_t>& bytes,
                "another broadcast replayed)");
     return false;
   }
-  Result<std::vector<uint8_t>> opened = Status::Ok();
-  if (openings) {
-    const BroadcastOpenings::Opened result = openings->Open(
-        shared, key.key, [&](auto body) { return OpenBroadcastBody(key.key, std::move(body)); });
-    opened = *result;
-  } else {
-    opened = OpenBroadcastBody(key.key, std::move(bytes));
-  }
+  Result<std::vector<uint8_t>> opened =
+      openings ? *openings->Open(shared, key.key,
+                                 [&](std::vector<uint8_t> body) {
+                                   return OpenBroadcastBody(key.key, std::move(body));
+                                 })
+               : OpenBroadcastBody(key.key, std::move(bytes));
   crypto::Cleanse(key.key);
   p->broadcast.reset();
   if (!opened.ok()) {
@@ -900,7 +898,6 @@ bool SecureTransport::HandleFrame(Envelope& envelope) {
   // What is handed on is this transport's plaintext, no longer the bytes
   // that were shared.
   const SharedFrame shared = std::move(envelope.shared);
-  envelope.shared.reset();
   if (from < 0 || from >= size()) {
     spdlog::warn("channel: dropped a frame from rank {}, outside 0..{}", from, size() - 1);
     return false;
