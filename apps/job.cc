@@ -538,12 +538,8 @@ Result<FederatedData> LoadFederatedData(const Config& config) {
   std::vector<std::vector<Rating>> test = SplitBySite(data.dataset.test, site_of_user, sites);
   std::vector<std::vector<uint32_t>> users(sites);
   for (uint32_t u = 0; u < site_of_user.size(); ++u) users[site_of_user[u]].push_back(u);
-  {
-    std::string sizes;
-    for (uint32_t s = 0; s < sites; ++s)
-      sizes += (s == 0 ? "" : ", ") + std::to_string(users[s].size());
-    spdlog::info("partition {}: users per site {}", config.federation.partition, sizes);
-  }
+  spdlog::info("partition {}: users per site {}", config.federation.partition,
+               UsersPerSiteLine(users));
   data.site_user_ids.resize(sites);
   for (uint32_t s = 0; s < sites; ++s) {
     data.sites.push_back(MakeSiteData(data.dataset.users, users[s], std::move(train[s]),
@@ -671,6 +667,22 @@ std::string DatasetStatsLine(const DatasetStats& stats) {
                         stats.site_ratings_min, stats.site_ratings_median, stats.site_ratings_max);
   }
   return line;
+}
+
+std::string UsersPerSiteLine(const std::vector<std::vector<uint32_t>>& users) {
+  constexpr size_t kListed = 20;
+  if (users.size() <= kListed) {
+    std::string line;
+    for (size_t s = 0; s < users.size(); ++s)
+      line += (s == 0 ? "" : ", ") + std::to_string(users[s].size());
+    return line;
+  }
+  std::vector<size_t> counts;
+  counts.reserve(users.size());
+  for (const std::vector<uint32_t>& u : users) counts.push_back(u.size());
+  std::sort(counts.begin(), counts.end());
+  return fmt::format("min {} median {} max {} over {} sites", counts.front(),
+                     counts[counts.size() / 2], counts.back(), counts.size());
 }
 
 nlohmann::json DatasetStatsJson(const DatasetStats& stats) {

@@ -92,6 +92,10 @@ double Density(const DatasetStats& stats);
 // 1682 items, 80000 train and 20000 test ratings, density 0.06305[; 10 sites,
 // ratings per site min .. median .. max ..]".
 std::string DatasetStatsLine(const DatasetStats& stats);
+// How many users each site holds, for the partition's log line: every site's
+// count ("3, 4, 3") up to 20 sites, above that "min 1 median 1 max 1 over
+// 100000 sites" so a large federation does not print one number per site.
+std::string UsersPerSiteLine(const std::vector<std::vector<uint32_t>>& users);
 // {"users":..,"items":..,"train":..,"test":..,"density":..} plus, with sites,
 // "sites":.. and "site_ratings":{"min":..,"median":..,"max":..}: the
 // "data" object of summary.json.

@@ -383,5 +383,14 @@ TEST(DataChecks, DatasetStatsCountRatingsAndSiteSizes) {
   EXPECT_TRUE(Contains(DatasetStatsLine(stats), "4 users, 5 items, 5 train and 3 test ratings"));
 }
 
+TEST(DatasetStats, UsersPerSiteListsFewSitesAndSummarizesMany) {
+  std::vector<std::vector<uint32_t>> users = {{0, 1, 2}, {3}, {4, 5}};
+  EXPECT_EQ(UsersPerSiteLine(users), "3, 1, 2");
+  users.assign(100000, {7});
+  users[5] = {1, 2, 3, 4};
+  users[9] = {};
+  EXPECT_EQ(UsersPerSiteLine(users), "min 0 median 1 max 4 over 100000 sites");
+}
+
 }  // namespace
 }  // namespace fedrec
