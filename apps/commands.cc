@@ -1112,7 +1112,7 @@ int CoordinatorRank(const Config& config, Transport& t, const std::vector<int>& 
       return Fail(e.status().WithContext("coordinator start-up"));
     }
     auto site = site_of_rank.find(e->from);
-    Result<FrameView> frame = DecodeFrame(e->bytes);
+    Result<FrameView> frame = DecodeFrame(*e);
     Result<SiteHello> hello =
         frame.ok() ? DecodeMessage<SiteHello>(*frame) : Result<SiteHello>(frame.status());
     if (site == site_of_rank.end() || !hello.ok()) {
@@ -1302,7 +1302,7 @@ int SiteGroupMemberRank(const Config& config, Transport& t, uint32_t site, int l
   for (;;) {
     Result<Envelope> e = t.Recv(wait);
     if (!e.ok()) return fail("no item catalogue from the site's leader: " + e.status().message());
-    Result<FrameView> frame = DecodeFrame(e->bytes);
+    Result<FrameView> frame = DecodeFrame(*e);
     if (e->from != leader || !frame.ok()) continue;
     if (frame->header.type == MessageType::kShutdown) return 1;  // the leader failed: it says why
     Result<Catalogue> catalogue = DecodeMessage<Catalogue>(*frame);
@@ -1354,7 +1354,7 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   for (;;) {
     Result<Envelope> e = t.Recv(wait);
     if (!e.ok()) return fail("no item catalogue from the coordinator: " + e.status().message());
-    Result<FrameView> frame = DecodeFrame(e->bytes);
+    Result<FrameView> frame = DecodeFrame(*e);
     if (!frame.ok()) {
       spdlog::warn("{}: dropped a frame from rank {}: {}", name, e->from, frame.status().message());
       continue;

@@ -273,7 +273,7 @@ Status ServeSiteGroupWorker(const Config& config, const PsLayout& layout, uint32
   for (;;) {
     Result<Envelope> e = transport->Recv(GroupIdle(config));
     if (!e.ok()) return e.status().WithContext(who + ", waiting for a session");
-    Result<FrameView> frame = DecodeFrame(e->bytes);
+    Result<FrameView> frame = DecodeFrame(*e);
     if (e->from != layout.driver || !frame.ok()) {
       spdlog::warn("{}: dropped a frame from rank {} between sessions", who, e->from);
       continue;

@@ -56,7 +56,7 @@ Status AggregationShard::Serve(std::chrono::milliseconds idle_timeout) {
 
 Status AggregationShard::Handle(const Envelope& envelope, bool* done) {
   *done = false;
-  Result<FrameView> frame = DecodeFrame(envelope.bytes);
+  Result<FrameView> frame = DecodeFrame(envelope);
   const std::string me = "shard server (rank " + std::to_string(transport_->rank()) + ")";
   if (!frame.ok()) {
     spdlog::warn("{}: dropped a frame from rank {}: {}", me, envelope.from,
@@ -158,7 +158,7 @@ Status AggregationShard::OnRound(const FrameView& frame) {
   if (auto it = early_.find(round_->plan.round); it != early_.end()) early = std::move(it->second);
   early_.erase(early_.begin(), early_.upper_bound(round_->plan.round));
   for (const Envelope& envelope : early) {
-    Result<FrameView> view = DecodeFrame(envelope.bytes);
+    Result<FrameView> view = DecodeFrame(envelope);
     if (view.ok()) FEDREC_RETURN_IF_ERROR(OnSlice(envelope, *view));
   }
   return Status::Ok();

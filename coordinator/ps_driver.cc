@@ -116,7 +116,7 @@ Status PsDriver::Gather(const std::function<void(const PsEpochMetrics&)>& on_epo
       return Status::Timeout("no report from worker " + missing + within);
     }
     const int w = WorkerOf(e->from);
-    Result<FrameView> frame = DecodeFrame(e->bytes);
+    Result<FrameView> frame = DecodeFrame(*e);
     const bool from_shard = std::find(options_.shard_ranks.begin(), options_.shard_ranks.end(),
                                       e->from) != options_.shard_ranks.end();
     if (from_shard && frame.ok() && frame->header.type == MessageType::kSiteError) {
@@ -290,7 +290,7 @@ void PsDriver::CollectMemory() {
       break;
     }
     const auto at = std::find(ranks.begin(), ranks.end(), e->from);
-    Result<FrameView> frame = DecodeFrame(e->bytes);
+    Result<FrameView> frame = DecodeFrame(*e);
     if (at == ranks.end() || !frame.ok() || frame->header.type != MessageType::kPsMemory)
       continue;  // late frames of the finished job
     Result<PsMemory> memory = DecodePsMemory(*frame);

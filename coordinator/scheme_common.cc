@@ -139,7 +139,7 @@ Result<std::vector<ShardSums>> CloseShards(const SchemeContext& context, const S
       return envelope.status().WithContext(where);
     }
     const auto shard = std::find(ranks.begin(), ranks.end(), envelope->from);
-    Result<FrameView> frame = DecodeFrame(envelope->bytes);
+    Result<FrameView> frame = DecodeFrame(*envelope);
     if (shard == ranks.end() || !frame.ok() || frame->header.type != MessageType::kShardSums ||
         frame->header.round != round) {
       spdlog::debug("{}: dropped a frame from rank {} while waiting for the shard servers", where,

@@ -398,7 +398,7 @@ void ShardServer::HandlePush(int from, Envelope& e, const PsPushView& push) {
 }
 
 Status ShardServer::Handle(Envelope& e, bool* done) {
-  Result<FrameView> frame = DecodeFrame(e.bytes);
+  Result<FrameView> frame = DecodeFrame(e);
   const bool from_driver = e.from == options_.driver_rank;
   if (!frame.ok()) {
     if (WorkerOf(e.from) >= 0) {

@@ -44,7 +44,7 @@ Status SiteLink::Settle(uint32_t round) {
       return envelope.status().WithContext("coordinator, round " + std::to_string(round));
     }
     const uint32_t* site = SiteOfRank(envelope->from);
-    if (site != nullptr && DecodeFrame(envelope->bytes).ok()) NoteHeard(*site);
+    if (site != nullptr && DecodeFrame(*envelope).ok()) NoteHeard(*site);
     spdlog::debug("coordinator, round {}: dropped a late frame from rank {}", round,
                   envelope->from);
   }

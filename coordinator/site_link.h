@@ -187,7 +187,7 @@ Status SiteLink::Collect(uint32_t round, const std::vector<uint32_t>& sites, OnR
     const uint32_t* from = SiteOfRank(envelope->from);
     // A frame that does not decode (damaged on its way) is as if lost: it
     // says nothing about its sender.
-    Result<FrameView> frame = DecodeFrame(envelope->bytes);
+    Result<FrameView> frame = DecodeFrame(*envelope);
     if (!frame.ok()) {
       spdlog::warn("coordinator, round {}: dropped a frame from rank {}: {}", round, envelope->from,
                    frame.status().message());

@@ -9,6 +9,7 @@
 #endif
 
 #include "base/little_endian.h"
+#include "protocol/transport.h"
 
 namespace fedrec {
 namespace {
@@ -342,7 +343,14 @@ std::vector<uint8_t> EncodeFrame(MessageType type, uint32_t round, uint32_t send
   return out;
 }
 
-Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes) {
+bool FrameChecksumUnset(std::span<const uint8_t> frame) {
+  return frame.size() >= kFrameHeaderSize && GetLe<uint32_t>(frame.data()) == kFrameMagic &&
+         GetLe<uint32_t>(frame.data() + kChecksumAt) == 0;
+}
+
+namespace {
+
+Result<FrameView> Decode(std::span<const uint8_t> bytes, bool verify_checksum) {
   if (bytes.size() < kFrameHeaderSize) {
     return Status::Corruption("truncated frame header: " + std::to_string(bytes.size()) + " of " +
                               std::to_string(kFrameHeaderSize) + " bytes");
@@ -399,8 +407,9 @@ Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes) {
                               std::to_string(reserved) + ", expected 0");
   }
   // Sealed frames are opened by their channel (crypto/secure_transport.h),
-  // never decoded here, so every frame decoded here carries a checksum.
-  const uint32_t computed = FrameChecksum(bytes);
+  // never decoded here, so every frame decoded here carries a checksum, or
+  // was moved in process unstamped (Envelope::intact).
+  const uint32_t computed = verify_checksum ? FrameChecksum(bytes) : h.checksum;
   if (computed != h.checksum) {
     char found[32];
     std::snprintf(found, sizeof(found), "%08x, computed %08x", h.checksum, computed);
@@ -411,6 +420,14 @@ Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes) {
   }
   view.payload = bytes.subspan(kFrameHeaderSize);
   return view;
+}
+
+}  // namespace
+
+Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes) { return Decode(bytes, true); }
+
+Result<FrameView> DecodeFrame(const Envelope& envelope) {
+  return Decode(envelope.bytes, !(envelope.intact && FrameChecksumUnset(envelope.bytes)));
 }
 
 }  // namespace fedrec

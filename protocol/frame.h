@@ -20,10 +20,12 @@
 // Who stamps the checksum: EncodeFrame and EncodeMessage stamp the frames they
 // finish; encoders that fill the payload after the header (the masked input of
 // secure aggregation, parameter-server frames) leave it zero, and every base
-// transport (in-process, MPI) stamps a frame whose checksum is zero when it
-// is sent (StampFrameIfUnset). Sealed frames (kSealed) and broadcast bodies
-// (kBroadcastBody) carry none: their AEAD tag, and the body's digest sealed
-// per receiver, protect them.
+// transport stamps a frame whose checksum is zero when it is sent
+// (StampFrameIfUnset), except the in-process network, which moves such a frame
+// into the receiver's inbox unstamped and marks it intact (Envelope::intact):
+// its bytes never leave the process, so the receiver skips the check. Sealed frames (kSealed) and
+// broadcast bodies (kBroadcastBody) carry none: their AEAD tag, and the body's digest sealed per
+// receiver, protect them.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +36,8 @@
 #include "base/status.h"
 
 namespace fedrec {
+
+struct Envelope;  // protocol/transport.h
 
 constexpr uint32_t kFrameMagic = 0x43524446;  // "FDRC" read as little-endian
 constexpr uint16_t kProtocolVersion = 12;
@@ -156,6 +160,10 @@ void EncodeFrameHeader(const FrameHeader& header, std::span<uint8_t, kFrameHeade
 // Validates magic, version, type, length (payload must be exactly the
 // announced length) and checksum.
 Result<FrameView> DecodeFrame(std::span<const uint8_t> bytes);
+// DecodeFrame of a received envelope's bytes: every check, except that the
+// checksum of an intact envelope (Envelope::intact: moved in process, never
+// stamped) is not computed. What roles call on what they receive.
+Result<FrameView> DecodeFrame(const Envelope& envelope);
 
 // CRC-32C (Castagnoli) of `bytes`, continuing from `crc` (0 to start).
 uint32_t Crc32c(std::span<const uint8_t> bytes, uint32_t crc = 0);
@@ -174,5 +182,8 @@ void StampFrame(std::span<uint8_t> frame);
 // StampFrame unless the frame already carries a checksum: what base
 // transports call on every frame they send.
 void StampFrameIfUnset(std::span<uint8_t> frame);
+// Whether `frame` starts with a frame header whose checksum field is zero
+// (what StampFrameIfUnset would stamp).
+bool FrameChecksumUnset(std::span<const uint8_t> frame);
 
 }  // namespace fedrec

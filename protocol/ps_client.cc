@@ -85,7 +85,7 @@ uint64_t PsClient::Push(std::span<const uint32_t> keys, const float* gradients, 
 
 Status PsClient::Handle(Envelope e) {
   const int shard = ShardOf(e.from);
-  Result<FrameView> frame = DecodeFrame(e.bytes);
+  Result<FrameView> frame = DecodeFrame(e);
   if (shard < 0 || !frame.ok()) {
     if (frame.ok() && e.from == driver_rank_ && frame->header.type == MessageType::kShutdown) {
       Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);

@@ -32,6 +32,15 @@ struct Envelope {
   // work on it with the other receivers of the same immutable bytes
   // (SecureTransport's BroadcastOpenings). Null elsewhere.
   std::shared_ptr<const std::vector<uint8_t>> shared = nullptr;
+  // In-process networks only: `bytes` is the very buffer the sender passed to
+  // Send, moved into this inbox and never copied or changed on the way, and
+  // the sender left its checksum unset (an encoder that fills the payload
+  // after the header). Nothing can damage bytes that never left the process
+  // and were never touched, so the network does not compute the checksum and
+  // DecodeFrame(const Envelope&) does not check it. A frame that carries a
+  // checksum (stamped by its encoder, or by a fault injector before damaging
+  // it) is never marked intact and is checked as on any network.
+  bool intact = false;
 };
 
 // A peer whose channel failed for good (e.g. an authenticated channel refused

@@ -105,6 +105,13 @@ Status FaultTransport::Send(int peer, std::vector<uint8_t> bytes) {
                       static_cast<uint64_t>(u * 0x1.0p53)));
         const uint64_t bit = rng.Below(bytes.size() * 8);
         bytes[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+        // A flip that zeroes the checksum field would make the frame read as
+        // one its encoder left unstamped, which an in-process receiver does
+        // not check (Envelope::intact): damage the next bit too.
+        if (FrameChecksumUnset(bytes)) {
+          const uint64_t next = (bit + 1) % (bytes.size() * 8);
+          bytes[next / 8] ^= static_cast<uint8_t>(1u << (next % 8));
+        }
         ++counts_.corrupted;
       } else if (u < damage + options_->duplicate) {
         duplicate = true;

@@ -52,7 +52,7 @@ Status PsWorker::AwaitStart() {
                      e->from);
         continue;
       }
-      Result<FrameView> frame = DecodeFrame(e->bytes);
+      Result<FrameView> frame = DecodeFrame(*e);
       if (!frame.ok()) return frame.status().WithContext("the driver's start");
       if (frame->header.type == MessageType::kShutdown) {
         Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
@@ -266,7 +266,7 @@ Status PsWorker::SaveCheckpoint(uint32_t epoch) {
 
 void PsWorker::TakeCommits() {
   while (std::optional<Envelope> e = client_.TakeOther()) {
-    Result<FrameView> frame = DecodeFrame(e->bytes);
+    Result<FrameView> frame = DecodeFrame(*e);
     if (e->from == options_.driver_rank && frame.ok() &&
         frame->header.type == MessageType::kPsCheckpoint) {
       Result<PsCheckpoint> committed = DecodePsCheckpoint(*frame);
@@ -318,7 +318,7 @@ Status PsWorker::Run() {
   for (;;) {
     while (std::optional<Envelope> e = TakeDriverFrame()) {
       if (e->from != options_.driver_rank) continue;
-      Result<FrameView> frame = DecodeFrame(e->bytes);
+      Result<FrameView> frame = DecodeFrame(*e);
       if (!frame.ok() || frame->header.type != MessageType::kShutdown) continue;
       Result<Shutdown> shutdown = DecodeMessage<Shutdown>(*frame);
       if (shutdown.ok() && shutdown->failed)

@@ -425,7 +425,7 @@ Status Worker::OnEvalRequest(const FrameView& frame) {
 
 Status Worker::Handle(const Envelope& envelope, bool* done) {
   *done = false;
-  Result<FrameView> frame = DecodeFrame(envelope.bytes);
+  Result<FrameView> frame = DecodeFrame(envelope);
   if (!frame.ok()) {
     // The round is unreadable; log and carry on (the coordinator times the site out).
     spdlog::warn("site {}: dropped a frame from rank {}: {}", options_.site, envelope.from,

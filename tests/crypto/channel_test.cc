@@ -317,7 +317,7 @@ TEST(SecureChannel, ConcurrentSendersAndReceiversKeepPerSenderOrder) {
           failed = true;
           return;
         }
-        Result<FrameView> view = DecodeFrame(e->bytes);
+        Result<FrameView> view = DecodeFrame(*e);
         if (!view.ok()) {
           failed = true;
           return;

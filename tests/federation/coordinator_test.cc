@@ -60,7 +60,7 @@ void ServeScripted(
   for (;;) {
     Result<Envelope> e = t.Recv(milliseconds(20000));
     if (!e.ok()) return;
-    Result<FrameView> f = DecodeFrame(e->bytes);
+    Result<FrameView> f = DecodeFrame(*e);
     ASSERT_TRUE(f.ok());
     if (f->header.type == MessageType::kShutdown) return;
     for (auto& bytes : reply(*f)) ASSERT_TRUE(t.Send(0, std::move(bytes)).ok());
@@ -347,7 +347,7 @@ SiteError SiteErrorFor(const RoundPlan& plan) {
     ASSERT_TRUE(t.Send(1, EncodeMessage(plan, plan.round, 0)).ok());
     Result<Envelope> e = t.Recv(milliseconds(20000));
     ASSERT_TRUE(e.ok());
-    Result<FrameView> f = DecodeFrame(e->bytes);
+    Result<FrameView> f = DecodeFrame(*e);
     ASSERT_TRUE(f.ok());
     ASSERT_EQ(f->header.type, MessageType::kSiteError);
     Result<SiteError> err = DecodeMessage<SiteError>(*f);

@@ -204,7 +204,7 @@ TEST(ShardedAggregation, PaillierSliceOfTheWrongSizeIsRefusedNamingShardSiteAndR
   deliver();
   Result<Envelope> answer = network.endpoint(0).Recv(std::chrono::seconds(5));
   ASSERT_TRUE(answer.ok());
-  Result<FrameView> frame = DecodeFrame(answer->bytes);
+  Result<FrameView> frame = DecodeFrame(*answer);
   ASSERT_TRUE(frame.ok());
   Result<ShardSums> sums = DecodeMessage<ShardSums>(*frame);
   ASSERT_TRUE(sums.ok()) << sums.status().ToString();
@@ -260,7 +260,7 @@ TEST(ShardedAggregation, PaillierShardServerSendsItsSlicesToEachBatchOfDecryptin
     deliver();
     Result<Envelope> answer = network.endpoint(0).Recv(std::chrono::seconds(5));
     ASSERT_TRUE(answer.ok());
-    Result<ShardSums> sums = DecodeMessage<ShardSums>(*DecodeFrame(answer->bytes));
+    Result<ShardSums> sums = DecodeMessage<ShardSums>(*DecodeFrame(*answer));
     ASSERT_TRUE(sums.ok()) << sums.status().ToString();
     EXPECT_TRUE(sums->error.empty()) << sums->error;
     EXPECT_EQ(sums->sites, (std::vector<uint32_t>{0, 1, 2}));
@@ -269,7 +269,7 @@ TEST(ShardedAggregation, PaillierShardServerSendsItsSlicesToEachBatchOfDecryptin
           network.endpoint(static_cast<int>(site) + 2).Recv(std::chrono::seconds(5));
       ASSERT_TRUE(in.ok());
       EXPECT_EQ(in->from, 1);
-      Result<PaillierSum> slices = DecodeMessage<PaillierSum>(*DecodeFrame(in->bytes));
+      Result<PaillierSum> slices = DecodeMessage<PaillierSum>(*DecodeFrame(*in));
       ASSERT_TRUE(slices.ok()) << slices.status().ToString();
       EXPECT_EQ(slices->values, 30u);
       ASSERT_EQ(slices->updates.size(), 3u);

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "protocol/frame.h"
 #include "protocol/inprocess_transport.h"
 
 namespace fedrec {
@@ -33,6 +34,56 @@ uint32_t SeqOf(const std::vector<uint8_t>& m) {
   uint32_t v;
   std::memcpy(&v, m.data() + 4, 4);
   return v;
+}
+
+// A frame whose encoder filled the payload after the header and left the
+// checksum unset (as parameter-server frames are).
+std::vector<uint8_t> UnstampedFrame(size_t payload) {
+  std::vector<uint8_t> frame(kFrameHeaderSize + payload, 0x5a);
+  FrameHeader h;
+  h.type = MessageType::kPsPush;
+  h.round = 3;
+  h.sender = 1;
+  h.payload_length = payload;
+  EncodeFrameHeader(h, std::span<uint8_t, kFrameHeaderSize>(frame.data(), kFrameHeaderSize));
+  return frame;
+}
+
+TEST(InProcessTransport, AnUnstampedFrameIsMovedIntactAndDecodedWithoutItsChecksum) {
+  InProcessNetwork net(2);
+  std::vector<uint8_t> frame = UnstampedFrame(4096);
+  ASSERT_TRUE(FrameChecksumUnset(frame));
+  const uint8_t* buffer = frame.data();
+  ASSERT_TRUE(net.endpoint(1).Send(0, std::move(frame)).ok());
+  Result<Envelope> e = net.endpoint(0).Recv(milliseconds(0));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_TRUE(e->intact);
+  EXPECT_EQ(e->bytes.data(), buffer);  // moved, not copied
+  EXPECT_TRUE(FrameChecksumUnset(e->bytes));
+  Result<FrameView> view = DecodeFrame(*e);
+  ASSERT_TRUE(view.ok()) << view.status().ToString();
+  EXPECT_EQ(view->header.type, MessageType::kPsPush);
+  EXPECT_EQ(view->payload.size(), 4096u);
+  // The same bytes without the envelope's word are checked, and refused.
+  EXPECT_EQ(DecodeFrame(std::span<const uint8_t>(e->bytes)).status().code(),
+            Status::Code::kCorruption);
+}
+
+TEST(InProcessTransport, AStampedFrameIsCheckedSoDamageBeforeSendIsStillRefused) {
+  InProcessNetwork net(2);
+  std::vector<uint8_t> frame = UnstampedFrame(64);
+  StampFrame(frame);  // a fault injector stamps, then damages
+  frame[kFrameHeaderSize + 10] ^= 0x04;
+  ASSERT_TRUE(net.endpoint(1).Send(0, std::move(frame)).ok());
+  Result<Envelope> e = net.endpoint(0).Recv(milliseconds(0));
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE(e->intact);
+  Result<FrameView> view = DecodeFrame(*e);
+  EXPECT_EQ(view.status().code(), Status::Code::kCorruption);
+  EXPECT_CONTAINS(view.status().message(), "checksum mismatch");
+  // An envelope that claims intact bytes but carries a checksum is checked too.
+  e->intact = true;
+  EXPECT_EQ(DecodeFrame(*e).status().code(), Status::Code::kCorruption);
 }
 
 TEST(InProcessTransport, EndpointsKnowTheirRankAndSize) {

@@ -300,7 +300,7 @@ TEST(ShardServer, SspCheckpointHoldsNoPushOfALaterEpochUntilTheSlowestWorkerFini
     std::vector<uint32_t> clocks;
     for (Result<Envelope> e = t.Recv(milliseconds(clocks.size() < n ? 5000 : 200)); e.ok();
          e = t.Recv(milliseconds(clocks.size() < n ? 5000 : 200))) {
-      Result<PsPushAck> ack = DecodePsPushAck(*DecodeFrame(e->bytes));
+      Result<PsPushAck> ack = DecodePsPushAck(*DecodeFrame(*e));
       if (ack.ok()) clocks.push_back(ack->clock);
     }
     return clocks;
@@ -315,7 +315,7 @@ TEST(ShardServer, SspCheckpointHoldsNoPushOfALaterEpochUntilTheSlowestWorkerFini
   EXPECT_EQ(acks(b, 2), (std::vector<uint32_t>{0, 1}));
   Result<Envelope> notice = driver.Recv(milliseconds(2000));
   ASSERT_TRUE(notice.ok());
-  Result<PsCheckpoint> saved = DecodePsCheckpoint(*DecodeFrame(notice->bytes));
+  Result<PsCheckpoint> saved = DecodePsCheckpoint(*DecodeFrame(*notice));
   ASSERT_TRUE(saved.ok()) << saved.status().ToString();
   EXPECT_EQ(saved->epoch, 1u);
 

@@ -223,7 +223,7 @@ TEST(ShardServer, RefusesMalformedRequestsWithClearErrorsAndKeepsServing) {
       EXPECT_TRUE(t.Send(ranks[0], std::move(frame)).ok());
       Result<Envelope> e = t.Recv(milliseconds(60000));
       EXPECT_TRUE(e.ok());
-      Result<FrameView> view = DecodeFrame(e->bytes);
+      Result<FrameView> view = DecodeFrame(*e);
       EXPECT_TRUE(view.ok());
       Result<SiteError> error = DecodeMessage<SiteError>(*view);
       EXPECT_TRUE(error.ok()) << "expected a SiteError, got " << MessageTypeName(view->header.type);
