@@ -19,19 +19,28 @@ namespace {
 constexpr uint32_t kNoSlot = UINT32_MAX;
 void Slot(std::span<const Rating> ratings, std::vector<uint32_t>* slot_of,
           std::vector<uint32_t>* keys, std::vector<Rating>* slotted) {
-  keys->clear();
+  // Without a branch on "seen before": a minibatch's first appearances come
+  // in no pattern a predictor learns (a quarter of the ratings at 5,000 of
+  // ML-100K), so each key is written at the next position and kept only
+  // when new.
+  keys->resize(ratings.size());
   slotted->resize(ratings.size());
+  uint32_t* const key = keys->data();
+  uint32_t* const slots = slot_of->data();
+  uint32_t unique = 0;
   for (size_t t = 0; t < ratings.size(); ++t) {
     Rating r = ratings[t];
-    uint32_t& slot = (*slot_of)[r.item];
-    if (slot == kNoSlot) {
-      slot = static_cast<uint32_t>(keys->size());
-      keys->push_back(r.item);
-    }
+    const uint32_t seen = slots[r.item];
+    const bool fresh = seen == kNoSlot;
+    key[unique] = r.item;
+    const uint32_t slot = fresh ? unique : seen;
+    slots[r.item] = slot;
+    unique += fresh ? 1 : 0;
     r.item = slot;
     (*slotted)[t] = r;
   }
-  for (uint32_t key : *keys) (*slot_of)[key] = kNoSlot;
+  keys->resize(unique);
+  for (uint32_t k : *keys) slots[k] = kNoSlot;
 }
 
 }  // namespace
