@@ -15,6 +15,7 @@
 #include "protocol/frame.h"
 #include "protocol/inprocess_transport.h"
 #include "sim/contacted_shutdown.h"
+#include "sim/lazy_channel.h"
 
 namespace fedrec {
 
@@ -266,6 +267,7 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     endpoints.push_back(base);
   }
   std::shared_ptr<BroadcastOpenings> openings;  // the sites' broadcasts, opened once
+  std::vector<std::unique_ptr<LazyChannel>> lazy_channels(endpoints.size());
   if (options.channel_options) {
     // Each rank's identity is an Ed25519 key made from the OS CSPRNG (a
     // scalar multiplication each): on the simulator's threads, each rank's
@@ -276,8 +278,22 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     const uint32_t workers = static_cast<uint32_t>(std::min<size_t>(cores, ranks));
     std::atomic<size_t> next{0};
     if (options.share_openings) openings = std::make_shared<BroadcastOpenings>();
+    const auto lazy = [&](size_t rank) {
+      return options.lazy_site_channels && rank >= 2 && rank < static_cast<size_t>(first_shard);
+    };
+    for (size_t rank = 0; rank < ranks; ++rank) {
+      if (!lazy(rank)) continue;
+      lazy_channels[rank] = std::make_unique<LazyChannel>(
+          endpoints[rank], [&options, &openings, rank]() -> Result<SecureTransportOptions> {
+            FEDREC_ASSIGN_OR_RETURN(SecureTransportOptions channel,
+                                    options.channel_options(static_cast<int>(rank)));
+            if (!channel.openings) channel.openings = openings;
+            return channel;
+          });
+    }
     auto make = [&] {
       for (size_t rank; (rank = next.fetch_add(1)) < ranks;) {
+        if (lazy(rank)) continue;
         Result<SecureTransportOptions> channel = options.channel_options(static_cast<int>(rank));
         if (!channel.ok()) {
           failed[rank] = channel.status();
@@ -299,7 +315,10 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     make();
     for (std::thread& t : pool) t.join();
     for (const Status& status : failed) FEDREC_RETURN_IF_ERROR(status);
-    for (size_t rank = 0; rank < ranks; ++rank) endpoints[rank] = channels[rank].get();
+    for (size_t rank = 0; rank < ranks; ++rank) {
+      endpoints[rank] = lazy_channels[rank] ? static_cast<Transport*>(lazy_channels[rank].get())
+                                            : channels[rank].get();
+    }
   }
   // Injected faults, above the channels: the coordinator's crash, the sites'
   // dropouts and frame faults.
@@ -327,6 +346,8 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
     wo.site = s;
     wo.coordinator_rank = 0;
     if (identities[s + 1]) wo.identity = identities[s + 1];
+    if (LazyChannel* channel = lazy_channels[s + 1].get())
+      wo.make_identity = [channel] { return channel->identity(); };
     if (std::binary_search(options.byzantine_sites.begin(), options.byzantine_sites.end(), s))
       wo.byzantine = options.byzantine;
     if (options.customize_site) options.customize_site(&wo, s);

@@ -59,8 +59,16 @@ struct SimulationOptions {
   // shard servers); unset = plain
   // in-process queues. A site signs its secure-aggregation keys with its
   // channel identity. Called once per rank, from several threads at once
-  // (the simulator's), before the run.
+  // (the simulator's): before the run, or for lazy_site_channels when the
+  // site is first contacted.
   std::function<Result<SecureTransportOptions>(int rank)> channel_options;
+  // With channel_options: the sites' channels after the first are made when
+  // the site is first contacted (sim/lazy_channel.h), so a site never sampled
+  // makes no identity. For options that make each site's identity (not ones
+  // that load a file per site, which start-up should check); the first
+  // site's channel is still made at start-up, so options every site shares
+  // are checked there.
+  bool lazy_site_channels = false;
   // Called for every site that built its model (that took part in a round
   // or an evaluation) once the run has ended, before the sites are destroyed
   // (e.g. to save each site's local model in its own folder).

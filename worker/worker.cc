@@ -51,17 +51,6 @@ Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Tran
   schemes_[static_cast<size_t>(Aggregation::kPaillier)] = MakePaillierSite(this);
   data.test.clear();
   data_ = std::move(data);
-  if (options_.identity) {
-    identity_ = *options_.identity;
-  } else {
-    // Only fails when the OS CSPRNG is unavailable, which nothing survives.
-    Result<crypto::SigningKey> key = crypto::GenerateSigningKey();
-    if (!key.ok()) {
-      spdlog::critical("site {}: {}", options_.site, key.status().message());
-      std::abort();
-    }
-    identity_ = *key;
-  }
   if (!options_.state_dir.empty()) {
     std::string dir = options_.state_dir;
     for (size_t at; (at = dir.find("{site}")) != std::string::npos;)
@@ -85,6 +74,26 @@ Worker::Worker(const WorkerOptions& options, uint32_t items, SiteData data, Tran
 }
 
 Worker::~Worker() = default;
+
+const crypto::SigningKey& Worker::identity() const {
+  std::call_once(identity_once_, [this] {
+    if (options_.identity) {
+      identity_ = *options_.identity;
+      return;
+    }
+    // Fails only when the OS CSPRNG is unavailable, which nothing survives,
+    // or when the simulator cannot make a channel whose options the first
+    // site's channel already proved at start-up.
+    Result<crypto::SigningKey> key =
+        options_.make_identity ? options_.make_identity() : crypto::GenerateSigningKey();
+    if (!key.ok()) {
+      spdlog::critical("site {}: {}", options_.site, key.status().message());
+      std::abort();
+    }
+    identity_ = *key;
+  });
+  return identity_;
+}
 
 Status Worker::EnsureModel() {
   if (model_ || !model_status_.ok()) return model_status_;

@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -71,6 +72,10 @@ struct WorkerOptions {
   // Signs the site's secure-aggregation round keys; when empty the site makes
   // an ephemeral identity.
   std::optional<crypto::SigningKey> identity;
+  // Without `identity`: gives the site's identity when it first needs one
+  // (the simulator's lazily made channel, whose identity the site's must
+  // be); without either the site makes an ephemeral identity then.
+  std::function<Result<crypto::SigningKey>()> make_identity;
   // Every site's identity key (security.site_public_keys), which the site
   // checks its secure-aggregation neighbours against; null or empty when
   // sites are not authenticated (see secagg::Client). Shared: it is the same
@@ -167,7 +172,8 @@ class Worker : private SiteContext {
   const WorkerOptions& options() const override { return options_; }
   Transport* transport() const override { return transport_; }
   int coordinator_rank() const override { return options_.coordinator_rank; }
-  const crypto::SigningKey& identity() const override { return identity_; }
+  // Made on first use (WorkerOptions::identity, make_identity).
+  const crypto::SigningKey& identity() const override;
   const std::map<uint32_t, crypto::Key32>& roster() const override;
   uint32_t items() const override { return items_; }
   EvalLayout eval_layout() const override;
@@ -230,7 +236,8 @@ class Worker : private SiteContext {
   std::vector<uint8_t> cold_users_;
   uint64_t model_version_ = UINT64_MAX;  // none yet
   Shutdown shutdown_;                    // the last Shutdown received
-  crypto::SigningKey identity_;
+  mutable std::once_flag identity_once_;
+  mutable crypto::SigningKey identity_;
   SiteControl control_;  // SCAFFOLD's c_i, kept across rounds
   SiteSteps steps_;      // FedNova's normalized update, this round
   SiteDp dp_;            // the clipped (per-user) update of a private round

@@ -4,6 +4,7 @@
 // the machine or the thread count.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <set>
@@ -145,6 +146,51 @@ TEST(VirtualClock, SameSeedSameModelAcrossThreadCountsWithTheDefaultSecureScheme
     EXPECT_EQ(ModelSha256(other.global), ModelSha256(reference.global))
         << threads << " threads, sites " << (keep ? "keep" : "free") << " the model";
   }
+}
+
+// Sampling at scale: a site that no round contacts makes no channel (and no
+// identity, a scalar multiplication), and the model is the one of channels
+// all made at start-up.
+TEST(SampledSites, OnlySitesARoundContactsMakeAChannelAndTheModelIsTheSame) {
+  Config config = ClockConfig();
+  config.federation.sites = 40;
+  config.federation.rounds = 2;
+  config.federation.fraction = 0.25;
+  config.eval.fraction = 0.25;
+  config.security.aggregation = Config().security.aggregation;
+  crypto::Key32 job{};
+  job[0] = 9;
+  const auto run = [&](bool lazy, std::atomic<uint32_t>* made) {
+    return Federate(
+        config, 2, nullptr, [&, lazy, made](SimulationOptions* options, CoordinatorOptions* c) {
+          c->job_id = job;
+          options->lazy_site_channels = lazy;
+          options->channel_options = [made, job](int rank) -> Result<SecureTransportOptions> {
+            made->fetch_add(1);
+            SecureTransportOptions o;
+            FEDREC_ASSIGN_OR_RETURN(o.identity, crypto::GenerateSigningKey());
+            o.authenticate = false;
+            if (rank == 0) o.job_id = job;
+            o.learn_job = rank != 0;
+            return o;
+          };
+        });
+  };
+  std::atomic<uint32_t> eager{0}, lazy{0};
+  const FederatedRun all = run(false, &eager);
+  const FederatedRun contacted = run(true, &lazy);
+  ASSERT_EQ(all.rounds.size(), 2u);
+  ASSERT_EQ(contacted.rounds.size(), 2u);
+  EXPECT_EQ(eager.load(), 41u);  // the coordinator and every site
+  // The coordinator, the first site (made at start-up to check the options
+  // every site shares), and at most 10 sites per round and 10 evaluating.
+  EXPECT_LE(lazy.load(), 1u + 1u + 2u * 10u + 10u);
+  EXPECT_GE(lazy.load(), 1u + 10u);
+  for (const RoundMetrics& m : contacted.rounds) {
+    EXPECT_EQ(m.sites_reported, 10u);
+    EXPECT_EQ(m.failures, 0u);
+  }
+  EXPECT_EQ(ModelSha256(contacted.global), ModelSha256(all.global));
 }
 
 TEST(Availability, DeadSiteCostsOneTimeoutThenIsSkippedUntilItAnswers) {
