@@ -1116,7 +1116,7 @@ void LogChannelSecurity(const Config& config) {
   if (sec.site_public_keys.empty()) {
     spdlog::info(
         "sites are not authenticated (security.site_public_keys is empty): channels are "
-        "encrypted with identities made at start-up; create keys with `fedrec keygen` to "
+        "encrypted with identities made for this job only; create keys with `fedrec keygen` to "
         "enforce them");
   }
 }
