@@ -718,9 +718,12 @@ int RunSim(const Config& config, const Registries& registries) {
     if (!job_id.ok()) return Fail(job_id.status());
     job = *job_id;
     coordinator_channel->job_id = job;
-    // Sites without an identity file each make theirs: only the sites a
-    // round contacts make a channel (and an identity).
-    sim_options.lazy_site_channels = config.security.site_identity.empty();
+    // Sites without an identity file each make theirs: when rounds sample,
+    // only the sites a round contacts make a channel (and an identity);
+    // when every site takes part, all are made at start-up, on all cores,
+    // rather than inside the first round.
+    sim_options.lazy_site_channels =
+        config.security.site_identity.empty() && config.federation.fraction < 1.0;
     sim_options.channel_options = [&config, site_ranks, shard_ranks, &sim_identities,
                                    coordinator = *coordinator_channel,
                                    names = RankNames(site_ranks)](int rank) {
