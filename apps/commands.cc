@@ -763,7 +763,7 @@ int RunSim(const Config& config, const Registries& registries) {
   const std::vector<std::string> item_ids = RawIds(dataset.items);
   Status saved;
   sim_options.after_run = [&](const Worker& worker) {
-    if (!worker.model_status().ok() || !saved.ok()) return;
+    if (!config.output.site_files || !worker.model_status().ok() || !saved.ok()) return;
     saved = SaveHolderFiles(SiteFolder(out->dir(), worker.site()), worker.model(),
                             data->site_user_ids[worker.site()], item_ids);
   };
@@ -1439,6 +1439,7 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   if (!worker.model_status().ok()) return fail(worker.model_status().message());
   if (Status s = worker.Serve(idle); !s.ok()) return fail(s.message());
   // The site's folder under the coordinator's run directory (on this node).
+  if (!config.output.site_files) return 0;
   if (Status s =
           SaveHolderFiles(SiteFolder(catalogue.run_dir, site), worker.model(), user_ids, item_ids);
       !s.ok())

@@ -390,6 +390,10 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("output.progress", output.progress,
                  "progress on stderr: a bar redrawn in place on a terminal, else a log line "
                  "every 10 s"),
+      FEDREC_KEY("output.site_files", output.site_files,
+                 "each site that built its model writes site<s>/ (users.tsv, interactions.tsv, "
+                 "model.local) for fedrec recommend; false: only the run's own files (a large "
+                 "simulation that needs its metrics and global model)"),
   };
   return keys;
 }

@@ -267,6 +267,9 @@ struct Config {
     std::string dir;     // empty = runs/<command>-<UTC time>
     bool force = false;  // replace the run in a non-empty output.dir (--force)
     bool progress = true;
+    // Each site that built its model writes site<s>/ (its users' model, for
+    // fedrec recommend); false: only the run's own files.
+    bool site_files = true;
   } output;
 };
 

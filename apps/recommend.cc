@@ -36,8 +36,8 @@ Result<std::vector<std::string>> ReadLines(const std::string& path) {
 }
 
 // The folder holding `user` (its users.tsv lists it) and the user's index there.
-Result<std::pair<std::string, uint32_t>> FindHolder(const std::string& run,
-                                                    const std::string& user) {
+Result<std::pair<std::string, uint32_t>> FindHolder(const std::string& run, const std::string& user,
+                                                    bool site_files) {
   std::vector<std::string> folders;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(run, ec)) {
@@ -53,9 +53,13 @@ Result<std::pair<std::string, uint32_t>> FindHolder(const std::string& run,
     }
   }
   if (folders.empty()) {
-    return Status::NotFound(run +
-                            " holds no model of users (expected site<s>/ or central/ folders "
-                            "with users.tsv, as fedrec train, sim and run write them)");
+    return Status::NotFound(
+        run +
+        " holds no model of users (expected site<s>/ or central/ folders with users.tsv, as "
+        "fedrec train, sim and run write them)" +
+        (site_files ? std::string()
+                    : "; the run was made with output.site_files = false, so no site saved "
+                      "its users' model: run it again without it to serve from it"));
   }
   return Status::NotFound("user \"" + user + "\" is not in " + run + " (searched " +
                           std::to_string(folders.size()) + " holder folder(s))");
@@ -205,7 +209,7 @@ Result<Recommendations> Recommend(const RecommendRequest& request, const Registr
   std::unordered_map<std::string, uint32_t> item_index;
   for (uint32_t i = 0; i < item_ids.size(); ++i) item_index.emplace(item_ids[i], i);
 
-  FEDREC_ASSIGN_OR_RETURN(auto holder, FindHolder(run, request.user));
+  FEDREC_ASSIGN_OR_RETURN(auto holder, FindHolder(run, request.user, config->output.site_files));
   const std::string& folder = holder.first;
   const uint32_t user = holder.second;
   FEDREC_ASSIGN_OR_RETURN(std::vector<std::string> users, ReadLines(folder + "/users.tsv"));

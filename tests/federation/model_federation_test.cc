@@ -426,6 +426,26 @@ TEST(Recommend, UnknownUserOrRunDirectoryIsAClearError) {
   EXPECT_EQ(ok->holder, "central");
 }
 
+TEST(Recommend, ARunWithoutSiteFilesWritesNoSiteFolderAndSaysWhyItCannotServe) {
+  Config config = ImplicitConfig("popularity", "none");
+  config.federation.rounds = 1;
+  config.sim.compare_centralized = false;
+  config.output.dir = RunDir("recommend-no-site-files");
+  config.output.force = true;
+  config.output.site_files = false;
+  ASSERT_EQ(RunSim(config), 0);
+  EXPECT_TRUE(std::filesystem::exists(config.output.dir + "/model.global"));
+  for (const auto& entry : std::filesystem::directory_iterator(config.output.dir))
+    EXPECT_FALSE(entry.is_directory()) << entry.path();
+  Result<Dataset> dataset = LoadDataset(config);
+  ASSERT_TRUE(dataset.ok());
+  Result<Recommendations> none =
+      Recommend({config.output.dir, dataset->users.Raw(0), 5, false, ""});
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("output.site_files = false"), std::string::npos)
+      << none.status().message();
+}
+
 // Writes the synthetic data of `config` into `dir` as `user,item` lines (no
 // ratings: implicit feedback) and a `u.item` title file for every item.
 std::string WriteImplicitDataWithTitles(const Config& config, const std::string& dir) {
