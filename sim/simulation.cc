@@ -271,7 +271,9 @@ Result<SimulationResult> RunSimulation(const SimulationOptions& options,
   if (options.channel_options) {
     // Each rank's identity is an Ed25519 key made from the OS CSPRNG (a
     // scalar multiplication each): on the simulator's threads, each rank's
-    // channel in its own slot, the first error by rank.
+    // channel in its own slot, the first error by rank. With
+    // lazy_site_channels the sites after the first make theirs when first
+    // contacted (LazyChannel), the same options then.
     const size_t ranks = endpoints.size();
     channels.resize(ranks);
     std::vector<Status> failed(ranks);
