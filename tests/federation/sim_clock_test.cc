@@ -36,6 +36,18 @@ std::string WriteTrace(const std::string& name, const std::string& text) {
   return path;
 }
 
+// A rank's channel with `identity`, accepting any peer's identity: the
+// coordinator (rank 0) names the job, the sites learn it from its hello.
+SecureTransportOptions UnauthenticatedChannel(const crypto::SigningKey& identity, int rank,
+                                              const crypto::Key32& job) {
+  SecureTransportOptions o;
+  o.identity = identity;
+  o.authenticate = false;
+  if (rank == 0) o.job_id = job;
+  o.learn_job = rank != 0;
+  return o;
+}
+
 TEST(VirtualClock, StragglerProfileMakesExactlyTheExpectedSitesMissTheDeadline) {
   Config config = ClockConfig();
   // A site trains about 2,000 ratings: 0.02 simulated seconds at full speed,
@@ -126,12 +138,8 @@ TEST(VirtualClock, SameSeedSameModelAcrossThreadCountsWithTheDefaultSecureScheme
           c->job_id = job;
           c->sites_keep_model = keep;
           options->channel_options = [&keys, job](int rank) {
-            SecureTransportOptions o;
-            o.identity = keys[static_cast<size_t>(rank)];
-            o.authenticate = false;
-            if (rank == 0) o.job_id = job;
-            o.learn_job = rank != 0;
-            return Result<SecureTransportOptions>(o);
+            return Result<SecureTransportOptions>(
+                UnauthenticatedChannel(keys[static_cast<size_t>(rank)], rank, job));
           };
         });
   };
@@ -167,12 +175,9 @@ TEST(SampledSites, OnlySitesARoundContactsMakeAChannelAndTheModelIsTheSame) {
           options->lazy_site_channels = lazy;
           options->channel_options = [made, job](int rank) -> Result<SecureTransportOptions> {
             made->fetch_add(1);
-            SecureTransportOptions o;
-            FEDREC_ASSIGN_OR_RETURN(o.identity, crypto::GenerateSigningKey());
-            o.authenticate = false;
-            if (rank == 0) o.job_id = job;
-            o.learn_job = rank != 0;
-            return o;
+            FEDREC_ASSIGN_OR_RETURN(const crypto::SigningKey identity,
+                                    crypto::GenerateSigningKey());
+            return UnauthenticatedChannel(identity, rank, job);
           };
         });
   };
