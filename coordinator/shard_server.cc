@@ -253,8 +253,10 @@ bool ShardServer::ApplyAlone(const PsPushView& push, float* gradient) {
   const float lr = LearningRate(push.epoch);
   for (uint64_t i = 0; i < push.rows; ++i) {
     const size_t local = push.Key(i) / shards;
-    push.CopyRow(i, gradient);
-    for (uint32_t j = 0; j < cols_; ++j) gradient[j] = 0.0f + gradient[j];
+    // Read from the frame element by element: copying the row first (a
+    // memcpy call of 4 x cols bytes) and reading it back stalled on
+    // store-to-load forwarding.
+    for (uint32_t j = 0; j < cols_; ++j) gradient[j] = 0.0f + push.Gradient(i, j);
     options_.optimizer.Apply(lr, values_.data() + local * cols_,
                              state_.empty() ? nullptr : state_.data() + local * cols_, gradient,
                              cols_);
@@ -286,8 +288,7 @@ void ShardServer::CompleteBspClocks() {
       for (uint64_t i = 0; i < push->rows; ++i) {
         const uint32_t local = push->Key(i) / shards;
         float* sum = sum_.data() + static_cast<size_t>(local) * cols_;
-        push->CopyRow(i, gradient.data());
-        for (uint32_t j = 0; j < cols_; ++j) sum[j] += gradient[j];
+        for (uint32_t j = 0; j < cols_; ++j) sum[j] += push->Gradient(i, j);
         if (!is_touched_[local]) {
           is_touched_[local] = 1;
           touched_.push_back(local);

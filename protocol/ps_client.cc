@@ -23,6 +23,11 @@ int PsClient::ShardOf(int rank) const {
 
 void PsClient::Split(std::span<const uint32_t> keys, Ticket* t) {
   const size_t shards = shard_ranks_.size();
+  t->answered.assign(shards, 0);
+  t->owed = static_cast<uint32_t>(shards);
+  t->rows = keys.size();
+  t->whole = shards == 1;
+  if (t->whole) return;  // the keys and rows go as they are
   t->positions.assign(shards, {});
   for (auto& k : shard_keys_) k.clear();
   for (uint32_t j = 0; j < keys.size(); ++j) {
@@ -30,8 +35,6 @@ void PsClient::Split(std::span<const uint32_t> keys, Ticket* t) {
     t->positions[s].push_back(j);
     shard_keys_[s].push_back(keys[j]);
   }
-  t->answered.assign(shards, 0);
-  t->owed = static_cast<uint32_t>(shards);
 }
 
 uint64_t PsClient::Pull(std::span<const uint32_t> keys, float* out, uint32_t clock,
@@ -45,7 +48,7 @@ uint64_t PsClient::Pull(std::span<const uint32_t> keys, float* out, uint32_t clo
   Split(keys, &t);
   for (size_t s = 0; s < shard_ranks_.size(); ++s) {
     Status sent = transport_->Send(
-        shard_ranks_[s], EncodePsPull(id, clock, flags, shard_keys_[s], transport_->rank()));
+        shard_ranks_[s], EncodePsPull(id, clock, flags, ShardKeys(s, keys, t), transport_->rank()));
     if (!sent.ok() && t.error.ok())
       t.error = sent.WithContext("pull from shard " + std::to_string(s));
   }
@@ -62,15 +65,19 @@ uint64_t PsClient::Push(std::span<const uint32_t> keys, const float* gradients, 
   Split(keys, &t);
   const size_t row_bytes = static_cast<size_t>(cols_) * sizeof(float);
   for (size_t s = 0; s < shard_ranks_.size(); ++s) {
-    const std::vector<uint32_t>& positions = t.positions[s];
+    const std::span<const uint32_t> shard_keys = ShardKeys(s, keys, t);
     size_t keys_at = 0, gradients_at = 0;
-    std::vector<uint8_t> frame = EncodePsPushShell(id, clock, epoch, cols_, positions.size(),
+    std::vector<uint8_t> frame = EncodePsPushShell(id, clock, epoch, cols_, shard_keys.size(),
                                                    transport_->rank(), &keys_at, &gradients_at);
-    std::memcpy(frame.data() + keys_at, shard_keys_[s].data(), positions.size() * 4);
+    std::memcpy(frame.data() + keys_at, shard_keys.data(), shard_keys.size() * 4);
     uint8_t* g = frame.data() + gradients_at;
-    for (uint32_t j : positions) {
-      std::memcpy(g, gradients + static_cast<size_t>(j) * cols_, row_bytes);
-      g += row_bytes;
+    if (t.whole) {
+      std::memcpy(g, gradients, shard_keys.size() * row_bytes);
+    } else {
+      for (uint32_t j : t.positions[s]) {
+        std::memcpy(g, gradients + static_cast<size_t>(j) * cols_, row_bytes);
+        g += row_bytes;
+      }
     }
     Status sent = transport_->Send(shard_ranks_[s], std::move(frame));
     if (!sent.ok() && t.error.ok())
@@ -127,16 +134,20 @@ Status PsClient::Handle(Envelope e) {
   }
   Ticket& t = it->second;
   if (reply.ok()) {
-    const std::vector<uint32_t>& positions = t.positions[static_cast<size_t>(shard)];
-    if (reply->rows != positions.size() || reply->cols != cols_) {
+    const uint64_t expected = t.whole ? t.rows : t.positions[static_cast<size_t>(shard)].size();
+    if (reply->rows != expected || reply->cols != cols_) {
       return Status::Corruption(from + " answered pull " + std::to_string(request) + " with " +
                                 std::to_string(reply->rows) + " rows of " +
                                 std::to_string(reply->cols) + " floats, expected " +
-                                std::to_string(positions.size()) + " rows of " +
-                                std::to_string(cols_));
+                                std::to_string(expected) + " rows of " + std::to_string(cols_));
     }
-    for (size_t i = 0; i < positions.size(); ++i)
-      reply->CopyRow(i, t.out + static_cast<size_t>(positions[i]) * cols_);
+    if (t.whole) {
+      std::memcpy(t.out, reply->values, expected * cols_ * sizeof(float));
+    } else {
+      const std::vector<uint32_t>& positions = t.positions[static_cast<size_t>(shard)];
+      for (size_t i = 0; i < positions.size(); ++i)
+        reply->CopyRow(i, t.out + static_cast<size_t>(positions[i]) * cols_);
+    }
     if (t.clocked) {
       stats_.max_clock_gap =
           std::max(stats_.max_clock_gap, static_cast<int64_t>(t.clock) - reply->min_clock);

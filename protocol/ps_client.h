@@ -80,8 +80,11 @@ class PsClient {
     uint32_t clock = 0;
     bool clocked = false;
     float* out = nullptr;
-    // Per shard: the positions in the caller's keys of the keys sent to it.
+    // Per shard: the positions in the caller's keys of the keys sent to it;
+    // with one shard (`whole`) none: it gets every key, in the caller's order.
     std::vector<std::vector<uint32_t>> positions;
+    bool whole = false;
+    uint64_t rows = 0;              // the caller's keys
     std::vector<uint8_t> answered;  // per shard
     uint32_t owed = 0;
     Status error;
@@ -90,6 +93,11 @@ class PsClient {
   Status Handle(Envelope e);
   int ShardOf(int rank) const;
   void Split(std::span<const uint32_t> keys, Ticket* t);
+  // The keys of shard `s` after Split.
+  std::span<const uint32_t> ShardKeys(size_t s, std::span<const uint32_t> keys,
+                                      const Ticket& t) const {
+    return t.whole ? keys : std::span<const uint32_t>(shard_keys_[s]);
+  }
 
   Transport* transport_;
   std::vector<int> shard_ranks_;

@@ -109,6 +109,12 @@ struct PsPushView {
   void CopyRow(uint64_t i, float* out) const {
     std::memcpy(out, gradients + i * cols * sizeof(float), cols * sizeof(float));
   }
+  // Gradient j of row `i` (unaligned in the frame).
+  float Gradient(uint64_t i, uint32_t j) const {
+    float g;
+    std::memcpy(&g, gradients + (i * cols + j) * sizeof(float), sizeof(g));
+    return g;
+  }
 };
 
 struct PsPushAck {

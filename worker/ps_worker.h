@@ -9,7 +9,9 @@
 //      and waits for PsStart (steps per epoch T, epochs, global mean).
 //   2. Epoch e shuffles the worker's ratings with stream (seed, e, worker,
 //      kShuffle) and cuts them into T minibatches (minibatch j is ratings
-//      [j n / T, (j + 1) n / T)). Minibatch j at clock c = e T + j: pull the
+//      [j n / T, (j + 1) n / T)). (The shuffle permutes an index of the
+//      ratings, which the steps read through, and each epoch permutes the
+//      last one's order.) Minibatch j at clock c = e T + j: pull the
 //      rows of its items (first-appearance order) at clock c, compute the
 //      gradients and step the user rows (algorithms/mf_minibatch.h, on
 //      `threads` threads), push the
