@@ -25,7 +25,9 @@ const char* ConsistencyName(Consistency c) {
 }
 
 ShardServer::ShardServer(ShardServerOptions options, Transport* transport)
-    : options_(std::move(options)), transport_(transport) {
+    : options_(std::move(options)),
+      transport_(transport),
+      divider_(std::max(options_.sharding.shards, 1u)) {
   clocks_.assign(options_.worker_ranks.size(), 0);
   if (options_.consistency == Consistency::kBsp) options_.staleness = 0;
 }
@@ -64,7 +66,7 @@ std::string ShardServer::CheckKeys(const uint8_t* keys, uint64_t n) const {
   for (uint64_t i = 0; i < n; ++i) {
     uint32_t key;
     std::memcpy(&key, keys + i * 4, 4);
-    bad |= static_cast<unsigned>((key >= items_) | (key % shards != options_.shard));
+    bad |= static_cast<unsigned>((key >= items_) | (divider_.Mod(key) != options_.shard));
   }
   if (!bad) return {};
   for (uint64_t i = 0; i < n; ++i) {
@@ -74,9 +76,9 @@ std::string ShardServer::CheckKeys(const uint8_t* keys, uint64_t n) const {
       return "key " + std::to_string(i) + " is row " + std::to_string(key) +
              ", expected a row below " + std::to_string(items_);
     }
-    if (key % shards != options_.shard) {
+    if (divider_.Mod(key) != options_.shard) {
       return "key " + std::to_string(i) + " is row " + std::to_string(key) + ", held by shard " +
-             std::to_string(key % shards) + " (row mod " + std::to_string(shards) +
+             std::to_string(divider_.Mod(key)) + " (row mod " + std::to_string(shards) +
              "), not by this shard";
     }
   }
@@ -210,9 +212,8 @@ void ShardServer::Answer(int from, const PsPull& pull) {
                                                       pull.keys.size(), transport_->rank(), &at);
   uint8_t* out = frame.data() + at;
   const size_t row_bytes = static_cast<size_t>(cols_) * sizeof(float);
-  const uint32_t shards = options_.sharding.shards;
   for (uint32_t key : pull.keys) {
-    std::memcpy(out, values_.data() + static_cast<size_t>(key / shards) * cols_, row_bytes);
+    std::memcpy(out, values_.data() + static_cast<size_t>(divider_.Divide(key)) * cols_, row_bytes);
     out += row_bytes;
   }
   ++stats_.pulls;
@@ -224,10 +225,9 @@ void ShardServer::Answer(int from, const PsPull& pull) {
 
 void ShardServer::ApplyPush(const PsPushView& push) {
   const float lr = LearningRate(push.epoch);
-  const uint32_t shards = options_.sharding.shards;
   std::vector<float> gradient(cols_);
   for (uint64_t i = 0; i < push.rows; ++i) {
-    const size_t local = push.Key(i) / shards;
+    const size_t local = divider_.Divide(push.Key(i));
     push.CopyRow(i, gradient.data());
     options_.optimizer.Apply(lr, values_.data() + local * cols_,
                              state_.empty() ? nullptr : state_.data() + local * cols_,
@@ -241,18 +241,17 @@ bool ShardServer::ApplyAlone(const PsPushView& push, float* gradient) {
   // The sum of one push whose keys are distinct is the push itself (0 + g:
   // the bits of the summed path), and distinct rows' steps commute, so each
   // row is stepped as it is read, without the pass through sum_.
-  const uint32_t shards = options_.sharding.shards;
   bool distinct = true;
   for (uint64_t i = 0; i < push.rows; ++i) {
-    uint8_t& mark = is_touched_[push.Key(i) / shards];
+    uint8_t& mark = is_touched_[divider_.Divide(push.Key(i))];
     distinct &= !mark;
     mark = 1;
   }
-  for (uint64_t i = 0; i < push.rows; ++i) is_touched_[push.Key(i) / shards] = 0;
+  for (uint64_t i = 0; i < push.rows; ++i) is_touched_[divider_.Divide(push.Key(i))] = 0;
   if (!distinct) return false;
   const float lr = LearningRate(push.epoch);
   for (uint64_t i = 0; i < push.rows; ++i) {
-    const size_t local = push.Key(i) / shards;
+    const size_t local = divider_.Divide(push.Key(i));
     // Read from the frame element by element: copying the row first (a
     // memcpy call of 4 x cols bytes) and reading it back stalled on
     // store-to-load forwarding.
@@ -267,7 +266,6 @@ bool ShardServer::ApplyAlone(const PsPushView& push, float* gradient) {
 }
 
 void ShardServer::CompleteBspClocks() {
-  const uint32_t shards = options_.sharding.shards;
   std::vector<float> gradient(cols_);
   while (!bsp_pushes_.empty()) {
     auto first = bsp_pushes_.begin();
@@ -286,7 +284,7 @@ void ShardServer::CompleteBspClocks() {
       if (w == 0) epoch = push->epoch;
       acks[w] = PsPushAck{push->request, push->clock};
       for (uint64_t i = 0; i < push->rows; ++i) {
-        const uint32_t local = push->Key(i) / shards;
+        const uint32_t local = divider_.Divide(push->Key(i));
         float* sum = sum_.data() + static_cast<size_t>(local) * cols_;
         for (uint32_t j = 0; j < cols_; ++j) sum[j] += push->Gradient(i, j);
         if (!is_touched_[local]) {
@@ -522,9 +520,8 @@ Status ShardServer::Assign(const FrameView& frame, bool* done) {
         fmt::format("{}: the driver assigned {} rows more, beyond the {} this shard holds", who,
                     rows->rows, rows_));
   }
-  const uint32_t shards = options_.sharding.shards;
   for (uint64_t i = 0; i < rows->rows; ++i)
-    rows->CopyRow(i, values_.data() + static_cast<size_t>(rows->Key(i) / shards) * cols_);
+    rows->CopyRow(i, values_.data() + static_cast<size_t>(divider_.Divide(rows->Key(i))) * cols_);
   assigned_ += static_cast<uint32_t>(rows->rows);
   if (!Serving()) return Status::Ok();
   std::vector<Envelope> early = std::move(early_);

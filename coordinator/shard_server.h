@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "algorithms/mf_minibatch.h"
+#include "base/fast_divide.h"
 #include "crypto/ps_checkpoint.h"
 #include "protocol/ps_messages.h"
 #include "protocol/transport.h"
@@ -178,6 +179,7 @@ class ShardServer {
   Status start_error_;     // PsStart refused (memory cap): returned at Shutdown
   uint32_t assigned_ = 0;  // rows_from_driver: rows the driver's PsRows assigned
   bool done_ = false;      // HandleQueued: the serving ended
+  FastDivider32 divider_;  // by options_.sharding.shards: a key's shard and local row
   uint32_t items_ = 0, rows_ = 0, cols_ = 0;
   std::vector<float> values_;     // rows_ x cols_
   std::vector<float> state_;      // optimizer state (Adagrad), rows_ x cols_

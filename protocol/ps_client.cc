@@ -1,5 +1,6 @@
 #include "protocol/ps_client.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "protocol/messages.h"
@@ -11,6 +12,7 @@ PsClient::PsClient(Transport* transport, std::vector<int> shard_ranks, uint32_t 
     : transport_(transport),
       shard_ranks_(std::move(shard_ranks)),
       sharding_{static_cast<uint32_t>(shard_ranks_.size())},
+      divider_(std::max<uint32_t>(sharding_.shards, 1)),
       cols_(cols),
       driver_rank_(driver_rank),
       shard_keys_(shard_ranks_.size()) {}
@@ -31,7 +33,7 @@ void PsClient::Split(std::span<const uint32_t> keys, Ticket* t) {
   t->positions.assign(shards, {});
   for (auto& k : shard_keys_) k.clear();
   for (uint32_t j = 0; j < keys.size(); ++j) {
-    const uint32_t s = sharding_.ShardOf(keys[j]);
+    const uint32_t s = divider_.Mod(keys[j]);  // = sharding_.ShardOf(keys[j])
     t->positions[s].push_back(j);
     shard_keys_[s].push_back(keys[j]);
   }

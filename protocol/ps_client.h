@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fast_divide.h"
 #include "protocol/ps_messages.h"
 #include "protocol/transport.h"
 
@@ -102,6 +103,7 @@ class PsClient {
   Transport* transport_;
   std::vector<int> shard_ranks_;
   RowSharding sharding_;
+  FastDivider32 divider_;  // by the shard count: a key's shard
   uint32_t cols_;
   int driver_rank_;
   uint64_t next_ticket_ = 1;

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <limits>
 
+#include "base/fast_divide.h"
+#include "base/random.h"
 #include "coordinator/shard_server.h"
 #include "protocol/inprocess_transport.h"
 #include "protocol/messages.h"
@@ -41,6 +43,49 @@ std::vector<uint8_t> PushFrame(std::vector<uint32_t> keys, std::vector<float> gr
 void FixLength(std::vector<uint8_t>* frame) {
   const uint64_t payload = frame->size() - kFrameHeaderSize;
   std::memcpy(frame->data() + 16, &payload, 8);
+}
+
+TEST(FastDivider32, QuotientAndRemainderEqualTheHardwareDivisionsForEveryDivisorShape) {
+  std::vector<uint32_t> divisors = {1,
+                                    2,
+                                    3,
+                                    5,
+                                    7,
+                                    10,
+                                    16,
+                                    641,
+                                    4096,
+                                    65535,
+                                    65536,
+                                    65537,
+                                    (1u << 31) - 1,
+                                    1u << 31,
+                                    UINT32_MAX - 1,
+                                    UINT32_MAX};
+  for (uint32_t d = 1; d <= 300; ++d) divisors.push_back(d);
+  Rng rng(7, 0, 0, Purpose::kShuffle);
+  for (int i = 0; i < 200; ++i) divisors.push_back(static_cast<uint32_t>(rng.Next() | 1));
+  std::vector<uint32_t> numerators = {
+      0, 1, 2, 3, 4095, 4096, 4097, UINT32_MAX - 1, UINT32_MAX, 1u << 31, (1u << 31) - 1};
+  for (int i = 0; i < 2000; ++i) numerators.push_back(static_cast<uint32_t>(rng.Next()));
+  for (uint32_t d : divisors) {
+    const FastDivider32 divider(d);
+    for (uint32_t n : numerators) {
+      ASSERT_EQ(divider.Divide(n), n / d) << n << " / " << d;
+      ASSERT_EQ(divider.Mod(n), n % d) << n << " % " << d;
+    }
+    // Each divisor's own multiples and their neighbours, where a rounding
+    // error would show first.
+    for (uint64_t q : {uint64_t{1}, uint64_t{2}, uint64_t{UINT32_MAX} / d}) {
+      for (int64_t delta = -1; delta <= 1; ++delta) {
+        const int64_t n = static_cast<int64_t>(q * d) + delta;
+        if (n < 0 || n > static_cast<int64_t>(UINT32_MAX)) continue;
+        const uint32_t m = static_cast<uint32_t>(n);
+        ASSERT_EQ(divider.Divide(m), m / d) << m << " / " << d;
+        ASSERT_EQ(divider.Mod(m), m % d) << m << " % " << d;
+      }
+    }
+  }
 }
 
 TEST(PsMessages, PullPushAndReplyRoundTrip) {
