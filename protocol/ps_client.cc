@@ -71,10 +71,12 @@ uint64_t PsClient::Push(std::span<const uint32_t> keys, const float* gradients, 
     size_t keys_at = 0, gradients_at = 0;
     std::vector<uint8_t> frame = EncodePsPushShell(id, clock, epoch, cols_, shard_keys.size(),
                                                    transport_->rank(), &keys_at, &gradients_at);
-    std::memcpy(frame.data() + keys_at, shard_keys.data(), shard_keys.size() * 4);
     uint8_t* g = frame.data() + gradients_at;
+    if (!shard_keys.empty()) {  // (memcpy's pointers must not be null, even for 0 bytes)
+      std::memcpy(frame.data() + keys_at, shard_keys.data(), shard_keys.size() * 4);
+    }
     if (t.whole) {
-      std::memcpy(g, gradients, shard_keys.size() * row_bytes);
+      if (!shard_keys.empty()) std::memcpy(g, gradients, shard_keys.size() * row_bytes);
     } else {
       for (uint32_t j : t.positions[s]) {
         std::memcpy(g, gradients + static_cast<size_t>(j) * cols_, row_bytes);
@@ -144,7 +146,7 @@ Status PsClient::Handle(Envelope e) {
                                 std::to_string(expected) + " rows of " + std::to_string(cols_));
     }
     if (t.whole) {
-      std::memcpy(t.out, reply->values, expected * cols_ * sizeof(float));
+      if (expected > 0) std::memcpy(t.out, reply->values, expected * cols_ * sizeof(float));
     } else {
       const std::vector<uint32_t>& positions = t.positions[static_cast<size_t>(shard)];
       for (size_t i = 0; i < positions.size(); ++i)
