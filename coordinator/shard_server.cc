@@ -207,14 +207,11 @@ void ShardServer::Answer(int from, const PsPull& pull) {
     stats_.max_clock_gap =
         std::max(stats_.max_clock_gap, static_cast<int64_t>(pull.clock) - min_clock);
   }
-  size_t at = 0;
-  std::vector<uint8_t> frame = EncodePsPullReplyShell(pull.request, min_clock, cols_,
-                                                      pull.keys.size(), transport_->rank(), &at);
-  uint8_t* out = frame.data() + at;
-  const size_t row_bytes = static_cast<size_t>(cols_) * sizeof(float);
+  std::vector<uint8_t> frame =
+      EncodePsPullReplyHead(pull.request, min_clock, cols_, pull.keys.size(), transport_->rank());
   for (uint32_t key : pull.keys) {
-    std::memcpy(out, values_.data() + static_cast<size_t>(divider_.Divide(key)) * cols_, row_bytes);
-    out += row_bytes;
+    AppendPsWords(&frame, values_.data() + static_cast<size_t>(divider_.Divide(key)) * cols_,
+                  cols_);
   }
   ++stats_.pulls;
   stats_.rows_pulled += pull.keys.size();

@@ -65,23 +65,16 @@ uint64_t PsClient::Push(std::span<const uint32_t> keys, const float* gradients, 
   Ticket& t = tickets_[id];
   t.clock = clock;
   Split(keys, &t);
-  const size_t row_bytes = static_cast<size_t>(cols_) * sizeof(float);
   for (size_t s = 0; s < shard_ranks_.size(); ++s) {
     const std::span<const uint32_t> shard_keys = ShardKeys(s, keys, t);
-    size_t keys_at = 0, gradients_at = 0;
-    std::vector<uint8_t> frame = EncodePsPushShell(id, clock, epoch, cols_, shard_keys.size(),
-                                                   transport_->rank(), &keys_at, &gradients_at);
-    uint8_t* g = frame.data() + gradients_at;
-    if (!shard_keys.empty()) {  // (memcpy's pointers must not be null, even for 0 bytes)
-      std::memcpy(frame.data() + keys_at, shard_keys.data(), shard_keys.size() * 4);
-    }
+    std::vector<uint8_t> frame =
+        EncodePsPushHead(id, clock, epoch, cols_, shard_keys.size(), transport_->rank());
+    AppendPsWords(&frame, shard_keys.data(), shard_keys.size());
     if (t.whole) {
-      if (!shard_keys.empty()) std::memcpy(g, gradients, shard_keys.size() * row_bytes);
+      AppendPsWords(&frame, gradients, shard_keys.size() * cols_);
     } else {
-      for (uint32_t j : t.positions[s]) {
-        std::memcpy(g, gradients + static_cast<size_t>(j) * cols_, row_bytes);
-        g += row_bytes;
-      }
+      for (uint32_t j : t.positions[s])
+        AppendPsWords(&frame, gradients + static_cast<size_t>(j) * cols_, cols_);
     }
     Status sent = transport_->Send(shard_ranks_[s], std::move(frame));
     if (!sent.ok() && t.error.ok())

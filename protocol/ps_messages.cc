@@ -1,7 +1,9 @@
 #include "protocol/ps_messages.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 
@@ -13,11 +15,14 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "parameter-server frames copy floats and keys as stored: little-endian hosts only");
 
-// A frame of `type` with `payload` bytes after the header, the header filled in.
-std::vector<uint8_t> NewFrame(MessageType type, uint32_t sender, size_t payload) {
+// A frame of `type` with `payload` bytes after the header, the header filled
+// in. With `present` < payload, only the first `present` payload bytes exist
+// yet (zero), and the caller appends the rest (the capacity holds them).
+std::vector<uint8_t> NewFrame(MessageType type, uint32_t sender, size_t payload,
+                              size_t present = SIZE_MAX) {
   std::vector<uint8_t> frame;
   frame.reserve(kFrameHeaderSize + payload + kFrameSealingRoom);
-  frame.resize(kFrameHeaderSize + payload);
+  frame.resize(kFrameHeaderSize + std::min(payload, present));
   FrameHeader header;
   header.type = type;
   header.sender = sender;
@@ -167,29 +172,44 @@ std::vector<uint8_t> EncodePsPull(const PsPull& m, uint32_t sender) {
   return EncodePsPull(m.request, m.clock, m.flags, m.keys, sender);
 }
 
+std::vector<uint8_t> EncodePsPullReplyHead(uint64_t request, uint32_t min_clock, uint32_t cols,
+                                           uint64_t rows, uint32_t sender) {
+  std::vector<uint8_t> frame = NewFrame(MessageType::kPsPullReply, sender,
+                                        kReplyFixed + rows * cols * sizeof(float), kReplyFixed);
+  Writer(&frame).Put<uint64_t>(request).Put<uint32_t>(min_clock).Put<uint32_t>(cols).Put<uint64_t>(
+      rows);
+  return frame;
+}
+
 std::vector<uint8_t> EncodePsPullReplyShell(uint64_t request, uint32_t min_clock, uint32_t cols,
                                             uint64_t rows, uint32_t sender, size_t* values_at) {
+  std::vector<uint8_t> frame = EncodePsPullReplyHead(request, min_clock, cols, rows, sender);
+  *values_at = frame.size();
+  frame.resize(frame.size() + rows * cols * sizeof(float));
+  return frame;
+}
+
+std::vector<uint8_t> EncodePsPushHead(uint64_t request, uint32_t clock, uint32_t epoch,
+                                      uint32_t cols, uint64_t rows, uint32_t sender,
+                                      MessageType type) {
   std::vector<uint8_t> frame =
-      NewFrame(MessageType::kPsPullReply, sender, kReplyFixed + rows * cols * sizeof(float));
-  Writer w(&frame);
-  w.Put<uint64_t>(request).Put<uint32_t>(min_clock).Put<uint32_t>(cols).Put<uint64_t>(rows);
-  *values_at = static_cast<size_t>(w.at() - frame.data());
+      NewFrame(type, sender, kPushFixed + rows * (sizeof(uint32_t) + cols * 4), kPushFixed);
+  Writer(&frame)
+      .Put<uint64_t>(request)
+      .Put<uint32_t>(clock)
+      .Put<uint32_t>(epoch)
+      .Put<uint32_t>(cols)
+      .Put<uint64_t>(rows);
   return frame;
 }
 
 std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_t epoch,
                                        uint32_t cols, uint64_t rows, uint32_t sender,
                                        size_t* keys_at, size_t* gradients_at, MessageType type) {
-  std::vector<uint8_t> frame =
-      NewFrame(type, sender, kPushFixed + rows * (sizeof(uint32_t) + cols * 4));
-  Writer w(&frame);
-  w.Put<uint64_t>(request)
-      .Put<uint32_t>(clock)
-      .Put<uint32_t>(epoch)
-      .Put<uint32_t>(cols)
-      .Put<uint64_t>(rows);
-  *keys_at = static_cast<size_t>(w.at() - frame.data());
+  std::vector<uint8_t> frame = EncodePsPushHead(request, clock, epoch, cols, rows, sender, type);
+  *keys_at = frame.size();
   *gradients_at = *keys_at + rows * sizeof(uint32_t);
+  frame.resize(frame.size() + rows * (sizeof(uint32_t) + cols * 4));
   return frame;
 }
 

@@ -197,6 +197,23 @@ std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_
                                        uint32_t cols, uint64_t rows, uint32_t sender,
                                        size_t* keys_at, size_t* gradients_at,
                                        MessageType type = MessageType::kPsPush);
+// The same frames up to their fixed fields, with room for the rest, which the
+// caller appends (AppendPsWords): a reply's rows x cols floats; a push's rows
+// keys, then its rows x cols floats. Appending writes each byte once, where
+// a shell is zero-filled first.
+std::vector<uint8_t> EncodePsPullReplyHead(uint64_t request, uint32_t min_clock, uint32_t cols,
+                                           uint64_t rows, uint32_t sender);
+std::vector<uint8_t> EncodePsPushHead(uint64_t request, uint32_t clock, uint32_t epoch,
+                                      uint32_t cols, uint64_t rows, uint32_t sender,
+                                      MessageType type = MessageType::kPsPush);
+// Appends `n` 4-byte words (keys or floats) as stored (little-endian hosts).
+template <typename T>
+void AppendPsWords(std::vector<uint8_t>* frame, const T* words, size_t n) {
+  static_assert(sizeof(T) == 4);
+  if (n == 0) return;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(words);
+  frame->insert(frame->end(), bytes, bytes + n * sizeof(T));
+}
 // PsRows: `keys` and their rows (keys.size() x cols floats at `values`),
 // values to take as they are; `epoch` is the sender's epoch offset.
 std::vector<uint8_t> EncodePsRows(uint64_t request, uint32_t epoch, uint32_t cols,
