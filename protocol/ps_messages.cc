@@ -216,13 +216,10 @@ std::vector<uint8_t> EncodePsPushShell(uint64_t request, uint32_t clock, uint32_
 std::vector<uint8_t> EncodePsRows(uint64_t request, uint32_t epoch, uint32_t cols,
                                   std::span<const uint32_t> keys, const float* values,
                                   uint32_t sender) {
-  size_t keys_at = 0, values_at = 0;
-  std::vector<uint8_t> frame = EncodePsPushShell(request, 0, epoch, cols, keys.size(), sender,
-                                                 &keys_at, &values_at, MessageType::kPsRows);
-  if (!keys.empty()) {
-    std::memcpy(frame.data() + keys_at, keys.data(), keys.size() * sizeof(uint32_t));
-    std::memcpy(frame.data() + values_at, values, keys.size() * cols * sizeof(float));
-  }
+  std::vector<uint8_t> frame =
+      EncodePsPushHead(request, 0, epoch, cols, keys.size(), sender, MessageType::kPsRows);
+  AppendPsWords(&frame, keys.data(), keys.size());
+  AppendPsWords(&frame, values, keys.size() * cols);
   return frame;
 }
 
