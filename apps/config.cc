@@ -124,8 +124,9 @@ const std::vector<Key>& Schema() {
       FEDREC_KEY("train.bias_reg", train.bias_reg, "L2 regularization of biases"),
       FEDREC_KEY("train.threads", train.threads,
                  "most threads of local SGD (fedrec train, a site's epochs) and of a ps "
-                 "worker's minibatch; 0 = every core (fedrec sim: the cores per site thread), "
-                 "and one for a ps worker; a shard uses one per 20,000 ratings"),
+                 "worker (two or more: one makes its minibatches); 0 = every core (fedrec sim: "
+                 "the cores per site thread), and for a ps worker one, or two in fedrec sim when "
+                 "every worker has two cores; a shard uses one per 20,000 ratings"),
       FEDREC_KEY("train.schedule", train.schedule,
                  "order of SGD updates: grid (blocks on all threads; the same model for any "
                  "thread count) | free (FPSGD's free blocks: never waits for a given block, not "

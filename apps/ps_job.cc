@@ -532,8 +532,14 @@ Result<PsInProcessRun> RunPsInProcess(
     shards.push_back(std::make_unique<ShardServer>(MakeShardServerOptions(config, layout, s),
                                                    &network.endpoint(layout.shard_ranks[s])));
   }
+  // With train.threads = 0, a worker that has two cores to itself makes its
+  // minibatches on a second thread (PsWorkerThreads).
+  const uint32_t in_process = static_cast<uint32_t>(layout.worker_ranks.size());
+  const bool second_thread =
+      config.train.threads == 0 && ThreadTeam::Cores() >= 2 * std::max(in_process, 1u);
   for (uint32_t w = 0; w < layout.worker_ranks.size(); ++w) {
     PsWorkerOptions options = MakePsWorkerOptions(config, layout, w);
+    if (second_thread) options.threads = 2;
     workers.push_back(std::make_unique<PsWorker>(std::move(options), std::move(sites[w]),
                                                  &network.endpoint(layout.worker_ranks[w])));
   }

@@ -36,9 +36,12 @@ ShardServerOptions MakeShardServerOptions(const Config& config, const PsLayout& 
                                           uint32_t shard);
 // Options of worker `worker`; its threads as PsWorkerThreads(config).
 PsWorkerOptions MakePsWorkerOptions(const Config& config, const PsLayout& layout, uint32_t worker);
-// A PS worker's minibatch threads: train.threads, or with 0 one. More than
-// one was slower at every minibatch measured (BENCHMARKS.md, issue 17,
-// "Multi-threaded workers": a step moves the pulled rows, terms and
+// A PS worker's threads: train.threads, or with 0 one (RunPsInProcess: two
+// when every worker of the process has two cores). With two or more, one
+// makes the minibatches (the epoch's shuffle, each step's slotting) ahead of
+// the steps and the others take the gradient; splitting the gradient itself
+// over threads was slower at every minibatch measured (BENCHMARKS.md, issue
+// 17, "Multi-threaded workers": a step moves the pulled rows, terms and
 // gradients between cores, which costs more than the gradient work split).
 uint32_t PsWorkerThreads(const Config& config);
 PsDriverOptions MakePsDriverOptions(const Config& config, const PsLayout& layout, uint32_t items);

@@ -7,6 +7,12 @@
 //                                     `fedrec train` kernel, all ratings, on
 //                                     T threads (train.threads; 0 = every
 //                                     core, the default)
+//   BM_SingleProcessMinibatchSgd/<B>  the algorithm of PS mode without its
+//                                     roles: minibatch SGD of batch B in one
+//                                     process on one thread, the item table
+//                                     a plain array (the same minibatches,
+//                                     kernel and optimizer as a bsp PS job of
+//                                     one worker, so the same model)
 //   BM_Ps/<consistency>/<S>/<W>/<B>/<T>  a PS job in one process: W workers
 //                                     as threads over the in-process
 //                                     transport, S shard servers served on
@@ -23,11 +29,16 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
+#include <numeric>
 
 #include "algorithms/metrics.h"
+#include "algorithms/mf_minibatch.h"
+#include "algorithms/mf_model.h"
 #include "algorithms/mf_trainer.h"
 #include "apps/job.h"
 #include "apps/ps_job.h"
+#include "base/random.h"
+#include "coordinator/shard_server.h"
 
 namespace fedrec {
 namespace {
@@ -71,6 +82,100 @@ BENCHMARK(BM_SingleProcessSgd)
     ->ArgNames({"threads"})
     ->Arg(0)
     ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// PS mode's minibatch SGD (algorithms/mf_minibatch.h) for one worker in one
+// process: each epoch shuffles an index of the ratings with the worker's
+// stream; each step takes the gradient at the table's rows and steps the user
+// rows, then applies the optimizer to the rows it touched. What a bsp PS job
+// adds to this is its roles: slotting a step's items, pulls and pushes
+// through frames and the transport, the shard's bookkeeping.
+void BM_SingleProcessMinibatchSgd(benchmark::State& state) {
+  Config config = BenchConfig();
+  config.federation.mode = "ps";
+  config.cluster.shard_servers = 1;
+  config.federation.sites = 1;
+  config.ps.batch_size = state.range(0);
+  Result<FederatedData> data = LoadFederatedData(config);
+  if (!data.ok()) {
+    state.SkipWithError(data.status().message().c_str());
+    return;
+  }
+  const PsLayout layout = MakePsLayout(config);
+  const ShardServerOptions server = MakeShardServerOptions(config, layout, 0);
+  const PsWorkerOptions worker = MakePsWorkerOptions(config, layout, 0);
+  if (server.optimizer.HasState()) {
+    state.SkipWithError("the baseline steps rows with sgd only");
+    return;
+  }
+  const SiteData& site = data->sites[0];
+  const uint32_t items = data->dataset.items.size();
+  const uint32_t k = worker.factors, cols = k + 1;
+  const size_t n = site.train.size();
+  const uint64_t batch_size = static_cast<uint64_t>(config.ps.batch_size);
+  const uint32_t steps = static_cast<uint32_t>((n + batch_size - 1) / batch_size);
+  double sum = 0.0;
+  for (const Rating& r : site.train) sum += r.value;
+  const float mu = static_cast<float>(sum / static_cast<double>(n));
+  double rmse = 0.0;
+  for (auto _ : state) {
+    std::vector<float> table(static_cast<size_t>(items) * cols);
+    for (uint32_t i = 0; i < items; ++i)
+      server.init_row(i, std::span<float>(table.data() + static_cast<size_t>(i) * cols, cols));
+    MfModel users(static_cast<uint32_t>(site.user_keys.size()), 0, k);
+    users.InitUsers(worker.init, site.user_keys);
+    // The steps read the table in place (it changes only between steps) and
+    // sum gradients into rows of a table-sized array: no slots, no copies.
+    std::vector<float> gradients(table.size(), 0.0f);
+    std::vector<uint32_t> order(n), touched;
+    std::vector<uint8_t> is_touched(items, 0);
+    std::iota(order.begin(), order.end(), 0u);
+    std::vector<Rating> batch;
+    for (uint32_t epoch = 0; epoch < kEpochs; ++epoch) {
+      Rng rng(worker.init.seed, epoch, 0, Purpose::kShuffle);
+      rng.Shuffle(std::span<uint32_t>(order));
+      const float lr = worker.sgd.LearningRate(epoch);
+      const float server_lr = server.optimizer.schedule.LearningRate(epoch);
+      for (uint32_t j = 0; j < steps; ++j) {
+        batch.clear();
+        touched.clear();
+        for (size_t t = n * j / steps; t < n * (j + 1) / steps; ++t) {
+          const Rating& r = site.train[order[t]];
+          batch.push_back(r);
+          if (!is_touched[r.item]) touched.push_back(r.item);
+          is_touched[r.item] = 1;
+        }
+        MfMinibatchGradients(batch, k, mu, table.data(), gradients.data(), users.user_factors(),
+                             users.user_bias(), lr, worker.sgd);
+        for (uint32_t i : touched) {
+          float* g = gradients.data() + static_cast<size_t>(i) * cols;
+          server.optimizer.Apply(server_lr, table.data() + static_cast<size_t>(i) * cols, nullptr,
+                                 g, cols);
+          std::fill(g, g + cols, 0.0f);
+          is_touched[i] = 0;
+        }
+      }
+    }
+    // The test items' rows, as the PS worker evaluates.
+    MfModel model(static_cast<uint32_t>(site.user_keys.size()), items, k);
+    std::copy_n(users.user_factors(), site.user_keys.size() * k, model.user_factors());
+    std::copy_n(users.user_bias(), site.user_keys.size(), model.user_bias());
+    for (uint32_t i = 0; i < items; ++i) {
+      std::copy_n(table.data() + static_cast<size_t>(i) * cols, k,
+                  model.item_factors() + static_cast<size_t>(i) * k);
+      model.item_bias()[i] = table[static_cast<size_t>(i) * cols + k];
+    }
+    model.set_global_mean(mu);
+    rmse = EvaluateErrors(model, site.test, 1.0f, 5.0f).Rmse();
+  }
+  state.SetItemsProcessed(state.iterations() * kEpochs * n);
+  state.counters["test_rmse"] = rmse;
+}
+BENCHMARK(BM_SingleProcessMinibatchSgd)
+    ->ArgNames({"batch"})
+    ->Arg(1000)
+    ->Arg(5000)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "algorithms/mf_minibatch.h"
+#include "base/lookahead.h"
 #include "base/memory.h"
 #include "base/random.h"
 #include "protocol/messages.h"
@@ -25,6 +26,11 @@ struct StepRating {
   uint32_t user;
   uint32_t item;
   float value;
+};
+// One step's minibatch: its items' keys and its ratings slotted (Slot).
+struct StepBatch {
+  std::vector<uint32_t> keys;
+  std::vector<Rating> batch;
 };
 template <bool kOrdered, typename R>
 void SlotImpl(std::span<const R> ratings, std::span<const uint32_t> order,
@@ -74,7 +80,8 @@ PsWorker::PsWorker(PsWorkerOptions options, SiteData data, Transport* transport)
       data_(std::move(data)),
       transport_(transport),
       client_(transport, options_.shard_ranks, options_.factors + 1, options_.driver_rank),
-      team_(std::max(options_.threads, 1u)) {}
+      // With two threads or more, one makes the minibatches (RunSteps).
+      team_(options_.threads >= 2 ? options_.threads - 1 : 1) {}
 
 Status PsWorker::AwaitStart() {
   const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
@@ -173,8 +180,6 @@ Status PsWorker::RunSteps() {
   model_.set_global_mean(start_.global_mean);
   FEDREC_RETURN_IF_ERROR(StartCheckpoints());
 
-  std::vector<uint32_t> keys;
-  std::vector<Rating> batch;
   std::vector<float> rows, gradients;
   const uint32_t first = start_.first_epoch;
   // Each epoch shuffles the order of the previous one. The shuffles permute
@@ -193,18 +198,35 @@ Status PsWorker::RunSteps() {
     Rng rng(options_.init.seed, options_.epoch_offset + epoch, options_.worker, Purpose::kShuffle);
     rng.Shuffle(std::span<uint32_t>(order));
   }
-  uint32_t clock = first * steps;
+  // The steps' minibatches: each epoch's shuffle, then each step's items
+  // slotted, made by `feed` (with two threads or more, on a thread of its
+  // own, up to three steps ahead of the gradients; the same minibatches).
   const size_t n = train.size();
+  Lookahead<StepBatch> feed(
+      4, options_.threads >= 2,
+      [&, slots = std::vector<uint32_t>(items, kNoSlot)](uint64_t i, StepBatch* step) mutable {
+        const uint64_t epoch = first + i / std::max<uint32_t>(steps, 1);
+        if (steps == 0 || epoch >= start_.epochs) return false;
+        const uint32_t j = static_cast<uint32_t>(i % steps);
+        if (j == 0) {
+          Rng rng(options_.init.seed, options_.epoch_offset + epoch, options_.worker,
+                  Purpose::kShuffle);
+          rng.Shuffle(std::span<uint32_t>(order));
+        }
+        const size_t begin = n * j / steps, end = n * (j + 1) / steps;
+        Slot(train, std::span<const uint32_t>(order).subspan(begin, end - begin), &slots,
+             &step->keys, &step->batch);
+        return true;
+      });
+  uint32_t clock = first * steps;
   for (uint32_t epoch = first; epoch < start_.epochs; ++epoch) {
     const uint32_t global_epoch = options_.epoch_offset + epoch;
-    Rng rng(options_.init.seed, global_epoch, options_.worker, Purpose::kShuffle);
-    rng.Shuffle(std::span<uint32_t>(order));
     const float lr = options_.sgd.LearningRate(global_epoch);
     PsReport report;
     for (uint32_t j = 0; j < steps; ++j, ++clock) {
-      const size_t begin = n * j / steps, end = n * (j + 1) / steps;
-      Slot(train, std::span<const uint32_t>(order).subspan(begin, end - begin), &slot_of, &keys,
-           &batch);
+      const StepBatch* step = feed.Next();
+      const std::vector<uint32_t>& keys = step->keys;
+      const std::vector<Rating>& batch = step->batch;
       rows.resize(keys.size() * cols);
       FEDREC_RETURN_IF_ERROR(
           client_.Wait(client_.Pull(keys, rows.data(), clock), options_.timeout));
