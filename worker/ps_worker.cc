@@ -225,6 +225,11 @@ Status PsWorker::RunSteps() {
     PsReport report;
     for (uint32_t j = 0; j < steps; ++j, ++clock) {
       const StepBatch* step = feed.Next();
+      if (step == nullptr) {  // the feed makes exactly the steps this loop takes
+        return Status::Internal("ps worker: no minibatch for epoch " +
+                                std::to_string(global_epoch + 1) + ", step " +
+                                std::to_string(j + 1));
+      }
       const std::vector<uint32_t>& keys = step->keys;
       const std::vector<Rating>& batch = step->batch;
       rows.resize(keys.size() * cols);
