@@ -1,6 +1,14 @@
 // Biased MF (Koren) behind the Model seam: MfTrainer's SGD on explicit
 // ratings, user factors and biases local, item factors, item biases and the
 // global mean global. Results are those of MfTrainer bit for bit.
+
+// GCC 12 reports Eigen's AVX-512 double kernels (the reconstruction's
+// products) as reading an uninitialized register, as in ials.cc: a false
+// positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -10,6 +18,7 @@
 
 #include "algorithms/mf_trainer.h"
 #include "algorithms/model.h"
+#include "algorithms/spd_solver.h"
 #include "base/little_endian.h"
 #include "base/random.h"
 
@@ -43,6 +52,16 @@ class BiasedMf : public Model {
 
   bool CountsLocalSteps() const override { return true; }
   bool SupportsControlVariates() const override { return true; }
+
+  // Each user's row [p_u, b_u] minimizes the objective the SGD descends,
+  // over the user's training ratings with the item rows and the global mean
+  // fixed:
+  //   sum_j (r_j - mu - b_i - b_u - p_u . q_i)^2 + n_u (reg |p_u|^2 + bias_reg b_u^2)
+  // (the SGD applies reg at each of the user's n_u ratings: ALS-WR's
+  // weighting), solved exactly in double with the ratings summed in (user,
+  // item, value) order, so the rows do not depend on the training order. A
+  // user without training ratings gets the minimizer without data, 0.
+  bool ReconstructLocal() override;
 
   // Item rows weigh the site's ratings of the item; the global mean all its ratings.
   std::vector<DenseBlockView> Upload() const override {
@@ -161,6 +180,47 @@ void BiasedMf::GroupByUser() {
   user_begin_.assign(users() + 1, 0);
   for (const Rating& r : by_user_) ++user_begin_[r.user + 1];
   for (uint32_t u = 0; u < users(); ++u) user_begin_[u + 1] += user_begin_[u];
+}
+
+bool BiasedMf::ReconstructLocal() {
+  MfModel& m = trainer_.model();
+  const uint32_t k = m.factors();
+  const std::vector<ParamBlock>& held = m.blocks();
+  for (const ParamBlock& block : held) {
+    if (block.data.size() != static_cast<size_t>(block.rows) * block.cols) return false;
+  }
+  if (user_begin_.size() != users() + 1) GroupByUser();
+  const double mu = m.global_mean();
+  Eigen::MatrixXd a(k + 1, k + 1);
+  Eigen::VectorXd y(k + 1), z(k + 1);
+  SpdSolver solver(k + 1);
+  for (uint32_t u = 0; u < users(); ++u) {
+    const uint32_t begin = user_begin_[u], end = user_begin_[u + 1];
+    float* p = m.user_factors() + static_cast<size_t>(u) * k;
+    float& bu = m.user_bias()[u];
+    if (begin == end) {
+      std::fill(p, p + k, 0.0f);
+      bu = 0.0f;
+      continue;
+    }
+    a.setZero();
+    y.setZero();
+    for (uint32_t j = begin; j < end; ++j) {
+      const Rating& r = by_user_[j];
+      const float* q = m.item_factors() + static_cast<size_t>(r.item) * k;
+      for (uint32_t c = 0; c < k; ++c) z[c] = q[c];
+      z[k] = 1.0;
+      a.noalias() += z * z.transpose();
+      y += (static_cast<double>(r.value) - mu - m.item_bias()[r.item]) * z;
+    }
+    const double n = end - begin;
+    a.diagonal().head(k).array() += n * sgd_.reg;
+    a(k, k) += n * sgd_.bias_reg;
+    const Eigen::VectorXd& x = solver.Solve(a, y);
+    for (uint32_t c = 0; c < k; ++c) p[c] = static_cast<float>(x[c]);
+    bu = static_cast<float>(x[k]);
+  }
+  return true;
 }
 
 // Each user trains its own copy of its items' rows with the SGD of SgdEpoch

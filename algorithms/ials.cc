@@ -40,6 +40,7 @@
 
 #include "algorithms/interactions.h"
 #include "algorithms/model.h"
+#include "algorithms/spd_solver.h"
 #include "base/random.h"
 
 namespace fedrec {
@@ -87,28 +88,6 @@ void UnpackUpper(const double* in, Eigen::MatrixXd* a) {
     }
   }
 }
-
-// Solves a x = b for a symmetric positive definite `a` (reg > 0 makes every
-// system of both steps so) by Cholesky, reusing its workspace. A system that
-// is not numerically positive definite (non-finite inputs) yields x = 0.
-class SpdSolver {
- public:
-  explicit SpdSolver(uint32_t k) : llt_(k), x_(k) {}
-
-  const Eigen::VectorXd& Solve(const Eigen::MatrixXd& a, const Eigen::VectorXd& b) {
-    llt_.compute(a);
-    if (llt_.info() == Eigen::Success) {
-      x_ = llt_.solve(b);
-    } else {
-      x_.setZero();
-    }
-    return x_;
-  }
-
- private:
-  Eigen::LLT<Eigen::MatrixXd> llt_;
-  Eigen::VectorXd x_;
-};
 
 // Rows gathered per matrix product: bounds the workspace whatever a user's
 // or an item's number of positives, and is large enough for blocked products.

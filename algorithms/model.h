@@ -178,6 +178,14 @@ class Model {
   // Called after new global blocks were adopted (closed-form models refresh
   // their local blocks: iALS solves its users against the new items).
   virtual void OnGlobalModel() {}
+  // Fits the local blocks (the holder's users' rows) to its own training
+  // data with the global blocks held fixed, as Federated Reconstruction
+  // (Singhal et al., NeurIPS 2021) rebuilds a client's local parameters. A
+  // site evaluates so when its local blocks were never trained (one that a
+  // sampled federation has not reached yet): their initial values would
+  // measure the draw, not the global model. Returns false, changing nothing,
+  // when the model has no such fit (its local blocks are used as they are).
+  virtual bool ReconstructLocal() { return false; }
 
   // Trains on the local data for the plan; returns the training-loss sums.
   virtual LossSums Train(const TrainPlan& plan) = 0;

@@ -150,6 +150,7 @@ struct Config {
     double fraction = 1.0;        // share of the available sites asked to evaluate
     bool with_next_round = true;  // secagg: evaluation rides on the next round's sum
     bool follow_on = true;        // secagg: a round evaluated on its own uses its sum's secrets
+    bool reconstruct = true;      // a site with never-trained local blocks fits them first
     bool ranking = true;
     int64_t top_k = 10;
     double relevant_threshold = 4.0;

@@ -945,6 +945,7 @@ WorkerOptions MakeWorkerOptions(const Config& config, const ModelRegistry* regis
   options.click_negatives = static_cast<uint32_t>(config.eval.click_negatives);
   options.auc_bins = static_cast<uint32_t>(config.eval.auc_bins);
   options.eval_warm_cold = EvalWarmCold(config);
+  options.reconstruct_local = config.eval.reconstruct;
   options.seed = config.seed;
   options.secagg_policy = SecAggPolicy(config);
   options.dp = DpOptionsOf(config);

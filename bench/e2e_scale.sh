@@ -14,6 +14,12 @@
 #     ML-100K u1 with one user per site (943 sites), 3 rounds, evaluation on
 #     its own secure sum and riding on the next round's: seconds per round
 #     and test RMSE.
+#   bench/e2e_scale.sh reconstruct <ml-100k dir> [build dir]
+#     Sampled federations whose evaluating sites mostly never trained: the
+#     synthetic 100,000-site job above, and ML-100K u1 with one user per site,
+#     10% sampled and 10% evaluating, 10 rounds; each with eval.reconstruct
+#     false then true (the default), twice: test RMSE per round, seconds and
+#     the model's hash (the same both ways).
 #   bench/e2e_scale.sh agreements <sites> [build dir]
 #     One round at <sites> sites with the defaults, the simulated sites
 #     computing each pairwise secret once per pair (sim.share_agreements =
@@ -21,7 +27,7 @@
 # ROWS="sites:aggregation:channels ..." picks table rows. EXTRA="--set k=v ..."
 # is added to every run (e.g. EXTRA="--set sim.share_agreements=false").
 set -euo pipefail
-mode=${1:?usage: $0 table|sampled [build dir] | ml100k <ml-100k dir> [build dir]}
+mode=${1:?usage: $0 table|sampled [build dir] | ml100k|reconstruct <ml-100k dir> [build dir] | agreements <sites> [build dir]}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 data="--set data.synthetic.users=100000 --set data.synthetic.ratings=2000000 --set sim.compare_centralized=false"
@@ -37,7 +43,8 @@ for l in open(d + "/metrics.jsonl"):
           f"{m['aggregation']}, {m['sites_reported']}/{m['sites_selected']} sites), "
           f"test RMSE {m.get('test_rmse', float('nan')):.4f}")
 s = json.load(open(d + "/summary.json"))
-print(f"  peak RSS {s['peak_rss_mb']:.0f} MB, whole job {s['seconds']:.1f} s (start-up, rounds, the end)")
+print(f"  peak RSS {s['peak_rss_mb']:.0f} MB, whole job {s['seconds']:.1f} s (start-up, rounds, the end), "
+      f"model {s.get('model_sha256', '')[:12]}")
 PY
 }
 
@@ -85,6 +92,24 @@ case "$mode" in
         --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
         --set federation.sites=943 --set federation.rounds=3 \
         --set sim.compare_centralized=false --set eval.with_next_round=$ride
+    done
+    ;;
+  reconstruct)
+    ml=${2:?ml-100k dir}
+    build=${3:-build}
+    for pass in 1 2; do
+      for fit in false true; do
+        # shellcheck disable=SC2086
+        run "pass $pass: 100000 registered, 1000 sampled, eval.reconstruct=$fit" $data \
+          --set federation.sites=100000 --set federation.fraction=0.01 \
+          --set eval.fraction=0.01 --set federation.rounds=3 --set output.site_files=false \
+          --set eval.reconstruct=$fit
+        run "pass $pass: ML-100K u1, 943 sites, 10% sampled, eval.reconstruct=$fit" \
+          --set data.train="$ml/u1.base" --set data.test="$ml/u1.test" \
+          --set federation.sites=943 --set federation.fraction=0.1 --set eval.fraction=0.1 \
+          --set federation.rounds=10 --set sim.compare_centralized=false \
+          --set output.site_files=false --set eval.reconstruct=$fit
+      done
     done
     ;;
   agreements)

@@ -7,12 +7,14 @@
 //                                     `fedrec train` kernel, all ratings, on
 //                                     T threads (train.threads; 0 = every
 //                                     core, the default)
-//   BM_SingleProcessMinibatchSgd/<B>  the algorithm of PS mode without its
-//                                     roles: minibatch SGD of batch B in one
-//                                     process on one thread, the item table
-//                                     a plain array (the same minibatches,
-//                                     kernel and optimizer as a bsp PS job of
-//                                     one worker, so the same model)
+//   BM_SingleProcessMinibatchSgd/<B>/<M>  the algorithm of PS mode without
+//                                     its roles: minibatch SGD of batch B in
+//                                     one process on one thread, the item
+//                                     table a plain array (the same
+//                                     minibatches, kernel and optimizer as a
+//                                     bsp PS job of one worker, so the same
+//                                     model); M = 1: the minibatches drawn
+//                                     before the timing
 //   BM_Ps/<consistency>/<S>/<W>/<B>/<T>  a PS job in one process: W workers
 //                                     as threads over the in-process
 //                                     transport, S shard servers served on
@@ -90,7 +92,10 @@ BENCHMARK(BM_SingleProcessSgd)
 // stream; each step takes the gradient at the table's rows and steps the user
 // rows, then applies the optimizer to the rows it touched. What a bsp PS job
 // adds to this is its roles: slotting a step's items, pulls and pushes
-// through frames and the transport, the shard's bookkeeping.
+// through frames and the transport, the shard's bookkeeping. With premade =
+// 1 every step's minibatch is drawn before the timing starts, so the rate is
+// the gradient and the optimizer alone (what a PS worker's stepping thread
+// does when another thread makes its minibatches).
 void BM_SingleProcessMinibatchSgd(benchmark::State& state) {
   Config config = BenchConfig();
   config.federation.mode = "ps";
@@ -118,6 +123,18 @@ void BM_SingleProcessMinibatchSgd(benchmark::State& state) {
   double sum = 0.0;
   for (const Rating& r : site.train) sum += r.value;
   const float mu = static_cast<float>(sum / static_cast<double>(n));
+  const bool premade = state.range(1) != 0;
+  // Every step's ratings, in order: made here when premade, else per step.
+  std::vector<Rating> made;
+  if (premade) {
+    std::vector<uint32_t> order(n);
+    std::iota(order.begin(), order.end(), 0u);
+    for (uint32_t epoch = 0; epoch < kEpochs; ++epoch) {
+      Rng rng(worker.init.seed, epoch, 0, Purpose::kShuffle);
+      rng.Shuffle(std::span<uint32_t>(order));
+      for (uint32_t t : order) made.push_back(site.train[t]);
+    }
+  }
   double rmse = 0.0;
   for (auto _ : state) {
     std::vector<float> table(static_cast<size_t>(items) * cols);
@@ -133,16 +150,23 @@ void BM_SingleProcessMinibatchSgd(benchmark::State& state) {
     std::iota(order.begin(), order.end(), 0u);
     std::vector<Rating> batch;
     for (uint32_t epoch = 0; epoch < kEpochs; ++epoch) {
-      Rng rng(worker.init.seed, epoch, 0, Purpose::kShuffle);
-      rng.Shuffle(std::span<uint32_t>(order));
+      if (!premade) {
+        Rng rng(worker.init.seed, epoch, 0, Purpose::kShuffle);
+        rng.Shuffle(std::span<uint32_t>(order));
+      }
       const float lr = worker.sgd.LearningRate(epoch);
       const float server_lr = server.optimizer.schedule.LearningRate(epoch);
       for (uint32_t j = 0; j < steps; ++j) {
-        batch.clear();
+        const size_t begin = n * j / steps, end = n * (j + 1) / steps;
         touched.clear();
-        for (size_t t = n * j / steps; t < n * (j + 1) / steps; ++t) {
-          const Rating& r = site.train[order[t]];
-          batch.push_back(r);
+        if (premade) {
+          const Rating* first = made.data() + size_t{epoch} * n;
+          batch.assign(first + begin, first + end);
+        } else {
+          batch.clear();
+          for (size_t t = begin; t < end; ++t) batch.push_back(site.train[order[t]]);
+        }
+        for (const Rating& r : batch) {
           if (!is_touched[r.item]) touched.push_back(r.item);
           is_touched[r.item] = 1;
         }
@@ -173,9 +197,10 @@ void BM_SingleProcessMinibatchSgd(benchmark::State& state) {
   state.counters["test_rmse"] = rmse;
 }
 BENCHMARK(BM_SingleProcessMinibatchSgd)
-    ->ArgNames({"batch"})
-    ->Arg(1000)
-    ->Arg(5000)
+    ->ArgNames({"batch", "premade"})
+    ->Args({1000, 0})
+    ->Args({5000, 0})
+    ->Args({5000, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -109,6 +109,7 @@ Status Worker::EnsureModel() {
       loaded = control_.Load(resume_state_->control, "site state " + resume_state_->path);
     resume_state_.reset();
     if (!loaded.ok()) model = loaded;
+    local_trained_ = loaded.ok();
   }
   if (model.ok()) {
     model_ = std::move(model).value();
@@ -302,6 +303,7 @@ Result<LossSums> Worker::TrainOn(const RoundPlan& plan) {
                                              [this](const TrainPlan& p) { return TrainModel(p); })
                                  : TrainModel(PlanOf(plan, control_));
   if (!trained.ok()) return trained.status().WithContext(Where(plan.round));
+  local_trained_ = true;
   const LossSums loss = *trained;
   control_.Finish(*model_, loss.lr_sum);
   steps_.Finish(model_.get(), loss);
@@ -388,7 +390,27 @@ void FillGroup(const GroupSums& sums, Group* g, std::vector<TaskEvalSums>* tasks
 
 }  // namespace
 
-EvalReport Worker::EvaluateModel(uint32_t round) const {
+EvalReport Worker::EvaluateModel(uint32_t round) {
+  // Local blocks at their initial values: evaluate with them fitted to the
+  // site's data, and put the initial values back for training.
+  std::vector<std::vector<float>> initial;
+  if (options_.reconstruct_local && !local_trained_) {
+    for (const ParamBlock& block : model_->blocks()) {
+      if (!IsGlobal(block.scope)) initial.push_back(block.data);
+    }
+    if (!model_->ReconstructLocal()) initial.clear();
+  }
+  const EvalReport report = EvaluateCurrent(round);
+  if (!initial.empty()) {
+    size_t next = 0;
+    for (ParamBlock& block : model_->blocks()) {
+      if (!IsGlobal(block.scope)) block.data = std::move(initial[next++]);
+    }
+  }
+  return report;
+}
+
+EvalReport Worker::EvaluateCurrent(uint32_t round) const {
   EvalOptions options;
   options.rating_min = options_.rating_min;
   options.rating_max = options_.rating_max;

@@ -68,6 +68,11 @@ struct WorkerOptions {
   uint32_t click_negatives = 4;
   uint32_t auc_bins = 1024;
   bool eval_warm_cold = false;
+  // eval.reconstruct: a site whose local blocks were never trained (neither
+  // here nor in a resumed state) evaluates with them fitted to its training
+  // data first (Model::ReconstructLocal), then puts them back, so the
+  // evaluation leaves its training where it was.
+  bool reconstruct_local = true;
   uint64_t seed = 1;  // run seed: stochastic rounding of encrypted updates
   // Signs the site's secure-aggregation round keys; when empty the site makes
   // an ephemeral identity.
@@ -198,8 +203,11 @@ class Worker : private SiteContext {
   Status OnEvalRequest(const FrameView& frame);
   // Trains the model for `plan`; a Byzantine site then applies its attack.
   Result<LossSums> TrainModel(const TrainPlan& plan);
-  // The metric sums of the model as it is now on this site's test ratings.
-  EvalReport EvaluateModel(uint32_t round) const;
+  // The metric sums of the model as it is now on this site's test ratings
+  // (its local blocks reconstructed first when they were never trained:
+  // WorkerOptions::reconstruct_local).
+  EvalReport EvaluateModel(uint32_t round);
+  EvalReport EvaluateCurrent(uint32_t round) const;
   // Starts the round's control variates (or ends them when the plan has
   // none); error when the model cannot use them or they do not fit it.
   Status BeginControl(RoundPlan* plan);
@@ -236,6 +244,8 @@ class Worker : private SiteContext {
   std::vector<uint8_t> cold_users_;
   uint64_t model_version_ = UINT64_MAX;  // none yet
   Shutdown shutdown_;                    // the last Shutdown received
+  // The local blocks were trained here or loaded from a saved state.
+  bool local_trained_ = false;
   mutable std::once_flag identity_once_;
   mutable crypto::SigningKey identity_;
   SiteControl control_;  // SCAFFOLD's c_i, kept across rounds

@@ -99,6 +99,73 @@ TEST(BiasedMfModel, TrainsBitForBitAsMfTrainer) {
 // FedProx's term pulls the item rows toward their value at the start of
 // training: none at mu = 0, all the way when lr * mu = 1 (the folded step
 // keeps nothing of the drift), part of the way in between.
+// Reconstruction (Model::ReconstructLocal) solves each user's ridge
+// regression against fixed item rows: at its result the objective's gradient
+// in the user's row is zero, the global blocks are untouched, and a user
+// without ratings gets zeros.
+TEST(BiasedMfModel, ReconstructLocalSolvesEachUsersRegressionWithTheItemsFixed) {
+  constexpr uint32_t kUsers = 12, kK = 6;
+  ModelData data = SmallData(kUsers - 1, 15, 200, 5);  // user kUsers - 1 has no ratings
+  data.user_keys.push_back(1000 + kUsers - 1);
+  ModelOptions options;
+  options.seed = 4;
+  options.factors = kK;
+  Result<std::unique_ptr<Model>> made = ModelRegistry::WithBuiltins().Create("mf", options, data);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  Model& model = **made;
+  TrainPlan plan;
+  plan.epochs = 3;
+  plan.lr = 0.02f;
+  model.Train(plan);
+  const std::vector<ParamBlock> global_before = CopyGlobalBlocks(model.blocks());
+  ASSERT_TRUE(model.ReconstructLocal());
+  EXPECT_EQ(CopyGlobalBlocks(model.blocks()), global_before);
+
+  const std::vector<ParamBlock>& blocks = model.blocks();
+  const float mu = FindBlock(blocks, MfModel::kGlobalMean)->data[0];
+  const std::vector<float>& bi = FindBlock(blocks, MfModel::kItemBias)->data;
+  const std::vector<float>& q = FindBlock(blocks, MfModel::kItemFactors)->data;
+  const std::vector<float>& bu = FindBlock(blocks, MfModel::kUserBias)->data;
+  const std::vector<float>& p = FindBlock(blocks, MfModel::kUserFactors)->data;
+  const SgdOptions sgd = options.sgd;
+  for (uint32_t u = 0; u < kUsers; ++u) {
+    // Half the gradient of sum_j e_j^2 + n (reg |p|^2 + bias_reg b^2).
+    std::vector<double> grad(kK + 1, 0.0);
+    double n = 0.0, scale = 0.0;
+    for (const Rating& r : data.train) {
+      if (r.user != u) continue;
+      ++n;
+      double prediction = mu + bu[u] + bi[r.item];
+      for (uint32_t c = 0; c < kK; ++c) prediction += double(p[u * kK + c]) * q[r.item * kK + c];
+      const double e = r.value - prediction;
+      for (uint32_t c = 0; c < kK; ++c) grad[c] -= e * q[r.item * kK + c];
+      grad[kK] -= e;
+      scale += std::abs(e);
+    }
+    if (n == 0) {
+      for (uint32_t c = 0; c < kK; ++c) EXPECT_EQ(p[u * kK + c], 0.0f) << "user " << u;
+      EXPECT_EQ(bu[u], 0.0f);
+      continue;
+    }
+    for (uint32_t c = 0; c < kK; ++c) grad[c] += n * sgd.reg * p[u * kK + c];
+    grad[kK] += n * sgd.bias_reg * bu[u];
+    for (uint32_t c = 0; c <= kK; ++c)
+      EXPECT_NEAR(grad[c], 0.0, 1e-4 * (1.0 + scale)) << "user " << u << ", entry " << c;
+  }
+}
+
+// Models without a reconstruction change nothing and say so.
+TEST(ModelSeam, ReconstructLocalIsRefusedByModelsWithoutOne) {
+  ModelOptions options;
+  options.factors = 4;
+  Result<std::unique_ptr<Model>> made =
+      ModelRegistry::WithBuiltins().Create("bpr", options, SmallData(5, 8, 40, 2));
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  const std::vector<ParamBlock> before = (*made)->blocks();
+  EXPECT_FALSE((*made)->ReconstructLocal());
+  EXPECT_EQ((*made)->blocks(), before);
+}
+
 TEST(BiasedMfModel, ProximalTermPullsItemRowsTowardTheirStartingValue) {
   ModelOptions options;
   options.factors = 4;
