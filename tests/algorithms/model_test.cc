@@ -154,12 +154,13 @@ TEST(BiasedMfModel, ReconstructLocalSolvesEachUsersRegressionWithTheItemsFixed) 
   }
 }
 
-// Models without a reconstruction change nothing and say so.
+// Models without a reconstruction change nothing and say so (iALS solves
+// its users against every new model instead).
 TEST(ModelSeam, ReconstructLocalIsRefusedByModelsWithoutOne) {
   ModelOptions options;
   options.factors = 4;
   Result<std::unique_ptr<Model>> made =
-      ModelRegistry::WithBuiltins().Create("bpr", options, SmallData(5, 8, 40, 2));
+      ModelRegistry::WithBuiltins().Create("ials", options, SmallData(5, 8, 40, 2));
   ASSERT_TRUE(made.ok()) << made.status().ToString();
   const std::vector<ParamBlock> before = (*made)->blocks();
   EXPECT_FALSE((*made)->ReconstructLocal());
