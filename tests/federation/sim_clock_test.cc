@@ -24,6 +24,16 @@ Config ClockConfig() {
   return config;
 }
 
+// 40 sites, a quarter of them sampled per round and a quarter evaluating.
+Config SampledConfig(int64_t rounds) {
+  Config config = ClockConfig();
+  config.federation.sites = 40;
+  config.federation.rounds = rounds;
+  config.federation.fraction = 0.25;
+  config.eval.fraction = 0.25;
+  return config;
+}
+
 std::set<uint32_t> FailedSites(const RoundMetrics& m) {
   std::set<uint32_t> sites;
   for (const auto& [site, reason] : m.failed_sites) sites.insert(site);
@@ -160,11 +170,7 @@ TEST(VirtualClock, SameSeedSameModelAcrossThreadCountsWithTheDefaultSecureScheme
 // identity, a scalar multiplication), and the model is the one of channels
 // all made at start-up.
 TEST(SampledSites, OnlySitesARoundContactsMakeAChannelAndTheModelIsTheSame) {
-  Config config = ClockConfig();
-  config.federation.sites = 40;
-  config.federation.rounds = 2;
-  config.federation.fraction = 0.25;
-  config.eval.fraction = 0.25;
+  Config config = SampledConfig(2);
   config.security.aggregation = Config().security.aggregation;
   crypto::Key32 job{};
   job[0] = 9;
@@ -200,15 +206,12 @@ TEST(SampledSites, OnlySitesARoundContactsMakeAChannelAndTheModelIsTheSame) {
 
 // A sampled federation evaluates mostly at sites no round has trained yet:
 // they fit their users' rows to their own ratings first (eval.reconstruct),
-// which lowers the error of every evaluation (by 2% at least here), and put the initial rows back,
-// so the trained model is the same bit for bit. Sites that trained are
-// evaluated as they are: with every site in every round, nothing changes.
+// which lowers the error of every evaluation (by 2% at least here), and put
+// the initial rows back, so the trained model is the same bit for bit. Sites
+// that trained are evaluated as they are: with every site in every round,
+// nothing changes.
 TEST(SampledSites, UntrainedSitesEvaluateWithTheirUsersFittedAndTheModelIsTheSame) {
-  Config config = ClockConfig();
-  config.federation.sites = 40;
-  config.federation.rounds = 3;
-  config.federation.fraction = 0.25;
-  config.eval.fraction = 0.25;
+  Config config = SampledConfig(3);
   const auto run = [&](bool reconstruct) {
     Config c = config;
     c.eval.reconstruct = reconstruct;
