@@ -765,7 +765,7 @@ int RunSim(const Config& config, const Registries& registries) {
   sim_options.after_run = [&](const Worker& worker) {
     if (!config.output.site_files || !worker.model_status().ok() || !saved.ok()) return;
     saved = SaveHolderFiles(SiteFolder(out->dir(), worker.site()), worker.model(),
-                            data->site_user_ids[worker.site()], item_ids);
+                            data->site_user_ids[worker.site()], item_ids, worker.local_trained());
   };
   CoordinatorOptions coordinator_options = CoordinatorOptionsOf(config, models);
   coordinator_options.job_id = job;
@@ -1438,10 +1438,12 @@ int SiteRank(const Config& config, Transport& t, uint32_t site,
   // A site that cannot resume ends the job (mpirun stops every rank).
   if (!worker.model_status().ok()) return fail(worker.model_status().message());
   if (Status s = worker.Serve(idle); !s.ok()) return fail(s.message());
-  // The site's folder under the coordinator's run directory (on this node).
-  if (!config.output.site_files) return 0;
-  if (Status s =
-          SaveHolderFiles(SiteFolder(catalogue.run_dir, site), worker.model(), user_ids, item_ids);
+  // The site's folder under the coordinator's run directory (on this node),
+  // when it built its model: a site no round or evaluation contacted has
+  // none (as in fedrec sim).
+  if (!config.output.site_files || !worker.has_model()) return 0;
+  if (Status s = SaveHolderFiles(SiteFolder(catalogue.run_dir, site), worker.model(), user_ids,
+                                 item_ids, worker.local_trained());
       !s.ok())
     return fail(s.message());
   return 0;

@@ -212,7 +212,8 @@ const std::vector<Key>& Schema() {
                  "a site whose local blocks (its users' rows) were never trained, e.g. one a "
                  "sampled federation has not reached yet, evaluates with them fitted to its own "
                  "training data with the global model fixed (models that can: mf), then puts "
-                 "them back; false: with their initial values"),
+                 "them back, and fedrec recommend serves its users so; false: with their "
+                 "initial values"),
       FEDREC_KEY("eval.ranking", eval.ranking, "also compute top-N metrics"),
       FEDREC_KEY("eval.top_k", eval.top_k, "K of Precision/Recall/NDCG/HR@K"),
       FEDREC_KEY("eval.click_negatives", eval.click_negatives,

@@ -34,7 +34,7 @@ Status SaveGlobalFiles(const std::string& run, const Model& model,
 
 Status SaveHolderFiles(const std::string& folder, const Model& model,
                        const std::vector<std::string>& user_ids,
-                       const std::vector<std::string>& item_ids) {
+                       const std::vector<std::string>& item_ids, bool local_trained) {
   std::error_code ec;
   std::filesystem::create_directories(folder, ec);
   if (ec) return Status::IoError("cannot create " + folder + ": " + ec.message());
@@ -53,6 +53,16 @@ Status SaveHolderFiles(const std::string& folder, const Model& model,
   std::ofstream out(path, std::ios::binary);
   FEDREC_RETURN_IF_ERROR(model.SaveBlocks(out, false).WithContext(path));
   if (!out) return Status::IoError("cannot write " + path);
+  const std::string marker = folder + "/" + std::string(kUntrainedMarker);
+  if (local_trained) {
+    std::filesystem::remove(marker, ec);
+    if (ec) return Status::IoError("cannot remove " + marker + ": " + ec.message());
+    return Status::Ok();
+  }
+  std::ofstream note(marker);
+  note << "this holder's local blocks (model.local) were never trained: fedrec recommend fits "
+          "them to interactions.tsv with the global model fixed (eval.reconstruct)\n";
+  if (!note) return Status::IoError("cannot write " + marker);
   return Status::Ok();
 }
 

@@ -236,6 +236,10 @@ Result<Recommendations> Recommend(const RecommendRequest& request, const Registr
     if (!in) return Status::NotFound("cannot read " + path);
     FEDREC_RETURN_IF_ERROR(model->LoadBlocks(in, global, path));
   }
+  // A holder whose local blocks were never trained is served as it
+  // evaluated: with them fitted to its interactions (when the model can).
+  if (config->eval.reconstruct && fs::exists(folder + "/" + std::string(kUntrainedMarker)))
+    model->ReconstructLocal();
 
   std::vector<float> scores(item_ids.size());
   model->Score(user, scores);

@@ -170,6 +170,9 @@ class Worker : private SiteContext {
   const Status& model_status() const { return model_status_; }
   const std::vector<Rating>& test() const { return test_; }
   uint64_t model_version() const { return model_version_; }
+  // Whether the local blocks were ever trained here or loaded from a saved
+  // state (else they hold their initial values).
+  bool local_trained() const { return local_trained_; }
 
  private:
   // SiteContext: what the aggregation schemes' site parts use

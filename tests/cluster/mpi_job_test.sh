@@ -12,6 +12,11 @@
 #   mpi_job_test.sh item-outside-universe          a site's item missing from the universe
 #   mpi_job_test.sh serve <model> <np>             a model's run matches sim; its sites
 #                                                  save their folders; recommend serves from them
+#   mpi_job_test.sh sampled                        half the sites sampled and half evaluating:
+#                                                  the model of fedrec sim, the same site folders
+#                                                  (none for a site never contacted, `untrained`
+#                                                  for one that only evaluated), and recommend
+#                                                  serves an untrained site's user
 #   mpi_job_test.sh plugin                         a plug-in strategy (FEDREC_PLUGIN) on every
 #                                                  rank matches sim
 #   mpi_job_test.sh missing-plugin                 a plug-in that is not there ends every rank
@@ -163,6 +168,24 @@ case "$1" in
     grep -q "\"holder\":\"site1\"" <<<"$out" || fail "user $user should be served by site1: $out"
     [ "$(grep -o '"rank"' <<<"$out" | wc -l)" -eq 5 ] || fail "expected 5 items: $out"
     echo "serve ($model, -np $np): $run; user $user from site1"
+    ;;
+  sampled)
+    args=("${small[@]}" --set federation.sites=6 --set federation.fraction=0.5
+          --set eval.fraction=0.5 --set federation.rounds=1)
+    sim=$("$FEDREC" sim "${args[@]}" --force --set output.dir="$work/sim" | sha)
+    mpirun 7 "$FEDREC" run "${args[@]}" --force --set output.dir="$work/run" >"$work/run.out" 2>&1 ||
+      fail "the sampled job failed: $(tail -n 5 "$work/run.out")"
+    run=$(grep '"model_sha256"' "$work/run.out" | sha)
+    [ -n "$run" ] && [ "$sim" = "$run" ] || fail "sampled: sim '$sim' != run '$run'"
+    folders() { (cd "$1" && find . -path './site*' -type f \( -name model.local -o -name untrained \) | sort); }
+    [ "$(folders "$work/sim")" = "$(folders "$work/run")" ] ||
+      fail "site folders differ: sim $(folders "$work/sim" | tr '\n' ' '), run $(folders "$work/run" | tr '\n' ' ')"
+    marker=$(find "$work/run" -name untrained | head -n 1)
+    [ -n "$marker" ] || fail "no site only evaluated (expected 3 of 6 to train)"
+    user=$(head -n 1 "$(dirname "$marker")/users.tsv")
+    out=$("$FEDREC" recommend --run "$work/run" --user "$user" --k 5 --json) ||
+      fail "recommend for user $user of an untrained site: $out"
+    echo "sampled: $run; $(folders "$work/run" | tr '\n' ' ')"
     ;;
   plugin)
     # Every rank loads the plug-in (FEDREC_PLUGIN, examples/plugin) named by

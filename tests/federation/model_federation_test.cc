@@ -11,6 +11,7 @@
 #include <iterator>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "apps/commands.h"
@@ -444,6 +445,62 @@ TEST(Recommend, ARunWithoutSiteFilesWritesNoSiteFolderAndSaysWhyItCannotServe) {
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("output.site_files = false"), std::string::npos)
       << none.status().message();
+}
+
+// A sampled run's sites that were only asked to evaluate never trained
+// their users' rows: their folders say so, and `fedrec recommend` serves
+// their users from rows fitted to their interactions, as their evaluation
+// did (eval.reconstruct), so the list differs from the initial rows' one;
+// users of sites that trained are served the same either way.
+TEST(Recommend, UntrainedSitesServeTheirUsersFromRowsFittedAsTheyEvaluated) {
+  Config config = ImplicitConfig("mf", "none");
+  config.federation.sites = 40;
+  config.federation.fraction = 0.25;
+  config.eval.fraction = 0.25;
+  config.federation.rounds = 1;
+  config.sim.compare_centralized = false;
+  config.output.dir = RunDir("recommend-untrained");
+  config.output.force = true;
+  ASSERT_EQ(RunSim(config), 0);
+  std::vector<std::string> trained_users, untrained_users;
+  for (uint32_t site = 0; site < 40; ++site) {
+    const std::string folder = config.output.dir + "/site" + std::to_string(site);
+    if (!std::filesystem::exists(folder)) continue;  // never contacted
+    std::ifstream users(folder + "/users.tsv");
+    std::string first;
+    ASSERT_TRUE(std::getline(users, first)) << folder;
+    (std::filesystem::exists(folder + "/untrained") ? untrained_users : trained_users)
+        .push_back(first);
+  }
+  EXPECT_EQ(trained_users.size(), 10u);  // a quarter of the sites trained
+  ASSERT_FALSE(untrained_users.empty());
+
+  const auto serve = [&](const std::string& user) {
+    Result<Recommendations> answer = Recommend({config.output.dir, user, 10, false, ""});
+    EXPECT_TRUE(answer.ok()) << answer.status().ToString();
+    std::vector<std::string> items;
+    if (answer.ok()) {
+      for (const Recommendation& rec : answer->items) items.push_back(rec.item);
+    }
+    return items;
+  };
+  std::map<std::string, std::vector<std::string>> fitted;
+  for (const auto* users : {&trained_users, &untrained_users}) {
+    for (const std::string& user : *users) fitted[user] = serve(user);
+  }
+  // The same run served with its users' initial rows.
+  const std::string toml = config.output.dir + "/config.toml";
+  std::stringstream text;
+  text << std::ifstream(toml).rdbuf();
+  std::string edited = text.str();
+  const size_t at = edited.find("reconstruct = true");
+  ASSERT_NE(at, std::string::npos);
+  edited.replace(at, std::string("reconstruct = true").size(), "reconstruct = false");
+  std::ofstream(toml) << edited;
+  for (const std::string& user : trained_users) EXPECT_EQ(serve(user), fitted[user]) << user;
+  size_t changed = 0;
+  for (const std::string& user : untrained_users) changed += serve(user) != fitted[user];
+  EXPECT_EQ(changed, untrained_users.size());
 }
 
 // Writes the synthetic data of `config` into `dir` as `user,item` lines (no
